@@ -1,0 +1,154 @@
+//! Change batches: the unit every peer exports, stores, relays and applies.
+//!
+//! A batch holds the changes of **one origin** for one contiguous seq range, so routing needs only
+//! the header: `(origin, range)` and the SHA-256 of the body. The header also describes every table
+//! the body touches (columns, declared types, key, foreign keys, strategies) so a schema-free hub
+//! can route it and the cloud can create the tables. The body is grouped by table and row: the
+//! primary key once per row, the row's causal length, and the changed cells. Every cell in a batch
+//! was written by the origin (a database exports only its own writes; the writes it received keep
+//! their own origin), and at the row's epoch, so neither is repeated per cell.
+//!
+//! The byte layout is specified in `docs/wire-format.md`; [`codec`] implements it.
+
+use crate::hlc::Hlc;
+use crate::merge::Strategy;
+use crate::site::SiteId;
+use crate::value::Value;
+use crate::vector::SeqRange;
+use alloc::string::String;
+use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
+
+pub mod codec;
+
+/// The description of one table, as carried in a batch header.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct TableSchema {
+    /// The table's name.
+    pub name: String,
+    /// Its columns, in declaration order; primary-key columns included.
+    pub columns: Vec<ColumnSchema>,
+    /// Indexes into `columns` of the primary key, in key order.
+    pub primary_key: Vec<u16>,
+    /// Its foreign keys (parents are applied before children).
+    pub foreign_keys: Vec<ForeignKey>,
+}
+
+impl TableSchema {
+    /// Indexes into `columns` of the non-key columns, in order: the cells a row change can carry,
+    /// numbered 0.. in that order on the wire.
+    pub fn value_columns(&self) -> impl Iterator<Item = u16> + '_ {
+        (0..self.columns.len() as u16).filter(move |i| !self.primary_key.contains(i))
+    }
+}
+
+/// One column of a [`TableSchema`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ColumnSchema {
+    /// The column's name.
+    pub name: String,
+    /// The declared type as written in `CREATE TABLE` (may be empty).
+    pub decl_type: String,
+    /// How it merges.
+    pub strategy: Strategy,
+    /// Declared `NOT NULL`.
+    pub not_null: bool,
+}
+
+/// A foreign key of a [`TableSchema`].
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct ForeignKey {
+    /// Indexes into the child's columns.
+    pub columns: Vec<u16>,
+    /// The parent table's name.
+    pub parent: String,
+    /// The parent's columns by name (empty = the parent's primary key).
+    pub parent_columns: Vec<String>,
+}
+
+/// How a batch body is compressed on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub enum Compression {
+    /// Stored as is.
+    #[default]
+    None,
+    /// Raw DEFLATE (RFC 1951).
+    Deflate,
+}
+
+/// A batch header: everything routing and schema discovery need without reading the body.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct BatchHeader {
+    /// The site that made every change in this batch.
+    pub origin: SiteId,
+    /// The origin's seqs this batch covers: every change of the origin in this range that is still
+    /// current is in the body (a change overwritten later in the range is folded into the later one).
+    pub range: SeqRange,
+    /// The clock every cell clock in the body is relative to (the smallest one).
+    pub base_hlc: Hlc,
+    /// The tables the body touches; body rows name them by index.
+    pub tables: Vec<TableSchema>,
+    /// How the body is compressed.
+    pub compression: Compression,
+    /// The length of the uncompressed body in bytes (bounds decompression).
+    pub body_len: u32,
+    /// SHA-256 of the uncompressed body: the batch's identity in acks and in the mailbox.
+    pub body_sha256: [u8; 32],
+}
+
+/// A decoded batch.
+#[derive(Clone, PartialEq, Debug)]
+pub struct Batch {
+    /// The header.
+    pub header: BatchHeader,
+    /// The changes, grouped by table.
+    pub tables: Vec<TableChanges>,
+}
+
+/// The row changes of one table.
+#[derive(Clone, PartialEq, Debug)]
+pub struct TableChanges {
+    /// Index into [`BatchHeader::tables`].
+    pub table: u16,
+    /// The rows.
+    pub rows: Vec<RowChange>,
+}
+
+/// The changes to one row.
+#[derive(Clone, PartialEq, Debug)]
+pub struct RowChange {
+    /// The primary key values, in key order.
+    pub key: Vec<Value>,
+    /// The row's causal length as the origin knows it; the cells were written at this epoch.
+    pub existence: u64,
+    /// The changed cells, by value-column number, ascending.
+    pub cells: Vec<CellChange>,
+}
+
+/// One changed cell.
+#[derive(Clone, PartialEq, Debug)]
+pub struct CellChange {
+    /// The value-column number (position among [`TableSchema::value_columns`]).
+    pub column: u16,
+    /// The write's clock (its site is the batch origin, its epoch the row's existence).
+    pub hlc: Hlc,
+    /// What was written; its kind follows the column's strategy.
+    pub payload: CellPayload,
+}
+
+/// What a cell change carries, by strategy.
+#[derive(Clone, PartialEq, Debug)]
+pub enum CellPayload {
+    /// `lww` and `row_lww`: the new value.
+    Value(Value),
+    /// `counter`: the origin's whole contribution in this epoch (not a delta, so replays are
+    /// harmless).
+    Counter(i64),
+    /// `review`: the value and the writes it supersedes.
+    Review {
+        /// The value written.
+        value: Value,
+        /// Per site, the highest clock the writer had seen on this cell.
+        context: Vec<(SiteId, Hlc)>,
+    },
+}

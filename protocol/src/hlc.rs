@@ -1,0 +1,183 @@
+//! The hybrid logical clock.
+//!
+//! An [`Hlc`] is 64 bits: 48 bits of milliseconds since the Unix epoch and a 16-bit counter.
+//! Every local write takes `max(wall, last + 1)` ([`Clock::tick`]); every received change advances
+//! `last` ([`Clock::observe`]). Adding one to a clock whose counter is `0xffff` carries into the
+//! milliseconds, so the clock never wraps or stalls. Writes are ordered by [`Stamp`]: `(hlc, site)`.
+//!
+//! Receivers never reject a change because of their own wall clock: that would break convergence.
+//! Field clocks are wrong (dead RTC, manual time), so at hello a device compares its wall clock with
+//! the peer's ([`assess_skew`]); past [`SkewPolicy::max_skew_ms`] it writes with the peer's time plus
+//! its own monotonic progress ([`Clock::set_offset`]) and re-stamps the changes that never left it.
+//! This module only decides; the caller reads the clocks and stores the state.
+
+use crate::site::SiteId;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// Bits of the counter part.
+pub const COUNTER_BITS: u32 = 16;
+/// The largest millisecond value a clock can hold (48 bits: year 10889).
+pub const MAX_MILLIS: u64 = (1 << 48) - 1;
+
+/// A hybrid logical clock value: `millis << 16 | counter`. Ordered as a plain `u64`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Hlc(u64);
+
+impl Hlc {
+    /// The zero clock, before any write.
+    pub const ZERO: Hlc = Hlc(0);
+
+    /// Builds a clock from milliseconds (clamped to 48 bits) and a counter.
+    pub const fn new(millis: u64, counter: u16) -> Hlc {
+        let millis = if millis > MAX_MILLIS { MAX_MILLIS } else { millis };
+        Hlc(millis << COUNTER_BITS | counter as u64)
+    }
+
+    /// Reinterprets a raw 64-bit value (as stored in a database or on the wire).
+    pub const fn from_u64(raw: u64) -> Hlc {
+        Hlc(raw)
+    }
+
+    /// The raw 64-bit value.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// The milliseconds part.
+    pub const fn millis(self) -> u64 {
+        self.0 >> COUNTER_BITS
+    }
+
+    /// The counter part.
+    pub const fn counter(self) -> u16 {
+        (self.0 & 0xffff) as u16
+    }
+
+    /// The next clock value: counter + 1, carrying into the milliseconds on overflow. Saturates at
+    /// the largest representable clock (unreachable in practice: 2^64 writes).
+    pub const fn successor(self) -> Hlc {
+        Hlc(self.0.saturating_add(1))
+    }
+}
+
+impl fmt::Debug for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hlc({}.{})", self.millis(), self.counter())
+    }
+}
+
+impl fmt::Display for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.millis(), self.counter())
+    }
+}
+
+/// The total order of writes: clock first, site id as tie-break.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Stamp {
+    /// When.
+    pub hlc: Hlc,
+    /// Who.
+    pub site: SiteId,
+}
+
+/// A site's clock state: the last value it issued or observed, and the offset it applies to its
+/// wall clock when its own time was found to be far off a peer's.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Clock {
+    last: Hlc,
+    offset_ms: i64,
+}
+
+impl Clock {
+    /// A clock that resumes from `last` (as persisted) with no offset.
+    pub const fn resume(last: Hlc) -> Clock {
+        Clock { last, offset_ms: 0 }
+    }
+
+    /// The last value issued or observed.
+    pub const fn last(&self) -> Hlc {
+        self.last
+    }
+
+    /// The offset in milliseconds added to the wall clock (0 unless skew was corrected).
+    pub const fn offset_ms(&self) -> i64 {
+        self.offset_ms
+    }
+
+    /// Sets the correction applied to the wall clock (from [`SkewVerdict::UsePeerTime`]).
+    pub fn set_offset(&mut self, offset_ms: i64) {
+        self.offset_ms = offset_ms;
+    }
+
+    /// The corrected wall time for a raw wall reading.
+    pub fn corrected(&self, wall_ms: u64) -> u64 {
+        let t = wall_ms as i128 + self.offset_ms as i128;
+        t.clamp(0, MAX_MILLIS as i128) as u64
+    }
+
+    /// Issues the clock for a local write at wall time `wall_ms`: `max(wall, last + 1)`.
+    pub fn tick(&mut self, wall_ms: u64) -> Hlc {
+        let wall = Hlc::new(self.corrected(wall_ms), 0);
+        let next = core::cmp::max(wall, self.last.successor());
+        self.last = next;
+        next
+    }
+
+    /// Takes note of a clock received from a peer, so later local writes order after it.
+    /// Never fails: a clock from the future is accepted (rejecting it would break convergence).
+    pub fn observe(&mut self, remote: Hlc) {
+        if remote > self.last {
+            self.last = remote;
+        }
+    }
+}
+
+/// How far apart two peers' wall clocks may be before the device adopts the peer's time.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct SkewPolicy {
+    /// The bound in milliseconds.
+    pub max_skew_ms: u64,
+}
+
+impl Default for SkewPolicy {
+    /// Five minutes: beyond ordinary drift, well inside a wrong date or a dead RTC.
+    fn default() -> Self {
+        SkewPolicy {
+            max_skew_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+/// What a device does about the difference between its wall clock and a peer's.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SkewVerdict {
+    /// Within the bound: keep the local clock. `skew_ms` is `local - peer` (for status output).
+    WithinBound {
+        /// Local minus peer, in milliseconds.
+        skew_ms: i64,
+    },
+    /// Too far off: write with the peer's time. `offset_ms` is what to add to the local wall
+    /// clock ([`Clock::set_offset`]); the device should re-stamp its never-sent changes.
+    UsePeerTime {
+        /// Peer minus local, in milliseconds.
+        offset_ms: i64,
+    },
+}
+
+/// Compares a local wall reading with a peer's, both taken at hello.
+pub fn assess_skew(local_wall_ms: u64, peer_wall_ms: u64, policy: SkewPolicy) -> SkewVerdict {
+    let skew = local_wall_ms as i128 - peer_wall_ms as i128;
+    let skew_ms = skew.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+    if skew.unsigned_abs() > policy.max_skew_ms as u128 {
+        SkewVerdict::UsePeerTime { offset_ms: -skew_ms }
+    } else {
+        SkewVerdict::WithinBound { skew_ms }
+    }
+}
+
+#[cfg(test)]
+mod tests;

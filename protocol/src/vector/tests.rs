@@ -1,0 +1,2 @@
+//! Tests for the parent module.
+use super::*;
