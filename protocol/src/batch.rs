@@ -19,7 +19,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
+mod body;
 pub mod codec;
+mod error;
+
+pub use body::BodyWriter;
 
 /// The description of one table, as carried in a batch header.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -84,7 +88,9 @@ pub struct BatchHeader {
     /// The origin's seqs this batch covers: every change of the origin in this range that is still
     /// current is in the body (a change overwritten later in the range is folded into the later one).
     pub range: SeqRange,
-    /// The clock every cell clock in the body is relative to (the smallest one).
+    /// The smallest cell clock in the body (zero when it has no cells); decoders check it. Body
+    /// clocks are deltas from the previous row's, so a receiver learns the batch's time span from
+    /// the header alone.
     pub base_hlc: Hlc,
     /// The tables the body touches; body rows name them by index.
     pub tables: Vec<TableSchema>,

@@ -23,7 +23,9 @@ pub mod batch;
 pub mod hlc;
 pub mod merge;
 pub mod site;
+pub mod uuid_text;
 pub mod value;
+pub mod varint;
 pub mod vector;
 
 pub use hlc::{Clock, Hlc, Stamp};

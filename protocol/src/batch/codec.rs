@@ -1,12 +1,32 @@
-//! Encoding and decoding of batches (layout: `docs/wire-format.md`).
+//! Encoding and decoding of batches (layout: `docs/wire-format.md`, "Batches").
 //!
-//! PLACEHOLDER SIGNATURES: the bodies are being written now (wire-format work of the foundation
-//! issue); until then every call panics. Do not rely on this module yet.
+//! A batch is `OPB`, the format byte [`FORMAT`], the postcard-encoded [`BatchHeader`], then the
+//! body, raw or raw DEFLATE. **Contract**: [`decode_header`], [`verify`] and [`decode`] accept any
+//! byte string and return a typed [`DecodeError`] for anything malformed; none panics and none
+//! allocates more than the input, [`Limits`] and the declared (and bounded) body length allow.
+//! Encoding is deterministic: the same changes give the same bytes.
 
+use super::body::{read_body, BodyWriter};
 use super::{Batch, BatchHeader, Compression, TableChanges, TableSchema};
 use crate::site::SiteId;
 use crate::vector::SeqRange;
+use alloc::boxed::Box;
+use alloc::vec;
 use alloc::vec::Vec;
+use sha2::{Digest, Sha256};
+
+pub use super::body::write_value;
+pub use super::error::{BodyProblem, DecodeError, EncodeError, HeaderProblem};
+
+/// The magic every batch starts with.
+pub const MAGIC: [u8; 3] = *b"OPB";
+/// The batch format this build writes and the newest it reads.
+pub const FORMAT: u8 = 1;
+/// The DEFLATE level used for [`Compression::Deflate`] (miniz scale 0-10).
+pub const DEFLATE_LEVEL: u8 = 6;
+/// DEFLATE cannot expand data by more than about 1032:1; a body claiming more is refused before
+/// any allocation.
+const MAX_DEFLATE_RATIO: u64 = 1032;
 
 /// Limits a decoder enforces before allocating.
 #[derive(Clone, Copy, Debug)]
@@ -27,30 +47,254 @@ impl Default for Limits {
 }
 
 /// Encodes a batch. Computes `base_hlc`, `body_len` and `body_sha256`.
+///
+/// # Panics
+/// When the changes do not fit `tables` (see [`EncodeError`]): that is a bug in the caller, and
+/// writing such a batch would corrupt the changes. [`try_encode`] returns the error instead.
 pub fn encode(
-    _origin: SiteId,
-    _range: SeqRange,
-    _tables: Vec<TableSchema>,
-    _changes: &[TableChanges],
-    _compression: Compression,
+    origin: SiteId,
+    range: SeqRange,
+    tables: Vec<TableSchema>,
+    changes: &[TableChanges],
+    compression: Compression,
 ) -> Vec<u8> {
-    unimplemented!("batch encoding is being written")
+    match try_encode(origin, range, tables, changes, compression) {
+        Ok(bytes) => bytes,
+        Err(e) => panic!("batch::codec::encode: {e}"),
+    }
 }
 
-/// Decodes the header only (routing: hub and mailbox never read bodies).
-pub fn decode_header(_bytes: &[u8], _limits: &Limits) -> Result<BatchHeader, DecodeError> {
-    unimplemented!("batch decoding is being written")
+/// Encodes a batch, or says why the changes do not fit their tables.
+pub fn try_encode(
+    origin: SiteId,
+    range: SeqRange,
+    tables: Vec<TableSchema>,
+    changes: &[TableChanges],
+    compression: Compression,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut w = BodyWriter::new(tables)?;
+    for group in changes {
+        w.begin_table(group.table)?;
+        for row in &group.rows {
+            w.push_row(row)?;
+        }
+    }
+    finish_batch(w, origin, range, compression)
+}
+
+/// Turns a filled [`BodyWriter`] into a whole batch.
+pub fn finish_batch(
+    writer: BodyWriter,
+    origin: SiteId,
+    range: SeqRange,
+    compression: Compression,
+) -> Result<Vec<u8>, EncodeError> {
+    let (tables, body, base_hlc) = writer.into_parts();
+    let body_len = u32::try_from(body.len()).map_err(|_| EncodeError::BodyTooLarge)?;
+    let header = BatchHeader {
+        origin,
+        range,
+        base_hlc,
+        tables,
+        compression,
+        body_len,
+        body_sha256: Sha256::digest(&body).into(),
+    };
+    let mut out = Vec::with_capacity(body.len() + 256);
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT);
+    // Serializing plain data into a growable vector cannot fail.
+    let header_bytes = postcard::to_allocvec(&header).expect("postcard into a Vec");
+    out.extend_from_slice(&header_bytes);
+    match compression {
+        Compression::None => out.extend_from_slice(&body),
+        Compression::Deflate => {
+            out.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(&body, DEFLATE_LEVEL))
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes the header only (routing: hub and mailbox never read bodies). Checks the magic, the
+/// format, the header's consistency and, for a raw body, its exact length; it does **not** check
+/// the hash (use [`verify`]).
+pub fn decode_header(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, DecodeError> {
+    split(bytes, limits).map(|(h, _)| h)
+}
+
+/// Checks a whole batch without parsing rows: header, body length and SHA-256. What a mailbox
+/// calls before storing a batch so it never relays an altered one.
+pub fn verify(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, DecodeError> {
+    let (header, wire_body) = split(bytes, limits)?;
+    let body = uncompressed_body(&header, wire_body)?;
+    if Sha256::digest(&body).as_slice() != header.body_sha256 {
+        return Err(DecodeError::HashMismatch);
+    }
+    Ok(header)
 }
 
 /// Decodes and verifies a whole batch (hash, lengths, every value).
-pub fn decode(_bytes: &[u8], _limits: &Limits) -> Result<Batch, DecodeError> {
-    unimplemented!("batch decoding is being written")
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Batch, DecodeError> {
+    let (header, wire_body) = split(bytes, limits)?;
+    let body = uncompressed_body(&header, wire_body)?;
+    if Sha256::digest(&body).as_slice() != header.body_sha256 {
+        return Err(DecodeError::HashMismatch);
+    }
+    let (tables, min_hlc) = read_body(&body, &header.tables)?;
+    if min_hlc != header.base_hlc {
+        return Err(DecodeError::BaseHlcMismatch {
+            declared: header.base_hlc,
+            actual: min_hlc,
+        });
+    }
+    Ok(Batch { header, tables })
 }
 
-/// Why a batch could not be decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DecodeError {
-    /// Placeholder until the codec lands.
-    Unimplemented,
+/// Splits a batch into its checked header and the body as it is on the wire.
+fn split<'a>(bytes: &'a [u8], limits: &Limits) -> Result<(BatchHeader, &'a [u8]), DecodeError> {
+    if bytes.len() > limits.max_batch_bytes {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max: limits.max_batch_bytes,
+        });
+    }
+    let prefix = MAGIC.len() + 1;
+    if bytes.len() < prefix {
+        // A prefix of the magic is a truncated batch; anything else is not a batch.
+        return if MAGIC.starts_with(bytes) {
+            Err(DecodeError::Truncated {
+                expected: prefix,
+                got: bytes.len(),
+            })
+        } else {
+            Err(DecodeError::BadMagic)
+        };
+    }
+    if bytes[..MAGIC.len()] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if bytes[MAGIC.len()] != FORMAT {
+        return Err(DecodeError::UnsupportedFormat {
+            found: bytes[MAGIC.len()],
+            supported: FORMAT,
+        });
+    }
+    let (header, wire_body): (BatchHeader, &[u8]) = postcard::take_from_bytes(&bytes[prefix..])
+        .map_err(|e| match e {
+            postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated {
+                expected: bytes.len() + 1,
+                got: bytes.len(),
+            },
+            _ => DecodeError::BadHeader(HeaderProblem::Malformed),
+        })?;
+    check_header(&header)?;
+    if header.body_len as usize > limits.max_body_bytes {
+        return Err(DecodeError::BodyTooLarge {
+            declared: header.body_len,
+            max: limits.max_body_bytes,
+        });
+    }
+    let header_end = bytes.len() - wire_body.len();
+    match header.compression {
+        Compression::None => {
+            let want = header.body_len as usize;
+            if wire_body.len() < want {
+                return Err(DecodeError::Truncated {
+                    expected: header_end + want,
+                    got: bytes.len(),
+                });
+            }
+            if wire_body.len() > want {
+                return Err(DecodeError::TrailingBytes {
+                    count: wire_body.len() - want,
+                });
+            }
+        }
+        Compression::Deflate => {
+            if wire_body.is_empty() {
+                return Err(DecodeError::Truncated {
+                    expected: header_end + 1,
+                    got: bytes.len(),
+                });
+            }
+            if header.body_len as u64 > wire_body.len() as u64 * MAX_DEFLATE_RATIO + 1024 {
+                return Err(DecodeError::BadHeader(HeaderProblem::ImplausibleBodyLength));
+            }
+        }
+    }
+    Ok((header, wire_body))
+}
+
+fn check_header(h: &BatchHeader) -> Result<(), DecodeError> {
+    let bad = |p| Err(DecodeError::BadHeader(p));
+    if SeqRange::new(h.range.lo, h.range.hi).is_none() {
+        return bad(HeaderProblem::BadRange);
+    }
+    if h.tables.len() > u16::MAX as usize + 1 {
+        return bad(HeaderProblem::TooManyTables);
+    }
+    for t in &h.tables {
+        let n = t.columns.len();
+        if n > u16::MAX as usize {
+            return bad(HeaderProblem::TooManyColumns);
+        }
+        let in_range_unique = |cols: &[u16]| {
+            cols.iter()
+                .enumerate()
+                .all(|(i, &c)| (c as usize) < n && !cols[..i].contains(&c))
+        };
+        if !in_range_unique(&t.primary_key)
+            || !t.foreign_keys.iter().all(|fk| in_range_unique(&fk.columns))
+        {
+            return bad(HeaderProblem::BadColumnIndex);
+        }
+    }
+    Ok(())
+}
+
+/// The uncompressed body, its length checked against the header.
+fn uncompressed_body<'a>(
+    header: &BatchHeader,
+    wire_body: &'a [u8],
+) -> Result<alloc::borrow::Cow<'a, [u8]>, DecodeError> {
+    use miniz_oxide::inflate::core::{decompress, inflate_flags, DecompressorOxide};
+    use miniz_oxide::inflate::TINFLStatus;
+    match header.compression {
+        Compression::None => Ok(alloc::borrow::Cow::Borrowed(wire_body)),
+        Compression::Deflate => {
+            let declared = header.body_len;
+            // Bounded by Limits::max_body_bytes and the DEFLATE ratio (checked in `split`).
+            let mut out = vec![0u8; declared as usize];
+            let mut state = Box::<DecompressorOxide>::default();
+            let (status, consumed, produced) = decompress(
+                &mut state,
+                wire_body,
+                &mut out,
+                0,
+                inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+            );
+            match status {
+                TINFLStatus::Done if produced == out.len() => {}
+                TINFLStatus::Done => {
+                    return Err(DecodeError::BodyLengthMismatch {
+                        declared,
+                        actual: produced,
+                    })
+                }
+                TINFLStatus::HasMoreOutput => {
+                    return Err(DecodeError::BodyLengthMismatch {
+                        declared,
+                        actual: produced + 1,
+                    })
+                }
+                _ => return Err(DecodeError::BadCompression),
+            }
+            if consumed != wire_body.len() {
+                return Err(DecodeError::TrailingBytes {
+                    count: wire_body.len() - consumed,
+                });
+            }
+            Ok(alloc::borrow::Cow::Owned(out))
+        }
+    }
 }
