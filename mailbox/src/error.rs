@@ -1,0 +1,93 @@
+//! The mailbox's one error type.
+
+use outpost_protocol::batch::codec::DecodeError;
+use outpost_protocol::{SeqRange, SiteId};
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why a mailbox operation failed. Every failure leaves the stored data as it was: a commit either
+/// happens whole or not at all.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum MailboxError {
+    /// SQLite reported an error on the mailbox file.
+    Sqlite {
+        /// The mailbox file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// Incoming bytes are not a valid batch header; nothing was stored.
+    Decode {
+        /// Position of the batch in the set being staged (0-based).
+        index: usize,
+        /// The codec's reason.
+        source: DecodeError,
+    },
+    /// A batch names a seq the store cannot represent (SQLite integers are signed 64-bit).
+    SeqTooLarge {
+        /// The batch's origin.
+        origin: SiteId,
+        /// Its range.
+        range: SeqRange,
+    },
+    /// The file was written by a newer mailbox schema than this build understands.
+    SchemaVersion {
+        /// The mailbox file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: i64,
+        /// The version this build writes.
+        supported: i64,
+    },
+    /// A stored row breaks the mailbox's own invariants (found by [`crate::Mailbox::check`] or
+    /// while reading): the file was changed by something else.
+    Corrupt {
+        /// The mailbox file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl fmt::Display for MailboxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MailboxError::Sqlite { path, source } => {
+                write!(f, "mailbox {}: {source}", path.display())
+            }
+            MailboxError::Decode { index, source } => {
+                write!(f, "batch #{index} is not a valid batch: {source}")
+            }
+            MailboxError::SeqTooLarge { origin, range } => write!(
+                f,
+                "batch {}..={} of origin {origin}: seqs above {} cannot be stored",
+                range.lo,
+                range.hi,
+                i64::MAX
+            ),
+            MailboxError::SchemaVersion {
+                path,
+                found,
+                supported,
+            } => write!(
+                f,
+                "mailbox {}: schema version {found} is newer than this build ({supported}); \
+                 upgrade outpost before opening it",
+                path.display()
+            ),
+            MailboxError::Corrupt { path, detail } => {
+                write!(f, "mailbox {} is damaged: {detail}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for MailboxError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MailboxError::Sqlite { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,536 @@
+//! The store: one SQLite file in WAL mode, `synchronous=FULL`.
+//!
+//! Tables (schema version 1, in `PRAGMA user_version`):
+//! - `batches(id, origin, lo, hi, sha256, bytes)`: every batch held, as received. Indexed by
+//!   `(origin, lo, hi)` (serving plans) and `(origin, hi)` (coverage and overlap checks).
+//! - `coverage(origin, covered)`: per origin, the contiguous coverage the held ranges give. It is
+//!   derived data, updated in the same transaction as the rows it derives from, and
+//!   [`Mailbox::check`] recomputes it from the ranges to prove it.
+
+use crate::error::MailboxError;
+use crate::plan::{plan, Candidate};
+use outpost_protocol::batch::codec::{verify, Limits};
+use outpost_protocol::{SeqRange, SiteId, VersionVector};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS batches(
+    id INTEGER PRIMARY KEY,
+    origin BLOB NOT NULL CHECK (length(origin) = 16),
+    lo INTEGER NOT NULL CHECK (lo >= 1),
+    hi INTEGER NOT NULL CHECK (hi >= lo),
+    sha256 BLOB NOT NULL CHECK (length(sha256) = 32),
+    bytes BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_by_lo ON batches(origin, lo, hi);
+CREATE INDEX IF NOT EXISTS batches_by_hi ON batches(origin, hi);
+CREATE TABLE IF NOT EXISTS coverage(
+    origin BLOB PRIMARY KEY CHECK (length(origin) = 16),
+    covered INTEGER NOT NULL CHECK (covered >= 1)
+) WITHOUT ROWID;
+";
+
+/// A batch whose header was validated, ready to commit. Built by [`Mailbox::stage`]; holds the
+/// encoded bytes unchanged (the mailbox stores and serves exactly what it received).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StagedBatch {
+    /// The origin named by the header.
+    pub origin: SiteId,
+    /// The seq range named by the header.
+    pub range: SeqRange,
+    /// The header's body hash: the batch's identity in acks.
+    pub sha256: [u8; 32],
+    /// The encoded batch, as received.
+    pub bytes: Vec<u8>,
+}
+
+/// What a commit did with one staged batch, in staging order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    /// The batch's origin.
+    pub origin: SiteId,
+    /// The batch's range.
+    pub range: SeqRange,
+    /// The batch's body hash.
+    pub sha256: [u8; 32],
+    /// True when the batch was written; false when every seq of it was already held (a retry or
+    /// a duplicate), in which case nothing changed.
+    pub stored: bool,
+    /// True when the mailbox's contiguous coverage of the origin now includes the whole range:
+    /// only such ranges may be acknowledged to a client. False for a batch held beyond a gap.
+    pub covered: bool,
+}
+
+/// One batch as served: header fields the router used, and the bytes as received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBatch {
+    /// The origin.
+    pub origin: SiteId,
+    /// The seq range.
+    pub range: SeqRange,
+    /// The body hash.
+    pub sha256: [u8; 32],
+    /// The encoded batch.
+    pub bytes: Vec<u8>,
+}
+
+/// Per-origin figures for status pages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginStatus {
+    /// The origin.
+    pub origin: SiteId,
+    /// Batches held.
+    pub batches: u64,
+    /// Encoded bytes held.
+    pub bytes: u64,
+    /// Contiguous coverage (what the mailbox can serve).
+    pub covered: u64,
+    /// The highest seq held, beyond a gap when larger than `covered`.
+    pub highest: u64,
+}
+
+/// Figures for status pages.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MailboxStatus {
+    /// Batches held, all origins.
+    pub batches: u64,
+    /// Encoded bytes held, all origins.
+    pub bytes: u64,
+    /// Per origin, in origin order.
+    pub origins: Vec<OriginStatus>,
+}
+
+/// The durable batch store. One connection; open one per thread (SQLite serialises writers and
+/// lets readers run beside them in WAL mode).
+pub struct Mailbox {
+    conn: Connection,
+    path: PathBuf,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailbox").field("path", &self.path).finish()
+    }
+}
+
+fn to_i64(origin: SiteId, range: SeqRange) -> Result<(i64, i64), MailboxError> {
+    match (i64::try_from(range.lo), i64::try_from(range.hi)) {
+        (Ok(lo), Ok(hi)) => Ok((lo, hi)),
+        _ => Err(MailboxError::SeqTooLarge { origin, range }),
+    }
+}
+
+impl Mailbox {
+    /// Opens (creating if needed) the mailbox at `path`, with the codec's default limits.
+    pub fn open(path: impl AsRef<Path>) -> Result<Mailbox, MailboxError> {
+        Self::open_with_limits(path, Limits::default())
+    }
+
+    /// Opens (creating if needed) the mailbox at `path`; `limits` bound what [`Mailbox::stage`]
+    /// accepts.
+    pub fn open_with_limits(
+        path: impl AsRef<Path>,
+        limits: Limits,
+    ) -> Result<Mailbox, MailboxError> {
+        let path = path.as_ref().to_path_buf();
+        let sql = |source| MailboxError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(sql)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(sql)?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(sql)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(MailboxError::Corrupt {
+                path,
+                detail: format!("could not switch to WAL mode (journal_mode is {mode})"),
+            });
+        }
+        // FULL: in WAL mode every commit fsyncs the WAL, so a commit that returned survives power
+        // loss. Every mailbox commit precedes an ack, so there is no cheaper commit to allow.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql)?;
+        if found > SCHEMA_VERSION {
+            return Err(MailboxError::SchemaVersion {
+                path,
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found < SCHEMA_VERSION {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(sql)?;
+        }
+        Ok(Mailbox { conn, path, limits })
+    }
+
+    /// The mailbox file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> MailboxError {
+        MailboxError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Validates one incoming batch and keeps its bytes for [`Mailbox::commit`]: the header, the
+    /// body's length and its SHA-256 against the header (`codec::verify`; rows are never parsed),
+    /// so the mailbox never stores, acknowledges or relays a batch that no peer could apply. `index` is the batch's position in what the peer sent, for
+    /// error messages.
+    pub fn stage(&self, index: usize, bytes: Vec<u8>) -> Result<StagedBatch, MailboxError> {
+        let header = verify(&bytes, &self.limits)
+            .map_err(|source| MailboxError::Decode { index, source })?;
+        to_i64(header.origin, header.range)?;
+        Ok(StagedBatch {
+            origin: header.origin,
+            range: header.range,
+            sha256: header.body_sha256,
+            bytes,
+        })
+    }
+
+    /// Stores `batches` in one transaction, fsynced before returning, and reports, per batch in
+    /// order, whether it was written and whether the origin's coverage now includes it.
+    ///
+    /// Idempotent: a batch every seq of which is already held (by one or several held batches) is
+    /// not written again and is reported with `stored: false`. A batch overlapping held ones only
+    /// in part is written (it is the only way to hold its other seqs); serving then chooses among
+    /// overlapping batches (see [`Mailbox::batches_for`]). On error nothing is stored.
+    pub fn commit(&mut self, batches: &[StagedBatch]) -> Result<Vec<Receipt>, MailboxError> {
+        let path = self.path.clone();
+        let sql = |source| MailboxError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let mut stored = Vec::with_capacity(batches.len());
+        let mut touched = BTreeSet::new();
+        for b in batches {
+            let (lo, hi) = to_i64(b.origin, b.range)?;
+            let held = fully_held(&tx, &b.origin, lo, hi).map_err(sql)?;
+            if !held {
+                tx.execute(
+                    "INSERT INTO batches(origin, lo, hi, sha256, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![b.origin.as_bytes(), lo, hi, b.sha256, b.bytes],
+                )
+                .map_err(sql)?;
+                touched.insert(b.origin);
+            }
+            stored.push(!held);
+        }
+        for origin in &touched {
+            advance_coverage(&tx, origin).map_err(sql)?;
+        }
+        let mut receipts = Vec::with_capacity(batches.len());
+        for (b, stored) in batches.iter().zip(stored) {
+            let covered = coverage_of(&tx, &b.origin).map_err(sql)?;
+            receipts.push(Receipt {
+                origin: b.origin,
+                range: b.range,
+                sha256: b.sha256,
+                stored,
+                covered: covered >= b.range.hi,
+            });
+        }
+        tx.commit().map_err(sql)?;
+        Ok(receipts)
+    }
+
+    /// Validates and commits in one call: [`Mailbox::stage`] each of `batches`, then
+    /// [`Mailbox::commit`] them together. Any invalid batch fails the whole set, storing nothing.
+    pub fn store(&mut self, batches: Vec<Vec<u8>>) -> Result<Vec<Receipt>, MailboxError> {
+        let staged = batches
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| self.stage(i, b))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.commit(&staged)
+    }
+
+    /// The mailbox's version vector: per origin, the contiguous coverage of the held ranges.
+    pub fn vector(&self) -> Result<VersionVector, MailboxError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT origin, covered FROM coverage")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.sql(e))?;
+        let mut v = VersionVector::new();
+        for row in rows {
+            let (origin, covered) = row.map_err(|e| self.sql(e))?;
+            v.set(self.site(&origin)?, covered as u64);
+        }
+        Ok(v)
+    }
+
+    fn site(&self, bytes: &[u8]) -> Result<SiteId, MailboxError> {
+        SiteId::from_slice(bytes).ok_or_else(|| MailboxError::Corrupt {
+            path: self.path.clone(),
+            detail: format!("an origin of {} bytes instead of 16", bytes.len()),
+        })
+    }
+
+    /// The held batches a peer whose vector is `vector` lacks, in origin order and, per origin, in
+    /// seq order; never batches of `exclude` (the requester's own origin).
+    ///
+    /// Per origin, serving starts at the peer's coverage + 1 and follows held batches as far as
+    /// they reach without a gap, choosing among overlapping batches the way that repeats the fewest
+    /// seqs the peer already has or was just sent (see the `plan` module): a gapless chain of held
+    /// batches is served exactly, with no seq twice. A batch wholly covered by `vector` is never
+    /// sent. Bodies are read one row at a time as the iterator advances; only the ranges of the
+    /// origin being served are in memory.
+    pub fn batches_for(
+        &self,
+        vector: &VersionVector,
+        exclude: Option<SiteId>,
+    ) -> Result<Batches<'_>, MailboxError> {
+        let mine = self.vector()?;
+        let origins = mine
+            .iter()
+            .filter(|(o, &covered)| Some(**o) != exclude && covered > vector.get(o))
+            .map(|(o, _)| (*o, vector.get(o)))
+            .collect::<Vec<_>>();
+        Ok(Batches {
+            mailbox: self,
+            origins: origins.into_iter(),
+            current: Vec::new().into_iter(),
+        })
+    }
+
+    fn plan_origin(&self, origin: &SiteId, from: u64) -> Result<Vec<i64>, MailboxError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT lo, hi, id FROM batches WHERE origin = ?1 AND hi > ?2 ORDER BY lo, hi",
+            )
+            .map_err(|e| self.sql(e))?;
+        let from_i = i64::try_from(from).unwrap_or(i64::MAX);
+        let rows = stmt
+            .query_map(params![origin.as_bytes(), from_i], |r| {
+                Ok(Candidate {
+                    lo: r.get::<_, i64>(0)? as u64,
+                    hi: r.get::<_, i64>(1)? as u64,
+                    id: r.get(2)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        let candidates = rows
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(plan(from, &candidates))
+    }
+
+    fn batch_by_id(&self, id: i64) -> Result<StoredBatch, MailboxError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT origin, lo, hi, sha256, bytes FROM batches WHERE id = ?1")
+            .map_err(|e| self.sql(e))?;
+        let (origin, lo, hi, sha, bytes) = stmt
+            .query_row([id], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, Vec<u8>>(4)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let corrupt = |detail: String| MailboxError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        };
+        Ok(StoredBatch {
+            origin: self.site(&origin)?,
+            range: SeqRange::new(lo as u64, hi as u64)
+                .ok_or_else(|| corrupt(format!("batch row {id} has range {lo}..={hi}")))?,
+            sha256: <[u8; 32]>::try_from(sha.as_slice())
+                .map_err(|_| corrupt(format!("batch row {id} has a {}-byte hash", sha.len())))?,
+            bytes,
+        })
+    }
+
+    /// Figures for status pages: batches and bytes held, per origin and in all.
+    pub fn status(&self) -> Result<MailboxStatus, MailboxError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT b.origin, count(*), sum(length(b.bytes)), max(b.hi), \
+                 coalesce((SELECT covered FROM coverage c WHERE c.origin = b.origin), 0) \
+                 FROM batches b GROUP BY b.origin ORDER BY b.origin",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut status = MailboxStatus::default();
+        for row in rows {
+            let (origin, batches, bytes, highest, covered) = row.map_err(|e| self.sql(e))?;
+            let o = OriginStatus {
+                origin: self.site(&origin)?,
+                batches: batches as u64,
+                bytes: bytes as u64,
+                covered: covered as u64,
+                highest: highest as u64,
+            };
+            status.batches += o.batches;
+            status.bytes += o.bytes;
+            status.origins.push(o);
+        }
+        Ok(status)
+    }
+
+    /// Verifies the file: SQLite's `integrity_check`, then the stored coverage against coverage
+    /// recomputed from the held ranges. Read-only.
+    pub fn check(&self) -> Result<(), MailboxError> {
+        let corrupt = |detail: String| MailboxError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        };
+        let verdict: String = self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        if verdict != "ok" {
+            return Err(corrupt(format!("integrity_check: {verdict}")));
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT origin, lo, hi FROM batches ORDER BY origin, lo")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        let mut recomputed = VersionVector::new();
+        for row in rows {
+            let (origin, lo, hi) = row.map_err(|e| self.sql(e))?;
+            let origin = self.site(&origin)?;
+            let range = SeqRange::new(lo, hi)
+                .ok_or_else(|| corrupt(format!("a batch of {origin} has range {lo}..={hi}")))?;
+            // Rows come in lo order, so a gap stops coverage for good; later ranges are ignored.
+            let _ = recomputed.advance(origin, range);
+        }
+        let stored = self.vector()?;
+        if stored != recomputed {
+            return Err(corrupt(format!(
+                "stored coverage {stored:?} differs from the held ranges' {recomputed:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// True when every seq of `lo..=hi` of `origin` is in some held batch.
+fn fully_held(
+    conn: &Connection,
+    origin: &SiteId,
+    lo: i64,
+    hi: i64,
+) -> Result<bool, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT lo, hi FROM batches WHERE origin = ?1 AND hi >= ?2 AND lo <= ?3 ORDER BY lo",
+    )?;
+    let mut rows = stmt.query(params![origin.as_bytes(), lo, hi])?;
+    let mut need = lo; // first seq not yet known to be held
+    while let Some(row) = rows.next()? {
+        let (l, h): (i64, i64) = (row.get(0)?, row.get(1)?);
+        if l > need {
+            return Ok(false);
+        }
+        if h >= need {
+            need = h + 1;
+            if need > hi {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+fn coverage_of(conn: &Connection, origin: &SiteId) -> Result<u64, rusqlite::Error> {
+    Ok(conn
+        .prepare_cached("SELECT covered FROM coverage WHERE origin = ?1")?
+        .query_row([origin.as_bytes()], |r| r.get::<_, i64>(0))
+        .optional()?
+        .unwrap_or(0) as u64)
+}
+
+/// Extends the stored coverage of `origin` over held ranges that now touch it.
+fn advance_coverage(conn: &Connection, origin: &SiteId) -> Result<(), rusqlite::Error> {
+    let before = coverage_of(conn, origin)? as i64;
+    let mut covered = before;
+    let mut next = conn.prepare_cached(
+        "SELECT max(hi) FROM batches WHERE origin = ?1 AND hi > ?2 AND lo <= ?2 + 1",
+    )?;
+    while let Some(hi) = next.query_row(params![origin.as_bytes(), covered], |r| {
+        r.get::<_, Option<i64>>(0)
+    })? {
+        covered = hi;
+    }
+    if covered > before {
+        conn.execute(
+            "INSERT INTO coverage(origin, covered) VALUES (?1, ?2) \
+             ON CONFLICT(origin) DO UPDATE SET covered = excluded.covered",
+            params![origin.as_bytes(), covered],
+        )?;
+    }
+    Ok(())
+}
+
+/// The batches a peer lacks, read one at a time: see [`Mailbox::batches_for`].
+pub struct Batches<'m> {
+    mailbox: &'m Mailbox,
+    origins: std::vec::IntoIter<(SiteId, u64)>,
+    current: std::vec::IntoIter<i64>,
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<StoredBatch, MailboxError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(id) = self.current.next() {
+                return Some(self.mailbox.batch_by_id(id));
+            }
+            let (origin, from) = self.origins.next()?;
+            match self.mailbox.plan_origin(&origin, from) {
+                Ok(ids) => self.current = ids.into_iter(),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}

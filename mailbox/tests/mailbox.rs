@@ -1,0 +1,245 @@
+//! The mailbox on real SQLite files: durability, idempotence, gaps, routing.
+
+mod support;
+
+use outpost_mailbox::{Mailbox, MailboxError, StoredBatch};
+use outpost_protocol::{SiteId, VersionVector};
+use support::{batch, site};
+
+fn served(mb: &Mailbox, v: &VersionVector, exclude: Option<SiteId>) -> Vec<(SiteId, u64, u64)> {
+    mb.batches_for(v, exclude)
+        .unwrap()
+        .map(|b| {
+            let b: StoredBatch = b.unwrap();
+            (b.origin, b.range.lo, b.range.hi)
+        })
+        .collect()
+}
+
+fn vector(entries: &[(SiteId, u64)]) -> VersionVector {
+    let mut v = VersionVector::new();
+    for &(o, c) in entries {
+        v.set(o, c);
+    }
+    v
+}
+
+#[test]
+fn committed_batches_survive_reopen_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailbox.db");
+    let (a, b) = (site(1), site(2));
+    let sent = vec![
+        batch(a, 1, 3, 100),
+        batch(a, 4, 4, 10),
+        batch(b, 1, 9, 5000),
+    ];
+    {
+        let mut mb = Mailbox::open(&path).unwrap();
+        let receipts = mb.store(sent.clone()).unwrap();
+        assert!(receipts.iter().all(|r| r.stored && r.covered));
+    }
+    let mb = Mailbox::open(&path).unwrap();
+    assert_eq!(mb.vector().unwrap(), vector(&[(a, 4), (b, 9)]));
+    let got: Vec<Vec<u8>> = mb
+        .batches_for(&VersionVector::new(), None)
+        .unwrap()
+        .map(|b| b.unwrap().bytes)
+        .collect();
+    assert_eq!(got, sent);
+    mb.check().unwrap();
+    let status = mb.status().unwrap();
+    assert_eq!(status.batches, 3);
+    assert_eq!(
+        status.bytes,
+        sent.iter().map(|b| b.len() as u64).sum::<u64>()
+    );
+    assert_eq!(status.origins.len(), 2);
+    assert_eq!(status.origins[1].covered, 9);
+}
+
+#[test]
+fn restoring_a_held_batch_changes_nothing_and_reports_it_covered() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let a = site(1);
+    let first = mb.store(vec![batch(a, 1, 5, 10)]).unwrap();
+    assert!(first[0].stored && first[0].covered);
+    let before = mb.status().unwrap();
+    // The same batch again, a sub-range, and a range held across two batches.
+    mb.store(vec![batch(a, 6, 8, 10)]).unwrap();
+    let before2 = mb.status().unwrap();
+    let again = mb
+        .store(vec![
+            batch(a, 1, 5, 10),
+            batch(a, 2, 3, 10),
+            batch(a, 4, 7, 10),
+        ])
+        .unwrap();
+    assert!(again.iter().all(|r| !r.stored && r.covered), "{again:?}");
+    assert_eq!(again[0].sha256, first[0].sha256);
+    assert_eq!(mb.status().unwrap(), before2);
+    assert_eq!(before.batches + 1, before2.batches);
+    assert_eq!(mb.vector().unwrap(), vector(&[(a, 8)]));
+}
+
+#[test]
+fn the_same_batch_twice_in_one_commit_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let a = site(1);
+    let r = mb
+        .store(vec![batch(a, 1, 2, 10), batch(a, 1, 2, 10)])
+        .unwrap();
+    assert_eq!((r[0].stored, r[1].stored), (true, false));
+    assert!(r[0].covered && r[1].covered);
+    assert_eq!(mb.status().unwrap().batches, 1);
+}
+
+#[test]
+fn a_gap_is_held_but_neither_covered_nor_served_until_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let a = site(1);
+    let r = mb
+        .store(vec![batch(a, 1, 3, 10), batch(a, 7, 9, 10)])
+        .unwrap();
+    assert!(r[0].covered);
+    assert!(
+        r[1].stored && !r[1].covered,
+        "a range beyond a gap is not covered"
+    );
+    assert_eq!(mb.vector().unwrap(), vector(&[(a, 3)]));
+    assert_eq!(served(&mb, &VersionVector::new(), None), vec![(a, 1, 3)]);
+    assert_eq!(served(&mb, &vector(&[(a, 3)]), None), vec![]);
+    let st = mb.status().unwrap();
+    assert_eq!((st.origins[0].covered, st.origins[0].highest), (3, 9));
+
+    // Filling the gap makes coverage jump over the held range beyond it.
+    let r = mb.store(vec![batch(a, 4, 6, 10)]).unwrap();
+    assert!(r[0].covered);
+    assert_eq!(mb.vector().unwrap(), vector(&[(a, 9)]));
+    assert_eq!(
+        served(&mb, &VersionVector::new(), None),
+        vec![(a, 1, 3), (a, 4, 6), (a, 7, 9)]
+    );
+    mb.check().unwrap();
+}
+
+#[test]
+fn an_origin_with_only_a_gapped_range_has_no_coverage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let r = mb.store(vec![batch(site(1), 2, 3, 10)]).unwrap();
+    assert!(r[0].stored && !r[0].covered);
+    assert!(mb.vector().unwrap().is_empty());
+    assert!(served(&mb, &VersionVector::new(), None).is_empty());
+}
+
+#[test]
+fn partial_overlaps_are_stored_and_served_without_repeating_a_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let a = site(1);
+    // Held beyond a gap: 7..=9. A push from coverage + 1 then brings 5..=12 (overlapping it).
+    mb.store(vec![batch(a, 1, 4, 10), batch(a, 7, 9, 10)])
+        .unwrap();
+    let r = mb.store(vec![batch(a, 5, 12, 10)]).unwrap();
+    assert!(r[0].stored && r[0].covered);
+    assert_eq!(mb.vector().unwrap(), vector(&[(a, 12)]));
+    // 7..=9 is inside 5..=12: serving never sends it.
+    assert_eq!(
+        served(&mb, &VersionVector::new(), None),
+        vec![(a, 1, 4), (a, 5, 12)]
+    );
+    assert_eq!(served(&mb, &vector(&[(a, 4)]), None), vec![(a, 5, 12)]);
+    // A client at 8 can only get 9..=12 through 5..=12; it is the one batch sent.
+    assert_eq!(served(&mb, &vector(&[(a, 8)]), None), vec![(a, 5, 12)]);
+    assert!(served(&mb, &vector(&[(a, 12)]), None).is_empty());
+}
+
+#[test]
+fn serving_never_sends_the_requesters_own_origin_and_follows_seq_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let (me, other, third) = (site(1), site(2), site(3));
+    mb.store(vec![
+        batch(other, 4, 6, 10),
+        batch(me, 1, 2, 10),
+        batch(third, 1, 1, 10),
+    ])
+    .unwrap();
+    mb.store(vec![batch(other, 1, 3, 10)]).unwrap();
+    let got = served(&mb, &VersionVector::new(), Some(me));
+    assert_eq!(got, vec![(other, 1, 3), (other, 4, 6), (third, 1, 1)]);
+    assert!(got.iter().all(|(o, _, _)| *o != me));
+    // What the requester has is not resent; the rest is.
+    assert_eq!(
+        served(&mb, &vector(&[(other, 3), (third, 1)]), Some(me)),
+        vec![(other, 4, 6)]
+    );
+    // Without exclusion (an operator dump), everything.
+    assert_eq!(served(&mb, &VersionVector::new(), None).len(), 4);
+}
+
+#[test]
+fn invalid_bytes_are_refused_and_nothing_of_the_set_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let a = site(1);
+    mb.store(vec![batch(a, 1, 1, 10)]).unwrap();
+    let before = mb.status().unwrap();
+    let good = batch(a, 2, 2, 10);
+    let mut truncated = batch(a, 3, 3, 10);
+    truncated.truncate(truncated.len() / 2);
+    let mut altered = batch(a, 3, 3, 10);
+    let last = altered.len() - 1;
+    altered[last] ^= 1; // a body byte: the header's SHA-256 no longer matches
+    for bad in [truncated, altered, vec![], b"not a batch at all".to_vec()] {
+        match mb.store(vec![good.clone(), bad]) {
+            Err(MailboxError::Decode { index: 1, .. }) => {}
+            other => panic!("expected a decode error for batch #1, got {other:?}"),
+        }
+    }
+    assert_eq!(mb.status().unwrap(), before);
+    assert_eq!(mb.vector().unwrap(), vector(&[(a, 1)]));
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    drop(Mailbox::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = Mailbox::open(&path).unwrap_err();
+    assert!(matches!(err, MailboxError::SchemaVersion { found: 99, .. }));
+    assert!(err.to_string().contains("m.db"), "{err}");
+}
+
+#[test]
+fn a_tampered_coverage_row_is_found_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let mut mb = Mailbox::open(&path).unwrap();
+    mb.store(vec![batch(site(1), 1, 3, 10)]).unwrap();
+    mb.check().unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute("UPDATE coverage SET covered = 7", []).unwrap();
+    assert!(matches!(mb.check(), Err(MailboxError::Corrupt { .. })));
+}
+
+#[test]
+fn the_file_is_in_wal_mode_with_full_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let mut mb = Mailbox::open(&path).unwrap();
+    mb.store(vec![batch(site(1), 1, 1, 10)]).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert!(path.with_file_name("m.db-wal").exists());
+}
