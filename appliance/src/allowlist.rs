@@ -1,0 +1,523 @@
+//! Who may talk to the hub: enrolled devices, one-time enrollment tokens, handshake counters and
+//! the hub's few settings, in one SQLite file (`allowlist.db`, WAL, `synchronous=FULL`).
+//!
+//! Everything that must be true before the hub answers a handshake is committed (and fsynced)
+//! first: consuming a token and admitting the device happen in one transaction
+//! ([`Allowlist::admit`]); a handshake counter is advanced durably before the responder's reply
+//! ([`Allowlist::advance_counter`]). A crash at any instant therefore leaves either "token unused,
+//! device unknown" or "token used, device admitted", never half of it, and a replayed first
+//! handshake message is refused even across restarts.
+
+use outpost_protocol::SiteId;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const SCHEMA_VERSION: i64 = 1;
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS devices(
+    key BLOB PRIMARY KEY,
+    site BLOB NOT NULL UNIQUE CHECK (length(site) = 16),
+    enrolled_at INTEGER NOT NULL,
+    last_seen INTEGER,
+    revoked_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS tokens(
+    token BLOB PRIMARY KEY CHECK (length(token) = 32),
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at INTEGER,
+    used_by BLOB
+);
+CREATE TABLE IF NOT EXISTS handshake_counters(
+    key BLOB PRIMARY KEY,
+    last INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings(
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+";
+
+/// How long an enrollment token is valid by default: 15 minutes.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 15 * 60;
+
+/// One enrolled device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// Its static public key (the Noise `s` it authenticates with).
+    pub key: Vec<u8>,
+    /// Its site id, bound to that key.
+    pub site: SiteId,
+    /// Unix seconds.
+    pub enrolled_at: u64,
+    /// Unix seconds of its last session, if any.
+    pub last_seen: Option<u64>,
+    /// Unix seconds of its revocation, if revoked.
+    pub revoked_at: Option<u64>,
+}
+
+/// A fresh one-time enrollment token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The 32 secret bytes (the Noise pre-shared key of the enrollment handshake).
+    pub secret: [u8; 32],
+    /// Unix seconds after which it is refused.
+    pub expires_at: u64,
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the allowlist refused or failed. Refusals change nothing stored.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AllowlistError {
+    /// SQLite failed on the allowlist file.
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The file was written by a newer build.
+    SchemaVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+    },
+    /// The system's random source failed.
+    Random(getrandom::Error),
+    /// No such enrollment token was issued by this hub.
+    UnknownToken,
+    /// The token was already used (tokens are single use).
+    TokenUsed,
+    /// The token expired.
+    TokenExpired {
+        /// Unix seconds it expired at.
+        expired_at: u64,
+    },
+    /// The device's key was revoked; it cannot enroll again.
+    Revoked,
+    /// The site id is already bound to another key: a copied or restored database.
+    SiteBoundToOtherKey {
+        /// The site id.
+        site: SiteId,
+    },
+    /// The key is not enrolled (or was revoked).
+    NotEnrolled,
+    /// A handshake counter did not increase: a replayed or stale handshake.
+    CounterReplay {
+        /// The counter received.
+        got: u64,
+        /// The last counter accepted from this key.
+        last: u64,
+    },
+    /// `revoke` matched no device.
+    NoSuchDevice {
+        /// What was asked for.
+        selector: String,
+    },
+    /// `revoke` matched more than one device.
+    AmbiguousDevice {
+        /// What was asked for.
+        selector: String,
+        /// How many matched.
+        matches: usize,
+    },
+}
+
+impl fmt::Display for AllowlistError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AllowlistError::Sqlite { path, source } => {
+                write!(f, "allowlist {}: {source}", path.display())
+            }
+            AllowlistError::SchemaVersion { path, found } => write!(
+                f,
+                "allowlist {}: schema version {found} is newer than this build ({SCHEMA_VERSION})",
+                path.display()
+            ),
+            AllowlistError::Random(e) => write!(f, "the system's random source failed: {e}"),
+            AllowlistError::UnknownToken => {
+                f.write_str("this enrollment code was not issued by this hub")
+            }
+            AllowlistError::TokenUsed => f.write_str(
+                "this enrollment code was already used; ask for a new one (outpost-hub enroll-code)",
+            ),
+            AllowlistError::TokenExpired { expired_at } => write!(
+                f,
+                "this enrollment code expired (at unix time {expired_at}); ask for a new one"
+            ),
+            AllowlistError::Revoked => f.write_str("this device was revoked by the hub's operator"),
+            AllowlistError::SiteBoundToOtherKey { site } => write!(
+                f,
+                "site id {site} is already enrolled with another key: this database was copied \
+                 or restored; re-enroll it as a new database"
+            ),
+            AllowlistError::NotEnrolled => f.write_str("this device is not enrolled with this hub"),
+            AllowlistError::CounterReplay { got, last } => write!(
+                f,
+                "handshake counter {got} is not above the last accepted ({last}): replayed handshake"
+            ),
+            AllowlistError::NoSuchDevice { selector } => {
+                write!(f, "no enrolled device matches {selector:?}")
+            }
+            AllowlistError::AmbiguousDevice { selector, matches } => write!(
+                f,
+                "{matches} devices match {selector:?}; give more digits of the site id"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for AllowlistError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AllowlistError::Sqlite { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The allowlist file.
+pub struct Allowlist {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Allowlist {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Allowlist")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    let site: Vec<u8> = r.get(1)?;
+    Ok(Device {
+        key: r.get(0)?,
+        site: SiteId::from_slice(&site).unwrap_or_default(),
+        enrolled_at: r.get::<_, i64>(2)? as u64,
+        last_seen: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+        revoked_at: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+    })
+}
+
+const DEVICE_COLUMNS: &str = "key, site, enrolled_at, last_seen, revoked_at";
+
+impl Allowlist {
+    /// Opens (creating if needed) the allowlist at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Allowlist, AllowlistError> {
+        let path = path.as_ref().to_path_buf();
+        let sql = |source| AllowlistError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(sql)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql)?;
+        let found: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql)?;
+        if found > SCHEMA_VERSION {
+            return Err(AllowlistError::SchemaVersion { path, found });
+        }
+        if found < SCHEMA_VERSION {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(sql)?;
+        }
+        Ok(Allowlist { conn, path })
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> AllowlistError {
+        AllowlistError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Issues a one-time enrollment token valid for `ttl_secs` from `now` (unix seconds).
+    pub fn issue_token(&mut self, now: u64, ttl_secs: u64) -> Result<Token, AllowlistError> {
+        let mut secret = [0u8; 32];
+        getrandom::getrandom(&mut secret).map_err(AllowlistError::Random)?;
+        let token = Token {
+            secret,
+            expires_at: now + ttl_secs,
+        };
+        self.conn
+            .execute(
+                "INSERT INTO tokens(token, created_at, expires_at) VALUES (?1, ?2, ?3)",
+                params![token.secret, now as i64, token.expires_at as i64],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(token)
+    }
+
+    /// Looks a token up without consuming it: `Ok(())` when it could still admit a device now.
+    /// The enrollment handshake uses it to pick the pre-shared key before answering.
+    pub fn token_usable(&self, secret: &[u8; 32], now: u64) -> Result<(), AllowlistError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT expires_at, used_at FROM tokens WHERE token = ?1",
+                [secret],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<i64>>(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        match row {
+            None => Err(AllowlistError::UnknownToken),
+            Some((_, Some(_))) => Err(AllowlistError::TokenUsed),
+            Some((expires_at, None)) if now >= expires_at => Err(AllowlistError::TokenExpired {
+                expired_at: expires_at,
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Consumes `secret` and admits the device `(key, site)`, in one fsynced transaction, at
+    /// `now`. Re-enrolling an admitted key with a fresh token is allowed (it just uses the token);
+    /// a revoked key, or a site id bound to another key, is refused and the token stays unused.
+    pub fn admit(
+        &mut self,
+        secret: &[u8; 32],
+        key: &[u8],
+        site: SiteId,
+        now: u64,
+    ) -> Result<Device, AllowlistError> {
+        self.token_usable(secret, now)?;
+        let path = self.path.clone();
+        let sql = |source| AllowlistError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        // Re-check inside the write transaction: another connection may have used it meanwhile.
+        let used: Option<Option<i64>> = tx
+            .query_row(
+                "SELECT used_at FROM tokens WHERE token = ?1",
+                [secret],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
+        match used {
+            None => return Err(AllowlistError::UnknownToken),
+            Some(Some(_)) => return Err(AllowlistError::TokenUsed),
+            Some(None) => {}
+        }
+        let existing: Option<Device> = tx
+            .query_row(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE key = ?1 OR site = ?2"),
+                params![key, site.as_bytes()],
+                device_from_row,
+            )
+            .optional()
+            .map_err(sql)?;
+        if let Some(d) = &existing {
+            if d.key != key {
+                return Err(AllowlistError::SiteBoundToOtherKey { site: d.site });
+            }
+            if d.revoked_at.is_some() {
+                return Err(AllowlistError::Revoked);
+            }
+            if d.site != site {
+                // The same key with a new database: the key is what authenticates, so the
+                // binding follows the newest enrollment.
+                tx.execute(
+                    "UPDATE devices SET site = ?2 WHERE key = ?1",
+                    params![key, site.as_bytes()],
+                )
+                .map_err(sql)?;
+            }
+        } else {
+            tx.execute(
+                "INSERT INTO devices(key, site, enrolled_at) VALUES (?1, ?2, ?3)",
+                params![key, site.as_bytes(), now as i64],
+            )
+            .map_err(sql)?;
+        }
+        tx.execute(
+            "UPDATE tokens SET used_at = ?2, used_by = ?3 WHERE token = ?1",
+            params![secret, now as i64, key],
+        )
+        .map_err(sql)?;
+        let device = tx
+            .query_row(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE key = ?1"),
+                [key],
+                device_from_row,
+            )
+            .map_err(sql)?;
+        tx.commit().map_err(sql)?;
+        Ok(device)
+    }
+
+    /// The enrolled, unrevoked device with `key`, or [`AllowlistError::NotEnrolled`] /
+    /// [`AllowlistError::Revoked`].
+    pub fn authorize(&self, key: &[u8]) -> Result<Device, AllowlistError> {
+        let d = self
+            .conn
+            .query_row(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE key = ?1"),
+                [key],
+                device_from_row,
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?
+            .ok_or(AllowlistError::NotEnrolled)?;
+        if d.revoked_at.is_some() {
+            return Err(AllowlistError::Revoked);
+        }
+        Ok(d)
+    }
+
+    /// Accepts handshake counter `counter` from `key` only if it is above every counter accepted
+    /// from that key before, and records it durably before returning.
+    pub fn advance_counter(&mut self, key: &[u8], counter: u64) -> Result<(), AllowlistError> {
+        let path = self.path.clone();
+        let sql = |source| AllowlistError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let counter_i = i64::try_from(counter).map_err(|_| AllowlistError::CounterReplay {
+            got: counter,
+            last: i64::MAX as u64,
+        })?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let last: Option<i64> = tx
+            .query_row(
+                "SELECT last FROM handshake_counters WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
+        if let Some(last) = last {
+            if counter_i <= last {
+                return Err(AllowlistError::CounterReplay {
+                    got: counter,
+                    last: last as u64,
+                });
+            }
+        }
+        tx.execute(
+            "INSERT INTO handshake_counters(key, last) VALUES (?1, ?2) \
+             ON CONFLICT(key) DO UPDATE SET last = excluded.last",
+            params![key, counter_i],
+        )
+        .map_err(sql)?;
+        tx.commit().map_err(sql)
+    }
+
+    /// Records that `key` had a session at `now`.
+    pub fn touch(&self, key: &[u8], now: u64) -> Result<(), AllowlistError> {
+        self.conn
+            .execute(
+                "UPDATE devices SET last_seen = ?2 WHERE key = ?1",
+                params![key, now as i64],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Every device ever enrolled, revoked ones included, by enrollment time.
+    pub fn devices(&self) -> Result<Vec<Device>, AllowlistError> {
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY enrolled_at, site"
+            ))
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], device_from_row)
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// Revokes the one device whose site id (hex) starts with `selector` (at least 4 digits), at
+    /// `now`. Revoking a revoked device keeps the first revocation time.
+    pub fn revoke(&mut self, selector: &str, now: u64) -> Result<Device, AllowlistError> {
+        let wanted = selector.trim().to_ascii_lowercase();
+        let matches: Vec<Device> = if wanted.len() >= 4 {
+            self.devices()?
+                .into_iter()
+                .filter(|d| d.site.to_string().starts_with(&wanted))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let device = match matches.len() {
+            0 => {
+                return Err(AllowlistError::NoSuchDevice {
+                    selector: selector.to_string(),
+                })
+            }
+            1 => matches.into_iter().next().expect("one match"),
+            n => {
+                return Err(AllowlistError::AmbiguousDevice {
+                    selector: selector.to_string(),
+                    matches: n,
+                })
+            }
+        };
+        self.conn
+            .execute(
+                "UPDATE devices SET revoked_at = coalesce(revoked_at, ?2) WHERE key = ?1",
+                params![device.key, now as i64],
+            )
+            .map_err(|e| self.sql(e))?;
+        self.conn
+            .query_row(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE key = ?1"),
+                [&device.key],
+                device_from_row,
+            )
+            .map_err(|e| self.sql(e))
+    }
+
+    /// A stored setting.
+    pub fn setting(&self, name: &str) -> Result<Option<String>, AllowlistError> {
+        self.conn
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Stores a setting.
+    pub fn set_setting(&self, name: &str, value: &str) -> Result<(), AllowlistError> {
+        self.conn
+            .execute(
+                "INSERT INTO settings(name, value) VALUES (?1, ?2) \
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![name, value],
+            )
+            .map(|_| ())
+            .map_err(|e| self.sql(e))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+use super::*;
+
+const NOW: u64 = 1_800_000_000;
+
+fn open() -> (tempfile::TempDir, Allowlist) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Allowlist::open(dir.path().join("allowlist.db")).unwrap();
+    (dir, a)
+}
+
+fn key(n: u8) -> Vec<u8> {
+    let mut k = vec![n; 65];
+    k[0] = 4;
+    k
+}
+
+#[test]
+fn a_token_admits_one_device_once() {
+    let (_dir, mut a) = open();
+    let t = a.issue_token(NOW, DEFAULT_TOKEN_TTL_SECS).unwrap();
+    assert_eq!(t.expires_at, NOW + 900);
+    let d = a
+        .admit(&t.secret, &key(1), SiteId([1; 16]), NOW + 5)
+        .unwrap();
+    assert_eq!((d.site, d.enrolled_at), (SiteId([1; 16]), NOW + 5));
+    assert!(matches!(
+        a.admit(&t.secret, &key(2), SiteId([2; 16]), NOW + 6),
+        Err(AllowlistError::TokenUsed)
+    ));
+    // The second device was not admitted.
+    assert!(matches!(
+        a.authorize(&key(2)),
+        Err(AllowlistError::NotEnrolled)
+    ));
+    assert_eq!(a.authorize(&key(1)).unwrap().site, SiteId([1; 16]));
+    assert_eq!(a.devices().unwrap().len(), 1);
+}
+
+#[test]
+fn an_expired_token_admits_nobody_and_stays_unused() {
+    let (_dir, mut a) = open();
+    let t = a.issue_token(NOW, 60).unwrap();
+    let err = a
+        .admit(&t.secret, &key(1), SiteId([1; 16]), NOW + 60)
+        .unwrap_err();
+    assert!(matches!(err, AllowlistError::TokenExpired { expired_at } if expired_at == NOW + 60));
+    assert!(err.to_string().contains("expired"));
+    assert!(a.devices().unwrap().is_empty());
+    // Still usable a second before expiry in another test of the boundary:
+    let t2 = a.issue_token(NOW, 60).unwrap();
+    a.admit(&t2.secret, &key(1), SiteId([1; 16]), NOW + 59)
+        .unwrap();
+}
+
+#[test]
+fn an_unknown_token_is_refused() {
+    let (_dir, mut a) = open();
+    a.issue_token(NOW, 60).unwrap();
+    assert!(matches!(
+        a.admit(&[9; 32], &key(1), SiteId([1; 16]), NOW),
+        Err(AllowlistError::UnknownToken)
+    ));
+    assert!(a.devices().unwrap().is_empty());
+}
+
+#[test]
+fn a_copied_database_presenting_a_known_site_with_another_key_is_refused() {
+    let (_dir, mut a) = open();
+    let t1 = a.issue_token(NOW, 60).unwrap();
+    a.admit(&t1.secret, &key(1), SiteId([1; 16]), NOW).unwrap();
+    let t2 = a.issue_token(NOW, 60).unwrap();
+    let err = a
+        .admit(&t2.secret, &key(2), SiteId([1; 16]), NOW)
+        .unwrap_err();
+    assert!(matches!(err, AllowlistError::SiteBoundToOtherKey { .. }));
+    assert!(err.to_string().contains("re-enroll"));
+    // The refused attempt did not burn the token.
+    a.token_usable(&t2.secret, NOW).unwrap();
+}
+
+#[test]
+fn a_revoked_device_is_refused_and_cannot_re_enroll() {
+    let (_dir, mut a) = open();
+    let t = a.issue_token(NOW, 60).unwrap();
+    let d = a
+        .admit(&t.secret, &key(1), SiteId([0xab; 16]), NOW)
+        .unwrap();
+    let r = a.revoke(&d.site.to_string()[..8], NOW + 10).unwrap();
+    assert_eq!(r.revoked_at, Some(NOW + 10));
+    assert!(matches!(a.authorize(&key(1)), Err(AllowlistError::Revoked)));
+    let t2 = a.issue_token(NOW, 60).unwrap();
+    assert!(matches!(
+        a.admit(&t2.secret, &key(1), SiteId([0xab; 16]), NOW + 20),
+        Err(AllowlistError::Revoked)
+    ));
+    assert!(matches!(
+        a.revoke("ffff", NOW),
+        Err(AllowlistError::NoSuchDevice { .. })
+    ));
+    assert!(matches!(
+        a.revoke("ab", NOW),
+        Err(AllowlistError::NoSuchDevice { .. })
+    ));
+}
+
+#[test]
+fn revoke_refuses_an_ambiguous_prefix() {
+    let (_dir, mut a) = open();
+    for n in 1..=2u8 {
+        let t = a.issue_token(NOW, 60).unwrap();
+        let mut site = [0xcd; 16];
+        site[15] = n;
+        a.admit(&t.secret, &key(n), SiteId(site), NOW).unwrap();
+    }
+    assert!(matches!(
+        a.revoke("cdcd", NOW),
+        Err(AllowlistError::AmbiguousDevice { matches: 2, .. })
+    ));
+    assert!(a.devices().unwrap().iter().all(|d| d.revoked_at.is_none()));
+}
+
+#[test]
+fn handshake_counters_must_strictly_increase_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("allowlist.db");
+    {
+        let mut a = Allowlist::open(&path).unwrap();
+        a.advance_counter(&key(1), 5).unwrap();
+        a.advance_counter(&key(1), 6).unwrap();
+        a.advance_counter(&key(2), 1).unwrap();
+    }
+    let mut a = Allowlist::open(&path).unwrap();
+    assert!(matches!(
+        a.advance_counter(&key(1), 6),
+        Err(AllowlistError::CounterReplay { got: 6, last: 6 })
+    ));
+    assert!(matches!(
+        a.advance_counter(&key(1), 2),
+        Err(AllowlistError::CounterReplay { .. })
+    ));
+    a.advance_counter(&key(1), 100).unwrap();
+}
+
+#[test]
+fn consumption_is_seen_by_another_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("allowlist.db");
+    let mut a = Allowlist::open(&path).unwrap();
+    let mut b = Allowlist::open(&path).unwrap();
+    let t = a.issue_token(NOW, 60).unwrap();
+    b.admit(&t.secret, &key(1), SiteId([1; 16]), NOW).unwrap();
+    assert!(matches!(
+        a.admit(&t.secret, &key(2), SiteId([2; 16]), NOW),
+        Err(AllowlistError::TokenUsed)
+    ));
+}
