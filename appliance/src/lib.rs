@@ -15,3 +15,4 @@ pub mod enroll;
 pub mod identity;
 pub mod interfaces;
 pub mod logging;
+pub mod server;

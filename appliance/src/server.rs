@@ -1,0 +1,225 @@
+//! The std-socket front of the hub: a TCP listener, one thread per connection, and the limits
+//! that keep a small box alive under a misbehaving LAN: a cap on simultaneous connections, a
+//! deadline for the whole handshake (not per read: a peer dribbling one byte at a time still
+//! runs out), and an idle timeout once a session is up.
+//!
+//! What runs on a connection is a [`Handler`]; the hub's is the Noise responder plus the relay
+//! session. [`Conn`] is the stream as a handler sees it: `Read + Write` with the deadlines
+//! applied, and [`Conn::authenticated`] to register the peer's key once the handshake proved it,
+//! so that revoking the device ends the session ([`LiveSessions::end_revoked`]).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Limits of the connection layer.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more are closed at accept.
+    pub max_connections: usize,
+    /// Time from accept until [`Conn::authenticated`]: the whole handshake.
+    pub handshake: Duration,
+    /// Longest silence from the peer once authenticated.
+    pub idle: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 64,
+            handshake: Duration::from_secs(10),
+            idle: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What runs on each accepted connection, on its own thread.
+pub trait Handler: Send + Sync + 'static {
+    /// Serves one connection until it ends. An error is logged with the peer's address.
+    fn handle(&self, conn: &mut Conn) -> anyhow::Result<()>;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&mut Conn) -> anyhow::Result<()> + Send + Sync + 'static,
+{
+    fn handle(&self, conn: &mut Conn) -> anyhow::Result<()> {
+        self(conn)
+    }
+}
+
+/// The sessions that proved a device key, so revocation can end them.
+#[derive(Default, Debug)]
+pub struct LiveSessions {
+    next: AtomicU64,
+    by_id: Mutex<HashMap<u64, (Vec<u8>, TcpStream)>>,
+}
+
+impl LiveSessions {
+    fn register(&self, key: Vec<u8>, stream: TcpStream) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, (key, stream));
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Vec<u8>, TcpStream)>> {
+        // A panic while holding this lock cannot leave the map inconsistent (single inserts and
+        // removes), so a poisoned lock is still usable.
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many authenticated sessions are open.
+    pub fn count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Ends (shuts the socket of) every session whose key `still_allowed` rejects. Returns how
+    /// many were ended.
+    pub fn end_revoked(&self, mut still_allowed: impl FnMut(&[u8]) -> bool) -> usize {
+        let mut ended = 0;
+        for (key, stream) in self.lock().values() {
+            if !still_allowed(key) {
+                let _ = stream.shutdown(Shutdown::Both);
+                ended += 1;
+            }
+        }
+        ended
+    }
+}
+
+/// One accepted connection, as a handler sees it.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    handshake_deadline: Option<Instant>,
+    live: Arc<LiveSessions>,
+    live_id: Option<u64>,
+}
+
+impl Conn {
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Ends the handshake phase: from now on the idle timeout applies, and `device_key`'s
+    /// revocation ends this connection.
+    pub fn authenticated(&mut self, device_key: &[u8]) -> io::Result<()> {
+        self.handshake_deadline = None;
+        let clone = self.stream.try_clone()?;
+        self.live_id = Some(self.live.register(device_key.to_vec(), clone));
+        Ok(())
+    }
+
+    fn arm(&mut self) -> io::Result<()> {
+        let timeout = match self.handshake_deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "handshake not finished in time",
+                    ));
+                }
+                left
+            }
+            None => self.limits.idle,
+        };
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.set_write_timeout(Some(self.limits.idle))
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.arm()?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(id) = self.live_id.take() {
+            self.live.remove(id);
+        }
+    }
+}
+
+/// Accepts connections forever, each on its own thread running `handler`.
+pub fn serve(
+    listener: TcpListener,
+    limits: Limits,
+    live: Arc<LiveSessions>,
+    handler: Arc<dyn Handler>,
+) -> io::Result<()> {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors or a reset before accept: keep serving the others.
+                log::warn!("accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if open.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
+            open.fetch_sub(1, Ordering::SeqCst);
+            log::warn!(
+                "peer={peer} refused: {} connections already open",
+                limits.max_connections
+            );
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let mut conn = Conn {
+            stream,
+            peer,
+            limits,
+            handshake_deadline: Some(Instant::now() + limits.handshake),
+            live: live.clone(),
+            live_id: None,
+        };
+        let handler = handler.clone();
+        let open_in = open.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("conn {peer}"))
+            .spawn(move || {
+                log::debug!("peer={peer} connected");
+                match handler.handle(&mut conn) {
+                    Ok(()) => log::debug!("peer={peer} closed"),
+                    Err(e) => log::warn!("peer={peer} session ended: {e:#}"),
+                }
+                drop(conn);
+                open_in.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            open.fetch_sub(1, Ordering::SeqCst);
+            log::error!("peer={peer} refused: cannot start a thread: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

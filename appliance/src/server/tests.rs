@@ -1,0 +1,117 @@
+use super::*;
+use std::io::{BufRead, BufReader};
+
+/// A line-echo handler: answers each line; the line `auth KEY` authenticates as KEY.
+fn echo(conn: &mut Conn) -> anyhow::Result<()> {
+    loop {
+        // Byte by byte through `Conn`, so every read is under the connection's deadlines.
+        let mut bytes = Vec::new();
+        let mut b = [0u8; 1];
+        while bytes.last() != Some(&b'\n') {
+            if conn.read(&mut b)? == 0 {
+                return Ok(());
+            }
+            bytes.push(b[0]);
+        }
+        let line = String::from_utf8(bytes)?;
+        if let Some(key) = line.trim().strip_prefix("auth ") {
+            conn.authenticated(key.as_bytes())?;
+        }
+        conn.write_all(line.as_bytes())?;
+    }
+}
+
+fn start(limits: Limits) -> (SocketAddr, Arc<LiveSessions>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let live = Arc::new(LiveSessions::default());
+    let l = live.clone();
+    std::thread::spawn(move || serve(listener, limits, l, Arc::new(echo)));
+    (addr, live)
+}
+
+fn roundtrip(s: &mut TcpStream, line: &str) -> io::Result<String> {
+    s.write_all(format!("{line}\n").as_bytes())?;
+    let mut r = BufReader::new(s.try_clone()?);
+    let mut got = String::new();
+    r.read_line(&mut got)?;
+    Ok(got.trim().to_string())
+}
+
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+#[test]
+fn connections_beyond_the_limit_are_closed_at_once() {
+    let (addr, _) = start(Limits {
+        max_connections: 2,
+        ..Limits::default()
+    });
+    let mut a = TcpStream::connect(addr).unwrap();
+    let mut b = TcpStream::connect(addr).unwrap();
+    assert_eq!(roundtrip(&mut a, "x").unwrap(), "x");
+    assert_eq!(roundtrip(&mut b, "y").unwrap(), "y");
+    let mut c = TcpStream::connect(addr).unwrap();
+    assert!(closed_by_server(&mut c));
+    // A slot frees when a connection ends.
+    drop(a);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut d = TcpStream::connect(addr).unwrap();
+    assert_eq!(roundtrip(&mut d, "z").unwrap(), "z");
+}
+
+#[test]
+fn a_peer_dribbling_bytes_runs_out_of_handshake_time() {
+    let (addr, _) = start(Limits {
+        handshake: Duration::from_millis(600),
+        ..Limits::default()
+    });
+    let mut s = TcpStream::connect(addr).unwrap();
+    let started = Instant::now();
+    // One byte every 200 ms never finishes a line: each read is short, the total is not.
+    let mut closed = false;
+    for _ in 0..20 {
+        if s.write_all(b"a").is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(closed || closed_by_server(&mut s));
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
+
+#[test]
+fn an_authenticated_session_gets_the_idle_timeout_instead() {
+    let (addr, _) = start(Limits {
+        handshake: Duration::from_millis(300),
+        idle: Duration::from_millis(900),
+        ..Limits::default()
+    });
+    let mut s = TcpStream::connect(addr).unwrap();
+    assert_eq!(roundtrip(&mut s, "auth k1").unwrap(), "auth k1");
+    // Past the handshake deadline but within the idle timeout: still served.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(roundtrip(&mut s, "still here").unwrap(), "still here");
+    // Silent past the idle timeout: closed.
+    std::thread::sleep(Duration::from_millis(1300));
+    assert!(closed_by_server(&mut s));
+}
+
+#[test]
+fn revoking_a_key_ends_only_its_sessions() {
+    let (addr, live) = start(Limits::default());
+    let mut a = TcpStream::connect(addr).unwrap();
+    let mut b = TcpStream::connect(addr).unwrap();
+    roundtrip(&mut a, "auth stolen").unwrap();
+    roundtrip(&mut b, "auth fine").unwrap();
+    assert_eq!(live.count(), 2);
+    assert_eq!(live.end_revoked(|k| k != b"stolen"), 1);
+    assert!(closed_by_server(&mut a));
+    assert_eq!(roundtrip(&mut b, "ok").unwrap(), "ok");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(live.count(), 1);
+}
