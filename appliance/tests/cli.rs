@@ -1,0 +1,199 @@
+//! The `outpost-hub` binary from the outside: the command names, outputs and errors are contracts.
+
+use outpost_hub::allowlist::Allowlist;
+use outpost_hub::enroll::EnrollCode;
+use outpost_hub::identity::fingerprint;
+use outpost_protocol::SiteId;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn hub(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_outpost-hub"))
+        .args(args)
+        .output()
+        .expect("run outpost-hub")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("valid JSON on stdout")
+}
+
+fn code_of(out: &Output) -> EnrollCode {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("outpost:"))
+        .expect("an outpost: line");
+    assert_eq!(line.split_whitespace().count(), 1);
+    EnrollCode::decode(line).expect("the printed code decodes")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn enroll_code_prints_a_decodable_single_use_code_pinning_the_hubs_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let d = data.to_str().unwrap();
+    let out = hub(&["enroll-code", "--data", d, "--address", "10.1.2.3:7420"]);
+    let code = code_of(&out);
+    assert_eq!(code.addresses, vec!["10.1.2.3:7420".to_string()]);
+    assert!(code.expires_at > now() + 800 && code.expires_at <= now() + 901);
+    // The QR code follows the line by default.
+    assert!(text(&out.stdout).lines().count() > 20);
+
+    let status = json(&hub(&["status", "--data", d, "--json"]));
+    assert_eq!(status["key"], fingerprint(&code.hub_key));
+    assert_eq!(status["site"], code.hub_site.to_string());
+
+    // Every call issues a fresh token; each is single use.
+    let again = code_of(&hub(&[
+        "enroll-code",
+        "--data",
+        d,
+        "--address",
+        "10.1.2.3:7420",
+        "--no-qr",
+    ]));
+    assert_ne!(again.token, code.token);
+    assert_eq!(again.hub_key, code.hub_key);
+    let mut allow = Allowlist::open(data.join("allowlist.db")).unwrap();
+    allow
+        .admit(&code.token, &[4; 65], SiteId([1; 16]), now())
+        .unwrap();
+    assert!(allow
+        .admit(&code.token, &[5; 65], SiteId([2; 16]), now())
+        .is_err());
+}
+
+#[test]
+fn first_use_creates_a_private_key_only_the_owner_can_read_and_never_prints_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let out = hub(&["status", "--data", data.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key_file = data.join("identity.key");
+    let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let dir_mode = std::fs::metadata(&data).unwrap().permissions().mode();
+    assert_eq!(dir_mode & 0o777, 0o700);
+    let private: String = std::fs::read(&key_file)
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    for o in [
+        &out,
+        &hub(&["status", "--data", data.to_str().unwrap(), "--json"]),
+    ] {
+        let all = text(&o.stdout) + &text(&o.stderr);
+        assert!(
+            !all.contains(&private[..16]),
+            "private key material printed"
+        );
+    }
+    for f in ["site-id", "mailbox.db", "allowlist.db"] {
+        assert!(Path::new(&data.join(f)).exists(), "{f} missing");
+    }
+}
+
+#[test]
+fn enroll_code_without_any_known_address_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hub(&[
+        "enroll-code",
+        "--data",
+        dir.path().join("hub").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("--address") && err.contains("run"), "{err}");
+    assert!(!text(&out.stdout).contains("outpost:"));
+    let out = hub(&[
+        "enroll-code",
+        "--data",
+        dir.path().join("hub").to_str().unwrap(),
+        "--address",
+        "no-port",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("HOST:PORT"));
+}
+
+#[test]
+fn devices_and_revoke_show_and_change_the_allowlist() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let d = data.to_str().unwrap();
+    assert_eq!(
+        json(&hub(&["devices", "--data", d, "--json"])),
+        serde_json::json!([])
+    );
+    let code = code_of(&hub(&[
+        "enroll-code",
+        "--data",
+        d,
+        "--address",
+        "h:1",
+        "--no-qr",
+    ]));
+    let site = SiteId([0x3c; 16]);
+    Allowlist::open(data.join("allowlist.db"))
+        .unwrap()
+        .admit(&code.token, &[4; 65], site, now())
+        .unwrap();
+    let list = json(&hub(&["devices", "--data", d, "--json"]));
+    assert_eq!(list[0]["site"], site.to_string());
+    assert_eq!(list[0]["revoked_at"], serde_json::Value::Null);
+
+    let out = hub(&["revoke", "--data", d, "3c3c3c3c"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&site.to_string()));
+    let list = json(&hub(&["devices", "--data", d, "--json"]));
+    assert!(list[0]["revoked_at"].as_u64().is_some());
+    let status = json(&hub(&["status", "--data", d, "--json"]));
+    assert_eq!(status["devices"]["enrolled"], 1);
+    assert_eq!(status["devices"]["active"], 0);
+
+    let out = hub(&["revoke", "--data", d, "ffffffff"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no enrolled device"));
+}
+
+#[test]
+fn bad_arguments_get_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("hub");
+    let d = d.to_str().unwrap();
+    for (args, expect) in [
+        (vec!["frobnicate"], "unknown command"),
+        (vec!["status"], "--data"),
+        (vec!["run", "--data", d], "--net"),
+        (vec!["run", "--data", d, "--net", "tap:eth0"], "std:"),
+        (
+            vec!["run", "--data", d, "--net", "std:nonsense"],
+            "ADDR:PORT",
+        ),
+        (vec!["status", "--data", d, "--bogus"], "unknown option"),
+    ] {
+        let out = hub(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(expect),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
