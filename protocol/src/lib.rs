@@ -20,8 +20,10 @@ extern crate alloc;
 extern crate std;
 
 pub mod batch;
+pub mod frame;
 pub mod hlc;
 pub mod merge;
+pub mod message;
 pub mod site;
 pub mod uuid_text;
 pub mod value;

@@ -1,0 +1,369 @@
+//! The session messages (DESIGN.md section 5), encoded with postcard.
+//!
+//! A message is a [`Message`] enum: its postcard variant index (a varint) is the **tag**, listed
+//! in `docs/wire-format.md` with worked bytes. Tags are never renumbered or reused; a new message
+//! gets a new tag and is only sent to a peer whose [`Hello::protocol_version`] knows it.
+//!
+//! **Contract**: [`Message::decode`] accepts any byte string and returns a typed [`MessageError`]
+//! for anything malformed: unknown tags, trailing bytes, lengths that run past the end (checked
+//! before any allocation), invalid UTF-8, invalid field values, and any encoding other than the
+//! one [`Message::encode`] produces (each message has exactly one encoding).
+
+use crate::site::SiteId;
+use crate::vector::{SeqRange, VersionVector};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+
+/// Names one push session, chosen by the client at random, so a retried commit is recognised.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
+pub struct SessionId(pub [u8; 16]);
+
+/// What a peer is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum PeerRole {
+    /// An app's database (tag 0).
+    Device,
+    /// A clinic hub (tag 1).
+    Hub,
+    /// The cloud master (tag 2).
+    Cloud,
+}
+
+/// The first message of each side after the handshake.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the sender speaks ([`crate::PROTOCOL_VERSION`]).
+    pub protocol_version: u16,
+    /// The sender's site id.
+    pub site: SiteId,
+    /// The sender's role.
+    pub role: PeerRole,
+    /// SHA-256 of the sender's schema and merge configuration: a mismatch is refused at hello.
+    pub fingerprint: [u8; 32],
+    /// The sender's wall clock when it sent this, in ms since the Unix epoch (skew assessment).
+    pub wall_clock_ms: u64,
+    /// What the sender holds.
+    pub vector: VersionVector,
+    /// The push session the client intends to use (zero from a server).
+    pub session: SessionId,
+}
+
+/// One batch a server now covers, in an [`Message::Ack`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Covered {
+    /// The batch's origin.
+    pub origin: SiteId,
+    /// The seq range it covers.
+    pub range: SeqRange,
+    /// The SHA-256 of its body (the batch header's `body_sha256`).
+    pub batch_sha256: [u8; 32],
+}
+
+/// Why a push must start over.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum PushAgainReason {
+    /// The server does not know the session id (tag 0).
+    UnknownSession,
+    /// The session's staged batches expired (tag 1).
+    SessionExpired,
+    /// A retry under the same session id carried different content (tag 2).
+    DifferentContent,
+    /// The pushed batches do not start at the server's coverage + 1 (tag 3).
+    Gap,
+}
+
+/// The code of an [`Message::Error`]: what the receiver should do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// The peer's protocol version is not supported: upgrade (tag 0).
+    UnsupportedVersion,
+    /// Schema or merge configuration fingerprints differ: a column is configured differently
+    /// (tag 1).
+    ConfigMismatch,
+    /// This site id is already bound to another key (a copied database): re-enroll (tag 2).
+    SiteIdReused,
+    /// The key is not, or no longer, admitted (tag 3).
+    Unauthorized,
+    /// A message could not be decoded (tag 4).
+    BadMessage,
+    /// A batch could not be decoded or verified (tag 5).
+    BadBatch,
+    /// A message or batch exceeds the receiver's limits (tag 6).
+    TooLarge,
+    /// Try again later (tag 7).
+    Busy,
+    /// The receiver failed internally (tag 8).
+    Internal,
+}
+
+/// Bytes carried as one postcard byte string (length varint, then the bytes), not as a sequence
+/// of single-byte elements: the same wire form, decoded without per-element work.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Bytes(pub Vec<u8>);
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+/// A session message. The variant order is the wire tag: append only.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum Message {
+    /// Tag 0: each side's opening message.
+    Hello(Hello),
+    /// Tag 1: one batch of a push (client → server), staged until [`Message::Commit`].
+    Push {
+        /// The push session.
+        session: SessionId,
+        /// An encoded batch (`batch::codec`).
+        batch: Bytes,
+    },
+    /// Tag 2: store the session's staged batches in one transaction.
+    Commit {
+        /// The push session.
+        session: SessionId,
+    },
+    /// Tag 3: the server now holds these batches; the client trusts only these ranges.
+    Ack {
+        /// The push session.
+        session: SessionId,
+        /// What the server now covers.
+        covered: Vec<Covered>,
+    },
+    /// Tag 4: the push cannot be acknowledged; start it again.
+    PushAgain {
+        /// The push session.
+        session: SessionId,
+        /// Why.
+        reason: PushAgainReason,
+    },
+    /// Tag 5: send me what this vector lacks (client → server).
+    Pull {
+        /// The client's vector.
+        vector: VersionVector,
+    },
+    /// Tag 6: one batch of a pull (server → client).
+    Chunk {
+        /// An encoded batch.
+        batch: Bytes,
+    },
+    /// Tag 7: the pull is complete; the client now covers this vector's ranges.
+    PullDone {
+        /// What the server sent up to.
+        vector: VersionVector,
+    },
+    /// Tag 8: new changes are available (live mode); pull when ready.
+    Notify,
+    /// Tag 9: a typed error; the sender closes the session after it.
+    Error {
+        /// What to do about it.
+        code: ErrorCode,
+        /// For a person; never contains secrets.
+        message: String,
+    },
+    /// Tag 10: the sender ends the session cleanly.
+    Bye,
+    /// Tag 11: keep-alive probe in live mode; answered by [`Message::Pong`].
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+    },
+    /// Tag 12: answer to [`Message::Ping`].
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+}
+
+/// The number of message tags this build knows.
+pub const MESSAGE_TAGS: u64 = 13;
+
+/// Why a message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// The input is empty.
+    Empty,
+    /// The input is larger than the limit.
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The message tag is not one this build knows: the peer is newer, or the stream is corrupt.
+    UnknownTag {
+        /// The tag.
+        tag: u64,
+    },
+    /// An enum inside the message (role, code, reason) has an unknown tag.
+    UnknownInnerTag,
+    /// The input ends early, or a length runs past its end (checked before allocating).
+    Truncated,
+    /// A varint is malformed or too wide.
+    BadVarint,
+    /// Text is not valid UTF-8.
+    InvalidUtf8,
+    /// Bytes follow the message.
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+    /// A field has an impossible value.
+    InvalidField {
+        /// Which, and what is wrong.
+        what: &'static str,
+    },
+    /// The bytes decode, but not in the one encoding this protocol allows (e.g. a varint with
+    /// redundant bytes, or vector entries out of order).
+    NonCanonical,
+    /// Any other malformation (e.g. a bool that is not 0 or 1).
+    Malformed,
+}
+
+impl fmt::Display for MessageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MessageError::Empty => f.write_str("empty message"),
+            MessageError::TooLarge { len, max } => {
+                write!(f, "message too large: {len} bytes, the limit is {max}")
+            }
+            MessageError::UnknownTag { tag } => write!(
+                f,
+                "unknown message tag {tag} (this build knows 0..{MESSAGE_TAGS}): the peer is newer"
+            ),
+            MessageError::UnknownInnerTag => {
+                f.write_str("unknown role, error code or reason tag: the peer is newer")
+            }
+            MessageError::Truncated => {
+                f.write_str("message truncated: a field or length runs past its end")
+            }
+            MessageError::BadVarint => f.write_str("malformed varint in message"),
+            MessageError::InvalidUtf8 => f.write_str("message text is not valid UTF-8"),
+            MessageError::TrailingBytes { count } => {
+                write!(f, "{count} unexpected bytes after the end of the message")
+            }
+            MessageError::InvalidField { what } => write!(f, "invalid message field: {what}"),
+            MessageError::NonCanonical => f.write_str("message is not canonically encoded"),
+            MessageError::Malformed => f.write_str("malformed message"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for MessageError {}
+
+impl Message {
+    /// The message's wire tag.
+    pub fn tag(&self) -> u64 {
+        match self {
+            Message::Hello(_) => 0,
+            Message::Push { .. } => 1,
+            Message::Commit { .. } => 2,
+            Message::Ack { .. } => 3,
+            Message::PushAgain { .. } => 4,
+            Message::Pull { .. } => 5,
+            Message::Chunk { .. } => 6,
+            Message::PullDone { .. } => 7,
+            Message::Notify => 8,
+            Message::Error { .. } => 9,
+            Message::Bye => 10,
+            Message::Ping { .. } => 11,
+            Message::Pong { .. } => 12,
+        }
+    }
+
+    /// Encodes the message (postcard).
+    pub fn encode(&self) -> Vec<u8> {
+        // Serializing plain data into a growable vector cannot fail.
+        postcard::to_allocvec(self).expect("postcard into a Vec")
+    }
+
+    /// Decodes one message occupying all of `bytes`, at most `max_len` bytes long.
+    pub fn decode(bytes: &[u8], max_len: usize) -> Result<Message, MessageError> {
+        if bytes.is_empty() {
+            return Err(MessageError::Empty);
+        }
+        if bytes.len() > max_len {
+            return Err(MessageError::TooLarge {
+                len: bytes.len(),
+                max: max_len,
+            });
+        }
+        let (tag, _) = crate::varint::read_u64(bytes).map_err(|e| match e {
+            crate::varint::VarintError::Truncated => MessageError::Truncated,
+            crate::varint::VarintError::Overflow => MessageError::BadVarint,
+        })?;
+        if tag >= MESSAGE_TAGS {
+            return Err(MessageError::UnknownTag { tag });
+        }
+        let (message, rest): (Message, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|e| match e {
+                postcard::Error::DeserializeUnexpectedEnd => MessageError::Truncated,
+                postcard::Error::DeserializeBadVarint => MessageError::BadVarint,
+                postcard::Error::DeserializeBadUtf8 => MessageError::InvalidUtf8,
+                // serde reports an unknown variant index as a custom error.
+                postcard::Error::DeserializeBadEnum | postcard::Error::SerdeDeCustom => {
+                    MessageError::UnknownInnerTag
+                }
+                _ => MessageError::Malformed,
+            })?;
+        if !rest.is_empty() {
+            return Err(MessageError::TrailingBytes { count: rest.len() });
+        }
+        message.validate()?;
+        if message.encode() != bytes {
+            return Err(MessageError::NonCanonical);
+        }
+        Ok(message)
+    }
+
+    fn validate(&self) -> Result<(), MessageError> {
+        let vector_ok = |v: &VersionVector| v.iter().all(|(_, &seq)| seq > 0);
+        let bad = |what| Err(MessageError::InvalidField { what });
+        match self {
+            Message::Hello(h) if !vector_ok(&h.vector) => bad("hello vector has a zero entry"),
+            Message::Pull { vector } | Message::PullDone { vector } if !vector_ok(vector) => {
+                bad("vector has a zero entry")
+            }
+            Message::Ack { covered, .. }
+                if covered
+                    .iter()
+                    .any(|c| SeqRange::new(c.range.lo, c.range.hi).is_none()) =>
+            {
+                bad("ack range is empty or starts at 0")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! Golden bytes for every session message and for a small batch: construct, emit, parse, round
+//! trip. The same bytes are the worked examples of `docs/wire-format.md`; change both together,
+//! and only with a new protocol version or batch format (see "Versioning" there).
+
+use outpost_protocol::batch::codec::{decode, encode, Limits};
+use outpost_protocol::batch::{
+    CellChange, CellPayload, ColumnSchema, Compression, RowChange, TableChanges, TableSchema,
+};
+use outpost_protocol::frame::encode_message;
+use outpost_protocol::message::{
+    Bytes, Covered, ErrorCode, Hello, Message, PeerRole, PushAgainReason, SessionId,
+};
+use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, Value, VersionVector};
+
+const MAX: usize = 1 << 20;
+const SESSION: SessionId = SessionId([0x44; 16]);
+
+fn vector() -> VersionVector {
+    let mut v = VersionVector::new();
+    v.set(SiteId([0x33; 16]), 5);
+    v
+}
+
+fn golden() -> Vec<(Message, &'static str)> {
+    vec![
+        (
+            Message::Hello(Hello {
+                protocol_version: 1,
+                site: SiteId([0x11; 16]),
+                role: PeerRole::Device,
+                fingerprint: [0x22; 32],
+                wall_clock_ms: 1_760_000_000_000,
+                vector: vector(),
+                session: SESSION,
+            }),
+            "00 01 11111111111111111111111111111111 00 \
+             2222222222222222222222222222222222222222222222222222222222222222 \
+             8080b3c19c33 01 33333333333333333333333333333333 05 \
+             44444444444444444444444444444444",
+        ),
+        (
+            Message::Push {
+                session: SESSION,
+                batch: Bytes(b"OPB\x01".to_vec()),
+            },
+            "01 44444444444444444444444444444444 04 4f504201",
+        ),
+        (
+            Message::Commit { session: SESSION },
+            "02 44444444444444444444444444444444",
+        ),
+        (
+            Message::Ack {
+                session: SESSION,
+                covered: vec![Covered {
+                    origin: SiteId([0x33; 16]),
+                    range: SeqRange::new(1, 5).unwrap(),
+                    batch_sha256: [0x55; 32],
+                }],
+            },
+            "03 44444444444444444444444444444444 01 33333333333333333333333333333333 01 05 \
+             5555555555555555555555555555555555555555555555555555555555555555",
+        ),
+        (
+            Message::PushAgain {
+                session: SESSION,
+                reason: PushAgainReason::DifferentContent,
+            },
+            "04 44444444444444444444444444444444 02",
+        ),
+        (
+            Message::Pull { vector: vector() },
+            "05 01 33333333333333333333333333333333 05",
+        ),
+        (
+            Message::Chunk {
+                batch: Bytes(b"OPB\x01".to_vec()),
+            },
+            "06 04 4f504201",
+        ),
+        (
+            Message::PullDone { vector: vector() },
+            "07 01 33333333333333333333333333333333 05",
+        ),
+        (Message::Notify, "08"),
+        (
+            Message::Error {
+                code: ErrorCode::ConfigMismatch,
+                message: "schema differs".into(),
+            },
+            "09 01 0e 736368656d612064696666657273",
+        ),
+        (Message::Bye, "0a"),
+        (Message::Ping { nonce: 300 }, "0b ac02"),
+        (Message::Pong { nonce: 300 }, "0c ac02"),
+    ]
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    hex::decode(s.replace(' ', "")).unwrap()
+}
+
+#[test]
+fn every_message_emits_and_parses_its_golden_bytes() {
+    let all = golden();
+    assert_eq!(
+        all.len() as u64,
+        outpost_protocol::message::MESSAGE_TAGS,
+        "a golden vector per message tag"
+    );
+    for (i, (message, hex)) in all.into_iter().enumerate() {
+        let bytes = unhex(hex);
+        assert_eq!(message.tag(), i as u64);
+        assert_eq!(message.encode(), bytes, "emit {message:?}");
+        assert_eq!(Message::decode(&bytes, MAX), Ok(message.clone()), "parse");
+        // And through the framing layer: a whole frame.
+        let mut framed = vec![0, bytes.len() as u8 + 1, 0];
+        framed.extend_from_slice(&bytes);
+        assert_eq!(encode_message(&bytes), framed);
+    }
+}
+
+fn batch_tables() -> Vec<TableSchema> {
+    let col = |name: &str, decl: &str, strategy, not_null| ColumnSchema {
+        name: name.into(),
+        decl_type: decl.into(),
+        strategy,
+        not_null,
+    };
+    vec![TableSchema {
+        name: "t".into(),
+        columns: vec![
+            col("id", "TEXT", Strategy::Lww, true),
+            col("name", "TEXT", Strategy::Lww, false),
+            col("n", "INTEGER", Strategy::Counter, false),
+        ],
+        primary_key: vec![0],
+        foreign_keys: vec![],
+    }]
+}
+
+fn batch_changes() -> Vec<TableChanges> {
+    let hlc = Hlc::new(1_760_000_000_000, 0);
+    vec![TableChanges {
+        table: 0,
+        rows: vec![
+            RowChange {
+                key: vec![Value::Text("0f1e2d3c-4b5a-4697-8879-a0b1c2d3e4f5".into())],
+                existence: 1,
+                cells: vec![
+                    CellChange {
+                        column: 0,
+                        hlc,
+                        payload: CellPayload::Value(Value::Text("Amina".into())),
+                    },
+                    CellChange {
+                        column: 1,
+                        hlc,
+                        payload: CellPayload::Counter(3),
+                    },
+                ],
+            },
+            RowChange {
+                key: vec![Value::Text("0f1e2d3c-4b5a-4697-8879-a0b1c2d3e4f6".into())],
+                existence: 2,
+                cells: vec![],
+            },
+        ],
+    }]
+}
+
+const GOLDEN_BATCH: &str = "\
+    4f5042 01 \
+    01010101010101010101010101010101 01 02 80808080cc85f2cc01 \
+    01 01 74 03 \
+      02 6964 04 54455854 00 01 \
+      04 6e616d65 04 54455854 00 00 \
+      01 6e 07 494e5445474552 02 00 \
+      01 00 00 \
+    00 34 \
+    3561dcf64a457baff19229eb2f8890e0477a97c3e15fc163dc91d10b1bd3455e \
+    01 00 02 \
+      16 0f1e2d3c4b5a46978879a0b1c2d3e4f5 8080e682b966 00 2b 416d696e61 06 \
+      22 0f1e2d3c4b5a46978879a0b1c2d3e4f6 00";
+
+#[test]
+fn a_small_batch_emits_and_parses_its_golden_bytes() {
+    let bytes = unhex(GOLDEN_BATCH);
+    let emitted = encode(
+        SiteId([0x01; 16]),
+        SeqRange::new(1, 2).unwrap(),
+        batch_tables(),
+        &batch_changes(),
+        Compression::None,
+    );
+    assert_eq!(hex::encode(&emitted), hex::encode(&bytes));
+    let batch = decode(&bytes, &Limits::default()).unwrap();
+    assert_eq!(batch.tables, batch_changes());
+    assert_eq!(batch.header.tables, batch_tables());
+    assert_eq!(batch.header.body_len, 52);
+    assert_eq!(batch.header.base_hlc, Hlc::new(1_760_000_000_000, 0));
+}
+
+#[test]
+fn the_golden_batch_survives_deflate() {
+    let emitted = encode(
+        SiteId([0x01; 16]),
+        SeqRange::new(1, 2).unwrap(),
+        batch_tables(),
+        &batch_changes(),
+        Compression::Deflate,
+    );
+    let batch = decode(&emitted, &Limits::default()).unwrap();
+    assert_eq!(batch.tables, batch_changes());
+    // The header is the raw one but for the compression tag; the body hash is the same.
+    let raw = decode(&unhex(GOLDEN_BATCH), &Limits::default()).unwrap();
+    assert_eq!(batch.header.body_sha256, raw.header.body_sha256);
+}
+
+#[test]
+fn malformed_messages_get_their_own_errors() {
+    use outpost_protocol::message::MessageError as E;
+    let hello = unhex(golden()[0].1);
+    assert_eq!(Message::decode(&[], MAX), Err(E::Empty));
+    assert_eq!(Message::decode(&[0x0d], MAX), Err(E::UnknownTag { tag: 13 }));
+    assert_eq!(
+        Message::decode(&[0x08, 0x00], MAX),
+        Err(E::TrailingBytes { count: 1 })
+    );
+    assert_eq!(Message::decode(&hello[..40], MAX), Err(E::Truncated));
+    assert_eq!(
+        Message::decode(&hello, 10),
+        Err(E::TooLarge {
+            len: hello.len(),
+            max: 10
+        })
+    );
+    // A batch length of 2^20 in a 3-byte message: refused before allocating.
+    assert_eq!(Message::decode(&[0x06, 0x80, 0x80, 0x40], MAX), Err(E::Truncated));
+    assert_eq!(
+        Message::decode(&unhex("09 01 02 c328"), MAX),
+        Err(E::InvalidUtf8)
+    );
+    assert_eq!(
+        Message::decode(&unhex("04 44444444444444444444444444444444 09"), MAX),
+        Err(E::UnknownInnerTag)
+    );
+    assert_eq!(
+        Message::decode(&unhex("05 01 33333333333333333333333333333333 00"), MAX),
+        Err(E::InvalidField {
+            what: "vector has a zero entry"
+        })
+    );
+    assert_eq!(Message::decode(&unhex("0b ac82 00"), MAX), Err(E::NonCanonical));
+    assert_eq!(
+        Message::decode(&unhex("0b ffffffffffffffffff7f"), MAX),
+        Err(E::BadVarint)
+    );
+}
