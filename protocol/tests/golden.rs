@@ -222,7 +222,10 @@ fn malformed_messages_get_their_own_errors() {
     use outpost_protocol::message::MessageError as E;
     let hello = unhex(golden()[0].1);
     assert_eq!(Message::decode(&[], MAX), Err(E::Empty));
-    assert_eq!(Message::decode(&[0x0d], MAX), Err(E::UnknownTag { tag: 13 }));
+    assert_eq!(
+        Message::decode(&[0x0d], MAX),
+        Err(E::UnknownTag { tag: 13 })
+    );
     assert_eq!(
         Message::decode(&[0x08, 0x00], MAX),
         Err(E::TrailingBytes { count: 1 })
@@ -236,7 +239,10 @@ fn malformed_messages_get_their_own_errors() {
         })
     );
     // A batch length of 2^20 in a 3-byte message: refused before allocating.
-    assert_eq!(Message::decode(&[0x06, 0x80, 0x80, 0x40], MAX), Err(E::Truncated));
+    assert_eq!(
+        Message::decode(&[0x06, 0x80, 0x80, 0x40], MAX),
+        Err(E::Truncated)
+    );
     assert_eq!(
         Message::decode(&unhex("09 01 02 c328"), MAX),
         Err(E::InvalidUtf8)
@@ -251,7 +257,10 @@ fn malformed_messages_get_their_own_errors() {
             what: "vector has a zero entry"
         })
     );
-    assert_eq!(Message::decode(&unhex("0b ac82 00"), MAX), Err(E::NonCanonical));
+    assert_eq!(
+        Message::decode(&unhex("0b ac82 00"), MAX),
+        Err(E::NonCanonical)
+    );
     assert_eq!(
         Message::decode(&unhex("0b ffffffffffffffffff7f"), MAX),
         Err(E::BadVarint)
