@@ -40,8 +40,8 @@ fn value_strategies(schema: &TableSchema) -> Vec<Strategy> {
 }
 
 /// Builds a batch body row by row, so a caller can cut batches at a byte budget: push rows while
-/// [`BodyWriter::len`] is under the budget, then [`finish`](BodyWriter::finish) (see
-/// [`super::codec::finish_batch`]).
+/// [`BodyWriter::len`] is under the budget, then turn it into a batch with
+/// [`super::codec::finish_batch`].
 ///
 /// Rows go into the table group opened by the last [`begin_table`](BodyWriter::begin_table);
 /// each call opens a new group, even for the same table.
