@@ -1,1 +1,139 @@
+//! # outpost: the Outpost SQLite extension
+//!
+//! Loaded into an app's SQLite (`.load liboutpost`, entry point `sqlite3_outpost_init`) or linked
+//! statically and registered with `sqlite3_auto_extension`, it tracks the app's tables and
+//! exchanges their changes as protocol batches (`outpost-protocol`). The SQL surface is listed in
+//! [`FUNCTIONS`] and documented in `docs/sql-api.md`.
+//!
+//! ## How a write travels
+//! 1. **Capture** (`triggers.rs`): AFTER triggers append one row per written row to
+//!    `_outpost_log` (seq = INTEGER PRIMARY KEY, packed key, op, clock, changed-column mask,
+//!    counter deltas or a deleted row's values), in the app's own transaction. Nothing else runs
+//!    on the write path: appending at the end of one B-tree is the cheapest bookkeeping SQLite
+//!    offers; random-key inserts into a second B-tree are what doubles write cost (measured in
+//!    `docs/performance.md`). The clock comes from a per-connection cached HLC (`clock.rs`).
+//! 2. **Fold** (`fold.rs`), before every export and apply: the log becomes per-row state in
+//!    `_outpost_rows` (causal length + run-length packed per-column versions, `state.rs`),
+//!    counter/review state in `_outpost_cells`, tombstones for deleted rows; the log is emptied
+//!    but for its newest row, which keeps seqs increasing. Keys are stored packed (a UUID text key
+//!    is 17 bytes), never by rowid, so `VACUUM` renumbering rowids cannot misattribute anything.
+//!    Fold also notices `ALTER TABLE ... ADD COLUMN` and records the new column's values.
+//! 3. **Export** (`export.rs`): own, still-current writes above a seq, only changed columns,
+//!    cut to a byte budget at a seq boundary.
+//! 4. **Apply** (`apply.rs`): merge per protocol rules, parents first, one transaction;
+//!    `quarantine.rs` keeps what cannot apply; `cells.rs` and `conflicts.rs` handle review cells.
+//!
+//! ## Boundaries
+//! `ffi.rs` is the only code that calls SQLite's C API; `functions.rs` the only code that crosses
+//! back into C (every call inside `catch_unwind`, every error converted to a SQLite code and
+//! message there). Merge rules come from `outpost_protocol::merge` unchanged.
+//!
+//! ## Known limits
+//! Tables with more than 62 non-key columns are refused. Every connection writing to a tracked
+//! table must have the extension loaded (the triggers call its functions). A UNIQUE collision
+//! quarantines the incoming row (the later write only when the incoming one is the later).
 
+#![allow(clippy::missing_safety_doc)]
+
+mod apply;
+mod cells;
+mod clock;
+mod conflicts;
+mod error;
+mod export;
+mod ffi;
+mod fold;
+mod functions;
+mod keys;
+mod quarantine;
+mod schema;
+mod sites;
+mod state;
+mod track;
+mod triggers;
+
+pub use error::{ApplyError, Error};
+use functions::{Call, FunctionDef};
+use outpost_protocol::Value;
+use std::ffi::{c_char, c_int};
+
+fn version(_call: &Call, _args: &[Value]) -> Result<Value, Error> {
+    Ok(Value::Text(env!("CARGO_PKG_VERSION").to_string()))
+}
+
+const fn def(
+    name: &'static str,
+    min_args: usize,
+    max_args: usize,
+    body: functions::Body,
+) -> FunctionDef {
+    FunctionDef {
+        name,
+        min_args,
+        max_args,
+        deterministic: false,
+        body,
+    }
+}
+
+/// Every SQL function, in the order `docs/sql-api.md` documents them.
+static FUNCTIONS: &[FunctionDef] = &[
+    // identity
+    def("outpost_version", 0, 0, version),
+    def("outpost_site_id", 0, 0, clock::sql_site_id),
+    // tracking
+    def("outpost_track", 1, 2, track::sql_track),
+    def("outpost_untrack", 1, 1, track::sql_untrack),
+    // export
+    def("outpost_db_version", 0, 0, export::sql_db_version),
+    def("outpost_changes", 1, 2, export::sql_changes),
+    def("outpost_batch_json", 1, 1, export::sql_batch_json),
+    // apply
+    def("outpost_apply", 1, 1, apply::sql_apply),
+    def("outpost_vector", 0, 0, apply::sql_vector),
+    // people
+    def("outpost_resolve", 2, 2, conflicts::sql_resolve),
+    def("outpost_retry_quarantine", 0, 0, quarantine::sql_retry),
+    // called by the triggers
+    def("outpost_tick", 0, 0, clock::sql_tick),
+    def("outpost_capturing", 0, 0, clock::sql_capturing),
+    FunctionDef {
+        name: "outpost_pack",
+        min_args: 0,
+        max_args: 127,
+        deterministic: true,
+        body: clock::sql_pack,
+    },
+];
+
+/// The names of every registered SQL function.
+pub fn function_names() -> Vec<&'static str> {
+    FUNCTIONS.iter().map(|f| f.name).collect()
+}
+
+/// The entry point SQLite looks for (`.load liboutpost`), also usable with
+/// `sqlite3_auto_extension`.
+///
+/// # Safety
+/// Called by SQLite with a valid connection and its API routines table.
+#[no_mangle]
+pub unsafe extern "C" fn sqlite3_outpost_init(
+    db: *mut sqlite_loadable::ext::sqlite3,
+    pz_err_msg: *mut *mut c_char,
+    p_api: *mut sqlite_loadable::ext::sqlite3_api_routines,
+) -> c_int {
+    let r = std::panic::catch_unwind(|| {
+        // SAFETY: SQLite passes its routines table (or null, refused inside).
+        unsafe { ffi::install(p_api) }?;
+        functions::register_all(db, FUNCTIONS)
+    });
+    match r {
+        Ok(Ok(())) => ffi::SQLITE_OK,
+        Ok(Err(msg)) => {
+            log::error!("{msg}");
+            let _ = pz_err_msg;
+            ffi::SQLITE_ERROR
+        }
+        Err(_) => ffi::SQLITE_ERROR,
+    }
+}

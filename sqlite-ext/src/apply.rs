@@ -1,0 +1,734 @@
+//! `outpost_apply`: merging a peer's batch, all or nothing.
+//!
+//! One transaction (a savepoint, so a failure rolls back without aborting the caller's
+//! statement) holds the merge and the vector advance. Rows that become alive are applied
+//! parents-first (tables topologically sorted by their foreign keys), deletes children-first, with
+//! `PRAGMA defer_foreign_keys=ON`. Triggers are suppressed, so applied writes keep their origin.
+//!
+//! Per row: existence merges by max; a cell at the row's current epoch merges by its column's
+//! strategy; a cell from an older epoch is dead. What cannot be applied goes to the quarantine
+//! with a reason (unknown table or column, constraint failure, a parent that does not exist
+//! here), never blocking the rest.
+//!
+//! **Clinical data is never lost to a concurrent delete**: when a delete arrives for a row that
+//! live rows of a tracked child table still reference, or a child arrives whose parent this
+//! database deleted, the parent is re-created (from its tombstone when needed) as a *local* write
+//! at the next causal length, so it travels back to every replica; an `outpost_events` row tells
+//! a person. Replicas that re-create concurrently write equal values; LWW on them converges.
+
+use crate::cells;
+use crate::error::{ApplyError, Error};
+use crate::ffi::{Conn, Stmt};
+use crate::functions::Call;
+use crate::schema::{self, quote, Direction, Tracked};
+use crate::sites::Sites;
+use crate::state::{RowState, RowStore, Version};
+use outpost_protocol::batch::codec::{self, Limits};
+use outpost_protocol::batch::{CellPayload, RowChange, TableSchema};
+use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
+use outpost_protocol::{Hlc, SiteId, Stamp, Strategy, Value};
+use std::collections::HashMap;
+
+/// What happened to one row change.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Outcome {
+    Applied,
+    Quarantined,
+}
+
+/// Counts reported by `outpost_apply`.
+#[derive(Default, Debug)]
+pub(crate) struct Stats {
+    pub applied: u64,
+    pub unchanged: u64,
+    pub conflicts: u64,
+    pub quarantined: u64,
+}
+
+/// A foreign key between two tracked tables, resolved to the parent's key order.
+#[derive(Clone)]
+struct Link {
+    child: usize,
+    parent: usize,
+    /// Child columns, in the parent's primary-key order.
+    child_cols: Vec<String>,
+}
+
+/// Merge machinery shared by apply and quarantine retry.
+pub(crate) struct Applier<'c> {
+    call: &'c Call<'c>,
+    pub stats: Stats,
+    tables: Vec<Tracked>,
+    links: Vec<Link>,
+    sites: Sites,
+    rows: RowStore,
+    upserts: HashMap<(usize, u64), Stmt>,
+    fk_on: bool,
+    pub max_hlc: u64,
+}
+
+impl<'c> Applier<'c> {
+    pub(crate) fn new(call: &'c Call<'c>) -> Result<Applier<'c>, Error> {
+        let conn = call.conn;
+        let tables = schema::load_tracked(conn)?;
+        let mut links = Vec::new();
+        for (ci, t) in tables.iter().enumerate() {
+            for (parent, from, to) in schema::foreign_keys(conn, &t.def.name)? {
+                let Some(pi) = tables
+                    .iter()
+                    .position(|p| p.def.name.eq_ignore_ascii_case(&parent))
+                else {
+                    continue;
+                };
+                let pk = &tables[pi].def.pk;
+                let child_cols: Option<Vec<String>> = if to.is_empty() {
+                    (from.len() == pk.len()).then(|| from.clone())
+                } else {
+                    pk.iter()
+                        .map(|k| to.iter().position(|x| x == k).map(|i| from[i].clone()))
+                        .collect()
+                };
+                if let Some(child_cols) = child_cols {
+                    links.push(Link {
+                        child: ci,
+                        parent: pi,
+                        child_cols,
+                    });
+                }
+            }
+        }
+        let fk_on = conn.query_i64("PRAGMA foreign_keys", &[])?.unwrap_or(0) != 0;
+        Ok(Applier {
+            call,
+            stats: Stats::default(),
+            tables,
+            links,
+            sites: Sites::load(conn)?,
+            rows: RowStore::new(conn)?,
+            upserts: HashMap::new(),
+            fk_on,
+            max_hlc: 0,
+        })
+    }
+
+    fn conn(&self) -> Conn {
+        self.call.conn
+    }
+
+    /// Local tables in apply order (parents first).
+    pub(crate) fn order(&self) -> Result<Vec<String>, Error> {
+        Ok(schema::topo_order(self.conn(), &self.tables)?
+            .into_iter()
+            .map(|i| self.tables[i].def.name.clone())
+            .collect())
+    }
+
+    fn quarantine(
+        &mut self,
+        origin: SiteId,
+        schema: &TableSchema,
+        row: &RowChange,
+        reason: &str,
+    ) -> Result<Outcome, Error> {
+        crate::quarantine::put(self.call, origin, schema, row, reason)?;
+        self.stats.quarantined += 1;
+        Ok(Outcome::Quarantined)
+    }
+
+    /// Merges one row change of `origin`.
+    pub(crate) fn merge_row(
+        &mut self,
+        origin: SiteId,
+        schema: &TableSchema,
+        row: &RowChange,
+    ) -> Result<Outcome, Error> {
+        let Some(ti) = self.tables.iter().position(|t| t.def.name == schema.name) else {
+            return self.quarantine(
+                origin,
+                schema,
+                row,
+                &format!("unknown table \"{}\": it is not tracked here", schema.name),
+            );
+        };
+        if self.tables[ti].def.direction == Direction::Up {
+            self.stats.unchanged += 1;
+            return Ok(Outcome::Applied);
+        }
+        if row.key.len() != self.tables[ti].def.pk.len() {
+            return self.quarantine(
+                origin,
+                schema,
+                row,
+                "primary key shape differs from this database's",
+            );
+        }
+        let names: Vec<String> = schema
+            .value_columns()
+            .map(|i| schema.columns[i as usize].name.clone())
+            .collect();
+        let mut known = Vec::new();
+        let mut unknown = Vec::new();
+        for cell in &row.cells {
+            let name = names.get(cell.column as usize).ok_or_else(|| {
+                Error::Apply(ApplyError::BadSchema(format!(
+                    "a cell of {} names column {} it does not have",
+                    schema.name, cell.column
+                )))
+            })?;
+            match self.tables[ti].column_index(name) {
+                Some(c) => known.push((c, cell)),
+                None => unknown.push(cell.clone()),
+            }
+        }
+        if !unknown.is_empty() {
+            let cols: Vec<String> = unknown
+                .iter()
+                .map(|c| names[c.column as usize].clone())
+                .collect();
+            let part = RowChange {
+                key: row.key.clone(),
+                existence: row.existence,
+                cells: unknown,
+            };
+            self.quarantine(
+                origin,
+                schema,
+                &part,
+                &format!(
+                    "unknown column(s) {} of \"{}\": kept until the column exists",
+                    cols.join(", "),
+                    schema.name
+                ),
+            )?;
+        }
+        let origin_idx = self.sites.index(self.conn(), origin)?;
+        let key = crate::keys::pack(&row.key);
+        let t = self.tables[ti].clone();
+        let mut st = self.rows.get(t.id, &key)?.unwrap_or_default();
+        let e_in = row.existence;
+        let exist = st.exist.max(e_in);
+        let was_alive = st.exist % 2 == 1;
+        let alive = exist % 2 == 1;
+        let mut writes: Vec<(usize, Value)> = Vec::new();
+        let mut changed = e_in > st.exist;
+        let mut new_conflicts = 0;
+        for (c, cell) in &known {
+            self.max_hlc = self.max_hlc.max(cell.hlc.as_u64());
+            if e_in != exist || !alive {
+                self.stats.unchanged += 1;
+                continue;
+            }
+            let conn = self.conn();
+            let incoming = CellVersion {
+                epoch: e_in,
+                stamp: Stamp {
+                    hlc: cell.hlc,
+                    site: origin,
+                },
+            };
+            let remote = Version {
+                epoch: e_in,
+                hlc: cell.hlc.as_u64(),
+                site: origin_idx,
+                seq: 0,
+            };
+            let strategy = t.def.columns[*c].strategy;
+            let won = match (strategy, &cell.payload) {
+                (Strategy::Lww | Strategy::RowLww, CellPayload::Value(v)) => {
+                    let current = st.cell(*c).map(|v| v.cell_version(&self.sites.ids));
+                    lww_wins(current.as_ref(), &incoming).then(|| {
+                        *st.cell_mut(*c) = Some(remote);
+                        v.clone()
+                    })
+                }
+                (Strategy::Counter, CellPayload::Counter(total)) => {
+                    let mut cc = cells::load_counter(conn, t.id, &key, *c)?;
+                    if cc.merge(Contribution {
+                        site: origin,
+                        epoch: e_in,
+                        hlc: cell.hlc,
+                        total: *total,
+                    }) {
+                        cells::save_counter(conn, t.id, &key, *c, &cc)?;
+                        if st.cell(*c).is_none() {
+                            *st.cell_mut(*c) = Some(remote);
+                        }
+                        Some(Value::Integer(cc.value(exist)))
+                    } else {
+                        None
+                    }
+                }
+                (Strategy::Review, CellPayload::Review { value, context }) => {
+                    let mut rc = cells::load_review(conn, t.id, &key, *c)?;
+                    let w = ReviewWrite {
+                        version: incoming,
+                        value: value.clone(),
+                        context: context.clone(),
+                    };
+                    if rc.merge(w) {
+                        cells::save_review(conn, &t, &key, *c, &rc)?;
+                        if rc.siblings().len() > 1 {
+                            new_conflicts += 1;
+                        }
+                        let shown = rc.siblings().last().map(|s| s.version);
+                        if st.cell(*c).map(|v| v.cell_version(&self.sites.ids)) < shown {
+                            *st.cell_mut(*c) = Some(remote);
+                        }
+                        rc.shown().cloned()
+                    } else {
+                        None
+                    }
+                }
+                _ => {
+                    let reason = format!(
+                        "column {} of \"{}\" merges as {} here but the change is of another kind",
+                        t.def.columns[*c].name, t.def.name, strategy
+                    );
+                    return self.quarantine(origin, schema, row, &reason);
+                }
+            };
+            match won {
+                Some(v) => {
+                    writes.push((*c, v));
+                    changed = true;
+                    self.stats.applied += 1;
+                }
+                None => self.stats.unchanged += 1,
+            }
+        }
+        if e_in > st.exist {
+            self.stats.applied += 1;
+        } else if known.is_empty() {
+            self.stats.unchanged += 1;
+        }
+        if !changed {
+            return Ok(Outcome::Applied);
+        }
+        if alive {
+            if !self.parents_ok(ti, &row.key, &writes)? {
+                return self.quarantine(
+                    origin,
+                    schema,
+                    row,
+                    "parent row missing: a referenced row does not exist here (yet)",
+                );
+            }
+            if let Err(e) = self.upsert(ti, &row.key, &writes) {
+                if e.is_constraint() {
+                    return self.quarantine(
+                        origin,
+                        schema,
+                        row,
+                        &format!("constraint failed: {e}"),
+                    );
+                }
+                return Err(e);
+            }
+            if !was_alive {
+                let mut s = self
+                    .conn()
+                    .prepare("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
+                s.bind_i64(1, t.id)?;
+                s.bind_blob(2, &key)?;
+                s.run()?;
+            }
+        } else if was_alive {
+            if self.has_children(ti, &row.key)? {
+                // The delete met live children: the row stays, as a fresh local write.
+                st.exist = exist;
+                self.resurrect(
+                    ti,
+                    &key,
+                    st,
+                    "delete of a row that still has child rows: row kept and re-sent",
+                )?;
+                return Ok(Outcome::Applied);
+            }
+            self.delete(ti, &key, &row.key)?;
+        }
+        st.exist = exist;
+        self.rows.put(t.id, &key, &st)?;
+        self.stats.conflicts += new_conflicts;
+        Ok(Outcome::Applied)
+    }
+
+    fn where_key(t: &Tracked, first: usize) -> String {
+        let w: Vec<String> = t
+            .def
+            .pk
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} = ?{}", quote(c), i + first))
+            .collect();
+        w.join(" AND ")
+    }
+
+    fn upsert(&mut self, ti: usize, key: &[Value], writes: &[(usize, Value)]) -> Result<(), Error> {
+        let mask = writes.iter().fold(0u64, |m, (c, _)| m | (1 << c));
+        let conn = self.conn();
+        let t = &self.tables[ti];
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.upserts.entry((ti, mask)) {
+            let mut cols: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
+            let set: Vec<String> = writes
+                .iter()
+                .map(|(c, _)| format!("{0} = excluded.{0}", quote(&t.def.columns[*c].name)))
+                .collect();
+            cols.extend(writes.iter().map(|(c, _)| quote(&t.def.columns[*c].name)));
+            let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+            let pk: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
+            let action = if set.is_empty() {
+                "NOTHING".to_string()
+            } else {
+                format!("UPDATE SET {}", set.join(", "))
+            };
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT({}) DO {action}",
+                quote(&t.def.name),
+                cols.join(", "),
+                params.join(", "),
+                pk.join(", ")
+            );
+            slot.insert(conn.prepare(&sql)?);
+        }
+        let Some(s) = self.upserts.get_mut(&(ti, mask)) else {
+            return Err(Error::Internal("statement cache".into()));
+        };
+        for (i, v) in key.iter().enumerate() {
+            s.bind(i + 1, v)?;
+        }
+        for (i, (_, v)) in writes.iter().enumerate() {
+            s.bind(key.len() + i + 1, v)?;
+        }
+        s.run()
+    }
+
+    fn app_values(&self, ti: usize, key: &[Value]) -> Result<Option<Vec<Value>>, Error> {
+        let t = &self.tables[ti];
+        let cols: Vec<String> = t.def.columns.iter().map(|c| quote(&c.name)).collect();
+        let sel = if cols.is_empty() {
+            "1".to_string()
+        } else {
+            cols.join(", ")
+        };
+        let mut s = self.conn().prepare(&format!(
+            "SELECT {sel} FROM {} WHERE {}",
+            quote(&t.def.name),
+            Self::where_key(t, 1)
+        ))?;
+        s.bind_all(key)?;
+        Ok(if s.step()? {
+            Some((0..t.def.columns.len()).map(|i| s.value(i)).collect())
+        } else {
+            None
+        })
+    }
+
+    fn delete(&mut self, ti: usize, key: &[u8], key_vals: &[Value]) -> Result<(), Error> {
+        let t = self.tables[ti].clone();
+        if let Some(vals) = self.app_values(ti, key_vals)? {
+            let mut s = self.conn().prepare(
+                "INSERT OR REPLACE INTO _outpost_tombstones(tbl, key, vals) VALUES (?1, ?2, ?3)",
+            )?;
+            s.bind_i64(1, t.id)?;
+            s.bind_blob(2, key)?;
+            s.bind_blob(3, &crate::keys::pack(&vals))?;
+            s.run()?;
+        }
+        let mut s = self.conn().prepare(&format!(
+            "DELETE FROM {} WHERE {}",
+            quote(&t.def.name),
+            Self::where_key(&t, 1)
+        ))?;
+        s.bind_all(key_vals)?;
+        s.run()
+    }
+
+    fn has_children(&self, ti: usize, key: &[Value]) -> Result<bool, Error> {
+        for l in self.links.iter().filter(|l| l.parent == ti) {
+            let c = &self.tables[l.child];
+            let w: Vec<String> = l
+                .child_cols
+                .iter()
+                .enumerate()
+                .map(|(i, col)| format!("{} = ?{}", quote(col), i + 1))
+                .collect();
+            let mut s = self.conn().prepare(&format!(
+                "SELECT 1 FROM {} WHERE {} LIMIT 1",
+                quote(&c.def.name),
+                w.join(" AND ")
+            ))?;
+            s.bind_all(key)?;
+            if s.step()? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Checks the parents a row about to be written references; re-creates one this database
+    /// deleted. False when a parent is missing and foreign keys are enforced.
+    fn parents_ok(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+        writes: &[(usize, Value)],
+    ) -> Result<bool, Error> {
+        let links: Vec<Link> = self
+            .links
+            .iter()
+            .filter(|l| l.child == ti)
+            .cloned()
+            .collect();
+        for l in links {
+            let t = &self.tables[ti];
+            let mut fk = Vec::new();
+            for col in &l.child_cols {
+                let v = if let Some(p) = t.def.pk.iter().position(|k| k == col) {
+                    Some(key[p].clone())
+                } else {
+                    match t.column_index(col) {
+                        // A column not written now was checked when it was written.
+                        Some(c) => writes.iter().find(|(w, _)| *w == c).map(|(_, v)| v.clone()),
+                        None => None,
+                    }
+                };
+                match v {
+                    Some(Value::Null) | None => {
+                        fk.clear();
+                        break;
+                    }
+                    Some(v) => fk.push(v),
+                }
+            }
+            if fk.is_empty() {
+                continue;
+            }
+            let p = &self.tables[l.parent];
+            let mut s = self.conn().prepare(&format!(
+                "SELECT 1 FROM {} WHERE {}",
+                quote(&p.def.name),
+                Self::where_key(p, 1)
+            ))?;
+            s.bind_all(&fk)?;
+            if s.step()? {
+                continue;
+            }
+            drop(s);
+            let pkey = crate::keys::pack(&fk);
+            let pid = p.id;
+            match self.rows.get(pid, &pkey)? {
+                Some(pst) if pst.exist % 2 == 0 && self.tombstone(pid, &pkey)?.is_some() => {
+                    self.resurrect(l.parent, &pkey, pst, "a child row was added or changed elsewhere while this row was deleted: row restored")?;
+                }
+                _ if self.fk_on => return Ok(false),
+                _ => {}
+            }
+        }
+        Ok(true)
+    }
+
+    fn tombstone(&self, tbl: i64, key: &[u8]) -> Result<Option<Vec<Value>>, Error> {
+        let mut s = self
+            .conn()
+            .prepare("SELECT vals FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
+        s.bind_i64(1, tbl)?;
+        s.bind_blob(2, key)?;
+        if s.step()? {
+            Ok(Some(crate::keys::unpack(&s.blob(0))?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Makes a row alive again as a local write of this database: next causal length, every
+    /// cell rewritten with a fresh clock and seq (so it is exported), an event for a person.
+    fn resurrect(
+        &mut self,
+        ti: usize,
+        key: &[u8],
+        mut st: RowState,
+        why: &str,
+    ) -> Result<(), Error> {
+        let t = self.tables[ti].clone();
+        let conn = self.conn();
+        let key_vals = crate::keys::unpack(key)?;
+        let vals = match self.app_values(ti, &key_vals)? {
+            Some(v) => v,
+            None => {
+                let vals = self.tombstone(t.id, key)?.unwrap_or_default();
+                let writes: Vec<(usize, Value)> = vals
+                    .iter()
+                    .cloned()
+                    .enumerate()
+                    .take(t.def.columns.len())
+                    .collect();
+                self.upsert(ti, &key_vals, &writes)?;
+                vals
+            }
+        };
+        let hlc = self.call.session.tick(conn)?;
+        let mut s = conn.prepare("INSERT INTO _outpost_log(tbl, key, op, hlc, mask) VALUES (?1, ?2, 0, ?3, 0) RETURNING seq")?;
+        s.bind_i64(1, t.id)?;
+        s.bind_blob(2, key)?;
+        s.bind_i64(3, hlc as i64)?;
+        let seq = if s.step()? {
+            s.i64(0) as u64
+        } else {
+            return Err(Error::Internal("no seq allocated".into()));
+        };
+        drop(s);
+        if st.exist % 2 == 0 {
+            st.exist += 1;
+        }
+        st.exist_seq = seq;
+        let counters: Vec<Value> = (0..t.def.columns.len())
+            .filter(|&c| t.def.columns[c].strategy == Strategy::Counter)
+            .map(|c| vals.get(c).cloned().unwrap_or(Value::Null))
+            .collect();
+        let all: Vec<usize> = (0..t.def.columns.len()).collect();
+        let used = crate::fold::write_local(
+            self.call,
+            &t,
+            &self.sites,
+            key,
+            &mut st,
+            &all,
+            hlc,
+            seq,
+            &counters,
+        )?;
+        self.max_hlc = self.max_hlc.max(used);
+        self.rows.put(t.id, key, &st)?;
+        let mut d = conn.prepare("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
+        d.bind_i64(1, t.id)?;
+        d.bind_blob(2, key)?;
+        d.run()?;
+        let mut e = conn.prepare("INSERT INTO outpost_events(hlc, kind, \"table\", pk, detail) VALUES (?1, 'restored', ?2, ?3, ?4)")?;
+        e.bind_i64(1, hlc as i64)?;
+        e.bind_text(2, &t.def.name)?;
+        e.bind_text(3, &cells::key_json(key)?)?;
+        e.bind_text(4, why)?;
+        e.run()
+    }
+}
+
+/// `outpost_apply(batch)`.
+pub(crate) fn sql_apply(call: &Call, args: &[Value]) -> Result<Value, Error> {
+    let Value::Blob(bytes) = &args[0] else {
+        return Err(ApplyError::NotABlob.into());
+    };
+    let batch = codec::decode(bytes, &Limits::default())
+        .map_err(|e| ApplyError::Malformed(e.to_string()))?;
+    if !call.conn.autocommit() {
+        return Err(Error::InTransaction("outpost_apply"));
+    }
+    schema::ensure(call.conn)?;
+    if batch.header.origin == crate::clock::site_id(call.conn)? {
+        return Err(ApplyError::OwnOrigin.into());
+    }
+    call.conn.exec("SAVEPOINT outpost_apply")?;
+    let r = apply_batch(call, &batch);
+    let stats = schema::finish_savepoint(call.conn, "outpost_apply", r)?;
+    let json = serde_json::json!({
+        "applied": stats.applied, "unchanged": stats.unchanged,
+        "conflicts": stats.conflicts, "quarantined": stats.quarantined,
+    });
+    Ok(Value::Text(json.to_string()))
+}
+
+fn covered(conn: Conn, origin: SiteId) -> Result<u64, Error> {
+    Ok(conn
+        .query_i64(
+            "SELECT covered FROM _outpost_vector WHERE site = ?1",
+            &[Value::Blob(origin.0.to_vec())],
+        )?
+        .unwrap_or(0) as u64)
+}
+
+fn apply_batch(call: &Call, batch: &outpost_protocol::batch::Batch) -> Result<Stats, Error> {
+    let conn = call.conn;
+    let h = &batch.header;
+    if crate::fold::fold(call)? {
+        crate::quarantine::retry_all(call)?;
+    }
+    let have = covered(conn, h.origin)?;
+    let mut vector = outpost_protocol::VersionVector::new();
+    vector.set(h.origin, have);
+    vector.advance(h.origin, h.range).map_err(ApplyError::Gap)?;
+    let mut rows_in_batch = 0;
+    for g in &batch.tables {
+        if h.tables.get(g.table as usize).is_none() {
+            return Err(ApplyError::BadSchema(format!(
+                "body names table #{} but the header lists {}",
+                g.table,
+                h.tables.len()
+            ))
+            .into());
+        }
+        rows_in_batch += g.rows.len() as u64;
+    }
+    if h.range.hi <= have {
+        return Ok(Stats {
+            unchanged: rows_in_batch,
+            ..Stats::default()
+        });
+    }
+    let _quiet = call.session.suppress();
+    conn.exec("PRAGMA defer_foreign_keys = ON")?;
+    let mut ap = Applier::new(call)?;
+    let order = ap.order()?;
+    let rank = |name: &str| order.iter().position(|n| n == name).unwrap_or(usize::MAX);
+    let mut groups: Vec<_> = batch.tables.iter().collect();
+    groups.sort_by_key(|g| rank(&h.tables[g.table as usize].name));
+    for g in &groups {
+        let schema = &h.tables[g.table as usize];
+        for row in g.rows.iter().filter(|r| r.existence % 2 == 1) {
+            ap.merge_row(h.origin, schema, row)?;
+        }
+    }
+    for g in groups.iter().rev() {
+        let schema = &h.tables[g.table as usize];
+        for row in g.rows.iter().filter(|r| r.existence % 2 == 0) {
+            ap.merge_row(h.origin, schema, row)?;
+        }
+    }
+    if conn
+        .query_i64("SELECT 1 FROM outpost_quarantine LIMIT 1", &[])?
+        .is_some()
+    {
+        let before = ap.stats.quarantined;
+        crate::quarantine::retry_with(call, &mut ap)?;
+        ap.stats.quarantined = before;
+    }
+    let max_hlc = ap.max_hlc.max(h.base_hlc.as_u64());
+    call.session.observe(conn, max_hlc)?;
+    let stored = schema::meta_get(conn, "hlc")?.unwrap_or(0) as u64;
+    schema::meta_set(conn, "hlc", stored.max(call.session.last(conn)?) as i64)?;
+    let mut s = conn.prepare(
+        "INSERT INTO _outpost_vector(site, covered) VALUES (?1, ?2) ON CONFLICT(site) DO UPDATE SET covered = max(covered, excluded.covered)",
+    )?;
+    s.bind_blob(1, &h.origin.0)?;
+    s.bind_i64(2, h.range.hi as i64)?;
+    s.run()?;
+    let _ = Hlc::ZERO;
+    Ok(ap.stats)
+}
+
+/// `outpost_vector()`: origin (hex) → contiguous coverage, this database included.
+pub(crate) fn sql_vector(call: &Call, _args: &[Value]) -> Result<Value, Error> {
+    schema::ensure(call.conn)?;
+    let mut out = serde_json::Map::new();
+    out.insert(
+        crate::clock::site_id(call.conn)?.to_string(),
+        crate::export::db_version(call.conn)?.into(),
+    );
+    let mut s = call
+        .conn
+        .prepare("SELECT site, covered FROM _outpost_vector ORDER BY site")?;
+    while s.step()? {
+        let id = SiteId::from_slice(&s.blob(0))
+            .ok_or_else(|| Error::Corrupt("vector site id".into()))?;
+        out.insert(id.to_string(), s.i64(1).into());
+    }
+    Ok(Value::Text(serde_json::Value::Object(out).to_string()))
+}

@@ -1,0 +1,149 @@
+//! Storage of `counter` and `review` cells (the protocol's `CounterCell` / `ReviewCell`, kept as
+//! JSON in `_outpost_cells`), and the `outpost_conflicts` rows derived from review cells.
+
+use crate::error::Error;
+use crate::ffi::Conn;
+use crate::schema::Tracked;
+use outpost_protocol::merge::{CounterCell, ReviewCell};
+use outpost_protocol::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+fn load<T: DeserializeOwned + Default>(
+    conn: Conn,
+    tbl: i64,
+    key: &[u8],
+    col: usize,
+) -> Result<T, Error> {
+    let mut s =
+        conn.prepare("SELECT state FROM _outpost_cells WHERE tbl = ?1 AND key = ?2 AND col = ?3")?;
+    s.bind_i64(1, tbl)?;
+    s.bind_blob(2, key)?;
+    s.bind_i64(3, col as i64)?;
+    if s.step()? {
+        serde_json::from_str(&s.text(0)).map_err(|e| Error::Corrupt(format!("cell state: {e}")))
+    } else {
+        Ok(T::default())
+    }
+}
+
+fn save<T: Serialize>(conn: Conn, tbl: i64, key: &[u8], col: usize, v: &T) -> Result<(), Error> {
+    let json = serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut s = conn.prepare(
+        "INSERT OR REPLACE INTO _outpost_cells(tbl, key, col, state) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    s.bind_i64(1, tbl)?;
+    s.bind_blob(2, key)?;
+    s.bind_i64(3, col as i64)?;
+    s.bind_text(4, &json)?;
+    s.run()
+}
+
+pub(crate) fn load_counter(
+    conn: Conn,
+    tbl: i64,
+    key: &[u8],
+    col: usize,
+) -> Result<CounterCell, Error> {
+    load(conn, tbl, key, col)
+}
+
+pub(crate) fn save_counter(
+    conn: Conn,
+    tbl: i64,
+    key: &[u8],
+    col: usize,
+    c: &CounterCell,
+) -> Result<(), Error> {
+    save(conn, tbl, key, col, c)
+}
+
+pub(crate) fn load_review(
+    conn: Conn,
+    tbl: i64,
+    key: &[u8],
+    col: usize,
+) -> Result<ReviewCell, Error> {
+    load(conn, tbl, key, col)
+}
+
+/// Saves a review cell and keeps its `outpost_conflicts` row in step (present iff more than one
+/// sibling).
+pub(crate) fn save_review(
+    conn: Conn,
+    t: &Tracked,
+    key: &[u8],
+    col: usize,
+    c: &ReviewCell,
+) -> Result<(), Error> {
+    save(conn, t.id, key, col, c)?;
+    if c.siblings().len() > 1 {
+        let siblings: Vec<serde_json::Value> = c
+            .siblings()
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "value": crate::export::value_json(&s.value),
+                    "hlc": s.version.stamp.hlc.to_string(),
+                    "site": s.version.stamp.site.to_string(),
+                })
+            })
+            .collect();
+        let pk = key_json(key)?;
+        let mut s = conn.prepare(
+            "INSERT INTO _outpost_conflict_rows(tbl_id, key, col, tbl, pk, col_name, siblings) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(tbl_id, key, col) DO UPDATE SET siblings = excluded.siblings",
+        )?;
+        s.bind_i64(1, t.id)?;
+        s.bind_blob(2, key)?;
+        s.bind_i64(3, col as i64)?;
+        s.bind_text(4, &t.def.name)?;
+        s.bind_text(5, &pk)?;
+        s.bind_text(6, &t.def.columns[col].name)?;
+        s.bind_text(7, &serde_json::Value::Array(siblings).to_string())?;
+        s.run()
+    } else {
+        let mut s = conn.prepare(
+            "DELETE FROM _outpost_conflict_rows WHERE tbl_id = ?1 AND key = ?2 AND col = ?3",
+        )?;
+        s.bind_i64(1, t.id)?;
+        s.bind_blob(2, key)?;
+        s.bind_i64(3, col as i64)?;
+        s.run()
+    }
+}
+
+/// A packed key as JSON text (a one-column key is shown bare: `"p1"`, else an array).
+pub(crate) fn key_json(key: &[u8]) -> Result<String, Error> {
+    let vals = crate::keys::unpack(key)?;
+    Ok(match vals.as_slice() {
+        [one] => crate::export::value_json(one).to_string(),
+        many => serde_json::Value::Array(many.iter().map(crate::export::value_json).collect())
+            .to_string(),
+    })
+}
+
+/// Reads one column of a live app row.
+pub(crate) fn read_app_value(
+    conn: Conn,
+    t: &Tracked,
+    key: &[u8],
+    col: usize,
+) -> Result<Value, Error> {
+    let vals = crate::keys::unpack(key)?;
+    let wh: Vec<String> = t
+        .def
+        .pk
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = ?{}", crate::schema::quote(c), i + 1))
+        .collect();
+    let mut s = conn.prepare(&format!(
+        "SELECT {} FROM {} WHERE {}",
+        crate::schema::quote(&t.def.columns[col].name),
+        crate::schema::quote(&t.def.name),
+        wh.join(" AND ")
+    ))?;
+    s.bind_all(&vals)?;
+    Ok(if s.step()? { s.value(0) } else { Value::Null })
+}

@@ -1,0 +1,327 @@
+//! Export: `outpost_db_version`, `outpost_changes`, and `outpost_batch_json`.
+//!
+//! A batch holds this database's own writes that are still current (a cell since overwritten by
+//! a peer is not re-sent: the peer's write travels with its own origin), only the changed columns,
+//! for the seqs `since+1 ..= hi`. With a byte budget the rows go in order of their smallest seq
+//! above `since`, and the batch stops before the first row that would pass the budget; `hi` is
+//! then that row's smallest seq minus one, so every current change in the range is in the body
+//! (rows may also carry later seqs of the same row; applying them twice is harmless) and the next
+//! call, with `since = hi`, continues exactly there.
+
+use crate::cells;
+use crate::error::{ApplyError, Error};
+use crate::ffi::{Conn, Stmt};
+use crate::functions::Call;
+use crate::schema::{self, quote, Direction, Tracked};
+use crate::sites::Sites;
+use crate::state::RowStore;
+use outpost_protocol::batch::codec::{self, Limits};
+use outpost_protocol::batch::{BodyWriter, CellChange, CellPayload, Compression, RowChange};
+use outpost_protocol::vector::SeqRange;
+use outpost_protocol::{Hlc, Strategy, Value};
+use serde_json::json;
+
+/// This database's own change sequence: the highest seq issued (0 when fresh).
+pub(crate) fn db_version(conn: Conn) -> Result<u64, Error> {
+    Ok(conn
+        .query_i64("SELECT coalesce(max(seq), 0) FROM _outpost_log", &[])?
+        .unwrap_or(0) as u64)
+}
+
+/// `outpost_db_version()`.
+pub(crate) fn sql_db_version(call: &Call, _args: &[Value]) -> Result<Value, Error> {
+    schema::ensure(call.conn)?;
+    Ok(Value::Integer(db_version(call.conn)? as i64))
+}
+
+/// `outpost_changes(since [, max_bytes])`.
+pub(crate) fn sql_changes(call: &Call, args: &[Value]) -> Result<Value, Error> {
+    let since = match &args[0] {
+        Value::Integer(n) if *n >= 0 => *n as u64,
+        _ => return Err(call.arg_error("since must be an integer >= 0 (0 = from the beginning)")),
+    };
+    let max_bytes = match args.get(1) {
+        None | Some(Value::Null) => None,
+        Some(Value::Integer(n)) if *n > 0 => Some(*n as usize),
+        Some(_) => return Err(call.arg_error("max_bytes must be a positive integer")),
+    };
+    schema::ensure(call.conn)?;
+    call.conn.exec("SAVEPOINT outpost_changes")?;
+    let r = (|| {
+        if crate::fold::fold(call)? {
+            crate::quarantine::retry_all(call)?;
+        }
+        changes(call, since, max_bytes)
+    })();
+    let r = schema::finish_savepoint(call.conn, "outpost_changes", r)?;
+    Ok(r.map_or(Value::Null, Value::Blob))
+}
+
+struct Exported {
+    t: Tracked,
+    header_index: u16,
+    select: Stmt,
+}
+
+fn value_size(v: &Value) -> usize {
+    match v {
+        Value::Text(t) => t.len() + 10,
+        Value::Blob(b) => b.len() + 10,
+        _ => 10,
+    }
+}
+
+/// Builds the batch of own changes above `since` (fold must have run).
+pub(crate) fn changes(
+    call: &Call,
+    since: u64,
+    max_bytes: Option<usize>,
+) -> Result<Option<Vec<u8>>, Error> {
+    let conn = call.conn;
+    let top = db_version(conn)?;
+    if since >= top {
+        return Ok(None);
+    }
+    let sites = Sites::load(conn)?;
+    let me = sites.me();
+    let mut exported: Vec<Exported> = Vec::new();
+    let mut schemas = Vec::new();
+    for t in schema::load_tracked(conn)?
+        .into_iter()
+        .filter(|t| t.def.direction != Direction::Down)
+    {
+        let cols: Vec<String> = t.def.columns.iter().map(|c| quote(&c.name)).collect();
+        let wh: Vec<String> = t
+            .def
+            .pk
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} = ?{}", quote(c), i + 1))
+            .collect();
+        let select = conn.prepare(&format!(
+            "SELECT {} FROM {} WHERE {}",
+            if cols.is_empty() {
+                "1".to_string()
+            } else {
+                cols.join(", ")
+            },
+            quote(&t.def.name),
+            wh.join(" AND ")
+        ))?;
+        schemas.push(schema::table_schema(conn, &t)?);
+        exported.push(Exported {
+            header_index: (schemas.len() - 1) as u16,
+            t,
+            select,
+        });
+    }
+    let header_size = {
+        let w = BodyWriter::new(schemas.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        let range = SeqRange { lo: 1, hi: 1 };
+        codec::finish_batch(w, me, range, Compression::None)
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .len()
+            + 16
+    };
+    // Candidates: rows holding an own write above `since`, by their smallest such seq.
+    let mut candidates: Vec<(u64, usize, Vec<u8>)> = Vec::new();
+    {
+        let mut s = conn.prepare("SELECT tbl, key, exist, exist_seq, clocks FROM _outpost_rows WHERE seq > ?1 AND seq > 0")?;
+        s.bind_i64(1, since as i64)?;
+        while s.step()? {
+            let tbl = s.i64(0);
+            let Some(ti) = exported.iter().position(|e| e.t.id == tbl) else {
+                continue;
+            };
+            let st = crate::state::RowState::decode(s.i64(2) as u64, s.i64(3) as u64, &s.blob(4))?;
+            if let Some(min) = st.min_seq_above(since) {
+                candidates.push((min, ti, s.blob(1)));
+            }
+        }
+    }
+    candidates.sort_unstable_by_key(|c| c.0);
+    let mut rows = RowStore::new(conn)?;
+    let mut writer = BodyWriter::new(schemas).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut open: Option<usize> = None;
+    let mut pushed = 0usize;
+    let mut hi = top;
+    for (min_seq, ti, key) in candidates {
+        let ex = &mut exported[ti];
+        let Some(st) = rows.get(ex.t.id, &key)? else {
+            continue;
+        };
+        let alive = st.exist % 2 == 1;
+        let key_vals = crate::keys::unpack(&key)?;
+        let mut app: Option<Vec<Value>> = None;
+        let mut cells_out = Vec::new();
+        let mut size = 24 + key_vals.iter().map(value_size).sum::<usize>();
+        for c in 0..ex.t.def.columns.len() {
+            let Some(v) = st.cell(c) else { continue };
+            if !alive || v.site != 0 || v.epoch != st.exist || v.seq <= since {
+                continue;
+            }
+            let payload = match ex.t.def.columns[c].strategy {
+                Strategy::Lww | Strategy::RowLww => {
+                    if app.is_none() {
+                        ex.select.bind_all(&key_vals)?;
+                        let found = ex.select.step()?;
+                        let vals = if found {
+                            (0..ex.t.def.columns.len())
+                                .map(|i| ex.select.value(i))
+                                .collect()
+                        } else {
+                            Vec::new()
+                        };
+                        ex.select.reset();
+                        app = Some(vals);
+                    }
+                    match app.as_ref().and_then(|a| a.get(c)) {
+                        Some(v) => CellPayload::Value(v.clone()),
+                        None => continue,
+                    }
+                }
+                Strategy::Counter => {
+                    let cell = cells::load_counter(conn, ex.t.id, &key, c)?;
+                    let own = cell
+                        .contributions()
+                        .iter()
+                        .find(|x| x.site == me && x.epoch == st.exist);
+                    match own {
+                        Some(x) => CellPayload::Counter(x.total),
+                        None => continue,
+                    }
+                }
+                Strategy::Review => {
+                    let cell = cells::load_review(conn, ex.t.id, &key, c)?;
+                    let own = cell.siblings().iter().find(|s| {
+                        s.version.stamp.site == me
+                            && s.version.epoch == st.exist
+                            && s.version.stamp.hlc == Hlc::from_u64(v.hlc)
+                    });
+                    match own {
+                        Some(w) => CellPayload::Review {
+                            value: w.value.clone(),
+                            context: w.context.clone(),
+                        },
+                        None => continue,
+                    }
+                }
+            };
+            size += 12
+                + match &payload {
+                    CellPayload::Value(v) => value_size(v),
+                    CellPayload::Counter(_) => 10,
+                    CellPayload::Review { value, context } => {
+                        value_size(value) + 26 * context.len()
+                    }
+                };
+            cells_out.push(CellChange {
+                column: c as u16,
+                hlc: Hlc::from_u64(v.hlc),
+                payload,
+            });
+        }
+        if cells_out.is_empty() && st.exist_seq <= since {
+            continue;
+        }
+        if let Some(limit) = max_bytes {
+            if pushed > 0 && header_size + writer.len() + size > limit {
+                hi = min_seq - 1;
+                break;
+            }
+        }
+        if open != Some(ti) {
+            writer
+                .begin_table(ex.header_index)
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            open = Some(ti);
+        }
+        let row = RowChange {
+            key: key_vals,
+            existence: st.exist,
+            cells: cells_out,
+        };
+        writer
+            .push_row(&row)
+            .map_err(|e| Error::Internal(format!("exporting a row of {}: {e}", ex.t.def.name)))?;
+        pushed += 1;
+    }
+    let range = SeqRange::new(since + 1, hi)
+        .ok_or_else(|| Error::Internal(format!("empty export range {since}..{hi}")))?;
+    let bytes = codec::finish_batch(writer, me, range, Compression::None)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Some(bytes))
+}
+
+/// A value as JSON: numbers and text as themselves, blobs as `{"blob": "<hex>"}`.
+pub(crate) fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Integer(n) => json!(n),
+        Value::Real(f) => json!(f),
+        Value::Text(t) => json!(t),
+        Value::Blob(b) => json!({ "blob": hex::encode(b) }),
+    }
+}
+
+/// `outpost_batch_json(batch)`.
+pub(crate) fn sql_batch_json(call: &Call, args: &[Value]) -> Result<Value, Error> {
+    let Value::Blob(bytes) = &args[0] else {
+        return Err(call.arg_error("expects a batch blob (from outpost_changes)"));
+    };
+    let b = codec::decode(bytes, &Limits::default())
+        .map_err(|e| Error::Apply(ApplyError::Malformed(e.to_string())))?;
+    let h = &b.header;
+    let tables: Vec<serde_json::Value> = h
+        .tables
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "columns": t.columns.iter().map(|c| json!({"name": c.name, "type": c.decl_type, "strategy": c.strategy.name(), "not_null": c.not_null})).collect::<Vec<_>>(),
+                "primary_key": t.primary_key,
+                "foreign_keys": t.foreign_keys.iter().map(|f| json!({"columns": f.columns, "parent": f.parent, "parent_columns": f.parent_columns})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let body: Vec<serde_json::Value> = b
+        .tables
+        .iter()
+        .map(|g| {
+            let schema = h.tables.get(g.table as usize);
+            let names: Vec<String> = schema.map(|s| s.value_columns().map(|i| s.columns[i as usize].name.clone()).collect()).unwrap_or_default();
+            json!({
+                "table": schema.map(|s| s.name.clone()),
+                "rows": g.rows.iter().map(|r| json!({
+                    "key": r.key.iter().map(value_json).collect::<Vec<_>>(),
+                    "existence": r.existence,
+                    "cells": r.cells.iter().map(|c| {
+                        let mut o = json!({"column": names.get(c.column as usize), "hlc": c.hlc.to_string()});
+                        match &c.payload {
+                            CellPayload::Value(v) => o["value"] = value_json(v),
+                            CellPayload::Counter(n) => o["counter"] = json!(n),
+                            CellPayload::Review { value, context } => {
+                                o["value"] = value_json(value);
+                                o["supersedes"] = context.iter().map(|(s, h)| json!({"site": s.to_string(), "hlc": h.to_string()})).collect();
+                            }
+                        }
+                        o
+                    }).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let out = json!({
+        "header": {
+            "origin": h.origin.to_string(),
+            "range": {"lo": h.range.lo, "hi": h.range.hi},
+            "base_hlc": h.base_hlc.to_string(),
+            "tables": tables,
+            "compression": format!("{:?}", h.compression).to_lowercase(),
+            "body_len": h.body_len,
+            "body_sha256": hex::encode(h.body_sha256),
+        },
+        "body": body,
+    });
+    Ok(Value::Text(out.to_string()))
+}

@@ -1,0 +1,452 @@
+//! The only place that touches SQLite's C API.
+//!
+//! A loadable extension must call SQLite through the `sqlite3_api_routines` table handed to its
+//! entry point (SQLite's `SQLITE_EXTENSION_INIT2`); a statically linked one receives the same
+//! table from `sqlite3_auto_extension`. The entry point copies the function pointers it needs into
+//! [`Api`] once, refusing to load when one is missing, so no call below can find a hole.
+//! Everything else in the crate uses the safe [`Conn`] / [`Stmt`] wrappers.
+
+use crate::error::Error;
+use outpost_protocol::Value;
+use sqlite_loadable::ext::{
+    sqlite3, sqlite3_api_routines, sqlite3_context, sqlite3_stmt, sqlite3_value,
+};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::sync::OnceLock;
+
+pub(crate) const SQLITE_OK: c_int = 0;
+pub(crate) const SQLITE_ERROR: c_int = 1;
+pub(crate) const SQLITE_ROW: c_int = 100;
+pub(crate) const SQLITE_DONE: c_int = 101;
+pub(crate) const SQLITE_CONSTRAINT: c_int = 19;
+pub(crate) const SQLITE_UTF8: c_int = 1;
+pub(crate) const SQLITE_DETERMINISTIC: c_int = 0x800;
+pub(crate) const SQLITE_INNOCUOUS: c_int = 0x200000;
+
+const INTEGER: c_int = 1;
+const FLOAT: c_int = 2;
+const TEXT: c_int = 3;
+const BLOB: c_int = 4;
+
+type Destructor = Option<unsafe extern "C" fn(*mut c_void)>;
+type XFunc = unsafe extern "C" fn(*mut sqlite3_context, c_int, *mut *mut sqlite3_value);
+
+macro_rules! api_table {
+    ($($name:ident : $ty:ty),* $(,)?) => {
+        /// The SQLite entry points this crate calls, copied from the routines table at load.
+        pub(crate) struct Api { $(pub(crate) $name: $ty,)* }
+
+        impl Api {
+            /// Copies the needed pointers; `None` names the first missing one.
+            ///
+            /// # Safety
+            /// `p` must point to a valid `sqlite3_api_routines` (as passed to an entry point).
+            unsafe fn from_routines(p: *const sqlite3_api_routines) -> Result<Api, &'static str> {
+                // SAFETY: the caller guarantees `p` is a valid routines table.
+                let r = unsafe { &*p };
+                Ok(Api { $($name: r.$name.ok_or(stringify!($name))?,)* })
+            }
+        }
+    };
+}
+
+api_table! {
+    prepare_v2: unsafe extern "C" fn(*mut sqlite3, *const c_char, c_int, *mut *mut sqlite3_stmt, *mut *const c_char) -> c_int,
+    step: unsafe extern "C" fn(*mut sqlite3_stmt) -> c_int,
+    reset: unsafe extern "C" fn(*mut sqlite3_stmt) -> c_int,
+    finalize: unsafe extern "C" fn(*mut sqlite3_stmt) -> c_int,
+    bind_int64: unsafe extern "C" fn(*mut sqlite3_stmt, c_int, i64) -> c_int,
+    bind_double: unsafe extern "C" fn(*mut sqlite3_stmt, c_int, f64) -> c_int,
+    bind_null: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> c_int,
+    bind_text: unsafe extern "C" fn(*mut sqlite3_stmt, c_int, *const c_char, c_int, Destructor) -> c_int,
+    bind_blob: unsafe extern "C" fn(*mut sqlite3_stmt, c_int, *const c_void, c_int, Destructor) -> c_int,
+    column_type: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> c_int,
+    column_int64: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> i64,
+    column_double: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> f64,
+    column_text: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> *const u8,
+    column_blob: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> *const c_void,
+    column_bytes: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> c_int,
+    errmsg: unsafe extern "C" fn(*mut sqlite3) -> *const c_char,
+    get_autocommit: unsafe extern "C" fn(*mut sqlite3) -> c_int,
+    create_function_v2: unsafe extern "C" fn(*mut sqlite3, *const c_char, c_int, c_int, *mut c_void, Option<XFunc>, Option<unsafe extern "C" fn(*mut sqlite3_context, c_int, *mut *mut sqlite3_value)>, Option<unsafe extern "C" fn(*mut sqlite3_context)>, Option<unsafe extern "C" fn(*mut c_void)>) -> c_int,
+    user_data: unsafe extern "C" fn(*mut sqlite3_context) -> *mut c_void,
+    context_db_handle: unsafe extern "C" fn(*mut sqlite3_context) -> *mut sqlite3,
+    result_int64: unsafe extern "C" fn(*mut sqlite3_context, i64),
+    result_double: unsafe extern "C" fn(*mut sqlite3_context, f64),
+    result_null: unsafe extern "C" fn(*mut sqlite3_context),
+    result_text: unsafe extern "C" fn(*mut sqlite3_context, *const c_char, c_int, Destructor),
+    result_blob: unsafe extern "C" fn(*mut sqlite3_context, *const c_void, c_int, Destructor),
+    result_error: unsafe extern "C" fn(*mut sqlite3_context, *const c_char, c_int),
+    result_error_code: unsafe extern "C" fn(*mut sqlite3_context, c_int),
+    value_type: unsafe extern "C" fn(*mut sqlite3_value) -> c_int,
+    value_int64: unsafe extern "C" fn(*mut sqlite3_value) -> i64,
+    value_double: unsafe extern "C" fn(*mut sqlite3_value) -> f64,
+    value_text: unsafe extern "C" fn(*mut sqlite3_value) -> *const u8,
+    value_blob: unsafe extern "C" fn(*mut sqlite3_value) -> *const c_void,
+    value_bytes: unsafe extern "C" fn(*mut sqlite3_value) -> c_int,
+}
+
+static API: OnceLock<Api> = OnceLock::new();
+
+/// Installs the routines table (first caller wins; every SQLite in one process hands out the same
+/// functions for our purposes).
+///
+/// # Safety
+/// `p` must be null or point to a valid `sqlite3_api_routines`.
+pub(crate) unsafe fn install(p: *const sqlite3_api_routines) -> Result<(), String> {
+    if API.get().is_some() {
+        return Ok(());
+    }
+    if p.is_null() {
+        return Err("outpost: SQLite passed no API routines table to the entry point".into());
+    }
+    // SAFETY: forwarded caller guarantee.
+    let api = unsafe { Api::from_routines(p) }
+        .map_err(|name| format!("outpost: this SQLite lacks sqlite3_{name}"))?;
+    let _ = API.set(api);
+    Ok(())
+}
+
+pub(crate) fn api() -> &'static Api {
+    // The entry point installs the table before registering any function, and nothing in this
+    // crate runs except from a registered function or the entry point itself.
+    match API.get() {
+        Some(a) => a,
+        None => std::process::abort(),
+    }
+}
+
+/// SQLite's `SQLITE_TRANSIENT`: copy the buffer before returning.
+fn transient() -> Destructor {
+    // SAFETY: SQLite defines SQLITE_TRANSIENT as the destructor value -1; it is compared, never
+    // called.
+    Some(unsafe { std::mem::transmute::<isize, unsafe extern "C" fn(*mut c_void)>(-1) })
+}
+
+/// A borrowed database connection.
+#[derive(Clone, Copy)]
+pub(crate) struct Conn(pub(crate) *mut sqlite3);
+
+impl Conn {
+    fn last_error(&self, code: c_int, sql: &str) -> Error {
+        // SAFETY: self.0 is a live connection for the duration of the callback.
+        let msg = unsafe { CStr::from_ptr((api().errmsg)(self.0)) }
+            .to_string_lossy()
+            .into_owned();
+        Error::Sqlite {
+            code,
+            message: msg,
+            sql: sql.chars().take(200).collect(),
+        }
+    }
+
+    /// Prepares one statement.
+    pub(crate) fn prepare(&self, sql: &str) -> Result<Stmt, Error> {
+        let c = CString::new(sql).map_err(|_| Error::Internal("SQL text contains NUL".into()))?;
+        let mut stmt = std::ptr::null_mut();
+        // SAFETY: valid connection, NUL-terminated SQL, out pointer to a local.
+        let rc =
+            unsafe { (api().prepare_v2)(self.0, c.as_ptr(), -1, &mut stmt, std::ptr::null_mut()) };
+        if rc != SQLITE_OK {
+            return Err(self.last_error(rc, sql));
+        }
+        Ok(Stmt {
+            conn: *self,
+            stmt,
+            sql: sql.to_string(),
+        })
+    }
+
+    /// Runs one or more statements separated by `;`, discarding rows.
+    pub(crate) fn exec(&self, sql: &str) -> Result<(), Error> {
+        let c = CString::new(sql).map_err(|_| Error::Internal("SQL text contains NUL".into()))?;
+        let mut tail: *const c_char = c.as_ptr();
+        loop {
+            let mut stmt = std::ptr::null_mut();
+            let mut next: *const c_char = std::ptr::null();
+            // SAFETY: `tail` points into `c`, which outlives the loop.
+            let rc = unsafe { (api().prepare_v2)(self.0, tail, -1, &mut stmt, &mut next) };
+            if rc != SQLITE_OK {
+                return Err(self.last_error(rc, sql));
+            }
+            if stmt.is_null() {
+                return Ok(());
+            }
+            let s = Stmt {
+                conn: *self,
+                stmt,
+                sql: String::new(),
+            };
+            while s.step_raw(sql)? {}
+            drop(s);
+            tail = next;
+        }
+    }
+
+    /// Runs a query returning one integer (first column of the first row; `None` without rows).
+    pub(crate) fn query_i64(&self, sql: &str, params: &[Value]) -> Result<Option<i64>, Error> {
+        let mut s = self.prepare(sql)?;
+        s.bind_all(params)?;
+        Ok(if s.step()? { Some(s.i64(0)) } else { None })
+    }
+
+    /// True when no transaction is open.
+    pub(crate) fn autocommit(&self) -> bool {
+        // SAFETY: valid connection.
+        unsafe { (api().get_autocommit)(self.0) != 0 }
+    }
+}
+
+/// A prepared statement, finalized on drop.
+pub(crate) struct Stmt {
+    conn: Conn,
+    stmt: *mut sqlite3_stmt,
+    sql: String,
+}
+
+impl Drop for Stmt {
+    fn drop(&mut self) {
+        // SAFETY: stmt came from prepare_v2 and is finalized exactly once.
+        unsafe { (api().finalize)(self.stmt) };
+    }
+}
+
+impl Stmt {
+    fn check(&self, rc: c_int) -> Result<(), Error> {
+        if rc == SQLITE_OK {
+            Ok(())
+        } else {
+            Err(self.conn.last_error(rc, &self.sql))
+        }
+    }
+
+    pub(crate) fn bind(&mut self, i: usize, v: &Value) -> Result<(), Error> {
+        let i = i as c_int;
+        let a = api();
+        // SAFETY: live statement; text and blob are copied by SQLite (SQLITE_TRANSIENT).
+        let rc = unsafe {
+            match v {
+                Value::Null => (a.bind_null)(self.stmt, i),
+                Value::Integer(n) => (a.bind_int64)(self.stmt, i, *n),
+                Value::Real(f) => (a.bind_double)(self.stmt, i, *f),
+                Value::Text(t) => {
+                    (a.bind_text)(self.stmt, i, t.as_ptr().cast(), len(t.len())?, transient())
+                }
+                Value::Blob(b) => {
+                    (a.bind_blob)(self.stmt, i, b.as_ptr().cast(), len(b.len())?, transient())
+                }
+            }
+        };
+        self.check(rc)
+    }
+
+    pub(crate) fn bind_i64(&mut self, i: usize, v: i64) -> Result<(), Error> {
+        // SAFETY: live statement.
+        let rc = unsafe { (api().bind_int64)(self.stmt, i as c_int, v) };
+        self.check(rc)
+    }
+
+    pub(crate) fn bind_blob(&mut self, i: usize, b: &[u8]) -> Result<(), Error> {
+        // SAFETY: live statement; SQLite copies the bytes.
+        let rc = unsafe {
+            (api().bind_blob)(
+                self.stmt,
+                i as c_int,
+                b.as_ptr().cast(),
+                len(b.len())?,
+                transient(),
+            )
+        };
+        self.check(rc)
+    }
+
+    pub(crate) fn bind_text(&mut self, i: usize, t: &str) -> Result<(), Error> {
+        // SAFETY: live statement; SQLite copies the bytes.
+        let rc = unsafe {
+            (api().bind_text)(
+                self.stmt,
+                i as c_int,
+                t.as_ptr().cast(),
+                len(t.len())?,
+                transient(),
+            )
+        };
+        self.check(rc)
+    }
+
+    pub(crate) fn bind_all(&mut self, params: &[Value]) -> Result<(), Error> {
+        for (i, p) in params.iter().enumerate() {
+            self.bind(i + 1, p)?;
+        }
+        Ok(())
+    }
+
+    fn step_raw(&self, sql: &str) -> Result<bool, Error> {
+        // SAFETY: live statement.
+        match unsafe { (api().step)(self.stmt) } {
+            SQLITE_ROW => Ok(true),
+            SQLITE_DONE => Ok(false),
+            rc => {
+                let e = self.conn.last_error(rc, sql);
+                // SAFETY: live statement; resetting after an error is required before reuse.
+                unsafe { (api().reset)(self.stmt) };
+                Err(e)
+            }
+        }
+    }
+
+    /// Steps once: `true` when a row is available.
+    pub(crate) fn step(&mut self) -> Result<bool, Error> {
+        self.step_raw(&self.sql)
+    }
+
+    /// Runs to completion and resets for reuse.
+    pub(crate) fn run(&mut self) -> Result<(), Error> {
+        while self.step()? {}
+        self.reset();
+        Ok(())
+    }
+
+    pub(crate) fn reset(&mut self) {
+        // SAFETY: live statement.
+        unsafe { (api().reset)(self.stmt) };
+    }
+
+    pub(crate) fn i64(&self, col: usize) -> i64 {
+        // SAFETY: live statement positioned on a row.
+        unsafe { (api().column_int64)(self.stmt, col as c_int) }
+    }
+
+    pub(crate) fn is_null(&self, col: usize) -> bool {
+        // SAFETY: live statement positioned on a row.
+        unsafe { (api().column_type)(self.stmt, col as c_int) == 5 }
+    }
+
+    pub(crate) fn text(&self, col: usize) -> String {
+        match self.value(col) {
+            Value::Text(t) => t,
+            Value::Null => String::new(),
+            Value::Integer(n) => n.to_string(),
+            Value::Real(f) => f.to_string(),
+            Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+        }
+    }
+
+    pub(crate) fn blob(&self, col: usize) -> Vec<u8> {
+        let a = api();
+        let c = col as c_int;
+        // SAFETY: live statement on a row; pointer valid for `bytes` bytes until the next step.
+        unsafe {
+            let p = (a.column_blob)(self.stmt, c);
+            let n = (a.column_bytes)(self.stmt, c);
+            if p.is_null() || n <= 0 {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(p.cast::<u8>(), n as usize).to_vec()
+            }
+        }
+    }
+
+    pub(crate) fn value(&self, col: usize) -> Value {
+        let a = api();
+        let c = col as c_int;
+        // SAFETY: live statement positioned on a row; buffers copied before the next step.
+        unsafe {
+            match (a.column_type)(self.stmt, c) {
+                INTEGER => Value::Integer((a.column_int64)(self.stmt, c)),
+                FLOAT => Value::Real((a.column_double)(self.stmt, c)),
+                TEXT => {
+                    let p = (a.column_text)(self.stmt, c);
+                    let n = (a.column_bytes)(self.stmt, c);
+                    if p.is_null() {
+                        Value::Text(String::new())
+                    } else {
+                        let b = std::slice::from_raw_parts(p, n.max(0) as usize);
+                        Value::Text(String::from_utf8_lossy(b).into_owned())
+                    }
+                }
+                BLOB => Value::Blob(self.blob(col)),
+                _ => Value::Null,
+            }
+        }
+    }
+}
+
+fn len(n: usize) -> Result<c_int, Error> {
+    c_int::try_from(n).map_err(|_| Error::TooBig(n))
+}
+
+/// Reads a function argument.
+///
+/// # Safety
+/// `v` must be a valid `sqlite3_value` for the duration of the call.
+pub(crate) unsafe fn value_of(v: *mut sqlite3_value) -> Value {
+    let a = api();
+    // SAFETY: caller guarantee; buffers copied immediately.
+    unsafe {
+        match (a.value_type)(v) {
+            INTEGER => Value::Integer((a.value_int64)(v)),
+            FLOAT => Value::Real((a.value_double)(v)),
+            TEXT => {
+                let p = (a.value_text)(v);
+                let n = (a.value_bytes)(v);
+                if p.is_null() {
+                    Value::Text(String::new())
+                } else {
+                    Value::Text(
+                        String::from_utf8_lossy(std::slice::from_raw_parts(p, n.max(0) as usize))
+                            .into_owned(),
+                    )
+                }
+            }
+            BLOB => {
+                let p = (a.value_blob)(v);
+                let n = (a.value_bytes)(v);
+                if p.is_null() || n <= 0 {
+                    Value::Blob(Vec::new())
+                } else {
+                    Value::Blob(std::slice::from_raw_parts(p.cast::<u8>(), n as usize).to_vec())
+                }
+            }
+            _ => Value::Null,
+        }
+    }
+}
+
+/// Sets a function's result.
+///
+/// # Safety
+/// `ctx` must be the live context of the current call.
+pub(crate) unsafe fn set_result(ctx: *mut sqlite3_context, v: &Value) {
+    let a = api();
+    // SAFETY: caller guarantee; SQLite copies text and blobs.
+    unsafe {
+        match v {
+            Value::Null => (a.result_null)(ctx),
+            Value::Integer(n) => (a.result_int64)(ctx, *n),
+            Value::Real(f) => (a.result_double)(ctx, *f),
+            Value::Text(t) => match c_int::try_from(t.len()) {
+                Ok(n) => (a.result_text)(ctx, t.as_ptr().cast(), n, transient()),
+                Err(_) => (a.result_error_code)(ctx, 18),
+            },
+            Value::Blob(b) => match c_int::try_from(b.len()) {
+                Ok(n) => (a.result_blob)(ctx, b.as_ptr().cast(), n, transient()),
+                Err(_) => (a.result_error_code)(ctx, 18),
+            },
+        }
+    }
+}
+
+/// Reports an error from a function call: the message and the primary code.
+///
+/// # Safety
+/// `ctx` must be the live context of the current call.
+pub(crate) unsafe fn set_error(ctx: *mut sqlite3_context, code: c_int, message: &str) {
+    let a = api();
+    let n = c_int::try_from(message.len()).unwrap_or(c_int::MAX);
+    // SAFETY: caller guarantee; SQLite copies the message. The code must be set after the message.
+    unsafe {
+        (a.result_error)(ctx, message.as_ptr().cast(), n);
+        (a.result_error_code)(ctx, code);
+    }
+}

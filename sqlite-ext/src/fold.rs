@@ -1,0 +1,246 @@
+//! Fold: moving the trigger-written log into per-row state, before every export and apply.
+//!
+//! The triggers only append (`triggers.rs`); here each logged write becomes versions in
+//! `_outpost_rows` (and counter/review state in `_outpost_cells`), a delete's last values become a
+//! tombstone, and the log is emptied except for its newest row, which keeps the next seq above
+//! every seq ever issued. A local write always gets a clock above the version it replaces, even
+//! when another connection's cached clock lagged (the clock is per connection).
+//!
+//! Fold also notices schema changes (`PRAGMA schema_version`): a column added by `ALTER TABLE`
+//! joins the table's definition, the triggers are regenerated, and the column's existing non-NULL
+//! values are logged as local writes, so nothing written before the change is noticed is lost.
+
+use crate::cells;
+use crate::error::Error;
+use crate::ffi::Conn;
+use crate::functions::Call;
+use crate::schema::{self, quote, ColumnDef, Tracked};
+use crate::sites::Sites;
+use crate::state::{RowState, RowStore, Version};
+use crate::triggers::{OP_DELETE, OP_INSERT, OP_UPDATE};
+use outpost_protocol::merge::{CellVersion, ReviewWrite};
+use outpost_protocol::{Hlc, Stamp, Strategy, Value};
+
+/// Stores the current `PRAGMA schema_version` as seen.
+pub(crate) fn remember_schema(conn: Conn) -> Result<(), Error> {
+    let v = conn.query_i64("PRAGMA schema_version", &[])?.unwrap_or(0);
+    schema::meta_set(conn, "schema_version", v)
+}
+
+/// Picks up columns added since the schema was last seen. Returns whether anything changed.
+fn notice_schema_changes(call: &Call) -> Result<bool, Error> {
+    let conn = call.conn;
+    let now = conn.query_i64("PRAGMA schema_version", &[])?.unwrap_or(0);
+    if schema::meta_get(conn, "schema_version")? == Some(now) {
+        return Ok(false);
+    }
+    let mut changed = false;
+    for mut t in schema::load_tracked(conn)? {
+        let info = schema::table_info(conn, &t.def.name)?;
+        let added: Vec<_> = info
+            .iter()
+            .filter(|c| c.pk == 0 && t.column_index(&c.name).is_none())
+            .cloned()
+            .collect();
+        if added.is_empty() || info.is_empty() {
+            continue;
+        }
+        changed = true;
+        let default = if t.def.row_lww {
+            Strategy::RowLww
+        } else {
+            Strategy::Lww
+        };
+        for c in &added {
+            let strategy = t
+                .def
+                .column_options
+                .get(&c.name)
+                .copied()
+                .unwrap_or(default);
+            t.def.columns.push(ColumnDef {
+                name: c.name.clone(),
+                strategy,
+            });
+        }
+        schema::save_def(conn, &t.def)?;
+        crate::triggers::create_triggers(conn, &t)?;
+        if t.def.direction == schema::Direction::Down {
+            continue;
+        }
+        let key: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
+        for c in &added {
+            let Some(idx) = t.column_index(&c.name) else {
+                continue;
+            };
+            conn.exec(&format!(
+                "INSERT INTO _outpost_log(tbl, key, op, hlc, mask, vals) SELECT {}, outpost_pack({}), {OP_UPDATE}, outpost_tick(), {}, NULL FROM {} WHERE {} IS NOT NULL",
+                t.id,
+                key.join(", "),
+                1i64 << idx,
+                quote(&t.def.name),
+                quote(&c.name)
+            ))?;
+        }
+    }
+    remember_schema(conn)?;
+    Ok(changed)
+}
+
+/// Folds the log. Returns whether tracked tables gained columns (callers then retry the
+/// quarantine, which may hold values for them).
+pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
+    let conn = call.conn;
+    let schema_changed = notice_schema_changes(call)?;
+    let tables = schema::load_tracked(conn)?;
+    let sites = Sites::load(conn)?;
+    let mut rows = RowStore::new(conn)?;
+    let mut tomb_put = conn.prepare(
+        "INSERT OR REPLACE INTO _outpost_tombstones(tbl, key, vals) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut tomb_del =
+        conn.prepare("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
+    let mut log = conn.prepare(
+        "SELECT seq, tbl, key, op, hlc, mask, vals FROM _outpost_log WHERE op != 0 ORDER BY seq",
+    )?;
+    let mut max_hlc = 0u64;
+    let mut any = false;
+    while log.step()? {
+        any = true;
+        let (seq, tbl, key, op, hlc, mask) = (
+            log.i64(0) as u64,
+            log.i64(1),
+            log.blob(2),
+            log.i64(3),
+            log.i64(4) as u64,
+            log.i64(5),
+        );
+        let vals = if log.is_null(6) {
+            Vec::new()
+        } else {
+            crate::keys::unpack(&log.blob(6))?
+        };
+        let Some(t) = tables.iter().find(|t| t.id == tbl) else {
+            continue;
+        };
+        let mut st = rows.get(tbl, &key)?.unwrap_or_default();
+        let mut cols: Vec<usize> = Vec::new();
+        let n = t.def.columns.len();
+        match op {
+            OP_INSERT => {
+                if st.exist % 2 == 0 {
+                    st.exist += 1;
+                }
+                st.exist_seq = seq;
+                tomb_del.bind_i64(1, tbl)?;
+                tomb_del.bind_blob(2, &key)?;
+                tomb_del.run()?;
+                cols.extend(0..n);
+            }
+            OP_UPDATE => {
+                if st.exist % 2 == 0 {
+                    st.exist += 1;
+                    st.exist_seq = seq;
+                }
+                cols.extend((0..n).filter(|&i| mask & (1i64 << i) != 0));
+            }
+            OP_DELETE => {
+                if st.exist % 2 == 1 {
+                    st.exist += 1;
+                    st.exist_seq = seq;
+                }
+                tomb_put.bind_i64(1, tbl)?;
+                tomb_put.bind_blob(2, &key)?;
+                tomb_put.bind_blob(3, &crate::keys::pack(&vals))?;
+                tomb_put.run()?;
+            }
+            _ => continue,
+        }
+        let hlc = write_local(call, t, &sites, &key, &mut st, &cols, hlc, seq, &vals)?;
+        max_hlc = max_hlc.max(hlc);
+        rows.put(tbl, &key, &st)?;
+    }
+    drop(log);
+    if any {
+        conn.exec(
+            "DELETE FROM _outpost_log WHERE seq < (SELECT max(seq) FROM _outpost_log);
+             UPDATE _outpost_log SET op = 0, vals = NULL WHERE seq = (SELECT max(seq) FROM _outpost_log);",
+        )?;
+        let stored = schema::meta_get(conn, "hlc")?.unwrap_or(0) as u64;
+        schema::meta_set(conn, "hlc", stored.max(max_hlc) as i64)?;
+        call.session.observe(conn, max_hlc)?;
+    }
+    Ok(schema_changed)
+}
+
+/// Records a local write of `cols` of a row (already alive at `st.exist`) as versions of this
+/// database, with a clock above every version it replaces. `vals` are the logged counter values
+/// (deltas for an update, the inserted values otherwise), in counter-column order. Returns the
+/// clock used.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_local(
+    call: &Call,
+    t: &Tracked,
+    sites: &Sites,
+    key: &[u8],
+    st: &mut RowState,
+    cols: &[usize],
+    hlc: u64,
+    seq: u64,
+    vals: &[Value],
+) -> Result<u64, Error> {
+    let conn = call.conn;
+    let epoch = st.exist;
+    let floor = cols
+        .iter()
+        .filter_map(|&c| st.cell(c))
+        .filter(|v| v.epoch == epoch)
+        .map(|v| v.hlc + 1)
+        .max()
+        .unwrap_or(0);
+    let hlc = hlc.max(floor);
+    let counters: Vec<usize> = (0..t.def.columns.len())
+        .filter(|&c| t.def.columns[c].strategy == Strategy::Counter)
+        .collect();
+    for &c in cols {
+        let v = Version {
+            epoch,
+            hlc,
+            site: 0,
+            seq,
+        };
+        match t.def.columns[c].strategy {
+            Strategy::Lww | Strategy::RowLww => {}
+            Strategy::Counter => {
+                let pos = counters.iter().position(|&x| x == c).unwrap_or(usize::MAX);
+                let delta = match vals.get(pos) {
+                    Some(Value::Integer(d)) => *d,
+                    Some(Value::Real(d)) => *d as i64,
+                    _ => 0,
+                };
+                let mut cell = cells::load_counter(conn, t.id, key, c)?;
+                cell.add_local(sites.me(), epoch, Hlc::from_u64(hlc), delta);
+                cells::save_counter(conn, t.id, key, c, &cell)?;
+            }
+            Strategy::Review => {
+                let value = cells::read_app_value(conn, t, key, c)?;
+                let mut cell = cells::load_review(conn, t.id, key, c)?;
+                let w = ReviewWrite {
+                    version: CellVersion {
+                        epoch,
+                        stamp: Stamp {
+                            hlc: Hlc::from_u64(hlc),
+                            site: sites.me(),
+                        },
+                    },
+                    value,
+                    context: cell.context(),
+                };
+                cell.merge(w);
+                cells::save_review(conn, t, key, c, &cell)?;
+            }
+        }
+        *st.cell_mut(c) = Some(v);
+    }
+    Ok(hlc)
+}

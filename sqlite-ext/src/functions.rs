@@ -1,0 +1,140 @@
+//! Registering SQL functions, and the one wrapper every call goes through.
+//!
+//! Each function is registered with `nArg = -1` and checks its own arity, so a wrong call gets a
+//! message naming the function and what it takes. The wrapper catches panics (none may unwind into
+//! C) and turns an [`Error`] into SQLite's code and message in one place.
+
+use crate::clock::Session;
+use crate::error::Error;
+use crate::ffi::{self, Conn};
+use outpost_protocol::Value;
+use sqlite_loadable::ext::{sqlite3, sqlite3_context, sqlite3_value};
+use std::ffi::{c_int, c_void, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+/// What a function body receives.
+pub(crate) struct Call<'a> {
+    pub conn: Conn,
+    pub session: &'a Session,
+    pub name: &'static str,
+}
+
+impl Call<'_> {
+    /// An argument error naming this function.
+    pub(crate) fn arg_error(&self, what: impl std::fmt::Display) -> Error {
+        Error::Argument(format!("{}: {what}", self.name))
+    }
+}
+
+/// A function body: arguments in, one value out.
+pub(crate) type Body = fn(&Call, &[Value]) -> Result<Value, Error>;
+
+/// One row of the registration table in `lib.rs`.
+pub(crate) struct FunctionDef {
+    pub name: &'static str,
+    pub min_args: usize,
+    pub max_args: usize,
+    /// Same result for the same arguments within a statement (lets SQLite use it in indexes).
+    pub deterministic: bool,
+    pub body: Body,
+}
+
+struct Registered {
+    def: &'static FunctionDef,
+    session: Arc<Session>,
+}
+
+unsafe extern "C" fn trampoline(
+    ctx: *mut sqlite3_context,
+    argc: c_int,
+    argv: *mut *mut sqlite3_value,
+) {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: user data is the `Registered` we boxed at registration; it lives until SQLite
+        // calls `destroy`, which cannot happen during a call.
+        let reg = unsafe { &*((ffi::api().user_data)(ctx) as *const Registered) };
+        let def = reg.def;
+        let n = argc.max(0) as usize;
+        if n < def.min_args || n > def.max_args {
+            let takes = if def.min_args == def.max_args {
+                format!("{}", def.min_args)
+            } else {
+                format!("{} to {}", def.min_args, def.max_args)
+            };
+            return Err(Error::Argument(format!(
+                "{} takes {takes} argument(s), got {n}",
+                def.name
+            )));
+        }
+        // SAFETY: SQLite passes `argc` valid values.
+        let args: Vec<Value> = (0..n)
+            .map(|i| unsafe { ffi::value_of(*argv.add(i)) })
+            .collect();
+        // SAFETY: the context belongs to a live connection.
+        let conn = Conn(unsafe { (ffi::api().context_db_handle)(ctx) });
+        let call = Call {
+            conn,
+            session: &reg.session,
+            name: def.name,
+        };
+        (def.body)(&call, &args)
+    }));
+    match outcome {
+        // SAFETY: ctx is the live context of this call.
+        Ok(Ok(v)) => unsafe { ffi::set_result(ctx, &v) },
+        // SAFETY: as above.
+        Ok(Err(e)) => unsafe { ffi::set_error(ctx, e.code(), &e.to_string()) },
+        // SAFETY: as above.
+        Err(_) => unsafe {
+            ffi::set_error(
+                ctx,
+                2,
+                "outpost internal error: a function panicked (please report)",
+            )
+        },
+    }
+}
+
+unsafe extern "C" fn destroy(p: *mut c_void) {
+    // SAFETY: p is the Box<Registered> leaked at registration, destroyed once by SQLite.
+    drop(unsafe { Box::from_raw(p as *mut Registered) });
+}
+
+/// Registers every function of `table` on `db`, sharing one per-connection session.
+pub(crate) fn register_all(db: *mut sqlite3, table: &'static [FunctionDef]) -> Result<(), String> {
+    let session = Arc::new(Session::default());
+    for def in table {
+        let name = CString::new(def.name).map_err(|_| format!("bad function name {}", def.name))?;
+        let mut flags = ffi::SQLITE_UTF8;
+        if def.deterministic {
+            flags |= ffi::SQLITE_DETERMINISTIC | ffi::SQLITE_INNOCUOUS;
+        }
+        let reg = Box::into_raw(Box::new(Registered {
+            def,
+            session: session.clone(),
+        }));
+        // SAFETY: db is the connection given to the entry point; SQLite owns `reg` from here and
+        // frees it through `destroy` (also when registration fails).
+        let rc = unsafe {
+            (ffi::api().create_function_v2)(
+                db,
+                name.as_ptr(),
+                -1,
+                flags,
+                reg.cast(),
+                Some(trampoline),
+                None,
+                None,
+                Some(destroy),
+            )
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(format!(
+                "could not register {} (SQLite code {rc})",
+                def.name
+            ));
+        }
+    }
+    Ok(())
+}

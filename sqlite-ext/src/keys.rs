@@ -1,0 +1,139 @@
+//! Packed value lists: how row keys (and tombstone values) are stored in bookkeeping tables.
+//!
+//! A single canonical UUID text key, the common case, packs to 17 bytes (`0x01` + 16); anything
+//! else is `0x02` then per value a tag and its bytes. The packing is injective (two different key
+//! tuples never share bytes) and reversible, which is all the bookkeeping needs: it is a storage
+//! form, never sent on the wire (the batch codec has its own).
+
+use crate::error::Error;
+use outpost_protocol::uuid_text;
+use outpost_protocol::varint::{read_u64, write_u64};
+use outpost_protocol::Value;
+
+const UUID: u8 = 1;
+const LIST: u8 = 2;
+
+/// Packs a list of values.
+pub(crate) fn pack(values: &[Value]) -> Vec<u8> {
+    if let [Value::Text(t)] = values {
+        if let Some(bytes) = uuid_text::parse_canonical(t) {
+            if uuid_text::format(&bytes) == *t {
+                let mut out = Vec::with_capacity(17);
+                out.push(UUID);
+                out.extend_from_slice(&bytes);
+                return out;
+            }
+        }
+    }
+    let mut out = vec![LIST];
+    for v in values {
+        match v {
+            Value::Null => out.push(0),
+            Value::Integer(n) => {
+                out.push(1);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Value::Real(f) => {
+                out.push(2);
+                out.extend_from_slice(&f.to_bits().to_be_bytes());
+            }
+            Value::Text(t) => {
+                out.push(3);
+                write_u64(&mut out, t.len() as u64);
+                out.extend_from_slice(t.as_bytes());
+            }
+            Value::Blob(b) => {
+                out.push(4);
+                write_u64(&mut out, b.len() as u64);
+                out.extend_from_slice(b);
+            }
+        }
+    }
+    out
+}
+
+/// Unpacks what [`pack`] wrote.
+pub(crate) fn unpack(bytes: &[u8]) -> Result<Vec<Value>, Error> {
+    let bad = || {
+        Error::Corrupt(format!(
+            "packed key/values of {} bytes unreadable",
+            bytes.len()
+        ))
+    };
+    match bytes.first() {
+        Some(&UUID) if bytes.len() == 17 => {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&bytes[1..]);
+            Ok(vec![Value::Text(uuid_text::format(&b))])
+        }
+        Some(&LIST) => {
+            let mut out = Vec::new();
+            let mut i = 1;
+            while i < bytes.len() {
+                let tag = bytes[i];
+                i += 1;
+                let v = match tag {
+                    0 => Value::Null,
+                    1 | 2 => {
+                        let raw: [u8; 8] = bytes
+                            .get(i..i + 8)
+                            .and_then(|s| s.try_into().ok())
+                            .ok_or_else(bad)?;
+                        i += 8;
+                        let n = u64::from_be_bytes(raw);
+                        if tag == 1 {
+                            Value::Integer(n as i64)
+                        } else {
+                            Value::Real(f64::from_bits(n))
+                        }
+                    }
+                    3 | 4 => {
+                        let (len, used) = read_u64(&bytes[i..]).map_err(|_| bad())?;
+                        i += used;
+                        let end = i
+                            .checked_add(len as usize)
+                            .filter(|&e| e <= bytes.len())
+                            .ok_or_else(bad)?;
+                        let raw = bytes[i..end].to_vec();
+                        i = end;
+                        if tag == 3 {
+                            Value::Text(String::from_utf8(raw).map_err(|_| bad())?)
+                        } else {
+                            Value::Blob(raw)
+                        }
+                    }
+                    _ => return Err(bad()),
+                };
+                out.push(v);
+            }
+            Ok(out)
+        }
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_and_uuids_pack_small() {
+        let u = Value::Text("0f8fad5b-d9cb-469f-a165-70867728950e".into());
+        assert_eq!(pack(std::slice::from_ref(&u)).len(), 17);
+        for vals in [
+            vec![u.clone()],
+            vec![Value::Text("0F8FAD5B-D9CB-469F-A165-70867728950E".into())],
+            vec![
+                Value::Integer(-3),
+                Value::Text("x".into()),
+                Value::Null,
+                Value::Real(1.5),
+                Value::Blob(vec![1, 2]),
+            ],
+            vec![],
+        ] {
+            assert_eq!(unpack(&pack(&vals)).unwrap(), vals);
+        }
+        assert_ne!(pack(&[Value::Integer(1)]), pack(&[Value::Text("1".into())]));
+    }
+}

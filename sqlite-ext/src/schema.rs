@@ -1,0 +1,309 @@
+//! Bookkeeping tables, the tracked-table registry, and reading the app's schema.
+//!
+//! | table | one row per | holds |
+//! |---|---|---|
+//! | `_outpost_meta` | setting | stored clock, last seen `PRAGMA schema_version` |
+//! | `_outpost_sites` | known site | site id ↔ small index (0 = this database) |
+//! | `_outpost_tables` | tracked table | its [`TableDef`] as JSON |
+//! | `_outpost_log` | local write | appended by triggers, folded into `_outpost_rows` |
+//! | `_outpost_rows` | tracked row | causal length + packed per-column versions (`state.rs`) |
+//! | `_outpost_cells` | counter/review cell | the protocol's `CounterCell` / `ReviewCell` |
+//! | `_outpost_tombstones` | deleted row | its last values (a parent can come back) |
+//! | `_outpost_vector` | origin | contiguous coverage |
+
+use crate::error::Error;
+use crate::ffi::Conn;
+use outpost_protocol::batch::{ColumnSchema, ForeignKey, TableSchema};
+use outpost_protocol::Strategy;
+use serde::{Deserialize, Serialize};
+
+const BOOKKEEPING: &str = r#"
+CREATE TABLE IF NOT EXISTS _outpost_meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _outpost_sites(idx INTEGER PRIMARY KEY, site BLOB NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS _outpost_tables(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, def TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS _outpost_log(seq INTEGER PRIMARY KEY, tbl INTEGER NOT NULL, key BLOB NOT NULL,
+  op INTEGER NOT NULL, hlc INTEGER NOT NULL, mask INTEGER NOT NULL, vals BLOB);
+CREATE TABLE IF NOT EXISTS _outpost_rows(tbl INTEGER NOT NULL, key BLOB NOT NULL, exist INTEGER NOT NULL,
+  exist_seq INTEGER NOT NULL, seq INTEGER NOT NULL, clocks BLOB NOT NULL, PRIMARY KEY(tbl, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS _outpost_rows_seq ON _outpost_rows(seq) WHERE seq > 0;
+CREATE TABLE IF NOT EXISTS _outpost_cells(tbl INTEGER NOT NULL, key BLOB NOT NULL, col INTEGER NOT NULL,
+  state TEXT NOT NULL, PRIMARY KEY(tbl, key, col)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _outpost_tombstones(tbl INTEGER NOT NULL, key BLOB NOT NULL, vals BLOB NOT NULL,
+  PRIMARY KEY(tbl, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _outpost_vector(site BLOB PRIMARY KEY, covered INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _outpost_conflict_rows(id INTEGER PRIMARY KEY, tbl_id INTEGER NOT NULL, key BLOB NOT NULL,
+  col INTEGER NOT NULL, tbl TEXT NOT NULL, pk TEXT NOT NULL, col_name TEXT NOT NULL, siblings TEXT NOT NULL,
+  UNIQUE(tbl_id, key, col));
+CREATE VIEW IF NOT EXISTS outpost_conflicts AS
+  SELECT id, tbl AS "table", pk, col_name AS "column", siblings FROM _outpost_conflict_rows;
+CREATE TABLE IF NOT EXISTS outpost_quarantine(id INTEGER PRIMARY KEY, "table" TEXT NOT NULL, pk TEXT NOT NULL,
+  reason TEXT NOT NULL, change TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS outpost_events(id INTEGER PRIMARY KEY, hlc INTEGER NOT NULL, kind TEXT NOT NULL,
+  "table" TEXT NOT NULL, pk TEXT NOT NULL, detail TEXT NOT NULL);
+"#;
+
+/// Creates the bookkeeping (and the site id) on first use.
+pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
+    if conn
+        .query_i64(
+            "SELECT 1 FROM sqlite_master WHERE name = '_outpost_sites'",
+            &[],
+        )?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let site = crate::clock::new_site_id()?;
+    conn.exec("SAVEPOINT outpost_init")?;
+    let r = (|| {
+        conn.exec(BOOKKEEPING)?;
+        let mut s =
+            conn.prepare("INSERT OR IGNORE INTO _outpost_sites(idx, site) VALUES (0, ?1)")?;
+        s.bind_blob(1, &site.0)?;
+        s.run()
+    })();
+    finish_savepoint(conn, "outpost_init", r)
+}
+
+/// Releases a savepoint on success, rolls it back (and releases) on error.
+pub(crate) fn finish_savepoint<T>(conn: Conn, name: &str, r: Result<T, Error>) -> Result<T, Error> {
+    match r {
+        Ok(v) => {
+            conn.exec(&format!("RELEASE {name}"))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = conn.exec(&format!("ROLLBACK TO {name}; RELEASE {name}"));
+            Err(e)
+        }
+    }
+}
+
+/// Which way a table syncs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Direction {
+    Both,
+    Up,
+    Down,
+}
+
+/// A tracked value (non-key) column.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub(crate) struct ColumnDef {
+    pub name: String,
+    pub strategy: Strategy,
+}
+
+/// What `outpost_track` recorded about a table. Value columns are append-only: their index is
+/// their number in the row state and (in declaration order) on the wire.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub(crate) struct TableDef {
+    pub name: String,
+    pub direction: Direction,
+    pub row_lww: bool,
+    pub pk: Vec<String>,
+    pub columns: Vec<ColumnDef>,
+    #[serde(default)]
+    pub column_options: std::collections::BTreeMap<String, Strategy>,
+}
+
+/// A tracked table: its id and definition.
+#[derive(Clone, Debug)]
+pub(crate) struct Tracked {
+    pub id: i64,
+    pub def: TableDef,
+}
+
+impl Tracked {
+    pub(crate) fn column_index(&self, name: &str) -> Option<usize> {
+        self.def.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// All tracked tables.
+pub(crate) fn load_tracked(conn: Conn) -> Result<Vec<Tracked>, Error> {
+    let mut s = conn.prepare("SELECT id, def FROM _outpost_tables ORDER BY id")?;
+    let mut out = Vec::new();
+    while s.step()? {
+        let def: TableDef = serde_json::from_str(&s.text(1))
+            .map_err(|e| Error::Corrupt(format!("table definition: {e}")))?;
+        out.push(Tracked { id: s.i64(0), def });
+    }
+    Ok(out)
+}
+
+pub(crate) fn save_def(conn: Conn, def: &TableDef) -> Result<i64, Error> {
+    let json = serde_json::to_string(def).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut s = conn.prepare(
+        "INSERT INTO _outpost_tables(name, def) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET def = excluded.def RETURNING id",
+    )?;
+    s.bind_text(1, &def.name)?;
+    s.bind_text(2, &json)?;
+    if s.step()? {
+        Ok(s.i64(0))
+    } else {
+        Err(Error::Internal(
+            "table registry insert returned nothing".into(),
+        ))
+    }
+}
+
+/// One column as `PRAGMA table_info` reports it.
+#[derive(Clone, Debug)]
+pub(crate) struct ColumnInfo {
+    pub name: String,
+    pub decl_type: String,
+    pub not_null: bool,
+    /// Position in the primary key, 1-based; 0 when not part of it.
+    pub pk: i64,
+}
+
+pub(crate) fn table_info(conn: Conn, table: &str) -> Result<Vec<ColumnInfo>, Error> {
+    let mut s = conn.prepare("SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1)")?;
+    s.bind_text(1, table)?;
+    let mut out = Vec::new();
+    while s.step()? {
+        out.push(ColumnInfo {
+            name: s.text(0),
+            decl_type: s.text(1),
+            not_null: s.i64(2) != 0,
+            pk: s.i64(3),
+        });
+    }
+    Ok(out)
+}
+
+/// A foreign key: parent table, child columns, parent columns (empty = the parent's key).
+pub(crate) type Fk = (String, Vec<String>, Vec<String>);
+
+pub(crate) fn foreign_keys(conn: Conn, table: &str) -> Result<Vec<Fk>, Error> {
+    let mut s = conn.prepare(
+        "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
+    )?;
+    s.bind_text(1, table)?;
+    let mut out: Vec<(i64, String, Vec<String>, Vec<String>)> = Vec::new();
+    while s.step()? {
+        let id = s.i64(0);
+        let to = if s.is_null(3) {
+            String::new()
+        } else {
+            s.text(3)
+        };
+        match out.last_mut() {
+            Some(last) if last.0 == id => {
+                last.2.push(s.text(2));
+                last.3.push(to);
+            }
+            _ => out.push((id, s.text(1), vec![s.text(2)], vec![to])),
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|(_, p, f, t)| (p, f, t.into_iter().filter(|x| !x.is_empty()).collect()))
+        .collect())
+}
+
+/// The batch header's description of a tracked table, from the live schema.
+pub(crate) fn table_schema(conn: Conn, t: &Tracked) -> Result<TableSchema, Error> {
+    let info = table_info(conn, &t.def.name)?;
+    let mut columns = Vec::new();
+    let mut pk: Vec<(i64, u16)> = Vec::new();
+    // Key columns first in declaration order among themselves, then value columns in def order,
+    // so the wire's value-column numbering equals our column index.
+    for c in info.iter().filter(|c| c.pk > 0) {
+        pk.push((c.pk, columns.len() as u16));
+        columns.push(ColumnSchema {
+            name: c.name.clone(),
+            decl_type: c.decl_type.clone(),
+            strategy: Strategy::Lww,
+            not_null: c.not_null,
+        });
+    }
+    for c in &t.def.columns {
+        let live = info.iter().find(|i| i.name == c.name);
+        columns.push(ColumnSchema {
+            name: c.name.clone(),
+            decl_type: live.map(|l| l.decl_type.clone()).unwrap_or_default(),
+            strategy: c.strategy,
+            not_null: live.is_some_and(|l| l.not_null),
+        });
+    }
+    pk.sort();
+    let index_of = |name: &str| {
+        columns
+            .iter()
+            .position(|c| c.name == name)
+            .map(|i| i as u16)
+    };
+    let foreign_keys = foreign_keys(conn, &t.def.name)?
+        .into_iter()
+        .filter_map(|(parent, from, to)| {
+            let cols: Option<Vec<u16>> = from.iter().map(|f| index_of(f)).collect();
+            cols.map(|columns| ForeignKey {
+                columns,
+                parent,
+                parent_columns: to,
+            })
+        })
+        .collect();
+    Ok(TableSchema {
+        name: t.def.name.clone(),
+        columns,
+        primary_key: pk.into_iter().map(|(_, i)| i).collect(),
+        foreign_keys,
+    })
+}
+
+/// Quotes an identifier for SQL.
+pub(crate) fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Tracked tables ordered parents before children (by foreign keys among them).
+pub(crate) fn topo_order(conn: Conn, tables: &[Tracked]) -> Result<Vec<usize>, Error> {
+    let mut parents: Vec<Vec<usize>> = Vec::new();
+    for t in tables {
+        let fks = foreign_keys(conn, &t.def.name)?;
+        parents.push(
+            fks.iter()
+                .filter_map(|(p, _, _)| {
+                    tables
+                        .iter()
+                        .position(|x| x.def.name.eq_ignore_ascii_case(p))
+                })
+                .collect(),
+        );
+    }
+    let mut order = Vec::new();
+    let mut state = vec![0u8; tables.len()];
+    fn visit(i: usize, parents: &[Vec<usize>], state: &mut [u8], order: &mut Vec<usize>) {
+        if state[i] != 0 {
+            return; // done, or a cycle (kept in discovery order; FKs are deferred anyway)
+        }
+        state[i] = 1;
+        for &p in &parents[i] {
+            visit(p, parents, state, order);
+        }
+        state[i] = 2;
+        order.push(i);
+    }
+    for i in 0..tables.len() {
+        visit(i, &parents, &mut state, &mut order);
+    }
+    Ok(order)
+}
+
+pub(crate) fn meta_get(conn: Conn, k: &str) -> Result<Option<i64>, Error> {
+    conn.query_i64(
+        "SELECT v FROM _outpost_meta WHERE k = ?1",
+        &[outpost_protocol::Value::Text(k.into())],
+    )
+}
+
+pub(crate) fn meta_set(conn: Conn, k: &str, v: i64) -> Result<(), Error> {
+    let mut s = conn.prepare("INSERT INTO _outpost_meta(k, v) VALUES (?1, ?2) ON CONFLICT(k) DO UPDATE SET v = excluded.v")?;
+    s.bind_text(1, k)?;
+    s.bind_i64(2, v)?;
+    s.run()
+}

@@ -1,0 +1,209 @@
+//! Per-row merge state, as stored in `_outpost_rows.clocks`.
+//!
+//! One row of bookkeeping per tracked row (DESIGN section 4): its causal length, the local seq of
+//! the existence change this database made (0 if none), and per value column the version of the
+//! write it holds: `(epoch, hlc, site index, local seq)`; the local seq is 0 for writes received
+//! from peers. Columns written by one write share a version, so the blob is run-length encoded: a
+//! freshly inserted row costs one version whatever its width.
+
+use crate::error::Error;
+use outpost_protocol::merge::CellVersion;
+use outpost_protocol::varint::{read_u64, write_u64};
+use outpost_protocol::{Hlc, SiteId, Stamp};
+
+/// The version of one cell write, with the site as an index into `_outpost_sites` (0 = this
+/// database) and the local seq when this database made the write.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Version {
+    pub epoch: u64,
+    pub hlc: u64,
+    pub site: u32,
+    pub seq: u64,
+}
+
+impl Version {
+    /// The protocol's version, for comparisons.
+    pub(crate) fn cell_version(&self, sites: &[SiteId]) -> CellVersion {
+        CellVersion {
+            epoch: self.epoch,
+            stamp: Stamp {
+                hlc: Hlc::from_u64(self.hlc),
+                site: sites.get(self.site as usize).copied().unwrap_or_default(),
+            },
+        }
+    }
+}
+
+/// The merge state of one row.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub(crate) struct RowState {
+    pub exist: u64,
+    pub exist_seq: u64,
+    pub cells: Vec<Option<Version>>,
+}
+
+impl RowState {
+    /// The highest local seq this row holds (what export indexes by).
+    pub(crate) fn max_seq(&self) -> u64 {
+        self.cells
+            .iter()
+            .flatten()
+            .map(|v| v.seq)
+            .fold(self.exist_seq, u64::max)
+    }
+
+    /// The smallest local seq above `since`, if any (where a batch cut may fall).
+    pub(crate) fn min_seq_above(&self, since: u64) -> Option<u64> {
+        let cells = self.cells.iter().flatten().map(|v| v.seq);
+        std::iter::once(self.exist_seq)
+            .chain(cells)
+            .filter(|&s| s > since)
+            .min()
+    }
+
+    /// The cell slot of column `c`, growing the row when a column was added.
+    pub(crate) fn cell_mut(&mut self, c: usize) -> &mut Option<Version> {
+        if self.cells.len() <= c {
+            self.cells.resize(c + 1, None);
+        }
+        &mut self.cells[c]
+    }
+
+    pub(crate) fn cell(&self, c: usize) -> Option<&Version> {
+        self.cells.get(c).and_then(|v| v.as_ref())
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(24);
+        write_u64(&mut out, self.cells.len() as u64);
+        let mut i = 0;
+        while i < self.cells.len() {
+            let v = self.cells[i];
+            let mut run = 1;
+            while i + run < self.cells.len() && self.cells[i + run] == v {
+                run += 1;
+            }
+            write_u64(&mut out, run as u64);
+            match v {
+                None => out.push(0),
+                Some(v) => {
+                    out.push(1);
+                    write_u64(&mut out, v.epoch);
+                    write_u64(&mut out, v.hlc);
+                    write_u64(&mut out, v.site as u64);
+                    write_u64(&mut out, v.seq);
+                }
+            }
+            i += run;
+        }
+        out
+    }
+
+    pub(crate) fn decode(exist: u64, exist_seq: u64, bytes: &[u8]) -> Result<RowState, Error> {
+        let bad = || Error::Corrupt("row clocks unreadable".into());
+        let mut pos = 0;
+        let next = |pos: &mut usize| -> Result<u64, Error> {
+            let (v, used) = read_u64(bytes.get(*pos..).ok_or_else(bad)?).map_err(|_| bad())?;
+            *pos += used;
+            Ok(v)
+        };
+        let n = next(&mut pos)? as usize;
+        if n > 4096 {
+            return Err(bad());
+        }
+        let mut cells = Vec::with_capacity(n);
+        while cells.len() < n {
+            let run = next(&mut pos)? as usize;
+            let flag = *bytes.get(pos).ok_or_else(bad)?;
+            pos += 1;
+            let v = if flag == 1 {
+                Some(Version {
+                    epoch: next(&mut pos)?,
+                    hlc: next(&mut pos)?,
+                    site: u32::try_from(next(&mut pos)?).map_err(|_| bad())?,
+                    seq: next(&mut pos)?,
+                })
+            } else {
+                None
+            };
+            if run == 0 || cells.len() + run > n {
+                return Err(bad());
+            }
+            cells.extend(std::iter::repeat_n(v, run));
+        }
+        Ok(RowState {
+            exist,
+            exist_seq,
+            cells,
+        })
+    }
+}
+
+/// Reads and writes `_outpost_rows` with statements prepared once per call.
+pub(crate) struct RowStore {
+    get: crate::ffi::Stmt,
+    put: crate::ffi::Stmt,
+}
+
+impl RowStore {
+    pub(crate) fn new(conn: crate::ffi::Conn) -> Result<RowStore, Error> {
+        Ok(RowStore {
+            get: conn.prepare("SELECT exist, exist_seq, clocks FROM _outpost_rows WHERE tbl = ?1 AND key = ?2")?,
+            put: conn.prepare(
+                "INSERT OR REPLACE INTO _outpost_rows(tbl, key, exist, exist_seq, seq, clocks) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?,
+        })
+    }
+
+    /// The row's state; `None` when this database never saw the row.
+    pub(crate) fn get(&mut self, tbl: i64, key: &[u8]) -> Result<Option<RowState>, Error> {
+        self.get.bind_i64(1, tbl)?;
+        self.get.bind_blob(2, key)?;
+        let r = if self.get.step()? {
+            Some(RowState::decode(
+                self.get.i64(0) as u64,
+                self.get.i64(1) as u64,
+                &self.get.blob(2),
+            )?)
+        } else {
+            None
+        };
+        self.get.reset();
+        Ok(r)
+    }
+
+    pub(crate) fn put(&mut self, tbl: i64, key: &[u8], st: &RowState) -> Result<(), Error> {
+        self.put.bind_i64(1, tbl)?;
+        self.put.bind_blob(2, key)?;
+        self.put.bind_i64(3, st.exist as i64)?;
+        self.put.bind_i64(4, st.exist_seq as i64)?;
+        self.put.bind_i64(5, st.max_seq() as i64)?;
+        self.put.bind_blob(6, &st.encode())?;
+        self.put.run()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_rows_store_one_version() {
+        let v = Version {
+            epoch: 1,
+            hlc: 1 << 40,
+            site: 0,
+            seq: 7,
+        };
+        let mut s = RowState {
+            exist: 1,
+            exist_seq: 7,
+            cells: vec![Some(v); 8],
+        };
+        assert!(s.encode().len() < 16);
+        *s.cell_mut(9) = Some(Version { seq: 9, ..v });
+        assert_eq!(RowState::decode(1, 7, &s.encode()).unwrap(), s);
+        assert_eq!(s.max_seq(), 9);
+        assert_eq!(s.min_seq_above(7), Some(9));
+    }
+}
