@@ -165,6 +165,24 @@ impl Drop for Conn {
     }
 }
 
+/// Every `period`, ends the live sessions whose key `still_allowed` now rejects (a `revoke` run
+/// by another process shows up here through the allowlist file).
+pub fn watch_revocations(
+    live: Arc<LiveSessions>,
+    period: Duration,
+    mut still_allowed: impl FnMut(&[u8]) -> bool + Send + 'static,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("revocations".into())
+        .spawn(move || loop {
+            std::thread::sleep(period);
+            let ended = live.end_revoked(&mut still_allowed);
+            if ended > 0 {
+                log::info!("ended {ended} session(s) of revoked devices");
+            }
+        })
+}
+
 /// Accepts connections forever, each on its own thread running `handler`.
 pub fn serve(
     listener: TcpListener,

@@ -115,3 +115,20 @@ fn revoking_a_key_ends_only_its_sessions() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(live.count(), 1);
 }
+
+#[test]
+fn the_watcher_ends_a_session_soon_after_its_key_is_revoked() {
+    let (addr, live) = start(Limits::default());
+    let revoked = Arc::new(Mutex::new(false));
+    let r = revoked.clone();
+    watch_revocations(live.clone(), Duration::from_millis(50), move |k| {
+        !(k == b"tablet" && *r.lock().unwrap())
+    })
+    .unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
+    roundtrip(&mut s, "auth tablet").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(roundtrip(&mut s, "still allowed").unwrap(), "still allowed");
+    *revoked.lock().unwrap() = true;
+    assert!(closed_by_server(&mut s));
+}
