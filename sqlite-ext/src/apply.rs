@@ -180,7 +180,9 @@ impl<'c> Applier<'c> {
                 None => unknown.push(cell.clone()),
             }
         }
+        let mut outcome = Outcome::Applied;
         if !unknown.is_empty() {
+            outcome = Outcome::Quarantined;
             let cols: Vec<String> = unknown
                 .iter()
                 .map(|c| names[c.column as usize].clone())
@@ -270,8 +272,17 @@ impl<'c> Applier<'c> {
                         if rc.siblings().len() > 1 {
                             new_conflicts += 1;
                         }
-                        let shown = rc.siblings().last().map(|s| s.version);
-                        if st.cell(*c).map(|v| v.cell_version(&self.sites.ids)) < shown {
+                        // The row state keeps this database's own write while it is still a
+                        // sibling: export finds what to send through it.
+                        let me = self.sites.me();
+                        let own_alive = st.cell(*c).is_some_and(|v| {
+                            v.site == 0
+                                && rc.siblings().iter().any(|s| {
+                                    s.version.stamp.site == me
+                                        && s.version.stamp.hlc.as_u64() == v.hlc
+                                })
+                        });
+                        if !own_alive {
                             *st.cell_mut(*c) = Some(remote);
                         }
                         rc.shown().cloned()
@@ -302,7 +313,7 @@ impl<'c> Applier<'c> {
             self.stats.unchanged += 1;
         }
         if !changed {
-            return Ok(Outcome::Applied);
+            return Ok(outcome);
         }
         if alive {
             if !self.parents_ok(ti, &row.key, &writes)? {
@@ -349,7 +360,7 @@ impl<'c> Applier<'c> {
         st.exist = exist;
         self.rows.put(t.id, &key, &st)?;
         self.stats.conflicts += new_conflicts;
-        Ok(Outcome::Applied)
+        Ok(outcome)
     }
 
     fn where_key(t: &Tracked, first: usize) -> String {

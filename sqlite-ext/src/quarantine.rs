@@ -123,7 +123,8 @@ pub(crate) fn retry_with(call: &Call, applier: &mut Applier) -> Result<u64, Erro
     let mut done = 0;
     for (id, change) in entries {
         let (origin, table, row) = parse(&change)?;
-        if applier.merge_row(origin, &table, &row)? == Outcome::Applied {
+        let o = applier.merge_row(origin, &table, &row)?;
+        if o == Outcome::Applied {
             let mut s = call
                 .conn
                 .prepare("DELETE FROM outpost_quarantine WHERE id = ?1")?;

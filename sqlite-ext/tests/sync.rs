@@ -1,0 +1,417 @@
+//! Scenarios a user recognises: databases exchanging batches through the loaded extension.
+
+mod common;
+use common::{clinic, mesh_sync, Replica};
+
+const TABLES: &[&str] = &["patients", "visits"];
+
+#[test]
+fn inserts_updates_and_deletes_reach_the_other_device() {
+    let a = clinic("a");
+    let b = clinic("b");
+    a.exec("INSERT INTO patients(id, name, village) VALUES ('p1','Asha','Mbeya'), ('p2','Baraka','Moshi'), ('p3','Chausiku','Gulu');
+            INSERT INTO visits VALUES ('v1','p1','fever');");
+    a.sync_to(&b, None);
+    assert_eq!(a.state(TABLES), b.state(TABLES));
+    a.exec("UPDATE patients SET village = 'Iringa' WHERE id = 'p1'; DELETE FROM patients WHERE id = 'p3';");
+    let batches = a.sync_to(&b, None);
+    assert_eq!(batches.len(), 1);
+    assert_eq!(
+        b.one::<String>("SELECT village FROM patients WHERE id='p1'"),
+        "Iringa"
+    );
+    assert_eq!(
+        b.one::<i64>("SELECT count(*) FROM patients WHERE id='p3'"),
+        0
+    );
+    assert_eq!(a.state(TABLES), b.state(TABLES));
+    // only the changed column travels for an update
+    a.exec("UPDATE patients SET name = 'Asha K' WHERE id = 'p1'");
+    let since = b.covered(&a.site_hex());
+    let batch = a.changes(since, None).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&a.one::<String>(&format!(
+        "SELECT outpost_batch_json(x'{}')",
+        hex::encode(&batch)
+    )))
+    .unwrap();
+    let cells = &json["body"][0]["rows"][0]["cells"];
+    assert_eq!(cells.as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(cells[0]["column"], "name");
+}
+
+#[test]
+fn applying_the_same_batch_twice_changes_nothing() {
+    let a = clinic("a");
+    let b = clinic("b");
+    a.exec("INSERT INTO patients(id, name) VALUES ('p1','Asha')");
+    let batch = a.changes(0, None).unwrap();
+    let first = b.apply(&batch).unwrap();
+    assert!(first["applied"].as_u64().unwrap() > 0);
+    let before = b.state(TABLES);
+    let again = b.apply(&batch).unwrap();
+    assert_eq!(again["applied"], 0);
+    assert_eq!(b.state(TABLES), before);
+    // applied writes are not recorded as local writes, so B has nothing of its own to send
+    assert_eq!(b.db_version(), 0);
+    assert!(b.changes(0, None).is_none());
+}
+
+#[test]
+fn concurrent_edits_of_different_fields_both_survive() {
+    let a = clinic("a");
+    let b = clinic("b");
+    a.exec("INSERT INTO patients(id, name, village) VALUES ('p1','Asha','Mbeya')");
+    mesh_sync(&[&a, &b]);
+    a.exec("UPDATE patients SET name = 'Asha K' WHERE id='p1'");
+    b.exec("UPDATE patients SET village = 'Iringa' WHERE id='p1'");
+    mesh_sync(&[&a, &b]);
+    for r in [&a, &b] {
+        assert_eq!(
+            r.one::<String>("SELECT name || '/' || village FROM patients"),
+            "Asha K/Iringa"
+        );
+    }
+}
+
+#[test]
+fn concurrent_edits_of_one_field_converge_on_three_devices() {
+    let (a, b, c) = (clinic("a"), clinic("b"), clinic("c"));
+    a.exec("INSERT INTO patients(id, village) VALUES ('p1','Mbeya')");
+    mesh_sync(&[&a, &b, &c]);
+    a.exec("UPDATE patients SET village='Tanga' WHERE id='p1'");
+    b.exec("UPDATE patients SET village='Arusha' WHERE id='p1'");
+    c.exec("UPDATE patients SET village='Gulu' WHERE id='p1'");
+    // deliver in different orders
+    c.sync_to(&a, None);
+    b.sync_to(&a, None);
+    a.sync_to(&c, None);
+    mesh_sync(&[&c, &b, &a]);
+    assert_eq!(a.state(TABLES), b.state(TABLES));
+    assert_eq!(b.state(TABLES), c.state(TABLES));
+}
+
+#[test]
+fn concurrent_counter_increments_add_once_under_replays() {
+    let a = clinic("a");
+    let b = clinic("b");
+    a.exec("INSERT INTO patients(id, visits) VALUES ('p1', 0)");
+    mesh_sync(&[&a, &b]);
+    a.exec("UPDATE patients SET visits = visits + 1 WHERE id='p1'");
+    a.exec("UPDATE patients SET visits = visits + 1 WHERE id='p1'");
+    b.exec("UPDATE patients SET visits = visits + 1 WHERE id='p1'");
+    let from_a = a.changes(0, None).unwrap();
+    let from_b = b.changes(0, None).unwrap();
+    for _ in 0..3 {
+        b.apply(&from_a).unwrap();
+        a.apply(&from_b).unwrap();
+    }
+    mesh_sync(&[&a, &b]);
+    for r in [&a, &b] {
+        assert_eq!(
+            r.one::<i64>("SELECT visits FROM patients WHERE id='p1'"),
+            3,
+            "{}",
+            r.name
+        );
+    }
+}
+
+#[test]
+fn review_fields_show_the_same_conflict_everywhere_and_a_resolution_propagates() {
+    let (a, b, c) = (clinic("a"), clinic("b"), clinic("c"));
+    a.exec("INSERT INTO patients(id, allergies) VALUES ('p1', 'none')");
+    mesh_sync(&[&a, &b, &c]);
+    a.exec("UPDATE patients SET allergies='penicillin' WHERE id='p1'");
+    b.exec("UPDATE patients SET allergies='sulfa' WHERE id='p1'");
+    mesh_sync(&[&a, &b, &c]);
+    let conflicts =
+        |r: &Replica| r.rows("SELECT \"table\", pk, \"column\", siblings FROM outpost_conflicts");
+    assert_eq!(conflicts(&a).len(), 1);
+    assert_eq!(conflicts(&a), conflicts(&b));
+    assert_eq!(conflicts(&b), conflicts(&c));
+    assert_eq!(a.state(TABLES), c.state(TABLES));
+    let id: i64 = c.one("SELECT id FROM outpost_conflicts");
+    c.one::<i64>(&format!(
+        "SELECT outpost_resolve({id}, 'penicillin, sulfa')"
+    ));
+    assert!(conflicts(&c).is_empty());
+    mesh_sync(&[&a, &b, &c]);
+    for r in [&a, &b, &c] {
+        assert!(conflicts(r).is_empty(), "{}", r.name);
+        assert_eq!(
+            r.one::<String>("SELECT allergies FROM patients"),
+            "penicillin, sulfa"
+        );
+    }
+}
+
+#[test]
+fn delete_wins_over_a_concurrent_update() {
+    let a = clinic("a");
+    let b = clinic("b");
+    a.exec("INSERT INTO patients(id, name) VALUES ('p1','Asha')");
+    mesh_sync(&[&a, &b]);
+    a.exec("DELETE FROM patients WHERE id='p1'");
+    b.exec("UPDATE patients SET name='Asha K' WHERE id='p1'");
+    mesh_sync(&[&a, &b]);
+    assert_eq!(a.state(TABLES), b.state(TABLES));
+    assert_eq!(a.one::<i64>("SELECT count(*) FROM patients"), 0);
+    // re-inserting later brings it back everywhere, without the old cells
+    b.exec("INSERT INTO patients(id, name) VALUES ('p1','New')");
+    mesh_sync(&[&a, &b]);
+    assert_eq!(a.one::<String>("SELECT name FROM patients"), "New");
+    assert_eq!(a.state(TABLES), b.state(TABLES));
+}
+
+fn parent_child_race(deleter_first: bool) {
+    let a = clinic("a");
+    let b = clinic("b");
+    a.exec("INSERT INTO patients(id, name, village) VALUES ('p2','Baraka','Moshi')");
+    mesh_sync(&[&a, &b]);
+    a.exec("INSERT INTO visits VALUES ('v1','p2','fever')");
+    b.exec("DELETE FROM patients WHERE id='p2'");
+    if deleter_first {
+        b.sync_to(&a, None);
+        a.sync_to(&b, None);
+        b.sync_to(&a, None);
+    } else {
+        a.sync_to(&b, None);
+        b.sync_to(&a, None);
+        a.sync_to(&b, None);
+    }
+    mesh_sync(&[&a, &b]);
+    for r in [&a, &b] {
+        assert_eq!(
+            r.one::<String>("SELECT p.name || '/' || v.note FROM visits v JOIN patients p ON p.id = v.patient_id"),
+            "Baraka/fever",
+            "{}",
+            r.name
+        );
+        assert!(r.maybe::<String>("PRAGMA foreign_key_check").is_none());
+    }
+    assert_eq!(a.state(TABLES), b.state(TABLES));
+    let events: i64 = a.one::<i64>("SELECT count(*) FROM outpost_events")
+        + b.one::<i64>("SELECT count(*) FROM outpost_events");
+    assert!(events >= 1, "the restore is listed for a person");
+}
+
+#[test]
+fn parent_deleted_while_child_added_elsewhere_comes_back_when_the_delete_arrives_first() {
+    parent_child_race(false);
+}
+
+#[test]
+fn parent_deleted_while_child_added_elsewhere_comes_back_when_the_child_arrives_first() {
+    parent_child_race(true);
+}
+
+#[test]
+fn up_and_down_tables_only_travel_their_way() {
+    let schema = "CREATE TABLE forms(id TEXT PRIMARY KEY, body TEXT); CREATE TABLE readings(id TEXT PRIMARY KEY, value REAL);";
+    let device = Replica::new("device", schema);
+    let cloud = Replica::new("cloud", schema);
+    device.track("forms", Some(r#"{"direction":"down"}"#));
+    device.track("readings", Some(r#"{"direction":"up"}"#));
+    cloud.track("forms", None);
+    cloud.track("readings", None);
+    cloud.exec(
+        "INSERT INTO forms VALUES ('f1','intake v2'); INSERT INTO readings VALUES ('r0', 0.5);",
+    );
+    device.exec(
+        "INSERT INTO forms VALUES ('f-local','draft'); INSERT INTO readings VALUES ('r1', 37.2);",
+    );
+    mesh_sync(&[&device, &cloud]);
+    assert_eq!(
+        device.rows("SELECT id FROM forms ORDER BY id"),
+        vec!["Text(\"f-local\")", "Text(\"f1\")"]
+    );
+    assert_eq!(
+        cloud.rows("SELECT id FROM forms"),
+        vec!["Text(\"f1\")"],
+        "down: device edits stay on the device"
+    );
+    assert_eq!(
+        cloud.rows("SELECT id FROM readings ORDER BY id"),
+        vec!["Text(\"r0\")", "Text(\"r1\")"]
+    );
+    assert_eq!(
+        device.rows("SELECT id FROM readings"),
+        vec!["Text(\"r1\")"],
+        "up: nothing comes down"
+    );
+}
+
+#[test]
+fn a_column_added_between_writes_is_picked_up_with_its_values() {
+    let a = clinic("a");
+    let b = clinic("b");
+    a.exec("INSERT INTO patients(id, name) VALUES ('p1','Asha')");
+    a.sync_to(&b, None);
+    a.exec("ALTER TABLE patients ADD COLUMN phone TEXT; UPDATE patients SET phone = '+255700000001' WHERE id='p1';
+            INSERT INTO patients(id, name, phone) VALUES ('p2','Baraka','+255700000002');");
+    // B does not have the column yet: the values wait in quarantine, the rest applies
+    a.sync_to(&b, None);
+    assert_eq!(b.one::<i64>("SELECT count(*) FROM patients"), 2);
+    assert!(b.one::<i64>("SELECT count(*) FROM outpost_quarantine") >= 1);
+    let later = a.changes(b.covered(&a.site_hex()), None);
+    assert!(later.is_none(), "nothing is re-sent");
+    b.exec("ALTER TABLE patients ADD COLUMN phone TEXT");
+    b.one::<i64>("SELECT outpost_retry_quarantine()");
+    assert_eq!(
+        b.rows("SELECT phone FROM patients ORDER BY id"),
+        vec!["Text(\"+255700000001\")", "Text(\"+255700000002\")"]
+    );
+    assert_eq!(b.one::<i64>("SELECT count(*) FROM outpost_quarantine"), 0);
+    // and B's own edit of the new column travels back
+    b.exec("UPDATE patients SET phone = '+255799999999' WHERE id='p1'");
+    b.sync_to(&a, None);
+    assert_eq!(
+        a.one::<String>("SELECT phone FROM patients WHERE id='p1'"),
+        "+255799999999"
+    );
+}
+
+#[test]
+fn a_check_failure_is_quarantined_and_never_blocks_later_syncs() {
+    let a = Replica::new("a", "CREATE TABLE t(id TEXT PRIMARY KEY, n INTEGER);");
+    let b = Replica::new(
+        "b",
+        "CREATE TABLE t(id TEXT PRIMARY KEY, n INTEGER CHECK (n < 100));",
+    );
+    a.track("t", None);
+    b.track("t", None);
+    a.exec("INSERT INTO t VALUES ('x', 500), ('y', 5)");
+    a.sync_to(&b, None);
+    assert_eq!(b.rows("SELECT id FROM t"), vec!["Text(\"y\")"]);
+    assert_eq!(
+        b.one::<String>("SELECT pk FROM outpost_quarantine"),
+        "\"x\""
+    );
+    a.exec("INSERT INTO t VALUES ('z', 7)");
+    a.sync_to(&b, None);
+    assert_eq!(b.one::<i64>("SELECT count(*) FROM t"), 2);
+}
+
+#[test]
+fn an_unknown_table_is_quarantined() {
+    let a = clinic("a");
+    let b = Replica::new("b", common::CLINIC);
+    b.track(
+        "patients",
+        Some(r#"{"columns":{"visits":"counter","allergies":"review"}}"#),
+    );
+    a.exec("INSERT INTO patients(id) VALUES ('p1'); INSERT INTO visits VALUES ('v1','p1','x');");
+    a.sync_to(&b, None);
+    assert_eq!(b.one::<i64>("SELECT count(*) FROM patients"), 1);
+    assert!(b
+        .one::<String>("SELECT reason FROM outpost_quarantine")
+        .contains("unknown table"));
+}
+
+#[test]
+fn a_unique_collision_is_quarantined_on_the_receiver() {
+    let schema = "CREATE TABLE staff(id TEXT PRIMARY KEY, badge TEXT UNIQUE);";
+    let a = Replica::new("a", schema);
+    let b = Replica::new("b", schema);
+    a.track("staff", None);
+    b.track("staff", None);
+    a.exec("INSERT INTO staff VALUES ('s1','B-7')");
+    b.exec("INSERT INTO staff VALUES ('s2','B-7')");
+    mesh_sync(&[&a, &b]);
+    assert_eq!(a.one::<i64>("SELECT count(*) FROM outpost_quarantine"), 1);
+    assert_eq!(b.one::<i64>("SELECT count(*) FROM outpost_quarantine"), 1);
+}
+
+#[test]
+fn chunked_first_sync_covers_everything() {
+    let a = clinic("a");
+    let b = clinic("b");
+    a.exec("BEGIN");
+    for i in 0..500 {
+        a.exec(&format!(
+            "INSERT INTO patients(id, name, village) VALUES ('p{i:04}', 'name {i}', 'village {}')",
+            i % 7
+        ));
+    }
+    a.exec("COMMIT; UPDATE patients SET village = 'moved' WHERE id < 'p0100';");
+    let batches = a.sync_to(&b, Some(2_000));
+    assert!(batches.len() > 5, "{} batches", batches.len());
+    assert!(batches.iter().all(|b| b.len() <= 2_000));
+    assert_eq!(a.state(TABLES), b.state(TABLES));
+}
+
+#[test]
+fn bad_calls_get_clear_errors() {
+    let a = clinic("a");
+    let b = clinic("b");
+    a.exec("CREATE TABLE nopk(a, b); CREATE TABLE ipk(id INTEGER PRIMARY KEY, x);");
+    let err = |r: &Replica, sql: &str| {
+        r.conn
+            .query_row(sql, [], |_| Ok(()))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err(&a, "SELECT outpost_track('nopk')").contains("PRIMARY KEY"));
+    assert!(err(&a, "SELECT outpost_track('ipk')").contains("allow_integer_pk"));
+    a.track("ipk", Some(r#"{"allow_integer_pk": true}"#));
+    assert!(err(&a, "SELECT outpost_changes()").contains("takes 1 to 2"));
+    assert!(err(&a, "SELECT outpost_changes('x')").contains("since"));
+    a.exec("INSERT INTO patients(id) VALUES ('p1')");
+    let batch = a.changes(0, None).unwrap();
+    b.exec("BEGIN");
+    assert!(b
+        .apply(&batch)
+        .unwrap_err()
+        .to_string()
+        .contains("outside a transaction"));
+    assert!(err(&b, "SELECT outpost_track('visits')").contains("outside a transaction"));
+    b.exec("ROLLBACK");
+    let before = b.state(TABLES);
+    for bad in [&batch[..batch.len() - 3], b"\x00\xff\x13\x37", &[]] {
+        let e = b.apply(bad).unwrap_err().to_string();
+        assert!(e.contains("not a valid Outpost batch"), "{e}");
+    }
+    let mut flipped = batch.clone();
+    let last = flipped.len() - 1;
+    flipped[last] ^= 1;
+    assert!(b.apply(&flipped).is_err());
+    assert!(a
+        .apply(&batch)
+        .unwrap_err()
+        .to_string()
+        .contains("made by this database"));
+    assert_eq!(b.state(TABLES), before);
+}
+
+#[test]
+fn a_batch_that_leaves_a_gap_is_refused() {
+    let a = clinic("a");
+    let b = clinic("b");
+    a.exec("INSERT INTO patients(id) VALUES ('p1')");
+    let v = a.db_version();
+    a.exec("INSERT INTO patients(id) VALUES ('p2')");
+    let later = a.changes(v, None).unwrap();
+    let e = b.apply(&later).unwrap_err().to_string();
+    assert!(e.contains("gap"), "{e}");
+    assert_eq!(b.one::<i64>("SELECT count(*) FROM patients"), 0);
+}
+
+#[test]
+fn untrack_removes_bookkeeping_and_keeps_the_data() {
+    let a = clinic("a");
+    a.exec("INSERT INTO visits VALUES ('v1', NULL, 'x')");
+    assert_eq!(a.one::<i64>("SELECT outpost_untrack('visits')"), 1);
+    assert_eq!(a.one::<i64>("SELECT count(*) FROM visits"), 1);
+    assert_eq!(
+        a.one::<i64>(
+            "SELECT count(*) FROM sqlite_master WHERE type='trigger' AND tbl_name='visits'"
+        ),
+        0
+    );
+    a.exec("INSERT INTO visits VALUES ('v2', NULL, 'y')");
+    assert_eq!(
+        a.one::<i64>("SELECT outpost_track('patients')"),
+        1,
+        "track is idempotent-safe to call again"
+    );
+}
