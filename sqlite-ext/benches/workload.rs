@@ -1,1 +1,377 @@
-fn main() {}
+//! The Outpost benchmark workload (`/work/shared/bench/WORKLOAD.md`): plain SQLite vs the same
+//! work with the tables tracked by liboutpost, in the same run. Prints figures and ratios; writes
+//! nothing but temporary files.
+//!
+//! `cargo bench -p outpost --bench workload` (full size). `OUTPOST_BENCH_SCALE=0.1` shrinks the
+//! data, `OUTPOST_BENCH_RUNS=3` takes medians of several runs of the write phases.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rusqlite::{params, Connection};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+const SEED: u64 = 0x0u64 ^ 20_261_123;
+const CLINICS: [&str; 6] = ["Mbeya Central", "Moshi Hillside", "Gulu Riverside", "Iringa Market", "Tanga Harbour", "Arusha Plains"];
+const VOCAB: [&str; 24] = [
+    "fever", "cough", "malaria", "rapid", "test", "negative", "positive", "prescribed", "paracetamol", "amoxicillin",
+    "follow", "up", "weeks", "blood", "pressure", "normal", "elevated", "child", "weight", "gain", "referred",
+    "district", "hospital", "counselled",
+];
+
+struct Patient {
+    id: String,
+    given: String,
+    family: String,
+    sex: &'static str,
+    dob: String,
+    village: String,
+    phone: String,
+    visits: i64,
+    updated_at: i64,
+}
+
+struct Visit {
+    id: String,
+    patient: usize,
+    clinic: &'static str,
+    provider: String,
+    notes: String,
+    created_at: i64,
+}
+
+fn uuid(rng: &mut StdRng) -> String {
+    let mut b: [u8; 16] = rng.gen();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn name(rng: &mut StdRng) -> String {
+    const C: &[u8] = b"bdfghjklmnprstvwyz";
+    const V: &[u8] = b"aeiou";
+    let n = rng.gen_range(3..=5);
+    let mut s = String::new();
+    for i in 0..n {
+        let c = C[rng.gen_range(0..C.len())] as char;
+        s.push(if i == 0 { c.to_ascii_uppercase() } else { c });
+        s.push(V[rng.gen_range(0..V.len())] as char);
+    }
+    s
+}
+
+struct Data {
+    patients: Vec<Patient>,
+    visits: Vec<Visit>,
+}
+
+fn generate(n_patients: usize, n_visits: usize) -> Data {
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let patients = (0..n_patients)
+        .map(|i| {
+            let mut village = name(&mut rng);
+            match rng.gen_range(0..3) {
+                0 => village.push_str("ni"),
+                1 => village.push_str("wa"),
+                _ => {}
+            }
+            Patient {
+                id: uuid(&mut rng),
+                given: name(&mut rng),
+                family: name(&mut rng),
+                sex: if rng.gen() { "F" } else { "M" },
+                dob: format!("{}-{:02}-{:02}", rng.gen_range(1940..2020), rng.gen_range(1..13), rng.gen_range(1..29)),
+                village,
+                phone: format!("+2557{:08}", rng.gen_range(0..100_000_000u32)),
+                visits: rng.gen_range(0..20),
+                updated_at: 1_700_000_000_000 + i as i64 * 1000,
+            }
+        })
+        .collect();
+    let visits = (0..n_visits)
+        .map(|i| {
+            let mut notes = String::new();
+            while notes.len() < 55 {
+                if !notes.is_empty() {
+                    notes.push(' ');
+                }
+                notes.push_str(VOCAB[rng.gen_range(0..VOCAB.len())]);
+            }
+            Visit {
+                id: uuid(&mut rng),
+                patient: rng.gen_range(0..n_patients),
+                clinic: CLINICS[rng.gen_range(0..CLINICS.len())],
+                provider: name(&mut rng),
+                notes,
+                created_at: 1_700_000_000_000 + i as i64 * 500,
+            }
+        })
+        .collect();
+    Data { patients, visits }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, given_name TEXT, family_name TEXT, sex TEXT, dob TEXT,
+  village TEXT, phone TEXT, visit_count INTEGER, updated_at INTEGER);
+CREATE TABLE visits(id TEXT PRIMARY KEY NOT NULL, patient_id TEXT REFERENCES patients(id), clinic TEXT,
+  provider TEXT, notes TEXT, created_at INTEGER);
+CREATE INDEX visits_patient ON visits(patient_id);";
+
+fn ext_path() -> PathBuf {
+    let exe = std::env::current_exe().expect("bench executable");
+    exe.parent().and_then(|d| d.parent()).expect("target/release").join("liboutpost.so")
+}
+
+fn open(path: &Path, tracked: bool) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").unwrap();
+    if tracked {
+        // SAFETY: loading this crate's own extension.
+        unsafe {
+            conn.load_extension_enable().unwrap();
+            conn.load_extension(ext_path(), Some("sqlite3_outpost_init")).unwrap();
+            conn.load_extension_disable().unwrap();
+        }
+    }
+    conn
+}
+
+fn create(path: &Path, tracked: bool) -> Connection {
+    let _ = std::fs::remove_file(path);
+    let conn = open(path, tracked);
+    conn.execute_batch(SCHEMA).unwrap();
+    if tracked {
+        conn.query_row("SELECT outpost_track('patients'), outpost_track('visits')", [], |_| Ok(())).unwrap();
+    }
+    conn
+}
+
+fn insert_patients(conn: &Connection, ps: &[Patient]) {
+    let mut s = conn.prepare_cached("INSERT INTO patients VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)").unwrap();
+    for p in ps {
+        s.execute(params![p.id, p.given, p.family, p.sex, p.dob, p.village, p.phone, p.visits, p.updated_at]).unwrap();
+    }
+}
+
+fn insert_visits(conn: &Connection, d: &Data) {
+    let mut s = conn.prepare_cached("INSERT INTO visits VALUES (?1,?2,?3,?4,?5,?6)").unwrap();
+    for v in &d.visits {
+        s.execute(params![v.id, d.patients[v.patient].id, v.clinic, v.provider, v.notes, v.created_at]).unwrap();
+    }
+}
+
+fn secs(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn checkpointed_size(conn: &Connection, path: &Path) -> u64 {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).unwrap();
+    std::fs::metadata(path).unwrap().len()
+}
+
+fn vm_hwm_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Child process: applies the chunk files in `dir` into a fresh database; prints
+/// `rows seconds vmhwm_kib`.
+fn apply_child(dir: &Path, target: &Path) {
+    let conn = create(target, true);
+    let mut chunks: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    chunks.sort();
+    let t = Instant::now();
+    let mut rows = 0u64;
+    for c in &chunks {
+        let bytes = std::fs::read(c).unwrap();
+        let out: String = conn.query_row("SELECT outpost_apply(?1)", [&bytes], |r| r.get(0)).unwrap();
+        let _ = out;
+        drop(bytes);
+    }
+    let elapsed = secs(t);
+    rows += conn.query_row("SELECT (SELECT count(*) FROM patients) + (SELECT count(*) FROM visits)", [], |r| r.get::<_, i64>(0)).unwrap() as u64;
+    println!("{rows} {elapsed} {}", vm_hwm_kib());
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--apply-child") {
+        apply_child(Path::new(&args[i + 1]), Path::new(&args[i + 2]));
+        return;
+    }
+    if !ext_path().exists() {
+        let ok = Command::new(env!("CARGO")).args(["build", "-p", "outpost", "--release"]).status().map(|s| s.success());
+        assert!(matches!(ok, Ok(true)), "build liboutpost.so first: cargo build -p outpost --release");
+    }
+    let scale: f64 = std::env::var("OUTPOST_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let runs: usize = std::env::var("OUTPOST_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let (np, nv) = ((100_000.0 * scale) as usize, (200_000.0 * scale) as usize);
+    let small_n = (10_000.0 * scale) as usize;
+    let data = generate(np, nv);
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    println!("Outpost workload: {np} patients, {nv} visits, {runs} run(s), liboutpost {}", ext_path().display());
+
+    // W1 bulk and size
+    let mut bulk = [Vec::new(), Vec::new()];
+    let mut sizes = [0u64; 2];
+    for run in 0..runs {
+        for (k, tracked) in [false, true].into_iter().enumerate() {
+            let path = p(if tracked { "w1_outpost.db" } else { "w1_plain.db" });
+            let conn = create(&path, tracked);
+            let t = Instant::now();
+            conn.execute_batch("BEGIN").unwrap();
+            insert_patients(&conn, &data.patients);
+            insert_visits(&conn, &data);
+            conn.execute_batch("COMMIT").unwrap();
+            bulk[k].push(secs(t));
+            if run == 0 {
+                sizes[k] = checkpointed_size(&conn, &path);
+            }
+        }
+    }
+    let (b0, b1) = (median(bulk[0].clone()), median(bulk[1].clone()));
+    println!("W1 bulk     plain {b0:7.3} s   outpost {b1:7.3} s   ratio {:.2}x", b1 / b0);
+
+    // W1 small
+    let mut small = [Vec::new(), Vec::new()];
+    for _ in 0..runs {
+        for (k, tracked) in [false, true].into_iter().enumerate() {
+            let path = p(if tracked { "small_outpost.db" } else { "small_plain.db" });
+            let conn = create(&path, tracked);
+            let t = Instant::now();
+            for chunk in data.patients[..small_n].chunks(10) {
+                conn.execute_batch("BEGIN").unwrap();
+                insert_patients(&conn, chunk);
+                conn.execute_batch("COMMIT").unwrap();
+            }
+            small[k].push(secs(t));
+        }
+    }
+    let (s0, s1) = (median(small[0].clone()), median(small[1].clone()));
+    println!("W1 small    plain {s0:7.3} s   outpost {s1:7.3} s   ratio {:.2}x", s1 / s0);
+
+    // W2 update (on the W1 databases)
+    let mut upd = [0f64; 2];
+    let mut rng = StdRng::seed_from_u64(SEED + 2);
+    let villages: Vec<String> = (0..np).map(|_| name(&mut rng)).collect();
+    for (k, tracked) in [false, true].into_iter().enumerate() {
+        let path = p(if tracked { "w1_outpost.db" } else { "w1_plain.db" });
+        let conn = open(&path, tracked);
+        let t = Instant::now();
+        conn.execute_batch("BEGIN").unwrap();
+        {
+            let mut s = conn.prepare("UPDATE patients SET village=?1 WHERE id=?2").unwrap();
+            for (pt, v) in data.patients.iter().zip(&villages) {
+                s.execute(params![v, pt.id]).unwrap();
+            }
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        upd[k] = secs(t);
+    }
+    println!("W2 update   plain {:7.3} s   outpost {:7.3} s   ratio {:.2}x", upd[0], upd[1], upd[1] / upd[0]);
+    println!(
+        "size W1     plain {:7.1} MB  outpost {:7.1} MB  ratio {:.2}x (checkpointed, before the first export)",
+        sizes[0] as f64 / 1e6,
+        sizes[1] as f64 / 1e6,
+        sizes[1] as f64 / sizes[0] as f64
+    );
+
+    // W3 full export from a fresh W1 database, streamed in ~1 MB chunks
+    let src = p("w3_src.db");
+    {
+        let conn = create(&src, true);
+        conn.execute_batch("BEGIN").unwrap();
+        insert_patients(&conn, &data.patients);
+        insert_visits(&conn, &data);
+        conn.execute_batch("COMMIT").unwrap();
+    }
+    let chunks = p("chunks");
+    std::fs::create_dir_all(&chunks).unwrap();
+    let conn = open(&src, true);
+    let t = Instant::now();
+    let mut since = 0i64;
+    let mut total = 0usize;
+    let mut n = 0;
+    let site: String = conn.query_row("SELECT lower(hex(outpost_site_id()))", [], |r| r.get(0)).unwrap();
+    loop {
+        let b: Option<Vec<u8>> = conn.query_row("SELECT outpost_changes(?1, 1000000)", [since], |r| r.get(0)).unwrap();
+        let Some(b) = b else { break };
+        let hi: i64 = conn
+            .query_row("SELECT json_extract(outpost_batch_json(?1), '$.header.range.hi')", [&b], |r| r.get(0))
+            .unwrap();
+        total += b.len();
+        std::fs::write(chunks.join(format!("{n:06}")), &b).unwrap();
+        n += 1;
+        since = hi;
+    }
+    let export_s = secs(t);
+    let fields = (np * 8 + nv * 5) as f64;
+    println!(
+        "W3 export   {export_s:7.3} s (fold included)  {n} chunks  {:.1} MB  {:.1} bytes per non-key field",
+        total as f64 / 1e6,
+        total as f64 / fields
+    );
+    println!("size after fold  outpost {:7.1} MB  ratio {:.2}x", checkpointed_size(&conn, &src) as f64 / 1e6, checkpointed_size(&conn, &src) as f64 / sizes[0] as f64);
+
+    // W4 full apply in a child process (peak memory of the applying process only)
+    let target = p("w4.db");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--apply-child", chunks.to_str().unwrap(), target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<f64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    if f.len() == 3 {
+        println!(
+            "W4 apply    {:7.3} s  {:.0} rows/s  peak RSS {:.1} MiB (child process VmHWM)",
+            f[1],
+            f[0] / f[1],
+            f[2] / 1024.0
+        );
+    } else {
+        println!("W4 apply failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    // 1% update: phone of every 100th patient
+    conn.execute_batch("BEGIN").unwrap();
+    for (i, pt) in data.patients.iter().enumerate().step_by(100) {
+        conn.execute("UPDATE patients SET phone = ?1 WHERE id = ?2", params![format!("+2556{i:08}"), pt.id]).unwrap();
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    let b: Vec<u8> = conn.query_row("SELECT outpost_changes(?1)", [since], |r| r.get(0)).unwrap();
+    let changed = np.div_ceil(100);
+    println!("1% update   {} bytes for {changed} fields: {:.1} bytes per changed field", b.len(), b.len() as f64 / changed as f64);
+
+    // merge: the receiver changed the same phones first
+    let recv = open(&target, true);
+    recv.execute_batch("BEGIN").unwrap();
+    for (i, pt) in data.patients.iter().enumerate().step_by(100) {
+        recv.execute("UPDATE patients SET phone = ?1 WHERE id = ?2", params![format!("+2555{i:08}"), pt.id]).unwrap();
+    }
+    recv.execute_batch("COMMIT").unwrap();
+    let t = Instant::now();
+    recv.query_row("SELECT outpost_apply(?1)", [&b], |_| Ok(())).unwrap();
+    let merge_s = secs(t);
+    let back: Vec<u8> = recv.query_row("SELECT outpost_changes(0)", [], |r| r.get(0)).unwrap();
+    conn.query_row("SELECT outpost_apply(?1)", [&back], |_| Ok(())).unwrap();
+    let phones = |c: &Connection| -> Vec<String> {
+        let mut s = c.prepare("SELECT phone FROM patients ORDER BY id").unwrap();
+        s.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
+    };
+    let same = phones(&conn) == phones(&recv);
+    println!("merge       {merge_s:7.3} s for {changed} concurrently changed fields; replicas identical afterwards: {same}");
+    let _ = site;
+}

@@ -28,6 +28,7 @@ use outpost_protocol::batch::{CellPayload, RowChange, TableSchema};
 use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
 use outpost_protocol::{Hlc, SiteId, Stamp, Strategy, Value};
 use std::collections::HashMap;
+use std::rc::Rc;
 
 /// What happened to one row change.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -58,8 +59,12 @@ struct Link {
 pub(crate) struct Applier<'c> {
     call: &'c Call<'c>,
     pub stats: Stats,
-    tables: Vec<Tracked>,
-    links: Vec<Link>,
+    tables: Vec<Rc<Tracked>>,
+    order: Vec<usize>,
+    links: Vec<Rc<Link>>,
+    /// Batch value-column names → local column, per batch table (checked on every hit).
+    maps: HashMap<String, (Vec<String>, Vec<Option<usize>>)>,
+    stmts: HashMap<String, Stmt>,
     sites: Sites,
     rows: RowStore,
     upserts: HashMap<(usize, u64), Stmt>,
@@ -89,20 +94,24 @@ impl<'c> Applier<'c> {
                         .collect()
                 };
                 if let Some(child_cols) = child_cols {
-                    links.push(Link {
+                    links.push(Rc::new(Link {
                         child: ci,
                         parent: pi,
                         child_cols,
-                    });
+                    }));
                 }
             }
         }
         let fk_on = conn.query_i64("PRAGMA foreign_keys", &[])?.unwrap_or(0) != 0;
+        let order = schema::topo_order(conn, &tables)?;
         Ok(Applier {
             call,
             stats: Stats::default(),
-            tables,
+            tables: tables.into_iter().map(Rc::new).collect(),
+            order,
             links,
+            maps: HashMap::new(),
+            stmts: HashMap::new(),
             sites: Sites::load(conn)?,
             rows: RowStore::new(conn)?,
             upserts: HashMap::new(),
@@ -117,10 +126,39 @@ impl<'c> Applier<'c> {
 
     /// Local tables in apply order (parents first).
     pub(crate) fn order(&self) -> Result<Vec<String>, Error> {
-        Ok(schema::topo_order(self.conn(), &self.tables)?
-            .into_iter()
-            .map(|i| self.tables[i].def.name.clone())
-            .collect())
+        Ok(self.order.iter().map(|&i| self.tables[i].def.name.clone()).collect())
+    }
+
+    /// A statement prepared once per applier. Callers reset it after reading.
+    fn cached(&mut self, sql: String) -> Result<&mut Stmt, Error> {
+        if !self.stmts.contains_key(&sql) {
+            let s = self.call.conn.prepare(&sql)?;
+            self.stmts.insert(sql.clone(), s);
+        }
+        self.stmts.get_mut(&sql).ok_or_else(|| Error::Internal("statement cache".into()))
+    }
+
+    /// Runs a cached query with `params`: whether it returned a row.
+    fn exists(&mut self, sql: String, params: &[Value]) -> Result<bool, Error> {
+        let s = self.cached(sql)?;
+        s.bind_all(params)?;
+        let found = s.step()?;
+        s.reset();
+        Ok(found)
+    }
+
+    fn column_map(&mut self, ti: usize, schema: &TableSchema) -> (Vec<String>, Vec<Option<usize>>) {
+        if let Some((names, map)) = self.maps.get(&schema.name) {
+            let same = names.len() + schema.primary_key.len() == schema.columns.len()
+                && schema.value_columns().zip(names).all(|(i, n)| schema.columns[i as usize].name == *n);
+            if same {
+                return (names.clone(), map.clone());
+            }
+        }
+        let names: Vec<String> = schema.value_columns().map(|i| schema.columns[i as usize].name.clone()).collect();
+        let map: Vec<Option<usize>> = names.iter().map(|n| self.tables[ti].column_index(n)).collect();
+        self.maps.insert(schema.name.clone(), (names.clone(), map.clone()));
+        (names, map)
     }
 
     fn quarantine(
@@ -162,21 +200,18 @@ impl<'c> Applier<'c> {
                 "primary key shape differs from this database's",
             );
         }
-        let names: Vec<String> = schema
-            .value_columns()
-            .map(|i| schema.columns[i as usize].name.clone())
-            .collect();
+        let (names, map) = self.column_map(ti, schema);
         let mut known = Vec::new();
         let mut unknown = Vec::new();
         for cell in &row.cells {
-            let name = names.get(cell.column as usize).ok_or_else(|| {
+            let local = map.get(cell.column as usize).ok_or_else(|| {
                 Error::Apply(ApplyError::BadSchema(format!(
                     "a cell of {} names column {} it does not have",
                     schema.name, cell.column
                 )))
             })?;
-            match self.tables[ti].column_index(name) {
-                Some(c) => known.push((c, cell)),
+            match local {
+                Some(c) => known.push((*c, cell)),
                 None => unknown.push(cell.clone()),
             }
         }
@@ -335,10 +370,8 @@ impl<'c> Applier<'c> {
                 }
                 return Err(e);
             }
-            if !was_alive {
-                let mut s = self
-                    .conn()
-                    .prepare("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
+            if !was_alive && st.exist > 0 {
+                let s = self.cached("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2".into())?;
                 s.bind_i64(1, t.id)?;
                 s.bind_blob(2, &key)?;
                 s.run()?;
@@ -454,8 +487,9 @@ impl<'c> Applier<'c> {
         s.run()
     }
 
-    fn has_children(&self, ti: usize, key: &[Value]) -> Result<bool, Error> {
-        for l in self.links.iter().filter(|l| l.parent == ti) {
+    fn has_children(&mut self, ti: usize, key: &[Value]) -> Result<bool, Error> {
+        let links: Vec<Rc<Link>> = self.links.iter().filter(|l| l.parent == ti).cloned().collect();
+        for l in links {
             let c = &self.tables[l.child];
             let w: Vec<String> = l
                 .child_cols
@@ -463,13 +497,8 @@ impl<'c> Applier<'c> {
                 .enumerate()
                 .map(|(i, col)| format!("{} = ?{}", quote(col), i + 1))
                 .collect();
-            let mut s = self.conn().prepare(&format!(
-                "SELECT 1 FROM {} WHERE {} LIMIT 1",
-                quote(&c.def.name),
-                w.join(" AND ")
-            ))?;
-            s.bind_all(key)?;
-            if s.step()? {
+            let sql = format!("SELECT 1 FROM {} WHERE {} LIMIT 1", quote(&c.def.name), w.join(" AND "));
+            if self.exists(sql, key)? {
                 return Ok(true);
             }
         }
@@ -484,12 +513,7 @@ impl<'c> Applier<'c> {
         key: &[Value],
         writes: &[(usize, Value)],
     ) -> Result<bool, Error> {
-        let links: Vec<Link> = self
-            .links
-            .iter()
-            .filter(|l| l.child == ti)
-            .cloned()
-            .collect();
+        let links: Vec<Rc<Link>> = self.links.iter().filter(|l| l.child == ti).cloned().collect();
         for l in links {
             let t = &self.tables[ti];
             let mut fk = Vec::new();
@@ -514,17 +538,11 @@ impl<'c> Applier<'c> {
             if fk.is_empty() {
                 continue;
             }
-            let p = &self.tables[l.parent];
-            let mut s = self.conn().prepare(&format!(
-                "SELECT 1 FROM {} WHERE {}",
-                quote(&p.def.name),
-                Self::where_key(p, 1)
-            ))?;
-            s.bind_all(&fk)?;
-            if s.step()? {
+            let p = self.tables[l.parent].clone();
+            let sql = format!("SELECT 1 FROM {} WHERE {}", quote(&p.def.name), Self::where_key(&p, 1));
+            if self.exists(sql, &fk)? {
                 continue;
             }
-            drop(s);
             let pkey = crate::keys::pack(&fk);
             let pid = p.id;
             match self.rows.get(pid, &pkey)? {

@@ -17,7 +17,7 @@ use crate::functions::Call;
 use crate::schema::{self, quote, ColumnDef, Tracked};
 use crate::sites::Sites;
 use crate::state::{RowState, RowStore, Version};
-use crate::triggers::{OP_DELETE, OP_INSERT, OP_UPDATE};
+use crate::triggers::{OP_DELETE, OP_INSERT, OP_REKEY, OP_UPDATE};
 use outpost_protocol::merge::{CellVersion, ReviewWrite};
 use outpost_protocol::{Hlc, Stamp, Strategy, Value};
 
@@ -123,42 +123,58 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
         let Some(t) = tables.iter().find(|t| t.id == tbl) else {
             continue;
         };
-        let mut st = rows.get(tbl, &key)?.unwrap_or_default();
-        let mut cols: Vec<usize> = Vec::new();
-        let n = t.def.columns.len();
-        match op {
-            OP_INSERT => {
-                if st.exist % 2 == 0 {
-                    st.exist += 1;
+        let entries = if op == OP_REKEY {
+            // An UPDATE of the key: the old row is deleted, the new one inserted.
+            let npk = t.def.pk.len().min(vals.len());
+            let old_key = crate::keys::pack(&vals[..npk]);
+            let mut counters = Vec::new();
+            for (c, col) in t.def.columns.iter().enumerate() {
+                if col.strategy == Strategy::Counter {
+                    counters.push(cells::read_app_value(conn, t, &key, c)?);
                 }
-                st.exist_seq = seq;
-                tomb_del.bind_i64(1, tbl)?;
-                tomb_del.bind_blob(2, &key)?;
-                tomb_del.run()?;
-                cols.extend(0..n);
             }
-            OP_UPDATE => {
-                if st.exist % 2 == 0 {
-                    st.exist += 1;
+            vec![(OP_DELETE, old_key, vals[npk..].to_vec()), (OP_INSERT, key, counters)]
+        } else {
+            vec![(op, key, vals)]
+        };
+        for (op, key, vals) in entries {
+            let mut st = rows.get(tbl, &key)?.unwrap_or_default();
+            let mut cols: Vec<usize> = Vec::new();
+            let n = t.def.columns.len();
+            match op {
+                OP_INSERT => {
+                    if st.exist % 2 == 0 {
+                        st.exist += 1;
+                    }
                     st.exist_seq = seq;
+                    tomb_del.bind_i64(1, tbl)?;
+                    tomb_del.bind_blob(2, &key)?;
+                    tomb_del.run()?;
+                    cols.extend(0..n);
                 }
-                cols.extend((0..n).filter(|&i| mask & (1i64 << i) != 0));
-            }
-            OP_DELETE => {
-                if st.exist % 2 == 1 {
-                    st.exist += 1;
-                    st.exist_seq = seq;
+                OP_UPDATE => {
+                    if st.exist % 2 == 0 {
+                        st.exist += 1;
+                        st.exist_seq = seq;
+                    }
+                    cols.extend((0..n).filter(|&i| mask & (1i64 << i) != 0));
                 }
-                tomb_put.bind_i64(1, tbl)?;
-                tomb_put.bind_blob(2, &key)?;
-                tomb_put.bind_blob(3, &crate::keys::pack(&vals))?;
-                tomb_put.run()?;
+                OP_DELETE => {
+                    if st.exist % 2 == 1 {
+                        st.exist += 1;
+                        st.exist_seq = seq;
+                    }
+                    tomb_put.bind_i64(1, tbl)?;
+                    tomb_put.bind_blob(2, &key)?;
+                    tomb_put.bind_blob(3, &crate::keys::pack(&vals))?;
+                    tomb_put.run()?;
+                }
+                _ => continue,
             }
-            _ => continue,
+            let hlc = write_local(call, t, &sites, &key, &mut st, &cols, hlc, seq, &vals)?;
+            max_hlc = max_hlc.max(hlc);
+            rows.put(tbl, &key, &st)?;
         }
-        let hlc = write_local(call, t, &sites, &key, &mut st, &cols, hlc, seq, &vals)?;
-        max_hlc = max_hlc.max(hlc);
-        rows.put(tbl, &key, &st)?;
     }
     drop(log);
     if any {

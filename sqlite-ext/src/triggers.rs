@@ -16,6 +16,8 @@ use outpost_protocol::Strategy;
 pub(crate) const OP_INSERT: i64 = 1;
 pub(crate) const OP_UPDATE: i64 = 2;
 pub(crate) const OP_DELETE: i64 = 3;
+/// An UPDATE that changed the primary key: `vals` holds the old key then the old values.
+pub(crate) const OP_REKEY: i64 = 4;
 
 fn name(t: &Tracked, what: &str) -> String {
     quote(&format!("_outpost_{}_{what}", t.def.name))
@@ -99,20 +101,23 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
         .map(|c| format!("NEW.{0} IS OLD.{0}", quote(c)))
         .collect();
     let same_key = same_key.join(" AND ");
-    let log = "INSERT INTO _outpost_log(tbl, key, op, hlc, mask, vals) VALUES";
+    let old_all: Vec<String> = t.def.pk.iter().chain(all.iter()).cloned().collect();
+    let rekey_vals = pack("OLD", &old_all);
+    let log = "INSERT INTO _outpost_log(tbl, key, op, hlc, mask, vals)";
+    // One trigger per statement kind: each trigger costs a sub-program call per row. Cheap column
+    // comparisons come before the function call in WHEN (SQLite short-circuits AND).
     conn.exec(&format!(
         "CREATE TRIGGER {ins} AFTER INSERT ON {tbl} WHEN outpost_capturing() BEGIN
-           {log} ({id}, {key_new}, {OP_INSERT}, outpost_tick(), -1, {ins_vals}); END;
-         CREATE TRIGGER {upd} AFTER UPDATE ON {tbl} WHEN outpost_capturing() AND {same_key} AND {mask} != 0 BEGIN
-           {log} ({id}, {key_new}, {OP_UPDATE}, outpost_tick(), {mask}, {upd_vals}); END;
-         CREATE TRIGGER {rekey} AFTER UPDATE ON {tbl} WHEN outpost_capturing() AND NOT ({same_key}) BEGIN
-           {log} ({id}, {key_old}, {OP_DELETE}, outpost_tick(), 0, {del_vals});
-           {log} ({id}, {key_new}, {OP_INSERT}, outpost_tick(), -1, {ins_vals}); END;
+           {log} VALUES ({id}, {key_new}, {OP_INSERT}, outpost_tick(), -1, {ins_vals}); END;
+         CREATE TRIGGER {upd} AFTER UPDATE ON {tbl} WHEN (NOT ({same_key}) OR {mask} != 0) AND outpost_capturing() BEGIN
+           {log} SELECT {id}, {key_new},
+             CASE WHEN {same_key} THEN {OP_UPDATE} ELSE {OP_REKEY} END, outpost_tick(),
+             CASE WHEN {same_key} THEN {mask} ELSE -1 END,
+             CASE WHEN {same_key} THEN {upd_vals} ELSE {rekey_vals} END; END;
          CREATE TRIGGER {del} AFTER DELETE ON {tbl} WHEN outpost_capturing() BEGIN
-           {log} ({id}, {key_old}, {OP_DELETE}, outpost_tick(), 0, {del_vals}); END;",
+           {log} VALUES ({id}, {key_old}, {OP_DELETE}, outpost_tick(), 0, {del_vals}); END;",
         ins = name(t, "ins"),
         upd = name(t, "upd"),
-        rekey = name(t, "rekey"),
         del = name(t, "del"),
     ))
 }
