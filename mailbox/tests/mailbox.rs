@@ -243,3 +243,33 @@ fn the_file_is_in_wal_mode_with_full_sync() {
     assert_eq!(mode, "wal");
     assert!(path.with_file_name("m.db-wal").exists());
 }
+
+#[test]
+fn concurrent_writers_on_separate_connections_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    Mailbox::open(&path).unwrap();
+    let threads: Vec<_> = (1..=4u8)
+        .map(|n| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut mb = Mailbox::open(&path).unwrap();
+                let reader = Mailbox::open(&path).unwrap();
+                for seq in 1..=25 {
+                    let r = mb.store(vec![batch(site(n), seq, seq, 200)]).unwrap();
+                    assert!(r[0].stored && r[0].covered);
+                    // A reader on another connection sees every acknowledged commit.
+                    assert!(reader.vector().unwrap().get(&site(n)) >= seq);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mb = Mailbox::open(&path).unwrap();
+    mb.check().unwrap();
+    let v = mb.vector().unwrap();
+    assert!((1..=4u8).all(|n| v.get(&site(n)) == 25), "{v:?}");
+    assert_eq!(served(&mb, &VersionVector::new(), Some(site(1))).len(), 75);
+}
