@@ -69,6 +69,11 @@ pub(crate) struct Applier<'c> {
     rows: RowStore,
     upserts: HashMap<(usize, u64), Stmt>,
     fk_on: bool,
+    /// Check every parent a row references (else only parents this database deleted; a missing
+    /// parent then surfaces as a foreign-key failure at commit and the batch is redone strictly).
+    pub strict: bool,
+    /// Tracked tables holding tombstones (only their rows can need restoring).
+    tombstoned: Vec<bool>,
     pub max_hlc: u64,
 }
 
@@ -104,6 +109,11 @@ impl<'c> Applier<'c> {
         }
         let fk_on = conn.query_i64("PRAGMA foreign_keys", &[])?.unwrap_or(0) != 0;
         let order = schema::topo_order(conn, &tables)?;
+        let mut tombstoned = Vec::new();
+        for t in &tables {
+            let q = "SELECT 1 FROM _outpost_tombstones WHERE tbl = ?1 LIMIT 1";
+            tombstoned.push(conn.query_i64(q, &[Value::Integer(t.id)])?.is_some());
+        }
         Ok(Applier {
             call,
             stats: Stats::default(),
@@ -116,6 +126,8 @@ impl<'c> Applier<'c> {
             rows: RowStore::new(conn)?,
             upserts: HashMap::new(),
             fk_on,
+            strict: true,
+            tombstoned,
             max_hlc: 0,
         })
     }
@@ -126,7 +138,11 @@ impl<'c> Applier<'c> {
 
     /// Local tables in apply order (parents first).
     pub(crate) fn order(&self) -> Result<Vec<String>, Error> {
-        Ok(self.order.iter().map(|&i| self.tables[i].def.name.clone()).collect())
+        Ok(self
+            .order
+            .iter()
+            .map(|&i| self.tables[i].def.name.clone())
+            .collect())
     }
 
     /// A statement prepared once per applier. Callers reset it after reading.
@@ -135,7 +151,9 @@ impl<'c> Applier<'c> {
             let s = self.call.conn.prepare(&sql)?;
             self.stmts.insert(sql.clone(), s);
         }
-        self.stmts.get_mut(&sql).ok_or_else(|| Error::Internal("statement cache".into()))
+        self.stmts
+            .get_mut(&sql)
+            .ok_or_else(|| Error::Internal("statement cache".into()))
     }
 
     /// Runs a cached query with `params`: whether it returned a row.
@@ -150,14 +168,24 @@ impl<'c> Applier<'c> {
     fn column_map(&mut self, ti: usize, schema: &TableSchema) -> (Vec<String>, Vec<Option<usize>>) {
         if let Some((names, map)) = self.maps.get(&schema.name) {
             let same = names.len() + schema.primary_key.len() == schema.columns.len()
-                && schema.value_columns().zip(names).all(|(i, n)| schema.columns[i as usize].name == *n);
+                && schema
+                    .value_columns()
+                    .zip(names)
+                    .all(|(i, n)| schema.columns[i as usize].name == *n);
             if same {
                 return (names.clone(), map.clone());
             }
         }
-        let names: Vec<String> = schema.value_columns().map(|i| schema.columns[i as usize].name.clone()).collect();
-        let map: Vec<Option<usize>> = names.iter().map(|n| self.tables[ti].column_index(n)).collect();
-        self.maps.insert(schema.name.clone(), (names.clone(), map.clone()));
+        let names: Vec<String> = schema
+            .value_columns()
+            .map(|i| schema.columns[i as usize].name.clone())
+            .collect();
+        let map: Vec<Option<usize>> = names
+            .iter()
+            .map(|n| self.tables[ti].column_index(n))
+            .collect();
+        self.maps
+            .insert(schema.name.clone(), (names.clone(), map.clone()));
         (names, map)
     }
 
@@ -371,7 +399,8 @@ impl<'c> Applier<'c> {
                 return Err(e);
             }
             if !was_alive && st.exist > 0 {
-                let s = self.cached("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2".into())?;
+                let s = self
+                    .cached("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2".into())?;
                 s.bind_i64(1, t.id)?;
                 s.bind_blob(2, &key)?;
                 s.run()?;
@@ -488,7 +517,12 @@ impl<'c> Applier<'c> {
     }
 
     fn has_children(&mut self, ti: usize, key: &[Value]) -> Result<bool, Error> {
-        let links: Vec<Rc<Link>> = self.links.iter().filter(|l| l.parent == ti).cloned().collect();
+        let links: Vec<Rc<Link>> = self
+            .links
+            .iter()
+            .filter(|l| l.parent == ti)
+            .cloned()
+            .collect();
         for l in links {
             let c = &self.tables[l.child];
             let w: Vec<String> = l
@@ -497,7 +531,11 @@ impl<'c> Applier<'c> {
                 .enumerate()
                 .map(|(i, col)| format!("{} = ?{}", quote(col), i + 1))
                 .collect();
-            let sql = format!("SELECT 1 FROM {} WHERE {} LIMIT 1", quote(&c.def.name), w.join(" AND "));
+            let sql = format!(
+                "SELECT 1 FROM {} WHERE {} LIMIT 1",
+                quote(&c.def.name),
+                w.join(" AND ")
+            );
             if self.exists(sql, key)? {
                 return Ok(true);
             }
@@ -513,7 +551,12 @@ impl<'c> Applier<'c> {
         key: &[Value],
         writes: &[(usize, Value)],
     ) -> Result<bool, Error> {
-        let links: Vec<Rc<Link>> = self.links.iter().filter(|l| l.child == ti).cloned().collect();
+        let links: Vec<Rc<Link>> = self
+            .links
+            .iter()
+            .filter(|l| l.child == ti)
+            .cloned()
+            .collect();
         for l in links {
             let t = &self.tables[ti];
             let mut fk = Vec::new();
@@ -535,11 +578,15 @@ impl<'c> Applier<'c> {
                     Some(v) => fk.push(v),
                 }
             }
-            if fk.is_empty() {
+            if fk.is_empty() || (!self.strict && !self.tombstoned[l.parent]) {
                 continue;
             }
             let p = self.tables[l.parent].clone();
-            let sql = format!("SELECT 1 FROM {} WHERE {}", quote(&p.def.name), Self::where_key(&p, 1));
+            let sql = format!(
+                "SELECT 1 FROM {} WHERE {}",
+                quote(&p.def.name),
+                Self::where_key(&p, 1)
+            );
             if self.exists(sql, &fk)? {
                 continue;
             }
@@ -655,9 +702,19 @@ pub(crate) fn sql_apply(call: &Call, args: &[Value]) -> Result<Value, Error> {
     if batch.header.origin == crate::clock::site_id(call.conn)? {
         return Err(ApplyError::OwnOrigin.into());
     }
-    call.conn.exec("SAVEPOINT outpost_apply")?;
-    let r = apply_batch(call, &batch);
-    let stats = schema::finish_savepoint(call.conn, "outpost_apply", r)?;
+    let stats = schema::with_bulk_cache(call.conn, || {
+        call.conn.exec("SAVEPOINT outpost_apply")?;
+        let r = apply_batch(call, &batch, false);
+        let r = schema::finish_savepoint(call.conn, "outpost_apply", r);
+        if matches!(&r, Err(Error::Sqlite { code, .. }) if *code == FOREIGN_KEY_FAILED) {
+            // A row referenced a parent this database does not have: redo, checking every
+            // parent, so such rows go to the quarantine instead of failing the batch.
+            call.conn.exec("SAVEPOINT outpost_apply")?;
+            let again = apply_batch(call, &batch, true);
+            return schema::finish_savepoint(call.conn, "outpost_apply", again);
+        }
+        r
+    })?;
     let json = serde_json::json!({
         "applied": stats.applied, "unchanged": stats.unchanged,
         "conflicts": stats.conflicts, "quarantined": stats.quarantined,
@@ -674,7 +731,14 @@ fn covered(conn: Conn, origin: SiteId) -> Result<u64, Error> {
         .unwrap_or(0) as u64)
 }
 
-fn apply_batch(call: &Call, batch: &outpost_protocol::batch::Batch) -> Result<Stats, Error> {
+/// SQLITE_CONSTRAINT_FOREIGNKEY.
+const FOREIGN_KEY_FAILED: i32 = 787;
+
+fn apply_batch(
+    call: &Call,
+    batch: &outpost_protocol::batch::Batch,
+    strict: bool,
+) -> Result<Stats, Error> {
     let conn = call.conn;
     let h = &batch.header;
     if crate::fold::fold(call)? {
@@ -705,6 +769,7 @@ fn apply_batch(call: &Call, batch: &outpost_protocol::batch::Batch) -> Result<St
     let _quiet = call.session.suppress();
     conn.exec("PRAGMA defer_foreign_keys = ON")?;
     let mut ap = Applier::new(call)?;
+    ap.strict = strict;
     let order = ap.order()?;
     let rank = |name: &str| order.iter().position(|n| n == name).unwrap_or(usize::MAX);
     let mut groups: Vec<_> = batch.tables.iter().collect();

@@ -46,14 +46,16 @@ pub(crate) fn sql_changes(call: &Call, args: &[Value]) -> Result<Value, Error> {
         Some(_) => return Err(call.arg_error("max_bytes must be a positive integer")),
     };
     schema::ensure(call.conn)?;
-    call.conn.exec("SAVEPOINT outpost_changes")?;
-    let r = (|| {
-        if crate::fold::fold(call)? {
-            crate::quarantine::retry_all(call)?;
-        }
-        changes(call, since, max_bytes)
-    })();
-    let r = schema::finish_savepoint(call.conn, "outpost_changes", r)?;
+    let r = schema::with_bulk_cache(call.conn, || {
+        call.conn.exec("SAVEPOINT outpost_changes")?;
+        let r = (|| {
+            if crate::fold::fold(call)? {
+                crate::quarantine::retry_all(call)?;
+            }
+            changes(call, since, max_bytes)
+        })();
+        schema::finish_savepoint(call.conn, "outpost_changes", r)
+    })?;
     Ok(r.map_or(Value::Null, Value::Blob))
 }
 

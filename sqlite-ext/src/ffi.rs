@@ -67,6 +67,7 @@ api_table! {
     column_blob: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> *const c_void,
     column_bytes: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> c_int,
     errmsg: unsafe extern "C" fn(*mut sqlite3) -> *const c_char,
+    extended_errcode: unsafe extern "C" fn(*mut sqlite3) -> c_int,
     get_autocommit: unsafe extern "C" fn(*mut sqlite3) -> c_int,
     create_function_v2: unsafe extern "C" fn(*mut sqlite3, *const c_char, c_int, c_int, *mut c_void, Option<XFunc>, Option<unsafe extern "C" fn(*mut sqlite3_context, c_int, *mut *mut sqlite3_value)>, Option<unsafe extern "C" fn(*mut sqlite3_context)>, Option<unsafe extern "C" fn(*mut c_void)>) -> c_int,
     user_data: unsafe extern "C" fn(*mut sqlite3_context) -> *mut c_void,
@@ -128,7 +129,14 @@ fn transient() -> Destructor {
 pub(crate) struct Conn(pub(crate) *mut sqlite3);
 
 impl Conn {
-    fn last_error(&self, code: c_int, sql: &str) -> Error {
+    fn last_error(&self, primary: c_int, sql: &str) -> Error {
+        // SAFETY: self.0 is a live connection for the duration of the callback.
+        let extended = unsafe { (api().extended_errcode)(self.0) };
+        let code = if extended & 0xff == primary & 0xff {
+            extended
+        } else {
+            primary
+        };
         // SAFETY: self.0 is a live connection for the duration of the callback.
         let msg = unsafe { CStr::from_ptr((api().errmsg)(self.0)) }
             .to_string_lossy()

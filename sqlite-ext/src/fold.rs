@@ -133,7 +133,10 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
                     counters.push(cells::read_app_value(conn, t, &key, c)?);
                 }
             }
-            vec![(OP_DELETE, old_key, vals[npk..].to_vec()), (OP_INSERT, key, counters)]
+            vec![
+                (OP_DELETE, old_key, vals[npk..].to_vec()),
+                (OP_INSERT, key, counters),
+            ]
         } else {
             vec![(op, key, vals)]
         };
@@ -152,6 +155,7 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
                     tomb_del.run()?;
                     cols.extend(0..n);
                 }
+                OP_UPDATE if mask == 0 => continue,
                 OP_UPDATE => {
                     if st.exist % 2 == 0 {
                         st.exist += 1;

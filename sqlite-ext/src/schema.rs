@@ -67,16 +67,42 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
 
 /// Releases a savepoint on success, rolls it back (and releases) on error.
 pub(crate) fn finish_savepoint<T>(conn: Conn, name: &str, r: Result<T, Error>) -> Result<T, Error> {
-    match r {
-        Ok(v) => {
-            conn.exec(&format!("RELEASE {name}"))?;
-            Ok(v)
-        }
-        Err(e) => {
-            let _ = conn.exec(&format!("ROLLBACK TO {name}; RELEASE {name}"));
-            Err(e)
-        }
+    let r = match r {
+        // RELEASE of the outermost savepoint commits; it fails on deferred foreign keys.
+        Ok(v) => conn.exec(&format!("RELEASE {name}")).map(|_| v),
+        Err(e) => Err(e),
+    };
+    if r.is_err() {
+        let _ = conn.exec(&format!("ROLLBACK TO {name}; RELEASE {name}"));
     }
+    r
+}
+
+/// The page cache (KiB) bulk operations (fold, apply) run with when the connection's is smaller.
+const BULK_CACHE_KIB: i64 = 16 * 1024;
+
+/// Runs `f` with a page cache of at least [`BULK_CACHE_KIB`]: fold and apply touch keys all over
+/// several B-trees, and a larger cache saves most re-reads. The setting is restored afterwards.
+pub(crate) fn with_bulk_cache<T>(
+    conn: Conn,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
+    let cache = conn.query_i64("PRAGMA cache_size", &[])?.unwrap_or(-2000);
+    let page = conn.query_i64("PRAGMA page_size", &[])?.unwrap_or(4096);
+    let kib = if cache < 0 {
+        -cache
+    } else {
+        cache.saturating_mul(page) / 1024
+    };
+    let bump = kib < BULK_CACHE_KIB;
+    if bump {
+        conn.exec(&format!("PRAGMA cache_size = -{BULK_CACHE_KIB}"))?;
+    }
+    let r = f();
+    if bump {
+        conn.exec(&format!("PRAGMA cache_size = {cache}"))?;
+    }
+    r
 }
 
 /// Which way a table syncs.
