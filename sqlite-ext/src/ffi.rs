@@ -5,12 +5,15 @@
 //! table from `sqlite3_auto_extension`. The entry point copies the function pointers it needs into
 //! [`Api`] once, refusing to load when one is missing, so no call below can find a hole.
 //! Everything else in the crate uses the safe [`Conn`] / [`Stmt`] wrappers.
+//!
+//! The routines table is read as what it is in `sqlite3ext.h`: a struct of function pointers,
+//! append-only across SQLite versions, so each entry is addressed by its position there. This
+//! crate deliberately links no SQLite of its own (sqlite-loadable's `sqlite3ext-sys` compiles one
+//! in, which collides with the app's SQLite when the extension is linked statically, as on
+//! mobile): it only ever calls the SQLite that loaded it.
 
 use crate::error::Error;
 use outpost_protocol::Value;
-use sqlite_loadable::ext::{
-    sqlite3, sqlite3_api_routines, sqlite3_context, sqlite3_stmt, sqlite3_value,
-};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::OnceLock;
 
@@ -23,6 +26,31 @@ pub(crate) const SQLITE_UTF8: c_int = 1;
 pub(crate) const SQLITE_DETERMINISTIC: c_int = 0x800;
 pub(crate) const SQLITE_INNOCUOUS: c_int = 0x200000;
 
+/// A database connection (opaque).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct sqlite3 {
+    _private: [u8; 0],
+}
+/// A function call's context.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct sqlite3_context {
+    _private: [u8; 0],
+}
+/// A value (function argument).
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct sqlite3_value {
+    _private: [u8; 0],
+}
+/// A prepared statement.
+#[repr(C)]
+#[allow(non_camel_case_types)]
+pub struct sqlite3_stmt {
+    _private: [u8; 0],
+}
+
 const INTEGER: c_int = 1;
 const FLOAT: c_int = 2;
 const TEXT: c_int = 3;
@@ -32,59 +60,68 @@ type Destructor = Option<unsafe extern "C" fn(*mut c_void)>;
 type XFunc = unsafe extern "C" fn(*mut sqlite3_context, c_int, *mut *mut sqlite3_value);
 
 macro_rules! api_table {
-    ($($name:ident : $ty:ty),* $(,)?) => {
+    ($($name:ident @ $index:literal : $ty:ty),* $(,)?) => {
         /// The SQLite entry points this crate calls, copied from the routines table at load.
         pub(crate) struct Api { $(pub(crate) $name: $ty,)* }
 
         impl Api {
-            /// Copies the needed pointers; `None` names the first missing one.
+            /// Copies the needed pointers; `Err` names the first missing one.
             ///
             /// # Safety
             /// `p` must point to a valid `sqlite3_api_routines` (as passed to an entry point).
-            unsafe fn from_routines(p: *const sqlite3_api_routines) -> Result<Api, &'static str> {
-                // SAFETY: the caller guarantees `p` is a valid routines table.
-                let r = unsafe { &*p };
-                Ok(Api { $($name: r.$name.ok_or(stringify!($name))?,)* })
+            unsafe fn from_routines(p: *const *const c_void) -> Result<Api, &'static str> {
+                Ok(Api { $($name: {
+                    // SAFETY: the table holds at least this many pointers (it only grows, and
+                    // every entry used here exists since SQLite 3.14); each entry has the
+                    // signature sqlite3ext.h gives it.
+                    let f = unsafe { *p.add($index) };
+                    if f.is_null() {
+                        return Err(stringify!($name));
+                    }
+                    // SAFETY: as above; a non-null entry is the function of that signature.
+                    unsafe { std::mem::transmute::<*const c_void, $ty>(f) }
+                },)* })
             }
         }
     };
 }
 
+// Positions in `struct sqlite3_api_routines` (sqlite3ext.h).
 api_table! {
-    prepare_v2: unsafe extern "C" fn(*mut sqlite3, *const c_char, c_int, *mut *mut sqlite3_stmt, *mut *const c_char) -> c_int,
-    step: unsafe extern "C" fn(*mut sqlite3_stmt) -> c_int,
-    reset: unsafe extern "C" fn(*mut sqlite3_stmt) -> c_int,
-    finalize: unsafe extern "C" fn(*mut sqlite3_stmt) -> c_int,
-    bind_int64: unsafe extern "C" fn(*mut sqlite3_stmt, c_int, i64) -> c_int,
-    bind_double: unsafe extern "C" fn(*mut sqlite3_stmt, c_int, f64) -> c_int,
-    bind_null: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> c_int,
-    bind_text: unsafe extern "C" fn(*mut sqlite3_stmt, c_int, *const c_char, c_int, Destructor) -> c_int,
-    bind_blob: unsafe extern "C" fn(*mut sqlite3_stmt, c_int, *const c_void, c_int, Destructor) -> c_int,
-    column_type: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> c_int,
-    column_int64: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> i64,
-    column_double: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> f64,
-    column_text: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> *const u8,
-    column_blob: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> *const c_void,
-    column_bytes: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> c_int,
-    errmsg: unsafe extern "C" fn(*mut sqlite3) -> *const c_char,
-    extended_errcode: unsafe extern "C" fn(*mut sqlite3) -> c_int,
-    get_autocommit: unsafe extern "C" fn(*mut sqlite3) -> c_int,
-    create_function_v2: unsafe extern "C" fn(*mut sqlite3, *const c_char, c_int, c_int, *mut c_void, Option<XFunc>, Option<unsafe extern "C" fn(*mut sqlite3_context, c_int, *mut *mut sqlite3_value)>, Option<unsafe extern "C" fn(*mut sqlite3_context)>, Option<unsafe extern "C" fn(*mut c_void)>) -> c_int,
-    user_data: unsafe extern "C" fn(*mut sqlite3_context) -> *mut c_void,
-    context_db_handle: unsafe extern "C" fn(*mut sqlite3_context) -> *mut sqlite3,
-    result_int64: unsafe extern "C" fn(*mut sqlite3_context, i64),
-    result_double: unsafe extern "C" fn(*mut sqlite3_context, f64),
-    result_null: unsafe extern "C" fn(*mut sqlite3_context),
-    result_text: unsafe extern "C" fn(*mut sqlite3_context, *const c_char, c_int, Destructor),
-    result_blob: unsafe extern "C" fn(*mut sqlite3_context, *const c_void, c_int, Destructor),
-    result_error: unsafe extern "C" fn(*mut sqlite3_context, *const c_char, c_int),
-    result_error_code: unsafe extern "C" fn(*mut sqlite3_context, c_int),
-    value_type: unsafe extern "C" fn(*mut sqlite3_value) -> c_int,
-    value_int64: unsafe extern "C" fn(*mut sqlite3_value) -> i64,
-    value_double: unsafe extern "C" fn(*mut sqlite3_value) -> f64,
-    value_text: unsafe extern "C" fn(*mut sqlite3_value) -> *const u8,
-    value_blob: unsafe extern "C" fn(*mut sqlite3_value) -> *const c_void,
-    value_bytes: unsafe extern "C" fn(*mut sqlite3_value) -> c_int,
+    prepare_v2 @ 116: unsafe extern "C" fn(*mut sqlite3, *const c_char, c_int, *mut *mut sqlite3_stmt, *mut *const c_char) -> c_int,
+    step @ 94: unsafe extern "C" fn(*mut sqlite3_stmt) -> c_int,
+    reset @ 77: unsafe extern "C" fn(*mut sqlite3_stmt) -> c_int,
+    finalize @ 57: unsafe extern "C" fn(*mut sqlite3_stmt) -> c_int,
+    bind_int64 @ 5: unsafe extern "C" fn(*mut sqlite3_stmt, c_int, i64) -> c_int,
+    bind_double @ 3: unsafe extern "C" fn(*mut sqlite3_stmt, c_int, f64) -> c_int,
+    bind_null @ 6: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> c_int,
+    bind_text @ 10: unsafe extern "C" fn(*mut sqlite3_stmt, c_int, *const c_char, c_int, Destructor) -> c_int,
+    bind_blob @ 2: unsafe extern "C" fn(*mut sqlite3_stmt, c_int, *const c_void, c_int, Destructor) -> c_int,
+    column_type @ 38: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> c_int,
+    column_int64 @ 29: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> i64,
+    column_double @ 27: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> f64,
+    column_text @ 36: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> *const u8,
+    column_blob @ 19: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> *const c_void,
+    column_bytes @ 20: unsafe extern "C" fn(*mut sqlite3_stmt, c_int) -> c_int,
+    errmsg @ 53: unsafe extern "C" fn(*mut sqlite3) -> *const c_char,
+    extended_errcode @ 166: unsafe extern "C" fn(*mut sqlite3) -> c_int,
+    get_autocommit @ 60: unsafe extern "C" fn(*mut sqlite3) -> c_int,
+    create_function_v2 @ 162: unsafe extern "C" fn(*mut sqlite3, *const c_char, c_int, c_int, *mut c_void, Option<XFunc>, Option<unsafe extern "C" fn(*mut sqlite3_context, c_int, *mut *mut sqlite3_value)>, Option<unsafe extern "C" fn(*mut sqlite3_context)>, Option<unsafe extern "C" fn(*mut c_void)>) -> c_int,
+    user_data @ 101: unsafe extern "C" fn(*mut sqlite3_context) -> *mut c_void,
+    context_db_handle @ 149: unsafe extern "C" fn(*mut sqlite3_context) -> *mut sqlite3,
+    result_int64 @ 83: unsafe extern "C" fn(*mut sqlite3_context, i64),
+    result_double @ 79: unsafe extern "C" fn(*mut sqlite3_context, f64),
+    result_null @ 84: unsafe extern "C" fn(*mut sqlite3_context),
+    result_text @ 85: unsafe extern "C" fn(*mut sqlite3_context, *const c_char, c_int, Destructor),
+    result_blob @ 78: unsafe extern "C" fn(*mut sqlite3_context, *const c_void, c_int, Destructor),
+    result_error @ 80: unsafe extern "C" fn(*mut sqlite3_context, *const c_char, c_int),
+    result_error_code @ 146: unsafe extern "C" fn(*mut sqlite3_context, c_int),
+    value_type @ 113: unsafe extern "C" fn(*mut sqlite3_value) -> c_int,
+    value_int64 @ 107: unsafe extern "C" fn(*mut sqlite3_value) -> i64,
+    value_double @ 105: unsafe extern "C" fn(*mut sqlite3_value) -> f64,
+    value_text @ 109: unsafe extern "C" fn(*mut sqlite3_value) -> *const u8,
+    value_blob @ 102: unsafe extern "C" fn(*mut sqlite3_value) -> *const c_void,
+    value_bytes @ 103: unsafe extern "C" fn(*mut sqlite3_value) -> c_int,
 }
 
 static API: OnceLock<Api> = OnceLock::new();
@@ -94,7 +131,7 @@ static API: OnceLock<Api> = OnceLock::new();
 ///
 /// # Safety
 /// `p` must be null or point to a valid `sqlite3_api_routines`.
-pub(crate) unsafe fn install(p: *const sqlite3_api_routines) -> Result<(), String> {
+pub(crate) unsafe fn install(p: *const c_void) -> Result<(), String> {
     if API.get().is_some() {
         return Ok(());
     }
@@ -102,7 +139,7 @@ pub(crate) unsafe fn install(p: *const sqlite3_api_routines) -> Result<(), Strin
         return Err("outpost: SQLite passed no API routines table to the entry point".into());
     }
     // SAFETY: forwarded caller guarantee.
-    let api = unsafe { Api::from_routines(p) }
+    let api = unsafe { Api::from_routines(p.cast()) }
         .map_err(|name| format!("outpost: this SQLite lacks sqlite3_{name}"))?;
     let _ = API.set(api);
     Ok(())

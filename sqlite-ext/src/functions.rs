@@ -6,9 +6,8 @@
 
 use crate::clock::Session;
 use crate::error::Error;
-use crate::ffi::{self, Conn};
+use crate::ffi::{self, sqlite3, sqlite3_context, sqlite3_value, Conn};
 use outpost_protocol::Value;
-use sqlite_loadable::ext::{sqlite3, sqlite3_context, sqlite3_value};
 use std::ffi::{c_int, c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;

@@ -118,9 +118,9 @@ pub fn function_names() -> Vec<&'static str> {
 /// Called by SQLite with a valid connection and its API routines table.
 #[no_mangle]
 pub unsafe extern "C" fn sqlite3_outpost_init(
-    db: *mut sqlite_loadable::ext::sqlite3,
+    db: *mut ffi::sqlite3,
     pz_err_msg: *mut *mut c_char,
-    p_api: *mut sqlite_loadable::ext::sqlite3_api_routines,
+    p_api: *const std::ffi::c_void,
 ) -> c_int {
     let r = std::panic::catch_unwind(|| {
         // SAFETY: SQLite passes its routines table (or null, refused inside).
