@@ -15,4 +15,5 @@ pub mod enroll;
 pub mod identity;
 pub mod interfaces;
 pub mod logging;
+pub mod net;
 pub mod server;

@@ -1,0 +1,258 @@
+//! Running a blocking handler (the relay: Noise, SQLite commits with fsync) on connections of
+//! the hub's async stack.
+//!
+//! The stack runs on one single-threaded executor; a handler that blocked it, even for one
+//! fsync, would stall every connection, ARP, DHCP renewals and TCP timers. So [`Bridge`] gives
+//! each connection a thread: the async side pumps bytes between the socket and two bounded
+//! channels (full duplex), and the thread sees a [`BridgedConn`], an ordinary
+//! `std::io::Read + Write` with read/write timeouts, exactly like a `TcpStream`. The relay code
+//! is then the same over std sockets and over embassy-net.
+//!
+//! Ending: the handler returning (or its thread ending in any way) closes the connection after
+//! its last bytes are sent; the peer closing gives the handler end-of-stream on read; a
+//! [`Closer`] (for revocation) ends both directions from any thread.
+
+use super::tcp::ConnHandler;
+use async_channel::{Receiver, Sender};
+use embassy_futures::select::{select, Either};
+use embedded_io_async::{Read, Write};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest chunk carried by one channel message.
+const CHUNK: usize = 8 * 1024;
+/// Chunks in flight per direction (so at most 64 KiB is buffered each way).
+const DEPTH: usize = 8;
+
+/// A blocking connection handler, run on a thread of its own for each connection.
+pub trait BlockingHandler: Send + Sync + 'static {
+    /// Serves one connection until it ends. An error is logged with the peer's address.
+    fn handle(&self, conn: &mut BridgedConn) -> anyhow::Result<()>;
+}
+
+impl<F> BlockingHandler for F
+where
+    F: Fn(&mut BridgedConn) -> anyhow::Result<()> + Send + Sync + 'static,
+{
+    fn handle(&self, conn: &mut BridgedConn) -> anyhow::Result<()> {
+        self(conn)
+    }
+}
+
+/// A [`ConnHandler`] that runs a [`BlockingHandler`] on a thread per connection.
+#[derive(Debug)]
+pub struct Bridge<H> {
+    handler: Arc<H>,
+}
+
+impl<H: BlockingHandler> Bridge<H> {
+    /// Wraps `handler`.
+    pub fn new(handler: H) -> Self {
+        Bridge {
+            handler: Arc::new(handler),
+        }
+    }
+}
+
+impl<H: BlockingHandler> ConnHandler for Bridge<H> {
+    async fn handle<R: Read, W: Write>(
+        &self,
+        rx: &mut R,
+        tx: &mut W,
+        peer: SocketAddr,
+    ) -> anyhow::Result<()> {
+        let (to_thread, thread_in) = async_channel::bounded::<Vec<u8>>(DEPTH);
+        let (thread_out, from_thread) = async_channel::bounded::<Vec<u8>>(DEPTH);
+        let (done_tx, done_rx) = async_channel::bounded::<anyhow::Result<()>>(1);
+        let mut conn = BridgedConn {
+            rx: thread_in,
+            tx: thread_out,
+            chunk: Vec::new(),
+            pos: 0,
+            peer,
+            read_timeout: None,
+            write_timeout: None,
+        };
+        let handler = self.handler.clone();
+        std::thread::Builder::new()
+            .name(format!("conn {peer}"))
+            .spawn(move || {
+                let result = handler.handle(&mut conn);
+                drop(conn); // closes both channels: the async side sends what is queued, then FIN
+                let _ = done_tx.send_blocking(result);
+            })?;
+
+        let inbound = async {
+            let mut buf = vec![0; CHUNK];
+            loop {
+                match rx.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if to_thread.send(buf[..n].to_vec()).await.is_err() {
+                            break; // the handler is gone or the connection was closed
+                        }
+                    }
+                    Err(e) => {
+                        log::debug!("peer={peer} read failed: {e:?}");
+                        break;
+                    }
+                }
+            }
+            // End of stream for the handler; keep waiting for its side to finish.
+            to_thread.close();
+            core::future::pending::<()>().await
+        };
+        let outbound = async {
+            let mut failed = None;
+            while let Ok(chunk) = from_thread.recv().await {
+                if let Err(e) = tx.write_all(&chunk).await {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            // The handler's further writes now fail with BrokenPipe.
+            from_thread.close();
+            match failed {
+                Some(e) => Err(anyhow::anyhow!("write failed: {e:?}")),
+                None => tx
+                    .flush()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("flush failed: {e:?}")),
+            }
+        };
+        let pumped = match select(inbound, outbound).await {
+            Either::First(()) => unreachable!("the inbound pump never finishes first"),
+            Either::Second(r) => r,
+        };
+        // The handler cannot block on the channels any more (both are closed), so this wait is
+        // short.
+        to_thread.close();
+        let handled = done_rx
+            .recv()
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("connection handler panicked")));
+        handled.and(pumped)
+    }
+}
+
+/// Ends a bridged connection from another thread (both directions), like
+/// `TcpStream::shutdown(Both)`: the handler's reads return end-of-stream, its writes fail, and
+/// the socket is closed.
+#[derive(Clone, Debug)]
+pub struct Closer {
+    rx: Receiver<Vec<u8>>,
+    tx: Sender<Vec<u8>>,
+}
+
+impl Closer {
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.rx.close();
+        self.tx.close();
+    }
+}
+
+/// One connection of the hub's stack as a blocking stream, on its handler's thread.
+#[derive(Debug)]
+pub struct BridgedConn {
+    rx: Receiver<Vec<u8>>,
+    tx: Sender<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    peer: SocketAddr,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl BridgedConn {
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Longest wait in one `read` before it fails with `TimedOut` (`None`: no limit), like
+    /// `TcpStream::set_read_timeout`.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
+    }
+
+    /// Longest wait in one `write` for room to send (`None`: no limit).
+    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        self.write_timeout = timeout;
+    }
+
+    /// A handle that ends this connection from another thread.
+    pub fn closer(&self) -> Closer {
+        Closer {
+            rx: self.rx.clone(),
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+/// Awaits `future` on the calling thread, failing with `TimedOut` after `timeout`.
+fn block_with_timeout<T>(
+    future: impl std::future::Future<Output = T>,
+    timeout: Option<Duration>,
+) -> io::Result<T> {
+    let Some(timeout) = timeout else {
+        return Ok(async_io::block_on(future));
+    };
+    let timer = async_io::Timer::after(timeout);
+    match async_io::block_on(select(future, timer)) {
+        Either::First(value) => Ok(value),
+        Either::Second(_) => Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")),
+    }
+}
+
+impl io::Read for BridgedConn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pos == self.chunk.len() {
+            match block_with_timeout(self.rx.recv(), self.read_timeout)? {
+                Ok(chunk) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0), // the peer closed, or the connection was ended
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl io::Write for BridgedConn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = buf.len().min(CHUNK);
+        match block_with_timeout(self.tx.send(buf[..n].to_vec()), self.write_timeout)? {
+            Ok(()) => Ok(n),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "connection closed",
+            )),
+        }
+    }
+
+    /// Bytes written are already queued for the socket; the connection's close sends them all.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for BridgedConn {
+    fn drop(&mut self) {
+        // A Closer may still hold clones: close explicitly so the async side ends now.
+        self.rx.close();
+        self.tx.close();
+    }
+}

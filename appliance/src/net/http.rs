@@ -1,0 +1,141 @@
+//! The read-only status page: a tiny HTTP/1.0 server on the hub's stack. `GET /` (and `HEAD /`)
+//! answer with what the renderer returns, as HTML; other paths are 404, other methods 405.
+//! One request per connection; a request head must arrive within 5 s and fit in 2 KiB.
+
+use super::tcp::{serve, ConnHandler, TcpOptions};
+use embassy_net::Stack;
+use embassy_time::{with_timeout, Duration};
+use embedded_io_async::{Read, Write};
+use std::net::SocketAddr;
+
+const MAX_HEAD: usize = 2048;
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves the status page on `port` forever (two connections at once), calling `render` for
+/// each `GET /`. `render` runs on the network executor: it must be quick and must not block
+/// (read a snapshot the hub keeps up to date, not the database).
+pub async fn serve_status<F: Fn() -> String>(stack: Stack<'_>, port: u16, render: F) -> ! {
+    let options = TcpOptions {
+        rx_buffer: 2048,
+        tx_buffer: 8192,
+        ..TcpOptions::default()
+    };
+    log::info!("http: status page on port {port}");
+    serve::<_, 2>(stack, port, options, &StatusPage { render }).await
+}
+
+struct StatusPage<F> {
+    render: F,
+}
+
+impl<F: Fn() -> String> ConnHandler for StatusPage<F> {
+    async fn handle<R: Read, W: Write>(
+        &self,
+        rx: &mut R,
+        tx: &mut W,
+        peer: SocketAddr,
+    ) -> anyhow::Result<()> {
+        let mut head = Vec::with_capacity(512);
+        let complete = with_timeout(HEAD_TIMEOUT, read_head(rx, &mut head)).await;
+        let response = match complete {
+            Ok(Ok(true)) => respond(&head, &self.render),
+            Ok(Ok(false)) => status_only(400, "Bad Request"),
+            Ok(Err(e)) => anyhow::bail!("read failed: {e:?}"),
+            Err(_) => status_only(408, "Request Timeout"),
+        };
+        log::debug!(
+            "http: peer={peer} {:?} -> {}",
+            head.split(|b| *b == b'\r')
+                .next()
+                .map(String::from_utf8_lossy),
+            String::from_utf8_lossy(response.split(|b| *b == b'\r').next().unwrap_or(&[]))
+        );
+        tx.write_all(&response)
+            .await
+            .map_err(|e| anyhow::anyhow!("write failed: {e:?}"))?;
+        tx.flush()
+            .await
+            .map_err(|e| anyhow::anyhow!("flush failed: {e:?}"))
+    }
+}
+
+/// Reads until the blank line ending the request head: `Ok(true)` when found, `Ok(false)` when
+/// the head is too long or the peer closed first.
+async fn read_head<R: Read>(rx: &mut R, head: &mut Vec<u8>) -> Result<bool, R::Error> {
+    let mut buf = [0u8; 512];
+    loop {
+        if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+            return Ok(true);
+        }
+        if head.len() > MAX_HEAD {
+            return Ok(false);
+        }
+        let n = rx.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn status_only(code: u16, reason: &str) -> Vec<u8> {
+    let body = format!("{code} {reason}\n");
+    format!(
+        "HTTP/1.0 {code} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The whole response to a request head.
+fn respond(head: &[u8], render: &impl Fn() -> String) -> Vec<u8> {
+    let line = head.split(|b| *b == b'\n').next().unwrap_or(&[]);
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.trim_end().split(' ');
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    match (method, path) {
+        ("GET" | "HEAD", "/") => {
+            let body = render();
+            let mut out = format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            if method == "GET" {
+                out.extend_from_slice(body.as_bytes());
+            }
+            out
+        }
+        ("GET" | "HEAD", _) => status_only(404, "Not Found"),
+        _ => status_only(405, "Method Not Allowed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::respond;
+
+    fn render() -> String {
+        "<p>hub</p>".into()
+    }
+
+    #[test]
+    fn get_root_returns_the_rendered_page() {
+        let out = respond(b"GET /?x=1 HTTP/1.1\r\nHost: hub\r\n\r\n", &render);
+        assert_eq!(
+            out,
+            b"HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 10\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n<p>hub</p>"
+        );
+        let head = respond(b"HEAD / HTTP/1.0\r\n\r\n", &render);
+        assert!(head.starts_with(b"HTTP/1.0 200 OK\r\n"));
+        assert!(head.ends_with(b"\r\n\r\n"), "HEAD has no body");
+    }
+
+    #[test]
+    fn other_paths_and_methods_are_refused() {
+        assert!(respond(b"GET /admin HTTP/1.0\r\n\r\n", &render).starts_with(b"HTTP/1.0 404 "));
+        assert!(respond(b"POST / HTTP/1.0\r\n\r\n", &render).starts_with(b"HTTP/1.0 405 "));
+        assert!(respond(b"\r\n\r\n", &render).starts_with(b"HTTP/1.0 405 "));
+    }
+}
