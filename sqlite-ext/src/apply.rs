@@ -419,6 +419,9 @@ impl<'c> Applier<'c> {
             }
             self.delete(ti, &key, &row.key)?;
         }
+        if exist > st.exist {
+            cells::prune_review(self.conn(), &t, &key, exist)?;
+        }
         st.exist = exist;
         self.rows.put(t.id, &key, &st)?;
         self.stats.conflicts += new_conflicts;
@@ -657,6 +660,7 @@ impl<'c> Applier<'c> {
             st.exist += 1;
         }
         st.exist_seq = seq;
+        cells::prune_review(conn, &t, key, st.exist)?;
         let counters: Vec<Value> = (0..t.def.columns.len())
             .filter(|&c| t.def.columns[c].strategy == Strategy::Counter)
             .map(|c| vals.get(c).cloned().unwrap_or(Value::Null))

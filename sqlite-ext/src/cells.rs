@@ -147,3 +147,24 @@ pub(crate) fn read_app_value(
     s.bind_all(&vals)?;
     Ok(if s.step()? { s.value(0) } else { Value::Null })
 }
+
+/// Drops the review siblings written before the row's current causal length `exist` (they died
+/// with the delete that ended their epoch), so a conflict is listed only for a live row's current
+/// epoch: the same on every replica whichever order the delete and the writes arrived in.
+pub(crate) fn prune_review(conn: Conn, t: &Tracked, key: &[u8], exist: u64) -> Result<(), Error> {
+    for (c, col) in t.def.columns.iter().enumerate() {
+        if col.strategy != outpost_protocol::Strategy::Review {
+            continue;
+        }
+        let cell = load_review(conn, t.id, key, c)?;
+        if cell.siblings().iter().all(|s| s.version.epoch >= exist) {
+            continue;
+        }
+        let mut kept = ReviewCell::new();
+        for s in cell.siblings().iter().filter(|s| s.version.epoch >= exist) {
+            kept.merge(s.clone());
+        }
+        save_review(conn, t, key, c, &kept)?;
+    }
+    Ok(())
+}

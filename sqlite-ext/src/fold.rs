@@ -142,6 +142,7 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
         };
         for (op, key, vals) in entries {
             let mut st = rows.get(tbl, &key)?.unwrap_or_default();
+            let before = st.exist;
             let mut cols: Vec<usize> = Vec::new();
             let n = t.def.columns.len();
             match op {
@@ -174,6 +175,9 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
                     tomb_put.run()?;
                 }
                 _ => continue,
+            }
+            if st.exist != before {
+                cells::prune_review(conn, t, &key, st.exist)?;
             }
             let hlc = write_local(call, t, &sites, &key, &mut st, &cols, hlc, seq, &vals)?;
             max_hlc = max_hlc.max(hlc);

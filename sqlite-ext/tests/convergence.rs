@@ -1,6 +1,6 @@
 //! Seeded random operations on several replicas, random partial syncs, then a full exchange: every
 //! replica must hold the same rows, quarantine and conflicts (DESIGN I1). `OUTPOST_SEED=<n>`
-//! replays one seed.
+//! replays one seed; `OUTPOST_OPS` and `OUTPOST_REPLICAS` make the run longer or wider.
 
 mod common;
 use common::{clinic, mesh_sync, Replica};
@@ -72,9 +72,17 @@ fn step(rng: &mut StdRng, rs: &[Replica], next_id: &mut u32) {
 
 fn run(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let rs: Vec<Replica> = (0..3).map(|i| clinic(&format!("r{i}"))).collect();
+    let n: usize = std::env::var("OUTPOST_REPLICAS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let ops: usize = std::env::var("OUTPOST_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(250);
+    let rs: Vec<Replica> = (0..n).map(|i| clinic(&format!("r{i}"))).collect();
     let mut next_id = 0;
-    for _ in 0..250 {
+    for _ in 0..ops {
         step(&mut rng, &rs, &mut next_id);
     }
     let refs: Vec<&Replica> = rs.iter().collect();
@@ -82,10 +90,13 @@ fn run(seed: u64) {
     mesh_sync(&refs);
     let first = rs[0].state(TABLES);
     for r in &rs[1..] {
-        assert_eq!(
-            r.state(TABLES),
-            first,
-            "seed {seed}: {} differs from r0 (replay with OUTPOST_SEED={seed})",
+        let other = r.state(TABLES);
+        let only_here: Vec<&String> = other.iter().filter(|l| !first.contains(l)).collect();
+        let only_r0: Vec<&String> = first.iter().filter(|l| !other.contains(l)).collect();
+        assert!(
+            only_here.is_empty() && only_r0.is_empty(),
+            "seed {seed}: {} differs from r0 (replay with OUTPOST_SEED={seed})\n only in {}: {only_here:?}\n only in r0: {only_r0:?}",
+            r.name,
             r.name
         );
     }
