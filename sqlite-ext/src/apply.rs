@@ -22,13 +22,17 @@ use crate::ffi::{Conn, Stmt};
 use crate::functions::Call;
 use crate::schema::{self, quote, Direction, Tracked};
 use crate::sites::Sites;
-use crate::state::{RowState, RowStore, Version};
+use crate::state::{RowStore, Version};
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{CellPayload, RowChange, TableSchema};
 use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
 use outpost_protocol::{Hlc, SiteId, Stamp, Strategy, Value};
+mod restore;
+mod unique;
+
 use std::collections::HashMap;
 use std::rc::Rc;
+pub(crate) use unique::UNIQUE_REASON;
 
 /// What happened to one row change.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -387,16 +391,20 @@ impl<'c> Applier<'c> {
                     "parent row missing: a referenced row does not exist here (yet)",
                 );
             }
-            if let Err(e) = self.upsert(ti, &row.key, &writes) {
-                if e.is_constraint() {
-                    return self.quarantine(
-                        origin,
-                        schema,
-                        row,
-                        &format!("constraint failed: {e}"),
-                    );
+            match self.upsert(ti, &row.key, &writes) {
+                Ok(()) => {}
+                Err(Error::Sqlite { code, message, .. }) if code == UNIQUE_FAILED => {
+                    let out = self.unique_collision(ti, origin, schema, row, &writes, &message)?;
+                    if out == Outcome::Quarantined {
+                        return Ok(out);
+                    }
                 }
-                return Err(e);
+                Err(Error::Sqlite { code, message, .. })
+                    if code & 0xff == crate::ffi::SQLITE_CONSTRAINT =>
+                {
+                    return self.quarantine(origin, schema, row, &message);
+                }
+                Err(e) => return Err(e),
             }
             if !was_alive && st.exist > 0 {
                 let s = self
@@ -428,7 +436,7 @@ impl<'c> Applier<'c> {
         Ok(outcome)
     }
 
-    fn where_key(t: &Tracked, first: usize) -> String {
+    pub(crate) fn where_key(t: &Tracked, first: usize) -> String {
         let w: Vec<String> = t
             .def
             .pk
@@ -518,178 +526,6 @@ impl<'c> Applier<'c> {
         s.bind_all(key_vals)?;
         s.run()
     }
-
-    fn has_children(&mut self, ti: usize, key: &[Value]) -> Result<bool, Error> {
-        let links: Vec<Rc<Link>> = self
-            .links
-            .iter()
-            .filter(|l| l.parent == ti)
-            .cloned()
-            .collect();
-        for l in links {
-            let c = &self.tables[l.child];
-            let w: Vec<String> = l
-                .child_cols
-                .iter()
-                .enumerate()
-                .map(|(i, col)| format!("{} = ?{}", quote(col), i + 1))
-                .collect();
-            let sql = format!(
-                "SELECT 1 FROM {} WHERE {} LIMIT 1",
-                quote(&c.def.name),
-                w.join(" AND ")
-            );
-            if self.exists(sql, key)? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
-    /// Checks the parents a row about to be written references; re-creates one this database
-    /// deleted. False when a parent is missing and foreign keys are enforced.
-    fn parents_ok(
-        &mut self,
-        ti: usize,
-        key: &[Value],
-        writes: &[(usize, Value)],
-    ) -> Result<bool, Error> {
-        let links: Vec<Rc<Link>> = self
-            .links
-            .iter()
-            .filter(|l| l.child == ti)
-            .cloned()
-            .collect();
-        for l in links {
-            let t = &self.tables[ti];
-            let mut fk = Vec::new();
-            for col in &l.child_cols {
-                let v = if let Some(p) = t.def.pk.iter().position(|k| k == col) {
-                    Some(key[p].clone())
-                } else {
-                    match t.column_index(col) {
-                        // A column not written now was checked when it was written.
-                        Some(c) => writes.iter().find(|(w, _)| *w == c).map(|(_, v)| v.clone()),
-                        None => None,
-                    }
-                };
-                match v {
-                    Some(Value::Null) | None => {
-                        fk.clear();
-                        break;
-                    }
-                    Some(v) => fk.push(v),
-                }
-            }
-            if fk.is_empty() || (!self.strict && !self.tombstoned[l.parent]) {
-                continue;
-            }
-            let p = self.tables[l.parent].clone();
-            let sql = format!(
-                "SELECT 1 FROM {} WHERE {}",
-                quote(&p.def.name),
-                Self::where_key(&p, 1)
-            );
-            if self.exists(sql, &fk)? {
-                continue;
-            }
-            let pkey = crate::keys::pack(&fk);
-            let pid = p.id;
-            match self.rows.get(pid, &pkey)? {
-                Some(pst) if pst.exist % 2 == 0 && self.tombstone(pid, &pkey)?.is_some() => {
-                    self.resurrect(l.parent, &pkey, pst, "a child row was added or changed elsewhere while this row was deleted: row restored")?;
-                }
-                _ if self.fk_on => return Ok(false),
-                _ => {}
-            }
-        }
-        Ok(true)
-    }
-
-    fn tombstone(&self, tbl: i64, key: &[u8]) -> Result<Option<Vec<Value>>, Error> {
-        let mut s = self
-            .conn()
-            .prepare("SELECT vals FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
-        s.bind_i64(1, tbl)?;
-        s.bind_blob(2, key)?;
-        if s.step()? {
-            Ok(Some(crate::keys::unpack(&s.blob(0))?))
-        } else {
-            Ok(None)
-        }
-    }
-
-    /// Makes a row alive again as a local write of this database: next causal length, every
-    /// cell rewritten with a fresh clock and seq (so it is exported), an event for a person.
-    fn resurrect(
-        &mut self,
-        ti: usize,
-        key: &[u8],
-        mut st: RowState,
-        why: &str,
-    ) -> Result<(), Error> {
-        let t = self.tables[ti].clone();
-        let conn = self.conn();
-        let key_vals = crate::keys::unpack(key)?;
-        let vals = match self.app_values(ti, &key_vals)? {
-            Some(v) => v,
-            None => {
-                let vals = self.tombstone(t.id, key)?.unwrap_or_default();
-                let writes: Vec<(usize, Value)> = vals
-                    .iter()
-                    .cloned()
-                    .enumerate()
-                    .take(t.def.columns.len())
-                    .collect();
-                self.upsert(ti, &key_vals, &writes)?;
-                vals
-            }
-        };
-        let hlc = self.call.session.tick(conn)?;
-        let mut s = conn.prepare("INSERT INTO _outpost_log(tbl, key, op, hlc, mask) VALUES (?1, ?2, 0, ?3, 0) RETURNING seq")?;
-        s.bind_i64(1, t.id)?;
-        s.bind_blob(2, key)?;
-        s.bind_i64(3, hlc as i64)?;
-        let seq = if s.step()? {
-            s.i64(0) as u64
-        } else {
-            return Err(Error::Internal("no seq allocated".into()));
-        };
-        drop(s);
-        if st.exist % 2 == 0 {
-            st.exist += 1;
-        }
-        st.exist_seq = seq;
-        cells::prune_review(conn, &t, key, st.exist)?;
-        let counters: Vec<Value> = (0..t.def.columns.len())
-            .filter(|&c| t.def.columns[c].strategy == Strategy::Counter)
-            .map(|c| vals.get(c).cloned().unwrap_or(Value::Null))
-            .collect();
-        let all: Vec<usize> = (0..t.def.columns.len()).collect();
-        let used = crate::fold::write_local(
-            self.call,
-            &t,
-            &self.sites,
-            key,
-            &mut st,
-            &all,
-            hlc,
-            seq,
-            &counters,
-        )?;
-        self.max_hlc = self.max_hlc.max(used);
-        self.rows.put(t.id, key, &st)?;
-        let mut d = conn.prepare("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
-        d.bind_i64(1, t.id)?;
-        d.bind_blob(2, key)?;
-        d.run()?;
-        let mut e = conn.prepare("INSERT INTO outpost_events(hlc, kind, \"table\", pk, detail) VALUES (?1, 'restored', ?2, ?3, ?4)")?;
-        e.bind_i64(1, hlc as i64)?;
-        e.bind_text(2, &t.def.name)?;
-        e.bind_text(3, &cells::key_json(key)?)?;
-        e.bind_text(4, why)?;
-        e.run()
-    }
 }
 
 /// `outpost_apply(batch)`.
@@ -734,6 +570,9 @@ fn covered(conn: Conn, origin: SiteId) -> Result<u64, Error> {
         )?
         .unwrap_or(0) as u64)
 }
+
+/// SQLITE_CONSTRAINT_UNIQUE.
+const UNIQUE_FAILED: i32 = 2067;
 
 /// SQLITE_CONSTRAINT_FOREIGNKEY.
 const FOREIGN_KEY_FAILED: i32 = 787;

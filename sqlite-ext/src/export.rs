@@ -175,6 +175,12 @@ pub(crate) fn changes(
                             Vec::new()
                         };
                         ex.select.reset();
+                        // A row evicted by a UNIQUE collision keeps its values in its tombstone.
+                        let vals = if found {
+                            vals
+                        } else {
+                            tombstone(conn, ex.t.id, &key)?.unwrap_or_default()
+                        };
                         app = Some(vals);
                     }
                     match app.as_ref().and_then(|a| a.get(c)) {
@@ -253,6 +259,17 @@ pub(crate) fn changes(
     let bytes = codec::finish_batch(writer, me, range, Compression::None)
         .map_err(|e| Error::Internal(e.to_string()))?;
     Ok(Some(bytes))
+}
+
+fn tombstone(conn: Conn, tbl: i64, key: &[u8]) -> Result<Option<Vec<Value>>, Error> {
+    let mut s = conn.prepare("SELECT vals FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
+    s.bind_i64(1, tbl)?;
+    s.bind_blob(2, key)?;
+    if s.step()? {
+        Ok(Some(crate::keys::unpack(&s.blob(0))?))
+    } else {
+        Ok(None)
+    }
 }
 
 /// A value as JSON: numbers and text as themselves, blobs as `{"blob": "<hex>"}`.

@@ -115,16 +115,23 @@ pub(crate) fn retry_with(call: &Call, applier: &mut Applier) -> Result<u64, Erro
     {
         let mut s = call
             .conn
-            .prepare("SELECT id, change FROM outpost_quarantine ORDER BY id")?;
+            .prepare("SELECT id, change, reason FROM outpost_quarantine ORDER BY id")?;
         while s.step()? {
-            entries.push((s.i64(0), s.text(1)));
+            entries.push((s.i64(0), s.text(1), s.text(2)));
         }
     }
     let mut done = 0;
-    for (id, change) in entries {
+    for (id, change, reason) in entries {
         let (origin, table, row) = parse(&change)?;
+        let applied_before = applier.stats.applied;
         let o = applier.merge_row(origin, &table, &row)?;
-        if o == Outcome::Applied {
+        // A UNIQUE loser whose row has since been deleted "applies" as a no-op: it stays for a
+        // person (that deletion is how the collision was resolved).
+        let unique = reason.starts_with(crate::apply::UNIQUE_REASON);
+        let kept = unique
+            && applier.stats.applied == applied_before
+            && !(o == Outcome::Applied && applier.resurface(&table.name, &row.key)?);
+        if o == Outcome::Applied && !kept {
             let mut s = call
                 .conn
                 .prepare("DELETE FROM outpost_quarantine WHERE id = ?1")?;

@@ -309,17 +309,56 @@ fn an_unknown_table_is_quarantined() {
 }
 
 #[test]
-fn a_unique_collision_is_quarantined_on_the_receiver() {
-    let schema = "CREATE TABLE staff(id TEXT PRIMARY KEY, badge TEXT UNIQUE);";
-    let a = Replica::new("a", schema);
-    let b = Replica::new("b", schema);
-    a.track("staff", None);
-    b.track("staff", None);
-    a.exec("INSERT INTO staff VALUES ('s1','B-7')");
-    b.exec("INSERT INTO staff VALUES ('s2','B-7')");
-    mesh_sync(&[&a, &b]);
-    assert_eq!(a.one::<i64>("SELECT count(*) FROM outpost_quarantine"), 1);
-    assert_eq!(b.one::<i64>("SELECT count(*) FROM outpost_quarantine"), 1);
+fn a_unique_collision_quarantines_the_later_row_on_every_replica() {
+    let schema = "CREATE TABLE staff(id TEXT PRIMARY KEY, badge TEXT UNIQUE, name TEXT);";
+    let (a, b, c) = (
+        Replica::new("a", schema),
+        Replica::new("b", schema),
+        Replica::new("c", schema),
+    );
+    for r in [&a, &b, &c] {
+        r.track("staff", None);
+    }
+    a.exec("INSERT INTO staff VALUES ('s1', 'B-7', 'Neema')");
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    b.exec("INSERT INTO staff VALUES ('s2', 'B-7', 'Juma')");
+    b.sync_to(&c, None); // C holds the later row first
+    mesh_sync(&[&a, &b, &c]);
+    for r in [&a, &b, &c] {
+        assert_eq!(
+            r.rows("SELECT id FROM staff"),
+            vec!["Text(\"s1\")"],
+            "{}: the earlier row stays",
+            r.name
+        );
+        let q = r.rows("SELECT DISTINCT \"table\", pk FROM outpost_quarantine");
+        assert_eq!(
+            q,
+            vec!["Text(\"staff\")|Text(\"\\\"s2\\\"\")"],
+            "{}",
+            r.name
+        );
+    }
+    assert_eq!(a.state(&["staff"]), b.state(&["staff"]));
+    assert_eq!(b.state(&["staff"]), c.state(&["staff"]));
+    // once the earlier row is gone, the quarantined one comes back everywhere
+    a.exec("DELETE FROM staff WHERE id = 's1'");
+    mesh_sync(&[&a, &b, &c]);
+    for r in [&a, &b, &c] {
+        r.one::<i64>("SELECT outpost_retry_quarantine()");
+        assert_eq!(
+            r.rows("SELECT id, name FROM staff"),
+            vec!["Text(\"s2\")|Text(\"Juma\")"],
+            "{}",
+            r.name
+        );
+        assert_eq!(
+            r.one::<i64>("SELECT count(*) FROM outpost_quarantine"),
+            0,
+            "{}",
+            r.name
+        );
+    }
 }
 
 #[test]

@@ -181,10 +181,12 @@ impl Replica {
             out.push(format!("-- {t}"));
             out.extend(self.rows(&format!("SELECT * FROM \"{t}\" ORDER BY 1")));
         }
+        // Quarantine converges as a set of (table, key, reason): one row change may be held as
+        // one entry per origin that sent it.
         out.push("-- quarantine".into());
-        out.extend(
-            self.rows("SELECT \"table\", pk, reason FROM outpost_quarantine ORDER BY 1, 2, 3"),
-        );
+        out.extend(self.rows(
+            "SELECT DISTINCT \"table\", pk, reason FROM outpost_quarantine ORDER BY 1, 2, 3",
+        ));
         out.push("-- conflicts".into());
         out.extend(self.rows(
             "SELECT \"table\", pk, \"column\", siblings FROM outpost_conflicts ORDER BY 1, 2, 3",
