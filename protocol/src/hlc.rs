@@ -31,7 +31,11 @@ impl Hlc {
 
     /// Builds a clock from milliseconds (clamped to 48 bits) and a counter.
     pub const fn new(millis: u64, counter: u16) -> Hlc {
-        let millis = if millis > MAX_MILLIS { MAX_MILLIS } else { millis };
+        let millis = if millis > MAX_MILLIS {
+            MAX_MILLIS
+        } else {
+            millis
+        };
         Hlc(millis << COUNTER_BITS | counter as u64)
     }
 
@@ -87,6 +91,7 @@ pub struct Stamp {
 /// A site's clock state: the last value it issued or observed, and the offset it applies to its
 /// wall clock when its own time was found to be far off a peer's.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Clock {
     last: Hlc,
     offset_ms: i64,
@@ -94,6 +99,11 @@ pub struct Clock {
 
 impl Clock {
     /// A clock that resumes from `last` (as persisted) with no offset.
+    ///
+    /// After a skew correction, a device that re-stamps its never-sent changes may resume from a
+    /// lower value than it had, but never below a clock that has left the database or was
+    /// observed from a peer: every later write must still order after what peers already hold
+    /// (a newer `counter` contribution replaces an older one only if its clock is higher).
     pub const fn resume(last: Hlc) -> Clock {
         Clock { last, offset_ms: 0 }
     }
@@ -138,6 +148,7 @@ impl Clock {
 
 /// How far apart two peers' wall clocks may be before the device adopts the peer's time.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SkewPolicy {
     /// The bound in milliseconds.
     pub max_skew_ms: u64,
@@ -154,6 +165,7 @@ impl Default for SkewPolicy {
 
 /// What a device does about the difference between its wall clock and a peer's.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum SkewVerdict {
     /// Within the bound: keep the local clock. `skew_ms` is `local - peer` (for status output).
     WithinBound {
@@ -169,13 +181,24 @@ pub enum SkewVerdict {
 }
 
 /// Compares a local wall reading with a peer's, both taken at hello.
+///
+/// The peer's reading is untrusted: any `u64` gives a verdict without panicking (values past what
+/// an `i64` holds are clamped). With [`SkewVerdict::UsePeerTime`], `Clock::corrected(local)`
+/// equals `peer` (when `peer` is within the 48-bit clock range).
 pub fn assess_skew(local_wall_ms: u64, peer_wall_ms: u64, policy: SkewPolicy) -> SkewVerdict {
+    // Both readings are u64, so their difference needs 65 bits; the peer's reading is untrusted
+    // input (any u64 arrives at hello), so each direction is clamped on its own instead of
+    // negating a clamped value (`-i64::MIN` overflows).
     let skew = local_wall_ms as i128 - peer_wall_ms as i128;
-    let skew_ms = skew.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+    let to_i64 = |x: i128| x.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
     if skew.unsigned_abs() > policy.max_skew_ms as u128 {
-        SkewVerdict::UsePeerTime { offset_ms: -skew_ms }
+        SkewVerdict::UsePeerTime {
+            offset_ms: to_i64(-skew),
+        }
     } else {
-        SkewVerdict::WithinBound { skew_ms }
+        SkewVerdict::WithinBound {
+            skew_ms: to_i64(skew),
+        }
     }
 }
 

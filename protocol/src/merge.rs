@@ -28,7 +28,9 @@ use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// How one column merges concurrent writes.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Strategy {
     /// Field-level last-writer-wins by `(epoch, hlc, site)`. The default.
@@ -73,7 +75,9 @@ impl fmt::Display for Strategy {
 }
 
 /// A row's causal length: odd = alive, even = deleted. 0 = never seen.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Existence(pub u64);
 
@@ -93,14 +97,19 @@ impl Existence {
         if self.is_alive() {
             self
         } else {
+            // A dead length is even, so it is below `u64::MAX` and this cannot overflow.
             Existence(self.0 + 1)
         }
     }
 
     /// After a local delete: dead, one past the current length if it was alive.
+    ///
+    /// A row already at the largest length (`u64::MAX`, which only a corrupt or hostile peer can
+    /// send) stays alive rather than wrapping to "never seen": a wrapped length would lose every
+    /// later merge and leave this replica apart from the others.
     pub const fn deleted(self) -> Existence {
         if self.is_alive() {
-            Existence(self.0 + 1)
+            Existence(self.0.saturating_add(1))
         } else {
             self
         }
@@ -115,6 +124,16 @@ pub struct CellVersion {
     pub epoch: u64,
     /// When and where.
     pub stamp: Stamp,
+}
+
+impl CellVersion {
+    /// True when a cell written at this version shows in a row whose merged existence is `row`:
+    /// the row is alive and the write belongs to its current epoch. A write from an older epoch
+    /// (made before a delete, possibly arriving after a later re-insert) is dead, so an update
+    /// never revives a deleted row and a re-created row never shows its previous life's cells.
+    pub const fn is_visible(&self, row: Existence) -> bool {
+        row.is_alive() && self.epoch == row.0
+    }
 }
 
 /// Last-writer-wins: true when `incoming` replaces `current` (strictly newer). Equal versions are the
@@ -196,6 +215,10 @@ impl CounterCell {
     /// Records a local delta (`NEW - OLD`) by `site` at clock `hlc` in `epoch`, and returns the
     /// site's new contribution (what goes into the next batch). A contribution from an older epoch
     /// starts again at 0: a re-created row counts from scratch.
+    ///
+    /// `hlc` must come from the site's [`Clock::tick`](crate::hlc::Clock::tick) and `epoch` must be
+    /// the row's current causal length: a contribution only replaces the site's previous one when
+    /// its `(epoch, hlc)` is larger, so a stale clock or epoch would make the delta disappear.
     pub fn add_local(&mut self, site: SiteId, epoch: u64, hlc: Hlc, delta: i64) -> Contribution {
         let previous = self
             .contributions
@@ -298,11 +321,10 @@ impl ReviewCell {
     pub fn context(&self) -> Vec<(SiteId, Hlc)> {
         let mut ctx: Vec<(SiteId, Hlc)> = Vec::new();
         for s in &self.siblings {
-            let dots = s
-                .context
-                .iter()
-                .copied()
-                .chain(core::iter::once((s.version.stamp.site, s.version.stamp.hlc)));
+            let dots = s.context.iter().copied().chain(core::iter::once((
+                s.version.stamp.site,
+                s.version.stamp.hlc,
+            )));
             for (site, hlc) in dots {
                 match ctx.binary_search_by(|(x, _)| x.cmp(&site)) {
                     Ok(i) => ctx[i].1 = core::cmp::max(ctx[i].1, hlc),

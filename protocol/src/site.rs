@@ -69,6 +69,7 @@ fn hex_digit(c: u8) -> Option<u8> {
 
 /// A site id written as text was not 32 hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct ParseSiteIdError;
 
 impl fmt::Display for ParseSiteIdError {

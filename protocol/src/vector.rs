@@ -38,6 +38,7 @@ impl SeqRange {
     }
 }
 
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 /// A range could not be added because it starts after `coverage + 1`: accepting it would record
 /// knowledge of changes the holder does not have.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -130,9 +131,10 @@ impl VersionVector {
     /// The pointwise maximum: what a holder of both vectors' changes covers.
     pub fn merge(&mut self, other: &VersionVector) {
         for (origin, &seq) in &other.0 {
-            let entry = self.0.entry(*origin).or_insert(0);
-            if seq > *entry {
-                *entry = seq;
+            // Only ever raise an entry: inserting `seq` blindly would store a 0 entry if `other`
+            // held one, and two vectors covering the same changes must compare equal.
+            if seq > self.get(origin) {
+                self.0.insert(*origin, seq);
             }
         }
     }
@@ -149,7 +151,8 @@ impl VersionVector {
             .0
             .iter()
             .filter_map(|(origin, &theirs)| {
-                SeqRange::new(self.get(origin) + 1, theirs).map(|r| (*origin, r))
+                let lo = self.get(origin).checked_add(1)?;
+                SeqRange::new(lo, theirs).map(|r| (*origin, r))
             })
             .collect()
     }
