@@ -3,8 +3,9 @@
 //!
 //! Everything that must be true before the hub answers a handshake is committed (and fsynced)
 //! first: consuming a token and admitting the device happen in one transaction
-//! ([`Allowlist::admit`]); a handshake counter is advanced durably before the responder's reply
-//! ([`Allowlist::advance_counter`]). A crash at any instant therefore leaves either "token unused,
+//! ([`Allowlist::admit`]); a handshake counter is recorded durably before the responder's reply
+//! ([`Allowlist::record_counter`]). Tokens are looked up by their id (`token_id`: a hash the
+//! device sends in the first handshake message, so the token itself never crosses the wire). A crash at any instant therefore leaves either "token unused,
 //! device unknown" or "token used, device admitted", never half of it, and a replayed first
 //! handshake message is refused even across restarts.
 
@@ -24,7 +25,8 @@ CREATE TABLE IF NOT EXISTS devices(
     revoked_at INTEGER
 );
 CREATE TABLE IF NOT EXISTS tokens(
-    token BLOB PRIMARY KEY CHECK (length(token) = 32),
+    id BLOB PRIMARY KEY CHECK (length(id) = 16),
+    token BLOB NOT NULL UNIQUE CHECK (length(token) = 32),
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
     used_at INTEGER,
@@ -39,6 +41,18 @@ CREATE TABLE IF NOT EXISTS settings(
     value TEXT NOT NULL
 );
 ";
+
+/// The id naming a token in the first handshake message: the first 16 bytes of
+/// SHA-256(`outpost-enroll-token` ‖ token) (the protocol's `handshake::TokenId::of`).
+pub fn token_id(token: &[u8; 32]) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"outpost-enroll-token");
+    h.update(token);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.finalize()[..16]);
+    id
+}
 
 /// How long an enrollment token is valid by default: 15 minutes.
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 15 * 60;
@@ -260,46 +274,74 @@ impl Allowlist {
         };
         self.conn
             .execute(
-                "INSERT INTO tokens(token, created_at, expires_at) VALUES (?1, ?2, ?3)",
-                params![token.secret, now as i64, token.expires_at as i64],
+                "INSERT INTO tokens(id, token, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    token_id(&token.secret),
+                    token.secret,
+                    now as i64,
+                    token.expires_at as i64
+                ],
             )
             .map_err(|e| self.sql(e))?;
         Ok(token)
     }
 
-    /// Looks a token up without consuming it: `Ok(())` when it could still admit a device now.
-    /// The enrollment handshake uses it to pick the pre-shared key before answering.
-    pub fn token_usable(&self, secret: &[u8; 32], now: u64) -> Result<(), AllowlistError> {
+    /// The token named `id` if it could still admit a device at `now` (not used, not expired),
+    /// without consuming it: the enrollment handshake's pre-shared key.
+    pub fn usable_token(&self, id: &[u8; 16], now: u64) -> Result<[u8; 32], AllowlistError> {
         let row = self
             .conn
             .query_row(
-                "SELECT expires_at, used_at FROM tokens WHERE token = ?1",
-                [secret],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<i64>>(1)?)),
+                "SELECT token, expires_at, used_at FROM tokens WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, Option<i64>>(2)?,
+                    ))
+                },
             )
             .optional()
             .map_err(|e| self.sql(e))?;
         match row {
             None => Err(AllowlistError::UnknownToken),
-            Some((_, Some(_))) => Err(AllowlistError::TokenUsed),
-            Some((expires_at, None)) if now >= expires_at => Err(AllowlistError::TokenExpired {
+            Some((_, _, Some(_))) => Err(AllowlistError::TokenUsed),
+            Some((_, expires_at, None)) if now >= expires_at => Err(AllowlistError::TokenExpired {
                 expired_at: expires_at,
             }),
-            Some(_) => Ok(()),
+            Some((token, _, None)) => <[u8; 32]>::try_from(token.as_slice()).map_err(|_| {
+                self.sql(rusqlite::Error::InvalidColumnType(
+                    0,
+                    "token".into(),
+                    rusqlite::types::Type::Blob,
+                ))
+            }),
         }
     }
 
-    /// Consumes `secret` and admits the device `(key, site)`, in one fsynced transaction, at
+    /// Whether `(key, site)` may enroll: the key is not revoked and the site id is not bound to
+    /// another key. Changes nothing.
+    pub fn check_enrollment(&self, key: &[u8], site: SiteId) -> Result<(), AllowlistError> {
+        check_enrollment(&self.conn, key, site)
+            .map(|_| ())
+            .map_err(|e| match e {
+                Checked::Refused(r) => r,
+                Checked::Sql(e) => self.sql(e),
+            })
+    }
+
+    /// Consumes the token named `id` and admits the device `(key, site)`, in one fsynced transaction, at
     /// `now`. Re-enrolling an admitted key with a fresh token is allowed (it just uses the token);
     /// a revoked key, or a site id bound to another key, is refused and the token stays unused.
     pub fn admit(
         &mut self,
-        secret: &[u8; 32],
+        id: &[u8; 16],
         key: &[u8],
         site: SiteId,
         now: u64,
     ) -> Result<Device, AllowlistError> {
-        self.token_usable(secret, now)?;
+        self.usable_token(id, now)?;
         let path = self.path.clone();
         let sql = |source| AllowlistError::Sqlite {
             path: path.clone(),
@@ -311,11 +353,9 @@ impl Allowlist {
             .map_err(sql)?;
         // Re-check inside the write transaction: another connection may have used it meanwhile.
         let used: Option<Option<i64>> = tx
-            .query_row(
-                "SELECT used_at FROM tokens WHERE token = ?1",
-                [secret],
-                |r| r.get(0),
-            )
+            .query_row("SELECT used_at FROM tokens WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(sql)?;
         match used {
@@ -323,22 +363,12 @@ impl Allowlist {
             Some(Some(_)) => return Err(AllowlistError::TokenUsed),
             Some(None) => {}
         }
-        let existing: Option<Device> = tx
-            .query_row(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE key = ?1 OR site = ?2"),
-                params![key, site.as_bytes()],
-                device_from_row,
-            )
-            .optional()
-            .map_err(sql)?;
-        if let Some(d) = &existing {
-            if d.key != key {
-                return Err(AllowlistError::SiteBoundToOtherKey { site: d.site });
-            }
-            if d.revoked_at.is_some() {
-                return Err(AllowlistError::Revoked);
-            }
-            if d.site != site {
+        let existing = check_enrollment(&tx, key, site).map_err(|e| match e {
+            Checked::Refused(r) => r,
+            Checked::Sql(e) => sql(e),
+        })?;
+        match existing {
+            Some(d) if d.site != site => {
                 // The same key with a new database: the key is what authenticates, so the
                 // binding follows the newest enrollment.
                 tx.execute(
@@ -347,16 +377,18 @@ impl Allowlist {
                 )
                 .map_err(sql)?;
             }
-        } else {
-            tx.execute(
-                "INSERT INTO devices(key, site, enrolled_at) VALUES (?1, ?2, ?3)",
-                params![key, site.as_bytes(), now as i64],
-            )
-            .map_err(sql)?;
+            Some(_) => {}
+            None => {
+                tx.execute(
+                    "INSERT INTO devices(key, site, enrolled_at) VALUES (?1, ?2, ?3)",
+                    params![key, site.as_bytes(), now as i64],
+                )
+                .map_err(sql)?;
+            }
         }
         tx.execute(
-            "UPDATE tokens SET used_at = ?2, used_by = ?3 WHERE token = ?1",
-            params![secret, now as i64, key],
+            "UPDATE tokens SET used_at = ?2, used_by = ?3 WHERE id = ?1",
+            params![id, now as i64, key],
         )
         .map_err(sql)?;
         let device = tx
@@ -368,6 +400,32 @@ impl Allowlist {
             .map_err(sql)?;
         tx.commit().map_err(sql)?;
         Ok(device)
+    }
+
+    /// The enrolled, unrevoked device with `key` and site id `site`. A site id bound to another
+    /// key is [`AllowlistError::SiteBoundToOtherKey`]; a key enrolled with another site id is
+    /// [`AllowlistError::NotEnrolled`] (that database must enroll).
+    pub fn authorize_site(&self, key: &[u8], site: SiteId) -> Result<Device, AllowlistError> {
+        let d = self.authorize(key);
+        match d {
+            Ok(d) if d.site == site => Ok(d),
+            Err(AllowlistError::Revoked) => Err(AllowlistError::Revoked),
+            _ => {
+                let holder: Option<Vec<u8>> = self
+                    .conn
+                    .query_row(
+                        "SELECT key FROM devices WHERE site = ?1",
+                        [site.as_bytes()],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(|e| self.sql(e))?;
+                match holder {
+                    Some(k) if k != key => Err(AllowlistError::SiteBoundToOtherKey { site }),
+                    _ => d.and(Err(AllowlistError::NotEnrolled)),
+                }
+            }
+        }
     }
 
     /// The enrolled, unrevoked device with `key`, or [`AllowlistError::NotEnrolled`] /
@@ -389,9 +447,23 @@ impl Allowlist {
         Ok(d)
     }
 
-    /// Accepts handshake counter `counter` from `key` only if it is above every counter accepted
-    /// from that key before, and records it durably before returning.
-    pub fn advance_counter(&mut self, key: &[u8], counter: u64) -> Result<(), AllowlistError> {
+    /// The highest handshake counter accepted from `key`, if any.
+    pub fn last_counter(&self, key: &[u8]) -> Result<Option<u64>, AllowlistError> {
+        self.conn
+            .query_row(
+                "SELECT last FROM handshake_counters WHERE key = ?1",
+                [key],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.map(|v| v as u64))
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Records `counter` as the last accepted from `key`, durably, refusing (and changing
+    /// nothing) if it is not above the one recorded: the check and the write are one
+    /// transaction, so two connections replaying the same message cannot both pass.
+    pub fn record_counter(&mut self, key: &[u8], counter: u64) -> Result<(), AllowlistError> {
         let path = self.path.clone();
         let sql = |source| AllowlistError::Sqlite {
             path: path.clone(),
@@ -517,6 +589,41 @@ impl Allowlist {
             .map(|_| ())
             .map_err(|e| self.sql(e))
     }
+}
+
+enum Checked {
+    Refused(AllowlistError),
+    Sql(rusqlite::Error),
+}
+
+/// The device already holding `key` (if any), after checking `(key, site)` may enroll.
+fn check_enrollment(
+    conn: &Connection,
+    key: &[u8],
+    site: SiteId,
+) -> Result<Option<Device>, Checked> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE key = ?1 OR site = ?2"
+        ))
+        .map_err(Checked::Sql)?;
+    let rows = stmt
+        .query_map(params![key, site.as_bytes()], device_from_row)
+        .map_err(Checked::Sql)?;
+    let mut mine = None;
+    for d in rows {
+        let d = d.map_err(Checked::Sql)?;
+        if d.key != key {
+            return Err(Checked::Refused(AllowlistError::SiteBoundToOtherKey {
+                site: d.site,
+            }));
+        }
+        if d.revoked_at.is_some() {
+            return Err(Checked::Refused(AllowlistError::Revoked));
+        }
+        mine = Some(d);
+    }
+    Ok(mine)
 }
 
 #[cfg(test)]

@@ -20,11 +20,11 @@ fn a_token_admits_one_device_once() {
     let t = a.issue_token(NOW, DEFAULT_TOKEN_TTL_SECS).unwrap();
     assert_eq!(t.expires_at, NOW + 900);
     let d = a
-        .admit(&t.secret, &key(1), SiteId([1; 16]), NOW + 5)
+        .admit(&token_id(&t.secret), &key(1), SiteId([1; 16]), NOW + 5)
         .unwrap();
     assert_eq!((d.site, d.enrolled_at), (SiteId([1; 16]), NOW + 5));
     assert!(matches!(
-        a.admit(&t.secret, &key(2), SiteId([2; 16]), NOW + 6),
+        a.admit(&token_id(&t.secret), &key(2), SiteId([2; 16]), NOW + 6),
         Err(AllowlistError::TokenUsed)
     ));
     // The second device was not admitted.
@@ -41,14 +41,14 @@ fn an_expired_token_admits_nobody_and_stays_unused() {
     let (_dir, mut a) = open();
     let t = a.issue_token(NOW, 60).unwrap();
     let err = a
-        .admit(&t.secret, &key(1), SiteId([1; 16]), NOW + 60)
+        .admit(&token_id(&t.secret), &key(1), SiteId([1; 16]), NOW + 60)
         .unwrap_err();
     assert!(matches!(err, AllowlistError::TokenExpired { expired_at } if expired_at == NOW + 60));
     assert!(err.to_string().contains("expired"));
     assert!(a.devices().unwrap().is_empty());
     // Still usable a second before expiry in another test of the boundary:
     let t2 = a.issue_token(NOW, 60).unwrap();
-    a.admit(&t2.secret, &key(1), SiteId([1; 16]), NOW + 59)
+    a.admit(&token_id(&t2.secret), &key(1), SiteId([1; 16]), NOW + 59)
         .unwrap();
 }
 
@@ -57,7 +57,7 @@ fn an_unknown_token_is_refused() {
     let (_dir, mut a) = open();
     a.issue_token(NOW, 60).unwrap();
     assert!(matches!(
-        a.admit(&[9; 32], &key(1), SiteId([1; 16]), NOW),
+        a.admit(&[9; 16], &key(1), SiteId([1; 16]), NOW),
         Err(AllowlistError::UnknownToken)
     ));
     assert!(a.devices().unwrap().is_empty());
@@ -67,15 +67,19 @@ fn an_unknown_token_is_refused() {
 fn a_copied_database_presenting_a_known_site_with_another_key_is_refused() {
     let (_dir, mut a) = open();
     let t1 = a.issue_token(NOW, 60).unwrap();
-    a.admit(&t1.secret, &key(1), SiteId([1; 16]), NOW).unwrap();
+    a.admit(&token_id(&t1.secret), &key(1), SiteId([1; 16]), NOW)
+        .unwrap();
     let t2 = a.issue_token(NOW, 60).unwrap();
     let err = a
-        .admit(&t2.secret, &key(2), SiteId([1; 16]), NOW)
+        .admit(&token_id(&t2.secret), &key(2), SiteId([1; 16]), NOW)
         .unwrap_err();
     assert!(matches!(err, AllowlistError::SiteBoundToOtherKey { .. }));
     assert!(err.to_string().contains("re-enroll"));
     // The refused attempt did not burn the token.
-    a.token_usable(&t2.secret, NOW).unwrap();
+    assert_eq!(
+        a.usable_token(&token_id(&t2.secret), NOW).unwrap(),
+        t2.secret
+    );
 }
 
 #[test]
@@ -83,14 +87,14 @@ fn a_revoked_device_is_refused_and_cannot_re_enroll() {
     let (_dir, mut a) = open();
     let t = a.issue_token(NOW, 60).unwrap();
     let d = a
-        .admit(&t.secret, &key(1), SiteId([0xab; 16]), NOW)
+        .admit(&token_id(&t.secret), &key(1), SiteId([0xab; 16]), NOW)
         .unwrap();
     let r = a.revoke(&d.site.to_string()[..8], NOW + 10).unwrap();
     assert_eq!(r.revoked_at, Some(NOW + 10));
     assert!(matches!(a.authorize(&key(1)), Err(AllowlistError::Revoked)));
     let t2 = a.issue_token(NOW, 60).unwrap();
     assert!(matches!(
-        a.admit(&t2.secret, &key(1), SiteId([0xab; 16]), NOW + 20),
+        a.admit(&token_id(&t2.secret), &key(1), SiteId([0xab; 16]), NOW + 20),
         Err(AllowlistError::Revoked)
     ));
     assert!(matches!(
@@ -110,7 +114,8 @@ fn revoke_refuses_an_ambiguous_prefix() {
         let t = a.issue_token(NOW, 60).unwrap();
         let mut site = [0xcd; 16];
         site[15] = n;
-        a.admit(&t.secret, &key(n), SiteId(site), NOW).unwrap();
+        a.admit(&token_id(&t.secret), &key(n), SiteId(site), NOW)
+            .unwrap();
     }
     assert!(matches!(
         a.revoke("cdcd", NOW),
@@ -125,20 +130,61 @@ fn handshake_counters_must_strictly_increase_across_reopen() {
     let path = dir.path().join("allowlist.db");
     {
         let mut a = Allowlist::open(&path).unwrap();
-        a.advance_counter(&key(1), 5).unwrap();
-        a.advance_counter(&key(1), 6).unwrap();
-        a.advance_counter(&key(2), 1).unwrap();
+        a.record_counter(&key(1), 5).unwrap();
+        a.record_counter(&key(1), 6).unwrap();
+        a.record_counter(&key(2), 1).unwrap();
     }
     let mut a = Allowlist::open(&path).unwrap();
     assert!(matches!(
-        a.advance_counter(&key(1), 6),
+        a.record_counter(&key(1), 6),
         Err(AllowlistError::CounterReplay { got: 6, last: 6 })
     ));
     assert!(matches!(
-        a.advance_counter(&key(1), 2),
+        a.record_counter(&key(1), 2),
         Err(AllowlistError::CounterReplay { .. })
     ));
-    a.advance_counter(&key(1), 100).unwrap();
+    a.record_counter(&key(1), 100).unwrap();
+    assert_eq!(a.last_counter(&key(1)).unwrap(), Some(100));
+    assert_eq!(a.last_counter(&key(3)).unwrap(), None);
+}
+
+#[test]
+fn token_ids_match_the_protocols_definition() {
+    // SHA-256("outpost-enroll-token" ‖ 32 × 0x00), first 16 bytes (computed with sha256sum).
+    let id = token_id(&[0u8; 32]);
+    assert_eq!(hex(&id), EXPECTED_ZERO_TOKEN_ID);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn sessions_are_authorized_only_for_the_enrolled_site() {
+    let (_dir, mut a) = open();
+    let t = a.issue_token(NOW, 60).unwrap();
+    a.admit(&token_id(&t.secret), &key(1), SiteId([1; 16]), NOW)
+        .unwrap();
+    a.authorize_site(&key(1), SiteId([1; 16])).unwrap();
+    // Another key presenting the enrolled site: a copied database.
+    assert!(matches!(
+        a.authorize_site(&key(2), SiteId([1; 16])),
+        Err(AllowlistError::SiteBoundToOtherKey { .. })
+    ));
+    // The enrolled key with a database that never enrolled.
+    assert!(matches!(
+        a.authorize_site(&key(1), SiteId([2; 16])),
+        Err(AllowlistError::NotEnrolled)
+    ));
+    assert!(matches!(
+        a.authorize_site(&key(3), SiteId([3; 16])),
+        Err(AllowlistError::NotEnrolled)
+    ));
+    a.revoke("0101", NOW).unwrap();
+    assert!(matches!(
+        a.authorize_site(&key(1), SiteId([1; 16])),
+        Err(AllowlistError::Revoked)
+    ));
 }
 
 #[test]
@@ -148,9 +194,12 @@ fn consumption_is_seen_by_another_connection() {
     let mut a = Allowlist::open(&path).unwrap();
     let mut b = Allowlist::open(&path).unwrap();
     let t = a.issue_token(NOW, 60).unwrap();
-    b.admit(&t.secret, &key(1), SiteId([1; 16]), NOW).unwrap();
+    b.admit(&token_id(&t.secret), &key(1), SiteId([1; 16]), NOW)
+        .unwrap();
     assert!(matches!(
-        a.admit(&t.secret, &key(2), SiteId([2; 16]), NOW),
+        a.admit(&token_id(&t.secret), &key(2), SiteId([2; 16]), NOW),
         Err(AllowlistError::TokenUsed)
     ));
 }
+
+const EXPECTED_ZERO_TOKEN_ID: &str = "b8f28c5c7dde5eb2991cb4d47bd98fb1";
