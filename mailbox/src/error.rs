@@ -31,6 +31,13 @@ pub enum MailboxError {
         /// Its range.
         range: SeqRange,
     },
+    /// A push would leave this batch beyond a gap in the origin's coverage; nothing was stored.
+    NotCovered {
+        /// The batch's origin.
+        origin: SiteId,
+        /// Its range.
+        range: SeqRange,
+    },
     /// The file was written by a newer mailbox schema than this build understands.
     SchemaVersion {
         /// The mailbox file.
@@ -65,6 +72,12 @@ impl fmt::Display for MailboxError {
                 range.lo,
                 range.hi,
                 i64::MAX
+            ),
+            MailboxError::NotCovered { origin, range } => write!(
+                f,
+                "batch {}..={} of origin {origin} would sit beyond a gap in its coverage; \
+                 nothing was stored",
+                range.lo, range.hi
             ),
             MailboxError::SchemaVersion {
                 path,

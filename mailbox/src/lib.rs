@@ -38,6 +38,7 @@ mod plan;
 
 pub use error::MailboxError;
 pub use mailbox::{
-    Batches, Mailbox, MailboxStatus, OriginStatus, Receipt, StagedBatch, StoredBatch,
+    Batches, Mailbox, MailboxStatus, OriginStatus, PullPlan, PushRecord, Receipt, StagedBatch,
+    StoredBatch,
 };
 pub use outpost_protocol::batch::codec::Limits;

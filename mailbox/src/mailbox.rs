@@ -6,6 +6,9 @@
 //! - `coverage(origin, covered)`: per origin, the contiguous coverage the held ranges give. It is
 //!   derived data, updated in the same transaction as the rows it derives from, and
 //!   [`Mailbox::check`] recomputes it from the ranges to prove it.
+//! - `pushes(session, digest, record)` (version 2): what a committed push session was answered
+//!   with, written in the same transaction as its batches, so a retried commit gets the same ack
+//!   ([`Mailbox::commit_push`], [`Mailbox::push_record`]). The record is opaque to the mailbox.
 
 use crate::error::MailboxError;
 use crate::plan::{plan, Candidate};
@@ -16,7 +19,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches(
@@ -33,7 +36,22 @@ CREATE TABLE IF NOT EXISTS coverage(
     origin BLOB PRIMARY KEY CHECK (length(origin) = 16),
     covered INTEGER NOT NULL CHECK (covered >= 1)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pushes(
+    session BLOB PRIMARY KEY CHECK (length(session) = 16),
+    digest BLOB NOT NULL CHECK (length(digest) = 32),
+    record BLOB NOT NULL
+) WITHOUT ROWID;
 ";
+
+/// What a push session was committed with: the digest of its content and the caller's record
+/// (for the protocol, the ack it sent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushRecord {
+    /// The digest of the pushed content, as the caller computed it.
+    pub digest: [u8; 32],
+    /// The caller's record, stored and returned as is.
+    pub record: Vec<u8>,
+}
 
 /// A batch whose header was validated, ready to commit. Built by [`Mailbox::stage`]; holds the
 /// encoded bytes unchanged (the mailbox stores and serves exactly what it received).
@@ -213,6 +231,53 @@ impl Mailbox {
     /// in part is written (it is the only way to hold its other seqs); serving then chooses among
     /// overlapping batches (see [`Mailbox::batches_for`]). On error nothing is stored.
     pub fn commit(&mut self, batches: &[StagedBatch]) -> Result<Vec<Receipt>, MailboxError> {
+        self.commit_inner(batches, None)
+    }
+
+    /// Like [`Mailbox::commit`], and records `record` under push session `session` in the same
+    /// transaction, but only if every batch is covered afterwards: a push that would leave any of
+    /// its batches beyond a gap stores nothing and fails with [`MailboxError::NotCovered`], so
+    /// nothing is ever acknowledged that a peer could not be served.
+    pub fn commit_push(
+        &mut self,
+        session: &[u8; 16],
+        record: &PushRecord,
+        batches: &[StagedBatch],
+    ) -> Result<Vec<Receipt>, MailboxError> {
+        self.commit_inner(batches, Some((session, record)))
+    }
+
+    /// The record of a committed push session, if any.
+    pub fn push_record(&self, session: &[u8; 16]) -> Result<Option<PushRecord>, MailboxError> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT digest, record FROM pushes WHERE session = ?1")
+            .and_then(|mut st| {
+                st.query_row([session], |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .optional()
+            })
+            .map_err(|e| self.sql(e))?;
+        row.map(|(digest, record)| {
+            Ok(PushRecord {
+                digest: <[u8; 32]>::try_from(digest.as_slice()).map_err(|_| {
+                    MailboxError::Corrupt {
+                        path: self.path.clone(),
+                        detail: format!("push record with a {}-byte digest", digest.len()),
+                    }
+                })?,
+                record,
+            })
+        })
+        .transpose()
+    }
+
+    fn commit_inner(
+        &mut self,
+        batches: &[StagedBatch],
+        push: Option<(&[u8; 16], &PushRecord)>,
+    ) -> Result<Vec<Receipt>, MailboxError> {
         let path = self.path.clone();
         let sql = |source| MailboxError::Sqlite {
             path: path.clone(),
@@ -250,6 +315,19 @@ impl Mailbox {
                 stored,
                 covered: covered >= b.range.hi,
             });
+        }
+        if let Some((session, record)) = push {
+            if let Some(r) = receipts.iter().find(|r| !r.covered) {
+                return Err(MailboxError::NotCovered {
+                    origin: r.origin,
+                    range: r.range,
+                });
+            }
+            tx.execute(
+                "INSERT INTO pushes(session, digest, record) VALUES (?1, ?2, ?3)",
+                params![session, record.digest, record.record],
+            )
+            .map_err(sql)?;
         }
         tx.commit().map_err(sql)?;
         Ok(receipts)
@@ -304,17 +382,42 @@ impl Mailbox {
         vector: &VersionVector,
         exclude: Option<SiteId>,
     ) -> Result<Batches<'_>, MailboxError> {
+        Ok(Batches {
+            mailbox: self,
+            plan: self.pull_plan(vector, exclude)?,
+        })
+    }
+
+    /// The same as [`Mailbox::batches_for`], as an owned plan to advance with
+    /// [`Mailbox::next_batch`] (for callers that hold the plan and the mailbox apart).
+    pub fn pull_plan(
+        &self,
+        vector: &VersionVector,
+        exclude: Option<SiteId>,
+    ) -> Result<PullPlan, MailboxError> {
         let mine = self.vector()?;
         let origins = mine
             .iter()
             .filter(|(o, &covered)| Some(**o) != exclude && covered > vector.get(o))
             .map(|(o, _)| (*o, vector.get(o)))
             .collect::<Vec<_>>();
-        Ok(Batches {
-            mailbox: self,
+        Ok(PullPlan {
             origins: origins.into_iter(),
             current: Vec::new().into_iter(),
         })
+    }
+
+    /// The next batch of `plan`, read from the file now; `None` when the plan is done.
+    pub fn next_batch(&self, plan: &mut PullPlan) -> Result<Option<StoredBatch>, MailboxError> {
+        loop {
+            if let Some(id) = plan.current.next() {
+                return self.batch_by_id(id).map(Some);
+            }
+            let Some((origin, from)) = plan.origins.next() else {
+                return Ok(None);
+            };
+            plan.current = self.plan_origin(&origin, from)?.into_iter();
+        }
     }
 
     fn plan_origin(&self, origin: &SiteId, from: u64) -> Result<Vec<i64>, MailboxError> {
@@ -511,26 +614,23 @@ fn advance_coverage(conn: &Connection, origin: &SiteId) -> Result<(), rusqlite::
     Ok(())
 }
 
+/// A pull in progress: the origins still to serve and the row ids planned for the current one.
+#[derive(Debug)]
+pub struct PullPlan {
+    origins: std::vec::IntoIter<(SiteId, u64)>,
+    current: std::vec::IntoIter<i64>,
+}
+
 /// The batches a peer lacks, read one at a time: see [`Mailbox::batches_for`].
 pub struct Batches<'m> {
     mailbox: &'m Mailbox,
-    origins: std::vec::IntoIter<(SiteId, u64)>,
-    current: std::vec::IntoIter<i64>,
+    plan: PullPlan,
 }
 
 impl Iterator for Batches<'_> {
     type Item = Result<StoredBatch, MailboxError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(id) = self.current.next() {
-                return Some(self.mailbox.batch_by_id(id));
-            }
-            let (origin, from) = self.origins.next()?;
-            match self.mailbox.plan_origin(&origin, from) {
-                Ok(ids) => self.current = ids.into_iter(),
-                Err(e) => return Some(Err(e)),
-            }
-        }
+        self.mailbox.next_batch(&mut self.plan).transpose()
     }
 }

@@ -273,3 +273,82 @@ fn concurrent_writers_on_separate_connections_lose_nothing() {
     assert!((1..=4u8).all(|n| v.get(&site(n)) == 25), "{v:?}");
     assert_eq!(served(&mb, &VersionVector::new(), Some(site(1))).len(), 75);
 }
+
+#[test]
+fn a_push_record_is_committed_with_its_batches_or_not_at_all() {
+    use outpost_mailbox::PushRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let mut mb = Mailbox::open(&path).unwrap();
+    let a = site(1);
+    let record = PushRecord {
+        digest: [7; 32],
+        record: b"the ack".to_vec(),
+    };
+    let staged = vec![mb.stage(0, batch(a, 1, 2, 10)).unwrap()];
+    let r = mb.commit_push(&[1; 16], &record, &staged).unwrap();
+    assert!(r[0].stored && r[0].covered);
+    drop(mb);
+    let mut mb = Mailbox::open(&path).unwrap();
+    assert_eq!(mb.push_record(&[1; 16]).unwrap(), Some(record.clone()));
+    assert_eq!(mb.push_record(&[2; 16]).unwrap(), None);
+
+    // A push leaving a batch beyond a gap stores nothing, record included.
+    let before = mb.status().unwrap();
+    let gapped = vec![
+        mb.stage(0, batch(a, 3, 4, 10)).unwrap(),
+        mb.stage(1, batch(a, 9, 9, 10)).unwrap(),
+    ];
+    let err = mb.commit_push(&[2; 16], &record, &gapped).unwrap_err();
+    assert!(matches!(err, MailboxError::NotCovered { .. }), "{err}");
+    assert_eq!(mb.status().unwrap(), before);
+    assert_eq!(mb.push_record(&[2; 16]).unwrap(), None);
+    assert_eq!(mb.vector().unwrap(), vector(&[(a, 2)]));
+
+    // The same session id twice is refused and stores nothing (the caller answers retries from
+    // the record instead).
+    let more = vec![mb.stage(0, batch(a, 3, 4, 10)).unwrap()];
+    assert!(mb.commit_push(&[1; 16], &record, &more).is_err());
+    assert_eq!(mb.vector().unwrap(), vector(&[(a, 2)]));
+}
+
+#[test]
+fn a_version_1_file_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    {
+        let mut mb = Mailbox::open(&path).unwrap();
+        mb.store(vec![batch(site(1), 1, 1, 10)]).unwrap();
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("DROP TABLE pushes; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(conn);
+    let mb = Mailbox::open(&path).unwrap();
+    assert_eq!(mb.push_record(&[1; 16]).unwrap(), None);
+    assert_eq!(mb.vector().unwrap(), vector(&[(site(1), 1)]));
+    mb.check().unwrap();
+}
+
+#[test]
+fn an_owned_plan_serves_the_same_batches_as_the_iterator() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    mb.store(vec![
+        batch(site(1), 1, 2, 10),
+        batch(site(2), 1, 1, 10),
+        batch(site(1), 3, 3, 10),
+    ])
+    .unwrap();
+    let v = vector(&[(site(1), 1)]);
+    let mut plan = mb.pull_plan(&v, Some(site(3))).unwrap();
+    let mut owned = Vec::new();
+    while let Some(b) = mb.next_batch(&mut plan).unwrap() {
+        owned.push((b.origin, b.range.lo, b.range.hi));
+    }
+    assert_eq!(owned, served(&mb, &v, Some(site(3))));
+    assert_eq!(
+        owned,
+        vec![(site(1), 1, 2), (site(1), 3, 3), (site(2), 1, 1)]
+    );
+}
