@@ -20,10 +20,13 @@ extern crate alloc;
 extern crate std;
 
 pub mod batch;
+pub mod channel;
 pub mod frame;
+pub mod handshake;
 pub mod hlc;
 pub mod merge;
 pub mod message;
+pub mod session;
 pub mod site;
 pub mod uuid_text;
 pub mod value;

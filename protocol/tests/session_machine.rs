@@ -1,0 +1,637 @@
+//! The session state machines: two-phase push and its idempotence, push-again cases, pull in
+//! chunks with resumption, typed errors and messages refused in the wrong state.
+
+mod session_support;
+
+use outpost_protocol::batch::codec::Limits;
+use outpost_protocol::message::{
+    Bytes, ErrorCode, Hello, Message, PeerRole, PushAgainReason, SessionId,
+};
+use outpost_protocol::session::{ClientSession, ServerSession, ServerStore, SessionError};
+use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
+use proptest::prelude::*;
+use session_support::*;
+
+const OTHER: SiteId = SiteId([0x22; 16]);
+const THIRD: SiteId = SiteId([0x33; 16]);
+
+fn hello(session: u8) -> Message {
+    Message::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        site: DEVICE,
+        role: PeerRole::Device,
+        fingerprint: FP,
+        wall_clock_ms: 0,
+        vector: VersionVector::new(),
+        session: SessionId([session; 16]),
+    })
+}
+
+fn drain(server: &mut ServerSession<MemServer>, store: &mut MemServer) -> Vec<Message> {
+    let mut out = vec![];
+    while let Some(m) = server.poll(store).unwrap() {
+        out.push(m);
+    }
+    out
+}
+
+fn push(session: u8, bytes: Vec<u8>) -> Message {
+    Message::Push {
+        session: SessionId([session; 16]),
+        batch: Bytes(bytes),
+    }
+}
+
+fn commit(session: u8) -> Message {
+    Message::Commit {
+        session: SessionId([session; 16]),
+    }
+}
+
+#[test]
+fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks() {
+    let mut sstore = MemServer::holding(vec![
+        batch(OTHER, 1, 2),
+        batch(OTHER, 3, 3),
+        batch(DEVICE, 1, 1),
+    ]);
+    let mut cstore = MemClient::new(
+        DEVICE,
+        vec![
+            batch(DEVICE, 1, 1),
+            batch(DEVICE, 2, 4),
+            batch(DEVICE, 5, 6),
+        ],
+    );
+    let mut client = ClientSession::new(client_config(1));
+    let mut server = ServerSession::new(server_config());
+    let (t, r) = run(
+        &mut client,
+        &mut cstore,
+        &mut server,
+        &mut sstore,
+        usize::MAX,
+    );
+    r.unwrap();
+    // Only what the server lacked was pushed, then committed once.
+    let pushes: Vec<_> = t
+        .to_server
+        .iter()
+        .filter(|m| matches!(m, Message::Push { .. }))
+        .collect();
+    assert_eq!(pushes.len(), 2);
+    assert_eq!(sstore.commits, 1);
+    assert_eq!(sstore.vector().unwrap().get(&DEVICE), 6);
+    // The ack names exactly those batches, and the client recorded it.
+    let ack = t
+        .to_client
+        .iter()
+        .find(|m| matches!(m, Message::Ack { .. }))
+        .unwrap();
+    let Message::Ack { covered, .. } = ack else {
+        unreachable!()
+    };
+    assert_eq!(
+        covered
+            .iter()
+            .map(|c| (c.range.lo, c.range.hi))
+            .collect::<Vec<_>>(),
+        [(2, 4), (5, 6)]
+    );
+    assert_eq!(&cstore.acked, covered);
+    // The pull brought the other origin's batches, never the client's own.
+    assert_eq!(cstore.applied.len(), 2);
+    assert!(cstore.applied.iter().all(|h| h.origin == OTHER));
+    assert_eq!(cstore.vector.get(&OTHER), 3);
+    assert!(matches!(t.to_client.last(), Some(Message::PullDone { .. })));
+    assert_eq!(t.to_server.last(), Some(&Message::Bye));
+    assert!(client.is_done() && server.is_done());
+    assert_eq!(client.server_hello().unwrap().site, HUB);
+    assert_eq!(server.peer_hello().unwrap().wall_clock_ms, 2_000);
+}
+
+#[test]
+fn nothing_to_push_goes_straight_to_the_pull() {
+    let mut sstore = MemServer::holding(vec![batch(OTHER, 1, 1)]);
+    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut client = ClientSession::new(client_config(1));
+    let mut server = ServerSession::new(server_config());
+    let (t, r) = run(
+        &mut client,
+        &mut cstore,
+        &mut server,
+        &mut sstore,
+        usize::MAX,
+    );
+    r.unwrap();
+    assert!(matches!(t.to_server[1], Message::Pull { .. }));
+    assert_eq!(sstore.commits, 0);
+    assert_eq!(cstore.applied.len(), 1);
+}
+
+#[test]
+fn a_retried_commit_with_the_same_session_and_content_gets_the_same_ack() {
+    let mut sstore = MemServer::default();
+    let own = vec![batch(DEVICE, 1, 3)];
+    // First attempt: the ack is lost (the connection drops right after the commit).
+    let mut cstore = MemClient::new(DEVICE, own.clone());
+    let mut client = ClientSession::new(client_config(9));
+    let mut server = ServerSession::new(server_config());
+    let (t1, r) = run(&mut client, &mut cstore, &mut server, &mut sstore, 1);
+    r.unwrap();
+    assert_eq!(sstore.commits, 1);
+    assert!(cstore.acked.is_empty(), "the ack never arrived");
+    // The retry under the same id, pushing against the server's hello vector from before (as a
+    // client that resumes its recorded push does), gets the identical ack and stores nothing new.
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(9), 0, &mut sstore).unwrap();
+    drain(&mut server, &mut sstore);
+    server
+        .handle(push(9, own[0].clone()), 0, &mut sstore)
+        .unwrap();
+    server.handle(commit(9), 0, &mut sstore).unwrap();
+    let again = drain(&mut server, &mut sstore);
+    let first_ack = sstore.sessions[&SessionId([9; 16])].covered.clone();
+    assert_eq!(
+        again,
+        vec![Message::Ack {
+            session: SessionId([9; 16]),
+            covered: first_ack
+        }]
+    );
+    assert_eq!(sstore.commits, 1);
+    assert_eq!(
+        t1.to_server
+            .iter()
+            .filter(|m| matches!(m, Message::Commit { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn different_content_under_a_committed_session_id_gets_push_again() {
+    let mut sstore = MemServer::default();
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(4), 0, &mut sstore).unwrap();
+    server
+        .handle(push(4, batch(DEVICE, 1, 2)), 0, &mut sstore)
+        .unwrap();
+    server.handle(commit(4), 0, &mut sstore).unwrap();
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(4), 0, &mut sstore).unwrap();
+    drain(&mut server, &mut sstore);
+    server
+        .handle(push(4, batch(DEVICE, 1, 3)), 0, &mut sstore)
+        .unwrap();
+    server.handle(commit(4), 0, &mut sstore).unwrap();
+    assert_eq!(
+        drain(&mut server, &mut sstore),
+        vec![Message::PushAgain {
+            session: SessionId([4; 16]),
+            reason: PushAgainReason::DifferentContent
+        }]
+    );
+    assert_eq!(sstore.commits, 1);
+}
+
+#[test]
+fn a_commit_with_nothing_staged_gets_push_again_unknown_session() {
+    let mut sstore = MemServer::default();
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(4), 0, &mut sstore).unwrap();
+    drain(&mut server, &mut sstore);
+    server.handle(commit(4), 0, &mut sstore).unwrap();
+    assert_eq!(
+        drain(&mut server, &mut sstore),
+        vec![Message::PushAgain {
+            session: SessionId([4; 16]),
+            reason: PushAgainReason::UnknownSession
+        }]
+    );
+    assert_eq!(sstore.commits, 0);
+}
+
+#[test]
+fn expired_staging_gets_push_again_and_stores_nothing() {
+    let mut sstore = MemServer::default();
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(4), 0, &mut sstore).unwrap();
+    drain(&mut server, &mut sstore);
+    server
+        .handle(push(4, batch(DEVICE, 1, 2)), 1_000, &mut sstore)
+        .unwrap();
+    server.handle(commit(4), 61_001, &mut sstore).unwrap();
+    assert_eq!(
+        drain(&mut server, &mut sstore),
+        vec![Message::PushAgain {
+            session: SessionId([4; 16]),
+            reason: PushAgainReason::SessionExpired
+        }]
+    );
+    assert_eq!(sstore.commits, 0);
+}
+
+#[test]
+fn a_push_leaving_a_gap_gets_push_again() {
+    let mut sstore = MemServer::default();
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(4), 0, &mut sstore).unwrap();
+    drain(&mut server, &mut sstore);
+    server
+        .handle(push(4, batch(DEVICE, 3, 4)), 0, &mut sstore)
+        .unwrap();
+    server.handle(commit(4), 0, &mut sstore).unwrap();
+    assert_eq!(
+        drain(&mut server, &mut sstore),
+        vec![Message::PushAgain {
+            session: SessionId([4; 16]),
+            reason: PushAgainReason::Gap
+        }]
+    );
+    assert!(sstore.batches.is_empty());
+}
+
+#[test]
+fn the_client_pushes_again_under_a_fresh_session_id_and_gives_up_after_its_limit() {
+    // The server already recorded session 5 with other content: the client's first commit is
+    // refused, its second (fresh id) is acked.
+    let mut sstore = MemServer::default();
+    let mut s0 = ServerSession::<MemServer>::new(server_config());
+    s0.handle(hello(5), 0, &mut sstore).unwrap();
+    s0.handle(push(5, batch(DEVICE, 1, 1)), 0, &mut sstore)
+        .unwrap();
+    s0.handle(commit(5), 0, &mut sstore).unwrap();
+    sstore.batches.clear(); // the server lost the data but not the session record
+    let mut cstore = MemClient::new(DEVICE, vec![batch(DEVICE, 1, 2)]);
+    let mut client = ClientSession::new(client_config(5));
+    let mut server = ServerSession::new(server_config());
+    let (t, r) = run(
+        &mut client,
+        &mut cstore,
+        &mut server,
+        &mut sstore,
+        usize::MAX,
+    );
+    r.unwrap();
+    assert!(t.to_client.iter().any(|m| matches!(
+        m,
+        Message::PushAgain {
+            reason: PushAgainReason::DifferentContent,
+            ..
+        }
+    )));
+    assert_ne!(client.session(), SessionId([5; 16]));
+    assert_eq!(sstore.vector().unwrap().get(&DEVICE), 2);
+    // With a limit of one attempt the client stops with a typed error.
+    let mut cfg = client_config(5);
+    cfg.max_push_attempts = 1;
+    let mut cstore = MemClient::new(DEVICE, vec![batch(DEVICE, 1, 3)]);
+    let mut client = ClientSession::new(cfg);
+    let mut server = ServerSession::new(server_config());
+    let (_, r) = run(
+        &mut client,
+        &mut cstore,
+        &mut server,
+        &mut sstore,
+        usize::MAX,
+    );
+    assert!(
+        matches!(
+            r,
+            Err(SessionError::PushAttemptsExhausted { attempts: 1, .. })
+        ),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn an_interrupted_pull_resumes_without_downloading_twice() {
+    let server_batches: Vec<Vec<u8>> = (0..10u64)
+        .map(|i| batch(if i % 2 == 0 { OTHER } else { THIRD }, i / 2 + 1, i / 2 + 1))
+        .collect();
+    let mut sstore = MemServer::holding(server_batches);
+    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut client = ClientSession::new(client_config(1));
+    let mut server = ServerSession::new(server_config());
+    // Hello + 4 chunks, then the connection drops.
+    let (_, r) = run(&mut client, &mut cstore, &mut server, &mut sstore, 5);
+    r.unwrap();
+    assert_eq!(cstore.applied.len(), 4);
+    let mut client = ClientSession::new(client_config(2));
+    let mut server = ServerSession::new(server_config());
+    let (t, r) = run(
+        &mut client,
+        &mut cstore,
+        &mut server,
+        &mut sstore,
+        usize::MAX,
+    );
+    r.unwrap();
+    let chunks = t
+        .to_client
+        .iter()
+        .filter(|m| matches!(m, Message::Chunk { .. }))
+        .count();
+    assert_eq!(chunks, 6, "only what the first pull did not deliver");
+    assert_eq!(cstore.vector.get(&OTHER), 5);
+    assert_eq!(cstore.vector.get(&THIRD), 5);
+}
+
+#[test]
+fn messages_not_allowed_in_the_current_state_are_rejected() {
+    let mut sstore = MemServer::default();
+    // Before hello, a push.
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    let e = server
+        .handle(push(1, batch(DEVICE, 1, 1)), 0, &mut sstore)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        SessionError::Unexpected {
+            state: "awaiting hello",
+            tag: 1
+        }
+    );
+    assert!(matches!(
+        e.to_message(),
+        Some(Message::Error {
+            code: ErrorCode::BadMessage,
+            ..
+        })
+    ));
+    assert!(server.poll(&mut sstore).unwrap().is_none());
+    assert_eq!(
+        server.handle(hello(1), 0, &mut sstore).unwrap_err(),
+        SessionError::Finished
+    );
+    // A server-only message sent to a server.
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(1), 0, &mut sstore).unwrap();
+    let e = server
+        .handle(
+            Message::Chunk {
+                batch: Bytes(vec![1]),
+            },
+            0,
+            &mut sstore,
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        SessionError::Unexpected {
+            state: "ready",
+            tag: 6
+        }
+    );
+    // A second hello.
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(1), 0, &mut sstore).unwrap();
+    assert_eq!(
+        server.handle(hello(1), 0, &mut sstore).unwrap_err(),
+        SessionError::Unexpected {
+            state: "ready",
+            tag: 0
+        }
+    );
+    // A client receiving a chunk while it waits for the hello.
+    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut client = ClientSession::new(client_config(1));
+    client.poll(&mut cstore).unwrap().unwrap();
+    let e = client
+        .handle(
+            Message::Chunk {
+                batch: Bytes(batch(OTHER, 1, 1)),
+            },
+            &mut cstore,
+        )
+        .unwrap_err();
+    assert_eq!(
+        e,
+        SessionError::Unexpected {
+            state: "awaiting hello",
+            tag: 6
+        }
+    );
+    assert!(cstore.applied.is_empty());
+}
+
+#[test]
+fn a_push_under_another_session_id_is_rejected() {
+    let mut sstore = MemServer::default();
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(1), 0, &mut sstore).unwrap();
+    server
+        .handle(push(1, batch(DEVICE, 1, 1)), 0, &mut sstore)
+        .unwrap();
+    assert_eq!(
+        server
+            .handle(push(2, batch(DEVICE, 2, 2)), 0, &mut sstore)
+            .unwrap_err(),
+        SessionError::WrongSession
+    );
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(1), 0, &mut sstore).unwrap();
+    server
+        .handle(push(1, batch(DEVICE, 1, 1)), 0, &mut sstore)
+        .unwrap();
+    assert_eq!(
+        server.handle(commit(2), 0, &mut sstore).unwrap_err(),
+        SessionError::WrongSession
+    );
+}
+
+#[test]
+fn a_bad_batch_ends_the_session_and_stores_nothing() {
+    let mut sstore = MemServer::default();
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(1), 0, &mut sstore).unwrap();
+    let mut bytes = batch(DEVICE, 1, 1);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1; // the body hash no longer matches
+    let e = server.handle(push(1, bytes), 0, &mut sstore).unwrap_err();
+    assert!(matches!(e, SessionError::BadBatch(_)), "{e:?}");
+    assert!(matches!(
+        e.to_message(),
+        Some(Message::Error {
+            code: ErrorCode::BadBatch,
+            ..
+        })
+    ));
+    assert!(sstore.batches.is_empty());
+}
+
+#[test]
+fn too_much_staged_data_is_refused() {
+    let mut sstore = MemServer::default();
+    let mut cfg = server_config();
+    cfg.max_staged_bytes = 100;
+    let mut server = ServerSession::<MemServer>::new(cfg);
+    server.handle(hello(1), 0, &mut sstore).unwrap();
+    server
+        .handle(push(1, batch(DEVICE, 1, 1)), 0, &mut sstore)
+        .unwrap();
+    let e = server
+        .handle(push(1, batch(DEVICE, 2, 2)), 0, &mut sstore)
+        .unwrap_err();
+    assert!(
+        matches!(e, SessionError::TooLarge { max: 100, .. }),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn hello_mismatches_are_typed_errors() {
+    let mut sstore = MemServer::default();
+    let mut cfg = server_config();
+    cfg.fingerprint = Some([8; 32]);
+    let mut server = ServerSession::<MemServer>::new(cfg);
+    let e = server.handle(hello(1), 0, &mut sstore).unwrap_err();
+    assert_eq!(e, SessionError::ConfigMismatch);
+    assert!(matches!(
+        e.to_message(),
+        Some(Message::Error {
+            code: ErrorCode::ConfigMismatch,
+            ..
+        })
+    ));
+    let mut cfg = server_config();
+    cfg.peer_site = OTHER;
+    let e = ServerSession::<MemServer>::new(cfg)
+        .handle(hello(1), 0, &mut sstore)
+        .unwrap_err();
+    assert_eq!(
+        e,
+        SessionError::SiteMismatch {
+            hello: DEVICE,
+            channel: OTHER
+        }
+    );
+    let Message::Hello(mut h) = hello(1) else {
+        unreachable!()
+    };
+    h.protocol_version = PROTOCOL_VERSION + 1;
+    let e = ServerSession::<MemServer>::new(server_config())
+        .handle(Message::Hello(h), 0, &mut sstore)
+        .unwrap_err();
+    assert!(matches!(e, SessionError::UnsupportedVersion { .. }));
+    assert!(matches!(
+        e.to_message(),
+        Some(Message::Error {
+            code: ErrorCode::UnsupportedVersion,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_peer_error_ends_the_session_without_an_answer() {
+    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut client = ClientSession::new(client_config(1));
+    client.poll(&mut cstore).unwrap();
+    let e = client
+        .handle(
+            Message::Error {
+                code: ErrorCode::Unauthorized,
+                message: "revoked".into(),
+            },
+            &mut cstore,
+        )
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unauthorized);
+    assert_eq!(e.to_message(), None);
+    assert!(e.to_string().contains("revoked"));
+}
+
+#[test]
+fn a_server_returning_the_clients_own_batch_is_an_error() {
+    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut client = ClientSession::new(client_config(1));
+    let mut sstore = MemServer::default();
+    let mut server = ServerSession::new(server_config());
+    let (_, r) = run(&mut client, &mut cstore, &mut server, &mut sstore, 1);
+    r.unwrap();
+    // The client is now pulling (it had nothing to push).
+    let e = client
+        .handle(
+            Message::Chunk {
+                batch: Bytes(batch(DEVICE, 1, 1)),
+            },
+            &mut cstore,
+        )
+        .unwrap_err();
+    assert_eq!(e, SessionError::OwnBatchReturned);
+}
+
+#[test]
+fn live_mode_pulls_again_on_notify_and_answers_pings() {
+    let mut sstore = MemServer::default();
+    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cfg = client_config(1);
+    cfg.live = true;
+    let mut client = ClientSession::new(cfg);
+    let mut server = ServerSession::new(server_config());
+    let (_, r) = run(
+        &mut client,
+        &mut cstore,
+        &mut server,
+        &mut sstore,
+        usize::MAX,
+    );
+    r.unwrap();
+    assert!(!client.is_done());
+    sstore.batches.push(batch(OTHER, 1, 1));
+    server.notify();
+    server
+        .handle(Message::Ping { nonce: 3 }, 0, &mut sstore)
+        .unwrap();
+    let (t, r) = run(
+        &mut client,
+        &mut cstore,
+        &mut server,
+        &mut sstore,
+        usize::MAX,
+    );
+    r.unwrap();
+    assert_eq!(t.to_client[0], Message::Notify);
+    assert_eq!(t.to_client[1], Message::Pong { nonce: 3 });
+    assert_eq!(cstore.vector.get(&OTHER), 1);
+}
+
+proptest! {
+    /// Whatever each side holds and wherever the first connection drops, a second session leaves
+    /// the server covering all the client's changes (stored once) and the client covering all the
+    /// server's changes of other origins.
+    #[test]
+    fn sessions_converge_after_any_interruption(
+        client_split in proptest::collection::vec(1u64..4, 0..6),
+        server_split in proptest::collection::vec(1u64..4, 0..6),
+        server_has_own in 0usize..3,
+        cut in 0usize..12,
+    ) {
+        let chain = |origin: SiteId, lens: &[u64]| {
+            let mut lo = 1;
+            lens.iter().map(|&n| { let b = batch(origin, lo, lo + n - 1); lo += n; b }).collect::<Vec<_>>()
+        };
+        let own = chain(DEVICE, &client_split);
+        let mut held = chain(OTHER, &server_split);
+        held.extend(own.iter().take(server_has_own).cloned());
+        let mut sstore = MemServer::holding(held.clone());
+        let mut cstore = MemClient::new(DEVICE, own.clone());
+        let mut client = ClientSession::new(client_config(1));
+        let mut server = ServerSession::new(server_config());
+        let (_, r) = run(&mut client, &mut cstore, &mut server, &mut sstore, cut);
+        prop_assert!(r.is_ok());
+        let mut client = ClientSession::new(client_config(2));
+        let mut server = ServerSession::new(server_config());
+        let (_, r) = run(&mut client, &mut cstore, &mut server, &mut sstore, usize::MAX);
+        prop_assert!(r.is_ok(), "{:?}", r);
+        prop_assert_eq!(sstore.vector().unwrap().get(&DEVICE), client_split.iter().sum::<u64>());
+        prop_assert_eq!(cstore.vector.get(&OTHER), server_split.iter().sum::<u64>());
+        let mut unique = sstore.batches.clone();
+        unique.sort();
+        unique.dedup();
+        prop_assert_eq!(unique.len(), sstore.batches.len());
+        let _ = Limits::default();
+    }
+}
