@@ -317,8 +317,12 @@ fn main() {
     let (np, nv) = ((100_000.0 * scale) as usize, (200_000.0 * scale) as usize);
     let small_n = (10_000.0 * scale) as usize;
     let data = generate(np, nv);
-    let dir = tempfile::tempdir().unwrap();
-    let p = |n: &str| dir.path().join(n);
+    // OUTPOST_BENCH_DIR keeps the databases and batch chunks (for profiling one phase).
+    let tmp = tempfile::tempdir().unwrap();
+    let base = std::env::var("OUTPOST_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| tmp.path().to_path_buf());
+    let p = |n: &str| base.join(n);
     println!(
         "Outpost workload: {np} patients, {nv} visits, {runs} run(s), liboutpost {}",
         ext_path().display()

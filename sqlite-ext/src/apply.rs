@@ -24,7 +24,7 @@ use crate::schema::{self, quote, Direction, Tracked};
 use crate::sites::Sites;
 use crate::state::{RowStore, Version};
 use outpost_protocol::batch::codec::{self, Limits};
-use outpost_protocol::batch::{CellPayload, RowChange, TableSchema};
+use outpost_protocol::batch::{CellPayload, RowChange, TableChanges, TableSchema};
 use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
 use outpost_protocol::{Hlc, SiteId, Stamp, Strategy, Value};
 mod restore;
@@ -617,15 +617,28 @@ fn apply_batch(
     let rank = |name: &str| order.iter().position(|n| n == name).unwrap_or(usize::MAX);
     let mut groups: Vec<_> = batch.tables.iter().collect();
     groups.sort_by_key(|g| rank(&h.tables[g.table as usize].name));
+    // Rows of one table are independent: applying them in key order turns random B-tree inserts
+    // (the app's key index and `_outpost_rows`) into a sweep. Keys are stored packed, and a
+    // packed UUID orders like its text.
+    fn in_key_order(g: &TableChanges, alive: bool) -> Vec<(Vec<u8>, &RowChange)> {
+        let mut rows: Vec<(Vec<u8>, &RowChange)> = g
+            .rows
+            .iter()
+            .filter(|r| (r.existence % 2 == 1) == alive)
+            .map(|r| (crate::keys::pack(&r.key), r))
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    }
     for g in &groups {
         let schema = &h.tables[g.table as usize];
-        for row in g.rows.iter().filter(|r| r.existence % 2 == 1) {
+        for (_, row) in in_key_order(g, true) {
             ap.merge_row(h.origin, schema, row)?;
         }
     }
     for g in groups.iter().rev() {
         let schema = &h.tables[g.table as usize];
-        for row in g.rows.iter().filter(|r| r.existence % 2 == 0) {
+        for (_, row) in in_key_order(g, false) {
             ap.merge_row(h.origin, schema, row)?;
         }
     }

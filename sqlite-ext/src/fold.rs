@@ -21,6 +21,9 @@ use crate::triggers::{OP_DELETE, OP_INSERT, OP_REKEY, OP_UPDATE};
 use outpost_protocol::merge::{CellVersion, ReviewWrite};
 use outpost_protocol::{Hlc, Stamp, Strategy, Value};
 
+/// Log entries folded per sorted chunk.
+const FOLD_CHUNK: usize = 20_000;
+
 /// Stores the current `PRAGMA schema_version` as seen.
 pub(crate) fn remember_schema(conn: Conn) -> Result<(), Error> {
     let v = conn.query_i64("PRAGMA schema_version", &[])?.unwrap_or(0);
@@ -105,83 +108,109 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
     )?;
     let mut max_hlc = 0u64;
     let mut any = false;
-    while log.step()? {
+    let mut chunk: Vec<(u64, i64, Vec<u8>, i64, u64, i64, Option<Vec<u8>>)> = Vec::new();
+    let mut exhausted = false;
+    while !exhausted {
+        chunk.clear();
+        // (A statement stepped past its end would start over: stop at the first end.)
+        while chunk.len() < FOLD_CHUNK {
+            if !log.step()? {
+                exhausted = true;
+                break;
+            }
+            let vals = if log.is_null(6) {
+                None
+            } else {
+                Some(log.blob(6))
+            };
+            chunk.push((
+                log.i64(0) as u64,
+                log.i64(1),
+                log.blob(2),
+                log.i64(3),
+                log.i64(4) as u64,
+                log.i64(5),
+                vals,
+            ));
+        }
+        if chunk.is_empty() {
+            break;
+        }
         any = true;
-        let (seq, tbl, key, op, hlc, mask) = (
-            log.i64(0) as u64,
-            log.i64(1),
-            log.blob(2),
-            log.i64(3),
-            log.i64(4) as u64,
-            log.i64(5),
-        );
-        let vals = if log.is_null(6) {
-            Vec::new()
-        } else {
-            crate::keys::unpack(&log.blob(6))?
-        };
-        let Some(t) = tables.iter().find(|t| t.id == tbl) else {
-            continue;
-        };
-        let entries = if op == OP_REKEY {
-            // An UPDATE of the key: the old row is deleted, the new one inserted.
-            let npk = t.def.pk.len().min(vals.len());
-            let old_key = crate::keys::pack(&vals[..npk]);
-            let mut counters = Vec::new();
-            for (c, col) in t.def.columns.iter().enumerate() {
-                if col.strategy == Strategy::Counter {
-                    counters.push(cells::read_app_value(conn, t, &key, c)?);
-                }
-            }
-            vec![
-                (OP_DELETE, old_key, vals[npk..].to_vec()),
-                (OP_INSERT, key, counters),
-            ]
-        } else {
-            vec![(op, key, vals)]
-        };
-        for (op, key, vals) in entries {
-            let mut st = rows.get(tbl, &key)?.unwrap_or_default();
-            let before = st.exist;
-            let mut cols: Vec<usize> = Vec::new();
-            let n = t.def.columns.len();
-            match op {
-                OP_INSERT => {
-                    if st.exist % 2 == 0 {
-                        st.exist += 1;
+        // Entries of different rows are independent: folding a chunk in key order (stable, so
+        // one row's entries keep their seq order) turns random B-tree writes into a sweep. A key
+        // change touches two rows, so a chunk holding one keeps log order.
+        if !chunk.iter().any(|e| e.3 == OP_REKEY) {
+            chunk.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
+        }
+        for (seq, tbl, key, op, hlc, mask, vals) in chunk.drain(..) {
+            let vals = match vals {
+                None => Vec::new(),
+                Some(b) => crate::keys::unpack(&b)?,
+            };
+            let Some(t) = tables.iter().find(|t| t.id == tbl) else {
+                continue;
+            };
+            let entries = if op == OP_REKEY {
+                // An UPDATE of the key: the old row is deleted, the new one inserted.
+                let npk = t.def.pk.len().min(vals.len());
+                let old_key = crate::keys::pack(&vals[..npk]);
+                let mut counters = Vec::new();
+                for (c, col) in t.def.columns.iter().enumerate() {
+                    if col.strategy == Strategy::Counter {
+                        counters.push(cells::read_app_value(conn, t, &key, c)?);
                     }
-                    st.exist_seq = seq;
-                    tomb_del.bind_i64(1, tbl)?;
-                    tomb_del.bind_blob(2, &key)?;
-                    tomb_del.run()?;
-                    cols.extend(0..n);
                 }
-                OP_UPDATE if mask == 0 => continue,
-                OP_UPDATE => {
-                    if st.exist % 2 == 0 {
-                        st.exist += 1;
+                vec![
+                    (OP_DELETE, old_key, vals[npk..].to_vec()),
+                    (OP_INSERT, key, counters),
+                ]
+            } else {
+                vec![(op, key, vals)]
+            };
+            for (op, key, vals) in entries {
+                let mut st = rows.get(tbl, &key)?.unwrap_or_default();
+                let before = st.exist;
+                let mut cols: Vec<usize> = Vec::new();
+                let n = t.def.columns.len();
+                match op {
+                    OP_INSERT => {
+                        if st.exist % 2 == 0 {
+                            st.exist += 1;
+                        }
                         st.exist_seq = seq;
+                        tomb_del.bind_i64(1, tbl)?;
+                        tomb_del.bind_blob(2, &key)?;
+                        tomb_del.run()?;
+                        cols.extend(0..n);
                     }
-                    cols.extend((0..n).filter(|&i| mask & (1i64 << i) != 0));
-                }
-                OP_DELETE => {
-                    if st.exist % 2 == 1 {
-                        st.exist += 1;
-                        st.exist_seq = seq;
+                    OP_UPDATE if mask == 0 => continue,
+                    OP_UPDATE => {
+                        if st.exist % 2 == 0 {
+                            st.exist += 1;
+                            st.exist_seq = seq;
+                        }
+                        cols.extend((0..n).filter(|&i| mask & (1i64 << i) != 0));
                     }
-                    tomb_put.bind_i64(1, tbl)?;
-                    tomb_put.bind_blob(2, &key)?;
-                    tomb_put.bind_blob(3, &crate::keys::pack(&vals))?;
-                    tomb_put.run()?;
+                    OP_DELETE => {
+                        if st.exist % 2 == 1 {
+                            st.exist += 1;
+                            st.exist_seq = seq;
+                        }
+                        tomb_put.bind_i64(1, tbl)?;
+                        tomb_put.bind_blob(2, &key)?;
+                        tomb_put.bind_blob(3, &crate::keys::pack(&vals))?;
+                        tomb_put.run()?;
+                    }
+                    _ => continue,
                 }
-                _ => continue,
+                if st.exist != before {
+                    cells::prune_review(conn, t, &key, st.exist)?;
+                }
+                let hlc = write_local(call, t, &sites, &key, &mut st, &cols, hlc, seq, &vals)?;
+                max_hlc = max_hlc.max(hlc);
+                rows.put(tbl, &key, &st)?;
             }
-            if st.exist != before {
-                cells::prune_review(conn, t, &key, st.exist)?;
-            }
-            let hlc = write_local(call, t, &sites, &key, &mut st, &cols, hlc, seq, &vals)?;
-            max_hlc = max_hlc.max(hlc);
-            rows.put(tbl, &key, &st)?;
         }
     }
     drop(log);
