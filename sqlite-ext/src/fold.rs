@@ -21,6 +21,9 @@ use crate::triggers::{OP_DELETE, OP_INSERT, OP_REKEY, OP_UPDATE};
 use outpost_protocol::merge::{CellVersion, ReviewWrite};
 use outpost_protocol::{Hlc, Stamp, Strategy, Value};
 
+/// One `_outpost_log` row: seq, table id, packed key, op, clock, mask, packed values.
+type LogEntry = (u64, i64, Vec<u8>, i64, u64, i64, Option<Vec<u8>>);
+
 /// Log entries folded per sorted chunk.
 const FOLD_CHUNK: usize = 20_000;
 
@@ -108,7 +111,7 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
     )?;
     let mut max_hlc = 0u64;
     let mut any = false;
-    let mut chunk: Vec<(u64, i64, Vec<u8>, i64, u64, i64, Option<Vec<u8>>)> = Vec::new();
+    let mut chunk: Vec<LogEntry> = Vec::new();
     let mut exhausted = false;
     while !exhausted {
         chunk.clear();
