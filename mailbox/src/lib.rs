@@ -35,6 +35,7 @@
 mod error;
 mod mailbox;
 mod plan;
+mod server_store;
 
 pub use error::MailboxError;
 pub use mailbox::{

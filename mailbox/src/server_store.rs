@@ -1,0 +1,77 @@
+//! The protocol's server storage ([`ServerStore`]) over the mailbox: what a hub or the cloud
+//! plugs into `outpost_protocol::session::ServerSession`.
+//!
+//! A commit stores the staged batches and the ack's record in one fsynced transaction
+//! ([`Mailbox::commit_push`]); the record is the postcard encoding of the ack's `covered` list, so
+//! a retried commit is answered byte for byte as the first one was.
+
+use crate::error::MailboxError;
+use crate::mailbox::{Mailbox, PullPlan, PushRecord, StagedBatch as MailboxBatch};
+use outpost_protocol::message::{Covered, SessionId};
+use outpost_protocol::session::{CommitRecord, ServerStore, StagedBatch};
+use outpost_protocol::{SiteId, VersionVector};
+
+impl ServerStore for Mailbox {
+    type Error = MailboxError;
+    type PullPlan = PullPlan;
+
+    fn vector(&mut self) -> Result<VersionVector, MailboxError> {
+        Mailbox::vector(self)
+    }
+
+    fn committed(&mut self, session: &SessionId) -> Result<Option<CommitRecord>, MailboxError> {
+        let Some(record) = self.push_record(&session.0)? else {
+            return Ok(None);
+        };
+        let covered: Vec<Covered> =
+            postcard::from_bytes(&record.record).map_err(|e| MailboxError::Corrupt {
+                path: self.path().to_path_buf(),
+                detail: format!("push record of session {:02x?}: {e}", &session.0[..4]),
+            })?;
+        Ok(Some(CommitRecord {
+            digest: record.digest,
+            covered,
+        }))
+    }
+
+    fn commit(
+        &mut self,
+        session: &SessionId,
+        record: &CommitRecord,
+        batches: &[StagedBatch],
+    ) -> Result<(), MailboxError> {
+        let staged: Vec<MailboxBatch> = batches
+            .iter()
+            .map(|b| MailboxBatch {
+                origin: b.header.origin,
+                range: b.header.range,
+                sha256: b.header.body_sha256,
+                bytes: b.bytes.clone(),
+            })
+            .collect();
+        let record = PushRecord {
+            digest: record.digest,
+            record: postcard::to_allocvec(&record.covered).expect("postcard into a Vec"),
+        };
+        let receipts = self.commit_push(&session.0, &record, &staged)?;
+        let written = receipts.iter().filter(|r| r.stored).count();
+        log::info!(
+            "mailbox={} push committed: {} batches, {written} new",
+            self.path().display(),
+            receipts.len()
+        );
+        Ok(())
+    }
+
+    fn batches_for(
+        &mut self,
+        vector: &VersionVector,
+        exclude_origin: &SiteId,
+    ) -> Result<PullPlan, MailboxError> {
+        self.pull_plan(vector, Some(*exclude_origin))
+    }
+
+    fn next_batch(&mut self, plan: &mut PullPlan) -> Result<Option<Vec<u8>>, MailboxError> {
+        Ok(Mailbox::next_batch(self, plan)?.map(|b| b.bytes))
+    }
+}
