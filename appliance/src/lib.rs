@@ -12,8 +12,10 @@
 pub mod allowlist;
 pub mod datadir;
 pub mod enroll;
+pub mod gate;
 pub mod identity;
 pub mod interfaces;
 pub mod logging;
 pub mod net;
+pub mod relay;
 pub mod server;

@@ -1,13 +1,18 @@
 //! `outpost-hub`: the clinic hub's command line. See `docs/hub.md`.
 
 use anyhow::{bail, Context, Result};
-use outpost_hub::allowlist::{Device, DEFAULT_TOKEN_TTL_SECS};
+use outpost_hub::allowlist::{Allowlist, AllowlistError, Device, DEFAULT_TOKEN_TTL_SECS};
 use outpost_hub::datadir::{unix_now, DataDir, LAST_NET};
 use outpost_hub::enroll::{render_qr, EnrollCode};
 use outpost_hub::identity::fingerprint;
+use outpost_hub::relay::{serve_stream, Hub, Relay};
+use outpost_hub::server::{serve, watch_revocations, Conn, Limits as ServerLimits, LiveSessions};
 use outpost_hub::{interfaces, logging};
-use std::net::SocketAddr;
+use outpost_protocol::channel::Limits as ChannelLimits;
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 const USAGE: &str = "\
 usage:
@@ -105,10 +110,38 @@ fn run(args: &Args) -> Result<()> {
         .context("--net std:ADDR:PORT is required")?;
     let addr = parse_net(net)?;
     let dir = data_dir(args)?;
-    bail!(
-        "hub {} at {addr}: serving sessions is not available in this build yet",
-        dir.identity.site
+    let allowlist_path = dir.path.join("allowlist.db");
+    let site = dir.identity.site;
+    let key = fingerprint(&dir.identity.public);
+    let hub = Hub::new(dir, ChannelLimits::default())?;
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("listening on {addr} (--net {net})"))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    hub.dir()
+        .allowlist()?
+        .set_setting(LAST_NET, &bound.to_string())?;
+    let live = Arc::new(LiveSessions::default());
+    let watcher = Allowlist::open(&allowlist_path)?;
+    watch_revocations(
+        live.clone(),
+        Duration::from_secs(1),
+        move |k| match watcher.authorize(k) {
+            Ok(_) => true,
+            Err(AllowlistError::Revoked | AllowlistError::NotEnrolled) => false,
+            Err(e) => {
+                log::warn!("revocation check: {e}");
+                true
+            }
+        },
     )
+    .context("starting the revocation watcher")?;
+    log::info!("hub site={site} key={key} listening on {bound}");
+    let handler = move |conn: &mut Conn| -> Result<()> {
+        let mut relay = Relay::new(hub.clone())?;
+        serve_stream(&mut relay, conn)
+    };
+    serve(listener, ServerLimits::default(), live, Arc::new(handler))
+        .with_context(|| format!("serving on {bound}"))
 }
 
 /// The addresses to put in an enrollment code: `--address` values, else the last `run`'s

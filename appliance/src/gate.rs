@@ -1,0 +1,97 @@
+//! The hub's [`Gatekeeper`]: the handshake's admission checks, answered from the allowlist.
+//!
+//! Store failures become [`Refusal::Unavailable`] (logged here with the file, since the refusal
+//! itself carries no detail), so a full disk or a locked database never admits anyone.
+
+use crate::allowlist::{Allowlist, AllowlistError};
+use crate::datadir::unix_now;
+use outpost_protocol::handshake::{Gatekeeper, PublicKey, Refusal, TokenId};
+use outpost_protocol::SiteId;
+
+/// The gatekeeper of one connection, over its own allowlist connection.
+#[derive(Debug)]
+pub struct HubGate {
+    allowlist: Allowlist,
+    /// Reads "now" (unix seconds) for token expiry; the clock in production, fixed in tests.
+    clock: fn() -> u64,
+}
+
+impl HubGate {
+    /// A gatekeeper over `allowlist`, reading the system clock for token expiry.
+    pub fn new(allowlist: Allowlist) -> HubGate {
+        HubGate {
+            allowlist,
+            clock: unix_now,
+        }
+    }
+
+    /// The same with a given clock (tests).
+    pub fn with_clock(allowlist: Allowlist, clock: fn() -> u64) -> HubGate {
+        HubGate { allowlist, clock }
+    }
+
+    /// The allowlist, for the session that follows the handshake (last seen, revocation).
+    pub fn allowlist(&mut self) -> &mut Allowlist {
+        &mut self.allowlist
+    }
+}
+
+fn refusal(e: AllowlistError) -> Refusal {
+    match e {
+        AllowlistError::UnknownToken => Refusal::UnknownToken,
+        AllowlistError::TokenUsed => Refusal::TokenUsed,
+        AllowlistError::TokenExpired { .. } => Refusal::TokenExpired,
+        AllowlistError::Revoked => Refusal::Revoked,
+        AllowlistError::SiteBoundToOtherKey { .. } => Refusal::SiteReused,
+        AllowlistError::NotEnrolled => Refusal::UnknownKey,
+        AllowlistError::CounterReplay { .. } => Refusal::ReplayedHandshake,
+        other => {
+            log::error!("allowlist check failed, refusing the peer for now: {other}");
+            Refusal::Unavailable
+        }
+    }
+}
+
+impl Gatekeeper for HubGate {
+    fn authorize(&mut self, key: &PublicKey, site: &SiteId) -> Result<(), Refusal> {
+        self.allowlist
+            .authorize_site(key.as_bytes(), *site)
+            .map(|_| ())
+            .map_err(refusal)
+    }
+
+    fn last_counter(&mut self, key: &PublicKey) -> Result<Option<u64>, Refusal> {
+        self.allowlist.last_counter(key.as_bytes()).map_err(refusal)
+    }
+
+    fn record_counter(&mut self, key: &PublicKey, counter: u64) -> Result<(), Refusal> {
+        self.allowlist
+            .record_counter(key.as_bytes(), counter)
+            .map_err(refusal)
+    }
+
+    fn enrollment_token(&mut self, id: &TokenId) -> Result<[u8; 32], Refusal> {
+        self.allowlist
+            .usable_token(&id.0, (self.clock)())
+            .map_err(refusal)
+    }
+
+    fn check_enrollment(&mut self, key: &PublicKey, site: &SiteId) -> Result<(), Refusal> {
+        self.allowlist
+            .check_enrollment(key.as_bytes(), *site)
+            .map_err(refusal)
+    }
+
+    fn admit(&mut self, id: &TokenId, key: &PublicKey, site: &SiteId) -> Result<(), Refusal> {
+        let device = self
+            .allowlist
+            .admit(&id.0, key.as_bytes(), *site, (self.clock)())
+            .map_err(refusal)?;
+        log::info!(
+            "enrolled device site={} key={}",
+            device.site,
+            key.fingerprint()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! Enrollment and session handshakes against the hub over real TCP, with the protocol's own
+//! initiator as the device: tokens are single use, admission is durable, counters refuse replays,
+//! revoked devices are refused, and a device pinned to another hub's key never gets a channel.
+
+use outpost_hub::allowlist::DEFAULT_TOKEN_TTL_SECS;
+use outpost_hub::datadir::{unix_now, DataDir};
+use outpost_hub::relay::{serve_stream, Hub, Relay};
+use outpost_hub::server::{serve, Conn, Limits, LiveSessions};
+use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
+use outpost_protocol::handshake::{
+    Ephemeral, HandshakeError, Initiator, InitiatorConfig, Keypair, PublicKey, Purpose, Refusal,
+};
+use outpost_protocol::{SiteId, PROTOCOL_VERSION};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct TestHub {
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    _dir: tempfile::TempDir,
+}
+
+fn start_hub() -> TestHub {
+    let dir = tempfile::tempdir().unwrap();
+    let data = DataDir::open(&dir.path().join("hub")).unwrap();
+    let hub = Hub::new(data, ChannelLimits::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h = hub.clone();
+    let handler = move |conn: &mut Conn| {
+        let mut relay = Relay::new(h.clone())?;
+        serve_stream(&mut relay, conn)
+    };
+    std::thread::spawn(move || {
+        serve(
+            listener,
+            Limits::default(),
+            Arc::new(LiveSessions::default()),
+            Arc::new(handler),
+        )
+    });
+    TestHub {
+        addr,
+        hub,
+        _dir: dir,
+    }
+}
+
+impl TestHub {
+    fn token(&self) -> [u8; 32] {
+        self.hub
+            .dir()
+            .allowlist()
+            .unwrap()
+            .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS)
+            .unwrap()
+            .secret
+    }
+
+    fn key(&self) -> PublicKey {
+        PublicKey::from_sec1(&self.hub.dir().identity.public).unwrap()
+    }
+
+    fn site(&self) -> SiteId {
+        self.hub.dir().identity.site
+    }
+}
+
+struct Device {
+    keypair: Keypair,
+    site: SiteId,
+}
+
+fn device(n: u8) -> Device {
+    Device {
+        keypair: Keypair::generate().unwrap(),
+        site: SiteId([n; 16]),
+    }
+}
+
+/// Runs the initiator over TCP; returns the channel and the stream, or the handshake error
+/// (`Ok(Err(None))` when the hub closed without a reply).
+fn handshake(
+    addr: SocketAddr,
+    dev: &Device,
+    counter: u64,
+    hub_key: PublicKey,
+    hub_site: SiteId,
+    purpose: Purpose,
+) -> Result<(Channel, TcpStream), Option<HandshakeError>> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let config = InitiatorConfig {
+        identity: dev.keypair.clone(),
+        site: dev.site,
+        counter,
+        responder_key: hub_key,
+        responder_site: hub_site,
+        purpose,
+        version: PROTOCOL_VERSION,
+    };
+    let mut init = Initiator::start(
+        &config,
+        Ephemeral::from_os().unwrap(),
+        ChannelLimits::default(),
+        0,
+    )
+    .unwrap();
+    s.write_all(&init.take_outgoing()).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            return Err(None);
+        }
+        let mut input = &buf[..n];
+        match init.receive(&mut input, 1) {
+            Ok(None) => continue,
+            Ok(Some(mut ch)) => {
+                s.write_all(&ch.take_outgoing()).unwrap();
+                return Ok((ch, s));
+            }
+            Err(e) => return Err(Some(e)),
+        }
+    }
+}
+
+fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn a_token_enrolls_one_device_and_then_its_sessions_are_admitted() {
+    let hub = start_hub();
+    let token = hub.token();
+    let a = device(1);
+    let enroll = Purpose::Enroll { token };
+    let (_ch, _s) = handshake(hub.addr, &a, 1, hub.key(), hub.site(), enroll.clone()).unwrap();
+    let allow = hub.hub.dir().allowlist().unwrap();
+    assert!(wait_for(|| allow
+        .authorize_site(a.keypair.public().as_bytes(), a.site)
+        .is_ok()));
+
+    // The same token again, from another device: refused, and nobody else admitted.
+    let b = device(2);
+    let err = handshake(hub.addr, &b, 1, hub.key(), hub.site(), enroll).unwrap_err();
+    assert_eq!(err, Some(HandshakeError::EnrollmentRefused));
+    assert_eq!(allow.devices().unwrap().len(), 1);
+
+    // A session handshake of the enrolled device is admitted; its counter cannot be replayed.
+    handshake(hub.addr, &a, 2, hub.key(), hub.site(), Purpose::Session).unwrap();
+    let err = handshake(hub.addr, &a, 2, hub.key(), hub.site(), Purpose::Session).unwrap_err();
+    assert_eq!(
+        err,
+        Some(HandshakeError::Refused(Refusal::ReplayedHandshake))
+    );
+    handshake(hub.addr, &a, 3, hub.key(), hub.site(), Purpose::Session).unwrap();
+}
+
+#[test]
+fn unknown_copied_and_revoked_devices_are_told_why() {
+    let hub = start_hub();
+    let a = device(1);
+    let err = handshake(hub.addr, &a, 1, hub.key(), hub.site(), Purpose::Session).unwrap_err();
+    assert_eq!(err, Some(HandshakeError::Refused(Refusal::UnknownKey)));
+
+    let token = hub.token();
+    handshake(
+        hub.addr,
+        &a,
+        2,
+        hub.key(),
+        hub.site(),
+        Purpose::Enroll { token },
+    )
+    .unwrap();
+    let allow = hub.hub.dir().allowlist().unwrap();
+    assert!(wait_for(|| allow.devices().unwrap().len() == 1));
+
+    // A copy of A's database (same site id) under another key.
+    let copy = Device {
+        keypair: Keypair::generate().unwrap(),
+        site: a.site,
+    };
+    let err = handshake(hub.addr, &copy, 1, hub.key(), hub.site(), Purpose::Session).unwrap_err();
+    assert_eq!(err, Some(HandshakeError::Refused(Refusal::SiteReused)));
+
+    hub.hub
+        .dir()
+        .allowlist()
+        .unwrap()
+        .revoke("01010101", unix_now())
+        .unwrap();
+    let err = handshake(hub.addr, &a, 3, hub.key(), hub.site(), Purpose::Session).unwrap_err();
+    assert_eq!(err, Some(HandshakeError::Refused(Refusal::Revoked)));
+}
+
+#[test]
+fn a_device_pinned_to_another_hub_never_gets_a_channel_and_enrolls_nothing() {
+    let real = start_hub();
+    let rogue = start_hub();
+    let token = real.token();
+    let a = device(1);
+    // The device dials the rogue (same role, other key) with the real hub's pinned key.
+    let err = handshake(
+        rogue.addr,
+        &a,
+        1,
+        real.key(),
+        real.site(),
+        Purpose::Enroll { token },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            None | Some(HandshakeError::KeyMismatch) | Some(HandshakeError::EnrollmentRefused)
+        ),
+        "{err:?}"
+    );
+    assert!(rogue
+        .hub
+        .dir()
+        .allowlist()
+        .unwrap()
+        .devices()
+        .unwrap()
+        .is_empty());
+    // The token was not consumed: the real hub still accepts it.
+    handshake(
+        real.addr,
+        &a,
+        2,
+        real.key(),
+        real.site(),
+        Purpose::Enroll { token },
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_expired_token_is_refused() {
+    let hub = start_hub();
+    let token = hub
+        .hub
+        .dir()
+        .allowlist()
+        .unwrap()
+        .issue_token(unix_now() - 1000, 60)
+        .unwrap()
+        .secret;
+    let err = handshake(
+        hub.addr,
+        &device(1),
+        1,
+        hub.key(),
+        hub.site(),
+        Purpose::Enroll { token },
+    )
+    .unwrap_err();
+    assert_eq!(err, Some(HandshakeError::EnrollmentRefused));
+    assert!(hub
+        .hub
+        .dir()
+        .allowlist()
+        .unwrap()
+        .devices()
+        .unwrap()
+        .is_empty());
+}

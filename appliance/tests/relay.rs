@@ -1,0 +1,453 @@
+//! Devices syncing through the hub over real TCP: the protocol's own initiator and client
+//! session on the device side (with an in-memory device store), the real hub (allowlist, Noise
+//! responder, server session, SQLite mailbox) on the other. Checks convergence through the hub,
+//! exactly-once delivery, own batches never returned, and durability across a hub restart.
+
+use outpost_hub::allowlist::DEFAULT_TOKEN_TTL_SECS;
+use outpost_hub::datadir::{unix_now, DataDir};
+use outpost_hub::relay::{serve_stream, Hub, Relay};
+use outpost_hub::server::{serve, Conn, Limits, LiveSessions};
+use outpost_protocol::batch::codec::{self, Limits as BatchLimits};
+use outpost_protocol::batch::{BatchHeader, Compression, TableSchema};
+use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
+use outpost_protocol::handshake::{
+    Ephemeral, Initiator, InitiatorConfig, Keypair, PublicKey, Purpose,
+};
+use outpost_protocol::message::{Covered, Message, PeerRole, SessionId};
+use outpost_protocol::session::{ClientConfig, ClientSession, ClientStore, SessionError};
+use outpost_protocol::{SeqRange, SiteId, VersionVector, PROTOCOL_VERSION};
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn start_hub(data: &Path) -> (SocketAddr, Arc<Hub>) {
+    let hub = Hub::new(DataDir::open(data).unwrap(), ChannelLimits::default()).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let h = hub.clone();
+    let handler = move |conn: &mut Conn| {
+        let mut relay = Relay::new(h.clone())?;
+        serve_stream(&mut relay, conn)
+    };
+    std::thread::spawn(move || {
+        serve(
+            listener,
+            Limits::default(),
+            Arc::new(LiveSessions::default()),
+            Arc::new(handler),
+        )
+    });
+    (addr, hub)
+}
+
+/// An encoded batch of `origin` for `lo..=hi` (an empty body: the hub never reads bodies, and a
+/// per-range table name makes every batch's bytes distinct).
+fn batch(origin: SiteId, lo: u64, hi: u64) -> Vec<u8> {
+    let table = TableSchema {
+        name: format!("t{lo}_{hi}"),
+        columns: vec![],
+        primary_key: vec![],
+        foreign_keys: vec![],
+    };
+    codec::try_encode(
+        origin,
+        SeqRange::new(lo, hi).unwrap(),
+        vec![table],
+        &[],
+        Compression::None,
+    )
+    .unwrap_or_else(|_| {
+        codec::encode(
+            origin,
+            SeqRange::new(lo, hi).unwrap(),
+            vec![],
+            &[],
+            Compression::None,
+        )
+    })
+}
+
+fn header(b: &[u8]) -> BatchHeader {
+    codec::decode_header(b, &BatchLimits::default()).unwrap()
+}
+
+/// A device database in memory: its own batches, what it applied, what the hub acknowledged.
+struct Device {
+    keypair: Keypair,
+    site: SiteId,
+    counter: u64,
+    own: Vec<Vec<u8>>,
+    vector: VersionVector,
+    applied: Vec<(SiteId, SeqRange)>,
+    acked: Vec<Covered>,
+}
+
+impl Device {
+    fn new(n: u8) -> Device {
+        let site = SiteId([n; 16]);
+        Device {
+            keypair: Keypair::generate().unwrap(),
+            site,
+            counter: 0,
+            own: Vec::new(),
+            vector: VersionVector::new(),
+            applied: Vec::new(),
+            acked: Vec::new(),
+        }
+    }
+
+    fn write(&mut self, lo: u64, hi: u64) {
+        self.own.push(batch(self.site, lo, hi));
+        self.vector
+            .advance(self.site, SeqRange::new(lo, hi).unwrap())
+            .unwrap();
+    }
+}
+
+impl ClientStore for Device {
+    type Error = String;
+    type ExportPlan = VecDeque<Vec<u8>>;
+
+    fn vector(&mut self) -> Result<VersionVector, String> {
+        Ok(self.vector.clone())
+    }
+    fn plan_export(&mut self, server: &VersionVector) -> Result<VecDeque<Vec<u8>>, String> {
+        let have = server.get(&self.site);
+        Ok(self
+            .own
+            .iter()
+            .filter(|b| header(b).range.lo > have)
+            .cloned()
+            .collect())
+    }
+    fn next_export(&mut self, plan: &mut VecDeque<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
+        Ok(plan.pop_front())
+    }
+    fn acknowledged(&mut self, covered: &[Covered]) -> Result<(), String> {
+        self.acked.extend_from_slice(covered);
+        Ok(())
+    }
+    fn apply_chunk(&mut self, h: &BatchHeader, _b: &[u8]) -> Result<(), String> {
+        self.vector
+            .advance(h.origin, h.range)
+            .map_err(|e| e.to_string())?;
+        self.applied.push((h.origin, h.range));
+        Ok(())
+    }
+}
+
+struct HubInfo {
+    addr: SocketAddr,
+    key: PublicKey,
+    site: SiteId,
+}
+
+fn info(addr: SocketAddr, hub: &Hub) -> HubInfo {
+    HubInfo {
+        addr,
+        key: PublicKey::from_sec1(&hub.dir().identity.public).unwrap(),
+        site: hub.dir().identity.site,
+    }
+}
+
+fn connect(hub: &HubInfo, dev: &mut Device, purpose: Purpose) -> (Channel, TcpStream) {
+    dev.counter += 1;
+    let mut s = TcpStream::connect(hub.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let config = InitiatorConfig {
+        identity: dev.keypair.clone(),
+        site: dev.site,
+        counter: dev.counter,
+        responder_key: hub.key,
+        responder_site: hub.site,
+        purpose,
+        version: PROTOCOL_VERSION,
+    };
+    let mut init = Initiator::start(
+        &config,
+        Ephemeral::from_os().unwrap(),
+        ChannelLimits::default(),
+        0,
+    )
+    .unwrap();
+    s.write_all(&init.take_outgoing()).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "hub closed during the handshake");
+        let mut input = &buf[..n];
+        if let Some(mut ch) = init.receive(&mut input, 1).unwrap() {
+            assert!(input.is_empty());
+            s.write_all(&ch.take_outgoing()).unwrap();
+            return (ch, s);
+        }
+    }
+}
+
+fn enroll(hub: &HubInfo, h: &Hub, dev: &mut Device) {
+    let token = h
+        .dir()
+        .allowlist()
+        .unwrap()
+        .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS)
+        .unwrap()
+        .secret;
+    let (_ch, s) = connect(hub, dev, Purpose::Enroll { token });
+    drop(s);
+    let allow = h.dir().allowlist().unwrap();
+    for _ in 0..100 {
+        if allow
+            .authorize_site(dev.keypair.public().as_bytes(), dev.site)
+            .is_ok()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("device not admitted");
+}
+
+/// One sync session; `stop_after_chunks` drops the connection after that many pulled batches.
+fn sync(
+    hub: &HubInfo,
+    dev: &mut Device,
+    session: u8,
+    stop_after_chunks: Option<usize>,
+) -> Result<u64, SessionError> {
+    let (mut ch, mut s) = connect(hub, dev, Purpose::Session);
+    let mut client = ClientSession::new(ClientConfig {
+        site: dev.site,
+        role: PeerRole::Device,
+        fingerprint: [9; 32],
+        wall_clock_ms: 1_800_000_000_000,
+        session: SessionId([session; 16]),
+        live: false,
+        max_push_attempts: 3,
+        batch_limits: BatchLimits::default(),
+    });
+    let mut chunks = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(m) = client.poll(dev)? {
+            ch.send(&m.encode()).unwrap();
+        }
+        s.write_all(&ch.take_outgoing()).unwrap();
+        if client.is_done() {
+            return Ok(client.applied());
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "hub closed the session");
+        let mut input = &buf[..n];
+        while let Some(bytes) = ch.receive(&mut input, 2).unwrap() {
+            let msg = Message::decode(&bytes, usize::MAX).unwrap();
+            if matches!(msg, Message::Chunk { .. }) {
+                chunks += 1;
+            }
+            client.handle(msg, dev)?;
+            if Some(chunks) == stop_after_chunks {
+                return Ok(client.applied());
+            }
+        }
+    }
+}
+
+#[test]
+fn three_devices_converge_through_the_hub_and_get_each_change_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, h) = start_hub(&dir.path().join("hub"));
+    let hub = info(addr, &h);
+    let mut devs = [Device::new(0xa1), Device::new(0xb2), Device::new(0xc3)];
+    for (i, d) in devs.iter_mut().enumerate() {
+        enroll(&hub, &h, d);
+        d.write(1, 2);
+        d.write(3, 3 + i as u64);
+    }
+    for round in 1..=2u8 {
+        for (i, d) in devs.iter_mut().enumerate() {
+            sync(&hub, d, round * 10 + i as u8, None).unwrap();
+        }
+    }
+    let sites: Vec<SiteId> = devs.iter().map(|d| d.site).collect();
+    for d in &devs {
+        // Everyone holds everyone's changes...
+        for (i, s) in sites.iter().enumerate() {
+            assert_eq!(d.vector.get(s), 3 + i as u64, "{:?} lacks {s}", d.site);
+        }
+        // ...got each other batch exactly once, and never its own.
+        assert_eq!(d.applied.len(), 4, "{:?}", d.applied);
+        assert!(d.applied.iter().all(|(o, _)| *o != d.site));
+        let mut seen = d.applied.clone();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 4);
+        // The hub acknowledged exactly its own pushes.
+        assert_eq!(d.acked.len(), 2);
+        assert!(d.acked.iter().all(|c| c.origin == d.site));
+    }
+    let mb = h.dir().mailbox().unwrap();
+    mb.check().unwrap();
+    assert_eq!(mb.status().unwrap().batches, 6);
+}
+
+#[test]
+fn a_pull_cut_midway_resumes_without_resending_and_the_hub_keeps_everything_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let (addr, h) = start_hub(&data);
+    let hub = info(addr, &h);
+    let mut a = Device::new(1);
+    let mut b = Device::new(2);
+    enroll(&hub, &h, &mut a);
+    enroll(&hub, &h, &mut b);
+    for lo in (1..=20).step_by(2) {
+        a.write(lo, lo + 1);
+    }
+    sync(&hub, &mut a, 1, None).unwrap();
+    // B's pull is cut after 3 of A's 10 batches, then resumes.
+    sync(&hub, &mut b, 2, Some(3)).unwrap();
+    assert_eq!(b.applied.len(), 3);
+    sync(&hub, &mut b, 3, None).unwrap();
+    assert_eq!(b.applied.len(), 10);
+    assert_eq!(b.vector.get(&a.site), 20);
+
+    // A second hub process on the same data directory (the first one's threads still run, as
+    // after a restart nothing is lost: every acknowledged batch is in the file).
+    let (addr2, h2) = start_hub(&data);
+    let hub2 = info(addr2, &h2);
+    assert_eq!(hub2.key, hub.key);
+    let mut c = Device::new(3);
+    enroll(&hub2, &h2, &mut c);
+    sync(&hub2, &mut c, 4, None).unwrap();
+    assert_eq!(c.vector.get(&a.site), 20);
+    assert_eq!(c.applied.len(), 10);
+}
+
+/// Sends `msgs` on a fresh session connection and returns every message the hub answered
+/// until it has answered the last one (or closed).
+fn exchange(hub: &HubInfo, dev: &mut Device, msgs: &[Message], answers: usize) -> Vec<Message> {
+    let mut all = vec![hello(dev, msgs_session(msgs))];
+    all.extend_from_slice(msgs);
+    let (mut ch, mut s) = connect(hub, dev, Purpose::Session);
+    for m in &all {
+        ch.send(&m.encode()).unwrap();
+    }
+    s.write_all(&ch.take_outgoing()).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while got.len() < answers {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        let mut input = &buf[..n];
+        while let Some(bytes) = ch.receive(&mut input, 2).unwrap() {
+            got.push(Message::decode(&bytes, usize::MAX).unwrap());
+        }
+    }
+    got
+}
+
+fn msgs_session(msgs: &[Message]) -> SessionId {
+    msgs.iter()
+        .find_map(|m| match m {
+            Message::Push { session, .. } | Message::Commit { session } => Some(*session),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn hello(dev: &Device, session: SessionId) -> Message {
+    Message::Hello(outpost_protocol::message::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        site: dev.site,
+        role: PeerRole::Device,
+        fingerprint: [9; 32],
+        wall_clock_ms: 1_800_000_000_000,
+        vector: dev.vector.clone(),
+        session,
+    })
+}
+
+#[test]
+fn a_retried_commit_gets_the_same_ack_and_different_content_must_push_again() {
+    use outpost_protocol::message::{Bytes, PushAgainReason};
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, h) = start_hub(&dir.path().join("hub"));
+    let hub = info(addr, &h);
+    let mut a = Device::new(1);
+    enroll(&hub, &h, &mut a);
+    let sid = SessionId([7; 16]);
+    let b1 = batch(a.site, 1, 3);
+    let push = |b: &Vec<u8>| Message::Push {
+        session: sid,
+        batch: Bytes(b.clone()),
+    };
+    let commit = Message::Commit { session: sid };
+    let first = exchange(&hub, &mut a, &[push(&b1), commit.clone()], 2);
+    assert!(matches!(first[1], Message::Ack { .. }), "{first:?}");
+    // The ack was lost; the device retries the same push under the same session id.
+    let again = exchange(&hub, &mut a, &[push(&b1), commit.clone()], 2);
+    assert_eq!(again[1], first[1]);
+    assert_eq!(h.dir().mailbox().unwrap().status().unwrap().batches, 1);
+    // Other content under that session id is never acknowledged.
+    let other = batch(a.site, 1, 4);
+    let diff = exchange(&hub, &mut a, &[push(&other), commit.clone()], 2);
+    assert_eq!(
+        diff[1],
+        Message::PushAgain {
+            session: sid,
+            reason: PushAgainReason::DifferentContent
+        }
+    );
+    // A commit with nothing pushed on this connection: unknown session.
+    let unknown = exchange(&hub, &mut a, &[commit], 2);
+    assert_eq!(
+        unknown[1],
+        Message::PushAgain {
+            session: sid,
+            reason: PushAgainReason::UnknownSession
+        }
+    );
+    assert_eq!(h.dir().mailbox().unwrap().status().unwrap().batches, 1);
+}
+
+#[test]
+fn a_corrupted_batch_is_refused_with_an_error_and_nothing_is_stored() {
+    use outpost_protocol::message::{Bytes, ErrorCode};
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, h) = start_hub(&dir.path().join("hub"));
+    let hub = info(addr, &h);
+    let mut a = Device::new(1);
+    enroll(&hub, &h, &mut a);
+    let sid = SessionId([3; 16]);
+    let mut bad = batch(a.site, 1, 1);
+    let n = bad.len();
+    bad[n - 1] ^= 0xff;
+    let got = exchange(
+        &hub,
+        &mut a,
+        &[
+            Message::Push {
+                session: sid,
+                batch: Bytes(bad),
+            },
+            Message::Commit { session: sid },
+        ],
+        2,
+    );
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        matches!(
+            &got[1],
+            Message::Error {
+                code: ErrorCode::BadBatch,
+                ..
+            }
+        ),
+        "{got:?}"
+    );
+    assert_eq!(h.dir().mailbox().unwrap().status().unwrap().batches, 0);
+}
