@@ -1,0 +1,208 @@
+//! The `outpost-hub` binary end to end: `run` serves enrolled devices over TCP, `enroll-code`
+//! codes are single use, `revoke` ends a live session within seconds, and a restarted hub still
+//! holds every acknowledged batch.
+
+mod device;
+
+use device::{connect, sync, Device, HubInfo};
+use outpost_hub::enroll::EnrollCode;
+use outpost_protocol::handshake::{HandshakeError, Initiator, InitiatorConfig, PublicKey, Purpose};
+use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
+use outpost_protocol::PROTOCOL_VERSION;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HUB: &str = env!("CARGO_BIN_EXE_outpost-hub");
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run_hub(data: &Path, port: u16, log: &Path) -> Running {
+    let child = Command::new(HUB)
+        .args(["run", "--data", data.to_str().unwrap(), "--net"])
+        .arg(format!("std:127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "hub did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Running(child)
+}
+
+fn cli(args: &[&str]) -> String {
+    let out = Command::new(HUB).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn enroll_code(data: &str) -> (EnrollCode, HubInfo) {
+    let out = cli(&["enroll-code", "--data", data, "--no-qr"]);
+    let code = EnrollCode::decode(out.lines().next().unwrap()).unwrap();
+    let info = HubInfo {
+        addr: code.addresses[0].parse().unwrap(),
+        key: PublicKey::from_sec1(&code.hub_key).unwrap(),
+        site: code.hub_site,
+    };
+    (code, info)
+}
+
+fn enrolled(data: &str) -> usize {
+    let v: serde_json::Value =
+        serde_json::from_str(&cli(&["devices", "--data", data, "--json"])).unwrap();
+    v.as_array().unwrap().len()
+}
+
+fn wait_until(mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "condition not met in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_hub_binary_enrolls_syncs_revokes_and_keeps_data_across_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let d = data.to_str().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("hub.log");
+    let hub = run_hub(&data, port, &log);
+
+    // Enroll A and B with one code each; the address in the code is the one `run` listens on.
+    let mut a = Device::new(0xa1);
+    let mut b = Device::new(0xb2);
+    let (code_a, info) = enroll_code(d);
+    assert_eq!(code_a.addresses, vec![format!("127.0.0.1:{port}")]);
+    connect(
+        &info,
+        &mut a,
+        Purpose::Enroll {
+            token: code_a.token,
+        },
+    );
+    wait_until(|| enrolled(d) == 1);
+    let (code_b, _) = enroll_code(d);
+    connect(
+        &info,
+        &mut b,
+        Purpose::Enroll {
+            token: code_b.token,
+        },
+    );
+    wait_until(|| enrolled(d) == 2);
+
+    // A code is single use: a third device presenting A's code is refused.
+    let mut c = Device::new(0xc3);
+    c.counter += 1;
+    let mut s = TcpStream::connect(info.addr).unwrap();
+    let mut init = Initiator::start(
+        &InitiatorConfig {
+            identity: c.keypair.clone(),
+            site: c.site,
+            counter: c.counter,
+            responder_key: info.key,
+            responder_site: info.site,
+            purpose: Purpose::Enroll {
+                token: code_a.token,
+            },
+            version: PROTOCOL_VERSION,
+        },
+        outpost_protocol::handshake::Ephemeral::from_os().unwrap(),
+        Default::default(),
+        0,
+    )
+    .unwrap();
+    s.write_all(&init.take_outgoing()).unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap();
+    let mut input = &buf[..n];
+    assert_eq!(
+        init.receive(&mut input, 1).unwrap_err(),
+        HandshakeError::EnrollmentRefused
+    );
+    assert_eq!(enrolled(d), 2);
+
+    // A pushes, B pulls.
+    a.write(1, 3);
+    sync(&info, &mut a, 1, None).unwrap();
+    sync(&info, &mut b, 2, None).unwrap();
+    assert_eq!(b.vector.get(&a.site), 3);
+
+    // B keeps a session open; revoking B ends it.
+    let (mut ch, mut stream) = connect(&info, &mut b, Purpose::Session);
+    ch.send(
+        &Message::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            site: b.site,
+            role: PeerRole::Device,
+            fingerprint: [0; 32],
+            wall_clock_ms: 0,
+            vector: b.vector.clone(),
+            session: SessionId([5; 16]),
+        })
+        .encode(),
+    )
+    .unwrap();
+    stream.write_all(&ch.take_outgoing()).unwrap();
+    let n = stream.read(&mut buf).unwrap();
+    assert!(n > 0, "the hub answers the hello");
+    let revoked_at = Instant::now();
+    let out = cli(&["revoke", "--data", d, &b.site.to_string()[..8]]);
+    assert!(out.contains(&b.site.to_string()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let ended = matches!(stream.read(&mut buf), Ok(0) | Err(_));
+    assert!(ended, "the revoked device's session is still open");
+    assert!(revoked_at.elapsed() < Duration::from_secs(5));
+
+    // Restart: everything acknowledged is still served, with the same identity.
+    drop(hub);
+    let _hub = run_hub(&data, port, &log);
+    let mut e = Device::new(0xe5);
+    let (code_e, info2) = enroll_code(d);
+    assert_eq!(info2.key, info.key);
+    connect(
+        &info2,
+        &mut e,
+        Purpose::Enroll {
+            token: code_e.token,
+        },
+    );
+    wait_until(|| enrolled(d) == 3);
+    sync(&info2, &mut e, 3, None).unwrap();
+    assert_eq!(e.vector.get(&a.site), 3);
+
+    // The log names peers and keys by fingerprint; no secret ever appears in it.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("enrolled device"), "{text}");
+    let secret: String = std::fs::read(data.join("identity.key"))
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let token: String = code_a.token.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(!text.contains(&secret[..16]) && !text.contains(&token[..16]));
+}
