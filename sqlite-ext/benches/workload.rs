@@ -496,6 +496,44 @@ fn main() {
         );
     }
 
+    // Plain reference for W4: the same rows into a fresh plain database, one transaction per
+    // chunk as the apply had (random UUID keys make every chunk touch most index pages).
+    {
+        let conn = create(&p("w4_plain.db"), false);
+        let per = (np + nv).div_ceil(n.max(1));
+        let t = Instant::now();
+        let mut done = 0;
+        while done < np + nv {
+            conn.execute_batch("BEGIN").unwrap();
+            for i in done..(done + per).min(np + nv) {
+                if i < np {
+                    insert_patients(&conn, &data.patients[i..i + 1]);
+                } else {
+                    let v = &data.visits[i - np];
+                    conn.execute(
+                        "INSERT INTO visits VALUES (?1,?2,?3,?4,?5,?6)",
+                        params![
+                            v.id,
+                            data.patients[v.patient].id,
+                            v.clinic,
+                            v.provider,
+                            v.notes,
+                            v.created_at
+                        ],
+                    )
+                    .unwrap();
+                }
+            }
+            conn.execute_batch("COMMIT").unwrap();
+            done += per;
+        }
+        let s = secs(t);
+        println!(
+            "W4 plain    {s:7.3} s  {:.0} rows/s  (same rows, {n} transactions, no tracking)",
+            (np + nv) as f64 / s
+        );
+    }
+
     // 1% update: phone of every 100th patient
     conn.execute_batch("BEGIN").unwrap();
     for (i, pt) in data.patients.iter().enumerate().step_by(100) {

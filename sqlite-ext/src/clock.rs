@@ -21,6 +21,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub(crate) struct Session {
     capturing: AtomicBool,
     clock: Mutex<Option<Clock>>,
+    /// Where a chunked export stopped (see `export.rs`).
+    export: Mutex<Option<ExportCursor>>,
+}
+
+/// The rows a chunked export has yet to send: valid while the database's own seq is unchanged
+/// and the next call asks from where the last one stopped. Saves rescanning every row per chunk.
+pub(crate) struct ExportCursor {
+    pub top: u64,
+    pub since: u64,
+    /// `(smallest own seq above since, table id, packed key)`, in that seq order.
+    pub rest: Vec<(u64, i64, Vec<u8>)>,
 }
 
 impl Default for Session {
@@ -28,6 +39,7 @@ impl Default for Session {
         Session {
             capturing: AtomicBool::new(true),
             clock: Mutex::new(None),
+            export: Mutex::new(None),
         }
     }
 }
@@ -74,6 +86,22 @@ impl Session {
         match guard.as_mut() {
             Some(c) => Ok(f(c)),
             None => Err(Error::Internal("clock missing".into())),
+        }
+    }
+
+    /// Takes the export cursor if it continues exactly `since` at own seq `top`.
+    pub(crate) fn take_export(&self, top: u64, since: u64) -> Option<Vec<(u64, i64, Vec<u8>)>> {
+        let mut g = self.export.lock().ok()?;
+        match g.take() {
+            Some(c) if c.top == top && c.since == since => Some(c.rest),
+            _ => None,
+        }
+    }
+
+    /// Remembers where a chunked export stopped.
+    pub(crate) fn keep_export(&self, cursor: ExportCursor) {
+        if let Ok(mut g) = self.export.lock() {
+            *g = Some(cursor);
         }
     }
 

@@ -126,28 +126,35 @@ pub(crate) fn changes(
             + 16
     };
     // Candidates: rows holding an own write above `since`, by their smallest such seq.
-    let mut candidates: Vec<(u64, usize, Vec<u8>)> = Vec::new();
-    {
-        let mut s = conn.prepare("SELECT tbl, key, exist, exist_seq, clocks FROM _outpost_rows WHERE seq > ?1 AND seq > 0")?;
-        s.bind_i64(1, since as i64)?;
-        while s.step()? {
-            let tbl = s.i64(0);
-            let Some(ti) = exported.iter().position(|e| e.t.id == tbl) else {
-                continue;
-            };
-            let st = crate::state::RowState::decode(s.i64(2) as u64, s.i64(3) as u64, &s.blob(4))?;
-            if let Some(min) = st.min_seq_above(since) {
-                candidates.push((min, ti, s.blob(1)));
+    let candidates = match call.session.take_export(top, since) {
+        Some(rest) => rest,
+        None => {
+            let mut c: Vec<(u64, i64, Vec<u8>)> = Vec::new();
+            let mut s = conn.prepare(
+                "SELECT tbl, key, exist, exist_seq, clocks FROM _outpost_rows WHERE seq > ?1 AND seq > 0",
+            )?;
+            s.bind_i64(1, since as i64)?;
+            while s.step()? {
+                let st =
+                    crate::state::RowState::decode(s.i64(2) as u64, s.i64(3) as u64, &s.blob(4))?;
+                if let Some(min) = st.min_seq_above(since) {
+                    c.push((min, s.i64(0), s.blob(1)));
+                }
             }
+            c.sort_unstable_by_key(|x| x.0);
+            c
         }
-    }
-    candidates.sort_unstable_by_key(|c| c.0);
+    };
     let mut rows = RowStore::new(conn)?;
     let mut writer = BodyWriter::new(schemas).map_err(|e| Error::Internal(e.to_string()))?;
     let mut open: Option<usize> = None;
     let mut pushed = 0usize;
     let mut hi = top;
-    for (min_seq, ti, key) in candidates {
+    let mut candidates = candidates.into_iter();
+    while let Some((min_seq, tbl, key)) = candidates.next() {
+        let Some(ti) = exported.iter().position(|e| e.t.id == tbl) else {
+            continue;
+        };
         let ex = &mut exported[ti];
         let Some(st) = rows.get(ex.t.id, &key)? else {
             continue;
@@ -235,6 +242,13 @@ pub(crate) fn changes(
         if let Some(limit) = max_bytes {
             if pushed > 0 && header_size + writer.len() + size > limit {
                 hi = min_seq - 1;
+                let mut rest = vec![(min_seq, tbl, key)];
+                rest.extend(candidates);
+                call.session.keep_export(crate::clock::ExportCursor {
+                    top,
+                    since: hi,
+                    rest,
+                });
                 break;
             }
         }

@@ -28,10 +28,36 @@
 //! back into C (every call inside `catch_unwind`, every error converted to a SQLite code and
 //! message there). Merge rules come from `outpost_protocol::merge` unchanged.
 //!
+//! ## Decisions (for ARCHITECTURE.md)
+//! - **Append-only capture, fold later.** The write path appends one log row per written row
+//!   and nothing else; per-row merge state is built by `fold` before export/apply. Keeping state
+//!   current inside the triggers would put a second random-key B-tree write on every app write
+//!   (measured 1.9-2.2x in WORKLOAD.md); the log append is at the end of its B-tree.
+//! - **Keys, not rowids.** Bookkeeping is keyed by the packed primary key, so `VACUUM`
+//!   renumbering rowids cannot misattribute a change, at the cost of 17 bytes per UUID key.
+//! - **Own clocks per connection, corrected at fold.** `outpost_tick` is a cached HLC per
+//!   connection; fold raises a local write's clock above the version it replaces, so per-cell
+//!   order holds even when two connections' caches disagree.
+//! - **Export = own, still-current writes.** A cell overwritten by a peer is never re-sent by
+//!   this database (the peer's write travels with its own origin), so batches only ever carry
+//!   the origin's writes at the row's epoch, as the batch format requires.
+//! - **Parents come back as local writes** (`apply/restore.rs`), and **a UNIQUE loser is
+//!   evicted, not deleted** (`apply/unique.rs`): both keep every replica's rows, quarantine and
+//!   conflicts identical whatever the delivery order (checked by a seeded random test).
+//! - **No SQLite linked in.** The crate calls only the SQLite that loaded it, through the
+//!   routines table (`ffi.rs`), so the static (`sqlite3_auto_extension`) path links cleanly next
+//!   to any app SQLite. sqlite-loadable was dropped for that reason: its `sqlite3ext-sys`
+//!   compiles a SQLite 3.39 into the rlib, whose symbols collide with the app's.
+//!
 //! ## Known limits
 //! Tables with more than 62 non-key columns are refused. Every connection writing to a tracked
-//! table must have the extension loaded (the triggers call its functions). A UNIQUE collision
-//! quarantines the incoming row (the later write only when the incoming one is the later).
+//! table must have the extension loaded (the triggers call its functions). After the first
+//! export the database holds per-row state plus the freed log pages (about 1.5x plain at W1
+//! size, see docs/performance.md). A column dropped with `ALTER TABLE DROP COLUMN` is not
+//! handled. `INSERT OR REPLACE` over an existing row is captured as an insert (without the
+//! delete), which is right for lww columns but double-counts a counter column's old value.
+//! Quarantine converges as a set of `(table, key, reason)`: a change sent by several origins
+//! may be held as one entry per origin.
 
 #![allow(clippy::missing_safety_doc)]
 

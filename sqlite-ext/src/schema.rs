@@ -79,7 +79,7 @@ pub(crate) fn finish_savepoint<T>(conn: Conn, name: &str, r: Result<T, Error>) -
 }
 
 /// The page cache (KiB) bulk operations (fold, apply) run with when the connection's is smaller.
-const BULK_CACHE_KIB: i64 = 16 * 1024;
+const BULK_CACHE_KIB: i64 = 32 * 1024;
 
 /// Runs `f` with a page cache of at least [`BULK_CACHE_KIB`]: fold and apply touch keys all over
 /// several B-trees, and a larger cache saves most re-reads. The setting is restored afterwards.
