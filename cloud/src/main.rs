@@ -1,1 +1,304 @@
-fn main() {}
+//! `outpost-cloud`: the cloud master's command line. See `docs/cloud.md`.
+
+use anyhow::{bail, Context, Result};
+use outpost_cloud::control::{Kind, LAST_HTTPS, LAST_LISTEN};
+use outpost_cloud::datadir::{unix_now, DataDir};
+use outpost_cloud::https::{self, TlsFiles};
+use outpost_cloud::service::Cloud;
+use outpost_cloud::status;
+use outpost_hub::allowlist::{token_id, DEFAULT_TOKEN_TTL_SECS};
+use outpost_hub::enroll::{render_qr, EnrollCode};
+use outpost_hub::identity::fingerprint;
+use outpost_hub::logging;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const USAGE: &str = "\
+usage:
+  outpost-cloud init        --data DIR
+  outpost-cloud run         --data DIR [--listen ADDR:PORT] [--https ADDR:PORT]
+                            [--tls-cert FILE --tls-key FILE]
+  outpost-cloud enroll-code --data DIR --hub|--device [--address HOST:PORT]... [--ttl SECONDS] [--no-qr]
+  outpost-cloud api-token   --data DIR NAME
+  outpost-cloud revoke      --data DIR DEVICE          (4+ leading hex digits of its site id)
+  outpost-cloud revoke      --data DIR --api-token NAME
+  outpost-cloud status      --data DIR [--json]
+Defaults: --listen 0.0.0.0:7430, --https 0.0.0.0:8443. Logs go to stderr (OUTPOST_LOG=debug).";
+
+/// Parsed command-line options (flags may come in any order after the command).
+#[derive(Default, Debug)]
+struct Args {
+    command: String,
+    data: Option<PathBuf>,
+    listen: Option<String>,
+    https: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    addresses: Vec<String>,
+    ttl: Option<u64>,
+    kind: Option<Kind>,
+    api_token: Option<String>,
+    json: bool,
+    no_qr: bool,
+    positional: Vec<String>,
+}
+
+fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
+    let mut args = Args {
+        command: argv.next().context("no command given")?,
+        ..Args::default()
+    };
+    while let Some(a) = argv.next() {
+        let mut value = |name: &str| argv.next().with_context(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "--data" => args.data = Some(PathBuf::from(value("--data")?)),
+            "--listen" => args.listen = Some(value("--listen")?),
+            "--https" => args.https = Some(value("--https")?),
+            "--tls-cert" => args.tls_cert = Some(PathBuf::from(value("--tls-cert")?)),
+            "--tls-key" => args.tls_key = Some(PathBuf::from(value("--tls-key")?)),
+            "--address" => args.addresses.push(value("--address")?),
+            "--ttl" => {
+                let v = value("--ttl")?;
+                args.ttl = Some(v.parse().with_context(|| format!("--ttl {v:?}: seconds"))?)
+            }
+            "--hub" | "--device" => {
+                let k = if a == "--hub" {
+                    Kind::Hub
+                } else {
+                    Kind::Device
+                };
+                if args.kind.is_some_and(|old| old != k) {
+                    bail!("give one of --hub or --device");
+                }
+                args.kind = Some(k);
+            }
+            "--api-token" => args.api_token = Some(value("--api-token")?),
+            "--json" => args.json = true,
+            "--no-qr" => args.no_qr = true,
+            "-h" | "--help" => bail!("help"),
+            s if s.starts_with('-') => bail!("unknown option {s}"),
+            _ => args.positional.push(a),
+        }
+    }
+    Ok(args)
+}
+
+fn data_path(args: &Args) -> Result<&PathBuf> {
+    args.data.as_ref().context("--data DIR is required")
+}
+
+fn main() {
+    logging::init();
+    let mut argv = std::env::args().skip(1).peekable();
+    if argv.peek().is_none() || matches!(argv.peek().map(String::as_str), Some("-h" | "--help")) {
+        println!("{USAGE}");
+        return;
+    }
+    let result = parse(argv).and_then(|args| match args.command.as_str() {
+        "init" => init(&args),
+        "run" => run(&args),
+        "enroll-code" => enroll_code(&args),
+        "api-token" => api_token(&args),
+        "revoke" => revoke(&args),
+        "status" => status(&args),
+        other => bail!("unknown command {other:?}"),
+    });
+    if let Err(e) = result {
+        if e.to_string() == "help" {
+            println!("{USAGE}");
+            return;
+        }
+        eprintln!("outpost-cloud: {e:#}");
+        if e.to_string().starts_with("unknown") || e.to_string().contains("required") {
+            eprintln!("{USAGE}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn init(args: &Args) -> Result<()> {
+    let path = data_path(args)?;
+    let (dir, created) = DataDir::init(path)?;
+    println!(
+        "{} cloud data directory {}",
+        if created {
+            "initialized"
+        } else {
+            "already initialized:"
+        },
+        dir.path.display()
+    );
+    println!("site {}", dir.identity.site);
+    println!("key  {}", fingerprint(&dir.identity.public));
+    println!("tenant database {}", dir.tenant_path().display());
+    Ok(())
+}
+
+fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr> {
+    value
+        .parse()
+        .with_context(|| format!("{flag} {value:?}: ADDR:PORT expected, e.g. 0.0.0.0:8443"))
+}
+
+fn run(args: &Args) -> Result<()> {
+    let dir = DataDir::open(data_path(args)?)?;
+    let https_addr = parse_addr("--https", args.https.as_deref().unwrap_or("0.0.0.0:8443"))?;
+    let listen_addr = parse_addr("--listen", args.listen.as_deref().unwrap_or("0.0.0.0:7430"))?;
+    let files = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (None, None) => {
+            let files = TlsFiles::in_data_dir(&dir.path);
+            if https::ensure_self_signed(&files)? {
+                log::info!(
+                    "made a self-signed certificate {} (replace it, or pass --tls-cert/--tls-key, for public use)",
+                    files.cert.display()
+                );
+            }
+            files
+        }
+        _ => bail!("give both --tls-cert and --tls-key, or neither"),
+    };
+    let tls = https::server_config(&files)?;
+    let cert_fp = https::fingerprint(&files.cert)?;
+    let https_listener =
+        TcpListener::bind(https_addr).with_context(|| format!("listening on {https_addr}"))?;
+    let session_listener =
+        TcpListener::bind(listen_addr).with_context(|| format!("listening on {listen_addr}"))?;
+    let https_bound = https_listener.local_addr()?;
+    let session_bound = session_listener.local_addr()?;
+    let cloud = Cloud::open(dir)?;
+    {
+        let control = cloud.dir.control()?;
+        control.set_setting(LAST_HTTPS, Some(&https_bound.to_string()))?;
+        control.set_setting(LAST_LISTEN, Some(&session_bound.to_string()))?;
+    }
+    cloud.sync().context("first sync round")?;
+    cloud.spawn_sync_loop(Duration::from_millis(500))?;
+    outpost_cloud::sessions::spawn(session_listener, cloud.clone())?;
+    log::info!(
+        "cloud site={} https={https_bound} protocol={session_bound} cert-sha256={cert_fp}",
+        cloud.dir.identity.site
+    );
+    // Machine-readable lines for scripts and tests: the bound addresses (ports may be 0 = any).
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "https {https_bound}")?;
+    writeln!(out, "protocol {session_bound}")?;
+    writeln!(out, "cert-sha256 {cert_fp}")?;
+    out.flush()?;
+    drop(out);
+    let cloud_in = cloud.clone();
+    std::thread::Builder::new()
+        .name("https".into())
+        .spawn(move || https::serve(https_listener, tls, cloud_in))?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the HTTPS server stopped"))?;
+    Ok(())
+}
+
+fn enrollment_addresses(args: &Args, dir: &DataDir) -> Result<Vec<String>> {
+    if !args.addresses.is_empty() {
+        for a in &args.addresses {
+            if a.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                bail!("--address {a:?}: HOST:PORT expected");
+            }
+        }
+        return Ok(args.addresses.clone());
+    }
+    let last = dir.control()?.setting(LAST_LISTEN)?.with_context(|| {
+        format!(
+            "no address known for the cloud in {}: pass --address HOST:PORT (the name hubs and devices reach it by)",
+            dir.path.display()
+        )
+    })?;
+    let addr: SocketAddr = last
+        .parse()
+        .with_context(|| format!("stored address {last:?} is not ADDR:PORT"))?;
+    if addr.ip().is_unspecified() {
+        bail!("the cloud listens on {addr} (every interface); pass --address HOST:PORT with the name hubs and devices reach it by");
+    }
+    Ok(vec![addr.to_string()])
+}
+
+fn enroll_code(args: &Args) -> Result<()> {
+    let kind = args
+        .kind
+        .context("say what enrolls: --hub or --device is required")?;
+    let dir = DataDir::open(data_path(args)?)?;
+    let addresses = enrollment_addresses(args, &dir)?;
+    let token = dir
+        .allowlist()?
+        .issue_token(unix_now(), args.ttl.unwrap_or(DEFAULT_TOKEN_TTL_SECS))?;
+    dir.control()?
+        .record_enroll_kind(&token_id(&token.secret), kind)?;
+    let code = EnrollCode {
+        hub_key: dir.identity.public.to_vec(),
+        hub_site: dir.identity.site,
+        addresses,
+        token: token.secret,
+        expires_at: token.expires_at,
+    }
+    .encode();
+    log::info!(
+        "data={} issued a one-time {} enrollment code, expires at unix {}",
+        dir.path.display(),
+        kind.as_str(),
+        token.expires_at
+    );
+    println!("{code}");
+    if !args.no_qr {
+        println!();
+        print!("{}", render_qr(&code).context("rendering the QR code")?);
+        println!();
+    }
+    Ok(())
+}
+
+fn api_token(args: &Args) -> Result<()> {
+    let [name] = args.positional.as_slice() else {
+        bail!("api-token takes one NAME (e.g. the app or client it is for)");
+    };
+    let dir = DataDir::open(data_path(args)?)?;
+    let token = dir.control()?.issue_api_token(name, unix_now())?;
+    log::info!("data={} issued api token {name:?}", dir.path.display());
+    println!("{token}");
+    Ok(())
+}
+
+fn revoke(args: &Args) -> Result<()> {
+    let dir = DataDir::open(data_path(args)?)?;
+    if let Some(name) = &args.api_token {
+        if !args.positional.is_empty() {
+            bail!("revoke takes either DEVICE or --api-token NAME");
+        }
+        dir.control()?.revoke_api_token(name, unix_now())?;
+        log::info!("data={} revoked api token {name:?}", dir.path.display());
+        println!("revoked api token {name}");
+        return Ok(());
+    }
+    let [selector] = args.positional.as_slice() else {
+        bail!("revoke takes one DEVICE (leading hex digits of its site id) or --api-token NAME");
+    };
+    let d = dir.allowlist()?.revoke(selector, unix_now())?;
+    log::info!("data={} revoked peer site={}", dir.path.display(), d.site);
+    println!("revoked {} (key {})", d.site, fingerprint(&d.key));
+    Ok(())
+}
+
+fn status(args: &Args) -> Result<()> {
+    let dir = DataDir::open(data_path(args)?)?;
+    let v = status::collect(&dir)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", status::render(&v));
+    }
+    Ok(())
+}

@@ -1,0 +1,276 @@
+//! The cloud's own small records (`control.db`, WAL, `synchronous=FULL`, mode 0600): REST API
+//! tokens (stored as SHA-256 digests only: the token itself is printed once and never kept), the
+//! kind (hub or device) each enrollment token was issued for, and settings such as the last
+//! listening addresses.
+
+use anyhow::{bail, Context, Result};
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS api_tokens(
+    name TEXT PRIMARY KEY,
+    digest BLOB NOT NULL UNIQUE CHECK (length(digest) = 32),
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER,
+    last_used INTEGER
+);
+CREATE TABLE IF NOT EXISTS enroll_kinds(
+    token_id BLOB PRIMARY KEY CHECK (length(token_id) = 16),
+    kind TEXT NOT NULL CHECK (kind IN ('hub', 'device'))
+);
+CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT NOT NULL);
+";
+
+/// Settings names.
+pub const LAST_LISTEN: &str = "last_listen";
+/// The HTTPS address of the last `run`.
+pub const LAST_HTTPS: &str = "last_https";
+/// The last error applying a batch to the tenant database, if any (cleared on success).
+pub const LAST_APPLY_ERROR: &str = "last_apply_error";
+
+/// What a hub or device was enrolled as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A clinic hub (it relays its devices' batches).
+    Hub,
+    /// A device syncing with the cloud directly.
+    Device,
+}
+
+impl Kind {
+    /// `hub` or `device`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Hub => "hub",
+            Kind::Device => "device",
+        }
+    }
+}
+
+/// One REST API token's record (never the token itself).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Its name.
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds, if revoked.
+    pub revoked_at: Option<u64>,
+    /// Unix seconds of its last successful use.
+    pub last_used: Option<u64>,
+}
+
+/// The control file.
+#[derive(Debug)]
+pub struct Control {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// The prefix of every API token, so a leaked one is recognisable in a scanner.
+pub const TOKEN_PREFIX: &str = "outpost_api_";
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Control {
+    /// Opens (creating, mode 0600) `path`.
+    pub fn open(path: &Path) -> Result<Control> {
+        crate::datadir::create_private_file(path)?;
+        let ctx = || format!("control database {}", path.display());
+        let conn = Connection::open(path).with_context(ctx)?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .with_context(ctx)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .with_context(ctx)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .with_context(ctx)?;
+        conn.execute_batch(SCHEMA).with_context(ctx)?;
+        Ok(Control {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn ctx(&self) -> String {
+        format!("control database {}", self.path.display())
+    }
+
+    /// Issues a token named `name` and returns it: the only time it exists outside the caller.
+    pub fn issue_api_token(&mut self, name: &str, now: u64) -> Result<String> {
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            bail!("api token name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'");
+        }
+        let exists: Option<i64> = self
+            .conn
+            .query_row("SELECT 1 FROM api_tokens WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .with_context(|| self.ctx())?;
+        if exists.is_some() {
+            bail!("an api token named {name:?} already exists; pick another name (or revoke it with `revoke --api-token {name}`)");
+        }
+        let mut secret = [0u8; 32];
+        getrandom::getrandom(&mut secret).context("reading the system's random source")?;
+        let token = format!(
+            "{TOKEN_PREFIX}{}",
+            outpost_hub::enroll::base64url_encode(&secret)
+        );
+        self.conn
+            .execute(
+                "INSERT INTO api_tokens(name, digest, created_at) VALUES (?1, ?2, ?3)",
+                params![name, digest(&token).as_slice(), now as i64],
+            )
+            .with_context(|| self.ctx())?;
+        Ok(token)
+    }
+
+    /// The name of the unrevoked token `token`, recording its use at `now`; `None` if unknown
+    /// or revoked.
+    pub fn check_api_token(&self, token: &str, now: u64) -> Result<Option<String>> {
+        let name: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT name FROM api_tokens WHERE digest = ?1 AND revoked_at IS NULL",
+                [digest(token).as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .with_context(|| self.ctx())?;
+        if let Some(n) = &name {
+            self.conn
+                .execute(
+                    "UPDATE api_tokens SET last_used = ?2 WHERE name = ?1",
+                    params![n, now as i64],
+                )
+                .with_context(|| self.ctx())?;
+        }
+        Ok(name)
+    }
+
+    /// Revokes the token named `name`.
+    pub fn revoke_api_token(&mut self, name: &str, now: u64) -> Result<()> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?2) WHERE name = ?1",
+                params![name, now as i64],
+            )
+            .with_context(|| self.ctx())?;
+        if n == 0 {
+            bail!("no api token named {name:?}");
+        }
+        Ok(())
+    }
+
+    /// Every API token record, by name.
+    pub fn api_tokens(&self) -> Result<Vec<ApiToken>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, created_at, revoked_at, last_used FROM api_tokens ORDER BY name")
+            .with_context(|| self.ctx())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ApiToken {
+                    name: r.get(0)?,
+                    created_at: r.get::<_, i64>(1)? as u64,
+                    revoked_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    last_used: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                })
+            })
+            .with_context(|| self.ctx())?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .with_context(|| self.ctx())
+    }
+
+    /// Records that the enrollment token with id `token_id` was issued for a `kind`.
+    pub fn record_enroll_kind(&self, token_id: &[u8; 16], kind: Kind) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO enroll_kinds(token_id, kind) VALUES (?1, ?2)",
+                params![token_id.as_slice(), kind.as_str()],
+            )
+            .with_context(|| self.ctx())?;
+        Ok(())
+    }
+
+    /// The kind the enrollment token with id `token_id` was issued for.
+    pub fn enroll_kind(&self, token_id: &[u8]) -> Result<Option<Kind>> {
+        let kind: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT kind FROM enroll_kinds WHERE token_id = ?1",
+                [token_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .with_context(|| self.ctx())?;
+        Ok(kind.map(|k| if k == "hub" { Kind::Hub } else { Kind::Device }))
+    }
+
+    /// A stored setting.
+    pub fn setting(&self, name: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .with_context(|| self.ctx())
+    }
+
+    /// Stores (or, with `None`, clears) a setting.
+    pub fn set_setting(&self, name: &str, value: Option<&str>) -> Result<()> {
+        match value {
+            Some(v) => self.conn.execute(
+                "INSERT INTO settings(name, value) VALUES (?1, ?2) \
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                params![name, v],
+            ),
+            None => self
+                .conn
+                .execute("DELETE FROM settings WHERE name = ?1", [name]),
+        }
+        .with_context(|| self.ctx())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_tokens_are_kept_as_digests_and_revocable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.db");
+        let mut c = Control::open(&path).unwrap();
+        let token = c.issue_api_token("field-app", 100).unwrap();
+        assert!(token.starts_with(TOKEN_PREFIX) && token.len() > 40);
+        assert_eq!(
+            c.check_api_token(&token, 101).unwrap().as_deref(),
+            Some("field-app")
+        );
+        assert_eq!(c.check_api_token("outpost_api_nope", 101).unwrap(), None);
+        assert!(c.issue_api_token("field-app", 102).is_err());
+        assert!(c.issue_api_token("bad name", 102).is_err());
+        let bytes = std::fs::read(&path).unwrap();
+        let wal = std::fs::read(path.with_extension("db-wal")).unwrap_or_default();
+        for file in [&bytes, &wal] {
+            assert!(!file.windows(token.len()).any(|w| w == token.as_bytes()));
+        }
+        c.revoke_api_token("field-app", 103).unwrap();
+        assert_eq!(c.check_api_token(&token, 104).unwrap(), None);
+        assert!(c.revoke_api_token("other", 104).is_err());
+        assert_eq!(c.api_tokens().unwrap()[0].last_used, Some(101));
+    }
+}

@@ -1,0 +1,352 @@
+//! Tables learned from batch headers.
+//!
+//! A batch header describes every table its body touches: columns in order, declared types,
+//! `NOT NULL`, the primary key, foreign keys and each column's merge strategy
+//! (`outpost_protocol::batch::TableSchema`). The extension has no SQL helper that creates tables
+//! from a header (docs/sql-api.md), so this module does, before the batch is applied:
+//! - a missing table is created with `CREATE TABLE` (declared types, `NOT NULL`, primary key,
+//!   foreign keys), then tracked with `outpost_track` and the header's strategies;
+//! - a tracked table missing columns gets `ALTER TABLE ... ADD COLUMN` (without `NOT NULL`, which
+//!   SQLite refuses on an added column without a default); the engine notices the new columns;
+//! - an existing untracked table is tracked.
+//!
+//! Header text reaches DDL, so it is checked first: names are quoted (and may not name SQLite's
+//! or Outpost's own tables), declared types are limited to the characters a type name uses
+//! (letters, digits, spaces, `(`, `)`, `,`, `.`, `+`, `-`), so a forged header cannot smuggle SQL.
+
+use anyhow::{bail, Context, Result};
+use outpost_protocol::batch::TableSchema;
+use outpost_protocol::Strategy;
+use rusqlite::Connection;
+use std::collections::BTreeSet;
+
+/// Double-quotes an identifier.
+pub fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Refuses names that are empty, too long, hold NUL, or name SQLite's, Outpost's or the cloud's
+/// own tables.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    let lower = name.to_ascii_lowercase();
+    if name.is_empty() || name.len() > 128 || name.contains('\0') {
+        bail!("{what} name {name:?}: 1 to 128 characters, no NUL");
+    }
+    if lower.starts_with("sqlite_") || lower.starts_with("_outpost") || lower.starts_with("_cloud")
+    {
+        bail!("{what} name {name:?} is reserved (sqlite_, _outpost, _cloud)");
+    }
+    Ok(())
+}
+
+fn check_decl_type(table: &str, column: &str, decl: &str) -> Result<()> {
+    let mut depth = 0i32;
+    let ok = decl.len() <= 64
+        && decl.chars().all(|c| {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            depth >= 0 && (c.is_ascii_alphanumeric() || " _(),.+-".contains(c))
+        })
+        && depth == 0;
+    if !ok {
+        bail!("table {table:?} column {column:?}: declared type {decl:?} is not a type name");
+    }
+    Ok(())
+}
+
+/// Checks a header's table description before any of it reaches SQL.
+pub fn validate(t: &TableSchema) -> Result<()> {
+    check_name("table", &t.name)?;
+    let mut seen = BTreeSet::new();
+    for c in &t.columns {
+        if c.name.is_empty() || c.name.len() > 128 || c.name.contains('\0') {
+            bail!("table {:?}: column name {:?} is not valid", t.name, c.name);
+        }
+        if !seen.insert(c.name.to_ascii_lowercase()) {
+            bail!("table {:?}: column {:?} appears twice", t.name, c.name);
+        }
+        check_decl_type(&t.name, &c.name, &c.decl_type)?;
+    }
+    if t.primary_key.is_empty() {
+        bail!("table {:?} has no primary key in the batch header", t.name);
+    }
+    let n = t.columns.len() as u16;
+    if t.primary_key.iter().any(|&i| i >= n) {
+        bail!(
+            "table {:?}: primary key names a column past the last",
+            t.name
+        );
+    }
+    for fk in &t.foreign_keys {
+        check_name("parent table", &fk.parent)?;
+        if fk.columns.is_empty() || fk.columns.iter().any(|&i| i >= n) {
+            bail!(
+                "table {:?}: a foreign key to {:?} names no or unknown columns",
+                t.name,
+                fk.parent
+            );
+        }
+        if fk
+            .parent_columns
+            .iter()
+            .any(|c| c.is_empty() || c.contains('\0'))
+        {
+            bail!(
+                "table {:?}: a foreign key names an invalid parent column",
+                t.name
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The `CREATE TABLE` statement for `t` (already validated).
+pub fn create_sql(t: &TableSchema) -> String {
+    let mut parts: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| {
+            let mut s = quote(&c.name);
+            if !c.decl_type.is_empty() {
+                s.push(' ');
+                s.push_str(&c.decl_type);
+            }
+            if c.not_null {
+                s.push_str(" NOT NULL");
+            }
+            s
+        })
+        .collect();
+    let cols = |idx: &[u16]| {
+        idx.iter()
+            .map(|&i| quote(&t.columns[i as usize].name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    parts.push(format!("PRIMARY KEY({})", cols(&t.primary_key)));
+    for fk in &t.foreign_keys {
+        let parent_cols = if fk.parent_columns.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "({})",
+                fk.parent_columns
+                    .iter()
+                    .map(|c| quote(c))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        parts.push(format!(
+            "FOREIGN KEY({}) REFERENCES {}{parent_cols}",
+            cols(&fk.columns),
+            quote(&fk.parent)
+        ));
+    }
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({})",
+        quote(&t.name),
+        parts.join(", ")
+    )
+}
+
+/// The `outpost_track` options that reproduce the header's strategies.
+pub fn track_options(t: &TableSchema) -> String {
+    let value_cols: Vec<_> = t.value_columns().map(|i| &t.columns[i as usize]).collect();
+    let all_row_lww =
+        !value_cols.is_empty() && value_cols.iter().all(|c| c.strategy == Strategy::RowLww);
+    let mut opts = serde_json::Map::new();
+    let mut columns = serde_json::Map::new();
+    if all_row_lww {
+        opts.insert("strategy".into(), "row_lww".into());
+    } else {
+        for c in &value_cols {
+            if c.strategy != Strategy::Lww {
+                columns.insert(c.name.clone(), c.strategy.name().into());
+            }
+        }
+    }
+    if !columns.is_empty() {
+        opts.insert("columns".into(), columns.into());
+    }
+    if let [k] = t.primary_key.as_slice() {
+        if t.columns[*k as usize]
+            .decl_type
+            .eq_ignore_ascii_case("INTEGER")
+        {
+            // The origin tracked it, so its keys are assigned globally (it opted in).
+            opts.insert("allow_integer_pk".into(), true.into());
+        }
+    }
+    serde_json::Value::Object(opts).to_string()
+}
+
+/// Names of the tables `outpost_track` has registered in `conn`.
+pub fn tracked_tables(conn: &Connection) -> Result<Vec<String>> {
+    let has: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE name = '_outpost_tables'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare("SELECT name FROM _outpost_tables ORDER BY name")?;
+    let names = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(names)
+}
+
+/// Column names of `table`, in order (empty when it does not exist).
+pub fn columns_of(conn: &Connection, table: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
+    let names = stmt
+        .query_map([table], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(names)
+}
+
+/// What [`ensure`] did to one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Created and tracked.
+    Created(String),
+    /// Columns added.
+    Altered(String, Vec<String>),
+    /// An existing table was tracked.
+    Tracked(String),
+}
+
+/// Makes the tenant database hold every table of `tables` with at least their columns, tracked.
+/// Must run outside a transaction (`outpost_track` owns its own). Everything is validated before
+/// anything is written; each statement is atomic on its own and idempotent, so an interrupted
+/// run is completed by the next.
+pub fn ensure(conn: &Connection, tables: &[TableSchema]) -> Result<Vec<Change>> {
+    for t in tables {
+        validate(t)?;
+    }
+    let tracked: BTreeSet<String> = tracked_tables(conn)?.into_iter().collect();
+    let mut changes = Vec::new();
+    for t in tables {
+        let existing = columns_of(conn, &t.name)?;
+        let ctx = || format!("creating table {:?} from a batch header", t.name);
+        if existing.is_empty() {
+            conn.execute(&create_sql(t), []).with_context(ctx)?;
+            track(conn, t).with_context(ctx)?;
+            changes.push(Change::Created(t.name.clone()));
+            continue;
+        }
+        let have: BTreeSet<String> = existing.iter().map(|c| c.to_ascii_lowercase()).collect();
+        let missing: Vec<_> = t
+            .columns
+            .iter()
+            .filter(|c| !have.contains(&c.name.to_ascii_lowercase()))
+            .collect();
+        for c in &missing {
+            conn.execute(
+                &format!(
+                    "ALTER TABLE {} ADD COLUMN {} {}",
+                    quote(&t.name),
+                    quote(&c.name),
+                    c.decl_type
+                ),
+                [],
+            )
+            .with_context(|| format!("adding column {:?} to table {:?}", c.name, t.name))?;
+        }
+        let new_strategy = missing.iter().any(|c| c.strategy != Strategy::Lww);
+        if !tracked.contains(&t.name) || new_strategy {
+            track(conn, t).with_context(|| format!("tracking table {:?}", t.name))?;
+            if !tracked.contains(&t.name) {
+                changes.push(Change::Tracked(t.name.clone()));
+            }
+        }
+        if !missing.is_empty() {
+            changes.push(Change::Altered(
+                t.name.clone(),
+                missing.iter().map(|c| c.name.clone()).collect(),
+            ));
+        }
+    }
+    Ok(changes)
+}
+
+fn track(conn: &Connection, t: &TableSchema) -> Result<()> {
+    conn.query_row(
+        "SELECT outpost_track(?1, ?2)",
+        [&t.name, &track_options(t)],
+        |r| r.get::<_, i64>(0),
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_protocol::batch::{ColumnSchema, ForeignKey};
+
+    fn col(name: &str, decl: &str, strategy: Strategy) -> ColumnSchema {
+        ColumnSchema {
+            name: name.into(),
+            decl_type: decl.into(),
+            strategy,
+            not_null: false,
+        }
+    }
+
+    fn visits() -> TableSchema {
+        TableSchema {
+            name: "visits".into(),
+            columns: vec![
+                col("id", "TEXT", Strategy::Lww),
+                col("patient_id", "TEXT", Strategy::Lww),
+                col("count", "INTEGER", Strategy::Counter),
+                col("notes", "VARCHAR(200)", Strategy::Review),
+            ],
+            primary_key: vec![0],
+            foreign_keys: vec![ForeignKey {
+                columns: vec![1],
+                parent: "patients".into(),
+                parent_columns: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn create_sql_keeps_types_key_and_foreign_keys() {
+        assert_eq!(
+            create_sql(&visits()),
+            "CREATE TABLE IF NOT EXISTS \"visits\" (\"id\" TEXT, \"patient_id\" TEXT, \
+             \"count\" INTEGER, \"notes\" VARCHAR(200), PRIMARY KEY(\"id\"), \
+             FOREIGN KEY(\"patient_id\") REFERENCES \"patients\")"
+        );
+        assert_eq!(
+            track_options(&visits()),
+            r#"{"columns":{"count":"counter","notes":"review"}}"#
+        );
+    }
+
+    #[test]
+    fn forged_headers_are_refused_before_any_sql() {
+        let mut t = visits();
+        t.columns[1].decl_type = "TEXT); DROP TABLE patients; --".into();
+        assert!(validate(&t).is_err());
+        let mut t = visits();
+        t.columns[1].decl_type = "TEXT'".into();
+        assert!(validate(&t).is_err());
+        let mut t = visits();
+        t.name = "_outpost_rows".into();
+        assert!(validate(&t).is_err());
+        let mut t = visits();
+        t.primary_key = vec![9];
+        assert!(validate(&t).is_err());
+        let mut t = visits();
+        t.columns.push(col("ID", "TEXT", Strategy::Lww));
+        assert!(validate(&t).is_err());
+        assert!(validate(&visits()).is_ok());
+    }
+}

@@ -1,0 +1,198 @@
+//! `outpost-cloud status`: the tenant's tables and row counts, the mailbox, enrolled hubs and
+//! devices with last seen, API tokens. Read-only; works while `run` is running.
+
+use crate::control::Kind;
+use crate::datadir::DataDir;
+use crate::tenant::Tenant;
+use anyhow::Result;
+use outpost_hub::identity::fingerprint;
+use rusqlite::OptionalExtension;
+use serde_json::{json, Value};
+
+/// Everything `status` shows, as JSON (the human form is rendered from it).
+pub fn collect(dir: &DataDir) -> Result<Value> {
+    let tenant = Tenant::open(&dir.tenant_path(), dir.identity.site)?;
+    let tables: Vec<Value> = tenant
+        .tables()?
+        .into_iter()
+        .map(|(name, rows)| json!({"name": name, "rows": rows}))
+        .collect();
+    let mailbox = dir.mailbox()?.status()?;
+    let origins: Vec<Value> = mailbox
+        .origins
+        .iter()
+        .map(|o| {
+            json!({
+                "origin": o.origin.to_string(), "batches": o.batches, "bytes": o.bytes,
+                "covered": o.covered, "highest": o.highest,
+                "own": o.origin == dir.identity.site,
+            })
+        })
+        .collect();
+    let control = dir.control()?;
+    // The kind a peer enrolled as is recorded per enrollment token; the allowlist records which
+    // key used which token.
+    let allow = rusqlite::Connection::open_with_flags(
+        dir.path.join("allowlist.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
+    let peers: Vec<Value> = dir
+        .allowlist()?
+        .devices()?
+        .into_iter()
+        .map(|d| {
+            let token: Option<Vec<u8>> = allow
+                .query_row(
+                    "SELECT id FROM tokens WHERE used_by = ?1 ORDER BY used_at DESC LIMIT 1",
+                    [&d.key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let kind = match token {
+                Some(id) => control.enroll_kind(&id)?,
+                None => None,
+            };
+            Ok(json!({
+                "kind": kind.map_or("unknown", Kind::as_str),
+                "site": d.site.to_string(),
+                "key": fingerprint(&d.key),
+                "enrolled_at": d.enrolled_at,
+                "last_seen": d.last_seen,
+                "revoked_at": d.revoked_at,
+            }))
+        })
+        .collect::<Result<_>>()?;
+    let tokens: Vec<Value> = control
+        .api_tokens()?
+        .into_iter()
+        .map(|t| {
+            json!({"name": t.name, "created_at": t.created_at, "last_used": t.last_used,
+                   "revoked_at": t.revoked_at})
+        })
+        .collect();
+    Ok(json!({
+        "site": dir.identity.site.to_string(),
+        "key": fingerprint(&dir.identity.public),
+        "listen": control.setting(crate::control::LAST_LISTEN)?,
+        "https": control.setting(crate::control::LAST_HTTPS)?,
+        "tenant": {
+            "path": dir.tenant_path().display().to_string(),
+            "db_version": tenant.vector()?.get(&dir.identity.site),
+            "tables": tables,
+            "quarantined": tenant.quarantined()?,
+            "last_apply_error": control.setting(crate::control::LAST_APPLY_ERROR)?,
+        },
+        "mailbox": {"batches": mailbox.batches, "bytes": mailbox.bytes, "origins": origins},
+        "peers": peers,
+        "api_tokens": tokens,
+    }))
+}
+
+/// The human form of [`collect`]'s answer.
+pub fn render(v: &Value) -> String {
+    let s = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    let mut line = |l: String| {
+        out.push_str(&l);
+        out.push('\n');
+    };
+    line(format!("cloud site {}", s(&v["site"])));
+    line(format!("key        {}", s(&v["key"])));
+    line(format!(
+        "listening  protocol {}  https {}",
+        s(&v["listen"]),
+        s(&v["https"])
+    ));
+    let t = &v["tenant"];
+    line(format!(
+        "tenant     {} (db version {}, {} quarantined)",
+        s(&t["path"]),
+        s(&t["db_version"]),
+        s(&t["quarantined"])
+    ));
+    let tables = t["tables"].as_array().cloned().unwrap_or_default();
+    if tables.is_empty() {
+        line("  no tables yet".into());
+    }
+    for tb in &tables {
+        line(format!(
+            "  table {:<24} {} rows",
+            s(&tb["name"]),
+            s(&tb["rows"])
+        ));
+    }
+    if !t["last_apply_error"].is_null() {
+        line(format!("  LAST APPLY ERROR: {}", s(&t["last_apply_error"])));
+    }
+    let m = &v["mailbox"];
+    line(format!(
+        "mailbox    {} batches, {} bytes",
+        s(&m["batches"]),
+        s(&m["bytes"])
+    ));
+    for o in m["origins"].as_array().cloned().unwrap_or_default() {
+        let beyond = o["highest"].as_u64() > o["covered"].as_u64();
+        line(format!(
+            "  origin {}{}  {} batches  {} bytes  covered 1..={}{}",
+            s(&o["origin"]),
+            if o["own"] == json!(true) {
+                " (cloud)"
+            } else {
+                ""
+            },
+            s(&o["batches"]),
+            s(&o["bytes"]),
+            s(&o["covered"]),
+            if beyond {
+                format!("  (held up to {} beyond a gap)", s(&o["highest"]))
+            } else {
+                String::new()
+            }
+        ));
+    }
+    let peers = v["peers"].as_array().cloned().unwrap_or_default();
+    line(format!("peers      {} enrolled", peers.len()));
+    for p in &peers {
+        line(format!(
+            "  {:<7} {}  key {}  enrolled {}  last seen {}{}",
+            s(&p["kind"]),
+            s(&p["site"]),
+            s(&p["key"]),
+            s(&p["enrolled_at"]),
+            if p["last_seen"].is_null() {
+                "never".into()
+            } else {
+                s(&p["last_seen"])
+            },
+            if p["revoked_at"].is_null() {
+                String::new()
+            } else {
+                format!("  REVOKED at {}", s(&p["revoked_at"]))
+            }
+        ));
+    }
+    let tokens = v["api_tokens"].as_array().cloned().unwrap_or_default();
+    line(format!("api tokens {}", tokens.len()));
+    for t in &tokens {
+        line(format!(
+            "  {}  created {}  last used {}{}",
+            s(&t["name"]),
+            s(&t["created_at"]),
+            if t["last_used"].is_null() {
+                "never".into()
+            } else {
+                s(&t["last_used"])
+            },
+            if t["revoked_at"].is_null() {
+                String::new()
+            } else {
+                format!("  REVOKED at {}", s(&t["revoked_at"]))
+            }
+        ));
+    }
+    out
+}
