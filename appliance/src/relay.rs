@@ -18,8 +18,12 @@ use outpost_protocol::message::{ErrorCode, Message, PeerRole};
 use outpost_protocol::session::{ServerConfig, ServerSession};
 use outpost_protocol::PROTOCOL_VERSION;
 use std::io::{ErrorKind, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often an idle connection checks for news to notify (live mode).
+pub const NOTIFY_TICK: Duration = Duration::from_millis(250);
 
 /// What the hub shares between connections.
 #[derive(Debug)]
@@ -28,6 +32,9 @@ pub struct Hub {
     keypair: Keypair,
     limits: ChannelLimits,
     epoch: Instant,
+    /// Bumped after every acknowledged commit: connections idle in live mode compare it with the
+    /// value they last served and send `Notify` when it moved.
+    commits: AtomicU64,
 }
 
 impl Hub {
@@ -40,6 +47,7 @@ impl Hub {
             keypair,
             limits,
             epoch: Instant::now(),
+            commits: AtomicU64::new(0),
         }))
     }
 
@@ -63,11 +71,17 @@ const MAX_STAGED_BYTES: usize = 64 << 20;
 const OUTPUT_WINDOW: usize = 1 << 20;
 
 struct Open {
+    hub: Arc<Hub>,
     channel: Channel,
     session: ServerSession<Mailbox>,
     mailbox: Mailbox,
     /// Close once the pending output is sent.
     closing: bool,
+    /// The hub's commit count when the client's last pull was planned.
+    pulled_at: u64,
+    /// The last thing sent was `PullDone` and the client said nothing since: it is waiting
+    /// (live mode), so a `Notify` is welcome (never while it pushes: it would be unexpected).
+    idle_after_pull: bool,
 }
 
 enum State {
@@ -142,6 +156,19 @@ impl Relay {
         Ok(out)
     }
 
+    /// Periodic work while the peer is silent: in live mode, queues a `Notify` when other
+    /// connections committed since this client's last pull. Send [`Relay::output`] after.
+    pub fn tick(&mut self) {
+        if let State::Open(open) = &mut self.state {
+            let commits = open.hub.commits.load(Ordering::SeqCst);
+            if open.idle_after_pull && commits != open.pulled_at && !open.closing {
+                open.session.notify();
+                open.idle_after_pull = false;
+                open.pulled_at = commits;
+            }
+        }
+    }
+
     /// True once the relay has nothing more to do: close after sending what `output` gave.
     pub fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed)
@@ -183,10 +210,13 @@ impl Relay {
                             );
                             event = Event::Authenticated(peer.key);
                             self.state = State::Open(Box::new(Open {
+                                hub: self.hub.clone(),
                                 channel,
                                 session,
                                 mailbox: self.hub.dir.mailbox()?,
                                 closing: false,
+                                pulled_at: 0,
+                                idle_after_pull: false,
                             }));
                         }
                         Err(e) => {
@@ -256,6 +286,14 @@ impl Open {
                     return Err(anyhow::Error::new(e).context("bad message"));
                 }
             };
+            match &msg {
+                Message::Ping { .. } | Message::Pong { .. } => {}
+                Message::Pull { .. } => {
+                    self.pulled_at = self.hub.commits.load(Ordering::SeqCst);
+                    self.idle_after_pull = false;
+                }
+                _ => self.idle_after_pull = false,
+            }
             if let Err(e) = self.session.handle(msg, now, &mut self.mailbox) {
                 self.fail(&e);
                 return Err(anyhow::Error::new(e).context("session"));
@@ -282,7 +320,16 @@ impl Open {
     fn seal(&mut self) -> Result<()> {
         while self.channel.queued() < OUTPUT_WINDOW && !self.closing {
             match self.session.poll(&mut self.mailbox) {
-                Ok(Some(m)) => self.channel.send(&m.encode()).context("channel")?,
+                Ok(Some(m)) => {
+                    match &m {
+                        Message::Ack { .. } => {
+                            self.hub.commits.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Message::PullDone { .. } => self.idle_after_pull = true,
+                        _ => {}
+                    }
+                    self.channel.send(&m.encode()).context("channel")?
+                }
                 Ok(None) => break,
                 Err(e) => {
                     self.fail(&e);
@@ -314,11 +361,19 @@ fn wall_clock_ms() -> u64 {
 pub trait Stream: Read + Write {
     /// The peer proved `key`: from now on, revoking it must end this stream.
     fn authenticated(&mut self, key: &PublicKey) -> std::io::Result<()>;
+
+    /// Asks reads to return `WouldBlock` every `tick` without data (for live-mode notifications).
+    /// A stream that cannot does nothing here: its clients then learn of news at their next pull.
+    fn set_tick(&mut self, _tick: Duration) {}
 }
 
 impl Stream for crate::server::Conn {
     fn authenticated(&mut self, key: &PublicKey) -> std::io::Result<()> {
         crate::server::Conn::authenticated(self, key.as_bytes())
+    }
+
+    fn set_tick(&mut self, tick: Duration) {
+        crate::server::Conn::set_tick(self, Some(tick));
     }
 }
 
@@ -354,6 +409,13 @@ pub fn serve_stream(relay: &mut Relay, stream: &mut dyn Stream) -> Result<()> {
             Ok(0) => break relay.finish(),
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                relay.tick();
+                if let Err(e) = send_output(relay, stream) {
+                    break Err(e);
+                }
+                continue;
+            }
             Err(e) => break Err(anyhow::Error::new(e).context("reading")),
         };
         let event = relay.receive(&buf[..n]);
@@ -364,6 +426,7 @@ pub fn serve_stream(relay: &mut Relay, stream: &mut dyn Stream) -> Result<()> {
             Ok(Event::Continue) => {}
             Ok(Event::Authenticated(k)) => {
                 stream.authenticated(&k)?;
+                stream.set_tick(NOTIFY_TICK);
                 key = Some(k);
             }
             Ok(Event::Close) => break Ok(()),

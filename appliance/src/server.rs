@@ -103,6 +103,11 @@ pub struct Conn {
     handshake_deadline: Option<Instant>,
     live: Arc<LiveSessions>,
     live_id: Option<u64>,
+    /// When set (after the handshake), a read returns `WouldBlock` after this long without data,
+    /// so the handler can do periodic work (live-mode notifications); the idle timeout still
+    /// counts from the last byte received.
+    tick: Option<Duration>,
+    last_rx: Instant,
 }
 
 impl Conn {
@@ -120,6 +125,12 @@ impl Conn {
         Ok(())
     }
 
+    /// Makes reads return [`io::ErrorKind::WouldBlock`] every `tick` without data (see
+    /// [`Conn::read`]); `None` blocks until data or the idle timeout.
+    pub fn set_tick(&mut self, tick: Option<Duration>) {
+        self.tick = tick;
+    }
+
     fn arm(&mut self) -> io::Result<()> {
         let timeout = match self.handshake_deadline {
             Some(deadline) => {
@@ -132,7 +143,14 @@ impl Conn {
                 }
                 left
             }
-            None => self.limits.idle,
+            None => {
+                let left = self
+                    .limits
+                    .idle
+                    .saturating_sub(self.last_rx.elapsed())
+                    .max(Duration::from_millis(1));
+                self.tick.map_or(left, |t| t.min(left))
+            }
         };
         self.stream.set_read_timeout(Some(timeout))?;
         self.stream.set_write_timeout(Some(self.limits.idle))
@@ -140,9 +158,36 @@ impl Conn {
 }
 
 impl Read for Conn {
+    /// Reads under the connection's deadlines: the whole-handshake deadline, then the idle
+    /// timeout (`TimedOut` once it passed with no byte received). With a tick set, a read that
+    /// waited a tick without data returns `WouldBlock` while the idle timeout has not passed.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.arm()?;
-        self.stream.read(buf)
+        match self.stream.read(buf) {
+            Ok(n) => {
+                self.last_rx = Instant::now();
+                Ok(n)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if self.handshake_deadline.is_none()
+                    && self.tick.is_some()
+                    && self.last_rx.elapsed() < self.limits.idle
+                {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "peer silent too long",
+                    ))
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -218,6 +263,8 @@ pub fn serve(
             handshake_deadline: Some(Instant::now() + limits.handshake),
             live: live.clone(),
             live_id: None,
+            tick: None,
+            last_rx: Instant::now(),
         };
         let handler = handler.clone();
         let open_in = open.clone();

@@ -9,7 +9,7 @@ use outpost_hub::relay::{serve_stream, Hub, Relay};
 use outpost_hub::server::{serve, Conn, Limits, LiveSessions};
 mod device;
 
-use device::{batch, connect, sync, Device, HubInfo};
+use device::{batch, connect, live_until, sync, Device, HubInfo};
 use outpost_protocol::channel::Limits as ChannelLimits;
 use outpost_protocol::handshake::{PublicKey, Purpose};
 use outpost_protocol::message::{Message, PeerRole, SessionId};
@@ -267,4 +267,40 @@ fn a_corrupted_batch_is_refused_with_an_error_and_nothing_is_stored() {
         "{got:?}"
     );
     assert_eq!(h.dir().mailbox().unwrap().status().unwrap().batches, 0);
+}
+
+#[test]
+fn a_device_in_live_mode_is_notified_of_another_devices_push_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, h) = start_hub(&dir.path().join("hub"));
+    let hub = info(addr, &h);
+    let mut a = Device::new(1);
+    let mut b = Device::new(2);
+    enroll(&hub, &h, &mut a);
+    enroll(&hub, &h, &mut b);
+    let b_site = b.site;
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            live_until(&hub, &mut a, 1, Duration::from_secs(10), |d| {
+                d.vector.get(&b_site) == 2
+            })
+        });
+        // Let A finish its first (empty) pull and go idle, then B pushes.
+        std::thread::sleep(Duration::from_millis(500));
+        b.write(1, 2);
+        let pushed = std::time::Instant::now();
+        sync(&hub, &mut b, 2, None).unwrap();
+        let (got, notifies) = watcher.join().unwrap();
+        assert!(got, "A never received B's change");
+        assert!(notifies >= 1);
+        assert!(
+            pushed.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            pushed.elapsed()
+        );
+    });
+    assert_eq!(
+        a.applied,
+        vec![(b.site, outpost_protocol::SeqRange::new(1, 2).unwrap())]
+    );
 }

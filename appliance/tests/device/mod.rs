@@ -187,3 +187,55 @@ pub fn sync(
         }
     }
 }
+
+/// A live session: syncs, stays connected, and pulls again on each `Notify`, until `done` holds
+/// for the device (returns true) or `wait` passes (returns false). Counts the notifies seen.
+pub fn live_until(
+    hub: &HubInfo,
+    dev: &mut Device,
+    session: u8,
+    wait: Duration,
+    done: impl Fn(&Device) -> bool,
+) -> (bool, u32) {
+    let (mut ch, mut s) = connect(hub, dev, Purpose::Session);
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut client = ClientSession::new(ClientConfig {
+        site: dev.site,
+        role: PeerRole::Device,
+        fingerprint: [9; 32],
+        wall_clock_ms: 1_800_000_000_000,
+        session: SessionId([session; 16]),
+        live: true,
+        max_push_attempts: 3,
+        batch_limits: BatchLimits::default(),
+    });
+    let deadline = std::time::Instant::now() + wait;
+    let mut notifies = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(m) = client.poll(dev).unwrap() {
+            ch.send(&m.encode()).unwrap();
+        }
+        s.write_all(&ch.take_outgoing()).unwrap();
+        if done(dev) {
+            return (true, notifies);
+        }
+        if std::time::Instant::now() > deadline {
+            return (false, notifies);
+        }
+        let n = match s.read(&mut buf) {
+            Ok(0) => panic!("hub closed the live session"),
+            Ok(n) => n,
+            Err(_) => continue, // our own 100 ms poll
+        };
+        let mut input = &buf[..n];
+        while let Some(bytes) = ch.receive(&mut input, 2).unwrap() {
+            let msg = Message::decode(&bytes, usize::MAX).unwrap();
+            if matches!(msg, Message::Notify) {
+                notifies += 1;
+            }
+            client.handle(msg, dev).unwrap();
+        }
+    }
+}
