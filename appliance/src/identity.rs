@@ -7,8 +7,8 @@
 //! the hub to every enrolled device.
 
 use anyhow::{bail, Context, Result};
+use outpost_protocol::handshake::Keypair;
 use outpost_protocol::SiteId;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
 use sha2::{Digest, Sha256};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -47,20 +47,16 @@ pub fn fingerprint(public: &[u8]) -> String {
 
 /// The public key of a private scalar, or `None` if it is not a valid scalar (0 or >= n).
 pub fn public_key_of(private: &[u8; 32]) -> Option<[u8; PUBLIC_KEY_LEN]> {
-    let secret = p256::SecretKey::from_slice(private).ok()?;
-    let point = secret.public_key().to_encoded_point(false);
-    <[u8; PUBLIC_KEY_LEN]>::try_from(point.as_bytes()).ok()
+    Keypair::from_secret(private)
+        .ok()
+        .map(|k| *k.public().as_bytes())
 }
 
-/// A fresh private key: random bytes until they form a valid scalar (almost always the first).
+/// A fresh private key from the system's random source (the protocol's key generation).
 pub fn generate_private() -> Result<[u8; 32]> {
-    loop {
-        let mut bytes = [0u8; 32];
-        getrandom::getrandom(&mut bytes).context("reading the system's random source")?;
-        if public_key_of(&bytes).is_some() {
-            return Ok(bytes);
-        }
-    }
+    let k =
+        Keypair::generate().context("generating the hub's key from the system's random source")?;
+    Ok(*k.secret_bytes())
 }
 
 /// Writes `bytes` to `path` atomically with `mode`: a temporary file, fsync, rename, fsync of the

@@ -32,6 +32,8 @@ pub struct Hub {
     keypair: Keypair,
     limits: ChannelLimits,
     epoch: Instant,
+    /// What this server says it is in its hello (the hub; the cloud reuses the relay).
+    role: PeerRole,
     /// Bumped after every acknowledged commit: connections idle in live mode compare it with the
     /// value they last served and send `Notify` when it moved.
     commits: AtomicU64,
@@ -40,6 +42,12 @@ pub struct Hub {
 impl Hub {
     /// The hub over an opened data directory.
     pub fn new(dir: DataDir, limits: ChannelLimits) -> Result<Arc<Hub>> {
+        Hub::with_role(dir, limits, PeerRole::Hub)
+    }
+
+    /// The same, announcing `role` in the session hello (the cloud's listener uses
+    /// [`PeerRole::Cloud`]).
+    pub fn with_role(dir: DataDir, limits: ChannelLimits, role: PeerRole) -> Result<Arc<Hub>> {
         let keypair = Keypair::from_secret(dir.identity.private_key())
             .with_context(|| format!("{}: identity key", dir.path.display()))?;
         Ok(Arc::new(Hub {
@@ -47,6 +55,7 @@ impl Hub {
             keypair,
             limits,
             epoch: Instant::now(),
+            role,
             commits: AtomicU64::new(0),
         }))
     }
@@ -188,7 +197,7 @@ impl Relay {
                             self.out.extend(responder.take_outgoing());
                             let session = ServerSession::new(ServerConfig {
                                 site: self.hub.dir.identity.site,
-                                role: PeerRole::Hub,
+                                role: self.hub.role,
                                 // The hub is schema-free: it never checks configurations.
                                 fingerprint: None,
                                 peer_site: channel.peer().site,

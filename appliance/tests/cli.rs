@@ -197,3 +197,41 @@ fn bad_arguments_get_a_clear_error() {
         );
     }
 }
+
+#[test]
+fn a_hub_listening_on_all_interfaces_advertises_this_machines_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let d = data.to_str().unwrap();
+    assert!(hub(&["status", "--data", d]).status.success());
+    Allowlist::open(data.join("allowlist.db"))
+        .unwrap()
+        .set_setting(outpost_hub::datadir::LAST_NET, "0.0.0.0:7420")
+        .unwrap();
+    let expected: Vec<String> = outpost_hub::interfaces::non_loopback_addresses()
+        .into_iter()
+        .map(|ip| std::net::SocketAddr::new(ip, 7420).to_string())
+        .collect();
+    let out = hub(&["enroll-code", "--data", d, "--no-qr"]);
+    if expected.is_empty() {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out.stderr).contains("--address"));
+    } else {
+        let code = code_of(&out);
+        assert_eq!(code.addresses, expected);
+        assert!(code
+            .addresses
+            .iter()
+            .all(|a| !a.starts_with("127.") && !a.starts_with("0.0.0.0")));
+    }
+    // An explicit --address always wins.
+    let code = code_of(&hub(&[
+        "enroll-code",
+        "--data",
+        d,
+        "--no-qr",
+        "--address",
+        "hub.clinic.lan:7420",
+    ]));
+    assert_eq!(code.addresses, vec!["hub.clinic.lan:7420".to_string()]);
+}
