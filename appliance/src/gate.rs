@@ -12,7 +12,7 @@ use outpost_protocol::SiteId;
 #[derive(Debug)]
 pub struct HubGate {
     allowlist: Allowlist,
-    /// Reads "now" (unix seconds) for token expiry; the clock in production, fixed in tests.
+    /// Reads "now" (unix seconds) for token expiry.
     clock: fn() -> u64,
 }
 
@@ -23,11 +23,6 @@ impl HubGate {
             allowlist,
             clock: unix_now,
         }
-    }
-
-    /// The same with a given clock (tests).
-    pub fn with_clock(allowlist: Allowlist, clock: fn() -> u64) -> HubGate {
-        HubGate { allowlist, clock }
     }
 
     /// The allowlist, for the session that follows the handshake (last seen, revocation).

@@ -1,7 +1,7 @@
 //! The relay: what the hub runs on one connection, independent of the socket layer.
 //!
 //! [`Relay`] is sans-I/O: feed it the bytes that arrive ([`Relay::receive`]) with the time, send
-//! what [`Relay::take_outgoing`] returns, close when it says so. It runs the Noise responder
+//! what [`Relay::output`] returns, close when it says so. It runs the Noise responder
 //! (`protocol::handshake`, admission answered by [`HubGate`] from the allowlist), then the session
 //! over the open channel, backed by the mailbox. [`serve_stream`] drives it over any blocking
 //! `Read + Write` (a `TcpStream` through [`crate::server::Conn`], or embassy-net through
