@@ -185,11 +185,12 @@ fn run(args: &Args) -> Result<()> {
         cloud.dir.identity.site
     );
     // Machine-readable lines for scripts and tests: the bound addresses (ports may be 0 = any).
+    // Best effort: a closed stdout must not stop a running server.
     let mut out = std::io::stdout().lock();
-    writeln!(out, "https {https_bound}")?;
-    writeln!(out, "protocol {session_bound}")?;
-    writeln!(out, "cert-sha256 {cert_fp}")?;
-    out.flush()?;
+    let _ = writeln!(out, "https {https_bound}")
+        .and_then(|()| writeln!(out, "protocol {session_bound}"))
+        .and_then(|()| writeln!(out, "cert-sha256 {cert_fp}"))
+        .and_then(|()| out.flush());
     drop(out);
     let cloud_in = cloud.clone();
     std::thread::Builder::new()

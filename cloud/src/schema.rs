@@ -210,6 +210,17 @@ pub fn columns_of(conn: &Connection, table: &str) -> Result<Vec<String>> {
     Ok(names)
 }
 
+/// The primary-key column names of `table` (lowercased, in key order; empty when it does not
+/// exist).
+pub fn primary_key_of(conn: &Connection, table: &str) -> Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare("SELECT lower(name) FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
+    let names = stmt
+        .query_map([table], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(names)
+}
+
 /// What [`ensure`] did to one table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -228,6 +239,21 @@ pub enum Change {
 pub fn ensure(conn: &Connection, tables: &[TableSchema]) -> Result<Vec<Change>> {
     for t in tables {
         validate(t)?;
+        let key = primary_key_of(conn, &t.name)?;
+        let wanted: Vec<String> = t
+            .primary_key
+            .iter()
+            .map(|&i| t.columns[i as usize].name.to_ascii_lowercase())
+            .collect();
+        if !key.is_empty() && key != wanted {
+            bail!(
+                "table {:?} has primary key ({}) here but ({}) in the batch header: rows cannot be \
+                 matched; rename or migrate one of them (the batch is kept)",
+                t.name,
+                key.join(", "),
+                wanted.join(", ")
+            );
+        }
     }
     let tracked: BTreeSet<String> = tracked_tables(conn)?.into_iter().collect();
     let mut changes = Vec::new();
