@@ -1,0 +1,268 @@
+//! A real device database syncing with the running cloud over the session protocol (TCP, Noise
+//! IK, the protocol's client session): enrollment with a `--device` code, push of the device's
+//! changes into the cloud's real tables, pull of a REST client's change, status, revocation.
+
+mod common;
+use common::*;
+use outpost_hub::enroll::EnrollCode;
+use outpost_protocol::batch::codec::Limits as BatchLimits;
+use outpost_protocol::batch::BatchHeader;
+use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
+use outpost_protocol::handshake::{
+    Ephemeral, Initiator, InitiatorConfig, Keypair, PublicKey, Purpose,
+};
+use outpost_protocol::message::{Covered, Message, PeerRole, SessionId};
+use outpost_protocol::session::{ClientConfig, ClientSession, ClientStore};
+use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
+use rusqlite::Connection;
+use serde_json::json;
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// A device: an app database with the engine, as the protocol's client store.
+struct Device {
+    db: Connection,
+    keypair: Keypair,
+    site: SiteId,
+    counter: u64,
+}
+
+impl ClientStore for Device {
+    type Error = String;
+    type ExportPlan = VecDeque<Vec<u8>>;
+
+    fn vector(&mut self) -> Result<VersionVector, String> {
+        let text: String = self
+            .db
+            .query_row("SELECT outpost_vector()", [], |r| r.get(0))
+            .map_err(|e| e.to_string())?;
+        let json: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let mut v = VersionVector::new();
+        for (k, c) in json {
+            v.set(k.parse().map_err(|_| "site")?, c.as_u64().ok_or("seq")?);
+        }
+        Ok(v)
+    }
+    fn plan_export(&mut self, server: &VersionVector) -> Result<VecDeque<Vec<u8>>, String> {
+        let mut since = server.get(&self.site);
+        let mut out = VecDeque::new();
+        loop {
+            let b: Option<Vec<u8>> = self
+                .db
+                .query_row("SELECT outpost_changes(?1, 100000)", [since as i64], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| e.to_string())?;
+            let Some(b) = b else { break };
+            let h = outpost_protocol::batch::codec::decode_header(&b, &BatchLimits::default())
+                .map_err(|e| e.to_string())?;
+            since = h.range.hi;
+            out.push_back(b);
+        }
+        Ok(out)
+    }
+    fn next_export(&mut self, plan: &mut VecDeque<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
+        Ok(plan.pop_front())
+    }
+    fn acknowledged(&mut self, _covered: &[Covered]) -> Result<(), String> {
+        Ok(())
+    }
+    fn apply_chunk(&mut self, _h: &BatchHeader, b: &[u8]) -> Result<(), String> {
+        self.db
+            .query_row("SELECT outpost_apply(?1)", [b], |r| r.get::<_, String>(0))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+struct Cloud {
+    addr: String,
+    key: PublicKey,
+    site: SiteId,
+}
+
+fn connect(
+    cloud: &Cloud,
+    dev: &mut Device,
+    purpose: Purpose,
+) -> Result<(Channel, TcpStream), String> {
+    dev.counter += 1;
+    let mut s = TcpStream::connect(&cloud.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let config = InitiatorConfig {
+        identity: dev.keypair.clone(),
+        site: dev.site,
+        counter: dev.counter,
+        responder_key: cloud.key,
+        responder_site: cloud.site,
+        purpose,
+        version: PROTOCOL_VERSION,
+    };
+    let mut init = Initiator::start(
+        &config,
+        Ephemeral::from_os().unwrap(),
+        ChannelLimits::default(),
+        0,
+    )
+    .unwrap();
+    s.write_all(&init.take_outgoing()).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the cloud closed during the handshake".into());
+        }
+        let mut input = &buf[..n];
+        if let Some(mut ch) = init.receive(&mut input, 1).map_err(|e| e.to_string())? {
+            s.write_all(&ch.take_outgoing()).unwrap();
+            return Ok((ch, s));
+        }
+    }
+}
+
+/// One sync session (push, then pull); the number of batches pulled.
+fn sync(cloud: &Cloud, dev: &mut Device, session: u8) -> Result<u64, String> {
+    let (mut ch, mut s) = connect(cloud, dev, Purpose::Session)?;
+    let mut client = ClientSession::new(ClientConfig {
+        site: dev.site,
+        role: PeerRole::Device,
+        fingerprint: [9; 32],
+        wall_clock_ms: 1_800_000_000_000,
+        session: SessionId([session; 16]),
+        live: false,
+        max_push_attempts: 3,
+        batch_limits: BatchLimits::default(),
+    });
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(m) = client.poll(dev).map_err(|e| e.to_string())? {
+            ch.send(&m.encode()).unwrap();
+        }
+        s.write_all(&ch.take_outgoing()).unwrap();
+        if client.is_done() {
+            return Ok(client.applied());
+        }
+        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the cloud closed the session".into());
+        }
+        let mut input = &buf[..n];
+        while let Some(bytes) = ch.receive(&mut input, 2).map_err(|e| e.to_string())? {
+            let msg = Message::decode(&bytes, usize::MAX).unwrap();
+            client.handle(msg, dev).map_err(|e| e.to_string())?;
+        }
+    }
+}
+
+#[test]
+fn a_device_enrolls_pushes_into_real_tables_and_pulls_rest_changes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cloud");
+    let d = data.to_str().unwrap();
+    cli_ok(&["init", "--data", d]);
+    let token = cli_ok(&["api-token", "--data", d, "app"])
+        .trim()
+        .to_string();
+    let run = start(&data);
+    let rest = Rest::new(&data, &run.https, &token);
+
+    let code = cli_ok(&["enroll-code", "--data", d, "--device", "--no-qr"]);
+    let code = EnrollCode::decode(code.trim()).unwrap();
+    let cloud = Cloud {
+        addr: code.addresses[0].clone(),
+        key: PublicKey::from_sec1(&code.hub_key).unwrap(),
+        site: code.hub_site,
+    };
+
+    let db = device(&tmp.path().join("tablet.db"));
+    db.execute_batch(
+        "CREATE TABLE patients(id TEXT PRIMARY KEY, name TEXT NOT NULL, visits INTEGER NOT NULL DEFAULT 0);
+         SELECT outpost_track('patients', '{\"columns\": {\"visits\": \"counter\"}}');
+         INSERT INTO patients(id, name) VALUES ('p1', 'Asha'), ('p2', 'Bo');
+         UPDATE patients SET visits = visits + 1 WHERE id = 'p1';",
+    )
+    .unwrap();
+    let site: Vec<u8> = db
+        .query_row("SELECT outpost_site_id()", [], |r| r.get(0))
+        .unwrap();
+    let mut dev = Device {
+        db,
+        keypair: Keypair::generate().unwrap(),
+        site: SiteId::from_slice(&site).unwrap(),
+        counter: 0,
+    };
+
+    // Not enrolled yet: refused.
+    assert!(sync(&cloud, &mut dev, 1).is_err());
+    connect(&cloud, &mut dev, Purpose::Enroll { token: code.token }).unwrap();
+    // The code is single use.
+    let mut other = Device {
+        db: device(&tmp.path().join("other.db")),
+        keypair: Keypair::generate().unwrap(),
+        site: SiteId([7; 16]),
+        counter: 0,
+    };
+    assert!(connect(&cloud, &mut other, Purpose::Enroll { token: code.token }).is_err());
+
+    // Push: the device's rows land in the cloud's real tables.
+    sync(&cloud, &mut dev, 2).unwrap();
+    let rows = wait_for("the pushed batch applied", || {
+        let has = shell_json(
+            &data.join("tenant.db"),
+            "SELECT count(*) AS n FROM sqlite_master WHERE name = 'patients'",
+        );
+        (has == json!([{"n": 1}]))
+            .then(|| {
+                shell_json(
+                    &data.join("tenant.db"),
+                    "SELECT id, name, visits FROM patients ORDER BY id",
+                )
+            })
+            .filter(|r| r.as_array().unwrap().len() == 2)
+    });
+    assert_eq!(
+        rows,
+        json!([{"id": "p1", "name": "Asha", "visits": 1}, {"id": "p2", "name": "Bo", "visits": 0}])
+    );
+
+    // A REST client's change reaches the device in its next session, exactly once.
+    let (_, pull) = rest.pull(None);
+    let t = pull["timestamp"].as_i64().unwrap();
+    let (s, r) = rest.push(
+        t,
+        &json!({"patients": {"updated": [{"id": "p2", "name": "Bo Li", "visits": 0}], "created": [{"id": "p3", "name": "Chen", "visits": 0}]}}),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert!(sync(&cloud, &mut dev, 3).unwrap() >= 1);
+    let names: Vec<String> = dev
+        .db
+        .prepare("SELECT name FROM patients ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(names, vec!["Asha", "Bo Li", "Chen"]);
+    assert_eq!(
+        sync(&cloud, &mut dev, 4).unwrap(),
+        0,
+        "nothing pulled twice"
+    );
+
+    // Status names the device with its kind and last seen.
+    let status = wait_for("last seen recorded", || {
+        let s: serde_json::Value =
+            serde_json::from_str(&cli_ok(&["status", "--data", d, "--json"])).unwrap();
+        (!s["peers"][0]["last_seen"].is_null()).then_some(s)
+    });
+    assert_eq!(status["peers"][0]["kind"], "device", "{status}");
+    assert_eq!(status["peers"][0]["site"], dev.site.to_string());
+
+    // Revoked: the next session is refused.
+    cli_ok(&["revoke", "--data", d, &dev.site.to_string()[..8]]);
+    assert!(sync(&cloud, &mut dev, 5).is_err());
+    drop(run);
+}
