@@ -75,6 +75,7 @@ mod quarantine;
 mod schema;
 mod sites;
 mod state;
+mod sync;
 mod track;
 mod triggers;
 
@@ -120,6 +121,9 @@ static FUNCTIONS: &[FunctionDef] = &[
     // people
     def("outpost_resolve", 2, 2, conflicts::sql_resolve),
     def("outpost_retry_quarantine", 0, 0, quarantine::sql_retry),
+    // sync with a hub or the cloud
+    def("outpost_enroll", 1, 1, sync::sql_enroll),
+    def("outpost_sync", 0, 2, sync::sql_sync),
     // called by the triggers
     def("outpost_tick", 0, 0, clock::sql_tick),
     def("outpost_capturing", 0, 0, clock::sql_capturing),

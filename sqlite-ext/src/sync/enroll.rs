@@ -1,0 +1,117 @@
+//! `outpost_enroll(code)`: enrolls this database with the hub (or cloud) that printed `code`.
+//!
+//! Runs the `IKpsk2` handshake with the code's one-time token to the code's pinned key, sends
+//! the token proof (message 3), then a session `Hello`: the peer answers only once it has marked
+//! the token used and admitted this key (one transaction on its side), so its `Hello` is the
+//! confirmation, and tells the peer's role. Only then is the peer pinned in `_outpost_peers`.
+
+use super::client::open;
+use super::identity;
+use super::peers::{self, Peer};
+use super::transport::Timeouts;
+use super::{unix_now, SyncError};
+use crate::error::Error;
+use crate::functions::Call;
+use outpost_protocol::enroll_code::EnrollCode;
+use outpost_protocol::handshake::Purpose;
+use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
+use outpost_protocol::{Value, PROTOCOL_VERSION};
+use serde_json::json;
+
+/// `outpost_enroll(code)`.
+pub(crate) fn sql_enroll(call: &Call, args: &[Value]) -> Result<Value, Error> {
+    if !call.conn.autocommit() {
+        return Err(Error::InTransaction("outpost_enroll"));
+    }
+    let Value::Text(text) = &args[0] else {
+        return Err(call.arg_error("expects the enrollment code text ('outpost:...')"));
+    };
+    enroll(call, text).map_err(|e| e.into_error("outpost_enroll"))
+}
+
+fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
+    let code = EnrollCode::decode(text).map_err(SyncError::Code)?;
+    let key = code.public_key().map_err(SyncError::Code)?;
+    crate::schema::ensure(call.conn)?;
+    identity::ensure_tables(call.conn)?;
+    let site = crate::clock::site_id(call.conn)?;
+    let id = identity::load_or_create(call.conn, site)?;
+    let mut peer = Peer {
+        site: code.hub_site,
+        role: PeerRole::Hub,
+        key,
+        addresses: code.addresses.clone(),
+    };
+    let label = format!(
+        "the peer of the enrollment code ({})",
+        &code.hub_site.to_string()[..12]
+    );
+    let expired = (unix_now() > code.expires_at).then_some(code.expires_at);
+    let opened = open(
+        call,
+        &id,
+        &peer,
+        Purpose::Enroll { token: code.token },
+        Timeouts::default(),
+        label,
+    );
+    let (mut link, address) = match opened {
+        Err(SyncError::EnrollmentRefused { .. }) => {
+            return Err(SyncError::EnrollmentRefused {
+                expired_at: expired,
+            })
+        }
+        other => other?,
+    };
+    let unconfirmed = |e: SyncError| SyncError::EnrollmentUnconfirmed {
+        detail: e.to_string(),
+    };
+    let hello = Message::Hello(Hello {
+        protocol_version: PROTOCOL_VERSION,
+        site,
+        role: PeerRole::Device,
+        fingerprint: super::store::fingerprint(call)?,
+        wall_clock_ms: unix_now() * 1000,
+        vector: super::store::vector(call, site)?,
+        session: SessionId::default(),
+    });
+    link.send(&hello).map_err(unconfirmed)?;
+    let reply = link.recv().map_err(unconfirmed)?;
+    let role = match reply {
+        Message::Hello(h) if h.site == code.hub_site => h.role,
+        Message::Hello(h) => {
+            return Err(SyncError::EnrollmentUnconfirmed {
+                detail: format!(
+                    "the peer's hello names site {} but the code names {}",
+                    h.site, code.hub_site
+                ),
+            })
+        }
+        Message::Error { code, message } => {
+            return Err(SyncError::EnrollmentUnconfirmed {
+                detail: format!("the peer answered with an error ({code:?}): {message}"),
+            })
+        }
+        other => {
+            return Err(SyncError::EnrollmentUnconfirmed {
+                detail: format!("the peer answered message tag {}", other.tag()),
+            })
+        }
+    };
+    let _ = link.send(&Message::Bye);
+    link.close();
+    peer.role = role;
+    peers::pin(call.conn, &peer, unix_now())?;
+    let out = json!({
+        "role": peers::role_name(role),
+        "site": peer.site.to_string(),
+        "key": peer.key.to_string(),
+        "fingerprint": peer.key.fingerprint(),
+        "addresses": peer.addresses,
+        "address": address,
+        "device_site": site.to_string(),
+        "device_key_fingerprint": id.keypair.public().fingerprint(),
+        "key_file": id.key_file.as_ref().map(|p| p.display().to_string()),
+    });
+    Ok(Value::Text(out.to_string()))
+}

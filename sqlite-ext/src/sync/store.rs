@@ -1,0 +1,216 @@
+//! The protocol's `ClientStore` over the extension's engine: the session reads the vector from
+//! the bookkeeping, exports through `outpost_changes`' code and applies through
+//! `outpost_apply`'s, so a sync writes exactly what those functions would, with their
+//! transactions (each pulled chunk: one transaction with its vector advance).
+
+use super::SyncError;
+use crate::apply::sql_apply;
+use crate::error::Error;
+use crate::export::{db_version, sql_changes};
+use crate::functions::Call;
+use outpost_protocol::batch::codec::{self, Limits};
+use outpost_protocol::batch::BatchHeader;
+use outpost_protocol::message::Covered;
+use outpost_protocol::{SiteId, Value, VersionVector};
+use sha2::{Digest, Sha256};
+
+/// Largest batch exported (bytes); a larger single row still goes alone.
+pub(crate) const BATCH_BYTES: usize = 512 * 1024;
+/// Bytes pushed per session: the rest goes in the next session of the same `outpost_sync`
+/// (the hub stages a push in memory until commit and refuses more than 64 MiB).
+pub(crate) const PUSH_BUDGET: usize = 16 << 20;
+
+/// What one sync did, summed over its sessions.
+#[derive(Default, Debug, Clone, Copy)]
+pub(crate) struct Counts {
+    /// Own changes (seqs) the peer acknowledged.
+    pub pushed: u64,
+    /// Changes (seqs) of other origins received.
+    pub pulled: u64,
+    pub batches_pushed: u64,
+    pub batches_pulled: u64,
+    pub applied: u64,
+    pub unchanged: u64,
+    pub conflicts: u64,
+    pub quarantined: u64,
+}
+
+/// The engine as a `ClientStore`, for the duration of one session.
+pub(crate) struct EngineStore<'c> {
+    call: &'c Call<'c>,
+    site: SiteId,
+    pub counts: Counts,
+    /// The last export stopped at [`PUSH_BUDGET`]: run another session.
+    pub more_to_push: bool,
+    /// The typed error behind the last `SessionError::Store` (the session keeps only its text).
+    pub failed: Option<SyncError>,
+}
+
+/// An export in progress: own changes above `since`.
+pub(crate) struct ExportPlan {
+    since: u64,
+    bytes: usize,
+    done: bool,
+}
+
+impl<'c> EngineStore<'c> {
+    pub(crate) fn new(call: &'c Call<'c>, site: SiteId) -> EngineStore<'c> {
+        EngineStore {
+            call,
+            site,
+            counts: Counts::default(),
+            more_to_push: false,
+            failed: None,
+        }
+    }
+
+    /// Keeps a typed error for the caller; the session gets its text.
+    fn keep<T>(&mut self, r: Result<T, SyncError>) -> Result<T, SyncError> {
+        r.map_err(|e| {
+            let text = SyncError::Argument(e.to_string());
+            self.failed = Some(e);
+            text
+        })
+    }
+}
+
+/// SHA-256 over the tracked tables' definitions (names, columns, strategies, direction), in name
+/// order: two databases configuring a column differently differ here.
+pub(crate) fn fingerprint(call: &Call) -> Result<[u8; 32], SyncError> {
+    let mut s = call
+        .conn
+        .prepare("SELECT name, def FROM _outpost_tables ORDER BY name")?;
+    let mut h = Sha256::new();
+    h.update(b"outpost-schema-v1");
+    while s.step()? {
+        for part in [s.text(0), s.text(1)] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+    }
+    Ok(h.finalize().into())
+}
+
+/// This database's vector: its own db version and the coverage of every other origin.
+pub(crate) fn vector(call: &Call, site: SiteId) -> Result<VersionVector, Error> {
+    let mut v = VersionVector::new();
+    v.set(site, db_version(call.conn)?);
+    let mut s = call
+        .conn
+        .prepare("SELECT site, covered FROM _outpost_vector")?;
+    while s.step()? {
+        let origin = SiteId::from_slice(&s.blob(0))
+            .ok_or_else(|| Error::Corrupt("vector site id".into()))?;
+        if origin != site {
+            v.set(origin, s.i64(1).max(0) as u64);
+        }
+    }
+    Ok(v)
+}
+
+fn header(bytes: &[u8]) -> Result<BatchHeader, SyncError> {
+    codec::decode_header(bytes, &Limits::default())
+        .map_err(|e| SyncError::Engine(Error::Internal(format!("own batch does not decode: {e}"))))
+}
+
+fn count(json: &serde_json::Value, key: &str) -> u64 {
+    json.get(key).and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
+impl EngineStore<'_> {
+    fn vector_inner(&mut self) -> Result<VersionVector, SyncError> {
+        Ok(vector(self.call, self.site)?)
+    }
+
+    fn plan_inner(&mut self, server: &VersionVector) -> Result<ExportPlan, SyncError> {
+        let since = server.get(&self.site);
+        let issued = db_version(self.call.conn)?;
+        if since > issued {
+            return Err(SyncError::Restored {
+                peer_has: since,
+                issued,
+            });
+        }
+        Ok(ExportPlan {
+            since,
+            bytes: 0,
+            done: false,
+        })
+    }
+
+    fn next_inner(&mut self, plan: &mut ExportPlan) -> Result<Option<Vec<u8>>, SyncError> {
+        if plan.done {
+            return Ok(None);
+        }
+        let args = [
+            Value::Integer(plan.since as i64),
+            Value::Integer(BATCH_BYTES as i64),
+        ];
+        let bytes = match sql_changes(self.call, &args)? {
+            Value::Blob(b) => b,
+            _ => {
+                plan.done = true;
+                return Ok(None);
+            }
+        };
+        plan.since = header(&bytes)?.range.hi;
+        plan.bytes += bytes.len();
+        if plan.bytes >= PUSH_BUDGET {
+            plan.done = true;
+            self.more_to_push = true;
+        }
+        Ok(Some(bytes))
+    }
+
+    fn apply_inner(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), SyncError> {
+        let out = sql_apply(self.call, &[Value::Blob(batch.to_vec())])?;
+        let Value::Text(json) = out else {
+            return Err(SyncError::Engine(Error::Internal(
+                "outpost_apply returned no counts".into(),
+            )));
+        };
+        let json: serde_json::Value = serde_json::from_str(&json)
+            .map_err(|e| SyncError::Engine(Error::Internal(format!("apply counts: {e}"))))?;
+        let c = &mut self.counts;
+        c.applied += count(&json, "applied");
+        c.unchanged += count(&json, "unchanged");
+        c.conflicts += count(&json, "conflicts");
+        c.quarantined += count(&json, "quarantined");
+        c.pulled += header.range.hi - header.range.lo + 1;
+        c.batches_pulled += 1;
+        Ok(())
+    }
+}
+
+impl outpost_protocol::session::ClientStore for EngineStore<'_> {
+    type Error = SyncError;
+    type ExportPlan = ExportPlan;
+
+    fn vector(&mut self) -> Result<VersionVector, SyncError> {
+        let r = self.vector_inner();
+        self.keep(r)
+    }
+
+    fn plan_export(&mut self, server: &VersionVector) -> Result<ExportPlan, SyncError> {
+        let r = self.plan_inner(server);
+        self.keep(r)
+    }
+
+    fn next_export(&mut self, plan: &mut ExportPlan) -> Result<Option<Vec<u8>>, SyncError> {
+        let r = self.next_inner(plan);
+        self.keep(r)
+    }
+
+    fn acknowledged(&mut self, covered: &[Covered]) -> Result<(), SyncError> {
+        for c in covered {
+            self.counts.pushed += c.range.hi - c.range.lo + 1;
+            self.counts.batches_pushed += 1;
+        }
+        Ok(())
+    }
+
+    fn apply_chunk(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), SyncError> {
+        let r = self.apply_inner(header, batch);
+        self.keep(r)
+    }
+}
