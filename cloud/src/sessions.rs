@@ -6,7 +6,9 @@
 //! and is kicked when each session ends so that happens at once. Pulls are served from the mailbox,
 //! which holds the cloud's own batches too.
 //!
-//! Known gap, to fix where the relay is shared: the relay announces itself as `PeerRole::Hub`.
+//! The relay announces `PeerRole::Cloud` (`Hub::with_role`). Known gap: live sessions are
+//! notified after commits made through the relay only, not after the cloud's own exported batches
+//! (REST pushes, operator writes): the relay's commit counter is private to it.
 
 use crate::service::Cloud;
 use anyhow::{Context, Result};
@@ -14,6 +16,7 @@ use outpost_hub::allowlist::{Allowlist, AllowlistError};
 use outpost_hub::relay::{serve_stream, Hub, Relay};
 use outpost_hub::server::{serve, watch_revocations, Conn, Limits as ServerLimits, LiveSessions};
 use outpost_protocol::channel::Limits as ChannelLimits;
+use outpost_protocol::message::PeerRole;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +25,7 @@ use std::time::Duration;
 pub fn spawn(listener: TcpListener, cloud: Arc<Cloud>) -> Result<()> {
     let hub_dir = outpost_hub::datadir::DataDir::open(&cloud.dir.path)
         .with_context(|| format!("opening {} for sessions", cloud.dir.path.display()))?;
-    let hub = Hub::new(hub_dir, ChannelLimits::default())?;
+    let hub = Hub::with_role(hub_dir, ChannelLimits::default(), PeerRole::Cloud)?;
     let live = Arc::new(LiveSessions::default());
     let watcher = Allowlist::open(cloud.dir.path.join("allowlist.db"))?;
     watch_revocations(

@@ -143,6 +143,8 @@ fn sync(cloud: &Cloud, dev: &mut Device, session: u8) -> Result<u64, String> {
         }
         s.write_all(&ch.take_outgoing()).unwrap();
         if client.is_done() {
+            let role = client.server_hello().map(|h| h.role);
+            assert_eq!(role, Some(PeerRole::Cloud), "the cloud says what it is");
             return Ok(client.applied());
         }
         let n = s.read(&mut buf).map_err(|e| e.to_string())?;
