@@ -19,3 +19,4 @@ pub mod logging;
 pub mod net;
 pub mod relay;
 pub mod server;
+pub mod status;

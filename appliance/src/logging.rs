@@ -2,10 +2,57 @@
 //! `2026-11-23T08:30:01.123Z INFO outpost_hub::server peer=192.168.1.7:50122 session opened`.
 //! The level comes from `OUTPOST_LOG` (`error`, `warn`, `info` (default), `debug`, `trace`).
 //! Nothing secret is ever passed to a log macro: keys appear as fingerprints, tokens never.
+//!
+//! The last [`RECENT`] warnings and errors are also kept in memory ([`recent_errors`]) for the
+//! status page and the run-state file (`status` shows them).
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::collections::VecDeque;
 use std::io::Write;
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Warnings and errors kept for the status page.
+pub const RECENT: usize = 20;
+
+/// A warning or error the hub logged: unix seconds and the line's text (level and message).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedError {
+    /// When, unix seconds.
+    pub at: u64,
+    /// `WARN ...` or `ERROR ...` with the message.
+    pub text: String,
+}
+
+static ERRORS: Mutex<VecDeque<LoggedError>> = Mutex::new(VecDeque::new());
+
+/// The last [`RECENT`] warnings and errors, oldest first.
+pub fn recent_errors() -> Vec<LoggedError> {
+    ERRORS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect()
+}
+
+fn remember(level: Level, record: &Record<'_>) {
+    if level > Level::Warn {
+        return;
+    }
+    let at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut errors = ERRORS.lock().unwrap_or_else(|p| p.into_inner());
+    if errors.len() == RECENT {
+        errors.pop_front();
+    }
+    errors.push_back(LoggedError {
+        at,
+        text: format!("{level} {}", record.args()),
+    });
+}
 
 struct Stderr {
     level: LevelFilter,
@@ -20,6 +67,7 @@ impl Log for Stderr {
         if !self.enabled(record.metadata()) {
             return;
         }
+        remember(record.level(), record);
         let level = match record.level() {
             Level::Error => "ERROR",
             Level::Warn => "WARN",

@@ -5,18 +5,29 @@ use outpost_hub::allowlist::{Allowlist, AllowlistError, Device, DEFAULT_TOKEN_TT
 use outpost_hub::datadir::{unix_now, DataDir, LAST_NET};
 use outpost_hub::enroll::{render_qr, EnrollCode};
 use outpost_hub::identity::fingerprint;
+use outpost_hub::net::bridge::BridgedConn;
+use outpost_hub::net::{self, HubServices, IpConfig, Link, NetConfig};
 use outpost_hub::relay::{serve_stream, Hub, Relay};
 use outpost_hub::server::{serve, watch_revocations, Conn, Limits as ServerLimits, LiveSessions};
+use outpost_hub::status::{Heartbeat, PageCache, Snapshot};
 use outpost_hub::{interfaces, logging};
 use outpost_protocol::channel::Limits as ChannelLimits;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The relay's port when `--port` is not given (and `std:ADDR` has none).
+const DEFAULT_PORT: u16 = 7420;
+/// The status page's port on the hub's own stack when `--status-port` is not given.
+const DEFAULT_STATUS_PORT: u16 = 80;
+
 const USAGE: &str = "\
 usage:
-  outpost-hub run         --data DIR --net std:ADDR:PORT
+  outpost-hub run         --data DIR --net std:ADDR[:PORT] [--status-port N | --status ADDR:PORT] [--no-mdns]
+  outpost-hub run         --data DIR --net packet:IFACE|tap:IFACE [--ip CIDR [--gateway ADDR]]
+                          [--port N] [--status-port N]   (DHCP without --ip; port 7420, status 80;
+                          --status-port 0: no page)
   outpost-hub enroll-code --data DIR [--address HOST:PORT]... [--ttl SECONDS] [--no-qr]
   outpost-hub devices     --data DIR [--json]
   outpost-hub revoke      --data DIR DEVICE     (DEVICE: 4 or more leading hex digits of its site id)
@@ -29,6 +40,12 @@ struct Args {
     command: String,
     data: Option<PathBuf>,
     net: Option<String>,
+    ip: Option<String>,
+    gateway: Option<String>,
+    port: Option<u16>,
+    status_port: Option<u16>,
+    status: Option<String>,
+    no_mdns: bool,
     addresses: Vec<String>,
     ttl: Option<u64>,
     json: bool,
@@ -46,6 +63,21 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
         match a.as_str() {
             "--data" => args.data = Some(PathBuf::from(value("--data")?)),
             "--net" => args.net = Some(value("--net")?),
+            "--ip" => args.ip = Some(value("--ip")?),
+            "--gateway" => args.gateway = Some(value("--gateway")?),
+            "--port" => {
+                let v = value("--port")?;
+                args.port = Some(v.parse().with_context(|| format!("--port {v:?}: a port"))?)
+            }
+            "--status-port" => {
+                let v = value("--status-port")?;
+                args.status_port = Some(
+                    v.parse()
+                        .with_context(|| format!("--status-port {v:?}: a port"))?,
+                )
+            }
+            "--status" => args.status = Some(value("--status")?),
+            "--no-mdns" => args.no_mdns = true,
             "--address" => args.addresses.push(value("--address")?),
             "--ttl" => {
                 let v = value("--ttl")?;
@@ -94,32 +126,33 @@ fn main() {
     }
 }
 
-/// `std:ADDR:PORT` → a socket address.
-fn parse_net(net: &str) -> Result<SocketAddr> {
-    let addr = net
-        .strip_prefix("std:")
-        .with_context(|| format!("--net {net:?}: only std:ADDR:PORT is supported by this build"))?;
-    addr.parse()
-        .with_context(|| format!("--net {net:?}: ADDR:PORT expected, e.g. std:0.0.0.0:7420"))
+/// `std:ADDR:PORT` or `std:ADDR` (port from `--port`, else 7420) → a socket address.
+fn parse_std(net: &str, port: Option<u16>) -> Result<SocketAddr> {
+    let addr = net.strip_prefix("std:").context("not std:")?;
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        if port.is_some_and(|p| p != a.port()) {
+            bail!("--net {net:?} names a port and --port another");
+        }
+        return Ok(a);
+    }
+    let ip: IpAddr = addr
+        .parse()
+        .with_context(|| format!("--net {net:?}: ADDR[:PORT] expected, e.g. std:0.0.0.0:7420"))?;
+    Ok(SocketAddr::new(ip, port.unwrap_or(DEFAULT_PORT)))
 }
 
 fn run(args: &Args) -> Result<()> {
     let net = args
         .net
         .as_deref()
-        .context("--net std:ADDR:PORT is required")?;
-    let addr = parse_net(net)?;
+        .context("--net std:ADDR:PORT, packet:IFACE or tap:IFACE is required")?;
     let dir = data_dir(args)?;
+    let heartbeat = Heartbeat::start(&dir.path, net)?;
+    let page_dir = Arc::new(DataDir::open(&dir.path)?);
     let allowlist_path = dir.path.join("allowlist.db");
     let site = dir.identity.site;
     let key = fingerprint(&dir.identity.public);
     let hub = Hub::new(dir, ChannelLimits::default())?;
-    let listener =
-        TcpListener::bind(addr).with_context(|| format!("listening on {addr} (--net {net})"))?;
-    let bound = listener.local_addr().context("reading the bound address")?;
-    hub.dir()
-        .allowlist()?
-        .set_setting(LAST_NET, &bound.to_string())?;
     let live = Arc::new(LiveSessions::default());
     let watcher = Allowlist::open(&allowlist_path)?;
     watch_revocations(
@@ -135,13 +168,131 @@ fn run(args: &Args) -> Result<()> {
         },
     )
     .context("starting the revocation watcher")?;
-    log::info!("hub site={site} key={key} listening on {bound}");
+    log::info!("hub site={site} key={key} net={net}");
+    if net.starts_with("std:") {
+        run_std(args, net, hub, live, heartbeat, page_dir)
+    } else {
+        run_own_stack(args, net, hub, live, heartbeat, page_dir)
+    }
+}
+
+/// `--net std:`: the kernel's sockets.
+fn run_std(
+    args: &Args,
+    net: &str,
+    hub: Arc<Hub>,
+    live: Arc<LiveSessions>,
+    heartbeat: Heartbeat,
+    page_dir: Arc<DataDir>,
+) -> Result<()> {
+    if args.ip.is_some() || args.gateway.is_some() {
+        bail!("--ip/--gateway apply to packet:/tap: only (with std: the OS configures addresses)");
+    }
+    let addr = parse_std(net, args.port)?;
+    let listener =
+        TcpListener::bind(addr).with_context(|| format!("listening on {addr} (--net {net})"))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    hub.dir()
+        .allowlist()?
+        .set_setting(LAST_NET, &bound.to_string())?;
+    let status_addr = match (&args.status, args.status_port) {
+        (Some(_), Some(_)) => bail!("give --status ADDR:PORT or --status-port N, not both"),
+        (Some(a), None) => Some(
+            a.parse::<SocketAddr>()
+                .with_context(|| format!("--status {a:?}: ADDR:PORT expected"))?,
+        ),
+        (None, Some(0)) | (None, None) => None,
+        (None, Some(p)) => Some(SocketAddr::new(bound.ip(), p)),
+    };
+    let mut status_page = None;
+    if let Some(a) = status_addr {
+        let l = TcpListener::bind(a).with_context(|| format!("status page on {a}"))?;
+        let at = l.local_addr()?;
+        let cache = PageCache::start(page_dir)?;
+        net::http::spawn_std_status(l, move || cache.page()).context("starting the status page")?;
+        log::info!("status page on http://{at}/");
+        status_page = Some(format!("http://{at}/"));
+    }
+    if !args.no_mdns {
+        if let Err(e) = net::mdns::spawn_std_responder(hub.dir().identity.site.to_string(), bound) {
+            log::warn!("mdns: not answering discovery: {e}");
+        }
+    }
+    log::info!("serving on {bound}");
+    heartbeat.serving(bound.to_string(), status_page);
     let handler = move |conn: &mut Conn| -> Result<()> {
         let mut relay = Relay::new(hub.clone())?;
         serve_stream(&mut relay, conn)
     };
     serve(listener, ServerLimits::default(), live, Arc::new(handler))
         .with_context(|| format!("serving on {bound}"))
+}
+
+/// `--net packet:IFACE` / `tap:IFACE`: the hub's own stack (embassy-net).
+fn run_own_stack(
+    args: &Args,
+    net: &str,
+    hub: Arc<Hub>,
+    live: Arc<LiveSessions>,
+    heartbeat: Heartbeat,
+    page_dir: Arc<DataDir>,
+) -> Result<()> {
+    if args.status.is_some() {
+        bail!("--status ADDR:PORT applies to std: only; use --status-port N");
+    }
+    let link = Link::parse(net)?;
+    let ip = IpConfig::from_options(args.ip.as_deref(), args.gateway.as_deref())?;
+    let port = args.port.unwrap_or(DEFAULT_PORT);
+    let status_port = match args.status_port.unwrap_or(DEFAULT_STATUS_PORT) {
+        0 => None,
+        p => Some(p),
+    };
+    let cache = match status_port {
+        Some(_) => Some(PageCache::start(page_dir)?),
+        None => None,
+    };
+    let site = hub.dir().identity.site.to_string();
+    let data = hub.dir().path.clone();
+    let relay_hub = hub.clone();
+    let relay = move |conn: &mut BridgedConn| -> Result<()> {
+        conn.serve_as_session(ServerLimits::default(), live.clone());
+        let mut relay = Relay::new(relay_hub.clone())?;
+        serve_stream(&mut relay, conn)
+    };
+    let services = HubServices {
+        site,
+        relay_port: port,
+        relay,
+        status_port,
+        render: move || cache.as_ref().map(PageCache::page).unwrap_or_default(),
+    };
+    let config = NetConfig { link, ip };
+    let on_address = move |address: net::Address| {
+        let serving = format!("{}:{port}", address.ip);
+        let page = status_port.map(|p| format!("http://{}:{p}/", address.ip));
+        log::info!("serving on {serving}");
+        if let Some(page) = &page {
+            log::info!("status page on {page}");
+        }
+        // Off the network thread: the allowlist write fsyncs.
+        let spawned = std::thread::Builder::new()
+            .name("record-address".into())
+            .spawn(move || {
+                heartbeat.serving(serving.clone(), page);
+                let recorded = DataDir::open(&data)
+                    .and_then(|d| Ok(d.allowlist()?.set_setting(LAST_NET, &serving)?));
+                if let Err(e) = recorded {
+                    log::warn!("recording the address {serving}: {e:#}");
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot record the address: {e}");
+        }
+    };
+    match net::run_hub(config, services, on_address) {
+        Ok(never) => match never {},
+        Err(e) => Err(anyhow::Error::new(e).context(format!("--net {net}"))),
+    }
 }
 
 /// The addresses to put in an enrollment code: `--address` values, else the last `run`'s
@@ -258,55 +409,11 @@ fn revoke(args: &Args) -> Result<()> {
 
 fn status(args: &Args) -> Result<()> {
     let dir = data_dir(args)?;
-    let mailbox = dir.mailbox()?.status()?;
-    let allowlist = dir.allowlist()?;
-    let devices = allowlist.devices()?;
-    let active = devices.iter().filter(|d| d.revoked_at.is_none()).count();
-    let last_net = allowlist.setting(LAST_NET)?;
+    let snapshot = Snapshot::collect(&dir)?;
     if args.json {
-        let origins: Vec<_> = mailbox
-            .origins
-            .iter()
-            .map(|o| {
-                serde_json::json!({
-                    "origin": o.origin.to_string(), "batches": o.batches, "bytes": o.bytes,
-                    "covered": o.covered, "highest": o.highest,
-                })
-            })
-            .collect();
-        let v = serde_json::json!({
-            "site": dir.identity.site.to_string(),
-            "key": fingerprint(&dir.identity.public),
-            "last_net": last_net,
-            "batches": mailbox.batches,
-            "bytes": mailbox.bytes,
-            "origins": origins,
-            "devices": { "enrolled": devices.len(), "active": active },
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    println!("hub site {}", dir.identity.site);
-    println!("key      {}", fingerprint(&dir.identity.public));
-    println!("address  {}", last_net.as_deref().unwrap_or("(never run)"));
-    println!("devices  {} enrolled, {} active", devices.len(), active);
-    println!(
-        "mailbox  {} batches, {} bytes",
-        mailbox.batches, mailbox.bytes
-    );
-    for o in &mailbox.origins {
-        println!(
-            "  origin {}  {} batches  {} bytes  covered 1..={}{}",
-            o.origin,
-            o.batches,
-            o.bytes,
-            o.covered,
-            if o.highest > o.covered {
-                format!("  (held up to {} beyond a gap)", o.highest)
-            } else {
-                String::new()
-            }
-        );
+        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+    } else {
+        print!("{}", snapshot.render_text());
     }
     Ok(())
 }

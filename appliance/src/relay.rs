@@ -16,7 +16,7 @@ use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
 use outpost_protocol::handshake::{Ephemeral, Keypair, PublicKey, Responder, ResponderConfig};
 use outpost_protocol::message::{ErrorCode, Message, PeerRole};
 use outpost_protocol::session::{ServerConfig, ServerSession};
-use outpost_protocol::PROTOCOL_VERSION;
+use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
 use std::io::{ErrorKind, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -91,6 +91,9 @@ struct Open {
     /// The last thing sent was `PullDone` and the client said nothing since: it is waiting
     /// (live mode), so a `Notify` is welcome (never while it pushes: it would be unexpected).
     idle_after_pull: bool,
+    /// What the peer is known to cover: its hello and pull vectors, merged with what each
+    /// completed pull sent it (for the status page's "pending" per device).
+    seen: VersionVector,
 }
 
 enum State {
@@ -105,6 +108,9 @@ pub struct Relay {
     gate: HubGate,
     state: State,
     out: Vec<u8>,
+    peer_site: Option<SiteId>,
+    /// The peer's vector as known when the session closed (see [`Relay::peer_vector`]).
+    seen: VersionVector,
 }
 
 impl std::fmt::Debug for Relay {
@@ -144,6 +150,25 @@ impl Relay {
             gate,
             state: State::Handshake(Box::new(responder)),
             out: Vec::new(),
+            peer_site: None,
+            seen: VersionVector::new(),
+        })
+    }
+
+    /// Ends the relay, keeping what it learnt of the peer's vector.
+    fn close(&mut self) {
+        if let State::Open(open) = std::mem::replace(&mut self.state, State::Closed) {
+            self.seen = open.seen;
+        }
+    }
+
+    /// The authenticated peer's site id and the vector it is known to cover (after its hello,
+    /// its pulls and what they sent), or `None` before the handshake completed.
+    pub fn peer_vector(&self) -> Option<(SiteId, &VersionVector)> {
+        let site = self.peer_site?;
+        Some(match &self.state {
+            State::Open(open) => (site, &open.seen),
+            _ => (site, &self.seen),
         })
     }
 
@@ -156,7 +181,7 @@ impl Relay {
             State::Open(open) => {
                 let r = open.pump(&mut out);
                 if r.is_err() || (open.closing && out.is_empty()) {
-                    self.state = State::Closed;
+                    self.close();
                 }
                 r?;
             }
@@ -218,6 +243,7 @@ impl Relay {
                                 }
                             );
                             event = Event::Authenticated(peer.key);
+                            self.peer_site = Some(peer.site);
                             self.state = State::Open(Box::new(Open {
                                 hub: self.hub.clone(),
                                 channel,
@@ -226,6 +252,7 @@ impl Relay {
                                 closing: false,
                                 pulled_at: 0,
                                 idle_after_pull: false,
+                                seen: VersionVector::new(),
                             }));
                         }
                         Err(e) => {
@@ -243,7 +270,7 @@ impl Relay {
                         Ok(()) => Ok(event),
                         Err(e) => {
                             self.out.extend(open.channel.take_outgoing());
-                            self.state = State::Closed;
+                            self.close();
                             Err(e)
                         }
                     };
@@ -259,7 +286,7 @@ impl Relay {
             if r.is_ok() && !open.session.is_done() && open.session.peer_hello().is_some() {
                 log::debug!("peer ended the stream without Bye");
             }
-            self.state = State::Closed;
+            self.close();
             return r;
         }
         self.state = State::Closed;
@@ -297,9 +324,14 @@ impl Open {
             };
             match &msg {
                 Message::Ping { .. } | Message::Pong { .. } => {}
-                Message::Pull { .. } => {
+                Message::Pull { vector } => {
                     self.pulled_at = self.hub.commits.load(Ordering::SeqCst);
                     self.idle_after_pull = false;
+                    self.seen.merge(vector);
+                }
+                Message::Hello(hello) => {
+                    self.idle_after_pull = false;
+                    self.seen.merge(&hello.vector);
                 }
                 _ => self.idle_after_pull = false,
             }
@@ -334,7 +366,10 @@ impl Open {
                         Message::Ack { .. } => {
                             self.hub.commits.fetch_add(1, Ordering::SeqCst);
                         }
-                        Message::PullDone { .. } => self.idle_after_pull = true,
+                        Message::PullDone { vector } => {
+                            self.idle_after_pull = true;
+                            self.seen.merge(vector);
+                        }
                         _ => {}
                     }
                     self.channel.send(&m.encode()).context("channel")?
@@ -449,6 +484,14 @@ pub fn serve_stream(relay: &mut Relay, stream: &mut dyn Stream) -> Result<()> {
         let now = crate::datadir::unix_now();
         if let Err(e) = relay.allowlist().touch(k.as_bytes(), now) {
             log::warn!("recording last seen: {e}");
+        }
+        let seen = relay
+            .peer_vector()
+            .map(|(site, v)| (site, crate::status::encode_vector(v)));
+        if let Some((site, vector)) = seen {
+            if let Err(e) = crate::status::record_vector(relay.allowlist(), &site, &vector) {
+                log::warn!("recording the device's vector: {e}");
+            }
         }
     }
     result

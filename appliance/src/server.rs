@@ -51,25 +51,39 @@ where
     }
 }
 
-/// The sessions that proved a device key, so revocation can end them.
-#[derive(Default, Debug)]
+/// Ends one live session from another thread (shuts its socket, closes its bridge).
+pub type SessionCloser = Box<dyn Fn() + Send>;
+
+/// The sessions that proved a device key, so revocation can end them: std connections
+/// ([`Conn`]) and the hub stack's bridged ones (`net::bridge::BridgedConn`) register here alike.
+#[derive(Default)]
 pub struct LiveSessions {
     next: AtomicU64,
-    by_id: Mutex<HashMap<u64, (Vec<u8>, TcpStream)>>,
+    by_id: Mutex<HashMap<u64, (Vec<u8>, SessionCloser)>>,
+}
+
+impl std::fmt::Debug for LiveSessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSessions")
+            .field("open", &self.count())
+            .finish()
+    }
 }
 
 impl LiveSessions {
-    fn register(&self, key: Vec<u8>, stream: TcpStream) -> u64 {
+    /// Registers a session of `key` that `close` ends; returns its id for [`Self::remove`].
+    pub fn register(&self, key: Vec<u8>, close: SessionCloser) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, (key, stream));
+        self.lock().insert(id, (key, close));
         id
     }
 
-    fn remove(&self, id: u64) {
+    /// Forgets a session (it ended).
+    pub fn remove(&self, id: u64) {
         self.lock().remove(&id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Vec<u8>, TcpStream)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Vec<u8>, SessionCloser)>> {
         // A panic while holding this lock cannot leave the map inconsistent (single inserts and
         // removes), so a poisoned lock is still usable.
         self.by_id.lock().unwrap_or_else(|p| p.into_inner())
@@ -80,13 +94,12 @@ impl LiveSessions {
         self.lock().len()
     }
 
-    /// Ends (shuts the socket of) every session whose key `still_allowed` rejects. Returns how
-    /// many were ended.
+    /// Ends every session whose key `still_allowed` rejects. Returns how many were ended.
     pub fn end_revoked(&self, mut still_allowed: impl FnMut(&[u8]) -> bool) -> usize {
         let mut ended = 0;
-        for (key, stream) in self.lock().values() {
+        for (key, close) in self.lock().values() {
             if !still_allowed(key) {
-                let _ = stream.shutdown(Shutdown::Both);
+                close();
                 ended += 1;
             }
         }
@@ -121,7 +134,10 @@ impl Conn {
     pub fn authenticated(&mut self, device_key: &[u8]) -> io::Result<()> {
         self.handshake_deadline = None;
         let clone = self.stream.try_clone()?;
-        self.live_id = Some(self.live.register(device_key.to_vec(), clone));
+        let close = Box::new(move || {
+            let _ = clone.shutdown(Shutdown::Both);
+        });
+        self.live_id = Some(self.live.register(device_key.to_vec(), close));
         Ok(())
     }
 

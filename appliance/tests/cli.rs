@@ -164,8 +164,9 @@ fn devices_and_revoke_show_and_change_the_allowlist() {
     let list = json(&hub(&["devices", "--data", d, "--json"]));
     assert!(list[0]["revoked_at"].as_u64().is_some());
     let status = json(&hub(&["status", "--data", d, "--json"]));
-    assert_eq!(status["devices"]["enrolled"], 1);
-    assert_eq!(status["devices"]["active"], 0);
+    let devices = status["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1);
+    assert!(devices[0]["revoked_at"].as_u64().is_some());
 
     let out = hub(&["revoke", "--data", d, "ffffffff"]);
     assert_eq!(out.status.code(), Some(1));
@@ -181,10 +182,37 @@ fn bad_arguments_get_a_clear_error() {
         (vec!["frobnicate"], "unknown command"),
         (vec!["status"], "--data"),
         (vec!["run", "--data", d], "--net"),
-        (vec!["run", "--data", d, "--net", "tap:eth0"], "std:"),
+        (
+            vec!["run", "--data", d, "--net", "udp:eth0"],
+            "packet:IFACE or tap:IFACE",
+        ),
         (
             vec!["run", "--data", d, "--net", "std:nonsense"],
-            "ADDR:PORT",
+            "ADDR[:PORT]",
+        ),
+        (
+            vec![
+                "run",
+                "--data",
+                d,
+                "--net",
+                "std:127.0.0.1:0",
+                "--ip",
+                "10.0.0.2/24",
+            ],
+            "packet:/tap: only",
+        ),
+        (
+            vec![
+                "run",
+                "--data",
+                d,
+                "--net",
+                "packet:eth0",
+                "--ip",
+                "10.0.0.2",
+            ],
+            "ADDRESS/PREFIX",
         ),
         (vec!["status", "--data", d, "--bogus"], "unknown option"),
     ] {

@@ -13,13 +13,15 @@
 //! [`Closer`] (for revocation) ends both directions from any thread.
 
 use super::tcp::ConnHandler;
+use crate::server::{Limits, LiveSessions};
 use async_channel::{Receiver, Sender};
 use embassy_futures::select::{select, Either};
 use embedded_io_async::{Read, Write};
+use outpost_protocol::handshake::PublicKey;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Largest chunk carried by one channel message.
 const CHUNK: usize = 8 * 1024;
@@ -74,6 +76,7 @@ impl<H: BlockingHandler> ConnHandler for Bridge<H> {
             peer,
             read_timeout: None,
             write_timeout: None,
+            session: None,
         };
         let handler = self.handler.clone();
         std::thread::Builder::new()
@@ -164,9 +167,65 @@ pub struct BridgedConn {
     peer: SocketAddr,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    session: Option<SessionLimits>,
+}
+
+/// The std server's connection rules applied to a bridged connection (see
+/// [`BridgedConn::serve_as_session`]).
+#[derive(Debug)]
+struct SessionLimits {
+    limits: Limits,
+    handshake_deadline: Option<Instant>,
+    live: Arc<LiveSessions>,
+    live_id: Option<u64>,
+    tick: Option<Duration>,
+    last_rx: Instant,
 }
 
 impl BridgedConn {
+    /// Applies the std server's rules from now on, as `server::Conn` does: the whole handshake
+    /// within `limits.handshake`, then at most `limits.idle` of silence; once the relay reports
+    /// the peer's key ([`crate::relay::Stream::authenticated`]), the session is registered in
+    /// `live` so revoking the device ends it. Reads and writes then ignore
+    /// [`Self::set_read_timeout`] / [`Self::set_write_timeout`].
+    pub fn serve_as_session(&mut self, limits: Limits, live: Arc<LiveSessions>) {
+        self.session = Some(SessionLimits {
+            limits,
+            handshake_deadline: Some(Instant::now() + limits.handshake),
+            live,
+            live_id: None,
+            tick: None,
+            last_rx: Instant::now(),
+        });
+    }
+
+    /// The read timeout now, or the error to return at once (handshake time is up).
+    fn read_wait(&self) -> io::Result<Option<Duration>> {
+        let Some(s) = &self.session else {
+            return Ok(self.read_timeout);
+        };
+        match s.handshake_deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "handshake not finished in time",
+                    ));
+                }
+                Ok(Some(left))
+            }
+            None => {
+                let left = s
+                    .limits
+                    .idle
+                    .saturating_sub(s.last_rx.elapsed())
+                    .max(Duration::from_millis(1));
+                Ok(Some(s.tick.map_or(left, |t| t.min(left))))
+            }
+        }
+    }
+
     /// The peer's address.
     pub fn peer(&self) -> SocketAddr {
         self.peer
@@ -213,12 +272,30 @@ impl io::Read for BridgedConn {
             return Ok(0);
         }
         if self.pos == self.chunk.len() {
-            match block_with_timeout(self.rx.recv(), self.read_timeout)? {
-                Ok(chunk) => {
+            let wait = self.read_wait()?;
+            match block_with_timeout(self.rx.recv(), wait) {
+                Ok(Ok(chunk)) => {
                     self.chunk = chunk;
                     self.pos = 0;
+                    if let Some(s) = &mut self.session {
+                        s.last_rx = Instant::now();
+                    }
                 }
-                Err(_) => return Ok(0), // the peer closed, or the connection was ended
+                Ok(Err(_)) => return Ok(0), // the peer closed, or the connection was ended
+                Err(e) => {
+                    return Err(match &self.session {
+                        // A tick passed in a live session: periodic work, not an error.
+                        Some(s)
+                            if s.handshake_deadline.is_none()
+                                && s.tick.is_some()
+                                && s.last_rx.elapsed() < s.limits.idle =>
+                        {
+                            io::ErrorKind::WouldBlock.into()
+                        }
+                        Some(_) => io::Error::new(io::ErrorKind::TimedOut, "peer silent too long"),
+                        None => e,
+                    });
+                }
             }
         }
         let n = buf.len().min(self.chunk.len() - self.pos);
@@ -234,7 +311,11 @@ impl io::Write for BridgedConn {
             return Ok(0);
         }
         let n = buf.len().min(CHUNK);
-        match block_with_timeout(self.tx.send(buf[..n].to_vec()), self.write_timeout)? {
+        let wait = match &self.session {
+            Some(s) => Some(s.limits.idle),
+            None => self.write_timeout,
+        };
+        match block_with_timeout(self.tx.send(buf[..n].to_vec()), wait)? {
             Ok(()) => Ok(n),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
@@ -249,8 +330,32 @@ impl io::Write for BridgedConn {
     }
 }
 
+impl crate::relay::Stream for BridgedConn {
+    fn authenticated(&mut self, key: &PublicKey) -> io::Result<()> {
+        let closer = self.closer();
+        if let Some(s) = &mut self.session {
+            s.handshake_deadline = None;
+            s.last_rx = Instant::now();
+            let close = Box::new(move || closer.close());
+            s.live_id = Some(s.live.register(key.as_bytes().to_vec(), close));
+        }
+        Ok(())
+    }
+
+    fn set_tick(&mut self, tick: Duration) {
+        if let Some(s) = &mut self.session {
+            s.tick = Some(tick);
+        }
+    }
+}
+
 impl Drop for BridgedConn {
     fn drop(&mut self) {
+        if let Some(s) = &mut self.session {
+            if let Some(id) = s.live_id.take() {
+                s.live.remove(id);
+            }
+        }
         // A Closer may still hold clones: close explicitly so the async side ends now.
         self.rx.close();
         self.tx.close();

@@ -1,6 +1,8 @@
 //! The read-only status page: a tiny HTTP/1.0 server on the hub's stack. `GET /` (and `HEAD /`)
 //! answer with what the renderer returns, as HTML; other paths are 404, other methods 405.
 //! One request per connection; a request head must arrive within 5 s and fit in 2 KiB.
+//!
+//! [`spawn_std_status`] serves the same responses over the kernel's sockets (`--net std:`).
 
 use super::tcp::{serve, ConnHandler, TcpOptions};
 use embassy_net::Stack;
@@ -110,6 +112,79 @@ fn respond(head: &[u8], render: &impl Fn() -> String) -> Vec<u8> {
         ("GET" | "HEAD", _) => status_only(404, "Not Found"),
         _ => status_only(405, "Method Not Allowed"),
     }
+}
+
+/// Serves the status page over a std listener on a thread of its own (two requests at once at
+/// most; more wait for the listener). `render` must be quick (a cached page).
+pub fn spawn_std_status<F>(
+    listener: std::net::TcpListener,
+    render: F,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    F: Fn() -> String + Send + Sync + 'static,
+{
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let render = Arc::new(render);
+    let busy = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("status-http".into())
+        .spawn(move || loop {
+            let (mut stream, peer) = match listener.accept() {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("http: accept failed: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    continue;
+                }
+            };
+            while busy.load(Ordering::SeqCst) >= 2 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            busy.fetch_add(1, Ordering::SeqCst);
+            let (render, busy_in) = (render.clone(), busy.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("http {peer}"))
+                .spawn(move || {
+                    let deadline =
+                        std::time::Instant::now() + std::time::Duration::from(HEAD_TIMEOUT);
+                    let mut head = Vec::with_capacity(512);
+                    let mut buf = [0u8; 512];
+                    let complete = loop {
+                        if head.windows(4).any(|w| w == b"\r\n\r\n")
+                            || head.windows(2).any(|w| w == b"\n\n")
+                        {
+                            break Some(true);
+                        }
+                        let left = deadline.saturating_duration_since(std::time::Instant::now());
+                        if head.len() > MAX_HEAD || left.is_zero() {
+                            break if left.is_zero() { None } else { Some(false) };
+                        }
+                        let _ = stream.set_read_timeout(Some(left));
+                        match stream.read(&mut buf) {
+                            Ok(0) => break Some(false),
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                            Err(_) => break None,
+                        }
+                    };
+                    let response = match complete {
+                        Some(true) => respond(&head, &|| render()),
+                        Some(false) => status_only(400, "Bad Request"),
+                        None => status_only(408, "Request Timeout"),
+                    };
+                    let _ = stream.set_write_timeout(Some(std::time::Duration::from(HEAD_TIMEOUT)));
+                    if let Err(e) = stream.write_all(&response) {
+                        log::debug!("http: peer={peer} write failed: {e}");
+                    }
+                    let _ = stream.shutdown(std::net::Shutdown::Write);
+                    busy_in.fetch_sub(1, Ordering::SeqCst);
+                });
+            if let Err(e) = spawned {
+                busy.fetch_sub(1, Ordering::SeqCst);
+                log::warn!("http: peer={peer} refused: cannot start a thread: {e}");
+            }
+        })
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use alloc::vec;
 
 const SERVICE_NAME: &[u8] = b"\x08_outpost\x04_tcp\x05local\x00";
 const INSTANCE_NAME: &[u8] = b"\x14outpost-0123456789ab\x08_outpost\x04_tcp\x05local\x00";

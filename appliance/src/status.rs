@@ -1,0 +1,571 @@
+//! What the hub reports about itself: the `status` command, the status page and the run-state
+//! file, all from one [`Snapshot`].
+//!
+//! - **Run state** (`run-state.json` in the data directory): written by a running hub at start
+//!   and every [`HEARTBEAT`] (temp file + rename): pid, start time, last heartbeat, where it
+//!   serves, its recent warnings and errors. `status` (another process) reads it to say whether
+//!   the hub runs and for how long; a heartbeat older than [`STALE_AFTER`] means it stopped (or
+//!   lost power) around then.
+//! - **Device vectors**: when a session ends, the relay records what the device is known to
+//!   cover (`vector:<site>` in the allowlist's settings), so the snapshot can say what each
+//!   device still lacks ("pending": the seqs the hub holds that its vector does not cover).
+//! - **The page** is rendered from a snapshot refreshed by a thread ([`PageCache`]): the
+//!   network executor only copies a string, it never touches a database.
+
+use crate::allowlist::Allowlist;
+use crate::datadir::{unix_now, DataDir};
+use crate::identity::fingerprint;
+use anyhow::{Context, Result};
+use outpost_protocol::{SiteId, VersionVector};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The run-state file in the data directory.
+pub const RUN_STATE: &str = "run-state.json";
+/// How often a running hub rewrites its run state.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+/// A heartbeat older than this means the hub is not running.
+pub const STALE_AFTER: u64 = 15;
+/// How often the status page's snapshot is refreshed.
+pub const PAGE_REFRESH: Duration = Duration::from_secs(2);
+
+/// What a running hub writes about itself.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RunState {
+    /// The hub's process id.
+    pub pid: u32,
+    /// When it started, unix seconds.
+    pub started_at: u64,
+    /// Its last heartbeat, unix seconds.
+    pub heartbeat: u64,
+    /// The `--net` value.
+    pub net: String,
+    /// Where the relay serves (`IP:PORT`), once known.
+    pub serving: Option<String>,
+    /// The status page's address, if served.
+    pub status_page: Option<String>,
+    /// Recent warnings and errors: (unix seconds, text), oldest first.
+    pub errors: Vec<(u64, String)>,
+}
+
+impl RunState {
+    /// Reads the run state of `dir`, if a hub ever ran there.
+    pub fn load(dir: &Path) -> Result<Option<RunState>> {
+        let path = dir.join(RUN_STATE);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+                    format!("{}: not a run state", path.display())
+                })?))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// Writes it to `dir` atomically (temp file, rename). Not fsynced: it is advisory, and a
+    /// lost heartbeat only makes the uptime look shorter.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(RUN_STATE);
+        let tmp = dir.join(format!("{RUN_STATE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
+    }
+}
+
+/// The running hub's run state, shared with the heartbeat thread.
+#[derive(Clone, Debug)]
+pub struct Heartbeat {
+    dir: PathBuf,
+    state: Arc<Mutex<RunState>>,
+}
+
+impl Heartbeat {
+    /// Records the start of a hub serving `net` in `dir` and rewrites the file every
+    /// [`HEARTBEAT`] from a thread of its own.
+    pub fn start(dir: &Path, net: &str) -> Result<Heartbeat> {
+        let now = unix_now();
+        let hb = Heartbeat {
+            dir: dir.to_path_buf(),
+            state: Arc::new(Mutex::new(RunState {
+                pid: std::process::id(),
+                started_at: now,
+                heartbeat: now,
+                net: net.to_owned(),
+                ..RunState::default()
+            })),
+        };
+        hb.beat()?;
+        let thread = hb.clone();
+        std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || loop {
+                std::thread::sleep(HEARTBEAT);
+                if let Err(e) = thread.beat() {
+                    // Not through log::warn: it would land in the errors it failed to write.
+                    eprintln!("outpost-hub: heartbeat: {e:#}");
+                }
+            })
+            .context("starting the heartbeat thread")?;
+        Ok(hb)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records where the relay and the status page serve.
+    pub fn serving(&self, relay: String, status_page: Option<String>) {
+        {
+            let mut s = self.lock();
+            s.serving = Some(relay);
+            s.status_page = status_page;
+        }
+        if let Err(e) = self.beat() {
+            eprintln!("outpost-hub: heartbeat: {e:#}");
+        }
+    }
+
+    /// Writes the state now.
+    pub fn beat(&self) -> Result<()> {
+        let state = {
+            let mut s = self.lock();
+            s.heartbeat = unix_now();
+            s.errors = crate::logging::recent_errors()
+                .into_iter()
+                .map(|e| (e.at, e.text))
+                .collect();
+            s.clone()
+        };
+        state.save(&self.dir)
+    }
+}
+
+/// The setting name under which a device's vector is kept.
+fn vector_setting(site: &SiteId) -> String {
+    format!("vector:{site}")
+}
+
+/// `site:covered,site:covered` (the settings table holds text).
+pub fn encode_vector(v: &VersionVector) -> String {
+    let mut out = String::new();
+    for (site, covered) in v.iter() {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        let _ = write!(out, "{site}:{covered}");
+    }
+    out
+}
+
+/// The inverse of [`encode_vector`]; entries that do not parse are skipped.
+pub fn decode_vector(text: &str) -> VersionVector {
+    let mut v = VersionVector::new();
+    for entry in text.split(',') {
+        let Some((site, covered)) = entry.split_once(':') else {
+            continue;
+        };
+        if let (Ok(site), Ok(covered)) = (site.parse::<SiteId>(), covered.parse::<u64>()) {
+            if covered > 0 {
+                v.set(site, covered);
+            }
+        }
+    }
+    v
+}
+
+/// Records what device `site` is known to cover (after a session).
+pub fn record_vector(
+    allowlist: &Allowlist,
+    site: &SiteId,
+    encoded: &str,
+) -> Result<(), crate::allowlist::AllowlistError> {
+    allowlist.set_setting(&vector_setting(site), encoded)
+}
+
+/// One device as the status shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceStatus {
+    /// Its site id.
+    pub site: String,
+    /// Its key's fingerprint.
+    pub key: String,
+    /// Last session, unix seconds.
+    pub last_seen: Option<u64>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<u64>,
+    /// Seqs the hub holds (contiguously, of other origins) that the device's last known vector
+    /// does not cover; `None` when the device never completed a session.
+    pub pending: Option<u64>,
+}
+
+/// One origin's batches in the mailbox.
+#[derive(Clone, Debug, Serialize)]
+pub struct OriginStatus {
+    /// The origin's site id.
+    pub origin: String,
+    /// Batches held.
+    pub batches: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Contiguous coverage from seq 1.
+    pub covered: u64,
+    /// Highest seq held (beyond `covered` means a gap).
+    pub highest: u64,
+}
+
+/// Everything `status` and the page show.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    /// The hub's site id.
+    pub site: String,
+    /// Its key fingerprint.
+    pub key: String,
+    /// When this snapshot was taken, unix seconds.
+    pub taken_at: u64,
+    /// Whether a hub process is running on this data directory (fresh heartbeat).
+    pub running: bool,
+    /// Seconds since the running hub started (or that the last run lasted, when stopped).
+    pub uptime: Option<u64>,
+    /// The last run state written.
+    pub run: Option<RunState>,
+    /// The address enrollment codes use by default (the last run's).
+    pub last_net: Option<String>,
+    /// Enrolled devices, revoked ones included.
+    pub devices: Vec<DeviceStatus>,
+    /// Batches held in all.
+    pub batches: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Per origin.
+    pub origins: Vec<OriginStatus>,
+    /// Last successful uplink to the cloud, unix seconds (`None`: never; the uplink is not
+    /// built yet).
+    pub last_uplink: Option<u64>,
+}
+
+impl Snapshot {
+    /// Reads the data directory (the databases and the run state).
+    pub fn collect(dir: &DataDir) -> Result<Snapshot> {
+        let mailbox = dir.mailbox()?.status()?;
+        let allowlist = dir.allowlist()?;
+        let run = RunState::load(&dir.path)?;
+        let now = unix_now();
+        let running = run
+            .as_ref()
+            .is_some_and(|r| now.saturating_sub(r.heartbeat) <= STALE_AFTER);
+        let uptime = run.as_ref().map(|r| {
+            let end = if running { now } else { r.heartbeat };
+            end.saturating_sub(r.started_at)
+        });
+        let mut devices = Vec::new();
+        for d in allowlist.devices()? {
+            let pending = allowlist.setting(&vector_setting(&d.site))?.map(|text| {
+                let v = decode_vector(&text);
+                mailbox
+                    .origins
+                    .iter()
+                    .filter(|o| o.origin != d.site)
+                    .map(|o| o.covered.saturating_sub(v.get(&o.origin)))
+                    .sum()
+            });
+            devices.push(DeviceStatus {
+                site: d.site.to_string(),
+                key: fingerprint(&d.key),
+                last_seen: d.last_seen,
+                revoked_at: d.revoked_at,
+                pending,
+            });
+        }
+        Ok(Snapshot {
+            site: dir.identity.site.to_string(),
+            key: fingerprint(&dir.identity.public),
+            taken_at: now,
+            running,
+            uptime,
+            run,
+            last_net: allowlist.setting(crate::datadir::LAST_NET)?,
+            devices,
+            batches: mailbox.batches,
+            bytes: mailbox.bytes,
+            origins: mailbox
+                .origins
+                .iter()
+                .map(|o| OriginStatus {
+                    origin: o.origin.to_string(),
+                    batches: o.batches,
+                    bytes: o.bytes,
+                    covered: o.covered,
+                    highest: o.highest,
+                })
+                .collect(),
+            last_uplink: None,
+        })
+    }
+
+    fn uptime_text(&self) -> String {
+        match (self.running, self.uptime, &self.run) {
+            (true, Some(up), _) => format!("up {}", duration(up)),
+            (false, Some(up), Some(run)) => format!(
+                "not running (last heartbeat {} ago, after {} up)",
+                duration(self.taken_at.saturating_sub(run.heartbeat)),
+                duration(up)
+            ),
+            _ => "never run".to_owned(),
+        }
+    }
+
+    fn errors(&self) -> &[(u64, String)] {
+        self.run.as_ref().map_or(&[], |r| &r.errors)
+    }
+
+    /// The `status` command's text.
+    pub fn render_text(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(o, "hub site    {}", self.site);
+        let _ = writeln!(o, "key         {}", self.key);
+        let _ = writeln!(o, "uptime      {}", self.uptime_text());
+        if let Some(serving) = self.run.as_ref().and_then(|r| r.serving.as_deref()) {
+            let _ = writeln!(o, "serving     {serving}");
+        }
+        let _ = writeln!(
+            o,
+            "address     {}",
+            self.last_net.as_deref().unwrap_or("(never run)")
+        );
+        let _ = writeln!(o, "last uplink {}", self.last_uplink_text());
+        let active = self
+            .devices
+            .iter()
+            .filter(|d| d.revoked_at.is_none())
+            .count();
+        let _ = writeln!(
+            o,
+            "devices     {} enrolled, {active} active",
+            self.devices.len()
+        );
+        for d in &self.devices {
+            let _ = writeln!(
+                o,
+                "  {}  key {}  last seen {}  pending {}{}",
+                d.site,
+                d.key,
+                d.last_seen.map_or("never".into(), |t| self.ago(t)),
+                d.pending.map_or("unknown".into(), |p| p.to_string()),
+                d.revoked_at
+                    .map_or(String::new(), |t| format!("  REVOKED at {t}")),
+            );
+        }
+        let _ = writeln!(
+            o,
+            "mailbox     {} batches, {} bytes",
+            self.batches, self.bytes
+        );
+        for b in &self.origins {
+            let _ = writeln!(
+                o,
+                "  origin {}  {} batches  {} bytes  covered 1..={}{}",
+                b.origin,
+                b.batches,
+                b.bytes,
+                b.covered,
+                if b.highest > b.covered {
+                    format!("  (held up to {} beyond a gap)", b.highest)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let errors = self.errors();
+        let _ = writeln!(
+            o,
+            "errors      {}",
+            if errors.is_empty() { "none" } else { "" }
+        );
+        for (at, text) in errors {
+            let _ = writeln!(o, "  {} {text}", self.ago(*at));
+        }
+        o
+    }
+
+    fn last_uplink_text(&self) -> String {
+        self.last_uplink.map_or("never".into(), |t| self.ago(t))
+    }
+
+    fn ago(&self, t: u64) -> String {
+        format!("{} ago", duration(self.taken_at.saturating_sub(t)))
+    }
+
+    /// The status page: small, plain HTML (no script, no external resource) that a cheap
+    /// phone's browser shows; refreshes itself every 10 s.
+    pub fn render_html(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        o.push_str("<!DOCTYPE html><html><head><meta charset=\"utf-8\">");
+        o.push_str("<meta name=\"viewport\" content=\"width=device-width\">");
+        o.push_str("<meta http-equiv=\"refresh\" content=\"10\"><title>Outpost hub</title>");
+        o.push_str("<style>body{font-family:sans-serif;margin:8px}td,th{padding:2px 6px;text-align:left}</style>");
+        o.push_str("</head><body><h1>Outpost hub</h1><table>");
+        let row = |o: &mut String, k: &str, v: &str| {
+            let _ = write!(o, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v));
+        };
+        row(&mut o, "Hub", &self.site);
+        row(&mut o, "Key", &self.key);
+        row(&mut o, "Uptime", &self.uptime_text());
+        if let Some(serving) = self.run.as_ref().and_then(|r| r.serving.as_deref()) {
+            row(&mut o, "Serving", serving);
+        }
+        row(&mut o, "Last uplink", &self.last_uplink_text());
+        row(
+            &mut o,
+            "Batches held",
+            &format!("{} ({} bytes)", self.batches, self.bytes),
+        );
+        o.push_str("</table><h2>Devices</h2>");
+        if self.devices.is_empty() {
+            o.push_str("<p>No device enrolled.</p>");
+        } else {
+            o.push_str(
+                "<table><tr><th>Device</th><th>Last seen</th><th>Pending</th><th>State</th></tr>",
+            );
+            for d in &self.devices {
+                let _ = write!(
+                    o,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&d.site),
+                    esc(&d.last_seen.map_or("never".into(), |t| self.ago(t))),
+                    d.pending.map_or("?".into(), |p| p.to_string()),
+                    if d.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
+                );
+            }
+            o.push_str("</table>");
+        }
+        o.push_str("<h2>Recent errors</h2>");
+        let errors = self.errors();
+        if errors.is_empty() {
+            o.push_str("<p>None.</p>");
+        } else {
+            o.push_str("<ul>");
+            for (at, text) in errors.iter().rev() {
+                let _ = write!(o, "<li>{}: {}</li>", esc(&self.ago(*at)), esc(text));
+            }
+            o.push_str("</ul>");
+        }
+        let _ = write!(
+            o,
+            "<p><small>As of {}.</small></p></body></html>",
+            crate::logging::utc_timestamp(
+                std::time::UNIX_EPOCH + Duration::from_secs(self.taken_at)
+            )
+        );
+        o
+    }
+}
+
+/// `3d 4h`, `2h 5m`, `4m 10s`, `7s`.
+fn duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The status page as last rendered, refreshed by a thread every [`PAGE_REFRESH`]: what the
+/// HTTP servers hand out without touching a database.
+#[derive(Clone, Debug)]
+pub struct PageCache {
+    page: Arc<Mutex<Arc<str>>>,
+}
+
+impl PageCache {
+    /// Renders the page once, then keeps it fresh from a thread reading `dir`.
+    pub fn start(dir: Arc<DataDir>) -> Result<PageCache> {
+        let cache = PageCache {
+            page: Arc::new(Mutex::new(Arc::from(render_page(&dir)))),
+        };
+        let inner = cache.clone();
+        std::thread::Builder::new()
+            .name("status-page".into())
+            .spawn(move || loop {
+                std::thread::sleep(PAGE_REFRESH);
+                let page: Arc<str> = Arc::from(render_page(&dir));
+                *inner.page.lock().unwrap_or_else(|p| p.into_inner()) = page;
+            })
+            .context("starting the status page thread")?;
+        Ok(cache)
+    }
+
+    /// The current page (a copy; the lock is held only to clone a pointer).
+    pub fn page(&self) -> String {
+        let page = self.page.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        page.to_string()
+    }
+}
+
+fn render_page(dir: &DataDir) -> String {
+    match Snapshot::collect(dir) {
+        Ok(s) => s.render_html(),
+        Err(e) => {
+            log::warn!("status page: {e:#}");
+            format!(
+                "<!DOCTYPE html><html><body><h1>Outpost hub</h1><p>Status unavailable: {}</p></body></html>",
+                esc(&format!("{e:#}"))
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vectors_round_trip_through_their_text() {
+        let mut v = VersionVector::new();
+        v.set(SiteId([1; 16]), 7);
+        v.set(SiteId([2; 16]), 1);
+        assert_eq!(decode_vector(&encode_vector(&v)), v);
+        assert_eq!(decode_vector(""), VersionVector::new());
+        assert_eq!(decode_vector("junk,x:y"), VersionVector::new());
+    }
+
+    #[test]
+    fn durations_read_like_a_person_would_say_them() {
+        assert_eq!(duration(7), "7s");
+        assert_eq!(duration(250), "4m 10s");
+        assert_eq!(duration(7500), "2h 5m");
+        assert_eq!(duration(3 * 86_400 + 4 * 3600), "3d 4h");
+    }
+
+    #[test]
+    fn page_escapes_what_it_shows() {
+        assert_eq!(esc("<a href=\"x\">&"), "&lt;a href=&quot;x&quot;&gt;&amp;");
+    }
+}
