@@ -15,7 +15,7 @@ INITRAMFS_APPLETS="sh mount umount mkdir insmod ip cat echo sleep poweroff sync 
 
 initramfs_require_static() {
   [ -e "$1" ] || { echo "missing $1: $2" >&2; return 1; }
-  file -L "$1" | grep -q 'statically linked' || { echo "$1 is not statically linked: $2" >&2; return 1; }
+  file -L "$1" | grep -Eq 'statically linked|static-pie linked' || { echo "$1 is not statically linked: $2" >&2; return 1; }
 }
 
 initramfs_make() ( # a subshell: its temporary tree and trap stay local
