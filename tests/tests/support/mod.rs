@@ -451,11 +451,24 @@ pub fn connect(
     }
 }
 
-/// Enrolls `dev` with the code's one-time token.
+/// Enrolls `dev` with the code's one-time token, and returns once a session handshake is
+/// admitted (the hub commits the admission after the handshake's last message, which it may
+/// not have processed when the enrollment connection is closed).
 pub fn enroll(code: &EnrollCode, dev: &mut Device) {
     let hub = HubInfo::from_code(code);
     let (_ch, s) = connect(&hub, dev, Purpose::Enroll { token: code.token }).expect("enrollment");
     drop(s);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match connect(&hub, dev, Purpose::Session) {
+            Ok(_) => return,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("enrolled device not admitted: {e:?}"),
+        }
+    }
 }
 
 /// One sync session (push what the hub lacks, then pull); the number of changes applied.
