@@ -3,7 +3,7 @@
 //! Loaded into an app's SQLite (`.load liboutpost`, entry point `sqlite3_outpost_init`) or linked
 //! statically and registered with `sqlite3_auto_extension`, it tracks the app's tables and
 //! exchanges their changes as protocol batches (`outpost-protocol`). The SQL surface is listed in
-//! [`FUNCTIONS`] and documented in `docs/sql-api.md`.
+//! `FUNCTIONS` and documented in `docs/sql-api.md`.
 //!
 //! ## How a write travels
 //! 1. **Capture** (`triggers.rs`): AFTER triggers append one row per written row to
