@@ -16,6 +16,9 @@ pub enum Error {
     InTransaction(&'static str),
     /// A batch could not be applied (decode failure, foreign origin, gap in the vector, ...).
     Apply(ApplyError),
+    /// Enrolling or syncing with a peer failed (not enrolled, unreachable, key mismatch, revoked,
+    /// re-enroll, ...). The message starts with the function's name and says what to do.
+    Sync(String),
     /// SQLite reported an error while running one of our statements.
     Sqlite {
         /// The primary or extended result code.
@@ -79,6 +82,7 @@ impl fmt::Display for Error {
                 "{func} must run outside a transaction (it owns its own transaction for atomicity); COMMIT or ROLLBACK first"
             ),
             Error::Apply(e) => write!(f, "outpost_apply: {e}"),
+            Error::Sync(m) => f.write_str(m),
             Error::Sqlite { code, message, sql } => {
                 write!(f, "outpost: SQLite error {code}: {message}")?;
                 if !sql.is_empty() {
@@ -109,9 +113,11 @@ impl Error {
             Error::TooBig(_) => 18,  // SQLITE_TOOBIG
             Error::Corrupt(_) => 11, // SQLITE_CORRUPT
             Error::Internal(_) => 2, // SQLITE_INTERNAL
-            Error::InTransaction(_) | Error::Argument(_) | Error::Track(_) | Error::Apply(_) => {
-                crate::ffi::SQLITE_ERROR
-            }
+            Error::InTransaction(_)
+            | Error::Argument(_)
+            | Error::Track(_)
+            | Error::Apply(_)
+            | Error::Sync(_) => crate::ffi::SQLITE_ERROR,
         }
     }
 

@@ -23,6 +23,7 @@
 //! file) get past the counters its later self already used.
 
 use super::SyncError;
+use crate::error::Error;
 use crate::ffi::Conn;
 use outpost_protocol::handshake::{Keypair, SECRET_KEY_LEN};
 use outpost_protocol::{SiteId, Value};
@@ -70,7 +71,7 @@ pub(crate) fn load_or_create(conn: Conn, site: SiteId) -> Result<Identity, SyncE
     let Some(db) = db_path(conn)? else {
         let mut g = MEMORY_KEYS
             .lock()
-            .map_err(|_| SyncError::Argument("device key store poisoned".into()))?;
+            .map_err(|_| SyncError::Engine(Error::Internal("device key store poisoned".into())))?;
         let keys = g.get_or_insert_with(HashMap::new);
         let keypair = match keys.get(&site) {
             Some(k) => k.clone(),
@@ -99,7 +100,8 @@ pub(crate) fn load_or_create(conn: Conn, site: SiteId) -> Result<Identity, SyncE
 }
 
 fn generate() -> Result<Keypair, SyncError> {
-    Keypair::generate().map_err(|e| SyncError::Argument(format!("no device key: {e}")))
+    Keypair::generate()
+        .map_err(|e| SyncError::Engine(Error::Internal(format!("no device key: {e}"))))
 }
 
 fn key_err(path: &Path, detail: impl Into<String>) -> SyncError {

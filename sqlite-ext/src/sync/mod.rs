@@ -215,12 +215,21 @@ impl From<Error> for SyncError {
 }
 
 impl SyncError {
-    /// The extension's error for `function`: engine errors keep their SQLite code; the rest are
-    /// reported as `SQLITE_ERROR` with the function's name in front.
+    /// The extension's error for `function`: engine errors keep their SQLite code; argument
+    /// errors stay argument errors; the rest are sync errors (`SQLITE_ERROR`), each with the
+    /// function's name in front.
     pub(crate) fn into_error(self, function: &'static str) -> Error {
+        let named = |m: String| {
+            if m.starts_with(function) {
+                m
+            } else {
+                format!("{function}: {m}")
+            }
+        };
         match self {
             SyncError::Engine(e) => e,
-            other => Error::Argument(format!("{function}: {other}")),
+            SyncError::Argument(m) => Error::Argument(named(m)),
+            other => Error::Sync(named(other.to_string())),
         }
     }
 }
