@@ -492,6 +492,8 @@ pub fn sync(hub: &HubInfo, dev: &mut Device, session: u64) -> Result<u64, SyncEr
         while let Some(m) = client.poll(dev).map_err(SyncError::Session)? {
             ch.send(&m.encode())
                 .map_err(|e| SyncError::Protocol(format!("{e:?}")))?;
+            // Flush per message: the channel bounds the bytes queued in flight.
+            s.write_all(&ch.take_outgoing())?;
         }
         s.write_all(&ch.take_outgoing())?;
         if client.is_done() {
