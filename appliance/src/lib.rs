@@ -20,3 +20,4 @@ pub mod net;
 pub mod relay;
 pub mod server;
 pub mod status;
+pub mod uplink;

@@ -10,7 +10,7 @@ use outpost_hub::net::{self, HubServices, IpConfig, Link, NetConfig};
 use outpost_hub::relay::{serve_stream, Hub, Relay};
 use outpost_hub::server::{serve, watch_revocations, Conn, Limits as ServerLimits, LiveSessions};
 use outpost_hub::status::{Heartbeat, PageCache, Snapshot};
-use outpost_hub::{interfaces, logging};
+use outpost_hub::{interfaces, logging, uplink};
 use outpost_protocol::channel::Limits as ChannelLimits;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -25,6 +25,9 @@ const DEFAULT_STATUS_PORT: u16 = 80;
 const USAGE: &str = "\
 usage:
   outpost-hub run         --data DIR --net std:ADDR[:PORT] [--status-port N | --status ADDR:PORT] [--no-mdns]
+                          [--cloud CODE] [--uplink-min-ms N] [--uplink-max-ms N]
+                          (--cloud: the code of 'outpost-cloud enroll-code --hub', remembered;
+                          uplink backoff 1000..300000 ms by default)
   outpost-hub run         --data DIR --net packet:IFACE|tap:IFACE [--ip CIDR [--gateway ADDR]]
                           [--port N] [--status-port N]   (DHCP without --ip; port 7420, status 80;
                           --status-port 0: no page)
@@ -46,6 +49,9 @@ struct Args {
     status_port: Option<u16>,
     status: Option<String>,
     no_mdns: bool,
+    cloud: Option<String>,
+    uplink_min_ms: Option<u64>,
+    uplink_max_ms: Option<u64>,
     addresses: Vec<String>,
     ttl: Option<u64>,
     json: bool,
@@ -78,6 +84,20 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
             }
             "--status" => args.status = Some(value("--status")?),
             "--no-mdns" => args.no_mdns = true,
+            "--cloud" => args.cloud = Some(value("--cloud")?),
+            "--uplink-min-ms" | "--uplink-max-ms" => {
+                let name = a.clone();
+                let v = value(&name)?;
+                let ms = Some(
+                    v.parse()
+                        .with_context(|| format!("{name} {v:?}: milliseconds"))?,
+                );
+                if name == "--uplink-min-ms" {
+                    args.uplink_min_ms = ms;
+                } else {
+                    args.uplink_max_ms = ms;
+                }
+            }
             "--address" => args.addresses.push(value("--address")?),
             "--ttl" => {
                 let v = value("--ttl")?;
@@ -147,6 +167,17 @@ fn run(args: &Args) -> Result<()> {
         .as_deref()
         .context("--net std:ADDR:PORT, packet:IFACE or tap:IFACE is required")?;
     let dir = data_dir(args)?;
+    let uplink_config = uplink::Config::new(
+        args.uplink_min_ms.map(Duration::from_millis),
+        args.uplink_max_ms.map(Duration::from_millis),
+    )?;
+    if let Some(code) = &args.cloud {
+        if !net.starts_with("std:") {
+            bail!("--cloud: the uplink runs over --net std: only for now (no dialer on the hub's own stack yet)");
+        }
+        uplink::configure(&dir, code)?;
+    }
+    let with_uplink = uplink::configured(&dir)?;
     let heartbeat = Heartbeat::start(&dir.path, net)?;
     let page_dir = Arc::new(DataDir::open(&dir.path)?);
     let allowlist_path = dir.path.join("allowlist.db");
@@ -169,6 +200,13 @@ fn run(args: &Args) -> Result<()> {
     )
     .context("starting the revocation watcher")?;
     log::info!("hub site={site} key={key} net={net}");
+    if with_uplink {
+        if net.starts_with("std:") {
+            uplink::spawn(hub.clone(), uplink::StdDial, uplink_config)?;
+        } else {
+            log::warn!("uplink: configured, but not run on --net {net} (std: only for now)");
+        }
+    }
     if net.starts_with("std:") {
         run_std(args, net, hub, live, heartbeat, page_dir)
     } else {

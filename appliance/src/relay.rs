@@ -69,6 +69,22 @@ impl Hub {
     pub fn dir(&self) -> &DataDir {
         &self.dir
     }
+
+    /// The hub's static key pair (the relay's Noise `s`, and the uplink's as initiator).
+    pub fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
+    /// Commits acknowledged so far by this process (relays and uplink): a change means news.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+
+    /// Records a commit made outside the relay (the uplink storing what it pulled), so live
+    /// devices are notified of it.
+    pub fn note_commit(&self) {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// Staged (pushed, not yet committed) batches expire after this long.

@@ -243,9 +243,93 @@ pub struct Snapshot {
     pub bytes: u64,
     /// Per origin.
     pub origins: Vec<OriginStatus>,
-    /// Last successful uplink to the cloud, unix seconds (`None`: never; the uplink is not
-    /// built yet).
+    /// Last successful uplink to the cloud, unix seconds (`None`: never).
     pub last_uplink: Option<u64>,
+    /// The uplink, when this hub has one (`run --cloud`).
+    pub uplink: Option<UplinkStatus>,
+}
+
+/// The uplink as the status shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct UplinkStatus {
+    /// The cloud's address (last tried, else the first of the code or the pin).
+    pub cloud: Option<String>,
+    /// The cloud's site id, once known.
+    pub cloud_site: Option<String>,
+    /// `enrolling` (code stored, not enrolled yet), `never`, `connected`, `backing off`.
+    pub state: String,
+    /// Last successful round, unix seconds.
+    pub last_success: Option<u64>,
+    /// The last error, `unix-seconds text` (cleared by a success).
+    pub last_error: Option<String>,
+    /// While backing off: the delay before the next attempt, ms.
+    pub retry_in_ms: Option<u64>,
+    /// Seqs the hub holds (other than the cloud's) that the cloud's last known vector lacks;
+    /// `None` before the first session.
+    pub backlog_seqs: Option<u64>,
+    /// Batches holding them.
+    pub backlog_batches: Option<u64>,
+}
+
+impl UplinkStatus {
+    fn collect(dir: &DataDir, allowlist: &Allowlist) -> Result<Option<UplinkStatus>> {
+        use crate::uplink::{pinned, UplinkState, UPLINK_CODE};
+        let peer = pinned(allowlist)?;
+        let code = allowlist.setting(UPLINK_CODE)?.filter(|c| !c.is_empty());
+        if peer.is_none() && code.is_none() {
+            return Ok(None);
+        }
+        let state = UplinkState::load(&dir.path)?.unwrap_or_default();
+        let cloud_site = peer
+            .as_ref()
+            .map(|p| p.site.clone())
+            .or(state.cloud_site.clone());
+        let backlog = match (&state.cloud_vector, &cloud_site) {
+            (Some(v), Some(site)) => {
+                let exclude = site.parse::<SiteId>().ok();
+                Some(dir.mailbox()?.backlog(&decode_vector(v), exclude)?)
+            }
+            _ => None,
+        };
+        let first = |p: &crate::uplink::CloudPeer| p.addresses.first().cloned();
+        Ok(Some(UplinkStatus {
+            cloud: state
+                .address
+                .clone()
+                .or_else(|| peer.as_ref().and_then(first)),
+            cloud_site,
+            state: match (&peer, state.state.as_str()) {
+                (None, _) => "enrolling".into(),
+                (Some(_), "") => "never".into(),
+                (Some(_), s) => s.into(),
+            },
+            last_success: state.last_success,
+            last_error: state.last_error,
+            retry_in_ms: state.retry_in_ms,
+            backlog_seqs: backlog.map(|b| b.0),
+            backlog_batches: backlog.map(|b| b.1),
+        }))
+    }
+
+    fn lines(&self) -> Vec<(&'static str, String)> {
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        let mut l = vec![
+            ("cloud", opt(&self.cloud)),
+            ("state", self.state.clone()),
+            (
+                "backlog",
+                match (self.backlog_seqs, self.backlog_batches) {
+                    (Some(s), Some(b)) => format!("{s} seqs in {b} batches"),
+                    _ => "unknown (no session yet)".into(),
+                },
+            ),
+            ("last error", opt(&self.last_error)),
+        ];
+        if let Some(ms) = self.retry_in_ms {
+            l.push(("retry in", format!("{ms} ms")));
+        }
+        l
+    }
 }
 
 impl Snapshot {
@@ -281,7 +365,10 @@ impl Snapshot {
                 pending,
             });
         }
+        let uplink = UplinkStatus::collect(dir, &allowlist)?;
         Ok(Snapshot {
+            last_uplink: uplink.as_ref().and_then(|u| u.last_success),
+            uplink,
             site: dir.identity.site.to_string(),
             key: fingerprint(&dir.identity.public),
             taken_at: now,
@@ -303,7 +390,6 @@ impl Snapshot {
                     highest: o.highest,
                 })
                 .collect(),
-            last_uplink: None,
         })
     }
 
@@ -338,6 +424,11 @@ impl Snapshot {
             self.last_net.as_deref().unwrap_or("(never run)")
         );
         let _ = writeln!(o, "last uplink {}", self.last_uplink_text());
+        if let Some(u) = &self.uplink {
+            for (k, v) in u.lines() {
+                let _ = writeln!(o, "  {k:<10} {v}");
+            }
+        }
         let active = self
             .devices
             .iter()
@@ -419,6 +510,11 @@ impl Snapshot {
             row(&mut o, "Serving", serving);
         }
         row(&mut o, "Last uplink", &self.last_uplink_text());
+        if let Some(u) = &self.uplink {
+            for (k, v) in u.lines() {
+                row(&mut o, &format!("Uplink {k}"), &v);
+            }
+        }
         row(
             &mut o,
             "Batches held",

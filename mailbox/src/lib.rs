@@ -20,6 +20,10 @@
 //!   overlapping held batches it picks the way that repeats the fewest seqs (none when the held
 //!   batches chain without overlap).
 //!
+//! - **Client side.** [`MailboxClient`] is the protocol's `ClientStore` over a mailbox: the hub's
+//!   uplink pushes what the cloud's vector lacks (never the cloud's own origin) and stores what
+//!   it pulls.
+//!
 //! ## Why SQLite rather than an append-only log
 //! An append-only log with checksums would also survive power loss with one fsync per commit. But
 //! the mailbox also needs an index by `(origin, lo, hi)` to route, an atomic commit of a *set* of
@@ -32,11 +36,13 @@
 //! No pruning (the hub keeps every batch until cloud snapshots exist).
 #![warn(missing_docs)]
 
+mod client_store;
 mod error;
 mod mailbox;
 mod plan;
 mod server_store;
 
+pub use client_store::{ExportPlan, MailboxClient, Moved, PUSH_BUDGET};
 pub use error::MailboxError;
 pub use mailbox::{
     Batches, Mailbox, MailboxStatus, OriginStatus, PullPlan, PushRecord, Receipt, StagedBatch,

@@ -473,6 +473,39 @@ impl Mailbox {
         })
     }
 
+    /// What a peer whose vector is `vector` lacks of this mailbox's coverage, never counting
+    /// origin `exclude`: (seqs, batches holding some of them). For status pages (the hub's
+    /// uplink backlog); reads no batch body.
+    pub fn backlog(
+        &self,
+        vector: &VersionVector,
+        exclude: Option<SiteId>,
+    ) -> Result<(u64, u64), MailboxError> {
+        let mut seqs = 0;
+        let mut batches = 0;
+        let mut count = self
+            .conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM batches WHERE origin = ?1 AND hi > ?2 AND lo <= ?3",
+            )
+            .map_err(|e| self.sql(e))?;
+        for (origin, &covered) in self.vector()?.iter() {
+            let theirs = vector.get(origin);
+            if Some(*origin) == exclude || covered <= theirs {
+                continue;
+            }
+            seqs += covered - theirs;
+            let n: i64 = count
+                .query_row(
+                    rusqlite::params![origin.as_bytes(), theirs as i64, covered as i64],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.sql(e))?;
+            batches += n as u64;
+        }
+        Ok((seqs, batches))
+    }
+
     /// Figures for status pages: batches and bytes held, per origin and in all.
     pub fn status(&self) -> Result<MailboxStatus, MailboxError> {
         let mut stmt = self

@@ -1,0 +1,735 @@
+//! The uplink: the hub as a **client** of the cloud (DESIGN.md section 6).
+//!
+//! `outpost-hub run --cloud CODE` stores the code (`outpost-cloud enroll-code --hub`) in the
+//! allowlist's settings; from then on every `run` of that data directory keeps an uplink thread,
+//! independent of the device-facing server:
+//!
+//! 1. **Enrollment**, once: the `IKpsk2` handshake with the code's one-time token, to the code's
+//!    pinned key, with the hub's own identity key, then a session `Hello` whose answer confirms
+//!    the cloud admitted the hub (exactly what a device does). The cloud's key, site id and
+//!    addresses are then pinned (setting [`UPLINK_CLOUD`]). If the answer was lost after the
+//!    cloud admitted the hub (the token is then used up), the next attempt finds the hub's key
+//!    admitted through an ordinary session handshake and pins the cloud then.
+//! 2. **Sessions**, whenever the cloud answers: an ordinary `ClientSession` (role hub) with the
+//!    mailbox as the client store ([`outpost_mailbox::MailboxClient`]): push what the cloud's
+//!    vector lacks, never the cloud's own origin and never what came from the cloud (its vector
+//!    covers that), then pull what other clinics did into the mailbox, where local devices get
+//!    it (live devices are notified). A push larger than the budget runs more sessions.
+//! 3. **When**: after a success, again when a device commits (debounced by [`Config::debounce`])
+//!    or after [`Config::poll`] to fetch other clinics' changes. After a failure (no answer, a
+//!    cut, a refusal), exponential backoff with jitter from [`Config::min`] to [`Config::max`],
+//!    reset by the next success.
+//!
+//! What the status shows ([`UplinkState`], in `uplink-state.json` next to the run state): the
+//! cloud's address, the state (`never`, `connected`, `backing off`), the last success, the last
+//! error, and the cloud's last known vector, from which `status` computes the backlog.
+//!
+//! The byte stream comes from a [`Dial`]: [`StdDial`] uses the OS's sockets (`--net std:`).
+//! **Not built yet**: a dialer over the hub's own embassy-net stack, so `--net packet:/tap:`
+//! run no uplink (`run` says so and refuses `--cloud` there).
+
+use crate::allowlist::Allowlist;
+use crate::datadir::{unix_now, DataDir};
+use crate::relay::Hub;
+use crate::status::encode_vector;
+use anyhow::{anyhow, bail, Context, Result};
+use outpost_mailbox::{Mailbox, MailboxClient, Moved};
+use outpost_protocol::batch::codec::Limits as BatchLimits;
+use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
+use outpost_protocol::enroll_code::EnrollCode;
+use outpost_protocol::handshake::{Ephemeral, Initiator, InitiatorConfig, PublicKey, Purpose};
+use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
+use outpost_protocol::session::{ClientConfig, ClientSession};
+use outpost_protocol::{SiteId, PROTOCOL_VERSION};
+use serde::{Deserialize, Serialize};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Setting: the enrollment code given with `--cloud`, until the cloud is pinned.
+pub const UPLINK_CODE: &str = "uplink_code";
+/// Setting: the pinned cloud (JSON [`CloudPeer`]); empty while enrollment is pending.
+pub const UPLINK_CLOUD: &str = "uplink_cloud";
+/// Setting: the last handshake counter the hub sent the cloud (strictly increasing).
+const UPLINK_COUNTER: &str = "uplink_counter";
+/// The uplink's state file in the data directory.
+pub const STATE_FILE: &str = "uplink-state.json";
+/// Sessions one uplink round runs at most (each pushes up to the mailbox client's budget).
+const MAX_SESSIONS: u32 = 64;
+
+/// The cloud as pinned at enrollment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CloudPeer {
+    /// Its public key, hex of the uncompressed SEC1 bytes.
+    pub key: String,
+    /// Its site id.
+    pub site: String,
+    /// Where to reach it, most likely first.
+    pub addresses: Vec<String>,
+}
+
+/// What the uplink last did (for `status` and the page).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UplinkState {
+    /// `never` (no success yet), `connected` (the last round succeeded), `backing off`.
+    pub state: String,
+    /// The address last tried or used.
+    pub address: Option<String>,
+    /// The cloud's site id, once pinned.
+    pub cloud_site: Option<String>,
+    /// Last successful round, unix seconds.
+    pub last_success: Option<u64>,
+    /// Last attempt, unix seconds.
+    pub last_attempt: Option<u64>,
+    /// The last failure (cleared by a success).
+    pub last_error: Option<String>,
+    /// Failures in a row.
+    pub failures: u32,
+    /// While backing off: the delay before the next attempt.
+    pub retry_in_ms: Option<u64>,
+    /// The cloud's vector as last known (its hello, advanced by its acks), `status::encode_vector`.
+    pub cloud_vector: Option<String>,
+    /// Seqs pushed and pulled by this process's uplink.
+    pub pushed: u64,
+    /// See `pushed`.
+    pub pulled: u64,
+}
+
+impl UplinkState {
+    /// The state in `dir`, if the uplink ever ran there.
+    pub fn load(dir: &Path) -> Result<Option<UplinkState>> {
+        let path = dir.join(STATE_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(
+                serde_json::from_slice(&b).with_context(|| format!("{}", path.display()))?,
+            )),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("{}", path.display()))),
+        }
+    }
+
+    /// Writes the state (temporary file + rename: a reader never sees half of it).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(STATE_FILE);
+        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("{}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("{}", path.display()))
+    }
+}
+
+/// Stores `code` as the uplink's enrollment code (`run --cloud`). A code other than the stored
+/// one starts a new enrollment (the pinned cloud is forgotten); the same code changes nothing.
+pub fn configure(dir: &DataDir, code: &str) -> Result<()> {
+    let parsed =
+        EnrollCode::decode(code).map_err(|e| anyhow!("--cloud: not an enrollment code: {e}"))?;
+    parsed
+        .public_key()
+        .map_err(|e| anyhow!("--cloud: the code's key: {e}"))?;
+    let allowlist = dir.allowlist()?;
+    if allowlist.setting(UPLINK_CODE)?.as_deref() == Some(code) {
+        return Ok(());
+    }
+    allowlist.set_setting(UPLINK_CLOUD, "")?;
+    allowlist.set_setting(UPLINK_CODE, code)?;
+    log::info!(
+        "uplink: enrollment code stored for cloud site={} at {}",
+        parsed.hub_site,
+        parsed.addresses.join(",")
+    );
+    Ok(())
+}
+
+/// True when this data directory has an uplink (a stored code or a pinned cloud).
+pub fn configured(dir: &DataDir) -> Result<bool> {
+    let a = dir.allowlist()?;
+    let set = |name| -> Result<bool> { Ok(a.setting(name)?.is_some_and(|v| !v.is_empty())) };
+    Ok(set(UPLINK_CLOUD)? || set(UPLINK_CODE)?)
+}
+
+/// The pinned cloud, if enrolled.
+pub fn pinned(allowlist: &Allowlist) -> Result<Option<CloudPeer>> {
+    match allowlist.setting(UPLINK_CLOUD)? {
+        Some(v) if !v.is_empty() => Ok(Some(
+            serde_json::from_str(&v).context("the pinned cloud setting")?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The uplink's timing.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// First backoff delay after a failure (`--uplink-min-ms`).
+    pub min: Duration,
+    /// Largest backoff delay (`--uplink-max-ms`).
+    pub max: Duration,
+    /// After a success, run again this long later even without local news (to pull).
+    pub poll: Duration,
+    /// After a device's commit, wait this long for more before running.
+    pub debounce: Duration,
+    /// Per address, to connect.
+    pub connect_timeout: Duration,
+    /// Per read or write.
+    pub io_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults: backoff 1 s .. 5 min, poll every 30 s (never more than `max`), debounce 200 ms.
+    pub fn new(min: Option<Duration>, max: Option<Duration>) -> Result<Config> {
+        let min = min.unwrap_or(Duration::from_secs(1));
+        let max = max.unwrap_or(Duration::from_secs(300));
+        if min.is_zero() || max < min {
+            bail!("uplink backoff: 0 < --uplink-min-ms <= --uplink-max-ms required");
+        }
+        Ok(Config {
+            min,
+            max,
+            poll: max.min(Duration::from_secs(30)),
+            debounce: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(30),
+        })
+    }
+}
+
+/// The delay before attempt number `failures + 1` after `failures` failures in a row: `min`
+/// doubled per failure, at most `max`, then a uniform pick in its upper half (`random` is any
+/// random number), so hubs cut off together do not come back together.
+pub fn backoff(config: &Config, failures: u32, random: u64) -> Duration {
+    let min = config.min.as_millis() as u64;
+    let max = config.max.as_millis() as u64;
+    let base = min
+        .saturating_mul(1u64 << failures.saturating_sub(1).min(40))
+        .min(max);
+    let half = base / 2;
+    Duration::from_millis(base - half + random % (half + 1))
+}
+
+/// A byte stream to the cloud.
+pub trait Wire: Read + Write + Send {}
+impl<T: Read + Write + Send> Wire for T {}
+
+/// Opens byte streams to the cloud (over the OS's sockets, or some other stack).
+pub trait Dial: Send + 'static {
+    /// Connects to `address` (`host:port`) within `connect`, with `io` as read/write timeout.
+    fn dial(
+        &self,
+        address: &str,
+        connect: Duration,
+        io: Duration,
+    ) -> std::io::Result<Box<dyn Wire>>;
+}
+
+/// [`Dial`] over the OS's TCP sockets.
+#[derive(Debug, Default)]
+pub struct StdDial;
+
+impl Dial for StdDial {
+    fn dial(
+        &self,
+        address: &str,
+        connect: Duration,
+        io: Duration,
+    ) -> std::io::Result<Box<dyn Wire>> {
+        let mut last = std::io::Error::new(ErrorKind::NotFound, "resolves to no address");
+        for sa in address.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&sa, connect) {
+                Ok(s) => {
+                    s.set_read_timeout(Some(io))?;
+                    s.set_write_timeout(Some(io))?;
+                    s.set_nodelay(true)?;
+                    return Ok(Box::new(s));
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Starts the uplink on a thread of its own.
+pub fn spawn(hub: Arc<Hub>, dial: impl Dial, config: Config) -> Result<()> {
+    let mailbox = hub.dir().mailbox()?;
+    let allowlist = hub.dir().allowlist()?;
+    let state = UplinkState::load(&hub.dir().path)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let uplink = Uplink {
+        hub,
+        dial: Box::new(dial),
+        config,
+        mailbox,
+        allowlist,
+        state,
+    };
+    std::thread::Builder::new()
+        .name("uplink".into())
+        .spawn(move || uplink.run())
+        .context("starting the uplink thread")?;
+    Ok(())
+}
+
+struct Uplink {
+    hub: Arc<Hub>,
+    dial: Box<dyn Dial>,
+    config: Config,
+    mailbox: Mailbox,
+    allowlist: Allowlist,
+    state: UplinkState,
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom::getrandom(&mut b);
+    u64::from_le_bytes(b)
+}
+
+impl Uplink {
+    fn run(mut self) {
+        if self.state.state.is_empty() || self.state.last_success.is_none() {
+            self.state.state = "never".into();
+        }
+        self.state.retry_in_ms = None;
+        loop {
+            let seen = self.hub.commits();
+            self.state.last_attempt = Some(unix_now());
+            match self.round() {
+                Ok(moved) => {
+                    self.state.state = "connected".into();
+                    self.state.last_success = Some(unix_now());
+                    self.state.last_error = None;
+                    self.state.failures = 0;
+                    self.state.retry_in_ms = None;
+                    self.state.pushed += moved.pushed;
+                    self.state.pulled += moved.pulled;
+                    self.save();
+                    log::info!(
+                        "uplink: synced with the cloud: pushed {} seqs in {} batches, pulled {} seqs in {} batches",
+                        moved.pushed,
+                        moved.batches_pushed,
+                        moved.pulled,
+                        moved.batches_pulled
+                    );
+                    let mut expected = seen;
+                    if moved.batches_pulled > 0 {
+                        self.hub.note_commit();
+                        expected += 1;
+                    }
+                    self.wait_for_news(expected);
+                }
+                Err(e) => {
+                    self.state.failures = self.state.failures.saturating_add(1);
+                    let delay = backoff(&self.config, self.state.failures, random_u64());
+                    if self.state.last_success.is_some() {
+                        self.state.state = "backing off".into();
+                    }
+                    self.state.last_error = Some(format!("{} {e:#}", unix_now()));
+                    self.state.retry_in_ms = Some(delay.as_millis() as u64);
+                    self.save();
+                    log::warn!(
+                        "uplink: {e:#}; retrying in {} ms (failure {} in a row)",
+                        delay.as_millis(),
+                        self.state.failures
+                    );
+                    std::thread::sleep(delay);
+                }
+            }
+        }
+    }
+
+    fn save(&self) {
+        if let Err(e) = self.state.save(&self.hub.dir().path) {
+            log::warn!("uplink: recording its state: {e:#}");
+        }
+    }
+
+    /// Returns after `poll`, or `debounce` after the hub's commit count leaves `seen`.
+    fn wait_for_news(&self, seen: u64) {
+        let deadline = Instant::now() + self.config.poll;
+        while Instant::now() < deadline {
+            if self.hub.commits() != seen {
+                std::thread::sleep(self.config.debounce);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Enrolls if needed, then sessions until nothing is left to push.
+    fn round(&mut self) -> Result<Moved> {
+        let peer = match pinned(&self.allowlist)? {
+            Some(p) => p,
+            None => self.enroll()?,
+        };
+        self.state.cloud_site = Some(peer.site.clone());
+        let key = key_of(&peer.key)?;
+        let site: SiteId = peer
+            .site
+            .parse()
+            .map_err(|_| anyhow!("pinned cloud site id"))?;
+        let mut total = Moved::default();
+        for _ in 0..MAX_SESSIONS {
+            let (moved, more) = self.session(&peer.addresses, key, site)?;
+            total.pushed += moved.pushed;
+            total.batches_pushed += moved.batches_pushed;
+            total.pulled += moved.pulled;
+            total.batches_pulled += moved.batches_pulled;
+            if !more {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
+    fn session(
+        &mut self,
+        addresses: &[String],
+        key: PublicKey,
+        site: SiteId,
+    ) -> Result<(Moved, bool)> {
+        let mut link = self.open(addresses, key, site, Purpose::Session)?;
+        let mut sid = [0u8; 16];
+        getrandom::getrandom(&mut sid).context("no randomness for a session id")?;
+        let mut client = ClientSession::new(ClientConfig {
+            site: self.hub.dir().identity.site,
+            role: PeerRole::Hub,
+            // The hub is schema-free: the cloud's relay checks no fingerprint.
+            fingerprint: [0; 32],
+            wall_clock_ms: unix_now() * 1000,
+            session: SessionId(sid),
+            live: false,
+            max_push_attempts: 3,
+            batch_limits: BatchLimits::default(),
+        });
+        let mut store = MailboxClient::new(&mut self.mailbox, site);
+        let r = drive(&mut link, &mut client, &mut store);
+        if let Some(v) = &store.server_vector {
+            self.state.cloud_vector = Some(encode_vector(v));
+        }
+        let (moved, more) = (store.moved, store.more_to_push);
+        if let Err(e) = &r {
+            if let Some(m) = e
+                .downcast_ref::<outpost_protocol::session::SessionError>()
+                .and_then(|e| e.to_message())
+            {
+                let _ = link.send(&m);
+            }
+        }
+        r.map(|()| (moved, more))
+    }
+
+    fn next_counter(&self) -> Result<u64> {
+        let last = self
+            .allowlist
+            .setting(UPLINK_COUNTER)?
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let next = (last + 1).max(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        );
+        // Committed (fsynced) before message 1 leaves: a replayed or reused counter is refused.
+        self.allowlist
+            .set_setting(UPLINK_COUNTER, &next.to_string())?;
+        Ok(next)
+    }
+
+    /// Connects to the first address that answers and runs the handshake.
+    fn open(
+        &mut self,
+        addresses: &[String],
+        key: PublicKey,
+        site: SiteId,
+        purpose: Purpose,
+    ) -> Result<Link> {
+        let mut tried = Vec::new();
+        let mut wire = None;
+        for a in addresses {
+            self.state.address = Some(a.clone());
+            match self
+                .dial
+                .dial(a, self.config.connect_timeout, self.config.io_timeout)
+            {
+                Ok(w) => {
+                    wire = Some(w);
+                    break;
+                }
+                Err(e) => tried.push(format!("{a}: {e}")),
+            }
+        }
+        let Some(wire) = wire else {
+            bail!("the cloud is unreachable ({})", tried.join("; "));
+        };
+        let counter = self.next_counter()?;
+        handshake(
+            wire,
+            InitiatorConfig {
+                identity: self.hub.keypair().clone(),
+                site: self.hub.dir().identity.site,
+                counter,
+                responder_key: key,
+                responder_site: site,
+                purpose,
+                version: PROTOCOL_VERSION,
+            },
+        )
+    }
+
+    /// Enrollment with the stored code; pins the cloud.
+    fn enroll(&mut self) -> Result<CloudPeer> {
+        let text = self
+            .allowlist
+            .setting(UPLINK_CODE)?
+            .filter(|t| !t.is_empty())
+            .context("no cloud enrollment code stored (run --cloud CODE)")?;
+        let code = EnrollCode::decode(&text).map_err(|e| anyhow!("the stored code: {e}"))?;
+        let key = code
+            .public_key()
+            .map_err(|e| anyhow!("the stored code's key: {e}"))?;
+        let peer = CloudPeer {
+            key: hex(key.as_bytes()),
+            site: code.hub_site.to_string(),
+            addresses: code.addresses.clone(),
+        };
+        self.state.cloud_site = Some(peer.site.clone());
+        let opened = self.open(
+            &code.addresses,
+            key,
+            code.hub_site,
+            Purpose::Enroll { token: code.token },
+        );
+        let mut link = match opened {
+            Ok(l) => l,
+            Err(e) => {
+                // The cloud may have admitted this key already (the confirmation was lost and
+                // the token is used up): an ordinary session handshake tells.
+                if let Ok(mut l) = self.open(&code.addresses, key, code.hub_site, Purpose::Session)
+                {
+                    let _ = l.send(&Message::Bye);
+                    self.pin(&peer)?;
+                    return Ok(peer);
+                }
+                let expired = if unix_now() > code.expires_at {
+                    format!(" (the code expired at unix {})", code.expires_at)
+                } else {
+                    String::new()
+                };
+                return Err(e.context(format!("enrolling with the cloud{expired}")));
+            }
+        };
+        link.send(&Message::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            site: self.hub.dir().identity.site,
+            role: PeerRole::Hub,
+            fingerprint: [0; 32],
+            wall_clock_ms: unix_now() * 1000,
+            vector: self.mailbox.vector()?,
+            session: SessionId::default(),
+        }))?;
+        match link.recv().context("waiting for the cloud to confirm the enrollment")? {
+            Message::Hello(h) if h.site != code.hub_site => bail!(
+                "enrollment: the peer's hello names site {} but the code names {}",
+                h.site,
+                code.hub_site
+            ),
+            Message::Hello(h) if h.role != PeerRole::Cloud => bail!(
+                "enrollment: the code's peer is a {:?}, not a cloud (use outpost-cloud enroll-code --hub)",
+                h.role
+            ),
+            Message::Hello(_) => {}
+            Message::Error { code, message } => {
+                bail!("enrollment: the cloud answered an error ({code:?}): {message}")
+            }
+            other => bail!("enrollment: the cloud answered message tag {}", other.tag()),
+        }
+        let _ = link.send(&Message::Bye);
+        self.pin(&peer)?;
+        Ok(peer)
+    }
+
+    fn pin(&mut self, peer: &CloudPeer) -> Result<()> {
+        self.allowlist
+            .set_setting(UPLINK_CLOUD, &serde_json::to_string(peer)?)?;
+        log::info!(
+            "uplink: enrolled with the cloud site={} key={}",
+            peer.site,
+            crate::identity::fingerprint(&key_of(&peer.key)?.as_bytes()[..])
+        );
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn key_of(text: &str) -> Result<PublicKey> {
+    let bytes = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| anyhow!("the pinned cloud key is not hex"))?;
+    PublicKey::from_sec1(&bytes).map_err(|e| anyhow!("the pinned cloud key: {e:?}"))
+}
+
+/// Runs the client session to its end over `link`.
+fn drive<'m>(
+    link: &mut Link,
+    client: &mut ClientSession<MailboxClient<'m>>,
+    store: &mut MailboxClient<'m>,
+) -> Result<()> {
+    loop {
+        while let Some(m) = client.poll(store)? {
+            link.send(&m)?;
+        }
+        if client.is_done() {
+            return Ok(());
+        }
+        let msg = link.recv()?;
+        client.handle(msg, store)?;
+    }
+}
+
+/// An authenticated, encrypted connection to the cloud.
+struct Link {
+    wire: Box<dyn Wire>,
+    channel: Channel,
+    start: Instant,
+    pending: Vec<u8>,
+    max_message: usize,
+}
+
+fn io_context(e: std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => {
+            anyhow!("the cloud stopped answering (timed out)")
+        }
+        _ => anyhow::Error::new(e).context("the connection to the cloud"),
+    }
+}
+
+/// The initiator's side of the handshake over `wire` (message 3 of an enrollment included).
+fn handshake(mut wire: Box<dyn Wire>, config: InitiatorConfig) -> Result<Link> {
+    let start = Instant::now();
+    let limits = ChannelLimits::default();
+    let ephemeral = Ephemeral::from_os().context("no randomness for the handshake")?;
+    let mut init =
+        Initiator::start(&config, ephemeral, limits, 0).map_err(|e| anyhow!("handshake: {e}"))?;
+    wire.write_all(&init.take_outgoing()).map_err(io_context)?;
+    let mut buf = [0u8; 1024];
+    let mut received = 0usize;
+    loop {
+        let n = match wire.read(&mut buf) {
+            Ok(0) if received == 0 => bail!(
+                "the cloud closed without answering the handshake (not the pinned key, or the cloud does not know this hub)"
+            ),
+            Ok(0) => bail!("the cloud closed in the middle of the handshake"),
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_context(e)),
+        };
+        received += n;
+        let mut input = &buf[..n];
+        let now = start.elapsed().as_millis() as u64;
+        match init.receive(&mut input, now) {
+            Ok(Some(mut channel)) => {
+                let out = channel.take_outgoing();
+                if !out.is_empty() {
+                    wire.write_all(&out).map_err(io_context)?;
+                }
+                return Ok(Link {
+                    wire,
+                    channel,
+                    start,
+                    pending: input.to_vec(),
+                    max_message: limits.max_message,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => bail!("handshake with the cloud: {e}"),
+        }
+    }
+}
+
+impl Link {
+    fn send(&mut self, msg: &Message) -> Result<()> {
+        self.channel
+            .send(&msg.encode())
+            .map_err(|e| anyhow!("channel: {e}"))?;
+        let out = self.channel.take_outgoing();
+        self.wire.write_all(&out).map_err(io_context)
+    }
+
+    fn recv(&mut self) -> Result<Message> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if !self.pending.is_empty() {
+                let mut input = &self.pending[..];
+                let now = self.start.elapsed().as_millis() as u64;
+                let r = self.channel.receive(&mut input, now);
+                let used = self.pending.len() - input.len();
+                self.pending.drain(..used);
+                if let Some(bytes) = r.map_err(|e| anyhow!("channel: {e}"))? {
+                    return Message::decode(&bytes, self.max_message)
+                        .map_err(|e| anyhow!("a message from the cloud: {e}"));
+                }
+            }
+            match self.wire.read(&mut buf) {
+                Ok(0) => bail!("the cloud closed the connection"),
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_context(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_min_to_max_with_jitter_in_the_upper_half() {
+        let c = Config::new(
+            Some(Duration::from_millis(100)),
+            Some(Duration::from_millis(1000)),
+        )
+        .unwrap();
+        for (failures, base) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (60, 1000),
+        ] {
+            let lo = backoff(&c, failures, 0).as_millis() as u64;
+            let hi = backoff(&c, failures, base / 2).as_millis() as u64;
+            assert_eq!((lo, hi), (base - base / 2, base), "failures {failures}");
+            for r in [1, 7, 12345, u64::MAX] {
+                let d = backoff(&c, failures, r).as_millis() as u64;
+                assert!(d >= base - base / 2 && d <= base);
+            }
+        }
+    }
+
+    #[test]
+    fn a_config_with_max_below_min_is_refused() {
+        assert!(Config::new(Some(Duration::from_secs(2)), Some(Duration::from_secs(1))).is_err());
+        assert!(Config::new(Some(Duration::ZERO), None).is_err());
+    }
+
+    #[test]
+    fn the_pinned_key_round_trips_through_hex() {
+        let k = outpost_protocol::handshake::Keypair::generate().unwrap();
+        let text = hex(k.public().as_bytes());
+        assert_eq!(key_of(&text).unwrap(), *k.public());
+        assert!(key_of("zz").is_err());
+    }
+}

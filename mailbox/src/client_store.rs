@@ -1,0 +1,130 @@
+//! The protocol's client storage ([`ClientStore`]) over the mailbox: what a hub plugs into
+//! `outpost_protocol::session::ClientSession` to sync with the cloud (its uplink).
+//!
+//! **What goes up.** Everything the mailbox covers and the server's vector lacks, per origin from
+//! the server's coverage, in seq order ([`Mailbox::pull_plan`]), except batches of the server's
+//! own origin. That one rule is the whole of "never send back what came from the cloud": a batch
+//! of the cloud's origin is excluded by name, and a batch of any other origin that the hub pulled
+//! from the cloud is covered by the cloud's vector (the cloud served it from its contiguous
+//! coverage), so the plan never includes it. Batches the hub holds for its devices, and for
+//! devices of other clinics that reached it some other way, go up when the cloud lacks them.
+//!
+//! **What comes down.** Each pulled batch is stored in the mailbox with one fsynced commit
+//! ([`Mailbox::store`]) before the next is read, so an interrupted pull resumes from the
+//! mailbox's vector and local devices are served what arrived. The mailbox never interprets it.
+//!
+//! A push is bounded by [`MailboxClient::push_budget`] bytes per session (the server stages a push
+//! in memory until commit); [`MailboxClient::more_to_push`] then says to run another session.
+
+use crate::error::MailboxError;
+use crate::mailbox::{Mailbox, PullPlan};
+use outpost_protocol::batch::BatchHeader;
+use outpost_protocol::message::Covered;
+use outpost_protocol::session::ClientStore;
+use outpost_protocol::{SiteId, VersionVector};
+
+/// Bytes pushed per session by default (the hub's relay refuses more than 64 MiB staged).
+pub const PUSH_BUDGET: usize = 16 << 20;
+
+/// What one session moved, in seqs and batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Seqs the server acknowledged.
+    pub pushed: u64,
+    /// Batches the server acknowledged.
+    pub batches_pushed: u64,
+    /// Seqs pulled and stored.
+    pub pulled: u64,
+    /// Batches pulled and stored.
+    pub batches_pulled: u64,
+}
+
+/// The mailbox as the client of one session with `server`.
+#[derive(Debug)]
+pub struct MailboxClient<'m> {
+    mailbox: &'m mut Mailbox,
+    server: SiteId,
+    /// Bytes a session pushes at most (a single larger batch still goes alone).
+    pub push_budget: usize,
+    /// The last export stopped at the budget: run another session.
+    pub more_to_push: bool,
+    /// What the session moved so far.
+    pub moved: Moved,
+    /// The server's vector as it announced it, advanced by what it acknowledged.
+    pub server_vector: Option<VersionVector>,
+}
+
+/// An export in progress.
+#[derive(Debug)]
+pub struct ExportPlan {
+    plan: PullPlan,
+    bytes: usize,
+    done: bool,
+}
+
+impl<'m> MailboxClient<'m> {
+    /// A client store over `mailbox` for a session with the server whose site id is `server`.
+    pub fn new(mailbox: &'m mut Mailbox, server: SiteId) -> MailboxClient<'m> {
+        MailboxClient {
+            mailbox,
+            server,
+            push_budget: PUSH_BUDGET,
+            more_to_push: false,
+            moved: Moved::default(),
+            server_vector: None,
+        }
+    }
+}
+
+impl ClientStore for MailboxClient<'_> {
+    type Error = MailboxError;
+    type ExportPlan = ExportPlan;
+
+    fn vector(&mut self) -> Result<VersionVector, MailboxError> {
+        self.mailbox.vector()
+    }
+
+    fn plan_export(&mut self, server_vector: &VersionVector) -> Result<ExportPlan, MailboxError> {
+        self.server_vector = Some(server_vector.clone());
+        Ok(ExportPlan {
+            plan: self.mailbox.pull_plan(server_vector, Some(self.server))?,
+            bytes: 0,
+            done: false,
+        })
+    }
+
+    fn next_export(&mut self, plan: &mut ExportPlan) -> Result<Option<Vec<u8>>, MailboxError> {
+        if plan.done {
+            return Ok(None);
+        }
+        let Some(batch) = self.mailbox.next_batch(&mut plan.plan)? else {
+            plan.done = true;
+            return Ok(None);
+        };
+        plan.bytes += batch.bytes.len();
+        if plan.bytes >= self.push_budget {
+            // The plan follows each origin in seq order, so stopping anywhere leaves no gap in
+            // what the server receives; the next session starts from its new coverage.
+            plan.done = true;
+            self.more_to_push = true;
+        }
+        Ok(Some(batch.bytes))
+    }
+
+    fn acknowledged(&mut self, covered: &[Covered]) -> Result<(), MailboxError> {
+        let server = self.server_vector.get_or_insert_with(VersionVector::new);
+        for c in covered {
+            self.moved.pushed += c.range.hi - c.range.lo + 1;
+            self.moved.batches_pushed += 1;
+            let _ = server.advance(c.origin, c.range);
+        }
+        Ok(())
+    }
+
+    fn apply_chunk(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), MailboxError> {
+        self.mailbox.store(vec![batch.to_vec()])?;
+        self.moved.pulled += header.range.hi - header.range.lo + 1;
+        self.moved.batches_pulled += 1;
+        Ok(())
+    }
+}
