@@ -70,11 +70,13 @@ mod export;
 mod ffi;
 mod fold;
 mod functions;
+mod ids;
 mod keys;
 mod quarantine;
 mod schema;
 mod sites;
 mod state;
+mod status;
 mod sync;
 mod track;
 mod triggers;
@@ -123,7 +125,10 @@ static FUNCTIONS: &[FunctionDef] = &[
     def("outpost_retry_quarantine", 0, 0, quarantine::sql_retry),
     // sync with a hub or the cloud
     def("outpost_enroll", 1, 1, sync::sql_enroll),
-    def("outpost_sync", 0, 2, sync::sql_sync),
+    def("outpost_sync", 0, 2, status::sql_sync),
+    def("outpost_status", 0, 0, status::sql_status),
+    // ids a device can mint offline
+    def("outpost_uuid", 0, 0, ids::sql_uuid),
     // called by the triggers
     def("outpost_tick", 0, 0, clock::sql_tick),
     def("outpost_capturing", 0, 0, clock::sql_capturing),
