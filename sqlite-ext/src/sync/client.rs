@@ -1,6 +1,7 @@
 //! `outpost_sync([peer [, options]])`: one sync with an enrolled peer, through the protocol's
 //! `ClientSession` over the engine (`store.rs`) and an encrypted TCP link (`transport.rs`).
 
+use super::discover;
 use super::identity::{self, Identity};
 use super::peers::{self, Peer};
 use super::store::{self, Counts, EngineStore};
@@ -199,11 +200,33 @@ pub(crate) fn open(
     timeouts: Timeouts,
     label: String,
 ) -> Result<(Link, String), SyncError> {
-    let (stream, address) =
-        transport::connect(&peer.addresses, timeouts).map_err(|tried| SyncError::Unreachable {
-            peer: label.clone(),
-            tried,
-        })?;
+    let mut discovered = false;
+    let (stream, address) = match transport::connect(&peer.addresses, timeouts) {
+        Ok(found) => found,
+        // The hub's known addresses are dead: ask the LAN where a hub with its site id is now.
+        Err(mut tried) => {
+            let lan = discover::lan_addresses(peer);
+            if peer.role == PeerRole::Hub && lan.is_empty() {
+                tried.push((
+                    "LAN (mDNS)".into(),
+                    "no hub with this site id answered".into(),
+                ));
+            }
+            match transport::connect(&lan, timeouts) {
+                Ok(found) => {
+                    discovered = true;
+                    found
+                }
+                Err(more) => {
+                    tried.extend(more);
+                    return Err(SyncError::Unreachable {
+                        peer: label.clone(),
+                        tried,
+                    });
+                }
+            }
+        }
+    };
     let counter = identity::next_counter(call.conn)?;
     let link = transport::handshake(
         stream,
@@ -218,6 +241,10 @@ pub(crate) fn open(
             address: address.clone(),
         },
     )?;
+    if discovered {
+        // The handshake proved the pinned key at this address: try it first next time.
+        discover::remember(call.conn, peer, &address)?;
+    }
     Ok((link, address))
 }
 

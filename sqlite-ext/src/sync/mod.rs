@@ -22,6 +22,7 @@
 //! vectors both sides hold.
 
 mod client;
+mod discover;
 mod enroll;
 mod identity;
 mod peers;

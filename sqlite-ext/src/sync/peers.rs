@@ -96,6 +96,18 @@ pub(crate) fn pin(conn: Conn, peer: &Peer, now: u64) -> Result<(), SyncError> {
     Ok(())
 }
 
+/// Replaces the remembered addresses of an enrolled peer; nothing else changes (a peer not
+/// pinned yet is left alone).
+pub(crate) fn update_addresses(conn: Conn, peer: &Peer) -> Result<(), SyncError> {
+    let mut s = conn.prepare("UPDATE _outpost_peers SET addresses = ?1 WHERE site = ?2")?;
+    let addresses = serde_json::to_string(&peer.addresses)
+        .map_err(|e| SyncError::Argument(format!("addresses: {e}")))?;
+    s.bind_text(1, &addresses)?;
+    s.bind_blob(2, peer.site.as_bytes())?;
+    s.run()?;
+    Ok(())
+}
+
 /// Records a successful sync with `site`.
 pub(crate) fn synced(conn: Conn, site: SiteId, now: u64) -> Result<(), SyncError> {
     let mut s = conn.prepare("UPDATE _outpost_peers SET last_sync_at = ?2 WHERE site = ?1")?;
