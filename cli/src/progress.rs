@@ -2,7 +2,7 @@
 //! received (the growth of `_outpost_vector`'s coverage) and bytes written (the growth of the
 //! database file and its WAL), with the rate as the estimate. On a terminal, one line redrawn on
 //! stderr; otherwise JSON lines on stdout: `{"progress":{"changes":..,"bytes":..,"changes_per_s":..,"bytes_per_s":..,"elapsed_ms":..}}`.
-//! Nothing is shown for a sync shorter than a second.
+//! Nothing is shown for a sync shorter than 300 ms.
 
 use rusqlite::{Connection, OpenFlags};
 use std::io::Write;
@@ -63,13 +63,13 @@ impl Progress {
 }
 
 impl Running {
-    /// Shows the figures if a second passed since the start and since the last show.
+    /// Shows the figures every half second once the sync has run for 300 ms.
     pub fn tick(&mut self) {
         let now = Instant::now();
-        if now - self.started < Duration::from_secs(1)
+        if now - self.started < Duration::from_millis(300)
             || self
                 .last_shown
-                .is_some_and(|t| now - t < Duration::from_millis(1000))
+                .is_some_and(|t| now - t < Duration::from_millis(500))
         {
             return;
         }
