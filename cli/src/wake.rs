@@ -35,17 +35,23 @@ impl Commits {
         })
     }
 
-    /// True when an own change was issued since the last call that returned true.
-    pub fn new_local_change(&mut self) -> rusqlite::Result<bool> {
-        let v = data_version(&self.conn)?;
+    /// True when an own change was issued since the last call that returned true. A read that
+    /// fails (the file busy in rollback-journal mode while another process commits) counts as
+    /// no change yet: the next tick reads again, since the baseline is kept.
+    pub fn new_local_change(&mut self) -> bool {
+        let Ok(v) = data_version(&self.conn) else {
+            return false;
+        };
         if v == self.data_version {
-            return Ok(false);
+            return false;
         }
+        let Ok(i) = issued(&self.conn) else {
+            return false;
+        };
         self.data_version = v;
-        let i = issued(&self.conn)?;
         let grew = i > self.issued;
         self.issued = i;
-        Ok(grew)
+        grew
     }
 }
 

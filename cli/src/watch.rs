@@ -58,7 +58,7 @@ pub fn run(o: Options) -> Result<()> {
     let mut retrying = false;
     while !stop::requested() {
         let now = Instant::now();
-        if commits.new_local_change()? && !retrying {
+        if commits.new_local_change() && !retrying {
             let at = now + o.debounce;
             // A new commit pushes the debounce window out, but never past a sync already due sooner.
             due = Some(match due {
