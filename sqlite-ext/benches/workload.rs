@@ -198,6 +198,7 @@ fn create(path: &Path, tracked: bool) -> Connection {
     conn
 }
 
+#[inline(never)]
 fn insert_patients(conn: &Connection, ps: &[Patient]) {
     let mut s = conn
         .prepare_cached("INSERT INTO patients VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)")
@@ -218,6 +219,7 @@ fn insert_patients(conn: &Connection, ps: &[Patient]) {
     }
 }
 
+#[inline(never)]
 fn insert_visits(conn: &Connection, d: &Data) {
     let mut s = conn
         .prepare_cached("INSERT INTO visits VALUES (?1,?2,?3,?4,?5,?6)")
@@ -260,9 +262,10 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Child process: applies the chunk files in `dir` into a fresh database; prints
+/// Child process: applies the chunk files in `dir` into a fresh database, `group` chunks per
+/// `outpost_apply_many` call (1: one `outpost_apply` per chunk); prints
 /// `rows seconds vmhwm_kib`.
-fn apply_child(dir: &Path, target: &Path) {
+fn apply_child(dir: &Path, target: &Path, group: usize) {
     let conn = create(target, true);
     let mut chunks: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
@@ -271,13 +274,19 @@ fn apply_child(dir: &Path, target: &Path) {
     chunks.sort();
     let t = Instant::now();
     let mut rows = 0u64;
-    for c in &chunks {
-        let bytes = std::fs::read(c).unwrap();
-        let out: String = conn
-            .query_row("SELECT outpost_apply(?1)", [&bytes], |r| r.get(0))
+    for names in chunks.chunks(group.max(1)) {
+        let blobs: Vec<Vec<u8>> = names.iter().map(|c| std::fs::read(c).unwrap()).collect();
+        let sql = if group <= 1 {
+            "SELECT outpost_apply(?1)".to_string()
+        } else {
+            let params: Vec<String> = (1..=blobs.len()).map(|i| format!("?{i}")).collect();
+            format!("SELECT outpost_apply_many({})", params.join(", "))
+        };
+        let mut s = conn.prepare(&sql).unwrap();
+        let out: String = s
+            .query_row(rusqlite::params_from_iter(blobs.iter()), |r| r.get(0))
             .unwrap();
         let _ = out;
-        drop(bytes);
     }
     let elapsed = secs(t);
     rows += conn
@@ -290,10 +299,78 @@ fn apply_child(dir: &Path, target: &Path) {
     println!("{rows} {elapsed} {}", vm_hwm_kib());
 }
 
+/// Plain reference for W4: the same rows into a fresh plain database in `txns` transactions.
+fn plain_apply_reference(path: &Path, data: &Data, txns: usize) -> f64 {
+    let (np, nv) = (data.patients.len(), data.visits.len());
+    let conn = create(path, false);
+    let per = (np + nv).div_ceil(txns.max(1));
+    let t = Instant::now();
+    let mut done = 0;
+    while done < np + nv {
+        conn.execute_batch("BEGIN").unwrap();
+        for i in done..(done + per).min(np + nv) {
+            if i < np {
+                insert_patients(&conn, &data.patients[i..i + 1]);
+            } else {
+                let v = &data.visits[i - np];
+                conn.prepare_cached("INSERT INTO visits VALUES (?1,?2,?3,?4,?5,?6)")
+                    .unwrap()
+                    .execute(params![
+                        v.id,
+                        data.patients[v.patient].id,
+                        v.clinic,
+                        v.provider,
+                        v.notes,
+                        v.created_at
+                    ])
+                    .unwrap();
+            }
+        }
+        conn.execute_batch("COMMIT").unwrap();
+        done += per;
+    }
+    secs(t)
+}
+
+/// Capture-cost variants of W1 bulk (for profiling the write path; `OUTPOST_BENCH_CAPTURE=
+/// plain,select1,append,outpost` runs the listed ones, each once, in that order): no trigger; an
+/// AFTER INSERT trigger whose body is `SELECT 1`; a pure-SQL append of the key to a log; the
+/// tracked tables. Under callgrind, `--toggle-collect='*insert_*'` counts only the inserts.
+fn capture_variants(data: &Data, base: &Path, which: &str) {
+    for v in which.split(',') {
+        let path = base.join(format!("cap_{v}.db"));
+        let conn = create(&path, v == "outpost");
+        let trig = |body: &str| {
+            format!(
+                "CREATE TRIGGER p_ins AFTER INSERT ON patients BEGIN {body}; END;
+                 CREATE TRIGGER v_ins AFTER INSERT ON visits BEGIN {body}; END;"
+            )
+        };
+        match v {
+            "plain" | "outpost" => {}
+            "select1" => conn.execute_batch(&trig("SELECT 1")).unwrap(),
+            "append" => conn
+                .execute_batch(&format!(
+                    "CREATE TABLE log(seq INTEGER PRIMARY KEY, tbl INTEGER, key TEXT); {}",
+                    trig("INSERT INTO log(tbl, key) VALUES (1, NEW.id)")
+                ))
+                .unwrap(),
+            other => panic!("unknown capture variant {other}"),
+        }
+        let t = Instant::now();
+        conn.execute_batch("BEGIN").unwrap();
+        insert_patients(&conn, &data.patients);
+        insert_visits(&conn, data);
+        conn.execute_batch("COMMIT").unwrap();
+        println!("capture {v:8} {:7.3} s", secs(t));
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--apply-child") {
-        apply_child(Path::new(&args[i + 1]), Path::new(&args[i + 2]));
+        let group = args.get(i + 3).and_then(|g| g.parse().ok()).unwrap_or(1);
+        apply_child(Path::new(&args[i + 1]), Path::new(&args[i + 2]), group);
         return;
     }
     if !ext_path().exists() {
@@ -327,6 +404,11 @@ fn main() {
         "Outpost workload: {np} patients, {nv} visits, {runs} run(s), liboutpost {}",
         ext_path().display()
     );
+
+    if let Ok(v) = std::env::var("OUTPOST_BENCH_CAPTURE") {
+        capture_variants(&data, &base, &v);
+        return;
+    }
 
     // W1 bulk and size
     let mut bulk = [Vec::new(), Vec::new()];
@@ -458,7 +540,7 @@ fn main() {
     let t = Instant::now();
     let mut since = 0i64;
     let mut total = 0usize;
-    let mut n = 0;
+    let mut n = 0usize;
     let site: String = conn
         .query_row("SELECT lower(hex(outpost_site_id()))", [], |r| r.get(0))
         .unwrap();
@@ -489,69 +571,53 @@ fn main() {
         checkpointed_size(&conn, &src) as f64 / sizes[0] as f64
     );
 
-    // W4 full apply in a child process (peak memory of the applying process only)
+    // W4 full apply in a child process (peak memory of the applying process only), the way a
+    // new device's first sync runs it: `group` chunks per `outpost_apply_many` call, one
+    // transaction each (OUTPOST_BENCH_APPLY_GROUP, default 8: about 8 MB of batches held by the
+    // call). Then, for comparison, one `outpost_apply` (one transaction) per chunk. Each has its
+    // plain reference: the same rows into a fresh plain database in as many transactions.
+    let group: usize = std::env::var("OUTPOST_BENCH_APPLY_GROUP")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
     let target = p("w4.db");
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--apply-child",
-            chunks.to_str().unwrap(),
-            target.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let f: Vec<f64> = text
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    if f.len() == 3 {
-        println!(
-            "W4 apply    {:7.3} s  {:.0} rows/s  peak RSS {:.1} MiB (child process VmHWM)",
-            f[1],
-            f[0] / f[1],
-            f[2] / 1024.0
-        );
-    } else {
-        println!(
-            "W4 apply failed: {text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    // Plain reference for W4: the same rows into a fresh plain database, one transaction per
-    // chunk as the apply had (random UUID keys make every chunk touch most index pages).
-    {
-        let conn = create(&p("w4_plain.db"), false);
-        let per = (np + nv).div_ceil(n.max(1));
-        let t = Instant::now();
-        let mut done = 0;
-        while done < np + nv {
-            conn.execute_batch("BEGIN").unwrap();
-            for i in done..(done + per).min(np + nv) {
-                if i < np {
-                    insert_patients(&conn, &data.patients[i..i + 1]);
-                } else {
-                    let v = &data.visits[i - np];
-                    conn.execute(
-                        "INSERT INTO visits VALUES (?1,?2,?3,?4,?5,?6)",
-                        params![
-                            v.id,
-                            data.patients[v.patient].id,
-                            v.clinic,
-                            v.provider,
-                            v.notes,
-                            v.created_at
-                        ],
-                    )
-                    .unwrap();
-                }
-            }
-            conn.execute_batch("COMMIT").unwrap();
-            done += per;
+    for g in [group, 1] {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--apply-child",
+                chunks.to_str().unwrap(),
+                target.to_str().unwrap(),
+                &g.to_string(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let f: Vec<f64> = text
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let txns = n.div_ceil(g.max(1));
+        let how = if g > 1 {
+            format!("{g} chunks per outpost_apply_many")
+        } else {
+            "one outpost_apply per chunk".to_string()
+        };
+        if f.len() == 3 {
+            println!(
+                "W4 apply    {:7.3} s  {:.0} rows/s  peak RSS {:.1} MiB (child VmHWM)  {how}, {txns} transactions",
+                f[1],
+                f[0] / f[1],
+                f[2] / 1024.0
+            );
+        } else {
+            println!(
+                "W4 apply failed: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let s = secs(t);
+        let s = plain_apply_reference(&p("w4_plain.db"), &data, txns);
         println!(
-            "W4 plain    {s:7.3} s  {:.0} rows/s  (same rows, {n} transactions, no tracking)",
+            "W4 plain    {s:7.3} s  {:.0} rows/s  (same rows, {txns} transactions, no tracking)",
             (np + nv) as f64 / s
         );
     }

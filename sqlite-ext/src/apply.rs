@@ -535,22 +535,78 @@ pub(crate) fn sql_apply(call: &Call, args: &[Value]) -> Result<Value, Error> {
     };
     let batch = codec::decode(bytes, &Limits::default())
         .map_err(|e| ApplyError::Malformed(e.to_string()))?;
+    apply_all(call, Batches::One(&batch))
+}
+
+/// `outpost_apply_many(batch, ...)`: the batches in argument order, in one transaction, all or
+/// nothing for the whole call (any batch refused leaves the database unchanged). A new device's
+/// first sync receives many chunks; one commit per chunk rewrites most pages of every random-key
+/// index each time (see docs/performance.md, W4), one commit for several chunks writes them once.
+/// Batches are decoded one at a time, inside the transaction.
+pub(crate) fn sql_apply_many(call: &Call, args: &[Value]) -> Result<Value, Error> {
+    let mut blobs = Vec::with_capacity(args.len());
+    for a in args {
+        let Value::Blob(bytes) = a else {
+            return Err(ApplyError::NotABlob.into());
+        };
+        blobs.push(bytes.as_slice());
+    }
+    apply_all(call, Batches::Encoded(&blobs))
+}
+
+/// What `apply_all` applies: one decoded batch, or encoded ones decoded one at a time.
+enum Batches<'a> {
+    One(&'a outpost_protocol::batch::Batch),
+    Encoded(&'a [&'a [u8]]),
+}
+
+impl Batches<'_> {
+    fn each(
+        &self,
+        mut f: impl FnMut(&outpost_protocol::batch::Batch) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        match self {
+            Batches::One(b) => f(b),
+            Batches::Encoded(blobs) => blobs.iter().try_for_each(|bytes| {
+                let b = codec::decode(bytes, &Limits::default())
+                    .map_err(|e| ApplyError::Malformed(e.to_string()))?;
+                f(&b)
+            }),
+        }
+    }
+}
+
+/// Applies `batches` in one savepoint and reports the summed counts as JSON.
+fn apply_all(call: &Call, batches: Batches) -> Result<Value, Error> {
     if !call.conn.autocommit() {
         return Err(Error::InTransaction("outpost_apply"));
     }
     schema::ensure(call.conn)?;
-    if batch.header.origin == crate::clock::site_id(call.conn)? {
-        return Err(ApplyError::OwnOrigin.into());
-    }
+    let me = crate::clock::site_id(call.conn)?;
+    let run = |strict: bool| -> Result<Stats, Error> {
+        let mut total = Stats::default();
+        batches.each(|batch| {
+            if batch.header.origin == me {
+                return Err(ApplyError::OwnOrigin.into());
+            }
+            let s = apply_batch(call, batch, strict)?;
+            total.applied += s.applied;
+            total.unchanged += s.unchanged;
+            total.conflicts += s.conflicts;
+            total.quarantined += s.quarantined;
+            Ok(())
+        })?;
+        Ok(total)
+    };
     let stats = schema::with_bulk_cache(call.conn, || {
         call.conn.exec("SAVEPOINT outpost_apply")?;
-        let r = apply_batch(call, &batch, false);
+        let r = run(false);
         let r = schema::finish_savepoint(call.conn, "outpost_apply", r);
         if matches!(&r, Err(Error::Sqlite { code, .. }) if *code == FOREIGN_KEY_FAILED) {
             // A row referenced a parent this database does not have: redo, checking every
             // parent, so such rows go to the quarantine instead of failing the batch.
             call.conn.exec("SAVEPOINT outpost_apply")?;
-            let again = apply_batch(call, &batch, true);
+            let again = run(true);
             return schema::finish_savepoint(call.conn, "outpost_apply", again);
         }
         r

@@ -119,6 +119,7 @@ static FUNCTIONS: &[FunctionDef] = &[
     def("outpost_batch_json", 1, 1, export::sql_batch_json),
     // apply
     def("outpost_apply", 1, 1, apply::sql_apply),
+    def("outpost_apply_many", 1, 100, apply::sql_apply_many),
     def("outpost_vector", 0, 0, apply::sql_vector),
     // people
     def("outpost_resolve", 2, 2, conflicts::sql_resolve),

@@ -1,0 +1,110 @@
+//! `outpost_apply_many`: several batches in one transaction, all or nothing, with the same
+//! outcome as applying them one by one.
+
+mod common;
+use common::{clinic, Replica};
+
+/// Chunks of `a`'s changes from the beginning, each at most `max_bytes`.
+fn chunks(a: &Replica, max_bytes: i64) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut since = 0;
+    while let Some(b) = a.changes(since, Some(max_bytes)) {
+        let hi = outpost_protocol::batch::codec::decode_header(&b, &Default::default())
+            .unwrap()
+            .range
+            .hi as i64;
+        out.push(b);
+        since = hi;
+    }
+    out
+}
+
+fn apply_many(r: &Replica, batches: &[&Vec<u8>]) -> rusqlite::Result<serde_json::Value> {
+    let params: Vec<String> = (1..=batches.len()).map(|i| format!("?{i}")).collect();
+    let s: String = r.conn.query_row(
+        &format!("SELECT outpost_apply_many({})", params.join(", ")),
+        rusqlite::params_from_iter(batches.iter()),
+        |row| row.get(0),
+    )?;
+    Ok(serde_json::from_str(&s).unwrap())
+}
+
+fn source() -> Replica {
+    let a = clinic("a");
+    a.exec("BEGIN");
+    for i in 0..60 {
+        a.exec(&format!(
+            "INSERT INTO patients(id, name, village, visits, allergies) VALUES ('p{i:03}', 'n{i}', 'v{}', {}, 'none');
+             INSERT INTO visits VALUES ('v{i:03}', 'p{i:03}', 'note {i}');",
+            i % 7,
+            i % 5
+        ));
+    }
+    a.exec("COMMIT");
+    a.exec("UPDATE patients SET village = 'moved' WHERE id < 'p020'; DELETE FROM visits WHERE id > 'v050';");
+    a
+}
+
+const TABLES: [&str; 2] = ["patients", "visits"];
+
+#[test]
+fn many_batches_in_one_call_equal_one_call_each() {
+    let a = source();
+    let cs = chunks(&a, 600);
+    assert!(
+        cs.len() >= 4,
+        "the source should cut into several chunks: {}",
+        cs.len()
+    );
+    let one_each = clinic("b");
+    let mut applied = 0;
+    for c in &cs {
+        applied += one_each.apply(c).unwrap()["applied"].as_i64().unwrap();
+    }
+    let together = clinic("c");
+    let refs: Vec<&Vec<u8>> = cs.iter().collect();
+    let counts = apply_many(&together, &refs).unwrap();
+    assert_eq!(counts["applied"].as_i64().unwrap(), applied);
+    assert_eq!(together.state(&TABLES), one_each.state(&TABLES));
+    assert_eq!(together.state(&TABLES), a.state(&TABLES));
+    assert_eq!(together.covered(&a.site_hex()), a.db_version());
+    // Again: nothing changes.
+    let again = apply_many(&together, &refs).unwrap();
+    assert_eq!(again["applied"].as_i64().unwrap(), 0);
+    assert_eq!(together.state(&TABLES), a.state(&TABLES));
+}
+
+#[test]
+fn any_refused_batch_leaves_the_database_unchanged() {
+    let a = source();
+    let cs = chunks(&a, 600);
+    let b = clinic("b");
+    let garbage = vec![0u8, 0xff, 0x13, 0x37];
+    // A malformed last batch, a gap (second chunk before the first), this database's own batch.
+    let own = {
+        b.exec("INSERT INTO patients(id, name) VALUES ('mine', 'x')");
+        let own = b.changes(0, None).unwrap();
+        b.exec("DELETE FROM patients");
+        own
+    };
+    let before_vector: String = b.one("SELECT outpost_vector()");
+    let before = b.state(&TABLES);
+    for bad in [
+        vec![&cs[0], &cs[1], &garbage],
+        vec![&cs[1], &cs[0]],
+        vec![&cs[0], &own],
+    ] {
+        assert!(apply_many(&b, &bad).is_err());
+        assert_eq!(b.state(&TABLES), before);
+        assert_eq!(b.one::<String>("SELECT outpost_vector()"), before_vector);
+    }
+    // Inside the caller's transaction it is refused like outpost_apply.
+    b.exec("BEGIN");
+    let err = apply_many(&b, &[&cs[0]]).unwrap_err().to_string();
+    assert!(err.contains("outpost_apply"), "{err}");
+    b.exec("ROLLBACK");
+    // In order, it applies.
+    let refs: Vec<&Vec<u8>> = cs.iter().collect();
+    apply_many(&b, &refs).unwrap();
+    assert_eq!(b.state(&TABLES), a.state(&TABLES));
+}
