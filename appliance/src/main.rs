@@ -31,6 +31,9 @@ usage:
   outpost-hub run         --data DIR --net packet:IFACE|tap:IFACE [--ip CIDR [--gateway ADDR]]
                           [--port N] [--status-port N]   (DHCP without --ip; port 7420, status 80;
                           --status-port 0: no page)
+                          [--cloud CODE] [--uplink-min-ms N] [--uplink-max-ms N]
+                          (the uplink dials over the hub's own stack: the code's cloud address
+                          must be IPv4:PORT, reachable from the hub's LAN; no name resolution)
   outpost-hub enroll-code --data DIR [--address HOST:PORT]... [--ttl SECONDS] [--no-qr]
   outpost-hub devices     --data DIR [--json]
   outpost-hub revoke      --data DIR DEVICE     (DEVICE: 4 or more leading hex digits of its site id)
@@ -173,7 +176,7 @@ fn run(args: &Args) -> Result<()> {
     )?;
     if let Some(code) = &args.cloud {
         if !net.starts_with("std:") {
-            bail!("--cloud: the uplink runs over --net std: only for now (no dialer on the hub's own stack yet)");
+            own_stack_can_dial(code)?;
         }
         uplink::configure(&dir, code)?;
     }
@@ -200,18 +203,44 @@ fn run(args: &Args) -> Result<()> {
     )
     .context("starting the revocation watcher")?;
     log::info!("hub site={site} key={key} net={net}");
-    if with_uplink {
-        if net.starts_with("std:") {
-            uplink::spawn(hub.clone(), uplink::StdDial, uplink_config)?;
-        } else {
-            log::warn!("uplink: configured, but not run on --net {net} (std: only for now)");
-        }
-    }
     if net.starts_with("std:") {
+        if with_uplink {
+            uplink::spawn(hub.clone(), uplink::StdDial, uplink_config)?;
+        }
         run_std(args, net, hub, live, heartbeat, page_dir)
     } else {
-        run_own_stack(args, net, hub, live, heartbeat, page_dir)
+        // The uplink dials over the hub's own stack: no names there, IPv4:PORT addresses only.
+        let dials = if with_uplink {
+            let (dialer, requests) = net::dial::dialer();
+            uplink::spawn(hub.clone(), dialer, uplink_config)?;
+            Some(requests)
+        } else {
+            None
+        };
+        run_own_stack(args, net, hub, live, heartbeat, page_dir, dials)
     }
+}
+
+/// With `--net packet:/tap:` the uplink connects over the hub's own stack, which resolves no
+/// names: the code must name at least one `IPv4:PORT` address (the others are tried and fail).
+fn own_stack_can_dial(code: &str) -> Result<()> {
+    let Ok(parsed) = outpost_protocol::enroll_code::EnrollCode::decode(code) else {
+        return Ok(()); // uplink::configure reports what is wrong with it
+    };
+    let (usable, names): (Vec<&String>, Vec<&String>) = parsed
+        .addresses
+        .iter()
+        .partition(|a| net::dial::parse_address(a).is_ok());
+    if usable.is_empty() {
+        bail!(
+            "--cloud: the code's addresses {:?} are not IPv4:PORT; the hub's own stack (--net packet:/tap:) resolves no names (make the code with outpost-cloud enroll-code --hub --address IP:PORT)",
+            parsed.addresses
+        );
+    }
+    if !names.is_empty() {
+        log::warn!("uplink: not IPv4:PORT, never reached over --net packet:/tap: {names:?}");
+    }
+    Ok(())
 }
 
 /// `--net std:`: the kernel's sockets.
@@ -274,6 +303,7 @@ fn run_own_stack(
     live: Arc<LiveSessions>,
     heartbeat: Heartbeat,
     page_dir: Arc<DataDir>,
+    dials: Option<net::dial::DialRequests>,
 ) -> Result<()> {
     if args.status.is_some() {
         bail!("--status ADDR:PORT applies to std: only; use --status-port N");
@@ -327,7 +357,7 @@ fn run_own_stack(
             log::warn!("cannot record the address: {e}");
         }
     };
-    match net::run_hub(config, services, on_address) {
+    match net::run_hub_with_dials(config, services, dials, on_address) {
         Ok(never) => match never {},
         Err(e) => Err(anyhow::Error::new(e).context(format!("--net {net}"))),
     }

@@ -24,9 +24,11 @@
 //! cloud's address, the state (`never`, `connected`, `backing off`), the last success, the last
 //! error, and the cloud's last known vector, from which `status` computes the backlog.
 //!
-//! The byte stream comes from a [`Dial`]: [`StdDial`] uses the OS's sockets (`--net std:`).
-//! **Not built yet**: a dialer over the hub's own embassy-net stack, so `--net packet:/tap:`
-//! run no uplink (`run` says so and refuses `--cloud` there).
+//! The byte stream comes from a [`Dial`]: [`StdDial`] uses the OS's sockets (`--net std:`);
+//! with `--net packet:/tap:` the hub's own stack dials ([`crate::net::dial::Dialer`]: a TCP
+//! connection opened on the executor, bridged to this thread). That stack resolves no names:
+//! there, the cloud's addresses (in its enrollment code) must be `IPv4:PORT`, reachable from
+//! the hub's LAN (its subnet or through its gateway).
 
 use crate::allowlist::Allowlist;
 use crate::datadir::{unix_now, DataDir};
@@ -247,6 +249,22 @@ impl Dial for StdDial {
             }
         }
         Err(last)
+    }
+}
+
+/// [`Dial`] over the hub's own stack (`--net packet:/tap:`): `IPv4:PORT` addresses only.
+impl Dial for crate::net::dial::Dialer {
+    fn dial(
+        &self,
+        address: &str,
+        connect: Duration,
+        io: Duration,
+    ) -> std::io::Result<Box<dyn Wire>> {
+        let to = crate::net::dial::parse_address(address)?;
+        let mut conn = self.connect(to, connect)?;
+        conn.set_read_timeout(Some(io));
+        conn.set_write_timeout(Some(io));
+        Ok(Box::new(conn))
     }
 }
 

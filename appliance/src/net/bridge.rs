@@ -65,19 +65,8 @@ impl<H: BlockingHandler> ConnHandler for Bridge<H> {
         tx: &mut W,
         peer: SocketAddr,
     ) -> anyhow::Result<()> {
-        let (to_thread, thread_in) = async_channel::bounded::<Vec<u8>>(DEPTH);
-        let (thread_out, from_thread) = async_channel::bounded::<Vec<u8>>(DEPTH);
+        let (mut conn, pipe) = pair(peer);
         let (done_tx, done_rx) = async_channel::bounded::<anyhow::Result<()>>(1);
-        let mut conn = BridgedConn {
-            rx: thread_in,
-            tx: thread_out,
-            chunk: Vec::new(),
-            pos: 0,
-            peer,
-            read_timeout: None,
-            write_timeout: None,
-            session: None,
-        };
         let handler = self.handler.clone();
         std::thread::Builder::new()
             .name(format!("conn {peer}"))
@@ -86,7 +75,66 @@ impl<H: BlockingHandler> ConnHandler for Bridge<H> {
                 drop(conn); // closes both channels: the async side sends what is queued, then FIN
                 let _ = done_tx.send_blocking(result);
             })?;
+        let pumped = pipe.pump(rx, tx).await;
+        // The handler cannot block on the channels any more (both are closed), so this wait is
+        // short.
+        let handled = done_rx
+            .recv()
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("connection handler panicked")));
+        handled.and(pumped)
+    }
+}
 
+/// A new bridged connection to `peer`: the blocking end, for a thread, and the async end, to
+/// [`Pipe::pump`] against the socket on the executor. Accepted connections ([`Bridge`]) and
+/// outgoing ones ([`super::dial`]) are bridged the same way.
+pub(crate) fn pair(peer: SocketAddr) -> (BridgedConn, Pipe) {
+    let (to_thread, thread_in) = async_channel::bounded::<Vec<u8>>(DEPTH);
+    let (thread_out, from_thread) = async_channel::bounded::<Vec<u8>>(DEPTH);
+    let conn = BridgedConn {
+        rx: thread_in,
+        tx: thread_out,
+        chunk: Vec::new(),
+        pos: 0,
+        peer,
+        read_timeout: None,
+        write_timeout: None,
+        session: None,
+    };
+    (
+        conn,
+        Pipe {
+            to_thread,
+            from_thread,
+            peer,
+        },
+    )
+}
+
+/// The executor's end of a [`BridgedConn`].
+#[derive(Debug)]
+pub(crate) struct Pipe {
+    to_thread: Sender<Vec<u8>>,
+    from_thread: Receiver<Vec<u8>>,
+    peer: SocketAddr,
+}
+
+impl Pipe {
+    /// Pumps bytes both ways between the socket halves and the blocking end until the blocking
+    /// end is dropped or closed (its queued bytes are written and flushed first) or a write to
+    /// the socket fails. The peer's FIN gives the blocking end end-of-stream but does not end
+    /// the pump (the blocking side may still write). Returns with both channels closed.
+    pub(crate) async fn pump<R: Read, W: Write>(
+        self,
+        rx: &mut R,
+        tx: &mut W,
+    ) -> anyhow::Result<()> {
+        let Pipe {
+            to_thread,
+            from_thread,
+            peer,
+        } = self;
         let inbound = async {
             let mut buf = vec![0; CHUNK];
             loop {
@@ -129,14 +177,8 @@ impl<H: BlockingHandler> ConnHandler for Bridge<H> {
             Either::First(()) => unreachable!("the inbound pump never finishes first"),
             Either::Second(r) => r,
         };
-        // The handler cannot block on the channels any more (both are closed), so this wait is
-        // short.
         to_thread.close();
-        let handled = done_rx
-            .recv()
-            .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("connection handler panicked")));
-        handled.and(pumped)
+        pumped
     }
 }
 
@@ -252,7 +294,7 @@ impl BridgedConn {
 }
 
 /// Awaits `future` on the calling thread, failing with `TimedOut` after `timeout`.
-fn block_with_timeout<T>(
+pub(crate) fn block_with_timeout<T>(
     future: impl std::future::Future<Output = T>,
     timeout: Option<Duration>,
 ) -> io::Result<T> {

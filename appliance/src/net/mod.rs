@@ -6,14 +6,17 @@
 //! - [`tcp`]: accepting connections and handing them to an async [`tcp::ConnHandler`].
 //! - [`bridge`]: running a blocking handler (the relay) on a thread per connection, over a
 //!   `std::io::Read + Write` [`bridge::BridgedConn`].
+//! - [`dial`]: outgoing connections for threads (the uplink), bridged the same way.
 //! - [`mdns`]: the responder; [`discovery`]: the DNS-SD codec and the device-side querier.
 //! - [`http`]: the read-only status page.
 //!
-//! [`run_hub`] puts these together: relay, mDNS and status page on one stack.
+//! [`run_hub`] puts these together: relay, mDNS and status page on one stack
+//! ([`run_hub_with_dials`]: and outgoing connections).
 //!
 //! **API boundary**: only this module knows embassy. The relay sees a blocking byte stream.
 
 pub mod bridge;
+pub mod dial;
 pub mod discovery;
 pub mod http;
 pub mod mdns;
@@ -29,6 +32,8 @@ use std::convert::Infallible;
 
 /// Connections the relay serves at once on the hub's stack.
 pub const RELAY_SLOTS: usize = 8;
+/// Outgoing connections open at once on the hub's stack (the uplink uses one at a time).
+pub const DIAL_SLOTS: usize = 2;
 
 /// What the hub serves on its stack.
 pub struct HubServices<H, F> {
@@ -57,6 +62,22 @@ where
     F: Fn() -> String + 'static,
     A: FnOnce(Address) + 'static,
 {
+    run_hub_with_dials(config, services, None, on_address)
+}
+
+/// [`run_hub`], and with `dials` also the outgoing connections its [`dial::Dialer`] asks for
+/// (`DIAL_SLOTS` at once): the uplink to the cloud over the hub's own stack.
+pub fn run_hub_with_dials<H, F, A>(
+    config: NetConfig,
+    services: HubServices<H, F>,
+    dials: Option<dial::DialRequests>,
+    on_address: A,
+) -> Result<Infallible, NetError>
+where
+    H: BlockingHandler,
+    F: Fn() -> String + 'static,
+    A: FnOnce(Address) + 'static,
+{
     run(config, move |stack, address| async move {
         on_address(address);
         let HubServices {
@@ -77,6 +98,14 @@ where
                 None => core::future::pending().await,
             }
         };
-        embassy_futures::join::join3(relay, mdns, status).await;
+        let outgoing = async {
+            match &dials {
+                Some(d) => {
+                    dial::serve_dials::<DIAL_SLOTS>(stack, tcp::TcpOptions::default(), d).await
+                }
+                None => core::future::pending().await,
+            }
+        };
+        embassy_futures::join::join4(relay, mdns, status, outgoing).await;
     })
 }

@@ -94,20 +94,29 @@ async fn serve_slot<H: ConnHandler>(
             let (mut rx, mut tx) = socket.split();
             handler.handle(&mut rx, &mut tx, peer).await
         };
-        match result {
-            Ok(()) => {
-                log::debug!("port={port} peer={peer} closed");
-                socket.close();
-                // Let the data and FIN go out, then give the peer a moment to close its side,
-                // so the socket is not dropped (and the peer reset) mid-close.
-                let _ = with_timeout(Duration::from_secs(10), socket.flush()).await;
-                let _ = with_timeout(Duration::from_secs(2), drain(&mut socket)).await;
-            }
-            Err(e) => {
-                log::warn!("port={port} peer={peer} connection ended: {e:#}");
-                socket.abort();
-                let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
-            }
+        finish(&mut socket, peer, result).await;
+    }
+}
+
+/// Closes a connection whose handler returned `result`: gracefully after `Ok` (the data and
+/// FIN go out, then the peer gets a moment to close its side, so the socket is not dropped,
+/// and the peer reset, mid-close), by a reset after an error (which is logged).
+pub(crate) async fn finish(
+    socket: &mut TcpSocket<'_>,
+    peer: SocketAddr,
+    result: anyhow::Result<()>,
+) {
+    match result {
+        Ok(()) => {
+            log::debug!("peer={peer} closed");
+            socket.close();
+            let _ = with_timeout(Duration::from_secs(10), socket.flush()).await;
+            let _ = with_timeout(Duration::from_secs(2), drain(socket)).await;
+        }
+        Err(e) => {
+            log::warn!("peer={peer} connection ended: {e:#}");
+            socket.abort();
+            let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
         }
     }
 }
