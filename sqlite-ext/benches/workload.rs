@@ -573,13 +573,13 @@ fn main() {
 
     // W4 full apply in a child process (peak memory of the applying process only), the way a
     // new device's first sync runs it: `group` chunks per `outpost_apply_many` call, one
-    // transaction each (OUTPOST_BENCH_APPLY_GROUP, default 8: about 8 MB of batches held by the
+    // transaction each (OUTPOST_BENCH_APPLY_GROUP, default 4: about 4 MB of batches held by the
     // call). Then, for comparison, one `outpost_apply` (one transaction) per chunk. Each has its
     // plain reference: the same rows into a fresh plain database in as many transactions.
     let group: usize = std::env::var("OUTPOST_BENCH_APPLY_GROUP")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(4);
     let target = p("w4.db");
     for g in [group, 1] {
         let out = Command::new(std::env::current_exe().unwrap())
