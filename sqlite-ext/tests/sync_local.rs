@@ -96,8 +96,11 @@ fn damaged_codes_and_bad_arguments_say_why() {
     assert!(err(&c, "SELECT outpost_enroll(42)").contains("enrollment code"));
     let e = err(&c, "SELECT outpost_sync(NULL, '{\"colour\": 1}')");
     assert!(e.contains("unknown option \"colour\""), "{e}");
-    let e = err(&c, "SELECT outpost_sync(NULL, '{\"live_seconds\": 30}')");
-    assert!(e.contains("live_seconds"), "{e}");
+    let e = err(&c, "SELECT outpost_sync(NULL, '{\"live_seconds\": 3601}')");
+    assert!(
+        e.contains("live_seconds must be an integer from 0 to 3600"),
+        "{e}"
+    );
     let e = err(&c, "SELECT outpost_sync(NULL, 'not json')");
     assert!(e.contains("not JSON"), "{e}");
     let e = err(&c, "SELECT outpost_sync('x!')");

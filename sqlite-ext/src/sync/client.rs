@@ -3,6 +3,7 @@
 
 use super::discover;
 use super::identity::{self, Identity};
+use super::live::{self, Live};
 use super::peers::{self, Peer};
 use super::store::{self, Counts, EngineStore};
 use super::transport::{self, Link, Timeouts};
@@ -11,7 +12,7 @@ use crate::error::Error;
 use crate::functions::Call;
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::handshake::Purpose;
-use outpost_protocol::message::{PeerRole, SessionId};
+use outpost_protocol::message::{Message, PeerRole, SessionId};
 use outpost_protocol::session::{ClientConfig, ClientSession, SessionError};
 use outpost_protocol::Value;
 use serde_json::json;
@@ -24,6 +25,8 @@ const MAX_SESSIONS: u32 = 64;
 #[derive(Debug, Default)]
 struct Options {
     timeouts: Timeouts,
+    /// Stay connected this long after the sync (`live_seconds`).
+    live: Option<std::time::Duration>,
 }
 
 fn parse_options(arg: Option<&Value>) -> Result<Options, SyncError> {
@@ -47,31 +50,33 @@ fn parse_options(arg: Option<&Value>) -> Result<Options, SyncError> {
     for (k, v) in map {
         match k.as_str() {
             "timeout_ms" => {
-                let ms = v.as_u64().filter(|&n| (1..=600_000).contains(&n)).ok_or_else(|| {
-                    SyncError::Argument(
-                        "outpost_sync: timeout_ms must be an integer from 1 to 600000".into(),
-                    )
-                })?;
+                let ms = v
+                    .as_u64()
+                    .filter(|&n| (1..=600_000).contains(&n))
+                    .ok_or_else(|| {
+                        SyncError::Argument(
+                            "outpost_sync: timeout_ms must be an integer from 1 to 600000".into(),
+                        )
+                    })?;
                 let d = std::time::Duration::from_millis(ms);
                 o.timeouts = Timeouts { connect: d, io: d };
             }
-            "live_seconds" => match v.as_u64() {
-                Some(0) => {}
-                Some(_) => {
-                    return Err(SyncError::Argument(
-                        "outpost_sync: live_seconds > 0 (stay connected for live changes) is not supported yet; use 0 or leave it out".into(),
-                    ))
-                }
-                None => {
-                    return Err(SyncError::Argument(
-                        "outpost_sync: live_seconds must be a non-negative integer".into(),
-                    ))
-                }
-            },
+            "live_seconds" => {
+                let n = v
+                    .as_u64()
+                    .filter(|&n| n <= live::MAX_SECONDS)
+                    .ok_or_else(|| {
+                        SyncError::Argument(format!(
+                            "outpost_sync: live_seconds must be an integer from 0 to {} (0: no live mode)",
+                            live::MAX_SECONDS
+                        ))
+                    })?;
+                o.live = (n > 0).then(|| std::time::Duration::from_secs(n));
+            }
             other => {
                 return Err(SyncError::Argument(format!(
-                    "outpost_sync: unknown option {other:?}; known options: timeout_ms, live_seconds"
-                )))
+                "outpost_sync: unknown option {other:?}; known options: timeout_ms, live_seconds"
+            )))
             }
         }
     }
@@ -116,8 +121,17 @@ fn sync(call: &Call, args: &[Value], started: Instant) -> Result<Value, SyncErro
     let mut skipped: Vec<(Peer, SyncError)> = Vec::new();
     for peer in candidates {
         match sync_with(call, &id, &peer, options.timeouts) {
-            Ok((counts, address)) => {
+            Ok((mut counts, address)) => {
                 peers::synced(call.conn, peer.site, unix_now())?;
+                let live_run = options
+                    .live
+                    .map(|window| live::run(call, &id, &peer, options.timeouts, window));
+                if let Some(run) = &live_run {
+                    add(&mut counts, &run.counts);
+                    if run.counts.pushed + run.counts.pulled > 0 {
+                        peers::synced(call.conn, peer.site, unix_now())?;
+                    }
+                }
                 let skipped: Vec<serde_json::Value> = skipped
                     .iter()
                     .map(|(p, e)| json!({"peer": peers::role_name(p.role), "site": p.site.to_string(), "error": e.to_string()}))
@@ -136,6 +150,14 @@ fn sync(call: &Call, args: &[Value], started: Instant) -> Result<Value, SyncErro
                     "batches_pulled": counts.batches_pulled,
                     "ms": started.elapsed().as_millis() as u64,
                 });
+                out["live_ms"] = json!(0);
+                if let Some(run) = live_run {
+                    out["live_ms"] = json!(run.elapsed.as_millis() as u64);
+                    out["live_sessions"] = json!(run.sessions);
+                    if let Some(e) = run.error {
+                        out["live_error"] = json!(e.to_string());
+                    }
+                }
                 if !skipped.is_empty() {
                     out["skipped"] = serde_json::Value::Array(skipped);
                 }
@@ -170,9 +192,9 @@ fn sync_with(
     let mut address = String::new();
     for _ in 0..MAX_SESSIONS {
         let mut store = EngineStore::new(call, id.site);
-        let r = session(call, id, peer, timeouts, &mut store);
+        let r = session(call, id, peer, timeouts, &mut store, None);
         add(&mut total, &store.counts);
-        address = r?;
+        address = r?.0;
         if !store.more_to_push {
             break;
         }
@@ -180,7 +202,7 @@ fn sync_with(
     Ok((total, address))
 }
 
-fn add(total: &mut Counts, c: &Counts) {
+pub(super) fn add(total: &mut Counts, c: &Counts) {
     total.pushed += c.pushed;
     total.pulled += c.pulled;
     total.batches_pushed += c.batches_pushed;
@@ -248,14 +270,16 @@ pub(crate) fn open(
     Ok((link, address))
 }
 
-/// One session: hello, push, commit, pull, bye. Returns the address used.
-fn session(
+/// One session: hello, push, commit, pull, bye; with `live`, between the pull and the bye, the
+/// live wait (`live.rs`). Returns the address used and how the live wait ended.
+pub(super) fn session(
     call: &Call,
     id: &Identity,
     peer: &Peer,
     timeouts: Timeouts,
     store: &mut EngineStore,
-) -> Result<String, SyncError> {
+    live: Option<Live>,
+) -> Result<(String, live::End), SyncError> {
     let (mut link, address) = open(call, id, peer, Purpose::Session, timeouts, peer.label())?;
     let mut sid = [0u8; 16];
     getrandom::getrandom(&mut sid)
@@ -269,11 +293,18 @@ fn session(
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
         session: SessionId(sid),
-        live: false,
+        live: live.is_some(),
         max_push_attempts: 3,
         batch_limits: BatchLimits::default(),
     });
-    let r = drive(&mut link, &mut client, store);
+    let r = drive(&mut link, &mut client, store).and_then(|()| match live {
+        None => Ok(live::End::Done),
+        Some(l) => {
+            let end = live::wait(call, &mut link, &mut client, store, l, timeouts)?;
+            link.send(&Message::Bye)?;
+            Ok(end)
+        }
+    });
     match &r {
         Err(SyncError::Session(e)) => {
             if let Some(m) = e.to_message() {
@@ -290,9 +321,10 @@ fn session(
         _ => {}
     }
     link.close();
-    r.map(|()| address)
+    r.map(|end| (address, end))
 }
 
+/// Runs the session until it is done, or, in live mode, until its first pull is complete.
 fn drive<'c>(
     link: &mut Link,
     client: &mut ClientSession<EngineStore<'c>>,
@@ -310,13 +342,18 @@ fn drive<'c>(
             return Ok(());
         }
         let msg = link.recv()?;
+        let pulled = matches!(msg, Message::PullDone { .. });
         let handled = client.handle(msg, store);
         handled.map_err(|e| typed(e, store))?;
+        if pulled && !client.is_done() {
+            // Live: the client now waits for `Notify` (nothing to send).
+            return Ok(());
+        }
     }
 }
 
 /// A session error, or the store's typed error behind a `SessionError::Store`.
-fn typed(e: SessionError, store: &mut EngineStore) -> SyncError {
+pub(super) fn typed(e: SessionError, store: &mut EngineStore) -> SyncError {
     match (&e, store.failed.take()) {
         (SessionError::Store(_), Some(failed)) => failed,
         _ => SyncError::Session(e),

@@ -13,7 +13,8 @@
 //! Files: `identity.rs` (the device key and the handshake counter), `peers.rs` (the pinned peers
 //! and the sync bookkeeping tables), `transport.rs` (TCP with timeouts, the handshake, the
 //! encrypted message channel), `store.rs` (the protocol's `ClientStore` over the engine's
-//! export and apply), `client.rs` (`outpost_sync`), `enroll.rs` (`outpost_enroll`).
+//! export and apply), `client.rs` (`outpost_sync`), `live.rs` (its `live_seconds` wait),
+//! `enroll.rs` (`outpost_enroll`).
 //!
 //! **Atomicity.** Both functions refuse to run inside an open transaction. Every write they make
 //! is its own transaction: the counter bump (committed before message 1 leaves), each pulled
@@ -25,6 +26,7 @@ mod client;
 mod discover;
 mod enroll;
 mod identity;
+mod live;
 mod peers;
 mod store;
 mod transport;

@@ -213,6 +213,31 @@ impl Link {
 
     /// Waits for the next whole message.
     pub(crate) fn recv(&mut self) -> Result<Message, SyncError> {
+        self.recv_inner(false)
+            .and_then(|m| m.ok_or_else(|| io_err(&self.peer, ErrorKind::TimedOut.into())))
+    }
+
+    /// Waits at most `wait` (rounded up to 1 ms) for the next whole message: `None` when none
+    /// completed in time. Bytes of a message partly received stay buffered for the next call.
+    /// The read timeout is restored to `io` afterwards.
+    pub(crate) fn recv_within(
+        &mut self,
+        wait: Duration,
+        io: Duration,
+    ) -> Result<Option<Message>, SyncError> {
+        let wait = wait.max(Duration::from_millis(1));
+        self.stream
+            .set_read_timeout(Some(wait))
+            .map_err(|e| io_err(&self.peer, e))?;
+        let r = self.recv_inner(true);
+        let restored = self.stream.set_read_timeout(Some(io));
+        let m = r?;
+        restored.map_err(|e| io_err(&self.peer, e))?;
+        Ok(m)
+    }
+
+    /// One message; with `timeout_is_none`, a read timeout returns `Ok(None)`.
+    fn recv_inner(&mut self, timeout_is_none: bool) -> Result<Option<Message>, SyncError> {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             if !self.pending.is_empty() {
@@ -223,6 +248,7 @@ impl Link {
                 match r.map_err(SyncError::Channel)? {
                     Some(bytes) => {
                         return Message::decode(&bytes, self.max_message)
+                            .map(Some)
                             .map_err(SyncError::Message)
                     }
                     None => debug_assert!(self.pending.is_empty()),
@@ -241,6 +267,12 @@ impl Link {
                 }
                 Ok(n) => self.pending.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e)
+                    if timeout_is_none
+                        && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+                {
+                    return Ok(None)
+                }
                 Err(e) => return Err(io_err(&self.peer, e)),
             }
         }
