@@ -19,7 +19,7 @@ use serde_json::json;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A device: an app database with the engine, as the protocol's client store.
 struct Device {
@@ -200,6 +200,16 @@ fn a_device_enrolls_pushes_into_real_tables_and_pulls_rest_changes() {
     // Not enrolled yet: refused.
     assert!(sync(&cloud, &mut dev, 1).is_err());
     connect(&cloud, &mut dev, Purpose::Enroll { token: code.token }).unwrap();
+    // The cloud admits the device after the handshake's last message, which it may not have
+    // processed yet when the client's side of the handshake is done: wait for the admission.
+    let admitted = Instant::now() + Duration::from_secs(10);
+    while connect(&cloud, &mut dev, Purpose::Session).is_err() {
+        assert!(
+            Instant::now() < admitted,
+            "the enrolled device was never admitted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // The code is single use.
     let mut other = Device {
         db: device(&tmp.path().join("other.db")),
@@ -208,6 +218,10 @@ fn a_device_enrolls_pushes_into_real_tables_and_pulls_rest_changes() {
         counter: 0,
     };
     assert!(connect(&cloud, &mut other, Purpose::Enroll { token: code.token }).is_err());
+    assert!(
+        connect(&cloud, &mut other, Purpose::Session).is_err(),
+        "a device that tried a used code is not admitted"
+    );
 
     // Push: the device's rows land in the cloud's real tables.
     sync(&cloud, &mut dev, 2).unwrap();
