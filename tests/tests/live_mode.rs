@@ -11,60 +11,14 @@
 //! module drives protocol-level devices, not SQLite files).
 
 use rusqlite::Connection;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-struct Built {
-    hub: PathBuf,
-    ext: PathBuf,
-}
-
-/// Builds the hub binary and the extension (release), once per test process.
-fn built() -> &'static Built {
-    static B: OnceLock<Built> = OnceLock::new();
-    B.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let status = Command::new(env!("CARGO"))
-            .current_dir(root)
-            .args(["build", "--release", "-p", "outpost-hub", "-p", "outpost"])
-            .status()
-            .expect("cargo build");
-        assert!(
-            status.success(),
-            "building outpost-hub and liboutpost.so failed"
-        );
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let b = Built {
-            hub: target.join("release/outpost-hub"),
-            ext: target.join("release/liboutpost.so"),
-        };
-        assert!(b.hub.exists() && b.ext.exists());
-        b
-    })
-}
-
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod built;
+use built::{built, free_port, scratch};
 
 /// A running `outpost-hub run`, killed on drop.
 struct Hub {

@@ -10,62 +10,14 @@
 
 use rusqlite::Connection;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-struct Built {
-    hub: PathBuf,
-    ext: PathBuf,
-    cli: PathBuf,
-}
-
-fn built() -> &'static Built {
-    static B: OnceLock<Built> = OnceLock::new();
-    B.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let status = Command::new(env!("CARGO"))
-            .current_dir(root)
-            .args(["build", "--release", "-p", "outpost-hub", "-p", "outpost"])
-            .args(["-p", "outpost-cli"])
-            .status()
-            .expect("cargo build");
-        assert!(
-            status.success(),
-            "building the hub, extension and CLI failed"
-        );
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let b = Built {
-            hub: target.join("release/outpost-hub"),
-            ext: target.join("release/liboutpost.so"),
-            cli: target.join("release/outpost"),
-        };
-        assert!(b.hub.exists() && b.ext.exists() && b.cli.exists());
-        b
-    })
-}
-
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod built;
+use built::{built, free_port, scratch};
 
 /// `outpost-hub run` on loopback, killed on drop.
 struct Hub {
