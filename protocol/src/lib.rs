@@ -26,6 +26,7 @@ pub mod enroll_code;
 pub mod frame;
 pub mod handshake;
 pub mod hlc;
+pub mod id_range;
 pub mod merge;
 pub mod message;
 pub mod session;

@@ -9,6 +9,7 @@
 //! before any allocation), invalid UTF-8, invalid field values, and any encoding other than the
 //! one [`Message::encode`] produces (each message has exactly one encoding).
 
+use crate::id_range::{self, IdGrant, IdRequest};
 use crate::site::SiteId;
 use crate::vector::{SeqRange, VersionVector};
 use alloc::string::String;
@@ -200,10 +201,23 @@ pub enum Message {
         /// The ping's nonce.
         nonce: u64,
     },
+    /// Tag 13: reserve a block of numbers of a named sequence (client → server, after the pull).
+    IdRequest(IdRequest),
+    /// Tag 14: the numbers granted for an [`Message::IdRequest`] (server → client); no range when
+    /// the server cannot grant now.
+    IdGrant(IdGrant),
+    /// Tag 15: the size of the pull just planned (server → client), before its first
+    /// [`Message::Chunk`], so a client can show how much is left.
+    PullSize {
+        /// Batches the pull will send.
+        batches: u64,
+        /// Their encoded bytes.
+        bytes: u64,
+    },
 }
 
 /// The number of message tags this build knows.
-pub const MESSAGE_TAGS: u64 = 13;
+pub const MESSAGE_TAGS: u64 = 16;
 
 /// Why a message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +311,9 @@ impl Message {
             Message::Bye => 10,
             Message::Ping { .. } => 11,
             Message::Pong { .. } => 12,
+            Message::IdRequest(_) => 13,
+            Message::IdGrant(_) => 14,
+            Message::PullSize { .. } => 15,
         }
     }
 
@@ -359,6 +376,14 @@ impl Message {
                     .any(|c| SeqRange::new(c.range.lo, c.range.hi).is_none()) =>
             {
                 bad("ack range is empty or starts at 0")
+            }
+            Message::IdRequest(r) => {
+                id_range::check_sequence(&r.sequence).or_else(bad)?;
+                id_range::check_count(r.count).or_else(bad)
+            }
+            Message::IdGrant(g) => {
+                id_range::check_sequence(&g.sequence).or_else(bad)?;
+                id_range::check_ranges(&g.ranges).map(|_| ()).or_else(bad)
             }
             _ => Ok(()),
         }

@@ -11,7 +11,9 @@
 //! Commit(session) ─►                       (stores all staged batches in one transaction)
 //!                                        ◄─ Ack(session, covered) | PushAgain(session, reason)
 //! Pull(client vector) ─►
-//!                                        ◄─ Chunk(batch) × m, PullDone(vector)
+//!                                        ◄─ PullSize(batches, bytes), Chunk(batch) × m, PullDone(vector)
+//! IdRequest(request, sequence, count) ─►   (only for pending reservations, one at a time)
+//!                                        ◄─ IdGrant(request, ranges)
 //! Bye ─►            (or, in live mode, wait for Notify and pull again)
 //! ```
 //!
@@ -27,7 +29,17 @@
 //!
 //! **Pull** streams what the client's vector lacks, never the client's own batches; the client
 //! applies each chunk with its vector advance in one transaction ([`ClientStore::apply_chunk`]),
-//! so an interrupted pull resumes where it stopped.
+//! so an interrupted pull resumes where it stopped. Before the first chunk the server announces
+//! the pull's size ([`ServerStore::pull_size`], `PullSize`) when its store can tell it, so a
+//! client can show what is left ([`ClientStore::pull_size`]).
+//!
+//! **Id blocks** (`crate::id_range`). After the pull the client asks for each reservation
+//! [`ClientStore::id_requests`] returns, one request at a time, and hands each grant to
+//! [`ClientStore::ids_granted`] (which stores it in one transaction, ignoring a request it no
+//! longer holds). The server answers from [`ServerStore::grant_ids`], which records the grant
+//! durably under (peer, request id) before it returns: a request retried after a cut gets the
+//! same ranges, so no number is granted twice and none is lost to the cut. The client checks a
+//! grant names its request and sequence, totals its count (or is empty), and lies above its floor.
 //!
 //! **Errors.** A message not allowed in the current state, a peer's `Error`, a bad batch, a
 //! version or configuration mismatch end the session with a [`SessionError`]; send
@@ -35,6 +47,7 @@
 
 use crate::batch::codec::{self, DecodeError, Limits as BatchLimits};
 use crate::batch::BatchHeader;
+use crate::id_range::{IdGrant, IdRange, IdRequest};
 use crate::message::{
     Bytes, Covered, ErrorCode, Hello, Message, PeerRole, PushAgainReason, SessionId,
 };
@@ -91,6 +104,24 @@ pub trait ServerStore {
     ) -> Result<Self::PullPlan, Self::Error>;
     /// The next encoded batch of a plan, in seq order per origin.
     fn next_batch(&mut self, plan: &mut Self::PullPlan) -> Result<Option<Vec<u8>>, Self::Error>;
+    /// The size of a plan just made, (batches, encoded bytes), announced to the client as
+    /// `PullSize`; `None` (the default) when the store cannot tell, and then nothing is announced.
+    fn pull_size(&mut self, plan: &Self::PullPlan) -> Result<Option<(u64, u64)>, Self::Error> {
+        let _ = plan;
+        Ok(None)
+    }
+    /// Grants `request.count` numbers of `request.sequence` to `peer`, all above
+    /// `request.above`, or nothing when it cannot now (then it should remember the demand). The
+    /// grant must be **durable** before this returns and **idempotent** on (peer, request id):
+    /// a retried request returns the recorded ranges. The default grants nothing.
+    fn grant_ids(
+        &mut self,
+        peer: &SiteId,
+        request: &IdRequest,
+    ) -> Result<Vec<IdRange>, Self::Error> {
+        let _ = (peer, request);
+        Ok(Vec::new())
+    }
 }
 
 /// The client's storage, implemented by the extension's engine (or by a hub pushing to the cloud).
@@ -112,6 +143,23 @@ pub trait ClientStore {
     fn acknowledged(&mut self, covered: &[Covered]) -> Result<(), Self::Error>;
     /// Applies one pulled batch and advances the vector, in **one transaction**.
     fn apply_chunk(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), Self::Error>;
+    /// The server announced the pull it is about to send (for progress). Default: ignored.
+    fn pull_size(&mut self, batches: u64, bytes: u64) -> Result<(), Self::Error> {
+        let _ = (batches, bytes);
+        Ok(())
+    }
+    /// The id reservations to ask the server for after the pull, each under the id it keeps
+    /// until the grant is stored. Default: none.
+    fn id_requests(&mut self) -> Result<Vec<IdRequest>, Self::Error> {
+        Ok(Vec::new())
+    }
+    /// The server granted `ranges` for `request` (checked against it; empty: not now). Store
+    /// them and retire the request in **one transaction**; a request no longer held (already
+    /// granted) is ignored. Default: ignored.
+    fn ids_granted(&mut self, request: &IdRequest, ranges: &[IdRange]) -> Result<(), Self::Error> {
+        let _ = (request, ranges);
+        Ok(())
+    }
 }
 
 /// Why a session ended.
@@ -156,6 +204,9 @@ pub enum SessionError {
     },
     /// The ack does not name exactly what was pushed.
     AckMismatch,
+    /// An id grant does not answer the request in flight (another request or sequence, another
+    /// total, or numbers not above the request's floor).
+    IdGrantMismatch,
     /// The server asked to push again too many times.
     PushAttemptsExhausted {
         /// Attempts made.
@@ -207,6 +258,9 @@ impl fmt::Display for SessionError {
             SessionError::AckMismatch => {
                 f.write_str("the server's ack does not name exactly the batches pushed")
             }
+            SessionError::IdGrantMismatch => f.write_str(
+                "the server's id grant does not answer the request sent (request, sequence, count or floor)",
+            ),
             SessionError::PushAttemptsExhausted { attempts, reason } => write!(
                 f,
                 "push refused {attempts} times (last: {reason:?}); try again later"
@@ -232,6 +286,7 @@ impl SessionError {
             SessionError::BadBatch(_) | SessionError::OwnBatchReturned => ErrorCode::BadBatch,
             SessionError::TooLarge { .. } => ErrorCode::TooLarge,
             SessionError::AckMismatch
+            | SessionError::IdGrantMismatch
             | SessionError::PushAttemptsExhausted { .. }
             | SessionError::Finished => ErrorCode::BadMessage,
             SessionError::Store(_) => ErrorCode::Internal,
@@ -423,7 +478,32 @@ impl<S: ServerStore> ServerSession<S> {
                 let plan = store
                     .batches_for(&vector, &self.config.peer_site)
                     .map_err(store_err)?;
+                if let Some((batches, bytes)) = store.pull_size(&plan).map_err(store_err)? {
+                    self.out.push_back(Message::PullSize { batches, bytes });
+                }
                 self.state = ServerState::Serving { plan, vector };
+                Ok(())
+            }
+            (ServerState::Ready, Message::IdRequest(request)) => {
+                let ranges = store
+                    .grant_ids(&self.config.peer_site, &request)
+                    .map_err(store_err)?;
+                let total = crate::id_range::check_ranges(&ranges).map_err(store_err)?;
+                if !ranges.is_empty()
+                    && (total != request.count || ranges[0].first <= request.above)
+                {
+                    return Err(SessionError::Store(alloc::format!(
+                        "the store granted {total} ids from {} for a request of {} above {}",
+                        ranges[0].first,
+                        request.count,
+                        request.above
+                    )));
+                }
+                self.out.push_back(Message::IdGrant(IdGrant {
+                    request: request.request,
+                    sequence: request.sequence,
+                    ranges,
+                }));
                 Ok(())
             }
             (_, msg) => unexpected(&self.state, &msg),
@@ -609,9 +689,17 @@ pub struct ClientConfig {
 enum ClientState<E> {
     Start,
     AwaitHello,
-    Pushing { plan: E },
+    Pushing {
+        plan: E,
+    },
     AwaitAck,
     Pulling,
+    /// Asking for id blocks after a pull: the front request is in flight.
+    Ids {
+        queue: VecDeque<IdRequest>,
+        /// A `Notify` arrived meanwhile (live mode): pull again once the ids are done.
+        notified: bool,
+    },
     Live,
     Done,
 }
@@ -624,6 +712,7 @@ impl<E> ClientState<E> {
             ClientState::Pushing { .. } => "pushing",
             ClientState::AwaitAck => "awaiting the ack",
             ClientState::Pulling => "pulling",
+            ClientState::Ids { .. } => "requesting ids",
             ClientState::Live => "live",
             ClientState::Done => "ended",
         }
@@ -685,6 +774,11 @@ impl<C: ClientStore> ClientSession<C> {
     /// True once the session ended cleanly.
     pub fn is_done(&self) -> bool {
         matches!(self.state, ClientState::Done)
+    }
+
+    /// True while a live session waits for `Notify` (its pull and id requests are complete).
+    pub fn is_live(&self) -> bool {
+        matches!(self.state, ClientState::Live)
     }
 
     /// Handles one message from the server.
@@ -752,12 +846,60 @@ impl<C: ClientStore> ClientSession<C> {
                 self.applied += 1;
                 Ok(())
             }
+            (ClientState::Pulling, Message::PullSize { batches, bytes }) => {
+                store.pull_size(batches, bytes).map_err(store_err)
+            }
             (ClientState::Pulling, Message::PullDone { .. }) => {
-                if self.config.live {
-                    self.state = ClientState::Live;
-                } else {
-                    self.out.push_back(Message::Bye);
-                    self.state = ClientState::Done;
+                let queue: VecDeque<IdRequest> = store
+                    .id_requests()
+                    .map_err(store_err)?
+                    .into_iter()
+                    .collect();
+                match queue.front() {
+                    Some(first) => {
+                        self.out.push_back(Message::IdRequest(first.clone()));
+                        self.state = ClientState::Ids {
+                            queue,
+                            notified: false,
+                        };
+                        Ok(())
+                    }
+                    None => self.pulled(store, false),
+                }
+            }
+            (ClientState::Ids { queue, .. }, Message::IdGrant(grant)) => {
+                let Some(request) = queue.front() else {
+                    return Err(SessionError::Finished);
+                };
+                let total = grant.total();
+                if grant.request != request.request
+                    || grant.sequence != request.sequence
+                    || (!grant.ranges.is_empty()
+                        && (total != request.count || grant.ranges[0].first <= request.above))
+                {
+                    return Err(SessionError::IdGrantMismatch);
+                }
+                store
+                    .ids_granted(request, &grant.ranges)
+                    .map_err(store_err)?;
+                let ClientState::Ids { queue, notified } = &mut self.state else {
+                    return Err(SessionError::Finished);
+                };
+                queue.pop_front();
+                match queue.front() {
+                    Some(next) => {
+                        self.out.push_back(Message::IdRequest(next.clone()));
+                        Ok(())
+                    }
+                    None => {
+                        let notified = *notified;
+                        self.pulled(store, notified)
+                    }
+                }
+            }
+            (ClientState::Ids { .. }, Message::Notify) => {
+                if let ClientState::Ids { notified, .. } = &mut self.state {
+                    *notified = true;
                 }
                 Ok(())
             }
@@ -794,6 +936,21 @@ impl<C: ClientStore> ClientSession<C> {
         let plan = store.plan_export(server_vector).map_err(store_err)?;
         self.pushed.clear();
         self.state = ClientState::Pushing { plan };
+        Ok(())
+    }
+
+    /// The pull (and its id requests) is complete: end, or wait live (pulling again at once when
+    /// a `Notify` arrived meanwhile).
+    fn pulled(&mut self, store: &mut C, notified: bool) -> Result<(), SessionError> {
+        if !self.config.live {
+            self.out.push_back(Message::Bye);
+            self.state = ClientState::Done;
+            return Ok(());
+        }
+        if notified {
+            return self.pull(store);
+        }
+        self.state = ClientState::Live;
         Ok(())
     }
 

@@ -7,6 +7,7 @@ use outpost_protocol::batch::{
     CellChange, CellPayload, ColumnSchema, Compression, RowChange, TableChanges, TableSchema,
 };
 use outpost_protocol::frame::encode_message;
+use outpost_protocol::id_range::{IdGrant, IdRange, IdRequest, RequestId};
 use outpost_protocol::message::{
     Bytes, Covered, ErrorCode, Hello, Message, PeerRole, PushAgainReason, SessionId,
 };
@@ -93,6 +94,39 @@ fn golden() -> Vec<(Message, &'static str)> {
         (Message::Bye, "0a"),
         (Message::Ping { nonce: 300 }, "0b ac02"),
         (Message::Pong { nonce: 300 }, "0c ac02"),
+        (
+            Message::IdRequest(IdRequest {
+                request: RequestId([0x66; 16]),
+                sequence: "patients".into(),
+                count: 500,
+                above: 0,
+            }),
+            "0d 66666666666666666666666666666666 08 70617469656e7473 f403 00",
+        ),
+        (
+            Message::IdGrant(IdGrant {
+                request: RequestId([0x66; 16]),
+                sequence: "patients".into(),
+                ranges: vec![
+                    IdRange {
+                        first: 1,
+                        last: 100,
+                    },
+                    IdRange {
+                        first: 201,
+                        last: 600,
+                    },
+                ],
+            }),
+            "0e 66666666666666666666666666666666 08 70617469656e7473 02 01 64 c901 d804",
+        ),
+        (
+            Message::PullSize {
+                batches: 3,
+                bytes: 70000,
+            },
+            "0f 03 f0a204",
+        ),
     ]
 }
 
@@ -223,8 +257,8 @@ fn malformed_messages_get_their_own_errors() {
     let hello = unhex(golden()[0].1);
     assert_eq!(Message::decode(&[], MAX), Err(E::Empty));
     assert_eq!(
-        Message::decode(&[0x0d], MAX),
-        Err(E::UnknownTag { tag: 13 })
+        Message::decode(&[0x10], MAX),
+        Err(E::UnknownTag { tag: 16 })
     );
     assert_eq!(
         Message::decode(&[0x08, 0x00], MAX),
@@ -265,4 +299,51 @@ fn malformed_messages_get_their_own_errors() {
         Message::decode(&unhex("0b ffffffffffffffffff7f"), MAX),
         Err(E::BadVarint)
     );
+}
+
+#[test]
+fn id_messages_with_impossible_fields_are_refused() {
+    use outpost_protocol::message::MessageError as E;
+    let field = |what| Err(E::InvalidField { what });
+    let id = "66666666666666666666666666666666";
+    // IdRequest: count 0, count above 1000000, an empty name, a name with a space.
+    let request = |name: &str, count: &str| {
+        unhex(&format!(
+            "0d {id} {:02x} {} {count} 00",
+            name.len(),
+            hex::encode(name)
+        ))
+    };
+    assert_eq!(
+        Message::decode(&request("patients", "00"), MAX),
+        field("id count is not between 1 and 1000000")
+    );
+    assert_eq!(
+        Message::decode(&request("patients", "c1843d"), MAX),
+        field("id count is not between 1 and 1000000")
+    );
+    assert_eq!(
+        Message::decode(&request("", "01"), MAX),
+        field("sequence name is empty")
+    );
+    assert_eq!(
+        Message::decode(&request("a b", "01"), MAX),
+        field("sequence name has a character other than A-Z a-z 0-9 _ . -")
+    );
+    assert!(Message::decode(&request("a-b.c_9", "01"), MAX).is_ok());
+    // IdGrant: overlapping ranges, a range starting at 0, a reversed range.
+    let grant = |ranges: &str| unhex(&format!("0e {id} 01 78 {ranges}"));
+    assert_eq!(
+        Message::decode(&grant("02 01 0a 0a 0c"), MAX),
+        field("id ranges are not ascending and disjoint")
+    );
+    assert_eq!(
+        Message::decode(&grant("01 00 05"), MAX),
+        field("id range is empty or starts at 0")
+    );
+    assert_eq!(
+        Message::decode(&grant("01 05 04"), MAX),
+        field("id range is empty or starts at 0")
+    );
+    assert!(Message::decode(&grant("00"), MAX).is_ok(), "an empty grant");
 }

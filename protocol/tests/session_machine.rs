@@ -314,8 +314,8 @@ fn an_interrupted_pull_resumes_without_downloading_twice() {
     let mut cstore = MemClient::new(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
-    // Hello + 4 chunks, then the connection drops.
-    let (_, r) = run(&mut client, &mut cstore, &mut server, &mut sstore, 5);
+    // Hello, the pull's size and 4 chunks, then the connection drops.
+    let (_, r) = run(&mut client, &mut cstore, &mut server, &mut sstore, 6);
     r.unwrap();
     assert_eq!(cstore.applied.len(), 4);
     let mut client = ClientSession::new(client_config(2));

@@ -3,6 +3,7 @@
 
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{BatchHeader, Compression};
+use outpost_protocol::id_range::{IdRange, IdRequest, RequestId};
 use outpost_protocol::message::{Covered, Message, PeerRole, SessionId};
 use outpost_protocol::session::{
     ClientConfig, ClientSession, ClientStore, CommitRecord, ServerConfig, ServerSession,
@@ -36,6 +37,12 @@ pub struct MemServer {
     pub batches: Vec<Vec<u8>>,
     pub sessions: HashMap<SessionId, CommitRecord>,
     pub commits: usize,
+    /// Root allocation: the next number per sequence.
+    pub next_id: HashMap<String, u64>,
+    /// Grants recorded per (peer, request id).
+    pub grants: HashMap<(SiteId, RequestId), Vec<IdRange>>,
+    /// Numbers the server can still grant in all (`None`: unlimited).
+    pub id_capacity: Option<u64>,
 }
 
 impl MemServer {
@@ -99,6 +106,32 @@ impl ServerStore for MemServer {
     fn next_batch(&mut self, plan: &mut VecDeque<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
         Ok(plan.pop_front())
     }
+    fn pull_size(&mut self, plan: &VecDeque<Vec<u8>>) -> Result<Option<(u64, u64)>, String> {
+        Ok(Some((
+            plan.len() as u64,
+            plan.iter().map(|b| b.len() as u64).sum(),
+        )))
+    }
+    fn grant_ids(&mut self, peer: &SiteId, r: &IdRequest) -> Result<Vec<IdRange>, String> {
+        if let Some(g) = self.grants.get(&(*peer, r.request)) {
+            return Ok(g.clone());
+        }
+        if self.id_capacity.is_some_and(|c| c < r.count) {
+            return Ok(Vec::new());
+        }
+        if let Some(c) = &mut self.id_capacity {
+            *c -= r.count;
+        }
+        let next = self.next_id.entry(r.sequence.clone()).or_insert(1);
+        *next = (*next).max(r.above + 1);
+        let range = IdRange {
+            first: *next,
+            last: *next + r.count - 1,
+        };
+        *next += r.count;
+        self.grants.insert((*peer, r.request), vec![range]);
+        Ok(vec![range])
+    }
 }
 
 /// A device's database in memory: its own batches and what it applied.
@@ -108,6 +141,12 @@ pub struct MemClient {
     pub vector: VersionVector,
     pub applied: Vec<BatchHeader>,
     pub acked: Vec<Covered>,
+    /// Id reservations not granted yet.
+    pub pending: Vec<IdRequest>,
+    /// Granted blocks, per sequence.
+    pub blocks: Vec<(String, IdRange)>,
+    /// Every `PullSize` announced.
+    pub pull_sizes: Vec<(u64, u64)>,
 }
 
 impl MemClient {
@@ -119,6 +158,9 @@ impl MemClient {
             vector,
             applied: vec![],
             acked: vec![],
+            pending: vec![],
+            blocks: vec![],
+            pull_sizes: vec![],
         }
     }
 }
@@ -151,6 +193,35 @@ impl ClientStore for MemClient {
             .map_err(|e| e.to_string())?;
         self.applied.push(h.clone());
         Ok(())
+    }
+    fn pull_size(&mut self, batches: u64, bytes: u64) -> Result<(), String> {
+        self.pull_sizes.push((batches, bytes));
+        Ok(())
+    }
+    fn id_requests(&mut self) -> Result<Vec<IdRequest>, String> {
+        Ok(self.pending.clone())
+    }
+    fn ids_granted(&mut self, r: &IdRequest, ranges: &[IdRange]) -> Result<(), String> {
+        let Some(at) = self.pending.iter().position(|p| p.request == r.request) else {
+            return Ok(()); // already stored: a duplicate grant changes nothing
+        };
+        if ranges.is_empty() {
+            return Ok(()); // not now: keep asking under the same id
+        }
+        self.pending.remove(at);
+        self.blocks
+            .extend(ranges.iter().map(|g| (r.sequence.clone(), *g)));
+        Ok(())
+    }
+}
+
+/// A reservation of `count` numbers of `sequence` under request id `[id; 16]`.
+pub fn id_request(id: u8, sequence: &str, count: u64) -> IdRequest {
+    IdRequest {
+        request: RequestId([id; 16]),
+        sequence: sequence.into(),
+        count,
+        above: 0,
     }
 }
 
