@@ -10,8 +10,9 @@ use crate::datadir::{unix_now, DataDir};
 use crate::tenant::{Ingested, Tenant};
 use crate::watermelon::{self, PushError};
 use anyhow::Result;
+use outpost_hub::relay::Hub;
 use outpost_mailbox::Mailbox;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 /// The cloud's shared state.
@@ -24,6 +25,9 @@ pub struct Cloud {
     control: Mutex<Control>,
     kicked: Mutex<bool>,
     wake: Condvar,
+    /// The session listener's relay state, once it runs: told of every batch the cloud exports
+    /// (REST pushes, operator writes), so idle live sessions are notified of them.
+    sessions: OnceLock<Arc<Hub>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -45,6 +49,7 @@ impl Cloud {
             control: Mutex::new(control),
             kicked: Mutex::new(false),
             wake: Condvar::new(),
+            sessions: OnceLock::new(),
         }))
     }
 
@@ -58,6 +63,7 @@ impl Cloud {
         let exported = tenant.export(&mut mailbox)?;
         drop(mailbox);
         drop(tenant);
+        self.exported(exported);
         let control = lock(&self.control);
         match ingested.failures.first() {
             Some(f) => control.set_setting(
@@ -75,6 +81,21 @@ impl Cloud {
             None => {}
         }
         Ok((ingested, exported))
+    }
+
+    /// Lets the session listener's live sessions learn of the cloud's own exported batches
+    /// (set once, by `sessions::spawn`).
+    pub fn notify_sessions(&self, hub: Arc<Hub>) {
+        let _ = self.sessions.set(hub);
+    }
+
+    /// After an export that stored `batches` new batches in the mailbox: news for live peers.
+    fn exported(&self, batches: usize) {
+        if batches > 0 {
+            if let Some(hub) = self.sessions.get() {
+                hub.note_commit();
+            }
+        }
     }
 
     /// Asks the background loop to run a round now (after a push stored batches).
@@ -128,8 +149,11 @@ impl Cloud {
         tenant.refresh_triggers()?;
         let written = watermelon::push(tenant.conn(), last_pulled_at, body)?;
         let mut mailbox = lock(&self.mailbox);
-        if let Err(e) = tenant.export(&mut mailbox) {
-            log::warn!("export after a REST push failed (the next round retries): {e:#}");
+        match tenant.export(&mut mailbox) {
+            Ok(batches) => self.exported(batches),
+            Err(e) => {
+                log::warn!("export after a REST push failed (the next round retries): {e:#}")
+            }
         }
         Ok(written)
     }

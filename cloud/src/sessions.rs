@@ -6,9 +6,11 @@
 //! and is kicked when each session ends so that happens at once. Pulls are served from the mailbox,
 //! which holds the cloud's own batches too.
 //!
-//! The relay announces `PeerRole::Cloud` (`Hub::with_role`). Known gap: live sessions are
-//! notified after commits made through the relay only, not after the cloud's own exported batches
-//! (REST pushes, operator writes): the relay's commit counter is private to it.
+//! The relay announces `PeerRole::Cloud` (`Hub::with_role`). Live sessions (a device idle after a
+//! pull in `outpost_sync` live mode) are notified of every new batch in the mailbox: the relay
+//! counts the commits it acknowledges itself, and the cloud calls `Hub::note_commit` after every
+//! export that stored batches of its own origin (REST pushes at once, operator writes at the next
+//! round), through [`Cloud::notify_sessions`].
 
 use crate::service::Cloud;
 use anyhow::{Context, Result};
@@ -26,6 +28,7 @@ pub fn spawn(listener: TcpListener, cloud: Arc<Cloud>) -> Result<()> {
     let hub_dir = outpost_hub::datadir::DataDir::open(&cloud.dir.path)
         .with_context(|| format!("opening {} for sessions", cloud.dir.path.display()))?;
     let hub = Hub::with_role(hub_dir, ChannelLimits::default(), PeerRole::Cloud)?;
+    cloud.notify_sessions(hub.clone());
     let live = Arc::new(LiveSessions::default());
     let watcher = Allowlist::open(cloud.dir.path.join("allowlist.db"))?;
     watch_revocations(

@@ -3,6 +3,10 @@
 //! applies what another device pushes while it waits, and pushes its own commits made by other
 //! connections meanwhile, without holding a write lock; bad values are refused.
 //!
+//! Against the real `outpost-cloud`: a device live-synced with the cloud applies a WatermelonDB
+//! REST push and an operator's write in the tenant database while it waits (the cloud notifies
+//! live sessions of its own exported batches, not only of commits made through its relay).
+//!
 //! The benchmark (`live_propagation_latency`, ignored) measures device A commit → device B sees
 //! it, both live, through the hub:
 //! `cargo test --release -p outpost-tests --test live_mode -- --ignored --nocapture`.
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 
 mod built;
 use built::{built, free_port, scratch};
+mod cloudrun;
 
 /// A running `outpost-hub run`, killed on drop.
 struct Hub {
@@ -308,4 +313,90 @@ fn live_propagation_latency() {
     );
     assert_eq!(n(&ra, "pushed"), n(&rb, "pulled"));
     assert!(n(&rb, "pulled") >= samples);
+}
+
+#[test]
+fn a_device_live_with_the_cloud_sees_a_rest_push_and_an_operator_write_within_2_s() {
+    let dir = scratch();
+    let cloud = cloudrun::Cloud::start(&dir.path().join("cloud"));
+    let token = cloud.api_token("app");
+    let a_path = dir.path().join("a.db");
+    let a = Device::open(&a_path);
+    a.json(&format!("SELECT outpost_enroll('{}')", cloud.device_code()));
+    // A first row, so the cloud learns the table from the batch header and creates it.
+    a.exec("INSERT INTO patients(id, name, village) VALUES ('seed', 'Asha', 'Moshi')");
+    let r = a.json("SELECT outpost_sync('cloud')");
+    assert!(n(&r, "pushed") >= 1, "{r}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cloud.count("patients") != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the cloud did not ingest A's row"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let a_live = std::thread::spawn(move || {
+        let d = Device::open(&a_path);
+        d.call("SELECT outpost_sync('cloud', '{\"live_seconds\": 8}')")
+            .map(|j| serde_json::from_str::<serde_json::Value>(&j).unwrap())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A WatermelonDB client pushes a record: the cloud exports it at once and tells A.
+    let (code, pulled) = cloud.rest(&token, "GET", "last_pulled_at=0", None);
+    assert_eq!(code, 200, "{pulled}");
+    let body = r#"{"patients": {"created": [{"id": "rest-1", "name": "Neema", "village": "Arusha", "visits": 0}], "updated": [], "deleted": []}}"#;
+    let (code, answer) = cloud.rest(
+        &token,
+        "POST",
+        &format!("last_pulled_at={}", pulled["timestamp"]),
+        Some(body),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let took = appears(
+        &a,
+        "rest-1",
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+    );
+    assert!(
+        took.is_some(),
+        "the REST push did not reach A (live with the cloud) within 2 s"
+    );
+    println!("REST push -> live device: {:?}", took.unwrap());
+
+    // An operator writes in the tenant database with the extension: the next round (500 ms)
+    // exports it and tells A.
+    let op = Connection::open(cloud.data.join("tenant.db")).unwrap();
+    op.busy_timeout(Duration::from_secs(5)).unwrap();
+    // SAFETY: loading the extension built from this workspace.
+    unsafe {
+        op.load_extension_enable().unwrap();
+        op.load_extension(&built().ext, Some("sqlite3_outpost_init"))
+            .unwrap();
+        op.load_extension_disable().unwrap();
+    }
+    op.execute_batch(
+        "INSERT INTO patients(id, name, village, visits) VALUES ('op-1', 'Juma', 'Tanga', 0)",
+    )
+    .unwrap();
+    drop(op);
+    let took = appears(
+        &a,
+        "op-1",
+        Duration::from_secs(2),
+        Duration::from_millis(10),
+    );
+    assert!(
+        took.is_some(),
+        "the operator's write did not reach A (live with the cloud) within 2 s"
+    );
+    println!("operator write -> live device: {:?}", took.unwrap());
+    assert!(!a_live.is_finished(), "A's live call returned early");
+
+    let out = a_live.join().unwrap().unwrap();
+    assert!(out.get("live_error").is_none(), "{out}");
+    assert!(n(&out, "pulled") >= 2, "{out}");
+    assert_eq!(n(&out, "pushed"), 0, "{out}");
 }
