@@ -13,12 +13,18 @@
 //! ([`Mailbox::store`]) before the next is read, so an interrupted pull resumes from the
 //! mailbox's vector and local devices are served what arrived. The mailbox never interprets it.
 //!
+//! **Id pool.** In delegated id mode (a hub with an uplink, see `ids.rs`) the session asks, after
+//! the pull, for the refills [`Mailbox::id_refills`] finds due (each stored before it is sent),
+//! and puts each grant into the pool in one transaction with the refill's removal.
+//!
 //! A push is bounded by [`MailboxClient::push_budget`] bytes per session (the server stages a push
 //! in memory until commit); [`MailboxClient::more_to_push`] then says to run another session.
 
 use crate::error::MailboxError;
+use crate::ids::HUB_BLOCK;
 use crate::mailbox::{Mailbox, PullPlan};
 use outpost_protocol::batch::BatchHeader;
+use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
 use outpost_protocol::session::ClientStore;
 use outpost_protocol::{SiteId, VersionVector};
@@ -52,6 +58,12 @@ pub struct MailboxClient<'m> {
     pub moved: Moved,
     /// The server's vector as it announced it, advanced by what it acknowledged.
     pub server_vector: Option<VersionVector>,
+    /// Numbers asked of the server per refill at least (delegated id mode).
+    pub id_block: u64,
+    /// Refill a sequence's pool when it holds fewer numbers than this.
+    pub id_low_water: u64,
+    /// Numbers the server granted into the pool in this session.
+    pub ids_granted: u64,
 }
 
 /// An export in progress.
@@ -72,6 +84,9 @@ impl<'m> MailboxClient<'m> {
             more_to_push: false,
             moved: Moved::default(),
             server_vector: None,
+            id_block: HUB_BLOCK,
+            id_low_water: HUB_BLOCK / 4,
+            ids_granted: 0,
         }
     }
 }
@@ -125,6 +140,15 @@ impl ClientStore for MailboxClient<'_> {
         self.mailbox.store(vec![batch.to_vec()])?;
         self.moved.pulled += header.range.hi - header.range.lo + 1;
         self.moved.batches_pulled += 1;
+        Ok(())
+    }
+
+    fn id_requests(&mut self) -> Result<Vec<IdRequest>, MailboxError> {
+        self.mailbox.id_refills(self.id_block, self.id_low_water)
+    }
+
+    fn ids_granted(&mut self, request: &IdRequest, ranges: &[IdRange]) -> Result<(), MailboxError> {
+        self.ids_granted += self.mailbox.id_refill_granted(request, ranges)?;
         Ok(())
     }
 }

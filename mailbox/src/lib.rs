@@ -23,6 +23,9 @@
 //! - **Client side.** [`MailboxClient`] is the protocol's `ClientStore` over a mailbox: the hub's
 //!   uplink pushes what the cloud's vector lacks (never the cloud's own origin) and stores what
 //!   it pulls.
+//! - **Id blocks.** [`Mailbox::grant_ids`] grants numbers of named sequences to peers, as the
+//!   root (the cloud) or from a pool the uplink refills (a hub with a cloud), durably and
+//!   idempotently per (peer, request id); see the `ids` module.
 //!
 //! ## Why SQLite rather than an append-only log
 //! An append-only log with checksums would also survive power loss with one fsync per commit. But
@@ -38,12 +41,14 @@
 
 mod client_store;
 mod error;
+mod ids;
 mod mailbox;
 mod plan;
 mod server_store;
 
 pub use client_store::{ExportPlan, MailboxClient, Moved, PUSH_BUDGET};
 pub use error::MailboxError;
+pub use ids::{IdMode, IdSequenceStatus, HUB_BLOCK};
 pub use mailbox::{
     Batches, Mailbox, MailboxStatus, OriginStatus, PullPlan, PushRecord, Receipt, StagedBatch,
     StoredBatch,

@@ -9,6 +9,11 @@
 //! - `pushes(session, digest, record)` (version 2): what a committed push session was answered
 //!   with, written in the same transaction as its batches, so a retried commit gets the same ack
 //!   ([`Mailbox::commit_push`], [`Mailbox::push_record`]). The record is opaque to the mailbox.
+//! - Version 3, id blocks (`ids.rs`): `id_settings` (the allocation mode), `id_counters` (root:
+//!   the next number per sequence), `id_grants` (every grant by (peer, request id), for retries),
+//!   `id_pool` (delegated: ranges the cloud granted, not handed out yet), `id_demand` (requests
+//!   the pool could not cover), `id_refills` (the uplink's own request per sequence, kept from
+//!   before it is sent until its grant is stored).
 
 use crate::error::MailboxError;
 use crate::plan::{plan, Candidate};
@@ -19,7 +24,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches(
@@ -40,6 +45,41 @@ CREATE TABLE IF NOT EXISTS pushes(
     session BLOB PRIMARY KEY CHECK (length(session) = 16),
     digest BLOB NOT NULL CHECK (length(digest) = 32),
     record BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS id_settings(
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS id_counters(
+    sequence TEXT PRIMARY KEY,
+    next INTEGER NOT NULL CHECK (next >= 1)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS id_grants(
+    peer BLOB NOT NULL CHECK (length(peer) = 16),
+    request BLOB NOT NULL CHECK (length(request) = 16),
+    sequence TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    ranges BLOB NOT NULL,
+    PRIMARY KEY (peer, request)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS id_pool(
+    sequence TEXT NOT NULL,
+    first INTEGER NOT NULL CHECK (first >= 1),
+    last INTEGER NOT NULL CHECK (last >= first),
+    PRIMARY KEY (sequence, first)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS id_demand(
+    peer BLOB NOT NULL CHECK (length(peer) = 16),
+    request BLOB NOT NULL CHECK (length(request) = 16),
+    sequence TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (peer, request)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS id_refills(
+    request BLOB PRIMARY KEY CHECK (length(request) = 16),
+    sequence TEXT NOT NULL UNIQUE,
+    count INTEGER NOT NULL,
+    above INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -126,7 +166,7 @@ pub struct MailboxStatus {
 /// The durable batch store. One connection; open one per thread (SQLite serialises writers and
 /// lets readers run beside them in WAL mode).
 pub struct Mailbox {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
     limits: Limits,
 }
@@ -200,7 +240,7 @@ impl Mailbox {
         &self.path
     }
 
-    fn sql(&self, source: rusqlite::Error) -> MailboxError {
+    pub(crate) fn sql(&self, source: rusqlite::Error) -> MailboxError {
         MailboxError::Sqlite {
             path: self.path.clone(),
             source,
@@ -375,8 +415,8 @@ impl Mailbox {
     /// they reach without a gap, choosing among overlapping batches the way that repeats the fewest
     /// seqs the peer already has or was just sent (see the `plan` module): a gapless chain of held
     /// batches is served exactly, with no seq twice. A batch wholly covered by `vector` is never
-    /// sent. Bodies are read one row at a time as the iterator advances; only the ranges of the
-    /// origin being served are in memory.
+    /// sent. Bodies are read one row at a time as the iterator advances; the plan itself (row ids,
+    /// 8 bytes per batch) is made up front, so its size is known before the first batch.
     pub fn batches_for(
         &self,
         vector: &VersionVector,
@@ -396,27 +436,38 @@ impl Mailbox {
         exclude: Option<SiteId>,
     ) -> Result<PullPlan, MailboxError> {
         let mine = self.vector()?;
-        let origins = mine
+        let mut ids = Vec::new();
+        for (origin, _) in mine
             .iter()
             .filter(|(o, &covered)| Some(**o) != exclude && covered > vector.get(o))
-            .map(|(o, _)| (*o, vector.get(o)))
-            .collect::<Vec<_>>();
+        {
+            ids.extend(self.plan_origin(origin, vector.get(origin))?);
+        }
+        // The stored lengths, not the bodies: SQLite answers `length()` of a blob from its
+        // record header without reading overflow pages.
+        let mut length = self
+            .conn
+            .prepare_cached("SELECT length(bytes) FROM batches WHERE id = ?1")
+            .map_err(|e| self.sql(e))?;
+        let mut bytes = 0u64;
+        for id in &ids {
+            let n: i64 = length
+                .query_row([id], |r| r.get(0))
+                .map_err(|e| self.sql(e))?;
+            bytes += n as u64;
+        }
         Ok(PullPlan {
-            origins: origins.into_iter(),
-            current: Vec::new().into_iter(),
+            batches: ids.len() as u64,
+            bytes,
+            ids: ids.into_iter(),
         })
     }
 
     /// The next batch of `plan`, read from the file now; `None` when the plan is done.
     pub fn next_batch(&self, plan: &mut PullPlan) -> Result<Option<StoredBatch>, MailboxError> {
-        loop {
-            if let Some(id) = plan.current.next() {
-                return self.batch_by_id(id).map(Some);
-            }
-            let Some((origin, from)) = plan.origins.next() else {
-                return Ok(None);
-            };
-            plan.current = self.plan_origin(&origin, from)?.into_iter();
+        match plan.ids.next() {
+            Some(id) => self.batch_by_id(id).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -647,11 +698,20 @@ fn advance_coverage(conn: &Connection, origin: &SiteId) -> Result<(), rusqlite::
     Ok(())
 }
 
-/// A pull in progress: the origins still to serve and the row ids planned for the current one.
+/// A pull in progress: the row ids still to serve (planned when the pull starts, so its size is
+/// known up front; bodies are read one at a time).
 #[derive(Debug)]
 pub struct PullPlan {
-    origins: std::vec::IntoIter<(SiteId, u64)>,
-    current: std::vec::IntoIter<i64>,
+    ids: std::vec::IntoIter<i64>,
+    batches: u64,
+    bytes: u64,
+}
+
+impl PullPlan {
+    /// The whole plan's size as planned: (batches, encoded bytes).
+    pub fn size(&self) -> (u64, u64) {
+        (self.batches, self.bytes)
+    }
 }
 
 /// The batches a peer lacks, read one at a time: see [`Mailbox::batches_for`].

@@ -3,10 +3,12 @@
 //!
 //! A commit stores the staged batches and the ack's record in one fsynced transaction
 //! ([`Mailbox::commit_push`]); the record is the postcard encoding of the ack's `covered` list, so
-//! a retried commit is answered byte for byte as the first one was.
+//! a retried commit is answered byte for byte as the first one was. Id grants come from
+//! [`Mailbox::grant_ids`] (root counters or the delegated pool, recorded per peer and request).
 
 use crate::error::MailboxError;
 use crate::mailbox::{Mailbox, PullPlan, PushRecord, StagedBatch as MailboxBatch};
+use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::{Covered, SessionId};
 use outpost_protocol::session::{CommitRecord, ServerStore, StagedBatch};
 use outpost_protocol::{SiteId, VersionVector};
@@ -73,5 +75,34 @@ impl ServerStore for Mailbox {
 
     fn next_batch(&mut self, plan: &mut PullPlan) -> Result<Option<Vec<u8>>, MailboxError> {
         Ok(Mailbox::next_batch(self, plan)?.map(|b| b.bytes))
+    }
+
+    fn pull_size(&mut self, plan: &PullPlan) -> Result<Option<(u64, u64)>, MailboxError> {
+        Ok(Some(plan.size()))
+    }
+
+    fn grant_ids(
+        &mut self,
+        peer: &SiteId,
+        request: &IdRequest,
+    ) -> Result<Vec<IdRange>, MailboxError> {
+        let ranges = Mailbox::grant_ids(self, peer, request)?;
+        log::info!(
+            "mailbox={} ids: {} of {:?} for {peer}: {}",
+            self.path().display(),
+            request.count,
+            request.sequence,
+            if ranges.is_empty() {
+                "not now (pool short; demand recorded)".to_string()
+            } else {
+                format!(
+                    "{}..={} in {} range(s)",
+                    ranges[0].first,
+                    ranges[ranges.len() - 1].last,
+                    ranges.len()
+                )
+            }
+        );
+        Ok(ranges)
     }
 }
