@@ -25,9 +25,10 @@ const DEFAULT_STATUS_PORT: u16 = 80;
 const USAGE: &str = "\
 usage:
   outpost-hub run         --data DIR --net std:ADDR[:PORT] [--status-port N | --status ADDR:PORT] [--no-mdns]
-                          [--cloud CODE] [--uplink-min-ms N] [--uplink-max-ms N]
+                          [--cloud CODE] [--uplink-min-ms N] [--uplink-max-ms N] [--id-block N]
                           (--cloud: the code of 'outpost-cloud enroll-code --hub', remembered;
-                          uplink backoff 1000..300000 ms by default)
+                          uplink backoff 1000..300000 ms by default; --id-block: ids asked of the
+                          cloud per refill, 10000 by default)
   outpost-hub run         --data DIR --net packet:IFACE|tap:IFACE [--ip CIDR [--gateway ADDR]]
                           [--port N] [--status-port N]   (DHCP without --ip; port 7420, status 80;
                           --status-port 0: no page)
@@ -55,6 +56,7 @@ struct Args {
     cloud: Option<String>,
     uplink_min_ms: Option<u64>,
     uplink_max_ms: Option<u64>,
+    id_block: Option<u64>,
     addresses: Vec<String>,
     ttl: Option<u64>,
     json: bool,
@@ -100,6 +102,15 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
                 } else {
                     args.uplink_max_ms = ms;
                 }
+            }
+            "--id-block" => {
+                let v = value("--id-block")?;
+                args.id_block = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (1..=1_000_000).contains(n))
+                        .with_context(|| format!("--id-block {v:?}: a count from 1 to 1000000"))?,
+                )
             }
             "--address" => args.addresses.push(value("--address")?),
             "--ttl" => {
@@ -170,10 +181,13 @@ fn run(args: &Args) -> Result<()> {
         .as_deref()
         .context("--net std:ADDR:PORT, packet:IFACE or tap:IFACE is required")?;
     let dir = data_dir(args)?;
-    let uplink_config = uplink::Config::new(
+    let mut uplink_config = uplink::Config::new(
         args.uplink_min_ms.map(Duration::from_millis),
         args.uplink_max_ms.map(Duration::from_millis),
     )?;
+    if let Some(n) = args.id_block {
+        uplink_config.id_block = n;
+    }
     if let Some(code) = &args.cloud {
         if !net.starts_with("std:") {
             own_stack_can_dial(code)?;

@@ -247,6 +247,26 @@ pub struct Snapshot {
     pub last_uplink: Option<u64>,
     /// The uplink, when this hub has one (`run --cloud`).
     pub uplink: Option<UplinkStatus>,
+    /// Where the ids this hub grants come from: `root` (its own counters) or `delegated` (a
+    /// pool of ranges from the cloud).
+    pub id_mode: String,
+    /// Per id sequence.
+    pub ids: Vec<IdStatus>,
+}
+
+/// One id sequence as the status shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdStatus {
+    /// The sequence's name.
+    pub sequence: String,
+    /// Root: the next number it grants.
+    pub next: u64,
+    /// Delegated: numbers left in the pool from the cloud.
+    pub pool: u64,
+    /// Delegated: numbers devices asked for that the pool could not cover yet.
+    pub demand: u64,
+    /// Delegated: numbers asked of the cloud, not granted yet.
+    pub refilling: u64,
 }
 
 /// The uplink as the status shows it.
@@ -335,7 +355,10 @@ impl UplinkStatus {
 impl Snapshot {
     /// Reads the data directory (the databases and the run state).
     pub fn collect(dir: &DataDir) -> Result<Snapshot> {
-        let mailbox = dir.mailbox()?.status()?;
+        let (mailbox, id_mode, ids) = {
+            let mb = dir.mailbox()?;
+            (mb.status()?, mb.id_mode()?, mb.id_status()?)
+        };
         let allowlist = dir.allowlist()?;
         let run = RunState::load(&dir.path)?;
         let now = unix_now();
@@ -388,6 +411,20 @@ impl Snapshot {
                     bytes: o.bytes,
                     covered: o.covered,
                     highest: o.highest,
+                })
+                .collect(),
+            id_mode: match id_mode {
+                outpost_mailbox::IdMode::Root => "root".into(),
+                outpost_mailbox::IdMode::Delegated => "delegated".into(),
+            },
+            ids: ids
+                .into_iter()
+                .map(|i| IdStatus {
+                    sequence: i.sequence,
+                    next: i.next,
+                    pool: i.pool,
+                    demand: i.demand,
+                    refilling: i.refilling,
                 })
                 .collect(),
         })
@@ -470,6 +507,26 @@ impl Snapshot {
                     String::new()
                 }
             );
+        }
+        let _ = writeln!(
+            o,
+            "ids         {}",
+            if self.id_mode == "delegated" {
+                "delegated (pools of ranges from the cloud)"
+            } else {
+                "root (this hub's own counters)"
+            }
+        );
+        for i in &self.ids {
+            if self.id_mode == "delegated" {
+                let _ = writeln!(
+                    o,
+                    "  {}  pool {}  demand {}  refilling {}",
+                    i.sequence, i.pool, i.demand, i.refilling
+                );
+            } else {
+                let _ = writeln!(o, "  {}  next {}", i.sequence, i.next);
+            }
         }
         let errors = self.errors();
         let _ = writeln!(

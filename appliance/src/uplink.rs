@@ -20,6 +20,11 @@
 //!    cut, a refusal), exponential backoff with jitter from [`Config::min`] to [`Config::max`],
 //!    reset by the next success.
 //!
+//! 4. **Id pool** (`outpost_mailbox` `ids`): configuring the uplink switches the mailbox to
+//!    delegated id mode; each session asks, after its pull, for the refills the pool needs (a
+//!    sequence below a quarter of [`Config::id_block`] or below what devices asked for), and a
+//!    device asking for more than the pool holds wakes the uplink at once.
+//!
 //! What the status shows ([`UplinkState`], in `uplink-state.json` next to the run state): the
 //! cloud's address, the state (`never`, `connected`, `backing off`), the last success, the last
 //! error, and the cloud's last known vector, from which `status` computes the backlog.
@@ -35,7 +40,7 @@ use crate::datadir::{unix_now, DataDir};
 use crate::relay::Hub;
 use crate::status::encode_vector;
 use anyhow::{anyhow, bail, Context, Result};
-use outpost_mailbox::{Mailbox, MailboxClient, Moved};
+use outpost_mailbox::{IdMode, Mailbox, MailboxClient, Moved, HUB_BLOCK};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
 use outpost_protocol::enroll_code::EnrollCode;
@@ -136,6 +141,9 @@ pub fn configure(dir: &DataDir, code: &str) -> Result<()> {
     }
     allowlist.set_setting(UPLINK_CLOUD, "")?;
     allowlist.set_setting(UPLINK_CODE, code)?;
+    // From now on the cloud is the root of every id sequence: the hub sub-allocates what it
+    // grants, and its first refill asks above whatever it issued as root.
+    dir.mailbox()?.set_id_mode(IdMode::Delegated)?;
     log::info!(
         "uplink: enrollment code stored for cloud site={} at {}",
         parsed.hub_site,
@@ -176,6 +184,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// Per read or write.
     pub io_timeout: Duration,
+    /// Numbers of a sequence asked of the cloud per refill at least (`--id-block`); a pool is
+    /// refilled when it holds fewer than a quarter of this, or less than devices asked for.
+    pub id_block: u64,
 }
 
 impl Config {
@@ -193,6 +204,7 @@ impl Config {
             debounce: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
+            id_block: HUB_BLOCK,
         })
     }
 }
@@ -365,13 +377,23 @@ impl Uplink {
         }
     }
 
-    /// Returns after `poll`, or `debounce` after the hub's commit count leaves `seen`.
+    /// Returns after `poll`, or `debounce` after the hub's commit count leaves `seen`, or at
+    /// once when a device asked for more ids than the pool holds (checked every 200 ms).
     fn wait_for_news(&self, seen: u64) {
         let deadline = Instant::now() + self.config.poll;
+        let mut tick = 0u32;
         while Instant::now() < deadline {
             if self.hub.commits() != seen {
                 std::thread::sleep(self.config.debounce);
                 return;
+            }
+            tick += 1;
+            if tick % 4 == 0 {
+                match self.mailbox.id_refill_wanted() {
+                    Ok(true) => return,
+                    Ok(false) => {}
+                    Err(e) => log::warn!("uplink: reading the id pool: {e:#}"),
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -424,7 +446,15 @@ impl Uplink {
             batch_limits: BatchLimits::default(),
         });
         let mut store = MailboxClient::new(&mut self.mailbox, site);
+        store.id_block = self.config.id_block;
+        store.id_low_water = self.config.id_block / 4;
         let r = drive(&mut link, &mut client, &mut store);
+        if store.ids_granted > 0 {
+            log::info!(
+                "uplink: the cloud granted {} ids into the pool",
+                store.ids_granted
+            );
+        }
         if let Some(v) = &store.server_vector {
             self.state.cloud_vector = Some(encode_vector(v));
         }

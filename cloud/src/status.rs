@@ -17,7 +17,15 @@ pub fn collect(dir: &DataDir) -> Result<Value> {
         .into_iter()
         .map(|(name, rows)| json!({"name": name, "rows": rows}))
         .collect();
-    let mailbox = dir.mailbox()?.status()?;
+    let (mailbox, ids) = {
+        let mb = dir.mailbox()?;
+        (mb.status()?, mb.id_status()?)
+    };
+    // The cloud is the root of every id sequence: its counters are the next numbers it grants.
+    let ids: serde_json::Map<String, Value> = ids
+        .into_iter()
+        .map(|i| (i.sequence, json!({"next": i.next})))
+        .collect();
     let origins: Vec<Value> = mailbox
         .origins
         .iter()
@@ -83,6 +91,7 @@ pub fn collect(dir: &DataDir) -> Result<Value> {
             "last_apply_error": control.setting(crate::control::LAST_APPLY_ERROR)?,
         },
         "mailbox": {"batches": mailbox.batches, "bytes": mailbox.bytes, "origins": origins},
+        "ids": ids,
         "peers": peers,
         "api_tokens": tokens,
     }))
@@ -153,6 +162,12 @@ pub fn render(v: &Value) -> String {
                 String::new()
             }
         ));
+    }
+    if let Some(ids) = v["ids"].as_object().filter(|m| !m.is_empty()) {
+        line("ids        (the root of every sequence)".into());
+        for (sequence, i) in ids {
+            line(format!("  {sequence}  next {}", s(&i["next"])));
+        }
     }
     let peers = v["peers"].as_array().cloned().unwrap_or_default();
     line(format!("peers      {} enrolled", peers.len()));
