@@ -70,6 +70,7 @@ mod export;
 mod ffi;
 mod fold;
 mod functions;
+mod id_blocks;
 mod ids;
 mod keys;
 mod quarantine;
@@ -128,8 +129,11 @@ static FUNCTIONS: &[FunctionDef] = &[
     def("outpost_enroll", 1, 1, sync::sql_enroll),
     def("outpost_sync", 0, 2, status::sql_sync),
     def("outpost_status", 0, 0, status::sql_status),
+    def("outpost_sync_progress", 0, 0, sync::sql_sync_progress),
     // ids a device can mint offline
     def("outpost_uuid", 0, 0, ids::sql_uuid),
+    def("outpost_reserve_ids", 2, 2, id_blocks::sql_reserve_ids),
+    def("outpost_next_id", 1, 1, id_blocks::sql_next_id),
     // called by the triggers
     def("outpost_tick", 0, 0, clock::sql_tick),
     def("outpost_capturing", 0, 0, clock::sql_capturing),

@@ -197,6 +197,7 @@ pub(crate) fn sql_status(call: &Call, _args: &[Value]) -> Result<Value, Error> {
         "conflicts": count(conn, "SELECT count(*) FROM _outpost_conflict_rows")?,
         "quarantined": count(conn, "SELECT count(*) FROM outpost_quarantine")?,
         "last_error": last_error,
+        "ids": crate::id_blocks::status(conn)?,
     });
     Ok(Value::Text(out.to_string()))
 }

@@ -89,6 +89,7 @@ pub(crate) fn sql_sync(call: &Call, args: &[Value]) -> Result<Value, Error> {
     if !call.conn.autocommit() {
         return Err(Error::InTransaction("outpost_sync"));
     }
+    let _progress = super::progress::Running::start(call.conn);
     sync(call, args, started).map_err(|e| e.into_error("outpost_sync"))
 }
 
@@ -121,7 +122,7 @@ fn sync(call: &Call, args: &[Value], started: Instant) -> Result<Value, SyncErro
     let mut skipped: Vec<(Peer, SyncError)> = Vec::new();
     for peer in candidates {
         match sync_with(call, &id, &peer, options.timeouts) {
-            Ok((mut counts, address)) => {
+            Ok((mut counts, address, ids_granted)) => {
                 peers::synced(call.conn, peer.site, unix_now())?;
                 let live_run = options
                     .live
@@ -150,6 +151,12 @@ fn sync(call: &Call, args: &[Value], started: Instant) -> Result<Value, SyncErro
                     "batches_pulled": counts.batches_pulled,
                     "ms": started.elapsed().as_millis() as u64,
                 });
+                let mut granted = serde_json::Map::new();
+                for (sequence, n) in ids_granted {
+                    let total = granted.get(&sequence).and_then(|v| v.as_u64()).unwrap_or(0);
+                    granted.insert(sequence, json!(total + n));
+                }
+                out["ids_granted"] = serde_json::Value::Object(granted);
                 out["live_ms"] = json!(0);
                 if let Some(run) = live_run {
                     out["live_ms"] = json!(run.elapsed.as_millis() as u64);
@@ -181,25 +188,31 @@ fn sync(call: &Call, args: &[Value], started: Instant) -> Result<Value, SyncErro
     )))
 }
 
-/// Sessions with one peer until nothing is left to push; the counts and the address used.
+/// Numbers granted in a sync, per sequence (one entry per grant).
+type Granted = Vec<(String, u64)>;
+
+/// Sessions with one peer until nothing is left to push; the counts, the address used and the
+/// ids granted (per sequence).
 fn sync_with(
     call: &Call,
     id: &Identity,
     peer: &Peer,
     timeouts: Timeouts,
-) -> Result<(Counts, String), SyncError> {
+) -> Result<(Counts, String, Granted), SyncError> {
     let mut total = Counts::default();
     let mut address = String::new();
+    let mut granted = Vec::new();
     for _ in 0..MAX_SESSIONS {
         let mut store = EngineStore::new(call, id.site);
         let r = session(call, id, peer, timeouts, &mut store, None);
         add(&mut total, &store.counts);
+        granted.append(&mut store.ids_granted);
         address = r?.0;
         if !store.more_to_push {
             break;
         }
     }
-    Ok((total, address))
+    Ok((total, address, granted))
 }
 
 pub(super) fn add(total: &mut Counts, c: &Counts) {
@@ -324,7 +337,8 @@ pub(super) fn session(
     r.map(|end| (address, end))
 }
 
-/// Runs the session until it is done, or, in live mode, until its first pull is complete.
+/// Runs the session until it is done, or, in live mode, until its first pull (and the id
+/// requests after it) is complete.
 fn drive<'c>(
     link: &mut Link,
     client: &mut ClientSession<EngineStore<'c>>,
@@ -342,10 +356,9 @@ fn drive<'c>(
             return Ok(());
         }
         let msg = link.recv()?;
-        let pulled = matches!(msg, Message::PullDone { .. });
         let handled = client.handle(msg, store);
         handled.map_err(|e| typed(e, store))?;
-        if pulled && !client.is_done() {
+        if client.is_live() {
             // Live: the client now waits for `Notify` (nothing to send).
             return Ok(());
         }

@@ -14,7 +14,9 @@
 //! and the sync bookkeeping tables), `transport.rs` (TCP with timeouts, the handshake, the
 //! encrypted message channel), `store.rs` (the protocol's `ClientStore` over the engine's
 //! export and apply), `client.rs` (`outpost_sync`), `live.rs` (its `live_seconds` wait),
-//! `enroll.rs` (`outpost_enroll`).
+//! `enroll.rs` (`outpost_enroll`), `progress.rs` (`outpost_sync_progress`: the running sync's
+//! announced total and what was applied, for any connection of the process). Id reservations
+//! (`crate::id_blocks`) are asked for after each pull; `store.rs` stores their grants.
 //!
 //! **Atomicity.** Both functions refuse to run inside an open transaction. Every write they make
 //! is its own transaction: the counter bump (committed before message 1 leaves), each pulled
@@ -28,11 +30,13 @@ mod enroll;
 mod identity;
 mod live;
 mod peers;
+mod progress;
 mod store;
 mod transport;
 
 pub(crate) use client::sql_sync;
 pub(crate) use enroll::sql_enroll;
+pub(crate) use progress::sql_sync_progress;
 
 use crate::error::Error;
 use outpost_protocol::channel::ChannelError;

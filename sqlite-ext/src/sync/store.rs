@@ -10,6 +10,7 @@ use crate::export::{db_version, sql_changes};
 use crate::functions::Call;
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::BatchHeader;
+use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
 use outpost_protocol::{SiteId, Value, VersionVector};
 use sha2::{Digest, Sha256};
@@ -44,6 +45,8 @@ pub(crate) struct EngineStore<'c> {
     pub more_to_push: bool,
     /// The typed error behind the last `SessionError::Store` (the session keeps only its text).
     pub failed: Option<SyncError>,
+    /// Numbers granted and stored in this session, per sequence.
+    pub ids_granted: Vec<(String, u64)>,
 }
 
 /// An export in progress: own changes above `since`.
@@ -61,6 +64,7 @@ impl<'c> EngineStore<'c> {
             counts: Counts::default(),
             more_to_push: false,
             failed: None,
+            ids_granted: Vec::new(),
         }
     }
 
@@ -178,6 +182,7 @@ impl EngineStore<'_> {
         c.quarantined += count(&json, "quarantined");
         c.pulled += header.range.hi - header.range.lo + 1;
         c.batches_pulled += 1;
+        super::progress::applied(self.call.conn, batch.len() as u64);
         Ok(())
     }
 }
@@ -212,5 +217,25 @@ impl outpost_protocol::session::ClientStore for EngineStore<'_> {
     fn apply_chunk(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), SyncError> {
         let r = self.apply_inner(header, batch);
         self.keep(r)
+    }
+
+    fn pull_size(&mut self, batches: u64, bytes: u64) -> Result<(), SyncError> {
+        super::progress::announced(self.call.conn, batches, bytes);
+        Ok(())
+    }
+
+    fn id_requests(&mut self) -> Result<Vec<IdRequest>, SyncError> {
+        let r = crate::id_blocks::pending_requests(self.call.conn).map_err(SyncError::from);
+        self.keep(r)
+    }
+
+    fn ids_granted(&mut self, request: &IdRequest, ranges: &[IdRange]) -> Result<(), SyncError> {
+        let r =
+            crate::id_blocks::store_grant(self.call.conn, request, ranges).map_err(SyncError::from);
+        let added = self.keep(r)?;
+        if added > 0 {
+            self.ids_granted.push((request.sequence.clone(), added));
+        }
+        Ok(())
     }
 }
