@@ -3,7 +3,9 @@
 //! nothing but temporary files.
 //!
 //! `cargo bench -p outpost --bench workload` (full size). `OUTPOST_BENCH_SCALE=0.1` shrinks the
-//! data, `OUTPOST_BENCH_RUNS=3` takes medians of several runs of the write phases.
+//! data, `OUTPOST_BENCH_RUNS=3` takes medians of several runs of the write phases. Also
+//! `OUTPOST_BENCH_ONLY=w1`, `OUTPOST_BENCH_DIR`, `OUTPOST_BENCH_CAPTURE`, `OUTPOST_BENCH_CHUNK_BYTES`
+//! and `OUTPOST_BENCH_APPLY_GROUP` (see `main` and docs/performance.md).
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -237,6 +239,59 @@ fn insert_visits(conn: &Connection, d: &Data) {
     }
 }
 
+/// `INSERT INTO table VALUES (?,...), (?,...), ...`: `rows` rows of `cols` parameters.
+fn multi_row_sql(table: &str, cols: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; cols].join(","));
+    format!("INSERT INTO {table} VALUES {}", vec![row; rows].join(","))
+}
+
+/// W1 bulk as an app writing `per` rows per statement (multi-row `VALUES`), one prepared
+/// statement per table (and one for the remainder).
+#[inline(never)]
+fn insert_multi_row(conn: &Connection, d: &Data, per: usize) {
+    for chunk in d.patients.chunks(per) {
+        let mut s = conn
+            .prepare_cached(&multi_row_sql("patients", 9, chunk.len()))
+            .unwrap();
+        let mut i = 0;
+        let mut bind = |s: &mut rusqlite::CachedStatement, v: &dyn rusqlite::ToSql| {
+            i += 1;
+            s.raw_bind_parameter(i, v).unwrap();
+        };
+        for p in chunk {
+            bind(&mut s, &p.id);
+            bind(&mut s, &p.given);
+            bind(&mut s, &p.family);
+            bind(&mut s, &p.sex);
+            bind(&mut s, &p.dob);
+            bind(&mut s, &p.village);
+            bind(&mut s, &p.phone);
+            bind(&mut s, &p.visits);
+            bind(&mut s, &p.updated_at);
+        }
+        s.raw_execute().unwrap();
+    }
+    for chunk in d.visits.chunks(per) {
+        let mut s = conn
+            .prepare_cached(&multi_row_sql("visits", 6, chunk.len()))
+            .unwrap();
+        let mut i = 0;
+        let mut bind = |s: &mut rusqlite::CachedStatement, v: &dyn rusqlite::ToSql| {
+            i += 1;
+            s.raw_bind_parameter(i, v).unwrap();
+        };
+        for v in chunk {
+            bind(&mut s, &v.id);
+            bind(&mut s, &d.patients[v.patient].id);
+            bind(&mut s, &v.clinic);
+            bind(&mut s, &v.provider);
+            bind(&mut s, &v.notes);
+            bind(&mut s, &v.created_at);
+        }
+        s.raw_execute().unwrap();
+    }
+}
+
 fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
@@ -335,10 +390,14 @@ fn plain_apply_reference(path: &Path, data: &Data, txns: usize) -> f64 {
 /// Capture-cost variants of W1 bulk (for profiling the write path; `OUTPOST_BENCH_CAPTURE=
 /// plain,select1,append,outpost` runs the listed ones, each once, in that order): no trigger; an
 /// AFTER INSERT trigger whose body is `SELECT 1`; a pure-SQL append of the key to a log; the
-/// tracked tables. Under callgrind, `--toggle-collect='*insert_*'` counts only the inserts.
+/// tracked tables; `plain_multi` and `outpost_multi` write 100 rows per statement. Under callgrind, `--toggle-collect='*insert_*'` counts only the inserts.
 fn capture_variants(data: &Data, base: &Path, which: &str) {
     for v in which.split(',') {
         let path = base.join(format!("cap_{v}.db"));
+        let (v, multi) = match v.strip_suffix("_multi") {
+            Some(base) => (base, true),
+            None => (v, false),
+        };
         let conn = create(&path, v == "outpost");
         let trig = |body: &str| {
             format!(
@@ -359,10 +418,15 @@ fn capture_variants(data: &Data, base: &Path, which: &str) {
         }
         let t = Instant::now();
         conn.execute_batch("BEGIN").unwrap();
-        insert_patients(&conn, &data.patients);
-        insert_visits(&conn, data);
+        if multi {
+            insert_multi_row(&conn, data, 100);
+        } else {
+            insert_patients(&conn, &data.patients);
+            insert_visits(&conn, data);
+        }
         conn.execute_batch("COMMIT").unwrap();
-        println!("capture {v:8} {:7.3} s", secs(t));
+        let how = if multi { "100 rows per statement" } else { "" };
+        println!("capture {v:8} {:7.3} s {how}", secs(t));
     }
 }
 
@@ -459,6 +523,32 @@ fn main() {
             s / b0
         );
     }
+    {
+        // Informational, not the W1 goal: the same rows written 100 per statement (multi-row
+        // VALUES), the shape WORKLOAD.md's shell layouts measured. SQLite's per-statement
+        // trigger cost (statement journal, sub-program set-up) is paid once per 100 rows.
+        let mut multi = [Vec::new(), Vec::new()];
+        for _ in 0..runs {
+            for (k, tracked) in [false, true].into_iter().enumerate() {
+                let path = p(if tracked {
+                    "w1m_outpost.db"
+                } else {
+                    "w1m_plain.db"
+                });
+                let conn = create(&path, tracked);
+                let t = Instant::now();
+                conn.execute_batch("BEGIN").unwrap();
+                insert_multi_row(&conn, &data, 100);
+                conn.execute_batch("COMMIT").unwrap();
+                multi[k].push(secs(t));
+            }
+        }
+        let (m0, m1) = (median(multi[0].clone()), median(multi[1].clone()));
+        println!(
+            "W1 bulk     informational, 100 rows per INSERT statement: plain {m0:7.3} s   outpost {m1:7.3} s   ratio {:.2}x",
+            m1 / m0
+        );
+    }
     if std::env::var("OUTPOST_BENCH_ONLY").is_ok_and(|v| v == "w1") {
         return;
     }
@@ -525,7 +615,12 @@ fn main() {
         sizes[1] as f64 / sizes[0] as f64
     );
 
-    // W3 full export from a fresh W1 database, streamed in ~1 MB chunks
+    // W3 full export from a fresh W1 database, streamed in chunks of at most
+    // OUTPOST_BENCH_CHUNK_BYTES (default 512 KiB, the sync client's batch size, `BATCH_BYTES`)
+    let chunk_bytes: i64 = std::env::var("OUTPOST_BENCH_CHUNK_BYTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512 * 1024);
     let src = p("w3_src.db");
     {
         let conn = create(&src, true);
@@ -546,7 +641,11 @@ fn main() {
         .unwrap();
     loop {
         let b: Option<Vec<u8>> = conn
-            .query_row("SELECT outpost_changes(?1, 1000000)", [since], |r| r.get(0))
+            .query_row(
+                "SELECT outpost_changes(?1, ?2)",
+                [since, chunk_bytes],
+                |r| r.get(0),
+            )
             .unwrap();
         let Some(b) = b else { break };
         let hi = outpost_protocol::batch::codec::decode_header(&b, &Default::default())
@@ -573,13 +672,14 @@ fn main() {
 
     // W4 full apply in a child process (peak memory of the applying process only), the way a
     // new device's first sync runs it: `group` chunks per `outpost_apply_many` call, one
-    // transaction each (OUTPOST_BENCH_APPLY_GROUP, default 4: about 4 MB of batches held by the
-    // call). Then, for comparison, one `outpost_apply` (one transaction) per chunk. Each has its
+    // transaction each (OUTPOST_BENCH_APPLY_GROUP, default 16: with 512 KiB chunks, 8 MiB of
+    // batches per transaction, held twice here: this process's buffers and SQLite's bound copies;
+    // the function borrows them). Then, for comparison, one `outpost_apply` (one transaction) per chunk. Each has its
     // plain reference: the same rows into a fresh plain database in as many transactions.
     let group: usize = std::env::var("OUTPOST_BENCH_APPLY_GROUP")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(4);
+        .unwrap_or(16);
     let target = p("w4.db");
     for g in [group, 1] {
         let out = Command::new(std::env::current_exe().unwrap())

@@ -19,7 +19,7 @@
 use crate::cells;
 use crate::error::{ApplyError, Error};
 use crate::ffi::{Conn, Stmt};
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use crate::schema::{self, quote, Direction, Tracked};
 use crate::sites::Sites;
 use crate::state::{RowStore, Version};
@@ -529,8 +529,8 @@ impl<'c> Applier<'c> {
 }
 
 /// `outpost_apply(batch)`.
-pub(crate) fn sql_apply(call: &Call, args: &[Value]) -> Result<Value, Error> {
-    let Value::Blob(bytes) = &args[0] else {
+pub(crate) fn sql_apply(call: &Call, args: &[Arg]) -> Result<Value, Error> {
+    let Arg::Blob(bytes) = args[0] else {
         return Err(ApplyError::NotABlob.into());
     };
     let batch = codec::decode(bytes, &Limits::default())
@@ -543,13 +543,13 @@ pub(crate) fn sql_apply(call: &Call, args: &[Value]) -> Result<Value, Error> {
 /// first sync receives many chunks; one commit per chunk rewrites most pages of every random-key
 /// index each time (see docs/performance.md, W4), one commit for several chunks writes them once.
 /// Batches are decoded one at a time, inside the transaction.
-pub(crate) fn sql_apply_many(call: &Call, args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_apply_many(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let mut blobs = Vec::with_capacity(args.len());
     for a in args {
-        let Value::Blob(bytes) = a else {
+        let Arg::Blob(bytes) = *a else {
             return Err(ApplyError::NotABlob.into());
         };
-        blobs.push(bytes.as_slice());
+        blobs.push(bytes);
     }
     apply_all(call, Batches::Encoded(&blobs))
 }
@@ -721,7 +721,7 @@ fn apply_batch(
 }
 
 /// `outpost_vector()`: origin (hex) → contiguous coverage, this database included.
-pub(crate) fn sql_vector(call: &Call, _args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_vector(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     schema::ensure(call.conn)?;
     let mut out = serde_json::Map::new();
     out.insert(

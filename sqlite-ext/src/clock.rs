@@ -11,7 +11,7 @@
 
 use crate::error::Error;
 use crate::ffi::Conn;
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use outpost_protocol::{Clock, Hlc, SiteId, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -141,22 +141,25 @@ pub(crate) fn new_site_id() -> Result<SiteId, Error> {
 }
 
 /// `outpost_tick()`: the clock for a local write (called by the triggers).
-pub(crate) fn sql_tick(call: &Call, _args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_tick(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     Ok(Value::Integer(call.session.tick(call.conn)? as i64))
 }
 
 /// `outpost_capturing()`: 1 unless this connection is applying a peer's changes.
-pub(crate) fn sql_capturing(call: &Call, _args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_capturing(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     Ok(Value::Integer(call.session.capturing() as i64))
 }
 
 /// `outpost_site_id()`.
-pub(crate) fn sql_site_id(call: &Call, _args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_site_id(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     crate::schema::ensure(call.conn)?;
     Ok(Value::Blob(site_id(call.conn)?.0.to_vec()))
 }
 
 /// `outpost_pack(v, ...)`: the packed key form (called by the triggers).
-pub(crate) fn sql_pack(_call: &Call, args: &[Value]) -> Result<Value, Error> {
-    Ok(Value::Blob(crate::keys::pack(args)))
+pub(crate) fn sql_pack(_call: &Call, args: &[Arg]) -> Result<Value, Error> {
+    Ok(Value::Blob(crate::keys::pack_args(
+        args.iter().copied(),
+        args.len(),
+    )))
 }

@@ -5,14 +5,14 @@
 //! arriving later stays a conflict). It is recorded even when the value equals the one shown.
 
 use crate::error::Error;
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use crate::schema::{self, quote};
 use crate::triggers::OP_UPDATE;
 use outpost_protocol::Value;
 
 /// `outpost_resolve(id, value)`.
-pub(crate) fn sql_resolve(call: &Call, args: &[Value]) -> Result<Value, Error> {
-    let Value::Integer(id) = args[0] else {
+pub(crate) fn sql_resolve(call: &Call, args: &[Arg]) -> Result<Value, Error> {
+    let Arg::Integer(id) = args[0] else {
         return Err(call.arg_error("the first argument is a conflict id from outpost_conflicts"));
     };
     if !call.conn.autocommit() {
@@ -51,7 +51,7 @@ pub(crate) fn sql_resolve(call: &Call, args: &[Value]) -> Result<Value, Error> {
                 quote(&t.def.columns[col].name),
                 w.join(" AND ")
             ))?;
-            u.bind(1, &args[1])?;
+            u.bind_arg(1, args[1])?;
             for (i, v) in key_vals.iter().enumerate() {
                 u.bind(i + 2, v)?;
             }

@@ -11,7 +11,7 @@
 use crate::cells;
 use crate::error::{ApplyError, Error};
 use crate::ffi::{Conn, Stmt};
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use crate::schema::{self, quote, Direction, Tracked};
 use crate::sites::Sites;
 use crate::state::RowStore;
@@ -29,20 +29,20 @@ pub(crate) fn db_version(conn: Conn) -> Result<u64, Error> {
 }
 
 /// `outpost_db_version()`.
-pub(crate) fn sql_db_version(call: &Call, _args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_db_version(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     schema::ensure(call.conn)?;
     Ok(Value::Integer(db_version(call.conn)? as i64))
 }
 
 /// `outpost_changes(since [, max_bytes])`.
-pub(crate) fn sql_changes(call: &Call, args: &[Value]) -> Result<Value, Error> {
-    let since = match &args[0] {
-        Value::Integer(n) if *n >= 0 => *n as u64,
+pub(crate) fn sql_changes(call: &Call, args: &[Arg]) -> Result<Value, Error> {
+    let since = match args[0] {
+        Arg::Integer(n) if n >= 0 => n as u64,
         _ => return Err(call.arg_error("since must be an integer >= 0 (0 = from the beginning)")),
     };
     let max_bytes = match args.get(1) {
-        None | Some(Value::Null) => None,
-        Some(Value::Integer(n)) if *n > 0 => Some(*n as usize),
+        None | Some(Arg::Null) => None,
+        Some(&Arg::Integer(n)) if n > 0 => Some(n as usize),
         Some(_) => return Err(call.arg_error("max_bytes must be a positive integer")),
     };
     schema::ensure(call.conn)?;
@@ -298,8 +298,8 @@ pub(crate) fn value_json(v: &Value) -> serde_json::Value {
 }
 
 /// `outpost_batch_json(batch)`.
-pub(crate) fn sql_batch_json(call: &Call, args: &[Value]) -> Result<Value, Error> {
-    let Value::Blob(bytes) = &args[0] else {
+pub(crate) fn sql_batch_json(call: &Call, args: &[Arg]) -> Result<Value, Error> {
+    let Arg::Blob(bytes) = args[0] else {
         return Err(call.arg_error("expects a batch blob (from outpost_changes)"));
     };
     let b = codec::decode(bytes, &Limits::default())

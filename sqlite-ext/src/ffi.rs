@@ -13,6 +13,7 @@
 //! mobile): it only ever calls the SQLite that loaded it.
 
 use crate::error::Error;
+use crate::functions::Arg;
 use outpost_protocol::Value;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::OnceLock;
@@ -266,18 +267,22 @@ impl Stmt {
     }
 
     pub(crate) fn bind(&mut self, i: usize, v: &Value) -> Result<(), Error> {
+        self.bind_arg(i, Arg::from(v))
+    }
+
+    pub(crate) fn bind_arg(&mut self, i: usize, v: Arg) -> Result<(), Error> {
         let i = i as c_int;
         let a = api();
         // SAFETY: live statement; text and blob are copied by SQLite (SQLITE_TRANSIENT).
         let rc = unsafe {
             match v {
-                Value::Null => (a.bind_null)(self.stmt, i),
-                Value::Integer(n) => (a.bind_int64)(self.stmt, i, *n),
-                Value::Real(f) => (a.bind_double)(self.stmt, i, *f),
-                Value::Text(t) => {
+                Arg::Null => (a.bind_null)(self.stmt, i),
+                Arg::Integer(n) => (a.bind_int64)(self.stmt, i, n),
+                Arg::Real(f) => (a.bind_double)(self.stmt, i, f),
+                Arg::Text(t) => {
                     (a.bind_text)(self.stmt, i, t.as_ptr().cast(), len(t.len())?, transient())
                 }
-                Value::Blob(b) => {
+                Arg::Blob(b) => {
                     (a.bind_blob)(self.stmt, i, b.as_ptr().cast(), len(b.len())?, transient())
                 }
             }
@@ -421,40 +426,43 @@ fn len(n: usize) -> Result<c_int, Error> {
     c_int::try_from(n).map_err(|_| Error::TooBig(n))
 }
 
-/// Reads a function argument.
+/// A function argument as read: borrowed, or text SQLite holds that is not UTF-8.
+pub(crate) enum RawArg<'a> {
+    Arg(Arg<'a>),
+    BadText(&'a [u8]),
+}
+
+/// Reads a function argument without copying it.
 ///
 /// # Safety
-/// `v` must be a valid `sqlite3_value` for the duration of the call.
-pub(crate) unsafe fn value_of(v: *mut sqlite3_value) -> Value {
+/// `v` must be a valid `sqlite3_value`, unchanged while the returned slices are used (true for a
+/// function's arguments until the call returns: nothing converts them in between).
+pub(crate) unsafe fn arg_of<'a>(v: *mut sqlite3_value) -> RawArg<'a> {
     let a = api();
-    // SAFETY: caller guarantee; buffers copied immediately.
+    // SAFETY: caller guarantee. `value_text`/`value_blob` are called before `value_bytes`, as
+    // SQLite documents, so the length is that of the returned buffer.
     unsafe {
-        match (a.value_type)(v) {
-            INTEGER => Value::Integer((a.value_int64)(v)),
-            FLOAT => Value::Real((a.value_double)(v)),
+        let bytes = |p: *const u8| -> &'a [u8] {
+            let n = (a.value_bytes)(v);
+            if p.is_null() || n <= 0 {
+                &[]
+            } else {
+                std::slice::from_raw_parts(p, n as usize)
+            }
+        };
+        RawArg::Arg(match (a.value_type)(v) {
+            INTEGER => Arg::Integer((a.value_int64)(v)),
+            FLOAT => Arg::Real((a.value_double)(v)),
             TEXT => {
-                let p = (a.value_text)(v);
-                let n = (a.value_bytes)(v);
-                if p.is_null() {
-                    Value::Text(String::new())
-                } else {
-                    Value::Text(
-                        String::from_utf8_lossy(std::slice::from_raw_parts(p, n.max(0) as usize))
-                            .into_owned(),
-                    )
+                let b = bytes((a.value_text)(v));
+                match std::str::from_utf8(b) {
+                    Ok(t) => Arg::Text(t),
+                    Err(_) => return RawArg::BadText(b),
                 }
             }
-            BLOB => {
-                let p = (a.value_blob)(v);
-                let n = (a.value_bytes)(v);
-                if p.is_null() || n <= 0 {
-                    Value::Blob(Vec::new())
-                } else {
-                    Value::Blob(std::slice::from_raw_parts(p.cast::<u8>(), n as usize).to_vec())
-                }
-            }
-            _ => Value::Null,
-        }
+            BLOB => Arg::Blob(bytes((a.value_blob)(v).cast::<u8>())),
+            _ => Arg::Null,
+        })
     }
 }
 

@@ -3,6 +3,12 @@
 //! Each function is registered with `nArg = -1` and checks its own arity, so a wrong call gets a
 //! message naming the function and what it takes. The wrapper catches panics (none may unwind into
 //! C) and turns an [`Error`] into SQLite's code and message in one place.
+//!
+//! Arguments are handed to the body **borrowed** ([`Arg`]): text and blob arguments are slices of
+//! SQLite's own buffers, valid for the call, never copied (a batch blob given to
+//! `outpost_apply_many` is held once by SQLite, not again by the extension). Up to
+//! [`INLINE_ARGS`] arguments live on the stack, so the per-row trigger functions allocate nothing
+//! for their arguments.
 
 use crate::clock::Session;
 use crate::error::Error;
@@ -26,8 +32,36 @@ impl Call<'_> {
     }
 }
 
-/// A function body: arguments in, one value out.
-pub(crate) type Body = fn(&Call, &[Value]) -> Result<Value, Error>;
+/// A function argument, borrowed from SQLite for the duration of the call.
+///
+/// Text that is not valid UTF-8 (SQLite does not check what it stores) is replaced lossily, as
+/// `String::from_utf8_lossy` does; only then is it copied.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Arg<'a> {
+    Null,
+    Integer(i64),
+    Real(f64),
+    Text(&'a str),
+    Blob(&'a [u8]),
+}
+
+impl<'a> From<&'a Value> for Arg<'a> {
+    fn from(v: &'a Value) -> Arg<'a> {
+        match v {
+            Value::Null => Arg::Null,
+            Value::Integer(n) => Arg::Integer(*n),
+            Value::Real(f) => Arg::Real(*f),
+            Value::Text(t) => Arg::Text(t),
+            Value::Blob(b) => Arg::Blob(b),
+        }
+    }
+}
+
+/// A function body: borrowed arguments in, one value out.
+pub(crate) type Body = fn(&Call, &[Arg]) -> Result<Value, Error>;
+
+/// Arguments read into a stack array (more go to the heap).
+pub(crate) const INLINE_ARGS: usize = 8;
 
 /// One row of the registration table in `lib.rs`.
 pub(crate) struct FunctionDef {
@@ -66,10 +100,8 @@ unsafe extern "C" fn trampoline(
                 def.name
             )));
         }
-        // SAFETY: SQLite passes `argc` valid values.
-        let args: Vec<Value> = (0..n)
-            .map(|i| unsafe { ffi::value_of(*argv.add(i)) })
-            .collect();
+        // SAFETY: SQLite passes `argc` valid values, alive until the call returns.
+        let values = unsafe { std::slice::from_raw_parts(argv as *const *mut sqlite3_value, n) };
         // SAFETY: the context belongs to a live connection.
         let conn = Conn(unsafe { (ffi::api().context_db_handle)(ctx) });
         let call = Call {
@@ -77,7 +109,8 @@ unsafe extern "C" fn trampoline(
             session: &reg.session,
             name: def.name,
         };
-        (def.body)(&call, &args)
+        // SAFETY: as above; the borrowed arguments do not outlive this call.
+        unsafe { with_args(values, |args| (def.body)(&call, args)) }
     }));
     match outcome {
         // SAFETY: ctx is the live context of this call.
@@ -93,6 +126,37 @@ unsafe extern "C" fn trampoline(
             )
         },
     }
+}
+
+/// Reads `values` as borrowed arguments and runs `f` on them.
+///
+/// # Safety
+/// Every pointer must be a valid `sqlite3_value` whose buffers stay untouched while `f` runs
+/// (true for a function's arguments during the call).
+unsafe fn with_args<R>(values: &[*mut sqlite3_value], f: impl FnOnce(&[Arg]) -> R) -> R {
+    // Texts that are not UTF-8, replaced lossily: filled before `args` borrows them.
+    let mut lossy: Vec<(usize, String)> = Vec::new();
+    let mut inline = [Arg::Null; INLINE_ARGS];
+    let mut heap = Vec::new();
+    let args: &mut [Arg] = if values.len() <= INLINE_ARGS {
+        &mut inline[..values.len()]
+    } else {
+        heap.resize(values.len(), Arg::Null);
+        &mut heap
+    };
+    for (i, v) in values.iter().enumerate() {
+        // SAFETY: caller guarantee.
+        match unsafe { ffi::arg_of(*v) } {
+            ffi::RawArg::Arg(a) => args[i] = a,
+            ffi::RawArg::BadText(bytes) => {
+                lossy.push((i, String::from_utf8_lossy(bytes).into_owned()))
+            }
+        }
+    }
+    for (i, t) in &lossy {
+        args[*i] = Arg::Text(t);
+    }
+    f(args)
 }
 
 unsafe extern "C" fn destroy(p: *mut c_void) {

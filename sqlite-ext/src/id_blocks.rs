@@ -16,7 +16,7 @@
 
 use crate::error::Error;
 use crate::ffi::Conn;
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use outpost_protocol::id_range::{check_count, check_sequence, IdRange, IdRequest, RequestId};
 use outpost_protocol::Value;
 use serde_json::{json, Map, Value as Json};
@@ -39,11 +39,11 @@ fn has_tables(conn: Conn) -> Result<bool, Error> {
         == 2)
 }
 
-fn sequence_arg(call: &Call, args: &[Value]) -> Result<String, Error> {
+fn sequence_arg(call: &Call, args: &[Arg]) -> Result<String, Error> {
     match args.first() {
-        Some(Value::Text(t)) => {
+        Some(Arg::Text(t)) => {
             check_sequence(t).map_err(|e| call.arg_error(format_args!("sequence: {e}")))?;
-            Ok(t.clone())
+            Ok(t.to_string())
         }
         _ => Err(call.arg_error(
             "sequence must be text: a name of 1 to 64 characters A-Z a-z 0-9 _ . -, e.g. 'patients'",
@@ -62,10 +62,10 @@ fn pending(conn: Conn, sequence: &str) -> Result<i64, Error> {
 
 /// `outpost_reserve_ids(sequence, n)`: asks for `n` more numbers at the next sync; returns the
 /// numbers now pending for the sequence.
-pub(crate) fn sql_reserve_ids(call: &Call, args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_reserve_ids(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let sequence = sequence_arg(call, args)?;
     let count = match args.get(1) {
-        Some(Value::Integer(n)) if check_count(*n as u64).is_ok() && *n > 0 => *n,
+        Some(&Arg::Integer(n)) if check_count(n as u64).is_ok() && n > 0 => n,
         _ => {
             return Err(call
                 .arg_error("n must be an integer from 1 to 1000000 (how many numbers to reserve)"))
@@ -89,7 +89,7 @@ pub(crate) fn sql_reserve_ids(call: &Call, args: &[Value]) -> Result<Value, Erro
 
 /// `outpost_next_id(sequence)`: the lowest granted number not used yet, consumed in the caller's
 /// transaction.
-pub(crate) fn sql_next_id(call: &Call, args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_next_id(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let sequence = sequence_arg(call, args)?;
     let exhausted = |pending: i64| {
         let asked = if pending > 0 {

@@ -11,7 +11,7 @@
 //! each millisecond (getrandom), as for any UUIDv7.
 
 use crate::error::Error;
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use outpost_protocol::Value;
 use std::sync::Mutex;
 
@@ -68,7 +68,7 @@ fn text(id: u128) -> String {
 }
 
 /// `outpost_uuid()`.
-pub(crate) fn sql_uuid(_call: &Call, _args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_uuid(_call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

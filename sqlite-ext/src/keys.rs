@@ -6,6 +6,7 @@
 //! form, never sent on the wire (the batch codec has its own).
 
 use crate::error::Error;
+use crate::functions::Arg;
 use outpost_protocol::uuid_text;
 use outpost_protocol::varint::{read_u64, write_u64};
 use outpost_protocol::Value;
@@ -15,29 +16,36 @@ const LIST: u8 = 2;
 
 /// Packs a list of values.
 pub(crate) fn pack(values: &[Value]) -> Vec<u8> {
-    if let [Value::Text(t)] = values {
-        if let Some(out) = pack_uuid(t.as_bytes()) {
-            return out;
+    pack_args(values.iter().map(Arg::from), values.len())
+}
+
+/// Packs borrowed values (a SQL function's arguments), `n` of them.
+pub(crate) fn pack_args<'a>(values: impl Iterator<Item = Arg<'a>> + Clone, n: usize) -> Vec<u8> {
+    if n == 1 {
+        if let Some(Arg::Text(t)) = values.clone().next() {
+            if let Some(out) = pack_uuid(t.as_bytes()) {
+                return out;
+            }
         }
     }
     let mut out = vec![LIST];
     for v in values {
         match v {
-            Value::Null => out.push(0),
-            Value::Integer(n) => {
+            Arg::Null => out.push(0),
+            Arg::Integer(n) => {
                 out.push(1);
                 out.extend_from_slice(&n.to_be_bytes());
             }
-            Value::Real(f) => {
+            Arg::Real(f) => {
                 out.push(2);
                 out.extend_from_slice(&f.to_bits().to_be_bytes());
             }
-            Value::Text(t) => {
+            Arg::Text(t) => {
                 out.push(3);
                 write_u64(&mut out, t.len() as u64);
                 out.extend_from_slice(t.as_bytes());
             }
-            Value::Blob(b) => {
+            Arg::Blob(b) => {
                 out.push(4);
                 write_u64(&mut out, b.len() as u64);
                 out.extend_from_slice(b);

@@ -83,11 +83,11 @@ mod track;
 mod triggers;
 
 pub use error::{ApplyError, Error};
-use functions::{Call, FunctionDef};
+use functions::{Arg, Call, FunctionDef};
 use outpost_protocol::Value;
 use std::ffi::{c_char, c_int};
 
-fn version(_call: &Call, _args: &[Value]) -> Result<Value, Error> {
+fn version(_call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     Ok(Value::Text(env!("CARGO_PKG_VERSION").to_string()))
 }
 

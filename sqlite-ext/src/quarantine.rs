@@ -7,7 +7,7 @@
 
 use crate::apply::{Applier, Outcome};
 use crate::error::Error;
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use outpost_protocol::batch::{CellChange, CellPayload, RowChange, TableSchema};
 use outpost_protocol::{Hlc, SiteId, Value};
 use serde::{Deserialize, Serialize};
@@ -151,7 +151,7 @@ pub(crate) fn retry_all(call: &Call) -> Result<u64, Error> {
 }
 
 /// `outpost_retry_quarantine()`.
-pub(crate) fn sql_retry(call: &Call, _args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_retry(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     if !call.conn.autocommit() {
         return Err(Error::InTransaction("outpost_retry_quarantine"));
     }

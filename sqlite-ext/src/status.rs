@@ -14,7 +14,7 @@
 
 use crate::error::Error;
 use crate::ffi::Conn;
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use outpost_protocol::Value;
 use serde_json::{json, Value as Json};
 
@@ -60,7 +60,7 @@ fn record_error(conn: Conn, peer: &str, message: &str, now: u64) -> Result<(), E
 }
 
 /// `outpost_sync([peer [, options]])`: the sync client's function, with its outcome recorded.
-pub(crate) fn sql_sync(call: &Call, args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_sync(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     if !call.conn.autocommit() {
         // Refused by the client without touching anything; nothing to record.
         return crate::sync::sql_sync(call, args);
@@ -139,7 +139,7 @@ fn count(conn: Conn, sql: &str) -> Result<i64, Error> {
 }
 
 /// `outpost_status()`.
-pub(crate) fn sql_status(call: &Call, _args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     let conn = call.conn;
     crate::schema::ensure(conn)?;
     let site = crate::clock::site_id(conn)?;

@@ -1,7 +1,7 @@
 //! `outpost_track` and `outpost_untrack`.
 
 use crate::error::Error;
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use crate::schema::{self, quote, ColumnDef, Direction, TableDef, Tracked};
 use outpost_protocol::{Strategy, Value};
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ struct Options {
     allow_integer_pk: bool,
 }
 
-fn parse_options(call: &Call, arg: Option<&Value>) -> Result<Options, Error> {
+fn parse_options(call: &Call, arg: Option<&Arg>) -> Result<Options, Error> {
     let mut o = Options {
         direction: Direction::Both,
         row_lww: false,
@@ -24,8 +24,8 @@ fn parse_options(call: &Call, arg: Option<&Value>) -> Result<Options, Error> {
         allow_integer_pk: false,
     };
     let text = match arg {
-        None | Some(Value::Null) => return Ok(o),
-        Some(Value::Text(t)) => t,
+        None | Some(Arg::Null) => return Ok(o),
+        Some(Arg::Text(t)) => t,
         Some(_) => return Err(call.arg_error("options must be JSON text")),
     };
     let json: serde_json::Value = serde_json::from_str(text)
@@ -75,8 +75,8 @@ fn parse_options(call: &Call, arg: Option<&Value>) -> Result<Options, Error> {
 }
 
 /// `outpost_track(table [, options])`.
-pub(crate) fn sql_track(call: &Call, args: &[Value]) -> Result<Value, Error> {
-    let Value::Text(table) = &args[0] else {
+pub(crate) fn sql_track(call: &Call, args: &[Arg]) -> Result<Value, Error> {
+    let Arg::Text(table) = args[0] else {
         return Err(call.arg_error("the first argument is a table name"));
     };
     let opts = parse_options(call, args.get(1))?;
@@ -192,8 +192,8 @@ fn track(call: &Call, table: &str, opts: Options) -> Result<(), Error> {
 }
 
 /// `outpost_untrack(table)`.
-pub(crate) fn sql_untrack(call: &Call, args: &[Value]) -> Result<Value, Error> {
-    let Value::Text(table) = &args[0] else {
+pub(crate) fn sql_untrack(call: &Call, args: &[Arg]) -> Result<Value, Error> {
+    let Arg::Text(table) = args[0] else {
         return Err(call.arg_error("the argument is a table name"));
     };
     if !call.conn.autocommit() {
@@ -205,7 +205,7 @@ pub(crate) fn sql_untrack(call: &Call, args: &[Value]) -> Result<Value, Error> {
     let r = (|| {
         let Some(t) = schema::load_tracked(conn)?
             .into_iter()
-            .find(|t| &t.def.name == table)
+            .find(|t| t.def.name == table)
         else {
             return Err(Error::Track(format!(
                 "outpost_untrack: \"{table}\" is not tracked"

@@ -38,3 +38,55 @@ fn site_id_is_sixteen_bytes_and_stable() {
     assert_eq!(r.one::<i64>("SELECT outpost_db_version()"), 0);
     assert!(!r.one::<String>("SELECT outpost_version()").is_empty());
 }
+
+/// Functions read their arguments borrowed from SQLite (no copy); what they see is unchanged:
+/// text that is not UTF-8 arrives lossily replaced, as before, and calls with more arguments than
+/// the wrapper keeps on its stack see every one of them.
+#[test]
+fn arguments_arrive_as_sqlite_holds_them() {
+    let r = Replica::new("a", "CREATE TABLE t(id TEXT PRIMARY KEY, x);");
+    let e = r
+        .conn
+        .query_row(
+            "SELECT outpost_track(CAST(x'ff61' AS TEXT))",
+            [],
+            |_| Ok(()),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no table named \"\u{fffd}a\""), "{e}");
+    let uuid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    let packed: Vec<u8> = r.one(&format!("SELECT outpost_pack('{uuid}')"));
+    assert_eq!(packed.len(), 17);
+    assert_eq!(packed[0], 1);
+    assert_eq!(hex::encode(&packed[1..]), uuid.replace('-', ""));
+    // 8 arguments live on the stack, 9 and more on the heap; the packing is a concatenation.
+    let list = |n: usize| -> Vec<u8> {
+        let args: Vec<String> = (1..=n)
+            .map(|i| match i % 4 {
+                0 => format!("{i}"),
+                1 => format!("'t{i}'"),
+                2 => format!("x'{i:02x}ff'"),
+                _ => "NULL".to_string(),
+            })
+            .collect();
+        r.one(&format!("SELECT outpost_pack({})", args.join(", ")))
+    };
+    let (eight, nine, twenty) = (list(8), list(9), list(20));
+    assert!(
+        nine.starts_with(&eight) && twenty.starts_with(&nine),
+        "{eight:?} {nine:?}"
+    );
+    assert_eq!(&eight[..4], &[2, 3, 2, b't']);
+    // An integer argument stays an integer, a blob a blob.
+    assert_ne!(
+        r.one::<Vec<u8>>("SELECT outpost_pack(1)"),
+        r.one::<Vec<u8>>("SELECT outpost_pack('1')")
+    );
+    let e = r
+        .conn
+        .query_row("SELECT outpost_apply_many(x'00', 'text')", [], |_| Ok(()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("blob"), "{e}");
+}

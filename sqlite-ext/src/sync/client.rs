@@ -9,7 +9,7 @@ use super::store::{self, Counts, EngineStore};
 use super::transport::{self, Link, Timeouts};
 use super::{unix_now, SyncError};
 use crate::error::Error;
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::handshake::Purpose;
 use outpost_protocol::message::{Message, PeerRole, SessionId};
@@ -29,12 +29,12 @@ struct Options {
     live: Option<std::time::Duration>,
 }
 
-fn parse_options(arg: Option<&Value>) -> Result<Options, SyncError> {
+fn parse_options(arg: Option<&Arg>) -> Result<Options, SyncError> {
     let mut o = Options::default();
     let text =
         match arg {
-            None | Some(Value::Null) => return Ok(o),
-            Some(Value::Text(t)) => t,
+            None | Some(Arg::Null) => return Ok(o),
+            Some(Arg::Text(t)) => t,
             Some(_) => return Err(SyncError::Argument(
                 "outpost_sync: options must be a JSON object text, e.g. '{\"timeout_ms\": 5000}'"
                     .into(),
@@ -84,7 +84,7 @@ fn parse_options(arg: Option<&Value>) -> Result<Options, SyncError> {
 }
 
 /// `outpost_sync([peer [, options]])`.
-pub(crate) fn sql_sync(call: &Call, args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_sync(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let started = Instant::now();
     if !call.conn.autocommit() {
         return Err(Error::InTransaction("outpost_sync"));
@@ -93,12 +93,12 @@ pub(crate) fn sql_sync(call: &Call, args: &[Value]) -> Result<Value, Error> {
     sync(call, args, started).map_err(|e| e.into_error("outpost_sync"))
 }
 
-fn sync(call: &Call, args: &[Value], started: Instant) -> Result<Value, SyncError> {
+fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError> {
     let wanted = match args.first() {
-        None | Some(Value::Null) => None,
-        Some(Value::Text(t)) => {
+        None | Some(Arg::Null) => None,
+        Some(Arg::Text(t)) => {
             peers::wanted(t)?;
-            Some(t.clone())
+            Some(t.to_string())
         }
         Some(_) => {
             return Err(SyncError::Argument(

@@ -11,7 +11,7 @@ use super::peers::{self, Peer};
 use super::transport::Timeouts;
 use super::{unix_now, SyncError};
 use crate::error::Error;
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use outpost_protocol::enroll_code::EnrollCode;
 use outpost_protocol::handshake::Purpose;
 use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
@@ -19,11 +19,11 @@ use outpost_protocol::{Value, PROTOCOL_VERSION};
 use serde_json::json;
 
 /// `outpost_enroll(code)`.
-pub(crate) fn sql_enroll(call: &Call, args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_enroll(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     if !call.conn.autocommit() {
         return Err(Error::InTransaction("outpost_enroll"));
     }
-    let Value::Text(text) = &args[0] else {
+    let Arg::Text(text) = args[0] else {
         return Err(call.arg_error("expects the enrollment code text ('outpost:...')"));
     };
     enroll(call, text).map_err(|e| e.into_error("outpost_enroll"))

@@ -11,7 +11,7 @@
 use super::identity::db_path;
 use crate::error::Error;
 use crate::ffi::Conn;
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use outpost_protocol::Value;
 use serde_json::json;
 use std::collections::HashMap;
@@ -126,7 +126,7 @@ fn eta_ms(p: &Progress) -> Option<u64> {
 
 /// `outpost_sync_progress()`: JSON of the sync running on this database in this process, or
 /// NULL when none runs.
-pub(crate) fn sql_sync_progress(call: &Call, _args: &[Value]) -> Result<Value, Error> {
+pub(crate) fn sql_sync_progress(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     let Some(k) = key(call.conn) else {
         return Ok(Value::Null);
     };

@@ -7,7 +7,7 @@ use super::SyncError;
 use crate::apply::sql_apply;
 use crate::error::Error;
 use crate::export::{db_version, sql_changes};
-use crate::functions::Call;
+use crate::functions::{Arg, Call};
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::BatchHeader;
 use outpost_protocol::id_range::{IdRange, IdRequest};
@@ -147,8 +147,8 @@ impl EngineStore<'_> {
             return Ok(None);
         }
         let args = [
-            Value::Integer(plan.since as i64),
-            Value::Integer(BATCH_BYTES as i64),
+            Arg::Integer(plan.since as i64),
+            Arg::Integer(BATCH_BYTES as i64),
         ];
         let bytes = match sql_changes(self.call, &args)? {
             Value::Blob(b) => b,
@@ -167,7 +167,7 @@ impl EngineStore<'_> {
     }
 
     fn apply_inner(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), SyncError> {
-        let out = sql_apply(self.call, &[Value::Blob(batch.to_vec())])?;
+        let out = sql_apply(self.call, &[Arg::Blob(batch)])?;
         let Value::Text(json) = out else {
             return Err(SyncError::Engine(Error::Internal(
                 "outpost_apply returned no counts".into(),
