@@ -5,6 +5,16 @@
 //! `last` ([`Clock::observe`]). Adding one to a clock whose counter is `0xffff` carries into the
 //! milliseconds, so the clock never wraps or stalls. Writes are ordered by [`Stamp`]: `(hlc, site)`.
 //!
+//! **Headroom.** A clock adopts wall readings and peers' clocks only up to [`CEILING_MILLIS`],
+//! [`HEADROOM_MILLIS`] below the largest representable value. Without it, one change stamped near
+//! the top (a peer whose RTC reads year 10000, or a crafted batch) would leave every replica that
+//! saw it 65,536 local writes away from a clock that cannot increase: later writes would share a
+//! stamp, and a receiver keeps what it has on an equal stamp, so replicas would diverge. With the
+//! headroom, local writes after the highest adopted clock stay strictly increasing for 2^40 writes.
+//! A change from beyond the ceiling is still accepted and merged (never rejected); only the local
+//! clock stops at the ceiling, so such a change keeps winning over later local writes to the same
+//! field, on every replica alike.
+//!
 //! Receivers never reject a change because of their own wall clock: that would break convergence.
 //! Field clocks are wrong (dead RTC, manual time), so at hello a device compares its wall clock with
 //! the peer's ([`assess_skew`]); past [`SkewPolicy::max_skew_ms`] it writes with the peer's time plus
@@ -19,6 +29,13 @@ use serde::{Deserialize, Serialize};
 pub const COUNTER_BITS: u32 = 16;
 /// The largest millisecond value a clock can hold (48 bits: year 10889).
 pub const MAX_MILLIS: u64 = (1 << 48) - 1;
+
+/// How far below [`MAX_MILLIS`] a clock stops adopting wall readings and observed clocks:
+/// 2^24 ms (about 4.7 hours), room for 2^40 strictly increasing local writes after it.
+pub const HEADROOM_MILLIS: u64 = 1 << 24;
+/// The highest milliseconds a clock adopts from a wall reading or a peer (year 10889 minus
+/// [`HEADROOM_MILLIS`]).
+pub const CEILING_MILLIS: u64 = MAX_MILLIS - HEADROOM_MILLIS;
 
 /// A hybrid logical clock value: `millis << 16 | counter`. Ordered as a plain `u64`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
@@ -60,7 +77,8 @@ impl Hlc {
     }
 
     /// The next clock value: counter + 1, carrying into the milliseconds on overflow. Saturates at
-    /// the largest representable clock (unreachable in practice: 2^64 writes).
+    /// the largest representable clock, which [`Clock`] never reaches: it adopts nothing above
+    /// [`CEILING_MILLIS`], leaving 2^40 increments of headroom.
     pub const fn successor(self) -> Hlc {
         Hlc(self.0.saturating_add(1))
     }
@@ -123,10 +141,10 @@ impl Clock {
         self.offset_ms = offset_ms;
     }
 
-    /// The corrected wall time for a raw wall reading.
+    /// The corrected wall time for a raw wall reading, at most [`CEILING_MILLIS`].
     pub fn corrected(&self, wall_ms: u64) -> u64 {
         let t = wall_ms as i128 + self.offset_ms as i128;
-        t.clamp(0, MAX_MILLIS as i128) as u64
+        t.clamp(0, CEILING_MILLIS as i128) as u64
     }
 
     /// Issues the clock for a local write at wall time `wall_ms`: `max(wall, last + 1)`.
@@ -138,8 +156,10 @@ impl Clock {
     }
 
     /// Takes note of a clock received from a peer, so later local writes order after it.
-    /// Never fails: a clock from the future is accepted (rejecting it would break convergence).
+    /// Never fails: a clock from the future is accepted (rejecting it would break convergence),
+    /// but adopted only up to [`CEILING_MILLIS`] (see the module documentation).
     pub fn observe(&mut self, remote: Hlc) {
+        let remote = remote.min(Hlc::new(CEILING_MILLIS, 0));
         if remote > self.last {
             self.last = remote;
         }

@@ -44,7 +44,8 @@ fn event() -> impl Strategy<Value = Event> {
 proptest! {
     #[test]
     fn local_writes_are_strictly_ordered_whatever_the_wall_clock_does(
-        start in (wall(), any::<u16>()),
+        // A clock resumes from what it issued or adopted: never above the ceiling.
+        start in (wall().prop_map(|w| w.min(CEILING_MILLIS)), any::<u16>()),
         walls in proptest::collection::vec(wall(), 1..100),
     ) {
         let mut clock = Clock::resume(Hlc::new(start.0, start.1));
@@ -87,8 +88,10 @@ proptest! {
                 }
                 Event::Observe(remote) => {
                     clock.observe(remote);
-                    prop_assert_eq!(clock.last(), before.max(remote));
-                    highest_seen = highest_seen.max(remote);
+                    // Adopted up to the ceiling; later writes order after what was adopted.
+                    let adopted = remote.min(Hlc::new(CEILING_MILLIS, 0));
+                    prop_assert_eq!(clock.last(), before.max(adopted));
+                    highest_seen = highest_seen.max(adopted);
                 }
                 Event::SetOffset(ms) => {
                     clock.set_offset(ms);
@@ -127,9 +130,9 @@ proptest! {
                 prop_assert!(skew.unsigned_abs() > policy.max_skew_ms as u128);
                 let mut clock = Clock::default();
                 clock.set_offset(offset_ms);
-                prop_assert_eq!(clock.corrected(local), peer);
+                prop_assert_eq!(clock.corrected(local), peer.min(CEILING_MILLIS));
                 // A moment later, the corrected clock moves with the local one.
-                prop_assert_eq!(clock.corrected(local + 1_000), (peer + 1_000).min(MAX_MILLIS));
+                prop_assert_eq!(clock.corrected(local + 1_000), (peer + 1_000).min(CEILING_MILLIS));
             }
         }
     }
@@ -180,12 +183,40 @@ fn a_clock_from_the_far_future_is_accepted_and_later_writes_follow_it() {
     assert!(t > future);
     assert_eq!(t, future.successor());
 
-    // Even the largest representable clock is accepted; the next write saturates instead of
-    // wrapping to a clock that would order before everything.
+    // Even the largest representable clock is accepted, but adopted only up to the ceiling, so
+    // later writes keep increasing instead of saturating at one shared stamp.
     let max = Hlc::from_u64(u64::MAX);
     clock.observe(max);
-    assert_eq!(clock.last(), max);
-    assert_eq!(clock.tick(NOW), max);
+    assert_eq!(clock.last(), Hlc::new(CEILING_MILLIS, 0));
+    assert_eq!(clock.tick(NOW), Hlc::new(CEILING_MILLIS, 1));
+}
+
+#[test]
+fn writes_after_a_clock_at_the_top_of_the_range_stay_strictly_increasing() {
+    // Found by the `observing_never_lowers..` property: a peer's clock at the largest millisecond
+    // with its counter near 0xffff used to leave 36 writes before every later write got the
+    // same, saturated stamp (equal stamps are kept as they are by receivers: divergence).
+    let mut clock = Clock::default();
+    clock.observe(Hlc::new(MAX_MILLIS, 65_500));
+    let mut previous = clock.last();
+    for wall in [NOW, u64::MAX, MAX_MILLIS, 0]
+        .into_iter()
+        .cycle()
+        .take(300_000)
+    {
+        let t = clock.tick(wall);
+        assert!(t > previous, "tick {t} after {previous} at wall {wall}");
+        previous = t;
+    }
+    // A wall clock stuck past the range behaves the same way.
+    let mut clock = Clock::resume(Hlc::new(NOW, 0));
+    let mut previous = clock.last();
+    for _ in 0..300_000 {
+        let t = clock.tick(u64::MAX);
+        assert!(t > previous);
+        assert!(t.millis() < MAX_MILLIS);
+        previous = t;
+    }
 }
 
 #[test]
@@ -285,8 +316,8 @@ fn the_corrected_clock_stays_within_the_representable_range() {
     assert_eq!(clock.corrected(0), 0);
 
     clock.set_offset(i64::MAX);
-    assert_eq!(clock.corrected(NOW), MAX_MILLIS);
+    assert_eq!(clock.corrected(NOW), CEILING_MILLIS);
     clock.set_offset(0);
-    assert_eq!(clock.corrected(u64::MAX), MAX_MILLIS);
+    assert_eq!(clock.corrected(u64::MAX), CEILING_MILLIS);
     assert_eq!(clock.offset_ms(), 0);
 }
