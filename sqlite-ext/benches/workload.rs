@@ -4,7 +4,7 @@
 //!
 //! `cargo bench -p outpost --bench workload` (full size). `OUTPOST_BENCH_SCALE=0.1` shrinks the
 //! data, `OUTPOST_BENCH_RUNS=3` takes medians of several runs of the write phases. Also
-//! `OUTPOST_BENCH_ONLY=w1`, `OUTPOST_BENCH_DIR`, `OUTPOST_BENCH_CAPTURE`, `OUTPOST_BENCH_CHUNK_BYTES`
+//! `OUTPOST_BENCH_ONLY=w1|w2`, `OUTPOST_BENCH_DIR`, `OUTPOST_BENCH_CAPTURE`, `OUTPOST_BENCH_CHUNK_BYTES`
 //! and `OUTPOST_BENCH_APPLY_GROUP` (see `main` and docs/performance.md).
 
 use rand::rngs::StdRng;
@@ -292,6 +292,25 @@ fn insert_multi_row(conn: &Connection, d: &Data, per: usize) {
     }
 }
 
+/// W2: `UPDATE patients SET village=? WHERE id=?` for every patient, one transaction, on a
+/// fresh W1 database; returns the seconds.
+#[inline(never)]
+fn update_villages(path: &Path, tracked: bool, ps: &[Patient], villages: &[String]) -> f64 {
+    let conn = open(path, tracked);
+    let t = Instant::now();
+    conn.execute_batch("BEGIN").unwrap();
+    {
+        let mut s = conn
+            .prepare("UPDATE patients SET village=?1 WHERE id=?2")
+            .unwrap();
+        for (pt, v) in ps.iter().zip(villages) {
+            s.execute(params![v, pt.id]).unwrap();
+        }
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    secs(t)
+}
+
 fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
@@ -390,10 +409,16 @@ fn plain_apply_reference(path: &Path, data: &Data, txns: usize) -> f64 {
 /// Capture-cost variants of W1 bulk (for profiling the write path; `OUTPOST_BENCH_CAPTURE=
 /// plain,select1,append,outpost` runs the listed ones, each once, in that order): no trigger; an
 /// AFTER INSERT trigger whose body is `SELECT 1`; a pure-SQL append of the key to a log; the
-/// tracked tables; `plain_multi` and `outpost_multi` write 100 rows per statement. Under callgrind, `--toggle-collect='*insert_*'` counts only the inserts.
+/// tracked tables; `plain_multi` and `outpost_multi` write 100 rows per statement. Under
+/// callgrind, `--toggle-collect='*insert_*'` counts only the inserts. `w2_plain` and `w2_outpost`
+/// then run W2 on the database (`--toggle-collect='*update_villages*'` counts only the update).
 fn capture_variants(data: &Data, base: &Path, which: &str) {
     for v in which.split(',') {
         let path = base.join(format!("cap_{v}.db"));
+        let (v, w2) = match v.strip_prefix("w2_") {
+            Some(base) => (base, true),
+            None => (v, false),
+        };
         let (v, multi) = match v.strip_suffix("_multi") {
             Some(base) => (base, true),
             None => (v, false),
@@ -427,6 +452,13 @@ fn capture_variants(data: &Data, base: &Path, which: &str) {
         conn.execute_batch("COMMIT").unwrap();
         let how = if multi { "100 rows per statement" } else { "" };
         println!("capture {v:8} {:7.3} s {how}", secs(t));
+        if w2 {
+            drop(conn);
+            let mut rng = StdRng::seed_from_u64(SEED + 2);
+            let villages: Vec<String> = data.patients.iter().map(|_| name(&mut rng)).collect();
+            let s = update_villages(&path, v == "outpost", &data.patients, &villages);
+            println!("W2 update {v:8} {s:7.3} s");
+        }
     }
 }
 
@@ -474,7 +506,11 @@ fn main() {
         return;
     }
 
-    // W1 bulk and size
+    // W1 bulk and size; W2 update on each run's fresh W1 databases
+    let only = std::env::var("OUTPOST_BENCH_ONLY").unwrap_or_default();
+    let mut rng = StdRng::seed_from_u64(SEED + 2);
+    let villages: Vec<String> = (0..np).map(|_| name(&mut rng)).collect();
+    let mut upd = [Vec::new(), Vec::new()];
     let mut bulk = [Vec::new(), Vec::new()];
     let mut sizes = [0u64; 2];
     for run in 0..runs {
@@ -493,6 +529,10 @@ fn main() {
             bulk[k].push(secs(t));
             if run == 0 {
                 sizes[k] = checkpointed_size(&conn, &path);
+            }
+            drop(conn);
+            if only != "w1" {
+                upd[k].push(update_villages(&path, tracked, &data.patients, &villages));
             }
         }
     }
@@ -549,7 +589,7 @@ fn main() {
             m1 / m0
         );
     }
-    if std::env::var("OUTPOST_BENCH_ONLY").is_ok_and(|v| v == "w1") {
+    if only == "w1" {
         return;
     }
 
@@ -578,36 +618,14 @@ fn main() {
         s1 / s0
     );
 
-    // W2 update (on the W1 databases)
-    let mut upd = [0f64; 2];
-    let mut rng = StdRng::seed_from_u64(SEED + 2);
-    let villages: Vec<String> = (0..np).map(|_| name(&mut rng)).collect();
-    for (k, tracked) in [false, true].into_iter().enumerate() {
-        let path = p(if tracked {
-            "w1_outpost.db"
-        } else {
-            "w1_plain.db"
-        });
-        let conn = open(&path, tracked);
-        let t = Instant::now();
-        conn.execute_batch("BEGIN").unwrap();
-        {
-            let mut s = conn
-                .prepare("UPDATE patients SET village=?1 WHERE id=?2")
-                .unwrap();
-            for (pt, v) in data.patients.iter().zip(&villages) {
-                s.execute(params![v, pt.id]).unwrap();
-            }
-        }
-        conn.execute_batch("COMMIT").unwrap();
-        upd[k] = secs(t);
-    }
+    let (u0, u1) = (median(upd[0].clone()), median(upd[1].clone()));
     println!(
-        "W2 update   plain {:7.3} s   outpost {:7.3} s   ratio {:.2}x",
-        upd[0],
-        upd[1],
-        upd[1] / upd[0]
+        "W2 update   plain {u0:7.3} s   outpost {u1:7.3} s   ratio {:.2}x",
+        u1 / u0
     );
+    if only == "w2" {
+        return;
+    }
     println!(
         "size W1     plain {:7.1} MB  outpost {:7.1} MB  ratio {:.2}x (checkpointed, before the first export)",
         sizes[0] as f64 / 1e6,

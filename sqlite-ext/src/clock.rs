@@ -77,8 +77,13 @@ impl Session {
             .lock()
             .map_err(|_| Error::Internal("clock lock poisoned".into()))?;
         if guard.is_none() {
+            // Resume above what fold recorded and the newest log rows (the log's tail, by its
+            // INTEGER PRIMARY KEY: a bounded read). Not `max(hlc)` over the whole log: that scans
+            // every unfolded row on each connection's first write (12-16 ms after W1's 300k rows,
+            // inside W2's timing). An older row of another connection with a higher clock is safe:
+            // fold raises every local write above the version it replaces.
             let stored = conn.query_i64(
-                "SELECT max(coalesce((SELECT v FROM _outpost_meta WHERE k='hlc'),0), coalesce((SELECT max(hlc) FROM _outpost_log),0))",
+                "SELECT max(coalesce((SELECT v FROM _outpost_meta WHERE k='hlc'),0), coalesce((SELECT max(hlc) FROM (SELECT hlc FROM _outpost_log ORDER BY seq DESC LIMIT 1000)),0))",
                 &[],
             )?;
             *guard = Some(Clock::resume(Hlc::from_u64(stored.unwrap_or(0) as u64)));

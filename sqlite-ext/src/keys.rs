@@ -71,30 +71,29 @@ const HEX_VALUE: [u8; 256] = {
     t
 };
 
+/// Where the 16 hex digit pairs of canonical UUID text start.
+const PAIRS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
 /// The 17-byte packed form of canonical lowercase UUID text (`uuid_text::parse_canonical`'s
 /// language, whose bytes format back to the same text), else `None`. Every tracked write calls
-/// this through `outpost_pack`, so it is a table lookup per digit rather than the generic parse
-/// plus a re-format check (1,650 → 645 instructions per call under callgrind, allocation
-/// included).
+/// this through `outpost_pack`, so it is a table lookup per digit at fixed positions (the
+/// compiler unrolls it, no bounds checks) rather than the generic parse plus a re-format check
+/// (under callgrind: 1,650 instructions per call for the generic parse, 553 for a lookup loop
+/// pushing to a `Vec`, about 150 now, allocation included).
 fn pack_uuid(s: &[u8]) -> Option<Vec<u8>> {
-    if s.len() != 36 || s[8] != b'-' || s[13] != b'-' || s[18] != b'-' || s[23] != b'-' {
+    let s: &[u8; 36] = s.try_into().ok()?;
+    if s[8] != b'-' || s[13] != b'-' || s[18] != b'-' || s[23] != b'-' {
         return None;
     }
-    let mut out = Vec::with_capacity(17);
-    out.push(UUID);
+    let mut out = [0u8; 17];
+    out[0] = UUID;
     let mut bad = 0u8;
-    let mut i = 0;
-    while i < 36 {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            i += 1;
-            continue;
-        }
+    for (o, &i) in out[1..].iter_mut().zip(PAIRS.iter()) {
         let (hi, lo) = (HEX_VALUE[s[i] as usize], HEX_VALUE[s[i + 1] as usize]);
         bad |= hi | lo;
-        out.push((hi << 4) | (lo & 0x0f));
-        i += 2;
+        *o = (hi << 4) | (lo & 0x0f);
     }
-    (bad & 0xf0 == 0).then_some(out)
+    (bad & 0xf0 == 0).then(|| out.to_vec())
 }
 
 /// Unpacks what [`pack`] wrote.

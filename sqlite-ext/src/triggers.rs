@@ -111,10 +111,10 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
         "CREATE TRIGGER {ins} AFTER INSERT ON {tbl} WHEN outpost_capturing() BEGIN
            {log} VALUES ({id}, {key_new}, {OP_INSERT}, outpost_tick(), -1, {ins_vals}); END;
          CREATE TRIGGER {upd} AFTER UPDATE ON {tbl} WHEN outpost_capturing() BEGIN
-           {log} SELECT {id}, {key_new},
+           {log} VALUES ({id}, {key_new},
              CASE WHEN {same_key} THEN {OP_UPDATE} ELSE {OP_REKEY} END, outpost_tick(),
              CASE WHEN {same_key} THEN {mask} ELSE -1 END,
-             CASE WHEN {same_key} THEN {upd_vals} ELSE {rekey_vals} END; END;
+             CASE WHEN {same_key} THEN {upd_vals} ELSE {rekey_vals} END); END;
          CREATE TRIGGER {del} AFTER DELETE ON {tbl} WHEN outpost_capturing() BEGIN
            {log} VALUES ({id}, {key_old}, {OP_DELETE}, outpost_tick(), 0, {del_vals}); END;",
         ins = name(t, "ins"),

@@ -90,3 +90,36 @@ fn arguments_arrive_as_sqlite_holds_them() {
         .to_string();
     assert!(e.contains("blob"), "{e}");
 }
+
+/// The UPDATE trigger's log rows (op, mask, counter deltas, a changed key) and what a peer ends
+/// up with after applying them.
+#[test]
+fn update_trigger_logs_changed_columns_counter_deltas_and_key_changes() {
+    let a = common::clinic("a");
+    let b = common::clinic("b");
+    a.exec("INSERT INTO patients(id, name, village, visits) VALUES ('p1', 'Amina', 'Moshi', 2)");
+    let seq = a.db_version();
+    a.exec("UPDATE patients SET village = 'Tanga', visits = visits + 3 WHERE id = 'p1'");
+    a.exec("UPDATE patients SET village = 'Tanga' WHERE id = 'p1'"); // changes nothing
+                                                                     // (op, mask, vals) of the two updates: columns name, village, visits, allergies are bits 0-3.
+    assert_eq!(
+        a.rows(&format!(
+            "SELECT op, mask, hex(vals) FROM _outpost_log WHERE seq > {seq} ORDER BY seq"
+        )),
+        a.rows("VALUES (2, 6, hex(outpost_pack(3))), (2, 0, hex(outpost_pack(0)))")
+    );
+    a.exec("UPDATE patients SET id = 'p2' WHERE id = 'p1'");
+    assert_eq!(
+        a.one::<i64>("SELECT op FROM _outpost_log ORDER BY seq DESC LIMIT 1"),
+        4
+    );
+    a.sync_to(&b, None);
+    assert_eq!(
+        b.rows("SELECT id, name, village, visits FROM patients"),
+        a.rows("SELECT id, name, village, visits FROM patients")
+    );
+    assert_eq!(
+        b.one::<String>("SELECT id || village || visits FROM patients"),
+        "p2Tanga5"
+    );
+}
