@@ -1,0 +1,328 @@
+//! Cloud figures, printed (not asserted), against the release-built `outpost-cloud run` on
+//! loopback with real device databases (the built `liboutpost.so`):
+//!
+//! - `cloud_live_propagation_latency`: device A commit → device B sees it, both in `outpost_sync`
+//!   live mode with the cloud (the same measurement as `live_mode.rs` through the hub);
+//! - `cloud_ingest_throughput`: devices push the patients/visits workload of
+//!   `shared/bench/WORKLOAD.md` (scaled: `OUTPOST_BENCH_PATIENTS` per device, default 100,000: the full
+//!   W1 size, with twice as many visits) and the time runs until the cloud's tenant tables hold every row;
+//!   changes/s and rows/s, and plain SQLite inserting the same rows in one transaction for a
+//!   ratio.
+//!
+//! Ignored (and left out of `scripts/test`): run with
+//! `cargo test --release -p outpost-tests --test cloud_bench -- --ignored --nocapture --test-threads 1`.
+//! Results are recorded in docs/performance.md ("Cloud", "Live mode").
+
+mod built;
+mod cloudrun;
+
+use built::scratch;
+use cloudrun::{appears, live, n, summary, Cloud, Device};
+use rusqlite::Connection;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const LIVE_SCHEMA: &str =
+    "CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, village TEXT);
+SELECT outpost_track('patients');";
+
+#[test]
+#[ignore = "benchmark: prints live-mode propagation latency through the cloud"]
+fn cloud_live_propagation_latency() {
+    let dir = scratch();
+    let cloud = Cloud::start(&dir.path().join("cloud"));
+    let (a_path, b_path) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    for p in [&a_path, &b_path] {
+        let d = Device::open(p, LIVE_SCHEMA);
+        d.enroll(&cloud.device_code());
+        d.sync("cloud");
+    }
+    let a = Device::open(&a_path, LIVE_SCHEMA);
+    let b = Device::open(&b_path, LIVE_SCHEMA);
+    let samples = 20;
+    let a_live = live(&a_path, LIVE_SCHEMA, "cloud", 60);
+    let b_live = live(&b_path, LIVE_SCHEMA, "cloud", 60);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut ms = Vec::new();
+    for i in 0..samples {
+        let id = format!("lat{i}");
+        let t0 = Instant::now();
+        a.exec(&format!(
+            "INSERT INTO patients(id, name, village) VALUES ('{id}', 'n', 'v')"
+        ));
+        appears(
+            &b,
+            "patients",
+            &id,
+            Duration::from_secs(5),
+            Duration::from_millis(2),
+        )
+        .unwrap_or_else(|| panic!("{id} did not reach B within 5 s"));
+        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+        // Spread the commits over the poll and notify periods (not phase-locked to them).
+        std::thread::sleep(Duration::from_millis(200 + (i * 37) % 250));
+    }
+    drop(cloud);
+    let ra = a_live.join().unwrap().unwrap();
+    let rb = b_live.join().unwrap().unwrap();
+    println!(
+        "live propagation A commit -> B sees it (through the cloud, both live), {samples} samples: {}",
+        summary(&ms)
+    );
+    println!(
+        "A: pushed {} in {} live sessions; B: pulled {} ({} live sessions)",
+        n(&ra, "pushed"),
+        n(&ra, "live_sessions"),
+        n(&rb, "pulled"),
+        n(&rb, "live_sessions")
+    );
+    assert!(n(&rb, "pulled") >= samples);
+}
+
+const WORKLOAD_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS patients(
+  id TEXT PRIMARY KEY NOT NULL, given_name TEXT, family_name TEXT, sex TEXT, dob TEXT,
+  village TEXT, phone TEXT, visit_count INTEGER, updated_at INTEGER);
+CREATE TABLE IF NOT EXISTS visits(
+  id TEXT PRIMARY KEY NOT NULL, patient_id TEXT REFERENCES patients(id), clinic TEXT,
+  provider TEXT, notes TEXT, created_at INTEGER);
+CREATE INDEX IF NOT EXISTS visits_patient ON visits(patient_id);";
+
+/// xorshift64*: the workload's rows from a seed, the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn uuid(&mut self) -> String {
+        let (a, b) = (self.next(), self.next());
+        let h = format!("{a:016x}{b:016x}");
+        format!(
+            "{}-{}-4{}-{:x}{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[13..16],
+            8 + (b & 3),
+            &h[17..20],
+            &h[20..32]
+        )
+    }
+    fn name(&mut self) -> String {
+        const SYL: [&str; 16] = [
+            "ka", "ma", "ni", "to", "ba", "se", "lu", "wa", "ri", "jo", "na", "ke", "mu", "da",
+            "zi", "ha",
+        ];
+        let mut s: String = (0..3 + self.below(3))
+            .map(|_| SYL[self.below(16) as usize])
+            .collect();
+        s[..1].make_ascii_uppercase();
+        s
+    }
+}
+
+const CLINICS: [&str; 6] = [
+    "Moshi Central",
+    "Arusha Health",
+    "Tanga Clinic1",
+    "Kisumu Center",
+    "Mwanza Bay HC",
+    "Dodoma Post 2",
+];
+const WORDS: [&str; 24] = [
+    "fever",
+    "cough",
+    "malaria",
+    "test",
+    "negative",
+    "positive",
+    "referred",
+    "follow-up",
+    "weight",
+    "stable",
+    "prescribed",
+    "paracetamol",
+    "amoxicillin",
+    "rash",
+    "vaccination",
+    "given",
+    "antenatal",
+    "visit",
+    "blood",
+    "pressure",
+    "normal",
+    "review",
+    "in",
+    "two weeks",
+];
+
+/// Inserts one device's share (`patients` patients, twice as many visits) into `conn`, in one
+/// transaction, from `seed`.
+fn insert_workload(conn: &Connection, seed: u64, patients: usize) {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let tx = conn.unchecked_transaction().unwrap();
+    let mut ids = Vec::with_capacity(patients);
+    {
+        let mut p = tx
+            .prepare("INSERT INTO patients VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")
+            .unwrap();
+        for i in 0..patients {
+            let id = rng.uuid();
+            let village = match rng.below(3) {
+                0 => format!("{}ni", rng.name()),
+                1 => format!("{}wa", rng.name()),
+                _ => rng.name(),
+            };
+            p.execute(rusqlite::params![
+                id,
+                rng.name(),
+                rng.name(),
+                if rng.below(2) == 0 { "F" } else { "M" },
+                format!(
+                    "{}-{:02}-{:02}",
+                    1940 + rng.below(80),
+                    1 + rng.below(12),
+                    1 + rng.below(28)
+                ),
+                village,
+                format!("+2557{:08}", rng.below(100_000_000)),
+                rng.below(20) as i64,
+                1_700_000_000_000i64 + i as i64 * 1000,
+            ])
+            .unwrap();
+            ids.push(id);
+        }
+        let mut v = tx
+            .prepare("INSERT INTO visits VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+            .unwrap();
+        for i in 0..patients * 2 {
+            let mut notes = String::new();
+            while notes.len() < 55 {
+                if !notes.is_empty() {
+                    notes.push(' ');
+                }
+                notes.push_str(WORDS[rng.below(24) as usize]);
+            }
+            v.execute(rusqlite::params![
+                rng.uuid(),
+                ids[rng.below(ids.len() as u64) as usize],
+                CLINICS[rng.below(6) as usize],
+                rng.name(),
+                notes,
+                1_700_000_000_000i64 + i as i64 * 500,
+            ])
+            .unwrap();
+        }
+    }
+    tx.commit().unwrap();
+}
+
+/// Plain SQLite (WAL, synchronous=NORMAL, no extension) inserting the same rows: seconds.
+fn plain(path: &Path, seeds: &[u64], patients: usize) -> f64 {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+    )
+    .unwrap();
+    conn.execute_batch(WORKLOAD_SCHEMA).unwrap();
+    let t0 = Instant::now();
+    for &s in seeds {
+        insert_workload(&conn, s, patients);
+    }
+    t0.elapsed().as_secs_f64()
+}
+
+#[test]
+#[ignore = "benchmark: prints the cloud's ingest throughput"]
+fn cloud_ingest_throughput() {
+    let patients: usize = std::env::var("OUTPOST_BENCH_PATIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let devices: usize = std::env::var("OUTPOST_BENCH_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let dir = scratch();
+    let cloud = Cloud::start(&dir.path().join("cloud"));
+    let seeds: Vec<u64> = (0..devices as u64).map(|d| 0x5eed_0000 + d).collect();
+    let schema = format!(
+        "{WORKLOAD_SCHEMA}\nSELECT outpost_track('patients'); SELECT outpost_track('visits');"
+    );
+    let schema: &'static str = Box::leak(schema.into_boxed_str());
+    let paths: Vec<_> = (0..devices)
+        .map(|d| dir.path().join(format!("d{d}.db")))
+        .collect();
+    for (p, &seed) in paths.iter().zip(&seeds) {
+        let d = Device::open(p, schema);
+        d.enroll(&cloud.device_code());
+        insert_workload(&d.conn, seed, patients);
+    }
+    let rows = (devices * patients * 3) as i64;
+
+    let t0 = Instant::now();
+    let pushers: Vec<_> = paths
+        .iter()
+        .map(|p| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let d = Device::open(&p, schema);
+                let r = d.json("SELECT outpost_sync('cloud', '{\"timeout_ms\": 600000}')");
+                (r, t0.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<_> = pushers.into_iter().map(|h| h.join().unwrap()).collect();
+    let pushed_at = results.iter().map(|r| r.1).max().unwrap();
+    let changes: u64 = results.iter().map(|r| n(&r.0, "pushed")).sum();
+    let bytes_note: u64 = results.iter().map(|r| n(&r.0, "batches_pushed")).sum();
+    // Fails when the count stops moving for a minute (an apply error: the log says which).
+    let (mut last, mut moved) = (-1, Instant::now());
+    loop {
+        let held = cloud.count("patients") + cloud.count("visits");
+        if held == rows {
+            break;
+        }
+        if held != last {
+            (last, moved) = (held, Instant::now());
+        }
+        if moved.elapsed() > Duration::from_secs(60) {
+            let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
+            let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+            panic!("the cloud holds {held} of {rows} rows, stalled for 60 s; log (last lines first):\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let total = t0.elapsed().as_secs_f64();
+    let mailbox_bytes: u64 = ["mailbox.db", "mailbox.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::metadata(cloud.data.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    drop(cloud);
+    let plain_s = plain(&dir.path().join("plain.db"), &seeds, patients);
+    println!(
+        "cloud ingest: {devices} devices x ({patients} patients + {} visits) = {rows} rows, \
+         {changes} changes in {bytes_note} batches",
+        patients * 2
+    );
+    println!(
+        "  pushed (all acks) after {:.2} s; every row in the tenant tables after {total:.2} s \
+         (mailbox.db + -wal {:.1} MiB)",
+        pushed_at.as_secs_f64(),
+        mailbox_bytes as f64 / (1 << 20) as f64
+    );
+    println!(
+        "  {:.0} changes/s, {:.0} rows/s end to end; plain SQLite inserting the same rows: \
+         {plain_s:.2} s ({:.0} rows/s): cloud ingest = {:.1}x plain",
+        changes as f64 / total,
+        rows as f64 / total,
+        rows as f64 / plain_s,
+        total / plain_s
+    );
+}
