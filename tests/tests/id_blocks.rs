@@ -1,0 +1,540 @@
+//! Id blocks end to end (issue 7): real `outpost-cloud` and `outpost-hub` processes (the hub with
+//! an uplink, `--cloud CODE`, and a small `--id-block` so it refills often), real TCP on
+//! loopback, device databases with the built `liboutpost.so`.
+//!
+//! - Devices reserving concurrently, two through the hub (which sub-allocates from ranges the
+//!   cloud grants it) and one straight at the cloud, over many rounds: every number handed out by
+//!   `outpost_next_id` anywhere is handed out once, each device gets exactly what it reserved,
+//!   and running out is a clear error.
+//! - A hub cut from the cloud keeps granting from its pool, records what it cannot cover, and
+//!   the device gets it once the cloud is back; a rolled back `outpost_next_id` gives its number
+//!   back; bad arguments are named.
+//!
+//! The test builds `outpost-hub`, `outpost-cloud` and `liboutpost.so` in release mode first.
+
+use rand::{Rng, SeedableRng};
+use rusqlite::Connection;
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier, OnceLock};
+use std::time::{Duration, Instant};
+
+struct Built {
+    hub: PathBuf,
+    cloud: PathBuf,
+    ext: PathBuf,
+}
+
+fn built() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let status = Command::new(env!("CARGO"))
+            .current_dir(root)
+            .args(["build", "--release", "-p", "outpost-hub"])
+            .args(["-p", "outpost-cloud", "-p", "outpost"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the binaries failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let b = Built {
+            hub: target.join("release/outpost-hub"),
+            cloud: target.join("release/outpost-cloud"),
+            ext: target.join("release/liboutpost.so"),
+        };
+        assert!(b.hub.exists() && b.cloud.exists() && b.ext.exists());
+        b
+    })
+}
+
+fn scratch() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn code_of(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .find(|w| w.starts_with("outpost:"))
+        .expect("an outpost: code on stdout")
+        .to_string()
+}
+
+/// A cloud data directory and, while running, its process (killed on drop).
+struct Cloud {
+    data: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Cloud {
+    fn init(data: &Path) -> Cloud {
+        let out = Command::new(&built().cloud)
+            .args(["init", "--data"])
+            .arg(data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Cloud {
+            data: data.to_path_buf(),
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(&built().cloud)
+            .args(["run", "--data"])
+            .arg(&self.data)
+            .args(["--https", "127.0.0.1:0", "--listen"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("protocol ") => break,
+                Some(Ok(_)) => {}
+                _ => panic!("outpost-cloud run ended early"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn code(&self, kind: &str) -> String {
+        code_of(
+            Command::new(&built().cloud)
+                .args(["enroll-code", "--no-qr", kind, "--data"])
+                .arg(&self.data)
+                .args(["--address", &format!("127.0.0.1:{}", self.port)])
+                .output()
+                .unwrap(),
+        )
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = Command::new(&built().cloud)
+            .args(["status", "--json", "--data"])
+            .arg(&self.data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `outpost-hub run --net std:` with an uplink (killed on drop).
+struct Hub {
+    child: Child,
+    data: PathBuf,
+}
+
+impl Hub {
+    fn start(data: &Path, cloud_code: &str, id_block: u64) -> Hub {
+        std::fs::create_dir_all(data).unwrap();
+        let port = free_port();
+        let child = Command::new(&built().hub)
+            .args(["run", "--no-mdns", "--data"])
+            .arg(data)
+            .args(["--net", &format!("std:127.0.0.1:{port}")])
+            .args(["--cloud", cloud_code])
+            .args(["--uplink-min-ms", "100", "--uplink-max-ms", "1000"])
+            .args(["--id-block", &id_block.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
+            .spawn()
+            .unwrap();
+        wait_port(port, "the hub");
+        Hub {
+            child,
+            data: data.to_path_buf(),
+        }
+    }
+
+    fn code(&self) -> String {
+        code_of(
+            Command::new(&built().hub)
+                .args(["enroll-code", "--no-qr", "--data"])
+                .arg(&self.data)
+                .output()
+                .unwrap(),
+        )
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = Command::new(&built().hub)
+            .args(["status", "--json", "--data"])
+            .arg(&self.data)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A device database with the extension loaded.
+struct Device {
+    name: &'static str,
+    conn: Connection,
+}
+
+impl Device {
+    fn open(dir: &Path, name: &'static str) -> Device {
+        let conn = Connection::open(dir.join(format!("{name}.db"))).unwrap();
+        // SAFETY: loading the extension built from this workspace.
+        unsafe {
+            conn.load_extension_enable().unwrap();
+            conn.load_extension(&built().ext, Some("sqlite3_outpost_init"))
+                .unwrap();
+            conn.load_extension_disable().unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, registration INTEGER);
+             SELECT outpost_track('patients');",
+        )
+        .unwrap();
+        Device { name, conn }
+    }
+
+    fn call<T: rusqlite::types::FromSql>(&self, sql: &str) -> Result<T, String> {
+        self.conn
+            .query_row(sql, [], |r| r.get::<_, T>(0))
+            .map_err(|e| e.to_string())
+    }
+
+    fn json(&self, sql: &str) -> serde_json::Value {
+        let text: String = self
+            .call(sql)
+            .unwrap_or_else(|e| panic!("{}: {sql}: {e}", self.name));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn enroll(&self, code: &str) {
+        self.json(&format!("SELECT outpost_enroll('{code}')"));
+    }
+
+    fn ids(&self) -> (u64, u64) {
+        let s = self.json("SELECT outpost_status()");
+        let p = &s["ids"]["patients"];
+        (
+            p["remaining"].as_u64().unwrap_or(0),
+            p["pending"].as_u64().unwrap_or(0),
+        )
+    }
+
+    /// Syncs until `want` numbers are on hand; returns what the syncs reported as granted.
+    fn sync_until(&self, want: u64, bound: Duration) -> u64 {
+        let start = Instant::now();
+        let mut granted = 0;
+        loop {
+            let r = self.json("SELECT outpost_sync()");
+            granted += r["ids_granted"]["patients"].as_u64().unwrap_or(0);
+            if self.ids().0 >= want {
+                return granted;
+            }
+            assert!(
+                start.elapsed() < bound,
+                "{}: {want} ids not granted within {bound:?}: {:?}",
+                self.name,
+                self.ids()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Takes every number on hand, each in a row of its own; the call after the last one fails.
+    fn use_all(&self) -> Vec<u64> {
+        let mut got = Vec::new();
+        loop {
+            match self.call::<i64>("SELECT outpost_next_id('patients')") {
+                Ok(n) => {
+                    self.conn
+                        .execute(
+                            "INSERT INTO patients(id, registration) VALUES (?1, ?2)",
+                            rusqlite::params![format!("{}-{n}", self.name), n],
+                        )
+                        .unwrap();
+                    got.push(n as u64);
+                }
+                Err(e) => {
+                    assert!(
+                        e.contains("outpost_next_id: no ids left for sequence 'patients'")
+                            && e.contains("call outpost_reserve_ids('patients', n) and sync"),
+                        "{e}"
+                    );
+                    return got;
+                }
+            }
+        }
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("OUTPOST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        })
+}
+
+#[test]
+fn devices_reserving_concurrently_through_the_hub_and_the_cloud_never_get_a_number_twice() {
+    const ROUNDS: usize = 30;
+    let seed = seed();
+    eprintln!("seed {seed} (OUTPOST_SEED={seed} to repeat)");
+    let dir = scratch();
+    let mut cloud = Cloud::init(&dir.path().join("cloud"));
+    cloud.start();
+    let hub = Hub::start(&dir.path().join("hub"), &cloud.code("--hub"), 200);
+    let a = Device::open(dir.path(), "a");
+    let c = Device::open(dir.path(), "c");
+    let b = Device::open(dir.path(), "b");
+    a.enroll(&hub.code());
+    c.enroll(&hub.code());
+    b.enroll(&cloud.code("--device"));
+    let start = Instant::now();
+    let barrier = Arc::new(Barrier::new(3));
+    let threads: Vec<_> = [a, b, c]
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ (i as u64 + 1));
+                let (mut asked, mut got, mut reported) = (0u64, Vec::new(), 0u64);
+                for _ in 0..ROUNDS {
+                    barrier.wait();
+                    let n: u64 = rng.gen_range(1..=150);
+                    let pending: i64 = d
+                        .call(&format!("SELECT outpost_reserve_ids('patients', {n})"))
+                        .unwrap();
+                    assert_eq!(pending as u64, n);
+                    asked += n;
+                    reported += d.sync_until(n, Duration::from_secs(20));
+                    let taken = d.use_all();
+                    assert_eq!(taken.len() as u64, n, "{}: exactly what it asked", d.name);
+                    got.extend(taken);
+                }
+                assert_eq!(d.ids(), (0, 0));
+                (d.name, asked, reported, got)
+            })
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for t in threads {
+        let (name, asked, reported, got) = t.join().unwrap_or_else(|_| {
+            panic!(
+                "a device thread failed (seed {seed})\nhub log:\n{}",
+                hub.log()
+            )
+        });
+        assert_eq!(got.len() as u64, asked, "{name}");
+        assert_eq!(
+            reported, asked,
+            "{name}: outpost_sync reported each grant once"
+        );
+        for n in got {
+            assert!(seen.insert(n), "number {n} handed out twice (seed {seed})");
+        }
+        total += asked;
+    }
+    eprintln!(
+        "{ROUNDS} rounds, {total} numbers, no number twice, in {:?}",
+        start.elapsed()
+    );
+    // The hub sub-allocated from the cloud (delegated), and the cloud is the root.
+    let s = hub.status();
+    assert_eq!(s["id_mode"], "delegated", "{s}");
+    assert!(
+        hub.log().contains("the cloud granted"),
+        "the hub refilled from the cloud"
+    );
+    let next = cloud.status()["ids"]["patients"]["next"].as_u64().unwrap();
+    assert!(
+        next > *seen.iter().max().unwrap(),
+        "the cloud granted every number"
+    );
+}
+
+#[test]
+fn a_hub_cut_from_the_cloud_keeps_granting_from_its_pool() {
+    let dir = scratch();
+    let mut cloud = Cloud::init(&dir.path().join("cloud"));
+    cloud.start();
+    let hub = Hub::start(&dir.path().join("hub"), &cloud.code("--hub"), 1000);
+    let a = Device::open(dir.path(), "a");
+    let c = Device::open(dir.path(), "c");
+    let b = Device::open(dir.path(), "b");
+    a.enroll(&hub.code());
+    c.enroll(&hub.code());
+    b.enroll(&cloud.code("--device"));
+    // Bad arguments are named; nothing is reserved.
+    for (sql, says) in [
+        (
+            "SELECT outpost_reserve_ids('has space', 5)",
+            "outpost_reserve_ids: sequence: sequence name has a character",
+        ),
+        (
+            "SELECT outpost_reserve_ids('patients', 0)",
+            "outpost_reserve_ids: n must be an integer from 1 to 1000000",
+        ),
+        (
+            "SELECT outpost_reserve_ids(7, 5)",
+            "outpost_reserve_ids: sequence must be text",
+        ),
+        (
+            "SELECT outpost_next_id('patients')",
+            "no ids left for sequence 'patients' (none requested)",
+        ),
+    ] {
+        let e = a.call::<i64>(sql).unwrap_err();
+        assert!(e.contains(says), "{sql}: {e}");
+    }
+    // The hub's first pool: a device's reservation brings it in.
+    a.call::<i64>("SELECT outpost_reserve_ids('patients', 10)")
+        .unwrap();
+    a.sync_until(10, Duration::from_secs(20));
+    let mut all: Vec<u64> = a.use_all();
+    cloud.kill();
+
+    // Offline clinic: the pool (990 left) covers 300 + 500 at once.
+    a.call::<i64>("SELECT outpost_reserve_ids('patients', 300)")
+        .unwrap();
+    c.call::<i64>("SELECT outpost_reserve_ids('patients', 500)")
+        .unwrap();
+    assert_eq!(
+        a.json("SELECT outpost_sync()")["ids_granted"]["patients"],
+        300
+    );
+    assert_eq!(
+        c.json("SELECT outpost_sync()")["ids_granted"]["patients"],
+        500
+    );
+    // Inside the app's transaction: a rollback gives the number back.
+    a.conn.execute_batch("BEGIN").unwrap();
+    let first = a.call::<i64>("SELECT outpost_next_id('patients')").unwrap();
+    a.conn.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(
+        a.call::<i64>("SELECT outpost_next_id('patients')").unwrap(),
+        first
+    );
+    all.push(first as u64);
+    all.extend(a.use_all());
+    all.extend(c.use_all());
+    // More than the pool holds: nothing now, the demand is recorded, the error says so.
+    a.call::<i64>("SELECT outpost_reserve_ids('patients', 500)")
+        .unwrap();
+    let r = a.json("SELECT outpost_sync()");
+    assert_eq!(r["ids_granted"], serde_json::json!({}), "{r}");
+    assert_eq!(a.ids(), (0, 500));
+    let e = a
+        .call::<i64>("SELECT outpost_next_id('patients')")
+        .unwrap_err();
+    assert!(
+        e.contains("(500 requested, waiting for the next sync)"),
+        "{e}"
+    );
+    let s = hub.status();
+    let ids = &s["ids"][0];
+    assert_eq!(
+        (
+            ids["sequence"].as_str(),
+            ids["pool"].as_u64(),
+            ids["demand"].as_u64()
+        ),
+        (Some("patients"), Some(190), Some(500)),
+        "{s}"
+    );
+
+    // The cloud is back: a device at the cloud reserves meanwhile, the hub refills.
+    cloud.start();
+    b.call::<i64>("SELECT outpost_reserve_ids('patients', 100)")
+        .unwrap();
+    b.sync_until(100, Duration::from_secs(20));
+    a.sync_until(500, Duration::from_secs(20));
+    all.extend(a.use_all());
+    all.extend(b.use_all());
+    let n = all.len();
+    assert_eq!(n, 10 + 300 + 500 + 500 + 100);
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "a number handed out twice");
+}
