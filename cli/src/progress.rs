@@ -1,10 +1,16 @@
-//! Progress of a long sync, measured from a second connection (see `session.rs`): changes
-//! received (the growth of `_outpost_vector`'s coverage) and bytes written (the growth of the
-//! database file and its WAL), with the rate as the estimate. On a terminal, one line redrawn on
-//! stderr; otherwise JSON lines on stdout: `{"progress":{"changes":..,"bytes":..,"changes_per_s":..,"bytes_per_s":..,"elapsed_ms":..}}`.
-//! Nothing is shown for a sync shorter than 300 ms.
+//! Progress of a long sync, measured from a second connection of this process (see
+//! `session.rs`): changes received (the growth of `_outpost_vector`'s coverage), bytes written
+//! (the growth of the database file and its WAL), and, from `outpost_sync_progress()`, the pull's
+//! total as the peer announced it before its first batch, the batches and bytes applied of it,
+//! and the time left at the rate since the announcement. On a terminal, one line redrawn on
+//! stderr; otherwise JSON lines on stdout:
+//! `{"progress":{"changes":..,"bytes":..,"changes_per_s":..,"bytes_per_s":..,"elapsed_ms":..,
+//! "batches":..,"total_batches":..,"pulled_bytes":..,"total_bytes":..,"eta_ms":..,"done":..}}`
+//! (`total_*` and `eta_ms` are null until known). Nothing is shown for a sync shorter than
+//! 300 ms.
 
 use rusqlite::{Connection, OpenFlags};
+use serde_json::Value as Json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +32,8 @@ pub struct Running {
     changes0: i64,
     bytes0: u64,
     shown: bool,
+    /// The last `outpost_sync_progress()` figures seen.
+    pull: Json,
 }
 
 fn covered(conn: &Connection) -> i64 {
@@ -35,6 +43,32 @@ fn covered(conn: &Connection) -> i64 {
         |r| r.get(0),
     )
     .unwrap_or(0)
+}
+
+/// The running sync's figures (`outpost_sync_progress()`), `Null` when none runs.
+fn announced(conn: &Connection) -> Json {
+    conn.query_row("SELECT outpost_sync_progress()", [], |r| {
+        r.get::<_, Option<String>>(0)
+    })
+    .ok()
+    .flatten()
+    .and_then(|t| serde_json::from_str(&t).ok())
+    .unwrap_or(Json::Null)
+}
+
+/// `12.3 MB`.
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// `1 min 5 s left`, `7 s left`.
+fn left(ms: u64) -> String {
+    let s = ms.div_ceil(1000);
+    if s >= 60 {
+        format!("{} min {} s left", s / 60, s % 60)
+    } else {
+        format!("{s} s left")
+    }
 }
 
 fn file_bytes(db: &Path) -> u64 {
@@ -58,6 +92,7 @@ impl Progress {
             started: Instant::now(),
             last_shown: None,
             shown: false,
+            pull: Json::Null,
         })
     }
 }
@@ -77,15 +112,43 @@ impl Running {
         self.show(false);
     }
 
-    /// The last figures, once, if any were shown.
-    pub fn finish(&mut self) {
-        if self.shown {
-            self.show(true);
+    /// The last figures, once, if any were shown. After a successful sync the whole announced
+    /// pull was applied (its end comes after its last batch), whatever the last reading said.
+    pub fn finish(&mut self, synced: bool) {
+        if !self.shown {
+            return;
         }
+        if synced {
+            if let Some(p) = self.pull.as_object_mut() {
+                for (done, total) in [("batches", "total_batches"), ("bytes", "total_bytes")] {
+                    if let Some(t) = p.get(total).cloned().filter(Json::is_u64) {
+                        p.insert(done.into(), t);
+                    }
+                }
+            }
+        }
+        self.show(true);
     }
 
     fn show(&mut self, last: bool) {
         self.shown = true;
+        // Read before the sync returns (after it, the figures are gone): the last line keeps the
+        // previous ones.
+        if !last {
+            let p = announced(&self.conn);
+            if !p.is_null() {
+                self.pull = p;
+            }
+        }
+        let p = &self.pull;
+        let u = |k: &str| p.get(k).and_then(Json::as_u64);
+        let (batches, pulled) = (u("batches").unwrap_or(0), u("bytes").unwrap_or(0));
+        let (total_batches, total_bytes) = (u("total_batches"), u("total_bytes"));
+        let eta_ms = if last && total_bytes.is_some() {
+            Some(0)
+        } else {
+            u("eta_ms")
+        };
         let changes = (covered(&self.conn) - self.changes0).max(0);
         let bytes = file_bytes(&self.db).saturating_sub(self.bytes0);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
@@ -93,9 +156,18 @@ impl Running {
         match self.mode {
             Progress::Terminal => {
                 let mut err = std::io::stderr();
+                let of = match (total_batches, total_bytes) {
+                    (Some(tb), Some(t)) => format!(
+                        ", pulled {} of {} ({batches}/{tb} batches, {})",
+                        mb(pulled),
+                        mb(t),
+                        eta_ms.map_or("time left unknown".into(), left)
+                    ),
+                    _ => String::new(),
+                };
                 let _ = write!(
                     err,
-                    "\rsyncing: {changes} changes received, {:.1} MB written, {:.0} changes/s, {:.1} MB/s, {:.0} s{}",
+                    "\rsyncing: {changes} changes received{of}, {:.1} MB written, {:.0} changes/s, {:.1} MB/s, {:.0} s{}",
                     bytes as f64 / 1e6,
                     cps,
                     bps / 1e6,
@@ -109,6 +181,8 @@ impl Running {
                     "changes": changes, "bytes": bytes,
                     "changes_per_s": cps.round() as u64, "bytes_per_s": bps.round() as u64,
                     "elapsed_ms": (secs * 1000.0) as u64, "done": last,
+                    "batches": batches, "total_batches": total_batches,
+                    "pulled_bytes": pulled, "total_bytes": total_bytes, "eta_ms": eta_ms,
                 }});
                 let mut out = std::io::stdout();
                 let _ = writeln!(out, "{line}");

@@ -1,11 +1,11 @@
 //! One `outpost_sync` call, watched: progress while it runs, interrupted if a stop is asked.
 //!
-//! The sync client reports nothing until it returns, so progress is measured from outside, by
-//! a second connection to the same file: every pulled chunk is committed with its vector
-//! advance, so the sum of `_outpost_vector` grows by the changes received, and the file (plus
-//! its WAL) grows by what was written. That is real progress, chunk by chunk; what it cannot
-//! give is the total still to come (the peer's vector in its hello is not exposed), so the
-//! estimate is a rate, not a time left.
+//! The sync call returns only at its end, so progress is read from a second connection of this
+//! process to the same file: every pulled chunk is committed with its vector advance, so the sum
+//! of `_outpost_vector` grows by the changes received and the file (plus its WAL) by what was
+//! written; and `outpost_sync_progress()` (the engine is linked into this process, so both
+//! connections share its figures) gives the pull's total as the peer announced it before the
+//! first chunk, what was applied of it, and the time left.
 
 use crate::progress::Progress;
 use crate::stop;
@@ -44,22 +44,22 @@ pub fn run(
             while !done.load(Ordering::SeqCst) {
                 if stop::requested() {
                     interrupt.interrupt();
-                    return;
+                    return None;
                 }
                 if let Some(p) = progress.as_mut() {
                     p.tick();
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            if let Some(p) = progress.as_mut() {
-                p.finish();
-            }
+            progress
         })
     };
     let r: rusqlite::Result<String> =
         conn.query_row("SELECT outpost_sync(?1, ?2)", (peer, options), |r| r.get(0));
     done.store(true, Ordering::SeqCst);
-    let _ = watcher.join();
+    if let Ok(Some(mut p)) = watcher.join() {
+        p.finish(r.is_ok());
+    }
     Ok(match r {
         Ok(text) => Outcome::Synced(serde_json::from_str(&text)?),
         Err(rusqlite::Error::SqliteFailure(e, msg)) => {

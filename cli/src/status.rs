@@ -54,6 +54,21 @@ pub fn describe(s: &Json) -> String {
         s["conflicts"],
         s["quarantined"],
     ));
+    if let Some(ids) = s["ids"].as_object().filter(|m| !m.is_empty()) {
+        out.push_str("ids (outpost_next_id):\n");
+        for (sequence, i) in ids {
+            let remaining = i["remaining"].as_u64().unwrap_or(0);
+            let pending = i["pending"].as_u64().unwrap_or(0);
+            out.push_str(&format!("  {sequence}: {remaining} left"));
+            if pending > 0 {
+                out.push_str(&format!(", {pending} reserved for the next sync"));
+            }
+            if remaining == 0 {
+                out.push_str(" (NONE LEFT: outpost_next_id fails until a sync grants more)");
+            }
+            out.push('\n');
+        }
+    }
     match s["last_error"].as_object() {
         None => out.push_str("last error: none\n"),
         Some(e) => out.push_str(&format!(

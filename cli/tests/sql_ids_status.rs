@@ -115,3 +115,52 @@ fn status_counts_pending_writes_and_says_not_enrolled() {
     );
     assert_eq!(s["last_error"]["since_last_sync"], true);
 }
+
+#[test]
+fn status_shows_reserved_ids_and_says_when_none_are_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let conn = open(&path);
+    let pending: i64 = conn
+        .query_row("SELECT outpost_reserve_ids('patients', 5)", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(pending, 5);
+    let pending: i64 = conn
+        .query_row("SELECT outpost_reserve_ids('patients', 7)", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(pending, 12, "the numbers pending for the sequence");
+    let s: String = conn
+        .query_row("SELECT outpost_status()", [], |r| r.get(0))
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_str(&s).unwrap();
+    assert_eq!(
+        s["ids"],
+        serde_json::json!({"patients": {"remaining": 0, "pending": 12}})
+    );
+    let e = conn
+        .query_row("SELECT outpost_next_id('patients')", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("no ids left for sequence 'patients' (12 requested, waiting for the next sync)"),
+        "{e}"
+    );
+    drop(conn);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["status", "--db"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("  patients: 0 left, 12 reserved for the next sync (NONE LEFT"),
+        "{text}"
+    );
+}

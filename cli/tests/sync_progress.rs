@@ -1,0 +1,226 @@
+//! Progress with a total and a time left: a device pulls a few MB through the release-built
+//! `outpost-hub` (real TCP on loopback, real database files). The peer announces the pull's size
+//! before its first batch; `outpost_sync_progress()` shows it from a second connection of the
+//! syncing process while the sync runs (NULL before and after), and `outpost sync --json` prints
+//! progress lines with `total_bytes` and `eta_ms`.
+
+use rusqlite::Connection;
+use serde_json::Value as Json;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Init = unsafe extern "C" fn(
+    *mut rusqlite::ffi::sqlite3,
+    *mut *mut std::ffi::c_char,
+    *const rusqlite::ffi::sqlite3_api_routines,
+) -> std::ffi::c_int;
+
+fn open(path: &Path) -> Connection {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: the same C ABI; pointer types differ only by the declaring crate.
+        let init = unsafe {
+            std::mem::transmute::<*const (), Init>(outpost::sqlite3_outpost_init as *const ())
+        };
+        // SAFETY: registering a valid entry point.
+        let rc = unsafe { rusqlite::ffi::sqlite3_auto_extension(Some(init)) };
+        assert_eq!(rc, 0);
+    });
+    let c = Connection::open(path).unwrap();
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    c
+}
+
+/// The release-built hub (built once; a no-op when it is up to date).
+fn hub_bin() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args(["build", "--release", "-p", "outpost-hub"])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building the hub failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("release/outpost-hub")
+}
+
+struct Hub {
+    child: Child,
+    bin: PathBuf,
+    data: PathBuf,
+}
+
+impl Hub {
+    fn start(data: &Path) -> Hub {
+        let bin = hub_bin();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&bin)
+            .args(["run", "--no-mdns", "--data"])
+            .arg(data)
+            .args(["--net", &format!("std:127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the hub did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Hub {
+            child,
+            bin,
+            data: data.to_path_buf(),
+        }
+    }
+
+    fn code(&self) -> String {
+        let out = Command::new(&self.bin)
+            .args(["enroll-code", "--no-qr", "--data"])
+            .arg(&self.data)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .find(|w| w.starts_with("outpost:"))
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn device(path: &Path, hub: &Hub) -> Connection {
+    let c = open(path);
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         CREATE TABLE notes(id TEXT PRIMARY KEY NOT NULL, body TEXT);
+         SELECT outpost_track('notes');",
+    )
+    .unwrap();
+    c.query_row(
+        &format!("SELECT outpost_enroll('{}')", hub.code()),
+        [],
+        |r| r.get::<_, String>(0),
+    )
+    .unwrap();
+    c
+}
+
+fn progress(c: &Connection) -> Option<Json> {
+    c.query_row("SELECT outpost_sync_progress()", [], |r| {
+        r.get::<_, Option<String>>(0)
+    })
+    .unwrap()
+    .map(|t| serde_json::from_str(&t).unwrap())
+}
+
+#[test]
+fn a_pull_shows_its_announced_total_and_time_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub = Hub::start(&dir.path().join("hub"));
+    // The source: 20000 rows of ~200 bytes, pushed to the hub.
+    let a = device(&dir.path().join("a.db"), &hub);
+    a.execute_batch(
+        "BEGIN;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO notes SELECT 'n' || i, hex(randomblob(100)) FROM n;
+         COMMIT;",
+    )
+    .unwrap();
+    a.query_row("SELECT outpost_sync()", [], |r| r.get::<_, String>(0))
+        .unwrap();
+
+    // B pulls in this process while a second connection watches.
+    let b_path = dir.path().join("b.db");
+    let b = device(&b_path, &hub);
+    let watcher = open(&b_path);
+    assert_eq!(progress(&watcher), None, "no sync runs yet");
+    let done = Arc::new(AtomicBool::new(false));
+    let seen = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                if let Some(p) = progress(&watcher) {
+                    seen.push(p);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (seen, progress(&watcher))
+        })
+    };
+    let out: String = b
+        .query_row("SELECT outpost_sync()", [], |r| r.get(0))
+        .unwrap();
+    done.store(true, Ordering::SeqCst);
+    let (seen, after) = seen.join().unwrap();
+    let out: Json = serde_json::from_str(&out).unwrap();
+    assert_eq!(after, None, "nothing runs after the sync returned");
+    let pulled = out["batches_pulled"].as_u64().unwrap();
+    assert!(pulled > 1, "{out}");
+    let announced: Vec<&Json> = seen.iter().filter(|p| p["total_bytes"].is_u64()).collect();
+    assert!(!announced.is_empty(), "the total was announced: {seen:?}");
+    let total_bytes = announced[0]["total_bytes"].as_u64().unwrap();
+    for p in &announced {
+        assert_eq!(p["total_batches"].as_u64(), Some(pulled), "{p}");
+        assert_eq!(p["total_bytes"].as_u64(), Some(total_bytes), "{p}");
+        assert!(p["bytes"].as_u64().unwrap() <= total_bytes, "{p}");
+    }
+    assert!(
+        announced
+            .iter()
+            .any(|p| p["eta_ms"].is_u64() && p["batches"].as_u64() < Some(pulled)),
+        "a time left while batches were still coming: {announced:?}"
+    );
+    assert!(total_bytes > 2_000_000, "{total_bytes}");
+
+    // C pulls through the `outpost` command: JSON progress lines with the total and time left.
+    let c_path = dir.path().join("c.db");
+    drop(device(&c_path, &hub));
+    let run = Command::new(env!("CARGO_BIN_EXE_outpost"))
+        .args(["sync", "--json", "--db"])
+        .arg(&c_path)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let lines: Vec<Json> = String::from_utf8(run.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Json>(l).ok())
+        .filter_map(|j| j.get("progress").cloned())
+        .collect();
+    assert!(!lines.is_empty(), "progress lines for a sync of seconds");
+    let last = lines.last().unwrap();
+    assert_eq!(last["done"], true, "{last}");
+    assert_eq!(last["total_bytes"].as_u64(), Some(total_bytes), "{last}");
+    assert_eq!(last["pulled_bytes"].as_u64(), Some(total_bytes), "{last}");
+    assert_eq!(last["eta_ms"], 0, "{last}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["done"] == false && l["eta_ms"].as_u64().is_some_and(|e| e > 0)),
+        "a time left before the end: {lines:?}"
+    );
+}
