@@ -304,6 +304,22 @@ fn cloud_ingest_throughput() {
         .filter_map(|f| std::fs::metadata(cloud.data.join(f)).ok())
         .map(|m| m.len())
         .sum();
+    // The cloud's own apply window: its log's first and last "tenant applied batch" lines (the
+    // last is logged just after its commit made the rows visible).
+    std::thread::sleep(Duration::from_millis(300));
+    let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
+    let applied: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("tenant applied batch"))
+        .filter_map(|l| {
+            // 2026-11-23T11:33:02.231Z ...: seconds of the day
+            let t = l.get(11..23)?;
+            let h: f64 = t.get(0..2)?.parse().ok()?;
+            let m: f64 = t.get(3..5)?.parse().ok()?;
+            let sec: f64 = t.get(6..12)?.parse().ok()?;
+            Some(h * 3600.0 + m * 60.0 + sec)
+        })
+        .collect();
     drop(cloud);
     let plain_s = plain(&dir.path().join("plain.db"), &seeds, patients);
     println!(
@@ -316,6 +332,21 @@ fn cloud_ingest_throughput() {
          (mailbox.db + -wal {:.1} MiB)",
         pushed_at.as_secs_f64(),
         mailbox_bytes as f64 / (1 << 20) as f64
+    );
+    if let (Some(first), Some(last)) = (applied.first(), applied.last()) {
+        println!(
+            "  the cloud's log: {} batches applied, {:.2} s from the first to the last \
+             ({:.0} rows/s while applying, overlapping the pushes)",
+            applied.len(),
+            last - first,
+            rows as f64 / (last - first)
+        );
+    }
+    println!(
+        "  load average at the end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
     );
     println!(
         "  {:.0} changes/s, {:.0} rows/s end to end; plain SQLite inserting the same rows: \
