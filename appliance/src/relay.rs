@@ -342,7 +342,9 @@ impl Open {
                 }
             };
             match &msg {
-                Message::Ping { .. } | Message::Pong { .. } => {}
+                // An id request follows the pull: the client is still caught up, so a commit
+                // made meanwhile must still be notified.
+                Message::Ping { .. } | Message::Pong { .. } | Message::IdRequest(_) => {}
                 Message::Pull { vector } => {
                     self.pulled_at = self.hub.commits.load(Ordering::SeqCst);
                     self.idle_after_pull = false;

@@ -191,16 +191,20 @@ struct Hub {
 }
 
 impl Hub {
-    fn start(data: &Path, cloud_code: &str, id_block: u64) -> Hub {
+    /// With `Some(code)`, an uplink to that cloud (delegated ids); without, the hub is the root.
+    fn start(data: &Path, cloud_code: Option<&str>, id_block: u64) -> Hub {
         std::fs::create_dir_all(data).unwrap();
         let port = free_port();
-        let child = Command::new(&built().hub)
-            .args(["run", "--no-mdns", "--data"])
+        let mut cmd = Command::new(&built().hub);
+        cmd.args(["run", "--no-mdns", "--data"])
             .arg(data)
-            .args(["--net", &format!("std:127.0.0.1:{port}")])
-            .args(["--cloud", cloud_code])
-            .args(["--uplink-min-ms", "100", "--uplink-max-ms", "1000"])
-            .args(["--id-block", &id_block.to_string()])
+            .args(["--net", &format!("std:127.0.0.1:{port}")]);
+        if let Some(code) = cloud_code {
+            cmd.args(["--cloud", code])
+                .args(["--uplink-min-ms", "100", "--uplink-max-ms", "1000"])
+                .args(["--id-block", &id_block.to_string()]);
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
             .spawn()
@@ -362,7 +366,7 @@ fn devices_reserving_concurrently_through_the_hub_and_the_cloud_never_get_a_numb
     let dir = scratch();
     let mut cloud = Cloud::init(&dir.path().join("cloud"));
     cloud.start();
-    let hub = Hub::start(&dir.path().join("hub"), &cloud.code("--hub"), 200);
+    let hub = Hub::start(&dir.path().join("hub"), Some(&cloud.code("--hub")), 200);
     let a = Device::open(dir.path(), "a");
     let c = Device::open(dir.path(), "c");
     let b = Device::open(dir.path(), "b");
@@ -439,7 +443,7 @@ fn a_hub_cut_from_the_cloud_keeps_granting_from_its_pool() {
     let dir = scratch();
     let mut cloud = Cloud::init(&dir.path().join("cloud"));
     cloud.start();
-    let hub = Hub::start(&dir.path().join("hub"), &cloud.code("--hub"), 1000);
+    let hub = Hub::start(&dir.path().join("hub"), Some(&cloud.code("--hub")), 1000);
     let a = Device::open(dir.path(), "a");
     let c = Device::open(dir.path(), "c");
     let b = Device::open(dir.path(), "b");
@@ -537,4 +541,83 @@ fn a_hub_cut_from_the_cloud_keeps_granting_from_its_pool() {
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len(), n, "a number handed out twice");
+}
+
+#[test]
+fn a_live_device_that_asked_for_ids_is_still_notified_of_news() {
+    let dir = scratch();
+    let hub = Hub::start(&dir.path().join("hub"), None, 0);
+    let a = Device::open(dir.path(), "a");
+    let b = Device::open(dir.path(), "b");
+    a.enroll(&hub.code());
+    b.enroll(&hub.code());
+    // A stays live for 8 s on a thread of its own.
+    let live = std::thread::spawn(move || {
+        let r = a.json("SELECT outpost_sync('hub', '{\"live_seconds\": 8}')");
+        (a, r)
+    });
+    // Another connection of the app reserves ids meanwhile; A asks for them after its next pull.
+    let watcher = Connection::open(dir.path().join("a.db")).unwrap();
+    // SAFETY: loading the extension built from this workspace.
+    unsafe {
+        watcher.load_extension_enable().unwrap();
+        watcher
+            .load_extension(&built().ext, Some("sqlite3_outpost_init"))
+            .unwrap();
+        watcher.load_extension_disable().unwrap();
+    }
+    watcher.busy_timeout(Duration::from_secs(5)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    watcher
+        .query_row("SELECT outpost_reserve_ids('patients', 5)", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap();
+    let arrives = |id: &str| {
+        let since = Instant::now();
+        loop {
+            let n: i64 = watcher
+                .query_row("SELECT count(*) FROM patients WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            if n == 1 {
+                return;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(3),
+                "live A did not get {id} within 3 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // B's first write: A is notified, pulls, then asks for its ids.
+    b.conn
+        .execute(
+            "INSERT INTO patients(id, registration) VALUES ('b1', 1)",
+            [],
+        )
+        .unwrap();
+    b.json("SELECT outpost_sync()");
+    arrives("b1");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while watcher
+        .query_row("SELECT outpost_status()", [], |r| r.get::<_, String>(0))
+        .map(|s| !s.contains("\"remaining\":5"))
+        .unwrap()
+    {
+        assert!(Instant::now() < deadline, "no grant in the live session");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // B's second write: the hub must still notify A after its id request.
+    b.conn
+        .execute(
+            "INSERT INTO patients(id, registration) VALUES ('b2', 2)",
+            [],
+        )
+        .unwrap();
+    b.json("SELECT outpost_sync()");
+    arrives("b2");
+    let (a, _) = live.join().unwrap();
+    assert_eq!(a.use_all(), vec![1, 2, 3, 4, 5], "a root hub counts from 1");
 }
