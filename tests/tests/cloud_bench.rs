@@ -9,6 +9,10 @@
 //!   changes/s and rows/s, and plain SQLite inserting the same rows in one transaction for a
 //!   ratio.
 //!
+//! - `live_idle_cost`: the CPU an `outpost-hub run --net std:` and an `outpost-cloud run` use
+//!   while 40 devices wait in live mode with nothing happening (each idle relay checks for news
+//!   every `relay::NOTIFY_TICK`).
+//!
 //! Ignored (and left out of `scripts/test`): run with
 //! `cargo test --release -p outpost-tests --test cloud_bench -- --ignored --nocapture --test-threads 1`.
 //! Results are recorded in docs/performance.md ("Cloud", "Live mode").
@@ -17,9 +21,11 @@ mod built;
 mod cloudrun;
 
 use built::scratch;
-use cloudrun::{appears, live, n, summary, Cloud, Device};
+use built::{built, free_port};
+use cloudrun::{appears, code_of, cpu_time, live, n, summary, Cloud, Device};
 use rusqlite::Connection;
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LIVE_SCHEMA: &str =
@@ -355,5 +361,77 @@ fn cloud_ingest_throughput() {
         rows as f64 / total,
         rows as f64 / plain_s,
         total / plain_s
+    );
+}
+
+/// CPU share of process `pid` over `secs` seconds, 40 live devices `paths` connected to `peer`.
+fn idle_cpu(pid: u32, paths: &[std::path::PathBuf], peer: &'static str, secs: u64) -> f64 {
+    let lives: Vec<_> = paths
+        .iter()
+        .map(|p| live(p, LIVE_SCHEMA, peer, secs + 4))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let (c0, t0) = (cpu_time(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(secs));
+    let share = (cpu_time(pid) - c0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    for l in lives {
+        let r = l.join().unwrap().unwrap();
+        assert!(r.get("live_error").is_none(), "{r}");
+    }
+    share
+}
+
+#[test]
+#[ignore = "benchmark: prints the CPU idle live sessions cost the hub and the cloud"]
+fn live_idle_cost() {
+    const DEVICES: usize = 40;
+    const SECS: u64 = 10;
+    let dir = scratch();
+    let data = dir.path().join("hub");
+    std::fs::create_dir_all(&data).unwrap();
+    let port = free_port();
+    let mut hub = Command::new(&built().hub)
+        .args(["run", "--no-mdns", "--data"])
+        .arg(&data)
+        .args(["--net", &format!("std:127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cloud = Cloud::start(&dir.path().join("cloud"));
+    let mut by_hub = Vec::new();
+    let mut by_cloud = Vec::new();
+    for i in 0..DEVICES {
+        let (h, c) = (
+            dir.path().join(format!("h{i}.db")),
+            dir.path().join(format!("c{i}.db")),
+        );
+        let d = Device::open(&h, LIVE_SCHEMA);
+        d.enroll(&code_of(
+            Command::new(&built().hub)
+                .args(["enroll-code", "--no-qr", "--data"])
+                .arg(&data)
+                .output()
+                .unwrap(),
+        ));
+        d.sync("hub");
+        let d = Device::open(&c, LIVE_SCHEMA);
+        d.enroll(&cloud.device_code());
+        d.sync("cloud");
+        by_hub.push(h);
+        by_cloud.push(c);
+    }
+    let hub_share = idle_cpu(hub.id(), &by_hub, "hub", SECS);
+    let cloud_share = idle_cpu(cloud.pid(), &by_cloud, "cloud", SECS);
+    let _ = hub.kill();
+    let _ = hub.wait();
+    println!(
+        "{DEVICES} devices idle in live mode for {SECS} s: outpost-hub (--net std:) {:.1}% of a \
+         core, outpost-cloud {:.1}% of a core (its 500 ms ingest/export rounds included)",
+        hub_share * 100.0,
+        cloud_share * 100.0
     );
 }

@@ -103,6 +103,11 @@ impl Cloud {
         }
     }
 
+    /// The `outpost-cloud run` process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A fresh device enrollment code with the cloud's loopback address.
     pub fn device_code(&self) -> String {
         code_of(
@@ -298,4 +303,16 @@ pub fn summary(ms: &[f64]) -> String {
         sorted[0],
         sorted[sorted.len() - 1]
     )
+}
+
+/// CPU time (user + system) process `pid` has used so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
 }
