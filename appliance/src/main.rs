@@ -195,6 +195,12 @@ fn run(args: &Args) -> Result<()> {
         uplink::configure(&dir, code)?;
     }
     let with_uplink = uplink::configured(&dir)?;
+    if with_uplink {
+        // Before serving anyone: a hub with a cloud never grants ids as their root (also a data
+        // directory whose uplink was configured before id blocks existed).
+        dir.mailbox()?
+            .set_id_mode(outpost_mailbox::IdMode::Delegated)?;
+    }
     let heartbeat = Heartbeat::start(&dir.path, net)?;
     let page_dir = Arc::new(DataDir::open(&dir.path)?);
     let allowlist_path = dir.path.join("allowlist.db");
