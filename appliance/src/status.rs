@@ -518,15 +518,7 @@ impl Snapshot {
             }
         );
         for i in &self.ids {
-            if self.id_mode == "delegated" {
-                let _ = writeln!(
-                    o,
-                    "  {}  pool {}  demand {}  refilling {}",
-                    i.sequence, i.pool, i.demand, i.refilling
-                );
-            } else {
-                let _ = writeln!(o, "  {}  next {}", i.sequence, i.next);
-            }
+            let _ = writeln!(o, "  {}  {}", i.sequence, self.id_figures(i));
         }
         let errors = self.errors();
         let _ = writeln!(
@@ -538,6 +530,18 @@ impl Snapshot {
             let _ = writeln!(o, "  {} {text}", self.ago(*at));
         }
         o
+    }
+
+    /// `pool 190  demand 500  refilling 1000` (delegated) or `next 101` (root).
+    fn id_figures(&self, i: &IdStatus) -> String {
+        if self.id_mode == "delegated" {
+            format!(
+                "pool {}  demand {}  refilling {}",
+                i.pool, i.demand, i.refilling
+            )
+        } else {
+            format!("next {}", i.next)
+        }
     }
 
     fn last_uplink_text(&self) -> String {
@@ -577,6 +581,9 @@ impl Snapshot {
             "Batches held",
             &format!("{} ({} bytes)", self.batches, self.bytes),
         );
+        for i in &self.ids {
+            row(&mut o, &format!("Ids {}", i.sequence), &self.id_figures(i));
+        }
         o.push_str("</table><h2>Devices</h2>");
         if self.devices.is_empty() {
             o.push_str("<p>No device enrolled.</p>");

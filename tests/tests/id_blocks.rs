@@ -527,6 +527,16 @@ fn a_hub_cut_from_the_cloud_keeps_granting_from_its_pool() {
         (Some("patients"), Some(190), Some(500)),
         "{s}"
     );
+    let text = Command::new(&built().hub)
+        .args(["status", "--data"])
+        .arg(&hub.data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("ids         delegated") && text.contains("  patients  pool 190  demand 500"),
+        "{text}"
+    );
 
     // The cloud is back: a device at the cloud reserves meanwhile, the hub refills.
     cloud.start();
