@@ -316,7 +316,7 @@ fn live_propagation_latency() {
 }
 
 #[test]
-fn a_device_live_with_the_cloud_sees_a_rest_push_and_an_operator_write_within_2_s() {
+fn a_device_live_with_the_cloud_sees_a_rest_push_within_2_s_and_an_operator_write_within_3_s() {
     let dir = scratch();
     let cloud = cloudrun::Cloud::start(&dir.path().join("cloud"));
     let token = cloud.api_token("app");
@@ -382,15 +382,16 @@ fn a_device_live_with_the_cloud_sees_a_rest_push_and_an_operator_write_within_2_
     )
     .unwrap();
     drop(op);
+    // The export round runs every 500 ms: 3 s leaves room for a loaded machine.
     let took = appears(
         &a,
         "op-1",
-        Duration::from_secs(2),
+        Duration::from_secs(3),
         Duration::from_millis(10),
     );
     assert!(
         took.is_some(),
-        "the operator's write did not reach A (live with the cloud) within 2 s"
+        "the operator's write did not reach A (live with the cloud) within 3 s"
     );
     println!("operator write -> live device: {:?}", took.unwrap());
     assert!(!a_live.is_finished(), "A's live call returned early");

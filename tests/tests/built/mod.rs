@@ -26,7 +26,10 @@ pub fn built() -> &'static Built {
         let status = Command::new(env!("CARGO"))
             .current_dir(root)
             .args(["build", "--release", "-p", "outpost-hub", "-p", "outpost"])
-            .args(["-p", "outpost-cli"])
+            // The cloud too (tests/tests/cloudrun uses it): building a different set of packages
+            // unifies shared crates' features differently and rebuilds them, and the extension,
+            // at every test process (uplink.rs builds hub + cloud + extension: the same set).
+            .args(["-p", "outpost-cli", "-p", "outpost-cloud"])
             .status()
             .expect("cargo build");
         assert!(

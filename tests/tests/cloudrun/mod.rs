@@ -12,20 +12,12 @@ use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// `outpost-cloud` (release), built once per test process after `built()`'s artifacts.
+/// `outpost-cloud` (release), built by `built()` with the hub, the extension and the CLI.
 pub fn cloud_bin() -> &'static Path {
     static B: OnceLock<PathBuf> = OnceLock::new();
     B.get_or_init(|| {
-        let b = built();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let status = Command::new(env!("CARGO"))
-            .current_dir(root)
-            .args(["build", "--release", "-p", "outpost-cloud"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building outpost-cloud failed");
-        let cloud = b.hub.with_file_name("outpost-cloud");
-        assert!(cloud.exists());
+        let cloud = built().hub.with_file_name("outpost-cloud");
+        assert!(cloud.exists(), "{cloud:?} missing");
         cloud
     })
 }
