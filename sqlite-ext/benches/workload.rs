@@ -408,10 +408,11 @@ fn plain_apply_reference(path: &Path, data: &Data, txns: usize) -> f64 {
 
 /// Capture-cost variants of W1 bulk (for profiling the write path; `OUTPOST_BENCH_CAPTURE=
 /// plain,select1,append,outpost` runs the listed ones, each once, in that order): no trigger; an
-/// AFTER INSERT trigger whose body is `SELECT 1`; a pure-SQL append of the key to a log; the
-/// tracked tables; `plain_multi` and `outpost_multi` write 100 rows per statement. Under
-/// callgrind, `--toggle-collect='*insert_*'` counts only the inserts. `w2_plain` and `w2_outpost`
-/// then run W2 on the database (`--toggle-collect='*update_villages*'` counts only the update).
+/// AFTER INSERT (and UPDATE) trigger whose body is `SELECT 1`; a pure-SQL append of the key to a
+/// log; the tracked tables. `plain_multi` and `outpost_multi` write 100 rows per statement. Under
+/// callgrind, `--toggle-collect='*insert_*'` counts only the inserts. A `w2_` prefix (`w2_plain`,
+/// `w2_select1`, `w2_append`, `w2_outpost`) then runs W2 on the database
+/// (`--toggle-collect='*update_villages*'` counts only the update).
 fn capture_variants(data: &Data, base: &Path, which: &str) {
     for v in which.split(',') {
         let path = base.join(format!("cap_{v}.db"));
@@ -427,7 +428,8 @@ fn capture_variants(data: &Data, base: &Path, which: &str) {
         let trig = |body: &str| {
             format!(
                 "CREATE TRIGGER p_ins AFTER INSERT ON patients BEGIN {body}; END;
-                 CREATE TRIGGER v_ins AFTER INSERT ON visits BEGIN {body}; END;"
+                 CREATE TRIGGER v_ins AFTER INSERT ON visits BEGIN {body}; END;
+                 CREATE TRIGGER p_upd AFTER UPDATE ON patients BEGIN {body}; END;"
             )
         };
         match v {
