@@ -3,6 +3,10 @@
 //!
 //! - `cloud_live_propagation_latency`: device A commit → device B sees it, both in `outpost_sync`
 //!   live mode with the cloud (the same measurement as `live_mode.rs` through the hub);
+//! - `clinic_to_field_live_latency`: across both: a clinic tablet live with an `outpost-hub`
+//!   that uplinks to the cloud (default uplink settings), a field device live with the cloud;
+//!   each direction timed (the hub's uplink is not a live session: the cloud's changes come down
+//!   at its next poll);
 //! - `cloud_ingest_throughput`: devices push the patients/visits workload of
 //!   `shared/bench/WORKLOAD.md` (scaled: `OUTPOST_BENCH_PATIENTS` per device, default 100,000: the full
 //!   W1 size, with twice as many visits) and the time runs until the cloud's tenant tables hold every row;
@@ -433,5 +437,96 @@ fn live_idle_cost() {
          core, outpost-cloud {:.1}% of a core (its 500 ms ingest/export rounds included)",
         hub_share * 100.0,
         cloud_share * 100.0
+    );
+}
+
+#[test]
+#[ignore = "benchmark: prints live latency clinic tablet <-> hub <-> cloud <-> field device"]
+fn clinic_to_field_live_latency() {
+    let dir = scratch();
+    let cloud = Cloud::start(&dir.path().join("cloud"));
+    let hub_code = code_of(
+        Command::new(cloudrun::cloud_bin())
+            .args(["enroll-code", "--no-qr", "--hub", "--data"])
+            .arg(&cloud.data)
+            .args(["--address", &format!("127.0.0.1:{}", cloud.port)])
+            .output()
+            .unwrap(),
+    );
+    let data = dir.path().join("hub");
+    std::fs::create_dir_all(&data).unwrap();
+    let port = free_port();
+    let mut hub = Command::new(&built().hub)
+        .args(["run", "--no-mdns", "--data"])
+        .arg(&data)
+        .args(["--net", &format!("std:127.0.0.1:{port}")])
+        .args(["--cloud", &hub_code])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (a_path, b_path) = (dir.path().join("tablet.db"), dir.path().join("field.db"));
+    let a = Device::open(&a_path, LIVE_SCHEMA);
+    a.enroll(&code_of(
+        Command::new(&built().hub)
+            .args(["enroll-code", "--no-qr", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap(),
+    ));
+    let b = Device::open(&b_path, LIVE_SCHEMA);
+    b.enroll(&cloud.device_code());
+    // A first row each way, so both ends hold the table and every link has run once.
+    a.exec("INSERT INTO patients VALUES ('first-a', 'n', 'v')");
+    b.exec("INSERT INTO patients VALUES ('first-b', 'n', 'v')");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !(a.has("patients", "first-b") && b.has("patients", "first-a")) {
+        assert!(Instant::now() < deadline, "no first exchange within 120 s");
+        a.sync("hub");
+        b.sync("cloud");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let samples = 5;
+    let a_live = live(&a_path, LIVE_SCHEMA, "hub", 300);
+    let b_live = live(&b_path, LIVE_SCHEMA, "cloud", 300);
+    std::thread::sleep(Duration::from_millis(500));
+    let measure = |from: &Device, to: &Device, tag: &str, wait: u64| {
+        let mut ms = Vec::new();
+        for i in 0..samples {
+            let id = format!("{tag}{i}");
+            let t0 = Instant::now();
+            from.exec(&format!(
+                "INSERT INTO patients(id, name, village) VALUES ('{id}', 'n', 'v')"
+            ));
+            appears(
+                to,
+                "patients",
+                &id,
+                Duration::from_secs(wait),
+                Duration::from_millis(2),
+            )
+            .unwrap_or_else(|| panic!("{id} did not arrive within {wait} s"));
+            ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+            std::thread::sleep(Duration::from_millis(300 + (i as u64 * 577) % 1000));
+        }
+        ms
+    };
+    let up = measure(&a, &b, "up", 20);
+    let down = measure(&b, &a, "down", 60);
+    let _ = hub.kill();
+    let _ = hub.wait();
+    drop(cloud);
+    let _ = a_live.join();
+    let _ = b_live.join();
+    println!(
+        "clinic tablet (live, hub) -> field device (live, cloud), {samples} samples: {}",
+        summary(&up)
+    );
+    println!(
+        "field device (live, cloud) -> clinic tablet (live, hub), {samples} samples: {}",
+        summary(&down)
     );
 }
