@@ -12,6 +12,7 @@
 //!                                        ◄─ Ack(session, covered) | PushAgain(session, reason)
 //! Pull(client vector) ─►
 //!                                        ◄─ PullSize(batches, bytes), Chunk(batch) × m, PullDone(vector)
+//!                   (the client applies each chunk or keeps it for a group; all applied at PullDone)
 //! IdRequest(request, sequence, count) ─►   (only for pending reservations, one at a time)
 //!                                        ◄─ IdGrant(request, ranges)
 //! Bye ─►            (or, in live mode, wait for Notify and pull again)
@@ -27,11 +28,17 @@
 //! `PushAgain(SessionExpired)`; batches that would leave a gap in the server's coverage get
 //! `PushAgain(Gap)`. Never an ack for something not stored.
 //!
-//! **Pull** streams what the client's vector lacks, never the client's own batches; the client
-//! applies each chunk with its vector advance in one transaction ([`ClientStore::apply_chunk`]),
-//! so an interrupted pull resumes where it stopped. Before the first chunk the server announces
-//! the pull's size ([`ServerStore::pull_size`], `PullSize`) when its store can tell it, so a
-//! client can show what is left ([`ClientStore::pull_size`]).
+//! **Pull** streams what the client's vector lacks, never the client's own batches. The client
+//! hands each chunk to [`ClientStore::apply_chunk`], which applies it with its vector advance in
+//! one transaction, or buffers it and applies several together, each group in one transaction
+//! with the vector advances of all its chunks; the session calls [`ClientStore::flush`] when the
+//! pull ends (`PullDone`, before anything else reads the vector or the session ends cleanly) and
+//! before every `Pull` it sends. So what a pull brought is **applied and durable by the time the
+//! pull ends**, and no transaction is held while waiting on the network; an interrupted pull
+//! loses only the chunks not flushed yet (the vector did not advance for them), and the next
+//! pull resumes from the last flushed group: nothing lost, nothing applied twice. Before the
+//! first chunk the server announces the pull's size ([`ServerStore::pull_size`], `PullSize`)
+//! when its store can tell it, so a client can show what is left ([`ClientStore::pull_size`]).
 //!
 //! **Id blocks** (`crate::id_range`). After the pull the client asks for each reservation
 //! [`ClientStore::id_requests`] returns, one request at a time, and hands each grant to
@@ -141,8 +148,23 @@ pub trait ClientStore {
     fn next_export(&mut self, plan: &mut Self::ExportPlan) -> Result<Option<Vec<u8>>, Self::Error>;
     /// The server acknowledged holding these ranges (the only ones to trust).
     fn acknowledged(&mut self, covered: &[Covered]) -> Result<(), Self::Error>;
-    /// Applies one pulled batch and advances the vector, in **one transaction**.
+    /// Takes one pulled batch (its header decoded; its origin is not the client's): applies it
+    /// and advances the vector in **one transaction**, or keeps it to apply with the next ones
+    /// at the next [`flush`](ClientStore::flush). A store that keeps batches applies each group
+    /// in one transaction with the vector advances of all its batches, in the order received,
+    /// all or nothing, and must not hold a transaction open between calls (the session waits
+    /// on the network in between).
     fn apply_chunk(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), Self::Error>;
+    /// Applies the batches [`apply_chunk`](ClientStore::apply_chunk) kept, as one transaction
+    /// with their vector advances, and returns once that is durable. The session calls it when
+    /// the pull ends (`PullDone`, before asking for ids, before `Bye`) and before it reads the
+    /// vector for a `Pull`; a session cut before a flush loses only the kept batches, which the
+    /// next pull brings again because the vector did not advance for them. A store's owner ending
+    /// a session early but cleanly (a live session's deadline mid-pull) may call it too. Default:
+    /// nothing (a store that applies each batch at once).
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
     /// The server announced the pull it is about to send (for progress). Default: ignored.
     fn pull_size(&mut self, batches: u64, bytes: u64) -> Result<(), Self::Error> {
         let _ = (batches, bytes);
@@ -766,7 +788,8 @@ impl<C: ClientStore> ClientSession<C> {
         self.session
     }
 
-    /// Chunks applied so far.
+    /// Chunks handed to [`ClientStore::apply_chunk`] so far (applied, or kept by the store
+    /// until its next flush; all of them are applied once the pull is done).
     pub fn applied(&self) -> u64 {
         self.applied
     }
@@ -850,6 +873,9 @@ impl<C: ClientStore> ClientSession<C> {
                 store.pull_size(batches, bytes).map_err(store_err)
             }
             (ClientState::Pulling, Message::PullDone { .. }) => {
+                // Everything pulled is applied before the vector is read again (id requests,
+                // a live re-pull) and before the session can end.
+                store.flush().map_err(store_err)?;
                 let queue: VecDeque<IdRequest> = store
                     .id_requests()
                     .map_err(store_err)?
@@ -943,6 +969,7 @@ impl<C: ClientStore> ClientSession<C> {
     /// a `Notify` arrived meanwhile).
     fn pulled(&mut self, store: &mut C, notified: bool) -> Result<(), SessionError> {
         if !self.config.live {
+            store.flush().map_err(store_err)?;
             self.out.push_back(Message::Bye);
             self.state = ClientState::Done;
             return Ok(());
@@ -955,6 +982,8 @@ impl<C: ClientStore> ClientSession<C> {
     }
 
     fn pull(&mut self, store: &mut C) -> Result<(), SessionError> {
+        // The vector must include every chunk received, or the server would send them again.
+        store.flush().map_err(store_err)?;
         let vector = store.vector().map_err(store_err)?;
         self.out.push_back(Message::Pull { vector });
         self.state = ClientState::Pulling;

@@ -260,9 +260,9 @@ pub struct Transcript {
 
 /// Runs a session to its end (or `stop_after` messages to the client), in memory, with every
 /// message through its wire encoding. Returns the transcript and the first error.
-pub fn run(
-    client: &mut ClientSession<MemClient>,
-    cstore: &mut MemClient,
+pub fn run<C: ClientStore>(
+    client: &mut ClientSession<C>,
+    cstore: &mut C,
     server: &mut ServerSession<MemServer>,
     sstore: &mut MemServer,
     stop_after: usize,
