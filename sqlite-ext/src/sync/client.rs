@@ -13,7 +13,7 @@ use crate::functions::{Arg, Call};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::handshake::Purpose;
 use outpost_protocol::message::{Message, PeerRole, SessionId};
-use outpost_protocol::session::{ClientConfig, ClientSession, SessionError};
+use outpost_protocol::session::{ClientConfig, ClientSession, ClientStore, SessionError};
 use outpost_protocol::Value;
 use serde_json::json;
 use std::time::Instant;
@@ -314,6 +314,9 @@ pub(super) fn session(
         None => Ok(live::End::Done),
         Some(l) => {
             let end = live::wait(call, &mut link, &mut client, store, l, timeouts)?;
+            // The deadline may fall inside a pull: apply what arrived before ending cleanly.
+            ClientStore::flush(store)
+                .map_err(|e| typed(SessionError::Store(e.to_string()), store))?;
             link.send(&Message::Bye)?;
             Ok(end)
         }

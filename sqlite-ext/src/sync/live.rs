@@ -4,11 +4,11 @@
 //! ```text
 //! session (live)  Hello ⇄ Hello, push, commit, pull          (as a normal session)
 //!                 wait, one socket read at a time (≤ POLL):
-//!                   Notify  → Pull, Chunk × m (each applied in its own transaction), PullDone
+//!                   Notify  → Pull, Chunk × m (applied in groups), PullDone (the rest applied)
 //!                   Ping    → Pong
 //!                   silence → own change sequence moved?  → Bye, next session (it pushes)
 //!                             nothing sent for KEEPALIVE  → Ping (the hub drops idle links)
-//!                   deadline → Bye
+//!                   deadline → (chunks kept mid-pull applied) Bye
 //! ```
 //!
 //! Everything runs in the calling thread (a SQLite connection is used by one thread at a time):

@@ -5,8 +5,12 @@
 //! One entry per database file, in a process-global map: created when `outpost_sync` starts
 //! ([`Running::start`]), removed when it returns (the guard's `Drop`, also on errors and
 //! panics). The server announces each pull's size (`PullSize`, before its first chunk), so the
-//! total is known up front; what was applied so far, and the rate since the announcement, give
-//! the time left. A sync of several sessions adds each announced pull to what was applied before.
+//! total is known up front. `batches` and `bytes` count what was applied (committed); chunks
+//! received and verified but kept for the next grouped apply (`store.rs`) are `buffered_*`, and
+//! leave it when applied, or when the session ends without applying them (a cut: the next pull
+//! brings them again). The rate of what arrived (applied + buffered) since the announcement
+//! gives the time left. A sync of several sessions adds each announced pull to what was applied
+//! before.
 
 use super::identity::db_path;
 use crate::error::Error;
@@ -23,13 +27,17 @@ struct Progress {
     started: Instant,
     /// When the current pull's size was announced (the rate is measured from there).
     announced_at: Option<Instant>,
-    /// Applied before the current pull was announced.
+    /// Received (applied + buffered) before the current pull was announced.
     base_batches: u64,
     base_bytes: u64,
     total_batches: Option<u64>,
     total_bytes: Option<u64>,
+    /// Applied (committed).
     batches: u64,
     bytes: u64,
+    /// Received and verified, kept for the next grouped apply.
+    buffered_batches: u64,
+    buffered_bytes: u64,
 }
 
 static RUNNING: Mutex<Option<HashMap<String, Progress>>> = Mutex::new(None);
@@ -69,6 +77,8 @@ impl Running {
                         total_bytes: None,
                         batches: 0,
                         bytes: 0,
+                        buffered_batches: 0,
+                        buffered_bytes: 0,
                     },
                 )
             });
@@ -91,37 +101,63 @@ pub(crate) fn announced(conn: Conn, batches: u64, bytes: u64) {
     with(|m| {
         if let Some(p) = m.get_mut(&k) {
             p.announced_at = Some(Instant::now());
-            p.base_batches = p.batches;
-            p.base_bytes = p.bytes;
-            p.total_batches = Some(p.batches + batches);
-            p.total_bytes = Some(p.bytes + bytes);
+            p.base_batches = p.batches + p.buffered_batches;
+            p.base_bytes = p.bytes + p.buffered_bytes;
+            p.total_batches = Some(p.base_batches + batches);
+            p.total_bytes = Some(p.base_bytes + bytes);
         }
     });
 }
 
-/// One pulled batch of `bytes` bytes was applied.
-pub(crate) fn applied(conn: Conn, bytes: u64) {
+fn update(conn: Conn, f: impl FnOnce(&mut Progress)) {
     let Some(k) = key(conn) else { return };
     with(|m| {
         if let Some(p) = m.get_mut(&k) {
-            p.batches += 1;
-            p.bytes += bytes;
+            f(p)
         }
     });
 }
 
-/// Milliseconds left at the rate since the announcement; `None` before the first batch.
+/// One pulled batch of `bytes` bytes was received, verified and kept for the next grouped apply.
+pub(crate) fn kept(conn: Conn, bytes: u64) {
+    update(conn, |p| {
+        p.buffered_batches += 1;
+        p.buffered_bytes += bytes;
+    });
+}
+
+/// One kept batch of `bytes` bytes was applied (committed).
+pub(crate) fn applied(conn: Conn, bytes: u64) {
+    update(conn, |p| {
+        p.buffered_batches = p.buffered_batches.saturating_sub(1);
+        p.buffered_bytes = p.buffered_bytes.saturating_sub(bytes);
+        p.batches += 1;
+        p.bytes += bytes;
+    });
+}
+
+/// A session ended without applying its kept batches (the next pull brings them again).
+pub(crate) fn discarded(conn: Conn, batches: u64, bytes: u64) {
+    update(conn, |p| {
+        p.buffered_batches = p.buffered_batches.saturating_sub(batches);
+        p.buffered_bytes = p.buffered_bytes.saturating_sub(bytes);
+    });
+}
+
+/// Milliseconds left at the rate of arrival since the announcement; `None` before the first
+/// batch.
 fn eta_ms(p: &Progress) -> Option<u64> {
     let total = p.total_bytes?;
     let since = p.announced_at?.elapsed().as_millis() as u64;
-    let done = p.bytes.saturating_sub(p.base_bytes);
-    if total <= p.bytes {
+    let received = p.bytes + p.buffered_bytes;
+    let done = received.saturating_sub(p.base_bytes);
+    if total <= received {
         return Some(0);
     }
     if done == 0 {
         return None;
     }
-    Some((total - p.bytes).saturating_mul(since) / done)
+    Some((total - received).saturating_mul(since) / done)
 }
 
 /// `outpost_sync_progress()`: JSON of the sync running on this database in this process, or
@@ -138,6 +174,8 @@ pub(crate) fn sql_sync_progress(call: &Call, _args: &[Arg]) -> Result<Value, Err
             "elapsed_ms": p.started.elapsed().as_millis() as u64,
             "batches": p.batches,
             "bytes": p.bytes,
+            "buffered_batches": p.buffered_batches,
+            "buffered_bytes": p.buffered_bytes,
             "total_batches": p.total_batches,
             "total_bytes": p.total_bytes,
             "eta_ms": eta_ms(&p),
@@ -163,11 +201,18 @@ mod tests {
             total_bytes: Some(4_000),
             batches: 0,
             bytes: 0,
+            buffered_batches: 0,
+            buffered_bytes: 0,
         };
         assert_eq!(eta_ms(&p), None, "no rate before the first batch");
         p.bytes = 1_000;
         let eta = eta_ms(&p).unwrap();
         assert!((3_000..3_100).contains(&eta), "{eta}");
+        // Received but not applied yet counts as arrived.
+        (p.bytes, p.buffered_bytes) = (0, 1_000);
+        let eta = eta_ms(&p).unwrap();
+        assert!((3_000..3_100).contains(&eta), "{eta}");
+        p.buffered_bytes = 0;
         p.bytes = 4_000;
         assert_eq!(eta_ms(&p), Some(0));
         p.total_bytes = None;
