@@ -26,13 +26,17 @@ const USAGE: &str = "\
 usage:
   outpost-hub run         --data DIR --net std:ADDR[:PORT] [--status-port N | --status ADDR:PORT] [--no-mdns]
                           [--cloud CODE] [--uplink-min-ms N] [--uplink-max-ms N] [--id-block N]
+                          [--uplink-live-seconds N]
                           (--cloud: the code of 'outpost-cloud enroll-code --hub', remembered;
                           uplink backoff 1000..300000 ms by default; --id-block: ids asked of the
-                          cloud per refill, 10000 by default)
+                          cloud per refill, 10000 by default; --uplink-live-seconds: each uplink
+                          session stays open this long pulling on the cloud's notify, 300 by
+                          default, 0: plain sessions polled every 30 s)
   outpost-hub run         --data DIR --net packet:IFACE|tap:IFACE [--ip CIDR [--gateway ADDR]]
                           [--port N] [--status-port N]   (DHCP without --ip; port 7420, status 80;
                           --status-port 0: no page)
                           [--cloud CODE] [--uplink-min-ms N] [--uplink-max-ms N]
+                          [--id-block N] [--uplink-live-seconds N]
                           (the uplink dials over the hub's own stack: the code's cloud address
                           must be IPv4:PORT, reachable from the hub's LAN; no name resolution)
   outpost-hub enroll-code --data DIR [--address HOST:PORT]... [--ttl SECONDS] [--no-qr]
@@ -57,6 +61,7 @@ struct Args {
     uplink_min_ms: Option<u64>,
     uplink_max_ms: Option<u64>,
     id_block: Option<u64>,
+    uplink_live_seconds: Option<u64>,
     addresses: Vec<String>,
     ttl: Option<u64>,
     json: bool,
@@ -111,6 +116,13 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
                         .filter(|n| (1..=1_000_000).contains(n))
                         .with_context(|| format!("--id-block {v:?}: a count from 1 to 1000000"))?,
                 )
+            }
+            "--uplink-live-seconds" => {
+                let v = value("--uplink-live-seconds")?;
+                args.uplink_live_seconds =
+                    Some(v.parse().ok().filter(|n| *n <= 86_400).with_context(|| {
+                        format!("--uplink-live-seconds {v:?}: seconds from 0 (off) to 86400")
+                    })?)
             }
             "--address" => args.addresses.push(value("--address")?),
             "--ttl" => {
@@ -187,6 +199,9 @@ fn run(args: &Args) -> Result<()> {
     )?;
     if let Some(n) = args.id_block {
         uplink_config.id_block = n;
+    }
+    if let Some(s) = args.uplink_live_seconds {
+        uplink_config.live = Duration::from_secs(s);
     }
     if let Some(code) = &args.cloud {
         if !net.starts_with("std:") {

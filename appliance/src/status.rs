@@ -278,8 +278,11 @@ pub struct UplinkStatus {
     pub cloud_site: Option<String>,
     /// `enrolling` (code stored, not enrolled yet), `never`, `connected`, `backing off`.
     pub state: String,
-    /// Last successful round, unix seconds.
+    /// Last successful round, unix seconds (a live session: when it went live, and its last pull).
     pub last_success: Option<u64>,
+    /// Since when the uplink has been in live sessions without a failure, unix seconds (`None`:
+    /// not live).
+    pub live_since: Option<u64>,
     /// The last error, `unix-seconds text` (cleared by a success).
     pub last_error: Option<String>,
     /// While backing off: the delay before the next attempt, ms.
@@ -324,6 +327,7 @@ impl UplinkStatus {
                 (Some(_), s) => s.into(),
             },
             last_success: state.last_success,
+            live_since: state.live_since,
             last_error: state.last_error,
             retry_in_ms: state.retry_in_ms,
             backlog_seqs: backlog.map(|b| b.0),
@@ -331,7 +335,8 @@ impl UplinkStatus {
         }))
     }
 
-    fn lines(&self) -> Vec<(&'static str, String)> {
+    /// The lines `status` prints, at `now` (unix seconds) for a hub `running` or not.
+    fn lines(&self, now: u64, running: bool) -> Vec<(&'static str, String)> {
         let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         let mut l = vec![
             ("cloud", opt(&self.cloud)),
@@ -345,6 +350,15 @@ impl UplinkStatus {
             ),
             ("last error", opt(&self.last_error)),
         ];
+        if let (Some(t), true) = (self.live_since, running) {
+            l.insert(
+                2,
+                (
+                    "live since",
+                    format!("{} ago", duration(now.saturating_sub(t))),
+                ),
+            );
+        }
         if let Some(ms) = self.retry_in_ms {
             l.push(("retry in", format!("{ms} ms")));
         }
@@ -388,7 +402,10 @@ impl Snapshot {
                 pending,
             });
         }
-        let uplink = UplinkStatus::collect(dir, &allowlist)?;
+        let mut uplink = UplinkStatus::collect(dir, &allowlist)?;
+        if let (Some(u), false) = (&mut uplink, running) {
+            u.live_since = None; // the hub stopped: its uplink is not live
+        }
         Ok(Snapshot {
             last_uplink: uplink.as_ref().and_then(|u| u.last_success),
             uplink,
@@ -462,7 +479,7 @@ impl Snapshot {
         );
         let _ = writeln!(o, "last uplink {}", self.last_uplink_text());
         if let Some(u) = &self.uplink {
-            for (k, v) in u.lines() {
+            for (k, v) in u.lines(self.taken_at, self.running) {
                 let _ = writeln!(o, "  {k:<10} {v}");
             }
         }
@@ -572,7 +589,7 @@ impl Snapshot {
         }
         row(&mut o, "Last uplink", &self.last_uplink_text());
         if let Some(u) = &self.uplink {
-            for (k, v) in u.lines() {
+            for (k, v) in u.lines(self.taken_at, self.running) {
                 row(&mut o, &format!("Uplink {k}"), &v);
             }
         }

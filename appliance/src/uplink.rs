@@ -15,19 +15,35 @@
 //!    vector lacks, never the cloud's own origin and never what came from the cloud (its vector
 //!    covers that), then pull what other clinics did into the mailbox, where local devices get
 //!    it (live devices are notified). A push larger than the budget runs more sessions.
-//! 3. **When**: after a success, again when a device commits (debounced by [`Config::debounce`])
-//!    or after [`Config::poll`] to fetch other clinics' changes. After a failure (no answer, a
-//!    cut, a refusal), exponential backoff with jitter from [`Config::min`] to [`Config::max`],
-//!    reset by the next success.
+//! 3. **Live** ([`Config::live`], `--uplink-live-seconds`, 300 s by default): the last session
+//!    of a round stays open after its pull, as a device's live session does. It waits, one short
+//!    socket read at a time ([`LIVE_POLL`]), holding no SQLite transaction:
+//!    - the cloud's `Notify`: pull at once; each pulled batch is stored in the mailbox and the
+//!      hub's commit counter is bumped ([`Hub::note_commit`]), so the hub's own live devices are
+//!      notified within the relay's tick;
+//!    - a device's commit (the hub's commit counter moved) or an id demand the pool cannot
+//!      cover: `Bye`, and the next session starts at once (the protocol has no push after a
+//!      live pull: the next session's push sends them);
+//!    - nothing sent for [`Config::keepalive`]: a `Ping`; nothing received for
+//!      [`Config::silence`]: the link is dead, the round fails and the backoff takes over;
+//!    - the window's end: `Bye`, and the next session starts at once.
+//! 4. **When** (between rounds): after a non-live success, again when a device commits
+//!    (debounced by [`Config::debounce`]) or after [`Config::poll`] to fetch other clinics'
+//!    changes; after a live session's end, at once. After a failure (no answer, a cut, a refusal,
+//!    a silent live link), exponential backoff with jitter from [`Config::min`] to
+//!    [`Config::max`], reset by the next success.
 //!
-//! 4. **Id pool** (`outpost_mailbox` `ids`): configuring the uplink switches the mailbox to
+//! 5. **Id pool** (`outpost_mailbox` `ids`): configuring the uplink switches the mailbox to
 //!    delegated id mode; each session asks, after its pull, for the refills the pool needs (a
 //!    sequence below a quarter of [`Config::id_block`] or below what devices asked for), and a
 //!    device asking for more than the pool holds wakes the uplink at once.
 //!
 //! What the status shows ([`UplinkState`], in `uplink-state.json` next to the run state): the
-//! cloud's address, the state (`never`, `connected`, `backing off`), the last success, the last
-//! error, and the cloud's last known vector, from which `status` computes the backlog.
+//! cloud's address, the state (`never`, `connected`, `backing off`), since when the uplink is
+//! live, the last success (a live session counts as one when it goes live, after each pull and
+//! when the cloud answers a keep-alive ping, so at most [`Config::keepalive`] plus a ping ago),
+//! the last error, and the cloud's last known vector (its hello, advanced by its acks and by what
+//! the hub pulled from it), from which `status` computes the backlog.
 //!
 //! The byte stream comes from a [`Dial`]: [`StdDial`] uses the OS's sockets (`--net std:`);
 //! with `--net packet:/tap:` the hub's own stack dials ([`crate::net::dial::Dialer`]: a TCP
@@ -65,6 +81,11 @@ const UPLINK_COUNTER: &str = "uplink_counter";
 pub const STATE_FILE: &str = "uplink-state.json";
 /// Sessions one uplink round runs at most (each pushes up to the mailbox client's budget).
 const MAX_SESSIONS: u32 = 64;
+/// While a live session waits: the longest socket read, so also how long a device's commit or
+/// the window's end waits to be noticed.
+pub const LIVE_POLL: Duration = Duration::from_millis(50);
+/// While a live session waits: how often the id pool is checked for a demand it cannot cover.
+const LIVE_ID_CHECK: Duration = Duration::from_millis(200);
 
 /// The cloud as pinned at enrollment.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -98,6 +119,10 @@ pub struct UplinkState {
     pub retry_in_ms: Option<u64>,
     /// The cloud's vector as last known (its hello, advanced by its acks), `status::encode_vector`.
     pub cloud_vector: Option<String>,
+    /// Since when (unix seconds) the uplink has been in live sessions without a failure; `None`
+    /// when not live.
+    #[serde(default)]
+    pub live_since: Option<u64>,
     /// Seqs pushed and pulled by this process's uplink.
     pub pushed: u64,
     /// See `pushed`.
@@ -187,10 +212,20 @@ pub struct Config {
     /// Numbers of a sequence asked of the cloud per refill at least (`--id-block`); a pool is
     /// refilled when it holds fewer than a quarter of this, or less than devices asked for.
     pub id_block: u64,
+    /// Live mode (`--uplink-live-seconds`): how long a session stays open after its pull,
+    /// pulling on the cloud's `Notify`; then it ends and the next starts at once. Zero: off
+    /// (plain sessions, [`Config::poll`]).
+    pub live: Duration,
+    /// Live mode: a `Ping` after this long without sending anything.
+    pub keepalive: Duration,
+    /// Live mode: the link is taken for dead after this long without receiving anything (the
+    /// cloud answers every `Ping`).
+    pub silence: Duration,
 }
 
 impl Config {
-    /// Defaults: backoff 1 s .. 5 min, poll every 30 s (never more than `max`), debounce 200 ms.
+    /// Defaults: backoff 1 s .. 5 min, poll every 30 s (never more than `max`), debounce 200 ms,
+    /// live sessions of 5 min with a ping after 5 s of silence, dead after 15 s without a word.
     pub fn new(min: Option<Duration>, max: Option<Duration>) -> Result<Config> {
         let min = min.unwrap_or(Duration::from_secs(1));
         let max = max.unwrap_or(Duration::from_secs(300));
@@ -205,6 +240,9 @@ impl Config {
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
             id_block: HUB_BLOCK,
+            live: Duration::from_secs(300),
+            keepalive: Duration::from_secs(5),
+            silence: Duration::from_secs(15),
         })
     }
 }
@@ -223,8 +261,23 @@ pub fn backoff(config: &Config, failures: u32, random: u64) -> Duration {
 }
 
 /// A byte stream to the cloud.
-pub trait Wire: Read + Write + Send {}
-impl<T: Read + Write + Send> Wire for T {}
+pub trait Wire: Read + Write + Send {
+    /// The longest wait of one `read` before it fails with `TimedOut` or `WouldBlock`.
+    fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()>;
+}
+
+impl Wire for TcpStream {
+    fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        TcpStream::set_read_timeout(self, Some(timeout))
+    }
+}
+
+impl Wire for crate::net::bridge::BridgedConn {
+    fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
+        crate::net::bridge::BridgedConn::set_read_timeout(self, Some(timeout));
+        Ok(())
+    }
+}
 
 /// Opens byte streams to the cloud (over the OS's sockets, or some other stack).
 pub trait Dial: Send + 'static {
@@ -295,6 +348,7 @@ pub fn spawn(hub: Arc<Hub>, dial: impl Dial, config: Config) -> Result<()> {
         mailbox,
         allowlist,
         state,
+        seen: 0,
     };
     std::thread::Builder::new()
         .name("uplink".into())
@@ -310,6 +364,22 @@ struct Uplink {
     mailbox: Mailbox,
     allowlist: Allowlist,
     state: UplinkState,
+    /// The hub's commit count as this thread expects it: taken when a session starts, raised
+    /// by the uplink's own [`Hub::note_commit`]s; any other difference is a device's commit.
+    seen: u64,
+}
+
+/// How a round (its last session) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    /// The session ran to its `Bye` (not live).
+    Done,
+    /// A push was left over (its budget): run another session.
+    More,
+    /// Live: a device committed, or devices want ids: the next session now.
+    News,
+    /// Live: the window ended: the next session now.
+    Deadline,
 }
 
 fn random_u64() -> u64 {
@@ -324,34 +394,47 @@ impl Uplink {
             self.state.state = "never".into();
         }
         self.state.retry_in_ms = None;
+        self.state.live_since = None;
         loop {
-            let seen = self.hub.commits();
             self.state.last_attempt = Some(unix_now());
             match self.round() {
-                Ok(moved) => {
+                Ok((moved, ending)) => {
                     self.state.state = "connected".into();
                     self.state.last_success = Some(unix_now());
                     self.state.last_error = None;
                     self.state.failures = 0;
                     self.state.retry_in_ms = None;
-                    self.state.pushed += moved.pushed;
-                    self.state.pulled += moved.pulled;
-                    self.save();
-                    log::info!(
-                        "uplink: synced with the cloud: pushed {} seqs in {} batches, pulled {} seqs in {} batches",
-                        moved.pushed,
-                        moved.batches_pushed,
-                        moved.pulled,
-                        moved.batches_pulled
-                    );
-                    let mut expected = seen;
-                    if moved.batches_pulled > 0 {
-                        self.hub.note_commit();
-                        expected += 1;
+                    if self.config.live.is_zero() {
+                        self.state.live_since = None;
                     }
-                    self.wait_for_news(expected);
+                    self.save();
+                    match ending {
+                        Ending::News => log::debug!(
+                            "uplink: live session ended: local news to push; the next one now"
+                        ),
+                        Ending::Deadline => log::info!(
+                            "uplink: live session window over; the next one now"
+                        ),
+                        // (A live session logged its figures when it went live.)
+                        Ending::Done | Ending::More if self.config.live.is_zero() => log::info!(
+                            "uplink: synced with the cloud: pushed {} seqs in {} batches, pulled {} seqs in {} batches",
+                            moved.pushed,
+                            moved.batches_pushed,
+                            moved.pulled,
+                            moved.batches_pulled
+                        ),
+                        Ending::Done | Ending::More => {}
+                    }
+                    match ending {
+                        // The next (live) session at once: it pushes the news, or simply
+                        // reopens the window.
+                        Ending::News | Ending::Deadline => {}
+                        Ending::More if !self.config.live.is_zero() => {}
+                        Ending::Done | Ending::More => self.wait_for_news(self.seen),
+                    }
                 }
                 Err(e) => {
+                    self.state.live_since = None;
                     self.state.failures = self.state.failures.saturating_add(1);
                     let delay = backoff(&self.config, self.state.failures, random_u64());
                     if self.state.last_success.is_some() {
@@ -372,9 +455,7 @@ impl Uplink {
     }
 
     fn save(&self) {
-        if let Err(e) = self.state.save(&self.hub.dir().path) {
-            log::warn!("uplink: recording its state: {e:#}");
-        }
+        save(&self.state, &self.hub);
     }
 
     /// Returns after `poll`, or `debounce` after the hub's commit count leaves `seen`, or at
@@ -399,8 +480,9 @@ impl Uplink {
         }
     }
 
-    /// Enrolls if needed, then sessions until nothing is left to push.
-    fn round(&mut self) -> Result<Moved> {
+    /// Enrolls if needed, then sessions until nothing is left to push (the last one live, when
+    /// live mode is on).
+    fn round(&mut self) -> Result<(Moved, Ending)> {
         let peer = match pinned(&self.allowlist)? {
             Some(p) => p,
             None => self.enroll()?,
@@ -412,17 +494,19 @@ impl Uplink {
             .parse()
             .map_err(|_| anyhow!("pinned cloud site id"))?;
         let mut total = Moved::default();
+        let mut ending = Ending::Done;
         for _ in 0..MAX_SESSIONS {
-            let (moved, more) = self.session(&peer.addresses, key, site)?;
+            let (moved, end) = self.session(&peer.addresses, key, site)?;
+            ending = end;
             total.pushed += moved.pushed;
             total.batches_pushed += moved.batches_pushed;
             total.pulled += moved.pulled;
             total.batches_pulled += moved.batches_pulled;
-            if !more {
+            if end != Ending::More {
                 break;
             }
         }
-        Ok(total)
+        Ok((total, ending))
     }
 
     fn session(
@@ -430,7 +514,9 @@ impl Uplink {
         addresses: &[String],
         key: PublicKey,
         site: SiteId,
-    ) -> Result<(Moved, bool)> {
+    ) -> Result<(Moved, Ending)> {
+        // Before the push is planned: a device's commit after this is news for the live wait.
+        self.seen = self.hub.commits();
         let mut link = self.open(addresses, key, site, Purpose::Session)?;
         let mut sid = [0u8; 16];
         getrandom::getrandom(&mut sid).context("no randomness for a session id")?;
@@ -441,24 +527,58 @@ impl Uplink {
             fingerprint: [0; 32],
             wall_clock_ms: unix_now() * 1000,
             session: SessionId(sid),
-            live: false,
+            live: !self.config.live.is_zero(),
             max_push_attempts: 3,
             batch_limits: BatchLimits::default(),
         });
-        let mut store = MailboxClient::new(&mut self.mailbox, site);
-        store.id_block = self.config.id_block;
-        store.id_low_water = self.config.id_block / 4;
-        let r = drive(&mut link, &mut client, &mut store);
+        let deadline = Instant::now() + self.config.live;
+        let Uplink {
+            hub,
+            config,
+            mailbox,
+            state,
+            seen,
+            ..
+        } = self;
+        let mut store = MailboxClient::new(mailbox, site);
+        store.id_block = config.id_block;
+        store.id_low_water = config.id_block / 4;
+        let mut news = News {
+            hub,
+            seen,
+            noted: 0,
+            base: (state.pushed, state.pulled),
+        };
+        let r = drive(&mut link, &mut client, &mut store, &mut news).and_then(|()| {
+            if !client.is_live() {
+                return Ok(Ending::Done);
+            }
+            live_wait(
+                &mut link,
+                &mut client,
+                &mut store,
+                &mut news,
+                config,
+                state,
+                deadline,
+            )
+        });
         if store.ids_granted > 0 {
             log::info!(
                 "uplink: the cloud granted {} ids into the pool",
                 store.ids_granted
             );
         }
-        if let Some(v) = &store.server_vector {
-            self.state.cloud_vector = Some(encode_vector(v));
+        news.account(&store, state);
+        let moved = store.moved;
+        let r = r.map(|end| match end {
+            Ending::Done if store.more_to_push => Ending::More,
+            end => end,
+        });
+        if r.is_ok() && !client.is_done() {
+            // A live session left early, cleanly: everything pulled is stored.
+            let _ = link.send(&Message::Bye);
         }
-        let (moved, more) = (store.moved, store.more_to_push);
         if let Err(e) = &r {
             if let Some(m) = e
                 .downcast_ref::<outpost_protocol::session::SessionError>()
@@ -467,7 +587,7 @@ impl Uplink {
                 let _ = link.send(&m);
             }
         }
-        r.map(|()| (moved, more))
+        r.map(|end| (moved, end))
     }
 
     fn next_counter(&self) -> Result<u64> {
@@ -626,21 +746,166 @@ fn key_of(text: &str) -> Result<PublicKey> {
     PublicKey::from_sec1(&bytes).map_err(|e| anyhow!("the pinned cloud key: {e:?}"))
 }
 
-/// Runs the client session to its end over `link`.
+fn save(state: &UplinkState, hub: &Hub) {
+    if let Err(e) = state.save(&hub.dir().path) {
+        log::warn!("uplink: recording its state: {e:#}");
+    }
+}
+
+/// Tells the hub's live devices about pulled batches, and keeps the uplink's own expectation of
+/// the hub's commit count in step (its own bumps are not news).
+struct News<'a> {
+    hub: &'a Hub,
+    seen: &'a mut u64,
+    /// Pulled batches already announced.
+    noted: u64,
+    /// The state's (pushed, pulled) totals when the session started.
+    base: (u64, u64),
+}
+
+impl News<'_> {
+    /// After each message handled: pulled batches stored since the last call are announced.
+    fn after(&mut self, store: &MailboxClient<'_>) {
+        if store.moved.batches_pulled > self.noted {
+            self.noted = store.moved.batches_pulled;
+            self.hub.note_commit();
+            *self.seen += 1;
+        }
+    }
+
+    /// A device committed since the session started (or since the uplink's last bump).
+    fn local_commit(&self) -> bool {
+        self.hub.commits() != *self.seen
+    }
+
+    /// The session's figures into the state (totals, the cloud's vector).
+    fn account(&self, store: &MailboxClient<'_>, state: &mut UplinkState) {
+        state.pushed = self.base.0 + store.moved.pushed;
+        state.pulled = self.base.1 + store.moved.pulled;
+        if let Some(v) = &store.server_vector {
+            state.cloud_vector = Some(encode_vector(v));
+        }
+    }
+}
+
+/// Runs the client session over `link` to its end, or until it waits live after its pull.
 fn drive<'m>(
     link: &mut Link,
     client: &mut ClientSession<MailboxClient<'m>>,
     store: &mut MailboxClient<'m>,
+    news: &mut News<'_>,
 ) -> Result<()> {
     loop {
         while let Some(m) = client.poll(store)? {
             link.send(&m)?;
         }
-        if client.is_done() {
+        if client.is_done() || client.is_live() {
             return Ok(());
         }
         let msg = link.recv()?;
-        client.handle(msg, store)?;
+        let r = client.handle(msg, store);
+        news.after(store);
+        r?;
+    }
+}
+
+/// The live wait of a session whose pull is complete (see the module's documentation): returns
+/// why it should end (`Bye` is the caller's), or the error that ended it.
+fn live_wait<'m>(
+    link: &mut Link,
+    client: &mut ClientSession<MailboxClient<'m>>,
+    store: &mut MailboxClient<'m>,
+    news: &mut News<'_>,
+    config: &Config,
+    state: &mut UplinkState,
+    deadline: Instant,
+) -> Result<Ending> {
+    let now = unix_now();
+    state.state = "connected".into();
+    state.last_success = Some(now);
+    state.last_error = None;
+    state.failures = 0;
+    state.retry_in_ms = None;
+    state.live_since.get_or_insert(now);
+    news.account(store, state);
+    save(state, news.hub);
+    let moved = store.moved;
+    log::info!(
+        "uplink: synced with the cloud: pushed {} seqs in {} batches, pulled {} seqs in {} batches; live",
+        moved.pushed,
+        moved.batches_pushed,
+        moved.pulled,
+        moved.batches_pulled
+    );
+    if store.more_to_push {
+        return Ok(Ending::More);
+    }
+    link.wire.set_read_timeout(LIVE_POLL).map_err(io_context)?;
+    let (mut last_sent, mut last_received, mut last_id_check) =
+        (Instant::now(), Instant::now(), Instant::now());
+    let mut nonce = 0u64;
+    let mut pulled_before = store.moved.batches_pulled;
+    let mut last_saved = Instant::now();
+    loop {
+        let now = Instant::now();
+        // Between pulls (a pull in progress is finished first: everything it sends is stored).
+        if client.is_live() {
+            if now >= deadline {
+                return Ok(Ending::Deadline);
+            }
+            if news.local_commit() {
+                return Ok(Ending::News);
+            }
+            if now.duration_since(last_id_check) >= LIVE_ID_CHECK {
+                last_id_check = now;
+                if store.mailbox().id_refill_wanted()? {
+                    return Ok(Ending::News);
+                }
+            }
+        }
+        if now.duration_since(last_received) >= config.silence {
+            bail!(
+                "the cloud stopped answering (nothing received for {} s in a live session)",
+                config.silence.as_secs()
+            );
+        }
+        if now.duration_since(last_sent) >= config.keepalive {
+            nonce += 1;
+            link.send(&Message::Ping { nonce })?;
+            last_sent = now;
+        }
+        let Some(msg) = link.recv_within()? else {
+            continue;
+        };
+        last_received = Instant::now();
+        let r = client.handle(msg, store);
+        news.after(store);
+        r?;
+        while let Some(m) = client.poll(store)? {
+            link.send(&m)?;
+            last_sent = Instant::now();
+        }
+        if client.is_done() {
+            return Ok(Ending::Done);
+        }
+        if !client.is_live() {
+            continue;
+        }
+        let pulled = store.moved.batches_pulled > pulled_before;
+        if pulled {
+            log::info!(
+                "uplink: live: pulled {} batches on the cloud's notify",
+                store.moved.batches_pulled - pulled_before
+            );
+            pulled_before = store.moved.batches_pulled;
+        }
+        // The cloud answered (a pull, a pong): the link works now, as the status says.
+        if pulled || last_saved.elapsed() >= config.keepalive {
+            last_saved = Instant::now();
+            state.last_success = Some(unix_now());
+            news.account(store, state);
+            save(state, news.hub);
+        }
     }
 }
 
@@ -651,6 +916,7 @@ struct Link {
     start: Instant,
     pending: Vec<u8>,
     max_message: usize,
+    buf: Vec<u8>,
 }
 
 fn io_context(e: std::io::Error) -> anyhow::Error {
@@ -697,6 +963,7 @@ fn handshake(mut wire: Box<dyn Wire>, config: InitiatorConfig) -> Result<Link> {
                     start,
                     pending: input.to_vec(),
                     max_message: limits.max_message,
+                    buf: vec![0u8; 64 * 1024],
                 });
             }
             Ok(None) => {}
@@ -715,7 +982,17 @@ impl Link {
     }
 
     fn recv(&mut self) -> Result<Message> {
-        let mut buf = vec![0u8; 64 * 1024];
+        self.recv_inner(false)?
+            .context("the cloud stopped answering (timed out)")
+    }
+
+    /// One message, or `None` when a read times out first (the live wait's short reads; a
+    /// message half received stays pending for the next call).
+    fn recv_within(&mut self) -> Result<Option<Message>> {
+        self.recv_inner(true)
+    }
+
+    fn recv_inner(&mut self, timeout_is_none: bool) -> Result<Option<Message>> {
         loop {
             if !self.pending.is_empty() {
                 let mut input = &self.pending[..];
@@ -725,13 +1002,20 @@ impl Link {
                 self.pending.drain(..used);
                 if let Some(bytes) = r.map_err(|e| anyhow!("channel: {e}"))? {
                     return Message::decode(&bytes, self.max_message)
+                        .map(Some)
                         .map_err(|e| anyhow!("a message from the cloud: {e}"));
                 }
             }
-            match self.wire.read(&mut buf) {
+            match self.wire.read(&mut self.buf) {
                 Ok(0) => bail!("the cloud closed the connection"),
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Ok(n) => self.pending.extend_from_slice(&self.buf[..n]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e)
+                    if timeout_is_none
+                        && matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) =>
+                {
+                    return Ok(None)
+                }
                 Err(e) => return Err(io_context(e)),
             }
         }

@@ -214,6 +214,18 @@ fn bad_arguments_get_a_clear_error() {
             ],
             "ADDRESS/PREFIX",
         ),
+        (
+            vec![
+                "run",
+                "--data",
+                d,
+                "--net",
+                "std:127.0.0.1:0",
+                "--uplink-live-seconds",
+                "-1",
+            ],
+            "seconds from 0 (off) to 86400",
+        ),
         (vec!["status", "--data", d, "--bogus"], "unknown option"),
     ] {
         let out = hub(&args);

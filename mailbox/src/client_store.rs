@@ -12,6 +12,8 @@
 //! **What comes down.** Each pulled batch is stored in the mailbox with one fsynced commit
 //! ([`Mailbox::store`]) before the next is read, so an interrupted pull resumes from the
 //! mailbox's vector and local devices are served what arrived. The mailbox never interprets it.
+//! The same holds for the pulls of a live session (on the server's `Notify`): between them the
+//! client holds no transaction, and [`MailboxClient::server_vector`] follows what was pulled.
 //!
 //! **Id pool.** In delegated id mode (a hub with an uplink, see `ids.rs`) the session asks, after
 //! the pull, for the refills [`Mailbox::id_refills`] finds due (each stored before it is sent),
@@ -56,7 +58,7 @@ pub struct MailboxClient<'m> {
     pub more_to_push: bool,
     /// What the session moved so far.
     pub moved: Moved,
-    /// The server's vector as it announced it, advanced by what it acknowledged.
+    /// The server's vector as it announced it, advanced by what it acknowledged and sent.
     pub server_vector: Option<VersionVector>,
     /// Numbers asked of the server per refill at least (delegated id mode).
     pub id_block: u64,
@@ -88,6 +90,13 @@ impl<'m> MailboxClient<'m> {
             id_low_water: HUB_BLOCK / 4,
             ids_granted: 0,
         }
+    }
+}
+
+impl MailboxClient<'_> {
+    /// The mailbox (between messages, e.g. to read the id pool while a live session waits).
+    pub fn mailbox(&self) -> &Mailbox {
+        self.mailbox
     }
 }
 
@@ -138,6 +147,11 @@ impl ClientStore for MailboxClient<'_> {
 
     fn apply_chunk(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), MailboxError> {
         self.mailbox.store(vec![batch.to_vec()])?;
+        // The server holds what it sends: its vector covers the batch (the uplink's backlog
+        // must not count it as something to push).
+        if let Some(v) = &mut self.server_vector {
+            let _ = v.advance(header.origin, header.range);
+        }
         self.moved.pulled += header.range.hi - header.range.lo + 1;
         self.moved.batches_pulled += 1;
         Ok(())

@@ -1,0 +1,436 @@
+//! The hub's uplink in live mode, against the real cloud: release-built `outpost-hub run --cloud`
+//! and `outpost-cloud run` processes on loopback, device databases with the built
+//! `liboutpost.so` in `outpost_sync` live mode (a clinic tablet with the hub, a field device with
+//! the cloud).
+//!
+//! - each way, an edit reaches the other live device within a few seconds (the uplink pulls on
+//!   the cloud's `Notify` and notifies the hub's live devices; a tablet's commit ends the
+//!   uplink's live wait and the next session pushes it);
+//! - the cloud stopped (SIGSTOP: the link stays open, nothing answers), then killed (SIGKILL)
+//!   while the uplink is live: the hub notices, backs off, relays what both sides wrote meanwhile
+//!   when the cloud returns, and every replica ends with the same rows, nothing lost or doubled.
+
+mod built;
+mod cloudrun;
+
+use built::{built, free_port, scratch};
+use cloudrun::{appears, cloud_bin, code_of, live, Device};
+use outpost_mailbox::Mailbox;
+use outpost_protocol::VersionVector;
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, village TEXT, visits INTEGER NOT NULL DEFAULT 0);
+SELECT outpost_track('patients', '{\"columns\": {\"visits\": \"counter\"}}');";
+
+/// How long an edit may take to reach the other live device (the feature: ~0.1-0.4 s here).
+const PROPAGATION: Duration = Duration::from_secs(3);
+
+/// A cloud data directory on a fixed port, restartable; killed on drop.
+struct Cloud {
+    data: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Cloud {
+    fn init(data: &Path) -> Cloud {
+        let out = Command::new(cloud_bin())
+            .args(["init", "--data"])
+            .arg(data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Cloud {
+            data: data.to_path_buf(),
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    fn start(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(cloud_bin())
+            .args(["run", "--data"])
+            .arg(&self.data)
+            .args(["--https", "127.0.0.1:0", "--listen"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("protocol ") => break,
+                Some(Ok(_)) => {}
+                _ => panic!("outpost-cloud run ended early"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn code(&self, kind: &str) -> String {
+        code_of(
+            Command::new(cloud_bin())
+                .args(["enroll-code", "--no-qr", kind, "--data"])
+                .arg(&self.data)
+                .args(["--address", &format!("127.0.0.1:{}", self.port)])
+                .output()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("-CONT");
+        }
+        self.kill();
+    }
+}
+
+/// `outpost-hub run --net std: --cloud CODE` (live uplink by default), killed on drop.
+struct Hub {
+    child: Child,
+    data: PathBuf,
+    port: u16,
+}
+
+impl Hub {
+    fn start(data: &Path, cloud_code: &str) -> Hub {
+        std::fs::create_dir_all(data).unwrap();
+        let port = free_port();
+        let child = Command::new(&built().hub)
+            .args(["run", "--no-mdns", "--data"])
+            .arg(data)
+            .args(["--net", &format!("std:127.0.0.1:{port}")])
+            .args(["--cloud", cloud_code])
+            .args(["--uplink-min-ms", "200", "--uplink-max-ms", "2000"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the hub did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Hub {
+            child,
+            data: data.to_path_buf(),
+            port,
+        }
+    }
+
+    fn code(&self) -> String {
+        code_of(
+            Command::new(&built().hub)
+                .args(["enroll-code", "--no-qr", "--data"])
+                .arg(&self.data)
+                .args(["--address", &format!("127.0.0.1:{}", self.port)])
+                .output()
+                .unwrap(),
+        )
+    }
+
+    fn uplink(&self) -> serde_json::Value {
+        let out = Command::new(&built().hub)
+            .args(["status", "--json", "--data"])
+            .arg(&self.data)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        s["uplink"].clone()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
+    }
+
+    /// Waits (up to `bound`) until the uplink's status satisfies `ok`.
+    fn wait_uplink(&self, what: &str, bound: Duration, ok: impl Fn(&serde_json::Value) -> bool) {
+        let start = Instant::now();
+        loop {
+            let u = self.uplink();
+            if ok(&u) {
+                return;
+            }
+            assert!(
+                start.elapsed() < bound,
+                "{what}: not within {bound:?}: {u}\nhub log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn rows(d: &Device) -> Vec<String> {
+    let mut s = d
+        .conn
+        .prepare("SELECT id, name, village, visits FROM patients ORDER BY id")
+        .unwrap();
+    s.query_map([], |r| {
+        Ok(format!(
+            "{}|{}|{}|{}",
+            r.get::<_, String>(0)?,
+            r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+            r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+            r.get::<_, i64>(3)?
+        ))
+    })
+    .unwrap()
+    .map(|r| r.unwrap())
+    .collect()
+}
+
+/// The mailbox checks, and the batches it would serve from scratch chain per origin without any
+/// seq twice.
+fn check_mailbox(path: &Path) {
+    let m = Mailbox::open(path).unwrap();
+    m.check().unwrap();
+    let v = m.vector().unwrap();
+    let mut next = VersionVector::new();
+    for b in m.batches_for(&VersionVector::new(), None).unwrap() {
+        let b = b.unwrap();
+        assert_eq!(
+            b.range.lo,
+            next.get(&b.origin) + 1,
+            "{path:?}: a gap or a seq twice"
+        );
+        next.set(b.origin, b.range.hi);
+    }
+    assert_eq!(next, v, "{path:?}: served ranges = coverage");
+}
+
+/// A cloud, a hub uplinked to it, a tablet enrolled with the hub and a field device with the
+/// cloud, both holding the table after a first exchange (plain syncs).
+struct Setup {
+    _dir: tempfile::TempDir,
+    cloud: Cloud,
+    hub: Hub,
+    tablet_path: PathBuf,
+    field_path: PathBuf,
+    tablet: Device,
+    field: Device,
+}
+
+fn setup() -> Setup {
+    let dir = scratch();
+    let mut cloud = Cloud::init(&dir.path().join("cloud"));
+    cloud.start();
+    let hub = Hub::start(&dir.path().join("hub"), &cloud.code("--hub"));
+    let (tablet_path, field_path) = (dir.path().join("tablet.db"), dir.path().join("field.db"));
+    let tablet = Device::open(&tablet_path, SCHEMA);
+    assert_eq!(tablet.enroll(&hub.code())["role"], "hub");
+    let field = Device::open(&field_path, SCHEMA);
+    assert_eq!(field.enroll(&cloud.code("--device"))["role"], "cloud");
+    tablet.exec("INSERT INTO patients(id, name) VALUES ('first-t', 'n')");
+    field.exec("INSERT INTO patients(id, name) VALUES ('first-f', 'n')");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(tablet.has("patients", "first-f") && field.has("patients", "first-t")) {
+        assert!(
+            Instant::now() < deadline,
+            "no first exchange within 60 s; hub log:\n{}",
+            hub.log()
+        );
+        tablet.sync("hub");
+        field.sync("cloud");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The uplink's round after that exchange went live.
+    hub.wait_uplink("the uplink live", Duration::from_secs(20), |u| {
+        u["live_since"].as_u64().is_some()
+    });
+    Setup {
+        _dir: dir,
+        cloud,
+        hub,
+        tablet_path,
+        field_path,
+        tablet,
+        field,
+    }
+}
+
+#[test]
+fn edits_cross_a_live_uplink_within_seconds_both_ways() {
+    let s = setup();
+    let tablet_live = live(&s.tablet_path, SCHEMA, "hub", 60);
+    let field_live = live(&s.field_path, SCHEMA, "cloud", 60);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut took = Vec::new();
+    for i in 0..3 {
+        for (from, to, tag) in [(&s.field, &s.tablet, "down"), (&s.tablet, &s.field, "up")] {
+            let id = format!("{tag}{i}");
+            from.exec(&format!(
+                "INSERT INTO patients(id, name, village) VALUES ('{id}', 'n', 'v')"
+            ));
+            let t = appears(to, "patients", &id, PROPAGATION, Duration::from_millis(5))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{id} did not cross within {PROPAGATION:?}; hub log:\n{}",
+                        s.hub.log()
+                    )
+                });
+            took.push(format!("{id} {} ms", t.as_millis()));
+            std::thread::sleep(Duration::from_millis(200 + i * 150));
+        }
+    }
+    println!("propagation: {}", took.join(", "));
+    println!(
+        "uplink rounds logged: {}",
+        s.hub.log().matches("uplink: synced with the cloud").count()
+    );
+    let u = s.hub.uplink();
+    assert_eq!(u["state"], "connected", "{u}");
+    assert!(u["live_since"].as_u64().is_some(), "{u}");
+    drop(s.hub);
+    drop(s.cloud);
+    let _ = tablet_live.join();
+    let _ = field_live.join();
+    assert_eq!(rows(&s.tablet), rows(&s.field));
+}
+
+#[test]
+fn a_stopped_then_killed_cloud_is_noticed_and_the_live_uplink_relays_everything_once_it_returns() {
+    let mut s = setup();
+    let tablet_live = live(&s.tablet_path, SCHEMA, "hub", 120);
+
+    // The cloud stops answering (SIGSTOP: its sockets stay open): the live wait's pings go
+    // unanswered and the uplink gives up on the link within its 15 s silence bound.
+    let stopped = unix_now();
+    s.cloud.signal("-STOP");
+    s.hub
+        .wait_uplink("a silent link noticed", Duration::from_secs(25), |u| {
+            u["state"] == "backing off"
+                && u["live_since"].is_null()
+                && u["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("stopped answering"))
+        });
+    let noticed = unix_now() - stopped;
+    s.cloud.signal("-CONT");
+    s.hub
+        .wait_uplink("live again", Duration::from_secs(45), |u| {
+            u["state"] == "connected" && u["live_since"].as_u64().is_some()
+        });
+
+    // Killed while the uplink is live: the hub backs off, both sides keep writing.
+    s.cloud.kill();
+    s.hub
+        .wait_uplink("the cut noticed", Duration::from_secs(10), |u| {
+            u["state"] == "backing off"
+        });
+    for i in 0..5 {
+        s.tablet.exec(&format!(
+            "INSERT INTO patients(id, name, village) VALUES ('t{i}', 'n', 'clinic');
+             UPDATE patients SET visits = visits + 1 WHERE id = 'first-f';"
+        ));
+        s.field.exec(&format!(
+            "INSERT INTO patients(id, name, village) VALUES ('f{i}', 'n', 'field');
+             UPDATE patients SET visits = visits + 1 WHERE id = 'first-t';"
+        ));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        !s.field.has("patients", "t0"),
+        "nothing crosses while the cloud is down"
+    );
+
+    // The cloud returns: the hub relays on its own (backoff ≤ 2 s), live again.
+    let back = unix_now();
+    s.cloud.start();
+    s.hub
+        .wait_uplink("relayed and live", Duration::from_secs(20), |u| {
+            u["last_success"].as_u64().is_some_and(|t| t >= back)
+                && u["backlog_seqs"].as_u64() == Some(0)
+                && u["live_since"].as_u64().is_some()
+        });
+    // The field device comes back live: what it wrote goes up, down the live uplink, to the
+    // live tablet; what the tablet wrote comes to it.
+    let field_live = live(&s.field_path, SCHEMA, "cloud", 60);
+    for i in 0..5 {
+        for (d, id) in [(&s.tablet, format!("f{i}")), (&s.field, format!("t{i}"))] {
+            appears(
+                d,
+                "patients",
+                &id,
+                Duration::from_secs(10),
+                Duration::from_millis(20),
+            )
+            .unwrap_or_else(|| panic!("{id} missing; hub log:\n{}", s.hub.log()));
+        }
+    }
+    // Everything written on both sides, once: the counters count each increment once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (t, f) = (rows(&s.tablet), rows(&s.field));
+        if t == f && t.iter().any(|r| r == "first-f|n||5") {
+            assert!(t.iter().any(|r| r == "first-t|n||5"), "{t:?}");
+            assert_eq!(t.len(), 12, "{t:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "tablet {t:?}\nfield {f:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = s.hub.log();
+    drop(s.hub);
+    s.cloud.kill();
+    let _ = tablet_live.join();
+    let _ = field_live.join();
+    check_mailbox(&s._dir.path().join("hub/mailbox.db"));
+    check_mailbox(&s.cloud.data.join("mailbox.db"));
+    println!("silent link noticed after ~{noticed} s");
+    assert!(
+        log.contains("stopped answering"),
+        "the hub's log names the silent link"
+    );
+}
