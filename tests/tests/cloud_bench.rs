@@ -4,9 +4,8 @@
 //! - `cloud_live_propagation_latency`: device A commit → device B sees it, both in `outpost_sync`
 //!   live mode with the cloud (the same measurement as `live_mode.rs` through the hub);
 //! - `clinic_to_field_live_latency`: across both: a clinic tablet live with an `outpost-hub`
-//!   that uplinks to the cloud (default uplink settings), a field device live with the cloud;
-//!   each direction timed (the hub's uplink is not a live session: the cloud's changes come down
-//!   at its next poll);
+//!   that uplinks to the cloud (default uplink settings: a live uplink), a field device live
+//!   with the cloud; each direction timed;
 //! - `cloud_ingest_throughput`: devices push the patients/visits workload of
 //!   `shared/bench/WORKLOAD.md` (scaled: `OUTPOST_BENCH_PATIENTS` per device, default 100,000: the full
 //!   W1 size, with twice as many visits) and the time runs until the cloud's tenant tables hold every row;
