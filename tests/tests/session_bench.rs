@@ -130,3 +130,385 @@ fn handshakes_per_second_and_bulk_throughput_over_loopback() {
         mb / pull
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// A new device's first sync through `outpost_sync`, from the release-built hub holding the
+// W1-size workload (WORKLOAD.md: 100k patients + 200k visits, UUID keys), against plain SQLite
+// inserting the same rows in the same run. The syncing device is a child process (this test
+// binary again, `first_sync_child`) so its peak memory (VmHWM) is its own:
+// `cargo test --release -p outpost-tests --test session_bench -- --ignored --nocapture first_sync`
+// `OUTPOST_BENCH_BEFORE_EXT=/path/liboutpost.so` also runs that build of the extension,
+// alternating with the current one; `OUTPOST_BENCH_RUNS` (default 3), `OUTPOST_BENCH_SCALE`
+// (default 1.0). Results are recorded in docs/performance.md (W4, "through outpost_sync").
+
+mod built;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rusqlite::Connection;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const W1_SCHEMA: &str = "
+CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, given_name TEXT, family_name TEXT, sex TEXT, dob TEXT,
+  village TEXT, phone TEXT, visit_count INTEGER, updated_at INTEGER);
+CREATE TABLE visits(id TEXT PRIMARY KEY NOT NULL, patient_id TEXT REFERENCES patients(id), clinic TEXT,
+  provider TEXT, notes TEXT, created_at INTEGER);
+CREATE INDEX visits_patient ON visits(patient_id);";
+
+/// W1's rows in insert order (patients, then visits), as SQL values, from WORKLOAD.md's recipe.
+fn w1_rows(
+    scale: f64,
+) -> (
+    Vec<[rusqlite::types::Value; 9]>,
+    Vec<[rusqlite::types::Value; 6]>,
+) {
+    use rusqlite::types::Value as V;
+    const CLINICS: [&str; 6] = [
+        "Mbeya Central",
+        "Moshi Hillside",
+        "Gulu Riverside",
+        "Iringa Market",
+        "Tanga Harbour",
+        "Arusha Plains",
+    ];
+    const VOCAB: [&str; 24] = [
+        "fever",
+        "cough",
+        "malaria",
+        "rapid",
+        "test",
+        "negative",
+        "positive",
+        "prescribed",
+        "paracetamol",
+        "amoxicillin",
+        "follow",
+        "up",
+        "weeks",
+        "blood",
+        "pressure",
+        "normal",
+        "elevated",
+        "child",
+        "weight",
+        "gain",
+        "referred",
+        "district",
+        "hospital",
+        "counselled",
+    ];
+    let mut rng = StdRng::seed_from_u64(20_261_123);
+    let uuid = |rng: &mut StdRng| {
+        let mut b: [u8; 16] = rng.gen();
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
+    };
+    let name = |rng: &mut StdRng| {
+        const C: &[u8] = b"bdfghjklmnprstvwyz";
+        const VW: &[u8] = b"aeiou";
+        let n = rng.gen_range(3..=5);
+        let mut s = String::new();
+        for i in 0..n {
+            let c = C[rng.gen_range(0..C.len())] as char;
+            s.push(if i == 0 { c.to_ascii_uppercase() } else { c });
+            s.push(VW[rng.gen_range(0..VW.len())] as char);
+        }
+        s
+    };
+    let n_patients = ((100_000.0 * scale) as usize).max(1);
+    let n_visits = (200_000.0 * scale) as usize;
+    let patients: Vec<[V; 9]> = (0..n_patients)
+        .map(|i| {
+            let mut village = name(&mut rng);
+            match rng.gen_range(0..3) {
+                0 => village.push_str("ni"),
+                1 => village.push_str("wa"),
+                _ => {}
+            }
+            [
+                V::Text(uuid(&mut rng)),
+                V::Text(name(&mut rng)),
+                V::Text(name(&mut rng)),
+                V::Text(if rng.gen() { "F" } else { "M" }.into()),
+                V::Text(format!(
+                    "{}-{:02}-{:02}",
+                    rng.gen_range(1940..2020),
+                    rng.gen_range(1..13),
+                    rng.gen_range(1..29)
+                )),
+                V::Text(village),
+                V::Text(format!("+2557{:08}", rng.gen_range(0..100_000_000u32))),
+                V::Integer(rng.gen_range(0..20)),
+                V::Integer(1_700_000_000_000 + i as i64 * 1000),
+            ]
+        })
+        .collect();
+    let visits = (0..n_visits)
+        .map(|i| {
+            let mut notes = String::new();
+            while notes.len() < 55 {
+                if !notes.is_empty() {
+                    notes.push(' ');
+                }
+                notes.push_str(VOCAB[rng.gen_range(0..VOCAB.len())]);
+            }
+            let id = uuid(&mut rng);
+            let patient = patients[rng.gen_range(0..n_patients)][0].clone();
+            [
+                V::Text(id),
+                patient,
+                V::Text(CLINICS[rng.gen_range(0..CLINICS.len())].into()),
+                V::Text(name(&mut rng)),
+                V::Text(notes),
+                V::Integer(1_700_000_000_000 + i as i64 * 500),
+            ]
+        })
+        .collect();
+    (patients, visits)
+}
+
+/// A W1 database file (WAL, `synchronous=NORMAL`), with `ext` loaded and the tables tracked.
+fn w1_db(path: &Path, ext: Option<&Path>) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        .unwrap();
+    conn.execute_batch(W1_SCHEMA).unwrap();
+    if let Some(ext) = ext {
+        // SAFETY: loading an Outpost extension built from this workspace.
+        unsafe {
+            conn.load_extension_enable().unwrap();
+            conn.load_extension(ext, Some("sqlite3_outpost_init"))
+                .unwrap();
+            conn.load_extension_disable().unwrap();
+        }
+        conn.query_row(
+            "SELECT outpost_track('patients'), outpost_track('visits')",
+            [],
+            |_| Ok(()),
+        )
+        .unwrap();
+    }
+    conn
+}
+
+/// Inserts the rows in one transaction; seconds.
+fn insert_w1(
+    conn: &Connection,
+    rows: &(
+        Vec<[rusqlite::types::Value; 9]>,
+        Vec<[rusqlite::types::Value; 6]>,
+    ),
+) -> f64 {
+    let t = Instant::now();
+    let tx = conn.unchecked_transaction().unwrap();
+    {
+        let mut p = tx
+            .prepare("INSERT INTO patients VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)")
+            .unwrap();
+        for r in &rows.0 {
+            p.execute(rusqlite::params_from_iter(r.iter())).unwrap();
+        }
+        let mut v = tx
+            .prepare("INSERT INTO visits VALUES (?1,?2,?3,?4,?5,?6)")
+            .unwrap();
+        for r in &rows.1 {
+            v.execute(rusqlite::params_from_iter(r.iter())).unwrap();
+        }
+    }
+    tx.commit().unwrap();
+    t.elapsed().as_secs_f64()
+}
+
+fn enroll_code(hub_data: &Path) -> String {
+    let out = Command::new(&built::built().hub)
+        .args(["enroll-code", "--no-qr", "--data"])
+        .arg(hub_data)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .find(|w| w.starts_with("outpost:"))
+        .expect("an outpost: code")
+        .to_string()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The syncing device (run by `first_sync_through_outpost_sync` as a child process; does nothing
+/// when run on its own): a fresh W1 database, enrolled, one timed `outpost_sync()`. Prints
+/// `FIRST_SYNC rows seconds vmhwm_kib json`.
+#[test]
+#[ignore = "benchmark helper: the child process of first_sync_through_outpost_sync"]
+fn first_sync_child() {
+    let Ok(spec) = std::env::var("OUTPOST_FIRST_SYNC_CHILD") else {
+        return;
+    };
+    let mut parts = spec.splitn(3, '\n');
+    let (ext, db, code) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let conn = w1_db(Path::new(db), Some(Path::new(ext)));
+    conn.query_row(&format!("SELECT outpost_enroll('{code}')"), [], |_| Ok(()))
+        .unwrap();
+    let t = Instant::now();
+    let out: String = conn
+        .query_row("SELECT outpost_sync()", [], |r| r.get(0))
+        .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let rows: i64 = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM patients) + (SELECT count(*) FROM visits)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .unwrap();
+    println!("FIRST_SYNC {rows} {secs} {hwm} {out}");
+}
+
+#[test]
+#[ignore = "benchmark: prints figures, takes minutes"]
+fn first_sync_through_outpost_sync() {
+    let scale: f64 = std::env::var("OUTPOST_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0);
+    let runs: usize = std::env::var("OUTPOST_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let mut exts = vec![("current", built::built().ext.clone())];
+    if let Ok(before) = std::env::var("OUTPOST_BENCH_BEFORE_EXT") {
+        exts.insert(0, ("before", before.into()));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hub_data = dir.path().join("hub");
+    std::fs::create_dir_all(&hub_data).unwrap();
+    let port = free_port();
+    let mut hub = Command::new(&built::built().hub)
+        .args(["run", "--data"])
+        .arg(&hub_data)
+        .args(["--net", &format!("std:127.0.0.1:{port}"), "--no-mdns"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "hub did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // The source device writes W1 and pushes it to the hub.
+    let rows = w1_rows(scale);
+    let total = (rows.0.len() + rows.1.len()) as u64;
+    let src = w1_db(&dir.path().join("source.db"), Some(&built::built().ext));
+    let written = insert_w1(&src, &rows);
+    src.query_row(
+        &format!("SELECT outpost_enroll('{}')", enroll_code(&hub_data)),
+        [],
+        |_| Ok(()),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let pushed: String = src
+        .query_row("SELECT outpost_sync()", [], |r| r.get(0))
+        .unwrap();
+    println!(
+        "source: {total} rows written in {written:.2} s, pushed to the hub in {:.2} s: {pushed}",
+        t.elapsed().as_secs_f64()
+    );
+    drop(src);
+
+    let mut plain = Vec::new();
+    let mut figures: Vec<(Vec<f64>, Vec<u64>)> = vec![(vec![], vec![]); exts.len()];
+    for run in 0..runs {
+        for (i, (label, ext)) in exts.iter().enumerate() {
+            let db = dir.path().join(format!("fresh-{label}-{run}.db"));
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "first_sync_child",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(
+                    "OUTPOST_FIRST_SYNC_CHILD",
+                    format!(
+                        "{}\n{}\n{}",
+                        ext.display(),
+                        db.display(),
+                        enroll_code(&hub_data)
+                    ),
+                )
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let line = stdout
+                .lines()
+                .find_map(|l| l.split_once("FIRST_SYNC ").map(|(_, rest)| rest))
+                .unwrap_or_else(|| {
+                    panic!("child: {stdout} {}", String::from_utf8_lossy(&out.stderr))
+                });
+            let mut f = line.splitn(4, ' ');
+            let got: u64 = f.next().unwrap().parse().unwrap();
+            let secs: f64 = f.next().unwrap().parse().unwrap();
+            let hwm: u64 = f.next().unwrap().parse().unwrap();
+            let json = f.next().unwrap();
+            assert_eq!(got, total, "{label}: every row arrived: {json}");
+            println!(
+                "run {run} {label}: first sync of {total} rows in {secs:.2} s = {:.0} rows/s, syncing process VmHWM {:.1} MiB: {json}",
+                total as f64 / secs,
+                hwm as f64 / 1024.0
+            );
+            figures[i].0.push(total as f64 / secs);
+            figures[i].1.push(hwm);
+            let _ = std::fs::remove_file(&db);
+        }
+        let path = dir.path().join(format!("plain-{run}.db"));
+        let secs = insert_w1(&w1_db(&path, None), &rows);
+        println!(
+            "run {run} plain SQLite: the same {total} rows in one transaction in {secs:.2} s = {:.0} rows/s",
+            total as f64 / secs
+        );
+        plain.push(total as f64 / secs);
+    }
+    let plain = median(plain);
+    println!("plain SQLite, one transaction: median {plain:.0} rows/s");
+    for ((label, _), (rates, hwms)) in exts.iter().zip(figures) {
+        let rate = median(rates);
+        println!(
+            "{label}: first sync through outpost_sync, median {rate:.0} rows/s = {:.2}x plain's rate; VmHWM {} MiB",
+            rate / plain,
+            hwms.iter()
+                .map(|k| format!("{:.1}", *k as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
+    }
+    let _ = hub.kill();
+    let _ = hub.wait();
+}
