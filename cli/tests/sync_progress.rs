@@ -136,11 +136,13 @@ fn progress(c: &Connection) -> Option<Json> {
 fn a_pull_shows_its_announced_total_and_time_left() {
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::start(&dir.path().join("hub"));
-    // The source: 20000 rows of ~200 bytes, pushed to the hub.
+    // The source: 80000 rows of ~200 bytes (~17 MB), pushed to the hub: a pull long enough for
+    // the CLI's progress lines (the first after 0.3 s; 20000 rows applied in groups of 16 chunks
+    // took less than that).
     let a = device(&dir.path().join("a.db"), &hub);
     a.execute_batch(
         "BEGIN;
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 80000)
          INSERT INTO notes SELECT 'n' || i, hex(randomblob(100)) FROM n;
          COMMIT;",
     )
