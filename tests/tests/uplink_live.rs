@@ -129,7 +129,7 @@ struct Hub {
 }
 
 impl Hub {
-    fn start(data: &Path, cloud_code: &str) -> Hub {
+    fn start(data: &Path, cloud_code: &str, extra: &[&str]) -> Hub {
         std::fs::create_dir_all(data).unwrap();
         let port = free_port();
         let child = Command::new(&built().hub)
@@ -138,6 +138,7 @@ impl Hub {
             .args(["--net", &format!("std:127.0.0.1:{port}")])
             .args(["--cloud", cloud_code])
             .args(["--uplink-min-ms", "200", "--uplink-max-ms", "2000"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
             .spawn()
@@ -262,11 +263,11 @@ struct Setup {
     field: Device,
 }
 
-fn setup() -> Setup {
+fn setup(hub_args: &[&str]) -> Setup {
     let dir = scratch();
     let mut cloud = Cloud::init(&dir.path().join("cloud"));
     cloud.start();
-    let hub = Hub::start(&dir.path().join("hub"), &cloud.code("--hub"));
+    let hub = Hub::start(&dir.path().join("hub"), &cloud.code("--hub"), hub_args);
     let (tablet_path, field_path) = (dir.path().join("tablet.db"), dir.path().join("field.db"));
     let tablet = Device::open(&tablet_path, SCHEMA);
     assert_eq!(tablet.enroll(&hub.code())["role"], "hub");
@@ -285,9 +286,12 @@ fn setup() -> Setup {
         field.sync("cloud");
         std::thread::sleep(Duration::from_millis(300));
     }
-    // The uplink's round after that exchange went live.
-    hub.wait_uplink("the uplink live", Duration::from_secs(20), |u| {
-        u["live_since"].as_u64().is_some()
+    // The uplink's round after that exchange went live (unless live mode is off).
+    let off = hub_args
+        .windows(2)
+        .any(|w| w == ["--uplink-live-seconds", "0"]);
+    hub.wait_uplink("the uplink connected", Duration::from_secs(20), |u| {
+        u["state"] == "connected" && (off || u["live_since"].as_u64().is_some())
     });
     Setup {
         _dir: dir,
@@ -302,7 +306,7 @@ fn setup() -> Setup {
 
 #[test]
 fn edits_cross_a_live_uplink_within_seconds_both_ways() {
-    let s = setup();
+    let s = setup(&[]);
     let tablet_live = live(&s.tablet_path, SCHEMA, "hub", 60);
     let field_live = live(&s.field_path, SCHEMA, "cloud", 60);
     std::thread::sleep(Duration::from_millis(500));
@@ -341,7 +345,7 @@ fn edits_cross_a_live_uplink_within_seconds_both_ways() {
 
 #[test]
 fn a_stopped_then_killed_cloud_is_noticed_and_the_live_uplink_relays_everything_once_it_returns() {
-    let mut s = setup();
+    let mut s = setup(&[]);
     let tablet_live = live(&s.tablet_path, SCHEMA, "hub", 120);
 
     // The cloud stops answering (SIGSTOP: its sockets stay open): the live wait's pings go
@@ -433,4 +437,30 @@ fn a_stopped_then_killed_cloud_is_noticed_and_the_live_uplink_relays_everything_
         log.contains("stopped answering"),
         "the hub's log names the silent link"
     );
+}
+
+#[test]
+fn with_live_mode_off_the_uplink_polls_as_before() {
+    let s = setup(&["--uplink-live-seconds", "0"]);
+    let tablet_live = live(&s.tablet_path, SCHEMA, "hub", 30);
+    std::thread::sleep(Duration::from_millis(300));
+    // Down: the next poll (every 2 s here, --uplink-max-ms) brings it; never live.
+    s.field
+        .exec("INSERT INTO patients(id, name) VALUES ('polled', 'n')");
+    s.field.sync("cloud");
+    appears(
+        &s.tablet,
+        "patients",
+        "polled",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+    )
+    .unwrap_or_else(|| panic!("no poll brought it; hub log:\n{}", s.hub.log()));
+    let u = s.hub.uplink();
+    assert!(u["live_since"].is_null(), "{u}");
+    assert_eq!(u["state"], "connected", "{u}");
+    assert!(!s.hub.log().contains("; live"), "no session went live");
+    drop(s.hub);
+    drop(s.cloud);
+    let _ = tablet_live.join();
 }
