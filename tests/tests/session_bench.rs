@@ -138,7 +138,9 @@ fn handshakes_per_second_and_bulk_throughput_over_loopback() {
 // binary again, `first_sync_child`) so its peak memory (VmHWM) is its own:
 // `cargo test --release -p outpost-tests --test session_bench -- --ignored --nocapture first_sync`
 // `OUTPOST_BENCH_BEFORE_EXT=/path/liboutpost.so` also runs that build of the extension,
-// alternating with the current one; `OUTPOST_BENCH_RUNS` (default 3), `OUTPOST_BENCH_SCALE`
+// alternating with the current one. "apply alone" applies the same rows, exported as the 512 KiB
+// chunks a pull brings, from files, 16 per `outpost_apply_many` call (W4's way, no network), in
+// the same runs; `OUTPOST_BENCH_RUNS` (default 3), `OUTPOST_BENCH_SCALE`
 // (default 1.0). Results are recorded in docs/performance.md (W4, "through outpost_sync").
 
 mod built;
@@ -365,13 +367,34 @@ fn first_sync_child() {
         parts.next().unwrap(),
     );
     let conn = w1_db(Path::new(db), Some(Path::new(ext)));
-    conn.query_row(&format!("SELECT outpost_enroll('{code}')"), [], |_| Ok(()))
-        .unwrap();
-    let t = Instant::now();
-    let out: String = conn
-        .query_row("SELECT outpost_sync()", [], |r| r.get(0))
-        .unwrap();
-    let secs = t.elapsed().as_secs_f64();
+    let (secs, out) = match code.strip_prefix("apply:") {
+        // The same chunks applied from files, 16 per outpost_apply_many call: no network.
+        Some(dir) => {
+            let mut files: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            let t = Instant::now();
+            for group in files.chunks(16) {
+                let blobs: Vec<Vec<u8>> = group.iter().map(|f| std::fs::read(f).unwrap()).collect();
+                let marks: Vec<String> = (1..=blobs.len()).map(|i| format!("?{i}")).collect();
+                let sql = format!("SELECT outpost_apply_many({})", marks.join(", "));
+                conn.query_row(&sql, rusqlite::params_from_iter(blobs.iter()), |_| Ok(()))
+                    .unwrap();
+            }
+            (t.elapsed().as_secs_f64(), format!("{} chunks", files.len()))
+        }
+        None => {
+            conn.query_row(&format!("SELECT outpost_enroll('{code}')"), [], |_| Ok(()))
+                .unwrap();
+            let t = Instant::now();
+            let out: String = conn
+                .query_row("SELECT outpost_sync()", [], |r| r.get(0))
+                .unwrap();
+            (t.elapsed().as_secs_f64(), out)
+        }
+    };
     let rows: i64 = conn
         .query_row(
             "SELECT (SELECT count(*) FROM patients) + (SELECT count(*) FROM visits)",
@@ -399,9 +422,13 @@ fn first_sync_through_outpost_sync() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3);
-    let mut exts = vec![("current", built::built().ext.clone())];
+    // (label, extension, apply the exported chunks instead of syncing)
+    let mut exts = vec![
+        ("current", built::built().ext.clone(), false),
+        ("apply alone", built::built().ext.clone(), true),
+    ];
     if let Ok(before) = std::env::var("OUTPOST_BENCH_BEFORE_EXT") {
-        exts.insert(0, ("before", before.into()));
+        exts.insert(0, ("before", before.into(), false));
     }
     let dir = tempfile::tempdir().unwrap();
     let hub_data = dir.path().join("hub");
@@ -440,12 +467,30 @@ fn first_sync_through_outpost_sync() {
         "source: {total} rows written in {written:.2} s, pushed to the hub in {:.2} s: {pushed}",
         t.elapsed().as_secs_f64()
     );
+    // The same rows as the chunks a pull brings (512 KiB, the sync client's export size), for
+    // the apply alone.
+    let chunks = dir.path().join("chunks");
+    std::fs::create_dir_all(&chunks).unwrap();
+    let mut since = 0i64;
+    let mut n = 0;
+    while let Some(b) = src
+        .query_row("SELECT outpost_changes(?1, 524288)", [since], |r| {
+            r.get::<_, Option<Vec<u8>>>(0)
+        })
+        .unwrap()
+    {
+        let h = outpost_protocol::batch::codec::decode_header(&b, &Default::default()).unwrap();
+        since = h.range.hi as i64;
+        std::fs::write(chunks.join(format!("{n:05}.batch")), &b).unwrap();
+        n += 1;
+    }
+    println!("{n} chunks exported for the apply-alone reference");
     drop(src);
 
     let mut plain = Vec::new();
     let mut figures: Vec<(Vec<f64>, Vec<u64>)> = vec![(vec![], vec![]); exts.len()];
     for run in 0..runs {
-        for (i, (label, ext)) in exts.iter().enumerate() {
+        for (i, (label, ext, apply)) in exts.iter().enumerate() {
             let db = dir.path().join(format!("fresh-{label}-{run}.db"));
             let out = Command::new(std::env::current_exe().unwrap())
                 .args([
@@ -461,7 +506,11 @@ fn first_sync_through_outpost_sync() {
                         "{}\n{}\n{}",
                         ext.display(),
                         db.display(),
-                        enroll_code(&hub_data)
+                        if *apply {
+                            format!("apply:{}", chunks.display())
+                        } else {
+                            enroll_code(&hub_data)
+                        }
                     ),
                 )
                 .output()
@@ -480,7 +529,7 @@ fn first_sync_through_outpost_sync() {
             let json = f.next().unwrap();
             assert_eq!(got, total, "{label}: every row arrived: {json}");
             println!(
-                "run {run} {label}: first sync of {total} rows in {secs:.2} s = {:.0} rows/s, syncing process VmHWM {:.1} MiB: {json}",
+                "run {run} {label}: {total} rows in {secs:.2} s = {:.0} rows/s, child process VmHWM {:.1} MiB: {json}",
                 total as f64 / secs,
                 hwm as f64 / 1024.0
             );
@@ -498,10 +547,15 @@ fn first_sync_through_outpost_sync() {
     }
     let plain = median(plain);
     println!("plain SQLite, one transaction: median {plain:.0} rows/s");
-    for ((label, _), (rates, hwms)) in exts.iter().zip(figures) {
+    for ((label, _, apply), (rates, hwms)) in exts.iter().zip(figures) {
         let rate = median(rates);
+        let what = if *apply {
+            "the same chunks from files, 16 per outpost_apply_many call (no network)"
+        } else {
+            "first sync through outpost_sync"
+        };
         println!(
-            "{label}: first sync through outpost_sync, median {rate:.0} rows/s = {:.2}x plain's rate; VmHWM {} MiB",
+            "{label}: {what}, median {rate:.0} rows/s = {:.2}x plain's rate; VmHWM {} MiB",
             rate / plain,
             hwms.iter()
                 .map(|k| format!("{:.1}", *k as f64 / 1024.0))
