@@ -573,7 +573,11 @@ fn killing_the_client_process_mid_sync_loses_and_doubles_nothing() {
     let mut kills = 0;
     for round in 0..8 {
         edit(&b, &b_ids, round, 600);
+        let t0 = std::time::Instant::now();
         b.sync().unwrap();
+        // A's sync does the same work (plus the shell's start): a delay drawn up to twice B's
+        // duration lands inside it most of the time, however fast the machine or the client is.
+        let window_us = (t0.elapsed().as_micros() as u64 * 2).max(1);
         edit(&a, &a_ids, round, 600);
         // a sqlite3 shell syncs A; it is killed after a random delay
         let mut child = Command::new("sqlite3")
@@ -584,8 +588,8 @@ fn killing_the_client_process_mid_sync_loses_and_doubles_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .expect("the sqlite3 shell");
-        let delay = rng.gen_range(0..150);
-        std::thread::sleep(Duration::from_millis(delay));
+        let delay = rng.gen_range(0..window_us);
+        std::thread::sleep(Duration::from_micros(delay));
         if child.try_wait().unwrap().is_none() {
             kills += 1;
         }
