@@ -1,0 +1,339 @@
+//! The server side of a session: [`ServerConfig`] and [`ServerSession`], which stages pushed
+//! batches, commits them through a [`ServerStore`], serves pulls and answers id requests.
+
+use super::{covered_of, peer_error, push_digest, store_err};
+use super::{CommitRecord, ServerStore, SessionError, StagedBatch};
+use crate::batch::codec::{self, Limits as BatchLimits};
+use crate::id_range::IdGrant;
+use crate::message::{Bytes, Hello, Message, PeerRole, PushAgainReason, SessionId};
+use crate::site::SiteId;
+use crate::vector::VersionVector;
+use crate::PROTOCOL_VERSION;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// A server's settings for one session.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The server's site id.
+    pub site: SiteId,
+    /// Hub or cloud.
+    pub role: PeerRole,
+    /// The fingerprint to require of clients; `None` for a schema-free mailbox (sends zeros).
+    pub fingerprint: Option<[u8; 32]>,
+    /// The client's site id as the handshake authenticated it.
+    pub peer_site: SiteId,
+    /// The server's wall clock at hello (ms since the Unix epoch), for the client's skew check.
+    pub wall_clock_ms: u64,
+    /// Staged batches expire this long after the first push of a session.
+    pub stage_ttl_ms: u64,
+    /// Largest total of staged bytes per session.
+    pub max_staged_bytes: usize,
+    /// Batch decoding limits.
+    pub batch_limits: BatchLimits,
+}
+
+enum ServerState<P> {
+    AwaitHello,
+    Ready,
+    Serving { plan: P, vector: VersionVector },
+    Done,
+}
+
+impl<P> ServerState<P> {
+    fn name(&self) -> &'static str {
+        match self {
+            ServerState::AwaitHello => "awaiting hello",
+            ServerState::Ready => "ready",
+            ServerState::Serving { .. } => "serving a pull",
+            ServerState::Done => "ended",
+        }
+    }
+}
+
+/// The server side of one session.
+pub struct ServerSession<S: ServerStore> {
+    config: ServerConfig,
+    state: ServerState<S::PullPlan>,
+    session: SessionId,
+    staged: Vec<StagedBatch>,
+    staged_bytes: usize,
+    staged_since_ms: u64,
+    peer_hello: Option<Hello>,
+    out: VecDeque<Message>,
+}
+
+impl<S: ServerStore> fmt::Debug for ServerSession<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerSession")
+            .field("state", &self.state.name())
+            .field("staged", &self.staged.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: ServerStore> ServerSession<S> {
+    /// A session waiting for the client's hello.
+    pub fn new(config: ServerConfig) -> Self {
+        ServerSession {
+            config,
+            state: ServerState::AwaitHello,
+            session: SessionId::default(),
+            staged: Vec::new(),
+            staged_bytes: 0,
+            staged_since_ms: 0,
+            peer_hello: None,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The client's hello, once received (skew assessment, status).
+    pub fn peer_hello(&self) -> Option<&Hello> {
+        self.peer_hello.as_ref()
+    }
+
+    /// True once the session ended cleanly (`Bye`).
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, ServerState::Done)
+    }
+
+    /// Live mode: new changes arrived; tells an idle client to pull.
+    pub fn notify(&mut self) {
+        if matches!(self.state, ServerState::Ready) {
+            self.out.push_back(Message::Notify);
+        }
+    }
+
+    /// Handles one message from the client.
+    pub fn handle(&mut self, msg: Message, now_ms: u64, store: &mut S) -> Result<(), SessionError> {
+        let r = self.handle_inner(msg, now_ms, store);
+        if r.is_err() {
+            self.state = ServerState::Done;
+            self.out.clear();
+        }
+        r
+    }
+
+    fn handle_inner(
+        &mut self,
+        msg: Message,
+        now_ms: u64,
+        store: &mut S,
+    ) -> Result<(), SessionError> {
+        let unexpected = |state: &ServerState<S::PullPlan>, msg: &Message| {
+            Err(SessionError::Unexpected {
+                state: state.name(),
+                tag: msg.tag(),
+            })
+        };
+        match (&self.state, msg) {
+            (ServerState::Done, _) => Err(SessionError::Finished),
+            (_, msg @ Message::Error { .. }) => Err(peer_error(msg)),
+            (ServerState::AwaitHello, Message::Hello(h)) => self.hello(h, store),
+            (ServerState::AwaitHello, msg) => unexpected(&self.state, &msg),
+            (_, Message::Ping { nonce }) => {
+                self.out.push_back(Message::Pong { nonce });
+                Ok(())
+            }
+            (_, Message::Pong { .. }) => Ok(()),
+            (_, Message::Bye) => {
+                self.state = ServerState::Done;
+                Ok(())
+            }
+            (ServerState::Ready, Message::Push { session, batch }) => {
+                self.stage(session, batch, now_ms)
+            }
+            (ServerState::Ready, Message::Commit { session }) => {
+                self.commit(session, now_ms, store)
+            }
+            (ServerState::Ready, Message::Pull { vector }) => {
+                let plan = store
+                    .batches_for(&vector, &self.config.peer_site)
+                    .map_err(store_err)?;
+                if let Some((batches, bytes)) = store.pull_size(&plan).map_err(store_err)? {
+                    self.out.push_back(Message::PullSize { batches, bytes });
+                }
+                self.state = ServerState::Serving { plan, vector };
+                Ok(())
+            }
+            (ServerState::Ready, Message::IdRequest(request)) => {
+                let ranges = store
+                    .grant_ids(&self.config.peer_site, &request)
+                    .map_err(store_err)?;
+                let total = crate::id_range::check_ranges(&ranges).map_err(store_err)?;
+                if !ranges.is_empty()
+                    && (total != request.count || ranges[0].first <= request.above)
+                {
+                    return Err(SessionError::Store(alloc::format!(
+                        "the store granted {total} ids from {} for a request of {} above {}",
+                        ranges[0].first,
+                        request.count,
+                        request.above
+                    )));
+                }
+                self.out.push_back(Message::IdGrant(IdGrant {
+                    request: request.request,
+                    sequence: request.sequence,
+                    ranges,
+                }));
+                Ok(())
+            }
+            (_, msg) => unexpected(&self.state, &msg),
+        }
+    }
+
+    fn hello(&mut self, h: Hello, store: &mut S) -> Result<(), SessionError> {
+        if h.protocol_version != PROTOCOL_VERSION {
+            return Err(SessionError::UnsupportedVersion {
+                peer: h.protocol_version,
+                ours: PROTOCOL_VERSION,
+            });
+        }
+        if h.site != self.config.peer_site {
+            return Err(SessionError::SiteMismatch {
+                hello: h.site,
+                channel: self.config.peer_site,
+            });
+        }
+        if let Some(fp) = self.config.fingerprint {
+            if fp != h.fingerprint {
+                return Err(SessionError::ConfigMismatch);
+            }
+        }
+        let vector = store.vector().map_err(store_err)?;
+        self.session = h.session;
+        self.peer_hello = Some(h);
+        self.out.push_back(Message::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            site: self.config.site,
+            role: self.config.role,
+            fingerprint: self.config.fingerprint.unwrap_or([0; 32]),
+            wall_clock_ms: self.config.wall_clock_ms,
+            vector,
+            session: SessionId::default(),
+        }));
+        self.state = ServerState::Ready;
+        Ok(())
+    }
+
+    fn stage(&mut self, session: SessionId, batch: Bytes, now_ms: u64) -> Result<(), SessionError> {
+        // The first push after the hello or after a commit may start a new push session (a
+        // client pushing again after `PushAgain` uses a fresh id); the rest must follow it.
+        if self.staged.is_empty() {
+            self.session = session;
+        } else if session != self.session {
+            return Err(SessionError::WrongSession);
+        }
+        let staged = self.staged_bytes + batch.0.len();
+        if staged > self.config.max_staged_bytes {
+            return Err(SessionError::TooLarge {
+                staged,
+                max: self.config.max_staged_bytes,
+            });
+        }
+        let header =
+            codec::verify(&batch.0, &self.config.batch_limits).map_err(SessionError::BadBatch)?;
+        if self.staged.is_empty() {
+            self.staged_since_ms = now_ms;
+        }
+        self.staged_bytes = staged;
+        self.staged.push(StagedBatch {
+            header,
+            bytes: batch.0,
+        });
+        Ok(())
+    }
+
+    fn commit(
+        &mut self,
+        session: SessionId,
+        now_ms: u64,
+        store: &mut S,
+    ) -> Result<(), SessionError> {
+        if session != self.session && !self.staged.is_empty() {
+            return Err(SessionError::WrongSession);
+        }
+        let staged = core::mem::take(&mut self.staged);
+        self.staged_bytes = 0;
+        let again = |reason| Message::PushAgain { session, reason };
+        if staged.is_empty() {
+            self.out.push_back(again(PushAgainReason::UnknownSession));
+            return Ok(());
+        }
+        if now_ms.saturating_sub(self.staged_since_ms) > self.config.stage_ttl_ms {
+            self.out.push_back(again(PushAgainReason::SessionExpired));
+            return Ok(());
+        }
+        let digest = push_digest(staged.iter().map(|b| &b.header));
+        if let Some(record) = store.committed(&session).map_err(store_err)? {
+            self.out.push_back(if record.digest == digest {
+                Message::Ack {
+                    session,
+                    covered: record.covered,
+                }
+            } else {
+                again(PushAgainReason::DifferentContent)
+            });
+            return Ok(());
+        }
+        let mut vector = store.vector().map_err(store_err)?;
+        for b in &staged {
+            if vector.advance(b.header.origin, b.header.range).is_err() {
+                self.out.push_back(again(PushAgainReason::Gap));
+                return Ok(());
+            }
+        }
+        let record = CommitRecord {
+            digest,
+            covered: staged.iter().map(|b| covered_of(&b.header)).collect(),
+        };
+        store
+            .commit(&session, &record, &staged)
+            .map_err(store_err)?;
+        self.out.push_back(Message::Ack {
+            session,
+            covered: record.covered,
+        });
+        Ok(())
+    }
+
+    /// The next message to send, or `None` when there is nothing more for now. Streams a pull
+    /// one batch per call, so the caller can stop while the channel is full.
+    pub fn poll(&mut self, store: &mut S) -> Result<Option<Message>, SessionError> {
+        if let Some(m) = self.out.pop_front() {
+            return Ok(Some(m));
+        }
+        let ServerState::Serving { plan, vector } = &mut self.state else {
+            return Ok(None);
+        };
+        match store.next_batch(plan).map_err(store_err) {
+            Ok(Some(bytes)) => {
+                let header = match codec::decode_header(&bytes, &self.config.batch_limits) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        self.state = ServerState::Done;
+                        return Err(SessionError::Store(alloc::format!(
+                            "stored batch does not decode: {e}"
+                        )));
+                    }
+                };
+                // A plan sends each origin in seq order from the client's coverage; anything
+                // else would be a store bug, and the client's own vector stays authoritative.
+                let _ = vector.advance(header.origin, header.range);
+                Ok(Some(Message::Chunk {
+                    batch: Bytes(bytes),
+                }))
+            }
+            Ok(None) => {
+                let vector = core::mem::take(vector);
+                self.state = ServerState::Ready;
+                Ok(Some(Message::PullDone { vector }))
+            }
+            Err(e) => {
+                self.state = ServerState::Done;
+                Err(e)
+            }
+        }
+    }
+}
