@@ -12,175 +12,25 @@
 //!
 //! The test builds `outpost-hub`, `outpost-cloud` and `liboutpost.so` in release mode first.
 
+mod built;
+mod cloudrun;
+
+use built::{built, free_port, scratch};
+use cloudrun::{code_of, Stoppable as Cloud};
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Barrier, OnceLock};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
-
-struct Built {
-    hub: PathBuf,
-    cloud: PathBuf,
-    ext: PathBuf,
-}
-
-fn built() -> &'static Built {
-    static B: OnceLock<Built> = OnceLock::new();
-    B.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let status = Command::new(env!("CARGO"))
-            .current_dir(root)
-            .args(["build", "--release", "-p", "outpost-hub"])
-            .args(["-p", "outpost-cloud", "-p", "outpost"])
-            .status()
-            .expect("cargo build");
-        assert!(status.success(), "building the binaries failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let b = Built {
-            hub: target.join("release/outpost-hub"),
-            cloud: target.join("release/outpost-cloud"),
-            ext: target.join("release/liboutpost.so"),
-        };
-        assert!(b.hub.exists() && b.cloud.exists() && b.ext.exists());
-        b
-    })
-}
-
-fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        tempfile::tempdir_in(shm).unwrap()
-    } else {
-        tempfile::tempdir().unwrap()
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn wait_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "{what} did not start");
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn code_of(out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .find(|w| w.starts_with("outpost:"))
-        .expect("an outpost: code on stdout")
-        .to_string()
-}
-
-/// A cloud data directory and, while running, its process (killed on drop).
-struct Cloud {
-    data: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Cloud {
-    fn init(data: &Path) -> Cloud {
-        let out = Command::new(&built().cloud)
-            .args(["init", "--data"])
-            .arg(data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Cloud {
-            data: data.to_path_buf(),
-            port: free_port(),
-            child: None,
-        }
-    }
-
-    fn start(&mut self) {
-        assert!(self.child.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data.with_extension("log"))
-            .unwrap();
-        let mut child = Command::new(&built().cloud)
-            .args(["run", "--data"])
-            .arg(&self.data)
-            .args(["--https", "127.0.0.1:0", "--listen"])
-            .arg(format!("127.0.0.1:{}", self.port))
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("protocol ") => break,
-                Some(Ok(_)) => {}
-                _ => panic!("outpost-cloud run ended early"),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn code(&self, kind: &str) -> String {
-        code_of(
-            Command::new(&built().cloud)
-                .args(["enroll-code", "--no-qr", kind, "--data"])
-                .arg(&self.data)
-                .args(["--address", &format!("127.0.0.1:{}", self.port)])
-                .output()
-                .unwrap(),
-        )
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = Command::new(&built().cloud)
-            .args(["status", "--json", "--data"])
-            .arg(&self.data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-}
-
-impl Drop for Cloud {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -14,10 +14,9 @@ mod built;
 mod cloudrun;
 
 use built::{built, free_port, scratch};
-use cloudrun::{appears, cloud_bin, code_of, live, Device};
+use cloudrun::{appears, code_of, live, Device, Stoppable as Cloud};
 use outpost_mailbox::Mailbox;
 use outpost_protocol::VersionVector;
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,98 +27,6 @@ SELECT outpost_track('patients', '{\"columns\": {\"visits\": \"counter\"}}');";
 
 /// How long an edit may take to reach the other live device (the feature: ~0.1-0.4 s here).
 const PROPAGATION: Duration = Duration::from_secs(3);
-
-/// A cloud data directory on a fixed port, restartable; killed on drop.
-struct Cloud {
-    data: PathBuf,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Cloud {
-    fn init(data: &Path) -> Cloud {
-        let out = Command::new(cloud_bin())
-            .args(["init", "--data"])
-            .arg(data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Cloud {
-            data: data.to_path_buf(),
-            port: free_port(),
-            child: None,
-        }
-    }
-
-    fn start(&mut self) {
-        assert!(self.child.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.data.with_extension("log"))
-            .unwrap();
-        let mut child = Command::new(cloud_bin())
-            .args(["run", "--data"])
-            .arg(&self.data)
-            .args(["--https", "127.0.0.1:0", "--listen"])
-            .arg(format!("127.0.0.1:{}", self.port))
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.starts_with("protocol ") => break,
-                Some(Ok(_)) => {}
-                _ => panic!("outpost-cloud run ended early"),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        self.child = Some(child);
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id();
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} {pid}");
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn code(&self, kind: &str) -> String {
-        code_of(
-            Command::new(cloud_bin())
-                .args(["enroll-code", "--no-qr", kind, "--data"])
-                .arg(&self.data)
-                .args(["--address", &format!("127.0.0.1:{}", self.port)])
-                .output()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Cloud {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.signal("-CONT");
-        }
-        self.kill();
-    }
-}
 
 /// `outpost-hub run --net std: --cloud CODE` (live uplink by default), killed on drop.
 struct Hub {

@@ -1,4 +1,5 @@
-//! What the tests against the real cloud share (live_mode, cloud_bench, story): the release-built
+//! What the tests against the real cloud share (live_mode, cloud_bench, story, id_blocks,
+//! uplink_live): the release-built
 //! `outpost-cloud` next to the hub, extension and CLI of `built`, a running cloud process (killed
 //! on drop), device databases with the extension loaded, and the REST API through `curl`.
 #![allow(dead_code)] // each test file uses part of this
@@ -178,6 +179,120 @@ impl Drop for Cloud {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A cloud data directory on a fixed session port that can be stopped, signalled and started
+/// again (id_blocks, uplink_live); its log goes to `DATA.log`, appended at each start. Killed on
+/// drop (continued first, in case it was stopped).
+pub struct Stoppable {
+    pub data: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Stoppable {
+    /// `outpost-cloud init`; not running yet.
+    pub fn init(data: &Path) -> Stoppable {
+        let out = Command::new(cloud_bin())
+            .args(["init", "--data"])
+            .arg(data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Stoppable {
+            data: data.to_path_buf(),
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    /// `outpost-cloud run`, returning once its session port listens.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(cloud_bin())
+            .args(["run", "--data"])
+            .arg(&self.data)
+            .args(["--https", "127.0.0.1:0", "--listen"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("protocol ") => break,
+                Some(Ok(_)) => {}
+                _ => panic!("outpost-cloud run ended early"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        self.child = Some(child);
+    }
+
+    /// `kill SIG PID` on the running process (`-STOP`, `-CONT`).
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
+    /// Kills the running process (if any) and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// An enrollment code (`kind`: `--hub` or `--device`) with the cloud's loopback address.
+    pub fn code(&self, kind: &str) -> String {
+        code_of(
+            Command::new(cloud_bin())
+                .args(["enroll-code", "--no-qr", kind, "--data"])
+                .arg(&self.data)
+                .args(["--address", &format!("127.0.0.1:{}", self.port)])
+                .output()
+                .unwrap(),
+        )
+    }
+
+    /// `outpost-cloud status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(cloud_bin())
+            .args(["status", "--json", "--data"])
+            .arg(&self.data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Stoppable {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal("-CONT");
+        }
+        self.kill();
     }
 }
 
