@@ -40,6 +40,9 @@ pub struct Hub {
     /// Bumped after every acknowledged commit: connections idle in live mode compare it with the
     /// value they last served and send `Notify` when it moved.
     commits: AtomicU64,
+    /// Bumped after every empty `IdGrant` sent (a delegated pool could not cover a request and
+    /// recorded the demand): the uplink reads the pool only when this moved.
+    id_shortfalls: AtomicU64,
 }
 
 impl Hub {
@@ -60,6 +63,7 @@ impl Hub {
             epoch: Instant::now(),
             role,
             commits: AtomicU64::new(0),
+            id_shortfalls: AtomicU64::new(0),
         }))
     }
 
@@ -87,6 +91,12 @@ impl Hub {
     /// devices are notified of it.
     pub fn note_commit(&self) {
         self.commits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Empty id grants sent so far by this process's relays (each after the demand was
+    /// recorded): a change means the id pool may want a refill.
+    pub fn id_shortfalls(&self) -> u64 {
+        self.id_shortfalls.load(Ordering::SeqCst)
     }
 }
 
@@ -390,6 +400,9 @@ impl Open {
                         Message::PullDone { vector } => {
                             self.idle_after_pull = true;
                             self.seen.merge(vector);
+                        }
+                        Message::IdGrant(g) if g.ranges.is_empty() => {
+                            self.hub.id_shortfalls.fetch_add(1, Ordering::SeqCst);
                         }
                         _ => {}
                     }

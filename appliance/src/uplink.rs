@@ -84,8 +84,6 @@ const MAX_SESSIONS: u32 = 64;
 /// While a live session waits: the longest socket read, so also how long a device's commit or
 /// the window's end waits to be noticed.
 pub const LIVE_POLL: Duration = Duration::from_millis(50);
-/// While a live session waits: how often the id pool is checked for a demand it cannot cover.
-const LIVE_ID_CHECK: Duration = Duration::from_millis(200);
 
 /// The cloud as pinned at enrollment.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -349,6 +347,7 @@ pub fn spawn(hub: Arc<Hub>, dial: impl Dial, config: Config) -> Result<()> {
         allowlist,
         state,
         seen: 0,
+        id_seen: 0,
     };
     std::thread::Builder::new()
         .name("uplink".into())
@@ -367,6 +366,9 @@ struct Uplink {
     /// The hub's commit count as this thread expects it: taken when a session starts, raised
     /// by the uplink's own [`Hub::note_commit`]s; any other difference is a device's commit.
     seen: u64,
+    /// [`Hub::id_shortfalls`] when the last session started (before its refills were planned):
+    /// any change since is a demand that session may not have asked the cloud for.
+    id_seen: u64,
 }
 
 /// How a round (its last session) ended.
@@ -459,17 +461,19 @@ impl Uplink {
     }
 
     /// Returns after `poll`, or `debounce` after the hub's commit count leaves `seen`, or at
-    /// once when a device asked for more ids than the pool holds (checked every 200 ms).
+    /// once when a device asked for more ids than the pool holds (the pool is read only after a
+    /// relay sent an empty grant, [`Hub::id_shortfalls`]).
     fn wait_for_news(&self, seen: u64) {
         let deadline = Instant::now() + self.config.poll;
-        let mut tick = 0u32;
+        let mut id_seen = self.id_seen;
         while Instant::now() < deadline {
             if self.hub.commits() != seen {
                 std::thread::sleep(self.config.debounce);
                 return;
             }
-            tick += 1;
-            if tick % 4 == 0 {
+            let shortfalls = self.hub.id_shortfalls();
+            if shortfalls != id_seen {
+                id_seen = shortfalls;
                 match self.mailbox.id_refill_wanted() {
                     Ok(true) => return,
                     Ok(false) => {}
@@ -517,6 +521,7 @@ impl Uplink {
     ) -> Result<(Moved, Ending)> {
         // Before the push is planned: a device's commit after this is news for the live wait.
         self.seen = self.hub.commits();
+        self.id_seen = self.hub.id_shortfalls();
         let mut link = self.open(addresses, key, site, Purpose::Session)?;
         let mut sid = [0u8; 16];
         getrandom::getrandom(&mut sid).context("no randomness for a session id")?;
@@ -538,6 +543,7 @@ impl Uplink {
             mailbox,
             state,
             seen,
+            id_seen,
             ..
         } = self;
         let mut store = MailboxClient::new(mailbox, site);
@@ -546,6 +552,7 @@ impl Uplink {
         let mut news = News {
             hub,
             seen,
+            id_seen: *id_seen,
             noted: 0,
             base: (state.pushed, state.pulled),
         };
@@ -757,6 +764,8 @@ fn save(state: &UplinkState, hub: &Hub) {
 struct News<'a> {
     hub: &'a Hub,
     seen: &'a mut u64,
+    /// [`Hub::id_shortfalls`] as last checked: the pool is read again only when it moved.
+    id_seen: u64,
     /// Pulled batches already announced.
     noted: u64,
     /// The state's (pushed, pulled) totals when the session started.
@@ -841,8 +850,7 @@ fn live_wait<'m>(
         return Ok(Ending::More);
     }
     link.wire.set_read_timeout(LIVE_POLL).map_err(io_context)?;
-    let (mut last_sent, mut last_received, mut last_id_check) =
-        (Instant::now(), Instant::now(), Instant::now());
+    let (mut last_sent, mut last_received) = (Instant::now(), Instant::now());
     let mut nonce = 0u64;
     let mut pulled_before = store.moved.batches_pulled;
     let mut last_saved = Instant::now();
@@ -856,8 +864,9 @@ fn live_wait<'m>(
             if news.local_commit() {
                 return Ok(Ending::News);
             }
-            if now.duration_since(last_id_check) >= LIVE_ID_CHECK {
-                last_id_check = now;
+            let shortfalls = news.hub.id_shortfalls();
+            if shortfalls != news.id_seen {
+                news.id_seen = shortfalls;
                 if store.mailbox().id_refill_wanted()? {
                     return Ok(Ending::News);
                 }
