@@ -42,7 +42,9 @@ struct Progress {
 
 static RUNNING: Mutex<Option<HashMap<String, Progress>>> = Mutex::new(None);
 
-fn key(conn: Conn) -> Option<String> {
+/// The map's key for `conn`'s database (`None` for an in-memory one): a query and a path
+/// resolution, so a sync reads it once ([`Running::start`], the store) and passes it on.
+pub(crate) fn key(conn: Conn) -> Option<String> {
     let path = db_path(conn).ok().flatten()?;
     Some(
         std::fs::canonicalize(&path)
@@ -95,50 +97,47 @@ impl Drop for Running {
     }
 }
 
-/// The server announced a pull of `batches` batches, `bytes` bytes.
-pub(crate) fn announced(conn: Conn, batches: u64, bytes: u64) {
-    let Some(k) = key(conn) else { return };
+fn update(key: Option<&str>, f: impl FnOnce(&mut Progress)) {
+    let Some(k) = key else { return };
     with(|m| {
-        if let Some(p) = m.get_mut(&k) {
-            p.announced_at = Some(Instant::now());
-            p.base_batches = p.batches + p.buffered_batches;
-            p.base_bytes = p.bytes + p.buffered_bytes;
-            p.total_batches = Some(p.base_batches + batches);
-            p.total_bytes = Some(p.base_bytes + bytes);
-        }
-    });
-}
-
-fn update(conn: Conn, f: impl FnOnce(&mut Progress)) {
-    let Some(k) = key(conn) else { return };
-    with(|m| {
-        if let Some(p) = m.get_mut(&k) {
+        if let Some(p) = m.get_mut(k) {
             f(p)
         }
     });
 }
 
+/// The server announced a pull of `batches` batches, `bytes` bytes.
+pub(crate) fn announced(key: Option<&str>, batches: u64, bytes: u64) {
+    update(key, |p| {
+        p.announced_at = Some(Instant::now());
+        p.base_batches = p.batches + p.buffered_batches;
+        p.base_bytes = p.bytes + p.buffered_bytes;
+        p.total_batches = Some(p.base_batches + batches);
+        p.total_bytes = Some(p.base_bytes + bytes);
+    });
+}
+
 /// One pulled batch of `bytes` bytes was received, verified and kept for the next grouped apply.
-pub(crate) fn kept(conn: Conn, bytes: u64) {
-    update(conn, |p| {
+pub(crate) fn kept(key: Option<&str>, bytes: u64) {
+    update(key, |p| {
         p.buffered_batches += 1;
         p.buffered_bytes += bytes;
     });
 }
 
-/// One kept batch of `bytes` bytes was applied (committed).
-pub(crate) fn applied(conn: Conn, bytes: u64) {
-    update(conn, |p| {
-        p.buffered_batches = p.buffered_batches.saturating_sub(1);
+/// `batches` kept batches of `bytes` bytes in all were applied (committed).
+pub(crate) fn applied(key: Option<&str>, batches: u64, bytes: u64) {
+    update(key, |p| {
+        p.buffered_batches = p.buffered_batches.saturating_sub(batches);
         p.buffered_bytes = p.buffered_bytes.saturating_sub(bytes);
-        p.batches += 1;
+        p.batches += batches;
         p.bytes += bytes;
     });
 }
 
 /// A session ended without applying its kept batches (the next pull brings them again).
-pub(crate) fn discarded(conn: Conn, batches: u64, bytes: u64) {
-    update(conn, |p| {
+pub(crate) fn discarded(key: Option<&str>, batches: u64, bytes: u64) {
+    update(key, |p| {
         p.buffered_batches = p.buffered_batches.saturating_sub(batches);
         p.buffered_bytes = p.buffered_bytes.saturating_sub(bytes);
     });

@@ -71,6 +71,8 @@ pub(crate) struct EngineStore<'c> {
     /// Pulled chunks verified and kept, not applied yet: (header, encoded batch).
     kept: Vec<(BatchHeader, Vec<u8>)>,
     kept_bytes: usize,
+    /// This database's `outpost_sync_progress` entry, resolved once per session (not per chunk).
+    progress: Option<String>,
 }
 
 /// An export in progress: own changes above `since`.
@@ -91,6 +93,7 @@ impl<'c> EngineStore<'c> {
             ids_granted: Vec::new(),
             kept: Vec::new(),
             kept_bytes: 0,
+            progress: super::progress::key(call.conn),
         }
     }
 
@@ -110,7 +113,7 @@ impl Drop for EngineStore<'_> {
     fn drop(&mut self) {
         if !self.kept.is_empty() {
             super::progress::discarded(
-                self.call.conn,
+                self.progress.as_deref(),
                 self.kept.len() as u64,
                 self.kept_bytes as u64,
             );
@@ -217,7 +220,7 @@ impl EngineStore<'_> {
         }
         self.kept.push((header.clone(), batch.to_vec()));
         self.kept_bytes += batch.len();
-        super::progress::kept(self.call.conn, batch.len() as u64);
+        super::progress::kept(self.progress.as_deref(), batch.len() as u64);
         if self.kept.len() >= GROUP_CHUNKS || self.kept_bytes >= GROUP_BYTES {
             self.flush_inner()?;
         }
@@ -253,7 +256,7 @@ impl EngineStore<'_> {
         if done < kept.len() {
             let rest = &kept[done..];
             let bytes = rest.iter().map(|(_, b)| b.len() as u64).sum();
-            super::progress::discarded(self.call.conn, rest.len() as u64, bytes);
+            super::progress::discarded(self.progress.as_deref(), rest.len() as u64, bytes);
         }
         r
     }
@@ -272,11 +275,13 @@ impl EngineStore<'_> {
         c.unchanged += count(&json, "unchanged");
         c.conflicts += count(&json, "conflicts");
         c.quarantined += count(&json, "quarantined");
+        let mut bytes = 0;
         for (header, batch) in chunks {
             c.pulled += header.range.hi - header.range.lo + 1;
             c.batches_pulled += 1;
-            super::progress::applied(self.call.conn, batch.len() as u64);
+            bytes += batch.len() as u64;
         }
+        super::progress::applied(self.progress.as_deref(), chunks.len() as u64, bytes);
         Ok(())
     }
 }
@@ -319,7 +324,7 @@ impl outpost_protocol::session::ClientStore for EngineStore<'_> {
     }
 
     fn pull_size(&mut self, batches: u64, bytes: u64) -> Result<(), SyncError> {
-        super::progress::announced(self.call.conn, batches, bytes);
+        super::progress::announced(self.progress.as_deref(), batches, bytes);
         Ok(())
     }
 
