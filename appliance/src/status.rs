@@ -335,8 +335,8 @@ impl UplinkStatus {
         }))
     }
 
-    /// The lines `status` prints, at `now` (unix seconds) for a hub `running` or not.
-    fn lines(&self, now: u64, running: bool) -> Vec<(&'static str, String)> {
+    /// The lines `status` prints, at `now` (unix seconds).
+    fn lines(&self, now: u64) -> Vec<(&'static str, String)> {
         let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         let mut l = vec![
             ("cloud", opt(&self.cloud)),
@@ -350,7 +350,7 @@ impl UplinkStatus {
             ),
             ("last error", opt(&self.last_error)),
         ];
-        if let (Some(t), true) = (self.live_since, running) {
+        if let Some(t) = self.live_since {
             l.insert(
                 2,
                 (
@@ -479,7 +479,7 @@ impl Snapshot {
         );
         let _ = writeln!(o, "last uplink {}", self.last_uplink_text());
         if let Some(u) = &self.uplink {
-            for (k, v) in u.lines(self.taken_at, self.running) {
+            for (k, v) in u.lines(self.taken_at) {
                 let _ = writeln!(o, "  {k:<10} {v}");
             }
         }
@@ -589,7 +589,7 @@ impl Snapshot {
         }
         row(&mut o, "Last uplink", &self.last_uplink_text());
         if let Some(u) = &self.uplink {
-            for (k, v) in u.lines(self.taken_at, self.running) {
+            for (k, v) in u.lines(self.taken_at) {
                 row(&mut o, &format!("Uplink {k}"), &v);
             }
         }
