@@ -112,18 +112,17 @@ impl Running {
         self.show(false);
     }
 
-    /// The last figures, once, if any were shown. After a successful sync the whole announced
-    /// pull was applied (its end comes after its last batch), whatever the last reading said.
-    pub fn finish(&mut self, synced: bool) {
+    /// The last figures, once, if any were shown: what the sync's `result` (its JSON, `None` when
+    /// it failed) says it applied, else the last reading.
+    pub fn finish(&mut self, result: Option<&Json>) {
         if !self.shown {
             return;
         }
-        if synced {
-            if let Some(p) = self.pull.as_object_mut() {
-                for (done, total) in [("batches", "total_batches"), ("bytes", "total_bytes")] {
-                    if let Some(t) = p.get(total).cloned().filter(Json::is_u64) {
-                        p.insert(done.into(), t);
-                    }
+        // The running figures are gone once the sync returns; its result says what it applied.
+        if let (Some(r), Some(p)) = (result, self.pull.as_object_mut()) {
+            for (done, key) in [("batches", "batches_pulled"), ("bytes", "bytes_pulled")] {
+                if let Some(n) = r.get(key).filter(|n| n.is_u64()) {
+                    p.insert(done.into(), n.clone());
                 }
             }
         }
@@ -144,8 +143,10 @@ impl Running {
         let u = |k: &str| p.get(k).and_then(Json::as_u64);
         let (batches, pulled) = (u("batches").unwrap_or(0), u("bytes").unwrap_or(0));
         let (total_batches, total_bytes) = (u("total_batches"), u("total_bytes"));
-        let eta_ms = if last && total_bytes.is_some() {
-            Some(0)
+        // At the end nothing is left only if everything announced was applied (a live period
+        // that ended mid-pull leaves the rest for the next sync: no estimate then).
+        let eta_ms = if last {
+            total_bytes.filter(|&t| pulled >= t).map(|_| 0)
         } else {
             u("eta_ms")
         };

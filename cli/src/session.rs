@@ -58,7 +58,8 @@ pub fn run(
         conn.query_row("SELECT outpost_sync(?1, ?2)", (peer, options), |r| r.get(0));
     done.store(true, Ordering::SeqCst);
     if let Ok(Some(mut p)) = watcher.join() {
-        p.finish(r.is_ok());
+        let result = r.as_ref().ok().and_then(|t| serde_json::from_str(t).ok());
+        p.finish(result.as_ref());
     }
     Ok(match r {
         Ok(text) => Outcome::Synced(serde_json::from_str(&text)?),

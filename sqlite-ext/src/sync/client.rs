@@ -149,6 +149,7 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
                     "quarantined": counts.quarantined,
                     "batches_pushed": counts.batches_pushed,
                     "batches_pulled": counts.batches_pulled,
+                    "bytes_pulled": counts.bytes_pulled,
                     "ms": started.elapsed().as_millis() as u64,
                 });
                 let mut granted = serde_json::Map::new();
@@ -220,6 +221,7 @@ pub(super) fn add(total: &mut Counts, c: &Counts) {
     total.pulled += c.pulled;
     total.batches_pushed += c.batches_pushed;
     total.batches_pulled += c.batches_pulled;
+    total.bytes_pulled += c.bytes_pulled;
     total.applied += c.applied;
     total.unchanged += c.unchanged;
     total.conflicts += c.conflicts;

@@ -51,6 +51,8 @@ pub(crate) struct Counts {
     pub pulled: u64,
     pub batches_pushed: u64,
     pub batches_pulled: u64,
+    /// Encoded bytes of the pulled batches applied.
+    pub bytes_pulled: u64,
     pub applied: u64,
     pub unchanged: u64,
     pub conflicts: u64,
@@ -281,6 +283,7 @@ impl EngineStore<'_> {
             c.batches_pulled += 1;
             bytes += batch.len() as u64;
         }
+        c.bytes_pulled += bytes;
         super::progress::applied(self.progress.as_deref(), chunks.len() as u64, bytes);
         Ok(())
     }
