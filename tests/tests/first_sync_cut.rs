@@ -5,16 +5,14 @@
 //! nothing applied twice.
 
 use rusqlite::Connection;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 mod built;
-use built::{built, free_port, scratch};
+use built::{built, free_port, scratch, Proxy};
 
 const ROWS: i64 = 20_000;
 
@@ -70,74 +68,6 @@ impl Drop for Hub {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A loopback TCP proxy that forwards at most `budget` bytes (both directions together) of each
-/// connection, then closes both sides (as in hub_sessions.rs).
-struct Proxy {
-    port: u16,
-    budget: Arc<AtomicUsize>,
-    forwarded: Arc<Mutex<usize>>,
-}
-
-impl Proxy {
-    fn start(target: u16) -> Proxy {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let budget = Arc::new(AtomicUsize::new(usize::MAX));
-        let forwarded = Arc::new(Mutex::new(0));
-        let (b, f) = (budget.clone(), forwarded.clone());
-        std::thread::spawn(move || {
-            for client in l.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                let left = Arc::new(Mutex::new(b.load(Ordering::SeqCst)));
-                *f.lock().unwrap() = 0;
-                let ends = [client.try_clone().unwrap(), server.try_clone().unwrap()];
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    let left = left.clone();
-                    let ends = [ends[0].try_clone().unwrap(), ends[1].try_clone().unwrap()];
-                    let f = f.clone();
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 64 * 1024];
-                        loop {
-                            let k = match from.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(k) => k,
-                            };
-                            let (take, cut) = {
-                                let mut l = left.lock().unwrap();
-                                let take = k.min(*l);
-                                *l -= take;
-                                *f.lock().unwrap() += take;
-                                (take, *l == 0)
-                            };
-                            if to.write_all(&buf[..take]).is_err() {
-                                break;
-                            }
-                            if cut {
-                                for e in &ends {
-                                    let _ = e.shutdown(Shutdown::Both);
-                                }
-                                return;
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Write);
-                    });
-                }
-            }
-        });
-        Proxy {
-            port,
-            budget,
-            forwarded,
-        }
     }
 }
 

@@ -10,16 +10,14 @@
 use outpost_protocol::enroll_code::EnrollCode;
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 mod built;
-use built::{built, free_port, scratch};
+use built::{built, free_port, scratch, Proxy};
 
 /// A running `outpost-hub run`, killed on drop.
 struct Hub {
@@ -358,74 +356,6 @@ fn sync_inside_a_transaction_is_refused() {
     assert!(e.contains("outside a transaction"), "{e}");
     a.exec("COMMIT");
     assert_eq!(n(&a.sync().unwrap(), "pushed"), 1);
-}
-
-/// A loopback TCP proxy that forwards at most `budget` bytes (both directions together) of each
-/// connection, then closes both sides.
-struct Proxy {
-    port: u16,
-    budget: Arc<AtomicUsize>,
-    forwarded: Arc<Mutex<usize>>,
-}
-
-impl Proxy {
-    fn start(target: u16) -> Proxy {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let budget = Arc::new(AtomicUsize::new(usize::MAX));
-        let forwarded = Arc::new(Mutex::new(0));
-        let (b, f) = (budget.clone(), forwarded.clone());
-        std::thread::spawn(move || {
-            for client in l.incoming() {
-                let Ok(client) = client else { return };
-                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
-                    continue;
-                };
-                let left = Arc::new(Mutex::new(b.load(Ordering::SeqCst)));
-                *f.lock().unwrap() = 0;
-                let ends = [client.try_clone().unwrap(), server.try_clone().unwrap()];
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    let left = left.clone();
-                    let ends = [ends[0].try_clone().unwrap(), ends[1].try_clone().unwrap()];
-                    let f = f.clone();
-                    std::thread::spawn(move || {
-                        let mut buf = [0u8; 16 * 1024];
-                        loop {
-                            let k = match from.read(&mut buf) {
-                                Ok(0) | Err(_) => break,
-                                Ok(k) => k,
-                            };
-                            let (take, cut) = {
-                                let mut l = left.lock().unwrap();
-                                let take = k.min(*l);
-                                *l -= take;
-                                *f.lock().unwrap() += take;
-                                (take, *l == 0)
-                            };
-                            if to.write_all(&buf[..take]).is_err() {
-                                break;
-                            }
-                            if cut {
-                                for e in &ends {
-                                    let _ = e.shutdown(Shutdown::Both);
-                                }
-                                return;
-                            }
-                        }
-                        let _ = to.shutdown(Shutdown::Write);
-                    });
-                }
-            }
-        });
-        Proxy {
-            port,
-            budget,
-            forwarded,
-        }
-    }
 }
 
 /// Applies one round of edits: each of `ids` gets a new name of `len` bytes and one more visit.

@@ -1,12 +1,14 @@
 //! What the device-level end-to-end tests share: the release-built hub, extension and `outpost`
 //! command (built once per test process; a no-op when the suite's build stage already ran), a
-//! scratch directory on tmpfs, and a free loopback port.
+//! scratch directory on tmpfs, a free loopback port, and a proxy that cuts connections.
 #![allow(dead_code)] // each test file uses part of this
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Paths of the release artifacts the tests run.
 pub struct Built {
@@ -66,4 +68,75 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A loopback TCP proxy that forwards at most `budget` bytes (both directions together) of each
+/// connection, then closes both sides.
+pub struct Proxy {
+    pub port: u16,
+    /// Bytes each new connection may forward (read when it is accepted).
+    pub budget: Arc<AtomicUsize>,
+    /// Bytes the latest connection forwarded so far.
+    pub forwarded: Arc<Mutex<usize>>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port, forwarding to `target` on 127.0.0.1.
+    pub fn start(target: u16) -> Proxy {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let budget = Arc::new(AtomicUsize::new(usize::MAX));
+        let forwarded = Arc::new(Mutex::new(0));
+        let (b, f) = (budget.clone(), forwarded.clone());
+        std::thread::spawn(move || {
+            for client in l.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let left = Arc::new(Mutex::new(b.load(Ordering::SeqCst)));
+                *f.lock().unwrap() = 0;
+                let ends = [client.try_clone().unwrap(), server.try_clone().unwrap()];
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let left = left.clone();
+                    let ends = [ends[0].try_clone().unwrap(), ends[1].try_clone().unwrap()];
+                    let f = f.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 64 * 1024];
+                        loop {
+                            let k = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(k) => k,
+                            };
+                            let (take, cut) = {
+                                let mut l = left.lock().unwrap();
+                                let take = k.min(*l);
+                                *l -= take;
+                                *f.lock().unwrap() += take;
+                                (take, *l == 0)
+                            };
+                            if to.write_all(&buf[..take]).is_err() {
+                                break;
+                            }
+                            if cut {
+                                for e in &ends {
+                                    let _ = e.shutdown(Shutdown::Both);
+                                }
+                                return;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Proxy {
+            port,
+            budget,
+            forwarded,
+        }
+    }
 }
