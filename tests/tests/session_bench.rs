@@ -144,6 +144,7 @@ fn handshakes_per_second_and_bulk_throughput_over_loopback() {
 // (default 1.0). Results are recorded in docs/performance.md (W4, "through outpost_sync").
 
 mod built;
+mod cloudrun;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -332,18 +333,13 @@ fn insert_w1(
 }
 
 fn enroll_code(hub_data: &Path) -> String {
-    let out = Command::new(&built::built().hub)
-        .args(["enroll-code", "--no-qr", "--data"])
-        .arg(hub_data)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .find(|w| w.starts_with("outpost:"))
-        .expect("an outpost: code")
-        .to_string()
+    cloudrun::code_of(
+        Command::new(&built::built().hub)
+            .args(["enroll-code", "--no-qr", "--data"])
+            .arg(hub_data)
+            .output()
+            .unwrap(),
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
