@@ -211,8 +211,9 @@ fn run(args: &Args) -> Result<()> {
     }
     let with_uplink = uplink::configured(&dir)?;
     if with_uplink {
-        // Before serving anyone: a hub with a cloud never grants ids as their root (also a data
-        // directory whose uplink was configured before id blocks existed).
+        // Before serving anyone: a hub with a cloud never grants ids as their root; the cloud is
+        // the root of every sequence, and the first refill asks above whatever the hub issued
+        // as root (also a data directory whose uplink was configured before id blocks existed).
         dir.mailbox()?
             .set_id_mode(outpost_mailbox::IdMode::Delegated)?;
     }

@@ -56,7 +56,7 @@ use crate::datadir::{unix_now, DataDir};
 use crate::relay::Hub;
 use crate::status::encode_vector;
 use anyhow::{anyhow, bail, Context, Result};
-use outpost_mailbox::{IdMode, Mailbox, MailboxClient, Moved, HUB_BLOCK};
+use outpost_mailbox::{Mailbox, MailboxClient, Moved, HUB_BLOCK};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
 use outpost_protocol::enroll_code::EnrollCode;
@@ -164,9 +164,8 @@ pub fn configure(dir: &DataDir, code: &str) -> Result<()> {
     }
     allowlist.set_setting(UPLINK_CLOUD, "")?;
     allowlist.set_setting(UPLINK_CODE, code)?;
-    // From now on the cloud is the root of every id sequence: the hub sub-allocates what it
-    // grants, and its first refill asks above whatever it issued as root.
-    dir.mailbox()?.set_id_mode(IdMode::Delegated)?;
+    // (The mailbox's delegated id mode is set by `run` for every data directory with an uplink,
+    // this one included, before it serves anyone.)
     log::info!(
         "uplink: enrollment code stored for cloud site={} at {}",
         parsed.hub_site,
