@@ -292,12 +292,26 @@ fn run_std(
         bail!("--ip/--gateway apply to packet:/tap: only (with std: the OS configures addresses)");
     }
     let addr = parse_std(net, args.port)?;
-    let listener =
-        TcpListener::bind(addr).with_context(|| format!("listening on {addr} (--net {net})"))?;
+    // The address is recorded before the port answers: whoever sees the port open (a script, a
+    // test) can make an enrollment code at once. Only port 0's real port waits for the bind.
+    let allowlist = hub.dir().allowlist()?;
+    let previous = allowlist.setting(LAST_NET)?;
+    if addr.port() != 0 {
+        allowlist.set_setting(LAST_NET, &addr.to_string())?;
+    }
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            if let Some(p) = previous {
+                allowlist.set_setting(LAST_NET, &p)?;
+            }
+            return Err(e).with_context(|| format!("listening on {addr} (--net {net})"));
+        }
+    };
     let bound = listener.local_addr().context("reading the bound address")?;
-    hub.dir()
-        .allowlist()?
-        .set_setting(LAST_NET, &bound.to_string())?;
+    if bound != addr {
+        allowlist.set_setting(LAST_NET, &bound.to_string())?;
+    }
     let status_addr = match (&args.status, args.status_port) {
         (Some(_), Some(_)) => bail!("give --status ADDR:PORT or --status-port N, not both"),
         (Some(a), None) => Some(

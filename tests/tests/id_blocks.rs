@@ -38,6 +38,7 @@ fn wait_port(port: u16, what: &str) {
 struct Hub {
     child: Child,
     data: PathBuf,
+    port: u16,
 }
 
 impl Hub {
@@ -63,6 +64,7 @@ impl Hub {
         Hub {
             child,
             data: data.to_path_buf(),
+            port,
         }
     }
 
@@ -71,6 +73,9 @@ impl Hub {
             Command::new(&built().hub)
                 .args(["enroll-code", "--no-qr", "--data"])
                 .arg(&self.data)
+                // The port answers as soon as it is bound, a moment before `run` records its
+                // address in the data directory: name it rather than race that write.
+                .args(["--address", &format!("127.0.0.1:{}", self.port)])
                 .output()
                 .unwrap(),
         )
