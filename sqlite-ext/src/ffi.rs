@@ -123,6 +123,7 @@ api_table! {
     value_text @ 109: unsafe extern "C" fn(*mut sqlite3_value) -> *const u8,
     value_blob @ 102: unsafe extern "C" fn(*mut sqlite3_value) -> *const c_void,
     value_bytes @ 103: unsafe extern "C" fn(*mut sqlite3_value) -> c_int,
+    db_filename @ 180: unsafe extern "C" fn(*mut sqlite3, *const c_char) -> *const c_char,
 }
 
 static API: OnceLock<Api> = OnceLock::new();
@@ -234,6 +235,13 @@ impl Conn {
         let mut s = self.prepare(sql)?;
         s.bind_all(params)?;
         Ok(if s.step()? { Some(s.i64(0)) } else { None })
+    }
+
+    /// True when the connection has the named schema open (`main`, `temp`, an attached name):
+    /// the temp schema is only open once something used it.
+    pub(crate) fn schema_open(&self, schema: &CStr) -> bool {
+        // SAFETY: valid connection; the name is NUL-terminated.
+        !unsafe { (api().db_filename)(self.0, schema.as_ptr()) }.is_null()
     }
 
     /// True when no transaction is open.

@@ -17,7 +17,7 @@ use crate::functions::Call;
 use crate::schema::{self, quote, ColumnDef, Tracked};
 use crate::sites::Sites;
 use crate::state::{RowState, RowStore, Version};
-use crate::triggers::{OP_DELETE, OP_INSERT, OP_REKEY, OP_UPDATE};
+use crate::triggers::{OP_DELETE, OP_INSERT, OP_REKEY, OP_REKEY_COUNTED, OP_UPDATE};
 use outpost_protocol::merge::{CellVersion, ReviewWrite};
 use outpost_protocol::{Hlc, Stamp, Strategy, Value};
 
@@ -157,7 +157,10 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
         // Entries of different rows are independent: folding a chunk in key order (stable, so
         // one row's entries keep their seq order) turns random B-tree writes into a sweep. A key
         // change touches two rows, so a chunk holding one keeps log order.
-        if !chunk.iter().any(|e| e.3 == OP_REKEY) {
+        if !chunk
+            .iter()
+            .any(|e| e.3 == OP_REKEY || e.3 == OP_REKEY_COUNTED)
+        {
             chunk.sort_by(|a, b| (a.1, &a.2).cmp(&(b.1, &b.2)));
         }
         for (seq, tbl, key, op, hlc, mask, vals) in chunk.drain(..) {
@@ -168,20 +171,27 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
             let Some(t) = tables.iter().find(|t| t.id == tbl) else {
                 continue;
             };
-            let entries = if op == OP_REKEY {
+            let entries = if op == OP_REKEY || op == OP_REKEY_COUNTED {
                 // An UPDATE of the key: the old row is deleted, the new one inserted.
                 let npk = t.def.pk.len().min(vals.len());
                 let old_key = crate::keys::pack(&vals[..npk]);
-                let mut counters = Vec::new();
-                for (c, col) in t.def.columns.iter().enumerate() {
-                    if col.strategy == Strategy::Counter {
-                        counters.push(cells::read_app_value(conn, t, &key, c)?);
+                let (counters, old) = if op == OP_REKEY_COUNTED {
+                    let k = match vals.get(npk) {
+                        Some(Value::Integer(k)) => usize::try_from(*k).unwrap_or(0),
+                        _ => 0,
+                    };
+                    let end = (npk + 1 + k).min(vals.len());
+                    (vals[(npk + 1).min(end)..end].to_vec(), vals[end..].to_vec())
+                } else {
+                    let mut counters = Vec::new();
+                    for (c, col) in t.def.columns.iter().enumerate() {
+                        if col.strategy == Strategy::Counter {
+                            counters.push(cells::read_app_value(conn, t, &key, c)?);
+                        }
                     }
-                }
-                vec![
-                    (OP_DELETE, old_key, vals[npk..].to_vec()),
-                    (OP_INSERT, key, counters),
-                ]
+                    (counters, vals[npk..].to_vec())
+                };
+                vec![(OP_DELETE, old_key, old), (OP_INSERT, key, counters)]
             } else {
                 vec![(op, key, vals)]
             };

@@ -77,6 +77,7 @@ mod quarantine;
 mod schema;
 mod sites;
 mod state;
+mod statement_journal;
 mod status;
 mod sync;
 mod track;
@@ -165,7 +166,12 @@ pub unsafe extern "C" fn sqlite3_outpost_init(
     let r = std::panic::catch_unwind(|| {
         // SAFETY: SQLite passes its routines table (or null, refused inside).
         unsafe { ffi::install(p_api) }?;
-        functions::register_all(db, FUNCTIONS)
+        functions::register_all(db, FUNCTIONS)?;
+        // Not fatal: the extension works with journals on disk, only slower on big transactions.
+        if let Err(e) = statement_journal::keep_in_memory(ffi::Conn(db)) {
+            log::warn!("outpost: could not keep statement journals in memory: {e}");
+        }
+        Ok::<(), String>(())
     });
     match r {
         Ok(Ok(())) => ffi::SQLITE_OK,

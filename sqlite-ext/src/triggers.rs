@@ -3,8 +3,9 @@
 //! Triggers only **append** to `_outpost_log` (seq is its INTEGER PRIMARY KEY, so every write
 //! lands at the end of one B-tree: the cheapest bookkeeping SQLite offers, see
 //! docs/performance.md). The key is packed by `outpost_pack`, the clock issued by `outpost_tick`;
-//! an UPDATE records which columns changed as a bit mask computed in SQL, and counter columns
-//! their deltas. `fold.rs` turns the log into per-row state before any export or apply.
+//! an UPDATE is captured per column (`create_triggers`): each changed column logs its bit of the
+//! change mask, counter columns their deltas. `fold.rs` turns the log into per-row state before
+//! any export or apply.
 //! Writes applied from a peer are skipped by `WHEN outpost_capturing()`.
 
 use crate::error::Error;
@@ -16,8 +17,14 @@ use outpost_protocol::Strategy;
 pub(crate) const OP_INSERT: i64 = 1;
 pub(crate) const OP_UPDATE: i64 = 2;
 pub(crate) const OP_DELETE: i64 = 3;
-/// An UPDATE that changed the primary key: `vals` holds the old key then the old values.
+/// An UPDATE that changed the primary key, as logged before `OP_REKEY_COUNTED` existed: `vals`
+/// holds the old key then the old values (fold reads the counters' new values from the row).
 pub(crate) const OP_REKEY: i64 = 4;
+/// An UPDATE that changed the primary key: `vals` holds the old key, the number k of counter
+/// columns, the k counter values of the new row, then the old values. The new row's counters
+/// are taken at the write: read at fold they would already include later deltas, which fold
+/// then adds again.
+pub(crate) const OP_REKEY_COUNTED: i64 = 5;
 
 fn name(t: &Tracked, what: &str) -> String {
     quote(&format!("_outpost_{}_{what}", t.def.name))
@@ -40,15 +47,37 @@ fn counters(t: &Tracked) -> Vec<&str> {
         .collect()
 }
 
-/// Drops the table's triggers (if any).
+/// Drops the table's triggers (if any), whatever columns they were made for.
 pub(crate) fn drop_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
-    for what in ["ins", "upd", "rekey", "del"] {
-        conn.exec(&format!("DROP TRIGGER IF EXISTS {}", name(t, what)))?;
+    let prefix = format!("_outpost_{}_", t.def.name);
+    let mut names = Vec::new();
+    {
+        let mut q = conn.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1 \
+             AND substr(name, 1, length(?2)) = ?2",
+        )?;
+        q.bind_text(1, &t.def.name)?;
+        q.bind_text(2, &prefix)?;
+        while q.step()? {
+            names.push(q.text(0));
+        }
+    }
+    for n in names {
+        conn.exec(&format!("DROP TRIGGER IF EXISTS {}", quote(&n)))?;
     }
     Ok(())
 }
 
 /// (Re)creates the table's triggers from its definition.
+///
+/// Updates are captured by **one trigger per column** (`AFTER UPDATE OF col`), which SQLite
+/// only runs when the statement's `SET` names that column: `UPDATE patients SET village = ?`
+/// runs the village trigger alone, reads only `village` and the key from the old row, and logs
+/// a constant one-bit mask. A single AFTER UPDATE trigger would compare every column of every
+/// updated row (`NEW.c IS NOT OLD.c` for each, most of W2's cost, see docs/performance.md). A
+/// statement that sets several columns runs several small triggers and logs one row per column
+/// that really changed (fold merges them). Key changes go through their own trigger, which
+/// logs the old key and values (`OP_REKEY_COUNTED`); the column triggers skip that row.
 pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
     drop_triggers(conn, t)?;
     if t.def.direction == Direction::Down {
@@ -68,32 +97,8 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
             .collect();
         format!("outpost_pack({})", a.join(", "))
     };
-    let upd_vals = if counter_cols.is_empty() {
-        "NULL".to_string()
-    } else {
-        let a: Vec<String> = counter_cols
-            .iter()
-            .map(|c| format!("coalesce(NEW.{0}, 0) - coalesce(OLD.{0}, 0)", quote(c)))
-            .collect();
-        format!("outpost_pack({})", a.join(", "))
-    };
     let all: Vec<String> = t.def.columns.iter().map(|c| c.name.clone()).collect();
     let del_vals = pack("OLD", &all);
-    let mask_terms: Vec<String> = all
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("((NEW.{0} IS NOT OLD.{0}) << {i})", quote(c)))
-        .collect();
-    let mask = if mask_terms.is_empty() {
-        "0".to_string()
-    } else {
-        mask_terms.join(" | ")
-    };
-    let mask = if t.def.row_lww {
-        format!("(CASE WHEN ({mask}) != 0 THEN -1 ELSE 0 END)")
-    } else {
-        format!("({mask})")
-    };
     let same_key: Vec<String> = t
         .def
         .pk
@@ -101,24 +106,57 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
         .map(|c| format!("NEW.{0} IS OLD.{0}", quote(c)))
         .collect();
     let same_key = same_key.join(" AND ");
-    let old_all: Vec<String> = t.def.pk.iter().chain(all.iter()).cloned().collect();
-    let rekey_vals = pack("OLD", &old_all);
+    let pk_cols: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
+    let mut rekey_args: Vec<String> = t
+        .def
+        .pk
+        .iter()
+        .map(|c| format!("OLD.{}", quote(c)))
+        .collect();
+    rekey_args.push(counter_cols.len().to_string());
+    rekey_args.extend(
+        counter_cols
+            .iter()
+            .map(|c| format!("coalesce(NEW.{0}, 0)", quote(c))),
+    );
+    rekey_args.extend(all.iter().map(|c| format!("OLD.{}", quote(c))));
+    let rekey_vals = format!("outpost_pack({})", rekey_args.join(", "));
     let log = "INSERT INTO _outpost_log(tbl, key, op, hlc, mask, vals)";
-    // One trigger per statement kind: each trigger costs a sub-program call per row. The mask is
-    // computed once (an UPDATE that changed nothing logs mask 0, which fold skips): comparing
-    // every column is the largest part of the trigger's cost.
-    conn.exec(&format!(
+    // The column test comes first in WHEN: a row applied from a peer (capturing false) that
+    // does not change the column never calls a function.
+    let mut sql = format!(
         "CREATE TRIGGER {ins} AFTER INSERT ON {tbl} WHEN outpost_capturing() BEGIN
            {log} VALUES ({id}, {key_new}, {OP_INSERT}, outpost_tick(), -1, {ins_vals}); END;
-         CREATE TRIGGER {upd} AFTER UPDATE ON {tbl} WHEN outpost_capturing() BEGIN
-           {log} VALUES ({id}, {key_new},
-             CASE WHEN {same_key} THEN {OP_UPDATE} ELSE {OP_REKEY} END, outpost_tick(),
-             CASE WHEN {same_key} THEN {mask} ELSE -1 END,
-             CASE WHEN {same_key} THEN {upd_vals} ELSE {rekey_vals} END); END;
+         CREATE TRIGGER {rekey} AFTER UPDATE OF {pk_cols} ON {tbl}
+           WHEN NOT ({same_key}) AND outpost_capturing() BEGIN
+           {log} VALUES ({id}, {key_new}, {OP_REKEY_COUNTED}, outpost_tick(), -1, {rekey_vals}); END;
          CREATE TRIGGER {del} AFTER DELETE ON {tbl} WHEN outpost_capturing() BEGIN
            {log} VALUES ({id}, {key_old}, {OP_DELETE}, outpost_tick(), 0, {del_vals}); END;",
         ins = name(t, "ins"),
-        upd = name(t, "upd"),
+        rekey = name(t, "rekey"),
         del = name(t, "del"),
-    ))
+        pk_cols = pk_cols.join(", "),
+    );
+    for (i, col) in t.def.columns.iter().enumerate() {
+        // row_lww: any changed column rewrites the whole row.
+        let mask = if t.def.row_lww { -1 } else { 1i64 << i };
+        // Counter columns log the deltas of every counter; fold uses the one of this column.
+        let vals = if col.strategy == Strategy::Counter {
+            let a: Vec<String> = counter_cols
+                .iter()
+                .map(|c| format!("coalesce(NEW.{0}, 0) - coalesce(OLD.{0}, 0)", quote(c)))
+                .collect();
+            format!("outpost_pack({})", a.join(", "))
+        } else {
+            "NULL".to_string()
+        };
+        let c = quote(&col.name);
+        sql.push_str(&format!(
+            "CREATE TRIGGER {upd} AFTER UPDATE OF {c} ON {tbl}
+               WHEN NEW.{c} IS NOT OLD.{c} AND {same_key} AND outpost_capturing() BEGIN
+               {log} VALUES ({id}, {key_new}, {OP_UPDATE}, outpost_tick(), {mask}, {vals}); END;",
+            upd = name(t, &format!("upd_{i}")),
+        ));
+    }
+    conn.exec(&sql)
 }
