@@ -124,6 +124,10 @@ api_table! {
     value_blob @ 102: unsafe extern "C" fn(*mut sqlite3_value) -> *const c_void,
     value_bytes @ 103: unsafe extern "C" fn(*mut sqlite3_value) -> c_int,
     db_filename @ 180: unsafe extern "C" fn(*mut sqlite3, *const c_char) -> *const c_char,
+    create_module_v2 @ 119: unsafe extern "C" fn(*mut sqlite3, *const c_char, *const c_void, *mut c_void, Option<unsafe extern "C" fn(*mut c_void)>) -> c_int,
+    declare_vtab @ 50: unsafe extern "C" fn(*mut sqlite3, *const c_char) -> c_int,
+    malloc @ 68: unsafe extern "C" fn(c_int) -> *mut c_void,
+    free @ 58: unsafe extern "C" fn(*mut c_void),
 }
 
 static API: OnceLock<Api> = OnceLock::new();
@@ -161,6 +165,25 @@ fn transient() -> Destructor {
     // SAFETY: SQLite defines SQLITE_TRANSIENT as the destructor value -1; it is compared, never
     // called.
     Some(unsafe { std::mem::transmute::<isize, unsafe extern "C" fn(*mut c_void)>(-1) })
+}
+
+/// A copy of `msg` in memory from `sqlite3_malloc` (SQLite frees it: a virtual table's error
+/// message), or null when out of memory.
+pub(crate) fn sqlite_string(msg: &str) -> *mut c_char {
+    let bytes = msg.as_bytes();
+    let Ok(n) = c_int::try_from(bytes.len() + 1) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: a plain allocation of n bytes.
+    let p = unsafe { (api().malloc)(n) }.cast::<u8>();
+    if !p.is_null() {
+        // SAFETY: p holds n = len + 1 bytes; the message bytes then a NUL.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+            *p.add(bytes.len()) = 0;
+        }
+    }
+    p.cast()
 }
 
 /// A borrowed database connection.

@@ -17,7 +17,9 @@ use crate::functions::Call;
 use crate::schema::{self, quote, ColumnDef, Tracked};
 use crate::sites::Sites;
 use crate::state::{RowState, RowStore, Version};
-use crate::triggers::{OP_DELETE, OP_INSERT, OP_REKEY, OP_REKEY_COUNTED, OP_UPDATE};
+use crate::triggers::{
+    OP_DELETE, OP_INSERT, OP_INSERT_RAW, OP_REKEY, OP_REKEY_COUNTED, OP_UPDATE, OP_UPDATE_RAW,
+};
 use outpost_protocol::merge::{CellVersion, ReviewWrite};
 use outpost_protocol::{Hlc, Stamp, Strategy, Value};
 
@@ -133,16 +135,21 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
                 exhausted = true;
                 break;
             }
-            let vals = if log.is_null(6) {
-                None
+            let op = log.i64(3);
+            // A raw insert or column update carries the key (and a counter delta) as stored:
+            // pack them here, so the rest of fold sees one form (and sorts by the packed key).
+            let (key, vals) = if op == OP_UPDATE_RAW || op == OP_INSERT_RAW {
+                let delta = (!log.is_null(6)).then(|| crate::keys::pack(&[log.value(6)]));
+                (crate::keys::pack(&[log.value(2)]), delta)
             } else {
-                Some(log.blob(6))
+                let vals = (!log.is_null(6)).then(|| log.blob(6));
+                (log.blob(2), vals)
             };
             chunk.push((
                 log.i64(0) as u64,
                 log.i64(1),
-                log.blob(2),
-                log.i64(3),
+                key,
+                op,
                 log.i64(4) as u64,
                 log.i64(5),
                 vals,
@@ -192,6 +199,22 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
                     (counters, vals[npk..].to_vec())
                 };
                 vec![(OP_DELETE, old_key, old), (OP_INSERT, key, counters)]
+            } else if op == OP_INSERT_RAW {
+                vec![(OP_INSERT, key, Vec::new())]
+            } else if op == OP_UPDATE_RAW {
+                // One column (the mask's bit); a counter's delta goes to its place among the
+                // counter columns, as an OP_UPDATE's vals would hold it.
+                let mut deltas = Vec::new();
+                for (c, col) in t.def.columns.iter().enumerate() {
+                    if col.strategy == Strategy::Counter {
+                        let mine = mask & (1i64 << c) != 0;
+                        deltas.push(match vals.first() {
+                            Some(d) if mine => d.clone(),
+                            _ => Value::Integer(0),
+                        });
+                    }
+                }
+                vec![(OP_UPDATE, key, deltas)]
             } else {
                 vec![(op, key, vals)]
             };

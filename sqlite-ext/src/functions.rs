@@ -164,7 +164,8 @@ unsafe extern "C" fn destroy(p: *mut c_void) {
     drop(unsafe { Box::from_raw(p as *mut Registered) });
 }
 
-/// Registers every function of `table` on `db`, sharing one per-connection session.
+/// Registers every function of `table` on `db`, and the `outpost_clock` table, sharing one
+/// per-connection session.
 pub(crate) fn register_all(db: *mut sqlite3, table: &'static [FunctionDef]) -> Result<(), String> {
     let session = Arc::new(Session::default());
     for def in table {
@@ -199,5 +200,5 @@ pub(crate) fn register_all(db: *mut sqlite3, table: &'static [FunctionDef]) -> R
             ));
         }
     }
-    Ok(())
+    crate::clock_table::register(db, session)
 }

@@ -64,6 +64,7 @@
 mod apply;
 mod cells;
 mod clock;
+mod clock_table;
 mod conflicts;
 mod error;
 mod export;

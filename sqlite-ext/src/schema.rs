@@ -10,6 +10,10 @@
 //! | `_outpost_cells` | counter/review cell | the protocol's `CounterCell` / `ReviewCell` |
 //! | `_outpost_tombstones` | deleted row | its last values (a parent can come back) |
 //! | `_outpost_vector` | origin | contiguous coverage |
+//!
+//! `_outpost_log` declares no NOT NULL: a NOT NULL check in a trigger's INSERT marks the app's
+//! statement as able to abort, which costs it a statement journal (see `clock_table.rs`).
+//! Databases created before keep their NOT NULL log; it only makes their updates slower.
 
 use crate::error::Error;
 use crate::ffi::Conn;
@@ -21,8 +25,8 @@ const BOOKKEEPING: &str = r#"
 CREATE TABLE IF NOT EXISTS _outpost_meta(k TEXT PRIMARY KEY, v) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _outpost_sites(idx INTEGER PRIMARY KEY, site BLOB NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS _outpost_tables(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, def TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS _outpost_log(seq INTEGER PRIMARY KEY, tbl INTEGER NOT NULL, key BLOB NOT NULL,
-  op INTEGER NOT NULL, hlc INTEGER NOT NULL, mask INTEGER NOT NULL, vals BLOB);
+CREATE TABLE IF NOT EXISTS _outpost_log(seq INTEGER PRIMARY KEY, tbl INTEGER, key BLOB, op INTEGER, hlc INTEGER,
+  mask INTEGER, vals BLOB);
 CREATE TABLE IF NOT EXISTS _outpost_rows(tbl INTEGER NOT NULL, key BLOB NOT NULL, exist INTEGER NOT NULL,
   exist_seq INTEGER NOT NULL, seq INTEGER NOT NULL, clocks BLOB NOT NULL, PRIMARY KEY(tbl, key)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS _outpost_rows_seq ON _outpost_rows(seq) WHERE seq > 0;

@@ -107,7 +107,8 @@ fn update_trigger_logs_changed_columns_counter_deltas_and_key_changes() {
          allergies = 'none' WHERE id = 'p1'",
     );
     // (op, mask, vals) of the updates, one row per changed column: columns name, village,
-    // visits, allergies are bits 0-3; the counter logs its delta.
+    // visits, allergies are bits 0-3; the counter logs its delta. A one-column key logs the
+    // "raw" form (op 6: key and delta as stored, packed by fold).
     assert_eq!(
         a.rows(&format!(
             "SELECT op, mask, hex(vals) FROM _outpost_log WHERE seq > {seq} ORDER BY seq"
@@ -119,7 +120,7 @@ fn update_trigger_logs_changed_columns_counter_deltas_and_key_changes() {
         a.rows(&format!(
             "SELECT op, mask, hex(vals) FROM _outpost_log WHERE seq > {seq} ORDER BY mask"
         )),
-        a.rows("VALUES (2, 2, ''), (2, 4, hex(outpost_pack(3))), (2, 8, '')")
+        a.rows("VALUES (6, 2, ''), (6, 4, hex(3)), (6, 8, '')")
     );
     // A changed key logs the old key and values once; the column triggers stay silent.
     let seq = a.db_version();
@@ -129,7 +130,7 @@ fn update_trigger_logs_changed_columns_counter_deltas_and_key_changes() {
         a.rows(&format!(
             "SELECT op, mask FROM _outpost_log WHERE seq > {seq} ORDER BY seq"
         )),
-        a.rows("VALUES (5, -1), (2, 4)")
+        a.rows("VALUES (5, -1), (6, 4)")
     );
     a.sync_to(&b, None);
     assert_eq!(
@@ -157,4 +158,33 @@ fn a_key_change_with_a_counter_change_counts_once() {
         b.rows("SELECT id, name, village, visits FROM patients"),
         a.rows("SELECT id, name, village, visits FROM patients")
     );
+}
+
+/// A peer's update applied here is not captured as a local write: the column triggers read
+/// `outpost_clock`, which has no row while `outpost_apply` runs.
+#[test]
+fn applied_updates_are_not_logged_as_local_writes() {
+    let a = common::clinic("a");
+    let b = common::clinic("b");
+    a.exec("INSERT INTO patients(id, name, village, visits) VALUES ('p1', 'Amina', 'Moshi', 2)");
+    a.sync_to(&b, None);
+    a.exec("UPDATE patients SET village = 'Tanga', visits = visits + 1 WHERE id = 'p1'");
+    a.sync_to(&b, None);
+    assert_eq!(
+        b.one::<i64>("SELECT count(*) FROM _outpost_log WHERE op != 0"),
+        0
+    );
+    assert_eq!(b.one::<i64>("SELECT count(*) FROM outpost_clock"), 1);
+    assert_eq!(
+        b.one::<String>("SELECT village || visits FROM patients"),
+        "Tanga3"
+    );
+    // b's own later change is captured, and goes back to a.
+    b.exec("UPDATE patients SET name = 'Amina M.' WHERE id = 'p1'");
+    assert_eq!(
+        b.one::<i64>("SELECT count(*) FROM _outpost_log WHERE op = 6"),
+        1
+    );
+    b.sync_to(&a, None);
+    assert_eq!(a.one::<String>("SELECT name FROM patients"), "Amina M.");
 }
