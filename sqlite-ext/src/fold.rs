@@ -17,9 +17,7 @@ use crate::functions::Call;
 use crate::schema::{self, quote, ColumnDef, Tracked};
 use crate::sites::Sites;
 use crate::state::{RowState, RowStore, Version};
-use crate::triggers::{
-    OP_DELETE, OP_INSERT, OP_INSERT_RAW, OP_REKEY, OP_REKEY_COUNTED, OP_UPDATE, OP_UPDATE_RAW,
-};
+use crate::triggers::{OP_DELETE, OP_INSERT, OP_REKEY, OP_REKEY_COUNTED, OP_UPDATE, OP_UPDATE_RAW};
 use outpost_protocol::merge::{CellVersion, ReviewWrite};
 use outpost_protocol::{Hlc, Stamp, Strategy, Value};
 
@@ -136,9 +134,9 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
                 break;
             }
             let op = log.i64(3);
-            // A raw insert or column update carries the key (and a counter delta) as stored:
-            // pack them here, so the rest of fold sees one form (and sorts by the packed key).
-            let (key, vals) = if op == OP_UPDATE_RAW || op == OP_INSERT_RAW {
+            // A raw column update carries the key and a counter's delta as stored: pack them
+            // here, so the rest of fold sees one form (and sorts by the packed key).
+            let (key, vals) = if op == OP_UPDATE_RAW {
                 let delta = (!log.is_null(6)).then(|| crate::keys::pack(&[log.value(6)]));
                 (crate::keys::pack(&[log.value(2)]), delta)
             } else {
@@ -199,8 +197,6 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
                     (counters, vals[npk..].to_vec())
                 };
                 vec![(OP_DELETE, old_key, old), (OP_INSERT, key, counters)]
-            } else if op == OP_INSERT_RAW {
-                vec![(OP_INSERT, key, Vec::new())]
             } else if op == OP_UPDATE_RAW {
                 // One column (the mask's bit); a counter's delta goes to its place among the
                 // counter columns, as an OP_UPDATE's vals would hold it.

@@ -6,12 +6,15 @@
 //! `FUNCTIONS` and documented in `docs/sql-api.md`.
 //!
 //! ## How a write travels
-//! 1. **Capture** (`triggers.rs`): AFTER triggers append one row per written row to
-//!    `_outpost_log` (seq = INTEGER PRIMARY KEY, packed key, op, clock, changed-column mask,
-//!    counter deltas or a deleted row's values), in the app's own transaction. Nothing else runs
-//!    on the write path: appending at the end of one B-tree is the cheapest bookkeeping SQLite
-//!    offers; random-key inserts into a second B-tree are what doubles write cost (measured in
-//!    `docs/performance.md`). The clock comes from a per-connection cached HLC (`clock.rs`).
+//! 1. **Capture** (`triggers.rs`): AFTER triggers append one row per written row (per changed
+//!    column for an UPDATE) to `_outpost_log` (seq = INTEGER PRIMARY KEY, key, op, clock,
+//!    changed-column mask, counter deltas or a deleted row's values), in the app's own
+//!    transaction. Nothing else runs on the write path: appending at the end of one B-tree is
+//!    the cheapest bookkeeping SQLite offers; random-key inserts into a second B-tree are what
+//!    doubles write cost (measured in `docs/performance.md`). The clock comes from a
+//!    per-connection cached HLC (`clock.rs`), read by the column-update triggers through `outpost_clock`
+//!    virtual table (`clock_table.rs`) so that SQLite needs no statement journal for them, and
+//!    loading the extension keeps statement journals in memory (`statement_journal.rs`).
 //! 2. **Fold** (`fold.rs`), before every export and apply: the log becomes per-row state in
 //!    `_outpost_rows` (causal length + run-length packed per-column versions, `state.rs`),
 //!    counter/review state in `_outpost_cells`, tombstones for deleted rows; the log is emptied
@@ -50,7 +53,10 @@
 //!   compiles a SQLite 3.39 into the rlib, whose symbols collide with the app's.
 //!
 //! ## Known limits
-//! Tables with more than 62 non-key columns are refused. Every connection writing to a tracked
+//! Tables with more than 62 non-key columns are refused; each tracked column has its own
+//! update trigger (a table of 60 columns: 63 triggers, parsed with the schema when a
+//! connection opens). Like the functions, `outpost_clock` is not marked innocuous: an app that
+//! sets `PRAGMA trusted_schema=OFF` cannot write to tracked tables. Every connection writing to a tracked
 //! table must have the extension loaded (the triggers call its functions). After the first
 //! export the database holds per-row state in place of the folded log (about 1.37x plain at W1
 //! size, see docs/performance.md). A column dropped with `ALTER TABLE DROP COLUMN` is not

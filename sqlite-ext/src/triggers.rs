@@ -21,9 +21,6 @@ pub(crate) const OP_DELETE: i64 = 3;
 /// (see `create_triggers`): `key` holds the key's value as stored (not packed), `vals` the
 /// counter column's delta as a plain number (NULL for other strategies).
 pub(crate) const OP_UPDATE_RAW: i64 = 6;
-/// An INSERT into a table with a one-column key and no counter column, logged without calling a
-/// function: `key` holds the key's value as stored (not packed).
-pub(crate) const OP_INSERT_RAW: i64 = 7;
 /// An UPDATE that changed the primary key, as logged before `OP_REKEY_COUNTED` existed: `vals`
 /// holds the old key then the old values (fold reads the counters' new values from the row).
 pub(crate) const OP_REKEY: i64 = 4;
@@ -129,34 +126,22 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
     rekey_args.extend(all.iter().map(|c| format!("OLD.{}", quote(c))));
     let rekey_vals = format!("outpost_pack({})", rekey_args.join(", "));
     let log = "INSERT INTO _outpost_log(tbl, key, op, hlc, mask, vals)";
-    // One-column keys (the common case: a UUID or integer id) log the key as stored and let
-    // fold pack it, and take the clock from outpost_clock (no row while a peer's changes are
-    // applied) instead of calling functions: see clock_table.rs. Composite keys, inserts with
-    // counter values and row_lww updates call the functions.
+    // Column updates of one-column-key tables (the common case: a UUID or integer id) log the
+    // key as stored and let fold pack it, and take the clock from outpost_clock (no row while a
+    // peer's changes are applied) instead of calling functions: see clock_table.rs. Inserts and
+    // deletes keep the function calls: an INSERT into a table with a declared key is "may
+    // abort" by its own UNIQUE check, so it has a statement journal either way, and the packed
+    // key keeps the log small (size after W1). Composite keys and row_lww updates call them too.
     let raw = t.def.pk.len() == 1 && !t.def.row_lww;
-    let insert = if t.def.pk.len() == 1 && counter_cols.is_empty() {
-        let k = quote(&t.def.pk[0]);
-        format!(
-            "CREATE TRIGGER {ins} AFTER INSERT ON {tbl} BEGIN
-               {log} SELECT {id}, NEW.{k}, {OP_INSERT_RAW}, hlc, -1, NULL FROM outpost_clock; END;",
-            ins = name(t, "ins"),
-        )
-    } else {
-        format!(
-            "CREATE TRIGGER {ins} AFTER INSERT ON {tbl} WHEN outpost_capturing() BEGIN
-               {log} VALUES ({id}, {key_new}, {OP_INSERT}, outpost_tick(), -1, {ins_vals}); END;",
-            ins = name(t, "ins"),
-        )
-    };
-    // The column test comes first in WHEN: a row applied from a peer (capturing false) that
-    // does not change the column never calls a function.
     let mut sql = format!(
-        "{insert}
+        "CREATE TRIGGER {ins} AFTER INSERT ON {tbl} WHEN outpost_capturing() BEGIN
+           {log} VALUES ({id}, {key_new}, {OP_INSERT}, outpost_tick(), -1, {ins_vals}); END;
          CREATE TRIGGER {rekey} AFTER UPDATE OF {pk_cols} ON {tbl}
            WHEN NOT ({same_key}) AND outpost_capturing() BEGIN
            {log} VALUES ({id}, {key_new}, {OP_REKEY_COUNTED}, outpost_tick(), -1, {rekey_vals}); END;
          CREATE TRIGGER {del} AFTER DELETE ON {tbl} WHEN outpost_capturing() BEGIN
            {log} VALUES ({id}, {key_old}, {OP_DELETE}, outpost_tick(), 0, {del_vals}); END;",
+        ins = name(t, "ins"),
         rekey = name(t, "rekey"),
         del = name(t, "del"),
         pk_cols = pk_cols.join(", "),
