@@ -6,7 +6,8 @@
 //! an UPDATE is captured per column (`create_triggers`): each changed column logs its bit of the
 //! change mask, counter columns their deltas. `fold.rs` turns the log into per-row state before
 //! any export or apply.
-//! Writes applied from a peer are skipped by `WHEN outpost_capturing()`.
+//! Writes applied from a peer are skipped by `WHEN outpost_capturing()`, or, in the column
+//! triggers of one-column-key tables, by `outpost_clock` having no row then (`clock_table.rs`).
 
 use crate::error::Error;
 use crate::ffi::Conn;
@@ -173,7 +174,7 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
             sql.push_str(&format!(
                 "CREATE TRIGGER {upd} AFTER UPDATE OF {c} ON {tbl}
                    WHEN NEW.{c} IS NOT OLD.{c} AND NEW.{k} IS OLD.{k} BEGIN
-                   {log} SELECT {id}, NEW.{k}, {OP_UPDATE_RAW}, hlc, {mask}, {delta}
+                   {log} SELECT {id}, NEW.{k}, {OP_UPDATE_RAW}, outpost_clock.hlc, {mask}, {delta}
                    FROM outpost_clock; END;",
                 upd = name(t, &format!("upd_{i}")),
             ));
