@@ -157,5 +157,7 @@ fn a_watermelon_client_creates_updates_deletes_and_pulls() {
         .cloned()
         .expect("a cloud-origin entry in the mailbox");
     assert_eq!(own["covered"], status["tenant"]["db_version"], "{status}");
-    assert!(own["batches"].as_u64().unwrap() >= 4, "{status}");
+    // Three pushes changed something; the retried one rewrote identical values, which logs no
+    // change, so it exports nothing.
+    assert_eq!(own["batches"].as_u64(), Some(3), "{status}");
 }
