@@ -147,45 +147,47 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
         del = name(t, "del"),
         pk_cols = pk_cols.join(", "),
     );
+    let delta = |c: &str| format!("coalesce(NEW.{0}, 0) - coalesce(OLD.{0}, 0)", quote(c));
+    // A counter column's function-calling trigger logs the deltas of every counter; fold uses
+    // the one of this column.
+    let all_deltas = format!(
+        "outpost_pack({})",
+        counter_cols
+            .iter()
+            .map(|c| delta(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     for (i, col) in t.def.columns.iter().enumerate() {
         // row_lww: any changed column rewrites the whole row.
         let mask = if t.def.row_lww { -1 } else { 1i64 << i };
-        // Counter columns log the deltas of every counter; fold uses the one of this column.
-        let vals = if col.strategy == Strategy::Counter {
-            let a: Vec<String> = counter_cols
-                .iter()
-                .map(|c| format!("coalesce(NEW.{0}, 0) - coalesce(OLD.{0}, 0)", quote(c)))
-                .collect();
-            format!("outpost_pack({})", a.join(", "))
-        } else {
-            "NULL".to_string()
-        };
+        let counter = col.strategy == Strategy::Counter;
         let c = quote(&col.name);
+        let upd = name(t, &format!("upd_{i}"));
         if raw {
             // No function call and no NOT NULL check anywhere in this trigger: the app's UPDATE
             // then needs no statement journal (clock_table.rs). outpost_clock has no row while a
             // peer's changes are applied, so nothing is logged then.
-            let delta = if col.strategy == Strategy::Counter {
-                format!("coalesce(NEW.{c}, 0) - coalesce(OLD.{c}, 0)")
+            let vals = if counter {
+                delta(&col.name)
             } else {
-                "NULL".to_string()
+                "NULL".into()
             };
             let k = quote(&t.def.pk[0]);
             sql.push_str(&format!(
                 "CREATE TRIGGER {upd} AFTER UPDATE OF {c} ON {tbl}
                    WHEN NEW.{c} IS NOT OLD.{c} AND NEW.{k} IS OLD.{k} BEGIN
-                   {log} SELECT {id}, NEW.{k}, {OP_UPDATE_RAW}, outpost_clock.hlc, {mask}, {delta}
-                   FROM outpost_clock; END;",
-                upd = name(t, &format!("upd_{i}")),
+                   {log} SELECT {id}, NEW.{k}, {OP_UPDATE_RAW}, outpost_clock.hlc, {mask}, {vals}
+                   FROM outpost_clock; END;"
             ));
-            continue;
+        } else {
+            let vals = if counter { all_deltas.as_str() } else { "NULL" };
+            sql.push_str(&format!(
+                "CREATE TRIGGER {upd} AFTER UPDATE OF {c} ON {tbl}
+                   WHEN NEW.{c} IS NOT OLD.{c} AND {same_key} AND outpost_capturing() BEGIN
+                   {log} VALUES ({id}, {key_new}, {OP_UPDATE}, outpost_tick(), {mask}, {vals}); END;"
+            ));
         }
-        sql.push_str(&format!(
-            "CREATE TRIGGER {upd} AFTER UPDATE OF {c} ON {tbl}
-               WHEN NEW.{c} IS NOT OLD.{c} AND {same_key} AND outpost_capturing() BEGIN
-               {log} VALUES ({id}, {key_new}, {OP_UPDATE}, outpost_tick(), {mask}, {vals}); END;",
-            upd = name(t, &format!("upd_{i}")),
-        ));
     }
     conn.exec(&sql)
 }
