@@ -28,6 +28,7 @@ use outpost_protocol::batch::{CellPayload, RowChange, TableChanges, TableSchema}
 use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
 use outpost_protocol::{Hlc, SiteId, Stamp, Strategy, Value};
 mod restore;
+mod trigger_pause;
 mod unique;
 
 use std::collections::HashMap;
@@ -71,7 +72,8 @@ pub(crate) struct Applier<'c> {
     stmts: HashMap<String, Stmt>,
     sites: Sites,
     rows: RowStore,
-    upserts: HashMap<(usize, u64), Stmt>,
+    /// Row writes by (table, columns written, fresh): see `upsert` and `insert_fresh`.
+    writers: HashMap<(usize, u64, bool), Stmt>,
     fk_on: bool,
     /// Check every parent a row references (else only parents this database deleted; a missing
     /// parent then surfaces as a foreign-key failure at commit and the batch is redone strictly).
@@ -128,7 +130,7 @@ impl<'c> Applier<'c> {
             stmts: HashMap::new(),
             sites: Sites::load(conn)?,
             rows: RowStore::new(conn)?,
-            upserts: HashMap::new(),
+            writers: HashMap::new(),
             fk_on,
             strict: true,
             tombstoned,
@@ -273,7 +275,9 @@ impl<'c> Applier<'c> {
         let origin_idx = self.sites.index(self.conn(), origin)?;
         let key = crate::keys::pack(&row.key);
         let t = self.tables[ti].clone();
-        let mut st = self.rows.get(t.id, &key)?.unwrap_or_default();
+        let stored = self.rows.get(t.id, &key)?;
+        let fresh = stored.is_none();
+        let mut st = stored.unwrap_or_default();
         let e_in = row.existence;
         let exist = st.exist.max(e_in);
         let was_alive = st.exist % 2 == 1;
@@ -391,7 +395,12 @@ impl<'c> Applier<'c> {
                     "parent row missing: a referenced row does not exist here (yet)",
                 );
             }
-            match self.upsert(ti, &row.key, &writes) {
+            let written = if fresh {
+                self.insert_fresh(ti, &row.key, &writes)
+            } else {
+                self.upsert(ti, &row.key, &writes)
+            };
+            match written {
                 Ok(()) => {}
                 Err(Error::Sqlite { code, message, .. }) if code == UNIQUE_FAILED => {
                     let out = self.unique_collision(ti, origin, schema, row, &writes, &message)?;
@@ -447,34 +456,73 @@ impl<'c> Applier<'c> {
         w.join(" AND ")
     }
 
+    /// Writes the row: inserts it, or sets the written columns of the row with its key.
     fn upsert(&mut self, ti: usize, key: &[Value], writes: &[(usize, Value)]) -> Result<(), Error> {
+        self.write(ti, key, writes, false)
+    }
+
+    /// Writes a row this database holds no state for, which the app table then does not have
+    /// either: a plain INSERT. With the triggers paused (trigger_pause.rs) it runs without a
+    /// statement journal, as the app's own insert would; an upsert whose DO UPDATE sets a
+    /// foreign-key column still gets one (SQLite counts it as a multi-row write). A row the
+    /// table has anyway (written locally while the table syncs `down` only) fails the key's
+    /// UNIQUE check before anything is written and takes the upsert.
+    fn insert_fresh(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+        writes: &[(usize, Value)],
+    ) -> Result<(), Error> {
+        match self.write(ti, key, writes, true) {
+            Err(Error::Sqlite {
+                code: UNIQUE_FAILED | PRIMARY_KEY_FAILED | ROWID_FAILED,
+                ..
+            }) => self.upsert(ti, key, writes),
+            r => r,
+        }
+    }
+
+    /// Runs the row write prepared once per (table, written columns, fresh).
+    fn write(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+        writes: &[(usize, Value)],
+        fresh: bool,
+    ) -> Result<(), Error> {
         let mask = writes.iter().fold(0u64, |m, (c, _)| m | (1 << c));
         let conn = self.conn();
         let t = &self.tables[ti];
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.upserts.entry((ti, mask)) {
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            self.writers.entry((ti, mask, fresh))
+        {
             let mut cols: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
-            let set: Vec<String> = writes
-                .iter()
-                .map(|(c, _)| format!("{0} = excluded.{0}", quote(&t.def.columns[*c].name)))
-                .collect();
             cols.extend(writes.iter().map(|(c, _)| quote(&t.def.columns[*c].name)));
             let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-            let pk: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
-            let action = if set.is_empty() {
-                "NOTHING".to_string()
-            } else {
-                format!("UPDATE SET {}", set.join(", "))
-            };
-            let sql = format!(
-                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT({}) DO {action}",
+            let insert = format!(
+                "INSERT INTO {} ({}) VALUES ({})",
                 quote(&t.def.name),
                 cols.join(", "),
-                params.join(", "),
-                pk.join(", ")
+                params.join(", ")
             );
+            let sql = if fresh {
+                insert
+            } else {
+                let set: Vec<String> = writes
+                    .iter()
+                    .map(|(c, _)| format!("{0} = excluded.{0}", quote(&t.def.columns[*c].name)))
+                    .collect();
+                let pk: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
+                let action = if set.is_empty() {
+                    "NOTHING".to_string()
+                } else {
+                    format!("UPDATE SET {}", set.join(", "))
+                };
+                format!("{insert} ON CONFLICT({}) DO {action}", pk.join(", "))
+            };
             slot.insert(conn.prepare(&sql)?);
         }
-        let Some(s) = self.upserts.get_mut(&(ti, mask)) else {
+        let Some(s) = self.writers.get_mut(&(ti, mask, fresh)) else {
             return Err(Error::Internal("statement cache".into()));
         };
         for (i, v) in key.iter().enumerate() {
@@ -583,6 +631,7 @@ fn apply_all(call: &Call, batches: Batches) -> Result<Value, Error> {
     }
     schema::ensure(call.conn)?;
     let me = crate::clock::site_id(call.conn)?;
+    let _paused = trigger_pause::TriggerPause::begin(call.conn)?;
     let run = |strict: bool| -> Result<Stats, Error> {
         let mut total = Stats::default();
         batches.each(|batch| {
@@ -629,6 +678,12 @@ fn covered(conn: Conn, origin: SiteId) -> Result<u64, Error> {
 
 /// SQLITE_CONSTRAINT_UNIQUE.
 const UNIQUE_FAILED: i32 = 2067;
+
+/// SQLITE_CONSTRAINT_PRIMARYKEY.
+const PRIMARY_KEY_FAILED: i32 = 1555;
+
+/// SQLITE_CONSTRAINT_ROWID.
+const ROWID_FAILED: i32 = 2579;
 
 /// SQLITE_CONSTRAINT_FOREIGNKEY.
 const FOREIGN_KEY_FAILED: i32 = 787;

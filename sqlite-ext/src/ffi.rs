@@ -128,6 +128,7 @@ api_table! {
     declare_vtab @ 50: unsafe extern "C" fn(*mut sqlite3, *const c_char) -> c_int,
     malloc @ 68: unsafe extern "C" fn(c_int) -> *mut c_void,
     free @ 58: unsafe extern "C" fn(*mut c_void),
+    db_config @ 163: unsafe extern "C" fn(*mut sqlite3, c_int, ...) -> c_int,
 }
 
 static API: OnceLock<Api> = OnceLock::new();
@@ -265,6 +266,36 @@ impl Conn {
     pub(crate) fn schema_open(&self, schema: &CStr) -> bool {
         // SAFETY: valid connection; the name is NUL-terminated.
         !unsafe { (api().db_filename)(self.0, schema.as_ptr()) }.is_null()
+    }
+
+    /// Whether triggers of the main (and attached) schemas fire
+    /// (`SQLITE_DBCONFIG_ENABLE_TRIGGER`); TEMP triggers always do. Changing it expires every
+    /// prepared statement of the connection, as a flag pragma does.
+    pub(crate) fn triggers_enabled(&self) -> bool {
+        self.trigger_config(-1)
+    }
+
+    /// Turns the main schema's triggers on or off (see [`Conn::triggers_enabled`]).
+    pub(crate) fn set_triggers_enabled(&self, on: bool) {
+        self.trigger_config(c_int::from(on));
+    }
+
+    /// `sqlite3_db_config(ENABLE_TRIGGER, arg, &now)`: arg 1 on, 0 off, -1 unchanged; returns
+    /// the setting afterwards.
+    fn trigger_config(&self, arg: c_int) -> bool {
+        const SQLITE_DBCONFIG_ENABLE_TRIGGER: c_int = 1003;
+        let mut now: c_int = 0;
+        // SAFETY: valid connection; this op takes an int and an int* (both passed), and it cannot
+        // fail for a known op.
+        unsafe {
+            (api().db_config)(
+                self.0,
+                SQLITE_DBCONFIG_ENABLE_TRIGGER,
+                arg,
+                &mut now as *mut c_int,
+            )
+        };
+        now != 0
     }
 
     /// True when no transaction is open.
