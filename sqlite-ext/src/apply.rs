@@ -31,6 +31,7 @@ mod restore;
 mod trigger_pause;
 mod unique;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
 pub(crate) use unique::UNIQUE_REASON;
@@ -60,6 +61,16 @@ struct Link {
     child_cols: Vec<String>,
 }
 
+/// A value to write into a local column: borrowed from the batch when it is the incoming value,
+/// owned when the merge computed it (a counter's sum, a review's shown value).
+pub(crate) type Write<'a> = (usize, Cow<'a, Value>);
+
+/// A batch table's value columns (by name, in its order) and their index here, if any.
+struct ColumnMap {
+    names: Vec<String>,
+    local: Vec<Option<usize>>,
+}
+
 /// Merge machinery shared by apply and quarantine retry.
 pub(crate) struct Applier<'c> {
     call: &'c Call<'c>,
@@ -68,7 +79,7 @@ pub(crate) struct Applier<'c> {
     order: Vec<usize>,
     links: Vec<Rc<Link>>,
     /// Batch value-column names → local column, per batch table (checked on every hit).
-    maps: HashMap<String, (Vec<String>, Vec<Option<usize>>)>,
+    maps: HashMap<String, Rc<ColumnMap>>,
     stmts: HashMap<String, Stmt>,
     sites: Sites,
     rows: RowStore,
@@ -171,28 +182,29 @@ impl<'c> Applier<'c> {
         Ok(found)
     }
 
-    fn column_map(&mut self, ti: usize, schema: &TableSchema) -> (Vec<String>, Vec<Option<usize>>) {
-        if let Some((names, map)) = self.maps.get(&schema.name) {
-            let same = names.len() + schema.primary_key.len() == schema.columns.len()
+    /// Where the batch table's value columns are here, shared (merge_row asks once per row).
+    fn column_map(&mut self, ti: usize, schema: &TableSchema) -> Rc<ColumnMap> {
+        if let Some(m) = self.maps.get(&schema.name) {
+            let same = m.names.len() + schema.primary_key.len() == schema.columns.len()
                 && schema
                     .value_columns()
-                    .zip(names)
+                    .zip(&m.names)
                     .all(|(i, n)| schema.columns[i as usize].name == *n);
             if same {
-                return (names.clone(), map.clone());
+                return m.clone();
             }
         }
         let names: Vec<String> = schema
             .value_columns()
             .map(|i| schema.columns[i as usize].name.clone())
             .collect();
-        let map: Vec<Option<usize>> = names
+        let local = names
             .iter()
             .map(|n| self.tables[ti].column_index(n))
             .collect();
-        self.maps
-            .insert(schema.name.clone(), (names.clone(), map.clone()));
-        (names, map)
+        let m = Rc::new(ColumnMap { names, local });
+        self.maps.insert(schema.name.clone(), m.clone());
+        m
     }
 
     fn quarantine(
@@ -214,6 +226,17 @@ impl<'c> Applier<'c> {
         schema: &TableSchema,
         row: &RowChange,
     ) -> Result<Outcome, Error> {
+        self.merge_packed(origin, schema, row, crate::keys::pack(&row.key))
+    }
+
+    /// `merge_row` with the row's key already packed (`key`), as the apply sorts by it.
+    fn merge_packed(
+        &mut self,
+        origin: SiteId,
+        schema: &TableSchema,
+        row: &RowChange,
+        key: Vec<u8>,
+    ) -> Result<Outcome, Error> {
         let Some(ti) = self.tables.iter().position(|t| t.def.name == schema.name) else {
             return self.quarantine(
                 origin,
@@ -234,11 +257,11 @@ impl<'c> Applier<'c> {
                 "primary key shape differs from this database's",
             );
         }
-        let (names, map) = self.column_map(ti, schema);
+        let columns = self.column_map(ti, schema);
         let mut known = Vec::new();
         let mut unknown = Vec::new();
         for cell in &row.cells {
-            let local = map.get(cell.column as usize).ok_or_else(|| {
+            let local = columns.local.get(cell.column as usize).ok_or_else(|| {
                 Error::Apply(ApplyError::BadSchema(format!(
                     "a cell of {} names column {} it does not have",
                     schema.name, cell.column
@@ -254,7 +277,7 @@ impl<'c> Applier<'c> {
             outcome = Outcome::Quarantined;
             let cols: Vec<String> = unknown
                 .iter()
-                .map(|c| names[c.column as usize].clone())
+                .map(|c| columns.names[c.column as usize].clone())
                 .collect();
             let part = RowChange {
                 key: row.key.clone(),
@@ -273,7 +296,6 @@ impl<'c> Applier<'c> {
             )?;
         }
         let origin_idx = self.sites.index(self.conn(), origin)?;
-        let key = crate::keys::pack(&row.key);
         let t = self.tables[ti].clone();
         let stored = self.rows.get(t.id, &key)?;
         let fresh = stored.is_none();
@@ -282,7 +304,7 @@ impl<'c> Applier<'c> {
         let exist = st.exist.max(e_in);
         let was_alive = st.exist % 2 == 1;
         let alive = exist % 2 == 1;
-        let mut writes: Vec<(usize, Value)> = Vec::new();
+        let mut writes: Vec<Write> = Vec::new();
         let mut changed = e_in > st.exist;
         let mut new_conflicts = 0;
         for (c, cell) in &known {
@@ -311,7 +333,7 @@ impl<'c> Applier<'c> {
                     let current = st.cell(*c).map(|v| v.cell_version(&self.sites.ids));
                     lww_wins(current.as_ref(), &incoming).then(|| {
                         *st.cell_mut(*c) = Some(remote);
-                        v.clone()
+                        Cow::Borrowed(v)
                     })
                 }
                 (Strategy::Counter, CellPayload::Counter(total)) => {
@@ -326,7 +348,7 @@ impl<'c> Applier<'c> {
                         if st.cell(*c).is_none() {
                             *st.cell_mut(*c) = Some(remote);
                         }
-                        Some(Value::Integer(cc.value(exist)))
+                        Some(Cow::Owned(Value::Integer(cc.value(exist))))
                     } else {
                         None
                     }
@@ -356,7 +378,7 @@ impl<'c> Applier<'c> {
                         if !own_alive {
                             *st.cell_mut(*c) = Some(remote);
                         }
-                        rc.shown().cloned()
+                        rc.shown().cloned().map(Cow::Owned)
                     } else {
                         None
                     }
@@ -457,7 +479,7 @@ impl<'c> Applier<'c> {
     }
 
     /// Writes the row: inserts it, or sets the written columns of the row with its key.
-    fn upsert(&mut self, ti: usize, key: &[Value], writes: &[(usize, Value)]) -> Result<(), Error> {
+    fn upsert(&mut self, ti: usize, key: &[Value], writes: &[Write]) -> Result<(), Error> {
         self.write(ti, key, writes, false)
     }
 
@@ -467,12 +489,7 @@ impl<'c> Applier<'c> {
     /// foreign-key column still gets one (SQLite counts it as a multi-row write). A row the
     /// table has anyway (written locally while the table syncs `down` only) fails the key's
     /// UNIQUE check before anything is written and takes the upsert.
-    fn insert_fresh(
-        &mut self,
-        ti: usize,
-        key: &[Value],
-        writes: &[(usize, Value)],
-    ) -> Result<(), Error> {
+    fn insert_fresh(&mut self, ti: usize, key: &[Value], writes: &[Write]) -> Result<(), Error> {
         match self.write(ti, key, writes, true) {
             Err(Error::Sqlite {
                 code: UNIQUE_FAILED | PRIMARY_KEY_FAILED | ROWID_FAILED,
@@ -487,7 +504,7 @@ impl<'c> Applier<'c> {
         &mut self,
         ti: usize,
         key: &[Value],
-        writes: &[(usize, Value)],
+        writes: &[Write],
         fresh: bool,
     ) -> Result<(), Error> {
         let mask = writes.iter().fold(0u64, |m, (c, _)| m | (1 << c));
@@ -743,14 +760,14 @@ fn apply_batch(
     }
     for g in &groups {
         let schema = &h.tables[g.table as usize];
-        for (_, row) in in_key_order(g, true) {
-            ap.merge_row(h.origin, schema, row)?;
+        for (key, row) in in_key_order(g, true) {
+            ap.merge_packed(h.origin, schema, row, key)?;
         }
     }
     for g in groups.iter().rev() {
         let schema = &h.tables[g.table as usize];
-        for (_, row) in in_key_order(g, false) {
-            ap.merge_row(h.origin, schema, row)?;
+        for (key, row) in in_key_order(g, false) {
+            ap.merge_packed(h.origin, schema, row, key)?;
         }
     }
     if conn

@@ -6,12 +6,13 @@
 //! with fresh clocks; an `outpost_events` row tells a person. Two replicas that restore the same
 //! parent concurrently write equal values and LWW converges them.
 
-use super::{Applier, Link};
+use super::{Applier, Link, Write};
 use crate::cells;
 use crate::error::Error;
 use crate::schema::quote;
 use crate::state::RowState;
 use outpost_protocol::{Strategy, Value};
+use std::borrow::Cow;
 use std::rc::Rc;
 
 impl Applier<'_> {
@@ -48,7 +49,7 @@ impl Applier<'_> {
         &mut self,
         ti: usize,
         key: &[Value],
-        writes: &[(usize, Value)],
+        writes: &[Write],
     ) -> Result<bool, Error> {
         let links: Vec<Rc<Link>> = self
             .links
@@ -65,7 +66,10 @@ impl Applier<'_> {
                 } else {
                     match t.column_index(col) {
                         // A column not written now was checked when it was written.
-                        Some(c) => writes.iter().find(|(w, _)| *w == c).map(|(_, v)| v.clone()),
+                        Some(c) => writes
+                            .iter()
+                            .find(|(w, _)| *w == c)
+                            .map(|(_, v)| v.as_ref().clone()),
                         None => None,
                     }
                 };
@@ -131,9 +135,9 @@ impl Applier<'_> {
             Some(v) => v,
             None => {
                 let vals = self.tombstone(t.id, key)?.unwrap_or_default();
-                let writes: Vec<(usize, Value)> = vals
+                let writes: Vec<Write> = vals
                     .iter()
-                    .cloned()
+                    .map(Cow::Borrowed)
                     .enumerate()
                     .take(t.def.columns.len())
                     .collect();

@@ -9,13 +9,14 @@
 //! earlier row in the table and the later one in quarantine, with the same reason. A retry puts
 //! an evicted row back once the collision is gone (`Applier::resurface`).
 
-use super::{Applier, Outcome};
+use super::{Applier, Outcome, Write};
 use crate::error::Error;
 use crate::schema::{self, quote};
 use crate::state::RowState;
 use outpost_protocol::batch::{CellChange, CellPayload, RowChange, TableSchema};
 use outpost_protocol::merge::CellVersion;
 use outpost_protocol::{Hlc, SiteId, Stamp, Strategy, Value};
+use std::borrow::Cow;
 
 /// Reasons of UNIQUE quarantine entries start with this (SQLite's wording).
 pub(crate) const UNIQUE_REASON: &str = "UNIQUE constraint failed";
@@ -29,7 +30,7 @@ impl Applier<'_> {
         origin: SiteId,
         schema: &TableSchema,
         row: &RowChange,
-        writes: &[(usize, Value)],
+        writes: &[Write],
         message: &str,
     ) -> Result<Outcome, Error> {
         let reason = format!("{message}: the later write is kept here for a person");
@@ -45,7 +46,12 @@ impl Applier<'_> {
             .collect();
         let vals: Option<Vec<Value>> = cols
             .iter()
-            .map(|c| writes.iter().find(|(w, _)| w == c).map(|(_, v)| v.clone()))
+            .map(|c| {
+                writes
+                    .iter()
+                    .find(|(w, _)| w == c)
+                    .map(|(_, v)| v.as_ref().clone())
+            })
             .collect();
         let (Some(&first), Some(vals)) = (cols.first(), vals) else {
             return self.quarantine(origin, schema, row, &reason);
@@ -193,8 +199,9 @@ impl Applier<'_> {
         let Some(vals) = self.tombstone(t.id, &key)? else {
             return Ok(false);
         };
-        let writes: Vec<(usize, Value)> = vals
+        let writes: Vec<Write> = vals
             .into_iter()
+            .map(Cow::Owned)
             .enumerate()
             .take(t.def.columns.len())
             .collect();
