@@ -3,7 +3,9 @@
 //! One transaction (a savepoint, so a failure rolls back without aborting the caller's
 //! statement) holds the merge and the vector advance. Rows that become alive are applied
 //! parents-first (tables topologically sorted by their foreign keys), deletes children-first, with
-//! `PRAGMA defer_foreign_keys=ON`. Triggers are suppressed, so applied writes keep their origin.
+//! `PRAGMA defer_foreign_keys=ON`. Our triggers are suppressed (they log nothing), so applied
+//! writes keep their origin, and when they are the only triggers they are switched off for the
+//! call (`trigger_pause.rs`) so the writes need no statement journal.
 //!
 //! Per row: existence merges by max; a cell at the row's current epoch merges by its column's
 //! strategy; a cell from an older epoch is dead. What cannot be applied goes to the quarantine
@@ -22,7 +24,7 @@ use crate::ffi::{Conn, Stmt};
 use crate::functions::{Arg, Call};
 use crate::schema::{self, quote, Direction, Tracked};
 use crate::sites::Sites;
-use crate::state::{RowStore, Version};
+use crate::state::{NewRows, RowStore, Version};
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{CellPayload, RowChange, TableChanges, TableSchema};
 use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
@@ -648,14 +650,17 @@ fn apply_all(call: &Call, batches: Batches) -> Result<Value, Error> {
     }
     schema::ensure(call.conn)?;
     let me = crate::clock::site_id(call.conn)?;
-    let _paused = trigger_pause::TriggerPause::begin(call.conn)?;
+    let pause = trigger_pause::TriggerPause::begin(call.conn)?;
     let run = |strict: bool| -> Result<Stats, Error> {
         let mut total = Stats::default();
+        // With the triggers paused nothing but this call writes row state until it returns: it
+        // can know which rows have none without looking (`NewRows`).
+        let mut new_rows = None;
         batches.each(|batch| {
             if batch.header.origin == me {
                 return Err(ApplyError::OwnOrigin.into());
             }
-            let s = apply_batch(call, batch, strict)?;
+            let s = apply_batch(call, batch, strict, pause.paused().then_some(&mut new_rows))?;
             total.applied += s.applied;
             total.unchanged += s.unchanged;
             total.conflicts += s.conflicts;
@@ -705,15 +710,25 @@ const ROWID_FAILED: i32 = 2579;
 /// SQLITE_CONSTRAINT_FOREIGNKEY.
 const FOREIGN_KEY_FAILED: i32 = 787;
 
+/// Applies one batch inside the caller's savepoint. `new_rows`, when given, is what the call
+/// knows of rows without state, carried from batch to batch.
 fn apply_batch(
     call: &Call,
     batch: &outpost_protocol::batch::Batch,
     strict: bool,
+    mut new_rows: Option<&mut Option<NewRows>>,
 ) -> Result<Stats, Error> {
     let conn = call.conn;
     let h = &batch.header;
-    if crate::fold::fold(call)? {
+    let folded = crate::fold::fold(call)?;
+    if folded.columns_added {
         crate::quarantine::retry_all(call)?;
+    }
+    if folded.rows_written || folded.columns_added {
+        // Fold and the quarantine retry write state through stores of their own.
+        if let Some(n) = new_rows.as_deref_mut() {
+            *n = None;
+        }
     }
     let have = covered(conn, h.origin)?;
     let mut vector = outpost_protocol::VersionVector::new();
@@ -741,6 +756,15 @@ fn apply_batch(
     conn.exec("PRAGMA defer_foreign_keys = ON")?;
     let mut ap = Applier::new(call)?;
     ap.strict = strict;
+    if let Some(n) = new_rows.as_deref_mut() {
+        ap.rows.new_rows = Some(match n.take() {
+            Some(known) => known,
+            None => {
+                let ids: Vec<i64> = ap.tables.iter().map(|t| t.id).collect();
+                NewRows::detect(conn, &ids)?
+            }
+        });
+    }
     let order = ap.order()?;
     let rank = |name: &str| order.iter().position(|n| n == name).unwrap_or(usize::MAX);
     let mut groups: Vec<_> = batch.tables.iter().collect();
@@ -789,6 +813,9 @@ fn apply_batch(
     s.bind_i64(2, h.range.hi as i64)?;
     s.run()?;
     let _ = Hlc::ZERO;
+    if let Some(n) = new_rows {
+        *n = ap.rows.new_rows.take();
+    }
     Ok(ap.stats)
 }
 

@@ -49,7 +49,7 @@ pub(crate) fn sql_changes(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let r = schema::with_bulk_cache(call.conn, || {
         call.conn.exec("SAVEPOINT outpost_changes")?;
         let r = (|| {
-            if crate::fold::fold(call)? {
+            if crate::fold::fold(call)?.columns_added {
                 crate::quarantine::retry_all(call)?;
             }
             changes(call, since, max_bytes)

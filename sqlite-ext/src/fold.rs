@@ -93,9 +93,17 @@ fn notice_schema_changes(call: &Call) -> Result<bool, Error> {
     Ok(changed)
 }
 
-/// Folds the log. Returns whether tracked tables gained columns (callers then retry the
-/// quarantine, which may hold values for them).
-pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
+/// What a fold did.
+pub(crate) struct Folded {
+    /// Tracked tables gained columns: callers then retry the quarantine, which may hold values
+    /// for them.
+    pub columns_added: bool,
+    /// Log entries became row state (`_outpost_rows` was written).
+    pub rows_written: bool,
+}
+
+/// Folds the log.
+pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
     let conn = call.conn;
     let schema_changed = notice_schema_changes(call)?;
     let tables = schema::load_tracked(conn)?;
@@ -271,7 +279,10 @@ pub(crate) fn fold(call: &Call) -> Result<bool, Error> {
         schema::meta_set(conn, "hlc", stored.max(max_hlc) as i64)?;
         call.session.observe(conn, max_hlc)?;
     }
-    Ok(schema_changed)
+    Ok(Folded {
+        columns_added: schema_changed,
+        rows_written: any,
+    })
 }
 
 /// Records a local write of `cols` of a row (already alive at `st.exist`) as versions of this

@@ -7,9 +7,12 @@
 //! freshly inserted row costs one version whatever its width.
 
 use crate::error::Error;
+use crate::ffi::Conn;
 use outpost_protocol::merge::CellVersion;
 use outpost_protocol::varint::{read_u64, write_u64};
 use outpost_protocol::{Hlc, SiteId, Stamp};
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// The version of one cell write, with the site as an index into `_outpost_sites` (0 = this
 /// database) and the local seq when this database made the write.
@@ -139,10 +142,85 @@ impl RowState {
     }
 }
 
+/// Which rows of some tables are known to have no state, without looking: the tables had no
+/// state row when an apply began, and every state row written for them since went through
+/// [`NewRows::note`]. A new device's first sync then skips one `_outpost_rows` lookup per row.
+///
+/// Only the apply keeps one, and only while nothing else can write state: it is dropped when a
+/// fold or a quarantine retry (which have their own stores) wrote any, and not kept while an
+/// app's trigger could run SQL inside the apply (`apply/trigger_pause.rs`).
+pub(crate) struct NewRows {
+    tables: Vec<i64>,
+    /// Hashes of (table, packed key) given state: a collision only costs a lookup.
+    written: HashSet<u64, BuildHasherDefault<Prehashed>>,
+}
+
+impl NewRows {
+    /// The tables among `tables` that have no state row now.
+    pub(crate) fn detect(conn: Conn, tables: &[i64]) -> Result<NewRows, Error> {
+        let mut empty = Vec::new();
+        let mut any = conn.prepare("SELECT 1 FROM _outpost_rows WHERE tbl = ?1 LIMIT 1")?;
+        for &t in tables {
+            any.bind_i64(1, t)?;
+            if !any.step()? {
+                empty.push(t);
+            }
+            any.reset();
+        }
+        Ok(NewRows {
+            tables: empty,
+            written: HashSet::default(),
+        })
+    }
+
+    /// False only when the row certainly has no state.
+    fn may_exist(&self, tbl: i64, key: &[u8]) -> bool {
+        !self.tables.contains(&tbl) || self.written.contains(&row_hash(tbl, key))
+    }
+
+    fn note(&mut self, tbl: i64, key: &[u8]) {
+        if self.tables.contains(&tbl) {
+            self.written.insert(row_hash(tbl, key));
+        }
+    }
+}
+
+/// FNV-1a over the table id and the packed key.
+fn row_hash(tbl: i64, key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tbl.to_le_bytes().iter().chain(key) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The set's hasher: its values are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 /// Reads and writes `_outpost_rows` with statements prepared once per call.
 pub(crate) struct RowStore {
     get: crate::ffi::Stmt,
     put: crate::ffi::Stmt,
+    /// Rows known to have no state (an apply's first sync), see [`NewRows`].
+    pub new_rows: Option<NewRows>,
 }
 
 impl RowStore {
@@ -152,11 +230,19 @@ impl RowStore {
             put: conn.prepare(
                 "INSERT OR REPLACE INTO _outpost_rows(tbl, key, exist, exist_seq, seq, clocks) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?,
+            new_rows: None,
         })
     }
 
     /// The row's state; `None` when this database never saw the row.
     pub(crate) fn get(&mut self, tbl: i64, key: &[u8]) -> Result<Option<RowState>, Error> {
+        if self
+            .new_rows
+            .as_ref()
+            .is_some_and(|n| !n.may_exist(tbl, key))
+        {
+            return Ok(None);
+        }
         self.get.bind_i64(1, tbl)?;
         self.get.bind_blob(2, key)?;
         let r = if self.get.step()? {
@@ -173,6 +259,9 @@ impl RowStore {
     }
 
     pub(crate) fn put(&mut self, tbl: i64, key: &[u8], st: &RowState) -> Result<(), Error> {
+        if let Some(n) = &mut self.new_rows {
+            n.note(tbl, key);
+        }
         self.put.bind_i64(1, tbl)?;
         self.put.bind_blob(2, key)?;
         self.put.bind_i64(3, st.exist as i64)?;

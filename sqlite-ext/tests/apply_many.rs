@@ -108,3 +108,46 @@ fn any_refused_batch_leaves_the_database_unchanged() {
     apply_many(&b, &refs).unwrap();
     assert_eq!(b.state(&TABLES), a.state(&TABLES));
 }
+
+/// One call applying a row and, in later batches, its changes (a device that synced rarely
+/// sends its history in one go): each later batch finds the state the earlier one wrote, so
+/// counters add once, later values win and deletes land, exactly as batch by batch.
+#[test]
+fn later_batches_of_one_call_see_the_rows_earlier_ones_created() {
+    let a = clinic("a");
+    let mut batches = Vec::new();
+    let mut since = 0;
+    let mut cut = |a: &Replica, batches: &mut Vec<Vec<u8>>| {
+        batches.push(a.changes(since, None).unwrap());
+        since = a.db_version();
+    };
+    a.exec(
+        "INSERT INTO patients(id, name, village, visits) VALUES ('p1', 'Amina', 'Moshi', 1), ('p2', 'Juma', 'Tanga', 0);
+         INSERT INTO visits VALUES ('v1', 'p1', 'first');",
+    );
+    cut(&a, &mut batches);
+    a.exec("UPDATE patients SET village = 'Arusha', visits = visits + 2 WHERE id = 'p1'");
+    a.exec("INSERT INTO visits VALUES ('v2', 'p2', 'second')");
+    cut(&a, &mut batches);
+    a.exec("UPDATE patients SET visits = visits + 4 WHERE id = 'p1'; DELETE FROM visits WHERE id = 'v1'");
+    cut(&a, &mut batches);
+
+    let together = clinic("b");
+    let refs: Vec<&Vec<u8>> = batches.iter().collect();
+    let out = apply_many(&together, &refs).unwrap();
+    assert_eq!(out["quarantined"], 0, "{out}");
+    let one_each = clinic("c");
+    for b in &batches {
+        one_each.apply(b).unwrap();
+    }
+    assert_eq!(together.state(&TABLES), one_each.state(&TABLES));
+    assert_eq!(together.state(&TABLES), a.state(&TABLES));
+    assert_eq!(
+        together.one::<String>("SELECT village || visits FROM patients WHERE id = 'p1'"),
+        "Arusha7"
+    );
+    // Applying them all again changes nothing.
+    let again = apply_many(&together, &refs).unwrap();
+    assert_eq!(again["applied"], 0, "{again}");
+    assert_eq!(together.state(&TABLES), a.state(&TABLES));
+}

@@ -39,6 +39,11 @@ impl TriggerPause {
         }
         Ok(TriggerPause { conn, paused })
     }
+
+    /// Whether this pause switched the triggers off.
+    pub(crate) fn paused(&self) -> bool {
+        self.paused
+    }
 }
 
 impl Drop for TriggerPause {
