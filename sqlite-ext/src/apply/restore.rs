@@ -54,7 +54,8 @@ impl Applier<'_> {
         let links: Vec<Rc<Link>> = self
             .links
             .iter()
-            .filter(|l| l.child == ti)
+            // Outside the strict pass only parents this database deleted need a look.
+            .filter(|l| l.child == ti && (self.strict || self.tombstoned[l.parent]))
             .cloned()
             .collect();
         for l in links {
@@ -81,7 +82,7 @@ impl Applier<'_> {
                     Some(v) => fk.push(v),
                 }
             }
-            if fk.is_empty() || (!self.strict && !self.tombstoned[l.parent]) {
+            if fk.is_empty() {
                 continue;
             }
             let p = self.tables[l.parent].clone();
