@@ -260,7 +260,7 @@ impl<'c> Applier<'c> {
             );
         }
         let columns = self.column_map(ti, schema);
-        let mut known = Vec::new();
+        let mut known = Vec::with_capacity(row.cells.len());
         let mut unknown = Vec::new();
         for cell in &row.cells {
             let local = columns.local.get(cell.column as usize).ok_or_else(|| {
@@ -302,11 +302,14 @@ impl<'c> Applier<'c> {
         let stored = self.rows.get(t.id, &key)?;
         let fresh = stored.is_none();
         let mut st = stored.unwrap_or_default();
+        // A row's cells grow one column at a time (`cell_mut`): room for all of them up front.
+        st.cells
+            .reserve(t.def.columns.len().saturating_sub(st.cells.len()));
         let e_in = row.existence;
         let exist = st.exist.max(e_in);
         let was_alive = st.exist % 2 == 1;
         let alive = exist % 2 == 1;
-        let mut writes: Vec<Write> = Vec::new();
+        let mut writes: Vec<Write> = Vec::with_capacity(known.len());
         let mut changed = e_in > st.exist;
         let mut new_conflicts = 0;
         for (c, cell) in &known {
