@@ -154,6 +154,11 @@ unsafe extern "C" fn connect(
     if rc != ffi::SQLITE_OK {
         return rc;
     }
+    // The column triggers read it, and with `PRAGMA trusted_schema=OFF` SQLite lets a trigger
+    // use only innocuous tables. It is: one row of this connection's clock, read-only. (An
+    // older SQLite answers "unknown op"; it has no such check either.)
+    // SAFETY: called from xConnect on the connection being connected, as the op requires.
+    unsafe { (ffi::api().vtab_config)(db, ffi::SQLITE_VTAB_INNOCUOUS) };
     // SAFETY: aux is the Arc<Session> box given to create_module_v2, alive while the module is.
     let session = unsafe { &*aux.cast::<Arc<Session>>() }.clone();
     let table = Box::new(Table {

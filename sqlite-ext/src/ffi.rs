@@ -26,6 +26,8 @@ pub(crate) const SQLITE_CONSTRAINT: c_int = 19;
 pub(crate) const SQLITE_UTF8: c_int = 1;
 pub(crate) const SQLITE_DETERMINISTIC: c_int = 0x800;
 pub(crate) const SQLITE_INNOCUOUS: c_int = 0x200000;
+/// `sqlite3_vtab_config` op: the virtual table is safe in an untrusted schema (SQLite 3.31+).
+pub(crate) const SQLITE_VTAB_INNOCUOUS: c_int = 2;
 
 /// A database connection (opaque).
 #[repr(C)]
@@ -129,6 +131,7 @@ api_table! {
     malloc @ 68: unsafe extern "C" fn(c_int) -> *mut c_void,
     free @ 58: unsafe extern "C" fn(*mut c_void),
     db_config @ 163: unsafe extern "C" fn(*mut sqlite3, c_int, ...) -> c_int,
+    vtab_config @ 177: unsafe extern "C" fn(*mut sqlite3, c_int, ...) -> c_int,
 }
 
 static API: OnceLock<Api> = OnceLock::new();

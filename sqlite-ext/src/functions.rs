@@ -70,6 +70,9 @@ pub(crate) struct FunctionDef {
     pub max_args: usize,
     /// Same result for the same arguments within a statement (lets SQLite use it in indexes).
     pub deterministic: bool,
+    /// Safe to run from a schema an attacker may have written (`SQLITE_INNOCUOUS`): the
+    /// triggers call it, and with `PRAGMA trusted_schema=OFF` SQLite refuses anything else there.
+    pub innocuous: bool,
     pub body: Body,
 }
 
@@ -172,7 +175,10 @@ pub(crate) fn register_all(db: *mut sqlite3, table: &'static [FunctionDef]) -> R
         let name = CString::new(def.name).map_err(|_| format!("bad function name {}", def.name))?;
         let mut flags = ffi::SQLITE_UTF8;
         if def.deterministic {
-            flags |= ffi::SQLITE_DETERMINISTIC | ffi::SQLITE_INNOCUOUS;
+            flags |= ffi::SQLITE_DETERMINISTIC;
+        }
+        if def.innocuous {
+            flags |= ffi::SQLITE_INNOCUOUS;
         }
         let reg = Box::into_raw(Box::new(Registered {
             def,

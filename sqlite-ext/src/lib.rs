@@ -55,8 +55,7 @@
 //! ## Known limits
 //! Tables with more than 62 non-key columns are refused; each tracked column has its own
 //! update trigger (a table of 60 columns: 63 triggers, parsed with the schema when a
-//! connection opens). Like the functions, `outpost_clock` is not marked innocuous: an app that
-//! sets `PRAGMA trusted_schema=OFF` cannot write to tracked tables. Every connection writing to a tracked
+//! connection opens). Every connection writing to a tracked
 //! table must have the extension loaded (the triggers call its functions). After the first
 //! export the database holds per-row state in place of the folded log (about 1.37x plain at W1
 //! size, see docs/performance.md). A column dropped with `ALTER TABLE DROP COLUMN` is not
@@ -110,6 +109,25 @@ const fn def(
         min_args,
         max_args,
         deterministic: false,
+        innocuous: false,
+        body,
+    }
+}
+
+/// A function the triggers call: innocuous (see `FunctionDef::innocuous`). Each only reads or
+/// advances this connection's own state (the capture flag, the clock) or packs its arguments.
+const fn for_triggers(
+    name: &'static str,
+    max_args: usize,
+    deterministic: bool,
+    body: functions::Body,
+) -> FunctionDef {
+    FunctionDef {
+        name,
+        min_args: 0,
+        max_args,
+        deterministic,
+        innocuous: true,
         body,
     }
 }
@@ -143,15 +161,9 @@ static FUNCTIONS: &[FunctionDef] = &[
     def("outpost_reserve_ids", 2, 2, id_blocks::sql_reserve_ids),
     def("outpost_next_id", 1, 1, id_blocks::sql_next_id),
     // called by the triggers
-    def("outpost_tick", 0, 0, clock::sql_tick),
-    def("outpost_capturing", 0, 0, clock::sql_capturing),
-    FunctionDef {
-        name: "outpost_pack",
-        min_args: 0,
-        max_args: 127,
-        deterministic: true,
-        body: clock::sql_pack,
-    },
+    for_triggers("outpost_tick", 0, false, clock::sql_tick),
+    for_triggers("outpost_capturing", 0, false, clock::sql_capturing),
+    for_triggers("outpost_pack", 127, true, clock::sql_pack),
 ];
 
 /// The names of every registered SQL function.

@@ -188,3 +188,22 @@ fn applied_updates_are_not_logged_as_local_writes() {
     b.sync_to(&a, None);
     assert_eq!(a.one::<String>("SELECT name FROM patients"), "Amina M.");
 }
+
+/// A hardened app (`PRAGMA trusted_schema=OFF`, as some SQLite builds default to) still writes to
+/// tracked tables and has every write captured: what the triggers call is marked innocuous.
+#[test]
+fn writes_are_captured_with_an_untrusted_schema() {
+    let a = common::clinic("a");
+    let b = common::clinic("b");
+    a.exec("PRAGMA trusted_schema = OFF");
+    a.exec("INSERT INTO patients(id, name, village, visits) VALUES ('p1', 'Amina', 'Moshi', 1)");
+    a.exec("INSERT INTO patients(id, name) VALUES ('p2', 'Juma')");
+    a.exec("UPDATE patients SET village = 'Tanga', visits = visits + 1 WHERE id = 'p1'");
+    a.exec("DELETE FROM patients WHERE id = 'p2'");
+    assert_eq!(a.db_version(), 5);
+    a.sync_to(&b, None);
+    assert_eq!(
+        b.rows("SELECT id, village, visits FROM patients"),
+        ["Text(\"p1\")|Text(\"Tanga\")|Integer(2)"]
+    );
+}
