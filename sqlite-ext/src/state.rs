@@ -143,8 +143,9 @@ impl RowState {
 }
 
 /// Which rows of some tables are known to have no state, without looking: the tables had no
-/// state row when an apply began, and every state row written for them since went through
-/// [`NewRows::note`]. A new device's first sync then skips one `_outpost_rows` lookup per row.
+/// state row when the apply looked (at its first batch, or again after a fold wrote state), and
+/// every state row written for them since went through [`NewRows::note`]. A new device's first
+/// sync then skips one `_outpost_rows` lookup per row.
 ///
 /// Only the apply keeps one, and only while nothing else can write state: it is dropped when a
 /// fold or a quarantine retry (which have their own stores) wrote any, and not kept while an
