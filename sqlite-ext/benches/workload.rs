@@ -409,6 +409,12 @@ fn apply_child(dir: &Path, target: &Path, group: usize) {
     println!("{rows} {elapsed} {}", vm_hwm_kib());
 }
 
+/// Writes the earlier phases' dirty pages out (`sync`) before a W4 measurement, so neither the
+/// apply nor its plain reference pays for the kernel's writeback of files written before it.
+fn settle_disk() {
+    let _ = Command::new("sync").status();
+}
+
 /// Plain reference for W4: the same rows into a fresh plain database in `txns` transactions.
 fn plain_apply_reference(path: &Path, data: &Data, txns: usize) -> f64 {
     let (np, nv) = (data.patients.len(), data.visits.len());
@@ -775,6 +781,7 @@ fn main() {
         .unwrap_or(16);
     let target = p("w4.db");
     for g in [group, 1] {
+        settle_disk();
         let out = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--apply-child",
@@ -808,6 +815,7 @@ fn main() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        settle_disk();
         let s = plain_apply_reference(&p("w4_plain.db"), &data, txns);
         println!(
             "W4 plain    {s:7.3} s  {:.0} rows/s  (same rows, {txns} transactions, no tracking)",
