@@ -58,10 +58,11 @@
 //! connection opens). Every connection writing to a tracked table must have the extension
 //! loaded (the triggers call its functions). After the first export the database holds
 //! per-row state in place of the folded log (about 1.37x plain at W1 size, see
-//! docs/performance.md). A column dropped with `ALTER TABLE DROP COLUMN` is not handled. `INSERT OR REPLACE` over an existing row is captured as an insert (without the
-//! delete), which is right for lww columns but double-counts a counter column's old value.
-//! Quarantine converges as a set of `(table, key, reason)`: a change sent by several origins
-//! may be held as one entry per origin.
+//! docs/performance.md). A column dropped with `ALTER TABLE DROP COLUMN` is not handled.
+//! `INSERT OR REPLACE` over an existing row is captured as an insert (without the delete),
+//! which is right for lww columns but double-counts a counter column's old value. Quarantine
+//! converges as a set of `(table, key, reason)`: a change sent by several origins may be
+//! held as one entry per origin.
 
 #![allow(clippy::missing_safety_doc)]
 
