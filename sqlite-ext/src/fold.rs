@@ -222,7 +222,7 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
             } else {
                 vec![(op, key, vals)]
             };
-            for (op, key, vals) in entries {
+            for (op, key, mut vals) in entries {
                 let mut st = rows.get(tbl, &key)?.unwrap_or_default();
                 let before = st.exist;
                 let mut cols: Vec<usize> = Vec::new();
@@ -231,6 +231,10 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
                     OP_INSERT => {
                         if st.exist % 2 == 0 {
                             st.exist += 1;
+                        } else {
+                            // An insert over a live row (`INSERT OR REPLACE`, whose delete fires
+                            // no trigger): its counters are the row's new values, not additions.
+                            replaced_counters(conn, t, &key, st.exist, &mut vals)?;
                         }
                         st.exist_seq = seq;
                         tomb_del.bind_i64(1, tbl)?;
@@ -283,6 +287,33 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
         columns_added: schema_changed,
         rows_written: any,
     })
+}
+
+/// Turns the counter values an insert logged (`vals`, in counter-column order) into the deltas
+/// from what the live row it replaced counted at `epoch`.
+fn replaced_counters(
+    conn: crate::ffi::Conn,
+    t: &Tracked,
+    key: &[u8],
+    epoch: u64,
+    vals: &mut [Value],
+) -> Result<(), Error> {
+    let counters = t
+        .def
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.strategy == Strategy::Counter);
+    for ((c, _), v) in counters.zip(vals.iter_mut()) {
+        let total = cells::load_counter(conn, t.id, key, c)?.value(epoch);
+        let new = match v {
+            Value::Integer(n) => *n,
+            Value::Real(f) => *f as i64,
+            _ => 0,
+        };
+        *v = Value::Integer(new.wrapping_sub(total));
+    }
+    Ok(())
 }
 
 /// Records a local write of `cols` of a row (already alive at `st.exist`) as versions of this

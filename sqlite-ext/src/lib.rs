@@ -59,9 +59,10 @@
 //! loaded (the triggers call its functions). After the first export the database holds
 //! per-row state in place of the folded log (about 1.37x plain at W1 size, see
 //! docs/performance.md). A column dropped with `ALTER TABLE DROP COLUMN` is not handled.
-//! `INSERT OR REPLACE` over an existing row is captured as an insert (without the delete),
-//! which is right for lww columns but double-counts a counter column's old value. Quarantine
-//! converges as a set of `(table, key, reason)`: a change sent by several origins may be
+//! `INSERT OR REPLACE` over a row with the same key is captured as an insert that sets every
+//! column (a counter to the written value); a row that REPLACE deletes for colliding on
+//! another UNIQUE column is not captured (SQLite fires no delete trigger for it unless the app
+//! sets `PRAGMA recursive_triggers=ON`), so peers keep it. Quarantine converges as a set of `(table, key, reason)`: a change sent by several origins may be
 //! held as one entry per origin.
 
 #![allow(clippy::missing_safety_doc)]

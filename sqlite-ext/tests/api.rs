@@ -160,6 +160,40 @@ fn a_key_change_with_a_counter_change_counts_once() {
     );
 }
 
+/// `INSERT OR REPLACE` over an existing row (an ORM's "save", Room's `OnConflictStrategy.REPLACE`)
+/// sets a counter to the written value: the peers see that value, not the old and new added
+/// together. Once folded before the replace, and once in the same fold as the first insert.
+#[test]
+fn a_replaced_row_sets_its_counter_once() {
+    let a = common::clinic("a");
+    let b = common::clinic("b");
+    a.exec("INSERT INTO patients(id, name, visits) VALUES ('p1', 'Amina', 3)");
+    a.sync_to(&b, None);
+    a.exec("INSERT OR REPLACE INTO patients(id, name, visits) VALUES ('p1', 'Amina M.', 4)");
+    a.exec("REPLACE INTO patients(id, name, visits) VALUES ('p2', 'Juma', 1)");
+    a.exec("REPLACE INTO patients(id, name, visits) VALUES ('p2', 'Juma', 2)");
+    a.sync_to(&b, None);
+    let want = [
+        "Text(\"p1\")|Text(\"Amina M.\")|Integer(4)",
+        "Text(\"p2\")|Text(\"Juma\")|Integer(2)",
+    ];
+    assert_eq!(
+        a.rows("SELECT id, name, visits FROM patients ORDER BY id"),
+        want
+    );
+    assert_eq!(
+        b.rows("SELECT id, name, visits FROM patients ORDER BY id"),
+        want
+    );
+    // A later increment on b counts from the replaced value on both.
+    b.exec("UPDATE patients SET visits = visits + 1 WHERE id = 'p1'");
+    b.sync_to(&a, None);
+    assert_eq!(
+        a.one::<i64>("SELECT visits FROM patients WHERE id = 'p1'"),
+        5
+    );
+}
+
 /// A peer's update applied here is not captured as a local write: the column triggers read
 /// `outpost_clock`, which has no row while `outpost_apply` runs.
 #[test]
