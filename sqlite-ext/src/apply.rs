@@ -29,10 +29,12 @@ use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{CellPayload, RowChange, TableChanges, TableSchema};
 use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
 use outpost_protocol::{Hlc, SiteId, Stamp, Strategy, Value};
+mod carry;
 mod restore;
 mod trigger_pause;
 mod unique;
 
+pub(crate) use carry::Carried;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -654,37 +656,47 @@ fn apply_all(call: &Call, batches: Batches) -> Result<Value, Error> {
     schema::ensure(call.conn)?;
     let me = crate::clock::site_id(call.conn)?;
     let pause = trigger_pause::TriggerPause::begin(call.conn)?;
-    let run = |strict: bool| -> Result<Stats, Error> {
-        let mut total = Stats::default();
-        // With the triggers paused nothing but this call writes row state until it returns: it
-        // can know which rows have none without looking (`NewRows`).
-        let mut new_rows = None;
-        batches.each(|batch| {
-            if batch.header.origin == me {
-                return Err(ApplyError::OwnOrigin.into());
-            }
-            let s = apply_batch(call, batch, strict, pause.paused().then_some(&mut new_rows))?;
-            total.applied += s.applied;
-            total.unchanged += s.unchanged;
-            total.conflicts += s.conflicts;
-            total.quarantined += s.quarantined;
-            Ok(())
-        })?;
-        Ok(total)
+    // With the triggers paused nothing but this call writes row state until it returns: it can
+    // know which rows have none without looking (`NewRows`), starting from what the previous
+    // call knew when the database is as that call left it (`carry.rs`).
+    let kept = if pause.paused() {
+        carry::take(call.conn, &call.session.new_rows)?
+    } else {
+        None
     };
-    let stats = schema::with_bulk_cache(call.conn, || {
+    let run =
+        |strict: bool, mut new_rows: Option<NewRows>| -> Result<(Stats, Option<NewRows>), Error> {
+            let mut total = Stats::default();
+            batches.each(|batch| {
+                if batch.header.origin == me {
+                    return Err(ApplyError::OwnOrigin.into());
+                }
+                let s = apply_batch(call, batch, strict, pause.paused().then_some(&mut new_rows))?;
+                total.applied += s.applied;
+                total.unchanged += s.unchanged;
+                total.conflicts += s.conflicts;
+                total.quarantined += s.quarantined;
+                Ok(())
+            })?;
+            Ok((total, new_rows))
+        };
+    let (stats, new_rows) = schema::with_bulk_cache(call.conn, || {
         call.conn.exec("SAVEPOINT outpost_apply")?;
-        let r = run(false);
+        let r = run(false, kept);
         let r = schema::finish_savepoint(call.conn, "outpost_apply", r);
         if matches!(&r, Err(Error::Sqlite { code, .. }) if *code == FOREIGN_KEY_FAILED) {
             // A row referenced a parent this database does not have: redo, checking every
-            // parent, so such rows go to the quarantine instead of failing the batch.
+            // parent, so such rows go to the quarantine instead of failing the batch. What the
+            // first run noted was rolled back with it: look again.
             call.conn.exec("SAVEPOINT outpost_apply")?;
-            let again = run(true);
+            let again = run(true, None);
             return schema::finish_savepoint(call.conn, "outpost_apply", again);
         }
         r
     })?;
+    if let Some(rows) = new_rows {
+        carry::keep(call.conn, &call.session.new_rows, rows)?;
+    }
     let json = serde_json::json!({
         "applied": stats.applied, "unchanged": stats.unchanged,
         "conflicts": stats.conflicts, "quarantined": stats.quarantined,

@@ -23,6 +23,8 @@ pub(crate) struct Session {
     clock: Mutex<Option<Clock>>,
     /// Where a chunked export stopped (see `export.rs`).
     export: Mutex<Option<ExportCursor>>,
+    /// What the last apply knew of rows without state (see `apply/carry.rs`).
+    pub(crate) new_rows: Mutex<Option<crate::apply::Carried>>,
 }
 
 /// The rows a chunked export has yet to send: valid while the database's own seq is unchanged
@@ -40,6 +42,7 @@ impl Default for Session {
             capturing: AtomicBool::new(true),
             clock: Mutex::new(None),
             export: Mutex::new(None),
+            new_rows: Mutex::new(None),
         }
     }
 }
