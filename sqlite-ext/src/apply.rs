@@ -694,7 +694,9 @@ fn apply_all(call: &Call, batches: Batches) -> Result<Value, Error> {
         }
         r
     })?;
-    if let Some(rows) = new_rows {
+    // Kept only while a first sync is under way (some table had no state): a device in steady
+    // state neither holds the filter nor pays for the stamp.
+    if let Some(rows) = new_rows.filter(NewRows::saves_lookups) {
         carry::keep(call.conn, &call.session.new_rows, rows)?;
     }
     let json = serde_json::json!({

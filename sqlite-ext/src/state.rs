@@ -174,6 +174,11 @@ impl NewRows {
         })
     }
 
+    /// Whether it can answer anything without a lookup: some table had no state.
+    pub(crate) fn saves_lookups(&self) -> bool {
+        !self.tables.is_empty()
+    }
+
     /// False only when the row certainly has no state.
     fn may_exist(&self, tbl: i64, key: &[u8]) -> bool {
         !self.tables.contains(&tbl) || self.written.contains(row_hash(tbl, key))
