@@ -407,9 +407,6 @@ fn apply_child(dir: &Path, target: &Path, group: usize) {
     }
     let elapsed = secs(t);
     eprintln!("{}", cache_counters(&conn));
-    // Count with SQLite's default cache, so a larger one set above does not fill during the
-    // count and raise the peak the apply is measured by.
-    conn.execute_batch("PRAGMA cache_size = -2000").unwrap();
     rows += conn
         .query_row(
             "SELECT (SELECT count(*) FROM patients) + (SELECT count(*) FROM visits)",
