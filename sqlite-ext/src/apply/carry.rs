@@ -10,7 +10,8 @@
 //! it inserted, updated or deleted, rolled back or not, including Outpost's own folds and
 //! untracks), the database's `data_version` (changes when another connection commits) and
 //! `schema_version` (any DDL). A single row written anywhere in between moves it, and the next
-//! call looks again.
+//! call looks again. Only a call that found a table without any state keeps anything (a first
+//! sync under way): a device in steady state holds no filter and runs no stamp query.
 
 use crate::error::Error;
 use crate::ffi::Conn;
