@@ -28,7 +28,7 @@ use crate::state::{NewRows, RowStore, Version};
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{CellPayload, RowChange, TableChanges, TableSchema};
 use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
-use outpost_protocol::{Hlc, SiteId, Stamp, Strategy, Value};
+use outpost_protocol::{SiteId, Stamp, Strategy, Value};
 mod carry;
 mod restore;
 mod trigger_pause;
@@ -829,7 +829,6 @@ fn apply_batch(
     s.bind_blob(1, &h.origin.0)?;
     s.bind_i64(2, h.range.hi as i64)?;
     s.run()?;
-    let _ = Hlc::ZERO;
     if let Some(n) = new_rows {
         *n = ap.rows.new_rows.take();
     }
