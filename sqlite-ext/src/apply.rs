@@ -75,6 +75,13 @@ struct ColumnMap {
     local: Vec<Option<usize>>,
 }
 
+/// A batch table resolved to a tracked table here (`Applier::target`).
+struct Target {
+    /// Index into `Applier::tables`.
+    ti: usize,
+    columns: Rc<ColumnMap>,
+}
+
 /// Merge machinery shared by apply and quarantine retry.
 pub(crate) struct Applier<'c> {
     call: &'c Call<'c>,
@@ -230,18 +237,37 @@ impl<'c> Applier<'c> {
         schema: &TableSchema,
         row: &RowChange,
     ) -> Result<Outcome, Error> {
-        self.merge_packed(origin, schema, row, crate::keys::pack(&row.key))
+        let target = self.target(schema);
+        self.merge_packed(
+            target.as_ref(),
+            origin,
+            schema,
+            row,
+            crate::keys::pack(&row.key),
+        )
     }
 
-    /// `merge_row` with the row's key already packed (`key`), as the apply sorts by it.
+    /// Where rows of the batch table `schema` go here; `None` when it is not tracked. The apply
+    /// asks once per group of rows: by name per row, it hashed and compared strings for each.
+    fn target(&mut self, schema: &TableSchema) -> Option<Target> {
+        let ti = self.tables.iter().position(|t| t.def.name == schema.name)?;
+        Some(Target {
+            ti,
+            columns: self.column_map(ti, schema),
+        })
+    }
+
+    /// `merge_row` with the row's table resolved (`target`, from [`Applier::target`] for
+    /// `schema`) and its key already packed (`key`), as the apply sorts by it.
     fn merge_packed(
         &mut self,
+        target: Option<&Target>,
         origin: SiteId,
         schema: &TableSchema,
         row: &RowChange,
         key: Vec<u8>,
     ) -> Result<Outcome, Error> {
-        let Some(ti) = self.tables.iter().position(|t| t.def.name == schema.name) else {
+        let Some(Target { ti, columns }) = target else {
             return self.quarantine(
                 origin,
                 schema,
@@ -249,6 +275,7 @@ impl<'c> Applier<'c> {
                 &format!("unknown table \"{}\": it is not tracked here", schema.name),
             );
         };
+        let ti = *ti;
         if self.tables[ti].def.direction == Direction::Up {
             self.stats.unchanged += 1;
             return Ok(Outcome::Applied);
@@ -261,8 +288,8 @@ impl<'c> Applier<'c> {
                 "primary key shape differs from this database's",
             );
         }
-        let columns = self.column_map(ti, schema);
-        let mut known = Vec::with_capacity(row.cells.len());
+        // Every cell names a column of the batch table; those this database lacks are set
+        // aside (rare: schema skew), the rest are merged below in place.
         let mut unknown = Vec::new();
         for cell in &row.cells {
             let local = columns.local.get(cell.column as usize).ok_or_else(|| {
@@ -271,11 +298,15 @@ impl<'c> Applier<'c> {
                     schema.name, cell.column
                 )))
             })?;
-            match local {
-                Some(c) => known.push((*c, cell)),
-                None => unknown.push(cell.clone()),
+            if local.is_none() {
+                unknown.push(cell.clone());
             }
         }
+        let known = row
+            .cells
+            .iter()
+            .filter_map(|cell| columns.local[cell.column as usize].map(|c| (c, cell)));
+        let n_known = row.cells.len() - unknown.len();
         let mut outcome = Outcome::Applied;
         if !unknown.is_empty() {
             outcome = Outcome::Quarantined;
@@ -311,10 +342,10 @@ impl<'c> Applier<'c> {
         let exist = st.exist.max(e_in);
         let was_alive = st.exist % 2 == 1;
         let alive = exist % 2 == 1;
-        let mut writes: Vec<Write> = Vec::with_capacity(known.len());
+        let mut writes: Vec<Write> = Vec::with_capacity(n_known);
         let mut changed = e_in > st.exist;
         let mut new_conflicts = 0;
-        for (c, cell) in &known {
+        for (c, cell) in known {
             self.max_hlc = self.max_hlc.max(cell.hlc.as_u64());
             if e_in != exist || !alive {
                 self.stats.unchanged += 1;
@@ -334,26 +365,26 @@ impl<'c> Applier<'c> {
                 site: origin_idx,
                 seq: 0,
             };
-            let strategy = t.def.columns[*c].strategy;
+            let strategy = t.def.columns[c].strategy;
             let won = match (strategy, &cell.payload) {
                 (Strategy::Lww | Strategy::RowLww, CellPayload::Value(v)) => {
-                    let current = st.cell(*c).map(|v| v.cell_version(&self.sites.ids));
+                    let current = st.cell(c).map(|v| v.cell_version(&self.sites.ids));
                     lww_wins(current.as_ref(), &incoming).then(|| {
-                        *st.cell_mut(*c) = Some(remote);
+                        *st.cell_mut(c) = Some(remote);
                         Cow::Borrowed(v)
                     })
                 }
                 (Strategy::Counter, CellPayload::Counter(total)) => {
-                    let mut cc = cells::load_counter(conn, t.id, &key, *c)?;
+                    let mut cc = cells::load_counter(conn, t.id, &key, c)?;
                     if cc.merge(Contribution {
                         site: origin,
                         epoch: e_in,
                         hlc: cell.hlc,
                         total: *total,
                     }) {
-                        cells::save_counter(conn, t.id, &key, *c, &cc)?;
-                        if st.cell(*c).is_none() {
-                            *st.cell_mut(*c) = Some(remote);
+                        cells::save_counter(conn, t.id, &key, c, &cc)?;
+                        if st.cell(c).is_none() {
+                            *st.cell_mut(c) = Some(remote);
                         }
                         Some(Cow::Owned(Value::Integer(cc.value(exist))))
                     } else {
@@ -361,21 +392,21 @@ impl<'c> Applier<'c> {
                     }
                 }
                 (Strategy::Review, CellPayload::Review { value, context }) => {
-                    let mut rc = cells::load_review(conn, t.id, &key, *c)?;
+                    let mut rc = cells::load_review(conn, t.id, &key, c)?;
                     let w = ReviewWrite {
                         version: incoming,
                         value: value.clone(),
                         context: context.clone(),
                     };
                     if rc.merge(w) {
-                        cells::save_review(conn, &t, &key, *c, &rc)?;
+                        cells::save_review(conn, &t, &key, c, &rc)?;
                         if rc.siblings().len() > 1 {
                             new_conflicts += 1;
                         }
                         // The row state keeps this database's own write while it is still a
                         // sibling: export finds what to send through it.
                         let me = self.sites.me();
-                        let own_alive = st.cell(*c).is_some_and(|v| {
+                        let own_alive = st.cell(c).is_some_and(|v| {
                             v.site == 0
                                 && rc.siblings().iter().any(|s| {
                                     s.version.stamp.site == me
@@ -383,7 +414,7 @@ impl<'c> Applier<'c> {
                                 })
                         });
                         if !own_alive {
-                            *st.cell_mut(*c) = Some(remote);
+                            *st.cell_mut(c) = Some(remote);
                         }
                         rc.shown().cloned().map(Cow::Owned)
                     } else {
@@ -393,14 +424,14 @@ impl<'c> Applier<'c> {
                 _ => {
                     let reason = format!(
                         "column {} of \"{}\" merges as {} here but the change is of another kind",
-                        t.def.columns[*c].name, t.def.name, strategy
+                        t.def.columns[c].name, t.def.name, strategy
                     );
                     return self.quarantine(origin, schema, row, &reason);
                 }
             };
             match won {
                 Some(v) => {
-                    writes.push((*c, v));
+                    writes.push((c, v));
                     changed = true;
                     self.stats.applied += 1;
                 }
@@ -409,7 +440,7 @@ impl<'c> Applier<'c> {
         }
         if e_in > st.exist {
             self.stats.applied += 1;
-        } else if known.is_empty() {
+        } else if n_known == 0 {
             self.stats.unchanged += 1;
         }
         if !changed {
@@ -517,45 +548,37 @@ impl<'c> Applier<'c> {
         let mask = writes.iter().fold(0u64, |m, (c, _)| m | (1 << c));
         let conn = self.conn();
         let t = &self.tables[ti];
-        if let std::collections::hash_map::Entry::Vacant(slot) =
-            self.writers.entry((ti, mask, fresh))
-        {
-            let mut cols: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
-            cols.extend(writes.iter().map(|(c, _)| quote(&t.def.columns[*c].name)));
-            let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-            let insert = format!(
-                "INSERT INTO {} ({}) VALUES ({})",
-                quote(&t.def.name),
-                cols.join(", "),
-                params.join(", ")
-            );
-            let sql = if fresh {
-                insert
-            } else {
-                let set: Vec<String> = writes
-                    .iter()
-                    .map(|(c, _)| format!("{0} = excluded.{0}", quote(&t.def.columns[*c].name)))
-                    .collect();
-                let pk: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
-                let action = if set.is_empty() {
-                    "NOTHING".to_string()
+        let s = match self.writers.entry((ti, mask, fresh)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let mut cols: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
+                cols.extend(writes.iter().map(|(c, _)| quote(&t.def.columns[*c].name)));
+                let params: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+                let insert = format!(
+                    "INSERT INTO {} ({}) VALUES ({})",
+                    quote(&t.def.name),
+                    cols.join(", "),
+                    params.join(", ")
+                );
+                let sql = if fresh {
+                    insert
                 } else {
-                    format!("UPDATE SET {}", set.join(", "))
+                    let set: Vec<String> = writes
+                        .iter()
+                        .map(|(c, _)| format!("{0} = excluded.{0}", quote(&t.def.columns[*c].name)))
+                        .collect();
+                    let pk: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
+                    let action = if set.is_empty() {
+                        "NOTHING".to_string()
+                    } else {
+                        format!("UPDATE SET {}", set.join(", "))
+                    };
+                    format!("{insert} ON CONFLICT({}) DO {action}", pk.join(", "))
                 };
-                format!("{insert} ON CONFLICT({}) DO {action}", pk.join(", "))
-            };
-            slot.insert(conn.prepare(&sql)?);
-        }
-        let Some(s) = self.writers.get_mut(&(ti, mask, fresh)) else {
-            return Err(Error::Internal("statement cache".into()));
+                slot.insert(conn.prepare(&sql)?)
+            }
         };
-        for (i, v) in key.iter().enumerate() {
-            s.bind(i + 1, v)?;
-        }
-        for (i, (_, v)) in writes.iter().enumerate() {
-            s.bind(key.len() + i + 1, v)?;
-        }
-        s.run()
+        s.run_borrowed(key.iter().chain(writes.iter().map(|(_, v)| v.as_ref())))
     }
 
     fn app_values(&self, ti: usize, key: &[Value]) -> Result<Option<Vec<Value>>, Error> {
@@ -801,14 +824,16 @@ fn apply_batch(
     }
     for g in &groups {
         let schema = &h.tables[g.table as usize];
+        let target = ap.target(schema);
         for (key, row) in in_key_order(g, true) {
-            ap.merge_packed(h.origin, schema, row, key)?;
+            ap.merge_packed(target.as_ref(), h.origin, schema, row, key)?;
         }
     }
     for g in groups.iter().rev() {
         let schema = &h.tables[g.table as usize];
+        let target = ap.target(schema);
         for (key, row) in in_key_order(g, false) {
-            ap.merge_packed(h.origin, schema, row, key)?;
+            ap.merge_packed(target.as_ref(), h.origin, schema, row, key)?;
         }
     }
     if conn

@@ -74,9 +74,16 @@ impl RowState {
         self.cells.get(c).and_then(|v| v.as_ref())
     }
 
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(24);
-        write_u64(&mut out, self.cells.len() as u64);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoding to `out` (the apply reuses one buffer for every row it writes).
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        write_u64(out, self.cells.len() as u64);
         let mut i = 0;
         while i < self.cells.len() {
             let v = self.cells[i];
@@ -84,20 +91,19 @@ impl RowState {
             while i + run < self.cells.len() && self.cells[i + run] == v {
                 run += 1;
             }
-            write_u64(&mut out, run as u64);
+            write_u64(out, run as u64);
             match v {
                 None => out.push(0),
                 Some(v) => {
                     out.push(1);
-                    write_u64(&mut out, v.epoch);
-                    write_u64(&mut out, v.hlc);
-                    write_u64(&mut out, v.site as u64);
-                    write_u64(&mut out, v.seq);
+                    write_u64(out, v.epoch);
+                    write_u64(out, v.hlc);
+                    write_u64(out, v.site as u64);
+                    write_u64(out, v.seq);
                 }
             }
             i += run;
         }
-        out
     }
 
     pub(crate) fn decode(exist: u64, exist_seq: u64, bytes: &[u8]) -> Result<RowState, Error> {
@@ -249,6 +255,8 @@ fn row_hash(tbl: i64, key: &[u8]) -> u64 {
 pub(crate) struct RowStore {
     get: crate::ffi::Stmt,
     put: crate::ffi::Stmt,
+    /// The clocks blob being bound (SQLite copies it), reused across rows.
+    clocks: Vec<u8>,
     /// Rows known to have no state (an apply's first sync), see [`NewRows`].
     pub new_rows: Option<NewRows>,
 }
@@ -260,6 +268,7 @@ impl RowStore {
             put: conn.prepare(
                 "INSERT OR REPLACE INTO _outpost_rows(tbl, key, exist, exist_seq, seq, clocks) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?,
+            clocks: Vec::new(),
             new_rows: None,
         })
     }
@@ -297,7 +306,9 @@ impl RowStore {
         self.put.bind_i64(3, st.exist as i64)?;
         self.put.bind_i64(4, st.exist_seq as i64)?;
         self.put.bind_i64(5, st.max_seq() as i64)?;
-        self.put.bind_blob(6, &st.encode())?;
+        self.clocks.clear();
+        st.encode_into(&mut self.clocks);
+        self.put.bind_blob(6, &self.clocks)?;
         self.put.run()
     }
 }

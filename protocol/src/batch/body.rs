@@ -437,6 +437,8 @@ pub(crate) fn read_body(
     let mut groups = Vec::with_capacity(n_groups);
     let mut prev_row_hlc = Hlc::ZERO;
     let mut min_hlc: Option<Hlc> = None;
+    // Each row's column list, reused: one allocation per body instead of one per row.
+    let mut columns = Vec::new();
     for _ in 0..n_groups {
         let at = r.pos;
         let table = r.u64()?;
@@ -450,7 +452,7 @@ pub(crate) fn read_body(
         let n_rows = r.count(1)?;
         let mut rows = Vec::with_capacity(n_rows);
         for _ in 0..n_rows {
-            let row = read_row(&mut r, schema, strategies, &mut prev_row_hlc)?;
+            let row = read_row(&mut r, schema, strategies, &mut prev_row_hlc, &mut columns)?;
             for c in &row.cells {
                 min_hlc = Some(min_hlc.map_or(c.hlc, |m| m.min(c.hlc)));
             }
@@ -472,6 +474,7 @@ fn read_row(
     schema: &TableSchema,
     strategies: &[Strategy],
     prev_row_hlc: &mut Hlc,
+    columns: &mut Vec<u16>,
 ) -> Result<RowChange, DecodeError> {
     let at = r.pos;
     let flags = r.u128()?;
@@ -496,7 +499,7 @@ fn read_row(
         key
     };
     let n_values = strategies.len();
-    let mut columns: Vec<u16> = Vec::new();
+    columns.clear();
     match form {
         FORM_MASK => {
             let at = r.pos;
