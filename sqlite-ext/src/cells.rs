@@ -123,6 +123,25 @@ pub(crate) fn key_json(key: &[u8]) -> Result<String, Error> {
     })
 }
 
+/// Whether the app table holds the row with the packed `key`.
+pub(crate) fn app_row_exists(conn: Conn, t: &Tracked, key: &[u8]) -> Result<bool, Error> {
+    let vals = crate::keys::unpack(key)?;
+    let wh: Vec<String> = t
+        .def
+        .pk
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("{} = ?{}", crate::schema::quote(c), i + 1))
+        .collect();
+    let mut s = conn.prepare(&format!(
+        "SELECT 1 FROM {} WHERE {}",
+        crate::schema::quote(&t.def.name),
+        wh.join(" AND ")
+    ))?;
+    s.bind_all(&vals)?;
+    s.step()
+}
+
 /// Reads one column of a live app row.
 pub(crate) fn read_app_value(
     conn: Conn,

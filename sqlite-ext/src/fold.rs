@@ -17,7 +17,9 @@ use crate::functions::Call;
 use crate::schema::{self, quote, ColumnDef, Tracked};
 use crate::sites::Sites;
 use crate::state::{RowState, RowStore, Version};
-use crate::triggers::{OP_DELETE, OP_INSERT, OP_REKEY, OP_REKEY_COUNTED, OP_UPDATE, OP_UPDATE_RAW};
+use crate::triggers::{
+    OP_DELETE, OP_DELETE_IF_GONE, OP_INSERT, OP_REKEY, OP_REKEY_COUNTED, OP_UPDATE, OP_UPDATE_RAW,
+};
 use outpost_protocol::merge::{CellVersion, ReviewWrite};
 use outpost_protocol::{Hlc, Stamp, Strategy, Value};
 
@@ -48,7 +50,14 @@ fn notice_schema_changes(call: &Call) -> Result<bool, Error> {
             .filter(|c| c.pk == 0 && t.column_index(&c.name).is_none())
             .cloned()
             .collect();
-        if added.is_empty() || info.is_empty() {
+        if info.is_empty() {
+            continue;
+        }
+        if added.is_empty() {
+            // A UNIQUE index created or dropped since: the collision triggers follow it.
+            if crate::triggers::collisions_may_differ(conn, &t)? {
+                crate::triggers::create_triggers(conn, &t)?;
+            }
             continue;
         }
         changed = true;
@@ -250,7 +259,10 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
                         }
                         cols.extend((0..n).filter(|&i| mask & (1i64 << i) != 0));
                     }
-                    OP_DELETE => {
+                    // Logged before a write that could have deleted the row (triggers.rs):
+                    // only a row that is gone now was deleted.
+                    OP_DELETE_IF_GONE if cells::app_row_exists(conn, t, &key)? => continue,
+                    OP_DELETE | OP_DELETE_IF_GONE => {
                         if st.exist % 2 == 1 {
                             st.exist += 1;
                             st.exist_seq = seq;

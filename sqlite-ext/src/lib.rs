@@ -61,8 +61,9 @@
 //! docs/performance.md). A column dropped with `ALTER TABLE DROP COLUMN` is not handled.
 //! `INSERT OR REPLACE` over a row with the same key is captured as an insert that sets every
 //! column (a counter to the written value); a row that REPLACE deletes for colliding on
-//! another UNIQUE column is not captured (SQLite fires no delete trigger for it unless the app
-//! sets `PRAGMA recursive_triggers=ON`), so peers keep it. Quarantine converges as a set of `(table, key, reason)`: a change sent by several origins may be
+//! another UNIQUE column is captured by a BEFORE trigger per such constraint (`triggers.rs`),
+//! except for indexes on expressions, and for a UNIQUE index created after tracking only from
+//! the next export or apply on (fold notices the schema change). Quarantine converges as a set of `(table, key, reason)`: a change sent by several origins may be
 //! held as one entry per origin.
 
 #![allow(clippy::missing_safety_doc)]

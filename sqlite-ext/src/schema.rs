@@ -204,6 +204,38 @@ pub(crate) fn table_info(conn: Conn, table: &str) -> Result<Vec<ColumnInfo>, Err
     Ok(out)
 }
 
+/// A UNIQUE constraint other than the primary key: its columns, each with the collation the
+/// index compares it by.
+pub(crate) type UniqueIndex = Vec<(String, String)>;
+
+/// The table's UNIQUE constraints and unique indexes besides its primary key, partial ones
+/// included. Indexes on expressions are left out: `triggers.rs` could not name what they
+/// compare.
+pub(crate) fn unique_indexes(conn: Conn, table: &str) -> Result<Vec<UniqueIndex>, Error> {
+    let mut s = conn.prepare(
+        "SELECT il.name, ix.cid, ix.name, ix.coll FROM pragma_index_list(?1) AS il \
+         JOIN pragma_index_xinfo(il.name) AS ix \
+         WHERE il.\"unique\" AND il.origin != 'pk' AND ix.key ORDER BY il.seq, ix.seqno",
+    )?;
+    s.bind_text(1, table)?;
+    let mut out: Vec<(String, Option<UniqueIndex>)> = Vec::new();
+    while s.step()? {
+        let index = s.text(0);
+        if out.last().is_none_or(|(name, _)| *name != index) {
+            out.push((index, Some(Vec::new())));
+        }
+        let Some((_, cols)) = out.last_mut() else {
+            continue;
+        };
+        if s.i64(1) < 0 {
+            *cols = None; // an expression (or rowid) column
+        } else if let Some(cols) = cols {
+            cols.push((s.text(2), s.text(3)));
+        }
+    }
+    Ok(out.into_iter().filter_map(|(_, cols)| cols).collect())
+}
+
 /// A foreign key: parent table, child columns, parent columns (empty = the parent's key).
 pub(crate) type Fk = (String, Vec<String>, Vec<String>);
 

@@ -30,6 +30,11 @@ pub(crate) const OP_REKEY: i64 = 4;
 /// are taken at the write: read at fold they would already include later deltas, which fold
 /// then adds again.
 pub(crate) const OP_REKEY_COUNTED: i64 = 5;
+/// A row a write collided with on a UNIQUE column other than the key, logged before the write
+/// (`key` and `vals` as an `OP_DELETE`'s): `INSERT OR REPLACE` / `UPDATE OR REPLACE` delete such
+/// a row without firing any DELETE trigger. Fold records the delete only if the row is gone by
+/// then, so a write that did not delete it (`OR IGNORE`, an upsert) deletes nothing.
+pub(crate) const OP_DELETE_IF_GONE: i64 = 7;
 
 fn name(t: &Tracked, what: &str) -> String {
     quote(&format!("_outpost_{}_{what}", t.def.name))
@@ -147,6 +152,7 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
         del = name(t, "del"),
         pk_cols = pk_cols.join(", "),
     );
+    sql.push_str(&collision_triggers(conn, t)?);
     let delta = |c: &str| format!("coalesce(NEW.{0}, 0) - coalesce(OLD.{0}, 0)", quote(c));
     // A counter column's function-calling trigger logs the deltas of every counter; fold uses
     // the one of this column.
@@ -190,4 +196,74 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
         }
     }
     conn.exec(&sql)
+}
+
+/// Whether the table's collision triggers may not match its UNIQUE indexes any more (it has
+/// either): recreating them then costs a schema change, so tables without any are left alone.
+pub(crate) fn collisions_may_differ(conn: Conn, t: &Tracked) -> Result<bool, Error> {
+    if t.def.direction == Direction::Down {
+        return Ok(false);
+    }
+    let mut q = conn.prepare(
+        "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1 \
+         AND substr(name, 1, length(?2)) = ?2",
+    )?;
+    q.bind_text(1, &t.def.name)?;
+    q.bind_text(2, &format!("_outpost_{}_uniq_", t.def.name))?;
+    Ok(q.step()? || !crate::schema::unique_indexes(conn, &t.def.name)?.is_empty())
+}
+
+/// BEFORE INSERT and BEFORE UPDATE triggers, one pair per UNIQUE constraint besides the key,
+/// that log every other row the write collides with as `OP_DELETE_IF_GONE`. SQLite fires no
+/// DELETE trigger for the rows a REPLACE conflict resolution removes (unless the connection set
+/// `recursive_triggers`), so without these a row removed that way would stay on every peer.
+/// A write that aborts takes its log rows back with it; one that does not delete (`OR IGNORE`,
+/// an upsert) leaves a row fold finds still there. Tables without such constraints get none.
+fn collision_triggers(conn: Conn, t: &Tracked) -> Result<String, Error> {
+    let tbl = quote(&t.def.name);
+    let id = t.id;
+    let all: Vec<String> = t.def.columns.iter().map(|c| c.name.clone()).collect();
+    let (key, vals) = (pack("o", &t.def.pk), pack("o", &all));
+    let other_than = |row: &str| {
+        let same: Vec<String> = t
+            .def
+            .pk
+            .iter()
+            .map(|c| format!("o.{0} IS {row}.{0}", quote(c)))
+            .collect();
+        format!("NOT ({})", same.join(" AND "))
+    };
+    let mut sql = String::new();
+    for (i, cols) in crate::schema::unique_indexes(conn, &t.def.name)?
+        .iter()
+        .enumerate()
+    {
+        if cols.len() == t.def.pk.len() && cols.iter().all(|(c, _)| t.def.pk.contains(c)) {
+            continue; // the key itself: an insert over a live row is handled by fold
+        }
+        let hit: Vec<String> = cols
+            .iter()
+            .map(|(c, coll)| format!("o.{0} = NEW.{0} COLLATE {1}", quote(c), quote(coll)))
+            .collect();
+        let hit = hit.join(" AND ");
+        let of: Vec<String> = cols.iter().map(|(c, _)| quote(c)).collect();
+        let log = |row: &str| {
+            format!(
+                "INSERT INTO _outpost_log(tbl, key, op, hlc, mask, vals)
+                   SELECT {id}, {key}, {OP_DELETE_IF_GONE}, outpost_tick(), 0, {vals}
+                   FROM {tbl} AS o WHERE {hit} AND {};",
+                other_than(row)
+            )
+        };
+        sql.push_str(&format!(
+            "CREATE TRIGGER {ins} BEFORE INSERT ON {tbl} WHEN outpost_capturing() BEGIN {} END;
+             CREATE TRIGGER {upd} BEFORE UPDATE OF {of} ON {tbl} WHEN outpost_capturing() BEGIN {} END;",
+            log("NEW"),
+            log("OLD"),
+            ins = name(t, &format!("uniq_ins_{i}")),
+            upd = name(t, &format!("uniq_upd_{i}")),
+            of = of.join(", "),
+        ));
+    }
+    Ok(sql)
 }
