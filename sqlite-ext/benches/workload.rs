@@ -392,18 +392,23 @@ fn apply_child(dir: &Path, target: &Path, group: usize) {
     let t = Instant::now();
     let mut rows = 0u64;
     for names in chunks.chunks(group.max(1)) {
-        let blobs: Vec<Vec<u8>> = names.iter().map(|c| std::fs::read(c).unwrap()).collect();
         let sql = if group <= 1 {
             "SELECT outpost_apply(?1)".to_string()
         } else {
-            let params: Vec<String> = (1..=blobs.len()).map(|i| format!("?{i}")).collect();
+            let params: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
             format!("SELECT outpost_apply_many({})", params.join(", "))
         };
         let mut s = conn.prepare(&sql).unwrap();
-        let out: String = s
-            .query_row(rusqlite::params_from_iter(blobs.iter()), |r| r.get(0))
-            .unwrap();
-        let _ = out;
+        for (i, name) in names.iter().enumerate() {
+            // Read, bound, freed, one chunk at a time: SQLite keeps its own copy of a bound blob
+            // (rusqlite binds with SQLITE_TRANSIENT), so the call's chunks are held once, as by
+            // a client that binds each chunk as it arrives.
+            let blob = std::fs::read(name).unwrap();
+            s.raw_bind_parameter(i + 1, &blob).unwrap();
+        }
+        let mut result = s.raw_query();
+        let row = result.next().unwrap().expect("outpost_apply returns a row");
+        let _: String = row.get(0).unwrap();
     }
     let elapsed = secs(t);
     eprintln!("{}", cache_counters(&conn));

@@ -373,11 +373,16 @@ fn first_sync_child() {
             files.sort();
             let t = Instant::now();
             for group in files.chunks(16) {
-                let blobs: Vec<Vec<u8>> = group.iter().map(|f| std::fs::read(f).unwrap()).collect();
-                let marks: Vec<String> = (1..=blobs.len()).map(|i| format!("?{i}")).collect();
+                let marks: Vec<String> = (1..=group.len()).map(|i| format!("?{i}")).collect();
                 let sql = format!("SELECT outpost_apply_many({})", marks.join(", "));
-                conn.query_row(&sql, rusqlite::params_from_iter(blobs.iter()), |_| Ok(()))
-                    .unwrap();
+                let mut s = conn.prepare(&sql).unwrap();
+                // Each chunk read, bound (SQLite copies it) and freed before the next: the
+                // call's chunks are held once, as W4's child holds them.
+                for (i, f) in group.iter().enumerate() {
+                    s.raw_bind_parameter(i + 1, std::fs::read(f).unwrap())
+                        .unwrap();
+                }
+                s.raw_query().next().unwrap().expect("a result row");
             }
             (t.elapsed().as_secs_f64(), format!("{} chunks", files.len()))
         }
