@@ -378,7 +378,7 @@ fn vm_hwm_kib() -> u64 {
 /// `rows seconds vmhwm_kib`.
 fn apply_child(dir: &Path, target: &Path, group: usize) {
     let conn = create(target, true);
-    // The apply runs with at least a 32 MiB page cache (schema.rs, BULK_CACHE_KIB); a larger
+    // The apply runs with at least a 40 MiB page cache (schema.rs, BULK_CACHE_KIB); a larger
     // one set here is kept: how much the rest of the B-trees would gain, at what memory.
     if let Ok(kib) = std::env::var("OUTPOST_BENCH_APPLY_CACHE_KIB") {
         conn.execute_batch(&format!("PRAGMA cache_size = -{kib}"))
@@ -785,9 +785,10 @@ fn main() {
     // W4 full apply in a child process (peak memory of the applying process only), the way a
     // new device's first sync runs it: `group` chunks per `outpost_apply_many` call, one
     // transaction each (OUTPOST_BENCH_APPLY_GROUP, default 16: with 512 KiB chunks, 8 MiB of
-    // batches per transaction, held twice here: this process's buffers and SQLite's bound copies;
-    // the function borrows them). Then, for comparison, one `outpost_apply` (one transaction) per chunk. Each has its
-    // plain reference: the same rows into a fresh plain database in as many transactions.
+    // batches per transaction, held once: SQLite's copies of the bound blobs, which the function
+    // borrows; the child frees its own copy of each chunk once bound). Then, for comparison, one
+    // `outpost_apply` (one transaction) per chunk. Each has its plain reference: the same rows
+    // into a fresh plain database in as many transactions.
     let group: usize = std::env::var("OUTPOST_BENCH_APPLY_GROUP")
         .ok()
         .and_then(|s| s.parse().ok())
