@@ -123,9 +123,8 @@ pub(crate) fn key_json(key: &[u8]) -> Result<String, Error> {
     })
 }
 
-/// Whether the app table holds the row with the packed `key`.
-pub(crate) fn app_row_exists(conn: Conn, t: &Tracked, key: &[u8]) -> Result<bool, Error> {
-    let vals = crate::keys::unpack(key)?;
+/// `k1 = ?1 AND k2 = ?2 ...` over the table's key columns.
+fn key_match(t: &Tracked) -> String {
     let wh: Vec<String> = t
         .def
         .pk
@@ -133,12 +132,17 @@ pub(crate) fn app_row_exists(conn: Conn, t: &Tracked, key: &[u8]) -> Result<bool
         .enumerate()
         .map(|(i, c)| format!("{} = ?{}", crate::schema::quote(c), i + 1))
         .collect();
+    wh.join(" AND ")
+}
+
+/// Whether the app table holds the row with the packed `key`.
+pub(crate) fn app_row_exists(conn: Conn, t: &Tracked, key: &[u8]) -> Result<bool, Error> {
     let mut s = conn.prepare(&format!(
         "SELECT 1 FROM {} WHERE {}",
         crate::schema::quote(&t.def.name),
-        wh.join(" AND ")
+        key_match(t)
     ))?;
-    s.bind_all(&vals)?;
+    s.bind_all(&crate::keys::unpack(key)?)?;
     s.step()
 }
 
@@ -149,21 +153,13 @@ pub(crate) fn read_app_value(
     key: &[u8],
     col: usize,
 ) -> Result<Value, Error> {
-    let vals = crate::keys::unpack(key)?;
-    let wh: Vec<String> = t
-        .def
-        .pk
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("{} = ?{}", crate::schema::quote(c), i + 1))
-        .collect();
     let mut s = conn.prepare(&format!(
         "SELECT {} FROM {} WHERE {}",
         crate::schema::quote(&t.def.columns[col].name),
         crate::schema::quote(&t.def.name),
-        wh.join(" AND ")
+        key_match(t)
     ))?;
-    s.bind_all(&vals)?;
+    s.bind_all(&crate::keys::unpack(key)?)?;
     Ok(if s.step()? { s.value(0) } else { Value::Null })
 }
 
