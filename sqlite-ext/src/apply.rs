@@ -446,6 +446,27 @@ impl<'c> Applier<'c> {
         if !changed {
             return Ok(outcome);
         }
+        let mut whole_again = false;
+        if alive && was_alive && self.tombstoned[ti] {
+            // An evicted row (alive here, its values in its tombstone, no app row:
+            // apply/unique.rs) is written whole, the incoming values over its own; written
+            // column by column it would come back with its other columns empty.
+            if let Some(vals) = self.tombstone(t.id, &key)? {
+                if self.app_values(ti, &row.key)?.is_none() {
+                    let whole: Vec<Write> = vals
+                        .into_iter()
+                        .take(t.def.columns.len())
+                        .enumerate()
+                        .map(|(c, v)| match writes.iter().find(|(w, _)| *w == c) {
+                            Some((_, w)) => (c, w.clone()),
+                            None => (c, Cow::Owned(v)),
+                        })
+                        .collect();
+                    writes = whole;
+                    whole_again = true;
+                }
+            }
+        }
         if alive {
             if !self.parents_ok(ti, &row.key, &writes)? {
                 return self.quarantine(
@@ -463,7 +484,11 @@ impl<'c> Applier<'c> {
             match written {
                 Ok(()) => {}
                 Err(Error::Sqlite { code, message, .. }) if code == UNIQUE_FAILED => {
-                    let out = self.unique_collision(ti, origin, schema, row, &writes, &message)?;
+                    let mut merged = st.clone();
+                    merged.exist = exist;
+                    let out = self.unique_collision(
+                        ti, origin, schema, row, &key, &merged, &writes, &message,
+                    )?;
                     if out == Outcome::Quarantined {
                         return Ok(out);
                     }
@@ -475,7 +500,7 @@ impl<'c> Applier<'c> {
                 }
                 Err(e) => return Err(e),
             }
-            if !was_alive && st.exist > 0 {
+            if (!was_alive && st.exist > 0) || whole_again {
                 let s = self
                     .cached("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2".into())?;
                 s.bind_i64(1, t.id)?;

@@ -125,11 +125,14 @@ pub(crate) fn retry_with(call: &Call, applier: &mut Applier) -> Result<u64, Erro
         let (origin, table, row) = parse(&change)?;
         let applied_before = applier.stats.applied;
         let o = applier.merge_row(origin, &table, &row)?;
-        // A UNIQUE loser whose row has since been deleted "applies" as a no-op: it stays for a
-        // person (that deletion is how the collision was resolved).
+        // A UNIQUE loser that "applies" as a no-op stays for a person while its collision lasts
+        // (an evicted row comes back through resurface once it is gone). One whose row a later
+        // change deleted is dropped: a replica that received that delete first never
+        // quarantined it, and all must end the same whatever the order (DESIGN I1).
         let unique = reason.starts_with(crate::apply::UNIQUE_REASON);
         let kept = unique
             && applier.stats.applied == applied_before
+            && !applier.superseded(&table.name, &row)?
             && !(o == Outcome::Applied && applier.resurface(&table.name, &row.key)?);
         if o == Outcome::Applied && !kept {
             let mut s = call

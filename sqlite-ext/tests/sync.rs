@@ -308,17 +308,23 @@ fn an_unknown_table_is_quarantined() {
         .contains("unknown table"));
 }
 
-#[test]
-fn a_unique_collision_quarantines_the_later_row_on_every_replica() {
+/// Three replicas with a tracked `staff` table whose `badge` is UNIQUE.
+fn staff_replicas() -> (Replica, Replica, Replica) {
     let schema = "CREATE TABLE staff(id TEXT PRIMARY KEY, badge TEXT UNIQUE, name TEXT);";
-    let (a, b, c) = (
+    let rs = (
         Replica::new("a", schema),
         Replica::new("b", schema),
         Replica::new("c", schema),
     );
-    for r in [&a, &b, &c] {
+    for r in [&rs.0, &rs.1, &rs.2] {
         r.track("staff", None);
     }
+    rs
+}
+
+#[test]
+fn a_unique_collision_quarantines_the_later_row_on_every_replica() {
+    let (a, b, c) = staff_replicas();
     a.exec("INSERT INTO staff VALUES ('s1', 'B-7', 'Neema')");
     std::thread::sleep(std::time::Duration::from_millis(3));
     b.exec("INSERT INTO staff VALUES ('s2', 'B-7', 'Juma')");
@@ -355,6 +361,53 @@ fn a_unique_collision_quarantines_the_later_row_on_every_replica() {
         assert_eq!(
             r.one::<i64>("SELECT count(*) FROM outpost_quarantine"),
             0,
+            "{}",
+            r.name
+        );
+    }
+}
+
+/// A later change to a row held aside by a UNIQUE collision (evicted: values in quarantine, no
+/// app row) is merged over its held values: the row neither comes back with its other columns
+/// empty on one replica nor differs between replicas.
+#[test]
+fn a_change_to_a_row_held_aside_by_a_unique_collision_keeps_it_whole() {
+    let (a, b, c) = staff_replicas();
+    a.exec("INSERT INTO staff VALUES ('s1', 'B-7', 'Neema')");
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    c.exec("INSERT INTO staff VALUES ('s2', 'B-7', 'Juma')");
+    c.sync_to(&b, None);
+    a.sync_to(&b, None); // b: s1 is earlier, s2 is held aside
+    assert_eq!(b.rows("SELECT id FROM staff"), vec!["Text(\"s1\")"]);
+    c.exec("UPDATE staff SET name = 'Juma K.' WHERE id = 's2'"); // c has not seen s1 yet
+    c.sync_to(&b, None);
+    assert_eq!(
+        b.rows("SELECT id, badge, name FROM staff ORDER BY id"),
+        vec!["Text(\"s1\")|Text(\"B-7\")|Text(\"Neema\")"],
+        "s2 must not come back without its badge"
+    );
+    mesh_sync(&[&a, &b, &c]);
+    for r in [&a, &b, &c] {
+        assert_eq!(
+            r.rows("SELECT id FROM staff"),
+            vec!["Text(\"s1\")"],
+            "{}",
+            r.name
+        );
+    }
+    assert_eq!(a.state(&["staff"]), b.state(&["staff"]));
+    assert_eq!(b.state(&["staff"]), c.state(&["staff"]));
+    // Once s1 gives the badge up, s2 comes back whole everywhere, with its later name.
+    a.exec("UPDATE staff SET badge = 'B-1' WHERE id = 's1'");
+    mesh_sync(&[&a, &b, &c]);
+    for r in [&a, &b, &c] {
+        r.one::<i64>("SELECT outpost_retry_quarantine()");
+        assert_eq!(
+            r.rows("SELECT id, badge, name FROM staff ORDER BY id"),
+            vec![
+                "Text(\"s1\")|Text(\"B-1\")|Text(\"Neema\")",
+                "Text(\"s2\")|Text(\"B-7\")|Text(\"Juma K.\")"
+            ],
             "{}",
             r.name
         );

@@ -1,39 +1,45 @@
 //! UNIQUE collisions: the later write loses, on every replica.
 //!
-//! When a row from a peer collides with a local row on a UNIQUE index, the two rows' versions of
-//! the colliding column decide, by `(epoch, hlc, site)`: if the incoming one is later it goes to
-//! the quarantine; if the local one is later, it is *evicted*: its values go to the quarantine
-//! (one entry per writing site) and to its tombstone, the app row is removed, and its merge state
-//! stays as it was: the row still exists for sync (export reads its values from the tombstone),
-//! so every replica receives it and quarantines it too. Either way every replica ends with the
-//! earlier row in the table and the later one in quarantine, with the same reason. A retry puts
-//! an evicted row back once the collision is gone (`Applier::resurface`).
+//! When a row collides with another on a UNIQUE index, the two rows' versions of the colliding
+//! column decide, by `(epoch, hlc, site)`, and the later row is *evicted*, whichever of the two
+//! arrived first: its values go to the quarantine (one entry per writing site) and to its
+//! tombstone, its app row (if any) is removed, and its merge state stays alive: the row still
+//! exists for sync (export reads its values from the tombstone), so every replica receives it
+//! and evicts it too. A later change to an evicted row is merged over its tombstone values (never
+//! a row with columns missing), and a retry puts it back once the value is free, or takes the
+//! value from a later holder it was never compared with (`Applier::resurface`). Every replica
+//! ends with the earlier row in the table and the later one in quarantine, with the same reason,
+//! whatever the order the changes came in (tests/convergence.rs, UNIQUE column).
 
 use super::{Applier, Outcome, Write};
 use crate::error::Error;
 use crate::schema::{self, quote};
 use crate::state::RowState;
 use outpost_protocol::batch::{CellChange, CellPayload, RowChange, TableSchema};
-use outpost_protocol::merge::CellVersion;
-use outpost_protocol::{Hlc, SiteId, Stamp, Strategy, Value};
+use outpost_protocol::{Hlc, SiteId, Strategy, Value};
 use std::borrow::Cow;
 
 /// Reasons of UNIQUE quarantine entries start with this (SQLite's wording).
 pub(crate) const UNIQUE_REASON: &str = "UNIQUE constraint failed";
 
+/// The row holding the value a write collided with (`Applier::collision_holder`).
+struct Holder {
+    /// The first colliding column: the two rows' versions of it decide.
+    first: usize,
+    key: Vec<Value>,
+    packed: Vec<u8>,
+    state: RowState,
+}
+
 impl Applier<'_> {
-    /// Handles a UNIQUE failure of an incoming row. `message` is SQLite's.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn unique_collision(
+    /// The row a write of `ti` collided with: SQLite's `message` names the UNIQUE columns and
+    /// `writes` holds the written values of each; `None` when it cannot tell.
+    fn collision_holder(
         &mut self,
         ti: usize,
-        origin: SiteId,
-        schema: &TableSchema,
-        row: &RowChange,
-        writes: &[Write],
         message: &str,
-    ) -> Result<Outcome, Error> {
-        let reason = format!("{message}: the later write is kept here for a person");
+        writes: &[Write],
+    ) -> Result<Option<Holder>, Error> {
         let t = self.tables[ti].clone();
         // "UNIQUE constraint failed: staff.badge, staff.x"
         let cols: Vec<usize> = message
@@ -54,22 +60,7 @@ impl Applier<'_> {
             })
             .collect();
         let (Some(&first), Some(vals)) = (cols.first(), vals) else {
-            return self.quarantine(origin, schema, row, &reason);
-        };
-        let Some(incoming) = row.cells.iter().find(|c| {
-            schema
-                .value_columns()
-                .nth(c.column as usize)
-                .is_some_and(|i| schema.columns[i as usize].name == t.def.columns[first].name)
-        }) else {
-            return self.quarantine(origin, schema, row, &reason);
-        };
-        let incoming = CellVersion {
-            epoch: row.existence,
-            stamp: Stamp {
-                hlc: incoming.hlc,
-                site: origin,
-            },
+            return Ok(None);
         };
         let pk: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
         let wh: Vec<String> = cols
@@ -87,19 +78,69 @@ impl Applier<'_> {
         let local_key: Vec<Value> = if s.step()? {
             (0..pk.len()).map(|i| s.value(i)).collect()
         } else {
-            Vec::new()
+            return Ok(None);
         };
         drop(s);
-        if local_key.is_empty() {
+        let packed = crate::keys::pack(&local_key);
+        let state = self.rows.get(t.id, &packed)?.unwrap_or_default();
+        Ok(Some(Holder {
+            first,
+            key: local_key,
+            packed,
+            state,
+        }))
+    }
+
+    /// Handles a UNIQUE failure of an incoming row. `message` is SQLite's; `key` is the row's
+    /// packed key and `merged` its merge state with the incoming change applied. The two rows'
+    /// versions of the first colliding column decide, as on every replica: the later row is
+    /// evicted (`evict`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn unique_collision(
+        &mut self,
+        ti: usize,
+        origin: SiteId,
+        schema: &TableSchema,
+        row: &RowChange,
+        key: &[u8],
+        merged: &RowState,
+        writes: &[Write],
+        message: &str,
+    ) -> Result<Outcome, Error> {
+        let reason = format!("{message}: the later write is kept here for a person");
+        let t = self.tables[ti].clone();
+        let Some(Holder {
+            first,
+            key: local_key,
+            packed: local_packed,
+            state: st,
+        }) = self.collision_holder(ti, message, writes)?
+        else {
             return self.quarantine(origin, schema, row, &reason);
+        };
+        let ids = &self.sites.ids;
+        let incoming = merged.cell(first).map(|v| v.cell_version(ids));
+        let local = st.cell(first).map(|v| v.cell_version(ids));
+        let incoming_later = match incoming {
+            None => true,
+            Some(i) => local.is_none_or(|l| i > l),
+        };
+        if incoming_later {
+            // The incoming row is the later one: it is held evicted, exactly as a replica that
+            // had it before the earlier row holds it (state merged, values in its tombstone,
+            // no app row), so a later change to it finds the same thing everywhere.
+            let mut values = self
+                .app_values(ti, &row.key)?
+                .unwrap_or_else(|| vec![Value::Null; t.def.columns.len()]);
+            for (c, v) in writes {
+                values[*c] = v.as_ref().clone();
+            }
+            self.evict(ti, key, &row.key, merged.clone(), values, &reason)?;
+            self.rows.put(t.id, key, merged)?;
+            return Ok(Outcome::Quarantined);
         }
-        let key = crate::keys::pack(&local_key);
-        let st = self.rows.get(t.id, &key)?.unwrap_or_default();
-        let local = st.cell(first).map(|v| v.cell_version(&self.sites.ids));
-        if local.is_none_or(|l| incoming > l) {
-            return self.quarantine(origin, schema, row, &reason);
-        }
-        self.evict(ti, &key, &local_key, st, &reason)?;
+        let values = self.app_values(ti, &local_key)?.unwrap_or_default();
+        self.evict(ti, &local_packed, &local_key, st, values, &reason)?;
         match self.upsert(ti, &row.key, writes) {
             Ok(()) => Ok(Outcome::Applied),
             Err(e) if e.is_constraint() => self.quarantine(origin, schema, row, &reason),
@@ -107,19 +148,22 @@ impl Applier<'_> {
         }
     }
 
-    /// Moves a local row to the quarantine and deletes it as a local write.
+    /// Evicts a row whose values are `values`: quarantined (one entry per writing site), its
+    /// values in its tombstone, its app row (if any) removed; its merge state stays alive.
     fn evict(
         &mut self,
         ti: usize,
         key: &[u8],
         key_vals: &[Value],
         st: RowState,
+        values: Vec<Value>,
         reason: &str,
     ) -> Result<(), Error> {
         let t = self.tables[ti].clone();
         let conn = self.call.conn;
         let schema = schema::table_schema(conn, &t)?;
-        let values = self.app_values(ti, key_vals)?.unwrap_or_default();
+        // A later change to the row must find its tombstone (`merge_packed`).
+        self.tombstoned[ti] = true;
         let mut by_site: Vec<(u32, Vec<CellChange>)> = Vec::new();
         for (c, v) in st.cells.iter().enumerate() {
             let (Some(v), Some(value)) = (v, values.get(c)) else {
@@ -181,6 +225,20 @@ impl Applier<'_> {
 }
 
 impl Applier<'_> {
+    /// Whether this database holds a later causal length for `row`'s row than `row` carries:
+    /// a delete (or a delete and a new insert) written after it was applied here, so the
+    /// change can never take effect.
+    pub(crate) fn superseded(&mut self, table: &str, row: &RowChange) -> Result<bool, Error> {
+        let Some(t) = self.tables.iter().find(|t| t.def.name == table).cloned() else {
+            return Ok(false);
+        };
+        let key = crate::keys::pack(&row.key);
+        Ok(self
+            .rows
+            .get(t.id, &key)?
+            .is_some_and(|st| st.exist > row.existence))
+    }
+
     /// Puts an evicted row (state alive, app row absent, values in its tombstone) back into its
     /// table when that no longer collides. Returns whether the row is back.
     pub(crate) fn resurface(&mut self, table: &str, key_vals: &[Value]) -> Result<bool, Error> {
@@ -189,12 +247,11 @@ impl Applier<'_> {
         };
         let t = self.tables[ti].clone();
         let key = crate::keys::pack(key_vals);
-        let alive = self
-            .rows
-            .get(t.id, &key)?
-            .is_some_and(|st| st.exist % 2 == 1);
-        if !alive || self.app_values(ti, key_vals)?.is_some() {
-            return Ok(alive);
+        let Some(st) = self.rows.get(t.id, &key)?.filter(|st| st.exist % 2 == 1) else {
+            return Ok(false);
+        };
+        if self.app_values(ti, key_vals)?.is_some() {
+            return Ok(true);
         }
         let Some(vals) = self.tombstone(t.id, &key)? else {
             return Ok(false);
@@ -205,7 +262,34 @@ impl Applier<'_> {
             .enumerate()
             .take(t.def.columns.len())
             .collect();
-        match self.upsert(ti, key_vals, &writes) {
+        let mut written = self.upsert(ti, key_vals, &writes);
+        if let Err(Error::Sqlite { code, message, .. }) = &written {
+            // Still colliding: with a row it was never compared with (the one it lost to may be
+            // gone, and another may hold the value now). The earlier of the two keeps it, as
+            // wherever the two met first.
+            if *code == super::UNIQUE_FAILED {
+                let message = message.clone();
+                if let Some(Holder {
+                    first,
+                    key: holder_key,
+                    packed: holder_packed,
+                    state: holder,
+                }) = self.collision_holder(ti, &message, &writes)?
+                {
+                    let ids = &self.sites.ids;
+                    let mine = st.cell(first).map(|v| v.cell_version(ids));
+                    let theirs = holder.cell(first).map(|v| v.cell_version(ids));
+                    if mine.is_some_and(|m| theirs.is_some_and(|h| m < h)) {
+                        let values = self.app_values(ti, &holder_key)?.unwrap_or_default();
+                        let reason =
+                            format!("{message}: the later write is kept here for a person");
+                        self.evict(ti, &holder_packed, &holder_key, holder, values, &reason)?;
+                        written = self.upsert(ti, key_vals, &writes);
+                    }
+                }
+            }
+        }
+        match written {
             Ok(()) => {
                 let mut d = self
                     .call
