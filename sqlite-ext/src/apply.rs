@@ -453,13 +453,11 @@ impl<'c> Applier<'c> {
             // column by column it would come back with its other columns empty.
             if let Some(vals) = self.tombstone(t.id, &key)? {
                 if self.app_values(ti, &row.key)?.is_none() {
-                    let whole: Vec<Write> = vals
-                        .into_iter()
-                        .take(t.def.columns.len())
-                        .enumerate()
-                        .map(|(c, v)| match writes.iter().find(|(w, _)| *w == c) {
+                    // A tombstone written before a column was added is shorter than the row.
+                    let whole: Vec<Write> = (0..t.def.columns.len())
+                        .map(|c| match writes.iter().find(|(w, _)| *w == c) {
                             Some((_, w)) => (c, w.clone()),
-                            None => (c, Cow::Owned(v)),
+                            None => (c, Cow::Owned(vals.get(c).cloned().unwrap_or(Value::Null))),
                         })
                         .collect();
                     writes = whole;

@@ -414,6 +414,37 @@ fn a_change_to_a_row_held_aside_by_a_unique_collision_keeps_it_whole() {
     }
 }
 
+/// The same with a column added after the row was held aside: its tombstone is shorter than the
+/// row, and the new column's value must still come back with it.
+#[test]
+fn a_row_held_aside_keeps_a_value_of_a_column_added_since() {
+    let (a, b, c) = staff_replicas();
+    a.exec("INSERT INTO staff VALUES ('s1', 'B-7', 'Neema')");
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    c.exec("INSERT INTO staff VALUES ('s2', 'B-7', 'Juma')");
+    c.sync_to(&b, None);
+    a.sync_to(&b, None); // b holds s2 aside
+    for r in [&a, &b, &c] {
+        r.exec("ALTER TABLE staff ADD COLUMN phone TEXT");
+    }
+    c.exec("UPDATE staff SET phone = '+255 700' WHERE id = 's2'");
+    c.sync_to(&b, None);
+    a.exec("UPDATE staff SET badge = 'B-1' WHERE id = 's1'");
+    mesh_sync(&[&a, &b, &c]);
+    for r in [&a, &b, &c] {
+        r.one::<i64>("SELECT outpost_retry_quarantine()");
+        assert_eq!(
+            r.rows("SELECT id, badge, phone FROM staff ORDER BY id"),
+            vec![
+                "Text(\"s1\")|Text(\"B-1\")|Null",
+                "Text(\"s2\")|Text(\"B-7\")|Text(\"+255 700\")"
+            ],
+            "{}",
+            r.name
+        );
+    }
+}
+
 #[test]
 fn chunked_first_sync_covers_everything() {
     let a = clinic("a");
