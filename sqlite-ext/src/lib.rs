@@ -63,7 +63,10 @@
 //! column (a counter to the written value); a row that REPLACE deletes for colliding on
 //! another UNIQUE column is captured by a BEFORE trigger per such constraint (`triggers.rs`),
 //! except for indexes on expressions, and for a UNIQUE index created after tracking only from
-//! the next export or apply on (fold notices the schema change). Quarantine converges as a set of `(table, key, reason)`: a change sent by several origins may be
+//! the next export or apply on (fold notices the schema change). With two or more UNIQUE
+//! constraints besides the key, rows colliding on two of them at once can end held aside
+//! differently on different replicas (one such constraint converges; tests/convergence.rs).
+//! Quarantine converges as a set of `(table, key, reason)`: a change sent by several origins may be
 //! held as one entry per origin.
 
 #![allow(clippy::missing_safety_doc)]
