@@ -59,23 +59,25 @@ fn counters(t: &Tracked) -> Vec<&str> {
 
 /// Drops the table's triggers (if any), whatever columns they were made for.
 pub(crate) fn drop_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
-    let prefix = format!("_outpost_{}_", t.def.name);
-    let mut names = Vec::new();
-    {
-        let mut q = conn.prepare(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1 \
-             AND substr(name, 1, length(?2)) = ?2",
-        )?;
-        q.bind_text(1, &t.def.name)?;
-        q.bind_text(2, &prefix)?;
-        while q.step()? {
-            names.push(q.text(0));
-        }
-    }
-    for n in names {
+    for n in trigger_names(conn, t, "")? {
         conn.exec(&format!("DROP TRIGGER IF EXISTS {}", quote(&n)))?;
     }
     Ok(())
+}
+
+/// The table's Outpost triggers whose names continue with `kind` (`""`: all of them).
+fn trigger_names(conn: Conn, t: &Tracked, kind: &str) -> Result<Vec<String>, Error> {
+    let mut q = conn.prepare(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1 \
+         AND substr(name, 1, length(?2)) = ?2",
+    )?;
+    q.bind_text(1, &t.def.name)?;
+    q.bind_text(2, &format!("_outpost_{}_{kind}", t.def.name))?;
+    let mut names = Vec::new();
+    while q.step()? {
+        names.push(q.text(0));
+    }
+    Ok(names)
 }
 
 /// (Re)creates the table's triggers from its definition.
@@ -204,13 +206,8 @@ pub(crate) fn collisions_may_differ(conn: Conn, t: &Tracked) -> Result<bool, Err
     if t.def.direction == Direction::Down {
         return Ok(false);
     }
-    let mut q = conn.prepare(
-        "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1 \
-         AND substr(name, 1, length(?2)) = ?2",
-    )?;
-    q.bind_text(1, &t.def.name)?;
-    q.bind_text(2, &format!("_outpost_{}_uniq_", t.def.name))?;
-    Ok(q.step()? || !crate::schema::unique_indexes(conn, &t.def.name)?.is_empty())
+    Ok(!trigger_names(conn, t, "uniq_")?.is_empty()
+        || !crate::schema::unique_indexes(conn, &t.def.name)?.is_empty())
 }
 
 /// BEFORE INSERT and BEFORE UPDATE triggers, one pair per UNIQUE constraint besides the key,
