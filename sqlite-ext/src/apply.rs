@@ -38,7 +38,6 @@ pub(crate) use carry::Carried;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
-pub(crate) use unique::UNIQUE_REASON;
 
 /// What happened to one row change.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -102,6 +101,10 @@ pub(crate) struct Applier<'c> {
     pub strict: bool,
     /// Tracked tables holding tombstones (only their rows can need restoring).
     tombstoned: Vec<bool>,
+    /// UNIQUE indexes by table, read when a collision first needs them (unique.rs).
+    uniques: HashMap<usize, Rc<Vec<unique::Unique>>>,
+    /// Rows whose eviction is under way (table, packed key): a cycle of references ends there.
+    evicting: Vec<(usize, Vec<u8>)>,
     pub max_hlc: u64,
 }
 
@@ -156,6 +159,8 @@ impl<'c> Applier<'c> {
             fk_on,
             strict: true,
             tombstoned,
+            uniques: HashMap::new(),
+            evicting: Vec::new(),
             max_hlc: 0,
         })
     }
@@ -467,12 +472,12 @@ impl<'c> Applier<'c> {
         }
         if alive {
             if !self.parents_ok(ti, &row.key, &writes)? {
-                return self.quarantine(
-                    origin,
-                    schema,
-                    row,
-                    "parent row missing: a referenced row does not exist here (yet)",
-                );
+                let mut merged = st.clone();
+                merged.exist = exist;
+                if self.held_aside_child(ti, &row.key, &key, &merged, &writes)? {
+                    return Ok(Outcome::Quarantined);
+                }
+                return self.quarantine(origin, schema, row, PARENT_MISSING);
             }
             let written = if fresh {
                 self.insert_fresh(ti, &row.key, &writes)
@@ -484,9 +489,8 @@ impl<'c> Applier<'c> {
                 Err(Error::Sqlite { code, message, .. }) if code == UNIQUE_FAILED => {
                     let mut merged = st.clone();
                     merged.exist = exist;
-                    let out = self.unique_collision(
-                        ti, origin, schema, row, &key, &merged, &writes, &message,
-                    )?;
+                    let out =
+                        self.unique_collision(ti, &row.key, &key, &merged, &writes, &message)?;
                     if out == Outcome::Quarantined {
                         return Ok(out);
                     }
@@ -761,6 +765,9 @@ fn covered(conn: Conn, origin: SiteId) -> Result<u64, Error> {
         .unwrap_or(0) as u64)
 }
 
+/// The reason of a change whose row references a parent this database lacks, or has held aside.
+const PARENT_MISSING: &str = "parent row missing: a referenced row does not exist here (yet)";
+
 /// SQLITE_CONSTRAINT_UNIQUE.
 const UNIQUE_FAILED: i32 = 2067;
 
@@ -859,6 +866,8 @@ fn apply_batch(
             ap.merge_packed(target.as_ref(), h.origin, schema, row, key)?;
         }
     }
+    // Rows this batch deleted or changed may have held values rows held aside now get
+    // (`settle`, which the retry starts with).
     if conn
         .query_i64("SELECT 1 FROM outpost_quarantine LIMIT 1", &[])?
         .is_some()
@@ -866,6 +875,8 @@ fn apply_batch(
         let before = ap.stats.quarantined;
         crate::quarantine::retry_with(call, &mut ap)?;
         ap.stats.quarantined = before;
+    } else {
+        ap.settle()?;
     }
     let max_hlc = ap.max_hlc.max(h.base_hlc.as_u64());
     call.session.observe(conn, max_hlc)?;

@@ -277,7 +277,8 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
                 if st.exist != before {
                     cells::prune_review(conn, t, &key, st.exist)?;
                 }
-                let hlc = write_local(call, t, &sites, &key, &mut st, &cols, hlc, seq, &vals)?;
+                let hlc =
+                    write_local(call, t, &sites, &key, &mut st, &cols, hlc, seq, &vals, None)?;
                 max_hlc = max_hlc.max(hlc);
                 rows.put(tbl, &key, &st)?;
             }
@@ -330,8 +331,9 @@ fn replaced_counters(
 
 /// Records a local write of `cols` of a row (already alive at `st.exist`) as versions of this
 /// database, with a clock above every version it replaces. `vals` are the logged counter values
-/// (deltas for an update, the inserted values otherwise), in counter-column order. Returns the
-/// clock used.
+/// (deltas for an update, the inserted values otherwise), in counter-column order. `absent`
+/// holds the row's values when it is not in its table (held aside): review cells take theirs
+/// from it instead of the app row. Returns the clock used.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn write_local(
     call: &Call,
@@ -343,6 +345,7 @@ pub(crate) fn write_local(
     hlc: u64,
     seq: u64,
     vals: &[Value],
+    absent: Option<&[Value]>,
 ) -> Result<u64, Error> {
     let conn = call.conn;
     let epoch = st.exist;
@@ -378,7 +381,10 @@ pub(crate) fn write_local(
                 cells::save_counter(conn, t.id, key, c, &cell)?;
             }
             Strategy::Review => {
-                let value = cells::read_app_value(conn, t, key, c)?;
+                let value = match absent {
+                    Some(values) => values.get(c).cloned().unwrap_or(Value::Null),
+                    None => cells::read_app_value(conn, t, key, c)?,
+                };
                 let mut cell = cells::load_review(conn, t.id, key, c)?;
                 let w = ReviewWrite {
                     version: CellVersion {

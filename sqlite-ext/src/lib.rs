@@ -63,9 +63,9 @@
 //! column (a counter to the written value); a row that REPLACE deletes for colliding on
 //! another UNIQUE column is captured by a BEFORE trigger per such constraint (`triggers.rs`),
 //! except for indexes on expressions, and for a UNIQUE index created after tracking only from
-//! the next export or apply on (fold notices the schema change). With two or more UNIQUE
-//! constraints besides the key, rows colliding on two of them at once can end held aside
-//! differently on different replicas (one such constraint converges; tests/convergence.rs).
+//! the next export or apply on (fold notices the schema change). A row held aside by a UNIQUE
+//! collision comes back at the next apply or quarantine retry after a local write frees its
+//! value, not at the write itself.
 //! Quarantine converges as a set of `(table, key, reason)`: a change sent by several origins may be
 //! held as one entry per origin.
 

@@ -109,31 +109,41 @@ fn parse(change: &str) -> Result<(SiteId, TableSchema, RowChange), Error> {
 }
 
 /// Re-applies every entry that now applies; returns how many left the quarantine. Runs inside the
-/// caller's transaction, with capture suppressed by the caller.
+/// caller's transaction, with capture suppressed by the caller. Rows held aside by a UNIQUE
+/// collision are settled first (`Applier::settle`), and again after: what the entries applied
+/// may free values, and a row put back lets its entries go in a second pass.
 pub(crate) fn retry_with(call: &Call, applier: &mut Applier) -> Result<u64, Error> {
+    let mut done = 0;
+    for round in 0..4 {
+        let placed = applier.settle()?;
+        if round > 0 && placed == 0 {
+            break;
+        }
+        done += retry_entries(call, applier)?;
+    }
+    Ok(done)
+}
+
+fn retry_entries(call: &Call, applier: &mut Applier) -> Result<u64, Error> {
     let mut entries = Vec::new();
     {
         let mut s = call
             .conn
-            .prepare("SELECT id, change, reason FROM outpost_quarantine ORDER BY id")?;
+            .prepare("SELECT id, change FROM outpost_quarantine ORDER BY id")?;
         while s.step()? {
-            entries.push((s.i64(0), s.text(1), s.text(2)));
+            entries.push((s.i64(0), s.text(1)));
         }
     }
     let mut done = 0;
-    for (id, change, reason) in entries {
+    for (id, change) in entries {
         let (origin, table, row) = parse(&change)?;
         let applied_before = applier.stats.applied;
         let o = applier.merge_row(origin, &table, &row)?;
-        // A UNIQUE loser that "applies" as a no-op stays for a person while its collision lasts
-        // (an evicted row comes back through resurface once it is gone). One whose row a later
-        // change deleted is dropped: a replica that received that delete first never
-        // quarantined it, and all must end the same whatever the order (DESIGN I1).
-        let unique = reason.starts_with(crate::apply::UNIQUE_REASON);
-        let kept = unique
-            && applier.stats.applied == applied_before
-            && !applier.superseded(&table.name, &row)?
-            && !(o == Outcome::Applied && applier.resurface(&table.name, &row.key)?);
+        // An entry of a row held aside (apply/unique.rs) "applies" as a no-op: it stays for a
+        // person while the row is held aside. Once the row is back, or a later change deleted
+        // it, the entry goes, as on a replica that never held it aside (DESIGN I1).
+        let kept =
+            applier.stats.applied == applied_before && applier.is_evicted(&table.name, &row.key)?;
         if o == Outcome::Applied && !kept {
             let mut s = call
                 .conn

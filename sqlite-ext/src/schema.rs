@@ -9,6 +9,7 @@
 //! | `_outpost_rows` | tracked row | causal length + packed per-column versions (`state.rs`) |
 //! | `_outpost_cells` | counter/review cell | the protocol's `CounterCell` / `ReviewCell` |
 //! | `_outpost_tombstones` | deleted row | its last values (a parent can come back) |
+//! | `_outpost_evicted` | row held aside | by a UNIQUE collision (`apply/unique.rs`) |
 //! | `_outpost_vector` | origin | contiguous coverage |
 //!
 //! `_outpost_log` declares no NOT NULL: a NOT NULL check in a trigger's INSERT marks the app's
@@ -34,6 +35,8 @@ CREATE TABLE IF NOT EXISTS _outpost_cells(tbl INTEGER NOT NULL, key BLOB NOT NUL
   state TEXT NOT NULL, PRIMARY KEY(tbl, key, col)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _outpost_tombstones(tbl INTEGER NOT NULL, key BLOB NOT NULL, vals BLOB NOT NULL,
   PRIMARY KEY(tbl, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _outpost_evicted(tbl INTEGER NOT NULL, key BLOB NOT NULL,
+  PRIMARY KEY(tbl, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _outpost_vector(site BLOB PRIMARY KEY, covered INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _outpost_conflict_rows(id INTEGER PRIMARY KEY, tbl_id INTEGER NOT NULL, key BLOB NOT NULL,
   col INTEGER NOT NULL, tbl TEXT NOT NULL, pk TEXT NOT NULL, col_name TEXT NOT NULL, siblings TEXT NOT NULL,
@@ -46,15 +49,14 @@ CREATE TABLE IF NOT EXISTS outpost_events(id INTEGER PRIMARY KEY, hlc INTEGER NO
   "table" TEXT NOT NULL, pk TEXT NOT NULL, detail TEXT NOT NULL);
 "#;
 
-/// Creates the bookkeeping (and the site id) on first use.
+/// Creates the bookkeeping (and the site id) on first use, and the tables a database created
+/// by an earlier version lacks (`_outpost_evicted`).
 pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
-    if conn
-        .query_i64(
-            "SELECT 1 FROM sqlite_master WHERE name = '_outpost_sites'",
-            &[],
-        )?
-        .is_some()
-    {
+    let present = conn.query_i64(
+        "SELECT count(*) FROM sqlite_master WHERE name IN ('_outpost_sites', '_outpost_evicted')",
+        &[],
+    )?;
+    if present == Some(2) {
         return Ok(());
     }
     let site = crate::clock::new_site_id()?;

@@ -217,6 +217,7 @@ pub(crate) fn sql_untrack(call: &Call, args: &[Arg]) -> Result<Value, Error> {
             "DELETE FROM _outpost_rows WHERE tbl = ?1",
             "DELETE FROM _outpost_cells WHERE tbl = ?1",
             "DELETE FROM _outpost_tombstones WHERE tbl = ?1",
+            "DELETE FROM _outpost_evicted WHERE tbl = ?1",
             "DELETE FROM _outpost_conflict_rows WHERE tbl_id = ?1",
             "DELETE FROM _outpost_tables WHERE id = ?1",
         ] {

@@ -414,6 +414,179 @@ fn a_change_to_a_row_held_aside_by_a_unique_collision_keeps_it_whole() {
     }
 }
 
+/// Three replicas of a staff table with two UNIQUE columns besides its key.
+fn two_unique_replicas() -> (Replica, Replica, Replica) {
+    let schema = "CREATE TABLE staff(id TEXT PRIMARY KEY, badge TEXT UNIQUE, name TEXT UNIQUE);";
+    let rs = (
+        Replica::new("a", schema),
+        Replica::new("b", schema),
+        Replica::new("c", schema),
+    );
+    for r in [&rs.0, &rs.1, &rs.2] {
+        r.track("staff", None);
+    }
+    rs
+}
+
+/// Rows colliding on two UNIQUE columns, reaching replicas in different orders: a row held
+/// aside on one column frees the other for a later row, and a delete passes a value on down
+/// the order. Every replica ends with the same rows and the same reasons.
+#[test]
+fn collisions_on_two_unique_columns_end_the_same_in_any_order() {
+    let (a, b, c) = two_unique_replicas();
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(3));
+    a.exec("INSERT INTO staff VALUES ('x', 'B-1', 'N-1')");
+    pause();
+    b.exec("INSERT INTO staff VALUES ('y', 'B-2', 'N-1')");
+    pause();
+    c.exec("INSERT INTO staff VALUES ('z', 'B-2', 'N-2')");
+    // c meets y before x: y takes B-2 from the later z, then x takes N-1 from y, and z must
+    // get B-2 back.
+    b.sync_to(&c, None);
+    assert_eq!(
+        c.rows("SELECT id FROM staff ORDER BY id"),
+        vec!["Text(\"y\")"]
+    );
+    a.sync_to(&c, None);
+    // a meets z before y: y arrives to find N-1 held by the earlier x.
+    c.sync_to(&a, None);
+    b.sync_to(&a, None);
+    mesh_sync(&[&a, &b, &c]);
+    let held = |r: &Replica| {
+        r.rows("SELECT DISTINCT pk || ' ' || reason FROM outpost_quarantine ORDER BY 1")
+    };
+    for r in [&a, &b, &c] {
+        assert_eq!(
+            r.rows("SELECT id FROM staff ORDER BY id"),
+            vec!["Text(\"x\")", "Text(\"z\")"],
+            "{}",
+            r.name
+        );
+        assert_eq!(
+            held(r),
+            vec![
+                "Text(\"\\\"y\\\" UNIQUE constraint failed: staff.name: the later write is kept here for a person\")"
+            ],
+            "{}",
+            r.name
+        );
+    }
+    // x leaves: y (earlier than z) takes N-1 and B-2 back, and z is held aside in turn.
+    a.exec("DELETE FROM staff WHERE id = 'x'");
+    mesh_sync(&[&a, &b, &c]);
+    for r in [&a, &b, &c] {
+        r.one::<i64>("SELECT outpost_retry_quarantine()");
+        assert_eq!(
+            r.rows("SELECT id, badge, name FROM staff ORDER BY id"),
+            vec!["Text(\"y\")|Text(\"B-2\")|Text(\"N-1\")"],
+            "{}",
+            r.name
+        );
+        assert_eq!(
+            held(r),
+            vec![
+                "Text(\"\\\"z\\\" UNIQUE constraint failed: staff.badge: the later write is kept here for a person\")"
+            ],
+            "{}",
+            r.name
+        );
+    }
+    assert_eq!(a.state(&["staff"]), b.state(&["staff"]));
+    assert_eq!(b.state(&["staff"]), c.state(&["staff"]));
+}
+
+/// A row that arrives after two later rows took its two UNIQUE values, one each: both are held
+/// aside and it takes its place, as on the replica that had it first.
+#[test]
+fn an_earlier_row_takes_its_values_from_two_later_rows() {
+    let (a, b, c) = two_unique_replicas();
+    // c's database is as an earlier version made it, without the list of rows held aside.
+    c.exec("DROP TABLE _outpost_evicted");
+    a.exec("INSERT INTO staff VALUES ('r', 'B-1', 'N-1')");
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    b.exec("INSERT INTO staff VALUES ('h1', 'B-1', 'N-8')");
+    b.exec("INSERT INTO staff VALUES ('h2', 'B-9', 'N-1')");
+    b.sync_to(&c, None);
+    a.sync_to(&c, None); // c holds h1 and h2 when r comes
+    mesh_sync(&[&a, &b, &c]);
+    for r in [&a, &b, &c] {
+        assert_eq!(
+            r.rows("SELECT id FROM staff ORDER BY id"),
+            vec!["Text(\"r\")"],
+            "{}",
+            r.name
+        );
+        assert_eq!(
+            r.rows("SELECT DISTINCT pk FROM outpost_quarantine ORDER BY 1"),
+            vec!["Text(\"\\\"h1\\\"\")", "Text(\"\\\"h2\\\"\")"],
+            "{}",
+            r.name
+        );
+    }
+    assert_eq!(a.state(&["staff"]), c.state(&["staff"]));
+    assert_eq!(b.state(&["staff"]), c.state(&["staff"]));
+}
+
+/// A row held aside by a UNIQUE collision while another replica already gave it a child row
+/// (foreign keys on): the child is held aside with it instead of failing every later sync on
+/// the foreign key, and both come back when the value is free.
+#[test]
+fn a_row_held_aside_takes_its_children_with_it() {
+    let schema = "CREATE TABLE staff(id TEXT PRIMARY KEY, badge TEXT UNIQUE, name TEXT);
+         CREATE TABLE visits(id TEXT PRIMARY KEY, staff_id TEXT REFERENCES staff(id), note TEXT);";
+    let (a, b) = (Replica::new("a", schema), Replica::new("b", schema));
+    for r in [&a, &b] {
+        r.track("staff", None);
+        r.track("visits", None);
+    }
+    a.exec("INSERT INTO staff VALUES ('s1', 'B-7', 'Neema')");
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    b.exec("INSERT INTO staff VALUES ('s2', 'B-7', 'Juma')");
+    b.exec("INSERT INTO visits VALUES ('v1', 's2', 'seen')");
+    a.sync_to(&b, None); // b holds s2 and its visit when the earlier s1 comes
+    b.sync_to(&a, None);
+    mesh_sync(&[&a, &b]);
+    for r in [&a, &b] {
+        assert_eq!(
+            r.rows("SELECT id FROM staff"),
+            vec!["Text(\"s1\")"],
+            "{}",
+            r.name
+        );
+        assert_eq!(
+            r.rows("SELECT id FROM visits"),
+            Vec::<String>::new(),
+            "{}",
+            r.name
+        );
+        assert_eq!(
+            r.rows("SELECT DISTINCT \"table\" || ' ' || pk FROM outpost_quarantine ORDER BY 1"),
+            vec!["Text(\"staff \\\"s2\\\"\")", "Text(\"visits \\\"v1\\\"\")"],
+            "{}",
+            r.name
+        );
+    }
+    assert_eq!(a.state(&["staff", "visits"]), b.state(&["staff", "visits"]));
+    a.exec("UPDATE staff SET badge = 'B-1' WHERE id = 's1'");
+    mesh_sync(&[&a, &b]);
+    for r in [&a, &b] {
+        r.one::<i64>("SELECT outpost_retry_quarantine()");
+        assert_eq!(
+            r.rows("SELECT s.id, v.id FROM staff AS s LEFT JOIN visits AS v ON v.staff_id = s.id ORDER BY 1"),
+            vec!["Text(\"s1\")|Null", "Text(\"s2\")|Text(\"v1\")"],
+            "{}",
+            r.name
+        );
+        assert_eq!(
+            r.one::<i64>("SELECT count(*) FROM outpost_quarantine"),
+            0,
+            "{}",
+            r.name
+        );
+    }
+    assert_eq!(a.state(&["staff", "visits"]), b.state(&["staff", "visits"]));
+}
+
 /// The same with a column added after the row was held aside: its tombstone is shorter than the
 /// row, and the new column's value must still come back with it.
 #[test]

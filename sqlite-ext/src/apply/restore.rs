@@ -16,6 +16,24 @@ use std::borrow::Cow;
 use std::rc::Rc;
 
 impl Applier<'_> {
+    /// The child-side SQL of link `l`: its rows referencing given parent key values, and their keys.
+    fn child_query(&self, l: &Link) -> String {
+        let c = &self.tables[l.child];
+        let w: Vec<String> = l
+            .child_cols
+            .iter()
+            .enumerate()
+            .map(|(i, col)| format!("{} = ?{}", quote(col), i + 1))
+            .collect();
+        let pk: Vec<String> = c.def.pk.iter().map(|k| quote(k)).collect();
+        format!(
+            "SELECT {} FROM {} WHERE {}",
+            pk.join(", "),
+            quote(&c.def.name),
+            w.join(" AND ")
+        )
+    }
+
     pub(super) fn has_children(&mut self, ti: usize, key: &[Value]) -> Result<bool, Error> {
         let links: Vec<Rc<Link>> = self
             .links
@@ -24,19 +42,122 @@ impl Applier<'_> {
             .cloned()
             .collect();
         for l in links {
-            let c = &self.tables[l.child];
-            let w: Vec<String> = l
-                .child_cols
-                .iter()
-                .enumerate()
-                .map(|(i, col)| format!("{} = ?{}", quote(col), i + 1))
-                .collect();
-            let sql = format!(
-                "SELECT 1 FROM {} WHERE {} LIMIT 1",
-                quote(&c.def.name),
-                w.join(" AND ")
-            );
+            let sql = format!("{} LIMIT 1", self.child_query(&l));
             if self.exists(sql, key)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The rows of tracked tables referencing the row of `ti` with key `key`: (table, key).
+    pub(super) fn children(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+    ) -> Result<Vec<(usize, Vec<Value>)>, Error> {
+        let links: Vec<Rc<Link>> = self
+            .links
+            .iter()
+            .filter(|l| l.parent == ti)
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for l in links {
+            let n = self.tables[l.child].def.pk.len();
+            let mut s = self.conn().prepare(&self.child_query(&l))?;
+            s.bind_all(key)?;
+            while s.step()? {
+                out.push((l.child, (0..n).map(|i| s.value(i)).collect()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The parent key a row of `l.child` references, from its key and `value` of its value
+    /// columns (`None` for one unknown); `None` when a part is NULL or unknown (nothing to check).
+    fn parent_key(
+        &self,
+        l: &Link,
+        key: &[Value],
+        value: impl Fn(usize) -> Option<Value>,
+    ) -> Option<Vec<Value>> {
+        let t = &self.tables[l.child];
+        l.child_cols
+            .iter()
+            .map(|col| {
+                let v = match t.def.pk.iter().position(|k| k == col) {
+                    Some(p) => Some(key[p].clone()),
+                    None => t.column_index(col).and_then(&value),
+                };
+                v.filter(|v| *v != Value::Null)
+            })
+            .collect()
+    }
+
+    fn parent_exists(&mut self, parent: usize, fk: &[Value]) -> Result<bool, Error> {
+        let p = &self.tables[parent];
+        let sql = format!(
+            "SELECT 1 FROM {} WHERE {}",
+            quote(&p.def.name),
+            Self::where_key(p, 1)
+        );
+        self.exists(sql, fk)
+    }
+
+    /// Whether foreign keys are enforced and a row of `ti` with `values` (all its value
+    /// columns) references a row its parent table lacks. Changes nothing.
+    pub(super) fn parent_missing(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+        values: &[Value],
+    ) -> Result<bool, Error> {
+        if !self.fk_on {
+            return Ok(false);
+        }
+        let links: Vec<Rc<Link>> = self
+            .links
+            .iter()
+            .filter(|l| l.child == ti)
+            .cloned()
+            .collect();
+        for l in links {
+            let Some(fk) = self.parent_key(&l, key, |c| values.get(c).cloned()) else {
+                continue;
+            };
+            if !self.parent_exists(l.parent, &fk)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether a row of `ti` with `values` references a parent held aside here (listed in
+    /// `_outpost_evicted`, absent from its table).
+    pub(super) fn parent_held_aside(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+        values: &[Value],
+    ) -> Result<bool, Error> {
+        let links: Vec<Rc<Link>> = self
+            .links
+            .iter()
+            .filter(|l| l.child == ti)
+            .cloned()
+            .collect();
+        for l in links {
+            let Some(fk) = self.parent_key(&l, key, |c| values.get(c).cloned()) else {
+                continue;
+            };
+            if self.parent_exists(l.parent, &fk)? {
+                continue;
+            }
+            let sql = "SELECT 1 FROM _outpost_evicted WHERE tbl = ?1 AND key = ?2";
+            let id = self.tables[l.parent].id;
+            let listed = [Value::Integer(id), Value::Blob(crate::keys::pack(&fk))];
+            if self.exists(sql.into(), &listed)? {
                 return Ok(true);
             }
         }
@@ -59,46 +180,27 @@ impl Applier<'_> {
             .cloned()
             .collect();
         for l in links {
-            let t = &self.tables[ti];
-            let mut fk = Vec::new();
-            for col in &l.child_cols {
-                let v = if let Some(p) = t.def.pk.iter().position(|k| k == col) {
-                    Some(key[p].clone())
-                } else {
-                    match t.column_index(col) {
-                        // A column not written now was checked when it was written.
-                        Some(c) => writes
-                            .iter()
-                            .find(|(w, _)| *w == c)
-                            .map(|(_, v)| v.as_ref().clone()),
-                        None => None,
-                    }
-                };
-                match v {
-                    Some(Value::Null) | None => {
-                        fk.clear();
-                        break;
-                    }
-                    Some(v) => fk.push(v),
-                }
-            }
-            if fk.is_empty() {
+            // A column not written now was checked when it was written.
+            let written = |c: usize| {
+                writes
+                    .iter()
+                    .find(|(w, _)| *w == c)
+                    .map(|(_, v)| v.as_ref().clone())
+            };
+            let Some(fk) = self.parent_key(&l, key, written) else {
                 continue;
-            }
-            let p = self.tables[l.parent].clone();
-            let sql = format!(
-                "SELECT 1 FROM {} WHERE {}",
-                quote(&p.def.name),
-                Self::where_key(&p, 1)
-            );
-            if self.exists(sql, &fk)? {
+            };
+            if self.parent_exists(l.parent, &fk)? {
                 continue;
             }
             let pkey = crate::keys::pack(&fk);
-            let pid = p.id;
+            let pid = self.tables[l.parent].id;
             match self.rows.get(pid, &pkey)? {
                 Some(pst) if pst.exist % 2 == 0 && self.tombstone(pid, &pkey)?.is_some() => {
-                    self.resurrect(l.parent, &pkey, pst, "a child row was added or changed elsewhere while this row was deleted: row restored")?;
+                    let why = "a child row was added or changed elsewhere while this row was deleted: row restored";
+                    if !self.resurrect(l.parent, &pkey, pst, why)? && self.fk_on {
+                        return Ok(false);
+                    }
                 }
                 _ if self.fk_on => return Ok(false),
                 _ => {}
@@ -122,27 +224,34 @@ impl Applier<'_> {
 
     /// Makes a row alive again as a local write of this database: next causal length, every
     /// cell rewritten with a fresh clock and seq (so it is exported), an event for a person.
+    /// A row brought back from its tombstone whose UNIQUE values rows of earlier rank hold now
+    /// is alive but held aside (apply/unique.rs): returns whether it is in its table.
     pub(super) fn resurrect(
         &mut self,
         ti: usize,
         key: &[u8],
         mut st: RowState,
         why: &str,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let t = self.tables[ti].clone();
         let conn = self.conn();
         let key_vals = crate::keys::unpack(key)?;
+        // The row goes back into its table first (the local write below reads review values
+        // from it), unless it collides on a UNIQUE index: `collided` holds SQLite's message.
+        let mut collided = None;
         let vals = match self.app_values(ti, &key_vals)? {
             Some(v) => v,
             None => {
-                let vals = self.tombstone(t.id, key)?.unwrap_or_default();
-                let writes: Vec<Write> = vals
-                    .iter()
-                    .map(Cow::Borrowed)
-                    .enumerate()
-                    .take(t.def.columns.len())
-                    .collect();
-                self.upsert(ti, &key_vals, &writes)?;
+                let mut vals = self.tombstone(t.id, key)?.unwrap_or_default();
+                vals.resize(t.def.columns.len(), Value::Null);
+                let writes: Vec<Write> = vals.iter().map(Cow::Borrowed).enumerate().collect();
+                match self.upsert(ti, &key_vals, &writes) {
+                    Ok(()) => {}
+                    Err(Error::Sqlite { code, message, .. }) if code == super::UNIQUE_FAILED => {
+                        collided = Some(message);
+                    }
+                    Err(e) => return Err(e),
+                }
                 vals
             }
         };
@@ -177,18 +286,29 @@ impl Applier<'_> {
             hlc,
             seq,
             &counters,
+            collided.is_some().then_some(vals.as_slice()),
         )?;
         self.max_hlc = self.max_hlc.max(used);
         self.rows.put(t.id, key, &st)?;
-        let mut d = conn.prepare("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
-        d.bind_i64(1, t.id)?;
-        d.bind_blob(2, key)?;
-        d.run()?;
         let mut e = conn.prepare("INSERT INTO outpost_events(hlc, kind, \"table\", pk, detail) VALUES (?1, 'restored', ?2, ?3, ?4)")?;
         e.bind_i64(1, hlc as i64)?;
         e.bind_text(2, &t.def.name)?;
         e.bind_text(3, &cells::key_json(key)?)?;
         e.bind_text(4, why)?;
-        e.run()
+        e.run()?;
+        drop(e);
+        if let Some(message) = collided {
+            // Its rank is that of the local write just recorded, as on every replica it reaches.
+            let writes: Vec<Write> = vals.iter().map(Cow::Borrowed).enumerate().collect();
+            let values = vals.clone();
+            if !self.claim_or_evict(ti, &key_vals, key, &st, values, &writes, &message)? {
+                return Ok(false); // evicted: its tombstone stays, rewritten
+            }
+        }
+        let mut d = conn.prepare("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
+        d.bind_i64(1, t.id)?;
+        d.bind_blob(2, key)?;
+        d.run()?;
+        Ok(true)
     }
 }

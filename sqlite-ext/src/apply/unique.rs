@@ -1,155 +1,322 @@
-//! UNIQUE collisions: the later write loses, on every replica.
+//! UNIQUE collisions: the later row is held aside, on every replica.
 //!
-//! When a row collides with another on a UNIQUE index, the two rows' versions of the colliding
-//! column decide, by `(epoch, hlc, site)`, and the later row is *evicted*, whichever of the two
-//! arrived first: its values go to the quarantine (one entry per writing site) and to its
-//! tombstone, its app row (if any) is removed, and its merge state stays alive: the row still
-//! exists for sync (export reads its values from the tombstone), so every replica receives it
-//! and evicts it too. A later change to an evicted row is merged over its tombstone values (never
-//! a row with columns missing), and a retry puts it back once the value is free, or takes the
-//! value from a later holder it was never compared with (`Applier::resurface`). Every replica
-//! ends with the earlier row in the table and the later one in quarantine, with the same reason,
-//! whatever the order the changes came in (tests/convergence.rs, UNIQUE column).
+//! Rows of a table are ordered by their *rank*: the version `(epoch, hlc, site)` of the row's
+//! latest write to any column of any UNIQUE index (its packed key breaks ties). The rows in the
+//! app table are then exactly those a greedy pass in rank order would keep: a row is kept unless
+//! a kept row of earlier rank holds one of its UNIQUE values. That set depends only on the rows'
+//! merge states, which converge, so every replica ends with the same rows in the table and the
+//! same rows held aside, whatever the order the changes came in (tests/convergence.rs, one and
+//! two UNIQUE columns).
+//!
+//! A row held aside is *evicted*: its values go to the quarantine (one entry per writing site,
+//! for a person) and to its tombstone, its app row is removed, its key is listed in
+//! `_outpost_evicted`, and its merge state stays alive: the row still exists for sync (export
+//! reads its values from the tombstone), a later change to it is merged over those values, and
+//! every replica receives it. Two places keep the rule:
+//! - a write that fails a UNIQUE check *claims* its values (`claim`): if no row holding one of
+//!   them ranks earlier, those rows are evicted and the write is done; else the writing row is
+//!   evicted;
+//! - `settle`, after every apply and retry, claims again for each evicted row, earliest rank
+//!   first, until nothing moves: a holder deleted, changed or evicted since frees the value for
+//!   the row that ranks next. Each claim that succeeds puts one row in and takes only rows of
+//!   later rank out, so this ends.
+//!
+//! With foreign keys enforced, the rows referencing an evicted row are evicted with it (as
+//! missing their parent) and come back after it, parent tables first. The quarantine entries of
+//! a row back in its table go at the retry pass that follows (`quarantine::retry_with`).
 
-use super::{Applier, Outcome, Write};
+use super::{Applier, Outcome, Write, PARENT_MISSING};
 use crate::error::Error;
 use crate::schema::{self, quote};
 use crate::state::RowState;
-use outpost_protocol::batch::{CellChange, CellPayload, RowChange, TableSchema};
-use outpost_protocol::{Hlc, SiteId, Strategy, Value};
+use outpost_protocol::batch::{CellChange, CellPayload, RowChange};
+use outpost_protocol::merge::CellVersion;
+use outpost_protocol::{Hlc, Strategy, Value};
 use std::borrow::Cow;
+use std::rc::Rc;
 
 /// Reasons of UNIQUE quarantine entries start with this (SQLite's wording).
-pub(crate) const UNIQUE_REASON: &str = "UNIQUE constraint failed";
+const UNIQUE_REASON: &str = "UNIQUE constraint failed";
 
-/// The row holding the value a write collided with (`Applier::collision_holder`).
+/// What a reason says after the constraint's name.
+const HELD_ASIDE: &str = "the later write is kept here for a person";
+
+/// A UNIQUE index of a tracked table, other than its key.
+pub(super) struct Unique {
+    /// Its value columns (local indices).
+    cols: Vec<usize>,
+    /// The key of rows holding given values, collated as the index compares them.
+    query: String,
+    /// SQLite's name for it in error messages: "staff.badge, staff.name".
+    label: String,
+}
+
+/// A row's place in the order that decides collisions: its latest write to a UNIQUE column,
+/// then its packed key.
+type Rank = (Option<CellVersion>, Vec<u8>);
+
+/// A row holding a UNIQUE value another row claims.
 struct Holder {
-    /// The first colliding column: the two rows' versions of it decide.
-    first: usize,
     key: Vec<Value>,
     packed: Vec<u8>,
     state: RowState,
+    rank: Rank,
+    /// The first UNIQUE index on which the two rows share a value.
+    on: usize,
+}
+
+/// What became of a claim.
+enum Claim {
+    Placed,
+    /// A row of earlier rank holds a value on this UNIQUE index.
+    Blocked(usize),
+    /// Foreign keys are enforced and a parent the row references is missing (held aside too).
+    Orphan,
+    /// The write still failed after the later holders were evicted (a constraint this module
+    /// cannot see, e.g. a UNIQUE index on an expression): SQLite's message.
+    Failed(String),
+}
+
+/// An evicted row as `settle` finds it.
+struct Evicted {
+    key: Vec<Value>,
+    packed: Vec<u8>,
+    values: Vec<Value>,
+    rank: Rank,
+}
+
+fn reason(label: &str) -> String {
+    format!("{UNIQUE_REASON}: {label}: {HELD_ASIDE}")
 }
 
 impl Applier<'_> {
-    /// The row a write of `ti` collided with: SQLite's `message` names the UNIQUE columns and
-    /// `writes` holds the written values of each; `None` when it cannot tell.
-    fn collision_holder(
-        &mut self,
-        ti: usize,
-        message: &str,
-        writes: &[Write],
-    ) -> Result<Option<Holder>, Error> {
+    /// The UNIQUE indexes of table `ti` besides its key (read once per applier). Indexes on
+    /// expressions, and those that include a key column (never violated alone), are left out.
+    fn uniques(&mut self, ti: usize) -> Result<Rc<Vec<Unique>>, Error> {
+        if let Some(u) = self.uniques.get(&ti) {
+            return Ok(u.clone());
+        }
         let t = self.tables[ti].clone();
-        // "UNIQUE constraint failed: staff.badge, staff.x"
-        let cols: Vec<usize> = message
-            .split(':')
-            .nth(1)
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|c| c.trim().rsplit('.').next())
-            .filter_map(|c| t.column_index(c))
-            .collect();
-        let vals: Option<Vec<Value>> = cols
-            .iter()
-            .map(|c| {
-                writes
-                    .iter()
-                    .find(|(w, _)| w == c)
-                    .map(|(_, v)| v.as_ref().clone())
-            })
-            .collect();
-        let (Some(&first), Some(vals)) = (cols.first(), vals) else {
-            return Ok(None);
-        };
         let pk: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
-        let wh: Vec<String> = cols
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{} = ?{}", quote(&t.def.columns[*c].name), i + 1))
-            .collect();
-        let mut s = self.call.conn.prepare(&format!(
-            "SELECT {} FROM {} WHERE {}",
-            pk.join(", "),
-            quote(&t.def.name),
-            wh.join(" AND ")
-        ))?;
-        s.bind_all(&vals)?;
-        let local_key: Vec<Value> = if s.step()? {
-            (0..pk.len()).map(|i| s.value(i)).collect()
-        } else {
-            return Ok(None);
-        };
-        drop(s);
-        let packed = crate::keys::pack(&local_key);
-        let state = self.rows.get(t.id, &packed)?.unwrap_or_default();
-        Ok(Some(Holder {
-            first,
-            key: local_key,
-            packed,
-            state,
-        }))
+        let mut out = Vec::new();
+        for index in schema::unique_indexes(self.conn(), &t.def.name)? {
+            let cols: Option<Vec<usize>> =
+                index.iter().map(|(name, _)| t.column_index(name)).collect();
+            let Some(cols) = cols else { continue };
+            let wh: Vec<String> = index
+                .iter()
+                .enumerate()
+                .map(|(i, (name, coll))| format!("{} = ?{} COLLATE {}", quote(name), i + 1, coll))
+                .collect();
+            let label: Vec<String> = index
+                .iter()
+                .map(|(name, _)| format!("{}.{}", t.def.name, name))
+                .collect();
+            out.push(Unique {
+                cols,
+                query: format!(
+                    "SELECT {} FROM {} WHERE {}",
+                    pk.join(", "),
+                    quote(&t.def.name),
+                    wh.join(" AND ")
+                ),
+                label: label.join(", "),
+            });
+        }
+        let out = Rc::new(out);
+        self.uniques.insert(ti, out.clone());
+        Ok(out)
     }
 
-    /// Handles a UNIQUE failure of an incoming row. `message` is SQLite's; `key` is the row's
-    /// packed key and `merged` its merge state with the incoming change applied. The two rows'
-    /// versions of the first colliding column decide, as on every replica: the later row is
-    /// evicted (`evict`).
-    #[allow(clippy::too_many_arguments)]
+    fn rank(&mut self, ti: usize, st: &RowState, packed: &[u8]) -> Result<Rank, Error> {
+        let uniques = self.uniques(ti)?;
+        let ids = &self.sites.ids;
+        let latest = uniques
+            .iter()
+            .flat_map(|u| u.cols.iter())
+            .filter_map(|&c| st.cell(c).map(|v| v.cell_version(ids)))
+            .max();
+        Ok((latest, packed.to_vec()))
+    }
+
+    /// The rows of table `ti`, other than `own`, holding one of the UNIQUE values in `values`
+    /// (the row's values in local column order; NULLs never collide).
+    fn holders(&mut self, ti: usize, own: &[u8], values: &[Value]) -> Result<Vec<Holder>, Error> {
+        let uniques = self.uniques(ti)?;
+        let n_pk = self.tables[ti].def.pk.len();
+        let id = self.tables[ti].id;
+        let mut out: Vec<Holder> = Vec::new();
+        for (ui, u) in uniques.iter().enumerate() {
+            let vals: Option<Vec<Value>> = u
+                .cols
+                .iter()
+                .map(|&c| values.get(c).filter(|v| **v != Value::Null).cloned())
+                .collect();
+            let Some(vals) = vals else { continue };
+            let mut keys = Vec::new();
+            let s = self.cached(u.query.clone())?;
+            s.bind_all(&vals)?;
+            let found = (|| {
+                while s.step()? {
+                    keys.push((0..n_pk).map(|i| s.value(i)).collect::<Vec<Value>>());
+                }
+                Ok::<(), Error>(())
+            })();
+            s.reset();
+            found?;
+            for key in keys {
+                let packed = crate::keys::pack(&key);
+                if packed == own || out.iter().any(|h| h.packed == packed) {
+                    continue;
+                }
+                let state = self.rows.get(id, &packed)?.unwrap_or_default();
+                let rank = self.rank(ti, &state, &packed)?;
+                out.push(Holder {
+                    key,
+                    packed,
+                    state,
+                    rank,
+                    on: ui,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a row whose write collided (or may collide) on a UNIQUE index, if no row holding
+    /// one of its values ranks earlier: those holders are evicted first. All or nothing.
+    fn claim(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+        packed: &[u8],
+        rank: &Rank,
+        values: &[Value],
+        writes: &[Write],
+    ) -> Result<Claim, Error> {
+        if self.parent_missing(ti, key, values)? {
+            return Ok(Claim::Orphan);
+        }
+        let holders = self.holders(ti, packed, values)?;
+        if let Some(h) = holders
+            .iter()
+            .filter(|h| h.rank < *rank)
+            .min_by(|a, b| a.rank.cmp(&b.rank))
+        {
+            return Ok(Claim::Blocked(h.on));
+        }
+        let uniques = self.uniques(ti)?;
+        let conn = self.conn();
+        conn.exec("SAVEPOINT outpost_claim")?;
+        let r = (|| {
+            for h in holders {
+                let values = self.app_values(ti, &h.key)?.unwrap_or_default();
+                let why = reason(&uniques[h.on].label);
+                self.evict(ti, &h.packed, &h.key, h.state, values, &why)?;
+            }
+            self.upsert(ti, key, writes)
+        })();
+        if r.is_err() {
+            conn.exec("ROLLBACK TO outpost_claim")?;
+        }
+        conn.exec("RELEASE outpost_claim")?;
+        match r {
+            Ok(()) => Ok(Claim::Placed),
+            Err(e @ Error::Sqlite { .. }) if e.is_constraint() => match e {
+                Error::Sqlite { message, .. } => Ok(Claim::Failed(message)),
+                e => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Handles a UNIQUE failure of an incoming row: `key` is its packed key, `merged` its merge
+    /// state with the change applied, `writes` what was written, `message` SQLite's. The row
+    /// claims its values (`claim`) or is evicted itself.
     pub(super) fn unique_collision(
         &mut self,
         ti: usize,
-        origin: SiteId,
-        schema: &TableSchema,
-        row: &RowChange,
+        key_vals: &[Value],
         key: &[u8],
         merged: &RowState,
         writes: &[Write],
         message: &str,
     ) -> Result<Outcome, Error> {
-        let reason = format!("{message}: the later write is kept here for a person");
         let t = self.tables[ti].clone();
-        let Some(Holder {
-            first,
-            key: local_key,
-            packed: local_packed,
-            state: st,
-        }) = self.collision_holder(ti, message, writes)?
-        else {
-            return self.quarantine(origin, schema, row, &reason);
-        };
-        let ids = &self.sites.ids;
-        let incoming = merged.cell(first).map(|v| v.cell_version(ids));
-        let local = st.cell(first).map(|v| v.cell_version(ids));
-        let incoming_later = match incoming {
-            None => true,
-            Some(i) => local.is_none_or(|l| i > l),
-        };
-        if incoming_later {
-            // The incoming row is the later one: it is held evicted, exactly as a replica that
-            // had it before the earlier row holds it (state merged, values in its tombstone,
-            // no app row), so a later change to it finds the same thing everywhere.
-            let mut values = self
-                .app_values(ti, &row.key)?
-                .unwrap_or_else(|| vec![Value::Null; t.def.columns.len()]);
-            for (c, v) in writes {
-                values[*c] = v.as_ref().clone();
-            }
-            self.evict(ti, key, &row.key, merged.clone(), values, &reason)?;
-            self.rows.put(t.id, key, merged)?;
-            return Ok(Outcome::Quarantined);
+        let mut values = self
+            .app_values(ti, key_vals)?
+            .unwrap_or_else(|| vec![Value::Null; t.def.columns.len()]);
+        for (c, v) in writes {
+            values[*c] = v.as_ref().clone();
         }
-        let values = self.app_values(ti, &local_key)?.unwrap_or_default();
-        self.evict(ti, &local_packed, &local_key, st, values, &reason)?;
-        match self.upsert(ti, &row.key, writes) {
-            Ok(()) => Ok(Outcome::Applied),
-            Err(e) if e.is_constraint() => self.quarantine(origin, schema, row, &reason),
-            Err(e) => Err(e),
+        if self.claim_or_evict(ti, key_vals, key, merged, values, writes, message)? {
+            return Ok(Outcome::Applied);
         }
+        // Held evicted exactly as a replica that had the earlier row first holds it (state
+        // merged, values in its tombstone, no app row), so a later change to it finds the same
+        // thing everywhere.
+        self.rows.put(t.id, key, merged)?;
+        Ok(Outcome::Quarantined)
+    }
+
+    /// A change whose row now references a parent held aside here: the row is evicted with
+    /// its merge state, as the parent's eviction evicts the children it finds (`evict`), so a
+    /// replica that had the child first and one that had the parent first end the same.
+    /// Whether it was (else the parent is simply missing: plain quarantine, retried later).
+    pub(super) fn held_aside_child(
+        &mut self,
+        ti: usize,
+        key_vals: &[Value],
+        key: &[u8],
+        merged: &RowState,
+        writes: &[Write],
+    ) -> Result<bool, Error> {
+        let t = self.tables[ti].clone();
+        let mut values = self
+            .app_values(ti, key_vals)?
+            .unwrap_or_else(|| vec![Value::Null; t.def.columns.len()]);
+        for (c, v) in writes {
+            values[*c] = v.as_ref().clone();
+        }
+        if !self.parent_held_aside(ti, key_vals, &values)? {
+            return Ok(false);
+        }
+        self.evict(ti, key, key_vals, merged.clone(), values, PARENT_MISSING)?;
+        self.rows.put(t.id, key, merged)?;
+        Ok(true)
+    }
+
+    /// Writes a row whose write failed a UNIQUE check (`message`) if it can claim its values,
+    /// else evicts it. `st` is its merge state, `values` all its values. Whether it is in its
+    /// table.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn claim_or_evict(
+        &mut self,
+        ti: usize,
+        key_vals: &[Value],
+        key: &[u8],
+        st: &RowState,
+        values: Vec<Value>,
+        writes: &[Write],
+        message: &str,
+    ) -> Result<bool, Error> {
+        let rank = self.rank(ti, st, key)?;
+        let why = match self.claim(ti, key_vals, key, &rank, &values, writes)? {
+            Claim::Placed => return Ok(true),
+            Claim::Blocked(on) => reason(&self.uniques(ti)?[on].label),
+            Claim::Orphan => PARENT_MISSING.to_string(),
+            Claim::Failed(m) if m.starts_with(UNIQUE_REASON) => format!("{m}: {HELD_ASIDE}"),
+            Claim::Failed(_) => format!("{message}: {HELD_ASIDE}"),
+        };
+        self.evict(ti, key, key_vals, st.clone(), values, &why)?;
+        Ok(false)
     }
 
     /// Evicts a row whose values are `values`: quarantined (one entry per writing site), its
-    /// values in its tombstone, its app row (if any) removed; its merge state stays alive.
+    /// values in its tombstone, its app row (if any) removed, its key listed in
+    /// `_outpost_evicted`; its merge state stays alive. With foreign keys enforced, the rows
+    /// referencing it are evicted first, as missing their parent: else the commit would fail on
+    /// them at every sync (or a CASCADE would delete them unrecorded). They come back with it.
     fn evict(
         &mut self,
         ti: usize,
@@ -206,6 +373,30 @@ impl Applier<'_> {
         tomb.bind_blob(3, &crate::keys::pack(&values))?;
         tomb.run()?;
         drop(tomb);
+        let mut listed =
+            conn.prepare("INSERT OR IGNORE INTO _outpost_evicted(tbl, key) VALUES (?1, ?2)")?;
+        listed.bind_i64(1, t.id)?;
+        listed.bind_blob(2, key)?;
+        listed.run()?;
+        drop(listed);
+        if self.fk_on {
+            self.evicting.push((ti, key.to_vec()));
+            let cascade = (|| {
+                for (ci, child) in self.children(ti, key_vals)? {
+                    let packed = crate::keys::pack(&child);
+                    if self.evicting.iter().any(|(t, k)| *t == ci && *k == packed) {
+                        continue;
+                    }
+                    let id = self.tables[ci].id;
+                    let st = self.rows.get(id, &packed)?.unwrap_or_default();
+                    let values = self.app_values(ci, &child)?.unwrap_or_default();
+                    self.evict(ci, &packed, &child, st, values, PARENT_MISSING)?;
+                }
+                Ok::<(), Error>(())
+            })();
+            self.evicting.pop();
+            cascade?;
+        }
         let mut del = conn.prepare(&format!(
             "DELETE FROM {} WHERE {}",
             quote(&t.def.name),
@@ -222,86 +413,175 @@ impl Applier<'_> {
         e.bind_text(4, reason)?;
         e.run()
     }
-}
 
-impl Applier<'_> {
-    /// Whether this database holds a later causal length for `row`'s row than `row` carries:
-    /// a delete (or a delete and a new insert) written after it was applied here, so the
-    /// change can never take effect.
-    pub(crate) fn superseded(&mut self, table: &str, row: &RowChange) -> Result<bool, Error> {
-        let Some(t) = self.tables.iter().find(|t| t.def.name == table).cloned() else {
-            return Ok(false);
-        };
-        let key = crate::keys::pack(&row.key);
-        Ok(self
-            .rows
-            .get(t.id, &key)?
-            .is_some_and(|st| st.exist > row.existence))
-    }
-
-    /// Puts an evicted row (state alive, app row absent, values in its tombstone) back into its
-    /// table when that no longer collides. Returns whether the row is back.
-    pub(crate) fn resurface(&mut self, table: &str, key_vals: &[Value]) -> Result<bool, Error> {
+    /// Whether the row of `table` with key `key_vals` is held aside by a UNIQUE collision now
+    /// (listed, alive, no app row).
+    pub(crate) fn is_evicted(&mut self, table: &str, key_vals: &[Value]) -> Result<bool, Error> {
         let Some(ti) = self.tables.iter().position(|t| t.def.name == table) else {
             return Ok(false);
         };
-        let t = self.tables[ti].clone();
+        let id = self.tables[ti].id;
         let key = crate::keys::pack(key_vals);
-        let Some(st) = self.rows.get(t.id, &key)?.filter(|st| st.exist % 2 == 1) else {
-            return Ok(false);
-        };
-        if self.app_values(ti, key_vals)?.is_some() {
-            return Ok(true);
+        let listed = self.exists(
+            "SELECT 1 FROM _outpost_evicted WHERE tbl = ?1 AND key = ?2".into(),
+            &[Value::Integer(id), Value::Blob(key.clone())],
+        )?;
+        Ok(listed
+            && self.rows.get(id, &key)?.is_some_and(|st| st.exist % 2 == 1)
+            && self.app_values(ti, key_vals)?.is_none())
+    }
+
+    /// Brings the tables back to the rule of this module after rows changed: every evicted
+    /// row, earliest rank first, parent tables first, claims its values again until nothing
+    /// moves. Then the reason of each row still held aside names the constraint on which the
+    /// earliest row that keeps it out holds its value, the same on every replica. Returns how
+    /// many rows are back (their quarantine entries go at the next retry pass). Costs one query
+    /// when nothing is held aside.
+    pub(crate) fn settle(&mut self) -> Result<usize, Error> {
+        let mut ids = Vec::new();
+        {
+            let mut s = self
+                .conn()
+                .prepare("SELECT DISTINCT tbl FROM _outpost_evicted")?;
+            while s.step()? {
+                ids.push(s.i64(0));
+            }
         }
-        let Some(vals) = self.tombstone(t.id, &key)? else {
-            return Ok(false);
-        };
-        let writes: Vec<Write> = vals
-            .into_iter()
-            .map(Cow::Owned)
-            .enumerate()
-            .take(t.def.columns.len())
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        for &id in &ids {
+            if !self.tables.iter().any(|t| t.id == id) {
+                self.unlist(id, None)?;
+            }
+        }
+        let order: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&ti| ids.contains(&self.tables[ti].id))
             .collect();
-        let mut written = self.upsert(ti, key_vals, &writes);
-        if let Err(Error::Sqlite { code, message, .. }) = &written {
-            // Still colliding: with a row it was never compared with (the one it lost to may be
-            // gone, and another may hold the value now). The earlier of the two keeps it, as
-            // wherever the two met first.
-            if *code == super::UNIQUE_FAILED {
-                let message = message.clone();
-                if let Some(Holder {
-                    first,
-                    key: holder_key,
-                    packed: holder_packed,
-                    state: holder,
-                }) = self.collision_holder(ti, &message, &writes)?
-                {
-                    let ids = &self.sites.ids;
-                    let mine = st.cell(first).map(|v| v.cell_version(ids));
-                    let theirs = holder.cell(first).map(|v| v.cell_version(ids));
-                    if mine.is_some_and(|m| theirs.is_some_and(|h| m < h)) {
-                        let values = self.app_values(ti, &holder_key)?.unwrap_or_default();
-                        let reason =
-                            format!("{message}: the later write is kept here for a person");
-                        self.evict(ti, &holder_packed, &holder_key, holder, values, &reason)?;
-                        written = self.upsert(ti, key_vals, &writes);
+        let mut back = 0;
+        for ti in order {
+            // Each pass puts one row back; the bound only guards against a bug looping.
+            for _ in 0..10_000 {
+                let rows = self.evicted_rows(ti)?;
+                let mut placed = false;
+                for e in &rows {
+                    let writes: Vec<Write> =
+                        e.values.iter().map(Cow::Borrowed).enumerate().collect();
+                    if let Claim::Placed =
+                        self.claim(ti, &e.key, &e.packed, &e.rank, &e.values, &writes)?
+                    {
+                        self.put_back(ti, &e.packed)?;
+                        back += 1;
+                        placed = true;
+                        break;
                     }
+                }
+                if !placed {
+                    self.explain(ti, &rows)?;
+                    break;
                 }
             }
         }
-        match written {
-            Ok(()) => {
-                let mut d = self
-                    .call
-                    .conn
-                    .prepare("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
-                d.bind_i64(1, t.id)?;
-                d.bind_blob(2, &key)?;
-                d.run()?;
-                Ok(true)
+        Ok(back)
+    }
+
+    /// The rows of table `ti` held aside, earliest rank first; stale entries (a row deleted
+    /// since, or written back by the app) are dropped from the list.
+    fn evicted_rows(&mut self, ti: usize) -> Result<Vec<Evicted>, Error> {
+        let t = self.tables[ti].clone();
+        let mut listed = Vec::new();
+        {
+            let mut s = self.conn().prepare(
+                "SELECT e.key, t.vals FROM _outpost_evicted AS e \
+                 LEFT JOIN _outpost_tombstones AS t ON t.tbl = e.tbl AND t.key = e.key \
+                 WHERE e.tbl = ?1",
+            )?;
+            s.bind_i64(1, t.id)?;
+            while s.step()? {
+                let vals = (!s.is_null(1)).then(|| s.blob(1));
+                listed.push((s.blob(0), vals));
             }
-            Err(e) if e.is_constraint() => Ok(false),
-            Err(e) => Err(e),
         }
+        let mut out = Vec::new();
+        for (packed, vals) in listed {
+            let key = crate::keys::unpack(&packed)?;
+            let alive = self.rows.get(t.id, &packed)?.filter(|st| st.exist % 2 == 1);
+            let (Some(st), Some(vals)) = (alive, vals) else {
+                self.unlist(t.id, Some(&packed))?;
+                continue;
+            };
+            if self.app_values(ti, &key)?.is_some() {
+                self.unlist(t.id, Some(&packed))?;
+                continue;
+            }
+            let mut values = crate::keys::unpack(&vals)?;
+            // A tombstone written before a column was added is shorter than the row.
+            values.resize(t.def.columns.len(), Value::Null);
+            let rank = self.rank(ti, &st, &packed)?;
+            out.push(Evicted {
+                key,
+                packed,
+                values,
+                rank,
+            });
+        }
+        out.sort_by(|a, b| a.rank.cmp(&b.rank));
+        Ok(out)
+    }
+
+    /// An evicted row is back in its table: no tombstone, not listed.
+    fn put_back(&mut self, ti: usize, packed: &[u8]) -> Result<(), Error> {
+        let id = self.tables[ti].id;
+        let mut d = self
+            .conn()
+            .prepare("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
+        d.bind_i64(1, id)?;
+        d.bind_blob(2, packed)?;
+        d.run()?;
+        drop(d);
+        self.unlist(id, Some(packed))
+    }
+
+    /// Removes `packed` (or every row of table `id`) from `_outpost_evicted`.
+    fn unlist(&mut self, id: i64, packed: Option<&[u8]>) -> Result<(), Error> {
+        let mut s = self
+            .conn()
+            .prepare("DELETE FROM _outpost_evicted WHERE tbl = ?1 AND (?2 IS NULL OR key = ?2)")?;
+        s.bind_i64(1, id)?;
+        match packed {
+            Some(p) => s.bind_blob(2, p)?,
+            None => s.bind(2, &Value::Null)?,
+        }
+        s.run()
+    }
+
+    /// Sets the reason of each row still held aside from what keeps it out now: the earliest
+    /// row holding one of its values, and the first constraint they share.
+    fn explain(&mut self, ti: usize, rows: &[Evicted]) -> Result<(), Error> {
+        let table = self.tables[ti].def.name.clone();
+        let uniques = self.uniques(ti)?;
+        for e in rows {
+            let holders = self.holders(ti, &e.packed, &e.values)?;
+            let Some(h) = holders
+                .iter()
+                .filter(|h| h.rank < e.rank)
+                .min_by(|a, b| a.rank.cmp(&b.rank))
+            else {
+                continue;
+            };
+            let mut s = self.conn().prepare(
+                "UPDATE outpost_quarantine SET reason = ?3 WHERE \"table\" = ?1 AND pk = ?2 \
+                 AND substr(reason, 1, length(?4)) = ?4 AND reason != ?3",
+            )?;
+            s.bind_text(1, &table)?;
+            s.bind_text(2, &crate::cells::key_json(&e.packed)?)?;
+            s.bind_text(3, &reason(&uniques[h.on].label))?;
+            s.bind_text(4, UNIQUE_REASON)?;
+            s.run()?;
+        }
+        Ok(())
     }
 }
