@@ -105,32 +105,41 @@ impl Applier<'_> {
         self.exists(sql, fk)
     }
 
-    /// Whether foreign keys are enforced and a row of `ti` with `values` (all its value
-    /// columns) references a row its parent table lacks. Changes nothing.
-    pub(super) fn parent_missing(
+    /// The parents a row of `ti` with `values` (all its value columns) references that their
+    /// tables lack: (parent table, key).
+    fn missing_parents(
         &mut self,
         ti: usize,
         key: &[Value],
         values: &[Value],
-    ) -> Result<bool, Error> {
-        if !self.fk_on {
-            return Ok(false);
-        }
+    ) -> Result<Vec<(usize, Vec<Value>)>, Error> {
         let links: Vec<Rc<Link>> = self
             .links
             .iter()
             .filter(|l| l.child == ti)
             .cloned()
             .collect();
+        let mut out = Vec::new();
         for l in links {
             let Some(fk) = self.parent_key(&l, key, |c| values.get(c).cloned()) else {
                 continue;
             };
             if !self.parent_exists(l.parent, &fk)? {
-                return Ok(true);
+                out.push((l.parent, fk));
             }
         }
-        Ok(false)
+        Ok(out)
+    }
+
+    /// Whether foreign keys are enforced and a row of `ti` with `values` references a row its
+    /// parent table lacks. Changes nothing.
+    pub(super) fn parent_missing(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+        values: &[Value],
+    ) -> Result<bool, Error> {
+        Ok(self.fk_on && !self.missing_parents(ti, key, values)?.is_empty())
     }
 
     /// Whether a row of `ti` with `values` references a parent held aside here (listed in
@@ -141,22 +150,12 @@ impl Applier<'_> {
         key: &[Value],
         values: &[Value],
     ) -> Result<bool, Error> {
-        let links: Vec<Rc<Link>> = self
-            .links
-            .iter()
-            .filter(|l| l.child == ti)
-            .cloned()
-            .collect();
-        for l in links {
-            let Some(fk) = self.parent_key(&l, key, |c| values.get(c).cloned()) else {
-                continue;
-            };
-            if self.parent_exists(l.parent, &fk)? {
-                continue;
-            }
+        for (parent, fk) in self.missing_parents(ti, key, values)? {
             let sql = "SELECT 1 FROM _outpost_evicted WHERE tbl = ?1 AND key = ?2";
-            let id = self.tables[l.parent].id;
-            let listed = [Value::Integer(id), Value::Blob(crate::keys::pack(&fk))];
+            let listed = [
+                Value::Integer(self.tables[parent].id),
+                Value::Blob(crate::keys::pack(&fk)),
+            ];
             if self.exists(sql.into(), &listed)? {
                 return Ok(true);
             }
