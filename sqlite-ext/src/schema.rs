@@ -209,17 +209,22 @@ pub(crate) fn table_info(conn: Conn, table: &str) -> Result<Vec<ColumnInfo>, Err
     Ok(out)
 }
 
-/// A UNIQUE constraint other than the primary key: its columns, each with the collation the
-/// index compares it by.
-pub(crate) type UniqueIndex = Vec<(String, String)>;
+/// A UNIQUE constraint other than the primary key.
+pub(crate) struct UniqueIndex {
+    /// Its columns, each with the collation the index compares it by.
+    pub cols: Vec<(String, String)>,
+    /// The WHERE of a partial index (`CREATE UNIQUE INDEX ... WHERE active = 1`): only rows it
+    /// selects can collide.
+    pub filter: Option<String>,
+}
 
-/// The table's UNIQUE constraints and unique indexes besides its primary key, partial ones
-/// included. Indexes on expressions are left out: `triggers.rs` could not name what they
-/// compare.
+/// The table's UNIQUE constraints and unique indexes besides its primary key. Indexes on
+/// expressions are left out: `triggers.rs` could not name what they compare.
 pub(crate) fn unique_indexes(conn: Conn, table: &str) -> Result<Vec<UniqueIndex>, Error> {
     let mut s = conn.prepare(
-        "SELECT il.name, ix.cid, ix.name, ix.coll FROM pragma_index_list(?1) AS il \
-         JOIN pragma_index_xinfo(il.name) AS ix \
+        "SELECT il.name, ix.cid, ix.name, ix.coll, \
+           (SELECT sql FROM sqlite_master WHERE type = 'index' AND name = il.name AND il.partial) \
+         FROM pragma_index_list(?1) AS il JOIN pragma_index_xinfo(il.name) AS ix \
          WHERE il.\"unique\" AND il.origin != 'pk' AND ix.key ORDER BY il.seq, ix.seqno",
     )?;
     s.bind_text(1, table)?;
@@ -227,18 +232,65 @@ pub(crate) fn unique_indexes(conn: Conn, table: &str) -> Result<Vec<UniqueIndex>
     while s.step()? {
         let index = s.text(0);
         if out.last().is_none_or(|(name, _)| *name != index) {
-            out.push((index, Some(Vec::new())));
+            let partial = (!s.is_null(4)).then(|| s.text(4));
+            // A partial index whose WHERE cannot be read is left out, as one on an expression.
+            let entry = match partial {
+                None => Some(UniqueIndex {
+                    cols: Vec::new(),
+                    filter: None,
+                }),
+                Some(sql) => index_filter(&sql).map(|f| UniqueIndex {
+                    cols: Vec::new(),
+                    filter: Some(f),
+                }),
+            };
+            out.push((index, entry));
         }
-        let Some((_, cols)) = out.last_mut() else {
+        let Some((_, index)) = out.last_mut() else {
             continue;
         };
         if s.i64(1) < 0 {
-            *cols = None; // an expression (or rowid) column
-        } else if let Some(cols) = cols {
-            cols.push((s.text(2), s.text(3)));
+            *index = None; // an expression (or rowid) column
+        } else if let Some(index) = index {
+            index.cols.push((s.text(2), s.text(3)));
         }
     }
-    Ok(out.into_iter().filter_map(|(_, cols)| cols).collect())
+    Ok(out.into_iter().filter_map(|(_, index)| index).collect())
+}
+
+/// The WHERE expression of a `CREATE [UNIQUE] INDEX name ON table(columns) WHERE expr`
+/// statement: what follows the column list's closing parenthesis. `None` when the text does
+/// not have that shape.
+fn index_filter(sql: &str) -> Option<String> {
+    let bytes = sql.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'"' | b'\'' | b'`' | b'[') => {
+                let close = if q == b'[' { b']' } else { q };
+                i += 1;
+                while i < bytes.len() && bytes[i] != close {
+                    i += 1;
+                }
+            }
+            b'(' => depth += 1,
+            b')' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    let rest = sql[i + 1..].trim_start();
+                    let head = rest.get(..5)?;
+                    return head
+                        .eq_ignore_ascii_case("WHERE")
+                        .then(|| rest[5..].trim().to_string())
+                        .filter(|f| !f.is_empty());
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// A foreign key: parent table, child columns, parent columns (empty = the parent's key).
@@ -373,4 +425,32 @@ pub(crate) fn meta_set(conn: Conn, k: &str, v: i64) -> Result<(), Error> {
     s.bind_text(1, k)?;
     s.bind_i64(2, v)?;
     s.run()
+}
+
+#[cfg(test)]
+mod index_filter_tests {
+    use super::index_filter;
+
+    #[test]
+    fn the_where_of_a_partial_index_is_what_follows_its_columns() {
+        assert_eq!(
+            index_filter("CREATE UNIQUE INDEX one ON staff(badge) WHERE active = 1").as_deref(),
+            Some("active = 1")
+        );
+        assert_eq!(
+            index_filter(
+                "CREATE UNIQUE INDEX \"a (b\" ON \"t\"(\"x)\" COLLATE NOCASE, y)\n  where (y > 0)"
+            )
+            .as_deref(),
+            Some("(y > 0)")
+        );
+        assert_eq!(
+            index_filter("CREATE UNIQUE INDEX one ON staff(badge)"),
+            None
+        );
+        assert_eq!(
+            index_filter("CREATE UNIQUE INDEX one ON staff(badge) WHERE"),
+            None
+        );
+    }
 }

@@ -233,6 +233,7 @@ fn collision_triggers(conn: Conn, t: &Tracked) -> Result<String, Error> {
     let mut sql = String::new();
     for (i, cols) in crate::schema::unique_indexes(conn, &t.def.name)?
         .iter()
+        .map(|u| &u.cols)
         .enumerate()
     {
         if cols.len() == t.def.pk.len() && cols.iter().all(|(c, _)| t.def.pk.contains(c)) {

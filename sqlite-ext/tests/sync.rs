@@ -587,6 +587,58 @@ fn a_row_held_aside_takes_its_children_with_it() {
     assert_eq!(a.state(&["staff", "visits"]), b.state(&["staff", "visits"]));
 }
 
+/// A partial UNIQUE index ("one active badge"): only rows its WHERE selects collide, so an
+/// inactive row with the same badge neither holds it nor is held aside.
+#[test]
+fn a_partial_unique_index_decides_only_between_the_rows_it_selects() {
+    let schema = "CREATE TABLE staff(id TEXT PRIMARY KEY, badge TEXT, active INTEGER);
+         CREATE UNIQUE INDEX one_active_badge ON staff(badge) WHERE active = 1;";
+    let (a, b) = (Replica::new("a", schema), Replica::new("b", schema));
+    for r in [&a, &b] {
+        r.track("staff", None);
+    }
+    a.exec("INSERT INTO staff VALUES ('s1', 'B-7', 1)");
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    b.exec("INSERT INTO staff VALUES ('s2', 'B-7', 0)");
+    b.exec("INSERT INTO staff VALUES ('s3', 'B-7', 1)");
+    b.sync_to(&a, None); // a: s3 meets the earlier s1
+    a.sync_to(&b, None); // b: s1 meets the later s3 (and the inactive s2)
+    for r in [&a, &b] {
+        assert_eq!(
+            r.rows("SELECT id FROM staff ORDER BY id"),
+            vec!["Text(\"s1\")", "Text(\"s2\")"],
+            "{}",
+            r.name
+        );
+        assert_eq!(
+            r.rows("SELECT DISTINCT pk || ' ' || reason FROM outpost_quarantine"),
+            vec![
+                "Text(\"\\\"s3\\\" UNIQUE constraint failed: staff.badge: the later write is kept here for a person\")"
+            ],
+            "{}",
+            r.name
+        );
+    }
+    // s1 steps down: s3 is the active B-7 everywhere.
+    a.exec("UPDATE staff SET active = 0 WHERE id = 's1'");
+    a.sync_to(&b, None);
+    b.sync_to(&a, None);
+    for r in [&a, &b] {
+        r.one::<i64>("SELECT outpost_retry_quarantine()");
+        assert_eq!(
+            r.rows("SELECT id, active FROM staff ORDER BY id"),
+            vec![
+                "Text(\"s1\")|Integer(0)",
+                "Text(\"s2\")|Integer(0)",
+                "Text(\"s3\")|Integer(1)"
+            ],
+            "{}",
+            r.name
+        );
+    }
+    assert_eq!(a.state(&["staff"]), b.state(&["staff"]));
+}
+
 /// The same with a column added after the row was held aside: its tombstone is shorter than the
 /// row, and the new column's value must still come back with it.
 #[test]

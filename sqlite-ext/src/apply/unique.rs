@@ -47,6 +47,9 @@ pub(super) struct Unique {
     cols: Vec<usize>,
     /// The key of rows holding given values, collated as the index compares them.
     query: String,
+    /// For a partial index: whether a row with given key and values is one its WHERE selects
+    /// (only those can collide).
+    selects: Option<String>,
     /// SQLite's name for it in error messages: "staff.badge, staff.name".
     label: String,
 }
@@ -99,16 +102,39 @@ impl Applier<'_> {
         let t = self.tables[ti].clone();
         let pk: Vec<String> = t.def.pk.iter().map(|c| quote(c)).collect();
         let mut out = Vec::new();
+        // Every column under its name, for a partial index's WHERE: key first, then values.
+        let row: Vec<String> = t
+            .def
+            .pk
+            .iter()
+            .chain(t.def.columns.iter().map(|c| &c.name))
+            .enumerate()
+            .map(|(i, c)| format!("?{} AS {}", i + 1, quote(c)))
+            .collect();
         for index in schema::unique_indexes(self.conn(), &t.def.name)? {
-            let cols: Option<Vec<usize>> =
-                index.iter().map(|(name, _)| t.column_index(name)).collect();
+            let cols: Option<Vec<usize>> = index
+                .cols
+                .iter()
+                .map(|(name, _)| t.column_index(name))
+                .collect();
             let Some(cols) = cols else { continue };
-            let wh: Vec<String> = index
+            let mut wh: Vec<String> = index
+                .cols
                 .iter()
                 .enumerate()
-                .map(|(i, (name, coll))| format!("{} = ?{} COLLATE {}", quote(name), i + 1, coll))
+                .map(|(i, (name, coll))| {
+                    format!("{} = ?{} COLLATE {}", quote(name), i + 1, quote(coll))
+                })
                 .collect();
+            if let Some(f) = &index.filter {
+                wh.push(format!("({f})"));
+            }
+            let selects = index
+                .filter
+                .as_ref()
+                .map(|f| format!("SELECT 1 FROM (SELECT {}) WHERE ({f})", row.join(", ")));
             let label: Vec<String> = index
+                .cols
                 .iter()
                 .map(|(name, _)| format!("{}.{}", t.def.name, name))
                 .collect();
@@ -120,6 +146,7 @@ impl Applier<'_> {
                     quote(&t.def.name),
                     wh.join(" AND ")
                 ),
+                selects,
                 label: label.join(", "),
             });
         }
@@ -153,6 +180,15 @@ impl Applier<'_> {
                 .map(|&c| values.get(c).filter(|v| **v != Value::Null).cloned())
                 .collect();
             let Some(vals) = vals else { continue };
+            if let Some(sql) = &u.selects {
+                let row: Vec<Value> = crate::keys::unpack(own)?
+                    .into_iter()
+                    .chain(values.iter().cloned())
+                    .collect();
+                if !self.exists(sql.clone(), &row)? {
+                    continue;
+                }
+            }
             let mut keys = Vec::new();
             let s = self.cached(u.query.clone())?;
             s.bind_all(&vals)?;
