@@ -608,25 +608,29 @@ impl<'c> Applier<'c> {
         s.run_borrowed(key.iter().chain(writes.iter().map(|(_, v)| v.as_ref())))
     }
 
-    fn app_values(&self, ti: usize, key: &[Value]) -> Result<Option<Vec<Value>>, Error> {
-        let t = &self.tables[ti];
+    /// The row's values in its app table (local column order), `None` when it has no app row.
+    fn app_values(&mut self, ti: usize, key: &[Value]) -> Result<Option<Vec<Value>>, Error> {
+        let t = self.tables[ti].clone();
         let cols: Vec<String> = t.def.columns.iter().map(|c| quote(&c.name)).collect();
         let sel = if cols.is_empty() {
             "1".to_string()
         } else {
             cols.join(", ")
         };
-        let mut s = self.conn().prepare(&format!(
+        let s = self.cached(format!(
             "SELECT {sel} FROM {} WHERE {}",
             quote(&t.def.name),
-            Self::where_key(t, 1)
+            Self::where_key(&t, 1)
         ))?;
         s.bind_all(key)?;
-        Ok(if s.step()? {
-            Some((0..t.def.columns.len()).map(|i| s.value(i)).collect())
-        } else {
-            None
-        })
+        let found = s.step();
+        let values = match found {
+            Ok(true) => Some((0..t.def.columns.len()).map(|i| s.value(i)).collect()),
+            _ => None,
+        };
+        s.reset();
+        found?;
+        Ok(values)
     }
 
     fn delete(&mut self, ti: usize, key: &[u8], key_vals: &[Value]) -> Result<(), Error> {

@@ -45,12 +45,14 @@ CREATE VIEW IF NOT EXISTS outpost_conflicts AS
   SELECT id, tbl AS "table", pk, col_name AS "column", siblings FROM _outpost_conflict_rows;
 CREATE TABLE IF NOT EXISTS outpost_quarantine(id INTEGER PRIMARY KEY, "table" TEXT NOT NULL, pk TEXT NOT NULL,
   reason TEXT NOT NULL, change TEXT NOT NULL UNIQUE);
+CREATE INDEX IF NOT EXISTS _outpost_quarantine_row ON outpost_quarantine("table", pk);
 CREATE TABLE IF NOT EXISTS outpost_events(id INTEGER PRIMARY KEY, hlc INTEGER NOT NULL, kind TEXT NOT NULL,
   "table" TEXT NOT NULL, pk TEXT NOT NULL, detail TEXT NOT NULL);
 "#;
 
-/// Creates the bookkeeping (and the site id) on first use, and the tables a database created
-/// by an earlier version lacks (`_outpost_evicted`).
+/// Creates the bookkeeping (and the site id) on first use, and what a database created by an
+/// earlier version lacks (`_outpost_evicted`, and with it the quarantine's index by row, which
+/// `apply/unique.rs` looks rows up by).
 pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
     let present = conn.query_i64(
         "SELECT count(*) FROM sqlite_master WHERE name IN ('_outpost_sites', '_outpost_evicted')",

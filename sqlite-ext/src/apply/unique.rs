@@ -608,12 +608,14 @@ impl Applier<'_> {
             else {
                 continue;
             };
-            let mut s = self.conn().prepare(
+            let pk = crate::cells::key_json(&e.packed)?;
+            let s = self.cached(
                 "UPDATE outpost_quarantine SET reason = ?3 WHERE \"table\" = ?1 AND pk = ?2 \
-                 AND substr(reason, 1, length(?4)) = ?4 AND reason != ?3",
+                 AND substr(reason, 1, length(?4)) = ?4 AND reason != ?3"
+                    .into(),
             )?;
             s.bind_text(1, &table)?;
-            s.bind_text(2, &crate::cells::key_json(&e.packed)?)?;
+            s.bind_text(2, &pk)?;
             s.bind_text(3, &reason(&uniques[h.on].label))?;
             s.bind_text(4, UNIQUE_REASON)?;
             s.run()?;
