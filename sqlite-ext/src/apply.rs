@@ -101,6 +101,9 @@ pub(crate) struct Applier<'c> {
     pub strict: bool,
     /// Tracked tables holding tombstones (only their rows can need restoring).
     tombstoned: Vec<bool>,
+    /// Tracked tables holding rows held aside by a UNIQUE collision (`_outpost_evicted`): only
+    /// their live rows can lack an app row (apply/unique.rs).
+    held_aside: Vec<bool>,
     /// UNIQUE indexes by table, read when a collision first needs them (unique.rs).
     uniques: HashMap<usize, Rc<Vec<unique::Unique>>>,
     /// Rows whose eviction is under way (table, packed key): a cycle of references ends there.
@@ -145,6 +148,16 @@ impl<'c> Applier<'c> {
             let q = "SELECT 1 FROM _outpost_tombstones WHERE tbl = ?1 LIMIT 1";
             tombstoned.push(conn.query_i64(q, &[Value::Integer(t.id)])?.is_some());
         }
+        let mut held_aside = vec![false; tables.len()];
+        {
+            let mut s = conn.prepare("SELECT DISTINCT tbl FROM _outpost_evicted")?;
+            while s.step()? {
+                let id = s.i64(0);
+                if let Some(i) = tables.iter().position(|t| t.id == id) {
+                    held_aside[i] = true;
+                }
+            }
+        }
         Ok(Applier {
             call,
             stats: Stats::default(),
@@ -159,6 +172,7 @@ impl<'c> Applier<'c> {
             fk_on,
             strict: true,
             tombstoned,
+            held_aside,
             uniques: HashMap::new(),
             evicting: Vec::new(),
             max_hlc: 0,
@@ -452,7 +466,7 @@ impl<'c> Applier<'c> {
             return Ok(outcome);
         }
         let mut whole_again = false;
-        if alive && was_alive && self.tombstoned[ti] {
+        if alive && was_alive && self.held_aside[ti] {
             // An evicted row (alive here, its values in its tombstone, no app row:
             // apply/unique.rs) is written whole, the incoming values over its own; written
             // column by column it would come back with its other columns empty.

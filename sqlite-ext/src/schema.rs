@@ -65,6 +65,13 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
     conn.exec("SAVEPOINT outpost_init")?;
     let r = (|| {
         conn.exec(BOOKKEEPING)?;
+        // Rows an earlier version held aside: alive, with a tombstone (a row coming back loses
+        // its tombstone). Nothing in a new database.
+        conn.exec(
+            "INSERT OR IGNORE INTO _outpost_evicted(tbl, key) SELECT t.tbl, t.key \
+             FROM _outpost_tombstones AS t JOIN _outpost_rows AS r ON r.tbl = t.tbl AND r.key = t.key \
+             WHERE r.exist % 2 = 1",
+        )?;
         let mut s =
             conn.prepare("INSERT OR IGNORE INTO _outpost_sites(idx, site) VALUES (0, ?1)")?;
         s.bind_blob(1, &site.0)?;

@@ -365,8 +365,10 @@ impl Applier<'_> {
         let t = self.tables[ti].clone();
         let conn = self.call.conn;
         let schema = schema::table_schema(conn, &t)?;
-        // A later change to the row must find its tombstone (`merge_packed`).
+        // A later change to the row must find its tombstone (`merge_packed`), and a child its
+        // parent missing (`parents_ok`).
         self.tombstoned[ti] = true;
+        self.held_aside[ti] = true;
         let mut by_site: Vec<(u32, Vec<CellChange>)> = Vec::new();
         for (c, v) in st.cells.iter().enumerate() {
             let (Some(v), Some(value)) = (v, values.get(c)) else {
