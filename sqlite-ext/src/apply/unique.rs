@@ -244,6 +244,7 @@ impl Applier<'_> {
         let uniques = self.uniques(ti)?;
         let conn = self.conn();
         conn.exec("SAVEPOINT outpost_claim")?;
+        let counted = self.stats.quarantined;
         let r = (|| {
             for h in holders {
                 let values = self.app_values(ti, &h.key)?.unwrap_or_default();
@@ -254,6 +255,7 @@ impl Applier<'_> {
         })();
         if r.is_err() {
             conn.exec("ROLLBACK TO outpost_claim")?;
+            self.stats.quarantined = counted;
         }
         conn.exec("RELEASE outpost_claim")?;
         match r {
@@ -264,6 +266,24 @@ impl Applier<'_> {
             },
             Err(e) => Err(e),
         }
+    }
+
+    /// All of a row's values once `writes` are written: its app row's (NULLs without one) with
+    /// the written columns replaced.
+    fn row_values(
+        &mut self,
+        ti: usize,
+        key_vals: &[Value],
+        writes: &[Write],
+    ) -> Result<Vec<Value>, Error> {
+        let n = self.tables[ti].def.columns.len();
+        let mut values = self
+            .app_values(ti, key_vals)?
+            .unwrap_or_else(|| vec![Value::Null; n]);
+        for (c, v) in writes {
+            values[*c] = v.as_ref().clone();
+        }
+        Ok(values)
     }
 
     /// Handles a UNIQUE failure of an incoming row: `key` is its packed key, `merged` its merge
@@ -279,12 +299,7 @@ impl Applier<'_> {
         message: &str,
     ) -> Result<Outcome, Error> {
         let t = self.tables[ti].clone();
-        let mut values = self
-            .app_values(ti, key_vals)?
-            .unwrap_or_else(|| vec![Value::Null; t.def.columns.len()]);
-        for (c, v) in writes {
-            values[*c] = v.as_ref().clone();
-        }
+        let values = self.row_values(ti, key_vals, writes)?;
         if self.claim_or_evict(ti, key_vals, key, merged, values, writes, message)? {
             return Ok(Outcome::Applied);
         }
@@ -308,12 +323,7 @@ impl Applier<'_> {
         writes: &[Write],
     ) -> Result<bool, Error> {
         let t = self.tables[ti].clone();
-        let mut values = self
-            .app_values(ti, key_vals)?
-            .unwrap_or_else(|| vec![Value::Null; t.def.columns.len()]);
-        for (c, v) in writes {
-            values[*c] = v.as_ref().clone();
-        }
+        let values = self.row_values(ti, key_vals, writes)?;
         if !self.parent_held_aside(ti, key_vals, &values)? {
             return Ok(false);
         }
