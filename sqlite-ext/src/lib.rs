@@ -65,7 +65,8 @@
 //! except for indexes on expressions, and for a UNIQUE index created after tracking only from
 //! the next export or apply on (fold notices the schema change). A row held aside by a UNIQUE
 //! collision comes back at the next apply or quarantine retry after a local write frees its
-//! value, not at the write itself.
+//! value, not at the write itself. Collisions on a UNIQUE index on an expression are decided by
+//! arrival order (`apply/unique.rs` cannot query what it compares), so replicas can differ.
 //! Quarantine converges as a set of `(table, key, reason)`: a change sent by several origins may be
 //! held as one entry per origin.
 
