@@ -495,6 +495,14 @@ fn collisions_on_two_unique_columns_end_the_same_in_any_order() {
     }
     assert_eq!(a.state(&["staff"]), b.state(&["staff"]));
     assert_eq!(b.state(&["staff"]), c.state(&["staff"]));
+    // Untracking forgets the row held aside (its values stay in the quarantine for a person).
+    assert_eq!(a.one::<i64>("SELECT outpost_untrack('staff')"), 1);
+    assert_eq!(a.one::<i64>("SELECT count(*) FROM _outpost_evicted"), 0);
+    assert_eq!(a.rows("SELECT id FROM staff"), vec!["Text(\"y\")"]);
+    assert_eq!(
+        a.one::<i64>("SELECT count(*) FROM outpost_quarantine WHERE pk = '\"z\"'"),
+        1
+    );
 }
 
 /// A row that arrives after two later rows took its two UNIQUE values, one each: both are held
