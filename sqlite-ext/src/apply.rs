@@ -262,7 +262,7 @@ impl<'c> Applier<'c> {
             origin,
             schema,
             row,
-            crate::keys::pack(&row.key),
+            &crate::keys::pack(&row.key),
         )
     }
 
@@ -284,7 +284,7 @@ impl<'c> Applier<'c> {
         origin: SiteId,
         schema: &TableSchema,
         row: &RowChange,
-        key: Vec<u8>,
+        key: &[u8],
     ) -> Result<Outcome, Error> {
         let Some(Target { ti, columns }) = target else {
             return self.quarantine(
@@ -351,7 +351,7 @@ impl<'c> Applier<'c> {
         }
         let origin_idx = self.sites.index(self.conn(), origin)?;
         let t = self.tables[ti].clone();
-        let stored = self.rows.get(t.id, &key)?;
+        let stored = self.rows.get(t.id, key)?;
         let fresh = stored.is_none();
         let mut st = stored.unwrap_or_default();
         // A row's cells grow one column at a time (`cell_mut`): room for all of them up front.
@@ -394,14 +394,14 @@ impl<'c> Applier<'c> {
                     })
                 }
                 (Strategy::Counter, CellPayload::Counter(total)) => {
-                    let mut cc = cells::load_counter(conn, t.id, &key, c)?;
+                    let mut cc = cells::load_counter(conn, t.id, key, c)?;
                     if cc.merge(Contribution {
                         site: origin,
                         epoch: e_in,
                         hlc: cell.hlc,
                         total: *total,
                     }) {
-                        cells::save_counter(conn, t.id, &key, c, &cc)?;
+                        cells::save_counter(conn, t.id, key, c, &cc)?;
                         if st.cell(c).is_none() {
                             *st.cell_mut(c) = Some(remote);
                         }
@@ -411,14 +411,14 @@ impl<'c> Applier<'c> {
                     }
                 }
                 (Strategy::Review, CellPayload::Review { value, context }) => {
-                    let mut rc = cells::load_review(conn, t.id, &key, c)?;
+                    let mut rc = cells::load_review(conn, t.id, key, c)?;
                     let w = ReviewWrite {
                         version: incoming,
                         value: value.clone(),
                         context: context.clone(),
                     };
                     if rc.merge(w) {
-                        cells::save_review(conn, &t, &key, c, &rc)?;
+                        cells::save_review(conn, &t, key, c, &rc)?;
                         if rc.siblings().len() > 1 {
                             new_conflicts += 1;
                         }
@@ -470,7 +470,7 @@ impl<'c> Applier<'c> {
             // An evicted row (alive here, its values in its tombstone, no app row:
             // apply/unique.rs) is written whole, the incoming values over its own; written
             // column by column it would come back with its other columns empty.
-            if let Some(vals) = self.tombstone(t.id, &key)? {
+            if let Some(vals) = self.tombstone(t.id, key)? {
                 if self.app_values(ti, &row.key)?.is_none() {
                     // A tombstone written before a column was added is shorter than the row.
                     let whole: Vec<Write> = (0..t.def.columns.len())
@@ -488,7 +488,7 @@ impl<'c> Applier<'c> {
             if !self.parents_ok(ti, &row.key, &writes)? {
                 let mut merged = st.clone();
                 merged.exist = exist;
-                if self.held_aside_child(ti, &row.key, &key, &merged, &writes)? {
+                if self.held_aside_child(ti, &row.key, key, &merged, &writes)? {
                     return Ok(Outcome::Quarantined);
                 }
                 return self.quarantine(origin, schema, row, PARENT_MISSING);
@@ -504,7 +504,7 @@ impl<'c> Applier<'c> {
                     let mut merged = st.clone();
                     merged.exist = exist;
                     let out =
-                        self.unique_collision(ti, &row.key, &key, &merged, &writes, &message)?;
+                        self.unique_collision(ti, &row.key, key, &merged, &writes, &message)?;
                     if out == Outcome::Quarantined {
                         return Ok(out);
                     }
@@ -520,7 +520,7 @@ impl<'c> Applier<'c> {
                 let s = self
                     .cached("DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2".into())?;
                 s.bind_i64(1, t.id)?;
-                s.bind_blob(2, &key)?;
+                s.bind_blob(2, key)?;
                 s.run()?;
             }
         } else if was_alive {
@@ -529,19 +529,19 @@ impl<'c> Applier<'c> {
                 st.exist = exist;
                 self.resurrect(
                     ti,
-                    &key,
+                    key,
                     st,
                     "delete of a row that still has child rows: row kept and re-sent",
                 )?;
                 return Ok(Outcome::Applied);
             }
-            self.delete(ti, &key, &row.key)?;
+            self.delete(ti, key, &row.key)?;
         }
         if exist > st.exist {
-            cells::prune_review(self.conn(), &t, &key, exist)?;
+            cells::prune_review(self.conn(), &t, key, exist)?;
         }
         st.exist = exist;
-        self.rows.put(t.id, &key, &st)?;
+        self.rows.put(t.id, key, &st)?;
         self.stats.conflicts += new_conflicts;
         Ok(outcome)
     }
@@ -859,29 +859,36 @@ fn apply_batch(
     groups.sort_by_key(|g| rank(&h.tables[g.table as usize].name));
     // Rows of one table are independent: applying them in key order turns random B-tree inserts
     // (the app's key index and `_outpost_rows`) into a sweep. Keys are stored packed, and a
-    // packed UUID orders like its text.
-    fn in_key_order(g: &TableChanges, alive: bool) -> Vec<(Vec<u8>, &RowChange)> {
-        let mut rows: Vec<(Vec<u8>, &RowChange)> = g
-            .rows
-            .iter()
-            .filter(|r| (r.existence % 2 == 1) == alive)
-            .map(|r| (crate::keys::pack(&r.key), r))
-            .collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
+    // packed UUID orders like its text. All of a group's packed keys share one buffer (`keys`,
+    // each row's as a range of it): one allocation per group, not one per row.
+    fn in_key_order<'g>(
+        g: &'g TableChanges,
+        alive: bool,
+        keys: &mut Vec<u8>,
+    ) -> Vec<(usize, usize, &'g RowChange)> {
+        keys.clear();
+        let mut rows = Vec::with_capacity(g.rows.len());
+        for r in g.rows.iter().filter(|r| (r.existence % 2 == 1) == alive) {
+            let start = keys.len();
+            crate::keys::pack_into(r.key.iter().map(Arg::from), r.key.len(), keys);
+            rows.push((start, keys.len(), r));
+        }
+        rows.sort_by(|a, b| keys[a.0..a.1].cmp(&keys[b.0..b.1]));
         rows
     }
+    let mut keys = Vec::new();
     for g in &groups {
         let schema = &h.tables[g.table as usize];
         let target = ap.target(schema);
-        for (key, row) in in_key_order(g, true) {
-            ap.merge_packed(target.as_ref(), h.origin, schema, row, key)?;
+        for (start, end, row) in in_key_order(g, true, &mut keys) {
+            ap.merge_packed(target.as_ref(), h.origin, schema, row, &keys[start..end])?;
         }
     }
     for g in groups.iter().rev() {
         let schema = &h.tables[g.table as usize];
         let target = ap.target(schema);
-        for (key, row) in in_key_order(g, false) {
-            ap.merge_packed(target.as_ref(), h.origin, schema, row, key)?;
+        for (start, end, row) in in_key_order(g, false, &mut keys) {
+            ap.merge_packed(target.as_ref(), h.origin, schema, row, &keys[start..end])?;
         }
     }
     // Rows this batch deleted or changed may have held values rows held aside now get
