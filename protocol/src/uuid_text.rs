@@ -34,18 +34,22 @@ pub fn parse_canonical(text: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// The canonical lowercase text of 16 UUID bytes.
+/// The canonical lowercase text of 16 UUID bytes. Written into a fixed buffer at fixed places:
+/// the decoder calls this for every UUID on the wire, and pushing char by char cost about 480
+/// instructions a call (callgrind, a first sync's apply), this about 170 besides the allocation.
 pub fn format(bytes: &[u8; 16]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(36);
-    for (i, b) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 0xf) as usize] as char);
+    // Where each byte's two digits go; the dashes are already in place.
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let mut out = [b'-'; 36];
+    for (b, &at) in bytes.iter().zip(AT.iter()) {
+        out[at] = HEX[(b >> 4) as usize];
+        out[at + 1] = HEX[(b & 0xf) as usize];
     }
-    s
+    // Hex digits and dashes only: always UTF-8.
+    core::str::from_utf8(&out)
+        .map(String::from)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
