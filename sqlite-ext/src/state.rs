@@ -242,13 +242,26 @@ impl Seen {
 }
 
 /// FNV-1a over the table id and the packed key.
+/// Eight key bytes at a time through splitmix64's finalizer (the apply hashes every row twice
+/// during a first sync; byte-at-a-time FNV-1a cost about 4 instructions per byte).
 fn row_hash(tbl: i64, key: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in tbl.to_le_bytes().iter().chain(key) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    fn mix(mut x: u64) -> u64 {
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
     }
-    h
+    let mut h = mix(tbl as u64 ^ 0x9e37_79b9_7f4a_7c15);
+    let mut words = key.chunks_exact(8);
+    for w in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(w);
+        h = mix(h ^ u64::from_le_bytes(b));
+    }
+    let rest = words.remainder();
+    let mut last = [0u8; 8];
+    last[..rest.len()].copy_from_slice(rest);
+    // The length tells "ab" from "ab\0".
+    mix(h ^ u64::from_le_bytes(last) ^ ((key.len() as u64) << 56))
 }
 
 /// Reads and writes `_outpost_rows` with statements prepared once per call.
