@@ -200,7 +200,7 @@ impl NewRows {
 /// A blocked Bloom filter of row hashes in a fixed 1 MiB: each hash sets 4 bits of one 64-bit
 /// word, so a lookup reads one cache line. Fixed, so a first sync of any size stays within the
 /// apply's memory budget: at 300k rows (the W4 workload) about 1 lookup in 1,000 is a false
-/// positive (117 in 100,000 in the test below), at 3M rows about 1 in 3; a false positive is
+/// positive (111 in 100,000 in the test below), at 3M rows about 1 in 3; a false positive is
 /// one `_outpost_rows` query, never a wrong answer. Allocated at the first insert (most applies
 /// note nothing).
 #[derive(Default)]
