@@ -462,8 +462,8 @@ impl Applier<'_> {
         e.run()
     }
 
-    /// Whether the row of `table` with key `key_vals` is held aside by a UNIQUE collision now
-    /// (listed, alive, no app row).
+    /// Whether the row of `table` with key `key_vals` is held aside now, by a UNIQUE collision
+    /// or with its parent (listed, alive, no app row).
     pub(crate) fn is_evicted(&mut self, table: &str, key_vals: &[Value]) -> Result<bool, Error> {
         let Some(ti) = self.tables.iter().position(|t| t.def.name == table) else {
             return Ok(false);
