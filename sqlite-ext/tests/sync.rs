@@ -310,7 +310,11 @@ fn an_unknown_table_is_quarantined() {
 
 /// Three replicas with a tracked `staff` table whose `badge` is UNIQUE.
 fn staff_replicas() -> (Replica, Replica, Replica) {
-    let schema = "CREATE TABLE staff(id TEXT PRIMARY KEY, badge TEXT UNIQUE, name TEXT);";
+    staff_replicas_of("CREATE TABLE staff(id TEXT PRIMARY KEY, badge TEXT UNIQUE, name TEXT);")
+}
+
+/// Three replicas of `schema` with its `staff` table tracked.
+fn staff_replicas_of(schema: &str) -> (Replica, Replica, Replica) {
     let rs = (
         Replica::new("a", schema),
         Replica::new("b", schema),
@@ -418,16 +422,9 @@ fn a_change_to_a_row_held_aside_by_a_unique_collision_keeps_it_whole() {
 
 /// Three replicas of a staff table with two UNIQUE columns besides its key.
 fn two_unique_replicas() -> (Replica, Replica, Replica) {
-    let schema = "CREATE TABLE staff(id TEXT PRIMARY KEY, badge TEXT UNIQUE, name TEXT UNIQUE);";
-    let rs = (
-        Replica::new("a", schema),
-        Replica::new("b", schema),
-        Replica::new("c", schema),
-    );
-    for r in [&rs.0, &rs.1, &rs.2] {
-        r.track("staff", None);
-    }
-    rs
+    staff_replicas_of(
+        "CREATE TABLE staff(id TEXT PRIMARY KEY, badge TEXT UNIQUE, name TEXT UNIQUE);",
+    )
 }
 
 /// Rows colliding on two UNIQUE columns, reaching replicas in different orders: a row held

@@ -16,6 +16,11 @@ use std::borrow::Cow;
 use std::rc::Rc;
 
 impl Applier<'_> {
+    /// The foreign-key links between tracked tables that `f` selects.
+    fn links_where(&self, f: impl Fn(&Link) -> bool) -> Vec<Rc<Link>> {
+        self.links.iter().filter(|l| f(l)).cloned().collect()
+    }
+
     /// The child-side SQL of link `l`: its rows referencing given parent key values, and their keys.
     fn child_query(&self, l: &Link) -> String {
         let c = &self.tables[l.child];
@@ -35,12 +40,7 @@ impl Applier<'_> {
     }
 
     pub(super) fn has_children(&mut self, ti: usize, key: &[Value]) -> Result<bool, Error> {
-        let links: Vec<Rc<Link>> = self
-            .links
-            .iter()
-            .filter(|l| l.parent == ti)
-            .cloned()
-            .collect();
+        let links = self.links_where(|l| l.parent == ti);
         for l in links {
             let sql = format!("{} LIMIT 1", self.child_query(&l));
             if self.exists(sql, key)? {
@@ -56,12 +56,7 @@ impl Applier<'_> {
         ti: usize,
         key: &[Value],
     ) -> Result<Vec<(usize, Vec<Value>)>, Error> {
-        let links: Vec<Rc<Link>> = self
-            .links
-            .iter()
-            .filter(|l| l.parent == ti)
-            .cloned()
-            .collect();
+        let links = self.links_where(|l| l.parent == ti);
         let mut out = Vec::new();
         for l in links {
             let n = self.tables[l.child].def.pk.len();
@@ -113,12 +108,7 @@ impl Applier<'_> {
         key: &[Value],
         values: &[Value],
     ) -> Result<Vec<(usize, Vec<Value>)>, Error> {
-        let links: Vec<Rc<Link>> = self
-            .links
-            .iter()
-            .filter(|l| l.child == ti)
-            .cloned()
-            .collect();
+        let links = self.links_where(|l| l.child == ti);
         let mut out = Vec::new();
         for l in links {
             let Some(fk) = self.parent_key(&l, key, |c| values.get(c).cloned()) else {
@@ -171,13 +161,9 @@ impl Applier<'_> {
         key: &[Value],
         writes: &[Write],
     ) -> Result<bool, Error> {
-        let links: Vec<Rc<Link>> = self
-            .links
-            .iter()
-            // Outside the strict pass only parents this database deleted need a look.
-            .filter(|l| l.child == ti && (self.strict || self.tombstoned[l.parent]))
-            .cloned()
-            .collect();
+        // Outside the strict pass only parents this database deleted need a look.
+        let links =
+            self.links_where(|l| l.child == ti && (self.strict || self.tombstoned[l.parent]));
         for l in links {
             // A column not written now was checked when it was written.
             let written = |c: usize| {
