@@ -20,9 +20,76 @@
 //! committed after a pull's snapshot gets a time above every time that snapshot saw. An UPDATE
 //! that changes no column (an engine merge that lost) is not logged.
 
-use crate::schema::quote;
-use anyhow::{Context, Result};
+use crate::schema::{quote, SchemaError};
 use rusqlite::{Connection, OptionalExtension};
+use std::fmt;
+
+/// Why the REST change log or its triggers could not be made or read.
+#[derive(Debug)]
+pub enum ChangelogError {
+    /// Creating `_cloud_rest_log` or its indexes failed.
+    CreateLog {
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// Listing the tracked tables or a table's columns failed.
+    Schema(SchemaError),
+    /// Reading a tracked table's primary key failed.
+    ReadKey {
+        /// The table.
+        table: String,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// Installing a table's triggers (or logging its existing rows) failed; the table's
+    /// transaction was rolled back.
+    Trigger {
+        /// The table.
+        table: String,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// Reading the highest logged time failed.
+    Latest {
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+}
+
+impl fmt::Display for ChangelogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChangelogError::CreateLog { .. } => f.write_str("creating the REST change log"),
+            ChangelogError::Schema(e) => e.fmt(f),
+            ChangelogError::ReadKey { table, .. } => {
+                write!(f, "reading the primary key of table {table:?}")
+            }
+            ChangelogError::Trigger { table, .. } => {
+                write!(f, "creating REST trigger on {table:?}")
+            }
+            ChangelogError::Latest { .. } => f.write_str("reading the REST change log"),
+        }
+    }
+}
+
+impl std::error::Error for ChangelogError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ChangelogError::CreateLog { source }
+            | ChangelogError::ReadKey { source, .. }
+            | ChangelogError::Trigger { source, .. }
+            | ChangelogError::Latest { source } => Some(source),
+            // Transparent: the schema error says what failed itself.
+            ChangelogError::Schema(e) => e.source(),
+        }
+    }
+}
+
+impl From<SchemaError> for ChangelogError {
+    fn from(e: SchemaError) -> Self {
+        ChangelogError::Schema(e)
+    }
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS _cloud_rest_log(
@@ -46,19 +113,24 @@ fn literal(s: &str) -> String {
 }
 
 /// Creates the log table.
-pub fn ensure_table(conn: &Connection) -> Result<()> {
+pub fn ensure_table(conn: &Connection) -> Result<(), ChangelogError> {
     conn.execute_batch(SCHEMA)
-        .context("creating the REST change log")
+        .map_err(|source| ChangelogError::CreateLog { source })
 }
 
 /// The tracked tables the REST API serves: primary key = one column named `id`.
-pub fn rest_tables(conn: &Connection) -> Result<Vec<String>> {
+pub fn rest_tables(conn: &Connection) -> Result<Vec<String>, ChangelogError> {
     let mut out = Vec::new();
     for t in crate::schema::tracked_tables(conn)? {
-        let pk: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info(?1) WHERE pk > 0")?
-            .query_map([&t], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let pk = || -> rusqlite::Result<Vec<String>> {
+            conn.prepare("SELECT name FROM pragma_table_info(?1) WHERE pk > 0")?
+                .query_map([&t], |r| r.get(0))?
+                .collect()
+        };
+        let pk = pk().map_err(|source| ChangelogError::ReadKey {
+            table: t.clone(),
+            source,
+        })?;
         if pk.len() == 1 && pk[0] == "id" {
             out.push(t);
         }
@@ -121,59 +193,74 @@ fn triggers(table: &str, columns: &[String]) -> [(String, String); 3] {
 /// Installs (or, after a column was added, replaces) the triggers of every REST table, and logs
 /// the rows of a table seen for the first time as changed now. One transaction per table.
 /// Returns the tables whose triggers were (re)installed.
-pub fn ensure_triggers(conn: &mut Connection) -> Result<Vec<String>> {
+pub fn ensure_triggers(conn: &mut Connection) -> Result<Vec<String>, ChangelogError> {
     ensure_table(conn)?;
     let mut done = Vec::new();
     for table in rest_tables(conn)? {
         let columns = crate::schema::columns_of(conn, &table)?;
-        let wanted = triggers(&table, &columns);
-        let mut current = Vec::new();
-        for (name, _) in &wanted {
-            current.push(
-                conn.query_row(
-                    "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
-                    [name],
-                    |r| r.get::<_, String>(0),
-                )
-                .optional()?,
-            );
+        if install_triggers(conn, &table, &columns).map_err(|source| ChangelogError::Trigger {
+            table: table.clone(),
+            source,
+        })? {
+            done.push(table);
         }
-        if wanted
-            .iter()
-            .zip(&current)
-            .all(|((_, sql), cur)| cur.as_deref() == Some(sql.as_str()))
-        {
-            continue;
-        }
-        let first_time = current.iter().all(Option::is_none);
-        let tx = conn.transaction()?;
-        for (name, sql) in &wanted {
-            tx.execute(&format!("DROP TRIGGER IF EXISTS {}", quote(name)), [])?;
-            tx.execute(sql, [])
-                .with_context(|| format!("creating REST trigger on {table:?}"))?;
-        }
-        if first_time {
-            let now: i64 = tx.query_row(&format!("SELECT {NOW}"), [], |r| r.get(0))?;
-            tx.execute(
-                &format!(
-                    "INSERT OR IGNORE INTO _cloud_rest_log(tbl, id, created_at, changed_at, deleted) \
-                     SELECT ?1, \"id\", ?2, ?2, 0 FROM {}",
-                    quote(&table)
-                ),
-                rusqlite::params![table, now],
-            )?;
-        }
-        tx.commit()?;
-        done.push(table);
     }
     Ok(done)
 }
 
+/// Installs the triggers of `table` unless they are already the wanted ones; returns whether it
+/// did.
+fn install_triggers(
+    conn: &mut Connection,
+    table: &str,
+    columns: &[String],
+) -> rusqlite::Result<bool> {
+    let wanted = triggers(table, columns);
+    let mut current = Vec::new();
+    for (name, _) in &wanted {
+        current.push(
+            conn.query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
+                [name],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()?,
+        );
+    }
+    if wanted
+        .iter()
+        .zip(&current)
+        .all(|((_, sql), cur)| cur.as_deref() == Some(sql.as_str()))
+    {
+        return Ok(false);
+    }
+    let first_time = current.iter().all(Option::is_none);
+    let tx = conn.transaction()?;
+    for (name, sql) in &wanted {
+        tx.execute(&format!("DROP TRIGGER IF EXISTS {}", quote(name)), [])?;
+        tx.execute(sql, [])?;
+    }
+    if first_time {
+        let now: i64 = tx.query_row(&format!("SELECT {NOW}"), [], |r| r.get(0))?;
+        tx.execute(
+            &format!(
+                "INSERT OR IGNORE INTO _cloud_rest_log(tbl, id, created_at, changed_at, deleted) \
+                 SELECT ?1, \"id\", ?2, ?2, 0 FROM {}",
+                quote(table)
+            ),
+            rusqlite::params![table, now],
+        )?;
+    }
+    tx.commit()?;
+    Ok(true)
+}
+
 /// The highest time logged (0 when nothing was).
-pub fn latest(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row(
+pub fn latest(conn: &Connection) -> Result<i64, ChangelogError> {
+    conn.query_row(
         "SELECT coalesce(max(changed_at), 0) FROM _cloud_rest_log",
         [],
         |r| r.get(0),
-    )?)
+    )
+    .map_err(|source| ChangelogError::Latest { source })
 }

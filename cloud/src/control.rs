@@ -3,9 +3,10 @@
 //! kind (hub or device) each enrollment token was issued for, and settings such as the last
 //! listening addresses.
 
-use anyhow::{bail, Context, Result};
+use crate::private_file::{create_private_file, FileError};
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -63,6 +64,74 @@ pub struct ApiToken {
     pub last_used: Option<u64>,
 }
 
+/// Why an operation on the control file failed or was refused. Refusals change nothing stored.
+#[derive(Debug)]
+pub enum ControlError {
+    /// The file could not be created.
+    File(FileError),
+    /// SQLite failed on the control file.
+    Sqlite {
+        /// The control file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// An API token name is empty, longer than 64 bytes or holds other characters than
+    /// letters, digits, `-`, `_` and `.`.
+    TokenName {
+        /// The name asked for.
+        name: String,
+    },
+    /// An API token of that name exists (revoked or not).
+    TokenExists {
+        /// The name.
+        name: String,
+    },
+    /// The system's random source failed (no token was issued).
+    Random(getrandom::Error),
+    /// No API token has that name.
+    NoToken {
+        /// The name asked for.
+        name: String,
+    },
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::File(e) => e.fmt(f),
+            ControlError::Sqlite { path, .. } => {
+                write!(f, "control database {}", path.display())
+            }
+            ControlError::TokenName { name } => write!(
+                f,
+                "api token name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'"
+            ),
+            ControlError::TokenExists { name } => write!(
+                f,
+                "an api token named {name:?} already exists; pick another name (or revoke it \
+                 with `revoke --api-token {name}`)"
+            ),
+            ControlError::Random(_) => f.write_str("reading the system's random source"),
+            ControlError::NoToken { name } => write!(f, "no api token named {name:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ControlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Transparent: the file error says what failed itself.
+            ControlError::File(e) => e.source(),
+            ControlError::Sqlite { source, .. } => Some(source),
+            ControlError::Random(e) => Some(e),
+            ControlError::TokenName { .. }
+            | ControlError::TokenExists { .. }
+            | ControlError::NoToken { .. } => None,
+        }
+    }
+}
+
 /// The control file.
 #[derive(Debug)]
 pub struct Control {
@@ -79,36 +148,45 @@ fn digest(token: &str) -> [u8; 32] {
 
 impl Control {
     /// Opens (creating, mode 0600) `path`.
-    pub fn open(path: &Path) -> Result<Control> {
-        crate::datadir::create_private_file(path)?;
-        let ctx = || format!("control database {}", path.display());
-        let conn = Connection::open(path).with_context(ctx)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .with_context(ctx)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .with_context(ctx)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .with_context(ctx)?;
-        conn.execute_batch(SCHEMA).with_context(ctx)?;
+    pub fn open(path: &Path) -> Result<Control, ControlError> {
+        create_private_file(path).map_err(ControlError::File)?;
+        let open = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        };
+        let conn = open().map_err(|source| ControlError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(Control {
             conn,
             path: path.to_path_buf(),
         })
     }
 
-    fn ctx(&self) -> String {
-        format!("control database {}", self.path.display())
+    /// SQLite's `source` as an error naming this file.
+    fn sqlite(&self, source: rusqlite::Error) -> ControlError {
+        ControlError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Issues a token named `name` and returns it: the only time it exists outside the caller.
-    pub fn issue_api_token(&mut self, name: &str, now: u64) -> Result<String> {
+    pub fn issue_api_token(&mut self, name: &str, now: u64) -> Result<String, ControlError> {
         if name.is_empty()
             || name.len() > 64
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         {
-            bail!("api token name {name:?}: 1 to 64 letters, digits, '-', '_' or '.'");
+            return Err(ControlError::TokenName {
+                name: name.to_string(),
+            });
         }
         let exists: Option<i64> = self
             .conn
@@ -116,12 +194,14 @@ impl Control {
                 r.get(0)
             })
             .optional()
-            .with_context(|| self.ctx())?;
+            .map_err(|e| self.sqlite(e))?;
         if exists.is_some() {
-            bail!("an api token named {name:?} already exists; pick another name (or revoke it with `revoke --api-token {name}`)");
+            return Err(ControlError::TokenExists {
+                name: name.to_string(),
+            });
         }
         let mut secret = [0u8; 32];
-        getrandom::getrandom(&mut secret).context("reading the system's random source")?;
+        getrandom::getrandom(&mut secret).map_err(ControlError::Random)?;
         let token = format!(
             "{TOKEN_PREFIX}{}",
             outpost_hub::enroll::base64url_encode(&secret)
@@ -131,13 +211,13 @@ impl Control {
                 "INSERT INTO api_tokens(name, digest, created_at) VALUES (?1, ?2, ?3)",
                 params![name, digest(&token).as_slice(), now as i64],
             )
-            .with_context(|| self.ctx())?;
+            .map_err(|e| self.sqlite(e))?;
         Ok(token)
     }
 
     /// The name of the unrevoked token `token`, recording its use at `now`; `None` if unknown
     /// or revoked.
-    pub fn check_api_token(&self, token: &str, now: u64) -> Result<Option<String>> {
+    pub fn check_api_token(&self, token: &str, now: u64) -> Result<Option<String>, ControlError> {
         let name: Option<String> = self
             .conn
             .query_row(
@@ -146,39 +226,41 @@ impl Control {
                 |r| r.get(0),
             )
             .optional()
-            .with_context(|| self.ctx())?;
+            .map_err(|e| self.sqlite(e))?;
         if let Some(n) = &name {
             self.conn
                 .execute(
                     "UPDATE api_tokens SET last_used = ?2 WHERE name = ?1",
                     params![n, now as i64],
                 )
-                .with_context(|| self.ctx())?;
+                .map_err(|e| self.sqlite(e))?;
         }
         Ok(name)
     }
 
     /// Revokes the token named `name`.
-    pub fn revoke_api_token(&mut self, name: &str, now: u64) -> Result<()> {
+    pub fn revoke_api_token(&mut self, name: &str, now: u64) -> Result<(), ControlError> {
         let n = self
             .conn
             .execute(
                 "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?2) WHERE name = ?1",
                 params![name, now as i64],
             )
-            .with_context(|| self.ctx())?;
+            .map_err(|e| self.sqlite(e))?;
         if n == 0 {
-            bail!("no api token named {name:?}");
+            return Err(ControlError::NoToken {
+                name: name.to_string(),
+            });
         }
         Ok(())
     }
 
     /// Every API token record, by name.
-    pub fn api_tokens(&self) -> Result<Vec<ApiToken>> {
+    pub fn api_tokens(&self) -> Result<Vec<ApiToken>, ControlError> {
         let mut stmt = self
             .conn
             .prepare("SELECT name, created_at, revoked_at, last_used FROM api_tokens ORDER BY name")
-            .with_context(|| self.ctx())?;
+            .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(ApiToken {
@@ -188,24 +270,24 @@ impl Control {
                     last_used: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
                 })
             })
-            .with_context(|| self.ctx())?;
+            .map_err(|e| self.sqlite(e))?;
         rows.collect::<Result<Vec<_>, _>>()
-            .with_context(|| self.ctx())
+            .map_err(|e| self.sqlite(e))
     }
 
     /// Records that the enrollment token with id `token_id` was issued for a `kind`.
-    pub fn record_enroll_kind(&self, token_id: &[u8; 16], kind: Kind) -> Result<()> {
+    pub fn record_enroll_kind(&self, token_id: &[u8; 16], kind: Kind) -> Result<(), ControlError> {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO enroll_kinds(token_id, kind) VALUES (?1, ?2)",
                 params![token_id.as_slice(), kind.as_str()],
             )
-            .with_context(|| self.ctx())?;
+            .map_err(|e| self.sqlite(e))?;
         Ok(())
     }
 
     /// The kind the enrollment token with id `token_id` was issued for.
-    pub fn enroll_kind(&self, token_id: &[u8]) -> Result<Option<Kind>> {
+    pub fn enroll_kind(&self, token_id: &[u8]) -> Result<Option<Kind>, ControlError> {
         let kind: Option<String> = self
             .conn
             .query_row(
@@ -214,22 +296,22 @@ impl Control {
                 |r| r.get(0),
             )
             .optional()
-            .with_context(|| self.ctx())?;
+            .map_err(|e| self.sqlite(e))?;
         Ok(kind.map(|k| if k == "hub" { Kind::Hub } else { Kind::Device }))
     }
 
     /// A stored setting.
-    pub fn setting(&self, name: &str) -> Result<Option<String>> {
+    pub fn setting(&self, name: &str) -> Result<Option<String>, ControlError> {
         self.conn
             .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
                 r.get(0)
             })
             .optional()
-            .with_context(|| self.ctx())
+            .map_err(|e| self.sqlite(e))
     }
 
     /// Stores (or, with `None`, clears) a setting.
-    pub fn set_setting(&self, name: &str, value: Option<&str>) -> Result<()> {
+    pub fn set_setting(&self, name: &str, value: Option<&str>) -> Result<(), ControlError> {
         match value {
             Some(v) => self.conn.execute(
                 "INSERT INTO settings(name, value) VALUES (?1, ?2) \
@@ -240,7 +322,7 @@ impl Control {
                 .conn
                 .execute("DELETE FROM settings WHERE name = ?1", [name]),
         }
-        .with_context(|| self.ctx())?;
+        .map_err(|e| self.sqlite(e))?;
         Ok(())
     }
 }

@@ -12,16 +12,17 @@
 //! Every file is created mode 0600 (SQLite gives its `-wal`/`-shm` files the same mode): the
 //! tenant and mailbox hold patient data, the allowlist unused enrollment tokens.
 
-use crate::control::Control;
-use crate::engine;
-use anyhow::{bail, Context, Result};
-use outpost_hub::allowlist::Allowlist;
+use crate::control::{Control, ControlError};
+use crate::engine::{self, EngineError};
+use crate::private_file::{create_private_file, write_new_file, FileError};
+use outpost_hub::allowlist::{Allowlist, AllowlistError};
 use outpost_hub::identity::{fingerprint, Identity};
-use outpost_mailbox::Mailbox;
+use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::SiteId;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -34,39 +35,131 @@ pub struct DataDir {
     pub identity: Identity,
 }
 
-/// Creates `path` empty with mode 0600 unless it exists.
-pub(crate) fn create_private_file(path: &Path) -> Result<()> {
-    match OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+/// The identity files' error as the hub library reports it today (untyped); the shared serving
+/// crate's typed identity error takes its place when the cloud moves onto it (issue 15).
+pub type IdentityFailure = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a data directory could not be created or opened.
+#[derive(Debug)]
+pub enum DataDirError {
+    /// The directory could not be created.
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// One of its files could not be created.
+    File(FileError),
+    /// `site-id` or `identity.key` is missing: not a directory `init` made.
+    NotInitialized {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// `identity.key` or `site-id` could not be created or read.
+    Identity(IdentityFailure),
+    /// `site-id` names another site than the tenant database's own.
+    SiteMismatch {
+        /// The directory.
+        path: PathBuf,
+        /// What `site-id` says.
+        site_file: SiteId,
+        /// The tenant database's site id.
+        tenant: SiteId,
+    },
+    /// The engine could not be registered with SQLite.
+    Engine(EngineError),
+    /// The tenant database could not be opened.
+    TenantOpen {
+        /// The tenant database.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The engine could not give the tenant database's site id.
+    TenantSite {
+        /// The tenant database.
+        path: PathBuf,
+        /// The engine's error.
+        source: rusqlite::Error,
+    },
+    /// The engine gave a site id of the wrong length.
+    TenantSiteLength {
+        /// The tenant database.
+        path: PathBuf,
+        /// The length it gave.
+        len: usize,
+    },
+    /// The mailbox could not be opened.
+    Mailbox(MailboxError),
+    /// The allowlist could not be opened.
+    Allowlist(AllowlistError),
+    /// The control file could not be opened.
+    Control(ControlError),
+}
+
+impl fmt::Display for DataDirError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataDirError::CreateDir { path, .. } => {
+                write!(f, "creating data directory {}", path.display())
+            }
+            DataDirError::File(e) => e.fmt(f),
+            DataDirError::NotInitialized { path } => write!(
+                f,
+                "{} is not an initialized cloud data directory; run `outpost-cloud init --data {}` \
+                 first",
+                path.display(),
+                path.display()
+            ),
+            DataDirError::Identity(e) => e.fmt(f),
+            DataDirError::SiteMismatch {
+                path,
+                site_file,
+                tenant,
+            } => write!(
+                f,
+                "{}: site-id says {site_file} but tenant.db is site {tenant}: the tenant database \
+                 was replaced; restore the matching files (a database under another site id \
+                 would reuse seqs)",
+                path.display()
+            ),
+            DataDirError::Engine(e) => e.fmt(f),
+            DataDirError::TenantOpen { path, .. } => {
+                write!(f, "opening tenant database {}", path.display())
+            }
+            DataDirError::TenantSite { path, .. } => {
+                write!(f, "reading the site id of {}", path.display())
+            }
+            DataDirError::TenantSiteLength { path, len } => {
+                write!(f, "{}: site id of {len} bytes", path.display())
+            }
+            DataDirError::Mailbox(e) => e.fmt(f),
+            DataDirError::Allowlist(e) => e.fmt(f),
+            DataDirError::Control(e) => e.fmt(f),
+        }
     }
 }
 
-/// Writes `bytes` to a new file `path` with `mode`: temporary file, fsync, rename, fsync of the
-/// directory, so a crash never leaves a half-written file.
-pub(crate) fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().context("a data file has a directory")?;
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))
+impl std::error::Error for DataDirError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DataDirError::CreateDir { source, .. } => Some(source),
+            DataDirError::TenantOpen { source, .. } | DataDirError::TenantSite { source, .. } => {
+                Some(source)
+            }
+            // Transparent: these say what failed themselves.
+            DataDirError::File(e) => e.source(),
+            DataDirError::Identity(e) => e.source(),
+            DataDirError::Engine(e) => e.source(),
+            DataDirError::Mailbox(e) => e.source(),
+            DataDirError::Allowlist(e) => e.source(),
+            DataDirError::Control(e) => e.source(),
+            DataDirError::NotInitialized { .. }
+            | DataDirError::SiteMismatch { .. }
+            | DataDirError::TenantSiteLength { .. } => None,
+        }
+    }
 }
 
 const FILES: [&str; 4] = ["tenant.db", "mailbox.db", "allowlist.db", "control.db"];
@@ -74,25 +167,29 @@ const FILES: [&str; 4] = ["tenant.db", "mailbox.db", "allowlist.db", "control.db
 impl DataDir {
     /// Creates the directory, the tenant database, the identity and the other stores; an
     /// initialized directory is opened unchanged. Returns it and whether anything was created.
-    pub fn init(path: &Path) -> Result<(DataDir, bool)> {
+    pub fn init(path: &Path) -> Result<(DataDir, bool), DataDirError> {
         if !path.exists() {
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(path)
-                .with_context(|| format!("creating data directory {}", path.display()))?;
+                .map_err(|source| DataDirError::CreateDir {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
         }
         for f in FILES {
-            create_private_file(&path.join(f))?;
+            create_private_file(&path.join(f)).map_err(DataDirError::File)?;
         }
         let site = tenant_site(path)?;
         let site_path = path.join("site-id");
         let mut created = false;
         if !site_path.exists() {
-            write_new_file(&site_path, format!("{site}\n").as_bytes(), 0o644)?;
+            write_new_file(&site_path, format!("{site}\n").as_bytes(), 0o644)
+                .map_err(DataDirError::File)?;
             created = true;
         }
-        let (identity, new_key) = Identity::load_or_create(path)?;
+        let (identity, new_key) = load_identity(path)?;
         created |= new_key;
         let dir = DataDir::checked(path, identity, site)?;
         dir.mailbox()?;
@@ -110,28 +207,24 @@ impl DataDir {
     }
 
     /// Opens an initialized directory.
-    pub fn open(path: &Path) -> Result<DataDir> {
+    pub fn open(path: &Path) -> Result<DataDir, DataDirError> {
         if !path.join("site-id").exists() || !path.join("identity.key").exists() {
-            bail!(
-                "{} is not an initialized cloud data directory; run `outpost-cloud init --data {}` first",
-                path.display(),
-                path.display()
-            );
+            return Err(DataDirError::NotInitialized {
+                path: path.to_path_buf(),
+            });
         }
-        let (identity, _) = Identity::load_or_create(path)?;
+        let (identity, _) = load_identity(path)?;
         let site = tenant_site(path)?;
         DataDir::checked(path, identity, site)
     }
 
-    fn checked(path: &Path, identity: Identity, tenant: SiteId) -> Result<DataDir> {
+    fn checked(path: &Path, identity: Identity, tenant: SiteId) -> Result<DataDir, DataDirError> {
         if identity.site != tenant {
-            bail!(
-                "{}: site-id says {} but tenant.db is site {}: the tenant database was replaced; \
-                 restore the matching files (a database under another site id would reuse seqs)",
-                path.display(),
-                identity.site,
-                tenant
-            );
+            return Err(DataDirError::SiteMismatch {
+                path: path.to_path_buf(),
+                site_file: identity.site,
+                tenant,
+            });
         }
         Ok(DataDir {
             path: path.to_path_buf(),
@@ -145,32 +238,44 @@ impl DataDir {
     }
 
     /// A new connection to the mailbox.
-    pub fn mailbox(&self) -> Result<Mailbox> {
-        Ok(Mailbox::open(self.path.join("mailbox.db"))?)
+    pub fn mailbox(&self) -> Result<Mailbox, DataDirError> {
+        Mailbox::open(self.path.join("mailbox.db")).map_err(DataDirError::Mailbox)
     }
 
     /// A new connection to the allowlist.
-    pub fn allowlist(&self) -> Result<Allowlist> {
-        Ok(Allowlist::open(self.path.join("allowlist.db"))?)
+    pub fn allowlist(&self) -> Result<Allowlist, DataDirError> {
+        Allowlist::open(self.path.join("allowlist.db")).map_err(DataDirError::Allowlist)
     }
 
     /// A new connection to the control file.
-    pub fn control(&self) -> Result<Control> {
-        Control::open(&self.path.join("control.db"))
+    pub fn control(&self) -> Result<Control, DataDirError> {
+        Control::open(&self.path.join("control.db")).map_err(DataDirError::Control)
     }
 }
 
+/// The identity of `path` (`identity.key` and `site-id`), the key created on first use.
+fn load_identity(path: &Path) -> Result<(Identity, bool), DataDirError> {
+    Identity::load_or_create(path).map_err(|e| DataDirError::Identity(e.into()))
+}
+
 /// The tenant database's site id (created by the engine on first use).
-fn tenant_site(path: &Path) -> Result<SiteId> {
-    engine::register()?;
+fn tenant_site(path: &Path) -> Result<SiteId, DataDirError> {
+    engine::register().map_err(DataDirError::Engine)?;
     let db = path.join("tenant.db");
-    let conn = rusqlite::Connection::open(&db)
-        .with_context(|| format!("opening tenant database {}", db.display()))?;
+    let conn = rusqlite::Connection::open(&db).map_err(|source| DataDirError::TenantOpen {
+        path: db.clone(),
+        source,
+    })?;
     let bytes: Vec<u8> = conn
         .query_row("SELECT outpost_site_id()", [], |r| r.get(0))
-        .with_context(|| format!("reading the site id of {}", db.display()))?;
-    SiteId::from_slice(&bytes)
-        .with_context(|| format!("{}: site id of {} bytes", db.display(), bytes.len()))
+        .map_err(|source| DataDirError::TenantSite {
+            path: db.clone(),
+            source,
+        })?;
+    SiteId::from_slice(&bytes).ok_or(DataDirError::TenantSiteLength {
+        path: db,
+        len: bytes.len(),
+    })
 }
 
 /// Now, in unix seconds.

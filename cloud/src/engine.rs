@@ -2,8 +2,28 @@
 //! `sqlite3_auto_extension`, so every SQLite connection this process opens afterwards (the tenant
 //! database's) has the `outpost_*` functions, with no library file to load.
 
-use anyhow::{bail, Result};
+use std::fmt;
 use std::sync::OnceLock;
+
+/// SQLite refused to register the engine's entry point (no connection would have the
+/// `outpost_*` functions, so nothing of the tenant database can be used).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineError {
+    /// SQLite's result code.
+    pub code: std::ffi::c_int,
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "registering the outpost engine with SQLite failed (code {})",
+            self.code
+        )
+    }
+}
+
+impl std::error::Error for EngineError {}
 
 type Init = unsafe extern "C" fn(
     *mut rusqlite::ffi::sqlite3,
@@ -12,7 +32,7 @@ type Init = unsafe extern "C" fn(
 ) -> std::ffi::c_int;
 
 /// Registers the engine once per process; every later connection gets its functions.
-pub fn register() -> Result<()> {
+pub fn register() -> Result<(), EngineError> {
     static RC: OnceLock<std::ffi::c_int> = OnceLock::new();
     let rc = *RC.get_or_init(|| {
         let raw = outpost::sqlite3_outpost_init as *const ();
@@ -24,7 +44,7 @@ pub fn register() -> Result<()> {
         unsafe { rusqlite::ffi::sqlite3_auto_extension(Some(init)) }
     });
     if rc != rusqlite::ffi::SQLITE_OK {
-        bail!("registering the outpost engine with SQLite failed (code {rc})");
+        return Err(EngineError { code: rc });
     }
     Ok(())
 }

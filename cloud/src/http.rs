@@ -42,9 +42,83 @@ impl Request {
     }
 }
 
-/// Why a request could not be read: the status to answer with, and why.
-#[derive(Debug)]
-pub struct BadRequest(pub u16, pub String);
+/// Why a request could not be read; [`BadRequest::status`] is the status to answer with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadRequest {
+    /// The request line and headers are longer than [`MAX_HEAD`] (431).
+    HeadTooLarge,
+    /// The peer closed before the end of the head (400).
+    ClosedMidRequest,
+    /// The head is not UTF-8 (400).
+    HeadNotUtf8,
+    /// The request line is not `METHOD TARGET VERSION` (400).
+    RequestLine {
+        /// The line.
+        line: String,
+    },
+    /// Another version than HTTP/1.x (505).
+    Version {
+        /// The version asked for.
+        version: String,
+    },
+    /// A header line without `:` (400).
+    HeaderLine {
+        /// The line.
+        line: String,
+    },
+    /// A `Transfer-Encoding` body (411: only `Content-Length` bodies are read).
+    NoContentLength,
+    /// `Content-Length` above [`MAX_BODY`] (413).
+    BodyTooLarge,
+    /// `Content-Length` is not a number (400).
+    ContentLength {
+        /// The header's value.
+        value: String,
+    },
+    /// More bytes arrived than `Content-Length` says (400).
+    ExtraBytes,
+    /// The peer closed before the end of the body (400).
+    ClosedMidBody,
+}
+
+impl BadRequest {
+    /// The HTTP status to answer with.
+    pub fn status(&self) -> u16 {
+        match self {
+            BadRequest::HeadTooLarge => 431,
+            BadRequest::Version { .. } => 505,
+            BadRequest::NoContentLength => 411,
+            BadRequest::BodyTooLarge => 413,
+            BadRequest::ClosedMidRequest
+            | BadRequest::HeadNotUtf8
+            | BadRequest::RequestLine { .. }
+            | BadRequest::HeaderLine { .. }
+            | BadRequest::ContentLength { .. }
+            | BadRequest::ExtraBytes
+            | BadRequest::ClosedMidBody => 400,
+        }
+    }
+}
+
+impl std::fmt::Display for BadRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadRequest::HeadTooLarge => f.write_str("request head too large"),
+            BadRequest::ClosedMidRequest => f.write_str("connection closed mid-request"),
+            BadRequest::HeadNotUtf8 => f.write_str("request head is not UTF-8"),
+            BadRequest::RequestLine { line } => write!(f, "bad request line {line:?}"),
+            BadRequest::Version { version } => write!(f, "{version} is not supported"),
+            BadRequest::HeaderLine { line } => write!(f, "bad header line {line:?}"),
+            BadRequest::NoContentLength => f.write_str("send the body with Content-Length"),
+            BadRequest::BodyTooLarge => write!(f, "body larger than {MAX_BODY} bytes"),
+            BadRequest::ContentLength { value } => write!(f, "bad Content-Length {value:?}"),
+            BadRequest::ExtraBytes => f.write_str("more bytes than Content-Length"),
+            BadRequest::ClosedMidBody => f.write_str("connection closed mid-body"),
+        }
+    }
+}
+
+impl std::error::Error for BadRequest {}
 
 fn percent_decode(s: &str) -> String {
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -75,39 +149,45 @@ pub fn read_request(stream: &mut impl Read) -> io::Result<Result<Option<Request>
     let head_end = loop {
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             if p > MAX_HEAD {
-                return Ok(Err(BadRequest(431, "request head too large".into())));
+                return Ok(Err(BadRequest::HeadTooLarge));
             }
             break p;
         }
         if buf.len() > MAX_HEAD {
-            return Ok(Err(BadRequest(431, "request head too large".into())));
+            return Ok(Err(BadRequest::HeadTooLarge));
         }
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             if buf.is_empty() {
                 return Ok(Ok(None));
             }
-            return Ok(Err(BadRequest(400, "connection closed mid-request".into())));
+            return Ok(Err(BadRequest::ClosedMidRequest));
         }
         buf.extend_from_slice(&chunk[..n]);
     };
     let Ok(head) = std::str::from_utf8(&buf[..head_end]) else {
-        return Ok(Err(BadRequest(400, "request head is not UTF-8".into())));
+        return Ok(Err(BadRequest::HeadNotUtf8));
     };
     let mut lines = head.split("\r\n");
     let line = lines.next().unwrap_or_default();
     let mut parts = line.split(' ');
     let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
     else {
-        return Ok(Err(BadRequest(400, format!("bad request line {line:?}"))));
+        return Ok(Err(BadRequest::RequestLine {
+            line: line.to_string(),
+        }));
     };
     if !version.starts_with("HTTP/1.") {
-        return Ok(Err(BadRequest(505, format!("{version} is not supported"))));
+        return Ok(Err(BadRequest::Version {
+            version: version.to_string(),
+        }));
     }
     let mut headers = Vec::new();
     for l in lines {
         let Some((n, v)) = l.split_once(':') else {
-            return Ok(Err(BadRequest(400, format!("bad header line {l:?}"))));
+            return Ok(Err(BadRequest::HeaderLine {
+                line: l.to_string(),
+            }));
         };
         headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
     }
@@ -128,30 +208,23 @@ pub fn read_request(stream: &mut impl Read) -> io::Result<Result<Option<Request>
         body: Vec::new(),
     };
     if req.header("transfer-encoding").is_some() {
-        return Ok(Err(BadRequest(
-            411,
-            "send the body with Content-Length".into(),
-        )));
+        return Ok(Err(BadRequest::NoContentLength));
     }
     let len = match req.header("content-length") {
         None => 0,
         Some(v) => match v.parse::<usize>() {
             Ok(n) if n <= MAX_BODY => n,
-            Ok(_) => {
-                return Ok(Err(BadRequest(
-                    413,
-                    format!("body larger than {MAX_BODY} bytes"),
-                )))
+            Ok(_) => return Ok(Err(BadRequest::BodyTooLarge)),
+            Err(_) => {
+                return Ok(Err(BadRequest::ContentLength {
+                    value: v.to_string(),
+                }))
             }
-            Err(_) => return Ok(Err(BadRequest(400, format!("bad Content-Length {v:?}")))),
         },
     };
     let mut body = buf[head_end + 4..].to_vec();
     if body.len() > len {
-        return Ok(Err(BadRequest(
-            400,
-            "more bytes than Content-Length".into(),
-        )));
+        return Ok(Err(BadRequest::ExtraBytes));
     }
     // Grow with what actually arrives, not with what Content-Length promises.
     let have = body.len();
@@ -160,7 +233,7 @@ pub fn read_request(stream: &mut impl Read) -> io::Result<Result<Option<Request>
         .take((len - have) as u64)
         .read_to_end(&mut body)?;
     if body.len() != len {
-        return Ok(Err(BadRequest(400, "connection closed mid-body".into())));
+        return Ok(Err(BadRequest::ClosedMidBody));
     }
     req.body = body;
     Ok(Ok(Some(req)))
@@ -228,26 +301,26 @@ mod tests {
     #[test]
     fn malformed_requests_get_the_matching_status() {
         assert!(parse(b"").unwrap().is_none());
-        assert_eq!(parse(b"GET / HTTP/2\r\n\r\n").unwrap_err().0, 505);
-        assert_eq!(parse(b"GET /\r\n\r\n").unwrap_err().0, 400);
+        assert_eq!(parse(b"GET / HTTP/2\r\n\r\n").unwrap_err().status(), 505);
+        assert_eq!(parse(b"GET /\r\n\r\n").unwrap_err().status(), 400);
         assert_eq!(
             parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
                 .unwrap_err()
-                .0,
+                .status(),
             411
         );
         assert_eq!(
             parse(b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n")
                 .unwrap_err()
-                .0,
+                .status(),
             413
         );
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(MAX_HEAD));
-        assert_eq!(parse(big.as_bytes()).unwrap_err().0, 431);
+        assert_eq!(parse(big.as_bytes()).unwrap_err().status(), 431);
         assert_eq!(
             parse(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab")
                 .unwrap_err()
-                .0,
+                .status(),
             400
         );
     }

@@ -14,11 +14,207 @@
 //! or Outpost's own tables), declared types are limited to the characters a type name uses
 //! (letters, digits, spaces, `(`, `)`, `,`, `.`, `+`, `-`), so a forged header cannot smuggle SQL.
 
-use anyhow::{bail, Context, Result};
 use outpost_protocol::batch::TableSchema;
 use outpost_protocol::Strategy;
 use rusqlite::Connection;
 use std::collections::BTreeSet;
+use std::fmt;
+
+/// Why a batch header's tables could not be checked or made in the tenant database. The checks
+/// (every variant up to [`SchemaError::KeyMismatch`]) run before anything is written.
+#[derive(Debug)]
+pub enum SchemaError {
+    /// A table name is empty, longer than 128 bytes or holds NUL.
+    InvalidName {
+        /// What the name names (`table`, `parent table`).
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A table name starts with `sqlite_`, `_outpost` or `_cloud` (SQLite's, the engine's and
+    /// the cloud's own tables).
+    ReservedName {
+        /// What the name names (`table`, `parent table`).
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A column name is empty, longer than 128 bytes or holds NUL.
+    InvalidColumnName {
+        /// The table.
+        table: String,
+        /// The column name.
+        column: String,
+    },
+    /// Two columns have the same name (SQLite compares them without case).
+    DuplicateColumn {
+        /// The table.
+        table: String,
+        /// The column name.
+        column: String,
+    },
+    /// A declared type holds characters a type name does not (it would reach DDL).
+    InvalidType {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The declared type.
+        decl: String,
+    },
+    /// The header gives the table no primary key.
+    NoPrimaryKey {
+        /// The table.
+        table: String,
+    },
+    /// The primary key names a column the table does not have.
+    KeyColumnOutOfRange {
+        /// The table.
+        table: String,
+    },
+    /// A foreign key names no columns, or columns the table does not have.
+    ForeignKeyColumns {
+        /// The table.
+        table: String,
+        /// The parent table.
+        parent: String,
+    },
+    /// A foreign key names an empty parent column or one holding NUL.
+    ForeignKeyParentColumn {
+        /// The table.
+        table: String,
+    },
+    /// The table exists with another primary key than the header's: rows could not be matched.
+    KeyMismatch {
+        /// The table.
+        table: String,
+        /// Its key columns in the tenant database (lowercase).
+        here: Vec<String>,
+        /// Its key columns in the header (lowercase).
+        header: Vec<String>,
+    },
+    /// Reading which tables are tracked failed.
+    ReadTracked {
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// Reading a table's columns failed.
+    ReadColumns {
+        /// The table.
+        table: String,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// `CREATE TABLE` or tracking the new table failed.
+    Create {
+        /// The table.
+        table: String,
+        /// SQLite's (or the engine's) error.
+        source: rusqlite::Error,
+    },
+    /// `ALTER TABLE ... ADD COLUMN` failed.
+    AddColumn {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// `outpost_track` refused an existing table.
+    Track {
+        /// The table.
+        table: String,
+        /// The engine's error.
+        source: rusqlite::Error,
+    },
+}
+
+impl fmt::Display for SchemaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SchemaError::InvalidName { what, name } => {
+                write!(f, "{what} name {name:?}: 1 to 128 characters, no NUL")
+            }
+            SchemaError::ReservedName { what, name } => {
+                write!(
+                    f,
+                    "{what} name {name:?} is reserved (sqlite_, _outpost, _cloud)"
+                )
+            }
+            SchemaError::InvalidColumnName { table, column } => {
+                write!(f, "table {table:?}: column name {column:?} is not valid")
+            }
+            SchemaError::DuplicateColumn { table, column } => {
+                write!(f, "table {table:?}: column {column:?} appears twice")
+            }
+            SchemaError::InvalidType {
+                table,
+                column,
+                decl,
+            } => write!(
+                f,
+                "table {table:?} column {column:?}: declared type {decl:?} is not a type name"
+            ),
+            SchemaError::NoPrimaryKey { table } => {
+                write!(f, "table {table:?} has no primary key in the batch header")
+            }
+            SchemaError::KeyColumnOutOfRange { table } => {
+                write!(
+                    f,
+                    "table {table:?}: primary key names a column past the last"
+                )
+            }
+            SchemaError::ForeignKeyColumns { table, parent } => write!(
+                f,
+                "table {table:?}: a foreign key to {parent:?} names no or unknown columns"
+            ),
+            SchemaError::ForeignKeyParentColumn { table } => {
+                write!(
+                    f,
+                    "table {table:?}: a foreign key names an invalid parent column"
+                )
+            }
+            SchemaError::KeyMismatch {
+                table,
+                here,
+                header,
+            } => write!(
+                f,
+                "table {table:?} has primary key ({}) here but ({}) in the batch header: rows \
+                 cannot be matched; rename or migrate one of them (the batch is kept)",
+                here.join(", "),
+                header.join(", ")
+            ),
+            SchemaError::ReadTracked { .. } => {
+                f.write_str("reading the tracked tables of the tenant database")
+            }
+            SchemaError::ReadColumns { table, .. } => {
+                write!(f, "reading the columns of table {table:?}")
+            }
+            SchemaError::Create { table, .. } => {
+                write!(f, "creating table {table:?} from a batch header")
+            }
+            SchemaError::AddColumn { table, column, .. } => {
+                write!(f, "adding column {column:?} to table {table:?}")
+            }
+            SchemaError::Track { table, .. } => write!(f, "tracking table {table:?}"),
+        }
+    }
+}
+
+impl std::error::Error for SchemaError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SchemaError::ReadTracked { source }
+            | SchemaError::ReadColumns { source, .. }
+            | SchemaError::Create { source, .. }
+            | SchemaError::AddColumn { source, .. }
+            | SchemaError::Track { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
 
 /// Double-quotes an identifier.
 pub fn quote(name: &str) -> String {
@@ -27,19 +223,25 @@ pub fn quote(name: &str) -> String {
 
 /// Refuses names that are empty, too long, hold NUL, or name SQLite's, Outpost's or the cloud's
 /// own tables.
-pub fn check_name(what: &str, name: &str) -> Result<()> {
+pub fn check_name(what: &'static str, name: &str) -> Result<(), SchemaError> {
     let lower = name.to_ascii_lowercase();
     if name.is_empty() || name.len() > 128 || name.contains('\0') {
-        bail!("{what} name {name:?}: 1 to 128 characters, no NUL");
+        return Err(SchemaError::InvalidName {
+            what,
+            name: name.to_string(),
+        });
     }
     if lower.starts_with("sqlite_") || lower.starts_with("_outpost") || lower.starts_with("_cloud")
     {
-        bail!("{what} name {name:?} is reserved (sqlite_, _outpost, _cloud)");
+        return Err(SchemaError::ReservedName {
+            what,
+            name: name.to_string(),
+        });
     }
     Ok(())
 }
 
-fn check_decl_type(table: &str, column: &str, decl: &str) -> Result<()> {
+fn check_decl_type(table: &str, column: &str, decl: &str) -> Result<(), SchemaError> {
     let mut depth = 0i32;
     let ok = decl.len() <= 64
         && decl.chars().all(|c| {
@@ -52,52 +254,56 @@ fn check_decl_type(table: &str, column: &str, decl: &str) -> Result<()> {
         })
         && depth == 0;
     if !ok {
-        bail!("table {table:?} column {column:?}: declared type {decl:?} is not a type name");
+        return Err(SchemaError::InvalidType {
+            table: table.to_string(),
+            column: column.to_string(),
+            decl: decl.to_string(),
+        });
     }
     Ok(())
 }
 
 /// Checks a header's table description before any of it reaches SQL.
-pub fn validate(t: &TableSchema) -> Result<()> {
+pub fn validate(t: &TableSchema) -> Result<(), SchemaError> {
     check_name("table", &t.name)?;
+    let table = || t.name.clone();
     let mut seen = BTreeSet::new();
     for c in &t.columns {
         if c.name.is_empty() || c.name.len() > 128 || c.name.contains('\0') {
-            bail!("table {:?}: column name {:?} is not valid", t.name, c.name);
+            return Err(SchemaError::InvalidColumnName {
+                table: table(),
+                column: c.name.clone(),
+            });
         }
         if !seen.insert(c.name.to_ascii_lowercase()) {
-            bail!("table {:?}: column {:?} appears twice", t.name, c.name);
+            return Err(SchemaError::DuplicateColumn {
+                table: table(),
+                column: c.name.clone(),
+            });
         }
         check_decl_type(&t.name, &c.name, &c.decl_type)?;
     }
     if t.primary_key.is_empty() {
-        bail!("table {:?} has no primary key in the batch header", t.name);
+        return Err(SchemaError::NoPrimaryKey { table: table() });
     }
     let n = t.columns.len() as u16;
     if t.primary_key.iter().any(|&i| i >= n) {
-        bail!(
-            "table {:?}: primary key names a column past the last",
-            t.name
-        );
+        return Err(SchemaError::KeyColumnOutOfRange { table: table() });
     }
     for fk in &t.foreign_keys {
         check_name("parent table", &fk.parent)?;
         if fk.columns.is_empty() || fk.columns.iter().any(|&i| i >= n) {
-            bail!(
-                "table {:?}: a foreign key to {:?} names no or unknown columns",
-                t.name,
-                fk.parent
-            );
+            return Err(SchemaError::ForeignKeyColumns {
+                table: table(),
+                parent: fk.parent.clone(),
+            });
         }
         if fk
             .parent_columns
             .iter()
             .any(|c| c.is_empty() || c.contains('\0'))
         {
-            bail!(
-                "table {:?}: a foreign key names an invalid parent column",
-                t.name
-            );
+            return Err(SchemaError::ForeignKeyParentColumn { table: table() });
         }
     }
     Ok(())
@@ -185,40 +391,57 @@ pub fn track_options(t: &TableSchema) -> String {
 }
 
 /// Names of the tables `outpost_track` has registered in `conn`.
-pub fn tracked_tables(conn: &Connection) -> Result<Vec<String>> {
-    let has: i64 = conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE name = '_outpost_tables'",
-        [],
-        |r| r.get(0),
-    )?;
-    if has == 0 {
-        return Ok(Vec::new());
-    }
-    let mut stmt = conn.prepare("SELECT name FROM _outpost_tables ORDER BY name")?;
-    let names = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
-    Ok(names)
+pub fn tracked_tables(conn: &Connection) -> Result<Vec<String>, SchemaError> {
+    let read = || -> rusqlite::Result<Vec<String>> {
+        let has: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = '_outpost_tables'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has == 0 {
+            return Ok(Vec::new());
+        }
+        let mut stmt = conn.prepare("SELECT name FROM _outpost_tables ORDER BY name")?;
+        let names = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(names)
+    };
+    read().map_err(|source| SchemaError::ReadTracked { source })
 }
 
 /// Column names of `table`, in order (empty when it does not exist).
-pub fn columns_of(conn: &Connection, table: &str) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
-    let names = stmt
-        .query_map([table], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
-    Ok(names)
+pub fn columns_of(conn: &Connection, table: &str) -> Result<Vec<String>, SchemaError> {
+    column_names(
+        conn,
+        "SELECT name FROM pragma_table_info(?1) ORDER BY cid",
+        table,
+    )
 }
 
 /// The primary-key column names of `table` (lowercased, in key order; empty when it does not
 /// exist).
-pub fn primary_key_of(conn: &Connection, table: &str) -> Result<Vec<String>> {
-    let mut stmt =
-        conn.prepare("SELECT lower(name) FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
-    let names = stmt
-        .query_map([table], |r| r.get(0))?
-        .collect::<Result<Vec<String>, _>>()?;
-    Ok(names)
+pub fn primary_key_of(conn: &Connection, table: &str) -> Result<Vec<String>, SchemaError> {
+    column_names(
+        conn,
+        "SELECT lower(name) FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk",
+        table,
+    )
+}
+
+/// The names `sql` (a `pragma_table_info` query of `?1`) lists for `table`.
+fn column_names(conn: &Connection, sql: &str, table: &str) -> Result<Vec<String>, SchemaError> {
+    let read = || -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare(sql)?;
+        let names = stmt
+            .query_map([table], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(names)
+    };
+    read().map_err(|source| SchemaError::ReadColumns {
+        table: table.to_string(),
+        source,
+    })
 }
 
 /// What [`ensure`] did to one table.
@@ -236,7 +459,7 @@ pub enum Change {
 /// Must run outside a transaction (`outpost_track` owns its own). Everything is validated before
 /// anything is written; each statement is atomic on its own and idempotent, so an interrupted
 /// run is completed by the next.
-pub fn ensure(conn: &Connection, tables: &[TableSchema]) -> Result<Vec<Change>> {
+pub fn ensure(conn: &Connection, tables: &[TableSchema]) -> Result<Vec<Change>, SchemaError> {
     for t in tables {
         validate(t)?;
         let key = primary_key_of(conn, &t.name)?;
@@ -246,23 +469,24 @@ pub fn ensure(conn: &Connection, tables: &[TableSchema]) -> Result<Vec<Change>> 
             .map(|&i| t.columns[i as usize].name.to_ascii_lowercase())
             .collect();
         if !key.is_empty() && key != wanted {
-            bail!(
-                "table {:?} has primary key ({}) here but ({}) in the batch header: rows cannot be \
-                 matched; rename or migrate one of them (the batch is kept)",
-                t.name,
-                key.join(", "),
-                wanted.join(", ")
-            );
+            return Err(SchemaError::KeyMismatch {
+                table: t.name.clone(),
+                here: key,
+                header: wanted,
+            });
         }
     }
     let tracked: BTreeSet<String> = tracked_tables(conn)?.into_iter().collect();
     let mut changes = Vec::new();
     for t in tables {
         let existing = columns_of(conn, &t.name)?;
-        let ctx = || format!("creating table {:?} from a batch header", t.name);
         if existing.is_empty() {
-            conn.execute(&create_sql(t), []).with_context(ctx)?;
-            track(conn, t).with_context(ctx)?;
+            conn.execute(&create_sql(t), [])
+                .and_then(|_| track(conn, t))
+                .map_err(|source| SchemaError::Create {
+                    table: t.name.clone(),
+                    source,
+                })?;
             changes.push(Change::Created(t.name.clone()));
             continue;
         }
@@ -282,11 +506,18 @@ pub fn ensure(conn: &Connection, tables: &[TableSchema]) -> Result<Vec<Change>> 
                 ),
                 [],
             )
-            .with_context(|| format!("adding column {:?} to table {:?}", c.name, t.name))?;
+            .map_err(|source| SchemaError::AddColumn {
+                table: t.name.clone(),
+                column: c.name.clone(),
+                source,
+            })?;
         }
         let new_strategy = missing.iter().any(|c| c.strategy != Strategy::Lww);
         if !tracked.contains(&t.name) || new_strategy {
-            track(conn, t).with_context(|| format!("tracking table {:?}", t.name))?;
+            track(conn, t).map_err(|source| SchemaError::Track {
+                table: t.name.clone(),
+                source,
+            })?;
             if !tracked.contains(&t.name) {
                 changes.push(Change::Tracked(t.name.clone()));
             }
@@ -301,7 +532,7 @@ pub fn ensure(conn: &Connection, tables: &[TableSchema]) -> Result<Vec<Change>> 
     Ok(changes)
 }
 
-fn track(conn: &Connection, t: &TableSchema) -> Result<()> {
+fn track(conn: &Connection, t: &TableSchema) -> rusqlite::Result<()> {
     conn.query_row(
         "SELECT outpost_track(?1, ?2)",
         [&t.name, &track_options(t)],

@@ -5,15 +5,78 @@
 //! The tenant database has one connection in this process: SQLite serialises writers anyway, and
 //! one connection keeps the engine's per-connection clock cache coherent.
 
-use crate::control::{Control, LAST_APPLY_ERROR};
-use crate::datadir::{unix_now, DataDir};
-use crate::tenant::{Ingested, Tenant};
-use crate::watermelon::{self, PushError};
-use anyhow::Result;
+use crate::changelog::ChangelogError;
+use crate::control::{Control, ControlError, LAST_APPLY_ERROR};
+use crate::datadir::{unix_now, DataDir, DataDirError};
+use crate::error_chain::Chain;
+use crate::tenant::{Ingested, Tenant, TenantError};
+use crate::watermelon::{self, PushError, RestError};
 use outpost_hub::relay::Hub;
 use outpost_mailbox::Mailbox;
+use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
+
+/// Why the cloud could not open its stores or run a round (the background loop logs it and
+/// retries).
+#[derive(Debug)]
+pub enum ServiceError {
+    /// The tenant database failed.
+    Tenant(TenantError),
+    /// The REST change log's triggers could not be refreshed.
+    Changelog(ChangelogError),
+    /// The mailbox or the control file could not be opened.
+    DataDir(DataDirError),
+    /// The control file failed (recording the last apply error).
+    Control(ControlError),
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Transparent: each layer's error says what failed and names its file or table.
+        match self {
+            ServiceError::Tenant(e) => e.fmt(f),
+            ServiceError::Changelog(e) => e.fmt(f),
+            ServiceError::DataDir(e) => e.fmt(f),
+            ServiceError::Control(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ServiceError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServiceError::Tenant(e) => e.source(),
+            ServiceError::Changelog(e) => e.source(),
+            ServiceError::DataDir(e) => e.source(),
+            ServiceError::Control(e) => e.source(),
+        }
+    }
+}
+
+impl From<TenantError> for ServiceError {
+    fn from(e: TenantError) -> Self {
+        ServiceError::Tenant(e)
+    }
+}
+
+impl From<ChangelogError> for ServiceError {
+    fn from(e: ChangelogError) -> Self {
+        ServiceError::Changelog(e)
+    }
+}
+
+impl From<DataDirError> for ServiceError {
+    fn from(e: DataDirError) -> Self {
+        ServiceError::DataDir(e)
+    }
+}
+
+impl From<ControlError> for ServiceError {
+    fn from(e: ControlError) -> Self {
+        ServiceError::Control(e)
+    }
+}
 
 /// The cloud's shared state.
 #[derive(Debug)]
@@ -38,7 +101,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Cloud {
     /// Opens the stores of `dir`.
-    pub fn open(dir: DataDir) -> Result<Arc<Cloud>> {
+    pub fn open(dir: DataDir) -> Result<Arc<Cloud>, ServiceError> {
         let tenant = Tenant::open(&dir.tenant_path(), dir.identity.site)?;
         let mailbox = dir.mailbox()?;
         let control = dir.control()?;
@@ -55,7 +118,7 @@ impl Cloud {
 
     /// One round: apply what the mailbox holds to the tables, then export the cloud's own
     /// changes to the mailbox. Returns what was applied and how many batches were exported.
-    pub fn sync(&self) -> Result<(Ingested, usize)> {
+    pub fn sync(&self) -> Result<(Ingested, usize), ServiceError> {
         let mut tenant = lock(&self.tenant);
         tenant.refresh_triggers()?;
         let mut mailbox = lock(&self.mailbox);
@@ -111,7 +174,7 @@ impl Cloud {
             .name("sync".into())
             .spawn(move || loop {
                 if let Err(e) = cloud.sync() {
-                    log::error!("sync round failed (retrying): {e:#}");
+                    log::error!("sync round failed (retrying): {}", Chain(&e));
                 }
                 let mut kicked = lock(&cloud.kicked);
                 if !*kicked {
@@ -127,12 +190,12 @@ impl Cloud {
     }
 
     /// The name of the API token `token` if it is valid.
-    pub fn check_api_token(&self, token: &str) -> Result<Option<String>> {
+    pub fn check_api_token(&self, token: &str) -> Result<Option<String>, ControlError> {
         lock(&self.control).check_api_token(token, unix_now())
     }
 
     /// A WatermelonDB pull.
-    pub fn rest_pull(&self, last_pulled_at: Option<i64>) -> Result<serde_json::Value> {
+    pub fn rest_pull(&self, last_pulled_at: Option<i64>) -> Result<serde_json::Value, RestError> {
         let mut tenant = lock(&self.tenant);
         tenant.refresh_triggers()?;
         watermelon::pull(tenant.conn(), last_pulled_at)
@@ -152,7 +215,10 @@ impl Cloud {
         match tenant.export(&mut mailbox) {
             Ok(batches) => self.exported(batches),
             Err(e) => {
-                log::warn!("export after a REST push failed (the next round retries): {e:#}")
+                log::warn!(
+                    "export after a REST push failed (the next round retries): {}",
+                    Chain(&e)
+                )
             }
         }
         Ok(written)

@@ -1,16 +1,100 @@
 //! `outpost-cloud status`: the tenant's tables and row counts, the mailbox, enrolled hubs and
 //! devices with last seen, API tokens. Read-only; works while `run` is running.
 
-use crate::control::Kind;
-use crate::datadir::DataDir;
-use crate::tenant::Tenant;
-use anyhow::Result;
+use crate::control::{ControlError, Kind};
+use crate::datadir::{DataDir, DataDirError};
+use crate::tenant::{Tenant, TenantError};
+use outpost_hub::allowlist::AllowlistError;
 use outpost_hub::identity::fingerprint;
+use outpost_mailbox::MailboxError;
 use rusqlite::OptionalExtension;
 use serde_json::{json, Value};
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why `status` could not read one of the stores (it writes nothing).
+#[derive(Debug)]
+pub enum StatusError {
+    /// The tenant database failed.
+    Tenant(TenantError),
+    /// A store could not be opened.
+    DataDir(DataDirError),
+    /// Reading the mailbox failed.
+    Mailbox(MailboxError),
+    /// Reading the allowlist failed.
+    Allowlist(AllowlistError),
+    /// Reading which enrollment token a peer used failed.
+    EnrollTokens {
+        /// The allowlist file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// Reading the control file failed.
+    Control(ControlError),
+}
+
+impl fmt::Display for StatusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatusError::Tenant(e) => e.fmt(f),
+            StatusError::DataDir(e) => e.fmt(f),
+            StatusError::Mailbox(e) => e.fmt(f),
+            StatusError::Allowlist(e) => e.fmt(f),
+            StatusError::EnrollTokens { path, .. } => {
+                write!(f, "reading the enrollment tokens of {}", path.display())
+            }
+            StatusError::Control(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StatusError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StatusError::EnrollTokens { source, .. } => Some(source),
+            // Transparent: these say what failed themselves.
+            StatusError::Tenant(e) => e.source(),
+            StatusError::DataDir(e) => e.source(),
+            StatusError::Mailbox(e) => e.source(),
+            StatusError::Allowlist(e) => e.source(),
+            StatusError::Control(e) => e.source(),
+        }
+    }
+}
+
+impl From<TenantError> for StatusError {
+    fn from(e: TenantError) -> Self {
+        StatusError::Tenant(e)
+    }
+}
+
+impl From<DataDirError> for StatusError {
+    fn from(e: DataDirError) -> Self {
+        StatusError::DataDir(e)
+    }
+}
+
+impl From<MailboxError> for StatusError {
+    fn from(e: MailboxError) -> Self {
+        StatusError::Mailbox(e)
+    }
+}
+
+impl From<AllowlistError> for StatusError {
+    fn from(e: AllowlistError) -> Self {
+        StatusError::Allowlist(e)
+    }
+}
+
+impl From<ControlError> for StatusError {
+    fn from(e: ControlError) -> Self {
+        StatusError::Control(e)
+    }
+}
 
 /// Everything `status` shows, as JSON (the human form is rendered from it).
-pub fn collect(dir: &DataDir) -> Result<Value> {
+pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
     let tenant = Tenant::open(&dir.tenant_path(), dir.identity.site)?;
     let tables: Vec<Value> = tenant
         .tables()?
@@ -40,10 +124,16 @@ pub fn collect(dir: &DataDir) -> Result<Value> {
     let control = dir.control()?;
     // The kind a peer enrolled as is recorded per enrollment token; the allowlist records which
     // key used which token.
+    let allow_path = dir.path.join("allowlist.db");
+    let tokens_error = |source| StatusError::EnrollTokens {
+        path: allow_path.clone(),
+        source,
+    };
     let allow = rusqlite::Connection::open_with_flags(
-        dir.path.join("allowlist.db"),
+        &allow_path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )?;
+    )
+    .map_err(tokens_error)?;
     let peers: Vec<Value> = dir
         .allowlist()?
         .devices()?
@@ -55,7 +145,8 @@ pub fn collect(dir: &DataDir) -> Result<Value> {
                     [&d.key],
                     |r| r.get(0),
                 )
-                .optional()?;
+                .optional()
+                .map_err(tokens_error)?;
             let kind = match token {
                 Some(id) => control.enroll_kind(&id)?,
                 None => None,
@@ -69,7 +160,7 @@ pub fn collect(dir: &DataDir) -> Result<Value> {
                 "revoked_at": d.revoked_at,
             }))
         })
-        .collect::<Result<_>>()?;
+        .collect::<Result<_, StatusError>>()?;
     let tokens: Vec<Value> = control
         .api_tokens()?
         .into_iter()

@@ -11,13 +11,16 @@
 //!   the engine restored) with `outpost_changes`, from the mailbox's coverage of the cloud's
 //!   origin, stored as batches of that origin so hubs and devices pull them like any other.
 
-use crate::{changelog, schema};
-use anyhow::{bail, Context, Result};
-use outpost_mailbox::{Limits, Mailbox};
-use outpost_protocol::batch::codec;
+use crate::changelog::{self, ChangelogError};
+use crate::engine::EngineError;
+use crate::error_chain::Chain;
+use crate::schema::{self, SchemaError};
+use outpost_mailbox::{Limits, Mailbox, MailboxError};
+use outpost_protocol::batch::codec::{self, DecodeError};
 use outpost_protocol::{SiteId, VersionVector};
 use rusqlite::Connection;
 use std::collections::BTreeSet;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,6 +33,195 @@ pub struct Tenant {
     conn: Connection,
     path: PathBuf,
     site: SiteId,
+}
+
+/// Why the tenant database could not be opened, read, ingested into or exported from. (A batch
+/// that fails to apply is not an error of the ingest: it is listed in [`Ingested::failures`].)
+#[derive(Debug)]
+pub enum TenantError {
+    /// The engine could not be registered with SQLite.
+    Engine(EngineError),
+    /// Opening or configuring the tenant database failed.
+    Open {
+        /// The tenant database.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// `outpost_vector()` failed.
+    ReadVector {
+        /// The tenant database.
+        path: PathBuf,
+        /// The engine's error.
+        source: rusqlite::Error,
+    },
+    /// `outpost_vector()` did not answer a JSON object.
+    VectorJson {
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// `outpost_vector()` named something that is not a site id.
+    VectorSite {
+        /// What it named.
+        site: String,
+    },
+    /// `outpost_vector()` gave a site a coverage that is not a seq.
+    VectorCoverage {
+        /// The site.
+        site: SiteId,
+    },
+    /// The mailbox failed (planning, reading, staging or committing batches).
+    Mailbox(MailboxError),
+    /// Listing the tracked tables failed.
+    Schema(SchemaError),
+    /// `outpost_changes()` failed.
+    Export {
+        /// The seq the export started above.
+        since: u64,
+        /// The engine's error.
+        source: rusqlite::Error,
+    },
+    /// The engine exported a batch of another origin than the tenant's site (the tenant
+    /// database was replaced under the running cloud).
+    ForeignOrigin {
+        /// The batch's origin.
+        origin: SiteId,
+        /// The tenant's site.
+        site: SiteId,
+    },
+    /// The engine exported seqs that leave a gap after what the mailbox holds.
+    ExportGap {
+        /// The batch's first seq.
+        lo: u64,
+        /// Its last seq.
+        hi: u64,
+        /// What the mailbox covers of the cloud's origin.
+        covered: u64,
+    },
+    /// Counting a table's rows failed.
+    Count {
+        /// The table.
+        table: String,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// Counting the engine's quarantined changes failed.
+    Quarantine {
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+}
+
+impl fmt::Display for TenantError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TenantError::Engine(e) => e.fmt(f),
+            TenantError::Open { path, .. } => write!(f, "tenant database {}", path.display()),
+            TenantError::ReadVector { path, .. } => {
+                write!(f, "reading the vector of {}", path.display())
+            }
+            TenantError::VectorJson { .. } => f.write_str("outpost_vector() is not a JSON object"),
+            TenantError::VectorSite { site } => write!(f, "outpost_vector(): bad site id {site:?}"),
+            TenantError::VectorCoverage { site } => {
+                write!(f, "outpost_vector(): bad coverage of site {site}")
+            }
+            TenantError::Mailbox(e) => e.fmt(f),
+            TenantError::Schema(e) => e.fmt(f),
+            TenantError::Export { since, .. } => {
+                write!(f, "exporting the tenant's changes above seq {since}")
+            }
+            TenantError::ForeignOrigin { origin, site } => write!(
+                f,
+                "the tenant exported a batch of origin {origin} but its site is {site}"
+            ),
+            TenantError::ExportGap { lo, hi, covered } => write!(
+                f,
+                "the tenant exported seqs {lo}..={hi} but the mailbox covers only up to {covered}"
+            ),
+            TenantError::Count { table, .. } => write!(f, "counting the rows of table {table:?}"),
+            TenantError::Quarantine { .. } => f.write_str("counting the quarantined changes"),
+        }
+    }
+}
+
+impl std::error::Error for TenantError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TenantError::Open { source, .. }
+            | TenantError::ReadVector { source, .. }
+            | TenantError::Export { source, .. }
+            | TenantError::Count { source, .. }
+            | TenantError::Quarantine { source } => Some(source),
+            TenantError::VectorJson { source } => Some(source),
+            // Transparent: these say what failed themselves.
+            TenantError::Engine(e) => e.source(),
+            TenantError::Mailbox(e) => e.source(),
+            TenantError::Schema(e) => e.source(),
+            TenantError::VectorSite { .. }
+            | TenantError::VectorCoverage { .. }
+            | TenantError::ForeignOrigin { .. }
+            | TenantError::ExportGap { .. } => None,
+        }
+    }
+}
+
+impl From<EngineError> for TenantError {
+    fn from(e: EngineError) -> Self {
+        TenantError::Engine(e)
+    }
+}
+
+impl From<MailboxError> for TenantError {
+    fn from(e: MailboxError) -> Self {
+        TenantError::Mailbox(e)
+    }
+}
+
+impl From<SchemaError> for TenantError {
+    fn from(e: SchemaError) -> Self {
+        TenantError::Schema(e)
+    }
+}
+
+/// Why one batch could not be applied (recorded as an [`ApplyFailure`]; the batch stays in the
+/// mailbox and the next round retries).
+#[derive(Debug)]
+enum ApplyError {
+    /// The stored batch's header does not decode.
+    Header(DecodeError),
+    /// Its tables could not be checked or made.
+    Schema(SchemaError),
+    /// The REST change log's triggers could not follow its new tables.
+    Changelog(ChangelogError),
+    /// `outpost_apply` refused it.
+    Apply(rusqlite::Error),
+    /// `outpost_apply` answered something that is not JSON.
+    Counts(serde_json::Error),
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApplyError::Header(_) => f.write_str("not a valid batch header"),
+            ApplyError::Schema(e) => e.fmt(f),
+            ApplyError::Changelog(e) => e.fmt(f),
+            ApplyError::Apply(e) => e.fmt(f),
+            ApplyError::Counts(_) => f.write_str("outpost_apply() did not answer JSON"),
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ApplyError::Header(e) => Some(e),
+            // Transparent: these say what failed themselves.
+            ApplyError::Schema(e) => e.source(),
+            ApplyError::Changelog(e) => e.source(),
+            ApplyError::Apply(e) => e.source(),
+            ApplyError::Counts(e) => Some(e),
+        }
+    }
 }
 
 /// A batch that could not be applied (it stays in the mailbox).
@@ -58,18 +250,20 @@ pub struct Ingested {
 
 impl Tenant {
     /// Opens the tenant database (the engine must be registered: `engine::register`).
-    pub fn open(path: &Path, site: SiteId) -> Result<Tenant> {
+    pub fn open(path: &Path, site: SiteId) -> Result<Tenant, TenantError> {
         crate::engine::register()?;
-        let ctx = || format!("tenant database {}", path.display());
-        let conn = Connection::open(path).with_context(ctx)?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .with_context(ctx)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .with_context(ctx)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .with_context(ctx)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .with_context(ctx)?;
+        let open = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(Duration::from_secs(10))?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            Ok(conn)
+        };
+        let conn = open().map_err(|source| TenantError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(Tenant {
             conn,
             path: path.to_path_buf(),
@@ -79,7 +273,7 @@ impl Tenant {
 
     /// Installs or refreshes the REST change-log triggers (`changelog.rs`); run before every
     /// ingest, pull and push so a table tracked meanwhile (by an operator) is logged too.
-    pub fn refresh_triggers(&mut self) -> Result<()> {
+    pub fn refresh_triggers(&mut self) -> Result<(), ChangelogError> {
         for t in changelog::ensure_triggers(&mut self.conn)? {
             log::info!("tenant REST change log now follows table {t:?}");
         }
@@ -92,28 +286,31 @@ impl Tenant {
     }
 
     /// The tenant's version vector (its own entry is its db version).
-    pub fn vector(&self) -> Result<VersionVector> {
+    pub fn vector(&self) -> Result<VersionVector, TenantError> {
         let text: String = self
             .conn
             .query_row("SELECT outpost_vector()", [], |r| r.get(0))
-            .with_context(|| format!("reading the vector of {}", self.path.display()))?;
+            .map_err(|source| TenantError::ReadVector {
+                path: self.path.clone(),
+                source,
+            })?;
         let json: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&text).context("outpost_vector() is not a JSON object")?;
+            serde_json::from_str(&text).map_err(|source| TenantError::VectorJson { source })?;
         let mut v = VersionVector::new();
         for (site, covered) in json {
-            let site: SiteId = site
-                .parse()
-                .map_err(|_| anyhow::anyhow!("outpost_vector(): bad site id {site:?}"))?;
-            v.set(
-                site,
-                covered.as_u64().context("outpost_vector(): bad coverage")?,
-            );
+            let Ok(id) = site.parse::<SiteId>() else {
+                return Err(TenantError::VectorSite { site });
+            };
+            let covered = covered
+                .as_u64()
+                .ok_or(TenantError::VectorCoverage { site: id })?;
+            v.set(id, covered);
         }
         Ok(v)
     }
 
     /// Applies what `mailbox` holds and the tenant lacks (see the module doc).
-    pub fn ingest(&mut self, mailbox: &Mailbox) -> Result<Ingested> {
+    pub fn ingest(&mut self, mailbox: &Mailbox) -> Result<Ingested, TenantError> {
         let mut done = Ingested::default();
         let mut stopped: BTreeSet<SiteId> = BTreeSet::new();
         let mut plan = mailbox.pull_plan(&self.vector()?, Some(self.site))?;
@@ -133,7 +330,7 @@ impl Tenant {
                     );
                 }
                 Err(e) => {
-                    let error = format!("{e:#}");
+                    let error = Chain(&e).to_string();
                     log::warn!(
                         "tenant could not apply batch origin={} seqs={}..={} (kept in the mailbox): {error}",
                         batch.origin, range.0, range.1
@@ -150,21 +347,20 @@ impl Tenant {
         Ok(done)
     }
 
-    fn apply_one(&mut self, bytes: &[u8]) -> Result<(u64, u64)> {
-        let header = codec::decode_header(bytes, &Limits::default())
-            .map_err(|e| anyhow::anyhow!("not a valid batch header: {e}"))?;
-        let changes = schema::ensure(&self.conn, &header.tables)?;
+    fn apply_one(&mut self, bytes: &[u8]) -> Result<(u64, u64), ApplyError> {
+        let header = codec::decode_header(bytes, &Limits::default()).map_err(ApplyError::Header)?;
+        let changes = schema::ensure(&self.conn, &header.tables).map_err(ApplyError::Schema)?;
         if !changes.is_empty() {
             for c in &changes {
                 log::info!("tenant schema from batch header: {c:?}");
             }
-            self.refresh_triggers()?;
+            self.refresh_triggers().map_err(ApplyError::Changelog)?;
         }
         let out: String = self
             .conn
-            .query_row("SELECT outpost_apply(?1)", [bytes], |r| r.get(0))?;
-        let counts: serde_json::Value =
-            serde_json::from_str(&out).context("outpost_apply() did not answer JSON")?;
+            .query_row("SELECT outpost_apply(?1)", [bytes], |r| r.get(0))
+            .map_err(ApplyError::Apply)?;
+        let counts: serde_json::Value = serde_json::from_str(&out).map_err(ApplyError::Counts)?;
         let n = |k: &str| {
             counts
                 .get(k)
@@ -176,33 +372,35 @@ impl Tenant {
 
     /// Stores the cloud's own changes the mailbox lacks as batches of the cloud's origin.
     /// Returns how many batches were stored.
-    pub fn export(&mut self, mailbox: &mut Mailbox) -> Result<usize> {
+    pub fn export(&mut self, mailbox: &mut Mailbox) -> Result<usize, TenantError> {
         let mut since = mailbox.vector()?.get(&self.site);
         let mut stored = 0;
         loop {
-            let blob: Option<Vec<u8>> = self.conn.query_row(
-                "SELECT outpost_changes(?1, ?2)",
-                rusqlite::params![since as i64, EXPORT_BATCH_BYTES],
-                |r| r.get(0),
-            )?;
+            let blob: Option<Vec<u8>> = self
+                .conn
+                .query_row(
+                    "SELECT outpost_changes(?1, ?2)",
+                    rusqlite::params![since as i64, EXPORT_BATCH_BYTES],
+                    |r| r.get(0),
+                )
+                .map_err(|source| TenantError::Export { since, source })?;
             let Some(blob) = blob else { break };
             let staged = mailbox.stage(0, blob)?;
             if staged.origin != self.site {
-                bail!(
-                    "the tenant exported a batch of origin {} but its site is {}",
-                    staged.origin,
-                    self.site
-                );
+                return Err(TenantError::ForeignOrigin {
+                    origin: staged.origin,
+                    site: self.site,
+                });
             }
             if staged.range.hi <= since {
                 break;
             }
             if staged.range.lo > since + 1 {
-                bail!(
-                    "the tenant exported seqs {}..={} but the mailbox covers only up to {since}",
-                    staged.range.lo,
-                    staged.range.hi
-                );
+                return Err(TenantError::ExportGap {
+                    lo: staged.range.lo,
+                    hi: staged.range.hi,
+                    covered: since,
+                });
             }
             let hi = staged.range.hi;
             mailbox.commit(std::slice::from_ref(&staged))?;
@@ -219,33 +417,42 @@ impl Tenant {
     }
 
     /// The tracked tables and their row counts.
-    pub fn tables(&self) -> Result<Vec<(String, u64)>> {
+    pub fn tables(&self) -> Result<Vec<(String, u64)>, TenantError> {
         let mut out = Vec::new();
         for t in schema::tracked_tables(&self.conn)? {
-            let n: i64 = self.conn.query_row(
-                &format!("SELECT count(*) FROM {}", schema::quote(&t)),
-                [],
-                |r| r.get(0),
-            )?;
+            let n: i64 = self
+                .conn
+                .query_row(
+                    &format!("SELECT count(*) FROM {}", schema::quote(&t)),
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|source| TenantError::Count {
+                    table: t.clone(),
+                    source,
+                })?;
             out.push((t, n as u64));
         }
         Ok(out)
     }
 
     /// Rows in `outpost_quarantine` (0 before the engine's bookkeeping exists).
-    pub fn quarantined(&self) -> Result<u64> {
-        let has: i64 = self.conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE name = 'outpost_quarantine'",
-            [],
-            |r| r.get(0),
-        )?;
-        if has == 0 {
-            return Ok(0);
-        }
-        Ok(self
-            .conn
-            .query_row("SELECT count(*) FROM outpost_quarantine", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64)
+    pub fn quarantined(&self) -> Result<u64, TenantError> {
+        let count = || -> rusqlite::Result<u64> {
+            let has: i64 = self.conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'outpost_quarantine'",
+                [],
+                |r| r.get(0),
+            )?;
+            if has == 0 {
+                return Ok(0);
+            }
+            Ok(self
+                .conn
+                .query_row("SELECT count(*) FROM outpost_quarantine", [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64)
+        };
+        count().map_err(|source| TenantError::Quarantine { source })
     }
 }

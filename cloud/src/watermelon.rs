@@ -22,43 +22,278 @@
 //! The writes are ordinary local writes on the tenant database: the engine's triggers record them
 //! as the cloud's changes, which are exported to the mailbox for hubs and devices.
 
-use crate::changelog;
-use crate::schema::quote;
+use crate::changelog::{self, ChangelogError};
+use crate::schema::{quote, SchemaError};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{json, Map, Value as Json};
 use std::collections::BTreeMap;
+use std::fmt;
 
-/// Why a push was refused. Nothing was written in any case.
+/// Why the server could not serve a pull or push (HTTP 500; nothing was written).
 #[derive(Debug)]
-pub enum PushError {
-    /// The request is malformed or a record violates the schema (HTTP 400).
-    Invalid(String),
-    /// A pushed record changed on the server after `last_pulled_at` (HTTP 409).
-    Conflict(String),
-    /// The server failed (HTTP 500).
-    Internal(anyhow::Error),
+pub enum RestError {
+    /// The REST change log or its triggers failed.
+    Changelog(ChangelogError),
+    /// Reading a REST table's columns failed.
+    Schema(SchemaError),
+    /// SQLite failed on the tenant database.
+    Sqlite(rusqlite::Error),
 }
 
-impl std::fmt::Display for PushError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for RestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PushError::Invalid(m) => write!(f, "invalid push: {m}"),
-            PushError::Conflict(m) => write!(f, "conflict: {m}; pull, then push again"),
-            PushError::Internal(e) => write!(f, "server error: {e:#}"),
+            RestError::Changelog(e) => e.fmt(f),
+            RestError::Schema(e) => e.fmt(f),
+            RestError::Sqlite(_) => f.write_str("the tenant database failed"),
         }
     }
 }
 
-impl From<anyhow::Error> for PushError {
-    fn from(e: anyhow::Error) -> Self {
+impl std::error::Error for RestError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Transparent: these say what failed themselves.
+            RestError::Changelog(e) => e.source(),
+            RestError::Schema(e) => e.source(),
+            RestError::Sqlite(e) => Some(e),
+        }
+    }
+}
+
+impl From<ChangelogError> for RestError {
+    fn from(e: ChangelogError) -> Self {
+        RestError::Changelog(e)
+    }
+}
+
+impl From<SchemaError> for RestError {
+    fn from(e: SchemaError) -> Self {
+        RestError::Schema(e)
+    }
+}
+
+impl From<rusqlite::Error> for RestError {
+    fn from(e: rusqlite::Error) -> Self {
+        RestError::Sqlite(e)
+    }
+}
+
+/// What is wrong with a push body (found before anything is written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvalidPush {
+    /// The body is not a JSON object.
+    NotAnObject,
+    /// A table the REST API does not serve.
+    UnknownTable {
+        /// The table.
+        table: String,
+    },
+    /// A table's value is not an object.
+    NotATable {
+        /// The table.
+        table: String,
+    },
+    /// A table's object has a key other than `created`, `updated` and `deleted`.
+    UnknownKey {
+        /// The table.
+        table: String,
+        /// The key.
+        key: String,
+    },
+    /// `created`, `updated` or `deleted` is not an array.
+    NotAnArray {
+        /// The table.
+        table: String,
+        /// Which list.
+        list: &'static str,
+    },
+    /// A created or updated record is not an object.
+    RecordNotAnObject {
+        /// The table.
+        table: String,
+        /// Which list.
+        list: &'static str,
+    },
+    /// A created or updated record has no non-empty string `id`.
+    NoId {
+        /// The table.
+        table: String,
+        /// Which list.
+        list: &'static str,
+    },
+    /// A record names a column the table does not have.
+    UnknownColumn {
+        /// The table.
+        table: String,
+        /// The record.
+        id: String,
+        /// The column.
+        column: String,
+    },
+    /// A record's value is an array or an object.
+    NotAScalar {
+        /// The table.
+        table: String,
+        /// The record.
+        id: String,
+        /// The column.
+        column: String,
+    },
+    /// `deleted` holds something other than non-empty strings.
+    DeletedNotIds {
+        /// The table.
+        table: String,
+    },
+}
+
+impl fmt::Display for InvalidPush {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InvalidPush::NotAnObject => f.write_str("the body must be a JSON object of tables"),
+            InvalidPush::UnknownTable { table } => write!(
+                f,
+                "unknown table {table:?} (the REST API serves tracked tables whose primary key \
+                 is `id`)"
+            ),
+            InvalidPush::NotATable { table } => {
+                write!(f, "{table}: expected {{created, updated, deleted}}")
+            }
+            InvalidPush::UnknownKey { table, key } => write!(f, "{table}: unknown key {key:?}"),
+            InvalidPush::NotAnArray { table, list } => write!(f, "{table}.{list} must be an array"),
+            InvalidPush::RecordNotAnObject { table, list } => {
+                write!(f, "{table}.{list}: records are objects")
+            }
+            InvalidPush::NoId { table, list } => {
+                write!(f, "{table}.{list}: a record without a string `id`")
+            }
+            InvalidPush::UnknownColumn { table, id, column } => {
+                write!(f, "{table}/{id}: unknown column {column:?}")
+            }
+            InvalidPush::NotAScalar { table, id, column } => write!(
+                f,
+                "{table}/{id}: column {column:?} holds an array or object; values are strings, \
+                 numbers, booleans or null"
+            ),
+            InvalidPush::DeletedNotIds { table } => {
+                write!(f, "{table}.deleted holds ids (strings)")
+            }
+        }
+    }
+}
+
+/// Why a push was refused. Nothing was written in any case.
+#[derive(Debug)]
+pub enum PushError {
+    /// The request is malformed or names what the tables do not have (HTTP 400).
+    Invalid(InvalidPush),
+    /// Writing a record failed on a constraint (NOT NULL, CHECK, UNIQUE, ...) (HTTP 400).
+    Rejected {
+        /// The write, as `table/id` or `deleting table/id`.
+        write: String,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// The commit failed, usually on a deferred foreign key (HTTP 400).
+    Commit(rusqlite::Error),
+    /// A pushed record changed on the server after `last_pulled_at` (HTTP 409).
+    Conflict {
+        /// The table.
+        table: String,
+        /// The record.
+        id: String,
+        /// Its change time on the server.
+        changed_at: i64,
+        /// The push's `last_pulled_at`.
+        last_pulled_at: i64,
+    },
+    /// The server failed (HTTP 500).
+    Internal(RestError),
+}
+
+impl PushError {
+    /// The HTTP status the REST API answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            PushError::Invalid(_) | PushError::Rejected { .. } | PushError::Commit(_) => 400,
+            PushError::Conflict { .. } => 409,
+            PushError::Internal(_) => 500,
+        }
+    }
+
+    /// The `error` text the REST API answers with: what was refused and SQLite's reason, never
+    /// the server's internals.
+    pub fn answer(&self) -> String {
+        match self {
+            PushError::Rejected { source, .. } | PushError::Commit(source) => {
+                format!("{self}: {source}")
+            }
+            PushError::Internal(_) => "server error".into(),
+            PushError::Invalid(_) | PushError::Conflict { .. } => self.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PushError::Invalid(why) => write!(f, "invalid push: {why}"),
+            PushError::Rejected { write, .. } => write!(f, "invalid push: {write}"),
+            PushError::Commit(_) => f.write_str("invalid push: at commit (a foreign key?)"),
+            PushError::Conflict {
+                table,
+                id,
+                changed_at,
+                last_pulled_at,
+            } => write!(
+                f,
+                "conflict: {table}/{id} changed on the server at {changed_at}, after \
+                 last_pulled_at {last_pulled_at}; pull, then push again"
+            ),
+            PushError::Internal(_) => f.write_str("server error"),
+        }
+    }
+}
+
+impl std::error::Error for PushError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PushError::Rejected { source, .. } | PushError::Commit(source) => Some(source),
+            PushError::Internal(e) => Some(e),
+            PushError::Invalid(_) | PushError::Conflict { .. } => None,
+        }
+    }
+}
+
+impl From<RestError> for PushError {
+    fn from(e: RestError) -> Self {
         PushError::Internal(e)
     }
 }
 
+/// SQLite failing on anything but a record's write or the commit is the server's failure.
 impl From<rusqlite::Error> for PushError {
     fn from(e: rusqlite::Error) -> Self {
-        PushError::Internal(e.into())
+        PushError::Internal(RestError::Sqlite(e))
+    }
+}
+
+impl From<ChangelogError> for PushError {
+    fn from(e: ChangelogError) -> Self {
+        PushError::Internal(RestError::Changelog(e))
+    }
+}
+
+impl From<SchemaError> for PushError {
+    fn from(e: SchemaError) -> Self {
+        PushError::Internal(RestError::Schema(e))
+    }
+}
+
+impl From<InvalidPush> for PushError {
+    fn from(e: InvalidPush) -> Self {
+        PushError::Invalid(e)
     }
 }
 
@@ -74,7 +309,7 @@ fn to_json(v: ValueRef<'_>) -> Json {
 }
 
 /// The pull answer for `last_pulled_at` (`None` = first pull).
-pub fn pull(conn: &mut Connection, last_pulled_at: Option<i64>) -> anyhow::Result<Json> {
+pub fn pull(conn: &mut Connection, last_pulled_at: Option<i64>) -> Result<Json, RestError> {
     let since = last_pulled_at.unwrap_or(0);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let timestamp = changelog::latest(&tx)?;
@@ -128,7 +363,7 @@ struct TablePush {
     deleted: Vec<String>,
 }
 
-fn sql_value(table: &str, id: &str, col: &str, v: &Json) -> Result<SqlValue, PushError> {
+fn sql_value(table: &str, id: &str, col: &str, v: &Json) -> Result<SqlValue, InvalidPush> {
     Ok(match v {
         Json::Null => SqlValue::Null,
         Json::Bool(b) => SqlValue::Integer(*b as i64),
@@ -138,17 +373,20 @@ fn sql_value(table: &str, id: &str, col: &str, v: &Json) -> Result<SqlValue, Pus
         },
         Json::String(s) => SqlValue::Text(s.clone()),
         _ => {
-            return Err(PushError::Invalid(format!(
-                "{table}/{id}: column {col:?} holds an array or object; values are strings, numbers, booleans or null"
-            )))
+            return Err(InvalidPush::NotAScalar {
+                table: table.to_string(),
+                id: id.to_string(),
+                column: col.to_string(),
+            })
         }
     })
 }
 
-fn parse(body: &Json, tables: &BTreeMap<String, Vec<String>>) -> Result<Vec<TablePush>, PushError> {
-    let mut obj = body
-        .as_object()
-        .ok_or_else(|| PushError::Invalid("the body must be a JSON object of tables".into()))?;
+fn parse(
+    body: &Json,
+    tables: &BTreeMap<String, Vec<String>>,
+) -> Result<Vec<TablePush>, InvalidPush> {
+    let mut obj = body.as_object().ok_or(InvalidPush::NotAnObject)?;
     if let Some(Json::Object(inner)) = obj.get("changes") {
         if !tables.contains_key("changes") {
             obj = inner;
@@ -156,45 +394,51 @@ fn parse(body: &Json, tables: &BTreeMap<String, Vec<String>>) -> Result<Vec<Tabl
     }
     let mut out = Vec::new();
     for (table, v) in obj {
-        let columns = tables.get(table).ok_or_else(|| {
-            PushError::Invalid(format!(
-                "unknown table {table:?} (the REST API serves tracked tables whose primary key is `id`)"
-            ))
+        let columns = tables.get(table).ok_or_else(|| InvalidPush::UnknownTable {
+            table: table.clone(),
         })?;
-        let t = v.as_object().ok_or_else(|| {
-            PushError::Invalid(format!("{table}: expected {{created, updated, deleted}}"))
+        let t = v.as_object().ok_or_else(|| InvalidPush::NotATable {
+            table: table.clone(),
         })?;
         if let Some(k) = t
             .keys()
             .find(|k| !["created", "updated", "deleted"].contains(&k.as_str()))
         {
-            return Err(PushError::Invalid(format!("{table}: unknown key {k:?}")));
+            return Err(InvalidPush::UnknownKey {
+                table: table.clone(),
+                key: k.clone(),
+            });
         }
         let mut push = TablePush {
             table: table.clone(),
             upserts: Vec::new(),
             deleted: Vec::new(),
         };
-        for kind in ["created", "updated"] {
-            let list = match t.get(kind) {
+        for list in ["created", "updated"] {
+            let records = match t.get(list) {
                 None | Some(Json::Null) => continue,
                 Some(Json::Array(a)) => a,
                 Some(_) => {
-                    return Err(PushError::Invalid(format!(
-                        "{table}.{kind} must be an array"
-                    )))
+                    return Err(InvalidPush::NotAnArray {
+                        table: table.clone(),
+                        list,
+                    })
                 }
             };
-            for rec in list {
-                let rec = rec.as_object().ok_or_else(|| {
-                    PushError::Invalid(format!("{table}.{kind}: records are objects"))
-                })?;
+            for rec in records {
+                let rec = rec
+                    .as_object()
+                    .ok_or_else(|| InvalidPush::RecordNotAnObject {
+                        table: table.clone(),
+                        list,
+                    })?;
                 let id = match rec.get("id") {
                     Some(Json::String(s)) if !s.is_empty() => s.clone(),
                     _ => {
-                        return Err(PushError::Invalid(format!(
-                            "{table}.{kind}: a record without a string `id`"
-                        )))
+                        return Err(InvalidPush::NoId {
+                            table: table.clone(),
+                            list,
+                        })
                     }
                 };
                 let mut cols = Vec::new();
@@ -203,9 +447,11 @@ fn parse(body: &Json, tables: &BTreeMap<String, Vec<String>>) -> Result<Vec<Tabl
                         continue;
                     }
                     if !columns.iter().any(|k| k == c) {
-                        return Err(PushError::Invalid(format!(
-                            "{table}/{id}: unknown column {c:?}"
-                        )));
+                        return Err(InvalidPush::UnknownColumn {
+                            table: table.clone(),
+                            id,
+                            column: c.clone(),
+                        });
                     }
                     cols.push((c.clone(), sql_value(table, &id, c, v)?));
                 }
@@ -219,17 +465,18 @@ fn parse(body: &Json, tables: &BTreeMap<String, Vec<String>>) -> Result<Vec<Tabl
                     match id {
                         Json::String(s) if !s.is_empty() => push.deleted.push(s.clone()),
                         _ => {
-                            return Err(PushError::Invalid(format!(
-                                "{table}.deleted holds ids (strings)"
-                            )))
+                            return Err(InvalidPush::DeletedNotIds {
+                                table: table.clone(),
+                            })
                         }
                     }
                 }
             }
             Some(_) => {
-                return Err(PushError::Invalid(format!(
-                    "{table}.deleted must be an array"
-                )))
+                return Err(InvalidPush::NotAnArray {
+                    table: table.clone(),
+                    list: "deleted",
+                })
             }
         }
         out.push(push);
@@ -256,15 +503,16 @@ pub fn push(conn: &mut Connection, last_pulled_at: i64, body: &Json) -> Result<u
                 .query_row(rusqlite::params![p.table, id], |r| r.get(0))
                 .optional()?;
             if let Some(at) = changed.filter(|&at| at > last_pulled_at) {
-                return Err(PushError::Conflict(format!(
-                    "{}/{id} changed on the server at {at}, after last_pulled_at {last_pulled_at}",
-                    p.table
-                )));
+                return Err(PushError::Conflict {
+                    table: p.table.clone(),
+                    id: id.clone(),
+                    changed_at: at,
+                    last_pulled_at,
+                });
             }
         }
     }
-    let invalid =
-        |what: String| move |e: rusqlite::Error| PushError::Invalid(format!("{what}: {e}"));
+    let rejected = |write: String| move |source| PushError::Rejected { write, source };
     let mut written = 0;
     for p in &plan {
         let t = quote(&p.table);
@@ -306,17 +554,16 @@ pub fn push(conn: &mut Connection, last_pulled_at: i64, body: &Json) -> Result<u
                 params.push(v);
             }
             tx.execute(&sql, params.as_slice())
-                .map_err(invalid(format!("{}/{}", p.table, r.id)))?;
+                .map_err(rejected(format!("{}/{}", p.table, r.id)))?;
             written += 1;
         }
         for id in &p.deleted {
             written += tx
                 .execute(&format!("DELETE FROM {t} WHERE \"id\" = ?1"), [id])
-                .map_err(invalid(format!("deleting {}/{id}", p.table)))?;
+                .map_err(rejected(format!("deleting {}/{id}", p.table)))?;
         }
     }
-    tx.commit()
-        .map_err(|e| PushError::Invalid(format!("at commit (a foreign key?): {e}")))?;
+    tx.commit().map_err(PushError::Commit)?;
     Ok(written)
 }
 

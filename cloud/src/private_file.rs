@@ -1,0 +1,130 @@
+//! Creating the data directory's files: an empty file with mode 0600 (a SQLite database SQLite then
+//! opens, so its `-wal`/`-shm` files get the same mode), and a file written whole at once
+//! (temporary file, fsync, rename, fsync of the directory) so a crash never leaves half of it.
+//!
+//! Both the data directory (`datadir.rs`), the control file (`control.rs`) and the TLS files
+//! (`https.rs`) create files this way; it lives here so none of them depends on another for it.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+/// Why a file could not be created. The path is the file the step failed on.
+#[derive(Debug)]
+pub enum FileError {
+    /// The file (or its temporary twin) could not be created.
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// Writing or syncing the temporary file failed.
+    Write {
+        /// The temporary file.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// The temporary file could not be renamed to its final name.
+    Rename {
+        /// The final name.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// The directory could not be synced after the rename (the new name may not be durable).
+    SyncDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
+    /// The path has no parent directory to write the file in.
+    NoDirectory {
+        /// The path.
+        path: PathBuf,
+    },
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileError::Create { path, .. } => write!(f, "creating {}", path.display()),
+            FileError::Write { path, .. } => write!(f, "writing {}", path.display()),
+            FileError::Rename { path, .. } => write!(f, "renaming into {}", path.display()),
+            FileError::SyncDirectory { path, .. } => {
+                write!(f, "syncing directory {}", path.display())
+            }
+            FileError::NoDirectory { path } => {
+                write!(f, "{} has no directory to write it in", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for FileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            FileError::Create { source, .. }
+            | FileError::Write { source, .. }
+            | FileError::Rename { source, .. }
+            | FileError::SyncDirectory { source, .. } => Some(source),
+            FileError::NoDirectory { .. } => None,
+        }
+    }
+}
+
+/// Creates `path` empty with mode 0600 unless it exists.
+pub(crate) fn create_private_file(path: &Path) -> Result<(), FileError> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(FileError::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Writes `bytes` to a new file `path` with `mode`: temporary file, fsync, rename, fsync of the
+/// directory, so a crash never leaves a half-written file.
+pub(crate) fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    let dir = path.parent().ok_or_else(|| FileError::NoDirectory {
+        path: path.to_path_buf(),
+    })?;
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|source| FileError::Create {
+            path: tmp.clone(),
+            source,
+        })?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|source| FileError::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+    fs::rename(&tmp, path).map_err(|source| FileError::Rename {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| FileError::SyncDirectory {
+            path: dir.to_path_buf(),
+            source,
+        })
+}
