@@ -6,24 +6,38 @@
 //! own tables' changes (operator writes, REST pushes) as batches of its own origin, and serves a
 //! WatermelonDB-compatible REST API over HTTPS. See `docs/cloud.md` and `docs/rest-api.md`.
 //!
-//! Modules: [`datadir`] (the `--data` directory), [`engine`] (the statically linked extension),
-//! [`schema`] (tables from batch headers), [`tenant`] (ingest and export), [`changelog`] (per-record
-//! change times for REST), [`watermelon`] (pull and push), [`http`] and [`https`] (the HTTPS
-//! front), [`control`] (API tokens, enrollment kinds, settings), [`service`] (the running cloud),
-//! [`status`] (the operator's view).
+//! Public modules (what the `outpost-cloud` binary and the tests use): [`datadir`] (the `--data`
+//! directory), [`engine`] (the statically linked extension), [`https`] (the HTTPS front and its
+//! certificate), [`control`] (API tokens, enrollment kinds, settings), [`service`] (the running
+//! cloud), [`sessions`] (the session protocol listener), [`status`] (the operator's view).
+//!
+//! Inside the crate: `schema` (tables from batch headers), `tenant` (ingest and export),
+//! `changelog` (per-record change times for REST), `watermelon` (pull and push), `http` (the
+//! HTTP/1.1 request reader), `private_file` (creating the directory's files), `error_chain`
+//! (an error and its causes on one line). Their error types appear in the public API and are
+//! re-exported here.
+//!
+//! Every layer has its own error enum, whose text names the file, table or record involved and
+//! whose `source()` is the cause (the text does not repeat it).
 #![warn(missing_docs)]
 
-pub mod changelog;
+mod changelog;
 pub mod control;
 pub mod datadir;
 pub mod engine;
 mod error_chain;
-pub mod http;
+mod http;
 pub mod https;
 mod private_file;
-pub mod schema;
+mod schema;
 pub mod service;
 pub mod sessions;
 pub mod status;
-pub mod tenant;
-pub mod watermelon;
+mod tenant;
+mod watermelon;
+
+pub use changelog::ChangelogError;
+pub use private_file::FileError;
+pub use schema::SchemaError;
+pub use tenant::{ApplyFailure, Ingested, TenantError};
+pub use watermelon::{InvalidPush, PushError, RestError};
