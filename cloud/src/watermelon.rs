@@ -584,3 +584,6 @@ pub fn describe(body: &Json) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests;
