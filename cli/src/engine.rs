@@ -1,33 +1,15 @@
-//! The extension's engine, linked statically: its entry point is registered with
-//! `sqlite3_auto_extension` once, so every connection this process opens has the `outpost_*`
-//! functions with no library file to load (the path iOS/Android apps take as well).
+//! Opening the app's database with the extension's engine linked statically (`outpost-embed`
+//! registers it with `sqlite3_auto_extension`, so the connection has the `outpost_*` functions
+//! with no library file to load).
 
 use anyhow::{bail, Context, Result};
 use rusqlite::Connection;
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::Duration;
-
-type Init = unsafe extern "C" fn(
-    *mut rusqlite::ffi::sqlite3,
-    *mut *mut std::ffi::c_char,
-    *const rusqlite::ffi::sqlite3_api_routines,
-) -> std::ffi::c_int;
 
 /// Registers the engine once per process; every later connection gets its functions.
 pub fn register() -> Result<()> {
-    static RC: OnceLock<std::ffi::c_int> = OnceLock::new();
-    let rc = *RC.get_or_init(|| {
-        let raw = outpost::sqlite3_outpost_init as *const ();
-        // SAFETY: the same C ABI (db, error-message out pointer, routines table); the pointer
-        // types differ only by which crate declared them.
-        let init = unsafe { std::mem::transmute::<*const (), Init>(raw) };
-        // SAFETY: registering a valid entry point that SQLite calls for each new connection.
-        unsafe { rusqlite::ffi::sqlite3_auto_extension(Some(init)) }
-    });
-    if rc != rusqlite::ffi::SQLITE_OK {
-        bail!("registering the outpost engine with SQLite failed (code {rc})");
-    }
+    outpost_embed::register()?;
     Ok(())
 }
 

@@ -13,23 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Init = unsafe extern "C" fn(
-    *mut rusqlite::ffi::sqlite3,
-    *mut *mut std::ffi::c_char,
-    *const rusqlite::ffi::sqlite3_api_routines,
-) -> std::ffi::c_int;
-
 fn open(path: &Path) -> Connection {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: the same C ABI; pointer types differ only by the declaring crate.
-        let init = unsafe {
-            std::mem::transmute::<*const (), Init>(outpost::sqlite3_outpost_init as *const ())
-        };
-        // SAFETY: registering a valid entry point.
-        let rc = unsafe { rusqlite::ffi::sqlite3_auto_extension(Some(init)) };
-        assert_eq!(rc, 0);
-    });
+    outpost_embed::register().unwrap();
     let c = Connection::open(path).unwrap();
     c.busy_timeout(Duration::from_secs(10)).unwrap();
     c

@@ -13,8 +13,8 @@
 //! tenant and mailbox hold patient data, the allowlist unused enrollment tokens.
 
 use crate::control::{Control, ControlError};
-use crate::engine::{self, EngineError};
 use crate::private_file::{create_private_file, write_new_file, FileError};
+use outpost_embed::EngineError;
 use outpost_hub::allowlist::{Allowlist, AllowlistError};
 use outpost_hub::identity::{fingerprint, Identity};
 use outpost_mailbox::{Mailbox, MailboxError};
@@ -260,7 +260,7 @@ fn load_identity(path: &Path) -> Result<(Identity, bool), DataDirError> {
 
 /// The tenant database's site id (created by the engine on first use).
 fn tenant_site(path: &Path) -> Result<SiteId, DataDirError> {
-    engine::register().map_err(DataDirError::Engine)?;
+    outpost_embed::register().map_err(DataDirError::Engine)?;
     let db = path.join("tenant.db");
     let conn = rusqlite::Connection::open(&db).map_err(|source| DataDirError::TenantOpen {
         path: db.clone(),

@@ -2,14 +2,13 @@
 //!
 //! The cloud master of one tenant (one organisation): it keeps a mailbox of every batch
 //! (`outpost-mailbox`, so it can serve any version vector), applies them through the extension's
-//! engine into a SQLite database of the app's real tables that an operator can query, exports its
-//! own tables' changes (operator writes, REST pushes) as batches of its own origin, and serves a
-//! WatermelonDB-compatible REST API over HTTPS. See `docs/cloud.md` and `docs/rest-api.md`.
+//! engine (linked statically, `outpost-embed`) into a SQLite database of the app's real tables
+//! that an operator can query, exports its own tables' changes (operator writes, REST pushes) as
+//! batches of its own origin, and serves a WatermelonDB-compatible REST API over HTTPS. See `docs/cloud.md` and `docs/rest-api.md`.
 //!
 //! Public modules (what the `outpost-cloud` binary and the tests use): [`datadir`] (the `--data`
-//! directory), [`engine`] (the statically linked extension), [`https`] (the HTTPS front and its
-//! certificate), [`control`] (API tokens, enrollment kinds, settings), [`service`] (the running
-//! cloud), [`sessions`] (the session protocol listener), [`status`] (the operator's view).
+//! directory), [`https`] (the HTTPS front and its certificate), [`control`] (API tokens,
+//! enrollment kinds, settings), [`service`] (the running cloud), [`sessions`] (the session protocol listener), [`status`] (the operator's view).
 //!
 //! Inside the crate: `schema` (tables from batch headers), `tenant` (ingest and export),
 //! `changelog` (per-record change times for REST), `watermelon` (pull and push), `http` (the
@@ -24,7 +23,6 @@
 mod changelog;
 pub mod control;
 pub mod datadir;
-pub mod engine;
 mod error_chain;
 mod http;
 pub mod https;

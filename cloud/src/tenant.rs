@@ -12,9 +12,9 @@
 //!   origin, stored as batches of that origin so hubs and devices pull them like any other.
 
 use crate::changelog::{self, ChangelogError};
-use crate::engine::EngineError;
 use crate::error_chain::Chain;
 use crate::schema::{self, SchemaError};
+use outpost_embed::EngineError;
 use outpost_mailbox::{Limits, Mailbox, MailboxError};
 use outpost_protocol::batch::codec::{self, DecodeError};
 use outpost_protocol::{SiteId, VersionVector};
@@ -249,9 +249,9 @@ pub struct Ingested {
 }
 
 impl Tenant {
-    /// Opens the tenant database (the engine must be registered: `engine::register`).
+    /// Opens the tenant database (the engine must be registered: `outpost_embed::register`).
     pub fn open(path: &Path, site: SiteId) -> Result<Tenant, TenantError> {
-        crate::engine::register()?;
+        outpost_embed::register()?;
         let open = || -> rusqlite::Result<Connection> {
             let conn = Connection::open(path)?;
             conn.busy_timeout(Duration::from_secs(10))?;

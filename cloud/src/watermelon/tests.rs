@@ -3,7 +3,7 @@ use super::*;
 /// A tenant database with the REST tables of `cloud/tests/cloud_rest.rs`, tracked by the engine,
 /// foreign keys on as the cloud opens it, and the change log's triggers installed.
 fn tenant(dir: &std::path::Path) -> Connection {
-    crate::engine::register().unwrap();
+    outpost_embed::register().unwrap();
     let mut conn = Connection::open(dir.join("tenant.db")).unwrap();
     conn.execute_batch(
         "PRAGMA foreign_keys = ON;

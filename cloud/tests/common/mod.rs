@@ -163,7 +163,7 @@ impl Rest {
 
 /// A device database with the engine (registered once per test process).
 pub fn device(path: &Path) -> Connection {
-    outpost_cloud::engine::register().unwrap();
+    outpost_embed::register().unwrap();
     let c = Connection::open(path).unwrap();
     c.busy_timeout(Duration::from_secs(10)).unwrap();
     c

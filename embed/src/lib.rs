@@ -1,6 +1,9 @@
-//! The extension's engine, linked statically: its entry point is registered with
-//! `sqlite3_auto_extension`, so every SQLite connection this process opens afterwards (the tenant
-//! database's) has the `outpost_*` functions, with no library file to load.
+//! # outpost-embed
+//!
+//! The extension's engine linked statically into a Rust program (the cloud, the `outpost` CLI):
+//! its entry point is registered with `sqlite3_auto_extension`, so every SQLite connection the
+//! process opens afterwards has the `outpost_*` functions, with no library file to load.
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::sync::OnceLock;
