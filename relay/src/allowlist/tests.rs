@@ -8,10 +8,14 @@ fn open() -> (tempfile::TempDir, Allowlist) {
     (dir, a)
 }
 
+/// Device `n`'s public key (a real P-256 point: the allowlist hands stored keys back as
+/// [`PublicKey`]s).
 fn key(n: u8) -> Vec<u8> {
-    let mut k = vec![n; 65];
-    k[0] = 4;
-    k
+    outpost_protocol::handshake::Keypair::from_secret(&[n; 32])
+        .unwrap()
+        .public()
+        .as_bytes()
+        .to_vec()
 }
 
 #[test]
@@ -153,6 +157,25 @@ fn token_ids_match_the_protocols_definition() {
     // SHA-256("outpost-enroll-token" ‖ 32 × 0x00), first 16 bytes (computed with sha256sum).
     let id = token_id(&[0u8; 32]);
     assert_eq!(hex(&id), EXPECTED_ZERO_TOKEN_ID);
+    assert_eq!(id, TokenId::of(&[0u8; 32]).0);
+}
+
+#[test]
+fn a_peers_vector_is_recorded_and_a_damaged_one_is_refused() {
+    let (_dir, a) = open();
+    let site = SiteId([5; 16]);
+    assert_eq!(a.peer_vector(&site).unwrap(), None);
+    let mut v = VersionVector::new();
+    v.set(SiteId([1; 16]), 4);
+    a.record_vector(&site, &v).unwrap();
+    assert_eq!(a.peer_vector(&site).unwrap(), Some(v));
+    a.set_setting(&format!("vector:{site}"), "junk").unwrap();
+    let err = a.peer_vector(&site).unwrap_err();
+    assert!(
+        matches!(err, AllowlistError::DamagedVector { site: s, .. } if s == site),
+        "{err}"
+    );
+    assert!(err.to_string().contains("allowlist.db"), "{err}");
 }
 
 fn hex(b: &[u8]) -> String {
