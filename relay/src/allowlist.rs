@@ -355,16 +355,18 @@ impl Allowlist {
             })
     }
 
-    /// Consumes the token named `id` and admits the device `(key, site)`, in one fsynced transaction, at
-    /// `now`. Re-enrolling an admitted key with a fresh token is allowed (it just uses the token);
-    /// a revoked key, or a site id bound to another key, is refused and the token stays unused.
+    /// Consumes the token named `id` and admits the device `(key, site)`, in one fsynced
+    /// transaction, at `now`. Re-enrolling an admitted key with a fresh token is allowed (it just
+    /// uses the token); a revoked key, or a site id bound to another key, is refused and the token
+    /// stays unused. Only a [`PublicKey`] is admitted, so every stored key reads back as one.
     pub fn admit(
         &mut self,
         id: &[u8; 16],
-        key: &[u8],
+        key: &PublicKey,
         site: SiteId,
         now: u64,
     ) -> Result<Device, AllowlistError> {
+        let key = &key.as_bytes()[..];
         self.usable_token(id, now)?;
         let path = self.path.clone();
         let sql = |source| AllowlistError::Sqlite {

@@ -84,7 +84,7 @@ impl Gatekeeper for AllowlistGate {
     fn admit(&mut self, id: &TokenId, key: &PublicKey, site: &SiteId) -> Result<(), Refusal> {
         let device = self
             .allowlist
-            .admit(&id.0, key.as_bytes(), *site, self.now)
+            .admit(&id.0, key, *site, self.now)
             .map_err(refusal)?;
         log::info!(
             "enrolled device site={} key={}",
