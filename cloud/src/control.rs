@@ -124,7 +124,7 @@ impl Control {
         getrandom::getrandom(&mut secret).context("reading the system's random source")?;
         let token = format!(
             "{TOKEN_PREFIX}{}",
-            outpost_hub::enroll::base64url_encode(&secret)
+            outpost_relay::enroll::base64url_encode(&secret)
         );
         self.conn
             .execute(

@@ -15,10 +15,11 @@
 use crate::control::Control;
 use crate::engine;
 use anyhow::{bail, Context, Result};
-use outpost_hub::allowlist::Allowlist;
-use outpost_hub::identity::{fingerprint, Identity};
 use outpost_mailbox::Mailbox;
 use outpost_protocol::SiteId;
+use outpost_relay::allowlist::Allowlist;
+use outpost_relay::identity::Identity;
+use outpost_relay::Stores;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -102,7 +103,7 @@ impl DataDir {
             log::info!(
                 "data={} created cloud identity key={} site={}",
                 path.display(),
-                fingerprint(&dir.identity.public),
+                dir.identity.public().fingerprint(),
                 dir.identity.site
             );
         }
@@ -152,6 +153,15 @@ impl DataDir {
     /// A new connection to the allowlist.
     pub fn allowlist(&self) -> Result<Allowlist> {
         Ok(Allowlist::open(self.path.join("allowlist.db"))?)
+    }
+
+    /// What the session listener's relay serves from: the identity and the two stores' files.
+    pub fn stores(&self) -> Stores {
+        Stores {
+            identity: self.identity.clone(),
+            mailbox: self.path.join("mailbox.db"),
+            allowlist: self.path.join("allowlist.db"),
+        }
     }
 
     /// A new connection to the control file.

@@ -10,8 +10,8 @@ use crate::datadir::{unix_now, DataDir};
 use crate::tenant::{Ingested, Tenant};
 use crate::watermelon::{self, PushError};
 use anyhow::Result;
-use outpost_hub::relay::Hub;
 use outpost_mailbox::Mailbox;
+use outpost_relay::Serving;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ pub struct Cloud {
     wake: Condvar,
     /// The session listener's relay state, once it runs: told of every batch the cloud exports
     /// (REST pushes, operator writes), so idle live sessions are notified of them.
-    sessions: OnceLock<Arc<Hub>>,
+    sessions: OnceLock<Arc<Serving>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,7 +85,7 @@ impl Cloud {
 
     /// Lets the session listener's live sessions learn of the cloud's own exported batches
     /// (set once, by `sessions::spawn`).
-    pub fn notify_sessions(&self, hub: Arc<Hub>) {
+    pub fn notify_sessions(&self, hub: Arc<Serving>) {
         let _ = self.sessions.set(hub);
     }
 

@@ -5,7 +5,6 @@ use crate::control::Kind;
 use crate::datadir::DataDir;
 use crate::tenant::Tenant;
 use anyhow::Result;
-use outpost_hub::identity::fingerprint;
 use rusqlite::OptionalExtension;
 use serde_json::{json, Value};
 
@@ -52,7 +51,7 @@ pub fn collect(dir: &DataDir) -> Result<Value> {
             let token: Option<Vec<u8>> = allow
                 .query_row(
                     "SELECT id FROM tokens WHERE used_by = ?1 ORDER BY used_at DESC LIMIT 1",
-                    [&d.key],
+                    [&d.key.as_bytes()[..]],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -63,7 +62,7 @@ pub fn collect(dir: &DataDir) -> Result<Value> {
             Ok(json!({
                 "kind": kind.map_or("unknown", Kind::as_str),
                 "site": d.site.to_string(),
-                "key": fingerprint(&d.key),
+                "key": d.key.fingerprint(),
                 "enrolled_at": d.enrolled_at,
                 "last_seen": d.last_seen,
                 "revoked_at": d.revoked_at,
@@ -80,7 +79,7 @@ pub fn collect(dir: &DataDir) -> Result<Value> {
         .collect();
     Ok(json!({
         "site": dir.identity.site.to_string(),
-        "key": fingerprint(&dir.identity.public),
+        "key": dir.identity.public().fingerprint(),
         "listen": control.setting(crate::control::LAST_LISTEN)?,
         "https": control.setting(crate::control::LAST_HTTPS)?,
         "tenant": {
