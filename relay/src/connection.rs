@@ -238,7 +238,7 @@ impl Relay {
         matches!(self.state, State::Closed)
     }
 
-    /// Consumes `input`, received at `now` (everything; bytes past a completed handshake go to
+    /// Consumes `input`, received at `time` (everything; bytes past a completed handshake go to
     /// the channel).
     pub fn receive(&mut self, mut input: &[u8], time: Time) -> Result<Event, ConnectionError> {
         let now = time.monotonic_ms;

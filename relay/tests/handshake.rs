@@ -11,7 +11,7 @@ use outpost_protocol::{SiteId, PROTOCOL_VERSION};
 use outpost_relay::allowlist::{Allowlist, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::identity::Identity;
 use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
-use outpost_relay::{serve_connection, Serving, Stores};
+use outpost_relay::{serve_connection, Event, Relay, Serving, Stores, Time};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -265,4 +265,90 @@ fn an_expired_token_is_refused() {
     .unwrap_err();
     assert_eq!(err, Some(HandshakeError::EnrollmentRefused));
     assert!(hub.allowlist().devices().unwrap().is_empty());
+}
+
+/// Runs an enrollment handshake against `relay` in memory (no socket), every call at `at`:
+/// whether the relay admitted the device.
+fn enroll_in_memory(
+    relay: &mut Relay,
+    dev: &Device,
+    hub: &TestHub,
+    token: [u8; 32],
+    at: Time,
+) -> bool {
+    let config = InitiatorConfig {
+        identity: dev.keypair.clone(),
+        site: dev.site,
+        counter: 1,
+        responder_key: hub.key(),
+        responder_site: hub.site(),
+        purpose: Purpose::Enroll { token },
+        version: PROTOCOL_VERSION,
+    };
+    let mut init = Initiator::start(
+        &config,
+        Ephemeral::from_seed([7; 32]),
+        ChannelLimits::default(),
+        at.monotonic_ms,
+    )
+    .unwrap();
+    let mut to_relay = init.take_outgoing();
+    for _ in 0..4 {
+        match relay.receive(&to_relay, at) {
+            Ok(Event::Authenticated(_)) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        let back = relay.output().unwrap();
+        let mut input = &back[..];
+        match init.receive(&mut input, at.monotonic_ms) {
+            Ok(Some(mut channel)) => to_relay = channel.take_outgoing(),
+            Ok(None) => to_relay = init.take_outgoing(),
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[test]
+fn token_expiry_is_judged_at_the_time_the_driver_hands_in() {
+    let hub = start_hub();
+    // A token that expired long ago by the wall clock, but is fresh at the relay's time.
+    let issued = 1_000_000;
+    let token = hub.allowlist().issue_token(issued, 60).unwrap().secret;
+    let at = |unix_secs: u64| Time {
+        monotonic_ms: 5,
+        unix_ms: unix_secs * 1000,
+    };
+    let dev = device(1);
+    let mut late = Relay::new(
+        hub.hub.clone(),
+        Ephemeral::from_seed([1; 32]),
+        at(issued + 60),
+    )
+    .unwrap();
+    assert!(!enroll_in_memory(
+        &mut late,
+        &dev,
+        &hub,
+        token,
+        at(issued + 60)
+    ));
+    assert!(hub.allowlist().devices().unwrap().is_empty());
+    let mut timely = Relay::new(
+        hub.hub.clone(),
+        Ephemeral::from_seed([2; 32]),
+        at(issued + 59),
+    )
+    .unwrap();
+    assert!(enroll_in_memory(
+        &mut timely,
+        &dev,
+        &hub,
+        token,
+        at(issued + 59)
+    ));
+    let devices = hub.allowlist().devices().unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].enrolled_at, issued + 59);
 }
