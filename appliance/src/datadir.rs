@@ -65,9 +65,10 @@ impl std::error::Error for DataDirError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             DataDirError::Create { source, .. } => Some(source),
-            DataDirError::Identity(e) => Some(e),
-            DataDirError::Mailbox(e) => Some(e),
-            DataDirError::Allowlist(e) => Some(e),
+            // Transparent: the inner error's text is this one's.
+            DataDirError::Identity(e) => e.source(),
+            DataDirError::Mailbox(e) => e.source(),
+            DataDirError::Allowlist(e) => e.source(),
         }
     }
 }

@@ -129,8 +129,9 @@ impl std::error::Error for StatusError {
             | StatusError::Encode(source)
             | StatusError::PinnedCloud(source) => Some(source),
             StatusError::CloudVector(e) => Some(e),
-            StatusError::Mailbox(e) => Some(e),
-            StatusError::Allowlist(e) => Some(e),
+            // Transparent: the inner error's text is this one's.
+            StatusError::Mailbox(e) => e.source(),
+            StatusError::Allowlist(e) => e.source(),
         }
     }
 }

@@ -54,7 +54,8 @@ impl fmt::Display for SessionsError {
 impl std::error::Error for SessionsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SessionsError::Allowlist(e) => Some(e),
+            // Transparent: the allowlist's error text is this one's.
+            SessionsError::Allowlist(e) => e.source(),
             SessionsError::Thread { source, .. } => Some(source),
         }
     }

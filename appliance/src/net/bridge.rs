@@ -78,10 +78,11 @@ impl<E: fmt::Display> fmt::Display for BridgeError<E> {
 impl<E: std::error::Error + 'static> std::error::Error for BridgeError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            BridgeError::Handler(e) => Some(e),
+            // Transparent: the handler's and the socket's texts are this one's.
+            BridgeError::Handler(e) => e.source(),
             BridgeError::Spawn(e) => Some(e),
             BridgeError::Panicked => None,
-            BridgeError::Socket(e) => Some(e),
+            BridgeError::Socket(e) => e.source(),
         }
     }
 }
