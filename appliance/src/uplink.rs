@@ -115,7 +115,7 @@ pub struct UplinkState {
     pub failures: u32,
     /// While backing off: the delay before the next attempt.
     pub retry_in_ms: Option<u64>,
-    /// The cloud's vector as last known (its hello, advanced by its acks), `outpost_relay::vector_text`.
+    /// The cloud's vector as last known (its hello, advanced by its acks), in `vector_text` form.
     pub cloud_vector: Option<String>,
     /// Since when (unix seconds) the uplink has been in live sessions without a failure; `None`
     /// when not live.
