@@ -2,22 +2,19 @@
 //!
 //! The clinic hub: a durable mailbox of batches on the LAN. It never interprets app data: it
 //! stores what enrolled devices push (through `outpost-mailbox`), serves each device what its
-//! version vector lacks (never its own batches), and keeps who may connect in an allowlist.
+//! version vector lacks (never its own batches), and keeps who may connect in an allowlist. What
+//! it shares with the cloud (identity, allowlist, enrollment codes, the relay and its std
+//! listener) is the `outpost-relay` crate; this one is the firmware around it.
 //!
-//! Modules: [`datadir`] (the `--data` directory), [`identity`] (the static P-256 key and site id),
-//! [`allowlist`] (devices, one-time tokens, handshake counters), [`enroll`] (the `outpost:` code),
-//! [`logging`] (structured stderr lines), [`interfaces`] (addresses for enrollment codes).
+//! Modules: [`datadir`] (the `--data` directory), [`hub`] (the running hub's shared state),
+//! [`status`] (the `status` command, the status page, the run state), [`uplink`] (the hub as a
+//! client of the cloud), [`net`] (the hub's own network stack), [`interfaces`] (addresses for
+//! enrollment codes).
 #![warn(missing_docs)]
 
-pub mod allowlist;
 pub mod datadir;
-pub mod enroll;
-pub mod gate;
-pub mod identity;
+pub mod hub;
 pub mod interfaces;
-pub mod logging;
 pub mod net;
-pub mod relay;
-pub mod server;
 pub mod status;
 pub mod uplink;

@@ -1,17 +1,19 @@
 //! `outpost-hub`: the clinic hub's command line. See `docs/hub.md`.
 
 use anyhow::{bail, Context, Result};
-use outpost_hub::allowlist::{Allowlist, AllowlistError, Device, DEFAULT_TOKEN_TTL_SECS};
 use outpost_hub::datadir::{unix_now, DataDir, LAST_NET};
-use outpost_hub::enroll::{render_qr, EnrollCode};
-use outpost_hub::identity::fingerprint;
+use outpost_hub::hub::Hub;
 use outpost_hub::net::bridge::BridgedConn;
 use outpost_hub::net::{self, HubServices, IpConfig, Link, NetConfig};
-use outpost_hub::relay::{serve_stream, Hub, Relay};
-use outpost_hub::server::{serve, watch_revocations, Conn, Limits as ServerLimits, LiveSessions};
 use outpost_hub::status::{Heartbeat, PageCache, Snapshot};
-use outpost_hub::{interfaces, logging, uplink};
+use outpost_hub::{interfaces, uplink};
 use outpost_protocol::channel::Limits as ChannelLimits;
+use outpost_relay::allowlist::{Allowlist, AllowlistError, Device, DEFAULT_TOKEN_TTL_SECS};
+use outpost_relay::enroll::{render_qr, EnrollCode};
+use outpost_relay::listener::{
+    serve, watch_revocations, Conn, Limits as ServerLimits, LiveSessions,
+};
+use outpost_relay::{logging, serve_connection};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -141,7 +143,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
 
 fn data_dir(args: &Args) -> Result<DataDir> {
     let path = args.data.as_ref().context("--data DIR is required")?;
-    DataDir::open(path)
+    Ok(DataDir::open(path)?)
 }
 
 fn main() {
@@ -221,8 +223,8 @@ fn run(args: &Args) -> Result<()> {
     let page_dir = Arc::new(DataDir::open(&dir.path)?);
     let allowlist_path = dir.path.join("allowlist.db");
     let site = dir.identity.site;
-    let key = fingerprint(&dir.identity.public);
-    let hub = Hub::new(dir, ChannelLimits::default())?;
+    let key = dir.identity.public().fingerprint();
+    let hub = Hub::new(dir, ChannelLimits::default());
     let live = Arc::new(LiveSessions::default());
     let watcher = Allowlist::open(&allowlist_path)?;
     watch_revocations(
@@ -337,10 +339,8 @@ fn run_std(
     }
     log::info!("serving on {bound}");
     heartbeat.serving(bound.to_string(), status_page);
-    let handler = move |conn: &mut Conn| -> Result<()> {
-        let mut relay = Relay::new(hub.clone())?;
-        serve_stream(&mut relay, conn)
-    };
+    let serving = hub.serving().clone();
+    let handler = move |conn: &mut Conn| serve_connection(&serving, conn);
     serve(listener, ServerLimits::default(), live, Arc::new(handler))
         .with_context(|| format!("serving on {bound}"))
 }
@@ -371,11 +371,10 @@ fn run_own_stack(
     };
     let site = hub.dir().identity.site.to_string();
     let data = hub.dir().path.clone();
-    let relay_hub = hub.clone();
-    let relay = move |conn: &mut BridgedConn| -> Result<()> {
+    let serving = hub.serving().clone();
+    let relay = move |conn: &mut BridgedConn| {
         conn.serve_as_session(ServerLimits::default(), live.clone());
-        let mut relay = Relay::new(relay_hub.clone())?;
-        serve_stream(&mut relay, conn)
+        serve_connection(&serving, conn)
     };
     let services = HubServices {
         site,
@@ -458,7 +457,7 @@ fn enroll_code(args: &Args) -> Result<()> {
         .allowlist()?
         .issue_token(unix_now(), args.ttl.unwrap_or(DEFAULT_TOKEN_TTL_SECS))?;
     let code = EnrollCode {
-        hub_key: dir.identity.public.to_vec(),
+        hub_key: dir.identity.public().as_bytes().to_vec(),
         hub_site: dir.identity.site,
         addresses,
         token: token.secret,
@@ -482,7 +481,7 @@ fn enroll_code(args: &Args) -> Result<()> {
 fn device_json(d: &Device) -> serde_json::Value {
     serde_json::json!({
         "site": d.site.to_string(),
-        "key": fingerprint(&d.key),
+        "key": d.key.fingerprint(),
         "enrolled_at": d.enrolled_at,
         "last_seen": d.last_seen,
         "revoked_at": d.revoked_at,
@@ -504,7 +503,7 @@ fn devices(args: &Args) -> Result<()> {
         println!(
             "{}  key {}  enrolled {}  last seen {}  {}",
             d.site,
-            fingerprint(&d.key),
+            d.key.fingerprint(),
             d.enrolled_at,
             d.last_seen.map_or("never".into(), |t| t.to_string()),
             d.revoked_at
@@ -521,7 +520,7 @@ fn revoke(args: &Args) -> Result<()> {
     let dir = data_dir(args)?;
     let d = dir.allowlist()?.revoke(selector, unix_now())?;
     log::info!("data={} revoked device site={}", dir.path.display(), d.site);
-    println!("revoked {} (key {})", d.site, fingerprint(&d.key));
+    println!("revoked {} (key {})", d.site, d.key.fingerprint());
     Ok(())
 }
 

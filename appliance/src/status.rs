@@ -7,18 +7,20 @@
 //!   the hub runs and for how long; a heartbeat older than [`STALE_AFTER`] means it stopped (or
 //!   lost power) around then.
 //! - **Device vectors**: when a session ends, the relay records what the device is known to
-//!   cover (`vector:<site>` in the allowlist's settings), so the snapshot can say what each
+//!   cover in the allowlist (`Allowlist::record_vector`), so the snapshot can say what each
 //!   device still lacks ("pending": the seqs the hub holds that its vector does not cover).
 //! - **The page** is rendered from a snapshot refreshed by a thread ([`PageCache`]): the
 //!   network executor only copies a string, it never touches a database.
 
-use crate::allowlist::Allowlist;
 use crate::datadir::{unix_now, DataDir};
-use crate::identity::fingerprint;
-use anyhow::{Context, Result};
-use outpost_protocol::{SiteId, VersionVector};
+use crate::uplink::{CloudPeer, UplinkState, STATE_FILE, UPLINK_CLOUD, UPLINK_CODE};
+use outpost_mailbox::MailboxError;
+use outpost_protocol::SiteId;
+use outpost_relay::allowlist::{Allowlist, AllowlistError};
+use outpost_relay::vector_text::{self, VectorTextError};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +33,140 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 pub const STALE_AFTER: u64 = 15;
 /// How often the status page's snapshot is refreshed.
 pub const PAGE_REFRESH: Duration = Duration::from_secs(2);
+
+/// Why the status could not be read or the run state written.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StatusError {
+    /// A state file (run state, uplink state) could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// A state file is not what the hub writes there.
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold.
+        expected: &'static str,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// The run state could not be written.
+    Write {
+        /// The temporary file.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The run state could not be renamed into place.
+    Rename {
+        /// The file renamed into.
+        path: PathBuf,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The run state could not be encoded.
+    Encode(serde_json::Error),
+    /// The pinned cloud (an allowlist setting) is not what the uplink writes there.
+    PinnedCloud(serde_json::Error),
+    /// The cloud's last known vector in the uplink state is damaged.
+    CloudVector(VectorTextError),
+    /// The mailbox failed.
+    Mailbox(MailboxError),
+    /// The allowlist failed.
+    Allowlist(AllowlistError),
+    /// A thread could not be started.
+    Thread {
+        /// Which thread.
+        name: &'static str,
+        /// The system's error.
+        source: std::io::Error,
+    },
+}
+
+impl fmt::Display for StatusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StatusError::Read { path, source } => {
+                write!(f, "reading {}: {source}", path.display())
+            }
+            StatusError::Damaged {
+                path,
+                expected,
+                source,
+            } => write!(f, "{}: not {expected}: {source}", path.display()),
+            StatusError::Write { path, source } => {
+                write!(f, "writing {}: {source}", path.display())
+            }
+            StatusError::Rename { path, source } => {
+                write!(f, "renaming to {}: {source}", path.display())
+            }
+            StatusError::Encode(e) => write!(f, "encoding the run state: {e}"),
+            StatusError::PinnedCloud(e) => write!(f, "the pinned cloud setting: {e}"),
+            StatusError::CloudVector(e) => {
+                write!(f, "{STATE_FILE}: the cloud's last known vector: {e}")
+            }
+            StatusError::Mailbox(e) => e.fmt(f),
+            StatusError::Allowlist(e) => e.fmt(f),
+            StatusError::Thread { name, source } => {
+                write!(f, "starting the {name} thread: {source}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for StatusError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StatusError::Read { source, .. }
+            | StatusError::Write { source, .. }
+            | StatusError::Rename { source, .. }
+            | StatusError::Thread { source, .. } => Some(source),
+            StatusError::Damaged { source, .. }
+            | StatusError::Encode(source)
+            | StatusError::PinnedCloud(source) => Some(source),
+            StatusError::CloudVector(e) => Some(e),
+            // Transparent: the inner error's text is this one's.
+            StatusError::Mailbox(e) => e.source(),
+            StatusError::Allowlist(e) => e.source(),
+        }
+    }
+}
+
+impl From<MailboxError> for StatusError {
+    fn from(e: MailboxError) -> Self {
+        StatusError::Mailbox(e)
+    }
+}
+
+impl From<AllowlistError> for StatusError {
+    fn from(e: AllowlistError) -> Self {
+        StatusError::Allowlist(e)
+    }
+}
+
+/// The JSON state file `path`, if it exists.
+fn load_json<T: DeserializeOwned>(
+    path: PathBuf,
+    expected: &'static str,
+) -> Result<Option<T>, StatusError> {
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StatusError::Damaged {
+                    path,
+                    expected,
+                    source,
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StatusError::Read { path, source }),
+    }
+}
 
 /// What a running hub writes about itself.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -53,27 +189,21 @@ pub struct RunState {
 
 impl RunState {
     /// Reads the run state of `dir`, if a hub ever ran there.
-    pub fn load(dir: &Path) -> Result<Option<RunState>> {
-        let path = dir.join(RUN_STATE);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-                    format!("{}: not a run state", path.display())
-                })?))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-        }
+    pub fn load(dir: &Path) -> Result<Option<RunState>, StatusError> {
+        load_json(dir.join(RUN_STATE), "a run state")
     }
 
     /// Writes it to `dir` atomically (temp file, rename). Not fsynced: it is advisory, and a
     /// lost heartbeat only makes the uptime look shorter.
-    pub fn save(&self, dir: &Path) -> Result<()> {
+    pub fn save(&self, dir: &Path) -> Result<(), StatusError> {
         let path = dir.join(RUN_STATE);
         let tmp = dir.join(format!("{RUN_STATE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
+        let bytes = serde_json::to_vec_pretty(self).map_err(StatusError::Encode)?;
+        std::fs::write(&tmp, bytes).map_err(|source| StatusError::Write {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|source| StatusError::Rename { path, source })
     }
 }
 
@@ -87,7 +217,7 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Records the start of a hub serving `net` in `dir` and rewrites the file every
     /// [`HEARTBEAT`] from a thread of its own.
-    pub fn start(dir: &Path, net: &str) -> Result<Heartbeat> {
+    pub fn start(dir: &Path, net: &str) -> Result<Heartbeat, StatusError> {
         let now = unix_now();
         let hb = Heartbeat {
             dir: dir.to_path_buf(),
@@ -107,10 +237,13 @@ impl Heartbeat {
                 std::thread::sleep(HEARTBEAT);
                 if let Err(e) = thread.beat() {
                     // Not through log::warn: it would land in the errors it failed to write.
-                    eprintln!("outpost-hub: heartbeat: {e:#}");
+                    eprintln!("outpost-hub: heartbeat: {e}");
                 }
             })
-            .context("starting the heartbeat thread")?;
+            .map_err(|source| StatusError::Thread {
+                name: "heartbeat",
+                source,
+            })?;
         Ok(hb)
     }
 
@@ -126,16 +259,16 @@ impl Heartbeat {
             s.status_page = status_page;
         }
         if let Err(e) = self.beat() {
-            eprintln!("outpost-hub: heartbeat: {e:#}");
+            eprintln!("outpost-hub: heartbeat: {e}");
         }
     }
 
     /// Writes the state now.
-    pub fn beat(&self) -> Result<()> {
+    pub fn beat(&self) -> Result<(), StatusError> {
         let state = {
             let mut s = self.lock();
             s.heartbeat = unix_now();
-            s.errors = crate::logging::recent_errors()
+            s.errors = outpost_relay::logging::recent_errors()
                 .into_iter()
                 .map(|e| (e.at, e.text))
                 .collect();
@@ -143,48 +276,6 @@ impl Heartbeat {
         };
         state.save(&self.dir)
     }
-}
-
-/// The setting name under which a device's vector is kept.
-fn vector_setting(site: &SiteId) -> String {
-    format!("vector:{site}")
-}
-
-/// `site:covered,site:covered` (the settings table holds text).
-pub fn encode_vector(v: &VersionVector) -> String {
-    let mut out = String::new();
-    for (site, covered) in v.iter() {
-        if !out.is_empty() {
-            out.push(',');
-        }
-        let _ = write!(out, "{site}:{covered}");
-    }
-    out
-}
-
-/// The inverse of [`encode_vector`]; entries that do not parse are skipped.
-pub fn decode_vector(text: &str) -> VersionVector {
-    let mut v = VersionVector::new();
-    for entry in text.split(',') {
-        let Some((site, covered)) = entry.split_once(':') else {
-            continue;
-        };
-        if let (Ok(site), Ok(covered)) = (site.parse::<SiteId>(), covered.parse::<u64>()) {
-            if covered > 0 {
-                v.set(site, covered);
-            }
-        }
-    }
-    v
-}
-
-/// Records what device `site` is known to cover (after a session).
-pub fn record_vector(
-    allowlist: &Allowlist,
-    site: &SiteId,
-    encoded: &str,
-) -> Result<(), crate::allowlist::AllowlistError> {
-    allowlist.set_setting(&vector_setting(site), encoded)
 }
 
 /// One device as the status shows it.
@@ -295,14 +386,20 @@ pub struct UplinkStatus {
 }
 
 impl UplinkStatus {
-    fn collect(dir: &DataDir, allowlist: &Allowlist) -> Result<Option<UplinkStatus>> {
-        use crate::uplink::{pinned, UplinkState, UPLINK_CODE};
-        let peer = pinned(allowlist)?;
+    fn collect(dir: &DataDir, allowlist: &Allowlist) -> Result<Option<UplinkStatus>, StatusError> {
+        // (`uplink::pinned` and `UplinkState::load` read the same, with the uplink's errors.)
+        let peer: Option<CloudPeer> = match allowlist.setting(UPLINK_CLOUD)? {
+            Some(v) if !v.is_empty() => {
+                Some(serde_json::from_str(&v).map_err(StatusError::PinnedCloud)?)
+            }
+            _ => None,
+        };
         let code = allowlist.setting(UPLINK_CODE)?.filter(|c| !c.is_empty());
         if peer.is_none() && code.is_none() {
             return Ok(None);
         }
-        let state = UplinkState::load(&dir.path)?.unwrap_or_default();
+        let state: UplinkState =
+            load_json(dir.path.join(STATE_FILE), "an uplink state")?.unwrap_or_default();
         let cloud_site = peer
             .as_ref()
             .map(|p| p.site.clone())
@@ -310,11 +407,12 @@ impl UplinkStatus {
         let backlog = match (&state.cloud_vector, &cloud_site) {
             (Some(v), Some(site)) => {
                 let exclude = site.parse::<SiteId>().ok();
-                Some(dir.mailbox()?.backlog(&decode_vector(v), exclude)?)
+                let vector = vector_text::decode(v).map_err(StatusError::CloudVector)?;
+                Some(dir.mailbox()?.backlog(&vector, exclude)?)
             }
             _ => None,
         };
-        let first = |p: &crate::uplink::CloudPeer| p.addresses.first().cloned();
+        let first = |p: &CloudPeer| p.addresses.first().cloned();
         Ok(Some(UplinkStatus {
             cloud: state
                 .address
@@ -368,7 +466,7 @@ impl UplinkStatus {
 
 impl Snapshot {
     /// Reads the data directory (the databases and the run state).
-    pub fn collect(dir: &DataDir) -> Result<Snapshot> {
+    pub fn collect(dir: &DataDir) -> Result<Snapshot, StatusError> {
         let (mailbox, id_mode, ids) = {
             let mb = dir.mailbox()?;
             (mb.status()?, mb.id_mode()?, mb.id_status()?)
@@ -385,8 +483,7 @@ impl Snapshot {
         });
         let mut devices = Vec::new();
         for d in allowlist.devices()? {
-            let pending = allowlist.setting(&vector_setting(&d.site))?.map(|text| {
-                let v = decode_vector(&text);
+            let pending = allowlist.peer_vector(&d.site)?.map(|v| {
                 mailbox
                     .origins
                     .iter()
@@ -396,7 +493,7 @@ impl Snapshot {
             });
             devices.push(DeviceStatus {
                 site: d.site.to_string(),
-                key: fingerprint(&d.key),
+                key: d.key.fingerprint(),
                 last_seen: d.last_seen,
                 revoked_at: d.revoked_at,
                 pending,
@@ -410,7 +507,7 @@ impl Snapshot {
             last_uplink: uplink.as_ref().and_then(|u| u.last_success),
             uplink,
             site: dir.identity.site.to_string(),
-            key: fingerprint(&dir.identity.public),
+            key: dir.identity.public().fingerprint(),
             taken_at: now,
             running,
             uptime,
@@ -638,7 +735,7 @@ impl Snapshot {
         let _ = write!(
             o,
             "<p><small>As of {}.</small></p></body></html>",
-            crate::logging::utc_timestamp(
+            outpost_relay::logging::utc_timestamp(
                 std::time::UNIX_EPOCH + Duration::from_secs(self.taken_at)
             )
         );
@@ -683,7 +780,7 @@ pub struct PageCache {
 
 impl PageCache {
     /// Renders the page once, then keeps it fresh from a thread reading `dir`.
-    pub fn start(dir: Arc<DataDir>) -> Result<PageCache> {
+    pub fn start(dir: Arc<DataDir>) -> Result<PageCache, StatusError> {
         let cache = PageCache {
             page: Arc::new(Mutex::new(Arc::from(render_page(&dir)))),
         };
@@ -695,7 +792,10 @@ impl PageCache {
                 let page: Arc<str> = Arc::from(render_page(&dir));
                 *inner.page.lock().unwrap_or_else(|p| p.into_inner()) = page;
             })
-            .context("starting the status page thread")?;
+            .map_err(|source| StatusError::Thread {
+                name: "status page",
+                source,
+            })?;
         Ok(cache)
     }
 
@@ -710,10 +810,10 @@ fn render_page(dir: &DataDir) -> String {
     match Snapshot::collect(dir) {
         Ok(s) => s.render_html(),
         Err(e) => {
-            log::warn!("status page: {e:#}");
+            log::warn!("status page: {e}");
             format!(
                 "<!DOCTYPE html><html><body><h1>Outpost hub</h1><p>Status unavailable: {}</p></body></html>",
-                esc(&format!("{e:#}"))
+                esc(&e.to_string())
             )
         }
     }
@@ -722,16 +822,6 @@ fn render_page(dir: &DataDir) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn vectors_round_trip_through_their_text() {
-        let mut v = VersionVector::new();
-        v.set(SiteId([1; 16]), 7);
-        v.set(SiteId([2; 16]), 1);
-        assert_eq!(decode_vector(&encode_vector(&v)), v);
-        assert_eq!(decode_vector(""), VersionVector::new());
-        assert_eq!(decode_vector("junk,x:y"), VersionVector::new());
-    }
 
     #[test]
     fn durations_read_like_a_person_would_say_them() {

@@ -51,10 +51,8 @@
 //! there, the cloud's addresses (in its enrollment code) must be `IPv4:PORT`, reachable from
 //! the hub's LAN (its subnet or through its gateway).
 
-use crate::allowlist::Allowlist;
 use crate::datadir::{unix_now, DataDir};
-use crate::relay::Hub;
-use crate::status::encode_vector;
+use crate::hub::Hub;
 use anyhow::{anyhow, bail, Context, Result};
 use outpost_mailbox::{Mailbox, MailboxClient, Moved, HUB_BLOCK};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
@@ -64,6 +62,8 @@ use outpost_protocol::handshake::{Ephemeral, Initiator, InitiatorConfig, PublicK
 use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
 use outpost_protocol::session::{ClientConfig, ClientSession};
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
+use outpost_relay::allowlist::Allowlist;
+use outpost_relay::vector_text::encode as encode_vector;
 use serde::{Deserialize, Serialize};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -115,7 +115,7 @@ pub struct UplinkState {
     pub failures: u32,
     /// While backing off: the delay before the next attempt.
     pub retry_in_ms: Option<u64>,
-    /// The cloud's vector as last known (its hello, advanced by its acks), `status::encode_vector`.
+    /// The cloud's vector as last known (its hello, advanced by its acks), in `vector_text` form.
     pub cloud_vector: Option<String>,
     /// Since when (unix seconds) the uplink has been in live sessions without a failure; `None`
     /// when not live.
@@ -733,7 +733,7 @@ impl Uplink {
         log::info!(
             "uplink: enrolled with the cloud site={} key={}",
             peer.site,
-            crate::identity::fingerprint(&key_of(&peer.key)?.as_bytes()[..])
+            key_of(&peer.key)?.fingerprint()
         );
         Ok(())
     }

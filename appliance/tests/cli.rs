@@ -1,12 +1,17 @@
 //! The `outpost-hub` binary from the outside: the command names, outputs and errors are contracts.
 
-use outpost_hub::allowlist::{token_id, Allowlist};
-use outpost_hub::enroll::EnrollCode;
-use outpost_hub::identity::fingerprint;
+use outpost_protocol::handshake::{Keypair, PublicKey};
 use outpost_protocol::SiteId;
+use outpost_relay::allowlist::{token_id, Allowlist};
+use outpost_relay::enroll::EnrollCode;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
+
+/// A device's public key (the allowlist admits only real P-256 points).
+fn device_key(n: u8) -> PublicKey {
+    *Keypair::from_secret(&[n; 32]).unwrap().public()
+}
 
 fn hub(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_outpost-hub"))
@@ -55,7 +60,10 @@ fn enroll_code_prints_a_decodable_single_use_code_pinning_the_hubs_key() {
     assert!(text(&out.stdout).lines().count() > 20);
 
     let status = json(&hub(&["status", "--data", d, "--json"]));
-    assert_eq!(status["key"], fingerprint(&code.hub_key));
+    assert_eq!(
+        status["key"],
+        PublicKey::from_sec1(&code.hub_key).unwrap().fingerprint()
+    );
     assert_eq!(status["site"], code.hub_site.to_string());
 
     // Every call issues a fresh token; each is single use.
@@ -71,10 +79,20 @@ fn enroll_code_prints_a_decodable_single_use_code_pinning_the_hubs_key() {
     assert_eq!(again.hub_key, code.hub_key);
     let mut allow = Allowlist::open(data.join("allowlist.db")).unwrap();
     allow
-        .admit(&token_id(&code.token), &[4; 65], SiteId([1; 16]), now())
+        .admit(
+            &token_id(&code.token),
+            &device_key(4),
+            SiteId([1; 16]),
+            now(),
+        )
         .unwrap();
     assert!(allow
-        .admit(&token_id(&code.token), &[5; 65], SiteId([2; 16]), now())
+        .admit(
+            &token_id(&code.token),
+            &device_key(5),
+            SiteId([2; 16]),
+            now()
+        )
         .is_err());
 }
 
@@ -152,7 +170,7 @@ fn devices_and_revoke_show_and_change_the_allowlist() {
     let site = SiteId([0x3c; 16]);
     Allowlist::open(data.join("allowlist.db"))
         .unwrap()
-        .admit(&token_id(&code.token), &[4; 65], site, now())
+        .admit(&token_id(&code.token), &device_key(4), site, now())
         .unwrap();
     let list = json(&hub(&["devices", "--data", d, "--json"]));
     assert_eq!(list[0]["site"], site.to_string());

@@ -3,15 +3,16 @@
 //! responder, server session, SQLite mailbox) on the other. Checks convergence through the hub,
 //! exactly-once delivery, own batches never returned, and durability across a hub restart.
 
-use outpost_hub::allowlist::DEFAULT_TOKEN_TTL_SECS;
 use outpost_hub::datadir::{unix_now, DataDir};
-use outpost_hub::relay::{serve_stream, Hub, Relay};
-use outpost_hub::server::{serve, Conn, Limits, LiveSessions};
+use outpost_hub::hub::Hub;
+use outpost_relay::allowlist::DEFAULT_TOKEN_TTL_SECS;
+use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
+use outpost_relay::serve_connection;
 mod device;
 
 use device::{batch, connect, live_until, sync, Device, HubInfo};
 use outpost_protocol::channel::Limits as ChannelLimits;
-use outpost_protocol::handshake::{PublicKey, Purpose};
+use outpost_protocol::handshake::Purpose;
 use outpost_protocol::message::{Message, PeerRole, SessionId};
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
 use std::io::{Read, Write};
@@ -21,14 +22,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn start_hub(data: &Path) -> (SocketAddr, Arc<Hub>) {
-    let hub = Hub::new(DataDir::open(data).unwrap(), ChannelLimits::default()).unwrap();
+    let hub = Hub::new(DataDir::open(data).unwrap(), ChannelLimits::default());
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let h = hub.clone();
-    let handler = move |conn: &mut Conn| {
-        let mut relay = Relay::new(h.clone())?;
-        serve_stream(&mut relay, conn)
-    };
+    let serving = hub.serving().clone();
+    let handler = move |conn: &mut Conn| serve_connection(&serving, conn);
     std::thread::spawn(move || {
         serve(
             listener,
@@ -43,7 +41,7 @@ fn start_hub(data: &Path) -> (SocketAddr, Arc<Hub>) {
 fn info(addr: SocketAddr, hub: &Hub) -> HubInfo {
     HubInfo {
         addr,
-        key: PublicKey::from_sec1(&hub.dir().identity.public).unwrap(),
+        key: *hub.dir().identity.public(),
         site: hub.dir().identity.site,
     }
 }

@@ -5,10 +5,10 @@
 mod device;
 
 use device::{connect, sync, Device, HubInfo};
-use outpost_hub::enroll::EnrollCode;
 use outpost_protocol::handshake::{HandshakeError, Initiator, InitiatorConfig, PublicKey, Purpose};
 use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
 use outpost_protocol::PROTOCOL_VERSION;
+use outpost_relay::enroll::EnrollCode;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;

@@ -204,7 +204,7 @@ impl Control {
         getrandom::getrandom(&mut secret).map_err(ControlError::Random)?;
         let token = format!(
             "{TOKEN_PREFIX}{}",
-            outpost_hub::enroll::base64url_encode(&secret)
+            outpost_relay::enroll::base64url_encode(&secret)
         );
         self.conn
             .execute(

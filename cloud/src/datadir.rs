@@ -15,10 +15,11 @@
 use crate::control::{Control, ControlError};
 use crate::private_file::{create_private_file, write_new_file, FileError};
 use outpost_embed::EngineError;
-use outpost_hub::allowlist::{Allowlist, AllowlistError};
-use outpost_hub::identity::{fingerprint, Identity};
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::SiteId;
+use outpost_relay::allowlist::{Allowlist, AllowlistError};
+use outpost_relay::identity::{Identity, IdentityError};
+use outpost_relay::Stores;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -34,10 +35,6 @@ pub struct DataDir {
     /// The cloud's identity (its site id is the tenant database's).
     pub identity: Identity,
 }
-
-/// The identity files' error as the hub library reports it today (untyped); the shared serving
-/// crate's typed identity error takes its place when the cloud moves onto it (issue 15).
-pub type IdentityFailure = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a data directory could not be created or opened.
 #[derive(Debug)]
@@ -57,7 +54,7 @@ pub enum DataDirError {
         path: PathBuf,
     },
     /// `identity.key` or `site-id` could not be created or read.
-    Identity(IdentityFailure),
+    Identity(IdentityError),
     /// `site-id` names another site than the tenant database's own.
     SiteMismatch {
         /// The directory.
@@ -199,7 +196,7 @@ impl DataDir {
             log::info!(
                 "data={} created cloud identity key={} site={}",
                 path.display(),
-                fingerprint(&dir.identity.public),
+                dir.identity.public().fingerprint(),
                 dir.identity.site
             );
         }
@@ -247,6 +244,15 @@ impl DataDir {
         Allowlist::open(self.path.join("allowlist.db")).map_err(DataDirError::Allowlist)
     }
 
+    /// What the session listener's relay serves from: the identity and the two stores' files.
+    pub fn stores(&self) -> Stores {
+        Stores {
+            identity: self.identity.clone(),
+            mailbox: self.path.join("mailbox.db"),
+            allowlist: self.path.join("allowlist.db"),
+        }
+    }
+
     /// A new connection to the control file.
     pub fn control(&self) -> Result<Control, DataDirError> {
         Control::open(&self.path.join("control.db")).map_err(DataDirError::Control)
@@ -255,7 +261,7 @@ impl DataDir {
 
 /// The identity of `path` (`identity.key` and `site-id`), the key created on first use.
 fn load_identity(path: &Path) -> Result<(Identity, bool), DataDirError> {
-    Identity::load_or_create(path).map_err(|e| DataDirError::Identity(e.into()))
+    Identity::load_or_create(path).map_err(DataDirError::Identity)
 }
 
 /// The tenant database's site id (created by the engine on first use).

@@ -6,10 +6,9 @@ use outpost_cloud::datadir::{unix_now, DataDir};
 use outpost_cloud::https::{self, TlsFiles};
 use outpost_cloud::service::Cloud;
 use outpost_cloud::status;
-use outpost_hub::allowlist::{token_id, DEFAULT_TOKEN_TTL_SECS};
-use outpost_hub::enroll::{render_qr, EnrollCode};
-use outpost_hub::identity::fingerprint;
-use outpost_hub::logging;
+use outpost_relay::allowlist::{token_id, DEFAULT_TOKEN_TTL_SECS};
+use outpost_relay::enroll::{render_qr, EnrollCode};
+use outpost_relay::logging;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -131,7 +130,7 @@ fn init(args: &Args) -> Result<()> {
         dir.path.display()
     );
     println!("site {}", dir.identity.site);
-    println!("key  {}", fingerprint(&dir.identity.public));
+    println!("key  {}", dir.identity.public().fingerprint());
     println!("tenant database {}", dir.tenant_path().display());
     Ok(())
 }
@@ -240,7 +239,7 @@ fn enroll_code(args: &Args) -> Result<()> {
     dir.control()?
         .record_enroll_kind(&token_id(&token.secret), kind)?;
     let code = EnrollCode {
-        hub_key: dir.identity.public.to_vec(),
+        hub_key: dir.identity.public().as_bytes().to_vec(),
         hub_site: dir.identity.site,
         addresses,
         token: token.secret,
@@ -289,7 +288,7 @@ fn revoke(args: &Args) -> Result<()> {
     };
     let d = dir.allowlist()?.revoke(selector, unix_now())?;
     log::info!("data={} revoked peer site={}", dir.path.display(), d.site);
-    println!("revoked {} (key {})", d.site, fingerprint(&d.key));
+    println!("revoked {} (key {})", d.site, d.key.fingerprint());
     Ok(())
 }
 

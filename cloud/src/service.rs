@@ -11,8 +11,8 @@ use crate::datadir::{unix_now, DataDir, DataDirError};
 use crate::error_chain::Chain;
 use crate::tenant::{Ingested, Tenant, TenantError};
 use crate::watermelon::{self, PushError, RestError};
-use outpost_hub::relay::Hub;
 use outpost_mailbox::Mailbox;
+use outpost_relay::Serving;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -90,7 +90,7 @@ pub struct Cloud {
     wake: Condvar,
     /// The session listener's relay state, once it runs: told of every batch the cloud exports
     /// (REST pushes, operator writes), so idle live sessions are notified of them.
-    sessions: OnceLock<Arc<Hub>>,
+    sessions: OnceLock<Arc<Serving>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -148,7 +148,7 @@ impl Cloud {
 
     /// Lets the session listener's live sessions learn of the cloud's own exported batches
     /// (set once, by `sessions::spawn`).
-    pub fn notify_sessions(&self, hub: Arc<Hub>) {
+    pub fn notify_sessions(&self, hub: Arc<Serving>) {
         let _ = self.sessions.set(hub);
     }
 

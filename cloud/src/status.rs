@@ -4,9 +4,8 @@
 use crate::control::{ControlError, Kind};
 use crate::datadir::{DataDir, DataDirError};
 use crate::tenant::{Tenant, TenantError};
-use outpost_hub::allowlist::AllowlistError;
-use outpost_hub::identity::fingerprint;
 use outpost_mailbox::MailboxError;
+use outpost_relay::allowlist::AllowlistError;
 use rusqlite::OptionalExtension;
 use serde_json::{json, Value};
 use std::fmt;
@@ -142,7 +141,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             let token: Option<Vec<u8>> = allow
                 .query_row(
                     "SELECT id FROM tokens WHERE used_by = ?1 ORDER BY used_at DESC LIMIT 1",
-                    [&d.key],
+                    [&d.key.as_bytes()[..]],
                     |r| r.get(0),
                 )
                 .optional()
@@ -154,7 +153,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             Ok(json!({
                 "kind": kind.map_or("unknown", Kind::as_str),
                 "site": d.site.to_string(),
-                "key": fingerprint(&d.key),
+                "key": d.key.fingerprint(),
                 "enrolled_at": d.enrolled_at,
                 "last_seen": d.last_seen,
                 "revoked_at": d.revoked_at,
@@ -171,7 +170,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
         .collect();
     Ok(json!({
         "site": dir.identity.site.to_string(),
-        "key": fingerprint(&dir.identity.public),
+        "key": dir.identity.public().fingerprint(),
         "listen": control.setting(crate::control::LAST_LISTEN)?,
         "https": control.setting(crate::control::LAST_HTTPS)?,
         "tenant": {

@@ -55,7 +55,7 @@ fn init_run_status_and_operator_commands() {
     let code = cli_ok(&["enroll-code", "--data", d, "--hub", "--no-qr"]);
     let code = code.trim();
     assert!(code.starts_with("outpost:"), "{code}");
-    let decoded = outpost_hub::enroll::EnrollCode::decode(code).unwrap();
+    let decoded = outpost_relay::enroll::EnrollCode::decode(code).unwrap();
     assert_eq!(decoded.addresses, vec![run.protocol.clone()]);
     assert_eq!(decoded.hub_site.to_string(), site.trim());
     let with_qr = cli_ok(&[

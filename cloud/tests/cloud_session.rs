@@ -4,7 +4,6 @@
 
 mod common;
 use common::*;
-use outpost_hub::enroll::EnrollCode;
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::batch::BatchHeader;
 use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
@@ -14,6 +13,7 @@ use outpost_protocol::handshake::{
 use outpost_protocol::message::{Covered, Message, PeerRole, SessionId};
 use outpost_protocol::session::{ClientConfig, ClientSession, ClientStore};
 use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
+use outpost_relay::enroll::EnrollCode;
 use rusqlite::Connection;
 use serde_json::json;
 use std::collections::VecDeque;

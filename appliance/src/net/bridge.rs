@@ -12,12 +12,13 @@
 //! its last bytes are sent; the peer closing gives the handler end-of-stream on read; a
 //! [`Closer`] (for revocation) ends both directions from any thread.
 
-use super::tcp::ConnHandler;
-use crate::server::{Limits, LiveSessions};
+use super::tcp::{ConnHandler, SocketError};
 use async_channel::{Receiver, Sender};
 use embassy_futures::select::{select, Either};
-use embedded_io_async::{Read, Write};
+use embedded_io_async::{Error as _, Read, Write};
 use outpost_protocol::handshake::PublicKey;
+use outpost_relay::listener::{Limits, LiveSessions};
+use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,16 +31,59 @@ const DEPTH: usize = 8;
 
 /// A blocking connection handler, run on a thread of its own for each connection.
 pub trait BlockingHandler: Send + Sync + 'static {
+    /// Why a connection ended in error.
+    type Error: fmt::Display + Send + 'static;
+
     /// Serves one connection until it ends. An error is logged with the peer's address.
-    fn handle(&self, conn: &mut BridgedConn) -> anyhow::Result<()>;
+    fn handle(&self, conn: &mut BridgedConn) -> Result<(), Self::Error>;
 }
 
-impl<F> BlockingHandler for F
+impl<F, E> BlockingHandler for F
 where
-    F: Fn(&mut BridgedConn) -> anyhow::Result<()> + Send + Sync + 'static,
+    F: Fn(&mut BridgedConn) -> Result<(), E> + Send + Sync + 'static,
+    E: fmt::Display + Send + 'static,
 {
-    fn handle(&self, conn: &mut BridgedConn) -> anyhow::Result<()> {
+    type Error = E;
+
+    fn handle(&self, conn: &mut BridgedConn) -> Result<(), E> {
         self(conn)
+    }
+}
+
+/// Why a bridged connection ended in error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BridgeError<E> {
+    /// The handler's own error.
+    Handler(E),
+    /// The handler's thread could not be started.
+    Spawn(io::Error),
+    /// The handler's thread panicked.
+    Panicked,
+    /// The socket failed under the pump.
+    Socket(SocketError),
+}
+
+impl<E: fmt::Display> fmt::Display for BridgeError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BridgeError::Handler(e) => e.fmt(f),
+            BridgeError::Spawn(e) => write!(f, "cannot start the connection's thread: {e}"),
+            BridgeError::Panicked => f.write_str("connection handler panicked"),
+            BridgeError::Socket(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> std::error::Error for BridgeError<E> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // Transparent: the handler's and the socket's texts are this one's.
+            BridgeError::Handler(e) => e.source(),
+            BridgeError::Spawn(e) => Some(e),
+            BridgeError::Panicked => None,
+            BridgeError::Socket(e) => e.source(),
+        }
     }
 }
 
@@ -59,14 +103,16 @@ impl<H: BlockingHandler> Bridge<H> {
 }
 
 impl<H: BlockingHandler> ConnHandler for Bridge<H> {
+    type Error = BridgeError<H::Error>;
+
     async fn handle<R: Read, W: Write>(
         &self,
         rx: &mut R,
         tx: &mut W,
         peer: SocketAddr,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), Self::Error> {
         let (mut conn, pipe) = pair(peer);
-        let (done_tx, done_rx) = async_channel::bounded::<anyhow::Result<()>>(1);
+        let (done_tx, done_rx) = async_channel::bounded::<Result<(), H::Error>>(1);
         let handler = self.handler.clone();
         std::thread::Builder::new()
             .name(format!("conn {peer}"))
@@ -74,15 +120,16 @@ impl<H: BlockingHandler> ConnHandler for Bridge<H> {
                 let result = handler.handle(&mut conn);
                 drop(conn); // closes both channels: the async side sends what is queued, then FIN
                 let _ = done_tx.send_blocking(result);
-            })?;
+            })
+            .map_err(BridgeError::Spawn)?;
         let pumped = pipe.pump(rx, tx).await;
         // The handler cannot block on the channels any more (both are closed), so this wait is
         // short.
-        let handled = done_rx
-            .recv()
-            .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("connection handler panicked")));
-        handled.and(pumped)
+        let handled = match done_rx.recv().await {
+            Ok(r) => r.map_err(BridgeError::Handler),
+            Err(_) => Err(BridgeError::Panicked),
+        };
+        handled.and(pumped.map_err(BridgeError::Socket))
     }
 }
 
@@ -129,7 +176,7 @@ impl Pipe {
         self,
         rx: &mut R,
         tx: &mut W,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), SocketError> {
         let Pipe {
             to_thread,
             from_thread,
@@ -159,18 +206,15 @@ impl Pipe {
             let mut failed = None;
             while let Ok(chunk) = from_thread.recv().await {
                 if let Err(e) = tx.write_all(&chunk).await {
-                    failed = Some(e);
+                    failed = Some(e.kind());
                     break;
                 }
             }
             // The handler's further writes now fail with BrokenPipe.
             from_thread.close();
             match failed {
-                Some(e) => Err(anyhow::anyhow!("write failed: {e:?}")),
-                None => tx
-                    .flush()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("flush failed: {e:?}")),
+                Some(kind) => Err(SocketError::Write(kind)),
+                None => tx.flush().await.map_err(|e| SocketError::Flush(e.kind())),
             }
         };
         let pumped = match select(inbound, outbound).await {
@@ -225,9 +269,9 @@ struct SessionLimits {
 }
 
 impl BridgedConn {
-    /// Applies the std server's rules from now on, as `server::Conn` does: the whole handshake
+    /// Applies the std server's rules from now on, as `outpost_relay::listener::Conn` does: the whole handshake
     /// within `limits.handshake`, then at most `limits.idle` of silence; once the relay reports
-    /// the peer's key ([`crate::relay::Stream::authenticated`]), the session is registered in
+    /// the peer's key ([`outpost_relay::Stream::authenticated`]), the session is registered in
     /// `live` so revoking the device ends it. Reads and writes then ignore
     /// [`Self::set_read_timeout`] / [`Self::set_write_timeout`].
     pub fn serve_as_session(&mut self, limits: Limits, live: Arc<LiveSessions>) {
@@ -372,7 +416,7 @@ impl io::Write for BridgedConn {
     }
 }
 
-impl crate::relay::Stream for BridgedConn {
+impl outpost_relay::Stream for BridgedConn {
     fn authenticated(&mut self, key: &PublicKey) -> io::Result<()> {
         let closer = self.closer();
         if let Some(s) = &mut self.session {

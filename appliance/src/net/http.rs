@@ -4,10 +4,10 @@
 //!
 //! [`spawn_std_status`] serves the same responses over the kernel's sockets (`--net std:`).
 
-use super::tcp::{serve, ConnHandler, TcpOptions};
+use super::tcp::{serve, ConnHandler, SocketError, TcpOptions};
 use embassy_net::Stack;
 use embassy_time::{with_timeout, Duration};
-use embedded_io_async::{Read, Write};
+use embedded_io_async::{Error as _, Read, Write};
 use std::net::SocketAddr;
 
 const MAX_HEAD: usize = 2048;
@@ -31,18 +31,20 @@ struct StatusPage<F> {
 }
 
 impl<F: Fn() -> String> ConnHandler for StatusPage<F> {
+    type Error = SocketError;
+
     async fn handle<R: Read, W: Write>(
         &self,
         rx: &mut R,
         tx: &mut W,
         peer: SocketAddr,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), SocketError> {
         let mut head = Vec::with_capacity(512);
         let complete = with_timeout(HEAD_TIMEOUT, read_head(rx, &mut head)).await;
         let response = match complete {
             Ok(Ok(true)) => respond(&head, &self.render),
             Ok(Ok(false)) => status_only(400, "Bad Request"),
-            Ok(Err(e)) => anyhow::bail!("read failed: {e:?}"),
+            Ok(Err(e)) => return Err(SocketError::Read(e.kind())),
             Err(_) => status_only(408, "Request Timeout"),
         };
         log::debug!(
@@ -54,10 +56,8 @@ impl<F: Fn() -> String> ConnHandler for StatusPage<F> {
         );
         tx.write_all(&response)
             .await
-            .map_err(|e| anyhow::anyhow!("write failed: {e:?}"))?;
-        tx.flush()
-            .await
-            .map_err(|e| anyhow::anyhow!("flush failed: {e:?}"))
+            .map_err(|e| SocketError::Write(e.kind()))?;
+        tx.flush().await.map_err(|e| SocketError::Flush(e.kind()))
     }
 }
 

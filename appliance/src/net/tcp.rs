@@ -9,8 +9,34 @@ use embassy_futures::join::join_array;
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpAddress, Stack};
 use embassy_time::{with_timeout, Duration, Timer};
-use embedded_io_async::{Read, Write};
+use embedded_io_async::{ErrorKind, Read, Write};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+
+/// A socket operation of the hub's stack that failed, with the kind of failure (the stack's
+/// errors carry nothing more).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SocketError {
+    /// Reading from the socket failed.
+    Read(ErrorKind),
+    /// Writing to the socket failed.
+    Write(ErrorKind),
+    /// Flushing the socket (waiting for the peer to acknowledge) failed.
+    Flush(ErrorKind),
+}
+
+impl fmt::Display for SocketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketError::Read(k) => write!(f, "read failed: {k:?}"),
+            SocketError::Write(k) => write!(f, "write failed: {k:?}"),
+            SocketError::Flush(k) => write!(f, "flush failed: {k:?}"),
+        }
+    }
+}
+
+impl std::error::Error for SocketError {}
 
 /// What runs on each accepted connection.
 ///
@@ -20,6 +46,9 @@ use std::net::{IpAddr, SocketAddr};
 /// implements those traits.
 #[allow(async_fn_in_trait)] // the executor is single-threaded: no Send bound is wanted
 pub trait ConnHandler {
+    /// Why a connection ended in error.
+    type Error: fmt::Display;
+
     /// Serves one connection until it ends. Returning closes the connection gracefully (after
     /// the data written is acknowledged); an error is logged with the peer's address.
     async fn handle<R: Read, W: Write>(
@@ -27,7 +56,7 @@ pub trait ConnHandler {
         rx: &mut R,
         tx: &mut W,
         peer: SocketAddr,
-    ) -> anyhow::Result<()>;
+    ) -> Result<(), Self::Error>;
 }
 
 /// Socket options of a TCP service.
@@ -101,10 +130,10 @@ async fn serve_slot<H: ConnHandler>(
 /// Closes a connection whose handler returned `result`: gracefully after `Ok` (the data and
 /// FIN go out, then the peer gets a moment to close its side, so the socket is not dropped,
 /// and the peer reset, mid-close), by a reset after an error (which is logged).
-pub(crate) async fn finish(
+pub(crate) async fn finish<E: fmt::Display>(
     socket: &mut TcpSocket<'_>,
     peer: SocketAddr,
-    result: anyhow::Result<()>,
+    result: Result<(), E>,
 ) {
     match result {
         Ok(()) => {
@@ -114,7 +143,7 @@ pub(crate) async fn finish(
             let _ = with_timeout(Duration::from_secs(2), drain(socket)).await;
         }
         Err(e) => {
-            log::warn!("peer={peer} connection ended: {e:#}");
+            log::warn!("peer={peer} connection ended: {e}");
             socket.abort();
             let _ = with_timeout(Duration::from_secs(1), socket.flush()).await;
         }

@@ -1,31 +1,35 @@
-//! The hub's [`Gatekeeper`]: the handshake's admission checks, answered from the allowlist.
+//! The handshake's [`Gatekeeper`], answered from the allowlist.
 //!
 //! Store failures become [`Refusal::Unavailable`] (logged here with the file, since the refusal
-//! itself carries no detail), so a full disk or a locked database never admits anyone.
+//! itself carries no detail), so a full disk or a locked database never admits anyone. Token
+//! expiry is judged at the time the relay hands in ([`AllowlistGate::set_now`]): the gate reads
+//! no clock.
 
 use crate::allowlist::{Allowlist, AllowlistError};
-use crate::datadir::unix_now;
 use outpost_protocol::handshake::{Gatekeeper, PublicKey, Refusal, TokenId};
 use outpost_protocol::SiteId;
 
 /// The gatekeeper of one connection, over its own allowlist connection.
 #[derive(Debug)]
-pub struct HubGate {
+pub struct AllowlistGate {
     allowlist: Allowlist,
-    /// Reads "now" (unix seconds) for token expiry.
-    clock: fn() -> u64,
+    /// "Now" (unix seconds) for token expiry, as last set by the relay.
+    now: u64,
 }
 
-impl HubGate {
-    /// A gatekeeper over `allowlist`, reading the system clock for token expiry.
-    pub fn new(allowlist: Allowlist) -> HubGate {
-        HubGate {
-            allowlist,
-            clock: unix_now,
-        }
+impl AllowlistGate {
+    /// A gatekeeper over `allowlist`, judging token expiry at `now` (unix seconds) until told
+    /// otherwise.
+    pub fn new(allowlist: Allowlist, now: u64) -> AllowlistGate {
+        AllowlistGate { allowlist, now }
     }
 
-    /// The allowlist, for the session that follows the handshake (last seen, revocation).
+    /// Sets the time (unix seconds) the next checks happen at.
+    pub fn set_now(&mut self, now: u64) {
+        self.now = now;
+    }
+
+    /// The allowlist, for the session that follows the handshake (last seen, vectors).
     pub fn allowlist(&mut self) -> &mut Allowlist {
         &mut self.allowlist
     }
@@ -47,7 +51,7 @@ fn refusal(e: AllowlistError) -> Refusal {
     }
 }
 
-impl Gatekeeper for HubGate {
+impl Gatekeeper for AllowlistGate {
     fn authorize(&mut self, key: &PublicKey, site: &SiteId) -> Result<(), Refusal> {
         self.allowlist
             .authorize_site(key.as_bytes(), *site)
@@ -67,7 +71,7 @@ impl Gatekeeper for HubGate {
 
     fn enrollment_token(&mut self, id: &TokenId) -> Result<[u8; 32], Refusal> {
         self.allowlist
-            .usable_token(&id.0, (self.clock)())
+            .usable_token(&id.0, self.now)
             .map_err(refusal)
     }
 
@@ -80,7 +84,7 @@ impl Gatekeeper for HubGate {
     fn admit(&mut self, id: &TokenId, key: &PublicKey, site: &SiteId) -> Result<(), Refusal> {
         let device = self
             .allowlist
-            .admit(&id.0, key.as_bytes(), *site, (self.clock)())
+            .admit(&id.0, key, *site, self.now)
             .map_err(refusal)?;
         log::info!(
             "enrolled device site={} key={}",

@@ -1,14 +1,19 @@
-//! The std-socket front of the hub: a TCP listener, one thread per connection, and the limits
-//! that keep a small box alive under a misbehaving LAN: a cap on simultaneous connections, a
-//! deadline for the whole handshake (not per read: a peer dribbling one byte at a time still
-//! runs out), and an idle timeout once a session is up.
+//! The std-socket front of a serving box (the hub with `--net std:`, the cloud): a TCP listener,
+//! one thread per connection, and the limits that keep a small box alive under a misbehaving
+//! LAN: a cap on simultaneous connections, a deadline for the whole handshake (not per read: a
+//! peer dribbling one byte at a time still runs out), and an idle timeout once a session is up.
 //!
-//! What runs on a connection is a [`Handler`]; the hub's is the Noise responder plus the relay
-//! session. [`Conn`] is the stream as a handler sees it: `Read + Write` with the deadlines
-//! applied, and [`Conn::authenticated`] to register the peer's key once the handshake proved it,
-//! so that revoking the device ends the session ([`LiveSessions::end_revoked`]).
+//! What runs on a connection is a [`Handler`]; the boxes' is the relay
+//! ([`crate::serve_connection`]). [`Conn`] is the stream as a handler sees it: `Read + Write`
+//! with the deadlines applied, and [`Conn::authenticated`] to register the peer's key once the
+//! handshake proved it, so that revoking the device ends the session
+//! ([`LiveSessions::end_revoked`]). Sessions of the hub's own stack register in the same
+//! [`LiveSessions`].
 
+use crate::stream::Stream;
+use outpost_protocol::handshake::PublicKey;
 use std::collections::HashMap;
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,15 +43,21 @@ impl Default for Limits {
 
 /// What runs on each accepted connection, on its own thread.
 pub trait Handler: Send + Sync + 'static {
+    /// Why a connection ended in error.
+    type Error: fmt::Display;
+
     /// Serves one connection until it ends. An error is logged with the peer's address.
-    fn handle(&self, conn: &mut Conn) -> anyhow::Result<()>;
+    fn handle(&self, conn: &mut Conn) -> Result<(), Self::Error>;
 }
 
-impl<F> Handler for F
+impl<F, E> Handler for F
 where
-    F: Fn(&mut Conn) -> anyhow::Result<()> + Send + Sync + 'static,
+    F: Fn(&mut Conn) -> Result<(), E> + Send + Sync + 'static,
+    E: fmt::Display,
 {
-    fn handle(&self, conn: &mut Conn) -> anyhow::Result<()> {
+    type Error = E;
+
+    fn handle(&self, conn: &mut Conn) -> Result<(), E> {
         self(conn)
     }
 }
@@ -218,6 +229,16 @@ impl Write for Conn {
     }
 }
 
+impl Stream for Conn {
+    fn authenticated(&mut self, key: &PublicKey) -> io::Result<()> {
+        Conn::authenticated(self, key.as_bytes())
+    }
+
+    fn set_tick(&mut self, tick: Duration) {
+        Conn::set_tick(self, Some(tick));
+    }
+}
+
 impl Drop for Conn {
     fn drop(&mut self) {
         if let Some(id) = self.live_id.take() {
@@ -245,11 +266,11 @@ pub fn watch_revocations(
 }
 
 /// Accepts connections forever, each on its own thread running `handler`.
-pub fn serve(
+pub fn serve<H: Handler>(
     listener: TcpListener,
     limits: Limits,
     live: Arc<LiveSessions>,
-    handler: Arc<dyn Handler>,
+    handler: Arc<H>,
 ) -> io::Result<()> {
     let open = Arc::new(AtomicUsize::new(0));
     loop {
@@ -290,7 +311,7 @@ pub fn serve(
                 log::debug!("peer={peer} connected");
                 match handler.handle(&mut conn) {
                     Ok(()) => log::debug!("peer={peer} closed"),
-                    Err(e) => log::warn!("peer={peer} session ended: {e:#}"),
+                    Err(e) => log::warn!("peer={peer} session ended: {e}"),
                 }
                 drop(conn);
                 open_in.fetch_sub(1, Ordering::SeqCst);

@@ -2,7 +2,7 @@ use super::*;
 use std::io::{BufRead, BufReader};
 
 /// A line-echo handler: answers each line; the line `auth KEY` authenticates as KEY.
-fn echo(conn: &mut Conn) -> anyhow::Result<()> {
+fn echo(conn: &mut Conn) -> io::Result<()> {
     loop {
         // Byte by byte through `Conn`, so every read is under the connection's deadlines.
         let mut bytes = Vec::new();
@@ -13,7 +13,8 @@ fn echo(conn: &mut Conn) -> anyhow::Result<()> {
             }
             bytes.push(b[0]);
         }
-        let line = String::from_utf8(bytes)?;
+        let line =
+            String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if let Some(key) = line.trim().strip_prefix("auth ") {
             conn.authenticated(key.as_bytes())?;
         }

@@ -1,102 +1,90 @@
-//! The relay: what the hub runs on one connection, independent of the socket layer.
+//! One connection's relay: the Noise responder, then the protocol's `ServerSession` over the
+//! mailbox, as a state machine independent of the socket.
 //!
-//! [`Relay`] is sans-I/O: feed it the bytes that arrive ([`Relay::receive`]) with the time, send
-//! what [`Relay::output`] returns, close when it says so. It runs the Noise responder
-//! (`protocol::handshake`, admission answered by [`HubGate`] from the allowlist), then the session
-//! over the open channel, backed by the mailbox. [`serve_stream`] drives it over any blocking
-//! `Read + Write` (a `TcpStream` through [`crate::server::Conn`], or embassy-net through
-//! `net::bridge::BridgedConn`), so the same code runs over std sockets and over embassy-net.
+//! [`Relay`] never touches a socket, never reads a clock and never draws randomness: its driver
+//! feeds it the bytes that arrive ([`Relay::receive`]) with the [`Time`] they arrived at, sends
+//! what [`Relay::output`] returns, calls [`Relay::tick`] while the peer is silent, and closes when
+//! it says so; the handshake's randomness is handed to [`Relay::new`]. It does do storage I/O,
+//! through the handles it holds: an allowlist connection, opened by [`Relay::new`], answers
+//! admission ([`AllowlistGate`]) and records the peer when it leaves ([`Relay::record_peer`]);
+//! a mailbox connection, opened once the handshake admits the peer, backs the session (pushes
+//! are committed, fsynced, before their ack). `crate::stream` drives it over any blocking stream.
 
-use crate::datadir::DataDir;
-use crate::gate::HubGate;
-use anyhow::{Context, Result};
-use outpost_mailbox::Mailbox;
+use crate::allowlist::{Allowlist, AllowlistError};
+use crate::gate::AllowlistGate;
+use crate::serving::{Serving, Time};
+use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
-use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
-use outpost_protocol::handshake::{Ephemeral, Keypair, PublicKey, Responder, ResponderConfig};
-use outpost_protocol::message::{ErrorCode, Message, PeerRole};
-use outpost_protocol::session::{ServerConfig, ServerSession};
+use outpost_protocol::channel::{Channel, ChannelError};
+use outpost_protocol::handshake::{
+    Ephemeral, HandshakeError, KeyError, PublicKey, Responder, ResponderConfig,
+};
+use outpost_protocol::message::{ErrorCode, Message, MessageError};
+use outpost_protocol::session::{ServerConfig, ServerSession, SessionError};
 use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
-use std::io::{ErrorKind, Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt;
+use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-/// How often an idle connection checks for news to notify (live mode). A check is one atomic
-/// load, so a short tick costs an idle live connection 20 timed-out reads a second; it bounds how
-/// long a commit waits before the other live peers are told (a blocked socket read cannot be
-/// woken by another thread's commit without a second descriptor to poll).
-pub const NOTIFY_TICK: Duration = Duration::from_millis(50);
-
-/// What the hub shares between connections.
+/// Why a connection ended in error (its driver logs it with the peer's address).
 #[derive(Debug)]
-pub struct Hub {
-    dir: DataDir,
-    keypair: Keypair,
-    limits: ChannelLimits,
-    epoch: Instant,
-    /// What this server says it is in its hello (the hub; the cloud reuses the relay).
-    role: PeerRole,
-    /// Bumped after every acknowledged commit: connections idle in live mode compare it with the
-    /// value they last served and send `Notify` when it moved.
-    commits: AtomicU64,
-    /// Bumped after every empty `IdGrant` sent (a delegated pool could not cover a request and
-    /// recorded the demand): the uplink reads the pool only when this moved.
-    id_shortfalls: AtomicU64,
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The allowlist could not be opened for the connection.
+    Allowlist(AllowlistError),
+    /// The mailbox could not be opened for the admitted peer.
+    Mailbox(MailboxError),
+    /// The system's random source failed while seeding the handshake.
+    Seed(KeyError),
+    /// The handshake failed, or the peer was refused.
+    Handshake(HandshakeError),
+    /// The secure channel failed: a damaged or forged frame, a deadline, a stream cut mid-frame.
+    Channel(ChannelError),
+    /// The peer sent a message that does not decode (it was told so before the close).
+    BadMessage(MessageError),
+    /// The session failed: the peer broke the protocol, or the mailbox failed.
+    Session(SessionError),
+    /// Reading from the stream failed (the peer reset, or was silent too long).
+    Read(io::Error),
+    /// Writing to the stream failed.
+    Write(io::Error),
+    /// The stream could not register the authenticated peer for revocation.
+    Register(io::Error),
 }
 
-impl Hub {
-    /// The hub over an opened data directory.
-    pub fn new(dir: DataDir, limits: ChannelLimits) -> Result<Arc<Hub>> {
-        Hub::with_role(dir, limits, PeerRole::Hub)
+impl fmt::Display for ConnectionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionError::Allowlist(e) => write!(f, "opening the allowlist: {e}"),
+            ConnectionError::Mailbox(e) => write!(f, "opening the mailbox: {e}"),
+            ConnectionError::Seed(e) => write!(f, "seeding the handshake: {e}"),
+            ConnectionError::Handshake(e) => write!(f, "handshake: {e}"),
+            ConnectionError::Channel(e) => write!(f, "channel: {e}"),
+            ConnectionError::BadMessage(e) => write!(f, "bad message: {e}"),
+            ConnectionError::Session(e) => write!(f, "session: {e}"),
+            ConnectionError::Read(e) => write!(f, "reading: {e}"),
+            ConnectionError::Write(e) => write!(f, "writing: {e}"),
+            ConnectionError::Register(e) => {
+                write!(f, "registering the session for revocation: {e}")
+            }
+        }
     }
+}
 
-    /// The same, announcing `role` in the session hello (the cloud's listener uses
-    /// [`PeerRole::Cloud`]).
-    pub fn with_role(dir: DataDir, limits: ChannelLimits, role: PeerRole) -> Result<Arc<Hub>> {
-        let keypair = Keypair::from_secret(dir.identity.private_key())
-            .with_context(|| format!("{}: identity key", dir.path.display()))?;
-        Ok(Arc::new(Hub {
-            dir,
-            keypair,
-            limits,
-            epoch: Instant::now(),
-            role,
-            commits: AtomicU64::new(0),
-            id_shortfalls: AtomicU64::new(0),
-        }))
-    }
-
-    /// Milliseconds since the hub started: the relays' clock (monotonic).
-    pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
-    /// The data directory.
-    pub fn dir(&self) -> &DataDir {
-        &self.dir
-    }
-
-    /// The hub's static key pair (the relay's Noise `s`, and the uplink's as initiator).
-    pub fn keypair(&self) -> &Keypair {
-        &self.keypair
-    }
-
-    /// Commits acknowledged so far by this process (relays and uplink): a change means news.
-    pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::SeqCst)
-    }
-
-    /// Records a commit made outside the relay (the uplink storing what it pulled), so live
-    /// devices are notified of it.
-    pub fn note_commit(&self) {
-        self.commits.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// Empty id grants sent so far by this process's relays (each after the demand was
-    /// recorded): a change means the id pool may want a refill.
-    pub fn id_shortfalls(&self) -> u64 {
-        self.id_shortfalls.load(Ordering::SeqCst)
+impl std::error::Error for ConnectionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(match self {
+            ConnectionError::Allowlist(e) => e,
+            ConnectionError::Mailbox(e) => e,
+            ConnectionError::Seed(e) => e,
+            ConnectionError::Handshake(e) => e,
+            ConnectionError::Channel(e) => e,
+            ConnectionError::BadMessage(e) => e,
+            ConnectionError::Session(e) => e,
+            ConnectionError::Read(e) | ConnectionError::Write(e) | ConnectionError::Register(e) => {
+                e
+            }
+        })
     }
 }
 
@@ -109,13 +97,13 @@ const MAX_STAGED_BYTES: usize = 64 << 20;
 const OUTPUT_WINDOW: usize = 1 << 20;
 
 struct Open {
-    hub: Arc<Hub>,
+    serving: Arc<Serving>,
     channel: Channel,
     session: ServerSession<Mailbox>,
     mailbox: Mailbox,
     /// Close once the pending output is sent.
     closing: bool,
-    /// The hub's commit count when the client's last pull was planned.
+    /// The process's commit count when the client's last pull was planned.
     pulled_at: u64,
     /// The last thing sent was `PullDone` and the client said nothing since: it is waiting
     /// (live mode), so a `Notify` is welcome (never while it pushes: it would be unexpected).
@@ -133,10 +121,12 @@ enum State {
 
 /// One connection's relay.
 pub struct Relay {
-    hub: Arc<Hub>,
-    gate: HubGate,
+    serving: Arc<Serving>,
+    gate: AllowlistGate,
     state: State,
     out: Vec<u8>,
+    /// The peer's key, once the handshake proved it.
+    peer_key: Option<PublicKey>,
     peer_site: Option<SiteId>,
     /// The peer's vector as known when the session closed (see [`Relay::peer_vector`]).
     seen: VersionVector,
@@ -160,25 +150,36 @@ pub enum Event {
 }
 
 impl Relay {
-    /// A relay for a new connection, waiting for the first handshake message.
-    pub fn new(hub: Arc<Hub>) -> Result<Relay> {
-        let gate = HubGate::new(hub.dir.allowlist()?);
+    /// A relay for a new connection accepted at `now`, waiting for the first handshake
+    /// message; `ephemeral` seeds the handshake (fresh randomness for every connection). Opens
+    /// the connection's allowlist handle.
+    pub fn new(
+        serving: Arc<Serving>,
+        ephemeral: Ephemeral,
+        now: Time,
+    ) -> Result<Relay, ConnectionError> {
+        let allowlist = serving
+            .stores()
+            .allowlist()
+            .map_err(ConnectionError::Allowlist)?;
+        let gate = AllowlistGate::new(allowlist, now.unix_secs());
         let responder = Responder::new(
             ResponderConfig {
-                identity: hub.keypair.clone(),
-                site: hub.dir.identity.site,
+                identity: serving.keypair().clone(),
+                site: serving.identity().site,
                 min_version: PROTOCOL_VERSION,
                 max_version: PROTOCOL_VERSION,
             },
-            Ephemeral::from_os().context("seeding the handshake")?,
-            hub.limits,
-            hub.now_ms(),
+            ephemeral,
+            serving.limits(),
+            now.monotonic_ms,
         );
         Ok(Relay {
-            hub,
+            serving,
             gate,
             state: State::Handshake(Box::new(responder)),
             out: Vec::new(),
+            peer_key: None,
             peer_site: None,
             seen: VersionVector::new(),
         })
@@ -203,7 +204,7 @@ impl Relay {
 
     /// Bytes to send now; call until it returns none (a pull is produced a window at a time).
     /// An error means: send nothing more, close.
-    pub fn output(&mut self) -> Result<Vec<u8>> {
+    pub fn output(&mut self) -> Result<Vec<u8>, ConnectionError> {
         let mut out = std::mem::take(&mut self.out);
         match &mut self.state {
             State::Handshake(r) => out.extend(r.take_outgoing()),
@@ -223,7 +224,7 @@ impl Relay {
     /// connections committed since this client's last pull. Send [`Relay::output`] after.
     pub fn tick(&mut self) {
         if let State::Open(open) = &mut self.state {
-            let commits = open.hub.commits.load(Ordering::SeqCst);
+            let commits = open.serving.commits();
             if open.idle_after_pull && commits != open.pulled_at && !open.closing {
                 open.session.notify();
                 open.idle_after_pull = false;
@@ -237,25 +238,27 @@ impl Relay {
         matches!(self.state, State::Closed)
     }
 
-    /// Consumes `input` (everything; bytes past a completed handshake go to the channel).
-    pub fn receive(&mut self, mut input: &[u8]) -> Result<Event> {
-        let now = self.hub.now_ms();
+    /// Consumes `input`, received at `time` (everything; bytes past a completed handshake go to
+    /// the channel).
+    pub fn receive(&mut self, mut input: &[u8], time: Time) -> Result<Event, ConnectionError> {
+        let now = time.monotonic_ms;
         let mut event = Event::Continue;
         loop {
             match &mut self.state {
                 State::Closed => return Ok(Event::Close),
                 State::Handshake(responder) => {
+                    self.gate.set_now(time.unix_secs());
                     match responder.receive(&mut input, now, &mut self.gate) {
                         Ok(None) => return Ok(event),
                         Ok(Some(channel)) => {
                             self.out.extend(responder.take_outgoing());
                             let session = ServerSession::new(ServerConfig {
-                                site: self.hub.dir.identity.site,
-                                role: self.hub.role,
-                                // The hub is schema-free: it never checks configurations.
+                                site: self.serving.identity().site,
+                                role: self.serving.role(),
+                                // The relay is schema-free: it never checks configurations.
                                 fingerprint: None,
                                 peer_site: channel.peer().site,
-                                wall_clock_ms: wall_clock_ms(),
+                                wall_clock_ms: time.unix_ms,
                                 stage_ttl_ms: STAGE_TTL_MS,
                                 max_staged_bytes: MAX_STAGED_BYTES,
                                 batch_limits: BatchLimits::default(),
@@ -271,13 +274,21 @@ impl Relay {
                                     "authenticated"
                                 }
                             );
+                            let mailbox = match self.serving.stores().mailbox() {
+                                Ok(m) => m,
+                                Err(e) => {
+                                    self.state = State::Closed;
+                                    return Err(ConnectionError::Mailbox(e));
+                                }
+                            };
                             event = Event::Authenticated(peer.key);
+                            self.peer_key = Some(peer.key);
                             self.peer_site = Some(peer.site);
                             self.state = State::Open(Box::new(Open {
-                                hub: self.hub.clone(),
+                                serving: self.serving.clone(),
                                 channel,
                                 session,
-                                mailbox: self.hub.dir.mailbox()?,
+                                mailbox,
                                 closing: false,
                                 pulled_at: 0,
                                 idle_after_pull: false,
@@ -288,7 +299,7 @@ impl Relay {
                             // The responder may hold a refusal the peer can authenticate.
                             self.out.extend(responder.take_outgoing());
                             self.state = State::Closed;
-                            return Err(anyhow::Error::new(e).context("handshake"));
+                            return Err(ConnectionError::Handshake(e));
                         }
                     }
                 }
@@ -309,9 +320,9 @@ impl Relay {
     }
 
     /// The peer ended the stream.
-    pub fn finish(&mut self) -> Result<()> {
+    pub fn finish(&mut self) -> Result<(), ConnectionError> {
         if let State::Open(open) = &mut self.state {
-            let r = open.channel.finish().context("channel");
+            let r = open.channel.finish().map_err(ConnectionError::Channel);
             if r.is_ok() && !open.session.is_done() && open.session.peer_hello().is_some() {
                 log::debug!("peer ended the stream without Bye");
             }
@@ -322,9 +333,31 @@ impl Relay {
         Ok(())
     }
 
-    /// The gatekeeper's allowlist (last seen, etc.).
-    pub fn allowlist(&mut self) -> &mut crate::allowlist::Allowlist {
+    /// The connection's allowlist handle.
+    pub fn allowlist(&mut self) -> &mut Allowlist {
         self.gate.allowlist()
+    }
+
+    /// Records in the allowlist that the authenticated peer had a session ending at `now`, and
+    /// the vector it is known to cover (for the status's "pending"). Failures are logged, not
+    /// returned: they lose bookkeeping only, never data. Does nothing before authentication.
+    pub fn record_peer(&mut self, now: Time) {
+        let Some(key) = self.peer_key else {
+            return;
+        };
+        if let Err(e) = self.gate.allowlist().touch(key.as_bytes(), now.unix_secs()) {
+            log::warn!("recording last seen: {e}");
+        }
+        let Some(site) = self.peer_site else {
+            return;
+        };
+        let vector = match &self.state {
+            State::Open(open) => &open.seen,
+            _ => &self.seen,
+        };
+        if let Err(e) = self.gate.allowlist().record_vector(&site, vector) {
+            log::warn!("recording the device's vector: {e}");
+        }
     }
 }
 
@@ -332,9 +365,13 @@ impl Open {
     /// Decodes and handles every whole message in `input`. A session error queues its `Error`
     /// message (when it has one) and marks the relay closing; a channel error closes at once
     /// without a word to the peer (DESIGN.md section 7).
-    fn receive(&mut self, input: &mut &[u8], now: u64) -> Result<()> {
+    fn receive(&mut self, input: &mut &[u8], now: u64) -> Result<(), ConnectionError> {
         while !input.is_empty() && !self.closing {
-            let Some(bytes) = self.channel.receive(input, now).context("channel")? else {
+            let Some(bytes) = self
+                .channel
+                .receive(input, now)
+                .map_err(ConnectionError::Channel)?
+            else {
                 return Ok(());
             };
             let msg = match Message::decode(&bytes, usize::MAX) {
@@ -348,7 +385,7 @@ impl Open {
                         .encode(),
                     );
                     self.closing = true;
-                    return Err(anyhow::Error::new(e).context("bad message"));
+                    return Err(ConnectionError::BadMessage(e));
                 }
             };
             match &msg {
@@ -356,7 +393,7 @@ impl Open {
                 // made meanwhile must still be notified.
                 Message::Ping { .. } | Message::Pong { .. } | Message::IdRequest(_) => {}
                 Message::Pull { vector } => {
-                    self.pulled_at = self.hub.commits.load(Ordering::SeqCst);
+                    self.pulled_at = self.serving.commits();
                     self.idle_after_pull = false;
                     self.seen.merge(vector);
                 }
@@ -368,7 +405,7 @@ impl Open {
             }
             if let Err(e) = self.session.handle(msg, now, &mut self.mailbox) {
                 self.fail(&e);
-                return Err(anyhow::Error::new(e).context("session"));
+                return Err(ConnectionError::Session(e));
             }
             // Seal this message's answers before handling the next one, so an error in a
             // later message cannot discard them (the session drops its queue on error).
@@ -380,7 +417,7 @@ impl Open {
         Ok(())
     }
 
-    fn fail(&mut self, e: &outpost_protocol::session::SessionError) {
+    fn fail(&mut self, e: &SessionError) {
         if let Some(m) = e.to_message() {
             let _ = self.channel.send(&m.encode());
         }
@@ -389,29 +426,29 @@ impl Open {
 
     /// Seals what the session has to say into the channel, until about [`OUTPUT_WINDOW`] bytes
     /// wait there.
-    fn seal(&mut self) -> Result<()> {
+    fn seal(&mut self) -> Result<(), ConnectionError> {
         while self.channel.queued() < OUTPUT_WINDOW && !self.closing {
             match self.session.poll(&mut self.mailbox) {
                 Ok(Some(m)) => {
                     match &m {
-                        Message::Ack { .. } => {
-                            self.hub.commits.fetch_add(1, Ordering::SeqCst);
-                        }
+                        Message::Ack { .. } => self.serving.note_commit(),
                         Message::PullDone { vector } => {
                             self.idle_after_pull = true;
                             self.seen.merge(vector);
                         }
                         Message::IdGrant(g) if g.ranges.is_empty() => {
-                            self.hub.id_shortfalls.fetch_add(1, Ordering::SeqCst);
+                            self.serving.note_id_shortfall();
                         }
                         _ => {}
                     }
-                    self.channel.send(&m.encode()).context("channel")?
+                    self.channel
+                        .send(&m.encode())
+                        .map_err(ConnectionError::Channel)?
                 }
                 Ok(None) => break,
                 Err(e) => {
                     self.fail(&e);
-                    return Err(anyhow::Error::new(e).context("session"));
+                    return Err(ConnectionError::Session(e));
                 }
             }
         }
@@ -420,113 +457,9 @@ impl Open {
 
     /// [`Open::seal`], then hands the sealed bytes to `out` (also after an error: they may end
     /// with the `Error` message).
-    fn pump(&mut self, out: &mut Vec<u8>) -> Result<()> {
+    fn pump(&mut self, out: &mut Vec<u8>) -> Result<(), ConnectionError> {
         let r = self.seal();
         out.extend(self.channel.take_outgoing());
         r
     }
-}
-
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Something a relay can run over: a blocking byte stream that can register its peer's key for
-/// revocation.
-pub trait Stream: Read + Write {
-    /// The peer proved `key`: from now on, revoking it must end this stream.
-    fn authenticated(&mut self, key: &PublicKey) -> std::io::Result<()>;
-
-    /// Asks reads to return `WouldBlock` every `tick` without data (for live-mode notifications).
-    /// A stream that cannot does nothing here: its clients then learn of news at their next pull.
-    fn set_tick(&mut self, _tick: Duration) {}
-}
-
-impl Stream for crate::server::Conn {
-    fn authenticated(&mut self, key: &PublicKey) -> std::io::Result<()> {
-        crate::server::Conn::authenticated(self, key.as_bytes())
-    }
-
-    fn set_tick(&mut self, tick: Duration) {
-        crate::server::Conn::set_tick(self, Some(tick));
-    }
-}
-
-/// Writes everything the relay has to send, a window at a time.
-fn send_output(relay: &mut Relay, stream: &mut dyn Stream) -> Result<()> {
-    loop {
-        let out = relay.output();
-        let (bytes, failed) = match out {
-            Ok(b) => (b, None),
-            Err(e) => (Vec::new(), Some(e)),
-        };
-        if !bytes.is_empty() {
-            stream
-                .write_all(&bytes)
-                .and_then(|()| stream.flush())
-                .context("writing")?;
-        }
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if bytes.is_empty() {
-            return Ok(());
-        }
-    }
-}
-
-/// Runs `relay` over `stream` until either side ends.
-pub fn serve_stream(relay: &mut Relay, stream: &mut dyn Stream) -> Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut key: Option<PublicKey> = None;
-    let result = loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => break relay.finish(),
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                relay.tick();
-                if let Err(e) = send_output(relay, stream) {
-                    break Err(e);
-                }
-                continue;
-            }
-            Err(e) => break Err(anyhow::Error::new(e).context("reading")),
-        };
-        let event = relay.receive(&buf[..n]);
-        if let Err(e) = send_output(relay, stream) {
-            break Err(e);
-        }
-        match event {
-            Ok(Event::Continue) => {}
-            Ok(Event::Authenticated(k)) => {
-                stream.authenticated(&k)?;
-                stream.set_tick(NOTIFY_TICK);
-                key = Some(k);
-            }
-            Ok(Event::Close) => break Ok(()),
-            Err(e) => break Err(e),
-        }
-        if relay.is_closed() {
-            break Ok(());
-        }
-    };
-    if let Some(k) = key {
-        let now = crate::datadir::unix_now();
-        if let Err(e) = relay.allowlist().touch(k.as_bytes(), now) {
-            log::warn!("recording last seen: {e}");
-        }
-        let seen = relay
-            .peer_vector()
-            .map(|(site, v)| (site, crate::status::encode_vector(v)));
-        if let Some((site, vector)) = seen {
-            if let Err(e) = crate::status::record_vector(relay.allowlist(), &site, &vector) {
-                log::warn!("recording the device's vector: {e}");
-            }
-        }
-    }
-    result
 }

@@ -1,15 +1,24 @@
-//! Who may talk to the hub: enrolled devices, one-time enrollment tokens, handshake counters and
-//! the hub's few settings, in one SQLite file (`allowlist.db`, WAL, `synchronous=FULL`).
+//! Who may talk to a serving box (the hub; the cloud keeps the same file): enrolled peers,
+//! one-time enrollment tokens, handshake counters and the box's few settings, in one SQLite file
+//! (`allowlist.db`, WAL, `synchronous=FULL`). A "device" here is any enrolled peer: a tablet on
+//! the hub, a tablet or a hub on the cloud.
 //!
-//! Everything that must be true before the hub answers a handshake is committed (and fsynced)
+//! Everything that must be true before the box answers a handshake is committed (and fsynced)
 //! first: consuming a token and admitting the device happen in one transaction
 //! ([`Allowlist::admit`]); a handshake counter is recorded durably before the responder's reply
-//! ([`Allowlist::record_counter`]). Tokens are looked up by their id (`token_id`: a hash the
-//! device sends in the first handshake message, so the token itself never crosses the wire). A crash at any instant therefore leaves either "token unused,
-//! device unknown" or "token used, device admitted", never half of it, and a replayed first
-//! handshake message is refused even across restarts.
+//! ([`Allowlist::record_counter`]). Tokens are looked up by their id ([`token_id`]: a hash the
+//! device sends in the first handshake message, so the token itself never crosses the wire). A
+//! crash at any instant therefore leaves either "token unused, device unknown" or "token used,
+//! device admitted", never half of it, and a replayed first handshake message is refused even
+//! across restarts.
+//!
+//! It also remembers what each peer is known to cover when its last session ended
+//! ([`Allowlist::record_vector`], [`Allowlist::peer_vector`]), so a status can say what a peer
+//! still lacks; the vectors are kept in their strict text form ([`crate::vector_text`]).
 
-use outpost_protocol::SiteId;
+use crate::vector_text::{self, VectorTextError};
+use outpost_protocol::handshake::{PublicKey, TokenId};
+use outpost_protocol::{SiteId, VersionVector};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -42,16 +51,10 @@ CREATE TABLE IF NOT EXISTS settings(
 );
 ";
 
-/// The id naming a token in the first handshake message: the first 16 bytes of
-/// SHA-256(`outpost-enroll-token` ‖ token) (the protocol's `handshake::TokenId::of`).
+/// The id naming a token in the first handshake message: the protocol's
+/// [`TokenId::of`] (the first 16 bytes of SHA-256(`outpost-enroll-token` ‖ token)).
 pub fn token_id(token: &[u8; 32]) -> [u8; 16] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"outpost-enroll-token");
-    h.update(token);
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&h.finalize()[..16]);
-    id
+    TokenId::of(token).0
 }
 
 /// How long an enrollment token is valid by default: 15 minutes.
@@ -61,7 +64,7 @@ pub const DEFAULT_TOKEN_TTL_SECS: u64 = 15 * 60;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Device {
     /// Its static public key (the Noise `s` it authenticates with).
-    pub key: Vec<u8>,
+    pub key: PublicKey,
     /// Its site id, bound to that key.
     pub site: SiteId,
     /// Unix seconds.
@@ -146,6 +149,15 @@ pub enum AllowlistError {
         /// How many matched.
         matches: usize,
     },
+    /// A peer's recorded vector is not in its text form: the file was damaged or edited.
+    DamagedVector {
+        /// The file.
+        path: PathBuf,
+        /// The peer whose vector it is.
+        site: SiteId,
+        /// What is wrong with it.
+        source: VectorTextError,
+    },
 }
 
 impl fmt::Display for AllowlistError {
@@ -188,6 +200,12 @@ impl fmt::Display for AllowlistError {
                 f,
                 "{matches} devices match {selector:?}; give more digits of the site id"
             ),
+            AllowlistError::DamagedVector { path, site, source } => write!(
+                f,
+                "allowlist {}: the recorded vector of {site} is damaged ({source}); its next \
+                 session records it again",
+                path.display()
+            ),
         }
     }
 }
@@ -196,6 +214,8 @@ impl std::error::Error for AllowlistError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             AllowlistError::Sqlite { source, .. } => Some(source),
+            AllowlistError::Random(e) => Some(e),
+            AllowlistError::DamagedVector { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -216,9 +236,13 @@ impl fmt::Debug for Allowlist {
 }
 
 fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    let key: Vec<u8> = r.get(0)?;
     let site: Vec<u8> = r.get(1)?;
     Ok(Device {
-        key: r.get(0)?,
+        // Only keys that completed a handshake are stored, so this refuses a damaged file only.
+        key: PublicKey::from_sec1(&key).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+        })?,
         site: SiteId::from_slice(&site).unwrap_or_default(),
         enrolled_at: r.get::<_, i64>(2)? as u64,
         last_seen: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
@@ -331,16 +355,18 @@ impl Allowlist {
             })
     }
 
-    /// Consumes the token named `id` and admits the device `(key, site)`, in one fsynced transaction, at
-    /// `now`. Re-enrolling an admitted key with a fresh token is allowed (it just uses the token);
-    /// a revoked key, or a site id bound to another key, is refused and the token stays unused.
+    /// Consumes the token named `id` and admits the device `(key, site)`, in one fsynced
+    /// transaction, at `now`. Re-enrolling an admitted key with a fresh token is allowed (it just
+    /// uses the token); a revoked key, or a site id bound to another key, is refused and the token
+    /// stays unused. Only a [`PublicKey`] is admitted, so every stored key reads back as one.
     pub fn admit(
         &mut self,
         id: &[u8; 16],
-        key: &[u8],
+        key: &PublicKey,
         site: SiteId,
         now: u64,
     ) -> Result<Device, AllowlistError> {
+        let key = &key.as_bytes()[..];
         self.usable_token(id, now)?;
         let path = self.path.clone();
         let sql = |source| AllowlistError::Sqlite {
@@ -556,13 +582,13 @@ impl Allowlist {
         self.conn
             .execute(
                 "UPDATE devices SET revoked_at = coalesce(revoked_at, ?2) WHERE key = ?1",
-                params![device.key, now as i64],
+                params![device.key.as_bytes(), now as i64],
             )
             .map_err(|e| self.sql(e))?;
         self.conn
             .query_row(
                 &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE key = ?1"),
-                [&device.key],
+                [device.key.as_bytes()],
                 device_from_row,
             )
             .map_err(|e| self.sql(e))
@@ -589,6 +615,36 @@ impl Allowlist {
             .map(|_| ())
             .map_err(|e| self.sql(e))
     }
+
+    /// Records what peer `site` is known to cover (when its session ends), replacing what was
+    /// recorded before.
+    pub fn record_vector(
+        &self,
+        site: &SiteId,
+        vector: &VersionVector,
+    ) -> Result<(), AllowlistError> {
+        self.set_setting(&vector_setting(site), &vector_text::encode(vector))
+    }
+
+    /// What peer `site` was known to cover when its last session ended; `None` when it never
+    /// completed one.
+    pub fn peer_vector(&self, site: &SiteId) -> Result<Option<VersionVector>, AllowlistError> {
+        let Some(text) = self.setting(&vector_setting(site))? else {
+            return Ok(None);
+        };
+        vector_text::decode(&text)
+            .map(Some)
+            .map_err(|source| AllowlistError::DamagedVector {
+                path: self.path.clone(),
+                site: *site,
+                source,
+            })
+    }
+}
+
+/// The setting under which a peer's vector is kept.
+fn vector_setting(site: &SiteId) -> String {
+    format!("vector:{site}")
 }
 
 enum Checked {
@@ -613,7 +669,7 @@ fn check_enrollment(
     let mut mine = None;
     for d in rows {
         let d = d.map_err(Checked::Sql)?;
-        if d.key != key {
+        if d.key.as_bytes() != key {
             return Err(Checked::Refused(AllowlistError::SiteBoundToOtherKey {
                 site: d.site,
             }));

@@ -1,38 +1,49 @@
-//! Enrollment and session handshakes against the hub over real TCP, with the protocol's own
+//! Enrollment and session handshakes against a relay over real TCP, with the protocol's own
 //! initiator as the device: tokens are single use, admission is durable, counters refuse replays,
 //! revoked devices are refused, and a device pinned to another hub's key never gets a channel.
 
-use outpost_hub::allowlist::DEFAULT_TOKEN_TTL_SECS;
-use outpost_hub::datadir::{unix_now, DataDir};
-use outpost_hub::relay::{serve_stream, Hub, Relay};
-use outpost_hub::server::{serve, Conn, Limits, LiveSessions};
 use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
 use outpost_protocol::handshake::{
     Ephemeral, HandshakeError, Initiator, InitiatorConfig, Keypair, PublicKey, Purpose, Refusal,
 };
+use outpost_protocol::message::PeerRole;
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
+use outpost_relay::allowlist::{Allowlist, DEFAULT_TOKEN_TTL_SECS};
+use outpost_relay::identity::Identity;
+use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
+use outpost_relay::{serve_connection, Event, Relay, Serving, Stores, Time};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 struct TestHub {
     addr: SocketAddr,
-    hub: Arc<Hub>,
+    hub: Arc<Serving>,
     _dir: tempfile::TempDir,
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A relay serving from a fresh directory, as a hub would.
 fn start_hub() -> TestHub {
     let dir = tempfile::tempdir().unwrap();
-    let data = DataDir::open(&dir.path().join("hub")).unwrap();
-    let hub = Hub::new(data, ChannelLimits::default()).unwrap();
+    let (identity, _) = Identity::load_or_create(dir.path()).unwrap();
+    let stores = Stores {
+        identity,
+        mailbox: dir.path().join("mailbox.db"),
+        allowlist: dir.path().join("allowlist.db"),
+    };
+    let hub = Serving::new(stores, ChannelLimits::default(), PeerRole::Hub);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let h = hub.clone();
-    let handler = move |conn: &mut Conn| {
-        let mut relay = Relay::new(h.clone())?;
-        serve_stream(&mut relay, conn)
-    };
+    let handler = move |conn: &mut Conn| serve_connection(&h, conn);
     std::thread::spawn(move || {
         serve(
             listener,
@@ -49,22 +60,23 @@ fn start_hub() -> TestHub {
 }
 
 impl TestHub {
+    fn allowlist(&self) -> Allowlist {
+        self.hub.stores().allowlist().unwrap()
+    }
+
     fn token(&self) -> [u8; 32] {
-        self.hub
-            .dir()
-            .allowlist()
-            .unwrap()
+        self.allowlist()
             .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS)
             .unwrap()
             .secret
     }
 
     fn key(&self) -> PublicKey {
-        PublicKey::from_sec1(&self.hub.dir().identity.public).unwrap()
+        *self.hub.identity().public()
     }
 
     fn site(&self) -> SiteId {
-        self.hub.dir().identity.site
+        self.hub.identity().site
     }
 }
 
@@ -144,7 +156,7 @@ fn a_token_enrolls_one_device_and_then_its_sessions_are_admitted() {
     let a = device(1);
     let enroll = Purpose::Enroll { token };
     let (_ch, _s) = handshake(hub.addr, &a, 1, hub.key(), hub.site(), enroll.clone()).unwrap();
-    let allow = hub.hub.dir().allowlist().unwrap();
+    let allow = hub.allowlist();
     assert!(wait_for(|| allow
         .authorize_site(a.keypair.public().as_bytes(), a.site)
         .is_ok()));
@@ -182,7 +194,7 @@ fn unknown_copied_and_revoked_devices_are_told_why() {
         Purpose::Enroll { token },
     )
     .unwrap();
-    let allow = hub.hub.dir().allowlist().unwrap();
+    let allow = hub.allowlist();
     assert!(wait_for(|| allow.devices().unwrap().len() == 1));
 
     // A copy of A's database (same site id) under another key.
@@ -193,12 +205,7 @@ fn unknown_copied_and_revoked_devices_are_told_why() {
     let err = handshake(hub.addr, &copy, 1, hub.key(), hub.site(), Purpose::Session).unwrap_err();
     assert_eq!(err, Some(HandshakeError::Refused(Refusal::SiteReused)));
 
-    hub.hub
-        .dir()
-        .allowlist()
-        .unwrap()
-        .revoke("01010101", unix_now())
-        .unwrap();
+    hub.allowlist().revoke("01010101", unix_now()).unwrap();
     let err = handshake(hub.addr, &a, 3, hub.key(), hub.site(), Purpose::Session).unwrap_err();
     assert_eq!(err, Some(HandshakeError::Refused(Refusal::Revoked)));
 }
@@ -226,14 +233,7 @@ fn a_device_pinned_to_another_hub_never_gets_a_channel_and_enrolls_nothing() {
         ),
         "{err:?}"
     );
-    assert!(rogue
-        .hub
-        .dir()
-        .allowlist()
-        .unwrap()
-        .devices()
-        .unwrap()
-        .is_empty());
+    assert!(rogue.allowlist().devices().unwrap().is_empty());
     // The token was not consumed: the real hub still accepts it.
     handshake(
         real.addr,
@@ -250,10 +250,7 @@ fn a_device_pinned_to_another_hub_never_gets_a_channel_and_enrolls_nothing() {
 fn an_expired_token_is_refused() {
     let hub = start_hub();
     let token = hub
-        .hub
-        .dir()
         .allowlist()
-        .unwrap()
         .issue_token(unix_now() - 1000, 60)
         .unwrap()
         .secret;
@@ -267,12 +264,91 @@ fn an_expired_token_is_refused() {
     )
     .unwrap_err();
     assert_eq!(err, Some(HandshakeError::EnrollmentRefused));
-    assert!(hub
-        .hub
-        .dir()
-        .allowlist()
-        .unwrap()
-        .devices()
-        .unwrap()
-        .is_empty());
+    assert!(hub.allowlist().devices().unwrap().is_empty());
+}
+
+/// Runs an enrollment handshake against `relay` in memory (no socket), every call at `at`:
+/// whether the relay admitted the device.
+fn enroll_in_memory(
+    relay: &mut Relay,
+    dev: &Device,
+    hub: &TestHub,
+    token: [u8; 32],
+    at: Time,
+) -> bool {
+    let config = InitiatorConfig {
+        identity: dev.keypair.clone(),
+        site: dev.site,
+        counter: 1,
+        responder_key: hub.key(),
+        responder_site: hub.site(),
+        purpose: Purpose::Enroll { token },
+        version: PROTOCOL_VERSION,
+    };
+    let mut init = Initiator::start(
+        &config,
+        Ephemeral::from_seed([7; 32]),
+        ChannelLimits::default(),
+        at.monotonic_ms,
+    )
+    .unwrap();
+    let mut to_relay = init.take_outgoing();
+    for _ in 0..4 {
+        match relay.receive(&to_relay, at) {
+            Ok(Event::Authenticated(_)) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+        let back = relay.output().unwrap();
+        let mut input = &back[..];
+        match init.receive(&mut input, at.monotonic_ms) {
+            Ok(Some(mut channel)) => to_relay = channel.take_outgoing(),
+            Ok(None) => to_relay = init.take_outgoing(),
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[test]
+fn token_expiry_is_judged_at_the_time_the_driver_hands_in() {
+    let hub = start_hub();
+    // A token that expired long ago by the wall clock, but is fresh at the relay's time.
+    let issued = 1_000_000;
+    let token = hub.allowlist().issue_token(issued, 60).unwrap().secret;
+    let at = |unix_secs: u64| Time {
+        monotonic_ms: 5,
+        unix_ms: unix_secs * 1000,
+    };
+    let dev = device(1);
+    let mut late = Relay::new(
+        hub.hub.clone(),
+        Ephemeral::from_seed([1; 32]),
+        at(issued + 60),
+    )
+    .unwrap();
+    assert!(!enroll_in_memory(
+        &mut late,
+        &dev,
+        &hub,
+        token,
+        at(issued + 60)
+    ));
+    assert!(hub.allowlist().devices().unwrap().is_empty());
+    let mut timely = Relay::new(
+        hub.hub.clone(),
+        Ephemeral::from_seed([2; 32]),
+        at(issued + 59),
+    )
+    .unwrap();
+    assert!(enroll_in_memory(
+        &mut timely,
+        &dev,
+        &hub,
+        token,
+        at(issued + 59)
+    ));
+    let devices = hub.allowlist().devices().unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].enrolled_at, issued + 59);
 }

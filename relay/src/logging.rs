@@ -1,5 +1,5 @@
 //! Structured log lines on stderr through the `log` facade:
-//! `2026-11-23T08:30:01.123Z INFO outpost_hub::server peer=192.168.1.7:50122 session opened`.
+//! `2026-11-23T08:30:01.123Z INFO outpost_relay::listener peer=192.168.1.7:50122 closed`.
 //! The level comes from `OUTPOST_LOG` (`error`, `warn`, `info` (default), `debug`, `trace`).
 //! Nothing secret is ever passed to a log macro: keys appear as fingerprints, tokens never.
 //!

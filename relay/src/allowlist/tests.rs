@@ -8,10 +8,16 @@ fn open() -> (tempfile::TempDir, Allowlist) {
     (dir, a)
 }
 
+/// Device `n`'s public key.
+fn public(n: u8) -> PublicKey {
+    *outpost_protocol::handshake::Keypair::from_secret(&[n; 32])
+        .unwrap()
+        .public()
+}
+
+/// Its bytes, as lookups take them.
 fn key(n: u8) -> Vec<u8> {
-    let mut k = vec![n; 65];
-    k[0] = 4;
-    k
+    public(n).as_bytes().to_vec()
 }
 
 #[test]
@@ -20,11 +26,11 @@ fn a_token_admits_one_device_once() {
     let t = a.issue_token(NOW, DEFAULT_TOKEN_TTL_SECS).unwrap();
     assert_eq!(t.expires_at, NOW + 900);
     let d = a
-        .admit(&token_id(&t.secret), &key(1), SiteId([1; 16]), NOW + 5)
+        .admit(&token_id(&t.secret), &public(1), SiteId([1; 16]), NOW + 5)
         .unwrap();
     assert_eq!((d.site, d.enrolled_at), (SiteId([1; 16]), NOW + 5));
     assert!(matches!(
-        a.admit(&token_id(&t.secret), &key(2), SiteId([2; 16]), NOW + 6),
+        a.admit(&token_id(&t.secret), &public(2), SiteId([2; 16]), NOW + 6),
         Err(AllowlistError::TokenUsed)
     ));
     // The second device was not admitted.
@@ -41,14 +47,14 @@ fn an_expired_token_admits_nobody_and_stays_unused() {
     let (_dir, mut a) = open();
     let t = a.issue_token(NOW, 60).unwrap();
     let err = a
-        .admit(&token_id(&t.secret), &key(1), SiteId([1; 16]), NOW + 60)
+        .admit(&token_id(&t.secret), &public(1), SiteId([1; 16]), NOW + 60)
         .unwrap_err();
     assert!(matches!(err, AllowlistError::TokenExpired { expired_at } if expired_at == NOW + 60));
     assert!(err.to_string().contains("expired"));
     assert!(a.devices().unwrap().is_empty());
     // Still usable a second before expiry in another test of the boundary:
     let t2 = a.issue_token(NOW, 60).unwrap();
-    a.admit(&token_id(&t2.secret), &key(1), SiteId([1; 16]), NOW + 59)
+    a.admit(&token_id(&t2.secret), &public(1), SiteId([1; 16]), NOW + 59)
         .unwrap();
 }
 
@@ -57,7 +63,7 @@ fn an_unknown_token_is_refused() {
     let (_dir, mut a) = open();
     a.issue_token(NOW, 60).unwrap();
     assert!(matches!(
-        a.admit(&[9; 16], &key(1), SiteId([1; 16]), NOW),
+        a.admit(&[9; 16], &public(1), SiteId([1; 16]), NOW),
         Err(AllowlistError::UnknownToken)
     ));
     assert!(a.devices().unwrap().is_empty());
@@ -67,11 +73,11 @@ fn an_unknown_token_is_refused() {
 fn a_copied_database_presenting_a_known_site_with_another_key_is_refused() {
     let (_dir, mut a) = open();
     let t1 = a.issue_token(NOW, 60).unwrap();
-    a.admit(&token_id(&t1.secret), &key(1), SiteId([1; 16]), NOW)
+    a.admit(&token_id(&t1.secret), &public(1), SiteId([1; 16]), NOW)
         .unwrap();
     let t2 = a.issue_token(NOW, 60).unwrap();
     let err = a
-        .admit(&token_id(&t2.secret), &key(2), SiteId([1; 16]), NOW)
+        .admit(&token_id(&t2.secret), &public(2), SiteId([1; 16]), NOW)
         .unwrap_err();
     assert!(matches!(err, AllowlistError::SiteBoundToOtherKey { .. }));
     assert!(err.to_string().contains("re-enroll"));
@@ -87,14 +93,19 @@ fn a_revoked_device_is_refused_and_cannot_re_enroll() {
     let (_dir, mut a) = open();
     let t = a.issue_token(NOW, 60).unwrap();
     let d = a
-        .admit(&token_id(&t.secret), &key(1), SiteId([0xab; 16]), NOW)
+        .admit(&token_id(&t.secret), &public(1), SiteId([0xab; 16]), NOW)
         .unwrap();
     let r = a.revoke(&d.site.to_string()[..8], NOW + 10).unwrap();
     assert_eq!(r.revoked_at, Some(NOW + 10));
     assert!(matches!(a.authorize(&key(1)), Err(AllowlistError::Revoked)));
     let t2 = a.issue_token(NOW, 60).unwrap();
     assert!(matches!(
-        a.admit(&token_id(&t2.secret), &key(1), SiteId([0xab; 16]), NOW + 20),
+        a.admit(
+            &token_id(&t2.secret),
+            &public(1),
+            SiteId([0xab; 16]),
+            NOW + 20
+        ),
         Err(AllowlistError::Revoked)
     ));
     assert!(matches!(
@@ -114,7 +125,7 @@ fn revoke_refuses_an_ambiguous_prefix() {
         let t = a.issue_token(NOW, 60).unwrap();
         let mut site = [0xcd; 16];
         site[15] = n;
-        a.admit(&token_id(&t.secret), &key(n), SiteId(site), NOW)
+        a.admit(&token_id(&t.secret), &public(n), SiteId(site), NOW)
             .unwrap();
     }
     assert!(matches!(
@@ -153,6 +164,25 @@ fn token_ids_match_the_protocols_definition() {
     // SHA-256("outpost-enroll-token" ‖ 32 × 0x00), first 16 bytes (computed with sha256sum).
     let id = token_id(&[0u8; 32]);
     assert_eq!(hex(&id), EXPECTED_ZERO_TOKEN_ID);
+    assert_eq!(id, TokenId::of(&[0u8; 32]).0);
+}
+
+#[test]
+fn a_peers_vector_is_recorded_and_a_damaged_one_is_refused() {
+    let (_dir, a) = open();
+    let site = SiteId([5; 16]);
+    assert_eq!(a.peer_vector(&site).unwrap(), None);
+    let mut v = VersionVector::new();
+    v.set(SiteId([1; 16]), 4);
+    a.record_vector(&site, &v).unwrap();
+    assert_eq!(a.peer_vector(&site).unwrap(), Some(v));
+    a.set_setting(&format!("vector:{site}"), "junk").unwrap();
+    let err = a.peer_vector(&site).unwrap_err();
+    assert!(
+        matches!(err, AllowlistError::DamagedVector { site: s, .. } if s == site),
+        "{err}"
+    );
+    assert!(err.to_string().contains("allowlist.db"), "{err}");
 }
 
 fn hex(b: &[u8]) -> String {
@@ -163,7 +193,7 @@ fn hex(b: &[u8]) -> String {
 fn sessions_are_authorized_only_for_the_enrolled_site() {
     let (_dir, mut a) = open();
     let t = a.issue_token(NOW, 60).unwrap();
-    a.admit(&token_id(&t.secret), &key(1), SiteId([1; 16]), NOW)
+    a.admit(&token_id(&t.secret), &public(1), SiteId([1; 16]), NOW)
         .unwrap();
     a.authorize_site(&key(1), SiteId([1; 16])).unwrap();
     // Another key presenting the enrolled site: a copied database.
@@ -194,10 +224,10 @@ fn consumption_is_seen_by_another_connection() {
     let mut a = Allowlist::open(&path).unwrap();
     let mut b = Allowlist::open(&path).unwrap();
     let t = a.issue_token(NOW, 60).unwrap();
-    b.admit(&token_id(&t.secret), &key(1), SiteId([1; 16]), NOW)
+    b.admit(&token_id(&t.secret), &public(1), SiteId([1; 16]), NOW)
         .unwrap();
     assert!(matches!(
-        a.admit(&token_id(&t.secret), &key(2), SiteId([2; 16]), NOW),
+        a.admit(&token_id(&t.secret), &public(2), SiteId([2; 16]), NOW),
         Err(AllowlistError::TokenUsed)
     ));
 }

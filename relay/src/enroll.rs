@@ -1,4 +1,5 @@
-//! The enrollment code: what a device needs to enroll with this hub, as one line of text.
+//! The enrollment code: what a device (or a hub) needs to enroll with a serving box, as one line
+//! of text.
 //!
 //! The format is defined once, in `outpost_protocol::enroll_code` (the device extension and the
 //! cloud read and write the same codes); this module re-exports it and adds what only a serving

@@ -1,0 +1,35 @@
+//! # outpost-relay
+//!
+//! The serving side that the hub and the cloud share: what a box needs to answer peers' sessions
+//! without knowing how its bytes travel or how its data directory is laid out.
+//!
+//! - [`identity`]: the box's static P-256 key and site id (`identity.key`, `site-id`).
+//! - [`allowlist`]: enrolled peers, one-time enrollment tokens, handshake counters, settings and
+//!   peers' last known vectors (their text form: [`vector_text`]).
+//! - [`enroll`]: the `outpost:` enrollment code and its terminal QR rendering.
+//! - [`Serving`]: what one serving process shares between connections, built from [`Stores`]
+//!   (the identity and the two SQLite files, which each box locates in its own directory).
+//! - [`Relay`]: one connection as a socket-independent machine (Noise responder admitting from
+//!   the allowlist, then the protocol's `ServerSession` over the mailbox), and
+//!   [`serve_connection`] / [`serve_stream`], which drive it over a blocking [`Stream`].
+//! - [`listener`]: the std TCP front with its connection limits, and revocation of live sessions.
+//! - [`logging`]: structured stderr lines and the recent warnings a status shows.
+//!
+//! **API boundary:** nothing here knows embassy, the hub's firmware or the cloud's engine; a box
+//! hands in its [`Stores`] and a byte stream.
+#![warn(missing_docs)]
+
+pub mod allowlist;
+mod connection;
+pub mod enroll;
+mod gate;
+pub mod identity;
+pub mod listener;
+pub mod logging;
+mod serving;
+mod stream;
+pub mod vector_text;
+
+pub use connection::{ConnectionError, Event, Relay};
+pub use serving::{Serving, Stores, Time};
+pub use stream::{serve_connection, serve_stream, Stream, NOTIFY_TICK};

@@ -1,0 +1,150 @@
+//! What every connection of one serving process shares: the hub's device-facing server, or the
+//! cloud's session listener.
+//!
+//! [`Stores`] is what a serving process serves from: its [`Identity`] and the paths of its
+//! mailbox and allowlist files. Each box builds it from its own data directory (the hub's and the
+//! cloud's lay their files out independently), so this crate owns no directory layout.
+//! [`Serving`] adds the channel limits, the role announced in hellos, and two counters the
+//! connections and the process's other threads watch: commits acknowledged (news for live peers)
+//! and empty id grants (a delegated id pool that may want a refill). It also keeps the process's
+//! monotonic epoch, from which [`Serving::now`] reads the time relays are driven with.
+
+use crate::allowlist::{Allowlist, AllowlistError};
+use crate::identity::Identity;
+use outpost_mailbox::{Mailbox, MailboxError};
+use outpost_protocol::channel::Limits as ChannelLimits;
+use outpost_protocol::handshake::Keypair;
+use outpost_protocol::message::PeerRole;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// What a serving process serves from.
+#[derive(Clone, Debug)]
+pub struct Stores {
+    /// Its identity (the Noise static key and the site id its hellos announce).
+    pub identity: Identity,
+    /// The mailbox file (`outpost_mailbox`).
+    pub mailbox: PathBuf,
+    /// The allowlist file ([`Allowlist`]).
+    pub allowlist: PathBuf,
+}
+
+impl Stores {
+    /// A new connection to the mailbox (one per thread).
+    pub fn mailbox(&self) -> Result<Mailbox, MailboxError> {
+        Mailbox::open(&self.mailbox)
+    }
+
+    /// A new connection to the allowlist (one per thread).
+    pub fn allowlist(&self) -> Result<Allowlist, AllowlistError> {
+        Allowlist::open(&self.allowlist)
+    }
+}
+
+/// The time a relay is driven at, read by its driver: the deadlines run on the monotonic
+/// clock, token expiry and the session's hello on the wall clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Time {
+    /// Milliseconds since the serving process started (monotonic).
+    pub monotonic_ms: u64,
+    /// Milliseconds since the Unix epoch (the wall clock; 0 if it is set before 1970).
+    pub unix_ms: u64,
+}
+
+impl Time {
+    /// The wall-clock time in whole seconds.
+    pub fn unix_secs(&self) -> u64 {
+        self.unix_ms / 1000
+    }
+}
+
+/// What the connections of one serving process share.
+#[derive(Debug)]
+pub struct Serving {
+    stores: Stores,
+    limits: ChannelLimits,
+    epoch: Instant,
+    /// What this server says it is in its hellos (the hub, or the cloud).
+    role: PeerRole,
+    /// Bumped after every acknowledged commit: connections idle in live mode compare it with the
+    /// value they last served and send `Notify` when it moved.
+    commits: AtomicU64,
+    /// Bumped after every empty `IdGrant` sent (a delegated pool could not cover a request and
+    /// recorded the demand): the hub's uplink reads the pool only when this moved.
+    id_shortfalls: AtomicU64,
+}
+
+impl Serving {
+    /// The shared state of a process serving from `stores`, announcing `role` in its hellos.
+    pub fn new(stores: Stores, limits: ChannelLimits, role: PeerRole) -> Arc<Serving> {
+        Arc::new(Serving {
+            stores,
+            limits,
+            epoch: Instant::now(),
+            role,
+            commits: AtomicU64::new(0),
+            id_shortfalls: AtomicU64::new(0),
+        })
+    }
+
+    /// Reads both clocks: what a driver hands its relay with each call.
+    pub fn now(&self) -> Time {
+        Time {
+            monotonic_ms: self.epoch.elapsed().as_millis() as u64,
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+        }
+    }
+
+    /// What the process serves from.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// The process's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.stores.identity
+    }
+
+    /// The static key pair (the relays' Noise `s`, and the hub uplink's as initiator).
+    pub fn keypair(&self) -> &Keypair {
+        self.stores.identity.keypair()
+    }
+
+    /// The limits every connection's channel runs under.
+    pub fn limits(&self) -> ChannelLimits {
+        self.limits
+    }
+
+    /// The role announced in hellos.
+    pub fn role(&self) -> PeerRole {
+        self.role
+    }
+
+    /// Commits acknowledged so far by this process (relays, and whatever reports its own with
+    /// [`Serving::note_commit`]): a change means news.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+
+    /// Records a commit made outside the relays (the hub's uplink storing what it pulled, the
+    /// cloud's own exports), so live peers are notified of it.
+    pub fn note_commit(&self) {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Empty id grants sent so far by this process's relays (each after the demand was
+    /// recorded): a change means the id pool may want a refill.
+    pub fn id_shortfalls(&self) -> u64 {
+        self.id_shortfalls.load(Ordering::SeqCst)
+    }
+
+    /// Records an empty id grant sent by a relay.
+    pub(crate) fn note_id_shortfall(&self) {
+        self.id_shortfalls.fetch_add(1, Ordering::SeqCst);
+    }
+}
