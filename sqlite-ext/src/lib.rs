@@ -99,6 +99,7 @@ pub use error::{ApplyError, Error};
 use functions::{Arg, Call, FunctionDef};
 use outpost_protocol::Value;
 use std::ffi::{c_char, c_int};
+pub use sync::{SyncError, Unconfirmed};
 
 fn version(_call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     Ok(Value::Text(env!("CARGO_PKG_VERSION").to_string()))
