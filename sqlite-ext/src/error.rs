@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+mod sync;
+
+pub use sync::{SyncError, Unconfirmed};
+
 /// Everything an Outpost SQL function can fail with.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -23,7 +27,7 @@ pub enum Error {
         /// The SQL function that failed (`outpost_sync`, ...).
         function: &'static str,
         /// Why.
-        error: Box<crate::sync::SyncError>,
+        error: Box<SyncError>,
     },
     /// SQLite reported an error while running one of our statements.
     Sqlite {

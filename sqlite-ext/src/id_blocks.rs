@@ -93,7 +93,7 @@ pub(crate) fn sql_next_id(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let sequence = sequence_arg(call, args)?;
     let exhausted = |pending: i64| Error::Sync {
         function: call.name,
-        error: Box::new(crate::sync::SyncError::NoIdsLeft {
+        error: Box::new(crate::error::SyncError::NoIdsLeft {
             sequence: sequence.clone(),
             pending,
         }),

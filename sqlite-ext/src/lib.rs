@@ -95,11 +95,10 @@ mod sync;
 mod track;
 mod triggers;
 
-pub use error::{ApplyError, Error};
+pub use error::{ApplyError, Error, SyncError, Unconfirmed};
 use functions::{Arg, Call, FunctionDef};
 use outpost_protocol::Value;
 use std::ffi::{c_char, c_int};
-pub use sync::{SyncError, Unconfirmed};
 
 fn version(_call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     Ok(Value::Text(env!("CARGO_PKG_VERSION").to_string()))

@@ -8,8 +8,9 @@
 use super::identity;
 use super::peers::{self, Peer};
 use super::session::open;
-use super::{unix_now, SyncError, Unconfirmed};
+use super::unix_time::unix_now;
 use crate::error::Error;
+use crate::error::{SyncError, Unconfirmed};
 use crate::functions::{Arg, Call};
 use outpost_link::{LinkError, Timeouts};
 use outpost_protocol::enroll_code::EnrollCode;

@@ -22,8 +22,8 @@
 //! the clock says; the wall-clock floor lets a database restored from an older copy (with its key
 //! file) get past the counters its later self already used.
 
-use super::SyncError;
 use crate::error::Error;
+use crate::error::SyncError;
 use crate::ffi::Conn;
 use outpost_protocol::handshake::{Keypair, SECRET_KEY_LEN};
 use outpost_protocol::{SiteId, Value};

@@ -26,7 +26,7 @@
 //! sync's I/O timeout (`timeout_ms`, 30 s by default) ends live mode with `live_error`.
 
 use super::store::EngineStore;
-use super::SyncError;
+use crate::error::SyncError;
 use crate::export::db_version;
 use crate::functions::Call;
 use outpost_link::{Event, Link, LiveConfig, LiveWait, Timeouts};

@@ -5,7 +5,7 @@
 //! | `_outpost_peers` | enrolled hub or cloud | site id, role, pinned 65-byte key, addresses (JSON), enrolled at, last sync |
 //! | `_outpost_identity` | setting | `handshake_counter` (see `identity.rs`) |
 
-use super::SyncError;
+use crate::error::SyncError;
 use crate::ffi::Conn;
 use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::message::PeerRole;

@@ -7,7 +7,7 @@ use super::identity::{self, Identity};
 use super::live::{self, End, Live};
 use super::peers::Peer;
 use super::store::{self, EngineStore};
-use super::SyncError;
+use crate::error::SyncError;
 use outpost_link::{connect, Attempt, ConnectFailure, Endpoint, Link, LinkError, Timeouts};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::handshake::{Ephemeral, InitiatorConfig, Purpose};

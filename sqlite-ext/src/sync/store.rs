@@ -15,9 +15,9 @@
 //! again. Counts and progress count what was applied (committed), and progress shows the kept
 //! chunks apart.
 
-use super::SyncError;
 use crate::apply::{sql_apply, sql_apply_many};
 use crate::error::Error;
+use crate::error::SyncError;
 use crate::export::{db_version, sql_changes};
 use crate::functions::{Arg, Call};
 use outpost_link::LinkError;
