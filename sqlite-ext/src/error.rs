@@ -5,7 +5,7 @@ use std::fmt;
 
 mod sync;
 
-pub use sync::{SyncError, Unconfirmed};
+pub use sync::{KeyFileProblem, SyncError, Unconfirmed};
 
 /// Everything an Outpost SQL function can fail with.
 #[derive(Debug)]

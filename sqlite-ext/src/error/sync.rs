@@ -6,10 +6,12 @@
 use crate::error::Error;
 use outpost_link::LinkError;
 use outpost_protocol::enroll_code::CodeError;
-use outpost_protocol::handshake::{HandshakeError, Refusal};
+use outpost_protocol::handshake::{HandshakeError, KeyError, Refusal};
 use outpost_protocol::message::ErrorCode;
 use outpost_protocol::SiteId;
 use std::fmt;
+use std::io;
+use std::path::PathBuf;
 
 /// Why enrolling or syncing failed (or, for [`SyncError::NoIdsLeft`], why no reserved id is
 /// left). Each message says what to do; none contains a secret.
@@ -43,13 +45,15 @@ pub enum SyncError {
         /// What this database issued.
         issued: u64,
     },
-    /// The key file is unusable.
+    /// The device key file is unusable.
     KeyFile {
         /// Its path.
-        path: String,
-        /// What is wrong and what to do.
-        detail: String,
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: KeyFileProblem,
     },
+    /// The peer's addresses could not be stored.
+    PeerAddresses(serde_json::Error),
     /// The operating system's random source failed.
     Randomness {
         /// What the randomness was for.
@@ -75,6 +79,55 @@ pub enum SyncError {
     Argument(String),
     /// The engine failed (SQLite, bookkeeping).
     Engine(Error),
+}
+
+/// What is wrong with the device key file (each text says what to do).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum KeyFileProblem {
+    /// It cannot be read.
+    Read(io::Error),
+    /// Group or others may read it.
+    Readable,
+    /// Wrong length or header.
+    NotAKey,
+    /// It belongs to another database.
+    OtherDatabase {
+        /// The site id in the file.
+        owner: SiteId,
+        /// This database's.
+        site: SiteId,
+    },
+    /// The secret is not a P-256 scalar.
+    Invalid(KeyError),
+    /// No randomness for its temporary file's name.
+    Randomness(getrandom::Error),
+    /// Another connection created it, then it was gone.
+    Vanished,
+    /// It cannot be created.
+    Create(io::Error),
+}
+
+impl fmt::Display for KeyFileProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyFileProblem::Read(e) => write!(f, "cannot read it: {e}"),
+            KeyFileProblem::Readable => f.write_str(
+                "other users can read it: run chmod 600 on it (or delete it and re-enroll)",
+            ),
+            KeyFileProblem::NotAKey => f.write_str(
+                "not an Outpost device key (wrong length or header); move it away and re-enroll",
+            ),
+            KeyFileProblem::OtherDatabase { owner, site } => write!(
+                f,
+                "it belongs to the database with site id {owner}, not to this one ({site}): this database file was copied or replaced; move the key file away and re-enroll"
+            ),
+            KeyFileProblem::Invalid(e) => write!(f, "invalid key: {e}; move it away and re-enroll"),
+            KeyFileProblem::Randomness(e) => write!(f, "no randomness: {e}"),
+            KeyFileProblem::Vanished => f.write_str("created by another connection, then vanished"),
+            KeyFileProblem::Create(e) => write!(f, "cannot create it: {e}"),
+        }
+    }
 }
 
 /// Why an enrollment was not confirmed after the token proof.
@@ -196,7 +249,10 @@ impl fmt::Display for SyncError {
                 f,
                 "re-enroll: the peer holds changes of this database up to seq {peer_has} but this database issued only {issued}: it was restored from an older copy, and new writes would reuse sequence numbers; enroll this database again (it needs a new site id)"
             ),
-            SyncError::KeyFile { path, detail } => write!(f, "device key file {path}: {detail}"),
+            SyncError::KeyFile { path, problem } => {
+                write!(f, "device key file {}: {problem}", path.display())
+            }
+            SyncError::PeerAddresses(e) => write!(f, "the peer's addresses: {e}"),
             SyncError::Randomness { purpose, error } => {
                 write!(f, "no randomness for {purpose}: {error}")
             }
@@ -235,6 +291,13 @@ impl std::error::Error for SyncError {
             SyncError::Code(e) => Some(e),
             SyncError::Link(e) | SyncError::EnrollmentUnconfirmed(Unconfirmed::Link(e)) => Some(e),
             SyncError::Randomness { error, .. } => Some(error),
+            SyncError::KeyFile { problem, .. } => match problem {
+                KeyFileProblem::Read(e) | KeyFileProblem::Create(e) => Some(e),
+                KeyFileProblem::Invalid(e) => Some(e),
+                KeyFileProblem::Randomness(e) => Some(e),
+                _ => None,
+            },
+            SyncError::PeerAddresses(e) => Some(e),
             SyncError::AllFailed { first, .. } => Some(&**first),
             SyncError::Engine(e) => Some(e),
             _ => None,
