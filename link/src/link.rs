@@ -35,6 +35,8 @@ pub struct Link<W: Wire> {
     io: Duration,
     /// The read timeout the wire has now (set only when it changes).
     read_timeout: Duration,
+    /// When bytes last arrived (a message in progress counts: the peer is alive).
+    heard: Instant,
     at: Endpoint,
 }
 
@@ -103,6 +105,7 @@ impl<W: Wire> Link<W> {
                         max_message: limits.max_message,
                         io,
                         read_timeout: io,
+                        heard: Instant::now(),
                         at,
                     });
                 }
@@ -115,6 +118,12 @@ impl<W: Wire> Link<W> {
     /// The peer, as errors name it.
     pub fn endpoint(&self) -> &Endpoint {
         &self.at
+    }
+
+    /// When bytes from the peer last arrived (the handshake's reply at first), whether or not
+    /// they completed a message.
+    pub fn last_heard(&self) -> Instant {
+        self.heard
     }
 
     /// Seals and sends one message.
@@ -267,6 +276,7 @@ impl<W: Wire> Link<W> {
                 }
                 Ok(n) => {
                     self.pending.extend_from_slice(&self.buf[..n]);
+                    self.heard = Instant::now();
                     return Ok(true);
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}

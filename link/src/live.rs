@@ -32,8 +32,9 @@ pub struct LiveConfig {
     pub poll: Duration,
     /// A `Ping` after this long without sending anything (peers close idle links).
     pub keepalive: Duration,
-    /// The link is taken for dead after this long without receiving anything. Longer than
-    /// `keepalive` plus a round trip: the peer answers every `Ping`.
+    /// The link is taken for dead after this long without receiving any byte (a large message
+    /// still arriving keeps it alive). Longer than `keepalive` plus a round trip: the peer
+    /// answers every `Ping`.
     pub silence: Duration,
 }
 
@@ -59,7 +60,8 @@ pub struct LiveWait {
     config: LiveConfig,
     deadline: Instant,
     last_sent: Instant,
-    last_received: Instant,
+    /// When the wait started: silence counts from here at the earliest.
+    started: Instant,
     last_poll: Option<Instant>,
     nonce: u64,
 }
@@ -73,7 +75,7 @@ impl LiveWait {
             config,
             deadline,
             last_sent: now,
-            last_received: now,
+            started: now,
             last_poll: None,
             nonce: 0,
         }
@@ -98,7 +100,7 @@ impl LiveWait {
                 self.last_poll = Some(now);
                 return Ok(Event::Poll);
             }
-            let silent = now.duration_since(self.last_received);
+            let silent = now.saturating_duration_since(link.last_heard().max(self.started));
             if silent >= self.config.silence {
                 return Err(LinkError::Silent {
                     at: link.endpoint().clone(),
@@ -119,7 +121,6 @@ impl LiveWait {
             let Some(msg) = link.recv_within(wait)? else {
                 continue;
             };
-            self.last_received = Instant::now();
             client
                 .handle(msg, store)
                 .map_err(|e| LinkError::session(link.endpoint(), e))?;

@@ -591,3 +591,44 @@ fn a_message_arriving_in_pieces_across_short_waits_is_received_whole() {
     assert!(started.elapsed() < Duration::from_millis(250));
     hub.join().unwrap();
 }
+
+#[test]
+fn a_message_still_arriving_keeps_a_live_link_alive_past_the_silence_limit() {
+    let (address, hub) = hub(None, false, |end| {
+        let mut end = end.unwrap();
+        end.serve_pull();
+        let frame = sealed(&mut end.channel, &Message::Ping { nonce: 5 });
+        // 7 pieces 150 ms apart: about 1 s for one message, above the 700 ms silence limit.
+        for piece in frame.chunks(frame.len().div_ceil(7)) {
+            std::thread::sleep(Duration::from_millis(150));
+            end.stream.write_all(piece).unwrap();
+        }
+        end.serve_for(Duration::from_millis(500))
+    });
+    let mut link = open(&address).unwrap();
+    let (mut client, mut store) = (client(true), Pulled::default());
+    link.drive(&mut client, &mut store, |_| {}).unwrap();
+    let mut wait = LiveWait::new(FAST, Instant::now() + Duration::from_secs(5));
+    let started = Instant::now();
+    loop {
+        match wait.next(&mut link, &mut client, &mut store).unwrap() {
+            Event::Poll => {}
+            Event::Received => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(started.elapsed() > FAST.silence, "{:?}", started.elapsed());
+    // Until the hub, done, closes.
+    loop {
+        match wait.next(&mut link, &mut client, &mut store) {
+            Ok(Event::Poll | Event::Received) => {}
+            Err(LinkError::Closed { .. }) => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    let seen = hub.join().unwrap();
+    assert!(
+        seen.iter().any(|m| matches!(m, Message::Pong { nonce: 5 })),
+        "{seen:?}"
+    );
+}
