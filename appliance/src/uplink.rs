@@ -57,16 +57,18 @@
 //! encrypted messages are `outpost_link`'s `Link`, as on a device. Errors are
 //! [`UplinkError`]s (`uplink/error.rs`).
 
+mod dial;
 mod error;
+mod state;
 
 use crate::allowlist::Allowlist;
 use crate::datadir::unix_now;
 use crate::relay::Hub;
 use crate::status::encode_vector;
+pub use dial::{CloudWire, Dial, StdDial};
 pub use error::{PinnedError, Unconfirmed, UplinkError};
 use outpost_link::{
-    Attempt, Backoff, ConnectFailure, Endpoint, Event, Link, LinkError, LiveConfig, LiveWait,
-    Timeouts, Wire,
+    Attempt, Backoff, Endpoint, Event, Link, LinkError, LiveConfig, LiveWait, Timeouts,
 };
 use outpost_mailbox::{Mailbox, MailboxClient, Moved, HUB_BLOCK};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
@@ -76,8 +78,7 @@ use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
 use outpost_protocol::session::{ClientConfig, ClientSession};
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
-use std::io::ErrorKind;
-use std::path::Path;
+pub use state::{UplinkState, STATE_FILE};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -90,8 +91,6 @@ pub const UPLINK_CODE: &str = "uplink_code";
 pub const UPLINK_CLOUD: &str = "uplink_cloud";
 /// Setting: the last handshake counter the hub sent the cloud (strictly increasing).
 const UPLINK_COUNTER: &str = "uplink_counter";
-/// The uplink's state file in the data directory.
-pub const STATE_FILE: &str = "uplink-state.json";
 /// Sessions one uplink round runs at most (each pushes up to the mailbox client's budget).
 const MAX_SESSIONS: u32 = 64;
 /// While a live session waits: the longest socket read, so also how long a device's commit or
@@ -107,66 +106,6 @@ pub struct CloudPeer {
     pub site: String,
     /// Where to reach it, most likely first.
     pub addresses: Vec<String>,
-}
-
-/// What the uplink last did (for `status` and the page).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UplinkState {
-    /// `never` (no success yet), `connected` (the last round succeeded), `backing off`.
-    pub state: String,
-    /// The address last tried or used.
-    pub address: Option<String>,
-    /// The cloud's site id, once pinned.
-    pub cloud_site: Option<String>,
-    /// Last successful round, unix seconds.
-    pub last_success: Option<u64>,
-    /// Last attempt, unix seconds.
-    pub last_attempt: Option<u64>,
-    /// The last failure (cleared by a success).
-    pub last_error: Option<String>,
-    /// Failures in a row.
-    pub failures: u32,
-    /// While backing off: the delay before the next attempt.
-    pub retry_in_ms: Option<u64>,
-    /// The cloud's vector as last known (its hello, advanced by its acks), `status::encode_vector`.
-    pub cloud_vector: Option<String>,
-    /// Since when (unix seconds) the uplink has been in live sessions without a failure; `None`
-    /// when not live.
-    #[serde(default)]
-    pub live_since: Option<u64>,
-    /// Seqs pushed and pulled by this process's uplink.
-    pub pushed: u64,
-    /// See `pushed`.
-    pub pulled: u64,
-}
-
-impl UplinkState {
-    /// The state in `dir`, if the uplink ever ran there.
-    pub fn load(dir: &Path) -> Result<Option<UplinkState>, UplinkError> {
-        let path = dir.join(STATE_FILE);
-        match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|source| UplinkError::StateJson { path, source }),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(UplinkError::StateFile { path, source }),
-        }
-    }
-
-    /// Writes the state (temporary file + rename: a reader never sees half of it).
-    pub fn save(&self, dir: &Path) -> Result<(), UplinkError> {
-        let path = dir.join(STATE_FILE);
-        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        let bytes = serde_json::to_vec_pretty(self).map_err(|source| UplinkError::StateJson {
-            path: path.clone(),
-            source,
-        })?;
-        std::fs::write(&tmp, bytes).map_err(|source| UplinkError::StateFile {
-            path: tmp.clone(),
-            source,
-        })?;
-        std::fs::rename(&tmp, &path).map_err(|source| UplinkError::StateFile { path, source })
-    }
 }
 
 /// Stores `code` as the uplink's enrollment code (`run --cloud`) in the data directory's
@@ -274,52 +213,6 @@ impl Config {
             connect: self.connect_timeout,
             io: self.io_timeout,
         }
-    }
-}
-
-/// A connection bridged from the hub's own stack (`--net packet:/tap:`) is a link's byte
-/// stream like a socket.
-impl Wire for crate::net::bridge::BridgedConn {
-    fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
-        crate::net::bridge::BridgedConn::set_read_timeout(self, Some(timeout));
-        Ok(())
-    }
-}
-
-/// A byte stream to the cloud.
-pub type CloudWire = Box<dyn Wire + Send>;
-
-/// Opens byte streams to the cloud (over the OS's sockets, or some other stack).
-pub trait Dial: Send + 'static {
-    /// Connects to `address` (`host:port`) within `timeouts.connect`, with `timeouts.io` as
-    /// read/write timeout.
-    fn dial(&self, address: &str, timeouts: Timeouts) -> Result<CloudWire, ConnectFailure>;
-}
-
-/// [`Dial`] over the OS's TCP sockets.
-#[derive(Debug, Default)]
-pub struct StdDial;
-
-impl Dial for StdDial {
-    fn dial(&self, address: &str, timeouts: Timeouts) -> Result<CloudWire, ConnectFailure> {
-        match outpost_link::connect(&[address.to_string()], timeouts) {
-            Ok((stream, _)) => Ok(Box::new(stream)),
-            // (Each address the name resolves to was tried: the last one's failure.)
-            Err(mut tried) => Err(tried.pop().map_or(ConnectFailure::NoAddress, |a| a.failure)),
-        }
-    }
-}
-
-/// [`Dial`] over the hub's own stack (`--net packet:/tap:`): `IPv4:PORT` addresses only.
-impl Dial for crate::net::dial::Dialer {
-    fn dial(&self, address: &str, timeouts: Timeouts) -> Result<CloudWire, ConnectFailure> {
-        let to = crate::net::dial::parse_address(address).map_err(ConnectFailure::Resolve)?;
-        let mut conn = self
-            .connect(to, timeouts.connect)
-            .map_err(ConnectFailure::Connect)?;
-        conn.set_read_timeout(Some(timeouts.io));
-        conn.set_write_timeout(Some(timeouts.io));
-        Ok(Box::new(conn))
     }
 }
 
@@ -894,118 +787,4 @@ fn live_wait<'m>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use outpost_protocol::channel::Limits as ChannelLimits;
-    use outpost_protocol::handshake::{
-        Gatekeeper, Keypair, Refusal, Responder, ResponderConfig, TokenId,
-    };
-    use std::io::{Read, Write};
-    use std::net::TcpListener;
-
-    #[test]
-    fn a_config_with_max_below_min_is_refused() {
-        assert!(Config::new(Some(Duration::from_secs(2)), Some(Duration::from_secs(1))).is_err());
-        assert!(Config::new(Some(Duration::ZERO), None).is_err());
-    }
-
-    #[test]
-    fn the_pinned_key_round_trips_through_hex() {
-        let k = outpost_protocol::handshake::Keypair::generate().unwrap();
-        let text = hex(k.public().as_bytes());
-        assert_eq!(key_of(&text).unwrap(), *k.public());
-        assert!(key_of("zz").is_err());
-    }
-
-    /// Admits every key: the test is about what comes after the handshake.
-    struct AdmitAll;
-
-    impl Gatekeeper for AdmitAll {
-        fn authorize(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-            Ok(())
-        }
-        fn last_counter(&mut self, _: &PublicKey) -> Result<Option<u64>, Refusal> {
-            Ok(None)
-        }
-        fn record_counter(&mut self, _: &PublicKey, _: u64) -> Result<(), Refusal> {
-            Ok(())
-        }
-        fn enrollment_token(&mut self, _: &TokenId) -> Result<[u8; 32], Refusal> {
-            Err(Refusal::UnknownToken)
-        }
-        fn check_enrollment(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-            Err(Refusal::UnknownToken)
-        }
-        fn admit(&mut self, _: &TokenId, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-            Err(Refusal::UnknownToken)
-        }
-    }
-
-    /// A hub whose uplink is pinned to a cloud on a loopback port that answers the handshake,
-    /// then sends half of an encrypted frame and closes.
-    #[test]
-    fn a_cloud_cut_inside_a_frame_is_reported_as_a_cut() {
-        let tmp = tempfile::tempdir().unwrap();
-        let hub = Hub::new(
-            crate::datadir::DataDir::open(tmp.path()).unwrap(),
-            ChannelLimits::default(),
-        )
-        .unwrap();
-        let cloud = Keypair::from_secret(&[9; 32]).unwrap();
-        let cloud_site = SiteId([0xcc; 16]);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let peer = CloudPeer {
-            key: hex(cloud.public().as_bytes()),
-            site: cloud_site.to_string(),
-            addresses: vec![listener.local_addr().unwrap().to_string()],
-        };
-        let allowlist = hub.dir().allowlist().unwrap();
-        allowlist
-            .set_setting(UPLINK_CLOUD, &serde_json::to_string(&peer).unwrap())
-            .unwrap();
-        let cloud_end = std::thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut responder = Responder::new(
-                ResponderConfig {
-                    identity: cloud,
-                    site: cloud_site,
-                    min_version: PROTOCOL_VERSION,
-                    max_version: PROTOCOL_VERSION,
-                },
-                Ephemeral::from_seed([4; 32]),
-                ChannelLimits::default(),
-                0,
-            );
-            let mut buf = [0u8; 4096];
-            let mut channel = loop {
-                let n = s.read(&mut buf).unwrap();
-                let r = responder.receive(&mut &buf[..n], 1, &mut AdmitAll).unwrap();
-                s.write_all(&responder.take_outgoing()).unwrap();
-                if let Some(channel) = r {
-                    break channel;
-                }
-            };
-            channel.send(&Message::Ping { nonce: 1 }.encode()).unwrap();
-            let frame = channel.take_outgoing();
-            s.write_all(&frame[..frame.len() / 2]).unwrap();
-        });
-        let mut uplink = Uplink {
-            mailbox: hub.dir().mailbox().unwrap(),
-            hub,
-            dial: Box::new(StdDial),
-            config: Config::new(None, None).unwrap(),
-            allowlist,
-            state: UplinkState::default(),
-            seen: 0,
-            id_seen: 0,
-        };
-        let e = uplink.round().unwrap_err();
-        cloud_end.join().unwrap();
-        assert!(
-            matches!(e, UplinkError::Link(LinkError::Cut { .. })),
-            "{e:?}"
-        );
-        assert!(e.to_string().contains("the connection was cut"), "{e}");
-        assert!(e.to_string().contains("the cloud"), "{e}");
-    }
-}
+mod tests;
