@@ -209,9 +209,9 @@ fn run(args: &Args) -> Result<()> {
         if !net.starts_with("std:") {
             own_stack_can_dial(code)?;
         }
-        uplink::configure(&dir, code)?;
+        uplink::configure(&dir.allowlist()?, code)?;
     }
-    let with_uplink = uplink::configured(&dir)?;
+    let with_uplink = uplink::configured(&dir.allowlist()?)?;
     if with_uplink {
         // Before serving anyone: a hub with a cloud never grants ids as their root; the cloud is
         // the root of every sequence, and the first refill asks above whatever the hub issued
@@ -243,14 +243,22 @@ fn run(args: &Args) -> Result<()> {
     log::info!("hub site={site} key={key} net={net}");
     if net.starts_with("std:") {
         if with_uplink {
-            uplink::spawn(hub.clone(), uplink::StdDial, uplink_config)?;
+            let (mailbox, allowlist) = (hub.dir().mailbox()?, hub.dir().allowlist()?);
+            uplink::spawn(
+                hub.clone(),
+                mailbox,
+                allowlist,
+                uplink::StdDial,
+                uplink_config,
+            )?;
         }
         run_std(args, net, hub, live, heartbeat, page_dir)
     } else {
         // The uplink dials over the hub's own stack: no names there, IPv4:PORT addresses only.
         let dials = if with_uplink {
             let (dialer, requests) = net::dial::dialer();
-            uplink::spawn(hub.clone(), dialer, uplink_config)?;
+            let (mailbox, allowlist) = (hub.dir().mailbox()?, hub.dir().allowlist()?);
+            uplink::spawn(hub.clone(), mailbox, allowlist, dialer, uplink_config)?;
             Some(requests)
         } else {
             None

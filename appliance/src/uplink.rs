@@ -26,12 +26,16 @@
 //!      live pull: the next session's push sends them);
 //!    - nothing sent for [`Config::keepalive`]: a `Ping`; nothing received for
 //!      [`Config::silence`]: the link is dead, the round fails and the backoff takes over;
-//!    - the window's end: `Bye`, and the next session starts at once.
+//!    - the window's end: `Bye` (inside a pull too: every batch received is stored already),
+//!      and the next session starts at once.
+//!
+//!    The wait itself (reads, pings, the silence and the deadline) is `outpost_link`'s
+//!    `LiveWait`, the same a device's live sync runs; this file adds the hub's news.
 //! 4. **When** (between rounds): after a non-live success, again when a device commits
 //!    (debounced by [`Config::debounce`]) or after [`Config::poll`] to fetch other clinics'
 //!    changes; after a live session's end, at once. After a failure (no answer, a cut, a refusal,
 //!    a silent live link), exponential backoff with jitter from [`Config::min`] to
-//!    [`Config::max`], reset by the next success.
+//!    [`Config::max`] (`outpost_link::Backoff`), reset by the next success.
 //!
 //! 5. **Id pool** (`outpost_mailbox` `ids`): configuring the uplink switches the mailbox to
 //!    delegated id mode; each session asks, after its pull, for the refills the pool needs (a
@@ -49,27 +53,37 @@
 //! with `--net packet:/tap:` the hub's own stack dials ([`crate::net::dial::Dialer`]: a TCP
 //! connection opened on the executor, bridged to this thread). That stack resolves no names:
 //! there, the cloud's addresses (in its enrollment code) must be `IPv4:PORT`, reachable from
-//! the hub's LAN (its subnet or through its gateway).
+//! the hub's LAN (its subnet or through its gateway). Over either, the handshake and the
+//! encrypted messages are `outpost_link`'s `Link`, as on a device. Errors are
+//! [`UplinkError`]s (`uplink/error.rs`).
 
-use crate::datadir::{unix_now, DataDir};
+mod dial;
+mod error;
+mod state;
+
+use crate::datadir::unix_now;
 use crate::hub::Hub;
-use anyhow::{anyhow, bail, Context, Result};
+pub use dial::{CloudWire, Dial, StdDial};
+pub use error::{PinnedError, Unconfirmed, UplinkError};
+use outpost_link::{
+    Attempt, Backoff, Endpoint, Event, Link, LinkError, LiveConfig, LiveWait, Timeouts,
+};
 use outpost_mailbox::{Mailbox, MailboxClient, Moved, HUB_BLOCK};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
-use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
 use outpost_protocol::enroll_code::EnrollCode;
-use outpost_protocol::handshake::{Ephemeral, Initiator, InitiatorConfig, PublicKey, Purpose};
+use outpost_protocol::handshake::{Ephemeral, InitiatorConfig, PublicKey, Purpose};
 use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
 use outpost_protocol::session::{ClientConfig, ClientSession};
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
 use outpost_relay::allowlist::Allowlist;
 use outpost_relay::vector_text::encode as encode_vector;
 use serde::{Deserialize, Serialize};
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
+pub use state::{UplinkState, STATE_FILE};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How errors and logs name the peer.
+const CLOUD: &str = "the cloud";
 
 /// Setting: the enrollment code given with `--cloud`, until the cloud is pinned.
 pub const UPLINK_CODE: &str = "uplink_code";
@@ -77,8 +91,6 @@ pub const UPLINK_CODE: &str = "uplink_code";
 pub const UPLINK_CLOUD: &str = "uplink_cloud";
 /// Setting: the last handshake counter the hub sent the cloud (strictly increasing).
 const UPLINK_COUNTER: &str = "uplink_counter";
-/// The uplink's state file in the data directory.
-pub const STATE_FILE: &str = "uplink-state.json";
 /// Sessions one uplink round runs at most (each pushes up to the mailbox client's budget).
 const MAX_SESSIONS: u32 = 64;
 /// While a live session waits: the longest socket read, so also how long a device's commit or
@@ -96,69 +108,18 @@ pub struct CloudPeer {
     pub addresses: Vec<String>,
 }
 
-/// What the uplink last did (for `status` and the page).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct UplinkState {
-    /// `never` (no success yet), `connected` (the last round succeeded), `backing off`.
-    pub state: String,
-    /// The address last tried or used.
-    pub address: Option<String>,
-    /// The cloud's site id, once pinned.
-    pub cloud_site: Option<String>,
-    /// Last successful round, unix seconds.
-    pub last_success: Option<u64>,
-    /// Last attempt, unix seconds.
-    pub last_attempt: Option<u64>,
-    /// The last failure (cleared by a success).
-    pub last_error: Option<String>,
-    /// Failures in a row.
-    pub failures: u32,
-    /// While backing off: the delay before the next attempt.
-    pub retry_in_ms: Option<u64>,
-    /// The cloud's vector as last known (its hello, advanced by its acks), in `vector_text` form.
-    pub cloud_vector: Option<String>,
-    /// Since when (unix seconds) the uplink has been in live sessions without a failure; `None`
-    /// when not live.
-    #[serde(default)]
-    pub live_since: Option<u64>,
-    /// Seqs pushed and pulled by this process's uplink.
-    pub pushed: u64,
-    /// See `pushed`.
-    pub pulled: u64,
-}
-
-impl UplinkState {
-    /// The state in `dir`, if the uplink ever ran there.
-    pub fn load(dir: &Path) -> Result<Option<UplinkState>> {
-        let path = dir.join(STATE_FILE);
-        match std::fs::read(&path) {
-            Ok(b) => Ok(Some(
-                serde_json::from_slice(&b).with_context(|| format!("{}", path.display()))?,
-            )),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("{}", path.display()))),
-        }
-    }
-
-    /// Writes the state (temporary file + rename: a reader never sees half of it).
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(STATE_FILE);
-        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
-            .with_context(|| format!("{}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("{}", path.display()))
-    }
-}
-
-/// Stores `code` as the uplink's enrollment code (`run --cloud`). A code other than the stored
-/// one starts a new enrollment (the pinned cloud is forgotten); the same code changes nothing.
-pub fn configure(dir: &DataDir, code: &str) -> Result<()> {
-    let parsed =
-        EnrollCode::decode(code).map_err(|e| anyhow!("--cloud: not an enrollment code: {e}"))?;
-    parsed
-        .public_key()
-        .map_err(|e| anyhow!("--cloud: the code's key: {e}"))?;
-    let allowlist = dir.allowlist()?;
+/// Stores `code` as the uplink's enrollment code (`run --cloud`) in the data directory's
+/// `allowlist`. A code other than the stored one starts a new enrollment (the pinned cloud is
+/// forgotten); the same code changes nothing.
+pub fn configure(allowlist: &Allowlist, code: &str) -> Result<(), UplinkError> {
+    let parsed = EnrollCode::decode(code).map_err(|error| UplinkError::Code {
+        what: "--cloud: not an enrollment code",
+        error,
+    })?;
+    parsed.public_key().map_err(|error| UplinkError::Code {
+        what: "--cloud: the code's key",
+        error,
+    })?;
     if allowlist.setting(UPLINK_CODE)?.as_deref() == Some(code) {
         return Ok(());
     }
@@ -174,19 +135,20 @@ pub fn configure(dir: &DataDir, code: &str) -> Result<()> {
     Ok(())
 }
 
-/// True when this data directory has an uplink (a stored code or a pinned cloud).
-pub fn configured(dir: &DataDir) -> Result<bool> {
-    let a = dir.allowlist()?;
-    let set = |name| -> Result<bool> { Ok(a.setting(name)?.is_some_and(|v| !v.is_empty())) };
+/// True when the data directory of `allowlist` has an uplink (a stored code or a pinned cloud).
+pub fn configured(allowlist: &Allowlist) -> Result<bool, UplinkError> {
+    let set = |name| -> Result<bool, UplinkError> {
+        Ok(allowlist.setting(name)?.is_some_and(|v| !v.is_empty()))
+    };
     Ok(set(UPLINK_CLOUD)? || set(UPLINK_CODE)?)
 }
 
 /// The pinned cloud, if enrolled.
-pub fn pinned(allowlist: &Allowlist) -> Result<Option<CloudPeer>> {
+pub fn pinned(allowlist: &Allowlist) -> Result<Option<CloudPeer>, UplinkError> {
     match allowlist.setting(UPLINK_CLOUD)? {
-        Some(v) if !v.is_empty() => Ok(Some(
-            serde_json::from_str(&v).context("the pinned cloud setting")?,
-        )),
+        Some(v) if !v.is_empty() => serde_json::from_str(&v)
+            .map(Some)
+            .map_err(|e| UplinkError::Pinned(PinnedError::Json(e))),
         _ => Ok(None),
     }
 }
@@ -223,11 +185,11 @@ pub struct Config {
 impl Config {
     /// Defaults: backoff 1 s .. 5 min, poll every 30 s (never more than `max`), debounce 200 ms,
     /// live sessions of 5 min with a ping after 5 s of silence, dead after 15 s without a word.
-    pub fn new(min: Option<Duration>, max: Option<Duration>) -> Result<Config> {
+    pub fn new(min: Option<Duration>, max: Option<Duration>) -> Result<Config, UplinkError> {
         let min = min.unwrap_or(Duration::from_secs(1));
         let max = max.unwrap_or(Duration::from_secs(300));
         if min.is_zero() || max < min {
-            bail!("uplink backoff: 0 < --uplink-min-ms <= --uplink-max-ms required");
+            return Err(UplinkError::Backoff { min, max });
         }
         Ok(Config {
             min,
@@ -244,96 +206,25 @@ impl Config {
     }
 }
 
-/// The delay before attempt number `failures + 1` after `failures` failures in a row: `min`
-/// doubled per failure, at most `max`, then a uniform pick in its upper half (`random` is any
-/// random number), so hubs cut off together do not come back together.
-pub fn backoff(config: &Config, failures: u32, random: u64) -> Duration {
-    let min = config.min.as_millis() as u64;
-    let max = config.max.as_millis() as u64;
-    let base = min
-        .saturating_mul(1u64 << failures.saturating_sub(1).min(40))
-        .min(max);
-    let half = base / 2;
-    Duration::from_millis(base - half + random % (half + 1))
-}
-
-/// A byte stream to the cloud.
-pub trait Wire: Read + Write + Send {
-    /// The longest wait of one `read` before it fails with `TimedOut` or `WouldBlock`.
-    fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()>;
-}
-
-impl Wire for TcpStream {
-    fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
-        TcpStream::set_read_timeout(self, Some(timeout))
-    }
-}
-
-impl Wire for crate::net::bridge::BridgedConn {
-    fn set_read_timeout(&mut self, timeout: Duration) -> std::io::Result<()> {
-        crate::net::bridge::BridgedConn::set_read_timeout(self, Some(timeout));
-        Ok(())
-    }
-}
-
-/// Opens byte streams to the cloud (over the OS's sockets, or some other stack).
-pub trait Dial: Send + 'static {
-    /// Connects to `address` (`host:port`) within `connect`, with `io` as read/write timeout.
-    fn dial(
-        &self,
-        address: &str,
-        connect: Duration,
-        io: Duration,
-    ) -> std::io::Result<Box<dyn Wire>>;
-}
-
-/// [`Dial`] over the OS's TCP sockets.
-#[derive(Debug, Default)]
-pub struct StdDial;
-
-impl Dial for StdDial {
-    fn dial(
-        &self,
-        address: &str,
-        connect: Duration,
-        io: Duration,
-    ) -> std::io::Result<Box<dyn Wire>> {
-        let mut last = std::io::Error::new(ErrorKind::NotFound, "resolves to no address");
-        for sa in address.to_socket_addrs()? {
-            match TcpStream::connect_timeout(&sa, connect) {
-                Ok(s) => {
-                    s.set_read_timeout(Some(io))?;
-                    s.set_write_timeout(Some(io))?;
-                    s.set_nodelay(true)?;
-                    return Ok(Box::new(s));
-                }
-                Err(e) => last = e,
-            }
+impl Config {
+    /// The timeouts of a connection to the cloud.
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.connect_timeout,
+            io: self.io_timeout,
         }
-        Err(last)
     }
 }
 
-/// [`Dial`] over the hub's own stack (`--net packet:/tap:`): `IPv4:PORT` addresses only.
-impl Dial for crate::net::dial::Dialer {
-    fn dial(
-        &self,
-        address: &str,
-        connect: Duration,
-        io: Duration,
-    ) -> std::io::Result<Box<dyn Wire>> {
-        let to = crate::net::dial::parse_address(address)?;
-        let mut conn = self.connect(to, connect)?;
-        conn.set_read_timeout(Some(io));
-        conn.set_write_timeout(Some(io));
-        Ok(Box::new(conn))
-    }
-}
-
-/// Starts the uplink on a thread of its own.
-pub fn spawn(hub: Arc<Hub>, dial: impl Dial, config: Config) -> Result<()> {
-    let mailbox = hub.dir().mailbox()?;
-    let allowlist = hub.dir().allowlist()?;
+/// Starts the uplink on a thread of its own, with its own connections to the hub's `mailbox`
+/// and `allowlist`.
+pub fn spawn(
+    hub: Arc<Hub>,
+    mailbox: Mailbox,
+    allowlist: Allowlist,
+    dial: impl Dial,
+    config: Config,
+) -> Result<(), UplinkError> {
     let state = UplinkState::load(&hub.dir().path)
         .ok()
         .flatten()
@@ -351,7 +242,7 @@ pub fn spawn(hub: Arc<Hub>, dial: impl Dial, config: Config) -> Result<()> {
     std::thread::Builder::new()
         .name("uplink".into())
         .spawn(move || uplink.run())
-        .context("starting the uplink thread")?;
+        .map_err(UplinkError::Thread)?;
     Ok(())
 }
 
@@ -383,10 +274,11 @@ enum Ending {
     Deadline,
 }
 
-fn random_u64() -> u64 {
-    let mut b = [0u8; 8];
-    let _ = getrandom::getrandom(&mut b);
-    u64::from_le_bytes(b)
+/// `N` bytes of the operating system's randomness, for `purpose`.
+fn random<const N: usize>(purpose: &'static str) -> Result<[u8; N], UplinkError> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).map_err(|error| UplinkError::Randomness { purpose, error })?;
+    Ok(b)
 }
 
 impl Uplink {
@@ -436,16 +328,20 @@ impl Uplink {
                 }
                 Err(e) => {
                     self.state.live_since = None;
-                    self.state.failures = self.state.failures.saturating_add(1);
-                    let delay = backoff(&self.config, self.state.failures, random_u64());
+                    // The failures in a row live in the state (a live session's success
+                    // clears them, a restart continues them).
+                    let mut backoff = Backoff::new(self.config.min, self.config.max)
+                        .with_failures(self.state.failures);
+                    let delay = backoff.fail();
+                    self.state.failures = backoff.failures();
                     if self.state.last_success.is_some() {
                         self.state.state = "backing off".into();
                     }
-                    self.state.last_error = Some(format!("{} {e:#}", unix_now()));
+                    self.state.last_error = Some(format!("{} {e}", unix_now()));
                     self.state.retry_in_ms = Some(delay.as_millis() as u64);
                     self.save();
                     log::warn!(
-                        "uplink: {e:#}; retrying in {} ms (failure {} in a row)",
+                        "uplink: {e}; retrying in {} ms (failure {} in a row)",
                         delay.as_millis(),
                         self.state.failures
                     );
@@ -476,7 +372,7 @@ impl Uplink {
                 match self.mailbox.id_refill_wanted() {
                     Ok(true) => return,
                     Ok(false) => {}
-                    Err(e) => log::warn!("uplink: reading the id pool: {e:#}"),
+                    Err(e) => log::warn!("uplink: reading the id pool: {e}"),
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -485,7 +381,7 @@ impl Uplink {
 
     /// Enrolls if needed, then sessions until nothing is left to push (the last one live, when
     /// live mode is on).
-    fn round(&mut self) -> Result<(Moved, Ending)> {
+    fn round(&mut self) -> Result<(Moved, Ending), UplinkError> {
         let peer = match pinned(&self.allowlist)? {
             Some(p) => p,
             None => self.enroll()?,
@@ -495,7 +391,7 @@ impl Uplink {
         let site: SiteId = peer
             .site
             .parse()
-            .map_err(|_| anyhow!("pinned cloud site id"))?;
+            .map_err(|e| UplinkError::Pinned(PinnedError::Site(e)))?;
         let mut total = Moved::default();
         let mut ending = Ending::Done;
         for _ in 0..MAX_SESSIONS {
@@ -517,13 +413,12 @@ impl Uplink {
         addresses: &[String],
         key: PublicKey,
         site: SiteId,
-    ) -> Result<(Moved, Ending)> {
+    ) -> Result<(Moved, Ending), UplinkError> {
         // Before the push is planned: a device's commit after this is news for the live wait.
         self.seen = self.hub.commits();
         self.id_seen = self.hub.id_shortfalls();
         let mut link = self.open(addresses, key, site, Purpose::Session)?;
-        let mut sid = [0u8; 16];
-        getrandom::getrandom(&mut sid).context("no randomness for a session id")?;
+        let sid = random("a session id")?;
         let mut client = ClientSession::new(ClientConfig {
             site: self.hub.dir().identity.site,
             role: PeerRole::Hub,
@@ -555,7 +450,8 @@ impl Uplink {
             noted: 0,
             base: (state.pushed, state.pulled),
         };
-        let r = drive(&mut link, &mut client, &mut store, &mut news).and_then(|()| {
+        let driven = link.drive(&mut client, &mut store, |s| news.after(s));
+        let r = driven.map_err(UplinkError::from).and_then(|()| {
             if !client.is_live() {
                 return Ok(Ending::Done);
             }
@@ -581,22 +477,20 @@ impl Uplink {
             Ending::Done if store.more_to_push => Ending::More,
             end => end,
         });
-        if r.is_ok() && !client.is_done() {
-            // A live session left early, cleanly: everything pulled is stored.
-            let _ = link.send(&Message::Bye);
-        }
-        if let Err(e) = &r {
-            if let Some(m) = e
-                .downcast_ref::<outpost_protocol::session::SessionError>()
-                .and_then(|e| e.to_message())
-            {
-                let _ = link.send(&m);
+        match &r {
+            Ok(_) if !client.is_done() => {
+                // A live session left early, cleanly: everything pulled is stored. A cloud
+                // that cannot hear the Bye sees the close.
+                let _ = link.send(&Message::Bye);
             }
+            Err(UplinkError::Link(LinkError::Session { error, .. })) => link.report(error),
+            _ => {}
         }
+        link.close();
         r.map(|end| (moved, end))
     }
 
-    fn next_counter(&self) -> Result<u64> {
+    fn next_counter(&self) -> Result<u64, UplinkError> {
         let last = self
             .allowlist
             .setting(UPLINK_COUNTER)?
@@ -621,51 +515,63 @@ impl Uplink {
         key: PublicKey,
         site: SiteId,
         purpose: Purpose,
-    ) -> Result<Link> {
+    ) -> Result<Link<CloudWire>, UplinkError> {
+        let timeouts = self.config.timeouts();
         let mut tried = Vec::new();
-        let mut wire = None;
+        let mut found = None;
         for a in addresses {
             self.state.address = Some(a.clone());
-            match self
-                .dial
-                .dial(a, self.config.connect_timeout, self.config.io_timeout)
-            {
+            match self.dial.dial(a, timeouts) {
                 Ok(w) => {
-                    wire = Some(w);
+                    found = Some((w, a.clone()));
                     break;
                 }
-                Err(e) => tried.push(format!("{a}: {e}")),
+                Err(failure) => tried.push(Attempt {
+                    address: a.clone(),
+                    failure,
+                }),
             }
         }
-        let Some(wire) = wire else {
-            bail!("the cloud is unreachable ({})", tried.join("; "));
+        let Some((wire, address)) = found else {
+            return Err(LinkError::Unreachable {
+                peer: CLOUD.into(),
+                tried,
+            }
+            .into());
         };
         let counter = self.next_counter()?;
-        handshake(
-            wire,
-            InitiatorConfig {
-                identity: self.hub.keypair().clone(),
-                site: self.hub.dir().identity.site,
-                counter,
-                responder_key: key,
-                responder_site: site,
-                purpose,
-                version: PROTOCOL_VERSION,
-            },
-        )
+        let config = InitiatorConfig {
+            identity: self.hub.keypair().clone(),
+            site: self.hub.dir().identity.site,
+            counter,
+            responder_key: key,
+            responder_site: site,
+            purpose,
+            version: PROTOCOL_VERSION,
+        };
+        let ephemeral = Ephemeral::from_seed(random("the handshake")?);
+        let at = Endpoint {
+            peer: CLOUD.into(),
+            address,
+        };
+        Ok(Link::open(wire, at, &config, ephemeral, timeouts.io)?)
     }
 
     /// Enrollment with the stored code; pins the cloud.
-    fn enroll(&mut self) -> Result<CloudPeer> {
+    fn enroll(&mut self) -> Result<CloudPeer, UplinkError> {
         let text = self
             .allowlist
             .setting(UPLINK_CODE)?
             .filter(|t| !t.is_empty())
-            .context("no cloud enrollment code stored (run --cloud CODE)")?;
-        let code = EnrollCode::decode(&text).map_err(|e| anyhow!("the stored code: {e}"))?;
-        let key = code
-            .public_key()
-            .map_err(|e| anyhow!("the stored code's key: {e}"))?;
+            .ok_or(UplinkError::NoCode)?;
+        let code = EnrollCode::decode(&text).map_err(|error| UplinkError::Code {
+            what: "the stored code",
+            error,
+        })?;
+        let key = code.public_key().map_err(|error| UplinkError::Code {
+            what: "the stored code's key",
+            error,
+        })?;
         let peer = CloudPeer {
             key: hex(key.as_bytes()),
             site: code.hub_site.to_string(),
@@ -685,19 +591,19 @@ impl Uplink {
                 // the token is used up): an ordinary session handshake tells.
                 if let Ok(mut l) = self.open(&code.addresses, key, code.hub_site, Purpose::Session)
                 {
+                    // Admitted: that is all this session was for.
                     let _ = l.send(&Message::Bye);
                     self.pin(&peer)?;
                     return Ok(peer);
                 }
-                let expired = if unix_now() > code.expires_at {
-                    format!(" (the code expired at unix {})", code.expires_at)
-                } else {
-                    String::new()
-                };
-                return Err(e.context(format!("enrolling with the cloud{expired}")));
+                return Err(UplinkError::Enrolling {
+                    expired_at: (unix_now() > code.expires_at).then_some(code.expires_at),
+                    source: Box::new(e),
+                });
             }
         };
-        link.send(&Message::Hello(Hello {
+        let unconfirmed = |e| UplinkError::Unconfirmed(Unconfirmed::Link(e));
+        let hello = Message::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             site: self.hub.dir().identity.site,
             role: PeerRole::Hub,
@@ -705,31 +611,33 @@ impl Uplink {
             wall_clock_ms: unix_now() * 1000,
             vector: self.mailbox.vector()?,
             session: SessionId::default(),
-        }))?;
-        match link.recv().context("waiting for the cloud to confirm the enrollment")? {
-            Message::Hello(h) if h.site != code.hub_site => bail!(
-                "enrollment: the peer's hello names site {} but the code names {}",
-                h.site,
-                code.hub_site
-            ),
-            Message::Hello(h) if h.role != PeerRole::Cloud => bail!(
-                "enrollment: the code's peer is a {:?}, not a cloud (use outpost-cloud enroll-code --hub)",
-                h.role
-            ),
-            Message::Hello(_) => {}
-            Message::Error { code, message } => {
-                bail!("enrollment: the cloud answered an error ({code:?}): {message}")
+        });
+        link.send(&hello).map_err(unconfirmed)?;
+        let why = match link.recv().map_err(unconfirmed)? {
+            Message::Hello(h) if h.site != code.hub_site => Unconfirmed::WrongSite {
+                hello: h.site,
+                code: code.hub_site,
+            },
+            Message::Hello(h) if h.role != PeerRole::Cloud => {
+                Unconfirmed::NotCloud { role: h.role }
             }
-            other => bail!("enrollment: the cloud answered message tag {}", other.tag()),
-        }
-        let _ = link.send(&Message::Bye);
-        self.pin(&peer)?;
-        Ok(peer)
+            Message::Hello(_) => {
+                // Confirmed; the cloud ends the session on its own when it misses the Bye.
+                let _ = link.send(&Message::Bye);
+                link.close();
+                self.pin(&peer)?;
+                return Ok(peer);
+            }
+            Message::Error { code, message } => Unconfirmed::Peer { code, message },
+            other => Unconfirmed::Unexpected { tag: other.tag() },
+        };
+        Err(UplinkError::Unconfirmed(why))
     }
 
-    fn pin(&mut self, peer: &CloudPeer) -> Result<()> {
-        self.allowlist
-            .set_setting(UPLINK_CLOUD, &serde_json::to_string(peer)?)?;
+    fn pin(&mut self, peer: &CloudPeer) -> Result<(), UplinkError> {
+        let json =
+            serde_json::to_string(peer).map_err(|e| UplinkError::Pinned(PinnedError::Json(e)))?;
+        self.allowlist.set_setting(UPLINK_CLOUD, &json)?;
         log::info!(
             "uplink: enrolled with the cloud site={} key={}",
             peer.site,
@@ -743,18 +651,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn key_of(text: &str) -> Result<PublicKey> {
+fn key_of(text: &str) -> Result<PublicKey, UplinkError> {
     let bytes = (0..text.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2).unwrap_or("zz"), 16))
         .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| anyhow!("the pinned cloud key is not hex"))?;
-    PublicKey::from_sec1(&bytes).map_err(|e| anyhow!("the pinned cloud key: {e:?}"))
+        .map_err(|_| UplinkError::Pinned(PinnedError::KeyNotHex))?;
+    PublicKey::from_sec1(&bytes).map_err(|e| UplinkError::Pinned(PinnedError::Key(e)))
 }
 
 fn save(state: &UplinkState, hub: &Hub) {
     if let Err(e) = state.save(&hub.dir().path) {
-        log::warn!("uplink: recording its state: {e:#}");
+        log::warn!("uplink: recording its state: {e}");
     }
 }
 
@@ -796,38 +704,17 @@ impl News<'_> {
     }
 }
 
-/// Runs the client session over `link` to its end, or until it waits live after its pull.
-fn drive<'m>(
-    link: &mut Link,
-    client: &mut ClientSession<MailboxClient<'m>>,
-    store: &mut MailboxClient<'m>,
-    news: &mut News<'_>,
-) -> Result<()> {
-    loop {
-        while let Some(m) = client.poll(store)? {
-            link.send(&m)?;
-        }
-        if client.is_done() || client.is_live() {
-            return Ok(());
-        }
-        let msg = link.recv()?;
-        let r = client.handle(msg, store);
-        news.after(store);
-        r?;
-    }
-}
-
 /// The live wait of a session whose pull is complete (see the module's documentation): returns
 /// why it should end (`Bye` is the caller's), or the error that ended it.
 fn live_wait<'m>(
-    link: &mut Link,
+    link: &mut Link<CloudWire>,
     client: &mut ClientSession<MailboxClient<'m>>,
     store: &mut MailboxClient<'m>,
     news: &mut News<'_>,
     config: &Config,
     state: &mut UplinkState,
     deadline: Instant,
-) -> Result<Ending> {
+) -> Result<Ending, UplinkError> {
     let now = unix_now();
     state.state = "connected".into();
     state.last_success = Some(now);
@@ -848,228 +735,56 @@ fn live_wait<'m>(
     if store.more_to_push {
         return Ok(Ending::More);
     }
-    link.wire.set_read_timeout(LIVE_POLL).map_err(io_context)?;
-    let (mut last_sent, mut last_received) = (Instant::now(), Instant::now());
-    let mut nonce = 0u64;
+    let timing = LiveConfig {
+        poll: LIVE_POLL,
+        keepalive: config.keepalive,
+        silence: config.silence,
+    };
+    let mut wait = LiveWait::new(timing, deadline);
     let mut pulled_before = store.moved.batches_pulled;
     let mut last_saved = Instant::now();
     loop {
-        let now = Instant::now();
-        // Between pulls (a pull in progress is finished first: everything it sends is stored).
-        if client.is_live() {
-            if now >= deadline {
-                return Ok(Ending::Deadline);
-            }
-            if news.local_commit() {
-                return Ok(Ending::News);
-            }
-            let shortfalls = news.hub.id_shortfalls();
-            if shortfalls != news.id_seen {
-                news.id_seen = shortfalls;
-                if store.mailbox().id_refill_wanted()? {
+        let event = wait.next(link, client, store);
+        // Also after a message that failed: what it stored is announced.
+        news.after(store);
+        match event? {
+            Event::Deadline => return Ok(Ending::Deadline),
+            Event::Done => return Ok(Ending::Done),
+            // Between pulls (a pull in progress is finished first: everything it sends is
+            // stored).
+            Event::Poll => {
+                if news.local_commit() {
                     return Ok(Ending::News);
                 }
-            }
-        }
-        if now.duration_since(last_received) >= config.silence {
-            bail!(
-                "the cloud stopped answering (nothing received for {} s in a live session)",
-                config.silence.as_secs()
-            );
-        }
-        if now.duration_since(last_sent) >= config.keepalive {
-            nonce += 1;
-            link.send(&Message::Ping { nonce })?;
-            last_sent = now;
-        }
-        let Some(msg) = link.recv_within()? else {
-            continue;
-        };
-        last_received = Instant::now();
-        let r = client.handle(msg, store);
-        news.after(store);
-        r?;
-        while let Some(m) = client.poll(store)? {
-            link.send(&m)?;
-            last_sent = Instant::now();
-        }
-        if client.is_done() {
-            return Ok(Ending::Done);
-        }
-        if !client.is_live() {
-            continue;
-        }
-        let pulled = store.moved.batches_pulled > pulled_before;
-        if pulled {
-            log::info!(
-                "uplink: live: pulled {} batches on the cloud's notify",
-                store.moved.batches_pulled - pulled_before
-            );
-            pulled_before = store.moved.batches_pulled;
-        }
-        // The cloud answered (a pull, a pong): the link works now, as the status says.
-        if pulled || last_saved.elapsed() >= config.keepalive {
-            last_saved = Instant::now();
-            state.last_success = Some(unix_now());
-            news.account(store, state);
-            save(state, news.hub);
-        }
-    }
-}
-
-/// An authenticated, encrypted connection to the cloud.
-struct Link {
-    wire: Box<dyn Wire>,
-    channel: Channel,
-    start: Instant,
-    pending: Vec<u8>,
-    max_message: usize,
-    buf: Vec<u8>,
-}
-
-fn io_context(e: std::io::Error) -> anyhow::Error {
-    match e.kind() {
-        ErrorKind::TimedOut | ErrorKind::WouldBlock => {
-            anyhow!("the cloud stopped answering (timed out)")
-        }
-        _ => anyhow::Error::new(e).context("the connection to the cloud"),
-    }
-}
-
-/// The initiator's side of the handshake over `wire` (message 3 of an enrollment included).
-fn handshake(mut wire: Box<dyn Wire>, config: InitiatorConfig) -> Result<Link> {
-    let start = Instant::now();
-    let limits = ChannelLimits::default();
-    let ephemeral = Ephemeral::from_os().context("no randomness for the handshake")?;
-    let mut init =
-        Initiator::start(&config, ephemeral, limits, 0).map_err(|e| anyhow!("handshake: {e}"))?;
-    wire.write_all(&init.take_outgoing()).map_err(io_context)?;
-    let mut buf = [0u8; 1024];
-    let mut received = 0usize;
-    loop {
-        let n = match wire.read(&mut buf) {
-            Ok(0) if received == 0 => bail!(
-                "the cloud closed without answering the handshake (not the pinned key, or the cloud does not know this hub)"
-            ),
-            Ok(0) => bail!("the cloud closed in the middle of the handshake"),
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_context(e)),
-        };
-        received += n;
-        let mut input = &buf[..n];
-        let now = start.elapsed().as_millis() as u64;
-        match init.receive(&mut input, now) {
-            Ok(Some(mut channel)) => {
-                let out = channel.take_outgoing();
-                if !out.is_empty() {
-                    wire.write_all(&out).map_err(io_context)?;
-                }
-                return Ok(Link {
-                    wire,
-                    channel,
-                    start,
-                    pending: input.to_vec(),
-                    max_message: limits.max_message,
-                    buf: vec![0u8; 64 * 1024],
-                });
-            }
-            Ok(None) => {}
-            Err(e) => bail!("handshake with the cloud: {e}"),
-        }
-    }
-}
-
-impl Link {
-    fn send(&mut self, msg: &Message) -> Result<()> {
-        self.channel
-            .send(&msg.encode())
-            .map_err(|e| anyhow!("channel: {e}"))?;
-        let out = self.channel.take_outgoing();
-        self.wire.write_all(&out).map_err(io_context)
-    }
-
-    fn recv(&mut self) -> Result<Message> {
-        self.recv_inner(false)?
-            .context("the cloud stopped answering (timed out)")
-    }
-
-    /// One message, or `None` when a read times out first (the live wait's short reads; a
-    /// message half received stays pending for the next call).
-    fn recv_within(&mut self) -> Result<Option<Message>> {
-        self.recv_inner(true)
-    }
-
-    fn recv_inner(&mut self, timeout_is_none: bool) -> Result<Option<Message>> {
-        loop {
-            if !self.pending.is_empty() {
-                let mut input = &self.pending[..];
-                let now = self.start.elapsed().as_millis() as u64;
-                let r = self.channel.receive(&mut input, now);
-                let used = self.pending.len() - input.len();
-                self.pending.drain(..used);
-                if let Some(bytes) = r.map_err(|e| anyhow!("channel: {e}"))? {
-                    return Message::decode(&bytes, self.max_message)
-                        .map(Some)
-                        .map_err(|e| anyhow!("a message from the cloud: {e}"));
+                let shortfalls = news.hub.id_shortfalls();
+                if shortfalls != news.id_seen {
+                    news.id_seen = shortfalls;
+                    if store.mailbox().id_refill_wanted()? {
+                        return Ok(Ending::News);
+                    }
                 }
             }
-            match self.wire.read(&mut self.buf) {
-                Ok(0) => bail!("the cloud closed the connection"),
-                Ok(n) => self.pending.extend_from_slice(&self.buf[..n]),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e)
-                    if timeout_is_none
-                        && matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) =>
-                {
-                    return Ok(None)
+            Event::Received if !client.is_live() => {}
+            Event::Received => {
+                let pulled = store.moved.batches_pulled > pulled_before;
+                if pulled {
+                    log::info!(
+                        "uplink: live: pulled {} batches on the cloud's notify",
+                        store.moved.batches_pulled - pulled_before
+                    );
+                    pulled_before = store.moved.batches_pulled;
                 }
-                Err(e) => return Err(io_context(e)),
+                // The cloud answered (a pull, a pong): the link works now, as the status says.
+                if pulled || last_saved.elapsed() >= config.keepalive {
+                    last_saved = Instant::now();
+                    state.last_success = Some(unix_now());
+                    news.account(store, state);
+                    save(state, news.hub);
+                }
             }
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_min_to_max_with_jitter_in_the_upper_half() {
-        let c = Config::new(
-            Some(Duration::from_millis(100)),
-            Some(Duration::from_millis(1000)),
-        )
-        .unwrap();
-        for (failures, base) in [
-            (1, 100),
-            (2, 200),
-            (3, 400),
-            (4, 800),
-            (5, 1000),
-            (60, 1000),
-        ] {
-            let lo = backoff(&c, failures, 0).as_millis() as u64;
-            let hi = backoff(&c, failures, base / 2).as_millis() as u64;
-            assert_eq!((lo, hi), (base - base / 2, base), "failures {failures}");
-            for r in [1, 7, 12345, u64::MAX] {
-                let d = backoff(&c, failures, r).as_millis() as u64;
-                assert!(d >= base - base / 2 && d <= base);
-            }
-        }
-    }
-
-    #[test]
-    fn a_config_with_max_below_min_is_refused() {
-        assert!(Config::new(Some(Duration::from_secs(2)), Some(Duration::from_secs(1))).is_err());
-        assert!(Config::new(Some(Duration::ZERO), None).is_err());
-    }
-
-    #[test]
-    fn the_pinned_key_round_trips_through_hex() {
-        let k = outpost_protocol::handshake::Keypair::generate().unwrap();
-        let text = hex(k.public().as_bytes());
-        assert_eq!(key_of(&text).unwrap(), *k.public());
-        assert!(key_of("zz").is_err());
-    }
-}
+mod tests;

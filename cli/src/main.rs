@@ -4,7 +4,6 @@
 //! The engine is linked in (`engine.rs`), so the database needs no `.load`; everything else is
 //! the extension's SQL surface (`outpost_sync`, `outpost_status`) called through rusqlite.
 
-mod backoff;
 mod engine;
 mod progress;
 mod session;

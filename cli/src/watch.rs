@@ -5,16 +5,17 @@
 //!   so a burst of writes is one sync;
 //! - an address or route change: at once, with the backoff reset (connectivity may be back);
 //! - the timer: `--interval-s` after the last attempt;
-//! - after a failure, only the backoff delay (`backoff.rs`): local commits wait for it.
+//! - after a failure, only the backoff delay (`outpost_link::Backoff`: exponential, jittered in
+//!   the upper quarter of each step): local commits wait for it.
 //!
 //! A stop signal is checked between syncs; one arriving during a sync interrupts it at its next
 //! SQLite statement (see `stop.rs`), which rolls back at most the chunk in flight.
 
-use crate::backoff::Backoff;
 use crate::session::{self, Outcome};
 use crate::wake::{Commits, Network};
 use crate::{engine, progress, stop};
 use anyhow::Result;
+use outpost_link::Backoff;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+mod sync;
+
+pub use sync::{KeyFileProblem, SyncError, Unconfirmed};
+
 /// Everything an Outpost SQL function can fail with.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -17,8 +21,14 @@ pub enum Error {
     /// A batch could not be applied (decode failure, foreign origin, gap in the vector, ...).
     Apply(ApplyError),
     /// Enrolling or syncing with a peer failed (not enrolled, unreachable, key mismatch, revoked,
-    /// re-enroll, ...). The message starts with the function's name and says what to do.
-    Sync(String),
+    /// re-enroll, ...), or no reserved id is left. The message starts with the function's name
+    /// and says what to do.
+    Sync {
+        /// The SQL function that failed (`outpost_sync`, ...).
+        function: &'static str,
+        /// Why.
+        error: Box<SyncError>,
+    },
     /// SQLite reported an error while running one of our statements.
     Sqlite {
         /// The primary or extended result code.
@@ -82,7 +92,14 @@ impl fmt::Display for Error {
                 "{func} must run outside a transaction (it owns its own transaction for atomicity); COMMIT or ROLLBACK first"
             ),
             Error::Apply(e) => write!(f, "outpost_apply: {e}"),
-            Error::Sync(m) => f.write_str(m),
+            Error::Sync { function, error } => {
+                let m = error.to_string();
+                if m.starts_with(function) {
+                    f.write_str(&m)
+                } else {
+                    write!(f, "{function}: {m}")
+                }
+            }
             Error::Sqlite { code, message, sql } => {
                 write!(f, "outpost: SQLite error {code}: {message}")?;
                 if !sql.is_empty() {
@@ -97,7 +114,14 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Sync { error, .. } => Some(&**error),
+            _ => None,
+        }
+    }
+}
 
 impl From<ApplyError> for Error {
     fn from(e: ApplyError) -> Self {
@@ -117,7 +141,7 @@ impl Error {
             | Error::Argument(_)
             | Error::Track(_)
             | Error::Apply(_)
-            | Error::Sync(_) => crate::ffi::SQLITE_ERROR,
+            | Error::Sync { .. } => crate::ffi::SQLITE_ERROR,
         }
     }
 

@@ -91,16 +91,12 @@ pub(crate) fn sql_reserve_ids(call: &Call, args: &[Arg]) -> Result<Value, Error>
 /// transaction.
 pub(crate) fn sql_next_id(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let sequence = sequence_arg(call, args)?;
-    let exhausted = |pending: i64| {
-        let asked = if pending > 0 {
-            format!("{pending} requested, waiting for the next sync")
-        } else {
-            "none requested".to_string()
-        };
-        Error::Sync(format!(
-            "{}: no ids left for sequence '{sequence}' ({asked}); call outpost_reserve_ids('{sequence}', n) and sync",
-            call.name
-        ))
+    let exhausted = |pending: i64| Error::Sync {
+        function: call.name,
+        error: Box::new(crate::error::SyncError::NoIdsLeft {
+            sequence: sequence.clone(),
+            pending,
+        }),
     };
     if !has_tables(call.conn)? {
         return Err(exhausted(0));

@@ -95,7 +95,7 @@ mod sync;
 mod track;
 mod triggers;
 
-pub use error::{ApplyError, Error};
+pub use error::{ApplyError, Error, KeyFileProblem, SyncError, Unconfirmed};
 use functions::{Arg, Call, FunctionDef};
 use outpost_protocol::Value;
 use std::ffi::{c_char, c_int};

@@ -1,32 +1,32 @@
-//! `outpost_sync([peer [, options]])`: one sync with an enrolled peer, through the protocol's
-//! `ClientSession` over the engine (`store.rs`) and an encrypted TCP link (`transport.rs`).
+//! `outpost_sync([peer [, options]])`: sessions with an enrolled peer (`session.rs`) until
+//! nothing is left to push, then, with `live_seconds`, live sessions (`live.rs`) for that long.
 
-use super::discover;
 use super::identity::{self, Identity};
-use super::live::{self, Live};
+use super::live::{self, End, Live};
 use super::peers::{self, Peer};
-use super::store::{self, Counts, EngineStore};
-use super::transport::{self, Link, Timeouts};
-use super::{unix_now, SyncError};
+use super::session::session;
+use super::store::{Counts, EngineStore};
+use super::unix_time::unix_now;
 use crate::error::Error;
+use crate::error::SyncError;
+use crate::export::db_version;
 use crate::functions::{Arg, Call};
-use outpost_protocol::batch::codec::Limits as BatchLimits;
-use outpost_protocol::handshake::Purpose;
-use outpost_protocol::message::{Message, PeerRole, SessionId};
-use outpost_protocol::session::{ClientConfig, ClientSession, ClientStore, SessionError};
+use outpost_link::Timeouts;
 use outpost_protocol::Value;
 use serde_json::json;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Sessions one `outpost_sync` runs at most (each pushes up to `store::PUSH_BUDGET`).
 const MAX_SESSIONS: u32 = 64;
+/// Live sessions one call runs at most (each local commit burst starts one).
+const MAX_LIVE_SESSIONS: u32 = 100_000;
 
 /// Options of `outpost_sync`'s second argument.
 #[derive(Debug, Default)]
 struct Options {
     timeouts: Timeouts,
     /// Stay connected this long after the sync (`live_seconds`).
-    live: Option<std::time::Duration>,
+    live: Option<Duration>,
 }
 
 fn parse_options(arg: Option<&Arg>) -> Result<Options, SyncError> {
@@ -58,7 +58,7 @@ fn parse_options(arg: Option<&Arg>) -> Result<Options, SyncError> {
                             "outpost_sync: timeout_ms must be an integer from 1 to 600000".into(),
                         )
                     })?;
-                let d = std::time::Duration::from_millis(ms);
+                let d = Duration::from_millis(ms);
                 o.timeouts = Timeouts { connect: d, io: d };
             }
             "live_seconds" => {
@@ -71,7 +71,7 @@ fn parse_options(arg: Option<&Arg>) -> Result<Options, SyncError> {
                             live::MAX_SECONDS
                         ))
                     })?;
-                o.live = (n > 0).then(|| std::time::Duration::from_secs(n));
+                o.live = (n > 0).then(|| Duration::from_secs(n));
             }
             other => {
                 return Err(SyncError::Argument(format!(
@@ -126,9 +126,9 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
                 peers::synced(call.conn, peer.site, unix_now())?;
                 let live_run = options
                     .live
-                    .map(|window| live::run(call, &id, &peer, options.timeouts, window));
+                    .map(|window| run_live(call, &id, &peer, options.timeouts, window));
                 if let Some(run) = &live_run {
-                    add(&mut counts, &run.counts);
+                    counts.add(&run.counts);
                     if run.counts.pushed + run.counts.pulled > 0 {
                         peers::synced(call.conn, peer.site, unix_now())?;
                     }
@@ -179,14 +179,14 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
     let (_, first) = errors
         .next()
         .ok_or(SyncError::NotEnrolled { wanted: None })?;
-    let rest: Vec<String> = errors.map(|(p, e)| format!("{}: {e}", p.label())).collect();
-    if rest.is_empty() {
+    let others: Vec<(String, SyncError)> = errors.map(|(p, e)| (p.label(), e)).collect();
+    if others.is_empty() {
         return Err(first);
     }
-    Err(SyncError::Argument(format!(
-        "{first} (also tried {})",
-        rest.join("; ")
-    )))
+    Err(SyncError::AllFailed {
+        first: Box::new(first),
+        others,
+    })
 }
 
 /// Numbers granted in a sync, per sequence (one entry per grant).
@@ -206,7 +206,7 @@ fn sync_with(
     for _ in 0..MAX_SESSIONS {
         let mut store = EngineStore::new(call, id.site);
         let r = session(call, id, peer, timeouts, &mut store, None);
-        add(&mut total, &store.counts);
+        total.add(&store.counts);
         granted.append(&mut store.ids_granted);
         address = r?.0;
         if !store.more_to_push {
@@ -216,164 +216,55 @@ fn sync_with(
     Ok((total, address, granted))
 }
 
-pub(super) fn add(total: &mut Counts, c: &Counts) {
-    total.pushed += c.pushed;
-    total.pulled += c.pulled;
-    total.batches_pushed += c.batches_pushed;
-    total.batches_pulled += c.batches_pulled;
-    total.bytes_pulled += c.bytes_pulled;
-    total.applied += c.applied;
-    total.unchanged += c.unchanged;
-    total.conflicts += c.conflicts;
-    total.quarantined += c.quarantined;
+/// What the live phase of one call did.
+#[derive(Debug, Default)]
+struct LiveRun {
+    counts: Counts,
+    elapsed: Duration,
+    sessions: u32,
+    /// Why live mode ended before its deadline, if it did (the sync before it succeeded).
+    error: Option<SyncError>,
 }
 
-/// Connects and authenticates to `peer` (the counter is committed before message 1).
-pub(crate) fn open(
-    call: &Call,
-    id: &Identity,
-    peer: &Peer,
-    purpose: Purpose,
-    timeouts: Timeouts,
-    label: String,
-) -> Result<(Link, String), SyncError> {
-    let mut discovered = false;
-    let (stream, address) = match transport::connect(&peer.addresses, timeouts) {
-        Ok(found) => found,
-        // The hub's known addresses are dead: ask the LAN where a hub with its site id is now.
-        Err(mut tried) => {
-            let lan = discover::lan_addresses(peer);
-            if peer.role == PeerRole::Hub && lan.is_empty() {
-                tried.push((
-                    "LAN (mDNS)".into(),
-                    "no hub with this site id answered".into(),
-                ));
-            }
-            match transport::connect(&lan, timeouts) {
-                Ok(found) => {
-                    discovered = true;
-                    found
-                }
-                Err(more) => {
-                    tried.extend(more);
-                    return Err(SyncError::Unreachable {
-                        peer: label.clone(),
-                        tried,
-                    });
-                }
-            }
-        }
-    };
-    let counter = identity::next_counter(call.conn)?;
-    let link = transport::handshake(
-        stream,
-        transport::Hello {
-            identity: &id.keypair,
-            site: id.site,
-            counter,
-            peer_key: peer.key,
-            peer_site: peer.site,
-            purpose,
-            peer: label,
-            address: address.clone(),
-        },
-    )?;
-    if discovered {
-        // The handshake proved the pinned key at this address: try it first next time.
-        discover::remember(call.conn, peer, &address)?;
-    }
-    Ok((link, address))
-}
-
-/// One session: hello, push, commit, pull, bye; with `live`, between the pull and the bye, the
-/// live wait (`live.rs`). Returns the address used and how the live wait ended.
-pub(super) fn session(
+/// Live sessions with `peer` for `window` (each burst of local commits starts the next).
+fn run_live(
     call: &Call,
     id: &Identity,
     peer: &Peer,
     timeouts: Timeouts,
-    store: &mut EngineStore,
-    live: Option<Live>,
-) -> Result<(String, live::End), SyncError> {
-    let (mut link, address) = open(call, id, peer, Purpose::Session, timeouts, peer.label())?;
-    let mut sid = [0u8; 16];
-    getrandom::getrandom(&mut sid)
-        .map_err(|e| SyncError::Argument(format!("no randomness for a session id: {e}")))?;
-    let mut client = ClientSession::new(ClientConfig {
-        site: id.site,
-        role: PeerRole::Device,
-        fingerprint: store::fingerprint(call)?,
-        wall_clock_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        session: SessionId(sid),
-        live: live.is_some(),
-        max_push_attempts: 3,
-        batch_limits: BatchLimits::default(),
-    });
-    let r = drive(&mut link, &mut client, store).and_then(|()| match live {
-        None => Ok(live::End::Done),
-        Some(l) => {
-            let end = live::wait(call, &mut link, &mut client, store, l, timeouts)?;
-            // The deadline may fall inside a pull: apply what arrived before ending cleanly.
-            ClientStore::flush(store)
-                .map_err(|e| typed(SessionError::Store(e.to_string()), store))?;
-            link.send(&Message::Bye)?;
-            Ok(end)
-        }
-    });
-    match &r {
-        Err(SyncError::Session(e)) => {
-            if let Some(m) = e.to_message() {
-                let _ = link.send(&m);
+    window: Duration,
+) -> LiveRun {
+    let started = Instant::now();
+    let deadline = started + window;
+    let mut out = LiveRun::default();
+    while Instant::now() < deadline && out.sessions < MAX_LIVE_SESSIONS {
+        let baseline = match db_version(call.conn) {
+            Ok(v) => v,
+            Err(e) => {
+                out.error = Some(e.into());
+                break;
+            }
+        };
+        let mut store = EngineStore::new(call, id.site);
+        let r = session(
+            call,
+            id,
+            peer,
+            timeouts,
+            &mut store,
+            Some(Live { deadline, baseline }),
+        );
+        out.sessions += 1;
+        out.counts.add(&store.counts);
+        match r {
+            Ok((_, End::Again)) => {}
+            Ok((_, End::Done | End::Deadline)) => break,
+            Err(e) => {
+                out.error = Some(e);
+                break;
             }
         }
-        // A local failure: tell the peer without its detail.
-        Err(SyncError::Engine(_) | SyncError::Restored { .. }) => {
-            let e = SessionError::Store(String::new());
-            if let Some(m) = e.to_message() {
-                let _ = link.send(&m);
-            }
-        }
-        _ => {}
     }
-    link.close();
-    r.map(|end| (address, end))
-}
-
-/// Runs the session until it is done, or, in live mode, until its first pull (and the id
-/// requests after it) is complete.
-fn drive<'c>(
-    link: &mut Link,
-    client: &mut ClientSession<EngineStore<'c>>,
-    store: &mut EngineStore<'c>,
-) -> Result<(), SyncError> {
-    loop {
-        loop {
-            let polled = client.poll(store);
-            match polled.map_err(|e| typed(e, store))? {
-                Some(m) => link.send(&m)?,
-                None => break,
-            }
-        }
-        if client.is_done() {
-            return Ok(());
-        }
-        let msg = link.recv()?;
-        let handled = client.handle(msg, store);
-        handled.map_err(|e| typed(e, store))?;
-        if client.is_live() {
-            // Live: the client now waits for `Notify` (nothing to send).
-            return Ok(());
-        }
-    }
-}
-
-/// A session error, or the store's typed error behind a `SessionError::Store`.
-pub(super) fn typed(e: SessionError, store: &mut EngineStore) -> SyncError {
-    match (&e, store.failed.take()) {
-        (SessionError::Store(_), Some(failed)) => failed,
-        _ => SyncError::Session(e),
-    }
+    out.elapsed = started.elapsed();
+    out
 }

@@ -7,7 +7,7 @@
 //! sync connects directly instead of asking the LAN again.
 
 use super::peers::{self, Peer};
-use super::SyncError;
+use crate::error::SyncError;
 use crate::ffi::Conn;
 use outpost_protocol::discovery::find_hubs;
 use outpost_protocol::message::PeerRole;

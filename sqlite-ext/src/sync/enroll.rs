@@ -5,15 +5,16 @@
 //! the token used and admitted this key (one transaction on its side), so its `Hello` is the
 //! confirmation, and tells the peer's role. Only then is the peer pinned in `_outpost_peers`.
 
-use super::client::open;
 use super::identity;
 use super::peers::{self, Peer};
-use super::transport::Timeouts;
-use super::{unix_now, SyncError};
+use super::session::open;
+use super::unix_time::unix_now;
 use crate::error::Error;
+use crate::error::{SyncError, Unconfirmed};
 use crate::functions::{Arg, Call};
+use outpost_link::{LinkError, Timeouts};
 use outpost_protocol::enroll_code::EnrollCode;
-use outpost_protocol::handshake::Purpose;
+use outpost_protocol::handshake::{HandshakeError, Purpose};
 use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
 use outpost_protocol::{Value, PROTOCOL_VERSION};
 use serde_json::json;
@@ -56,16 +57,17 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
         label,
     );
     let (mut link, address) = match opened {
-        Err(SyncError::EnrollmentRefused { .. }) => {
+        Err(SyncError::Link(LinkError::Handshake {
+            error: HandshakeError::EnrollmentRefused,
+            ..
+        })) => {
             return Err(SyncError::EnrollmentRefused {
                 expired_at: expired,
             })
         }
         other => other?,
     };
-    let unconfirmed = |e: SyncError| SyncError::EnrollmentUnconfirmed {
-        detail: e.to_string(),
-    };
+    let unconfirmed = |e| SyncError::EnrollmentUnconfirmed(Unconfirmed::Link(e));
     let hello = Message::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         site,
@@ -80,22 +82,21 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
     let role = match reply {
         Message::Hello(h) if h.site == code.hub_site => h.role,
         Message::Hello(h) => {
-            return Err(SyncError::EnrollmentUnconfirmed {
-                detail: format!(
-                    "the peer's hello names site {} but the code names {}",
-                    h.site, code.hub_site
-                ),
-            })
+            return Err(SyncError::EnrollmentUnconfirmed(Unconfirmed::WrongSite {
+                hello: h.site,
+                code: code.hub_site,
+            }))
         }
         Message::Error { code, message } => {
-            return Err(SyncError::EnrollmentUnconfirmed {
-                detail: format!("the peer answered with an error ({code:?}): {message}"),
-            })
+            return Err(SyncError::EnrollmentUnconfirmed(Unconfirmed::Peer {
+                code,
+                message,
+            }))
         }
         other => {
-            return Err(SyncError::EnrollmentUnconfirmed {
-                detail: format!("the peer answered message tag {}", other.tag()),
-            })
+            return Err(SyncError::EnrollmentUnconfirmed(Unconfirmed::Unexpected {
+                tag: other.tag(),
+            }))
         }
     };
     let _ = link.send(&Message::Bye);

@@ -22,8 +22,7 @@
 //! the clock says; the wall-clock floor lets a database restored from an older copy (with its key
 //! file) get past the counters its later self already used.
 
-use super::SyncError;
-use crate::error::Error;
+use crate::error::{Error, KeyFileProblem, SyncError};
 use crate::ffi::Conn;
 use outpost_protocol::handshake::{Keypair, SECRET_KEY_LEN};
 use outpost_protocol::{SiteId, Value};
@@ -104,10 +103,10 @@ fn generate() -> Result<Keypair, SyncError> {
         .map_err(|e| SyncError::Engine(Error::Internal(format!("no device key: {e}"))))
 }
 
-fn key_err(path: &Path, detail: impl Into<String>) -> SyncError {
+fn key_err(path: &Path, problem: KeyFileProblem) -> SyncError {
     SyncError::KeyFile {
-        path: path.display().to_string(),
-        detail: detail.into(),
+        path: path.to_path_buf(),
+        problem,
     }
 }
 
@@ -116,38 +115,24 @@ fn read(path: &Path, site: SiteId) -> Result<Option<Keypair>, SyncError> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(key_err(path, format!("cannot read it: {e}"))),
+        Err(e) => return Err(key_err(path, KeyFileProblem::Read(e))),
     };
     if meta.permissions().mode() & 0o077 != 0 {
-        return Err(key_err(
-            path,
-            "other users can read it: run chmod 600 on it (or delete it and re-enroll)",
-        ));
+        return Err(key_err(path, KeyFileProblem::Readable));
     }
-    let bytes = std::fs::read(path).map_err(|e| key_err(path, format!("cannot read it: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| key_err(path, KeyFileProblem::Read(e)))?;
     if bytes.len() != FILE_LEN || &bytes[..4] != MAGIC {
-        return Err(key_err(
-            path,
-            "not an Outpost device key (wrong length or header); move it away and re-enroll",
-        ));
+        return Err(key_err(path, KeyFileProblem::NotAKey));
     }
     let owner = SiteId::from_slice(&bytes[4..20]).unwrap_or_default();
     if owner != site {
-        return Err(key_err(
-            path,
-            format!(
-                "it belongs to the database with site id {owner}, not to this one ({site}): this database file was copied or replaced; move the key file away and re-enroll"
-            ),
-        ));
+        return Err(key_err(path, KeyFileProblem::OtherDatabase { owner, site }));
     }
     let mut secret = [0u8; SECRET_KEY_LEN];
     secret.copy_from_slice(&bytes[20..]);
-    Keypair::from_secret(&secret).map(Some).map_err(|e| {
-        key_err(
-            path,
-            format!("invalid key: {e}; move it away and re-enroll"),
-        )
-    })
+    Keypair::from_secret(&secret)
+        .map(Some)
+        .map_err(|e| key_err(path, KeyFileProblem::Invalid(e)))
 }
 
 /// Creates the key file atomically; if another connection created it first, uses theirs.
@@ -159,7 +144,7 @@ fn create(path: &Path, site: SiteId) -> Result<Keypair, SyncError> {
     bytes.extend_from_slice(keypair.secret_bytes());
     let mut tmp = path.as_os_str().to_owned();
     let mut nonce = [0u8; 8];
-    getrandom::getrandom(&mut nonce).map_err(|e| key_err(path, format!("no randomness: {e}")))?;
+    getrandom::getrandom(&mut nonce).map_err(|e| key_err(path, KeyFileProblem::Randomness(e)))?;
     tmp.push(format!(".tmp-{}", hex::encode(nonce)));
     let tmp = PathBuf::from(tmp);
     let written = (|| {
@@ -182,9 +167,10 @@ fn create(path: &Path, site: SiteId) -> Result<Keypair, SyncError> {
             }
             Ok(keypair)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read(path, site)?
-            .ok_or_else(|| key_err(path, "created by another connection, then vanished")),
-        Err(e) => Err(key_err(path, format!("cannot create it: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read(path, site)?.ok_or_else(|| key_err(path, KeyFileProblem::Vanished))
+        }
+        Err(e) => Err(key_err(path, KeyFileProblem::Create(e))),
     }
 }
 

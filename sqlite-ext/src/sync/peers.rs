@@ -5,7 +5,7 @@
 //! | `_outpost_peers` | enrolled hub or cloud | site id, role, pinned 65-byte key, addresses (JSON), enrolled at, last sync |
 //! | `_outpost_identity` | setting | `handshake_counter` (see `identity.rs`) |
 
-use super::SyncError;
+use crate::error::SyncError;
 use crate::ffi::Conn;
 use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::message::PeerRole;
@@ -88,8 +88,7 @@ pub(crate) fn pin(conn: Conn, peer: &Peer, now: u64) -> Result<(), SyncError> {
     s.bind_blob(1, peer.site.as_bytes())?;
     s.bind_text(2, role_name(peer.role))?;
     s.bind_blob(3, peer.key.as_bytes())?;
-    let addresses = serde_json::to_string(&peer.addresses)
-        .map_err(|e| SyncError::Argument(format!("addresses: {e}")))?;
+    let addresses = serde_json::to_string(&peer.addresses).map_err(SyncError::PeerAddresses)?;
     s.bind_text(4, &addresses)?;
     s.bind(5, &Value::Integer(now as i64))?;
     s.run()?;
@@ -100,8 +99,7 @@ pub(crate) fn pin(conn: Conn, peer: &Peer, now: u64) -> Result<(), SyncError> {
 /// pinned yet is left alone).
 pub(crate) fn update_addresses(conn: Conn, peer: &Peer) -> Result<(), SyncError> {
     let mut s = conn.prepare("UPDATE _outpost_peers SET addresses = ?1 WHERE site = ?2")?;
-    let addresses = serde_json::to_string(&peer.addresses)
-        .map_err(|e| SyncError::Argument(format!("addresses: {e}")))?;
+    let addresses = serde_json::to_string(&peer.addresses).map_err(SyncError::PeerAddresses)?;
     s.bind_text(1, &addresses)?;
     s.bind_blob(2, peer.site.as_bytes())?;
     s.run()?;

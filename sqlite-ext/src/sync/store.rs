@@ -15,15 +15,17 @@
 //! again. Counts and progress count what was applied (committed), and progress shows the kept
 //! chunks apart.
 
-use super::SyncError;
 use crate::apply::{sql_apply, sql_apply_many};
 use crate::error::Error;
+use crate::error::SyncError;
 use crate::export::{db_version, sql_changes};
 use crate::functions::{Arg, Call};
+use outpost_link::LinkError;
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::BatchHeader;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
+use outpost_protocol::session::SessionError;
 use outpost_protocol::{SiteId, Value, VersionVector};
 use sha2::{Digest, Sha256};
 
@@ -57,6 +59,32 @@ pub(crate) struct Counts {
     pub unchanged: u64,
     pub conflicts: u64,
     pub quarantined: u64,
+}
+
+impl Counts {
+    /// Adds `c` (another session's counts) to these.
+    pub(crate) fn add(&mut self, c: &Counts) {
+        self.pushed += c.pushed;
+        self.pulled += c.pulled;
+        self.batches_pushed += c.batches_pushed;
+        self.batches_pulled += c.batches_pulled;
+        self.bytes_pulled += c.bytes_pulled;
+        self.applied += c.applied;
+        self.unchanged += c.unchanged;
+        self.conflicts += c.conflicts;
+        self.quarantined += c.quarantined;
+    }
+}
+
+/// What the session sees of a store failure: the typed error stays in
+/// [`EngineStore::failed`], for [`EngineStore::typed`] (the session keeps only a text).
+#[derive(Debug)]
+pub(crate) struct Failed;
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the database failed (its error is kept for the sync's result)")
+    }
 }
 
 /// The engine as a `ClientStore`, for the duration of one session.
@@ -99,13 +127,31 @@ impl<'c> EngineStore<'c> {
         }
     }
 
-    /// Keeps a typed error for the caller; the session gets its text.
-    fn keep<T>(&mut self, r: Result<T, SyncError>) -> Result<T, SyncError> {
+    /// Keeps a typed error for the caller; the session gets [`Failed`].
+    fn keep<T>(&mut self, r: Result<T, SyncError>) -> Result<T, Failed> {
         r.map_err(|e| {
-            let text = SyncError::Argument(e.to_string());
             self.failed = Some(e);
-            text
+            Failed
         })
+    }
+
+    /// A link error, or the store's typed error behind a `SessionError::Store`.
+    pub(crate) fn typed(&mut self, e: LinkError) -> SyncError {
+        match (&e, self.failed.take()) {
+            (
+                LinkError::Session {
+                    error: SessionError::Store(_),
+                    ..
+                },
+                Some(failed),
+            ) => failed,
+            _ => SyncError::Link(e),
+        }
+    }
+
+    /// Applies the chunks kept so far (a session ending cleanly inside a pull: its deadline).
+    pub(crate) fn apply_kept(&mut self) -> Result<(), SyncError> {
+        self.flush_inner()
     }
 }
 
@@ -290,25 +336,25 @@ impl EngineStore<'_> {
 }
 
 impl outpost_protocol::session::ClientStore for EngineStore<'_> {
-    type Error = SyncError;
+    type Error = Failed;
     type ExportPlan = ExportPlan;
 
-    fn vector(&mut self) -> Result<VersionVector, SyncError> {
+    fn vector(&mut self) -> Result<VersionVector, Failed> {
         let r = self.vector_inner();
         self.keep(r)
     }
 
-    fn plan_export(&mut self, server: &VersionVector) -> Result<ExportPlan, SyncError> {
+    fn plan_export(&mut self, server: &VersionVector) -> Result<ExportPlan, Failed> {
         let r = self.plan_inner(server);
         self.keep(r)
     }
 
-    fn next_export(&mut self, plan: &mut ExportPlan) -> Result<Option<Vec<u8>>, SyncError> {
+    fn next_export(&mut self, plan: &mut ExportPlan) -> Result<Option<Vec<u8>>, Failed> {
         let r = self.next_inner(plan);
         self.keep(r)
     }
 
-    fn acknowledged(&mut self, covered: &[Covered]) -> Result<(), SyncError> {
+    fn acknowledged(&mut self, covered: &[Covered]) -> Result<(), Failed> {
         for c in covered {
             self.counts.pushed += c.range.hi - c.range.lo + 1;
             self.counts.batches_pushed += 1;
@@ -316,27 +362,27 @@ impl outpost_protocol::session::ClientStore for EngineStore<'_> {
         Ok(())
     }
 
-    fn apply_chunk(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), SyncError> {
+    fn apply_chunk(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), Failed> {
         let r = self.keep_inner(header, batch);
         self.keep(r)
     }
 
-    fn flush(&mut self) -> Result<(), SyncError> {
+    fn flush(&mut self) -> Result<(), Failed> {
         let r = self.flush_inner();
         self.keep(r)
     }
 
-    fn pull_size(&mut self, batches: u64, bytes: u64) -> Result<(), SyncError> {
+    fn pull_size(&mut self, batches: u64, bytes: u64) -> Result<(), Failed> {
         super::progress::announced(self.progress.as_deref(), batches, bytes);
         Ok(())
     }
 
-    fn id_requests(&mut self) -> Result<Vec<IdRequest>, SyncError> {
+    fn id_requests(&mut self) -> Result<Vec<IdRequest>, Failed> {
         let r = crate::id_blocks::pending_requests(self.call.conn).map_err(SyncError::from);
         self.keep(r)
     }
 
-    fn ids_granted(&mut self, request: &IdRequest, ranges: &[IdRange]) -> Result<(), SyncError> {
+    fn ids_granted(&mut self, request: &IdRequest, ranges: &[IdRange]) -> Result<(), Failed> {
         let r =
             crate::id_blocks::store_grant(self.call.conn, request, ranges).map_err(SyncError::from);
         let added = self.keep(r)?;

@@ -1,0 +1,70 @@
+//! The uplink's state file (`uplink-state.json` in the data directory): what it last did, for
+//! `status` and the page, rewritten atomically.
+
+use super::error::UplinkError;
+use serde::{Deserialize, Serialize};
+use std::io::ErrorKind;
+use std::path::Path;
+
+/// The uplink's state file in the data directory.
+pub const STATE_FILE: &str = "uplink-state.json";
+
+/// What the uplink last did (for `status` and the page).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UplinkState {
+    /// `never` (no success yet), `connected` (the last round succeeded), `backing off`.
+    pub state: String,
+    /// The address last tried or used.
+    pub address: Option<String>,
+    /// The cloud's site id, once pinned.
+    pub cloud_site: Option<String>,
+    /// Last successful round, unix seconds.
+    pub last_success: Option<u64>,
+    /// Last attempt, unix seconds.
+    pub last_attempt: Option<u64>,
+    /// The last failure (cleared by a success).
+    pub last_error: Option<String>,
+    /// Failures in a row.
+    pub failures: u32,
+    /// While backing off: the delay before the next attempt.
+    pub retry_in_ms: Option<u64>,
+    /// The cloud's vector as last known (its hello, advanced by its acks), `status::encode_vector`.
+    pub cloud_vector: Option<String>,
+    /// Since when (unix seconds) the uplink has been in live sessions without a failure; `None`
+    /// when not live.
+    #[serde(default)]
+    pub live_since: Option<u64>,
+    /// Seqs pushed and pulled by this process's uplink.
+    pub pushed: u64,
+    /// See `pushed`.
+    pub pulled: u64,
+}
+
+impl UplinkState {
+    /// The state in `dir`, if the uplink ever ran there.
+    pub fn load(dir: &Path) -> Result<Option<UplinkState>, UplinkError> {
+        let path = dir.join(STATE_FILE);
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|source| UplinkError::StateJson { path, source }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(UplinkError::StateFile { path, source }),
+        }
+    }
+
+    /// Writes the state (temporary file + rename: a reader never sees half of it).
+    pub fn save(&self, dir: &Path) -> Result<(), UplinkError> {
+        let path = dir.join(STATE_FILE);
+        let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+        let bytes = serde_json::to_vec_pretty(self).map_err(|source| UplinkError::StateJson {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&tmp, bytes).map_err(|source| UplinkError::StateFile {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, &path).map_err(|source| UplinkError::StateFile { path, source })
+    }
+}
