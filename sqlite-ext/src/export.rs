@@ -12,6 +12,7 @@ use crate::cells;
 use crate::error::{ApplyError, Error};
 use crate::ffi::{Conn, Stmt};
 use crate::functions::{Arg, Call};
+use crate::json::value_json;
 use crate::schema::{self, quote, Direction, Tracked};
 use crate::sites::Sites;
 use crate::state::RowStore;
@@ -21,17 +22,10 @@ use outpost_protocol::vector::SeqRange;
 use outpost_protocol::{Hlc, Strategy, Value};
 use serde_json::json;
 
-/// This database's own change sequence: the highest seq issued (0 when fresh).
-pub(crate) fn db_version(conn: Conn) -> Result<u64, Error> {
-    Ok(conn
-        .query_i64("SELECT coalesce(max(seq), 0) FROM _outpost_log", &[])?
-        .unwrap_or(0) as u64)
-}
-
 /// `outpost_db_version()`.
 pub(crate) fn sql_db_version(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     schema::ensure(call.conn)?;
-    Ok(Value::Integer(db_version(call.conn)? as i64))
+    Ok(Value::Integer(crate::fold::db_version(call.conn)? as i64))
 }
 
 /// `outpost_changes(since [, max_bytes])`.
@@ -50,13 +44,23 @@ pub(crate) fn sql_changes(call: &Call, args: &[Arg]) -> Result<Value, Error> {
         call.conn.exec("SAVEPOINT outpost_changes")?;
         let r = (|| {
             if crate::fold::fold(call)?.columns_added {
-                crate::quarantine::retry_all(call)?;
+                crate::apply::retry_all(call)?;
             }
             changes(call, since, max_bytes)
         })();
         schema::finish_savepoint(call.conn, "outpost_changes", r)
     })?;
     Ok(r.map_or(Value::Null, Value::Blob))
+}
+
+/// The rows a chunked export has yet to send: valid while the database's own seq is unchanged
+/// and the next call asks from where the last one stopped. Kept on the connection
+/// (`Session::export`), it saves rescanning every row per chunk.
+struct ExportCursor {
+    top: u64,
+    since: u64,
+    /// `(smallest own seq above since, table id, packed key)`, in that seq order.
+    rest: Vec<(u64, i64, Vec<u8>)>,
 }
 
 struct Exported {
@@ -80,7 +84,7 @@ pub(crate) fn changes(
     max_bytes: Option<usize>,
 ) -> Result<Option<Vec<u8>>, Error> {
     let conn = call.conn;
-    let top = db_version(conn)?;
+    let top = crate::fold::db_version(conn)?;
     if since >= top {
         return Ok(None);
     }
@@ -126,9 +130,10 @@ pub(crate) fn changes(
             + 16
     };
     // Candidates: rows holding an own write above `since`, by their smallest such seq.
-    let candidates = match call.session.take_export(top, since) {
-        Some(rest) => rest,
-        None => {
+    let kept = call.session.export.take::<ExportCursor>();
+    let candidates = match kept {
+        Some(c) if c.top == top && c.since == since => c.rest,
+        _ => {
             let mut c: Vec<(u64, i64, Vec<u8>)> = Vec::new();
             let mut s = conn.prepare(
                 "SELECT tbl, key, exist, exist_seq, clocks FROM _outpost_rows WHERE seq > ?1 AND seq > 0",
@@ -244,7 +249,7 @@ pub(crate) fn changes(
                 hi = min_seq - 1;
                 let mut rest = vec![(min_seq, tbl, key)];
                 rest.extend(candidates);
-                call.session.keep_export(crate::clock::ExportCursor {
+                call.session.export.put(ExportCursor {
                     top,
                     since: hi,
                     rest,
@@ -283,17 +288,6 @@ fn tombstone(conn: Conn, tbl: i64, key: &[u8]) -> Result<Option<Vec<Value>>, Err
         Ok(Some(crate::keys::unpack(&s.blob(0))?))
     } else {
         Ok(None)
-    }
-}
-
-/// A value as JSON: numbers and text as themselves, blobs as `{"blob": "<hex>"}`.
-pub(crate) fn value_json(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Null => serde_json::Value::Null,
-        Value::Integer(n) => json!(n),
-        Value::Real(f) => json!(f),
-        Value::Text(t) => json!(t),
-        Value::Blob(b) => json!({ "blob": hex::encode(b) }),
     }
 }
 

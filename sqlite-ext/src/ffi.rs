@@ -12,17 +12,15 @@
 //! in, which collides with the app's SQLite when the extension is linked statically, as on
 //! mobile): it only ever calls the SQLite that loaded it.
 
-use crate::error::Error;
-use crate::functions::Arg;
+use crate::arg::Arg;
+use crate::error::{Error, LoadError, SQLITE_TOOBIG};
 use outpost_protocol::Value;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::OnceLock;
 
 pub(crate) const SQLITE_OK: c_int = 0;
-pub(crate) const SQLITE_ERROR: c_int = 1;
 pub(crate) const SQLITE_ROW: c_int = 100;
 pub(crate) const SQLITE_DONE: c_int = 101;
-pub(crate) const SQLITE_CONSTRAINT: c_int = 19;
 pub(crate) const SQLITE_UTF8: c_int = 1;
 pub(crate) const SQLITE_DETERMINISTIC: c_int = 0x800;
 pub(crate) const SQLITE_INNOCUOUS: c_int = 0x200000;
@@ -142,16 +140,15 @@ static API: OnceLock<Api> = OnceLock::new();
 ///
 /// # Safety
 /// `p` must be null or point to a valid `sqlite3_api_routines`.
-pub(crate) unsafe fn install(p: *const c_void) -> Result<(), String> {
+pub(crate) unsafe fn install(p: *const c_void) -> Result<(), LoadError> {
     if API.get().is_some() {
         return Ok(());
     }
     if p.is_null() {
-        return Err("outpost: SQLite passed no API routines table to the entry point".into());
+        return Err(LoadError::NoRoutines);
     }
     // SAFETY: forwarded caller guarantee.
-    let api = unsafe { Api::from_routines(p.cast()) }
-        .map_err(|name| format!("outpost: this SQLite lacks sqlite3_{name}"))?;
+    let api = unsafe { Api::from_routines(p.cast()) }.map_err(LoadError::MissingRoutine)?;
     let _ = API.set(api);
     Ok(())
 }
@@ -175,12 +172,18 @@ fn transient() -> Destructor {
 /// A copy of `msg` in memory from `sqlite3_malloc` (SQLite frees it: a virtual table's error
 /// message), or null when out of memory.
 pub(crate) fn sqlite_string(msg: &str) -> *mut c_char {
+    copy_for_sqlite(api(), msg)
+}
+
+/// [`sqlite_string`] with the routines table given, for the entry point, which may run before
+/// (or instead of) [`install`] succeeding.
+fn copy_for_sqlite(api: &Api, msg: &str) -> *mut c_char {
     let bytes = msg.as_bytes();
     let Ok(n) = c_int::try_from(bytes.len() + 1) else {
         return std::ptr::null_mut();
     };
     // SAFETY: a plain allocation of n bytes.
-    let p = unsafe { (api().malloc)(n) }.cast::<u8>();
+    let p = unsafe { (api.malloc)(n) }.cast::<u8>();
     if !p.is_null() {
         // SAFETY: p holds n = len + 1 bytes; the message bytes then a NUL.
         unsafe {
@@ -189,6 +192,26 @@ pub(crate) fn sqlite_string(msg: &str) -> *mut c_char {
         }
     }
     p.cast()
+}
+
+/// Hands the entry point's failure to SQLite through its `pzErrMsg` out-parameter: SQLite shows
+/// the text after "error during initialization: " and frees it with `sqlite3_free`, so it must
+/// come from `sqlite3_malloc` of the SQLite that loaded us. Without an installed routines table
+/// there is no such allocator: the message is then only logged, as before.
+///
+/// # Safety
+/// `pz_err_msg` must be null or the `char **` SQLite passed to the entry point.
+pub(crate) unsafe fn report_load_error(pz_err_msg: *mut *mut c_char, msg: &str) {
+    let Some(api) = API.get() else {
+        return;
+    };
+    if pz_err_msg.is_null() {
+        return;
+    }
+    let copy = copy_for_sqlite(api, msg);
+    // SAFETY: caller guarantee: a valid `char **` that SQLite reads (and frees) after the entry
+    // point returns; it holds null or nothing of ours before this call.
+    unsafe { *pz_err_msg = copy };
 }
 
 /// A borrowed database connection.
@@ -204,15 +227,21 @@ impl Conn {
         } else {
             primary
         };
-        // SAFETY: self.0 is a live connection for the duration of the callback.
-        let msg = unsafe { CStr::from_ptr((api().errmsg)(self.0)) }
-            .to_string_lossy()
-            .into_owned();
+        let msg = self.error_message();
         Error::Sqlite {
             code,
             message: msg,
             sql: sql.chars().take(200).collect(),
         }
+    }
+
+    /// SQLite's message for the connection's last failed call (`sqlite3_errmsg`).
+    pub(crate) fn error_message(&self) -> String {
+        // SAFETY: self.0 is a live connection; SQLite returns a NUL-terminated message (never
+        // null), valid until the next call on the connection: copied at once.
+        unsafe { CStr::from_ptr((api().errmsg)(self.0)) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// Prepares one statement.
@@ -575,11 +604,11 @@ pub(crate) unsafe fn set_result(ctx: *mut sqlite3_context, v: &Value) {
             Value::Real(f) => (a.result_double)(ctx, *f),
             Value::Text(t) => match c_int::try_from(t.len()) {
                 Ok(n) => (a.result_text)(ctx, t.as_ptr().cast(), n, transient()),
-                Err(_) => (a.result_error_code)(ctx, 18),
+                Err(_) => (a.result_error_code)(ctx, SQLITE_TOOBIG),
             },
             Value::Blob(b) => match c_int::try_from(b.len()) {
                 Ok(n) => (a.result_blob)(ctx, b.as_ptr().cast(), n, transient()),
-                Err(_) => (a.result_error_code)(ctx, 18),
+                Err(_) => (a.result_error_code)(ctx, SQLITE_TOOBIG),
             },
         }
     }

@@ -82,7 +82,7 @@ pub(crate) fn sql_reserve_ids(call: &Call, args: &[Arg]) -> Result<Value, Error>
     s.bind_blob(1, &id)?;
     s.bind_text(2, &sequence)?;
     s.bind_i64(3, count)?;
-    s.bind_i64(4, crate::sync::unix_now() as i64)?;
+    s.bind_i64(4, crate::clock::unix_now() as i64)?;
     s.run()?;
     Ok(Value::Integer(pending(call.conn, &sequence)?))
 }

@@ -19,7 +19,7 @@
 use crate::error::Error;
 use crate::ffi::Conn;
 use outpost_protocol::batch::{ColumnSchema, ForeignKey, TableSchema};
-use outpost_protocol::Strategy;
+use outpost_protocol::{SiteId, Strategy};
 use serde::{Deserialize, Serialize};
 
 const BOOKKEEPING: &str = r#"
@@ -61,7 +61,7 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
     if present == Some(2) {
         return Ok(());
     }
-    let site = crate::clock::new_site_id()?;
+    let site = new_site_id()?;
     conn.exec("SAVEPOINT outpost_init")?;
     let r = (|| {
         conn.exec(BOOKKEEPING)?;
@@ -78,6 +78,16 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
         s.run()
     })();
     finish_savepoint(conn, "outpost_init", r)
+}
+
+/// A fresh random site id.
+fn new_site_id() -> Result<SiteId, Error> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).map_err(|source| Error::NoRandomness {
+        what: "a site id",
+        source,
+    })?;
+    Ok(SiteId(b))
 }
 
 /// Releases a savepoint on success, rolls it back (and releases) on error.

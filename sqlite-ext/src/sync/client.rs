@@ -117,7 +117,7 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
         Some(w) => peers::select(all, w)?,
         None => all,
     };
-    let site = crate::clock::site_id(call.conn)?;
+    let site = crate::sites::site_id(call.conn)?;
     let id = identity::load_or_create(call.conn, site)?;
     let mut skipped: Vec<(Peer, SyncError)> = Vec::new();
     for peer in candidates {

@@ -25,7 +25,7 @@ use super::peers::Peer;
 use super::store::{Counts, EngineStore};
 use super::transport::{Link, Timeouts};
 use super::SyncError;
-use crate::export::db_version;
+use crate::fold::db_version;
 use crate::functions::Call;
 use outpost_protocol::message::Message;
 use outpost_protocol::session::ClientSession;

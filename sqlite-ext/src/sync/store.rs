@@ -18,7 +18,8 @@
 use super::SyncError;
 use crate::apply::{sql_apply, sql_apply_many};
 use crate::error::Error;
-use crate::export::{db_version, sql_changes};
+use crate::export::sql_changes;
+use crate::fold::db_version;
 use crate::functions::{Arg, Call};
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::BatchHeader;
