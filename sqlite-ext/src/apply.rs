@@ -675,8 +675,7 @@ pub(crate) fn sql_apply(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let Arg::Blob(bytes) = args[0] else {
         return Err(ApplyError::NotABlob.into());
     };
-    let batch = codec::decode(bytes, &Limits::default())
-        .map_err(|e| ApplyError::Malformed(e.to_string()))?;
+    let batch = codec::decode(bytes, &Limits::default()).map_err(ApplyError::Decode)?;
     apply_all(call, Batches::One(&batch))
 }
 
@@ -710,8 +709,7 @@ impl Batches<'_> {
         match self {
             Batches::One(b) => f(b),
             Batches::Encoded(blobs) => blobs.iter().try_for_each(|bytes| {
-                let b = codec::decode(bytes, &Limits::default())
-                    .map_err(|e| ApplyError::Malformed(e.to_string()))?;
+                let b = codec::decode(bytes, &Limits::default()).map_err(ApplyError::Decode)?;
                 f(&b)
             }),
         }

@@ -22,14 +22,20 @@ fn load<T: DeserializeOwned + Default>(
     s.bind_blob(2, key)?;
     s.bind_i64(3, col as i64)?;
     if s.step()? {
-        serde_json::from_str(&s.text(0)).map_err(|e| Error::Corrupt(format!("cell state: {e}")))
+        serde_json::from_str(&s.text(0)).map_err(|source| Error::CorruptJson {
+            what: "cell state",
+            source,
+        })
     } else {
         Ok(T::default())
     }
 }
 
 fn save<T: Serialize>(conn: Conn, tbl: i64, key: &[u8], col: usize, v: &T) -> Result<(), Error> {
-    let json = serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))?;
+    let json = serde_json::to_string(v).map_err(|source| Error::InternalJson {
+        what: "a cell state as JSON",
+        source,
+    })?;
     let mut s = conn.prepare(
         "INSERT OR REPLACE INTO _outpost_cells(tbl, key, col, state) VALUES (?1, ?2, ?3, ?4)",
     )?;

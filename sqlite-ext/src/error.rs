@@ -99,9 +99,10 @@ pub enum Error {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ApplyError {
-    /// The blob is not a batch: truncated, bad hash, unknown version, ... (the decoder's words).
+    /// The blob is not a batch, in the decoder's words: the form the sync client
+    /// (`sync/store.rs`) reports a pulled chunk's verification failure in.
     Malformed(String),
-    /// The blob is not a batch: the decoder's typed report.
+    /// The blob is not a batch: truncated, bad hash, unknown version, ... (the decoder's report).
     Decode(DecodeError),
     /// The argument was not a blob.
     NotABlob,
@@ -253,6 +254,14 @@ impl Error {
             | Error::Track(_)
             | Error::Apply(_)
             | Error::Sync(_) => SQLITE_ERROR,
+        }
+    }
+
+    /// An export's encoding failure that concerns no row in particular.
+    pub(crate) fn export(source: EncodeError) -> Error {
+        Error::Export {
+            table: None,
+            source,
         }
     }
 

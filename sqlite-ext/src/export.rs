@@ -122,10 +122,10 @@ pub(crate) fn changes(
         });
     }
     let header_size = {
-        let w = BodyWriter::new(schemas.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        let w = BodyWriter::new(schemas.clone()).map_err(Error::export)?;
         let range = SeqRange { lo: 1, hi: 1 };
         codec::finish_batch(w, me, range, Compression::None)
-            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(Error::export)?
             .len()
             + 16
     };
@@ -151,7 +151,7 @@ pub(crate) fn changes(
         }
     };
     let mut rows = RowStore::new(conn)?;
-    let mut writer = BodyWriter::new(schemas).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut writer = BodyWriter::new(schemas).map_err(Error::export)?;
     let mut open: Option<usize> = None;
     let mut pushed = 0usize;
     let mut hi = top;
@@ -258,9 +258,7 @@ pub(crate) fn changes(
             }
         }
         if open != Some(ti) {
-            writer
-                .begin_table(ex.header_index)
-                .map_err(|e| Error::Internal(e.to_string()))?;
+            writer.begin_table(ex.header_index).map_err(Error::export)?;
             open = Some(ti);
         }
         let row = RowChange {
@@ -268,15 +266,15 @@ pub(crate) fn changes(
             existence: st.exist,
             cells: cells_out,
         };
-        writer
-            .push_row(&row)
-            .map_err(|e| Error::Internal(format!("exporting a row of {}: {e}", ex.t.def.name)))?;
+        writer.push_row(&row).map_err(|source| Error::Export {
+            table: Some(ex.t.def.name.clone()),
+            source,
+        })?;
         pushed += 1;
     }
     let range = SeqRange::new(since + 1, hi)
         .ok_or_else(|| Error::Internal(format!("empty export range {since}..{hi}")))?;
-    let bytes = codec::finish_batch(writer, me, range, Compression::None)
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let bytes = codec::finish_batch(writer, me, range, Compression::None).map_err(Error::export)?;
     Ok(Some(bytes))
 }
 
@@ -297,7 +295,7 @@ pub(crate) fn sql_batch_json(call: &Call, args: &[Arg]) -> Result<Value, Error> 
         return Err(call.arg_error("expects a batch blob (from outpost_changes)"));
     };
     let b = codec::decode(bytes, &Limits::default())
-        .map_err(|e| Error::Apply(ApplyError::Malformed(e.to_string())))?;
+        .map_err(|e| Error::Apply(ApplyError::Decode(e)))?;
     let h = &b.header;
     let tables: Vec<serde_json::Value> = h
         .tables

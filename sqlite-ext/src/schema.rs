@@ -180,15 +180,21 @@ pub(crate) fn load_tracked(conn: Conn) -> Result<Vec<Tracked>, Error> {
     let mut s = conn.prepare("SELECT id, def FROM _outpost_tables ORDER BY id")?;
     let mut out = Vec::new();
     while s.step()? {
-        let def: TableDef = serde_json::from_str(&s.text(1))
-            .map_err(|e| Error::Corrupt(format!("table definition: {e}")))?;
+        let def: TableDef =
+            serde_json::from_str(&s.text(1)).map_err(|source| Error::CorruptJson {
+                what: "table definition",
+                source,
+            })?;
         out.push(Tracked { id: s.i64(0), def });
     }
     Ok(out)
 }
 
 pub(crate) fn save_def(conn: Conn, def: &TableDef) -> Result<i64, Error> {
-    let json = serde_json::to_string(def).map_err(|e| Error::Internal(e.to_string()))?;
+    let json = serde_json::to_string(def).map_err(|source| Error::InternalJson {
+        what: "a table definition as JSON",
+        source,
+    })?;
     let mut s = conn.prepare(
         "INSERT INTO _outpost_tables(name, def) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET def = excluded.def RETURNING id",
     )?;

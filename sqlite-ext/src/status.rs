@@ -81,8 +81,10 @@ pub(crate) fn sql_sync(call: &Call, args: &[Arg]) -> Result<Value, Error> {
 }
 
 fn record_success(conn: Conn, out: &str, acked: u64, now: u64) -> Result<(), Error> {
-    let out: Json = serde_json::from_str(out)
-        .map_err(|e| Error::Internal(format!("outpost_sync returned no JSON: {e}")))?;
+    let out: Json = serde_json::from_str(out).map_err(|source| Error::InternalJson {
+        what: "outpost_sync returned no JSON",
+        source,
+    })?;
     if let Some(site) = out.get("site").and_then(Json::as_str) {
         record_ok(conn, site, acked, now)?;
     }
