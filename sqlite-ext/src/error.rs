@@ -297,3 +297,59 @@ impl fmt::Display for LoadError {
 }
 
 impl std::error::Error for LoadError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    fn json_error(text: &str) -> serde_json::Error {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Err(e) => e,
+            Ok(v) => panic!("{text:?} parsed as {v}"),
+        }
+    }
+
+    #[test]
+    fn bad_options_name_the_function_and_keep_the_parsers_report() {
+        let e = Error::OptionsJson {
+            function: "outpost_track",
+            source: json_error("{\"direction\": "),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("outpost_track: options are not valid JSON: EOF while parsing"),
+            "{text}"
+        );
+        assert_eq!(e.code(), SQLITE_ERROR);
+        let source = e.source().map(ToString::to_string).unwrap_or_default();
+        assert!(text.ends_with(&source), "{text} / {source}");
+    }
+
+    #[test]
+    fn unreadable_bookkeeping_is_reported_as_corrupt_with_what_was_read() {
+        let e = Error::CorruptJson {
+            what: "table definition",
+            source: json_error("[1,"),
+        };
+        assert_eq!(e.code(), SQLITE_CORRUPT);
+        assert!(e
+            .to_string()
+            .starts_with("outpost: bookkeeping unreadable: table definition: "));
+        assert!(e.source().is_some());
+    }
+
+    #[test]
+    fn a_refused_registration_names_the_function_and_sqlites_reason() {
+        let e = LoadError::Register {
+            name: "outpost_version",
+            code: 5,
+            message: "unable to delete/modify user-function due to active statements".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "outpost: could not register outpost_version (SQLite code 5): \
+             unable to delete/modify user-function due to active statements"
+        );
+    }
+}

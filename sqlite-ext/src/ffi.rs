@@ -70,14 +70,14 @@ macro_rules! api_table {
             ///
             /// # Safety
             /// `p` must point to a valid `sqlite3_api_routines` (as passed to an entry point).
-            unsafe fn from_routines(p: *const *const c_void) -> Result<Api, &'static str> {
+            unsafe fn from_routines(p: *const *const c_void) -> Result<Api, LoadError> {
                 Ok(Api { $($name: {
                     // SAFETY: the table holds at least this many pointers (it only grows, and
                     // every entry used here exists since SQLite 3.14); each entry has the
                     // signature sqlite3ext.h gives it.
                     let f = unsafe { *p.add($index) };
                     if f.is_null() {
-                        return Err(stringify!($name));
+                        return Err(LoadError::MissingRoutine(stringify!($name)));
                     }
                     // SAFETY: as above; a non-null entry is the function of that signature.
                     unsafe { std::mem::transmute::<*const c_void, $ty>(f) }
@@ -148,7 +148,7 @@ pub(crate) unsafe fn install(p: *const c_void) -> Result<(), LoadError> {
         return Err(LoadError::NoRoutines);
     }
     // SAFETY: forwarded caller guarantee.
-    let api = unsafe { Api::from_routines(p.cast()) }.map_err(LoadError::MissingRoutine)?;
+    let api = unsafe { Api::from_routines(p.cast()) }?;
     let _ = API.set(api);
     Ok(())
 }
