@@ -23,7 +23,7 @@
 //!
 //! With foreign keys enforced, the rows referencing an evicted row are evicted with it (as
 //! missing their parent) and come back after it, parent tables first. The quarantine entries of
-//! a row back in its table go at the retry pass that follows (`quarantine::retry_with`).
+//! a row back in its table go at the retry pass that follows (`apply/retry.rs`).
 
 use super::{Applier, Outcome, Write, PARENT_MISSING};
 use crate::error::Error;
