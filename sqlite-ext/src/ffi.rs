@@ -175,8 +175,7 @@ pub(crate) fn sqlite_string(msg: &str) -> *mut c_char {
     copy_for_sqlite(api(), msg)
 }
 
-/// [`sqlite_string`] with the routines table given, for the entry point, which may run before
-/// (or instead of) [`install`] succeeding.
+/// [`sqlite_string`] with the allocator of the routines table given.
 fn copy_for_sqlite(api: &Api, msg: &str) -> *mut c_char {
     let bytes = msg.as_bytes();
     let Ok(n) = c_int::try_from(bytes.len() + 1) else {
@@ -195,22 +194,29 @@ fn copy_for_sqlite(api: &Api, msg: &str) -> *mut c_char {
 }
 
 /// Hands the entry point's failure to SQLite through its `pzErrMsg` out-parameter: SQLite shows
-/// the text after "error during initialization: " and frees it with `sqlite3_free`, so it must
-/// come from `sqlite3_malloc` of the SQLite that loaded us. Without an installed routines table
-/// there is no such allocator: the message is then only logged, as before.
+/// the text after "error during initialization: " (or "automatic extension loading failed: ")
+/// and frees it with `sqlite3_free`. So the copy comes from `sqlite3_malloc` of the routines
+/// table passed with this very call, not from the table [`install`] kept (another SQLite of the
+/// process may have installed that one). Without a usable table (null, or lacking a routine)
+/// there is no allocator to use: the message is then only logged.
 ///
 /// # Safety
-/// `pz_err_msg` must be null or the `char **` SQLite passed to the entry point.
-pub(crate) unsafe fn report_load_error(pz_err_msg: *mut *mut c_char, msg: &str) {
-    let Some(api) = API.get() else {
-        return;
-    };
-    if pz_err_msg.is_null() {
+/// `p_api` and `pz_err_msg` must be what SQLite passed to the entry point (each may be null).
+pub(crate) unsafe fn report_load_error(
+    p_api: *const c_void,
+    pz_err_msg: *mut *mut c_char,
+    msg: &str,
+) {
+    if p_api.is_null() || pz_err_msg.is_null() {
         return;
     }
-    let copy = copy_for_sqlite(api, msg);
-    // SAFETY: caller guarantee: a valid `char **` that SQLite reads (and frees) after the entry
-    // point returns; it holds null or nothing of ours before this call.
+    // SAFETY: caller guarantee: the routines table of the SQLite calling the entry point.
+    let Ok(api) = (unsafe { Api::from_routines(p_api.cast()) }) else {
+        return;
+    };
+    let copy = copy_for_sqlite(&api, msg);
+    // SAFETY: caller guarantee: SQLite's `char **`, set to null before the call, read (and the
+    // message freed) by SQLite after the entry point returns.
     unsafe { *pz_err_msg = copy };
 }
 

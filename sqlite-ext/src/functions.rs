@@ -10,6 +10,8 @@
 //! [`INLINE_ARGS`] arguments live on the stack, so the per-row trigger functions allocate nothing
 //! for their arguments.
 
+/// The argument type of every function body (its own module, `arg.rs`, because `ffi.rs` reads
+/// and binds it too).
 pub(crate) use crate::arg::Arg;
 use crate::error::{Error, LoadError, SQLITE_INTERNAL};
 use crate::ffi::{self, sqlite3, sqlite3_context, sqlite3_value, Conn};
@@ -174,8 +176,8 @@ pub(crate) fn register_all(
             def,
             session: session.clone(),
         }));
-        // SAFETY: db is the connection given to the entry point; `def.name` is a NUL-terminated
-        // 'static string; SQLite owns `reg` from here and frees it through `destroy` (also when
+        // SAFETY: db is the connection given to the entry point; `def.c_name` is a
+        // NUL-terminated 'static string; SQLite owns `reg` from here and frees it through `destroy` (also when
         // registration fails).
         let rc = unsafe {
             (ffi::api().create_function_v2)(

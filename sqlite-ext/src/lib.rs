@@ -213,7 +213,7 @@ pub unsafe extern "C" fn sqlite3_outpost_init(
     };
     let msg = e.to_string();
     log::error!("{msg}");
-    // SAFETY: pz_err_msg is SQLite's out-parameter for this call (or null, checked inside).
-    unsafe { ffi::report_load_error(pz_err_msg, &msg) };
+    // SAFETY: both are what SQLite passed to this call (null is checked inside).
+    unsafe { ffi::report_load_error(p_api, pz_err_msg, &msg) };
     SQLITE_ERROR
 }
