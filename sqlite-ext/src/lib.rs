@@ -31,6 +31,14 @@
 //! back into C (every call inside `catch_unwind`, every error converted to a SQLite code and
 //! message there). Merge rules come from `outpost_protocol::merge` unchanged.
 //!
+//! Files depend downward, never in a cycle: `error.rs` and `arg.rs` (nothing of the crate) →
+//! `ffi.rs` → `clock.rs` → `session.rs` (the per-connection state) → `functions.rs` and
+//! `clock_table.rs` (registration) → the engine modules (`schema.rs`, `keys.rs`, `json.rs`,
+//! `state.rs`, `cells.rs`, `quarantine.rs`, `triggers.rs`, `fold.rs`, `apply.rs`, `export.rs`,
+//! ...) → `sync/` → `status.rs` (which records what a sync did) → this file's table. The one exception is the apply itself: `apply.rs` and its
+//! parts in `apply/` (`unique.rs`, `restore.rs`, `retry.rs`: more methods of one `Applier`) use
+//! each other.
+//!
 //! ## Decisions (for ARCHITECTURE.md)
 //! - **Append-only capture, fold later.** The write path appends one log row per written row
 //!   and nothing else; per-row merge state is built by `fold` before export/apply. Keeping state
