@@ -47,6 +47,16 @@ pub enum MailboxError {
         /// The version this build writes.
         supported: i64,
     },
+    /// A stored record (an id grant, a push record) does not decode: the file was changed by
+    /// something else.
+    Record {
+        /// The mailbox file.
+        path: PathBuf,
+        /// Which record.
+        what: String,
+        /// The decoder's report.
+        source: postcard::Error,
+    },
     /// A stored row breaks the mailbox's own invariants (found by [`crate::Mailbox::check`] or
     /// while reading): the file was changed by something else.
     Corrupt {
@@ -89,6 +99,9 @@ impl fmt::Display for MailboxError {
                  upgrade outpost before opening it",
                 path.display()
             ),
+            MailboxError::Record { path, what, source } => {
+                write!(f, "mailbox {} is damaged: {what}: {source}", path.display())
+            }
             MailboxError::Corrupt { path, detail } => {
                 write!(f, "mailbox {} is damaged: {detail}", path.display())
             }
@@ -100,6 +113,8 @@ impl std::error::Error for MailboxError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             MailboxError::Sqlite { source, .. } => Some(source),
+            MailboxError::Decode { source, .. } => Some(source),
+            MailboxError::Record { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -124,9 +124,10 @@ impl Mailbox {
             .optional()
             .map_err(sql)?;
         if let Some(blob) = recorded {
-            return postcard::from_bytes(&blob).map_err(|e| MailboxError::Corrupt {
+            return postcard::from_bytes(&blob).map_err(|source| MailboxError::Record {
                 path: path.clone(),
-                detail: format!("id grant record: {e}"),
+                what: "id grant record".into(),
+                source,
             });
         }
         let ranges = match mode {

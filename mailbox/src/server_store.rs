@@ -26,9 +26,10 @@ impl ServerStore for Mailbox {
             return Ok(None);
         };
         let covered: Vec<Covered> =
-            postcard::from_bytes(&record.record).map_err(|e| MailboxError::Corrupt {
+            postcard::from_bytes(&record.record).map_err(|source| MailboxError::Record {
                 path: self.path().to_path_buf(),
-                detail: format!("push record of session {:02x?}: {e}", &session.0[..4]),
+                what: format!("push record of session {:02x?}", &session.0[..4]),
+                source,
             })?;
         Ok(Some(CommitRecord {
             digest: record.digest,

@@ -20,7 +20,8 @@ use crate::frame::{
     encode_frame, split_message, FrameDecoder, FrameError, Reassembler, DEFAULT_MAX_MESSAGE,
     MAX_FRAME_LEN, MAX_PLAINTEXT_LEN, TAG_LEN,
 };
-use crate::handshake::{PublicKey, HANDSHAKE_MAX_FRAME, MODE_ENROLL, MODE_SESSION, MSG1_LEN};
+use crate::handshake::keys::PublicKey;
+use crate::handshake::layout::looks_like_first_message;
 use crate::site::SiteId;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -334,16 +335,4 @@ impl Channel {
         self.out = Vec::new();
         e
     }
-}
-
-/// A frame that failed to decrypt and has exactly the layout of a handshake message 1 (a mode
-/// byte and the length that mode implies). Only used to name the error; never to accept anything.
-fn looks_like_first_message(frame: &[u8]) -> bool {
-    frame.len() <= HANDSHAKE_MAX_FRAME
-        && frame.len() >= 3
-        && match frame[2] {
-            MODE_SESSION => frame.len() == MSG1_LEN[0],
-            MODE_ENROLL => frame.len() == MSG1_LEN[1],
-            _ => false,
-        }
 }

@@ -35,43 +35,25 @@
 //! caller sends what [`Responder::take_outgoing`] holds (a refusal, or nothing) and closes.
 
 pub mod keys;
+pub(crate) mod layout;
 mod noise;
 
 pub use keys::{KeyError, Keypair, PublicKey, PUBLIC_KEY_LEN, PUBLIC_KEY_PREFIX, SECRET_KEY_LEN};
+pub use layout::{
+    ENROLL_CONFIRM, HANDSHAKE_MAX_FRAME, MODE_ENROLL, MODE_SESSION, MSG1_LEN, MSG2_LEN, MSG3_LEN,
+};
 pub use noise::{primitives, ENROLL_PATTERN, PROLOGUE_LABEL, SESSION_PATTERN};
 
 use crate::channel::{Channel, Limits, Peer};
-use crate::frame::{encode_frame, FrameDecoder, FrameError, TAG_LEN};
+use crate::frame::{encode_frame, FrameDecoder, FrameError};
 use crate::site::SiteId;
 use alloc::boxed::Box;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
+use layout::{HEADER_LEN, PAYLOAD_ENROLL, PAYLOAD_SESSION};
 use noise::{params, prologue, Resolver, SeededRng};
 use sha2::{Digest, Sha256};
-
-/// Mode byte of a session handshake.
-pub const MODE_SESSION: u8 = 0;
-/// Mode byte of an enrollment handshake.
-pub const MODE_ENROLL: u8 = 1;
-/// The plaintext of enrollment message 3.
-pub const ENROLL_CONFIRM: &[u8; 8] = b"OPENROLL";
-/// Largest frame accepted while handshaking (message 1 is at most 205 bytes).
-pub const HANDSHAKE_MAX_FRAME: usize = 256;
-
-const HEADER_LEN: usize = 3;
-const NOISE_OVERHEAD_1: usize = PUBLIC_KEY_LEN + PUBLIC_KEY_LEN + TAG_LEN + TAG_LEN;
-const PAYLOAD_SESSION: usize = 8 + 16;
-const PAYLOAD_ENROLL: usize = PAYLOAD_SESSION + 16;
-/// Frame length of message 1: session, enrollment.
-pub const MSG1_LEN: [usize; 2] = [
-    HEADER_LEN + NOISE_OVERHEAD_1 + PAYLOAD_SESSION,
-    HEADER_LEN + NOISE_OVERHEAD_1 + PAYLOAD_ENROLL,
-];
-/// Frame length of message 2.
-pub const MSG2_LEN: usize = PUBLIC_KEY_LEN + 1 + TAG_LEN;
-/// Frame length of message 3.
-pub const MSG3_LEN: usize = ENROLL_CONFIRM.len() + TAG_LEN;
 
 /// Names an enrollment token without revealing it: the first 16 bytes of
 /// SHA-256(`outpost-enroll-token` ‖ token).

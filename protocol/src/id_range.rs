@@ -14,6 +14,7 @@
 
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The most numbers one request may ask for.
@@ -83,48 +84,95 @@ impl IdGrant {
     }
 }
 
+/// Why a sequence name, a count or granted ranges break the rules of id blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum IdRangeError {
+    /// The sequence name is empty.
+    EmptyName,
+    /// The sequence name is longer than [`MAX_SEQUENCE_LEN`] bytes.
+    NameTooLong,
+    /// The sequence name has a byte other than `A-Z a-z 0-9 _ . -`.
+    NameCharacter,
+    /// A request asks for 0 or more than [`MAX_ID_BLOCK`] numbers.
+    Count,
+    /// A granted range is empty or starts at 0.
+    EmptyRange,
+    /// Granted ranges are not ascending and disjoint.
+    Overlap,
+    /// Granted ranges total more than [`MAX_ID_BLOCK`] numbers.
+    GrantTooLarge,
+}
+
+impl IdRangeError {
+    /// What is wrong, in words (also the message decoder's `InvalidField` text).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            IdRangeError::EmptyName => "sequence name is empty",
+            IdRangeError::NameTooLong => "sequence name is longer than 64 bytes",
+            IdRangeError::NameCharacter => {
+                "sequence name has a character other than A-Z a-z 0-9 _ . -"
+            }
+            IdRangeError::Count => "id count is not between 1 and 1000000",
+            IdRangeError::EmptyRange => "id range is empty or starts at 0",
+            IdRangeError::Overlap => "id ranges are not ascending and disjoint",
+            IdRangeError::GrantTooLarge => "id grant totals more than 1000000 numbers",
+        }
+    }
+}
+
+impl fmt::Display for IdRangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for IdRangeError {}
+
 /// Checks a sequence name: 1 to [`MAX_SEQUENCE_LEN`] bytes of `A-Z a-z 0-9 _ . -`.
-pub fn check_sequence(name: &str) -> Result<(), &'static str> {
+pub fn check_sequence(name: &str) -> Result<(), IdRangeError> {
     if name.is_empty() {
-        return Err("sequence name is empty");
+        return Err(IdRangeError::EmptyName);
     }
     if name.len() > MAX_SEQUENCE_LEN {
-        return Err("sequence name is longer than 64 bytes");
+        return Err(IdRangeError::NameTooLong);
     }
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
     {
-        return Err("sequence name has a character other than A-Z a-z 0-9 _ . -");
+        return Err(IdRangeError::NameCharacter);
     }
     Ok(())
 }
 
 /// Checks a request count: 1 to [`MAX_ID_BLOCK`].
-pub fn check_count(count: u64) -> Result<(), &'static str> {
+pub fn check_count(count: u64) -> Result<(), IdRangeError> {
     if count == 0 || count > MAX_ID_BLOCK {
-        return Err("id count is not between 1 and 1000000");
+        return Err(IdRangeError::Count);
     }
     Ok(())
 }
 
 /// Checks granted ranges: each `1 <= first <= last`, ascending and non-overlapping, totalling at
 /// most [`MAX_ID_BLOCK`]. Returns the total.
-pub fn check_ranges(ranges: &[IdRange]) -> Result<u64, &'static str> {
+pub fn check_ranges(ranges: &[IdRange]) -> Result<u64, IdRangeError> {
     let mut total: u64 = 0;
     let mut previous: Option<u64> = None;
     for r in ranges {
         if r.first == 0 || r.first > r.last {
-            return Err("id range is empty or starts at 0");
+            return Err(IdRangeError::EmptyRange);
         }
         if previous.is_some_and(|p| r.first <= p) {
-            return Err("id ranges are not ascending and disjoint");
+            return Err(IdRangeError::Overlap);
         }
         previous = Some(r.last);
         total = total.saturating_add(r.len());
     }
     if total > MAX_ID_BLOCK {
-        return Err("id grant totals more than 1000000 numbers");
+        return Err(IdRangeError::GrantTooLarge);
     }
     Ok(total)
 }

@@ -378,12 +378,14 @@ impl Message {
                 bad("ack range is empty or starts at 0")
             }
             Message::IdRequest(r) => {
-                id_range::check_sequence(&r.sequence).or_else(bad)?;
-                id_range::check_count(r.count).or_else(bad)
+                id_range::check_sequence(&r.sequence).or_else(|e| bad(e.as_str()))?;
+                id_range::check_count(r.count).or_else(|e| bad(e.as_str()))
             }
             Message::IdGrant(g) => {
-                id_range::check_sequence(&g.sequence).or_else(bad)?;
-                id_range::check_ranges(&g.ranges).map(|_| ()).or_else(bad)
+                id_range::check_sequence(&g.sequence).or_else(|e| bad(e.as_str()))?;
+                id_range::check_ranges(&g.ranges)
+                    .map(|_| ())
+                    .or_else(|e| bad(e.as_str()))
             }
             _ => Ok(()),
         }

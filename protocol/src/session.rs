@@ -60,7 +60,7 @@ pub use server::{ServerConfig, ServerSession};
 
 use crate::batch::codec::DecodeError;
 use crate::batch::BatchHeader;
-use crate::id_range::{IdRange, IdRequest};
+use crate::id_range::{IdRange, IdRangeError, IdRequest};
 use crate::message::{Covered, ErrorCode, Message, PushAgainReason, SessionId};
 use crate::site::SiteId;
 use crate::vector::VersionVector;
@@ -240,6 +240,22 @@ pub enum SessionError {
     },
     /// The local store failed (its message).
     Store(String),
+    /// The store granted ranges that break the id-block rules (a bug of the store).
+    StoreGrantInvalid(IdRangeError),
+    /// The store granted ids that do not answer the request (another total, or numbers not above
+    /// the request's floor): a bug of the store.
+    StoreGrantMismatch {
+        /// Numbers granted.
+        granted: u64,
+        /// The first one.
+        first: u64,
+        /// Numbers asked for.
+        count: u64,
+        /// The floor the grant had to start above.
+        above: u64,
+    },
+    /// A batch the store holds does not decode (the store was damaged or is buggy).
+    StoredBatchUndecodable(DecodeError),
     /// The peer sent an error.
     Peer {
         /// Its code.
@@ -290,6 +306,19 @@ impl fmt::Display for SessionError {
                 "push refused {attempts} times (last: {reason:?}); try again later"
             ),
             SessionError::Store(m) => write!(f, "local store failed: {m}"),
+            SessionError::StoreGrantInvalid(e) => write!(f, "local store failed: {e}"),
+            SessionError::StoreGrantMismatch {
+                granted,
+                first,
+                count,
+                above,
+            } => write!(
+                f,
+                "local store failed: the store granted {granted} ids from {first} for a request of {count} above {above}"
+            ),
+            SessionError::StoredBatchUndecodable(e) => {
+                write!(f, "local store failed: stored batch does not decode: {e}")
+            }
             SessionError::Peer { code, message } => write!(f, "peer error {code:?}: {message}"),
             SessionError::Finished => f.write_str("session already ended"),
         }
@@ -297,7 +326,15 @@ impl fmt::Display for SessionError {
 }
 
 #[cfg(feature = "std")]
-impl std::error::Error for SessionError {}
+impl std::error::Error for SessionError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SessionError::BadBatch(e) | SessionError::StoredBatchUndecodable(e) => Some(e),
+            SessionError::StoreGrantInvalid(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl SessionError {
     /// The error code to send the peer.
@@ -313,7 +350,10 @@ impl SessionError {
             | SessionError::IdGrantMismatch
             | SessionError::PushAttemptsExhausted { .. }
             | SessionError::Finished => ErrorCode::BadMessage,
-            SessionError::Store(_) => ErrorCode::Internal,
+            SessionError::Store(_)
+            | SessionError::StoreGrantInvalid(_)
+            | SessionError::StoreGrantMismatch { .. }
+            | SessionError::StoredBatchUndecodable(_) => ErrorCode::Internal,
             SessionError::Peer { code, .. } => *code,
         }
     }
@@ -323,7 +363,12 @@ impl SessionError {
     pub fn to_message(&self) -> Option<Message> {
         let message = match self {
             SessionError::Peer { .. } | SessionError::Finished => return None,
-            SessionError::Store(_) => String::from("the peer's store failed; try again later"),
+            SessionError::Store(_)
+            | SessionError::StoreGrantInvalid(_)
+            | SessionError::StoreGrantMismatch { .. }
+            | SessionError::StoredBatchUndecodable(_) => {
+                String::from("the peer's store failed; try again later")
+            }
             other => other.to_string(),
         };
         Some(Message::Error {

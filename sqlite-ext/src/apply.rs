@@ -31,10 +31,12 @@ use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
 use outpost_protocol::{SiteId, Stamp, Strategy, Value};
 mod carry;
 mod restore;
+mod retry;
 mod trigger_pause;
 mod unique;
 
-pub(crate) use carry::Carried;
+pub(crate) use retry::{retry_all, sql_retry};
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -244,7 +246,7 @@ impl<'c> Applier<'c> {
         row: &RowChange,
         reason: &str,
     ) -> Result<Outcome, Error> {
-        crate::quarantine::put(self.call, origin, schema, row, reason)?;
+        crate::quarantine::put(self.call.conn, origin, schema, row, reason)?;
         self.stats.quarantined += 1;
         Ok(Outcome::Quarantined)
     }
@@ -510,7 +512,7 @@ impl<'c> Applier<'c> {
                     }
                 }
                 Err(Error::Sqlite { code, message, .. })
-                    if code & 0xff == crate::ffi::SQLITE_CONSTRAINT =>
+                    if code & 0xff == crate::error::SQLITE_CONSTRAINT =>
                 {
                     return self.quarantine(origin, schema, row, &message);
                 }
@@ -673,8 +675,7 @@ pub(crate) fn sql_apply(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let Arg::Blob(bytes) = args[0] else {
         return Err(ApplyError::NotABlob.into());
     };
-    let batch = codec::decode(bytes, &Limits::default())
-        .map_err(|e| ApplyError::Malformed(e.to_string()))?;
+    let batch = codec::decode(bytes, &Limits::default()).map_err(ApplyError::Decode)?;
     apply_all(call, Batches::One(&batch))
 }
 
@@ -708,8 +709,7 @@ impl Batches<'_> {
         match self {
             Batches::One(b) => f(b),
             Batches::Encoded(blobs) => blobs.iter().try_for_each(|bytes| {
-                let b = codec::decode(bytes, &Limits::default())
-                    .map_err(|e| ApplyError::Malformed(e.to_string()))?;
+                let b = codec::decode(bytes, &Limits::default()).map_err(ApplyError::Decode)?;
                 f(&b)
             }),
         }
@@ -722,13 +722,13 @@ fn apply_all(call: &Call, batches: Batches) -> Result<Value, Error> {
         return Err(Error::InTransaction("outpost_apply"));
     }
     schema::ensure(call.conn)?;
-    let me = crate::clock::site_id(call.conn)?;
+    let me = crate::sites::site_id(call.conn)?;
     let pause = trigger_pause::TriggerPause::begin(call.conn)?;
     // With the triggers paused nothing but this call writes row state until it returns: it can
     // know which rows have none without looking (`NewRows`), starting from what the previous
     // call knew when the database is as that call left it (`carry.rs`).
     let kept = if pause.paused() {
-        carry::take(call.conn, &call.session.new_rows)?
+        carry::take(call.conn, &call.session.apply)?
     } else {
         None
     };
@@ -765,7 +765,7 @@ fn apply_all(call: &Call, batches: Batches) -> Result<Value, Error> {
     // Kept only while a first sync is under way (some table had no state): a device in steady
     // state neither holds the filter nor pays for the stamp.
     if let Some(rows) = new_rows.filter(NewRows::saves_lookups) {
-        carry::keep(call.conn, &call.session.new_rows, rows)?;
+        carry::keep(call.conn, &call.session.apply, rows)?;
     }
     let json = serde_json::json!({
         "applied": stats.applied, "unchanged": stats.unchanged,
@@ -810,7 +810,7 @@ fn apply_batch(
     let h = &batch.header;
     let folded = crate::fold::fold(call)?;
     if folded.columns_added {
-        crate::quarantine::retry_all(call)?;
+        retry_all(call)?;
     }
     if folded.rows_written || folded.columns_added {
         // Fold and the quarantine retry write state through stores of their own.
@@ -898,15 +898,19 @@ fn apply_batch(
         .is_some()
     {
         let before = ap.stats.quarantined;
-        crate::quarantine::retry_with(call, &mut ap)?;
+        retry::retry_with(call, &mut ap)?;
         ap.stats.quarantined = before;
     } else {
         ap.settle()?;
     }
     let max_hlc = ap.max_hlc.max(h.base_hlc.as_u64());
-    call.session.observe(conn, max_hlc)?;
+    call.session.clock.observe(conn, max_hlc)?;
     let stored = schema::meta_get(conn, "hlc")?.unwrap_or(0) as u64;
-    schema::meta_set(conn, "hlc", stored.max(call.session.last(conn)?) as i64)?;
+    schema::meta_set(
+        conn,
+        "hlc",
+        stored.max(call.session.clock.last(conn)?) as i64,
+    )?;
     let mut s = conn.prepare(
         "INSERT INTO _outpost_vector(site, covered) VALUES (?1, ?2) ON CONFLICT(site) DO UPDATE SET covered = max(covered, excluded.covered)",
     )?;
@@ -924,8 +928,8 @@ pub(crate) fn sql_vector(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     schema::ensure(call.conn)?;
     let mut out = serde_json::Map::new();
     out.insert(
-        crate::clock::site_id(call.conn)?.to_string(),
-        crate::export::db_version(call.conn)?.into(),
+        crate::sites::site_id(call.conn)?.to_string(),
+        crate::fold::db_version(call.conn)?.into(),
     );
     let mut s = call
         .conn

@@ -3,6 +3,7 @@
 
 use crate::error::Error;
 use crate::ffi::Conn;
+use crate::json::{key_json, value_json};
 use crate::schema::Tracked;
 use outpost_protocol::merge::{CounterCell, ReviewCell};
 use outpost_protocol::Value;
@@ -21,14 +22,20 @@ fn load<T: DeserializeOwned + Default>(
     s.bind_blob(2, key)?;
     s.bind_i64(3, col as i64)?;
     if s.step()? {
-        serde_json::from_str(&s.text(0)).map_err(|e| Error::Corrupt(format!("cell state: {e}")))
+        serde_json::from_str(&s.text(0)).map_err(|source| Error::CorruptJson {
+            what: "cell state",
+            source,
+        })
     } else {
         Ok(T::default())
     }
 }
 
 fn save<T: Serialize>(conn: Conn, tbl: i64, key: &[u8], col: usize, v: &T) -> Result<(), Error> {
-    let json = serde_json::to_string(v).map_err(|e| Error::Internal(e.to_string()))?;
+    let json = serde_json::to_string(v).map_err(|source| Error::InternalJson {
+        what: "a cell state as JSON",
+        source,
+    })?;
     let mut s = conn.prepare(
         "INSERT OR REPLACE INTO _outpost_cells(tbl, key, col, state) VALUES (?1, ?2, ?3, ?4)",
     )?;
@@ -83,7 +90,7 @@ pub(crate) fn save_review(
             .iter()
             .map(|s| {
                 serde_json::json!({
-                    "value": crate::export::value_json(&s.value),
+                    "value": value_json(&s.value),
                     "hlc": s.version.stamp.hlc.to_string(),
                     "site": s.version.stamp.site.to_string(),
                 })
@@ -111,16 +118,6 @@ pub(crate) fn save_review(
         s.bind_i64(3, col as i64)?;
         s.run()
     }
-}
-
-/// A packed key as JSON text (a one-column key is shown bare: `"p1"`, else an array).
-pub(crate) fn key_json(key: &[u8]) -> Result<String, Error> {
-    let vals = crate::keys::unpack(key)?;
-    Ok(match vals.as_slice() {
-        [one] => crate::export::value_json(one).to_string(),
-        many => serde_json::Value::Array(many.iter().map(crate::export::value_json).collect())
-            .to_string(),
-    })
 }
 
 /// `k1 = ?1 AND k2 = ?2 ...` over the table's key columns.

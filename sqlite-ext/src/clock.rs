@@ -1,52 +1,21 @@
-//! Per-connection state: the hybrid logical clock and the capture switch; the site id.
+//! The connection's hybrid logical clock, and wall time.
 //!
-//! Triggers call `outpost_tick()` once per written row, so the clock is a cached
-//! [`outpost_protocol::Clock`] per connection, resumed from what the database has stored at its
-//! first use. Another connection of the same database may have issued later clocks meanwhile;
-//! `fold` therefore never trusts a logged clock blindly: a local write always gets a clock above
-//! the version it replaces (see `fold.rs`), so per-cell order holds across connections.
+//! Triggers call `outpost_tick()` (or read `outpost_clock`) once per written row, so the clock is
+//! a cached [`outpost_protocol::Clock`] per connection ([`ConnClock`], held by the connection's
+//! `Session`), resumed from what the database has stored at its first use. Another connection
+//! of the same database may have issued later clocks meanwhile; `fold` therefore never trusts a
+//! logged clock blindly: a local write always gets a clock above the version it replaces (see
+//! `fold.rs`), so per-cell order holds across connections.
 //!
-//! `capturing` is false while `outpost_apply` writes a peer's changes: the triggers' `WHEN
-//! outpost_capturing()` then skips them, so received writes keep their origin.
+//! The wall clock is read here and nowhere else in the engine (the protocol never reads it).
 
 use crate::error::Error;
 use crate::ffi::Conn;
-use crate::functions::{Arg, Call};
-use outpost_protocol::{Clock, Hlc, SiteId, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
+use outpost_protocol::{Clock, Hlc};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// State shared by all functions of one connection.
-pub(crate) struct Session {
-    capturing: AtomicBool,
-    clock: Mutex<Option<Clock>>,
-    /// Where a chunked export stopped (see `export.rs`).
-    export: Mutex<Option<ExportCursor>>,
-    /// What the last apply knew of rows without state (see `apply/carry.rs`).
-    pub(crate) new_rows: Mutex<Option<crate::apply::Carried>>,
-}
-
-/// The rows a chunked export has yet to send: valid while the database's own seq is unchanged
-/// and the next call asks from where the last one stopped. Saves rescanning every row per chunk.
-pub(crate) struct ExportCursor {
-    pub top: u64,
-    pub since: u64,
-    /// `(smallest own seq above since, table id, packed key)`, in that seq order.
-    pub rest: Vec<(u64, i64, Vec<u8>)>,
-}
-
-impl Default for Session {
-    fn default() -> Self {
-        Session {
-            capturing: AtomicBool::new(true),
-            clock: Mutex::new(None),
-            export: Mutex::new(None),
-            new_rows: Mutex::new(None),
-        }
-    }
-}
-
+/// Milliseconds since the Unix epoch (0 if the system clock is before it).
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -54,29 +23,23 @@ fn wall_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Restores capture when dropped (also on early return or error).
-pub(crate) struct Suppress<'a>(&'a Session);
-
-impl Drop for Suppress<'_> {
-    fn drop(&mut self) {
-        self.0.capturing.store(true, Ordering::SeqCst);
-    }
+/// Seconds since the Unix epoch (0 if the system clock is before it), for the timestamps Outpost
+/// records (id requests, sync outcomes).
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
-impl Session {
-    pub(crate) fn capturing(&self) -> bool {
-        self.capturing.load(Ordering::Relaxed)
-    }
+/// One connection's clock: resumed from the database at first use, then kept in memory.
+#[derive(Default)]
+pub(crate) struct ConnClock(Mutex<Option<Clock>>);
 
-    /// Stops trigger capture until the guard drops.
-    pub(crate) fn suppress(&self) -> Suppress<'_> {
-        self.capturing.store(false, Ordering::SeqCst);
-        Suppress(self)
-    }
-
+impl ConnClock {
     fn with_clock<T>(&self, conn: Conn, f: impl FnOnce(&mut Clock) -> T) -> Result<T, Error> {
         let mut guard = self
-            .clock
+            .0
             .lock()
             .map_err(|_| Error::Internal("clock lock poisoned".into()))?;
         if guard.is_none() {
@@ -97,22 +60,6 @@ impl Session {
         }
     }
 
-    /// Takes the export cursor if it continues exactly `since` at own seq `top`.
-    pub(crate) fn take_export(&self, top: u64, since: u64) -> Option<Vec<(u64, i64, Vec<u8>)>> {
-        let mut g = self.export.lock().ok()?;
-        match g.take() {
-            Some(c) if c.top == top && c.since == since => Some(c.rest),
-            _ => None,
-        }
-    }
-
-    /// Remembers where a chunked export stopped.
-    pub(crate) fn keep_export(&self, cursor: ExportCursor) {
-        if let Ok(mut g) = self.export.lock() {
-            *g = Some(cursor);
-        }
-    }
-
     /// The clock of a new local write.
     pub(crate) fn tick(&self, conn: Conn) -> Result<u64, Error> {
         self.with_clock(conn, |c| c.tick(wall_ms()).as_u64())
@@ -127,47 +74,4 @@ impl Session {
     pub(crate) fn last(&self, conn: Conn) -> Result<u64, Error> {
         self.with_clock(conn, |c| c.last().as_u64())
     }
-}
-
-/// This database's site id (created with the bookkeeping, see `schema::ensure`).
-pub(crate) fn site_id(conn: Conn) -> Result<SiteId, Error> {
-    let mut s = conn.prepare("SELECT site FROM _outpost_sites WHERE idx = 0")?;
-    if s.step()? {
-        SiteId::from_slice(&s.blob(0))
-            .ok_or_else(|| Error::Corrupt("stored site id is not 16 bytes".into()))
-    } else {
-        Err(Error::Corrupt("no site id stored".into()))
-    }
-}
-
-/// A fresh random site id.
-pub(crate) fn new_site_id() -> Result<SiteId, Error> {
-    let mut b = [0u8; 16];
-    getrandom::getrandom(&mut b)
-        .map_err(|e| Error::Internal(format!("no randomness for a site id: {e}")))?;
-    Ok(SiteId(b))
-}
-
-/// `outpost_tick()`: the clock for a local write (called by the triggers).
-pub(crate) fn sql_tick(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
-    Ok(Value::Integer(call.session.tick(call.conn)? as i64))
-}
-
-/// `outpost_capturing()`: 1 unless this connection is applying a peer's changes.
-pub(crate) fn sql_capturing(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
-    Ok(Value::Integer(call.session.capturing() as i64))
-}
-
-/// `outpost_site_id()`.
-pub(crate) fn sql_site_id(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
-    crate::schema::ensure(call.conn)?;
-    Ok(Value::Blob(site_id(call.conn)?.0.to_vec()))
-}
-
-/// `outpost_pack(v, ...)`: the packed key form (called by the triggers).
-pub(crate) fn sql_pack(_call: &Call, args: &[Arg]) -> Result<Value, Error> {
-    Ok(Value::Blob(crate::keys::pack_args(
-        args.iter().copied(),
-        args.len(),
-    )))
 }

@@ -10,8 +10,9 @@
 //! table without constraints on `village` runs without a statement journal (W2 in
 //! docs/performance.md).
 
-use crate::clock::Session;
+use crate::error::{LoadError, SQLITE_ERROR};
 use crate::ffi::{self, sqlite3, sqlite3_context, sqlite3_value};
+use crate::session::Session;
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -101,7 +102,7 @@ impl Table {
             unsafe { (ffi::api().free)(self.z_err_msg.cast()) };
         }
         self.z_err_msg = ffi::sqlite_string(msg);
-        ffi::SQLITE_ERROR
+        SQLITE_ERROR
     }
 }
 
@@ -114,7 +115,7 @@ struct Cursor {
 }
 
 /// Registers `outpost_clock` on `db`, reading the connection's shared session.
-pub(crate) fn register(db: *mut sqlite3, session: Arc<Session>) -> Result<(), String> {
+pub(crate) fn register(db: *mut sqlite3, session: Arc<Session>) -> Result<(), LoadError> {
     let aux = Box::into_raw(Box::new(session));
     // SAFETY: db is a live connection; SQLite owns `aux` from here and frees it through
     // `drop_aux` (also when registration fails); MODULE is 'static.
@@ -130,9 +131,11 @@ pub(crate) fn register(db: *mut sqlite3, session: Arc<Session>) -> Result<(), St
     if rc == ffi::SQLITE_OK {
         Ok(())
     } else {
-        Err(format!(
-            "could not register outpost_clock (SQLite code {rc})"
-        ))
+        Err(LoadError::Register {
+            name: "outpost_clock",
+            code: rc,
+            message: ffi::Conn(db).error_message(),
+        })
     }
 }
 
@@ -213,7 +216,7 @@ unsafe extern "C" fn filter(
     let t = unsafe { &mut *c.p_vtab };
     let r = catch_unwind(AssertUnwindSafe(|| {
         if t.session.capturing() {
-            t.session.tick(ffi::Conn(t.db)).map(Some)
+            t.session.clock.tick(ffi::Conn(t.db)).map(Some)
         } else {
             Ok(None)
         }

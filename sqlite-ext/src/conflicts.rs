@@ -57,7 +57,7 @@ pub(crate) fn sql_resolve(call: &Call, args: &[Arg]) -> Result<Value, Error> {
             }
             u.run()?;
         }
-        let hlc = call.session.tick(conn)?;
+        let hlc = call.session.clock.tick(conn)?;
         let mut l = conn.prepare("INSERT INTO _outpost_log(tbl, key, op, hlc, mask, vals) VALUES (?1, ?2, ?3, ?4, ?5, NULL)")?;
         l.bind_i64(1, tbl)?;
         l.bind_blob(2, &key)?;

@@ -1,11 +1,27 @@
 //! Typed errors of the extension, and the one place they become SQLite code + message
-//! ([`Error::code`], used by `functions.rs`).
+//! ([`Error::code`], used by `functions.rs`; [`LoadError`] for the entry point's `pzErrMsg`).
+//!
+//! This module imports nothing else of the crate: every other module, `ffi.rs` included, reports
+//! through it, so it sits below all of them.
 
+use outpost_protocol::batch::codec::{DecodeError, EncodeError};
+use outpost_protocol::id_range::IdRangeError;
 use std::fmt;
 
 mod sync;
 
 pub use sync::{KeyFileProblem, SyncError, Unconfirmed};
+
+/// SQLite's generic error (`SQLITE_ERROR`).
+pub(crate) const SQLITE_ERROR: i32 = 1;
+/// A bug in SQLite or in an extension (`SQLITE_INTERNAL`).
+pub(crate) const SQLITE_INTERNAL: i32 = 2;
+/// The database file or its content is damaged (`SQLITE_CORRUPT`).
+pub(crate) const SQLITE_CORRUPT: i32 = 11;
+/// A string or blob past SQLite's size limit (`SQLITE_TOOBIG`).
+pub(crate) const SQLITE_TOOBIG: i32 = 18;
+/// A constraint failed (`SQLITE_CONSTRAINT`, the primary code of `SQLITE_CONSTRAINT_*`).
+pub(crate) const SQLITE_CONSTRAINT: i32 = 19;
 
 /// Everything an Outpost SQL function can fail with.
 #[derive(Debug)]
@@ -14,6 +30,20 @@ pub enum Error {
     /// A function was called with a wrong argument (arity is checked by SQLite; type and content
     /// here). Names the function and the argument.
     Argument(String),
+    /// A function's JSON options argument does not parse.
+    OptionsJson {
+        /// The function called.
+        function: &'static str,
+        /// The parser's report.
+        source: serde_json::Error,
+    },
+    /// A function's sequence-name argument is not a valid id sequence name.
+    SequenceName {
+        /// The function called.
+        function: &'static str,
+        /// What is wrong with the name.
+        source: IdRangeError,
+    },
     /// `outpost_track` refused a table (no primary key, integer rowid key without opt-in, ...).
     Track(String),
     /// `outpost_apply` / `outpost_track` / `outpost_resolve` was called inside an open transaction.
@@ -42,16 +72,48 @@ pub enum Error {
     TooBig(usize),
     /// Stored bookkeeping could not be read back (corrupt or from a newer version).
     Corrupt(String),
+    /// Stored bookkeeping kept as JSON (a table definition, a counter or review cell, a
+    /// quarantined change) does not parse.
+    CorruptJson {
+        /// What was being read.
+        what: &'static str,
+        /// The parser's report.
+        source: serde_json::Error,
+    },
     /// A bug: an invariant of this crate did not hold. The message says which.
     Internal(String),
+    /// A bug: the crate's own data did not convert to or from JSON.
+    InternalJson {
+        /// What was being converted.
+        what: &'static str,
+        /// The converter's report.
+        source: serde_json::Error,
+    },
+    /// A bug: an export did not fit the batch format's rules for the schemas it declared.
+    Export {
+        /// The table whose row was being written, when the failure concerns a row.
+        table: Option<String>,
+        /// The encoder's report.
+        source: EncodeError,
+    },
+    /// The operating system gave no random bytes (for a site id, a UUID, an id request).
+    NoRandomness {
+        /// What needed them.
+        what: &'static str,
+        /// The operating system's report.
+        source: getrandom::Error,
+    },
 }
 
 /// Why a batch was refused as a whole (the database is unchanged).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ApplyError {
-    /// The blob is not a batch: truncated, bad hash, unknown version, ... (the decoder's words).
+    /// The blob is not a batch, in the decoder's words: the form the sync client
+    /// (`sync/store.rs`) reports a pulled chunk's verification failure in.
     Malformed(String),
+    /// The blob is not a batch: truncated, bad hash, unknown version, ... (the decoder's report).
+    Decode(DecodeError),
     /// The argument was not a blob.
     NotABlob,
     /// The batch's origin is this database: its own changes never come back.
@@ -63,10 +125,33 @@ pub enum ApplyError {
     BadSchema(String),
 }
 
+/// Why the extension could not initialize on a connection. The entry point hands its text to
+/// SQLite through `pzErrMsg`, which shows it after "error during initialization: ".
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// SQLite passed a null routines table to the entry point.
+    NoRoutines,
+    /// The routines table lacks a function this crate calls (a SQLite older than 3.14).
+    MissingRoutine(&'static str),
+    /// SQLite refused to register one of the SQL functions or the `outpost_clock` table.
+    Register {
+        /// The function or table.
+        name: &'static str,
+        /// SQLite's result code.
+        code: i32,
+        /// SQLite's message for it.
+        message: String,
+    },
+    /// The initialization panicked (a bug).
+    Panicked,
+}
+
 impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApplyError::Malformed(m) => write!(f, "not a valid Outpost batch: {m}"),
+            ApplyError::Decode(e) => write!(f, "not a valid Outpost batch: {e}"),
             ApplyError::NotABlob => {
                 f.write_str("outpost_apply expects a batch blob (from outpost_changes)")
             }
@@ -82,10 +167,26 @@ impl fmt::Display for ApplyError {
     }
 }
 
+impl std::error::Error for ApplyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ApplyError::Decode(e) => Some(e),
+            ApplyError::Gap(g) => Some(g),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Argument(m) => f.write_str(m),
+            Error::OptionsJson { function, source } => {
+                write!(f, "{function}: options are not valid JSON: {source}")
+            }
+            Error::SequenceName { function, source } => {
+                write!(f, "{function}: sequence: {source}")
+            }
             Error::Track(m) => f.write_str(m),
             Error::InTransaction(func) => write!(
                 f,
@@ -109,7 +210,24 @@ impl fmt::Display for Error {
             }
             Error::TooBig(n) => write!(f, "outpost: value of {n} bytes exceeds SQLite's limit"),
             Error::Corrupt(m) => write!(f, "outpost: bookkeeping unreadable: {m}"),
+            Error::CorruptJson { what, source } => {
+                write!(f, "outpost: bookkeeping unreadable: {what}: {source}")
+            }
             Error::Internal(m) => write!(f, "outpost internal error (please report): {m}"),
+            Error::InternalJson { what, source } => {
+                write!(f, "outpost internal error (please report): {what}: {source}")
+            }
+            Error::Export { table, source } => {
+                f.write_str("outpost internal error (please report): ")?;
+                if let Some(t) = table {
+                    write!(f, "exporting a row of {t}: ")?;
+                }
+                write!(f, "{source}")
+            }
+            Error::NoRandomness { what, source } => write!(
+                f,
+                "outpost internal error (please report): {what}: no randomness: {source}"
+            ),
         }
     }
 }
@@ -118,6 +236,13 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Sync { error, .. } => Some(&**error),
+            Error::OptionsJson { source, .. }
+            | Error::CorruptJson { source, .. }
+            | Error::InternalJson { source, .. } => Some(source),
+            Error::SequenceName { source, .. } => Some(source),
+            Error::Apply(e) => Some(e),
+            Error::Export { source, .. } => Some(source),
+            Error::NoRandomness { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -134,19 +259,115 @@ impl Error {
     pub fn code(&self) -> i32 {
         match self {
             Error::Sqlite { code, .. } => *code,
-            Error::TooBig(_) => 18,  // SQLITE_TOOBIG
-            Error::Corrupt(_) => 11, // SQLITE_CORRUPT
-            Error::Internal(_) => 2, // SQLITE_INTERNAL
+            Error::TooBig(_) => SQLITE_TOOBIG,
+            Error::Corrupt(_) | Error::CorruptJson { .. } => SQLITE_CORRUPT,
+            Error::Internal(_)
+            | Error::InternalJson { .. }
+            | Error::Export { .. }
+            | Error::NoRandomness { .. } => SQLITE_INTERNAL,
             Error::InTransaction(_)
             | Error::Argument(_)
+            | Error::OptionsJson { .. }
+            | Error::SequenceName { .. }
             | Error::Track(_)
             | Error::Apply(_)
-            | Error::Sync { .. } => crate::ffi::SQLITE_ERROR,
+            | Error::Sync { .. } => SQLITE_ERROR,
+        }
+    }
+
+    /// An export's encoding failure that concerns no row in particular.
+    pub(crate) fn export(source: EncodeError) -> Error {
+        Error::Export {
+            table: None,
+            source,
         }
     }
 
     /// True for a constraint violation (UNIQUE, CHECK, NOT NULL, FOREIGN KEY).
     pub fn is_constraint(&self) -> bool {
-        matches!(self, Error::Sqlite { code, .. } if code & 0xff == crate::ffi::SQLITE_CONSTRAINT)
+        matches!(self, Error::Sqlite { code, .. } if code & 0xff == SQLITE_CONSTRAINT)
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::NoRoutines => {
+                f.write_str("outpost: SQLite passed no API routines table to the entry point")
+            }
+            LoadError::MissingRoutine(name) => write!(
+                f,
+                "outpost: this SQLite lacks sqlite3_{name}; Outpost needs SQLite 3.14 or later"
+            ),
+            LoadError::Register {
+                name,
+                code,
+                message,
+            } => write!(
+                f,
+                "outpost: could not register {name} (SQLite code {code}): {message}"
+            ),
+            LoadError::Panicked => {
+                f.write_str("outpost: initialization failed on an internal error (please report)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    fn json_error(text: &str) -> serde_json::Error {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Err(e) => e,
+            Ok(v) => panic!("{text:?} parsed as {v}"),
+        }
+    }
+
+    #[test]
+    fn bad_options_name_the_function_and_keep_the_parsers_report() {
+        let e = Error::OptionsJson {
+            function: "outpost_track",
+            source: json_error("{\"direction\": "),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("outpost_track: options are not valid JSON: EOF while parsing"),
+            "{text}"
+        );
+        assert_eq!(e.code(), SQLITE_ERROR);
+        let source = e.source().map(ToString::to_string).unwrap_or_default();
+        assert!(text.ends_with(&source), "{text} / {source}");
+    }
+
+    #[test]
+    fn unreadable_bookkeeping_is_reported_as_corrupt_with_what_was_read() {
+        let e = Error::CorruptJson {
+            what: "table definition",
+            source: json_error("[1,"),
+        };
+        assert_eq!(e.code(), SQLITE_CORRUPT);
+        assert!(e
+            .to_string()
+            .starts_with("outpost: bookkeeping unreadable: table definition: "));
+        assert!(e.source().is_some());
+    }
+
+    #[test]
+    fn a_refused_registration_names_the_function_and_sqlites_reason() {
+        let e = LoadError::Register {
+            name: "outpost_version",
+            code: 5,
+            message: "unable to delete/modify user-function due to active statements".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "outpost: could not register outpost_version (SQLite code 5): \
+             unable to delete/modify user-function due to active statements"
+        );
     }
 }

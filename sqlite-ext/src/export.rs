@@ -12,6 +12,7 @@ use crate::cells;
 use crate::error::{ApplyError, Error};
 use crate::ffi::{Conn, Stmt};
 use crate::functions::{Arg, Call};
+use crate::json::value_json;
 use crate::schema::{self, quote, Direction, Tracked};
 use crate::sites::Sites;
 use crate::state::RowStore;
@@ -21,17 +22,10 @@ use outpost_protocol::vector::SeqRange;
 use outpost_protocol::{Hlc, Strategy, Value};
 use serde_json::json;
 
-/// This database's own change sequence: the highest seq issued (0 when fresh).
-pub(crate) fn db_version(conn: Conn) -> Result<u64, Error> {
-    Ok(conn
-        .query_i64("SELECT coalesce(max(seq), 0) FROM _outpost_log", &[])?
-        .unwrap_or(0) as u64)
-}
-
 /// `outpost_db_version()`.
 pub(crate) fn sql_db_version(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     schema::ensure(call.conn)?;
-    Ok(Value::Integer(db_version(call.conn)? as i64))
+    Ok(Value::Integer(crate::fold::db_version(call.conn)? as i64))
 }
 
 /// `outpost_changes(since [, max_bytes])`.
@@ -50,13 +44,23 @@ pub(crate) fn sql_changes(call: &Call, args: &[Arg]) -> Result<Value, Error> {
         call.conn.exec("SAVEPOINT outpost_changes")?;
         let r = (|| {
             if crate::fold::fold(call)?.columns_added {
-                crate::quarantine::retry_all(call)?;
+                crate::apply::retry_all(call)?;
             }
             changes(call, since, max_bytes)
         })();
         schema::finish_savepoint(call.conn, "outpost_changes", r)
     })?;
     Ok(r.map_or(Value::Null, Value::Blob))
+}
+
+/// The rows a chunked export has yet to send: valid while the database's own seq is unchanged
+/// and the next call asks from where the last one stopped. Kept on the connection
+/// (`Session::export`), it saves rescanning every row per chunk.
+struct ExportCursor {
+    top: u64,
+    since: u64,
+    /// `(smallest own seq above since, table id, packed key)`, in that seq order.
+    rest: Vec<(u64, i64, Vec<u8>)>,
 }
 
 struct Exported {
@@ -80,7 +84,7 @@ pub(crate) fn changes(
     max_bytes: Option<usize>,
 ) -> Result<Option<Vec<u8>>, Error> {
     let conn = call.conn;
-    let top = db_version(conn)?;
+    let top = crate::fold::db_version(conn)?;
     if since >= top {
         return Ok(None);
     }
@@ -118,17 +122,18 @@ pub(crate) fn changes(
         });
     }
     let header_size = {
-        let w = BodyWriter::new(schemas.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+        let w = BodyWriter::new(schemas.clone()).map_err(Error::export)?;
         let range = SeqRange { lo: 1, hi: 1 };
         codec::finish_batch(w, me, range, Compression::None)
-            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(Error::export)?
             .len()
             + 16
     };
     // Candidates: rows holding an own write above `since`, by their smallest such seq.
-    let candidates = match call.session.take_export(top, since) {
-        Some(rest) => rest,
-        None => {
+    let kept = call.session.export.take::<ExportCursor>();
+    let candidates = match kept {
+        Some(c) if c.top == top && c.since == since => c.rest,
+        _ => {
             let mut c: Vec<(u64, i64, Vec<u8>)> = Vec::new();
             let mut s = conn.prepare(
                 "SELECT tbl, key, exist, exist_seq, clocks FROM _outpost_rows WHERE seq > ?1 AND seq > 0",
@@ -146,7 +151,7 @@ pub(crate) fn changes(
         }
     };
     let mut rows = RowStore::new(conn)?;
-    let mut writer = BodyWriter::new(schemas).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut writer = BodyWriter::new(schemas).map_err(Error::export)?;
     let mut open: Option<usize> = None;
     let mut pushed = 0usize;
     let mut hi = top;
@@ -244,7 +249,7 @@ pub(crate) fn changes(
                 hi = min_seq - 1;
                 let mut rest = vec![(min_seq, tbl, key)];
                 rest.extend(candidates);
-                call.session.keep_export(crate::clock::ExportCursor {
+                call.session.export.put(ExportCursor {
                     top,
                     since: hi,
                     rest,
@@ -253,9 +258,7 @@ pub(crate) fn changes(
             }
         }
         if open != Some(ti) {
-            writer
-                .begin_table(ex.header_index)
-                .map_err(|e| Error::Internal(e.to_string()))?;
+            writer.begin_table(ex.header_index).map_err(Error::export)?;
             open = Some(ti);
         }
         let row = RowChange {
@@ -263,15 +266,15 @@ pub(crate) fn changes(
             existence: st.exist,
             cells: cells_out,
         };
-        writer
-            .push_row(&row)
-            .map_err(|e| Error::Internal(format!("exporting a row of {}: {e}", ex.t.def.name)))?;
+        writer.push_row(&row).map_err(|source| Error::Export {
+            table: Some(ex.t.def.name.clone()),
+            source,
+        })?;
         pushed += 1;
     }
     let range = SeqRange::new(since + 1, hi)
         .ok_or_else(|| Error::Internal(format!("empty export range {since}..{hi}")))?;
-    let bytes = codec::finish_batch(writer, me, range, Compression::None)
-        .map_err(|e| Error::Internal(e.to_string()))?;
+    let bytes = codec::finish_batch(writer, me, range, Compression::None).map_err(Error::export)?;
     Ok(Some(bytes))
 }
 
@@ -286,24 +289,13 @@ fn tombstone(conn: Conn, tbl: i64, key: &[u8]) -> Result<Option<Vec<Value>>, Err
     }
 }
 
-/// A value as JSON: numbers and text as themselves, blobs as `{"blob": "<hex>"}`.
-pub(crate) fn value_json(v: &Value) -> serde_json::Value {
-    match v {
-        Value::Null => serde_json::Value::Null,
-        Value::Integer(n) => json!(n),
-        Value::Real(f) => json!(f),
-        Value::Text(t) => json!(t),
-        Value::Blob(b) => json!({ "blob": hex::encode(b) }),
-    }
-}
-
 /// `outpost_batch_json(batch)`.
 pub(crate) fn sql_batch_json(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let Arg::Blob(bytes) = args[0] else {
         return Err(call.arg_error("expects a batch blob (from outpost_changes)"));
     };
     let b = codec::decode(bytes, &Limits::default())
-        .map_err(|e| Error::Apply(ApplyError::Malformed(e.to_string())))?;
+        .map_err(|e| Error::Apply(ApplyError::Decode(e)))?;
     let h = &b.header;
     let tables: Vec<serde_json::Value> = h
         .tables

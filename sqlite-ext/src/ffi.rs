@@ -12,17 +12,15 @@
 //! in, which collides with the app's SQLite when the extension is linked statically, as on
 //! mobile): it only ever calls the SQLite that loaded it.
 
-use crate::error::Error;
-use crate::functions::Arg;
+use crate::arg::Arg;
+use crate::error::{Error, LoadError, SQLITE_TOOBIG};
 use outpost_protocol::Value;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::OnceLock;
 
 pub(crate) const SQLITE_OK: c_int = 0;
-pub(crate) const SQLITE_ERROR: c_int = 1;
 pub(crate) const SQLITE_ROW: c_int = 100;
 pub(crate) const SQLITE_DONE: c_int = 101;
-pub(crate) const SQLITE_CONSTRAINT: c_int = 19;
 pub(crate) const SQLITE_UTF8: c_int = 1;
 pub(crate) const SQLITE_DETERMINISTIC: c_int = 0x800;
 pub(crate) const SQLITE_INNOCUOUS: c_int = 0x200000;
@@ -72,14 +70,14 @@ macro_rules! api_table {
             ///
             /// # Safety
             /// `p` must point to a valid `sqlite3_api_routines` (as passed to an entry point).
-            unsafe fn from_routines(p: *const *const c_void) -> Result<Api, &'static str> {
+            unsafe fn from_routines(p: *const *const c_void) -> Result<Api, LoadError> {
                 Ok(Api { $($name: {
                     // SAFETY: the table holds at least this many pointers (it only grows, and
                     // every entry used here exists since SQLite 3.14); each entry has the
                     // signature sqlite3ext.h gives it.
                     let f = unsafe { *p.add($index) };
                     if f.is_null() {
-                        return Err(stringify!($name));
+                        return Err(LoadError::MissingRoutine(stringify!($name)));
                     }
                     // SAFETY: as above; a non-null entry is the function of that signature.
                     unsafe { std::mem::transmute::<*const c_void, $ty>(f) }
@@ -142,16 +140,15 @@ static API: OnceLock<Api> = OnceLock::new();
 ///
 /// # Safety
 /// `p` must be null or point to a valid `sqlite3_api_routines`.
-pub(crate) unsafe fn install(p: *const c_void) -> Result<(), String> {
+pub(crate) unsafe fn install(p: *const c_void) -> Result<(), LoadError> {
     if API.get().is_some() {
         return Ok(());
     }
     if p.is_null() {
-        return Err("outpost: SQLite passed no API routines table to the entry point".into());
+        return Err(LoadError::NoRoutines);
     }
     // SAFETY: forwarded caller guarantee.
-    let api = unsafe { Api::from_routines(p.cast()) }
-        .map_err(|name| format!("outpost: this SQLite lacks sqlite3_{name}"))?;
+    let api = unsafe { Api::from_routines(p.cast()) }?;
     let _ = API.set(api);
     Ok(())
 }
@@ -175,12 +172,17 @@ fn transient() -> Destructor {
 /// A copy of `msg` in memory from `sqlite3_malloc` (SQLite frees it: a virtual table's error
 /// message), or null when out of memory.
 pub(crate) fn sqlite_string(msg: &str) -> *mut c_char {
+    copy_for_sqlite(api(), msg)
+}
+
+/// [`sqlite_string`] with the allocator of the routines table given.
+fn copy_for_sqlite(api: &Api, msg: &str) -> *mut c_char {
     let bytes = msg.as_bytes();
     let Ok(n) = c_int::try_from(bytes.len() + 1) else {
         return std::ptr::null_mut();
     };
     // SAFETY: a plain allocation of n bytes.
-    let p = unsafe { (api().malloc)(n) }.cast::<u8>();
+    let p = unsafe { (api.malloc)(n) }.cast::<u8>();
     if !p.is_null() {
         // SAFETY: p holds n = len + 1 bytes; the message bytes then a NUL.
         unsafe {
@@ -189,6 +191,33 @@ pub(crate) fn sqlite_string(msg: &str) -> *mut c_char {
         }
     }
     p.cast()
+}
+
+/// Hands the entry point's failure to SQLite through its `pzErrMsg` out-parameter: SQLite shows
+/// the text after "error during initialization: " (or "automatic extension loading failed: ")
+/// and frees it with `sqlite3_free`. So the copy comes from `sqlite3_malloc` of the routines
+/// table passed with this very call, not from the table [`install`] kept (another SQLite of the
+/// process may have installed that one). Without a usable table (null, or lacking a routine)
+/// there is no allocator to use: the message is then only logged.
+///
+/// # Safety
+/// `p_api` and `pz_err_msg` must be what SQLite passed to the entry point (each may be null).
+pub(crate) unsafe fn report_load_error(
+    p_api: *const c_void,
+    pz_err_msg: *mut *mut c_char,
+    msg: &str,
+) {
+    if p_api.is_null() || pz_err_msg.is_null() {
+        return;
+    }
+    // SAFETY: caller guarantee: the routines table of the SQLite calling the entry point.
+    let Ok(api) = (unsafe { Api::from_routines(p_api.cast()) }) else {
+        return;
+    };
+    let copy = copy_for_sqlite(&api, msg);
+    // SAFETY: caller guarantee: SQLite's `char **`, set to null before the call, read (and the
+    // message freed) by SQLite after the entry point returns.
+    unsafe { *pz_err_msg = copy };
 }
 
 /// A borrowed database connection.
@@ -204,15 +233,21 @@ impl Conn {
         } else {
             primary
         };
-        // SAFETY: self.0 is a live connection for the duration of the callback.
-        let msg = unsafe { CStr::from_ptr((api().errmsg)(self.0)) }
-            .to_string_lossy()
-            .into_owned();
+        let msg = self.error_message();
         Error::Sqlite {
             code,
             message: msg,
             sql: sql.chars().take(200).collect(),
         }
+    }
+
+    /// SQLite's message for the connection's last failed call (`sqlite3_errmsg`).
+    pub(crate) fn error_message(&self) -> String {
+        // SAFETY: self.0 is a live connection; SQLite returns a NUL-terminated message (never
+        // null), valid until the next call on the connection: copied at once.
+        unsafe { CStr::from_ptr((api().errmsg)(self.0)) }
+            .to_string_lossy()
+            .into_owned()
     }
 
     /// Prepares one statement.
@@ -575,11 +610,11 @@ pub(crate) unsafe fn set_result(ctx: *mut sqlite3_context, v: &Value) {
             Value::Real(f) => (a.result_double)(ctx, *f),
             Value::Text(t) => match c_int::try_from(t.len()) {
                 Ok(n) => (a.result_text)(ctx, t.as_ptr().cast(), n, transient()),
-                Err(_) => (a.result_error_code)(ctx, 18),
+                Err(_) => (a.result_error_code)(ctx, SQLITE_TOOBIG),
             },
             Value::Blob(b) => match c_int::try_from(b.len()) {
                 Ok(n) => (a.result_blob)(ctx, b.as_ptr().cast(), n, transient()),
-                Err(_) => (a.result_error_code)(ctx, 18),
+                Err(_) => (a.result_error_code)(ctx, SQLITE_TOOBIG),
             },
         }
     }

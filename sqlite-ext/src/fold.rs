@@ -26,6 +26,14 @@ use outpost_protocol::{Hlc, Stamp, Strategy, Value};
 /// One `_outpost_log` row: seq, table id, packed key, op, clock, mask, packed values.
 type LogEntry = (u64, i64, Vec<u8>, i64, u64, i64, Option<Vec<u8>>);
 
+/// This database's own change sequence: the highest seq issued (0 when fresh). Fold keeps the
+/// log's newest row for it, so it never goes back.
+pub(crate) fn db_version(conn: Conn) -> Result<u64, Error> {
+    Ok(conn
+        .query_i64("SELECT coalesce(max(seq), 0) FROM _outpost_log", &[])?
+        .unwrap_or(0) as u64)
+}
+
 /// Log entries folded per sorted chunk.
 const FOLD_CHUNK: usize = 20_000;
 
@@ -135,7 +143,7 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
     )?;
     // The connection's clock resumes from the log's largest clock at first use: start it while
     // the whole log is still there.
-    call.session.last(conn)?;
+    call.session.clock.last(conn)?;
     let mut max_hlc = 0u64;
     let mut any = false;
     let mut chunk: Vec<LogEntry> = Vec::new();
@@ -294,7 +302,7 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
         )?;
         let stored = schema::meta_get(conn, "hlc")?.unwrap_or(0) as u64;
         schema::meta_set(conn, "hlc", stored.max(max_hlc) as i64)?;
-        call.session.observe(conn, max_hlc)?;
+        call.session.clock.observe(conn, max_hlc)?;
     }
     Ok(Folded {
         columns_added: schema_changed,

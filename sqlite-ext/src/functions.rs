@@ -10,11 +10,14 @@
 //! [`INLINE_ARGS`] arguments live on the stack, so the per-row trigger functions allocate nothing
 //! for their arguments.
 
-use crate::clock::Session;
-use crate::error::Error;
+/// The argument type of every function body (its own module, `arg.rs`, because `ffi.rs` reads
+/// and binds it too).
+pub(crate) use crate::arg::Arg;
+use crate::error::{Error, LoadError, SQLITE_INTERNAL};
 use crate::ffi::{self, sqlite3, sqlite3_context, sqlite3_value, Conn};
+use crate::session::Session;
 use outpost_protocol::Value;
-use std::ffi::{c_int, c_void, CString};
+use std::ffi::{c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
@@ -32,31 +35,6 @@ impl Call<'_> {
     }
 }
 
-/// A function argument, borrowed from SQLite for the duration of the call.
-///
-/// Text that is not valid UTF-8 (SQLite does not check what it stores) is replaced lossily, as
-/// `String::from_utf8_lossy` does; only then is it copied.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Arg<'a> {
-    Null,
-    Integer(i64),
-    Real(f64),
-    Text(&'a str),
-    Blob(&'a [u8]),
-}
-
-impl<'a> From<&'a Value> for Arg<'a> {
-    fn from(v: &'a Value) -> Arg<'a> {
-        match v {
-            Value::Null => Arg::Null,
-            Value::Integer(n) => Arg::Integer(*n),
-            Value::Real(f) => Arg::Real(*f),
-            Value::Text(t) => Arg::Text(t),
-            Value::Blob(b) => Arg::Blob(b),
-        }
-    }
-}
-
 /// A function body: borrowed arguments in, one value out.
 pub(crate) type Body = fn(&Call, &[Arg]) -> Result<Value, Error>;
 
@@ -65,7 +43,10 @@ pub(crate) const INLINE_ARGS: usize = 8;
 
 /// One row of the registration table in `lib.rs`.
 pub(crate) struct FunctionDef {
+    /// The SQL name, for messages (`c_name` as Rust text, see [`name_text`]).
     pub name: &'static str,
+    /// The SQL name as C text, for SQLite.
+    pub c_name: &'static CStr,
     pub min_args: usize,
     pub max_args: usize,
     /// Same result for the same arguments within a statement (lets SQLite use it in indexes).
@@ -74,6 +55,15 @@ pub(crate) struct FunctionDef {
     /// triggers call it, and with `PRAGMA trusted_schema=OFF` SQLite refuses anything else there.
     pub innocuous: bool,
     pub body: Body,
+}
+
+/// A C name literal as Rust text, when the registration table is built (a name that is not
+/// UTF-8 stops the build, so registration never meets one).
+pub(crate) const fn name_text(c_name: &'static CStr) -> &'static str {
+    match std::str::from_utf8(c_name.to_bytes()) {
+        Ok(name) => name,
+        Err(_) => panic!("SQL function names are UTF-8"),
+    }
 }
 
 struct Registered {
@@ -124,7 +114,7 @@ unsafe extern "C" fn trampoline(
         Err(_) => unsafe {
             ffi::set_error(
                 ctx,
-                2,
+                SQLITE_INTERNAL,
                 "outpost internal error: a function panicked (please report)",
             )
         },
@@ -169,10 +159,12 @@ unsafe extern "C" fn destroy(p: *mut c_void) {
 
 /// Registers every function of `table` on `db`, and the `outpost_clock` table, sharing one
 /// per-connection session.
-pub(crate) fn register_all(db: *mut sqlite3, table: &'static [FunctionDef]) -> Result<(), String> {
+pub(crate) fn register_all(
+    db: *mut sqlite3,
+    table: &'static [FunctionDef],
+) -> Result<(), LoadError> {
     let session = Arc::new(Session::default());
     for def in table {
-        let name = CString::new(def.name).map_err(|_| format!("bad function name {}", def.name))?;
         let mut flags = ffi::SQLITE_UTF8;
         if def.deterministic {
             flags |= ffi::SQLITE_DETERMINISTIC;
@@ -184,12 +176,13 @@ pub(crate) fn register_all(db: *mut sqlite3, table: &'static [FunctionDef]) -> R
             def,
             session: session.clone(),
         }));
-        // SAFETY: db is the connection given to the entry point; SQLite owns `reg` from here and
-        // frees it through `destroy` (also when registration fails).
+        // SAFETY: db is the connection given to the entry point; `def.c_name` is a
+        // NUL-terminated 'static string; SQLite owns `reg` from here and frees it through `destroy` (also when
+        // registration fails).
         let rc = unsafe {
             (ffi::api().create_function_v2)(
                 db,
-                name.as_ptr(),
+                def.c_name.as_ptr(),
                 -1,
                 flags,
                 reg.cast(),
@@ -200,10 +193,11 @@ pub(crate) fn register_all(db: *mut sqlite3, table: &'static [FunctionDef]) -> R
             )
         };
         if rc != ffi::SQLITE_OK {
-            return Err(format!(
-                "could not register {} (SQLite code {rc})",
-                def.name
-            ));
+            return Err(LoadError::Register {
+                name: def.name,
+                code: rc,
+                message: Conn(db).error_message(),
+            });
         }
     }
     crate::clock_table::register(db, session)

@@ -42,7 +42,10 @@ fn has_tables(conn: Conn) -> Result<bool, Error> {
 fn sequence_arg(call: &Call, args: &[Arg]) -> Result<String, Error> {
     match args.first() {
         Some(Arg::Text(t)) => {
-            check_sequence(t).map_err(|e| call.arg_error(format_args!("sequence: {e}")))?;
+            check_sequence(t).map_err(|source| Error::SequenceName {
+                function: call.name,
+                source,
+            })?;
             Ok(t.to_string())
         }
         _ => Err(call.arg_error(
@@ -73,8 +76,10 @@ pub(crate) fn sql_reserve_ids(call: &Call, args: &[Arg]) -> Result<Value, Error>
     };
     call.conn.exec(TABLES)?;
     let mut id = [0u8; 16];
-    getrandom::getrandom(&mut id)
-        .map_err(|e| Error::Internal(format!("{}: no randomness: {e}", call.name)))?;
+    getrandom::getrandom(&mut id).map_err(|source| Error::NoRandomness {
+        what: call.name,
+        source,
+    })?;
     let mut s = call.conn.prepare(
         "INSERT INTO _outpost_id_requests(request, sequence, count, created_at) \
          VALUES (?1, ?2, ?3, ?4)",
@@ -82,7 +87,7 @@ pub(crate) fn sql_reserve_ids(call: &Call, args: &[Arg]) -> Result<Value, Error>
     s.bind_blob(1, &id)?;
     s.bind_text(2, &sequence)?;
     s.bind_i64(3, count)?;
-    s.bind_i64(4, crate::sync::unix_now() as i64)?;
+    s.bind_i64(4, crate::clock::unix_now() as i64)?;
     s.run()?;
     Ok(Value::Integer(pending(call.conn, &sequence)?))
 }

@@ -25,8 +25,10 @@ static LAST: Mutex<(u64, u128)> = Mutex::new((0, 0));
 /// 2^73 ids before the counter carries into the next millisecond.
 fn random_start() -> Result<u128, Error> {
     let mut b = [0u8; 16];
-    getrandom::getrandom(&mut b)
-        .map_err(|e| Error::Internal(format!("outpost_uuid: no randomness: {e}")))?;
+    getrandom::getrandom(&mut b).map_err(|source| Error::NoRandomness {
+        what: "outpost_uuid",
+        source,
+    })?;
     Ok(u128::from_be_bytes(b) & (RANDOM_MASK >> 1))
 }
 

@@ -5,8 +5,8 @@
 //! tuples never share bytes) and reversible, which is all the bookkeeping needs: it is a storage
 //! form, never sent on the wire (the batch codec has its own).
 
+use crate::arg::Arg;
 use crate::error::Error;
-use crate::functions::Arg;
 use outpost_protocol::uuid_text;
 use outpost_protocol::varint::{read_u64, write_u64};
 use outpost_protocol::Value;

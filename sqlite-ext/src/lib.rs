@@ -31,6 +31,14 @@
 //! back into C (every call inside `catch_unwind`, every error converted to a SQLite code and
 //! message there). Merge rules come from `outpost_protocol::merge` unchanged.
 //!
+//! Files depend downward, never in a cycle: `error.rs` and `arg.rs` (nothing of the crate) →
+//! `ffi.rs` → `clock.rs` → `session.rs` (the per-connection state) → `functions.rs` and
+//! `clock_table.rs` (registration) → the engine modules (`schema.rs`, `keys.rs`, `json.rs`,
+//! `state.rs`, `cells.rs`, `quarantine.rs`, `triggers.rs`, `fold.rs`, `apply.rs`, `export.rs`,
+//! ...) → `sync/` → `status.rs` (which records what a sync did) → this file's table. The one exception is the apply itself: `apply.rs` and its
+//! parts in `apply/` (`unique.rs`, `restore.rs`, `retry.rs`: more methods of one `Applier`) use
+//! each other.
+//!
 //! ## Decisions (for ARCHITECTURE.md)
 //! - **Append-only capture, fold later.** The write path appends one log row per written row
 //!   and nothing else; per-row merge state is built by `fold` before export/apply. Keeping state
@@ -73,6 +81,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod apply;
+mod arg;
 mod cells;
 mod clock;
 mod clock_table;
@@ -84,9 +93,11 @@ mod fold;
 mod functions;
 mod id_blocks;
 mod ids;
+mod json;
 mod keys;
 mod quarantine;
 mod schema;
+mod session;
 mod sites;
 mod state;
 mod statement_journal;
@@ -96,22 +107,24 @@ mod track;
 mod triggers;
 
 pub use error::{ApplyError, Error, KeyFileProblem, SyncError, Unconfirmed};
+use error::{LoadError, SQLITE_ERROR};
 use functions::{Arg, Call, FunctionDef};
 use outpost_protocol::Value;
-use std::ffi::{c_char, c_int};
+use std::ffi::{c_char, c_int, CStr};
 
 fn version(_call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     Ok(Value::Text(env!("CARGO_PKG_VERSION").to_string()))
 }
 
 const fn def(
-    name: &'static str,
+    name: &'static CStr,
     min_args: usize,
     max_args: usize,
     body: functions::Body,
 ) -> FunctionDef {
     FunctionDef {
-        name,
+        name: functions::name_text(name),
+        c_name: name,
         min_args,
         max_args,
         deterministic: false,
@@ -123,13 +136,14 @@ const fn def(
 /// A function the triggers call: innocuous (see `FunctionDef::innocuous`). Each only reads or
 /// advances this connection's own state (the capture flag, the clock) or packs its arguments.
 const fn for_triggers(
-    name: &'static str,
+    name: &'static CStr,
     max_args: usize,
     deterministic: bool,
     body: functions::Body,
 ) -> FunctionDef {
     FunctionDef {
-        name,
+        name: functions::name_text(name),
+        c_name: name,
         min_args: 0,
         max_args,
         deterministic,
@@ -141,35 +155,35 @@ const fn for_triggers(
 /// Every SQL function, in the order `docs/sql-api.md` documents them.
 static FUNCTIONS: &[FunctionDef] = &[
     // identity
-    def("outpost_version", 0, 0, version),
-    def("outpost_site_id", 0, 0, clock::sql_site_id),
+    def(c"outpost_version", 0, 0, version),
+    def(c"outpost_site_id", 0, 0, sites::sql_site_id),
     // tracking
-    def("outpost_track", 1, 2, track::sql_track),
-    def("outpost_untrack", 1, 1, track::sql_untrack),
+    def(c"outpost_track", 1, 2, track::sql_track),
+    def(c"outpost_untrack", 1, 1, track::sql_untrack),
     // export
-    def("outpost_db_version", 0, 0, export::sql_db_version),
-    def("outpost_changes", 1, 2, export::sql_changes),
-    def("outpost_batch_json", 1, 1, export::sql_batch_json),
+    def(c"outpost_db_version", 0, 0, export::sql_db_version),
+    def(c"outpost_changes", 1, 2, export::sql_changes),
+    def(c"outpost_batch_json", 1, 1, export::sql_batch_json),
     // apply
-    def("outpost_apply", 1, 1, apply::sql_apply),
-    def("outpost_apply_many", 1, 100, apply::sql_apply_many),
-    def("outpost_vector", 0, 0, apply::sql_vector),
+    def(c"outpost_apply", 1, 1, apply::sql_apply),
+    def(c"outpost_apply_many", 1, 100, apply::sql_apply_many),
+    def(c"outpost_vector", 0, 0, apply::sql_vector),
     // people
-    def("outpost_resolve", 2, 2, conflicts::sql_resolve),
-    def("outpost_retry_quarantine", 0, 0, quarantine::sql_retry),
+    def(c"outpost_resolve", 2, 2, conflicts::sql_resolve),
+    def(c"outpost_retry_quarantine", 0, 0, apply::sql_retry),
     // sync with a hub or the cloud
-    def("outpost_enroll", 1, 1, sync::sql_enroll),
-    def("outpost_sync", 0, 2, status::sql_sync),
-    def("outpost_status", 0, 0, status::sql_status),
-    def("outpost_sync_progress", 0, 0, sync::sql_sync_progress),
+    def(c"outpost_enroll", 1, 1, sync::sql_enroll),
+    def(c"outpost_sync", 0, 2, status::sql_sync),
+    def(c"outpost_status", 0, 0, status::sql_status),
+    def(c"outpost_sync_progress", 0, 0, sync::sql_sync_progress),
     // ids a device can mint offline
-    def("outpost_uuid", 0, 0, ids::sql_uuid),
-    def("outpost_reserve_ids", 2, 2, id_blocks::sql_reserve_ids),
-    def("outpost_next_id", 1, 1, id_blocks::sql_next_id),
+    def(c"outpost_uuid", 0, 0, ids::sql_uuid),
+    def(c"outpost_reserve_ids", 2, 2, id_blocks::sql_reserve_ids),
+    def(c"outpost_next_id", 1, 1, id_blocks::sql_next_id),
     // called by the triggers
-    for_triggers("outpost_tick", 0, false, clock::sql_tick),
-    for_triggers("outpost_capturing", 0, false, clock::sql_capturing),
-    for_triggers("outpost_pack", 127, true, clock::sql_pack),
+    for_triggers(c"outpost_tick", 0, false, triggers::sql_tick),
+    for_triggers(c"outpost_capturing", 0, false, triggers::sql_capturing),
+    for_triggers(c"outpost_pack", 127, true, triggers::sql_pack),
 ];
 
 /// The names of every registered SQL function.
@@ -178,10 +192,12 @@ pub fn function_names() -> Vec<&'static str> {
 }
 
 /// The entry point SQLite looks for (`.load liboutpost`), also usable with
-/// `sqlite3_auto_extension`.
+/// `sqlite3_auto_extension`. A failure's reason goes back through `pz_err_msg`, so the shell and
+/// the language bindings show it after "error during initialization: ".
 ///
 /// # Safety
-/// Called by SQLite with a valid connection and its API routines table.
+/// Called by SQLite with a valid connection, its `char **` error out-parameter and its API
+/// routines table.
 #[no_mangle]
 pub unsafe extern "C" fn sqlite3_outpost_init(
     db: *mut ffi::sqlite3,
@@ -196,15 +212,16 @@ pub unsafe extern "C" fn sqlite3_outpost_init(
         if let Err(e) = statement_journal::keep_in_memory(ffi::Conn(db)) {
             log::warn!("outpost: could not keep statement journals in memory: {e}");
         }
-        Ok::<(), String>(())
+        Ok::<(), LoadError>(())
     });
-    match r {
-        Ok(Ok(())) => ffi::SQLITE_OK,
-        Ok(Err(msg)) => {
-            log::error!("{msg}");
-            let _ = pz_err_msg;
-            ffi::SQLITE_ERROR
-        }
-        Err(_) => ffi::SQLITE_ERROR,
-    }
+    let e = match r {
+        Ok(Ok(())) => return ffi::SQLITE_OK,
+        Ok(Err(e)) => e,
+        Err(_) => LoadError::Panicked,
+    };
+    let msg = e.to_string();
+    log::error!("{msg}");
+    // SAFETY: both are what SQLite passed to this call (null is checked inside).
+    unsafe { ffi::report_load_error(p_api, pz_err_msg, &msg) };
+    SQLITE_ERROR
 }

@@ -4,10 +4,10 @@
 //! entry stores the change as JSON (origin, the batch's description of the table, the row), so it
 //! can be re-applied as is by `outpost_retry_quarantine()`, automatically after each apply, and
 //! when the schema gains columns (values for a column this database did not have yet wait here).
+//! This module is the store of entries; re-applying them is the apply's (`apply/retry.rs`).
 
-use crate::apply::{Applier, Outcome};
 use crate::error::Error;
-use crate::functions::{Arg, Call};
+use crate::ffi::Conn;
 use outpost_protocol::batch::{CellChange, CellPayload, RowChange, TableSchema};
 use outpost_protocol::{Hlc, SiteId, Value};
 use serde::{Deserialize, Serialize};
@@ -41,7 +41,7 @@ struct QChange {
 
 /// Stores a change (idempotent: the same change twice is one entry).
 pub(crate) fn put(
-    call: &Call,
+    conn: Conn,
     origin: SiteId,
     table: &TableSchema,
     row: &RowChange,
@@ -69,9 +69,12 @@ pub(crate) fn put(
             })
             .collect(),
     };
-    let change = serde_json::to_string(&q).map_err(|e| Error::Internal(e.to_string()))?;
-    let pk = crate::cells::key_json(&crate::keys::pack(&row.key))?;
-    let mut s = call.conn.prepare(
+    let change = serde_json::to_string(&q).map_err(|source| Error::InternalJson {
+        what: "a quarantined change as JSON",
+        source,
+    })?;
+    let pk = crate::json::key_json(&crate::keys::pack(&row.key))?;
+    let mut s = conn.prepare(
         "INSERT INTO outpost_quarantine(\"table\", pk, reason, change) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(change) DO UPDATE SET reason = excluded.reason",
     )?;
     s.bind_text(1, &table.name)?;
@@ -82,8 +85,10 @@ pub(crate) fn put(
 }
 
 fn parse(change: &str) -> Result<(SiteId, TableSchema, RowChange), Error> {
-    let q: QChange = serde_json::from_str(change)
-        .map_err(|e| Error::Corrupt(format!("quarantined change: {e}")))?;
+    let q: QChange = serde_json::from_str(change).map_err(|source| Error::CorruptJson {
+        what: "quarantined change",
+        source,
+    })?;
     let cells = q
         .cells
         .into_iter()
@@ -108,72 +113,40 @@ fn parse(change: &str) -> Result<(SiteId, TableSchema, RowChange), Error> {
     ))
 }
 
-/// Re-applies every entry that now applies; returns how many left the quarantine. Runs inside the
-/// caller's transaction, with capture suppressed by the caller. Rows held aside by a UNIQUE
-/// collision are settled first (`Applier::settle`), and again after: what the entries applied
-/// may free values, and a row put back lets its entries go in a second pass.
-pub(crate) fn retry_with(call: &Call, applier: &mut Applier) -> Result<u64, Error> {
-    let mut done = 0;
-    for round in 0..4 {
-        let placed = applier.settle()?;
-        if round > 0 && placed == 0 {
-            break;
-        }
-        done += retry_entries(call, applier)?;
-    }
-    Ok(done)
+/// One stored entry: its id, and the change as it arrived.
+pub(crate) struct Entry {
+    pub id: i64,
+    pub origin: SiteId,
+    pub table: TableSchema,
+    pub row: RowChange,
 }
 
-fn retry_entries(call: &Call, applier: &mut Applier) -> Result<u64, Error> {
-    let mut entries = Vec::new();
+/// Every entry, oldest first.
+pub(crate) fn entries(conn: Conn) -> Result<Vec<Entry>, Error> {
+    let mut stored = Vec::new();
     {
-        let mut s = call
-            .conn
-            .prepare("SELECT id, change FROM outpost_quarantine ORDER BY id")?;
+        let mut s = conn.prepare("SELECT id, change FROM outpost_quarantine ORDER BY id")?;
         while s.step()? {
-            entries.push((s.i64(0), s.text(1)));
+            stored.push((s.i64(0), s.text(1)));
         }
     }
-    let mut done = 0;
-    for (id, change) in entries {
-        let (origin, table, row) = parse(&change)?;
-        let applied_before = applier.stats.applied;
-        let o = applier.merge_row(origin, &table, &row)?;
-        // An entry of a row held aside (apply/unique.rs) "applies" as a no-op: it stays for a
-        // person while the row is held aside. Once the row is back, or a later change deleted
-        // it, the entry goes, as on a replica that never held it aside (DESIGN I1).
-        let kept =
-            applier.stats.applied == applied_before && applier.is_evicted(&table.name, &row.key)?;
-        if o == Outcome::Applied && !kept {
-            let mut s = call
-                .conn
-                .prepare("DELETE FROM outpost_quarantine WHERE id = ?1")?;
-            s.bind_i64(1, id)?;
-            s.run()?;
-            done += 1;
-        }
-    }
-    Ok(done)
+    stored
+        .into_iter()
+        .map(|(id, change)| {
+            let (origin, table, row) = parse(&change)?;
+            Ok(Entry {
+                id,
+                origin,
+                table,
+                row,
+            })
+        })
+        .collect()
 }
 
-/// Retries within the caller's transaction (after fold noticed new columns).
-pub(crate) fn retry_all(call: &Call) -> Result<u64, Error> {
-    let _quiet = call.session.suppress();
-    let mut applier = Applier::new(call)?;
-    retry_with(call, &mut applier)
-}
-
-/// `outpost_retry_quarantine()`.
-pub(crate) fn sql_retry(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
-    if !call.conn.autocommit() {
-        return Err(Error::InTransaction("outpost_retry_quarantine"));
-    }
-    crate::schema::ensure(call.conn)?;
-    call.conn.exec("SAVEPOINT outpost_retry")?;
-    let r = (|| {
-        crate::fold::fold(call)?;
-        call.conn.exec("PRAGMA defer_foreign_keys = ON")?;
-        retry_all(call)
-    })();
-    crate::schema::finish_savepoint(call.conn, "outpost_retry", r).map(|n| Value::Integer(n as i64))
+/// Removes an entry whose change has now applied.
+pub(crate) fn remove(conn: Conn, id: i64) -> Result<(), Error> {
+    let mut s = conn.prepare("DELETE FROM outpost_quarantine WHERE id = ?1")?;
+    s.bind_i64(1, id)?;
+    s.run()
 }

@@ -19,7 +19,7 @@
 use crate::error::Error;
 use crate::ffi::Conn;
 use outpost_protocol::batch::{ColumnSchema, ForeignKey, TableSchema};
-use outpost_protocol::Strategy;
+use outpost_protocol::{SiteId, Strategy};
 use serde::{Deserialize, Serialize};
 
 const BOOKKEEPING: &str = r#"
@@ -61,7 +61,7 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
     if present == Some(2) {
         return Ok(());
     }
-    let site = crate::clock::new_site_id()?;
+    let site = new_site_id()?;
     conn.exec("SAVEPOINT outpost_init")?;
     let r = (|| {
         conn.exec(BOOKKEEPING)?;
@@ -78,6 +78,16 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
         s.run()
     })();
     finish_savepoint(conn, "outpost_init", r)
+}
+
+/// A fresh random site id.
+fn new_site_id() -> Result<SiteId, Error> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).map_err(|source| Error::NoRandomness {
+        what: "a site id",
+        source,
+    })?;
+    Ok(SiteId(b))
 }
 
 /// Releases a savepoint on success, rolls it back (and releases) on error.
@@ -170,15 +180,21 @@ pub(crate) fn load_tracked(conn: Conn) -> Result<Vec<Tracked>, Error> {
     let mut s = conn.prepare("SELECT id, def FROM _outpost_tables ORDER BY id")?;
     let mut out = Vec::new();
     while s.step()? {
-        let def: TableDef = serde_json::from_str(&s.text(1))
-            .map_err(|e| Error::Corrupt(format!("table definition: {e}")))?;
+        let def: TableDef =
+            serde_json::from_str(&s.text(1)).map_err(|source| Error::CorruptJson {
+                what: "table definition",
+                source,
+            })?;
         out.push(Tracked { id: s.i64(0), def });
     }
     Ok(out)
 }
 
 pub(crate) fn save_def(conn: Conn, def: &TableDef) -> Result<i64, Error> {
-    let json = serde_json::to_string(def).map_err(|e| Error::Internal(e.to_string()))?;
+    let json = serde_json::to_string(def).map_err(|source| Error::InternalJson {
+        what: "a table definition as JSON",
+        source,
+    })?;
     let mut s = conn.prepare(
         "INSERT INTO _outpost_tables(name, def) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET def = excluded.def RETURNING id",
     )?;

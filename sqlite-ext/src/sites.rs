@@ -1,8 +1,27 @@
-//! Site ids ↔ small integers, so per-column versions stay a few bytes.
+//! Site ids ↔ small integers, so per-column versions stay a few bytes; index 0 is this
+//! database's own site id (`outpost_site_id()`).
 
 use crate::error::Error;
 use crate::ffi::Conn;
-use outpost_protocol::SiteId;
+use crate::functions::{Arg, Call};
+use outpost_protocol::{SiteId, Value};
+
+/// This database's site id (created with the bookkeeping, see `schema::ensure`).
+pub(crate) fn site_id(conn: Conn) -> Result<SiteId, Error> {
+    let mut s = conn.prepare("SELECT site FROM _outpost_sites WHERE idx = 0")?;
+    if s.step()? {
+        SiteId::from_slice(&s.blob(0))
+            .ok_or_else(|| Error::Corrupt("stored site id is not 16 bytes".into()))
+    } else {
+        Err(Error::Corrupt("no site id stored".into()))
+    }
+}
+
+/// `outpost_site_id()`.
+pub(crate) fn sql_site_id(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
+    crate::schema::ensure(call.conn)?;
+    Ok(Value::Blob(site_id(call.conn)?.0.to_vec()))
+}
 
 /// The `_outpost_sites` table in memory; index 0 is this database.
 pub(crate) struct Sites {

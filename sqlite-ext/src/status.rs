@@ -66,9 +66,9 @@ pub(crate) fn sql_sync(call: &Call, args: &[Arg]) -> Result<Value, Error> {
         return crate::sync::sql_sync(call, args);
     }
     crate::schema::ensure(call.conn)?;
-    let issued_before = crate::export::db_version(call.conn)?;
+    let issued_before = crate::fold::db_version(call.conn)?;
     let result = crate::sync::sql_sync(call, args);
-    let now = crate::sync::unix_now();
+    let now = crate::clock::unix_now();
     let recorded = match &result {
         Ok(Value::Text(out)) => record_success(call.conn, out, issued_before, now),
         Ok(_) => Ok(()),
@@ -81,8 +81,10 @@ pub(crate) fn sql_sync(call: &Call, args: &[Arg]) -> Result<Value, Error> {
 }
 
 fn record_success(conn: Conn, out: &str, acked: u64, now: u64) -> Result<(), Error> {
-    let out: Json = serde_json::from_str(out)
-        .map_err(|e| Error::Internal(format!("outpost_sync returned no JSON: {e}")))?;
+    let out: Json = serde_json::from_str(out).map_err(|source| Error::InternalJson {
+        what: "outpost_sync returned no JSON",
+        source,
+    })?;
     if let Some(site) = out.get("site").and_then(Json::as_str) {
         record_ok(conn, site, acked, now)?;
     }
@@ -142,8 +144,8 @@ fn count(conn: Conn, sql: &str) -> Result<i64, Error> {
 pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     let conn = call.conn;
     crate::schema::ensure(conn)?;
-    let site = crate::clock::site_id(conn)?;
-    let issued = crate::export::db_version(conn)? as i64;
+    let site = crate::sites::site_id(conn)?;
+    let issued = crate::fold::db_version(conn)? as i64;
     let recs = records(conn)?;
     let mut peers = Vec::new();
     if has_table(conn, "_outpost_peers")? {
@@ -189,7 +191,7 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
         });
     let out = json!({
         "site": site.to_string(),
-        "now": crate::sync::unix_now(),
+        "now": crate::clock::unix_now(),
         "enrolled": !peers.is_empty(),
         "peers": peers,
         "last_sync_at": last_sync_at,

@@ -28,8 +28,11 @@ fn parse_options(call: &Call, arg: Option<&Arg>) -> Result<Options, Error> {
         Some(Arg::Text(t)) => t,
         Some(_) => return Err(call.arg_error("options must be JSON text")),
     };
-    let json: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| call.arg_error(format!("options are not valid JSON: {e}")))?;
+    let json: serde_json::Value =
+        serde_json::from_str(text).map_err(|source| Error::OptionsJson {
+            function: call.name,
+            source,
+        })?;
     let obj = json
         .as_object()
         .ok_or_else(|| call.arg_error("options must be a JSON object"))?;

@@ -8,11 +8,13 @@
 //! any export or apply.
 //! Writes applied from a peer are skipped by `WHEN outpost_capturing()`, or, in the column
 //! triggers of one-column-key tables, by `outpost_clock` having no row then (`clock_table.rs`).
+//! The three SQL functions the triggers call are defined at the end of this file.
 
 use crate::error::Error;
 use crate::ffi::Conn;
+use crate::functions::{Arg, Call};
 use crate::schema::{quote, Direction, Tracked};
-use outpost_protocol::Strategy;
+use outpost_protocol::{Strategy, Value};
 
 /// Log operations.
 pub(crate) const OP_INSERT: i64 = 1;
@@ -264,4 +266,22 @@ fn collision_triggers(conn: Conn, t: &Tracked) -> Result<String, Error> {
         ));
     }
     Ok(sql)
+}
+
+/// `outpost_tick()`: the clock for a local write (called by the triggers).
+pub(crate) fn sql_tick(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
+    Ok(Value::Integer(call.session.clock.tick(call.conn)? as i64))
+}
+
+/// `outpost_capturing()`: 1 unless this connection is applying a peer's changes.
+pub(crate) fn sql_capturing(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
+    Ok(Value::Integer(call.session.capturing() as i64))
+}
+
+/// `outpost_pack(v, ...)`: the packed key form (called by the triggers).
+pub(crate) fn sql_pack(_call: &Call, args: &[Arg]) -> Result<Value, Error> {
+    Ok(Value::Blob(crate::keys::pack_args(
+        args.iter().copied(),
+        args.len(),
+    )))
 }

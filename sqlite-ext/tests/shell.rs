@@ -149,3 +149,23 @@ fn two_devices_sync_through_the_sqlite3_shell() {
     assert_eq!(sh.rows("b.db"), before);
     assert_eq!(sh.ok("b.db", "PRAGMA integrity_check"), "ok");
 }
+
+/// A load that fails says why, in the shell's own error line. The failure is SQLite's: loading
+/// the extension again with `SELECT load_extension(...)` on a connection that already has it would
+/// replace its functions while that very statement runs, and SQLite refuses. Before the entry
+/// point filled `pzErrMsg`, the shell printed "error during initialization: " and nothing else.
+#[test]
+fn a_failed_load_shows_its_reason_in_the_shell() {
+    let Some(sh) = Shell::new() else { return };
+    let err = sh
+        .q("a.db", &format!("SELECT load_extension('{}');", sh.so))
+        .unwrap_err();
+    assert!(
+        err.contains("error during initialization: outpost: could not register outpost_version"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unable to delete/modify user-function due to active statements"),
+        "{err}"
+    );
+}

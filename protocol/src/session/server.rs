@@ -161,16 +161,17 @@ impl<S: ServerStore> ServerSession<S> {
                 let ranges = store
                     .grant_ids(&self.config.peer_site, &request)
                     .map_err(store_err)?;
-                let total = crate::id_range::check_ranges(&ranges).map_err(store_err)?;
+                let total = crate::id_range::check_ranges(&ranges)
+                    .map_err(SessionError::StoreGrantInvalid)?;
                 if !ranges.is_empty()
                     && (total != request.count || ranges[0].first <= request.above)
                 {
-                    return Err(SessionError::Store(alloc::format!(
-                        "the store granted {total} ids from {} for a request of {} above {}",
-                        ranges[0].first,
-                        request.count,
-                        request.above
-                    )));
+                    return Err(SessionError::StoreGrantMismatch {
+                        granted: total,
+                        first: ranges[0].first,
+                        count: request.count,
+                        above: request.above,
+                    });
                 }
                 self.out.push_back(Message::IdGrant(IdGrant {
                     request: request.request,
@@ -313,9 +314,7 @@ impl<S: ServerStore> ServerSession<S> {
                     Ok(h) => h,
                     Err(e) => {
                         self.state = ServerState::Done;
-                        return Err(SessionError::Store(alloc::format!(
-                            "stored batch does not decode: {e}"
-                        )));
+                        return Err(SessionError::StoredBatchUndecodable(e));
                     }
                 };
                 // A plan sends each origin in seq order from the client's coverage; anything

@@ -15,6 +15,7 @@
 
 use crate::error::Error;
 use crate::ffi::Conn;
+use crate::session::Leftover;
 use crate::state::NewRows;
 
 /// What the database looked like when the kept [`NewRows`] were last true.
@@ -44,34 +45,24 @@ impl Stamp {
     }
 }
 
-/// The kept rows, with the stamp they are valid at.
-pub(crate) struct Carried {
+/// The kept rows, with the stamp they are valid at (kept in `Session::apply`).
+struct Carried {
     stamp: Stamp,
     rows: NewRows,
 }
 
 /// The rows kept by the connection's previous apply, if the database is as that apply left it.
 /// Taking them clears the slot: a call that fails keeps nothing for the next.
-pub(crate) fn take(
-    conn: Conn,
-    slot: &std::sync::Mutex<Option<Carried>>,
-) -> Result<Option<NewRows>, Error> {
-    let kept = slot.lock().ok().and_then(|mut s| s.take());
-    match kept {
+pub(crate) fn take(conn: Conn, slot: &Leftover) -> Result<Option<NewRows>, Error> {
+    match slot.take::<Carried>() {
         Some(c) if c.stamp == Stamp::now(conn)? => Ok(Some(c.rows)),
         _ => Ok(None),
     }
 }
 
 /// Keeps `rows` for the connection's next apply; called as a successful apply returns.
-pub(crate) fn keep(
-    conn: Conn,
-    slot: &std::sync::Mutex<Option<Carried>>,
-    rows: NewRows,
-) -> Result<(), Error> {
+pub(crate) fn keep(conn: Conn, slot: &Leftover, rows: NewRows) -> Result<(), Error> {
     let stamp = Stamp::now(conn)?;
-    if let Ok(mut s) = slot.lock() {
-        *s = Some(Carried { stamp, rows });
-    }
+    slot.put(Carried { stamp, rows });
     Ok(())
 }

@@ -240,7 +240,7 @@ impl Applier<'_> {
                 vals
             }
         };
-        let hlc = self.call.session.tick(conn)?;
+        let hlc = self.call.session.clock.tick(conn)?;
         let mut s = conn.prepare("INSERT INTO _outpost_log(tbl, key, op, hlc, mask) VALUES (?1, ?2, 0, ?3, 0) RETURNING seq")?;
         s.bind_i64(1, t.id)?;
         s.bind_blob(2, key)?;
@@ -278,7 +278,7 @@ impl Applier<'_> {
         let mut e = conn.prepare("INSERT INTO outpost_events(hlc, kind, \"table\", pk, detail) VALUES (?1, 'restored', ?2, ?3, ?4)")?;
         e.bind_i64(1, hlc as i64)?;
         e.bind_text(2, &t.def.name)?;
-        e.bind_text(3, &cells::key_json(key)?)?;
+        e.bind_text(3, &crate::json::key_json(key)?)?;
         e.bind_text(4, why)?;
         e.run()?;
         drop(e);

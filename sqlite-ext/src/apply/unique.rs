@@ -23,7 +23,7 @@
 //!
 //! With foreign keys enforced, the rows referencing an evicted row are evicted with it (as
 //! missing their parent) and come back after it, parent tables first. The quarantine entries of
-//! a row back in its table go at the retry pass that follows (`quarantine::retry_with`).
+//! a row back in its table go at the retry pass that follows (`apply/retry.rs`).
 
 use super::{Applier, Outcome, Write, PARENT_MISSING};
 use crate::error::Error;
@@ -453,11 +453,11 @@ impl Applier<'_> {
         del.bind_all(key_vals)?;
         del.run()?;
         drop(del);
-        let hlc = self.call.session.tick(conn)?;
+        let hlc = self.call.session.clock.tick(conn)?;
         let mut e = conn.prepare("INSERT INTO outpost_events(hlc, kind, \"table\", pk, detail) VALUES (?1, 'quarantined', ?2, ?3, ?4)")?;
         e.bind_i64(1, hlc as i64)?;
         e.bind_text(2, &t.def.name)?;
-        e.bind_text(3, &crate::cells::key_json(key)?)?;
+        e.bind_text(3, &crate::json::key_json(key)?)?;
         e.bind_text(4, reason)?;
         e.run()
     }
@@ -620,7 +620,7 @@ impl Applier<'_> {
             else {
                 continue;
             };
-            let pk = crate::cells::key_json(&e.packed)?;
+            let pk = crate::json::key_json(&e.packed)?;
             let s = self.cached(
                 "UPDATE outpost_quarantine SET reason = ?3 WHERE \"table\" = ?1 AND pk = ?2 \
                  AND substr(reason, 1, length(?4)) = ?4 AND reason != ?3"

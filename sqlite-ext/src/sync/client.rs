@@ -6,10 +6,10 @@ use super::live::{self, End, Live};
 use super::peers::{self, Peer};
 use super::session::session;
 use super::store::{Counts, EngineStore};
-use super::unix_time::unix_now;
+use crate::clock::unix_now;
 use crate::error::Error;
 use crate::error::SyncError;
-use crate::export::db_version;
+use crate::fold::db_version;
 use crate::functions::{Arg, Call};
 use outpost_link::Timeouts;
 use outpost_protocol::Value;
@@ -117,7 +117,7 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
         Some(w) => peers::select(all, w)?,
         None => all,
     };
-    let site = crate::clock::site_id(call.conn)?;
+    let site = crate::sites::site_id(call.conn)?;
     let id = identity::load_or_create(call.conn, site)?;
     let mut skipped: Vec<(Peer, SyncError)> = Vec::new();
     for peer in candidates {

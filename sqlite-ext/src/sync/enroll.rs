@@ -8,7 +8,7 @@
 use super::identity;
 use super::peers::{self, Peer};
 use super::session::open;
-use super::unix_time::unix_now;
+use crate::clock::unix_now;
 use crate::error::Error;
 use crate::error::{SyncError, Unconfirmed};
 use crate::functions::{Arg, Call};
@@ -35,7 +35,7 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
     let key = code.public_key().map_err(SyncError::Code)?;
     crate::schema::ensure(call.conn)?;
     identity::ensure_tables(call.conn)?;
-    let site = crate::clock::site_id(call.conn)?;
+    let site = crate::sites::site_id(call.conn)?;
     let id = identity::load_or_create(call.conn, site)?;
     let mut peer = Peer {
         site: code.hub_site,

@@ -27,7 +27,7 @@
 
 use super::store::EngineStore;
 use crate::error::SyncError;
-use crate::export::db_version;
+use crate::fold::db_version;
 use crate::functions::Call;
 use outpost_link::{Event, Link, LiveConfig, LiveWait, Timeouts};
 use outpost_protocol::session::ClientSession;

@@ -18,7 +18,7 @@
 //! `ClientStore` over the engine's export and apply), `live.rs` (the device's side of the live
 //! wait: its news is its own change sequence), `client.rs` (`outpost_sync`), `enroll.rs`
 //! (`outpost_enroll`), `progress.rs` (`outpost_sync_progress`: the running sync's announced
-//! total and what was applied, for any connection of the process), `unix_time.rs`. Their
+//! total and what was applied, for any connection of the process). Their
 //! errors are `crate::error::SyncError` (`error/sync.rs`). Id reservations
 //! (`crate::id_blocks`) are asked for after each pull; `store.rs` stores their grants.
 //!
@@ -39,9 +39,7 @@ mod peers;
 mod progress;
 mod session;
 mod store;
-mod unix_time;
 
 pub(crate) use client::sql_sync;
 pub(crate) use enroll::sql_enroll;
 pub(crate) use progress::sql_sync_progress;
-pub(crate) use unix_time::unix_now;

@@ -18,7 +18,8 @@
 use crate::apply::{sql_apply, sql_apply_many};
 use crate::error::Error;
 use crate::error::SyncError;
-use crate::export::{db_version, sql_changes};
+use crate::export::sql_changes;
+use crate::fold::db_version;
 use crate::functions::{Arg, Call};
 use outpost_link::LinkError;
 use outpost_protocol::batch::codec::{self, Limits};
