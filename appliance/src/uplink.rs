@@ -1,4 +1,4 @@
-//! The uplink: the hub as a **client** of the cloud (DESIGN.md section 6).
+//! The uplink: the hub as a **client** of the cloud (docs/design.md section 6).
 //!
 //! `outpost-hub run --cloud CODE` stores the code (`outpost-cloud enroll-code --hub`) in the
 //! allowlist's settings; from then on every `run` of that data directory keeps an uplink thread,

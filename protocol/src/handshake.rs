@@ -1,4 +1,4 @@
-//! The handshake that opens a secure channel (DESIGN.md section 7), sans-I/O.
+//! The handshake that opens a secure channel (docs/design.md section 7), sans-I/O.
 //!
 //! **Patterns.** Sessions use `Noise_IK_P256_AESGCM_SHA256`: the initiator (a device, or a hub
 //! calling the cloud) knows the responder's static key from its enrollment code and pins it, so

@@ -1,4 +1,4 @@
-//! The session messages (DESIGN.md section 5), encoded with postcard.
+//! The session messages (docs/design.md section 5), encoded with postcard.
 //!
 //! A message is a [`Message`] enum: its postcard variant index (a varint) is the **tag**, listed
 //! in `docs/wire-format.md` with worked bytes. Tags are never renumbered or reused; a new message

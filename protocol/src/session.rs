@@ -1,4 +1,4 @@
-//! The sync session (DESIGN.md section 5) as two sans-I/O state machines: [`ClientSession`] and
+//! The sync session (docs/design.md section 5) as two sans-I/O state machines: [`ClientSession`] and
 //! [`ServerSession`]. No sockets and no clock: the caller decodes messages off the channel, feeds
 //! them to `handle` with its `now_ms`, and sends whatever `poll` returns until it returns `None`.
 //! The same code runs over std sockets and embassy-net.

@@ -1,4 +1,4 @@
-//! Wire size of batches on the benchmark workload (`/work/shared/bench/WORKLOAD.md`), against the
+//! Wire size of batches on the benchmark workload (`docs/workload.md`), against the
 //! goals: at most 36 bytes per changed field for the 1% update, at most 20 bytes per non-key field
 //! for the full first sync uncompressed and at most 11.2 with DEFLATE (the gzipped
 //! WatermelonDB-style JSON of the same data).

@@ -364,7 +364,7 @@ impl Relay {
 impl Open {
     /// Decodes and handles every whole message in `input`. A session error queues its `Error`
     /// message (when it has one) and marks the relay closing; a channel error closes at once
-    /// without a word to the peer (DESIGN.md section 7).
+    /// without a word to the peer (docs/design.md section 7).
     fn receive(&mut self, input: &mut &[u8], now: u64) -> Result<(), ConnectionError> {
         while !input.is_empty() && !self.closing {
             let Some(bytes) = self

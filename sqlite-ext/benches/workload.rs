@@ -1,4 +1,4 @@
-//! The Outpost benchmark workload (`/work/shared/bench/WORKLOAD.md`): plain SQLite vs the same
+//! The Outpost benchmark workload (`docs/workload.md`): plain SQLite vs the same
 //! work with the tables tracked by liboutpost, in the same run. Prints figures and ratios; writes
 //! nothing but temporary files.
 //!
@@ -654,7 +654,7 @@ fn main() {
     }
     {
         // Informational, not the W1 goal: the same rows written 100 per statement (multi-row
-        // VALUES), the shape WORKLOAD.md's shell layouts measured. SQLite's per-statement
+        // VALUES), the shape docs/workload.md's shell layouts measured. SQLite's per-statement
         // trigger cost (statement journal, sub-program set-up) is paid once per 100 rows.
         let mut multi = [Vec::new(), Vec::new()];
         for _ in 0..runs {

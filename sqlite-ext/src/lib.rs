@@ -43,7 +43,7 @@
 //! - **Append-only capture, fold later.** The write path appends one log row per written row
 //!   and nothing else; per-row merge state is built by `fold` before export/apply. Keeping state
 //!   current inside the triggers would put a second random-key B-tree write on every app write
-//!   (measured 1.9-2.2x in WORKLOAD.md); the log append is at the end of its B-tree.
+//!   (measured 1.9-2.2x in docs/workload.md); the log append is at the end of its B-tree.
 //! - **Keys, not rowids.** Bookkeeping is keyed by the packed primary key, so `VACUUM`
 //!   renumbering rowids cannot misattribute a change, at the cost of 17 bytes per UUID key.
 //! - **Own clocks per connection, corrected at fold.** `outpost_tick` is a cached HLC per

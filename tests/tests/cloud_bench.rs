@@ -7,7 +7,7 @@
 //!   that uplinks to the cloud (default uplink settings: a live uplink), a field device live
 //!   with the cloud; each direction timed;
 //! - `cloud_ingest_throughput`: devices push the patients/visits workload of
-//!   `shared/bench/WORKLOAD.md` (scaled: `OUTPOST_BENCH_PATIENTS` per device, default 100,000: the full
+//!   `docs/workload.md` (scaled: `OUTPOST_BENCH_PATIENTS` per device, default 100,000: the full
 //!   W1 size, with twice as many visits) and the time runs until the cloud's tenant tables hold every row;
 //!   changes/s and rows/s, and plain SQLite inserting the same rows in one transaction for a
 //!   ratio.

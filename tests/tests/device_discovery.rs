@@ -1,4 +1,4 @@
-//! A device finds its hub on the LAN when the hub's known address stops answering (DESIGN.md
+//! A device finds its hub on the LAN when the hub's known address stops answering (docs/design.md
 //! section 2: "a reachable enrolled hub first, found on the LAN without typing an address"):
 //! `outpost_sync()` with no argument asks mDNS for a hub with the pinned site id, proves the pinned
 //! key in the handshake there, and remembers the new address. Runs in a network namespace of its

@@ -133,7 +133,7 @@ fn handshakes_per_second_and_bulk_throughput_over_loopback() {
 
 // ---------------------------------------------------------------------------------------------
 // A new device's first sync through `outpost_sync`, from the release-built hub holding the
-// W1-size workload (WORKLOAD.md: 100k patients + 200k visits, UUID keys), against plain SQLite
+// W1-size workload (docs/workload.md: 100k patients + 200k visits, UUID keys), against plain SQLite
 // inserting the same rows in the same run. The syncing device is a child process (this test
 // binary again, `first_sync_child`) so its peak memory (VmHWM) is its own:
 // `cargo test --release -p outpost-tests --test session_bench -- --ignored --nocapture first_sync`
@@ -159,7 +159,7 @@ CREATE TABLE visits(id TEXT PRIMARY KEY NOT NULL, patient_id TEXT REFERENCES pat
   provider TEXT, notes TEXT, created_at INTEGER);
 CREATE INDEX visits_patient ON visits(patient_id);";
 
-/// W1's rows in insert order (patients, then visits), as SQL values, from WORKLOAD.md's recipe.
+/// W1's rows in insert order (patients, then visits), as SQL values, from docs/workload.md's recipe.
 fn w1_rows(
     scale: f64,
 ) -> (

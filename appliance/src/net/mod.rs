@@ -1,5 +1,5 @@
 //! The hub's own network stack: embassy-net (smoltcp) on Linux, so the box needs no kernel IP
-//! configuration and the same code runs on the Pi, under QEMU and in tests (DESIGN.md §6).
+//! configuration and the same code runs on the Pi, under QEMU and in tests (docs/design.md §6).
 //!
 //! - [`stack`]: `--net packet:IFACE` / `tap:IFACE`, DHCP or `--ip`, the executor, [`run`].
 //! - [`packet`]: the `AF_PACKET` driver; [`tap`]: the TAP driver.

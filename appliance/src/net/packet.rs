@@ -2,7 +2,7 @@
 //! interface (the Pi's `eth0`, QEMU's virtual NIC, a veth in tests), with smoltcp as the only IP
 //! stack on it. The kernel must not have an address on that interface, or both stacks answer.
 //!
-//! Two kernel behaviours would otherwise break TCP, and both are handled here (DESIGN.md §9):
+//! Two kernel behaviours would otherwise break TCP, and both are handled here (docs/design.md §9):
 //! - **Unfinished checksums.** A frame sent by a local kernel stack (a veth peer, a bridge) can
 //!   carry `CHECKSUM_PARTIAL`: its TCP/UDP checksum field holds only the pseudo-header sum.
 //!   smoltcp would drop it as corrupt. The socket asks for per-frame status (`PACKET_AUXDATA`)

@@ -11,7 +11,7 @@
 //!
 //! A copied database file arrives without its key file (or meets another one): it gets a new
 //! key for a site id the hub already bound to the original key, and the hub refuses it with
-//! "re-enroll" (DESIGN.md section 3), which is what must happen: two databases writing under one
+//! "re-enroll" (docs/design.md section 3), which is what must happen: two databases writing under one
 //! site id would reuse `(site, seq)` and lose writes.
 //!
 //! **In-memory and temporary databases** have no path: their key is kept in this process's
