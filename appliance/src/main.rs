@@ -9,11 +9,12 @@ use outpost_hub::status::{Heartbeat, PageCache, Snapshot};
 use outpost_hub::{interfaces, uplink};
 use outpost_protocol::channel::Limits as ChannelLimits;
 use outpost_relay::allowlist::{Allowlist, AllowlistError, Device, DEFAULT_TOKEN_TTL_SECS};
-use outpost_relay::enroll::{render_qr, EnrollCode};
+use outpost_relay::command::{self, Asked};
+use outpost_relay::enroll;
 use outpost_relay::listener::{
     serve, watch_revocations, Conn, Limits as ServerLimits, LiveSessions,
 };
-use outpost_relay::{logging, serve_connection};
+use outpost_relay::serve_connection;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,7 +72,7 @@ struct Args {
     positional: Vec<String>,
 }
 
-fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
+fn parse(mut argv: impl Iterator<Item = String>) -> Result<Asked<Args>> {
     let mut args = Args {
         command: argv.next().context("no command given")?,
         ..Args::default()
@@ -133,12 +134,12 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
             }
             "--json" => args.json = true,
             "--no-qr" => args.no_qr = true,
-            "-h" | "--help" => bail!("help"),
+            "-h" | "--help" => return Ok(Asked::Help),
             s if s.starts_with('-') => bail!("unknown option {s}"),
             _ => args.positional.push(a),
         }
     }
-    Ok(args)
+    Ok(Asked::Run(args))
 }
 
 fn data_dir(args: &Args) -> Result<DataDir> {
@@ -147,31 +148,16 @@ fn data_dir(args: &Args) -> Result<DataDir> {
 }
 
 fn main() {
-    logging::init();
-    let mut argv = std::env::args().skip(1).peekable();
-    if argv.peek().is_none() || matches!(argv.peek().map(String::as_str), Some("-h" | "--help")) {
-        println!("{USAGE}");
-        return;
-    }
-    let result = parse(argv).and_then(|args| match args.command.as_str() {
-        "run" => run(&args),
-        "enroll-code" => enroll_code(&args),
-        "devices" => devices(&args),
-        "revoke" => revoke(&args),
-        "status" => status(&args),
-        other => bail!("unknown command {other:?}"),
+    command::main("outpost-hub", USAGE, parse, |args| {
+        match args.command.as_str() {
+            "run" => run(&args),
+            "enroll-code" => enroll_code(&args),
+            "devices" => devices(&args),
+            "revoke" => revoke(&args),
+            "status" => status(&args),
+            other => bail!("unknown command {other:?}"),
+        }
     });
-    if let Err(e) = result {
-        if e.to_string() == "help" {
-            println!("{USAGE}");
-            return;
-        }
-        eprintln!("outpost-hub: {e:#}");
-        if e.to_string().starts_with("unknown") || e.to_string().contains("required") {
-            eprintln!("{USAGE}");
-        }
-        std::process::exit(1);
-    }
 }
 
 /// `std:ADDR:PORT` or `std:ADDR` (port from `--port`, else 7420) → a socket address.
@@ -424,14 +410,7 @@ fn run_own_stack(
 /// address (with this machine's non-loopback addresses when it listened on all interfaces).
 fn enrollment_addresses(args: &Args, dir: &DataDir) -> Result<Vec<String>> {
     if !args.addresses.is_empty() {
-        for a in &args.addresses {
-            if a.rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-            {
-                bail!("--address {a:?}: HOST:PORT expected");
-            }
-        }
+        enroll::check_addresses(&args.addresses)?;
         return Ok(args.addresses.clone());
     }
     let last = dir.allowlist()?.setting(LAST_NET)?.with_context(|| {
@@ -461,28 +440,22 @@ fn enrollment_addresses(args: &Args, dir: &DataDir) -> Result<Vec<String>> {
 fn enroll_code(args: &Args) -> Result<()> {
     let dir = data_dir(args)?;
     let addresses = enrollment_addresses(args, &dir)?;
-    let token = dir
-        .allowlist()?
-        .issue_token(unix_now(), args.ttl.unwrap_or(DEFAULT_TOKEN_TTL_SECS))?;
-    let code = EnrollCode {
-        hub_key: dir.identity.public().as_bytes().to_vec(),
-        hub_site: dir.identity.site,
+    let issued = enroll::issue(
+        &mut dir.allowlist()?,
+        &dir.identity,
         addresses,
-        token: token.secret,
-        expires_at: token.expires_at,
-    }
-    .encode();
+        unix_now(),
+        args.ttl.unwrap_or(DEFAULT_TOKEN_TTL_SECS),
+    )?;
     log::info!(
         "data={} issued a one-time enrollment code, expires at unix {}",
         dir.path.display(),
-        token.expires_at
+        issued.token.expires_at
     );
-    println!("{code}");
-    if !args.no_qr {
-        println!();
-        print!("{}", render_qr(&code).context("rendering the QR code")?);
-        println!();
-    }
+    print!(
+        "{}",
+        enroll::printable(&issued.code, !args.no_qr).context("rendering the QR code")?
+    );
     Ok(())
 }
 

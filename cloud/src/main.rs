@@ -7,8 +7,8 @@ use outpost_cloud::https::{self, TlsFiles};
 use outpost_cloud::service::Cloud;
 use outpost_cloud::status;
 use outpost_relay::allowlist::{token_id, DEFAULT_TOKEN_TTL_SECS};
-use outpost_relay::enroll::{render_qr, EnrollCode};
-use outpost_relay::logging;
+use outpost_relay::command::{self, Asked};
+use outpost_relay::enroll;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -44,7 +44,7 @@ struct Args {
     positional: Vec<String>,
 }
 
-fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
+fn parse(mut argv: impl Iterator<Item = String>) -> Result<Asked<Args>> {
     let mut args = Args {
         command: argv.next().context("no command given")?,
         ..Args::default()
@@ -76,12 +76,12 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args> {
             "--api-token" => args.api_token = Some(value("--api-token")?),
             "--json" => args.json = true,
             "--no-qr" => args.no_qr = true,
-            "-h" | "--help" => bail!("help"),
+            "-h" | "--help" => return Ok(Asked::Help),
             s if s.starts_with('-') => bail!("unknown option {s}"),
             _ => args.positional.push(a),
         }
     }
-    Ok(args)
+    Ok(Asked::Run(args))
 }
 
 fn data_path(args: &Args) -> Result<&PathBuf> {
@@ -89,32 +89,17 @@ fn data_path(args: &Args) -> Result<&PathBuf> {
 }
 
 fn main() {
-    logging::init();
-    let mut argv = std::env::args().skip(1).peekable();
-    if argv.peek().is_none() || matches!(argv.peek().map(String::as_str), Some("-h" | "--help")) {
-        println!("{USAGE}");
-        return;
-    }
-    let result = parse(argv).and_then(|args| match args.command.as_str() {
-        "init" => init(&args),
-        "run" => run(&args),
-        "enroll-code" => enroll_code(&args),
-        "api-token" => api_token(&args),
-        "revoke" => revoke(&args),
-        "status" => status(&args),
-        other => bail!("unknown command {other:?}"),
+    command::main("outpost-cloud", USAGE, parse, |args| {
+        match args.command.as_str() {
+            "init" => init(&args),
+            "run" => run(&args),
+            "enroll-code" => enroll_code(&args),
+            "api-token" => api_token(&args),
+            "revoke" => revoke(&args),
+            "status" => status(&args),
+            other => bail!("unknown command {other:?}"),
+        }
     });
-    if let Err(e) = result {
-        if e.to_string() == "help" {
-            println!("{USAGE}");
-            return;
-        }
-        eprintln!("outpost-cloud: {e:#}");
-        if e.to_string().starts_with("unknown") || e.to_string().contains("required") {
-            eprintln!("{USAGE}");
-        }
-        std::process::exit(1);
-    }
 }
 
 fn init(args: &Args) -> Result<()> {
@@ -202,14 +187,7 @@ fn run(args: &Args) -> Result<()> {
 
 fn enrollment_addresses(args: &Args, dir: &DataDir) -> Result<Vec<String>> {
     if !args.addresses.is_empty() {
-        for a in &args.addresses {
-            if a.rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-            {
-                bail!("--address {a:?}: HOST:PORT expected");
-            }
-        }
+        enroll::check_addresses(&args.addresses)?;
         return Ok(args.addresses.clone());
     }
     let last = dir.control()?.setting(LAST_LISTEN)?.with_context(|| {
@@ -233,31 +211,25 @@ fn enroll_code(args: &Args) -> Result<()> {
         .context("say what enrolls: --hub or --device is required")?;
     let dir = DataDir::open(data_path(args)?)?;
     let addresses = enrollment_addresses(args, &dir)?;
-    let token = dir
-        .allowlist()?
-        .issue_token(unix_now(), args.ttl.unwrap_or(DEFAULT_TOKEN_TTL_SECS))?;
-    dir.control()?
-        .record_enroll_kind(&token_id(&token.secret), kind)?;
-    let code = EnrollCode {
-        hub_key: dir.identity.public().as_bytes().to_vec(),
-        hub_site: dir.identity.site,
+    let issued = enroll::issue(
+        &mut dir.allowlist()?,
+        &dir.identity,
         addresses,
-        token: token.secret,
-        expires_at: token.expires_at,
-    }
-    .encode();
+        unix_now(),
+        args.ttl.unwrap_or(DEFAULT_TOKEN_TTL_SECS),
+    )?;
+    dir.control()?
+        .record_enroll_kind(&token_id(&issued.token.secret), kind)?;
     log::info!(
         "data={} issued a one-time {} enrollment code, expires at unix {}",
         dir.path.display(),
         kind.as_str(),
-        token.expires_at
+        issued.token.expires_at
     );
-    println!("{code}");
-    if !args.no_qr {
-        println!();
-        print!("{}", render_qr(&code).context("rendering the QR code")?);
-        println!();
-    }
+    print!(
+        "{}",
+        enroll::printable(&issued.code, !args.no_qr).context("rendering the QR code")?
+    );
     Ok(())
 }
 

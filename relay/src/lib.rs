@@ -6,7 +6,7 @@
 //! - [`identity`]: the box's static P-256 key and site id (`identity.key`, `site-id`).
 //! - [`allowlist`]: enrolled peers, one-time enrollment tokens, handshake counters, settings and
 //!   peers' last known vectors (their text form: [`vector_text`]).
-//! - [`enroll`]: the `outpost:` enrollment code and its terminal QR rendering.
+//! - [`enroll`]: the `outpost:` enrollment code: issuing one, its terminal QR rendering.
 //! - [`Serving`]: what one serving process shares between connections, built from [`Stores`]
 //!   (the identity and the two SQLite files, which each box locates in its own directory).
 //! - [`Relay`]: one connection as a socket-independent machine (Noise responder admitting from
@@ -14,12 +14,14 @@
 //!   [`serve_connection`] / [`serve_stream`], which drive it over a blocking [`Stream`].
 //! - [`listener`]: the std TCP front with its connection limits, and revocation of live sessions.
 //! - [`logging`]: structured stderr lines and the recent warnings a status shows.
+//! - [`command`]: the front both boxes' command lines share (help, errors, exit status).
 //!
 //! **API boundary:** nothing here knows embassy, the hub's firmware or the cloud's engine; a box
 //! hands in its [`Stores`] and a byte stream.
 #![warn(missing_docs)]
 
 pub mod allowlist;
+pub mod command;
 mod connection;
 pub mod enroll;
 mod gate;
