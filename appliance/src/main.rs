@@ -8,12 +8,10 @@ use outpost_hub::net::{self, HubServices, IpConfig, Link, NetConfig};
 use outpost_hub::status::{Heartbeat, PageCache, Snapshot};
 use outpost_hub::{interfaces, uplink};
 use outpost_protocol::channel::Limits as ChannelLimits;
-use outpost_relay::allowlist::{Allowlist, AllowlistError, Device, DEFAULT_TOKEN_TTL_SECS};
+use outpost_relay::allowlist::{Allowlist, Device, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::command::{self, Asked};
 use outpost_relay::enroll;
-use outpost_relay::listener::{
-    serve, watch_revocations, Conn, Limits as ServerLimits, LiveSessions,
-};
+use outpost_relay::listener::{serve, watch_allowlist, Conn, Limits as ServerLimits, LiveSessions};
 use outpost_relay::serve_connection;
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -213,19 +211,8 @@ fn run(args: &Args) -> Result<()> {
     let hub = Hub::new(dir, ChannelLimits::default());
     let live = Arc::new(LiveSessions::default());
     let watcher = Allowlist::open(&allowlist_path)?;
-    watch_revocations(
-        live.clone(),
-        Duration::from_secs(1),
-        move |k| match watcher.authorize(k) {
-            Ok(_) => true,
-            Err(AllowlistError::Revoked | AllowlistError::NotEnrolled) => false,
-            Err(e) => {
-                log::warn!("revocation check: {e}");
-                true
-            }
-        },
-    )
-    .context("starting the revocation watcher")?;
+    watch_allowlist(live.clone(), Duration::from_secs(1), watcher)
+        .context("starting the revocation watcher")?;
     log::info!("hub site={site} key={key} net={net}");
     if net.starts_with("std:") {
         if with_uplink {

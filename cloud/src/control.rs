@@ -3,7 +3,7 @@
 //! kind (hub or device) each enrollment token was issued for, and settings such as the last
 //! listening addresses.
 
-use crate::private_file::{create_private_file, FileError};
+use outpost_relay::private_file::{create_private_file, FileError};
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 use std::fmt;

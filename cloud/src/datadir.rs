@@ -13,12 +13,12 @@
 //! tenant and mailbox hold patient data, the allowlist unused enrollment tokens.
 
 use crate::control::{Control, ControlError};
-use crate::private_file::{create_private_file, write_new_file, FileError};
 use outpost_embed::EngineError;
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::SiteId;
 use outpost_relay::allowlist::{Allowlist, AllowlistError};
 use outpost_relay::identity::{Identity, IdentityError};
+use outpost_relay::private_file::{create_private_file, write_new_file, FileError};
 use outpost_relay::Stores;
 use std::fmt;
 use std::fs;

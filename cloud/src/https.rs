@@ -7,9 +7,9 @@
 
 use crate::error_chain::Chain;
 use crate::http::{read_request, respond, Request};
-use crate::private_file::{write_new_file, FileError};
 use crate::service::Cloud;
 use crate::watermelon;
+use outpost_relay::private_file::{write_new_file, FileError};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;

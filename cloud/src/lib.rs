@@ -12,8 +12,8 @@
 //!
 //! Inside the crate: `schema` (tables from batch headers), `tenant` (ingest and export),
 //! `changelog` (per-record change times for REST), `watermelon` (pull and push), `http` (the
-//! HTTP/1.1 request reader), `private_file` (creating the directory's files), `error_chain`
-//! (an error and its causes on one line). Their error types appear in the public API and are
+//! HTTP/1.1 request reader), `error_chain` (an error and its causes on one line); files are
+//! created through `outpost_relay::private_file`. Their error types appear in the public API and are
 //! re-exported here.
 //!
 //! Every layer has its own error enum, whose text names the file, table or record involved and
@@ -26,7 +26,6 @@ pub mod datadir;
 mod error_chain;
 mod http;
 pub mod https;
-mod private_file;
 mod schema;
 pub mod service;
 pub mod sessions;
@@ -35,7 +34,7 @@ mod tenant;
 mod watermelon;
 
 pub use changelog::ChangelogError;
-pub use private_file::FileError;
+pub use outpost_relay::private_file::FileError;
 pub use schema::SchemaError;
 pub use tenant::{ApplyFailure, Ingested, TenantError};
 pub use watermelon::{InvalidPush, PushError, RestError};

@@ -16,9 +16,7 @@ use crate::service::Cloud;
 use outpost_protocol::channel::Limits as ChannelLimits;
 use outpost_protocol::message::PeerRole;
 use outpost_relay::allowlist::AllowlistError;
-use outpost_relay::listener::{
-    serve, watch_revocations, Conn, Limits as ServerLimits, LiveSessions,
-};
+use outpost_relay::listener::{serve, watch_allowlist, Conn, Limits as ServerLimits, LiveSessions};
 use outpost_relay::{serve_connection, Serving};
 use std::fmt;
 use std::net::TcpListener;
@@ -74,21 +72,11 @@ pub fn spawn(listener: TcpListener, cloud: Arc<Cloud>) -> Result<(), SessionsErr
         .stores()
         .allowlist()
         .map_err(SessionsError::Allowlist)?;
-    watch_revocations(
-        live.clone(),
-        Duration::from_secs(1),
-        move |k| match watcher.authorize(k) {
-            Ok(_) => true,
-            Err(AllowlistError::Revoked | AllowlistError::NotEnrolled) => false,
-            Err(e) => {
-                log::warn!("revocation check: {e}");
-                true
-            }
-        },
-    )
-    .map_err(|source| SessionsError::Thread {
-        name: "revocation watcher",
-        source,
+    watch_allowlist(live.clone(), Duration::from_secs(1), watcher).map_err(|source| {
+        SessionsError::Thread {
+            name: "revocation watcher",
+            source,
+        }
     })?;
     let handler = move |conn: &mut Conn| {
         let r = serve_connection(&serving, conn);

@@ -7,13 +7,13 @@
 //! file readable by others is refused, as ssh does, because anyone who reads it can impersonate
 //! the box to every enrolled peer. The site id lives in `site-id` (32 hex digits and a newline).
 
+use crate::private_file::{write_new_file, FileError};
 use outpost_protocol::handshake::{KeyError, Keypair, PublicKey};
 use outpost_protocol::site::ParseSiteIdError;
 use outpost_protocol::SiteId;
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The private key file in the data directory.
@@ -38,52 +38,19 @@ impl fmt::Debug for Identity {
     }
 }
 
-/// What a step on an identity file was doing when the system refused it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FileStep {
-    /// Creating the temporary file.
-    Create,
-    /// Writing and syncing the temporary file.
-    Write,
-    /// Renaming the temporary file into place.
-    Rename,
-    /// Syncing the directory after the rename.
-    SyncDirectory,
-    /// Reading the file (or its metadata).
-    Read,
-}
-
-impl fmt::Display for FileStep {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FileStep::Create => "creating",
-            FileStep::Write => "writing",
-            FileStep::Rename => "renaming into",
-            FileStep::SyncDirectory => "syncing directory",
-            FileStep::Read => "reading",
-        })
-    }
-}
-
 /// Why the identity could not be loaded or created.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum IdentityError {
-    /// The system refused a file operation.
-    File {
-        /// What was being done.
-        step: FileStep,
-        /// The file (or directory).
+    /// An identity file could not be read.
+    Read {
+        /// The file.
         path: PathBuf,
         /// The system's error.
         source: std::io::Error,
     },
-    /// A file to create appeared meanwhile (another process created it): it is not replaced.
-    Exists {
-        /// The file.
-        path: PathBuf,
-    },
+    /// A new identity file could not be written.
+    Write(FileError),
     /// The key file is readable by other users.
     ReadableByOthers {
         /// The key file.
@@ -119,12 +86,10 @@ pub enum IdentityError {
 impl fmt::Display for IdentityError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            IdentityError::File { step, path, source } => {
-                write!(f, "{step} {}: {source}", path.display())
+            IdentityError::Read { path, source } => {
+                write!(f, "reading {}: {source}", path.display())
             }
-            IdentityError::Exists { path } => {
-                write!(f, "{} already exists; not replacing it", path.display())
-            }
+            IdentityError::Write(e) => e.fmt(f),
             IdentityError::ReadableByOthers { path, mode } => write!(
                 f,
                 "{} is readable by other users (mode {mode:o}); run `chmod 600 {}`",
@@ -156,7 +121,8 @@ impl fmt::Display for IdentityError {
 impl std::error::Error for IdentityError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            IdentityError::File { source, .. } => Some(source),
+            IdentityError::Read { source, .. } => Some(source),
+            IdentityError::Write(e) => e.source(),
             IdentityError::SiteId { source, .. } => Some(source),
             IdentityError::KeyGeneration(e) => Some(e),
             IdentityError::Random(e) => Some(e),
@@ -165,37 +131,11 @@ impl std::error::Error for IdentityError {
     }
 }
 
-fn file_error(step: FileStep, path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::File {
-        step,
+fn read_error(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Read {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Writes `bytes` to `dir/name` atomically with `mode`: a temporary file, fsync, rename, fsync of
-/// the directory. Refuses to replace an existing file.
-fn write_new_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let path = dir.join(name);
-    let tmp = path.with_extension("tmp");
-    let _ = fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(file_error(FileStep::Create, &tmp))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(file_error(FileStep::Write, &tmp))?;
-    if path.exists() {
-        let _ = fs::remove_file(&tmp);
-        return Err(IdentityError::Exists { path });
-    }
-    fs::rename(&tmp, &path).map_err(file_error(FileStep::Rename, &path))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(file_error(FileStep::SyncDirectory, dir))
 }
 
 impl Identity {
@@ -207,21 +147,17 @@ impl Identity {
         let mut created = false;
         if !key_path.exists() {
             let key = Keypair::generate().map_err(IdentityError::KeyGeneration)?;
-            write_new_file(dir, KEY_FILE, key.secret_bytes(), 0o600)?;
+            write_new_file(&key_path, key.secret_bytes(), 0o600).map_err(IdentityError::Write)?;
             created = true;
         }
         if !site_path.exists() {
             let mut site = [0u8; 16];
             getrandom::getrandom(&mut site).map_err(IdentityError::Random)?;
-            write_new_file(
-                dir,
-                SITE_FILE,
-                format!("{}\n", SiteId(site)).as_bytes(),
-                0o644,
-            )?;
+            write_new_file(&site_path, format!("{}\n", SiteId(site)).as_bytes(), 0o644)
+                .map_err(IdentityError::Write)?;
             created = true;
         }
-        let meta = fs::metadata(&key_path).map_err(file_error(FileStep::Read, &key_path))?;
+        let meta = fs::metadata(&key_path).map_err(read_error(&key_path))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(IdentityError::ReadableByOthers {
@@ -229,7 +165,7 @@ impl Identity {
                 mode,
             });
         }
-        let raw = fs::read(&key_path).map_err(file_error(FileStep::Read, &key_path))?;
+        let raw = fs::read(&key_path).map_err(read_error(&key_path))?;
         let Ok(secret) = <[u8; 32]>::try_from(raw.as_slice()) else {
             return Err(IdentityError::KeyLength {
                 path: key_path,
@@ -238,8 +174,7 @@ impl Identity {
         };
         let keypair = Keypair::from_secret(&secret)
             .map_err(|_| IdentityError::InvalidKey { path: key_path })?;
-        let text =
-            fs::read_to_string(&site_path).map_err(file_error(FileStep::Read, &site_path))?;
+        let text = fs::read_to_string(&site_path).map_err(read_error(&site_path))?;
         let site = text
             .trim()
             .parse()

@@ -14,6 +14,7 @@
 //!   [`serve_connection`] / [`serve_stream`], which drive it over a blocking [`Stream`].
 //! - [`listener`]: the std TCP front with its connection limits, and revocation of live sessions.
 //! - [`logging`]: structured stderr lines and the recent warnings a status shows.
+//! - [`private_file`]: creating a box's files: mode 0600, or written whole at once.
 //! - [`command`]: the front both boxes' command lines share (help, errors, exit status).
 //!
 //! **API boundary:** nothing here knows embassy, the hub's firmware or the cloud's engine; a box
@@ -28,6 +29,7 @@ mod gate;
 pub mod identity;
 pub mod listener;
 pub mod logging;
+pub mod private_file;
 mod serving;
 mod stream;
 pub mod vector_text;

@@ -10,6 +10,7 @@
 //! ([`LiveSessions::end_revoked`]). Sessions of the hub's own stack register in the same
 //! [`LiveSessions`].
 
+use crate::allowlist::{Allowlist, AllowlistError};
 use crate::stream::Stream;
 use outpost_protocol::handshake::PublicKey;
 use std::collections::HashMap;
@@ -263,6 +264,24 @@ pub fn watch_revocations(
                 log::info!("ended {ended} session(s) of revoked devices");
             }
         })
+}
+
+/// [`watch_revocations`] against an allowlist (its own connection): a key revoked or no longer
+/// enrolled ends its sessions; a lookup that fails keeps them and is logged (a busy or damaged
+/// file must not cut every device off).
+pub fn watch_allowlist(
+    live: Arc<LiveSessions>,
+    period: Duration,
+    allowlist: Allowlist,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    watch_revocations(live, period, move |k| match allowlist.authorize(k) {
+        Ok(_) => true,
+        Err(AllowlistError::Revoked | AllowlistError::NotEnrolled) => false,
+        Err(e) => {
+            log::warn!("revocation check: {e}");
+            true
+        }
+    })
 }
 
 /// Accepts connections forever, each on its own thread running `handler`.

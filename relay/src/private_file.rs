@@ -2,8 +2,9 @@
 //! opens, so its `-wal`/`-shm` files get the same mode), and a file written whole at once
 //! (temporary file, fsync, rename, fsync of the directory) so a crash never leaves half of it.
 //!
-//! Both the data directory (`datadir.rs`), the control file (`control.rs`) and the TLS files
-//! (`https.rs`) create files this way; it lives here so none of them depends on another for it.
+//! A serving box's identity files (`identity.rs`), the cloud's data directory, control file and
+//! TLS files are created this way. A file written whole is never put over an existing one: each
+//! is created once, and one that appeared meanwhile (another process) is left as it is.
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -42,6 +43,12 @@ pub enum FileError {
         /// The system's reason.
         source: io::Error,
     },
+    /// The file appeared while this one was being written (another process created it): it is
+    /// not replaced.
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
     /// The path has no parent directory to write the file in.
     NoDirectory {
         /// The path.
@@ -58,6 +65,9 @@ impl fmt::Display for FileError {
             FileError::SyncDirectory { path, .. } => {
                 write!(f, "syncing directory {}", path.display())
             }
+            FileError::Exists { path } => {
+                write!(f, "{} already exists; not replacing it", path.display())
+            }
             FileError::NoDirectory { path } => {
                 write!(f, "{} has no directory to write it in", path.display())
             }
@@ -72,13 +82,13 @@ impl std::error::Error for FileError {
             | FileError::Write { source, .. }
             | FileError::Rename { source, .. }
             | FileError::SyncDirectory { source, .. } => Some(source),
-            FileError::NoDirectory { .. } => None,
+            FileError::Exists { .. } | FileError::NoDirectory { .. } => None,
         }
     }
 }
 
 /// Creates `path` empty with mode 0600 unless it exists.
-pub(crate) fn create_private_file(path: &Path) -> Result<(), FileError> {
+pub fn create_private_file(path: &Path) -> Result<(), FileError> {
     match OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -95,8 +105,8 @@ pub(crate) fn create_private_file(path: &Path) -> Result<(), FileError> {
 }
 
 /// Writes `bytes` to a new file `path` with `mode`: temporary file, fsync, rename, fsync of the
-/// directory, so a crash never leaves a half-written file.
-pub(crate) fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+/// directory, so a crash never leaves a half-written file. An existing `path` is not replaced.
+pub fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     let dir = path.parent().ok_or_else(|| FileError::NoDirectory {
         path: path.to_path_buf(),
     })?;
@@ -117,6 +127,12 @@ pub(crate) fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(),
             path: tmp.clone(),
             source,
         })?;
+    if path.exists() {
+        let _ = fs::remove_file(&tmp);
+        return Err(FileError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
     fs::rename(&tmp, path).map_err(|source| FileError::Rename {
         path: path.to_path_buf(),
         source,
