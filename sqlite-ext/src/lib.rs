@@ -35,9 +35,9 @@
 //! `ffi.rs` → `clock.rs` → `session.rs` (the per-connection state) → `functions.rs` and
 //! `clock_table.rs` (registration) → the engine modules (`schema.rs`, `keys.rs`, `json.rs`,
 //! `state.rs`, `cells.rs`, `quarantine.rs`, `triggers.rs`, `fold.rs`, `apply.rs`, `export.rs`,
-//! ...) → `sync/` → `status.rs` (which records what a sync did) → this file's table. The one exception is the apply itself: `apply.rs` and its
-//! parts in `apply/` (`unique.rs`, `restore.rs`, `retry.rs`: more methods of one `Applier`) use
-//! each other.
+//! ...) → `sync/` → `status.rs` (which records what a sync did) → this file's table. The one
+//! exception is the apply itself: `apply.rs` and its parts in `apply/` (`unique.rs`,
+//! `restore.rs`, `retry.rs`: more methods of one `Applier`) use each other.
 //!
 //! ## Decisions (for ARCHITECTURE.md)
 //! - **Append-only capture, fold later.** The write path appends one log row per written row
