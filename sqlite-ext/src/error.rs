@@ -109,9 +109,6 @@ pub enum Error {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ApplyError {
-    /// The blob is not a batch, in the decoder's words: the form the sync client
-    /// (`sync/store.rs`) reports a pulled chunk's verification failure in.
-    Malformed(String),
     /// The blob is not a batch: truncated, bad hash, unknown version, ... (the decoder's report).
     Decode(DecodeError),
     /// The argument was not a blob.
@@ -150,7 +147,6 @@ pub enum LoadError {
 impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApplyError::Malformed(m) => write!(f, "not a valid Outpost batch: {m}"),
             ApplyError::Decode(e) => write!(f, "not a valid Outpost batch: {e}"),
             ApplyError::NotABlob => {
                 f.write_str("outpost_apply expects a batch blob (from outpost_changes)")

@@ -264,7 +264,7 @@ impl EngineStore<'_> {
             // The chunks before it are good: apply them, then report the bad one.
             self.flush_inner()?;
             return Err(SyncError::Engine(
-                crate::error::ApplyError::Malformed(e.to_string()).into(),
+                crate::error::ApplyError::Decode(e).into(),
             ));
         }
         self.kept.push((header.clone(), batch.to_vec()));
