@@ -55,7 +55,7 @@ fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks()
         batch(OTHER, 3, 3),
         batch(DEVICE, 1, 1),
     ]);
-    let mut cstore = MemClient::new(
+    let mut cstore = Device::holding(
         DEVICE,
         vec![
             batch(DEVICE, 1, 1),
@@ -101,7 +101,7 @@ fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks()
     assert_eq!(&cstore.acked, covered);
     // The pull brought the other origin's batches, never the client's own.
     assert_eq!(cstore.applied.len(), 2);
-    assert!(cstore.applied.iter().all(|h| h.origin == OTHER));
+    assert!(cstore.applied.iter().all(|(o, _)| *o == OTHER));
     assert_eq!(cstore.vector.get(&OTHER), 3);
     assert!(matches!(t.to_client.last(), Some(Message::PullDone { .. })));
     assert_eq!(t.to_server.last(), Some(&Message::Bye));
@@ -113,7 +113,7 @@ fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks()
 #[test]
 fn nothing_to_push_goes_straight_to_the_pull() {
     let mut sstore = MemServer::holding(vec![batch(OTHER, 1, 1)]);
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
     let (t, r) = run(
@@ -134,7 +134,7 @@ fn a_retried_commit_with_the_same_session_and_content_gets_the_same_ack() {
     let mut sstore = MemServer::default();
     let own = vec![batch(DEVICE, 1, 3)];
     // First attempt: the ack is lost (the connection drops right after the commit).
-    let mut cstore = MemClient::new(DEVICE, own.clone());
+    let mut cstore = Device::holding(DEVICE, own.clone());
     let mut client = ClientSession::new(client_config(9));
     let mut server = ServerSession::new(server_config());
     let (t1, r) = run(&mut client, &mut cstore, &mut server, &mut sstore, 1);
@@ -263,7 +263,7 @@ fn the_client_pushes_again_under_a_fresh_session_id_and_gives_up_after_its_limit
         .unwrap();
     s0.handle(commit(5), 0, &mut sstore).unwrap();
     sstore.batches.clear(); // the server lost the data but not the session record
-    let mut cstore = MemClient::new(DEVICE, vec![batch(DEVICE, 1, 2)]);
+    let mut cstore = Device::holding(DEVICE, vec![batch(DEVICE, 1, 2)]);
     let mut client = ClientSession::new(client_config(5));
     let mut server = ServerSession::new(server_config());
     let (t, r) = run(
@@ -286,7 +286,7 @@ fn the_client_pushes_again_under_a_fresh_session_id_and_gives_up_after_its_limit
     // With a limit of one attempt the client stops with a typed error.
     let mut cfg = client_config(5);
     cfg.max_push_attempts = 1;
-    let mut cstore = MemClient::new(DEVICE, vec![batch(DEVICE, 1, 3)]);
+    let mut cstore = Device::holding(DEVICE, vec![batch(DEVICE, 1, 3)]);
     let mut client = ClientSession::new(cfg);
     let mut server = ServerSession::new(server_config());
     let (_, r) = run(
@@ -311,7 +311,7 @@ fn an_interrupted_pull_resumes_without_downloading_twice() {
         .map(|i| batch(if i % 2 == 0 { OTHER } else { THIRD }, i / 2 + 1, i / 2 + 1))
         .collect();
     let mut sstore = MemServer::holding(server_batches);
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
     // Hello, the pull's size and 4 chunks, then the connection drops.
@@ -395,7 +395,7 @@ fn messages_not_allowed_in_the_current_state_are_rejected() {
         }
     );
     // A client receiving a chunk while it waits for the hello.
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     client.poll(&mut cstore).unwrap().unwrap();
     let e = client
@@ -526,7 +526,7 @@ fn hello_mismatches_are_typed_errors() {
 
 #[test]
 fn a_peer_error_ends_the_session_without_an_answer() {
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     client.poll(&mut cstore).unwrap();
     let e = client
@@ -545,7 +545,7 @@ fn a_peer_error_ends_the_session_without_an_answer() {
 
 #[test]
 fn a_server_returning_the_clients_own_batch_is_an_error() {
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     let mut sstore = MemServer::default();
     let mut server = ServerSession::new(server_config());
@@ -566,7 +566,7 @@ fn a_server_returning_the_clients_own_batch_is_an_error() {
 #[test]
 fn live_mode_pulls_again_on_notify_and_answers_pings() {
     let mut sstore = MemServer::default();
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut cfg = client_config(1);
     cfg.live = true;
     let mut client = ClientSession::new(cfg);
@@ -617,7 +617,7 @@ proptest! {
         let mut held = chain(OTHER, &server_split);
         held.extend(own.iter().take(server_has_own).cloned());
         let mut sstore = MemServer::holding(held.clone());
-        let mut cstore = MemClient::new(DEVICE, own.clone());
+        let mut cstore = Device::holding(DEVICE, own.clone());
         let mut client = ClientSession::new(client_config(1));
         let mut server = ServerSession::new(server_config());
         let (_, r) = run(&mut client, &mut cstore, &mut server, &mut sstore, cut);

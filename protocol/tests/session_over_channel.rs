@@ -139,7 +139,7 @@ fn a_device_syncs_with_a_hub_over_the_secure_channel() {
     let theirs: Vec<Vec<u8>> = (1..=2)
         .map(|s| big_batch(SiteId([0x22; 16]), s, 3_000))
         .collect();
-    let mut cstore = MemClient::new(DEVICE, own.clone());
+    let mut cstore = Device::holding(DEVICE, own.clone());
     let mut sstore = MemServer::holding(theirs);
     let mut client = ClientSession::new(client_config(1));
     let mut sconfig = server_config();

@@ -1,0 +1,38 @@
+//! # outpost-testkit
+//!
+//! One copy of what Outpost's tests share, so a change to the protocol or to a binary's command
+//! line is made once for every test that drives it. Dev-only: crates list it under
+//! `[dev-dependencies]`, nothing ships it.
+//!
+//! Always here, the protocol-level device (what the protocol's, the relay's, the hub's and the
+//! cloud's tests use to act as a peer whose every push and pull they can count):
+//! - [`batch`]: small encoded batches and their headers;
+//! - [`device`]: an in-memory device database implementing the protocol's `ClientStore`, and the
+//!   [`Peer`] key a handshake needs;
+//! - [`dial`]: the Noise initiator handshake over TCP and enrollment; [`session`]: one session
+//!   over it (`sync`, a cut pull, live mode, the push/pull round of the hub tests);
+//! - [`wait`]: waiting for a condition with a deadline.
+//!
+//! With the `e2e` feature, the end-to-end wrappers (the `outpost-tests` crate and the CLI's
+//! tests): the release-built binaries ([`built`]), `outpost-hub` and `outpost-cloud` processes
+//! ([`hub`], [`cloud`], [`process`]), device databases with the built extension loaded
+//! ([`device_db`], [`patients`]), the mailbox check ([`mailbox_check`]), a connection-cutting
+//! proxy ([`proxy`]), scratch directories and ports, skipping without a tool ([`require`]).
+//!
+//! Everything here panics on the unexpected, as a test would: a failure names what it waited
+//! for or ran. The session driver returns typed errors ([`SyncError`]) where tests assert that a
+//! session fails.
+
+pub mod batch;
+pub mod device;
+pub mod dial;
+pub mod error;
+pub mod session;
+pub mod wait;
+
+pub use batch::{batch, header};
+pub use device::{Device, Peer};
+pub use dial::{connect, enroll, enroll_token, handshake, HubInfo};
+pub use error::SyncError;
+pub use session::{exchange, live_until, sync, sync_cut};
+pub use wait::{wait_for, wait_until};
