@@ -30,6 +30,31 @@ pub mod error;
 pub mod session;
 pub mod wait;
 
+#[cfg(feature = "e2e")]
+pub mod built;
+#[cfg(feature = "e2e")]
+pub mod cloud;
+#[cfg(feature = "e2e")]
+pub mod device_db;
+#[cfg(feature = "e2e")]
+pub mod figures;
+#[cfg(feature = "e2e")]
+pub mod hub;
+#[cfg(feature = "e2e")]
+pub mod mailbox_check;
+#[cfg(feature = "e2e")]
+pub mod patients;
+#[cfg(feature = "e2e")]
+pub mod port;
+#[cfg(feature = "e2e")]
+pub mod process;
+#[cfg(feature = "e2e")]
+pub mod proxy;
+#[cfg(feature = "e2e")]
+pub mod require;
+#[cfg(feature = "e2e")]
+pub mod scratch;
+
 pub use batch::{batch, header};
 pub use device::{Device, Peer};
 pub use dial::{connect, enroll, enroll_token, handshake, HubInfo};

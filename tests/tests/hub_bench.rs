@@ -7,14 +7,15 @@
 mod support;
 
 use outpost_mailbox::Mailbox;
-use outpost_protocol::batch::codec::{self, Limits as BatchLimits};
+use outpost_protocol::batch::codec;
 use outpost_protocol::batch::{
     CellChange, CellPayload, ColumnSchema, Compression, RowChange, TableChanges, TableSchema,
 };
 use outpost_protocol::handshake::Purpose;
-use outpost_protocol::message::{Message, PeerRole, SessionId};
-use outpost_protocol::session::{ClientConfig, ClientSession};
+use outpost_protocol::message::Message;
+use outpost_protocol::session::ClientSession;
 use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, Value};
+use outpost_testkit::session::{client_config, session_id};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -77,16 +78,7 @@ struct Live {
 
 fn live_session(hub: &HubInfo, dev: &mut Device, n: u64) -> (Live, u64) {
     let (mut ch, mut s) = connect(hub, dev, Purpose::Session).unwrap();
-    let mut client = ClientSession::new(ClientConfig {
-        site: dev.site,
-        role: PeerRole::Device,
-        fingerprint: [9; 32],
-        wall_clock_ms: 1_800_000_000_000,
-        session: SessionId([n as u8; 16]),
-        live: true,
-        max_push_attempts: 3,
-        batch_limits: BatchLimits::default(),
-    });
+    let mut client = ClientSession::new(client_config(dev.site, session_id(n, dev.site), true));
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while let Some(m) = client.poll(dev).unwrap() {

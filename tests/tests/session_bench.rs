@@ -143,14 +143,13 @@ fn handshakes_per_second_and_bulk_throughput_over_loopback() {
 // the same runs; `OUTPOST_BENCH_RUNS` (default 3), `OUTPOST_BENCH_SCALE`
 // (default 1.0). Results are recorded in docs/performance.md (W4, "through outpost_sync").
 
-mod built;
-mod cloudrun;
-
+use outpost_testkit::built::built;
+use outpost_testkit::hub::Hub;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const W1_SCHEMA: &str = "
 CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, given_name TEXT, family_name TEXT, sex TEXT, dob TEXT,
@@ -332,16 +331,6 @@ fn insert_w1(
     t.elapsed().as_secs_f64()
 }
 
-fn enroll_code(hub_data: &Path) -> String {
-    cloudrun::code_of(
-        Command::new(&built::built().hub)
-            .args(["enroll-code", "--no-qr", "--data"])
-            .arg(hub_data)
-            .output()
-            .unwrap(),
-    )
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -425,37 +414,22 @@ fn first_sync_through_outpost_sync() {
         .unwrap_or(3);
     // (label, extension, apply the exported chunks instead of syncing)
     let mut exts = vec![
-        ("current", built::built().ext.clone(), false),
-        ("apply alone", built::built().ext.clone(), true),
+        ("current", built().ext.clone(), false),
+        ("apply alone", built().ext.clone(), true),
     ];
     if let Ok(before) = std::env::var("OUTPOST_BENCH_BEFORE_EXT") {
         exts.insert(0, ("before", before.into(), false));
     }
     let dir = tempfile::tempdir().unwrap();
-    let hub_data = dir.path().join("hub");
-    std::fs::create_dir_all(&hub_data).unwrap();
-    let port = free_port();
-    let mut hub = Command::new(&built::built().hub)
-        .args(["run", "--data"])
-        .arg(&hub_data)
-        .args(["--net", &format!("std:127.0.0.1:{port}"), "--no-mdns"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "hub did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let hub = Hub::start(&dir.path().join("hub"), &["--no-mdns"]);
 
     // The source device writes W1 and pushes it to the hub.
     let rows = w1_rows(scale);
     let total = (rows.0.len() + rows.1.len()) as u64;
-    let src = w1_db(&dir.path().join("source.db"), Some(&built::built().ext));
+    let src = w1_db(&dir.path().join("source.db"), Some(&built().ext));
     let written = insert_w1(&src, &rows);
     src.query_row(
-        &format!("SELECT outpost_enroll('{}')", enroll_code(&hub_data)),
+        &format!("SELECT outpost_enroll('{}')", hub.code()),
         [],
         |_| Ok(()),
     )
@@ -510,7 +484,7 @@ fn first_sync_through_outpost_sync() {
                         if *apply {
                             format!("apply:{}", chunks.display())
                         } else {
-                            enroll_code(&hub_data)
+                            hub.code()
                         }
                     ),
                 )
@@ -564,6 +538,5 @@ fn first_sync_through_outpost_sync() {
                 .join(" / ")
         );
     }
-    let _ = hub.kill();
-    let _ = hub.wait();
+    drop(hub);
 }
