@@ -6,39 +6,27 @@ mod common;
 use common::*;
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::batch::BatchHeader;
-use outpost_protocol::handshake::{Keypair, Purpose};
+use outpost_protocol::handshake::Purpose;
 use outpost_protocol::message::{Covered, PeerRole};
 use outpost_protocol::session::ClientStore;
 use outpost_protocol::{SiteId, VersionVector};
 use outpost_relay::enroll::EnrollCode;
 use outpost_testkit::session::run;
-use outpost_testkit::{connect, enroll_token, HubInfo, Peer, SyncError};
+use outpost_testkit::{connect, enroll_token, HubInfo, Keyed, SyncError};
 use rusqlite::Connection;
 use serde_json::json;
 use std::collections::VecDeque;
 
-/// A device: an app database with the engine, as the protocol's client store.
-struct Device {
+/// An app database with the engine, as the protocol's client store.
+struct Engine {
     db: Connection,
-    keypair: Keypair,
     site: SiteId,
-    counter: u64,
 }
 
-impl Peer for Device {
-    fn keypair(&self) -> &Keypair {
-        &self.keypair
-    }
-    fn site(&self) -> SiteId {
-        self.site
-    }
-    fn next_counter(&mut self) -> u64 {
-        self.counter += 1;
-        self.counter
-    }
-}
+/// A device: its key and its database.
+type Device = Keyed<Engine>;
 
-impl ClientStore for Device {
+impl ClientStore for Engine {
     type Error = String;
     type ExportPlan = VecDeque<Vec<u8>>;
 
@@ -125,24 +113,23 @@ fn a_device_enrolls_pushes_into_real_tables_and_pulls_rest_changes() {
     let site: Vec<u8> = db
         .query_row("SELECT outpost_site_id()", [], |r| r.get(0))
         .unwrap();
-    let mut dev = Device {
-        db,
-        keypair: Keypair::generate().unwrap(),
-        site: SiteId::from_slice(&site).unwrap(),
-        counter: 0,
-    };
+    let site = SiteId::from_slice(&site).unwrap();
+    let mut dev = Device::with_store(site, Engine { db, site });
 
     // Not enrolled yet: refused.
     assert!(sync(&cloud, &mut dev, 1).is_err());
     // Waits for the admission, which the cloud commits after the handshake's last message.
     enroll_token(&cloud, &mut dev, code.token);
     // The code is single use.
-    let mut other = Device {
-        db: device(&tmp.path().join("other.db")),
-        keypair: Keypair::generate().unwrap(),
-        site: SiteId([7; 16]),
-        counter: 0,
-    };
+    let other_site = SiteId([7; 16]);
+    let other_db = device(&tmp.path().join("other.db"));
+    let mut other = Device::with_store(
+        other_site,
+        Engine {
+            db: other_db,
+            site: other_site,
+        },
+    );
     assert!(connect(&cloud, &mut other, Purpose::Enroll { token: code.token }).is_err());
     assert!(
         connect(&cloud, &mut other, Purpose::Session).is_err(),

@@ -1,12 +1,13 @@
-//! An in-memory device: the protocol's `ClientStore` over the device's own encoded batches, with
-//! everything a session did to it kept for the tests to count exactly (each batch applied, each
-//! range the peer acknowledged, each pull size announced, each id block granted), and the key a
-//! handshake needs. The hub, the relay or the session machine is the system under test; this is
-//! the peer a real device would be, without a database in the way.
+//! An in-memory device: the protocol's `ClientStore` over the device's own encoded batches
+//! ([`MemStore`]), with everything a session did to it kept for the tests to count exactly (each
+//! batch applied, each range the peer acknowledged, each pull size announced, each id block
+//! granted), and the key a handshake needs ([`Device`]). The hub, the relay or the session
+//! machine is the system under test; this is the peer a real device would be, without a database
+//! in the way.
 
 use crate::batch::{batch, header, vector_of};
+use crate::peer::Keyed;
 use outpost_protocol::batch::BatchHeader;
-use outpost_protocol::handshake::Keypair;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
 use outpost_protocol::session::ClientStore;
@@ -14,25 +15,13 @@ use outpost_protocol::vector::VectorGap;
 use outpost_protocol::{SeqRange, SiteId, VersionVector};
 use std::collections::VecDeque;
 
-/// What the dialer needs of a device: its static key, its site id, and a fresh handshake counter
-/// for each handshake (a counter is never offered twice).
-pub trait Peer {
-    /// The device's static key.
-    fn keypair(&self) -> &Keypair;
-    /// The device's site id.
-    fn site(&self) -> SiteId;
-    /// A counter above every one offered before.
-    fn next_counter(&mut self) -> u64;
-}
+/// The protocol-level device: a key and a database in memory.
+pub type Device = Keyed<MemStore>;
 
 /// A device database in memory.
-pub struct Device {
-    /// Its static key (generated).
-    pub keypair: Keypair,
-    /// Its site id.
+pub struct MemStore {
+    /// Its site id (the device's).
     pub site: SiteId,
-    /// The last handshake counter offered.
-    pub counter: u64,
     /// Its own batches, in seq order.
     pub own: Vec<Vec<u8>>,
     /// The highest seq of its own written.
@@ -51,7 +40,7 @@ pub struct Device {
     pub pull_sizes: Vec<(u64, u64)>,
 }
 
-impl Device {
+impl Keyed<MemStore> {
     /// A device with site id `[n; 16]` and a fresh key, holding nothing.
     pub fn new(n: u8) -> Device {
         Device::holding(SiteId([n; 16]), Vec::new())
@@ -59,11 +48,16 @@ impl Device {
 
     /// A device at `site` already holding `own` (its vector covers them).
     pub fn holding(site: SiteId, own: Vec<Vec<u8>>) -> Device {
+        Keyed::with_store(site, MemStore::holding(site, own))
+    }
+}
+
+impl MemStore {
+    /// The store of a device at `site` already holding `own` (its vector covers them).
+    pub fn holding(site: SiteId, own: Vec<Vec<u8>>) -> MemStore {
         let vector = vector_of(&own);
-        Device {
-            keypair: Keypair::generate().expect("a device key from the OS's randomness"),
+        MemStore {
             site,
-            counter: 0,
             written: vector.get(&site),
             own,
             vector,
@@ -115,21 +109,8 @@ impl Device {
     }
 }
 
-impl Peer for Device {
-    fn keypair(&self) -> &Keypair {
-        &self.keypair
-    }
-    fn site(&self) -> SiteId {
-        self.site
-    }
-    fn next_counter(&mut self) -> u64 {
-        self.counter += 1;
-        self.counter
-    }
-}
-
 /// Applying a batch fails only when it leaves a gap in the vector.
-impl ClientStore for Device {
+impl ClientStore for MemStore {
     type Error = VectorGap;
     type ExportPlan = VecDeque<Vec<u8>>;
 

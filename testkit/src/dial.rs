@@ -1,8 +1,8 @@
 //! Dialing a hub or the cloud as a device does: TCP, then the Noise initiator handshake (a
 //! session, or an enrollment with a one-time token) until the channel is open.
 
-use crate::device::Peer;
 use crate::error::SyncError;
+use crate::peer::Peer;
 use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
 use outpost_protocol::enroll_code::EnrollCode;
 use outpost_protocol::handshake::{

@@ -7,8 +7,8 @@
 //! Always here, the protocol-level device (what the protocol's, the relay's, the hub's and the
 //! cloud's tests use to act as a peer whose every push and pull they can count):
 //! - [`batch`]: small encoded batches and their headers;
-//! - [`device`]: an in-memory device database implementing the protocol's `ClientStore`, and the
-//!   [`Peer`] key a handshake needs;
+//! - [`device`]: an in-memory device database implementing the protocol's `ClientStore`;
+//!   [`peer`]: the key a handshake needs, paired with any store;
 //! - [`dial`]: the Noise initiator handshake over TCP and enrollment; [`session`]: one session
 //!   over it (`sync`, a cut pull, live mode, the push/pull round of the hub tests);
 //! - [`wait`]: waiting for a condition with a deadline.
@@ -27,6 +27,7 @@ pub mod batch;
 pub mod device;
 pub mod dial;
 pub mod error;
+pub mod peer;
 pub mod session;
 pub mod wait;
 
@@ -56,8 +57,9 @@ pub mod require;
 pub mod scratch;
 
 pub use batch::{batch, header};
-pub use device::{Device, Peer};
+pub use device::{Device, MemStore};
 pub use dial::{connect, enroll, enroll_token, handshake, HubInfo};
 pub use error::SyncError;
+pub use peer::{Keyed, Peer};
 pub use session::{exchange, live_until, sync, sync_cut};
 pub use wait::{wait_for, wait_until};

@@ -4,9 +4,10 @@
 //! connected and pulls again on each `Notify`; [`exchange`] is the push/pull round the hub
 //! tests share.
 
-use crate::device::{Device, Peer};
+use crate::device::Device;
 use crate::dial::{connect, HubInfo};
 use crate::error::SyncError;
+use crate::peer::Peer;
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::handshake::Purpose;
 use outpost_protocol::message::{Message, PeerRole, SessionId};

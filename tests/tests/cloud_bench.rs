@@ -21,8 +21,8 @@
 //! Results are recorded in docs/performance.md ("Cloud", "Live mode").
 
 use outpost_testkit::cloud::Cloud;
-use outpost_testkit::device_db::{appears, live, n, DeviceDb};
-use outpost_testkit::figures::summary;
+use outpost_testkit::device_db::{live, n, DeviceDb};
+use outpost_testkit::figures::{print_live_calls, propagation, summary};
 use outpost_testkit::hub::Hub;
 use outpost_testkit::scratch::scratch;
 use rusqlite::Connection;
@@ -50,25 +50,9 @@ fn cloud_live_propagation_latency() {
     let a_live = live(&a_path, LIVE_SCHEMA, "cloud", 60);
     let b_live = live(&b_path, LIVE_SCHEMA, "cloud", 60);
     std::thread::sleep(Duration::from_millis(500));
-    let mut ms = Vec::new();
-    for i in 0..samples {
-        let id = format!("lat{i}");
-        let t0 = Instant::now();
-        a.exec(&format!(
-            "INSERT INTO patients(id, name, village) VALUES ('{id}', 'n', 'v')"
-        ));
-        appears(
-            &b,
-            "patients",
-            &id,
-            Duration::from_secs(5),
-            Duration::from_millis(2),
-        )
-        .unwrap_or_else(|| panic!("{id} did not reach B within 5 s"));
-        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-        // Spread the commits over the poll and notify periods (not phase-locked to them).
-        std::thread::sleep(Duration::from_millis(200 + (i * 37) % 250));
-    }
+    let ms = propagation(&a, &b, "lat", samples, Duration::from_secs(5), |i| {
+        Duration::from_millis(200 + (i * 37) % 250)
+    });
     drop(cloud);
     let ra = a_live.join().unwrap().unwrap();
     let rb = b_live.join().unwrap().unwrap();
@@ -76,13 +60,7 @@ fn cloud_live_propagation_latency() {
         "live propagation A commit -> B sees it (through the cloud, both live), {samples} samples: {}",
         summary(&ms)
     );
-    println!(
-        "A: pushed {} in {} live sessions; B: pulled {} ({} live sessions)",
-        n(&ra, "pushed"),
-        n(&ra, "live_sessions"),
-        n(&rb, "pulled"),
-        n(&rb, "live_sessions")
-    );
+    print_live_calls(&ra, &rb);
     assert!(n(&rb, "pulled") >= samples);
 }
 
@@ -446,25 +424,9 @@ fn clinic_to_field_live_latency() {
     let b_live = live(&b_path, LIVE_SCHEMA, "cloud", 300);
     std::thread::sleep(Duration::from_millis(500));
     let measure = |from: &DeviceDb, to: &DeviceDb, tag: &str, wait: u64| {
-        let mut ms = Vec::new();
-        for i in 0..samples {
-            let id = format!("{tag}{i}");
-            let t0 = Instant::now();
-            from.exec(&format!(
-                "INSERT INTO patients(id, name, village) VALUES ('{id}', 'n', 'v')"
-            ));
-            appears(
-                to,
-                "patients",
-                &id,
-                Duration::from_secs(wait),
-                Duration::from_millis(2),
-            )
-            .unwrap_or_else(|| panic!("{id} did not arrive within {wait} s"));
-            ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-            std::thread::sleep(Duration::from_millis(300 + (i as u64 * 577) % 1000));
-        }
-        ms
+        propagation(from, to, tag, samples, Duration::from_secs(wait), |i| {
+            Duration::from_millis(300 + (i * 577) % 1000)
+        })
     };
     let up = measure(&a, &b, "up", 20);
     let down = measure(&b, &a, "down", 60);

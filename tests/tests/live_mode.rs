@@ -13,7 +13,7 @@
 
 use outpost_testkit::cloud::Cloud;
 use outpost_testkit::device_db::{self, n, DeviceDb};
-use outpost_testkit::figures::summary;
+use outpost_testkit::figures::{print_live_calls, propagation, summary};
 use outpost_testkit::hub::Hub;
 use outpost_testkit::patients::SCHEMA;
 use outpost_testkit::scratch::scratch;
@@ -149,19 +149,9 @@ fn live_propagation_latency() {
     let a_live = live(&a_path, 60);
     let b_live = live(&b_path, 60);
     std::thread::sleep(Duration::from_millis(500));
-    let mut ms = Vec::new();
-    for i in 0..samples {
-        let id = format!("lat{i}");
-        let t0 = Instant::now();
-        a.exec(&format!(
-            "INSERT INTO patients(id, name, village) VALUES ('{id}', 'n', 'v')"
-        ));
-        appears(&b, &id, Duration::from_secs(5), Duration::from_millis(2))
-            .unwrap_or_else(|| panic!("{id} did not reach B within 5 s"));
-        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-        // Spread the commits over the poll and notify periods (not phase-locked to them).
-        std::thread::sleep(Duration::from_millis(200 + (i * 37) % 250));
-    }
+    let ms = propagation(&a, &b, "lat", samples, Duration::from_secs(5), |i| {
+        Duration::from_millis(200 + (i * 37) % 250)
+    });
     drop(hub);
     let ra = a_live.join().unwrap().unwrap();
     let rb = b_live.join().unwrap().unwrap();
@@ -169,13 +159,7 @@ fn live_propagation_latency() {
         "live propagation A commit -> B sees it (through the hub, both live), {samples} samples: {}",
         summary(&ms)
     );
-    println!(
-        "A: pushed {} in {} live sessions; B: pulled {} ({} live sessions)",
-        n(&ra, "pushed"),
-        n(&ra, "live_sessions"),
-        n(&rb, "pulled"),
-        n(&rb, "live_sessions")
-    );
+    print_live_calls(&ra, &rb);
     assert_eq!(n(&ra, "pushed"), n(&rb, "pulled"));
     assert!(n(&rb, "pulled") >= samples);
 }

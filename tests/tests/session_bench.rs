@@ -101,12 +101,13 @@ fn handshakes_per_second_and_bulk_throughput_over_loopback() {
         f64::from(HANDSHAKES) / secs
     );
 
+    let site = a.site;
     for seq in 1..=BATCHES {
-        a.own.push(bulk_batch(a.site, seq));
+        a.own.push(bulk_batch(site, seq));
     }
     a.written = BATCHES;
     a.vector
-        .advance(a.site, SeqRange::new(1, BATCHES).unwrap())
+        .advance(site, SeqRange::new(1, BATCHES).unwrap())
         .unwrap();
     let bytes: usize = a.own.iter().map(Vec::len).sum();
     let mb = bytes as f64 / 1e6;
