@@ -4,7 +4,7 @@
 //! syncing process while the sync runs (NULL before and after), and `outpost sync --json` prints
 //! progress lines with `total_bytes` and `eta_ms`.
 
-use outpost_testkit::hub::Hub;
+use outpost_testkit::e2e::hub::Hub;
 use rusqlite::Connection;
 use serde_json::Value as Json;
 use std::path::Path;

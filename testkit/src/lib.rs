@@ -11,13 +11,13 @@
 //!   [`peer`]: the key a handshake needs, paired with any store;
 //! - [`dial`]: the Noise initiator handshake over TCP and enrollment; [`session`]: one session
 //!   over it (`sync`, a cut pull, live mode, the push/pull round of the hub tests);
-//! - [`wait`]: waiting for a condition with a deadline.
+//! - [`wait`]: waiting for a condition with a deadline;
+//! - [`netns`]: network namespaces for the tests that need a LAN of their own (root);
+//! - [`require`]: skipping a test without root or a tool (failing under `CI=true`).
 //!
-//! With the `e2e` feature, the end-to-end wrappers (the `outpost-tests` crate and the CLI's
-//! tests): the release-built binaries ([`built`]), `outpost-hub` and `outpost-cloud` processes
-//! ([`hub`], [`cloud`], [`process`]), device databases with the built extension loaded
-//! ([`device_db`], [`patients`]), the mailbox check ([`mailbox_check`]), a connection-cutting
-//! proxy ([`proxy`]), scratch directories and ports, skipping without a tool ([`require`]).
+//! With the `e2e` feature, [`e2e`]: the end-to-end wrappers (the `outpost-tests` crate and the
+//! CLI's tests): the release-built binaries, `outpost-hub` and `outpost-cloud` processes, device
+//! databases with the built extension loaded, the mailbox check, a connection-cutting proxy.
 //!
 //! Everything here panics on the unexpected, as a test would: a failure names what it waited
 //! for or ran. The session driver returns typed errors ([`SyncError`]) where tests assert that a
@@ -27,34 +27,14 @@ pub mod batch;
 pub mod device;
 pub mod dial;
 pub mod error;
+pub mod netns;
 pub mod peer;
+pub mod require;
 pub mod session;
 pub mod wait;
 
 #[cfg(feature = "e2e")]
-pub mod built;
-#[cfg(feature = "e2e")]
-pub mod cloud;
-#[cfg(feature = "e2e")]
-pub mod device_db;
-#[cfg(feature = "e2e")]
-pub mod figures;
-#[cfg(feature = "e2e")]
-pub mod hub;
-#[cfg(feature = "e2e")]
-pub mod mailbox_check;
-#[cfg(feature = "e2e")]
-pub mod patients;
-#[cfg(feature = "e2e")]
-pub mod port;
-#[cfg(feature = "e2e")]
-pub mod process;
-#[cfg(feature = "e2e")]
-pub mod proxy;
-#[cfg(feature = "e2e")]
-pub mod require;
-#[cfg(feature = "e2e")]
-pub mod scratch;
+pub mod e2e;
 
 pub use batch::{batch, header};
 pub use device::{Device, MemStore};

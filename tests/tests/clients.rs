@@ -6,8 +6,8 @@
 //! Python needs `apsw` importable by `python3`; Node needs `clients/node/node_modules` (`npm ci`
 //! there). Without them a test prints `SKIPPED` (and fails under `CI=true`).
 
-use outpost_testkit::built::{built, root, target_dir};
-use outpost_testkit::hub::Hub;
+use outpost_testkit::e2e::built::{built, root, target_dir};
+use outpost_testkit::e2e::hub::Hub;
 use outpost_testkit::require::require;
 use std::process::Command;
 

@@ -20,11 +20,11 @@
 //! `cargo test --release -p outpost-tests --test cloud_bench -- --ignored --nocapture --test-threads 1`.
 //! Results are recorded in docs/performance.md ("Cloud", "Live mode").
 
-use outpost_testkit::cloud::Cloud;
-use outpost_testkit::device_db::{live, n, DeviceDb};
-use outpost_testkit::figures::{print_live_calls, propagation, summary};
-use outpost_testkit::hub::Hub;
-use outpost_testkit::scratch::scratch;
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::{live, n, DeviceDb};
+use outpost_testkit::e2e::figures::{print_live_calls, propagation, summary};
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::scratch::scratch;
 use rusqlite::Connection;
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 
 mod support;
 
-use outpost_testkit::device_db::DeviceDb;
+use outpost_testkit::e2e::device_db::DeviceDb;
 use std::path::Path;
 use support::*;
 

@@ -4,10 +4,10 @@
 //! the kept chunks dropped), and the retry pulls exactly what was not committed: nothing lost,
 //! nothing applied twice.
 
-use outpost_testkit::device_db::DeviceDb;
-use outpost_testkit::hub::Hub;
-use outpost_testkit::proxy::Proxy;
-use outpost_testkit::scratch::scratch;
+use outpost_testkit::e2e::device_db::DeviceDb;
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::proxy::Proxy;
+use outpost_testkit::e2e::scratch::scratch;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 

@@ -110,17 +110,7 @@ fn tap_in_a_netns_is_discovered_by_mdns_and_relays_each_batch_once() {
     );
     assert_eq!(addr, SocketAddr::from((hub_ip, 7420)));
     // The kernel side of the TAP the hub created.
-    sh(&[
-        "ip",
-        "-n",
-        &ns.0,
-        "addr",
-        "add",
-        &format!("{host_ip}/24"),
-        "dev",
-        &tap,
-    ]);
-    sh(&["ip", "-n", &ns.0, "link", "set", &tap, "up"]);
+    ns.host_side(&tap, &format!("{host_ip}/24"));
 
     // Discovery: no address given; the hub's site from its enrollment code picks it out.
     let code = code_for(&data, addr);

@@ -22,7 +22,7 @@ mod support;
 
 use outpost_mailbox::Mailbox;
 use outpost_protocol::enroll_code::EnrollCode;
-use outpost_testkit::device_db::DeviceDb;
+use outpost_testkit::e2e::device_db::DeviceDb;
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 use support::*;

@@ -8,12 +8,12 @@
 //! sessions).
 
 use outpost_protocol::enroll_code::EnrollCode;
-use outpost_testkit::built::built;
-use outpost_testkit::device_db::{n, DeviceDb};
-use outpost_testkit::hub::Hub;
-use outpost_testkit::port::free_port;
-use outpost_testkit::proxy::Proxy;
-use outpost_testkit::scratch::scratch;
+use outpost_testkit::e2e::built::built;
+use outpost_testkit::e2e::device_db::{n, DeviceDb};
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::port::free_port;
+use outpost_testkit::e2e::proxy::Proxy;
+use outpost_testkit::e2e::scratch::scratch;
 use rand::{Rng, SeedableRng};
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;

@@ -12,11 +12,11 @@
 //!
 //! The test builds `outpost-hub`, `outpost-cloud` and `liboutpost.so` in release mode first.
 
-use outpost_testkit::built::built;
-use outpost_testkit::cloud::Cloud;
-use outpost_testkit::device_db::{self, DeviceDb};
-use outpost_testkit::hub::Hub;
-use outpost_testkit::scratch::scratch;
+use outpost_testkit::e2e::built::built;
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::{self, DeviceDb};
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::scratch::scratch;
 use rand::{Rng, SeedableRng};
 use std::collections::HashSet;
 use std::path::Path;

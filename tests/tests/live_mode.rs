@@ -11,12 +11,12 @@
 //! it, both live, through the hub:
 //! `cargo test --release -p outpost-tests --test live_mode -- --ignored --nocapture`.
 
-use outpost_testkit::cloud::Cloud;
-use outpost_testkit::device_db::{self, n, DeviceDb};
-use outpost_testkit::figures::{print_live_calls, propagation, summary};
-use outpost_testkit::hub::Hub;
-use outpost_testkit::patients::SCHEMA;
-use outpost_testkit::scratch::scratch;
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::{self, n, DeviceDb};
+use outpost_testkit::e2e::figures::{print_live_calls, propagation, summary};
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::patients::SCHEMA;
+use outpost_testkit::e2e::scratch::scratch;
 use outpost_testkit::wait_until;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;

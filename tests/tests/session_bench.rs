@@ -144,8 +144,8 @@ fn handshakes_per_second_and_bulk_throughput_over_loopback() {
 // the same runs; `OUTPOST_BENCH_RUNS` (default 3), `OUTPOST_BENCH_SCALE`
 // (default 1.0). Results are recorded in docs/performance.md (W4, "through outpost_sync").
 
-use outpost_testkit::built::built;
-use outpost_testkit::hub::Hub;
+use outpost_testkit::e2e::built::built;
+use outpost_testkit::e2e::hub::Hub;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;

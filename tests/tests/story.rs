@@ -5,10 +5,10 @@
 //! scratch directory are passed in, so it runs next to other tests. Needs sqlite3, curl and what
 //! the QEMU image needs (SKIPPED without them, FAILED under CI=true). About 50 s.
 
-use outpost_testkit::built::root;
-use outpost_testkit::port::free_port;
+use outpost_testkit::e2e::built::root;
+use outpost_testkit::e2e::port::free_port;
+use outpost_testkit::e2e::scratch::scratch;
 use outpost_testkit::require::{has, require};
-use outpost_testkit::scratch::scratch;
 use std::process::Command;
 use std::time::Instant;
 

@@ -12,12 +12,12 @@
 //! The test builds `outpost-hub`, `outpost-cloud` and `liboutpost.so` in release mode first (the
 //! testkit's `built()`).
 
-use outpost_testkit::cloud::Cloud;
-use outpost_testkit::device_db::DeviceDb;
-use outpost_testkit::hub::{unix_now, Hub};
-use outpost_testkit::mailbox_check::check_mailbox;
-use outpost_testkit::patients;
-use outpost_testkit::scratch::scratch;
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::DeviceDb;
+use outpost_testkit::e2e::hub::{unix_now, Hub};
+use outpost_testkit::e2e::mailbox_check::check_mailbox;
+use outpost_testkit::e2e::patients;
+use outpost_testkit::e2e::scratch::scratch;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::time::{Duration, Instant};

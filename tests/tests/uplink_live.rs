@@ -10,12 +10,12 @@
 //!   while the uplink is live: the hub notices, backs off, relays what both sides wrote meanwhile
 //!   when the cloud returns, and every replica ends with the same rows, nothing lost or doubled.
 
-use outpost_testkit::cloud::Cloud;
-use outpost_testkit::device_db::{appears, live, DeviceDb};
-use outpost_testkit::hub::{unix_now, Hub};
-use outpost_testkit::mailbox_check::check_mailbox;
-use outpost_testkit::patients::SCHEMA;
-use outpost_testkit::scratch::scratch;
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::{appears, live, DeviceDb};
+use outpost_testkit::e2e::hub::{unix_now, Hub};
+use outpost_testkit::e2e::mailbox_check::check_mailbox;
+use outpost_testkit::e2e::patients::SCHEMA;
+use outpost_testkit::e2e::scratch::scratch;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -18,11 +18,11 @@
 mod support;
 
 use outpost_protocol::enroll_code::EnrollCode;
-use outpost_testkit::built::built;
-use outpost_testkit::cloud::Cloud;
-use outpost_testkit::device_db::DeviceDb;
-use outpost_testkit::mailbox_check::check_mailbox;
-use outpost_testkit::patients;
+use outpost_testkit::e2e::built::built;
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::DeviceDb;
+use outpost_testkit::e2e::mailbox_check::check_mailbox;
+use outpost_testkit::e2e::patients;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -185,17 +185,7 @@ fn a_tap_hub_in_a_netns_relays_to_a_cloud_over_its_own_stack() {
             "1000",
         ],
     );
-    sh(&[
-        "ip",
-        "-n",
-        &ns.0,
-        "addr",
-        "add",
-        &format!("{host_ip}/24"),
-        "dev",
-        &tap,
-    ]);
-    sh(&["ip", "-n", &ns.0, "link", "set", &tap, "up"]);
+    ns.host_side(&tap, &format!("{host_ip}/24"));
     cloud.start();
     hub.wait_for(Duration::from_secs(60), |line| {
         line.contains("uplink: enrolled with the cloud")

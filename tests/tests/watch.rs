@@ -8,12 +8,12 @@
 //!
 //! The test builds `outpost-hub`, `liboutpost.so` and `outpost` in release mode first.
 
-use outpost_testkit::built::built;
-use outpost_testkit::device_db::DeviceDb;
-use outpost_testkit::hub::Hub;
-use outpost_testkit::port::free_port;
-use outpost_testkit::process::Group;
-use outpost_testkit::scratch::scratch;
+use outpost_testkit::e2e::built::built;
+use outpost_testkit::e2e::device_db::DeviceDb;
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::port::free_port;
+use outpost_testkit::e2e::process::Group;
+use outpost_testkit::e2e::scratch::scratch;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};

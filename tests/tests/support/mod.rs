@@ -13,11 +13,13 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 #[allow(unused_imports)] // each test file uses part of these
-pub use outpost_testkit::built::root;
+pub use outpost_testkit::e2e::built::root;
 #[allow(unused_imports)]
-pub use outpost_testkit::port::free_port;
+pub use outpost_testkit::e2e::port::free_port;
 #[allow(unused_imports)]
-pub use outpost_testkit::process::Group;
+pub use outpost_testkit::e2e::process::{run_ok, Group};
+#[allow(unused_imports)]
+pub use outpost_testkit::netns::{in_netns, sh, Netns};
 #[allow(unused_imports)]
 pub use outpost_testkit::require::{has, is_root, require};
 #[allow(unused_imports)]
@@ -164,54 +166,6 @@ pub fn dump_mailbox(disk: &Path, into: &Path) -> PathBuf {
     db
 }
 
-/// Runs `f` on a thread inside network namespace `ns` and returns its result.
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{ns}");
-    let handle = std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // SAFETY: the fd is an open namespace file; setns only changes this thread's netns.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    });
-    match handle.join() {
-        Ok(v) => v,
-        Err(p) => std::panic::resume_unwind(p),
-    }
-}
-
-/// Runs a command, panicking with its stderr if it fails.
-pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace, deleted on drop.
-pub struct Netns(pub String);
-
-impl Netns {
-    pub fn new(tag: &str) -> Netns {
-        let name = format!("ophubt-{}-{tag}", std::process::id());
-        sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 /// `outpost-hub` (the static binary) with `args`, in namespace `ns` if given, waiting for its
 /// "serving on IP:PORT" line; returns the process and that address.
 pub fn start_hub(ns: Option<&str>, args: &[&str]) -> (Group, SocketAddr) {
@@ -235,13 +189,7 @@ pub fn start_hub(ns: Option<&str>, args: &[&str]) -> (Group, SocketAddr) {
 
 /// `outpost-hub <args>` to completion; stdout.
 pub fn hub_cli(args: &[&str]) -> String {
-    let out = Command::new(hub_bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8(run_ok(Command::new(hub_bin()).args(args)).stdout).unwrap()
 }
 
 /// A fresh enrollment code from a data directory on this machine.

@@ -2,8 +2,8 @@
 //! loaded by its entry point, synced through `outpost_enroll` / `outpost_sync`, and the live
 //! mode and polling helpers the live tests share.
 
-use crate::built::built;
-use crate::patients;
+use crate::e2e::built::built;
+use crate::e2e::patients;
 use rusqlite::Connection;
 use serde_json::Value;
 use std::cell::Cell;

@@ -1,6 +1,7 @@
 //! Child processes the end-to-end tests start: each in its own process group (killed whole, with
 //! SIGKILL, on drop: a QEMU guest and the script around it go together), its output lines
-//! collected so a test can wait for one; and the enrollment code a command prints.
+//! collected so a test can wait for one; commands run to completion, and the enrollment code
+//! one prints.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
@@ -97,15 +98,22 @@ impl Drop for Group {
     }
 }
 
-/// The `outpost:` enrollment code a command printed on stdout; panics when it failed or
-/// printed none.
-pub fn code_of(out: Output) -> String {
+/// Runs `cmd` to completion and returns its output; panics naming it, with its stderr, when it
+/// cannot start or fails.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "{}",
+        "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout)
+    out
+}
+
+/// The `outpost:` enrollment code that `cmd` prints on stdout; panics when it fails or prints
+/// none.
+pub fn code_of(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run_ok(cmd).stdout)
         .split_whitespace()
         .find(|w| w.starts_with("outpost:"))
         .expect("an outpost: code on stdout")

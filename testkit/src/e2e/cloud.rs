@@ -3,10 +3,10 @@
 //! the same session port, its enrollment codes, API tokens and status through its own commands,
 //! its tenant tables read directly, and its REST API through `curl`.
 
-use crate::built::built;
-use crate::patients;
-use crate::port::free_port;
-use crate::process::code_of;
+use crate::e2e::built::built;
+use crate::e2e::patients;
+use crate::e2e::port::free_port;
+use crate::e2e::process::{code_of, run_ok};
 use rusqlite::{Connection, OpenFlags};
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -37,15 +37,10 @@ impl Cloud {
     /// `outpost-cloud init`, to listen on `ip:port`, inside network namespace `netns` when given;
     /// not running yet.
     pub fn init_at(data: &Path, netns: Option<&str>, ip: Ipv4Addr, port: u16) -> Cloud {
-        let out = Command::new(&built().cloud)
-            .args(["init", "--data"])
-            .arg(data)
-            .output()
-            .expect("outpost-cloud init");
-        assert!(
-            out.status.success(),
-            "outpost-cloud init: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(&built().cloud)
+                .args(["init", "--data"])
+                .arg(data),
         );
         Cloud {
             data: data.to_path_buf(),
@@ -151,9 +146,7 @@ impl Cloud {
             Command::new(&built().cloud)
                 .args(["enroll-code", "--no-qr", kind, "--data"])
                 .arg(&self.data)
-                .args(["--address", address])
-                .output()
-                .expect("outpost-cloud enroll-code"),
+                .args(["--address", address]),
         )
     }
 
@@ -164,13 +157,12 @@ impl Cloud {
 
     /// A new API token named `name`.
     pub fn api_token(&self, name: &str) -> String {
-        let out = Command::new(&built().cloud)
-            .args(["api-token", "--data"])
-            .arg(&self.data)
-            .arg(name)
-            .output()
-            .expect("outpost-cloud api-token");
-        assert!(out.status.success());
+        let out = run_ok(
+            Command::new(&built().cloud)
+                .args(["api-token", "--data"])
+                .arg(&self.data)
+                .arg(name),
+        );
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .last()
@@ -180,15 +172,10 @@ impl Cloud {
 
     /// `outpost-cloud status --json`.
     pub fn status(&self) -> serde_json::Value {
-        let out = Command::new(&built().cloud)
-            .args(["status", "--json", "--data"])
-            .arg(&self.data)
-            .output()
-            .expect("outpost-cloud status");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            Command::new(&built().cloud)
+                .args(["status", "--json", "--data"])
+                .arg(&self.data),
         );
         serde_json::from_slice(&out.stdout).expect("status --json is JSON")
     }

@@ -1,7 +1,7 @@
 //! What the benchmarks measure and print: commit-to-seen latencies between live devices, and a
 //! set of them as median, p90, min and max.
 
-use crate::device_db::{appears, n, DeviceDb};
+use crate::e2e::device_db::{appears, n, DeviceDb};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

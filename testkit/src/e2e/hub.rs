@@ -2,9 +2,9 @@
 //! tests use it: started on a port, its enrollment codes and status read through its own
 //! commands, its log kept beside its data directory, killed on drop.
 
-use crate::built::built;
-use crate::port::{free_port, wait_port};
-use crate::process::code_of;
+use crate::e2e::built::built;
+use crate::e2e::port::{free_port, wait_port};
+use crate::e2e::process::{code_of, run_ok};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -70,20 +70,15 @@ impl Hub {
         for a in addresses {
             cmd.args(["--address", a.as_ref()]);
         }
-        code_of(cmd.output().expect("outpost-hub enroll-code"))
+        code_of(&mut cmd)
     }
 
     /// `outpost-hub status --json`.
     pub fn status(&self) -> serde_json::Value {
-        let out = Command::new(&built().hub)
-            .args(["status", "--json", "--data"])
-            .arg(&self.data)
-            .output()
-            .expect("outpost-hub status");
-        assert!(
-            out.status.success(),
-            "outpost-hub status: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            Command::new(&built().hub)
+                .args(["status", "--json", "--data"])
+                .arg(&self.data),
         );
         serde_json::from_slice(&out.stdout).expect("status --json is JSON")
     }
