@@ -89,12 +89,9 @@ fn sync(cloud: &HubInfo, dev: &mut Device, session: u64) -> Result<u64, SyncErro
 #[test]
 fn a_device_enrolls_pushes_into_real_tables_and_pulls_rest_changes() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("cloud");
+    let data = init(tmp.path());
     let d = data.to_str().unwrap();
-    cli_ok(&["init", "--data", d]);
-    let token = cli_ok(&["api-token", "--data", d, "app"])
-        .trim()
-        .to_string();
+    let token = api_token(&data, "app");
     let run = start(&data);
     let rest = Rest::new(&data, &run.https, &token);
 

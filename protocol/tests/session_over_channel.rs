@@ -4,8 +4,6 @@
 
 mod session_support;
 
-use outpost_protocol::batch::codec;
-use outpost_protocol::batch::{ColumnSchema, Compression, RowChange, TableChanges, TableSchema};
 use outpost_protocol::channel::{Channel, Limits};
 use outpost_protocol::handshake::{
     Ephemeral, Gatekeeper, Initiator, InitiatorConfig, Keypair, PublicKey, Purpose, Refusal,
@@ -14,7 +12,8 @@ use outpost_protocol::handshake::{
 use outpost_protocol::hlc::Hlc;
 use outpost_protocol::message::Message;
 use outpost_protocol::session::{ClientSession, ServerSession};
-use outpost_protocol::{SeqRange, SiteId, Strategy, Value, PROTOCOL_VERSION};
+use outpost_protocol::{SiteId, PROTOCOL_VERSION};
+use outpost_testkit::batch::text_rows;
 use session_support::*;
 
 struct Admit(PublicKey);
@@ -46,46 +45,11 @@ impl Gatekeeper for Admit {
 
 /// A batch of `rows` rows with a text payload each: big enough to need chunking.
 fn big_batch(origin: SiteId, seq: u64, rows: usize) -> Vec<u8> {
-    let table = TableSchema {
-        name: "visits".into(),
-        columns: vec![
-            ColumnSchema {
-                name: "id".into(),
-                decl_type: "INTEGER".into(),
-                strategy: Strategy::Lww,
-                not_null: true,
-            },
-            ColumnSchema {
-                name: "note".into(),
-                decl_type: "TEXT".into(),
-                strategy: Strategy::Lww,
-                not_null: false,
-            },
-        ],
-        primary_key: vec![0],
-        foreign_keys: vec![],
-    };
-    let rows = (0..rows)
-        .map(|i| RowChange {
-            key: vec![Value::Integer(i as i64)],
-            existence: 1,
-            cells: vec![outpost_protocol::batch::CellChange {
-                column: 0,
-                hlc: Hlc::new(1_700_000_000_000, 0),
-                payload: outpost_protocol::batch::CellPayload::Value(Value::Text(format!(
-                    "note {i} {}",
-                    "x".repeat(i % 50)
-                ))),
-            }],
-        })
-        .collect();
-    codec::encode(
-        origin,
-        SeqRange::new(seq, seq).unwrap(),
-        vec![table],
-        &[TableChanges { table: 0, rows }],
-        Compression::None,
-    )
+    let rows = (0..rows).map(|i| {
+        let note = format!("note {i} {}", "x".repeat(i % 50));
+        (i as i64, Hlc::new(1_700_000_000_000, 0), note)
+    });
+    text_rows(origin, seq, seq, "visits", "note", rows)
 }
 
 fn send(ch: &mut Channel, m: &Message) -> Vec<u8> {

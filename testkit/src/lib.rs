@@ -11,7 +11,8 @@
 //!   [`peer`]: the key a handshake needs, paired with any store;
 //! - [`dial`]: the Noise initiator handshake over TCP and enrollment; [`session`]: one session
 //!   over it (`sync`, a cut pull, live mode, the push/pull round of the hub tests);
-//! - [`wait`]: waiting for a condition with a deadline;
+//! - [`wait`]: waiting for a condition with a deadline; [`env`]: a test's seed and tuning
+//!   numbers from its environment;
 //! - [`netns`]: network namespaces for the tests that need a LAN of their own (root);
 //! - [`require`]: skipping a test without root or a tool (failing under `CI=true`).
 //!
@@ -26,6 +27,7 @@
 pub mod batch;
 pub mod device;
 pub mod dial;
+pub mod env;
 pub mod error;
 pub mod netns;
 pub mod peer;

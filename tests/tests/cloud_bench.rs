@@ -25,6 +25,7 @@ use outpost_testkit::e2e::device_db::{live, n, DeviceDb};
 use outpost_testkit::e2e::figures::{print_live_calls, propagation, summary};
 use outpost_testkit::e2e::hub::Hub;
 use outpost_testkit::e2e::scratch::scratch;
+use outpost_testkit::env::number;
 use rusqlite::Connection;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -225,14 +226,8 @@ fn plain(path: &Path, seeds: &[u64], patients: usize) -> f64 {
 #[test]
 #[ignore = "benchmark: prints the cloud's ingest throughput"]
 fn cloud_ingest_throughput() {
-    let patients: usize = std::env::var("OUTPOST_BENCH_PATIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let devices: usize = std::env::var("OUTPOST_BENCH_DEVICES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let patients: usize = number("OUTPOST_BENCH_PATIENTS", 100_000);
+    let devices: usize = number("OUTPOST_BENCH_DEVICES", 2);
     let dir = scratch();
     let cloud = Cloud::running(&dir.path().join("cloud"));
     let seeds: Vec<u64> = (0..devices as u64).map(|d| 0x5eed_0000 + d).collect();

@@ -18,8 +18,12 @@ fn device(path: &Path) -> DeviceDb {
     )
 }
 
-/// A network namespace of the test's own whose loopback carries multicast: the LAN mDNS runs on.
-fn lan(tag: &str) -> Netns {
+/// For `test` (root): a network namespace of its own whose loopback carries multicast, the LAN
+/// mDNS runs on; `None` when the test is skipped.
+fn lan(test: &str, tag: &str) -> Option<Netns> {
+    if !require(test, "needs root to create a network namespace", is_root()) {
+        return None;
+    }
     let ns = Netns::new(tag);
     sh(&["ip", "-n", &ns.0, "link", "set", "lo", "multicast", "on"]);
     sh(&[
@@ -32,7 +36,7 @@ fn lan(tag: &str) -> Netns {
         "dev",
         "lo",
     ]);
-    ns
+    Some(ns)
 }
 
 fn sync(db: &Path) -> rusqlite::Result<serde_json::Value> {
@@ -48,14 +52,12 @@ fn first_address(db: &Path) -> String {
 
 #[test]
 fn a_device_finds_its_moved_hub_on_the_lan_and_remembers_where() {
-    if !require(
+    let Some(ns) = lan(
         "a_device_finds_its_moved_hub_on_the_lan_and_remembers_where",
-        "needs root to create a network namespace",
-        is_root(),
-    ) {
+        "disc",
+    ) else {
         return;
-    }
-    let ns = lan("disc");
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
     let data_arg = data.to_str().unwrap().to_string();
@@ -105,14 +107,12 @@ fn a_device_finds_its_moved_hub_on_the_lan_and_remembers_where() {
 
 #[test]
 fn a_hub_that_does_not_answer_discovery_is_reported_unreachable_with_the_lan_tried() {
-    if !require(
+    let Some(ns) = lan(
         "a_hub_that_does_not_answer_discovery_is_reported_unreachable_with_the_lan_tried",
-        "needs root to create a network namespace",
-        is_root(),
-    ) {
+        "nodisc",
+    ) else {
         return;
-    }
-    let ns = lan("nodisc");
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
     let data_arg = data.to_str().unwrap().to_string();

@@ -47,22 +47,6 @@ fn rows(d: &DeviceDb) -> Vec<(String, String, i64)> {
         .collect()
 }
 
-/// Polls the status page until it names every site (it is refreshed every 2 s).
-fn page_lists(addr: std::net::SocketAddr, sites: &[String]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let page = http_get(addr);
-        if sites.iter().all(|s| page.contains(s.as_str())) {
-            return page;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status page never listed {sites:?}:\n{page}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
 #[test]
 fn devices_converge_through_the_hub_under_qemu_and_the_page_lists_them() {
     if !can_boot("devices_converge_through_the_hub_under_qemu_and_the_page_lists_them") {
@@ -115,6 +99,8 @@ fn devices_converge_through_the_hub_under_qemu_and_the_page_lists_them() {
     let page = page_lists(
         std::net::SocketAddr::from(([127, 0, 0, 1], q.status_port)),
         &sites,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
     );
     assert!(page.contains("never"), "last uplink: never\n{page}");
 }
@@ -124,20 +110,9 @@ fn acknowledged_batches_survive_power_cuts_of_the_qemu_hub() {
     if !can_boot("acknowledged_batches_survive_power_cuts_of_the_qemu_hub") {
         return;
     }
-    let seed: u64 = std::env::var("OUTPOST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64
-        });
-    let cuts: usize = std::env::var("OUTPOST_POWER_CUTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
-    eprintln!("seed {seed} (OUTPOST_SEED={seed} repeats this run), {cuts} power cuts");
+    let seed = outpost_testkit::env::seed();
+    let cuts: usize = outpost_testkit::env::number("OUTPOST_POWER_CUTS", 2);
+    eprintln!("{cuts} power cuts");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("data.img");

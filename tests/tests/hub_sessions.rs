@@ -11,13 +11,20 @@ use outpost_protocol::enroll_code::EnrollCode;
 use outpost_testkit::e2e::built::built;
 use outpost_testkit::e2e::device_db::{n, DeviceDb};
 use outpost_testkit::e2e::hub::Hub;
-use outpost_testkit::e2e::port::free_port;
 use outpost_testkit::e2e::proxy::Proxy;
 use outpost_testkit::e2e::scratch::scratch;
 use rand::{Rng, SeedableRng};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+
+/// A device database `NAME.db` in `dir`, enrolled with `hub`.
+fn enrolled(dir: &Path, name: &str, hub: &Hub) -> DeviceDb {
+    let d = DeviceDb::patients(&dir.join(format!("{name}.db")));
+    d.try_enroll(&hub.code()).unwrap();
+    d
+}
 
 /// App rows, vector, quarantine and conflicts: what must be identical after converging.
 fn state(d: &DeviceDb) -> (Vec<String>, String, i64, i64) {
@@ -32,8 +39,8 @@ fn state(d: &DeviceDb) -> (Vec<String>, String, i64, i64) {
 #[test]
 fn the_real_hubs_enrollment_code_decodes_and_encodes_to_the_same_text() {
     let dir = scratch();
-    let port = free_port();
-    let hub = Hub::start_on(&dir.path().join("hub"), port, &[]);
+    let hub = Hub::start(&dir.path().join("hub"), &[]);
+    let port = hub.port;
     let text = hub.code_naming(&["192.168.1.20:7420".into(), format!("127.0.0.1:{port}")]);
     let code = EnrollCode::decode(&text).unwrap();
     assert_eq!(code.encode(), text, "byte-identical format");
@@ -120,10 +127,9 @@ fn an_enrollment_code_is_single_use() {
 #[test]
 fn a_rogue_hub_at_the_same_address_is_refused_and_changes_nothing() {
     let dir = scratch();
-    let port = free_port();
-    let hub = Hub::start_on(&dir.path().join("hub1"), port, &[]);
-    let a = DeviceDb::patients(&dir.path().join("a.db"));
-    a.try_enroll(&hub.code()).unwrap();
+    let hub = Hub::start(&dir.path().join("hub1"), &[]);
+    let port = hub.port;
+    let a = enrolled(dir.path(), "a", &hub);
     a.exec("INSERT INTO patients(id, name) VALUES ('p1', 'Asha')");
     a.try_sync().unwrap();
     hub.stop();
@@ -162,10 +168,9 @@ fn a_rogue_hub_at_the_same_address_is_refused_and_changes_nothing() {
 #[test]
 fn an_unreachable_hub_is_reported_with_the_addresses_tried() {
     let dir = scratch();
-    let port = free_port();
-    let hub = Hub::start_on(&dir.path().join("hub"), port, &[]);
-    let a = DeviceDb::patients(&dir.path().join("a.db"));
-    a.try_enroll(&hub.code()).unwrap();
+    let hub = Hub::start(&dir.path().join("hub"), &[]);
+    let port = hub.port;
+    let a = enrolled(dir.path(), "a", &hub);
     hub.stop();
     let e = a.try_sync().unwrap_err().to_string();
     assert!(e.contains("peer unreachable"), "{e}");
@@ -180,8 +185,7 @@ fn an_unreachable_hub_is_reported_with_the_addresses_tried() {
 fn a_copied_database_with_a_new_key_is_told_to_re_enroll() {
     let dir = scratch();
     let hub = Hub::start(&dir.path().join("hub"), &[]);
-    let a = DeviceDb::patients(&dir.path().join("a.db"));
-    a.try_enroll(&hub.code()).unwrap();
+    let a = enrolled(dir.path(), "a", &hub);
     a.exec("INSERT INTO patients(id, name) VALUES ('p1', 'Asha')");
     a.try_sync().unwrap();
     a.exec("PRAGMA wal_checkpoint(TRUNCATE)");
@@ -199,8 +203,7 @@ fn a_copied_database_with_a_new_key_is_told_to_re_enroll() {
 fn sync_inside_a_transaction_is_refused() {
     let dir = scratch();
     let hub = Hub::start(&dir.path().join("hub"), &[]);
-    let a = DeviceDb::patients(&dir.path().join("a.db"));
-    a.try_enroll(&hub.code()).unwrap();
+    let a = enrolled(dir.path(), "a", &hub);
     a.exec("BEGIN; INSERT INTO patients(id) VALUES ('p1');");
     let e = a.try_sync().unwrap_err().to_string();
     assert!(e.contains("outside a transaction"), "{e}");
@@ -338,18 +341,12 @@ fn cut_every_offset_of_shard(shard: usize) -> (usize, usize) {
 
 #[test]
 fn killing_the_client_process_mid_sync_loses_and_doubles_nothing() {
-    let seed: u64 = std::env::var("OUTPOST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {seed} (rerun with OUTPOST_SEED={seed})");
+    let seed = outpost_testkit::env::seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = scratch();
     let hub = Hub::start(&dir.path().join("hub"), &[]);
-    let a = DeviceDb::patients(&dir.path().join("a.db"));
-    let b = DeviceDb::patients(&dir.path().join("b.db"));
-    a.try_enroll(&hub.code()).unwrap();
-    b.try_enroll(&hub.code()).unwrap();
+    let a = enrolled(dir.path(), "a", &hub);
+    let b = enrolled(dir.path(), "b", &hub);
     let ids = |p: &str| (0..400).map(|i| format!("{p}{i:03}")).collect::<Vec<_>>();
     let (a_ids, b_ids) = (ids("a"), ids("b"));
     let mut kills = 0;

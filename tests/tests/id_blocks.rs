@@ -37,6 +37,17 @@ fn start_hub(data: &Path, cloud_code: Option<&str>, id_block: u64) -> Hub {
     Hub::start(data, &args)
 }
 
+/// Devices `a` and `c` enrolled with `hub`, `b` with `cloud`.
+fn three_devices(dir: &Path, hub: &Hub, cloud: &Cloud) -> (Device, Device, Device) {
+    let a = Device::open(dir, "a");
+    let c = Device::open(dir, "c");
+    let b = Device::open(dir, "b");
+    a.enroll(&hub.code());
+    c.enroll(&hub.code());
+    b.enroll(&cloud.code("--device"));
+    (a, b, c)
+}
+
 /// A device database with the extension loaded.
 struct Device {
     name: &'static str,
@@ -125,32 +136,14 @@ impl Device {
     }
 }
 
-fn seed() -> u64 {
-    std::env::var("OUTPOST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-        })
-}
-
 #[test]
 fn devices_reserving_concurrently_through_the_hub_and_the_cloud_never_get_a_number_twice() {
     const ROUNDS: usize = 30;
-    let seed = seed();
-    eprintln!("seed {seed} (OUTPOST_SEED={seed} to repeat)");
+    let seed = outpost_testkit::env::seed();
     let dir = scratch();
     let cloud = Cloud::running(&dir.path().join("cloud"));
     let hub = start_hub(&dir.path().join("hub"), Some(&cloud.code("--hub")), 200);
-    let a = Device::open(dir.path(), "a");
-    let c = Device::open(dir.path(), "c");
-    let b = Device::open(dir.path(), "b");
-    a.enroll(&hub.code());
-    c.enroll(&hub.code());
-    b.enroll(&cloud.code("--device"));
+    let (a, b, c) = three_devices(dir.path(), &hub, &cloud);
     let start = Instant::now();
     let barrier = Arc::new(Barrier::new(3));
     let threads: Vec<_> = [a, b, c]
@@ -221,12 +214,7 @@ fn a_hub_cut_from_the_cloud_keeps_granting_from_its_pool() {
     let dir = scratch();
     let mut cloud = Cloud::running(&dir.path().join("cloud"));
     let hub = start_hub(&dir.path().join("hub"), Some(&cloud.code("--hub")), 1000);
-    let a = Device::open(dir.path(), "a");
-    let c = Device::open(dir.path(), "c");
-    let b = Device::open(dir.path(), "b");
-    a.enroll(&hub.code());
-    c.enroll(&hub.code());
-    b.enroll(&cloud.code("--device"));
+    let (a, b, c) = three_devices(dir.path(), &hub, &cloud);
     // Bad arguments are named; nothing is reserved.
     for (sql, says) in [
         (

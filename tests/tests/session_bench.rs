@@ -7,12 +7,9 @@
 
 mod support;
 
-use outpost_protocol::batch::codec;
-use outpost_protocol::batch::{
-    CellChange, CellPayload, ColumnSchema, Compression, RowChange, TableChanges, TableSchema,
-};
 use outpost_protocol::handshake::Purpose;
-use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, Value};
+use outpost_protocol::{Hlc, SeqRange, SiteId};
+use outpost_testkit::batch::text_rows;
 use std::time::Instant;
 use support::*;
 
@@ -23,49 +20,12 @@ const HANDSHAKES: u32 = 300;
 
 /// A batch of `ROWS_PER_BATCH` rows with a ~1 KB note each (about 1 MB), seq `seq`.
 fn bulk_batch(origin: SiteId, seq: u64) -> Vec<u8> {
-    let table = TableSchema {
-        name: "visits".into(),
-        columns: vec![
-            ColumnSchema {
-                name: "id".into(),
-                decl_type: "INTEGER".into(),
-                strategy: Strategy::Lww,
-                not_null: true,
-            },
-            ColumnSchema {
-                name: "notes".into(),
-                decl_type: "TEXT".into(),
-                strategy: Strategy::Lww,
-                not_null: false,
-            },
-        ],
-        primary_key: vec![0],
-        foreign_keys: vec![],
-    };
-    let rows = (0..ROWS_PER_BATCH)
-        .map(|i| {
-            let key = seq * ROWS_PER_BATCH + i;
-            RowChange {
-                key: vec![Value::Integer(key as i64)],
-                existence: 1,
-                cells: vec![CellChange {
-                    column: 0,
-                    hlc: Hlc::new(1_800_000_000_000 + key, 0),
-                    payload: CellPayload::Value(Value::Text(format!(
-                        "{key:0>width$}",
-                        width = NOTE_BYTES
-                    ))),
-                }],
-            }
-        })
-        .collect();
-    codec::encode(
-        origin,
-        SeqRange::new(seq, seq).unwrap(),
-        vec![table],
-        &[TableChanges { table: 0, rows }],
-        Compression::None,
-    )
+    let rows = (0..ROWS_PER_BATCH).map(|i| {
+        let key = seq * ROWS_PER_BATCH + i;
+        let note = format!("{key:0>width$}", width = NOTE_BYTES);
+        (key as i64, Hlc::new(1_800_000_000_000 + key, 0), note)
+    });
+    text_rows(origin, seq, seq, "visits", "notes", rows)
 }
 
 #[test]
@@ -73,17 +33,7 @@ fn bulk_batch(origin: SiteId, seq: u64) -> Vec<u8> {
 fn handshakes_per_second_and_bulk_throughput_over_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
-    let port = free_port();
-    let (_hub, addr) = start_hub(
-        None,
-        &[
-            "run",
-            "--data",
-            data.to_str().unwrap(),
-            "--net",
-            &format!("std:127.0.0.1:{port}"),
-        ],
-    );
+    let (_hub, addr) = loopback_hub(&data, &[]);
     let code = code_for(&data, addr);
     let hub = HubInfo::from_code(&code);
     let mut a = Device::new(0xa1);
@@ -146,6 +96,7 @@ fn handshakes_per_second_and_bulk_throughput_over_loopback() {
 
 use outpost_testkit::e2e::built::built;
 use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::env::number;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;
@@ -405,14 +356,8 @@ fn first_sync_child() {
 #[test]
 #[ignore = "benchmark: prints figures, takes minutes"]
 fn first_sync_through_outpost_sync() {
-    let scale: f64 = std::env::var("OUTPOST_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    let runs: usize = std::env::var("OUTPOST_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let scale: f64 = number("OUTPOST_BENCH_SCALE", 1.0);
+    let runs: usize = number("OUTPOST_BENCH_RUNS", 3);
     // (label, extension, apply the exported chunks instead of syncing)
     let mut exts = vec![
         ("current", built().ext.clone(), false),

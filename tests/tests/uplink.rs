@@ -144,11 +144,7 @@ fn an_offline_clinic_relays_through_its_hub_when_the_cloud_returns_and_all_repli
 
 #[test]
 fn the_cloud_killed_at_random_moments_of_the_uplink_loses_and_doubles_nothing() {
-    let seed: u64 = std::env::var("OUTPOST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    println!("seed {seed} (set OUTPOST_SEED to replay)");
+    let seed = outpost_testkit::env::seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = scratch();
     let mut cloud = Cloud::running(&dir.path().join("cloud"));

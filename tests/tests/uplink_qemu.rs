@@ -136,13 +136,9 @@ fn a_qemu_hub_relays_to_a_cloud_on_the_host_over_its_own_stack() {
 #[test]
 fn a_tap_hub_in_a_netns_relays_to_a_cloud_over_its_own_stack() {
     let test = "a_tap_hub_in_a_netns_relays_to_a_cloud_over_its_own_stack";
-    if !require(test, "needs root (network namespace, TAP)", is_root())
-        || !require(test, "needs iproute2", has("ip"))
-    {
+    let Some((ns, tap)) = tap_netns(test, "uplink", "otu") else {
         return;
-    }
-    let ns = Netns::new("uplink");
-    let tap = format!("otu{}", std::process::id() % 1_000_000);
+    };
     let host_ip = Ipv4Addr::new(10, 213, 62, 1);
     let dir = tempfile::tempdir().unwrap();
     // The cloud's data first: its port and code are known before it runs (it can only bind

@@ -33,6 +33,20 @@ pub fn cli_ok(args: &[&str]) -> String {
     out
 }
 
+/// `outpost-cloud init` of `DIR/cloud`: the data directory.
+pub fn init(dir: &Path) -> PathBuf {
+    let data = dir.join("cloud");
+    cli_ok(&["init", "--data", data.to_str().unwrap()]);
+    data
+}
+
+/// A new API token named `name` for the cloud at `data`.
+pub fn api_token(data: &Path, name: &str) -> String {
+    cli_ok(&["api-token", "--data", data.to_str().unwrap(), name])
+        .trim()
+        .to_string()
+}
+
 /// A running `outpost-cloud run`, killed on drop.
 pub struct Running {
     pub child: Child,

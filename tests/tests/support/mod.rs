@@ -131,6 +131,23 @@ pub fn http_get(addr: SocketAddr) -> String {
     out.split_once("\r\n\r\n").unwrap().1.to_string()
 }
 
+/// Polls the status page at `addr` every `every` until it names every site (it is refreshed
+/// every 2 s), for at most `within`: the page.
+pub fn page_lists(addr: SocketAddr, sites: &[String], within: Duration, every: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let page = http_get(addr);
+        if sites.iter().all(|s| page.contains(s.as_str())) {
+            return page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status page never listed {sites:?}:\n{page}"
+        );
+        std::thread::sleep(every);
+    }
+}
+
 /// Copies the hub's databases out of an ext4 data disk image: a copy of the image first gets
 /// its journal replayed (`e2fsck -fy`, what the guest's next mount would do), then `debugfs`
 /// dumps `mailbox.db` and its WAL. No root, no loop device.
@@ -185,6 +202,27 @@ pub fn start_hub(ns: Option<&str>, args: &[&str]) -> (Group, SocketAddr) {
             .and_then(|a| a.trim().parse::<SocketAddr>().ok())
     });
     (group, addr)
+}
+
+/// `outpost-hub run --data DATA --net std:127.0.0.1:0 EXTRA...` (the static binary) on this
+/// machine: the process and the address it serves on.
+pub fn loopback_hub(data: &Path, extra: &[&str]) -> (Group, SocketAddr) {
+    let d = data.to_str().unwrap();
+    let mut args = vec!["run", "--data", d, "--net", "std:127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    start_hub(None, &args)
+}
+
+/// For a test of the hub's own stack on a TAP (root, `ip`): a network namespace named for `tag`
+/// and the TAP's name (`PREFIX` and this process's id); `None` when the test is skipped.
+pub fn tap_netns(test: &str, tag: &str, prefix: &str) -> Option<(Netns, String)> {
+    if !require(test, "needs root (network namespace, TAP)", is_root())
+        || !require(test, "needs iproute2", has("ip"))
+    {
+        return None;
+    }
+    let tap = format!("{prefix}{}", std::process::id() % 1_000_000);
+    Some((Netns::new(tag), tap))
 }
 
 /// `outpost-hub <args>` to completion; stdout.
