@@ -54,11 +54,8 @@ fn device_pulls(mailbox: &Mailbox, db: &Connection) -> usize {
 #[test]
 fn a_device_batch_lands_in_real_tables_and_rest_pushes_reach_devices() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = init(tmp.path());
+    let (data, run, rest) = serving(tmp.path());
     let d = data.to_str().unwrap();
-    let token = api_token(&data, "app");
-    let run = start(&data);
-    let rest = Rest::new(&data, &run.https, &token);
     let tenant = data.join("tenant.db");
 
     // A tablet writes offline.

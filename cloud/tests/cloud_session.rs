@@ -89,11 +89,8 @@ fn sync(cloud: &HubInfo, dev: &mut Device, session: u64) -> Result<u64, SyncErro
 #[test]
 fn a_device_enrolls_pushes_into_real_tables_and_pulls_rest_changes() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = init(tmp.path());
+    let (data, run, rest) = serving(tmp.path());
     let d = data.to_str().unwrap();
-    let token = api_token(&data, "app");
-    let run = start(&data);
-    let rest = Rest::new(&data, &run.https, &token);
 
     let code = cli_ok(&["enroll-code", "--data", d, "--device", "--no-qr"]);
     let code = EnrollCode::decode(code.trim()).unwrap();

@@ -6,42 +6,15 @@ mod session_support;
 
 use outpost_protocol::channel::{Channel, Limits};
 use outpost_protocol::handshake::{
-    Ephemeral, Gatekeeper, Initiator, InitiatorConfig, Keypair, PublicKey, Purpose, Refusal,
-    Responder, ResponderConfig, TokenId,
+    Ephemeral, Initiator, InitiatorConfig, Keypair, Purpose, Responder, ResponderConfig,
 };
 use outpost_protocol::hlc::Hlc;
 use outpost_protocol::message::Message;
 use outpost_protocol::session::{ClientSession, ServerSession};
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
 use outpost_testkit::batch::text_rows;
+use outpost_testkit::gate::MemGate;
 use session_support::*;
-
-struct Admit(PublicKey);
-
-impl Gatekeeper for Admit {
-    fn authorize(&mut self, key: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        if *key == self.0 {
-            Ok(())
-        } else {
-            Err(Refusal::UnknownKey)
-        }
-    }
-    fn last_counter(&mut self, _: &PublicKey) -> Result<Option<u64>, Refusal> {
-        Ok(None)
-    }
-    fn record_counter(&mut self, _: &PublicKey, _: u64) -> Result<(), Refusal> {
-        Ok(())
-    }
-    fn enrollment_token(&mut self, _: &TokenId) -> Result<[u8; 32], Refusal> {
-        Err(Refusal::UnknownToken)
-    }
-    fn check_enrollment(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Err(Refusal::UnknownToken)
-    }
-    fn admit(&mut self, _: &TokenId, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Err(Refusal::UnknownToken)
-    }
-}
 
 /// A batch of `rows` rows with a text payload each: big enough to need chunking.
 fn big_batch(origin: SiteId, seq: u64, rows: usize) -> Vec<u8> {
@@ -85,7 +58,7 @@ fn a_device_syncs_with_a_hub_over_the_secure_channel() {
         Limits::default(),
         0,
     );
-    let mut gate = Admit(*device.public());
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let m1 = init.take_outgoing();
     let mut hc = resp
         .receive(&mut m1.as_slice(), 1, &mut gate)

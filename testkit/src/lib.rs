@@ -11,6 +11,7 @@
 //!   [`peer`]: the key a handshake needs, paired with any store;
 //! - [`dial`]: the Noise initiator handshake over TCP and enrollment; [`session`]: one session
 //!   over it (`sync`, a cut pull, live mode, the push/pull round of the hub tests);
+//! - [`gate`]: an allowlist in memory, the protocol's `Gatekeeper` for handshake tests;
 //! - [`wait`]: waiting for a condition with a deadline; [`env`]: a test's seed and tuning
 //!   numbers from its environment;
 //! - [`netns`]: network namespaces for the tests that need a LAN of their own (root);
@@ -29,6 +30,7 @@ pub mod device;
 pub mod dial;
 pub mod env;
 pub mod error;
+pub mod gate;
 pub mod netns;
 pub mod peer;
 pub mod require;

@@ -47,6 +47,16 @@ pub fn api_token(data: &Path, name: &str) -> String {
         .to_string()
 }
 
+/// A cloud initialized in `DIR/cloud` and running, with a REST client holding a new API token
+/// (`app`): the data directory, the process, the client.
+pub fn serving(dir: &Path) -> (PathBuf, Running, Rest) {
+    let data = init(dir);
+    let token = api_token(&data, "app");
+    let run = start(&data);
+    let rest = Rest::new(&data, &run.https, &token);
+    (data, run, rest)
+}
+
 /// A running `outpost-cloud run`, killed on drop.
 pub struct Running {
     pub child: Child,

@@ -6,7 +6,7 @@
 use crate::e2e::built::built;
 use crate::e2e::patients;
 use crate::e2e::port::free_port;
-use crate::e2e::process::{code_of, run_ok};
+use crate::e2e::process::{code_of, json_of, run_ok};
 use rusqlite::{Connection, OpenFlags};
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
@@ -172,12 +172,11 @@ impl Cloud {
 
     /// `outpost-cloud status --json`.
     pub fn status(&self) -> serde_json::Value {
-        let out = run_ok(
+        json_of(
             Command::new(&built().cloud)
                 .args(["status", "--json", "--data"])
                 .arg(&self.data),
-        );
-        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+        )
     }
 
     /// A read-only connection to the tenant database.

@@ -4,7 +4,7 @@
 
 use crate::e2e::built::built;
 use crate::e2e::port::{free_port, wait_port};
-use crate::e2e::process::{code_of, run_ok};
+use crate::e2e::process::{code_of, json_of};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -75,12 +75,11 @@ impl Hub {
 
     /// `outpost-hub status --json`.
     pub fn status(&self) -> serde_json::Value {
-        let out = run_ok(
+        json_of(
             Command::new(&built().hub)
                 .args(["status", "--json", "--data"])
                 .arg(&self.data),
-        );
-        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+        )
     }
 
     /// Waits (up to `bound`, polling every 100 ms) until the status's `uplink` object satisfies

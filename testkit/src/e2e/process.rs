@@ -110,6 +110,11 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// What `cmd` prints on stdout, as JSON (a `--json` command); panics when it fails.
+pub fn json_of(cmd: &mut Command) -> serde_json::Value {
+    serde_json::from_slice(&run_ok(cmd).stdout).unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+}
+
 /// The `outpost:` enrollment code that `cmd` prints on stdout; panics when it fails or prints
 /// none.
 pub fn code_of(cmd: &mut Command) -> String {
