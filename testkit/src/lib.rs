@@ -6,13 +6,13 @@
 //!
 //! Always here, the protocol-level device (what the protocol's, the relay's, the hub's and the
 //! cloud's tests use to act as a peer whose every push and pull they can count):
-//! - [`batch`]: small encoded batches and their headers;
+//! - [`mod@batch`]: small encoded batches and their headers;
 //! - [`device`]: an in-memory device database implementing the protocol's `ClientStore`;
 //!   [`peer`]: the key a handshake needs, paired with any store;
 //! - [`dial`]: the Noise initiator handshake over TCP and enrollment; [`session`]: one session
 //!   over it (`sync`, a cut pull, live mode, the push/pull round of the hub tests);
 //! - [`gate`]: an allowlist in memory, the protocol's `Gatekeeper` for handshake tests;
-//! - [`wait`]: waiting for a condition with a deadline; [`env`]: a test's seed and tuning
+//! - [`wait`]: waiting for a condition with a deadline; [`mod@env`]: a test's seed and tuning
 //!   numbers from its environment;
 //! - [`netns`]: network namespaces for the tests that need a LAN of their own (root);
 //! - [`require`]: skipping a test without root or a tool (failing under `CI=true`).
@@ -24,6 +24,8 @@
 //! Everything here panics on the unexpected, as a test would: a failure names what it waited
 //! for or ran. The session driver returns typed errors ([`SyncError`]) where tests assert that a
 //! session fails.
+
+#![warn(missing_docs)]
 
 pub mod batch;
 pub mod device;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 /// A loopback TCP proxy that forwards at most `budget` bytes (both directions together) of each
 /// connection, then closes both sides.
 pub struct Proxy {
+    /// The loopback port it listens on.
     pub port: u16,
     /// Bytes each new connection may forward (read when it is accepted).
     pub budget: Arc<AtomicUsize>,
