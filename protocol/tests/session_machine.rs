@@ -48,6 +48,26 @@ fn commit(session: u8) -> Message {
     }
 }
 
+/// A new server session on `sstore` after a hello for session 4 (its answer drained), then
+/// `msgs`, each handled at its time: what the server answered them.
+fn answers(sstore: &mut MemServer, msgs: Vec<(Message, u64)>) -> Vec<Message> {
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(4), 0, sstore).unwrap();
+    drain(&mut server, sstore);
+    for (m, at) in msgs {
+        server.handle(m, at, sstore).unwrap();
+    }
+    drain(&mut server, sstore)
+}
+
+/// The server's answer to session 4's commit: push again, for `reason`.
+fn push_again(reason: PushAgainReason) -> Vec<Message> {
+    vec![Message::PushAgain {
+        session: SessionId([4; 16]),
+        reason,
+    }]
+}
+
 #[test]
 fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks() {
     let mut sstore = MemServer::holding(vec![
@@ -178,19 +198,10 @@ fn different_content_under_a_committed_session_id_gets_push_again() {
         .handle(push(4, batch(DEVICE, 1, 2)), 0, &mut sstore)
         .unwrap();
     server.handle(commit(4), 0, &mut sstore).unwrap();
-    let mut server = ServerSession::<MemServer>::new(server_config());
-    server.handle(hello(4), 0, &mut sstore).unwrap();
-    drain(&mut server, &mut sstore);
-    server
-        .handle(push(4, batch(DEVICE, 1, 3)), 0, &mut sstore)
-        .unwrap();
-    server.handle(commit(4), 0, &mut sstore).unwrap();
+    let pushed = vec![(push(4, batch(DEVICE, 1, 3)), 0), (commit(4), 0)];
     assert_eq!(
-        drain(&mut server, &mut sstore),
-        vec![Message::PushAgain {
-            session: SessionId([4; 16]),
-            reason: PushAgainReason::DifferentContent
-        }]
+        answers(&mut sstore, pushed),
+        push_again(PushAgainReason::DifferentContent)
     );
     assert_eq!(sstore.commits, 1);
 }
@@ -198,16 +209,9 @@ fn different_content_under_a_committed_session_id_gets_push_again() {
 #[test]
 fn a_commit_with_nothing_staged_gets_push_again_unknown_session() {
     let mut sstore = MemServer::default();
-    let mut server = ServerSession::<MemServer>::new(server_config());
-    server.handle(hello(4), 0, &mut sstore).unwrap();
-    drain(&mut server, &mut sstore);
-    server.handle(commit(4), 0, &mut sstore).unwrap();
     assert_eq!(
-        drain(&mut server, &mut sstore),
-        vec![Message::PushAgain {
-            session: SessionId([4; 16]),
-            reason: PushAgainReason::UnknownSession
-        }]
+        answers(&mut sstore, vec![(commit(4), 0)]),
+        push_again(PushAgainReason::UnknownSession)
     );
     assert_eq!(sstore.commits, 0);
 }
@@ -215,19 +219,10 @@ fn a_commit_with_nothing_staged_gets_push_again_unknown_session() {
 #[test]
 fn expired_staging_gets_push_again_and_stores_nothing() {
     let mut sstore = MemServer::default();
-    let mut server = ServerSession::<MemServer>::new(server_config());
-    server.handle(hello(4), 0, &mut sstore).unwrap();
-    drain(&mut server, &mut sstore);
-    server
-        .handle(push(4, batch(DEVICE, 1, 2)), 1_000, &mut sstore)
-        .unwrap();
-    server.handle(commit(4), 61_001, &mut sstore).unwrap();
+    let late = vec![(push(4, batch(DEVICE, 1, 2)), 1_000), (commit(4), 61_001)];
     assert_eq!(
-        drain(&mut server, &mut sstore),
-        vec![Message::PushAgain {
-            session: SessionId([4; 16]),
-            reason: PushAgainReason::SessionExpired
-        }]
+        answers(&mut sstore, late),
+        push_again(PushAgainReason::SessionExpired)
     );
     assert_eq!(sstore.commits, 0);
 }
@@ -235,20 +230,8 @@ fn expired_staging_gets_push_again_and_stores_nothing() {
 #[test]
 fn a_push_leaving_a_gap_gets_push_again() {
     let mut sstore = MemServer::default();
-    let mut server = ServerSession::<MemServer>::new(server_config());
-    server.handle(hello(4), 0, &mut sstore).unwrap();
-    drain(&mut server, &mut sstore);
-    server
-        .handle(push(4, batch(DEVICE, 3, 4)), 0, &mut sstore)
-        .unwrap();
-    server.handle(commit(4), 0, &mut sstore).unwrap();
-    assert_eq!(
-        drain(&mut server, &mut sstore),
-        vec![Message::PushAgain {
-            session: SessionId([4; 16]),
-            reason: PushAgainReason::Gap
-        }]
-    );
+    let gap = vec![(push(4, batch(DEVICE, 3, 4)), 0), (commit(4), 0)];
+    assert_eq!(answers(&mut sstore, gap), push_again(PushAgainReason::Gap));
     assert!(sstore.batches.is_empty());
 }
 
