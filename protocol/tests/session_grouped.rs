@@ -137,13 +137,7 @@ fn the_chunks_kept_are_applied_when_the_pull_is_done() {
     let mut store = Grouping::new(Device::holding(DEVICE, vec![]), 2);
     let mut client = ClientSession::new(client_config(2));
     let mut server = ServerSession::new(server_config());
-    let (t, r) = run(
-        &mut client,
-        &mut store,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
     r.unwrap();
     assert!(matches!(t.to_client.last(), Some(Message::PullDone { .. })));
     assert_eq!(t.to_server.last(), Some(&Message::Bye));
@@ -156,13 +150,7 @@ fn the_chunks_kept_are_applied_when_the_pull_is_done() {
     let mut store = Grouping::new(Device::holding(DEVICE, vec![]), 16);
     let mut client = ClientSession::new(client_config(3));
     let mut server = ServerSession::new(server_config());
-    let (_, r) = run(
-        &mut client,
-        &mut store,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (_, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
     r.unwrap();
     assert_eq!(store.flushed, [5]);
 }
@@ -175,13 +163,7 @@ fn id_requests_are_read_after_the_flush() {
     let mut store = Grouping::new(db, 16);
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
-    let (t, r) = run(
-        &mut client,
-        &mut store,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
     r.unwrap();
     assert!(t
         .to_server
@@ -200,13 +182,7 @@ fn a_live_re_pull_asks_with_a_vector_covering_every_chunk_received() {
     cfg.live = true;
     let mut client = ClientSession::new(cfg);
     let mut server = ServerSession::new(server_config());
-    let (_, r) = run(
-        &mut client,
-        &mut store,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (_, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
     r.unwrap();
     assert!(client.is_live());
     assert_eq!(store.flushed, [3], "flushed at the first PullDone");
@@ -214,13 +190,7 @@ fn a_live_re_pull_asks_with_a_vector_covering_every_chunk_received() {
     sstore.batches.push(batch(OTHER, 4, 4));
     sstore.batches.push(batch(THIRD, 1, 2));
     server.notify();
-    let (t, r) = run(
-        &mut client,
-        &mut store,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
     r.unwrap();
     let Some(Message::Pull { vector }) = t.to_server.first() else {
         panic!("a pull after the notify: {:?}", t.to_server)
@@ -243,13 +213,7 @@ fn a_cut_with_chunks_kept_resumes_from_the_last_flushed_group() {
         let mut store = Grouping::new(Device::holding(DEVICE, vec![]), 3);
         let mut client = ClientSession::new(client_config(1));
         let mut server = ServerSession::new(server_config());
-        let (t, r) = run(
-            &mut client,
-            &mut store,
-            &mut server,
-            &mut sstore,
-            usize::MAX,
-        );
+        let (t, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
         r.unwrap();
         t.to_client.len()
     };
@@ -277,13 +241,7 @@ fn a_cut_with_chunks_kept_resumes_from_the_last_flushed_group() {
         let mut store = Grouping::new(db, 3);
         let mut client = ClientSession::new(client_config(2));
         let mut server = ServerSession::new(server_config());
-        let (second, r) = run(
-            &mut client,
-            &mut store,
-            &mut server,
-            &mut sstore,
-            usize::MAX,
-        );
+        let (second, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
         r.unwrap();
         assert_eq!(
             chunks(&second),

@@ -74,15 +74,9 @@ fn a_cut_between_grant_and_store_gets_the_same_ranges_on_retry() {
     let mut ccfg = client_config(3);
     ccfg.site = OTHER;
     let mut client = ClientSession::new(ccfg);
-    run(
-        &mut client,
-        &mut other,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    )
-    .1
-    .unwrap();
+    run_to_end(&mut client, &mut other, &mut server, &mut sstore)
+        .1
+        .unwrap();
     assert_eq!(
         other.blocks,
         vec![("patients".to_string(), range(101, 110))]
@@ -258,13 +252,7 @@ fn a_live_client_asks_for_ids_before_waiting_and_pulls_after_a_notify_it_missed(
             &mut sstore,
         )
         .unwrap();
-    let (t, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     assert_eq!(t.to_client[0], Message::Notify);
     assert_eq!(t.to_client[1].tag(), 14);

@@ -85,13 +85,7 @@ fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks()
     );
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
-    let (t, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     // Only what the server lacked was pushed, then committed once.
     let pushes: Vec<_> = t
@@ -136,13 +130,7 @@ fn nothing_to_push_goes_straight_to_the_pull() {
     let mut cstore = Device::holding(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
-    let (t, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     assert!(matches!(t.to_server[1], Message::Pull { .. }));
     assert_eq!(sstore.commits, 0);
@@ -249,13 +237,7 @@ fn the_client_pushes_again_under_a_fresh_session_id_and_gives_up_after_its_limit
     let mut cstore = Device::holding(DEVICE, vec![batch(DEVICE, 1, 2)]);
     let mut client = ClientSession::new(client_config(5));
     let mut server = ServerSession::new(server_config());
-    let (t, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     assert!(t.to_client.iter().any(|m| matches!(
         m,
@@ -272,13 +254,7 @@ fn the_client_pushes_again_under_a_fresh_session_id_and_gives_up_after_its_limit
     let mut cstore = Device::holding(DEVICE, vec![batch(DEVICE, 1, 3)]);
     let mut client = ClientSession::new(cfg);
     let mut server = ServerSession::new(server_config());
-    let (_, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (_, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     assert!(
         matches!(
             r,
@@ -303,13 +279,7 @@ fn an_interrupted_pull_resumes_without_downloading_twice() {
     assert_eq!(cstore.applied.len(), 4);
     let mut client = ClientSession::new(client_config(2));
     let mut server = ServerSession::new(server_config());
-    let (t, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     let chunks = t
         .to_client
@@ -554,13 +524,7 @@ fn live_mode_pulls_again_on_notify_and_answers_pings() {
     cfg.live = true;
     let mut client = ClientSession::new(cfg);
     let mut server = ServerSession::new(server_config());
-    let (_, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (_, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     assert!(!client.is_done());
     sstore.batches.push(batch(OTHER, 1, 1));
@@ -568,13 +532,7 @@ fn live_mode_pulls_again_on_notify_and_answers_pings() {
     server
         .handle(Message::Ping { nonce: 3 }, 0, &mut sstore)
         .unwrap();
-    let (t, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     assert_eq!(t.to_client[0], Message::Notify);
     assert_eq!(t.to_client[1], Message::Pong { nonce: 3 });

@@ -156,6 +156,16 @@ pub struct Transcript {
     pub to_client: Vec<Message>,
 }
 
+/// Runs a session to its end, in memory (see [`run`]).
+pub fn run_to_end<C: ClientStore>(
+    client: &mut ClientSession<C>,
+    cstore: &mut C,
+    server: &mut ServerSession<MemServer>,
+    sstore: &mut MemServer,
+) -> (Transcript, Result<(), SessionError>) {
+    run(client, cstore, server, sstore, usize::MAX)
+}
+
 /// Runs a session to its end (or `stop_after` messages to the client), in memory, with every
 /// message through its wire encoding. Returns the transcript and the first error.
 pub fn run<C: ClientStore>(
