@@ -71,24 +71,10 @@ fn tap_in_a_netns_is_discovered_by_mdns_and_relays_each_batch_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
     let d = data.to_str().unwrap();
-    let net = format!("tap:{tap}");
-    let (_hub, addr) = start_hub(
-        Some(&ns.0),
-        &[
-            "run",
-            "--data",
-            d,
-            "--net",
-            &net,
-            "--ip",
-            "10.213.61.2/24",
-            "--status-port",
-            "8080",
-        ],
-    );
+    let host = format!("{host_ip}/24");
+    let extra = ["--status-port", "8080"];
+    let (_hub, addr) = tap_hub(&ns, &tap, &data, "10.213.61.2/24", &host, &extra);
     assert_eq!(addr, SocketAddr::from((hub_ip, 7420)));
-    // The kernel side of the TAP the hub created.
-    ns.host_side(&tap, &format!("{host_ip}/24"));
 
     // Discovery: no address given; the hub's site from its enrollment code picks it out.
     let code = code_for(&data, addr);

@@ -161,27 +161,18 @@ fn a_tap_hub_in_a_netns_relays_to_a_cloud_over_its_own_stack() {
     // The cloud listens on the kernel's side of the TAP, which exists once the hub created
     // it; until the cloud runs, the hub's uplink backs off.
     let code = cloud.code("--hub");
-    let (hub, addr) = start_hub(
-        Some(&ns.0),
-        &[
-            "run",
-            "--data",
-            d,
-            "--net",
-            &net,
-            "--ip",
-            "10.213.62.2/24",
-            "--status-port",
-            "0",
-            "--cloud",
-            &code,
-            "--uplink-min-ms",
-            "100",
-            "--uplink-max-ms",
-            "1000",
-        ],
-    );
-    ns.host_side(&tap, &format!("{host_ip}/24"));
+    let uplink = [
+        "--cloud",
+        &code,
+        "--uplink-min-ms",
+        "100",
+        "--uplink-max-ms",
+        "1000",
+    ];
+    let mut extra = vec!["--status-port", "0"];
+    extra.extend_from_slice(&uplink);
+    let host = format!("{host_ip}/24");
+    let (hub, addr) = tap_hub(&ns, &tap, &data, "10.213.62.2/24", &host, &extra);
     cloud.start();
     hub.wait_for(Duration::from_secs(60), |line| {
         line.contains("uplink: enrolled with the cloud")

@@ -213,6 +213,26 @@ pub fn loopback_hub(data: &Path, extra: &[&str]) -> (Group, SocketAddr) {
     start_hub(None, &args)
 }
 
+/// `outpost-hub run --data DATA --net tap:TAP --ip IP EXTRA...` (the static binary) in `ns`,
+/// then the kernel's side of the TAP the hub created given address `host` (a CIDR): the hub and
+/// the address it serves on.
+pub fn tap_hub(
+    ns: &Netns,
+    tap: &str,
+    data: &Path,
+    ip: &str,
+    host: &str,
+    extra: &[&str],
+) -> (Group, SocketAddr) {
+    let net = format!("tap:{tap}");
+    let d = data.to_str().unwrap();
+    let mut args = vec!["run", "--data", d, "--net", &net, "--ip", ip];
+    args.extend_from_slice(extra);
+    let started = start_hub(Some(&ns.0), &args);
+    ns.host_side(tap, host);
+    started
+}
+
 /// For a test of the hub's own stack on a TAP (root, `ip`): a network namespace named for `tag`
 /// and the TAP's name (`PREFIX` and this process's id); `None` when the test is skipped.
 pub fn tap_netns(test: &str, tag: &str, prefix: &str) -> Option<(Netns, String)> {
