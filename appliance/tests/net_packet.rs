@@ -3,7 +3,7 @@
 
 mod net_support;
 
-use net_support::{can_run, echo_services, Veth};
+use net_support::{can_run, echo_services, spawn_in, Veth};
 use outpost_hub::net::IpConfig;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
@@ -69,7 +69,7 @@ fn packet_driver_static_address_echoes_a_megabyte_through_the_relay_bridge() {
 
     // Several connections at once, each served by its own handler thread.
     let clients: Vec<_> = (0..4)
-        .map(|_| Veth::in_ns(&veth.peer_ns, move || echo_exchange(hub, 64 * 1024)))
+        .map(|_| spawn_in(&veth.peer_ns, move || echo_exchange(hub, 64 * 1024)))
         .collect();
     for c in clients {
         let (sent, received, _) = c.join().unwrap();

@@ -3,20 +3,12 @@
 
 mod net_support;
 
-use net_support::{can_run, echo_services, sh, start_hub_in, Veth};
+use net_support::{can_run, echo_services, in_netns, start_hub_in};
 use outpost_hub::net::{IpConfig, Link};
+use outpost_testkit::netns::Netns;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::Duration;
-
-struct Namespace(String);
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
 
 #[test]
 fn tap_link_serves_the_relay_to_the_kernel_side() {
@@ -24,8 +16,7 @@ fn tap_link_serves_the_relay_to_the_kernel_side() {
         return;
     }
     let pid = std::process::id();
-    let ns = Namespace(format!("optap-{pid}"));
-    sh(&["ip", "netns", "add", &ns.0]);
+    let ns = Netns::new("tap");
     let tap = format!("ot{}", pid % 1_000_000);
     let hub_ip = Ipv4Addr::new(10, 213, 45, 2);
     let address = start_hub_in(
@@ -39,18 +30,8 @@ fn tap_link_serves_the_relay_to_the_kernel_side() {
         echo_services("abcdefabcdefabcdefabcdefabcdefab"),
     );
     assert_eq!(address.ip, hub_ip);
-    sh(&[
-        "ip",
-        "-n",
-        &ns.0,
-        "addr",
-        "add",
-        "10.213.45.1/24",
-        "dev",
-        &tap,
-    ]);
-    sh(&["ip", "-n", &ns.0, "link", "set", &tap, "up"]);
-    let echoed = Veth::in_ns(&ns.0, move || {
+    ns.host_side(&tap, "10.213.45.1/24");
+    let echoed = in_netns(&ns.0, move || {
         let addr = SocketAddr::from((hub_ip, 7420));
         let mut stream =
             TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect over TAP");
@@ -68,8 +49,6 @@ fn tap_link_serves_the_relay_to_the_kernel_side() {
         stream.read_to_end(&mut received).expect("read the echo");
         sender.join().unwrap();
         received == sent
-    })
-    .join()
-    .unwrap();
+    });
     assert!(echoed, "200 kB echoed over the TAP link differ");
 }

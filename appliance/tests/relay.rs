@@ -5,16 +5,14 @@
 
 use outpost_hub::datadir::{unix_now, DataDir};
 use outpost_hub::hub::Hub;
-use outpost_relay::allowlist::DEFAULT_TOKEN_TTL_SECS;
-use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
-use outpost_relay::serve_connection;
-mod device;
-
-use device::{batch, connect, live_until, sync, Device, HubInfo};
 use outpost_protocol::channel::Limits as ChannelLimits;
 use outpost_protocol::handshake::Purpose;
 use outpost_protocol::message::{Message, PeerRole, SessionId};
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
+use outpost_relay::allowlist::DEFAULT_TOKEN_TTL_SECS;
+use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
+use outpost_relay::serve_connection;
+use outpost_testkit::{batch, connect, enroll_token, live_until, sync, sync_cut, Device, HubInfo};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -46,6 +44,7 @@ fn info(addr: SocketAddr, hub: &Hub) -> HubInfo {
     }
 }
 
+/// Enrolls `dev` with a token the hub's allowlist issues.
 fn enroll(hub: &HubInfo, h: &Hub, dev: &mut Device) {
     let token = h
         .dir()
@@ -54,19 +53,7 @@ fn enroll(hub: &HubInfo, h: &Hub, dev: &mut Device) {
         .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS)
         .unwrap()
         .secret;
-    let (_ch, s) = connect(hub, dev, Purpose::Enroll { token });
-    drop(s);
-    let allow = h.dir().allowlist().unwrap();
-    for _ in 0..100 {
-        if allow
-            .authorize_site(dev.keypair.public().as_bytes(), dev.site)
-            .is_ok()
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("device not admitted");
+    enroll_token(hub, dev, token);
 }
 
 #[test]
@@ -77,12 +64,12 @@ fn three_devices_converge_through_the_hub_and_get_each_change_once() {
     let mut devs = [Device::new(0xa1), Device::new(0xb2), Device::new(0xc3)];
     for (i, d) in devs.iter_mut().enumerate() {
         enroll(&hub, &h, d);
-        d.write(1, 2);
-        d.write(3, 3 + i as u64);
+        d.write_range(1, 2);
+        d.write_range(3, 3 + i as u64);
     }
     for round in 1..=2u8 {
         for (i, d) in devs.iter_mut().enumerate() {
-            sync(&hub, d, round * 10 + i as u8, None).unwrap();
+            sync(&hub, d, u64::from(round) * 10 + i as u64).unwrap();
         }
     }
     let sites: Vec<SiteId> = devs.iter().map(|d| d.site).collect();
@@ -118,13 +105,13 @@ fn a_pull_cut_midway_resumes_without_resending_and_the_hub_keeps_everything_acro
     enroll(&hub, &h, &mut a);
     enroll(&hub, &h, &mut b);
     for lo in (1..=20).step_by(2) {
-        a.write(lo, lo + 1);
+        a.write_range(lo, lo + 1);
     }
-    sync(&hub, &mut a, 1, None).unwrap();
+    sync(&hub, &mut a, 1).unwrap();
     // B's pull is cut after 3 of A's 10 batches, then resumes.
-    sync(&hub, &mut b, 2, Some(3)).unwrap();
+    sync_cut(&hub, &mut b, 2, 3).unwrap();
     assert_eq!(b.applied.len(), 3);
-    sync(&hub, &mut b, 3, None).unwrap();
+    sync(&hub, &mut b, 3).unwrap();
     assert_eq!(b.applied.len(), 10);
     assert_eq!(b.vector.get(&a.site), 20);
 
@@ -135,7 +122,7 @@ fn a_pull_cut_midway_resumes_without_resending_and_the_hub_keeps_everything_acro
     assert_eq!(hub2.key, hub.key);
     let mut c = Device::new(3);
     enroll(&hub2, &h2, &mut c);
-    sync(&hub2, &mut c, 4, None).unwrap();
+    sync(&hub2, &mut c, 4).unwrap();
     assert_eq!(c.vector.get(&a.site), 20);
     assert_eq!(c.applied.len(), 10);
 }
@@ -145,7 +132,7 @@ fn a_pull_cut_midway_resumes_without_resending_and_the_hub_keeps_everything_acro
 fn exchange(hub: &HubInfo, dev: &mut Device, msgs: &[Message], answers: usize) -> Vec<Message> {
     let mut all = vec![hello(dev, msgs_session(msgs))];
     all.extend_from_slice(msgs);
-    let (mut ch, mut s) = connect(hub, dev, Purpose::Session);
+    let (mut ch, mut s) = connect(hub, dev, Purpose::Session).unwrap();
     for m in &all {
         ch.send(&m.encode()).unwrap();
     }
@@ -285,9 +272,9 @@ fn a_device_in_live_mode_is_notified_of_another_devices_push_promptly() {
         });
         // Let A finish its first (empty) pull and go idle, then B pushes.
         std::thread::sleep(Duration::from_millis(500));
-        b.write(1, 2);
+        b.write_range(1, 2);
         let pushed = std::time::Instant::now();
-        sync(&hub, &mut b, 2, None).unwrap();
+        sync(&hub, &mut b, 2).unwrap();
         let (got, notifies) = watcher.join().unwrap();
         assert!(got, "A never received B's change");
         assert!(notifies >= 1);

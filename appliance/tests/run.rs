@@ -2,13 +2,11 @@
 //! codes are single use, `revoke` ends a live session within seconds, and a restarted hub still
 //! holds every acknowledged batch.
 
-mod device;
-
-use device::{connect, sync, Device, HubInfo};
-use outpost_protocol::handshake::{HandshakeError, Initiator, InitiatorConfig, PublicKey, Purpose};
+use outpost_protocol::handshake::{HandshakeError, Purpose};
 use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
 use outpost_protocol::PROTOCOL_VERSION;
 use outpost_relay::enroll::EnrollCode;
+use outpost_testkit::{connect, sync, wait_until, Device, HubInfo, SyncError};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -34,11 +32,12 @@ fn run_hub(data: &Path, port: u16, log: &Path) -> Running {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "hub did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the hub to listen",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+    );
     Running(child)
 }
 
@@ -55,11 +54,7 @@ fn cli(args: &[&str]) -> String {
 fn enroll_code(data: &str) -> (EnrollCode, HubInfo) {
     let out = cli(&["enroll-code", "--data", data, "--no-qr"]);
     let code = EnrollCode::decode(out.lines().next().unwrap()).unwrap();
-    let info = HubInfo {
-        addr: code.addresses[0].parse().unwrap(),
-        key: PublicKey::from_sec1(&code.hub_key).unwrap(),
-        site: code.hub_site,
-    };
+    let info = HubInfo::from_code(&code);
     (code, info)
 }
 
@@ -69,12 +64,13 @@ fn enrolled(data: &str) -> usize {
     v.as_array().unwrap().len()
 }
 
-fn wait_until(mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "condition not met in time");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_enrolled(data: &str, n: usize) {
+    wait_until(
+        &format!("{n} enrolled devices"),
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || enrolled(data) == n,
+    );
 }
 
 #[test]
@@ -101,8 +97,9 @@ fn the_hub_binary_enrolls_syncs_revokes_and_keeps_data_across_restart() {
         Purpose::Enroll {
             token: code_a.token,
         },
-    );
-    wait_until(|| enrolled(d) == 1);
+    )
+    .unwrap();
+    wait_enrolled(d, 1);
     let (code_b, _) = enroll_code(d);
     connect(
         &info,
@@ -110,48 +107,37 @@ fn the_hub_binary_enrolls_syncs_revokes_and_keeps_data_across_restart() {
         Purpose::Enroll {
             token: code_b.token,
         },
-    );
-    wait_until(|| enrolled(d) == 2);
+    )
+    .unwrap();
+    wait_enrolled(d, 2);
 
     // A code is single use: a third device presenting A's code is refused.
     let mut c = Device::new(0xc3);
-    c.counter += 1;
-    let mut s = TcpStream::connect(info.addr).unwrap();
-    let mut init = Initiator::start(
-        &InitiatorConfig {
-            identity: c.keypair.clone(),
-            site: c.site,
-            counter: c.counter,
-            responder_key: info.key,
-            responder_site: info.site,
-            purpose: Purpose::Enroll {
-                token: code_a.token,
-            },
-            version: PROTOCOL_VERSION,
+    let refused = connect(
+        &info,
+        &mut c,
+        Purpose::Enroll {
+            token: code_a.token,
         },
-        outpost_protocol::handshake::Ephemeral::from_os().unwrap(),
-        Default::default(),
-        0,
     )
-    .unwrap();
-    s.write_all(&init.take_outgoing()).unwrap();
-    let mut buf = [0u8; 512];
-    let n = s.read(&mut buf).unwrap();
-    let mut input = &buf[..n];
-    assert_eq!(
-        init.receive(&mut input, 1).unwrap_err(),
-        HandshakeError::EnrollmentRefused
+    .err();
+    assert!(
+        matches!(
+            refused,
+            Some(SyncError::Handshake(HandshakeError::EnrollmentRefused))
+        ),
+        "{refused:?}"
     );
     assert_eq!(enrolled(d), 2);
 
     // A pushes, B pulls.
-    a.write(1, 3);
-    sync(&info, &mut a, 1, None).unwrap();
-    sync(&info, &mut b, 2, None).unwrap();
+    a.write_range(1, 3);
+    sync(&info, &mut a, 1).unwrap();
+    sync(&info, &mut b, 2).unwrap();
     assert_eq!(b.vector.get(&a.site), 3);
 
     // B keeps a session open; revoking B ends it.
-    let (mut ch, mut stream) = connect(&info, &mut b, Purpose::Session);
+    let (mut ch, mut stream) = connect(&info, &mut b, Purpose::Session).unwrap();
     ch.send(
         &Message::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -166,6 +152,7 @@ fn the_hub_binary_enrolls_syncs_revokes_and_keeps_data_across_restart() {
     )
     .unwrap();
     stream.write_all(&ch.take_outgoing()).unwrap();
+    let mut buf = [0u8; 512];
     let n = stream.read(&mut buf).unwrap();
     assert!(n > 0, "the hub answers the hello");
     let revoked_at = Instant::now();
@@ -197,9 +184,10 @@ fn the_hub_binary_enrolls_syncs_revokes_and_keeps_data_across_restart() {
         Purpose::Enroll {
             token: code_e.token,
         },
-    );
-    wait_until(|| enrolled(d) == 3);
-    sync(&info2, &mut e, 3, None).unwrap();
+    )
+    .unwrap();
+    wait_enrolled(d, 3);
+    sync(&info2, &mut e, 3).unwrap();
     assert_eq!(e.vector.get(&a.site), 3);
 
     // The log names peers and keys by fingerprint; no secret ever appears in it.

@@ -4,92 +4,20 @@
 //! syncing process while the sync runs (NULL before and after), and `outpost sync --json` prints
 //! progress lines with `total_bytes` and `eta_ms`.
 
+use outpost_testkit::e2e::hub::Hub;
 use rusqlite::Connection;
 use serde_json::Value as Json;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn open(path: &Path) -> Connection {
     outpost_embed::register().unwrap();
     let c = Connection::open(path).unwrap();
     c.busy_timeout(Duration::from_secs(10)).unwrap();
     c
-}
-
-/// The release-built hub (built once; a no-op when it is up to date).
-fn hub_bin() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let status = Command::new(env!("CARGO"))
-        .current_dir(root)
-        .args(["build", "--release", "-p", "outpost-hub"])
-        .status()
-        .expect("cargo build");
-    assert!(status.success(), "building the hub failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("release/outpost-hub")
-}
-
-struct Hub {
-    child: Child,
-    bin: PathBuf,
-    data: PathBuf,
-}
-
-impl Hub {
-    fn start(data: &Path) -> Hub {
-        let bin = hub_bin();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&bin)
-            .args(["run", "--no-mdns", "--data"])
-            .arg(data)
-            .args(["--net", &format!("std:127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the hub did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Hub {
-            child,
-            bin,
-            data: data.to_path_buf(),
-        }
-    }
-
-    fn code(&self) -> String {
-        let out = Command::new(&self.bin)
-            .args(["enroll-code", "--no-qr", "--data"])
-            .arg(&self.data)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .split_whitespace()
-            .find(|w| w.starts_with("outpost:"))
-            .unwrap()
-            .to_string()
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn device(path: &Path, hub: &Hub) -> Connection {
@@ -120,7 +48,7 @@ fn progress(c: &Connection) -> Option<Json> {
 #[test]
 fn a_pull_shows_its_announced_total_and_time_left() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::start(&dir.path().join("hub"));
+    let hub = Hub::start(&dir.path().join("hub"), &["--no-mdns"]);
     // The source: 80000 rows of ~200 bytes (~17 MB), pushed to the hub: a pull long enough for
     // the CLI's progress lines (the first after 0.3 s; 20000 rows applied in groups of 16 chunks
     // took less than that).

@@ -54,14 +54,8 @@ fn device_pulls(mailbox: &Mailbox, db: &Connection) -> usize {
 #[test]
 fn a_device_batch_lands_in_real_tables_and_rest_pushes_reach_devices() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("cloud");
+    let (data, run, rest) = serving(tmp.path());
     let d = data.to_str().unwrap();
-    cli_ok(&["init", "--data", d]);
-    let token = cli_ok(&["api-token", "--data", d, "app"])
-        .trim()
-        .to_string();
-    let run = start(&data);
-    let rest = Rest::new(&data, &run.https, &token);
     let tenant = data.join("tenant.db");
 
     // A tablet writes offline.
@@ -239,9 +233,8 @@ fn a_device_batch_lands_in_real_tables_and_rest_pushes_reach_devices() {
 #[test]
 fn a_batch_the_engine_refuses_stays_in_the_mailbox_and_is_reported() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("cloud");
+    let data = init(tmp.path());
     let d = data.to_str().unwrap();
-    cli_ok(&["init", "--data", d]);
     // The operator made a table of the same name with another key: the header's schema cannot
     // be applied there, but the batch must not be lost.
     {

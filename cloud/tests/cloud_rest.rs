@@ -21,13 +21,10 @@ fn publish_tables(data: &std::path::Path) {
 #[test]
 fn a_watermelon_client_creates_updates_deletes_and_pulls() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("cloud");
+    let data = init(tmp.path());
     let d = data.to_str().unwrap();
-    cli_ok(&["init", "--data", d]);
     publish_tables(&data);
-    let token = cli_ok(&["api-token", "--data", d, "app"])
-        .trim()
-        .to_string();
+    let token = api_token(&data, "app");
     let run = start(&data);
     let rest = Rest::new(&data, &run.https, &token);
 

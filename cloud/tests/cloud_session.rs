@@ -6,30 +6,27 @@ mod common;
 use common::*;
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::batch::BatchHeader;
-use outpost_protocol::channel::{Channel, Limits as ChannelLimits};
-use outpost_protocol::handshake::{
-    Ephemeral, Initiator, InitiatorConfig, Keypair, PublicKey, Purpose,
-};
-use outpost_protocol::message::{Covered, Message, PeerRole, SessionId};
-use outpost_protocol::session::{ClientConfig, ClientSession, ClientStore};
-use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
+use outpost_protocol::handshake::Purpose;
+use outpost_protocol::message::{Covered, PeerRole};
+use outpost_protocol::session::ClientStore;
+use outpost_protocol::{SiteId, VersionVector};
 use outpost_relay::enroll::EnrollCode;
+use outpost_testkit::session::run;
+use outpost_testkit::{connect, enroll_token, HubInfo, Keyed, SyncError};
 use rusqlite::Connection;
 use serde_json::json;
 use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::{Duration, Instant};
 
-/// A device: an app database with the engine, as the protocol's client store.
-struct Device {
+/// An app database with the engine, as the protocol's client store.
+struct Engine {
     db: Connection,
-    keypair: Keypair,
     site: SiteId,
-    counter: u64,
 }
 
-impl ClientStore for Device {
+/// A device: its key and its database.
+type Device = Keyed<Engine>;
+
+impl ClientStore for Engine {
     type Error = String;
     type ExportPlan = VecDeque<Vec<u8>>;
 
@@ -78,106 +75,26 @@ impl ClientStore for Device {
     }
 }
 
-struct Cloud {
-    addr: String,
-    key: PublicKey,
-    site: SiteId,
-}
-
-fn connect(
-    cloud: &Cloud,
-    dev: &mut Device,
-    purpose: Purpose,
-) -> Result<(Channel, TcpStream), String> {
-    dev.counter += 1;
-    let mut s = TcpStream::connect(&cloud.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let config = InitiatorConfig {
-        identity: dev.keypair.clone(),
-        site: dev.site,
-        counter: dev.counter,
-        responder_key: cloud.key,
-        responder_site: cloud.site,
-        purpose,
-        version: PROTOCOL_VERSION,
-    };
-    let mut init = Initiator::start(
-        &config,
-        Ephemeral::from_os().unwrap(),
-        ChannelLimits::default(),
-        0,
-    )
-    .unwrap();
-    s.write_all(&init.take_outgoing()).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("the cloud closed during the handshake".into());
-        }
-        let mut input = &buf[..n];
-        if let Some(mut ch) = init.receive(&mut input, 1).map_err(|e| e.to_string())? {
-            s.write_all(&ch.take_outgoing()).unwrap();
-            return Ok((ch, s));
-        }
-    }
-}
-
 /// One sync session (push, then pull); the number of batches pulled.
-fn sync(cloud: &Cloud, dev: &mut Device, session: u8) -> Result<u64, String> {
-    let (mut ch, mut s) = connect(cloud, dev, Purpose::Session)?;
-    let mut client = ClientSession::new(ClientConfig {
-        site: dev.site,
-        role: PeerRole::Device,
-        fingerprint: [9; 32],
-        wall_clock_ms: 1_800_000_000_000,
-        session: SessionId([session; 16]),
-        live: false,
-        max_push_attempts: 3,
-        batch_limits: BatchLimits::default(),
-    });
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        while let Some(m) = client.poll(dev).map_err(|e| e.to_string())? {
-            ch.send(&m.encode()).unwrap();
-        }
-        s.write_all(&ch.take_outgoing()).unwrap();
-        if client.is_done() {
-            let role = client.server_hello().map(|h| h.role);
-            assert_eq!(role, Some(PeerRole::Cloud), "the cloud says what it is");
-            return Ok(client.applied());
-        }
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("the cloud closed the session".into());
-        }
-        let mut input = &buf[..n];
-        while let Some(bytes) = ch.receive(&mut input, 2).map_err(|e| e.to_string())? {
-            let msg = Message::decode(&bytes, usize::MAX).unwrap();
-            client.handle(msg, dev).map_err(|e| e.to_string())?;
-        }
-    }
+fn sync(cloud: &HubInfo, dev: &mut Device, session: u64) -> Result<u64, SyncError> {
+    let done = run(cloud, dev, session, None)?;
+    assert_eq!(
+        done.server_role,
+        Some(PeerRole::Cloud),
+        "the cloud says what it is"
+    );
+    Ok(done.applied)
 }
 
 #[test]
 fn a_device_enrolls_pushes_into_real_tables_and_pulls_rest_changes() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("cloud");
+    let (data, run, rest) = serving(tmp.path());
     let d = data.to_str().unwrap();
-    cli_ok(&["init", "--data", d]);
-    let token = cli_ok(&["api-token", "--data", d, "app"])
-        .trim()
-        .to_string();
-    let run = start(&data);
-    let rest = Rest::new(&data, &run.https, &token);
 
     let code = cli_ok(&["enroll-code", "--data", d, "--device", "--no-qr"]);
     let code = EnrollCode::decode(code.trim()).unwrap();
-    let cloud = Cloud {
-        addr: code.addresses[0].clone(),
-        key: PublicKey::from_sec1(&code.hub_key).unwrap(),
-        site: code.hub_site,
-    };
+    let cloud = HubInfo::from_code(&code);
 
     let db = device(&tmp.path().join("tablet.db"));
     db.execute_batch(
@@ -190,33 +107,23 @@ fn a_device_enrolls_pushes_into_real_tables_and_pulls_rest_changes() {
     let site: Vec<u8> = db
         .query_row("SELECT outpost_site_id()", [], |r| r.get(0))
         .unwrap();
-    let mut dev = Device {
-        db,
-        keypair: Keypair::generate().unwrap(),
-        site: SiteId::from_slice(&site).unwrap(),
-        counter: 0,
-    };
+    let site = SiteId::from_slice(&site).unwrap();
+    let mut dev = Device::with_store(site, Engine { db, site });
 
     // Not enrolled yet: refused.
     assert!(sync(&cloud, &mut dev, 1).is_err());
-    connect(&cloud, &mut dev, Purpose::Enroll { token: code.token }).unwrap();
-    // The cloud admits the device after the handshake's last message, which it may not have
-    // processed yet when the client's side of the handshake is done: wait for the admission.
-    let admitted = Instant::now() + Duration::from_secs(10);
-    while connect(&cloud, &mut dev, Purpose::Session).is_err() {
-        assert!(
-            Instant::now() < admitted,
-            "the enrolled device was never admitted"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Waits for the admission, which the cloud commits after the handshake's last message.
+    enroll_token(&cloud, &mut dev, code.token);
     // The code is single use.
-    let mut other = Device {
-        db: device(&tmp.path().join("other.db")),
-        keypair: Keypair::generate().unwrap(),
-        site: SiteId([7; 16]),
-        counter: 0,
-    };
+    let other_site = SiteId([7; 16]);
+    let other_db = device(&tmp.path().join("other.db"));
+    let mut other = Device::with_store(
+        other_site,
+        Engine {
+            db: other_db,
+            site: other_site,
+        },
+    );
     assert!(connect(&cloud, &mut other, Purpose::Enroll { token: code.token }).is_err());
     assert!(
         connect(&cloud, &mut other, Purpose::Session).is_err(),

@@ -5,34 +5,11 @@
 
 use outpost_protocol::channel::Limits;
 use outpost_protocol::handshake::{
-    Ephemeral, Gatekeeper, Initiator, InitiatorConfig, Keypair, PublicKey, Purpose, Refusal,
-    Responder, ResponderConfig, TokenId,
+    Ephemeral, Initiator, InitiatorConfig, Keypair, Purpose, Responder, ResponderConfig,
 };
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
+use outpost_testkit::gate::MemGate;
 use std::time::Instant;
-
-struct Open;
-
-impl Gatekeeper for Open {
-    fn authorize(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Ok(())
-    }
-    fn last_counter(&mut self, _: &PublicKey) -> Result<Option<u64>, Refusal> {
-        Ok(None)
-    }
-    fn record_counter(&mut self, _: &PublicKey, _: u64) -> Result<(), Refusal> {
-        Ok(())
-    }
-    fn enrollment_token(&mut self, _: &TokenId) -> Result<[u8; 32], Refusal> {
-        Err(Refusal::UnknownToken)
-    }
-    fn check_enrollment(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Ok(())
-    }
-    fn admit(&mut self, _: &TokenId, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Ok(())
-    }
-}
 
 fn pair(
     n: u64,
@@ -68,7 +45,7 @@ fn pair(
     );
     let m1 = i.take_outgoing();
     let rc = r
-        .receive(&mut m1.as_slice(), 0, &mut Open)
+        .receive(&mut m1.as_slice(), 0, &mut MemGate::open())
         .unwrap()
         .unwrap();
     let m2 = r.take_outgoing();

@@ -4,11 +4,11 @@
 use outpost_protocol::channel::{Channel, ChannelError, Limits};
 use outpost_protocol::frame::FrameError;
 use outpost_protocol::handshake::{
-    Ephemeral, Gatekeeper, HandshakeError, Initiator, InitiatorConfig, Keypair, PublicKey, Purpose,
-    Refusal, Responder, ResponderConfig, TokenId,
+    Ephemeral, HandshakeError, Initiator, InitiatorConfig, Keypair, Purpose, Refusal, Responder,
+    ResponderConfig, TokenId,
 };
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
-use std::collections::{HashMap, HashSet};
+use outpost_testkit::gate::{MemGate, TokenState};
 
 fn key(n: u8) -> Keypair {
     Keypair::from_secret(&[n; 32]).unwrap()
@@ -17,84 +17,6 @@ fn key(n: u8) -> Keypair {
 const HUB: SiteId = SiteId([0xaa; 16]);
 const DEVICE: SiteId = SiteId([0x11; 16]);
 const TOKEN: [u8; 32] = [0x5a; 32];
-
-/// An allowlist in memory, as the hub keeps it in SQLite.
-#[derive(Default)]
-struct Gate {
-    devices: HashMap<PublicKey, SiteId>,
-    revoked: HashSet<PublicKey>,
-    counters: HashMap<PublicKey, u64>,
-    tokens: HashMap<TokenId, ([u8; 32], TokenState)>,
-    admitted: Vec<(TokenId, PublicKey, SiteId)>,
-}
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum TokenState {
-    Fresh,
-    Used,
-    Expired,
-}
-
-impl Gate {
-    fn with_device(key: &Keypair, site: SiteId) -> Gate {
-        let mut g = Gate::default();
-        g.devices.insert(*key.public(), site);
-        g
-    }
-
-    fn with_token(token: [u8; 32], state: TokenState) -> Gate {
-        let mut g = Gate::default();
-        g.tokens.insert(TokenId::of(&token), (token, state));
-        g
-    }
-}
-
-impl Gatekeeper for Gate {
-    fn authorize(&mut self, key: &PublicKey, site: &SiteId) -> Result<(), Refusal> {
-        if self.revoked.contains(key) {
-            return Err(Refusal::Revoked);
-        }
-        match self.devices.get(key) {
-            None => Err(Refusal::UnknownKey),
-            Some(s) if s != site => Err(Refusal::SiteReused),
-            Some(_) => Ok(()),
-        }
-    }
-    fn last_counter(&mut self, key: &PublicKey) -> Result<Option<u64>, Refusal> {
-        Ok(self.counters.get(key).copied())
-    }
-    fn record_counter(&mut self, key: &PublicKey, counter: u64) -> Result<(), Refusal> {
-        self.counters.insert(*key, counter);
-        Ok(())
-    }
-    fn enrollment_token(&mut self, id: &TokenId) -> Result<[u8; 32], Refusal> {
-        match self.tokens.get(id) {
-            None => Err(Refusal::UnknownToken),
-            Some((_, TokenState::Used)) => Err(Refusal::TokenUsed),
-            Some((_, TokenState::Expired)) => Err(Refusal::TokenExpired),
-            Some((t, TokenState::Fresh)) => Ok(*t),
-        }
-    }
-    fn check_enrollment(&mut self, key: &PublicKey, site: &SiteId) -> Result<(), Refusal> {
-        if self.revoked.contains(key) {
-            return Err(Refusal::Revoked);
-        }
-        if self.devices.iter().any(|(k, s)| s == site && k != key) {
-            return Err(Refusal::SiteReused);
-        }
-        Ok(())
-    }
-    fn admit(&mut self, id: &TokenId, key: &PublicKey, site: &SiteId) -> Result<(), Refusal> {
-        let entry = self.tokens.get_mut(id).ok_or(Refusal::UnknownToken)?;
-        if entry.1 != TokenState::Fresh {
-            return Err(Refusal::TokenUsed);
-        }
-        entry.1 = TokenState::Used;
-        self.devices.insert(*key, *site);
-        self.admitted.push((*id, *key, *site));
-        Ok(())
-    }
-}
 
 fn initiator_config(
     device: &Keypair,
@@ -138,7 +60,7 @@ fn start(cfg: &InitiatorConfig, seed: u8) -> (Initiator, Vec<u8>) {
 fn handshake(
     cfg: &InitiatorConfig,
     hub: &Keypair,
-    gate: &mut Gate,
+    gate: &mut MemGate,
 ) -> (
     Result<Channel, HandshakeError>,
     Result<Channel, HandshakeError>,
@@ -177,7 +99,7 @@ fn exchange(a: &mut Channel, b: &mut Channel, msg: &[u8]) -> Vec<u8> {
 #[test]
 fn session_handshake_opens_a_channel_both_ways() {
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let (i, r) = handshake(
         &initiator_config(&device, &hub, 7, Purpose::Session),
         &hub,
@@ -197,7 +119,7 @@ fn session_handshake_opens_a_channel_both_ways() {
 #[test]
 fn large_messages_are_chunked_into_frames_of_at_most_65535_bytes() {
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let (i, r) = handshake(
         &initiator_config(&device, &hub, 1, Purpose::Session),
         &hub,
@@ -230,7 +152,7 @@ fn large_messages_are_chunked_into_frames_of_at_most_65535_bytes() {
 #[test]
 fn enrollment_admits_the_device_only_after_it_proved_the_token() {
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::with_token(TOKEN, TokenState::Fresh);
+    let mut gate = MemGate::with_token(TOKEN, TokenState::Fresh);
     let cfg = initiator_config(&device, &hub, 1, Purpose::Enroll { token: TOKEN });
     let (mut i, msg1) = start(&cfg, 1);
     let mut r = responder(&hub, 2);
@@ -262,7 +184,7 @@ fn enrollment_admits_the_device_only_after_it_proved_the_token() {
 #[test]
 fn unknown_key_is_refused_and_the_device_is_told() {
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::default();
+    let mut gate = MemGate::default();
     let (i, r) = handshake(
         &initiator_config(&device, &hub, 1, Purpose::Session),
         &hub,
@@ -278,7 +200,7 @@ fn unknown_key_is_refused_and_the_device_is_told() {
 #[test]
 fn revoked_key_is_refused_and_the_device_is_told() {
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     gate.revoked.insert(*device.public());
     let (i, r) = handshake(
         &initiator_config(&device, &hub, 1, Purpose::Session),
@@ -297,7 +219,7 @@ fn a_rogue_responder_cannot_complete_the_handshake_key_mismatch() {
     let cfg = initiator_config(&device, &hub, 1, Purpose::Session);
     let (mut i, msg1) = start(&cfg, 1);
     // The rogue cannot read a message encrypted to the pinned key...
-    let mut gate = Gate::default();
+    let mut gate = MemGate::default();
     let mut r = responder(&rogue, 2);
     assert_eq!(
         r.receive(&mut msg1.as_slice(), 1, &mut gate).unwrap_err(),
@@ -305,7 +227,7 @@ fn a_rogue_responder_cannot_complete_the_handshake_key_mismatch() {
     );
     assert!(r.take_outgoing().is_empty(), "no detail to the peer");
     // ...and any reply it forges (here a genuine reply from its own handshake) fails.
-    let mut rogue_gate = Gate::with_device(&device, DEVICE);
+    let mut rogue_gate = MemGate::with_device(&device, DEVICE);
     let cfg_to_rogue = initiator_config(&device, &rogue, 1, Purpose::Session);
     let (_, msg1_to_rogue) = start(&cfg_to_rogue, 9);
     let mut r2 = responder(&rogue, 2);
@@ -325,15 +247,15 @@ fn used_expired_and_foreign_tokens_are_refused() {
     let cfg = initiator_config(&device, &hub, 1, Purpose::Enroll { token: TOKEN });
     for (mut gate, want) in [
         (
-            Gate::with_token(TOKEN, TokenState::Used),
+            MemGate::with_token(TOKEN, TokenState::Used),
             Refusal::TokenUsed,
         ),
         (
-            Gate::with_token(TOKEN, TokenState::Expired),
+            MemGate::with_token(TOKEN, TokenState::Expired),
             Refusal::TokenExpired,
         ),
         (
-            Gate::with_token([1; 32], TokenState::Fresh),
+            MemGate::with_token([1; 32], TokenState::Fresh),
             Refusal::UnknownToken,
         ),
     ] {
@@ -350,7 +272,7 @@ fn used_expired_and_foreign_tokens_are_refused() {
 fn a_peer_naming_a_token_it_does_not_hold_fails_the_psk_check() {
     let (device, hub) = (key(1), key(2));
     // The hub's token under this id differs from the one the peer uses (a guessed or stolen id).
-    let mut gate = Gate::default();
+    let mut gate = MemGate::default();
     gate.tokens
         .insert(TokenId::of(&TOKEN), ([0x33; 32], TokenState::Fresh));
     let cfg = initiator_config(&device, &hub, 1, Purpose::Enroll { token: TOKEN });
@@ -378,7 +300,7 @@ fn a_peer_naming_a_token_it_does_not_hold_fails_the_psk_check() {
 #[test]
 fn a_known_site_id_under_a_new_key_is_told_to_re_enroll() {
     let (device, hub, copy) = (key(1), key(2), key(4));
-    let mut gate = Gate::with_token(TOKEN, TokenState::Fresh);
+    let mut gate = MemGate::with_token(TOKEN, TokenState::Fresh);
     gate.devices.insert(*device.public(), DEVICE);
     // A copied database (same site id) enrolling under a new key.
     let cfg = initiator_config(&copy, &hub, 1, Purpose::Enroll { token: TOKEN });
@@ -393,7 +315,7 @@ fn a_known_site_id_under_a_new_key_is_told_to_re_enroll() {
 #[test]
 fn a_replayed_first_message_is_refused() {
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let cfg = initiator_config(&device, &hub, 5, Purpose::Session);
     let (_, msg1) = start(&cfg, 1);
     let mut r = responder(&hub, 2);
@@ -438,7 +360,7 @@ fn a_replayed_first_message_is_refused() {
 
 fn open_pair() -> (Channel, Channel) {
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let (i, r) = handshake(
         &initiator_config(&device, &hub, 1, Purpose::Session),
         &hub,
@@ -503,7 +425,7 @@ fn a_modified_transport_frame_fails_at_every_byte() {
 fn a_version_downgrade_fails() {
     let (device, hub) = (key(1), key(2));
     // An old initiator is refused outright.
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let mut cfg = initiator_config(&device, &hub, 1, Purpose::Session);
     cfg.version = PROTOCOL_VERSION - 1;
     let (_, msg1) = start(&cfg, 1);
@@ -540,7 +462,7 @@ fn a_version_downgrade_fails() {
 #[test]
 fn a_handshake_aimed_at_another_hub_site_fails() {
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let mut cfg = initiator_config(&device, &hub, 1, Purpose::Session);
     cfg.responder_site = SiteId([0xbb; 16]);
     let (_, msg1) = start(&cfg, 1);
@@ -562,7 +484,7 @@ fn a_second_handshake_on_an_open_channel_is_refused() {
         ChannelError::HandshakeOnOpenChannel
     );
     // And a finished handshake object refuses to run again.
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let (_, msg1) = start(&initiator_config(&device, &hub, 3, Purpose::Session), 1);
     let mut resp = responder(&hub, 2);
     resp.receive(&mut msg1.as_slice(), 1, &mut gate)
@@ -583,7 +505,7 @@ fn a_zero_length_prefix_is_refused() {
         ChannelError::Frame(FrameError::EmptyFrame)
     );
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let _ = hub;
     assert_eq!(
         responder(&key(2), 1)
@@ -607,7 +529,7 @@ fn a_length_prefix_below_the_tag_size_is_refused() {
 #[test]
 fn a_length_prefix_above_the_limit_is_refused_before_allocating() {
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     // Handshake frames are small: 300 is already too much.
     let e = responder(&hub, 1)
         .receive(&mut &[1u8, 44][..], 1, &mut gate)
@@ -640,7 +562,7 @@ fn a_length_prefix_above_the_limit_is_refused_before_allocating() {
 #[test]
 fn trailing_bytes_in_handshake_messages_are_refused() {
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let (mut i, msg1) = start(&initiator_config(&device, &hub, 1, Purpose::Session), 1);
     let mut longer = msg1.clone();
     longer.push(0);
@@ -673,7 +595,7 @@ fn trailing_bytes_in_handshake_messages_are_refused() {
 #[test]
 fn a_truncated_first_message_is_refused() {
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let (_, msg1) = start(&initiator_config(&device, &hub, 1, Purpose::Session), 1);
     let mut short = msg1[..msg1.len() - 1].to_vec();
     let len = (short.len() - 2) as u16;
@@ -693,7 +615,7 @@ fn a_truncated_first_message_is_refused() {
 #[test]
 fn the_handshake_has_a_deadline() {
     let (device, hub) = (key(1), key(2));
-    let mut gate = Gate::with_device(&device, DEVICE);
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let (_, msg1) = start(&initiator_config(&device, &hub, 1, Purpose::Session), 1);
     let mut r = responder(&hub, 2);
     assert_eq!(r.deadline_ms(), 10_000);

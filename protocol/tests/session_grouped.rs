@@ -15,11 +15,11 @@ use std::collections::VecDeque;
 const OTHER: SiteId = SiteId([0x22; 16]);
 const THIRD: SiteId = SiteId([0x33; 16]);
 
-/// `MemClient` (the durable database) behind a buffer of up to `group` chunks, applied together
+/// `Device` (the durable database) behind a buffer of up to `group` chunks, applied together
 /// at a flush; reading the vector or the id requests with chunks kept is an error, as it would
 /// make the server send them again.
 struct Grouping {
-    db: MemClient,
+    db: Device,
     group: usize,
     kept: Vec<BatchHeader>,
     /// The size of each group applied, in order.
@@ -27,7 +27,7 @@ struct Grouping {
 }
 
 impl Grouping {
-    fn new(db: MemClient, group: usize) -> Grouping {
+    fn new(db: Device, group: usize) -> Grouping {
         Grouping {
             db,
             group,
@@ -37,7 +37,7 @@ impl Grouping {
     }
 
     /// The session was cut: the buffer is gone with the process, the database stays.
-    fn cut(self) -> MemClient {
+    fn cut(self) -> Device {
         self.db
     }
 
@@ -56,16 +56,16 @@ impl ClientStore for Grouping {
 
     fn vector(&mut self) -> Result<VersionVector, String> {
         self.must_be_flushed("vector")?;
-        self.db.vector()
+        self.db.vector().map_err(|e| e.to_string())
     }
     fn plan_export(&mut self, server: &VersionVector) -> Result<VecDeque<Vec<u8>>, String> {
-        self.db.plan_export(server)
+        self.db.plan_export(server).map_err(|e| e.to_string())
     }
     fn next_export(&mut self, plan: &mut VecDeque<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
-        self.db.next_export(plan)
+        self.db.next_export(plan).map_err(|e| e.to_string())
     }
     fn acknowledged(&mut self, covered: &[Covered]) -> Result<(), String> {
-        self.db.acknowledged(covered)
+        self.db.acknowledged(covered).map_err(|e| e.to_string())
     }
     fn apply_chunk(&mut self, h: &BatchHeader, _batch: &[u8]) -> Result<(), String> {
         self.kept.push(h.clone());
@@ -87,18 +87,20 @@ impl ClientStore for Grouping {
         }
         self.db.vector = vector;
         self.flushed.push(self.kept.len());
-        self.db.applied.append(&mut self.kept);
+        self.db
+            .applied
+            .extend(self.kept.drain(..).map(|h| (h.origin, h.range)));
         Ok(())
     }
     fn pull_size(&mut self, batches: u64, bytes: u64) -> Result<(), String> {
-        self.db.pull_size(batches, bytes)
+        self.db.pull_size(batches, bytes).map_err(|e| e.to_string())
     }
     fn id_requests(&mut self) -> Result<Vec<IdRequest>, String> {
         self.must_be_flushed("id requests")?;
-        self.db.id_requests()
+        self.db.id_requests().map_err(|e| e.to_string())
     }
     fn ids_granted(&mut self, r: &IdRequest, ranges: &[IdRange]) -> Result<(), String> {
-        self.db.ids_granted(r, ranges)
+        self.db.ids_granted(r, ranges).map_err(|e| e.to_string())
     }
 }
 
@@ -120,7 +122,7 @@ fn the_chunks_kept_are_applied_when_the_pull_is_done() {
     let held = chain(OTHER, 5);
     // Everything but the PullDone: groups of 2 were applied as they filled, one chunk is kept.
     let mut sstore = MemServer::holding(held.clone());
-    let mut store = Grouping::new(MemClient::new(DEVICE, vec![]), 2);
+    let mut store = Grouping::new(Device::holding(DEVICE, vec![]), 2);
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
     let (t, r) = run(&mut client, &mut store, &mut server, &mut sstore, 7);
@@ -132,16 +134,10 @@ fn the_chunks_kept_are_applied_when_the_pull_is_done() {
     assert_eq!(store.db.vector.get(&OTHER), 4);
     // The whole session: the PullDone flushes the last chunk before the Bye.
     let mut sstore = MemServer::holding(held);
-    let mut store = Grouping::new(MemClient::new(DEVICE, vec![]), 2);
+    let mut store = Grouping::new(Device::holding(DEVICE, vec![]), 2);
     let mut client = ClientSession::new(client_config(2));
     let mut server = ServerSession::new(server_config());
-    let (t, r) = run(
-        &mut client,
-        &mut store,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
     r.unwrap();
     assert!(matches!(t.to_client.last(), Some(Message::PullDone { .. })));
     assert_eq!(t.to_server.last(), Some(&Message::Bye));
@@ -151,16 +147,10 @@ fn the_chunks_kept_are_applied_when_the_pull_is_done() {
     assert_eq!(store.db.vector.get(&OTHER), 5);
     // A group larger than the pull: one transaction for all of it, at the PullDone.
     let mut sstore = MemServer::holding(chain(OTHER, 5));
-    let mut store = Grouping::new(MemClient::new(DEVICE, vec![]), 16);
+    let mut store = Grouping::new(Device::holding(DEVICE, vec![]), 16);
     let mut client = ClientSession::new(client_config(3));
     let mut server = ServerSession::new(server_config());
-    let (_, r) = run(
-        &mut client,
-        &mut store,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (_, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
     r.unwrap();
     assert_eq!(store.flushed, [5]);
 }
@@ -168,18 +158,12 @@ fn the_chunks_kept_are_applied_when_the_pull_is_done() {
 #[test]
 fn id_requests_are_read_after_the_flush() {
     let mut sstore = MemServer::holding(chain(OTHER, 3));
-    let mut db = MemClient::new(DEVICE, vec![]);
+    let mut db = Device::holding(DEVICE, vec![]);
     db.pending.push(id_request(1, "invoice", 10));
     let mut store = Grouping::new(db, 16);
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
-    let (t, r) = run(
-        &mut client,
-        &mut store,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
     r.unwrap();
     assert!(t
         .to_server
@@ -193,18 +177,12 @@ fn id_requests_are_read_after_the_flush() {
 #[test]
 fn a_live_re_pull_asks_with_a_vector_covering_every_chunk_received() {
     let mut sstore = MemServer::holding(chain(OTHER, 3));
-    let mut store = Grouping::new(MemClient::new(DEVICE, vec![]), 16);
+    let mut store = Grouping::new(Device::holding(DEVICE, vec![]), 16);
     let mut cfg = client_config(1);
     cfg.live = true;
     let mut client = ClientSession::new(cfg);
     let mut server = ServerSession::new(server_config());
-    let (_, r) = run(
-        &mut client,
-        &mut store,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (_, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
     r.unwrap();
     assert!(client.is_live());
     assert_eq!(store.flushed, [3], "flushed at the first PullDone");
@@ -212,13 +190,7 @@ fn a_live_re_pull_asks_with_a_vector_covering_every_chunk_received() {
     sstore.batches.push(batch(OTHER, 4, 4));
     sstore.batches.push(batch(THIRD, 1, 2));
     server.notify();
-    let (t, r) = run(
-        &mut client,
-        &mut store,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
     r.unwrap();
     let Some(Message::Pull { vector }) = t.to_server.first() else {
         panic!("a pull after the notify: {:?}", t.to_server)
@@ -238,23 +210,17 @@ fn a_cut_with_chunks_kept_resumes_from_the_last_flushed_group() {
     held.extend(chain(THIRD, 5));
     let messages = {
         let mut sstore = MemServer::holding(held.clone());
-        let mut store = Grouping::new(MemClient::new(DEVICE, vec![]), 3);
+        let mut store = Grouping::new(Device::holding(DEVICE, vec![]), 3);
         let mut client = ClientSession::new(client_config(1));
         let mut server = ServerSession::new(server_config());
-        let (t, r) = run(
-            &mut client,
-            &mut store,
-            &mut server,
-            &mut sstore,
-            usize::MAX,
-        );
+        let (t, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
         r.unwrap();
         t.to_client.len()
     };
     assert_eq!(messages, 14, "hello, size, 11 chunks, done");
     for cut in 0..=messages {
         let mut sstore = MemServer::holding(held.clone());
-        let mut store = Grouping::new(MemClient::new(DEVICE, vec![]), 3);
+        let mut store = Grouping::new(Device::holding(DEVICE, vec![]), 3);
         let mut client = ClientSession::new(client_config(1));
         let mut server = ServerSession::new(server_config());
         let (first, r) = run(&mut client, &mut store, &mut server, &mut sstore, cut);
@@ -275,13 +241,7 @@ fn a_cut_with_chunks_kept_resumes_from_the_last_flushed_group() {
         let mut store = Grouping::new(db, 3);
         let mut client = ClientSession::new(client_config(2));
         let mut server = ServerSession::new(server_config());
-        let (second, r) = run(
-            &mut client,
-            &mut store,
-            &mut server,
-            &mut sstore,
-            usize::MAX,
-        );
+        let (second, r) = run_to_end(&mut client, &mut store, &mut server, &mut sstore);
         r.unwrap();
         assert_eq!(
             chunks(&second),
@@ -290,12 +250,7 @@ fn a_cut_with_chunks_kept_resumes_from_the_last_flushed_group() {
         );
         assert_eq!(store.db.vector.get(&OTHER), 6, "cut {cut}");
         assert_eq!(store.db.vector.get(&THIRD), 5, "cut {cut}");
-        let mut applied: Vec<_> = store
-            .db
-            .applied
-            .iter()
-            .map(|h| (h.origin, h.range.lo))
-            .collect();
+        let mut applied: Vec<_> = store.db.applied.iter().map(|(o, r)| (*o, r.lo)).collect();
         assert_eq!(applied.len(), 11, "cut {cut}: each chunk applied once");
         applied.sort();
         applied.dedup();

@@ -17,7 +17,7 @@ fn range(first: u64, last: u64) -> IdRange {
 }
 
 fn session(
-    cstore: &mut MemClient,
+    cstore: &mut Device,
     sstore: &mut MemServer,
     stop_after: usize,
 ) -> (Transcript, Result<(), SessionError>) {
@@ -29,7 +29,7 @@ fn session(
 #[test]
 fn pending_reservations_are_asked_after_the_pull_and_stored_once() {
     let mut sstore = MemServer::holding(vec![batch(OTHER, 1, 1)]);
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     cstore.pending = vec![id_request(1, "patients", 500), id_request(2, "receipts", 3)];
     let (t, r) = session(&mut cstore, &mut sstore, usize::MAX);
     r.unwrap();
@@ -54,7 +54,7 @@ fn pending_reservations_are_asked_after_the_pull_and_stored_once() {
 #[test]
 fn a_cut_between_grant_and_store_gets_the_same_ranges_on_retry() {
     let mut sstore = MemServer::default();
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     cstore.pending = vec![id_request(1, "patients", 100)];
     // Hello, PullSize, PullDone reach the client; the grant is lost with the connection.
     let (t, r) = session(&mut cstore, &mut sstore, 3);
@@ -66,7 +66,7 @@ fn a_cut_between_grant_and_store_gets_the_same_ranges_on_retry() {
         "but the server recorded it"
     );
     // Another device takes the next numbers meanwhile.
-    let mut other = MemClient::new(OTHER, vec![]);
+    let mut other = Device::holding(OTHER, vec![]);
     other.pending = vec![id_request(9, "patients", 10)];
     let mut cfg = server_config();
     cfg.peer_site = OTHER;
@@ -74,15 +74,9 @@ fn a_cut_between_grant_and_store_gets_the_same_ranges_on_retry() {
     let mut ccfg = client_config(3);
     ccfg.site = OTHER;
     let mut client = ClientSession::new(ccfg);
-    run(
-        &mut client,
-        &mut other,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    )
-    .1
-    .unwrap();
+    run_to_end(&mut client, &mut other, &mut server, &mut sstore)
+        .1
+        .unwrap();
     assert_eq!(
         other.blocks,
         vec![("patients".to_string(), range(101, 110))]
@@ -100,7 +94,7 @@ fn an_empty_grant_keeps_the_request_for_the_next_sync() {
         id_capacity: Some(50),
         ..MemServer::default()
     };
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     cstore.pending = vec![id_request(1, "patients", 80)];
     let (t, r) = session(&mut cstore, &mut sstore, usize::MAX);
     r.unwrap();
@@ -138,7 +132,7 @@ fn a_grant_that_does_not_answer_the_request_is_refused() {
     ];
     for (what, bad) in cases {
         let mut sstore = MemServer::default();
-        let mut cstore = MemClient::new(DEVICE, vec![]);
+        let mut cstore = Device::holding(DEVICE, vec![]);
         let mut request = id_request(1, "patients", 10);
         request.above = 5;
         cstore.pending = vec![request];
@@ -171,7 +165,7 @@ fn id_messages_out_of_turn_are_refused() {
     assert!(sstore.grants.is_empty());
     // The server: while serving a pull.
     let mut sstore = MemServer::holding(vec![batch(OTHER, 1, 1)]);
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
     // Hello and PullSize reach the client; the chunk is still to come.
@@ -193,7 +187,7 @@ fn id_messages_out_of_turn_are_refused() {
         .unwrap_err();
     assert!(matches!(e, SessionError::Unexpected { tag: 14, .. }));
     let mut sstore = MemServer::default();
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     cstore.pending = vec![id_request(1, "patients", 10)];
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
@@ -217,7 +211,7 @@ fn the_pull_size_comes_before_the_first_chunk_and_for_an_empty_pull() {
     let held = vec![batch(OTHER, 1, 2), batch(OTHER, 3, 3)];
     let bytes: u64 = held.iter().map(|b| b.len() as u64).sum();
     let mut sstore = MemServer::holding(held);
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let (t, r) = session(&mut cstore, &mut sstore, usize::MAX);
     r.unwrap();
     let kinds: Vec<u64> = t.to_client.iter().map(Message::tag).collect();
@@ -237,7 +231,7 @@ fn the_pull_size_comes_before_the_first_chunk_and_for_an_empty_pull() {
 #[test]
 fn a_live_client_asks_for_ids_before_waiting_and_pulls_after_a_notify_it_missed() {
     let mut sstore = MemServer::default();
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     cstore.pending = vec![id_request(1, "patients", 10)];
     let mut cfg = client_config(1);
     cfg.live = true;
@@ -258,13 +252,7 @@ fn a_live_client_asks_for_ids_before_waiting_and_pulls_after_a_notify_it_missed(
             &mut sstore,
         )
         .unwrap();
-    let (t, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     assert_eq!(t.to_client[0], Message::Notify);
     assert_eq!(t.to_client[1].tag(), 14);

@@ -48,6 +48,26 @@ fn commit(session: u8) -> Message {
     }
 }
 
+/// A new server session on `sstore` after a hello for session 4 (its answer drained), then
+/// `msgs`, each handled at its time: what the server answered them.
+fn answers(sstore: &mut MemServer, msgs: Vec<(Message, u64)>) -> Vec<Message> {
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(4), 0, sstore).unwrap();
+    drain(&mut server, sstore);
+    for (m, at) in msgs {
+        server.handle(m, at, sstore).unwrap();
+    }
+    drain(&mut server, sstore)
+}
+
+/// The server's answer to session 4's commit: push again, for `reason`.
+fn push_again(reason: PushAgainReason) -> Vec<Message> {
+    vec![Message::PushAgain {
+        session: SessionId([4; 16]),
+        reason,
+    }]
+}
+
 #[test]
 fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks() {
     let mut sstore = MemServer::holding(vec![
@@ -55,7 +75,7 @@ fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks()
         batch(OTHER, 3, 3),
         batch(DEVICE, 1, 1),
     ]);
-    let mut cstore = MemClient::new(
+    let mut cstore = Device::holding(
         DEVICE,
         vec![
             batch(DEVICE, 1, 1),
@@ -65,13 +85,7 @@ fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks()
     );
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
-    let (t, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     // Only what the server lacked was pushed, then committed once.
     let pushes: Vec<_> = t
@@ -101,7 +115,7 @@ fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks()
     assert_eq!(&cstore.acked, covered);
     // The pull brought the other origin's batches, never the client's own.
     assert_eq!(cstore.applied.len(), 2);
-    assert!(cstore.applied.iter().all(|h| h.origin == OTHER));
+    assert!(cstore.applied.iter().all(|(o, _)| *o == OTHER));
     assert_eq!(cstore.vector.get(&OTHER), 3);
     assert!(matches!(t.to_client.last(), Some(Message::PullDone { .. })));
     assert_eq!(t.to_server.last(), Some(&Message::Bye));
@@ -113,16 +127,10 @@ fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks()
 #[test]
 fn nothing_to_push_goes_straight_to_the_pull() {
     let mut sstore = MemServer::holding(vec![batch(OTHER, 1, 1)]);
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
-    let (t, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     assert!(matches!(t.to_server[1], Message::Pull { .. }));
     assert_eq!(sstore.commits, 0);
@@ -134,7 +142,7 @@ fn a_retried_commit_with_the_same_session_and_content_gets_the_same_ack() {
     let mut sstore = MemServer::default();
     let own = vec![batch(DEVICE, 1, 3)];
     // First attempt: the ack is lost (the connection drops right after the commit).
-    let mut cstore = MemClient::new(DEVICE, own.clone());
+    let mut cstore = Device::holding(DEVICE, own.clone());
     let mut client = ClientSession::new(client_config(9));
     let mut server = ServerSession::new(server_config());
     let (t1, r) = run(&mut client, &mut cstore, &mut server, &mut sstore, 1);
@@ -178,19 +186,10 @@ fn different_content_under_a_committed_session_id_gets_push_again() {
         .handle(push(4, batch(DEVICE, 1, 2)), 0, &mut sstore)
         .unwrap();
     server.handle(commit(4), 0, &mut sstore).unwrap();
-    let mut server = ServerSession::<MemServer>::new(server_config());
-    server.handle(hello(4), 0, &mut sstore).unwrap();
-    drain(&mut server, &mut sstore);
-    server
-        .handle(push(4, batch(DEVICE, 1, 3)), 0, &mut sstore)
-        .unwrap();
-    server.handle(commit(4), 0, &mut sstore).unwrap();
+    let pushed = vec![(push(4, batch(DEVICE, 1, 3)), 0), (commit(4), 0)];
     assert_eq!(
-        drain(&mut server, &mut sstore),
-        vec![Message::PushAgain {
-            session: SessionId([4; 16]),
-            reason: PushAgainReason::DifferentContent
-        }]
+        answers(&mut sstore, pushed),
+        push_again(PushAgainReason::DifferentContent)
     );
     assert_eq!(sstore.commits, 1);
 }
@@ -198,16 +197,9 @@ fn different_content_under_a_committed_session_id_gets_push_again() {
 #[test]
 fn a_commit_with_nothing_staged_gets_push_again_unknown_session() {
     let mut sstore = MemServer::default();
-    let mut server = ServerSession::<MemServer>::new(server_config());
-    server.handle(hello(4), 0, &mut sstore).unwrap();
-    drain(&mut server, &mut sstore);
-    server.handle(commit(4), 0, &mut sstore).unwrap();
     assert_eq!(
-        drain(&mut server, &mut sstore),
-        vec![Message::PushAgain {
-            session: SessionId([4; 16]),
-            reason: PushAgainReason::UnknownSession
-        }]
+        answers(&mut sstore, vec![(commit(4), 0)]),
+        push_again(PushAgainReason::UnknownSession)
     );
     assert_eq!(sstore.commits, 0);
 }
@@ -215,19 +207,10 @@ fn a_commit_with_nothing_staged_gets_push_again_unknown_session() {
 #[test]
 fn expired_staging_gets_push_again_and_stores_nothing() {
     let mut sstore = MemServer::default();
-    let mut server = ServerSession::<MemServer>::new(server_config());
-    server.handle(hello(4), 0, &mut sstore).unwrap();
-    drain(&mut server, &mut sstore);
-    server
-        .handle(push(4, batch(DEVICE, 1, 2)), 1_000, &mut sstore)
-        .unwrap();
-    server.handle(commit(4), 61_001, &mut sstore).unwrap();
+    let late = vec![(push(4, batch(DEVICE, 1, 2)), 1_000), (commit(4), 61_001)];
     assert_eq!(
-        drain(&mut server, &mut sstore),
-        vec![Message::PushAgain {
-            session: SessionId([4; 16]),
-            reason: PushAgainReason::SessionExpired
-        }]
+        answers(&mut sstore, late),
+        push_again(PushAgainReason::SessionExpired)
     );
     assert_eq!(sstore.commits, 0);
 }
@@ -235,20 +218,8 @@ fn expired_staging_gets_push_again_and_stores_nothing() {
 #[test]
 fn a_push_leaving_a_gap_gets_push_again() {
     let mut sstore = MemServer::default();
-    let mut server = ServerSession::<MemServer>::new(server_config());
-    server.handle(hello(4), 0, &mut sstore).unwrap();
-    drain(&mut server, &mut sstore);
-    server
-        .handle(push(4, batch(DEVICE, 3, 4)), 0, &mut sstore)
-        .unwrap();
-    server.handle(commit(4), 0, &mut sstore).unwrap();
-    assert_eq!(
-        drain(&mut server, &mut sstore),
-        vec![Message::PushAgain {
-            session: SessionId([4; 16]),
-            reason: PushAgainReason::Gap
-        }]
-    );
+    let gap = vec![(push(4, batch(DEVICE, 3, 4)), 0), (commit(4), 0)];
+    assert_eq!(answers(&mut sstore, gap), push_again(PushAgainReason::Gap));
     assert!(sstore.batches.is_empty());
 }
 
@@ -263,16 +234,10 @@ fn the_client_pushes_again_under_a_fresh_session_id_and_gives_up_after_its_limit
         .unwrap();
     s0.handle(commit(5), 0, &mut sstore).unwrap();
     sstore.batches.clear(); // the server lost the data but not the session record
-    let mut cstore = MemClient::new(DEVICE, vec![batch(DEVICE, 1, 2)]);
+    let mut cstore = Device::holding(DEVICE, vec![batch(DEVICE, 1, 2)]);
     let mut client = ClientSession::new(client_config(5));
     let mut server = ServerSession::new(server_config());
-    let (t, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     assert!(t.to_client.iter().any(|m| matches!(
         m,
@@ -286,16 +251,10 @@ fn the_client_pushes_again_under_a_fresh_session_id_and_gives_up_after_its_limit
     // With a limit of one attempt the client stops with a typed error.
     let mut cfg = client_config(5);
     cfg.max_push_attempts = 1;
-    let mut cstore = MemClient::new(DEVICE, vec![batch(DEVICE, 1, 3)]);
+    let mut cstore = Device::holding(DEVICE, vec![batch(DEVICE, 1, 3)]);
     let mut client = ClientSession::new(cfg);
     let mut server = ServerSession::new(server_config());
-    let (_, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (_, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     assert!(
         matches!(
             r,
@@ -311,7 +270,7 @@ fn an_interrupted_pull_resumes_without_downloading_twice() {
         .map(|i| batch(if i % 2 == 0 { OTHER } else { THIRD }, i / 2 + 1, i / 2 + 1))
         .collect();
     let mut sstore = MemServer::holding(server_batches);
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     let mut server = ServerSession::new(server_config());
     // Hello, the pull's size and 4 chunks, then the connection drops.
@@ -320,13 +279,7 @@ fn an_interrupted_pull_resumes_without_downloading_twice() {
     assert_eq!(cstore.applied.len(), 4);
     let mut client = ClientSession::new(client_config(2));
     let mut server = ServerSession::new(server_config());
-    let (t, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     let chunks = t
         .to_client
@@ -395,7 +348,7 @@ fn messages_not_allowed_in_the_current_state_are_rejected() {
         }
     );
     // A client receiving a chunk while it waits for the hello.
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     client.poll(&mut cstore).unwrap().unwrap();
     let e = client
@@ -526,7 +479,7 @@ fn hello_mismatches_are_typed_errors() {
 
 #[test]
 fn a_peer_error_ends_the_session_without_an_answer() {
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     client.poll(&mut cstore).unwrap();
     let e = client
@@ -545,7 +498,7 @@ fn a_peer_error_ends_the_session_without_an_answer() {
 
 #[test]
 fn a_server_returning_the_clients_own_batch_is_an_error() {
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut client = ClientSession::new(client_config(1));
     let mut sstore = MemServer::default();
     let mut server = ServerSession::new(server_config());
@@ -566,18 +519,12 @@ fn a_server_returning_the_clients_own_batch_is_an_error() {
 #[test]
 fn live_mode_pulls_again_on_notify_and_answers_pings() {
     let mut sstore = MemServer::default();
-    let mut cstore = MemClient::new(DEVICE, vec![]);
+    let mut cstore = Device::holding(DEVICE, vec![]);
     let mut cfg = client_config(1);
     cfg.live = true;
     let mut client = ClientSession::new(cfg);
     let mut server = ServerSession::new(server_config());
-    let (_, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (_, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     assert!(!client.is_done());
     sstore.batches.push(batch(OTHER, 1, 1));
@@ -585,13 +532,7 @@ fn live_mode_pulls_again_on_notify_and_answers_pings() {
     server
         .handle(Message::Ping { nonce: 3 }, 0, &mut sstore)
         .unwrap();
-    let (t, r) = run(
-        &mut client,
-        &mut cstore,
-        &mut server,
-        &mut sstore,
-        usize::MAX,
-    );
+    let (t, r) = run_to_end(&mut client, &mut cstore, &mut server, &mut sstore);
     r.unwrap();
     assert_eq!(t.to_client[0], Message::Notify);
     assert_eq!(t.to_client[1], Message::Pong { nonce: 3 });
@@ -617,7 +558,7 @@ proptest! {
         let mut held = chain(OTHER, &server_split);
         held.extend(own.iter().take(server_has_own).cloned());
         let mut sstore = MemServer::holding(held.clone());
-        let mut cstore = MemClient::new(DEVICE, own.clone());
+        let mut cstore = Device::holding(DEVICE, own.clone());
         let mut client = ClientSession::new(client_config(1));
         let mut server = ServerSession::new(server_config());
         let (_, r) = run(&mut client, &mut cstore, &mut server, &mut sstore, cut);

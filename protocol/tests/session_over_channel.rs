@@ -4,88 +4,25 @@
 
 mod session_support;
 
-use outpost_protocol::batch::codec;
-use outpost_protocol::batch::{ColumnSchema, Compression, RowChange, TableChanges, TableSchema};
 use outpost_protocol::channel::{Channel, Limits};
 use outpost_protocol::handshake::{
-    Ephemeral, Gatekeeper, Initiator, InitiatorConfig, Keypair, PublicKey, Purpose, Refusal,
-    Responder, ResponderConfig, TokenId,
+    Ephemeral, Initiator, InitiatorConfig, Keypair, Purpose, Responder, ResponderConfig,
 };
 use outpost_protocol::hlc::Hlc;
 use outpost_protocol::message::Message;
 use outpost_protocol::session::{ClientSession, ServerSession};
-use outpost_protocol::{SeqRange, SiteId, Strategy, Value, PROTOCOL_VERSION};
+use outpost_protocol::{SiteId, PROTOCOL_VERSION};
+use outpost_testkit::batch::text_rows;
+use outpost_testkit::gate::MemGate;
 use session_support::*;
-
-struct Admit(PublicKey);
-
-impl Gatekeeper for Admit {
-    fn authorize(&mut self, key: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        if *key == self.0 {
-            Ok(())
-        } else {
-            Err(Refusal::UnknownKey)
-        }
-    }
-    fn last_counter(&mut self, _: &PublicKey) -> Result<Option<u64>, Refusal> {
-        Ok(None)
-    }
-    fn record_counter(&mut self, _: &PublicKey, _: u64) -> Result<(), Refusal> {
-        Ok(())
-    }
-    fn enrollment_token(&mut self, _: &TokenId) -> Result<[u8; 32], Refusal> {
-        Err(Refusal::UnknownToken)
-    }
-    fn check_enrollment(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Err(Refusal::UnknownToken)
-    }
-    fn admit(&mut self, _: &TokenId, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Err(Refusal::UnknownToken)
-    }
-}
 
 /// A batch of `rows` rows with a text payload each: big enough to need chunking.
 fn big_batch(origin: SiteId, seq: u64, rows: usize) -> Vec<u8> {
-    let table = TableSchema {
-        name: "visits".into(),
-        columns: vec![
-            ColumnSchema {
-                name: "id".into(),
-                decl_type: "INTEGER".into(),
-                strategy: Strategy::Lww,
-                not_null: true,
-            },
-            ColumnSchema {
-                name: "note".into(),
-                decl_type: "TEXT".into(),
-                strategy: Strategy::Lww,
-                not_null: false,
-            },
-        ],
-        primary_key: vec![0],
-        foreign_keys: vec![],
-    };
-    let rows = (0..rows)
-        .map(|i| RowChange {
-            key: vec![Value::Integer(i as i64)],
-            existence: 1,
-            cells: vec![outpost_protocol::batch::CellChange {
-                column: 0,
-                hlc: Hlc::new(1_700_000_000_000, 0),
-                payload: outpost_protocol::batch::CellPayload::Value(Value::Text(format!(
-                    "note {i} {}",
-                    "x".repeat(i % 50)
-                ))),
-            }],
-        })
-        .collect();
-    codec::encode(
-        origin,
-        SeqRange::new(seq, seq).unwrap(),
-        vec![table],
-        &[TableChanges { table: 0, rows }],
-        Compression::None,
-    )
+    let rows = (0..rows).map(|i| {
+        let note = format!("note {i} {}", "x".repeat(i % 50));
+        (i as i64, Hlc::new(1_700_000_000_000, 0), note)
+    });
+    text_rows(origin, seq, seq, "visits", "note", rows)
 }
 
 fn send(ch: &mut Channel, m: &Message) -> Vec<u8> {
@@ -121,7 +58,7 @@ fn a_device_syncs_with_a_hub_over_the_secure_channel() {
         Limits::default(),
         0,
     );
-    let mut gate = Admit(*device.public());
+    let mut gate = MemGate::with_device(&device, DEVICE);
     let m1 = init.take_outgoing();
     let mut hc = resp
         .receive(&mut m1.as_slice(), 1, &mut gate)
@@ -139,7 +76,7 @@ fn a_device_syncs_with_a_hub_over_the_secure_channel() {
     let theirs: Vec<Vec<u8>> = (1..=2)
         .map(|s| big_batch(SiteId([0x22; 16]), s, 3_000))
         .collect();
-    let mut cstore = MemClient::new(DEVICE, own.clone());
+    let mut cstore = Device::holding(DEVICE, own.clone());
     let mut sstore = MemServer::holding(theirs);
     let mut client = ClientSession::new(client_config(1));
     let mut sconfig = server_config();

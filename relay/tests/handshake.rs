@@ -12,7 +12,7 @@ use outpost_relay::allowlist::{Allowlist, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::identity::Identity;
 use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
 use outpost_relay::{serve_connection, Event, Relay, Serving, Stores, Time};
-use std::io::{Read, Write};
+use outpost_testkit::{HubInfo, SyncError};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -93,7 +93,7 @@ fn device(n: u8) -> Device {
 }
 
 /// Runs the initiator over TCP; returns the channel and the stream, or the handshake error
-/// (`Ok(Err(None))` when the hub closed without a reply).
+/// (`Err(None)` when the hub closed without a reply).
 fn handshake(
     addr: SocketAddr,
     dev: &Device,
@@ -102,41 +102,17 @@ fn handshake(
     hub_site: SiteId,
     purpose: Purpose,
 ) -> Result<(Channel, TcpStream), Option<HandshakeError>> {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let config = InitiatorConfig {
-        identity: dev.keypair.clone(),
-        site: dev.site,
-        counter,
-        responder_key: hub_key,
-        responder_site: hub_site,
-        purpose,
-        version: PROTOCOL_VERSION,
+    let hub = HubInfo {
+        addr,
+        key: hub_key,
+        site: hub_site,
     };
-    let mut init = Initiator::start(
-        &config,
-        Ephemeral::from_os().unwrap(),
-        ChannelLimits::default(),
-        0,
+    outpost_testkit::handshake(&hub, &dev.keypair, dev.site, counter, purpose).map_err(
+        |e| match e {
+            SyncError::Handshake(e) => Some(e),
+            _ => None,
+        },
     )
-    .unwrap();
-    s.write_all(&init.take_outgoing()).unwrap();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = s.read(&mut buf).unwrap_or(0);
-        if n == 0 {
-            return Err(None);
-        }
-        let mut input = &buf[..n];
-        match init.receive(&mut input, 1) {
-            Ok(None) => continue,
-            Ok(Some(mut ch)) => {
-                s.write_all(&ch.take_outgoing()).unwrap();
-                return Ok((ch, s));
-            }
-            Err(e) => return Err(Some(e)),
-        }
-    }
 }
 
 fn wait_for(mut f: impl FnMut() -> bool) -> bool {

@@ -4,6 +4,7 @@
 
 mod common;
 use common::{clinic, mesh_sync, Replica};
+use outpost_testkit::env::number;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -80,14 +81,8 @@ fn seeds(n: u64) -> Vec<u64> {
 
 fn run(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let n: usize = std::env::var("OUTPOST_REPLICAS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
-    let ops: usize = std::env::var("OUTPOST_OPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(250);
+    let n: usize = number("OUTPOST_REPLICAS", 3);
+    let ops: usize = number("OUTPOST_OPS", 250);
     let rs: Vec<Replica> = (0..n).map(|i| clinic(&format!("r{i}"))).collect();
     let mut next_id = 0;
     for _ in 0..ops {
@@ -205,10 +200,7 @@ fn staff_run(schema: &str, names: u32, visits: bool, seed: u64) {
             r
         })
         .collect();
-    let ops: usize = std::env::var("OUTPOST_OPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+    let ops: usize = number("OUTPOST_OPS", 200);
     let mut log = Vec::new();
     for _ in 0..ops {
         staff_step(&mut rng, &rs, names, visits, &mut log);

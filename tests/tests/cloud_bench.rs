@@ -20,15 +20,14 @@
 //! `cargo test --release -p outpost-tests --test cloud_bench -- --ignored --nocapture --test-threads 1`.
 //! Results are recorded in docs/performance.md ("Cloud", "Live mode").
 
-mod built;
-mod cloudrun;
-
-use built::scratch;
-use built::{built, free_port};
-use cloudrun::{appears, code_of, cpu_time, live, n, summary, Cloud, Device};
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::{live, n, DeviceDb};
+use outpost_testkit::e2e::figures::{print_live_calls, propagation, summary};
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::scratch::scratch;
+use outpost_testkit::env::number;
 use rusqlite::Connection;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const LIVE_SCHEMA: &str =
@@ -39,38 +38,22 @@ SELECT outpost_track('patients');";
 #[ignore = "benchmark: prints live-mode propagation latency through the cloud"]
 fn cloud_live_propagation_latency() {
     let dir = scratch();
-    let cloud = Cloud::start(&dir.path().join("cloud"));
+    let cloud = Cloud::running(&dir.path().join("cloud"));
     let (a_path, b_path) = (dir.path().join("a.db"), dir.path().join("b.db"));
     for p in [&a_path, &b_path] {
-        let d = Device::open(p, LIVE_SCHEMA);
+        let d = DeviceDb::open(p, LIVE_SCHEMA);
         d.enroll(&cloud.device_code());
-        d.sync("cloud");
+        d.sync_with("cloud");
     }
-    let a = Device::open(&a_path, LIVE_SCHEMA);
-    let b = Device::open(&b_path, LIVE_SCHEMA);
+    let a = DeviceDb::open(&a_path, LIVE_SCHEMA);
+    let b = DeviceDb::open(&b_path, LIVE_SCHEMA);
     let samples = 20;
     let a_live = live(&a_path, LIVE_SCHEMA, "cloud", 60);
     let b_live = live(&b_path, LIVE_SCHEMA, "cloud", 60);
     std::thread::sleep(Duration::from_millis(500));
-    let mut ms = Vec::new();
-    for i in 0..samples {
-        let id = format!("lat{i}");
-        let t0 = Instant::now();
-        a.exec(&format!(
-            "INSERT INTO patients(id, name, village) VALUES ('{id}', 'n', 'v')"
-        ));
-        appears(
-            &b,
-            "patients",
-            &id,
-            Duration::from_secs(5),
-            Duration::from_millis(2),
-        )
-        .unwrap_or_else(|| panic!("{id} did not reach B within 5 s"));
-        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-        // Spread the commits over the poll and notify periods (not phase-locked to them).
-        std::thread::sleep(Duration::from_millis(200 + (i * 37) % 250));
-    }
+    let ms = propagation(&a, &b, "lat", samples, Duration::from_secs(5), |i| {
+        Duration::from_millis(200 + (i * 37) % 250)
+    });
     drop(cloud);
     let ra = a_live.join().unwrap().unwrap();
     let rb = b_live.join().unwrap().unwrap();
@@ -78,13 +61,7 @@ fn cloud_live_propagation_latency() {
         "live propagation A commit -> B sees it (through the cloud, both live), {samples} samples: {}",
         summary(&ms)
     );
-    println!(
-        "A: pushed {} in {} live sessions; B: pulled {} ({} live sessions)",
-        n(&ra, "pushed"),
-        n(&ra, "live_sessions"),
-        n(&rb, "pulled"),
-        n(&rb, "live_sessions")
-    );
+    print_live_calls(&ra, &rb);
     assert!(n(&rb, "pulled") >= samples);
 }
 
@@ -249,16 +226,10 @@ fn plain(path: &Path, seeds: &[u64], patients: usize) -> f64 {
 #[test]
 #[ignore = "benchmark: prints the cloud's ingest throughput"]
 fn cloud_ingest_throughput() {
-    let patients: usize = std::env::var("OUTPOST_BENCH_PATIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let devices: usize = std::env::var("OUTPOST_BENCH_DEVICES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+    let patients: usize = number("OUTPOST_BENCH_PATIENTS", 100_000);
+    let devices: usize = number("OUTPOST_BENCH_DEVICES", 2);
     let dir = scratch();
-    let cloud = Cloud::start(&dir.path().join("cloud"));
+    let cloud = Cloud::running(&dir.path().join("cloud"));
     let seeds: Vec<u64> = (0..devices as u64).map(|d| 0x5eed_0000 + d).collect();
     let schema = format!(
         "{WORKLOAD_SCHEMA}\nSELECT outpost_track('patients'); SELECT outpost_track('visits');"
@@ -268,7 +239,7 @@ fn cloud_ingest_throughput() {
         .map(|d| dir.path().join(format!("d{d}.db")))
         .collect();
     for (p, &seed) in paths.iter().zip(&seeds) {
-        let d = Device::open(p, schema);
+        let d = DeviceDb::open(p, schema);
         d.enroll(&cloud.device_code());
         insert_workload(&d.conn, seed, patients);
     }
@@ -280,7 +251,7 @@ fn cloud_ingest_throughput() {
         .map(|p| {
             let p = p.clone();
             std::thread::spawn(move || {
-                let d = Device::open(&p, schema);
+                let d = DeviceDb::open(&p, schema);
                 let r = d.json("SELECT outpost_sync('cloud', '{\"timeout_ms\": 600000}')");
                 (r, t0.elapsed())
             })
@@ -390,21 +361,8 @@ fn live_idle_cost() {
     const DEVICES: usize = 40;
     const SECS: u64 = 10;
     let dir = scratch();
-    let data = dir.path().join("hub");
-    std::fs::create_dir_all(&data).unwrap();
-    let port = free_port();
-    let mut hub = Command::new(&built().hub)
-        .args(["run", "--no-mdns", "--data"])
-        .arg(&data)
-        .args(["--net", &format!("std:127.0.0.1:{port}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let cloud = Cloud::start(&dir.path().join("cloud"));
+    let hub = Hub::start(&dir.path().join("hub"), &["--no-mdns"]);
+    let cloud = Cloud::running(&dir.path().join("cloud"));
     let mut by_hub = Vec::new();
     let mut by_cloud = Vec::new();
     for i in 0..DEVICES {
@@ -412,25 +370,18 @@ fn live_idle_cost() {
             dir.path().join(format!("h{i}.db")),
             dir.path().join(format!("c{i}.db")),
         );
-        let d = Device::open(&h, LIVE_SCHEMA);
-        d.enroll(&code_of(
-            Command::new(&built().hub)
-                .args(["enroll-code", "--no-qr", "--data"])
-                .arg(&data)
-                .output()
-                .unwrap(),
-        ));
-        d.sync("hub");
-        let d = Device::open(&c, LIVE_SCHEMA);
+        let d = DeviceDb::open(&h, LIVE_SCHEMA);
+        d.enroll(&hub.code());
+        d.sync_with("hub");
+        let d = DeviceDb::open(&c, LIVE_SCHEMA);
         d.enroll(&cloud.device_code());
-        d.sync("cloud");
+        d.sync_with("cloud");
         by_hub.push(h);
         by_cloud.push(c);
     }
-    let hub_share = idle_cpu(hub.id(), &by_hub, "hub", SECS);
+    let hub_share = idle_cpu(hub.pid(), &by_hub, "hub", SECS);
     let cloud_share = idle_cpu(cloud.pid(), &by_cloud, "cloud", SECS);
-    let _ = hub.kill();
-    let _ = hub.wait();
+    drop(hub);
     println!(
         "{DEVICES} devices idle in live mode for {SECS} s: outpost-hub (--net std:) {:.1}% of a \
          core, outpost-cloud {:.1}% of a core (its 500 ms ingest/export rounds included)",
@@ -443,40 +394,15 @@ fn live_idle_cost() {
 #[ignore = "benchmark: prints live latency clinic tablet <-> hub <-> cloud <-> field device"]
 fn clinic_to_field_live_latency() {
     let dir = scratch();
-    let cloud = Cloud::start(&dir.path().join("cloud"));
-    let hub_code = code_of(
-        Command::new(cloudrun::cloud_bin())
-            .args(["enroll-code", "--no-qr", "--hub", "--data"])
-            .arg(&cloud.data)
-            .args(["--address", &format!("127.0.0.1:{}", cloud.port)])
-            .output()
-            .unwrap(),
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let hub = Hub::start(
+        &dir.path().join("hub"),
+        &["--no-mdns", "--cloud", &cloud.code("--hub")],
     );
-    let data = dir.path().join("hub");
-    std::fs::create_dir_all(&data).unwrap();
-    let port = free_port();
-    let mut hub = Command::new(&built().hub)
-        .args(["run", "--no-mdns", "--data"])
-        .arg(&data)
-        .args(["--net", &format!("std:127.0.0.1:{port}")])
-        .args(["--cloud", &hub_code])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let (a_path, b_path) = (dir.path().join("tablet.db"), dir.path().join("field.db"));
-    let a = Device::open(&a_path, LIVE_SCHEMA);
-    a.enroll(&code_of(
-        Command::new(&built().hub)
-            .args(["enroll-code", "--no-qr", "--data"])
-            .arg(&data)
-            .output()
-            .unwrap(),
-    ));
-    let b = Device::open(&b_path, LIVE_SCHEMA);
+    let a = DeviceDb::open(&a_path, LIVE_SCHEMA);
+    a.enroll(&hub.code());
+    let b = DeviceDb::open(&b_path, LIVE_SCHEMA);
     b.enroll(&cloud.device_code());
     // A first row each way, so both ends hold the table and every link has run once.
     a.exec("INSERT INTO patients VALUES ('first-a', 'n', 'v')");
@@ -484,39 +410,22 @@ fn clinic_to_field_live_latency() {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !(a.has("patients", "first-b") && b.has("patients", "first-a")) {
         assert!(Instant::now() < deadline, "no first exchange within 120 s");
-        a.sync("hub");
-        b.sync("cloud");
+        a.sync_with("hub");
+        b.sync_with("cloud");
         std::thread::sleep(Duration::from_millis(500));
     }
     let samples = 5;
     let a_live = live(&a_path, LIVE_SCHEMA, "hub", 300);
     let b_live = live(&b_path, LIVE_SCHEMA, "cloud", 300);
     std::thread::sleep(Duration::from_millis(500));
-    let measure = |from: &Device, to: &Device, tag: &str, wait: u64| {
-        let mut ms = Vec::new();
-        for i in 0..samples {
-            let id = format!("{tag}{i}");
-            let t0 = Instant::now();
-            from.exec(&format!(
-                "INSERT INTO patients(id, name, village) VALUES ('{id}', 'n', 'v')"
-            ));
-            appears(
-                to,
-                "patients",
-                &id,
-                Duration::from_secs(wait),
-                Duration::from_millis(2),
-            )
-            .unwrap_or_else(|| panic!("{id} did not arrive within {wait} s"));
-            ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-            std::thread::sleep(Duration::from_millis(300 + (i as u64 * 577) % 1000));
-        }
-        ms
+    let measure = |from: &DeviceDb, to: &DeviceDb, tag: &str, wait: u64| {
+        propagation(from, to, tag, samples, Duration::from_secs(wait), |i| {
+            Duration::from_millis(300 + (i * 577) % 1000)
+        })
     };
     let up = measure(&a, &b, "up", 20);
     let down = measure(&b, &a, "down", 60);
-    let _ = hub.kill();
-    let _ = hub.wait();
+    drop(hub);
     drop(cloud);
     let _ = a_live.join();
     let _ = b_live.join();
@@ -528,4 +437,16 @@ fn clinic_to_field_live_latency() {
         "field device (live, cloud) -> clinic tablet (live, hub), {samples} samples: {}",
         summary(&down)
     );
+}
+
+/// CPU time (user + system) process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
 }

@@ -6,73 +6,25 @@
 
 mod support;
 
-use rusqlite::Connection;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use outpost_testkit::e2e::device_db::DeviceDb;
+use std::path::Path;
 use support::*;
 
-/// The extension, release-built once per test process (the suite's build stage already did it).
-fn extension() -> &'static Path {
-    static EXT: OnceLock<PathBuf> = OnceLock::new();
-    EXT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
-            .current_dir(root())
-            .args(["build", "--release", "-q", "-p", "outpost"])
-            .status()
-            .expect("cargo build -p outpost");
-        assert!(status.success(), "building liboutpost.so failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root().join("target"));
-        target.join("release/liboutpost.so")
-    })
-}
-
-fn device(path: &Path) -> Connection {
-    let conn = Connection::open(path).unwrap();
-    // SAFETY: loading the extension built from this workspace, with its own entry point.
-    unsafe {
-        conn.load_extension_enable().unwrap();
-        conn.load_extension(extension(), Some("sqlite3_outpost_init"))
-            .unwrap();
-        conn.load_extension_disable().unwrap();
-    }
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL;
-         CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT);
+fn device(path: &Path) -> DeviceDb {
+    DeviceDb::open(
+        path,
+        "CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT);
          SELECT outpost_track('patients');",
     )
-    .unwrap();
-    conn
 }
 
-fn sync(db: &Path) -> Result<serde_json::Value, String> {
-    let db = db.to_path_buf();
-    let conn = device(&db);
-    conn.query_row("SELECT outpost_sync()", [], |r| r.get::<_, String>(0))
-        .map(|j| serde_json::from_str(&j).unwrap())
-        .map_err(|e| e.to_string())
-}
-
-fn first_address(db: &Path) -> String {
-    let conn = device(db);
-    let json: String = conn
-        .query_row("SELECT addresses FROM _outpost_peers", [], |r| r.get(0))
-        .unwrap();
-    serde_json::from_str::<Vec<String>>(&json).unwrap()[0].clone()
-}
-
-#[test]
-fn a_device_finds_its_moved_hub_on_the_lan_and_remembers_where() {
-    if !require(
-        "a_device_finds_its_moved_hub_on_the_lan_and_remembers_where",
-        "needs root to create a network namespace",
-        is_root(),
-    ) {
-        return;
+/// For `test` (root): a network namespace of its own whose loopback carries multicast, the LAN
+/// mDNS runs on; `None` when the test is skipped.
+fn lan(test: &str, tag: &str) -> Option<Netns> {
+    if !require(test, "needs root to create a network namespace", is_root()) {
+        return None;
     }
-    let ns = Netns::new("disc");
+    let ns = Netns::new(tag);
     sh(&["ip", "-n", &ns.0, "link", "set", "lo", "multicast", "on"]);
     sh(&[
         "ip",
@@ -84,6 +36,28 @@ fn a_device_finds_its_moved_hub_on_the_lan_and_remembers_where() {
         "dev",
         "lo",
     ]);
+    Some(ns)
+}
+
+fn sync(db: &Path) -> rusqlite::Result<serde_json::Value> {
+    device(db).try_sync()
+}
+
+fn first_address(db: &Path) -> String {
+    let json: String = device(db)
+        .call("SELECT addresses FROM _outpost_peers")
+        .unwrap();
+    serde_json::from_str::<Vec<String>>(&json).unwrap()[0].clone()
+}
+
+#[test]
+fn a_device_finds_its_moved_hub_on_the_lan_and_remembers_where() {
+    let Some(ns) = lan(
+        "a_device_finds_its_moved_hub_on_the_lan_and_remembers_where",
+        "disc",
+    ) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
     let data_arg = data.to_str().unwrap().to_string();
@@ -97,11 +71,9 @@ fn a_device_finds_its_moved_hub_on_the_lan_and_remembers_where() {
     let code = code_for(&data, first).encode();
     let enrolled_db = db.clone();
     in_netns(&ns.0, move || {
-        let conn = device(&enrolled_db);
-        conn.query_row(&format!("SELECT outpost_enroll('{code}')"), [], |_| Ok(()))
-            .unwrap();
-        conn.execute("INSERT INTO patients VALUES ('p1', 'Asha')", [])
-            .unwrap();
+        let d = device(&enrolled_db);
+        d.enroll(&code);
+        d.exec("INSERT INTO patients VALUES ('p1', 'Asha')");
         let r = sync(&enrolled_db).unwrap();
         assert_eq!(r["address"], first.to_string(), "{r}");
     });
@@ -115,10 +87,7 @@ fn a_device_finds_its_moved_hub_on_the_lan_and_remembers_where() {
     );
     let moved_db = db.clone();
     in_netns(&ns.0, move || {
-        let conn = device(&moved_db);
-        conn.execute("INSERT INTO patients VALUES ('p2', 'Baraka')", [])
-            .unwrap();
-        drop(conn);
+        device(&moved_db).exec("INSERT INTO patients VALUES ('p2', 'Baraka')");
         let r = sync(&moved_db).unwrap_or_else(|e| panic!("sync after the hub moved: {e}"));
         assert_eq!(r["address"], moved.to_string(), "{r}");
         assert_eq!(
@@ -138,25 +107,12 @@ fn a_device_finds_its_moved_hub_on_the_lan_and_remembers_where() {
 
 #[test]
 fn a_hub_that_does_not_answer_discovery_is_reported_unreachable_with_the_lan_tried() {
-    if !require(
+    let Some(ns) = lan(
         "a_hub_that_does_not_answer_discovery_is_reported_unreachable_with_the_lan_tried",
-        "needs root to create a network namespace",
-        is_root(),
-    ) {
+        "nodisc",
+    ) else {
         return;
-    }
-    let ns = Netns::new("nodisc");
-    sh(&["ip", "-n", &ns.0, "link", "set", "lo", "multicast", "on"]);
-    sh(&[
-        "ip",
-        "-n",
-        &ns.0,
-        "route",
-        "add",
-        "224.0.0.0/4",
-        "dev",
-        "lo",
-    ]);
+    };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
     let data_arg = data.to_str().unwrap().to_string();
@@ -175,9 +131,7 @@ fn a_hub_that_does_not_answer_discovery_is_reported_unreachable_with_the_lan_tri
     let code = code_for(&data, addr).encode();
     let enrolled = db.clone();
     in_netns(&ns.0, move || {
-        let conn = device(&enrolled);
-        conn.query_row(&format!("SELECT outpost_enroll('{code}')"), [], |_| Ok(()))
-            .unwrap();
+        device(&enrolled).enroll(&code);
     });
     hub.kill();
     let (_hub, _) = start_hub(
@@ -192,7 +146,7 @@ fn a_hub_that_does_not_answer_discovery_is_reported_unreachable_with_the_lan_tri
         ],
     );
     in_netns(&ns.0, move || {
-        let err = sync(&db).unwrap_err();
+        let err = sync(&db).unwrap_err().to_string();
         assert!(err.contains("peer unreachable"), "{err}");
         assert!(
             err.contains("127.0.0.1:7420"),

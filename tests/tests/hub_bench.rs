@@ -7,14 +7,12 @@
 mod support;
 
 use outpost_mailbox::Mailbox;
-use outpost_protocol::batch::codec::{self, Limits as BatchLimits};
-use outpost_protocol::batch::{
-    CellChange, CellPayload, ColumnSchema, Compression, RowChange, TableChanges, TableSchema,
-};
 use outpost_protocol::handshake::Purpose;
-use outpost_protocol::message::{Message, PeerRole, SessionId};
-use outpost_protocol::session::{ClientConfig, ClientSession};
-use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, Value};
+use outpost_protocol::message::Message;
+use outpost_protocol::session::ClientSession;
+use outpost_protocol::{Hlc, SiteId};
+use outpost_testkit::batch::text_rows;
+use outpost_testkit::session::{client_config, session_id};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -24,41 +22,18 @@ const ORIGINS: u8 = 10;
 const BATCHES_PER_ORIGIN: u64 = 100;
 const CHANGES_PER_BATCH: u64 = 1000;
 
-fn table() -> TableSchema {
-    let col = |name: &str, decl: &str| ColumnSchema {
-        name: name.into(),
-        decl_type: decl.into(),
-        strategy: Strategy::Lww,
-        not_null: false,
-    };
-    TableSchema {
-        name: "patients".into(),
-        columns: vec![col("id", "INTEGER"), col("name", "TEXT")],
-        primary_key: vec![0],
-        foreign_keys: vec![],
-    }
-}
-
 /// One batch of `CHANGES_PER_BATCH` row changes (one cell each), seqs `lo..`.
 fn real_batch(origin: SiteId, lo: u64) -> Vec<u8> {
-    let rows = (0..CHANGES_PER_BATCH)
-        .map(|i| RowChange {
-            key: vec![Value::Integer((lo + i) as i64)],
-            existence: 1,
-            cells: vec![CellChange {
-                column: 0,
-                hlc: Hlc::new(1_800_000_000_000 + lo + i, 0),
-                payload: CellPayload::Value(Value::Text(format!("patient {lo}-{i} of the clinic"))),
-            }],
-        })
-        .collect();
-    codec::encode(
-        origin,
-        SeqRange::new(lo, lo + CHANGES_PER_BATCH - 1).unwrap(),
-        vec![table()],
-        &[TableChanges { table: 0, rows }],
-        Compression::None,
-    )
+    let rows = (0..CHANGES_PER_BATCH).map(|i| {
+        let name = format!("patient {lo}-{i} of the clinic");
+        (
+            (lo + i) as i64,
+            Hlc::new(1_800_000_000_000 + lo + i, 0),
+            name,
+        )
+    });
+    let hi = lo + CHANGES_PER_BATCH - 1;
+    text_rows(origin, lo, hi, "patients", "name", rows)
 }
 
 fn proc_status(pid: u32, field: &str) -> String {
@@ -77,16 +52,7 @@ struct Live {
 
 fn live_session(hub: &HubInfo, dev: &mut Device, n: u64) -> (Live, u64) {
     let (mut ch, mut s) = connect(hub, dev, Purpose::Session).unwrap();
-    let mut client = ClientSession::new(ClientConfig {
-        site: dev.site,
-        role: PeerRole::Device,
-        fingerprint: [9; 32],
-        wall_clock_ms: 1_800_000_000_000,
-        session: SessionId([n as u8; 16]),
-        live: true,
-        max_push_attempts: 3,
-        batch_limits: BatchLimits::default(),
-    });
+    let mut client = ClientSession::new(client_config(dev.site, session_id(n, dev.site), true));
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while let Some(m) = client.poll(dev).unwrap() {
@@ -134,17 +100,7 @@ fn hub_memory_with_50_devices_and_a_million_changes_held() {
         t.elapsed().as_secs_f64()
     );
 
-    let (hub, addr) = start_hub(
-        None,
-        &[
-            "run",
-            "--data",
-            data.to_str().unwrap(),
-            "--net",
-            "std:127.0.0.1:0",
-            "--no-mdns",
-        ],
-    );
+    let (hub, addr) = loopback_hub(&data, &["--no-mdns"]);
     let pid = hub.child.id();
     println!(
         "hub idle: VmRSS {}, VmHWM {}",

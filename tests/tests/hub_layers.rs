@@ -16,20 +16,14 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 use support::*;
 
-/// Polls the status page until it names every site (it is refreshed every 2 s).
+/// Polls the status page until it names every site.
 fn page_lists(addr: SocketAddr, sites: &[String]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let page = http_get(addr);
-        if sites.iter().all(|s| page.contains(s.as_str())) {
-            return page;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status page never listed {sites:?}:\n{page}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    support::page_lists(
+        addr,
+        sites,
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+    )
 }
 
 #[test]
@@ -37,19 +31,7 @@ fn std_loopback_relays_each_batch_once_and_the_page_lists_devices() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
     let d = data.to_str().unwrap();
-    let (hub, addr) = start_hub(
-        None,
-        &[
-            "run",
-            "--data",
-            d,
-            "--net",
-            "std:127.0.0.1:0",
-            "--status",
-            "127.0.0.1:0",
-            "--no-mdns",
-        ],
-    );
+    let (hub, addr) = loopback_hub(&data, &["--status", "127.0.0.1:0", "--no-mdns"]);
     // Logged before "serving on".
     let page_addr: SocketAddr = hub
         .log
@@ -81,46 +63,18 @@ fn std_loopback_relays_each_batch_once_and_the_page_lists_devices() {
 #[test]
 fn tap_in_a_netns_is_discovered_by_mdns_and_relays_each_batch_once() {
     let test = "tap_in_a_netns_is_discovered_by_mdns_and_relays_each_batch_once";
-    if !require(test, "needs root (network namespace, TAP)", is_root())
-        || !require(test, "needs iproute2", has("ip"))
-    {
+    let Some((ns, tap)) = tap_netns(test, "tap", "ott") else {
         return;
-    }
-    let ns = Netns::new("tap");
-    let tap = format!("ott{}", std::process::id() % 1_000_000);
+    };
     let hub_ip = Ipv4Addr::new(10, 213, 61, 2);
     let host_ip = Ipv4Addr::new(10, 213, 61, 1);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
     let d = data.to_str().unwrap();
-    let net = format!("tap:{tap}");
-    let (_hub, addr) = start_hub(
-        Some(&ns.0),
-        &[
-            "run",
-            "--data",
-            d,
-            "--net",
-            &net,
-            "--ip",
-            "10.213.61.2/24",
-            "--status-port",
-            "8080",
-        ],
-    );
+    let host = format!("{host_ip}/24");
+    let extra = ["--status-port", "8080"];
+    let (_hub, addr) = tap_hub(&ns, &tap, &data, "10.213.61.2/24", &host, &extra);
     assert_eq!(addr, SocketAddr::from((hub_ip, 7420)));
-    // The kernel side of the TAP the hub created.
-    sh(&[
-        "ip",
-        "-n",
-        &ns.0,
-        "addr",
-        "add",
-        &format!("{host_ip}/24"),
-        "dev",
-        &tap,
-    ]);
-    sh(&["ip", "-n", &ns.0, "link", "set", &tap, "up"]);
 
     // Discovery: no address given; the hub's site from its enrollment code picks it out.
     let code = code_for(&data, addr);

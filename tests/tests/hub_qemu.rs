@@ -22,104 +22,29 @@ mod support;
 
 use outpost_mailbox::Mailbox;
 use outpost_protocol::enroll_code::EnrollCode;
+use outpost_testkit::e2e::device_db::DeviceDb;
 use rand::{Rng, SeedableRng};
-use rusqlite::Connection;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use support::*;
 
-fn can_boot(test: &str) -> bool {
-    require(test, "needs qemu-system-x86_64", has("qemu-system-x86_64"))
-        && require(
-            test,
-            "needs busybox-static, cpio, e2fsprogs (mkfs.ext4, e2fsck, debugfs)",
-            has("busybox") && has("cpio") && has("mkfs.ext4") && has("debugfs") && has("e2fsck"),
-        )
-        && require(
-            test,
-            "needs a kernel in /boot (linux-image-amd64)",
-            std::fs::read_dir("/boot").is_ok_and(|mut d| {
-                d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-")))
-            }),
-        )
+/// A real device's table: a counter column, so each increment must arrive once.
+const SCHEMA: &str = "CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, visits INTEGER NOT NULL DEFAULT 0);
+SELECT outpost_track('patients', '{\"columns\": {\"visits\": \"counter\"}}');";
+
+/// A real device's site id (lowercase hex).
+fn site(d: &DeviceDb) -> String {
+    d.call("SELECT lower(hex(outpost_site_id()))").unwrap()
 }
 
-/// The device extension, built once per test process.
-fn extension() -> &'static Path {
-    static EXT: OnceLock<PathBuf> = OnceLock::new();
-    EXT.get_or_init(|| {
-        let status = std::process::Command::new(env!("CARGO"))
-            .current_dir(root())
-            .args(["build", "--release", "-q", "-p", "outpost"])
-            .status()
-            .expect("cargo build -p outpost");
-        assert!(status.success(), "building liboutpost.so failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root().join("target"));
-        target.join("release/liboutpost.so")
-    })
-}
-
-/// A real device: a SQLite file with the extension loaded and one tracked table.
-struct RealDevice(Connection);
-
-impl RealDevice {
-    fn open(path: &Path) -> RealDevice {
-        let conn = Connection::open(path).unwrap();
-        // SAFETY: loading the extension built from this workspace, by its entry point.
-        unsafe {
-            conn.load_extension_enable().unwrap();
-            conn.load_extension(extension(), Some("sqlite3_outpost_init"))
-                .unwrap();
-            conn.load_extension_disable().unwrap();
-        }
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, visits INTEGER NOT NULL DEFAULT 0);
-             SELECT outpost_track('patients', '{\"columns\": {\"visits\": \"counter\"}}');",
-        )
+fn rows(d: &DeviceDb) -> Vec<(String, String, i64)> {
+    let mut s = d
+        .conn
+        .prepare("SELECT id, name, visits FROM patients ORDER BY id")
         .unwrap();
-        RealDevice(conn)
-    }
-
-    fn call(&self, sql: &str) -> Result<String, String> {
-        self.0
-            .query_row(sql, [], |r| r.get::<_, String>(0))
-            .map_err(|e| e.to_string())
-    }
-
-    fn site(&self) -> String {
-        self.call("SELECT lower(hex(outpost_site_id()))").unwrap()
-    }
-
-    fn rows(&self) -> Vec<(String, String, i64)> {
-        let mut s = self
-            .0
-            .prepare("SELECT id, name, visits FROM patients ORDER BY id")
-            .unwrap();
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    }
-}
-
-/// Polls the status page until it names every site (it is refreshed every 2 s).
-fn page_lists(addr: std::net::SocketAddr, sites: &[String]) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let page = http_get(addr);
-        if sites.iter().all(|s| page.contains(s.as_str())) {
-            return page;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status page never listed {sites:?}:\n{page}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
 
 #[test]
@@ -146,35 +71,36 @@ fn devices_converge_through_the_hub_under_qemu_and_the_page_lists_them() {
     exchange(&HubInfo::from_code(&codes[0]), &mut a, &mut b);
 
     // Real device databases through the extension.
-    let real: Vec<RealDevice> = (0..3)
-        .map(|i| RealDevice::open(&dir.path().join(format!("dev{i}.db"))))
+    let real: Vec<DeviceDb> = (0..3)
+        .map(|i| DeviceDb::open(&dir.path().join(format!("dev{i}.db")), SCHEMA))
         .collect();
     for (d, code) in real.iter().zip(&q.codes[2..]) {
-        d.call(&format!("SELECT outpost_enroll('{code}')")).unwrap();
+        d.enroll(code);
     }
     for (i, d) in real.iter().enumerate() {
-        d.0.execute_batch(&format!(
+        d.exec(&format!(
             "INSERT INTO patients(id, name) VALUES ('p{i}', 'n{i}'), ('q{i}', 'm{i}');
              UPDATE patients SET visits = visits + 1 WHERE id = 'p{i}';"
-        ))
-        .unwrap();
+        ));
     }
     for _round in 0..2 {
         for d in &real {
-            d.call("SELECT outpost_sync()").unwrap();
+            d.sync();
         }
     }
-    let first = real[0].rows();
+    let first = rows(&real[0]);
     assert_eq!(first.len(), 6);
     for d in &real {
-        assert_eq!(d.rows(), first, "device databases identical");
+        assert_eq!(rows(d), first, "device databases identical");
     }
 
     let mut sites = vec![a.site.to_string(), b.site.to_string()];
-    sites.extend(real.iter().map(RealDevice::site));
+    sites.extend(real.iter().map(site));
     let page = page_lists(
         std::net::SocketAddr::from(([127, 0, 0, 1], q.status_port)),
         &sites,
+        Duration::from_secs(30),
+        Duration::from_secs(1),
     );
     assert!(page.contains("never"), "last uplink: never\n{page}");
 }
@@ -184,20 +110,9 @@ fn acknowledged_batches_survive_power_cuts_of_the_qemu_hub() {
     if !can_boot("acknowledged_batches_survive_power_cuts_of_the_qemu_hub") {
         return;
     }
-    let seed: u64 = std::env::var("OUTPOST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis() as u64
-        });
-    let cuts: usize = std::env::var("OUTPOST_POWER_CUTS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2);
-    eprintln!("seed {seed} (OUTPOST_SEED={seed} repeats this run), {cuts} power cuts");
+    let seed = outpost_testkit::env::seed();
+    let cuts: usize = outpost_testkit::env::number("OUTPOST_POWER_CUTS", 2);
+    eprintln!("{cuts} power cuts");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("data.img");

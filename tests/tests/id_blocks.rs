@@ -12,126 +12,60 @@
 //!
 //! The test builds `outpost-hub`, `outpost-cloud` and `liboutpost.so` in release mode first.
 
-mod built;
-mod cloudrun;
-
-use built::{built, free_port, scratch};
-use cloudrun::{code_of, Stoppable as Cloud};
+use outpost_testkit::e2e::built::built;
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::{self, DeviceDb};
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::scratch::scratch;
 use rand::{Rng, SeedableRng};
-use rusqlite::Connection;
 use std::collections::HashSet;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(20));
+/// `outpost-hub run`: with `Some(code)`, an uplink to that cloud (delegated ids, refilled
+/// `id_block` at a time); without, the hub is the root.
+fn start_hub(data: &Path, cloud_code: Option<&str>, id_block: u64) -> Hub {
+    let id_block = id_block.to_string();
+    let mut args = vec!["--no-mdns"];
+    if let Some(code) = cloud_code {
+        args.extend(["--cloud", code]);
+        args.extend(["--uplink-min-ms", "100", "--uplink-max-ms", "1000"]);
+        args.extend(["--id-block", &id_block]);
     }
+    Hub::start(data, &args)
 }
 
-/// A running `outpost-hub run --net std:` with an uplink (killed on drop).
-struct Hub {
-    child: Child,
-    data: PathBuf,
-    port: u16,
-}
-
-impl Hub {
-    /// With `Some(code)`, an uplink to that cloud (delegated ids); without, the hub is the root.
-    fn start(data: &Path, cloud_code: Option<&str>, id_block: u64) -> Hub {
-        std::fs::create_dir_all(data).unwrap();
-        let port = free_port();
-        let mut cmd = Command::new(&built().hub);
-        cmd.args(["run", "--no-mdns", "--data"])
-            .arg(data)
-            .args(["--net", &format!("std:127.0.0.1:{port}")]);
-        if let Some(code) = cloud_code {
-            cmd.args(["--cloud", code])
-                .args(["--uplink-min-ms", "100", "--uplink-max-ms", "1000"])
-                .args(["--id-block", &id_block.to_string()]);
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
-            .spawn()
-            .unwrap();
-        wait_port(port, "the hub");
-        Hub {
-            child,
-            data: data.to_path_buf(),
-            port,
-        }
-    }
-
-    fn code(&self) -> String {
-        code_of(
-            Command::new(&built().hub)
-                .args(["enroll-code", "--no-qr", "--data"])
-                .arg(&self.data)
-                // The port answers as soon as it is bound, a moment before `run` records its
-                // address in the data directory: name it rather than race that write.
-                .args(["--address", &format!("127.0.0.1:{}", self.port)])
-                .output()
-                .unwrap(),
-        )
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let out = Command::new(&built().hub)
-            .args(["status", "--json", "--data"])
-            .arg(&self.data)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Devices `a` and `c` enrolled with `hub`, `b` with `cloud`.
+fn three_devices(dir: &Path, hub: &Hub, cloud: &Cloud) -> (Device, Device, Device) {
+    let a = Device::open(dir, "a");
+    let c = Device::open(dir, "c");
+    let b = Device::open(dir, "b");
+    a.enroll(&hub.code());
+    c.enroll(&hub.code());
+    b.enroll(&cloud.code("--device"));
+    (a, b, c)
 }
 
 /// A device database with the extension loaded.
 struct Device {
     name: &'static str,
-    conn: Connection,
+    db: DeviceDb,
 }
 
 impl Device {
     fn open(dir: &Path, name: &'static str) -> Device {
-        let conn = Connection::open(dir.join(format!("{name}.db"))).unwrap();
-        // SAFETY: loading the extension built from this workspace.
-        unsafe {
-            conn.load_extension_enable().unwrap();
-            conn.load_extension(&built().ext, Some("sqlite3_outpost_init"))
-                .unwrap();
-            conn.load_extension_disable().unwrap();
-        }
-        conn.execute_batch(
-            "PRAGMA journal_mode=WAL;
-             CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, registration INTEGER);
+        let db = DeviceDb::open(
+            &dir.join(format!("{name}.db")),
+            "CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, registration INTEGER);
              SELECT outpost_track('patients');",
-        )
-        .unwrap();
-        Device { name, conn }
+        );
+        Device { name, db }
     }
 
     fn call<T: rusqlite::types::FromSql>(&self, sql: &str) -> Result<T, String> {
-        self.conn
-            .query_row(sql, [], |r| r.get::<_, T>(0))
-            .map_err(|e| e.to_string())
+        self.db.call(sql).map_err(|e| e.to_string())
     }
 
     fn json(&self, sql: &str) -> serde_json::Value {
@@ -180,7 +114,8 @@ impl Device {
         loop {
             match self.call::<i64>("SELECT outpost_next_id('patients')") {
                 Ok(n) => {
-                    self.conn
+                    self.db
+                        .conn
                         .execute(
                             "INSERT INTO patients(id, registration) VALUES (?1, ?2)",
                             rusqlite::params![format!("{}-{n}", self.name), n],
@@ -201,33 +136,14 @@ impl Device {
     }
 }
 
-fn seed() -> u64 {
-    std::env::var("OUTPOST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-        })
-}
-
 #[test]
 fn devices_reserving_concurrently_through_the_hub_and_the_cloud_never_get_a_number_twice() {
     const ROUNDS: usize = 30;
-    let seed = seed();
-    eprintln!("seed {seed} (OUTPOST_SEED={seed} to repeat)");
+    let seed = outpost_testkit::env::seed();
     let dir = scratch();
-    let mut cloud = Cloud::init(&dir.path().join("cloud"));
-    cloud.start();
-    let hub = Hub::start(&dir.path().join("hub"), Some(&cloud.code("--hub")), 200);
-    let a = Device::open(dir.path(), "a");
-    let c = Device::open(dir.path(), "c");
-    let b = Device::open(dir.path(), "b");
-    a.enroll(&hub.code());
-    c.enroll(&hub.code());
-    b.enroll(&cloud.code("--device"));
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let hub = start_hub(&dir.path().join("hub"), Some(&cloud.code("--hub")), 200);
+    let (a, b, c) = three_devices(dir.path(), &hub, &cloud);
     let start = Instant::now();
     let barrier = Arc::new(Barrier::new(3));
     let threads: Vec<_> = [a, b, c]
@@ -296,15 +212,9 @@ fn devices_reserving_concurrently_through_the_hub_and_the_cloud_never_get_a_numb
 #[test]
 fn a_hub_cut_from_the_cloud_keeps_granting_from_its_pool() {
     let dir = scratch();
-    let mut cloud = Cloud::init(&dir.path().join("cloud"));
-    cloud.start();
-    let hub = Hub::start(&dir.path().join("hub"), Some(&cloud.code("--hub")), 1000);
-    let a = Device::open(dir.path(), "a");
-    let c = Device::open(dir.path(), "c");
-    let b = Device::open(dir.path(), "b");
-    a.enroll(&hub.code());
-    c.enroll(&hub.code());
-    b.enroll(&cloud.code("--device"));
+    let mut cloud = Cloud::running(&dir.path().join("cloud"));
+    let hub = start_hub(&dir.path().join("hub"), Some(&cloud.code("--hub")), 1000);
+    let (a, b, c) = three_devices(dir.path(), &hub, &cloud);
     // Bad arguments are named; nothing is reserved.
     for (sql, says) in [
         (
@@ -348,9 +258,9 @@ fn a_hub_cut_from_the_cloud_keeps_granting_from_its_pool() {
         500
     );
     // Inside the app's transaction: a rollback gives the number back.
-    a.conn.execute_batch("BEGIN").unwrap();
+    a.db.exec("BEGIN");
     let first = a.call::<i64>("SELECT outpost_next_id('patients')").unwrap();
-    a.conn.execute_batch("ROLLBACK").unwrap();
+    a.db.exec("ROLLBACK");
     assert_eq!(
         a.call::<i64>("SELECT outpost_next_id('patients')").unwrap(),
         first
@@ -411,7 +321,7 @@ fn a_hub_cut_from_the_cloud_keeps_granting_from_its_pool() {
 #[test]
 fn a_live_device_that_asked_for_ids_is_still_notified_of_news() {
     let dir = scratch();
-    let hub = Hub::start(&dir.path().join("hub"), None, 0);
+    let hub = start_hub(&dir.path().join("hub"), None, 0);
     let a = Device::open(dir.path(), "a");
     let b = Device::open(dir.path(), "b");
     a.enroll(&hub.code());
@@ -422,16 +332,7 @@ fn a_live_device_that_asked_for_ids_is_still_notified_of_news() {
         (a, r)
     });
     // Another connection of the app reserves ids meanwhile; A asks for them after its next pull.
-    let watcher = Connection::open(dir.path().join("a.db")).unwrap();
-    // SAFETY: loading the extension built from this workspace.
-    unsafe {
-        watcher.load_extension_enable().unwrap();
-        watcher
-            .load_extension(&built().ext, Some("sqlite3_outpost_init"))
-            .unwrap();
-        watcher.load_extension_disable().unwrap();
-    }
-    watcher.busy_timeout(Duration::from_secs(5)).unwrap();
+    let watcher = device_db::open(&dir.path().join("a.db"));
     std::thread::sleep(Duration::from_millis(500));
     watcher
         .query_row("SELECT outpost_reserve_ids('patients', 5)", [], |r| {
@@ -457,7 +358,7 @@ fn a_live_device_that_asked_for_ids_is_still_notified_of_news() {
         }
     };
     // B's first write: A is notified, pulls, then asks for its ids.
-    b.conn
+    b.db.conn
         .execute(
             "INSERT INTO patients(id, registration) VALUES ('b1', 1)",
             [],
@@ -475,7 +376,7 @@ fn a_live_device_that_asked_for_ids_is_still_notified_of_news() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // B's second write: the hub must still notify A after its id request.
-    b.conn
+    b.db.conn
         .execute(
             "INSERT INTO patients(id, registration) VALUES ('b2', 2)",
             [],

@@ -10,176 +10,46 @@
 //! The benchmark (`live_propagation_latency`, ignored) measures device A commit → device B sees
 //! it, both live, through the hub:
 //! `cargo test --release -p outpost-tests --test live_mode -- --ignored --nocapture`.
-//!
-//! The small `Hub` and `Device` helpers are copies of `hub_sessions.rs`' (the shared `support`
-//! module drives protocol-level devices, not SQLite files).
 
-use rusqlite::Connection;
-use std::net::TcpStream;
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::{self, n, DeviceDb};
+use outpost_testkit::e2e::figures::{print_live_calls, propagation, summary};
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::patients::SCHEMA;
+use outpost_testkit::e2e::scratch::scratch;
+use outpost_testkit::wait_until;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-mod built;
-use built::{built, free_port, scratch};
-mod cloudrun;
-
-/// A running `outpost-hub run`, killed on drop.
-struct Hub {
-    child: Child,
-    data: PathBuf,
-}
-
-impl Hub {
-    fn start(data: &Path, port: u16) -> Hub {
-        std::fs::create_dir_all(data).unwrap();
-        let child = Command::new(&built().hub)
-            .args(["run", "--data"])
-            .arg(data)
-            .args(["--net", &format!("std:127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "hub did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Hub {
-            child,
-            data: data.to_path_buf(),
-        }
-    }
-
-    /// A fresh enrollment code with the hub's own address.
-    fn code(&self) -> String {
-        let out = Command::new(&built().hub)
-            .args(["enroll-code", "--no-qr", "--data"])
-            .arg(&self.data)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let text = String::from_utf8(out.stdout).unwrap();
-        text.split_whitespace()
-            .find(|w| w.starts_with("outpost:"))
-            .expect("an outpost: code on stdout")
-            .to_string()
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, village TEXT, visits INTEGER NOT NULL DEFAULT 0);
-SELECT outpost_track('patients', '{\"columns\": {\"visits\": \"counter\"}}');";
-
-/// One connection to a device database file, with the extension loaded.
-struct Device {
-    conn: Connection,
-}
-
-impl Device {
-    fn open(path: &Path) -> Device {
-        let conn = Connection::open(path).unwrap();
-        // SAFETY: loading the extension built from this workspace.
-        unsafe {
-            conn.load_extension_enable().unwrap();
-            conn.load_extension(&built().ext, Some("sqlite3_outpost_init"))
-                .unwrap();
-            conn.load_extension_disable().unwrap();
-        }
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA foreign_keys=ON;")
-            .unwrap();
-        conn.query_row("SELECT 1 FROM (SELECT outpost_site_id())", [], |_| Ok(()))
-            .unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
-        Device { conn }
-    }
-
-    fn call(&self, sql: &str) -> Result<String, String> {
-        self.conn
-            .query_row(sql, [], |r| r.get::<_, String>(0))
-            .map_err(|e| e.to_string())
-    }
-
-    fn json(&self, sql: &str) -> serde_json::Value {
-        let text = self.call(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-        serde_json::from_str(&text).unwrap()
-    }
-
-    fn sync(&self) -> serde_json::Value {
-        self.json("SELECT outpost_sync('hub')")
-    }
-
-    fn exec(&self, sql: &str) {
-        self.conn.execute_batch(sql).unwrap();
-    }
-
-    fn has(&self, id: &str) -> bool {
-        self.conn
-            .query_row("SELECT count(*) FROM patients WHERE id = ?1", [id], |r| {
-                r.get::<_, i64>(0)
-            })
-            .unwrap()
-            == 1
-    }
-}
-
-fn n(v: &serde_json::Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("{k} missing in {v}"))
-}
 
 /// Two enrolled devices (files `a.db`, `b.db` in `dir`) that have synced once.
 fn two_devices(dir: &Path, hub: &Hub) -> (PathBuf, PathBuf) {
     let paths = (dir.join("a.db"), dir.join("b.db"));
     for p in [&paths.0, &paths.1] {
-        let d = Device::open(p);
-        d.json(&format!("SELECT outpost_enroll('{}')", hub.code()));
-        d.sync();
+        let d = DeviceDb::patients(p);
+        d.enroll(&hub.code());
+        d.sync_with("hub");
     }
     (paths.0, paths.1)
 }
 
 /// `outpost_sync('hub', '{"live_seconds": seconds}')` on its own thread and connection.
-fn live(path: &Path, seconds: u64) -> JoinHandle<Result<serde_json::Value, String>> {
-    let path = path.to_path_buf();
-    std::thread::spawn(move || {
-        let d = Device::open(&path);
-        d.call(&format!(
-            "SELECT outpost_sync('hub', '{{\"live_seconds\": {seconds}}}')"
-        ))
-        .map(|j| serde_json::from_str(&j).unwrap())
-    })
+fn live(path: &Path, seconds: u64) -> JoinHandle<rusqlite::Result<serde_json::Value>> {
+    device_db::live(path, SCHEMA, "hub", seconds)
 }
 
-/// Polls `d` for row `id` up to `wait`; how long it took to appear.
-fn appears(d: &Device, id: &str, wait: Duration, every: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    loop {
-        if d.has(id) {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() > wait {
-            return None;
-        }
-        std::thread::sleep(every);
-    }
+/// Polls `d` for patient `id` up to `wait`; how long it took to appear.
+fn appears(d: &DeviceDb, id: &str, wait: Duration, every: Duration) -> Option<Duration> {
+    device_db::appears(d, "patients", id, wait, every)
 }
 
 #[test]
 fn a_live_device_applies_and_pushes_changes_while_it_stays_connected() {
     let dir = scratch();
-    let hub = Hub::start(&dir.path().join("hub"), free_port());
+    let hub = Hub::start(&dir.path().join("hub"), &[]);
     let (a_path, b_path) = two_devices(dir.path(), &hub);
-    let a = Device::open(&a_path);
-    let b = Device::open(&b_path);
+    let a = DeviceDb::patients(&a_path);
+    let b = DeviceDb::patients(&b_path);
     let called = Instant::now();
     let a_live = live(&a_path, 5);
     // Let A finish its normal sync and start waiting.
@@ -187,7 +57,7 @@ fn a_live_device_applies_and_pushes_changes_while_it_stays_connected() {
 
     // B's change reaches A while A's call is still running.
     b.exec("INSERT INTO patients(id, name, village) VALUES ('from-b', 'Amina', 'Kisumu')");
-    let r = b.sync();
+    let r = b.sync_with("hub");
     let per_row = n(&r, "pushed");
     assert!(per_row >= 1, "{r}");
     let took = appears(
@@ -211,9 +81,9 @@ fn a_live_device_applies_and_pushes_changes_while_it_stays_connected() {
     );
     std::thread::sleep(Duration::from_millis(1500));
     assert!(!a_live.is_finished(), "A's live call returned early");
-    let r = b.sync();
+    let r = b.sync_with("hub");
     assert!(
-        b.has("from-a"),
+        b.has("patients", "from-a"),
         "A's live call did not push its own commit: {r}"
     );
     assert_eq!(n(&r, "pushed"), 0, "{r}");
@@ -238,7 +108,7 @@ fn a_live_device_applies_and_pushes_changes_while_it_stays_connected() {
     );
     assert!(a.conn.is_autocommit());
     // Nothing was left behind: a normal sync moves nothing more.
-    let r = a.sync();
+    let r = a.sync_with("hub");
     assert_eq!((n(&r, "pushed"), n(&r, "pulled")), (0, 0), "{r}");
     assert_eq!(n(&r, "live_ms"), 0, "{r}");
 }
@@ -246,13 +116,14 @@ fn a_live_device_applies_and_pushes_changes_while_it_stays_connected() {
 #[test]
 fn live_seconds_out_of_range_is_refused_with_the_range() {
     let dir = scratch();
-    let d = Device::open(&dir.path().join("d.db"));
+    let d = DeviceDb::patients(&dir.path().join("d.db"));
     for bad in ["3601", "-1", "1.5", "\"10\"", "null"] {
         let e = d
-            .call(&format!(
+            .call::<String>(&format!(
                 "SELECT outpost_sync('hub', '{{\"live_seconds\": {bad}}}')"
             ))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("live_seconds must be an integer from 0 to 3600"),
             "{bad}: {e}"
@@ -260,8 +131,9 @@ fn live_seconds_out_of_range_is_refused_with_the_range() {
     }
     // In range, the options are accepted: the next complaint is that nothing is enrolled.
     let e = d
-        .call("SELECT outpost_sync('hub', '{\"live_seconds\": 3600}')")
-        .unwrap_err();
+        .call::<String>("SELECT outpost_sync('hub', '{\"live_seconds\": 3600}')")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not enrolled"), "{e}");
 }
 
@@ -269,48 +141,25 @@ fn live_seconds_out_of_range_is_refused_with_the_range() {
 #[ignore = "benchmark: prints live-mode propagation latency"]
 fn live_propagation_latency() {
     let dir = scratch();
-    let hub = Hub::start(&dir.path().join("hub"), free_port());
+    let hub = Hub::start(&dir.path().join("hub"), &[]);
     let (a_path, b_path) = two_devices(dir.path(), &hub);
-    let a = Device::open(&a_path);
-    let b = Device::open(&b_path);
+    let a = DeviceDb::patients(&a_path);
+    let b = DeviceDb::patients(&b_path);
     let samples = 20;
     let a_live = live(&a_path, 60);
     let b_live = live(&b_path, 60);
     std::thread::sleep(Duration::from_millis(500));
-    let mut ms = Vec::new();
-    for i in 0..samples {
-        let id = format!("lat{i}");
-        let t0 = Instant::now();
-        a.exec(&format!(
-            "INSERT INTO patients(id, name, village) VALUES ('{id}', 'n', 'v')"
-        ));
-        appears(&b, &id, Duration::from_secs(5), Duration::from_millis(2))
-            .unwrap_or_else(|| panic!("{id} did not reach B within 5 s"));
-        ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-        // Spread the commits over the poll and notify periods (not phase-locked to them).
-        std::thread::sleep(Duration::from_millis(200 + (i * 37) % 250));
-    }
+    let ms = propagation(&a, &b, "lat", samples, Duration::from_secs(5), |i| {
+        Duration::from_millis(200 + (i * 37) % 250)
+    });
     drop(hub);
     let ra = a_live.join().unwrap().unwrap();
     let rb = b_live.join().unwrap().unwrap();
-    let mut sorted = ms.clone();
-    sorted.sort_by(|x, y| x.partial_cmp(y).unwrap());
-    let pct = |p: f64| sorted[((p * (sorted.len() - 1) as f64).round()) as usize];
     println!(
-        "live propagation A commit -> B sees it (through the hub, both live), {samples} samples: \
-         median {:.0} ms, p90 {:.0} ms, min {:.0} ms, max {:.0} ms",
-        pct(0.5),
-        pct(0.9),
-        sorted[0],
-        sorted[sorted.len() - 1]
+        "live propagation A commit -> B sees it (through the hub, both live), {samples} samples: {}",
+        summary(&ms)
     );
-    println!(
-        "A: pushed {} in {} live sessions; B: pulled {} ({} live sessions)",
-        n(&ra, "pushed"),
-        n(&ra, "live_sessions"),
-        n(&rb, "pulled"),
-        n(&rb, "live_sessions")
-    );
+    print_live_calls(&ra, &rb);
     assert_eq!(n(&ra, "pushed"), n(&rb, "pulled"));
     assert!(n(&rb, "pulled") >= samples);
 }
@@ -318,29 +167,23 @@ fn live_propagation_latency() {
 #[test]
 fn a_device_live_with_the_cloud_sees_a_rest_push_within_2_s_and_an_operator_write_within_3_s() {
     let dir = scratch();
-    let cloud = cloudrun::Cloud::start(&dir.path().join("cloud"));
+    let cloud = Cloud::running(&dir.path().join("cloud"));
     let token = cloud.api_token("app");
     let a_path = dir.path().join("a.db");
-    let a = Device::open(&a_path);
+    let a = DeviceDb::patients(&a_path);
     a.json(&format!("SELECT outpost_enroll('{}')", cloud.device_code()));
     // A first row, so the cloud learns the table from the batch header and creates it.
     a.exec("INSERT INTO patients(id, name, village) VALUES ('seed', 'Asha', 'Moshi')");
     let r = a.json("SELECT outpost_sync('cloud')");
     assert!(n(&r, "pushed") >= 1, "{r}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cloud.count("patients") != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the cloud did not ingest A's row"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        "the cloud to ingest A's row",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || cloud.count("patients") == 1,
+    );
 
-    let a_live = std::thread::spawn(move || {
-        let d = Device::open(&a_path);
-        d.call("SELECT outpost_sync('cloud', '{\"live_seconds\": 8}')")
-            .map(|j| serde_json::from_str::<serde_json::Value>(&j).unwrap())
-    });
+    let a_live = device_db::live(&a_path, SCHEMA, "cloud", 8);
     std::thread::sleep(Duration::from_millis(500));
 
     // A WatermelonDB client pushes a record: the cloud exports it at once and tells A.
@@ -368,15 +211,7 @@ fn a_device_live_with_the_cloud_sees_a_rest_push_within_2_s_and_an_operator_writ
 
     // An operator writes in the tenant database with the extension: the next round (500 ms)
     // exports it and tells A.
-    let op = Connection::open(cloud.data.join("tenant.db")).unwrap();
-    op.busy_timeout(Duration::from_secs(5)).unwrap();
-    // SAFETY: loading the extension built from this workspace.
-    unsafe {
-        op.load_extension_enable().unwrap();
-        op.load_extension(&built().ext, Some("sqlite3_outpost_init"))
-            .unwrap();
-        op.load_extension_disable().unwrap();
-    }
+    let op = device_db::open(&cloud.data.join("tenant.db"));
     op.execute_batch(
         "INSERT INTO patients(id, name, village, visits) VALUES ('op-1', 'Juma', 'Tanga', 0)",
     )

@@ -7,12 +7,9 @@
 
 mod support;
 
-use outpost_protocol::batch::codec;
-use outpost_protocol::batch::{
-    CellChange, CellPayload, ColumnSchema, Compression, RowChange, TableChanges, TableSchema,
-};
 use outpost_protocol::handshake::Purpose;
-use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, Value};
+use outpost_protocol::{Hlc, SeqRange, SiteId};
+use outpost_testkit::batch::text_rows;
 use std::time::Instant;
 use support::*;
 
@@ -23,49 +20,12 @@ const HANDSHAKES: u32 = 300;
 
 /// A batch of `ROWS_PER_BATCH` rows with a ~1 KB note each (about 1 MB), seq `seq`.
 fn bulk_batch(origin: SiteId, seq: u64) -> Vec<u8> {
-    let table = TableSchema {
-        name: "visits".into(),
-        columns: vec![
-            ColumnSchema {
-                name: "id".into(),
-                decl_type: "INTEGER".into(),
-                strategy: Strategy::Lww,
-                not_null: true,
-            },
-            ColumnSchema {
-                name: "notes".into(),
-                decl_type: "TEXT".into(),
-                strategy: Strategy::Lww,
-                not_null: false,
-            },
-        ],
-        primary_key: vec![0],
-        foreign_keys: vec![],
-    };
-    let rows = (0..ROWS_PER_BATCH)
-        .map(|i| {
-            let key = seq * ROWS_PER_BATCH + i;
-            RowChange {
-                key: vec![Value::Integer(key as i64)],
-                existence: 1,
-                cells: vec![CellChange {
-                    column: 0,
-                    hlc: Hlc::new(1_800_000_000_000 + key, 0),
-                    payload: CellPayload::Value(Value::Text(format!(
-                        "{key:0>width$}",
-                        width = NOTE_BYTES
-                    ))),
-                }],
-            }
-        })
-        .collect();
-    codec::encode(
-        origin,
-        SeqRange::new(seq, seq).unwrap(),
-        vec![table],
-        &[TableChanges { table: 0, rows }],
-        Compression::None,
-    )
+    let rows = (0..ROWS_PER_BATCH).map(|i| {
+        let key = seq * ROWS_PER_BATCH + i;
+        let note = format!("{key:0>width$}", width = NOTE_BYTES);
+        (key as i64, Hlc::new(1_800_000_000_000 + key, 0), note)
+    });
+    text_rows(origin, seq, seq, "visits", "notes", rows)
 }
 
 #[test]
@@ -73,17 +33,7 @@ fn bulk_batch(origin: SiteId, seq: u64) -> Vec<u8> {
 fn handshakes_per_second_and_bulk_throughput_over_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
-    let port = free_port();
-    let (_hub, addr) = start_hub(
-        None,
-        &[
-            "run",
-            "--data",
-            data.to_str().unwrap(),
-            "--net",
-            &format!("std:127.0.0.1:{port}"),
-        ],
-    );
+    let (_hub, addr) = loopback_hub(&data, &[]);
     let code = code_for(&data, addr);
     let hub = HubInfo::from_code(&code);
     let mut a = Device::new(0xa1);
@@ -101,12 +51,13 @@ fn handshakes_per_second_and_bulk_throughput_over_loopback() {
         f64::from(HANDSHAKES) / secs
     );
 
+    let site = a.site;
     for seq in 1..=BATCHES {
-        a.own.push(bulk_batch(a.site, seq));
+        a.own.push(bulk_batch(site, seq));
     }
     a.written = BATCHES;
     a.vector
-        .advance(a.site, SeqRange::new(1, BATCHES).unwrap())
+        .advance(site, SeqRange::new(1, BATCHES).unwrap())
         .unwrap();
     let bytes: usize = a.own.iter().map(Vec::len).sum();
     let mb = bytes as f64 / 1e6;
@@ -143,14 +94,14 @@ fn handshakes_per_second_and_bulk_throughput_over_loopback() {
 // the same runs; `OUTPOST_BENCH_RUNS` (default 3), `OUTPOST_BENCH_SCALE`
 // (default 1.0). Results are recorded in docs/performance.md (W4, "through outpost_sync").
 
-mod built;
-mod cloudrun;
-
+use outpost_testkit::e2e::built::built;
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::env::number;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rusqlite::Connection;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const W1_SCHEMA: &str = "
 CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, given_name TEXT, family_name TEXT, sex TEXT, dob TEXT,
@@ -332,16 +283,6 @@ fn insert_w1(
     t.elapsed().as_secs_f64()
 }
 
-fn enroll_code(hub_data: &Path) -> String {
-    cloudrun::code_of(
-        Command::new(&built::built().hub)
-            .args(["enroll-code", "--no-qr", "--data"])
-            .arg(hub_data)
-            .output()
-            .unwrap(),
-    )
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -415,47 +356,26 @@ fn first_sync_child() {
 #[test]
 #[ignore = "benchmark: prints figures, takes minutes"]
 fn first_sync_through_outpost_sync() {
-    let scale: f64 = std::env::var("OUTPOST_BENCH_SCALE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1.0);
-    let runs: usize = std::env::var("OUTPOST_BENCH_RUNS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let scale: f64 = number("OUTPOST_BENCH_SCALE", 1.0);
+    let runs: usize = number("OUTPOST_BENCH_RUNS", 3);
     // (label, extension, apply the exported chunks instead of syncing)
     let mut exts = vec![
-        ("current", built::built().ext.clone(), false),
-        ("apply alone", built::built().ext.clone(), true),
+        ("current", built().ext.clone(), false),
+        ("apply alone", built().ext.clone(), true),
     ];
     if let Ok(before) = std::env::var("OUTPOST_BENCH_BEFORE_EXT") {
         exts.insert(0, ("before", before.into(), false));
     }
     let dir = tempfile::tempdir().unwrap();
-    let hub_data = dir.path().join("hub");
-    std::fs::create_dir_all(&hub_data).unwrap();
-    let port = free_port();
-    let mut hub = Command::new(&built::built().hub)
-        .args(["run", "--data"])
-        .arg(&hub_data)
-        .args(["--net", &format!("std:127.0.0.1:{port}"), "--no-mdns"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + std::time::Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "hub did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let hub = Hub::start(&dir.path().join("hub"), &["--no-mdns"]);
 
     // The source device writes W1 and pushes it to the hub.
     let rows = w1_rows(scale);
     let total = (rows.0.len() + rows.1.len()) as u64;
-    let src = w1_db(&dir.path().join("source.db"), Some(&built::built().ext));
+    let src = w1_db(&dir.path().join("source.db"), Some(&built().ext));
     let written = insert_w1(&src, &rows);
     src.query_row(
-        &format!("SELECT outpost_enroll('{}')", enroll_code(&hub_data)),
+        &format!("SELECT outpost_enroll('{}')", hub.code()),
         [],
         |_| Ok(()),
     )
@@ -510,7 +430,7 @@ fn first_sync_through_outpost_sync() {
                         if *apply {
                             format!("apply:{}", chunks.display())
                         } else {
-                            enroll_code(&hub_data)
+                            hub.code()
                         }
                     ),
                 )
@@ -564,6 +484,5 @@ fn first_sync_through_outpost_sync() {
                 .join(" / ")
         );
     }
-    let _ = hub.kill();
-    let _ = hub.wait();
+    drop(hub);
 }

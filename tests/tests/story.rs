@@ -5,13 +5,12 @@
 //! scratch directory are passed in, so it runs next to other tests. Needs sqlite3, curl and what
 //! the QEMU image needs (SKIPPED without them, FAILED under CI=true). About 50 s.
 
-mod built;
-mod support;
-
-use built::{free_port, scratch};
+use outpost_testkit::e2e::built::root;
+use outpost_testkit::e2e::port::free_port;
+use outpost_testkit::e2e::scratch::scratch;
+use outpost_testkit::require::{has, require};
 use std::process::Command;
 use std::time::Instant;
-use support::{has, require, root};
 
 const TEST: &str = "the_readme_story_runs_and_every_replica_converges";
 

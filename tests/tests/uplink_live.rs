@@ -10,152 +10,31 @@
 //!   while the uplink is live: the hub notices, backs off, relays what both sides wrote meanwhile
 //!   when the cloud returns, and every replica ends with the same rows, nothing lost or doubled.
 
-mod built;
-mod cloudrun;
-
-use built::{built, free_port, scratch};
-use cloudrun::{appears, code_of, live, Device, Stoppable as Cloud};
-use outpost_mailbox::Mailbox;
-use outpost_protocol::VersionVector;
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::{appears, live, DeviceDb};
+use outpost_testkit::e2e::hub::{unix_now, Hub};
+use outpost_testkit::e2e::mailbox_check::check_mailbox;
+use outpost_testkit::e2e::patients::SCHEMA;
+use outpost_testkit::e2e::scratch::scratch;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, village TEXT, visits INTEGER NOT NULL DEFAULT 0);
-SELECT outpost_track('patients', '{\"columns\": {\"visits\": \"counter\"}}');";
 
 /// How long an edit may take to reach the other live device (the feature: ~0.1-0.4 s here).
 const PROPAGATION: Duration = Duration::from_secs(3);
 
-/// `outpost-hub run --net std: --cloud CODE` (live uplink by default), killed on drop.
-struct Hub {
-    child: Child,
-    data: PathBuf,
-    port: u16,
-}
-
-impl Hub {
-    fn start(data: &Path, cloud_code: &str, extra: &[&str]) -> Hub {
-        std::fs::create_dir_all(data).unwrap();
-        let port = free_port();
-        let child = Command::new(&built().hub)
-            .args(["run", "--no-mdns", "--data"])
-            .arg(data)
-            .args(["--net", &format!("std:127.0.0.1:{port}")])
-            .args(["--cloud", cloud_code])
-            .args(["--uplink-min-ms", "200", "--uplink-max-ms", "2000"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(data.with_extension("log")).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the hub did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Hub {
-            child,
-            data: data.to_path_buf(),
-            port,
-        }
-    }
-
-    fn code(&self) -> String {
-        code_of(
-            Command::new(&built().hub)
-                .args(["enroll-code", "--no-qr", "--data"])
-                .arg(&self.data)
-                .args(["--address", &format!("127.0.0.1:{}", self.port)])
-                .output()
-                .unwrap(),
-        )
-    }
-
-    fn uplink(&self) -> serde_json::Value {
-        let out = Command::new(&built().hub)
-            .args(["status", "--json", "--data"])
-            .arg(&self.data)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        s["uplink"].clone()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default()
-    }
-
-    /// Waits (up to `bound`) until the uplink's status satisfies `ok`.
-    fn wait_uplink(&self, what: &str, bound: Duration, ok: impl Fn(&serde_json::Value) -> bool) {
-        let start = Instant::now();
-        loop {
-            let u = self.uplink();
-            if ok(&u) {
-                return;
-            }
-            assert!(
-                start.elapsed() < bound,
-                "{what}: not within {bound:?}: {u}\nhub log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn rows(d: &Device) -> Vec<String> {
-    let mut s = d
-        .conn
-        .prepare("SELECT id, name, village, visits FROM patients ORDER BY id")
-        .unwrap();
-    s.query_map([], |r| {
-        Ok(format!(
-            "{}|{}|{}|{}",
-            r.get::<_, String>(0)?,
-            r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-            r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-            r.get::<_, i64>(3)?
-        ))
-    })
-    .unwrap()
-    .map(|r| r.unwrap())
-    .collect()
-}
-
-/// The mailbox checks, and the batches it would serve from scratch chain per origin without any
-/// seq twice.
-fn check_mailbox(path: &Path) {
-    let m = Mailbox::open(path).unwrap();
-    m.check().unwrap();
-    let v = m.vector().unwrap();
-    let mut next = VersionVector::new();
-    for b in m.batches_for(&VersionVector::new(), None).unwrap() {
-        let b = b.unwrap();
-        assert_eq!(
-            b.range.lo,
-            next.get(&b.origin) + 1,
-            "{path:?}: a gap or a seq twice"
-        );
-        next.set(b.origin, b.range.hi);
-    }
-    assert_eq!(next, v, "{path:?}: served ranges = coverage");
+/// `outpost-hub run --cloud CODE` (live uplink by default) with `extra` arguments.
+fn uplinked_hub(data: &std::path::Path, cloud_code: &str, extra: &[&str]) -> Hub {
+    let mut args = vec![
+        "--no-mdns",
+        "--cloud",
+        cloud_code,
+        "--uplink-min-ms",
+        "200",
+        "--uplink-max-ms",
+        "2000",
+    ];
+    args.extend_from_slice(extra);
+    Hub::start(data, &args)
 }
 
 /// A cloud, a hub uplinked to it, a tablet enrolled with the hub and a field device with the
@@ -166,19 +45,18 @@ struct Setup {
     hub: Hub,
     tablet_path: PathBuf,
     field_path: PathBuf,
-    tablet: Device,
-    field: Device,
+    tablet: DeviceDb,
+    field: DeviceDb,
 }
 
 fn setup(hub_args: &[&str]) -> Setup {
     let dir = scratch();
-    let mut cloud = Cloud::init(&dir.path().join("cloud"));
-    cloud.start();
-    let hub = Hub::start(&dir.path().join("hub"), &cloud.code("--hub"), hub_args);
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let hub = uplinked_hub(&dir.path().join("hub"), &cloud.code("--hub"), hub_args);
     let (tablet_path, field_path) = (dir.path().join("tablet.db"), dir.path().join("field.db"));
-    let tablet = Device::open(&tablet_path, SCHEMA);
+    let tablet = DeviceDb::patients(&tablet_path);
     assert_eq!(tablet.enroll(&hub.code())["role"], "hub");
-    let field = Device::open(&field_path, SCHEMA);
+    let field = DeviceDb::patients(&field_path);
     assert_eq!(field.enroll(&cloud.code("--device"))["role"], "cloud");
     tablet.exec("INSERT INTO patients(id, name) VALUES ('first-t', 'n')");
     field.exec("INSERT INTO patients(id, name) VALUES ('first-f', 'n')");
@@ -189,8 +67,8 @@ fn setup(hub_args: &[&str]) -> Setup {
             "no first exchange within 60 s; hub log:\n{}",
             hub.log()
         );
-        tablet.sync("hub");
-        field.sync("cloud");
+        tablet.sync_with("hub");
+        field.sync_with("cloud");
         std::thread::sleep(Duration::from_millis(300));
     }
     // The uplink's round after that exchange went live (unless live mode is off).
@@ -240,14 +118,14 @@ fn edits_cross_a_live_uplink_within_seconds_both_ways() {
         "uplink rounds logged: {}",
         s.hub.log().matches("uplink: synced with the cloud").count()
     );
-    let u = s.hub.uplink();
+    let u = s.hub.status()["uplink"].clone();
     assert_eq!(u["state"], "connected", "{u}");
     assert!(u["live_since"].as_u64().is_some(), "{u}");
     drop(s.hub);
     drop(s.cloud);
     let _ = tablet_live.join();
     let _ = field_live.join();
-    assert_eq!(rows(&s.tablet), rows(&s.field));
+    assert_eq!(s.tablet.patient_rows(), s.field.patient_rows());
 }
 
 #[test]
@@ -323,7 +201,7 @@ fn a_stopped_then_killed_cloud_is_noticed_and_the_live_uplink_relays_everything_
     // Everything written on both sides, once: the counters count each increment once.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (t, f) = (rows(&s.tablet), rows(&s.field));
+        let (t, f) = (s.tablet.patient_rows(), s.field.patient_rows());
         if t == f && t.iter().any(|r| r == "first-f|n||5") {
             assert!(t.iter().any(|r| r == "first-t|n||5"), "{t:?}");
             assert_eq!(t.len(), 12, "{t:?}");
@@ -354,7 +232,7 @@ fn with_live_mode_off_the_uplink_polls_as_before() {
     // Down: the next poll (every 2 s here, --uplink-max-ms) brings it; never live.
     s.field
         .exec("INSERT INTO patients(id, name) VALUES ('polled', 'n')");
-    s.field.sync("cloud");
+    s.field.sync_with("cloud");
     appears(
         &s.tablet,
         "patients",
@@ -363,7 +241,7 @@ fn with_live_mode_off_the_uplink_polls_as_before() {
         Duration::from_millis(20),
     )
     .unwrap_or_else(|| panic!("no poll brought it; hub log:\n{}", s.hub.log()));
-    let u = s.hub.uplink();
+    let u = s.hub.status()["uplink"].clone();
     assert!(u["live_since"].is_null(), "{u}");
     assert_eq!(u["state"], "connected", "{u}");
     assert!(!s.hub.log().contains("; live"), "no session went live");

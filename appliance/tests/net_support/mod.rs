@@ -5,39 +5,21 @@
 #![allow(dead_code)] // each test file uses part of this
 
 use outpost_hub::net::{self, Address, HubServices, IpConfig, Link, NetConfig};
+pub use outpost_testkit::netns::{in_netns, sh, spawn_in};
+use outpost_testkit::require::{is_root, require};
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// Whether the test can run: true as root; otherwise prints why it is skipped, or panics under
 /// CI=true (where a skip would hide a broken setup).
 pub fn can_run(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "{test}: needs root (network namespaces, AF_PACKET) and CI=true: failing, not skipping"
-        );
-    }
-    eprintln!("SKIPPED {test}: needs root to create network namespaces");
-    false
-}
-
-/// Runs a command, panicking with its stderr if it fails.
-pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e} (is {} installed?)", args[0]));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    require(
+        test,
+        "needs root (network namespaces, AF_PACKET)",
+        is_root(),
+    )
 }
 
 /// Two namespaces joined by a veth pair: the hub's side (no kernel address: smoltcp owns it)
@@ -154,28 +136,9 @@ impl Veth {
         self.dnsmasq = Some(child);
     }
 
-    /// Runs `f` on a new thread inside namespace `ns`.
-    pub fn in_ns<T: Send + 'static>(
-        ns: &str,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> JoinHandle<T> {
-        let path = format!("/var/run/netns/{ns}");
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-            use std::os::fd::AsRawFd;
-            // SAFETY: the fd is an open namespace file; setns only changes this thread's netns.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            f()
-        })
-    }
-
     /// Runs `f` in the peer's namespace and returns its result.
     pub fn peer<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        match Self::in_ns(&self.peer_ns, f).join() {
-            Ok(v) => v,
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+        in_netns(&self.peer_ns, f)
     }
 
     /// Starts the hub's stack on the hub side (`packet:` link) with `services`, and returns the
@@ -207,7 +170,7 @@ where
 {
     let (tx, rx) = mpsc::channel();
     let config = NetConfig { link, ip };
-    Veth::in_ns(ns, move || {
+    spawn_in(ns, move || {
         let error = net::run_hub(config, services, move |a| {
             let _ = tx.send(a);
         });

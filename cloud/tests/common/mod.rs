@@ -33,6 +33,30 @@ pub fn cli_ok(args: &[&str]) -> String {
     out
 }
 
+/// `outpost-cloud init` of `DIR/cloud`: the data directory.
+pub fn init(dir: &Path) -> PathBuf {
+    let data = dir.join("cloud");
+    cli_ok(&["init", "--data", data.to_str().unwrap()]);
+    data
+}
+
+/// A new API token named `name` for the cloud at `data`.
+pub fn api_token(data: &Path, name: &str) -> String {
+    cli_ok(&["api-token", "--data", data.to_str().unwrap(), name])
+        .trim()
+        .to_string()
+}
+
+/// A cloud initialized in `DIR/cloud` and running, with a REST client holding a new API token
+/// (`app`): the data directory, the process, the client.
+pub fn serving(dir: &Path) -> (PathBuf, Running, Rest) {
+    let data = init(dir);
+    let token = api_token(&data, "app");
+    let run = start(&data);
+    let rest = Rest::new(&data, &run.https, &token);
+    (data, run, rest)
+}
+
 /// A running `outpost-cloud run`, killed on drop.
 pub struct Running {
     pub child: Child,

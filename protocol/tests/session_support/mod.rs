@@ -1,35 +1,24 @@
-//! In-memory stores and a message pump shared by the session tests.
+//! The in-memory server store and a message pump shared by the session tests (the device side
+//! is the testkit's `Device`).
 #![allow(dead_code)]
 
-use outpost_protocol::batch::codec::{self, Limits};
-use outpost_protocol::batch::{BatchHeader, Compression};
+use outpost_protocol::batch::codec::Limits;
+use outpost_protocol::batch::BatchHeader;
 use outpost_protocol::id_range::{IdRange, IdRequest, RequestId};
-use outpost_protocol::message::{Covered, Message, PeerRole, SessionId};
+use outpost_protocol::message::{Message, PeerRole, SessionId};
 use outpost_protocol::session::{
     ClientConfig, ClientSession, ClientStore, CommitRecord, ServerConfig, ServerSession,
     ServerStore, SessionError, StagedBatch,
 };
-use outpost_protocol::{SeqRange, SiteId, VersionVector};
+use outpost_protocol::{SiteId, VersionVector};
+#[allow(unused_imports)] // each test file uses part of these
+pub use outpost_testkit::batch::{batch, header, vector_of};
+pub use outpost_testkit::Device;
 use std::collections::{HashMap, VecDeque};
 
 pub const HUB: SiteId = SiteId([0xaa; 16]);
 pub const DEVICE: SiteId = SiteId([0x11; 16]);
 pub const FP: [u8; 32] = [7; 32];
-
-/// A batch with an empty body (the session never reads bodies); `salt` varies the hash.
-pub fn batch(origin: SiteId, lo: u64, hi: u64) -> Vec<u8> {
-    codec::encode(
-        origin,
-        SeqRange::new(lo, hi).unwrap(),
-        vec![],
-        &[],
-        Compression::None,
-    )
-}
-
-pub fn header(bytes: &[u8]) -> BatchHeader {
-    codec::decode_header(bytes, &Limits::default()).unwrap()
-}
 
 /// The server's mailbox in memory.
 #[derive(Default)]
@@ -52,16 +41,6 @@ impl MemServer {
             ..MemServer::default()
         }
     }
-}
-
-pub fn vector_of(batches: &[Vec<u8>]) -> VersionVector {
-    let mut hs: Vec<BatchHeader> = batches.iter().map(|b| header(b)).collect();
-    hs.sort_by_key(|h| (h.origin, h.range.lo));
-    let mut v = VersionVector::new();
-    for h in hs {
-        let _ = v.advance(h.origin, h.range);
-    }
-    v
 }
 
 impl ServerStore for MemServer {
@@ -134,87 +113,6 @@ impl ServerStore for MemServer {
     }
 }
 
-/// A device's database in memory: its own batches and what it applied.
-pub struct MemClient {
-    pub site: SiteId,
-    pub own: Vec<Vec<u8>>,
-    pub vector: VersionVector,
-    pub applied: Vec<BatchHeader>,
-    pub acked: Vec<Covered>,
-    /// Id reservations not granted yet.
-    pub pending: Vec<IdRequest>,
-    /// Granted blocks, per sequence.
-    pub blocks: Vec<(String, IdRange)>,
-    /// Every `PullSize` announced.
-    pub pull_sizes: Vec<(u64, u64)>,
-}
-
-impl MemClient {
-    pub fn new(site: SiteId, own: Vec<Vec<u8>>) -> MemClient {
-        let vector = vector_of(&own);
-        MemClient {
-            site,
-            own,
-            vector,
-            applied: vec![],
-            acked: vec![],
-            pending: vec![],
-            blocks: vec![],
-            pull_sizes: vec![],
-        }
-    }
-}
-
-impl ClientStore for MemClient {
-    type Error = String;
-    type ExportPlan = VecDeque<Vec<u8>>;
-
-    fn vector(&mut self) -> Result<VersionVector, String> {
-        Ok(self.vector.clone())
-    }
-    fn plan_export(&mut self, server: &VersionVector) -> Result<VecDeque<Vec<u8>>, String> {
-        Ok(self
-            .own
-            .iter()
-            .filter(|b| header(b).range.hi > server.get(&self.site))
-            .cloned()
-            .collect())
-    }
-    fn next_export(&mut self, plan: &mut VecDeque<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
-        Ok(plan.pop_front())
-    }
-    fn acknowledged(&mut self, covered: &[Covered]) -> Result<(), String> {
-        self.acked.extend_from_slice(covered);
-        Ok(())
-    }
-    fn apply_chunk(&mut self, h: &BatchHeader, _batch: &[u8]) -> Result<(), String> {
-        self.vector
-            .advance(h.origin, h.range)
-            .map_err(|e| e.to_string())?;
-        self.applied.push(h.clone());
-        Ok(())
-    }
-    fn pull_size(&mut self, batches: u64, bytes: u64) -> Result<(), String> {
-        self.pull_sizes.push((batches, bytes));
-        Ok(())
-    }
-    fn id_requests(&mut self) -> Result<Vec<IdRequest>, String> {
-        Ok(self.pending.clone())
-    }
-    fn ids_granted(&mut self, r: &IdRequest, ranges: &[IdRange]) -> Result<(), String> {
-        let Some(at) = self.pending.iter().position(|p| p.request == r.request) else {
-            return Ok(()); // already stored: a duplicate grant changes nothing
-        };
-        if ranges.is_empty() {
-            return Ok(()); // not now: keep asking under the same id
-        }
-        self.pending.remove(at);
-        self.blocks
-            .extend(ranges.iter().map(|g| (r.sequence.clone(), *g)));
-        Ok(())
-    }
-}
-
 /// A reservation of `count` numbers of `sequence` under request id `[id; 16]`.
 pub fn id_request(id: u8, sequence: &str, count: u64) -> IdRequest {
     IdRequest {
@@ -256,6 +154,16 @@ pub fn client_config(session: u8) -> ClientConfig {
 pub struct Transcript {
     pub to_server: Vec<Message>,
     pub to_client: Vec<Message>,
+}
+
+/// Runs a session to its end, in memory (see [`run`]).
+pub fn run_to_end<C: ClientStore>(
+    client: &mut ClientSession<C>,
+    cstore: &mut C,
+    server: &mut ServerSession<MemServer>,
+    sstore: &mut MemServer,
+) -> (Transcript, Result<(), SessionError>) {
+    run(client, cstore, server, sstore, usize::MAX)
 }
 
 /// Runs a session to its end (or `stop_after` messages to the client), in memory, with every

@@ -1,0 +1,89 @@
+//! Encoded batches for tests. [`batch`]: small ones for tests that route batches without reading
+//! them, an empty body (the hub, the mailbox and the session never read bodies) and a table named
+//! for the range, so every batch's bytes, and so its hash, are distinct. [`text_rows`]: batches
+//! with a real body, as big as a test needs (chunking, throughput).
+
+use outpost_protocol::batch::codec::{self, Limits};
+use outpost_protocol::batch::{
+    BatchHeader, CellChange, CellPayload, ColumnSchema, Compression, RowChange, TableChanges,
+    TableSchema,
+};
+use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, Value, VersionVector};
+
+/// An encoded batch of `origin` for `lo..=hi`. Panics on `lo > hi` or `lo == 0`.
+pub fn batch(origin: SiteId, lo: u64, hi: u64) -> Vec<u8> {
+    let table = TableSchema {
+        name: format!("t{lo}_{hi}"),
+        columns: vec![],
+        primary_key: vec![],
+        foreign_keys: vec![],
+    };
+    codec::encode(
+        origin,
+        SeqRange::new(lo, hi).expect("a test batch's range"),
+        vec![table],
+        &[],
+        Compression::None,
+    )
+}
+
+/// An encoded batch of `origin` covering `lo..=hi` whose body changes `rows` of table `table`
+/// (an INTEGER key `id` and one TEXT column named `column`, both last-writer-wins): each row
+/// `(key, hlc, text)` is created with one cell set to `text` at `hlc`.
+pub fn text_rows(
+    origin: SiteId,
+    lo: u64,
+    hi: u64,
+    table: &str,
+    column: &str,
+    rows: impl IntoIterator<Item = (i64, Hlc, String)>,
+) -> Vec<u8> {
+    let col = |name: &str, decl_type: &str, not_null: bool| ColumnSchema {
+        name: name.into(),
+        decl_type: decl_type.into(),
+        strategy: Strategy::Lww,
+        not_null,
+    };
+    let schema = TableSchema {
+        name: table.into(),
+        columns: vec![col("id", "INTEGER", true), col(column, "TEXT", false)],
+        primary_key: vec![0],
+        foreign_keys: vec![],
+    };
+    let rows = rows
+        .into_iter()
+        .map(|(key, hlc, text)| RowChange {
+            key: vec![Value::Integer(key)],
+            existence: 1,
+            cells: vec![CellChange {
+                column: 0,
+                hlc,
+                payload: CellPayload::Value(Value::Text(text)),
+            }],
+        })
+        .collect();
+    codec::encode(
+        origin,
+        SeqRange::new(lo, hi).expect("a test batch's range"),
+        vec![schema],
+        &[TableChanges { table: 0, rows }],
+        Compression::None,
+    )
+}
+
+/// The header of an encoded batch. Panics when it does not decode.
+pub fn header(bytes: &[u8]) -> BatchHeader {
+    codec::decode_header(bytes, &Limits::default()).expect("a test batch's header")
+}
+
+/// What holding `batches` covers: each origin's ranges advanced in seq order (ranges that leave
+/// a gap are skipped, as a store would refuse them).
+pub fn vector_of(batches: &[Vec<u8>]) -> VersionVector {
+    let mut headers: Vec<BatchHeader> = batches.iter().map(|b| header(b)).collect();
+    headers.sort_by_key(|h| (h.origin, h.range.lo));
+    let mut v = VersionVector::new();
+    for h in headers {
+        let _ = v.advance(h.origin, h.range);
+    }
+    v
+}
