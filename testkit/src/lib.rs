@@ -17,7 +17,7 @@
 //! - [`netns`]: network namespaces for the tests that need a LAN of their own (root);
 //! - [`require`]: skipping a test without root or a tool (failing under `CI=true`).
 //!
-//! With the `e2e` feature, [`e2e`]: the end-to-end wrappers (the `outpost-tests` crate and the
+//! With the `e2e` feature, module `e2e`: the end-to-end wrappers (the `outpost-tests` crate and the
 //! CLI's tests): the release-built binaries, `outpost-hub` and `outpost-cloud` processes, device
 //! databases with the built extension loaded, the mailbox check, a connection-cutting proxy.
 //!
