@@ -64,7 +64,7 @@ mod state;
 use crate::datadir::unix_now;
 use crate::hub::Hub;
 pub use dial::{CloudWire, Dial, StdDial};
-pub use error::{PinnedError, Unconfirmed, UplinkError};
+pub use error::{PinnedError, UplinkError};
 use outpost_link::{
     Attempt, Backoff, Endpoint, Event, Link, LinkError, LiveConfig, LiveWait, Timeouts,
 };
@@ -602,7 +602,6 @@ impl Uplink {
                 });
             }
         };
-        let unconfirmed = |e| UplinkError::Unconfirmed(Unconfirmed::Link(e));
         let hello = Message::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
             site: self.hub.dir().identity.site,
@@ -612,26 +611,17 @@ impl Uplink {
             vector: self.mailbox.vector()?,
             session: SessionId::default(),
         });
-        link.send(&hello).map_err(unconfirmed)?;
-        let why = match link.recv().map_err(unconfirmed)? {
-            Message::Hello(h) if h.site != code.hub_site => Unconfirmed::WrongSite {
-                hello: h.site,
-                code: code.hub_site,
-            },
-            Message::Hello(h) if h.role != PeerRole::Cloud => {
-                Unconfirmed::NotCloud { role: h.role }
-            }
-            Message::Hello(_) => {
-                // Confirmed; the cloud ends the session on its own when it misses the Bye.
-                let _ = link.send(&Message::Bye);
-                link.close();
-                self.pin(&peer)?;
-                return Ok(peer);
-            }
-            Message::Error { code, message } => Unconfirmed::Peer { code, message },
-            other => Unconfirmed::Unexpected { tag: other.tag() },
-        };
-        Err(UplinkError::Unconfirmed(why))
+        let h = link
+            .confirm_enrollment(&hello, code.hub_site)
+            .map_err(UplinkError::Unconfirmed)?;
+        if h.role != PeerRole::Cloud {
+            return Err(UplinkError::NotCloud { role: h.role });
+        }
+        // Confirmed; the cloud ends the session on its own when it misses the Bye.
+        let _ = link.send(&Message::Bye);
+        link.close();
+        self.pin(&peer)?;
+        Ok(peer)
     }
 
     fn pin(&mut self, peer: &CloudPeer) -> Result<(), UplinkError> {

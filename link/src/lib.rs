@@ -5,6 +5,7 @@
 //! connect (std TCP, every address tried)   or the caller's own Wire (the hub's embassy bridge)
 //!   → Link::open: Noise IK / IKpsk2 initiator (message 1 after the caller persisted its counter)
 //!   → Link::drive: the protocol's ClientSession to its end, or to its live wait
+//!     (or, ending an enrollment, Link::confirm_enrollment: the peer's hello confirms it)
 //!   → LiveWait::next: Notify → pull, Ping → Pong, keepalive pings, a silent link dropped,
 //!                     the caller's news checked between pulls, the deadline
 //! Backoff: the delay before the next attempt after failures
@@ -28,6 +29,7 @@
 
 mod backoff;
 mod connect;
+mod enroll;
 mod error;
 mod link;
 mod live;
@@ -35,6 +37,7 @@ mod wire;
 
 pub use backoff::Backoff;
 pub use connect::{connect, Attempt, ConnectFailure, Timeouts};
+pub use enroll::Unconfirmed;
 pub use error::{Endpoint, LinkError};
 pub use link::Link;
 pub use live::{Event, LiveConfig, LiveWait};

@@ -10,7 +10,7 @@ use std::fmt;
 
 mod sync;
 
-pub use sync::{KeyFileProblem, SyncError, Unconfirmed};
+pub use sync::{KeyFileProblem, SyncError};
 
 /// SQLite's generic error (`SQLITE_ERROR`).
 pub(crate) const SQLITE_ERROR: i32 = 1;

@@ -106,7 +106,7 @@ mod sync;
 mod track;
 mod triggers;
 
-pub use error::{ApplyError, Error, KeyFileProblem, SyncError, Unconfirmed};
+pub use error::{ApplyError, Error, KeyFileProblem, SyncError};
 use error::{LoadError, SQLITE_ERROR};
 use functions::{Arg, Call, FunctionDef};
 use outpost_protocol::Value;

@@ -1,13 +1,12 @@
 //! [`UplinkError`]: why an uplink round, its configuration or its state file failed. The link's
 //! own failures stay typed inside ([`LinkError`]): a silent cloud, a cut, a refusal.
 
-use outpost_link::LinkError;
+use outpost_link::{LinkError, Unconfirmed};
 use outpost_mailbox::MailboxError;
 use outpost_protocol::enroll_code::CodeError;
 use outpost_protocol::handshake::KeyError;
-use outpost_protocol::message::{ErrorCode, PeerRole};
+use outpost_protocol::message::PeerRole;
 use outpost_protocol::site::ParseSiteIdError;
-use outpost_protocol::SiteId;
 use outpost_relay::allowlist::AllowlistError;
 use std::fmt;
 use std::io;
@@ -67,6 +66,11 @@ pub enum UplinkError {
     },
     /// Enrollment: the cloud did not confirm after the token proof.
     Unconfirmed(Unconfirmed),
+    /// The enrollment code's peer confirmed it, but it is not a cloud.
+    NotCloud {
+        /// What it is.
+        role: PeerRole,
+    },
     /// The operating system's random source failed.
     Randomness {
         /// What the randomness was for.
@@ -90,38 +94,6 @@ pub enum PinnedError {
     Key(KeyError),
     /// Its site id does not parse.
     Site(ParseSiteIdError),
-}
-
-/// Why the cloud did not confirm an enrollment.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Unconfirmed {
-    /// The link failed while waiting for its hello.
-    Link(LinkError),
-    /// Its hello names another site than the code.
-    WrongSite {
-        /// In the hello.
-        hello: SiteId,
-        /// In the code.
-        code: SiteId,
-    },
-    /// The code's peer is not a cloud.
-    NotCloud {
-        /// What it is.
-        role: PeerRole,
-    },
-    /// It answered with an `Error` message.
-    Peer {
-        /// Its code.
-        code: ErrorCode,
-        /// Its text.
-        message: String,
-    },
-    /// It answered another message than its hello.
-    Unexpected {
-        /// The message's wire tag.
-        tag: u64,
-    },
 }
 
 impl fmt::Display for UplinkError {
@@ -150,6 +122,10 @@ impl fmt::Display for UplinkError {
                 }
                 write!(f, ": {source}")
             }
+            UplinkError::NotCloud { role } => write!(
+                f,
+                "enrollment: the code's peer is a {role:?}, not a cloud (use outpost-cloud enroll-code --hub)"
+            ),
             UplinkError::Unconfirmed(why) => match why {
                 Unconfirmed::Link(e) => {
                     write!(f, "waiting for the cloud to confirm the enrollment: {e}")
@@ -157,10 +133,6 @@ impl fmt::Display for UplinkError {
                 Unconfirmed::WrongSite { hello, code } => write!(
                     f,
                     "enrollment: the peer's hello names site {hello} but the code names {code}"
-                ),
-                Unconfirmed::NotCloud { role } => write!(
-                    f,
-                    "enrollment: the code's peer is a {role:?}, not a cloud (use outpost-cloud enroll-code --hub)"
                 ),
                 Unconfirmed::Peer { code, message } => {
                     write!(f, "enrollment: the cloud answered an error ({code:?}): {message}")
@@ -200,7 +172,10 @@ impl std::error::Error for UplinkError {
             UplinkError::Link(e) | UplinkError::Unconfirmed(Unconfirmed::Link(e)) => Some(e),
             UplinkError::Enrolling { source, .. } => Some(&**source),
             UplinkError::Randomness { error, .. } => Some(error),
-            UplinkError::NoCode | UplinkError::Backoff { .. } | UplinkError::Unconfirmed(_) => None,
+            UplinkError::NoCode
+            | UplinkError::Backoff { .. }
+            | UplinkError::NotCloud { .. }
+            | UplinkError::Unconfirmed(_) => None,
         }
     }
 }

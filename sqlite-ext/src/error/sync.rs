@@ -4,7 +4,7 @@
 //! function's error), so it lives here, beside `Error`.
 
 use crate::error::Error;
-use outpost_link::LinkError;
+use outpost_link::{LinkError, Unconfirmed};
 use outpost_protocol::enroll_code::CodeError;
 use outpost_protocol::handshake::{HandshakeError, KeyError, Refusal};
 use outpost_protocol::message::ErrorCode;
@@ -128,33 +128,6 @@ impl fmt::Display for KeyFileProblem {
             KeyFileProblem::Create(e) => write!(f, "cannot create it: {e}"),
         }
     }
-}
-
-/// Why an enrollment was not confirmed after the token proof.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Unconfirmed {
-    /// The link failed while waiting for the confirmation.
-    Link(LinkError),
-    /// The peer's hello names another site than the code.
-    WrongSite {
-        /// In the hello.
-        hello: SiteId,
-        /// In the code.
-        code: SiteId,
-    },
-    /// The peer answered with an `Error` message.
-    Peer {
-        /// Its code.
-        code: ErrorCode,
-        /// Its text.
-        message: String,
-    },
-    /// The peer answered another message than its hello.
-    Unexpected {
-        /// The message's wire tag.
-        tag: u64,
-    },
 }
 
 /// A link failure, in the device's words (what tests and apps match on: "key mismatch", "not

@@ -10,7 +10,7 @@ use super::peers::{self, Peer};
 use super::session::open;
 use crate::clock::unix_now;
 use crate::error::Error;
-use crate::error::{SyncError, Unconfirmed};
+use crate::error::SyncError;
 use crate::functions::{Arg, Call};
 use outpost_link::{LinkError, Timeouts};
 use outpost_protocol::enroll_code::EnrollCode;
@@ -67,7 +67,6 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
         }
         other => other?,
     };
-    let unconfirmed = |e| SyncError::EnrollmentUnconfirmed(Unconfirmed::Link(e));
     let hello = Message::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         site,
@@ -77,28 +76,10 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
         vector: super::store::vector(call, site)?,
         session: SessionId::default(),
     });
-    link.send(&hello).map_err(unconfirmed)?;
-    let reply = link.recv().map_err(unconfirmed)?;
-    let role = match reply {
-        Message::Hello(h) if h.site == code.hub_site => h.role,
-        Message::Hello(h) => {
-            return Err(SyncError::EnrollmentUnconfirmed(Unconfirmed::WrongSite {
-                hello: h.site,
-                code: code.hub_site,
-            }))
-        }
-        Message::Error { code, message } => {
-            return Err(SyncError::EnrollmentUnconfirmed(Unconfirmed::Peer {
-                code,
-                message,
-            }))
-        }
-        other => {
-            return Err(SyncError::EnrollmentUnconfirmed(Unconfirmed::Unexpected {
-                tag: other.tag(),
-            }))
-        }
-    };
+    let role = link
+        .confirm_enrollment(&hello, code.hub_site)
+        .map_err(SyncError::EnrollmentUnconfirmed)?
+        .role;
     let _ = link.send(&Message::Bye);
     link.close();
     peer.role = role;
