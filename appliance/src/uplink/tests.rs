@@ -2,9 +2,8 @@
 
 use super::*;
 use outpost_protocol::channel::Limits as ChannelLimits;
-use outpost_protocol::handshake::{
-    Gatekeeper, Keypair, Refusal, Responder, ResponderConfig, TokenId,
-};
+use outpost_protocol::handshake::{Keypair, Responder, ResponderConfig};
+use outpost_testkit::gate::MemGate;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 
@@ -20,30 +19,6 @@ fn the_pinned_key_round_trips_through_hex() {
     let text = hex(k.public().as_bytes());
     assert_eq!(key_of(&text).unwrap(), *k.public());
     assert!(key_of("zz").is_err());
-}
-
-/// Admits every key: the test is about what comes after the handshake.
-struct AdmitAll;
-
-impl Gatekeeper for AdmitAll {
-    fn authorize(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Ok(())
-    }
-    fn last_counter(&mut self, _: &PublicKey) -> Result<Option<u64>, Refusal> {
-        Ok(None)
-    }
-    fn record_counter(&mut self, _: &PublicKey, _: u64) -> Result<(), Refusal> {
-        Ok(())
-    }
-    fn enrollment_token(&mut self, _: &TokenId) -> Result<[u8; 32], Refusal> {
-        Err(Refusal::UnknownToken)
-    }
-    fn check_enrollment(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Err(Refusal::UnknownToken)
-    }
-    fn admit(&mut self, _: &TokenId, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Err(Refusal::UnknownToken)
-    }
 }
 
 /// A hub whose uplink is pinned to a cloud on a loopback port that answers the handshake,
@@ -81,9 +56,10 @@ fn a_cloud_cut_inside_a_frame_is_reported_as_a_cut() {
             0,
         );
         let mut buf = [0u8; 4096];
+        let mut gate = MemGate::open();
         let mut channel = loop {
             let n = s.read(&mut buf).unwrap();
-            let r = responder.receive(&mut &buf[..n], 1, &mut AdmitAll).unwrap();
+            let r = responder.receive(&mut &buf[..n], 1, &mut gate).unwrap();
             s.write_all(&responder.take_outgoing()).unwrap();
             if let Some(channel) = r {
                 break channel;
