@@ -11,10 +11,16 @@
 //!
 //! This module owns the hub's layout: the relay is handed its files as [`Stores`]
 //! ([`DataDir::stores`]).
+//!
+//! The directory is 0700 and the databases 0600 (with their `-wal`/`-shm` files, which SQLite
+//! creates with the database's mode) whatever existed before: `mailbox.db` holds patient data and
+//! `allowlist.db` unused enrollment tokens. A directory or file found wider (made by hand, by an
+//! older version, under another umask) is narrowed at open, and the change logged.
 
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_relay::allowlist::{Allowlist, AllowlistError};
 use outpost_relay::identity::{Identity, IdentityError};
+use outpost_relay::private_file::{create_private_file, restrict, FileError};
 use outpost_relay::Stores;
 use std::fmt;
 use std::fs;
@@ -42,6 +48,8 @@ pub enum DataDirError {
     },
     /// The identity files could not be read or created.
     Identity(IdentityError),
+    /// A file's or the directory's permissions could not be made private.
+    Private(FileError),
     /// The mailbox could not be opened.
     Mailbox(MailboxError),
     /// The allowlist could not be opened.
@@ -55,6 +63,7 @@ impl fmt::Display for DataDirError {
                 write!(f, "creating data directory {}: {source}", path.display())
             }
             DataDirError::Identity(e) => e.fmt(f),
+            DataDirError::Private(e) => e.fmt(f),
             DataDirError::Mailbox(e) => e.fmt(f),
             DataDirError::Allowlist(e) => e.fmt(f),
         }
@@ -67,6 +76,7 @@ impl std::error::Error for DataDirError {
             DataDirError::Create { source, .. } => Some(source),
             // Transparent: the inner error's text is this one's.
             DataDirError::Identity(e) => e.source(),
+            DataDirError::Private(e) => e.source(),
             DataDirError::Mailbox(e) => e.source(),
             DataDirError::Allowlist(e) => e.source(),
         }
@@ -113,6 +123,7 @@ impl DataDir {
                     source,
                 })?;
         }
+        make_private(path)?;
         let (identity, created) = Identity::load_or_create(path)?;
         if created {
             log::info!(
@@ -151,10 +162,67 @@ impl DataDir {
     }
 }
 
+/// The directory 0700, the databases 0600 (created so before SQLite opens them: SQLite would
+/// create them under the process's umask), their `-wal`/`-shm` files narrowed too.
+fn make_private(path: &Path) -> Result<(), DataDirError> {
+    let narrowed = |p: &Path, old: Option<u32>| {
+        if let Some(old) = old {
+            log::warn!("{}: was mode {old:o}, now private", p.display());
+        }
+    };
+    narrowed(path, restrict(path, 0o700).map_err(DataDirError::Private)?);
+    for db in [MAILBOX, ALLOWLIST] {
+        let file = path.join(db);
+        create_private_file(&file).map_err(DataDirError::Private)?;
+        for f in [
+            file.clone(),
+            path.join(format!("{db}-wal")),
+            path.join(format!("{db}-shm")),
+        ] {
+            narrowed(&f, restrict(&f, 0o600).map_err(DataDirError::Private)?);
+        }
+    }
+    Ok(())
+}
+
 /// Now, in unix seconds.
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_data_directory_that_already_exists_is_made_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        // As `mkdir` under the usual umask leaves it, with a mailbox an older version made 0644.
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        drop(Mailbox::open(dir.join(MAILBOX)).unwrap());
+        fs::set_permissions(dir.join(MAILBOX), fs::Permissions::from_mode(0o644)).unwrap();
+        let opened = DataDir::open(&dir).unwrap();
+        drop(opened.mailbox().unwrap());
+        assert_eq!(mode(&dir), 0o700);
+        for f in [MAILBOX, ALLOWLIST, "identity.key"] {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+        }
+        for entry in fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            let name = p.to_string_lossy();
+            if name.ends_with("-wal") || name.ends_with("-shm") {
+                assert_eq!(mode(&p) & 0o077, 0, "{}", p.display());
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why a file could not be created. The path is the file the step failed on.
@@ -49,6 +49,13 @@ pub enum FileError {
         /// The file.
         path: PathBuf,
     },
+    /// The permissions of an existing file or directory could not be read or narrowed.
+    Restrict {
+        /// The file or directory.
+        path: PathBuf,
+        /// The system's reason.
+        source: io::Error,
+    },
     /// The path has no parent directory to write the file in.
     NoDirectory {
         /// The path.
@@ -64,6 +71,9 @@ impl fmt::Display for FileError {
             FileError::Rename { path, .. } => write!(f, "renaming into {}", path.display()),
             FileError::SyncDirectory { path, .. } => {
                 write!(f, "syncing directory {}", path.display())
+            }
+            FileError::Restrict { path, .. } => {
+                write!(f, "restricting the permissions of {}", path.display())
             }
             FileError::Exists { path } => {
                 write!(f, "{} already exists; not replacing it", path.display())
@@ -81,7 +91,8 @@ impl std::error::Error for FileError {
             FileError::Create { source, .. }
             | FileError::Write { source, .. }
             | FileError::Rename { source, .. }
-            | FileError::SyncDirectory { source, .. } => Some(source),
+            | FileError::SyncDirectory { source, .. }
+            | FileError::Restrict { source, .. } => Some(source),
             FileError::Exists { .. } | FileError::NoDirectory { .. } => None,
         }
     }
@@ -102,6 +113,26 @@ pub fn create_private_file(path: &Path) -> Result<(), FileError> {
             source,
         }),
     }
+}
+
+/// Narrows an existing file's or directory's permissions to at most `mode` (0600 for a file of
+/// secrets or data, 0700 for a directory), whatever made it wider before (an earlier version, a
+/// copy, a umask); a missing path is left alone. Returns the old mode when it had to change it.
+pub fn restrict(path: &Path, mode: u32) -> Result<Option<u32>, FileError> {
+    let err = |source| FileError::Restrict {
+        path: path.to_path_buf(),
+        source,
+    };
+    let old = match fs::metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o7777,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(err(e)),
+    };
+    if old & !mode == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(old & mode)).map_err(err)?;
+    Ok(Some(old))
 }
 
 /// Writes `bytes` to a new file `path` with `mode`: temporary file, fsync, rename, fsync of the
