@@ -32,6 +32,9 @@ pub struct MemStore {
     pub applied: Vec<(SiteId, SeqRange)>,
     /// Every range the peer acknowledged holding.
     pub acked: Vec<Covered>,
+    /// The peer's coverage of this device's own seqs, as its last hello said (a push it made
+    /// durable before a cut is covered here though its ack never arrived).
+    pub peer_had: u64,
     /// Id reservations not granted yet.
     pub pending: Vec<IdRequest>,
     /// Granted id blocks, per sequence.
@@ -63,6 +66,7 @@ impl MemStore {
             vector,
             applied: Vec::new(),
             acked: Vec::new(),
+            peer_had: 0,
             pending: Vec::new(),
             blocks: Vec::new(),
             pull_sizes: Vec::new(),
@@ -119,6 +123,7 @@ impl ClientStore for MemStore {
     }
     fn plan_export(&mut self, server: &VersionVector) -> Result<VecDeque<Vec<u8>>, VectorGap> {
         let have = server.get(&self.site);
+        self.peer_had = have;
         Ok(self
             .own
             .iter()
