@@ -8,7 +8,7 @@ use outpost_hub::net::{self, HubServices, IpConfig, Link, NetConfig};
 use outpost_hub::status::{Heartbeat, PageCache, Snapshot};
 use outpost_hub::{interfaces, uplink};
 use outpost_protocol::channel::Limits as ChannelLimits;
-use outpost_relay::allowlist::{Allowlist, Device, DEFAULT_TOKEN_TTL_SECS};
+use outpost_relay::allowlist::{Allowlist, Device, Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::command::{self, Asked};
 use outpost_relay::enroll;
 use outpost_relay::listener::{serve, watch_allowlist, Conn, Limits as ServerLimits, LiveSessions};
@@ -433,6 +433,8 @@ fn enroll_code(args: &Args) -> Result<()> {
         addresses,
         unix_now(),
         args.ttl.unwrap_or(DEFAULT_TOKEN_TTL_SECS),
+        // Only devices enroll with a hub: hubs enroll with the cloud.
+        Role::Device,
     )?;
     log::info!(
         "data={} issued a one-time enrollment code, expires at unix {}",

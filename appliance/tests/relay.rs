@@ -7,12 +7,17 @@ use outpost_hub::datadir::{unix_now, DataDir};
 use outpost_hub::hub::Hub;
 use outpost_protocol::channel::Limits as ChannelLimits;
 use outpost_protocol::handshake::Purpose;
+use outpost_protocol::message::ErrorCode;
 use outpost_protocol::message::{Message, PeerRole, SessionId};
+use outpost_protocol::session::SessionError;
+use outpost_protocol::SeqRange;
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
-use outpost_relay::allowlist::DEFAULT_TOKEN_TTL_SECS;
+use outpost_relay::allowlist::{Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
 use outpost_relay::serve_connection;
-use outpost_testkit::{batch, connect, enroll_token, live_until, sync, sync_cut, Device, HubInfo};
+use outpost_testkit::{
+    batch, connect, enroll_token, live_until, sync, sync_cut, Device, HubInfo, SyncError,
+};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -50,7 +55,7 @@ fn enroll(hub: &HubInfo, h: &Hub, dev: &mut Device) {
         .dir()
         .allowlist()
         .unwrap()
-        .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS)
+        .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS, Role::Device)
         .unwrap()
         .secret;
     enroll_token(hub, dev, token);
@@ -218,7 +223,7 @@ fn a_retried_commit_gets_the_same_ack_and_different_content_must_push_again() {
 
 #[test]
 fn a_corrupted_batch_is_refused_with_an_error_and_nothing_is_stored() {
-    use outpost_protocol::message::{Bytes, ErrorCode};
+    use outpost_protocol::message::Bytes;
     let dir = tempfile::tempdir().unwrap();
     let (addr, h) = start_hub(&dir.path().join("hub"));
     let hub = info(addr, &h);
@@ -288,4 +293,46 @@ fn a_device_in_live_mode_is_notified_of_another_devices_push_promptly() {
         a.applied,
         vec![(b.site, outpost_protocol::SeqRange::new(1, 2).unwrap())]
     );
+}
+
+/// The peer error a forging push ends with (issue 16, origin binding).
+fn foreign_origin(r: Result<u64, SyncError>) -> String {
+    match r {
+        Err(SyncError::Session(SessionError::Peer {
+            code: ErrorCode::ForeignOrigin,
+            message,
+        })) => message,
+        other => panic!("expected a ForeignOrigin refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_device_cannot_push_under_another_devices_origin_nor_lock_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, h) = start_hub(&dir.path().join("hub"));
+    let hub = info(addr, &h);
+    let mut b = Device::new(0xb0);
+    enroll(&hub, &h, &mut b);
+    b.write_range(1, 1);
+    sync(&hub, &mut b, 1).unwrap();
+    // An enrolled tablet pushes an empty claim on B's next seq, and one on everything after.
+    let forged = [batch(b.site, 2, 2), batch(b.site, 3, 1 << 40)];
+    for (n, claim) in forged.into_iter().enumerate() {
+        let mut attacker = Device::holding(SiteId([0xe0 + n as u8; 16]), vec![claim]);
+        enroll(&hub, &h, &mut attacker);
+        let message = foreign_origin(sync(&hub, &mut attacker, 10 + n as u64));
+        assert!(message.contains("only its own changes"), "{message}");
+    }
+    // Nothing of either push was stored...
+    let mb = h.dir().mailbox().unwrap();
+    mb.check().unwrap();
+    assert_eq!(mb.status().unwrap().batches, 1);
+    // ...so B's next real change is pushed, acknowledged and reaches another device.
+    b.write_range(2, 2);
+    sync(&hub, &mut b, 2).unwrap();
+    assert_eq!(b.acked.last().unwrap().range, SeqRange::new(2, 2).unwrap());
+    let mut c = Device::new(0xc0);
+    enroll(&hub, &h, &mut c);
+    sync(&hub, &mut c, 1).unwrap();
+    assert_eq!(c.applied_seqs(b.site), vec![1, 2]);
 }

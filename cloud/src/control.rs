@@ -1,7 +1,7 @@
 //! The cloud's own small records (`control.db`, WAL, `synchronous=FULL`, mode 0600): REST API
-//! tokens (stored as SHA-256 digests only: the token itself is printed once and never kept), the
-//! kind (hub or device) each enrollment token was issued for, and settings such as the last
-//! listening addresses.
+//! tokens (stored as SHA-256 digests only: the token itself is printed once and never kept) and
+//! settings such as the last listening addresses. (What each enrolled peer is, hub or device,
+//! lives with its enrolment in `allowlist.db`: the relay enforces it.)
 
 use outpost_relay::private_file::{create_private_file, FileError};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -18,10 +18,6 @@ CREATE TABLE IF NOT EXISTS api_tokens(
     revoked_at INTEGER,
     last_used INTEGER
 );
-CREATE TABLE IF NOT EXISTS enroll_kinds(
-    token_id BLOB PRIMARY KEY CHECK (length(token_id) = 16),
-    kind TEXT NOT NULL CHECK (kind IN ('hub', 'device'))
-);
 CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
 
@@ -31,25 +27,6 @@ pub const LAST_LISTEN: &str = "last_listen";
 pub const LAST_HTTPS: &str = "last_https";
 /// The last error applying a batch to the tenant database, if any (cleared on success).
 pub const LAST_APPLY_ERROR: &str = "last_apply_error";
-
-/// What a hub or device was enrolled as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// A clinic hub (it relays its devices' batches).
-    Hub,
-    /// A device syncing with the cloud directly.
-    Device,
-}
-
-impl Kind {
-    /// `hub` or `device`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Hub => "hub",
-            Kind::Device => "device",
-        }
-    }
-}
 
 /// One REST API token's record (never the token itself).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -273,31 +250,6 @@ impl Control {
             .map_err(|e| self.sqlite(e))?;
         rows.collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.sqlite(e))
-    }
-
-    /// Records that the enrollment token with id `token_id` was issued for a `kind`.
-    pub fn record_enroll_kind(&self, token_id: &[u8; 16], kind: Kind) -> Result<(), ControlError> {
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO enroll_kinds(token_id, kind) VALUES (?1, ?2)",
-                params![token_id.as_slice(), kind.as_str()],
-            )
-            .map_err(|e| self.sqlite(e))?;
-        Ok(())
-    }
-
-    /// The kind the enrollment token with id `token_id` was issued for.
-    pub fn enroll_kind(&self, token_id: &[u8]) -> Result<Option<Kind>, ControlError> {
-        let kind: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT kind FROM enroll_kinds WHERE token_id = ?1",
-                [token_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sqlite(e))?;
-        Ok(kind.map(|k| if k == "hub" { Kind::Hub } else { Kind::Device }))
     }
 
     /// A stored setting.

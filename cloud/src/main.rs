@@ -1,12 +1,12 @@
 //! `outpost-cloud`: the cloud master's command line. See `docs/cloud.md`.
 
 use anyhow::{bail, Context, Result};
-use outpost_cloud::control::{Kind, LAST_HTTPS, LAST_LISTEN};
+use outpost_cloud::control::{LAST_HTTPS, LAST_LISTEN};
 use outpost_cloud::datadir::{unix_now, DataDir};
 use outpost_cloud::https::{self, TlsFiles};
 use outpost_cloud::service::Cloud;
 use outpost_cloud::status;
-use outpost_relay::allowlist::{token_id, DEFAULT_TOKEN_TTL_SECS};
+use outpost_relay::allowlist::{Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::command::{self, Asked};
 use outpost_relay::enroll;
 use std::io::Write;
@@ -37,7 +37,7 @@ struct Args {
     tls_key: Option<PathBuf>,
     addresses: Vec<String>,
     ttl: Option<u64>,
-    kind: Option<Kind>,
+    kind: Option<Role>,
     api_token: Option<String>,
     json: bool,
     no_qr: bool,
@@ -64,9 +64,9 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Asked<Args>> {
             }
             "--hub" | "--device" => {
                 let k = if a == "--hub" {
-                    Kind::Hub
+                    Role::Hub
                 } else {
-                    Kind::Device
+                    Role::Device
                 };
                 if args.kind.is_some_and(|old| old != k) {
                     bail!("give one of --hub or --device");
@@ -217,9 +217,8 @@ fn enroll_code(args: &Args) -> Result<()> {
         addresses,
         unix_now(),
         args.ttl.unwrap_or(DEFAULT_TOKEN_TTL_SECS),
+        kind,
     )?;
-    dir.control()?
-        .record_enroll_kind(&token_id(&issued.token.secret), kind)?;
     log::info!(
         "data={} issued a one-time {} enrollment code, expires at unix {}",
         dir.path.display(),

@@ -1,15 +1,13 @@
 //! `outpost-cloud status`: the tenant's tables and row counts, the mailbox, enrolled hubs and
 //! devices with last seen, API tokens. Read-only; works while `run` is running.
 
-use crate::control::{ControlError, Kind};
+use crate::control::ControlError;
 use crate::datadir::{DataDir, DataDirError};
 use crate::tenant::{Tenant, TenantError};
 use outpost_mailbox::MailboxError;
 use outpost_relay::allowlist::AllowlistError;
-use rusqlite::OptionalExtension;
 use serde_json::{json, Value};
 use std::fmt;
-use std::path::PathBuf;
 
 /// Why `status` could not read one of the stores (it writes nothing).
 #[derive(Debug)]
@@ -23,12 +21,6 @@ pub enum StatusError {
     /// Reading the allowlist failed.
     Allowlist(AllowlistError),
     /// Reading which enrollment token a peer used failed.
-    EnrollTokens {
-        /// The allowlist file.
-        path: PathBuf,
-        /// SQLite's error.
-        source: rusqlite::Error,
-    },
     /// Reading the control file failed.
     Control(ControlError),
 }
@@ -40,9 +32,6 @@ impl fmt::Display for StatusError {
             StatusError::DataDir(e) => e.fmt(f),
             StatusError::Mailbox(e) => e.fmt(f),
             StatusError::Allowlist(e) => e.fmt(f),
-            StatusError::EnrollTokens { path, .. } => {
-                write!(f, "reading the enrollment tokens of {}", path.display())
-            }
             StatusError::Control(e) => e.fmt(f),
         }
     }
@@ -51,7 +40,6 @@ impl fmt::Display for StatusError {
 impl std::error::Error for StatusError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            StatusError::EnrollTokens { source, .. } => Some(source),
             // Transparent: these say what failed themselves.
             StatusError::Tenant(e) => e.source(),
             StatusError::DataDir(e) => e.source(),
@@ -121,37 +109,13 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
         })
         .collect();
     let control = dir.control()?;
-    // The kind a peer enrolled as is recorded per enrollment token; the allowlist records which
-    // key used which token.
-    let allow_path = dir.path.join("allowlist.db");
-    let tokens_error = |source| StatusError::EnrollTokens {
-        path: allow_path.clone(),
-        source,
-    };
-    let allow = rusqlite::Connection::open_with_flags(
-        &allow_path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .map_err(tokens_error)?;
     let peers: Vec<Value> = dir
         .allowlist()?
         .devices()?
         .into_iter()
         .map(|d| {
-            let token: Option<Vec<u8>> = allow
-                .query_row(
-                    "SELECT id FROM tokens WHERE used_by = ?1 ORDER BY used_at DESC LIMIT 1",
-                    [&d.key.as_bytes()[..]],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(tokens_error)?;
-            let kind = match token {
-                Some(id) => control.enroll_kind(&id)?,
-                None => None,
-            };
             Ok(json!({
-                "kind": kind.map_or("unknown", Kind::as_str),
+                "kind": d.role.as_str(),
                 "site": d.site.to_string(),
                 "key": d.key.fingerprint(),
                 "enrolled_at": d.enrolled_at,

@@ -7,12 +7,13 @@ use common::*;
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::batch::BatchHeader;
 use outpost_protocol::handshake::Purpose;
-use outpost_protocol::message::{Covered, PeerRole};
-use outpost_protocol::session::ClientStore;
+use outpost_protocol::message::{Covered, ErrorCode, PeerRole};
+use outpost_protocol::session::{ClientStore, SessionError};
 use outpost_protocol::{SiteId, VersionVector};
 use outpost_relay::enroll::EnrollCode;
 use outpost_testkit::session::run;
-use outpost_testkit::{connect, enroll_token, HubInfo, Keyed, SyncError};
+use outpost_testkit::Device as MemDevice;
+use outpost_testkit::{batch, connect, enroll_token, HubInfo, Keyed, SyncError};
 use rusqlite::Connection;
 use serde_json::json;
 use std::collections::VecDeque;
@@ -188,4 +189,73 @@ fn a_device_enrolls_pushes_into_real_tables_and_pulls_rest_changes() {
     cli_ok(&["revoke", "--data", d, &dev.site.to_string()[..8]]);
     assert!(sync(&cloud, &mut dev, 5).is_err());
     drop(run);
+}
+
+/// The peer error a push ends with when it names an origin the pusher may not push for.
+fn foreign_origin(r: Result<u64, SyncError>) -> String {
+    match r {
+        Err(SyncError::Session(SessionError::Peer {
+            code: ErrorCode::ForeignOrigin,
+            message,
+        })) => message,
+        other => panic!("expected a ForeignOrigin refusal, got {other:?}"),
+    }
+}
+
+/// Enrolls `dev` with a fresh `--device` or `--hub` code of the cloud at `data`.
+fn enroll_as(data: &str, kind: &str, dev: &mut MemDevice) -> HubInfo {
+    let code = cli_ok(&["enroll-code", "--data", data, kind, "--no-qr"]);
+    let code = EnrollCode::decode(code.trim()).unwrap();
+    let cloud = HubInfo::from_code(&code);
+    enroll_token(&cloud, dev, code.token);
+    cloud
+}
+
+#[test]
+fn no_peer_pushes_under_the_clouds_origin_and_only_hubs_relay_others() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, _running, _rest) = serving(tmp.path());
+    let d = data.to_str().unwrap();
+    let cloud_site: SiteId = {
+        let s: serde_json::Value =
+            serde_json::from_str(&cli_ok(&["status", "--data", d, "--json"])).unwrap();
+        s["site"].as_str().unwrap().parse().unwrap()
+    };
+    let far = 1u64 << 40;
+
+    // A device claims the cloud's own stream far ahead (so that REST and operator writes would
+    // never be exported again): refused whole.
+    let mut attacker = MemDevice::holding(SiteId([0x20; 16]), vec![batch(cloud_site, 1, far)]);
+    let cloud = enroll_as(d, "--device", &mut attacker);
+    let message = foreign_origin(run(&cloud, &mut attacker, 1, None).map(|o| o.applied));
+    assert!(message.contains("only its own changes"), "{message}");
+    // A device relaying another device's batch: refused too.
+    let other = SiteId([0x31; 16]);
+    let mut relayer = MemDevice::holding(SiteId([0x30; 16]), vec![batch(other, 1, 1)]);
+    enroll_as(d, "--device", &mut relayer);
+    foreign_origin(run(&cloud, &mut relayer, 1, None).map(|o| o.applied));
+
+    // A hub relays its devices' batches, but never the cloud's own.
+    let relayed = SiteId([0x41; 16]);
+    let mut hub = MemDevice::holding(
+        SiteId([0x40; 16]),
+        vec![batch(relayed, 1, 2), batch(cloud_site, 1, far)],
+    );
+    enroll_as(d, "--hub", &mut hub);
+    let message = foreign_origin(run(&cloud, &mut hub, 1, None).map(|o| o.applied));
+    assert!(message.contains("this server's own"), "{message}");
+    hub.own.pop();
+    run(&cloud, &mut hub, 2, None).unwrap();
+    assert_eq!(hub.acked.len(), 1, "the hub's relayed batch is stored");
+
+    // The cloud holds exactly the hub's relayed batch: no claim on its own stream or another's.
+    let status: serde_json::Value =
+        serde_json::from_str(&cli_ok(&["status", "--data", d, "--json"])).unwrap();
+    let origins = status["mailbox"]["origins"]
+        .as_array()
+        .expect("origins")
+        .clone();
+    assert_eq!(origins.len(), 1, "{status}");
+    assert_eq!(origins[0]["origin"], relayed.to_string());
+    assert_eq!(origins[0]["covered"], 2);
 }

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 use outpost_protocol::batch::codec::Limits;
 use outpost_protocol::batch::BatchHeader;
 use outpost_protocol::message::{Covered, Message, PeerRole, SessionId};
-use outpost_protocol::session::{
+use outpost_protocol::session::{PushOrigins, 
     ClientConfig, ClientSession, ClientStore, CommitRecord, ServerConfig, ServerSession,
     ServerStore, StagedBatch,
 };
@@ -91,6 +91,7 @@ fuzz_target!(|data: &[u8]| {
             role: PeerRole::Hub,
             fingerprint: None,
             peer_site: device,
+            peer_pushes: PushOrigins::Relayed,
             wall_clock_ms: 0,
             stage_ttl_ms: 1_000,
             max_staged_bytes: 1 << 20,

@@ -12,8 +12,8 @@ use outpost_protocol::handshake::{
 };
 use outpost_protocol::message::{Covered, ErrorCode, Message, PeerRole, SessionId};
 use outpost_protocol::session::{
-    ClientConfig, ClientSession, ClientStore, CommitRecord, ServerConfig, ServerSession,
-    ServerStore, StagedBatch,
+    ClientConfig, ClientSession, ClientStore, CommitRecord, PushOrigins, ServerConfig,
+    ServerSession, ServerStore, StagedBatch,
 };
 use outpost_protocol::{SeqRange, SiteId, VersionVector, PROTOCOL_VERSION};
 use std::collections::VecDeque;
@@ -219,6 +219,7 @@ impl HubEnd {
                         role: PeerRole::Hub,
                         fingerprint: None,
                         peer_site: DEVICE,
+                        peer_pushes: PushOrigins::Own,
                         wall_clock_ms: now_ms(),
                         stage_ttl_ms: 60_000,
                         max_staged_bytes: 1 << 20,

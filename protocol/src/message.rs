@@ -99,6 +99,9 @@ pub enum ErrorCode {
     Busy,
     /// The receiver failed internally (tag 8).
     Internal,
+    /// A pushed batch names an origin the pusher may not push for: a device pushes only its own
+    /// changes, a hub only other peers' (never the receiver's own) (tag 9).
+    ForeignOrigin,
 }
 
 /// Bytes carried as one postcard byte string (length varint, then the bytes), not as a sequence

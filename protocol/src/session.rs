@@ -56,7 +56,7 @@ mod client;
 mod server;
 
 pub use client::{ClientConfig, ClientSession};
-pub use server::{ServerConfig, ServerSession};
+pub use server::{PushOrigins, ServerConfig, ServerSession};
 
 use crate::batch::codec::DecodeError;
 use crate::batch::BatchHeader;
@@ -219,6 +219,16 @@ pub enum SessionError {
     BadBatch(DecodeError),
     /// The server sent the client one of its own batches.
     OwnBatchReturned,
+    /// A pushed batch's origin is not one this peer may push for (origin binding): the whole push
+    /// is refused and nothing of it stored.
+    ForeignOrigin {
+        /// The origin the batch names.
+        origin: SiteId,
+        /// The pushing peer, as the handshake authenticated it.
+        peer: SiteId,
+        /// What the peer may push.
+        allowed: PushOrigins,
+    },
     /// The staged push exceeds the server's limit.
     TooLarge {
         /// Bytes staged with this batch.
@@ -291,6 +301,24 @@ impl fmt::Display for SessionError {
             SessionError::OwnBatchReturned => {
                 f.write_str("the server sent back one of this site's own batches")
             }
+            SessionError::ForeignOrigin {
+                origin,
+                peer,
+                allowed: PushOrigins::Own,
+            } => write!(
+                f,
+                "push refused: a batch of origin {origin} pushed by {peer}; a device pushes only \
+                 its own changes (a copied or tampered database?), so nothing of this push was stored"
+            ),
+            SessionError::ForeignOrigin {
+                origin,
+                peer,
+                allowed: PushOrigins::Relayed,
+            } => write!(
+                f,
+                "push refused: hub {peer} relayed a batch of origin {origin}, this server's own; \
+                 nothing of this push was stored"
+            ),
             SessionError::TooLarge { staged, max } => write!(
                 f,
                 "push too large: {staged} bytes staged, the limit is {max}; push fewer batches per session"
@@ -346,6 +374,7 @@ impl SessionError {
             SessionError::SiteMismatch { .. } => ErrorCode::Unauthorized,
             SessionError::BadBatch(_) | SessionError::OwnBatchReturned => ErrorCode::BadBatch,
             SessionError::TooLarge { .. } => ErrorCode::TooLarge,
+            SessionError::ForeignOrigin { .. } => ErrorCode::ForeignOrigin,
             SessionError::AckMismatch
             | SessionError::IdGrantMismatch
             | SessionError::PushAttemptsExhausted { .. }

@@ -219,7 +219,7 @@ fn message() -> impl Strategy<Value = Message> {
         bytes.prop_map(|batch| Message::Chunk { batch }),
         vector().prop_map(|vector| Message::PullDone { vector }),
         Just(Message::Notify),
-        (0..9usize, ".{0,30}").prop_map(|(c, message)| Message::Error {
+        (0..10usize, ".{0,30}").prop_map(|(c, message)| Message::Error {
             code: [
                 ErrorCode::UnsupportedVersion,
                 ErrorCode::ConfigMismatch,
@@ -229,7 +229,8 @@ fn message() -> impl Strategy<Value = Message> {
                 ErrorCode::BadBatch,
                 ErrorCode::TooLarge,
                 ErrorCode::Busy,
-                ErrorCode::Internal
+                ErrorCode::Internal,
+                ErrorCode::ForeignOrigin
             ][c],
             message,
         }),

@@ -24,11 +24,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SCHEMA_VERSION: i64 = 1;
+// Version 2 records each peer's role (a device, or a hub that relays other origins).
+const SCHEMA_VERSION: i64 = 2;
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices(
     key BLOB PRIMARY KEY,
     site BLOB NOT NULL UNIQUE CHECK (length(site) = 16),
+    role TEXT NOT NULL CHECK (role IN ('device', 'hub')),
     enrolled_at INTEGER NOT NULL,
     last_seen INTEGER,
     revoked_at INTEGER
@@ -36,6 +38,7 @@ CREATE TABLE IF NOT EXISTS devices(
 CREATE TABLE IF NOT EXISTS tokens(
     id BLOB PRIMARY KEY CHECK (length(id) = 16),
     token BLOB NOT NULL UNIQUE CHECK (length(token) = 32),
+    role TEXT NOT NULL CHECK (role IN ('device', 'hub')),
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
     used_at INTEGER,
@@ -60,6 +63,34 @@ pub fn token_id(token: &[u8; 32]) -> [u8; 16] {
 /// How long an enrollment token is valid by default: 15 minutes.
 pub const DEFAULT_TOKEN_TTL_SECS: u64 = 15 * 60;
 
+/// What an enrolled peer is, fixed by the enrolment code it used: it decides which batches the
+/// peer may push (a device only its own origin's; a hub those of the devices behind it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// An app's database: pushes only its own changes.
+    Device,
+    /// A clinic hub enrolled with the cloud: relays other origins' batches.
+    Hub,
+}
+
+impl Role {
+    /// `device` or `hub`, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Device => "device",
+            Role::Hub => "hub",
+        }
+    }
+
+    fn from_stored(s: &str) -> Option<Role> {
+        match s {
+            "device" => Some(Role::Device),
+            "hub" => Some(Role::Hub),
+            _ => None,
+        }
+    }
+}
+
 /// One enrolled device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Device {
@@ -67,6 +98,8 @@ pub struct Device {
     pub key: PublicKey,
     /// Its site id, bound to that key.
     pub site: SiteId,
+    /// What it enrolled as.
+    pub role: Role,
     /// Unix seconds.
     pub enrolled_at: u64,
     /// Unix seconds of its last session, if any.
@@ -102,6 +135,13 @@ pub enum AllowlistError {
         path: PathBuf,
         /// SQLite's error.
         source: rusqlite::Error,
+    },
+    /// The file was written by an older build whose format this one does not read.
+    OlderSchema {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
     },
     /// The file was written by a newer build.
     SchemaVersion {
@@ -166,6 +206,13 @@ impl fmt::Display for AllowlistError {
             AllowlistError::Sqlite { path, source } => {
                 write!(f, "allowlist {}: {source}", path.display())
             }
+            AllowlistError::OlderSchema { path, found } => write!(
+                f,
+                "allowlist {}: made by an older version of Outpost (schema {found}, this build \
+                 reads {SCHEMA_VERSION}); move the data directory aside, start again and re-enroll \
+                 its devices",
+                path.display()
+            ),
             AllowlistError::SchemaVersion { path, found } => write!(
                 f,
                 "allowlist {}: schema version {found} is newer than this build ({SCHEMA_VERSION})",
@@ -244,13 +291,17 @@ fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
             rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
         })?,
         site: SiteId::from_slice(&site).unwrap_or_default(),
-        enrolled_at: r.get::<_, i64>(2)? as u64,
-        last_seen: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
-        revoked_at: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+        // The CHECK constraint keeps anything else out; a damaged file is refused.
+        role: Role::from_stored(&r.get::<_, String>(2)?).ok_or_else(|| {
+            rusqlite::Error::InvalidColumnType(2, "role".into(), rusqlite::types::Type::Text)
+        })?,
+        enrolled_at: r.get::<_, i64>(3)? as u64,
+        last_seen: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+        revoked_at: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
     })
 }
 
-const DEVICE_COLUMNS: &str = "key, site, enrolled_at, last_seen, revoked_at";
+const DEVICE_COLUMNS: &str = "key, site, role, enrolled_at, last_seen, revoked_at";
 
 impl Allowlist {
     /// Opens (creating if needed) the allowlist at `path`.
@@ -272,6 +323,9 @@ impl Allowlist {
         if found > SCHEMA_VERSION {
             return Err(AllowlistError::SchemaVersion { path, found });
         }
+        if found > 0 && found < SCHEMA_VERSION {
+            return Err(AllowlistError::OlderSchema { path, found });
+        }
         if found < SCHEMA_VERSION {
             conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
@@ -288,8 +342,14 @@ impl Allowlist {
         }
     }
 
-    /// Issues a one-time enrollment token valid for `ttl_secs` from `now` (unix seconds).
-    pub fn issue_token(&mut self, now: u64, ttl_secs: u64) -> Result<Token, AllowlistError> {
+    /// Issues a one-time enrollment token valid for `ttl_secs` from `now` (unix seconds), for a
+    /// peer that enrolls as `role`.
+    pub fn issue_token(
+        &mut self,
+        now: u64,
+        ttl_secs: u64,
+        role: Role,
+    ) -> Result<Token, AllowlistError> {
         let mut secret = [0u8; 32];
         getrandom::getrandom(&mut secret).map_err(AllowlistError::Random)?;
         let token = Token {
@@ -298,10 +358,12 @@ impl Allowlist {
         };
         self.conn
             .execute(
-                "INSERT INTO tokens(id, token, created_at, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO tokens(id, token, role, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![
                     token_id(&token.secret),
                     token.secret,
+                    role.as_str(),
                     now as i64,
                     token.expires_at as i64
                 ],
@@ -378,36 +440,38 @@ impl Allowlist {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql)?;
         // Re-check inside the write transaction: another connection may have used it meanwhile.
-        let used: Option<Option<i64>> = tx
-            .query_row("SELECT used_at FROM tokens WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+        let used: Option<(Option<i64>, String)> = tx
+            .query_row(
+                "SELECT used_at, role FROM tokens WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(sql)?;
-        match used {
+        let role = match used {
             None => return Err(AllowlistError::UnknownToken),
-            Some(Some(_)) => return Err(AllowlistError::TokenUsed),
-            Some(None) => {}
-        }
+            Some((Some(_), _)) => return Err(AllowlistError::TokenUsed),
+            Some((None, role)) => role,
+        };
         let existing = check_enrollment(&tx, key, site).map_err(|e| match e {
             Checked::Refused(r) => r,
             Checked::Sql(e) => sql(e),
         })?;
         match existing {
-            Some(d) if d.site != site => {
-                // The same key with a new database: the key is what authenticates, so the
-                // binding follows the newest enrollment.
+            Some(_) => {
+                // The same key again (perhaps with a new database, or enrolled as something
+                // else): the key is what authenticates, so site and role follow the newest
+                // enrollment.
                 tx.execute(
-                    "UPDATE devices SET site = ?2 WHERE key = ?1",
-                    params![key, site.as_bytes()],
+                    "UPDATE devices SET site = ?2, role = ?3 WHERE key = ?1",
+                    params![key, site.as_bytes(), role],
                 )
                 .map_err(sql)?;
             }
-            Some(_) => {}
             None => {
                 tx.execute(
-                    "INSERT INTO devices(key, site, enrolled_at) VALUES (?1, ?2, ?3)",
-                    params![key, site.as_bytes(), now as i64],
+                    "INSERT INTO devices(key, site, role, enrolled_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![key, site.as_bytes(), role, now as i64],
                 )
                 .map_err(sql)?;
             }

@@ -10,17 +10,17 @@
 //! a mailbox connection, opened once the handshake admits the peer, backs the session (pushes
 //! are committed, fsynced, before their ack). `crate::stream` drives it over any blocking stream.
 
-use crate::allowlist::{Allowlist, AllowlistError};
+use crate::allowlist::{Allowlist, AllowlistError, Role};
 use crate::gate::AllowlistGate;
 use crate::serving::{Serving, Time};
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
-use outpost_protocol::channel::{Channel, ChannelError};
+use outpost_protocol::channel::{Channel, ChannelError, Peer};
 use outpost_protocol::handshake::{
     Ephemeral, HandshakeError, KeyError, PublicKey, Responder, ResponderConfig,
 };
-use outpost_protocol::message::{ErrorCode, Message, MessageError};
-use outpost_protocol::session::{ServerConfig, ServerSession, SessionError};
+use outpost_protocol::message::{ErrorCode, Message, MessageError, PeerRole};
+use outpost_protocol::session::{PushOrigins, ServerConfig, ServerSession, SessionError};
 use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
 use std::fmt;
 use std::io;
@@ -185,6 +185,16 @@ impl Relay {
         })
     }
 
+    /// What the peer the handshake just authenticated may push: only a hub enrolled with the
+    /// cloud relays other origins; every other peer pushes its own changes only.
+    fn peer_pushes(&mut self, peer: &Peer) -> Result<PushOrigins, AllowlistError> {
+        let enrolled = self.gate.allowlist().authorize(peer.key.as_bytes())?;
+        Ok(match (self.serving.role(), enrolled.role) {
+            (PeerRole::Cloud, Role::Hub) => PushOrigins::Relayed,
+            _ => PushOrigins::Own,
+        })
+    }
+
     /// Ends the relay, keeping what it learnt of the peer's vector.
     fn close(&mut self) {
         if let State::Open(open) = std::mem::replace(&mut self.state, State::Closed) {
@@ -252,12 +262,20 @@ impl Relay {
                         Ok(None) => return Ok(event),
                         Ok(Some(channel)) => {
                             self.out.extend(responder.take_outgoing());
+                            let peer_pushes = match self.peer_pushes(channel.peer()) {
+                                Ok(p) => p,
+                                Err(e) => {
+                                    self.state = State::Closed;
+                                    return Err(ConnectionError::Allowlist(e));
+                                }
+                            };
                             let session = ServerSession::new(ServerConfig {
                                 site: self.serving.identity().site,
                                 role: self.serving.role(),
                                 // The relay is schema-free: it never checks configurations.
                                 fingerprint: None,
                                 peer_site: channel.peer().site,
+                                peer_pushes,
                                 wall_clock_ms: time.unix_ms,
                                 stage_ttl_ms: STAGE_TTL_MS,
                                 max_staged_bytes: MAX_STAGED_BYTES,

@@ -7,7 +7,7 @@
 //! operator gives for it ([`check_addresses`]), and drawing it as a terminal QR code a tablet
 //! camera reads ([`render_qr`], [`printable`]).
 
-use crate::allowlist::{Allowlist, AllowlistError, Token};
+use crate::allowlist::{Allowlist, AllowlistError, Role, Token};
 use crate::identity::Identity;
 use std::fmt;
 
@@ -24,16 +24,18 @@ pub struct Issued {
     pub token: Token,
 }
 
-/// Issues a one-time token valid for `ttl_secs` from `now` (unix seconds) and the code that
-/// carries it with this box's key and site and the `addresses` it is reached at.
+/// Issues a one-time token valid for `ttl_secs` from `now` (unix seconds) for a peer enrolling
+/// as `role`, and the code that carries it with this box's key and site and the `addresses` it
+/// is reached at.
 pub fn issue(
     allowlist: &mut Allowlist,
     identity: &Identity,
     addresses: Vec<String>,
     now: u64,
     ttl_secs: u64,
+    role: Role,
 ) -> Result<Issued, AllowlistError> {
-    let token = allowlist.issue_token(now, ttl_secs)?;
+    let token = allowlist.issue_token(now, ttl_secs, role)?;
     let code = EnrollCode {
         hub_key: identity.public().as_bytes().to_vec(),
         hub_site: identity.site,

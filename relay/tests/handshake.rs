@@ -8,7 +8,7 @@ use outpost_protocol::handshake::{
 };
 use outpost_protocol::message::PeerRole;
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
-use outpost_relay::allowlist::{Allowlist, DEFAULT_TOKEN_TTL_SECS};
+use outpost_relay::allowlist::{Allowlist, Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::identity::Identity;
 use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
 use outpost_relay::{serve_connection, Event, Relay, Serving, Stores, Time};
@@ -66,7 +66,7 @@ impl TestHub {
 
     fn token(&self) -> [u8; 32] {
         self.allowlist()
-            .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS)
+            .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS, Role::Device)
             .unwrap()
             .secret
     }
@@ -227,7 +227,7 @@ fn an_expired_token_is_refused() {
     let hub = start_hub();
     let token = hub
         .allowlist()
-        .issue_token(unix_now() - 1000, 60)
+        .issue_token(unix_now() - 1000, 60, Role::Device)
         .unwrap()
         .secret;
     let err = handshake(
@@ -291,7 +291,11 @@ fn token_expiry_is_judged_at_the_time_the_driver_hands_in() {
     let hub = start_hub();
     // A token that expired long ago by the wall clock, but is fresh at the relay's time.
     let issued = 1_000_000;
-    let token = hub.allowlist().issue_token(issued, 60).unwrap().secret;
+    let token = hub
+        .allowlist()
+        .issue_token(issued, 60, Role::Device)
+        .unwrap()
+        .secret;
     let at = |unix_secs: u64| Time {
         monotonic_ms: 5,
         unix_ms: unix_secs * 1000,

@@ -18,7 +18,7 @@ use outpost_protocol::handshake::{
 };
 use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
 use outpost_protocol::session::{
-    CommitRecord, ServerConfig, ServerSession, ServerStore, StagedBatch,
+    CommitRecord, PushOrigins, ServerConfig, ServerSession, ServerStore, StagedBatch,
 };
 use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
 use rusqlite::Connection;
@@ -158,6 +158,7 @@ impl Conn {
             role: PeerRole::Hub,
             fingerprint: None,
             peer_site: self.peer,
+            peer_pushes: PushOrigins::Own,
             wall_clock_ms: now_ms(),
             stage_ttl_ms: 60_000,
             max_staged_bytes: 1 << 20,

@@ -68,6 +68,13 @@ fn a_cloud_cut_inside_a_frame_is_reported_as_a_cut() {
         channel.send(&Message::Ping { nonce: 1 }.encode()).unwrap();
         let frame = channel.take_outgoing();
         s.write_all(&frame[..frame.len() / 2]).unwrap();
+        // End the stream with a FIN, then drain what the hub sent (its hello) until it closes:
+        // closing with unread input would reset the connection instead, and the hub would see a
+        // reset, not a cut.
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
     });
     let mut uplink = Uplink {
         mailbox: hub.dir().mailbox().unwrap(),

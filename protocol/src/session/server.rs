@@ -13,6 +13,17 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt;
 
+/// Which origins a peer may push batches of: the origin binding of docs/design.md section 10.
+/// The handshake authenticated the peer's key and site; its enrolment says what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushOrigins {
+    /// Only its own site's changes: every device.
+    Own,
+    /// Other sites' changes, but never the server's own: a hub enrolled as one, relaying the
+    /// batches of the devices behind it.
+    Relayed,
+}
+
 /// A server's settings for one session.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -24,6 +35,8 @@ pub struct ServerConfig {
     pub fingerprint: Option<[u8; 32]>,
     /// The client's site id as the handshake authenticated it.
     pub peer_site: SiteId,
+    /// The origins the client may push (from what it enrolled as).
+    pub peer_pushes: PushOrigins,
     /// The server's wall clock at hello (ms since the Unix epoch), for the client's skew check.
     pub wall_clock_ms: u64,
     /// Staged batches expire this long after the first push of a session.
@@ -235,6 +248,18 @@ impl<S: ServerStore> ServerSession<S> {
         }
         let header =
             codec::verify(&batch.0, &self.config.batch_limits).map_err(SessionError::BadBatch)?;
+        let allowed = match self.config.peer_pushes {
+            PushOrigins::Own => header.origin == self.config.peer_site,
+            PushOrigins::Relayed => header.origin != self.config.site,
+        };
+        if !allowed {
+            // Ending the session drops everything staged with it: nothing of this push is stored.
+            return Err(SessionError::ForeignOrigin {
+                origin: header.origin,
+                peer: self.config.peer_site,
+                allowed: self.config.peer_pushes,
+            });
+        }
         if self.staged.is_empty() {
             self.staged_since_ms = now_ms;
         }

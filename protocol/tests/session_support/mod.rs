@@ -7,8 +7,8 @@ use outpost_protocol::batch::BatchHeader;
 use outpost_protocol::id_range::{IdRange, IdRequest, RequestId};
 use outpost_protocol::message::{Message, PeerRole, SessionId};
 use outpost_protocol::session::{
-    ClientConfig, ClientSession, ClientStore, CommitRecord, ServerConfig, ServerSession,
-    ServerStore, SessionError, StagedBatch,
+    ClientConfig, ClientSession, ClientStore, CommitRecord, PushOrigins, ServerConfig,
+    ServerSession, ServerStore, SessionError, StagedBatch,
 };
 use outpost_protocol::{SiteId, VersionVector};
 #[allow(unused_imports)] // each test file uses part of these
@@ -129,6 +129,7 @@ pub fn server_config() -> ServerConfig {
         role: PeerRole::Hub,
         fingerprint: None,
         peer_site: DEVICE,
+        peer_pushes: PushOrigins::Own,
         wall_clock_ms: 1_000,
         stage_ttl_ms: 60_000,
         max_staged_bytes: 1 << 20,

@@ -23,7 +23,9 @@ fn key(n: u8) -> Vec<u8> {
 #[test]
 fn a_token_admits_one_device_once() {
     let (_dir, mut a) = open();
-    let t = a.issue_token(NOW, DEFAULT_TOKEN_TTL_SECS).unwrap();
+    let t = a
+        .issue_token(NOW, DEFAULT_TOKEN_TTL_SECS, Role::Device)
+        .unwrap();
     assert_eq!(t.expires_at, NOW + 900);
     let d = a
         .admit(&token_id(&t.secret), &public(1), SiteId([1; 16]), NOW + 5)
@@ -45,7 +47,7 @@ fn a_token_admits_one_device_once() {
 #[test]
 fn an_expired_token_admits_nobody_and_stays_unused() {
     let (_dir, mut a) = open();
-    let t = a.issue_token(NOW, 60).unwrap();
+    let t = a.issue_token(NOW, 60, Role::Device).unwrap();
     let err = a
         .admit(&token_id(&t.secret), &public(1), SiteId([1; 16]), NOW + 60)
         .unwrap_err();
@@ -53,7 +55,7 @@ fn an_expired_token_admits_nobody_and_stays_unused() {
     assert!(err.to_string().contains("expired"));
     assert!(a.devices().unwrap().is_empty());
     // Still usable a second before expiry in another test of the boundary:
-    let t2 = a.issue_token(NOW, 60).unwrap();
+    let t2 = a.issue_token(NOW, 60, Role::Device).unwrap();
     a.admit(&token_id(&t2.secret), &public(1), SiteId([1; 16]), NOW + 59)
         .unwrap();
 }
@@ -61,7 +63,7 @@ fn an_expired_token_admits_nobody_and_stays_unused() {
 #[test]
 fn an_unknown_token_is_refused() {
     let (_dir, mut a) = open();
-    a.issue_token(NOW, 60).unwrap();
+    a.issue_token(NOW, 60, Role::Device).unwrap();
     assert!(matches!(
         a.admit(&[9; 16], &public(1), SiteId([1; 16]), NOW),
         Err(AllowlistError::UnknownToken)
@@ -72,10 +74,10 @@ fn an_unknown_token_is_refused() {
 #[test]
 fn a_copied_database_presenting_a_known_site_with_another_key_is_refused() {
     let (_dir, mut a) = open();
-    let t1 = a.issue_token(NOW, 60).unwrap();
+    let t1 = a.issue_token(NOW, 60, Role::Device).unwrap();
     a.admit(&token_id(&t1.secret), &public(1), SiteId([1; 16]), NOW)
         .unwrap();
-    let t2 = a.issue_token(NOW, 60).unwrap();
+    let t2 = a.issue_token(NOW, 60, Role::Device).unwrap();
     let err = a
         .admit(&token_id(&t2.secret), &public(2), SiteId([1; 16]), NOW)
         .unwrap_err();
@@ -91,14 +93,14 @@ fn a_copied_database_presenting_a_known_site_with_another_key_is_refused() {
 #[test]
 fn a_revoked_device_is_refused_and_cannot_re_enroll() {
     let (_dir, mut a) = open();
-    let t = a.issue_token(NOW, 60).unwrap();
+    let t = a.issue_token(NOW, 60, Role::Device).unwrap();
     let d = a
         .admit(&token_id(&t.secret), &public(1), SiteId([0xab; 16]), NOW)
         .unwrap();
     let r = a.revoke(&d.site.to_string()[..8], NOW + 10).unwrap();
     assert_eq!(r.revoked_at, Some(NOW + 10));
     assert!(matches!(a.authorize(&key(1)), Err(AllowlistError::Revoked)));
-    let t2 = a.issue_token(NOW, 60).unwrap();
+    let t2 = a.issue_token(NOW, 60, Role::Device).unwrap();
     assert!(matches!(
         a.admit(
             &token_id(&t2.secret),
@@ -122,7 +124,7 @@ fn a_revoked_device_is_refused_and_cannot_re_enroll() {
 fn revoke_refuses_an_ambiguous_prefix() {
     let (_dir, mut a) = open();
     for n in 1..=2u8 {
-        let t = a.issue_token(NOW, 60).unwrap();
+        let t = a.issue_token(NOW, 60, Role::Device).unwrap();
         let mut site = [0xcd; 16];
         site[15] = n;
         a.admit(&token_id(&t.secret), &public(n), SiteId(site), NOW)
@@ -192,7 +194,7 @@ fn hex(b: &[u8]) -> String {
 #[test]
 fn sessions_are_authorized_only_for_the_enrolled_site() {
     let (_dir, mut a) = open();
-    let t = a.issue_token(NOW, 60).unwrap();
+    let t = a.issue_token(NOW, 60, Role::Device).unwrap();
     a.admit(&token_id(&t.secret), &public(1), SiteId([1; 16]), NOW)
         .unwrap();
     a.authorize_site(&key(1), SiteId([1; 16])).unwrap();
@@ -223,7 +225,7 @@ fn consumption_is_seen_by_another_connection() {
     let path = dir.path().join("allowlist.db");
     let mut a = Allowlist::open(&path).unwrap();
     let mut b = Allowlist::open(&path).unwrap();
-    let t = a.issue_token(NOW, 60).unwrap();
+    let t = a.issue_token(NOW, 60, Role::Device).unwrap();
     b.admit(&token_id(&t.secret), &public(1), SiteId([1; 16]), NOW)
         .unwrap();
     assert!(matches!(

@@ -172,6 +172,11 @@ fn write_link(f: &mut fmt::Formatter<'_>, e: &LinkError) -> fmt::Result {
         LinkError::Peer { code, message, .. } => match code {
             ErrorCode::SiteIdReused => write!(f, "re-enroll: {message}"),
             ErrorCode::Unauthorized => write!(f, "not authorized (revoked?): {message}"),
+            ErrorCode::ForeignOrigin => write!(
+                f,
+                "refused: this database pushed changes of another origin (was it copied from \
+                 another device?): {message}"
+            ),
             _ => write!(f, "the peer ended the session ({code:?}): {message}"),
         },
         e if e.is_lost_connection() => write!(f, "{e}; retry"),
