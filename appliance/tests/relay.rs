@@ -9,14 +9,13 @@ use outpost_protocol::channel::Limits as ChannelLimits;
 use outpost_protocol::handshake::Purpose;
 use outpost_protocol::message::ErrorCode;
 use outpost_protocol::message::{Message, PeerRole, SessionId};
-use outpost_protocol::session::SessionError;
 use outpost_protocol::SeqRange;
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
 use outpost_relay::allowlist::{Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
 use outpost_relay::serve_connection;
 use outpost_testkit::{
-    batch, connect, enroll_token, live_until, sync, sync_cut, Device, HubInfo, SyncError,
+    batch, connect, enroll_token, live_until, refused_with, sync, sync_cut, Device, HubInfo,
 };
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -295,17 +294,6 @@ fn a_device_in_live_mode_is_notified_of_another_devices_push_promptly() {
     );
 }
 
-/// The peer error a forging push ends with (issue 16, origin binding).
-fn foreign_origin(r: Result<u64, SyncError>) -> String {
-    match r {
-        Err(SyncError::Session(SessionError::Peer {
-            code: ErrorCode::ForeignOrigin,
-            message,
-        })) => message,
-        other => panic!("expected a ForeignOrigin refusal, got {other:?}"),
-    }
-}
-
 #[test]
 fn a_device_cannot_push_under_another_devices_origin_nor_lock_it_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -320,7 +308,10 @@ fn a_device_cannot_push_under_another_devices_origin_nor_lock_it_out() {
     for (n, claim) in forged.into_iter().enumerate() {
         let mut attacker = Device::holding(SiteId([0xe0 + n as u8; 16]), vec![claim]);
         enroll(&hub, &h, &mut attacker);
-        let message = foreign_origin(sync(&hub, &mut attacker, 10 + n as u64));
+        let message = refused_with(
+            sync(&hub, &mut attacker, 10 + n as u64),
+            ErrorCode::ForeignOrigin,
+        );
         assert!(message.contains("only its own changes"), "{message}");
     }
     // Nothing of either push was stored...

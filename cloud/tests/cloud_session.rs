@@ -8,12 +8,12 @@ use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::batch::BatchHeader;
 use outpost_protocol::handshake::Purpose;
 use outpost_protocol::message::{Covered, ErrorCode, PeerRole};
-use outpost_protocol::session::{ClientStore, SessionError};
+use outpost_protocol::session::ClientStore;
 use outpost_protocol::{SiteId, VersionVector};
 use outpost_relay::enroll::EnrollCode;
 use outpost_testkit::session::run;
 use outpost_testkit::Device as MemDevice;
-use outpost_testkit::{batch, connect, enroll_token, HubInfo, Keyed, SyncError};
+use outpost_testkit::{batch, connect, enroll_token, refused_with, HubInfo, Keyed, SyncError};
 use rusqlite::Connection;
 use serde_json::json;
 use std::collections::VecDeque;
@@ -191,17 +191,6 @@ fn a_device_enrolls_pushes_into_real_tables_and_pulls_rest_changes() {
     drop(run);
 }
 
-/// The peer error a push ends with when it names an origin the pusher may not push for.
-fn foreign_origin(r: Result<u64, SyncError>) -> String {
-    match r {
-        Err(SyncError::Session(SessionError::Peer {
-            code: ErrorCode::ForeignOrigin,
-            message,
-        })) => message,
-        other => panic!("expected a ForeignOrigin refusal, got {other:?}"),
-    }
-}
-
 /// Enrolls `dev` with a fresh `--device` or `--hub` code of the cloud at `data`.
 fn enroll_as(data: &str, kind: &str, dev: &mut MemDevice) -> HubInfo {
     let code = cli_ok(&["enroll-code", "--data", data, kind, "--no-qr"]);
@@ -227,13 +216,19 @@ fn no_peer_pushes_under_the_clouds_origin_and_only_hubs_relay_others() {
     // never be exported again): refused whole.
     let mut attacker = MemDevice::holding(SiteId([0x20; 16]), vec![batch(cloud_site, 1, far)]);
     let cloud = enroll_as(d, "--device", &mut attacker);
-    let message = foreign_origin(run(&cloud, &mut attacker, 1, None).map(|o| o.applied));
+    let message = refused_with(
+        run(&cloud, &mut attacker, 1, None).map(|o| o.applied),
+        ErrorCode::ForeignOrigin,
+    );
     assert!(message.contains("only its own changes"), "{message}");
     // A device relaying another device's batch: refused too.
     let other = SiteId([0x31; 16]);
     let mut relayer = MemDevice::holding(SiteId([0x30; 16]), vec![batch(other, 1, 1)]);
     enroll_as(d, "--device", &mut relayer);
-    foreign_origin(run(&cloud, &mut relayer, 1, None).map(|o| o.applied));
+    refused_with(
+        run(&cloud, &mut relayer, 1, None).map(|o| o.applied),
+        ErrorCode::ForeignOrigin,
+    );
 
     // A hub relays its devices' batches, but never the cloud's own.
     let relayed = SiteId([0x41; 16]);
@@ -242,7 +237,10 @@ fn no_peer_pushes_under_the_clouds_origin_and_only_hubs_relay_others() {
         vec![batch(relayed, 1, 2), batch(cloud_site, 1, far)],
     );
     enroll_as(d, "--hub", &mut hub);
-    let message = foreign_origin(run(&cloud, &mut hub, 1, None).map(|o| o.applied));
+    let message = refused_with(
+        run(&cloud, &mut hub, 1, None).map(|o| o.applied),
+        ErrorCode::ForeignOrigin,
+    );
     assert!(message.contains("this server's own"), "{message}");
     hub.own.pop();
     run(&cloud, &mut hub, 2, None).unwrap();

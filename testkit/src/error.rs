@@ -4,7 +4,7 @@
 
 use outpost_protocol::channel::ChannelError;
 use outpost_protocol::handshake::HandshakeError;
-use outpost_protocol::message::MessageError;
+use outpost_protocol::message::{ErrorCode, MessageError};
 use outpost_protocol::session::SessionError;
 use std::fmt;
 
@@ -32,6 +32,17 @@ impl fmt::Display for SyncError {
             SyncError::Message(e) => write!(f, "message from the peer: {e}"),
             SyncError::Session(e) => write!(f, "session: {e}"),
         }
+    }
+}
+
+/// The message of the peer's `Error` a session ended with, when its code is `code`; panics with
+/// what happened otherwise (a test expecting one refusal).
+pub fn refused_with<T: fmt::Debug>(r: Result<T, SyncError>, code: ErrorCode) -> String {
+    match r {
+        Err(SyncError::Session(SessionError::Peer { code: got, message })) if got == code => {
+            message
+        }
+        other => panic!("expected the peer to refuse with {code:?}, got {other:?}"),
     }
 }
 

@@ -45,7 +45,7 @@ pub mod e2e;
 pub use batch::{batch, header};
 pub use device::{Device, MemStore};
 pub use dial::{connect, enroll, enroll_token, handshake, HubInfo};
-pub use error::SyncError;
+pub use error::{refused_with, SyncError};
 pub use peer::{Keyed, Peer};
 pub use session::{exchange, live_until, sync, sync_cut};
 pub use wait::{wait_for, wait_until};
