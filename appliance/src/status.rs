@@ -358,6 +358,8 @@ pub struct IdStatus {
     pub demand: u64,
     /// Delegated: numbers asked of the cloud, not granted yet.
     pub refilling: u64,
+    /// Requests refused because the device had used its id quota.
+    pub over_quota: u64,
 }
 
 /// The uplink as the status shows it.
@@ -539,6 +541,7 @@ impl Snapshot {
                     pool: i.pool,
                     demand: i.demand,
                     refilling: i.refilling,
+                    over_quota: i.over_quota,
                 })
                 .collect(),
         })
@@ -646,15 +649,21 @@ impl Snapshot {
         o
     }
 
-    /// `pool 190  demand 500  refilling 1000` (delegated) or `next 101` (root).
+    /// `pool 190  demand 500  refilling 1000` (delegated) or `next 101` (root), then
+    /// `over quota N` when devices were refused ids for their quota.
     fn id_figures(&self, i: &IdStatus) -> String {
-        if self.id_mode == "delegated" {
+        let figures = if self.id_mode == "delegated" {
             format!(
                 "pool {}  demand {}  refilling {}",
                 i.pool, i.demand, i.refilling
             )
         } else {
             format!("next {}", i.next)
+        };
+        if i.over_quota > 0 {
+            format!("{figures}  over quota {}", i.over_quota)
+        } else {
+            figures
         }
     }
 

@@ -7,6 +7,7 @@ use outpost_hub::datadir::{unix_now, DataDir};
 use outpost_hub::hub::Hub;
 use outpost_protocol::channel::Limits as ChannelLimits;
 use outpost_protocol::handshake::Purpose;
+use outpost_protocol::id_range::{IdRequest, RequestId, MAX_ID_BLOCK};
 use outpost_protocol::message::ErrorCode;
 use outpost_protocol::message::{Message, PeerRole, SessionId};
 use outpost_protocol::SeqRange;
@@ -326,4 +327,41 @@ fn a_device_cannot_push_under_another_devices_origin_nor_lock_it_out() {
     enroll(&hub, &h, &mut c);
     sync(&hub, &mut c, 1).unwrap();
     assert_eq!(c.applied_seqs(b.site), vec![1, 2]);
+}
+
+#[test]
+fn a_device_asking_for_a_million_ids_again_and_again_gets_one_million_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, h) = start_hub(&dir.path().join("hub"));
+    let hub = info(addr, &h);
+    let mut greedy = Device::new(0x91);
+    enroll(&hub, &h, &mut greedy);
+    greedy.pending = (1..=3u8)
+        .map(|n| IdRequest {
+            request: RequestId([n; 16]),
+            sequence: "patients".into(),
+            count: MAX_ID_BLOCK,
+            above: 0,
+        })
+        .collect();
+    sync(&hub, &mut greedy, 1).unwrap();
+    sync(&hub, &mut greedy, 2).unwrap();
+    assert_eq!(greedy.blocks.len(), 1, "{:?}", greedy.blocks);
+    assert_eq!(greedy.pending.len(), 2, "the rest wait for the next period");
+    let status = h.dir().mailbox().unwrap().id_status().unwrap();
+    assert_eq!(
+        status[0].over_quota, 4,
+        "two refused requests, asked in two syncs"
+    );
+    // Another device is served as usual.
+    let mut other = Device::new(0x92);
+    enroll(&hub, &h, &mut other);
+    other.pending = vec![IdRequest {
+        request: RequestId([1; 16]),
+        sequence: "patients".into(),
+        count: 100,
+        above: 0,
+    }];
+    sync(&hub, &mut other, 1).unwrap();
+    assert_eq!(other.blocks.len(), 1);
 }

@@ -95,7 +95,12 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
     // The cloud is the root of every id sequence: its counters are the next numbers it grants.
     let ids: serde_json::Map<String, Value> = ids
         .into_iter()
-        .map(|i| (i.sequence, json!({"next": i.next})))
+        .map(|i| {
+            (
+                i.sequence,
+                json!({"next": i.next, "over_quota": i.over_quota}),
+            )
+        })
         .collect();
     let origins: Vec<Value> = mailbox
         .origins
@@ -220,7 +225,12 @@ pub fn render(v: &Value) -> String {
     if let Some(ids) = v["ids"].as_object().filter(|m| !m.is_empty()) {
         line("ids        (the root of every sequence)".into());
         for (sequence, i) in ids {
-            line(format!("  {sequence}  next {}", s(&i["next"])));
+            let over = i["over_quota"].as_u64().unwrap_or(0);
+            line(if over > 0 {
+                format!("  {sequence}  next {}  over quota {over}", s(&i["next"]))
+            } else {
+                format!("  {sequence}  next {}", s(&i["next"]))
+            });
         }
     }
     let peers = v["peers"].as_array().cloned().unwrap_or_default();

@@ -18,6 +18,12 @@
 //! request is stored (with its random id) before it is sent, and its grant enters the pool in one
 //! transaction with the request's removal, so a grant arriving twice adds nothing.
 //!
+//! **Quota.** A device may be granted at most [`DEVICE_ID_QUOTA`] numbers (all sequences together)
+//! per rolling period ([`Mailbox::grant_ids_metered`]); a request beyond it gets an empty grant
+//! ("not now": the device keeps it and asks again at a later sync), records no demand (so it
+//! cannot make a hub drain the cloud either) and is counted per sequence for status. Hubs'
+//! refills are not metered: a hub serves many devices, each metered at the hub.
+//!
 //! **Known limit.** A hub that issued numbers as root and then joins a cloud is safe only if the
 //! cloud hears its floor (`above`) before it grants those numbers to anyone else.
 
@@ -29,6 +35,23 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 /// Numbers a hub asks the cloud for at least, per refill.
 pub const HUB_BLOCK: u64 = 10_000;
+
+/// How many id numbers one peer may be granted per rolling period.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdQuota {
+    /// Numbers, all sequences together.
+    pub numbers: u64,
+    /// The period, in seconds.
+    pub period_secs: u64,
+}
+
+/// A device's quota: one largest block ([`MAX_ID_BLOCK`], a million numbers) per 24 hours, far
+/// above what a field app reserves (blocks of hundreds), far below draining a hub's pool by
+/// asking again and again.
+pub const DEVICE_ID_QUOTA: IdQuota = IdQuota {
+    numbers: MAX_ID_BLOCK,
+    period_secs: 24 * 60 * 60,
+};
 
 /// Where a mailbox's numbers come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +75,8 @@ pub struct IdSequenceStatus {
     pub demand: u64,
     /// Delegated: numbers asked of the cloud and not granted yet.
     pub refilling: u64,
+    /// Requests refused because the asking device had used its [`DEVICE_ID_QUOTA`].
+    pub over_quota: u64,
 }
 
 fn ranges_blob(ranges: &[IdRange]) -> Vec<u8> {
@@ -105,6 +130,30 @@ impl Mailbox {
         peer: &SiteId,
         request: &IdRequest,
     ) -> Result<Vec<IdRange>, MailboxError> {
+        self.grant(peer, request, None, 0)
+    }
+
+    /// [`Mailbox::grant_ids`] for a device, at `now` (unix seconds): a new request that would take
+    /// the device past `quota` within its period gets an empty grant, records no demand and is
+    /// counted in [`IdSequenceStatus::over_quota`]. A repeated request still gets its recorded
+    /// ranges.
+    pub fn grant_ids_metered(
+        &mut self,
+        peer: &SiteId,
+        request: &IdRequest,
+        quota: IdQuota,
+        now: u64,
+    ) -> Result<Vec<IdRange>, MailboxError> {
+        self.grant(peer, request, Some(quota), now)
+    }
+
+    fn grant(
+        &mut self,
+        peer: &SiteId,
+        request: &IdRequest,
+        quota: Option<IdQuota>,
+        now: u64,
+    ) -> Result<Vec<IdRange>, MailboxError> {
         let mode = self.id_mode()?;
         let path = self.path().to_path_buf();
         let sql = |source| MailboxError::Sqlite {
@@ -129,6 +178,26 @@ impl Mailbox {
                 what: "id grant record".into(),
                 source,
             });
+        }
+        if let Some(quota) = quota {
+            let used: i64 = tx
+                .query_row(
+                    "SELECT coalesce(sum(count), 0) FROM id_grants \
+                     WHERE peer = ?1 AND granted_at > ?2",
+                    params![peer.as_bytes(), int(now.saturating_sub(quota.period_secs))],
+                    |r| r.get(0),
+                )
+                .map_err(sql)?;
+            if (used as u64).saturating_add(request.count) > quota.numbers {
+                tx.execute(
+                    "INSERT INTO id_over_quota(sequence, refused) VALUES (?1, 1) \
+                     ON CONFLICT(sequence) DO UPDATE SET refused = refused + 1",
+                    [&request.sequence],
+                )
+                .map_err(sql)?;
+                tx.commit().map_err(sql)?;
+                return Ok(Vec::new());
+            }
         }
         let ranges = match mode {
             IdMode::Root => {
@@ -234,14 +303,15 @@ impl Mailbox {
             }
         };
         tx.execute(
-            "INSERT INTO id_grants(peer, request, sequence, count, ranges) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO id_grants(peer, request, sequence, count, ranges, granted_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 peer.as_bytes(),
                 request.request.0,
                 request.sequence,
                 int(request.count),
-                ranges_blob(&ranges)
+                ranges_blob(&ranges),
+                int(now)
             ],
         )
         .map_err(sql)?;
@@ -404,9 +474,11 @@ impl Mailbox {
                     coalesce((SELECT sum(last - first + 1) FROM id_pool p
                               WHERE p.sequence = s.sequence), 0),
                     coalesce((SELECT sum(count) FROM id_demand d WHERE d.sequence = s.sequence), 0),
-                    coalesce((SELECT sum(count) FROM id_refills f WHERE f.sequence = s.sequence), 0)
+                    coalesce((SELECT sum(count) FROM id_refills f WHERE f.sequence = s.sequence), 0),
+                    coalesce((SELECT refused FROM id_over_quota q WHERE q.sequence = s.sequence), 0)
                  FROM (SELECT sequence FROM id_counters UNION SELECT sequence FROM id_pool
-                       UNION SELECT sequence FROM id_demand UNION SELECT sequence FROM id_refills) s
+                       UNION SELECT sequence FROM id_demand UNION SELECT sequence FROM id_refills
+                       UNION SELECT sequence FROM id_over_quota) s
                  ORDER BY s.sequence",
             )
             .map_err(|e| self.sql(e))?;
@@ -418,6 +490,7 @@ impl Mailbox {
                     pool: r.get::<_, i64>(2)? as u64,
                     demand: r.get::<_, i64>(3)? as u64,
                     refilling: r.get::<_, i64>(4)? as u64,
+                    over_quota: r.get::<_, i64>(5)? as u64,
                 })
             })
             .map_err(|e| self.sql(e))?;

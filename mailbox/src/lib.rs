@@ -48,7 +48,7 @@ mod server_store;
 
 pub use client_store::{ExportPlan, MailboxClient, Moved, PUSH_BUDGET};
 pub use error::MailboxError;
-pub use ids::{IdMode, IdSequenceStatus, HUB_BLOCK};
+pub use ids::{IdMode, IdQuota, IdSequenceStatus, DEVICE_ID_QUOTA, HUB_BLOCK};
 pub use mailbox::{
     Batches, Mailbox, MailboxStatus, OriginStatus, PullPlan, PushRecord, Receipt, StagedBatch,
     StoredBatch,

@@ -14,6 +14,8 @@
 //!   `id_pool` (delegated: ranges the cloud granted, not handed out yet), `id_demand` (requests
 //!   the pool could not cover), `id_refills` (the uplink's own request per sequence, kept from
 //!   before it is sent until its grant is stored).
+//! - Version 4: `id_grants.granted_at` (unix seconds) for the devices' id quota, and
+//!   `id_over_quota` (per sequence, the requests refused for it), shown in status.
 
 use crate::error::MailboxError;
 use crate::plan::{plan, Candidate};
@@ -24,7 +26,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches(
@@ -60,6 +62,7 @@ CREATE TABLE IF NOT EXISTS id_grants(
     sequence TEXT NOT NULL,
     count INTEGER NOT NULL,
     ranges BLOB NOT NULL,
+    granted_at INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (peer, request)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS id_pool(
@@ -80,6 +83,10 @@ CREATE TABLE IF NOT EXISTS id_refills(
     sequence TEXT NOT NULL UNIQUE,
     count INTEGER NOT NULL,
     above INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS id_over_quota(
+    sequence TEXT PRIMARY KEY,
+    refused INTEGER NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -225,6 +232,14 @@ impl Mailbox {
                 found,
                 supported: SCHEMA_VERSION,
             });
+        }
+        if found == 3 {
+            // Version 3 had id grants without their time: they count as granted long ago.
+            conn.execute_batch(
+                "BEGIN IMMEDIATE; \
+                 ALTER TABLE id_grants ADD COLUMN granted_at INTEGER NOT NULL DEFAULT 0; COMMIT;",
+            )
+            .map_err(sql)?;
         }
         if found < SCHEMA_VERSION {
             conn.execute_batch(&format!(

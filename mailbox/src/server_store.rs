@@ -7,11 +7,13 @@
 //! [`Mailbox::grant_ids`] (root counters or the delegated pool, recorded per peer and request).
 
 use crate::error::MailboxError;
+use crate::ids::DEVICE_ID_QUOTA;
 use crate::mailbox::{Mailbox, PullPlan, PushRecord, StagedBatch as MailboxBatch};
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::{Covered, SessionId};
 use outpost_protocol::session::{CommitRecord, ServerStore, StagedBatch};
 use outpost_protocol::{SiteId, VersionVector};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 impl ServerStore for Mailbox {
     type Error = MailboxError;
@@ -85,16 +87,26 @@ impl ServerStore for Mailbox {
     fn grant_ids(
         &mut self,
         peer: &SiteId,
+        metered: bool,
         request: &IdRequest,
     ) -> Result<Vec<IdRange>, MailboxError> {
-        let ranges = Mailbox::grant_ids(self, peer, request)?;
+        let ranges = if metered {
+            // The quota's period is in wall time; a hub whose clock is wrong still caps each
+            // period it believes in, which is all the quota needs.
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.grant_ids_metered(peer, request, DEVICE_ID_QUOTA, now)?
+        } else {
+            Mailbox::grant_ids(self, peer, request)?
+        };
         log::info!(
             "mailbox={} ids: {} of {:?} for {peer}: {}",
             self.path().display(),
             request.count,
             request.sequence,
             if ranges.is_empty() {
-                "not now (pool short; demand recorded)".to_string()
+                "not now (pool short, or the device's quota used)".to_string()
             } else {
                 format!(
                     "{}..={} in {} range(s)",

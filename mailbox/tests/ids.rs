@@ -3,7 +3,7 @@
 
 mod support;
 
-use outpost_mailbox::{IdMode, Mailbox};
+use outpost_mailbox::{IdMode, Mailbox, DEVICE_ID_QUOTA, HUB_BLOCK};
 use outpost_protocol::id_range::{IdRange, IdRequest, RequestId};
 use outpost_protocol::VersionVector;
 use support::{batch, site};
@@ -192,4 +192,47 @@ fn a_pull_plan_knows_its_size_before_the_first_batch() {
     v.set(a, 4);
     v.set(b, 2);
     assert_eq!(mb.pull_plan(&v, None).unwrap().size(), (0, 0));
+}
+
+#[test]
+fn a_device_that_asks_again_and_again_is_held_to_its_quota_and_a_hub_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    mb.set_id_mode(IdMode::Delegated).unwrap();
+    let device = site(9);
+    let (quota, now) = (DEVICE_ID_QUOTA, 1_800_000_000);
+    let million = quota.numbers;
+    let metered = |mb: &mut Mailbox, who, id, count, at| {
+        mb.grant_ids_metered(&who, &request(id, "patients", count, 0), quota, at)
+            .unwrap()
+    };
+    // A first million: the pool is empty, the demand goes to the cloud, which refills it.
+    assert_eq!(metered(&mut mb, device, 1, million, now), vec![]);
+    let refills = mb.id_refills(HUB_BLOCK, HUB_BLOCK).unwrap();
+    mb.id_refill_granted(&refills[0], &[r(1, 2 * million)])
+        .unwrap();
+    let first = metered(&mut mb, device, 1, million, now);
+    assert_eq!(first, vec![r(1, million)]);
+    // Asking again the same day is refused, and asks the cloud for nothing.
+    for id in 2..5 {
+        assert_eq!(metered(&mut mb, device, id, 10, now + 60), vec![]);
+    }
+    let status = &mb.id_status().unwrap()[0];
+    assert_eq!((status.over_quota, status.demand), (3, 0));
+    assert!(!mb.id_refill_wanted().unwrap());
+    // A retry of the granted request still gets its ranges; another device is not affected;
+    // a day later the device is served again.
+    assert_eq!(metered(&mut mb, device, 1, million, now + 60), first);
+    assert_eq!(metered(&mut mb, site(8), 1, 10, now).len(), 1);
+    assert_eq!(
+        metered(&mut mb, device, 9, 10, now + quota.period_secs + 1).len(),
+        1
+    );
+    // Unmetered grants (a hub's refills at the cloud) have no quota.
+    for id in 20..23 {
+        assert!(!mb
+            .grant_ids(&site(7), &request(id, "patients", million / 4, 0))
+            .unwrap()
+            .is_empty());
+    }
 }

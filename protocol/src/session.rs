@@ -122,13 +122,16 @@ pub trait ServerStore {
     /// Grants `request.count` numbers of `request.sequence` to `peer`, all above
     /// `request.above`, or nothing when it cannot now (then it should remember the demand). The
     /// grant must be **durable** before this returns and **idempotent** on (peer, request id):
-    /// a retried request returns the recorded ranges. The default grants nothing.
+    /// a retried request returns the recorded ranges. `metered`: the peer is a device, whose
+    /// grants the store may cap per period (an empty grant: "not now"); a hub's refills are not
+    /// (it serves many devices, each metered at the hub). The default grants nothing.
     fn grant_ids(
         &mut self,
         peer: &SiteId,
+        metered: bool,
         request: &IdRequest,
     ) -> Result<Vec<IdRange>, Self::Error> {
-        let _ = (peer, request);
+        let _ = (peer, metered, request);
         Ok(Vec::new())
     }
 }

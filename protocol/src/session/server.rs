@@ -172,7 +172,11 @@ impl<S: ServerStore> ServerSession<S> {
             }
             (ServerState::Ready, Message::IdRequest(request)) => {
                 let ranges = store
-                    .grant_ids(&self.config.peer_site, &request)
+                    .grant_ids(
+                        &self.config.peer_site,
+                        self.config.peer_pushes == PushOrigins::Own,
+                        &request,
+                    )
                     .map_err(store_err)?;
                 let total = crate::id_range::check_ranges(&ranges)
                     .map_err(SessionError::StoreGrantInvalid)?;

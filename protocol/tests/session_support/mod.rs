@@ -91,7 +91,12 @@ impl ServerStore for MemServer {
             plan.iter().map(|b| b.len() as u64).sum(),
         )))
     }
-    fn grant_ids(&mut self, peer: &SiteId, r: &IdRequest) -> Result<Vec<IdRange>, String> {
+    fn grant_ids(
+        &mut self,
+        peer: &SiteId,
+        _metered: bool,
+        r: &IdRequest,
+    ) -> Result<Vec<IdRange>, String> {
         if let Some(g) = self.grants.get(&(*peer, r.request)) {
             return Ok(g.clone());
         }
