@@ -163,3 +163,72 @@ fn netlink() -> std::io::Result<libc::c_int> {
     }
     Ok(fd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_testkit::netns::{in_netns, sh, Netns};
+    use outpost_testkit::require::{is_root, require};
+
+    #[test]
+    fn an_address_added_in_the_workers_namespace_wakes_it() {
+        if !require(
+            "wake::network",
+            "needs root (a network namespace)",
+            is_root(),
+        ) {
+            return;
+        }
+        let ns = Netns::new("wake");
+        let name = ns.0.clone();
+        // The watcher opens its socket inside the namespace, as the worker does in its own.
+        let (quiet, woke) = in_netns(&ns.0, move || {
+            let mut network = Network::open();
+            assert!(matches!(network, Network::Netlink(_)), "netlink available");
+            let quiet = network.changed();
+            sh(&[
+                "ip",
+                "-n",
+                &name,
+                "addr",
+                "add",
+                "10.99.0.1/24",
+                "dev",
+                "lo",
+            ]);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut woke = false;
+            while !woke && Instant::now() < deadline {
+                woke = network.changed();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (quiet, woke)
+        });
+        assert!(!quiet, "nothing changed yet");
+        assert!(woke, "an address change is seen within 5 s");
+    }
+
+    #[test]
+    fn another_connections_tracked_commit_wakes_the_worker_and_a_pulled_one_does_not() {
+        crate::engine::register().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let app = Connection::open(&path).unwrap();
+        app.execute_batch(
+            "CREATE TABLE notes(id TEXT PRIMARY KEY, body TEXT);
+             SELECT outpost_track('notes');
+             CREATE TABLE scratch(x);",
+        )
+        .unwrap();
+        let mut commits = Commits::new(Connection::open(&path).unwrap()).unwrap();
+        assert!(!commits.new_local_change());
+        // A commit that issues no own change (an untracked table, as a pulled batch issues
+        // none either) does not wake it.
+        app.execute("INSERT INTO scratch VALUES (1)", []).unwrap();
+        assert!(!commits.new_local_change());
+        app.execute("INSERT INTO notes VALUES ('n1', 'hello')", [])
+            .unwrap();
+        assert!(commits.new_local_change());
+        assert!(!commits.new_local_change(), "once per change");
+    }
+}
