@@ -46,6 +46,10 @@ pub const RELAY_LIMITS: Limits = Limits {
 /// Outgoing connections open at once on the hub's stack (the uplink uses one at a time).
 pub const DIAL_SLOTS: usize = 2;
 
+// Every slot is a socket of the stack's set, which panics when it is full: DHCP and mDNS take
+// one each.
+const _: () = assert!(RELAY_SLOTS + http::SLOTS + DIAL_SLOTS + 2 <= stack::MAX_SOCKETS);
+
 /// What the hub serves on its stack.
 pub struct HubServices<H, F> {
     /// The hub's site id (32 hex digits), announced over mDNS.
