@@ -86,7 +86,7 @@ pub fn spawn(listener: TcpListener, cloud: Arc<Cloud>) -> Result<(), SessionsErr
     std::thread::Builder::new()
         .name("sessions".into())
         .spawn(move || {
-            if let Err(e) = serve(listener, ServerLimits::default(), live, Arc::new(handler)) {
+            if let Err(e) = serve(listener, ServerLimits::CLOUD, live, Arc::new(handler)) {
                 log::error!("the session listener stopped: {e}");
             }
         })

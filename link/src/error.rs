@@ -36,6 +36,12 @@ pub enum LinkError {
         /// The peer.
         at: Endpoint,
     },
+    /// The peer is too loaded to serve this connection now (too many connections): it sent the
+    /// busy notice instead of a handshake reply. Retry later; nothing was refused.
+    Busy {
+        /// The peer.
+        at: Endpoint,
+    },
     /// The handshake failed: the reply did not prove the pinned key
     /// ([`HandshakeError::KeyMismatch`]), the peer refused this client
     /// ([`HandshakeError::Refused`]), an enrollment token was refused, ...
@@ -149,6 +155,7 @@ impl LinkError {
         match self {
             LinkError::Unreachable { .. } => None,
             LinkError::Unanswered { at }
+            | LinkError::Busy { at }
             | LinkError::Handshake { at, .. }
             | LinkError::HandshakeCut { at }
             | LinkError::TimedOut { at }
@@ -201,6 +208,11 @@ impl fmt::Display for LinkError {
                 f,
                 "key mismatch: the peer at {} closed the connection without answering the handshake, which is what a peer without the key pinned for {} does (or the connection was cut); nothing was sent",
                 at.address, at.peer
+            ),
+            LinkError::Busy { at } => write!(
+                f,
+                "{} busy (too many connections at {}), retry later",
+                at.peer, at.address
             ),
             LinkError::Handshake { at, error } => match error {
                 HandshakeError::KeyMismatch => write!(
@@ -270,6 +282,7 @@ impl std::error::Error for LinkError {
             LinkError::Session { error, .. } => Some(error),
             LinkError::Unreachable { .. }
             | LinkError::Unanswered { .. }
+            | LinkError::Busy { .. }
             | LinkError::HandshakeCut { .. }
             | LinkError::TimedOut { .. }
             | LinkError::Silent { .. }

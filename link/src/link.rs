@@ -5,12 +5,16 @@
 //! bytes, reads the monotonic clock for the channel's deadlines, and turns what the stream does
 //! into [`LinkError`]s: a close before any reply to message 1 is [`LinkError::Unanswered`] (a
 //! responder that cannot read it says nothing), a close inside a frame or a chunked message is
-//! [`LinkError::Cut`], a close between messages [`LinkError::Closed`].
+//! [`LinkError::Cut`], a close between messages [`LinkError::Closed`]. The peer's busy notice
+//! (`handshake::BUSY_NOTICE`, sent instead of the reply to message 1, or, after an enrollment's
+//! message 3, instead of the first message) is [`LinkError::Busy`].
 
 use crate::error::{Endpoint, LinkError};
 use crate::wire::Wire;
 use outpost_protocol::channel::{Channel, Limits};
-use outpost_protocol::handshake::{Ephemeral, Initiator, InitiatorConfig};
+use outpost_protocol::handshake::{
+    Ephemeral, HandshakeError, Initiator, InitiatorConfig, BUSY_NOTICE,
+};
 use outpost_protocol::message::Message;
 use outpost_protocol::session::{ClientSession, ClientStore, SessionError};
 use std::io::ErrorKind;
@@ -37,6 +41,9 @@ pub struct Link<W: Wire> {
     read_timeout: Duration,
     /// When bytes last arrived (a message in progress counts: the peer is alive).
     heard: Instant,
+    /// No message has arrived yet: the peer's busy notice may still come instead of one (an
+    /// enrollment is admitted before the session's slot is, see [`LinkError::Busy`]).
+    first: bool,
     at: Endpoint,
 }
 
@@ -106,10 +113,12 @@ impl<W: Wire> Link<W> {
                         io,
                         read_timeout: io,
                         heard: Instant::now(),
+                        first: true,
                         at,
                     });
                 }
                 Ok(None) => {}
+                Err(HandshakeError::Busy) => return Err(LinkError::Busy { at }),
                 Err(error) => return Err(LinkError::Handshake { at, error }),
             }
         }
@@ -239,6 +248,19 @@ impl<W: Wire> Link<W> {
         if self.pending.is_empty() {
             return Ok(None);
         }
+        if self.first {
+            // The notice is 8 plain bytes; a sealed frame is never shorter than its tag, so
+            // a frame with this length prefix cannot be a real message.
+            let n = self.pending.len().min(BUSY_NOTICE.len());
+            if self.pending[..n] == BUSY_NOTICE[..n] {
+                if n < BUSY_NOTICE.len() {
+                    return Ok(None);
+                }
+                return Err(LinkError::Busy {
+                    at: self.at.clone(),
+                });
+            }
+        }
         let mut input = &self.pending[..];
         let r = self.channel.receive(&mut input, elapsed_ms(self.start));
         let used = self.pending.len() - input.len();
@@ -247,6 +269,9 @@ impl<W: Wire> Link<W> {
             at: self.at.clone(),
             error,
         })?;
+        if bytes.is_some() {
+            self.first = false;
+        }
         match bytes {
             Some(bytes) => Message::decode(&bytes, self.max_message)
                 .map(Some)

@@ -633,3 +633,31 @@ fn a_message_still_arriving_keeps_a_live_link_alive_past_the_silence_limit() {
         "{seen:?}"
     );
 }
+
+/// What the device saw before the busy notice existed: a hub that closes at once for load was
+/// a "key mismatch". Now the notice, at once or after message 1 was read, is `Busy`.
+#[test]
+fn a_busy_notice_is_busy_not_a_key_mismatch() {
+    use outpost_protocol::handshake::BUSY_NOTICE;
+    for read_first in [false, true] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let hub = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            if read_first {
+                let mut msg1 = [0u8; 191];
+                s.read_exact(&mut msg1).unwrap();
+            }
+            s.write_all(&BUSY_NOTICE).unwrap();
+        });
+        let e = open(&address).unwrap_err();
+        assert!(matches!(e, LinkError::Busy { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("hub aaaa") && text.contains("busy (too many connections"),
+            "{text}"
+        );
+        assert!(text.ends_with("retry later"), "{text}");
+        hub.join().unwrap();
+    }
+}

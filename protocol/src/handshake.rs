@@ -14,6 +14,11 @@
 //! | 2 | R → I     | Noise message 2; its payload is one status byte (0 = admitted)       | 82       |
 //! | 3 | I → R     | enrollment only: the first transport frame, plaintext `OPENROLL`      | 24       |
 //!
+//! A responder too loaded to serve another connection sends the **busy notice** instead
+//! ([`BUSY_NOTICE`]: the frame `00 06` `OPBUSY`) and closes; the initiator reports
+//! [`HandshakeError::Busy`]. It is the one unauthenticated thing an initiator acts on, and all it
+//! does is retry later: anyone on the path could as well cut the connection.
+//!
 //! Message 1's encrypted payload is the initiator's handshake counter (u64 BE), its site id, and
 //! in enrollment the [`TokenId`] naming the token (so the responder can pick the pre-shared key;
 //! the id is a hash and reveals nothing of the token). The **prologue** binds the version, the
@@ -40,7 +45,8 @@ mod noise;
 
 pub use keys::{KeyError, Keypair, PublicKey, PUBLIC_KEY_LEN, PUBLIC_KEY_PREFIX, SECRET_KEY_LEN};
 pub use layout::{
-    ENROLL_CONFIRM, HANDSHAKE_MAX_FRAME, MODE_ENROLL, MODE_SESSION, MSG1_LEN, MSG2_LEN, MSG3_LEN,
+    BUSY_NOTICE, BUSY_PAYLOAD, ENROLL_CONFIRM, HANDSHAKE_MAX_FRAME, MODE_ENROLL, MODE_SESSION,
+    MSG1_LEN, MSG2_LEN, MSG3_LEN,
 };
 pub use noise::{primitives, ENROLL_PATTERN, PROLOGUE_LABEL, SESSION_PATTERN};
 
@@ -311,6 +317,9 @@ pub enum HandshakeError {
     Finished,
     /// The Noise library refused an operation this module never asks for in valid use.
     Noise,
+    /// Initiator: the responder sent the busy notice instead of message 2: it has too many
+    /// connections now. Retry later (not authenticated: nothing else may follow from it).
+    Busy,
 }
 
 impl fmt::Display for HandshakeError {
@@ -355,6 +364,9 @@ impl fmt::Display for HandshakeError {
                 f.write_str("second handshake on this connection: reconnect to handshake again")
             }
             HandshakeError::Noise => f.write_str("internal handshake failure"),
+            HandshakeError::Busy => {
+                f.write_str("peer busy (too many connections): retry later")
+            }
         }
     }
 }
@@ -556,6 +568,9 @@ impl Initiator {
             return Err(HandshakeError::Finished);
         };
         let mut hs = *hs;
+        if frame == BUSY_PAYLOAD {
+            return Err(HandshakeError::Busy);
+        }
         check_len(2, frame.len(), MSG2_LEN)?;
         let mut status = [0u8; MSG2_LEN];
         let n = hs.read_message(&frame, &mut status).map_err(|_| {

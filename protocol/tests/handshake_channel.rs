@@ -682,3 +682,38 @@ fn a_stream_ending_inside_a_frame_or_message_is_reported() {
         ChannelError::Frame(FrameError::Truncated { .. })
     ));
 }
+
+#[test]
+fn the_busy_notice_is_busy_for_the_initiator_in_both_modes() {
+    use outpost_protocol::handshake::BUSY_NOTICE;
+    // The documented bytes (docs/wire-format.md, "Busy notice").
+    assert_eq!(
+        BUSY_NOTICE,
+        [0x00, 0x06, 0x4f, 0x50, 0x42, 0x55, 0x53, 0x59]
+    );
+    let (device, hub) = (key(1), key(2));
+    for purpose in [Purpose::Session, Purpose::Enroll { token: TOKEN }] {
+        let (mut i, _msg1) = start(&initiator_config(&device, &hub, 1, purpose), 1);
+        // Delivered a byte at a time, as a slow link would.
+        let mut got = Ok(None);
+        for b in BUSY_NOTICE {
+            got = i.receive(&mut &[b][..], 2);
+            if !matches!(got, Ok(None)) {
+                break;
+            }
+        }
+        assert_eq!(got.unwrap_err(), HandshakeError::Busy);
+    }
+    // Any other 6-byte frame is still a truncated message 2.
+    let (mut i, _) = start(&initiator_config(&device, &hub, 1, Purpose::Session), 1);
+    let e = i
+        .receive(
+            &mut &[0x00, 0x06, b'O', b'P', b'B', b'U', b'S', b'X'][..],
+            2,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, HandshakeError::Truncated { message: 2, .. }),
+        "{e:?}"
+    );
+}

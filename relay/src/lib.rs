@@ -12,6 +12,8 @@
 //! - [`Relay`]: one connection as a socket-independent machine (Noise responder admitting from
 //!   the allowlist, then the protocol's `ServerSession` over the mailbox), and
 //!   [`serve_connection`] / [`serve_stream`], which drive it over a blocking [`Stream`].
+//! - [`admission`]: who gets a connection slot under load (pending connections per address,
+//!   sessions per key, the busy notice), shared by the std front and the hub's own stack.
 //! - [`listener`]: the std TCP front with its connection limits, and revocation of live sessions.
 //! - [`logging`]: structured stderr lines and the recent warnings a status shows.
 //! - [`private_file`]: creating a box's files: mode 0600, or written whole at once.
@@ -21,6 +23,7 @@
 //! hands in its [`Stores`] and a byte stream.
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod allowlist;
 pub mod command;
 mod connection;

@@ -1,46 +1,30 @@
 //! The std-socket front of a serving box (the hub with `--net std:`, the cloud): a TCP listener,
-//! one thread per connection, and the limits that keep a small box alive under a misbehaving
-//! LAN: a cap on simultaneous connections, a deadline for the whole handshake (not per read: a
-//! peer dribbling one byte at a time still runs out), and an idle timeout once a session is up.
+//! one thread per admitted connection, and the limits that keep a small box alive under a
+//! hostile LAN: admission ([`crate::admission`]: pending connections capped per address and in
+//! all, authenticated sessions per key and in all, a busy notice for whoever is turned away), a
+//! deadline for the whole handshake (not per read: a peer dribbling one byte at a time still
+//! runs out), and an idle timeout once a session is up.
 //!
 //! What runs on a connection is a [`Handler`]; the boxes' is the relay
 //! ([`crate::serve_connection`]). [`Conn`] is the stream as a handler sees it: `Read + Write`
-//! with the deadlines applied, and [`Conn::authenticated`] to register the peer's key once the
-//! handshake proved it, so that revoking the device ends the session
-//! ([`LiveSessions::end_revoked`]). Sessions of the hub's own stack register in the same
+//! with the deadlines applied, and [`Conn::authenticated`] to move the peer from the pending
+//! pool to the sessions once the handshake proved its key, so that revoking the device ends the
+//! session ([`LiveSessions::end_revoked`]). Sessions of the hub's own stack register in the same
 //! [`LiveSessions`].
 
+use crate::admission::{Arrival, Busy, FirstFrame, Pending};
 use crate::allowlist::{Allowlist, AllowlistError};
 use crate::stream::Stream;
-use outpost_protocol::handshake::PublicKey;
+use outpost_protocol::handshake::{PublicKey, BUSY_NOTICE};
 use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Limits of the connection layer.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Connections served at once; more are closed at accept.
-    pub max_connections: usize,
-    /// Time from accept until [`Conn::authenticated`]: the whole handshake.
-    pub handshake: Duration,
-    /// Longest silence from the peer once authenticated.
-    pub idle: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 64,
-            handshake: Duration::from_secs(10),
-            idle: Duration::from_secs(120),
-        }
-    }
-}
+pub use crate::admission::Limits;
 
 /// What runs on each accepted connection, on its own thread.
 pub trait Handler: Send + Sync + 'static {
@@ -84,10 +68,31 @@ impl std::fmt::Debug for LiveSessions {
 
 impl LiveSessions {
     /// Registers a session of `key` that `close` ends; returns its id for [`Self::remove`].
+    /// No limit applies (see [`Self::admit`]).
     pub fn register(&self, key: Vec<u8>, close: SessionCloser) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         self.lock().insert(id, (key, close));
         id
+    }
+
+    /// [`Self::register`] within `limits`: refused when [`Limits::max_sessions`] sessions are
+    /// open, or [`Limits::sessions_per_key`] of `key`'s.
+    pub fn admit(&self, key: Vec<u8>, close: SessionCloser, limits: &Limits) -> Result<u64, Busy> {
+        let mut sessions = self.lock();
+        if sessions.len() >= limits.max_sessions {
+            return Err(Busy::Sessions {
+                limit: limits.max_sessions,
+            });
+        }
+        let of_key = sessions.values().filter(|(k, _)| *k == key).count();
+        if of_key >= limits.sessions_per_key {
+            return Err(Busy::Key {
+                limit: limits.sessions_per_key,
+            });
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        sessions.insert(id, (key, close));
+        Ok(id)
     }
 
     /// Forgets a session (it ended).
@@ -128,6 +133,10 @@ pub struct Conn {
     handshake_deadline: Option<Instant>,
     live: Arc<LiveSessions>,
     live_id: Option<u64>,
+    /// Its place in the pending pool, until the handshake ends.
+    arrival: Option<Arrival>,
+    /// The first handshake frame as far as it arrived: its length prefix and the bytes read.
+    first: FirstFrame,
     /// When set (after the handshake), a read returns `WouldBlock` after this long without data,
     /// so the handler can do periodic work (live-mode notifications); the idle timeout still
     /// counts from the last byte received.
@@ -141,15 +150,22 @@ impl Conn {
         self.peer
     }
 
-    /// Ends the handshake phase: from now on the idle timeout applies, and `device_key`'s
-    /// revocation ends this connection.
+    /// Ends the handshake phase: the connection leaves the pending pool and becomes a session
+    /// of `device_key` (whose revocation ends it), with the idle timeout from now on. Refused
+    /// with a [`Busy`] inside the error ([`Busy::of_io`]) when the sessions are full: the caller
+    /// sends the busy notice and closes.
     pub fn authenticated(&mut self, device_key: &[u8]) -> io::Result<()> {
-        self.handshake_deadline = None;
+        self.arrival = None;
         let clone = self.stream.try_clone()?;
         let close = Box::new(move || {
             let _ = clone.shutdown(Shutdown::Both);
         });
-        self.live_id = Some(self.live.register(device_key.to_vec(), close));
+        let id = self
+            .live
+            .admit(device_key.to_vec(), close, &self.limits)
+            .map_err(Busy::into_io)?;
+        self.live_id = Some(id);
+        self.handshake_deadline = None;
         Ok(())
     }
 
@@ -194,6 +210,12 @@ impl Read for Conn {
         match self.stream.read(buf) {
             Ok(n) => {
                 self.last_rx = Instant::now();
+                if let Some(arrival) = &self.arrival {
+                    if self.first.add(&buf[..n]) && !arrival.first_message() {
+                        // It lost its place while the message arrived: it is being closed.
+                        return Ok(0);
+                    }
+                }
                 Ok(n)
             }
             Err(e)
@@ -284,14 +306,33 @@ pub fn watch_allowlist(
     })
 }
 
-/// Accepts connections forever, each on its own thread running `handler`.
+/// Tells a connection turned away for load that the port is busy, and closes it: the busy
+/// notice, then FIN. What the peer already sent is read and dropped first, so that the close
+/// does not reset the connection before the peer reads the notice.
+pub fn send_busy(stream: &TcpStream) {
+    let mut s = stream;
+    let _ = stream.set_nonblocking(true);
+    let _ = s.write_all(&BUSY_NOTICE);
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut sink = [0u8; 512];
+    for _ in 0..8 {
+        if !matches!(s.read(&mut sink), Ok(n) if n > 0) {
+            break;
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Read);
+}
+
+/// Accepts connections forever, each admitted one on its own thread running `handler`
+/// (admission: [`crate::admission`]; pending connections beyond `limits` are turned away with
+/// the busy notice, on this thread, without a thread of their own).
 pub fn serve<H: Handler>(
     listener: TcpListener,
     limits: Limits,
     live: Arc<LiveSessions>,
     handler: Arc<H>,
 ) -> io::Result<()> {
-    let open = Arc::new(AtomicUsize::new(0));
+    let pending = Pending::new(limits);
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(s) => s,
@@ -302,15 +343,28 @@ pub fn serve<H: Handler>(
                 continue;
             }
         };
-        if open.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
-            open.fetch_sub(1, Ordering::SeqCst);
-            log::warn!(
-                "peer={peer} refused: {} connections already open",
-                limits.max_connections
-            );
-            let _ = stream.shutdown(Shutdown::Both);
-            continue;
-        }
+        let evictable = match stream.try_clone() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("peer={peer} refused: {e}");
+                send_busy(&stream);
+                continue;
+            }
+        };
+        // Runs on this thread when a newer connection takes this one's place: the connection's
+        // own thread is blocked in a read (it has written nothing yet) and sees the close.
+        let evict = Box::new(move || {
+            let _ = (&evictable).write_all(&BUSY_NOTICE);
+            let _ = evictable.shutdown(Shutdown::Both);
+        });
+        let arrival = match pending.arrive(peer, evict) {
+            Ok(a) => a,
+            Err(_) => {
+                // Logged in aggregate by the pool.
+                send_busy(&stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let mut conn = Conn {
             stream,
@@ -319,11 +373,12 @@ pub fn serve<H: Handler>(
             handshake_deadline: Some(Instant::now() + limits.handshake),
             live: live.clone(),
             live_id: None,
+            arrival: Some(arrival),
+            first: FirstFrame::default(),
             tick: None,
             last_rx: Instant::now(),
         };
         let handler = handler.clone();
-        let open_in = open.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("conn {peer}"))
             .spawn(move || {
@@ -332,11 +387,8 @@ pub fn serve<H: Handler>(
                     Ok(()) => log::debug!("peer={peer} closed"),
                     Err(e) => log::warn!("peer={peer} session ended: {e}"),
                 }
-                drop(conn);
-                open_in.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
-            open.fetch_sub(1, Ordering::SeqCst);
             log::error!("peer={peer} refused: cannot start a thread: {e}");
         }
     }

@@ -3,11 +3,18 @@
 //! The level comes from `OUTPOST_LOG` (`error`, `warn`, `info` (default), `debug`, `trace`).
 //! Nothing secret is ever passed to a log macro: keys appear as fingerprints, tokens never.
 //!
+//! Every line is one line: control characters in a message (and the Unicode marks that reorder
+//! text on a terminal) are written escaped ([`escape_control`]: `\n`, `\u{1b}`, ...), whoever
+//! wrote them. Messages carry text from the network (a peer's error message, a request line, a
+//! device name), and a line break in it would let a stranger write a fake log line.
+//!
 //! The last [`RECENT`] warnings and errors are also kept in memory ([`recent_errors`]) for the
 //! status page and the run-state file (`status` shows them).
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -36,7 +43,51 @@ pub fn recent_errors() -> Vec<LoggedError> {
         .collect()
 }
 
-fn remember(level: Level, record: &Record<'_>) {
+/// `text` with every control character escaped (`\n`, `\r`, `\t`, else `\u{..}`), and the
+/// bidirectional marks and overrides a terminal would obey (U+200E, U+200F, U+202A..U+202E,
+/// U+2066..U+2069), so it prints as one line that reads as it is stored. Borrowed when there is
+/// nothing to escape.
+pub fn escape_control(text: &str) -> Cow<'_, str> {
+    fn needs(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(needs) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if needs(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// The line written for a record: time, level, target, message (escaped), newline.
+fn line(at: SystemTime, level: Level, target: &str, message: &str) -> String {
+    let level = match level {
+        Level::Error => "ERROR",
+        Level::Warn => "WARN",
+        Level::Info => "INFO",
+        Level::Debug => "DEBUG",
+        Level::Trace => "TRACE",
+    };
+    format!(
+        "{} {level} {} {}\n",
+        utc_timestamp(at),
+        escape_control(target),
+        escape_control(message)
+    )
+}
+
+fn remember(level: Level, message: &str) {
     if level > Level::Warn {
         return;
     }
@@ -50,7 +101,7 @@ fn remember(level: Level, record: &Record<'_>) {
     }
     errors.push_back(LoggedError {
         at,
-        text: format!("{level} {}", record.args()),
+        text: format!("{level} {}", escape_control(message)),
     });
 }
 
@@ -67,20 +118,9 @@ impl Log for Stderr {
         if !self.enabled(record.metadata()) {
             return;
         }
-        remember(record.level(), record);
-        let level = match record.level() {
-            Level::Error => "ERROR",
-            Level::Warn => "WARN",
-            Level::Info => "INFO",
-            Level::Debug => "DEBUG",
-            Level::Trace => "TRACE",
-        };
-        let line = format!(
-            "{} {level} {} {}\n",
-            utc_timestamp(SystemTime::now()),
-            record.target(),
-            record.args()
-        );
+        let message = record.args().to_string();
+        remember(record.level(), &message);
+        let line = line(SystemTime::now(), record.level(), record.target(), &message);
         // One write per line so lines from several threads do not interleave.
         let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
@@ -133,6 +173,22 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_peer_s_line_break_cannot_start_a_log_line_of_its_own() {
+        // What a peer could send as its error text (or a request path, or a device name).
+        let forged =
+            "bad batch\n2026-11-23T08:30:01.123Z INFO outpost_relay enrolled\r\x1b[2K\u{202e}x";
+        let out = line(UNIX_EPOCH, Level::Warn, "outpost_relay::listener", forged);
+        assert_eq!(out.matches('\n').count(), 1, "{out:?}");
+        assert!(out.ends_with('\n'));
+        assert_eq!(
+            out,
+            "1970-01-01T00:00:00.000Z WARN outpost_relay::listener bad batch\\n2026-11-23T08:30:01.123Z INFO outpost_relay enrolled\\r\\u{1b}[2K\\u{202e}x\n"
+        );
+        assert!(matches!(escape_control("plain text: ok"), Cow::Borrowed(_)));
+        assert_eq!(escape_control("tab\there"), "tab\\there");
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

@@ -5,9 +5,10 @@
 //! The driver is the relay's only contact with the outside: it reads the stream, reads the clocks
 //! ([`Serving::now`]) and the system's random source, and hands all of it to the machine.
 
+use crate::admission::Busy;
 use crate::connection::{ConnectionError, Event, Relay};
 use crate::serving::Serving;
-use outpost_protocol::handshake::{Ephemeral, PublicKey};
+use outpost_protocol::handshake::{Ephemeral, PublicKey, BUSY_NOTICE};
 use std::io::{ErrorKind, Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,9 @@ pub const NOTIFY_TICK: Duration = Duration::from_millis(50);
 /// Something a relay can run over: a blocking byte stream that can register its peer's key for
 /// revocation.
 pub trait Stream: Read + Write {
-    /// The peer proved `key`: from now on, revoking it must end this stream.
+    /// The peer proved `key`: from now on, revoking it must end this stream. An error holding a
+    /// [`Busy`] ([`Busy::into_io`]) refuses the session for load: the peer is sent the busy
+    /// notice instead of the handshake's reply.
     fn authenticated(&mut self, key: &PublicKey) -> std::io::Result<()>;
 
     /// Asks reads to return `WouldBlock` every `tick` without data (for live-mode notifications).
@@ -86,18 +89,23 @@ pub fn serve_stream(
             Err(e) => break Err(ConnectionError::Read(e)),
         };
         let event = relay.receive(&buf[..n], serving.now());
+        // The session's slot is claimed before the handshake's reply goes out, so a peer
+        // refused for load gets the busy notice instead of the reply.
+        if let Ok(Event::Authenticated(k)) = &event {
+            if let Err(e) = stream.authenticated(k) {
+                if Busy::of_io(&e).is_some() {
+                    let _ = stream.write_all(&BUSY_NOTICE).and_then(|()| stream.flush());
+                }
+                return Err(ConnectionError::Register(e));
+            }
+            stream.set_tick(NOTIFY_TICK);
+            authenticated = true;
+        }
         if let Err(e) = send_output(relay, stream) {
             break Err(e);
         }
         match event {
-            Ok(Event::Continue) => {}
-            Ok(Event::Authenticated(k)) => {
-                stream
-                    .authenticated(&k)
-                    .map_err(ConnectionError::Register)?;
-                stream.set_tick(NOTIFY_TICK);
-                authenticated = true;
-            }
+            Ok(Event::Continue) | Ok(Event::Authenticated(_)) => {}
             Ok(Event::Close) => break Ok(()),
             Err(e) => break Err(e),
         }

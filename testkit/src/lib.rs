@@ -14,6 +14,7 @@
 //! - [`gate`]: an allowlist in memory, the protocol's `Gatekeeper` for handshake tests;
 //! - [`wait`]: waiting for a condition with a deadline; [`mod@env`]: a test's seed and tuning
 //!   numbers from its environment;
+//! - [`flood`]: a stranger holding many idle or trickling connections from one address;
 //! - [`netns`]: network namespaces for the tests that need a LAN of their own (root);
 //! - [`require`]: skipping a test without root or a tool (failing under `CI=true`).
 //!
@@ -32,6 +33,7 @@ pub mod device;
 pub mod dial;
 pub mod env;
 pub mod error;
+pub mod flood;
 pub mod gate;
 pub mod netns;
 pub mod peer;

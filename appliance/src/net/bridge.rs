@@ -11,12 +11,19 @@
 //! Ending: the handler returning (or its thread ending in any way) closes the connection after
 //! its last bytes are sent; the peer closing gives the handler end-of-stream on read; a
 //! [`Closer`] (for revocation) ends both directions from any thread.
+//!
+//! Admission ([`Bridge::admitting`]): each accepted connection first takes a place among the
+//! pending ones (`outpost_relay::admission::Pending`, on the executor, before any thread is
+//! started); one turned away, or whose place a newer connection takes while it is idle, is sent
+//! the busy notice and reset at once, so it frees its socket for the next connection.
 
 use super::tcp::{ConnHandler, SocketError};
 use async_channel::{Receiver, Sender};
 use embassy_futures::select::{select, Either};
+use embassy_time::with_timeout;
 use embedded_io_async::{Error as _, Read, Write};
-use outpost_protocol::handshake::PublicKey;
+use outpost_protocol::handshake::{PublicKey, BUSY_NOTICE};
+use outpost_relay::admission::{Arrival, Busy, FirstFrame, Pending};
 use outpost_relay::listener::{Limits, LiveSessions};
 use std::fmt;
 use std::io;
@@ -62,6 +69,8 @@ pub enum BridgeError<E> {
     Panicked,
     /// The socket failed under the pump.
     Socket(SocketError),
+    /// Turned away for load (told so with the busy notice).
+    Busy(Busy),
 }
 
 impl<E: fmt::Display> fmt::Display for BridgeError<E> {
@@ -71,6 +80,7 @@ impl<E: fmt::Display> fmt::Display for BridgeError<E> {
             BridgeError::Spawn(e) => write!(f, "cannot start the connection's thread: {e}"),
             BridgeError::Panicked => f.write_str("connection handler panicked"),
             BridgeError::Socket(e) => e.fmt(f),
+            BridgeError::Busy(e) => e.fmt(f),
         }
     }
 }
@@ -83,6 +93,7 @@ impl<E: std::error::Error + 'static> std::error::Error for BridgeError<E> {
             BridgeError::Spawn(e) => Some(e),
             BridgeError::Panicked => None,
             BridgeError::Socket(e) => e.source(),
+            BridgeError::Busy(e) => Some(e),
         }
     }
 }
@@ -91,13 +102,25 @@ impl<E: std::error::Error + 'static> std::error::Error for BridgeError<E> {
 #[derive(Debug)]
 pub struct Bridge<H> {
     handler: Arc<H>,
+    pending: Option<Arc<Pending>>,
 }
 
 impl<H: BlockingHandler> Bridge<H> {
-    /// Wraps `handler`.
+    /// Wraps `handler`; every accepted connection gets a thread.
     pub fn new(handler: H) -> Self {
         Bridge {
             handler: Arc::new(handler),
+            pending: None,
+        }
+    }
+
+    /// Wraps `handler` behind admission: pending connections within `limits` (see the module
+    /// doc). The handler's [`BridgedConn::serve_as_session`] then counts the first handshake
+    /// message and moves the connection to the sessions.
+    pub fn admitting(handler: H, limits: Limits) -> Self {
+        Bridge {
+            handler: Arc::new(handler),
+            pending: Some(Pending::new(limits)),
         }
     }
 }
@@ -112,6 +135,29 @@ impl<H: BlockingHandler> ConnHandler for Bridge<H> {
         peer: SocketAddr,
     ) -> Result<(), Self::Error> {
         let (mut conn, pipe) = pair(peer);
+        if let Some(pending) = &self.pending {
+            let notice = conn.tx.clone();
+            let closer = conn.closer();
+            // Runs on the executor when a newer connection takes this one's place: its thread
+            // waits for bytes and has written nothing, so the notice is the only thing sent.
+            let evict = Box::new(move || {
+                let _ = notice.try_send(BUSY_NOTICE.to_vec());
+                closer.close();
+            });
+            match pending.arrive(peer, evict) {
+                Ok(arrival) => conn.arrival = Some(arrival),
+                Err(busy) => {
+                    // Logged in aggregate by the pool.
+                    let _ = with_timeout(REFUSAL_WAIT, async {
+                        let _ = tx.write_all(&BUSY_NOTICE).await;
+                        let _ = tx.flush().await;
+                    })
+                    .await;
+                    return Err(BridgeError::Busy(busy));
+                }
+            }
+        }
+        let evicted = conn.arrival.as_ref().map(Arrival::watch);
         let (done_tx, done_rx) = async_channel::bounded::<Result<(), H::Error>>(1);
         let handler = self.handler.clone();
         std::thread::Builder::new()
@@ -129,9 +175,20 @@ impl<H: BlockingHandler> ConnHandler for Bridge<H> {
             Ok(r) => r.map_err(BridgeError::Handler),
             Err(_) => Err(BridgeError::Panicked),
         };
+        if evicted.is_some_and(|w| w.evicted()) {
+            // The notice was flushed by the pump: reset now, the slot is wanted.
+            return Err(BridgeError::Busy(Busy::Evicted));
+        }
         handled.and(pumped.map_err(BridgeError::Socket))
     }
+
+    fn is_refusal(&self, error: &Self::Error) -> bool {
+        matches!(error, BridgeError::Busy(_))
+    }
 }
+
+/// How long a connection turned away for load may take to receive the busy notice.
+const REFUSAL_WAIT: embassy_time::Duration = embassy_time::Duration::from_secs(1);
 
 /// A new bridged connection to `peer`: the blocking end, for a thread, and the async end, to
 /// [`Pipe::pump`] against the socket on the executor. Accepted connections ([`Bridge`]) and
@@ -148,6 +205,8 @@ pub(crate) fn pair(peer: SocketAddr) -> (BridgedConn, Pipe) {
         read_timeout: None,
         write_timeout: None,
         session: None,
+        arrival: None,
+        first: FirstFrame::default(),
     };
     (
         conn,
@@ -254,6 +313,10 @@ pub struct BridgedConn {
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     session: Option<SessionLimits>,
+    /// Its place among the pending connections ([`Bridge::admitting`]), until authenticated.
+    arrival: Option<Arrival>,
+    /// The first handshake frame as far as it arrived.
+    first: FirstFrame,
 }
 
 /// The std server's connection rules applied to a bridged connection (see
@@ -361,6 +424,12 @@ impl io::Read for BridgedConn {
             let wait = self.read_wait()?;
             match block_with_timeout(self.rx.recv(), wait) {
                 Ok(Ok(chunk)) => {
+                    if let Some(arrival) = &self.arrival {
+                        if self.first.add(&chunk) && !arrival.first_message() {
+                            // It lost its place while the message arrived: it is being closed.
+                            return Ok(0);
+                        }
+                    }
                     self.chunk = chunk;
                     self.pos = 0;
                     if let Some(s) = &mut self.session {
@@ -419,11 +488,16 @@ impl io::Write for BridgedConn {
 impl outpost_relay::Stream for BridgedConn {
     fn authenticated(&mut self, key: &PublicKey) -> io::Result<()> {
         let closer = self.closer();
+        self.arrival = None;
         if let Some(s) = &mut self.session {
+            let close = Box::new(move || closer.close());
+            let id = s
+                .live
+                .admit(key.as_bytes().to_vec(), close, &s.limits)
+                .map_err(Busy::into_io)?;
+            s.live_id = Some(id);
             s.handshake_deadline = None;
             s.last_rx = Instant::now();
-            let close = Box::new(move || closer.close());
-            s.live_id = Some(s.live.register(key.as_bytes().to_vec(), close));
         }
         Ok(())
     }

@@ -173,6 +173,6 @@ async fn dial_slot(
             let (mut rx, mut tx) = socket.split();
             pipe.pump(&mut rx, &mut tx).await
         };
-        finish(&mut socket, peer, result).await;
+        finish(&mut socket, peer, result, options.linger).await;
     }
 }

@@ -28,12 +28,27 @@ pub mod tcp;
 pub use stack::{run, Address, IpConfig, Link, NetConfig, NetError};
 
 use bridge::{BlockingHandler, Bridge};
+use outpost_relay::listener::Limits;
 use std::convert::Infallible;
 
-/// Connections the relay serves at once on the hub's stack.
-pub const RELAY_SLOTS: usize = 8;
+/// Connections the relay serves at once on the hub's stack (one socket each, 32 KiB of buffers):
+/// at most [`RELAY_LIMITS`]`.max_pending` of them handshaking, so the others are always there
+/// for enrolled devices' sessions.
+pub const RELAY_SLOTS: usize = 64;
+/// Admission on the hub's stack (docs/hub.md, "Connection limits"): 16 connections handshaking,
+/// 4 per address; the other 48 sockets are for sessions (4 per device key).
+pub const RELAY_LIMITS: Limits = Limits {
+    max_pending: 16,
+    pending_per_address: 4,
+    max_sessions: RELAY_SLOTS - 16,
+    ..Limits::HUB
+};
 /// Outgoing connections open at once on the hub's stack (the uplink uses one at a time).
 pub const DIAL_SLOTS: usize = 2;
+
+// Every slot is a socket of the stack's set, which panics when it is full: DHCP and mDNS take
+// one each.
+const _: () = assert!(RELAY_SLOTS + http::SLOTS + DIAL_SLOTS + 2 <= stack::MAX_SOCKETS);
 
 /// What the hub serves on its stack.
 pub struct HubServices<H, F> {
@@ -49,7 +64,7 @@ pub struct HubServices<H, F> {
     pub render: F,
 }
 
-/// Runs the relay (`RELAY_SLOTS` connections at once), the mDNS responder and the status page
+/// Runs the relay (`RELAY_SLOTS` connections at once, admitted within [`RELAY_LIMITS`]), the mDNS responder and the status page
 /// on the hub's stack, forever. `on_address` is called once the stack has its address (to
 /// record it for enrollment codes, for instance). Returns only if the link cannot be opened.
 pub fn run_hub<H, F, A>(
@@ -87,7 +102,7 @@ where
             status_port,
             render,
         } = services;
-        let relay = Bridge::new(relay);
+        let relay = Bridge::admitting(relay, RELAY_LIMITS);
         log::info!("relay: listening on {}:{relay_port}", address.ip);
         let relay =
             tcp::serve::<_, RELAY_SLOTS>(stack, relay_port, tcp::TcpOptions::default(), &relay);

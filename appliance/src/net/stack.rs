@@ -13,8 +13,9 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 use std::pin::Pin;
 
-/// Sockets the stack can hold at once: DHCP, mDNS, the status page's and the relay's TCP slots.
-pub const MAX_SOCKETS: usize = 32;
+/// Sockets the stack can hold at once: DHCP, mDNS, the status page's, the relay's and the
+/// uplink's TCP slots (checked at compile time in `net/mod.rs`).
+pub const MAX_SOCKETS: usize = 80;
 
 /// The interface the hub's own stack drives.
 #[derive(Clone, Debug, PartialEq, Eq)]

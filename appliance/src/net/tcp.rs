@@ -3,13 +3,21 @@
 //! smoltcp has no listen backlog: a listening socket takes exactly one connection. [`serve`]
 //! therefore keeps `SLOTS` sockets listening on the port, each running an accept → handle →
 //! close loop; `SLOTS` is the number of connections served at once, and a connection attempt
-//! while all slots are busy is refused (RST), like the std server's connection cap.
+//! while all slots are busy is refused (RST) by the stack.
+//!
+//! A service may cap the connections of one address ([`TcpOptions::per_address`], counted from
+//! accept to the socket's release, close included): one over the cap is answered with the
+//! handler's [`ConnHandler::refuse`] and reset at once, so that it holds its socket for as
+//! little as possible. A handler's own refusals for load ([`ConnHandler::is_refusal`]) are
+//! reset the same way and not logged one by one.
 
 use embassy_futures::join::join_array;
 use embassy_net::tcp::TcpSocket;
 use embassy_net::{IpAddress, Stack};
 use embassy_time::{with_timeout, Duration, Timer};
 use embedded_io_async::{ErrorKind, Read, Write};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -57,6 +65,16 @@ pub trait ConnHandler {
         tx: &mut W,
         peer: SocketAddr,
     ) -> Result<(), Self::Error>;
+
+    /// True when `error` is a refusal for load the handler already told the peer (and logs in
+    /// aggregate): the connection is reset at once, without a log line.
+    fn is_refusal(&self, _error: &Self::Error) -> bool {
+        false
+    }
+
+    /// Tells a peer over [`TcpOptions::per_address`] that the service is busy (best effort: the
+    /// connection is reset right after).
+    async fn refuse<W: Write>(&self, _tx: &mut W) {}
 }
 
 /// Socket options of a TCP service.
@@ -70,6 +88,11 @@ pub struct TcpOptions {
     pub timeout: Duration,
     /// Keep-alive probes on idle connections, so a vanished tablet frees its slot.
     pub keep_alive: Duration,
+    /// Connections of one address at once, close included (`usize::MAX`: no cap).
+    pub per_address: usize,
+    /// After the handler returned: how long the close may wait for the data to be acknowledged,
+    /// and then for the peer's FIN.
+    pub linger: (Duration, Duration),
 }
 
 impl Default for TcpOptions {
@@ -79,6 +102,8 @@ impl Default for TcpOptions {
             tx_buffer: 16 * 1024,
             timeout: Duration::from_secs(60),
             keep_alive: Duration::from_secs(20),
+            per_address: usize::MAX,
+            linger: (Duration::from_secs(10), Duration::from_secs(2)),
         }
     }
 }
@@ -90,8 +115,9 @@ pub async fn serve<H: ConnHandler, const SLOTS: usize>(
     options: TcpOptions,
     handler: &H,
 ) -> ! {
+    let by_address = RefCell::new(HashMap::new());
     let slots: [_; SLOTS] =
-        core::array::from_fn(|slot| serve_slot(stack, port, options, handler, slot));
+        core::array::from_fn(|slot| serve_slot(stack, port, options, handler, slot, &by_address));
     join_array(slots).await;
     unreachable!("serve_slot never returns")
 }
@@ -102,6 +128,7 @@ async fn serve_slot<H: ConnHandler>(
     options: TcpOptions,
     handler: &H,
     slot: usize,
+    by_address: &RefCell<HashMap<IpAddr, usize>>,
 ) -> ! {
     let mut rx_buffer = vec![0; options.rx_buffer];
     let mut tx_buffer = vec![0; options.tx_buffer];
@@ -119,12 +146,41 @@ async fn serve_slot<H: ConnHandler>(
             None => continue, // reset between accept and here
         };
         log::debug!("port={port} peer={peer} connected");
-        let result = {
-            let (mut rx, mut tx) = socket.split();
-            handler.handle(&mut rx, &mut tx, peer).await
+        // The executor is single-threaded: no other slot runs between these borrows.
+        let open = {
+            let mut map = by_address.borrow_mut();
+            let n = map.entry(peer.ip()).or_insert(0);
+            *n += 1;
+            *n
         };
-        finish(&mut socket, peer, result).await;
+        if open > options.per_address {
+            let (_, mut tx) = socket.split();
+            let _ = with_timeout(Duration::from_millis(200), handler.refuse(&mut tx)).await;
+            refused(&mut socket).await;
+        } else {
+            let result = {
+                let (mut rx, mut tx) = socket.split();
+                handler.handle(&mut rx, &mut tx, peer).await
+            };
+            match result {
+                Err(e) if handler.is_refusal(&e) => refused(&mut socket).await,
+                result => finish(&mut socket, peer, result, options.linger).await,
+            }
+        }
+        let mut map = by_address.borrow_mut();
+        if let Some(n) = map.get_mut(&peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&peer.ip());
+            }
+        }
     }
+}
+
+/// Resets a connection turned away for load, now: its socket is wanted for the next one.
+async fn refused(socket: &mut TcpSocket<'_>) {
+    socket.abort();
+    let _ = with_timeout(Duration::from_millis(200), socket.flush()).await;
 }
 
 /// Closes a connection whose handler returned `result`: gracefully after `Ok` (the data and
@@ -134,13 +190,17 @@ pub(crate) async fn finish<E: fmt::Display>(
     socket: &mut TcpSocket<'_>,
     peer: SocketAddr,
     result: Result<(), E>,
+    (flush, fin): (Duration, Duration),
 ) {
     match result {
         Ok(()) => {
             log::debug!("peer={peer} closed");
             socket.close();
-            let _ = with_timeout(Duration::from_secs(10), socket.flush()).await;
-            let _ = with_timeout(Duration::from_secs(2), drain(socket)).await;
+            let _ = with_timeout(flush, socket.flush()).await;
+            if with_timeout(fin, drain(socket)).await.is_err() {
+                socket.abort();
+                let _ = with_timeout(Duration::from_millis(200), socket.flush()).await;
+            }
         }
         Err(e) => {
             log::warn!("peer={peer} connection ended: {e}");

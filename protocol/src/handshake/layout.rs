@@ -15,6 +15,13 @@ pub const MODE_SESSION: u8 = 0;
 pub const MODE_ENROLL: u8 = 1;
 /// The plaintext of enrollment message 3.
 pub const ENROLL_CONFIRM: &[u8; 8] = b"OPENROLL";
+/// The payload of the busy notice: what a responder refusing a connection for load (too many
+/// connections) writes, framed ([`BUSY_NOTICE`]), instead of message 2 before it closes.
+pub const BUSY_PAYLOAD: &[u8; 6] = b"OPBUSY";
+/// The busy notice as it goes on the stream: a 2-byte length (6) and [`BUSY_PAYLOAD`]. It is not
+/// authenticated (it is sent before, or instead of, any key is proven): an initiator takes it as
+/// "retry later", never as a refusal that changes what it stores.
+pub const BUSY_NOTICE: [u8; 8] = [0x00, 0x06, b'O', b'P', b'B', b'U', b'S', b'Y'];
 /// Largest frame accepted while handshaking (message 1 is at most 205 bytes).
 pub const HANDSHAKE_MAX_FRAME: usize = 256;
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::admission::Busy;
 use std::io::{BufRead, BufReader};
 
 /// A line-echo handler: answers each line; the line `auth KEY` authenticates as KEY.
@@ -68,26 +69,87 @@ fn closed_by_server(s: &mut TcpStream) -> bool {
     }
 }
 
+/// Reads what the server sends until it closes (within 5 s).
+fn until_closed(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 64];
+    loop {
+        match s.read(&mut b) {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+        }
+    }
+}
+
 #[test]
-fn connections_beyond_the_limit_are_closed_at_once() {
+fn an_idle_pending_connection_gives_its_place_to_a_newer_one_from_its_address() {
     let (addr, _) = start(Limits {
-        max_connections: 2,
+        pending_per_address: 2,
         ..Limits::default()
     });
     let mut a = TcpStream::connect(addr).unwrap();
     let mut b = TcpStream::connect(addr).unwrap();
-    assert_eq!(roundtrip(&mut a, "x").unwrap(), "x");
-    assert_eq!(roundtrip(&mut b, "y").unwrap(), "y");
+    assert_eq!(roundtrip(&mut b, "b").unwrap(), "b");
     let mut c = TcpStream::connect(addr).unwrap();
-    assert!(closed_by_server(&mut c));
-    // A slot frees when a connection ends.
-    drop(a);
-    assert!(
-        eventually(|| TcpStream::connect(addr)
-            .and_then(|mut d| roundtrip(&mut d, "z"))
-            .is_ok_and(|z| z == "z")),
-        "the ended connection's slot was not freed within 5 s"
+    assert_eq!(roundtrip(&mut c, "c").unwrap(), "c");
+    // The oldest was told the port is busy, then closed.
+    assert_eq!(until_closed(&mut a), BUSY_NOTICE);
+    // An authenticated connection leaves the pending pool: it is never evicted.
+    assert_eq!(roundtrip(&mut b, "auth k1").unwrap(), "auth k1");
+    let mut d = TcpStream::connect(addr).unwrap();
+    let mut e = TcpStream::connect(addr).unwrap();
+    assert_eq!(roundtrip(&mut e, "e").unwrap(), "e");
+    assert_eq!(until_closed(&mut c), BUSY_NOTICE);
+    assert_eq!(roundtrip(&mut b, "still").unwrap(), "still");
+    assert_eq!(roundtrip(&mut d, "d").unwrap(), "d");
+}
+
+#[test]
+fn a_connection_whose_first_handshake_frame_arrived_keeps_its_place() {
+    let (addr, _) = start(Limits {
+        pending_per_address: 1,
+        ..Limits::default()
+    });
+    // A whole first frame: a length prefix (3) and 3 bytes, then a newline for the echo.
+    let mut a = TcpStream::connect(addr).unwrap();
+    a.write_all(&[0, 3, b'a', b'b', b'c']).unwrap();
+    assert_eq!(roundtrip(&mut a, "").unwrap().as_bytes()[2..], *b"abc");
+    // The address's only place is taken by a connection being checked: refused at once.
+    let mut b = TcpStream::connect(addr).unwrap();
+    assert_eq!(until_closed(&mut b), BUSY_NOTICE);
+    assert_eq!(roundtrip(&mut a, "x").unwrap(), "x");
+}
+
+#[test]
+fn sessions_are_capped_per_key_and_in_all() {
+    let limits = Limits {
+        max_sessions: 2,
+        sessions_per_key: 1,
+        ..Limits::default()
+    };
+    let live = LiveSessions::default();
+    let close = || -> SessionCloser { Box::new(|| {}) };
+    let a = live.admit(b"k1".to_vec(), close(), &limits).unwrap();
+    assert_eq!(
+        live.admit(b"k1".to_vec(), close(), &limits),
+        Err(Busy::Key { limit: 1 })
     );
+    live.admit(b"k2".to_vec(), close(), &limits).unwrap();
+    assert_eq!(
+        live.admit(b"k3".to_vec(), close(), &limits),
+        Err(Busy::Sessions { limit: 2 })
+    );
+    live.remove(a);
+    live.admit(b"k1".to_vec(), close(), &limits).unwrap();
+    // Over the std front: a second session of k1 is refused and closed.
+    let (addr, _) = start(limits);
+    let mut s1 = TcpStream::connect(addr).unwrap();
+    assert_eq!(roundtrip(&mut s1, "auth k1").unwrap(), "auth k1");
+    let mut s2 = TcpStream::connect(addr).unwrap();
+    assert!(roundtrip(&mut s2, "auth k1").map_or(true, |l| l.is_empty()));
+    assert!(closed_by_server(&mut s2));
+    assert_eq!(roundtrip(&mut s1, "ok").unwrap(), "ok");
 }
 
 #[test]
