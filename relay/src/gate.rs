@@ -29,9 +29,9 @@ impl AllowlistGate {
         self.now = now;
     }
 
-    /// The allowlist, for the session that follows the handshake (last seen, vectors).
-    pub fn allowlist(&mut self) -> &mut Allowlist {
-        &mut self.allowlist
+    /// The allowlist connection back, once the handshake is over.
+    pub fn into_allowlist(self) -> Allowlist {
+        self.allowlist
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`Relay`]: one connection as a socket-independent machine (Noise responder admitting from
 //!   the allowlist, then the protocol's `ServerSession` over the mailbox), and
 //!   [`serve_connection`] / [`serve_stream`], which drive it over a blocking [`Stream`].
+//! - [`staging`]: the memory budget all connections' pushes share, and its `Busy` refusal.
 //! - [`listener`]: the std TCP front with its connection limits, and revocation of live sessions.
 //! - [`logging`]: structured stderr lines and the recent warnings a status shows.
 //! - [`private_file`]: creating a box's files: mode 0600, or written whole at once.
@@ -29,8 +30,10 @@ mod gate;
 pub mod identity;
 pub mod listener;
 pub mod logging;
+mod pool;
 pub mod private_file;
 mod serving;
+pub mod staging;
 mod stream;
 pub mod vector_text;
 
