@@ -27,6 +27,7 @@ use crate::staging::{Reservation, StagingFull};
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::channel::{Channel, ChannelError};
+use outpost_protocol::frame::MAX_PLAINTEXT_LEN;
 use outpost_protocol::handshake::{
     Ephemeral, HandshakeError, KeyError, PublicKey, Responder, ResponderConfig,
 };
@@ -483,6 +484,12 @@ impl Open {
                 // A message still arriving: its parts are held from one read to the next.
                 return self.hold(self.session.staged_bytes() + self.channel.receiving());
             };
+            // A message of several frames was counted as it arrived; decoding copies its batch
+            // out, so both copies are held until the raw one is dropped. (A one-frame message,
+            // such as a `Commit`, is handled at once and counts for nothing.)
+            if bytes.len() > MAX_PLAINTEXT_LEN {
+                self.hold(self.session.staged_bytes() + 2 * bytes.len())?;
+            }
             let msg = match Message::decode(&bytes, usize::MAX) {
                 Ok(m) => m,
                 Err(e) => {
@@ -516,9 +523,11 @@ impl Open {
             // A pushed batch stays in memory until `Commit`: count it before it is staged. Other
             // messages are handled at once and count for nothing (a `Commit` arriving while the
             // budget is full must still go through: it gives memory back).
-            if let Message::Push { batch, .. } = &msg {
-                self.hold(self.session.staged_bytes() + batch.0.len())?;
-            }
+            let pushed = match &msg {
+                Message::Push { batch, .. } => batch.0.len(),
+                _ => 0,
+            };
+            self.hold(self.session.staged_bytes() + pushed)?;
             let store = match mailbox {
                 Some(m) => m,
                 None => mailbox.insert(

@@ -11,10 +11,11 @@
 //! nothing already staged by another connection is touched. Dropping the reservation (the
 //! connection ended, or committed) gives its bytes back.
 //!
-//! What the budget does not count: transient copies while one message is handled (decoding a
-//! message copies its batch once; the mailbox copies one batch at a time into SQLite), and a
-//! pull's output window (`connection::OUTPUT_WINDOW`, about 1 MiB per connection). They are
-//! bounded per connection and stated in docs/hub.md ("Memory").
+//! The relay counts a message of several frames twice while it is decoded (decoding copies the
+//! batch out of it). What the budget does not count is bounded per connection and stated in
+//! docs/hub.md ("Memory"): a one-frame message (at most 64 KiB) while it is handled, the one
+//! batch at a time SQLite copies while committing, and a pull's output window (about 1 MiB plus
+//! one batch).
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
