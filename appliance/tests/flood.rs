@@ -15,7 +15,7 @@ use outpost_hub::datadir::{unix_now, DataDir};
 use outpost_hub::hub::Hub;
 use outpost_protocol::channel::Limits as ChannelLimits;
 use outpost_protocol::handshake::{HandshakeError, Purpose};
-use outpost_relay::allowlist::DEFAULT_TOKEN_TTL_SECS;
+use outpost_relay::allowlist::{Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
 use outpost_relay::serve_connection;
 use outpost_testkit::flood::Flood;
@@ -107,7 +107,7 @@ fn an_enrolled_device_syncs_while_a_stranger_floods_the_sync_port() {
         .dir()
         .allowlist()
         .unwrap()
-        .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS)
+        .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS, Role::Device)
         .unwrap()
         .secret;
     let mut dev = Device::new(0xd1);
@@ -184,7 +184,7 @@ fn a_busy_hub_says_busy_not_key_mismatch() {
             .dir()
             .allowlist()
             .unwrap()
-            .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS)
+            .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS, Role::Device)
             .unwrap()
             .secret;
         enroll_token(&info, d, token);

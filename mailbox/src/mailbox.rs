@@ -114,6 +114,27 @@ pub struct StagedBatch {
     pub bytes: Vec<u8>,
 }
 
+/// A batch to commit, borrowed: what [`Mailbox::commit_inner`] writes. The protocol's server
+/// commits its staged batches through this, so a commit does not copy a whole push (up to the
+/// relay's staging cap) before writing it.
+pub(crate) struct BatchRef<'a> {
+    pub(crate) origin: SiteId,
+    pub(crate) range: SeqRange,
+    pub(crate) sha256: [u8; 32],
+    pub(crate) bytes: &'a [u8],
+}
+
+impl StagedBatch {
+    fn borrowed(&self) -> BatchRef<'_> {
+        BatchRef {
+            origin: self.origin,
+            range: self.range,
+            sha256: self.sha256,
+            bytes: &self.bytes,
+        }
+    }
+}
+
 /// What a commit did with one staged batch, in staging order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
@@ -286,7 +307,8 @@ impl Mailbox {
     /// in part is written (it is the only way to hold its other seqs); serving then chooses among
     /// overlapping batches (see [`Mailbox::batches_for`]). On error nothing is stored.
     pub fn commit(&mut self, batches: &[StagedBatch]) -> Result<Vec<Receipt>, MailboxError> {
-        self.commit_inner(batches, None)
+        let batches: Vec<BatchRef<'_>> = batches.iter().map(StagedBatch::borrowed).collect();
+        self.commit_inner(&batches, None)
     }
 
     /// Like [`Mailbox::commit`], and records `record` under push session `session` in the same
@@ -299,7 +321,8 @@ impl Mailbox {
         record: &PushRecord,
         batches: &[StagedBatch],
     ) -> Result<Vec<Receipt>, MailboxError> {
-        self.commit_inner(batches, Some((session, record)))
+        let batches: Vec<BatchRef<'_>> = batches.iter().map(StagedBatch::borrowed).collect();
+        self.commit_inner(&batches, Some((session, record)))
     }
 
     /// The record of a committed push session, if any.
@@ -328,9 +351,9 @@ impl Mailbox {
         .transpose()
     }
 
-    fn commit_inner(
+    pub(crate) fn commit_inner(
         &mut self,
-        batches: &[StagedBatch],
+        batches: &[BatchRef<'_>],
         push: Option<(&[u8; 16], &PushRecord)>,
     ) -> Result<Vec<Receipt>, MailboxError> {
         let path = self.path.clone();

@@ -8,7 +8,7 @@
 
 use crate::error::MailboxError;
 use crate::ids::DEVICE_ID_QUOTA;
-use crate::mailbox::{Mailbox, PullPlan, PushRecord, StagedBatch as MailboxBatch};
+use crate::mailbox::{BatchRef, Mailbox, PullPlan, PushRecord};
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::{Covered, SessionId};
 use outpost_protocol::session::{CommitRecord, ServerStore, StagedBatch};
@@ -45,20 +45,21 @@ impl ServerStore for Mailbox {
         record: &CommitRecord,
         batches: &[StagedBatch],
     ) -> Result<(), MailboxError> {
-        let staged: Vec<MailboxBatch> = batches
+        // Borrowed, not copied: a push may be tens of MiB, all of it already in memory once.
+        let staged: Vec<BatchRef<'_>> = batches
             .iter()
-            .map(|b| MailboxBatch {
+            .map(|b| BatchRef {
                 origin: b.header.origin,
                 range: b.header.range,
                 sha256: b.header.body_sha256,
-                bytes: b.bytes.clone(),
+                bytes: &b.bytes,
             })
             .collect();
         let record = PushRecord {
             digest: record.digest,
             record: postcard::to_allocvec(&record.covered).expect("postcard into a Vec"),
         };
-        let receipts = self.commit_push(&session.0, &record, &staged)?;
+        let receipts = self.commit_inner(&staged, Some((&session.0, &record)))?;
         let written = receipts.iter().filter(|r| r.stored).count();
         log::info!(
             "mailbox={} push committed: {} batches, {written} new",

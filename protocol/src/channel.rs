@@ -219,6 +219,11 @@ impl Channel {
         self.out.len()
     }
 
+    /// Bytes of a message still being received (its parts so far), held until it is whole.
+    pub fn receiving(&self) -> usize {
+        self.messages.buffered()
+    }
+
     /// Takes the bytes to send now.
     pub fn take_outgoing(&mut self) -> Vec<u8> {
         core::mem::take(&mut self.out)

@@ -347,6 +347,12 @@ impl Reassembler {
         self.failed.is_none() && self.parts == 0
     }
 
+    /// Bytes of the chunked message in progress held so far (what a server counts against its
+    /// memory budget before the message is whole).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Takes one frame payload; returns a message when one is complete. After an error, every
     /// call returns that error.
     pub fn push(&mut self, payload: &[u8]) -> Result<Option<Vec<u8>>, FrameError> {

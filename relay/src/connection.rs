@@ -5,17 +5,29 @@
 //! feeds it the bytes that arrive ([`Relay::receive`]) with the [`Time`] they arrived at, sends
 //! what [`Relay::output`] returns, calls [`Relay::tick`] while the peer is silent, and closes when
 //! it says so; the handshake's randomness is handed to [`Relay::new`]. It does do storage I/O,
-//! through the handles it holds: an allowlist connection, opened by [`Relay::new`], answers
-//! admission ([`AllowlistGate`]) and records the peer when it leaves ([`Relay::record_peer`]);
-//! a mailbox connection, opened once the handshake admits the peer, backs the session (pushes
-//! are committed, fsynced, before their ack). `crate::stream` drives it over any blocking stream.
+//! through connections it borrows from its [`Serving`]'s pools for one step at a time (so an
+//! idle live session holds none): an allowlist connection answers admission
+//! ([`AllowlistGate`]) for the handshake and records the peer when it leaves
+//! ([`Relay::record_peer`]); a mailbox connection backs each message of the session (pushes are
+//! committed, fsynced, before their ack) and each window of a pull. `crate::stream` drives it
+//! over any blocking stream.
+//!
+//! **Memory held for the peer.** What a connection holds of its peer's pushes (the message being
+//! received, the batches staged until `Commit`) is counted against the process's
+//! [`crate::staging::StagingBudget`] after every read; when it is full the peer gets
+//! `Error(Busy)` (retry later), or `Error(TooLarge)` when its push alone exceeds the budget. A
+//! refused peer is usually still writing its push, so the relay then reads and discards what it
+//! sends until it closes (at most [`DRAIN_MS`] and 64 MiB): closing at once, with its bytes
+//! unread, would reset the connection and the peer would see a reset instead of the reason.
 
-use crate::allowlist::{Allowlist, AllowlistError, Role};
+use crate::allowlist::{AllowlistError, Role};
 use crate::gate::AllowlistGate;
 use crate::serving::{Serving, Time};
+use crate::staging::{Reservation, StagingFull};
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::channel::{Channel, ChannelError, Peer};
+use outpost_protocol::frame::MAX_PLAINTEXT_LEN;
 use outpost_protocol::handshake::{
     Ephemeral, HandshakeError, KeyError, PublicKey, Responder, ResponderConfig,
 };
@@ -50,6 +62,9 @@ pub enum ConnectionError {
     Write(io::Error),
     /// The stream could not register the authenticated peer for revocation.
     Register(io::Error),
+    /// A push was refused for memory: the process's staging budget is full (the peer was told
+    /// `Busy`), or the push alone exceeds it (told `TooLarge`).
+    Staging(StagingFull),
 }
 
 impl fmt::Display for ConnectionError {
@@ -67,6 +82,7 @@ impl fmt::Display for ConnectionError {
             ConnectionError::Register(e) => {
                 write!(f, "registering the session for revocation: {e}")
             }
+            ConnectionError::Staging(e) => write!(f, "push refused: {e}"),
         }
     }
 }
@@ -84,6 +100,7 @@ impl std::error::Error for ConnectionError {
             ConnectionError::Read(e) | ConnectionError::Write(e) | ConnectionError::Register(e) => {
                 e
             }
+            ConnectionError::Staging(e) => e,
         })
     }
 }
@@ -95,12 +112,19 @@ const MAX_STAGED_BYTES: usize = 64 << 20;
 /// Sealed bytes produced per [`Relay::output`] call at most (plus one message): a pull streams
 /// through this window instead of being sealed whole.
 const OUTPUT_WINDOW: usize = 1 << 20;
+/// How long a relay that refused a push keeps reading (and discarding) what the peer still
+/// sends, so the peer reads the refusal rather than a reset. Nothing read is kept; a device
+/// pushes at most 16 MiB per session, which a slow Wi-Fi link sends within this.
+pub const DRAIN_MS: u64 = 60_000;
+/// The most a relay reads and discards after refusing a push: what the peer could have staged.
+const DRAIN_BYTES: usize = MAX_STAGED_BYTES;
 
 struct Open {
     serving: Arc<Serving>,
     channel: Channel,
     session: ServerSession<Mailbox>,
-    mailbox: Mailbox,
+    /// This connection's share of the staging budget: what it holds of the peer's pushes.
+    staging: Reservation,
     /// Close once the pending output is sent.
     closing: bool,
     /// The process's commit count when the client's last pull was planned.
@@ -116,13 +140,21 @@ struct Open {
 enum State {
     Handshake(Box<Responder>),
     Open(Box<Open>),
+    /// A push was refused and the peer told why; what it still sends is discarded until it
+    /// closes or the deadline (monotonic ms) passes, then the relay ends with `why`.
+    Draining {
+        until_ms: u64,
+        left: usize,
+        why: Option<ConnectionError>,
+    },
     Closed,
 }
 
 /// One connection's relay.
 pub struct Relay {
     serving: Arc<Serving>,
-    gate: AllowlistGate,
+    /// Admission, during the handshake only (its allowlist connection goes back to the pool).
+    gate: Option<AllowlistGate>,
     state: State,
     out: Vec<u8>,
     /// The peer's key, once the handshake proved it.
@@ -151,16 +183,15 @@ pub enum Event {
 
 impl Relay {
     /// A relay for a new connection accepted at `now`, waiting for the first handshake
-    /// message; `ephemeral` seeds the handshake (fresh randomness for every connection). Opens
-    /// the connection's allowlist handle.
+    /// message; `ephemeral` seeds the handshake (fresh randomness for every connection). Takes
+    /// an allowlist connection for the handshake.
     pub fn new(
         serving: Arc<Serving>,
         ephemeral: Ephemeral,
         now: Time,
     ) -> Result<Relay, ConnectionError> {
         let allowlist = serving
-            .stores()
-            .allowlist()
+            .take_allowlist()
             .map_err(ConnectionError::Allowlist)?;
         let gate = AllowlistGate::new(allowlist, now.unix_secs());
         let responder = Responder::new(
@@ -176,7 +207,7 @@ impl Relay {
         );
         Ok(Relay {
             serving,
-            gate,
+            gate: Some(gate),
             state: State::Handshake(Box::new(responder)),
             out: Vec::new(),
             peer_key: None,
@@ -187,8 +218,12 @@ impl Relay {
 
     /// What the peer the handshake just authenticated may push: only a hub enrolled with the
     /// cloud relays other origins; every other peer pushes its own changes only.
-    fn peer_pushes(&mut self, peer: &Peer) -> Result<PushOrigins, AllowlistError> {
-        let enrolled = self.gate.allowlist().authorize(peer.key.as_bytes())?;
+    fn peer_pushes(&self, peer: &Peer) -> Result<PushOrigins, AllowlistError> {
+        // The gate lives as long as the handshake; without it, the narrowest rule.
+        let Some(gate) = &self.gate else {
+            return Ok(PushOrigins::Own);
+        };
+        let enrolled = gate.allowlist().authorize(peer.key.as_bytes())?;
         Ok(match (self.serving.role(), enrolled.role) {
             (PeerRole::Cloud, Role::Hub) => PushOrigins::Relayed,
             _ => PushOrigins::Own,
@@ -197,9 +232,28 @@ impl Relay {
 
     /// Ends the relay, keeping what it learnt of the peer's vector.
     fn close(&mut self) {
+        self.end_handshake();
         if let State::Open(open) = std::mem::replace(&mut self.state, State::Closed) {
             self.seen = open.seen;
         }
+    }
+
+    /// The handshake is over: its allowlist connection goes back to the pool.
+    fn end_handshake(&mut self) {
+        if let Some(gate) = self.gate.take() {
+            self.serving.give_allowlist(gate.into_allowlist());
+        }
+    }
+
+    /// A push was refused (`why`): the peer was told; discard what it still sends until it
+    /// closes, for at most [`DRAIN_MS`] from `now` and [`DRAIN_BYTES`].
+    fn drain(&mut self, why: ConnectionError, now: u64) {
+        self.close();
+        self.state = State::Draining {
+            until_ms: now.saturating_add(DRAIN_MS),
+            left: DRAIN_BYTES,
+            why: Some(why),
+        };
     }
 
     /// The authenticated peer's site id and the vector it is known to cover (after its hello,
@@ -225,7 +279,7 @@ impl Relay {
                 }
                 r?;
             }
-            State::Closed => {}
+            State::Draining { .. } | State::Closed => {}
         }
         Ok(out)
     }
@@ -256,9 +310,27 @@ impl Relay {
         loop {
             match &mut self.state {
                 State::Closed => return Ok(Event::Close),
+                State::Draining {
+                    until_ms,
+                    left,
+                    why,
+                } => {
+                    if now <= *until_ms && input.len() <= *left {
+                        *left -= input.len();
+                        return Ok(Event::Continue);
+                    }
+                    let why = why.take();
+                    self.state = State::Closed;
+                    return why.map_or(Ok(Event::Close), Err);
+                }
                 State::Handshake(responder) => {
-                    self.gate.set_now(time.unix_secs());
-                    match responder.receive(&mut input, now, &mut self.gate) {
+                    let Some(gate) = self.gate.as_mut() else {
+                        // The gate lives exactly as long as the handshake state.
+                        self.state = State::Closed;
+                        return Ok(Event::Close);
+                    };
+                    gate.set_now(time.unix_secs());
+                    match responder.receive(&mut input, now, gate) {
                         Ok(None) => return Ok(event),
                         Ok(Some(channel)) => {
                             self.out.extend(responder.take_outgoing());
@@ -269,6 +341,8 @@ impl Relay {
                                     return Err(ConnectionError::Allowlist(e));
                                 }
                             };
+                            self.end_handshake();
+                            let staging = self.serving.staging().reserve();
                             let session = ServerSession::new(ServerConfig {
                                 site: self.serving.identity().site,
                                 role: self.serving.role(),
@@ -278,7 +352,10 @@ impl Relay {
                                 peer_pushes,
                                 wall_clock_ms: time.unix_ms,
                                 stage_ttl_ms: STAGE_TTL_MS,
-                                max_staged_bytes: MAX_STAGED_BYTES,
+                                // A push larger than the whole budget could never be staged:
+                                // the session refuses it as too large rather than busy.
+                                max_staged_bytes: MAX_STAGED_BYTES
+                                    .min(self.serving.staging().limit()),
                                 batch_limits: BatchLimits::default(),
                             });
                             let peer = *channel.peer();
@@ -292,13 +369,6 @@ impl Relay {
                                     "authenticated"
                                 }
                             );
-                            let mailbox = match self.serving.stores().mailbox() {
-                                Ok(m) => m,
-                                Err(e) => {
-                                    self.state = State::Closed;
-                                    return Err(ConnectionError::Mailbox(e));
-                                }
-                            };
                             event = Event::Authenticated(peer.key);
                             self.peer_key = Some(peer.key);
                             self.peer_site = Some(peer.site);
@@ -306,7 +376,7 @@ impl Relay {
                                 serving: self.serving.clone(),
                                 channel,
                                 session,
-                                mailbox,
+                                staging,
                                 closing: false,
                                 pulled_at: 0,
                                 idle_after_pull: false,
@@ -316,7 +386,7 @@ impl Relay {
                         Err(e) => {
                             // The responder may hold a refusal the peer can authenticate.
                             self.out.extend(responder.take_outgoing());
-                            self.state = State::Closed;
+                            self.close();
                             return Err(ConnectionError::Handshake(e));
                         }
                     }
@@ -328,8 +398,13 @@ impl Relay {
                         Ok(()) => Ok(event),
                         Err(e) => {
                             self.out.extend(open.channel.take_outgoing());
-                            self.close();
-                            Err(e)
+                            if e.is_refused_push() {
+                                self.drain(e, now);
+                                Ok(event)
+                            } else {
+                                self.close();
+                                Err(e)
+                            }
                         }
                     };
                 }
@@ -339,6 +414,11 @@ impl Relay {
 
     /// The peer ended the stream.
     pub fn finish(&mut self) -> Result<(), ConnectionError> {
+        if let State::Draining { why, .. } = &mut self.state {
+            let why = why.take();
+            self.state = State::Closed;
+            return why.map_or(Ok(()), Err);
+        }
         if let State::Open(open) = &mut self.state {
             let r = open.channel.finish().map_err(ConnectionError::Channel);
             if r.is_ok() && !open.session.is_done() && open.session.peer_hello().is_some() {
@@ -347,13 +427,8 @@ impl Relay {
             self.close();
             return r;
         }
-        self.state = State::Closed;
+        self.close();
         Ok(())
-    }
-
-    /// The connection's allowlist handle.
-    pub fn allowlist(&mut self) -> &mut Allowlist {
-        self.gate.allowlist()
     }
 
     /// Records in the allowlist that the authenticated peer had a session ending at `now`, and
@@ -363,19 +438,41 @@ impl Relay {
         let Some(key) = self.peer_key else {
             return;
         };
-        if let Err(e) = self.gate.allowlist().touch(key.as_bytes(), now.unix_secs()) {
+        let allowlist = match self.serving.take_allowlist() {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("recording last seen: {e}");
+                return;
+            }
+        };
+        let mut ok = true;
+        if let Err(e) = allowlist.touch(key.as_bytes(), now.unix_secs()) {
             log::warn!("recording last seen: {e}");
+            ok = false;
         }
-        let Some(site) = self.peer_site else {
-            return;
-        };
-        let vector = match &self.state {
-            State::Open(open) => &open.seen,
-            _ => &self.seen,
-        };
-        if let Err(e) = self.gate.allowlist().record_vector(&site, vector) {
-            log::warn!("recording the device's vector: {e}");
+        if let Some(site) = self.peer_site {
+            let vector = match &self.state {
+                State::Open(open) => &open.seen,
+                _ => &self.seen,
+            };
+            if let Err(e) = allowlist.record_vector(&site, vector) {
+                log::warn!("recording the device's vector: {e}");
+                ok = false;
+            }
         }
+        if ok {
+            self.serving.give_allowlist(allowlist);
+        }
+    }
+}
+
+impl ConnectionError {
+    /// A push refused for size or memory: the peer was told, and is probably still sending it.
+    fn is_refused_push(&self) -> bool {
+        matches!(
+            self,
+            ConnectionError::Staging(_) | ConnectionError::Session(SessionError::TooLarge { .. })
+        )
     }
 }
 
@@ -384,14 +481,37 @@ impl Open {
     /// message (when it has one) and marks the relay closing; a channel error closes at once
     /// without a word to the peer (docs/design.md section 7).
     fn receive(&mut self, input: &mut &[u8], now: u64) -> Result<(), ConnectionError> {
+        let mut mailbox = None;
+        let r = self.receive_with(input, now, &mut mailbox);
+        // A mailbox connection whose last use failed is dropped, not reused.
+        if let (Some(m), Ok(())) = (mailbox, &r) {
+            self.serving.give_mailbox(m);
+        }
+        r
+    }
+
+    /// [`Open::receive`], taking a mailbox connection into `mailbox` when a message needs one.
+    fn receive_with(
+        &mut self,
+        input: &mut &[u8],
+        now: u64,
+        mailbox: &mut Option<Mailbox>,
+    ) -> Result<(), ConnectionError> {
         while !input.is_empty() && !self.closing {
-            let Some(bytes) = self
+            let got = self
                 .channel
                 .receive(input, now)
-                .map_err(ConnectionError::Channel)?
-            else {
-                return Ok(());
+                .map_err(ConnectionError::Channel)?;
+            let Some(bytes) = got else {
+                // A message still arriving: its parts are held from one read to the next.
+                return self.hold(self.session.staged_bytes() + self.channel.receiving());
             };
+            // A message of several frames was counted as it arrived; decoding copies its batch
+            // out, so both copies are held until the raw one is dropped. (A one-frame message,
+            // such as a `Commit`, is handled at once and counts for nothing.)
+            if bytes.len() > MAX_PLAINTEXT_LEN {
+                self.hold(self.session.staged_bytes() + 2 * bytes.len())?;
+            }
             let msg = match Message::decode(&bytes, usize::MAX) {
                 Ok(m) => m,
                 Err(e) => {
@@ -421,13 +541,34 @@ impl Open {
                 }
                 _ => self.idle_after_pull = false,
             }
-            if let Err(e) = self.session.handle(msg, now, &mut self.mailbox) {
+            drop(bytes);
+            // A pushed batch stays in memory until `Commit`: count it before it is staged. Other
+            // messages are handled at once and count for nothing (a `Commit` arriving while the
+            // budget is full must still go through: it gives memory back).
+            let pushed = match &msg {
+                Message::Push { batch, .. } => batch.0.len(),
+                _ => 0,
+            };
+            self.hold(self.session.staged_bytes() + pushed)?;
+            let store = match mailbox {
+                Some(m) => m,
+                None => mailbox.insert(
+                    self.serving
+                        .take_mailbox()
+                        .map_err(ConnectionError::Mailbox)?,
+                ),
+            };
+            let handled = self.session.handle(msg, now, store);
+            // The message is handled: what stays held is the session's staging (less than
+            // what was reserved for the message, so this never grows).
+            let _ = self.staging.resize(self.session.staged_bytes());
+            if let Err(e) = handled {
                 self.fail(&e);
                 return Err(ConnectionError::Session(e));
             }
             // Seal this message's answers before handling the next one, so an error in a
             // later message cannot discard them (the session drops its queue on error).
-            self.seal()?;
+            self.seal(store)?;
             if self.session.is_done() {
                 self.closing = true;
             }
@@ -442,11 +583,35 @@ impl Open {
         self.closing = true;
     }
 
+    /// Holds `bytes` of the staging budget for the peer's pushes from now on; when the budget
+    /// cannot give them, tells the peer ([`Open::refuse`]).
+    fn hold(&mut self, bytes: usize) -> Result<(), ConnectionError> {
+        self.staging.resize(bytes).map_err(|full| {
+            self.refuse(full);
+            ConnectionError::Staging(full)
+        })
+    }
+
+    /// Tells the peer its push was refused for memory (busy, or too large for the budget).
+    fn refuse(&mut self, full: StagingFull) {
+        let code = if full.exceeds_budget() {
+            ErrorCode::TooLarge
+        } else {
+            ErrorCode::Busy
+        };
+        let message = Message::Error {
+            code,
+            message: full.to_string(),
+        };
+        let _ = self.channel.send(&message.encode());
+        self.closing = true;
+    }
+
     /// Seals what the session has to say into the channel, until about [`OUTPUT_WINDOW`] bytes
     /// wait there.
-    fn seal(&mut self) -> Result<(), ConnectionError> {
+    fn seal(&mut self, mailbox: &mut Mailbox) -> Result<(), ConnectionError> {
         while self.channel.queued() < OUTPUT_WINDOW && !self.closing {
-            match self.session.poll(&mut self.mailbox) {
+            match self.session.poll(mailbox) {
                 Ok(Some(m)) => {
                     match &m {
                         Message::Ack { .. } => self.serving.note_commit(),
@@ -473,10 +638,27 @@ impl Open {
         Ok(())
     }
 
-    /// [`Open::seal`], then hands the sealed bytes to `out` (also after an error: they may end
-    /// with the `Error` message).
+    /// [`Open::seal`] with a mailbox connection taken for the call (none when the session has
+    /// nothing to say: an idle live session's ticks touch no pool), then hands the sealed bytes
+    /// to `out` (also after an error: they may end with the `Error` message).
     fn pump(&mut self, out: &mut Vec<u8>) -> Result<(), ConnectionError> {
-        let r = self.seal();
+        let r = if self.session.has_output() && !self.closing {
+            match self.serving.take_mailbox() {
+                Ok(mut mailbox) => {
+                    let r = self.seal(&mut mailbox);
+                    if r.is_ok() {
+                        self.serving.give_mailbox(mailbox);
+                    }
+                    r
+                }
+                Err(e) => {
+                    self.closing = true;
+                    Err(ConnectionError::Mailbox(e))
+                }
+            }
+        } else {
+            Ok(())
+        };
         out.extend(self.channel.take_outgoing());
         r
     }

@@ -29,9 +29,14 @@ impl AllowlistGate {
         self.now = now;
     }
 
-    /// The allowlist, for the session that follows the handshake (last seen, vectors).
-    pub fn allowlist(&mut self) -> &mut Allowlist {
-        &mut self.allowlist
+    /// The allowlist, for what the relay asks once the handshake admitted the peer (its role).
+    pub fn allowlist(&self) -> &Allowlist {
+        &self.allowlist
+    }
+
+    /// The allowlist connection back, once the handshake is over.
+    pub fn into_allowlist(self) -> Allowlist {
+        self.allowlist
     }
 }
 

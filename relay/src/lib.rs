@@ -14,6 +14,7 @@
 //!   [`serve_connection`] / [`serve_stream`], which drive it over a blocking [`Stream`].
 //! - [`admission`]: who gets a connection slot under load (pending connections per address,
 //!   sessions per key, the busy notice), shared by the std front and the hub's own stack.
+//! - [`staging`]: the memory budget all connections' pushes share, and its `Busy` refusal.
 //! - [`listener`]: the std TCP front with its connection limits, and revocation of live sessions.
 //! - [`logging`]: structured stderr lines and the recent warnings a status shows.
 //! - [`private_file`]: creating a box's files: mode 0600, or written whole at once.
@@ -32,8 +33,10 @@ mod gate;
 pub mod identity;
 pub mod listener;
 pub mod logging;
+mod pool;
 pub mod private_file;
 mod serving;
+pub mod staging;
 mod stream;
 pub mod vector_text;
 

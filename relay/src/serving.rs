@@ -7,10 +7,14 @@
 //! [`Serving`] adds the channel limits, the role announced in hellos, and two counters the
 //! connections and the process's other threads watch: commits acknowledged (news for live peers)
 //! and empty id grants (a delegated id pool that may want a refill). It also keeps the process's
-//! monotonic epoch, from which [`Serving::now`] reads the time relays are driven with.
+//! monotonic epoch, from which [`Serving::now`] reads the time relays are driven with, the
+//! [`StagingBudget`] all its connections' pushes share, and the pools of SQLite connections its
+//! relays borrow a step at a time (`crate::pool`).
 
 use crate::allowlist::{Allowlist, AllowlistError};
 use crate::identity::Identity;
+use crate::pool::Pool;
+use crate::staging::{StagingBudget, DEFAULT_STAGING_BUDGET};
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::channel::Limits as ChannelLimits;
 use outpost_protocol::handshake::Keypair;
@@ -60,10 +64,20 @@ impl Time {
     }
 }
 
+/// Idle mailbox connections kept for the relays' next steps: enough for the sessions a
+/// Pi-class hub serves at the same moment (two cores); more are opened when needed and closed
+/// after.
+const IDLE_MAILBOXES: usize = 4;
+/// Idle allowlist connections kept (handshakes, and recording a peer when its session ends).
+const IDLE_ALLOWLISTS: usize = 2;
+
 /// What the connections of one serving process share.
 #[derive(Debug)]
 pub struct Serving {
     stores: Stores,
+    mailboxes: Pool<Mailbox>,
+    allowlists: Pool<Allowlist>,
+    staging: Arc<StagingBudget>,
     limits: ChannelLimits,
     epoch: Instant,
     /// What this server says it is in its hellos (the hub, or the cloud).
@@ -77,10 +91,25 @@ pub struct Serving {
 }
 
 impl Serving {
-    /// The shared state of a process serving from `stores`, announcing `role` in its hellos.
+    /// The shared state of a process serving from `stores`, announcing `role` in its hellos,
+    /// staging pushes within [`DEFAULT_STAGING_BUDGET`].
     pub fn new(stores: Stores, limits: ChannelLimits, role: PeerRole) -> Arc<Serving> {
+        Serving::with_staging_budget(stores, limits, role, DEFAULT_STAGING_BUDGET)
+    }
+
+    /// [`Serving::new`] with another staging budget: at most `staging_bytes` held for all
+    /// connections' pushes before they commit (more gets `Busy`).
+    pub fn with_staging_budget(
+        stores: Stores,
+        limits: ChannelLimits,
+        role: PeerRole,
+        staging_bytes: usize,
+    ) -> Arc<Serving> {
         Arc::new(Serving {
             stores,
+            mailboxes: Pool::new(IDLE_MAILBOXES),
+            allowlists: Pool::new(IDLE_ALLOWLISTS),
+            staging: StagingBudget::new(staging_bytes),
             limits,
             epoch: Instant::now(),
             role,
@@ -113,6 +142,33 @@ impl Serving {
     /// The static key pair (the relays' Noise `s`, and the hub uplink's as initiator).
     pub fn keypair(&self) -> &Keypair {
         self.stores.identity.keypair()
+    }
+
+    /// The memory budget all connections' staged pushes share.
+    pub fn staging(&self) -> &Arc<StagingBudget> {
+        &self.staging
+    }
+
+    /// A mailbox connection for one step of a relay: give it back with
+    /// [`Serving::give_mailbox`] (or drop it after an error).
+    pub(crate) fn take_mailbox(&self) -> Result<Mailbox, MailboxError> {
+        self.mailboxes.take(|| self.stores.mailbox())
+    }
+
+    /// Returns a mailbox connection taken with [`Serving::take_mailbox`].
+    pub(crate) fn give_mailbox(&self, mailbox: Mailbox) {
+        self.mailboxes.give(mailbox)
+    }
+
+    /// An allowlist connection for a handshake or a peer's record: give it back with
+    /// [`Serving::give_allowlist`] (or drop it after an error).
+    pub(crate) fn take_allowlist(&self) -> Result<Allowlist, AllowlistError> {
+        self.allowlists.take(|| self.stores.allowlist())
+    }
+
+    /// Returns an allowlist connection taken with [`Serving::take_allowlist`].
+    pub(crate) fn give_allowlist(&self, allowlist: Allowlist) {
+        self.allowlists.give(allowlist)
     }
 
     /// The limits every connection's channel runs under.

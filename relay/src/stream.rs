@@ -19,6 +19,12 @@ use std::time::Duration;
 /// woken by another thread's commit without a second descriptor to poll).
 pub const NOTIFY_TICK: Duration = Duration::from_millis(50);
 
+/// Bytes read from the stream at a time. Each connection's thread keeps its buffer for the
+/// connection's life, an idle live session included, so it is small: 16 KiB reads cost a bulk
+/// push a few more calls per 64 KiB frame, and save every live session 48 KiB
+/// (docs/performance.md, "Hub memory per live session").
+const READ_BUF: usize = 16 * 1024;
+
 /// Something a relay can run over: a blocking byte stream that can register its peer's key for
 /// revocation.
 pub trait Stream: Read + Write {
@@ -72,7 +78,7 @@ pub fn serve_stream(
     serving: &Serving,
     stream: &mut dyn Stream,
 ) -> Result<(), ConnectionError> {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; READ_BUF];
     let mut authenticated = false;
     let result = loop {
         let n = match stream.read(&mut buf) {

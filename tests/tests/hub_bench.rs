@@ -1,6 +1,7 @@
 //! Hub figures, printed (not asserted): boot to serving under QEMU, sessions per second, and the
-//! hub process's memory (VmHWM/VmRSS) on `--net std:` with 50 devices connected and 1 million
-//! changes held. Ignored by default (minutes of CPU); run with
+//! hub process's memory (VmHWM/VmRSS) on `--net std:` with 200 devices connected and 1 million
+//! changes held (`OUTPOST_BENCH_LIVE` devices, default 200), and where a live session's memory
+//! goes (`hub_memory_per_live_session`). Ignored by default (minutes of CPU); run with
 //! `cargo test --release -p outpost-tests --test hub_bench -- --ignored --nocapture`.
 //! Results are recorded in docs/performance.md ("Hub").
 
@@ -45,6 +46,44 @@ fn proc_status(pid: u32, field: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The hub's resident memory by kind of mapping, from `/proc/PID/smaps`: the heap, thread
+/// stacks (anonymous mappings of the 2 MiB default stack size, guard excluded), other anonymous
+/// memory (malloc arenas of threads, large buffers), file mappings (SQLite's `-shm`, the binary).
+fn memory_breakdown(pid: u32) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let (mut heap, mut stacks, mut stack_count, mut anon, mut file) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut current: Option<(u64, String)> = None;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or("");
+        if let Some((lo, hi)) = first.split_once('-') {
+            if let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) {
+                let path = words.nth(4).unwrap_or("").to_string();
+                current = Some(((hi - lo) / 1024, path));
+                continue;
+            }
+        }
+        if first == "Rss:" {
+            let kb: u64 = words.next().unwrap().parse().unwrap();
+            let (size, path) = current.as_ref().unwrap();
+            match path.as_str() {
+                "[heap]" => heap += kb,
+                "" if (2040..=2052).contains(size) => {
+                    stacks += kb;
+                    stack_count += 1;
+                }
+                "" => anon += kb,
+                _ => file += kb,
+            }
+        }
+    }
+    format!(
+        "heap {heap} kB, {stack_count} thread stacks {stacks} kB, other anonymous {anon} kB, files {file} kB, threads {}",
+        proc_status(pid, "Threads:")
+    )
+}
+
 /// A session that stays open after its pull (live mode), as a tablet left on.
 struct Live {
     _stream: TcpStream,
@@ -75,7 +114,8 @@ fn live_session(hub: &HubInfo, dev: &mut Device, n: u64) -> (Live, u64) {
 
 #[test]
 #[ignore = "benchmark: prints figures, takes minutes"]
-fn hub_memory_with_50_devices_and_a_million_changes_held() {
+fn hub_memory_with_200_devices_and_a_million_changes_held() {
+    let devices: usize = outpost_testkit::env::number("OUTPOST_BENCH_LIVE", 200);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("hub");
     // The hub's data directory, then 1 M changes stored straight into its mailbox.
@@ -127,18 +167,22 @@ fn hub_memory_with_50_devices_and_a_million_changes_held() {
         sessions as f64 / t.elapsed().as_secs_f64()
     );
 
-    // 50 devices: 49 up to date and left connected (live), one pulling all 1 M changes.
+    // The devices: all but one up to date and left connected (live), one pulling all 1 M
+    // changes.
     let mut live = Vec::new();
-    for n in 0..49u8 {
-        let mut d = Device::new(0x80 + n);
+    for n in 0..devices - 1 {
+        let mut d = Device::holding(live_site(n), Vec::new());
         enroll(&code_for(&data, addr), &mut d);
         d.vector = probe.vector.clone();
-        live.push(live_session(&info, &mut d, u64::from(n)).0);
+        live.push(live_session(&info, &mut d, n as u64).0);
     }
+    std::thread::sleep(Duration::from_millis(500));
     println!(
-        "49 live sessions: VmRSS {}, VmHWM {}",
+        "{} live sessions: VmRSS {}, VmHWM {}; {}",
+        devices - 1,
         proc_status(pid, "VmRSS:"),
-        proc_status(pid, "VmHWM:")
+        proc_status(pid, "VmHWM:"),
+        memory_breakdown(pid)
     );
     let mut fresh = Device::new(0xff);
     enroll(&code_for(&data, addr), &mut fresh);
@@ -148,13 +192,15 @@ fn hub_memory_with_50_devices_and_a_million_changes_held() {
     let pulled: u64 = fresh.applied.iter().map(|(_, r)| r.len()).sum();
     assert_eq!(pulled, changes, "the fresh device got every change");
     println!(
-        "one device pulled {pulled} changes ({batches} batches) in {secs:.1}s ({:.0} changes/s) with 49 others connected",
-        pulled as f64 / secs
+        "one device pulled {pulled} changes ({batches} batches) in {secs:.1}s ({:.0} changes/s) with {} others connected",
+        pulled as f64 / secs,
+        devices - 1
     );
     println!(
-        "50 devices connected, 1 M changes held: VmRSS {}, VmHWM {} (goal: under 32 MiB)",
+        "{devices} devices connected, 1 M changes held: VmRSS {}, VmHWM {} (goal: under 32 MiB); {}",
         proc_status(pid, "VmRSS:"),
-        proc_status(pid, "VmHWM:")
+        proc_status(pid, "VmHWM:"),
+        memory_breakdown(pid)
     );
     drop(live);
     drop(hub);
@@ -196,4 +242,52 @@ fn qemu_boot_to_serving_and_sessions_per_second() {
             .collect::<Vec<_>>()
             .join(", ")
     );
+}
+
+/// Where a live session's memory goes: the hub with nothing held, then `OUTPOST_BENCH_LIVE`
+/// (default 60) devices connected in live mode, the hub's memory by kind before and after.
+#[test]
+#[ignore = "benchmark: prints figures"]
+fn hub_memory_per_live_session() {
+    let live_count: usize = outpost_testkit::env::number("OUTPOST_BENCH_LIVE", 60);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    hub_cli(&["status", "--data", data.to_str().unwrap()]);
+    let (hub, addr) = loopback_hub(&data, &["--no-mdns"]);
+    let pid = hub.child.id();
+    let code = code_for(&data, addr);
+    let info = HubInfo::from_code(&code);
+    let idle = kib(&proc_status(pid, "VmRSS:"));
+    println!("hub idle: VmRSS {idle} kB; {}", memory_breakdown(pid));
+    let mut devices: Vec<Device> = (0..live_count)
+        .map(|n| {
+            let mut d = Device::holding(live_site(n), Vec::new());
+            enroll(&code_for(&data, addr), &mut d);
+            d
+        })
+        .collect();
+    let mut live = Vec::new();
+    for (n, d) in devices.iter_mut().enumerate() {
+        live.push(live_session(&info, d, n as u64).0);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss = kib(&proc_status(pid, "VmRSS:"));
+    println!(
+        "{live_count} live sessions: VmRSS {rss} kB, {} kB per live session; {}",
+        (rss - idle) / live_count as u64,
+        memory_breakdown(pid)
+    );
+    drop(live);
+    drop(hub);
+}
+
+fn kib(status: &str) -> u64 {
+    status.trim_end_matches("kB").trim().parse().unwrap()
+}
+
+/// The site id of the `n`th live device (distinct for any count a bench uses).
+fn live_site(n: usize) -> SiteId {
+    let mut site = [0x5e; 16];
+    site[..8].copy_from_slice(&(n as u64).to_le_bytes());
+    SiteId(site)
 }

@@ -106,6 +106,18 @@ impl<S: ServerStore> ServerSession<S> {
         self.peer_hello.as_ref()
     }
 
+    /// Bytes of pushed batches held in memory until the next `Commit` (what the server's
+    /// staging budget counts for this session).
+    pub fn staged_bytes(&self) -> usize {
+        self.staged_bytes
+    }
+
+    /// True when [`ServerSession::poll`] has something to return (a queued answer, or a pull in
+    /// progress): a caller lending the store per call can skip polling an idle session.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty() || matches!(self.state, ServerState::Serving { .. })
+    }
+
     /// True once the session ended cleanly (`Bye`).
     pub fn is_done(&self) -> bool {
         matches!(self.state, ServerState::Done)
@@ -124,6 +136,10 @@ impl<S: ServerStore> ServerSession<S> {
         if r.is_err() {
             self.state = ServerState::Done;
             self.out.clear();
+            // Nothing will be committed: give the memory back now, not when the caller drops
+            // the session (it may keep the connection open a while to say why).
+            self.staged = Vec::new();
+            self.staged_bytes = 0;
         }
         r
     }
