@@ -20,6 +20,7 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 mod body;
+mod budget;
 pub mod codec;
 mod error;
 
