@@ -22,7 +22,9 @@ use serde::{Deserialize, Serialize};
 mod body;
 mod budget;
 pub mod codec;
+pub mod decl_type;
 mod error;
+pub mod names;
 
 pub use body::BodyWriter;
 
