@@ -279,6 +279,10 @@ fn empty_groups_are_charged_before_they_are_allocated() {
     let bytes = batch_with_body(vec![table(1, 1, Merge::Lww)], &body, Compression::Deflate);
     let header = decode_header(&bytes, &Limits::default()).unwrap();
     assert_eq!(codec::check_limits(&header, bytes.len()), Ok(()));
+    // A relay verifies it (length, SHA-256) through a 32 KiB window, not a 4 MiB buffer.
+    let (verified, peak) = peak_of(|| verify(&bytes, &Limits::default()).map(drop));
+    assert_eq!(verified, Ok(()));
+    assert!(peak < 128 << 10, "verify allocated {peak} bytes");
     let limit = decoded_budget(bytes.len());
     assert_eq!(
         assert_bounded(&bytes),

@@ -132,14 +132,61 @@ pub fn decode_header(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, Decod
 }
 
 /// Checks a whole batch without parsing rows: header, body length and SHA-256. What a mailbox
-/// calls before storing a batch so it never relays an altered one.
+/// calls before storing a batch so it never relays an altered one. A compressed body is inflated
+/// through a 32 KiB window and hashed as it comes, so a relay holds at most that much of it
+/// (decoding needs the whole body; verifying does not).
 pub fn verify(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, DecodeError> {
     let (header, wire_body) = split(bytes, limits)?;
-    let body = uncompressed_body(&header, wire_body)?;
-    if Sha256::digest(&body).as_slice() != header.body_sha256 {
+    let digest: [u8; 32] = match header.compression {
+        Compression::None => Sha256::digest(wire_body).into(),
+        Compression::Deflate => inflated_sha256(header.body_len, wire_body)?,
+    };
+    if digest != header.body_sha256 {
         return Err(DecodeError::HashMismatch);
     }
     Ok(header)
+}
+
+/// SHA-256 of a raw DEFLATE body, inflated through miniz's 32 KiB wrapping window; the same
+/// length checks as [`uncompressed_body`].
+fn inflated_sha256(declared: u32, wire_body: &[u8]) -> Result<[u8; 32], DecodeError> {
+    use miniz_oxide::inflate::core::{decompress, DecompressorOxide, TINFL_LZ_DICT_SIZE};
+    use miniz_oxide::inflate::TINFLStatus;
+    let mut state = Box::<DecompressorOxide>::default();
+    let mut window = vec![0u8; TINFL_LZ_DICT_SIZE];
+    let mut hash = Sha256::new();
+    let (mut consumed, mut produced, mut at) = (0usize, 0usize, 0usize);
+    loop {
+        let (status, used, wrote) =
+            decompress(&mut state, &wire_body[consumed..], &mut window, at, 0);
+        consumed += used;
+        produced += wrote;
+        if produced > declared as usize {
+            return Err(DecodeError::BodyLengthMismatch {
+                declared,
+                actual: produced,
+            });
+        }
+        hash.update(&window[at..at + wrote]);
+        at = (at + wrote) & (TINFL_LZ_DICT_SIZE - 1);
+        match status {
+            TINFLStatus::Done => break,
+            TINFLStatus::HasMoreOutput => {}
+            _ => return Err(DecodeError::BadCompression),
+        }
+    }
+    if produced != declared as usize {
+        return Err(DecodeError::BodyLengthMismatch {
+            declared,
+            actual: produced,
+        });
+    }
+    if consumed != wire_body.len() {
+        return Err(DecodeError::TrailingBytes {
+            count: wire_body.len() - consumed,
+        });
+    }
+    Ok(hash.finalize().into())
 }
 
 /// Decodes and verifies a whole batch (hash, lengths, every value).
