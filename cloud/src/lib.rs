@@ -36,5 +36,5 @@ mod watermelon;
 pub use changelog::ChangelogError;
 pub use outpost_relay::private_file::FileError;
 pub use schema::SchemaError;
-pub use tenant::{ApplyFailure, Ingested, TenantError};
+pub use tenant::{ApplyFailure, Ingested, RefusedBatch, TenantError};
 pub use watermelon::{InvalidPush, PushError, RestError};

@@ -10,11 +10,16 @@
 //!   SQLite refuses on an added column without a default); the engine notices the new columns;
 //! - an existing untracked table is tracked.
 //!
-//! Header text reaches DDL, so it is checked first: names are quoted (and may not name SQLite's
-//! or Outpost's own tables), declared types are limited to the characters a type name uses
-//! (letters, digits, spaces, `(`, `)`, `,`, `.`, `+`, `-`), so a forged header cannot smuggle SQL.
+//! Schema is data, not SQL: no header text reaches a statement except as a quoted identifier or a
+//! bound value. Table and column names are quoted and may not be reserved
+//! (`outpost_protocol::batch::names`: `outpost_*`, `_outpost*`, `_cloud*`, `sqlite_*`, any case);
+//! a declared type is reduced to one of seven fixed spellings or refused
+//! (`outpost_protocol::batch::decl_type`). Those checks ([`validate`]) depend on the header
+//! alone, so every replica decides the same: a batch whose header fails them is quarantined by
+//! the ingest (`tenant.rs`), not retried.
 
-use outpost_protocol::batch::TableSchema;
+use outpost_protocol::batch::decl_type::{self, DeclType};
+use outpost_protocol::batch::{names, ColumnSchema, TableSchema};
 use outpost_protocol::Strategy;
 use rusqlite::Connection;
 use std::collections::BTreeSet;
@@ -31,8 +36,8 @@ pub enum SchemaError {
         /// The name.
         name: String,
     },
-    /// A table name starts with `sqlite_`, `_outpost` or `_cloud` (SQLite's, the engine's and
-    /// the cloud's own tables).
+    /// A table name starts with `outpost_`, `_outpost`, `_cloud` or `sqlite_`, in any case (the
+    /// engine's, the cloud's and SQLite's own tables).
     ReservedName {
         /// What the name names (`table`, `parent table`).
         what: &'static str,
@@ -46,6 +51,13 @@ pub enum SchemaError {
         /// The column name.
         column: String,
     },
+    /// A column name starts with a reserved prefix (as for tables).
+    ReservedColumnName {
+        /// The table.
+        table: String,
+        /// The column name.
+        column: String,
+    },
     /// Two columns have the same name (SQLite compares them without case).
     DuplicateColumn {
         /// The table.
@@ -53,7 +65,8 @@ pub enum SchemaError {
         /// The column name.
         column: String,
     },
-    /// A declared type holds characters a type name does not (it would reach DDL).
+    /// A declared type is not one of the accepted type names
+    /// (`outpost_protocol::batch::decl_type`).
     InvalidType {
         /// The table.
         table: String,
@@ -139,9 +152,14 @@ impl fmt::Display for SchemaError {
             SchemaError::ReservedName { what, name } => {
                 write!(
                     f,
-                    "{what} name {name:?} is reserved (sqlite_, _outpost, _cloud)"
+                    "{what} name {name:?} is reserved (outpost_*, _outpost*, _cloud*, sqlite_*)"
                 )
             }
+            SchemaError::ReservedColumnName { table, column } => write!(
+                f,
+                "table {table:?}: column name {column:?} is reserved (outpost_*, _outpost*, \
+                 _cloud*, sqlite_*)"
+            ),
             SchemaError::InvalidColumnName { table, column } => {
                 write!(f, "table {table:?}: column name {column:?} is not valid")
             }
@@ -154,7 +172,9 @@ impl fmt::Display for SchemaError {
                 decl,
             } => write!(
                 f,
-                "table {table:?} column {column:?}: declared type {decl:?} is not a type name"
+                "table {table:?} column {column:?}: declared type {decl:?} is not an accepted \
+                 type name (INTEGER, INT, TEXT, VARCHAR(n), BLOB, REAL, DOUBLE, NUMERIC, \
+                 DECIMAL(p,s), BOOLEAN, DATE, DATETIME, ...: docs/security.md)"
             ),
             SchemaError::NoPrimaryKey { table } => {
                 write!(f, "table {table:?} has no primary key in the batch header")
@@ -221,18 +241,16 @@ pub fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Refuses names that are empty, too long, hold NUL, or name SQLite's, Outpost's or the cloud's
-/// own tables.
+/// Refuses names that are empty, too long, hold NUL, or are reserved for SQLite's, Outpost's or
+/// the cloud's own tables.
 pub fn check_name(what: &'static str, name: &str) -> Result<(), SchemaError> {
-    let lower = name.to_ascii_lowercase();
     if name.is_empty() || name.len() > 128 || name.contains('\0') {
         return Err(SchemaError::InvalidName {
             what,
             name: name.to_string(),
         });
     }
-    if lower.starts_with("sqlite_") || lower.starts_with("_outpost") || lower.starts_with("_cloud")
-    {
+    if names::is_reserved(name) {
         return Err(SchemaError::ReservedName {
             what,
             name: name.to_string(),
@@ -241,26 +259,18 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), SchemaError> {
     Ok(())
 }
 
-fn check_decl_type(table: &str, column: &str, decl: &str) -> Result<(), SchemaError> {
-    let mut depth = 0i32;
-    let ok = decl.len() <= 64
-        && decl.chars().all(|c| {
-            match c {
-                '(' => depth += 1,
-                ')' => depth -= 1,
-                _ => {}
-            }
-            depth >= 0 && (c.is_ascii_alphanumeric() || " _(),.+-".contains(c))
-        })
-        && depth == 0;
-    if !ok {
-        return Err(SchemaError::InvalidType {
-            table: table.to_string(),
-            column: column.to_string(),
-            decl: decl.to_string(),
-        });
-    }
-    Ok(())
+/// The declared type reduced to the closed set, or why not.
+pub fn decl_type(table: &str, column: &ColumnSchema) -> Result<DeclType, SchemaError> {
+    decl_type::reduce(&column.decl_type).ok_or_else(|| SchemaError::InvalidType {
+        table: table.to_string(),
+        column: column.name.clone(),
+        decl: column.decl_type.clone(),
+    })
+}
+
+/// Checks every table of a header (see [`validate`]): what depends on the header alone.
+pub fn validate_all(tables: &[TableSchema]) -> Result<(), SchemaError> {
+    tables.iter().try_for_each(validate)
 }
 
 /// Checks a header's table description before any of it reaches SQL.
@@ -275,13 +285,19 @@ pub fn validate(t: &TableSchema) -> Result<(), SchemaError> {
                 column: c.name.clone(),
             });
         }
+        if names::is_reserved(&c.name) {
+            return Err(SchemaError::ReservedColumnName {
+                table: table(),
+                column: c.name.clone(),
+            });
+        }
         if !seen.insert(c.name.to_ascii_lowercase()) {
             return Err(SchemaError::DuplicateColumn {
                 table: table(),
                 column: c.name.clone(),
             });
         }
-        check_decl_type(&t.name, &c.name, &c.decl_type)?;
+        decl_type(&t.name, c)?;
     }
     if t.primary_key.is_empty() {
         return Err(SchemaError::NoPrimaryKey { table: table() });
@@ -309,6 +325,11 @@ pub fn validate(t: &TableSchema) -> Result<(), SchemaError> {
     Ok(())
 }
 
+/// The reduced type's fixed spelling (the column was validated).
+fn reduced(c: &ColumnSchema) -> &'static str {
+    decl_type::reduce(&c.decl_type).map_or("", DeclType::sql)
+}
+
 /// The `CREATE TABLE` statement for `t` (already validated).
 pub fn create_sql(t: &TableSchema) -> String {
     let mut parts: Vec<String> = t
@@ -316,9 +337,10 @@ pub fn create_sql(t: &TableSchema) -> String {
         .iter()
         .map(|c| {
             let mut s = quote(&c.name);
-            if !c.decl_type.is_empty() {
+            let decl = reduced(c);
+            if !decl.is_empty() {
                 s.push(' ');
-                s.push_str(&c.decl_type);
+                s.push_str(decl);
             }
             if c.not_null {
                 s.push_str(" NOT NULL");
@@ -379,10 +401,7 @@ pub fn track_options(t: &TableSchema) -> String {
         opts.insert("columns".into(), columns.into());
     }
     if let [k] = t.primary_key.as_slice() {
-        if t.columns[*k as usize]
-            .decl_type
-            .eq_ignore_ascii_case("INTEGER")
-        {
+        if decl_type::reduce(&t.columns[*k as usize].decl_type) == Some(DeclType::Integer) {
             // The origin tracked it, so its keys are assigned globally (it opted in).
             opts.insert("allow_integer_pk".into(), true.into());
         }
@@ -460,8 +479,8 @@ pub enum Change {
 /// anything is written; each statement is atomic on its own and idempotent, so an interrupted
 /// run is completed by the next.
 pub fn ensure(conn: &Connection, tables: &[TableSchema]) -> Result<Vec<Change>, SchemaError> {
+    validate_all(tables)?;
     for t in tables {
-        validate(t)?;
         let key = primary_key_of(conn, &t.name)?;
         let wanted: Vec<String> = t
             .primary_key
@@ -502,7 +521,7 @@ pub fn ensure(conn: &Connection, tables: &[TableSchema]) -> Result<Vec<Change>, 
                     "ALTER TABLE {} ADD COLUMN {} {}",
                     quote(&t.name),
                     quote(&c.name),
-                    c.decl_type
+                    reduced(c)
                 ),
                 [],
             )

@@ -147,6 +147,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             "db_version": tenant.vector()?.get(&dir.identity.site),
             "tables": tables,
             "quarantined": tenant.quarantined()?,
+            "refused_batches": tenant.refused()?.len(),
             "last_apply_error": control.setting(crate::control::LAST_APPLY_ERROR)?,
         },
         "mailbox": {"batches": mailbox.batches, "bytes": mailbox.bytes, "origins": origins},
@@ -191,6 +192,12 @@ pub fn render(v: &Value) -> String {
             "  table {:<24} {} rows",
             s(&tb["name"]),
             s(&tb["rows"])
+        ));
+    }
+    if t["refused_batches"].as_u64().is_some_and(|n| n > 0) {
+        line(format!(
+            "  {} batches refused whole (table _cloud_refused_batches has their reasons)",
+            s(&t["refused_batches"])
         ));
     }
     if !t["last_apply_error"].is_null() {

@@ -3,10 +3,13 @@
 //! Two directions, both idempotent and restartable at any point:
 //! - **ingest** (mailbox → tables): the batches the mailbox holds and the tenant's version vector
 //!   lacks, per origin in seq order, each applied with `outpost_apply` (one transaction with the
-//!   vector advance) after its header's tables were created or widened (`schema.rs`). A batch that
-//!   fails to apply stays in the mailbox (nothing is ever removed from it) and stops its origin
-//!   until the cause is fixed; other origins go on. Changes the engine cannot apply go to its
-//!   `outpost_quarantine` and never block.
+//!   vector advance) after its header's tables were created or widened (`schema.rs`). A batch
+//!   refused for what its bytes alone say (it does not decode within its memory budget, or its
+//!   header's schema is refused) is recorded with its reason and skipped (`tenant/refused.rs`): the
+//!   same decision on every replica, and the origin's later batches go on. A batch that fails to
+//!   apply for any other reason (SQLite, a table here with another key) stays in the mailbox
+//!   (nothing is ever removed from it) and stops its origin for this round; the next round
+//!   retries it. Changes the engine cannot apply go to its `outpost_quarantine` and never block.
 //! - **export** (tables → mailbox): the cloud's own changes (operator writes, REST pushes, parents
 //!   the engine restored) with `outpost_changes`, from the mailbox's coverage of the cloud's
 //!   origin, stored as batches of that origin so hubs and devices pull them like any other.
@@ -15,17 +18,28 @@ use crate::changelog::{self, ChangelogError};
 use crate::error_chain::Chain;
 use crate::schema::{self, SchemaError};
 use outpost_embed::EngineError;
-use outpost_mailbox::{Limits, Mailbox, MailboxError};
-use outpost_protocol::batch::codec::{self, DecodeError};
+use outpost_mailbox::{Mailbox, MailboxError};
+use outpost_protocol::batch::codec;
 use outpost_protocol::{SiteId, VersionVector};
 use rusqlite::Connection;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+mod refused;
+
+pub use refused::RefusedBatch;
 
 /// Largest batch the cloud exports (the engine cuts at a seq boundary).
 pub const EXPORT_BATCH_BYTES: i64 = 1 << 20;
+
+/// Milliseconds since the Unix epoch (when a batch was refused; informative only).
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// The tenant database connection.
 #[derive(Debug)]
@@ -110,6 +124,11 @@ pub enum TenantError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// Listing the refused batches failed.
+    Refused {
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
 }
 
 impl fmt::Display for TenantError {
@@ -140,6 +159,7 @@ impl fmt::Display for TenantError {
             ),
             TenantError::Count { table, .. } => write!(f, "counting the rows of table {table:?}"),
             TenantError::Quarantine { .. } => f.write_str("counting the quarantined changes"),
+            TenantError::Refused { .. } => f.write_str("listing the refused batches"),
         }
     }
 }
@@ -151,7 +171,8 @@ impl std::error::Error for TenantError {
             | TenantError::ReadVector { source, .. }
             | TenantError::Export { source, .. }
             | TenantError::Count { source, .. }
-            | TenantError::Quarantine { source } => Some(source),
+            | TenantError::Quarantine { source }
+            | TenantError::Refused { source } => Some(source),
             TenantError::VectorJson { source } => Some(source),
             // Transparent: these say what failed themselves.
             TenantError::Engine(e) => e.source(),
@@ -187,10 +208,10 @@ impl From<SchemaError> for TenantError {
 /// mailbox and the next round retries).
 #[derive(Debug)]
 enum ApplyError {
-    /// The stored batch's header does not decode.
-    Header(DecodeError),
-    /// Its tables could not be checked or made.
+    /// Its tables could not be made.
     Schema(SchemaError),
+    /// Recording a refused batch or skipping its seqs failed.
+    Refuse(rusqlite::Error),
     /// The REST change log's triggers could not follow its new tables.
     Changelog(ChangelogError),
     /// `outpost_apply` refused it.
@@ -202,8 +223,8 @@ enum ApplyError {
 impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApplyError::Header(_) => f.write_str("not a valid batch header"),
             ApplyError::Schema(e) => e.fmt(f),
+            ApplyError::Refuse(_) => f.write_str("recording a refused batch"),
             ApplyError::Changelog(e) => e.fmt(f),
             ApplyError::Apply(e) => e.fmt(f),
             ApplyError::Counts(_) => f.write_str("outpost_apply() did not answer JSON"),
@@ -214,7 +235,7 @@ impl fmt::Display for ApplyError {
 impl std::error::Error for ApplyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ApplyError::Header(e) => Some(e),
+            ApplyError::Refuse(e) => Some(e),
             // Transparent: these say what failed themselves.
             ApplyError::Schema(e) => e.source(),
             ApplyError::Changelog(e) => e.source(),
@@ -246,6 +267,16 @@ pub struct Ingested {
     pub quarantined: u64,
     /// Batches that failed (their origins were stopped for this round).
     pub failures: Vec<ApplyFailure>,
+    /// Batches refused whole this round (recorded and skipped; their origins go on).
+    pub refused: Vec<RefusedBatch>,
+}
+
+/// What applying one batch came to.
+enum Outcome {
+    /// Applied: the engine's counts of changes applied and quarantined.
+    Applied(u64, u64),
+    /// Refused whole, for this reason (see `tenant/refused.rs`).
+    Refused(String),
 }
 
 impl Tenant {
@@ -319,8 +350,29 @@ impl Tenant {
                 continue;
             }
             let range = (batch.range.lo, batch.range.hi);
-            match self.apply_one(&batch.bytes) {
-                Ok((applied, quarantined)) => {
+            let outcome = self.apply_one(&batch.bytes).and_then(|o| match o {
+                Outcome::Refused(reason) => {
+                    refused::refuse(&self.conn, batch.origin, batch.range, &reason, now_ms())
+                        .map_err(ApplyError::Refuse)?;
+                    Ok(Outcome::Refused(reason))
+                }
+                applied => Ok(applied),
+            });
+            match outcome {
+                Ok(Outcome::Refused(reason)) => {
+                    log::warn!(
+                        "tenant refused batch origin={} seqs={}..={} (recorded, skipped): {reason}",
+                        batch.origin,
+                        range.0,
+                        range.1
+                    );
+                    done.refused.push(RefusedBatch {
+                        origin: batch.origin,
+                        range,
+                        reason,
+                    });
+                }
+                Ok(Outcome::Applied(applied, quarantined)) => {
                     done.batches += 1;
                     done.applied += applied;
                     done.quarantined += quarantined;
@@ -347,8 +399,17 @@ impl Tenant {
         Ok(done)
     }
 
-    fn apply_one(&mut self, bytes: &[u8]) -> Result<(u64, u64), ApplyError> {
-        let header = codec::decode_header(bytes, &Limits::default()).map_err(ApplyError::Header)?;
+    fn apply_one(&mut self, bytes: &[u8]) -> Result<Outcome, ApplyError> {
+        // What the bytes alone decide, before anything is written: the whole batch decodes
+        // within its memory budget (the engine decodes it again to apply it; the first copy is
+        // dropped before), and its header's schema is acceptable.
+        let header = match codec::decode(bytes, &codec::Limits::default()) {
+            Ok(batch) => batch.header,
+            Err(e) => return Ok(Outcome::Refused(format!("not a valid batch: {e}"))),
+        };
+        if let Err(e) = schema::validate_all(&header.tables) {
+            return Ok(Outcome::Refused(e.to_string()));
+        }
         let changes = schema::ensure(&self.conn, &header.tables).map_err(ApplyError::Schema)?;
         if !changes.is_empty() {
             for c in &changes {
@@ -367,7 +428,12 @@ impl Tenant {
                 .and_then(serde_json::Value::as_u64)
                 .unwrap_or(0)
         };
-        Ok((n("applied"), n("quarantined")))
+        Ok(Outcome::Applied(n("applied"), n("quarantined")))
+    }
+
+    /// The batches refused whole so far (`tenant/refused.rs`).
+    pub fn refused(&self) -> Result<Vec<RefusedBatch>, TenantError> {
+        refused::list(&self.conn).map_err(|source| TenantError::Refused { source })
     }
 
     /// Stores the cloud's own changes the mailbox lacks as batches of the cloud's origin.

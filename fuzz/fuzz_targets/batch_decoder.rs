@@ -15,7 +15,13 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(header.as_ref(), Ok(&batch.header));
         assert_eq!(verified.as_ref(), Ok(&batch.header));
         let h = &batch.header;
-        let again = encode(h.origin, h.range, h.tables.clone(), &batch.tables, h.compression);
+        let again = encode(
+            h.origin,
+            h.range,
+            h.tables.clone(),
+            &batch.tables,
+            h.compression,
+        );
         let round = decode(&again, &limits).expect("a re-encoded batch decodes");
         assert_eq!(round.tables, batch.tables);
         assert_eq!(round.header.body_sha256.len(), 32);

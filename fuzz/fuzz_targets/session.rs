@@ -26,7 +26,12 @@ impl ServerStore for Server {
     fn committed(&mut self, s: &SessionId) -> Result<Option<CommitRecord>, &'static str> {
         Ok(self.1.iter().find(|(k, _)| k == s).map(|(_, r)| r.clone()))
     }
-    fn commit(&mut self, s: &SessionId, r: &CommitRecord, b: &[StagedBatch]) -> Result<(), &'static str> {
+    fn commit(
+        &mut self,
+        s: &SessionId,
+        r: &CommitRecord,
+        b: &[StagedBatch],
+    ) -> Result<(), &'static str> {
         for x in b {
             outpost_protocol::batch::codec::verify(&x.bytes, &Limits::default()).unwrap();
             self.0.push(x.bytes.clone());
@@ -34,7 +39,11 @@ impl ServerStore for Server {
         self.1.push((*s, r.clone()));
         Ok(())
     }
-    fn batches_for(&mut self, _: &VersionVector, _: &SiteId) -> Result<VecDeque<Vec<u8>>, &'static str> {
+    fn batches_for(
+        &mut self,
+        _: &VersionVector,
+        _: &SiteId,
+    ) -> Result<VecDeque<Vec<u8>>, &'static str> {
         Ok(self.0.iter().cloned().collect())
     }
     fn next_batch(&mut self, p: &mut VecDeque<Vec<u8>>) -> Result<Option<Vec<u8>>, &'static str> {
@@ -61,7 +70,10 @@ impl ClientStore for Client {
         Ok(())
     }
     fn apply_chunk(&mut self, h: &BatchHeader, _: &[u8]) -> Result<(), String> {
-        self.0.advance(h.origin, h.range).map(|_| ()).map_err(|e| e.to_string())
+        self.0
+            .advance(h.origin, h.range)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -352,3 +352,39 @@ fn an_owned_plan_serves_the_same_batches_as_the_iterator() {
         vec![(site(1), 1, 2), (site(1), 3, 3), (site(2), 1, 1)]
     );
 }
+
+/// Issue 16, finding 3 at the relay: a batch whose header declares a DEFLATE body of 200 MiB in
+/// 210 KB on the wire (DEFLATE can reach that ratio) is over its decoding budget (64 MiB for a
+/// batch this size). The mailbox refuses it from the header and lengths alone, before inflating
+/// anything, and stores nothing; before, it inflated 200 MiB to hash it, stored it and relayed it.
+#[test]
+fn a_batch_over_its_decoding_budget_is_refused_before_inflating() {
+    use outpost_protocol::batch::codec::{self, DecodeError};
+    use outpost_protocol::batch::{BatchHeader, Compression};
+    use outpost_protocol::{Hlc, SeqRange};
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let header = BatchHeader {
+        origin: site(1),
+        range: SeqRange::new(1, 1).unwrap(),
+        base_hlc: Hlc::ZERO,
+        tables: vec![],
+        compression: Compression::Deflate,
+        body_len: 200 << 20,
+        body_sha256: [0; 32],
+    };
+    let mut bytes = codec::MAGIC.to_vec();
+    bytes.push(codec::FORMAT);
+    bytes.extend_from_slice(&postcard::to_allocvec(&header).unwrap());
+    // Not even valid DEFLATE: the check never looks at the body.
+    bytes.resize(bytes.len() + (210 << 10), 0);
+    let limit = codec::decoded_budget(bytes.len());
+    match mb.store(vec![bytes]) {
+        Err(MailboxError::Decode {
+            index: 0,
+            source: DecodeError::DecodedTooLarge { limit: l },
+        }) => assert_eq!(l, limit),
+        other => panic!("expected DecodedTooLarge, got {other:?}"),
+    }
+    assert_eq!(mb.vector().unwrap(), vector(&[]));
+}

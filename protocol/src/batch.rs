@@ -20,8 +20,11 @@ use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
 
 mod body;
+mod budget;
 pub mod codec;
+pub mod decl_type;
 mod error;
+pub mod names;
 
 pub use body::BodyWriter;
 

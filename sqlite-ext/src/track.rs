@@ -3,6 +3,7 @@
 use crate::error::Error;
 use crate::functions::{Arg, Call};
 use crate::schema::{self, quote, ColumnDef, Direction, TableDef, Tracked};
+use outpost_protocol::batch::{decl_type, names};
 use outpost_protocol::{Strategy, Value};
 use std::collections::BTreeMap;
 
@@ -94,6 +95,13 @@ pub(crate) fn sql_track(call: &Call, args: &[Arg]) -> Result<Value, Error> {
 
 fn track(call: &Call, table: &str, opts: Options) -> Result<(), Error> {
     let conn = call.conn;
+    // The same rules as the cloud's schema step (issue 16): a table no replica may create or
+    // track is refused here too, so a device never syncs a table the cloud refuses.
+    if names::is_reserved(table) {
+        return Err(Error::Track(format!(
+            "outpost_track: table name \"{table}\" is reserved (outpost_*, _outpost*, _cloud*, sqlite_*, in any case): rename the table"
+        )));
+    }
     let canonical = conn.query_i64(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
         &[Value::Text(table.into())],
@@ -104,6 +112,20 @@ fn track(call: &Call, table: &str, opts: Options) -> Result<(), Error> {
         )));
     }
     let info = schema::table_info(conn, table)?;
+    for c in &info {
+        if names::is_reserved(&c.name) {
+            return Err(Error::Track(format!(
+                "outpost_track: column name \"{table}\".\"{}\" is reserved (outpost_*, _outpost*, _cloud*, sqlite_*, in any case): rename the column",
+                c.name
+            )));
+        }
+        if decl_type::reduce(&c.decl_type).is_none() {
+            return Err(Error::Track(format!(
+                "outpost_track: column \"{table}\".\"{}\" has declared type \"{}\", which the cloud does not accept; use one of INTEGER, INT, TEXT, VARCHAR(n), CHAR(n), CLOB, BLOB, REAL, DOUBLE, FLOAT, NUMERIC, DECIMAL(p,s), BOOLEAN, DATE, DATETIME, TIMESTAMP, TIME (docs/sql-api.md)",
+                c.name, c.decl_type
+            )));
+        }
+    }
     let mut pk: Vec<_> = info.iter().filter(|c| c.pk > 0).collect();
     pk.sort_by_key(|c| c.pk);
     if pk.is_empty() {

@@ -241,3 +241,44 @@ fn writes_are_captured_with_an_untrusted_schema() {
         ["Text(\"p1\")|Text(\"Tanga\")|Integer(2)"]
     );
 }
+
+/// Issue 16, finding 4: `outpost_track` refused `_outpost*` and `sqlite_*` names only, case
+/// sensitively, so a device could track the engine's own `outpost_quarantine`. Reserved names
+/// (tables and columns) and declared types the cloud would refuse are refused here too.
+#[test]
+fn reserved_names_and_unaccepted_types_cannot_be_tracked() {
+    let r = Replica::new(
+        "a",
+        "CREATE TABLE \"Outpost_Notes\"(id TEXT PRIMARY KEY, x TEXT);
+         CREATE TABLE \"_CLOUD_x\"(id TEXT PRIMARY KEY);
+         CREATE TABLE cols(id TEXT PRIMARY KEY, outpost_seen TEXT);
+         CREATE TABLE typed(id TEXT PRIMARY KEY, x UUID);
+         CREATE TABLE fine(id TEXT PRIMARY KEY, a VARCHAR(20), b BIGINT, c DOUBLE PRECISION, d);",
+    );
+    // The engine creates its own tables on the first call.
+    r.track("fine", None);
+    let track = |t: &str| {
+        r.conn
+            .query_row(&format!("SELECT outpost_track('{t}')"), [], |_| Ok(()))
+            .unwrap_err()
+            .to_string()
+    };
+    for t in [
+        "outpost_quarantine",
+        "OUTPOST_QUARANTINE",
+        "Outpost_Notes",
+        "_CLOUD_x",
+    ] {
+        let e = track(t);
+        assert!(
+            e.contains(&format!("table name \"{t}\" is reserved")),
+            "{e}"
+        );
+    }
+    let e = track("cols");
+    assert!(e.contains("\"cols\".\"outpost_seen\" is reserved"), "{e}");
+    let e = track("typed");
+    assert!(e.contains("declared type \"UUID\""), "{e}");
+    let tracked: String = r.one("SELECT group_concat(name) FROM _outpost_tables");
+    assert_eq!(tracked, "fine");
+}

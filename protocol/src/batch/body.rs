@@ -1,5 +1,9 @@
 //! The batch body: table groups of rows of cells (layout: `docs/wire-format.md`, "Body").
 
+use super::budget::{
+    Budget, CELL_COST, CONTEXT_COST, GROUP_COST, ROW_COST, STRATEGIES_COST, UUID_TEXT_COST,
+    VALUE_COST,
+};
 use super::error::{BodyProblem, DecodeError, EncodeError};
 use super::{CellChange, CellPayload, RowChange, TableChanges, TableSchema};
 use crate::hlc::{Hlc, MAX_MILLIS};
@@ -380,7 +384,9 @@ impl<'a> Reader<'a> {
         Ok(Hlc::new(millis as u64, counter as u16))
     }
 
-    fn value(&mut self) -> Result<Value, DecodeError> {
+    /// A value; its text or blob bytes are charged to `budget` before they are copied (the
+    /// [`Value`] itself is paid for by whoever holds it).
+    fn value(&mut self, budget: &mut Budget) -> Result<Value, DecodeError> {
         let start = self.pos;
         let header = self.u64()?;
         let upper = header >> 3;
@@ -398,6 +404,7 @@ impl<'a> Reader<'a> {
                 let len = self.len_prefix(upper)?;
                 let at = self.pos;
                 let bytes = self.take(len)?;
+                budget.charge(len)?;
                 match core::str::from_utf8(bytes) {
                     Ok(s) => Ok(Value::Text(String::from(s))),
                     Err(_) => {
@@ -408,9 +415,15 @@ impl<'a> Reader<'a> {
             }
             T_BLOB => {
                 let len = self.len_prefix(upper)?;
-                Ok(Value::Blob(self.take(len)?.to_vec()))
+                let bytes = self.take(len)?;
+                budget.charge(len)?;
+                Ok(Value::Blob(bytes.to_vec()))
             }
-            T_UUID if upper == 0 => Ok(Value::Text(uuid_text::format(&self.array()?))),
+            T_UUID if upper == 0 => {
+                let bytes = self.array()?;
+                budget.charge(UUID_TEXT_COST)?;
+                Ok(Value::Text(uuid_text::format(&bytes)))
+            }
             T_INT64 if upper == 0 => Ok(Value::Integer(i64::from_le_bytes(self.array()?))),
             _ => bad(self),
         }
@@ -425,20 +438,30 @@ impl<'a> Reader<'a> {
 }
 
 /// Parses a whole body against the header's tables; returns the groups and the smallest cell
-/// clock (zero when there are none).
+/// clock (zero when there are none). Every allocation is charged to `budget` first.
 pub(crate) fn read_body(
     body: &[u8],
     tables: &[TableSchema],
+    budget: &mut Budget,
 ) -> Result<(Vec<TableChanges>, Hlc), DecodeError> {
+    let value_columns = |t: &TableSchema| t.columns.len() - t.primary_key.len();
+    let all_values: usize = tables.iter().map(value_columns).sum();
+    budget.charge_items(tables.len(), STRATEGIES_COST)?;
+    budget.charge(all_values)?;
     let strategies: Vec<Vec<Strategy>> = tables.iter().map(value_strategies).collect();
+    // Each row's column list, reused: one allocation per body instead of one per row, as large
+    // as the widest table's value columns (a row can name no more; a mask names at most 64 and
+    // only as many as its table has).
+    let widest = tables.iter().map(value_columns).max().unwrap_or(0);
+    budget.charge_items(widest, 2)?;
+    let mut columns = Vec::with_capacity(widest);
     let mut r = Reader::new(body);
     // A group takes at least 2 bytes (table index, row count).
     let n_groups = r.count(2)?;
+    budget.charge_items(n_groups, GROUP_COST)?;
     let mut groups = Vec::with_capacity(n_groups);
     let mut prev_row_hlc = Hlc::ZERO;
     let mut min_hlc: Option<Hlc> = None;
-    // Each row's column list, reused: one allocation per body instead of one per row.
-    let mut columns = Vec::new();
     for _ in 0..n_groups {
         let at = r.pos;
         let table = r.u64()?;
@@ -450,9 +473,17 @@ pub(crate) fn read_body(
         let strategies = &strategies[table as usize];
         // A row takes at least 1 byte (its flags).
         let n_rows = r.count(1)?;
+        budget.charge_items(n_rows, ROW_COST)?;
         let mut rows = Vec::with_capacity(n_rows);
         for _ in 0..n_rows {
-            let row = read_row(&mut r, schema, strategies, &mut prev_row_hlc, &mut columns)?;
+            let row = read_row(
+                &mut r,
+                schema,
+                strategies,
+                &mut prev_row_hlc,
+                &mut columns,
+                budget,
+            )?;
             for c in &row.cells {
                 min_hlc = Some(min_hlc.map_or(c.hlc, |m| m.min(c.hlc)));
             }
@@ -475,6 +506,7 @@ fn read_row(
     strategies: &[Strategy],
     prev_row_hlc: &mut Hlc,
     columns: &mut Vec<u16>,
+    budget: &mut Budget,
 ) -> Result<RowChange, DecodeError> {
     let at = r.pos;
     let flags = r.u128()?;
@@ -490,11 +522,19 @@ fn read_row(
             r.pos = at;
             return Err(r.err(BodyProblem::UuidKeyOnCompositeKey));
         }
-        alloc::vec![Value::Text(uuid_text::format(&r.array()?))]
+        let bytes = r.array()?;
+        budget.charge(VALUE_COST + UUID_TEXT_COST)?;
+        alloc::vec![Value::Text(uuid_text::format(&bytes))]
     } else {
-        let mut key = Vec::with_capacity(schema.primary_key.len().min(r.remaining()));
-        for _ in 0..schema.primary_key.len() {
-            key.push(r.value()?);
+        // A key value takes at least one byte.
+        let n = schema.primary_key.len();
+        if n > r.remaining() {
+            return Err(r.err(BodyProblem::Truncated));
+        }
+        budget.charge_items(n, VALUE_COST)?;
+        let mut key = Vec::with_capacity(n);
+        for _ in 0..n {
+            key.push(r.value(budget)?);
         }
         key
     };
@@ -512,8 +552,12 @@ fn read_row(
         }
         FORM_ALL => columns.extend(0..n_values as u16),
         _ => {
+            let at = r.pos;
             let n = r.count(1)?;
-            columns.reserve(n);
+            if n > n_values {
+                r.pos = at;
+                return Err(r.err(BodyProblem::BadColumn));
+            }
             let mut next = 0u64;
             for _ in 0..n {
                 let at = r.pos;
@@ -527,6 +571,11 @@ fn read_row(
             }
         }
     }
+    // A cell takes at least one byte.
+    if columns.len() > r.remaining() {
+        return Err(r.err(BodyProblem::Truncated));
+    }
+    budget.charge_items(columns.len(), CELL_COST)?;
     let mut cells = Vec::with_capacity(columns.len());
     if !columns.is_empty() {
         let row_hlc = r.clock(*prev_row_hlc)?;
@@ -538,12 +587,13 @@ fn read_row(
                 row_hlc
             };
             let payload = match strategies[column as usize] {
-                Strategy::Lww | Strategy::RowLww => CellPayload::Value(r.value()?),
+                Strategy::Lww | Strategy::RowLww => CellPayload::Value(r.value(budget)?),
                 Strategy::Counter => CellPayload::Counter(unzigzag(r.u64()?)),
                 Strategy::Review => {
-                    let value = r.value()?;
+                    let value = r.value(budget)?;
                     // An entry takes at least 18 bytes: a site and a two-varint clock.
                     let n = r.count(18)?;
+                    budget.charge_items(n, CONTEXT_COST)?;
                     let mut context = Vec::with_capacity(n);
                     for _ in 0..n {
                         let site = SiteId(r.array()?);

@@ -3,7 +3,11 @@
 //! A batch is `OPB`, the format byte [`FORMAT`], the postcard-encoded [`BatchHeader`], then the
 //! body, raw or raw DEFLATE. **Contract**: [`decode_header`], [`verify`] and [`decode`] accept any
 //! byte string and return a typed [`DecodeError`] for anything malformed; none panics and none
-//! allocates more than the input, [`Limits`] and the declared (and bounded) body length allow.
+//! allocates more than [`decoded_budget`] of the input's length (64 MiB up to 1 MiB on the wire,
+//! 64 bytes a wire byte above, never more than 256 MiB; `budget.rs` says how), checked before each
+//! allocation. A relay checks what the header and the lengths show with [`check_limits`] (
+//! [`decode_header`] and [`verify`] run it) without parsing the body; a body whose items would
+//! exceed the budget is refused by [`decode`] with [`DecodeError::DecodedTooLarge`].
 //! Encoding is deterministic: the same changes give the same bytes.
 
 use super::body::{read_body, BodyWriter};
@@ -16,6 +20,11 @@ use alloc::vec::Vec;
 use sha2::{Digest, Sha256};
 
 pub use super::body::write_value;
+pub use super::budget::{
+    decoded_budget, header_cost, DECODED_BYTES_PER_WIRE_BYTE, MAX_DECODED_BYTES, MAX_HEADER_BYTES,
+    MIN_DECODED_BUDGET,
+};
+use super::budget::{Budget, INFLATER_COST};
 pub use super::error::{BodyProblem, DecodeError, EncodeError, HeaderProblem};
 
 /// The magic every batch starts with.
@@ -123,14 +132,61 @@ pub fn decode_header(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, Decod
 }
 
 /// Checks a whole batch without parsing rows: header, body length and SHA-256. What a mailbox
-/// calls before storing a batch so it never relays an altered one.
+/// calls before storing a batch so it never relays an altered one. A compressed body is inflated
+/// through a 32 KiB window and hashed as it comes, so a relay holds at most that much of it
+/// (decoding needs the whole body; verifying does not).
 pub fn verify(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, DecodeError> {
     let (header, wire_body) = split(bytes, limits)?;
-    let body = uncompressed_body(&header, wire_body)?;
-    if Sha256::digest(&body).as_slice() != header.body_sha256 {
+    let digest: [u8; 32] = match header.compression {
+        Compression::None => Sha256::digest(wire_body).into(),
+        Compression::Deflate => inflated_sha256(header.body_len, wire_body)?,
+    };
+    if digest != header.body_sha256 {
         return Err(DecodeError::HashMismatch);
     }
     Ok(header)
+}
+
+/// SHA-256 of a raw DEFLATE body, inflated through miniz's 32 KiB wrapping window; the same
+/// length checks as [`uncompressed_body`].
+fn inflated_sha256(declared: u32, wire_body: &[u8]) -> Result<[u8; 32], DecodeError> {
+    use miniz_oxide::inflate::core::{decompress, DecompressorOxide, TINFL_LZ_DICT_SIZE};
+    use miniz_oxide::inflate::TINFLStatus;
+    let mut state = Box::<DecompressorOxide>::default();
+    let mut window = vec![0u8; TINFL_LZ_DICT_SIZE];
+    let mut hash = Sha256::new();
+    let (mut consumed, mut produced, mut at) = (0usize, 0usize, 0usize);
+    loop {
+        let (status, used, wrote) =
+            decompress(&mut state, &wire_body[consumed..], &mut window, at, 0);
+        consumed += used;
+        produced += wrote;
+        if produced > declared as usize {
+            return Err(DecodeError::BodyLengthMismatch {
+                declared,
+                actual: produced,
+            });
+        }
+        hash.update(&window[at..at + wrote]);
+        at = (at + wrote) & (TINFL_LZ_DICT_SIZE - 1);
+        match status {
+            TINFLStatus::Done => break,
+            TINFLStatus::HasMoreOutput => {}
+            _ => return Err(DecodeError::BadCompression),
+        }
+    }
+    if produced != declared as usize {
+        return Err(DecodeError::BodyLengthMismatch {
+            declared,
+            actual: produced,
+        });
+    }
+    if consumed != wire_body.len() {
+        return Err(DecodeError::TrailingBytes {
+            count: wire_body.len() - consumed,
+        });
+    }
+    Ok(hash.finalize().into())
 }
 
 /// Decodes and verifies a whole batch (hash, lengths, every value).
@@ -140,7 +196,11 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Batch, DecodeError> {
     if Sha256::digest(&body).as_slice() != header.body_sha256 {
         return Err(DecodeError::HashMismatch);
     }
-    let (tables, min_hlc) = read_body(&body, &header.tables)?;
+    let mut budget = Budget::new(
+        body_budget(&header, bytes.len()),
+        decoded_budget(bytes.len()),
+    );
+    let (tables, min_hlc) = read_body(&body, &header.tables, &mut budget)?;
     if min_hlc != header.base_hlc {
         return Err(DecodeError::BaseHlcMismatch {
             declared: header.base_hlc,
@@ -179,14 +239,23 @@ fn split<'a>(bytes: &'a [u8], limits: &Limits) -> Result<(BatchHeader, &'a [u8])
             supported: FORMAT,
         });
     }
-    let (header, wire_body): (BatchHeader, &[u8]) = postcard::take_from_bytes(&bytes[prefix..])
-        .map_err(|e| match e {
+    // The header is read from at most MAX_HEADER_BYTES of input: that bounds what decoding it
+    // allocates before its cost can be checked.
+    let header_input = &bytes[prefix..bytes.len().min(prefix + MAX_HEADER_BYTES)];
+    let cut = header_input.len() < bytes.len() - prefix;
+    let (header, rest): (BatchHeader, &[u8]) =
+        postcard::take_from_bytes(header_input).map_err(|e| match e {
+            postcard::Error::DeserializeUnexpectedEnd if cut => {
+                DecodeError::BadHeader(HeaderProblem::TooLong)
+            }
             postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated {
                 expected: bytes.len() + 1,
                 got: bytes.len(),
             },
             _ => DecodeError::BadHeader(HeaderProblem::Malformed),
         })?;
+    let header_end = prefix + header_input.len() - rest.len();
+    let wire_body = &bytes[header_end..];
     check_header(&header)?;
     if header.body_len as usize > limits.max_body_bytes {
         return Err(DecodeError::BodyTooLarge {
@@ -194,7 +263,6 @@ fn split<'a>(bytes: &'a [u8], limits: &Limits) -> Result<(BatchHeader, &'a [u8])
             max: limits.max_body_bytes,
         });
     }
-    let header_end = bytes.len() - wire_body.len();
     match header.compression {
         Compression::None => {
             let want = header.body_len as usize;
@@ -222,7 +290,44 @@ fn split<'a>(bytes: &'a [u8], limits: &Limits) -> Result<(BatchHeader, &'a [u8])
             }
         }
     }
+    check_limits(&header, bytes.len())?;
     Ok((header, wire_body))
+}
+
+/// The cheap check every relay runs before storing a pushed batch (the mailbox's `verify` does):
+/// from the header and the batch's length on the wire alone, without the body, refuses a batch
+/// that cannot decode within [`decoded_budget`]`(wire_len)`: its decoded header
+/// ([`header_cost`]), plus for a compressed body the inflated body and the inflater, must leave
+/// room in the budget; a raw body's `body_len` must fit in the batch; a compressed one's must be
+/// reachable by DEFLATE. A batch that passes can still be refused by [`decode`] when its rows
+/// cost more than the room left ([`DecodeError::DecodedTooLarge`]): only parsing tells.
+pub fn check_limits(header: &BatchHeader, wire_len: usize) -> Result<(), DecodeError> {
+    let limit = decoded_budget(wire_len);
+    let body_len = header.body_len as usize;
+    let inflated = match header.compression {
+        Compression::None if body_len > wire_len => {
+            return Err(DecodeError::BadHeader(HeaderProblem::BodyLengthNotWire))
+        }
+        Compression::None => 0,
+        Compression::Deflate if body_len as u64 > wire_len as u64 * MAX_DEFLATE_RATIO + 1024 => {
+            return Err(DecodeError::BadHeader(HeaderProblem::ImplausibleBodyLength))
+        }
+        Compression::Deflate => body_len + INFLATER_COST,
+    };
+    if header_cost(header).saturating_add(inflated) > limit {
+        return Err(DecodeError::DecodedTooLarge { limit });
+    }
+    Ok(())
+}
+
+/// What is left of the budget for the body's items once the header and the inflated body are
+/// paid for ([`check_limits`] made sure it is not negative).
+fn body_budget(header: &BatchHeader, wire_len: usize) -> usize {
+    let inflated = match header.compression {
+        Compression::None => 0,
+        Compression::Deflate => header.body_len as usize + INFLATER_COST,
+    };
+    decoded_budget(wire_len).saturating_sub(header_cost(header).saturating_add(inflated))
 }
 
 fn check_header(h: &BatchHeader) -> Result<(), DecodeError> {
@@ -263,7 +368,7 @@ fn uncompressed_body<'a>(
         Compression::None => Ok(alloc::borrow::Cow::Borrowed(wire_body)),
         Compression::Deflate => {
             let declared = header.body_len;
-            // Bounded by Limits::max_body_bytes and the DEFLATE ratio (checked in `split`).
+            // Bounded by the decoding budget and the DEFLATE ratio (checked in `split`).
             let mut out = vec![0u8; declared as usize];
             let mut state = Box::<DecompressorOxide>::default();
             let (status, consumed, produced) = decompress(

@@ -64,6 +64,14 @@ pub enum DecodeError {
         /// What is wrong.
         problem: BodyProblem,
     },
+    /// Decoding the batch would allocate more than its budget
+    /// ([`decoded_budget`](super::codec::decoded_budget) of its length on the wire): refused whole,
+    /// before the allocation. A relay refuses such a batch when its header and lengths show it
+    /// ([`check_limits`](super::codec::check_limits)); a receiver quarantines it.
+    DecodedTooLarge {
+        /// The budget, in bytes.
+        limit: usize,
+    },
     /// The header's `base_hlc` is not the smallest clock in the body.
     BaseHlcMismatch {
         /// `base_hlc` from the header.
@@ -89,6 +97,11 @@ pub enum HeaderProblem {
     BadColumnIndex,
     /// A compressed body claims an uncompressed length DEFLATE cannot reach from its size.
     ImplausibleBodyLength,
+    /// The encoded header is longer than
+    /// [`MAX_HEADER_BYTES`](super::codec::MAX_HEADER_BYTES).
+    TooLong,
+    /// A raw body's declared length is not the rest of the batch.
+    BodyLengthNotWire,
 }
 
 impl fmt::Display for HeaderProblem {
@@ -101,6 +114,10 @@ impl fmt::Display for HeaderProblem {
             HeaderProblem::BadColumnIndex => "a key column index is out of range or repeated",
             HeaderProblem::ImplausibleBodyLength => {
                 "compressed body is too short for the declared body_len"
+            }
+            HeaderProblem::TooLong => "longer than 1 MiB",
+            HeaderProblem::BodyLengthNotWire => {
+                "a raw body's body_len is not what follows the header"
             }
         })
     }
@@ -186,6 +203,11 @@ impl fmt::Display for DecodeError {
             DecodeError::BadBody { offset, problem } => {
                 write!(f, "bad batch body at byte {offset}: {problem}")
             }
+            DecodeError::DecodedTooLarge { limit } => write!(
+                f,
+                "decoding this batch would take more than {limit} bytes of memory (the limit for \
+                 its size on the wire): refused whole"
+            ),
             DecodeError::BaseHlcMismatch { declared, actual } => write!(
                 f,
                 "batch header base_hlc {declared} is not the smallest clock in the body ({actual})"

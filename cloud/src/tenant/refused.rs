@@ -1,0 +1,98 @@
+//! Batches the cloud refuses whole: a header its schema step refuses, a batch that does not decode
+//! or would take more memory to decode than its size on the wire allows.
+//!
+//! Each such decision depends on the batch's bytes alone (`schema::validate_all`,
+//! `codec::decode`), so it is the same on every replica and every retry: the batch is recorded
+//! here with its reason, the tenant's vector is advanced over its seqs (by applying an empty
+//! batch of the same origin and range, so only the engine writes its bookkeeping), and the
+//! origin's later batches go on. The batch itself stays in the mailbox (nothing is removed from
+//! it) and is never decoded again by the ingest, whose plan starts above the tenant's vector.
+//! Before, such a batch stopped its origin's ingestion for good (issue 16, finding 7).
+
+use outpost_protocol::batch::codec;
+use outpost_protocol::batch::Compression;
+use outpost_protocol::{SeqRange, SiteId};
+use rusqlite::{params, Connection};
+
+/// The table of refused batches (reserved: no batch can name a `_cloud*` table).
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS _cloud_refused_batches (
+    origin BLOB NOT NULL,
+    lo INTEGER NOT NULL,
+    hi INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    refused_at INTEGER NOT NULL,
+    PRIMARY KEY (origin, lo)
+) WITHOUT ROWID;
+";
+
+/// A batch refused whole, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedBatch {
+    /// Its origin.
+    pub origin: SiteId,
+    /// Its seqs, `lo..=hi`.
+    pub range: (u64, u64),
+    /// Why, the same on every replica.
+    pub reason: String,
+}
+
+/// Records `batch` as refused (idempotent: a second record of the same batch keeps the first),
+/// then advances the tenant's vector over its seqs. Must run outside a transaction
+/// (`outpost_apply` owns its own); an interruption between the two steps is completed by the
+/// next ingest, which refuses the batch again for the same reason.
+pub(crate) fn refuse(
+    conn: &Connection,
+    origin: SiteId,
+    range: SeqRange,
+    reason: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    conn.execute(
+        "INSERT OR IGNORE INTO _cloud_refused_batches (origin, lo, hi, reason, refused_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            origin.0.to_vec(),
+            range.lo as i64,
+            range.hi as i64,
+            reason,
+            now_ms
+        ],
+    )?;
+    let empty = codec::encode(origin, range, Vec::new(), &[], Compression::None);
+    conn.query_row("SELECT outpost_apply(?1)", [empty], |r| {
+        r.get::<_, String>(0)
+    })?;
+    Ok(())
+}
+
+/// Every refused batch, by origin and seq.
+pub fn list(conn: &Connection) -> rusqlite::Result<Vec<RefusedBatch>> {
+    let has: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE name = '_cloud_refused_batches'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has == 0 {
+        return Ok(Vec::new());
+    }
+    let mut stmt =
+        conn.prepare("SELECT origin, lo, hi, reason FROM _cloud_refused_batches ORDER BY 1, 2")?;
+    let rows = stmt.query_map([], |r| {
+        let origin: Vec<u8> = r.get(0)?;
+        let origin = SiteId::from_slice(&origin).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                0,
+                rusqlite::types::Type::Blob,
+                "a refused batch's origin is not a 16-byte site id".into(),
+            )
+        })?;
+        Ok(RefusedBatch {
+            origin,
+            range: (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
+            reason: r.get(3)?,
+        })
+    })?;
+    rows.collect()
+}
