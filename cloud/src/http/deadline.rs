@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// To complete the TLS handshake, from accept.
@@ -63,6 +64,8 @@ impl Phase {
 #[derive(Debug)]
 pub struct Deadline {
     state: Mutex<(Phase, Option<Instant>)>,
+    /// Wakes [`Deadline::expired`] when the phase changes: a new deadline may be earlier.
+    changed: Notify,
 }
 
 impl Deadline {
@@ -70,6 +73,7 @@ impl Deadline {
     pub fn new() -> Arc<Deadline> {
         Arc::new(Deadline {
             state: Mutex::new((Phase::Handshake, Some(Instant::now() + TLS_HANDSHAKE))),
+            changed: Notify::new(),
         })
     }
 
@@ -80,6 +84,17 @@ impl Deadline {
 
     fn enter(&self, phase: Phase, within: Option<Duration>) {
         *self.state() = (phase, within.map(|d| Instant::now() + d));
+        self.changed.notify_one();
+    }
+
+    /// [`Deadline::enter`] if the phase is `from` (checked and changed under one lock).
+    fn enter_from(&self, from: Phase, phase: Phase, within: Duration) {
+        let mut s = self.state();
+        if s.0 == from {
+            *s = (phase, Some(Instant::now() + within));
+            drop(s);
+            self.changed.notify_one();
+        }
     }
 
     /// The handshake is done: the first request's deadline runs.
@@ -89,10 +104,7 @@ impl Deadline {
 
     /// Request bytes arrived: if the connection was idle, a new request's deadline starts.
     pub fn bytes_arrived(&self) {
-        let mut s = self.state();
-        if s.0 == Phase::Idle {
-            *s = (Phase::Request, Some(Instant::now() + REQUEST));
-        }
+        self.enter_from(Phase::Idle, Phase::Request, REQUEST);
     }
 
     /// The request is read (or will not be): no deadline while the cloud works on it.
@@ -107,10 +119,7 @@ impl Deadline {
 
     /// Everything written was flushed: if that ended an answer, the connection is idle.
     pub fn flushed(&self) {
-        let mut s = self.state();
-        if s.0 == Phase::Responding {
-            *s = (Phase::Idle, Some(Instant::now() + IDLE));
-        }
+        self.enter_from(Phase::Responding, Phase::Idle, IDLE);
     }
 
     /// The phase now.
@@ -124,10 +133,15 @@ impl Deadline {
         loop {
             let (phase, at) = *self.state();
             match at {
-                // Working: no deadline, but the phase may change; look again in a while.
-                None => tokio::time::sleep(Duration::from_secs(1)).await,
+                // Working: no deadline until the phase changes.
+                None => self.changed.notified().await,
                 Some(at) if at <= Instant::now() => return phase,
-                Some(at) => tokio::time::sleep_until(at).await,
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = self.changed.notified() => {}
+                    }
+                }
             }
         }
     }
@@ -221,6 +235,31 @@ mod tests {
         assert_eq!(d.phase(), Phase::Idle);
         d.bytes_arrived();
         assert_eq!(d.phase(), Phase::Request);
+    }
+
+    #[test]
+    fn a_deadline_moved_earlier_wakes_the_watch() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let d = Deadline::new();
+        d.responding();
+        let t0 = std::time::Instant::now();
+        let phase = rt.block_on(async {
+            let watch = d.expired();
+            tokio::pin!(watch);
+            // The watch sleeps towards the answer's 15 s; then the answer is flushed.
+            tokio::select! {
+                _ = &mut watch => unreachable!("expired too early"),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            *d.state() = (Phase::Responding, Some(Instant::now()));
+            d.changed.notify_one();
+            watch.await
+        });
+        assert_eq!(phase, Phase::Responding);
+        assert!(t0.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
