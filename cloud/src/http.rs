@@ -85,7 +85,8 @@ pub async fn serve(
                 continue;
             }
         };
-        match server.admission.arrive(peer.ip()) {
+        let deadline = Deadline::new();
+        match server.admission.arrive(peer.ip(), deadline.clone()) {
             Ok(ticket) => {
                 tokio::spawn(connection(
                     server.clone(),
@@ -93,6 +94,7 @@ pub async fn serve(
                     tcp,
                     peer,
                     ticket,
+                    deadline,
                 ));
             }
             // Closed at once: answering would cost a TLS handshake, what a flood wants spent.
@@ -136,8 +138,8 @@ async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     ticket: Ticket,
+    deadline: Arc<Deadline>,
 ) {
-    let deadline = Deadline::new();
     let conn = Arc::new(Conn {
         peer,
         ticket: Mutex::new(ticket),

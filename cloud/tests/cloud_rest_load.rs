@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 const FLOOD: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+const LONE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 
 /// A running cloud with a `patients` table and a token; the raw client's target.
 fn cloud(tmp: &std::path::Path) -> (std::path::PathBuf, Running, String, Target) {
@@ -77,6 +78,34 @@ fn with_retries(
         std::thread::sleep(Duration::from_millis(300));
     }
     panic!("the token holder failed 3 times: {errors:?}");
+}
+
+/// Whether the server still holds `tls` open (nothing to read, no close).
+fn still_open(tls: &mut raw_https::Tls) -> bool {
+    use std::io::{ErrorKind, Read};
+    tls.sock
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    match tls.read(&mut [0u8; 16]) {
+        Ok(_) => false,
+        Err(e) => matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+    }
+}
+
+/// A TLS connection from `from` sending a request head a byte a second that never ends, until
+/// the server closes it or `stop`; returns how long it lived and whether the server closed it.
+fn trickle(target: &Target, from: IpAddr, stop: &AtomicBool) -> Option<(Duration, bool)> {
+    let mut tls = target.connect_from(from).ok()?;
+    let born = Instant::now();
+    let mut alive = tls
+        .write_all(b"GET /watermelon/sync HTTP/1.1\r\nX-Slow: ")
+        .and_then(|()| tls.flush())
+        .is_ok();
+    while alive && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_secs(1));
+        alive = tls.write_all(b"a").and_then(|()| tls.flush()).is_ok();
+    }
+    Some((born.elapsed(), !alive))
 }
 
 #[test]
@@ -183,30 +212,27 @@ fn trickling_connections_neither_outlive_the_request_deadline_nor_keep_a_token_h
     let tmp = tempfile::tempdir().unwrap();
     let (_data, _run, token, target) = cloud(tmp.path());
     let unloaded = pull_and_push(&target, &token, "before");
-
-    // 100 slowloris connections from one address: TLS done, then a head a byte a second that
-    // never ends; each reconnects when closed.
     let stop = Arc::new(AtomicBool::new(false));
-    let lifetimes = Arc::new(Mutex::new(Vec::new()));
+
+    // One trickling connection alone on its address (nothing evicts it): the whole request has
+    // 15 s, however steadily its bytes come.
+    let lone = {
+        let (target, stop) = (target.clone(), stop.clone());
+        std::thread::spawn(move || trickle(&target, LONE, &stop).expect("admitted"))
+    };
+
+    // 100 slowloris connections from one address, each reconnecting when closed.
+    let closed = Arc::new(Mutex::new(0usize));
     let attackers: Vec<_> = (0..100)
         .map(|_| {
-            let (target, stop, lifetimes) = (target.clone(), stop.clone(), lifetimes.clone());
+            let (target, stop, closed) = (target.clone(), stop.clone(), closed.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let Ok(mut tls) = target.connect_from(FLOOD) else {
-                        std::thread::sleep(Duration::from_millis(200));
-                        continue;
-                    };
-                    let born = Instant::now();
-                    let mut alive = tls
-                        .write_all(b"GET /watermelon/sync HTTP/1.1\r\nX-Slow: ")
-                        .and_then(|()| tls.flush())
-                        .is_ok();
-                    while alive && !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_secs(1));
-                        alive = tls.write_all(b"a").and_then(|()| tls.flush()).is_ok();
+                    match trickle(&target, FLOOD, &stop) {
+                        Some((_, true)) => *closed.lock().unwrap() += 1,
+                        Some((_, false)) => {}
+                        None => std::thread::sleep(Duration::from_millis(200)),
                     }
-                    lifetimes.lock().unwrap().push((born.elapsed(), alive));
                 }
             })
         })
@@ -215,30 +241,28 @@ fn trickling_connections_neither_outlive_the_request_deadline_nor_keep_a_token_h
     let t0 = Instant::now();
     let mut slowest = Duration::ZERO;
     let mut n = 0;
-    while t0.elapsed() < Duration::from_secs(21) {
+    while t0.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_secs(2));
         slowest = slowest.max(pull_and_push(&target, &token, &format!("during-{n}")));
         n += 1;
     }
+    let (lived, closed_by_server) = lone.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     for a in attackers {
         a.join().unwrap();
     }
-    let lifetimes = lifetimes.lock().unwrap();
-    let closed: Vec<_> = lifetimes.iter().filter(|(_, alive)| !alive).collect();
-    let longest = lifetimes.iter().map(|(t, _)| *t).max().unwrap();
     println!(
         "token holder: {n} pull+push rounds under a slowloris flood, slowest request {slowest:?} \
-         (unloaded {unloaded:?}); {} trickling connections closed by the server, longest-lived \
-         {longest:?}",
-        closed.len()
+         (unloaded {unloaded:?}); {} flood connections closed by the server; the lone trickler \
+         was closed after {lived:?}",
+        closed.lock().unwrap()
     );
     // 15 s for a whole request, plus up to 2 s before a client notices the close, plus slack.
+    assert!(closed_by_server, "the lone trickler was never closed");
     assert!(
-        longest < Duration::from_secs(19),
-        "a trickling connection lived {longest:?}"
+        lived >= Duration::from_secs(14) && lived < Duration::from_secs(19),
+        "the lone trickler lived {lived:?}"
     );
-    assert!(!closed.is_empty(), "no trickling connection was closed");
 }
 
 #[test]
@@ -291,24 +315,28 @@ fn a_1000_connection_flood_keeps_the_cloud_small_and_lets_a_token_holder_in() {
         (admitted, held)
     };
 
-    let (admitted, held) = flood(1);
+    let (admitted, mut held) = flood(1);
     let during = pull_and_push(&target, &token, "during");
     let rss_one = proc_kib(pid, "VmRSS");
+    // Strangers older than 2 s make room for newer ones, so more than 32 may have been
+    // admitted on a slow machine; at most 32 are open at once.
+    let open = held.iter_mut().map(still_open).filter(|&o| o).count();
     drop(held);
     let (admitted_many, held) = flood(40);
     let rss_many = proc_kib(pid, "VmRSS");
+    // Every slot for strangers is taken; once they have had 2 s to show a token, the oldest
+    // makes room for the token holder.
+    std::thread::sleep(Duration::from_millis(2500));
+    let full = pull_and_push(&target, &token, "full");
     drop(held);
     println!(
-        "1,000 connections from 1 address: {admitted} admitted, cloud RSS {} MiB (idle {} MiB), \
+        "1,000 connections from 1 address: {admitted} admitted, {open} still open, cloud RSS {} MiB (idle {} MiB), \
          token holder's slowest request {during:?} (unloaded {unloaded:?}); from 40 addresses: \
-         {admitted_many} admitted, cloud RSS {} MiB",
+         {admitted_many} admitted, cloud RSS {} MiB, token holder's slowest request {full:?}",
         rss_one >> 10,
         idle_rss >> 10,
         rss_many >> 10
     );
-    assert!(
-        admitted <= 32,
-        "{admitted} connections admitted from one address"
-    );
+    assert!(open <= 32, "{open} connections open from one address");
     assert!(rss_one < 256 << 10 && rss_many < 256 << 10);
 }

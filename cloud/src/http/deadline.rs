@@ -45,6 +45,8 @@ pub enum Phase {
     Responding,
     /// Between requests.
     Idle,
+    /// Closed to make room for a newer connection (no token shown while the slots were full).
+    Evicted,
 }
 
 impl Phase {
@@ -56,6 +58,7 @@ impl Phase {
             Phase::Working => "answer not ready",
             Phase::Responding => "answer not taken within the deadline",
             Phase::Idle => "idle",
+            Phase::Evicted => "no token shown while the listener was full: closed to make room",
         }
     }
 }
@@ -122,9 +125,14 @@ impl Deadline {
         self.enter_from(Phase::Responding, Phase::Idle, IDLE);
     }
 
+    /// Closes the connection now (its slot is given to a newer one).
+    pub fn evict(&self) {
+        self.enter(Phase::Evicted, Some(Duration::ZERO));
+    }
+
     /// The phase now.
     #[cfg(test)]
-    fn phase(&self) -> Phase {
+    pub fn phase(&self) -> Phase {
         self.state().0
     }
 
