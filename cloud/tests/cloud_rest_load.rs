@@ -87,7 +87,9 @@ fn still_open(tls: &mut raw_https::Tls) -> bool {
         .set_read_timeout(Some(Duration::from_millis(1)))
         .unwrap();
     match tls.read(&mut [0u8; 16]) {
-        Ok(_) => false,
+        Ok(0) => false,
+        // The server said something (it does not, to a silent client): still open.
+        Ok(_) => true,
         Err(e) => matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
     }
 }
