@@ -34,6 +34,7 @@ use std::fmt;
 
 mod plan;
 mod push_body;
+mod push_shape;
 
 /// Why the server could not serve a pull or push (HTTP 500; nothing was written).
 #[derive(Debug)]

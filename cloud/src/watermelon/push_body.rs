@@ -9,13 +9,15 @@
 //! is at least 4 bytes per column, `"a":1`, which encodes in 3), never more than
 //! [`super::MAX_PUSH_RECORDS`] records.
 //!
-//! Two passes over the body, both without a tree: the first checks that it is JSON and finds out
+//! Two passes over the body, both without a tree: the first (`push_shape.rs`) checks that it is
+//! JSON and finds out
 //! whether the changes are wrapped (`{"changes": {...}, ...}`, as the old generic reading did:
 //! unwrapped when the top-level `changes` key, its last occurrence, holds an object and no REST
 //! table is named `changes`); the second builds the plan. The first error found, in the body's
 //! order, is the answer. As with a JSON map, a key given twice counts once, the last one.
 
 use super::plan::{List, Plan, Scalar, TablePlan};
+use super::push_shape::{KeyIs, Shape, ShapeSeed};
 use super::InvalidPush;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::cell::{Cell, RefCell};
@@ -61,143 +63,6 @@ pub fn read(body: &[u8], tables: &Tables, max_records: usize) -> Result<Plan, Bo
             Some(why) => BodyError::Invalid(why),
             None => BodyError::NotJson(e),
         }),
-    }
-}
-
-enum Shape {
-    NotAnObject,
-    Flat,
-    Wrapped { occurrence: usize },
-}
-
-/// First pass: is it an object, and does it wrap its changes under `changes`?
-struct ShapeSeed {
-    unwrap: bool,
-}
-
-impl<'de> DeserializeSeed<'de> for ShapeSeed {
-    type Value = Shape;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Shape, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ShapeSeed {
-    type Value = Shape;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Shape, A::Error> {
-        let (mut seen, mut target) = (0, None);
-        while let Some(is_changes) = map.next_key_seed(KeyIs("changes"))? {
-            if is_changes && self.unwrap {
-                seen += 1;
-                // The last occurrence decides, as a JSON map would keep it.
-                target = map.next_value_seed(IsObject)?.then_some(seen);
-            } else {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(match target {
-            Some(occurrence) => Shape::Wrapped { occurrence },
-            None => Shape::Flat,
-        })
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Shape::NotAnObject)
-    }
-
-    fn visit_unit<E>(self) -> Result<Shape, E> {
-        Ok(Shape::NotAnObject)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
-        Ok(Shape::NotAnObject)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
-        Ok(Shape::NotAnObject)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
-        Ok(Shape::NotAnObject)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
-        Ok(Shape::NotAnObject)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Shape, E> {
-        Ok(Shape::NotAnObject)
-    }
-}
-
-/// A map key compared with a name, without allocating it.
-struct KeyIs(&'static str);
-
-impl<'de> DeserializeSeed<'de> for KeyIs {
-    type Value = bool;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for KeyIs {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a key")
-    }
-
-    fn visit_str<E>(self, s: &str) -> Result<bool, E> {
-        Ok(s == self.0)
-    }
-}
-
-/// Whether a value is an object (skipping it whole either way).
-struct IsObject;
-
-impl<'de> DeserializeSeed<'de> for IsObject {
-    type Value = bool;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for IsObject {
-    type Value = bool;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(true)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(false)
-    }
-    fn visit_unit<E>(self) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
-        Ok(false)
     }
 }
 
