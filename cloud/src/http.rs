@@ -232,7 +232,17 @@ impl Answer {
 async fn handle(server: &Server, conn: &Conn, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let answer = route(server, conn, req).await;
+    let mut answer = route(server, conn, req).await;
+    // A connection that has not shown a valid token gets one answer: strangers do not keep
+    // connections alive.
+    if !conn
+        .ticket
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_authenticated()
+    {
+        answer.close = true;
+    }
     log::info!(
         "https peer={} {} {} -> {}",
         conn.peer,

@@ -295,8 +295,7 @@ impl Ticket {
     }
 
     /// Whether the connection has shown a valid token.
-    #[cfg(test)]
-    fn is_authenticated(&self) -> bool {
+    pub fn is_authenticated(&self) -> bool {
         self.authenticated
     }
 }
