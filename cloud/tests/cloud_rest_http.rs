@@ -223,3 +223,46 @@ fn wrong_routes_methods_and_parameters_get_the_answers_they_always_got() {
         )
     );
 }
+
+#[test]
+fn pushes_beyond_the_bodies_budget_are_told_busy_retry_before_their_bodies_are_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_run, token, target) = cloud(tmp.path());
+    let host = target.addr;
+    let head = format!(
+        "POST /watermelon/sync?last_pulled_at=0 HTTP/1.1\r\nHost: {host}\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        32 << 20
+    );
+    // Two 32 MiB bodies announced and not sent yet: the 64 MiB budget is spoken for.
+    let mut waiting = Vec::new();
+    for _ in 0..2 {
+        let mut tls = target.connect_from(LOCAL).unwrap();
+        send(&mut tls, head.as_bytes());
+        waiting.push(tls);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut tls = target.connect_from(LOCAL).unwrap();
+    tls.sock
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    send(&mut tls, head.as_bytes());
+    let a = read_answer(&mut tls).unwrap();
+    assert_eq!(a.status, 503, "{a:?}");
+    assert!(a.head.contains("retry-after: 1"), "{}", a.head);
+    assert!(a.body.contains("busy"), "{}", a.body);
+    // Once the others are gone, a push goes through.
+    drop(waiting);
+    std::thread::sleep(Duration::from_millis(300));
+    let body = br#"{"patients": {"created": [{"id": "p1"}]}}"#;
+    let a = target
+        .request(
+            LOCAL,
+            "POST",
+            "/watermelon/sync?last_pulled_at=0",
+            Some(&token),
+            Some(body),
+        )
+        .unwrap();
+    assert_eq!(a.status, 200, "{a:?}");
+}
