@@ -40,6 +40,10 @@ pub const MAX_BODY: usize = 32 << 20;
 /// Push bodies being received or applied at once, in bytes: a body is charged its
 /// `Content-Length` (a chunked one [`MAX_BODY`]) before its first byte is read.
 pub const BODIES_IN_FLIGHT: usize = 64 << 20;
+/// Blocking threads of the REST runtime (token checks, pulls, pushes).
+const BLOCKING_THREADS: usize = 8;
+/// Of those, how many may wait on the tenant database at once (see [`Server::tenant_work`]).
+const TENANT_WORK: usize = 4;
 /// `Retry-After` of a 503, seconds.
 const RETRY_AFTER: &str = "1";
 /// At most one warning about refused connections per this long (each is logged at debug).
@@ -50,6 +54,9 @@ struct Server {
     cloud: Arc<Cloud>,
     admission: Arc<Admission>,
     bodies: Arc<Semaphore>,
+    /// Pulls and pushes handed to blocking threads at once (they take the tenant database's
+    /// lock one at a time anyway); the other blocking threads stay free for token checks.
+    tenant_work: Semaphore,
 }
 
 /// One connection's state, shared by its task and its requests.
@@ -72,6 +79,7 @@ pub async fn serve(
         cloud,
         admission: Admission::new(limits),
         bodies: Arc::new(Semaphore::new(BODIES_IN_FLIGHT)),
+        tenant_work: Semaphore::new(TENANT_WORK),
     });
     let acceptor = TlsAcceptor::from(tls);
     let mut refusals = Refusals::default();
@@ -392,6 +400,9 @@ async fn route(server: &Server, conn: &Conn, req: Request<Incoming>) -> Answer {
     if req.method() == Method::GET {
         conn.deadline.request_read();
         let cloud = server.cloud.clone();
+        let Ok(_turn) = server.tenant_work.acquire().await else {
+            return early(server_error());
+        };
         return match blocking(move || cloud.rest_pull(since)).await {
             Some(Ok(body)) => early(Answer::json(StatusCode::OK, body)),
             Some(Err(e)) => {
@@ -482,7 +493,11 @@ async fn push(
         }
     };
     let cloud = server.cloud.clone();
+    let Ok(turn) = server.tenant_work.acquire().await else {
+        return server_error();
+    };
     let pushed = blocking(move || cloud.rest_push(since, body)).await;
+    drop(turn);
     drop(permit);
     match pushed {
         Some(Ok(p)) => {
@@ -520,7 +535,7 @@ pub fn run(
     // small. Blocking work (SQLite) is serialized by the cloud's locks, so few threads suffice.
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(8)
+        .max_blocking_threads(BLOCKING_THREADS)
         .thread_name("https")
         .enable_all()
         .build()?
