@@ -1,26 +1,20 @@
-//! The HTTPS front: rustls over std TCP, one thread per connection (at most 64 at once), and the
-//! REST routes (`docs/rest-api.md`).
+//! The HTTPS front: the certificate and rustls configuration, and [`serve`], which runs the REST
+//! API (`http.rs`, `docs/rest-api.md`) over TLS with them.
 //!
 //! The certificate is `--tls-cert`/`--tls-key` when given, else `tls/cert.pem` + `tls/key.pem` in
 //! the data directory, made self-signed (for `localhost`, `127.0.0.1`, `::1` and the machine's host
 //! name) on the first `run` that finds none. Clients pin it or add it as a root.
 
-use crate::error_chain::Chain;
-use crate::http::{read_request, respond, Request};
 use crate::service::Cloud;
-use crate::watermelon;
 use outpost_relay::private_file::{write_new_file, FileError};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::io;
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Why the certificate and key could not be made or loaded.
 #[derive(Debug)]
@@ -119,45 +113,6 @@ impl std::error::Error for TlsError {
         }
     }
 }
-
-/// Why one HTTPS connection ended without an answer (logged at debug: peers hang up).
-#[derive(Debug)]
-enum ConnectionError {
-    /// The socket failed or timed out.
-    Io(io::Error),
-    /// rustls could not start the session.
-    Tls(rustls::Error),
-}
-
-impl fmt::Display for ConnectionError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnectionError::Io(e) => e.fmt(f),
-            ConnectionError::Tls(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for ConnectionError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        // Transparent: the inner error is the whole story.
-        match self {
-            ConnectionError::Io(e) => e.source(),
-            ConnectionError::Tls(e) => e.source(),
-        }
-    }
-}
-
-impl From<io::Error> for ConnectionError {
-    fn from(e: io::Error) -> Self {
-        ConnectionError::Io(e)
-    }
-}
-
-/// Connections served at once; more are closed at accept.
-pub const MAX_CONNECTIONS: usize = 64;
-/// A request must arrive, and a response be taken, within this.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Where the certificate and key are.
 #[derive(Debug, Clone)]
@@ -269,169 +224,12 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
     Ok(Arc::new(config))
 }
 
-/// Accepts HTTPS connections forever.
-pub fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, cloud: Arc<Cloud>) {
-    let open = Arc::new(AtomicUsize::new(0));
-    loop {
-        let (stream, peer) = match listener.accept() {
-            Ok(s) => s,
-            Err(e) => {
-                log::warn!("https accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            open.fetch_sub(1, Ordering::SeqCst);
-            log::warn!("https peer={peer} refused: {MAX_CONNECTIONS} connections open");
-            let _ = stream.shutdown(Shutdown::Both);
-            continue;
-        }
-        let (tls, cloud, open_in) = (tls.clone(), cloud.clone(), open.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("https {peer}"))
-            .spawn(move || {
-                if let Err(e) = connection(stream, tls, &cloud) {
-                    log::debug!("https peer={peer}: {}", Chain(&e));
-                }
-                open_in.fetch_sub(1, Ordering::SeqCst);
-            });
-        if spawned.is_err() {
-            open.fetch_sub(1, Ordering::SeqCst);
-            log::error!("https peer={peer} refused: cannot start a thread");
-        }
-    }
-}
-
-fn connection(
-    stream: TcpStream,
+/// Serves the REST API on `listener` (`http.rs`: hyper on a tokio runtime of its own, on this
+/// thread). Returns only if that runtime cannot start or the listener cannot be used.
+pub fn serve(
+    listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
-    cloud: &Cloud,
-) -> Result<(), ConnectionError> {
-    let peer = stream.peer_addr()?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let conn = rustls::ServerConnection::new(tls).map_err(ConnectionError::Tls)?;
-    let mut tls = rustls::StreamOwned::new(conn, stream);
-    let req = match read_request(&mut tls)? {
-        Ok(Some(r)) => r,
-        Ok(None) => return Ok(()),
-        Err(bad) => {
-            let status = bad.status();
-            log::info!("https peer={peer} bad request ({status}): {bad}");
-            respond(&mut tls, status, &[], &json!({ "error": bad.to_string() }))?;
-            return Ok(());
-        }
-    };
-    let (status, headers, body) = route(&req, cloud);
-    log::info!("https peer={peer} {} {} -> {status}", req.method, req.path);
-    respond(&mut tls, status, headers, &body)?;
-    tls.conn.send_close_notify();
-    let _ = tls.flush_tls();
-    Ok(())
-}
-
-trait FlushTls {
-    fn flush_tls(&mut self) -> std::io::Result<()>;
-}
-
-impl FlushTls for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
-    fn flush_tls(&mut self) -> std::io::Result<()> {
-        while self.conn.wants_write() {
-            self.conn.write_tls(&mut self.sock)?;
-        }
-        Ok(())
-    }
-}
-
-type Response = (
-    u16,
-    &'static [(&'static str, &'static str)],
-    serde_json::Value,
-);
-
-fn error(status: u16, msg: impl Into<String>) -> Response {
-    (status, &[], json!({ "error": msg.into() }))
-}
-
-/// `last_pulled_at`: missing, empty, `null` or `undefined` (what a first WatermelonDB pull sends)
-/// is `None`; otherwise a non-negative integer.
-fn last_pulled_at(req: &Request) -> Result<Option<i64>, Response> {
-    match req.param("last_pulled_at") {
-        None | Some("" | "null" | "undefined") => Ok(None),
-        Some(v) => match v.parse::<i64>() {
-            Ok(t) if t >= 0 => Ok(Some(t)),
-            _ => Err(error(
-                400,
-                format!("last_pulled_at {v:?}: a timestamp from a previous pull, or null"),
-            )),
-        },
-    }
-}
-
-fn route(req: &Request, cloud: &Cloud) -> Response {
-    if req.path != "/watermelon/sync" {
-        return error(404, format!("no route {}", req.path));
-    }
-    if req.method != "GET" && req.method != "POST" {
-        return error(405, "GET (pull) or POST (push)");
-    }
-    let token = req
-        .header("authorization")
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    let name = match token.map(|t| cloud.check_api_token(t)) {
-        Some(Ok(Some(name))) => name,
-        Some(Err(e)) => {
-            log::error!("checking an api token: {}", Chain(&e));
-            return error(500, "server error");
-        }
-        _ => {
-            return (
-                401,
-                &[("WWW-Authenticate", "Bearer")],
-                json!({"error": "a valid api token is required: Authorization: Bearer <token from `outpost-cloud api-token`>"}),
-            )
-        }
-    };
-    let since = match last_pulled_at(req) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    if req.method == "GET" {
-        return match cloud.rest_pull(since) {
-            Ok(v) => (200, &[], v),
-            Err(e) => {
-                log::error!("pull for token {name}: {}", Chain(&e));
-                error(500, "server error")
-            }
-        };
-    }
-    let Some(since) = since else {
-        return error(
-            400,
-            "a push needs last_pulled_at (the timestamp of the pull it follows)",
-        );
-    };
-    let body: serde_json::Value = match serde_json::from_slice(&req.body) {
-        Ok(v) => v,
-        Err(e) => return error(400, format!("the body is not JSON: {e}")),
-    };
-    let what = watermelon::describe(&body);
-    match cloud.rest_push(since, &body) {
-        Ok(n) => {
-            log::info!("push by token {name} ({what}): {n} records written");
-            (200, &[], json!({ "written": n }))
-        }
-        Err(e) => {
-            log::info!("push by token {name} ({what}) refused: {}", e.answer());
-            if e.status() == 500 {
-                log::error!("{}", Chain(&e));
-            }
-            error(e.status(), e.answer())
-        }
-    }
+    cloud: Arc<Cloud>,
+) -> io::Result<()> {
+    crate::http::run(listener, tls, cloud)
 }

@@ -12,7 +12,8 @@
 //!
 //! Inside the crate: `schema` (tables from batch headers), `tenant` (ingest and export),
 //! `changelog` (per-record change times for REST), `watermelon` (pull and push), `http` (the
-//! HTTP/1.1 request reader), `error_chain` (an error and its causes on one line); files are
+//! REST server over hyper: admission, deadlines, body limits, routes; network text in its log
+//! lines is escaped by `outpost_relay::logging`, like every log line), `error_chain` (an error and its causes on one line); files are
 //! created through `outpost_relay::private_file`. Their error types appear in the public API and are
 //! re-exported here.
 //!
@@ -37,4 +38,4 @@ pub use changelog::ChangelogError;
 pub use outpost_relay::private_file::FileError;
 pub use schema::SchemaError;
 pub use tenant::{ApplyFailure, Ingested, RefusedBatch, TenantError};
-pub use watermelon::{InvalidPush, PushError, RestError};
+pub use watermelon::{InvalidPush, PushError, Pushed, RestError, MAX_PUSH_RECORDS};

@@ -181,7 +181,8 @@ fn run(args: &Args) -> Result<()> {
         .name("https".into())
         .spawn(move || https::serve(https_listener, tls, cloud_in))?
         .join()
-        .map_err(|_| anyhow::anyhow!("the HTTPS server stopped"))?;
+        .map_err(|_| anyhow::anyhow!("the HTTPS server panicked"))?
+        .context("the HTTPS server stopped")?;
     Ok(())
 }
 

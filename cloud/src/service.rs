@@ -10,7 +10,7 @@ use crate::control::{Control, ControlError, LAST_APPLY_ERROR};
 use crate::datadir::{unix_now, DataDir, DataDirError};
 use crate::error_chain::Chain;
 use crate::tenant::{Ingested, Tenant, TenantError};
-use crate::watermelon::{self, PushError, RestError};
+use crate::watermelon::{self, PushError, Pushed, RestError};
 use outpost_mailbox::Mailbox;
 use outpost_relay::Serving;
 use std::fmt;
@@ -194,23 +194,20 @@ impl Cloud {
         lock(&self.control).check_api_token(token, unix_now())
     }
 
-    /// A WatermelonDB pull.
-    pub fn rest_pull(&self, last_pulled_at: Option<i64>) -> Result<serde_json::Value, RestError> {
+    /// A WatermelonDB pull: the answer's JSON text (`watermelon::pull`).
+    pub fn rest_pull(&self, last_pulled_at: Option<i64>) -> Result<Vec<u8>, RestError> {
         let mut tenant = lock(&self.tenant);
         tenant.refresh_triggers()?;
         watermelon::pull(tenant.conn(), last_pulled_at)
     }
 
-    /// A WatermelonDB push; on success the cloud's changes are exported to the mailbox at once
-    /// (if that fails they stay in the tables and the next round exports them).
-    pub fn rest_push(
-        &self,
-        last_pulled_at: i64,
-        body: &serde_json::Value,
-    ) -> Result<usize, PushError> {
+    /// A WatermelonDB push of `body` (JSON text, read into a compact plan and dropped before the
+    /// writes); on success the cloud's changes are exported to the mailbox at once (if that
+    /// fails they stay in the tables and the next round exports them).
+    pub fn rest_push(&self, last_pulled_at: i64, body: Vec<u8>) -> Result<Pushed, PushError> {
         let mut tenant = lock(&self.tenant);
         tenant.refresh_triggers()?;
-        let written = watermelon::push(tenant.conn(), last_pulled_at, body)?;
+        let pushed = watermelon::push(tenant.conn(), last_pulled_at, body)?;
         let mut mailbox = lock(&self.mailbox);
         match tenant.export(&mut mailbox) {
             Ok(batches) => self.exported(batches),
@@ -221,6 +218,6 @@ impl Cloud {
                 )
             }
         }
-        Ok(written)
+        Ok(pushed)
     }
 }

@@ -1,4 +1,4 @@
-//! The WatermelonDB sync protocol over the tenant database (the HTTP side is in `https.rs`).
+//! The WatermelonDB sync protocol over the tenant database (the HTTP side is in `http.rs`).
 //!
 //! **Pull** (`GET /watermelon/sync?last_pulled_at=T`): in one read transaction, every record of
 //! every REST table (tracked, primary key one column `id`) whose logged change time is above `T`
@@ -11,7 +11,9 @@
 //! holding it under `"changes"`): all or nothing, in one `BEGIN IMMEDIATE` transaction:
 //! - everything is validated before any write: known REST tables, records are objects with a
 //!   string `id`, only known columns, JSON scalars as values (`_status` and `_changed`, WatermelonDB's
-//!   client-side columns, are ignored);
+//!   client-side columns, are ignored), at most [`MAX_PUSH_RECORDS`] records. The body is read
+//!   straight into a compact plan (`push_body.rs`), never into a generic JSON tree, so a push
+//!   costs a small multiple of its body (docs/rest-api.md states the bound);
 //! - a pushed record (created, updated or deleted) whose change time on the server is above `T` is a
 //!   conflict: nothing is written and the answer is HTTP 409, so the client pulls first;
 //! - `created` and `updated` write the given columns, inserting the record if it does not exist
@@ -24,11 +26,15 @@
 
 use crate::changelog::{self, ChangelogError};
 use crate::schema::{quote, SchemaError};
-use rusqlite::types::{Value as SqlValue, ValueRef};
+use plan::{Plan, Scalar};
+use push_body::{BodyError, Tables};
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use serde_json::{json, Map, Value as Json};
-use std::collections::BTreeMap;
 use std::fmt;
+
+mod plan;
+mod push_body;
+mod push_shape;
 
 /// Why the server could not serve a pull or push (HTTP 500; nothing was written).
 #[derive(Debug)]
@@ -39,6 +45,8 @@ pub enum RestError {
     Schema(SchemaError),
     /// SQLite failed on the tenant database.
     Sqlite(rusqlite::Error),
+    /// Writing the answer as JSON failed.
+    Encode(serde_json::Error),
 }
 
 impl fmt::Display for RestError {
@@ -47,6 +55,7 @@ impl fmt::Display for RestError {
             RestError::Changelog(e) => e.fmt(f),
             RestError::Schema(e) => e.fmt(f),
             RestError::Sqlite(_) => f.write_str("the tenant database failed"),
+            RestError::Encode(_) => f.write_str("writing the answer as JSON"),
         }
     }
 }
@@ -58,6 +67,7 @@ impl std::error::Error for RestError {
             RestError::Changelog(e) => e.source(),
             RestError::Schema(e) => e.source(),
             RestError::Sqlite(e) => Some(e),
+            RestError::Encode(e) => Some(e),
         }
     }
 }
@@ -146,6 +156,11 @@ pub enum InvalidPush {
         /// The table.
         table: String,
     },
+    /// More records (created, updated and deleted, all tables) than one push may hold (HTTP 413).
+    TooManyRecords {
+        /// [`MAX_PUSH_RECORDS`].
+        limit: usize,
+    },
 }
 
 impl fmt::Display for InvalidPush {
@@ -179,6 +194,10 @@ impl fmt::Display for InvalidPush {
             InvalidPush::DeletedNotIds { table } => {
                 write!(f, "{table}.deleted holds ids (strings)")
             }
+            InvalidPush::TooManyRecords { limit } => write!(
+                f,
+                "more than {limit} records in one push; push them in several parts"
+            ),
         }
     }
 }
@@ -186,6 +205,8 @@ impl fmt::Display for InvalidPush {
 /// Why a push was refused. Nothing was written in any case.
 #[derive(Debug)]
 pub enum PushError {
+    /// The body is not JSON (HTTP 400).
+    NotJson(serde_json::Error),
     /// The request is malformed or names what the tables do not have (HTTP 400).
     Invalid(InvalidPush),
     /// Writing a record failed on a constraint (NOT NULL, CHECK, UNIQUE, ...) (HTTP 400).
@@ -216,7 +237,11 @@ impl PushError {
     /// The HTTP status the REST API answers with.
     pub fn status(&self) -> u16 {
         match self {
-            PushError::Invalid(_) | PushError::Rejected { .. } | PushError::Commit(_) => 400,
+            PushError::Invalid(InvalidPush::TooManyRecords { .. }) => 413,
+            PushError::NotJson(_)
+            | PushError::Invalid(_)
+            | PushError::Rejected { .. }
+            | PushError::Commit(_) => 400,
             PushError::Conflict { .. } => 409,
             PushError::Internal(_) => 500,
         }
@@ -229,6 +254,7 @@ impl PushError {
             PushError::Rejected { source, .. } | PushError::Commit(source) => {
                 format!("{self}: {source}")
             }
+            PushError::NotJson(e) => format!("{self}: {e}"),
             PushError::Internal(_) => "server error".into(),
             PushError::Invalid(_) | PushError::Conflict { .. } => self.to_string(),
         }
@@ -238,6 +264,7 @@ impl PushError {
 impl fmt::Display for PushError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            PushError::NotJson(_) => f.write_str("the body is not JSON"),
             PushError::Invalid(why) => write!(f, "invalid push: {why}"),
             PushError::Rejected { write, .. } => write!(f, "invalid push: {write}"),
             PushError::Commit(_) => f.write_str("invalid push: at commit (a foreign key?)"),
@@ -261,6 +288,7 @@ impl std::error::Error for PushError {
         match self {
             PushError::Rejected { source, .. } | PushError::Commit(source) => Some(source),
             PushError::Internal(e) => Some(e),
+            PushError::NotJson(e) => Some(e),
             PushError::Invalid(_) | PushError::Conflict { .. } => None,
         }
     }
@@ -297,205 +325,174 @@ impl From<InvalidPush> for PushError {
     }
 }
 
-fn to_json(v: ValueRef<'_>) -> Json {
-    match v {
-        ValueRef::Null => Json::Null,
-        ValueRef::Integer(i) => json!(i),
-        ValueRef::Real(r) => json!(r),
-        ValueRef::Text(t) => Json::String(String::from_utf8_lossy(t).into_owned()),
-        // WatermelonDB has no binary type: blobs travel as lowercase hex text.
-        ValueRef::Blob(b) => Json::String(b.iter().map(|x| format!("{x:02x}")).collect()),
-    }
+/// The most records one push may hold (created, updated and deleted, all tables together): a
+/// larger push is refused (HTTP 413) as soon as the parser counts one more, before any write.
+pub const MAX_PUSH_RECORDS: usize = 100_000;
+
+/// Appends `v` as JSON. Writing into a `Vec` fails only if serialization itself does (it does
+/// not for strings and numbers), but the error is kept rather than assumed away.
+fn put_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) -> Result<(), RestError> {
+    serde_json::to_writer(out, v).map_err(RestError::Encode)
 }
 
-/// The pull answer for `last_pulled_at` (`None` = first pull).
-pub fn pull(conn: &mut Connection, last_pulled_at: Option<i64>) -> Result<Json, RestError> {
+fn put_cell(out: &mut Vec<u8>, v: ValueRef<'_>) -> Result<(), RestError> {
+    match v {
+        ValueRef::Null => out.extend_from_slice(b"null"),
+        ValueRef::Integer(i) => put_json(out, &i)?,
+        // Not finite (SQLite can hold an infinity): `null`, as serde_json writes it.
+        ValueRef::Real(r) => put_json(out, &r)?,
+        ValueRef::Text(t) => put_json(out, &*String::from_utf8_lossy(t))?,
+        // WatermelonDB has no binary type: blobs travel as lowercase hex text.
+        ValueRef::Blob(b) => {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            put_json(out, &hex)?
+        }
+    }
+    Ok(())
+}
+
+/// The pull answer for `last_pulled_at` (`None` = first pull) as JSON text,
+/// `{"changes": {table: {"created": [..], "updated": [..], "deleted": [..]}}, "timestamp": T}`,
+/// tables by name. Written as the rows are read: no JSON tree, so the answer costs its own size
+/// (plus its `updated` and `deleted` parts once more while they wait for `created` to end).
+pub fn pull(conn: &mut Connection, last_pulled_at: Option<i64>) -> Result<Vec<u8>, RestError> {
     let since = last_pulled_at.unwrap_or(0);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let timestamp = changelog::latest(&tx)?;
-    let mut changes = Map::new();
-    for table in changelog::rest_tables(&tx)? {
+    let mut tables = changelog::rest_tables(&tx)?;
+    tables.sort();
+    let mut out = b"{\"changes\":{".to_vec();
+    for (n, table) in tables.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        put_json(&mut out, table.as_str())?;
+        out.extend_from_slice(b":{\"created\":[");
         let mut stmt = tx.prepare(&format!(
             "SELECT l.created_at, l.deleted, l.id, t.* FROM _cloud_rest_log l \
              LEFT JOIN {} t ON t.\"id\" = l.id \
              WHERE l.tbl = ?1 AND l.changed_at > ?2 ORDER BY l.changed_at",
-            quote(&table)
+            quote(table)
         ))?;
-        let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
-        let (mut created, mut updated, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+        let mut names = Vec::new();
+        for name in stmt.column_names().skip(3) {
+            let mut quoted = Vec::new();
+            put_json(&mut quoted, name)?;
+            names.push(quoted);
+        }
+        let (mut created, mut updated, mut deleted) = (0usize, Vec::new(), Vec::new());
+        let mut updated_count = 0usize;
+        let mut deleted_count = 0usize;
         let mut rows = stmt.query(rusqlite::params![table, since])?;
         while let Some(r) = rows.next()? {
             let created_at: i64 = r.get(0)?;
             let gone = r.get::<_, i64>(1)? != 0 || r.get_ref(3)? == ValueRef::Null;
             if gone {
                 if last_pulled_at.is_some() {
-                    deleted.push(to_json(r.get_ref(2)?));
+                    if deleted_count > 0 {
+                        deleted.push(b',');
+                    }
+                    put_cell(&mut deleted, r.get_ref(2)?)?;
+                    deleted_count += 1;
                 }
                 continue;
             }
-            let mut rec = Map::new();
-            for (i, name) in names.iter().enumerate().skip(3) {
-                rec.insert(name.clone(), to_json(r.get_ref(i)?));
-            }
-            if created_at > since {
-                created.push(Json::Object(rec));
+            let list = if created_at > since {
+                created += 1;
+                if created > 1 {
+                    out.push(b',');
+                }
+                &mut out
             } else {
-                updated.push(Json::Object(rec));
+                updated_count += 1;
+                if updated_count > 1 {
+                    updated.push(b',');
+                }
+                &mut updated
+            };
+            list.push(b'{');
+            for (i, name) in names.iter().enumerate() {
+                if i > 0 {
+                    list.push(b',');
+                }
+                list.extend_from_slice(name);
+                list.push(b':');
+                put_cell(list, r.get_ref(i + 3)?)?;
             }
+            list.push(b'}');
         }
-        changes.insert(
-            table,
-            json!({"created": created, "updated": updated, "deleted": deleted}),
-        );
+        out.extend_from_slice(b"],\"updated\":[");
+        out.extend_from_slice(&updated);
+        out.extend_from_slice(b"],\"deleted\":[");
+        out.extend_from_slice(&deleted);
+        out.extend_from_slice(b"]}");
     }
     drop(tx);
-    Ok(json!({"changes": changes, "timestamp": timestamp}))
-}
-
-struct Record {
-    id: String,
-    columns: Vec<(String, SqlValue)>,
-}
-
-struct TablePush {
-    table: String,
-    upserts: Vec<Record>,
-    deleted: Vec<String>,
-}
-
-fn sql_value(table: &str, id: &str, col: &str, v: &Json) -> Result<SqlValue, InvalidPush> {
-    Ok(match v {
-        Json::Null => SqlValue::Null,
-        Json::Bool(b) => SqlValue::Integer(*b as i64),
-        Json::Number(n) => match n.as_i64() {
-            Some(i) => SqlValue::Integer(i),
-            None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Json::String(s) => SqlValue::Text(s.clone()),
-        _ => {
-            return Err(InvalidPush::NotAScalar {
-                table: table.to_string(),
-                id: id.to_string(),
-                column: col.to_string(),
-            })
-        }
-    })
-}
-
-fn parse(
-    body: &Json,
-    tables: &BTreeMap<String, Vec<String>>,
-) -> Result<Vec<TablePush>, InvalidPush> {
-    let mut obj = body.as_object().ok_or(InvalidPush::NotAnObject)?;
-    if let Some(Json::Object(inner)) = obj.get("changes") {
-        if !tables.contains_key("changes") {
-            obj = inner;
-        }
-    }
-    let mut out = Vec::new();
-    for (table, v) in obj {
-        let columns = tables.get(table).ok_or_else(|| InvalidPush::UnknownTable {
-            table: table.clone(),
-        })?;
-        let t = v.as_object().ok_or_else(|| InvalidPush::NotATable {
-            table: table.clone(),
-        })?;
-        if let Some(k) = t
-            .keys()
-            .find(|k| !["created", "updated", "deleted"].contains(&k.as_str()))
-        {
-            return Err(InvalidPush::UnknownKey {
-                table: table.clone(),
-                key: k.clone(),
-            });
-        }
-        let mut push = TablePush {
-            table: table.clone(),
-            upserts: Vec::new(),
-            deleted: Vec::new(),
-        };
-        for list in ["created", "updated"] {
-            let records = match t.get(list) {
-                None | Some(Json::Null) => continue,
-                Some(Json::Array(a)) => a,
-                Some(_) => {
-                    return Err(InvalidPush::NotAnArray {
-                        table: table.clone(),
-                        list,
-                    })
-                }
-            };
-            for rec in records {
-                let rec = rec
-                    .as_object()
-                    .ok_or_else(|| InvalidPush::RecordNotAnObject {
-                        table: table.clone(),
-                        list,
-                    })?;
-                let id = match rec.get("id") {
-                    Some(Json::String(s)) if !s.is_empty() => s.clone(),
-                    _ => {
-                        return Err(InvalidPush::NoId {
-                            table: table.clone(),
-                            list,
-                        })
-                    }
-                };
-                let mut cols = Vec::new();
-                for (c, v) in rec {
-                    if c == "id" || c == "_status" || c == "_changed" {
-                        continue;
-                    }
-                    if !columns.iter().any(|k| k == c) {
-                        return Err(InvalidPush::UnknownColumn {
-                            table: table.clone(),
-                            id,
-                            column: c.clone(),
-                        });
-                    }
-                    cols.push((c.clone(), sql_value(table, &id, c, v)?));
-                }
-                push.upserts.push(Record { id, columns: cols });
-            }
-        }
-        match t.get("deleted") {
-            None | Some(Json::Null) => {}
-            Some(Json::Array(a)) => {
-                for id in a {
-                    match id {
-                        Json::String(s) if !s.is_empty() => push.deleted.push(s.clone()),
-                        _ => {
-                            return Err(InvalidPush::DeletedNotIds {
-                                table: table.clone(),
-                            })
-                        }
-                    }
-                }
-            }
-            Some(_) => {
-                return Err(InvalidPush::NotAnArray {
-                    table: table.clone(),
-                    list: "deleted",
-                })
-            }
-        }
-        out.push(push);
-    }
+    out.extend_from_slice(b"},\"timestamp\":");
+    put_json(&mut out, &timestamp)?;
+    out.push(b'}');
     Ok(out)
 }
 
-/// Applies a push (see the module doc). Returns how many records were written.
-pub fn push(conn: &mut Connection, last_pulled_at: i64, body: &Json) -> Result<usize, PushError> {
-    let mut tables = BTreeMap::new();
+/// The REST tables and their columns, as a push is checked against them.
+fn rest_columns(conn: &Connection) -> Result<Tables, RestError> {
+    let mut tables = Tables::new();
     for t in changelog::rest_tables(conn)? {
         let cols = crate::schema::columns_of(conn, &t)?;
         tables.insert(t, cols);
     }
-    let plan = parse(body, &tables)?;
+    Ok(tables)
+}
+
+/// What an accepted push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// Records written (inserted, updated or deleted).
+    pub written: usize,
+    /// What the push held, for logs: per table, counts only (`patients: +2 ~1 -0`).
+    pub summary: String,
+}
+
+/// Applies a push body (see the module doc). The body is read into a compact plan (checked
+/// against the tables as it is read) and dropped before the writes.
+pub fn push(
+    conn: &mut Connection,
+    last_pulled_at: i64,
+    body: Vec<u8>,
+) -> Result<Pushed, PushError> {
+    let tables = rest_columns(conn)?;
+    let plan = match push_body::read(&body, &tables, MAX_PUSH_RECORDS) {
+        Ok(plan) => plan,
+        Err(BodyError::NotJson(e)) => return Err(PushError::NotJson(e)),
+        Err(BodyError::Invalid(why)) => return Err(PushError::Invalid(why)),
+    };
+    drop(body);
+    let written = apply(conn, last_pulled_at, &plan)?;
+    Ok(Pushed {
+        written,
+        summary: plan.describe(),
+    })
+}
+
+fn sql_value(v: Scalar<'_>) -> ToSqlOutput<'_> {
+    ToSqlOutput::Borrowed(match v {
+        Scalar::Null => ValueRef::Null,
+        Scalar::Integer(i) => ValueRef::Integer(i),
+        Scalar::Real(r) => ValueRef::Real(r),
+        Scalar::Text(s) => ValueRef::Text(s.as_bytes()),
+    })
+}
+
+fn apply(conn: &mut Connection, last_pulled_at: i64, plan: &Plan) -> Result<usize, PushError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
-    for p in &plan {
-        let ids = p.upserts.iter().map(|r| &r.id).chain(&p.deleted);
+    for p in &plan.tables {
+        let ids = p
+            .created
+            .records()
+            .chain(p.updated.records())
+            .map(|r| r.id)
+            .chain(p.deleted.ids());
         let mut stmt =
             tx.prepare_cached("SELECT changed_at FROM _cloud_rest_log WHERE tbl = ?1 AND id = ?2")?;
         for id in ids {
@@ -505,7 +502,7 @@ pub fn push(conn: &mut Connection, last_pulled_at: i64, body: &Json) -> Result<u
             if let Some(at) = changed.filter(|&at| at > last_pulled_at) {
                 return Err(PushError::Conflict {
                     table: p.table.clone(),
-                    id: id.clone(),
+                    id: id.to_string(),
                     changed_at: at,
                     last_pulled_at,
                 });
@@ -514,75 +511,55 @@ pub fn push(conn: &mut Connection, last_pulled_at: i64, body: &Json) -> Result<u
     }
     let rejected = |write: String| move |source| PushError::Rejected { write, source };
     let mut written = 0;
-    for p in &plan {
+    for p in &plan.tables {
         let t = quote(&p.table);
-        for r in &p.upserts {
+        let exists_sql = format!("SELECT 1 FROM {t} WHERE \"id\" = ?1");
+        for r in p.created.records().chain(p.updated.records()) {
             let exists = tx
-                .query_row(
-                    &format!("SELECT 1 FROM {t} WHERE \"id\" = ?1"),
-                    [&r.id],
-                    |_| Ok(()),
-                )
+                .prepare_cached(&exists_sql)?
+                .query_row([r.id], |_| Ok(()))
                 .optional()?
                 .is_some();
-            let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
             let sql = if exists {
-                if r.columns.is_empty() {
+                if r.values.is_empty() {
                     continue;
                 }
                 let sets = r
-                    .columns
+                    .values
                     .iter()
                     .enumerate()
-                    .map(|(i, (c, _))| format!("{} = ?{}", quote(c), i + 2))
+                    .map(|(i, (c, _))| format!("{} = ?{}", quote(&p.columns[*c]), i + 2))
                     .collect::<Vec<_>>()
                     .join(", ");
                 format!("UPDATE {t} SET {sets} WHERE \"id\" = ?1")
             } else {
                 let names = std::iter::once("\"id\"".to_string())
-                    .chain(r.columns.iter().map(|(c, _)| quote(c)))
+                    .chain(r.values.iter().map(|(c, _)| quote(&p.columns[*c])))
                     .collect::<Vec<_>>()
                     .join(", ");
-                let marks = (1..=r.columns.len() + 1)
+                let marks = (1..=r.values.len() + 1)
                     .map(|i| format!("?{i}"))
                     .collect::<Vec<_>>()
                     .join(", ");
                 format!("INSERT INTO {t} ({names}) VALUES ({marks})")
             };
-            params.push(&r.id);
-            for (_, v) in &r.columns {
-                params.push(v);
-            }
-            tx.execute(&sql, params.as_slice())
+            let params = std::iter::once(sql_value(Scalar::Text(r.id)))
+                .chain(r.values.iter().map(|&(_, v)| sql_value(v)));
+            tx.prepare_cached(&sql)
+                .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(params)))
                 .map_err(rejected(format!("{}/{}", p.table, r.id)))?;
             written += 1;
         }
-        for id in &p.deleted {
+        let delete_sql = format!("DELETE FROM {t} WHERE \"id\" = ?1");
+        for id in p.deleted.ids() {
             written += tx
-                .execute(&format!("DELETE FROM {t} WHERE \"id\" = ?1"), [id])
+                .prepare_cached(&delete_sql)
+                .and_then(|mut stmt| stmt.execute([id]))
                 .map_err(rejected(format!("deleting {}/{id}", p.table)))?;
         }
     }
     tx.commit().map_err(PushError::Commit)?;
     Ok(written)
-}
-
-/// A short description of a push body for logs (counts only, never values).
-pub fn describe(body: &Json) -> String {
-    let Some(obj) = body.as_object() else {
-        return "not an object".into();
-    };
-    let obj = match obj.get("changes") {
-        Some(Json::Object(inner)) => inner,
-        _ => obj,
-    };
-    obj.iter()
-        .map(|(t, v)| {
-            let n = |k: &str| v.get(k).and_then(Json::as_array).map_or(0, Vec::len);
-            format!("{t}: +{} ~{} -{}", n("created"), n("updated"), n("deleted"))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

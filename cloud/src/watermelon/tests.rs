@@ -1,4 +1,6 @@
 use super::*;
+use push_body::BodyError;
+use serde_json::{json, Value as Json};
 
 /// A tenant database with the REST tables of `cloud/tests/cloud_rest.rs`, tracked by the engine,
 /// foreign keys on as the cloud opens it, and the change log's triggers installed.
@@ -18,7 +20,7 @@ fn tenant(dir: &std::path::Path) -> Connection {
 }
 
 fn refused(conn: &mut Connection, last_pulled_at: i64, body: Json) -> (u16, String) {
-    let e = push(conn, last_pulled_at, &body).unwrap_err();
+    let e = push(conn, last_pulled_at, body.to_string().into_bytes()).unwrap_err();
     (e.status(), e.answer())
 }
 
@@ -79,7 +81,9 @@ fn refused_pushes_answer_the_status_and_text_the_api_always_gave() {
     push(
         &mut conn,
         0,
-        &json!({"patients": {"created": [{"id": "p1", "name": "Asha"}]}}),
+        json!({"patients": {"created": [{"id": "p1", "name": "Asha"}]}})
+            .to_string()
+            .into_bytes(),
     )
     .unwrap();
     let at: i64 = conn
@@ -103,4 +107,158 @@ fn refused_pushes_answer_the_status_and_text_the_api_always_gave() {
             )
         )
     );
+}
+
+fn tables() -> Tables {
+    let mut t = Tables::new();
+    t.insert(
+        "patients".into(),
+        vec!["id".into(), "name".into(), "age".into()],
+    );
+    t.insert("visits".into(), vec!["id".into(), "patient_id".into()]);
+    t
+}
+
+fn plan_of(body: &Json) -> Plan {
+    match push_body::read(body.to_string().as_bytes(), &tables(), 10) {
+        Ok(p) => p,
+        Err(BodyError::Invalid(why)) => panic!("{why}"),
+        Err(BodyError::NotJson(e)) => panic!("{e}"),
+    }
+}
+
+fn invalid(body: &[u8]) -> String {
+    match push_body::read(body, &tables(), 10) {
+        Ok(p) => panic!("accepted: {}", p.describe()),
+        Err(BodyError::Invalid(why)) => why.to_string(),
+        Err(BodyError::NotJson(e)) => format!("not JSON: {e}"),
+    }
+}
+
+#[test]
+fn a_plan_reads_back_the_records_and_values_the_body_held() {
+    let plan = plan_of(&json!({"patients": {
+        "created": [{"id": "p1", "name": "Asha \"A\" ☃", "age": 31, "_status": "created", "_changed": ""}],
+        "updated": [{"id": "p2", "age": -7, "name": null}, {"id": "p3", "age": 1.5}, {"id": "p4", "age": true},
+                    {"id": "p5", "age": 18446744073709551615u64}],
+        "deleted": ["p6", "p7"]}}));
+    assert_eq!(plan.describe(), "patients: +1 ~4 -2");
+    let t = &plan.tables[0];
+    let created: Vec<_> = t.created.records().collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].id, "p1");
+    assert_eq!(
+        created[0].values,
+        vec![(1, Scalar::Text("Asha \"A\" ☃")), (2, Scalar::Integer(31))]
+    );
+    let updated: Vec<_> = t.updated.records().map(|r| (r.id, r.values)).collect();
+    assert_eq!(
+        updated,
+        vec![
+            ("p2", vec![(1, Scalar::Null), (2, Scalar::Integer(-7))]),
+            ("p3", vec![(2, Scalar::Real(1.5))]),
+            ("p4", vec![(2, Scalar::Integer(1))]),
+            (
+                "p5",
+                vec![(2, Scalar::Real(18446744073709551615u64 as f64))]
+            ),
+        ]
+    );
+    assert_eq!(t.deleted.ids().collect::<Vec<_>>(), vec!["p6", "p7"]);
+}
+
+#[test]
+fn wrapped_changes_and_repeated_keys_read_as_a_json_map_would() {
+    // {"changes": {...}, "lastPulledAt": ...}: the wrapper's other keys are ignored.
+    let plan =
+        plan_of(&json!({"lastPulledAt": 5, "changes": {"visits": {"created": [{"id": "v1"}]}}}));
+    assert_eq!(plan.describe(), "visits: +1 ~0 -0");
+    // `changes` that is not an object is a table name, which is unknown.
+    assert_eq!(
+        invalid(br#"{"changes": 1}"#),
+        "unknown table \"changes\" (the REST API serves tracked tables whose primary key is `id`)"
+    );
+    // The last of a repeated key counts: table, list, column.
+    let plan = plan_of_text(
+        br#"{"patients": {"created": [{"id": "x"}]}, "patients": {"created": [{"id": "a", "age": [1], "age": 2}], "created": [{"id": "b"}]}}"#,
+    );
+    assert_eq!(plan.describe(), "patients: +1 ~0 -0");
+    assert_eq!(plan.tables[0].created.records().next().unwrap().id, "b");
+    let plan = plan_of_text(br#"{"patients": {"created": [{"id": "a", "age": [1], "age": 2}]}}"#);
+    assert_eq!(
+        plan.tables[0].created.records().next().unwrap().values,
+        vec![(2, Scalar::Integer(2))]
+    );
+}
+
+fn plan_of_text(body: &[u8]) -> Plan {
+    match push_body::read(body, &tables(), 10) {
+        Ok(p) => p,
+        Err(BodyError::Invalid(why)) => panic!("{why}"),
+        Err(BodyError::NotJson(e)) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn bad_bodies_are_refused_with_the_reason() {
+    assert!(invalid(b"{\"patients\": ").starts_with("not JSON"));
+    assert!(invalid(b"{} x").starts_with("not JSON"));
+    assert_eq!(
+        invalid(br#"{"patients": {"created": [{"id": "p1", "shoe": 1}]}}"#),
+        "patients/p1: unknown column \"shoe\""
+    );
+    // The id may come after the column it names in the error.
+    assert_eq!(
+        invalid(br#"{"patients": {"created": [{"age": {"x": 1}, "id": "p1"}]}}"#),
+        "patients/p1: column \"age\" holds an array or object; values are strings, numbers, \
+         booleans or null"
+    );
+    assert_eq!(
+        invalid(br#"{"patients": {"created": [{"id": 7}]}}"#),
+        "patients.created: a record without a string `id`"
+    );
+    assert_eq!(
+        invalid(br#"{"patients": {"deleted": [""]}}"#),
+        "patients.deleted holds ids (strings)"
+    );
+    assert_eq!(
+        invalid(br#"{"patients": {"updated": {}}}"#),
+        "patients.updated must be an array"
+    );
+    assert_eq!(
+        invalid(br#"{"patients": []}"#),
+        "patients: expected {created, updated, deleted}"
+    );
+    assert_eq!(
+        invalid(br#"{"patients": {"gone": []}}"#),
+        "patients: unknown key \"gone\""
+    );
+    let eleven: Vec<_> = (0..11).map(|i| format!("p{i}")).collect();
+    assert_eq!(
+        invalid(
+            json!({"patients": {"deleted": eleven}})
+                .to_string()
+                .as_bytes()
+        ),
+        "more than 10 records in one push; push them in several parts"
+    );
+}
+
+#[test]
+fn a_plan_is_no_larger_than_its_body() {
+    // Short keys and values, the body's worst case for a tree, and realistic records.
+    for record in [
+        json!({"id": "a", "age": 1}),
+        json!({"id": "p-0001", "name": "Asha Devi, village 4", "age": 31}),
+    ] {
+        let body = json!({"patients": {"created": vec![record; 10_000]}}).to_string();
+        let plan = push_body::read(body.as_bytes(), &tables(), MAX_PUSH_RECORDS)
+            .unwrap_or_else(|_| panic!());
+        assert!(
+            plan.heap_bytes() <= body.len(),
+            "{} bytes of plan for {} of body",
+            plan.heap_bytes(),
+            body.len()
+        );
+    }
 }
