@@ -8,7 +8,8 @@
 //! - [`mailbox_check`]: what a mailbox file must hold after any fault;
 //! - [`proxy`]: a loopback proxy that cuts connections at a byte budget;
 //! - [`port`], [`scratch`]: free loopback ports, scratch directories on tmpfs;
-//! - [`figures`]: what the benchmarks measure and print.
+//! - [`figures`]: what the benchmarks measure and print;
+//! - [`workload`]: the benchmark workload's W1 rows, database and insert.
 
 pub mod built;
 pub mod cloud;
@@ -21,3 +22,4 @@ pub mod port;
 pub mod process;
 pub mod proxy;
 pub mod scratch;
+pub mod workload;
