@@ -18,7 +18,7 @@ use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::SiteId;
 use outpost_relay::allowlist::{Allowlist, AllowlistError};
 use outpost_relay::identity::{Identity, IdentityError};
-use outpost_relay::private_file::{create_private_file, write_new_file, FileError};
+use outpost_relay::private_file::{create_private_file, restrict, write_new_file, FileError};
 use outpost_relay::Stores;
 use std::fmt;
 use std::fs;
@@ -161,6 +161,28 @@ impl std::error::Error for DataDirError {
 
 const FILES: [&str; 4] = ["tenant.db", "mailbox.db", "allowlist.db", "control.db"];
 
+/// Narrows what a directory made by hand, a copy or an earlier version left wider: the directory
+/// (and `tls/`) to 0700, the databases with their `-wal`/`-shm`, the identity key and the TLS key
+/// to 0600, each change logged. (`site-id` and the certificate are public.)
+fn make_private(path: &Path) -> Result<(), DataDirError> {
+    let narrow = |p: &Path, mode: u32| -> Result<(), DataDirError> {
+        if let Some(old) = restrict(p, mode).map_err(DataDirError::File)? {
+            log::warn!("{}: was mode {old:o}, now private", p.display());
+        }
+        Ok(())
+    };
+    narrow(path, 0o700)?;
+    narrow(&path.join("tls"), 0o700)?;
+    narrow(&path.join("identity.key"), 0o600)?;
+    narrow(&path.join("tls").join("key.pem"), 0o600)?;
+    for f in FILES {
+        for file in [f.to_string(), format!("{f}-wal"), format!("{f}-shm")] {
+            narrow(&path.join(file), 0o600)?;
+        }
+    }
+    Ok(())
+}
+
 impl DataDir {
     /// Creates the directory, the tenant database, the identity and the other stores; an
     /// initialized directory is opened unchanged. Returns it and whether anything was created.
@@ -178,6 +200,7 @@ impl DataDir {
         for f in FILES {
             create_private_file(&path.join(f)).map_err(DataDirError::File)?;
         }
+        make_private(path)?;
         let site = tenant_site(path)?;
         let site_path = path.join("site-id");
         let mut created = false;
@@ -210,6 +233,7 @@ impl DataDir {
                 path: path.to_path_buf(),
             });
         }
+        make_private(path)?;
         let (identity, _) = load_identity(path)?;
         let site = tenant_site(path)?;
         DataDir::checked(path, identity, site)

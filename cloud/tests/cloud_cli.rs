@@ -105,3 +105,33 @@ fn init_run_status_and_operator_commands() {
     let (_, _, err) = cli(&["status", "--data", d]);
     assert!(!err.contains(&token));
 }
+
+#[test]
+fn a_data_directory_made_by_hand_or_left_wide_is_made_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cloud");
+    let d = data.to_str().unwrap();
+    // An operator's `mkdir` under a umask of 022: the directory is 0755 before init.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    cli_ok(&["init", "--data", d]);
+    assert_eq!(mode(&data), 0o700);
+    // A copy (or an earlier version) left the files wide: the next command narrows them.
+    for f in ["identity.key", "tenant.db", "control.db"] {
+        std::fs::set_permissions(data.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (ok, _, err) = cli(&["status", "--data", d]);
+    assert!(ok, "{err}");
+    assert!(err.contains("now private"), "each change is logged: {err}");
+    assert_eq!(mode(&data), 0o700);
+    for f in [
+        "identity.key",
+        "tenant.db",
+        "control.db",
+        "mailbox.db",
+        "allowlist.db",
+    ] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+}
