@@ -131,6 +131,7 @@ api_table! {
     db_config @ 163: unsafe extern "C" fn(*mut sqlite3, c_int, ...) -> c_int,
     vtab_config @ 177: unsafe extern "C" fn(*mut sqlite3, c_int, ...) -> c_int,
     clear_bindings @ 118: unsafe extern "C" fn(*mut sqlite3_stmt) -> c_int,
+    total_changes @ 97: unsafe extern "C" fn(*mut sqlite3) -> c_int,
 }
 
 static API: OnceLock<Api> = OnceLock::new();
@@ -335,6 +336,13 @@ impl Conn {
             )
         };
         now != 0
+    }
+
+    /// Rows inserted, updated or deleted by this connection's statements since it opened
+    /// (`sqlite3_total_changes`: rolled-back ones too), wrapping at `c_int`.
+    pub(crate) fn total_changes(&self) -> c_int {
+        // SAFETY: valid connection.
+        unsafe { (api().total_changes)(self.0) }
     }
 
     /// True when no transaction is open.

@@ -158,11 +158,12 @@ unsafe extern "C" fn destroy(p: *mut c_void) {
 }
 
 /// Registers every function of `table` on `db`, and the `outpost_clock` table, sharing one
-/// per-connection session.
+/// per-connection session, which it returns (the entry point registers the engine's virtual
+/// tables with it).
 pub(crate) fn register_all(
     db: *mut sqlite3,
     table: &'static [FunctionDef],
-) -> Result<(), LoadError> {
+) -> Result<Arc<Session>, LoadError> {
     let session = Arc::new(Session::default());
     for def in table {
         let mut flags = ffi::SQLITE_UTF8;
@@ -200,5 +201,6 @@ pub(crate) fn register_all(
             });
         }
     }
-    crate::clock_table::register(db, session)
+    crate::clock_table::register(db, session.clone())?;
+    Ok(session)
 }

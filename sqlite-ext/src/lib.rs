@@ -80,6 +80,7 @@
 
 #![allow(clippy::missing_safety_doc)]
 
+mod acked;
 mod apply;
 mod arg;
 mod cells;
@@ -95,7 +96,10 @@ mod id_blocks;
 mod ids;
 mod json;
 mod keys;
+mod pending;
+mod pending_table;
 mod quarantine;
+mod row_status;
 mod schema;
 mod session;
 mod sites;
@@ -180,6 +184,11 @@ static FUNCTIONS: &[FunctionDef] = &[
     def(c"outpost_uuid", 0, 0, ids::sql_uuid),
     def(c"outpost_reserve_ids", 2, 2, id_blocks::sql_reserve_ids),
     def(c"outpost_next_id", 1, 1, id_blocks::sql_next_id),
+    // per-record sync state (and the `outpost_pending` table, `pending_table.rs`)
+    FunctionDef {
+        innocuous: true,
+        ..def(c"outpost_row_status", 2, 127, row_status::sql_row_status)
+    },
     // called by the triggers
     for_triggers(c"outpost_tick", 0, false, triggers::sql_tick),
     for_triggers(c"outpost_capturing", 0, false, triggers::sql_capturing),
@@ -207,7 +216,8 @@ pub unsafe extern "C" fn sqlite3_outpost_init(
     let r = std::panic::catch_unwind(|| {
         // SAFETY: SQLite passes its routines table (or null, refused inside).
         unsafe { ffi::install(p_api) }?;
-        functions::register_all(db, FUNCTIONS)?;
+        let session = functions::register_all(db, FUNCTIONS)?;
+        pending_table::register(db, session)?;
         // Not fatal: the extension works with journals on disk, only slower on big transactions.
         if let Err(e) = statement_journal::keep_in_memory(ffi::Conn(db)) {
             log::warn!("outpost: could not keep statement journals in memory: {e}");

@@ -28,6 +28,8 @@ pub(crate) struct Session {
     pub(crate) export: Leftover,
     /// What the last apply knew of rows without state (`apply/carry.rs`).
     pub(crate) apply: Leftover,
+    /// The per-row sync state last read (`pending.rs`).
+    pub(crate) pending: Leftover,
 }
 
 impl Default for Session {
@@ -37,6 +39,7 @@ impl Default for Session {
             clock: ConnClock::default(),
             export: Leftover::default(),
             apply: Leftover::default(),
+            pending: Leftover::default(),
         }
     }
 }

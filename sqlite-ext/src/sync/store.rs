@@ -227,6 +227,9 @@ impl EngineStore<'_> {
                 issued,
             });
         }
+        // The relay's hello says it holds every own seq up to `since`: a push of an earlier
+        // session whose ack was lost to a cut counts from here (`acked.rs`).
+        crate::acked::record(self.call.conn, since)?;
         Ok(ExportPlan {
             since,
             bytes: 0,
@@ -256,6 +259,18 @@ impl EngineStore<'_> {
             self.more_to_push = true;
         }
         Ok(Some(bytes))
+    }
+
+    /// Records what the relay acknowledged holding (`acked.rs`): the rows whose changes it
+    /// covers are synced from now on.
+    fn acknowledged_inner(&mut self, covered: &[Covered]) -> Result<(), SyncError> {
+        let conn = self.call.conn;
+        let from = crate::acked::acked(conn)?;
+        let top = crate::acked::extended(from, self.site, covered, db_version(conn)?);
+        if top > from {
+            crate::acked::record(conn, top)?;
+        }
+        Ok(())
     }
 
     /// Verifies a pulled chunk and keeps it; applies the group once it is full.
@@ -360,7 +375,8 @@ impl outpost_protocol::session::ClientStore for EngineStore<'_> {
             self.counts.pushed += c.range.hi - c.range.lo + 1;
             self.counts.batches_pushed += 1;
         }
-        Ok(())
+        let r = self.acknowledged_inner(covered);
+        self.keep(r)
     }
 
     fn apply_chunk(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), Failed> {
