@@ -171,7 +171,14 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
             }));
         }
     }
-    let acked = recs.iter().map(|(_, r)| r.acked).max().unwrap_or(0);
+    // What a relay acknowledged (`acked.rs`, per seq) is exact; the start of the last successful
+    // sync is a floor kept for databases that synced before it was recorded.
+    let acked = recs
+        .iter()
+        .map(|(_, r)| r.acked)
+        .max()
+        .unwrap_or(0)
+        .max(i64::try_from(crate::acked::acked(conn)?).unwrap_or(i64::MAX));
     let last_sync_at = peers
         .iter()
         .filter_map(|p| p["last_sync_at"].as_i64())
