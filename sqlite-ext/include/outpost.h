@@ -21,7 +21,8 @@
  *
  * What it needs:
  * - SQLite 3.35.0 or later (Outpost's own SQL uses RETURNING; its API routines exist since
- *   3.14), linked into the same program, which must be built WITHOUT SQLITE_OMIT_LOAD_EXTENSION:
+ *   3.14; the test links the amalgamation rusqlite bundles, 3.54.1 now; no older one is
+ *   tested), linked into the same program, which must be built WITHOUT SQLITE_OMIT_LOAD_EXTENSION:
  *   Outpost calls SQLite only through the routines table SQLite hands to the entry point, and
  *   a SQLite built with that option hands a null table to auto extensions: then every
  *   sqlite3_open fails with "automatic extension loading failed: " and no reason (without the
@@ -30,8 +31,7 @@
  *   files may stay switched off at run time (it is by default); only the compile-time option
  *   matters. The library contains no SQLite of its own, so it never collides with the app's.
  * - Threads: Outpost starts none. outpost_sync() blocks the calling thread on the network (up
- *   to its timeouts), so call it off an app's UI thread; any SQLite threading mode works, with
- *   each connection used by one thread at a time as SQLite requires.
+ *   to its timeouts), so call it off an app's UI thread; any SQLite threading mode works.
  * - Link flags: liboutpost.a is a Rust static library and contains the Rust standard library;
  *   on Linux (glibc) link it with what `cargo rustc --release -p outpost --crate-type staticlib
  *   -- --print native-static-libs` prints:
