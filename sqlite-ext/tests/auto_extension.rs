@@ -1,4 +1,4 @@
-//! The statically linked path (iOS/Android style): the rlib linked into the program, its entry
+//! The statically linked path (as an app that links SQLite and Outpost statically would; docs/client-mobile.md): the rlib linked into the program, its entry
 //! point registered with `sqlite3_auto_extension` in rusqlite's bundled SQLite. Every connection
 //! opened afterwards has the functions, with no library loading.
 
