@@ -1,6 +1,7 @@
-//! The statically linked path (as an app that links SQLite and Outpost statically would; docs/client-mobile.md): the rlib linked into the program, its entry
-//! point registered with `sqlite3_auto_extension` in rusqlite's bundled SQLite. Every connection
-//! opened afterwards has the functions, with no library loading.
+//! The statically linked path, as an app that links SQLite and Outpost into one program would
+//! (docs/client-mobile.md): the rlib linked into the program, its entry point registered with
+//! `sqlite3_auto_extension` in rusqlite's bundled SQLite. Every connection opened afterwards has
+//! the functions, with no library loading.
 
 use rusqlite::Connection;
 
