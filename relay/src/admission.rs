@@ -402,7 +402,7 @@ impl FirstFrame {
 const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// Logs refusals for load: the first of a window with its peer and reason, the others summed
-/// up when the next window starts, so a flood costs a log line every [`LOG_WINDOW`].
+/// up when the next window starts, so a flood costs a log line every `LOG_WINDOW` (10 s).
 #[derive(Debug, Default)]
 pub struct RefusalLog {
     state: Mutex<Option<(Instant, u64)>>,
