@@ -385,6 +385,13 @@ pub struct UplinkStatus {
     pub backlog_seqs: Option<u64>,
     /// Batches holding them.
     pub backlog_batches: Option<u64>,
+    /// Whether the hub's clock is trusted: synced with the cloud's since the hub started. Only
+    /// then do its hellos state a time devices adopt.
+    pub clock_trusted: bool,
+    /// Trusted time minus the hub's clock, ms, once synced.
+    pub clock_offset_ms: Option<i64>,
+    /// When it was last synced (unix seconds).
+    pub clock_synced_at: Option<u64>,
 }
 
 impl UplinkStatus {
@@ -432,6 +439,9 @@ impl UplinkStatus {
             retry_in_ms: state.retry_in_ms,
             backlog_seqs: backlog.map(|b| b.0),
             backlog_batches: backlog.map(|b| b.1),
+            clock_trusted: state.clock_synced_at.is_some(),
+            clock_offset_ms: state.clock_offset_ms,
+            clock_synced_at: state.clock_synced_at,
         }))
     }
 
@@ -449,6 +459,18 @@ impl UplinkStatus {
                 },
             ),
             ("last error", opt(&self.last_error)),
+            (
+                "clock",
+                match (self.clock_synced_at, self.clock_offset_ms) {
+                    (Some(at), Some(offset)) => format!(
+                        "trusted: synced with the cloud {} ago (this machine's clock {offset:+} ms off)",
+                        duration(now.saturating_sub(at))
+                    ),
+                    _ => "not trusted: no session with the cloud since the hub started; devices \
+                          keep their own time"
+                        .into(),
+                },
+            ),
         ];
         if let Some(t) = self.live_since {
             l.insert(

@@ -225,10 +225,14 @@ pub fn spawn(
     dial: impl Dial,
     config: Config,
 ) -> Result<(), UplinkError> {
-    let state = UplinkState::load(&hub.dir().path)
+    let mut state = UplinkState::load(&hub.dir().path)
         .ok()
         .flatten()
         .unwrap_or_default();
+    // Trusted time is per process: a restarted hub (a Pi without a battery clock) has none until
+    // the cloud's next hello.
+    state.clock_offset_ms = None;
+    state.clock_synced_at = None;
     let uplink = Uplink {
         hub,
         dial: Box::new(dial),
@@ -451,6 +455,17 @@ impl Uplink {
             base: (state.pushed, state.pulled),
         };
         let driven = link.drive(&mut client, &mut store, |s| news.after(s));
+        // The cloud's hello states trusted time: from now on the hub's hellos state it too.
+        if let Some(hello) = client.server_hello() {
+            if hello.wall_clock_ms != 0 {
+                let serving = news.hub.serving();
+                serving.trust_time(hello.wall_clock_ms, serving.now().unix_ms);
+                if let Some(t) = serving.trusted_time() {
+                    state.clock_offset_ms = Some(t.offset_ms);
+                    state.clock_synced_at = Some(t.since);
+                }
+            }
+        }
         let r = driven.map_err(UplinkError::from).and_then(|()| {
             if !client.is_live() {
                 return Ok(Ending::Done);

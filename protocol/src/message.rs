@@ -46,6 +46,9 @@ pub struct Hello {
     /// SHA-256 of the sender's schema and merge configuration: a mismatch is refused at hello.
     pub fingerprint: [u8; 32],
     /// The sender's wall clock when it sent this, in ms since the Unix epoch (skew assessment).
+    /// A server states trusted time only (the cloud's clock, or a hub's corrected by the
+    /// cloud's since it started), and 0 when it has none: a client adopts a server's time only
+    /// when it is not 0.
     pub wall_clock_ms: u64,
     /// What the sender holds.
     pub vector: VersionVector,

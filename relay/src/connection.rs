@@ -350,7 +350,8 @@ impl Relay {
                                 fingerprint: None,
                                 peer_site: channel.peer().site,
                                 peer_pushes,
-                                wall_clock_ms: time.unix_ms,
+                                // Trusted time, or 0: a hub's own clock is no time source.
+                                wall_clock_ms: self.serving.hello_clock_ms(time.unix_ms),
                                 stage_ttl_ms: STAGE_TTL_MS,
                                 // A push larger than the whole budget could never be staged:
                                 // the session refuses it as too large rather than busy.

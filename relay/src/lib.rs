@@ -41,5 +41,5 @@ mod stream;
 pub mod vector_text;
 
 pub use connection::{ConnectionError, Event, Relay};
-pub use serving::{Serving, Stores, Time};
+pub use serving::{Serving, Stores, Time, TrustedTime};
 pub use stream::{serve_connection, serve_stream, Stream, NOTIFY_TICK};

@@ -21,7 +21,7 @@ use outpost_protocol::handshake::Keypair;
 use outpost_protocol::message::PeerRole;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// What a serving process serves from.
@@ -88,6 +88,19 @@ pub struct Serving {
     /// Bumped after every empty `IdGrant` sent (a delegated pool could not cover a request and
     /// recorded the demand): the hub's uplink reads the pool only when this moved.
     id_shortfalls: AtomicU64,
+    /// The offset from this machine's wall clock to trusted time, once known: the cloud trusts
+    /// its own clock; a hub trusts none until its uplink heard the cloud's (a Pi has no battery
+    /// clock). Hellos state trusted time, or 0 without it.
+    trusted: Mutex<Option<TrustedTime>>,
+}
+
+/// Where this box's trusted time comes from (docs/design.md section 10, "Time").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrustedTime {
+    /// Trusted time minus this machine's wall clock, in milliseconds.
+    pub offset_ms: i64,
+    /// When it was learnt (unix seconds, trusted time).
+    pub since: u64,
 }
 
 impl Serving {
@@ -115,6 +128,36 @@ impl Serving {
             role,
             commits: AtomicU64::new(0),
             id_shortfalls: AtomicU64::new(0),
+            // The cloud is the time source; a hub learns trusted time from its uplink.
+            trusted: Mutex::new((role == PeerRole::Cloud).then(|| TrustedTime {
+                offset_ms: 0,
+                since: unix_ms() / 1000,
+            })),
+        })
+    }
+
+    /// This box's trusted time, if it has one.
+    pub fn trusted_time(&self) -> Option<TrustedTime> {
+        *self.trusted.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records trusted time: the cloud's wall clock read `peer_unix_ms` when this machine's read
+    /// `local_unix_ms` (the hub's uplink, at each hello from the cloud).
+    pub fn trust_time(&self, peer_unix_ms: u64, local_unix_ms: u64) {
+        let offset_ms = (i128::from(peer_unix_ms) - i128::from(local_unix_ms))
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
+        *self.trusted.lock().unwrap_or_else(|p| p.into_inner()) = Some(TrustedTime {
+            offset_ms,
+            since: peer_unix_ms / 1000,
+        });
+    }
+
+    /// Trusted time (unix ms) for this machine's wall reading `local_unix_ms`, or 0 when this box
+    /// has none: what its hellos state.
+    pub fn hello_clock_ms(&self, local_unix_ms: u64) -> u64 {
+        self.trusted_time().map_or(0, |t| {
+            (i128::from(local_unix_ms) + i128::from(t.offset_ms)).clamp(1, i128::from(u64::MAX))
+                as u64
         })
     }
 
@@ -122,10 +165,7 @@ impl Serving {
     pub fn now(&self) -> Time {
         Time {
             monotonic_ms: self.epoch.elapsed().as_millis() as u64,
-            unix_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            unix_ms: unix_ms(),
         }
     }
 
@@ -202,5 +242,46 @@ impl Serving {
     /// Records an empty id grant sent by a relay.
     pub(crate) fn note_id_shortfall(&self) {
         self.id_shortfalls.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// This machine's wall clock, unix milliseconds (0 before 1970).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serving(role: PeerRole) -> (tempfile::TempDir, Arc<Serving>) {
+        let dir = tempfile::tempdir().unwrap();
+        let (identity, _) = Identity::load_or_create(dir.path()).unwrap();
+        let stores = Stores {
+            identity,
+            mailbox: dir.path().join("mailbox.db"),
+            allowlist: dir.path().join("allowlist.db"),
+        };
+        (dir, Serving::new(stores, ChannelLimits::default(), role))
+    }
+
+    #[test]
+    fn a_hub_states_no_time_until_it_heard_the_clouds_and_the_cloud_states_its_own() {
+        let (_d, hub) = serving(PeerRole::Hub);
+        assert_eq!(hub.trusted_time(), None);
+        assert_eq!(
+            hub.hello_clock_ms(1_000_000),
+            0,
+            "a hub alone is no time source"
+        );
+        // The cloud's hello: its clock read 5 s more than the hub's.
+        hub.trust_time(1_800_000_005_000, 1_800_000_000_000);
+        assert_eq!(hub.trusted_time().unwrap().offset_ms, 5_000);
+        assert_eq!(hub.hello_clock_ms(1_800_000_060_000), 1_800_000_065_000);
+        let (_d, cloud) = serving(PeerRole::Cloud);
+        assert_eq!(cloud.hello_clock_ms(1_800_000_000_000), 1_800_000_000_000);
     }
 }

@@ -13,10 +13,10 @@ use crate::error::Error;
 use crate::ffi::Conn;
 use outpost_protocol::{Clock, Hlc};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch (0 if the system clock is before it).
-fn wall_ms() -> u64 {
+pub(crate) fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -32,16 +32,40 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// How often a connection re-reads the skew offset another connection (or process) may have
+/// learnt: a read per second instead of one per written row.
+const OFFSET_REFRESH: Duration = Duration::from_secs(1);
+
+/// A connection's clock and the skew offset it applies (`skew.rs`).
+struct State {
+    clock: Clock,
+    /// Trusted time was learnt at least once: received clocks far ahead of it are not adopted.
+    trusted: bool,
+    /// When the offset was last read (`None`: read it at the next use).
+    offset_read: Option<Instant>,
+}
+
 /// One connection's clock: resumed from the database at first use, then kept in memory.
 #[derive(Default)]
-pub(crate) struct ConnClock(Mutex<Option<Clock>>);
+pub(crate) struct ConnClock(Mutex<Option<State>>);
 
 impl ConnClock {
-    fn with_clock<T>(&self, conn: Conn, f: impl FnOnce(&mut Clock) -> T) -> Result<T, Error> {
+    fn with_clock<T>(&self, conn: Conn, f: impl FnOnce(&mut Clock, bool) -> T) -> Result<T, Error> {
         let mut guard = self
             .0
             .lock()
             .map_err(|_| Error::Internal("clock lock poisoned".into()))?;
+        if let Some(state) = guard.as_mut() {
+            if state
+                .offset_read
+                .is_none_or(|at| at.elapsed() >= OFFSET_REFRESH)
+            {
+                let (offset, trusted) = crate::skew::offset(conn)?;
+                state.clock.set_offset(offset);
+                state.trusted = trusted;
+                state.offset_read = Some(Instant::now());
+            }
+        }
         if guard.is_none() {
             // Resume above what fold recorded and the newest log rows (the log's tail, by its
             // INTEGER PRIMARY KEY: a bounded read). Not `max(hlc)` over the whole log: that scans
@@ -52,26 +76,51 @@ impl ConnClock {
                 "SELECT max(coalesce((SELECT v FROM _outpost_meta WHERE k='hlc'),0), coalesce((SELECT max(hlc) FROM (SELECT hlc FROM _outpost_log ORDER BY seq DESC LIMIT 1000)),0))",
                 &[],
             )?;
-            *guard = Some(Clock::resume(Hlc::from_u64(stored.unwrap_or(0) as u64)));
+            let mut clock = Clock::resume(Hlc::from_u64(stored.unwrap_or(0) as u64));
+            let (offset, trusted) = crate::skew::offset(conn)?;
+            clock.set_offset(offset);
+            *guard = Some(State {
+                clock,
+                trusted,
+                offset_read: Some(Instant::now()),
+            });
         }
         match guard.as_mut() {
-            Some(c) => Ok(f(c)),
+            Some(s) => Ok(f(&mut s.clock, s.trusted)),
             None => Err(Error::Internal("clock missing".into())),
         }
     }
 
-    /// The clock of a new local write.
+    /// The clock of a new local write: the wall clock plus the skew offset, above every clock
+    /// issued or observed.
     pub(crate) fn tick(&self, conn: Conn) -> Result<u64, Error> {
-        self.with_clock(conn, |c| c.tick(wall_ms()).as_u64())
+        self.with_clock(conn, |c, _| c.tick(wall_ms()).as_u64())
     }
 
-    /// Takes note of a received clock.
+    /// Takes note of a received clock, unless this device has trusted time and the clock runs
+    /// more than a day ahead of it (docs/design.md section 10, "Time": such a clock must not drag
+    /// every later local write into the future).
     pub(crate) fn observe(&self, conn: Conn, hlc: u64) -> Result<(), Error> {
-        self.with_clock(conn, |c| c.observe(Hlc::from_u64(hlc)))
+        self.with_clock(conn, |c, trusted| {
+            let remote = Hlc::from_u64(hlc);
+            let now = c.corrected(wall_ms());
+            if !trusted || remote.millis() <= now.saturating_add(crate::skew::FUTURE_BOUND_MS) {
+                c.observe(remote);
+            }
+        })
+    }
+
+    /// Forgets the cached offset, so the next use reads it again (after a check changed it).
+    pub(crate) fn reload_offset(&self) {
+        if let Ok(mut guard) = self.0.lock() {
+            if let Some(state) = guard.as_mut() {
+                state.offset_read = None;
+            }
+        }
     }
 
     /// The last clock issued or observed (0 before any).
     pub(crate) fn last(&self, conn: Conn) -> Result<u64, Error> {
-        self.with_clock(conn, |c| c.last().as_u64())
+        self.with_clock(conn, |c, _| c.last().as_u64())
     }
 }

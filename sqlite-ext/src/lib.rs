@@ -103,6 +103,7 @@ mod row_status;
 mod schema;
 mod session;
 mod sites;
+mod skew;
 mod state;
 mod statement_journal;
 mod status;

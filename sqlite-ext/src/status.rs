@@ -203,6 +203,7 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
         "peers": peers,
         "last_sync_at": last_sync_at,
         "pending_changes": (issued - acked).max(0),
+        "clock": crate::skew::status(conn)?,
         "conflicts": count(conn, "SELECT count(*) FROM _outpost_conflict_rows")?,
         "quarantined": count(conn, "SELECT count(*) FROM outpost_quarantine")?,
         "last_error": last_error,

@@ -64,6 +64,9 @@ fn an_offline_clinic_relays_through_its_hub_when_the_cloud_returns_and_all_repli
     wait_relayed(&hub, 0, Duration::from_secs(20));
     let u = hub.status()["uplink"].clone();
     assert_eq!(u["state"], "connected", "{u}");
+    // Its clock is now trusted (synced with the cloud's): its hellos state time devices adopt.
+    assert_eq!(u["clock_trusted"], true, "{u}");
+    assert!(u["clock_offset_ms"].as_i64().unwrap().abs() < 60_000, "{u}");
     cloud.kill();
 
     // offline clinic: two devices sync through the hub

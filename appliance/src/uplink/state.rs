@@ -34,6 +34,13 @@ pub struct UplinkState {
     /// when not live.
     #[serde(default)]
     pub live_since: Option<u64>,
+    /// Trusted time minus the hub's clock (ms), as the cloud's last hello gave it; `None` until
+    /// a session with the cloud since this process started (a Pi has no battery clock).
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
+    /// When the hub's clock was last synced with the cloud's (unix seconds, trusted time).
+    #[serde(default)]
+    pub clock_synced_at: Option<u64>,
     /// Seqs pushed and pulled by this process's uplink.
     pub pushed: u64,
     /// See `pushed`.

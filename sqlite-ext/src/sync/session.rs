@@ -101,16 +101,21 @@ pub(crate) fn session(
         site: id.site,
         role: PeerRole::Device,
         fingerprint: store::fingerprint(call)?,
-        wall_clock_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        wall_clock_ms: crate::clock::wall_ms(),
         session: SessionId(sid),
         live: live.is_some(),
         max_push_attempts: 3,
         batch_limits: BatchLimits::default(),
     });
     let driven = link.drive(&mut client, store, |_| {});
+    // The peer's clock, as its hello stated it (0: it has no trusted time). Checked whatever
+    // became of the session: the hello arrived before anything could fail.
+    let skew = match client.server_hello() {
+        Some(hello) => crate::skew::check(call.conn, crate::clock::wall_ms(), hello.wall_clock_ms)
+            .map(|_| call.session.clock.reload_offset())
+            .map_err(SyncError::Engine),
+        None => Ok(()),
+    };
     let r = driven
         .map_err(|e| store.typed(e))
         .and_then(|()| match live {
@@ -132,5 +137,7 @@ pub(crate) fn session(
         _ => {}
     }
     link.close();
-    r.map(|end| (address, end))
+    let end = r?;
+    skew?;
+    Ok((address, end))
 }

@@ -2,6 +2,8 @@
 //! them through `outpost_changes` / `outpost_apply` with the receiver's vector as the cursor.
 #![allow(dead_code)]
 
+pub mod scripted_hub;
+
 use rusqlite::{Connection, OptionalExtension};
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,0 +1,308 @@
+//! A scripted hub for the extension's tests, on a loopback port, speaking the real protocol (the
+//! `Responder` and `ServerSession` of `outpost-protocol`, real Noise crypto) over a store in
+//! memory: what it was pushed it holds and serves, and its hello's vector says so. The test
+//! scripts each connection it accepts (enroll, sync, or a sync cut after the push was stored and
+//! before the ack leaves), and sets the wall clock its hellos state (0: no trusted time).
+
+use super::Replica;
+use outpost_protocol::batch::codec::Limits as BatchLimits;
+use outpost_protocol::channel::{Channel, Limits};
+use outpost_protocol::enroll_code::EnrollCode;
+use outpost_protocol::handshake::{
+    Ephemeral, Gatekeeper, Keypair, PublicKey, Refusal, Responder, ResponderConfig, TokenId,
+};
+use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
+use outpost_protocol::session::{
+    CommitRecord, PushOrigins, ServerConfig, ServerSession, ServerStore, StagedBatch,
+};
+use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{mpsc, Arc, Mutex};
+
+const HUB: SiteId = SiteId([0x4b; 16]);
+const TOKEN: [u8; 32] = [7; 32];
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Admits every key, and enrolls with [`TOKEN`].
+struct Open;
+
+impl Gatekeeper for Open {
+    fn authorize(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
+        Ok(())
+    }
+    fn last_counter(&mut self, _: &PublicKey) -> Result<Option<u64>, Refusal> {
+        Ok(None)
+    }
+    fn record_counter(&mut self, _: &PublicKey, _: u64) -> Result<(), Refusal> {
+        Ok(())
+    }
+    fn enrollment_token(&mut self, _: &TokenId) -> Result<[u8; 32], Refusal> {
+        Ok(TOKEN)
+    }
+    fn check_enrollment(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
+        Ok(())
+    }
+    fn admit(&mut self, _: &TokenId, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
+        Ok(())
+    }
+}
+
+/// What the hub holds: every batch pushed to it, and its vector.
+#[derive(Default)]
+struct Held {
+    batches: Vec<StagedBatch>,
+    vector: VersionVector,
+    commits: HashMap<[u8; 16], CommitRecord>,
+}
+
+impl ServerStore for Held {
+    type Error = String;
+    type PullPlan = Vec<Vec<u8>>;
+
+    fn vector(&mut self) -> Result<VersionVector, String> {
+        Ok(self.vector.clone())
+    }
+    fn committed(&mut self, s: &SessionId) -> Result<Option<CommitRecord>, String> {
+        Ok(self.commits.get(&s.0).cloned())
+    }
+    fn commit(&mut self, s: &SessionId, r: &CommitRecord, b: &[StagedBatch]) -> Result<(), String> {
+        for batch in b {
+            let (origin, range) = (batch.header.origin, batch.header.range);
+            if range.lo <= self.vector.get(&origin) + 1 {
+                let top = self.vector.get(&origin).max(range.hi);
+                self.vector.set(origin, top);
+            }
+            self.batches.push(batch.clone());
+        }
+        self.commits.insert(s.0, r.clone());
+        Ok(())
+    }
+    fn batches_for(&mut self, v: &VersionVector, exclude: &SiteId) -> Result<Vec<Vec<u8>>, String> {
+        let mut plan: Vec<Vec<u8>> = self
+            .batches
+            .iter()
+            .filter(|b| b.header.origin != *exclude && b.header.range.hi > v.get(&b.header.origin))
+            .map(|b| b.bytes.clone())
+            .collect();
+        plan.reverse();
+        Ok(plan)
+    }
+    fn next_batch(&mut self, plan: &mut Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
+        Ok(plan.pop())
+    }
+}
+
+/// One connection of the hub, after its handshake.
+struct Conn {
+    stream: TcpStream,
+    channel: Channel,
+    pending: Vec<u8>,
+    peer: SiteId,
+}
+
+impl Conn {
+    fn accept(listener: &TcpListener, hub: &Keypair) -> Conn {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut responder = Responder::new(
+            ResponderConfig {
+                identity: hub.clone(),
+                site: HUB,
+                min_version: PROTOCOL_VERSION,
+                max_version: PROTOCOL_VERSION,
+            },
+            Ephemeral::from_seed([4; 32]),
+            Limits::default(),
+            0,
+        );
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut buf).unwrap();
+            let mut input = &buf[..n];
+            let r = responder.receive(&mut input, 1, &mut Open).unwrap();
+            stream.write_all(&responder.take_outgoing()).unwrap();
+            if let Some(channel) = r {
+                let peer = channel.peer().site;
+                return Conn {
+                    stream,
+                    channel,
+                    pending: input.to_vec(),
+                    peer,
+                };
+            }
+        }
+    }
+
+    fn send(&mut self, m: &Message) {
+        self.channel.send(&m.encode()).unwrap();
+        let out = self.channel.take_outgoing();
+        self.stream.write_all(&out).unwrap();
+    }
+
+    /// The next message; `None` when the device closed.
+    fn recv(&mut self) -> Option<Message> {
+        let mut buf = [0u8; 65536];
+        loop {
+            let mut input = &self.pending[..];
+            let r = self.channel.receive(&mut input, 1).unwrap();
+            let used = self.pending.len() - input.len();
+            self.pending.drain(..used);
+            if let Some(bytes) = r {
+                return Some(Message::decode(&bytes, 1 << 24).unwrap());
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
+                Err(e) => panic!("hub read: {e}"),
+            }
+        }
+    }
+
+    /// Serves a session to its end; with `cut_before_ack`, hangs up once the push is stored,
+    /// before the ack leaves.
+    fn serve(&mut self, store: &mut Held, cut_before_ack: bool, clock_ms: u64) {
+        let mut session = ServerSession::new(ServerConfig {
+            site: HUB,
+            role: PeerRole::Hub,
+            fingerprint: None,
+            peer_site: self.peer,
+            peer_pushes: PushOrigins::Own,
+            wall_clock_ms: clock_ms,
+            stage_ttl_ms: 60_000,
+            max_staged_bytes: 1 << 24,
+            batch_limits: BatchLimits::default(),
+        });
+        while let Some(m) = self.recv() {
+            session.handle(m, 1, store).unwrap();
+            while let Some(out) = session.poll(store).unwrap() {
+                if cut_before_ack && matches!(out, Message::Ack { .. }) {
+                    return; // the push is committed in `store`; the device never hears it
+                }
+                self.send(&out);
+            }
+            if session.is_done() {
+                return;
+            }
+        }
+    }
+}
+
+/// What the hub does with the next connection.
+enum Next {
+    Enroll,
+    Sync,
+    SyncCutBeforeAck,
+}
+
+/// The scripted hub: each connection is handled as the test announced it.
+pub struct Hub {
+    /// Its enrolment code.
+    pub code: String,
+    /// What its hellos state as its wall clock: now plus this shift, or 0 (no trusted time).
+    clock_shift_ms: Arc<Mutex<Option<i64>>>,
+    next: mpsc::Sender<Next>,
+    done: mpsc::Receiver<()>,
+}
+
+/// What a hello states: now shifted, or 0.
+fn stated(shift: &Mutex<Option<i64>>) -> u64 {
+    match *shift.lock().unwrap() {
+        Some(ms) => (now_ms() as i64 + ms) as u64,
+        None => 0,
+    }
+}
+
+impl Hub {
+    /// Sets what the next hellos state: the true time shifted by `ms`, or with `None` 0, as a
+    /// hub with no trusted time does. A started hub states the true time.
+    pub fn set_clock_shift(&self, ms: Option<i64>) {
+        *self.clock_shift_ms.lock().unwrap() = ms;
+    }
+
+    pub fn start() -> Hub {
+        let clock_shift_ms = Arc::new(Mutex::new(Some(0)));
+        let shift = clock_shift_ms.clone();
+        let keys = Keypair::generate().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let code = EnrollCode {
+            hub_key: keys.public().as_bytes().to_vec(),
+            hub_site: HUB,
+            addresses: vec![listener.local_addr().unwrap().to_string()],
+            token: TOKEN,
+            expires_at: u64::MAX,
+        }
+        .encode();
+        let (next, script) = mpsc::channel::<Next>();
+        let (served, done) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut store = Held::default();
+            while let Ok(what) = script.recv() {
+                let mut conn = Conn::accept(&listener, &keys);
+                match what {
+                    Next::Enroll => {
+                        let Some(Message::Hello(_)) = conn.recv() else {
+                            panic!("no hello at enrollment")
+                        };
+                        conn.send(&Message::Hello(Hello {
+                            protocol_version: PROTOCOL_VERSION,
+                            site: HUB,
+                            role: PeerRole::Hub,
+                            fingerprint: [0; 32],
+                            wall_clock_ms: stated(&shift),
+                            vector: store.vector.clone(),
+                            session: SessionId::default(),
+                        }));
+                        while conn.recv().is_some() {}
+                    }
+                    Next::Sync => conn.serve(&mut store, false, stated(&shift)),
+                    Next::SyncCutBeforeAck => conn.serve(&mut store, true, stated(&shift)),
+                }
+                drop(conn);
+                let _ = served.send(());
+            }
+        });
+        Hub {
+            code,
+            clock_shift_ms,
+            next,
+            done,
+        }
+    }
+
+    pub fn enroll(&self, r: &Replica) {
+        self.next.send(Next::Enroll).unwrap();
+        let out: String = r.one(&format!("SELECT outpost_enroll('{}')", self.code));
+        assert!(out.contains("\"role\":\"hub\""), "{out}");
+        self.done.recv().unwrap();
+    }
+
+    pub fn sync(&self, r: &Replica) -> serde_json::Value {
+        self.next.send(Next::Sync).unwrap();
+        let out: String = r.one("SELECT outpost_sync('hub', '{\"timeout_ms\": 5000}')");
+        self.done.recv().unwrap();
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// A sync whose push the hub stores and then hangs up on: the device gets an error.
+    pub fn sync_cut_before_ack(&self, r: &Replica) -> String {
+        self.next.send(Next::SyncCutBeforeAck).unwrap();
+        let e = r
+            .conn
+            .query_row(
+                "SELECT outpost_sync('hub', '{\"timeout_ms\": 5000}')",
+                [],
+                |row| row.get::<_, String>(0),
+            )
+            .expect_err("a sync cut before its ack must fail");
+        self.done.recv().unwrap();
+        e.to_string()
+    }
+}
