@@ -74,6 +74,8 @@ fn image_aarch64() -> &'static Path {
         let out = Command::new("flock")
             .arg(root.join("target/pi-qemu.lock"))
             .arg(root.join("hardware/pi/build-aarch64"))
+            .env("OUT", root.join("target/pi-qemu"))
+            .env_remove("HUB_BIN") // the image must pack the hub built from these sources
             .current_dir(root)
             .output()
             .expect("flock + hardware/pi/build-aarch64");
@@ -173,7 +175,11 @@ fn two_devices_sync_both_ways_through_the_aarch64_hub_under_qemu() {
     }
     let t0 = Instant::now();
     let image = image_aarch64();
-    let hub = root().join("target/aarch64/aarch64-unknown-linux-gnu/release/outpost-hub");
+    // Where build-aarch64 puts the hub it packs (hardware/pi/cross-env.sh).
+    let hub = std::env::var_os("CARGO_TARGET_DIR_AARCH64")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/aarch64"))
+        .join("aarch64-unknown-linux-gnu/release/outpost-hub");
     assert_eq!(
         elf_machine(&hub),
         EM_AARCH64,
