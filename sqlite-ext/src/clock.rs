@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::ffi::Conn;
 use outpost_protocol::{Clock, Hlc};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch (0 if the system clock is before it).
 pub(crate) fn wall_ms() -> u64 {
@@ -33,16 +33,17 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 /// How often a connection re-reads the skew offset another connection (or process) may have
-/// learnt: a read per second instead of one per written row.
-const OFFSET_REFRESH: Duration = Duration::from_secs(1);
+/// learnt: a read per second of wall time instead of one per written row.
+const OFFSET_REFRESH_MS: u64 = 1000;
 
 /// A connection's clock and the skew offset it applies (`skew.rs`).
 struct State {
     clock: Clock,
     /// Trusted time was learnt at least once: received clocks far ahead of it are not adopted.
     trusted: bool,
-    /// When the offset was last read (`None`: read it at the next use).
-    offset_read: Option<Instant>,
+    /// The wall clock (ms) when the offset was last read (`None`: read it at the next use).
+    /// Compared with the wall reading each call takes anyway, so the check costs no clock read.
+    offset_read: Option<u64>,
 }
 
 /// One connection's clock: resumed from the database at first use, then kept in memory.
@@ -50,20 +51,27 @@ struct State {
 pub(crate) struct ConnClock(Mutex<Option<State>>);
 
 impl ConnClock {
-    fn with_clock<T>(&self, conn: Conn, f: impl FnOnce(&mut Clock, bool) -> T) -> Result<T, Error> {
+    /// Runs `f` on the clock, `wall` being this call's wall reading (ms).
+    fn with_clock<T>(
+        &self,
+        conn: Conn,
+        wall: u64,
+        f: impl FnOnce(&mut Clock, bool) -> T,
+    ) -> Result<T, Error> {
         let mut guard = self
             .0
             .lock()
             .map_err(|_| Error::Internal("clock lock poisoned".into()))?;
         if let Some(state) = guard.as_mut() {
+            // A wall clock that went back (set by hand) also reads it again.
             if state
                 .offset_read
-                .is_none_or(|at| at.elapsed() >= OFFSET_REFRESH)
+                .is_none_or(|at| wall.abs_diff(at) >= OFFSET_REFRESH_MS)
             {
                 let (offset, trusted) = crate::skew::offset(conn)?;
                 state.clock.set_offset(offset);
                 state.trusted = trusted;
-                state.offset_read = Some(Instant::now());
+                state.offset_read = Some(wall);
             }
         }
         if guard.is_none() {
@@ -82,7 +90,7 @@ impl ConnClock {
             *guard = Some(State {
                 clock,
                 trusted,
-                offset_read: Some(Instant::now()),
+                offset_read: Some(wall),
             });
         }
         match guard.as_mut() {
@@ -94,16 +102,18 @@ impl ConnClock {
     /// The clock of a new local write: the wall clock plus the skew offset, above every clock
     /// issued or observed.
     pub(crate) fn tick(&self, conn: Conn) -> Result<u64, Error> {
-        self.with_clock(conn, |c, _| c.tick(wall_ms()).as_u64())
+        let wall = wall_ms();
+        self.with_clock(conn, wall, |c, _| c.tick(wall).as_u64())
     }
 
     /// Takes note of a received clock, unless this device has trusted time and the clock runs
     /// more than a day ahead of it (docs/design.md section 10, "Time": such a clock must not drag
     /// every later local write into the future).
     pub(crate) fn observe(&self, conn: Conn, hlc: u64) -> Result<(), Error> {
-        self.with_clock(conn, |c, trusted| {
+        let wall = wall_ms();
+        self.with_clock(conn, wall, |c, trusted| {
             let remote = Hlc::from_u64(hlc);
-            let now = c.corrected(wall_ms());
+            let now = c.corrected(wall);
             if !trusted || remote.millis() <= now.saturating_add(crate::skew::FUTURE_BOUND_MS) {
                 c.observe(remote);
             }
@@ -121,6 +131,6 @@ impl ConnClock {
 
     /// The last clock issued or observed (0 before any).
     pub(crate) fn last(&self, conn: Conn) -> Result<u64, Error> {
-        self.with_clock(conn, |c, _| c.last().as_u64())
+        self.with_clock(conn, wall_ms(), |c, _| c.last().as_u64())
     }
 }
