@@ -6,25 +6,18 @@ mod common;
 mod raw_https;
 
 use common::*;
-use raw_https::{read_answer, Target, Tls};
+use raw_https::{read_answer, target_of, Target, Tls};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
 
-fn cloud(tmp: &std::path::Path) -> (Running, String, Target) {
-    let data = init(tmp);
-    device(&data.join("tenant.db"))
-        .execute_batch(
-            "CREATE TABLE patients(id TEXT PRIMARY KEY, name TEXT);
-             SELECT outpost_track('patients');",
-        )
-        .unwrap();
-    let token = api_token(&data, "app");
-    let run = start(&data);
-    let target = Target::new(&data.join("tls/cert.pem"), &run.https);
-    (run, token, target)
+/// A running cloud with a `patients` table and a token; the raw client's target.
+fn cloud(tmp: &std::path::Path) -> (std::path::PathBuf, Running, String, Target) {
+    let (data, run, token) = running_with_patients(tmp);
+    let target = target_of(&data, &run.https);
+    (data, run, token, target)
 }
 
 fn send(tls: &mut Tls, bytes: &[u8]) {
@@ -46,7 +39,7 @@ fn closed_within(tls: &mut Tls, wait: Duration) -> bool {
 #[test]
 fn a_kept_alive_connection_pulls_then_pushes_chunked_and_is_closed_when_idle() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_run, token, target) = cloud(tmp.path());
+    let (_data, _run, token, target) = cloud(tmp.path());
     let mut tls = target.connect_from(LOCAL).unwrap();
     let host = target.addr;
     send(
@@ -98,7 +91,7 @@ fn a_kept_alive_connection_pulls_then_pushes_chunked_and_is_closed_when_idle() {
 #[test]
 fn bodies_over_32_mib_are_refused_before_they_are_read() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_run, token, target) = cloud(tmp.path());
+    let (_data, _run, token, target) = cloud(tmp.path());
     let host = target.addr;
     let head = |framing: &str| {
         format!(
@@ -146,7 +139,7 @@ fn bodies_over_32_mib_are_refused_before_they_are_read() {
 #[test]
 fn wrong_routes_methods_and_parameters_get_the_answers_they_always_got() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_run, token, target) = cloud(tmp.path());
+    let (_data, _run, token, target) = cloud(tmp.path());
     let ask = |method: &str, path: &str, token: Option<&str>, body: Option<&[u8]>| {
         let a = target.request(LOCAL, method, path, token, body).unwrap();
         let v: serde_json::Value = serde_json::from_str(&a.body).unwrap();
@@ -227,7 +220,7 @@ fn wrong_routes_methods_and_parameters_get_the_answers_they_always_got() {
 #[test]
 fn pushes_beyond_the_bodies_budget_are_told_busy_retry_before_their_bodies_are_read() {
     let tmp = tempfile::tempdir().unwrap();
-    let (_run, token, target) = cloud(tmp.path());
+    let (_data, _run, token, target) = cloud(tmp.path());
     let host = target.addr;
     let head = format!(
         "POST /watermelon/sync?last_pulled_at=0 HTTP/1.1\r\nHost: {host}\r\n\

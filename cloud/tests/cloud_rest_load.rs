@@ -6,7 +6,7 @@ mod common;
 mod raw_https;
 
 use common::*;
-use raw_https::{proc_kib, read_answer, Target};
+use raw_https::{proc_kib, read_answer, target_of, Target};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,16 +19,8 @@ const LONE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 
 /// A running cloud with a `patients` table and a token; the raw client's target.
 fn cloud(tmp: &std::path::Path) -> (std::path::PathBuf, Running, String, Target) {
-    let data = init(tmp);
-    device(&data.join("tenant.db"))
-        .execute_batch(
-            "CREATE TABLE patients(id TEXT PRIMARY KEY, name TEXT);
-             SELECT outpost_track('patients');",
-        )
-        .unwrap();
-    let token = api_token(&data, "app");
-    let run = start(&data);
-    let target = Target::new(&data.join("tls/cert.pem"), &run.https);
+    let (data, run, token) = running_with_patients(tmp);
+    let target = target_of(&data, &run.https);
     (data, run, token, target)
 }
 

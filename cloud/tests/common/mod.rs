@@ -237,3 +237,18 @@ pub fn records(pull: &Value, table: &str, kind: &str) -> Vec<Value> {
     v.sort_by_key(|r| r.get("id").map_or_else(|| r.to_string(), |i| i.to_string()));
     v
 }
+
+/// A running cloud with a tracked `patients` table and an API token named `app`: its data
+/// directory, the process and the token (the hostile-load and HTTP tests).
+pub fn running_with_patients(tmp: &Path) -> (PathBuf, Running, String) {
+    let data = init(tmp);
+    device(&data.join("tenant.db"))
+        .execute_batch(
+            "CREATE TABLE patients(id TEXT PRIMARY KEY, name TEXT);
+             SELECT outpost_track('patients');",
+        )
+        .unwrap();
+    let token = api_token(&data, "app");
+    let run = start(&data);
+    (data, run, token)
+}

@@ -162,3 +162,8 @@ pub fn proc_kib(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
+
+/// The raw client's target for the cloud `run` serves from `data`.
+pub fn target_of(data: &Path, https: &str) -> Target {
+    Target::new(&data.join("tls/cert.pem"), https)
+}
