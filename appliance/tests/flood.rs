@@ -11,20 +11,16 @@
 //! connections are capped, so the flood costs the hub a fixed amount. The 1,000-connection
 //! figures are `tests/tests/hub_flood.rs` (ignored benchmark).
 
-use outpost_hub::datadir::{unix_now, DataDir};
-use outpost_hub::hub::Hub;
-use outpost_protocol::channel::Limits as ChannelLimits;
+mod std_hub;
+
 use outpost_protocol::handshake::{HandshakeError, Purpose};
-use outpost_relay::allowlist::{Role, DEFAULT_TOKEN_TTL_SECS};
-use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
-use outpost_relay::serve_connection;
+use outpost_relay::listener::Limits;
 use outpost_testkit::flood::Flood;
-use outpost_testkit::{enroll_token, sync, Device, HubInfo, SyncError};
+use outpost_testkit::{sync, Device, HubInfo, SyncError};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
+use std_hub::{enroll, info, start_hub, start_hub_with};
 
 const STRANGER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 /// Connections the stranger keeps open (every third one trickling).
@@ -36,23 +32,6 @@ const SYNC_BOUND: Duration = Duration::from_secs(6);
 /// The test process (the hub, the device and the flood's sockets) stays under this resident
 /// size (MiB); it measured about 20 MiB with the flood running.
 const RSS_BOUND_MIB: u64 = 48;
-
-fn start_hub(data: &Path) -> (SocketAddr, Arc<Hub>) {
-    let hub = Hub::new(DataDir::open(data).unwrap(), ChannelLimits::default());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = hub.serving().clone();
-    let handler = move |conn: &mut Conn| serve_connection(&serving, conn);
-    std::thread::spawn(move || {
-        serve(
-            listener,
-            Limits::default(),
-            Arc::new(LiveSessions::default()),
-            Arc::new(handler),
-        )
-    });
-    (addr, hub)
-}
 
 fn rss_mib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -98,20 +77,9 @@ fn flooding(flood: &Flood, n: u64) {
 fn an_enrolled_device_syncs_while_a_stranger_floods_the_sync_port() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, h) = start_hub(&dir.path().join("hub"));
-    let hub = HubInfo {
-        addr,
-        key: *h.dir().identity.public(),
-        site: h.dir().identity.site,
-    };
-    let token = h
-        .dir()
-        .allowlist()
-        .unwrap()
-        .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS, Role::Device)
-        .unwrap()
-        .secret;
+    let hub = info(addr, &h);
     let mut dev = Device::new(0xd1);
-    enroll_token(&hub, &mut dev, token);
+    enroll(&hub, &h, &mut dev);
     dev.write_range(1, 5);
     let started = Instant::now();
     sync(&hub, &mut dev, 1).unwrap();
@@ -153,41 +121,15 @@ fn a_busy_hub_says_busy_not_key_mismatch() {
     // One place for pending connections: a device's connection that finds it taken by one whose
     // first message is being checked, or full sessions, is told "busy".
     let dir = tempfile::tempdir().unwrap();
-    let hub = Hub::new(
-        DataDir::open(&dir.path().join("hub")).unwrap(),
-        ChannelLimits::default(),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = hub.serving().clone();
-    let handler = move |conn: &mut Conn| serve_connection(&serving, conn);
     let limits = Limits {
         max_sessions: 1,
         ..Limits::default()
     };
-    std::thread::spawn(move || {
-        serve(
-            listener,
-            limits,
-            Arc::new(LiveSessions::default()),
-            Arc::new(handler),
-        )
-    });
-    let info = HubInfo {
-        addr,
-        key: *hub.dir().identity.public(),
-        site: hub.dir().identity.site,
-    };
+    let (addr, hub) = start_hub_with(&dir.path().join("hub"), limits);
+    let info = info(addr, &hub);
     let mut devs = [Device::new(0xe1), Device::new(0xe2)];
     for d in &mut devs {
-        let token = hub
-            .dir()
-            .allowlist()
-            .unwrap()
-            .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS, Role::Device)
-            .unwrap()
-            .secret;
-        enroll_token(&info, d, token);
+        enroll(&info, &hub, d);
     }
     // The first device holds the only session open (its handshake done, nothing sent after);
     // the enrollments' own sessions may take a moment to end.

@@ -3,63 +3,18 @@
 //! responder, server session, SQLite mailbox) on the other. Checks convergence through the hub,
 //! exactly-once delivery, own batches never returned, and durability across a hub restart.
 
-use outpost_hub::datadir::{unix_now, DataDir};
-use outpost_hub::hub::Hub;
-use outpost_protocol::channel::Limits as ChannelLimits;
+mod std_hub;
+
 use outpost_protocol::handshake::Purpose;
 use outpost_protocol::id_range::{IdRequest, RequestId, MAX_ID_BLOCK};
 use outpost_protocol::message::ErrorCode;
 use outpost_protocol::message::{Message, PeerRole, SessionId};
 use outpost_protocol::SeqRange;
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
-use outpost_relay::allowlist::{Role, DEFAULT_TOKEN_TTL_SECS};
-use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
-use outpost_relay::serve_connection;
-use outpost_testkit::{
-    batch, connect, enroll_token, live_until, refused_with, sync, sync_cut, Device, HubInfo,
-};
+use outpost_testkit::{batch, connect, live_until, refused_with, sync, sync_cut, Device, HubInfo};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
-
-fn start_hub(data: &Path) -> (SocketAddr, Arc<Hub>) {
-    let hub = Hub::new(DataDir::open(data).unwrap(), ChannelLimits::default());
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let serving = hub.serving().clone();
-    let handler = move |conn: &mut Conn| serve_connection(&serving, conn);
-    std::thread::spawn(move || {
-        serve(
-            listener,
-            Limits::default(),
-            Arc::new(LiveSessions::default()),
-            Arc::new(handler),
-        )
-    });
-    (addr, hub)
-}
-
-fn info(addr: SocketAddr, hub: &Hub) -> HubInfo {
-    HubInfo {
-        addr,
-        key: *hub.dir().identity.public(),
-        site: hub.dir().identity.site,
-    }
-}
-
-/// Enrolls `dev` with a token the hub's allowlist issues.
-fn enroll(hub: &HubInfo, h: &Hub, dev: &mut Device) {
-    let token = h
-        .dir()
-        .allowlist()
-        .unwrap()
-        .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS, Role::Device)
-        .unwrap()
-        .secret;
-    enroll_token(hub, dev, token);
-}
+use std_hub::{enroll, info, start_hub};
 
 #[test]
 fn three_devices_converge_through_the_hub_and_get_each_change_once() {
