@@ -110,6 +110,7 @@ mod status;
 mod sync;
 mod track;
 mod triggers;
+mod vtab_module;
 
 pub use error::{ApplyError, Error, KeyFileProblem, SyncError};
 use error::{LoadError, SQLITE_ERROR};

@@ -18,47 +18,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-type Connect = unsafe extern "C" fn(
-    *mut sqlite3,
-    *mut c_void,
-    c_int,
-    *const *const c_char,
-    *mut *mut c_void,
-    *mut *mut c_char,
-) -> c_int;
-
-/// `struct sqlite3_module`, version 1 (as in `clock_table.rs`).
-#[repr(C)]
-struct Module {
-    i_version: c_int,
-    x_create: Option<Connect>,
-    x_connect: Option<Connect>,
-    x_best_index: Option<unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int>,
-    x_disconnect: Option<unsafe extern "C" fn(*mut c_void) -> c_int>,
-    x_destroy: Option<unsafe extern "C" fn(*mut c_void) -> c_int>,
-    x_open: Option<unsafe extern "C" fn(*mut c_void, *mut *mut c_void) -> c_int>,
-    x_close: Option<unsafe extern "C" fn(*mut c_void) -> c_int>,
-    x_filter: Option<
-        unsafe extern "C" fn(
-            *mut c_void,
-            c_int,
-            *const c_char,
-            c_int,
-            *mut *mut sqlite3_value,
-        ) -> c_int,
-    >,
-    x_next: Option<unsafe extern "C" fn(*mut c_void) -> c_int>,
-    x_eof: Option<unsafe extern "C" fn(*mut c_void) -> c_int>,
-    x_column: Option<unsafe extern "C" fn(*mut c_void, *mut sqlite3_context, c_int) -> c_int>,
-    x_rowid: Option<unsafe extern "C" fn(*mut c_void, *mut i64) -> c_int>,
-    x_update: Option<unsafe extern "C" fn()>,
-    x_begin: Option<unsafe extern "C" fn()>,
-    x_sync: Option<unsafe extern "C" fn()>,
-    x_commit: Option<unsafe extern "C" fn()>,
-    x_rollback: Option<unsafe extern "C" fn()>,
-    x_find_function: Option<unsafe extern "C" fn()>,
-    x_rename: Option<unsafe extern "C" fn()>,
-}
+use crate::vtab_module::Module;
 
 static MODULE: Module = Module {
     i_version: 1,
