@@ -10,58 +10,20 @@
 
 mod common;
 use common::load;
+use common::scripted_hub::{now_ms, Conn, HUB, TOKEN};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
-use outpost_protocol::channel::{Channel, Limits};
 use outpost_protocol::enroll_code::EnrollCode;
-use outpost_protocol::handshake::{
-    Ephemeral, Gatekeeper, Keypair, PublicKey, Refusal, Responder, ResponderConfig, TokenId,
-};
+use outpost_protocol::handshake::Keypair;
 use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
 use outpost_protocol::session::{
     CommitRecord, PushOrigins, ServerConfig, ServerSession, ServerStore, StagedBatch,
 };
 use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
 use rusqlite::Connection;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const HUB: SiteId = SiteId([0x4b; 16]);
-const TOKEN: [u8; 32] = [7; 32];
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// Admits every key, and enrolls with [`TOKEN`].
-struct Open;
-
-impl Gatekeeper for Open {
-    fn authorize(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Ok(())
-    }
-    fn last_counter(&mut self, _: &PublicKey) -> Result<Option<u64>, Refusal> {
-        Ok(None)
-    }
-    fn record_counter(&mut self, _: &PublicKey, _: u64) -> Result<(), Refusal> {
-        Ok(())
-    }
-    fn enrollment_token(&mut self, _: &TokenId) -> Result<[u8; 32], Refusal> {
-        Ok(TOKEN)
-    }
-    fn check_enrollment(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Ok(())
-    }
-    fn admit(&mut self, _: &TokenId, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
-        Ok(())
-    }
-}
-
-/// A hub holding nothing: it accepts pushes and serves empty pulls.
 struct Empty;
 
 impl ServerStore for Empty {
@@ -85,95 +47,29 @@ impl ServerStore for Empty {
     }
 }
 
-/// One connection of the hub, after its handshake.
-struct Conn {
-    stream: TcpStream,
-    channel: Channel,
-    pending: Vec<u8>,
-    peer: SiteId,
-}
-
-impl Conn {
-    fn accept(listener: &TcpListener, hub: &Keypair) -> Conn {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut responder = Responder::new(
-            ResponderConfig {
-                identity: hub.clone(),
-                site: HUB,
-                min_version: PROTOCOL_VERSION,
-                max_version: PROTOCOL_VERSION,
-            },
-            Ephemeral::from_seed([4; 32]),
-            Limits::default(),
-            0,
-        );
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = stream.read(&mut buf).unwrap();
-            let mut input = &buf[..n];
-            let r = responder.receive(&mut input, 1, &mut Open).unwrap();
-            stream.write_all(&responder.take_outgoing()).unwrap();
-            if let Some(channel) = r {
-                let peer = channel.peer().site;
-                return Conn {
-                    stream,
-                    channel,
-                    pending: input.to_vec(),
-                    peer,
-                };
-            }
+/// Serves a session on `conn` from an empty store: to its end, or with `live`, until the
+/// device's pull is done.
+fn serve(conn: &mut Conn, live: bool) {
+    let mut session = ServerSession::new(ServerConfig {
+        site: HUB,
+        role: PeerRole::Hub,
+        fingerprint: None,
+        peer_site: conn.peer,
+        peer_pushes: PushOrigins::Own,
+        wall_clock_ms: now_ms(),
+        stage_ttl_ms: 60_000,
+        max_staged_bytes: 1 << 20,
+        batch_limits: BatchLimits::default(),
+    });
+    while let Some(m) = conn.recv() {
+        session.handle(m, 1, &mut Empty).unwrap();
+        let mut pull_done = false;
+        while let Some(out) = session.poll(&mut Empty).unwrap() {
+            pull_done |= matches!(out, Message::PullDone { .. });
+            conn.send(&out);
         }
-    }
-
-    fn send(&mut self, m: &Message) {
-        self.channel.send(&m.encode()).unwrap();
-        let out = self.channel.take_outgoing();
-        self.stream.write_all(&out).unwrap();
-    }
-
-    /// The next message; `None` when the device closed.
-    fn recv(&mut self) -> Option<Message> {
-        let mut buf = [0u8; 65536];
-        loop {
-            let mut input = &self.pending[..];
-            let r = self.channel.receive(&mut input, 1).unwrap();
-            let used = self.pending.len() - input.len();
-            self.pending.drain(..used);
-            if let Some(bytes) = r {
-                return Some(Message::decode(&bytes, 1 << 20).unwrap());
-            }
-            match self.stream.read(&mut buf) {
-                Ok(0) => return None,
-                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("hub read: {e}"),
-            }
-        }
-    }
-
-    /// Serves a session: to its end, or with `live`, until the device's pull is done.
-    fn serve(&mut self, live: bool) {
-        let mut session = ServerSession::new(ServerConfig {
-            site: HUB,
-            role: PeerRole::Hub,
-            fingerprint: None,
-            peer_site: self.peer,
-            peer_pushes: PushOrigins::Own,
-            wall_clock_ms: now_ms(),
-            stage_ttl_ms: 60_000,
-            max_staged_bytes: 1 << 20,
-            batch_limits: BatchLimits::default(),
-        });
-        while let Some(m) = self.recv() {
-            session.handle(m, 1, &mut Empty).unwrap();
-            let mut pull_done = false;
-            while let Some(out) = session.poll(&mut Empty).unwrap() {
-                pull_done |= matches!(out, Message::PullDone { .. });
-                self.send(&out);
-            }
-            if session.is_done() || (live && pull_done) {
-                return;
-            }
+        if session.is_done() || (live && pull_done) {
+            return;
         }
     }
 }
@@ -209,9 +105,9 @@ fn a_live_sync_with_a_hub_that_stops_answering_ends_with_live_error() {
         while enroll.recv().is_some() {}
         // The sync, then the live session, which goes silent after its pull: the socket stays
         // open and nothing is read or answered (pings included) until the test ends.
-        Conn::accept(&listener, &hub).serve(false);
+        serve(&mut Conn::accept(&listener, &hub), false);
         let mut live = Conn::accept(&listener, &hub);
-        live.serve(true);
+        serve(&mut live, true);
         let _ = finished.recv_timeout(Duration::from_secs(90));
         drop(live);
     });

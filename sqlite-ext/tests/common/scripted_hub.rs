@@ -21,8 +21,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{mpsc, Arc, Mutex};
 
-const HUB: SiteId = SiteId([0x4b; 16]);
-const TOKEN: [u8; 32] = [7; 32];
+/// The scripted hub's site id.
+pub const HUB: SiteId = SiteId([0x4b; 16]);
+/// The enrolment token every scripted hub accepts.
+pub const TOKEN: [u8; 32] = [7; 32];
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -32,7 +34,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Admits every key, and enrolls with [`TOKEN`].
-struct Open;
+pub struct Open;
 
 impl Gatekeeper for Open {
     fn authorize(&mut self, _: &PublicKey, _: &SiteId) -> Result<(), Refusal> {
@@ -101,15 +103,16 @@ impl ServerStore for Held {
 }
 
 /// One connection of the hub, after its handshake.
-struct Conn {
+pub struct Conn {
     stream: TcpStream,
     channel: Channel,
     pending: Vec<u8>,
-    peer: SiteId,
+    /// The device the handshake authenticated.
+    pub peer: SiteId,
 }
 
 impl Conn {
-    fn accept(listener: &TcpListener, hub: &Keypair) -> Conn {
+    pub fn accept(listener: &TcpListener, hub: &Keypair) -> Conn {
         let (mut stream, _) = listener.accept().unwrap();
         let mut responder = Responder::new(
             ResponderConfig {
@@ -140,14 +143,14 @@ impl Conn {
         }
     }
 
-    fn send(&mut self, m: &Message) {
+    pub fn send(&mut self, m: &Message) {
         self.channel.send(&m.encode()).unwrap();
         let out = self.channel.take_outgoing();
         self.stream.write_all(&out).unwrap();
     }
 
     /// The next message; `None` when the device closed.
-    fn recv(&mut self) -> Option<Message> {
+    pub fn recv(&mut self) -> Option<Message> {
         let mut buf = [0u8; 65536];
         loop {
             let mut input = &self.pending[..];
