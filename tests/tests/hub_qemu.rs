@@ -31,22 +31,6 @@ use support::*;
 const SCHEMA: &str = "CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, visits INTEGER NOT NULL DEFAULT 0);
 SELECT outpost_track('patients', '{\"columns\": {\"visits\": \"counter\"}}');";
 
-/// A real device's site id (lowercase hex).
-fn site(d: &DeviceDb) -> String {
-    d.call("SELECT lower(hex(outpost_site_id()))").unwrap()
-}
-
-fn rows(d: &DeviceDb) -> Vec<(String, String, i64)> {
-    let mut s = d
-        .conn
-        .prepare("SELECT id, name, visits FROM patients ORDER BY id")
-        .unwrap();
-    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
 #[test]
 fn devices_converge_through_the_hub_under_qemu_and_the_page_lists_them() {
     if !can_boot("devices_converge_through_the_hub_under_qemu_and_the_page_lists_them") {

@@ -100,64 +100,6 @@ fn elf_machine(path: &Path) -> u16 {
     u16::from_le_bytes([bytes[18], bytes[19]])
 }
 
-/// `hardware/pi/qemu-boot` on `disk` with fresh forwarded ports and `codes` enrollment codes
-/// printed first, once it printed `ready:`.
-struct Guest {
-    group: Group,
-    port: u16,
-    status_port: u16,
-    codes: Vec<String>,
-}
-
-impl Guest {
-    fn boot(disk: &Path, codes: usize) -> Guest {
-        let image = image_aarch64();
-        let (port, status_port) = (free_port(), free_port());
-        let mut cmd = Command::new(root().join("hardware/pi/qemu-boot"));
-        cmd.env("IMG", image)
-            .args(["--disk", disk.to_str().unwrap()])
-            .args(["--port", &port.to_string()])
-            .args(["--status-port", &status_port.to_string()])
-            .args(["--codes", &codes.to_string()]);
-        let t = Instant::now();
-        let group = Group::spawn(cmd);
-        let mut found = Vec::new();
-        group.wait_for(BOOT_WITHIN, |line| {
-            if line.starts_with("outpost:") {
-                found.push(line.to_string());
-            }
-            line.starts_with("ready: sync").then_some(())
-        });
-        eprintln!(
-            "aarch64 guest: serving after {:.1}s",
-            t.elapsed().as_secs_f64()
-        );
-        assert_eq!(found.len(), codes, "enrollment codes printed");
-        Guest {
-            group,
-            port,
-            status_port,
-            codes: found,
-        }
-    }
-}
-
-/// A real device's site id (lowercase hex).
-fn site(d: &DeviceDb) -> String {
-    d.call("SELECT lower(hex(outpost_site_id()))").unwrap()
-}
-
-fn rows(d: &DeviceDb) -> Vec<(String, String, i64)> {
-    let mut s = d
-        .conn
-        .prepare("SELECT id, name, visits FROM patients ORDER BY id")
-        .unwrap();
-    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
 /// `outpost_sync()` on `d`, timed; the extension's JSON answer.
 fn timed_sync(name: &str, d: &DeviceDb) -> serde_json::Value {
     let t = Instant::now();
@@ -188,7 +130,17 @@ fn two_devices_sync_both_ways_through_the_aarch64_hub_under_qemu() {
     assert!(image.join("initramfs.cpio.gz").exists());
 
     let dir = tempfile::tempdir().unwrap();
-    let guest = Guest::boot(&dir.path().join("data.img"), 2);
+    let guest = Qemu::boot_with(
+        &root().join("hardware/pi/qemu-boot"),
+        image_aarch64(),
+        &dir.path().join("data.img"),
+        2,
+        BOOT_WITHIN,
+    );
+    eprintln!(
+        "aarch64 guest: serving after {:.1}s",
+        guest.boot.as_secs_f64()
+    );
     for c in &guest.codes {
         let code = EnrollCode::decode(c).unwrap();
         assert_eq!(code.addresses, vec![format!("127.0.0.1:{}", guest.port)]);

@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses part of this
 
 use outpost_protocol::enroll_code::EnrollCode;
+use outpost_testkit::e2e::device_db::DeviceDb;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -87,9 +88,26 @@ pub struct Qemu {
 
 impl Qemu {
     pub fn boot(disk: &Path, codes: usize) -> Qemu {
-        let image = image();
+        Qemu::boot_with(
+            &root().join("hardware/qemu/run"),
+            image(),
+            disk,
+            codes,
+            Duration::from_secs(180),
+        )
+    }
+
+    /// [`Qemu::boot`] with another runner script and image (the arm64 one's
+    /// `hardware/pi/qemu-boot` takes the same options), serving within `within`.
+    pub fn boot_with(
+        runner: &Path,
+        image: &Path,
+        disk: &Path,
+        codes: usize,
+        within: Duration,
+    ) -> Qemu {
         let (port, status_port) = (free_port(), free_port());
-        let mut cmd = Command::new(root().join("hardware/qemu/run"));
+        let mut cmd = Command::new(runner);
         cmd.env("IMG", image)
             .args(["--disk", disk.to_str().unwrap()])
             .args(["--port", &port.to_string()])
@@ -98,7 +116,7 @@ impl Qemu {
         let t = Instant::now();
         let group = Group::spawn(cmd);
         let mut found = Vec::new();
-        group.wait_for(Duration::from_secs(180), |line| {
+        group.wait_for(within, |line| {
             if line.starts_with("outpost:") {
                 found.push(line.to_string());
             }
@@ -261,4 +279,21 @@ pub fn code_for(data: &Path, address: SocketAddr) -> EnrollCode {
         &address.to_string(),
     ]);
     EnrollCode::decode(out.lines().next().unwrap().trim()).unwrap()
+}
+
+/// A real device's site id (lowercase hex).
+pub fn site(d: &DeviceDb) -> String {
+    d.call("SELECT lower(hex(outpost_site_id()))").unwrap()
+}
+
+/// A real device's patients, `(id, name, visits)` by id.
+pub fn rows(d: &DeviceDb) -> Vec<(String, String, i64)> {
+    let mut s = d
+        .conn
+        .prepare("SELECT id, name, visits FROM patients ORDER BY id")
+        .unwrap();
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
 }
