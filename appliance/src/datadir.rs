@@ -20,7 +20,7 @@
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_relay::allowlist::{Allowlist, AllowlistError};
 use outpost_relay::identity::{Identity, IdentityError};
-use outpost_relay::private_file::{create_private_file, restrict, FileError};
+use outpost_relay::private_file::{self, create_private_file, make_database_private, FileError};
 use outpost_relay::Stores;
 use std::fmt;
 use std::fs;
@@ -165,22 +165,11 @@ impl DataDir {
 /// The directory 0700, the databases 0600 (created so before SQLite opens them: SQLite would
 /// create them under the process's umask), their `-wal`/`-shm` files narrowed too.
 fn make_private(path: &Path) -> Result<(), DataDirError> {
-    let narrowed = |p: &Path, old: Option<u32>| {
-        if let Some(old) = old {
-            log::warn!("{}: was mode {old:o}, now private", p.display());
-        }
-    };
-    narrowed(path, restrict(path, 0o700).map_err(DataDirError::Private)?);
+    private_file::make_private(path, 0o700).map_err(DataDirError::Private)?;
     for db in [MAILBOX, ALLOWLIST] {
         let file = path.join(db);
         create_private_file(&file).map_err(DataDirError::Private)?;
-        for f in [
-            file.clone(),
-            path.join(format!("{db}-wal")),
-            path.join(format!("{db}-shm")),
-        ] {
-            narrowed(&f, restrict(&f, 0o600).map_err(DataDirError::Private)?);
-        }
+        make_database_private(&file).map_err(DataDirError::Private)?;
     }
     Ok(())
 }

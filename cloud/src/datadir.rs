@@ -18,7 +18,9 @@ use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::SiteId;
 use outpost_relay::allowlist::{Allowlist, AllowlistError};
 use outpost_relay::identity::{Identity, IdentityError};
-use outpost_relay::private_file::{create_private_file, restrict, write_new_file, FileError};
+use outpost_relay::private_file::{
+    self, create_private_file, make_database_private, write_new_file, FileError,
+};
 use outpost_relay::Stores;
 use std::fmt;
 use std::fs;
@@ -165,20 +167,14 @@ const FILES: [&str; 4] = ["tenant.db", "mailbox.db", "allowlist.db", "control.db
 /// (and `tls/`) to 0700, the databases with their `-wal`/`-shm`, the identity key and the TLS key
 /// to 0600, each change logged. (`site-id` and the certificate are public.)
 fn make_private(path: &Path) -> Result<(), DataDirError> {
-    let narrow = |p: &Path, mode: u32| -> Result<(), DataDirError> {
-        if let Some(old) = restrict(p, mode).map_err(DataDirError::File)? {
-            log::warn!("{}: was mode {old:o}, now private", p.display());
-        }
-        Ok(())
-    };
+    let narrow =
+        |p: &Path, mode: u32| private_file::make_private(p, mode).map_err(DataDirError::File);
     narrow(path, 0o700)?;
     narrow(&path.join("tls"), 0o700)?;
     narrow(&path.join("identity.key"), 0o600)?;
     narrow(&path.join("tls").join("key.pem"), 0o600)?;
     for f in FILES {
-        for file in [f.to_string(), format!("{f}-wal"), format!("{f}-shm")] {
-            narrow(&path.join(file), 0o600)?;
-        }
+        make_database_private(&path.join(f)).map_err(DataDirError::File)?;
     }
     Ok(())
 }

@@ -135,6 +135,25 @@ pub fn restrict(path: &Path, mode: u32) -> Result<Option<u32>, FileError> {
     Ok(Some(old))
 }
 
+/// [`restrict`], with a warning in the log naming the path and its old mode when it changed.
+pub fn make_private(path: &Path, mode: u32) -> Result<(), FileError> {
+    if let Some(old) = restrict(path, mode)? {
+        log::warn!("{}: was mode {old:o}, now private", path.display());
+    }
+    Ok(())
+}
+
+/// A SQLite database file and its `-wal` and `-shm` files narrowed to 0600 ([`make_private`]).
+pub fn make_database_private(path: &Path) -> Result<(), FileError> {
+    make_private(path, 0o600)?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        make_private(Path::new(&side), 0o600)?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to a new file `path` with `mode`: temporary file, fsync, rename, fsync of the
 /// directory, so a crash never leaves a half-written file. An existing `path` is not replaced.
 pub fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
