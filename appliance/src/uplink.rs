@@ -445,6 +445,7 @@ impl Uplink {
             ..
         } = self;
         let mut store = MailboxClient::new(mailbox, site);
+        store.server_key = Some(key);
         store.id_block = config.id_block;
         store.id_low_water = config.id_block / 4;
         let mut news = News {

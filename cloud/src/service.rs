@@ -123,7 +123,7 @@ impl Cloud {
         tenant.refresh_triggers()?;
         let mut mailbox = lock(&self.mailbox);
         let ingested = tenant.ingest(&mailbox)?;
-        let exported = tenant.export(&mut mailbox)?;
+        let exported = tenant.export(&mut mailbox, self.dir.identity.keypair())?;
         drop(mailbox);
         drop(tenant);
         self.exported(exported);
@@ -209,7 +209,7 @@ impl Cloud {
         tenant.refresh_triggers()?;
         let pushed = watermelon::push(tenant.conn(), last_pulled_at, body)?;
         let mut mailbox = lock(&self.mailbox);
-        match tenant.export(&mut mailbox) {
+        match tenant.export(&mut mailbox, self.dir.identity.keypair()) {
             Ok(batches) => self.exported(batches),
             Err(e) => {
                 log::warn!(

@@ -20,6 +20,7 @@ use crate::schema::{self, SchemaError};
 use outpost_embed::EngineError;
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::batch::codec;
+use outpost_protocol::handshake::Keypair;
 use outpost_protocol::{SiteId, VersionVector};
 use rusqlite::Connection;
 use std::collections::BTreeSet;
@@ -95,6 +96,13 @@ pub enum TenantError {
         /// The engine's error.
         source: rusqlite::Error,
     },
+    /// A batch the engine exported could not be signed (it is not a batch this build writes).
+    Sign {
+        /// The seq the export started above.
+        since: u64,
+        /// Why its clear header could not be read.
+        source: codec::DecodeError,
+    },
     /// The engine exported a batch of another origin than the tenant's site (the tenant
     /// database was replaced under the running cloud).
     ForeignOrigin {
@@ -149,6 +157,9 @@ impl fmt::Display for TenantError {
             TenantError::Export { since, .. } => {
                 write!(f, "exporting the tenant's changes above seq {since}")
             }
+            TenantError::Sign { since, .. } => {
+                write!(f, "signing the tenant's batch above seq {since}")
+            }
             TenantError::ForeignOrigin { origin, site } => write!(
                 f,
                 "the tenant exported a batch of origin {origin} but its site is {site}"
@@ -174,6 +185,7 @@ impl std::error::Error for TenantError {
             | TenantError::Quarantine { source }
             | TenantError::Refused { source } => Some(source),
             TenantError::VectorJson { source } => Some(source),
+            TenantError::Sign { source, .. } => Some(source),
             // Transparent: these say what failed themselves.
             TenantError::Engine(e) => e.source(),
             TenantError::Mailbox(e) => e.source(),
@@ -436,9 +448,10 @@ impl Tenant {
         refused::list(&self.conn).map_err(|source| TenantError::Refused { source })
     }
 
-    /// Stores the cloud's own changes the mailbox lacks as batches of the cloud's origin.
-    /// Returns how many batches were stored.
-    pub fn export(&mut self, mailbox: &mut Mailbox) -> Result<usize, TenantError> {
+    /// Stores the cloud's own changes the mailbox lacks as batches of the cloud's origin, each
+    /// signed with the cloud's key (the tenant database has no key of its own: its site is the
+    /// cloud's). Returns how many batches were stored.
+    pub fn export(&mut self, mailbox: &mut Mailbox, key: &Keypair) -> Result<usize, TenantError> {
         let mut since = mailbox.vector()?.get(&self.site);
         let mut stored = 0;
         loop {
@@ -450,7 +463,9 @@ impl Tenant {
                     |r| r.get(0),
                 )
                 .map_err(|source| TenantError::Export { since, source })?;
-            let Some(blob) = blob else { break };
+            let Some(mut blob) = blob else { break };
+            outpost_protocol::batch::signature::sign(&mut blob, key)
+                .map_err(|source| TenantError::Sign { since, source })?;
             let staged = mailbox.stage(0, blob)?;
             if staged.origin != self.site {
                 return Err(TenantError::ForeignOrigin {

@@ -48,27 +48,24 @@ fuzz_target!(|data: &[u8]| {
         primary_key: (0..keys as u16).collect(),
         foreign_keys: vec![],
     };
-    let header = BatchHeader {
-        origin: SiteId([1; 16]),
-        range: SeqRange::new(1, 1).unwrap(),
-        base_hlc: Hlc::ZERO,
-        tables: vec![table],
-        compression: if deflate {
+    let header = BatchHeader::crafted(
+        SiteId([1; 16]),
+        SeqRange::new(1, 1).unwrap(),
+        Hlc::ZERO,
+        vec![table],
+        if deflate {
             Compression::Deflate
         } else {
             Compression::None
         },
-        body_len: body.len() as u32,
-        body_sha256: Sha256::digest(body).into(),
-    };
-    let mut bytes = MAGIC.to_vec();
-    bytes.push(FORMAT);
-    bytes.extend_from_slice(&postcard::to_allocvec(&header).unwrap());
-    if deflate {
-        bytes.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(body, 1));
+        body.len() as u32,
+    );
+    let wire_body = if deflate {
+        miniz_oxide::deflate::compress_to_vec(body, 1)
     } else {
-        bytes.extend_from_slice(body);
-    }
+        body.to_vec()
+    };
+    let bytes = outpost_protocol::batch::codec::assemble(&header, &wire_body);
     // `base_hlc` is zero: a body with cells fails that check after parsing, which is fine here
     // (the parser ran); a body without cells decodes.
     if let Ok(batch) = decode(&bytes, &Limits::default()) {

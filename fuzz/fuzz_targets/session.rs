@@ -103,6 +103,10 @@ fuzz_target!(|data: &[u8]| {
             role: PeerRole::Hub,
             fingerprint: None,
             peer_site: device,
+            peer_key: outpost_protocol::handshake::Keypair::from_secret(&[1; 32])
+                .expect("a valid scalar")
+                .public()
+                .clone(),
             peer_pushes: PushOrigins::Relayed,
             wall_clock_ms: 0,
             stage_ttl_ms: 1_000,

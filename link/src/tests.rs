@@ -41,14 +41,19 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// A batch of `origin`; the device's own are signed with its key (the hub checks that).
 fn batch(origin: SiteId, seq: u64) -> Vec<u8> {
-    codec::encode(
+    let mut bytes = codec::encode(
         origin,
         SeqRange::new(seq, seq).unwrap(),
         vec![],
         &[],
         Compression::None,
-    )
+    );
+    if origin == DEVICE {
+        outpost_protocol::batch::signature::sign(&mut bytes, &device_key()).unwrap();
+    }
+    bytes
 }
 
 /// Admits the device's key, or refuses everyone with `refusal`.
@@ -219,6 +224,7 @@ impl HubEnd {
                         role: PeerRole::Hub,
                         fingerprint: None,
                         peer_site: DEVICE,
+                        peer_key: *device_key().public(),
                         peer_pushes: PushOrigins::Own,
                         wall_clock_ms: now_ms(),
                         stage_ttl_ms: 60_000,

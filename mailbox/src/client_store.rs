@@ -26,6 +26,7 @@ use crate::error::MailboxError;
 use crate::ids::HUB_BLOCK;
 use crate::mailbox::{Mailbox, PullPlan};
 use outpost_protocol::batch::BatchHeader;
+use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
 use outpost_protocol::session::ClientStore;
@@ -52,6 +53,8 @@ pub struct Moved {
 pub struct MailboxClient<'m> {
     mailbox: &'m mut Mailbox,
     server: SiteId,
+    /// The server's pinned key: its own changes (the cloud's) must carry its signature.
+    pub server_key: Option<PublicKey>,
     /// Bytes a session pushes at most (a single larger batch still goes alone).
     pub push_budget: usize,
     /// The last export stopped at the budget: run another session.
@@ -82,6 +85,7 @@ impl<'m> MailboxClient<'m> {
         MailboxClient {
             mailbox,
             server,
+            server_key: None,
             push_budget: PUSH_BUDGET,
             more_to_push: false,
             moved: Moved::default(),
@@ -106,6 +110,10 @@ impl ClientStore for MailboxClient<'_> {
 
     fn vector(&mut self) -> Result<VersionVector, MailboxError> {
         self.mailbox.vector()
+    }
+
+    fn origin_key(&mut self, origin: &SiteId) -> Result<Option<PublicKey>, MailboxError> {
+        Ok(self.server_key.filter(|_| *origin == self.server))
     }
 
     fn plan_export(&mut self, server_vector: &VersionVector) -> Result<ExportPlan, MailboxError> {

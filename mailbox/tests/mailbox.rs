@@ -364,20 +364,16 @@ fn a_batch_over_its_decoding_budget_is_refused_before_inflating() {
     use outpost_protocol::{Hlc, SeqRange};
     let dir = tempfile::tempdir().unwrap();
     let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
-    let header = BatchHeader {
-        origin: site(1),
-        range: SeqRange::new(1, 1).unwrap(),
-        base_hlc: Hlc::ZERO,
-        tables: vec![],
-        compression: Compression::Deflate,
-        body_len: 200 << 20,
-        body_sha256: [0; 32],
-    };
-    let mut bytes = codec::MAGIC.to_vec();
-    bytes.push(codec::FORMAT);
-    bytes.extend_from_slice(&postcard::to_allocvec(&header).unwrap());
+    let header = BatchHeader::crafted(
+        site(1),
+        SeqRange::new(1, 1).unwrap(),
+        Hlc::ZERO,
+        vec![],
+        Compression::Deflate,
+        200 << 20,
+    );
     // Not even valid DEFLATE: the check never looks at the body.
-    bytes.resize(bytes.len() + (210 << 10), 0);
+    let bytes = codec::assemble(&header, &vec![0; 210 << 10]);
     let limit = codec::decoded_budget(bytes.len());
     match mb.store(vec![bytes]) {
         Err(MailboxError::Decode {

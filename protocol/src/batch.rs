@@ -1,7 +1,8 @@
 //! Change batches: the unit every peer exports, stores, relays and applies.
 //!
 //! A batch holds the changes of **one origin** for one contiguous seq range, so routing needs only
-//! the header: `(origin, range)` and the SHA-256 of the body. The header also describes every table
+//! the clear header: `(origin, range)`, the SHA-256 of the body as sent, and the origin's
+//! signature over them ([`signature`]). The header also describes every table
 //! the body touches (columns, declared types, key, foreign keys, strategies) so a schema-free hub
 //! can route it and the cloud can create the tables. The body is grouped by table and row: the
 //! primary key once per row, the row's causal length, and the changed cells. Every cell in a batch
@@ -25,6 +26,7 @@ pub mod codec;
 pub mod decl_type;
 mod error;
 pub mod names;
+pub mod signature;
 
 pub use body::BodyWriter;
 
@@ -83,14 +85,108 @@ pub enum Compression {
     Deflate,
 }
 
+/// Which way the tables inside a batch travel (docs/design.md section 10): a batch holds tables
+/// of one direction only, stated in its clear header so relays can check it without the body.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum Direction {
+    /// Written anywhere, served everywhere (flag bits 0).
+    #[default]
+    Both,
+    /// Written by devices, never served to devices (flag bits 1).
+    Up,
+    /// Written by the cloud only (flag bits 2).
+    Down,
+}
+
+/// The flags of a batch's clear header.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct BatchFlags {
+    /// The direction of every table in the body.
+    pub direction: Direction,
+    /// A cloud-signed transfer of rows between scopes (cells credited to other sites).
+    pub transfer: bool,
+}
+
+impl BatchFlags {
+    /// The flags byte: bits 0-1 the direction, bit 2 `transfer`, the rest zero.
+    pub fn to_byte(self) -> u8 {
+        let d = match self.direction {
+            Direction::Both => 0,
+            Direction::Up => 1,
+            Direction::Down => 2,
+        };
+        d | (self.transfer as u8) << 2
+    }
+
+    /// Reads a flags byte; `None` for a direction of 3 or any other bit set.
+    pub fn from_byte(b: u8) -> Option<BatchFlags> {
+        if b & !0b111 != 0 {
+            return None;
+        }
+        let direction = match b & 0b11 {
+            0 => Direction::Both,
+            1 => Direction::Up,
+            2 => Direction::Down,
+            _ => return None,
+        };
+        Some(BatchFlags {
+            direction,
+            transfer: b & 0b100 != 0,
+        })
+    }
+}
+
+/// What a writer says about a batch besides its changes: the clear header's stream, flags, key
+/// epoch and grant version. The default is what every batch of an unscoped, unsealed tenant
+/// carries.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct BatchMeta {
+    /// The stream (scope id); empty for the unscoped stream.
+    pub stream: String,
+    /// Direction and transfer flags.
+    pub flags: BatchFlags,
+    /// The sealing key's epoch; 0 = not sealed.
+    pub key_epoch: u32,
+    /// The version of the writer's grant the batch was written under (0 = no grants).
+    pub grant_version: u64,
+}
+
 /// A batch header: everything routing and schema discovery need without reading the body.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+///
+/// On the wire (format 2, `docs/wire-format.md`) it is two parts. The **clear header** (origin,
+/// stream, range, flags, key epoch, grant version, max HLC, the length and SHA-256 of the body as
+/// sent) is what the origin signs and what every relay checks. The **payload header** (base HLC,
+/// tables, compression, uncompressed length) opens the body as sent, so a sealed body hides the
+/// schema too.
+#[derive(Clone, PartialEq, Eq, Debug)]
 pub struct BatchHeader {
-    /// The site that made every change in this batch.
+    /// The site that made every change in this batch, and signed it.
     pub origin: SiteId,
+    /// The stream (scope id) the changes belong to; empty for the unscoped stream.
+    pub stream: String,
     /// The origin's seqs this batch covers: every change of the origin in this range that is still
     /// current is in the body (a change overwritten later in the range is folded into the later one).
     pub range: SeqRange,
+    /// Direction and transfer flags.
+    pub flags: BatchFlags,
+    /// The sealing key's epoch (0 = not sealed).
+    pub key_epoch: u32,
+    /// The grant version the batch was written under (0 = no grants).
+    pub grant_version: u64,
+    /// The largest cell clock in the body (zero when it has no cells); decoders check it, and the
+    /// first relay refuses a push whose clocks run too far ahead of its trusted time.
+    pub max_hlc: Hlc,
+    /// Bytes of the body as sent: everything after the signature.
+    pub sent_len: u32,
+    /// SHA-256 of the body as sent (everything after the signature): the batch's identity in
+    /// acks and in the mailbox.
+    pub body_sha256: [u8; 32],
+    /// The origin's ECDSA P-256 signature over the clear header (`r ‖ s`), `None` when unsigned
+    /// (all zeros on the wire).
+    pub signature: Option<[u8; 64]>,
+    /// The digest the signature covers (computed when decoding or encoding; see
+    /// [`signature`]).
+    pub signed_digest: [u8; 32],
     /// The smallest cell clock in the body (zero when it has no cells); decoders check it. Body
     /// clocks are deltas from the previous row's, so a receiver learns the batch's time span from
     /// the header alone.
@@ -101,8 +197,38 @@ pub struct BatchHeader {
     pub compression: Compression,
     /// The length of the uncompressed body in bytes (bounds decompression).
     pub body_len: u32,
-    /// SHA-256 of the uncompressed body: the batch's identity in acks and in the mailbox.
-    pub body_sha256: [u8; 32],
+}
+
+impl BatchHeader {
+    /// A header for tools and tests that craft batches with [`codec::assemble`]: the payload
+    /// fields given, the unscoped stream, default flags, no signature, `max_hlc` equal to
+    /// `base_hlc`; `sent_len` and the hash zero (`assemble` computes them).
+    pub fn crafted(
+        origin: SiteId,
+        range: SeqRange,
+        base_hlc: Hlc,
+        tables: Vec<TableSchema>,
+        compression: Compression,
+        body_len: u32,
+    ) -> BatchHeader {
+        BatchHeader {
+            origin,
+            stream: String::new(),
+            range,
+            flags: BatchFlags::default(),
+            key_epoch: 0,
+            grant_version: 0,
+            max_hlc: base_hlc,
+            sent_len: 0,
+            body_sha256: [0; 32],
+            signature: None,
+            signed_digest: [0; 32],
+            base_hlc,
+            tables,
+            compression,
+            body_len,
+        }
+    }
 }
 
 /// A decoded batch.

@@ -30,6 +30,7 @@ pub mod id_range;
 pub mod merge;
 pub mod message;
 pub mod session;
+pub mod signing;
 pub mod site;
 pub mod uuid_text;
 pub mod value;
@@ -43,4 +44,4 @@ pub use value::Value;
 pub use vector::{SeqRange, VersionVector};
 
 /// The protocol version this build speaks (see `docs/wire-format.md`, "Versioning").
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

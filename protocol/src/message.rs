@@ -105,6 +105,9 @@ pub enum ErrorCode {
     /// A pushed batch names an origin the pusher may not push for: a device pushes only its own
     /// changes, a hub only other peers' (never the receiver's own) (tag 9).
     ForeignOrigin,
+    /// A batch is unsigned, or its signature does not verify with its origin's key: it was not
+    /// made by the site it names (tag 10).
+    BadSignature,
 }
 
 /// Bytes carried as one postcard byte string (length varint, then the bytes), not as a sequence

@@ -60,10 +60,12 @@ pub use server::{PushOrigins, ServerConfig, ServerSession};
 
 use crate::batch::codec::DecodeError;
 use crate::batch::BatchHeader;
+use crate::handshake::PublicKey;
 use crate::id_range::{IdRange, IdRangeError, IdRequest};
 use crate::message::{Covered, ErrorCode, Message, PushAgainReason, SessionId};
+use crate::signing::SignatureError;
 use crate::site::SiteId;
-use crate::vector::VersionVector;
+use crate::vector::{SeqRange, VersionVector};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
@@ -134,6 +136,13 @@ pub trait ServerStore {
         let _ = (peer, metered, request);
         Ok(Vec::new())
     }
+    /// The key this store knows for `origin`, to verify a relayed batch's signature with (a
+    /// device's own pushes are verified with the key its handshake authenticated). `None` (the
+    /// default): not known here, and the batch is taken on its relay's word.
+    fn origin_key(&mut self, origin: &SiteId) -> Result<Option<PublicKey>, Self::Error> {
+        let _ = origin;
+        Ok(None)
+    }
 }
 
 /// The client's storage, implemented by the extension's engine (or by a hub pushing to the cloud).
@@ -187,6 +196,13 @@ pub trait ClientStore {
         let _ = (request, ranges);
         Ok(())
     }
+    /// The key this store knows for `origin`, to verify pulled batches with: a pulled batch of a
+    /// known origin must carry that origin's valid signature, or the session ends before it is
+    /// applied. `None` (the default): not known here.
+    fn origin_key(&mut self, origin: &SiteId) -> Result<Option<PublicKey>, Self::Error> {
+        let _ = origin;
+        Ok(None)
+    }
 }
 
 /// Why a session ended.
@@ -222,6 +238,16 @@ pub enum SessionError {
     BadBatch(DecodeError),
     /// The server sent the client one of its own batches.
     OwnBatchReturned,
+    /// A batch is unsigned or its signature does not verify with the key known for its origin:
+    /// the whole push (or the pull) is refused and nothing of it stored or applied.
+    BadSignature {
+        /// The origin the batch names.
+        origin: SiteId,
+        /// Its seq range.
+        range: SeqRange,
+        /// Missing or invalid.
+        problem: SignatureError,
+    },
     /// A pushed batch's origin is not one this peer may push for (origin binding): the whole push
     /// is refused and nothing of it stored.
     ForeignOrigin {
@@ -304,6 +330,16 @@ impl fmt::Display for SessionError {
             SessionError::OwnBatchReturned => {
                 f.write_str("the server sent back one of this site's own batches")
             }
+            SessionError::BadSignature {
+                origin,
+                range,
+                problem,
+            } => write!(
+                f,
+                "batch of origin {origin} seqs {}..={} refused: {problem}; it was not made by the \
+                 site it names (a forged or tampered batch), so nothing of it was stored or applied",
+                range.lo, range.hi
+            ),
             SessionError::ForeignOrigin {
                 origin,
                 peer,
@@ -378,6 +414,7 @@ impl SessionError {
             SessionError::BadBatch(_) | SessionError::OwnBatchReturned => ErrorCode::BadBatch,
             SessionError::TooLarge { .. } => ErrorCode::TooLarge,
             SessionError::ForeignOrigin { .. } => ErrorCode::ForeignOrigin,
+            SessionError::BadSignature { .. } => ErrorCode::BadSignature,
             SessionError::AckMismatch
             | SessionError::IdGrantMismatch
             | SessionError::PushAttemptsExhausted { .. }
@@ -408,6 +445,15 @@ impl SessionError {
             message,
         })
     }
+}
+
+/// Checks a batch's signature against its origin's key.
+fn check_signature(header: &BatchHeader, key: &PublicKey) -> Result<(), SessionError> {
+    crate::batch::signature::verify(header, key).map_err(|problem| SessionError::BadSignature {
+        origin: header.origin,
+        range: header.range,
+        problem,
+    })
 }
 
 fn store_err(e: impl fmt::Display) -> SessionError {

@@ -311,14 +311,26 @@ fn damaged_batches_get_typed_errors() {
         })
     );
     let mut newer = good.clone();
-    newer[3] = 2;
+    newer[3] = 3;
     assert_eq!(
         decode(&newer, &limits),
         Err(DecodeError::UnsupportedFormat {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         })
     );
+    // A first-wave batch (format 1, unsigned, no clear header) gets "made by an older version".
+    let mut older = good.clone();
+    older[3] = 1;
+    let err = decode(&older, &limits).unwrap_err();
+    assert_eq!(
+        err,
+        DecodeError::UnsupportedFormat {
+            found: 1,
+            supported: 2
+        }
+    );
+    assert!(err.to_string().contains("older version"), "{err}");
     assert_eq!(
         decode(&good[..good.len() - 5], &limits),
         Err(DecodeError::Truncated {
@@ -375,8 +387,23 @@ fn damaged_compressed_bodies_get_typed_errors() {
         decode(&trailing, &limits),
         Err(DecodeError::TrailingBytes { count: 1 })
     );
+    // The clear header states the length of the body as sent: a cut is caught before inflating.
     let truncated = &good[..good.len() - 3];
-    assert_eq!(decode(truncated, &limits), Err(DecodeError::BadCompression));
+    assert_eq!(
+        decode(truncated, &limits),
+        Err(DecodeError::Truncated {
+            expected: good.len(),
+            got: good.len() - 3
+        })
+    );
+    // A body that is not DEFLATE, with a consistent length and hash, is caught when inflating.
+    let mut header = decode_header(&good, &limits).unwrap();
+    header.signature = None;
+    let not_deflate = outpost_protocol::batch::codec::assemble(&header, &[0xff; 16]);
+    assert_eq!(
+        decode(&not_deflate, &limits),
+        Err(DecodeError::BadCompression)
+    );
 }
 
 #[test]
@@ -388,9 +415,7 @@ fn a_forged_header_with_a_bad_range_is_refused() {
     let mut forged_header = header.clone();
     forged_header.range = SeqRange { lo: 0, hi: 0 };
     let body = &good[good.len() - header.body_len as usize..];
-    let mut forged = b"OPB\x01".to_vec();
-    forged.extend(postcard::to_allocvec(&forged_header).unwrap());
-    forged.extend_from_slice(body);
+    let forged = outpost_protocol::batch::codec::assemble(&forged_header, body);
     assert_eq!(
         decode(&forged, &limits),
         Err(DecodeError::BadHeader(HeaderProblem::BadRange))
@@ -398,12 +423,18 @@ fn a_forged_header_with_a_bad_range_is_refused() {
     // A forged base_hlc is caught too.
     let mut forged_header = header;
     forged_header.base_hlc = Hlc::new(1, 0);
-    let mut forged = b"OPB\x01".to_vec();
-    forged.extend(postcard::to_allocvec(&forged_header).unwrap());
-    forged.extend_from_slice(body);
+    let forged = outpost_protocol::batch::codec::assemble(&forged_header, body);
     assert!(matches!(
         decode(&forged, &limits),
         Err(DecodeError::BaseHlcMismatch { .. })
+    ));
+    // And so is a forged max_hlc.
+    let mut forged_header = decode_header(&good, &limits).unwrap();
+    forged_header.max_hlc = Hlc::new(u64::from(u32::MAX), 0);
+    let forged = outpost_protocol::batch::codec::assemble(&forged_header, body);
+    assert!(matches!(
+        decode(&forged, &limits),
+        Err(DecodeError::MaxHlcMismatch { .. })
     ));
 }
 
@@ -413,18 +444,15 @@ fn a_body_with_a_reserved_value_type_is_refused_at_its_offset() {
     // One group, table 0, one row: flags existence 1 mask form, key Integer 1 (0x09),
     // mask 1, clock (0, 0), then a value with the reserved type 7.
     let body = [0x01, 0x00, 0x01, 0x10, 0x09, 0x01, 0x00, 0x00, 0x07];
-    let header = outpost_protocol::batch::BatchHeader {
-        origin: origin(),
-        range: range(),
-        base_hlc: Hlc::ZERO,
+    let header = outpost_protocol::batch::BatchHeader::crafted(
+        origin(),
+        range(),
+        Hlc::ZERO,
         tables,
-        compression: Compression::None,
-        body_len: body.len() as u32,
-        body_sha256: sha256(&body),
-    };
-    let mut bytes = b"OPB\x01".to_vec();
-    bytes.extend(postcard::to_allocvec(&header).unwrap());
-    bytes.extend_from_slice(&body);
+        Compression::None,
+        body.len() as u32,
+    );
+    let bytes = outpost_protocol::batch::codec::assemble(&header, &body);
     assert_eq!(
         decode(&bytes, &Limits::default()),
         Err(DecodeError::BadBody {
@@ -432,9 +460,4 @@ fn a_body_with_a_reserved_value_type_is_refused_at_its_offset() {
             problem: BodyProblem::BadValueType
         })
     );
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).into()
 }

@@ -17,7 +17,6 @@ use outpost_protocol::batch::{
 use outpost_protocol::varint::write_u64;
 use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy as Merge, Value};
 use proptest::prelude::*;
-use sha2::{Digest, Sha256};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -162,20 +161,15 @@ fn batch_with_wire_body(
     wire_body: Vec<u8>,
     compression: Compression,
 ) -> Vec<u8> {
-    let header = outpost_protocol::batch::BatchHeader {
-        origin: site(),
-        range: SeqRange::new(1, 1).unwrap(),
-        base_hlc: Hlc::ZERO,
+    let header = outpost_protocol::batch::BatchHeader::crafted(
+        site(),
+        SeqRange::new(1, 1).unwrap(),
+        Hlc::ZERO,
         tables,
         compression,
-        body_len: body.len() as u32,
-        body_sha256: Sha256::digest(body).into(),
-    };
-    let mut out = codec::MAGIC.to_vec();
-    out.push(codec::FORMAT);
-    out.extend_from_slice(&postcard::to_allocvec(&header).unwrap());
-    out.extend_from_slice(&wire_body);
-    out
+        body.len() as u32,
+    );
+    codec::assemble(&header, &wire_body)
 }
 
 fn deflate_zeros_aware(body: &[u8]) -> Vec<u8> {
@@ -214,20 +208,6 @@ fn deflate_prefix_then_zeros(prefix: &[u8], zeros: usize) -> Vec<u8> {
     out
 }
 
-/// SHA-256 of `prefix` followed by `zeros` zero bytes.
-fn sha_prefix_then_zeros(prefix: &[u8], zeros: usize) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(prefix);
-    let block = vec![0u8; 1 << 20];
-    let mut left = zeros;
-    while left > 0 {
-        let n = left.min(block.len());
-        h.update(&block[..n]);
-        left -= n;
-    }
-    h.finalize().into()
-}
-
 /// Finding 3, reproduced at full size: a 256 MiB body of 2-byte empty groups, compressed to about
 /// 260 KB. Each group decoded into a 32-byte struct: ~4 GiB plus the 256 MiB body, on every hub
 /// (which only hashed it), device and cloud. Now every check refuses it from the header and
@@ -240,19 +220,15 @@ fn the_261_kb_batch_of_empty_groups_is_refused_before_inflating() {
     write_u64(&mut prefix, groups as u64);
     let zeros = body_len - prefix.len();
     let wire_body = deflate_prefix_then_zeros(&prefix, zeros);
-    let header = outpost_protocol::batch::BatchHeader {
-        origin: site(),
-        range: SeqRange::new(1, 1).unwrap(),
-        base_hlc: Hlc::ZERO,
-        tables: vec![table(1, 1, Merge::Lww)],
-        compression: Compression::Deflate,
-        body_len: body_len as u32,
-        body_sha256: sha_prefix_then_zeros(&prefix, zeros),
-    };
-    let mut bytes = codec::MAGIC.to_vec();
-    bytes.push(codec::FORMAT);
-    bytes.extend_from_slice(&postcard::to_allocvec(&header).unwrap());
-    bytes.extend_from_slice(&wire_body);
+    let header = outpost_protocol::batch::BatchHeader::crafted(
+        site(),
+        SeqRange::new(1, 1).unwrap(),
+        Hlc::ZERO,
+        vec![table(1, 1, Merge::Lww)],
+        Compression::Deflate,
+        body_len as u32,
+    );
+    let bytes = codec::assemble(&header, &wire_body);
     println!("finding 3 batch: {} bytes on the wire", bytes.len());
     assert!(bytes.len() < 2 << 20, "{} bytes", bytes.len());
     let limit = decoded_budget(bytes.len());

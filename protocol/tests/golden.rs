@@ -203,19 +203,28 @@ fn batch_changes() -> Vec<TableChanges> {
     }]
 }
 
+/// The batch format 2 golden vector (docs/wire-format.md, "Batches"): the clear header, the
+/// signature slot (zeros: unsigned), then the body as sent (payload header and raw body).
 const GOLDEN_BATCH: &str = "\
-    4f5042 01 \
-    01010101010101010101010101010101 01 02 80808080cc85f2cc01 \
+    4f5042 02 \
+    01010101010101010101010101010101 00 01 02 00 00 00 80808080cc85f2cc01 \
+    68 91a901d9d80a1cc3bcbabf1a10776628b2c11d7e6c4dcab0022528218854df02 \
+    00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 \
+    80808080cc85f2cc01 \
     01 01 74 03 \
       02 6964 04 54455854 00 01 \
       04 6e616d65 04 54455854 00 00 \
       01 6e 07 494e5445474552 02 00 \
       01 00 00 \
     00 34 \
-    3561dcf64a457baff19229eb2f8890e0477a97c3e15fc163dc91d10b1bd3455e \
     01 00 02 \
       16 0f1e2d3c4b5a46978879a0b1c2d3e4f5 8080e682b966 00 2b 416d696e61 06 \
       22 0f1e2d3c4b5a46978879a0b1c2d3e4f6 00";
+
+/// The golden batch signed with the secret scalar `42 42 .. 42` (RFC 6979: the same every run).
+const GOLDEN_SIGNATURE: &str = "\
+    79c34a08a5af6685bf1ea09c869232c582c6a66417f0ad7da54f3eb24a8c904e\
+    0751c9104c790852404d44207ea5be2ccc42aa477cb2f4f67cde39d64ca58c63";
 
 #[test]
 fn a_small_batch_emits_and_parses_its_golden_bytes() {
@@ -233,6 +242,24 @@ fn a_small_batch_emits_and_parses_its_golden_bytes() {
     assert_eq!(batch.header.tables, batch_tables());
     assert_eq!(batch.header.body_len, 52);
     assert_eq!(batch.header.base_hlc, Hlc::new(1_760_000_000_000, 0));
+    assert_eq!(batch.header.max_hlc, Hlc::new(1_760_000_000_000, 0));
+    assert_eq!(batch.header.sent_len, 0x68);
+    assert_eq!(batch.header.signature, None);
+}
+
+#[test]
+fn the_golden_batch_signs_to_its_golden_signature() {
+    use outpost_protocol::batch::signature;
+    use outpost_protocol::handshake::Keypair;
+    let key = Keypair::from_secret(&[0x42; 32]).unwrap();
+    let mut bytes = unhex(GOLDEN_BATCH);
+    signature::sign(&mut bytes, &key).unwrap();
+    let header = outpost_protocol::batch::codec::decode_header(&bytes, &Limits::default()).unwrap();
+    assert_eq!(
+        hex::encode(header.signature.unwrap()),
+        GOLDEN_SIGNATURE.replace(' ', "")
+    );
+    signature::verify(&header, key.public()).unwrap();
 }
 
 #[test]
@@ -246,9 +273,11 @@ fn the_golden_batch_survives_deflate() {
     );
     let batch = decode(&emitted, &Limits::default()).unwrap();
     assert_eq!(batch.tables, batch_changes());
-    // The header is the raw one but for the compression tag; the body hash is the same.
+    // The payload header is the raw one but for the compression tag; the hash is of the body as
+    // sent, so it differs.
     let raw = decode(&unhex(GOLDEN_BATCH), &Limits::default()).unwrap();
-    assert_eq!(batch.header.body_sha256, raw.header.body_sha256);
+    assert_eq!(batch.header.body_len, raw.header.body_len);
+    assert_ne!(batch.header.body_sha256, raw.header.body_sha256);
 }
 
 #[test]

@@ -418,17 +418,18 @@ fn a_bad_batch_ends_the_session_and_stores_nothing() {
 fn too_much_staged_data_is_refused() {
     let mut sstore = MemServer::default();
     let mut cfg = server_config();
-    cfg.max_staged_bytes = 100;
+    let first = batch(DEVICE, 1, 1);
+    // Room for the first batch, not for a second one.
+    let max = first.len() + 10;
+    cfg.max_staged_bytes = max;
     let mut server = ServerSession::<MemServer>::new(cfg);
     server.handle(hello(1), 0, &mut sstore).unwrap();
-    server
-        .handle(push(1, batch(DEVICE, 1, 1)), 0, &mut sstore)
-        .unwrap();
+    server.handle(push(1, first), 0, &mut sstore).unwrap();
     let e = server
         .handle(push(1, batch(DEVICE, 2, 2)), 0, &mut sstore)
         .unwrap_err();
     assert!(
-        matches!(e, SessionError::TooLarge { max: 100, .. }),
+        matches!(e, SessionError::TooLarge { max: m, .. } if m == max),
         "{e:?}"
     );
 }
@@ -574,5 +575,61 @@ proptest! {
         unique.dedup();
         prop_assert_eq!(unique.len(), sstore.batches.len());
         let _ = Limits::default();
+    }
+}
+
+/// Issue 16: a device's own batch must carry its signature. Unsigned, or signed by another key
+/// (a hub re-signing under the device's origin), the whole push is refused with its own code
+/// and nothing of it is stored.
+#[test]
+fn a_devices_batch_not_signed_by_its_key_is_refused_whole() {
+    use outpost_protocol::batch::codec::{encode, Limits};
+    use outpost_protocol::batch::signature;
+    use outpost_protocol::batch::Compression;
+    use outpost_protocol::handshake::Keypair;
+    use outpost_protocol::SeqRange;
+    let unsigned = encode(
+        DEVICE,
+        SeqRange::new(2, 2).unwrap(),
+        vec![],
+        &[],
+        Compression::None,
+    );
+    let mut by_hub = unsigned.clone();
+    signature::sign(&mut by_hub, &Keypair::from_secret(&[9; 32]).unwrap()).unwrap();
+    let mut tampered = batch(DEVICE, 2, 2);
+    // The clear header's range, rewritten after signing: byte 4 + 16 (origin) + 1 (stream).
+    let header =
+        outpost_protocol::batch::codec::decode_header(&tampered, &Limits::default()).unwrap();
+    assert_eq!(header.range, SeqRange::new(2, 2).unwrap());
+    tampered[4 + 16 + 1 + 1] = 9; // hi: 2 -> 9
+    for (what, bad) in [
+        ("unsigned", unsigned),
+        ("signed by another key", by_hub),
+        ("altered after signing", tampered),
+    ] {
+        let mut sstore = MemServer::default();
+        let mut server = ServerSession::<MemServer>::new(server_config());
+        server.handle(hello(1), 0, &mut sstore).unwrap();
+        drain(&mut server, &mut sstore);
+        server
+            .handle(push(1, batch(DEVICE, 1, 1)), 0, &mut sstore)
+            .unwrap();
+        let e = server.handle(push(1, bad), 0, &mut sstore).unwrap_err();
+        assert!(
+            matches!(e, SessionError::BadSignature { origin, .. } if origin == DEVICE),
+            "{what}: {e:?}"
+        );
+        assert!(
+            matches!(
+                e.to_message(),
+                Some(Message::Error {
+                    code: ErrorCode::BadSignature,
+                    ..
+                })
+            ),
+            "{what}"
+        );
+        assert!(sstore.batches.is_empty(), "{what}: nothing stored");
     }
 }

@@ -349,6 +349,7 @@ impl Relay {
                                 // The relay is schema-free: it never checks configurations.
                                 fingerprint: None,
                                 peer_site: channel.peer().site,
+                                peer_key: channel.peer().key,
                                 peer_pushes,
                                 // Trusted time, or 0: a hub's own clock is no time source.
                                 wall_clock_ms: self.serving.hello_clock_ms(time.unix_ms),

@@ -19,7 +19,7 @@ use crate::state::RowStore;
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{BodyWriter, CellChange, CellPayload, Compression, RowChange};
 use outpost_protocol::vector::SeqRange;
-use outpost_protocol::{Hlc, Strategy, Value};
+use outpost_protocol::{Hlc, SiteId, Strategy, Value};
 use serde_json::json;
 
 /// `outpost_db_version()`.
@@ -274,8 +274,26 @@ pub(crate) fn changes(
     }
     let range = SeqRange::new(since + 1, hi)
         .ok_or_else(|| Error::Internal(format!("empty export range {since}..{hi}")))?;
-    let bytes = codec::finish_batch(writer, me, range, Compression::None).map_err(Error::export)?;
+    let mut bytes =
+        codec::finish_batch(writer, me, range, Compression::None).map_err(Error::export)?;
+    sign(conn, me, &mut bytes)?;
     Ok(Some(bytes))
+}
+
+/// Signs an exported batch with the database's key when it has one (docs/design.md section 10:
+/// every relay and receiver checks a batch was made by its origin); a database that never
+/// enrolled nor synced has no key and exports unsigned batches, which only a database enrolled
+/// with no relay accepts.
+fn sign(conn: Conn, me: SiteId, bytes: &mut [u8]) -> Result<(), Error> {
+    let key = crate::sync::identity::existing(conn, me).map_err(|e| Error::Sync {
+        function: "outpost_changes",
+        error: Box::new(e),
+    })?;
+    if let Some(key) = key {
+        outpost_protocol::batch::signature::sign(bytes, &key)
+            .map_err(|e| Error::Internal(format!("signing an exported batch: {e}")))?;
+    }
+    Ok(())
 }
 
 fn tombstone(conn: Conn, tbl: i64, key: &[u8]) -> Result<Option<Vec<Value>>, Error> {

@@ -55,6 +55,7 @@ fn serve(conn: &mut Conn, live: bool) {
         role: PeerRole::Hub,
         fingerprint: None,
         peer_site: conn.peer,
+        peer_key: conn.peer_key,
         peer_pushes: PushOrigins::Own,
         wall_clock_ms: now_ms(),
         stage_ttl_ms: 60_000,

@@ -10,7 +10,8 @@ use outpost_protocol::batch::{
 };
 use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, Value, VersionVector};
 
-/// An encoded batch of `origin` for `lo..=hi`. Panics on `lo > hi` or `lo == 0`.
+/// An encoded batch of `origin` for `lo..=hi`, signed with the origin's test key
+/// ([`crate::keys`]). Panics on `lo > hi` or `lo == 0`.
 pub fn batch(origin: SiteId, lo: u64, hi: u64) -> Vec<u8> {
     let table = TableSchema {
         name: format!("t{lo}_{hi}"),
@@ -18,18 +19,18 @@ pub fn batch(origin: SiteId, lo: u64, hi: u64) -> Vec<u8> {
         primary_key: vec![],
         foreign_keys: vec![],
     };
-    codec::encode(
+    crate::keys::signed(codec::encode(
         origin,
         SeqRange::new(lo, hi).expect("a test batch's range"),
         vec![table],
         &[],
         Compression::None,
-    )
+    ))
 }
 
 /// An encoded batch of `origin` covering `lo..=hi` whose body changes `rows` of table `table`
 /// (an INTEGER key `id` and one TEXT column named `column`, both last-writer-wins): each row
-/// `(key, hlc, text)` is created with one cell set to `text` at `hlc`.
+/// `(key, hlc, text)` is created with one cell set to `text` at `hlc`. Signed like [`batch`].
 pub fn text_rows(
     origin: SiteId,
     lo: u64,
@@ -62,13 +63,13 @@ pub fn text_rows(
             }],
         })
         .collect();
-    codec::encode(
+    crate::keys::signed(codec::encode(
         origin,
         SeqRange::new(lo, hi).expect("a test batch's range"),
         vec![schema],
         &[TableChanges { table: 0, rows }],
         Compression::None,
-    )
+    ))
 }
 
 /// The header of an encoded batch. Panics when it does not decode.

@@ -6,7 +6,8 @@
 //!
 //! Always here, the protocol-level device (what the protocol's, the relay's, the hub's and the
 //! cloud's tests use to act as a peer whose every push and pull they can count):
-//! - [`mod@batch`]: small encoded batches and their headers;
+//! - [`mod@batch`]: small encoded batches and their headers, signed by [`keys`]: each test
+//!   site's key, derived from its site id;
 //! - [`device`]: an in-memory device database implementing the protocol's `ClientStore`;
 //!   [`peer`]: the key a handshake needs, paired with any store;
 //! - [`dial`]: the Noise initiator handshake over TCP and enrollment; [`session`]: one session
@@ -35,6 +36,7 @@ pub mod env;
 pub mod error;
 pub mod flood;
 pub mod gate;
+pub mod keys;
 pub mod netns;
 pub mod peer;
 pub mod require;

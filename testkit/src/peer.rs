@@ -24,7 +24,7 @@ pub trait Peer {
 /// A device key and a store: dialed with the key, synced through the store. Derefs to the store,
 /// so a test reads the store's fields on the device itself.
 pub struct Keyed<S> {
-    /// Its static key (generated).
+    /// Its static key (the site's test key unless a test replaced it).
     pub keypair: Keypair,
     /// Its site id.
     pub site: SiteId,
@@ -35,10 +35,11 @@ pub struct Keyed<S> {
 }
 
 impl<S> Keyed<S> {
-    /// A device at `site` with a fresh key, syncing `store`.
+    /// A device at `site` with its test key ([`crate::keys::site_keypair`]: the key its
+    /// batches are signed with), syncing `store`.
     pub fn with_store(site: SiteId, store: S) -> Keyed<S> {
         Keyed {
-            keypair: Keypair::generate().expect("a device key from the OS's randomness"),
+            keypair: crate::keys::site_keypair(site),
             site,
             counter: 0,
             store,

@@ -60,6 +60,7 @@ pub struct BodyWriter {
     current: Option<(u16, u64, Vec<u8>)>,
     prev_row_hlc: Hlc,
     min_hlc: Option<Hlc>,
+    max_hlc: Hlc,
 }
 
 impl BodyWriter {
@@ -77,6 +78,7 @@ impl BodyWriter {
             current: None,
             prev_row_hlc: Hlc::ZERO,
             min_hlc: None,
+            max_hlc: Hlc::ZERO,
         })
     }
 
@@ -123,6 +125,7 @@ impl BodyWriter {
         self.prev_row_hlc = prev;
         for cell in &row.cells {
             self.min_hlc = Some(self.min_hlc.map_or(cell.hlc, |m| m.min(cell.hlc)));
+            self.max_hlc = self.max_hlc.max(cell.hlc);
         }
         Ok(())
     }
@@ -147,7 +150,12 @@ impl BodyWriter {
         self.min_hlc.unwrap_or(Hlc::ZERO)
     }
 
-    /// Closes the writer: the tables and the body bytes.
+    /// The largest cell clock written so far (zero when there is none): the header's `max_hlc`.
+    pub fn max_hlc(&self) -> Hlc {
+        self.max_hlc
+    }
+
+    /// Closes the writer: the tables, the body bytes and the smallest cell clock.
     pub fn into_parts(mut self) -> (Vec<TableSchema>, Vec<u8>, Hlc) {
         self.close_group();
         let mut body = Vec::with_capacity(len_u64(self.groups) + self.done.len());
@@ -443,7 +451,7 @@ pub(crate) fn read_body(
     body: &[u8],
     tables: &[TableSchema],
     budget: &mut Budget,
-) -> Result<(Vec<TableChanges>, Hlc), DecodeError> {
+) -> Result<BodyRead, DecodeError> {
     let value_columns = |t: &TableSchema| t.columns.len() - t.primary_key.len();
     let all_values: usize = tables.iter().map(value_columns).sum();
     budget.charge_items(tables.len(), STRATEGIES_COST)?;
@@ -462,6 +470,7 @@ pub(crate) fn read_body(
     let mut groups = Vec::with_capacity(n_groups);
     let mut prev_row_hlc = Hlc::ZERO;
     let mut min_hlc: Option<Hlc> = None;
+    let mut max_hlc = Hlc::ZERO;
     for _ in 0..n_groups {
         let at = r.pos;
         let table = r.u64()?;
@@ -486,6 +495,7 @@ pub(crate) fn read_body(
             )?;
             for c in &row.cells {
                 min_hlc = Some(min_hlc.map_or(c.hlc, |m| m.min(c.hlc)));
+                max_hlc = max_hlc.max(c.hlc);
             }
             rows.push(row);
         }
@@ -497,7 +507,19 @@ pub(crate) fn read_body(
     if r.remaining() != 0 {
         return Err(r.err(BodyProblem::TrailingBytes));
     }
-    Ok((groups, min_hlc.unwrap_or(Hlc::ZERO)))
+    Ok(BodyRead {
+        groups,
+        min_hlc: min_hlc.unwrap_or(Hlc::ZERO),
+        max_hlc,
+    })
+}
+
+/// A parsed body: its groups and the smallest and largest cell clocks (zero when it has none),
+/// which the decoder compares with the header's.
+pub(crate) struct BodyRead {
+    pub(crate) groups: Vec<TableChanges>,
+    pub(crate) min_hlc: Hlc,
+    pub(crate) max_hlc: Hlc,
 }
 
 fn read_row(

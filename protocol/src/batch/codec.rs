@@ -1,8 +1,11 @@
 //! Encoding and decoding of batches (layout: `docs/wire-format.md`, "Batches").
 //!
-//! A batch is `OPB`, the format byte [`FORMAT`], the postcard-encoded [`BatchHeader`], then the
-//! body, raw or raw DEFLATE. **Contract**: [`decode_header`], [`verify`] and [`decode`] accept any
-//! byte string and return a typed [`DecodeError`] for anything malformed; none panics and none
+//! A batch is `OPB`, the format byte [`FORMAT`], the postcard-encoded clear header, the origin's
+//! 64-byte signature (zeros when unsigned), then the body as sent: the postcard-encoded payload
+//! header and the body, raw or raw DEFLATE. The clear header carries the length and SHA-256 of
+//! the body as sent, so a relay checks a batch whole by hashing bytes, never inflating them.
+//!
+//! **Contract**: [`decode_header`], [`verify`] and [`decode`] accept any byte string and return a typed [`DecodeError`] for anything malformed; none panics and none
 //! allocates more than [`decoded_budget`] of the input's length (64 MiB up to 1 MiB on the wire,
 //! 64 bytes a wire byte above, never more than 256 MiB; `budget.rs` says how), checked before each
 //! allocation. A relay checks what the header and the lengths show with [`check_limits`] (
@@ -11,12 +14,16 @@
 //! Encoding is deterministic: the same changes give the same bytes.
 
 use super::body::{read_body, BodyWriter};
-use super::{Batch, BatchHeader, Compression, TableChanges, TableSchema};
+use super::signature::{signed_digest, SIGNATURE_LEN};
+use super::{Batch, BatchFlags, BatchHeader, BatchMeta, Compression, TableChanges, TableSchema};
+use crate::hlc::Hlc;
 use crate::site::SiteId;
 use crate::vector::SeqRange;
 use alloc::boxed::Box;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use super::body::write_value;
@@ -29,8 +36,37 @@ pub use super::error::{BodyProblem, DecodeError, EncodeError, HeaderProblem};
 
 /// The magic every batch starts with.
 pub const MAGIC: [u8; 3] = *b"OPB";
-/// The batch format this build writes and the newest it reads.
-pub const FORMAT: u8 = 1;
+/// The batch format this build writes and the only one it reads (format 1, unsigned and without a
+/// clear header, was the first wave's: refused as "made by an older version").
+pub const FORMAT: u8 = 2;
+/// The most bytes a clear header takes (postcard, after the magic and format byte): its fixed
+/// fields and a stream name of at most [`MAX_STREAM_LEN`] bytes fit well within it.
+pub const MAX_CLEAR_BYTES: usize = 256;
+/// The longest stream name (a scope id).
+pub const MAX_STREAM_LEN: usize = 64;
+
+/// The clear header as postcard writes it. Field order is the wire order: never reorder.
+#[derive(Serialize, Deserialize)]
+struct ClearWire {
+    origin: SiteId,
+    stream: String,
+    range: SeqRange,
+    flags: u8,
+    key_epoch: u32,
+    grant_version: u64,
+    max_hlc: Hlc,
+    sent_len: u32,
+    sent_sha256: [u8; 32],
+}
+
+/// The payload header (the start of the body as sent). Field order is the wire order.
+#[derive(Serialize, Deserialize)]
+struct PayloadWire {
+    base_hlc: Hlc,
+    tables: Vec<TableSchema>,
+    compression: Compression,
+    body_len: u32,
+}
 /// The DEFLATE level used for [`Compression::Deflate`] (miniz scale 0-10).
 pub const DEFLATE_LEVEL: u8 = 6;
 /// DEFLATE cannot expand data by more than about 1032:1; a body claiming more is refused before
@@ -55,7 +91,8 @@ impl Default for Limits {
     }
 }
 
-/// Encodes a batch. Computes `base_hlc`, `body_len` and `body_sha256`.
+/// Encodes an unsigned batch (sign it with [`super::signature::sign`]). Computes `base_hlc`,
+/// `max_hlc`, the lengths and the hash.
 ///
 /// # Panics
 /// When the changes do not fit `tables` (see [`EncodeError`]): that is a bug in the caller, and
@@ -73,7 +110,7 @@ pub fn encode(
     }
 }
 
-/// Encodes a batch, or says why the changes do not fit their tables.
+/// Encodes an unsigned batch, or says why the changes do not fit their tables.
 pub fn try_encode(
     origin: SiteId,
     range: SeqRange,
@@ -91,127 +128,167 @@ pub fn try_encode(
     finish_batch(w, origin, range, compression)
 }
 
-/// Turns a filled [`BodyWriter`] into a whole batch.
+/// Turns a filled [`BodyWriter`] into a whole unsigned batch of the unscoped stream
+/// ([`BatchMeta::default`]).
 pub fn finish_batch(
     writer: BodyWriter,
     origin: SiteId,
     range: SeqRange,
     compression: Compression,
 ) -> Result<Vec<u8>, EncodeError> {
+    finish_batch_with(writer, origin, range, &BatchMeta::default(), compression)
+}
+
+/// Turns a filled [`BodyWriter`] into a whole unsigned batch with the given clear-header fields.
+pub fn finish_batch_with(
+    writer: BodyWriter,
+    origin: SiteId,
+    range: SeqRange,
+    meta: &BatchMeta,
+    compression: Compression,
+) -> Result<Vec<u8>, EncodeError> {
+    if meta.stream.len() > MAX_STREAM_LEN {
+        return Err(EncodeError::BadStream);
+    }
+    let max_hlc = writer.max_hlc();
     let (tables, body, base_hlc) = writer.into_parts();
     let body_len = u32::try_from(body.len()).map_err(|_| EncodeError::BodyTooLarge)?;
-    let header = BatchHeader {
-        origin,
-        range,
+    let payload = PayloadWire {
         base_hlc,
         tables,
         compression,
         body_len,
-        body_sha256: Sha256::digest(&body).into(),
     };
-    let mut out = Vec::with_capacity(body.len() + 256);
-    out.extend_from_slice(&MAGIC);
-    out.push(FORMAT);
     // Serializing plain data into a growable vector cannot fail.
-    let header_bytes = postcard::to_allocvec(&header).expect("postcard into a Vec");
-    out.extend_from_slice(&header_bytes);
+    let mut sent = postcard::to_allocvec(&payload).expect("postcard into a Vec");
     match compression {
-        Compression::None => out.extend_from_slice(&body),
+        Compression::None => sent.extend_from_slice(&body),
         Compression::Deflate => {
-            out.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(&body, DEFLATE_LEVEL))
+            sent.extend_from_slice(&miniz_oxide::deflate::compress_to_vec(&body, DEFLATE_LEVEL))
         }
     }
+    let clear = ClearWire {
+        origin,
+        stream: meta.stream.clone(),
+        range,
+        flags: meta.flags.to_byte(),
+        key_epoch: meta.key_epoch,
+        grant_version: meta.grant_version,
+        max_hlc,
+        sent_len: u32::try_from(sent.len()).map_err(|_| EncodeError::BodyTooLarge)?,
+        sent_sha256: Sha256::digest(&sent).into(),
+    };
+    let clear_bytes = postcard::to_allocvec(&clear).expect("postcard into a Vec");
+    let mut out =
+        Vec::with_capacity(MAGIC.len() + 1 + clear_bytes.len() + SIGNATURE_LEN + sent.len());
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT);
+    out.extend_from_slice(&clear_bytes);
+    out.extend_from_slice(&[0u8; SIGNATURE_LEN]);
+    out.extend_from_slice(&sent);
     Ok(out)
+}
+
+/// Writes a batch from a header exactly as given (lengths, hash, clocks and signature are not
+/// computed or checked), followed by `wire_body` (the body as it goes on the wire: raw or
+/// compressed). For tests and tools that craft batches a peer could send, valid or not.
+pub fn assemble_raw(header: &BatchHeader, wire_body: &[u8]) -> Vec<u8> {
+    assemble_with(header, wire_body, false)
+}
+
+/// Like [`assemble_raw`], but the clear header's `sent_len` and SHA-256 are computed from what
+/// follows the signature, so the batch passes a relay's length and hash checks (its signature,
+/// as given, then covers a different header unless the caller signs it again).
+pub fn assemble(header: &BatchHeader, wire_body: &[u8]) -> Vec<u8> {
+    assemble_with(header, wire_body, true)
+}
+
+fn assemble_with(header: &BatchHeader, wire_body: &[u8], fix_sent: bool) -> Vec<u8> {
+    let payload = PayloadWire {
+        base_hlc: header.base_hlc,
+        tables: header.tables.clone(),
+        compression: header.compression,
+        body_len: header.body_len,
+    };
+    let mut sent = postcard::to_allocvec(&payload).expect("postcard into a Vec");
+    sent.extend_from_slice(wire_body);
+    let (sent_len, sent_sha256) = if fix_sent {
+        (sent.len() as u32, Sha256::digest(&sent).into())
+    } else {
+        (header.sent_len, header.body_sha256)
+    };
+    let clear = ClearWire {
+        origin: header.origin,
+        stream: header.stream.clone(),
+        range: header.range,
+        flags: header.flags.to_byte(),
+        key_epoch: header.key_epoch,
+        grant_version: header.grant_version,
+        max_hlc: header.max_hlc,
+        sent_len,
+        sent_sha256,
+    };
+    let mut out = Vec::new();
+    out.extend_from_slice(&MAGIC);
+    out.push(FORMAT);
+    out.extend_from_slice(&postcard::to_allocvec(&clear).expect("postcard into a Vec"));
+    out.extend_from_slice(&header.signature.unwrap_or([0; SIGNATURE_LEN]));
+    out.extend_from_slice(&sent);
+    out
 }
 
 /// Decodes the header only (routing: hub and mailbox never read bodies). Checks the magic, the
 /// format, the header's consistency and, for a raw body, its exact length; it does **not** check
 /// the hash (use [`verify`]).
 pub fn decode_header(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, DecodeError> {
-    split(bytes, limits).map(|(h, _)| h)
+    split(bytes, limits).map(|(h, _, _)| h)
 }
 
-/// Checks a whole batch without parsing rows: header, body length and SHA-256. What a mailbox
-/// calls before storing a batch so it never relays an altered one. A compressed body is inflated
-/// through a 32 KiB window and hashed as it comes, so a relay holds at most that much of it
-/// (decoding needs the whole body; verifying does not).
+/// Checks a whole batch without parsing rows: clear header, payload header, lengths, and the
+/// SHA-256 of the body as sent. What a relay calls before storing a batch so it never relays an
+/// altered one; nothing is inflated (the hash is over the bytes as sent). The signature is
+/// checked separately, against the origin's key ([`super::signature::verify`]).
 pub fn verify(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, DecodeError> {
-    let (header, wire_body) = split(bytes, limits)?;
-    let digest: [u8; 32] = match header.compression {
-        Compression::None => Sha256::digest(wire_body).into(),
-        Compression::Deflate => inflated_sha256(header.body_len, wire_body)?,
-    };
-    if digest != header.body_sha256 {
+    let (header, sent_start, _) = split(bytes, limits)?;
+    if Sha256::digest(&bytes[sent_start..]).as_slice() != header.body_sha256 {
         return Err(DecodeError::HashMismatch);
     }
     Ok(header)
 }
 
-/// SHA-256 of a raw DEFLATE body, inflated through miniz's 32 KiB wrapping window; the same
-/// length checks as [`uncompressed_body`].
-fn inflated_sha256(declared: u32, wire_body: &[u8]) -> Result<[u8; 32], DecodeError> {
-    use miniz_oxide::inflate::core::{decompress, DecompressorOxide, TINFL_LZ_DICT_SIZE};
-    use miniz_oxide::inflate::TINFLStatus;
-    let mut state = Box::<DecompressorOxide>::default();
-    let mut window = vec![0u8; TINFL_LZ_DICT_SIZE];
-    let mut hash = Sha256::new();
-    let (mut consumed, mut produced, mut at) = (0usize, 0usize, 0usize);
-    loop {
-        let (status, used, wrote) =
-            decompress(&mut state, &wire_body[consumed..], &mut window, at, 0);
-        consumed += used;
-        produced += wrote;
-        if produced > declared as usize {
-            return Err(DecodeError::BodyLengthMismatch {
-                declared,
-                actual: produced,
-            });
-        }
-        hash.update(&window[at..at + wrote]);
-        at = (at + wrote) & (TINFL_LZ_DICT_SIZE - 1);
-        match status {
-            TINFLStatus::Done => break,
-            TINFLStatus::HasMoreOutput => {}
-            _ => return Err(DecodeError::BadCompression),
-        }
-    }
-    if produced != declared as usize {
-        return Err(DecodeError::BodyLengthMismatch {
-            declared,
-            actual: produced,
-        });
-    }
-    if consumed != wire_body.len() {
-        return Err(DecodeError::TrailingBytes {
-            count: wire_body.len() - consumed,
-        });
-    }
-    Ok(hash.finalize().into())
-}
-
-/// Decodes and verifies a whole batch (hash, lengths, every value).
+/// Decodes and verifies a whole batch (hash, lengths, every value, both clock bounds).
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Batch, DecodeError> {
-    let (header, wire_body) = split(bytes, limits)?;
-    let body = uncompressed_body(&header, wire_body)?;
-    if Sha256::digest(&body).as_slice() != header.body_sha256 {
+    let (header, sent_start, body_start) = split(bytes, limits)?;
+    if Sha256::digest(&bytes[sent_start..]).as_slice() != header.body_sha256 {
         return Err(DecodeError::HashMismatch);
     }
+    let body = uncompressed_body(&header, &bytes[body_start..])?;
     let mut budget = Budget::new(
         body_budget(&header, bytes.len()),
         decoded_budget(bytes.len()),
     );
-    let (tables, min_hlc) = read_body(&body, &header.tables, &mut budget)?;
-    if min_hlc != header.base_hlc {
+    let read = read_body(&body, &header.tables, &mut budget)?;
+    if read.min_hlc != header.base_hlc {
         return Err(DecodeError::BaseHlcMismatch {
             declared: header.base_hlc,
-            actual: min_hlc,
+            actual: read.min_hlc,
         });
     }
-    Ok(Batch { header, tables })
+    if read.max_hlc != header.max_hlc {
+        return Err(DecodeError::MaxHlcMismatch {
+            declared: header.max_hlc,
+            actual: read.max_hlc,
+        });
+    }
+    Ok(Batch {
+        header,
+        tables: read.groups,
+    })
 }
 
-/// Splits a batch into its checked header and the body as it is on the wire.
-fn split<'a>(bytes: &'a [u8], limits: &Limits) -> Result<(BatchHeader, &'a [u8]), DecodeError> {
+/// Splits a batch into its checked header, where the body as sent starts (after the signature)
+/// and where the body proper starts (after the payload header).
+fn split(bytes: &[u8], limits: &Limits) -> Result<(BatchHeader, usize, usize), DecodeError> {
     if bytes.len() > limits.max_batch_bytes {
         return Err(DecodeError::TooLarge {
             len: bytes.len(),
@@ -239,23 +316,56 @@ fn split<'a>(bytes: &'a [u8], limits: &Limits) -> Result<(BatchHeader, &'a [u8])
             supported: FORMAT,
         });
     }
-    // The header is read from at most MAX_HEADER_BYTES of input: that bounds what decoding it
-    // allocates before its cost can be checked.
-    let header_input = &bytes[prefix..bytes.len().min(prefix + MAX_HEADER_BYTES)];
-    let cut = header_input.len() < bytes.len() - prefix;
-    let (header, rest): (BatchHeader, &[u8]) =
-        postcard::take_from_bytes(header_input).map_err(|e| match e {
-            postcard::Error::DeserializeUnexpectedEnd if cut => {
-                DecodeError::BadHeader(HeaderProblem::TooLong)
-            }
-            postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated {
-                expected: bytes.len() + 1,
+    let (clear, clear_end) = take_bounded::<ClearWire>(bytes, prefix, MAX_CLEAR_BYTES)?;
+    let sent_start = clear_end + SIGNATURE_LEN;
+    if bytes.len() < sent_start {
+        return Err(DecodeError::Truncated {
+            expected: sent_start,
+            got: bytes.len(),
+        });
+    }
+    let Some(flags) = BatchFlags::from_byte(clear.flags) else {
+        return Err(DecodeError::BadHeader(HeaderProblem::BadFlags));
+    };
+    if clear.stream.len() > MAX_STREAM_LEN || !clear.stream.bytes().all(stream_byte) {
+        return Err(DecodeError::BadHeader(HeaderProblem::BadStream));
+    }
+    let sent = bytes.len() - sent_start;
+    if sent != clear.sent_len as usize {
+        return Err(if sent < clear.sent_len as usize {
+            DecodeError::Truncated {
+                expected: sent_start + clear.sent_len as usize,
                 got: bytes.len(),
-            },
-            _ => DecodeError::BadHeader(HeaderProblem::Malformed),
-        })?;
-    let header_end = prefix + header_input.len() - rest.len();
-    let wire_body = &bytes[header_end..];
+            }
+        } else {
+            DecodeError::TrailingBytes {
+                count: sent - clear.sent_len as usize,
+            }
+        });
+    }
+    let mut sig = [0u8; SIGNATURE_LEN];
+    sig.copy_from_slice(&bytes[clear_end..sent_start]);
+    let signature = (sig != [0u8; SIGNATURE_LEN]).then_some(sig);
+    let signed_digest = signed_digest(&bytes[..clear_end]);
+    let (payload, body_start) = take_bounded::<PayloadWire>(bytes, sent_start, MAX_HEADER_BYTES)?;
+    let wire_body = &bytes[body_start..];
+    let header = BatchHeader {
+        origin: clear.origin,
+        stream: clear.stream,
+        range: clear.range,
+        flags,
+        key_epoch: clear.key_epoch,
+        grant_version: clear.grant_version,
+        max_hlc: clear.max_hlc,
+        sent_len: clear.sent_len,
+        body_sha256: clear.sent_sha256,
+        signature,
+        signed_digest,
+        base_hlc: payload.base_hlc,
+        tables: payload.tables,
+        compression: payload.compression,
+        body_len: payload.body_len,
+    };
     check_header(&header)?;
     if header.body_len as usize > limits.max_body_bytes {
         return Err(DecodeError::BodyTooLarge {
@@ -268,7 +378,7 @@ fn split<'a>(bytes: &'a [u8], limits: &Limits) -> Result<(BatchHeader, &'a [u8])
             let want = header.body_len as usize;
             if wire_body.len() < want {
                 return Err(DecodeError::Truncated {
-                    expected: header_end + want,
+                    expected: body_start + want,
                     got: bytes.len(),
                 });
             }
@@ -281,7 +391,7 @@ fn split<'a>(bytes: &'a [u8], limits: &Limits) -> Result<(BatchHeader, &'a [u8])
         Compression::Deflate => {
             if wire_body.is_empty() {
                 return Err(DecodeError::Truncated {
-                    expected: header_end + 1,
+                    expected: body_start + 1,
                     got: bytes.len(),
                 });
             }
@@ -291,7 +401,57 @@ fn split<'a>(bytes: &'a [u8], limits: &Limits) -> Result<(BatchHeader, &'a [u8])
         }
     }
     check_limits(&header, bytes.len())?;
-    Ok((header, wire_body))
+    Ok((header, sent_start, body_start))
+}
+
+/// Where a batch's clear header ends (its signature slot follows), checking only what reading
+/// the clear header needs.
+pub(crate) fn clear_header_end(bytes: &[u8]) -> Result<usize, DecodeError> {
+    let prefix = MAGIC.len() + 1;
+    if bytes.len() < prefix || bytes[..MAGIC.len()] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if bytes[MAGIC.len()] != FORMAT {
+        return Err(DecodeError::UnsupportedFormat {
+            found: bytes[MAGIC.len()],
+            supported: FORMAT,
+        });
+    }
+    let (_, end) = take_bounded::<ClearWire>(bytes, prefix, MAX_CLEAR_BYTES)?;
+    if bytes.len() < end + SIGNATURE_LEN {
+        return Err(DecodeError::Truncated {
+            expected: end + SIGNATURE_LEN,
+            got: bytes.len(),
+        });
+    }
+    Ok(end)
+}
+
+/// A stream name's bytes: a scope id's alphabet (`[A-Za-z0-9_.-]`).
+fn stream_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')
+}
+
+/// Decodes one postcard value starting at `at`, reading at most `max` bytes of input (which
+/// bounds what decoding it allocates); returns it and where it ended.
+fn take_bounded<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+    at: usize,
+    max: usize,
+) -> Result<(T, usize), DecodeError> {
+    let input = &bytes[at..bytes.len().min(at + max)];
+    let cut = input.len() < bytes.len() - at;
+    let (value, rest) = postcard::take_from_bytes(input).map_err(|e| match e {
+        postcard::Error::DeserializeUnexpectedEnd if cut => {
+            DecodeError::BadHeader(HeaderProblem::TooLong)
+        }
+        postcard::Error::DeserializeUnexpectedEnd => DecodeError::Truncated {
+            expected: bytes.len() + 1,
+            got: bytes.len(),
+        },
+        _ => DecodeError::BadHeader(HeaderProblem::Malformed),
+    })?;
+    Ok((value, at + input.len() - rest.len()))
 }
 
 /// The cheap check every relay runs before storing a pushed batch (the mailbox's `verify` does):

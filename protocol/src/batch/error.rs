@@ -72,6 +72,13 @@ pub enum DecodeError {
         /// The budget, in bytes.
         limit: usize,
     },
+    /// The clear header's `max_hlc` is not the largest clock in the body.
+    MaxHlcMismatch {
+        /// `max_hlc` from the clear header.
+        declared: Hlc,
+        /// The largest clock in the body (zero when it has no cells).
+        actual: Hlc,
+    },
     /// The header's `base_hlc` is not the smallest clock in the body.
     BaseHlcMismatch {
         /// `base_hlc` from the header.
@@ -102,6 +109,10 @@ pub enum HeaderProblem {
     TooLong,
     /// A raw body's declared length is not the rest of the batch.
     BodyLengthNotWire,
+    /// The flags byte has a direction of 3 or an unknown bit set.
+    BadFlags,
+    /// The stream name is longer than 64 bytes or has a byte outside `[A-Za-z0-9_.-]`.
+    BadStream,
 }
 
 impl fmt::Display for HeaderProblem {
@@ -118,6 +129,10 @@ impl fmt::Display for HeaderProblem {
             HeaderProblem::TooLong => "longer than 1 MiB",
             HeaderProblem::BodyLengthNotWire => {
                 "a raw body's body_len is not what follows the header"
+            }
+            HeaderProblem::BadFlags => "unknown flags (direction 3 or an unknown bit)",
+            HeaderProblem::BadStream => {
+                "stream name longer than 64 bytes or outside [A-Za-z0-9_.-]"
             }
         })
     }
@@ -177,6 +192,11 @@ impl fmt::Display for DecodeError {
                 write!(f, "batch too large: {len} bytes, the limit is {max}")
             }
             DecodeError::BadMagic => f.write_str("not an Outpost batch: missing the `OPB` magic"),
+            DecodeError::UnsupportedFormat { found, supported } if found < supported => write!(
+                f,
+                "batch format {found} was made by an older version of Outpost; this build reads \
+                 format {supported} only: upgrade the peer that sent it"
+            ),
             DecodeError::UnsupportedFormat { found, supported } => write!(
                 f,
                 "batch format {found} is newer than this build reads (up to {supported}): upgrade"
@@ -211,6 +231,10 @@ impl fmt::Display for DecodeError {
             DecodeError::BaseHlcMismatch { declared, actual } => write!(
                 f,
                 "batch header base_hlc {declared} is not the smallest clock in the body ({actual})"
+            ),
+            DecodeError::MaxHlcMismatch { declared, actual } => write!(
+                f,
+                "batch header max_hlc {declared} is not the largest clock in the body ({actual})"
             ),
         }
     }
@@ -254,6 +278,8 @@ pub enum EncodeError {
     BodyTooLarge,
     /// A table schema has more than 65,535 columns.
     TooManyColumns,
+    /// The stream name is longer than 64 bytes.
+    BadStream,
 }
 
 impl fmt::Display for EncodeError {
@@ -278,6 +304,7 @@ impl fmt::Display for EncodeError {
             ),
             EncodeError::BodyTooLarge => f.write_str("batch body would exceed 4 GiB"),
             EncodeError::TooManyColumns => f.write_str("a table has more than 65,535 columns"),
+            EncodeError::BadStream => f.write_str("stream name longer than 64 bytes"),
         }
     }
 }

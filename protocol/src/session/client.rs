@@ -1,7 +1,7 @@
 //! The client side of a session: [`ClientConfig`] and [`ClientSession`], which says hello,
 //! pushes what the server lacks from a [`ClientStore`], pulls, and asks for id blocks.
 
-use super::{covered_of, peer_error, store_err};
+use super::{check_signature, covered_of, peer_error, store_err};
 use super::{ClientStore, SessionError};
 use crate::batch::codec::{self, Limits as BatchLimits};
 use crate::id_range::IdRequest;
@@ -190,6 +190,9 @@ impl<C: ClientStore> ClientSession<C> {
                     .map_err(SessionError::BadBatch)?;
                 if header.origin == self.config.site {
                     return Err(SessionError::OwnBatchReturned);
+                }
+                if let Some(key) = store.origin_key(&header.origin).map_err(store_err)? {
+                    check_signature(&header, &key)?;
                 }
                 store.apply_chunk(&header, &batch.0).map_err(store_err)?;
                 self.applied += 1;

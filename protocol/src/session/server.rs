@@ -1,9 +1,10 @@
 //! The server side of a session: [`ServerConfig`] and [`ServerSession`], which stages pushed
 //! batches, commits them through a [`ServerStore`], serves pulls and answers id requests.
 
-use super::{covered_of, peer_error, push_digest, store_err};
+use super::{check_signature, covered_of, peer_error, push_digest, store_err};
 use super::{CommitRecord, ServerStore, SessionError, StagedBatch};
 use crate::batch::codec::{self, Limits as BatchLimits};
+use crate::handshake::PublicKey;
 use crate::id_range::IdGrant;
 use crate::message::{Bytes, Hello, Message, PeerRole, PushAgainReason, SessionId};
 use crate::site::SiteId;
@@ -35,6 +36,9 @@ pub struct ServerConfig {
     pub fingerprint: Option<[u8; 32]>,
     /// The client's site id as the handshake authenticated it.
     pub peer_site: SiteId,
+    /// The client's static key as the handshake authenticated it: a device's own batches must
+    /// carry its signature.
+    pub peer_key: PublicKey,
     /// The origins the client may push (from what it enrolled as).
     pub peer_pushes: PushOrigins,
     /// The server's wall clock at hello (ms since the Unix epoch), for the client's skew check.
@@ -171,7 +175,7 @@ impl<S: ServerStore> ServerSession<S> {
                 Ok(())
             }
             (ServerState::Ready, Message::Push { session, batch }) => {
-                self.stage(session, batch, now_ms)
+                self.stage(session, batch, now_ms, store)
             }
             (ServerState::Ready, Message::Commit { session }) => {
                 self.commit(session, now_ms, store)
@@ -251,7 +255,13 @@ impl<S: ServerStore> ServerSession<S> {
         Ok(())
     }
 
-    fn stage(&mut self, session: SessionId, batch: Bytes, now_ms: u64) -> Result<(), SessionError> {
+    fn stage(
+        &mut self,
+        session: SessionId,
+        batch: Bytes,
+        now_ms: u64,
+        store: &mut S,
+    ) -> Result<(), SessionError> {
         // The first push after the hello or after a commit may start a new push session (a
         // client pushing again after `PushAgain` uses a fresh id); the rest must follow it.
         if self.staged.is_empty() {
@@ -279,6 +289,16 @@ impl<S: ServerStore> ServerSession<S> {
                 peer: self.config.peer_site,
                 allowed: self.config.peer_pushes,
             });
+        }
+        // Signed by its origin: a device's own batches with the key its handshake proved; a
+        // relayed batch with the key the store knows for its origin, when it knows one.
+        let key = if header.origin == self.config.peer_site {
+            Some(self.config.peer_key)
+        } else {
+            store.origin_key(&header.origin).map_err(store_err)?
+        };
+        if let Some(key) = key {
+            check_signature(&header, &key)?;
         }
         if self.staged.is_empty() {
             self.staged_since_ms = now_ms;

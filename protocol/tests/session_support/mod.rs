@@ -134,6 +134,7 @@ pub fn server_config() -> ServerConfig {
         role: PeerRole::Hub,
         fingerprint: None,
         peer_site: DEVICE,
+        peer_key: *outpost_testkit::keys::site_keypair(DEVICE).public(),
         peer_pushes: PushOrigins::Own,
         wall_clock_ms: 1_000,
         stage_ttl_ms: 60_000,

@@ -98,6 +98,21 @@ pub(crate) fn load_or_create(conn: Conn, site: SiteId) -> Result<Identity, SyncE
     })
 }
 
+/// This database's key when it has one (its key file, or for a database without a file the
+/// process's key), without creating it: what `outpost_changes` signs with. A database that was
+/// never enrolled nor synced has none, and exports unsigned batches (a standalone pair).
+pub(crate) fn existing(conn: Conn, site: SiteId) -> Result<Option<Keypair>, SyncError> {
+    match db_path(conn)? {
+        Some(db) => read(&key_path(&db), site),
+        None => {
+            let g = MEMORY_KEYS.lock().map_err(|_| {
+                SyncError::Engine(Error::Internal("device key store poisoned".into()))
+            })?;
+            Ok(g.as_ref().and_then(|keys| keys.get(&site).cloned()))
+        }
+    }
+}
+
 fn generate() -> Result<Keypair, SyncError> {
     Keypair::generate()
         .map_err(|e| SyncError::Engine(Error::Internal(format!("no device key: {e}"))))

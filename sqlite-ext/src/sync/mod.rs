@@ -33,7 +33,7 @@
 mod client;
 mod discover;
 mod enroll;
-mod identity;
+pub(crate) mod identity;
 mod live;
 mod peers;
 mod progress;

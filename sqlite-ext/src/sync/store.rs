@@ -360,6 +360,16 @@ impl outpost_protocol::session::ClientStore for EngineStore<'_> {
         self.keep(r)
     }
 
+    /// A pulled batch of an enrolled peer's own origin (the cloud's changes) must carry that
+    /// peer's signature; other origins' keys come with the key directory (not yet here).
+    fn origin_key(
+        &mut self,
+        origin: &SiteId,
+    ) -> Result<Option<outpost_protocol::handshake::PublicKey>, Failed> {
+        let r = super::peers::key_of(self.call.conn, *origin);
+        self.keep(r)
+    }
+
     fn plan_export(&mut self, server: &VersionVector) -> Result<ExportPlan, Failed> {
         let r = self.plan_inner(server);
         self.keep(r)

@@ -109,6 +109,8 @@ pub struct Conn {
     pending: Vec<u8>,
     /// The device the handshake authenticated.
     pub peer: SiteId,
+    /// Its static key (its batches must carry its signature).
+    pub peer_key: PublicKey,
 }
 
 impl Conn {
@@ -133,11 +135,13 @@ impl Conn {
             stream.write_all(&responder.take_outgoing()).unwrap();
             if let Some(channel) = r {
                 let peer = channel.peer().site;
+                let peer_key = channel.peer().key;
                 return Conn {
                     stream,
                     channel,
                     pending: input.to_vec(),
                     peer,
+                    peer_key,
                 };
             }
         }
@@ -177,6 +181,7 @@ impl Conn {
             role: PeerRole::Hub,
             fingerprint: None,
             peer_site: self.peer,
+            peer_key: self.peer_key,
             peer_pushes: PushOrigins::Own,
             wall_clock_ms: clock_ms,
             stage_ttl_ms: 60_000,
