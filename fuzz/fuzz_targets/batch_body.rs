@@ -7,10 +7,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use outpost_protocol::batch::codec::{decode, encode, Limits, FORMAT, MAGIC};
+use outpost_protocol::batch::codec::{decode, encode, Limits};
 use outpost_protocol::batch::{BatchHeader, ColumnSchema, Compression, TableSchema};
 use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy};
-use sha2::{Digest, Sha256};
 
 const STRATEGIES: [Strategy; 4] = [
     Strategy::Lww,
