@@ -47,6 +47,14 @@ pub enum MailboxError {
         /// The version this build writes.
         supported: i64,
     },
+    /// The mailbox was made by an older version of Outpost (schema 1-4: batches of format 1,
+    /// which this build neither reads nor relays).
+    OlderVersion {
+        /// The mailbox file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: i64,
+    },
     /// A stored record (an id grant, a push record) does not decode: the file was changed by
     /// something else.
     Record {
@@ -97,6 +105,13 @@ impl fmt::Display for MailboxError {
                 f,
                 "mailbox {}: schema version {found} is newer than this build ({supported}); \
                  upgrade outpost before opening it",
+                path.display()
+            ),
+            MailboxError::OlderVersion { path, found } => write!(
+                f,
+                "mailbox {} was made by an older version of Outpost (schema {found}, batch format \
+                 1): this build cannot read or relay its batches; move the data directory aside \
+                 and start again (devices push their changes again, the cloud serves its own)",
                 path.display()
             ),
             MailboxError::Record { path, what, source } => {

@@ -16,6 +16,9 @@
 //!   before it is sent until its grant is stored).
 //! - Version 4: `id_grants.granted_at` (unix seconds) for the devices' id quota, and
 //!   `id_over_quota` (per sequence, the requests refused for it), shown in status.
+//! - Version 5: the same tables, holding batches of format 2 (signed clear headers). A file of
+//!   versions 1-4 holds format-1 batches and is refused as made by an older version
+//!   ([`MailboxError::OlderVersion`]); nothing in it is changed.
 
 use crate::error::MailboxError;
 use crate::plan::{plan, Candidate};
@@ -26,7 +29,10 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
+/// Versions 1-4 were the first wave's, holding format-1 batches (unsigned, no clear header) that
+/// no peer of this build reads: such a file is refused, never upgraded.
+const FIRST_FORMAT_2_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS batches(
@@ -254,13 +260,8 @@ impl Mailbox {
                 supported: SCHEMA_VERSION,
             });
         }
-        if found == 3 {
-            // Version 3 had id grants without their time: they count as granted long ago.
-            conn.execute_batch(
-                "BEGIN IMMEDIATE; \
-                 ALTER TABLE id_grants ADD COLUMN granted_at INTEGER NOT NULL DEFAULT 0; COMMIT;",
-            )
-            .map_err(sql)?;
+        if found != 0 && found < FIRST_FORMAT_2_VERSION {
+            return Err(MailboxError::OlderVersion { path, found });
         }
         if found < SCHEMA_VERSION {
             conn.execute_batch(&format!(
