@@ -240,8 +240,12 @@ where
                 .spawn({
                     let release = release.clone();
                     move || {
-                        serve_std(stream, peer, &*render);
+                        let mut stream = stream;
+                        serve_std(&mut stream, peer, &*render);
+                        // The place is free before the client sees the answer end: a browser's
+                        // next request is not turned away by its own finished one.
                         release();
+                        let _ = stream.shutdown(std::net::Shutdown::Write);
                     }
                 });
             if let Err(e) = spawned {
@@ -268,7 +272,9 @@ fn refuse_std(stream: &std::net::TcpStream) {
 }
 
 /// One request on `stream`, all of it within [`REQUEST_DEADLINE`].
-fn serve_std(mut stream: std::net::TcpStream, peer: SocketAddr, render: &dyn Fn() -> String) {
+/// Answers one request on `stream`; the caller ends the connection (after giving back its
+/// place, so a client that saw the answer end never finds its place still taken).
+fn serve_std(stream: &mut std::net::TcpStream, peer: SocketAddr, render: &dyn Fn() -> String) {
     use std::io::{Read as _, Write as _};
     use std::time::Instant;
     let deadline = Instant::now() + std::time::Duration::from(REQUEST_DEADLINE);
@@ -305,7 +311,6 @@ fn serve_std(mut stream: std::net::TcpStream, peer: SocketAddr, render: &dyn Fn(
     if let Err(e) = stream.write_all(&response) {
         log::debug!("http: peer={peer} write failed: {e}");
     }
-    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 #[cfg(test)]
