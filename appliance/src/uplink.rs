@@ -626,6 +626,8 @@ impl Uplink {
             wall_clock_ms: unix_now() * 1000,
             vector: self.mailbox.vector()?,
             session: SessionId::default(),
+            // Enrolment only confirms admission: no control entries are exchanged.
+            control: outpost_protocol::VersionVector::new(),
         });
         let h = link
             .confirm_enrollment(&hello, code.hub_site)

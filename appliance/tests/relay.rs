@@ -130,6 +130,7 @@ fn hello(dev: &Device, session: SessionId) -> Message {
         wall_clock_ms: 1_800_000_000_000,
         vector: dev.vector.clone(),
         session,
+        control: outpost_protocol::VersionVector::new(),
     })
 }
 

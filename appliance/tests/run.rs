@@ -147,6 +147,7 @@ fn the_hub_binary_enrolls_syncs_revokes_and_keeps_data_across_restart() {
             wall_clock_ms: 0,
             vector: b.vector.clone(),
             session: SessionId([5; 16]),
+            control: outpost_protocol::VersionVector::new(),
         })
         .encode(),
     )

@@ -21,6 +21,7 @@ extern crate std;
 
 pub mod batch;
 pub mod channel;
+pub mod control;
 pub mod discovery;
 pub mod enroll_code;
 pub mod frame;

@@ -54,6 +54,9 @@ pub struct Hello {
     pub vector: VersionVector,
     /// The push session the client intends to use (zero from a server).
     pub session: SessionId,
+    /// The sender's control streams: the last entry it holds of each writer
+    /// (`crate::control`); the other side sends what this lacks.
+    pub control: VersionVector,
 }
 
 /// One batch a server now covers, in an [`Message::Ack`].
@@ -223,10 +226,17 @@ pub enum Message {
         /// Their encoded bytes.
         bytes: u64,
     },
+    /// Tag 16: control entries the receiver lacks (`crate::control`), each as its writer signed
+    /// it, at most [`crate::control::MAX_ENTRIES_PER_MESSAGE`]; sent right after the hellos
+    /// (server to client always, client to server by a hub), before any push or pull.
+    Control {
+        /// Encoded entries, each writer's in seq order.
+        entries: Vec<Bytes>,
+    },
 }
 
 /// The number of message tags this build knows.
-pub const MESSAGE_TAGS: u64 = 16;
+pub const MESSAGE_TAGS: u64 = 17;
 
 /// Why a message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +333,7 @@ impl Message {
             Message::IdRequest(_) => 13,
             Message::IdGrant(_) => 14,
             Message::PullSize { .. } => 15,
+            Message::Control { .. } => 16,
         }
     }
 
@@ -376,6 +387,21 @@ impl Message {
         let bad = |what| Err(MessageError::InvalidField { what });
         match self {
             Message::Hello(h) if !vector_ok(&h.vector) => bad("hello vector has a zero entry"),
+            Message::Hello(h) if !vector_ok(&h.control) => {
+                bad("hello control vector has a zero entry")
+            }
+            Message::Control { entries }
+                if entries.len() > crate::control::MAX_ENTRIES_PER_MESSAGE =>
+            {
+                bad("more control entries than a message may carry")
+            }
+            Message::Control { entries }
+                if entries
+                    .iter()
+                    .any(|e| e.0.len() > crate::control::MAX_ENTRY_BYTES) =>
+            {
+                bad("a control entry is too long")
+            }
             Message::Pull { vector } | Message::PullDone { vector } if !vector_ok(vector) => {
                 bad("vector has a zero entry")
             }

@@ -143,6 +143,22 @@ pub trait ServerStore {
         let _ = origin;
         Ok(None)
     }
+    /// The control streams this store holds: the last entry of each writer. Default: none.
+    fn control_vector(&mut self) -> Result<VersionVector, Self::Error> {
+        Ok(VersionVector::new())
+    }
+    /// The encoded control entries `peer` lacks, each writer's in seq order. Default: none.
+    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, Self::Error> {
+        let _ = peer;
+        Ok(Vec::new())
+    }
+    /// Control entries the peer sent: the store checks each (signature, writer, order) with its
+    /// directory, stores those it accepts durably, and drops the rest (they come again). Its
+    /// error ends the session. Default: ignored.
+    fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), Self::Error> {
+        let _ = entries;
+        Ok(())
+    }
 }
 
 /// The client's storage, implemented by the extension's engine (or by a hub pushing to the cloud).
@@ -202,6 +218,22 @@ pub trait ClientStore {
     fn origin_key(&mut self, origin: &SiteId) -> Result<Option<PublicKey>, Self::Error> {
         let _ = origin;
         Ok(None)
+    }
+    /// The control streams this store holds: the last entry of each writer. Default: none.
+    fn control_vector(&mut self) -> Result<VersionVector, Self::Error> {
+        Ok(VersionVector::new())
+    }
+    /// The encoded control entries `peer` lacks, each writer's in seq order. Default: none.
+    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, Self::Error> {
+        let _ = peer;
+        Ok(Vec::new())
+    }
+    /// Control entries the peer sent: the store checks each (signature, writer, order) with its
+    /// directory, stores those it accepts durably, and drops the rest (they come again). Its
+    /// error ends the session. Default: ignored.
+    fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), Self::Error> {
+        let _ = entries;
+        Ok(())
     }
 }
 
@@ -453,6 +485,19 @@ fn check_signature(header: &BatchHeader, key: &PublicKey) -> Result<(), SessionE
         origin: header.origin,
         range: header.range,
         problem,
+    })
+}
+
+/// `entries` as `Control` messages of at most [`crate::control::MAX_ENTRIES_PER_MESSAGE`] each.
+fn control_messages(entries: Vec<Vec<u8>>) -> impl Iterator<Item = Message> {
+    let mut entries = entries.into_iter().map(crate::message::Bytes).peekable();
+    core::iter::from_fn(move || {
+        entries.peek()?;
+        let chunk: Vec<_> = entries
+            .by_ref()
+            .take(crate::control::MAX_ENTRIES_PER_MESSAGE)
+            .collect();
+        Some(Message::Control { entries: chunk })
     })
 }
 

@@ -26,18 +26,23 @@ fn golden() -> Vec<(Message, &'static str)> {
     vec![
         (
             Message::Hello(Hello {
-                protocol_version: 1,
+                protocol_version: 2,
                 site: SiteId([0x11; 16]),
                 role: PeerRole::Device,
                 fingerprint: [0x22; 32],
                 wall_clock_ms: 1_760_000_000_000,
                 vector: vector(),
                 session: SESSION,
+                control: {
+                    let mut c = outpost_protocol::VersionVector::new();
+                    c.set(SiteId([0xc0; 16]), 2);
+                    c
+                },
             }),
-            "00 01 11111111111111111111111111111111 00 \
+            "00 02 11111111111111111111111111111111 00 \
              2222222222222222222222222222222222222222222222222222222222222222 \
              8080b3c19c33 01 33333333333333333333333333333333 05 \
-             44444444444444444444444444444444",
+             44444444444444444444444444444444 01 c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0 02",
         ),
         (
             Message::Push {
@@ -126,6 +131,12 @@ fn golden() -> Vec<(Message, &'static str)> {
                 bytes: 70000,
             },
             "0f 03 f0a204",
+        ),
+        (
+            Message::Control {
+                entries: vec![Bytes(vec![0xaa, 0xbb])],
+            },
+            "10 01 02 aabb",
         ),
     ]
 }
@@ -286,8 +297,8 @@ fn malformed_messages_get_their_own_errors() {
     let hello = unhex(golden()[0].1);
     assert_eq!(Message::decode(&[], MAX), Err(E::Empty));
     assert_eq!(
-        Message::decode(&[0x10], MAX),
-        Err(E::UnknownTag { tag: 16 })
+        Message::decode(&[0x11], MAX),
+        Err(E::UnknownTag { tag: 17 })
     );
     assert_eq!(
         Message::decode(&[0x08, 0x00], MAX),

@@ -181,6 +181,7 @@ fn message() -> impl Strategy<Value = Message> {
                     wall_clock_ms: wall,
                     vector,
                     session,
+                    control: outpost_protocol::VersionVector::new(),
                 })
             }),
         (session.clone(), bytes.clone())

@@ -24,6 +24,7 @@ fn hello(session: u8) -> Message {
         wall_clock_ms: 0,
         vector: VersionVector::new(),
         session: SessionId([session; 16]),
+        control: outpost_protocol::VersionVector::new(),
     })
 }
 
@@ -632,4 +633,26 @@ fn a_devices_batch_not_signed_by_its_key_is_refused_whole() {
         );
         assert!(sstore.batches.is_empty(), "{what}: nothing stored");
     }
+}
+
+/// Control entries come from servers and hubs only: a device sending some ends its session.
+#[test]
+fn a_device_may_not_send_control_entries() {
+    let mut sstore = MemServer::default();
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(1), 0, &mut sstore).unwrap();
+    drain(&mut server, &mut sstore);
+    let e = server
+        .handle(
+            Message::Control {
+                entries: vec![Bytes(vec![1, 2, 3])],
+            },
+            0,
+            &mut sstore,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, SessionError::Unexpected { tag: 16, .. }),
+        "{e:?}"
+    );
 }

@@ -102,6 +102,7 @@ fn a_live_sync_with_a_hub_that_stops_answering_ends_with_live_error() {
             wall_clock_ms: now_ms(),
             vector: VersionVector::new(),
             session: SessionId::default(),
+            control: outpost_protocol::VersionVector::new(),
         }));
         while enroll.recv().is_some() {}
         // The sync, then the live session, which goes silent after its pull: the socket stays

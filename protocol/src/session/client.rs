@@ -1,7 +1,7 @@
 //! The client side of a session: [`ClientConfig`] and [`ClientSession`], which says hello,
 //! pushes what the server lacks from a [`ClientStore`], pulls, and asks for id blocks.
 
-use super::{check_signature, covered_of, peer_error, store_err};
+use super::{check_signature, control_messages, covered_of, peer_error, store_err};
 use super::{ClientStore, SessionError};
 use crate::batch::codec::{self, Limits as BatchLimits};
 use crate::id_range::IdRequest;
@@ -155,6 +155,10 @@ impl<C: ClientStore> ClientSession<C> {
                 Ok(())
             }
             (_, Message::Pong { .. }) => Ok(()),
+            // The server's control entries follow its hello, ahead of anything they judge.
+            (_, Message::Control { entries }) => store
+                .control_received(entries.into_iter().map(|b| b.0).collect())
+                .map_err(store_err),
             (ClientState::AwaitAck, Message::Ack { session, covered }) => {
                 if session != self.session {
                     return Err(SessionError::WrongSession);
@@ -279,6 +283,12 @@ impl<C: ClientStore> ClientSession<C> {
         if h.fingerprint != [0; 32] && h.fingerprint != self.config.fingerprint {
             return Err(SessionError::ConfigMismatch);
         }
+        // A hub passes on the control entries the server lacks (its own, for the devices it
+        // admitted), before its push: the server judges the push with them.
+        if self.config.role == PeerRole::Hub {
+            let entries = store.control_for(&h.control).map_err(store_err)?;
+            self.out.extend(control_messages(entries));
+        }
         self.server_hello = Some(h);
         self.start_push(store)
     }
@@ -336,6 +346,7 @@ impl<C: ClientStore> ClientSession<C> {
         match &mut self.state {
             ClientState::Start => {
                 let vector = store.vector().map_err(store_err)?;
+                let control = store.control_vector().map_err(store_err)?;
                 self.state = ClientState::AwaitHello;
                 Ok(Some(Message::Hello(Hello {
                     protocol_version: PROTOCOL_VERSION,
@@ -345,6 +356,7 @@ impl<C: ClientStore> ClientSession<C> {
                     wall_clock_ms: self.config.wall_clock_ms,
                     vector,
                     session: self.session,
+                    control,
                 })))
             }
             ClientState::Pushing { plan } => match store.next_export(plan).map_err(store_err)? {

@@ -1,7 +1,7 @@
 //! The server side of a session: [`ServerConfig`] and [`ServerSession`], which stages pushed
 //! batches, commits them through a [`ServerStore`], serves pulls and answers id requests.
 
-use super::{check_signature, covered_of, peer_error, push_digest, store_err};
+use super::{check_signature, control_messages, covered_of, peer_error, push_digest, store_err};
 use super::{CommitRecord, ServerStore, SessionError, StagedBatch};
 use crate::batch::codec::{self, Limits as BatchLimits};
 use crate::handshake::PublicKey;
@@ -174,6 +174,14 @@ impl<S: ServerStore> ServerSession<S> {
                 self.state = ServerState::Done;
                 Ok(())
             }
+            // Only a hub relays other writers' control entries; a device writes none.
+            (ServerState::Ready, Message::Control { entries })
+                if self.config.peer_pushes == PushOrigins::Relayed =>
+            {
+                store
+                    .control_received(entries.into_iter().map(|b| b.0).collect())
+                    .map_err(store_err)
+            }
             (ServerState::Ready, Message::Push { session, batch }) => {
                 self.stage(session, batch, now_ms, store)
             }
@@ -240,6 +248,10 @@ impl<S: ServerStore> ServerSession<S> {
             }
         }
         let vector = store.vector().map_err(store_err)?;
+        let control = store.control_vector().map_err(store_err)?;
+        // The control entries the client lacks go right after the hello, before anything it
+        // could pull: it judges every batch with them.
+        let entries = store.control_for(&h.control).map_err(store_err)?;
         self.session = h.session;
         self.peer_hello = Some(h);
         self.out.push_back(Message::Hello(Hello {
@@ -250,7 +262,9 @@ impl<S: ServerStore> ServerSession<S> {
             wall_clock_ms: self.config.wall_clock_ms,
             vector,
             session: SessionId::default(),
+            control,
         }));
+        self.out.extend(control_messages(entries));
         self.state = ServerState::Ready;
         Ok(())
     }

@@ -75,6 +75,8 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
         wall_clock_ms: unix_now() * 1000,
         vector: super::store::vector(call, site)?,
         session: SessionId::default(),
+        // Enrolment only confirms admission: no control entries are exchanged.
+        control: outpost_protocol::VersionVector::new(),
     });
     let role = link
         .confirm_enrollment(&hello, code.hub_site)

@@ -267,6 +267,7 @@ impl Hub {
                             wall_clock_ms: stated(&shift),
                             vector: store.vector.clone(),
                             session: SessionId::default(),
+                            control: outpost_protocol::VersionVector::new(),
                         }));
                         while conn.recv().is_some() {}
                     }

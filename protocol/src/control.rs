@@ -1,0 +1,203 @@
+//! Control streams (docs/design.md section 10): what every peer must agree on before it can judge
+//! a batch, starting with the **key directory** (site id → public key, role, who certified it).
+//!
+//! Each writer (the cloud; a hub, for the devices it admits) numbers its entries 1, 2, 3...
+//! and signs each with its static key; a peer's knowledge of the control streams is a
+//! [`VersionVector`](crate::VersionVector) keyed by writer, carried in `Hello`. Entries travel in
+//! `Control` messages right after the hellos, before any push or pull, and are relayed as the
+//! exact bytes their writer signed, so a relay can pass on entries it could not have made.
+//!
+//! ```text
+//! entry = postcard(writer, seq, item) ‖ signature (64 bytes, ECDSA P-256 over
+//!         SHA-256("outpost control v2\n" ‖ the postcard bytes))
+//! ```
+//! Items are append-only by tag: tag 0 is [`ControlItem::Key`]. Grants, revocations, voided
+//! ranges and the tenant's table settings come as new tags.
+//!
+//! **Contract**: [`decode_entry`] accepts any bytes and returns a typed [`ControlError`] (at most
+//! [`MAX_ENTRY_BYTES`] read; a key must be a valid P-256 point; trailing bytes refused; only the
+//! one canonical encoding accepted). [`Directory`] decides what entries mean, the same way on
+//! every replica whatever order they arrive in.
+
+mod directory;
+
+pub use directory::{Binding, Directory, Refusal, Root};
+
+use crate::handshake::{Keypair, PublicKey, PUBLIC_KEY_LEN};
+use crate::message::{Bytes, PeerRole};
+use crate::signing::{sign_digest, verify_digest, SignatureError, SIGNATURE_LEN};
+use crate::site::SiteId;
+use alloc::vec::Vec;
+use core::fmt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The label that makes a control signature mean "this control entry" and nothing else.
+pub const DOMAIN: &[u8] = b"outpost control v2\n";
+/// The largest encoded entry accepted.
+pub const MAX_ENTRY_BYTES: usize = 512;
+/// The most entries one `Control` message carries.
+pub const MAX_ENTRIES_PER_MESSAGE: usize = 1024;
+
+/// A key directory entry: `site` signs with `key` and is a `role`.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct KeyEntry {
+    /// The site the key belongs to.
+    pub site: SiteId,
+    /// Its static public key, uncompressed SEC1 (65 bytes).
+    pub key: Bytes,
+    /// What the site is.
+    pub role: PeerRole,
+    /// The key is revoked: kept (history stays verifiable), marked.
+    pub revoked: bool,
+}
+
+impl KeyEntry {
+    /// The key as a checked point ([`decode_entry`] checked it already).
+    pub fn public_key(&self) -> Result<PublicKey, ControlError> {
+        PublicKey::from_sec1(&self.key.0).map_err(|_| ControlError::BadKey)
+    }
+}
+
+/// What a control entry says. The variant order is the wire tag: append only.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ControlItem {
+    /// Tag 0: a key directory entry.
+    Key(KeyEntry),
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryWire {
+    writer: SiteId,
+    seq: u64,
+    item: ControlItem,
+}
+
+/// A decoded, not yet verified control entry.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ControlEntry {
+    /// The peer that wrote and signed it.
+    pub writer: SiteId,
+    /// Its number in the writer's stream (from 1).
+    pub seq: u64,
+    /// What it says.
+    pub item: ControlItem,
+    /// The writer's signature (`r ‖ s`).
+    pub signature: [u8; SIGNATURE_LEN],
+    /// The digest the signature covers.
+    pub signed_digest: [u8; 32],
+}
+
+impl ControlEntry {
+    /// Checks the entry was signed by `writer_key`.
+    pub fn verify(&self, writer_key: &PublicKey) -> Result<(), SignatureError> {
+        verify_digest(&self.signed_digest, &self.signature, writer_key)
+    }
+}
+
+/// Why control bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// Longer than [`MAX_ENTRY_BYTES`].
+    TooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// The postcard part does not decode, or is not in its one canonical form.
+    Malformed,
+    /// The signature is missing (the entry ends early).
+    Truncated,
+    /// Bytes follow the signature.
+    TrailingBytes,
+    /// A key entry's key is not a valid P-256 point.
+    BadKey,
+    /// The seq is 0.
+    BadSeq,
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::TooLong { len } => write!(
+                f,
+                "control entry of {len} bytes is longer than {MAX_ENTRY_BYTES}"
+            ),
+            ControlError::Malformed => f.write_str("control entry does not decode"),
+            ControlError::Truncated => f.write_str("control entry ends before its signature"),
+            ControlError::TrailingBytes => f.write_str("bytes after a control entry's signature"),
+            ControlError::BadKey => f.write_str("control key entry holds an invalid P-256 key"),
+            ControlError::BadSeq => f.write_str("control entry numbered 0"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ControlError {}
+
+fn digest_of(body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(DOMAIN);
+    h.update(body);
+    h.finalize().into()
+}
+
+/// Writes and signs entry `seq` of `writer`'s stream.
+pub fn encode_entry(writer: SiteId, seq: u64, item: &ControlItem, key: &Keypair) -> Vec<u8> {
+    let wire = EntryWire {
+        writer,
+        seq,
+        item: item.clone(),
+    };
+    // Serializing plain data into a growable vector cannot fail.
+    let mut out = postcard::to_allocvec(&wire).expect("postcard into a Vec");
+    let sig = sign_digest(&digest_of(&out), key);
+    out.extend_from_slice(&sig);
+    out
+}
+
+/// A key entry for `site`'s `key` as `role`.
+pub fn key_item(site: SiteId, key: &PublicKey, role: PeerRole, revoked: bool) -> ControlItem {
+    ControlItem::Key(KeyEntry {
+        site,
+        key: Bytes(key.as_bytes().to_vec()),
+        role,
+        revoked,
+    })
+}
+
+/// Decodes one entry (not verified: see [`ControlEntry::verify`] and [`Directory`]).
+pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
+    if bytes.len() > MAX_ENTRY_BYTES {
+        return Err(ControlError::TooLong { len: bytes.len() });
+    }
+    let (wire, rest): (EntryWire, &[u8]) =
+        postcard::take_from_bytes(bytes).map_err(|_| ControlError::Malformed)?;
+    let body = &bytes[..bytes.len() - rest.len()];
+    if rest.len() < SIGNATURE_LEN {
+        return Err(ControlError::Truncated);
+    }
+    if rest.len() > SIGNATURE_LEN {
+        return Err(ControlError::TrailingBytes);
+    }
+    // One encoding per entry, so its bytes (what relays pass on) name it exactly.
+    if postcard::to_allocvec(&wire).map_err(|_| ControlError::Malformed)? != body {
+        return Err(ControlError::Malformed);
+    }
+    if wire.seq == 0 {
+        return Err(ControlError::BadSeq);
+    }
+    let ControlItem::Key(k) = &wire.item;
+    if k.key.0.len() != PUBLIC_KEY_LEN || PublicKey::from_sec1(&k.key.0).is_err() {
+        return Err(ControlError::BadKey);
+    }
+    let mut signature = [0u8; SIGNATURE_LEN];
+    signature.copy_from_slice(rest);
+    Ok(ControlEntry {
+        writer: wire.writer,
+        seq: wire.seq,
+        item: wire.item,
+        signature,
+        signed_digest: digest_of(body),
+    })
+}

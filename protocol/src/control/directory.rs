@@ -1,0 +1,247 @@
+//! The key directory: the control entries a peer accepted, and the one key each site signs with.
+//!
+//! **Who may write what.** A writer's entries are accepted when its key is known: a *root* (a key
+//! this peer pinned at its own enrolment: the cloud, the hub it enrolled with, itself) or a site
+//! the cloud's entries bind as a hub. The cloud may bind any site; a hub only devices.
+//!
+//! **One decision everywhere.** What a site's key is follows from the set of accepted entries
+//! alone, never from their arrival order: a root wins for its own site; else the cloud's latest
+//! entry for the site; else, among hubs the cloud certifies (or that are roots) and have not been
+//! revoked, the latest entry of the hub with the smallest site id. Revoked keys stay, marked, so
+//! history signed before the revocation stays verifiable.
+
+use super::{ControlEntry, ControlItem, KeyEntry};
+use crate::handshake::PublicKey;
+use crate::message::PeerRole;
+use crate::site::SiteId;
+use crate::vector::VersionVector;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+use core::fmt;
+
+/// A key this peer knows from its own enrolment, not from any entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Root {
+    /// The site.
+    pub site: SiteId,
+    /// Its key.
+    pub key: PublicKey,
+    /// What it is (a cloud root may bind any site; a hub root only devices).
+    pub role: PeerRole,
+}
+
+/// What the directory says about a site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The key its batches must be signed with.
+    pub key: PublicKey,
+    /// What it is.
+    pub role: PeerRole,
+    /// The key was revoked (still verifies what it signed).
+    pub revoked: bool,
+    /// Who said so: the site itself for a root, else the entry's writer.
+    pub certified_by: SiteId,
+}
+
+/// Why an entry was not accepted (it is then dropped; the writer's stream brings it again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its writer's key is not known (yet).
+    UnknownWriter,
+    /// Its signature does not verify with its writer's key.
+    BadSignature,
+    /// It does not follow the writer's last accepted entry.
+    NotNext {
+        /// The writer's last accepted seq.
+        have: u64,
+    },
+    /// The writer may not say this (a hub binding a hub or the cloud).
+    NotAuthorized,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::UnknownWriter => f.write_str("its writer's key is not known"),
+            Refusal::BadSignature => f.write_str("its signature does not verify"),
+            Refusal::NotNext { have } => write!(f, "it does not follow entry {have}"),
+            Refusal::NotAuthorized => f.write_str("its writer may not bind that role"),
+        }
+    }
+}
+
+/// The accepted control entries of every writer and what they mean.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    roots: BTreeMap<SiteId, Root>,
+    /// Accepted entries per writer, seqs 1..=n.
+    streams: BTreeMap<SiteId, Vec<ControlEntry>>,
+    bindings: BTreeMap<SiteId, Binding>,
+}
+
+impl Directory {
+    /// A directory with these roots and no entries.
+    pub fn new(roots: impl IntoIterator<Item = Root>) -> Directory {
+        let mut d = Directory {
+            roots: roots.into_iter().map(|r| (r.site, r)).collect(),
+            ..Directory::default()
+        };
+        d.derive();
+        d
+    }
+
+    /// The last accepted seq per writer (what `Hello` carries).
+    pub fn vector(&self) -> VersionVector {
+        let mut v = VersionVector::new();
+        for (w, s) in &self.streams {
+            v.set(*w, s.len() as u64);
+        }
+        v
+    }
+
+    /// The accepted entries of `writer` above `after`, in order.
+    pub fn entries_after(&self, writer: &SiteId, after: u64) -> &[ControlEntry] {
+        self.streams
+            .get(writer)
+            .map_or(&[][..], |s| &s[(after as usize).min(s.len())..])
+    }
+
+    /// The writers with accepted entries.
+    pub fn writers(&self) -> impl Iterator<Item = &SiteId> {
+        self.streams.keys()
+    }
+
+    /// What the directory binds `site` to.
+    pub fn binding(&self, site: &SiteId) -> Option<&Binding> {
+        self.bindings.get(site)
+    }
+
+    /// The key `site` signs with, if known (revoked or not).
+    pub fn key_of(&self, site: &SiteId) -> Option<PublicKey> {
+        self.bindings.get(site).map(|b| b.key)
+    }
+
+    /// Accepts what it can of `entries` (any order, any writers): each writer's in seq order,
+    /// repeating while an accepted entry makes another writer known. Returns the entries not
+    /// accepted, with why; entries already held are skipped silently.
+    pub fn admit(&mut self, mut entries: Vec<ControlEntry>) -> Vec<(ControlEntry, Refusal)> {
+        entries.sort_by_key(|e| (e.writer, e.seq));
+        loop {
+            let mut progress = false;
+            let mut left = Vec::new();
+            for e in entries {
+                match self.admit_one(&e) {
+                    Ok(true) => progress = true,
+                    Ok(false) => {}
+                    Err(r) => left.push((e, r)),
+                }
+            }
+            if progress {
+                self.derive();
+            }
+            if !progress || left.is_empty() {
+                return left;
+            }
+            entries = left.into_iter().map(|(e, _)| e).collect();
+        }
+    }
+
+    /// `Ok(true)` accepted now, `Ok(false)` already held.
+    fn admit_one(&mut self, e: &ControlEntry) -> Result<bool, Refusal> {
+        let have = self.streams.get(&e.writer).map_or(0, |s| s.len() as u64);
+        if e.seq <= have {
+            return Ok(false);
+        }
+        if e.seq != have + 1 {
+            return Err(Refusal::NotNext { have });
+        }
+        let writer = self.writer(&e.writer).ok_or(Refusal::UnknownWriter)?;
+        e.verify(&writer.key).map_err(|_| Refusal::BadSignature)?;
+        let ControlItem::Key(k) = &e.item;
+        if writer.role != PeerRole::Cloud && k.role != PeerRole::Device {
+            return Err(Refusal::NotAuthorized);
+        }
+        self.streams.entry(e.writer).or_default().push(e.clone());
+        Ok(true)
+    }
+
+    /// The key and role of a writer whose entries can be checked: a root, or a site the
+    /// bindings make a hub or the cloud (revoked or not: its past entries stay verifiable).
+    fn writer(&self, site: &SiteId) -> Option<Binding> {
+        let b = self.bindings.get(site)?;
+        (b.role != PeerRole::Device).then_some(*b)
+    }
+
+    /// Recomputes every binding from the roots and the accepted entries.
+    fn derive(&mut self) {
+        let mut bindings: BTreeMap<SiteId, Binding> = BTreeMap::new();
+        for r in self.roots.values() {
+            bindings.insert(
+                r.site,
+                Binding {
+                    key: r.key,
+                    role: r.role,
+                    revoked: false,
+                    certified_by: r.site,
+                },
+            );
+        }
+        let clouds: Vec<SiteId> = self
+            .roots
+            .values()
+            .filter(|r| r.role == PeerRole::Cloud)
+            .map(|r| r.site)
+            .collect();
+        // The cloud's latest statement per site.
+        for cloud in &clouds {
+            for e in self.entries_after(cloud, 0) {
+                let ControlItem::Key(k) = &e.item;
+                if self.roots.contains_key(&k.site) {
+                    continue;
+                }
+                if let Some(b) = binding_of(k, *cloud) {
+                    bindings.insert(k.site, b);
+                }
+            }
+        }
+        // Hubs: roots, or bound as hubs by the cloud and not revoked; smallest site id first.
+        let hubs: Vec<SiteId> = self
+            .streams
+            .keys()
+            .copied()
+            .filter(|w| {
+                bindings
+                    .get(w)
+                    .is_some_and(|b| b.role == PeerRole::Hub && !b.revoked)
+            })
+            .collect();
+        let cloud_bound: Vec<SiteId> = bindings.keys().copied().collect();
+        let mut by_hub: BTreeMap<SiteId, Binding> = BTreeMap::new();
+        for hub in hubs.iter().rev() {
+            let mut latest: BTreeMap<SiteId, Binding> = BTreeMap::new();
+            for e in self.entries_after(hub, 0) {
+                let ControlItem::Key(k) = &e.item;
+                if let Some(b) = binding_of(k, *hub) {
+                    latest.insert(k.site, b);
+                }
+            }
+            // Iterating hubs from the largest site id down, the smallest one's statement wins.
+            by_hub.extend(latest);
+        }
+        for (site, b) in by_hub {
+            if !cloud_bound.contains(&site) {
+                bindings.insert(site, b);
+            }
+        }
+        self.bindings = bindings;
+    }
+}
+
+fn binding_of(k: &KeyEntry, writer: SiteId) -> Option<Binding> {
+    Some(Binding {
+        key: k.public_key().ok()?,
+        role: k.role,
+        revoked: k.revoked,
+        certified_by: writer,
+    })
+}

@@ -1,0 +1,169 @@
+//! The key directory (issue 16 item 2, DESIGN section 10 "control streams"): who may write which
+//! entries, cloud entries beating hub entries, and one decision whatever the arrival order.
+
+use outpost_protocol::control::{
+    decode_entry, encode_entry, key_item, ControlEntry, ControlError, Directory, Refusal, Root,
+};
+use outpost_protocol::handshake::Keypair;
+use outpost_protocol::message::PeerRole;
+use outpost_protocol::SiteId;
+
+fn key(n: u8) -> Keypair {
+    Keypair::from_secret(&[n; 32]).unwrap()
+}
+
+const CLOUD: SiteId = SiteId([0xc0; 16]);
+const HUB: SiteId = SiteId([0x40; 16]);
+const HUB2: SiteId = SiteId([0x41; 16]);
+const DEV1: SiteId = SiteId([0x01; 16]);
+const DEV2: SiteId = SiteId([0x02; 16]);
+
+fn entry(writer: SiteId, wkey: u8, seq: u64, site: SiteId, k: u8, role: PeerRole) -> ControlEntry {
+    decode_entry(&encode_entry(
+        writer,
+        seq,
+        &key_item(site, key(k).public(), role, false),
+        &key(wkey),
+    ))
+    .unwrap()
+}
+
+fn cloud_root() -> Root {
+    Root {
+        site: CLOUD,
+        key: *key(0xc0).public(),
+        role: PeerRole::Cloud,
+    }
+}
+
+/// The cloud certifies HUB (key 0x40) and DEV1; HUB admits DEV2.
+fn stream() -> Vec<ControlEntry> {
+    vec![
+        entry(CLOUD, 0xc0, 1, HUB, 0x40, PeerRole::Hub),
+        entry(CLOUD, 0xc0, 2, DEV1, 0x01, PeerRole::Device),
+        entry(HUB, 0x40, 1, DEV2, 0x02, PeerRole::Device),
+    ]
+}
+
+#[test]
+fn a_hub_the_cloud_certified_binds_its_devices_whatever_the_order() {
+    for order in [[0, 1, 2], [2, 1, 0], [2, 0, 1], [1, 2, 0]] {
+        let all = stream();
+        let mut d = Directory::new([cloud_root()]);
+        let left = d.admit(order.iter().map(|&i| all[i].clone()).collect());
+        assert!(left.is_empty(), "{order:?}: {left:?}");
+        assert_eq!(d.key_of(&DEV1), Some(*key(1).public()));
+        assert_eq!(d.key_of(&DEV2), Some(*key(2).public()));
+        assert_eq!(d.binding(&DEV2).unwrap().certified_by, HUB);
+        assert_eq!(d.vector().get(&CLOUD), 2);
+        assert_eq!(d.vector().get(&HUB), 1);
+    }
+}
+
+#[test]
+fn what_a_writer_may_not_say_is_refused() {
+    let mut d = Directory::new([cloud_root()]);
+    assert!(d.admit(stream()).is_empty());
+    // A hub binding a hub, a stranger writing, a forged signature, a gap.
+    let bad = vec![
+        entry(HUB, 0x40, 2, HUB2, 0x41, PeerRole::Hub),
+        entry(HUB2, 0x41, 1, DEV1, 0x09, PeerRole::Device),
+        entry(CLOUD, 0x40, 3, DEV1, 0x09, PeerRole::Device),
+    ];
+    let left = d.admit(bad);
+    let why: Vec<Refusal> = left.iter().map(|(_, r)| *r).collect();
+    assert!(why.contains(&Refusal::NotAuthorized), "{why:?}");
+    assert!(why.contains(&Refusal::UnknownWriter), "{why:?}");
+    assert!(why.contains(&Refusal::BadSignature), "{why:?}");
+    let gap = d.admit(vec![entry(CLOUD, 0xc0, 5, DEV1, 0x09, PeerRole::Device)]);
+    assert_eq!(gap[0].1, Refusal::NotNext { have: 2 });
+    // Nothing changed.
+    assert_eq!(d.key_of(&DEV1), Some(*key(1).public()));
+    assert_eq!(d.key_of(&HUB2), None);
+}
+
+#[test]
+fn the_clouds_entry_beats_a_hubs_and_a_hub_cannot_rebind_a_cloud_bound_site() {
+    let mut d = Directory::new([cloud_root()]);
+    assert!(d.admit(stream()).is_empty());
+    // The hub claims DEV1 (cloud-bound) for its own key: no effect.
+    assert!(d
+        .admit(vec![entry(HUB, 0x40, 2, DEV1, 0x40, PeerRole::Device)])
+        .is_empty());
+    assert_eq!(d.key_of(&DEV1), Some(*key(1).public()));
+    // The cloud binds DEV2 to another key: the cloud wins over the hub's entry.
+    assert!(d
+        .admit(vec![entry(CLOUD, 0xc0, 3, DEV2, 0x22, PeerRole::Device)])
+        .is_empty());
+    assert_eq!(d.key_of(&DEV2), Some(*key(0x22).public()));
+    assert_eq!(d.binding(&DEV2).unwrap().certified_by, CLOUD);
+}
+
+#[test]
+fn a_revoked_hubs_devices_lose_their_keys_unless_the_cloud_certified_them() {
+    let mut d = Directory::new([cloud_root()]);
+    assert!(d.admit(stream()).is_empty());
+    let revoke = decode_entry(&encode_entry(
+        CLOUD,
+        3,
+        &key_item(HUB, key(0x40).public(), PeerRole::Hub, true),
+        &key(0xc0),
+    ))
+    .unwrap();
+    assert!(d.admit(vec![revoke]).is_empty());
+    assert!(d.binding(&HUB).unwrap().revoked, "the key stays, marked");
+    assert_eq!(d.key_of(&DEV2), None);
+    assert_eq!(d.key_of(&DEV1), Some(*key(1).public()));
+}
+
+#[test]
+fn a_device_enrolled_at_a_hub_without_a_cloud_trusts_that_hub() {
+    let mut d = Directory::new([Root {
+        site: HUB,
+        key: *key(0x40).public(),
+        role: PeerRole::Hub,
+    }]);
+    assert!(d
+        .admit(vec![entry(HUB, 0x40, 1, DEV2, 0x02, PeerRole::Device)])
+        .is_empty());
+    assert_eq!(d.key_of(&DEV2), Some(*key(2).public()));
+    // The same entries from a cloud it does not know mean nothing.
+    let left = d.admit(vec![entry(CLOUD, 0xc0, 1, DEV1, 0x01, PeerRole::Device)]);
+    assert_eq!(left[0].1, Refusal::UnknownWriter);
+}
+
+#[test]
+fn damaged_entries_get_typed_errors() {
+    let good = encode_entry(
+        CLOUD,
+        1,
+        &key_item(DEV1, key(1).public(), PeerRole::Device, false),
+        &key(0xc0),
+    );
+    decode_entry(&good).unwrap();
+    assert_eq!(
+        decode_entry(&good[..good.len() - 1]),
+        Err(ControlError::Truncated)
+    );
+    let mut trailing = good.clone();
+    trailing.push(0);
+    assert_eq!(decode_entry(&trailing), Err(ControlError::TrailingBytes));
+    assert_eq!(decode_entry(&[]), Err(ControlError::Malformed));
+    assert!(matches!(
+        decode_entry(&vec![0; 600]),
+        Err(ControlError::TooLong { len: 600 })
+    ));
+    // The key's first byte (0x04, uncompressed) changed: not a point.
+    let at = good.windows(2).position(|w| w == [65, 4]).unwrap() + 1;
+    let mut bad_key = good.clone();
+    bad_key[at] = 5;
+    assert_eq!(decode_entry(&bad_key), Err(ControlError::BadKey));
+    // Entry 0 does not exist.
+    let zero = encode_entry(
+        CLOUD,
+        0,
+        &key_item(DEV1, key(1).public(), PeerRole::Device, false),
+        &key(0xc0),
+    );
+    assert_eq!(decode_entry(&zero), Err(ControlError::BadSeq));
+}
