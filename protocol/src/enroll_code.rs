@@ -3,12 +3,14 @@
 //!
 //! ```text
 //! outpost:<base64url, no padding>(bytes)
-//! bytes = format version (1 byte, = 1) ‖ postcard(EnrollCode body) ‖ SHA-256(previous bytes)[..4]
+//! bytes = format version (1 byte, = 2) ‖ postcard(EnrollCode body) ‖ SHA-256(previous bytes)[..4]
 //! ```
 //! The body carries the peer's full static public key (65-byte uncompressed SEC1: the device pins
 //! it, so a rogue hub cannot complete a handshake), its site id, the addresses to try (`host:port`,
 //! in order), the one-time token (the 32-byte pre-shared key of the `IKpsk2` enrollment
-//! handshake) and its expiry (unix seconds, so a device can say "expired" offline).
+//! handshake), its expiry (unix seconds, so a device can say "expired" offline), and (format 2)
+//! the cloud's site and key when the peer relays to a cloud, so a device enrolled at a hub can
+//! verify what the cloud signs.
 //!
 //! **Contract.** [`EnrollCode::decode`] accepts any text and returns a typed [`CodeError`]: a
 //! missing prefix, a character outside base64url, a truncated code, a checksum mismatch (any
@@ -29,7 +31,7 @@ use sha2::{Digest, Sha256};
 /// The prefix of every code.
 pub const PREFIX: &str = "outpost:";
 /// The format version this build writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 /// Bytes of SHA-256 appended as a checksum.
 pub const CHECKSUM_LEN: usize = 4;
 
@@ -46,6 +48,18 @@ pub struct EnrollCode {
     pub token: [u8; 32],
     /// Unix seconds after which the peer refuses the token.
     pub expires_at: u64,
+    /// The cloud the peer relays to, when there is one (format 2): a device enrolled at a hub
+    /// trusts the cloud's key directory entries and changes with this key (docs/security.md).
+    pub cloud: Option<CloudAnchor>,
+}
+
+/// The cloud's site and key, as an enrollment code carries them.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct CloudAnchor {
+    /// The cloud's site id.
+    pub site: SiteId,
+    /// Its static public key, uncompressed SEC1 (65 bytes).
+    pub key: Vec<u8>,
 }
 
 impl fmt::Debug for EnrollCode {
@@ -56,6 +70,7 @@ impl fmt::Debug for EnrollCode {
             .field("hub_site", &self.hub_site)
             .field("addresses", &self.addresses)
             .field("expires_at", &self.expires_at)
+            .field("cloud", &self.cloud.as_ref().map(|c| c.site))
             .finish_non_exhaustive()
     }
 }
@@ -90,7 +105,7 @@ pub enum CodeError {
     Truncated,
     /// The checksum does not match: mistyped or cut.
     Checksum,
-    /// Written by a newer format.
+    /// Written by another format (an older one: by the first wave; a newer one: update).
     Version {
         /// The version found.
         found: u8,
@@ -113,6 +128,11 @@ impl fmt::Display for CodeError {
             CodeError::Checksum => {
                 f.write_str("enrollment code checksum does not match: it was mistyped or cut")
             }
+            CodeError::Version { found } if *found < FORMAT_VERSION => write!(
+                f,
+                "enrollment code format {found} was made by an older version of Outpost; ask \
+                 for a new code"
+            ),
             CodeError::Version { found } => write!(
                 f,
                 "enrollment code format {found} is newer than this build ({FORMAT_VERSION}); \
@@ -160,6 +180,9 @@ impl EnrollCode {
             postcard::take_from_bytes(&content[1..]).map_err(|_| CodeError::Body)?;
         if !left.is_empty() || code.hub_key.len() != PUBLIC_KEY_LEN {
             return Err(CodeError::Body);
+        }
+        if let Some(c) = &code.cloud {
+            PublicKey::from_sec1(&c.key).map_err(|_| CodeError::Key)?;
         }
         Ok(code)
     }
@@ -231,6 +254,7 @@ mod tests {
             addresses: vec!["192.168.1.20:7420".into(), "10.0.0.2:7420".into()],
             token: [0x77; 32],
             expires_at: 1_800_000_900,
+            cloud: None,
         }
     }
 
@@ -240,7 +264,7 @@ mod tests {
     fn the_sample_code_has_the_documented_bytes() {
         let text = sample().encode();
         let bytes = base64url_decode(&text[PREFIX.len()..]).unwrap();
-        let mut want = vec![1u8, 65];
+        let mut want = vec![2u8, 65];
         want.extend_from_slice(&sample().hub_key);
         want.extend_from_slice(&[0x5a; 16]);
         want.push(2);
@@ -251,6 +275,8 @@ mod tests {
         want.extend_from_slice(&[0x77; 32]);
         // 1_800_000_900 as a LEB128 varint.
         want.extend_from_slice(&[0x84, 0xab, 0xa7, 0xda, 0x06]);
+        // No cloud.
+        want.push(0);
         let sum = Sha256::digest(&want);
         want.extend_from_slice(&sum[..4]);
         assert_eq!(bytes, want);
@@ -314,14 +340,22 @@ mod tests {
             EnrollCode::decode("outpost:AAAA"),
             Err(CodeError::Truncated)
         );
-        let mut bytes = vec![2u8, 0, 0];
+        let mut bytes = vec![3u8, 0, 0];
         let sum = Sha256::digest(&bytes);
         bytes.extend_from_slice(&sum[..4]);
         let future = format!("{PREFIX}{}", base64url_encode(&bytes));
         assert_eq!(
             EnrollCode::decode(&future),
-            Err(CodeError::Version { found: 2 })
+            Err(CodeError::Version { found: 3 })
         );
+        // A first-wave code (format 1) is made by an older version.
+        let mut bytes = vec![1u8, 0, 0];
+        let sum = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&sum[..4]);
+        let old = format!("{PREFIX}{}", base64url_encode(&bytes));
+        let err = EnrollCode::decode(&old).unwrap_err();
+        assert_eq!(err, CodeError::Version { found: 1 });
+        assert!(err.to_string().contains("older version"), "{err}");
         let mut short = sample();
         short.hub_key.truncate(33);
         assert_eq!(EnrollCode::decode(&short.encode()), Err(CodeError::Body));

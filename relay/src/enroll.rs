@@ -42,6 +42,7 @@ pub fn issue(
         addresses,
         token: token.secret,
         expires_at: token.expires_at,
+        cloud: None,
     }
     .encode();
     Ok(Issued { code, token })
@@ -104,6 +105,7 @@ mod tests {
             addresses: vec!["192.168.1.20:7420".into()],
             token: [0x77; 32],
             expires_at: 1_800_000_900,
+            cloud: None,
         }
         .encode();
         let qr = render_qr(&code).unwrap();

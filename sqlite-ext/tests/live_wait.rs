@@ -85,6 +85,7 @@ fn a_live_sync_with_a_hub_that_stops_answering_ends_with_live_error() {
         addresses: vec![listener.local_addr().unwrap().to_string()],
         token: TOKEN,
         expires_at: u64::MAX,
+        cloud: None,
     }
     .encode();
     let (done, finished) = mpsc::channel::<()>();

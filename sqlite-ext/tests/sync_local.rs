@@ -39,6 +39,7 @@ fn code(addresses: Vec<String>, expires_at: u64) -> String {
         addresses,
         token: [7; 32],
         expires_at,
+        cloud: None,
     }
     .encode()
 }

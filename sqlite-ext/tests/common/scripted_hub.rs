@@ -246,6 +246,7 @@ impl Hub {
             addresses: vec![listener.local_addr().unwrap().to_string()],
             token: TOKEN,
             expires_at: u64::MAX,
+            cloud: None,
         }
         .encode();
         let (next, script) = mpsc::channel::<Next>();
