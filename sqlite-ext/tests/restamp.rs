@@ -7,7 +7,8 @@
 //! Against the scripted hub of `common/scripted_hub.rs` (the real protocol on loopback, stating
 //! the true time), with the device clocks set through the test hook (`test_wall_shift_ms` in
 //! `_outpost_meta`, `clock.rs`). The clocks are read from what the hub was pushed, decoded with
-//! `outpost_batch_json`, and from `outpost_pending` (neither of which counts as sending).
+//! `outpost_batch_json`, and from `outpost_pending` (neither of which counts as sending). The
+//! crash test kills a second process of this test binary in the middle of a re-stamp.
 
 mod common;
 use common::clinic;
@@ -233,4 +234,88 @@ fn a_re_stamp_that_fails_half_way_changes_nothing() {
     let now = now_ms() as i64;
     assert!((millis(at(&pushed, "p1", "name")) - now).abs() < SLACK_MS);
     assert!(at(&pushed, "p1", "name") < at(&pushed, "p2", "name"));
+}
+
+/// Set in the child process of the crash test: the database it syncs.
+const CRASH_CHILD: &str = "OUTPOST_RESTAMP_CRASH_CHILD";
+
+#[test]
+fn a_process_killed_in_the_middle_of_a_re_stamp_leaves_the_changes_as_they_were() {
+    if let Ok(path) = std::env::var(CRASH_CHILD) {
+        // The child: a device process syncing, to be killed inside the re-stamp.
+        let conn = rusqlite::Connection::open(path).unwrap();
+        common::load(&conn);
+        let r = conn.query_row(
+            "SELECT outpost_sync('hub', '{\"timeout_ms\": 600000}')",
+            [],
+            |row| row.get::<_, String>(0),
+        );
+        panic!("the child was to be killed before its sync ended: {r:?}");
+    }
+    let hub = Hub::start();
+    let a = clinic("a");
+    hub.enroll(&a);
+    shift_clock(&a, -YEAR_MS);
+    a.exec("INSERT INTO patients(id, name, village) VALUES ('p1', 'Faraji', 'Lindi')");
+    a.exec("INSERT INTO patients(id, name, village) VALUES ('p2', 'Gift', 'Mtwara')");
+    let before = (pending_since(&a, "p1"), pending_since(&a, "p2"));
+    // The re-stamp's last write (after every row was rewritten) spins until the process dies.
+    a.exec(
+        "CREATE TRIGGER spin BEFORE INSERT ON _outpost_meta WHEN NEW.k = 'clock_epoch' BEGIN \
+         SELECT count(*) FROM (WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r \
+         WHERE i < 1000000000000) SELECT i FROM r); END",
+    );
+
+    let path = a.conn.path().unwrap().to_string();
+    hub.serve_sync();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_process_killed_in_the_middle_of_a_re_stamp_leaves_the_changes_as_they_were",
+            "--nocapture",
+        ])
+        .env(CRASH_CHILD, &path)
+        .spawn()
+        .unwrap();
+    // The re-stamp holds the write lock: once it has held it for half a second, the child is in
+    // the trigger (the counter bump before the handshake takes a moment only).
+    let probe = rusqlite::Connection::open(&path).unwrap();
+    probe.busy_timeout(std::time::Duration::ZERO).unwrap();
+    let started = std::time::Instant::now();
+    let mut busy_since: Option<std::time::Instant> = None;
+    loop {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the child never held the write lock"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the child ended");
+        match probe.execute_batch("BEGIN IMMEDIATE; ROLLBACK") {
+            Ok(()) => busy_since = None,
+            Err(_) => {
+                let since = *busy_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed().as_millis() >= 500 {
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no rollback by the child, SQLite's recovery only
+    child.wait().unwrap();
+    hub.served();
+
+    assert!(hub.pushed().is_empty(), "nothing was pushed");
+    assert_eq!(status(&a)["clock"]["offset_ms"], serde_json::Value::Null);
+    assert_eq!(
+        (pending_since(&a, "p1"), pending_since(&a, "p2")),
+        before,
+        "the clocks are as they were"
+    );
+    assert_eq!(a.one::<String>("PRAGMA integrity_check"), "ok");
+
+    a.exec("DROP TRIGGER spin");
+    hub.sync(&a);
+    assert_eq!(status(&a)["clock"]["restamped"], 2);
+    let pushed = clocks(&a, &hub.pushed());
+    assert!((millis(at(&pushed, "p1", "name")) - now_ms() as i64).abs() < SLACK_MS);
 }

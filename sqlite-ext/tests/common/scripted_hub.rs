@@ -311,6 +311,17 @@ impl Hub {
         serde_json::from_str(&out).unwrap()
     }
 
+    /// Serves the next connection as a sync, for a device in another process; [`Hub::served`]
+    /// waits until that session ended.
+    pub fn serve_sync(&self) {
+        self.next.send(Next::Sync).unwrap();
+    }
+
+    /// Waits until the connection announced last was served.
+    pub fn served(&self) {
+        self.done.recv().unwrap();
+    }
+
     /// A sync that may fail on the device's side: its result, or the error's text.
     pub fn try_sync(&self, r: &Replica) -> Result<serde_json::Value, String> {
         self.next.send(Next::Sync).unwrap();
