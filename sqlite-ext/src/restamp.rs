@@ -164,6 +164,10 @@ fn new_clocks(changes: &[(u64, u64)], delta_ms: i64, fixed: u64) -> Vec<u64> {
 /// `now_ms` is trusted time. Runs inside the caller's transaction. Returns how many changes
 /// (local seqs) were re-stamped.
 pub(crate) fn restamp(call: &Call, delta_ms: i64, now_ms: u64) -> Result<u64, Error> {
+    schema::with_bulk_cache(call.conn, || restamp_inner(call, delta_ms, now_ms))
+}
+
+fn restamp_inner(call: &Call, delta_ms: i64, now_ms: u64) -> Result<u64, Error> {
     let conn = call.conn;
     // Every own change in `_outpost_rows`: the log keeps only its newest row after this.
     if crate::fold::fold(call)?.columns_added {
@@ -204,6 +208,12 @@ pub(crate) fn restamp(call: &Call, delta_ms: i64, now_ms: u64) -> Result<u64, Er
     let tables = schema::load_tracked(conn)?;
     let me = Sites::load(conn)?.me();
     let mut rows = RowStore::new(conn)?;
+    // Only the clocks change (not the seq the index holds): an UPDATE, in key order (a sweep of
+    // the B-tree instead of the seq index's random order).
+    let mut put =
+        conn.prepare("UPDATE _outpost_rows SET clocks = ?3 WHERE tbl = ?1 AND key = ?2")?;
+    let mut encoded = Vec::new();
+    rows_to_do.sort_unstable();
     for (tbl, key) in &rows_to_do {
         let Some(t) = tables.iter().find(|t| t.id == *tbl) else {
             continue;
@@ -257,7 +267,12 @@ pub(crate) fn restamp(call: &Call, delta_ms: i64, now_ms: u64) -> Result<u64, Er
             }
             st.cells[c] = Some(Version { hlc: to, ..v });
         }
-        rows.put(*tbl, key, &st)?;
+        encoded.clear();
+        st.encode_into(&mut encoded);
+        put.bind_i64(1, *tbl)?;
+        put.bind_blob(2, key)?;
+        put.bind_blob(3, &encoded)?;
+        put.run()?;
     }
 
     // The stored clock: never below what left or was received (a far-future received clock only
