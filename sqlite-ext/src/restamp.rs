@@ -36,7 +36,8 @@
 //! `clock.rs` caps what it observes); [`clock_epoch`] is bumped so every connection resumes from
 //! it within a second (`clock.rs`). A connection that writes in that second still uses its older
 //! clock: such a write is not re-stamped, only ordered by that clock (fold keeps it above what it
-//! replaces).
+//! replaces), and a connection resuming later resumes above it (the log's newest clocks count).
+//! Checking the epoch on every write would cost a statement per written row.
 //!
 //! **Databases created before the marks.** They have none: at their first re-stamp everything
 //! issued so far counts as left and every clock stored as fixed, so nothing older is rewritten.
