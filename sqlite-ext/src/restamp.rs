@@ -1,6 +1,6 @@
 //! Re-stamping the changes that never left this database, after a clock correction
-//! (docs/design.md sections 3 and 10, "Time"; the rule is stated in docs/sql-api.md under
-//! `outpost_status`, `clock`).
+//! (docs/design.md sections 3 and 10, "Time"; the rule is stated in docs/sql-api.md,
+//! "Re-stamping after a clock correction").
 //!
 //! When a check against a trusted peer moves the skew offset by `delta` (`skew.rs`), the own
 //! changes no peer can hold yet get the clocks they would have had with the new offset. Taken in

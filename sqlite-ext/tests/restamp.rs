@@ -1,5 +1,5 @@
-//! Re-stamping after a clock correction (issue 18 item 1; the rule in docs/sql-api.md, under
-//! `outpost_status`, `clock`): when a trusted peer's hello moves this device's skew offset, the
+//! Re-stamping after a clock correction (issue 18 item 1; the rule in docs/sql-api.md under that
+//! heading): when a trusted peer's hello moves this device's skew offset, the
 //! changes that never left the device get the clocks the corrected clock would have given them,
 //! in their order, before the push; what left (a push, or a manual `outpost_changes`) and what was
 //! received keep theirs; a failure half-way changes nothing.

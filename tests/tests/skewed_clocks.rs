@@ -1,9 +1,10 @@
 //! Issue 18 item 1's acceptance: a device whose clock runs a year behind and one whose clock runs
 //! a day ahead edit the same fields while offline, then sync through a real `outpost-cloud` (whose
 //! time is trusted), or one through an `outpost-hub` whose time comes from the cloud over its
-//! uplink; the edit made later in real time wins on both devices and in the cloud's tenant. Each device learns the cloud's time at its sync's hello and re-stamps its unsent edits
-//! before pushing them (docs/sql-api.md, `outpost_status`, "Re-stamping"); without that, the
-//! device a day ahead would win every field it wrote.
+//! uplink; the edit made later in real time wins on both devices and in the cloud's tenant. Each
+//! device learns trusted time at its sync's hello and re-stamps its unsent edits before pushing
+//! them (docs/sql-api.md, "Re-stamping after a clock correction"); without that, the device a day
+//! ahead would win every field it wrote.
 //!
 //! The device clocks are set with the extension's test hook (`test_wall_shift_ms` in
 //! `_outpost_meta`: per database, so both devices run in this process); the cloud keeps the true
