@@ -111,6 +111,9 @@ pub(crate) struct Applier<'c> {
     /// Rows whose eviction is under way (table, packed key): a cycle of references ends there.
     evicting: Vec<(usize, Vec<u8>)>,
     pub max_hlc: u64,
+    /// The highest clock of a cell received (applied or not; `restamp.rs` keeps re-stamped
+    /// changes above it).
+    pub received_hlc: u64,
 }
 
 impl<'c> Applier<'c> {
@@ -178,6 +181,7 @@ impl<'c> Applier<'c> {
             uniques: HashMap::new(),
             evicting: Vec::new(),
             max_hlc: 0,
+            received_hlc: 0,
         })
     }
 
@@ -368,6 +372,7 @@ impl<'c> Applier<'c> {
         let mut new_conflicts = 0;
         for (c, cell) in known {
             self.max_hlc = self.max_hlc.max(cell.hlc.as_u64());
+            self.received_hlc = self.received_hlc.max(cell.hlc.as_u64());
             if e_in != exist || !alive {
                 self.stats.unchanged += 1;
                 continue;
@@ -905,6 +910,7 @@ fn apply_batch(
     }
     let max_hlc = ap.max_hlc.max(h.base_hlc.as_u64());
     call.session.clock.observe(conn, max_hlc)?;
+    crate::restamp::note_received(conn, ap.received_hlc)?;
     let stored = schema::meta_get(conn, "hlc")?.unwrap_or(0) as u64;
     schema::meta_set(
         conn,

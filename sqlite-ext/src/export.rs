@@ -155,6 +155,9 @@ pub(crate) fn changes(
     let mut open: Option<usize> = None;
     let mut pushed = 0usize;
     let mut hi = top;
+    // What this batch takes out of the database (`restamp.rs`: it can no longer be re-stamped).
+    let mut sent_seq = 0u64;
+    let mut sent_hlc = 0u64;
     let mut candidates = candidates.into_iter();
     while let Some((min_seq, tbl, key)) = candidates.next() {
         let Some(ti) = exported.iter().position(|e| e.t.id == tbl) else {
@@ -261,6 +264,11 @@ pub(crate) fn changes(
             writer.begin_table(ex.header_index).map_err(Error::export)?;
             open = Some(ti);
         }
+        sent_seq = sent_seq.max(st.max_seq());
+        sent_hlc = cells_out
+            .iter()
+            .map(|c| c.hlc.as_u64())
+            .fold(sent_hlc, u64::max);
         let row = RowChange {
             key: key_vals,
             existence: st.exist,
@@ -277,6 +285,7 @@ pub(crate) fn changes(
     let mut bytes =
         codec::finish_batch(writer, me, range, Compression::None).map_err(Error::export)?;
     sign(conn, me, &mut bytes)?;
+    crate::restamp::note_sent(conn, sent_seq.max(hi), sent_hlc)?;
     Ok(Some(bytes))
 }
 

@@ -99,6 +99,7 @@ mod keys;
 mod pending;
 mod pending_table;
 mod quarantine;
+mod restamp;
 mod row_status;
 mod schema;
 mod session;

@@ -61,10 +61,21 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
     if present == Some(2) {
         return Ok(());
     }
+    let fresh = conn
+        .query_i64(
+            "SELECT 1 FROM sqlite_master WHERE name = '_outpost_sites'",
+            &[],
+        )?
+        .is_none();
     let site = new_site_id()?;
     conn.exec("SAVEPOINT outpost_init")?;
     let r = (|| {
         conn.exec(BOOKKEEPING)?;
+        if fresh {
+            // Nothing sent or received yet: every change it makes can be re-stamped until it
+            // leaves (`restamp.rs`; an older database gets its marks at its first re-stamp).
+            crate::restamp::start(conn)?;
+        }
         // Rows an earlier version held aside: alive, with a tombstone (a row coming back loses
         // its tombstone). Nothing in a new database.
         conn.exec(

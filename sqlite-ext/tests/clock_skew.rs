@@ -17,7 +17,8 @@ fn status(r: &Replica) -> serde_json::Value {
     serde_json::from_str(&r.one::<String>("SELECT outpost_status()")).unwrap()
 }
 
-/// The clock (ms) of the newest own write to `id`, from the batch the device would push.
+/// The clock (ms) of the newest own write to `id`, from the batch the device would push. The
+/// export counts as sending (`restamp.rs`): what it includes is never re-stamped afterwards.
 fn written_at(r: &Replica, id: &str) -> i64 {
     let json: String = r.one("SELECT outpost_batch_json(outpost_changes(0))");
     let batch: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -89,9 +90,9 @@ fn a_device_a_day_ahead_moves_back_and_a_hub_without_trusted_time_changes_nothin
     hub.sync(&b);
     assert!((status(&b)["clock"]["offset_ms"].as_i64().unwrap() + DAY_MS).abs() < 60_000);
     b.exec("UPDATE patients SET name = 'Baraka M.' WHERE id = 'p1'");
-    // ...but never below a clock this device already issued (the edit must still win over the
-    // version it replaces): the hybrid clock continues from its last value (same millisecond,
-    // next counter).
+    // ...but never below a clock of a change that left (`written_at` exported p1, so it is not
+    // re-stamped, and the edit must still win over it): the hybrid clock continues from there
+    // (same millisecond, next counter).
     let at = written_at(&b, "p1");
     assert!(at >= raw, "written at {at}, the first write at {raw}");
     assert!(at < raw + 60_000, "not a day ahead: {at} vs {raw}");

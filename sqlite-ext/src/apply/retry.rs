@@ -47,7 +47,10 @@ fn retry_entries(call: &Call, applier: &mut Applier) -> Result<u64, Error> {
 pub(crate) fn retry_all(call: &Call) -> Result<u64, Error> {
     let _quiet = call.session.suppress();
     let mut applier = Applier::new(call)?;
-    retry_with(call, &mut applier)
+    let done = retry_with(call, &mut applier)?;
+    // A received change applied only now was compared with own changes now (`restamp.rs`).
+    crate::restamp::note_received(call.conn, applier.received_hlc)?;
+    Ok(done)
 }
 
 /// `outpost_retry_quarantine()`.

@@ -23,8 +23,10 @@
 //! (`crate::id_blocks`) are asked for after each pull; `store.rs` stores their grants.
 //!
 //! **Atomicity.** Both functions refuse to run inside an open transaction. Every write they make
-//! is its own transaction: the counter bump (committed before message 1 leaves), each group of
-//! up to 16 pulled chunks (8 MiB) with their vector advances (the engine's `outpost_apply_many`;
+//! is its own transaction: the counter bump (committed before message 1 leaves), the clock check
+//! at the peer's hello with the re-stamp it may make (`skew.rs`, `restamp.rs`; before the push is
+//! planned, so the push carries the new clocks), each group of up to 16 pulled chunks (8 MiB)
+//! with their vector advances (the engine's `outpost_apply_many`;
 //! a group is applied when full and when the pull ends, never held open across a network wait),
 //! the peer row. A cut or error at any byte leaves the database at one of those commit points;
 //! chunks received but not yet applied are dropped with the session and pulled again by the

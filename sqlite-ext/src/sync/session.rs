@@ -101,33 +101,22 @@ pub(crate) fn session(
         site: id.site,
         role: PeerRole::Device,
         fingerprint: store::fingerprint(call)?,
-        wall_clock_ms: crate::clock::wall_ms(),
+        wall_clock_ms: crate::clock::device_wall_ms(call.conn)?,
         session: SessionId(sid),
         live: live.is_some(),
         max_push_attempts: 3,
         batch_limits: BatchLimits::default(),
     });
-    let driven = link.drive(&mut client, store, |_| {});
-    // The peer's clock, as its hello stated it (0: it has no trusted time). Checked whatever
-    // became of the session: the hello arrived before anything could fail.
-    let skew = match client.server_hello() {
-        Some(hello) => crate::skew::check(call.conn, crate::clock::wall_ms(), hello.wall_clock_ms)
-            .map(|_| call.session.clock.reload_offset())
-            .map_err(SyncError::Engine),
-        None => Ok(()),
-    };
-    let r = driven
-        .map_err(|e| store.typed(e))
-        .and_then(|()| match live {
-            None => Ok(End::Done),
-            Some(l) => {
-                let end = live::wait(call, &mut link, &mut client, store, l, timeouts)?;
-                // The deadline may fall inside a pull: apply what arrived before ending cleanly.
-                store.apply_kept()?;
-                link.send(&Message::Bye)?;
-                Ok(end)
-            }
-        });
+    let r = drive(call, &mut link, &mut client, store).and_then(|()| match live {
+        None => Ok(End::Done),
+        Some(l) => {
+            let end = live::wait(call, &mut link, &mut client, store, l, timeouts)?;
+            // The deadline may fall inside a pull: apply what arrived before ending cleanly.
+            store.apply_kept()?;
+            link.send(&Message::Bye)?;
+            Ok(end)
+        }
+    });
     match &r {
         Err(SyncError::Link(LinkError::Session { error, .. })) => link.report(error),
         // A local failure: tell the peer without its detail.
@@ -137,7 +126,31 @@ pub(crate) fn session(
         _ => {}
     }
     link.close();
-    let end = r?;
-    skew?;
-    Ok((address, end))
+    Ok((address, r?))
+}
+
+/// [`Link::drive`] with one step more: the peer's hello goes to the clock check first
+/// (`skew.rs`), because the client plans its push as soon as it handles the hello, and the
+/// changes it pushes must already carry their re-stamped clocks (once pushed they have left).
+/// A check that fails ends the session before anything is pushed.
+fn drive<'c>(
+    call: &Call,
+    link: &mut Link<TcpStream>,
+    client: &mut ClientSession<EngineStore<'c>>,
+    store: &mut EngineStore<'c>,
+) -> Result<(), SyncError> {
+    loop {
+        link.send_queued(client, store)
+            .map_err(|e| store.typed(e))?;
+        if client.is_done() || client.is_live() {
+            return Ok(());
+        }
+        let msg = link.recv()?;
+        if let Message::Hello(hello) = &msg {
+            // The peer's clock as its hello states it (0: it has no trusted time).
+            crate::skew::check(call, hello.wall_clock_ms)?;
+        }
+        let handled = client.handle(msg, store);
+        handled.map_err(|e| store.typed(LinkError::session(link.endpoint(), e)))?;
+    }
 }

@@ -63,6 +63,8 @@ struct Held {
     batches: Vec<StagedBatch>,
     vector: VersionVector,
     commits: HashMap<[u8; 16], CommitRecord>,
+    /// Every batch committed, shared with the test ([`Hub::pushed`]).
+    pushed: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl ServerStore for Held {
@@ -83,6 +85,7 @@ impl ServerStore for Held {
                 self.vector.set(origin, top);
             }
             self.batches.push(batch.clone());
+            self.pushed.lock().unwrap().push(batch.bytes.clone());
         }
         self.commits.insert(s.0, r.clone());
         Ok(())
@@ -189,7 +192,9 @@ impl Conn {
             batch_limits: BatchLimits::default(),
         });
         while let Some(m) = self.recv() {
-            session.handle(m, 1, store).unwrap();
+            if session.handle(m, 1, store).is_err() {
+                return; // the device ended the session (its error message, or a bad message)
+            }
             while let Some(out) = session.poll(store).unwrap() {
                 if cut_before_ack && matches!(out, Message::Ack { .. }) {
                     return; // the push is committed in `store`; the device never hears it
@@ -216,6 +221,7 @@ pub struct Hub {
     pub code: String,
     /// What its hellos state as its wall clock: now plus this shift, or 0 (no trusted time).
     clock_shift_ms: Arc<Mutex<Option<i64>>>,
+    pushed: Arc<Mutex<Vec<Vec<u8>>>>,
     next: mpsc::Sender<Next>,
     done: mpsc::Receiver<()>,
 }
@@ -238,6 +244,8 @@ impl Hub {
     pub fn start() -> Hub {
         let clock_shift_ms = Arc::new(Mutex::new(Some(0)));
         let shift = clock_shift_ms.clone();
+        let pushed = Arc::new(Mutex::new(Vec::new()));
+        let held = pushed.clone();
         let keys = Keypair::generate().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let code = EnrollCode {
@@ -252,7 +260,10 @@ impl Hub {
         let (next, script) = mpsc::channel::<Next>();
         let (served, done) = mpsc::channel::<()>();
         std::thread::spawn(move || {
-            let mut store = Held::default();
+            let mut store = Held {
+                pushed: held,
+                ..Held::default()
+            };
             while let Ok(what) = script.recv() {
                 let mut conn = Conn::accept(&listener, &keys);
                 match what {
@@ -282,9 +293,15 @@ impl Hub {
         Hub {
             code,
             clock_shift_ms,
+            pushed,
             next,
             done,
         }
+    }
+
+    /// Every batch pushed to the hub and committed so far, in the order committed.
+    pub fn pushed(&self) -> Vec<Vec<u8>> {
+        self.pushed.lock().unwrap().clone()
     }
 
     pub fn enroll(&self, r: &Replica) {
@@ -299,6 +316,30 @@ impl Hub {
         let out: String = r.one("SELECT outpost_sync('hub', '{\"timeout_ms\": 5000}')");
         self.done.recv().unwrap();
         serde_json::from_str(&out).unwrap()
+    }
+
+    /// Serves the next connection as a sync, for a device in another process; [`Hub::served`]
+    /// waits until that session ended.
+    pub fn serve_sync(&self) {
+        self.next.send(Next::Sync).unwrap();
+    }
+
+    /// Waits until the connection announced last was served.
+    pub fn served(&self) {
+        self.done.recv().unwrap();
+    }
+
+    /// A sync that may fail on the device's side: its result, or the error's text.
+    pub fn try_sync(&self, r: &Replica) -> Result<serde_json::Value, String> {
+        self.next.send(Next::Sync).unwrap();
+        let out = r.conn.query_row(
+            "SELECT outpost_sync('hub', '{\"timeout_ms\": 5000}')",
+            [],
+            |row| row.get::<_, String>(0),
+        );
+        self.done.recv().unwrap();
+        out.map(|json| serde_json::from_str(&json).unwrap())
+            .map_err(|e| e.to_string())
     }
 
     /// A sync whose push the hub stores and then hangs up on: the device gets an error.
