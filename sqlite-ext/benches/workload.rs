@@ -373,6 +373,45 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Signs and verifies every chunk file in `dir` (ECDSA P-256, the exporter's and a receiver's
+/// work) and prints the cost per batch, and as a share of `apply_s`, the W4 apply time of all of
+/// them.
+fn signature_cost(dir: &Path, apply_s: f64) {
+    use outpost_protocol::batch::codec::{decode_header, Limits};
+    use outpost_protocol::batch::signature;
+    use outpost_protocol::handshake::Keypair;
+    let key = Keypair::from_secret(&[7; 32]).unwrap();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let mut batches: Vec<Vec<u8>> = names.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let bytes: usize = batches.iter().map(Vec::len).sum();
+    let t = Instant::now();
+    for b in &mut batches {
+        signature::sign(b, &key).unwrap();
+    }
+    let sign_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for b in &batches {
+        let h = decode_header(b, &Limits::default()).unwrap();
+        signature::verify(&h, key.public()).unwrap();
+    }
+    let verify_s = t.elapsed().as_secs_f64();
+    let n = batches.len().max(1) as f64;
+    println!(
+        "signatures  sign {:.0} µs, verify {:.0} µs (header decode included) per batch of {:.0} KiB \
+         ({} batches); verifying is {:.2}% of the W4 apply time, signing {:.2}%",
+        sign_s / n * 1e6,
+        verify_s / n * 1e6,
+        bytes as f64 / n / 1024.0,
+        batches.len(),
+        verify_s / apply_s * 100.0,
+        sign_s / apply_s * 100.0
+    );
+}
+
 /// Child process: applies the chunk files in `dir` into a fresh database, `group` chunks per
 /// `outpost_apply_many` call (1: one `outpost_apply` per chunk); prints
 /// `rows seconds vmhwm_kib`.
@@ -798,6 +837,7 @@ fn main() {
     // plain reference alternate n times and the medians are reported, so a change of the VM's
     // phase between one apply and its reference moves the ratio less. One chunk per call is
     // informational and runs once.
+    let mut w4_rate = None;
     for (g, reps) in [(group, runs), (1, 1)] {
         let txns = n.div_ceil(g.max(1));
         let how = if g > 1 {
@@ -851,6 +891,7 @@ fn main() {
                 .join(" ")
         };
         let (a, pl) = (median(applies.clone()), median(plains.clone()));
+        w4_rate.get_or_insert(a);
         let peak = peaks.iter().copied().fold(0.0, f64::max);
         println!(
             "W4 apply    {:.0} rows/s  peak RSS {peak:.1} MiB (child VmHWM, highest)  {how}, {txns} transactions{}",
@@ -863,6 +904,13 @@ fn main() {
             if reps > 1 { format!("  (median of {}: {})", plains.len(), each(&plains)) } else { String::new() },
             a / pl
         );
+    }
+
+    // Batch signatures (issue 16's goal: at most 5% of the W4 apply rate and of a hub's relay
+    // throughput): the exporter signs each W3 chunk once, every relay and receiver verifies it
+    // once. Measured on the same chunks, against the W4 apply time per chunk.
+    if let Some(rate) = w4_rate {
+        signature_cost(&chunks, (np + nv) as f64 / rate);
     }
 
     // 1% update: phone of every 100th patient
