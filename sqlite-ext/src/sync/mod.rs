@@ -31,6 +31,7 @@
 //! next sync, which resumes from the vectors both sides hold.
 
 mod client;
+pub(crate) mod control;
 mod discover;
 mod enroll;
 pub(crate) mod identity;
