@@ -14,6 +14,14 @@
 //! loses only the kept chunks, for which the vector did not advance: the next sync pulls them
 //! again. Counts and progress count what was applied (committed), and progress shows the kept
 //! chunks apart.
+//!
+//! **Signed batches and held ones.** The key directory (`control.rs`) is loaded once per session,
+//! at the hello; control entries the peer sends are admitted into it and stored in one
+//! transaction. The session verifies each pulled batch with the key [`EngineStore`] gives for its
+//! origin (`origin_key`); a batch whose origin has no key yet is held: not applied, not
+//! quarantined, its origin's later batches in the pull held too, the vector not advanced, and
+//! counted in [`EngineStore::held`] for the sync result. Since the session checked the
+//! signatures, groups are applied without checking them again (`apply::apply_verified`).
 
 use crate::apply::apply_verified;
 use crate::error::Error;
