@@ -43,10 +43,6 @@ fn patients(r: &Replica) -> i64 {
     r.one("SELECT count(*) FROM patients")
 }
 
-fn sync_error(hub: &Hub, r: &Replica) -> String {
-    hub.sync_failing(r)
-}
-
 #[test]
 fn a_batch_signed_by_the_wrong_key_is_refused_and_nothing_applied() {
     let hub = Hub::start();
@@ -57,7 +53,7 @@ fn a_batch_signed_by_the_wrong_key_is_refused_and_nothing_applied() {
     // The hub (or anyone on the way) signs o's batch with a key of its own.
     let forger = Keypair::generate().unwrap();
     hub.inject(batch_of(&o, 0, Some(&forger)));
-    let e = sync_error(&hub, &a);
+    let e = hub.sync_failing(&a);
     assert!(e.contains("signature does not verify"), "{e}");
     assert!(
         e.contains(&site.to_string()),
@@ -76,7 +72,7 @@ fn an_unsigned_batch_of_a_known_origin_is_refused_at_sync() {
     let (o, site, key) = other_site("o", "p1");
     hub.certify_key(site, key.public());
     hub.inject(batch_of(&o, 0, None));
-    let e = sync_error(&hub, &a);
+    let e = hub.sync_failing(&a);
     assert!(e.contains("not signed"), "{e}");
     assert_eq!(patients(&a), 0);
 }
@@ -169,7 +165,7 @@ fn a_device_enrolled_with_a_cloud_anchor_verifies_the_clouds_batches_relayed_by_
     hub.certify_key(cloud, forger.public());
     cloud_db.exec("INSERT INTO patients(id, name) VALUES ('c2', 'forged')");
     hub.inject(batch_of(&cloud_db, 1, Some(&forger)));
-    let e = sync_error(&hub, &a);
+    let e = hub.sync_failing(&a);
     assert!(e.contains("signature does not verify"), "{e}");
     assert_eq!(
         a.maybe::<String>("SELECT name FROM patients WHERE id = 'c2'"),
@@ -252,4 +248,44 @@ fn a_standalone_pair_accepts_unsigned_and_signed_batches() {
     o.exec("INSERT INTO patients(id, name) VALUES ('p2', 'two')");
     b.apply(&batch_of(&o, 1, Some(&key))).unwrap();
     assert_eq!(patients(&b), 2);
+}
+
+#[test]
+fn entries_no_root_vouches_for_are_refused_without_failing_the_sync() {
+    let hub = Hub::start();
+    let a = clinic("a");
+    hub.enroll(&a);
+    let (o, site, key) = other_site("o", "p1");
+    // A writer nobody certified binds o's key: the entry is dropped, the sync goes on.
+    let stranger = SiteId([0x5e; 16]);
+    let stranger_key = site_keypair(stranger);
+    let item = control::key_item(site, key.public(), PeerRole::Device, false);
+    hub.relay_control(control::encode_entry(stranger, 1, &item, &stranger_key));
+    hub.inject(batch_of(&o, 0, Some(&key)));
+    let out = hub.sync(&a);
+    assert_eq!(out["control_refused"], 1, "{out}");
+    assert_eq!(out["control_accepted"], 1, "the hub's entry for a: {out}");
+    assert_eq!(out["held"], 1, "o's key is still unknown: {out}");
+    assert_eq!(patients(&a), 0);
+}
+
+#[test]
+fn an_entry_written_into_the_table_by_hand_counts_for_nothing() {
+    let hub = Hub::start();
+    let a = clinic("a");
+    hub.enroll(&a);
+    hub.sync(&a);
+    let (o, site, key) = other_site("o", "p1");
+    // Claims to be the hub's next entry, but is signed with o's own key.
+    let item = control::key_item(site, key.public(), PeerRole::Device, false);
+    let forged = control::encode_entry(common::scripted_hub::HUB, 2, &item, &key);
+    a.conn
+        .execute(
+            "INSERT INTO _outpost_control(writer, seq, bytes) VALUES (?1, 2, ?2)",
+            rusqlite::params![common::scripted_hub::HUB.0.to_vec(), forged],
+        )
+        .unwrap();
+    let e = apply_error(&a, &batch_of(&o, 0, Some(&key)));
+    assert!(e.contains("does not know"), "{e}");
+    assert_eq!(patients(&a), 0);
 }
