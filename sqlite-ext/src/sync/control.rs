@@ -140,10 +140,13 @@ pub(crate) fn receive(
         log_refusal(e, why);
     }
     let after = directory.vector();
-    let new: Vec<&(ControlEntry, Vec<u8>)> = decoded
+    // A peer may send an entry twice: each accepted (writer, seq) is stored and counted once.
+    let mut new: Vec<&(ControlEntry, Vec<u8>)> = decoded
         .iter()
         .filter(|(e, _)| e.seq > before.get(&e.writer) && e.seq <= after.get(&e.writer))
         .collect();
+    new.sort_by_key(|(e, _)| (e.writer, e.seq));
+    new.dedup_by_key(|(e, _)| (e.writer, e.seq));
     if new.is_empty() {
         return Ok(out);
     }
