@@ -289,3 +289,78 @@ fn an_entry_written_into_the_table_by_hand_counts_for_nothing() {
     assert!(e.contains("does not know"), "{e}");
     assert_eq!(patients(&a), 0);
 }
+
+/// Not a test: what checking a manual apply costs with a large directory, loaded cold and then
+/// reused by the connection. `cargo test --release -p outpost --test key_directory -- --ignored
+/// --nocapture` (OUTPOST_ENTRIES, default 1000).
+#[test]
+#[ignore = "benchmark: prints the manual API's directory cost"]
+fn manual_apply_directory_cost() {
+    let n: u64 = outpost_testkit::env::number("OUTPOST_ENTRIES", 1000);
+    let a = clinic("a");
+    let cloud = SiteId([0xc1; 16]);
+    let cloud_key = site_keypair(cloud);
+    // Enrolled with the cloud (by hand: the directory only reads the rows).
+    a.exec("SELECT outpost_status()");
+    a.conn
+        .execute_batch(
+            "CREATE TABLE IF NOT EXISTS _outpost_peers(site BLOB PRIMARY KEY, role TEXT NOT NULL,
+               key BLOB NOT NULL, addresses TEXT NOT NULL, enrolled_at INTEGER NOT NULL,
+               last_sync_at INTEGER) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS _outpost_control(writer BLOB NOT NULL, seq INTEGER NOT NULL,
+               bytes BLOB NOT NULL, PRIMARY KEY(writer, seq)) WITHOUT ROWID;",
+        )
+        .unwrap();
+    a.conn
+        .execute(
+            "INSERT INTO _outpost_peers VALUES (?1, 'cloud', ?2, '[]', 0, NULL)",
+            rusqlite::params![cloud.0.to_vec(), cloud_key.public().as_bytes().to_vec()],
+        )
+        .unwrap();
+    let device_key = *site_keypair(SiteId([0xd0; 16])).public();
+    for seq in 1..=n {
+        let mut site = [0u8; 16];
+        site[..8].copy_from_slice(&seq.to_be_bytes());
+        let item = control::key_item(SiteId(site), &device_key, PeerRole::Device, false);
+        a.conn
+            .execute(
+                "INSERT INTO _outpost_control VALUES (?1, ?2, ?3)",
+                rusqlite::params![
+                    cloud.0.to_vec(),
+                    seq as i64,
+                    control::encode_entry(cloud, seq, &item, &cloud_key)
+                ],
+            )
+            .unwrap();
+    }
+    let (o, site, key) = other_site("o", "p1");
+    let item = control::key_item(site, key.public(), PeerRole::Device, false);
+    a.conn
+        .execute(
+            "INSERT INTO _outpost_control VALUES (?1, ?2, ?3)",
+            rusqlite::params![
+                cloud.0.to_vec(),
+                (n + 1) as i64,
+                control::encode_entry(cloud, n + 1, &item, &cloud_key)
+            ],
+        )
+        .unwrap();
+    let batch = batch_of(&o, 0, Some(&key));
+    let unsigned = batch_of(&o, 0, None);
+    let time = |b: &[u8]| {
+        let t = std::time::Instant::now();
+        let _ = a.apply(b);
+        t.elapsed()
+    };
+    let cold = time(&unsigned);
+    let warm = time(&unsigned);
+    let applied = time(&batch);
+    assert_eq!(patients(&a), 1);
+    println!(
+        "directory of {} entries: refused apply cold {:.2} ms, warm {:.3} ms; a signed 1-row apply {:.3} ms",
+        n + 1,
+        cold.as_secs_f64() * 1e3,
+        warm.as_secs_f64() * 1e3,
+        applied.as_secs_f64() * 1e3
+    );
+}

@@ -20,7 +20,7 @@ pub(super) fn check<'h>(
     if !crate::sync::control::enrolled(call.conn)? {
         return Ok(());
     }
-    let directory = crate::sync::control::load(call.conn)?;
+    let directory = crate::sync::control::load(call)?;
     for h in headers {
         let origin = h.origin;
         let Some(key) = directory.key_of(&origin) else {

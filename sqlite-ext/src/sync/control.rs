@@ -13,15 +13,18 @@
 //!
 //! Only entries the directory accepted are stored, so loading replays them in (writer, seq)
 //! order and admits them all again: the stored rows are never trusted on their own (a tampered
-//! row is dropped at load, as a refused entry is at a sync).
+//! row is dropped at load, as a refused entry is at a sync). A connection keeps the directory it
+//! loaded last and reuses it while the stored rows are byte for byte the same.
 
 use crate::error::Error;
 use crate::ffi::Conn;
+use crate::functions::Call;
 use outpost_protocol::control::{self, ControlEntry, Directory, Refusal, Root};
 use outpost_protocol::enroll_code::CloudAnchor;
 use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::message::PeerRole;
 use outpost_protocol::{SiteId, Value};
+use sha2::{Digest, Sha256};
 
 /// Created with the sync bookkeeping (`peers::TABLES`).
 pub(crate) const TABLES: &str = r#"
@@ -53,57 +56,124 @@ pub(crate) fn enrolled(conn: Conn) -> Result<bool, Error> {
             .is_some())
 }
 
-/// The keys this database trusts from its enrolments.
-fn roots(conn: Conn) -> Result<Vec<Root>, Error> {
-    let mut out = Vec::new();
-    for (table, what) in [
-        ("_outpost_peers", "_outpost_peers"),
-        ("_outpost_roots", "_outpost_roots"),
-    ] {
-        if !has_table(conn, table)? {
-            continue;
+/// What the directory is made of, as stored: the roots (site, role, key) of `_outpost_peers` and
+/// `_outpost_roots`, and the entries of `_outpost_control` in (writer, seq) order.
+struct Stored {
+    roots: Vec<(Vec<u8>, String, Vec<u8>)>,
+    entries: Vec<Vec<u8>>,
+}
+
+impl Stored {
+    fn read(conn: Conn) -> Result<Stored, Error> {
+        let mut roots = Vec::new();
+        for table in ["_outpost_peers", "_outpost_roots"] {
+            if !has_table(conn, table)? {
+                continue;
+            }
+            let mut s = conn.prepare(&format!(
+                "SELECT site, role, key FROM {table} ORDER BY site"
+            ))?;
+            while s.step()? {
+                roots.push((s.blob(0), s.text(1), s.blob(2)));
+            }
         }
-        let mut s = conn.prepare(&format!("SELECT site, role, key FROM {table}"))?;
-        while s.step()? {
-            let site = SiteId::from_slice(&s.blob(0))
-                .ok_or_else(|| corrupt(&format!("{what}: site id")))?;
-            let role = match s.text(1).as_str() {
+        let mut entries = Vec::new();
+        if has_table(conn, "_outpost_control")? {
+            let mut s = conn.prepare("SELECT bytes FROM _outpost_control ORDER BY writer, seq")?;
+            while s.step()? {
+                entries.push(s.blob(0));
+            }
+        }
+        Ok(Stored { roots, entries })
+    }
+
+    /// SHA-256 over everything stored: equal digests, equal directories.
+    fn digest(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        let mut part = |b: &[u8]| {
+            h.update((b.len() as u64).to_be_bytes());
+            h.update(b);
+        };
+        for (site, role, key) in &self.roots {
+            part(site);
+            part(role.as_bytes());
+            part(key);
+        }
+        part(b"entries");
+        for e in &self.entries {
+            part(e);
+        }
+        h.finalize().into()
+    }
+
+    /// The directory: the roots, and every stored entry admitted again (verified) in order.
+    fn directory(&self) -> Result<Directory, Error> {
+        let mut roots = Vec::new();
+        for (site, role, key) in &self.roots {
+            let site = SiteId::from_slice(site).ok_or_else(|| corrupt("a root's site id"))?;
+            let role = match role.as_str() {
                 "hub" => PeerRole::Hub,
                 "cloud" => PeerRole::Cloud,
                 // A device is no root: it certifies nothing.
                 _ => continue,
             };
-            let key =
-                PublicKey::from_sec1(&s.blob(2)).map_err(|_| corrupt(&format!("{what}: key")))?;
-            out.push(Root { site, key, role });
+            let key = PublicKey::from_sec1(key).map_err(|_| corrupt("a root's key"))?;
+            roots.push(Root { site, key, role });
         }
+        let mut directory = Directory::new(roots);
+        let mut entries = Vec::new();
+        for bytes in &self.entries {
+            match control::decode_entry(bytes) {
+                Ok(e) => entries.push(e),
+                Err(e) => {
+                    log::warn!("_outpost_control: a stored entry does not decode ({e}): ignored")
+                }
+            }
+        }
+        for (e, why) in directory.admit(entries) {
+            log::warn!(
+                "_outpost_control: stored entry {} of writer {} not accepted again: {why}",
+                e.seq,
+                e.writer
+            );
+        }
+        Ok(directory)
     }
-    Ok(out)
 }
 
-/// The directory: the roots and every stored entry, admitted again in order.
-pub(crate) fn load(conn: Conn) -> Result<Directory, Error> {
-    let mut directory = Directory::new(roots(conn)?);
-    if !has_table(conn, "_outpost_control")? {
-        return Ok(directory);
-    }
-    let mut s =
-        conn.prepare("SELECT writer, seq, bytes FROM _outpost_control ORDER BY writer, seq")?;
-    let mut entries = Vec::new();
-    while s.step()? {
-        match control::decode_entry(&s.blob(2)) {
-            Ok(e) => entries.push(e),
-            Err(e) => log::warn!("_outpost_control: a stored entry does not decode ({e}): ignored"),
-        }
-    }
-    for (e, why) in directory.admit(entries) {
-        log::warn!(
-            "_outpost_control: stored entry {} of writer {} not accepted again: {why}",
-            e.seq,
-            e.writer
-        );
-    }
+/// A directory loaded earlier on this connection, with the digest of what it was made from.
+struct Cached {
+    digest: [u8; 32],
+    directory: Directory,
+}
+
+/// The directory: the roots and every stored entry, admitted again in order. Admitting verifies
+/// each entry's signature, so the connection keeps the last directory it loaded and reuses it
+/// while the stored rows are byte for byte the same (`outpost_apply` called once per batch
+/// would otherwise verify every entry again each call).
+pub(crate) fn load(call: &Call) -> Result<Directory, Error> {
+    let stored = Stored::read(call.conn)?;
+    let digest = stored.digest();
+    let directory = match call.session.directory.take::<Cached>() {
+        Some(c) if c.digest == digest => c.directory,
+        _ => stored.directory()?,
+    };
+    call.session.directory.put(Cached {
+        digest,
+        directory: directory.clone(),
+    });
     Ok(directory)
+}
+
+/// Keeps `directory` as the connection's loaded one: it holds exactly the stored entries (a
+/// session admitted and stored new ones), so the next session need not verify them all again.
+pub(crate) fn remember(call: &Call, directory: &Directory) -> Result<(), Error> {
+    let digest = Stored::read(call.conn)?.digest();
+    call.session.directory.put(Cached {
+        digest,
+        directory: directory.clone(),
+    });
+    Ok(())
 }
 
 /// What became of control entries a peer sent.

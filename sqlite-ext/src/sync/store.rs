@@ -263,16 +263,19 @@ impl EngineStore<'_> {
     fn directory(&mut self) -> Result<&mut Directory, SyncError> {
         let directory = match self.directory.take() {
             Some(d) => d,
-            None => super::control::load(self.call.conn)?,
+            None => super::control::load(self.call)?,
         };
         Ok(self.directory.insert(directory))
     }
 
     fn control_received_inner(&mut self, entries: Vec<Vec<u8>>) -> Result<(), SyncError> {
-        let conn = self.call.conn;
-        super::identity::ensure_tables(conn)?;
+        let call = self.call;
+        super::identity::ensure_tables(call.conn)?;
         let directory = self.directory()?;
-        let r = super::control::receive(conn, directory, entries)?;
+        let r = super::control::receive(call.conn, directory, entries)?;
+        if r.accepted > 0 {
+            super::control::remember(call, directory)?;
+        }
         self.counts.control_accepted += r.accepted;
         self.counts.control_refused += r.refused;
         Ok(())
