@@ -32,6 +32,7 @@ use outpost_protocol::{SiteId, Stamp, Strategy, Value};
 mod carry;
 mod restore;
 mod retry;
+mod signatures;
 mod trigger_pause;
 mod unique;
 
@@ -681,6 +682,7 @@ pub(crate) fn sql_apply(call: &Call, args: &[Arg]) -> Result<Value, Error> {
         return Err(ApplyError::NotABlob.into());
     };
     let batch = codec::decode(bytes, &Limits::default()).map_err(ApplyError::Decode)?;
+    signatures::check(call, [&batch.header])?;
     apply_all(call, Batches::One(&batch))
 }
 
@@ -688,8 +690,27 @@ pub(crate) fn sql_apply(call: &Call, args: &[Arg]) -> Result<Value, Error> {
 /// nothing for the whole call (any batch refused leaves the database unchanged). A new device's
 /// first sync receives many chunks; one commit per chunk rewrites most pages of every random-key
 /// index each time (see docs/performance.md, W4), one commit for several chunks writes them once.
-/// Batches are decoded one at a time, inside the transaction.
+/// Batches are decoded one at a time, inside the transaction; their headers are checked first
+/// (`signatures.rs`).
 pub(crate) fn sql_apply_many(call: &Call, args: &[Arg]) -> Result<Value, Error> {
+    if args.iter().any(|a| !matches!(a, Arg::Blob(_))) {
+        return Err(ApplyError::NotABlob.into());
+    }
+    let mut headers = Vec::with_capacity(args.len());
+    for a in args {
+        if let Arg::Blob(bytes) = *a {
+            headers
+                .push(codec::decode_header(bytes, &Limits::default()).map_err(ApplyError::Decode)?);
+        }
+    }
+    signatures::check(call, &headers)?;
+    drop(headers);
+    apply_verified(call, args)
+}
+
+/// `outpost_apply_many`'s apply for batches whose signatures were checked already: the sync
+/// session verified each pulled batch with the directory it loaded once (`sync/store.rs`).
+pub(crate) fn apply_verified(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let mut blobs = Vec::with_capacity(args.len());
     for a in args {
         let Arg::Blob(bytes) = *a else {

@@ -6,6 +6,7 @@
 
 use outpost_protocol::batch::codec::{DecodeError, EncodeError};
 use outpost_protocol::id_range::IdRangeError;
+use outpost_protocol::SiteId;
 use std::fmt;
 
 mod sync;
@@ -120,6 +121,25 @@ pub enum ApplyError {
     Gap(outpost_protocol::vector::VectorGap),
     /// A table in the header is described inconsistently (e.g. a cell names a column it lacks).
     BadSchema(String),
+    /// The database is enrolled with a relay and the batch is not signed.
+    Unsigned {
+        /// The origin the batch names.
+        origin: SiteId,
+    },
+    /// The batch's signature does not verify with the key the directory holds for its origin.
+    BadSignature {
+        /// The origin the batch names.
+        origin: SiteId,
+        /// Its first seq.
+        lo: u64,
+        /// Its last seq.
+        hi: u64,
+    },
+    /// The database is enrolled with a relay and its key directory has no key for the origin.
+    UnknownOrigin {
+        /// The origin the batch names.
+        origin: SiteId,
+    },
 }
 
 /// Why the extension could not initialize on a connection. The entry point hands its text to
@@ -159,6 +179,25 @@ impl fmt::Display for ApplyError {
                 "batch refused: {g}; apply the earlier changes of that origin first"
             ),
             ApplyError::BadSchema(m) => write!(f, "batch refused: {m}"),
+            ApplyError::Unsigned { origin } => write!(
+                f,
+                "batch of origin {origin} refused: it is not signed, and this database is enrolled \
+                 with a relay, so it applies only batches signed by their origin; nothing was \
+                 applied. Export it from a database that has enrolled or synced (outpost_changes \
+                 signs there), or let it travel through outpost_sync"
+            ),
+            ApplyError::BadSignature { origin, lo, hi } => write!(
+                f,
+                "batch of origin {origin} seqs {lo}..={hi} refused: its signature does not verify \
+                 with the key this database's key directory holds for {origin}, so it was not made \
+                 by that site (forged or tampered); nothing was applied"
+            ),
+            ApplyError::UnknownOrigin { origin } => write!(
+                f,
+                "batch of origin {origin} refused: this database does not know that site's key \
+                 yet, so it cannot check the batch was made by it; nothing was applied. Run \
+                 outpost_sync (the key directory brings the key), then apply it again"
+            ),
         }
     }
 }

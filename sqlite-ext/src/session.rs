@@ -8,7 +8,7 @@
 //! - the connection's clock ([`ConnClock`], `clock.rs`);
 //! - what one call leaves for the next call on the same connection ([`Leftover`]): where a
 //!   chunked export stopped (`export.rs`), what an apply learned of rows without state
-//!   (`apply/carry.rs`). Each owner checks that what it left still holds before using it.
+//!   (`apply/carry.rs`), the key directory (`sync/control.rs`). Each owner checks that what it left still holds before using it.
 //!
 //! It depends on nothing of the engine (only `clock.rs`, `ffi.rs` and `error.rs` lie below it),
 //! so the registration wrapper and the virtual table can hold it without depending on the engine
@@ -30,6 +30,8 @@ pub(crate) struct Session {
     pub(crate) apply: Leftover,
     /// The per-row sync state last read (`pending.rs`).
     pub(crate) pending: Leftover,
+    /// The key directory last loaded, with what it was loaded from (`sync/control.rs`).
+    pub(crate) directory: Leftover,
 }
 
 impl Default for Session {
@@ -40,6 +42,7 @@ impl Default for Session {
             export: Leftover::default(),
             apply: Leftover::default(),
             pending: Leftover::default(),
+            directory: Leftover::default(),
         }
     }
 }

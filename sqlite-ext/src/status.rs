@@ -4,6 +4,7 @@
 //! | table | one row per | holds |
 //! |---|---|---|
 //! | `_outpost_sync_status` | peer site id (hex), or `*` for a sync that failed before naming one | last success, own seq the peer acknowledged, last error and when |
+//! | `_outpost_held` | origin (hex) whose batches the last successful sync held | batches held (their origin's key was not known yet) |
 //!
 //! The rows are written around every `outpost_sync` call ([`sql_sync`] wraps the sync client's
 //! function in the registration table): a success records the peer it used, its time, and that
@@ -20,6 +21,9 @@ use serde_json::{json, Value as Json};
 
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS _outpost_sync_status(peer TEXT PRIMARY KEY,
   last_ok_at INTEGER, acked INTEGER NOT NULL DEFAULT 0, last_error TEXT, last_error_at INTEGER) WITHOUT ROWID;";
+
+const HELD_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS _outpost_held(origin TEXT PRIMARY KEY, batches INTEGER NOT NULL) WITHOUT ROWID;";
 
 /// The key of errors not attributed to one peer.
 const ANY_PEER: &str = "*";
@@ -88,6 +92,7 @@ fn record_success(conn: Conn, out: &str, acked: u64, now: u64) -> Result<(), Err
     if let Some(site) = out.get("site").and_then(Json::as_str) {
         record_ok(conn, site, acked, now)?;
     }
+    record_held(conn, out.get("held_origins"))?;
     for s in out
         .get("skipped")
         .and_then(Json::as_array)
@@ -102,6 +107,39 @@ fn record_success(conn: Conn, out: &str, acked: u64, now: u64) -> Result<(), Err
         }
     }
     Ok(())
+}
+
+/// Replaces what `_outpost_held` says with what the last successful sync held (each pull
+/// brings held batches again, so the last one tells what is still waiting for a key).
+fn record_held(conn: Conn, held: Option<&Json>) -> Result<(), Error> {
+    conn.exec(HELD_TABLE)?;
+    conn.exec("SAVEPOINT outpost_held")?;
+    let r = (|| -> Result<(), Error> {
+        conn.exec("DELETE FROM _outpost_held")?;
+        let mut s = conn.prepare("INSERT INTO _outpost_held(origin, batches) VALUES (?1, ?2)")?;
+        for (origin, n) in held.and_then(Json::as_object).into_iter().flatten() {
+            s.bind_text(1, origin)?;
+            s.bind_i64(2, n.as_i64().unwrap_or(0))?;
+            s.run()?;
+        }
+        Ok(())
+    })();
+    crate::schema::finish_savepoint(conn, "outpost_held", r)
+}
+
+/// What `_outpost_held` says: (batches in all, origin (hex) → batches).
+fn held(conn: Conn) -> Result<(i64, serde_json::Map<String, Json>), Error> {
+    let mut origins = serde_json::Map::new();
+    let mut total = 0;
+    if !has_table(conn, "_outpost_held")? {
+        return Ok((total, origins));
+    }
+    let mut s = conn.prepare("SELECT origin, batches FROM _outpost_held ORDER BY origin")?;
+    while s.step()? {
+        total += s.i64(1);
+        origins.insert(s.text(0), json!(s.i64(1)));
+    }
+    Ok((total, origins))
 }
 
 /// One `_outpost_sync_status` row.
@@ -196,6 +234,7 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
                 "since_last_sync": last_sync_at.is_none_or(|ok| at >= ok),
             })
         });
+    let (held, held_origins) = held(conn)?;
     let out = json!({
         "site": site.to_string(),
         "now": crate::clock::unix_now(),
@@ -206,6 +245,8 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
         "clock": crate::skew::status(conn)?,
         "conflicts": count(conn, "SELECT count(*) FROM _outpost_conflict_rows")?,
         "quarantined": count(conn, "SELECT count(*) FROM outpost_quarantine")?,
+        "held": held,
+        "held_origins": held_origins,
         "last_error": last_error,
         "ids": crate::id_blocks::status(conn)?,
     });

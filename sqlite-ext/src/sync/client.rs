@@ -5,7 +5,7 @@ use super::identity::{self, Identity};
 use super::live::{self, End, Live};
 use super::peers::{self, Peer};
 use super::session::session;
-use super::store::{Counts, EngineStore};
+use super::store::{Counts, EngineStore, Held};
 use crate::clock::unix_now;
 use crate::error::Error;
 use crate::error::SyncError;
@@ -122,13 +122,16 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
     let mut skipped: Vec<(Peer, SyncError)> = Vec::new();
     for peer in candidates {
         match sync_with(call, &id, &peer, options.timeouts) {
-            Ok((mut counts, address, ids_granted)) => {
+            Ok((mut counts, address, ids_granted, mut held)) => {
                 peers::synced(call.conn, peer.site, unix_now())?;
                 let live_run = options
                     .live
                     .map(|window| run_live(call, &id, &peer, options.timeouts, window));
                 if let Some(run) = &live_run {
                     counts.add(&run.counts);
+                    if let Some(h) = &run.held {
+                        held = h.clone();
+                    }
                     if run.counts.pushed + run.counts.pulled > 0 {
                         peers::synced(call.conn, peer.site, unix_now())?;
                     }
@@ -150,6 +153,10 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
                     "batches_pushed": counts.batches_pushed,
                     "batches_pulled": counts.batches_pulled,
                     "bytes_pulled": counts.bytes_pulled,
+                    "control_accepted": counts.control_accepted,
+                    "control_refused": counts.control_refused,
+                    "held": held.values().map(|h| h.batches).sum::<u64>(),
+                    "held_origins": held_json(&held),
                     "ms": started.elapsed().as_millis() as u64,
                 });
                 let mut granted = serde_json::Map::new();
@@ -192,28 +199,39 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
 /// Numbers granted in a sync, per sequence (one entry per grant).
 type Granted = Vec<(String, u64)>;
 
-/// Sessions with one peer until nothing is left to push; the counts, the address used and the
-/// ids granted (per sequence).
+/// Held batches as the sync result and `outpost_status()` show them: origin (hex) → batches.
+pub(crate) fn held_json(held: &Held) -> serde_json::Value {
+    held.iter()
+        .map(|(origin, h)| (origin.to_string(), json!(h.batches)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Sessions with one peer until nothing is left to push; the counts, the address used, the ids
+/// granted (per sequence) and what the last pull held (each pull brings the held batches again,
+/// so they are not summed over sessions).
 fn sync_with(
     call: &Call,
     id: &Identity,
     peer: &Peer,
     timeouts: Timeouts,
-) -> Result<(Counts, String, Granted), SyncError> {
+) -> Result<(Counts, String, Granted, Held), SyncError> {
     let mut total = Counts::default();
     let mut address = String::new();
     let mut granted = Vec::new();
+    let mut held = Held::new();
     for _ in 0..MAX_SESSIONS {
         let mut store = EngineStore::new(call, id.site);
         let r = session(call, id, peer, timeouts, &mut store, None);
         total.add(&store.counts);
         granted.append(&mut store.ids_granted);
+        held = std::mem::take(&mut store.held);
         address = r?.0;
         if !store.more_to_push {
             break;
         }
     }
-    Ok((total, address, granted))
+    Ok((total, address, granted, held))
 }
 
 /// What the live phase of one call did.
@@ -222,6 +240,8 @@ struct LiveRun {
     counts: Counts,
     elapsed: Duration,
     sessions: u32,
+    /// What the last live session's last pull held.
+    held: Option<Held>,
     /// Why live mode ended before its deadline, if it did (the sync before it succeeded).
     error: Option<SyncError>,
 }
@@ -256,6 +276,7 @@ fn run_live(
         );
         out.sessions += 1;
         out.counts.add(&store.counts);
+        out.held = Some(std::mem::take(&mut store.held));
         match r {
             Ok((_, End::Again)) => {}
             Ok((_, End::Done | End::Deadline)) => break,

@@ -86,6 +86,9 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
     link.close();
     peer.role = role;
     peers::pin(call.conn, &peer, unix_now())?;
+    // The code's cloud anchor: a device enrolled at a hub verifies the cloud's key directory
+    // entries and changes with it (docs/security.md).
+    super::control::store_anchor(call.conn, code.cloud.as_ref())?;
     let out = json!({
         "role": peers::role_name(role),
         "site": peer.site.to_string(),
@@ -96,6 +99,7 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
         "device_site": site.to_string(),
         "device_key_fingerprint": id.keypair.public().fingerprint(),
         "key_file": id.key_file.as_ref().map(|p| p.display().to_string()),
+        "cloud_anchor": code.cloud.as_ref().map(|c| c.site.to_string()),
     });
     Ok(Value::Text(out.to_string()))
 }

@@ -192,6 +192,7 @@ fn create(path: &Path, site: SiteId) -> Result<Keypair, SyncError> {
 /// Creates the sync bookkeeping tables if missing.
 pub(crate) fn ensure_tables(conn: Conn) -> Result<(), SyncError> {
     conn.exec(super::peers::TABLES)?;
+    conn.exec(super::control::TABLES)?;
     Ok(())
 }
 

@@ -13,7 +13,8 @@
 //! The connection itself (TCP with timeouts, the Noise handshake, the encrypted messages, the
 //! live wait's timers) is the `outpost-link` crate's, shared with the hub's uplink. Files here:
 //! `identity.rs` (the device key and the handshake counter), `peers.rs` (the pinned peers and
-//! the sync bookkeeping tables), `discover.rs` (a moved hub found on the LAN), `session.rs`
+//! the sync bookkeeping tables), `control.rs` (the control entries received, the roots, and the
+//! key directory they make: which key each origin's batches must be signed with), `discover.rs` (a moved hub found on the LAN), `session.rs`
 //! (connecting to a pinned peer, and one session over the link), `store.rs` (the protocol's
 //! `ClientStore` over the engine's export and apply), `live.rs` (the device's side of the live
 //! wait: its news is its own change sequence), `client.rs` (`outpost_sync`), `enroll.rs`
@@ -33,6 +34,7 @@
 //! next sync, which resumes from the vectors both sides hold.
 
 mod client;
+pub(crate) mod control;
 mod discover;
 mod enroll;
 pub(crate) mod identity;

@@ -78,21 +78,6 @@ pub(crate) fn load(conn: Conn) -> Result<Vec<Peer>, SyncError> {
     Ok(out)
 }
 
-/// The pinned key of the enrolled peer at `site`, if any: a cloud's changes are signed with it.
-pub(crate) fn key_of(conn: Conn, site: SiteId) -> Result<Option<PublicKey>, SyncError> {
-    let mut s = conn.prepare("SELECT key FROM _outpost_peers WHERE site = ?1")?;
-    s.bind_blob(1, &site.0)?;
-    if !s.step()? {
-        return Ok(None);
-    }
-    let key = PublicKey::from_sec1(&s.blob(0)).map_err(|_| {
-        SyncError::Engine(crate::error::Error::Corrupt(
-            "_outpost_peers: key".to_string(),
-        ))
-    })?;
-    Ok(Some(key))
-}
-
 /// Pins `peer` (replacing an earlier enrollment with the same site id). Its own transaction.
 pub(crate) fn pin(conn: Conn, peer: &Peer, now: u64) -> Result<(), SyncError> {
     let mut s = conn.prepare(

@@ -14,8 +14,16 @@
 //! loses only the kept chunks, for which the vector did not advance: the next sync pulls them
 //! again. Counts and progress count what was applied (committed), and progress shows the kept
 //! chunks apart.
+//!
+//! **Signed batches and held ones.** The key directory (`control.rs`) is loaded once per session,
+//! at the hello; control entries the peer sends are admitted into it and stored in one
+//! transaction. The session verifies each pulled batch with the key [`EngineStore`] gives for its
+//! origin (`origin_key`); a batch whose origin has no key yet is held: not applied, not
+//! quarantined, its origin's later batches in the pull held too, the vector not advanced, and
+//! counted in [`EngineStore::held`] for the sync result. Since the session checked the
+//! signatures, groups are applied without checking them again (`apply::apply_verified`).
 
-use crate::apply::{sql_apply, sql_apply_many};
+use crate::apply::apply_verified;
 use crate::error::Error;
 use crate::error::SyncError;
 use crate::export::sql_changes;
@@ -24,11 +32,14 @@ use crate::functions::{Arg, Call};
 use outpost_link::LinkError;
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::BatchHeader;
+use outpost_protocol::control::Directory;
+use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
 use outpost_protocol::session::SessionError;
 use outpost_protocol::{SiteId, Value, VersionVector};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
 /// Largest batch exported (bytes); a larger single row still goes alone.
 pub(crate) const BATCH_BYTES: usize = 512 * 1024;
@@ -60,6 +71,11 @@ pub(crate) struct Counts {
     pub unchanged: u64,
     pub conflicts: u64,
     pub quarantined: u64,
+    /// Control entries accepted (and stored) from the peer.
+    pub control_accepted: u64,
+    /// Control entries refused (undecodable, unknown writer, bad signature, out of order, not
+    /// the writer's to say): dropped, they come again.
+    pub control_refused: u64,
 }
 
 impl Counts {
@@ -74,8 +90,23 @@ impl Counts {
         self.unchanged += c.unchanged;
         self.conflicts += c.conflicts;
         self.quarantined += c.quarantined;
+        self.control_accepted += c.control_accepted;
+        self.control_refused += c.control_refused;
     }
 }
+
+/// Batches of one origin held in a pull: its key is not known yet, so they were neither applied
+/// nor quarantined, and the vector did not advance for them.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HeldOrigin {
+    /// Batches held.
+    pub batches: u64,
+    /// Seqs they cover.
+    pub seqs: u64,
+}
+
+/// What the last pull held, per origin.
+pub(crate) type Held = BTreeMap<SiteId, HeldOrigin>;
 
 /// What the session sees of a store failure: the typed error stays in
 /// [`EngineStore::failed`], for [`EngineStore::typed`] (the session keeps only a text).
@@ -104,6 +135,11 @@ pub(crate) struct EngineStore<'c> {
     kept_bytes: usize,
     /// This database's `outpost_sync_progress` entry, resolved once per session (not per chunk).
     progress: Option<String>,
+    /// The key directory, loaded once per session (it is small) when first needed.
+    directory: Option<Directory>,
+    /// Batches the current pull held (their origin's key is not known): a held origin's later
+    /// batches in the same pull are held too, since applying them would leave a gap.
+    pub held: Held,
 }
 
 /// An export in progress: own changes above `since`.
@@ -125,6 +161,8 @@ impl<'c> EngineStore<'c> {
             kept: Vec::new(),
             kept_bytes: 0,
             progress: super::progress::key(call.conn),
+            directory: None,
+            held: Held::new(),
         }
     }
 
@@ -215,7 +253,46 @@ fn count(json: &serde_json::Value, key: &str) -> u64 {
 
 impl EngineStore<'_> {
     fn vector_inner(&mut self) -> Result<VersionVector, SyncError> {
+        // The vector is read for the hello and for each `Pull`: a new pull brings the held
+        // batches again (the vector did not advance for them), and counts them afresh.
+        self.held.clear();
         Ok(vector(self.call, self.site)?)
+    }
+
+    /// The key directory, loaded at the session's first need.
+    fn directory(&mut self) -> Result<&mut Directory, SyncError> {
+        let directory = match self.directory.take() {
+            Some(d) => d,
+            None => super::control::load(self.call)?,
+        };
+        Ok(self.directory.insert(directory))
+    }
+
+    fn control_received_inner(&mut self, entries: Vec<Vec<u8>>) -> Result<(), SyncError> {
+        let call = self.call;
+        super::identity::ensure_tables(call.conn)?;
+        let directory = self.directory()?;
+        let r = super::control::receive(call.conn, directory, entries)?;
+        if r.accepted > 0 {
+            super::control::remember(call, directory)?;
+        }
+        self.counts.control_accepted += r.accepted;
+        self.counts.control_refused += r.refused;
+        Ok(())
+    }
+
+    /// Whether a pulled batch of `origin` is held: its key is not known yet, or an earlier batch
+    /// of its origin was held in this pull.
+    fn holds(&mut self, header: &BatchHeader) -> Result<bool, SyncError> {
+        let origin = header.origin;
+        let known = self.directory()?.key_of(&origin).is_some();
+        if known && !self.held.contains_key(&origin) {
+            return Ok(false);
+        }
+        let h = self.held.entry(origin).or_default();
+        h.batches += 1;
+        h.seqs += header.range.hi - header.range.lo + 1;
+        Ok(true)
     }
 
     fn plan_inner(&mut self, server: &VersionVector) -> Result<ExportPlan, SyncError> {
@@ -275,6 +352,11 @@ impl EngineStore<'_> {
 
     /// Verifies a pulled chunk and keeps it; applies the group once it is full.
     fn keep_inner(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), SyncError> {
+        // The session verified the signature of every batch whose origin `origin_key` knew; the
+        // others wait for their key (docs/security.md, "Held batches").
+        if self.holds(header)? {
+            return Ok(());
+        }
         if let Err(e) = codec::verify(batch, &Limits::default()) {
             // The chunks before it are good: apply them, then report the bad one.
             self.flush_inner()?;
@@ -302,7 +384,7 @@ impl EngineStore<'_> {
         let kept = std::mem::take(&mut self.kept);
         self.kept_bytes = 0;
         let args: Vec<Arg> = kept.iter().map(|(_, b)| Arg::Blob(b)).collect();
-        let grouped = sql_apply_many(self.call, &args);
+        let grouped = apply_verified(self.call, &args);
         drop(args);
         let mut done = 0;
         let r = match grouped {
@@ -311,7 +393,7 @@ impl EngineStore<'_> {
                 self.applied(&kept, out)
             }
             Err(Error::Apply(_)) if kept.len() > 1 => kept.chunks(1).try_for_each(|one| {
-                let out = sql_apply(self.call, &[Arg::Blob(&one[0].1)])?;
+                let out = apply_verified(self.call, &[Arg::Blob(&one[0].1)])?;
                 done += 1;
                 self.applied(one, out)
             }),
@@ -360,13 +442,22 @@ impl outpost_protocol::session::ClientStore for EngineStore<'_> {
         self.keep(r)
     }
 
-    /// A pulled batch of an enrolled peer's own origin (the cloud's changes) must carry that
-    /// peer's signature; other origins' keys come with the key directory (not yet here).
-    fn origin_key(
-        &mut self,
-        origin: &SiteId,
-    ) -> Result<Option<outpost_protocol::handshake::PublicKey>, Failed> {
-        let r = super::peers::key_of(self.call.conn, *origin);
+    /// The key the directory knows for `origin` (its roots included): a pulled batch of a known
+    /// origin must carry its signature. `None`: the batch is held (`apply_chunk`).
+    fn origin_key(&mut self, origin: &SiteId) -> Result<Option<PublicKey>, Failed> {
+        let r = self.directory().map(|d| d.key_of(origin));
+        self.keep(r)
+    }
+
+    fn control_vector(&mut self) -> Result<VersionVector, Failed> {
+        let r = self.directory().map(|d| d.vector());
+        self.keep(r)
+    }
+
+    /// Accepted entries are stored in one transaction; refused ones are counted, never an
+    /// error (the peer's stream brings them again).
+    fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), Failed> {
+        let r = self.control_received_inner(entries);
         self.keep(r)
     }
 

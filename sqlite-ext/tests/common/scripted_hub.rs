@@ -3,11 +3,18 @@
 //! memory: what it was pushed it holds and serves, and its hello's vector says so. The test
 //! scripts each connection it accepts (enroll, sync, or a sync cut after the push was stored and
 //! before the ack leaves), and sets the wall clock its hellos state (0: no trusted time).
+//!
+//! Like a real hub it writes a key directory entry (role Device, signed with its key) for every
+//! device it enrols, and serves its control stream after each hello; a test can stop that
+//! ([`Hub::set_certify`]), relay entries another writer signed ([`Hub::relay_control`]) and put
+//! batches signed with any key in its store ([`Hub::inject`]). [`Hub::start_with_cloud`] prints
+//! codes carrying a cloud anchor.
 
 use super::Replica;
 use outpost_protocol::batch::codec::Limits as BatchLimits;
 use outpost_protocol::channel::{Channel, Limits};
-use outpost_protocol::enroll_code::EnrollCode;
+use outpost_protocol::control;
+use outpost_protocol::enroll_code::{CloudAnchor, EnrollCode};
 use outpost_protocol::handshake::{
     Ephemeral, Gatekeeper, Keypair, PublicKey, Refusal, Responder, ResponderConfig, TokenId,
 };
@@ -57,6 +64,9 @@ impl Gatekeeper for Open {
     }
 }
 
+/// Control entries as the hub serves them: (writer, seq, bytes).
+type Entries = Vec<(SiteId, u64, Vec<u8>)>;
+
 /// What the hub holds: every batch pushed to it, and its vector.
 #[derive(Default)]
 struct Held {
@@ -65,6 +75,17 @@ struct Held {
     commits: HashMap<[u8; 16], CommitRecord>,
     /// Every batch committed, shared with the test ([`Hub::pushed`]).
     pushed: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Control entries it serves: (writer, seq, bytes), its own and relayed ones.
+    control: Arc<Mutex<Entries>>,
+}
+
+/// What the hub serves of the control streams, shared with the test.
+#[derive(Default)]
+struct Directory {
+    /// Write entries for the devices it enrols.
+    certify: bool,
+    /// Devices enrolled and not certified yet.
+    uncertified: Vec<(SiteId, PublicKey)>,
 }
 
 impl ServerStore for Held {
@@ -103,6 +124,30 @@ impl ServerStore for Held {
     fn next_batch(&mut self, plan: &mut Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
         Ok(plan.pop())
     }
+    fn control_vector(&mut self) -> Result<VersionVector, String> {
+        let mut v = VersionVector::new();
+        for (w, seq, _) in self.control.lock().unwrap().iter() {
+            v.set(*w, v.get(w).max(*seq));
+        }
+        Ok(v)
+    }
+    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, String> {
+        let mut out: Vec<_> = self
+            .control
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(w, seq, _)| *seq > peer.get(w))
+            .cloned()
+            .collect();
+        out.sort_by_key(|(w, seq, _)| (*w, *seq));
+        Ok(out.into_iter().map(|(_, _, b)| b).collect())
+    }
+}
+
+/// The next seq of `writer` in `control`.
+fn next_seq(control: &[(SiteId, u64, Vec<u8>)], writer: SiteId) -> u64 {
+    control.iter().filter(|(w, ..)| *w == writer).count() as u64 + 1
 }
 
 /// One connection of the hub, after its handshake.
@@ -224,6 +269,24 @@ pub struct Hub {
     pushed: Arc<Mutex<Vec<Vec<u8>>>>,
     next: mpsc::Sender<Next>,
     done: mpsc::Receiver<()>,
+    keys: Keypair,
+    control: Arc<Mutex<Entries>>,
+    directory: Arc<Mutex<Directory>>,
+    batches: mpsc::Sender<Vec<u8>>,
+}
+
+/// Writes the key entries of the devices enrolled and not certified yet, when certifying is on.
+fn certify(directory: &Mutex<Directory>, control: &Mutex<Entries>, keys: &Keypair) {
+    let mut d = directory.lock().unwrap();
+    if !d.certify {
+        return;
+    }
+    let mut c = control.lock().unwrap();
+    for (site, key) in d.uncertified.drain(..) {
+        let seq = next_seq(&c, HUB);
+        let item = control::key_item(site, &key, PeerRole::Device, false);
+        c.push((HUB, seq, control::encode_entry(HUB, seq, &item, keys)));
+    }
 }
 
 /// What a hello states: now shifted, or 0.
@@ -242,6 +305,11 @@ impl Hub {
     }
 
     pub fn start() -> Hub {
+        Hub::start_with_cloud(None)
+    }
+
+    /// A hub whose enrolment codes carry `cloud` as their cloud anchor.
+    pub fn start_with_cloud(cloud: Option<CloudAnchor>) -> Hub {
         let clock_shift_ms = Arc::new(Mutex::new(Some(0)));
         let shift = clock_shift_ms.clone();
         let pushed = Arc::new(Mutex::new(Vec::new()));
@@ -254,23 +322,51 @@ impl Hub {
             addresses: vec![listener.local_addr().unwrap().to_string()],
             token: TOKEN,
             expires_at: u64::MAX,
-            cloud: None,
+            cloud,
         }
         .encode();
         let (next, script) = mpsc::channel::<Next>();
         let (served, done) = mpsc::channel::<()>();
+        let (batches, injected) = mpsc::channel::<Vec<u8>>();
+        let control = Arc::new(Mutex::new(Vec::new()));
+        let directory = Arc::new(Mutex::new(Directory {
+            certify: true,
+            uncertified: Vec::new(),
+        }));
+        let (hub_keys, hub_control, hub_directory) =
+            (keys.clone(), control.clone(), directory.clone());
         std::thread::spawn(move || {
+            let keys = hub_keys;
             let mut store = Held {
                 pushed: held,
+                control: hub_control,
                 ..Held::default()
             };
             while let Ok(what) = script.recv() {
                 let mut conn = Conn::accept(&listener, &keys);
+                for batch in injected.try_iter() {
+                    let header = outpost_testkit::batch::header(&batch);
+                    let (origin, range) = (header.origin, header.range);
+                    if range.lo <= store.vector.get(&origin) + 1 {
+                        let top = store.vector.get(&origin).max(range.hi);
+                        store.vector.set(origin, top);
+                    }
+                    store.batches.push(StagedBatch {
+                        header,
+                        bytes: batch,
+                    });
+                }
                 match what {
                     Next::Enroll => {
                         let Some(Message::Hello(_)) = conn.recv() else {
                             panic!("no hello at enrollment")
                         };
+                        hub_directory
+                            .lock()
+                            .unwrap()
+                            .uncertified
+                            .push((conn.peer, conn.peer_key));
+                        certify(&hub_directory, &store.control, &keys);
                         conn.send(&Message::Hello(Hello {
                             protocol_version: PROTOCOL_VERSION,
                             site: HUB,
@@ -296,12 +392,43 @@ impl Hub {
             pushed,
             next,
             done,
+            keys,
+            control,
+            directory,
+            batches,
         }
     }
 
     /// Every batch pushed to the hub and committed so far, in the order committed.
     pub fn pushed(&self) -> Vec<Vec<u8>> {
         self.pushed.lock().unwrap().clone()
+    }
+
+    /// Whether the hub writes a key entry for each device it enrols (from now on); `true` at
+    /// start. Turning it on certifies the devices enrolled meanwhile.
+    pub fn set_certify(&self, on: bool) {
+        self.directory.lock().unwrap().certify = on;
+        certify(&self.directory, &self.control, &self.keys);
+    }
+
+    /// Serves `entry` (encoded and signed by its writer) in its control stream from the next
+    /// session on.
+    pub fn relay_control(&self, entry: Vec<u8>) {
+        let e = control::decode_entry(&entry).expect("a control entry");
+        self.control.lock().unwrap().push((e.writer, e.seq, entry));
+    }
+
+    /// Writes, in the hub's own stream, a key entry binding `site` to `key` (role Device).
+    pub fn certify_key(&self, site: SiteId, key: &PublicKey) {
+        let mut c = self.control.lock().unwrap();
+        let seq = next_seq(&c, HUB);
+        let item = control::key_item(site, key, PeerRole::Device, false);
+        c.push((HUB, seq, control::encode_entry(HUB, seq, &item, &self.keys)));
+    }
+
+    /// Puts `batch` (as made, whatever signs it) in the hub's store before its next connection.
+    pub fn inject(&self, batch: Vec<u8>) {
+        self.batches.send(batch).unwrap();
     }
 
     pub fn enroll(&self, r: &Replica) {
@@ -340,6 +467,21 @@ impl Hub {
         self.done.recv().unwrap();
         out.map(|json| serde_json::from_str(&json).unwrap())
             .map_err(|e| e.to_string())
+    }
+
+    /// A sync the device must refuse: its error text.
+    pub fn sync_failing(&self, r: &Replica) -> String {
+        self.next.send(Next::Sync).unwrap();
+        let e = r
+            .conn
+            .query_row(
+                "SELECT outpost_sync('hub', '{\"timeout_ms\": 5000}')",
+                [],
+                |row| row.get::<_, String>(0),
+            )
+            .expect_err("the sync must fail");
+        self.done.recv().unwrap();
+        e.to_string()
     }
 
     /// A sync whose push the hub stores and then hangs up on: the device gets an error.
