@@ -1,0 +1,492 @@
+//! The control streams a mailbox holds (docs/design.md section 10): every accepted entry, as the
+//! bytes its writer signed, in `control_entries(writer, seq, bytes)`, and the key directory they
+//! make with the roots the mailbox's owner gives it ([`ControlOwner`]).
+//!
+//! **What is stored.** Only entries the directory accepted (signed by a writer it knows, each
+//! following its writer's last one): a peer cannot make the mailbox keep anything no trusted
+//! writer signed. Refused entries are logged with the reason and dropped; their writer's stream
+//! brings them again. The box's own entries ([`Mailbox::append_control`]) are numbered after its
+//! own stream's last stored entry and signed with its key, in one transaction.
+//!
+//! **The directory in memory.** Loaded from the stored entries and rebuilt when they change:
+//! each use checks SQLite's `data_version` (another connection or process committed) and then
+//! the number of stored entries, and admits only the rows above what it holds, so a hub's commit
+//! of batches costs one pragma and an unchanged table one count. Each connection keeps its own
+//! copy (connections are pooled per thread; the operator's `revoke` runs in another process).
+//!
+//! **Bounds.** One call of [`Mailbox::control_received`] takes at most
+//! [`outpost_protocol::control::MAX_ENTRIES_PER_MESSAGE`] entries (what one `Control` message
+//! may carry; more are dropped unread) of at most [`outpost_protocol::control::MAX_ENTRY_BYTES`]
+//! each, so decoding is bounded by 512 KiB per message; the directory verifies a signature only
+//! for an entry that is next in a known writer's stream, so garbage, replays and entries of
+//! unknown writers cost a decode and no signature check. The relay bounds the messages per
+//! session (`outpost_relay`).
+
+use crate::error::MailboxError;
+use crate::mailbox::Mailbox;
+use outpost_protocol::control::{
+    decode_entry, encode_entry, ControlEntry, ControlItem, Directory, Root, MAX_ENTRIES_PER_MESSAGE,
+};
+use outpost_protocol::handshake::{Keypair, PublicKey};
+use outpost_protocol::message::PeerRole;
+use outpost_protocol::{SiteId, VersionVector};
+use rusqlite::{params, TransactionBehavior};
+use std::collections::BTreeMap;
+
+/// The table, created on every open: version 5 files made before it existed gain it empty.
+pub(crate) const CONTROL_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS control_entries(
+    writer BLOB NOT NULL CHECK (length(writer) = 16),
+    seq INTEGER NOT NULL CHECK (seq >= 1),
+    bytes BLOB NOT NULL,
+    PRIMARY KEY (writer, seq)
+) WITHOUT ROWID;
+";
+
+/// Who a mailbox's control streams answer to: the box that owns the file.
+#[derive(Clone, Debug)]
+pub struct ControlOwner {
+    /// The box's site id: the writer of its own stream.
+    pub site: SiteId,
+    /// Its static key pair: signs its own entries.
+    pub keypair: Keypair,
+    /// The keys it trusts from its own enrolment (itself; a hub also the cloud it uplinks to).
+    pub roots: Vec<Root>,
+    /// The cloud: after admitting a hub's entries, certify in its own stream each device they
+    /// bind that it has not certified yet (its entry then beats the hub's).
+    pub recertify: bool,
+}
+
+impl PartialEq for ControlOwner {
+    fn eq(&self, other: &ControlOwner) -> bool {
+        self.site == other.site
+            && self.keypair.public() == other.keypair.public()
+            && self.roots == other.roots
+            && self.recertify == other.recertify
+    }
+}
+
+/// What [`Mailbox::control_received`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControlReport {
+    /// Entries accepted and stored.
+    pub accepted: usize,
+    /// Entries already held (skipped).
+    pub known: usize,
+    /// Entries refused, each described with why (writer, seq, reason).
+    pub refused: Vec<String>,
+    /// Entries this box wrote in its own stream in answer (the cloud's re-certifications).
+    pub written: usize,
+}
+
+/// The directory one connection holds, and what it was loaded from.
+#[derive(Debug, Default)]
+pub(crate) struct ControlCache {
+    owner: Option<ControlOwner>,
+    directory: Directory,
+    /// `PRAGMA data_version` and the stored entry count when last loaded.
+    loaded: Option<(i64, i64)>,
+}
+
+impl Mailbox {
+    /// Sets who owns this mailbox's control streams (its roots and signing key). Without an
+    /// owner the directory has no roots, accepts nothing and knows no key.
+    pub fn set_control_owner(&mut self, owner: ControlOwner) {
+        if self.control.owner.as_ref() != Some(&owner) {
+            self.control = ControlCache {
+                directory: Directory::new(owner.roots.iter().copied()),
+                owner: Some(owner),
+                loaded: None,
+            };
+        }
+    }
+
+    /// The owner set with [`Mailbox::set_control_owner`].
+    pub fn control_owner(&self) -> Option<&ControlOwner> {
+        self.control.owner.as_ref()
+    }
+
+    /// The key directory, brought up to date with the stored entries.
+    pub fn directory(&mut self) -> Result<&Directory, MailboxError> {
+        self.refresh_directory()?;
+        Ok(&self.control.directory)
+    }
+
+    /// The key `site` signs with, if the directory knows it (revoked or not).
+    pub fn key_of(&mut self, site: &SiteId) -> Result<Option<PublicKey>, MailboxError> {
+        Ok(self.directory()?.key_of(site))
+    }
+
+    /// The control streams held: each writer's last accepted entry.
+    pub fn control_vector(&mut self) -> Result<VersionVector, MailboxError> {
+        Ok(self.directory()?.vector())
+    }
+
+    /// The stored bytes of the accepted entries a peer with control vector `peer` lacks, each
+    /// writer's in seq order.
+    pub fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, MailboxError> {
+        let mine = self.directory()?.vector();
+        let mut out = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT bytes FROM control_entries WHERE writer = ?1 AND seq > ?2 AND seq <= ?3 \
+                 ORDER BY seq",
+            )
+            .map_err(|e| self.sql(e))?;
+        for (writer, &have) in mine.iter() {
+            let theirs = peer.get(writer);
+            if theirs >= have {
+                continue;
+            }
+            let rows = stmt
+                .query_map(
+                    params![writer.as_bytes(), clamp(theirs), clamp(have)],
+                    |r| r.get::<_, Vec<u8>>(0),
+                )
+                .map_err(|e| self.sql(e))?;
+            for row in rows {
+                out.push(row.map_err(|e| self.sql(e))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes control entries a peer sent: decodes each, admits what the directory accepts and
+    /// stores those in one transaction, logs the refused ones with the reason. Never fails for a
+    /// refused entry (only for the file). The cloud ([`ControlOwner::recertify`]) then writes its
+    /// own entry for each device a hub's accepted entries bind that it has not certified yet.
+    pub fn control_received(
+        &mut self,
+        entries: Vec<Vec<u8>>,
+    ) -> Result<ControlReport, MailboxError> {
+        let mut report = ControlReport::default();
+        if entries.len() > MAX_ENTRIES_PER_MESSAGE {
+            log::warn!(
+                "mailbox={} control: {} entries in one message, only the first {MAX_ENTRIES_PER_MESSAGE} read",
+                self.path().display(),
+                entries.len()
+            );
+        }
+        let mut decoded = Vec::new();
+        let mut raw: BTreeMap<(SiteId, u64), Vec<u8>> = BTreeMap::new();
+        for bytes in entries.into_iter().take(MAX_ENTRIES_PER_MESSAGE) {
+            match decode_entry(&bytes) {
+                Ok(e) => {
+                    raw.insert((e.writer, e.seq), bytes);
+                    decoded.push(e);
+                }
+                Err(why) => report
+                    .refused
+                    .push(format!("an entry that does not decode: {why}")),
+            }
+        }
+        self.refresh_directory()?;
+        let before = self.control.directory.vector();
+        let refused = self.control.directory.admit(decoded);
+        let after = self.control.directory.vector();
+        let decoded_count = raw.len();
+        for (e, why) in &refused {
+            report
+                .refused
+                .push(format!("entry {} of writer {}: {why}", e.seq, e.writer));
+        }
+        // The entries now accepted: every writer's seqs between its old and new last.
+        let mut accepted = Vec::new();
+        for (writer, &last) in after.iter() {
+            for seq in before.get(writer) + 1..=last {
+                if let Some(bytes) = raw.remove(&(*writer, seq)) {
+                    accepted.push((*writer, seq, bytes));
+                }
+            }
+        }
+        report.accepted = accepted.len();
+        report.known = decoded_count.saturating_sub(accepted.len() + refused.len());
+        if !accepted.is_empty() {
+            self.store_entries(&accepted)?;
+        }
+        for why in report.refused.iter().take(8) {
+            log::warn!("mailbox={} control: refused {why}", self.path().display());
+        }
+        if report.refused.len() > 8 {
+            log::warn!(
+                "mailbox={} control: {} more entries refused",
+                self.path().display(),
+                report.refused.len() - 8
+            );
+        }
+        if report.accepted > 0 {
+            log::info!(
+                "mailbox={} control: {} entries accepted",
+                self.path().display(),
+                report.accepted
+            );
+            report.written = self.recertify()?;
+        }
+        Ok(report)
+    }
+
+    /// Appends `item` to this box's own stream: numbered after the last stored entry of its
+    /// stream, signed with its key, stored in one transaction. Returns the seq. Fails with
+    /// [`MailboxError::NoControlOwner`] when no owner was set.
+    pub fn append_control(&mut self, item: &ControlItem) -> Result<u64, MailboxError> {
+        self.append_control_unless(item, |_| false)
+            .map(|seq| seq.expect("appended unconditionally"))
+    }
+
+    /// [`Mailbox::append_control`] unless `said(directory)` holds, decided inside the write
+    /// transaction (so two connections certifying the same peer at once write one entry).
+    fn append_control_unless(
+        &mut self,
+        item: &ControlItem,
+        said: impl Fn(&Directory) -> bool,
+    ) -> Result<Option<u64>, MailboxError> {
+        let Some(owner) = self.control.owner.clone() else {
+            return Err(MailboxError::NoControlOwner {
+                path: self.path().to_path_buf(),
+            });
+        };
+        // A plain BEGIN IMMEDIATE (not a rusqlite transaction borrowing the connection), so
+        // the directory can be refreshed inside it: other writers wait until COMMIT.
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.sql(e))?;
+        let r = self.append_in_transaction(&owner, item, said);
+        let end = if matches!(r, Ok(Some(_))) {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        let ended = self.conn.execute_batch(end).map_err(|e| self.sql(e));
+        let seq = r?;
+        ended?;
+        if seq.is_some() {
+            // Our own commit does not move `data_version` for this connection: reload.
+            self.control.loaded = None;
+            self.refresh_directory()?;
+        }
+        Ok(seq)
+    }
+
+    fn append_in_transaction(
+        &mut self,
+        owner: &ControlOwner,
+        item: &ControlItem,
+        said: impl Fn(&Directory) -> bool,
+    ) -> Result<Option<u64>, MailboxError> {
+        self.control.loaded = None;
+        self.refresh_directory()?;
+        if said(&self.control.directory) {
+            return Ok(None);
+        }
+        let last: i64 = self
+            .conn
+            .query_row(
+                "SELECT coalesce(max(seq), 0) FROM control_entries WHERE writer = ?1",
+                [owner.site.as_bytes()],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.sql(e))?;
+        let seq = last as u64 + 1;
+        let bytes = encode_entry(owner.site, seq, item, &owner.keypair);
+        self.conn
+            .execute(
+                "INSERT INTO control_entries(writer, seq, bytes) VALUES (?1, ?2, ?3)",
+                params![owner.site.as_bytes(), seq as i64, bytes],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(Some(seq))
+    }
+
+    /// This box's own latest statement about `site` (key, role, revoked), if its stream has one.
+    pub fn own_statement(
+        &mut self,
+        site: &SiteId,
+    ) -> Result<Option<(PublicKey, PeerRole, bool)>, MailboxError> {
+        let Some(own) = self.control.owner.as_ref().map(|o| o.site) else {
+            return Ok(None);
+        };
+        Ok(statement(self.directory()?, &own, site))
+    }
+
+    /// Writes a Key entry for `site` in this box's own stream unless its latest statement about
+    /// the site already says exactly this. Returns the new entry's seq, if one was written.
+    pub fn certify(
+        &mut self,
+        site: SiteId,
+        key: &PublicKey,
+        role: PeerRole,
+        revoked: bool,
+    ) -> Result<Option<u64>, MailboxError> {
+        let Some(own) = self.control.owner.as_ref().map(|o| o.site) else {
+            return Err(MailboxError::NoControlOwner {
+                path: self.path().to_path_buf(),
+            });
+        };
+        let wanted = Some((*key, role, revoked));
+        // Most calls change nothing: decide that without taking the write lock.
+        if statement(self.directory()?, &own, &site) == wanted {
+            return Ok(None);
+        }
+        let item = outpost_protocol::control::key_item(site, key, role, revoked);
+        self.append_control_unless(&item, |d| statement(d, &own, &site) == wanted)
+    }
+
+    /// The cloud's answer to a hub's entries: its own entry for each device bound by a hub only.
+    fn recertify(&mut self) -> Result<usize, MailboxError> {
+        let Some(owner) = self.control.owner.clone().filter(|o| o.recertify) else {
+            return Ok(0);
+        };
+        let directory = self.directory()?;
+        let mut bound_by_hubs = Vec::new();
+        for writer in directory.writers() {
+            if *writer == owner.site {
+                continue;
+            }
+            for e in directory.entries_after(writer, 0) {
+                let ControlItem::Key(k) = &e.item;
+                if let Some(b) = directory.binding(&k.site) {
+                    if b.certified_by != owner.site && b.role == PeerRole::Device {
+                        bound_by_hubs.push((k.site, b.key, b.revoked));
+                    }
+                }
+            }
+        }
+        bound_by_hubs.sort();
+        bound_by_hubs.dedup();
+        let mut written = 0;
+        for (site, key, revoked) in bound_by_hubs {
+            if self.own_statement(&site)?.is_some() {
+                continue;
+            }
+            let item = outpost_protocol::control::key_item(site, &key, PeerRole::Device, revoked);
+            let own = owner.site;
+            if self
+                .append_control_unless(&item, |d| statement(d, &own, &site).is_some())?
+                .is_some()
+            {
+                written += 1;
+            }
+        }
+        if written > 0 {
+            log::info!(
+                "mailbox={} control: certified {written} devices its hubs bound",
+                self.path().display()
+            );
+        }
+        Ok(written)
+    }
+
+    fn store_entries(&mut self, entries: &[(SiteId, u64, Vec<u8>)]) -> Result<(), MailboxError> {
+        let path = self.path().to_path_buf();
+        let sql = |source| MailboxError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        for (writer, seq, bytes) in entries {
+            // Another connection may have stored the same entry meanwhile: the same bytes.
+            tx.execute(
+                "INSERT OR IGNORE INTO control_entries(writer, seq, bytes) VALUES (?1, ?2, ?3)",
+                params![writer.as_bytes(), clamp(*seq), bytes],
+            )
+            .map_err(sql)?;
+        }
+        tx.commit().map_err(sql)?;
+        // The directory already holds them; count them as loaded.
+        if let Some((version, count)) = self.control.loaded {
+            self.control.loaded = Some((version, count + entries.len() as i64));
+        }
+        Ok(())
+    }
+
+    /// Admits the stored rows the directory lacks, when the table may have changed.
+    fn refresh_directory(&mut self) -> Result<(), MailboxError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        if self.control.loaded.is_some_and(|(v, _)| v == version) {
+            return Ok(());
+        }
+        let count: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM control_entries", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        if self.control.loaded.is_some_and(|(_, c)| c == count) {
+            self.control.loaded = Some((version, count));
+            return Ok(());
+        }
+        let have = self.control.directory.vector();
+        let mut rows: Vec<ControlEntry> = Vec::new();
+        let mut bad = 0usize;
+        {
+            let mut stmt = self
+                .conn
+                .prepare_cached("SELECT writer, seq, bytes FROM control_entries")
+                .map_err(|e| self.sql(e))?;
+            let mut q = stmt.query([]).map_err(|e| self.sql(e))?;
+            while let Some(r) = q.next().map_err(|e| self.sql(e))? {
+                let writer: Vec<u8> = r.get(0).map_err(|e| self.sql(e))?;
+                let seq: i64 = r.get(1).map_err(|e| self.sql(e))?;
+                let Some(writer) = SiteId::from_slice(&writer) else {
+                    bad += 1;
+                    continue;
+                };
+                if (seq as u64) <= have.get(&writer) {
+                    continue;
+                }
+                let bytes: Vec<u8> = r.get(2).map_err(|e| self.sql(e))?;
+                match decode_entry(&bytes) {
+                    Ok(e) if e.writer == writer && e.seq == seq as u64 => rows.push(e),
+                    _ => bad += 1,
+                }
+            }
+        }
+        let refused = self.control.directory.admit(rows);
+        if bad + refused.len() > 0 {
+            // Stored entries were accepted once: a refusal now means the file was changed, or
+            // the roots were (a hub enrolled its uplink: entries wait for the cloud's).
+            log::warn!(
+                "mailbox={} control: {} stored entries not accepted ({} undecodable){}",
+                self.path().display(),
+                bad + refused.len(),
+                bad,
+                refused
+                    .first()
+                    .map(|(e, why)| format!(
+                        "; first: entry {} of writer {}: {why}",
+                        e.seq, e.writer
+                    ))
+                    .unwrap_or_default()
+            );
+        }
+        self.control.loaded = Some((version, count));
+        Ok(())
+    }
+}
+
+/// `writer`'s latest statement about `site` in `directory`: (key, role, revoked).
+fn statement(
+    directory: &Directory,
+    writer: &SiteId,
+    site: &SiteId,
+) -> Option<(PublicKey, PeerRole, bool)> {
+    directory
+        .entries_after(writer, 0)
+        .iter()
+        .rev()
+        .find_map(|e| {
+            let ControlItem::Key(k) = &e.item;
+            (k.site == *site)
+                .then(|| k.public_key().ok().map(|key| (key, k.role, k.revoked)))
+                .flatten()
+        })
+}
+
+fn clamp(seq: u64) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}

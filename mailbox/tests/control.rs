@@ -1,0 +1,142 @@
+//! The control streams a mailbox keeps: its own entries, what it accepts of a peer's, and the
+//! key directory both make, on real SQLite files.
+
+use outpost_mailbox::{ControlOwner, Mailbox};
+use outpost_protocol::control::{encode_entry, key_item, Root};
+use outpost_protocol::handshake::Keypair;
+use outpost_protocol::message::PeerRole;
+use outpost_protocol::{SiteId, VersionVector};
+
+const CLOUD: SiteId = SiteId([0xc1; 16]);
+const HUB: SiteId = SiteId([0xb1; 16]);
+const DEVICE: SiteId = SiteId([0xd1; 16]);
+
+fn key(n: u8) -> Keypair {
+    Keypair::from_secret(&[n; 32]).unwrap()
+}
+
+fn owner(site: SiteId, keypair: &Keypair, role: PeerRole, extra: Option<Root>) -> ControlOwner {
+    let mut roots = vec![Root {
+        site,
+        key: *keypair.public(),
+        role,
+    }];
+    roots.extend(extra);
+    ControlOwner {
+        site,
+        keypair: keypair.clone(),
+        roots,
+        recertify: role == PeerRole::Cloud,
+    }
+}
+
+#[test]
+fn own_entries_are_numbered_signed_kept_and_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let hub_key = key(2);
+    let device_key = key(3);
+    let mut mb = Mailbox::open(&path).unwrap();
+    mb.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
+    assert_eq!(
+        mb.certify(DEVICE, device_key.public(), PeerRole::Device, false)
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        mb.certify(DEVICE, device_key.public(), PeerRole::Device, false)
+            .unwrap(),
+        None,
+        "the same statement is not written twice"
+    );
+    assert_eq!(mb.key_of(&DEVICE).unwrap(), Some(*device_key.public()));
+    // Another connection (the operator's revoke runs in another process) sees it and adds to it.
+    let mut other = Mailbox::open(&path).unwrap();
+    other.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
+    assert_eq!(
+        other
+            .certify(DEVICE, device_key.public(), PeerRole::Device, true)
+            .unwrap(),
+        Some(2)
+    );
+    let b = *mb.directory().unwrap().binding(&DEVICE).unwrap();
+    assert!(b.revoked, "the first connection sees the revocation");
+    drop((mb, other));
+    let mut reopened = Mailbox::open(&path).unwrap();
+    reopened.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
+    let mut v = VersionVector::new();
+    v.set(HUB, 2);
+    assert_eq!(reopened.control_vector().unwrap(), v);
+    assert_eq!(
+        reopened.control_for(&VersionVector::new()).unwrap().len(),
+        2
+    );
+    let mut has_one = VersionVector::new();
+    has_one.set(HUB, 1);
+    assert_eq!(reopened.control_for(&has_one).unwrap().len(), 1);
+}
+
+#[test]
+fn the_cloud_takes_a_hubs_entries_once_it_certified_the_hub_and_recertifies_its_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cloud_key, hub_key, device_key) = (key(1), key(2), key(3));
+    let mut hub = Mailbox::open(dir.path().join("hub.db")).unwrap();
+    hub.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
+    hub.certify(DEVICE, device_key.public(), PeerRole::Device, false)
+        .unwrap();
+    let entries = hub.control_for(&VersionVector::new()).unwrap();
+
+    let mut cloud = Mailbox::open(dir.path().join("cloud.db")).unwrap();
+    cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    // Not certified yet: the hub's entry is refused (logged, not stored, not an error).
+    let report = cloud.control_received(entries.clone()).unwrap();
+    assert_eq!(report.accepted, 0);
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert_eq!(cloud.key_of(&DEVICE).unwrap(), None);
+    // Garbage and forgeries change nothing either.
+    let forged = encode_entry(
+        HUB,
+        1,
+        &key_item(DEVICE, key(9).public(), PeerRole::Device, false),
+        &key(9),
+    );
+    let report = cloud
+        .control_received(vec![vec![1, 2, 3], forged.clone()])
+        .unwrap();
+    assert_eq!((report.accepted, report.refused.len()), (0, 2));
+
+    cloud
+        .certify(HUB, hub_key.public(), PeerRole::Hub, false)
+        .unwrap();
+    let report = cloud.control_received(vec![forged]).unwrap();
+    assert_eq!(report.accepted, 0, "signed by another key than the hub's");
+    let report = cloud.control_received(entries.clone()).unwrap();
+    assert_eq!(report.accepted, 1);
+    assert_eq!(report.written, 1, "the cloud certified the hub's device");
+    let b = *cloud.directory().unwrap().binding(&DEVICE).unwrap();
+    assert_eq!(b.key, *device_key.public());
+    assert_eq!(b.certified_by, CLOUD, "the cloud's entry beats the hub's");
+    let report = cloud.control_received(entries).unwrap();
+    assert_eq!((report.accepted, report.known), (0, 1), "{report:?}");
+
+    // The hub, with the cloud as a root, takes everything the cloud holds.
+    hub.set_control_owner(owner(
+        HUB,
+        &hub_key,
+        PeerRole::Hub,
+        Some(Root {
+            site: CLOUD,
+            key: *cloud_key.public(),
+            role: PeerRole::Cloud,
+        }),
+    ));
+    let hub_vector = hub.control_vector().unwrap();
+    let report = hub
+        .control_received(cloud.control_for(&hub_vector).unwrap())
+        .unwrap();
+    assert_eq!(report.accepted, 2, "{report:?}");
+    assert_eq!(
+        hub.control_vector().unwrap(),
+        cloud.control_vector().unwrap()
+    );
+}
