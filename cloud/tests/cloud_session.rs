@@ -11,7 +11,7 @@ use outpost_protocol::message::{Covered, ErrorCode, PeerRole};
 use outpost_protocol::session::ClientStore;
 use outpost_protocol::{SiteId, VersionVector};
 use outpost_relay::enroll::EnrollCode;
-use outpost_testkit::session::run;
+use outpost_testkit::session::{run, run_as};
 use outpost_testkit::Device as MemDevice;
 use outpost_testkit::{batch, connect, enroll_token, refused_with, HubInfo, Keyed, SyncError};
 use rusqlite::Connection;
@@ -233,21 +233,40 @@ fn no_peer_pushes_under_the_clouds_origin_and_only_hubs_relay_others() {
         ErrorCode::ForeignOrigin,
     );
 
-    // A hub relays its devices' batches, but never the cloud's own.
+    // A hub relays its devices' batches (after its control entry names their key), but never
+    // the cloud's own.
     let relayed = SiteId([0x41; 16]);
     let mut hub = MemDevice::holding(
         SiteId([0x40; 16]),
         vec![batch(relayed, 1, 2), batch(cloud_site, 1, far)],
     );
     enroll_as(d, "--hub", &mut hub);
+    let hub_key = hub.keypair.clone();
+    hub.store.bind_device(&hub_key, 1, relayed);
     let message = refused_with(
-        run(&cloud, &mut hub, 1, None).map(|o| o.applied),
+        run_as(&cloud, &mut hub, 1, None, PeerRole::Hub).map(|o| o.applied),
         ErrorCode::ForeignOrigin,
     );
     assert!(message.contains("this server's own"), "{message}");
     hub.own.pop();
-    run(&cloud, &mut hub, 2, None).unwrap();
+    // A batch of an origin no control entry names is not taken on the hub's word: the whole
+    // push is refused as "retry later", nothing of it stored.
+    let unnamed = SiteId([0x42; 16]);
+    hub.own.push(batch(unnamed, 1, 1));
+    let message = refused_with(
+        run_as(&cloud, &mut hub, 2, None, PeerRole::Hub).map(|o| o.applied),
+        ErrorCode::KeyUnknown,
+    );
+    assert!(message.contains("retry later"), "{message}");
+    assert!(hub.acked.is_empty(), "nothing of the push acknowledged");
+    hub.own.pop();
+    run_as(&cloud, &mut hub, 3, None, PeerRole::Hub).unwrap();
     assert_eq!(hub.acked.len(), 1, "the hub's relayed batch is stored");
+    // The cloud answered the hub's entry with its own for that device (it beats the hub's).
+    assert!(
+        !hub.control_received.is_empty(),
+        "the cloud's entries reached the hub"
+    );
 
     // The cloud holds exactly the hub's relayed batch: no claim on its own stream or another's.
     let status: serde_json::Value =
