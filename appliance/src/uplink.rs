@@ -285,9 +285,10 @@ struct Uplink {
     /// [`Hub::id_shortfalls`] when the last session started (before its refills were planned):
     /// any change since is a demand that session may not have asked the cloud for.
     id_seen: u64,
-    /// The cloud refused a push as badly signed: from then on (in this process) each batch is
-    /// checked with the hub's directory before it goes up, and an origin whose batch fails is
-    /// held back, so one forged batch does not stop the others.
+    /// The cloud refused a push as badly signed (or of an origin it knows no key for): from
+    /// then on (in this process) each batch is checked with the hub's directory before it goes
+    /// up, and an origin whose batch fails (or whose key the hub does not know) is held back,
+    /// so one forged batch does not stop the others.
     check_exports: bool,
 }
 
@@ -489,6 +490,9 @@ impl Uplink {
             base: (state.pushed, state.pulled),
         };
         let driven = link.drive(&mut client, &mut store, |s| news.after(s));
+        // Before a live wait saves the state: what this session's push and pull held back.
+        state.held = ranges_text(&store.held);
+        state.withheld = ranges_text(&store.withheld);
         // The cloud's hello states trusted time: from now on the hub's hellos state it too.
         if let Some(hello) = client.server_hello() {
             if hello.wall_clock_ms != 0 {
@@ -531,14 +535,15 @@ impl Uplink {
             );
         }
         if let Err(UplinkError::Link(LinkError::Peer {
-            code: ErrorCode::BadSignature,
+            code: ErrorCode::BadSignature | ErrorCode::KeyUnknown,
             ..
         })) = &r
         {
             if !*check_exports {
                 log::warn!(
-                    "uplink: the cloud refused a batch as not signed by its origin; checking \
-                     every batch before it goes up from now on"
+                    "uplink: the cloud refused a batch as not signed by its origin (or of an \
+                     origin it knows no key for); checking every batch before it goes up from \
+                     now on"
                 );
             }
             *check_exports = true;
