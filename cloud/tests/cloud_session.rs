@@ -188,9 +188,28 @@ fn a_device_enrolls_pushes_into_real_tables_and_pulls_rest_changes() {
     assert_eq!(status["peers"][0]["kind"], "device", "{status}");
     assert_eq!(status["peers"][0]["site"], dev.site.to_string());
 
-    // Revoked: the next session is refused.
+    // The cloud certified the device when it was admitted.
+    let identity = outpost_relay::identity::Identity::load_or_create(&data)
+        .unwrap()
+        .0;
+    let mut mailbox = outpost_mailbox::Mailbox::open(data.join("mailbox.db")).unwrap();
+    mailbox.set_control_owner(outpost_relay::certify::owner(
+        &identity,
+        PeerRole::Cloud,
+        None,
+    ));
+    let binding = *mailbox.directory().unwrap().binding(&dev.site).unwrap();
+    assert_eq!(
+        (binding.key, binding.revoked, binding.certified_by),
+        (*dev.keypair.public(), false, identity.site)
+    );
+
+    // Revoked: the next session is refused, and the tenant's control stream marks the key.
     cli_ok(&["revoke", "--data", d, &dev.site.to_string()[..8]]);
     assert!(sync(&cloud, &mut dev, 5).is_err());
+    let binding = *mailbox.directory().unwrap().binding(&dev.site).unwrap();
+    assert!(binding.revoked, "the revocation is an entry");
+    assert_eq!(binding.key, *dev.keypair.public());
     drop(run);
 }
 
