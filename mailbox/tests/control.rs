@@ -1,11 +1,16 @@
 //! The control streams a mailbox keeps: its own entries, what it accepts of a peer's, and the
 //! key directory both make, on real SQLite files.
 
-use outpost_mailbox::{ControlOwner, Mailbox};
+use outpost_mailbox::{ControlOwner, Limits, Mailbox, MailboxClient, Moved};
 use outpost_protocol::control::{encode_entry, key_item, Root};
 use outpost_protocol::handshake::Keypair;
-use outpost_protocol::message::PeerRole;
+use outpost_protocol::message::{PeerRole, SessionId};
+use outpost_protocol::session::{
+    ClientConfig, ClientSession, PushOrigins, ServerConfig, ServerSession,
+};
 use outpost_protocol::{SiteId, VersionVector};
+use outpost_testkit::batch::batch;
+use outpost_testkit::keys::site_keypair;
 
 const CLOUD: SiteId = SiteId([0xc1; 16]);
 const HUB: SiteId = SiteId([0xb1; 16]);
@@ -139,4 +144,88 @@ fn the_cloud_takes_a_hubs_entries_once_it_certified_the_hub_and_recertifies_its_
         hub.control_vector().unwrap(),
         cloud.control_vector().unwrap()
     );
+}
+
+/// A session between the hub's uplink ([`MailboxClient`]) and the cloud's mailbox, run to its end
+/// in memory: what the hub's client store did.
+fn uplink_session(hub: &mut Mailbox, cloud: &mut Mailbox, hub_key: &Keypair) -> (Moved, usize) {
+    let mut server = ServerSession::<Mailbox>::new(ServerConfig {
+        site: CLOUD,
+        role: PeerRole::Cloud,
+        fingerprint: None,
+        peer_site: HUB,
+        peer_key: *hub_key.public(),
+        peer_pushes: PushOrigins::Relayed,
+        wall_clock_ms: 1,
+        stage_ttl_ms: 60_000,
+        max_staged_bytes: 1 << 20,
+        batch_limits: Limits::default(),
+    });
+    let mut store = MailboxClient::new(hub, CLOUD);
+    let mut client = ClientSession::new(ClientConfig {
+        site: HUB,
+        role: PeerRole::Hub,
+        fingerprint: [0; 32],
+        wall_clock_ms: 1,
+        session: SessionId([4; 16]),
+        live: false,
+        max_push_attempts: 3,
+        batch_limits: Limits::default(),
+    });
+    while !client.is_done() {
+        while let Some(m) = client.poll(&mut store).unwrap() {
+            server.handle(m, 0, cloud).unwrap();
+        }
+        while let Some(m) = server.poll(cloud).unwrap() {
+            client.handle(m, &mut store).unwrap();
+        }
+    }
+    (store.moved, store.held.len())
+}
+
+#[test]
+fn the_uplink_holds_a_pulled_batch_of_an_origin_no_entry_names_until_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cloud_key, hub_key) = (key(1), key(2));
+    let (named, unnamed) = (SiteId([0x71; 16]), SiteId([0x72; 16]));
+    let cloud_root = Root {
+        site: CLOUD,
+        key: *cloud_key.public(),
+        role: PeerRole::Cloud,
+    };
+    let mut cloud = Mailbox::open(dir.path().join("cloud.db")).unwrap();
+    cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    cloud
+        .certify(HUB, hub_key.public(), PeerRole::Hub, false)
+        .unwrap();
+    cloud
+        .certify(named, site_keypair(named).public(), PeerRole::Device, false)
+        .unwrap();
+    cloud
+        .store(vec![
+            batch(named, 1, 2),
+            batch(unnamed, 1, 1),
+            batch(unnamed, 2, 3),
+        ])
+        .unwrap();
+    let mut hub = Mailbox::open(dir.path().join("hub.db")).unwrap();
+    hub.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, Some(cloud_root)));
+
+    let (moved, held) = uplink_session(&mut hub, &mut cloud, &hub_key);
+    assert_eq!((moved.batches_pulled, held), (1, 1), "{moved:?}");
+    let v = hub.vector().unwrap();
+    assert_eq!((v.get(&named), v.get(&unnamed)), (2, 0), "held: not stored");
+
+    // Once the cloud's entry names it, the next pull brings it.
+    cloud
+        .certify(
+            unnamed,
+            site_keypair(unnamed).public(),
+            PeerRole::Device,
+            false,
+        )
+        .unwrap();
+    let (moved, held) = uplink_session(&mut hub, &mut cloud, &hub_key);
+    assert_eq!((moved.batches_pulled, held), (2, 0), "{moved:?}");
+    assert_eq!(hub.vector().unwrap().get(&unnamed), 3);
 }
