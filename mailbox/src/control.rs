@@ -169,11 +169,15 @@ impl Mailbox {
             );
         }
         let mut decoded = Vec::new();
-        let mut raw: BTreeMap<(SiteId, u64), Vec<u8>> = BTreeMap::new();
+        // Each entry with the bytes it came as: two different entries may claim the same
+        // (writer, seq) (one forged), and only the accepted one's bytes may be stored.
+        let mut raw: BTreeMap<(SiteId, u64), Arrived> = BTreeMap::new();
         for bytes in entries.into_iter().take(MAX_ENTRIES_PER_MESSAGE) {
             match decode_entry(&bytes) {
                 Ok(e) => {
-                    raw.insert((e.writer, e.seq), bytes);
+                    raw.entry((e.writer, e.seq))
+                        .or_default()
+                        .push((e.clone(), bytes));
                     decoded.push(e);
                 }
                 Err(why) => report
@@ -181,22 +185,31 @@ impl Mailbox {
                     .push(format!("an entry that does not decode: {why}")),
             }
         }
+        let decoded_count = decoded.len();
         self.refresh_directory()?;
         let before = self.control.directory.vector();
         let refused = self.control.directory.admit(decoded);
         let after = self.control.directory.vector();
-        let decoded_count = raw.len();
         for (e, why) in &refused {
             report
                 .refused
                 .push(format!("entry {} of writer {}: {why}", e.seq, e.writer));
         }
-        // The entries now accepted: every writer's seqs between its old and new last.
+        // The entries now accepted: every writer's seqs between its old and new last, each
+        // stored as the bytes of exactly the entry the directory took.
         let mut accepted = Vec::new();
         for (writer, &last) in after.iter() {
-            for seq in before.get(writer) + 1..=last {
-                if let Some(bytes) = raw.remove(&(*writer, seq)) {
-                    accepted.push((*writer, seq, bytes));
+            let taken = self
+                .control
+                .directory
+                .entries_after(writer, before.get(writer));
+            for e in taken.iter().take((last - before.get(writer)) as usize) {
+                let bytes = raw
+                    .get(&(e.writer, e.seq))
+                    .and_then(|c| c.iter().find(|(d, _)| d == e))
+                    .map(|(_, b)| b.clone());
+                if let Some(bytes) = bytes {
+                    accepted.push((e.writer, e.seq, bytes));
                 }
             }
         }
@@ -468,6 +481,9 @@ impl Mailbox {
         Ok(())
     }
 }
+
+/// The entries that arrived under one (writer, seq), each with the bytes it came as.
+type Arrived = Vec<(ControlEntry, Vec<u8>)>;
 
 /// `writer`'s latest statement about `site` in `directory`: (key, role, revoked).
 fn statement(

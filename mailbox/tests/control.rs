@@ -229,3 +229,30 @@ fn the_uplink_holds_a_pulled_batch_of_an_origin_no_entry_names_until_one_does() 
     assert_eq!((moved.batches_pulled, held), (2, 0), "{moved:?}");
     assert_eq!(hub.vector().unwrap().get(&unnamed), 3);
 }
+
+/// Two entries claiming the same place in a writer's stream (one forged): the mailbox stores the
+/// bytes of the one its directory accepted, whatever their order, so the stream reloads intact.
+#[test]
+fn a_forged_twin_of_an_accepted_entry_is_never_what_gets_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloud.db");
+    let (cloud_key, hub_key) = (key(1), key(2));
+    let mut cloud = Mailbox::open(&path).unwrap();
+    cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    cloud
+        .certify(HUB, hub_key.public(), PeerRole::Hub, false)
+        .unwrap();
+    let item = key_item(DEVICE, key(3).public(), PeerRole::Device, false);
+    let real = encode_entry(HUB, 1, &item, &hub_key);
+    let forged = encode_entry(HUB, 1, &item, &key(9));
+    let report = cloud.control_received(vec![real, forged]).unwrap();
+    assert_eq!(report.accepted, 1, "{report:?}");
+    drop(cloud);
+    let mut reopened = Mailbox::open(&path).unwrap();
+    reopened.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    assert_eq!(
+        reopened.key_of(&DEVICE).unwrap(),
+        Some(*key(3).public()),
+        "the stored entry is the real one"
+    );
+}
