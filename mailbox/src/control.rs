@@ -32,6 +32,8 @@ use outpost_protocol::message::PeerRole;
 use outpost_protocol::{SiteId, VersionVector};
 use rusqlite::{params, TransactionBehavior};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The table, created on every open: version 5 files made before it existed gain it empty.
 pub(crate) const CONTROL_SCHEMA: &str = "
@@ -243,17 +245,17 @@ impl Mailbox {
     /// stream, signed with its key, stored in one transaction. Returns the seq. Fails with
     /// [`MailboxError::NoControlOwner`] when no owner was set.
     pub fn append_control(&mut self, item: &ControlItem) -> Result<u64, MailboxError> {
-        self.append_control_unless(item, |_| false)
-            .map(|seq| seq.expect("appended unconditionally"))
+        let seqs = self.append_own(|_| vec![item.clone()])?;
+        Ok(seqs[0])
     }
 
-    /// [`Mailbox::append_control`] unless `said(directory)` holds, decided inside the write
-    /// transaction (so two connections certifying the same peer at once write one entry).
-    fn append_control_unless(
+    /// Appends the items `wanted(directory)` returns to this box's own stream, numbered after
+    /// its last stored entry, all in one transaction; `wanted` is decided inside it (so two
+    /// connections certifying the same peer at once write one entry). Returns the new seqs.
+    fn append_own(
         &mut self,
-        item: &ControlItem,
-        said: impl Fn(&Directory) -> bool,
-    ) -> Result<Option<u64>, MailboxError> {
+        wanted: impl Fn(&Directory) -> Vec<ControlItem>,
+    ) -> Result<Vec<u64>, MailboxError> {
         let Some(owner) = self.control.owner.clone() else {
             return Err(MailboxError::NoControlOwner {
                 path: self.path().to_path_buf(),
@@ -264,33 +266,32 @@ impl Mailbox {
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| self.sql(e))?;
-        let r = self.append_in_transaction(&owner, item, said);
-        let end = if matches!(r, Ok(Some(_))) {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
+        let r = self.append_in_transaction(&owner, wanted);
+        let end = match &r {
+            Ok(seqs) if !seqs.is_empty() => "COMMIT",
+            _ => "ROLLBACK",
         };
         let ended = self.conn.execute_batch(end).map_err(|e| self.sql(e));
-        let seq = r?;
+        let seqs = r?;
         ended?;
-        if seq.is_some() {
+        if !seqs.is_empty() {
             // Our own commit does not move `data_version` for this connection: reload.
             self.control.loaded = None;
             self.refresh_directory()?;
         }
-        Ok(seq)
+        Ok(seqs)
     }
 
     fn append_in_transaction(
         &mut self,
         owner: &ControlOwner,
-        item: &ControlItem,
-        said: impl Fn(&Directory) -> bool,
-    ) -> Result<Option<u64>, MailboxError> {
+        wanted: impl Fn(&Directory) -> Vec<ControlItem>,
+    ) -> Result<Vec<u64>, MailboxError> {
         self.control.loaded = None;
         self.refresh_directory()?;
-        if said(&self.control.directory) {
-            return Ok(None);
+        let items = wanted(&self.control.directory);
+        if items.is_empty() {
+            return Ok(Vec::new());
         }
         let last: i64 = self
             .conn
@@ -300,15 +301,19 @@ impl Mailbox {
                 |r| r.get(0),
             )
             .map_err(|e| self.sql(e))?;
-        let seq = last as u64 + 1;
-        let bytes = encode_entry(owner.site, seq, item, &owner.keypair);
-        self.conn
-            .execute(
-                "INSERT INTO control_entries(writer, seq, bytes) VALUES (?1, ?2, ?3)",
-                params![owner.site.as_bytes(), seq as i64, bytes],
-            )
-            .map_err(|e| self.sql(e))?;
-        Ok(Some(seq))
+        let mut seqs = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let seq = last as u64 + 1 + i as u64;
+            let bytes = encode_entry(owner.site, seq, item, &owner.keypair);
+            self.conn
+                .execute(
+                    "INSERT INTO control_entries(writer, seq, bytes) VALUES (?1, ?2, ?3)",
+                    params![owner.site.as_bytes(), clamp(seq), bytes],
+                )
+                .map_err(|e| self.sql(e))?;
+            seqs.push(seq);
+        }
+        Ok(seqs)
     }
 
     /// This box's own latest statement about `site` (key, role, revoked), if its stream has one.
@@ -342,7 +347,14 @@ impl Mailbox {
             return Ok(None);
         }
         let item = outpost_protocol::control::key_item(site, key, role, revoked);
-        self.append_control_unless(&item, |d| statement(d, &own, &site) == wanted)
+        let seqs = self.append_own(|d| {
+            if statement(d, &own, &site) == wanted {
+                Vec::new()
+            } else {
+                vec![item.clone()]
+            }
+        })?;
+        Ok(seqs.first().copied())
     }
 
     /// The cloud's answer to a hub's entries: its own entry for each device bound by a hub only.
@@ -350,37 +362,10 @@ impl Mailbox {
         let Some(owner) = self.control.owner.clone().filter(|o| o.recertify) else {
             return Ok(0);
         };
-        let directory = self.directory()?;
-        let mut bound_by_hubs = Vec::new();
-        for writer in directory.writers() {
-            if *writer == owner.site {
-                continue;
-            }
-            for e in directory.entries_after(writer, 0) {
-                let ControlItem::Key(k) = &e.item;
-                if let Some(b) = directory.binding(&k.site) {
-                    if b.certified_by != owner.site && b.role == PeerRole::Device {
-                        bound_by_hubs.push((k.site, b.key, b.revoked));
-                    }
-                }
-            }
-        }
-        bound_by_hubs.sort();
-        bound_by_hubs.dedup();
-        let mut written = 0;
-        for (site, key, revoked) in bound_by_hubs {
-            if self.own_statement(&site)?.is_some() {
-                continue;
-            }
-            let item = outpost_protocol::control::key_item(site, &key, PeerRole::Device, revoked);
-            let own = owner.site;
-            if self
-                .append_control_unless(&item, |d| statement(d, &own, &site).is_some())?
-                .is_some()
-            {
-                written += 1;
-            }
-        }
+        // All in one transaction: a hub's first session may bring thousands of devices.
+        let written = self
+            .append_own(|d| uncertified_devices(d, &owner.site))?
+            .len();
         if written > 0 {
             log::info!(
                 "mailbox={} control: certified {written} devices its hubs bound",
@@ -433,6 +418,14 @@ impl Mailbox {
             self.control.loaded = Some((version, count));
             return Ok(());
         }
+        // Another connection of this process may have loaded more already: start from its
+        // directory (the same roots and file make the same one), then admit what it lacks.
+        let roots = self.control.roots();
+        if let Some(shared) = shared_directory(self.path(), &roots) {
+            if total(&shared) > total(&self.control.directory) {
+                self.control.directory = shared;
+            }
+        }
         let have = self.control.directory.vector();
         let mut rows: Vec<ControlEntry> = Vec::new();
         let mut bad = 0usize;
@@ -478,8 +471,69 @@ impl Mailbox {
             );
         }
         self.control.loaded = Some((version, count));
+        share_directory(self.path(), roots, &self.control.directory);
         Ok(())
     }
+}
+
+impl ControlCache {
+    fn roots(&self) -> Vec<Root> {
+        self.owner
+            .as_ref()
+            .map_or_else(Vec::new, |o| o.roots.clone())
+    }
+}
+
+/// The fullest directory each mailbox file's connections in this process loaded, with the roots
+/// it was built from: a new connection (the relays open more under load) starts from it instead
+/// of verifying every stored entry again (about 0.25 ms per entry).
+static SHARED: Mutex<BTreeMap<PathBuf, (Vec<Root>, Directory)>> = Mutex::new(BTreeMap::new());
+
+fn shared_directory(path: &Path, roots: &[Root]) -> Option<Directory> {
+    let shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    shared
+        .get(path)
+        .filter(|(r, _)| r.as_slice() == roots)
+        .map(|(_, d)| d.clone())
+}
+
+fn share_directory(path: &Path, roots: Vec<Root>, directory: &Directory) {
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    let fuller = shared
+        .get(path)
+        .is_none_or(|(r, d)| *r != roots || total(d) < total(directory));
+    if fuller {
+        shared.insert(path.to_path_buf(), (roots, directory.clone()));
+    }
+}
+
+/// Entries a directory accepted, all writers.
+fn total(directory: &Directory) -> u64 {
+    directory.vector().iter().map(|(_, n)| *n).sum()
+}
+
+/// Key entries (role device) for every device bound in `directory` by someone other than
+/// `own`, about which `own`'s stream says nothing yet.
+fn uncertified_devices(directory: &Directory, own: &SiteId) -> Vec<ControlItem> {
+    let mut sites: Vec<SiteId> = Vec::new();
+    for writer in directory.writers().filter(|w| *w != own) {
+        for e in directory.entries_after(writer, 0) {
+            let ControlItem::Key(k) = &e.item;
+            sites.push(k.site);
+        }
+    }
+    sites.sort();
+    sites.dedup();
+    sites
+        .into_iter()
+        .filter_map(|site| {
+            let b = directory.binding(&site)?;
+            (b.certified_by != *own
+                && b.role == PeerRole::Device
+                && statement(directory, own, &site).is_none())
+            .then(|| outpost_protocol::control::key_item(site, &b.key, PeerRole::Device, b.revoked))
+        })
+        .collect()
 }
 
 /// The entries that arrived under one (writer, seq), each with the bytes it came as.
