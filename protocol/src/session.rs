@@ -26,7 +26,11 @@
 //! gets `PushAgain(DifferentContent)`; a commit with nothing staged in this connection gets
 //! `PushAgain(UnknownSession)`; staging older than [`ServerConfig::stage_ttl_ms`] gets
 //! `PushAgain(SessionExpired)`; batches that would leave a gap in the server's coverage get
-//! `PushAgain(Gap)`. Never an ack for something not stored.
+//! `PushAgain(Gap)`. Never an ack for something not stored. Each pushed batch is verified before
+//! it is staged: a device's own with its handshake key, a relayed one with the key the store
+//! knows for its origin ([`ServerStore::origin_key`]); a relayed batch of an origin the store
+//! knows no key for ends the session as [`SessionError::KeyUnknown`] (retry later), nothing of
+//! the push stored.
 //!
 //! **Pull** streams what the client's vector lacks, never the client's own batches. The client
 //! hands each chunk to [`ClientStore::apply_chunk`], which applies it with its vector advance in
