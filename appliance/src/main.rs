@@ -8,11 +8,12 @@ use outpost_hub::net::{self, HubServices, IpConfig, Link, NetConfig};
 use outpost_hub::status::{Heartbeat, PageCache, Snapshot};
 use outpost_hub::{interfaces, uplink};
 use outpost_protocol::channel::Limits as ChannelLimits;
+use outpost_protocol::message::PeerRole;
 use outpost_relay::allowlist::{Allowlist, Device, Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::command::{self, Asked};
-use outpost_relay::enroll;
 use outpost_relay::listener::{serve, watch_allowlist, Conn, Limits as ServerLimits, LiveSessions};
 use outpost_relay::serve_connection;
+use outpost_relay::{certify, enroll};
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -209,6 +210,19 @@ fn run(args: &Args) -> Result<()> {
     let site = dir.identity.site;
     let key = dir.identity.public().fingerprint();
     let hub = Hub::new(dir, ChannelLimits::default());
+    {
+        // The pinned cloud is a root of the key directory; data directories made before
+        // control streams get the hub's entries for the devices it admitted (the relay writes
+        // each new device's as its handshake completes).
+        let allowlist = hub.dir().allowlist()?;
+        hub.serving()
+            .set_cloud_root(uplink::cloud_root(&allowlist)?);
+        let mut mailbox = hub.serving().mailbox()?;
+        let written = certify::certify_admitted(&mut mailbox, &allowlist, PeerRole::Hub)?;
+        if written > 0 {
+            log::info!("control: certified {written} admitted devices");
+        }
+    }
     let live = Arc::new(LiveSessions::default());
     let watcher = Allowlist::open(&allowlist_path)?;
     watch_allowlist(live.clone(), Duration::from_secs(1), watcher)
@@ -435,6 +449,11 @@ fn enroll_code(args: &Args) -> Result<()> {
         args.ttl.unwrap_or(DEFAULT_TOKEN_TTL_SECS),
         // Only devices enroll with a hub: hubs enroll with the cloud.
         Role::Device,
+        // The cloud's key, when the uplink is enrolled: the device verifies what it signs.
+        uplink::cloud_root(&dir.allowlist()?)?.map(|root| enroll::CloudAnchor {
+            site: root.site,
+            key: root.key.as_bytes().to_vec(),
+        }),
     )?;
     log::info!(
         "data={} issued a one-time enrollment code, expires at unix {}",
@@ -489,6 +508,10 @@ fn revoke(args: &Args) -> Result<()> {
     };
     let dir = data_dir(args)?;
     let d = dir.allowlist()?.revoke(selector, unix_now())?;
+    // The revocation goes into the hub's control stream, which reaches the cloud and devices.
+    let mut mailbox = dir.mailbox()?;
+    mailbox.set_control_owner(certify::owner(&dir.identity, PeerRole::Hub, None));
+    certify::certify_device(&mut mailbox, &d, PeerRole::Hub)?;
     log::info!("data={} revoked device site={}", dir.path.display(), d.site);
     println!("revoked {} (key {})", d.site, d.key.fingerprint());
     Ok(())

@@ -392,6 +392,12 @@ pub struct UplinkStatus {
     pub clock_offset_ms: Option<i64>,
     /// When it was last synced (unix seconds).
     pub clock_synced_at: Option<u64>,
+    /// Pulled batches held back in the last session: no control entry named their origin's
+    /// key yet ("origin seqs lo..=hi"); a later pull brings them again.
+    pub held: Vec<String>,
+    /// Origins held back from the push: their batch does not verify with the key the hub's
+    /// directory holds (checked after the cloud refused a push as badly signed).
+    pub withheld: Vec<String>,
 }
 
 impl UplinkStatus {
@@ -442,6 +448,8 @@ impl UplinkStatus {
             clock_trusted: state.clock_synced_at.is_some(),
             clock_offset_ms: state.clock_offset_ms,
             clock_synced_at: state.clock_synced_at,
+            held: state.held,
+            withheld: state.withheld,
         }))
     }
 
@@ -483,6 +491,18 @@ impl UplinkStatus {
         }
         if let Some(ms) = self.retry_in_ms {
             l.push(("retry in", format!("{ms} ms")));
+        }
+        if !self.held.is_empty() {
+            l.push((
+                "held (key unknown)",
+                format!("{}; pulled again later", self.held.join(", ")),
+            ));
+        }
+        if !self.withheld.is_empty() {
+            l.push((
+                "withheld (bad signature)",
+                format!("{}; not pushed", self.withheld.join(", ")),
+            ));
         }
         l
     }

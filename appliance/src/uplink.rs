@@ -70,8 +70,10 @@ use outpost_link::{
 };
 use outpost_mailbox::{Mailbox, MailboxClient, Moved, HUB_BLOCK};
 use outpost_protocol::batch::codec::Limits as BatchLimits;
+use outpost_protocol::control::Root;
 use outpost_protocol::enroll_code::EnrollCode;
 use outpost_protocol::handshake::{Ephemeral, InitiatorConfig, PublicKey, Purpose};
+use outpost_protocol::message::ErrorCode;
 use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
 use outpost_protocol::session::{ClientConfig, ClientSession};
 use outpost_protocol::{SiteId, PROTOCOL_VERSION};
@@ -141,6 +143,25 @@ pub fn configured(allowlist: &Allowlist) -> Result<bool, UplinkError> {
         Ok(allowlist.setting(name)?.is_some_and(|v| !v.is_empty()))
     };
     Ok(set(UPLINK_CLOUD)? || set(UPLINK_CODE)?)
+}
+
+/// The pinned cloud as a root of the hub's key directory, if enrolled.
+pub fn cloud_root(allowlist: &Allowlist) -> Result<Option<Root>, UplinkError> {
+    let Some(peer) = pinned(allowlist)? else {
+        return Ok(None);
+    };
+    Ok(Some(root_of(&peer)?))
+}
+
+fn root_of(peer: &CloudPeer) -> Result<Root, UplinkError> {
+    Ok(Root {
+        site: peer
+            .site
+            .parse()
+            .map_err(|e| UplinkError::Pinned(PinnedError::Site(e)))?,
+        key: key_of(&peer.key)?,
+        role: PeerRole::Cloud,
+    })
 }
 
 /// The pinned cloud, if enrolled.
@@ -242,6 +263,7 @@ pub fn spawn(
         state,
         seen: 0,
         id_seen: 0,
+        check_exports: false,
     };
     std::thread::Builder::new()
         .name("uplink".into())
@@ -263,6 +285,11 @@ struct Uplink {
     /// [`Hub::id_shortfalls`] when the last session started (before its refills were planned):
     /// any change since is a demand that session may not have asked the cloud for.
     id_seen: u64,
+    /// The cloud refused a push as badly signed (or of an origin it knows no key for): from
+    /// then on (in this process) each batch is checked with the hub's directory before it goes
+    /// up, and an origin whose batch fails (or whose key the hub does not know) is held back,
+    /// so one forged batch does not stop the others.
+    check_exports: bool,
 }
 
 /// How a round (its last session) ended.
@@ -391,6 +418,11 @@ impl Uplink {
             None => self.enroll()?,
         };
         self.state.cloud_site = Some(peer.site.clone());
+        // The pinned cloud is a root of the hub's directory: for the relays' mailboxes and
+        // for the uplink's own.
+        let serving = self.hub.serving();
+        serving.set_cloud_root(Some(root_of(&peer)?));
+        self.mailbox.set_control_owner(serving.control_owner());
         let key = key_of(&peer.key)?;
         let site: SiteId = peer
             .site
@@ -442,10 +474,12 @@ impl Uplink {
             state,
             seen,
             id_seen,
+            check_exports,
             ..
         } = self;
         let mut store = MailboxClient::new(mailbox, site);
         store.server_key = Some(key);
+        store.check_exports = *check_exports;
         store.id_block = config.id_block;
         store.id_low_water = config.id_block / 4;
         let mut news = News {
@@ -456,6 +490,9 @@ impl Uplink {
             base: (state.pushed, state.pulled),
         };
         let driven = link.drive(&mut client, &mut store, |s| news.after(s));
+        // Before a live wait saves the state: what this session's push and pull held back.
+        state.held = ranges_text(&store.held);
+        state.withheld = ranges_text(&store.withheld);
         // The cloud's hello states trusted time: from now on the hub's hellos state it too.
         if let Some(hello) = client.server_hello() {
             if hello.wall_clock_ms != 0 {
@@ -488,6 +525,29 @@ impl Uplink {
             );
         }
         news.account(&store, state);
+        state.held = ranges_text(&store.held);
+        state.withheld = ranges_text(&store.withheld);
+        if !store.held.is_empty() {
+            log::warn!(
+                "uplink: held {} pulled origins whose key no control entry names yet: {}",
+                store.held.len(),
+                state.held.join(", ")
+            );
+        }
+        if let Err(UplinkError::Link(LinkError::Peer {
+            code: ErrorCode::BadSignature | ErrorCode::KeyUnknown,
+            ..
+        })) = &r
+        {
+            if !*check_exports {
+                log::warn!(
+                    "uplink: the cloud refused a batch as not signed by its origin (or of an \
+                     origin it knows no key for); checking every batch before it goes up from \
+                     now on"
+                );
+            }
+            *check_exports = true;
+        }
         let moved = store.moved;
         let r = r.map(|end| match end {
             Ending::Done if store.more_to_push => Ending::More,
@@ -646,6 +706,7 @@ impl Uplink {
         let json =
             serde_json::to_string(peer).map_err(|e| UplinkError::Pinned(PinnedError::Json(e)))?;
         self.allowlist.set_setting(UPLINK_CLOUD, &json)?;
+        self.hub.serving().set_cloud_root(Some(root_of(peer)?));
         log::info!(
             "uplink: enrolled with the cloud site={} key={}",
             peer.site,
@@ -653,6 +714,16 @@ impl Uplink {
         );
         Ok(())
     }
+}
+
+/// "origin lo..=hi" per origin, for the state file.
+fn ranges_text(
+    ranges: &std::collections::BTreeMap<SiteId, outpost_protocol::SeqRange>,
+) -> Vec<String> {
+    ranges
+        .iter()
+        .map(|(o, r)| format!("{o} seqs {}..={}", r.lo, r.hi))
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {

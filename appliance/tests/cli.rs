@@ -185,6 +185,19 @@ fn devices_and_revoke_show_and_change_the_allowlist() {
     let devices = status["devices"].as_array().unwrap();
     assert_eq!(devices.len(), 1);
     assert!(devices[0]["revoked_at"].as_u64().is_some());
+    // The revocation is in the hub's control stream: its key stays, marked revoked.
+    let identity = outpost_relay::identity::Identity::load_or_create(&data)
+        .unwrap()
+        .0;
+    let mut mailbox = outpost_mailbox::Mailbox::open(data.join("mailbox.db")).unwrap();
+    mailbox.set_control_owner(outpost_relay::certify::owner(
+        &identity,
+        outpost_protocol::message::PeerRole::Hub,
+        None,
+    ));
+    let binding = *mailbox.directory().unwrap().binding(&site).unwrap();
+    assert!(binding.revoked);
+    assert_eq!(binding.key, device_key(4));
 
     let out = hub(&["revoke", "--data", d, "ffffffff"]);
     assert_eq!(out.status.code(), Some(1));

@@ -106,7 +106,11 @@ fn exchange(hub: &HubInfo, dev: &mut Device, msgs: &[Message], answers: usize) -
         }
         let mut input = &buf[..n];
         while let Some(bytes) = ch.receive(&mut input, 2).unwrap() {
-            got.push(Message::decode(&bytes, usize::MAX).unwrap());
+            match Message::decode(&bytes, usize::MAX).unwrap() {
+                // The hub's control entries follow its hello: not an answer to count.
+                Message::Control { .. } => {}
+                m => got.push(m),
+            }
         }
     }
     got

@@ -202,3 +202,43 @@ fn the_hub_binary_enrolls_syncs_revokes_and_keeps_data_across_restart() {
     let token: String = code_a.token.iter().map(|b| format!("{b:02x}")).collect();
     assert!(!text.contains(&secret[..16]) && !text.contains(&token[..16]));
 }
+
+/// A data directory whose devices were admitted before control streams existed (here: written
+/// into the allowlist directly, as no handshake ran) gets the hub's Key entry for each at start.
+#[test]
+fn a_started_hub_certifies_every_device_its_stream_lacks() {
+    use outpost_protocol::handshake::Keypair;
+    use outpost_relay::allowlist::{token_id, Allowlist};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let d = data.to_str().unwrap();
+    let out = cli(&["enroll-code", "--data", d, "--address", "h:1", "--no-qr"]);
+    let code = EnrollCode::decode(out.lines().next().unwrap()).unwrap();
+    let site = outpost_protocol::SiteId([0x6d; 16]);
+    let key = *Keypair::from_secret(&[6; 32]).unwrap().public();
+    Allowlist::open(data.join("allowlist.db"))
+        .unwrap()
+        .admit(&token_id(&code.token), &key, site, code.expires_at - 60)
+        .unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _hub = run_hub(&data, port, &dir.path().join("hub.log"));
+    let identity = outpost_relay::identity::Identity::load_or_create(&data)
+        .unwrap()
+        .0;
+    let mut mailbox = outpost_mailbox::Mailbox::open(data.join("mailbox.db")).unwrap();
+    mailbox.set_control_owner(outpost_relay::certify::owner(
+        &identity,
+        PeerRole::Hub,
+        None,
+    ));
+    let binding = *mailbox.directory().unwrap().binding(&site).unwrap();
+    assert_eq!(
+        (binding.key, binding.role, binding.revoked),
+        (key, PeerRole::Device, false)
+    );
+    assert_eq!(binding.certified_by, identity.site);
+}

@@ -6,9 +6,10 @@ use outpost_cloud::datadir::{unix_now, DataDir};
 use outpost_cloud::https::{self, TlsFiles};
 use outpost_cloud::service::Cloud;
 use outpost_cloud::status;
+use outpost_protocol::message::PeerRole;
 use outpost_relay::allowlist::{Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::command::{self, Asked};
-use outpost_relay::enroll;
+use outpost_relay::{certify, enroll};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -155,6 +156,16 @@ fn run(args: &Args) -> Result<()> {
         TcpListener::bind(listen_addr).with_context(|| format!("listening on {listen_addr}"))?;
     let https_bound = https_listener.local_addr()?;
     let session_bound = session_listener.local_addr()?;
+    {
+        // Data directories made before control streams: the cloud's entries for every peer it
+        // admitted (the relay writes each new peer's as its handshake completes).
+        let mut mailbox = dir.mailbox()?;
+        mailbox.set_control_owner(certify::owner(&dir.identity, PeerRole::Cloud, None));
+        let written = certify::certify_admitted(&mut mailbox, &dir.allowlist()?, PeerRole::Cloud)?;
+        if written > 0 {
+            log::info!("control: certified {written} admitted peers");
+        }
+    }
     let cloud = Cloud::open(dir)?;
     {
         let control = cloud.dir.control()?;
@@ -219,6 +230,7 @@ fn enroll_code(args: &Args) -> Result<()> {
         unix_now(),
         args.ttl.unwrap_or(DEFAULT_TOKEN_TTL_SECS),
         kind,
+        None,
     )?;
     log::info!(
         "data={} issued a one-time {} enrollment code, expires at unix {}",
@@ -259,6 +271,10 @@ fn revoke(args: &Args) -> Result<()> {
         bail!("revoke takes one DEVICE (leading hex digits of its site id) or --api-token NAME");
     };
     let d = dir.allowlist()?.revoke(selector, unix_now())?;
+    // The revocation goes into the tenant's control stream: every replica marks the key.
+    let mut mailbox = dir.mailbox()?;
+    mailbox.set_control_owner(certify::owner(&dir.identity, PeerRole::Cloud, None));
+    certify::certify_device(&mut mailbox, &d, PeerRole::Cloud)?;
     log::info!("data={} revoked peer site={}", dir.path.display(), d.site);
     println!("revoked {} (key {})", d.site, d.key.fingerprint());
     Ok(())

@@ -11,7 +11,7 @@ use outpost_protocol::message::{Covered, ErrorCode, PeerRole};
 use outpost_protocol::session::ClientStore;
 use outpost_protocol::{SiteId, VersionVector};
 use outpost_relay::enroll::EnrollCode;
-use outpost_testkit::session::run;
+use outpost_testkit::session::{run, run_as};
 use outpost_testkit::Device as MemDevice;
 use outpost_testkit::{batch, connect, enroll_token, refused_with, HubInfo, Keyed, SyncError};
 use rusqlite::Connection;
@@ -188,9 +188,28 @@ fn a_device_enrolls_pushes_into_real_tables_and_pulls_rest_changes() {
     assert_eq!(status["peers"][0]["kind"], "device", "{status}");
     assert_eq!(status["peers"][0]["site"], dev.site.to_string());
 
-    // Revoked: the next session is refused.
+    // The cloud certified the device when it was admitted.
+    let identity = outpost_relay::identity::Identity::load_or_create(&data)
+        .unwrap()
+        .0;
+    let mut mailbox = outpost_mailbox::Mailbox::open(data.join("mailbox.db")).unwrap();
+    mailbox.set_control_owner(outpost_relay::certify::owner(
+        &identity,
+        PeerRole::Cloud,
+        None,
+    ));
+    let binding = *mailbox.directory().unwrap().binding(&dev.site).unwrap();
+    assert_eq!(
+        (binding.key, binding.revoked, binding.certified_by),
+        (*dev.keypair.public(), false, identity.site)
+    );
+
+    // Revoked: the next session is refused, and the tenant's control stream marks the key.
     cli_ok(&["revoke", "--data", d, &dev.site.to_string()[..8]]);
     assert!(sync(&cloud, &mut dev, 5).is_err());
+    let binding = *mailbox.directory().unwrap().binding(&dev.site).unwrap();
+    assert!(binding.revoked, "the revocation is an entry");
+    assert_eq!(binding.key, *dev.keypair.public());
     drop(run);
 }
 
@@ -233,21 +252,40 @@ fn no_peer_pushes_under_the_clouds_origin_and_only_hubs_relay_others() {
         ErrorCode::ForeignOrigin,
     );
 
-    // A hub relays its devices' batches, but never the cloud's own.
+    // A hub relays its devices' batches (after its control entry names their key), but never
+    // the cloud's own.
     let relayed = SiteId([0x41; 16]);
     let mut hub = MemDevice::holding(
         SiteId([0x40; 16]),
         vec![batch(relayed, 1, 2), batch(cloud_site, 1, far)],
     );
     enroll_as(d, "--hub", &mut hub);
+    let hub_key = hub.keypair.clone();
+    hub.store.bind_device(&hub_key, 1, relayed);
     let message = refused_with(
-        run(&cloud, &mut hub, 1, None).map(|o| o.applied),
+        run_as(&cloud, &mut hub, 1, None, PeerRole::Hub).map(|o| o.applied),
         ErrorCode::ForeignOrigin,
     );
     assert!(message.contains("this server's own"), "{message}");
     hub.own.pop();
-    run(&cloud, &mut hub, 2, None).unwrap();
+    // A batch of an origin no control entry names is not taken on the hub's word: the whole
+    // push is refused as "retry later", nothing of it stored.
+    let unnamed = SiteId([0x42; 16]);
+    hub.own.push(batch(unnamed, 1, 1));
+    let message = refused_with(
+        run_as(&cloud, &mut hub, 2, None, PeerRole::Hub).map(|o| o.applied),
+        ErrorCode::KeyUnknown,
+    );
+    assert!(message.contains("retry later"), "{message}");
+    assert!(hub.acked.is_empty(), "nothing of the push acknowledged");
+    hub.own.pop();
+    run_as(&cloud, &mut hub, 3, None, PeerRole::Hub).unwrap();
     assert_eq!(hub.acked.len(), 1, "the hub's relayed batch is stored");
+    // The cloud answered the hub's entry with its own for that device (it beats the hub's).
+    assert!(
+        !hub.control_received.is_empty(),
+        "the cloud's entries reached the hub"
+    );
 
     // The cloud holds exactly the hub's relayed batch: no claim on its own stream or another's.
     let status: serde_json::Value =

@@ -15,6 +15,13 @@
 //! The same holds for the pulls of a live session (on the server's `Notify`): between them the
 //! client holds no transaction, and [`MailboxClient::server_vector`] follows what was pulled.
 //!
+//! **Held batches.** A pulled batch whose origin the mailbox's key directory does not know yet is
+//! not stored: it and the rest of its origin in this pull are held ([`MailboxClient::held`]),
+//! the vector does not advance for them, and a later pull brings them again once the control
+//! entries naming the origin arrived. The control entries themselves come first in every
+//! session (the server's after its hello; the hub's own before its push, so the cloud knows
+//! the keys of the batches the hub relays before it judges them).
+//!
 //! **Id pool.** In delegated id mode (a hub with an uplink, see `ids.rs`) the session asks, after
 //! the pull, for the refills [`Mailbox::id_refills`] finds due (each stored before it is sent),
 //! and puts each grant into the pool in one transaction with the refill's removal.
@@ -25,12 +32,15 @@
 use crate::error::MailboxError;
 use crate::ids::HUB_BLOCK;
 use crate::mailbox::{Mailbox, PullPlan};
+use outpost_protocol::batch::codec::{decode_header, Limits};
+use outpost_protocol::batch::signature;
 use outpost_protocol::batch::BatchHeader;
 use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
 use outpost_protocol::session::ClientStore;
-use outpost_protocol::{SiteId, VersionVector};
+use outpost_protocol::{SeqRange, SiteId, VersionVector};
+use std::collections::BTreeMap;
 
 /// Bytes pushed per session by default (the hub's relay refuses more than 64 MiB staged).
 pub const PUSH_BUDGET: usize = 16 << 20;
@@ -69,6 +79,16 @@ pub struct MailboxClient<'m> {
     pub id_low_water: u64,
     /// Numbers the server granted into the pool in this session.
     pub ids_granted: u64,
+    /// Pulled batches held back because the directory knows no key for their origin: per
+    /// origin, the first range held (the rest of that origin was skipped for this pull).
+    pub held: BTreeMap<SiteId, SeqRange>,
+    /// Check each exported batch's signature with the directory before sending it, and hold
+    /// back an origin whose batch does not verify (set after the server refused a push as
+    /// badly signed, so one forged batch does not stop every other origin's).
+    pub check_exports: bool,
+    /// Origins held back from the push by [`MailboxClient::check_exports`], with the first
+    /// range that did not verify.
+    pub withheld: BTreeMap<SiteId, SeqRange>,
 }
 
 /// An export in progress.
@@ -93,6 +113,9 @@ impl<'m> MailboxClient<'m> {
             id_block: HUB_BLOCK,
             id_low_water: HUB_BLOCK / 4,
             ids_granted: 0,
+            held: BTreeMap::new(),
+            check_exports: false,
+            withheld: BTreeMap::new(),
         }
     }
 }
@@ -101,6 +124,17 @@ impl MailboxClient<'_> {
     /// The mailbox (between messages, e.g. to read the id pool while a live session waits).
     pub fn mailbox(&self) -> &Mailbox {
         self.mailbox
+    }
+
+    /// True when `bytes` is signed with the key the directory holds for its origin.
+    fn verifies(&mut self, bytes: &[u8]) -> Result<bool, MailboxError> {
+        let Ok(header) = decode_header(bytes, &Limits::default()) else {
+            return Ok(false);
+        };
+        Ok(match self.mailbox.key_of(&header.origin)? {
+            Some(key) => signature::verify(&header, &key).is_ok(),
+            None => false,
+        })
     }
 }
 
@@ -113,7 +147,24 @@ impl ClientStore for MailboxClient<'_> {
     }
 
     fn origin_key(&mut self, origin: &SiteId) -> Result<Option<PublicKey>, MailboxError> {
-        Ok(self.server_key.filter(|_| *origin == self.server))
+        if *origin == self.server {
+            if let Some(key) = self.server_key {
+                return Ok(Some(key));
+            }
+        }
+        self.mailbox.key_of(origin)
+    }
+
+    fn control_vector(&mut self) -> Result<VersionVector, MailboxError> {
+        self.mailbox.control_vector()
+    }
+
+    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, MailboxError> {
+        self.mailbox.control_for(peer)
+    }
+
+    fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), MailboxError> {
+        self.mailbox.control_received(entries).map(|_| ())
     }
 
     fn plan_export(&mut self, server_vector: &VersionVector) -> Result<ExportPlan, MailboxError> {
@@ -129,9 +180,27 @@ impl ClientStore for MailboxClient<'_> {
         if plan.done {
             return Ok(None);
         }
-        let Some(batch) = self.mailbox.next_batch(&mut plan.plan)? else {
-            plan.done = true;
-            return Ok(None);
+        let batch = loop {
+            let Some(batch) = self.mailbox.next_batch(&mut plan.plan)? else {
+                plan.done = true;
+                return Ok(None);
+            };
+            if self.withheld.contains_key(&batch.origin) {
+                continue;
+            }
+            if self.check_exports && !self.verifies(&batch.bytes)? {
+                log::warn!(
+                    "mailbox={} uplink: batch {}..={} of origin {} does not verify with the key \
+                     the directory holds for it: held back with the rest of that origin",
+                    self.mailbox.path().display(),
+                    batch.range.lo,
+                    batch.range.hi,
+                    batch.origin
+                );
+                self.withheld.insert(batch.origin, batch.range);
+                continue;
+            }
+            break batch;
         };
         plan.bytes += batch.bytes.len();
         if plan.bytes >= self.push_budget {
@@ -154,6 +223,24 @@ impl ClientStore for MailboxClient<'_> {
     }
 
     fn apply_chunk(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), MailboxError> {
+        // Held, not taken on the server's word: a batch whose origin no entry names yet waits
+        // for a later pull, by when the entries naming it have arrived. The rest of that origin
+        // follows it in seq order, so it waits too; nothing is stored and the vector stays.
+        if self.held.contains_key(&header.origin) {
+            return Ok(());
+        }
+        if header.origin != self.server && self.mailbox.key_of(&header.origin)?.is_none() {
+            log::warn!(
+                "mailbox={} uplink: held batch {}..={} of origin {}: no control entry names \
+                 its key yet; it comes again with a later pull",
+                self.mailbox.path().display(),
+                header.range.lo,
+                header.range.hi,
+                header.origin
+            );
+            self.held.insert(header.origin, header.range);
+            return Ok(());
+        }
         self.mailbox.store(vec![batch.to_vec()])?;
         // The server holds what it sends: its vector covers the batch (the uplink's backlog
         // must not count it as something to push).

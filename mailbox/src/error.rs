@@ -65,6 +65,12 @@ pub enum MailboxError {
         /// The decoder's report.
         source: postcard::Error,
     },
+    /// The box's own control entry could not be written: the mailbox's owner (its site and
+    /// key) was not set ([`crate::Mailbox::set_control_owner`]).
+    NoControlOwner {
+        /// The mailbox file.
+        path: PathBuf,
+    },
     /// A stored row breaks the mailbox's own invariants (found by [`crate::Mailbox::check`] or
     /// while reading): the file was changed by something else.
     Corrupt {
@@ -117,6 +123,11 @@ impl fmt::Display for MailboxError {
             MailboxError::Record { path, what, source } => {
                 write!(f, "mailbox {} is damaged: {what}: {source}", path.display())
             }
+            MailboxError::NoControlOwner { path } => write!(
+                f,
+                "mailbox {}: no owner key set, so it cannot write its own control entries",
+                path.display()
+            ),
             MailboxError::Corrupt { path, detail } => {
                 write!(f, "mailbox {} is damaged: {detail}", path.display())
             }

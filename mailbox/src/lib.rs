@@ -23,6 +23,9 @@
 //! - **Client side.** [`MailboxClient`] is the protocol's `ClientStore` over a mailbox: the hub's
 //!   uplink pushes what the cloud's vector lacks (never the cloud's own origin) and stores what
 //!   it pulls.
+//! - **Control streams** (`control` module): the accepted control entries and the key directory
+//!   they make with the owner's roots ([`ControlOwner`]); both stores serve, take and check
+//!   them, and verify relayed batches with the directory's keys.
 //! - **Id blocks.** [`Mailbox::grant_ids`] grants numbers of named sequences to peers, as the
 //!   root (the cloud) or from a pool the uplink refills (a hub with a cloud), durably and
 //!   idempotently per (peer, request id); see the `ids` module.
@@ -40,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod client_store;
+mod control;
 mod error;
 mod ids;
 mod mailbox;
@@ -47,6 +51,7 @@ mod plan;
 mod server_store;
 
 pub use client_store::{ExportPlan, MailboxClient, Moved, PUSH_BUDGET};
+pub use control::{ControlOwner, ControlReport};
 pub use error::MailboxError;
 pub use ids::{IdMode, IdQuota, IdSequenceStatus, DEVICE_ID_QUOTA, HUB_BLOCK};
 pub use mailbox::{

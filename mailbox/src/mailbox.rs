@@ -18,8 +18,11 @@
 //!   `id_over_quota` (per sequence, the requests refused for it), shown in status.
 //! - Version 5: the same tables, holding batches of format 2 (signed clear headers). A file of
 //!   versions 1-4 holds format-1 batches and is refused as made by an older version
-//!   ([`MailboxError::OlderVersion`]); nothing in it is changed.
+//!   ([`MailboxError::OlderVersion`]); nothing in it is changed. Also
+//!   `control_entries(writer, seq, bytes)`: the accepted control entries (`control.rs`), a table
+//!   created on every open (version 5 files made before it gain it empty).
 
+use crate::control::{ControlCache, CONTROL_SCHEMA};
 use crate::error::MailboxError;
 use crate::plan::{plan, Candidate};
 use outpost_protocol::batch::codec::{verify, Limits};
@@ -203,6 +206,7 @@ pub struct Mailbox {
     pub(crate) conn: Connection,
     path: PathBuf,
     limits: Limits,
+    pub(crate) control: ControlCache,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -269,7 +273,13 @@ impl Mailbox {
             ))
             .map_err(sql)?;
         }
-        Ok(Mailbox { conn, path, limits })
+        conn.execute_batch(CONTROL_SCHEMA).map_err(sql)?;
+        Ok(Mailbox {
+            conn,
+            path,
+            limits,
+            control: ControlCache::default(),
+        })
     }
 
     /// The mailbox file.

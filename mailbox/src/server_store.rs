@@ -5,10 +5,14 @@
 //! ([`Mailbox::commit_push`]); the record is the postcard encoding of the ack's `covered` list, so
 //! a retried commit is answered byte for byte as the first one was. Id grants come from
 //! [`Mailbox::grant_ids`] (root counters or the delegated pool, recorded per peer and request).
+//! Control entries and origin keys come from the mailbox's key directory (`control.rs`): a
+//! relayed batch is verified with the key the directory holds for its origin, and refused as
+//! `KeyUnknown` by the session when it holds none.
 
 use crate::error::MailboxError;
 use crate::ids::DEVICE_ID_QUOTA;
 use crate::mailbox::{BatchRef, Mailbox, PullPlan, PushRecord};
+use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::{Covered, SessionId};
 use outpost_protocol::session::{CommitRecord, ServerStore, StagedBatch};
@@ -118,5 +122,21 @@ impl ServerStore for Mailbox {
             }
         );
         Ok(ranges)
+    }
+
+    fn origin_key(&mut self, origin: &SiteId) -> Result<Option<PublicKey>, MailboxError> {
+        self.key_of(origin)
+    }
+
+    fn control_vector(&mut self) -> Result<VersionVector, MailboxError> {
+        Mailbox::control_vector(self)
+    }
+
+    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, MailboxError> {
+        Mailbox::control_for(self, peer)
+    }
+
+    fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), MailboxError> {
+        Mailbox::control_received(self, entries).map(|_| ())
     }
 }

@@ -111,6 +111,9 @@ pub enum ErrorCode {
     /// A batch is unsigned, or its signature does not verify with its origin's key: it was not
     /// made by the site it names (tag 10).
     BadSignature,
+    /// A relayed batch names an origin whose key the receiver does not know yet: nothing of the
+    /// push was stored; retry later, after the control entries naming the key (tag 11).
+    KeyUnknown,
 }
 
 /// Bytes carried as one postcard byte string (length varint, then the bytes), not as a sequence

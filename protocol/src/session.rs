@@ -26,7 +26,11 @@
 //! gets `PushAgain(DifferentContent)`; a commit with nothing staged in this connection gets
 //! `PushAgain(UnknownSession)`; staging older than [`ServerConfig::stage_ttl_ms`] gets
 //! `PushAgain(SessionExpired)`; batches that would leave a gap in the server's coverage get
-//! `PushAgain(Gap)`. Never an ack for something not stored.
+//! `PushAgain(Gap)`. Never an ack for something not stored. Each pushed batch is verified before
+//! it is staged: a device's own with its handshake key, a relayed one with the key the store
+//! knows for its origin ([`ServerStore::origin_key`]); a relayed batch of an origin the store
+//! knows no key for ends the session as [`SessionError::KeyUnknown`] (retry later), nothing of
+//! the push stored.
 //!
 //! **Pull** streams what the client's vector lacks, never the client's own batches. The client
 //! hands each chunk to [`ClientStore::apply_chunk`], which applies it with its vector advance in
@@ -138,7 +142,8 @@ pub trait ServerStore {
     }
     /// The key this store knows for `origin`, to verify a relayed batch's signature with (a
     /// device's own pushes are verified with the key its handshake authenticated). `None` (the
-    /// default): not known here, and the batch is taken on its relay's word.
+    /// default): not known here, and the push is refused with [`SessionError::KeyUnknown`]
+    /// (nothing is taken on a relay's word).
     fn origin_key(&mut self, origin: &SiteId) -> Result<Option<PublicKey>, Self::Error> {
         let _ = origin;
         Ok(None)
@@ -280,6 +285,15 @@ pub enum SessionError {
         /// Missing or invalid.
         problem: SignatureError,
     },
+    /// A relayed batch names an origin whose key the server's store does not know (no control
+    /// entry names it yet): held, not taken on the relay's word. The whole push is refused and
+    /// nothing of it stored; the relay retries later, once the entries have arrived.
+    KeyUnknown {
+        /// The origin the batch names.
+        origin: SiteId,
+        /// Its seq range.
+        range: SeqRange,
+    },
     /// A pushed batch's origin is not one this peer may push for (origin binding): the whole push
     /// is refused and nothing of it stored.
     ForeignOrigin {
@@ -372,6 +386,12 @@ impl fmt::Display for SessionError {
                  site it names (a forged or tampered batch), so nothing of it was stored or applied",
                 range.lo, range.hi
             ),
+            SessionError::KeyUnknown { origin, range } => write!(
+                f,
+                "push refused: batch of origin {origin} seqs {}..={} names a site whose key no \
+                 control entry has brought yet; nothing of this push was stored, retry later",
+                range.lo, range.hi
+            ),
             SessionError::ForeignOrigin {
                 origin,
                 peer,
@@ -447,6 +467,7 @@ impl SessionError {
             SessionError::TooLarge { .. } => ErrorCode::TooLarge,
             SessionError::ForeignOrigin { .. } => ErrorCode::ForeignOrigin,
             SessionError::BadSignature { .. } => ErrorCode::BadSignature,
+            SessionError::KeyUnknown { .. } => ErrorCode::KeyUnknown,
             SessionError::AckMismatch
             | SessionError::IdGrantMismatch
             | SessionError::PushAttemptsExhausted { .. }

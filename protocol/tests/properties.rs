@@ -220,7 +220,7 @@ fn message() -> impl Strategy<Value = Message> {
         bytes.prop_map(|batch| Message::Chunk { batch }),
         vector().prop_map(|vector| Message::PullDone { vector }),
         Just(Message::Notify),
-        (0..10usize, ".{0,30}").prop_map(|(c, message)| Message::Error {
+        (0..12usize, ".{0,30}").prop_map(|(c, message)| Message::Error {
             code: [
                 ErrorCode::UnsupportedVersion,
                 ErrorCode::ConfigMismatch,
@@ -231,7 +231,9 @@ fn message() -> impl Strategy<Value = Message> {
                 ErrorCode::TooLarge,
                 ErrorCode::Busy,
                 ErrorCode::Internal,
-                ErrorCode::ForeignOrigin
+                ErrorCode::ForeignOrigin,
+                ErrorCode::BadSignature,
+                ErrorCode::KeyUnknown
             ][c],
             message,
         }),

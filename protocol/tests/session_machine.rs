@@ -656,3 +656,37 @@ fn a_device_may_not_send_control_entries() {
         "{e:?}"
     );
 }
+
+/// Held, not taken on a relay's word: a hub relaying a batch of an origin whose key the server
+/// does not know (no control entry names it) has its whole push refused as "retry later", and
+/// nothing of it is stored, not even the batches of origins the server knows.
+#[test]
+fn a_relayed_batch_of_an_origin_no_entry_names_refuses_the_push_whole() {
+    let other = SiteId([0x22; 16]);
+    let mut sstore = MemServer::default();
+    let mut cfg = server_config();
+    cfg.peer_pushes = outpost_protocol::session::PushOrigins::Relayed;
+    let mut server = ServerSession::<MemServer>::new(cfg);
+    server.handle(hello(1), 0, &mut sstore).unwrap();
+    drain(&mut server, &mut sstore);
+    // The hub's own batch is verified with its handshake key and staged.
+    server
+        .handle(push(1, batch(DEVICE, 1, 1)), 0, &mut sstore)
+        .unwrap();
+    let e = server
+        .handle(push(1, batch(other, 1, 1)), 0, &mut sstore)
+        .unwrap_err();
+    assert!(
+        matches!(e, SessionError::KeyUnknown { origin, .. } if origin == other),
+        "{e:?}"
+    );
+    assert!(matches!(
+        e.to_message(),
+        Some(Message::Error {
+            code: ErrorCode::KeyUnknown,
+            ..
+        })
+    ));
+    assert!(sstore.batches.is_empty(), "nothing of the push stored");
+    assert_eq!(sstore.commits, 0);
+}

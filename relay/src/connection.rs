@@ -109,6 +109,10 @@ impl std::error::Error for ConnectionError {
 const STAGE_TTL_MS: u64 = 10 * 60 * 1000;
 /// Largest total of staged batch bytes per connection (they are held in memory until commit).
 const MAX_STAGED_BYTES: usize = 64 << 20;
+/// Control entries one session may hand the mailbox (16 messages of the protocol's 1,024): a
+/// hub's stream grows by one entry per device it admits, so this leaves room for thousands of
+/// devices per session while bounding the decoding a peer can cause (8 MiB of entries).
+const MAX_CONTROL_ENTRIES: usize = 16 * 1024;
 /// Sealed bytes produced per [`Relay::output`] call at most (plus one message): a pull streams
 /// through this window instead of being sealed whole.
 const OUTPUT_WINDOW: usize = 1 << 20;
@@ -135,6 +139,8 @@ struct Open {
     /// What the peer is known to cover: its hello and pull vectors, merged with what each
     /// completed pull sent it (for the status page's "pending" per device).
     seen: VersionVector,
+    /// Control entries the peer sent in this session (bounded by [`MAX_CONTROL_ENTRIES`]).
+    control_entries: usize,
 }
 
 enum State {
@@ -218,16 +224,52 @@ impl Relay {
 
     /// What the peer the handshake just authenticated may push: only a hub enrolled with the
     /// cloud relays other origins; every other peer pushes its own changes only.
-    fn peer_pushes(&self, peer: &Peer) -> Result<PushOrigins, AllowlistError> {
+    fn peer_pushes(&self, peer: &Peer) -> Result<(PushOrigins, Role), AllowlistError> {
         // The gate lives as long as the handshake; without it, the narrowest rule.
         let Some(gate) = &self.gate else {
-            return Ok(PushOrigins::Own);
+            return Ok((PushOrigins::Own, Role::Device));
         };
         let enrolled = gate.allowlist().authorize(peer.key.as_bytes())?;
-        Ok(match (self.serving.role(), enrolled.role) {
-            (PeerRole::Cloud, Role::Hub) => PushOrigins::Relayed,
-            _ => PushOrigins::Own,
-        })
+        Ok((
+            match (self.serving.role(), enrolled.role) {
+                (PeerRole::Cloud, Role::Hub) => PushOrigins::Relayed,
+                _ => PushOrigins::Own,
+            },
+            enrolled.role,
+        ))
+    }
+
+    /// Writes this box's Key entry for the admitted peer unless its stream already says so:
+    /// before the session's first message, so a hub's own entries that follow its hello find
+    /// it certified. A hub binds devices only. A failure is logged, not fatal: the entry is
+    /// written at the peer's next session (meanwhile what it relays is refused as `KeyUnknown`,
+    /// retry later).
+    fn certify(&self, peer: &Peer, role: Role) {
+        let role = match (self.serving.role(), role) {
+            (_, Role::Device) => PeerRole::Device,
+            (PeerRole::Cloud, Role::Hub) => PeerRole::Hub,
+            _ => return,
+        };
+        let r = self.serving.take_mailbox().and_then(|mut m| {
+            let r = m.certify(peer.site, &peer.key, role, false);
+            if r.is_ok() {
+                self.serving.give_mailbox(m);
+            }
+            r
+        });
+        match r {
+            Ok(Some(seq)) => log::info!(
+                "control: entry {seq}: site={} key={} as {}",
+                peer.site,
+                peer.key.fingerprint(),
+                match role {
+                    PeerRole::Hub => "hub",
+                    _ => "device",
+                }
+            ),
+            Ok(None) => {}
+            Err(e) => log::warn!("control: certifying site={}: {e}", peer.site),
+        }
     }
 
     /// Ends the relay, keeping what it learnt of the peer's vector.
@@ -334,13 +376,14 @@ impl Relay {
                         Ok(None) => return Ok(event),
                         Ok(Some(channel)) => {
                             self.out.extend(responder.take_outgoing());
-                            let peer_pushes = match self.peer_pushes(channel.peer()) {
+                            let (peer_pushes, peer_role) = match self.peer_pushes(channel.peer()) {
                                 Ok(p) => p,
                                 Err(e) => {
                                     self.state = State::Closed;
                                     return Err(ConnectionError::Allowlist(e));
                                 }
                             };
+                            self.certify(channel.peer(), peer_role);
                             self.end_handshake();
                             let staging = self.serving.staging().reserve();
                             let session = ServerSession::new(ServerConfig {
@@ -383,6 +426,7 @@ impl Relay {
                                 pulled_at: 0,
                                 idle_after_pull: false,
                                 seen: VersionVector::new(),
+                                control_entries: 0,
                             }));
                         }
                         Err(e) => {
@@ -552,6 +596,18 @@ impl Open {
                 _ => 0,
             };
             self.hold(self.session.staged_bytes() + pushed)?;
+            if let Message::Control { entries } = &msg {
+                self.control_entries += entries.len();
+                if self.control_entries > MAX_CONTROL_ENTRIES {
+                    // Entries are never a reason to fail a session: the rest of this one's are
+                    // dropped unread, and the writer's stream brings them again.
+                    log::warn!(
+                        "peer sent more than {MAX_CONTROL_ENTRIES} control entries in one \
+                         session: the rest dropped unread"
+                    );
+                    continue;
+                }
+            }
             let store = match mailbox {
                 Some(m) => m,
                 None => mailbox.insert(

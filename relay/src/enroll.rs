@@ -12,7 +12,7 @@ use crate::identity::Identity;
 use std::fmt;
 
 pub use outpost_protocol::enroll_code::{
-    base64url_decode, base64url_encode, CodeError, EnrollCode, FORMAT_VERSION, PREFIX,
+    base64url_decode, base64url_encode, CloudAnchor, CodeError, EnrollCode, FORMAT_VERSION, PREFIX,
 };
 
 /// A code just issued, with the one-time token inside it.
@@ -26,7 +26,8 @@ pub struct Issued {
 
 /// Issues a one-time token valid for `ttl_secs` from `now` (unix seconds) for a peer enrolling
 /// as `role`, and the code that carries it with this box's key and site and the `addresses` it
-/// is reached at.
+/// is reached at. `cloud`: the cloud this box uplinks to, when it has one (a hub with an
+/// enrolled uplink), so a device enrolled here can verify what the cloud signs.
 pub fn issue(
     allowlist: &mut Allowlist,
     identity: &Identity,
@@ -34,6 +35,7 @@ pub fn issue(
     now: u64,
     ttl_secs: u64,
     role: Role,
+    cloud: Option<CloudAnchor>,
 ) -> Result<Issued, AllowlistError> {
     let token = allowlist.issue_token(now, ttl_secs, role)?;
     let code = EnrollCode {
@@ -42,7 +44,7 @@ pub fn issue(
         addresses,
         token: token.secret,
         expires_at: token.expires_at,
-        cloud: None,
+        cloud,
     }
     .encode();
     Ok(Issued { code, token })

@@ -6,6 +6,8 @@
 //! - [`identity`]: the box's static P-256 key and site id (`identity.key`, `site-id`).
 //! - [`allowlist`]: enrolled peers, one-time enrollment tokens, handshake counters, settings and
 //!   peers' last known vectors (their text form: [`vector_text`]).
+//! - [`certify`]: the box's own control stream: a Key entry for every peer it admits, a revoked
+//!   one for every peer it revokes (the relay certifies each peer as its handshake completes).
 //! - [`enroll`]: the `outpost:` enrollment code: issuing one, its terminal QR rendering.
 //! - [`Serving`]: what one serving process shares between connections, built from [`Stores`]
 //!   (the identity and the two SQLite files, which each box locates in its own directory).
@@ -26,6 +28,7 @@
 
 pub mod admission;
 pub mod allowlist;
+pub mod certify;
 pub mod command;
 mod connection;
 pub mod enroll;

@@ -15,8 +15,9 @@ use crate::allowlist::{Allowlist, AllowlistError};
 use crate::identity::Identity;
 use crate::pool::Pool;
 use crate::staging::{StagingBudget, DEFAULT_STAGING_BUDGET};
-use outpost_mailbox::{Mailbox, MailboxError};
+use outpost_mailbox::{ControlOwner, Mailbox, MailboxError};
 use outpost_protocol::channel::Limits as ChannelLimits;
+use outpost_protocol::control::Root;
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::message::PeerRole;
 use std::path::PathBuf;
@@ -92,6 +93,9 @@ pub struct Serving {
     /// its own clock; a hub trusts none until its uplink heard the cloud's (a Pi has no battery
     /// clock). Hellos state trusted time, or 0 without it.
     trusted: Mutex<Option<TrustedTime>>,
+    /// The cloud this box uplinks to, once pinned (a hub's second root): its entries bind the
+    /// keys of every other site.
+    cloud_root: Mutex<Option<Root>>,
 }
 
 /// Where this box's trusted time comes from (docs/design.md section 10, "Time").
@@ -133,7 +137,30 @@ impl Serving {
                 offset_ms: 0,
                 since: unix_ms() / 1000,
             })),
+            cloud_root: Mutex::new(None),
         })
+    }
+
+    /// Sets the cloud this box uplinks to (a hub, once its uplink is enrolled): a root of the
+    /// key directory from now on, for every mailbox connection handed out after.
+    pub fn set_cloud_root(&self, root: Option<Root>) {
+        *self.cloud_root.lock().unwrap_or_else(|p| p.into_inner()) = root;
+    }
+
+    /// Who owns the mailbox's control streams: this box (its site and key, a root as what it
+    /// is) and, for a hub with an enrolled uplink, the cloud. The cloud re-certifies the devices
+    /// its hubs bind.
+    pub fn control_owner(&self) -> ControlOwner {
+        let cloud = *self.cloud_root.lock().unwrap_or_else(|p| p.into_inner());
+        crate::certify::owner(self.identity(), self.role, cloud)
+    }
+
+    /// A mailbox connection with this box's control owner set (for work outside the relays:
+    /// certifying peers at startup, the uplink).
+    pub fn mailbox(&self) -> Result<Mailbox, MailboxError> {
+        let mut mailbox = self.stores.mailbox()?;
+        mailbox.set_control_owner(self.control_owner());
+        Ok(mailbox)
     }
 
     /// This box's trusted time, if it has one.
@@ -192,7 +219,10 @@ impl Serving {
     /// A mailbox connection for one step of a relay: give it back with
     /// [`Serving::give_mailbox`] (or drop it after an error).
     pub(crate) fn take_mailbox(&self) -> Result<Mailbox, MailboxError> {
-        self.mailboxes.take(|| self.stores.mailbox())
+        let mut mailbox = self.mailboxes.take(|| self.stores.mailbox())?;
+        // The roots may have changed since this connection was pooled (a hub pinned its cloud).
+        mailbox.set_control_owner(self.control_owner());
+        Ok(mailbox)
     }
 
     /// Returns a mailbox connection taken with [`Serving::take_mailbox`].

@@ -146,6 +146,8 @@ struct Pushing {
     channel: outpost_protocol::channel::Channel,
     client: ClientSession<Device>,
     commit: Option<Message>,
+    /// Bytes received and not yet decoded.
+    pending: Vec<u8>,
 }
 
 impl Pushing {
@@ -158,9 +160,10 @@ impl Pushing {
             channel,
             client,
             commit: None,
+            pending: Vec::new(),
         };
         p.send(dev); // hello
-        let hello = p.recv();
+        let hello = p.recv(dev);
         p.client.handle(hello, dev).unwrap();
         p.send(dev); // the pushes, then the commit is held back
         assert!(p.commit.is_some(), "the client got to its commit");
@@ -181,14 +184,25 @@ impl Pushing {
         }
     }
 
-    fn recv(&mut self) -> Message {
+    /// The next message other than `Control` (the hub's entries follow its hello; the
+    /// device's store takes them). Bytes read past a message are kept for the next one.
+    fn recv(&mut self, dev: &mut Device) -> Message {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = self.stream.read(&mut buf).unwrap();
-            assert!(n > 0, "the hub closed without a word");
-            let mut input = &buf[..n];
-            if let Some(bytes) = self.channel.receive(&mut input, 1).unwrap() {
-                return Message::decode(&bytes, usize::MAX).unwrap();
+            if self.pending.is_empty() {
+                let n = self.stream.read(&mut buf).unwrap();
+                assert!(n > 0, "the hub closed without a word");
+                self.pending.extend_from_slice(&buf[..n]);
+            }
+            let mut input = &self.pending[..];
+            let got = self.channel.receive(&mut input, 1).unwrap();
+            let used = self.pending.len() - input.len();
+            self.pending.drain(..used);
+            if let Some(bytes) = got {
+                match Message::decode(&bytes, usize::MAX).unwrap() {
+                    m @ Message::Control { .. } => self.client.handle(m, dev).unwrap(),
+                    m => return m,
+                }
             }
         }
     }
@@ -200,7 +214,7 @@ impl Pushing {
         self.stream
             .write_all(&self.channel.take_outgoing())
             .unwrap();
-        let ack = self.recv();
+        let ack = self.recv(dev);
         assert!(matches!(ack, Message::Ack { .. }), "{ack:?}");
         self.client.handle(ack, dev).unwrap();
     }

@@ -8,8 +8,11 @@
 use crate::batch::{batch, header, vector_of};
 use crate::peer::Keyed;
 use outpost_protocol::batch::BatchHeader;
+use outpost_protocol::control::{encode_entry, key_item};
+use outpost_protocol::handshake::Keypair;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
+use outpost_protocol::message::PeerRole;
 use outpost_protocol::session::ClientStore;
 use outpost_protocol::vector::VectorGap;
 use outpost_protocol::{SeqRange, SiteId, VersionVector};
@@ -41,6 +44,11 @@ pub struct MemStore {
     pub blocks: Vec<(String, IdRange)>,
     /// Every pull size announced: (batches, bytes).
     pub pull_sizes: Vec<(u64, u64)>,
+    /// Control entries it holds and offers a server that lacks them (as a hub does, when its
+    /// session runs with the hub role): (writer, seq, encoded entry).
+    pub control: Vec<(SiteId, u64, Vec<u8>)>,
+    /// Every control entry the server sent, in order.
+    pub control_received: Vec<Vec<u8>>,
 }
 
 impl Keyed<MemStore> {
@@ -70,7 +78,26 @@ impl MemStore {
             pending: Vec::new(),
             blocks: Vec::new(),
             pull_sizes: Vec::new(),
+            control: Vec::new(),
+            control_received: Vec::new(),
         }
+    }
+
+    /// Adds entry `seq` of this store's own control stream, a Key entry binding `site` (as a
+    /// device) to the test key of `site`, signed with `writer_key` (the store's peer key when
+    /// it plays a hub).
+    pub fn bind_device(&mut self, writer_key: &Keypair, seq: u64, site: SiteId) {
+        let item = key_item(
+            site,
+            crate::keys::site_keypair(site).public(),
+            PeerRole::Device,
+            false,
+        );
+        self.control.push((
+            self.site,
+            seq,
+            encode_entry(self.site, seq, &item, writer_key),
+        ));
     }
 
     /// Writes one batch of its own covering `lo..=hi` (which must follow what it wrote).
@@ -141,6 +168,18 @@ impl ClientStore for MemStore {
     fn apply_chunk(&mut self, h: &BatchHeader, _batch: &[u8]) -> Result<(), VectorGap> {
         self.vector.advance(h.origin, h.range)?;
         self.applied.push((h.origin, h.range));
+        Ok(())
+    }
+    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, VectorGap> {
+        Ok(self
+            .control
+            .iter()
+            .filter(|(w, seq, _)| *seq > peer.get(w))
+            .map(|(_, _, e)| e.clone())
+            .collect())
+    }
+    fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), VectorGap> {
+        self.control_received.extend(entries);
         Ok(())
     }
     fn pull_size(&mut self, batches: u64, bytes: u64) -> Result<(), VectorGap> {

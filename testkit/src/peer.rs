@@ -3,7 +3,7 @@
 //! of the protocol-level device, or a test's own (the cloud's tests sync a real database).
 
 use outpost_protocol::batch::BatchHeader;
-use outpost_protocol::handshake::Keypair;
+use outpost_protocol::handshake::{Keypair, PublicKey};
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
 use outpost_protocol::session::ClientStore;
@@ -104,5 +104,17 @@ impl<S: ClientStore> ClientStore for Keyed<S> {
     }
     fn ids_granted(&mut self, request: &IdRequest, ranges: &[IdRange]) -> Result<(), S::Error> {
         self.store.ids_granted(request, ranges)
+    }
+    fn origin_key(&mut self, origin: &SiteId) -> Result<Option<PublicKey>, S::Error> {
+        self.store.origin_key(origin)
+    }
+    fn control_vector(&mut self) -> Result<VersionVector, S::Error> {
+        self.store.control_vector()
+    }
+    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, S::Error> {
+        self.store.control_for(peer)
+    }
+    fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), S::Error> {
+        self.store.control_received(entries)
     }
 }

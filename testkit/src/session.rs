@@ -57,9 +57,22 @@ pub fn run<D: Peer + ClientStore>(
     n: u64,
     stop_after_chunks: Option<usize>,
 ) -> Result<Outcome, SyncError> {
+    run_as(hub, dev, n, stop_after_chunks, PeerRole::Device)
+}
+
+/// [`run`] with the client announcing `role`: as a hub, it sends the server the control
+/// entries it lacks (`ClientStore::control_for`) before its push.
+pub fn run_as<D: Peer + ClientStore>(
+    hub: &HubInfo,
+    dev: &mut D,
+    n: u64,
+    stop_after_chunks: Option<usize>,
+    role: PeerRole,
+) -> Result<Outcome, SyncError> {
     let (mut ch, mut s) = connect(hub, dev, Purpose::Session)?;
-    let mut client =
-        ClientSession::new(client_config(dev.site(), session_id(n, dev.site()), false));
+    let mut config = client_config(dev.site(), session_id(n, dev.site()), false);
+    config.role = role;
+    let mut client = ClientSession::new(config);
     let outcome = |client: &ClientSession<D>| Outcome {
         applied: client.applied(),
         server_role: client.server_hello().map(|h| h.role),

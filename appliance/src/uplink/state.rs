@@ -41,6 +41,14 @@ pub struct UplinkState {
     /// When the hub's clock was last synced with the cloud's (unix seconds, trusted time).
     #[serde(default)]
     pub clock_synced_at: Option<u64>,
+    /// Pulled batches held back in the last session because no control entry named their
+    /// origin's key yet ("origin seqs lo..=hi"); they come again with a later pull.
+    #[serde(default)]
+    pub held: Vec<String>,
+    /// Origins held back from the push because their batch does not verify with the key the
+    /// hub's directory holds (after the cloud refused a push as badly signed).
+    #[serde(default)]
+    pub withheld: Vec<String>,
     /// Seqs pushed and pulled by this process's uplink.
     pub pushed: u64,
     /// See `pushed`.

@@ -85,6 +85,7 @@ fn a_cloud_cut_inside_a_frame_is_reported_as_a_cut() {
         state: UplinkState::default(),
         seen: 0,
         id_seen: 0,
+        check_exports: false,
     };
     let e = uplink.round().unwrap_err();
     cloud_end.join().unwrap();

@@ -305,15 +305,20 @@ impl<S: ServerStore> ServerSession<S> {
             });
         }
         // Signed by its origin: a device's own batches with the key its handshake proved; a
-        // relayed batch with the key the store knows for its origin, when it knows one.
+        // relayed batch with the key the store knows for its origin. An origin the store knows
+        // no key for is not taken on the relay's word: the push is refused as "retry later"
+        // (ending the session drops everything staged with it).
         let key = if header.origin == self.config.peer_site {
-            Some(self.config.peer_key)
+            self.config.peer_key
         } else {
-            store.origin_key(&header.origin).map_err(store_err)?
+            store.origin_key(&header.origin).map_err(store_err)?.ok_or(
+                SessionError::KeyUnknown {
+                    origin: header.origin,
+                    range: header.range,
+                },
+            )?
         };
-        if let Some(key) = key {
-            check_signature(&header, &key)?;
-        }
+        check_signature(&header, &key)?;
         if self.staged.is_empty() {
             self.staged_since_ms = now_ms;
         }

@@ -1,0 +1,258 @@
+//! The control streams a mailbox keeps: its own entries, what it accepts of a peer's, and the
+//! key directory both make, on real SQLite files.
+
+use outpost_mailbox::{ControlOwner, Limits, Mailbox, MailboxClient, Moved};
+use outpost_protocol::control::{encode_entry, key_item, Root};
+use outpost_protocol::handshake::Keypair;
+use outpost_protocol::message::{PeerRole, SessionId};
+use outpost_protocol::session::{
+    ClientConfig, ClientSession, PushOrigins, ServerConfig, ServerSession,
+};
+use outpost_protocol::{SiteId, VersionVector};
+use outpost_testkit::batch::batch;
+use outpost_testkit::keys::site_keypair;
+
+const CLOUD: SiteId = SiteId([0xc1; 16]);
+const HUB: SiteId = SiteId([0xb1; 16]);
+const DEVICE: SiteId = SiteId([0xd1; 16]);
+
+fn key(n: u8) -> Keypair {
+    Keypair::from_secret(&[n; 32]).unwrap()
+}
+
+fn owner(site: SiteId, keypair: &Keypair, role: PeerRole, extra: Option<Root>) -> ControlOwner {
+    let mut roots = vec![Root {
+        site,
+        key: *keypair.public(),
+        role,
+    }];
+    roots.extend(extra);
+    ControlOwner {
+        site,
+        keypair: keypair.clone(),
+        roots,
+        recertify: role == PeerRole::Cloud,
+    }
+}
+
+#[test]
+fn own_entries_are_numbered_signed_kept_and_written_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let hub_key = key(2);
+    let device_key = key(3);
+    let mut mb = Mailbox::open(&path).unwrap();
+    mb.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
+    assert_eq!(
+        mb.certify(DEVICE, device_key.public(), PeerRole::Device, false)
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        mb.certify(DEVICE, device_key.public(), PeerRole::Device, false)
+            .unwrap(),
+        None,
+        "the same statement is not written twice"
+    );
+    assert_eq!(mb.key_of(&DEVICE).unwrap(), Some(*device_key.public()));
+    // Another connection (the operator's revoke runs in another process) sees it and adds to it.
+    let mut other = Mailbox::open(&path).unwrap();
+    other.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
+    assert_eq!(
+        other
+            .certify(DEVICE, device_key.public(), PeerRole::Device, true)
+            .unwrap(),
+        Some(2)
+    );
+    let b = *mb.directory().unwrap().binding(&DEVICE).unwrap();
+    assert!(b.revoked, "the first connection sees the revocation");
+    drop((mb, other));
+    let mut reopened = Mailbox::open(&path).unwrap();
+    reopened.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
+    let mut v = VersionVector::new();
+    v.set(HUB, 2);
+    assert_eq!(reopened.control_vector().unwrap(), v);
+    assert_eq!(
+        reopened.control_for(&VersionVector::new()).unwrap().len(),
+        2
+    );
+    let mut has_one = VersionVector::new();
+    has_one.set(HUB, 1);
+    assert_eq!(reopened.control_for(&has_one).unwrap().len(), 1);
+}
+
+#[test]
+fn the_cloud_takes_a_hubs_entries_once_it_certified_the_hub_and_recertifies_its_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cloud_key, hub_key, device_key) = (key(1), key(2), key(3));
+    let mut hub = Mailbox::open(dir.path().join("hub.db")).unwrap();
+    hub.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
+    hub.certify(DEVICE, device_key.public(), PeerRole::Device, false)
+        .unwrap();
+    let entries = hub.control_for(&VersionVector::new()).unwrap();
+
+    let mut cloud = Mailbox::open(dir.path().join("cloud.db")).unwrap();
+    cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    // Not certified yet: the hub's entry is refused (logged, not stored, not an error).
+    let report = cloud.control_received(entries.clone()).unwrap();
+    assert_eq!(report.accepted, 0);
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert_eq!(cloud.key_of(&DEVICE).unwrap(), None);
+    // Garbage and forgeries change nothing either.
+    let forged = encode_entry(
+        HUB,
+        1,
+        &key_item(DEVICE, key(9).public(), PeerRole::Device, false),
+        &key(9),
+    );
+    let report = cloud
+        .control_received(vec![vec![1, 2, 3], forged.clone()])
+        .unwrap();
+    assert_eq!((report.accepted, report.refused.len()), (0, 2));
+
+    cloud
+        .certify(HUB, hub_key.public(), PeerRole::Hub, false)
+        .unwrap();
+    let report = cloud.control_received(vec![forged]).unwrap();
+    assert_eq!(report.accepted, 0, "signed by another key than the hub's");
+    let report = cloud.control_received(entries.clone()).unwrap();
+    assert_eq!(report.accepted, 1);
+    assert_eq!(report.written, 1, "the cloud certified the hub's device");
+    let b = *cloud.directory().unwrap().binding(&DEVICE).unwrap();
+    assert_eq!(b.key, *device_key.public());
+    assert_eq!(b.certified_by, CLOUD, "the cloud's entry beats the hub's");
+    let report = cloud.control_received(entries).unwrap();
+    assert_eq!((report.accepted, report.known), (0, 1), "{report:?}");
+
+    // The hub, with the cloud as a root, takes everything the cloud holds.
+    hub.set_control_owner(owner(
+        HUB,
+        &hub_key,
+        PeerRole::Hub,
+        Some(Root {
+            site: CLOUD,
+            key: *cloud_key.public(),
+            role: PeerRole::Cloud,
+        }),
+    ));
+    let hub_vector = hub.control_vector().unwrap();
+    let report = hub
+        .control_received(cloud.control_for(&hub_vector).unwrap())
+        .unwrap();
+    assert_eq!(report.accepted, 2, "{report:?}");
+    assert_eq!(
+        hub.control_vector().unwrap(),
+        cloud.control_vector().unwrap()
+    );
+}
+
+/// A session between the hub's uplink ([`MailboxClient`]) and the cloud's mailbox, run to its end
+/// in memory: what the hub's client store did.
+fn uplink_session(hub: &mut Mailbox, cloud: &mut Mailbox, hub_key: &Keypair) -> (Moved, usize) {
+    let mut server = ServerSession::<Mailbox>::new(ServerConfig {
+        site: CLOUD,
+        role: PeerRole::Cloud,
+        fingerprint: None,
+        peer_site: HUB,
+        peer_key: *hub_key.public(),
+        peer_pushes: PushOrigins::Relayed,
+        wall_clock_ms: 1,
+        stage_ttl_ms: 60_000,
+        max_staged_bytes: 1 << 20,
+        batch_limits: Limits::default(),
+    });
+    let mut store = MailboxClient::new(hub, CLOUD);
+    let mut client = ClientSession::new(ClientConfig {
+        site: HUB,
+        role: PeerRole::Hub,
+        fingerprint: [0; 32],
+        wall_clock_ms: 1,
+        session: SessionId([4; 16]),
+        live: false,
+        max_push_attempts: 3,
+        batch_limits: Limits::default(),
+    });
+    while !client.is_done() {
+        while let Some(m) = client.poll(&mut store).unwrap() {
+            server.handle(m, 0, cloud).unwrap();
+        }
+        while let Some(m) = server.poll(cloud).unwrap() {
+            client.handle(m, &mut store).unwrap();
+        }
+    }
+    (store.moved, store.held.len())
+}
+
+#[test]
+fn the_uplink_holds_a_pulled_batch_of_an_origin_no_entry_names_until_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cloud_key, hub_key) = (key(1), key(2));
+    let (named, unnamed) = (SiteId([0x71; 16]), SiteId([0x72; 16]));
+    let cloud_root = Root {
+        site: CLOUD,
+        key: *cloud_key.public(),
+        role: PeerRole::Cloud,
+    };
+    let mut cloud = Mailbox::open(dir.path().join("cloud.db")).unwrap();
+    cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    cloud
+        .certify(HUB, hub_key.public(), PeerRole::Hub, false)
+        .unwrap();
+    cloud
+        .certify(named, site_keypair(named).public(), PeerRole::Device, false)
+        .unwrap();
+    cloud
+        .store(vec![
+            batch(named, 1, 2),
+            batch(unnamed, 1, 1),
+            batch(unnamed, 2, 3),
+        ])
+        .unwrap();
+    let mut hub = Mailbox::open(dir.path().join("hub.db")).unwrap();
+    hub.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, Some(cloud_root)));
+
+    let (moved, held) = uplink_session(&mut hub, &mut cloud, &hub_key);
+    assert_eq!((moved.batches_pulled, held), (1, 1), "{moved:?}");
+    let v = hub.vector().unwrap();
+    assert_eq!((v.get(&named), v.get(&unnamed)), (2, 0), "held: not stored");
+
+    // Once the cloud's entry names it, the next pull brings it.
+    cloud
+        .certify(
+            unnamed,
+            site_keypair(unnamed).public(),
+            PeerRole::Device,
+            false,
+        )
+        .unwrap();
+    let (moved, held) = uplink_session(&mut hub, &mut cloud, &hub_key);
+    assert_eq!((moved.batches_pulled, held), (2, 0), "{moved:?}");
+    assert_eq!(hub.vector().unwrap().get(&unnamed), 3);
+}
+
+/// Two entries claiming the same place in a writer's stream (one forged): the mailbox stores the
+/// bytes of the one its directory accepted, whatever their order, so the stream reloads intact.
+#[test]
+fn a_forged_twin_of_an_accepted_entry_is_never_what_gets_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cloud.db");
+    let (cloud_key, hub_key) = (key(1), key(2));
+    let mut cloud = Mailbox::open(&path).unwrap();
+    cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    cloud
+        .certify(HUB, hub_key.public(), PeerRole::Hub, false)
+        .unwrap();
+    let item = key_item(DEVICE, key(3).public(), PeerRole::Device, false);
+    let real = encode_entry(HUB, 1, &item, &hub_key);
+    let forged = encode_entry(HUB, 1, &item, &key(9));
+    let report = cloud.control_received(vec![real, forged]).unwrap();
+    assert_eq!(report.accepted, 1, "{report:?}");
+    drop(cloud);
+    let mut reopened = Mailbox::open(&path).unwrap();
+    reopened.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    assert_eq!(
+        reopened.key_of(&DEVICE).unwrap(),
+        Some(*key(3).public()),
+        "the stored entry is the real one"
+    );
+}
