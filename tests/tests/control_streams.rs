@@ -6,7 +6,8 @@
 //!   hub's push; the cloud certifies the device itself, and another hub gets both entries;
 //! - the hub's enrolment codes carry the cloud's key;
 //! - **the acceptance**: a hub whose `mailbox.db` was given a batch under its device's origin
-//!   signed with the hub's own key cannot make the cloud take it (`BadSignature`; the hub then
+//!   signed with the hub's own key cannot make the cloud nor another device take it
+//!   (`BadSignature`; the device refuses it when it pulls it; the hub then
 //!   withholds that origin and its other devices' batches still flow), and a batch of an origin
 //!   no entry names is refused as `KeyUnknown` (and then withheld by that hub too).
 
@@ -154,10 +155,26 @@ fn entries_flow_through_hubs_and_cloud_and_a_hub_cannot_forge_its_devices_batche
         .unwrap()
         .store(vec![forged])
         .unwrap();
+    // Device C, admitted at that hub, pushes its rows (acknowledged), then pulls A's batches from
+    // the hub and meets the forged one: it knows A's key from the hub's and the cloud's entries,
+    // so it refuses it and applies nothing of it. No device accepts what the hub forged either.
     let c = DeviceDb::patients(&dir.path().join("c.db"));
     c.enroll(&hub.code());
     patients::write(&c.conn, "c", 3);
-    c.sync_counted();
+    let refused = c
+        .try_sync()
+        .expect_err("C must refuse the forged batch")
+        .to_string();
+    assert!(
+        refused.contains(&a_site.to_string()) && refused.contains("does not verify"),
+        "{refused}"
+    );
+    let c_vector: serde_json::Value = serde_json::from_str(&c.vector()).unwrap();
+    assert!(
+        c_vector[a_site.to_string()].as_u64().unwrap_or(0) <= covered,
+        "C covers none of the forged seqs: {c_vector}"
+    );
+    c.assert_intact();
     wait("C's rows in the cloud despite the forgery", || {
         (cloud.count("patients") == 5).then_some(())
     });
