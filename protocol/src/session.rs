@@ -219,7 +219,10 @@ pub trait ClientStore {
     }
     /// The key this store knows for `origin`, to verify pulled batches with: a pulled batch of a
     /// known origin must carry that origin's valid signature, or the session ends before it is
-    /// applied. `None` (the default): not known here.
+    /// applied. `None` (the default): not known here; the batch still reaches
+    /// [`apply_chunk`](ClientStore::apply_chunk), where a store with a key directory **holds** it
+    /// (neither applies nor stores it, skips its origin's later batches in this pull and leaves
+    /// its vector alone) until its directory names the origin.
     fn origin_key(&mut self, origin: &SiteId) -> Result<Option<PublicKey>, Self::Error> {
         let _ = origin;
         Ok(None)
