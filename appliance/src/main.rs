@@ -215,9 +215,13 @@ fn run(args: &Args) -> Result<()> {
         // control streams get the hub's entries for the devices it admitted (the relay writes
         // each new device's as its handshake completes).
         let allowlist = hub.dir().allowlist()?;
-        hub.serving()
-            .set_cloud_root(uplink::cloud_root(&allowlist)?);
+        let cloud = uplink::cloud_root(&allowlist)?;
+        hub.serving().set_cloud_root(cloud);
         let mut mailbox = hub.serving().mailbox()?;
+        if let Some(c) = cloud {
+            // Named in the hub's stream for devices whose code had no cloud anchor.
+            mailbox.certify(c.site, &c.key, PeerRole::Cloud, false)?;
+        }
         let written = certify::certify_admitted(&mut mailbox, &allowlist, PeerRole::Hub)?;
         if written > 0 {
             log::info!("control: certified {written} admitted devices");

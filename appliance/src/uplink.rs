@@ -421,8 +421,13 @@ impl Uplink {
         // The pinned cloud is a root of the hub's directory: for the relays' mailboxes and
         // for the uplink's own.
         let serving = self.hub.serving();
-        serving.set_cloud_root(Some(root_of(&peer)?));
+        let root = root_of(&peer)?;
+        serving.set_cloud_root(Some(root));
         self.mailbox.set_control_owner(serving.control_owner());
+        // The hub's stream names its cloud, so devices enrolled with a code printed before the
+        // uplink was enrolled (no cloud anchor) learn the cloud's key from their own hub.
+        self.mailbox
+            .certify(root.site, &root.key, PeerRole::Cloud, false)?;
         let key = key_of(&peer.key)?;
         let site: SiteId = peer
             .site

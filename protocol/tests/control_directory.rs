@@ -64,7 +64,8 @@ fn a_hub_the_cloud_certified_binds_its_devices_whatever_the_order() {
 fn what_a_writer_may_not_say_is_refused() {
     let mut d = Directory::new([cloud_root()]);
     assert!(d.admit(stream()).is_empty());
-    // A hub binding a hub, a stranger writing, a forged signature, a gap.
+    // A hub binding a hub (taken into its stream, given no weight), a stranger writing, a forged
+    // signature, a gap.
     let bad = vec![
         entry(HUB, 0x40, 2, HUB2, 0x41, PeerRole::Hub),
         entry(HUB2, 0x41, 1, DEV1, 0x09, PeerRole::Device),
@@ -72,7 +73,7 @@ fn what_a_writer_may_not_say_is_refused() {
     ];
     let left = d.admit(bad);
     let why: Vec<Refusal> = left.iter().map(|(_, r)| *r).collect();
-    assert!(why.contains(&Refusal::NotAuthorized), "{why:?}");
+    assert_eq!(why.len(), 2, "{why:?}");
     assert!(why.contains(&Refusal::UnknownWriter), "{why:?}");
     assert!(why.contains(&Refusal::BadSignature), "{why:?}");
     let gap = d.admit(vec![entry(CLOUD, 0xc0, 5, DEV1, 0x09, PeerRole::Device)]);
@@ -130,6 +131,32 @@ fn a_device_enrolled_at_a_hub_without_a_cloud_trusts_that_hub() {
     // The same entries from a cloud it does not know mean nothing.
     let left = d.admit(vec![entry(CLOUD, 0xc0, 1, DEV1, 0x01, PeerRole::Device)]);
     assert_eq!(left[0].1, Refusal::UnknownWriter);
+}
+
+/// A device enrolled at a hub before the hub's uplink was enrolled has no cloud anchor: its hub
+/// introduces the cloud (the code came from that hub too), and then the cloud's entries count.
+/// A hub that is not the device's own cannot, nor can any hub where a cloud root exists.
+#[test]
+fn a_devices_own_hub_introduces_its_cloud_when_the_code_had_none() {
+    let hub_root = Root {
+        site: HUB,
+        key: *key(0x40).public(),
+        role: PeerRole::Hub,
+    };
+    let introduce = entry(HUB, 0x40, 1, CLOUD, 0xc0, PeerRole::Cloud);
+    let cloud_binds = entry(CLOUD, 0xc0, 1, DEV1, 0x01, PeerRole::Device);
+    let mut d = Directory::new([hub_root]);
+    // In either order.
+    assert!(d
+        .admit(vec![cloud_binds.clone(), introduce.clone()])
+        .is_empty());
+    assert_eq!(d.binding(&CLOUD).unwrap().role, PeerRole::Cloud);
+    assert_eq!(d.key_of(&DEV1), Some(*key(1).public()));
+    // With a cloud root, a hub's word about a cloud counts for nothing.
+    let mut with_root = Directory::new([hub_root, cloud_root()]);
+    let fake = entry(HUB, 0x40, 1, SiteId([0xc9; 16]), 0x09, PeerRole::Cloud);
+    assert!(with_root.admit(vec![fake]).is_empty());
+    assert_eq!(with_root.key_of(&SiteId([0xc9; 16])), None);
 }
 
 #[test]

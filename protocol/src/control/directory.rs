@@ -1,8 +1,13 @@
 //! The key directory: the control entries a peer accepted, and the one key each site signs with.
 //!
-//! **Who may write what.** A writer's entries are accepted when its key is known: a *root* (a key
-//! this peer pinned at its own enrolment: the cloud, the hub it enrolled with, itself) or a site
-//! the cloud's entries bind as a hub. The cloud may bind any site; a hub only devices.
+//! **Who may write what.** A writer's entries are accepted into its stream when its key is known
+//! (a *root*: a key this peer pinned at its own enrolment, the cloud, the hub it enrolled with,
+//! itself; or a site the entries bind as a hub or the cloud), signed by it and next in order.
+//! What an accepted entry *means* depends on its writer's authority, decided when bindings are
+//! derived, so an entry one replica gives no weight never blocks the rest of its writer's stream
+//! there: the cloud may bind any site; a hub binds devices only, except that a device's own hub
+//! (a Hub root), on a peer that has no cloud root, introduces its cloud (the enrolment code that
+//! carries the cloud's key comes from that hub too, so this trusts it no further).
 //!
 //! **One decision everywhere.** What a site's key is follows from the set of accepted entries
 //! alone, never from their arrival order: a root wins for its own site; else the cloud's latest
@@ -55,8 +60,6 @@ pub enum Refusal {
         /// The writer's last accepted seq.
         have: u64,
     },
-    /// The writer may not say this (a hub binding a hub or the cloud).
-    NotAuthorized,
 }
 
 impl fmt::Display for Refusal {
@@ -65,7 +68,6 @@ impl fmt::Display for Refusal {
             Refusal::UnknownWriter => f.write_str("its writer's key is not known"),
             Refusal::BadSignature => f.write_str("its signature does not verify"),
             Refusal::NotNext { have } => write!(f, "it does not follow entry {have}"),
-            Refusal::NotAuthorized => f.write_str("its writer may not bind that role"),
         }
     }
 }
@@ -157,10 +159,6 @@ impl Directory {
         }
         let writer = self.writer(&e.writer).ok_or(Refusal::UnknownWriter)?;
         e.verify(&writer.key).map_err(|_| Refusal::BadSignature)?;
-        let ControlItem::Key(k) = &e.item;
-        if writer.role != PeerRole::Cloud && k.role != PeerRole::Device {
-            return Err(Refusal::NotAuthorized);
-        }
         self.streams.entry(e.writer).or_default().push(e.clone());
         Ok(true)
     }
@@ -186,12 +184,32 @@ impl Directory {
                 },
             );
         }
-        let clouds: Vec<SiteId> = self
+        let mut clouds: Vec<SiteId> = self
             .roots
             .values()
             .filter(|r| r.role == PeerRole::Cloud)
             .map(|r| r.site)
             .collect();
+        if clouds.is_empty() {
+            // A device enrolled at a hub before the hub knew its cloud: the hub introduces it
+            // (the latest such entry of the smallest Hub root that made one).
+            let introduced = self
+                .roots
+                .values()
+                .filter(|r| r.role == PeerRole::Hub)
+                .find_map(|hub| {
+                    self.entries_after(&hub.site, 0).iter().rev().find_map(|e| {
+                        let ControlItem::Key(k) = &e.item;
+                        (k.role == PeerRole::Cloud && !self.roots.contains_key(&k.site))
+                            .then(|| binding_of(k, hub.site).map(|b| (k.site, b)))
+                            .flatten()
+                    })
+                });
+            if let Some((site, b)) = introduced.filter(|(_, b)| !b.revoked) {
+                bindings.insert(site, b);
+                clouds.push(site);
+            }
+        }
         // The cloud's latest statement per site.
         for cloud in &clouds {
             for e in self.entries_after(cloud, 0) {
@@ -221,6 +239,10 @@ impl Directory {
             let mut latest: BTreeMap<SiteId, Binding> = BTreeMap::new();
             for e in self.entries_after(hub, 0) {
                 let ControlItem::Key(k) = &e.item;
+                // A hub's word counts for devices only.
+                if k.role != PeerRole::Device {
+                    continue;
+                }
                 if let Some(b) = binding_of(k, *hub) {
                     latest.insert(k.site, b);
                 }
