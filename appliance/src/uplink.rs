@@ -59,6 +59,7 @@
 
 mod dial;
 mod error;
+mod revocations;
 mod state;
 
 use crate::datadir::unix_now;
@@ -428,6 +429,8 @@ impl Uplink {
             .site
             .parse()
             .map_err(|e| UplinkError::Pinned(PinnedError::Site(e)))?;
+        // Entries stored before this round (by a process that stopped before applying them).
+        revocations::apply(&mut self.mailbox, &mut self.allowlist, &site, unix_now())?;
         let mut total = Moved::default();
         let mut ending = Ending::Done;
         for _ in 0..MAX_SESSIONS {
@@ -471,6 +474,7 @@ impl Uplink {
             hub,
             config,
             mailbox,
+            allowlist,
             state,
             seen,
             id_seen,
@@ -488,8 +492,13 @@ impl Uplink {
             id_seen: *id_seen,
             noted: 0,
             base: (state.pushed, state.pulled),
+            allowlist,
+            cloud: site,
+            control_applied: 0,
         };
         let driven = link.drive(&mut client, &mut store, |s| news.after(s));
+        // The hello's control entries are stored: a revoked device is refused from now on.
+        news.revocations(&mut store);
         // Before a live wait saves the state: what this session's push and pull held back.
         state.held = ranges_text(&store.held);
         state.withheld = ranges_text(&store.withheld);
@@ -756,6 +765,12 @@ struct News<'a> {
     noted: u64,
     /// The state's (pushed, pulled) totals when the session started.
     base: (u64, u64),
+    /// The hub's allowlist, where the cloud's revocations are applied.
+    allowlist: &'a mut Allowlist,
+    /// The pinned cloud: only its revocations count.
+    cloud: SiteId,
+    /// [`MailboxClient::control_accepted`] when the revocations were last applied.
+    control_applied: usize,
 }
 
 impl News<'_> {
@@ -765,6 +780,20 @@ impl News<'_> {
             self.noted = store.moved.batches_pulled;
             self.hub.note_commit();
             *self.seen += 1;
+        }
+    }
+
+    /// Applies the cloud's revocations to the allowlist when control entries arrived since the
+    /// last call (a failure is logged: the next entries, or the next session, try again).
+    fn revocations(&mut self, store: &mut MailboxClient<'_>) {
+        if store.control_accepted == self.control_applied {
+            return;
+        }
+        self.control_applied = store.control_accepted;
+        if let Err(e) =
+            revocations::apply(store.mailbox_mut(), self.allowlist, &self.cloud, unix_now())
+        {
+            log::warn!("uplink: applying the cloud's revocations: {e}");
         }
     }
 
@@ -845,6 +874,7 @@ fn live_wait<'m>(
             }
             Event::Received if !client.is_live() => {}
             Event::Received => {
+                news.revocations(store);
                 let pulled = store.moved.batches_pulled > pulled_before;
                 if pulled {
                     log::info!(
