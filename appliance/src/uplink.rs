@@ -430,7 +430,10 @@ impl Uplink {
             .parse()
             .map_err(|e| UplinkError::Pinned(PinnedError::Site(e)))?;
         // Entries stored before this round (by a process that stopped before applying them).
-        revocations::apply(&mut self.mailbox, &mut self.allowlist, &site, unix_now())?;
+        let now = unix_now();
+        for d in revocations::apply(&mut self.mailbox, &mut self.allowlist, &site, now)? {
+            self.state.note_revoked(&d.site, now);
+        }
         let mut total = Moved::default();
         let mut ending = Ending::Done;
         for _ in 0..MAX_SESSIONS {
@@ -498,7 +501,7 @@ impl Uplink {
         };
         let driven = link.drive(&mut client, &mut store, |s| news.after(s));
         // The hello's control entries are stored: a revoked device is refused from now on.
-        news.revocations(&mut store);
+        news.revocations(&mut store, state);
         // Before a live wait saves the state: what this session's push and pull held back.
         state.held = ranges_text(&store.held);
         state.withheld = ranges_text(&store.withheld);
@@ -785,15 +788,22 @@ impl News<'_> {
 
     /// Applies the cloud's revocations to the allowlist when control entries arrived since the
     /// last call (a failure is logged: the next entries, or the next session, try again).
-    fn revocations(&mut self, store: &mut MailboxClient<'_>) {
+    fn revocations(&mut self, store: &mut MailboxClient<'_>, state: &mut UplinkState) {
         if store.control_accepted == self.control_applied {
             return;
         }
         self.control_applied = store.control_accepted;
-        if let Err(e) =
-            revocations::apply(store.mailbox_mut(), self.allowlist, &self.cloud, unix_now())
-        {
-            log::warn!("uplink: applying the cloud's revocations: {e}");
+        let now = unix_now();
+        match revocations::apply(store.mailbox_mut(), self.allowlist, &self.cloud, now) {
+            Ok(revoked) => {
+                for d in &revoked {
+                    state.note_revoked(&d.site, now);
+                }
+                if !revoked.is_empty() {
+                    save(state, self.hub);
+                }
+            }
+            Err(e) => log::warn!("uplink: applying the cloud's revocations: {e}"),
         }
     }
 
@@ -874,7 +884,7 @@ fn live_wait<'m>(
             }
             Event::Received if !client.is_live() => {}
             Event::Received => {
-                news.revocations(store);
+                news.revocations(store, state);
                 let pulled = store.moved.batches_pulled > pulled_before;
                 if pulled {
                     log::info!(

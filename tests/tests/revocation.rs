@@ -117,6 +117,13 @@ fn a_device_revoked_on_the_cloud_is_refused_by_its_hub_and_its_live_session_ends
         .find(|d| d["site"].as_str() == Some(&a_site.to_string()))
         .unwrap_or_else(|| panic!("A in the status: {status}"));
     assert!(entry["revoked_at"].as_u64().is_some(), "{entry}");
+    let by_cloud = status["uplink"]["revoked_by_cloud"].as_array().unwrap();
+    assert!(
+        by_cloud
+            .iter()
+            .any(|r| r.as_str().unwrap().starts_with(&a_site.to_string())),
+        "{status}"
+    );
     assert!(
         hub.log().contains("the cloud's control stream revokes it"),
         "{}",
