@@ -4,7 +4,8 @@
 //! - a device revoked on the cloud (`outpost-cloud revoke`) is revoked in its hub's allowlist
 //!   after the hub's next uplink round: its live session on the hub ends, and its next sync
 //!   there is refused;
-//! - a hub revoked on the cloud loses its live uplink session, and its next rounds are refused.
+//! - a hub revoked on the cloud loses its live uplink session, and its next rounds are refused;
+//! - a device revoked on the cloud loses its live session with the cloud, and is refused there.
 //!
 //! (`outpost-hub revoke` ending a live session is `appliance/tests/run.rs`.)
 
@@ -160,4 +161,30 @@ fn a_hub_revoked_on_the_cloud_loses_its_live_uplink() {
     let u = hub.status()["uplink"].clone();
     assert!(u["live_since"].is_null(), "{u}");
     assert_ne!(u["state"], "connected", "{u}");
+}
+
+#[test]
+fn a_device_revoked_on_the_cloud_loses_its_live_session_there() {
+    let dir = scratch();
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let a_path = dir.path().join("a.db");
+    let a = DeviceDb::patients(&a_path);
+    a.enroll(&cloud.device_code());
+    a.sync_with("cloud");
+    let a_live = device_db::live(&a_path, SCHEMA, "cloud", 60);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!a_live.is_finished(), "A's live session ended on its own");
+    let revoked_at = Instant::now();
+    cloud_revoke(&cloud, &site_of(&a));
+    within(
+        "A's live session on the cloud to end",
+        Duration::from_secs(10),
+        || a_live.is_finished().then_some(()),
+    );
+    eprintln!(
+        "revoked on the cloud -> live session on the cloud ended: {:?}",
+        revoked_at.elapsed()
+    );
+    let refused = format!("{:?}", a.try_json("SELECT outpost_sync('cloud')"));
+    assert!(refused.to_lowercase().contains("revoked"), "{refused}");
 }
