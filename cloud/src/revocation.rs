@@ -40,8 +40,8 @@ impl fmt::Display for RevocationError {
         match self {
             RevocationError::NoSuchDevice { selector } => write!(
                 f,
-                "no enrolled device, hub or device known from a hub's control stream matches \
-                 {selector:?} (4 or more leading hex digits of its site id)"
+                "no enrolled device (hub or device), nor one known from a hub's control stream, \
+                 matches {selector:?} (4 or more leading hex digits of its site id)"
             ),
             RevocationError::Ambiguous { selector, matches } => write!(
                 f,
