@@ -398,6 +398,8 @@ pub struct UplinkStatus {
     /// Origins held back from the push: their batch does not verify with the key the hub's
     /// directory holds (checked after the cloud refused a push as badly signed).
     pub withheld: Vec<String>,
+    /// Devices the uplink revoked because the cloud revoked them ("site at unix-seconds").
+    pub revoked_by_cloud: Vec<String>,
 }
 
 impl UplinkStatus {
@@ -450,6 +452,7 @@ impl UplinkStatus {
             clock_synced_at: state.clock_synced_at,
             held: state.held,
             withheld: state.withheld,
+            revoked_by_cloud: state.revoked_by_cloud,
         }))
     }
 
@@ -502,6 +505,12 @@ impl UplinkStatus {
             l.push((
                 "withheld (bad signature)",
                 format!("{}; not pushed", self.withheld.join(", ")),
+            ));
+        }
+        if !self.revoked_by_cloud.is_empty() {
+            l.push((
+                "revoked by the cloud",
+                format!("{}; refused from then on", self.revoked_by_cloud.join(", ")),
             ));
         }
         l

@@ -59,6 +59,7 @@
 
 mod dial;
 mod error;
+mod revocations;
 mod state;
 
 use crate::datadir::unix_now;
@@ -433,6 +434,11 @@ impl Uplink {
             .site
             .parse()
             .map_err(|e| UplinkError::Pinned(PinnedError::Site(e)))?;
+        // Entries stored before this round (by a process that stopped before applying them).
+        let now = unix_now();
+        for d in revocations::apply(&mut self.mailbox, &mut self.allowlist, &site, now)? {
+            self.state.note_revoked(&d.site, now);
+        }
         let mut total = Moved::default();
         let mut ending = Ending::Done;
         for _ in 0..MAX_SESSIONS {
@@ -476,6 +482,7 @@ impl Uplink {
             hub,
             config,
             mailbox,
+            allowlist,
             state,
             seen,
             id_seen,
@@ -493,8 +500,13 @@ impl Uplink {
             id_seen: *id_seen,
             noted: 0,
             base: (state.pushed, state.pulled),
+            allowlist,
+            cloud: site,
+            control_applied: 0,
         };
         let driven = link.drive(&mut client, &mut store, |s| news.after(s));
+        // The hello's control entries are stored: a revoked device is refused from now on.
+        news.revocations(&mut store, state);
         // Before a live wait saves the state: what this session's push and pull held back.
         state.held = ranges_text(&store.held);
         state.withheld = ranges_text(&store.withheld);
@@ -761,6 +773,12 @@ struct News<'a> {
     noted: u64,
     /// The state's (pushed, pulled) totals when the session started.
     base: (u64, u64),
+    /// The hub's allowlist, where the cloud's revocations are applied.
+    allowlist: &'a mut Allowlist,
+    /// The pinned cloud: only its revocations count.
+    cloud: SiteId,
+    /// [`MailboxClient::control_accepted`] when the revocations were last applied.
+    control_applied: usize,
 }
 
 impl News<'_> {
@@ -770,6 +788,27 @@ impl News<'_> {
             self.noted = store.moved.batches_pulled;
             self.hub.note_commit();
             *self.seen += 1;
+        }
+    }
+
+    /// Applies the cloud's revocations to the allowlist when control entries arrived since the
+    /// last call (a failure is logged: the next entries, or the next session, try again).
+    fn revocations(&mut self, store: &mut MailboxClient<'_>, state: &mut UplinkState) {
+        if store.control_accepted == self.control_applied {
+            return;
+        }
+        self.control_applied = store.control_accepted;
+        let now = unix_now();
+        match revocations::apply(store.mailbox_mut(), self.allowlist, &self.cloud, now) {
+            Ok(revoked) => {
+                for d in &revoked {
+                    state.note_revoked(&d.site, now);
+                }
+                if !revoked.is_empty() {
+                    save(state, self.hub);
+                }
+            }
+            Err(e) => log::warn!("uplink: applying the cloud's revocations: {e}"),
         }
     }
 
@@ -850,6 +889,7 @@ fn live_wait<'m>(
             }
             Event::Received if !client.is_live() => {}
             Event::Received => {
+                news.revocations(store, state);
                 let pulled = store.moved.batches_pulled > pulled_before;
                 if pulled {
                     log::info!(

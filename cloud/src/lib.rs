@@ -8,7 +8,7 @@
 //!
 //! Public modules (what the `outpost-cloud` binary and the tests use): [`datadir`] (the `--data`
 //! directory), [`https`] (the HTTPS front and its certificate), [`control`] (API tokens,
-//! enrollment kinds, settings), [`service`] (the running cloud), [`sessions`] (the session protocol listener), [`status`] (the operator's view).
+//! enrollment kinds, settings), [`service`] (the running cloud), [`sessions`] (the session protocol listener), [`revocation`] (revoking a device known from hubs), [`status`] (the operator's view).
 //!
 //! Inside the crate: `schema` (tables from batch headers), `tenant` (ingest and export),
 //! `changelog` (per-record change times for REST), `watermelon` (pull and push), `http` (the
@@ -27,6 +27,7 @@ pub mod datadir;
 mod error_chain;
 mod http;
 pub mod https;
+pub mod revocation;
 mod schema;
 pub mod service;
 pub mod sessions;

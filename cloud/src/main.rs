@@ -4,10 +4,11 @@ use anyhow::{bail, Context, Result};
 use outpost_cloud::control::{LAST_HTTPS, LAST_LISTEN};
 use outpost_cloud::datadir::{unix_now, DataDir};
 use outpost_cloud::https::{self, TlsFiles};
+use outpost_cloud::revocation::revoke_relayed;
 use outpost_cloud::service::Cloud;
 use outpost_cloud::status;
 use outpost_protocol::message::PeerRole;
-use outpost_relay::allowlist::{Role, DEFAULT_TOKEN_TTL_SECS};
+use outpost_relay::allowlist::{AllowlistError, Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::command::{self, Asked};
 use outpost_relay::{certify, enroll};
 use std::io::Write;
@@ -270,13 +271,21 @@ fn revoke(args: &Args) -> Result<()> {
     let [selector] = args.positional.as_slice() else {
         bail!("revoke takes one DEVICE (leading hex digits of its site id) or --api-token NAME");
     };
-    let d = dir.allowlist()?.revoke(selector, unix_now())?;
-    // The revocation goes into the tenant's control stream: every replica marks the key.
+    // The revocation goes into the tenant's control stream: every replica marks the key, and
+    // every hub revokes the device in its own allowlist.
     let mut mailbox = dir.mailbox()?;
     mailbox.set_control_owner(certify::owner(&dir.identity, PeerRole::Cloud, None));
-    certify::certify_device(&mut mailbox, &d, PeerRole::Cloud)?;
-    log::info!("data={} revoked peer site={}", dir.path.display(), d.site);
-    println!("revoked {} (key {})", d.site, d.key.fingerprint());
+    let (site, key) = match dir.allowlist()?.revoke(selector, unix_now()) {
+        Ok(d) => {
+            certify::certify_device(&mut mailbox, &d, PeerRole::Cloud)?;
+            (d.site, d.key)
+        }
+        // Not enrolled here: a device enrolled at a hub, known from the key directory.
+        Err(AllowlistError::NoSuchDevice { .. }) => revoke_relayed(&mut mailbox, selector)?,
+        Err(e) => return Err(e.into()),
+    };
+    log::info!("data={} revoked peer site={site}", dir.path.display());
+    println!("revoked {site} (key {})", key.fingerprint());
     Ok(())
 }
 

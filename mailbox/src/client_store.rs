@@ -89,6 +89,9 @@ pub struct MailboxClient<'m> {
     /// Origins held back from the push by [`MailboxClient::check_exports`], with the first
     /// range that did not verify.
     pub withheld: BTreeMap<SiteId, SeqRange>,
+    /// Control entries the server sent that the directory accepted in this session (the hub's
+    /// uplink then applies the cloud's revocations to its allowlist).
+    pub control_accepted: usize,
 }
 
 /// An export in progress.
@@ -116,11 +119,18 @@ impl<'m> MailboxClient<'m> {
             held: BTreeMap::new(),
             check_exports: false,
             withheld: BTreeMap::new(),
+            control_accepted: 0,
         }
     }
 }
 
 impl MailboxClient<'_> {
+    /// The mailbox, to change (between messages, e.g. to read the key directory after control
+    /// entries arrived: its cache reloads through `&mut`).
+    pub fn mailbox_mut(&mut self) -> &mut Mailbox {
+        self.mailbox
+    }
+
     /// The mailbox (between messages, e.g. to read the id pool while a live session waits).
     pub fn mailbox(&self) -> &Mailbox {
         self.mailbox
@@ -164,7 +174,9 @@ impl ClientStore for MailboxClient<'_> {
     }
 
     fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), MailboxError> {
-        self.mailbox.control_received(entries).map(|_| ())
+        let report = self.mailbox.control_received(entries)?;
+        self.control_accepted += report.accepted;
+        Ok(())
     }
 
     fn plan_export(&mut self, server_vector: &VersionVector) -> Result<ExportPlan, MailboxError> {

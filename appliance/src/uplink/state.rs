@@ -9,6 +9,9 @@ use std::path::Path;
 /// The uplink's state file in the data directory.
 pub const STATE_FILE: &str = "uplink-state.json";
 
+/// How many of the cloud's revocations the state keeps (the allowlist keeps them all).
+const MAX_REVOKED_SHOWN: usize = 32;
+
 /// What the uplink last did (for `status` and the page).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UplinkState {
@@ -49,6 +52,10 @@ pub struct UplinkState {
     /// hub's directory holds (after the cloud refused a push as badly signed).
     #[serde(default)]
     pub withheld: Vec<String>,
+    /// Devices the uplink revoked in the allowlist because the cloud's control stream revokes
+    /// them ("site at unix-seconds"), the latest 32.
+    #[serde(default)]
+    pub revoked_by_cloud: Vec<String>,
     /// Seqs pushed and pulled by this process's uplink.
     pub pushed: u64,
     /// See `pushed`.
@@ -56,6 +63,16 @@ pub struct UplinkState {
 }
 
 impl UplinkState {
+    /// Records that the uplink revoked `site` at `at` (unix seconds) for the cloud.
+    pub fn note_revoked(&mut self, site: &outpost_protocol::SiteId, at: u64) {
+        self.revoked_by_cloud.push(format!("{site} at {at}"));
+        let over = self
+            .revoked_by_cloud
+            .len()
+            .saturating_sub(MAX_REVOKED_SHOWN);
+        self.revoked_by_cloud.drain(..over);
+    }
+
     /// The state in `dir`, if the uplink ever ran there.
     pub fn load(dir: &Path) -> Result<Option<UplinkState>, UplinkError> {
         let path = dir.join(STATE_FILE);
