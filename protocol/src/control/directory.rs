@@ -21,6 +21,7 @@ use crate::message::PeerRole;
 use crate::site::SiteId;
 use crate::vector::VersionVector;
 use alloc::collections::BTreeMap;
+use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -79,6 +80,12 @@ pub struct Directory {
     /// Accepted entries per writer, seqs 1..=n.
     streams: BTreeMap<SiteId, Vec<ControlEntry>>,
     bindings: BTreeMap<SiteId, Binding>,
+    /// Every key a writer's entries may be signed with: its root key, and each key an accepted
+    /// entry of a cloud ever bound it to as a hub or a cloud. It only grows, so which entries are
+    /// accepted does not depend on their arrival order.
+    writer_keys: BTreeMap<SiteId, Vec<PublicKey>>,
+    /// Clouds a device's own hub introduced (on a peer with no cloud root).
+    introduced: Vec<SiteId>,
 }
 
 impl Directory {
@@ -88,6 +95,7 @@ impl Directory {
             roots: roots.into_iter().map(|r| (r.site, r)).collect(),
             ..Directory::default()
         };
+        d.writer_keys = d.roots.values().map(|r| (r.site, vec![r.key])).collect();
         d.derive();
         d
     }
@@ -157,17 +165,46 @@ impl Directory {
         if e.seq != have + 1 {
             return Err(Refusal::NotNext { have });
         }
-        let writer = self.writer(&e.writer).ok_or(Refusal::UnknownWriter)?;
-        e.verify(&writer.key).map_err(|_| Refusal::BadSignature)?;
+        let keys = self
+            .writer_keys
+            .get(&e.writer)
+            .ok_or(Refusal::UnknownWriter)?;
+        if !keys.iter().any(|k| e.verify(k).is_ok()) {
+            return Err(Refusal::BadSignature);
+        }
+        self.note_writer(e);
         self.streams.entry(e.writer).or_default().push(e.clone());
         Ok(true)
     }
 
-    /// The key and role of a writer whose entries can be checked: a root, or a site the
-    /// bindings make a hub or the cloud (revoked or not: its past entries stay verifiable).
-    fn writer(&self, site: &SiteId) -> Option<Binding> {
-        let b = self.bindings.get(site)?;
-        (b.role != PeerRole::Device).then_some(*b)
+    /// Records the writer key `e` makes known, if any: a cloud's entry binding a hub or a cloud,
+    /// or (on a peer with no cloud root) a device's own hub introducing its cloud. Revoked or not:
+    /// what a key signed stays verifiable.
+    fn note_writer(&mut self, e: &ControlEntry) {
+        let ControlItem::Key(k) = &e.item;
+        if k.role == PeerRole::Device || self.roots.contains_key(&k.site) {
+            return;
+        }
+        let cloud_root = self.roots.values().any(|r| r.role == PeerRole::Cloud);
+        let by = self.roots.get(&e.writer).map(|r| r.role);
+        let is_cloud = |w: &SiteId| {
+            self.roots.get(w).is_some_and(|r| r.role == PeerRole::Cloud)
+                || (!cloud_root && self.introduced.contains(w))
+        };
+        let authorised = is_cloud(&e.writer)
+            || (!cloud_root && by == Some(PeerRole::Hub) && k.role == PeerRole::Cloud);
+        if !authorised {
+            return;
+        }
+        if by == Some(PeerRole::Hub) && k.role == PeerRole::Cloud {
+            self.introduced.push(k.site);
+        }
+        if let Ok(key) = k.public_key() {
+            let keys = self.writer_keys.entry(k.site).or_default();
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
     }
 
     /// Recomputes every binding from the roots and the accepted entries.
