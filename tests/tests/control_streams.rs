@@ -33,18 +33,7 @@ use std::path::Path;
 use std::time::Duration;
 
 fn uplinked_hub(data: &Path, cloud_code: &str) -> Hub {
-    Hub::start(
-        data,
-        &[
-            "--no-mdns",
-            "--cloud",
-            cloud_code,
-            "--uplink-min-ms",
-            "100",
-            "--uplink-max-ms",
-            "500",
-        ],
-    )
+    Hub::uplinked(data, cloud_code, 500, &[])
 }
 
 /// Waits until an uplink round that started after `since` succeeded with nothing left to push.

@@ -24,20 +24,7 @@ use std::time::{Duration, Instant};
 /// A hub uplinked to `cloud_code`, retrying fast; `live` seconds of live uplink (0: a round
 /// every half second).
 fn uplinked_hub(data: &Path, cloud_code: &str, live: &str) -> Hub {
-    Hub::start(
-        data,
-        &[
-            "--no-mdns",
-            "--cloud",
-            cloud_code,
-            "--uplink-min-ms",
-            "100",
-            "--uplink-max-ms",
-            "500",
-            "--uplink-live-seconds",
-            live,
-        ],
-    )
+    Hub::uplinked(data, cloud_code, 500, &["--uplink-live-seconds", live])
 }
 
 /// `outpost-cloud revoke` of `site` (run as the operator would, a separate process).

@@ -25,19 +25,7 @@ use std::time::{Duration, Instant};
 /// `outpost-hub run` with an uplink to the cloud of `cloud_code`, backing off from 100 ms up to
 /// `max_ms`.
 fn uplinked_hub(data: &Path, cloud_code: &str, max_ms: u64) -> Hub {
-    let max_ms = max_ms.to_string();
-    Hub::start(
-        data,
-        &[
-            "--no-mdns",
-            "--cloud",
-            cloud_code,
-            "--uplink-min-ms",
-            "100",
-            "--uplink-max-ms",
-            &max_ms,
-        ],
-    )
+    Hub::uplinked(data, cloud_code, max_ms, &[])
 }
 
 /// Waits until an uplink round that started after `since` (unix s) succeeded with nothing left

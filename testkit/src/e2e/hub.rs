@@ -25,6 +25,23 @@ impl Hub {
         Hub::start_on(data, free_port(), args)
     }
 
+    /// `outpost-hub run` without mDNS, with an uplink to the cloud of `cloud_code`, backing off
+    /// from 100 ms up to `max_ms`, and `extra` arguments.
+    pub fn uplinked(data: &Path, cloud_code: &str, max_ms: u64, extra: &[&str]) -> Hub {
+        let max_ms = max_ms.to_string();
+        let mut args = vec![
+            "--no-mdns",
+            "--cloud",
+            cloud_code,
+            "--uplink-min-ms",
+            "100",
+            "--uplink-max-ms",
+            &max_ms,
+        ];
+        args.extend_from_slice(extra);
+        Hub::start(data, &args)
+    }
+
     /// On `port` (a hub restarted on its data directory keeps its address); returns once it
     /// listens.
     pub fn start_on(data: &Path, port: u16, args: &[&str]) -> Hub {
