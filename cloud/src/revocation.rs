@@ -81,7 +81,9 @@ pub fn revoke_relayed(
     if wanted.len() >= 4 {
         for writer in directory.writers() {
             for e in directory.entries_after(writer, 0) {
-                let ControlItem::Key(k) = &e.item;
+                let ControlItem::Key(k) = &e.item else {
+                    continue;
+                };
                 if k.site.to_string().starts_with(&wanted) {
                     sites.insert(k.site);
                 }

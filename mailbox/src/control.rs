@@ -521,8 +521,9 @@ fn uncertified_devices(directory: &Directory, own: &SiteId) -> Vec<ControlItem> 
     let mut sites: Vec<SiteId> = Vec::new();
     for writer in directory.writers().filter(|w| *w != own) {
         for e in directory.entries_after(writer, 0) {
-            let ControlItem::Key(k) = &e.item;
-            sites.push(k.site);
+            if let ControlItem::Key(k) = &e.item {
+                sites.push(k.site);
+            }
         }
     }
     sites.sort();
@@ -553,7 +554,9 @@ fn statement(
         .iter()
         .rev()
         .find_map(|e| {
-            let ControlItem::Key(k) = &e.item;
+            let ControlItem::Key(k) = &e.item else {
+                return None;
+            };
             (k.site == *site)
                 .then(|| k.public_key().ok().map(|key| (key, k.role, k.revoked)))
                 .flatten()

@@ -18,6 +18,7 @@ use crate::value::Value;
 use crate::vector::SeqRange;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::fmt;
 use serde::{Deserialize, Serialize};
 
 mod body;
@@ -87,7 +88,8 @@ pub enum Compression {
 
 /// Which way the tables inside a batch travel (docs/design.md section 10): a batch holds tables
 /// of one direction only, stated in its clear header so relays can check it without the body.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+/// The variant order is the tag in control entries ([`crate::control::TableEntry`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub enum Direction {
     /// Written anywhere, served everywhere (flag bits 0).
     #[default]
@@ -105,6 +107,33 @@ pub struct BatchFlags {
     pub direction: Direction,
     /// A cloud-signed transfer of rows between scopes (cells credited to other sites).
     pub transfer: bool,
+}
+
+impl Direction {
+    /// Its name in `outpost_track` options, commands and status (`both`, `up`, `down`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Both => "both",
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+
+    /// Reads a name written by [`Direction::as_str`].
+    pub fn parse(name: &str) -> Option<Direction> {
+        match name {
+            "both" => Some(Direction::Both),
+            "up" => Some(Direction::Up),
+            "down" => Some(Direction::Down),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl BatchFlags {
@@ -197,6 +226,10 @@ pub struct BatchHeader {
     pub compression: Compression,
     /// The length of the uncompressed body in bytes (bounds decompression).
     pub body_len: u32,
+    /// The body was withheld: an `up` batch served to a device as its signed clear header alone
+    /// ([`codec::withhold`]), so the device covers the range without receiving what it may not
+    /// hold. The payload fields are then empty.
+    pub withheld: bool,
 }
 
 impl BatchHeader {
@@ -227,6 +260,7 @@ impl BatchHeader {
             tables,
             compression,
             body_len,
+            withheld: false,
         }
     }
 }

@@ -11,8 +11,9 @@
 //! entry = postcard(writer, seq, item) ‖ signature (64 bytes, ECDSA P-256 over
 //!         SHA-256("outpost control v2\n" ‖ the postcard bytes))
 //! ```
-//! Items are append-only by tag: tag 0 is [`ControlItem::Key`]. Grants, revocations, voided
-//! ranges and the tenant's table settings come as new tags.
+//! Items are append-only by tag: tag 0 is [`ControlItem::Key`], tag 1 [`ControlItem::Table`] (the
+//! tenant's settings for one table, meaningful only from a cloud). Grants, revocations and voided
+//! ranges come as new tags.
 //!
 //! **Contract**: [`decode_entry`] accepts any bytes and returns a typed [`ControlError`] (at most
 //! [`MAX_ENTRY_BYTES`] read; a key must be a valid P-256 point; trailing bytes refused; only the
@@ -23,10 +24,12 @@ mod directory;
 
 pub use directory::{Binding, Directory, Refusal, Root};
 
+use crate::batch::{names, Direction};
 use crate::handshake::{Keypair, PublicKey, PUBLIC_KEY_LEN};
 use crate::message::{Bytes, PeerRole};
 use crate::signing::{sign_digest, verify_digest, SignatureError, SIGNATURE_LEN};
 use crate::site::SiteId;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use serde::{Deserialize, Serialize};
@@ -59,11 +62,25 @@ impl KeyEntry {
     }
 }
 
+/// The tenant's settings for one table (docs/design.md section 10): the cloud's to declare; a
+/// device whose `outpost_track` options differ gets a typed error at sync. A later entry for the
+/// same table replaces an earlier one.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct TableEntry {
+    /// The table's name (1-128 bytes, no NUL, not reserved: [`names`]).
+    pub name: String,
+    /// Which way its changes travel: `down` tables are written by the cloud only, `up` tables
+    /// are never served to devices.
+    pub direction: Direction,
+}
+
 /// What a control entry says. The variant order is the wire tag: append only.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ControlItem {
     /// Tag 0: a key directory entry.
     Key(KeyEntry),
+    /// Tag 1: the tenant's settings for a table.
+    Table(TableEntry),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -114,6 +131,8 @@ pub enum ControlError {
     BadKey,
     /// The seq is 0.
     BadSeq,
+    /// A table entry's name is empty, longer than 128 bytes, holds NUL or is reserved.
+    BadTableName,
 }
 
 impl fmt::Display for ControlError {
@@ -128,6 +147,9 @@ impl fmt::Display for ControlError {
             ControlError::TrailingBytes => f.write_str("bytes after a control entry's signature"),
             ControlError::BadKey => f.write_str("control key entry holds an invalid P-256 key"),
             ControlError::BadSeq => f.write_str("control entry numbered 0"),
+            ControlError::BadTableName => {
+                f.write_str("control table entry names no valid, unreserved table")
+            }
         }
     }
 }
@@ -166,6 +188,14 @@ pub fn key_item(site: SiteId, key: &PublicKey, role: PeerRole, revoked: bool) ->
     })
 }
 
+/// The tenant's settings for table `name`.
+pub fn table_item(name: &str, direction: Direction) -> ControlItem {
+    ControlItem::Table(TableEntry {
+        name: name.into(),
+        direction,
+    })
+}
+
 /// Decodes one entry (not verified: see [`ControlEntry::verify`] and [`Directory`]).
 pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
     if bytes.len() > MAX_ENTRY_BYTES {
@@ -187,9 +217,17 @@ pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
     if wire.seq == 0 {
         return Err(ControlError::BadSeq);
     }
-    let ControlItem::Key(k) = &wire.item;
-    if k.key.0.len() != PUBLIC_KEY_LEN || PublicKey::from_sec1(&k.key.0).is_err() {
-        return Err(ControlError::BadKey);
+    match &wire.item {
+        ControlItem::Key(k) => {
+            if k.key.0.len() != PUBLIC_KEY_LEN || PublicKey::from_sec1(&k.key.0).is_err() {
+                return Err(ControlError::BadKey);
+            }
+        }
+        ControlItem::Table(t) => {
+            if names::check(&t.name).is_err() {
+                return Err(ControlError::BadTableName);
+            }
+        }
     }
     let mut signature = [0u8; SIGNATURE_LEN];
     signature.copy_from_slice(rest);

@@ -114,6 +114,9 @@ pub enum ErrorCode {
     /// A relayed batch names an origin whose key the receiver does not know yet: nothing of the
     /// push was stored; retry later, after the control entries naming the key (tag 11).
     KeyUnknown,
+    /// A pushed batch is flagged `down`: only the cloud writes those tables, and its batches
+    /// travel by pull; nothing of the push was stored (tag 13).
+    DirectionRefused,
 }
 
 /// Bytes carried as one postcard byte string (length varint, then the bytes), not as a sequence

@@ -307,6 +307,14 @@ pub enum SessionError {
         /// What the peer may push.
         allowed: PushOrigins,
     },
+    /// A pushed batch is flagged `down` (tables only the cloud writes): no peer pushes one (the
+    /// cloud's batches travel by pull), so the whole push is refused and nothing stored.
+    DirectionRefused {
+        /// The origin the batch names.
+        origin: SiteId,
+        /// Its seq range.
+        range: SeqRange,
+    },
     /// The staged push exceeds the server's limit.
     TooLarge {
         /// Bytes staged with this batch.
@@ -413,6 +421,12 @@ impl fmt::Display for SessionError {
                 "push refused: hub {peer} relayed a batch of origin {origin}, this server's own; \
                  nothing of this push was stored"
             ),
+            SessionError::DirectionRefused { origin, range } => write!(
+                f,
+                "push refused: batch of origin {origin} seqs {}..={} holds tables the tenant \
+                 declares `down` (only the cloud writes them); nothing of this push was stored",
+                range.lo, range.hi
+            ),
             SessionError::TooLarge { staged, max } => write!(
                 f,
                 "push too large: {staged} bytes staged, the limit is {max}; push fewer batches per session"
@@ -471,6 +485,7 @@ impl SessionError {
             SessionError::ForeignOrigin { .. } => ErrorCode::ForeignOrigin,
             SessionError::BadSignature { .. } => ErrorCode::BadSignature,
             SessionError::KeyUnknown { .. } => ErrorCode::KeyUnknown,
+            SessionError::DirectionRefused { .. } => ErrorCode::DirectionRefused,
             SessionError::AckMismatch
             | SessionError::IdGrantMismatch
             | SessionError::PushAttemptsExhausted { .. }

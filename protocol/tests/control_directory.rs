@@ -1,8 +1,10 @@
 //! The key directory (issue 16 item 2, DESIGN section 10 "control streams"): who may write which
 //! entries, cloud entries beating hub entries, and one decision whatever the arrival order.
 
+use outpost_protocol::batch::Direction;
 use outpost_protocol::control::{
-    decode_entry, encode_entry, key_item, ControlEntry, ControlError, Directory, Refusal, Root,
+    decode_entry, encode_entry, key_item, table_item, ControlEntry, ControlError, Directory,
+    Refusal, Root,
 };
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::message::PeerRole;
@@ -193,4 +195,51 @@ fn damaged_entries_get_typed_errors() {
         &key(0xc0),
     );
     assert_eq!(decode_entry(&zero), Err(ControlError::BadSeq));
+}
+
+fn table(writer: SiteId, wkey: u8, seq: u64, name: &str, direction: Direction) -> ControlEntry {
+    decode_entry(&encode_entry(
+        writer,
+        seq,
+        &table_item(name, direction),
+        &key(wkey),
+    ))
+    .unwrap()
+}
+
+/// Table settings are the cloud's to declare (issue 16 item 5): the cloud's latest entry per
+/// table counts; a hub's, accepted into its stream, is given no weight; undeclared tables travel
+/// both ways.
+#[test]
+fn table_settings_come_from_the_cloud_alone_and_the_latest_wins() {
+    let mut entries = stream();
+    entries.push(table(CLOUD, 0xc0, 3, "forms", Direction::Up));
+    entries.push(table(CLOUD, 0xc0, 4, "forms", Direction::Down));
+    entries.push(table(HUB, 0x40, 2, "forms", Direction::Both));
+    entries.push(table(HUB, 0x40, 3, "patients", Direction::Down));
+    for reversed in [false, true] {
+        let mut all = entries.clone();
+        if reversed {
+            all.reverse();
+        }
+        let mut d = Directory::new([cloud_root()]);
+        assert!(d.admit(all).is_empty());
+        assert!(d.has_cloud());
+        assert_eq!(d.table_direction("forms"), Direction::Down);
+        assert_eq!(d.table_direction("patients"), Direction::Both);
+        assert_eq!(
+            d.tables().collect::<Vec<_>>(),
+            vec![("forms", Direction::Down)]
+        );
+        assert!(d.is_cloud(&CLOUD) && !d.is_cloud(&HUB));
+    }
+    // Names the engine reserves cannot be declared.
+    let bad = encode_entry(
+        CLOUD,
+        5,
+        &table_item("_outpost_rows", Direction::Down),
+        &key(0xc0),
+    );
+    assert_eq!(decode_entry(&bad), Err(ControlError::BadTableName));
+    assert!(!Directory::new([]).has_cloud());
 }

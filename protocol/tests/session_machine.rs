@@ -690,3 +690,115 @@ fn a_relayed_batch_of_an_origin_no_entry_names_refuses_the_push_whole() {
     assert!(sstore.batches.is_empty(), "nothing of the push stored");
     assert_eq!(sstore.commits, 0);
 }
+
+/// Only the cloud writes `down` tables, and its batches travel by pull: a pushed batch flagged
+/// `down` refuses the whole push, whoever pushes it (a device, or a hub relaying one).
+#[test]
+fn a_pushed_down_batch_is_refused_whole() {
+    use outpost_protocol::batch::Direction;
+    use outpost_protocol::session::PushOrigins;
+    use outpost_testkit::batch::directed;
+    for pushes in [PushOrigins::Own, PushOrigins::Relayed] {
+        let mut sstore = MemServer::default();
+        let mut cfg = server_config();
+        cfg.peer_pushes = pushes;
+        let mut server = ServerSession::<MemServer>::new(cfg);
+        server.handle(hello(1), 0, &mut sstore).unwrap();
+        drain(&mut server, &mut sstore);
+        server
+            .handle(
+                push(1, directed(DEVICE, 1, 1, Direction::Up)),
+                0,
+                &mut sstore,
+            )
+            .unwrap();
+        let e = server
+            .handle(
+                push(1, directed(DEVICE, 2, 2, Direction::Down)),
+                0,
+                &mut sstore,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, SessionError::DirectionRefused { origin, .. } if origin == DEVICE),
+            "{pushes:?}: {e:?}"
+        );
+        assert!(matches!(
+            e.to_message(),
+            Some(Message::Error {
+                code: ErrorCode::DirectionRefused,
+                ..
+            })
+        ));
+        assert!(sstore.batches.is_empty(), "{pushes:?}: nothing stored");
+    }
+}
+
+/// `up` tables are never served to devices: a device pulls an `up` batch as its signed clear
+/// header alone (it covers the range, verifiably, with nothing to apply); a hub pulls it whole.
+#[test]
+fn up_batches_reach_devices_as_their_signed_clear_header_only() {
+    use outpost_protocol::batch::codec::decode_header;
+    use outpost_protocol::batch::{signature, Direction};
+    use outpost_protocol::session::PushOrigins;
+    use outpost_testkit::batch::directed;
+    let up = directed(OTHER, 1, 1, Direction::Up);
+    let both = directed(OTHER, 2, 2, Direction::Both);
+    for pushes in [PushOrigins::Own, PushOrigins::Relayed] {
+        let mut sstore = MemServer::holding(vec![up.clone(), both.clone()]);
+        let mut cfg = server_config();
+        cfg.peer_pushes = pushes;
+        let mut server = ServerSession::<MemServer>::new(cfg);
+        server.handle(hello(1), 0, &mut sstore).unwrap();
+        drain(&mut server, &mut sstore);
+        server
+            .handle(
+                Message::Pull {
+                    vector: VersionVector::new(),
+                },
+                0,
+                &mut sstore,
+            )
+            .unwrap();
+        let chunks: Vec<Vec<u8>> = drain(&mut server, &mut sstore)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Chunk { batch } => Some(batch.0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(chunks.len(), 2, "{pushes:?}");
+        assert_eq!(
+            chunks[1], both,
+            "{pushes:?}: a `both` batch is served whole"
+        );
+        let h = decode_header(&chunks[0], &Limits::default()).unwrap();
+        assert_eq!(h.range, header(&up).range);
+        signature::verify(&h, outpost_testkit::keys::site_keypair(OTHER).public())
+            .expect("the withheld header still verifies");
+        match pushes {
+            PushOrigins::Own => {
+                assert!(h.withheld, "a device gets the clear header only");
+                assert!(chunks[0].len() < up.len() && up.starts_with(&chunks[0]));
+                assert!(
+                    outpost_protocol::batch::codec::verify(&chunks[0], &Limits::default()).is_err()
+                );
+            }
+            PushOrigins::Relayed => assert_eq!(chunks[0], up, "a hub gets it whole"),
+        }
+    }
+    // A `both` batch cut after its signature (its clear header is as long as the `up` one's)
+    // is a truncated batch, not a withheld one.
+    let clear_len = outpost_protocol::batch::codec::withhold(&up)
+        .unwrap()
+        .unwrap()
+        .len();
+    assert_eq!(
+        outpost_protocol::batch::codec::withhold(&both).unwrap(),
+        None
+    );
+    assert!(matches!(
+        decode_header(&both[..clear_len], &Limits::default()),
+        Err(outpost_protocol::batch::codec::DecodeError::Truncated { .. })
+    ));
+}

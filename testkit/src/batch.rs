@@ -5,8 +5,8 @@
 
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{
-    BatchHeader, CellChange, CellPayload, ColumnSchema, Compression, RowChange, TableChanges,
-    TableSchema,
+    BatchFlags, BatchHeader, BatchMeta, BodyWriter, CellChange, CellPayload, ColumnSchema,
+    Compression, Direction, RowChange, TableChanges, TableSchema,
 };
 use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, Value, VersionVector};
 
@@ -26,6 +26,34 @@ pub fn batch(origin: SiteId, lo: u64, hi: u64) -> Vec<u8> {
         &[],
         Compression::None,
     ))
+}
+
+/// [`batch`] with the clear header's direction flag set to `direction` (signed after).
+pub fn directed(origin: SiteId, lo: u64, hi: u64, direction: Direction) -> Vec<u8> {
+    let table = TableSchema {
+        name: format!("t{lo}_{hi}"),
+        columns: vec![],
+        primary_key: vec![],
+        foreign_keys: vec![],
+    };
+    let writer = BodyWriter::new(vec![table]).expect("a test batch's tables");
+    let meta = BatchMeta {
+        flags: BatchFlags {
+            direction,
+            transfer: false,
+        },
+        ..BatchMeta::default()
+    };
+    crate::keys::signed(
+        codec::finish_batch_with(
+            writer,
+            origin,
+            SeqRange::new(lo, hi).expect("a test batch's range"),
+            &meta,
+            Compression::None,
+        )
+        .expect("a test batch"),
+    )
 }
 
 /// An encoded batch of `origin` covering `lo..=hi` whose body changes `rows` of table `table`

@@ -15,7 +15,9 @@
 
 use super::body::{read_body, BodyWriter};
 use super::signature::{signed_digest, SIGNATURE_LEN};
-use super::{Batch, BatchFlags, BatchHeader, BatchMeta, Compression, TableChanges, TableSchema};
+use super::{
+    Batch, BatchFlags, BatchHeader, BatchMeta, Compression, Direction, TableChanges, TableSchema,
+};
 use crate::hlc::Hlc;
 use crate::site::SiteId;
 use crate::vector::SeqRange;
@@ -239,9 +241,67 @@ fn assemble_with(header: &BatchHeader, wire_body: &[u8], fix_sent: bool) -> Vec<
 
 /// Decodes the header only (routing: hub and mailbox never read bodies). Checks the magic, the
 /// format, the header's consistency and, for a raw body, its exact length; it does **not** check
-/// the hash (use [`verify`]).
+/// the hash (use [`verify`]). Also reads the withheld form of an `up` batch ([`withhold`]): its
+/// header has [`BatchHeader::withheld`] set and no payload fields.
 pub fn decode_header(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, DecodeError> {
+    if let Some(h) = withheld_header(bytes)? {
+        return Ok(h);
+    }
     split(bytes, limits).map(|(h, _, _)| h)
+}
+
+/// An `up` batch as a relay serves it to a device (docs/design.md section 10: `up` tables are
+/// never served to devices): the signed clear header alone, which the device verifies and then
+/// counts the range as covered. `None` when the batch is not an `up` batch (served whole).
+pub fn withhold(bytes: &[u8]) -> Result<Option<Vec<u8>>, DecodeError> {
+    let end = clear_header_end(bytes)?;
+    let (clear, _) = take_bounded::<ClearWire>(bytes, MAGIC.len() + 1, MAX_CLEAR_BYTES)?;
+    let up = BatchFlags::from_byte(clear.flags).is_some_and(|f| f.direction == Direction::Up);
+    Ok(up.then(|| bytes[..end + SIGNATURE_LEN].to_vec()))
+}
+
+/// The header of a withheld `up` batch: the bytes end right after the signature, the body it
+/// signs is not empty, and the flags say `up` (any other batch cut there is truncated).
+fn withheld_header(bytes: &[u8]) -> Result<Option<BatchHeader>, DecodeError> {
+    let Ok(end) = clear_header_end(bytes) else {
+        return Ok(None); // `split` names what is wrong
+    };
+    if bytes.len() != end + SIGNATURE_LEN {
+        return Ok(None);
+    }
+    let (clear, _) = take_bounded::<ClearWire>(bytes, MAGIC.len() + 1, MAX_CLEAR_BYTES)?;
+    let Some(flags) = BatchFlags::from_byte(clear.flags) else {
+        return Err(DecodeError::BadHeader(HeaderProblem::BadFlags));
+    };
+    if flags.direction != Direction::Up || clear.sent_len == 0 {
+        return Ok(None);
+    }
+    if clear.stream.len() > MAX_STREAM_LEN || !clear.stream.bytes().all(stream_byte) {
+        return Err(DecodeError::BadHeader(HeaderProblem::BadStream));
+    }
+    if SeqRange::new(clear.range.lo, clear.range.hi).is_none() {
+        return Err(DecodeError::BadHeader(HeaderProblem::BadRange));
+    }
+    let mut sig = [0u8; SIGNATURE_LEN];
+    sig.copy_from_slice(&bytes[end..]);
+    Ok(Some(BatchHeader {
+        origin: clear.origin,
+        stream: clear.stream,
+        range: clear.range,
+        flags,
+        key_epoch: clear.key_epoch,
+        grant_version: clear.grant_version,
+        max_hlc: clear.max_hlc,
+        sent_len: clear.sent_len,
+        body_sha256: clear.sent_sha256,
+        signature: (sig != [0u8; SIGNATURE_LEN]).then_some(sig),
+        signed_digest: signed_digest(&bytes[..end]),
+        base_hlc: Hlc::ZERO,
+        tables: Vec::new(),
+        compression: Compression::None,
+        body_len: 0,
+        withheld: true,
+    }))
 }
 
 /// Checks a whole batch without parsing rows: clear header, payload header, lengths, and the
@@ -365,6 +425,7 @@ fn split(bytes: &[u8], limits: &Limits) -> Result<(BatchHeader, usize, usize), D
         tables: payload.tables,
         compression: payload.compression,
         body_len: payload.body_len,
+        withheld: false,
     };
     check_header(&header)?;
     if header.body_len as usize > limits.max_body_bytes {

@@ -15,6 +15,21 @@ pub fn is_reserved(name: &str) -> bool {
     })
 }
 
+/// The longest table or column name accepted, in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// Whether `name` may name a table: 1 to [`MAX_NAME_BYTES`] bytes, no NUL, not reserved. The
+/// error says which rule it breaks.
+pub fn check(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES || name.contains('\0') {
+        return Err("names must be 1-128 bytes without NUL");
+    }
+    if is_reserved(name) {
+        return Err("outpost_*, _outpost*, _cloud* and sqlite_* names are reserved");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

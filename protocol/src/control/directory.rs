@@ -14,13 +14,18 @@
 //! entry for the site; else, among hubs the cloud certifies (or that are roots) and have not been
 //! revoked, the latest entry of the hub with the smallest site id. Revoked keys stay, marked, so
 //! history signed before the revocation stays verifiable.
+//!
+//! **Table settings** come from the clouds' entries only (latest per table); a hub's are given no
+//! weight. A table no entry names travels both ways.
 
 use super::{ControlEntry, ControlItem, KeyEntry};
+use crate::batch::Direction;
 use crate::handshake::PublicKey;
 use crate::message::PeerRole;
 use crate::site::SiteId;
 use crate::vector::VersionVector;
 use alloc::collections::BTreeMap;
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
@@ -86,6 +91,10 @@ pub struct Directory {
     writer_keys: BTreeMap<SiteId, Vec<PublicKey>>,
     /// Clouds a device's own hub introduced (on a peer with no cloud root).
     introduced: Vec<SiteId>,
+    /// The tenant's table settings, from the clouds' entries.
+    tables: BTreeMap<String, Direction>,
+    /// A cloud is known (a root, or introduced by the device's own hub).
+    has_cloud: bool,
 }
 
 impl Directory {
@@ -124,6 +133,29 @@ impl Directory {
     /// What the directory binds `site` to.
     pub fn binding(&self, site: &SiteId) -> Option<&Binding> {
         self.bindings.get(site)
+    }
+
+    /// The direction the tenant declares for `table` (`both` when no cloud entry names it).
+    pub fn table_direction(&self, table: &str) -> Direction {
+        self.tables.get(table).copied().unwrap_or_default()
+    }
+
+    /// Every table the tenant has declared settings for, by name.
+    pub fn tables(&self) -> impl Iterator<Item = (&str, Direction)> {
+        self.tables.iter().map(|(n, d)| (n.as_str(), *d))
+    }
+
+    /// Whether a cloud is known here: then the tenant's table settings apply (a peer with no
+    /// cloud keeps its own declarations).
+    pub fn has_cloud(&self) -> bool {
+        self.has_cloud
+    }
+
+    /// Whether `site` is bound as a cloud (the only origin that may write `down` tables).
+    pub fn is_cloud(&self, site: &SiteId) -> bool {
+        self.bindings
+            .get(site)
+            .is_some_and(|b| b.role == PeerRole::Cloud)
     }
 
     /// The key `site` signs with, if known (revoked or not).
@@ -181,7 +213,9 @@ impl Directory {
     /// or (on a peer with no cloud root) a device's own hub introducing its cloud. Revoked or not:
     /// what a key signed stays verifiable.
     fn note_writer(&mut self, e: &ControlEntry) {
-        let ControlItem::Key(k) = &e.item;
+        let ControlItem::Key(k) = &e.item else {
+            return;
+        };
         if k.role == PeerRole::Device || self.roots.contains_key(&k.site) {
             return;
         }
@@ -236,7 +270,9 @@ impl Directory {
                 .filter(|r| r.role == PeerRole::Hub)
                 .find_map(|hub| {
                     self.entries_after(&hub.site, 0).iter().rev().find_map(|e| {
-                        let ControlItem::Key(k) = &e.item;
+                        let ControlItem::Key(k) = &e.item else {
+                            return None;
+                        };
                         (k.role == PeerRole::Cloud && !self.roots.contains_key(&k.site))
                             .then(|| binding_of(k, hub.site).map(|b| (k.site, b)))
                             .flatten()
@@ -247,10 +283,17 @@ impl Directory {
                 clouds.push(site);
             }
         }
-        // The cloud's latest statement per site.
+        // The cloud's latest statement per site, and per table.
+        let mut tables = BTreeMap::new();
         for cloud in &clouds {
             for e in self.entries_after(cloud, 0) {
-                let ControlItem::Key(k) = &e.item;
+                let k = match &e.item {
+                    ControlItem::Key(k) => k,
+                    ControlItem::Table(t) => {
+                        tables.insert(t.name.clone(), t.direction);
+                        continue;
+                    }
+                };
                 if self.roots.contains_key(&k.site) {
                     continue;
                 }
@@ -275,7 +318,9 @@ impl Directory {
         for hub in hubs.iter().rev() {
             let mut latest: BTreeMap<SiteId, Binding> = BTreeMap::new();
             for e in self.entries_after(hub, 0) {
-                let ControlItem::Key(k) = &e.item;
+                let ControlItem::Key(k) = &e.item else {
+                    continue;
+                };
                 // A hub's word counts for devices only.
                 if k.role != PeerRole::Device {
                     continue;
@@ -293,6 +338,8 @@ impl Directory {
             }
         }
         self.bindings = bindings;
+        self.has_cloud = !clouds.is_empty();
+        self.tables = tables;
     }
 }
 

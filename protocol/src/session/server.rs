@@ -4,6 +4,7 @@
 use super::{check_signature, control_messages, covered_of, peer_error, push_digest, store_err};
 use super::{CommitRecord, ServerStore, SessionError, StagedBatch};
 use crate::batch::codec::{self, Limits as BatchLimits};
+use crate::batch::Direction;
 use crate::handshake::PublicKey;
 use crate::id_range::IdGrant;
 use crate::message::{Bytes, Hello, Message, PeerRole, PushAgainReason, SessionId};
@@ -319,6 +320,14 @@ impl<S: ServerStore> ServerSession<S> {
             )?
         };
         check_signature(&header, &key)?;
+        // Only the cloud writes `down` tables, and the cloud never pushes: it is the top of the
+        // tree, and relays take its batches by pulling. So no push may carry one.
+        if header.flags.direction == Direction::Down {
+            return Err(SessionError::DirectionRefused {
+                origin: header.origin,
+                range: header.range,
+            });
+        }
         if self.staged.is_empty() {
             self.staged_since_ms = now_ms;
         }
@@ -404,6 +413,19 @@ impl<S: ServerStore> ServerSession<S> {
                 // A plan sends each origin in seq order from the client's coverage; anything
                 // else would be a store bug, and the client's own vector stays authoritative.
                 let _ = vector.advance(header.origin, header.range);
+                // `up` tables are never served to devices: a device gets an `up` batch's signed
+                // clear header alone, and covers its range with nothing to apply.
+                let bytes = match self.config.peer_pushes {
+                    PushOrigins::Own => match codec::withhold(&bytes) {
+                        Ok(Some(clear)) => clear,
+                        Ok(None) => bytes,
+                        Err(e) => {
+                            self.state = ServerState::Done;
+                            return Err(SessionError::StoredBatchUndecodable(e));
+                        }
+                    },
+                    PushOrigins::Relayed => bytes,
+                };
                 Ok(Some(Message::Chunk {
                     batch: Bytes(bytes),
                 }))

@@ -177,6 +177,11 @@ fn write_link(f: &mut fmt::Formatter<'_>, e: &LinkError) -> fmt::Result {
                 "refused: this database pushed changes of another origin (was it copied from \
                  another device?): {message}"
             ),
+            ErrorCode::DirectionRefused => write!(
+                f,
+                "refused: this database pushed changes to a table only the cloud writes (declared \
+                 `down` by the tenant): {message}"
+            ),
             _ => write!(f, "the peer ended the session ({code:?}): {message}"),
         },
         e if e.is_lost_connection() => write!(f, "{e}; retry"),
