@@ -15,6 +15,7 @@
 use crate::control::{Control, ControlError};
 use outpost_embed::EngineError;
 use outpost_mailbox::{Mailbox, MailboxError};
+use outpost_protocol::message::PeerRole;
 use outpost_protocol::SiteId;
 use outpost_relay::allowlist::{Allowlist, AllowlistError};
 use outpost_relay::identity::{Identity, IdentityError};
@@ -254,9 +255,18 @@ impl DataDir {
         self.path.join("tenant.db")
     }
 
-    /// A new connection to the mailbox.
+    /// A new connection to the mailbox, owned by the cloud: its key is the root its control
+    /// stream is judged with (table settings, certifications), and what it appends is signed
+    /// with it.
     pub fn mailbox(&self) -> Result<Mailbox, DataDirError> {
-        Mailbox::open(self.path.join("mailbox.db")).map_err(DataDirError::Mailbox)
+        let mut mailbox =
+            Mailbox::open(self.path.join("mailbox.db")).map_err(DataDirError::Mailbox)?;
+        mailbox.set_control_owner(outpost_relay::certify::owner(
+            &self.identity,
+            PeerRole::Cloud,
+            None,
+        ));
+        Ok(mailbox)
     }
 
     /// A new connection to the allowlist.

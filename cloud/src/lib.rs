@@ -8,7 +8,7 @@
 //!
 //! Public modules (what the `outpost-cloud` binary and the tests use): [`datadir`] (the `--data`
 //! directory), [`https`] (the HTTPS front and its certificate), [`control`] (API tokens,
-//! enrollment kinds, settings), [`service`] (the running cloud), [`sessions`] (the session protocol listener), [`revocation`] (revoking a device known from hubs), [`status`] (the operator's view).
+//! enrollment kinds, settings), [`service`] (the running cloud), [`sessions`] (the session protocol listener), [`revocation`] (revoking a device known from hubs), [`tables`] (the tenant's table directions), [`status`] (the operator's view).
 //!
 //! Inside the crate: `schema` (tables from batch headers), `tenant` (ingest and export),
 //! `changelog` (per-record change times for REST), `watermelon` (pull and push), `http` (the
@@ -32,6 +32,7 @@ mod schema;
 pub mod service;
 pub mod sessions;
 pub mod status;
+pub mod tables;
 mod tenant;
 mod watermelon;
 

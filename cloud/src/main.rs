@@ -7,6 +7,8 @@ use outpost_cloud::https::{self, TlsFiles};
 use outpost_cloud::revocation::revoke_relayed;
 use outpost_cloud::service::Cloud;
 use outpost_cloud::status;
+use outpost_cloud::tables::{self, Declared};
+use outpost_protocol::batch::Direction;
 use outpost_protocol::message::PeerRole;
 use outpost_relay::allowlist::{AllowlistError, Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::command::{self, Asked};
@@ -25,6 +27,8 @@ usage:
   outpost-cloud api-token   --data DIR NAME
   outpost-cloud revoke      --data DIR DEVICE          (4+ leading hex digits of its site id)
   outpost-cloud revoke      --data DIR --api-token NAME
+  outpost-cloud table       --data DIR [TABLE --direction both|up|down]
+                            (no TABLE: list the declared directions)
   outpost-cloud status      --data DIR [--json]
 Defaults: --listen 0.0.0.0:7430, --https 0.0.0.0:8443. Logs go to stderr (OUTPOST_LOG=debug).";
 
@@ -41,6 +45,7 @@ struct Args {
     ttl: Option<u64>,
     kind: Option<Role>,
     api_token: Option<String>,
+    direction: Option<Direction>,
     json: bool,
     no_qr: bool,
     positional: Vec<String>,
@@ -76,6 +81,13 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Asked<Args>> {
                 args.kind = Some(k);
             }
             "--api-token" => args.api_token = Some(value("--api-token")?),
+            "--direction" => {
+                let v = value("--direction")?;
+                args.direction = Some(
+                    Direction::parse(&v)
+                        .with_context(|| format!("--direction {v:?}: both, up or down"))?,
+                );
+            }
             "--json" => args.json = true,
             "--no-qr" => args.no_qr = true,
             "-h" | "--help" => return Ok(Asked::Help),
@@ -98,6 +110,7 @@ fn main() {
             "enroll-code" => enroll_code(&args),
             "api-token" => api_token(&args),
             "revoke" => revoke(&args),
+            "table" => table(&args),
             "status" => status(&args),
             other => bail!("unknown command {other:?}"),
         }
@@ -161,7 +174,6 @@ fn run(args: &Args) -> Result<()> {
         // Data directories made before control streams: the cloud's entries for every peer it
         // admitted (the relay writes each new peer's as its handshake completes).
         let mut mailbox = dir.mailbox()?;
-        mailbox.set_control_owner(certify::owner(&dir.identity, PeerRole::Cloud, None));
         let written = certify::certify_admitted(&mut mailbox, &dir.allowlist()?, PeerRole::Cloud)?;
         if written > 0 {
             log::info!("control: certified {written} admitted peers");
@@ -274,7 +286,6 @@ fn revoke(args: &Args) -> Result<()> {
     // The revocation goes into the tenant's control stream: every replica marks the key, and
     // every hub revokes the device in its own allowlist.
     let mut mailbox = dir.mailbox()?;
-    mailbox.set_control_owner(certify::owner(&dir.identity, PeerRole::Cloud, None));
     let (site, key) = match dir.allowlist()?.revoke(selector, unix_now()) {
         Ok(d) => {
             certify::certify_device(&mut mailbox, &d, PeerRole::Cloud)?;
@@ -287,6 +298,40 @@ fn revoke(args: &Args) -> Result<()> {
     log::info!("data={} revoked peer site={site}", dir.path.display());
     println!("revoked {site} (key {})", key.fingerprint());
     Ok(())
+}
+
+fn table(args: &Args) -> Result<()> {
+    let dir = DataDir::open(data_path(args)?)?;
+    let mut mailbox = dir.mailbox()?;
+    match (args.positional.as_slice(), args.direction) {
+        ([], None) => {
+            let declared = tables::declared(&mut mailbox)?;
+            if declared.is_empty() {
+                println!("no table directions declared: every table travels both ways");
+            }
+            for (name, direction) in declared {
+                println!("{name} {direction}");
+            }
+            Ok(())
+        }
+        ([name], Some(direction)) => {
+            // The declaration goes into the tenant's control stream: hubs and devices learn it
+            // before anything else at their next sync.
+            match tables::declare(&mut mailbox, &dir.tenant_path(), name, direction)? {
+                Declared::Entry(seq) => {
+                    log::info!(
+                        "data={} table {name:?} declared {direction} (control entry {seq})",
+                        dir.path.display()
+                    );
+                    println!("table {name} {direction} (control entry {seq})");
+                }
+                Declared::Unchanged => println!("table {name} {direction} (unchanged)"),
+            }
+            Ok(())
+        }
+        ([_], None) => bail!("table TABLE needs --direction both|up|down"),
+        _ => bail!("table takes one TABLE and --direction, or nothing to list"),
+    }
 }
 
 fn status(args: &Args) -> Result<()> {

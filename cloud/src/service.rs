@@ -12,7 +12,9 @@ use crate::error_chain::Chain;
 use crate::tenant::{Ingested, Tenant, TenantError};
 use crate::watermelon::{self, PushError, Pushed, RestError};
 use outpost_mailbox::Mailbox;
+use outpost_protocol::batch::Direction;
 use outpost_relay::Serving;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -122,7 +124,7 @@ impl Cloud {
         let mut tenant = lock(&self.tenant);
         tenant.refresh_triggers()?;
         let mut mailbox = lock(&self.mailbox);
-        let ingested = tenant.ingest(&mailbox)?;
+        let ingested = tenant.ingest(&mut mailbox)?;
         let exported = tenant.export(&mut mailbox, self.dir.identity.keypair())?;
         drop(mailbox);
         drop(tenant);
@@ -198,7 +200,20 @@ impl Cloud {
     pub fn rest_pull(&self, last_pulled_at: Option<i64>) -> Result<Vec<u8>, RestError> {
         let mut tenant = lock(&self.tenant);
         tenant.refresh_triggers()?;
-        watermelon::pull(tenant.conn(), last_pulled_at)
+        let declared = self.declared_directions()?;
+        watermelon::pull(tenant.conn(), last_pulled_at, &declared)
+    }
+
+    /// The tenant's table settings (taken under the mailbox lock: callers hold the tenant's,
+    /// which comes first).
+    fn declared_directions(&self) -> Result<BTreeMap<String, Direction>, RestError> {
+        let mut mailbox = lock(&self.mailbox);
+        Ok(mailbox
+            .directory()
+            .map_err(RestError::Mailbox)?
+            .tables()
+            .map(|(n, d)| (n.to_string(), d))
+            .collect())
     }
 
     /// A WatermelonDB push of `body` (JSON text, read into a compact plan and dropped before the
@@ -207,7 +222,8 @@ impl Cloud {
     pub fn rest_push(&self, last_pulled_at: i64, body: Vec<u8>) -> Result<Pushed, PushError> {
         let mut tenant = lock(&self.tenant);
         tenant.refresh_triggers()?;
-        let pushed = watermelon::push(tenant.conn(), last_pulled_at, body)?;
+        let declared = self.declared_directions()?;
+        let pushed = watermelon::push(tenant.conn(), last_pulled_at, body, &declared)?;
         let mut mailbox = lock(&self.mailbox);
         match tenant.export(&mut mailbox, self.dir.identity.keypair()) {
             Ok(batches) => self.exported(batches),

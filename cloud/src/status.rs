@@ -88,9 +88,14 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
         .into_iter()
         .map(|(name, rows)| json!({"name": name, "rows": rows}))
         .collect();
-    let (mailbox, ids) = {
-        let mb = dir.mailbox()?;
-        (mb.status()?, mb.id_status()?)
+    let (mailbox, ids, directions) = {
+        let mut mb = dir.mailbox()?;
+        let directions: serde_json::Map<String, Value> = mb
+            .directory()?
+            .tables()
+            .map(|(n, d)| (n.to_string(), json!(d.as_str())))
+            .collect();
+        (mb.status()?, mb.id_status()?, directions)
     };
     // The cloud is the root of every id sequence: its counters are the next numbers it grants.
     let ids: serde_json::Map<String, Value> = ids
@@ -146,6 +151,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             "path": dir.tenant_path().display().to_string(),
             "db_version": tenant.vector()?.get(&dir.identity.site),
             "tables": tables,
+            "directions": directions,
             "quarantined": tenant.quarantined()?,
             "refused_batches": tenant.refused()?.len(),
             "last_apply_error": control.setting(crate::control::LAST_APPLY_ERROR)?,
@@ -193,6 +199,10 @@ pub fn render(v: &Value) -> String {
             s(&tb["name"]),
             s(&tb["rows"])
         ));
+    }
+    if let Some(d) = t["directions"].as_object().filter(|d| !d.is_empty()) {
+        let list: Vec<String> = d.iter().map(|(n, v)| format!("{n} {}", s(v))).collect();
+        line(format!("  directions declared: {}", list.join(", ")));
     }
     if t["refused_batches"].as_u64().is_some_and(|n| n > 0) {
         line(format!(

@@ -20,10 +20,11 @@ use crate::schema::{self, SchemaError};
 use outpost_embed::EngineError;
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::batch::codec;
+use outpost_protocol::batch::{BatchFlags, Direction};
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::{SiteId, VersionVector};
 use rusqlite::Connection;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,6 +41,15 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The tenant's table settings, from the cloud's control stream.
+fn declared_directions(mailbox: &mut Mailbox) -> Result<BTreeMap<String, Direction>, TenantError> {
+    Ok(mailbox
+        .directory()?
+        .tables()
+        .map(|(n, d)| (n.to_string(), d))
+        .collect())
 }
 
 /// The tenant database connection.
@@ -95,6 +105,13 @@ pub enum TenantError {
         since: u64,
         /// The engine's error.
         source: rusqlite::Error,
+    },
+    /// A batch the engine exported could not be read to set its direction flag.
+    Flags {
+        /// The seq the export started above.
+        since: u64,
+        /// Why it could not be decoded.
+        source: codec::DecodeError,
     },
     /// A batch the engine exported could not be signed (it is not a batch this build writes).
     Sign {
@@ -160,6 +177,10 @@ impl fmt::Display for TenantError {
             TenantError::Sign { since, .. } => {
                 write!(f, "signing the tenant's batch above seq {since}")
             }
+            TenantError::Flags { since, .. } => write!(
+                f,
+                "reading the tenant's batch above seq {since} for its direction flag"
+            ),
             TenantError::ForeignOrigin { origin, site } => write!(
                 f,
                 "the tenant exported a batch of origin {origin} but its site is {site}"
@@ -185,7 +206,7 @@ impl std::error::Error for TenantError {
             | TenantError::Quarantine { source }
             | TenantError::Refused { source } => Some(source),
             TenantError::VectorJson { source } => Some(source),
-            TenantError::Sign { source, .. } => Some(source),
+            TenantError::Sign { source, .. } | TenantError::Flags { source, .. } => Some(source),
             // Transparent: these say what failed themselves.
             TenantError::Engine(e) => e.source(),
             TenantError::Mailbox(e) => e.source(),
@@ -353,23 +374,26 @@ impl Tenant {
     }
 
     /// Applies what `mailbox` holds and the tenant lacks (see the module doc).
-    pub fn ingest(&mut self, mailbox: &Mailbox) -> Result<Ingested, TenantError> {
+    pub fn ingest(&mut self, mailbox: &mut Mailbox) -> Result<Ingested, TenantError> {
         let mut done = Ingested::default();
         let mut stopped: BTreeSet<SiteId> = BTreeSet::new();
+        let declared = declared_directions(mailbox)?;
         let mut plan = mailbox.pull_plan(&self.vector()?, Some(self.site))?;
         while let Some(batch) = mailbox.next_batch(&mut plan)? {
             if stopped.contains(&batch.origin) {
                 continue;
             }
             let range = (batch.range.lo, batch.range.hi);
-            let outcome = self.apply_one(&batch.bytes).and_then(|o| match o {
-                Outcome::Refused(reason) => {
-                    refused::refuse(&self.conn, batch.origin, batch.range, &reason, now_ms())
-                        .map_err(ApplyError::Refuse)?;
-                    Ok(Outcome::Refused(reason))
-                }
-                applied => Ok(applied),
-            });
+            let outcome = self
+                .apply_one(&batch.bytes, &declared)
+                .and_then(|o| match o {
+                    Outcome::Refused(reason) => {
+                        refused::refuse(&self.conn, batch.origin, batch.range, &reason, now_ms())
+                            .map_err(ApplyError::Refuse)?;
+                        Ok(Outcome::Refused(reason))
+                    }
+                    applied => Ok(applied),
+                });
             match outcome {
                 Ok(Outcome::Refused(reason)) => {
                     log::warn!(
@@ -411,12 +435,22 @@ impl Tenant {
         Ok(done)
     }
 
-    fn apply_one(&mut self, bytes: &[u8]) -> Result<Outcome, ApplyError> {
+    fn apply_one(
+        &mut self,
+        bytes: &[u8],
+        declared: &BTreeMap<String, Direction>,
+    ) -> Result<Outcome, ApplyError> {
         // What the bytes alone decide, before anything is written: the whole batch decodes
         // within its memory budget (the engine decodes it again to apply it; the first copy is
-        // dropped before), and its header's schema is acceptable.
+        // dropped before), its rows match the tenant's table settings, and its header's schema
+        // is acceptable.
         let header = match codec::decode(bytes, &codec::Limits::default()) {
-            Ok(batch) => batch.header,
+            Ok(batch) => {
+                if let Some(reason) = crate::tables::mismatch(&batch, declared) {
+                    return Ok(Outcome::Refused(reason));
+                }
+                batch.header
+            }
             Err(e) => return Ok(Outcome::Refused(format!("not a valid batch: {e}"))),
         };
         if let Err(e) = schema::validate_all(&header.tables) {
@@ -454,6 +488,7 @@ impl Tenant {
     pub fn export(&mut self, mailbox: &mut Mailbox, key: &Keypair) -> Result<usize, TenantError> {
         let mut since = mailbox.vector()?.get(&self.site);
         let mut stored = 0;
+        let declared = declared_directions(mailbox)?;
         loop {
             let blob: Option<Vec<u8>> = self
                 .conn
@@ -464,6 +499,17 @@ impl Tenant {
                 )
                 .map_err(|source| TenantError::Export { since, source })?;
             let Some(mut blob) = blob else { break };
+            if !declared.is_empty() {
+                // The engine flags every batch `both`; the tenant's settings decide.
+                let batch = codec::decode(&blob, &codec::Limits::default())
+                    .map_err(|source| TenantError::Flags { since, source })?;
+                let flags = BatchFlags {
+                    direction: crate::tables::direction_of(&batch, &declared),
+                    ..batch.header.flags
+                };
+                codec::set_flags(&mut blob, flags)
+                    .map_err(|source| TenantError::Flags { since, source })?;
+            }
             outpost_protocol::batch::signature::sign(&mut blob, key)
                 .map_err(|source| TenantError::Sign { since, source })?;
             let staged = mailbox.stage(0, blob)?;

@@ -26,10 +26,12 @@
 
 use crate::changelog::{self, ChangelogError};
 use crate::schema::{quote, SchemaError};
+use outpost_protocol::batch::Direction;
 use plan::{Plan, Scalar};
 use push_body::{BodyError, Tables};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use std::collections::BTreeMap;
 use std::fmt;
 
 mod plan;
@@ -47,6 +49,8 @@ pub enum RestError {
     Sqlite(rusqlite::Error),
     /// Writing the answer as JSON failed.
     Encode(serde_json::Error),
+    /// Reading the tenant's table settings from the mailbox failed.
+    Mailbox(outpost_mailbox::MailboxError),
 }
 
 impl fmt::Display for RestError {
@@ -56,6 +60,7 @@ impl fmt::Display for RestError {
             RestError::Schema(e) => e.fmt(f),
             RestError::Sqlite(_) => f.write_str("the tenant database failed"),
             RestError::Encode(_) => f.write_str("writing the answer as JSON"),
+            RestError::Mailbox(_) => f.write_str("reading the tenant's table settings"),
         }
     }
 }
@@ -68,6 +73,7 @@ impl std::error::Error for RestError {
             RestError::Schema(e) => e.source(),
             RestError::Sqlite(e) => Some(e),
             RestError::Encode(e) => Some(e),
+            RestError::Mailbox(e) => Some(e),
         }
     }
 }
@@ -156,6 +162,11 @@ pub enum InvalidPush {
         /// The table.
         table: String,
     },
+    /// A table the tenant declares `down`: only the cloud's operator writes it (HTTP 403).
+    DownTable {
+        /// The table.
+        table: String,
+    },
     /// More records (created, updated and deleted, all tables) than one push may hold (HTTP 413).
     TooManyRecords {
         /// [`MAX_PUSH_RECORDS`].
@@ -194,6 +205,11 @@ impl fmt::Display for InvalidPush {
             InvalidPush::DeletedNotIds { table } => {
                 write!(f, "{table}.deleted holds ids (strings)")
             }
+            InvalidPush::DownTable { table } => write!(
+                f,
+                "table {table:?} is declared down: it is written on the cloud only, never by an \
+                 app"
+            ),
             InvalidPush::TooManyRecords { limit } => write!(
                 f,
                 "more than {limit} records in one push; push them in several parts"
@@ -238,6 +254,7 @@ impl PushError {
     pub fn status(&self) -> u16 {
         match self {
             PushError::Invalid(InvalidPush::TooManyRecords { .. }) => 413,
+            PushError::Invalid(InvalidPush::DownTable { .. }) => 403,
             PushError::NotJson(_)
             | PushError::Invalid(_)
             | PushError::Rejected { .. }
@@ -355,11 +372,18 @@ fn put_cell(out: &mut Vec<u8>, v: ValueRef<'_>) -> Result<(), RestError> {
 /// `{"changes": {table: {"created": [..], "updated": [..], "deleted": [..]}}, "timestamp": T}`,
 /// tables by name. Written as the rows are read: no JSON tree, so the answer costs its own size
 /// (plus its `updated` and `deleted` parts once more while they wait for `created` to end).
-pub fn pull(conn: &mut Connection, last_pulled_at: Option<i64>) -> Result<Vec<u8>, RestError> {
+/// Tables the tenant declares `up` are left out: they are collected from apps, never served to
+/// them (docs/design.md section 10).
+pub fn pull(
+    conn: &mut Connection,
+    last_pulled_at: Option<i64>,
+    declared: &BTreeMap<String, Direction>,
+) -> Result<Vec<u8>, RestError> {
     let since = last_pulled_at.unwrap_or(0);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let timestamp = changelog::latest(&tx)?;
     let mut tables = changelog::rest_tables(&tx)?;
+    tables.retain(|t| declared.get(t) != Some(&Direction::Up));
     tables.sort();
     let mut out = b"{\"changes\":{".to_vec();
     for (n, table) in tables.iter().enumerate() {
@@ -454,11 +478,13 @@ pub struct Pushed {
 }
 
 /// Applies a push body (see the module doc). The body is read into a compact plan (checked
-/// against the tables as it is read) and dropped before the writes.
+/// against the tables as it is read) and dropped before the writes. A push touching a table the
+/// tenant declares `down` is refused whole.
 pub fn push(
     conn: &mut Connection,
     last_pulled_at: i64,
     body: Vec<u8>,
+    declared: &BTreeMap<String, Direction>,
 ) -> Result<Pushed, PushError> {
     let tables = rest_columns(conn)?;
     let plan = match push_body::read(&body, &tables, MAX_PUSH_RECORDS) {
@@ -467,6 +493,15 @@ pub fn push(
         Err(BodyError::Invalid(why)) => return Err(PushError::Invalid(why)),
     };
     drop(body);
+    if let Some(t) = plan
+        .tables
+        .iter()
+        .find(|t| declared.get(&t.table) == Some(&Direction::Down))
+    {
+        return Err(PushError::Invalid(InvalidPush::DownTable {
+            table: t.table.clone(),
+        }));
+    }
     let written = apply(conn, last_pulled_at, &plan)?;
     Ok(Pushed {
         written,

@@ -20,7 +20,13 @@ fn tenant(dir: &std::path::Path) -> Connection {
 }
 
 fn refused(conn: &mut Connection, last_pulled_at: i64, body: Json) -> (u16, String) {
-    let e = push(conn, last_pulled_at, body.to_string().into_bytes()).unwrap_err();
+    let e = push(
+        conn,
+        last_pulled_at,
+        body.to_string().into_bytes(),
+        &BTreeMap::new(),
+    )
+    .unwrap_err();
     (e.status(), e.answer())
 }
 
@@ -84,6 +90,7 @@ fn refused_pushes_answer_the_status_and_text_the_api_always_gave() {
         json!({"patients": {"created": [{"id": "p1", "name": "Asha"}]}})
             .to_string()
             .into_bytes(),
+        &BTreeMap::new(),
     )
     .unwrap();
     let at: i64 = conn
@@ -261,4 +268,45 @@ fn a_plan_is_no_larger_than_its_body() {
             body.len()
         );
     }
+}
+
+/// Directions the tenant declares (issue 16 item 5): a push touching a `down` table is refused
+/// whole with 403, nothing written; an `up` table is left out of pulls.
+#[test]
+fn down_tables_refuse_pushes_and_up_tables_are_not_pulled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = tenant(dir.path());
+    let body = json!({
+        "patients": {"created": [{"id": "p1", "name": "Asha"}]},
+        "visits": {"created": [{"id": "v1", "patient_id": "p1"}]},
+    });
+    let down = BTreeMap::from([("visits".to_string(), Direction::Down)]);
+    let e = push(&mut conn, 0, body.to_string().into_bytes(), &down).unwrap_err();
+    assert_eq!(e.status(), 403);
+    assert!(
+        e.answer().contains("\"visits\" is declared down"),
+        "{}",
+        e.answer()
+    );
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM patients", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "nothing of the push was written");
+
+    push(
+        &mut conn,
+        0,
+        body.to_string().into_bytes(),
+        &BTreeMap::new(),
+    )
+    .unwrap();
+    let mut pulled = |declared: &BTreeMap<String, Direction>| -> Json {
+        serde_json::from_slice(&pull(&mut conn, None, declared).unwrap()).unwrap()
+    };
+    let all = pulled(&BTreeMap::new());
+    assert!(all["changes"]["visits"].is_object());
+    let up = BTreeMap::from([("visits".to_string(), Direction::Up)]);
+    let some = pulled(&up);
+    assert!(some["changes"].get("visits").is_none(), "{some}");
+    assert_eq!(some["changes"]["patients"]["created"][0]["id"], "p1");
 }

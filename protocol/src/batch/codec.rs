@@ -250,6 +250,23 @@ pub fn decode_header(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, Decod
     split(bytes, limits).map(|(h, _, _)| h)
 }
 
+/// Rewrites an encoded batch's clear-header flags, for a writer that learns them only from the
+/// batch's rows (the cloud: the direction follows the tenant's table settings). The clear header
+/// keeps its length (flags are one byte); the signature slot is left as it is, so sign after.
+pub fn set_flags(bytes: &mut [u8], flags: BatchFlags) -> Result<(), DecodeError> {
+    let prefix = MAGIC.len() + 1;
+    let end = clear_header_end(bytes)?;
+    let (mut clear, _) = take_bounded::<ClearWire>(bytes, prefix, MAX_CLEAR_BYTES)?;
+    clear.flags = flags.to_byte();
+    let again = postcard::to_allocvec(&clear)
+        .map_err(|_| DecodeError::BadHeader(HeaderProblem::Malformed))?;
+    if prefix + again.len() != end {
+        return Err(DecodeError::BadHeader(HeaderProblem::Malformed));
+    }
+    bytes[prefix..end].copy_from_slice(&again);
+    Ok(())
+}
+
 /// An `up` batch as a relay serves it to a device (docs/design.md section 10: `up` tables are
 /// never served to devices): the signed clear header alone, which the device verifies and then
 /// counts the range as covered. `None` when the batch is not an `up` batch (served whole).
@@ -276,9 +293,7 @@ fn withheld_header(bytes: &[u8]) -> Result<Option<BatchHeader>, DecodeError> {
     if flags.direction != Direction::Up || clear.sent_len == 0 {
         return Ok(None);
     }
-    if clear.stream.len() > MAX_STREAM_LEN || !clear.stream.bytes().all(stream_byte) {
-        return Err(DecodeError::BadHeader(HeaderProblem::BadStream));
-    }
+    check_stream(&clear.stream)?;
     if SeqRange::new(clear.range.lo, clear.range.hi).is_none() {
         return Err(DecodeError::BadHeader(HeaderProblem::BadRange));
     }
@@ -387,9 +402,7 @@ fn split(bytes: &[u8], limits: &Limits) -> Result<(BatchHeader, usize, usize), D
     let Some(flags) = BatchFlags::from_byte(clear.flags) else {
         return Err(DecodeError::BadHeader(HeaderProblem::BadFlags));
     };
-    if clear.stream.len() > MAX_STREAM_LEN || !clear.stream.bytes().all(stream_byte) {
-        return Err(DecodeError::BadHeader(HeaderProblem::BadStream));
-    }
+    check_stream(&clear.stream)?;
     let sent = bytes.len() - sent_start;
     if sent != clear.sent_len as usize {
         return Err(if sent < clear.sent_len as usize {
@@ -486,6 +499,14 @@ pub(crate) fn clear_header_end(bytes: &[u8]) -> Result<usize, DecodeError> {
         });
     }
     Ok(end)
+}
+
+/// A stream name: at most [`MAX_STREAM_LEN`] bytes of a scope id's alphabet.
+fn check_stream(stream: &str) -> Result<(), DecodeError> {
+    if stream.len() > MAX_STREAM_LEN || !stream.bytes().all(stream_byte) {
+        return Err(DecodeError::BadHeader(HeaderProblem::BadStream));
+    }
+    Ok(())
 }
 
 /// A stream name's bytes: a scope id's alphabet (`[A-Za-z0-9_.-]`).
