@@ -168,6 +168,7 @@ fn a_device_batch_lands_in_real_tables_and_rest_pushes_reach_devices() {
     assert_eq!(device_pulls(&mailbox, &tablet), 0, "nothing twice");
 
     // An operator publishes a form in a `down` table on the cloud: it reaches a new tablet.
+    cli_ok(&["table", "--data", d, "forms", "--direction", "down"]);
     {
         let op = device(&tenant);
         op.execute_batch(
