@@ -12,8 +12,9 @@
 //!         SHA-256("outpost control v2\n" ‖ the postcard bytes))
 //! ```
 //! Items are append-only by tag: tag 0 is [`ControlItem::Key`], tag 1 [`ControlItem::Table`] (the
-//! tenant's settings for one table, meaningful only from a cloud). Grants, revocations and voided
-//! ranges come as new tags.
+//! tenant's settings for one table, meaningful only from a cloud), tag 2 [`ControlItem::Grant`]
+//! (the scopes a site may hold and write). Revocations' last seqs and voided ranges come as new
+//! tags.
 //!
 //! **Contract**: [`decode_entry`] accepts any bytes and returns a typed [`ControlError`] (at most
 //! [`MAX_ENTRY_BYTES`] read; a key must be a valid P-256 point; trailing bytes refused; only the
@@ -27,6 +28,7 @@ pub use directory::{Binding, Directory, Refusal, Root};
 use crate::batch::{names, Direction};
 use crate::handshake::{Keypair, PublicKey, PUBLIC_KEY_LEN};
 use crate::message::{Bytes, PeerRole};
+use crate::scope::Scopes;
 use crate::signing::{sign_digest, verify_digest, SignatureError, SIGNATURE_LEN};
 use crate::site::SiteId;
 use alloc::string::String;
@@ -37,8 +39,8 @@ use sha2::{Digest, Sha256};
 
 /// The label that makes a control signature mean "this control entry" and nothing else.
 pub const DOMAIN: &[u8] = b"outpost control v2\n";
-/// The largest encoded entry accepted.
-pub const MAX_ENTRY_BYTES: usize = 512;
+/// The largest encoded entry accepted (a grant of the most scopes fits).
+pub const MAX_ENTRY_BYTES: usize = 2048;
 /// The most entries one `Control` message carries.
 pub const MAX_ENTRIES_PER_MESSAGE: usize = 1024;
 
@@ -74,6 +76,21 @@ pub struct TableEntry {
     pub direction: Direction,
 }
 
+/// What a site is granted (docs/design.md section 10, "Grants"): versioned per site, the highest
+/// version counts. The cloud grants any site; a hub grants the devices it admits, within its own
+/// grant, until the cloud's word replaces its.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct GrantEntry {
+    /// The site granted.
+    pub site: SiteId,
+    /// Its grant's version, from 1: batches name the version they were written under.
+    pub version: u64,
+    /// The scopes it may hold and write.
+    pub scopes: Scopes,
+    /// It may mint enrolment codes (a clinic supervisor's tablet).
+    pub enroll: bool,
+}
+
 /// What a control entry says. The variant order is the wire tag: append only.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ControlItem {
@@ -81,6 +98,8 @@ pub enum ControlItem {
     Key(KeyEntry),
     /// Tag 1: the tenant's settings for a table.
     Table(TableEntry),
+    /// Tag 2: what a site is granted.
+    Grant(GrantEntry),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -133,6 +152,8 @@ pub enum ControlError {
     BadSeq,
     /// A table entry's name is empty, longer than 128 bytes, holds NUL or is reserved.
     BadTableName,
+    /// A grant's scopes break the rules of [`crate::scope`], or its version is 0.
+    BadGrant,
 }
 
 impl fmt::Display for ControlError {
@@ -149,6 +170,9 @@ impl fmt::Display for ControlError {
             ControlError::BadSeq => f.write_str("control entry numbered 0"),
             ControlError::BadTableName => {
                 f.write_str("control table entry names no valid, unreserved table")
+            }
+            ControlError::BadGrant => {
+                f.write_str("control grant entry has version 0 or invalid scopes")
             }
         }
     }
@@ -196,6 +220,16 @@ pub fn table_item(name: &str, direction: Direction) -> ControlItem {
     })
 }
 
+/// Version `version` of `site`'s grant.
+pub fn grant_item(site: SiteId, version: u64, scopes: Scopes, enroll: bool) -> ControlItem {
+    ControlItem::Grant(GrantEntry {
+        site,
+        version,
+        scopes,
+        enroll,
+    })
+}
+
 /// Decodes one entry (not verified: see [`ControlEntry::verify`] and [`Directory`]).
 pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
     if bytes.len() > MAX_ENTRY_BYTES {
@@ -226,6 +260,11 @@ pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
         ControlItem::Table(t) => {
             if names::check(&t.name).is_err() {
                 return Err(ControlError::BadTableName);
+            }
+        }
+        ControlItem::Grant(g) => {
+            if g.version == 0 || g.scopes.check().is_err() {
+                return Err(ControlError::BadGrant);
             }
         }
     }

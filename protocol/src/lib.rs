@@ -30,6 +30,7 @@ pub mod hlc;
 pub mod id_range;
 pub mod merge;
 pub mod message;
+pub mod scope;
 pub mod session;
 pub mod signing;
 pub mod site;

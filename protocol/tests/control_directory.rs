@@ -3,11 +3,12 @@
 
 use outpost_protocol::batch::Direction;
 use outpost_protocol::control::{
-    decode_entry, encode_entry, key_item, table_item, ControlEntry, ControlError, Directory,
-    Refusal, Root,
+    decode_entry, encode_entry, grant_item, key_item, table_item, ControlEntry, ControlError,
+    Directory, Refusal, Root,
 };
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::message::PeerRole;
+use outpost_protocol::scope::Scopes;
 use outpost_protocol::SiteId;
 
 fn key(n: u8) -> Keypair {
@@ -179,8 +180,8 @@ fn damaged_entries_get_typed_errors() {
     assert_eq!(decode_entry(&trailing), Err(ControlError::TrailingBytes));
     assert_eq!(decode_entry(&[]), Err(ControlError::Malformed));
     assert!(matches!(
-        decode_entry(&vec![0; 600]),
-        Err(ControlError::TooLong { len: 600 })
+        decode_entry(&vec![0; 2100]),
+        Err(ControlError::TooLong { len: 2100 })
     ));
     // The key's first byte (0x04, uncompressed) changed: not a point.
     let at = good.windows(2).position(|w| w == [65, 4]).unwrap() + 1;
@@ -242,4 +243,70 @@ fn table_settings_come_from_the_cloud_alone_and_the_latest_wins() {
     );
     assert_eq!(decode_entry(&bad), Err(ControlError::BadTableName));
     assert!(!Directory::new([]).has_cloud());
+}
+
+fn grant(
+    writer: SiteId,
+    wkey: u8,
+    seq: u64,
+    site: SiteId,
+    version: u64,
+    scopes: &[&str],
+) -> ControlEntry {
+    decode_entry(&encode_entry(
+        writer,
+        seq,
+        &grant_item(
+            site,
+            version,
+            Scopes::parse(scopes.iter().copied()).unwrap(),
+            false,
+        ),
+        &key(wkey),
+    ))
+    .unwrap()
+}
+
+/// Grants (issue 19 item 3): the cloud's highest version wins whatever the order; a hub's grant
+/// counts for a device it admitted, within the hub's own grant, until the cloud grants it.
+#[test]
+fn grants_the_clouds_highest_version_then_a_hubs_within_its_own() {
+    let names = |d: &Directory, s: &SiteId| d.grant_of(s).map(|g| g.scopes.names());
+    let mut entries = stream(); // cloud 1..=2, hub 1
+    entries.push(grant(CLOUD, 0xc0, 3, HUB, 1, &["moshi", "tanga"]));
+    entries.push(grant(CLOUD, 0xc0, 4, DEV1, 2, &["moshi"]));
+    entries.push(grant(CLOUD, 0xc0, 5, DEV1, 1, &["*"])); // older version, later entry
+    entries.push(grant(HUB, 0x40, 2, DEV2, 1, &["tanga"]));
+    for reversed in [false, true] {
+        let mut all = entries.clone();
+        if reversed {
+            all.reverse();
+        }
+        let mut d = Directory::new([cloud_root()]);
+        assert!(d.admit(all).is_empty());
+        assert_eq!(names(&d, &DEV1), Some(vec!["moshi".to_string()]));
+        assert_eq!(d.grant_of(&DEV1).unwrap().version, 2);
+        assert_eq!(names(&d, &DEV2), Some(vec!["tanga".to_string()]));
+        assert_eq!(d.grant_of(&DEV2).unwrap().granted_by, HUB);
+        assert_eq!(names(&d, &HUB).unwrap(), ["moshi", "tanga"]);
+    }
+    // Beyond the hub's own grant: no weight. The cloud's grant replaces the hub's.
+    let mut wider = entries.clone();
+    wider.push(grant(HUB, 0x40, 3, DEV2, 2, &["pemba"]));
+    let mut d = Directory::new([cloud_root()]);
+    assert!(d.admit(wider.clone()).is_empty());
+    assert_eq!(names(&d, &DEV2), Some(vec!["tanga".to_string()]));
+    wider.push(grant(CLOUD, 0xc0, 6, DEV2, 1, &["pemba"]));
+    let mut d = Directory::new([cloud_root()]);
+    assert!(d.admit(wider).is_empty());
+    assert_eq!(names(&d, &DEV2), Some(vec!["pemba".to_string()]));
+    assert_eq!(d.grant_of(&DEV2).unwrap().granted_by, CLOUD);
+    // A grant of no scope, or version 0, does not decode.
+    let zero = encode_entry(
+        CLOUD,
+        7,
+        &grant_item(DEV1, 0, Scopes::All, false),
+        &key(0xc0),
+    );
+    assert_eq!(decode_entry(&zero), Err(ControlError::BadGrant));
 }

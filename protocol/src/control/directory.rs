@@ -17,11 +17,18 @@
 //!
 //! **Table settings** come from the clouds' entries only (latest per table); a hub's are given no
 //! weight. A table no entry names travels both ways.
+//!
+//! **Grants**: a cloud's grant for a site, its highest version, wins; else a hub's (the hub the
+//! directory trusts for that device, as for keys: its highest version), and only within the
+//! hub's own grant from a cloud (a hub with no cloud grant on a peer with no cloud is trusted as
+//! for keys). A site no entry grants has no grant here (the caller decides: a tenant without
+//! scopes grants everything).
 
-use super::{ControlEntry, ControlItem, KeyEntry};
+use super::{ControlEntry, ControlItem, GrantEntry, KeyEntry};
 use crate::batch::Direction;
 use crate::handshake::PublicKey;
 use crate::message::PeerRole;
+use crate::scope::Scopes;
 use crate::site::SiteId;
 use crate::vector::VersionVector;
 use alloc::collections::BTreeMap;
@@ -52,6 +59,19 @@ pub struct Binding {
     pub revoked: bool,
     /// Who said so: the site itself for a root, else the entry's writer.
     pub certified_by: SiteId,
+}
+
+/// What the directory says a site is granted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// Its version.
+    pub version: u64,
+    /// The scopes.
+    pub scopes: Scopes,
+    /// It may mint enrolment codes.
+    pub enroll: bool,
+    /// Who granted it (a cloud, or the hub that admitted the device).
+    pub granted_by: SiteId,
 }
 
 /// Why an entry was not accepted (it is then dropped; the writer's stream brings it again).
@@ -93,6 +113,8 @@ pub struct Directory {
     introduced: Vec<SiteId>,
     /// The tenant's table settings, from the clouds' entries.
     tables: BTreeMap<String, Direction>,
+    /// Each site's grant.
+    grants: BTreeMap<SiteId, Grant>,
     /// A cloud is known (a root, or introduced by the device's own hub).
     has_cloud: bool,
 }
@@ -143,6 +165,11 @@ impl Directory {
     /// Every table the tenant has declared settings for, by name.
     pub fn tables(&self) -> impl Iterator<Item = (&str, Direction)> {
         self.tables.iter().map(|(n, d)| (n.as_str(), *d))
+    }
+
+    /// What `site` is granted, if any entry says (see the module doc).
+    pub fn grant_of(&self, site: &SiteId) -> Option<&Grant> {
+        self.grants.get(site)
     }
 
     /// Whether a cloud is known here: then the tenant's table settings apply (a peer with no
@@ -285,12 +312,17 @@ impl Directory {
         }
         // The cloud's latest statement per site, and per table.
         let mut tables = BTreeMap::new();
+        let mut grants: BTreeMap<SiteId, Grant> = BTreeMap::new();
         for cloud in &clouds {
             for e in self.entries_after(cloud, 0) {
                 let k = match &e.item {
                     ControlItem::Key(k) => k,
                     ControlItem::Table(t) => {
                         tables.insert(t.name.clone(), t.direction);
+                        continue;
+                    }
+                    ControlItem::Grant(g) => {
+                        raise(&mut grants, g, *cloud);
                         continue;
                     }
                 };
@@ -315,12 +347,28 @@ impl Directory {
             .collect();
         let cloud_bound: Vec<SiteId> = bindings.keys().copied().collect();
         let mut by_hub: BTreeMap<SiteId, Binding> = BTreeMap::new();
+        let mut hub_grants: BTreeMap<SiteId, (SiteId, Vec<&GrantEntry>)> = BTreeMap::new();
+        let mut admitted: Vec<(SiteId, SiteId)> = Vec::new();
         for hub in hubs.iter().rev() {
             let mut latest: BTreeMap<SiteId, Binding> = BTreeMap::new();
             for e in self.entries_after(hub, 0) {
-                let ControlItem::Key(k) = &e.item else {
-                    continue;
+                let k = match &e.item {
+                    ControlItem::Key(k) => k,
+                    ControlItem::Grant(g) => {
+                        // Iterating hubs from the largest site id down: the smallest one's
+                        // statements replace the others'.
+                        let slot = hub_grants.entry(g.site).or_insert((*hub, Vec::new()));
+                        if slot.0 != *hub {
+                            *slot = (*hub, Vec::new());
+                        }
+                        slot.1.push(g);
+                        continue;
+                    }
+                    ControlItem::Table(_) => continue,
                 };
+                if k.role == PeerRole::Device {
+                    admitted.push((*hub, k.site));
+                }
                 // A hub's word counts for devices only.
                 if k.role != PeerRole::Device {
                     continue;
@@ -337,10 +385,51 @@ impl Directory {
                 bindings.insert(site, b);
             }
         }
+        // A hub's grant counts for a device it is trusted for, within its own cloud grant, when
+        // no cloud granted that device.
+        for (site, (hub, entries)) in hub_grants {
+            let trusted = bindings
+                .get(&site)
+                .is_some_and(|b| b.role == PeerRole::Device)
+                && admitted.contains(&(hub, site));
+            if grants.contains_key(&site) || !trusted {
+                continue;
+            }
+            let within = |g: &GrantEntry| match grants.get(&hub) {
+                Some(own) => own.scopes.covers(&g.scopes) && (own.enroll || !g.enroll),
+                None => clouds.is_empty(),
+            };
+            let mut mine = BTreeMap::new();
+            for g in entries.into_iter().filter(|g| within(g)) {
+                raise(&mut mine, g, hub);
+            }
+            grants.extend(mine);
+        }
+        self.grants = grants;
         self.bindings = bindings;
         self.has_cloud = !clouds.is_empty();
         self.tables = tables;
     }
+}
+
+/// Keeps `g` as its site's grant if its version is at least the one held (the later entry wins
+/// a tie, as entries are read in order).
+fn raise(grants: &mut BTreeMap<SiteId, Grant>, g: &GrantEntry, by: SiteId) {
+    if grants
+        .get(&g.site)
+        .is_some_and(|held| held.version > g.version)
+    {
+        return;
+    }
+    grants.insert(
+        g.site,
+        Grant {
+            version: g.version,
+            scopes: g.scopes.clone(),
+            enroll: g.enroll,
+            granted_by: by,
+        },
+    );
 }
 
 fn binding_of(k: &KeyEntry, writer: SiteId) -> Option<Binding> {
