@@ -18,6 +18,8 @@
 //! older version, under another umask) is narrowed at open, and the change logged.
 
 use outpost_mailbox::{Mailbox, MailboxError};
+use outpost_protocol::control::{Grant, Root};
+use outpost_protocol::message::PeerRole;
 use outpost_relay::allowlist::{Allowlist, AllowlistError};
 use outpost_relay::identity::{Identity, IdentityError};
 use outpost_relay::private_file::{self, create_private_file, make_database_private, FileError};
@@ -154,6 +156,19 @@ impl DataDir {
     /// A new connection to the mailbox (one per thread).
     pub fn mailbox(&self) -> Result<Mailbox, MailboxError> {
         Mailbox::open(self.path.join(MAILBOX))
+    }
+
+    /// What this hub is granted, as its mailbox's control streams say (the cloud's grant, learnt
+    /// over the uplink); `None` until the cloud's entry arrived. `cloud`: the pinned cloud's
+    /// root (`uplink::cloud_root`), without which no cloud entry is trusted.
+    pub fn own_grant(&self, cloud: Option<Root>) -> Result<Option<Grant>, MailboxError> {
+        let mut mailbox = self.mailbox()?;
+        mailbox.set_control_owner(outpost_relay::certify::owner(
+            &self.identity,
+            PeerRole::Hub,
+            cloud,
+        ));
+        Ok(mailbox.directory()?.grant_of(&self.identity.site).cloned())
     }
 
     /// A new connection to the allowlist (one per thread).

@@ -8,8 +8,10 @@ use outpost_hub::net::{self, HubServices, IpConfig, Link, NetConfig};
 use outpost_hub::status::{Heartbeat, PageCache, Snapshot};
 use outpost_hub::{interfaces, uplink};
 use outpost_protocol::channel::Limits as ChannelLimits;
+use outpost_protocol::control::Root;
 use outpost_protocol::message::PeerRole;
-use outpost_relay::allowlist::{Allowlist, Device, Role, DEFAULT_TOKEN_TTL_SECS};
+use outpost_protocol::scope::Scopes;
+use outpost_relay::allowlist::{Allowlist, Device, PeerGrant, Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::command::{self, Asked};
 use outpost_relay::listener::{serve, watch_allowlist, Conn, Limits as ServerLimits, LiveSessions};
 use outpost_relay::serve_connection;
@@ -42,6 +44,7 @@ usage:
                           (the uplink dials over the hub's own stack: the code's cloud address
                           must be IPv4:PORT, reachable from the hub's LAN; no name resolution)
   outpost-hub enroll-code --data DIR [--address HOST:PORT]... [--ttl SECONDS] [--no-qr]
+                          [--scopes a,b]   (within the hub's own grant, which is the default)
   outpost-hub devices     --data DIR [--json]
   outpost-hub revoke      --data DIR DEVICE     (DEVICE: 4 or more leading hex digits of its site id)
   outpost-hub status      --data DIR [--json]
@@ -68,6 +71,7 @@ struct Args {
     ttl: Option<u64>,
     json: bool,
     no_qr: bool,
+    scopes: Option<String>,
     positional: Vec<String>,
 }
 
@@ -133,6 +137,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Asked<Args>> {
             }
             "--json" => args.json = true,
             "--no-qr" => args.no_qr = true,
+            "--scopes" => args.scopes = Some(value("--scopes")?),
             "-h" | "--help" => return Ok(Asked::Help),
             s if s.starts_with('-') => bail!("unknown option {s}"),
             _ => args.positional.push(a),
@@ -445,16 +450,24 @@ fn enrollment_addresses(args: &Args, dir: &DataDir) -> Result<Vec<String>> {
 fn enroll_code(args: &Args) -> Result<()> {
     let dir = data_dir(args)?;
     let addresses = enrollment_addresses(args, &dir)?;
+    let cloud = uplink::cloud_root(&dir.allowlist()?)?;
+    let grant = PeerGrant {
+        scopes: code_scopes(&dir, cloud, args.scopes.as_deref())?,
+        enroll: false,
+    };
     let issued = enroll::issue(
         &mut dir.allowlist()?,
         &dir.identity,
         addresses,
         unix_now(),
         args.ttl.unwrap_or(DEFAULT_TOKEN_TTL_SECS),
-        // Only devices enroll with a hub: hubs enroll with the cloud.
-        Role::Device,
+        &enroll::Admitting {
+            // Only devices enroll with a hub: hubs enroll with the cloud.
+            role: Role::Device,
+            grant,
+        },
         // The cloud's key, when the uplink is enrolled: the device verifies what it signs.
-        uplink::cloud_root(&dir.allowlist()?)?.map(|root| enroll::CloudAnchor {
+        cloud.map(|root| enroll::CloudAnchor {
             site: root.site,
             key: root.key.as_bytes().to_vec(),
         }),
@@ -479,6 +492,30 @@ fn device_json(d: &Device) -> serde_json::Value {
         "last_seen": d.last_seen,
         "revoked_at": d.revoked_at,
     })
+}
+
+/// The scopes a code the hub mints grants: `--scopes`, which must lie within the hub's own
+/// grant, or that grant itself (every scope while the hub has none: a tenant without scopes, or
+/// a hub whose uplink has not brought the cloud's word yet).
+fn code_scopes(dir: &DataDir, cloud: Option<Root>, asked: Option<&str>) -> Result<Scopes> {
+    let own = dir.own_grant(cloud)?.map(|g| g.scopes);
+    let Some(asked) = asked else {
+        return Ok(own.unwrap_or(Scopes::All));
+    };
+    let asked = Scopes::parse(asked.split(',')).context("--scopes")?;
+    match own {
+        Some(own) if own.covers(&asked) => Ok(asked),
+        Some(own) => bail!(
+            "--scopes {asked}: this hub is granted {own} only, and grants within its own grant"
+        ),
+        None if cloud.is_some() => bail!(
+            "--scopes {asked}: this hub does not know its own grant yet; let its uplink reach \
+             the cloud once (outpost-hub status shows \"scopes\" when it does)"
+        ),
+        None => bail!(
+            "--scopes {asked}: scopes need a cloud (the scope authority); this hub has no uplink"
+        ),
+    }
 }
 
 fn devices(args: &Args) -> Result<()> {

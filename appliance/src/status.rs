@@ -343,6 +343,9 @@ pub struct Snapshot {
     pub id_mode: String,
     /// Per id sequence.
     pub ids: Vec<IdStatus>,
+    /// The scopes this hub is granted (`["*"]`: all), once its uplink brought the cloud's
+    /// grant; `None` before (or with no cloud).
+    pub scopes: Option<Vec<String>>,
 }
 
 /// One id sequence as the status shows it.
@@ -552,6 +555,10 @@ impl Snapshot {
                 pending,
             });
         }
+        // A damaged pinned-cloud setting is reported by the uplink's status below; without a
+        // readable one no cloud grant is trusted.
+        let cloud = crate::uplink::cloud_root(&allowlist).ok().flatten();
+        let scopes = dir.own_grant(cloud)?.map(|g| g.scopes.names());
         let mut uplink = UplinkStatus::collect(dir, &allowlist)?;
         if let (Some(u), false) = (&mut uplink, running) {
             u.live_since = None; // the hub stopped: its uplink is not live
@@ -595,6 +602,7 @@ impl Snapshot {
                     over_quota: i.over_quota,
                 })
                 .collect(),
+            scopes,
         })
     }
 
@@ -633,6 +641,9 @@ impl Snapshot {
             for (k, v) in u.lines(self.taken_at) {
                 let _ = writeln!(o, "  {k:<10} {v}");
             }
+        }
+        if let Some(scopes) = &self.scopes {
+            let _ = writeln!(o, "scopes      {}", scopes.join(","));
         }
         let active = self
             .devices

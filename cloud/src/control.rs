@@ -3,9 +3,12 @@
 //! settings such as the last listening addresses. (What each enrolled peer is, hub or device,
 //! lives with its enrolment in `allowlist.db`: the relay enforces it.)
 
+use outpost_protocol::batch::names;
+use outpost_protocol::scope::Scopes;
 use outpost_relay::private_file::{create_private_file, FileError};
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +19,9 @@ CREATE TABLE IF NOT EXISTS api_tokens(
     digest BLOB NOT NULL UNIQUE CHECK (length(digest) = 32),
     created_at INTEGER NOT NULL,
     revoked_at INTEGER,
-    last_used INTEGER
+    last_used INTEGER,
+    scopes TEXT NOT NULL DEFAULT '*',
+    tables TEXT
 );
 CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 ";
@@ -39,6 +44,65 @@ pub struct ApiToken {
     pub revoked_at: Option<u64>,
     /// Unix seconds of its last successful use.
     pub last_used: Option<u64>,
+    /// The scopes it serves and accepts (`*`: all).
+    pub scopes: Scopes,
+    /// Its per-table rights (`None`: the default, every table readable and writable except
+    /// `down` tables, read only).
+    pub tables: Option<TableRights>,
+}
+
+/// What a REST token may do with a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Right {
+    /// Pull only (`r`).
+    Read,
+    /// Pull and push (`rw`).
+    ReadWrite,
+}
+
+/// A REST token's per-table rights, as `--tables t1:rw,t2:r` gives them. Tables it does not
+/// name are neither served nor accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableRights(pub BTreeMap<String, Right>);
+
+impl TableRights {
+    /// Reads `t1:rw,t2:r`.
+    pub fn parse(text: &str) -> Result<TableRights, ControlError> {
+        let bad = || ControlError::TableRights {
+            text: text.to_string(),
+        };
+        let mut out = BTreeMap::new();
+        for part in text.split(',') {
+            let (table, right) = part.trim().rsplit_once(':').ok_or_else(bad)?;
+            names::check(table).map_err(|_| bad())?;
+            let right = match right {
+                "r" => Right::Read,
+                "rw" => Right::ReadWrite,
+                _ => return Err(bad()),
+            };
+            if out.insert(table.to_string(), right).is_some() {
+                return Err(bad());
+            }
+        }
+        Ok(TableRights(out))
+    }
+}
+
+impl fmt::Display for TableRights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(t, r)| {
+                let r = match r {
+                    Right::Read => "r",
+                    Right::ReadWrite => "rw",
+                };
+                format!("{t}:{r}")
+            })
+            .collect();
+        f.write_str(&parts.join(","))
+    }
 }
 
 /// Why an operation on the control file failed or was refused. Refusals change nothing stored.
@@ -71,6 +135,16 @@ pub enum ControlError {
         /// The name asked for.
         name: String,
     },
+    /// `--tables` is not `table:r|rw` pairs separated by commas, each table once.
+    TableRights {
+        /// What was given.
+        text: String,
+    },
+    /// A stored token's scopes or table rights are not what this build writes.
+    Damaged {
+        /// The token.
+        name: String,
+    },
 }
 
 impl fmt::Display for ControlError {
@@ -91,6 +165,14 @@ impl fmt::Display for ControlError {
             ),
             ControlError::Random(_) => f.write_str("reading the system's random source"),
             ControlError::NoToken { name } => write!(f, "no api token named {name:?}"),
+            ControlError::TableRights { text } => write!(
+                f,
+                "--tables {text:?}: give table:r or table:rw pairs separated by commas, each \
+                 table once"
+            ),
+            ControlError::Damaged { name } => {
+                write!(f, "api token {name:?}: its stored grant is damaged")
+            }
         }
     }
 }
@@ -104,7 +186,9 @@ impl std::error::Error for ControlError {
             ControlError::Random(e) => Some(e),
             ControlError::TokenName { .. }
             | ControlError::TokenExists { .. }
-            | ControlError::NoToken { .. } => None,
+            | ControlError::NoToken { .. }
+            | ControlError::TableRights { .. }
+            | ControlError::Damaged { .. } => None,
         }
     }
 }
@@ -133,6 +217,18 @@ impl Control {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.execute_batch(SCHEMA)?;
+            // Files made before token grants: every token granted everything.
+            let has_scopes: i64 = conn.query_row(
+                "SELECT count(*) FROM pragma_table_info('api_tokens') WHERE name = 'scopes'",
+                [],
+                |r| r.get(0),
+            )?;
+            if has_scopes == 0 {
+                conn.execute_batch(
+                    "ALTER TABLE api_tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '*';
+                     ALTER TABLE api_tokens ADD COLUMN tables TEXT;",
+                )?;
+            }
             Ok(conn)
         };
         let conn = open().map_err(|source| ControlError::Sqlite {
@@ -215,6 +311,29 @@ impl Control {
         Ok(name)
     }
 
+    /// Replaces the grant of the token named `name`: its scopes and, when given, its table
+    /// rights (`None` keeps the rights it has).
+    pub fn set_token_grant(
+        &mut self,
+        name: &str,
+        scopes: &Scopes,
+        tables: Option<&TableRights>,
+    ) -> Result<(), ControlError> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE api_tokens SET scopes = ?2, tables = coalesce(?3, tables) WHERE name = ?1",
+                params![name, scopes.to_string(), tables.map(|t| t.to_string())],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        if n == 0 {
+            return Err(ControlError::NoToken {
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Revokes the token named `name`.
     pub fn revoke_api_token(&mut self, name: &str, now: u64) -> Result<(), ControlError> {
         let n = self
@@ -236,20 +355,43 @@ impl Control {
     pub fn api_tokens(&self) -> Result<Vec<ApiToken>, ControlError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name, created_at, revoked_at, last_used FROM api_tokens ORDER BY name")
+            .prepare(
+                "SELECT name, created_at, revoked_at, last_used, scopes, tables FROM api_tokens \
+                 ORDER BY name",
+            )
             .map_err(|e| self.sqlite(e))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok(ApiToken {
-                    name: r.get(0)?,
-                    created_at: r.get::<_, i64>(1)? as u64,
-                    revoked_at: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
-                    last_used: r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
-                })
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
             })
             .map_err(|e| self.sqlite(e))?;
-        rows.collect::<Result<Vec<_>, _>>()
-            .map_err(|e| self.sqlite(e))
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, created_at, revoked_at, last_used, scopes, tables) =
+                row.map_err(|e| self.sqlite(e))?;
+            let damaged = || ControlError::Damaged { name: name.clone() };
+            let scopes = Scopes::parse(scopes.split(',')).map_err(|_| damaged())?;
+            let tables = match tables {
+                Some(t) => Some(TableRights::parse(&t).map_err(|_| damaged())?),
+                None => None,
+            };
+            out.push(ApiToken {
+                name,
+                created_at,
+                revoked_at,
+                last_used,
+                scopes,
+                tables,
+            });
+        }
+        Ok(out)
     }
 
     /// A stored setting.

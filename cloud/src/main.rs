@@ -1,6 +1,7 @@
 //! `outpost-cloud`: the cloud master's command line. See `docs/cloud.md`.
 
 use anyhow::{bail, Context, Result};
+use outpost_cloud::control::TableRights;
 use outpost_cloud::control::{LAST_HTTPS, LAST_LISTEN};
 use outpost_cloud::datadir::{unix_now, DataDir};
 use outpost_cloud::https::{self, TlsFiles};
@@ -10,7 +11,8 @@ use outpost_cloud::status;
 use outpost_cloud::tables::{self, Declared};
 use outpost_protocol::batch::Direction;
 use outpost_protocol::message::PeerRole;
-use outpost_relay::allowlist::{AllowlistError, Role, DEFAULT_TOKEN_TTL_SECS};
+use outpost_protocol::scope::Scopes;
+use outpost_relay::allowlist::{AllowlistError, PeerGrant, Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::command::{self, Asked};
 use outpost_relay::{certify, enroll};
 use std::io::Write;
@@ -24,7 +26,11 @@ usage:
   outpost-cloud run         --data DIR [--listen ADDR:PORT] [--https ADDR:PORT]
                             [--tls-cert FILE --tls-key FILE]
   outpost-cloud enroll-code --data DIR --hub|--device [--address HOST:PORT]... [--ttl SECONDS] [--no-qr]
-  outpost-cloud api-token   --data DIR NAME
+                            [--scopes a,b] [--enroll]
+  outpost-cloud api-token   --data DIR NAME [--scopes a,b] [--tables t1:rw,t2:r]
+  outpost-cloud grant       --data DIR (--device ID|--hub ID|--token NAME) --scopes a,b [--enroll]
+                            [--tables t1:rw,t2:r]   (replaces the grant; '*' = every scope;
+                            ID: 4+ leading hex digits of the site id)
   outpost-cloud revoke      --data DIR DEVICE          (4+ leading hex digits of its site id)
   outpost-cloud revoke      --data DIR --api-token NAME
   outpost-cloud table       --data DIR [TABLE --direction both|up|down]
@@ -46,6 +52,13 @@ struct Args {
     kind: Option<Role>,
     api_token: Option<String>,
     direction: Option<Direction>,
+    scopes: Option<String>,
+    enroll: bool,
+    tables: Option<String>,
+    /// `grant --device ID` / `--hub ID`: whom.
+    grantee: Option<String>,
+    /// `grant --token NAME`.
+    token: Option<String>,
     json: bool,
     no_qr: bool,
     positional: Vec<String>,
@@ -69,6 +82,17 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Asked<Args>> {
                 let v = value("--ttl")?;
                 args.ttl = Some(v.parse().with_context(|| format!("--ttl {v:?}: seconds"))?)
             }
+            // `grant` names whom: `--device ID`, `--hub ID`.
+            "--hub" | "--device" if args.command == "grant" => {
+                if args.grantee.is_some() {
+                    bail!("grant names one peer: --device ID or --hub ID");
+                }
+                args.grantee = Some(value(&a)?);
+            }
+            "--token" => args.token = Some(value("--token")?),
+            "--scopes" => args.scopes = Some(value("--scopes")?),
+            "--tables" => args.tables = Some(value("--tables")?),
+            "--enroll" => args.enroll = true,
             "--hub" | "--device" => {
                 let k = if a == "--hub" {
                     Role::Hub
@@ -111,6 +135,7 @@ fn main() {
             "api-token" => api_token(&args),
             "revoke" => revoke(&args),
             "table" => table(&args),
+            "grant" => grant(&args),
             "status" => status(&args),
             other => bail!("unknown command {other:?}"),
         }
@@ -242,7 +267,10 @@ fn enroll_code(args: &Args) -> Result<()> {
         addresses,
         unix_now(),
         args.ttl.unwrap_or(DEFAULT_TOKEN_TTL_SECS),
-        kind,
+        &enroll::Admitting {
+            role: kind,
+            grant: peer_grant(args)?,
+        },
         None,
     )?;
     log::info!(
@@ -263,10 +291,97 @@ fn api_token(args: &Args) -> Result<()> {
         bail!("api-token takes one NAME (e.g. the app or client it is for)");
     };
     let dir = DataDir::open(data_path(args)?)?;
-    let token = dir.control()?.issue_api_token(name, unix_now())?;
-    log::info!("data={} issued api token {name:?}", dir.path.display());
+    let mut control = dir.control()?;
+    let (scopes, tables) = token_grant(args)?;
+    let token = control.issue_api_token(name, unix_now())?;
+    if args.scopes.is_some() || tables.is_some() {
+        control.set_token_grant(name, &scopes, tables.as_ref())?;
+    }
+    log::info!(
+        "data={} issued api token {name:?} scopes={scopes}",
+        dir.path.display()
+    );
     println!("{token}");
     Ok(())
+}
+
+/// `--scopes` (every scope when absent) and `--enroll`, for a code or a peer.
+fn peer_grant(args: &Args) -> Result<PeerGrant> {
+    let scopes = match &args.scopes {
+        Some(s) => Scopes::parse(s.split(',')).context("--scopes")?,
+        None => Scopes::All,
+    };
+    Ok(PeerGrant {
+        scopes,
+        enroll: args.enroll,
+    })
+}
+
+/// `--scopes` and `--tables`, for a REST token.
+fn token_grant(args: &Args) -> Result<(Scopes, Option<TableRights>)> {
+    if args.enroll {
+        bail!("--enroll is for devices and hubs: a REST token mints no codes");
+    }
+    let tables = args.tables.as_deref().map(TableRights::parse).transpose()?;
+    Ok((peer_grant(args)?.scopes, tables))
+}
+
+fn grant(args: &Args) -> Result<()> {
+    let dir = DataDir::open(data_path(args)?)?;
+    if args.scopes.is_none() {
+        bail!("grant needs --scopes a,b ('*' for every scope): the grant it replaces");
+    }
+    match (&args.grantee, &args.token) {
+        (Some(_), Some(_)) | (None, None) => {
+            bail!("grant names one grantee: --device ID, --hub ID or --token NAME")
+        }
+        (None, Some(name)) => {
+            let (scopes, tables) = token_grant(args)?;
+            dir.control()?
+                .set_token_grant(name, &scopes, tables.as_ref())?;
+            log::info!(
+                "data={} granted api token {name:?} scopes={scopes}",
+                dir.path.display()
+            );
+            println!("granted api token {name}: {scopes}");
+            Ok(())
+        }
+        (Some(selector), None) => {
+            if args.tables.is_some() {
+                bail!("--tables is for REST tokens (--token NAME)");
+            }
+            let grant = peer_grant(args)?;
+            // The grant goes into the tenant's control stream, with a version above the
+            // peer's last: hubs and devices learn it at their next sync.
+            let mut mailbox = dir.mailbox()?;
+            let site = match dir.allowlist()?.set_grant(selector, &grant) {
+                Ok(d) => d.site,
+                // Not enrolled here: a device enrolled at a hub, known from the key directory.
+                Err(AllowlistError::NoSuchDevice { .. }) => {
+                    outpost_cloud::revocation::find_relayed(&mut mailbox, selector)?.0
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let seq = mailbox.grant_scopes(site, &grant.scopes, grant.enroll)?;
+            let version = mailbox
+                .directory()?
+                .grant_of(&site)
+                .map_or(0, |g| g.version);
+            log::info!(
+                "data={} granted {site} scopes={} enroll={} (version {version})",
+                dir.path.display(),
+                grant.scopes,
+                grant.enroll
+            );
+            println!(
+                "granted {site}: {}{} (version {version}{})",
+                grant.scopes,
+                if grant.enroll { ", may enroll" } else { "" },
+                if seq.is_none() { ", unchanged" } else { "" }
+            );
+            Ok(())
+        }
+    }
 }
 
 fn revoke(args: &Args) -> Result<()> {

@@ -75,6 +75,17 @@ pub fn revoke_relayed(
     mailbox: &mut Mailbox,
     selector: &str,
 ) -> Result<(SiteId, PublicKey), RevocationError> {
+    let (site, key) = find_relayed(mailbox, selector)?;
+    mailbox.certify(site, &key, PeerRole::Device, true)?;
+    Ok((site, key))
+}
+
+/// The one device of the key directory whose site id (hex) starts with `selector` (4 or more
+/// digits): its site and key.
+pub fn find_relayed(
+    mailbox: &mut Mailbox,
+    selector: &str,
+) -> Result<(SiteId, PublicKey), RevocationError> {
     let wanted = selector.trim().to_ascii_lowercase();
     let directory = mailbox.directory()?;
     let mut sites = BTreeSet::new();
@@ -111,6 +122,5 @@ pub fn revoke_relayed(
             })
         }
     };
-    mailbox.certify(site, &key, PeerRole::Device, true)?;
     Ok((site, key))
 }

@@ -131,6 +131,8 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
                 "enrolled_at": d.enrolled_at,
                 "last_seen": d.last_seen,
                 "revoked_at": d.revoked_at,
+                "scopes": d.grant.scopes.names(),
+                "enroll": d.grant.enroll,
             }))
         })
         .collect::<Result<_, StatusError>>()?;
@@ -139,7 +141,8 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
         .into_iter()
         .map(|t| {
             json!({"name": t.name, "created_at": t.created_at, "last_used": t.last_used,
-                   "revoked_at": t.revoked_at})
+                   "revoked_at": t.revoked_at, "scopes": t.scopes.names(),
+                   "tables": t.tables.map(|r| r.to_string())})
         })
         .collect();
     Ok(json!({

@@ -28,10 +28,12 @@
 use crate::error::MailboxError;
 use crate::mailbox::Mailbox;
 use outpost_protocol::control::{
-    decode_entry, encode_entry, ControlEntry, ControlItem, Directory, Root, MAX_ENTRIES_PER_MESSAGE,
+    decode_entry, encode_entry, ControlEntry, ControlItem, Directory, GrantEntry, Root,
+    MAX_ENTRIES_PER_MESSAGE,
 };
 use outpost_protocol::handshake::{Keypair, PublicKey};
 use outpost_protocol::message::PeerRole;
+use outpost_protocol::scope::Scopes;
 use outpost_protocol::{SiteId, VersionVector};
 use rusqlite::{params, TransactionBehavior};
 use std::collections::BTreeMap;
@@ -360,6 +362,40 @@ impl Mailbox {
         Ok(seqs.first().copied())
     }
 
+    /// Writes what this box grants `site` (a new version of its grant, numbered after the last
+    /// this box's stream gave it) if its stream does not say so already; returns the seq.
+    pub fn grant_scopes(
+        &mut self,
+        site: SiteId,
+        scopes: &Scopes,
+        enroll: bool,
+    ) -> Result<Option<u64>, MailboxError> {
+        let Some(own) = self.control.owner.as_ref().map(|o| o.site) else {
+            return Err(MailboxError::NoControlOwner {
+                path: self.path().to_path_buf(),
+            });
+        };
+        let same = |d: &Directory| {
+            granted(d, &own, &site).is_some_and(|g| g.scopes == *scopes && g.enroll == enroll)
+        };
+        if same(self.directory()?) {
+            return Ok(None);
+        }
+        let seqs = self.append_own(|d| {
+            if same(d) {
+                return Vec::new();
+            }
+            let version = granted(d, &own, &site).map_or(1, |g| g.version + 1);
+            vec![outpost_protocol::control::grant_item(
+                site,
+                version,
+                scopes.clone(),
+                enroll,
+            )]
+        })?;
+        Ok(seqs.first().copied())
+    }
+
     /// The cloud's answer to a hub's entries: its own entry for each device bound by a hub only.
     fn recertify(&mut self) -> Result<usize, MailboxError> {
         let Some(owner) = self.control.owner.clone().filter(|o| o.recertify) else {
@@ -560,6 +596,18 @@ fn statement(
             (k.site == *site)
                 .then(|| k.public_key().ok().map(|key| (key, k.role, k.revoked)))
                 .flatten()
+        })
+}
+
+/// `writer`'s latest grant for `site` in `directory`.
+fn granted<'d>(directory: &'d Directory, writer: &SiteId, site: &SiteId) -> Option<&'d GrantEntry> {
+    directory
+        .entries_after(writer, 0)
+        .iter()
+        .rev()
+        .find_map(|e| match &e.item {
+            ControlItem::Grant(g) if g.site == *site => Some(g),
+            _ => None,
         })
 }
 

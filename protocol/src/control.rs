@@ -23,7 +23,7 @@
 
 mod directory;
 
-pub use directory::{Binding, Directory, Refusal, Root};
+pub use directory::{Binding, Directory, Grant, Refusal, Root};
 
 use crate::batch::{names, Direction};
 use crate::handshake::{Keypair, PublicKey, PUBLIC_KEY_LEN};

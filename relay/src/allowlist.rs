@@ -18,14 +18,23 @@
 
 use crate::vector_text::{self, VectorTextError};
 use outpost_protocol::handshake::{PublicKey, TokenId};
+use outpost_protocol::scope::Scopes;
 use outpost_protocol::{SiteId, VersionVector};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-// Version 2 records each peer's role (a device, or a hub that relays other origins).
-const SCHEMA_VERSION: i64 = 2;
+// Version 2 records each peer's role (a device, or a hub that relays other origins); version 3
+// the grant each code carries and each peer was admitted with (scopes, `*` for all; the `enroll`
+// flag). A version-2 file is widened in place (its codes and peers grant everything).
+const SCHEMA_VERSION: i64 = 3;
+const WIDEN_2_TO_3: &str = "
+ALTER TABLE devices ADD COLUMN scopes TEXT NOT NULL DEFAULT '*';
+ALTER TABLE devices ADD COLUMN enroll INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN scopes TEXT NOT NULL DEFAULT '*';
+ALTER TABLE tokens ADD COLUMN enroll INTEGER NOT NULL DEFAULT 0;
+";
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS devices(
     key BLOB PRIMARY KEY,
@@ -33,7 +42,9 @@ CREATE TABLE IF NOT EXISTS devices(
     role TEXT NOT NULL CHECK (role IN ('device', 'hub')),
     enrolled_at INTEGER NOT NULL,
     last_seen INTEGER,
-    revoked_at INTEGER
+    revoked_at INTEGER,
+    scopes TEXT NOT NULL DEFAULT '*',
+    enroll INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS tokens(
     id BLOB PRIMARY KEY CHECK (length(id) = 16),
@@ -42,7 +53,9 @@ CREATE TABLE IF NOT EXISTS tokens(
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
     used_at INTEGER,
-    used_by BLOB
+    used_by BLOB,
+    scopes TEXT NOT NULL DEFAULT '*',
+    enroll INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS handshake_counters(
     key BLOB PRIMARY KEY,
@@ -106,6 +119,27 @@ pub struct Device {
     pub last_seen: Option<u64>,
     /// Unix seconds of its revocation, if revoked.
     pub revoked_at: Option<u64>,
+    /// What it was granted (by its code, or by `grant` since).
+    pub grant: PeerGrant,
+}
+
+/// The scopes a code grants the peer that enrolls with it, and whether that peer may mint codes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerGrant {
+    /// Its scopes (`*`: all).
+    pub scopes: Scopes,
+    /// It may mint enrolment codes.
+    pub enroll: bool,
+}
+
+impl Default for PeerGrant {
+    /// Every scope, no `enroll`: what a code of an unscoped tenant grants.
+    fn default() -> Self {
+        PeerGrant {
+            scopes: Scopes::All,
+            enroll: false,
+        }
+    }
 }
 
 /// A fresh one-time enrollment token.
@@ -298,10 +332,21 @@ fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
         enrolled_at: r.get::<_, i64>(3)? as u64,
         last_seen: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
         revoked_at: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+        grant: PeerGrant {
+            scopes: stored_scopes(&r.get::<_, String>(6)?).ok_or_else(|| {
+                rusqlite::Error::InvalidColumnType(6, "scopes".into(), rusqlite::types::Type::Text)
+            })?,
+            enroll: r.get::<_, i64>(7)? != 0,
+        },
     })
 }
 
-const DEVICE_COLUMNS: &str = "key, site, role, enrolled_at, last_seen, revoked_at";
+/// Scopes as stored: `*`, or names joined by commas (names never hold one).
+fn stored_scopes(text: &str) -> Option<Scopes> {
+    Scopes::parse(text.split(',')).ok()
+}
+
+const DEVICE_COLUMNS: &str = "key, site, role, enrolled_at, last_seen, revoked_at, scopes, enroll";
 
 impl Allowlist {
     /// Opens (creating if needed) the allowlist at `path`.
@@ -323,10 +368,15 @@ impl Allowlist {
         if found > SCHEMA_VERSION {
             return Err(AllowlistError::SchemaVersion { path, found });
         }
-        if found > 0 && found < SCHEMA_VERSION {
+        if found > 0 && found < 2 {
             return Err(AllowlistError::OlderSchema { path, found });
         }
-        if found < SCHEMA_VERSION {
+        if found == 2 {
+            conn.execute_batch(&format!(
+                "BEGIN IMMEDIATE; {WIDEN_2_TO_3} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
+            .map_err(sql)?;
+        } else if found < SCHEMA_VERSION {
             conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
@@ -343,12 +393,23 @@ impl Allowlist {
     }
 
     /// Issues a one-time enrollment token valid for `ttl_secs` from `now` (unix seconds), for a
-    /// peer that enrolls as `role`.
+    /// peer that enrolls as `role`, granted everything.
     pub fn issue_token(
         &mut self,
         now: u64,
         ttl_secs: u64,
         role: Role,
+    ) -> Result<Token, AllowlistError> {
+        self.issue_granted_token(now, ttl_secs, role, &PeerGrant::default())
+    }
+
+    /// [`issue_token`](Allowlist::issue_token) for a peer granted `grant`.
+    pub fn issue_granted_token(
+        &mut self,
+        now: u64,
+        ttl_secs: u64,
+        role: Role,
+        grant: &PeerGrant,
     ) -> Result<Token, AllowlistError> {
         let mut secret = [0u8; 32];
         getrandom::getrandom(&mut secret).map_err(AllowlistError::Random)?;
@@ -358,14 +419,16 @@ impl Allowlist {
         };
         self.conn
             .execute(
-                "INSERT INTO tokens(id, token, role, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO tokens(id, token, role, created_at, expires_at, scopes, enroll) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     token_id(&token.secret),
                     token.secret,
                     role.as_str(),
                     now as i64,
-                    token.expires_at as i64
+                    token.expires_at as i64,
+                    grant.scopes.to_string(),
+                    grant.enroll as i64
                 ],
             )
             .map_err(|e| self.sql(e))?;
@@ -440,18 +503,19 @@ impl Allowlist {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(sql)?;
         // Re-check inside the write transaction: another connection may have used it meanwhile.
-        let used: Option<(Option<i64>, String)> = tx
+        type Used = (Option<i64>, String, String, i64);
+        let used: Option<Used> = tx
             .query_row(
-                "SELECT used_at, role FROM tokens WHERE id = ?1",
+                "SELECT used_at, role, scopes, enroll FROM tokens WHERE id = ?1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .map_err(sql)?;
-        let role = match used {
+        let (role, scopes, enroll) = match used {
             None => return Err(AllowlistError::UnknownToken),
-            Some((Some(_), _)) => return Err(AllowlistError::TokenUsed),
-            Some((None, role)) => role,
+            Some((Some(_), ..)) => return Err(AllowlistError::TokenUsed),
+            Some((None, role, scopes, enroll)) => (role, scopes, enroll),
         };
         let existing = check_enrollment(&tx, key, site).map_err(|e| match e {
             Checked::Refused(r) => r,
@@ -463,15 +527,17 @@ impl Allowlist {
                 // else): the key is what authenticates, so site and role follow the newest
                 // enrollment.
                 tx.execute(
-                    "UPDATE devices SET site = ?2, role = ?3 WHERE key = ?1",
-                    params![key, site.as_bytes(), role],
+                    "UPDATE devices SET site = ?2, role = ?3, scopes = ?4, enroll = ?5 \
+                     WHERE key = ?1",
+                    params![key, site.as_bytes(), role, scopes, enroll],
                 )
                 .map_err(sql)?;
             }
             None => {
                 tx.execute(
-                    "INSERT INTO devices(key, site, role, enrolled_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![key, site.as_bytes(), role, now as i64],
+                    "INSERT INTO devices(key, site, role, enrolled_at, scopes, enroll) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![key, site.as_bytes(), role, now as i64, scopes, enroll],
                 )
                 .map_err(sql)?;
             }
@@ -617,11 +683,11 @@ impl Allowlist {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
     }
 
-    /// Revokes the one device whose site id (hex) starts with `selector` (at least 4 digits), at
-    /// `now`. Revoking a revoked device keeps the first revocation time.
-    pub fn revoke(&mut self, selector: &str, now: u64) -> Result<Device, AllowlistError> {
+    /// The one peer (revoked or not) whose site id (hex) starts with `selector` (at least 4
+    /// digits).
+    fn find(&self, selector: &str) -> Result<Device, AllowlistError> {
         let wanted = selector.trim().to_ascii_lowercase();
-        let matches: Vec<Device> = if wanted.len() >= 4 {
+        let mut matches: Vec<Device> = if wanted.len() >= 4 {
             self.devices()?
                 .into_iter()
                 .filter(|d| d.site.to_string().starts_with(&wanted))
@@ -629,20 +695,46 @@ impl Allowlist {
         } else {
             Vec::new()
         };
-        let device = match matches.len() {
-            0 => {
-                return Err(AllowlistError::NoSuchDevice {
-                    selector: selector.to_string(),
-                })
-            }
-            1 => matches.into_iter().next().expect("one match"),
-            n => {
-                return Err(AllowlistError::AmbiguousDevice {
-                    selector: selector.to_string(),
-                    matches: n,
-                })
-            }
-        };
+        match matches.len() {
+            0 => Err(AllowlistError::NoSuchDevice {
+                selector: selector.to_string(),
+            }),
+            1 => Ok(matches.remove(0)),
+            n => Err(AllowlistError::AmbiguousDevice {
+                selector: selector.to_string(),
+                matches: n,
+            }),
+        }
+    }
+
+    /// Replaces the grant of the one peer whose site id (hex) starts with `selector` (at least 4
+    /// digits); returns it as it is now.
+    pub fn set_grant(
+        &mut self,
+        selector: &str,
+        grant: &PeerGrant,
+    ) -> Result<Device, AllowlistError> {
+        let device = self.find(selector)?;
+        self.conn
+            .execute(
+                "UPDATE devices SET scopes = ?2, enroll = ?3 WHERE key = ?1",
+                params![
+                    &device.key.as_bytes()[..],
+                    grant.scopes.to_string(),
+                    grant.enroll as i64
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(Device {
+            grant: grant.clone(),
+            ..device
+        })
+    }
+
+    /// Revokes the one device whose site id (hex) starts with `selector` (at least 4 digits), at
+    /// `now`. Revoking a revoked device keeps the first revocation time.
+    pub fn revoke(&mut self, selector: &str, now: u64) -> Result<Device, AllowlistError> {
+        let device = self.find(selector)?;
         self.conn
             .execute(
                 "UPDATE devices SET revoked_at = coalesce(revoked_at, ?2) WHERE key = ?1",

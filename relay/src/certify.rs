@@ -2,7 +2,8 @@
 //! section 10, "Who writes control entries").
 //!
 //! A hub writes a Key entry (role device) for every device it admits; the cloud one for every
-//! peer it admits, devices and hubs, with the role of the code they enrolled with. Revoking a
+//! peer it admits, devices and hubs, with the role of the code they enrolled with; each followed
+//! by a Grant entry with the scopes of that code (or of `grant` since). Revoking a
 //! peer writes a `revoked: true` entry for its key. Each is written once: [`certify_device`]
 //! writes only when the stream's latest statement about the site differs, so running
 //! [`certify_admitted`] at every start fills in what an older data directory lacks and
@@ -71,8 +72,8 @@ pub fn role_of(device: &Device, by: PeerRole) -> Option<PeerRole> {
     }
 }
 
-/// Writes the entry `device` lacks in the box's own stream (its key and role; revoked when it
-/// is), if any; returns its seq.
+/// Writes the entries `device` lacks in the box's own stream (its key and role, revoked when it
+/// is; then its grant), if any; returns the last seq written.
 pub fn certify_device(
     mailbox: &mut Mailbox,
     device: &Device,
@@ -81,7 +82,9 @@ pub fn certify_device(
     let Some(role) = role_of(device, by) else {
         return Ok(None);
     };
-    mailbox.certify(device.site, &device.key, role, device.revoked_at.is_some())
+    let key = mailbox.certify(device.site, &device.key, role, device.revoked_at.is_some())?;
+    let grant = mailbox.grant_scopes(device.site, &device.grant.scopes, device.grant.enroll)?;
+    Ok(grant.or(key))
 }
 
 /// Writes the entries the box's own stream lacks for every peer `allowlist` admitted (at

@@ -20,7 +20,7 @@
 //! sends until it closes (at most [`DRAIN_MS`] and 64 MiB): closing at once, with its bytes
 //! unread, would reset the connection and the peer would see a reset instead of the reason.
 
-use crate::allowlist::{AllowlistError, Role};
+use crate::allowlist::{AllowlistError, Device, Role};
 use crate::gate::AllowlistGate;
 use crate::serving::{Serving, Time};
 use crate::staging::{Reservation, StagingFull};
@@ -224,10 +224,10 @@ impl Relay {
 
     /// What the peer the handshake just authenticated may push: only a hub enrolled with the
     /// cloud relays other origins; every other peer pushes its own changes only.
-    fn peer_pushes(&self, peer: &Peer) -> Result<(PushOrigins, Role), AllowlistError> {
+    fn peer_pushes(&self, peer: &Peer) -> Result<(PushOrigins, Option<Device>), AllowlistError> {
         // The gate lives as long as the handshake; without it, the narrowest rule.
         let Some(gate) = &self.gate else {
-            return Ok((PushOrigins::Own, Role::Device));
+            return Ok((PushOrigins::Own, None));
         };
         let enrolled = gate.allowlist().authorize(peer.key.as_bytes())?;
         Ok((
@@ -235,23 +235,32 @@ impl Relay {
                 (PeerRole::Cloud, Role::Hub) => PushOrigins::Relayed,
                 _ => PushOrigins::Own,
             },
-            enrolled.role,
+            Some(enrolled),
         ))
     }
 
-    /// Writes this box's Key entry for the admitted peer unless its stream already says so:
-    /// before the session's first message, so a hub's own entries that follow its hello find
-    /// it certified. A hub binds devices only. A failure is logged, not fatal: the entry is
-    /// written at the peer's next session (meanwhile what it relays is refused as `KeyUnknown`,
-    /// retry later).
-    fn certify(&self, peer: &Peer, role: Role) {
-        let role = match (self.serving.role(), role) {
+    /// Writes this box's Key and Grant entries for the admitted peer unless its stream already
+    /// says so: before the session's first message, so a hub's own entries that follow its
+    /// hello find it certified. A hub binds devices only. A failure is logged, not fatal: the
+    /// entries are written at the peer's next session (meanwhile what it relays is refused as
+    /// `KeyUnknown`, retry later).
+    fn certify(&self, peer: &Peer, enrolled: Option<&Device>) {
+        let Some(enrolled) = enrolled else {
+            return;
+        };
+        let role = match (self.serving.role(), enrolled.role) {
             (_, Role::Device) => PeerRole::Device,
             (PeerRole::Cloud, Role::Hub) => PeerRole::Hub,
             _ => return,
         };
         let r = self.serving.take_mailbox().and_then(|mut m| {
-            let r = m.certify(peer.site, &peer.key, role, false);
+            let r = m
+                .certify(peer.site, &peer.key, role, false)
+                .and_then(|key| {
+                    let grant = &enrolled.grant;
+                    Ok(m.grant_scopes(peer.site, &grant.scopes, grant.enroll)?
+                        .or(key))
+                });
             if r.is_ok() {
                 self.serving.give_mailbox(m);
             }
@@ -376,14 +385,14 @@ impl Relay {
                         Ok(None) => return Ok(event),
                         Ok(Some(channel)) => {
                             self.out.extend(responder.take_outgoing());
-                            let (peer_pushes, peer_role) = match self.peer_pushes(channel.peer()) {
+                            let (peer_pushes, enrolled) = match self.peer_pushes(channel.peer()) {
                                 Ok(p) => p,
                                 Err(e) => {
                                     self.state = State::Closed;
                                     return Err(ConnectionError::Allowlist(e));
                                 }
                             };
-                            self.certify(channel.peer(), peer_role);
+                            self.certify(channel.peer(), enrolled.as_ref());
                             self.end_handshake();
                             let staging = self.serving.staging().reserve();
                             let session = ServerSession::new(ServerConfig {

@@ -7,7 +7,7 @@
 //! operator gives for it ([`check_addresses`]), and drawing it as a terminal QR code a tablet
 //! camera reads ([`render_qr`], [`printable`]).
 
-use crate::allowlist::{Allowlist, AllowlistError, Role, Token};
+use crate::allowlist::{Allowlist, AllowlistError, PeerGrant, Role, Token};
 use crate::identity::Identity;
 use std::fmt;
 
@@ -24,8 +24,17 @@ pub struct Issued {
     pub token: Token,
 }
 
-/// Issues a one-time token valid for `ttl_secs` from `now` (unix seconds) for a peer enrolling
-/// as `role`, and the code that carries it with this box's key and site and the `addresses` it
+/// What a code admits: a peer of this role, granted this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admitting {
+    /// What the peer enrolls as.
+    pub role: Role,
+    /// What it is granted.
+    pub grant: PeerGrant,
+}
+
+/// Issues a one-time token valid for `ttl_secs` from `now` (unix seconds) for the peer
+/// `admitting` describes, and the code that carries it with this box's key and site and the `addresses` it
 /// is reached at. `cloud`: the cloud this box uplinks to, when it has one (a hub with an
 /// enrolled uplink), so a device enrolled here can verify what the cloud signs.
 pub fn issue(
@@ -34,10 +43,10 @@ pub fn issue(
     addresses: Vec<String>,
     now: u64,
     ttl_secs: u64,
-    role: Role,
+    admitting: &Admitting,
     cloud: Option<CloudAnchor>,
 ) -> Result<Issued, AllowlistError> {
-    let token = allowlist.issue_token(now, ttl_secs, role)?;
+    let token = allowlist.issue_granted_token(now, ttl_secs, admitting.role, &admitting.grant)?;
     let code = EnrollCode {
         hub_key: identity.public().as_bytes().to_vec(),
         hub_site: identity.site,

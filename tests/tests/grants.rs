@@ -1,0 +1,101 @@
+//! Grants (issue 19 item 3, the part in place): the cloud grants scopes to the peers it admits
+//! (`enroll-code --scopes`) and replaces grants (`grant`); a hub learns its own grant over its
+//! uplink (`outpost-hub status --json` shows `"scopes"`), mints codes only within it, and its
+//! later grants reach it the same way. Real `outpost-cloud` and `outpost-hub` processes.
+
+use outpost_testkit::e2e::built::built;
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::process::run_ok;
+use outpost_testkit::e2e::scratch::scratch;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A cloud enrollment code for a hub granted `scopes`.
+fn hub_code(cloud: &Cloud, scopes: &str) -> String {
+    let out = run_ok(
+        Command::new(&built().cloud)
+            .args(["enroll-code", "--no-qr", "--hub", "--data"])
+            .arg(&cloud.data)
+            .args(["--address", &format!("127.0.0.1:{}", cloud.port)])
+            .args(["--scopes", scopes]),
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("outpost:"))
+        .expect("a code")
+        .to_string()
+}
+
+/// The hub's `"scopes"` once they equal `want`, within 20 s.
+fn wait_scopes(hub: &Hub, want: serde_json::Value) {
+    let start = Instant::now();
+    loop {
+        let got = hub.status()["scopes"].clone();
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the hub's scopes are {got}, not {want}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `outpost-hub enroll-code --scopes scopes`: success, and the error text.
+fn hub_enroll(hub: &Hub, scopes: &str) -> (bool, String) {
+    let out = Command::new(&built().hub)
+        .args(["enroll-code", "--no-qr", "--data"])
+        .arg(&hub.data)
+        .args(["--address", &hub.addr(), "--scopes", scopes])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_hub_learns_its_grant_over_the_uplink_and_grants_within_it() {
+    let tmp = scratch();
+    let cloud = Cloud::running(&tmp.path().join("cloud"));
+    // One-second live uplink sessions: control entries reach a hub at each session's start
+    // (a live session does not carry entries written during it).
+    let hub = Hub::uplinked(
+        &tmp.path().join("hub"),
+        &hub_code(&cloud, "moshi,arusha"),
+        500,
+        &["--uplink-live-seconds", "1"],
+    );
+    wait_scopes(&hub, serde_json::json!(["arusha", "moshi"]));
+
+    let (ok, err) = hub_enroll(&hub, "tanga");
+    assert!(!ok, "a hub grants beyond its own grant");
+    assert!(err.contains("granted arusha,moshi only"), "{err}");
+    let (ok, err) = hub_enroll(&hub, "moshi");
+    assert!(ok, "{err}");
+
+    // The operator widens the hub's grant: a new version reaches it over the uplink.
+    let site = hub.status()["site"].as_str().unwrap().to_string();
+    let out = run_ok(
+        Command::new(&built().cloud)
+            .args(["grant", "--data"])
+            .arg(&cloud.data)
+            .args(["--hub", &site[..12], "--scopes", "moshi,arusha,tanga"]),
+    );
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("(version 2)"), "{out}");
+    wait_scopes(&hub, serde_json::json!(["arusha", "moshi", "tanga"]));
+    let (ok, err) = hub_enroll(&hub, "tanga");
+    assert!(ok, "{err}");
+
+    // The cloud's status shows each peer's grant.
+    let peers = cloud.status()["peers"].clone();
+    assert_eq!(
+        peers[0]["scopes"],
+        serde_json::json!(["arusha", "moshi", "tanga"]),
+        "{peers}"
+    );
+}
