@@ -236,6 +236,9 @@ fn run(args: &Args) -> Result<()> {
     let watcher = Allowlist::open(&allowlist_path)?;
     watch_allowlist(live.clone(), Duration::from_secs(1), watcher)
         .context("starting the revocation watcher")?;
+    hub.serving()
+        .watch_control(Duration::from_secs(1))
+        .context("starting the control watcher")?;
     log::info!("hub site={site} key={key} net={net}");
     if net.starts_with("std:") {
         if with_uplink {

@@ -78,6 +78,12 @@ pub fn spawn(listener: TcpListener, cloud: Arc<Cloud>) -> Result<(), SessionsErr
             source,
         }
     })?;
+    serving
+        .watch_control(Duration::from_secs(1))
+        .map_err(|source| SessionsError::Thread {
+            name: "control watcher",
+            source,
+        })?;
     let handler = move |conn: &mut Conn| {
         let r = serve_connection(&serving, conn);
         cloud.kick();

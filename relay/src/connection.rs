@@ -133,6 +133,8 @@ struct Open {
     closing: bool,
     /// The process's commit count when the client's last pull was planned.
     pulled_at: u64,
+    /// The process's control change count when the client last got control entries.
+    control_at: u64,
     /// The last thing sent was `PullDone` and the client said nothing since: it is waiting
     /// (live mode), so a `Notify` is welcome (never while it pushes: it would be unexpected).
     idle_after_pull: bool,
@@ -339,6 +341,24 @@ impl Relay {
     /// connections committed since this client's last pull. Send [`Relay::output`] after.
     pub fn tick(&mut self) {
         if let State::Open(open) = &mut self.state {
+            let control = open.serving.control_changes();
+            if open.idle_after_pull && control != open.control_at && !open.closing {
+                // Entries written while the peer stays connected (a revocation, a grant): sent
+                // now, not at its next session. Failing that, they go at the next change or
+                // session; the connection goes on.
+                open.control_at = control;
+                match open.serving.take_mailbox() {
+                    Ok(mut mailbox) => {
+                        match open.session.send_control(&mut mailbox) {
+                            Ok(n) if n > 0 => log::info!("sent {n} new control entries"),
+                            Ok(_) => {}
+                            Err(e) => log::warn!("sending new control entries: {e}"),
+                        }
+                        open.serving.give_mailbox(mailbox);
+                    }
+                    Err(e) => log::warn!("sending new control entries: {e}"),
+                }
+            }
             let commits = open.serving.commits();
             if open.idle_after_pull && commits != open.pulled_at && !open.closing {
                 open.session.notify();
@@ -433,6 +453,8 @@ impl Relay {
                                 staging,
                                 closing: false,
                                 pulled_at: 0,
+                                // What the hello brings covers every change before this one.
+                                control_at: self.serving.control_changes(),
                                 idle_after_pull: false,
                                 seen: VersionVector::new(),
                                 control_entries: 0,

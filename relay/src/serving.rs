@@ -23,7 +23,7 @@ use outpost_protocol::message::PeerRole;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What a serving process serves from.
 #[derive(Clone, Debug)]
@@ -86,6 +86,9 @@ pub struct Serving {
     /// Bumped after every acknowledged commit: connections idle in live mode compare it with the
     /// value they last served and send `Notify` when it moved.
     commits: AtomicU64,
+    /// Bumped when the mailbox's control streams grew (`watch_control`): connections idle in
+    /// live mode then send their peer the entries it lacks.
+    control_changes: AtomicU64,
     /// Bumped after every empty `IdGrant` sent (a delegated pool could not cover a request and
     /// recorded the demand): the hub's uplink reads the pool only when this moved.
     id_shortfalls: AtomicU64,
@@ -131,6 +134,7 @@ impl Serving {
             epoch: Instant::now(),
             role,
             commits: AtomicU64::new(0),
+            control_changes: AtomicU64::new(0),
             id_shortfalls: AtomicU64::new(0),
             // The cloud is the time source; a hub learns trusted time from its uplink.
             trusted: Mutex::new((role == PeerRole::Cloud).then(|| TrustedTime {
@@ -261,6 +265,50 @@ impl Serving {
     /// cloud's own exports), so live peers are notified of it.
     pub fn note_commit(&self) {
         self.commits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many times the control streams were seen to grow: a change means entries to send.
+    pub fn control_changes(&self) -> u64 {
+        self.control_changes.load(Ordering::SeqCst)
+    }
+
+    /// Watches the mailbox's control streams every `period`, on a thread of its own, and bumps
+    /// [`Serving::control_changes`] when they grew: entries written by this process (an
+    /// admission, a hub's entries) or by another (`revoke`, `grant`, `table` on the command
+    /// line) then reach live peers within about `period`, not at their next session.
+    pub fn watch_control(
+        self: &Arc<Serving>,
+        period: Duration,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let serving = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("control-watch".into())
+            .spawn(move || {
+                // Seqs only grow: their sum moves exactly when an entry arrives. Read before the
+                // first wait, so an entry written in that first period counts as a change.
+                let held = || {
+                    serving.take_mailbox().and_then(|mut m| {
+                        let v = m.control_vector();
+                        if v.is_ok() {
+                            serving.give_mailbox(m);
+                        }
+                        v.map(|v| v.iter().map(|(_, n)| *n).sum::<u64>())
+                    })
+                };
+                let mut last = held().ok();
+                loop {
+                    std::thread::sleep(period);
+                    match held() {
+                        Ok(total) => {
+                            if last != Some(total) {
+                                serving.control_changes.fetch_add(1, Ordering::SeqCst);
+                            }
+                            last = Some(total);
+                        }
+                        Err(e) => log::warn!("control watch: {e}"),
+                    }
+                }
+            })
     }
 
     /// Empty id grants sent so far by this process's relays (each after the demand was

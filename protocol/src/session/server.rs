@@ -79,6 +79,8 @@ pub struct ServerSession<S: ServerStore> {
     staged_bytes: usize,
     staged_since_ms: u64,
     peer_hello: Option<Hello>,
+    /// The control entries the client holds: its hello's, and every one sent it since.
+    peer_control: VersionVector,
     out: VecDeque<Message>,
 }
 
@@ -102,7 +104,36 @@ impl<S: ServerStore> ServerSession<S> {
             staged_bytes: 0,
             staged_since_ms: 0,
             peer_hello: None,
+            peer_control: VersionVector::new(),
             out: VecDeque::new(),
+        }
+    }
+
+    /// Queues the control entries written since the client last got any (a revocation, a
+    /// grant, a table setting made while it stays connected in live mode). Only between pulls
+    /// (state ready): a pull in progress keeps its order, and the next call sends them.
+    /// Returns how many entries were queued.
+    pub fn send_control(&mut self, store: &mut S) -> Result<usize, SessionError> {
+        if !matches!(self.state, ServerState::Ready) {
+            return Ok(0);
+        }
+        let entries = store.control_for(&self.peer_control).map_err(store_err)?;
+        self.note_sent(&entries);
+        let n = entries.len();
+        self.out.extend(control_messages(entries));
+        Ok(n)
+    }
+
+    /// Adds `entries` (about to be sent) to what the client holds.
+    fn note_sent(&mut self, entries: &[Vec<u8>]) {
+        for e in entries {
+            // The store hands out entries it accepted: they decode. One that does not is not
+            // counted, and is offered again next time.
+            if let Ok(e) = crate::control::decode_entry(e) {
+                if e.seq > self.peer_control.get(&e.writer) {
+                    self.peer_control.set(e.writer, e.seq);
+                }
+            }
         }
     }
 
@@ -179,9 +210,10 @@ impl<S: ServerStore> ServerSession<S> {
             (ServerState::Ready, Message::Control { entries })
                 if self.config.peer_pushes == PushOrigins::Relayed =>
             {
-                store
-                    .control_received(entries.into_iter().map(|b| b.0).collect())
-                    .map_err(store_err)
+                let entries: Vec<Vec<u8>> = entries.into_iter().map(|b| b.0).collect();
+                // The hub holds what it sent: never offered back to it.
+                self.note_sent(&entries);
+                store.control_received(entries).map_err(store_err)
             }
             (ServerState::Ready, Message::Push { session, batch }) => {
                 self.stage(session, batch, now_ms, store)
@@ -253,6 +285,8 @@ impl<S: ServerStore> ServerSession<S> {
         // The control entries the client lacks go right after the hello, before anything it
         // could pull: it judges every batch with them.
         let entries = store.control_for(&h.control).map_err(store_err)?;
+        self.peer_control = h.control.clone();
+        self.note_sent(&entries);
         self.session = h.session;
         self.peer_hello = Some(h);
         self.out.push_back(Message::Hello(Hello {
