@@ -282,6 +282,12 @@ fn without_a_cloud_the_devices_own_directions_stand() {
         out["batches_pushed"], 2,
         "a both batch, then an up one: {out}"
     );
+    let flags: Vec<Direction> = hub
+        .pushed()
+        .iter()
+        .map(|b| outpost_testkit::batch::header(b).flags.direction)
+        .collect();
+    assert_eq!(flags, [Direction::Both, Direction::Up]);
 }
 
 #[test]
