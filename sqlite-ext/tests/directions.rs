@@ -438,3 +438,23 @@ fn outpost_apply_in_an_enrolled_database_quarantines_the_same_batches_whole() {
     standalone.apply(&forged).unwrap();
     assert_eq!(standalone.one::<i64>("SELECT count(*) FROM forms"), 1);
 }
+
+#[test]
+fn the_tenants_settings_are_checked_after_every_announced_control_message() {
+    let mut tenant = Tenant::new();
+    // More entries than one `Control` message carries: the table entry that matters comes in
+    // the second message, and the device still reads it before its push.
+    for i in 0..outpost_protocol::control::MAX_ENTRIES_PER_MESSAGE {
+        tenant.declare(&format!("other_{i}"), Direction::Both);
+    }
+    tenant.declare("forms", Direction::Down);
+    let d = writer("d");
+    tenant.hub.enroll(&d);
+    d.exec("INSERT INTO patients VALUES ('p1', 'Asha');");
+    let e = tenant.hub.sync_failing(&d);
+    assert!(
+        e.contains(r#"table "forms" is "down" in this tenant but tracked here as "both""#),
+        "{e}"
+    );
+    assert!(tenant.hub.pushed().is_empty(), "nothing was pushed");
+}
