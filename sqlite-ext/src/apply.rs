@@ -10,7 +10,10 @@
 //! Per row: existence merges by max; a cell at the row's current epoch merges by its column's
 //! strategy; a cell from an older epoch is dead. What cannot be applied goes to the quarantine
 //! with a reason (unknown table or column, constraint failure, a parent that does not exist
-//! here), never blocking the rest.
+//! here), never blocking the rest. A whole batch that writes what only the tenant's cloud writes
+//! is refused before any row (`apply/direction.rs`): recorded with its reason
+//! (`batch_quarantine.rs`), its range covered. A pulled `up` batch its relay withheld covers its
+//! range and applies nothing.
 //!
 //! **Clinical data is never lost to a concurrent delete**: when a delete arrives for a row that
 //! live rows of a tracked child table still reference, or a child arrives whose parent this
