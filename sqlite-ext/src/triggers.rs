@@ -230,6 +230,11 @@ fn refusal_triggers(t: &Tracked) -> String {
         .collect()
 }
 
+/// Whether the table has the triggers that refuse the app's writes (`refusal_triggers`).
+pub(crate) fn refuses_writes(conn: Conn, t: &Tracked) -> Result<bool, Error> {
+    Ok(!trigger_names(conn, t, "down_")?.is_empty())
+}
+
 /// Whether the table's collision triggers may not match its UNIQUE indexes any more (it has
 /// either): recreating them then costs a schema change, so tables without any are left alone.
 pub(crate) fn collisions_may_differ(conn: Conn, t: &Tracked) -> Result<bool, Error> {

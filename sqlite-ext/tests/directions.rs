@@ -458,3 +458,20 @@ fn the_tenants_settings_are_checked_after_every_announced_control_message() {
     );
     assert!(tenant.hub.pushed().is_empty(), "nothing was pushed");
 }
+
+#[test]
+fn tracking_a_down_table_again_adds_the_refusal_a_database_made_before_it_lacks() {
+    let d = device("d");
+    // What a database tracked before writes to `down` tables were refused looks like.
+    for op in ["insert", "update", "delete"] {
+        d.exec(&format!("DROP TRIGGER \"_outpost_forms_down_{op}\""));
+    }
+    d.exec("INSERT INTO forms VALUES ('f0', 'old draft')");
+    d.exec("SELECT outpost_track('forms', '{\"direction\": \"down\"}')");
+    let e = d
+        .conn
+        .execute_batch("INSERT INTO forms VALUES ('f1', 'draft')")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(r#"table "forms" is down"#), "{e}");
+}
