@@ -10,7 +10,10 @@
 //! Per row: existence merges by max; a cell at the row's current epoch merges by its column's
 //! strategy; a cell from an older epoch is dead. What cannot be applied goes to the quarantine
 //! with a reason (unknown table or column, constraint failure, a parent that does not exist
-//! here), never blocking the rest.
+//! here), never blocking the rest. A whole batch that writes what only the tenant's cloud writes
+//! is refused before any row (`apply/direction.rs`): recorded with its reason
+//! (`batch_quarantine.rs`), its range covered. A pulled `up` batch its relay withheld covers its
+//! range and applies nothing.
 //!
 //! **Clinical data is never lost to a concurrent delete**: when a delete arrives for a row that
 //! live rows of a tracked child table still reference, or a child arrives whose parent this
@@ -26,10 +29,14 @@ use crate::schema::{self, quote, Direction, Tracked};
 use crate::sites::Sites;
 use crate::state::{NewRows, RowStore, Version};
 use outpost_protocol::batch::codec::{self, Limits};
-use outpost_protocol::batch::{CellPayload, RowChange, TableChanges, TableSchema};
+use outpost_protocol::batch::{
+    Batch, BatchHeader, CellPayload, Direction as Flag, RowChange, TableChanges, TableSchema,
+};
+use outpost_protocol::control::Directory;
 use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
-use outpost_protocol::{SiteId, Stamp, Strategy, Value};
+use outpost_protocol::{SeqRange, SiteId, Stamp, Strategy, Value};
 mod carry;
+mod direction;
 mod restore;
 mod retry;
 mod signatures;
@@ -682,8 +689,8 @@ pub(crate) fn sql_apply(call: &Call, args: &[Arg]) -> Result<Value, Error> {
         return Err(ApplyError::NotABlob.into());
     };
     let batch = codec::decode(bytes, &Limits::default()).map_err(ApplyError::Decode)?;
-    signatures::check(call, [&batch.header])?;
-    apply_all(call, Batches::One(&batch))
+    let directory = signatures::check(call, [&batch.header])?;
+    apply_all(call, Batches::One(&batch), directory.as_ref())
 }
 
 /// `outpost_apply_many(batch, ...)`: the batches in argument order, in one transaction, all or
@@ -693,24 +700,6 @@ pub(crate) fn sql_apply(call: &Call, args: &[Arg]) -> Result<Value, Error> {
 /// Batches are decoded one at a time, inside the transaction; their headers are checked first
 /// (`signatures.rs`).
 pub(crate) fn sql_apply_many(call: &Call, args: &[Arg]) -> Result<Value, Error> {
-    if args.iter().any(|a| !matches!(a, Arg::Blob(_))) {
-        return Err(ApplyError::NotABlob.into());
-    }
-    let mut headers = Vec::with_capacity(args.len());
-    for a in args {
-        if let Arg::Blob(bytes) = *a {
-            headers
-                .push(codec::decode_header(bytes, &Limits::default()).map_err(ApplyError::Decode)?);
-        }
-    }
-    signatures::check(call, &headers)?;
-    drop(headers);
-    apply_verified(call, args)
-}
-
-/// `outpost_apply_many`'s apply for batches whose signatures were checked already: the sync
-/// session verified each pulled batch with the directory it loaded once (`sync/store.rs`).
-pub(crate) fn apply_verified(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let mut blobs = Vec::with_capacity(args.len());
     for a in args {
         let Arg::Blob(bytes) = *a else {
@@ -718,32 +707,66 @@ pub(crate) fn apply_verified(call: &Call, args: &[Arg]) -> Result<Value, Error> 
         };
         blobs.push(bytes);
     }
-    apply_all(call, Batches::Encoded(&blobs))
+    let mut headers = Vec::with_capacity(args.len());
+    for bytes in &blobs {
+        headers.push(codec::decode_header(bytes, &Limits::default()).map_err(ApplyError::Decode)?);
+    }
+    let directory = signatures::check(call, &headers)?;
+    drop(headers);
+    let pulled: Vec<Pulled> = blobs.into_iter().map(Pulled::Whole).collect();
+    apply_all(call, Batches::Pulled(&pulled), directory.as_ref())
 }
 
-/// What `apply_all` applies: one decoded batch, or encoded ones decoded one at a time.
+/// A batch as the sync session hands it to [`apply_pulled`].
+pub(crate) enum Pulled<'a> {
+    /// A whole encoded batch.
+    Whole(&'a [u8]),
+    /// An `up` batch a relay served as its signed clear header alone (`up` tables are never
+    /// served to devices): it covers its range and applies nothing.
+    Withheld(&'a BatchHeader),
+}
+
+/// `outpost_apply_many`'s apply for batches whose signatures were checked already: the sync
+/// session verified each pulled batch with the directory it loaded once (`sync/store.rs`), and
+/// hands that directory for the direction checks (`apply/direction.rs`).
+pub(crate) fn apply_pulled(
+    call: &Call,
+    batches: &[Pulled],
+    directory: &Directory,
+) -> Result<Value, Error> {
+    apply_all(call, Batches::Pulled(batches), Some(directory))
+}
+
+/// What `apply_all` applies: one decoded batch, or pulled ones decoded one at a time.
 enum Batches<'a> {
-    One(&'a outpost_protocol::batch::Batch),
-    Encoded(&'a [&'a [u8]]),
+    One(&'a Batch),
+    Pulled(&'a [Pulled<'a>]),
+}
+
+/// One batch of [`Batches`], decoded.
+enum Item<'b> {
+    Whole(&'b Batch),
+    Withheld(&'b BatchHeader),
 }
 
 impl Batches<'_> {
-    fn each(
-        &self,
-        mut f: impl FnMut(&outpost_protocol::batch::Batch) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+    fn each(&self, mut f: impl FnMut(Item) -> Result<(), Error>) -> Result<(), Error> {
         match self {
-            Batches::One(b) => f(b),
-            Batches::Encoded(blobs) => blobs.iter().try_for_each(|bytes| {
-                let b = codec::decode(bytes, &Limits::default()).map_err(ApplyError::Decode)?;
-                f(&b)
+            Batches::One(b) => f(Item::Whole(b)),
+            Batches::Pulled(pulled) => pulled.iter().try_for_each(|p| match p {
+                Pulled::Whole(bytes) => {
+                    let b = codec::decode(bytes, &Limits::default()).map_err(ApplyError::Decode)?;
+                    f(Item::Whole(&b))
+                }
+                Pulled::Withheld(h) => f(Item::Withheld(h)),
             }),
         }
     }
 }
 
-/// Applies `batches` in one savepoint and reports the summed counts as JSON.
-fn apply_all(call: &Call, batches: Batches) -> Result<Value, Error> {
+/// Applies `batches` in one savepoint and reports the summed counts as JSON. `directory` (the
+/// key directory of an enrolled database) judges their directions (`apply/direction.rs`).
+fn apply_all(call: &Call, batches: Batches, directory: Option<&Directory>) -> Result<Value, Error> {
     if !call.conn.autocommit() {
         return Err(Error::InTransaction("outpost_apply"));
     }
@@ -761,11 +784,21 @@ fn apply_all(call: &Call, batches: Batches) -> Result<Value, Error> {
     let run =
         |strict: bool, mut new_rows: Option<NewRows>| -> Result<(Stats, Option<NewRows>), Error> {
             let mut total = Stats::default();
-            batches.each(|batch| {
+            batches.each(|item| {
+                let batch = match item {
+                    Item::Whole(batch) => batch,
+                    Item::Withheld(h) => {
+                        if h.origin == me {
+                            return Err(ApplyError::OwnOrigin.into());
+                        }
+                        return cover_withheld(call.conn, h);
+                    }
+                };
                 if batch.header.origin == me {
                     return Err(ApplyError::OwnOrigin.into());
                 }
-                let s = apply_batch(call, batch, strict, pause.paused().then_some(&mut new_rows))?;
+                let new_rows = pause.paused().then_some(&mut new_rows);
+                let s = apply_batch(call, batch, strict, new_rows, directory)?;
                 total.applied += s.applied;
                 total.unchanged += s.unchanged;
                 total.conflicts += s.conflicts;
@@ -824,13 +857,53 @@ const ROWID_FAILED: i32 = 2579;
 /// SQLITE_CONSTRAINT_FOREIGNKEY.
 const FOREIGN_KEY_FAILED: i32 = 787;
 
+/// Records that this database holds every change of `origin` up to `hi` (the caller checked
+/// that the range follows what it held).
+fn advance_vector(conn: Conn, origin: SiteId, hi: u64) -> Result<(), Error> {
+    let mut s = conn.prepare(
+        "INSERT INTO _outpost_vector(site, covered) VALUES (?1, ?2) ON CONFLICT(site) DO UPDATE SET covered = max(covered, excluded.covered)",
+    )?;
+    s.bind_blob(1, &origin.0)?;
+    s.bind_i64(2, hi as i64)?;
+    s.run()
+}
+
+/// Checks that `range` of `origin` follows what this database covers (no gap); `false` when it
+/// covers the whole range already.
+fn follows(conn: Conn, origin: SiteId, range: SeqRange) -> Result<bool, Error> {
+    let have = covered(conn, origin)?;
+    let mut vector = outpost_protocol::VersionVector::new();
+    vector.set(origin, have);
+    vector.advance(origin, range).map_err(ApplyError::Gap)?;
+    Ok(range.hi > have)
+}
+
+/// A withheld `up` batch (`Pulled::Withheld`): its range is covered, nothing else changes. The
+/// decoder returns the withheld form only for `up` batches; anything else is refused here too.
+fn cover_withheld(conn: Conn, h: &BatchHeader) -> Result<(), Error> {
+    if !h.withheld || h.flags.direction != Flag::Up {
+        return Err(Error::Internal(format!(
+            "a batch of origin {} seqs {}..={} was handed over as withheld but is not an `up` \
+             batch's clear header",
+            h.origin, h.range.lo, h.range.hi
+        )));
+    }
+    if follows(conn, h.origin, h.range)? {
+        advance_vector(conn, h.origin, h.range.hi)?;
+    }
+    Ok(())
+}
+
 /// Applies one batch inside the caller's savepoint. `new_rows`, when given, is what the call
-/// knows of rows without state, carried from batch to batch.
+/// knows of rows without state, carried from batch to batch. A batch the direction checks
+/// refuse (`apply/direction.rs`) is recorded whole instead (`batch_quarantine.rs`) and its range
+/// covered; its rows count as quarantined.
 fn apply_batch(
     call: &Call,
-    batch: &outpost_protocol::batch::Batch,
+    batch: &Batch,
     strict: bool,
     mut new_rows: Option<&mut Option<NewRows>>,
+    directory: Option<&Directory>,
 ) -> Result<Stats, Error> {
     let conn = call.conn;
     let h = &batch.header;
@@ -844,10 +917,7 @@ fn apply_batch(
             *n = None;
         }
     }
-    let have = covered(conn, h.origin)?;
-    let mut vector = outpost_protocol::VersionVector::new();
-    vector.set(h.origin, have);
-    vector.advance(h.origin, h.range).map_err(ApplyError::Gap)?;
+    let fresh = follows(conn, h.origin, h.range)?;
     let mut rows_in_batch = 0;
     for g in &batch.tables {
         if h.tables.get(g.table as usize).is_none() {
@@ -860,9 +930,23 @@ fn apply_batch(
         }
         rows_in_batch += g.rows.len() as u64;
     }
-    if h.range.hi <= have {
+    if !fresh {
         return Ok(Stats {
             unchanged: rows_in_batch,
+            ..Stats::default()
+        });
+    }
+    if let Some(reason) = directory.and_then(|d| direction::refusal(batch, d)) {
+        log::warn!(
+            "outpost_apply: batch of origin {} seqs {}..={} refused whole: {reason}",
+            h.origin,
+            h.range.lo,
+            h.range.hi
+        );
+        crate::batch_quarantine::put(conn, h.origin, h.range, &reason)?;
+        advance_vector(conn, h.origin, h.range.hi)?;
+        return Ok(Stats {
+            quarantined: rows_in_batch,
             ..Stats::default()
         });
     }
@@ -938,12 +1022,7 @@ fn apply_batch(
         "hlc",
         stored.max(call.session.clock.last(conn)?) as i64,
     )?;
-    let mut s = conn.prepare(
-        "INSERT INTO _outpost_vector(site, covered) VALUES (?1, ?2) ON CONFLICT(site) DO UPDATE SET covered = max(covered, excluded.covered)",
-    )?;
-    s.bind_blob(1, &h.origin.0)?;
-    s.bind_i64(2, h.range.hi as i64)?;
-    s.run()?;
+    advance_vector(conn, h.origin, h.range.hi)?;
     if let Some(n) = new_rows {
         *n = ap.rows.new_rows.take();
     }

@@ -7,6 +7,14 @@
 //! then that row's smallest seq minus one, so every current change in the range is in the body
 //! (rows may also carry later seqs of the same row; applying them twice is harmless) and the next
 //! call, with `since = hi`, continues exactly there.
+//!
+//! **Direction.** A batch's clear header says which way its tables travel (docs/design.md section
+//! 10): `up` when every row in it belongs to an `up` table (relays then serve devices only its
+//! signed clear header), `both` otherwise; `down` tables are never exported here (only the cloud
+//! writes them). So that `up` rows do not ride in `both` batches to every device, a batch is also
+//! cut, as the budget cuts it, before the first row whose table's direction differs from the rows
+//! it holds. Only rows that share their smallest seq (one write touching two rows) cannot be cut
+//! apart: such a batch holds both kinds and is flagged `both`.
 
 use crate::cells;
 use crate::error::{ApplyError, Error};
@@ -17,7 +25,9 @@ use crate::schema::{self, quote, Direction, Tracked};
 use crate::sites::Sites;
 use crate::state::RowStore;
 use outpost_protocol::batch::codec::{self, Limits};
-use outpost_protocol::batch::{BodyWriter, CellChange, CellPayload, Compression, RowChange};
+use outpost_protocol::batch::{
+    BatchFlags, BatchMeta, BodyWriter, CellChange, CellPayload, Compression, RowChange,
+};
 use outpost_protocol::vector::SeqRange;
 use outpost_protocol::{Hlc, SiteId, Strategy, Value};
 use serde_json::json;
@@ -158,6 +168,10 @@ pub(crate) fn changes(
     // What this batch takes out of the database (`restamp.rs`: it can no longer be re-stamped).
     let mut sent_seq = 0u64;
     let mut sent_hlc = 0u64;
+    // Whether the rows so far are all of `up` tables (`None`: no row yet), and whether a row of
+    // the other kind had to join them (it shares its smallest seq with a row already in).
+    let mut rows_up: Option<bool> = None;
+    let mut mixed = false;
     let mut candidates = candidates.into_iter();
     while let Some((min_seq, tbl, key)) = candidates.next() {
         let Some(ti) = exported.iter().position(|e| e.t.id == tbl) else {
@@ -247,19 +261,23 @@ pub(crate) fn changes(
         if cells_out.is_empty() && st.exist_seq <= since {
             continue;
         }
-        if let Some(limit) = max_bytes {
-            if pushed > 0 && header_size + writer.len() + size > limit {
-                hi = min_seq - 1;
-                let mut rest = vec![(min_seq, tbl, key)];
-                rest.extend(candidates);
-                call.session.export.put(ExportCursor {
-                    top,
-                    since: hi,
-                    rest,
-                });
-                break;
-            }
+        let up = ex.t.def.direction == Direction::Up;
+        let over_budget = max_bytes.is_some_and(|limit| header_size + writer.len() + size > limit);
+        let turns = rows_up.is_some_and(|u| u != up);
+        // A cut leaves `since+1 ..= min_seq-1` to this batch: never empty.
+        if pushed > 0 && (over_budget || turns) && min_seq > since + 1 {
+            hi = min_seq - 1;
+            let mut rest = vec![(min_seq, tbl, key)];
+            rest.extend(candidates);
+            call.session.export.put(ExportCursor {
+                top,
+                since: hi,
+                rest,
+            });
+            break;
         }
+        mixed |= turns;
+        rows_up = Some(up);
         if open != Some(ti) {
             writer.begin_table(ex.header_index).map_err(Error::export)?;
             open = Some(ti);
@@ -282,8 +300,19 @@ pub(crate) fn changes(
     }
     let range = SeqRange::new(since + 1, hi)
         .ok_or_else(|| Error::Internal(format!("empty export range {since}..{hi}")))?;
-    let mut bytes =
-        codec::finish_batch(writer, me, range, Compression::None).map_err(Error::export)?;
+    let meta = BatchMeta {
+        flags: BatchFlags {
+            direction: if rows_up == Some(true) && !mixed {
+                outpost_protocol::batch::Direction::Up
+            } else {
+                outpost_protocol::batch::Direction::Both
+            },
+            transfer: false,
+        },
+        ..BatchMeta::default()
+    };
+    let mut bytes = codec::finish_batch_with(writer, me, range, &meta, Compression::None)
+        .map_err(Error::export)?;
     sign(conn, me, &mut bytes)?;
     crate::restamp::note_sent(conn, sent_seq.max(hi), sent_hlc)?;
     Ok(Some(bytes))
@@ -367,6 +396,7 @@ pub(crate) fn sql_batch_json(call: &Call, args: &[Arg]) -> Result<Value, Error> 
         "header": {
             "origin": h.origin.to_string(),
             "range": {"lo": h.range.lo, "hi": h.range.hi},
+            "direction": h.flags.direction.as_str(),
             "base_hlc": h.base_hlc.to_string(),
             "tables": tables,
             "compression": format!("{:?}", h.compression).to_lowercase(),

@@ -24,7 +24,9 @@
 //! 3. **Export** (`export.rs`): own, still-current writes above a seq, only changed columns,
 //!    cut to a byte budget at a seq boundary.
 //! 4. **Apply** (`apply.rs`): merge per protocol rules, parents first, one transaction;
-//!    `quarantine.rs` keeps what cannot apply; `cells.rs` and `conflicts.rs` handle review cells.
+//!    `quarantine.rs` keeps what cannot apply; `cells.rs` and `conflicts.rs` handle review cells;
+//!    `batch_quarantine.rs` records batches refused whole (`apply/direction.rs`: what only the
+//!    cloud writes, from another origin).
 //!
 //! ## Boundaries
 //! `ffi.rs` is the only code that calls SQLite's C API; `functions.rs` the only code that crosses
@@ -83,6 +85,7 @@
 mod acked;
 mod apply;
 mod arg;
+mod batch_quarantine;
 mod cells;
 mod clock;
 mod clock_table;

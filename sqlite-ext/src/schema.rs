@@ -11,6 +11,7 @@
 //! | `_outpost_tombstones` | deleted row | its last values (a parent can come back) |
 //! | `_outpost_evicted` | row held aside | by a UNIQUE collision (`apply/unique.rs`) |
 //! | `_outpost_vector` | origin | contiguous coverage |
+//! | `outpost_quarantined_batches` | batch refused whole | origin, range, reason (`batch_quarantine.rs`) |
 //!
 //! `_outpost_log` declares no NOT NULL: a NOT NULL check in a trigger's INSERT marks the app's
 //! statement as able to abort, which costs it a statement journal (see `clock_table.rs`).
@@ -52,13 +53,14 @@ CREATE TABLE IF NOT EXISTS outpost_events(id INTEGER PRIMARY KEY, hlc INTEGER NO
 
 /// Creates the bookkeeping (and the site id) on first use, and what a database created by an
 /// earlier version lacks (`_outpost_evicted`, and with it the quarantine's index by row, which
-/// `apply/unique.rs` looks rows up by).
+/// `apply/unique.rs` looks rows up by; `outpost_quarantined_batches`).
 pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
     let present = conn.query_i64(
-        "SELECT count(*) FROM sqlite_master WHERE name IN ('_outpost_sites', '_outpost_evicted')",
+        "SELECT count(*) FROM sqlite_master WHERE name IN \
+         ('_outpost_sites', '_outpost_evicted', 'outpost_quarantined_batches')",
         &[],
     )?;
-    if present == Some(2) {
+    if present == Some(3) {
         return Ok(());
     }
     let fresh = conn
@@ -71,6 +73,7 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
     conn.exec("SAVEPOINT outpost_init")?;
     let r = (|| {
         conn.exec(BOOKKEEPING)?;
+        conn.exec(crate::batch_quarantine::TABLE)?;
         if fresh {
             // Nothing sent or received yet: every change it makes can be re-stamped until it
             // leaves (`restamp.rs`; an older database gets its marks at its first re-stamp).
@@ -151,6 +154,16 @@ pub(crate) enum Direction {
     Both,
     Up,
     Down,
+}
+
+impl From<Direction> for outpost_protocol::batch::Direction {
+    fn from(d: Direction) -> Self {
+        match d {
+            Direction::Both => outpost_protocol::batch::Direction::Both,
+            Direction::Up => outpost_protocol::batch::Direction::Up,
+            Direction::Down => outpost_protocol::batch::Direction::Down,
+        }
+    }
 }
 
 /// A tracked value (non-key) column.

@@ -185,7 +185,13 @@ fn track(call: &Call, table: &str, opts: Options) -> Result<(), Error> {
     };
     if let Some(t) = &existing {
         if t.def == def {
-            return Ok(()); // idempotent
+            // Idempotent; but a `down` table tracked by a version that let the app write it
+            // has no refusal triggers yet: tracking it again adds them.
+            if def.direction == Direction::Down && !crate::triggers::refuses_writes(conn, t)? {
+                crate::triggers::create_triggers(conn, t)?;
+                crate::fold::remember_schema(conn)?;
+            }
+            return Ok(());
         }
     }
     let id = schema::save_def(conn, &def)?;

@@ -8,6 +8,8 @@
 //! any export or apply.
 //! Writes applied from a peer are skipped by `WHEN outpost_capturing()`, or, in the column
 //! triggers of one-column-key tables, by `outpost_clock` having no row then (`clock_table.rs`).
+//! A `down` table (written by the cloud alone) gets no capturing triggers but three that refuse
+//! the app's writes (`refusal_triggers`), skipped the same way while a peer's changes apply.
 //! The three SQL functions the triggers call are defined at the end of this file.
 
 use crate::error::Error;
@@ -95,7 +97,7 @@ fn trigger_names(conn: Conn, t: &Tracked, kind: &str) -> Result<Vec<String>, Err
 pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
     drop_triggers(conn, t)?;
     if t.def.direction == Direction::Down {
-        return Ok(()); // local writes of a down table are never sent
+        return conn.exec(&refusal_triggers(t));
     }
     let tbl = quote(&t.def.name);
     let id = t.id;
@@ -200,6 +202,37 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
         }
     }
     conn.exec(&sql)
+}
+
+/// The message a write to a `down` table fails with (`refusal_triggers`).
+fn refusal_message(table: &str) -> String {
+    format!("outpost: table \"{table}\" is down: only the cloud writes it")
+}
+
+/// BEFORE INSERT, UPDATE and DELETE triggers that refuse the app's writes to a `down` table:
+/// the tenant declares it written by the cloud alone (docs/design.md section 10), so a local
+/// write could never be sent and would silently differ from every other replica. Writes a peer's
+/// changes make pass: `outpost_capturing()` is false then (and the apply usually switches the
+/// triggers off altogether, `apply/trigger_pause.rs`). `RAISE(ABORT)` undoes the statement, and
+/// its message reaches the app as the statement's error.
+fn refusal_triggers(t: &Tracked) -> String {
+    let tbl = quote(&t.def.name);
+    let message = refusal_message(&t.def.name).replace('\'', "''");
+    ["INSERT", "UPDATE", "DELETE"]
+        .iter()
+        .map(|op| {
+            format!(
+                "CREATE TRIGGER {} BEFORE {op} ON {tbl} WHEN outpost_capturing() BEGIN
+                   SELECT RAISE(ABORT, '{message}'); END;",
+                name(t, &format!("down_{}", op.to_ascii_lowercase()))
+            )
+        })
+        .collect()
+}
+
+/// Whether the table has the triggers that refuse the app's writes (`refusal_triggers`).
+pub(crate) fn refuses_writes(conn: Conn, t: &Tracked) -> Result<bool, Error> {
+    Ok(!trigger_names(conn, t, "down_")?.is_empty())
 }
 
 /// Whether the table's collision triggers may not match its UNIQUE indexes any more (it has

@@ -108,16 +108,17 @@ fn one_statement_applies_every_batch_of_an_inbox() {
     assert_eq!(b.covered(&a.site_hex()), 5);
 }
 
-/// A table that syncs `down` only has no triggers, so a row the device wrote there has no sync
-/// state. A peer's row with the same key is merged into it (the peer's values win), as before
-/// the apply learned to insert rows it has no state for without an upsert.
+/// A table that syncs `down` only captures nothing, so a row it held before it was tracked has
+/// no sync state (the app cannot write it afterwards: the write is refused). A peer's row with
+/// the same key is merged into it (the peer's values win), as before the apply learned to insert
+/// rows it has no state for without an upsert.
 #[test]
 fn a_row_held_without_sync_state_takes_the_peers_values() {
     let hq = Replica::new("hq", CLINIC);
     hq.track("patients", None);
     let device = Replica::new("device", CLINIC);
-    device.track("patients", Some(r#"{"direction":"down"}"#));
     device.exec("INSERT INTO patients(id, name, village) VALUES ('p1', 'draft', 'Moshi')");
+    device.track("patients", Some(r#"{"direction":"down"}"#));
     hq.exec("INSERT INTO patients(id, name) VALUES ('p1', 'Amina')");
     let out = device.apply(&hq.changes(0, None).unwrap()).unwrap();
     assert_eq!(out["quarantined"], 0, "{out}");

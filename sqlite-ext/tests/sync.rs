@@ -217,18 +217,33 @@ fn up_and_down_tables_only_travel_their_way() {
     cloud.exec(
         "INSERT INTO forms VALUES ('f1','intake v2'); INSERT INTO readings VALUES ('r0', 0.5);",
     );
-    device.exec(
-        "INSERT INTO forms VALUES ('f-local','draft'); INSERT INTO readings VALUES ('r1', 37.2);",
-    );
+    device.exec("INSERT INTO readings VALUES ('r1', 37.2);");
+    // down: the device cannot write the table at all (each kind of write is refused).
+    let refused = |write: &str| {
+        let e = device.conn.execute_batch(write).unwrap_err().to_string();
+        assert!(
+            e.contains(r#"outpost: table "forms" is down: only the cloud writes it"#),
+            "{write}: {e}"
+        );
+    };
+    refused("INSERT INTO forms VALUES ('f-local','draft')");
     mesh_sync(&[&device, &cloud]);
     assert_eq!(
-        device.rows("SELECT id FROM forms ORDER BY id"),
-        vec!["Text(\"f-local\")", "Text(\"f1\")"]
+        device.rows("SELECT id, body FROM forms ORDER BY id"),
+        vec!["Text(\"f1\")|Text(\"intake v2\")"],
+        "down: the cloud's rows arrive (an apply writes the table)"
     );
+    refused("UPDATE forms SET body = 'edited'");
+    refused("DELETE FROM forms");
+    refused("INSERT OR REPLACE INTO forms VALUES ('f1','replaced')");
+    // ... and the cloud's later update and delete too.
+    cloud.exec("UPDATE forms SET body = 'intake v3'; INSERT INTO forms VALUES ('f2', 'triage');");
+    mesh_sync(&[&device, &cloud]);
+    cloud.exec("DELETE FROM forms WHERE id = 'f1'");
+    mesh_sync(&[&device, &cloud]);
     assert_eq!(
-        cloud.rows("SELECT id FROM forms"),
-        vec!["Text(\"f1\")"],
-        "down: device edits stay on the device"
+        device.rows("SELECT id, body FROM forms ORDER BY id"),
+        vec!["Text(\"f2\")|Text(\"triage\")"]
     );
     assert_eq!(
         cloud.rows("SELECT id FROM readings ORDER BY id"),

@@ -10,15 +10,18 @@
 use crate::error::{ApplyError, Error};
 use crate::functions::Call;
 use outpost_protocol::batch::BatchHeader;
+use outpost_protocol::control::Directory;
 use outpost_protocol::signing::SignatureError;
 
 /// Checks `headers` (of the batches one call applies) against the directory, when enrolled.
+/// Returns that directory (`None`: not enrolled), which the apply judges directions with
+/// (`direction.rs`).
 pub(super) fn check<'h>(
     call: &Call,
     headers: impl IntoIterator<Item = &'h BatchHeader>,
-) -> Result<(), Error> {
+) -> Result<Option<Directory>, Error> {
     if !crate::sync::control::enrolled(call.conn)? {
-        return Ok(());
+        return Ok(None);
     }
     let directory = crate::sync::control::load(call)?;
     for h in headers {
@@ -39,5 +42,5 @@ pub(super) fn check<'h>(
             }
         }
     }
-    Ok(())
+    Ok(Some(directory))
 }

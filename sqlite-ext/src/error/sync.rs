@@ -5,6 +5,7 @@
 
 use crate::error::Error;
 use outpost_link::{LinkError, Unconfirmed};
+use outpost_protocol::batch::Direction;
 use outpost_protocol::enroll_code::CodeError;
 use outpost_protocol::handshake::{HandshakeError, KeyError, Refusal};
 use outpost_protocol::message::ErrorCode;
@@ -74,6 +75,17 @@ pub enum SyncError {
         sequence: String,
         /// Numbers reserved, waiting for the next sync (0: none asked for).
         pending: i64,
+    },
+    /// The tenant (its cloud's control entries) declares a tracked table's direction otherwise
+    /// than this database's `outpost_track` options: nothing was pushed in the session that
+    /// found it (docs/design.md section 10: directions are the cloud's to declare).
+    DirectionMismatch {
+        /// The table.
+        table: String,
+        /// What the tenant declares (`both` when it names the table in no entry).
+        tenant: Direction,
+        /// What this database tracks it as.
+        local: Direction,
     },
     /// A bad argument or option.
     Argument(String),
@@ -262,6 +274,15 @@ impl fmt::Display for SyncError {
                     "); call outpost_reserve_ids('{sequence}', n) and sync"
                 )
             }
+            SyncError::DirectionMismatch {
+                table,
+                tenant,
+                local,
+            } => write!(
+                f,
+                "table \"{table}\" is \"{tenant}\" in this tenant but tracked here as \"{local}\": \
+                 track it with '{{\"direction\": \"{tenant}\"}}' (nothing was pushed)"
+            ),
             SyncError::Argument(m) => f.write_str(m),
             SyncError::Engine(e) => write!(f, "{e}"),
         }

@@ -16,7 +16,8 @@
 //! the sync bookkeeping tables), `control.rs` (the control entries received, the roots, and the
 //! key directory they make: which key each origin's batches must be signed with), `discover.rs` (a moved hub found on the LAN), `session.rs`
 //! (connecting to a pinned peer, and one session over the link), `store.rs` (the protocol's
-//! `ClientStore` over the engine's export and apply), `live.rs` (the device's side of the live
+//! `ClientStore` over the engine's export and apply), `table_settings.rs` (the tenant's table
+//! directions against the tracked tables', checked before each push), `live.rs` (the device's side of the live
 //! wait: its news is its own change sequence), `client.rs` (`outpost_sync`), `enroll.rs`
 //! (`outpost_enroll`), `progress.rs` (`outpost_sync_progress`: the running sync's announced
 //! total and what was applied, for any connection of the process). Their
@@ -43,6 +44,7 @@ mod peers;
 mod progress;
 mod session;
 mod store;
+mod table_settings;
 
 pub(crate) use client::sql_sync;
 pub(crate) use enroll::sql_enroll;

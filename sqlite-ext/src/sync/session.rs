@@ -120,9 +120,9 @@ pub(crate) fn session(
     match &r {
         Err(SyncError::Link(LinkError::Session { error, .. })) => link.report(error),
         // A local failure: tell the peer without its detail.
-        Err(SyncError::Engine(_) | SyncError::Restored { .. }) => {
-            link.report(&SessionError::Store(String::new()))
-        }
+        Err(
+            SyncError::Engine(_) | SyncError::Restored { .. } | SyncError::DirectionMismatch { .. },
+        ) => link.report(&SessionError::Store(String::new())),
         _ => {}
     }
     link.close();
@@ -133,6 +133,10 @@ pub(crate) fn session(
 /// (`skew.rs`), because the client plans its push as soon as it handles the hello, and the
 /// changes it pushes must already carry their re-stamped clocks (once pushed they have left).
 /// A check that fails ends the session before anything is pushed.
+///
+/// Then the control entries the server announced in its hello (they follow it at once) are
+/// received before the push leaves, and the tenant's table settings they carry are checked
+/// against the tracked tables (`table_settings.rs`): a mismatching database pushes nothing.
 fn drive<'c>(
     call: &Call,
     link: &mut Link<TcpStream>,
@@ -146,11 +150,37 @@ fn drive<'c>(
             return Ok(());
         }
         let msg = link.recv()?;
+        let mut announced = None;
         if let Message::Hello(hello) = &msg {
             // The peer's clock as its hello states it (0: it has no trusted time).
             crate::skew::check(call, hello.wall_clock_ms)?;
+            announced = Some(store.control_announced(&hello.control)?);
         }
         let handled = client.handle(msg, store);
         handled.map_err(|e| store.typed(LinkError::session(link.endpoint(), e)))?;
+        if let Some(entries) = announced {
+            receive_control(link, client, store, entries)?;
+            store.check_table_settings()?;
+        }
     }
+}
+
+/// Receives and handles the `entries` control entries that follow the server's hello (in as many
+/// `Control` messages as it takes). Any other message ends the wait: it is handled as usual.
+fn receive_control<'c>(
+    link: &mut Link<TcpStream>,
+    client: &mut ClientSession<EngineStore<'c>>,
+    store: &mut EngineStore<'c>,
+    mut entries: u64,
+) -> Result<(), SyncError> {
+    while entries > 0 {
+        let msg = link.recv()?;
+        entries = match &msg {
+            Message::Control { entries: got } => entries.saturating_sub(got.len() as u64),
+            _ => 0,
+        };
+        let handled = client.handle(msg, store);
+        handled.map_err(|e| store.typed(LinkError::session(link.endpoint(), e)))?;
+    }
+    Ok(())
 }

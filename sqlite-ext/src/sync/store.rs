@@ -21,9 +21,16 @@
 //! origin (`origin_key`); a batch whose origin has no key yet is held: not applied, not
 //! quarantined, its origin's later batches in the pull held too, the vector not advanced, and
 //! counted in [`EngineStore::held`] for the sync result. Since the session checked the
-//! signatures, groups are applied without checking them again (`apply::apply_verified`).
+//! signatures, groups are applied without checking them again (`apply::apply_pulled`), with the
+//! directory for the receiver's direction checks (`apply/direction.rs`: a batch writing what
+//! only the cloud writes, from another origin, is quarantined whole and its range covered).
+//!
+//! **Withheld batches.** A relay serves a device an `up` batch (tables only the cloud reads) as
+//! its signed clear header alone (`codec::withhold`). The session checks its signature like any
+//! (or holds it, its origin unknown); it is kept in the group and covers its range in the
+//! group's transaction, applying nothing.
 
-use crate::apply::apply_verified;
+use crate::apply::{apply_pulled, Pulled};
 use crate::error::Error;
 use crate::error::SyncError;
 use crate::export::sql_changes;
@@ -31,7 +38,7 @@ use crate::fold::db_version;
 use crate::functions::{Arg, Call};
 use outpost_link::LinkError;
 use outpost_protocol::batch::codec::{self, Limits};
-use outpost_protocol::batch::BatchHeader;
+use outpost_protocol::batch::{BatchHeader, Direction};
 use outpost_protocol::control::Directory;
 use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
@@ -281,6 +288,24 @@ impl EngineStore<'_> {
         Ok(())
     }
 
+    /// How many control entries a server whose hello states `theirs` sends right after it: each
+    /// writer's entries above what this database's directory holds (the hello this database
+    /// sent stated that vector, and a server sends exactly what it lacks).
+    pub(crate) fn control_announced(&mut self, theirs: &VersionVector) -> Result<u64, SyncError> {
+        let ours = self.directory()?.vector();
+        Ok(theirs
+            .iter()
+            .map(|(writer, &seq)| seq.saturating_sub(ours.get(writer)))
+            .sum())
+    }
+
+    /// The tenant's table settings against the tracked tables (`table_settings.rs`), with the
+    /// directory as it stands (the entries received in this session included).
+    pub(crate) fn check_table_settings(&mut self) -> Result<(), SyncError> {
+        let conn = self.call.conn;
+        super::table_settings::check(conn, self.directory()?)
+    }
+
     /// Whether a pulled batch of `origin` is held: its key is not known yet, or an earlier batch
     /// of its origin was held in this pull.
     fn holds(&mut self, header: &BatchHeader) -> Result<bool, SyncError> {
@@ -357,7 +382,22 @@ impl EngineStore<'_> {
         if self.holds(header)? {
             return Ok(());
         }
-        if let Err(e) = codec::verify(batch, &Limits::default()) {
+        // An `up` batch served as its signed clear header alone (its signature checked like
+        // any): kept to cover its range in the group's transaction, with nothing to apply.
+        let withheld = header.withheld && header.flags.direction == Direction::Up;
+        if header.withheld && !withheld {
+            self.flush_inner()?;
+            return Err(SyncError::Engine(Error::Internal(format!(
+                "the peer served batch {}..={} of origin {} as a withheld header, which only `up` \
+                 batches may be",
+                header.range.lo, header.range.hi, header.origin
+            ))));
+        }
+        let verified = match withheld {
+            true => Ok(()),
+            false => codec::verify(batch, &Limits::default()).map(drop),
+        };
+        if let Err(e) = verified {
             // The chunks before it are good: apply them, then report the bad one.
             self.flush_inner()?;
             return Err(SyncError::Engine(
@@ -383,9 +423,18 @@ impl EngineStore<'_> {
         }
         let kept = std::mem::take(&mut self.kept);
         self.kept_bytes = 0;
-        let args: Vec<Arg> = kept.iter().map(|(_, b)| Arg::Blob(b)).collect();
-        let grouped = apply_verified(self.call, &args);
-        drop(args);
+        let directory = self.directory()?.clone();
+        let pulled = |chunks: &[(BatchHeader, Vec<u8>)]| -> Result<Value, Error> {
+            let batches: Vec<Pulled> = chunks
+                .iter()
+                .map(|(h, b)| match h.withheld {
+                    true => Pulled::Withheld(h),
+                    false => Pulled::Whole(b),
+                })
+                .collect();
+            apply_pulled(self.call, &batches, &directory)
+        };
+        let grouped = pulled(&kept);
         let mut done = 0;
         let r = match grouped {
             Ok(out) => {
@@ -393,7 +442,7 @@ impl EngineStore<'_> {
                 self.applied(&kept, out)
             }
             Err(Error::Apply(_)) if kept.len() > 1 => kept.chunks(1).try_for_each(|one| {
-                let out = apply_verified(self.call, &[Arg::Blob(&one[0].1)])?;
+                let out = pulled(one)?;
                 done += 1;
                 self.applied(one, out)
             }),
