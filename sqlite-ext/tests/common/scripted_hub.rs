@@ -232,6 +232,7 @@ impl Conn {
             peer_key: self.peer_key,
             peer_pushes: PushOrigins::Own,
             wall_clock_ms: clock_ms,
+            max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
             stage_ttl_ms: 60_000,
             max_staged_bytes: 1 << 24,
             batch_limits: BatchLimits::default(),
