@@ -85,6 +85,7 @@ mod apply;
 mod arg;
 mod cells;
 mod clock;
+mod clock_ahead;
 mod clock_table;
 mod conflicts;
 mod error;

@@ -5,13 +5,15 @@ use super::identity::{self, Identity};
 use super::live::{self, End, Live};
 use super::peers::{self, Peer};
 use super::session::session;
-use super::store::{Counts, EngineStore, Held};
+use super::store::{Counts, EngineStore, Held, SentMarks};
 use crate::clock::unix_now;
+use crate::clock_ahead::{self, Refusal};
 use crate::error::Error;
 use crate::error::SyncError;
 use crate::fold::db_version;
 use crate::functions::{Arg, Call};
-use outpost_link::Timeouts;
+use outpost_link::{LinkError, Timeouts};
+use outpost_protocol::message::ErrorCode;
 use outpost_protocol::Value;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -220,18 +222,55 @@ fn sync_with(
     let mut address = String::new();
     let mut granted = Vec::new();
     let mut held = Held::new();
+    let mut restamped = false;
     for _ in 0..MAX_SESSIONS {
         let mut store = EngineStore::new(call, id.site);
         let r = session(call, id, peer, timeouts, &mut store, None);
         total.add(&store.counts);
         granted.append(&mut store.ids_granted);
         held = std::mem::take(&mut store.held);
-        address = r?.0;
+        match r {
+            Err(e) if refused_clock_ahead(&e) => {
+                let refusal = Refusal {
+                    stamped_ms: store.pushed_max_ms,
+                    relay_ms: store.peer_clock_ms,
+                };
+                if restamped {
+                    clock_ahead::refused_again(call, refusal)?;
+                    return Err(SyncError::ClockAhead {
+                        peer: peers::role_name(peer.role).to_string(),
+                        stamped_ms: refusal.stamped_ms,
+                        relay_ms: refusal.relay_ms,
+                    });
+                }
+                // Nothing of the push was stored: re-stamp what it was the first to carry and
+                // push again, in a new session, once (`clock_ahead.rs`).
+                let marks = store.sent_marks.unwrap_or(SentMarks {
+                    before: None,
+                    after: None,
+                });
+                clock_ahead::answer(call, marks.before, marks.after, refusal)?;
+                restamped = true;
+                continue;
+            }
+            r => address = r?.0,
+        }
         if !store.more_to_push {
             break;
         }
     }
     Ok((total, address, granted, held))
+}
+
+/// Whether the peer refused the push as stamped too far ahead of its trusted time.
+fn refused_clock_ahead(e: &SyncError) -> bool {
+    matches!(
+        e,
+        SyncError::Link(LinkError::Peer {
+            code: ErrorCode::ClockAhead,
+            ..
+        })
+    )
 }
 
 /// What the live phase of one call did.

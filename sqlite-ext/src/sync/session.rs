@@ -149,6 +149,7 @@ fn drive<'c>(
         if let Message::Hello(hello) = &msg {
             // The peer's clock as its hello states it (0: it has no trusted time).
             crate::skew::check(call, hello.wall_clock_ms)?;
+            store.peer_clock_ms = hello.wall_clock_ms;
         }
         let handled = client.handle(msg, store);
         handled.map_err(|e| store.typed(LinkError::session(link.endpoint(), e)))?;

@@ -124,6 +124,16 @@ impl ServerStore for Held {
     fn next_batch(&mut self, plan: &mut Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
         Ok(plan.pop())
     }
+    /// The highest clock of any batch held: a device's push up to a second past it passes the
+    /// time bound whatever the hub's trusted time (docs/design.md section 10, "Time").
+    fn highest_admitted(&mut self) -> Result<outpost_protocol::Hlc, String> {
+        Ok(self
+            .batches
+            .iter()
+            .map(|b| b.header.max_hlc)
+            .max()
+            .unwrap_or_default())
+    }
     fn control_vector(&mut self) -> Result<VersionVector, String> {
         let mut v = VersionVector::new();
         for (w, seq, _) in self.control.lock().unwrap().iter() {
@@ -238,8 +248,13 @@ impl Conn {
             batch_limits: BatchLimits::default(),
         });
         while let Some(m) = self.recv() {
-            if session.handle(m, 1, store).is_err() {
-                return; // the device ended the session (its error message, or a bad message)
+            if let Err(e) = session.handle(m, 1, store) {
+                // Said as a relay says it (a push refused, say), then the session ends; after
+                // the device's own error message there is nothing to say.
+                if let Some(m) = e.to_message() {
+                    self.send(&m);
+                }
+                return;
             }
             while let Some(out) = session.poll(store).unwrap() {
                 if cut_before_ack && matches!(out, Message::Ack { .. }) {
