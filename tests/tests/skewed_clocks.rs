@@ -167,3 +167,60 @@ fn the_later_edit_wins_through_a_hub_whose_time_comes_from_the_cloud() {
         ("the cloud's tenant", &cloud.tenant()),
     ]);
 }
+
+/// Issue 16 item 6: the cloud refuses a push stamped more than a day ahead of its time, and the
+/// device re-stamps and pushes again in the same `outpost_sync`. The device runs three days
+/// ahead; the hello's check moves it to the cloud's time, but a write of another connection in
+/// the second after (which still holds the old clock) goes out three days ahead: the cloud
+/// refuses it (nothing stored, counted in its status), the device brings it down to the cloud's
+/// time, and the second push is taken.
+#[test]
+fn the_cloud_refuses_a_write_three_days_ahead_and_the_device_re_stamps_it() {
+    let dir = scratch();
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let d = DeviceDb::patients(&dir.path().join("d.db"));
+    assert_eq!(d.enroll(&cloud.code("--device"))["role"], "cloud");
+    shift_clock(&d, 3 * DAY_MS);
+    let app = outpost_testkit::e2e::device_db::open(&d.path);
+    app.execute_batch("INSERT INTO patients(id, name, village) VALUES ('p1', 'Neema', 'Mbeya')")
+        .unwrap();
+    assert_eq!(d.sync()["pushed"], 1);
+    // Within the second the app's connection still trusts its old clock.
+    app.execute_batch("INSERT INTO patients(id, name, village) VALUES ('p2', 'Juma', 'Iringa')")
+        .unwrap();
+    let now_ms = unix_now() as i64 * 1000;
+    let stamped: i64 = app
+        .query_row(
+            "SELECT since_ms FROM outpost_pending WHERE pk = '[\"p2\"]'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        stamped > now_ms + 2 * DAY_MS,
+        "precondition: the app's connection wrote with its old clock (the sync took over a \
+         second?): {stamped}"
+    );
+
+    let out = d.sync();
+    assert_eq!(out["pushed"], 1, "{out}");
+    let refusal = d.json("SELECT outpost_status()")["clock"]["last_clock_ahead"].clone();
+    assert_eq!(refusal["restamped"], 1, "{refusal}");
+    let clocks = cloud.status()["clocks"].clone();
+    assert_eq!(clocks["clock_ahead_refused"], 1, "{clocks}");
+    // What the cloud admitted is stamped with its own date, not three days on.
+    let today = outpost_protocol::hlc::UtcDate(now_ms as u64).to_string();
+    assert_eq!(
+        clocks["highest_admitted"].as_str().unwrap()[..10],
+        today[..10],
+        "{clocks}"
+    );
+    let t0 = std::time::Instant::now();
+    while cloud.count("patients") < 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the cloud applies both rows"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
