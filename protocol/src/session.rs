@@ -30,7 +30,11 @@
 //! it is staged: a device's own with its handshake key, a relayed one with the key the store
 //! knows for its origin ([`ServerStore::origin_key`]); a relayed batch of an origin the store
 //! knows no key for ends the session as [`SessionError::KeyUnknown`] (retry later), nothing of
-//! the push stored.
+//! the push stored. A server stating trusted time at hello also bounds a device's own batches by
+//! their clear header's max HLC: more than [`ServerConfig::max_clock_ahead_ms`] ahead of that time
+//! and more than a second above the highest clock its store holds
+//! ([`ServerStore::highest_admitted`]) ends the session as [`SessionError::ClockAhead`], nothing
+//! of the push stored (docs/design.md section 10, "Time").
 //!
 //! **Pull** streams what the client's vector lacks, never the client's own batches. The client
 //! hands each chunk to [`ClientStore::apply_chunk`], which applies it with its vector advance in

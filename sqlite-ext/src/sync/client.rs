@@ -231,26 +231,7 @@ fn sync_with(
         held = std::mem::take(&mut store.held);
         match r {
             Err(e) if refused_clock_ahead(&e) => {
-                let refusal = Refusal {
-                    stamped_ms: store.pushed_max_ms,
-                    relay_ms: store.peer_clock_ms,
-                };
-                if restamped {
-                    clock_ahead::refused_again(call, refusal)?;
-                    return Err(SyncError::ClockAhead {
-                        peer: peers::role_name(peer.role).to_string(),
-                        stamped_ms: refusal.stamped_ms,
-                        relay_ms: refusal.relay_ms,
-                    });
-                }
-                // Nothing of the push was stored: re-stamp what it was the first to carry and
-                // push again, in a new session, once (`clock_ahead.rs`).
-                let marks = store.sent_marks.unwrap_or(SentMarks {
-                    before: None,
-                    after: None,
-                });
-                clock_ahead::answer(call, marks.before, marks.after, refusal)?;
-                restamped = true;
+                answer_clock_ahead(call, peer, &store, &mut restamped)?;
                 continue;
             }
             r => address = r?.0,
@@ -260,6 +241,36 @@ fn sync_with(
         }
     }
     Ok((total, address, granted, held))
+}
+
+/// Answers a push the peer refused as stamped too far ahead: the first time in a call,
+/// re-stamps what the push was the first to carry (nothing of it was stored; `clock_ahead.rs`)
+/// so the caller pushes again in a new session; the second time, the typed error.
+fn answer_clock_ahead(
+    call: &Call,
+    peer: &Peer,
+    store: &EngineStore,
+    restamped: &mut bool,
+) -> Result<(), SyncError> {
+    let refusal = Refusal {
+        stamped_ms: store.pushed_max_ms,
+        relay_ms: store.peer_clock_ms,
+    };
+    if *restamped {
+        clock_ahead::refused_again(call, refusal)?;
+        return Err(SyncError::ClockAhead {
+            peer: peers::role_name(peer.role).to_string(),
+            stamped_ms: refusal.stamped_ms,
+            relay_ms: refusal.relay_ms,
+        });
+    }
+    let marks = store.sent_marks.unwrap_or(SentMarks {
+        before: None,
+        after: None,
+    });
+    clock_ahead::answer(call, marks.before, marks.after, refusal)?;
+    *restamped = true;
+    Ok(())
 }
 
 /// Whether the peer refused the push as stamped too far ahead of its trusted time.
@@ -296,6 +307,7 @@ fn run_live(
     let started = Instant::now();
     let deadline = started + window;
     let mut out = LiveRun::default();
+    let mut restamped = false;
     while Instant::now() < deadline && out.sessions < MAX_LIVE_SESSIONS {
         let baseline = match db_version(call.conn) {
             Ok(v) => v,
@@ -319,6 +331,14 @@ fn run_live(
         match r {
             Ok((_, End::Again)) => {}
             Ok((_, End::Done | End::Deadline)) => break,
+            // A write of a connection still on its old clock, refused: re-stamped, and the
+            // next live session pushes it again (once per call, as the sync before).
+            Err(e) if refused_clock_ahead(&e) => {
+                if let Err(e) = answer_clock_ahead(call, peer, &store, &mut restamped) {
+                    out.error = Some(e);
+                    break;
+                }
+            }
             Err(e) => {
                 out.error = Some(e);
                 break;
