@@ -224,3 +224,62 @@ fn the_cloud_refuses_a_write_three_days_ahead_and_the_device_re_stamps_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Issue 16 item 6 at the hub: a hub bounds what devices push only while its time is trusted
+/// (its uplink heard the cloud since it started). Without it, a device three days ahead pushes
+/// as it is (the one way a far-future clock enters; the hub's status shows that date as the
+/// highest admitted); with it, a write three days ahead is refused, counted, and re-stamped by
+/// the device.
+#[test]
+fn a_hub_bounds_device_clocks_only_while_its_time_is_trusted() {
+    let dir = scratch();
+    let today = outpost_protocol::hlc::UtcDate(unix_now() * 1000).to_string();
+    let ahead = outpost_protocol::hlc::UtcDate(unix_now() * 1000 + 3 * DAY_MS as u64).to_string();
+
+    // A hub with no cloud has no trusted time: it cannot judge, and takes the push.
+    let alone = Hub::start(&dir.path().join("alone"), &["--no-mdns"]);
+    let a = DeviceDb::patients(&dir.path().join("a.db"));
+    assert_eq!(a.enroll(&alone.code())["role"], "hub");
+    shift_clock(&a, 3 * DAY_MS);
+    a.exec("INSERT INTO patients(id, name, village) VALUES ('p1', 'Neema', 'Mbeya')");
+    assert_eq!(a.sync()["pushed"], 1);
+    let s = alone.status();
+    assert_eq!(s["clock_ahead_refused"], 0, "{s}");
+    assert_eq!(
+        s["highest_admitted"].as_str().unwrap()[..10],
+        ahead[..10],
+        "{s}"
+    );
+
+    // A hub whose uplink heard the cloud refuses a write three days ahead.
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let hub = Hub::uplinked(&dir.path().join("hub"), &cloud.code("--hub"), 1000, &[]);
+    hub.wait_uplink(
+        "the hub's clock to be trusted",
+        Duration::from_secs(20),
+        |u| u["clock_trusted"] == true,
+    );
+    let d = DeviceDb::patients(&dir.path().join("d.db"));
+    assert_eq!(d.enroll(&hub.code())["role"], "hub");
+    shift_clock(&d, 3 * DAY_MS);
+    let app = outpost_testkit::e2e::device_db::open(&d.path);
+    app.execute_batch("INSERT INTO patients(id, name, village) VALUES ('p2', 'Juma', 'Iringa')")
+        .unwrap();
+    assert_eq!(
+        d.sync()["pushed"],
+        1,
+        "re-stamped at the hello, then pushed"
+    );
+    // Within the second the app's connection still trusts its old clock.
+    app.execute_batch("INSERT INTO patients(id, name, village) VALUES ('p3', 'Zawadi', 'Tanga')")
+        .unwrap();
+    assert_eq!(d.sync()["pushed"], 1, "refused, re-stamped, pushed again");
+    let s = hub.status();
+    assert_eq!(s["clock_ahead_refused"], 1, "{s}");
+    assert_eq!(
+        s["highest_admitted"].as_str().unwrap()[..10],
+        today[..10],
+        "{s}"
+    );
+    assert_eq!(s["uplink"]["clock_trusted"], true, "{s}");
+}
