@@ -65,19 +65,7 @@ pub(crate) fn ensure(conn: &mut Connection) -> Result<(), rusqlite::Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Another connection may have made it while this one waited for the write lock.
     if !exists(&tx)? {
-        let mut highest = Hlc::ZERO;
-        {
-            let mut st = tx.prepare("SELECT bytes FROM batches")?;
-            let mut rows = st.query([])?;
-            while let Some(row) = rows.next()? {
-                let bytes: Vec<u8> = row.get(0)?;
-                // Every stored batch passed `verify`; one that no longer decodes is reported
-                // by `Mailbox::check`, not here.
-                if let Ok(h) = decode_header(&bytes, &Limits::default()) {
-                    highest = highest.max(h.max_hlc);
-                }
-            }
-        }
+        let highest = held_highest(&tx)?;
         tx.execute_batch(TABLE)?;
         tx.execute(
             "INSERT INTO clock_admission(id, highest_admitted, clock_ahead_refused) VALUES (0, ?1, 0)",
@@ -85,6 +73,51 @@ pub(crate) fn ensure(conn: &mut Connection) -> Result<(), rusqlite::Error> {
         )?;
     }
     tx.commit()
+}
+
+/// The highest max HLC of the held batches (undecodable ones skipped: `Mailbox::check` reports
+/// those through the ranges and SQLite).
+fn held_highest(conn: &Connection) -> Result<Hlc, rusqlite::Error> {
+    let mut highest = Hlc::ZERO;
+    let mut st = conn.prepare("SELECT bytes FROM batches")?;
+    let mut rows = st.query([])?;
+    while let Some(row) = rows.next()? {
+        let bytes: Vec<u8> = row.get(0)?;
+        if let Ok(h) = decode_header(&bytes, &Limits::default()) {
+            highest = highest.max(h.max_hlc);
+        }
+    }
+    Ok(highest)
+}
+
+/// Why [`check`] failed.
+pub(crate) enum CheckError {
+    Sqlite(rusqlite::Error),
+    /// The stored figure is not the held batches' highest clock.
+    Differs {
+        stored: Hlc,
+        held: Hlc,
+    },
+}
+
+/// Recomputes the highest clock admitted from the held batches (`Mailbox::check`): it is derived
+/// data, raised in the transaction that stores each batch, so the two are equal.
+pub(crate) fn check(conn: &Connection) -> Result<(), CheckError> {
+    let stored: i64 = conn
+        .query_row(
+            "SELECT highest_admitted FROM clock_admission WHERE id = 0",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(CheckError::Sqlite)?;
+    let held = held_highest(conn).map_err(CheckError::Sqlite)?;
+    if from_sql(stored) != held {
+        return Err(CheckError::Differs {
+            stored: from_sql(stored),
+            held,
+        });
+    }
+    Ok(())
 }
 
 /// Raises the highest clock admitted to `hlc`, inside the transaction storing the batch.

@@ -5,7 +5,8 @@
 //!   `(origin, lo, hi)` (serving plans) and `(origin, hi)` (coverage and overlap checks).
 //! - `coverage(origin, covered)`: per origin, the contiguous coverage the held ranges give. It is
 //!   derived data, updated in the same transaction as the rows it derives from, and
-//!   [`Mailbox::check`] recomputes it from the ranges to prove it.
+//!   [`Mailbox::check`] recomputes it from the ranges to prove it (and the highest clock
+//!   admitted from the batches' headers, `clock_bound.rs`).
 //! - `pushes(session, digest, record)` (version 2): what a committed push session was answered
 //!   with, written in the same transaction as its batches, so a retried commit gets the same ack
 //!   ([`Mailbox::commit_push`], [`Mailbox::push_record`]). The record is opaque to the mailbox.
@@ -699,6 +700,12 @@ impl Mailbox {
                 "stored coverage {stored:?} differs from the held ranges' {recomputed:?}"
             )));
         }
+        crate::clock_bound::check(&self.conn).map_err(|e| match e {
+            crate::clock_bound::CheckError::Sqlite(e) => self.sql(e),
+            crate::clock_bound::CheckError::Differs { stored, held } => corrupt(format!(
+                "highest clock admitted {stored:?} differs from the held batches' {held:?}"
+            )),
+        })?;
         Ok(())
     }
 }

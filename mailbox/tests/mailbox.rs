@@ -431,4 +431,13 @@ fn the_highest_clock_admitted_follows_what_is_stored() {
     assert_eq!(mb.highest_admitted().unwrap(), at(9));
     mb.store(vec![batch(b, 10, 12, 10)]).unwrap();
     assert_eq!(mb.highest_admitted().unwrap(), at(12));
+    mb.check().unwrap();
+    drop(mb);
+    // Derived data: `check` recomputes it from the held batches' headers.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("UPDATE clock_admission SET highest_admitted = 0")
+        .unwrap();
+    let e = Mailbox::open(&path).unwrap().check().unwrap_err();
+    assert!(e.to_string().contains("highest clock admitted"), "{e}");
 }
