@@ -2,7 +2,9 @@
 //! `Responder` and `ServerSession` of `outpost-protocol`, real Noise crypto) over a store in
 //! memory: what it was pushed it holds and serves, and its hello's vector says so. The test
 //! scripts each connection it accepts (enroll, sync, or a sync cut after the push was stored and
-//! before the ack leaves), and sets the wall clock its hellos state (0: no trusted time).
+//! before the ack leaves), and sets the wall clock its hellos state (0: no trusted time). With
+//! trusted time its session applies the time bound (docs/design.md section 10, "Time"), with the
+//! highest clock it holds as the allowance; a refusal is sent to the device as a relay sends it.
 //!
 //! Like a real hub it writes a key directory entry (role Device, signed with its key) for every
 //! device it enrols, and serves its control stream after each hello; a test can stop that
