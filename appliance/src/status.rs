@@ -15,7 +15,8 @@
 use crate::datadir::{unix_now, DataDir};
 use crate::uplink::{CloudPeer, UplinkState, STATE_FILE, UPLINK_CLOUD, UPLINK_CODE};
 use outpost_mailbox::MailboxError;
-use outpost_protocol::SiteId;
+use outpost_protocol::hlc::UtcDate;
+use outpost_protocol::{Hlc, SiteId};
 use outpost_relay::allowlist::{Allowlist, AllowlistError};
 use outpost_relay::vector_text::{self, VectorTextError};
 use serde::de::DeserializeOwned;
@@ -346,6 +347,12 @@ pub struct Snapshot {
     /// The scopes this hub is granted (`["*"]`: all), once its uplink brought the cloud's
     /// grant; `None` before (or with no cloud).
     pub scopes: Option<Vec<String>>,
+    /// The highest clock of any batch held, as a UTC date (`None` while none is held): a
+    /// device's push stamped up to a second past it passes the time bound (docs/design.md
+    /// section 10, "Time").
+    pub highest_admitted: Option<String>,
+    /// Device pushes refused because their clocks ran more than a day ahead of trusted time.
+    pub clock_ahead_refused: u64,
 }
 
 /// One id sequence as the status shows it.
@@ -523,9 +530,14 @@ impl UplinkStatus {
 impl Snapshot {
     /// Reads the data directory (the databases and the run state).
     pub fn collect(dir: &DataDir) -> Result<Snapshot, StatusError> {
-        let (mailbox, id_mode, ids) = {
+        let (mailbox, id_mode, ids, clocks) = {
             let mb = dir.mailbox()?;
-            (mb.status()?, mb.id_mode()?, mb.id_status()?)
+            (
+                mb.status()?,
+                mb.id_mode()?,
+                mb.id_status()?,
+                mb.clock_admission()?,
+            )
         };
         let allowlist = dir.allowlist()?;
         let run = RunState::load(&dir.path)?;
@@ -603,7 +615,19 @@ impl Snapshot {
                 })
                 .collect(),
             scopes,
+            highest_admitted: (clocks.highest_admitted != Hlc::ZERO)
+                .then(|| UtcDate(clocks.highest_admitted.millis()).to_string()),
+            clock_ahead_refused: clocks.clock_ahead_refused,
         })
+    }
+
+    /// `highest admitted <date>  refused ahead N`.
+    fn clock_figures(&self) -> String {
+        format!(
+            "highest admitted {}  refused ahead {}",
+            self.highest_admitted.as_deref().unwrap_or("-"),
+            self.clock_ahead_refused
+        )
     }
 
     fn uptime_text(&self) -> String {
@@ -699,6 +723,7 @@ impl Snapshot {
         for i in &self.ids {
             let _ = writeln!(o, "  {}  {}", i.sequence, self.id_figures(i));
         }
+        let _ = writeln!(o, "clocks      {}", self.clock_figures());
         let errors = self.errors();
         let _ = writeln!(
             o,
@@ -769,6 +794,7 @@ impl Snapshot {
         for i in &self.ids {
             row(&mut o, &format!("Ids {}", i.sequence), &self.id_figures(i));
         }
+        row(&mut o, "Clocks", &self.clock_figures());
         o.push_str("</table><h2>Devices</h2>");
         if self.devices.is_empty() {
             o.push_str("<p>No device enrolled.</p>");

@@ -306,3 +306,43 @@ fn a_hub_listening_on_all_interfaces_advertises_this_machines_addresses() {
     ]));
     assert_eq!(code.addresses, vec!["hub.clinic.lan:7420".to_string()]);
 }
+
+/// The time bound's figures (docs/design.md section 10, "Time"): the highest clock of any batch
+/// the hub holds, as a date, and the device pushes it refused as stamped too far ahead.
+#[test]
+fn status_shows_the_highest_clock_admitted_and_the_clock_ahead_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let d = data.to_str().unwrap();
+    assert!(
+        hub(&["enroll-code", "--data", d, "--address", "h:1", "--no-qr"])
+            .status
+            .success()
+    );
+    let status = json(&hub(&["status", "--data", d, "--json"]));
+    assert_eq!(status["highest_admitted"], serde_json::Value::Null);
+    assert_eq!(status["clock_ahead_refused"], 0);
+
+    let mut mailbox = outpost_mailbox::Mailbox::open(data.join("mailbox.db")).unwrap();
+    // 1_800_000_000_000 ms is 2027-01-15T08:00:00Z.
+    let stamped = outpost_protocol::Hlc::new(1_800_000_000_000, 0);
+    mailbox
+        .store(vec![outpost_testkit::batch::text_rows(
+            SiteId([5; 16]),
+            1,
+            1,
+            "t",
+            "v",
+            [(1, stamped, "x".to_string())],
+        )])
+        .unwrap();
+    mailbox.note_clock_ahead_refused().unwrap();
+    let status = json(&hub(&["status", "--data", d, "--json"]));
+    assert_eq!(status["highest_admitted"], "2027-01-15T08:00:00Z");
+    assert_eq!(status["clock_ahead_refused"], 1);
+    let out = text(&hub(&["status", "--data", d]).stdout);
+    assert!(
+        out.contains("clocks      highest admitted 2027-01-15T08:00:00Z  refused ahead 1"),
+        "{out}"
+    );
+}

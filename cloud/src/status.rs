@@ -5,6 +5,8 @@ use crate::control::ControlError;
 use crate::datadir::{DataDir, DataDirError};
 use crate::tenant::{Tenant, TenantError};
 use outpost_mailbox::MailboxError;
+use outpost_protocol::hlc::UtcDate;
+use outpost_protocol::Hlc;
 use outpost_relay::allowlist::AllowlistError;
 use serde_json::{json, Value};
 use std::fmt;
@@ -88,14 +90,19 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
         .into_iter()
         .map(|(name, rows)| json!({"name": name, "rows": rows}))
         .collect();
-    let (mailbox, ids, directions) = {
+    let (mailbox, ids, clocks, directions) = {
         let mut mb = dir.mailbox()?;
         let directions: serde_json::Map<String, Value> = mb
             .directory()?
             .tables()
             .map(|(n, d)| (n.to_string(), json!(d.as_str())))
             .collect();
-        (mb.status()?, mb.id_status()?, directions)
+        (
+            mb.status()?,
+            mb.id_status()?,
+            mb.clock_admission()?,
+            directions,
+        )
     };
     // The cloud is the root of every id sequence: its counters are the next numbers it grants.
     let ids: serde_json::Map<String, Value> = ids
@@ -160,6 +167,13 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             "last_apply_error": control.setting(crate::control::LAST_APPLY_ERROR)?,
         },
         "mailbox": {"batches": mailbox.batches, "bytes": mailbox.bytes, "origins": origins},
+        // The time bound (docs/design.md section 10, "Time"): a device's push stamped up to a
+        // second past the highest clock held passes whatever the cloud's time says.
+        "clocks": {
+            "highest_admitted": (clocks.highest_admitted != Hlc::ZERO)
+                .then(|| UtcDate(clocks.highest_admitted.millis()).to_string()),
+            "clock_ahead_refused": clocks.clock_ahead_refused,
+        },
         "ids": ids,
         "peers": peers,
         "api_tokens": tokens,
@@ -242,6 +256,12 @@ pub fn render(v: &Value) -> String {
             }
         ));
     }
+    let c = &v["clocks"];
+    line(format!(
+        "clocks     highest admitted {}  refused ahead {}",
+        s(&c["highest_admitted"]),
+        s(&c["clock_ahead_refused"])
+    ));
     if let Some(ids) = v["ids"].as_object().filter(|m| !m.is_empty()) {
         line("ids        (the root of every sequence)".into());
         for (sequence, i) in ids {

@@ -23,7 +23,7 @@ use outpost_protocol::batch::codec;
 use outpost_protocol::batch::{BatchFlags, Direction};
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::{SiteId, VersionVector};
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -312,6 +312,30 @@ enum Outcome {
     Refused(String),
 }
 
+/// The cloud's clock is the time source (docs/design.md section 10, "Time"): its engine records
+/// trusted time at offset 0, as a device does once a trusted peer's hello matched its clock, so a
+/// received clock more than a day ahead of the cloud's never advances the engine's clock, and
+/// the cloud's own writes (operator, REST) are never dragged after it. Written once; a later open
+/// only reads it (`status` writes nothing).
+fn trust_own_clock(conn: &Connection) -> rusqlite::Result<()> {
+    // Any engine function creates its bookkeeping, `_outpost_meta` included.
+    conn.query_row("SELECT outpost_db_version()", [], |_| Ok(()))?;
+    let set: Option<i64> = conn
+        .query_row(
+            "SELECT v FROM _outpost_meta WHERE k = 'clock_offset_ms'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if set.is_none() {
+        conn.execute(
+            "INSERT INTO _outpost_meta(k, v) VALUES ('clock_offset_ms', 0) ON CONFLICT(k) DO NOTHING",
+            [],
+        )?;
+    }
+    Ok(())
+}
+
 impl Tenant {
     /// Opens the tenant database (the engine must be registered: `outpost_embed::register`).
     pub fn open(path: &Path, site: SiteId) -> Result<Tenant, TenantError> {
@@ -325,6 +349,10 @@ impl Tenant {
             Ok(conn)
         };
         let conn = open().map_err(|source| TenantError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        trust_own_clock(&conn).map_err(|source| TenantError::Open {
             path: path.to_path_buf(),
             source,
         })?;

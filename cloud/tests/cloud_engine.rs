@@ -279,3 +279,69 @@ fn a_batch_the_engine_refuses_stays_in_the_mailbox_and_is_reported() {
     );
     drop(run);
 }
+
+/// docs/design.md section 10, "Time": the cloud's clock is the time source, so a received
+/// clock more than a day ahead of it (a tablet ten days ahead, its batch admitted) never
+/// advances the engine's clock: the cloud's own next write (a REST push) carries the cloud's
+/// time, not a clock after the tablet's.
+#[test]
+fn a_far_future_clock_received_does_not_drag_the_clouds_own_writes() {
+    use outpost_protocol::batch::codec::{decode_header, Limits};
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, _run, rest) = serving(tmp.path());
+    let path = tmp.path().join("tablet.db");
+    let tablet = device(&path);
+    tablet.execute_batch(SCHEMA).unwrap();
+    // Ten days ahead (the engine's test hook), read by the next connection's clock.
+    tablet
+        .execute_batch("INSERT INTO _outpost_meta(k, v) VALUES ('test_wall_shift_ms', 864000000)")
+        .unwrap();
+    drop(tablet);
+    let tablet = device(&path);
+    tablet
+        .execute_batch("INSERT INTO patients(id, name) VALUES ('p1', 'Asha')")
+        .unwrap();
+    let batch: Vec<u8> = tablet
+        .query_row("SELECT outpost_changes(0)", [], |r| r.get(0))
+        .unwrap();
+    let far = decode_header(&batch, &Limits::default()).unwrap().max_hlc;
+    assert!(far.millis() as i64 > now_ms() + 9 * 86_400_000);
+    let mut mailbox = Mailbox::open(data.join("mailbox.db")).unwrap();
+    mailbox.store(vec![batch]).unwrap();
+
+    let t = wait_for("the tablet's batch to be applied", || {
+        let (s, pull) = rest.pull(None);
+        (s == 200 && records(&pull, "patients", "created").len() == 1)
+            .then(|| pull["timestamp"].as_i64().unwrap())
+    });
+    let (s, r) = rest.push(
+        t,
+        &json!({"patients": {"created": [{"id": "p2", "name": "Bo", "visits": 0}], "updated": [], "deleted": []}}),
+    );
+    assert_eq!(s, 200, "{r}");
+    let cloud_site: SiteId = std::fs::read_to_string(data.join("site-id"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let own = mailbox
+        .batches_for(&VersionVector::new(), None)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .filter(|b| b.origin == cloud_site)
+        .map(|b| decode_header(&b.bytes, &Limits::default()).unwrap().max_hlc)
+        .max()
+        .expect("the REST push exported");
+    let ahead = own.millis() as i64 - now_ms();
+    assert!(
+        ahead.abs() < 60_000,
+        "the cloud's write is stamped {ahead} ms from its time (the tablet's was {} ms)",
+        far.millis() as i64 - now_ms()
+    );
+}

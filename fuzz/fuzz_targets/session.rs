@@ -109,6 +109,7 @@ fuzz_target!(|data: &[u8]| {
                 .clone(),
             peer_pushes: PushOrigins::Relayed,
             wall_clock_ms: 0,
+            max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
             stage_ttl_ms: 1_000,
             max_staged_bytes: 1 << 20,
             batch_limits: Limits::default(),

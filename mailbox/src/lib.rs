@@ -26,6 +26,10 @@
 //! - **Control streams** (`control` module): the accepted control entries and the key directory
 //!   they make with the owner's roots ([`ControlOwner`]); both stores serve, take and check
 //!   them, and verify relayed batches with the directory's keys.
+//! - **The time bound's figures** (`clock_bound` module): the highest clock of any batch stored,
+//!   raised in the transaction that stores it, which the relay's session admits a device's push
+//!   up to a second past whatever its trusted time says; and the pushes refused as stamped too
+//!   far ahead ([`Mailbox::clock_admission`]).
 //! - **Id blocks.** [`Mailbox::grant_ids`] grants numbers of named sequences to peers, as the
 //!   root (the cloud) or from a pool the uplink refills (a hub with a cloud), durably and
 //!   idempotently per (peer, request id); see the `ids` module.
@@ -43,6 +47,7 @@
 #![warn(missing_docs)]
 
 mod client_store;
+mod clock_bound;
 mod control;
 mod error;
 mod ids;
@@ -51,6 +56,7 @@ mod plan;
 mod server_store;
 
 pub use client_store::{ExportPlan, MailboxClient, Moved, PUSH_BUDGET};
+pub use clock_bound::ClockAdmission;
 pub use control::{ControlOwner, ControlReport};
 pub use error::MailboxError;
 pub use ids::{IdMode, IdQuota, IdSequenceStatus, DEVICE_ID_QUOTA, HUB_BLOCK};

@@ -5,7 +5,8 @@
 //!   `(origin, lo, hi)` (serving plans) and `(origin, hi)` (coverage and overlap checks).
 //! - `coverage(origin, covered)`: per origin, the contiguous coverage the held ranges give. It is
 //!   derived data, updated in the same transaction as the rows it derives from, and
-//!   [`Mailbox::check`] recomputes it from the ranges to prove it.
+//!   [`Mailbox::check`] recomputes it from the ranges to prove it (and the highest clock
+//!   admitted from the batches' headers, `clock_bound.rs`).
 //! - `pushes(session, digest, record)` (version 2): what a committed push session was answered
 //!   with, written in the same transaction as its batches, so a retried commit gets the same ack
 //!   ([`Mailbox::commit_push`], [`Mailbox::push_record`]). The record is opaque to the mailbox.
@@ -20,13 +21,16 @@
 //!   versions 1-4 holds format-1 batches and is refused as made by an older version
 //!   ([`MailboxError::OlderVersion`]); nothing in it is changed. Also
 //!   `control_entries(writer, seq, bytes)`: the accepted control entries (`control.rs`), a table
-//!   created on every open (version 5 files made before it gain it empty).
+//!   created on every open (version 5 files made before it gain it empty), and
+//!   `clock_admission` (`clock_bound.rs`): the highest clock of any batch stored and the pushes
+//!   refused as stamped too far ahead, created at open (filled from the held batches) where
+//!   missing.
 
 use crate::control::{ControlCache, CONTROL_SCHEMA};
 use crate::error::MailboxError;
 use crate::plan::{plan, Candidate};
 use outpost_protocol::batch::codec::{verify, Limits};
-use outpost_protocol::{SeqRange, SiteId, VersionVector};
+use outpost_protocol::{Hlc, SeqRange, SiteId, VersionVector};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -119,6 +123,8 @@ pub struct StagedBatch {
     pub range: SeqRange,
     /// The header's body hash: the batch's identity in acks.
     pub sha256: [u8; 32],
+    /// The header's largest clock (raises the highest clock admitted, `clock_bound.rs`).
+    pub max_hlc: Hlc,
     /// The encoded batch, as received.
     pub bytes: Vec<u8>,
 }
@@ -130,6 +136,7 @@ pub(crate) struct BatchRef<'a> {
     pub(crate) origin: SiteId,
     pub(crate) range: SeqRange,
     pub(crate) sha256: [u8; 32],
+    pub(crate) max_hlc: Hlc,
     pub(crate) bytes: &'a [u8],
 }
 
@@ -139,6 +146,7 @@ impl StagedBatch {
             origin: self.origin,
             range: self.range,
             sha256: self.sha256,
+            max_hlc: self.max_hlc,
             bytes: &self.bytes,
         }
     }
@@ -274,6 +282,8 @@ impl Mailbox {
             .map_err(sql)?;
         }
         conn.execute_batch(CONTROL_SCHEMA).map_err(sql)?;
+        let mut conn = conn;
+        crate::clock_bound::ensure(&mut conn).map_err(sql)?;
         Ok(Mailbox {
             conn,
             path,
@@ -306,6 +316,7 @@ impl Mailbox {
             origin: header.origin,
             range: header.range,
             sha256: header.body_sha256,
+            max_hlc: header.max_hlc,
             bytes,
         })
     }
@@ -378,6 +389,7 @@ impl Mailbox {
             .map_err(sql)?;
         let mut stored = Vec::with_capacity(batches.len());
         let mut touched = BTreeSet::new();
+        let mut highest = Hlc::ZERO;
         for b in batches {
             let (lo, hi) = to_i64(b.origin, b.range)?;
             let held = fully_held(&tx, &b.origin, lo, hi).map_err(sql)?;
@@ -388,9 +400,11 @@ impl Mailbox {
                 )
                 .map_err(sql)?;
                 touched.insert(b.origin);
+                highest = highest.max(b.max_hlc);
             }
             stored.push(!held);
         }
+        crate::clock_bound::raise(&tx, highest).map_err(sql)?;
         for origin in &touched {
             advance_coverage(&tx, origin).map_err(sql)?;
         }
@@ -686,6 +700,12 @@ impl Mailbox {
                 "stored coverage {stored:?} differs from the held ranges' {recomputed:?}"
             )));
         }
+        crate::clock_bound::check(&self.conn).map_err(|e| match e {
+            crate::clock_bound::CheckError::Sqlite(e) => self.sql(e),
+            crate::clock_bound::CheckError::Differs { stored, held } => corrupt(format!(
+                "highest clock admitted {stored:?} differs from the held batches' {held:?}"
+            )),
+        })?;
         Ok(())
     }
 }

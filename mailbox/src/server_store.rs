@@ -16,7 +16,7 @@ use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::{Covered, SessionId};
 use outpost_protocol::session::{CommitRecord, ServerStore, StagedBatch};
-use outpost_protocol::{SiteId, VersionVector};
+use outpost_protocol::{Hlc, SiteId, VersionVector};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 impl ServerStore for Mailbox {
@@ -56,6 +56,7 @@ impl ServerStore for Mailbox {
                 origin: b.header.origin,
                 range: b.header.range,
                 sha256: b.header.body_sha256,
+                max_hlc: b.header.max_hlc,
                 bytes: &b.bytes,
             })
             .collect();
@@ -138,5 +139,9 @@ impl ServerStore for Mailbox {
 
     fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), MailboxError> {
         Mailbox::control_received(self, entries).map(|_| ())
+    }
+
+    fn highest_admitted(&mut self) -> Result<Hlc, MailboxError> {
+        Mailbox::highest_admitted(self)
     }
 }

@@ -157,6 +157,7 @@ fn uplink_session(hub: &mut Mailbox, cloud: &mut Mailbox, hub_key: &Keypair) -> 
         peer_key: *hub_key.public(),
         peer_pushes: PushOrigins::Relayed,
         wall_clock_ms: 1,
+        max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
         stage_ttl_ms: 60_000,
         max_staged_bytes: 1 << 20,
         batch_limits: Limits::default(),

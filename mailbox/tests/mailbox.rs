@@ -393,3 +393,51 @@ fn a_batch_over_its_decoding_budget_is_refused_before_inflating() {
     }
     assert_eq!(mb.vector().unwrap(), vector(&[]));
 }
+
+/// The relay's time bound (docs/design.md section 10, "Time"): the highest clock of any batch
+/// stored rises with each commit that stores one (not with one already held), survives a
+/// reopen, is rebuilt from the held batches for a file made before it was kept, and the
+/// clock-ahead refusals counted stay counted.
+#[test]
+fn the_highest_clock_admitted_follows_what_is_stored() {
+    use outpost_protocol::Hlc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailbox.db");
+    let (a, b) = (site(1), site(2));
+    // `support::batch` stamps its cell at 1_700_000_000_000 + hi ms.
+    let at = |hi: u64| Hlc::new(1_700_000_000_000 + hi, 0);
+    {
+        let mut mb = Mailbox::open(&path).unwrap();
+        assert_eq!(mb.highest_admitted().unwrap(), Hlc::ZERO);
+        mb.store(vec![batch(a, 1, 3, 10), batch(b, 1, 9, 10)])
+            .unwrap();
+        assert_eq!(mb.highest_admitted().unwrap(), at(9));
+        mb.store(vec![batch(a, 4, 4, 10)]).unwrap();
+        assert_eq!(mb.highest_admitted().unwrap(), at(9), "lower: unchanged");
+        mb.note_clock_ahead_refused().unwrap();
+        mb.note_clock_ahead_refused().unwrap();
+    }
+    let mb = Mailbox::open(&path).unwrap();
+    let figures = mb.clock_admission().unwrap();
+    assert_eq!(figures.highest_admitted, at(9));
+    assert_eq!(figures.clock_ahead_refused, 2);
+    drop(mb);
+    // A file from before the table: rebuilt from the batches at the next open.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE clock_admission")
+        .unwrap();
+    let mut mb = Mailbox::open(&path).unwrap();
+    assert_eq!(mb.highest_admitted().unwrap(), at(9));
+    mb.store(vec![batch(b, 10, 12, 10)]).unwrap();
+    assert_eq!(mb.highest_admitted().unwrap(), at(12));
+    mb.check().unwrap();
+    drop(mb);
+    // Derived data: `check` recomputes it from the held batches' headers.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("UPDATE clock_admission SET highest_admitted = 0")
+        .unwrap();
+    let e = Mailbox::open(&path).unwrap().check().unwrap_err();
+    assert!(e.to_string().contains("highest clock admitted"), "{e}");
+}

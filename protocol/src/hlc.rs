@@ -166,6 +166,55 @@ impl Clock {
     }
 }
 
+/// How far ahead of a relay's trusted time a device's pushed clocks may run (one day): beyond it
+/// the first relay with trusted time refuses the push, unless the relay already holds a clock
+/// within [`ADMITTED_SLACK_MS`] of it, and the device re-stamps (docs/design.md section 10,
+/// "Time"). Receivers with trusted time also stop adopting received clocks past it.
+pub const MAX_CLOCK_AHEAD_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// How far above the highest clock a relay holds a device's pushed clock may be and still be
+/// admitted, whatever the relay's trusted time: an edit of a far-future version is stamped just
+/// above it (the re-stamp floor), so it must pass wherever that version passed.
+pub const ADMITTED_SLACK_MS: u64 = 1000;
+
+/// The highest milliseconds a relay admits in a device's push: trusted time plus
+/// [`MAX_CLOCK_AHEAD_MS`], or the highest clock it holds plus [`ADMITTED_SLACK_MS`], whichever
+/// is later.
+pub fn admission_limit_ms(trusted_ms: u64, max_ahead_ms: u64, admitted: Hlc) -> u64 {
+    trusted_ms
+        .saturating_add(max_ahead_ms)
+        .max(admitted.millis().saturating_add(ADMITTED_SLACK_MS))
+}
+
+/// Milliseconds since the Unix epoch shown as a UTC date, `2026-12-06T18:16:53Z` (what error
+/// messages and status pages print for a clock).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct UtcDate(pub u64);
+
+impl fmt::Display for UtcDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0 / 1000;
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
+        let z = days as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
+    }
+}
+
 /// How far apart two peers' wall clocks may be before the device adopts the peer's time.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -114,6 +114,11 @@ pub enum ErrorCode {
     /// A relayed batch names an origin whose key the receiver does not know yet: nothing of the
     /// push was stored; retry later, after the control entries naming the key (tag 11).
     KeyUnknown,
+    /// A device's pushed batch carries clocks beyond what the relay admits: more than a day
+    /// ahead of its trusted time, and above every clock it already holds. Nothing of the push
+    /// was stored; the device re-stamps its unsent changes with trusted time and pushes again
+    /// (tag 12).
+    ClockAhead,
     /// A pushed batch is flagged `down`: only the cloud writes those tables, and its batches
     /// travel by pull; nothing of the push was stored (tag 13).
     DirectionRefused,

@@ -30,7 +30,11 @@
 //! it is staged: a device's own with its handshake key, a relayed one with the key the store
 //! knows for its origin ([`ServerStore::origin_key`]); a relayed batch of an origin the store
 //! knows no key for ends the session as [`SessionError::KeyUnknown`] (retry later), nothing of
-//! the push stored.
+//! the push stored. A server stating trusted time at hello also bounds a device's own batches by
+//! their clear header's max HLC: more than [`ServerConfig::max_clock_ahead_ms`] ahead of that time
+//! and more than a second above the highest clock its store holds
+//! ([`ServerStore::highest_admitted`]) ends the session as [`SessionError::ClockAhead`], nothing
+//! of the push stored (docs/design.md section 10, "Time").
 //!
 //! **Pull** streams what the client's vector lacks, never the client's own batches. The client
 //! hands each chunk to [`ClientStore::apply_chunk`], which applies it with its vector advance in
@@ -65,6 +69,7 @@ pub use server::{PushOrigins, ServerConfig, ServerSession};
 use crate::batch::codec::DecodeError;
 use crate::batch::BatchHeader;
 use crate::handshake::PublicKey;
+use crate::hlc::{Hlc, UtcDate};
 use crate::id_range::{IdRange, IdRangeError, IdRequest};
 use crate::message::{Covered, ErrorCode, Message, PushAgainReason, SessionId};
 use crate::signing::SignatureError;
@@ -163,6 +168,13 @@ pub trait ServerStore {
     fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), Self::Error> {
         let _ = entries;
         Ok(())
+    }
+    /// The highest clock (clear header's max HLC) of any batch this store ever stored, from any
+    /// origin, pushed, relayed or pulled: a device's push whose clocks run up to a second past
+    /// it is admitted whatever the trusted time says (docs/design.md section 10, "Time": an
+    /// edit stamped just above a far-future version it replaced). Default: none, no allowance.
+    fn highest_admitted(&mut self) -> Result<Hlc, Self::Error> {
+        Ok(Hlc::ZERO)
     }
 }
 
@@ -297,6 +309,22 @@ pub enum SessionError {
         /// Its seq range.
         range: SeqRange,
     },
+    /// A device's own batch carries clocks beyond what the relay admits (docs/design.md section
+    /// 10, "Time"): more than [`ServerConfig::max_clock_ahead_ms`] ahead of the relay's trusted
+    /// time, and more than a second above the highest clock the relay holds. The whole push is
+    /// refused and nothing of it stored; the device re-stamps and pushes again.
+    ClockAhead {
+        /// The origin (the pushing device).
+        origin: SiteId,
+        /// The batch's seq range.
+        range: SeqRange,
+        /// The batch's largest clock (its clear header's).
+        max_hlc: Hlc,
+        /// The relay's trusted time when it checked (ms since the Unix epoch).
+        trusted_ms: u64,
+        /// The highest clock of any batch the relay holds (its allowance).
+        admitted: Hlc,
+    },
     /// A pushed batch's origin is not one this peer may push for (origin binding): the whole push
     /// is refused and nothing of it stored.
     ForeignOrigin {
@@ -403,6 +431,24 @@ impl fmt::Display for SessionError {
                  control entry has brought yet; nothing of this push was stored, retry later",
                 range.lo, range.hi
             ),
+            SessionError::ClockAhead {
+                origin,
+                range,
+                max_hlc,
+                trusted_ms,
+                admitted,
+            } => write!(
+                f,
+                "push refused: batch of origin {origin} seqs {}..={} is stamped up to {}, more \
+                 than a day ahead of this relay's trusted time {} and above every clock it holds \
+                 (up to {}); nothing of this push was stored: the device's clock was wrong when \
+                 it wrote them, so it re-stamps its unsent changes with trusted time and pushes again",
+                range.lo,
+                range.hi,
+                UtcDate(max_hlc.millis()),
+                UtcDate(*trusted_ms),
+                UtcDate(admitted.millis()),
+            ),
             SessionError::ForeignOrigin {
                 origin,
                 peer,
@@ -486,6 +532,7 @@ impl SessionError {
             SessionError::BadSignature { .. } => ErrorCode::BadSignature,
             SessionError::KeyUnknown { .. } => ErrorCode::KeyUnknown,
             SessionError::DirectionRefused { .. } => ErrorCode::DirectionRefused,
+            SessionError::ClockAhead { .. } => ErrorCode::ClockAhead,
             SessionError::AckMismatch
             | SessionError::IdGrantMismatch
             | SessionError::PushAttemptsExhausted { .. }

@@ -220,7 +220,7 @@ fn message() -> impl Strategy<Value = Message> {
         bytes.prop_map(|batch| Message::Chunk { batch }),
         vector().prop_map(|vector| Message::PullDone { vector }),
         Just(Message::Notify),
-        (0..12usize, ".{0,30}").prop_map(|(c, message)| Message::Error {
+        (0..13usize, ".{0,30}").prop_map(|(c, message)| Message::Error {
             code: [
                 ErrorCode::UnsupportedVersion,
                 ErrorCode::ConfigMismatch,
@@ -233,7 +233,8 @@ fn message() -> impl Strategy<Value = Message> {
                 ErrorCode::Internal,
                 ErrorCode::ForeignOrigin,
                 ErrorCode::BadSignature,
-                ErrorCode::KeyUnknown
+                ErrorCode::KeyUnknown,
+                ErrorCode::ClockAhead
             ][c],
             message,
         }),

@@ -802,3 +802,111 @@ fn up_batches_reach_devices_as_their_signed_clear_header_only() {
         Err(outpost_protocol::batch::codec::DecodeError::Truncated { .. })
     ));
 }
+
+/// The first relay's time bound (DESIGN section 10, "Time"): a device's push whose clocks run
+/// more than a day ahead of the relay's trusted time is refused whole (nothing staged, nothing
+/// stored), as `ClockAhead`; a relay stating no trusted time cannot judge and takes it; a
+/// relayed batch was judged by its first relay and is not judged again.
+#[test]
+fn a_device_push_a_day_and_a_minute_ahead_of_trusted_time_is_refused_whole() {
+    use outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS;
+    use outpost_protocol::session::PushOrigins;
+    use outpost_protocol::Hlc;
+    let trusted = 1_760_000_000_000u64;
+    let stamped = |lo: u64, ms: u64| {
+        outpost_testkit::batch::text_rows(
+            DEVICE,
+            lo,
+            lo,
+            "t",
+            "v",
+            [(lo as i64, Hlc::new(ms, 0), "x".to_string())],
+        )
+    };
+    let ahead = trusted + MAX_CLOCK_AHEAD_MS + 60_000;
+    for (wall, pushes, refused) in [
+        (trusted, PushOrigins::Own, true),
+        (0, PushOrigins::Own, false),
+        (trusted, PushOrigins::Relayed, false),
+    ] {
+        let mut sstore = MemServer::default();
+        let mut cfg = server_config();
+        cfg.wall_clock_ms = wall;
+        cfg.peer_pushes = pushes;
+        let mut server = ServerSession::<MemServer>::new(cfg);
+        server.handle(hello(1), 5, &mut sstore).unwrap();
+        drain(&mut server, &mut sstore);
+        // A batch within the bound first: the refusal takes it down with the rest of the push.
+        server
+            .handle(push(1, stamped(1, trusted + 60_000)), 5, &mut sstore)
+            .unwrap();
+        let r = server.handle(push(1, stamped(2, ahead)), 5, &mut sstore);
+        if refused {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(e, SessionError::ClockAhead { trusted_ms, max_hlc, .. }
+                    if trusted_ms == trusted && max_hlc == Hlc::new(ahead, 0)),
+                "{e:?}"
+            );
+            assert!(matches!(
+                e.to_message(),
+                Some(Message::Error {
+                    code: ErrorCode::ClockAhead,
+                    ..
+                })
+            ));
+            let text = e.to_string();
+            assert!(text.contains("more than a day ahead"), "{text}");
+            assert!(text.contains("re-stamps"), "{text}");
+            assert_eq!(server.staged_bytes(), 0, "nothing stays staged");
+            assert!(server.handle(commit(1), 6, &mut sstore).is_err());
+            assert!(sstore.batches.is_empty(), "nothing of the push stored");
+            assert_eq!(sstore.commits, 0);
+        } else {
+            r.unwrap();
+            server.handle(commit(1), 6, &mut sstore).unwrap();
+            assert_eq!(sstore.batches.len(), 2, "wall {wall}, {pushes:?}");
+        }
+    }
+}
+
+/// The allowance that keeps the re-stamp floor working: once the relay holds a batch whose
+/// clocks reach F (far ahead, admitted where no one could judge it), a device's edit stamped
+/// just above F is admitted too (it had to be, or the edit could never leave); a clock two
+/// seconds past F is not.
+#[test]
+fn a_device_push_just_above_the_highest_clock_held_is_admitted() {
+    use outpost_protocol::Hlc;
+    let trusted = 1_760_000_000_000u64;
+    let far = trusted + 10 * outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS;
+    let f = Hlc::new(far, 3);
+    let held = outpost_testkit::batch::text_rows(OTHER, 1, 1, "t", "v", [(1, f, "F".into())]);
+    let edit = |hlc: Hlc| {
+        outpost_testkit::batch::text_rows(DEVICE, 1, 1, "t", "v", [(1, hlc, "E".into())])
+    };
+    for (hlc, admitted) in [
+        (f.successor(), true),
+        (Hlc::new(far + 1000, 0xffff), true),
+        (Hlc::new(far + 2000, 0), false),
+    ] {
+        let mut sstore = MemServer::holding(vec![held.clone()]);
+        let mut cfg = server_config();
+        cfg.wall_clock_ms = trusted;
+        let mut server = ServerSession::<MemServer>::new(cfg);
+        server.handle(hello(1), 5, &mut sstore).unwrap();
+        drain(&mut server, &mut sstore);
+        let r = server.handle(push(1, edit(hlc)), 5, &mut sstore);
+        if admitted {
+            r.unwrap();
+            server.handle(commit(1), 6, &mut sstore).unwrap();
+            assert_eq!(sstore.batches.len(), 2, "{hlc:?}");
+        } else {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(e, SessionError::ClockAhead { admitted, .. } if admitted == f),
+                "{e:?}"
+            );
+            assert_eq!(sstore.batches.len(), 1);
+        }
+    }
+}

@@ -425,6 +425,7 @@ impl Relay {
                                 peer_pushes,
                                 // Trusted time, or 0: a hub's own clock is no time source.
                                 wall_clock_ms: self.serving.hello_clock_ms(time.unix_ms),
+                                max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
                                 stage_ttl_ms: STAGE_TTL_MS,
                                 // A push larger than the whole budget could never be staged:
                                 // the session refuses it as too large rather than busy.
@@ -652,6 +653,12 @@ impl Open {
             // what was reserved for the message, so this never grows).
             let _ = self.staging.resize(self.session.staged_bytes());
             if let Err(e) = handled {
+                if let SessionError::ClockAhead { .. } = e {
+                    // Nothing of the push is stored: the count is what status shows of it.
+                    if let Err(m) = store.note_clock_ahead_refused() {
+                        log::warn!("could not count a clock-ahead refusal: {m}");
+                    }
+                }
                 self.fail(&e);
                 return Err(ConnectionError::Session(e));
             }

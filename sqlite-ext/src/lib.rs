@@ -88,6 +88,7 @@ mod arg;
 mod batch_quarantine;
 mod cells;
 mod clock;
+mod clock_ahead;
 mod clock_table;
 mod conflicts;
 mod error;

@@ -39,6 +39,14 @@
 //! replaces), and a connection resuming later resumes above it (the log's newest clocks count).
 //! Checking the epoch on every write would cost a statement per written row.
 //!
+//! **After a relay refused a push as stamped too far ahead** (`clock_ahead.rs`): a write made
+//! by a connection that had not read the new offset yet still carries the wrong clock, and the
+//! relay refuses it. The push stored nothing, so the marks its export raised are put back
+//! ([`put_back`], only if nothing else was exported since), and the own changes that have not
+//! left are re-stamped by [`restamp_ahead`]: each clock past trusted time comes down to it, with
+//! the same floor and order as above (`new = max(min(old, now), min(fixed + 1, old), previous
+//! new + 1)`), so an edit of a far-future version still stays above that version.
+//!
 //! **Databases created before the marks.** They have none: at their first re-stamp everything
 //! issued so far counts as left and every clock stored as fixed, so nothing older is rewritten.
 
@@ -95,6 +103,35 @@ pub(crate) fn clock_epoch(conn: Conn) -> Result<i64, Error> {
     Ok(meta_get(conn, EPOCH_KEY)?.unwrap_or(0))
 }
 
+/// What the sent marks were at one moment (`None` in [`sent`]: a database created before them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sent {
+    seq: u64,
+    hlc: u64,
+}
+
+/// The sent marks as they stand.
+pub(crate) fn sent(conn: Conn) -> Result<Option<Sent>, Error> {
+    let get = |k| -> Result<Option<u64>, Error> {
+        Ok(meta_get(conn, k)?.map(|v| u64::try_from(v).unwrap_or(0)))
+    };
+    Ok(match (get(SENT_SEQ_KEY)?, get(SENT_HLC_KEY)?) {
+        (Some(seq), Some(hlc)) => Some(Sent { seq, hlc }),
+        _ => None,
+    })
+}
+
+/// Puts the sent marks back to `before` if they still are `after` (what a refused push's export
+/// set: nothing was exported since). In the caller's transaction. Returns whether it did.
+pub(crate) fn put_back(conn: Conn, before: Sent, after: Sent) -> Result<bool, Error> {
+    if sent(conn)? != Some(after) || before == after {
+        return Ok(false);
+    }
+    meta_set(conn, SENT_SEQ_KEY, to_i64(before.seq))?;
+    meta_set(conn, SENT_HLC_KEY, to_i64(before.hlc))?;
+    Ok(true)
+}
+
 /// The marks, set now for a database created before them (module documentation).
 struct Marks {
     sent_seq: u64,
@@ -146,12 +183,22 @@ fn shift(old: u64, delta_ms: i64) -> u64 {
     moved.clamp(0, top) as u64
 }
 
+/// How a re-stamp moves the clocks: by the move of the skew offset (`delta_ms`), and no
+/// higher than `cap` (a raw clock: trusted time after a relay's refusal, else no cap).
+#[derive(Clone, Copy, Debug)]
+struct Move {
+    delta_ms: i64,
+    cap: u64,
+}
+
 /// The new clocks of the own changes `(seq, old clock)`, sorted by seq (module documentation).
-fn new_clocks(changes: &[(u64, u64)], delta_ms: i64, fixed: u64) -> Vec<u64> {
+fn new_clocks(changes: &[(u64, u64)], by: Move, fixed: u64) -> Vec<u64> {
     let mut out = Vec::with_capacity(changes.len());
     let mut previous: Option<u64> = None;
     for &(_, old) in changes {
-        let mut new = shift(old, delta_ms).max(fixed.saturating_add(1).min(old));
+        let mut new = shift(old, by.delta_ms)
+            .min(by.cap)
+            .max(fixed.saturating_add(1).min(old));
         if let Some(p) = previous {
             new = new.max(p.saturating_add(1));
         }
@@ -165,10 +212,25 @@ fn new_clocks(changes: &[(u64, u64)], delta_ms: i64, fixed: u64) -> Vec<u64> {
 /// `now_ms` is trusted time. Runs inside the caller's transaction. Returns how many changes
 /// (local seqs) were re-stamped.
 pub(crate) fn restamp(call: &Call, delta_ms: i64, now_ms: u64) -> Result<u64, Error> {
-    schema::with_bulk_cache(call.conn, || restamp_inner(call, delta_ms, now_ms))
+    let by = Move {
+        delta_ms,
+        cap: u64::MAX,
+    };
+    schema::with_bulk_cache(call.conn, || restamp_inner(call, by, now_ms))
 }
 
-fn restamp_inner(call: &Call, delta_ms: i64, now_ms: u64) -> Result<u64, Error> {
+/// Brings every own change that never left and is stamped after trusted time `now_ms` down to
+/// it (module documentation: after a relay's refusal). Runs inside the caller's transaction.
+/// Returns how many changes (local seqs) were re-stamped.
+pub(crate) fn restamp_ahead(call: &Call, now_ms: u64) -> Result<u64, Error> {
+    let by = Move {
+        delta_ms: 0,
+        cap: Hlc::new(now_ms, 0).as_u64(),
+    };
+    schema::with_bulk_cache(call.conn, || restamp_inner(call, by, now_ms))
+}
+
+fn restamp_inner(call: &Call, by: Move, now_ms: u64) -> Result<u64, Error> {
     let conn = call.conn;
     // Every own change in `_outpost_rows`: the log keeps only its newest row after this.
     if crate::fold::fold(call)?.columns_added {
@@ -202,7 +264,7 @@ fn restamp_inner(call: &Call, delta_ms: i64, now_ms: u64) -> Result<u64, Error> 
     }
     changes.sort_unstable();
     changes.dedup();
-    let new = new_clocks(&changes, delta_ms, fixed);
+    let new = new_clocks(&changes, by, fixed);
     let new_of =
         |seq: u64, old: u64| -> u64 { changes.binary_search(&(seq, old)).map_or(old, |i| new[i]) };
 
@@ -285,7 +347,7 @@ fn restamp_inner(call: &Call, delta_ms: i64, now_ms: u64) -> Result<u64, Error> 
         .copied()
         .fold(marks.sent_hlc, u64::max)
         .max(marks.received_hlc.min(cap));
-    if delta_ms > 0 {
+    if by.delta_ms > 0 {
         clock = clock.max(call.session.clock.last(conn)?);
     }
     meta_set(conn, "hlc", to_i64(clock))?;
@@ -307,7 +369,7 @@ fn unsent(v: &Version, sent_seq: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{new_clocks, shift};
+    use super::{new_clocks, shift, Move};
     use outpost_protocol::Hlc;
 
     const DAY: i64 = 24 * 60 * 60 * 1000;
@@ -334,7 +396,11 @@ mod tests {
             (4, at(t + 20, 1)),
         ];
         // Nothing fixed in the way: a full day back, strictly increasing in seq order.
-        let back = new_clocks(&changes, -DAY, 0);
+        let by = |delta_ms| Move {
+            delta_ms,
+            cap: u64::MAX,
+        };
+        let back = new_clocks(&changes, by(-DAY), 0);
         assert_eq!(back[0], at(t - DAY as u64, 0));
         assert_eq!(back[1], at(t - DAY as u64 + 10, 0));
         assert_eq!(
@@ -345,15 +411,38 @@ mod tests {
         assert_eq!(back[3], at(t - DAY as u64 + 20, 1));
         // A received clock between: every change stays above it (or where it was, if below it).
         let fixed = at(t + 7, 0);
-        let held = new_clocks(&changes, -DAY, fixed);
+        let held = new_clocks(&changes, by(-DAY), fixed);
         assert_eq!(held[0], at(t, 0), "below the fixed clock: not moved");
         assert_eq!(held[1], fixed + 1);
         assert_eq!(held[2], fixed + 2);
         assert_eq!(held[3], fixed + 3);
         assert!(held.windows(2).all(|w| w[0] < w[1]));
         // Forward (the device was behind): exact, whatever is fixed.
-        let ahead = new_clocks(&changes, DAY, u64::MAX >> 1);
+        let ahead = new_clocks(&changes, by(DAY), u64::MAX >> 1);
         assert_eq!(ahead[0], at(t + DAY as u64, 0));
         assert_eq!(ahead[3], at(t + DAY as u64 + 20, 1));
+    }
+
+    #[test]
+    fn a_cap_brings_only_the_clocks_past_it_down_and_keeps_the_order() {
+        let now = 10 * DAY as u64;
+        // Written at trusted time, then one by a connection still three days ahead, then on.
+        let changes = [
+            (1, at(now - 10, 0)),
+            (2, at(now + 3 * DAY as u64, 0)),
+            (3, at(now - 5, 0)),
+        ];
+        let capped = Move {
+            delta_ms: 0,
+            cap: at(now, 0),
+        };
+        let new = new_clocks(&changes, capped, 0);
+        assert_eq!(new[0], at(now - 10, 0), "below the cap: not moved");
+        assert_eq!(new[1], at(now, 0));
+        assert_eq!(new[2], at(now, 0) + 1, "still after seq 2");
+        // An edit of a far-future version keeps above it (the floor) whatever the cap says.
+        let fixed = at(now + 5 * DAY as u64, 0);
+        let floored = new_clocks(&[(1, fixed + 1)], capped, fixed);
+        assert_eq!(floored[0], fixed + 1);
     }
 }

@@ -35,7 +35,7 @@ const RESTAMPED_KEY: &str = "clock_restamped";
 
 /// How far ahead of trusted time a received clock may be and still advance this device's clock:
 /// one day, the bound docs/design.md section 10 gives relays for pushes.
-pub(crate) const FUTURE_BOUND_MS: u64 = 24 * 60 * 60 * 1000;
+pub(crate) const FUTURE_BOUND_MS: u64 = outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS;
 
 /// Compares this device's wall clock with a peer's stated at hello (`peer_wall_ms`, 0: the peer
 /// has no trusted time) and records the verdict; re-stamps the changes that never left when the
@@ -104,6 +104,9 @@ pub(crate) fn status(conn: Conn) -> Result<serde_json::Value, Error> {
     });
     if let Some(shift) = shift {
         out["test_wall_shift_ms"] = shift.into();
+    }
+    if let Some(refusal) = crate::clock_ahead::status(conn)? {
+        out["last_clock_ahead"] = refusal;
     }
     Ok(out)
 }

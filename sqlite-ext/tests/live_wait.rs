@@ -58,6 +58,7 @@ fn serve(conn: &mut Conn, live: bool) {
         peer_key: conn.peer_key,
         peer_pushes: PushOrigins::Own,
         wall_clock_ms: now_ms(),
+        max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
         stage_ttl_ms: 60_000,
         max_staged_bytes: 1 << 20,
         batch_limits: BatchLimits::default(),

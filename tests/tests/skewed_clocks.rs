@@ -167,3 +167,119 @@ fn the_later_edit_wins_through_a_hub_whose_time_comes_from_the_cloud() {
         ("the cloud's tenant", &cloud.tenant()),
     ]);
 }
+
+/// Issue 16 item 6: the cloud refuses a push stamped more than a day ahead of its time, and the
+/// device re-stamps and pushes again in the same `outpost_sync`. The device runs three days
+/// ahead; the hello's check moves it to the cloud's time, but a write of another connection in
+/// the second after (which still holds the old clock) goes out three days ahead: the cloud
+/// refuses it (nothing stored, counted in its status), the device brings it down to the cloud's
+/// time, and the second push is taken.
+#[test]
+fn the_cloud_refuses_a_write_three_days_ahead_and_the_device_re_stamps_it() {
+    let dir = scratch();
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let d = DeviceDb::patients(&dir.path().join("d.db"));
+    assert_eq!(d.enroll(&cloud.code("--device"))["role"], "cloud");
+    shift_clock(&d, 3 * DAY_MS);
+    let app = outpost_testkit::e2e::device_db::open(&d.path);
+    app.execute_batch("INSERT INTO patients(id, name, village) VALUES ('p1', 'Neema', 'Mbeya')")
+        .unwrap();
+    assert_eq!(d.sync()["pushed"], 1);
+    // Within the second the app's connection still trusts its old clock.
+    app.execute_batch("INSERT INTO patients(id, name, village) VALUES ('p2', 'Juma', 'Iringa')")
+        .unwrap();
+    let now_ms = unix_now() as i64 * 1000;
+    let stamped: i64 = app
+        .query_row(
+            "SELECT since_ms FROM outpost_pending WHERE pk = '[\"p2\"]'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        stamped > now_ms + 2 * DAY_MS,
+        "precondition: the app's connection wrote with its old clock (the sync took over a \
+         second?): {stamped}"
+    );
+
+    let out = d.sync();
+    assert_eq!(out["pushed"], 1, "{out}");
+    let refusal = d.json("SELECT outpost_status()")["clock"]["last_clock_ahead"].clone();
+    assert_eq!(refusal["restamped"], 1, "{refusal}");
+    let clocks = cloud.status()["clocks"].clone();
+    assert_eq!(clocks["clock_ahead_refused"], 1, "{clocks}");
+    // What the cloud admitted is stamped with its own date, not three days on.
+    let today = outpost_protocol::hlc::UtcDate(now_ms as u64).to_string();
+    assert_eq!(
+        clocks["highest_admitted"].as_str().unwrap()[..10],
+        today[..10],
+        "{clocks}"
+    );
+    let t0 = std::time::Instant::now();
+    while cloud.count("patients") < 2 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the cloud applies both rows"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 16 item 6 at the hub: a hub bounds what devices push only while its time is trusted
+/// (its uplink heard the cloud since it started). Without it, a device three days ahead pushes
+/// as it is (the one way a far-future clock enters; the hub's status shows that date as the
+/// highest admitted); with it, a write three days ahead is refused, counted, and re-stamped by
+/// the device.
+#[test]
+fn a_hub_bounds_device_clocks_only_while_its_time_is_trusted() {
+    let dir = scratch();
+    let today = outpost_protocol::hlc::UtcDate(unix_now() * 1000).to_string();
+    let ahead = outpost_protocol::hlc::UtcDate(unix_now() * 1000 + 3 * DAY_MS as u64).to_string();
+
+    // A hub with no cloud has no trusted time: it cannot judge, and takes the push.
+    let alone = Hub::start(&dir.path().join("alone"), &["--no-mdns"]);
+    let a = DeviceDb::patients(&dir.path().join("a.db"));
+    assert_eq!(a.enroll(&alone.code())["role"], "hub");
+    shift_clock(&a, 3 * DAY_MS);
+    a.exec("INSERT INTO patients(id, name, village) VALUES ('p1', 'Neema', 'Mbeya')");
+    assert_eq!(a.sync()["pushed"], 1);
+    let s = alone.status();
+    assert_eq!(s["clock_ahead_refused"], 0, "{s}");
+    assert_eq!(
+        s["highest_admitted"].as_str().unwrap()[..10],
+        ahead[..10],
+        "{s}"
+    );
+
+    // A hub whose uplink heard the cloud refuses a write three days ahead.
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let hub = Hub::uplinked(&dir.path().join("hub"), &cloud.code("--hub"), 1000, &[]);
+    hub.wait_uplink(
+        "the hub's clock to be trusted",
+        Duration::from_secs(20),
+        |u| u["clock_trusted"] == true,
+    );
+    let d = DeviceDb::patients(&dir.path().join("d.db"));
+    assert_eq!(d.enroll(&hub.code())["role"], "hub");
+    shift_clock(&d, 3 * DAY_MS);
+    let app = outpost_testkit::e2e::device_db::open(&d.path);
+    app.execute_batch("INSERT INTO patients(id, name, village) VALUES ('p2', 'Juma', 'Iringa')")
+        .unwrap();
+    assert_eq!(
+        d.sync()["pushed"],
+        1,
+        "re-stamped at the hello, then pushed"
+    );
+    // Within the second the app's connection still trusts its old clock.
+    app.execute_batch("INSERT INTO patients(id, name, village) VALUES ('p3', 'Zawadi', 'Tanga')")
+        .unwrap();
+    assert_eq!(d.sync()["pushed"], 1, "refused, re-stamped, pushed again");
+    let s = hub.status();
+    assert_eq!(s["clock_ahead_refused"], 1, "{s}");
+    assert_eq!(
+        s["highest_admitted"].as_str().unwrap()[..10],
+        today[..10],
+        "{s}"
+    );
+    assert_eq!(s["uplink"]["clock_trusted"], true, "{s}");
+}

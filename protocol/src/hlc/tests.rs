@@ -321,3 +321,22 @@ fn the_corrected_clock_stays_within_the_representable_range() {
     assert_eq!(clock.corrected(u64::MAX), CEILING_MILLIS);
     assert_eq!(clock.offset_ms(), 0);
 }
+
+#[test]
+fn a_date_prints_as_utc() {
+    use alloc::string::ToString;
+    assert_eq!(UtcDate(NOW).to_string(), "2024-01-01T00:00:00Z");
+    assert_eq!(UtcDate(0).to_string(), "1970-01-01T00:00:00Z");
+    assert_eq!(
+        UtcDate(1_709_210_096_789).to_string(),
+        "2024-02-29T12:34:56Z"
+    );
+}
+
+#[test]
+fn the_admission_limit_is_a_day_past_trusted_time_or_a_second_past_what_is_held() {
+    let day = MAX_CLOCK_AHEAD_MS;
+    assert_eq!(admission_limit_ms(NOW, day, Hlc::ZERO), NOW + day);
+    let far = Hlc::new(NOW + 10 * day, 7);
+    assert_eq!(admission_limit_ms(NOW, day, far), NOW + 10 * day + 1000);
+}

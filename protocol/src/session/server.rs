@@ -6,6 +6,7 @@ use super::{CommitRecord, ServerStore, SessionError, StagedBatch};
 use crate::batch::codec::{self, Limits as BatchLimits};
 use crate::batch::Direction;
 use crate::handshake::PublicKey;
+use crate::hlc::admission_limit_ms;
 use crate::id_range::IdGrant;
 use crate::message::{Bytes, Hello, Message, PeerRole, PushAgainReason, SessionId};
 use crate::site::SiteId;
@@ -42,8 +43,15 @@ pub struct ServerConfig {
     pub peer_key: PublicKey,
     /// The origins the client may push (from what it enrolled as).
     pub peer_pushes: PushOrigins,
-    /// The server's wall clock at hello (ms since the Unix epoch), for the client's skew check.
+    /// The server's trusted time at hello (ms since the Unix epoch), for the client's skew
+    /// check; 0 when the server has none (a hub not synced with the cloud since it booted).
     pub wall_clock_ms: u64,
+    /// How far ahead of trusted time a device's own pushed clocks may run
+    /// (`hlc::MAX_CLOCK_AHEAD_MS`): a push beyond it, and beyond the highest clock the store
+    /// holds ([`ServerStore::highest_admitted`]), is refused as [`SessionError::ClockAhead`].
+    /// Checked only when `wall_clock_ms` is not 0 (without trusted time a server cannot judge)
+    /// and only for [`PushOrigins::Own`] (a relayed batch was judged by its first relay).
+    pub max_clock_ahead_ms: u64,
     /// Staged batches expire this long after the first push of a session.
     pub stage_ttl_ms: u64,
     /// Largest total of staged bytes per session.
@@ -78,6 +86,9 @@ pub struct ServerSession<S: ServerStore> {
     staged: Vec<StagedBatch>,
     staged_bytes: usize,
     staged_since_ms: u64,
+    /// `now_ms` when the hello arrived: trusted time later is `wall_clock_ms` plus the time
+    /// since (a live session may last longer than the bound).
+    hello_at_ms: u64,
     peer_hello: Option<Hello>,
     /// The control entries the client holds: its hello's, and every one sent it since.
     peer_control: VersionVector,
@@ -103,6 +114,7 @@ impl<S: ServerStore> ServerSession<S> {
             staged: Vec::new(),
             staged_bytes: 0,
             staged_since_ms: 0,
+            hello_at_ms: 0,
             peer_hello: None,
             peer_control: VersionVector::new(),
             out: VecDeque::new(),
@@ -195,7 +207,10 @@ impl<S: ServerStore> ServerSession<S> {
         match (&self.state, msg) {
             (ServerState::Done, _) => Err(SessionError::Finished),
             (_, msg @ Message::Error { .. }) => Err(peer_error(msg)),
-            (ServerState::AwaitHello, Message::Hello(h)) => self.hello(h, store),
+            (ServerState::AwaitHello, Message::Hello(h)) => {
+                self.hello_at_ms = now_ms;
+                self.hello(h, store)
+            }
             (ServerState::AwaitHello, msg) => unexpected(&self.state, &msg),
             (_, Message::Ping { nonce }) => {
                 self.out.push_back(Message::Pong { nonce });
@@ -362,6 +377,7 @@ impl<S: ServerStore> ServerSession<S> {
                 range: header.range,
             });
         }
+        self.check_clock(&header, now_ms, store)?;
         if self.staged.is_empty() {
             self.staged_since_ms = now_ms;
         }
@@ -371,6 +387,43 @@ impl<S: ServerStore> ServerSession<S> {
             bytes: batch.0,
         });
         Ok(())
+    }
+
+    /// The first relay's time bound (docs/design.md section 10, "Time"): a device's own batch
+    /// may run at most `max_clock_ahead_ms` ahead of trusted time, or up to a second above the
+    /// highest clock the store holds (an edit of a far-future version the relay already
+    /// admitted is stamped just above it). A relayed batch is not judged again, and a server
+    /// without trusted time judges nothing.
+    fn check_clock(
+        &self,
+        header: &crate::batch::BatchHeader,
+        now_ms: u64,
+        store: &mut S,
+    ) -> Result<(), SessionError> {
+        if self.config.peer_pushes != PushOrigins::Own || self.config.wall_clock_ms == 0 {
+            return Ok(());
+        }
+        let trusted_ms = self
+            .config
+            .wall_clock_ms
+            .saturating_add(now_ms.saturating_sub(self.hello_at_ms));
+        let limit =
+            |admitted| admission_limit_ms(trusted_ms, self.config.max_clock_ahead_ms, admitted);
+        if header.max_hlc.millis() <= limit(crate::hlc::Hlc::ZERO) {
+            return Ok(());
+        }
+        // Only a clock past the bound costs a read of the store.
+        let admitted = store.highest_admitted().map_err(store_err)?;
+        if header.max_hlc.millis() <= limit(admitted) {
+            return Ok(());
+        }
+        Err(SessionError::ClockAhead {
+            origin: header.origin,
+            range: header.range,
+            max_hlc: header.max_hlc,
+            trusted_ms,
+            admitted,
+        })
     }
 
     fn commit(

@@ -116,6 +116,14 @@ impl ServerStore for MemServer {
         self.grants.insert((*peer, r.request), vec![range]);
         Ok(vec![range])
     }
+    fn highest_admitted(&mut self) -> Result<outpost_protocol::Hlc, String> {
+        Ok(self
+            .batches
+            .iter()
+            .map(|b| header(b).max_hlc)
+            .max()
+            .unwrap_or_default())
+    }
 }
 
 /// A reservation of `count` numbers of `sequence` under request id `[id; 16]`.
@@ -137,6 +145,7 @@ pub fn server_config() -> ServerConfig {
         peer_key: *outpost_testkit::keys::site_keypair(DEVICE).public(),
         peer_pushes: PushOrigins::Own,
         wall_clock_ms: 1_000,
+        max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
         stage_ttl_ms: 60_000,
         max_staged_bytes: 1 << 20,
         batch_limits: Limits::default(),

@@ -8,6 +8,7 @@ use outpost_link::{LinkError, Unconfirmed};
 use outpost_protocol::batch::Direction;
 use outpost_protocol::enroll_code::CodeError;
 use outpost_protocol::handshake::{HandshakeError, KeyError, Refusal};
+use outpost_protocol::hlc::UtcDate;
 use outpost_protocol::message::ErrorCode;
 use outpost_protocol::SiteId;
 use std::fmt;
@@ -86,6 +87,18 @@ pub enum SyncError {
         tenant: Direction,
         /// What this database tracks it as.
         local: Direction,
+    },
+    /// The peer refused this device's push twice as stamped more than a day ahead of its
+    /// trusted time, the second time after the device re-stamped what it could
+    /// (`clock_ahead.rs`): what is left are edits of far-future versions the peer does not hold
+    /// yet, or changes that already left with those clocks.
+    ClockAhead {
+        /// The peer's label ("hub", "cloud").
+        peer: String,
+        /// The largest clock the refused push carried (ms).
+        stamped_ms: u64,
+        /// The peer's trusted time, as its hello stated it (ms).
+        relay_ms: u64,
     },
     /// A bad argument or option.
     Argument(String),
@@ -194,6 +207,11 @@ fn write_link(f: &mut fmt::Formatter<'_>, e: &LinkError) -> fmt::Result {
                 "refused: this database pushed changes to a table only the cloud writes (declared \
                  `down` by the tenant): {message}"
             ),
+            ErrorCode::ClockAhead => write!(
+                f,
+                "refused: this device's push carries clocks more than a day ahead of the peer's \
+                 trusted time: {message}"
+            ),
             _ => write!(f, "the peer ended the session ({code:?}): {message}"),
         },
         e if e.is_lost_connection() => write!(f, "{e}; retry"),
@@ -282,6 +300,21 @@ impl fmt::Display for SyncError {
                 f,
                 "table \"{table}\" is \"{tenant}\" in this tenant but tracked here as \"{local}\": \
                  track it with '{{\"direction\": \"{tenant}\"}}' (nothing was pushed)"
+            ),
+            SyncError::ClockAhead {
+                peer,
+                stamped_ms,
+                relay_ms,
+            } => write!(
+                f,
+                "the {peer} refused changes stamped {}, more than a day ahead of its trusted time \
+                 {}, again after this device re-stamped its unsent changes: what is left are \
+                 edits of versions stamped that far ahead (an edit stays above the version it \
+                 replaced), or changes that already left with those clocks; they go through once \
+                 the {peer} holds those versions (sync the hub with the cloud), nothing is lost \
+                 meanwhile",
+                UtcDate(*stamped_ms),
+                UtcDate(*relay_ms)
             ),
             SyncError::Argument(m) => f.write_str(m),
             SyncError::Engine(e) => write!(f, "{e}"),

@@ -5,13 +5,15 @@ use super::identity::{self, Identity};
 use super::live::{self, End, Live};
 use super::peers::{self, Peer};
 use super::session::session;
-use super::store::{Counts, EngineStore, Held};
+use super::store::{Counts, EngineStore, Held, SentMarks};
 use crate::clock::unix_now;
+use crate::clock_ahead::{self, Refusal};
 use crate::error::Error;
 use crate::error::SyncError;
 use crate::fold::db_version;
 use crate::functions::{Arg, Call};
-use outpost_link::Timeouts;
+use outpost_link::{LinkError, Timeouts};
+use outpost_protocol::message::ErrorCode;
 use outpost_protocol::Value;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -220,18 +222,66 @@ fn sync_with(
     let mut address = String::new();
     let mut granted = Vec::new();
     let mut held = Held::new();
+    let mut restamped = false;
     for _ in 0..MAX_SESSIONS {
         let mut store = EngineStore::new(call, id.site);
         let r = session(call, id, peer, timeouts, &mut store, None);
         total.add(&store.counts);
         granted.append(&mut store.ids_granted);
         held = std::mem::take(&mut store.held);
-        address = r?.0;
+        match r {
+            Err(e) if refused_clock_ahead(&e) => {
+                answer_clock_ahead(call, peer, &store, &mut restamped)?;
+                continue;
+            }
+            r => address = r?.0,
+        }
         if !store.more_to_push {
             break;
         }
     }
     Ok((total, address, granted, held))
+}
+
+/// Answers a push the peer refused as stamped too far ahead: the first time in a call,
+/// re-stamps what the push was the first to carry (nothing of it was stored; `clock_ahead.rs`)
+/// so the caller pushes again in a new session; the second time, the typed error.
+fn answer_clock_ahead(
+    call: &Call,
+    peer: &Peer,
+    store: &EngineStore,
+    restamped: &mut bool,
+) -> Result<(), SyncError> {
+    let refusal = Refusal {
+        stamped_ms: store.pushed_max_ms,
+        relay_ms: store.peer_clock_ms,
+    };
+    if *restamped {
+        clock_ahead::refused_again(call, refusal)?;
+        return Err(SyncError::ClockAhead {
+            peer: peers::role_name(peer.role).to_string(),
+            stamped_ms: refusal.stamped_ms,
+            relay_ms: refusal.relay_ms,
+        });
+    }
+    let marks = store.sent_marks.unwrap_or(SentMarks {
+        before: None,
+        after: None,
+    });
+    clock_ahead::answer(call, marks.before, marks.after, refusal)?;
+    *restamped = true;
+    Ok(())
+}
+
+/// Whether the peer refused the push as stamped too far ahead of its trusted time.
+fn refused_clock_ahead(e: &SyncError) -> bool {
+    matches!(
+        e,
+        SyncError::Link(LinkError::Peer {
+            code: ErrorCode::ClockAhead,
+            ..
+        })
+    )
 }
 
 /// What the live phase of one call did.
@@ -257,6 +307,7 @@ fn run_live(
     let started = Instant::now();
     let deadline = started + window;
     let mut out = LiveRun::default();
+    let mut restamped = false;
     while Instant::now() < deadline && out.sessions < MAX_LIVE_SESSIONS {
         let baseline = match db_version(call.conn) {
             Ok(v) => v,
@@ -280,6 +331,14 @@ fn run_live(
         match r {
             Ok((_, End::Again)) => {}
             Ok((_, End::Done | End::Deadline)) => break,
+            // A write of a connection still on its old clock, refused: re-stamped, and the
+            // next live session pushes it again (once per call, as the sync before).
+            Err(e) if refused_clock_ahead(&e) => {
+                if let Err(e) = answer_clock_ahead(call, peer, &store, &mut restamped) {
+                    out.error = Some(e);
+                    break;
+                }
+            }
             Err(e) => {
                 out.error = Some(e);
                 break;

@@ -155,6 +155,7 @@ fn drive<'c>(
             // The peer's clock as its hello states it (0: it has no trusted time).
             crate::skew::check(call, hello.wall_clock_ms)?;
             announced = Some(store.control_announced(&hello.control)?);
+            store.peer_clock_ms = hello.wall_clock_ms;
         }
         let handled = client.handle(msg, store);
         handled.map_err(|e| store.typed(LinkError::session(link.endpoint(), e)))?;

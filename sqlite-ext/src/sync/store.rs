@@ -147,6 +147,20 @@ pub(crate) struct EngineStore<'c> {
     /// Batches the current pull held (their origin's key is not known): a held origin's later
     /// batches in the same pull are held too, since applying them would leave a gap.
     pub held: Held,
+    /// The sent marks before this session's first export and after its last one: what a push
+    /// the relay refused as stamped too far ahead puts back (`clock_ahead.rs`).
+    pub sent_marks: Option<SentMarks>,
+    /// The largest clock (ms) of the batches this session exported.
+    pub pushed_max_ms: u64,
+    /// The peer's trusted time as its hello stated it (ms; 0: it has none).
+    pub peer_clock_ms: u64,
+}
+
+/// The sent marks around a session's export (`restamp.rs`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SentMarks {
+    pub before: Option<crate::restamp::Sent>,
+    pub after: Option<crate::restamp::Sent>,
 }
 
 /// An export in progress: own changes above `since`.
@@ -170,6 +184,9 @@ impl<'c> EngineStore<'c> {
             progress: super::progress::key(call.conn),
             directory: None,
             held: Held::new(),
+            sent_marks: None,
+            pushed_max_ms: 0,
+            peer_clock_ms: 0,
         }
     }
 
@@ -332,6 +349,13 @@ impl EngineStore<'_> {
         // The relay's hello says it holds every own seq up to `since`: a push of an earlier
         // session whose ack was lost to a cut counts from here (`acked.rs`).
         crate::acked::record(self.call.conn, since)?;
+        if self.sent_marks.is_none() {
+            let now = crate::restamp::sent(self.call.conn)?;
+            self.sent_marks = Some(SentMarks {
+                before: now,
+                after: now,
+            });
+        }
         Ok(ExportPlan {
             since,
             bytes: 0,
@@ -354,7 +378,12 @@ impl EngineStore<'_> {
                 return Ok(None);
             }
         };
-        plan.since = header(&bytes)?.range.hi;
+        let h = header(&bytes)?;
+        plan.since = h.range.hi;
+        self.pushed_max_ms = self.pushed_max_ms.max(h.max_hlc.millis());
+        if let Some(m) = &mut self.sent_marks {
+            m.after = crate::restamp::sent(self.call.conn)?;
+        }
         plan.bytes += bytes.len();
         if plan.bytes >= PUSH_BUDGET {
             plan.done = true;

@@ -2,7 +2,9 @@
 //! `Responder` and `ServerSession` of `outpost-protocol`, real Noise crypto) over a store in
 //! memory: what it was pushed it holds and serves, and its hello's vector says so. The test
 //! scripts each connection it accepts (enroll, sync, or a sync cut after the push was stored and
-//! before the ack leaves), and sets the wall clock its hellos state (0: no trusted time).
+//! before the ack leaves), and sets the wall clock its hellos state (0: no trusted time). With
+//! trusted time its session applies the time bound (docs/design.md section 10, "Time"), with the
+//! highest clock it holds as the allowance; a refusal is sent to the device as a relay sends it.
 //!
 //! Like a real hub it writes a key directory entry (role Device, signed with its key) for every
 //! device it enrols, and serves its control stream after each hello; a test can stop that
@@ -124,6 +126,16 @@ impl ServerStore for Held {
     fn next_batch(&mut self, plan: &mut Vec<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
         Ok(plan.pop())
     }
+    /// The highest clock of any batch held: a device's push up to a second past it passes the
+    /// time bound whatever the hub's trusted time (docs/design.md section 10, "Time").
+    fn highest_admitted(&mut self) -> Result<outpost_protocol::Hlc, String> {
+        Ok(self
+            .batches
+            .iter()
+            .map(|b| b.header.max_hlc)
+            .max()
+            .unwrap_or_default())
+    }
     fn control_vector(&mut self) -> Result<VersionVector, String> {
         let mut v = VersionVector::new();
         for (w, seq, _) in self.control.lock().unwrap().iter() {
@@ -232,13 +244,19 @@ impl Conn {
             peer_key: self.peer_key,
             peer_pushes: PushOrigins::Own,
             wall_clock_ms: clock_ms,
+            max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
             stage_ttl_ms: 60_000,
             max_staged_bytes: 1 << 24,
             batch_limits: BatchLimits::default(),
         });
         while let Some(m) = self.recv() {
-            if session.handle(m, 1, store).is_err() {
-                return; // the device ended the session (its error message, or a bad message)
+            if let Err(e) = session.handle(m, 1, store) {
+                // Said as a relay says it (a push refused, say), then the session ends; after
+                // the device's own error message there is nothing to say.
+                if let Some(m) = e.to_message() {
+                    self.send(&m);
+                }
+                return;
             }
             while let Some(out) = session.poll(store).unwrap() {
                 if cut_before_ack && matches!(out, Message::Ack { .. }) {
