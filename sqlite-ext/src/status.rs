@@ -235,6 +235,15 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
             })
         });
     let (held, held_origins) = held(conn)?;
+    // The device's grant as its key directory states it (from enrolment on): `["*"]` for
+    // every scope, null while no entry grants it (never enrolled, or a peer that wrote none).
+    let scopes = if crate::sync::control::enrolled(conn)? {
+        crate::sync::control::load(call)?
+            .grant_of(&site)
+            .map(|g| g.scopes.names())
+    } else {
+        None
+    };
     let out = json!({
         "site": site.to_string(),
         "now": crate::clock::unix_now(),
@@ -250,6 +259,7 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
         "held_origins": held_origins,
         "last_error": last_error,
         "ids": crate::id_blocks::status(conn)?,
+        "scopes": scopes,
     });
     Ok(Value::Text(out.to_string()))
 }

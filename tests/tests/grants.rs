@@ -5,6 +5,7 @@
 
 use outpost_testkit::e2e::built::built;
 use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::DeviceDb;
 use outpost_testkit::e2e::hub::Hub;
 use outpost_testkit::e2e::process::run_ok;
 use outpost_testkit::e2e::scratch::scratch;
@@ -20,6 +21,11 @@ fn hub_code(cloud: &Cloud, scopes: &str) -> String {
             .args(["--address", &format!("127.0.0.1:{}", cloud.port)])
             .args(["--scopes", scopes]),
     );
+    code_in(&out)
+}
+
+/// The `outpost:` code a command printed.
+fn code_in(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .find(|w| w.starts_with("outpost:"))
@@ -45,6 +51,15 @@ fn wait_scopes(hub: &Hub, cloud: &Cloud, want: serde_json::Value) {
     }
 }
 
+/// A hub granted moshi and arusha, on the default uplink (one live session of 300 s: entries
+/// written during it reach the hub within about a second, through the cloud's control
+/// watcher), once it knows its grant.
+fn moshi_arusha_hub(dir: &std::path::Path, cloud: &Cloud) -> Hub {
+    let hub = Hub::uplinked(&dir.join("hub"), &hub_code(cloud, "moshi,arusha"), 500, &[]);
+    wait_scopes(&hub, cloud, serde_json::json!(["arusha", "moshi"]));
+    hub
+}
+
 /// `outpost-hub enroll-code --scopes scopes`: success, and the error text.
 fn hub_enroll(hub: &Hub, scopes: &str) -> (bool, String) {
     let out = Command::new(&built().hub)
@@ -63,15 +78,7 @@ fn hub_enroll(hub: &Hub, scopes: &str) -> (bool, String) {
 fn a_hub_learns_its_grant_over_the_uplink_and_grants_within_it() {
     let tmp = scratch();
     let cloud = Cloud::running(&tmp.path().join("cloud"));
-    // The default uplink: one live session (300 s). Entries written during it reach the hub
-    // within about a second (the cloud's control watcher).
-    let hub = Hub::uplinked(
-        &tmp.path().join("hub"),
-        &hub_code(&cloud, "moshi,arusha"),
-        500,
-        &[],
-    );
-    wait_scopes(&hub, &cloud, serde_json::json!(["arusha", "moshi"]));
+    let hub = moshi_arusha_hub(tmp.path(), &cloud);
 
     let (ok, err) = hub_enroll(&hub, "tanga");
     assert!(!ok, "a hub grants beyond its own grant");
@@ -103,5 +110,57 @@ fn a_hub_learns_its_grant_over_the_uplink_and_grants_within_it() {
         peers[0]["scopes"],
         serde_json::json!(["arusha", "moshi", "tanga"]),
         "{peers}"
+    );
+}
+
+/// `outpost_status().scopes` of a device database.
+fn device_scopes(dev: &DeviceDb) -> serde_json::Value {
+    dev.json("SELECT json_extract(outpost_status(), '$.scopes')")
+}
+
+/// A device knows its grant from the moment of enrolment (the enrolment answer carries the
+/// control entries, its own grant among them), at the cloud and at a hub, and learns a new grant
+/// at its next sync.
+#[test]
+fn a_device_knows_its_grant_from_enrolment_and_learns_a_regrant_at_sync() {
+    let tmp = scratch();
+    let cloud = Cloud::running(&tmp.path().join("cloud"));
+    let direct = DeviceDb::patients(&tmp.path().join("direct.db"));
+    let code = run_ok(
+        Command::new(&built().cloud)
+            .args(["enroll-code", "--no-qr", "--device", "--data"])
+            .arg(&cloud.data)
+            .args(["--address", &format!("127.0.0.1:{}", cloud.port)])
+            .args(["--scopes", "tanga"]),
+    );
+    let code = code_in(&code);
+    direct.enroll(&code);
+    assert_eq!(device_scopes(&direct), serde_json::json!(["tanga"]));
+
+    let hub = moshi_arusha_hub(tmp.path(), &cloud);
+    let at_hub = DeviceDb::patients(&tmp.path().join("at_hub.db"));
+    let code = run_ok(
+        Command::new(&built().hub)
+            .args(["enroll-code", "--no-qr", "--data"])
+            .arg(&hub.data)
+            .args(["--address", &hub.addr(), "--scopes", "moshi"]),
+    );
+    let code = code_in(&code);
+    at_hub.enroll(&code);
+    assert_eq!(device_scopes(&at_hub), serde_json::json!(["moshi"]));
+
+    // The operator regrants the direct device: it learns the new version at its next sync.
+    let site: Vec<u8> = direct.call("SELECT outpost_site_id()").unwrap();
+    let hex: String = site.iter().map(|b| format!("{b:02x}")).collect();
+    run_ok(
+        Command::new(&built().cloud)
+            .args(["grant", "--data"])
+            .arg(&cloud.data)
+            .args(["--device", &hex[..12], "--scopes", "tanga,pemba"]),
+    );
+    direct.sync();
+    assert_eq!(
+        device_scopes(&direct),
+        serde_json::json!(["pemba", "tanga"])
     );
 }

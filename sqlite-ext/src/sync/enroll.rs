@@ -4,6 +4,11 @@
 //! the token proof (message 3), then a session `Hello`: the peer answers only once it has marked
 //! the token used and admitted this key (one transaction on its side), so its `Hello` is the
 //! confirmation, and tells the peer's role. Only then is the peer pinned in `_outpost_peers`.
+//!
+//! The control entries that follow the peer's hello (the key directory, the tenant's table
+//! settings, and this device's own grant, which the peer wrote as it admitted it) are stored
+//! too, once the peer is pinned (it is their root): `outpost_status()` shows the device's
+//! scopes from the moment of enrolment.
 
 use super::identity;
 use super::peers::{self, Peer};
@@ -12,12 +17,39 @@ use crate::clock::unix_now;
 use crate::error::Error;
 use crate::error::SyncError;
 use crate::functions::{Arg, Call};
-use outpost_link::{LinkError, Timeouts};
+use outpost_link::{Link, LinkError, Timeouts};
 use outpost_protocol::enroll_code::EnrollCode;
 use outpost_protocol::handshake::{HandshakeError, Purpose};
 use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
-use outpost_protocol::{Value, PROTOCOL_VERSION};
+use outpost_protocol::{Value, VersionVector, PROTOCOL_VERSION};
 use serde_json::json;
+use std::net::TcpStream;
+
+/// The most control entries kept from an enrolment's answer: what does not fit comes with the
+/// first sync.
+const MAX_ENROLMENT_ENTRIES: u64 = 65_536;
+
+/// The control entries the peer sends right after its hello, which states `theirs` (this
+/// database stated none: it is all of them), up to [`MAX_ENROLMENT_ENTRIES`]. A failure to read
+/// them is no failure of the enrolment: the first sync brings them.
+fn control_after_hello(link: &mut Link<TcpStream>, theirs: &VersionVector) -> Vec<Vec<u8>> {
+    let mut left = theirs
+        .iter()
+        .map(|(_, &seq)| seq)
+        .sum::<u64>()
+        .min(MAX_ENROLMENT_ENTRIES);
+    let mut entries = Vec::new();
+    while left > 0 {
+        match link.recv() {
+            Ok(Message::Control { entries: got }) => {
+                left = left.saturating_sub(got.len() as u64);
+                entries.extend(got.into_iter().map(|b| b.0));
+            }
+            _ => break,
+        }
+    }
+    entries
+}
 
 /// `outpost_enroll(code)`.
 pub(crate) fn sql_enroll(call: &Call, args: &[Arg]) -> Result<Value, Error> {
@@ -75,22 +107,27 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
         wall_clock_ms: unix_now() * 1000,
         vector: super::store::vector(call, site)?,
         session: SessionId::default(),
-        // Enrolment only confirms admission: no control entries are exchanged.
-        control: outpost_protocol::VersionVector::new(),
+        // None held yet (a re-enrolment's come again): the peer answers with all of them.
+        control: VersionVector::new(),
     });
-    let role = link
+    let answer = link
         .confirm_enrollment(&hello, code.hub_site)
-        .map_err(SyncError::EnrollmentUnconfirmed)?
-        .role;
+        .map_err(SyncError::EnrollmentUnconfirmed)?;
+    let entries = control_after_hello(&mut link, &answer.control);
     let _ = link.send(&Message::Bye);
     link.close();
-    peer.role = role;
+    peer.role = answer.role;
     peers::pin(call.conn, &peer, unix_now())?;
     // The code's cloud anchor: a device enrolled at a hub verifies the cloud's key directory
     // entries and changes with it (docs/security.md).
     super::control::store_anchor(call.conn, code.cloud.as_ref())?;
+    if !entries.is_empty() {
+        let mut directory = super::control::load(call)?;
+        super::control::receive(call.conn, &mut directory, entries)?;
+        super::control::remember(call, &directory)?;
+    }
     let out = json!({
-        "role": peers::role_name(role),
+        "role": peers::role_name(answer.role),
         "site": peer.site.to_string(),
         "key": peer.key.to_string(),
         "fingerprint": peer.key.fingerprint(),
