@@ -351,6 +351,11 @@ impl Control {
         Ok(())
     }
 
+    /// The record of the token named `name`, if any.
+    pub fn api_token(&self, name: &str) -> Result<Option<ApiToken>, ControlError> {
+        Ok(self.api_tokens()?.into_iter().find(|t| t.name == name))
+    }
+
     /// Every API token record, by name.
     pub fn api_tokens(&self) -> Result<Vec<ApiToken>, ControlError> {
         let mut stmt = self

@@ -402,7 +402,8 @@ async fn route(server: &Server, conn: &Conn, req: Request<Incoming>) -> Answer {
         let Ok(_turn) = server.tenant_work.acquire().await else {
             return early(server_error());
         };
-        return match blocking(move || cloud.rest_pull(since)).await {
+        let token = name.clone();
+        return match blocking(move || cloud.rest_pull(&token, since)).await {
             Some(Ok(body)) => early(Answer::json(StatusCode::OK, body)),
             Some(Err(e)) => {
                 log::error!("pull for token {name}: {}", Chain(&e));
@@ -495,7 +496,8 @@ async fn push(
     let Ok(turn) = server.tenant_work.acquire().await else {
         return server_error();
     };
-    let pushed = blocking(move || cloud.rest_push(since, body)).await;
+    let token = name.to_string();
+    let pushed = blocking(move || cloud.rest_push(&token, since, body)).await;
     drop(turn);
     drop(permit);
     match pushed {

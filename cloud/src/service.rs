@@ -10,11 +10,9 @@ use crate::control::{Control, ControlError, LAST_APPLY_ERROR};
 use crate::datadir::{unix_now, DataDir, DataDirError};
 use crate::error_chain::Chain;
 use crate::tenant::{Ingested, Tenant, TenantError};
-use crate::watermelon::{self, PushError, Pushed, RestError};
+use crate::watermelon::{self, Access, PushError, Pushed, RestError};
 use outpost_mailbox::Mailbox;
-use outpost_protocol::batch::Direction;
 use outpost_relay::Serving;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -197,33 +195,49 @@ impl Cloud {
     }
 
     /// A WatermelonDB pull: the answer's JSON text (`watermelon::pull`).
-    pub fn rest_pull(&self, last_pulled_at: Option<i64>) -> Result<Vec<u8>, RestError> {
+    pub fn rest_pull(
+        &self,
+        token: &str,
+        last_pulled_at: Option<i64>,
+    ) -> Result<Vec<u8>, RestError> {
         let mut tenant = lock(&self.tenant);
         tenant.refresh_triggers()?;
-        let declared = self.declared_directions()?;
-        watermelon::pull(tenant.conn(), last_pulled_at, &declared)
+        let access = self.access(token)?;
+        watermelon::pull(tenant.conn(), last_pulled_at, &access)
     }
 
-    /// The tenant's table settings (taken under the mailbox lock: callers hold the tenant's,
-    /// which comes first).
-    fn declared_directions(&self) -> Result<BTreeMap<String, Direction>, RestError> {
+    /// What token `token` may read and write: the tenant's table settings (taken under the
+    /// mailbox lock, then the control file's: callers hold the tenant's, which comes first) and
+    /// the token's own table rights.
+    fn access(&self, token: &str) -> Result<Access, RestError> {
         let mut mailbox = lock(&self.mailbox);
-        Ok(mailbox
+        let declared = mailbox
             .directory()
             .map_err(RestError::Mailbox)?
             .tables()
             .map(|(n, d)| (n.to_string(), d))
-            .collect())
+            .collect();
+        drop(mailbox);
+        let rights = lock(&self.control)
+            .api_token(token)
+            .map_err(RestError::Control)?
+            .and_then(|t| t.tables);
+        Ok(Access { declared, rights })
     }
 
     /// A WatermelonDB push of `body` (JSON text, read into a compact plan and dropped before the
     /// writes); on success the cloud's changes are exported to the mailbox at once (if that
     /// fails they stay in the tables and the next round exports them).
-    pub fn rest_push(&self, last_pulled_at: i64, body: Vec<u8>) -> Result<Pushed, PushError> {
+    pub fn rest_push(
+        &self,
+        token: &str,
+        last_pulled_at: i64,
+        body: Vec<u8>,
+    ) -> Result<Pushed, PushError> {
         let mut tenant = lock(&self.tenant);
         tenant.refresh_triggers()?;
-        let declared = self.declared_directions()?;
-        let pushed = watermelon::push(tenant.conn(), last_pulled_at, body, &declared)?;
+        let access = self.access(token)?;
+        let pushed = watermelon::push(tenant.conn(), last_pulled_at, body, &access)?;
         let mut mailbox = lock(&self.mailbox);
         match tenant.export(&mut mailbox, self.dir.identity.keypair()) {
             Ok(batches) => self.exported(batches),

@@ -26,14 +26,14 @@
 
 use crate::changelog::{self, ChangelogError};
 use crate::schema::{quote, SchemaError};
-use outpost_protocol::batch::Direction;
+pub use access::Access;
 use plan::{Plan, Scalar};
 use push_body::{BodyError, Tables};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use std::collections::BTreeMap;
 use std::fmt;
 
+mod access;
 mod plan;
 mod push_body;
 mod push_shape;
@@ -51,6 +51,8 @@ pub enum RestError {
     Encode(serde_json::Error),
     /// Reading the tenant's table settings from the mailbox failed.
     Mailbox(outpost_mailbox::MailboxError),
+    /// Reading the token's rights from the control file failed.
+    Control(crate::control::ControlError),
 }
 
 impl fmt::Display for RestError {
@@ -61,6 +63,7 @@ impl fmt::Display for RestError {
             RestError::Sqlite(_) => f.write_str("the tenant database failed"),
             RestError::Encode(_) => f.write_str("writing the answer as JSON"),
             RestError::Mailbox(_) => f.write_str("reading the tenant's table settings"),
+            RestError::Control(_) => f.write_str("reading the api token's rights"),
         }
     }
 }
@@ -74,6 +77,7 @@ impl std::error::Error for RestError {
             RestError::Sqlite(e) => Some(e),
             RestError::Encode(e) => Some(e),
             RestError::Mailbox(e) => Some(e),
+            RestError::Control(e) => Some(e),
         }
     }
 }
@@ -167,6 +171,11 @@ pub enum InvalidPush {
         /// The table.
         table: String,
     },
+    /// A table the token's rights do not let it write (HTTP 403).
+    NotWritable {
+        /// The table.
+        table: String,
+    },
     /// More records (created, updated and deleted, all tables) than one push may hold (HTTP 413).
     TooManyRecords {
         /// [`MAX_PUSH_RECORDS`].
@@ -209,6 +218,11 @@ impl fmt::Display for InvalidPush {
                 f,
                 "table {table:?} is declared down: it is written on the cloud only, never by an \
                  app"
+            ),
+            InvalidPush::NotWritable { table } => write!(
+                f,
+                "this api token may not write table {table:?} (its rights: outpost-cloud grant \
+                 --token NAME --tables ...)"
             ),
             InvalidPush::TooManyRecords { limit } => write!(
                 f,
@@ -254,7 +268,9 @@ impl PushError {
     pub fn status(&self) -> u16 {
         match self {
             PushError::Invalid(InvalidPush::TooManyRecords { .. }) => 413,
-            PushError::Invalid(InvalidPush::DownTable { .. }) => 403,
+            PushError::Invalid(InvalidPush::DownTable { .. } | InvalidPush::NotWritable { .. }) => {
+                403
+            }
             PushError::NotJson(_)
             | PushError::Invalid(_)
             | PushError::Rejected { .. }
@@ -372,18 +388,19 @@ fn put_cell(out: &mut Vec<u8>, v: ValueRef<'_>) -> Result<(), RestError> {
 /// `{"changes": {table: {"created": [..], "updated": [..], "deleted": [..]}}, "timestamp": T}`,
 /// tables by name. Written as the rows are read: no JSON tree, so the answer costs its own size
 /// (plus its `updated` and `deleted` parts once more while they wait for `created` to end).
-/// Tables the tenant declares `up` are left out: they are collected from apps, never served to
-/// them (docs/design.md section 10).
+/// Only the tables `access` lets the token read: tables the tenant declares `up` are collected
+/// from apps, never served to them (docs/design.md section 10), and a token with its own table
+/// rights reads only the tables they name.
 pub fn pull(
     conn: &mut Connection,
     last_pulled_at: Option<i64>,
-    declared: &BTreeMap<String, Direction>,
+    access: &Access,
 ) -> Result<Vec<u8>, RestError> {
     let since = last_pulled_at.unwrap_or(0);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
     let timestamp = changelog::latest(&tx)?;
     let mut tables = changelog::rest_tables(&tx)?;
-    tables.retain(|t| declared.get(t) != Some(&Direction::Up));
+    tables.retain(|t| access.readable(t));
     tables.sort();
     let mut out = b"{\"changes\":{".to_vec();
     for (n, table) in tables.iter().enumerate() {
@@ -478,13 +495,14 @@ pub struct Pushed {
 }
 
 /// Applies a push body (see the module doc). The body is read into a compact plan (checked
-/// against the tables as it is read) and dropped before the writes. A push touching a table the
-/// tenant declares `down` is refused whole.
+/// against the tables as it is read) and dropped before the writes. A push touching a table
+/// `access` does not let the token write (declared `down`, or outside its rights) is refused
+/// whole.
 pub fn push(
     conn: &mut Connection,
     last_pulled_at: i64,
     body: Vec<u8>,
-    declared: &BTreeMap<String, Direction>,
+    access: &Access,
 ) -> Result<Pushed, PushError> {
     let tables = rest_columns(conn)?;
     let plan = match push_body::read(&body, &tables, MAX_PUSH_RECORDS) {
@@ -493,14 +511,12 @@ pub fn push(
         Err(BodyError::Invalid(why)) => return Err(PushError::Invalid(why)),
     };
     drop(body);
-    if let Some(t) = plan
+    if let Some(why) = plan
         .tables
         .iter()
-        .find(|t| declared.get(&t.table) == Some(&Direction::Down))
+        .find_map(|t| access.refuse_write(&t.table))
     {
-        return Err(PushError::Invalid(InvalidPush::DownTable {
-            table: t.table.clone(),
-        }));
+        return Err(PushError::Invalid(why));
     }
     let written = apply(conn, last_pulled_at, &plan)?;
     Ok(Pushed {

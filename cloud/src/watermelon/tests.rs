@@ -1,6 +1,8 @@
 use super::*;
+use outpost_protocol::batch::Direction;
 use push_body::BodyError;
 use serde_json::{json, Value as Json};
+use std::collections::BTreeMap;
 
 /// A tenant database with the REST tables of `cloud/tests/cloud_rest.rs`, tracked by the engine,
 /// foreign keys on as the cloud opens it, and the change log's triggers installed.
@@ -24,7 +26,7 @@ fn refused(conn: &mut Connection, last_pulled_at: i64, body: Json) -> (u16, Stri
         conn,
         last_pulled_at,
         body.to_string().into_bytes(),
-        &BTreeMap::new(),
+        &Access::default(),
     )
     .unwrap_err();
     (e.status(), e.answer())
@@ -90,7 +92,7 @@ fn refused_pushes_answer_the_status_and_text_the_api_always_gave() {
         json!({"patients": {"created": [{"id": "p1", "name": "Asha"}]}})
             .to_string()
             .into_bytes(),
-        &BTreeMap::new(),
+        &Access::default(),
     )
     .unwrap();
     let at: i64 = conn
@@ -280,7 +282,10 @@ fn down_tables_refuse_pushes_and_up_tables_are_not_pulled() {
         "patients": {"created": [{"id": "p1", "name": "Asha"}]},
         "visits": {"created": [{"id": "v1", "patient_id": "p1"}]},
     });
-    let down = BTreeMap::from([("visits".to_string(), Direction::Down)]);
+    let down = Access {
+        declared: BTreeMap::from([("visits".to_string(), Direction::Down)]),
+        rights: None,
+    };
     let e = push(&mut conn, 0, body.to_string().into_bytes(), &down).unwrap_err();
     assert_eq!(e.status(), 403);
     assert!(
@@ -297,16 +302,71 @@ fn down_tables_refuse_pushes_and_up_tables_are_not_pulled() {
         &mut conn,
         0,
         body.to_string().into_bytes(),
-        &BTreeMap::new(),
+        &Access::default(),
     )
     .unwrap();
-    let mut pulled = |declared: &BTreeMap<String, Direction>| -> Json {
-        serde_json::from_slice(&pull(&mut conn, None, declared).unwrap()).unwrap()
+    let mut pulled = |access: &Access| -> Json {
+        serde_json::from_slice(&pull(&mut conn, None, access).unwrap()).unwrap()
     };
-    let all = pulled(&BTreeMap::new());
+    let all = pulled(&Access::default());
     assert!(all["changes"]["visits"].is_object());
-    let up = BTreeMap::from([("visits".to_string(), Direction::Up)]);
+    let up = Access {
+        declared: BTreeMap::from([("visits".to_string(), Direction::Up)]),
+        rights: None,
+    };
     let some = pulled(&up);
     assert!(some["changes"].get("visits").is_none(), "{some}");
     assert_eq!(some["changes"]["patients"]["created"][0]["id"], "p1");
+}
+
+/// A token's own table rights (`--tables patients:r`): it pulls only the tables named and
+/// pushes only to `rw` ones; anything else is refused whole with 403, nothing written.
+#[test]
+fn a_tokens_table_rights_narrow_what_it_pulls_and_pushes() {
+    use crate::control::TableRights;
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = tenant(dir.path());
+    let body = json!({"patients": {"created": [{"id": "p1", "name": "Asha"}]}});
+    push(
+        &mut conn,
+        0,
+        body.to_string().into_bytes(),
+        &Access::default(),
+    )
+    .unwrap();
+    let reader = Access {
+        declared: BTreeMap::new(),
+        rights: Some(TableRights::parse("patients:r").unwrap()),
+    };
+    let pulled: Json = serde_json::from_slice(&pull(&mut conn, None, &reader).unwrap()).unwrap();
+    assert!(pulled["changes"]["patients"].is_object(), "{pulled}");
+    assert!(pulled["changes"].get("visits").is_none(), "{pulled}");
+    for (rights, table) in [("patients:r", "patients"), ("patients:rw", "visits")] {
+        let access = Access {
+            declared: BTreeMap::new(),
+            rights: Some(TableRights::parse(rights).unwrap()),
+        };
+        let changes = json!({table: {"created": [{"id": "x9"}]}});
+        let e = push(&mut conn, 0, changes.to_string().into_bytes(), &access).unwrap_err();
+        assert_eq!(e.status(), 403, "{rights}: {}", e.answer());
+        assert!(
+            e.answer()
+                .contains(&format!("may not write table \"{table}\"")),
+            "{}",
+            e.answer()
+        );
+    }
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM visits", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 0);
+    let writer = Access {
+        declared: BTreeMap::new(),
+        rights: Some(TableRights::parse("patients:rw,visits:r").unwrap()),
+    };
+    let more = json!({"patients": {"created": [{"id": "p2", "name": "Bo"}]}});
+    push(&mut conn, 0, more.to_string().into_bytes(), &writer).unwrap();
+    assert!(TableRights::parse("patients:x").is_err());
+    assert!(TableRights::parse("patients:r,patients:rw").is_err());
+    assert!(TableRights::parse("_outpost_rows:r").is_err());
 }

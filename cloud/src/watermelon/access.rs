@@ -1,0 +1,41 @@
+//! What one REST token may read and write (docs/rest-api.md, "Which tables"): the tenant's
+//! table directions (`up` tables are collected, never served; `down` tables are written on the
+//! cloud only) narrowed by the token's own table rights (`--tables t1:rw,t2:r`: only the tables
+//! it names, each read-only or read-write).
+
+use super::InvalidPush;
+use crate::control::{Right, TableRights};
+use outpost_protocol::batch::Direction;
+use std::collections::BTreeMap;
+
+/// The tables a REST call may touch.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// The tenant's declared directions (tables not named travel both ways).
+    pub declared: BTreeMap<String, Direction>,
+    /// The token's rights, when it has its own (`None`: every table, by its direction).
+    pub rights: Option<TableRights>,
+}
+
+impl Access {
+    /// Whether pulls serve `table`.
+    pub fn readable(&self, table: &str) -> bool {
+        self.declared.get(table) != Some(&Direction::Up)
+            && self.rights.as_ref().is_none_or(|r| r.0.contains_key(table))
+    }
+
+    /// Why a push may not write `table`, if it may not.
+    pub fn refuse_write(&self, table: &str) -> Option<InvalidPush> {
+        if self.declared.get(table) == Some(&Direction::Down) {
+            return Some(InvalidPush::DownTable {
+                table: table.to_string(),
+            });
+        }
+        match self.rights.as_ref().map(|r| r.0.get(table)) {
+            Some(None) | Some(Some(Right::Read)) => Some(InvalidPush::NotWritable {
+                table: table.to_string(),
+            }),
+            None | Some(Some(Right::ReadWrite)) => None,
+        }
+    }
+}
