@@ -10,15 +10,17 @@
 //! **Push** (`POST /watermelon/sync?last_pulled_at=T`, body = the `changes` object, or an object
 //! holding it under `"changes"`): all or nothing, in one `BEGIN IMMEDIATE` transaction:
 //! - everything is validated before any write: known REST tables, records are objects with a
-//!   string `id`, only known columns, JSON scalars as values (`_status` and `_changed`, WatermelonDB's
-//!   client-side columns, are ignored), at most [`MAX_PUSH_RECORDS`] records. The body is read
+//!   string `id`, only known columns, JSON scalars as values (`_status`, WatermelonDB's
+//!   client-side column, is ignored), at most [`MAX_PUSH_RECORDS`] records. The body is read
 //!   straight into a compact plan (`push_body.rs`), never into a generic JSON tree, so a push
 //!   costs a small multiple of its body (docs/rest-api.md states the bound);
 //! - a pushed record (created, updated or deleted) whose change time on the server is above `T` is a
 //!   conflict: nothing is written and the answer is HTTP 409, so the client pulls first;
 //! - `created` and `updated` write the given columns, inserting the record if it does not exist
-//!   and updating it if it does (a retried push after a lost answer is therefore harmless);
-//!   `deleted` of a record that does not exist is ignored;
+//!   and updating it if it does (a retried push after a lost answer is therefore harmless); an
+//!   updated record that names its `_changed` columns writes only those into an existing row (a
+//!   stale copy of another column, e.g. a scope cell a referral moved, never undoes a newer
+//!   write); `deleted` of a record that does not exist is ignored;
 //! - a constraint failure (NOT NULL, CHECK, a foreign key at commit) rolls everything back.
 //!
 //! The writes are ordinary local writes on the tenant database: the engine's triggers record them
@@ -571,12 +573,12 @@ fn apply(conn: &mut Connection, last_pulled_at: i64, plan: &Plan) -> Result<usiz
                 .query_row([r.id], |_| Ok(()))
                 .optional()?
                 .is_some();
+            let update = r.values_for_update();
             let sql = if exists {
-                if r.values.is_empty() {
+                if update.is_empty() {
                     continue;
                 }
-                let sets = r
-                    .values
+                let sets = update
                     .iter()
                     .enumerate()
                     .map(|(i, (c, _))| format!("{} = ?{}", quote(&p.columns[*c]), i + 2))
@@ -594,8 +596,9 @@ fn apply(conn: &mut Connection, last_pulled_at: i64, plan: &Plan) -> Result<usiz
                     .join(", ");
                 format!("INSERT INTO {t} ({names}) VALUES ({marks})")
             };
+            let written_values = if exists { &update } else { &r.values };
             let params = std::iter::once(sql_value(Scalar::Text(r.id)))
-                .chain(r.values.iter().map(|&(_, v)| sql_value(v)));
+                .chain(written_values.iter().map(|&(_, v)| sql_value(v)));
             tx.prepare_cached(&sql)
                 .and_then(|mut stmt| stmt.execute(rusqlite::params_from_iter(params)))
                 .map_err(rejected(format!("{}/{}", p.table, r.id)))?;

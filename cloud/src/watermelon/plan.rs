@@ -3,7 +3,9 @@
 //!
 //! A record is its id (length, bytes), its number of columns, and per column the column's index
 //! in the table (varint) and the value: a tag byte, then nothing (null), a zig-zag varint
-//! (integer), 8 bytes (real) or length and bytes (text). An id of `deleted` is its length and
+//! (integer), 8 bytes (real) or length and bytes (text); then the columns its `_changed` names
+//! (an updated record writes only those into an existing row): 0 when it named none, else their
+//! count plus one and their indexes. An id of `deleted` is its length and
 //! bytes. So a plan takes no more bytes than the JSON it came from, give or take the reals
 //! (`1e5`, 3 characters, takes 9 bytes): about 1x the body, never the ~75x of a JSON tree.
 
@@ -84,6 +86,24 @@ pub struct Record<'a> {
     pub id: &'a str,
     /// The columns the body gave, by index into [`TablePlan::columns`], each once.
     pub values: Vec<(usize, Scalar<'a>)>,
+    /// An updated record's `_changed` columns (by index): into a row that exists, only these
+    /// are written. `None`: every given column (a created record, or no `_changed`).
+    pub changed: Option<Vec<usize>>,
+}
+
+impl Record<'_> {
+    /// The values to write into a row that exists: the `_changed` ones, or all.
+    pub fn values_for_update(&self) -> Vec<(usize, Scalar<'_>)> {
+        match &self.changed {
+            None => self.values.clone(),
+            Some(only) => self
+                .values
+                .iter()
+                .filter(|(c, _)| only.contains(c))
+                .copied()
+                .collect(),
+        }
+    }
 }
 
 /// The records of a `created` or `updated` list, in the body's order.
@@ -119,11 +139,13 @@ impl List {
         self.count += 1;
     }
 
-    /// Appends a record: its id and its (column index, value) pairs, each column once.
+    /// Appends a record: its id, its (column index, value) pairs, each column once, and the
+    /// columns its `_changed` names, if it named any.
     pub fn push_record<'v>(
         &mut self,
         id: &str,
         values: impl Iterator<Item = (usize, Scalar<'v>)> + Clone,
+        changed: Option<&[usize]>,
     ) {
         let out = &mut self.bytes;
         put_text(out, id);
@@ -143,6 +165,15 @@ impl List {
                 Scalar::Text(s) => {
                     out.push(TEXT);
                     put_text(out, s);
+                }
+            }
+        }
+        match changed {
+            None => out.push(0),
+            Some(cols) => {
+                put_varint(out, cols.len() as u64 + 1);
+                for &c in cols {
+                    put_varint(out, c as u64);
                 }
             }
         }
@@ -224,7 +255,22 @@ impl<'a> Iterator for Records<'a> {
             };
             values.push((col, v));
         }
-        Some(Record { id, values })
+        let changed = match take_varint(rest)? {
+            0 => None,
+            n => {
+                let n = n as usize - 1;
+                let mut cols = Vec::with_capacity(n.min(256));
+                for _ in 0..n {
+                    cols.push(take_varint(rest)? as usize);
+                }
+                Some(cols)
+            }
+        };
+        Some(Record {
+            id,
+            values,
+            changed,
+        })
     }
 }
 

@@ -426,11 +426,15 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_, '_> {
         given.resize_with(self.columns.len(), || Given::Unset);
         let mut id: Option<String> = None;
         let mut unknown: Option<String> = None;
+        let mut changed: Option<String> = None;
         while let Some(key) = map.next_key_seed(ColumnKey {
             columns: self.columns,
         })? {
             match key {
                 Key::Id => id = map.next_value_seed(IdValue)?,
+                // WatermelonDB's list of the columns changed since the last sync (comma-separated);
+                // only an updated record's counts, and anything but a string is ignored.
+                Key::Changed => changed = map.next_value_seed(IdValue)?,
                 Key::Ignored => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -466,7 +470,15 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_, '_> {
             Given::Value(v) => Some((i, v.as_scalar())),
             Given::Unset | Given::NotAScalar => None,
         });
-        self.out.push_record(&id, values);
+        // An updated record writes into an existing row only the columns it says it changed,
+        // so a stale copy of another column (a scope cell moved by a referral meanwhile) does
+        // not undo a newer write (docs/design.md section 10, "REST").
+        let changed: Option<Vec<usize>> = changed.filter(|_| self.list == "updated").map(|c| {
+            c.split(',')
+                .filter_map(|name| self.columns.iter().position(|col| col == name.trim()))
+                .collect()
+        });
+        self.out.push_record(&id, values, changed.as_deref());
         Ok(())
     }
 }
@@ -474,8 +486,10 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_, '_> {
 /// A record's key, resolved against the table's columns without allocating a known one.
 enum Key {
     Id,
-    /// `_status`, `_changed`: WatermelonDB's client-side columns.
+    /// `_status`: WatermelonDB's client-side column.
     Ignored,
+    /// `_changed`: the columns WatermelonDB's client changed since its last sync.
+    Changed,
     Column(usize),
     Unknown(String),
 }
@@ -502,7 +516,8 @@ impl<'de> Visitor<'de> for ColumnKey<'_> {
     fn visit_str<E>(self, s: &str) -> Result<Key, E> {
         Ok(match s {
             "id" => Key::Id,
-            "_status" | "_changed" => Key::Ignored,
+            "_status" => Key::Ignored,
+            "_changed" => Key::Changed,
             _ => match self.columns.iter().position(|c| c == s) {
                 Some(i) => Key::Column(i),
                 None => Key::Unknown(s.to_string()),

@@ -370,3 +370,49 @@ fn a_tokens_table_rights_narrow_what_it_pulls_and_pushes() {
     assert!(TableRights::parse("patients:r,patients:rw").is_err());
     assert!(TableRights::parse("_outpost_rows:r").is_err());
 }
+
+/// An updated record writes into an existing row only the columns its `_changed` names: a stale
+/// copy of another column (a referral moved the row meanwhile) does not undo the newer write. A
+/// created record, or an updated one for a row not here yet, writes every column it gives.
+#[test]
+fn an_updated_record_writes_only_its_changed_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = tenant(dir.path());
+    let all = Access::default();
+    let created = json!({"patients": {"created": [{"id": "p1", "name": "Asha", "age": 30}]}});
+    push(&mut conn, 0, created.to_string().into_bytes(), &all).unwrap();
+    let at: i64 = conn
+        .query_row("SELECT max(changed_at) FROM _cloud_rest_log", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    // The server's copy changes (another client): age 31.
+    conn.execute("UPDATE patients SET age = 31 WHERE id = 'p1'", [])
+        .unwrap();
+    let at = at.max(
+        conn.query_row("SELECT max(changed_at) FROM _cloud_rest_log", [], |r| {
+            r.get(0)
+        })
+        .unwrap(),
+    );
+    // A client whose copy still says age 30 changes the name only.
+    let updated = json!({"patients": {"updated": [
+        {"id": "p1", "name": "Asha K", "age": 30, "_status": "updated", "_changed": "name"},
+        {"id": "p2", "name": "Bo", "age": 5, "_changed": "name"}
+    ]}});
+    push(&mut conn, at, updated.to_string().into_bytes(), &all).unwrap();
+    let rows: Vec<(String, String, i64)> = conn
+        .prepare("SELECT id, name, age FROM patients ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("p1".into(), "Asha K".into(), 31),
+            ("p2".into(), "Bo".into(), 5)
+        ]
+    );
+}
