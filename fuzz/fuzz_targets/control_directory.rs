@@ -1,15 +1,19 @@
 //! The key directory's one decision everywhere: entries made from the input (writers among a
 //! cloud and three hubs, each numbering its own entries, sometimes skipping one; small sets of
-//! sites and keys, any role, revoked or not), signed by their writers' keys, give the same
-//! bindings and the same control vector whatever order a replica admits them in, and admitting
-//! never panics. (A writer signing two different entries under one seq, equivocating, is outside
+//! sites and keys, any role, revoked or not; some entries grants or table settings instead),
+//! signed by their writers' keys, give the same bindings, grants, table settings and control
+//! vector whatever order a replica admits them in, and admitting never panics. (A writer signing two different entries under one seq, equivocating, is outside
 //! this property: replicas that saw different ones disagree until they compare streams.)
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use outpost_protocol::control::{decode_entry, encode_entry, key_item, Directory, Root};
+use outpost_protocol::batch::Direction;
+use outpost_protocol::control::{
+    decode_entry, encode_entry, grant_item, key_item, table_item, Directory, Root,
+};
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::message::PeerRole;
+use outpost_protocol::scope::Scopes;
 use outpost_protocol::SiteId;
 
 fn key(n: u8) -> Keypair {
@@ -38,8 +42,31 @@ fuzz_target!(|data: &[u8]| {
             _ => PeerRole::Cloud,
         };
         // Hubs' keys are 0xc1..; device keys small numbers; bit 7 of byte 3 revokes.
-        let k = if site.0[0] >= 0xc0 { site.0[0] } else { chunk[3] % 5 + 1 };
-        let item = key_item(site, key(k).public(), role, chunk[3] & 0x80 != 0);
+        let k = if site.0[0] >= 0xc0 {
+            site.0[0]
+        } else {
+            chunk[3] % 5 + 1
+        };
+        // Bits 5-6 of byte 1 make a grant or a table setting instead of a key.
+        let item = match (chunk[1] >> 5) & 3 {
+            1 => {
+                let names: &[&[&str]] = &[&["*"], &["a"], &["a", "b"], &["b"]];
+                let scopes = Scopes::parse(names[usize::from(chunk[3] % 4)].iter().copied())
+                    .expect("valid scopes");
+                grant_item(
+                    site,
+                    u64::from(chunk[1] % 3) + 1,
+                    scopes,
+                    chunk[3] & 0x40 != 0,
+                )
+            }
+            2 => {
+                let direction =
+                    [Direction::Both, Direction::Up, Direction::Down][usize::from(chunk[3] % 3)];
+                table_item(["forms", "visits"][usize::from(chunk[2] % 2)], direction)
+            }
+            _ => key_item(site, key(k).public(), role, chunk[3] & 0x80 != 0),
+        };
         let bytes = encode_entry(writer_site(w), seq, &item, &key(0xc0 + w));
         entries.push(decode_entry(&bytes).expect("a fresh entry decodes"));
     }
@@ -67,6 +94,18 @@ fuzz_target!(|data: &[u8]| {
         for site in [SiteId([s; 16]), writer_site(s % 4)] {
             assert_eq!(forward.binding(&site), backward.binding(&site), "{site}");
             assert_eq!(forward.binding(&site), trickle.binding(&site), "{site}");
+            assert_eq!(forward.grant_of(&site), backward.grant_of(&site), "{site}");
+            assert_eq!(forward.grant_of(&site), trickle.grant_of(&site), "{site}");
         }
+    }
+    for table in ["forms", "visits"] {
+        assert_eq!(
+            forward.table_direction(table),
+            backward.table_direction(table)
+        );
+        assert_eq!(
+            forward.table_direction(table),
+            trickle.table_direction(table)
+        );
     }
 });

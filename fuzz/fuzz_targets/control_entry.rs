@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use outpost_protocol::control::{decode_entry, encode_entry, MAX_ENTRY_BYTES, DOMAIN};
+use outpost_protocol::control::{decode_entry, encode_entry, DOMAIN, MAX_ENTRY_BYTES};
 use outpost_protocol::handshake::Keypair;
 
 fuzz_target!(|data: &[u8]| {
@@ -20,5 +20,6 @@ fuzz_target!(|data: &[u8]| {
     let back = decode_entry(&again).expect("a fresh entry decodes");
     assert_eq!(back.item, entry.item);
     assert_eq!(back.signed_digest, entry.signed_digest);
-    back.verify(key.public()).expect("its own signature verifies");
+    back.verify(key.public())
+        .expect("its own signature verifies");
 });

@@ -7,9 +7,9 @@ use libfuzzer_sys::fuzz_target;
 use outpost_protocol::batch::codec::Limits;
 use outpost_protocol::batch::BatchHeader;
 use outpost_protocol::message::{Covered, Message, PeerRole, SessionId};
-use outpost_protocol::session::{PushOrigins, 
-    ClientConfig, ClientSession, ClientStore, CommitRecord, ServerConfig, ServerSession,
-    ServerStore, StagedBatch,
+use outpost_protocol::session::{
+    ClientConfig, ClientSession, ClientStore, CommitRecord, PushOrigins, ServerConfig,
+    ServerSession, ServerStore, StagedBatch,
 };
 use outpost_protocol::{SiteId, VersionVector};
 use std::collections::VecDeque;

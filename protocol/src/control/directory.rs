@@ -31,7 +31,7 @@ use crate::message::PeerRole;
 use crate::scope::Scopes;
 use crate::site::SiteId;
 use crate::vector::VersionVector;
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -348,7 +348,7 @@ impl Directory {
         let cloud_bound: Vec<SiteId> = bindings.keys().copied().collect();
         let mut by_hub: BTreeMap<SiteId, Binding> = BTreeMap::new();
         let mut hub_grants: BTreeMap<SiteId, (SiteId, Vec<&GrantEntry>)> = BTreeMap::new();
-        let mut admitted: Vec<(SiteId, SiteId)> = Vec::new();
+        let mut admitted: BTreeSet<(SiteId, SiteId)> = BTreeSet::new();
         for hub in hubs.iter().rev() {
             let mut latest: BTreeMap<SiteId, Binding> = BTreeMap::new();
             for e in self.entries_after(hub, 0) {
@@ -367,7 +367,7 @@ impl Directory {
                     ControlItem::Table(_) => continue,
                 };
                 if k.role == PeerRole::Device {
-                    admitted.push((*hub, k.site));
+                    admitted.insert((*hub, k.site));
                 }
                 // A hub's word counts for devices only.
                 if k.role != PeerRole::Device {
