@@ -786,6 +786,9 @@ impl Snapshot {
                 row(&mut o, &format!("Uplink {k}"), &v);
             }
         }
+        if let Some(scopes) = &self.scopes {
+            row(&mut o, "Scopes", &scopes.join(", "));
+        }
         row(
             &mut o,
             "Batches held",
