@@ -106,6 +106,8 @@ mod quarantine;
 mod restamp;
 mod row_status;
 mod schema;
+mod scope_check;
+mod scope_rule;
 mod session;
 mod sites;
 mod skew;
@@ -117,7 +119,7 @@ mod track;
 mod triggers;
 mod vtab_module;
 
-pub use error::{ApplyError, Error, KeyFileProblem, SyncError};
+pub use error::{ApplyError, Error, KeyFileProblem, ScopeWriteError, SyncError};
 use error::{LoadError, SQLITE_ERROR};
 use functions::{Arg, Call, FunctionDef};
 use outpost_protocol::Value;
@@ -145,7 +147,8 @@ const fn def(
 }
 
 /// A function the triggers call: innocuous (see `FunctionDef::innocuous`). Each only reads or
-/// advances this connection's own state (the capture flag, the clock) or packs its arguments.
+/// advances this connection's own state (the capture flag, the clock), packs its arguments, or
+/// checks a value against this device's own grant.
 const fn for_triggers(
     name: &'static CStr,
     max_args: usize,
@@ -200,6 +203,15 @@ static FUNCTIONS: &[FunctionDef] = &[
     for_triggers(c"outpost_tick", 0, false, triggers::sql_tick),
     for_triggers(c"outpost_capturing", 0, false, triggers::sql_capturing),
     for_triggers(c"outpost_pack", 127, true, triggers::sql_pack),
+    FunctionDef {
+        min_args: 4,
+        ..for_triggers(
+            c"outpost_check_scope",
+            4,
+            false,
+            scope_check::sql_check_scope,
+        )
+    },
 ];
 
 /// The names of every registered SQL function.

@@ -10,12 +10,14 @@
 //! triggers of one-column-key tables, by `outpost_clock` having no row then (`clock_table.rs`).
 //! A `down` table (written by the cloud alone) gets no capturing triggers but three that refuse
 //! the app's writes (`refusal_triggers`), skipped the same way while a peer's changes apply.
-//! The three SQL functions the triggers call are defined at the end of this file.
+//! A table with a scope column also gets BEFORE triggers that check the scope cell
+//! (`scope_triggers`, calling `outpost_check_scope` of `scope_check.rs`).
+//! The three SQL functions the capturing triggers call are defined at the end of this file.
 
 use crate::error::Error;
 use crate::ffi::Conn;
 use crate::functions::{Arg, Call};
-use crate::schema::{quote, Direction, Tracked};
+use crate::schema::{quote, Direction, ScopeRule, Tracked};
 use outpost_protocol::{Strategy, Value};
 
 /// Log operations.
@@ -159,6 +161,7 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
         pk_cols = pk_cols.join(", "),
     );
     sql.push_str(&collision_triggers(conn, t)?);
+    sql.push_str(&scope_triggers(t));
     let delta = |c: &str| format!("coalesce(NEW.{0}, 0) - coalesce(OLD.{0}, 0)", quote(c));
     // A counter column's function-calling trigger logs the deltas of every counter; fold uses
     // the one of this column.
@@ -202,6 +205,36 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
         }
     }
     conn.exec(&sql)
+}
+
+/// BEFORE INSERT and BEFORE UPDATE OF the scope column, for a table whose rows hold their scope
+/// (`{"scope": "clinic_id"}`): `outpost_check_scope` refuses an inserted row outside the
+/// device's grant and a scope cell that is no scope name (`scope_check.rs`). A `via` table's
+/// rows take their parent's scope, and unscoped tables get nothing: their writes cost what they
+/// always did.
+fn scope_triggers(t: &Tracked) -> String {
+    let Some(ScopeRule::Column(column)) = &t.def.scope else {
+        return String::new();
+    };
+    let tbl = quote(&t.def.name);
+    let c = quote(column);
+    let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let check = |inserting: u8| {
+        format!(
+            "SELECT outpost_check_scope({}, {}, NEW.{c}, {inserting});",
+            literal(&t.def.name),
+            literal(column)
+        )
+    };
+    format!(
+        "CREATE TRIGGER {ins} BEFORE INSERT ON {tbl} WHEN outpost_capturing() BEGIN {} END;
+         CREATE TRIGGER {upd} BEFORE UPDATE OF {c} ON {tbl}
+           WHEN NEW.{c} IS NOT OLD.{c} AND outpost_capturing() BEGIN {} END;",
+        check(1),
+        check(0),
+        ins = name(t, "scope_ins"),
+        upd = name(t, "scope_upd"),
+    )
 }
 
 /// The message a write to a `down` table fails with (`refusal_triggers`).
