@@ -16,7 +16,9 @@
 //!   granted both could not hold both;
 //! - a scope rule on a table whose own changes already left in a batch: they went out in the
 //!   unscoped stream, and no stream could take them back;
-//! - changing (or dropping) a table's scope rule once declared; the same rule again is fine.
+//! - changing (or dropping) a table's scope rule once declared; the same rule again is fine;
+//! - rows already in the table whose scope cell holds no scope name (they would become local
+//!   changes with no scope; the write-time checks refuse such cells from then on).
 
 use crate::error::Error;
 use crate::ffi::Conn;
@@ -166,6 +168,23 @@ pub(crate) fn check(
             return Err(refuse(format!(
                 "{what} of \"{table}\" ({}) does not include the scope column \"{column}\"; two scopes could each hold a row with the same value: add \"{column}\" to it",
                 cols.join(", ")
+            )));
+        }
+    }
+    if let ScopeRule::Column(_) = rule {
+        let c = schema::quote(column);
+        // What `outpost_check_scope` refuses at write time, for the rows already there.
+        let bad = conn.query_i64(
+            &format!(
+                "SELECT count(*) FROM {} WHERE {c} IS NULL OR typeof({c}) != 'text' OR {c} = '' \
+                 OR length(CAST({c} AS BLOB)) > 64 OR {c} GLOB '*[^A-Za-z0-9_.-]*'",
+                schema::quote(table)
+            ),
+            &[],
+        )?;
+        if let Some(n) = bad.filter(|n| *n > 0) {
+            return Err(refuse(format!(
+                "{n} row(s) of \"{table}\" hold no scope name in \"{column}\" (NULL, '', '*', or not 1-64 of A-Z a-z 0-9 _ . -); set it on every row before declaring the scope"
             )));
         }
     }

@@ -96,7 +96,11 @@ fn a_definition_saved_without_a_rule_reads_as_unscoped() {
     // A definition as an earlier version saved it (no "scope" key): unscoped, no write check.
     r.exec("UPDATE _outpost_tables SET def = json_remove(def, '$.scope')");
     r.exec("INSERT INTO patients VALUES ('p1', 'A', NULL)");
-    // Declaring a scope on it now (nothing exported) is accepted and checks writes from then on.
+    // Declaring a scope on it now (nothing exported) is accepted once its rows hold scope names,
+    // and checks writes from then on.
+    let e = track_error(&r, "patients", r#"{"scope": "clinic"}"#);
+    assert_contains(&e, &["1 row(s) of \"patients\""]);
+    r.exec("UPDATE patients SET clinic = 'moshi'");
     r.track("patients", Some(r#"{"scope": "clinic"}"#));
     let e = error_of(&r.conn, "INSERT INTO patients VALUES ('p2', 'B', NULL)");
     assert_contains(&e, &["\"clinic\"", "\"patients\"", "not NULL"]);
@@ -279,8 +283,11 @@ fn a_scope_rule_needs_a_table_with_no_exported_history() {
     r.track("patients", None);
     r.track("drugs", None);
     r.exec("INSERT INTO patients VALUES ('p1', 'A', 'moshi')");
-    // Written and not exported yet: a scope is still accepted.
-    r.exec("INSERT INTO drugs VALUES ('d1', 'ORS', 'moshi')");
+    // Written and not exported yet: a scope is still accepted, once every row holds a scope name.
+    r.exec("INSERT INTO drugs VALUES ('d1', 'ORS', 'moshi'), ('d2', 'Zinc', NULL), ('d3', 'Iron', 'a*')");
+    let e = track_error(&r, "drugs", r#"{"scope": "clinic"}"#);
+    assert_contains(&e, &["2 row(s) of \"drugs\"", "\"clinic\""]);
+    r.exec("UPDATE drugs SET clinic = 'moshi'");
     r.track("drugs", Some(r#"{"scope": "clinic"}"#));
     // Exported (outpost_changes puts it in a batch): refused from then on.
     assert!(r.changes(0, None).is_some());
