@@ -48,8 +48,9 @@ pub enum Error {
     /// `outpost_track` refused a table (no primary key, integer rowid key without opt-in, ...).
     Track(String),
     /// The app's INSERT or UPDATE of a scoped table broke a scope rule (the triggers refuse it
-    /// through `outpost_check_scope`; reported as a constraint failure).
-    ScopeWrite(ScopeWriteError),
+    /// through `outpost_check_scope`; reported as a constraint failure). Boxed: every function
+    /// returns this type, and a wider `Error` costs every call of the per-row trigger functions.
+    ScopeWrite(Box<ScopeWriteError>),
     /// `outpost_apply` / `outpost_track` / `outpost_resolve` was called inside an open transaction.
     InTransaction(&'static str),
     /// A batch could not be applied (decode failure, foreign origin, gap in the vector, ...).
@@ -321,7 +322,7 @@ impl std::error::Error for Error {
             | Error::InternalJson { source, .. } => Some(source),
             Error::SequenceName { source, .. } => Some(source),
             Error::Apply(e) => Some(e),
-            Error::ScopeWrite(e) => Some(e),
+            Error::ScopeWrite(e) => Some(&**e),
             Error::Export { source, .. } => Some(source),
             Error::NoRandomness { source, .. } => Some(source),
             _ => None,

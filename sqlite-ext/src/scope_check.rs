@@ -124,17 +124,17 @@ pub(crate) fn sql_check_scope(call: &Call, args: &[Arg]) -> Result<Value, Error>
     let name = match args[2] {
         Arg::Text(t) if scope::check_name(t).is_ok() => t,
         ref other => {
-            return Err(Error::ScopeWrite(ScopeWriteError::NotAName {
+            return Err(Error::ScopeWrite(Box::new(ScopeWriteError::NotAName {
                 table: table.to_string(),
                 column: column.to_string(),
                 found: shown(other),
-            }))
+            })))
         }
     };
     if inserting && !granted(call, name)? {
-        return Err(Error::ScopeWrite(ScopeWriteError::NotGranted {
+        return Err(Error::ScopeWrite(Box::new(ScopeWriteError::NotGranted {
             scope: name.to_string(),
-        }));
+        })));
     }
     Ok(Value::Integer(1))
 }
