@@ -21,13 +21,13 @@
 //! changed under it: the file's data version (`SQLITE_FCNTL_DATA_VERSION`, no statement) tells
 //! that nothing at all was committed since; when it moved, `PRAGMA data_version` tells whether
 //! another connection committed (this connection's own commits do not move it). This
-//! connection writes the directory only in `outpost_enroll` and `outpost_sync`, which drop the
-//! kept grant ([`forget_grant`]). Inside a transaction a row therefore costs one set lookup;
+//! connection writes the directory only in `outpost_enroll` and `outpost_sync`, which empty
+//! `Session::grant` (its owner is this module, but a cache emptied by anyone is only a miss, and
+//! `sync/` sits below this module). Inside a transaction a row therefore costs one set lookup;
 //! an autocommit INSERT adds one `PRAGMA data_version`.
 
 use crate::error::{Error, ScopeWriteError};
 use crate::functions::{Arg, Call};
-use crate::session::Session;
 use outpost_protocol::scope::{self, Scopes};
 use outpost_protocol::Value;
 
@@ -45,12 +45,6 @@ impl GrantCache {
     fn grants(&self, scope: &str) -> bool {
         self.scopes.as_ref().is_none_or(|s| s.contains(scope))
     }
-}
-
-/// Drops the connection's kept grant: its key directory may have changed (`outpost_enroll`,
-/// `outpost_sync`).
-pub(crate) fn forget_grant(session: &Session) {
-    session.grant.forget();
 }
 
 /// The grant as the key directory states it now.

@@ -61,7 +61,7 @@ pub(crate) fn sql_enroll(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     };
     let r = enroll(call, text).map_err(|e| e.into_error("outpost_enroll"));
     // Enrolling stores the device's grant: the write checks read it again.
-    crate::scope_check::forget_grant(call.session);
+    call.session.grant.forget();
     r
 }
 
