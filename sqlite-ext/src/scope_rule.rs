@@ -198,6 +198,29 @@ pub(crate) fn check(
     Ok(())
 }
 
+/// Refuses to untrack a table that a tracked table follows through its `via` key: that table's
+/// rows would have no scope left to follow.
+pub(crate) fn check_untrack(conn: Conn, t: &Tracked) -> Result<(), Error> {
+    for child in schema::load_tracked(conn)? {
+        let Some(ScopeRule::Via(via)) = &child.def.scope else {
+            continue;
+        };
+        let follows =
+            schema::foreign_keys(conn, &child.def.name)?
+                .iter()
+                .any(|(parent, from, _)| {
+                    from == &[via.as_str()] && parent.eq_ignore_ascii_case(&t.def.name)
+                });
+        if follows && child.id != t.id {
+            return Err(Error::Track(format!(
+                "outpost_untrack: \"{}\" follows the scope of \"{}\" through \"{via}\"; untrack \"{}\" first",
+                child.def.name, t.def.name, child.def.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Each UNIQUE constraint and unique index besides the primary key: its name and the columns
 /// it names (an expression counts as none of them).
 fn unique_indexes(conn: Conn, table: &str) -> Result<Vec<(String, Vec<String>)>, Error> {

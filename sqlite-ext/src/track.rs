@@ -246,6 +246,7 @@ pub(crate) fn sql_untrack(call: &Call, args: &[Arg]) -> Result<Value, Error> {
                 "outpost_untrack: \"{table}\" is not tracked"
             )));
         };
+        crate::scope_rule::check_untrack(conn, &t)?;
         crate::triggers::drop_triggers(conn, &t)?;
         for sql in [
             "DELETE FROM _outpost_log WHERE tbl = ?1 AND op != 0",
