@@ -47,6 +47,10 @@ pub enum Error {
     },
     /// `outpost_track` refused a table (no primary key, integer rowid key without opt-in, ...).
     Track(String),
+    /// The app's INSERT or UPDATE of a scoped table broke a scope rule (the triggers refuse it
+    /// through `outpost_check_scope`; reported as a constraint failure). Boxed: every function
+    /// returns this type, and a wider `Error` costs every call of the per-row trigger functions.
+    ScopeWrite(Box<ScopeWriteError>),
     /// `outpost_apply` / `outpost_track` / `outpost_resolve` was called inside an open transaction.
     InTransaction(&'static str),
     /// A batch could not be applied (decode failure, foreign origin, gap in the vector, ...).
@@ -105,6 +109,47 @@ pub enum Error {
         source: getrandom::Error,
     },
 }
+
+/// Why a write to a scoped table was refused (docs/design.md section 10, "Scopes").
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ScopeWriteError {
+    /// The row's scope column holds no scope name (1-64 of `[A-Za-z0-9_.-]`): NULL, `''`, `'*'`,
+    /// another character, or a value that is not text.
+    NotAName {
+        /// The table written.
+        table: String,
+        /// Its scope column.
+        column: String,
+        /// What it held, as the message shows it (`NULL`, `'*'`, `the integer 5`).
+        found: String,
+    },
+    /// A row inserted into a scope this device's grant does not hold.
+    NotGranted {
+        /// The scope.
+        scope: String,
+    },
+}
+
+impl fmt::Display for ScopeWriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScopeWriteError::NotAName {
+                table,
+                column,
+                found,
+            } => write!(
+                f,
+                "outpost: scope column \"{column}\" of \"{table}\" must hold a scope name (1-64 of A-Z a-z 0-9 _ . -), not {found}"
+            ),
+            ScopeWriteError::NotGranted { scope } => {
+                write!(f, "outpost: scope '{scope}' is not granted to this device")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ScopeWriteError {}
 
 /// Why a batch was refused as a whole (the database is unchanged).
 #[derive(Debug)]
@@ -223,6 +268,7 @@ impl fmt::Display for Error {
                 write!(f, "{function}: sequence: {source}")
             }
             Error::Track(m) => f.write_str(m),
+            Error::ScopeWrite(e) => write!(f, "{e}"),
             Error::InTransaction(func) => write!(
                 f,
                 "{func} must run outside a transaction (it owns its own transaction for atomicity); COMMIT or ROLLBACK first"
@@ -276,6 +322,7 @@ impl std::error::Error for Error {
             | Error::InternalJson { source, .. } => Some(source),
             Error::SequenceName { source, .. } => Some(source),
             Error::Apply(e) => Some(e),
+            Error::ScopeWrite(e) => Some(&**e),
             Error::Export { source, .. } => Some(source),
             Error::NoRandomness { source, .. } => Some(source),
             _ => None,
@@ -296,6 +343,7 @@ impl Error {
             Error::Sqlite { code, .. } => *code,
             Error::TooBig(_) => SQLITE_TOOBIG,
             Error::Corrupt(_) | Error::CorruptJson { .. } => SQLITE_CORRUPT,
+            Error::ScopeWrite(_) => SQLITE_CONSTRAINT,
             Error::Internal(_)
             | Error::InternalJson { .. }
             | Error::Export { .. }

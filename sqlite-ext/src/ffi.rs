@@ -132,6 +132,7 @@ api_table! {
     vtab_config @ 177: unsafe extern "C" fn(*mut sqlite3, c_int, ...) -> c_int,
     clear_bindings @ 118: unsafe extern "C" fn(*mut sqlite3_stmt) -> c_int,
     total_changes @ 97: unsafe extern "C" fn(*mut sqlite3) -> c_int,
+    file_control @ 127: unsafe extern "C" fn(*mut sqlite3, *const c_char, c_int, *mut c_void) -> c_int,
 }
 
 static API: OnceLock<Api> = OnceLock::new();
@@ -343,6 +344,24 @@ impl Conn {
     pub(crate) fn total_changes(&self) -> c_int {
         // SAFETY: valid connection.
         unsafe { (api().total_changes)(self.0) }
+    }
+
+    /// The main database's data version (`SQLITE_FCNTL_DATA_VERSION`, SQLite 3.26+): it changes
+    /// whenever the file changes, by a commit of this connection or of any other, and costs no
+    /// statement. `None` when this SQLite does not answer it.
+    pub(crate) fn file_data_version(&self) -> Option<u32> {
+        const SQLITE_FCNTL_DATA_VERSION: c_int = 35;
+        let mut v: u32 = 0;
+        // SAFETY: valid connection; "main" is NUL-terminated; this op writes one u32.
+        let rc = unsafe {
+            (api().file_control)(
+                self.0,
+                c"main".as_ptr(),
+                SQLITE_FCNTL_DATA_VERSION,
+                (&mut v as *mut u32).cast(),
+            )
+        };
+        (rc == SQLITE_OK).then_some(v)
     }
 
     /// True when no transaction is open.

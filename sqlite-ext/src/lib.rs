@@ -14,7 +14,9 @@
 //!    doubles write cost (measured in `docs/performance.md`). The clock comes from a
 //!    per-connection cached HLC (`clock.rs`), read by the column-update triggers through `outpost_clock`
 //!    virtual table (`clock_table.rs`) so that SQLite needs no statement journal for them, and
-//!    loading the extension keeps statement journals in memory (`statement_journal.rs`).
+//!    loading the extension keeps statement journals in memory (`statement_journal.rs`). A table
+//!    declared with a scope column (`scope_rule.rs`) has its scope cell checked in the same
+//!    triggers (`scope_check.rs`: a scope name, inside the device's grant for an insert).
 //! 2. **Fold** (`fold.rs`), before every export and apply: the log becomes per-row state in
 //!    `_outpost_rows` (causal length + run-length packed per-column versions, `state.rs`),
 //!    counter/review state in `_outpost_cells`, tombstones for deleted rows; the log is emptied
@@ -37,7 +39,8 @@
 //! `ffi.rs` → `clock.rs` → `session.rs` (the per-connection state) → `functions.rs` and
 //! `clock_table.rs` (registration) → the engine modules (`schema.rs`, `keys.rs`, `json.rs`,
 //! `state.rs`, `cells.rs`, `quarantine.rs`, `triggers.rs`, `fold.rs`, `apply.rs`, `export.rs`,
-//! ...) → `sync/` → `status.rs` (which records what a sync did) → this file's table. The one
+//! ...) → `sync/` → `status.rs` (which records what a sync did) and `scope_check.rs` (which reads
+//! the device's grant from the key directory) → this file's table. The one
 //! exception is the apply itself: `apply.rs` and its parts in `apply/` (`unique.rs`,
 //! `restore.rs`, `retry.rs`: more methods of one `Applier`) use each other.
 //!
@@ -106,6 +109,8 @@ mod quarantine;
 mod restamp;
 mod row_status;
 mod schema;
+mod scope_check;
+mod scope_rule;
 mod session;
 mod sites;
 mod skew;
@@ -117,7 +122,7 @@ mod track;
 mod triggers;
 mod vtab_module;
 
-pub use error::{ApplyError, Error, KeyFileProblem, SyncError};
+pub use error::{ApplyError, Error, KeyFileProblem, ScopeWriteError, SyncError};
 use error::{LoadError, SQLITE_ERROR};
 use functions::{Arg, Call, FunctionDef};
 use outpost_protocol::Value;
@@ -145,7 +150,8 @@ const fn def(
 }
 
 /// A function the triggers call: innocuous (see `FunctionDef::innocuous`). Each only reads or
-/// advances this connection's own state (the capture flag, the clock) or packs its arguments.
+/// advances this connection's own state (the capture flag, the clock), packs its arguments, or
+/// checks a value against this device's own grant.
 const fn for_triggers(
     name: &'static CStr,
     max_args: usize,
@@ -200,6 +206,15 @@ static FUNCTIONS: &[FunctionDef] = &[
     for_triggers(c"outpost_tick", 0, false, triggers::sql_tick),
     for_triggers(c"outpost_capturing", 0, false, triggers::sql_capturing),
     for_triggers(c"outpost_pack", 127, true, triggers::sql_pack),
+    FunctionDef {
+        min_args: 4,
+        ..for_triggers(
+            c"outpost_check_scope",
+            4,
+            false,
+            scope_check::sql_check_scope,
+        )
+    },
 ];
 
 /// The names of every registered SQL function.

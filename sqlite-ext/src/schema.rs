@@ -184,6 +184,40 @@ pub(crate) struct TableDef {
     pub columns: Vec<ColumnDef>,
     #[serde(default)]
     pub column_options: std::collections::BTreeMap<String, Strategy>,
+    /// Which scope its rows belong to (`scope_rule.rs`); `None`: unscoped, as every definition
+    /// saved before scopes existed reads. Left out of the JSON when `None`, so an unscoped
+    /// table's saved definition is what it always was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<ScopeRule>,
+}
+
+/// How a scoped table's rows get their scope (docs/design.md section 10, "Scopes").
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ScopeRule {
+    /// The text value of this column (`{"scope": "clinic_id"}`).
+    Column(String),
+    /// The scope of the parent row this single-column foreign key names
+    /// (`{"scope": {"via": "patient_id"}}`).
+    Via(String),
+}
+
+impl ScopeRule {
+    /// The column the rule reads: the scope column, or the `via` key.
+    pub(crate) fn column(&self) -> &str {
+        match self {
+            ScopeRule::Column(c) | ScopeRule::Via(c) => c,
+        }
+    }
+}
+
+impl std::fmt::Display for ScopeRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ScopeRule::Column(c) => write!(f, "{{\"scope\": {c:?}}}"),
+            ScopeRule::Via(c) => write!(f, "{{\"scope\": {{\"via\": {c:?}}}}}"),
+        }
+    }
 }
 
 /// A tracked table: its id and definition.

@@ -8,7 +8,8 @@
 //! - the connection's clock ([`ConnClock`], `clock.rs`);
 //! - what one call leaves for the next call on the same connection ([`Leftover`]): where a
 //!   chunked export stopped (`export.rs`), what an apply learned of rows without state
-//!   (`apply/carry.rs`), the key directory (`sync/control.rs`). Each owner checks that what it left still holds before using it.
+//!   (`apply/carry.rs`), the key directory (`sync/control.rs`), the device's grant
+//!   (`scope_check.rs`). Each owner checks that what it left still holds before using it.
 //!
 //! It depends on nothing of the engine (only `clock.rs`, `ffi.rs` and `error.rs` lie below it),
 //! so the registration wrapper and the virtual table can hold it without depending on the engine
@@ -32,6 +33,8 @@ pub(crate) struct Session {
     pub(crate) pending: Leftover,
     /// The key directory last loaded, with what it was loaded from (`sync/control.rs`).
     pub(crate) directory: Leftover,
+    /// This device's grant as the write-time scope checks last read it (`scope_check.rs`).
+    pub(crate) grant: Leftover,
 }
 
 impl Default for Session {
@@ -43,6 +46,7 @@ impl Default for Session {
             apply: Leftover::default(),
             pending: Leftover::default(),
             directory: Leftover::default(),
+            grant: Leftover::default(),
         }
     }
 }
@@ -79,6 +83,22 @@ impl Leftover {
     pub(crate) fn take<T: Any>(&self) -> Option<T> {
         let kept = self.0.lock().ok()?.take()?;
         kept.downcast::<T>().ok().map(|b| *b)
+    }
+
+    /// Runs `f` on what was left, in place, if it is a `T` (`None` otherwise): for a cache read
+    /// once per written row, where taking and putting back would allocate each time.
+    pub(crate) fn with<T: Any, R>(&self, f: impl FnOnce(Option<&mut T>) -> R) -> R {
+        match self.0.lock() {
+            Ok(mut slot) => f(slot.as_mut().and_then(|b| b.downcast_mut::<T>())),
+            Err(_) => f(None),
+        }
+    }
+
+    /// Empties the slot: what was left no longer holds.
+    pub(crate) fn forget(&self) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = None;
+        }
     }
 
     /// Leaves `value` for a later call, in place of what was there.

@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use crate::functions::{Arg, Call};
-use crate::schema::{self, quote, ColumnDef, Direction, TableDef, Tracked};
+use crate::schema::{self, quote, ColumnDef, Direction, ScopeRule, TableDef, Tracked};
 use outpost_protocol::batch::{decl_type, names};
 use outpost_protocol::{Strategy, Value};
 use std::collections::BTreeMap;
@@ -15,6 +15,7 @@ struct Options {
     row_lww: bool,
     columns: BTreeMap<String, Strategy>,
     allow_integer_pk: bool,
+    scope: Option<ScopeRule>,
 }
 
 fn parse_options(call: &Call, arg: Option<&Arg>) -> Result<Options, Error> {
@@ -23,6 +24,7 @@ fn parse_options(call: &Call, arg: Option<&Arg>) -> Result<Options, Error> {
         row_lww: false,
         columns: BTreeMap::new(),
         allow_integer_pk: false,
+        scope: None,
     };
     let text = match arg {
         None | Some(Arg::Null) => return Ok(o),
@@ -72,6 +74,7 @@ fn parse_options(call: &Call, arg: Option<&Arg>) -> Result<Options, Error> {
                     o.columns.insert(c.clone(), s);
                 }
             }
+            "scope" => o.scope = Some(crate::scope_rule::parse(call, v)?),
             other => return Err(call.arg_error(format!("unknown option \"{other}\""))),
         }
     }
@@ -160,9 +163,8 @@ fn track(call: &Call, table: &str, opts: Options) -> Result<(), Error> {
             )));
         }
     }
-    let existing = schema::load_tracked(conn)?
-        .into_iter()
-        .find(|t| t.def.name == table);
+    let tracked = schema::load_tracked(conn)?;
+    let existing = tracked.iter().find(|t| t.def.name == table).cloned();
     let default = if opts.row_lww {
         Strategy::RowLww
     } else {
@@ -182,7 +184,9 @@ fn track(call: &Call, table: &str, opts: Options) -> Result<(), Error> {
         pk: pk.iter().map(|c| c.name.clone()).collect(),
         columns,
         column_options: opts.columns,
+        scope: opts.scope,
     };
+    crate::scope_rule::check(conn, &def, existing.as_ref(), &info, &tracked)?;
     if let Some(t) = &existing {
         if t.def == def {
             // Idempotent; but a `down` table tracked by a version that let the app write it
@@ -242,6 +246,7 @@ pub(crate) fn sql_untrack(call: &Call, args: &[Arg]) -> Result<Value, Error> {
                 "outpost_untrack: \"{table}\" is not tracked"
             )));
         };
+        crate::scope_rule::check_untrack(conn, &t)?;
         crate::triggers::drop_triggers(conn, &t)?;
         for sql in [
             "DELETE FROM _outpost_log WHERE tbl = ?1 AND op != 0",

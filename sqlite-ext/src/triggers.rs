@@ -10,12 +10,15 @@
 //! triggers of one-column-key tables, by `outpost_clock` having no row then (`clock_table.rs`).
 //! A `down` table (written by the cloud alone) gets no capturing triggers but three that refuse
 //! the app's writes (`refusal_triggers`), skipped the same way while a peer's changes apply.
-//! The three SQL functions the triggers call are defined at the end of this file.
+//! A table with a scope column has its scope cell checked by `outpost_check_scope`
+//! (`scope_check.rs`): the INSERT trigger's WHEN calls it, and a BEFORE UPDATE OF trigger checks
+//! a referral (`scope_triggers`).
+//! The three SQL functions the capturing triggers call are defined at the end of this file.
 
 use crate::error::Error;
 use crate::ffi::Conn;
 use crate::functions::{Arg, Call};
-use crate::schema::{quote, Direction, Tracked};
+use crate::schema::{quote, Direction, ScopeRule, Tracked};
 use outpost_protocol::{Strategy, Value};
 
 /// Log operations.
@@ -145,8 +148,9 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
     // abort" by its own UNIQUE check, so it has a statement journal either way, and the packed
     // key keeps the log small (size after W1). Composite keys and row_lww updates call them too.
     let raw = t.def.pk.len() == 1 && !t.def.row_lww;
+    let ins_when = scope_check_call(t, "NEW", true).unwrap_or_else(|| "outpost_capturing()".into());
     let mut sql = format!(
-        "CREATE TRIGGER {ins} AFTER INSERT ON {tbl} WHEN outpost_capturing() BEGIN
+        "CREATE TRIGGER {ins} AFTER INSERT ON {tbl} WHEN {ins_when} BEGIN
            {log} VALUES ({id}, {key_new}, {OP_INSERT}, outpost_tick(), -1, {ins_vals}); END;
          CREATE TRIGGER {rekey} AFTER UPDATE OF {pk_cols} ON {tbl}
            WHEN NOT ({same_key}) AND outpost_capturing() BEGIN
@@ -159,6 +163,7 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
         pk_cols = pk_cols.join(", "),
     );
     sql.push_str(&collision_triggers(conn, t)?);
+    sql.push_str(&scope_triggers(t));
     let delta = |c: &str| format!("coalesce(NEW.{0}, 0) - coalesce(OLD.{0}, 0)", quote(c));
     // A counter column's function-calling trigger logs the deltas of every counter; fold uses
     // the one of this column.
@@ -202,6 +207,43 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
         }
     }
     conn.exec(&sql)
+}
+
+/// For a table whose rows hold their scope (`{"scope": "clinic_id"}`), the call of
+/// `outpost_check_scope` on `row`'s scope cell (`scope_check.rs`): 1 while this connection
+/// captures and the cell passes, 0 while a peer's changes apply, an error that aborts the write
+/// otherwise. `None` for other tables.
+fn scope_check_call(t: &Tracked, row: &str, inserting: bool) -> Option<String> {
+    let Some(ScopeRule::Column(column)) = &t.def.scope else {
+        return None;
+    };
+    let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    Some(format!(
+        "outpost_check_scope({}, {}, {row}.{}, {})",
+        literal(&t.def.name),
+        literal(column),
+        quote(column),
+        u8::from(inserting)
+    ))
+}
+
+/// The scope checks of a table with a scope column: its capturing AFTER INSERT trigger calls
+/// `outpost_check_scope` as its WHEN in place of `outpost_capturing()` (an inserted row must be
+/// in the device's grant; one function call per row, no extra trigger), and a BEFORE UPDATE OF
+/// the scope column trigger checks a referral's new value. A `via` table's rows take their
+/// parent's scope, and unscoped tables get nothing: their writes cost what they always did.
+fn scope_triggers(t: &Tracked) -> String {
+    let (Some(ScopeRule::Column(column)), Some(check)) =
+        (&t.def.scope, scope_check_call(t, "NEW", false))
+    else {
+        return String::new();
+    };
+    let (tbl, c) = (quote(&t.def.name), quote(column));
+    format!(
+        "CREATE TRIGGER {upd} BEFORE UPDATE OF {c} ON {tbl} WHEN NEW.{c} IS NOT OLD.{c} BEGIN
+           SELECT {check}; END;",
+        upd = name(t, "scope_upd"),
+    )
 }
 
 /// The message a write to a `down` table fails with (`refusal_triggers`).

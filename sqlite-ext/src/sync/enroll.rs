@@ -59,7 +59,10 @@ pub(crate) fn sql_enroll(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let Arg::Text(text) = args[0] else {
         return Err(call.arg_error("expects the enrollment code text ('outpost:...')"));
     };
-    enroll(call, text).map_err(|e| e.into_error("outpost_enroll"))
+    let r = enroll(call, text).map_err(|e| e.into_error("outpost_enroll"));
+    // Enrolling stores the device's grant: the write checks read it again.
+    call.session.grant.forget();
+    r
 }
 
 fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {

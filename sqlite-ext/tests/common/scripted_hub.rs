@@ -444,6 +444,16 @@ impl Hub {
         c.push((HUB, seq, control::encode_entry(HUB, seq, &item, &self.keys)));
     }
 
+    /// Writes, in the hub's own stream, a grant of `scopes` (`["*"]`: every scope) to `site` at
+    /// `version`, as a hub grants the devices it admitted (served from the next session on).
+    pub fn grant(&self, site: SiteId, version: u64, scopes: &[&str]) {
+        let scopes = outpost_protocol::scope::Scopes::parse(scopes.iter().copied()).unwrap();
+        let mut c = self.control.lock().unwrap();
+        let seq = next_seq(&c, HUB);
+        let item = control::grant_item(site, version, scopes, false);
+        c.push((HUB, seq, control::encode_entry(HUB, seq, &item, &self.keys)));
+    }
+
     /// Puts `batch` (as made, whatever signs it) in the hub's store before its next connection.
     pub fn inject(&self, batch: Vec<u8>) {
         self.batches.send(batch).unwrap();
