@@ -235,3 +235,63 @@ fn consumption_is_seen_by_another_connection() {
 }
 
 const EXPECTED_ZERO_TOKEN_ID: &str = "b8f28c5c7dde5eb2991cb4d47bd98fb1";
+
+/// Codes carry a grant, which the admitted peer keeps; `set_grant` replaces it.
+#[test]
+fn a_codes_grant_is_the_admitted_peers_until_replaced() {
+    let (_dir, mut a) = open();
+    let grant = PeerGrant {
+        scopes: Scopes::parse(["moshi", "arusha"]).unwrap(),
+        enroll: true,
+    };
+    let t = a
+        .issue_granted_token(NOW, DEFAULT_TOKEN_TTL_SECS, Role::Device, &grant)
+        .unwrap();
+    let d = a
+        .admit(&token_id(&t.secret), &public(1), SiteId([1; 16]), NOW + 5)
+        .unwrap();
+    assert_eq!(d.grant, grant);
+    let tanga = PeerGrant {
+        scopes: Scopes::parse(["tanga"]).unwrap(),
+        enroll: false,
+    };
+    assert_eq!(a.set_grant("0101", &tanga).unwrap().grant, tanga);
+    assert_eq!(a.devices().unwrap()[0].grant, tanga);
+}
+
+/// A file of the schema before grants (version 2) is widened in place: its peers and unused
+/// codes grant every scope, and nothing it held is lost.
+#[test]
+fn a_version_2_allowlist_is_widened_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("allowlist.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE devices(key BLOB PRIMARY KEY, site BLOB NOT NULL UNIQUE,
+               role TEXT NOT NULL, enrolled_at INTEGER NOT NULL, last_seen INTEGER,
+               revoked_at INTEGER);
+             CREATE TABLE tokens(id BLOB PRIMARY KEY, token BLOB NOT NULL UNIQUE,
+               role TEXT NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL,
+               used_at INTEGER, used_by BLOB);
+             CREATE TABLE handshake_counters(key BLOB PRIMARY KEY, last INTEGER NOT NULL);
+             CREATE TABLE settings(name TEXT PRIMARY KEY, value TEXT NOT NULL);
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO devices VALUES (?1, ?2, 'device', ?3, NULL, NULL)",
+            rusqlite::params![key(1), [1u8; 16], NOW as i64],
+        )
+        .unwrap();
+    }
+    let a = Allowlist::open(&path).unwrap();
+    let devices = a.devices().unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].grant, PeerGrant::default());
+    assert_eq!(devices[0].site, SiteId([1; 16]));
+    drop(a);
+    // Opened again, it is at the current version and changes nothing.
+    let a = Allowlist::open(&path).unwrap();
+    assert_eq!(a.devices().unwrap().len(), 1);
+}
