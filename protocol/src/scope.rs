@@ -132,6 +132,20 @@ impl Scopes {
         }
     }
 
+    /// The scopes in both grants; `None` when they share none.
+    pub fn intersect(&self, other: &Scopes) -> Option<Scopes> {
+        let both = match (self, other) {
+            (Scopes::All, x) | (x, Scopes::All) => x.clone(),
+            (Scopes::Only(a), Scopes::Only(b)) => {
+                Scopes::Only(a.intersection(b).cloned().collect())
+            }
+        };
+        match &both {
+            Scopes::Only(s) if s.is_empty() => None,
+            _ => Some(both),
+        }
+    }
+
     /// The names, `["*"]` for every scope: how commands, status and JSON show a grant.
     pub fn names(&self) -> Vec<String> {
         match self {
@@ -185,6 +199,11 @@ mod tests {
         let a = Scopes::parse(["a"]).unwrap();
         assert!(ab.covers(&a) && !a.covers(&ab));
         assert!(Scopes::All.covers(&ab) && !ab.covers(&Scopes::All));
+        assert_eq!(Scopes::All.intersect(&a), Some(a.clone()));
+        assert_eq!(ab.intersect(&Scopes::All), Some(ab.clone()));
+        assert_eq!(ab.intersect(&a), Some(a.clone()));
+        let c = Scopes::parse(["c"]).unwrap();
+        assert_eq!(ab.intersect(&c), None);
         let many: Vec<String> = (0..65).map(|i| alloc::format!("s{i}")).collect();
         assert_eq!(
             Scopes::parse(many.iter().map(String::as_str)),

@@ -273,10 +273,10 @@ fn grant(
 fn grants_the_clouds_highest_version_then_a_hubs_within_its_own() {
     let names = |d: &Directory, s: &SiteId| d.grant_of(s).map(|g| g.scopes.names());
     let mut entries = stream(); // cloud 1..=2, hub 1
-    entries.push(grant(CLOUD, 0xc0, 3, HUB, 1, &["moshi", "tanga"]));
+    entries.push(grant(CLOUD, 0xc0, 3, HUB, 1, &["moshi", "arusha"]));
     entries.push(grant(CLOUD, 0xc0, 4, DEV1, 2, &["moshi"]));
     entries.push(grant(CLOUD, 0xc0, 5, DEV1, 1, &["*"])); // older version, later entry
-    entries.push(grant(HUB, 0x40, 2, DEV2, 1, &["tanga"]));
+    entries.push(grant(HUB, 0x40, 2, DEV2, 1, &["arusha"]));
     for reversed in [false, true] {
         let mut all = entries.clone();
         if reversed {
@@ -286,21 +286,28 @@ fn grants_the_clouds_highest_version_then_a_hubs_within_its_own() {
         assert!(d.admit(all).is_empty());
         assert_eq!(names(&d, &DEV1), Some(vec!["moshi".to_string()]));
         assert_eq!(d.grant_of(&DEV1).unwrap().version, 2);
-        assert_eq!(names(&d, &DEV2), Some(vec!["tanga".to_string()]));
+        assert_eq!(names(&d, &DEV2), Some(vec!["arusha".to_string()]));
         assert_eq!(d.grant_of(&DEV2).unwrap().granted_by, HUB);
-        assert_eq!(names(&d, &HUB).unwrap(), ["moshi", "tanga"]);
+        assert_eq!(names(&d, &HUB).unwrap(), ["arusha", "moshi"]);
     }
     // Beyond the hub's own grant: no weight. The cloud's grant replaces the hub's.
     let mut wider = entries.clone();
     wider.push(grant(HUB, 0x40, 3, DEV2, 2, &["pemba"]));
     let mut d = Directory::new([cloud_root()]);
     assert!(d.admit(wider.clone()).is_empty());
-    assert_eq!(names(&d, &DEV2), Some(vec!["tanga".to_string()]));
+    assert_eq!(names(&d, &DEV2), Some(vec!["arusha".to_string()]));
     wider.push(grant(CLOUD, 0xc0, 6, DEV2, 1, &["pemba"]));
     let mut d = Directory::new([cloud_root()]);
     assert!(d.admit(wider).is_empty());
     assert_eq!(names(&d, &DEV2), Some(vec!["pemba".to_string()]));
     assert_eq!(d.grant_of(&DEV2).unwrap().granted_by, CLOUD);
+    // A hub's `*` (a code minted before the hub learnt its grant) means all the hub holds.
+    let mut star = entries.clone();
+    star.push(grant(HUB, 0x40, 3, DEV2, 2, &["*"]));
+    let mut d = Directory::new([cloud_root()]);
+    assert!(d.admit(star).is_empty());
+    assert_eq!(names(&d, &DEV2).unwrap(), ["arusha", "moshi"]);
+    assert_eq!(d.grant_of(&DEV2).unwrap().version, 2);
     // A grant of no scope, or version 0, does not decode.
     let zero = encode_entry(
         CLOUD,

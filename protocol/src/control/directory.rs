@@ -19,8 +19,8 @@
 //! weight. A table no entry names travels both ways.
 //!
 //! **Grants**: a cloud's grant for a site, its highest version, wins; else a hub's (the hub the
-//! directory trusts for that device, as for keys: its highest version), and only within the
-//! hub's own grant from a cloud (a hub with no cloud grant on a peer with no cloud is trusted as
+//! directory trusts for that device, as for keys: its highest version), narrowed to the hub's
+//! own grant from a cloud (a hub with no cloud grant on a peer with no cloud is trusted as
 //! for keys). A site no entry grants has no grant here (the caller decides: a tenant without
 //! scopes grants everything).
 
@@ -395,12 +395,22 @@ impl Directory {
             if grants.contains_key(&site) || !trusted {
                 continue;
             }
-            let within = |g: &GrantEntry| match grants.get(&hub) {
-                Some(own) => own.scopes.covers(&g.scopes) && (own.enroll || !g.enroll),
-                None => clouds.is_empty(),
+            // A hub grants within its own grant: what it says is narrowed to that (a code minted
+            // before the hub learnt its grant says `*`, meaning all the hub holds); nothing
+            // left, no grant from this entry.
+            let within = |g: &GrantEntry| -> Option<GrantEntry> {
+                match grants.get(&hub) {
+                    Some(own) => Some(GrantEntry {
+                        scopes: own.scopes.intersect(&g.scopes)?,
+                        enroll: own.enroll && g.enroll,
+                        ..g.clone()
+                    }),
+                    None => clouds.is_empty().then(|| g.clone()),
+                }
             };
+            let narrowed: Vec<GrantEntry> = entries.into_iter().filter_map(within).collect();
             let mut mine = BTreeMap::new();
-            for g in entries.into_iter().filter(|g| within(g)) {
+            for g in &narrowed {
                 raise(&mut mine, g, hub);
             }
             grants.extend(mine);
