@@ -104,6 +104,15 @@ pub fn declared(mailbox: &mut Mailbox) -> Result<Vec<(String, Direction)>, Table
         .collect())
 }
 
+/// The direction `declared` (keyed by ASCII-lowercase name, as `Directory::tables` gives it)
+/// says for table `name`: SQLite's names ignore ASCII case, so do the settings.
+pub fn declared_direction(declared: &BTreeMap<String, Direction>, name: &str) -> Direction {
+    declared
+        .get(&name.to_ascii_lowercase())
+        .copied()
+        .unwrap_or_default()
+}
+
 /// The direction flag of a batch the cloud writes: `down` when it holds a row of a `down` table
 /// (every receiver accepts that from the cloud alone), `up` when all its rows are of `up` tables
 /// (never served to devices), `both` otherwise. A batch mixing `up` and `both` rows (one
@@ -117,7 +126,7 @@ pub fn direction_of(batch: &Batch, declared: &BTreeMap<String, Direction>) -> Di
             continue;
         };
         any = true;
-        match declared.get(&schema.name).copied().unwrap_or_default() {
+        match declared_direction(declared, &schema.name) {
             Direction::Down => return Direction::Down,
             Direction::Up => {}
             Direction::Both => all_up = false,
@@ -144,7 +153,7 @@ pub fn mismatch(batch: &Batch, declared: &BTreeMap<String, Direction>) -> Option
         let Some(schema) = batch.header.tables.get(group.table as usize) else {
             continue;
         };
-        let declared = declared.get(&schema.name).copied().unwrap_or_default();
+        let declared = declared_direction(declared, &schema.name);
         if declared == Direction::Down {
             return Some(format!(
                 "holds rows of table {:?}, which the tenant declares down (only the cloud \

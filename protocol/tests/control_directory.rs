@@ -227,6 +227,11 @@ fn table_settings_come_from_the_cloud_alone_and_the_latest_wins() {
         assert!(d.admit(all).is_empty());
         assert!(d.has_cloud());
         assert_eq!(d.table_direction("forms"), Direction::Down);
+        assert_eq!(
+            d.table_direction("FORMS"),
+            Direction::Down,
+            "names ignore ASCII case"
+        );
         assert_eq!(d.table_direction("patients"), Direction::Both);
         assert_eq!(
             d.tables().collect::<Vec<_>>(),

@@ -5,13 +5,15 @@
 
 use super::InvalidPush;
 use crate::control::{Right, TableRights};
+use crate::tables::declared_direction;
 use outpost_protocol::batch::Direction;
 use std::collections::BTreeMap;
 
 /// The tables a REST call may touch.
 #[derive(Clone, Debug, Default)]
 pub struct Access {
-    /// The tenant's declared directions (tables not named travel both ways).
+    /// The tenant's declared directions, keyed by ASCII-lowercase name (tables not named travel
+    /// both ways).
     pub declared: BTreeMap<String, Direction>,
     /// The token's rights, when it has its own (`None`: every table, by its direction).
     pub rights: Option<TableRights>,
@@ -20,13 +22,13 @@ pub struct Access {
 impl Access {
     /// Whether pulls serve `table`.
     pub fn readable(&self, table: &str) -> bool {
-        self.declared.get(table) != Some(&Direction::Up)
+        declared_direction(&self.declared, table) != Direction::Up
             && self.rights.as_ref().is_none_or(|r| r.0.contains_key(table))
     }
 
     /// Why a push may not write `table`, if it may not.
     pub fn refuse_write(&self, table: &str) -> Option<InvalidPush> {
-        if self.declared.get(table) == Some(&Direction::Down) {
+        if declared_direction(&self.declared, table) == Direction::Down {
             return Some(InvalidPush::DownTable {
                 table: table.to_string(),
             });

@@ -159,10 +159,14 @@ impl Directory {
 
     /// The direction the tenant declares for `table` (`both` when no cloud entry names it).
     pub fn table_direction(&self, table: &str) -> Direction {
-        self.tables.get(table).copied().unwrap_or_default()
+        self.tables
+            .get(&table.to_ascii_lowercase())
+            .copied()
+            .unwrap_or_default()
     }
 
-    /// Every table the tenant has declared settings for, by name.
+    /// Every table the tenant has declared settings for, by name (ASCII lowercase: SQLite's
+    /// names ignore its case).
     pub fn tables(&self) -> impl Iterator<Item = (&str, Direction)> {
         self.tables.iter().map(|(n, d)| (n.as_str(), *d))
     }
@@ -318,7 +322,8 @@ impl Directory {
                 let k = match &e.item {
                     ControlItem::Key(k) => k,
                     ControlItem::Table(t) => {
-                        tables.insert(t.name.clone(), t.direction);
+                        // SQLite's names ignore ASCII case: so do the settings.
+                        tables.insert(t.name.to_ascii_lowercase(), t.direction);
                         continue;
                     }
                     ControlItem::Grant(g) => {
