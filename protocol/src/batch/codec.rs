@@ -297,9 +297,18 @@ fn withheld_header(bytes: &[u8]) -> Result<Option<BatchHeader>, DecodeError> {
     if SeqRange::new(clear.range.lo, clear.range.hi).is_none() {
         return Err(DecodeError::BadHeader(HeaderProblem::BadRange));
     }
-    let mut sig = [0u8; SIGNATURE_LEN];
-    sig.copy_from_slice(&bytes[end..]);
     Ok(Some(BatchHeader {
+        withheld: true,
+        ..header_of(clear, flags, bytes, end)
+    }))
+}
+
+/// A header from its clear part (`bytes` up to `clear_end`, then the signature slot), the
+/// payload fields empty: [`split`] fills them from the payload header; a withheld batch has none.
+fn header_of(clear: ClearWire, flags: BatchFlags, bytes: &[u8], clear_end: usize) -> BatchHeader {
+    let mut sig = [0u8; SIGNATURE_LEN];
+    sig.copy_from_slice(&bytes[clear_end..clear_end + SIGNATURE_LEN]);
+    BatchHeader {
         origin: clear.origin,
         stream: clear.stream,
         range: clear.range,
@@ -310,13 +319,13 @@ fn withheld_header(bytes: &[u8]) -> Result<Option<BatchHeader>, DecodeError> {
         sent_len: clear.sent_len,
         body_sha256: clear.sent_sha256,
         signature: (sig != [0u8; SIGNATURE_LEN]).then_some(sig),
-        signed_digest: signed_digest(&bytes[..end]),
+        signed_digest: signed_digest(&bytes[..clear_end]),
         base_hlc: Hlc::ZERO,
         tables: Vec::new(),
         compression: Compression::None,
         body_len: 0,
-        withheld: true,
-    }))
+        withheld: false,
+    }
 }
 
 /// Checks a whole batch without parsing rows: clear header, payload header, lengths, and the
@@ -416,29 +425,14 @@ fn split(bytes: &[u8], limits: &Limits) -> Result<(BatchHeader, usize, usize), D
             }
         });
     }
-    let mut sig = [0u8; SIGNATURE_LEN];
-    sig.copy_from_slice(&bytes[clear_end..sent_start]);
-    let signature = (sig != [0u8; SIGNATURE_LEN]).then_some(sig);
-    let signed_digest = signed_digest(&bytes[..clear_end]);
     let (payload, body_start) = take_bounded::<PayloadWire>(bytes, sent_start, MAX_HEADER_BYTES)?;
     let wire_body = &bytes[body_start..];
     let header = BatchHeader {
-        origin: clear.origin,
-        stream: clear.stream,
-        range: clear.range,
-        flags,
-        key_epoch: clear.key_epoch,
-        grant_version: clear.grant_version,
-        max_hlc: clear.max_hlc,
-        sent_len: clear.sent_len,
-        body_sha256: clear.sent_sha256,
-        signature,
-        signed_digest,
         base_hlc: payload.base_hlc,
         tables: payload.tables,
         compression: payload.compression,
         body_len: payload.body_len,
-        withheld: false,
+        ..header_of(clear, flags, bytes, clear_end)
     };
     check_header(&header)?;
     if header.body_len as usize > limits.max_body_bytes {
