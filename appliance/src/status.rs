@@ -555,8 +555,12 @@ impl Snapshot {
                 mailbox
                     .origins
                     .iter()
-                    .filter(|o| o.origin != d.site)
-                    .map(|o| o.covered.saturating_sub(v.get(&o.origin)))
+                    // What the device is served: others' streams within its grant.
+                    .filter(|o| {
+                        o.origin != d.site
+                            && (o.scope.is_empty() || d.grant.scopes.contains(&o.scope))
+                    })
+                    .map(|o| o.covered.saturating_sub(v.get(&o.stream_id())))
                     .sum()
             });
             devices.push(DeviceStatus {

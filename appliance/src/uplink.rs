@@ -704,7 +704,7 @@ impl Uplink {
             vector: self.mailbox.vector()?,
             session: SessionId::default(),
             // Enrolment only confirms admission: no control entries are exchanged.
-            control: outpost_protocol::VersionVector::new(),
+            control: outpost_protocol::ControlVector::new(),
         });
         let h = link
             .confirm_enrollment(&hello, code.hub_site)

@@ -36,7 +36,12 @@ fn three_devices_converge_through_the_hub_and_get_each_change_once() {
     for d in &devs {
         // Everyone holds everyone's changes...
         for (i, s) in sites.iter().enumerate() {
-            assert_eq!(d.vector.get(s), 3 + i as u64, "{:?} lacks {s}", d.site);
+            assert_eq!(
+                d.vector.get(&s.into()),
+                3 + i as u64,
+                "{:?} lacks {s}",
+                d.site
+            );
         }
         // ...got each other batch exactly once, and never its own.
         assert_eq!(d.applied.len(), 4, "{:?}", d.applied);
@@ -73,7 +78,7 @@ fn a_pull_cut_midway_resumes_without_resending_and_the_hub_keeps_everything_acro
     assert_eq!(b.applied.len(), 3);
     sync(&hub, &mut b, 3).unwrap();
     assert_eq!(b.applied.len(), 10);
-    assert_eq!(b.vector.get(&a.site), 20);
+    assert_eq!(b.vector.get(&a.site.into()), 20);
 
     // A second hub process on the same data directory (the first one's threads still run, as
     // after a restart nothing is lost: every acknowledged batch is in the file).
@@ -83,7 +88,7 @@ fn a_pull_cut_midway_resumes_without_resending_and_the_hub_keeps_everything_acro
     let mut c = Device::new(3);
     enroll(&hub2, &h2, &mut c);
     sync(&hub2, &mut c, 4).unwrap();
-    assert_eq!(c.vector.get(&a.site), 20);
+    assert_eq!(c.vector.get(&a.site.into()), 20);
     assert_eq!(c.applied.len(), 10);
 }
 
@@ -134,7 +139,7 @@ fn hello(dev: &Device, session: SessionId) -> Message {
         wall_clock_ms: 1_800_000_000_000,
         vector: dev.vector.clone(),
         session,
-        control: outpost_protocol::VersionVector::new(),
+        control: outpost_protocol::ControlVector::new(),
     })
 }
 
@@ -232,7 +237,7 @@ fn a_device_in_live_mode_is_notified_of_another_devices_push_promptly() {
     std::thread::scope(|scope| {
         let watcher = scope.spawn(|| {
             live_until(&hub, &mut a, 1, Duration::from_secs(10), |d| {
-                d.vector.get(&b_site) == 2
+                d.vector.get(&b_site.into()) == 2
             })
         });
         // Let A finish its first (empty) pull and go idle, then B pushes.

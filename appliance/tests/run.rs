@@ -134,7 +134,7 @@ fn the_hub_binary_enrolls_syncs_revokes_and_keeps_data_across_restart() {
     a.write_range(1, 3);
     sync(&info, &mut a, 1).unwrap();
     sync(&info, &mut b, 2).unwrap();
-    assert_eq!(b.vector.get(&a.site), 3);
+    assert_eq!(b.vector.get(&a.site.into()), 3);
 
     // B keeps a session open; revoking B ends it.
     let (mut ch, mut stream) = connect(&info, &mut b, Purpose::Session).unwrap();
@@ -147,7 +147,7 @@ fn the_hub_binary_enrolls_syncs_revokes_and_keeps_data_across_restart() {
             wall_clock_ms: 0,
             vector: b.vector.clone(),
             session: SessionId([5; 16]),
-            control: outpost_protocol::VersionVector::new(),
+            control: outpost_protocol::ControlVector::new(),
         })
         .encode(),
     )
@@ -194,7 +194,7 @@ fn the_hub_binary_enrolls_syncs_revokes_and_keeps_data_across_restart() {
     .unwrap();
     wait_enrolled(d, 3);
     sync(&info2, &mut e, 3).unwrap();
-    assert_eq!(e.vector.get(&a.site), 3);
+    assert_eq!(e.vector.get(&a.site.into()), 3);
 
     // The log names peers and keys by fingerprint; no secret ever appears in it.
     let text = std::fs::read_to_string(&log).unwrap();

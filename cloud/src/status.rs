@@ -159,7 +159,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
         "https": control.setting(crate::control::LAST_HTTPS)?,
         "tenant": {
             "path": dir.tenant_path().display().to_string(),
-            "db_version": tenant.vector()?.get(&dir.identity.site),
+            "db_version": tenant.vector()?.get(&dir.identity.site.into()),
             "tables": tables,
             "directions": directions,
             "quarantined": tenant.quarantined()?,

@@ -184,6 +184,8 @@ pub fn declare(
         reason,
     })?;
     let current = mailbox.directory()?.table_direction(name);
+    // The table's scope rule stays as the tenant stated it: a direction changes only itself.
+    let scope = mailbox.directory()?.table_scope(name).cloned();
     if current == direction {
         return Ok(Declared::Unchanged);
     }
@@ -196,7 +198,7 @@ pub fn declare(
         });
     }
     Ok(Declared::Entry(
-        mailbox.append_control(&table_item(name, direction))?,
+        mailbox.append_control(&table_item(name, direction, scope))?,
     ))
 }
 

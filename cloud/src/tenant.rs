@@ -22,6 +22,7 @@ use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::batch::codec;
 use outpost_protocol::batch::{BatchFlags, Direction};
 use outpost_protocol::handshake::Keypair;
+use outpost_protocol::scope::Scopes;
 use outpost_protocol::{SiteId, VersionVector};
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::{BTreeMap, BTreeSet};
@@ -396,7 +397,7 @@ impl Tenant {
             let covered = covered
                 .as_u64()
                 .ok_or(TenantError::VectorCoverage { site: id })?;
-            v.set(id, covered);
+            v.set(id.into(), covered);
         }
         Ok(v)
     }
@@ -406,7 +407,7 @@ impl Tenant {
         let mut done = Ingested::default();
         let mut stopped: BTreeSet<SiteId> = BTreeSet::new();
         let declared = declared_directions(mailbox)?;
-        let mut plan = mailbox.pull_plan(&self.vector()?, Some(self.site))?;
+        let mut plan = mailbox.pull_plan(&self.vector()?, Some(self.site), &Scopes::All)?;
         while let Some(batch) = mailbox.next_batch(&mut plan)? {
             if stopped.contains(&batch.origin) {
                 continue;
@@ -514,7 +515,7 @@ impl Tenant {
     /// signed with the cloud's key (the tenant database has no key of its own: its site is the
     /// cloud's). Returns how many batches were stored.
     pub fn export(&mut self, mailbox: &mut Mailbox, key: &Keypair) -> Result<usize, TenantError> {
-        let mut since = mailbox.vector()?.get(&self.site);
+        let mut since = mailbox.vector()?.get(&self.site.into());
         let mut stored = 0;
         let declared = declared_directions(mailbox)?;
         loop {

@@ -26,6 +26,7 @@ fn batch(seq: u64, name: &str, id: &str, direction: Direction) -> Vec<u8> {
         not_null: false,
     };
     let table = TableSchema {
+        scope: None,
         name: name.into(),
         columns: vec![column("id"), column("title")],
         primary_key: vec![0],
@@ -158,7 +159,11 @@ fn a_peers_writes_to_down_tables_are_refused_and_up_tables_are_not_served() {
         SiteId::from_slice(&hex_of(&cli_ok(&["status", "--data", data_arg, "--json"]))).unwrap();
     let flags = wait_for("the operator's form to be exported", || {
         let mut plan = mailbox
-            .pull_plan(&outpost_protocol::VersionVector::new(), None)
+            .pull_plan(
+                &outpost_protocol::VersionVector::new(),
+                None,
+                &outpost_protocol::scope::Scopes::All,
+            )
             .unwrap();
         let mut flags = Vec::new();
         while let Some(b) = mailbox.next_batch(&mut plan).unwrap() {

@@ -40,7 +40,14 @@ fn site_of(db: &Connection) -> SiteId {
 fn device_pulls(mailbox: &Mailbox, db: &Connection) -> usize {
     let me = site_of(db);
     let mut n = 0;
-    for b in mailbox.batches_for(&vector_of(db), Some(me)).unwrap() {
+    for b in mailbox
+        .batches_for(
+            &vector_of(db),
+            Some(me),
+            &outpost_protocol::scope::Scopes::All,
+        )
+        .unwrap()
+    {
         let b = b.unwrap();
         let out: String = db
             .query_row("SELECT outpost_apply(?1)", [&b.bytes], |r| r.get(0))
@@ -146,7 +153,7 @@ fn a_device_batch_lands_in_real_tables_and_rest_pushes_reach_devices() {
         .trim()
         .parse()
         .unwrap();
-    assert!(mailbox.vector().unwrap().get(&cloud_site) > 0);
+    assert!(mailbox.vector().unwrap().get(&cloud_site.into()) > 0);
 
     // ... that the tablet pulls and applies (never its own batch back).
     assert_eq!(device_pulls(&mailbox, &tablet), 1);
@@ -187,7 +194,7 @@ fn a_device_batch_lands_in_real_tables_and_rest_pushes_reach_devices() {
         )
         .unwrap();
     wait_for("the operator's write to be exported", || {
-        let v = mailbox.vector().unwrap().get(&cloud_site);
+        let v = mailbox.vector().unwrap().get(&cloud_site.into());
         let db: i64 = Connection::open(&tenant)
             .unwrap()
             .query_row("SELECT max(seq) FROM _outpost_log", [], |r| r.get(0))
@@ -331,7 +338,11 @@ fn a_far_future_clock_received_does_not_drag_the_clouds_own_writes() {
         .parse()
         .unwrap();
     let own = mailbox
-        .batches_for(&VersionVector::new(), None)
+        .batches_for(
+            &VersionVector::new(),
+            None,
+            &outpost_protocol::scope::Scopes::All,
+        )
         .unwrap()
         .map(|b| b.unwrap())
         .filter(|b| b.origin == cloud_site)

@@ -31,6 +31,7 @@ fn table(name: &str, extra: &[ColumnSchema]) -> TableSchema {
     let mut columns = vec![column("id", "TEXT"), column("name", "TEXT")];
     columns.extend_from_slice(extra);
     TableSchema {
+        scope: None,
         name: name.into(),
         columns,
         primary_key: vec![0],

@@ -45,7 +45,7 @@ impl ClientStore for Engine {
         Ok(v)
     }
     fn plan_export(&mut self, server: &VersionVector) -> Result<VecDeque<Vec<u8>>, String> {
-        let mut since = server.get(&self.site);
+        let mut since = server.get(&self.site.into());
         let mut out = VecDeque::new();
         loop {
             let b: Option<Vec<u8>> = self

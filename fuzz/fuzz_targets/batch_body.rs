@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
         columns,
         primary_key: (0..keys as u16).collect(),
         foreign_keys: vec![],
+        scope: None,
     };
     let header = BatchHeader::crafted(
         SiteId([1; 16]),

@@ -63,7 +63,9 @@ fuzz_target!(|data: &[u8]| {
             2 => {
                 let direction =
                     [Direction::Both, Direction::Up, Direction::Down][usize::from(chunk[3] % 3)];
-                table_item(["forms", "visits"][usize::from(chunk[2] % 2)], direction)
+                let scope = (chunk[3] & 0x10 != 0)
+                    .then(|| outpost_protocol::scope::ScopeRule::Column("clinic".into()));
+                table_item(["forms", "visits"][usize::from(chunk[2] % 2)], direction, scope)
             }
             _ => key_item(site, key(k).public(), role, chunk[3] & 0x80 != 0),
         };
@@ -107,5 +109,7 @@ fuzz_target!(|data: &[u8]| {
             forward.table_direction(table),
             trickle.table_direction(table)
         );
+        assert_eq!(forward.table_scope(table), backward.table_scope(table));
+        assert_eq!(forward.table_scope(table), trickle.table_scope(table));
     }
 });

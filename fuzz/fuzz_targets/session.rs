@@ -42,8 +42,7 @@ impl ServerStore for Server {
     fn batches_for(
         &mut self,
         _: &VersionVector,
-        _: &SiteId,
-    ) -> Result<VecDeque<Vec<u8>>, &'static str> {
+        _: &SiteId, _grant: &outpost_protocol::scope::Scopes) -> Result<VecDeque<Vec<u8>>, &'static str> {
         Ok(self.0.iter().cloned().collect())
     }
     fn next_batch(&mut self, p: &mut VecDeque<Vec<u8>>) -> Result<Option<Vec<u8>>, &'static str> {
@@ -71,7 +70,7 @@ impl ClientStore for Client {
     }
     fn apply_chunk(&mut self, h: &BatchHeader, _: &[u8]) -> Result<(), String> {
         self.0
-            .advance(h.origin, h.range)
+            .advance(h.stream_id(), h.range)
             .map(|_| ())
             .map_err(|e| e.to_string())
     }
@@ -108,6 +107,7 @@ fuzz_target!(|data: &[u8]| {
                 .public()
                 .clone(),
             peer_pushes: PushOrigins::Relayed,
+            peer_grant: outpost_protocol::scope::Scopes::All,
             wall_clock_ms: 0,
             max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
             stage_ttl_ms: 1_000,

@@ -103,7 +103,7 @@ impl ServerStore for Held {
         let mut v = VersionVector::new();
         for b in &self.0 {
             let h = header(b);
-            let _ = v.advance(h.origin, h.range);
+            let _ = v.advance(h.origin.into(), h.range);
         }
         Ok(v)
     }
@@ -117,13 +117,14 @@ impl ServerStore for Held {
         &mut self,
         vector: &VersionVector,
         exclude: &SiteId,
+        _grant: &outpost_protocol::scope::Scopes,
     ) -> Result<VecDeque<Vec<u8>>, String> {
         Ok(self
             .0
             .iter()
             .filter(|b| {
                 let h = header(b);
-                h.origin != *exclude && h.range.hi > vector.get(&h.origin)
+                h.origin != *exclude && h.range.hi > vector.get(&h.stream_id())
             })
             .cloned()
             .collect())
@@ -157,7 +158,7 @@ impl ClientStore for Pulled {
         Ok(())
     }
     fn apply_chunk(&mut self, h: &BatchHeader, _: &[u8]) -> Result<(), String> {
-        let _ = self.vector.advance(h.origin, h.range);
+        let _ = self.vector.advance(h.origin.into(), h.range);
         self.batches += 1;
         Ok(())
     }
@@ -226,6 +227,7 @@ impl HubEnd {
                         peer_site: DEVICE,
                         peer_key: *device_key().public(),
                         peer_pushes: PushOrigins::Own,
+                        peer_grant: outpost_protocol::scope::Scopes::All,
                         wall_clock_ms: now_ms(),
                         max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
                         stage_ttl_ms: 60_000,

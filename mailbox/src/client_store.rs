@@ -38,8 +38,9 @@ use outpost_protocol::batch::BatchHeader;
 use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
+use outpost_protocol::scope::Scopes;
 use outpost_protocol::session::ClientStore;
-use outpost_protocol::{SeqRange, SiteId, VersionVector};
+use outpost_protocol::{ControlVector, SeqRange, SiteId, VersionVector};
 use std::collections::BTreeMap;
 
 /// Bytes pushed per session by default (the hub's relay refuses more than 64 MiB staged).
@@ -165,11 +166,11 @@ impl ClientStore for MailboxClient<'_> {
         self.mailbox.key_of(origin)
     }
 
-    fn control_vector(&mut self) -> Result<VersionVector, MailboxError> {
+    fn control_vector(&mut self) -> Result<ControlVector, MailboxError> {
         self.mailbox.control_vector()
     }
 
-    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, MailboxError> {
+    fn control_for(&mut self, peer: &ControlVector) -> Result<Vec<Vec<u8>>, MailboxError> {
         self.mailbox.control_for(peer)
     }
 
@@ -182,7 +183,10 @@ impl ClientStore for MailboxClient<'_> {
     fn plan_export(&mut self, server_vector: &VersionVector) -> Result<ExportPlan, MailboxError> {
         self.server_vector = Some(server_vector.clone());
         Ok(ExportPlan {
-            plan: self.mailbox.pull_plan(server_vector, Some(self.server))?,
+            // Every stream goes up: the cloud judges each batch by its origin's grant.
+            plan: self
+                .mailbox
+                .pull_plan(server_vector, Some(self.server), &Scopes::All)?,
             bytes: 0,
             done: false,
         })
@@ -229,7 +233,7 @@ impl ClientStore for MailboxClient<'_> {
         for c in covered {
             self.moved.pushed += c.range.hi - c.range.lo + 1;
             self.moved.batches_pushed += 1;
-            let _ = server.advance(c.origin, c.range);
+            let _ = server.advance(c.stream_id(), c.range);
         }
         Ok(())
     }
@@ -257,7 +261,7 @@ impl ClientStore for MailboxClient<'_> {
         // The server holds what it sends: its vector covers the batch (the uplink's backlog
         // must not count it as something to push).
         if let Some(v) = &mut self.server_vector {
-            let _ = v.advance(header.origin, header.range);
+            let _ = v.advance(header.stream_id(), header.range);
         }
         self.moved.pulled += header.range.hi - header.range.lo + 1;
         self.moved.batches_pulled += 1;

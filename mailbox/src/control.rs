@@ -34,7 +34,7 @@ use outpost_protocol::control::{
 use outpost_protocol::handshake::{Keypair, PublicKey};
 use outpost_protocol::message::PeerRole;
 use outpost_protocol::scope::Scopes;
-use outpost_protocol::{SiteId, VersionVector};
+use outpost_protocol::{ControlVector, SiteId};
 use rusqlite::{params, TransactionBehavior};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -125,13 +125,13 @@ impl Mailbox {
     }
 
     /// The control streams held: each writer's last accepted entry.
-    pub fn control_vector(&mut self) -> Result<VersionVector, MailboxError> {
+    pub fn control_vector(&mut self) -> Result<ControlVector, MailboxError> {
         Ok(self.directory()?.vector())
     }
 
     /// The stored bytes of the accepted entries a peer with control vector `peer` lacks, each
     /// writer's in seq order.
-    pub fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, MailboxError> {
+    pub fn control_for(&mut self, peer: &ControlVector) -> Result<Vec<Vec<u8>>, MailboxError> {
         let mine = self.directory()?.vector();
         let mut out = Vec::new();
         let mut stmt = self

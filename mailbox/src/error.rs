@@ -1,7 +1,7 @@
 //! The mailbox's one error type.
 
 use outpost_protocol::batch::codec::DecodeError;
-use outpost_protocol::{SeqRange, SiteId};
+use outpost_protocol::{SeqRange, SiteId, StreamId};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -33,8 +33,8 @@ pub enum MailboxError {
     },
     /// A push would leave this batch beyond a gap in the origin's coverage; nothing was stored.
     NotCovered {
-        /// The batch's origin.
-        origin: SiteId,
+        /// The batch's stream.
+        origin: StreamId,
         /// Its range.
         range: SeqRange,
     },
@@ -99,7 +99,7 @@ impl fmt::Display for MailboxError {
             ),
             MailboxError::NotCovered { origin, range } => write!(
                 f,
-                "batch {}..={} of origin {origin} would sit beyond a gap in its coverage; \
+                "batch {}..={} of {origin} would sit beyond a gap in its coverage; \
                  nothing was stored",
                 range.lo, range.hi
             ),

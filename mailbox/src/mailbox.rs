@@ -1,9 +1,11 @@
 //! The store: one SQLite file in WAL mode, `synchronous=FULL`.
 //!
 //! Tables (schema version 1, in `PRAGMA user_version`):
-//! - `batches(id, origin, lo, hi, sha256, bytes)`: every batch held, as received. Indexed by
-//!   `(origin, lo, hi)` (serving plans) and `(origin, hi)` (coverage and overlap checks).
-//! - `coverage(origin, covered)`: per origin, the contiguous coverage the held ranges give. It is
+//! - `batches(id, origin, lo, hi, sha256, bytes, stream)`: every batch held, as received. Indexed
+//!   by `(origin, stream, lo, hi)` (serving plans) and `(origin, stream, hi)` (coverage and
+//!   overlap checks).
+//! - `coverage(origin, stream, covered)`: per stream, the contiguous coverage the held ranges
+//!   give. It is
 //!   derived data, updated in the same transaction as the rows it derives from, and
 //!   [`Mailbox::check`] recomputes it from the ranges to prove it (and the highest clock
 //!   admitted from the batches' headers, `clock_bound.rs`).
@@ -25,18 +27,23 @@
 //!   `clock_admission` (`clock_bound.rs`): the highest clock of any batch stored and the pushes
 //!   refused as stamped too far ahead, created at open (filled from the held batches) where
 //!   missing.
+//! - Version 6: streams (docs/design.md section 10): `batches.stream` (the clear header's scope
+//!   id, `''` unscoped) and coverage keyed by `(origin, stream)`. A version-5 file is upgraded in
+//!   place: every batch it holds is of the unscoped stream (no peer exported another before
+//!   version 6), so its coverage carries over as the unscoped stream's.
 
 use crate::control::{ControlCache, CONTROL_SCHEMA};
 use crate::error::MailboxError;
 use crate::plan::{plan, Candidate};
 use outpost_protocol::batch::codec::{verify, Limits};
-use outpost_protocol::{Hlc, SeqRange, SiteId, VersionVector};
+use outpost_protocol::scope::Scopes;
+use outpost_protocol::{Hlc, SeqRange, SiteId, StreamId, VersionVector};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 /// Versions 1-4 were the first wave's, holding format-1 batches (unsigned, no clear header) that
 /// no peer of this build reads: such a file is refused, never upgraded.
 const FIRST_FORMAT_2_VERSION: i64 = 5;
@@ -48,13 +55,16 @@ CREATE TABLE IF NOT EXISTS batches(
     lo INTEGER NOT NULL CHECK (lo >= 1),
     hi INTEGER NOT NULL CHECK (hi >= lo),
     sha256 BLOB NOT NULL CHECK (length(sha256) = 32),
-    bytes BLOB NOT NULL
+    bytes BLOB NOT NULL,
+    stream TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS batches_by_lo ON batches(origin, lo, hi);
-CREATE INDEX IF NOT EXISTS batches_by_hi ON batches(origin, hi);
+CREATE INDEX IF NOT EXISTS batches_by_stream_lo ON batches(origin, stream, lo, hi);
+CREATE INDEX IF NOT EXISTS batches_by_stream_hi ON batches(origin, stream, hi);
 CREATE TABLE IF NOT EXISTS coverage(
-    origin BLOB PRIMARY KEY CHECK (length(origin) = 16),
-    covered INTEGER NOT NULL CHECK (covered >= 1)
+    origin BLOB NOT NULL CHECK (length(origin) = 16),
+    stream TEXT NOT NULL DEFAULT '',
+    covered INTEGER NOT NULL CHECK (covered >= 1),
+    PRIMARY KEY (origin, stream)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pushes(
     session BLOB PRIMARY KEY CHECK (length(session) = 16),
@@ -103,6 +113,23 @@ CREATE TABLE IF NOT EXISTS id_over_quota(
 ) WITHOUT ROWID;
 ";
 
+/// Version 5 to 6: batches gain their stream, coverage is keyed by stream. Every batch a
+/// version-5 file holds is of the unscoped stream.
+const TO_STREAMS: &str = "
+ALTER TABLE batches ADD COLUMN stream TEXT NOT NULL DEFAULT '';
+DROP INDEX IF EXISTS batches_by_lo;
+DROP INDEX IF EXISTS batches_by_hi;
+ALTER TABLE coverage RENAME TO coverage_v5;
+CREATE TABLE coverage(
+    origin BLOB NOT NULL CHECK (length(origin) = 16),
+    stream TEXT NOT NULL DEFAULT '',
+    covered INTEGER NOT NULL CHECK (covered >= 1),
+    PRIMARY KEY (origin, stream)
+) WITHOUT ROWID;
+INSERT INTO coverage(origin, stream, covered) SELECT origin, '', covered FROM coverage_v5;
+DROP TABLE coverage_v5;
+";
+
 /// What a push session was committed with: the digest of its content and the caller's record
 /// (for the protocol, the ack it sent).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,6 +146,8 @@ pub struct PushRecord {
 pub struct StagedBatch {
     /// The origin named by the header.
     pub origin: SiteId,
+    /// The stream (scope id) named by the header.
+    pub scope: String,
     /// The seq range named by the header.
     pub range: SeqRange,
     /// The header's body hash: the batch's identity in acks.
@@ -134,16 +163,39 @@ pub struct StagedBatch {
 /// relay's staging cap) before writing it.
 pub(crate) struct BatchRef<'a> {
     pub(crate) origin: SiteId,
+    pub(crate) scope: &'a str,
     pub(crate) range: SeqRange,
     pub(crate) sha256: [u8; 32],
     pub(crate) max_hlc: Hlc,
     pub(crate) bytes: &'a [u8],
 }
 
+impl Receipt {
+    /// The batch's stream.
+    pub fn stream_id(&self) -> StreamId {
+        StreamId::new(self.origin, self.scope.as_str())
+    }
+}
+
+impl OriginStatus {
+    /// The stream these figures are of.
+    pub fn stream_id(&self) -> StreamId {
+        StreamId::new(self.origin, self.scope.as_str())
+    }
+}
+
+impl StoredBatch {
+    /// The batch's stream.
+    pub fn stream_id(&self) -> StreamId {
+        StreamId::new(self.origin, self.scope.as_str())
+    }
+}
+
 impl StagedBatch {
     fn borrowed(&self) -> BatchRef<'_> {
         BatchRef {
             origin: self.origin,
+            scope: &self.scope,
             range: self.range,
             sha256: self.sha256,
             max_hlc: self.max_hlc,
@@ -157,6 +209,8 @@ impl StagedBatch {
 pub struct Receipt {
     /// The batch's origin.
     pub origin: SiteId,
+    /// The batch's stream.
+    pub scope: String,
     /// The batch's range.
     pub range: SeqRange,
     /// The batch's body hash.
@@ -164,7 +218,7 @@ pub struct Receipt {
     /// True when the batch was written; false when every seq of it was already held (a retry or
     /// a duplicate), in which case nothing changed.
     pub stored: bool,
-    /// True when the mailbox's contiguous coverage of the origin now includes the whole range:
+    /// True when the mailbox's contiguous coverage of the stream now includes the whole range:
     /// only such ranges may be acknowledged to a client. False for a batch held beyond a gap.
     pub covered: bool,
 }
@@ -174,6 +228,8 @@ pub struct Receipt {
 pub struct StoredBatch {
     /// The origin.
     pub origin: SiteId,
+    /// The stream.
+    pub scope: String,
     /// The seq range.
     pub range: SeqRange,
     /// The body hash.
@@ -182,11 +238,13 @@ pub struct StoredBatch {
     pub bytes: Vec<u8>,
 }
 
-/// Per-origin figures for status pages.
+/// Per-stream figures for status pages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OriginStatus {
     /// The origin.
     pub origin: SiteId,
+    /// The stream (scope id; `""` unscoped).
+    pub scope: String,
     /// Batches held.
     pub batches: u64,
     /// Encoded bytes held.
@@ -204,7 +262,7 @@ pub struct MailboxStatus {
     pub batches: u64,
     /// Encoded bytes held, all origins.
     pub bytes: u64,
-    /// Per origin, in origin order.
+    /// Per stream, in (origin, stream) order.
     pub origins: Vec<OriginStatus>,
 }
 
@@ -276,8 +334,9 @@ impl Mailbox {
             return Err(MailboxError::OlderVersion { path, found });
         }
         if found < SCHEMA_VERSION {
+            let upgrade = if found == 5 { TO_STREAMS } else { "" };
             conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                "BEGIN IMMEDIATE; {upgrade} {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             ))
             .map_err(sql)?;
         }
@@ -314,6 +373,7 @@ impl Mailbox {
         to_i64(header.origin, header.range)?;
         Ok(StagedBatch {
             origin: header.origin,
+            scope: header.stream,
             range: header.range,
             sha256: header.body_sha256,
             max_hlc: header.max_hlc,
@@ -392,27 +452,29 @@ impl Mailbox {
         let mut highest = Hlc::ZERO;
         for b in batches {
             let (lo, hi) = to_i64(b.origin, b.range)?;
-            let held = fully_held(&tx, &b.origin, lo, hi).map_err(sql)?;
+            let held = fully_held(&tx, &b.origin, b.scope, lo, hi).map_err(sql)?;
             if !held {
                 tx.execute(
-                    "INSERT INTO batches(origin, lo, hi, sha256, bytes) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![b.origin.as_bytes(), lo, hi, b.sha256, b.bytes],
+                    "INSERT INTO batches(origin, stream, lo, hi, sha256, bytes) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![b.origin.as_bytes(), b.scope, lo, hi, b.sha256, b.bytes],
                 )
                 .map_err(sql)?;
-                touched.insert(b.origin);
+                touched.insert((b.origin, b.scope));
                 highest = highest.max(b.max_hlc);
             }
             stored.push(!held);
         }
         crate::clock_bound::raise(&tx, highest).map_err(sql)?;
-        for origin in &touched {
-            advance_coverage(&tx, origin).map_err(sql)?;
+        for (origin, scope) in &touched {
+            advance_coverage(&tx, origin, scope).map_err(sql)?;
         }
         let mut receipts = Vec::with_capacity(batches.len());
         for (b, stored) in batches.iter().zip(stored) {
-            let covered = coverage_of(&tx, &b.origin).map_err(sql)?;
+            let covered = coverage_of(&tx, &b.origin, b.scope).map_err(sql)?;
             receipts.push(Receipt {
                 origin: b.origin,
+                scope: b.scope.to_string(),
                 range: b.range,
                 sha256: b.sha256,
                 stored,
@@ -422,7 +484,7 @@ impl Mailbox {
         if let Some((session, record)) = push {
             if let Some(r) = receipts.iter().find(|r| !r.covered) {
                 return Err(MailboxError::NotCovered {
-                    origin: r.origin,
+                    origin: r.stream_id(),
                     range: r.range,
                 });
             }
@@ -447,19 +509,25 @@ impl Mailbox {
         self.commit(&staged)
     }
 
-    /// The mailbox's version vector: per origin, the contiguous coverage of the held ranges.
+    /// The mailbox's version vector: per stream, the contiguous coverage of the held ranges.
     pub fn vector(&self) -> Result<VersionVector, MailboxError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT origin, covered FROM coverage")
+            .prepare_cached("SELECT origin, stream, covered FROM coverage")
             .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
             .map_err(|e| self.sql(e))?;
         let mut v = VersionVector::new();
         for row in rows {
-            let (origin, covered) = row.map_err(|e| self.sql(e))?;
-            v.set(self.site(&origin)?, covered as u64);
+            let (origin, scope, covered) = row.map_err(|e| self.sql(e))?;
+            v.set(StreamId::new(self.site(&origin)?, scope), covered as u64);
         }
         Ok(v)
     }
@@ -471,10 +539,11 @@ impl Mailbox {
         })
     }
 
-    /// The held batches a peer whose vector is `vector` lacks, in origin order and, per origin, in
-    /// seq order; never batches of `exclude` (the requester's own origin).
+    /// The held batches a peer whose vector is `vector` lacks, in stream order and, per stream, in
+    /// seq order; never batches of `exclude` (the requester's own origin), and only streams of
+    /// scopes in `grant` (the unscoped stream is every grant's).
     ///
-    /// Per origin, serving starts at the peer's coverage + 1 and follows held batches as far as
+    /// Per stream, serving starts at the peer's coverage + 1 and follows held batches as far as
     /// they reach without a gap, choosing among overlapping batches the way that repeats the fewest
     /// seqs the peer already has or was just sent (see the `plan` module): a gapless chain of held
     /// batches is served exactly, with no seq twice. A batch wholly covered by `vector` is never
@@ -484,10 +553,11 @@ impl Mailbox {
         &self,
         vector: &VersionVector,
         exclude: Option<SiteId>,
+        grant: &Scopes,
     ) -> Result<Batches<'_>, MailboxError> {
         Ok(Batches {
             mailbox: self,
-            plan: self.pull_plan(vector, exclude)?,
+            plan: self.pull_plan(vector, exclude, grant)?,
         })
     }
 
@@ -497,14 +567,14 @@ impl Mailbox {
         &self,
         vector: &VersionVector,
         exclude: Option<SiteId>,
+        grant: &Scopes,
     ) -> Result<PullPlan, MailboxError> {
         let mine = self.vector()?;
         let mut ids = Vec::new();
-        for (origin, _) in mine
-            .iter()
-            .filter(|(o, &covered)| Some(**o) != exclude && covered > vector.get(o))
-        {
-            ids.extend(self.plan_origin(origin, vector.get(origin))?);
+        for (stream, _) in mine.iter().filter(|(s, &covered)| {
+            Some(s.origin) != exclude && in_grant(grant, s) && covered > vector.get(s)
+        }) {
+            ids.extend(self.plan_stream(stream, vector.get(stream))?);
         }
         // The stored lengths, not the bodies: SQLite answers `length()` of a blob from its
         // record header without reading overflow pages.
@@ -534,22 +604,26 @@ impl Mailbox {
         }
     }
 
-    fn plan_origin(&self, origin: &SiteId, from: u64) -> Result<Vec<i64>, MailboxError> {
+    fn plan_stream(&self, stream: &StreamId, from: u64) -> Result<Vec<i64>, MailboxError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT lo, hi, id FROM batches WHERE origin = ?1 AND hi > ?2 ORDER BY lo, hi",
+                "SELECT lo, hi, id FROM batches WHERE origin = ?1 AND stream = ?2 AND hi > ?3 \
+                 ORDER BY lo, hi",
             )
             .map_err(|e| self.sql(e))?;
         let from_i = i64::try_from(from).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map(params![origin.as_bytes(), from_i], |r| {
-                Ok(Candidate {
-                    lo: r.get::<_, i64>(0)? as u64,
-                    hi: r.get::<_, i64>(1)? as u64,
-                    id: r.get(2)?,
-                })
-            })
+            .query_map(
+                params![stream.origin.as_bytes(), stream.scope, from_i],
+                |r| {
+                    Ok(Candidate {
+                        lo: r.get::<_, i64>(0)? as u64,
+                        hi: r.get::<_, i64>(1)? as u64,
+                        id: r.get(2)?,
+                    })
+                },
+            )
             .map_err(|e| self.sql(e))?;
         let candidates = rows
             .collect::<Result<Vec<_>, _>>()
@@ -560,9 +634,11 @@ impl Mailbox {
     fn batch_by_id(&self, id: i64) -> Result<StoredBatch, MailboxError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT origin, lo, hi, sha256, bytes FROM batches WHERE id = ?1")
+            .prepare_cached(
+                "SELECT origin, lo, hi, sha256, bytes, stream FROM batches WHERE id = ?1",
+            )
             .map_err(|e| self.sql(e))?;
-        let (origin, lo, hi, sha, bytes) = stmt
+        let (origin, lo, hi, sha, bytes, scope) = stmt
             .query_row([id], |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
@@ -570,6 +646,7 @@ impl Mailbox {
                     r.get::<_, i64>(2)?,
                     r.get::<_, Vec<u8>>(3)?,
                     r.get::<_, Vec<u8>>(4)?,
+                    r.get::<_, String>(5)?,
                 ))
             })
             .map_err(|e| self.sql(e))?;
@@ -579,6 +656,7 @@ impl Mailbox {
         };
         Ok(StoredBatch {
             origin: self.site(&origin)?,
+            scope,
             range: SeqRange::new(lo as u64, hi as u64)
                 .ok_or_else(|| corrupt(format!("batch row {id} has range {lo}..={hi}")))?,
             sha256: <[u8; 32]>::try_from(sha.as_slice())
@@ -588,8 +666,8 @@ impl Mailbox {
     }
 
     /// What a peer whose vector is `vector` lacks of this mailbox's coverage, never counting
-    /// origin `exclude`: (seqs, batches holding some of them). For status pages (the hub's
-    /// uplink backlog); reads no batch body.
+    /// origin `exclude`: (seqs, batches holding some of them), over every stream. For status
+    /// pages (the hub's uplink backlog); reads no batch body.
     pub fn backlog(
         &self,
         vector: &VersionVector,
@@ -600,18 +678,24 @@ impl Mailbox {
         let mut count = self
             .conn
             .prepare_cached(
-                "SELECT COUNT(*) FROM batches WHERE origin = ?1 AND hi > ?2 AND lo <= ?3",
+                "SELECT COUNT(*) FROM batches \
+                 WHERE origin = ?1 AND stream = ?2 AND hi > ?3 AND lo <= ?4",
             )
             .map_err(|e| self.sql(e))?;
-        for (origin, &covered) in self.vector()?.iter() {
-            let theirs = vector.get(origin);
-            if Some(*origin) == exclude || covered <= theirs {
+        for (stream, &covered) in self.vector()?.iter() {
+            let theirs = vector.get(stream);
+            if Some(stream.origin) == exclude || covered <= theirs {
                 continue;
             }
             seqs += covered - theirs;
             let n: i64 = count
                 .query_row(
-                    rusqlite::params![origin.as_bytes(), theirs as i64, covered as i64],
+                    rusqlite::params![
+                        stream.origin.as_bytes(),
+                        stream.scope,
+                        theirs as i64,
+                        covered as i64
+                    ],
                     |r| r.get(0),
                 )
                 .map_err(|e| self.sql(e))?;
@@ -626,8 +710,9 @@ impl Mailbox {
             .conn
             .prepare_cached(
                 "SELECT b.origin, count(*), sum(length(b.bytes)), max(b.hi), \
-                 coalesce((SELECT covered FROM coverage c WHERE c.origin = b.origin), 0) \
-                 FROM batches b GROUP BY b.origin ORDER BY b.origin",
+                 coalesce((SELECT covered FROM coverage c \
+                           WHERE c.origin = b.origin AND c.stream = b.stream), 0), b.stream \
+                 FROM batches b GROUP BY b.origin, b.stream ORDER BY b.origin, b.stream",
             )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
@@ -638,14 +723,16 @@ impl Mailbox {
                     r.get::<_, i64>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
+                    r.get::<_, String>(5)?,
                 ))
             })
             .map_err(|e| self.sql(e))?;
         let mut status = MailboxStatus::default();
         for row in rows {
-            let (origin, batches, bytes, highest, covered) = row.map_err(|e| self.sql(e))?;
+            let (origin, batches, bytes, highest, covered, scope) = row.map_err(|e| self.sql(e))?;
             let o = OriginStatus {
                 origin: self.site(&origin)?,
+                scope,
                 batches: batches as u64,
                 bytes: bytes as u64,
                 covered: covered as u64,
@@ -674,25 +761,26 @@ impl Mailbox {
         }
         let mut stmt = self
             .conn
-            .prepare("SELECT origin, lo, hi FROM batches ORDER BY origin, lo")
+            .prepare("SELECT origin, stream, lo, hi FROM batches ORDER BY origin, stream, lo")
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)? as u64,
+                    r.get::<_, String>(1)?,
                     r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u64,
                 ))
             })
             .map_err(|e| self.sql(e))?;
         let mut recomputed = VersionVector::new();
         for row in rows {
-            let (origin, lo, hi) = row.map_err(|e| self.sql(e))?;
-            let origin = self.site(&origin)?;
+            let (origin, scope, lo, hi) = row.map_err(|e| self.sql(e))?;
+            let stream = StreamId::new(self.site(&origin)?, scope);
             let range = SeqRange::new(lo, hi)
-                .ok_or_else(|| corrupt(format!("a batch of {origin} has range {lo}..={hi}")))?;
+                .ok_or_else(|| corrupt(format!("a batch of {stream} has range {lo}..={hi}")))?;
             // Rows come in lo order, so a gap stops coverage for good; later ranges are ignored.
-            let _ = recomputed.advance(origin, range);
+            let _ = recomputed.advance(stream, range);
         }
         let stored = self.vector()?;
         if stored != recomputed {
@@ -710,17 +798,24 @@ impl Mailbox {
     }
 }
 
-/// True when every seq of `lo..=hi` of `origin` is in some held batch.
+/// True when `stream` is served to a peer granted `grant`: the unscoped stream always.
+fn in_grant(grant: &Scopes, stream: &StreamId) -> bool {
+    stream.is_unscoped() || grant.contains(&stream.scope)
+}
+
+/// True when every seq of `lo..=hi` of the stream `(origin, scope)` is in some held batch.
 fn fully_held(
     conn: &Connection,
     origin: &SiteId,
+    scope: &str,
     lo: i64,
     hi: i64,
 ) -> Result<bool, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(
-        "SELECT lo, hi FROM batches WHERE origin = ?1 AND hi >= ?2 AND lo <= ?3 ORDER BY lo",
+        "SELECT lo, hi FROM batches WHERE origin = ?1 AND stream = ?2 AND hi >= ?3 AND lo <= ?4 \
+         ORDER BY lo",
     )?;
-    let mut rows = stmt.query(params![origin.as_bytes(), lo, hi])?;
+    let mut rows = stmt.query(params![origin.as_bytes(), scope, lo, hi])?;
     let mut need = lo; // first seq not yet known to be held
     while let Some(row) = rows.next()? {
         let (l, h): (i64, i64) = (row.get(0)?, row.get(1)?);
@@ -737,31 +832,36 @@ fn fully_held(
     Ok(false)
 }
 
-fn coverage_of(conn: &Connection, origin: &SiteId) -> Result<u64, rusqlite::Error> {
+fn coverage_of(conn: &Connection, origin: &SiteId, scope: &str) -> Result<u64, rusqlite::Error> {
     Ok(conn
-        .prepare_cached("SELECT covered FROM coverage WHERE origin = ?1")?
-        .query_row([origin.as_bytes()], |r| r.get::<_, i64>(0))
+        .prepare_cached("SELECT covered FROM coverage WHERE origin = ?1 AND stream = ?2")?
+        .query_row(params![origin.as_bytes(), scope], |r| r.get::<_, i64>(0))
         .optional()?
         .unwrap_or(0) as u64)
 }
 
-/// Extends the stored coverage of `origin` over held ranges that now touch it.
-fn advance_coverage(conn: &Connection, origin: &SiteId) -> Result<(), rusqlite::Error> {
-    let before = coverage_of(conn, origin)? as i64;
+/// Extends the stored coverage of the stream `(origin, scope)` over held ranges that now touch
+/// it.
+fn advance_coverage(
+    conn: &Connection,
+    origin: &SiteId,
+    scope: &str,
+) -> Result<(), rusqlite::Error> {
+    let before = coverage_of(conn, origin, scope)? as i64;
     let mut covered = before;
     let mut next = conn.prepare_cached(
-        "SELECT max(hi) FROM batches WHERE origin = ?1 AND hi > ?2 AND lo <= ?2 + 1",
+        "SELECT max(hi) FROM batches WHERE origin = ?1 AND stream = ?2 AND hi > ?3 AND lo <= ?3 + 1",
     )?;
-    while let Some(hi) = next.query_row(params![origin.as_bytes(), covered], |r| {
+    while let Some(hi) = next.query_row(params![origin.as_bytes(), scope, covered], |r| {
         r.get::<_, Option<i64>>(0)
     })? {
         covered = hi;
     }
     if covered > before {
         conn.execute(
-            "INSERT INTO coverage(origin, covered) VALUES (?1, ?2) \
-             ON CONFLICT(origin) DO UPDATE SET covered = excluded.covered",
-            params![origin.as_bytes(), covered],
+            "INSERT INTO coverage(origin, stream, covered) VALUES (?1, ?2, ?3) \
+             ON CONFLICT(origin, stream) DO UPDATE SET covered = excluded.covered",
+            params![origin.as_bytes(), scope, covered],
         )?;
     }
     Ok(())

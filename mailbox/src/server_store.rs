@@ -15,8 +15,9 @@ use crate::mailbox::{BatchRef, Mailbox, PullPlan, PushRecord};
 use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::{Covered, SessionId};
+use outpost_protocol::scope::Scopes;
 use outpost_protocol::session::{CommitRecord, ServerStore, StagedBatch};
-use outpost_protocol::{Hlc, SiteId, VersionVector};
+use outpost_protocol::{ControlVector, Hlc, SiteId, VersionVector};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 impl ServerStore for Mailbox {
@@ -54,6 +55,7 @@ impl ServerStore for Mailbox {
             .iter()
             .map(|b| BatchRef {
                 origin: b.header.origin,
+                scope: &b.header.stream,
                 range: b.header.range,
                 sha256: b.header.body_sha256,
                 max_hlc: b.header.max_hlc,
@@ -78,8 +80,9 @@ impl ServerStore for Mailbox {
         &mut self,
         vector: &VersionVector,
         exclude_origin: &SiteId,
+        grant: &Scopes,
     ) -> Result<PullPlan, MailboxError> {
-        self.pull_plan(vector, Some(*exclude_origin))
+        self.pull_plan(vector, Some(*exclude_origin), grant)
     }
 
     fn next_batch(&mut self, plan: &mut PullPlan) -> Result<Option<Vec<u8>>, MailboxError> {
@@ -129,11 +132,11 @@ impl ServerStore for Mailbox {
         self.key_of(origin)
     }
 
-    fn control_vector(&mut self) -> Result<VersionVector, MailboxError> {
+    fn control_vector(&mut self) -> Result<ControlVector, MailboxError> {
         Mailbox::control_vector(self)
     }
 
-    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, MailboxError> {
+    fn control_for(&mut self, peer: &ControlVector) -> Result<Vec<Vec<u8>>, MailboxError> {
         Mailbox::control_for(self, peer)
     }
 

@@ -29,7 +29,14 @@ fn serving_many_large_batches_keeps_memory_bounded() {
     let before = peak_rss_kib();
     let mut total = 0u64;
     let mut count = 0;
-    for b in mb.batches_for(&VersionVector::new(), None).unwrap() {
+    for b in mb
+        .batches_for(
+            &VersionVector::new(),
+            None,
+            &outpost_protocol::scope::Scopes::All,
+        )
+        .unwrap()
+    {
         let b = b.unwrap();
         total += b.bytes.len() as u64;
         count += 1;

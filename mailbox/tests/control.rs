@@ -8,7 +8,7 @@ use outpost_protocol::message::{PeerRole, SessionId};
 use outpost_protocol::session::{
     ClientConfig, ClientSession, PushOrigins, ServerConfig, ServerSession,
 };
-use outpost_protocol::{SiteId, VersionVector};
+use outpost_protocol::{ControlVector, SiteId};
 use outpost_testkit::batch::batch;
 use outpost_testkit::keys::site_keypair;
 
@@ -69,14 +69,14 @@ fn own_entries_are_numbered_signed_kept_and_written_once() {
     drop((mb, other));
     let mut reopened = Mailbox::open(&path).unwrap();
     reopened.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
-    let mut v = VersionVector::new();
+    let mut v = ControlVector::new();
     v.set(HUB, 2);
     assert_eq!(reopened.control_vector().unwrap(), v);
     assert_eq!(
-        reopened.control_for(&VersionVector::new()).unwrap().len(),
+        reopened.control_for(&ControlVector::new()).unwrap().len(),
         2
     );
-    let mut has_one = VersionVector::new();
+    let mut has_one = ControlVector::new();
     has_one.set(HUB, 1);
     assert_eq!(reopened.control_for(&has_one).unwrap().len(), 1);
 }
@@ -89,7 +89,7 @@ fn the_cloud_takes_a_hubs_entries_once_it_certified_the_hub_and_recertifies_its_
     hub.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
     hub.certify(DEVICE, device_key.public(), PeerRole::Device, false)
         .unwrap();
-    let entries = hub.control_for(&VersionVector::new()).unwrap();
+    let entries = hub.control_for(&ControlVector::new()).unwrap();
 
     let mut cloud = Mailbox::open(dir.path().join("cloud.db")).unwrap();
     cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
@@ -156,6 +156,7 @@ fn uplink_session(hub: &mut Mailbox, cloud: &mut Mailbox, hub_key: &Keypair) -> 
         peer_site: HUB,
         peer_key: *hub_key.public(),
         peer_pushes: PushOrigins::Relayed,
+        peer_grant: outpost_protocol::scope::Scopes::All,
         wall_clock_ms: 1,
         max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
         stage_ttl_ms: 60_000,
@@ -215,7 +216,11 @@ fn the_uplink_holds_a_pulled_batch_of_an_origin_no_entry_names_until_one_does() 
     let (moved, held) = uplink_session(&mut hub, &mut cloud, &hub_key);
     assert_eq!((moved.batches_pulled, held), (1, 1), "{moved:?}");
     let v = hub.vector().unwrap();
-    assert_eq!((v.get(&named), v.get(&unnamed)), (2, 0), "held: not stored");
+    assert_eq!(
+        (v.get(&named.into()), v.get(&unnamed.into())),
+        (2, 0),
+        "held: not stored"
+    );
 
     // Once the cloud's entry names it, the next pull brings it.
     cloud
@@ -228,7 +233,7 @@ fn the_uplink_holds_a_pulled_batch_of_an_origin_no_entry_names_until_one_does() 
         .unwrap();
     let (moved, held) = uplink_session(&mut hub, &mut cloud, &hub_key);
     assert_eq!((moved.batches_pulled, held), (2, 0), "{moved:?}");
-    assert_eq!(hub.vector().unwrap().get(&unnamed), 3);
+    assert_eq!(hub.vector().unwrap().get(&unnamed.into()), 3);
 }
 
 /// Two entries claiming the same place in a writer's stream (one forged): the mailbox stores the

@@ -19,7 +19,7 @@ const TEST_NAME: &str = "acked_batches_survive_sigkill_mid_commit";
 fn child(path: &str) -> ! {
     let mut mb = Mailbox::open(path).unwrap();
     let a = site(7);
-    let mut next = mb.vector().unwrap().get(&a) + 1;
+    let mut next = mb.vector().unwrap().get(&a.into()) + 1;
     let mut out = std::io::stdout().lock();
     loop {
         let set = (0..3)
@@ -81,7 +81,7 @@ fn acked_batches_survive_sigkill_mid_commit() {
 
         let mb = Mailbox::open(&path).unwrap();
         mb.check().unwrap();
-        let covered = mb.vector().unwrap().get(&site(7));
+        let covered = mb.vector().unwrap().get(&(site(7)).into());
         assert!(
             covered >= acked_total,
             "round {round}: acked up to {acked_total} but only {covered} survived (seed {seed})"
@@ -89,7 +89,11 @@ fn acked_batches_survive_sigkill_mid_commit() {
         // Nothing half-written: coverage is a whole number of 6-seq commits.
         assert_eq!(covered % 6, 0, "round {round}: a torn commit (seed {seed})");
         let served: u64 = mb
-            .batches_for(&VersionVector::new(), None)
+            .batches_for(
+                &VersionVector::new(),
+                None,
+                &outpost_protocol::scope::Scopes::All,
+            )
             .unwrap()
             .map(|b| b.unwrap().range.len())
             .sum();

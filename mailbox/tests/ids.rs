@@ -184,14 +184,31 @@ fn a_pull_plan_knows_its_size_before_the_first_batch() {
     ];
     let total: u64 = held.iter().map(|b| b.len() as u64).sum();
     mb.store(held.clone()).unwrap();
-    let plan = mb.pull_plan(&VersionVector::new(), None).unwrap();
+    let plan = mb
+        .pull_plan(
+            &VersionVector::new(),
+            None,
+            &outpost_protocol::scope::Scopes::All,
+        )
+        .unwrap();
     assert_eq!(plan.size(), (3, total));
-    let plan = mb.pull_plan(&VersionVector::new(), Some(b)).unwrap();
+    let plan = mb
+        .pull_plan(
+            &VersionVector::new(),
+            Some(b),
+            &outpost_protocol::scope::Scopes::All,
+        )
+        .unwrap();
     assert_eq!(plan.size(), (2, (held[0].len() + held[1].len()) as u64));
     let mut v = VersionVector::new();
-    v.set(a, 4);
-    v.set(b, 2);
-    assert_eq!(mb.pull_plan(&v, None).unwrap().size(), (0, 0));
+    v.set(a.into(), 4);
+    v.set(b.into(), 2);
+    assert_eq!(
+        mb.pull_plan(&v, None, &outpost_protocol::scope::Scopes::All)
+            .unwrap()
+            .size(),
+        (0, 0)
+    );
 }
 
 #[test]

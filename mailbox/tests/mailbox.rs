@@ -7,7 +7,7 @@ use outpost_protocol::{SiteId, VersionVector};
 use support::{batch, site};
 
 fn served(mb: &Mailbox, v: &VersionVector, exclude: Option<SiteId>) -> Vec<(SiteId, u64, u64)> {
-    mb.batches_for(v, exclude)
+    mb.batches_for(v, exclude, &outpost_protocol::scope::Scopes::All)
         .unwrap()
         .map(|b| {
             let b: StoredBatch = b.unwrap();
@@ -19,7 +19,7 @@ fn served(mb: &Mailbox, v: &VersionVector, exclude: Option<SiteId>) -> Vec<(Site
 fn vector(entries: &[(SiteId, u64)]) -> VersionVector {
     let mut v = VersionVector::new();
     for &(o, c) in entries {
-        v.set(o, c);
+        v.set(o.into(), c);
     }
     v
 }
@@ -42,7 +42,11 @@ fn committed_batches_survive_reopen_byte_for_byte() {
     let mb = Mailbox::open(&path).unwrap();
     assert_eq!(mb.vector().unwrap(), vector(&[(a, 4), (b, 9)]));
     let got: Vec<Vec<u8>> = mb
-        .batches_for(&VersionVector::new(), None)
+        .batches_for(
+            &VersionVector::new(),
+            None,
+            &outpost_protocol::scope::Scopes::All,
+        )
         .unwrap()
         .map(|b| b.unwrap().bytes)
         .collect();
@@ -259,7 +263,7 @@ fn concurrent_writers_on_separate_connections_lose_nothing() {
                     let r = mb.store(vec![batch(site(n), seq, seq, 200)]).unwrap();
                     assert!(r[0].stored && r[0].covered);
                     // A reader on another connection sees every acknowledged commit.
-                    assert!(reader.vector().unwrap().get(&site(n)) >= seq);
+                    assert!(reader.vector().unwrap().get(&(site(n)).into()) >= seq);
                 }
             })
         })
@@ -270,7 +274,7 @@ fn concurrent_writers_on_separate_connections_lose_nothing() {
     let mb = Mailbox::open(&path).unwrap();
     mb.check().unwrap();
     let v = mb.vector().unwrap();
-    assert!((1..=4u8).all(|n| v.get(&site(n)) == 25), "{v:?}");
+    assert!((1..=4u8).all(|n| v.get(&(site(n)).into()) == 25), "{v:?}");
     assert_eq!(served(&mb, &VersionVector::new(), Some(site(1))).len(), 75);
 }
 
@@ -350,7 +354,9 @@ fn an_owned_plan_serves_the_same_batches_as_the_iterator() {
     ])
     .unwrap();
     let v = vector(&[(site(1), 1)]);
-    let mut plan = mb.pull_plan(&v, Some(site(3))).unwrap();
+    let mut plan = mb
+        .pull_plan(&v, Some(site(3)), &outpost_protocol::scope::Scopes::All)
+        .unwrap();
     let mut owned = Vec::new();
     while let Some(b) = mb.next_batch(&mut plan).unwrap() {
         owned.push((b.origin, b.range.lo, b.range.hi));
@@ -440,4 +446,98 @@ fn the_highest_clock_admitted_follows_what_is_stored() {
         .unwrap();
     let e = Mailbox::open(&path).unwrap().check().unwrap_err();
     assert!(e.to_string().contains("highest clock admitted"), "{e}");
+}
+
+#[test]
+fn streams_of_one_origin_are_stored_covered_and_served_apart() {
+    use outpost_protocol::scope::Scopes;
+    use outpost_protocol::StreamId;
+    use outpost_testkit::batch::scoped;
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let o = SiteId([7; 16]);
+    mb.store(vec![
+        scoped(o, "", 1, 2),
+        scoped(o, "moshi", 1, 1),
+        scoped(o, "moshi", 2, 4),
+        scoped(o, "tanga", 2, 2), // beyond a gap: held, not covered
+    ])
+    .unwrap();
+    let v = mb.vector().unwrap();
+    assert_eq!(v.get(&o.into()), 2);
+    assert_eq!(v.get(&StreamId::new(o, "moshi")), 4);
+    assert_eq!(v.get(&StreamId::new(o, "tanga")), 0);
+    mb.check().unwrap();
+    let streams = |grant: &Scopes, from: &VersionVector| -> Vec<(String, u64, u64)> {
+        mb.batches_for(from, None, grant)
+            .unwrap()
+            .map(|b| {
+                let b = b.unwrap();
+                (b.scope, b.range.lo, b.range.hi)
+            })
+            .collect()
+    };
+    let tanga = Scopes::parse(["tanga"]).unwrap();
+    assert_eq!(streams(&tanga, &VersionVector::new()), [("".into(), 1, 2)]);
+    let mut seen = VersionVector::new();
+    seen.set(StreamId::new(o, "moshi"), 1);
+    assert_eq!(
+        streams(&Scopes::All, &seen),
+        [("".into(), 1, 2), ("moshi".into(), 2, 4)]
+    );
+    let status = mb.status().unwrap();
+    let per_stream: Vec<(&str, u64, u64)> = status
+        .origins
+        .iter()
+        .map(|s| (s.scope.as_str(), s.batches, s.covered))
+        .collect();
+    assert_eq!(per_stream, [("", 1, 2), ("moshi", 2, 4), ("tanga", 1, 0)]);
+}
+
+/// A version-5 file (before streams) is upgraded in place: its batches are the unscoped streams'
+/// and its coverage carries over; nothing is lost.
+#[test]
+fn a_version_5_file_is_upgraded_to_streams_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.db");
+    let b = batch(site(1), 1, 3, 10);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE batches(id INTEGER PRIMARY KEY,
+                origin BLOB NOT NULL CHECK (length(origin) = 16),
+                lo INTEGER NOT NULL CHECK (lo >= 1), hi INTEGER NOT NULL CHECK (hi >= lo),
+                sha256 BLOB NOT NULL CHECK (length(sha256) = 32), bytes BLOB NOT NULL);
+             CREATE INDEX batches_by_lo ON batches(origin, lo, hi);
+             CREATE INDEX batches_by_hi ON batches(origin, hi);
+             CREATE TABLE coverage(origin BLOB PRIMARY KEY CHECK (length(origin) = 16),
+                covered INTEGER NOT NULL CHECK (covered >= 1)) WITHOUT ROWID;
+             PRAGMA user_version = 5;",
+        )
+        .unwrap();
+        let h = outpost_protocol::batch::codec::decode_header(
+            &b,
+            &outpost_protocol::batch::codec::Limits::default(),
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO batches(origin, lo, hi, sha256, bytes) VALUES (?1, 1, 3, ?2, ?3)",
+            rusqlite::params![site(1).as_bytes(), h.body_sha256, b],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO coverage(origin, covered) VALUES (?1, 3)",
+            [site(1).as_bytes()],
+        )
+        .unwrap();
+    }
+    let mb = Mailbox::open(&path).unwrap();
+    mb.check().unwrap();
+    assert_eq!(mb.vector().unwrap(), vector(&[(site(1), 3)]));
+    assert_eq!(served(&mb, &VersionVector::new(), None), [(site(1), 1, 3)]);
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 6);
 }

@@ -13,9 +13,10 @@
 
 use crate::hlc::Hlc;
 use crate::merge::Strategy;
+use crate::scope::{ScopeColumn, ScopeRule};
 use crate::site::SiteId;
 use crate::value::Value;
-use crate::vector::SeqRange;
+use crate::vector::{SeqRange, StreamId};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -42,9 +43,22 @@ pub struct TableSchema {
     pub primary_key: Vec<u16>,
     /// Its foreign keys (parents are applied before children).
     pub foreign_keys: Vec<ForeignKey>,
+    /// Where its rows get their scope; `None` for an unscoped table (docs/design.md section
+    /// 10).
+    pub scope: Option<ScopeColumn>,
 }
 
 impl TableSchema {
+    /// The scope rule by column name; `None` for an unscoped table or an index out of range
+    /// (decoders refuse those).
+    pub fn scope_rule(&self) -> Option<ScopeRule> {
+        let name = |i: u16| self.columns.get(i as usize).map(|c| c.name.clone());
+        match self.scope? {
+            ScopeColumn::Column(i) => name(i).map(ScopeRule::Column),
+            ScopeColumn::Via(i) => name(i).map(ScopeRule::Via),
+        }
+    }
+
     /// Indexes into `columns` of the non-key columns, in order: the cells a row change can carry,
     /// numbered 0.. in that order on the wire.
     pub fn value_columns(&self) -> impl Iterator<Item = u16> + '_ {
@@ -233,6 +247,11 @@ pub struct BatchHeader {
 }
 
 impl BatchHeader {
+    /// The stream the batch's changes belong to: `(origin, stream)`.
+    pub fn stream_id(&self) -> StreamId {
+        StreamId::new(self.origin, self.stream.as_str())
+    }
+
     /// A header for tools and tests that craft batches with [`codec::assemble`]: the payload
     /// fields given, the unscoped stream, default flags, no signature, `max_hlc` equal to
     /// `base_hlc`; `sent_len` and the hash zero (`assemble` computes them).

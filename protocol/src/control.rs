@@ -3,7 +3,7 @@
 //!
 //! Each writer (the cloud; a hub, for the devices it admits) numbers its entries 1, 2, 3...
 //! and signs each with its static key; a peer's knowledge of the control streams is a
-//! [`VersionVector`](crate::VersionVector) keyed by writer, carried in `Hello`. Entries travel in
+//! [`ControlVector`](crate::ControlVector) keyed by writer, carried in `Hello`. Entries travel in
 //! `Control` messages right after the hellos, before any push or pull, and are relayed as the
 //! exact bytes their writer signed, so a relay can pass on entries it could not have made.
 //!
@@ -28,7 +28,7 @@ pub use directory::{Binding, Directory, Grant, Refusal, Root};
 use crate::batch::{names, Direction};
 use crate::handshake::{Keypair, PublicKey, PUBLIC_KEY_LEN};
 use crate::message::{Bytes, PeerRole};
-use crate::scope::Scopes;
+use crate::scope::{ScopeRule, Scopes};
 use crate::signing::{sign_digest, verify_digest, SignatureError, SIGNATURE_LEN};
 use crate::site::SiteId;
 use alloc::string::String;
@@ -74,6 +74,8 @@ pub struct TableEntry {
     /// Which way its changes travel: `down` tables are written by the cloud only, `up` tables
     /// are never served to devices.
     pub direction: Direction,
+    /// Where its rows get their scope; `None` for an unscoped table.
+    pub scope: Option<ScopeRule>,
 }
 
 /// What a site is granted (docs/design.md section 10, "Grants"): versioned per site, the highest
@@ -213,10 +215,11 @@ pub fn key_item(site: SiteId, key: &PublicKey, role: PeerRole, revoked: bool) ->
 }
 
 /// The tenant's settings for table `name`.
-pub fn table_item(name: &str, direction: Direction) -> ControlItem {
+pub fn table_item(name: &str, direction: Direction, scope: Option<ScopeRule>) -> ControlItem {
     ControlItem::Table(TableEntry {
         name: name.into(),
         direction,
+        scope,
     })
 }
 
@@ -258,7 +261,11 @@ pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
             }
         }
         ControlItem::Table(t) => {
-            if names::check(&t.name).is_err() {
+            if names::check(&t.name).is_err()
+                || t.scope
+                    .as_ref()
+                    .is_some_and(|r| names::check(r.column()).is_err())
+            {
                 return Err(ControlError::BadTableName);
             }
         }

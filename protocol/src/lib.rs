@@ -43,7 +43,7 @@ pub use hlc::{Clock, Hlc, Stamp};
 pub use merge::Strategy;
 pub use site::SiteId;
 pub use value::Value;
-pub use vector::{SeqRange, VersionVector};
+pub use vector::{ControlVector, SeqRange, StreamId, VersionVector};
 
 /// The protocol version this build speaks (see `docs/wire-format.md`, "Versioning").
 pub const PROTOCOL_VERSION: u16 = 2;

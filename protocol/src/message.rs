@@ -11,7 +11,7 @@
 
 use crate::id_range::{self, IdGrant, IdRequest};
 use crate::site::SiteId;
-use crate::vector::{SeqRange, VersionVector};
+use crate::vector::{ControlVector, SeqRange, VersionVector};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -56,18 +56,27 @@ pub struct Hello {
     pub session: SessionId,
     /// The sender's control streams: the last entry it holds of each writer
     /// (`crate::control`); the other side sends what this lacks.
-    pub control: VersionVector,
+    pub control: ControlVector,
 }
 
 /// One batch a server now covers, in an [`Message::Ack`].
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Covered {
     /// The batch's origin.
     pub origin: SiteId,
+    /// The batch's stream (scope id; `""` unscoped).
+    pub scope: String,
     /// The seq range it covers.
     pub range: SeqRange,
     /// The SHA-256 of its body (the batch header's `body_sha256`).
     pub batch_sha256: [u8; 32],
+}
+
+impl Covered {
+    /// The stream the covered batch belongs to.
+    pub fn stream_id(&self) -> crate::vector::StreamId {
+        crate::vector::StreamId::new(self.origin, self.scope.as_str())
+    }
 }
 
 /// Why a push must start over.
@@ -122,6 +131,9 @@ pub enum ErrorCode {
     /// A pushed batch is flagged `down`: only the cloud writes those tables, and its batches
     /// travel by pull; nothing of the push was stored (tag 13).
     DirectionRefused,
+    /// A device pushed a batch of a scope outside its grant; nothing of the push was stored
+    /// (tag 14).
+    ScopeRefused,
 }
 
 /// Bytes carried as one postcard byte string (length varint, then the bytes), not as a sequence
@@ -394,11 +406,20 @@ impl Message {
     }
 
     fn validate(&self) -> Result<(), MessageError> {
+        // Every entry above 0 and, in data vectors, every scope a stream name.
         let vector_ok = |v: &VersionVector| v.iter().all(|(_, &seq)| seq > 0);
+        let streams_ok = |v: &VersionVector| {
+            v.iter()
+                .all(|(s, _)| crate::batch::codec::valid_stream(&s.scope))
+        };
+        let control_ok = |v: &ControlVector| v.iter().all(|(_, &seq)| seq > 0);
         let bad = |what| Err(MessageError::InvalidField { what });
         match self {
             Message::Hello(h) if !vector_ok(&h.vector) => bad("hello vector has a zero entry"),
-            Message::Hello(h) if !vector_ok(&h.control) => {
+            Message::Hello(h) if !streams_ok(&h.vector) => {
+                bad("hello vector names a stream that is not a scope id")
+            }
+            Message::Hello(h) if !control_ok(&h.control) => {
                 bad("hello control vector has a zero entry")
             }
             Message::Control { entries }
@@ -416,12 +437,22 @@ impl Message {
             Message::Pull { vector } | Message::PullDone { vector } if !vector_ok(vector) => {
                 bad("vector has a zero entry")
             }
+            Message::Pull { vector } | Message::PullDone { vector } if !streams_ok(vector) => {
+                bad("vector names a stream that is not a scope id")
+            }
             Message::Ack { covered, .. }
                 if covered
                     .iter()
                     .any(|c| SeqRange::new(c.range.lo, c.range.hi).is_none()) =>
             {
                 bad("ack range is empty or starts at 0")
+            }
+            Message::Ack { covered, .. }
+                if covered
+                    .iter()
+                    .any(|c| !crate::batch::codec::valid_stream(&c.scope)) =>
+            {
+                bad("ack names a stream that is not a scope id")
             }
             Message::IdRequest(r) => {
                 id_range::check_sequence(&r.sequence).or_else(|e| bad(e.as_str()))?;

@@ -22,6 +22,45 @@ pub const MAX_SCOPES_PER_GRANT: usize = 64;
 /// The most bytes of scope names one grant holds (so a grant fits one control entry).
 pub const MAX_GRANT_NAME_BYTES: usize = 1024;
 
+/// Where a table's rows get their scope, as a batch's table schema carries it: an index into the
+/// table's columns (docs/design.md section 10, "Scopes"). Decoders check it names a non-key
+/// column, or for `Via` the one column of a foreign key.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ScopeColumn {
+    /// Tag 0: the row's scope is this column's text value.
+    Column(u16),
+    /// Tag 1: the row follows the scope of the parent row that this foreign-key column names.
+    Via(u16),
+}
+
+/// A table's scope rule by column name, as the tenant's table settings state it and
+/// `outpost_track` declares it (`{"scope": "clinic"}`, `{"scope": {"via": "patient_id"}}`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum ScopeRule {
+    /// Tag 0: the row's scope is this column's text value.
+    Column(String),
+    /// Tag 1: the row follows its parent through this foreign-key column.
+    Via(String),
+}
+
+impl ScopeRule {
+    /// The rule's column name.
+    pub fn column(&self) -> &str {
+        match self {
+            ScopeRule::Column(c) | ScopeRule::Via(c) => c,
+        }
+    }
+}
+
+impl fmt::Display for ScopeRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScopeRule::Column(c) => write!(f, "scope column \"{c}\""),
+            ScopeRule::Via(c) => write!(f, "scope via \"{c}\""),
+        }
+    }
+}
+
 /// Why a scope name or a grant's scope list was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScopeError {

@@ -72,9 +72,10 @@ use crate::handshake::PublicKey;
 use crate::hlc::{Hlc, UtcDate};
 use crate::id_range::{IdRange, IdRangeError, IdRequest};
 use crate::message::{Covered, ErrorCode, Message, PushAgainReason, SessionId};
+use crate::scope::Scopes;
 use crate::signing::SignatureError;
 use crate::site::SiteId;
-use crate::vector::{SeqRange, VersionVector};
+use crate::vector::{ControlVector, SeqRange, VersionVector};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use core::fmt;
@@ -116,11 +117,13 @@ pub trait ServerStore {
         record: &CommitRecord,
         batches: &[StagedBatch],
     ) -> Result<(), Self::Error>;
-    /// Plans sending what `vector` lacks, never batches of `exclude_origin`.
+    /// Plans sending what `vector` lacks, never batches of `exclude_origin`, and only streams
+    /// of scopes in `grant` (and the unscoped stream, which is every grant's).
     fn batches_for(
         &mut self,
         vector: &VersionVector,
         exclude_origin: &SiteId,
+        grant: &Scopes,
     ) -> Result<Self::PullPlan, Self::Error>;
     /// The next encoded batch of a plan, in seq order per origin.
     fn next_batch(&mut self, plan: &mut Self::PullPlan) -> Result<Option<Vec<u8>>, Self::Error>;
@@ -154,11 +157,11 @@ pub trait ServerStore {
         Ok(None)
     }
     /// The control streams this store holds: the last entry of each writer. Default: none.
-    fn control_vector(&mut self) -> Result<VersionVector, Self::Error> {
-        Ok(VersionVector::new())
+    fn control_vector(&mut self) -> Result<ControlVector, Self::Error> {
+        Ok(ControlVector::new())
     }
     /// The encoded control entries `peer` lacks, each writer's in seq order. Default: none.
-    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, Self::Error> {
+    fn control_for(&mut self, peer: &ControlVector) -> Result<Vec<Vec<u8>>, Self::Error> {
         let _ = peer;
         Ok(Vec::new())
     }
@@ -240,11 +243,11 @@ pub trait ClientStore {
         Ok(None)
     }
     /// The control streams this store holds: the last entry of each writer. Default: none.
-    fn control_vector(&mut self) -> Result<VersionVector, Self::Error> {
-        Ok(VersionVector::new())
+    fn control_vector(&mut self) -> Result<ControlVector, Self::Error> {
+        Ok(ControlVector::new())
     }
     /// The encoded control entries `peer` lacks, each writer's in seq order. Default: none.
-    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, Self::Error> {
+    fn control_for(&mut self, peer: &ControlVector) -> Result<Vec<Vec<u8>>, Self::Error> {
         let _ = peer;
         Ok(Vec::new())
     }
@@ -340,6 +343,16 @@ pub enum SessionError {
     DirectionRefused {
         /// The origin the batch names.
         origin: SiteId,
+        /// Its seq range.
+        range: SeqRange,
+    },
+    /// A device pushed a batch of a scope outside its grant: the whole push is refused and
+    /// nothing stored.
+    ScopeRefused {
+        /// The origin the batch names.
+        origin: SiteId,
+        /// The batch's stream (scope id).
+        scope: String,
         /// Its seq range.
         range: SeqRange,
     },
@@ -473,6 +486,16 @@ impl fmt::Display for SessionError {
                  declares `down` (only the cloud writes them); nothing of this push was stored",
                 range.lo, range.hi
             ),
+            SessionError::ScopeRefused {
+                origin,
+                scope,
+                range,
+            } => write!(
+                f,
+                "push refused: batch of origin {origin} seqs {}..={} is in scope '{scope}', \
+                 which is not granted to this device; nothing of this push was stored",
+                range.lo, range.hi
+            ),
             SessionError::TooLarge { staged, max } => write!(
                 f,
                 "push too large: {staged} bytes staged, the limit is {max}; push fewer batches per session"
@@ -532,6 +555,7 @@ impl SessionError {
             SessionError::BadSignature { .. } => ErrorCode::BadSignature,
             SessionError::KeyUnknown { .. } => ErrorCode::KeyUnknown,
             SessionError::DirectionRefused { .. } => ErrorCode::DirectionRefused,
+            SessionError::ScopeRefused { .. } => ErrorCode::ScopeRefused,
             SessionError::ClockAhead { .. } => ErrorCode::ClockAhead,
             SessionError::AckMismatch
             | SessionError::IdGrantMismatch
@@ -603,6 +627,9 @@ fn push_digest<'a>(batches: impl Iterator<Item = &'a BatchHeader>) -> [u8; 32] {
     let mut h = Sha256::new();
     for b in batches {
         h.update(b.origin.as_bytes());
+        // Length-prefixed: stream names vary in length.
+        h.update([b.stream.len() as u8]);
+        h.update(b.stream.as_bytes());
         h.update(b.range.lo.to_be_bytes());
         h.update(b.range.hi.to_be_bytes());
         h.update(b.body_sha256);
@@ -613,6 +640,7 @@ fn push_digest<'a>(batches: impl Iterator<Item = &'a BatchHeader>) -> [u8; 32] {
 fn covered_of(header: &BatchHeader) -> Covered {
     Covered {
         origin: header.origin,
+        scope: header.stream.clone(),
         range: header.range,
         batch_sha256: header.body_sha256,
     }

@@ -1,17 +1,115 @@
-//! Version vectors: a peer's knowledge, per origin, as contiguous coverage.
+//! Version vectors: a peer's knowledge, per stream, as contiguous coverage.
 //!
-//! Every change a database makes gets `(site, seq)`, seq counting from 1. A [`VersionVector`] maps
-//! each origin to the highest seq up to which the holder has *every* change of that origin. Gaps are
-//! never recorded: a range that does not start at or below `coverage + 1` cannot advance the vector
-//! ([`VersionVector::advance`] reports [`VectorGap`]). Vectors are the cursors of every session.
+//! Every origin numbers its changes per *stream* from 1: a stream is `(origin, scope)`, the scope
+//! being the scope id its rows belong to, or `""` for unscoped tables (docs/design.md section
+//! 10). A [`VersionVector`] maps each stream to the highest seq up to which the holder has *every*
+//! change of that stream. Gaps are never recorded: a range that does not start at or below
+//! `coverage + 1` cannot advance the vector ([`Vector::advance`] reports [`VectorGap`]). Vectors
+//! are the cursors of every session. Control streams are one per writer and never scoped: their
+//! cursors are a [`ControlVector`], the same structure keyed by site id alone.
 
 use crate::site::SiteId;
 use alloc::collections::BTreeMap;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use serde::{Deserialize, Serialize};
 
-/// An inclusive range of sequence numbers `lo..=hi` of one origin, `1 <= lo <= hi`.
+/// One origin's changes to one scope: the unit of numbering, coverage and routing.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct StreamId {
+    /// The site that made the changes.
+    pub origin: SiteId,
+    /// The scope id of their rows; `""` for unscoped tables.
+    pub scope: String,
+}
+
+impl StreamId {
+    /// The stream of `origin`'s changes to `scope`.
+    pub fn new(origin: SiteId, scope: impl Into<String>) -> StreamId {
+        StreamId {
+            origin,
+            scope: scope.into(),
+        }
+    }
+
+    /// The stream of `origin`'s changes to unscoped tables (scope `""`).
+    pub fn unscoped(origin: SiteId) -> StreamId {
+        StreamId {
+            origin,
+            scope: String::new(),
+        }
+    }
+
+    /// True for the stream of unscoped tables, which belongs to every grant.
+    pub fn is_unscoped(&self) -> bool {
+        self.scope.is_empty()
+    }
+}
+
+impl From<SiteId> for StreamId {
+    fn from(origin: SiteId) -> StreamId {
+        StreamId::unscoped(origin)
+    }
+}
+
+impl From<&SiteId> for StreamId {
+    fn from(origin: &SiteId) -> StreamId {
+        StreamId::unscoped(*origin)
+    }
+}
+
+/// Why a text is not a stream id (`SITE` or `SITE/SCOPE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParseStreamIdError {
+    /// The site part is not a site id.
+    Site(crate::site::ParseSiteIdError),
+    /// The scope part is empty or not a scope id.
+    Scope,
+}
+
+impl fmt::Display for ParseStreamIdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseStreamIdError::Site(e) => write!(f, "stream: {e}"),
+            ParseStreamIdError::Scope => f.write_str("stream: the scope is not a scope id"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for ParseStreamIdError {}
+
+/// The text [`StreamId`]'s `Display` writes: `SITE` (unscoped) or `SITE/SCOPE`.
+impl core::str::FromStr for StreamId {
+    type Err = ParseStreamIdError;
+
+    fn from_str(text: &str) -> Result<StreamId, ParseStreamIdError> {
+        let (site, scope) = match text.split_once('/') {
+            Some((site, scope)) => {
+                if scope.is_empty() || !crate::batch::codec::valid_stream(scope) {
+                    return Err(ParseStreamIdError::Scope);
+                }
+                (site, scope)
+            }
+            None => (text, ""),
+        };
+        let origin = site.parse().map_err(ParseStreamIdError::Site)?;
+        Ok(StreamId::new(origin, scope))
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.scope.is_empty() {
+            write!(f, "{}", self.origin)
+        } else {
+            write!(f, "{}/{}", self.origin, self.scope)
+        }
+    }
+}
+
+/// An inclusive range of sequence numbers `lo..=hi` of one stream, `1 <= lo <= hi`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SeqRange {
@@ -38,49 +136,60 @@ impl SeqRange {
     }
 }
 
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 /// A range could not be added because it starts after `coverage + 1`: accepting it would record
 /// knowledge of changes the holder does not have.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct VectorGap {
-    /// The origin.
-    pub origin: SiteId,
+pub struct VectorGap<K = StreamId> {
+    /// The stream (or, for control streams, the writer).
+    pub origin: K,
     /// The holder's contiguous coverage of that origin.
     pub covered: u64,
     /// The range offered.
     pub range: SeqRange,
 }
 
-impl fmt::Display for VectorGap {
+impl<K: fmt::Display> fmt::Display for VectorGap<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "changes {}..={} of origin {} leave a gap: only 1..={} are held",
+            "changes {}..={} of {} leave a gap: only 1..={} are held",
             self.range.lo, self.range.hi, self.origin, self.covered
         )
     }
 }
 
 #[cfg(feature = "std")]
-impl std::error::Error for VectorGap {}
+impl<K: fmt::Display + fmt::Debug> std::error::Error for VectorGap<K> {}
 
-/// For each origin, the highest seq up to which every change is held. Origins at 0 are not stored.
-#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
-pub struct VersionVector(BTreeMap<SiteId, u64>);
+/// For each key, the highest seq up to which every change is held. Keys at 0 are not stored.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Vector<K: Ord>(BTreeMap<K, u64>);
 
-impl VersionVector {
+/// A data vector: coverage per stream `(origin, scope)`.
+pub type VersionVector = Vector<StreamId>;
+
+/// A control vector: coverage per control stream, one per writer.
+pub type ControlVector = Vector<SiteId>;
+
+impl<K: Ord> Default for Vector<K> {
+    fn default() -> Self {
+        Vector(BTreeMap::new())
+    }
+}
+
+impl<K: Ord + Clone> Vector<K> {
     /// An empty vector (knows nothing).
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Contiguous coverage of `origin` (0 when unknown).
-    pub fn get(&self, origin: &SiteId) -> u64 {
+    pub fn get(&self, origin: &K) -> u64 {
         self.0.get(origin).copied().unwrap_or(0)
     }
 
     /// Sets the coverage of `origin` outright (loading a stored vector). 0 removes the entry.
-    pub fn set(&mut self, origin: SiteId, covered: u64) {
+    pub fn set(&mut self, origin: K, covered: u64) {
         if covered == 0 {
             self.0.remove(&origin);
         } else {
@@ -89,7 +198,7 @@ impl VersionVector {
     }
 
     /// Iterates `(origin, coverage)` in origin order.
-    pub fn iter(&self) -> impl Iterator<Item = (&SiteId, &u64)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &u64)> {
         self.0.iter()
     }
 
@@ -104,14 +213,14 @@ impl VersionVector {
     }
 
     /// True when every seq of `range` of `origin` is held.
-    pub fn covers(&self, origin: &SiteId, range: SeqRange) -> bool {
+    pub fn covers(&self, origin: &K, range: SeqRange) -> bool {
         self.get(origin) >= range.hi
     }
 
     /// Records that every seq of `range` of `origin` is now held. Returns whether coverage grew.
     /// A range overlapping what is held is fine (replays); one starting past `coverage + 1` is a
     /// [`VectorGap`] and changes nothing.
-    pub fn advance(&mut self, origin: SiteId, range: SeqRange) -> Result<bool, VectorGap> {
+    pub fn advance(&mut self, origin: K, range: SeqRange) -> Result<bool, VectorGap<K>> {
         let covered = self.get(&origin);
         if range.lo > covered.saturating_add(1) {
             return Err(VectorGap {
@@ -129,30 +238,30 @@ impl VersionVector {
     }
 
     /// The pointwise maximum: what a holder of both vectors' changes covers.
-    pub fn merge(&mut self, other: &VersionVector) {
+    pub fn merge(&mut self, other: &Vector<K>) {
         for (origin, &seq) in &other.0 {
             // Only ever raise an entry: inserting `seq` blindly would store a 0 entry if `other`
             // held one, and two vectors covering the same changes must compare equal.
             if seq > self.get(origin) {
-                self.0.insert(*origin, seq);
+                self.0.insert(origin.clone(), seq);
             }
         }
     }
 
     /// True when `self` covers at least everything `other` covers.
-    pub fn dominates(&self, other: &VersionVector) -> bool {
+    pub fn dominates(&self, other: &Vector<K>) -> bool {
         other.0.iter().all(|(o, &s)| self.get(o) >= s)
     }
 
     /// The ranges `other` holds that `self` lacks, one per origin, in origin order: exactly what a
     /// holder of `other` must send to a holder of `self`.
-    pub fn missing_from(&self, other: &VersionVector) -> Vec<(SiteId, SeqRange)> {
+    pub fn missing_from(&self, other: &Vector<K>) -> Vec<(K, SeqRange)> {
         other
             .0
             .iter()
             .filter_map(|(origin, &theirs)| {
                 let lo = self.get(origin).checked_add(1)?;
-                SeqRange::new(lo, theirs).map(|r| (*origin, r))
+                SeqRange::new(lo, theirs).map(|r| (origin.clone(), r))
             })
             .collect()
     }

@@ -31,6 +31,7 @@ fn table(n_values: usize) -> TableSchema {
         col(&format!("c{i}"), s)
     }));
     TableSchema {
+        scope: None,
         name: "t".into(),
         columns,
         primary_key: vec![0],

@@ -64,6 +64,7 @@ fn col(name: &str, decl_type: &str) -> ColumnSchema {
 
 fn schemas() -> Vec<TableSchema> {
     let patients = TableSchema {
+        scope: None,
         name: "patients".into(),
         columns: [
             ("id", "TEXT"),
@@ -83,6 +84,7 @@ fn schemas() -> Vec<TableSchema> {
         foreign_keys: vec![],
     };
     let visits = TableSchema {
+        scope: None,
         name: "visits".into(),
         columns: [
             ("id", "TEXT"),

@@ -202,7 +202,7 @@ fn table(writer: SiteId, wkey: u8, seq: u64, name: &str, direction: Direction) -
     decode_entry(&encode_entry(
         writer,
         seq,
-        &table_item(name, direction),
+        &table_item(name, direction, None),
         &key(wkey),
     ))
     .unwrap()
@@ -243,7 +243,7 @@ fn table_settings_come_from_the_cloud_alone_and_the_latest_wins() {
     let bad = encode_entry(
         CLOUD,
         5,
-        &table_item("_outpost_rows", Direction::Down),
+        &table_item("_outpost_rows", Direction::Down, None),
         &key(0xc0),
     );
     assert_eq!(decode_entry(&bad), Err(ControlError::BadTableName));

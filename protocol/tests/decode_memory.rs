@@ -138,6 +138,7 @@ fn table(keys: usize, values: usize, strategy: Merge) -> TableSchema {
         .collect();
     columns.extend((0..values).map(|v| column(&format!("v{v}"), strategy)));
     TableSchema {
+        scope: None,
         name: "t".into(),
         columns,
         primary_key: (0..keys as u16).collect(),

@@ -11,14 +11,15 @@ use outpost_protocol::id_range::{IdGrant, IdRange, IdRequest, RequestId};
 use outpost_protocol::message::{
     Bytes, Covered, ErrorCode, Hello, Message, PeerRole, PushAgainReason, SessionId,
 };
-use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, Value, VersionVector};
+use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, StreamId, Value, VersionVector};
 
 const MAX: usize = 1 << 20;
 const SESSION: SessionId = SessionId([0x44; 16]);
 
 fn vector() -> VersionVector {
     let mut v = VersionVector::new();
-    v.set(SiteId([0x33; 16]), 5);
+    v.set(SiteId([0x33; 16]).into(), 5);
+    v.set(StreamId::new(SiteId([0x33; 16]), "moshi"), 3);
     v
 }
 
@@ -34,14 +35,15 @@ fn golden() -> Vec<(Message, &'static str)> {
                 vector: vector(),
                 session: SESSION,
                 control: {
-                    let mut c = outpost_protocol::VersionVector::new();
+                    let mut c = outpost_protocol::ControlVector::new();
                     c.set(SiteId([0xc0; 16]), 2);
                     c
                 },
             }),
             "00 02 11111111111111111111111111111111 00 \
              2222222222222222222222222222222222222222222222222222222222222222 \
-             8080b3c19c33 01 33333333333333333333333333333333 05 \
+             8080b3c19c33 02 33333333333333333333333333333333 00 05 \
+             33333333333333333333333333333333 05 6d6f736869 03 \
              44444444444444444444444444444444 01 c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0 02",
         ),
         (
@@ -60,11 +62,13 @@ fn golden() -> Vec<(Message, &'static str)> {
                 session: SESSION,
                 covered: vec![Covered {
                     origin: SiteId([0x33; 16]),
+                    scope: "moshi".into(),
                     range: SeqRange::new(1, 5).unwrap(),
                     batch_sha256: [0x55; 32],
                 }],
             },
-            "03 44444444444444444444444444444444 01 33333333333333333333333333333333 01 05 \
+            "03 44444444444444444444444444444444 01 33333333333333333333333333333333 \
+             05 6d6f736869 01 05 \
              5555555555555555555555555555555555555555555555555555555555555555",
         ),
         (
@@ -76,7 +80,8 @@ fn golden() -> Vec<(Message, &'static str)> {
         ),
         (
             Message::Pull { vector: vector() },
-            "05 01 33333333333333333333333333333333 05",
+            "05 02 33333333333333333333333333333333 00 05 \
+             33333333333333333333333333333333 05 6d6f736869 03",
         ),
         (
             Message::Chunk {
@@ -86,7 +91,8 @@ fn golden() -> Vec<(Message, &'static str)> {
         ),
         (
             Message::PullDone { vector: vector() },
-            "07 01 33333333333333333333333333333333 05",
+            "07 02 33333333333333333333333333333333 00 05 \
+             33333333333333333333333333333333 05 6d6f736869 03",
         ),
         (Message::Notify, "08"),
         (
@@ -173,6 +179,8 @@ fn batch_tables() -> Vec<TableSchema> {
         not_null,
     };
     vec![TableSchema {
+        // Rows get their scope from `name` (a scoped table; tag 0, column 1).
+        scope: Some(outpost_protocol::scope::ScopeColumn::Column(1)),
         name: "t".into(),
         columns: vec![
             col("id", "TEXT", Strategy::Lww, true),
@@ -219,14 +227,14 @@ fn batch_changes() -> Vec<TableChanges> {
 const GOLDEN_BATCH: &str = "\
     4f5042 02 \
     01010101010101010101010101010101 00 01 02 00 00 00 80808080cc85f2cc01 \
-    68 91a901d9d80a1cc3bcbabf1a10776628b2c11d7e6c4dcab0022528218854df02 \
+    6b 106f5032506726709b4483ef58f63e2f5076f60b110260768f2cad04ecb2c1e2 \
     00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 \
     80808080cc85f2cc01 \
     01 01 74 03 \
       02 6964 04 54455854 00 01 \
       04 6e616d65 04 54455854 00 00 \
       01 6e 07 494e5445474552 02 00 \
-      01 00 00 \
+      01 00 00 01 00 01 \
     00 34 \
     01 00 02 \
       16 0f1e2d3c4b5a46978879a0b1c2d3e4f5 8080e682b966 00 2b 416d696e61 06 \
@@ -234,8 +242,8 @@ const GOLDEN_BATCH: &str = "\
 
 /// The golden batch signed with the secret scalar `42 42 .. 42` (RFC 6979: the same every run).
 const GOLDEN_SIGNATURE: &str = "\
-    79c34a08a5af6685bf1ea09c869232c582c6a66417f0ad7da54f3eb24a8c904e\
-    0751c9104c790852404d44207ea5be2ccc42aa477cb2f4f67cde39d64ca58c63";
+    43f9a335d1c0dfceb7536d010ada20863425c9478fce96d0efce32e821791da2\
+    567f7af41b065ab55e454e49b0a3dfb4e688e540438ae0b7f7b14893895730fb";
 
 #[test]
 fn a_small_batch_emits_and_parses_its_golden_bytes() {
@@ -254,7 +262,7 @@ fn a_small_batch_emits_and_parses_its_golden_bytes() {
     assert_eq!(batch.header.body_len, 52);
     assert_eq!(batch.header.base_hlc, Hlc::new(1_760_000_000_000, 0));
     assert_eq!(batch.header.max_hlc, Hlc::new(1_760_000_000_000, 0));
-    assert_eq!(batch.header.sent_len, 0x68);
+    assert_eq!(batch.header.sent_len, 0x6b);
     assert_eq!(batch.header.signature, None);
 }
 
@@ -326,9 +334,19 @@ fn malformed_messages_get_their_own_errors() {
         Err(E::UnknownInnerTag)
     );
     assert_eq!(
-        Message::decode(&unhex("05 01 33333333333333333333333333333333 00"), MAX),
+        Message::decode(&unhex("05 01 33333333333333333333333333333333 00 00"), MAX),
         Err(E::InvalidField {
             what: "vector has a zero entry"
+        })
+    );
+    // A stream whose scope is not a scope id (a space): no peer keys a cursor by it.
+    assert_eq!(
+        Message::decode(
+            &unhex("05 01 33333333333333333333333333333333 03 612062 01"),
+            MAX
+        ),
+        Err(E::InvalidField {
+            what: "vector names a stream that is not a scope id"
         })
     );
     assert_eq!(

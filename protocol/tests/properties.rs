@@ -8,7 +8,7 @@ use outpost_protocol::frame::{split_message, FrameDecoder, MessageDecoder, Reass
 use outpost_protocol::message::{
     Bytes, Covered, ErrorCode, Hello, Message, PeerRole, PushAgainReason, SessionId,
 };
-use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy as Merge, Value, VersionVector};
+use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy as Merge, StreamId, Value, VersionVector};
 use proptest::prelude::*;
 
 fn value() -> impl Strategy<Value = Value> {
@@ -67,6 +67,7 @@ fn tables() -> impl Strategy<Value = Vec<TableSchema>> {
                     not_null: false,
                 }));
                 TableSchema {
+                    scope: None,
                     name: format!("t{i}"),
                     columns,
                     // Keys last, to exercise value-column numbering around key columns.
@@ -150,10 +151,10 @@ fn batch() -> impl Strategy<Value = (Vec<TableSchema>, Vec<TableChanges>)> {
 }
 
 fn vector() -> impl Strategy<Value = VersionVector> {
-    proptest::collection::btree_map(any::<[u8; 16]>(), 1u64.., 0..4).prop_map(|m| {
+    proptest::collection::btree_map((any::<[u8; 16]>(), 0usize..3), 1u64.., 0..4).prop_map(|m| {
         let mut v = VersionVector::new();
-        for (s, n) in m {
-            v.set(SiteId(s), n);
+        for ((s, scope), n) in m {
+            v.set(StreamId::new(SiteId(s), ["", "moshi", "a.b-c_9"][scope]), n);
         }
         v
     })
@@ -181,7 +182,7 @@ fn message() -> impl Strategy<Value = Message> {
                     wall_clock_ms: wall,
                     vector,
                     session,
-                    control: outpost_protocol::VersionVector::new(),
+                    control: outpost_protocol::ControlVector::new(),
                 })
             }),
         (session.clone(), bytes.clone())
@@ -202,6 +203,12 @@ fn message() -> impl Strategy<Value = Message> {
                     .into_iter()
                     .map(|(o, lo, len, h)| Covered {
                         origin: SiteId(o),
+                        // The unscoped stream or a scope, by the range's parity.
+                        scope: if lo % 2 == 0 {
+                            String::new()
+                        } else {
+                            "moshi".into()
+                        },
                         range: SeqRange::new(lo, lo + len).unwrap(),
                         batch_sha256: h,
                     })
@@ -258,7 +265,7 @@ proptest! {
 
     #[test]
     fn values_round_trip_bit_exactly(v in value()) {
-        let tables = vec![TableSchema {
+        let tables = vec![TableSchema { scope: None,
             name: "t".into(),
             columns: ["k", "v"].iter().map(|n| ColumnSchema {
                 name: (*n).into(), decl_type: String::new(), strategy: Merge::Lww, not_null: false,

@@ -82,7 +82,7 @@ impl ClientStore for Grouping {
         let mut vector = self.db.vector.clone();
         for h in &self.kept {
             vector
-                .advance(h.origin, h.range)
+                .advance(h.origin.into(), h.range)
                 .map_err(|e| e.to_string())?;
         }
         self.db.vector = vector;
@@ -131,7 +131,7 @@ fn the_chunks_kept_are_applied_when_the_pull_is_done() {
     assert_eq!(client.applied(), 5, "handed to the store");
     assert_eq!(store.flushed, [2, 2]);
     assert_eq!(store.kept.len(), 1);
-    assert_eq!(store.db.vector.get(&OTHER), 4);
+    assert_eq!(store.db.vector.get(&OTHER.into()), 4);
     // The whole session: the PullDone flushes the last chunk before the Bye.
     let mut sstore = MemServer::holding(held);
     let mut store = Grouping::new(Device::holding(DEVICE, vec![]), 2);
@@ -144,7 +144,7 @@ fn the_chunks_kept_are_applied_when_the_pull_is_done() {
     assert!(client.is_done());
     assert_eq!(store.flushed, [2, 2, 1]);
     assert!(store.kept.is_empty());
-    assert_eq!(store.db.vector.get(&OTHER), 5);
+    assert_eq!(store.db.vector.get(&OTHER.into()), 5);
     // A group larger than the pull: one transaction for all of it, at the PullDone.
     let mut sstore = MemServer::holding(chain(OTHER, 5));
     let mut store = Grouping::new(Device::holding(DEVICE, vec![]), 16);
@@ -195,11 +195,15 @@ fn a_live_re_pull_asks_with_a_vector_covering_every_chunk_received() {
     let Some(Message::Pull { vector }) = t.to_server.first() else {
         panic!("a pull after the notify: {:?}", t.to_server)
     };
-    assert_eq!(vector.get(&OTHER), 3, "the first pull's chunks are covered");
+    assert_eq!(
+        vector.get(&OTHER.into()),
+        3,
+        "the first pull's chunks are covered"
+    );
     assert_eq!(chunks(&t), 2, "only the news");
     assert_eq!(store.flushed, [3, 2]);
-    assert_eq!(store.db.vector.get(&OTHER), 4);
-    assert_eq!(store.db.vector.get(&THIRD), 2);
+    assert_eq!(store.db.vector.get(&OTHER.into()), 4);
+    assert_eq!(store.db.vector.get(&THIRD.into()), 2);
     assert!(client.is_live());
 }
 
@@ -248,8 +252,8 @@ fn a_cut_with_chunks_kept_resumes_from_the_last_flushed_group() {
             11 - flushed,
             "cut {cut}: the kept chunks again, nothing applied before"
         );
-        assert_eq!(store.db.vector.get(&OTHER), 6, "cut {cut}");
-        assert_eq!(store.db.vector.get(&THIRD), 5, "cut {cut}");
+        assert_eq!(store.db.vector.get(&OTHER.into()), 6, "cut {cut}");
+        assert_eq!(store.db.vector.get(&THIRD.into()), 5, "cut {cut}");
         let mut applied: Vec<_> = store.db.applied.iter().map(|(o, r)| (*o, r.lo)).collect();
         assert_eq!(applied.len(), 11, "cut {cut}: each chunk applied once");
         applied.sort();

@@ -257,6 +257,10 @@ fn a_live_client_asks_for_ids_before_waiting_and_pulls_after_a_notify_it_missed(
     assert_eq!(t.to_client[0], Message::Notify);
     assert_eq!(t.to_client[1].tag(), 14);
     assert_eq!(cstore.blocks, vec![("patients".to_string(), range(1, 10))]);
-    assert_eq!(cstore.vector.get(&OTHER), 1, "pulled again after the ids");
+    assert_eq!(
+        cstore.vector.get(&OTHER.into()),
+        1,
+        "pulled again after the ids"
+    );
     assert!(client.is_live());
 }

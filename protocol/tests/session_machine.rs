@@ -24,7 +24,7 @@ fn hello(session: u8) -> Message {
         wall_clock_ms: 0,
         vector: VersionVector::new(),
         session: SessionId([session; 16]),
-        control: outpost_protocol::VersionVector::new(),
+        control: outpost_protocol::ControlVector::new(),
     })
 }
 
@@ -96,7 +96,7 @@ fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks()
         .collect();
     assert_eq!(pushes.len(), 2);
     assert_eq!(sstore.commits, 1);
-    assert_eq!(sstore.vector().unwrap().get(&DEVICE), 6);
+    assert_eq!(sstore.vector().unwrap().get(&DEVICE.into()), 6);
     // The ack names exactly those batches, and the client recorded it.
     let ack = t
         .to_client
@@ -117,7 +117,7 @@ fn a_full_session_pushes_what_the_server_lacks_and_pulls_what_the_client_lacks()
     // The pull brought the other origin's batches, never the client's own.
     assert_eq!(cstore.applied.len(), 2);
     assert!(cstore.applied.iter().all(|(o, _)| *o == OTHER));
-    assert_eq!(cstore.vector.get(&OTHER), 3);
+    assert_eq!(cstore.vector.get(&OTHER.into()), 3);
     assert!(matches!(t.to_client.last(), Some(Message::PullDone { .. })));
     assert_eq!(t.to_server.last(), Some(&Message::Bye));
     assert!(client.is_done() && server.is_done());
@@ -248,7 +248,7 @@ fn the_client_pushes_again_under_a_fresh_session_id_and_gives_up_after_its_limit
         }
     )));
     assert_ne!(client.session(), SessionId([5; 16]));
-    assert_eq!(sstore.vector().unwrap().get(&DEVICE), 2);
+    assert_eq!(sstore.vector().unwrap().get(&DEVICE.into()), 2);
     // With a limit of one attempt the client stops with a typed error.
     let mut cfg = client_config(5);
     cfg.max_push_attempts = 1;
@@ -288,8 +288,8 @@ fn an_interrupted_pull_resumes_without_downloading_twice() {
         .filter(|m| matches!(m, Message::Chunk { .. }))
         .count();
     assert_eq!(chunks, 6, "only what the first pull did not deliver");
-    assert_eq!(cstore.vector.get(&OTHER), 5);
-    assert_eq!(cstore.vector.get(&THIRD), 5);
+    assert_eq!(cstore.vector.get(&OTHER.into()), 5);
+    assert_eq!(cstore.vector.get(&THIRD.into()), 5);
 }
 
 #[test]
@@ -538,7 +538,7 @@ fn live_mode_pulls_again_on_notify_and_answers_pings() {
     r.unwrap();
     assert_eq!(t.to_client[0], Message::Notify);
     assert_eq!(t.to_client[1], Message::Pong { nonce: 3 });
-    assert_eq!(cstore.vector.get(&OTHER), 1);
+    assert_eq!(cstore.vector.get(&OTHER.into()), 1);
 }
 
 proptest! {
@@ -569,8 +569,8 @@ proptest! {
         let mut server = ServerSession::new(server_config());
         let (_, r) = run(&mut client, &mut cstore, &mut server, &mut sstore, usize::MAX);
         prop_assert!(r.is_ok(), "{:?}", r);
-        prop_assert_eq!(sstore.vector().unwrap().get(&DEVICE), client_split.iter().sum::<u64>());
-        prop_assert_eq!(cstore.vector.get(&OTHER), server_split.iter().sum::<u64>());
+        prop_assert_eq!(sstore.vector().unwrap().get(&DEVICE.into()), client_split.iter().sum::<u64>());
+        prop_assert_eq!(cstore.vector.get(&OTHER.into()), server_split.iter().sum::<u64>());
         let mut unique = sstore.batches.clone();
         unique.sort();
         unique.dedup();
@@ -907,6 +907,109 @@ fn a_device_push_just_above_the_highest_clock_held_is_admitted() {
                 "{e:?}"
             );
             assert_eq!(sstore.batches.len(), 1);
+        }
+    }
+}
+
+/// A session serves a peer only the streams of its grant, and the unscoped stream (docs/design.md
+/// section 10, "Grants"): a tablet granted `moshi` never receives a `tanga` batch.
+#[test]
+fn a_pull_serves_only_the_streams_of_the_peers_grant() {
+    use outpost_protocol::scope::Scopes;
+    use outpost_testkit::batch::scoped;
+    let held = vec![
+        scoped(OTHER, "", 1, 1),
+        scoped(OTHER, "moshi", 1, 2),
+        scoped(OTHER, "tanga", 1, 1),
+    ];
+    for (grant, want) in [
+        (Scopes::parse(["moshi"]).unwrap(), vec!["", "moshi"]),
+        (Scopes::parse(["tanga"]).unwrap(), vec!["", "tanga"]),
+        (Scopes::All, vec!["", "moshi", "tanga"]),
+    ] {
+        let mut sstore = MemServer::holding(held.clone());
+        let mut cfg = server_config();
+        cfg.peer_grant = grant.clone();
+        let mut server = ServerSession::<MemServer>::new(cfg);
+        server.handle(hello(1), 0, &mut sstore).unwrap();
+        drain(&mut server, &mut sstore);
+        server
+            .handle(
+                Message::Pull {
+                    vector: VersionVector::new(),
+                },
+                0,
+                &mut sstore,
+            )
+            .unwrap();
+        let out = drain(&mut server, &mut sstore);
+        let streams: Vec<String> = out
+            .iter()
+            .filter_map(|m| match m {
+                Message::Chunk { batch } => Some(header(&batch.0).stream),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(streams, want, "{grant}");
+        let done = out.iter().find_map(|m| match m {
+            Message::PullDone { vector } => Some(vector.clone()),
+            _ => None,
+        });
+        let done = done.expect("the pull ends");
+        assert_eq!(
+            done.get(&outpost_protocol::StreamId::new(OTHER, "tanga")),
+            u64::from(grant.contains("tanga")),
+            "{grant}: the vector covers only what was served"
+        );
+    }
+}
+
+/// A device's push holding a batch of a scope outside its grant is refused whole, with its own
+/// error code, nothing stored; a hub's relayed batches are judged by the receiver per origin.
+#[test]
+fn a_device_push_outside_its_grant_is_refused_whole() {
+    use outpost_protocol::scope::Scopes;
+    use outpost_protocol::session::PushOrigins;
+    use outpost_testkit::batch::scoped;
+    for pushes in [PushOrigins::Own, PushOrigins::Relayed] {
+        let mut sstore = MemServer::default();
+        let mut cfg = server_config();
+        cfg.peer_pushes = pushes;
+        cfg.peer_grant = Scopes::parse(["moshi"]).unwrap();
+        let mut server = ServerSession::<MemServer>::new(cfg);
+        server.handle(hello(1), 0, &mut sstore).unwrap();
+        drain(&mut server, &mut sstore);
+        for b in [scoped(DEVICE, "", 1, 1), scoped(DEVICE, "moshi", 1, 3)] {
+            server.handle(push(1, b), 0, &mut sstore).unwrap();
+        }
+        let r = server.handle(push(1, scoped(DEVICE, "tanga", 1, 1)), 0, &mut sstore);
+        match pushes {
+            PushOrigins::Own => {
+                let e = r.unwrap_err();
+                assert!(
+                    matches!(&e, SessionError::ScopeRefused { origin, scope, .. }
+                        if *origin == DEVICE && scope == "tanga"),
+                    "{e:?}"
+                );
+                assert!(e.to_string().contains("'tanga'"), "{e}");
+                assert!(matches!(
+                    e.to_message(),
+                    Some(Message::Error {
+                        code: ErrorCode::ScopeRefused,
+                        ..
+                    })
+                ));
+                assert!(sstore.batches.is_empty(), "nothing of the push is stored");
+            }
+            PushOrigins::Relayed => {
+                r.unwrap();
+                server.handle(commit(1), 0, &mut sstore).unwrap();
+                assert_eq!(
+                    sstore.batches.len(),
+                    3,
+                    "a hub relays every stream it holds"
+                );
+            }
         }
     }
 }

@@ -116,7 +116,7 @@ fn a_device_syncs_with_a_hub_over_the_secure_channel() {
     }
     assert!(client.is_done() && server.is_done());
     assert_eq!(sstore.batches.iter().filter(|b| own.contains(b)).count(), 3);
-    assert_eq!(cstore.vector.get(&SiteId([0x22; 16])), 2);
+    assert_eq!(cstore.vector.get(&(SiteId([0x22; 16])).into()), 2);
     assert_eq!(cstore.acked.len(), 3);
     dc.finish().unwrap();
     hc.finish().unwrap();

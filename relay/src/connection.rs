@@ -32,6 +32,7 @@ use outpost_protocol::handshake::{
     Ephemeral, HandshakeError, KeyError, PublicKey, Responder, ResponderConfig,
 };
 use outpost_protocol::message::{ErrorCode, Message, MessageError, PeerRole};
+use outpost_protocol::scope::Scopes;
 use outpost_protocol::session::{PushOrigins, ServerConfig, ServerSession, SessionError};
 use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
 use std::fmt;
@@ -283,6 +284,27 @@ impl Relay {
         }
     }
 
+    /// The scopes `site` is granted, as this relay's directory says (docs/design.md section 10):
+    /// the streams a session serves it and a device's pushes may hold. A peer without a grant
+    /// entry holds every scope (the default grant, `*`); a directory that cannot be read grants
+    /// the unscoped stream only, so a failure never widens what is served.
+    fn peer_grant(&self, site: &SiteId) -> Scopes {
+        let read = self.serving.take_mailbox().and_then(|mut m| {
+            let scopes = m
+                .directory()?
+                .grant_of(site)
+                .map_or(Scopes::All, |g| g.scopes.clone());
+            self.serving.give_mailbox(m);
+            Ok(scopes)
+        });
+        read.unwrap_or_else(|e| {
+            log::warn!(
+                "control: reading the grant of site={site}: {e}; serving unscoped tables only"
+            );
+            Scopes::Only(Default::default())
+        })
+    }
+
     /// Ends the relay, keeping what it learnt of the peer's vector.
     fn close(&mut self) {
         self.end_handshake();
@@ -423,6 +445,7 @@ impl Relay {
                                 peer_site: channel.peer().site,
                                 peer_key: channel.peer().key,
                                 peer_pushes,
+                                peer_grant: self.peer_grant(&channel.peer().site),
                                 // Trusted time, or 0: a hub's own clock is no time source.
                                 wall_clock_ms: self.serving.hello_clock_ms(time.unix_ms),
                                 max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,

@@ -1,14 +1,16 @@
 //! The text form of a version vector, as serving boxes keep peers' vectors in their own files
 //! (the allowlist's `vector:<site>` settings, the hub's uplink state): `SITE:COVERED` entries
-//! (32 hex digits, a positive decimal) joined by commas, in increasing site order; the empty
-//! vector is the empty text.
+//! for unscoped streams and `SITE/SCOPE:COVERED` for scoped ones (32 hex digits, a scope id, a
+//! positive decimal) joined by commas, in increasing stream order; the empty vector is the empty
+//! text. A text written before streams existed reads as the unscoped streams it named.
 //!
 //! [`decode`] accepts exactly what [`encode`] writes and refuses anything else with a
 //! [`VectorTextError`] naming the entry: a damaged file must be noticed, not read as a vector
 //! that covers less than the peer does (which would make the status report changes as pending).
 
+use outpost_protocol::batch::codec::valid_stream;
 use outpost_protocol::site::ParseSiteIdError;
-use outpost_protocol::{SiteId, VersionVector};
+use outpost_protocol::{SiteId, StreamId, VersionVector};
 use std::fmt::{self, Write as _};
 
 /// Why a text is not a version vector. `index` counts entries from 0.
@@ -17,6 +19,11 @@ use std::fmt::{self, Write as _};
 pub enum VectorTextError {
     /// The entry is not `SITE:COVERED`.
     Entry {
+        /// Which entry.
+        index: usize,
+    },
+    /// The entry's scope is not a scope id.
+    Scope {
         /// Which entry.
         index: usize,
     },
@@ -45,6 +52,9 @@ impl fmt::Display for VectorTextError {
             VectorTextError::Entry { index } => {
                 write!(f, "vector entry #{index} is not SITE:COVERED")
             }
+            VectorTextError::Scope { index } => {
+                write!(f, "vector entry #{index}: the scope is not a scope id")
+            }
             VectorTextError::Site { index, source } => {
                 write!(f, "vector entry #{index}: {source}")
             }
@@ -54,7 +64,7 @@ impl fmt::Display for VectorTextError {
             ),
             VectorTextError::Order { index } => write!(
                 f,
-                "vector entry #{index}: sites must be in increasing order, each once"
+                "vector entry #{index}: streams must be in increasing order, each once"
             ),
         }
     }
@@ -69,14 +79,15 @@ impl std::error::Error for VectorTextError {
     }
 }
 
-/// `site:covered,site:covered`, in site order.
+/// `site:covered,site/scope:covered`, in stream order.
 pub fn encode(v: &VersionVector) -> String {
     let mut out = String::new();
-    for (site, covered) in v.iter() {
+    for (stream, covered) in v.iter() {
         if !out.is_empty() {
             out.push(',');
         }
-        let _ = write!(out, "{site}:{covered}");
+        // StreamId's Display: `site` unscoped, `site/scope` otherwise.
+        let _ = write!(out, "{stream}:{covered}");
     }
     out
 }
@@ -87,25 +98,30 @@ pub fn decode(text: &str) -> Result<VersionVector, VectorTextError> {
     if text.is_empty() {
         return Ok(v);
     }
-    let mut previous: Option<SiteId> = None;
+    let mut previous: Option<StreamId> = None;
     for (index, entry) in text.split(',').enumerate() {
-        let (site, covered) = entry
+        let (stream, covered) = entry
             .split_once(':')
             .ok_or(VectorTextError::Entry { index })?;
+        let (site, scope) = stream.split_once('/').unwrap_or((stream, ""));
         let site: SiteId = site
             .parse()
             .map_err(|source| VectorTextError::Site { index, source })?;
+        if stream.contains('/') && (scope.is_empty() || !valid_stream(scope)) {
+            return Err(VectorTextError::Scope { index });
+        }
+        let stream = StreamId::new(site, scope);
         // u64's parser also takes a leading '+': only plain digits are what encode writes.
         let covered = Some(covered)
             .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|c| c.parse::<u64>().ok())
             .filter(|c| *c > 0)
             .ok_or(VectorTextError::Covered { index })?;
-        if previous.is_some_and(|p| p >= site) {
+        if previous.as_ref().is_some_and(|p| *p >= stream) {
             return Err(VectorTextError::Order { index });
         }
-        previous = Some(site);
-        v.set(site, covered);
+        previous = Some(stream.clone());
+        v.set(stream, covered);
     }
     Ok(v)
 }
@@ -117,9 +133,20 @@ mod tests {
     #[test]
     fn vectors_round_trip_through_their_text() {
         let mut v = VersionVector::new();
-        v.set(SiteId([1; 16]), 7);
-        v.set(SiteId([2; 16]), 1);
-        assert_eq!(decode(&encode(&v)), Ok(v));
+        v.set(SiteId([1; 16]).into(), 7);
+        v.set(StreamId::new(SiteId([1; 16]), "moshi"), 3);
+        v.set(SiteId([2; 16]).into(), 1);
+        let text = encode(&v);
+        assert_eq!(
+            text,
+            format!(
+                "{}:7,{}/moshi:3,{}:1",
+                SiteId([1; 16]),
+                SiteId([1; 16]),
+                SiteId([2; 16])
+            )
+        );
+        assert_eq!(decode(&text), Ok(v));
         assert_eq!(encode(&VersionVector::new()), "");
         assert_eq!(decode(""), Ok(VersionVector::new()));
     }
@@ -151,6 +178,13 @@ mod tests {
         assert_eq!(
             decode(&format!("{a}:1,")),
             Err(VectorTextError::Entry { index: 1 })
+        );
+        for scope in ["", "a b", "x:y"] {
+            assert!(decode(&format!("{a}/{scope}:1")).is_err(), "{scope:?}");
+        }
+        assert_eq!(
+            decode(&format!("{a}/moshi:1,{a}:1")),
+            Err(VectorTextError::Order { index: 1 })
         );
         let err = decode(&format!("{a}:0")).unwrap_err().to_string();
         assert!(err.contains("#0") && err.contains("positive"), "{err}");

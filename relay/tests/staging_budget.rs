@@ -226,7 +226,11 @@ fn assert_holds_exactly(hub: &Hub, devices: &[Device]) {
     let mb = Mailbox::open(hub.dir.path().join("mailbox.db")).unwrap();
     mb.check().unwrap();
     let mut held: Vec<Vec<u8>> = mb
-        .batches_for(&VersionVector::new(), None)
+        .batches_for(
+            &VersionVector::new(),
+            None,
+            &outpost_protocol::scope::Scopes::All,
+        )
         .unwrap()
         .map(|b| b.unwrap().bytes)
         .collect();
@@ -236,7 +240,7 @@ fn assert_holds_exactly(hub: &Hub, devices: &[Device]) {
     assert!(held == pushed, "the mailbox holds exactly what was pushed");
     let vector = mb.vector().unwrap();
     for d in devices {
-        assert_eq!(vector.get(&d.site), 200, "{} covered", d.site);
+        assert_eq!(vector.get(&d.site.into()), 200, "{} covered", d.site);
     }
 }
 

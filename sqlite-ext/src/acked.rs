@@ -67,6 +67,7 @@ mod tests {
     fn c(origin: u8, lo: u64, hi: u64) -> Covered {
         Covered {
             origin: SiteId([origin; 16]),
+            scope: String::new(),
             range: SeqRange { lo, hi },
             batch_sha256: [0; 32],
         }

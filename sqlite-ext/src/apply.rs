@@ -873,8 +873,10 @@ fn advance_vector(conn: Conn, origin: SiteId, hi: u64) -> Result<(), Error> {
 fn follows(conn: Conn, origin: SiteId, range: SeqRange) -> Result<bool, Error> {
     let have = covered(conn, origin)?;
     let mut vector = outpost_protocol::VersionVector::new();
-    vector.set(origin, have);
-    vector.advance(origin, range).map_err(ApplyError::Gap)?;
+    vector.set(origin.into(), have);
+    vector
+        .advance(origin.into(), range)
+        .map_err(ApplyError::Gap)?;
     Ok(range.hi > have)
 }
 

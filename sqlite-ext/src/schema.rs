@@ -450,6 +450,7 @@ pub(crate) fn table_schema(conn: Conn, t: &Tracked) -> Result<TableSchema, Error
         })
         .collect();
     Ok(TableSchema {
+        scope: None,
         name: t.def.name.clone(),
         columns,
         primary_key: pk.into_iter().map(|(_, i)| i).collect(),

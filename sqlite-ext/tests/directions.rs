@@ -157,7 +157,7 @@ impl Tenant {
     /// the entry from its next session.
     fn declare(&mut self, table: &str, direction: Direction) {
         self.seq += 1;
-        let item = control::table_item(table, direction);
+        let item = control::table_item(table, direction, None);
         self.hub
             .relay_control(control::encode_entry(self.site, self.seq, &item, &self.key));
     }

@@ -39,7 +39,12 @@ impl ServerStore for Empty {
     fn commit(&mut self, _: &SessionId, _: &CommitRecord, _: &[StagedBatch]) -> Result<(), String> {
         Ok(())
     }
-    fn batches_for(&mut self, _: &VersionVector, _: &SiteId) -> Result<(), String> {
+    fn batches_for(
+        &mut self,
+        _: &VersionVector,
+        _: &SiteId,
+        _grant: &outpost_protocol::scope::Scopes,
+    ) -> Result<(), String> {
         Ok(())
     }
     fn next_batch(&mut self, _: &mut ()) -> Result<Option<Vec<u8>>, String> {
@@ -57,6 +62,7 @@ fn serve(conn: &mut Conn, live: bool) {
         peer_site: conn.peer,
         peer_key: conn.peer_key,
         peer_pushes: PushOrigins::Own,
+        peer_grant: outpost_protocol::scope::Scopes::All,
         wall_clock_ms: now_ms(),
         max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
         stage_ttl_ms: 60_000,
@@ -104,7 +110,7 @@ fn a_live_sync_with_a_hub_that_stops_answering_ends_with_live_error() {
             wall_clock_ms: now_ms(),
             vector: VersionVector::new(),
             session: SessionId::default(),
-            control: outpost_protocol::VersionVector::new(),
+            control: outpost_protocol::ControlVector::new(),
         }));
         while enroll.recv().is_some() {}
         // The sync, then the live session, which goes silent after its pull: the socket stays

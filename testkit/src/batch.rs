@@ -14,6 +14,7 @@ use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, Value, VersionVector};
 /// ([`crate::keys`]). Panics on `lo > hi` or `lo == 0`.
 pub fn batch(origin: SiteId, lo: u64, hi: u64) -> Vec<u8> {
     let table = TableSchema {
+        scope: None,
         name: format!("t{lo}_{hi}"),
         columns: vec![],
         primary_key: vec![],
@@ -30,13 +31,6 @@ pub fn batch(origin: SiteId, lo: u64, hi: u64) -> Vec<u8> {
 
 /// [`batch`] with the clear header's direction flag set to `direction` (signed after).
 pub fn directed(origin: SiteId, lo: u64, hi: u64, direction: Direction) -> Vec<u8> {
-    let table = TableSchema {
-        name: format!("t{lo}_{hi}"),
-        columns: vec![],
-        primary_key: vec![],
-        foreign_keys: vec![],
-    };
-    let writer = BodyWriter::new(vec![table]).expect("a test batch's tables");
     let meta = BatchMeta {
         flags: BatchFlags {
             direction,
@@ -44,12 +38,34 @@ pub fn directed(origin: SiteId, lo: u64, hi: u64, direction: Direction) -> Vec<u
         },
         ..BatchMeta::default()
     };
+    with_meta(origin, lo, hi, &meta)
+}
+
+/// [`batch`] in the stream of `scope` (the clear header's stream; signed after).
+pub fn scoped(origin: SiteId, scope: &str, lo: u64, hi: u64) -> Vec<u8> {
+    let meta = BatchMeta {
+        stream: scope.into(),
+        ..BatchMeta::default()
+    };
+    with_meta(origin, lo, hi, &meta)
+}
+
+/// [`batch`] with the clear header's fields from `meta`, signed.
+fn with_meta(origin: SiteId, lo: u64, hi: u64, meta: &BatchMeta) -> Vec<u8> {
+    let table = TableSchema {
+        scope: None,
+        name: format!("t{lo}_{hi}"),
+        columns: vec![],
+        primary_key: vec![],
+        foreign_keys: vec![],
+    };
+    let writer = BodyWriter::new(vec![table]).expect("a test batch's tables");
     crate::keys::signed(
         codec::finish_batch_with(
             writer,
             origin,
             SeqRange::new(lo, hi).expect("a test batch's range"),
-            &meta,
+            meta,
             Compression::None,
         )
         .expect("a test batch"),
@@ -74,6 +90,7 @@ pub fn text_rows(
         not_null,
     };
     let schema = TableSchema {
+        scope: None,
         name: table.into(),
         columns: vec![col("id", "INTEGER", true), col(column, "TEXT", false)],
         primary_key: vec![0],
@@ -109,10 +126,10 @@ pub fn header(bytes: &[u8]) -> BatchHeader {
 /// a gap are skipped, as a store would refuse them).
 pub fn vector_of(batches: &[Vec<u8>]) -> VersionVector {
     let mut headers: Vec<BatchHeader> = batches.iter().map(|b| header(b)).collect();
-    headers.sort_by_key(|h| (h.origin, h.range.lo));
+    headers.sort_by_key(|h| (h.stream_id(), h.range.lo));
     let mut v = VersionVector::new();
     for h in headers {
-        let _ = v.advance(h.origin, h.range);
+        let _ = v.advance(h.stream_id(), h.range);
     }
     v
 }

@@ -15,7 +15,7 @@ use outpost_protocol::message::Covered;
 use outpost_protocol::message::PeerRole;
 use outpost_protocol::session::ClientStore;
 use outpost_protocol::vector::VectorGap;
-use outpost_protocol::{SeqRange, SiteId, VersionVector};
+use outpost_protocol::{ControlVector, SeqRange, SiteId, VersionVector};
 use std::collections::VecDeque;
 
 /// The protocol-level device: a key and a database in memory.
@@ -69,7 +69,7 @@ impl MemStore {
         let vector = vector_of(&own);
         MemStore {
             site,
-            written: vector.get(&site),
+            written: vector.get(&site.into()),
             own,
             vector,
             applied: Vec::new(),
@@ -104,7 +104,10 @@ impl MemStore {
     pub fn write_range(&mut self, lo: u64, hi: u64) {
         self.own.push(batch(self.site, lo, hi));
         self.vector
-            .advance(self.site, SeqRange::new(lo, hi).expect("a written range"))
+            .advance(
+                self.site.into(),
+                SeqRange::new(lo, hi).expect("a written range"),
+            )
             .expect("written ranges follow each other");
         self.written = self.written.max(hi);
     }
@@ -149,7 +152,7 @@ impl ClientStore for MemStore {
         Ok(self.vector.clone())
     }
     fn plan_export(&mut self, server: &VersionVector) -> Result<VecDeque<Vec<u8>>, VectorGap> {
-        let have = server.get(&self.site);
+        let have = server.get(&self.site.into());
         self.peer_had = have;
         Ok(self
             .own
@@ -166,11 +169,11 @@ impl ClientStore for MemStore {
         Ok(())
     }
     fn apply_chunk(&mut self, h: &BatchHeader, _batch: &[u8]) -> Result<(), VectorGap> {
-        self.vector.advance(h.origin, h.range)?;
+        self.vector.advance(h.stream_id(), h.range)?;
         self.applied.push((h.origin, h.range));
         Ok(())
     }
-    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, VectorGap> {
+    fn control_for(&mut self, peer: &ControlVector) -> Result<Vec<Vec<u8>>, VectorGap> {
         Ok(self
             .control
             .iter()

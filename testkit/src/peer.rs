@@ -7,7 +7,7 @@ use outpost_protocol::handshake::{Keypair, PublicKey};
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
 use outpost_protocol::session::ClientStore;
-use outpost_protocol::{SiteId, VersionVector};
+use outpost_protocol::{ControlVector, SiteId, VersionVector};
 use std::ops::{Deref, DerefMut};
 
 /// What the dialer needs of a device: its static key, its site id, and a fresh handshake counter
@@ -108,10 +108,10 @@ impl<S: ClientStore> ClientStore for Keyed<S> {
     fn origin_key(&mut self, origin: &SiteId) -> Result<Option<PublicKey>, S::Error> {
         self.store.origin_key(origin)
     }
-    fn control_vector(&mut self) -> Result<VersionVector, S::Error> {
+    fn control_vector(&mut self) -> Result<ControlVector, S::Error> {
         self.store.control_vector()
     }
-    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, S::Error> {
+    fn control_for(&mut self, peer: &ControlVector) -> Result<Vec<Vec<u8>>, S::Error> {
         self.store.control_for(peer)
     }
     fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), S::Error> {

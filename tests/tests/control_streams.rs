@@ -138,7 +138,7 @@ fn entries_flow_through_hubs_and_cloud_and_a_hub_cannot_forge_its_devices_batche
         .unwrap()
         .vector()
         .unwrap()
-        .get(&a_site);
+        .get(&a_site.into());
     let forged = signed_batch(a_site, covered + 1, covered + 1, hub_id.keypair());
     Mailbox::open(hub.data.join("mailbox.db"))
         .unwrap()
@@ -179,7 +179,7 @@ fn entries_flow_through_hubs_and_cloud_and_a_hub_cannot_forge_its_devices_batche
     );
     let cloud_mb = Mailbox::open(cloud.data.join("mailbox.db")).unwrap();
     assert_eq!(
-        cloud_mb.vector().unwrap().get(&a_site),
+        cloud_mb.vector().unwrap().get(&a_site.into()),
         covered,
         "the forged batch is not in the cloud"
     );
@@ -202,7 +202,7 @@ fn entries_flow_through_hubs_and_cloud_and_a_hub_cannot_forge_its_devices_batche
     wait("E's row in the cloud despite the stray batch", || {
         (cloud.count("patients") == 6).then_some(())
     });
-    assert_eq!(cloud_mb.vector().unwrap().get(&unnamed), 0);
+    assert_eq!(cloud_mb.vector().unwrap().get(&unnamed.into()), 0);
 }
 
 /// The key the hub at `hub` admitted `site` with.

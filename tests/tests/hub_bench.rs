@@ -154,7 +154,7 @@ fn hub_memory_with_200_devices_and_a_million_changes_held() {
     let mut probe = Device::new(0x01);
     enroll(&code, &mut probe);
     for (o, covered) in (0..ORIGINS).map(|o| (o, BATCHES_PER_ORIGIN * CHANGES_PER_BATCH)) {
-        probe.vector.set(SiteId([0x40 + o; 16]), covered);
+        probe.vector.set((SiteId([0x40 + o; 16])).into(), covered);
     }
     let t = Instant::now();
     let mut sessions = 0;

@@ -138,7 +138,7 @@ fn acknowledged_batches_survive_power_cuts_of_the_qemu_hub() {
         // On the disk: everything acknowledged, each seq once, a consistent file.
         let mailbox = Mailbox::open(dump_mailbox(&disk, dir.path())).unwrap();
         mailbox.check().unwrap();
-        let held = mailbox.vector().unwrap().get(&a.site);
+        let held = mailbox.vector().unwrap().get(&a.site.into());
         assert!(
             held >= acked && held <= a.written,
             "cut {cut} (seed {seed}): the disk holds 1..={held} of a, the hub acknowledged 1..={acked}"

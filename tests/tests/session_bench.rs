@@ -65,7 +65,10 @@ fn handshakes_per_second_and_bulk_throughput_over_loopback() {
         a.own.extend(batches.drain(..PUSH_BATCHES as usize));
         a.written = hi;
         a.vector
-            .advance(site, SeqRange::new(hi - PUSH_BATCHES + 1, hi).unwrap())
+            .advance(
+                site.into(),
+                SeqRange::new(hi - PUSH_BATCHES + 1, hi).unwrap(),
+            )
             .unwrap();
         sync(&hub, &mut a, session).expect("push");
     }

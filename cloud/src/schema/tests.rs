@@ -12,6 +12,7 @@ fn col(name: &str, decl: &str, strategy: Strategy) -> ColumnSchema {
 
 fn visits() -> TableSchema {
     TableSchema {
+        scope: None,
         name: "visits".into(),
         columns: vec![
             col("id", "TEXT", Strategy::Lww),

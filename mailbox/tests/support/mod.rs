@@ -16,6 +16,7 @@ pub fn site(n: u8) -> SiteId {
 /// (uncompressed) so size-related tests can make big batches.
 pub fn batch(origin: SiteId, lo: u64, hi: u64, payload: usize) -> Vec<u8> {
     let table = TableSchema {
+        scope: None,
         name: "patients".into(),
         columns: vec![
             ColumnSchema {

@@ -62,7 +62,7 @@ pub(crate) const INFLATER_COST: usize = 16 << 10;
 /// Per table, the decoder's list of value-column strategies (a `Vec` header; one byte a column).
 pub(crate) const STRATEGIES_COST: usize = 24;
 /// Header items: a table, a column, a foreign key, a parent column name (a `String`).
-const TABLE_COST: usize = 96;
+const TABLE_COST: usize = 104;
 const COLUMN_COST: usize = 56;
 const FOREIGN_KEY_COST: usize = 72;
 const NAME_COST: usize = 24;

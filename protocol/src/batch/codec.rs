@@ -19,6 +19,7 @@ use super::{
     Batch, BatchFlags, BatchHeader, BatchMeta, Compression, Direction, TableChanges, TableSchema,
 };
 use crate::hlc::Hlc;
+use crate::scope::ScopeColumn;
 use crate::site::SiteId;
 use crate::vector::SeqRange;
 use alloc::boxed::Box;
@@ -495,9 +496,15 @@ pub(crate) fn clear_header_end(bytes: &[u8]) -> Result<usize, DecodeError> {
     Ok(end)
 }
 
-/// A stream name: at most [`MAX_STREAM_LEN`] bytes of a scope id's alphabet.
+/// A stream name: at most [`MAX_STREAM_LEN`] bytes of a scope id's alphabet (`""`, the unscoped
+/// stream, included).
+pub fn valid_stream(stream: &str) -> bool {
+    stream.len() <= MAX_STREAM_LEN && stream.bytes().all(stream_byte)
+}
+
+/// [`valid_stream`], as a decoding error.
 fn check_stream(stream: &str) -> Result<(), DecodeError> {
-    if stream.len() > MAX_STREAM_LEN || !stream.bytes().all(stream_byte) {
+    if !valid_stream(stream) {
         return Err(DecodeError::BadHeader(HeaderProblem::BadStream));
     }
     Ok(())
@@ -588,6 +595,14 @@ fn check_header(h: &BatchHeader) -> Result<(), DecodeError> {
             || !t.foreign_keys.iter().all(|fk| in_range_unique(&fk.columns))
         {
             return bad(HeaderProblem::BadColumnIndex);
+        }
+        let scope_ok = match t.scope {
+            None => true,
+            Some(ScopeColumn::Column(c)) => (c as usize) < n && !t.primary_key.contains(&c),
+            Some(ScopeColumn::Via(c)) => t.foreign_keys.iter().any(|fk| fk.columns == [c]),
+        };
+        if !scope_ok {
+            return bad(HeaderProblem::BadScopeColumn);
         }
     }
     Ok(())

@@ -113,6 +113,9 @@ pub enum HeaderProblem {
     BadFlags,
     /// The stream name is longer than 64 bytes or has a byte outside `[A-Za-z0-9_.-]`.
     BadStream,
+    /// A table's scope column is out of range or a key column, or its `via` column is not the
+    /// one column of a foreign key.
+    BadScopeColumn,
 }
 
 impl fmt::Display for HeaderProblem {
@@ -131,6 +134,10 @@ impl fmt::Display for HeaderProblem {
                 "a raw body's body_len is not what follows the header"
             }
             HeaderProblem::BadFlags => "unknown flags (direction 3 or an unknown bit)",
+            HeaderProblem::BadScopeColumn => {
+                "a table's scope column is out of range or a key column, or its via column is \
+                 not the one column of a foreign key"
+            }
             HeaderProblem::BadStream => {
                 "stream name longer than 64 bytes or outside [A-Za-z0-9_.-]"
             }

@@ -24,13 +24,13 @@
 //! for keys). A site no entry grants has no grant here (the caller decides: a tenant without
 //! scopes grants everything).
 
-use super::{ControlEntry, ControlItem, GrantEntry, KeyEntry};
+use super::{ControlEntry, ControlItem, GrantEntry, KeyEntry, TableEntry};
 use crate::batch::Direction;
 use crate::handshake::PublicKey;
 use crate::message::PeerRole;
-use crate::scope::Scopes;
+use crate::scope::{ScopeRule, Scopes};
 use crate::site::SiteId;
-use crate::vector::VersionVector;
+use crate::vector::ControlVector;
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec;
@@ -112,7 +112,7 @@ pub struct Directory {
     /// Clouds a device's own hub introduced (on a peer with no cloud root).
     introduced: Vec<SiteId>,
     /// The tenant's table settings, from the clouds' entries.
-    tables: BTreeMap<String, Direction>,
+    tables: BTreeMap<String, TableEntry>,
     /// Each site's grant.
     grants: BTreeMap<SiteId, Grant>,
     /// A cloud is known (a root, or introduced by the device's own hub).
@@ -132,8 +132,8 @@ impl Directory {
     }
 
     /// The last accepted seq per writer (what `Hello` carries).
-    pub fn vector(&self) -> VersionVector {
-        let mut v = VersionVector::new();
+    pub fn vector(&self) -> ControlVector {
+        let mut v = ControlVector::new();
         for (w, s) in &self.streams {
             v.set(*w, s.len() as u64);
         }
@@ -161,14 +161,27 @@ impl Directory {
     pub fn table_direction(&self, table: &str) -> Direction {
         self.tables
             .get(&table.to_ascii_lowercase())
-            .copied()
+            .map(|t| t.direction)
             .unwrap_or_default()
+    }
+
+    /// The scope rule the tenant declares for `table`: `None` when no cloud entry names it, or
+    /// names it unscoped.
+    pub fn table_scope(&self, table: &str) -> Option<&ScopeRule> {
+        self.tables
+            .get(&table.to_ascii_lowercase())
+            .and_then(|t| t.scope.as_ref())
     }
 
     /// Every table the tenant has declared settings for, by name (ASCII lowercase: SQLite's
     /// names ignore its case).
     pub fn tables(&self) -> impl Iterator<Item = (&str, Direction)> {
-        self.tables.iter().map(|(n, d)| (n.as_str(), *d))
+        self.tables.iter().map(|(n, t)| (n.as_str(), t.direction))
+    }
+
+    /// Every table's settings, by name (ASCII lowercase), as the cloud last stated them.
+    pub fn table_settings(&self) -> impl Iterator<Item = (&str, &TableEntry)> {
+        self.tables.iter().map(|(n, t)| (n.as_str(), t))
     }
 
     /// What `site` is granted, if any entry says (see the module doc).
@@ -323,7 +336,7 @@ impl Directory {
                     ControlItem::Key(k) => k,
                     ControlItem::Table(t) => {
                         // SQLite's names ignore ASCII case: so do the settings.
-                        tables.insert(t.name.to_ascii_lowercase(), t.direction);
+                        tables.insert(t.name.to_ascii_lowercase(), t.clone());
                         continue;
                     }
                     ControlItem::Grant(g) => {

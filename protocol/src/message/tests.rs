@@ -25,6 +25,7 @@ fn an_ack_with_an_empty_range_is_refused() {
         session: SessionId([1; 16]),
         covered: vec![Covered {
             origin: SiteId([2; 16]),
+            scope: String::new(),
             range: SeqRange { lo: 3, hi: 2 },
             batch_sha256: [0; 32],
         }],

@@ -9,8 +9,9 @@ use crate::handshake::PublicKey;
 use crate::hlc::admission_limit_ms;
 use crate::id_range::IdGrant;
 use crate::message::{Bytes, Hello, Message, PeerRole, PushAgainReason, SessionId};
+use crate::scope::Scopes;
 use crate::site::SiteId;
-use crate::vector::VersionVector;
+use crate::vector::{ControlVector, VersionVector};
 use crate::PROTOCOL_VERSION;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -43,6 +44,11 @@ pub struct ServerConfig {
     pub peer_key: PublicKey,
     /// The origins the client may push (from what it enrolled as).
     pub peer_pushes: PushOrigins,
+    /// The scopes granted to the client (docs/design.md section 10): pulls serve only those
+    /// streams (and the unscoped one), and a device's own push holding a batch of any other
+    /// stream is refused whole ([`SessionError::ScopeRefused`]). A relay's own pushes are judged
+    /// per origin by the receiver, not by this.
+    pub peer_grant: Scopes,
     /// The server's trusted time at hello (ms since the Unix epoch), for the client's skew
     /// check; 0 when the server has none (a hub not synced with the cloud since it booted).
     pub wall_clock_ms: u64,
@@ -91,7 +97,7 @@ pub struct ServerSession<S: ServerStore> {
     hello_at_ms: u64,
     peer_hello: Option<Hello>,
     /// The control entries the client holds: its hello's, and every one sent it since.
-    peer_control: VersionVector,
+    peer_control: ControlVector,
     out: VecDeque<Message>,
 }
 
@@ -116,7 +122,7 @@ impl<S: ServerStore> ServerSession<S> {
             staged_since_ms: 0,
             hello_at_ms: 0,
             peer_hello: None,
-            peer_control: VersionVector::new(),
+            peer_control: ControlVector::new(),
             out: VecDeque::new(),
         }
     }
@@ -238,7 +244,7 @@ impl<S: ServerStore> ServerSession<S> {
             }
             (ServerState::Ready, Message::Pull { vector }) => {
                 let plan = store
-                    .batches_for(&vector, &self.config.peer_site)
+                    .batches_for(&vector, &self.config.peer_site, &self.config.peer_grant)
                     .map_err(store_err)?;
                 if let Some((batches, bytes)) = store.pull_size(&plan).map_err(store_err)? {
                     self.out.push_back(Message::PullSize { batches, bytes });
@@ -369,6 +375,18 @@ impl<S: ServerStore> ServerSession<S> {
             )?
         };
         check_signature(&header, &key)?;
+        // A device writes only into scopes it holds (a referral travels in the row's old scope,
+        // which it held): a batch of any other stream is refused with the whole push.
+        if self.config.peer_pushes == PushOrigins::Own
+            && !header.stream.is_empty()
+            && !self.config.peer_grant.contains(&header.stream)
+        {
+            return Err(SessionError::ScopeRefused {
+                origin: header.origin,
+                scope: header.stream.clone(),
+                range: header.range,
+            });
+        }
         // Only the cloud writes `down` tables, and the cloud never pushes: it is the top of the
         // tree, and relays take its batches by pulling. So no push may carry one.
         if header.flags.direction == Direction::Down {
@@ -460,7 +478,10 @@ impl<S: ServerStore> ServerSession<S> {
         }
         let mut vector = store.vector().map_err(store_err)?;
         for b in &staged {
-            if vector.advance(b.header.origin, b.header.range).is_err() {
+            if vector
+                .advance(b.header.stream_id(), b.header.range)
+                .is_err()
+            {
                 self.out.push_back(again(PushAgainReason::Gap));
                 return Ok(());
             }
@@ -499,7 +520,7 @@ impl<S: ServerStore> ServerSession<S> {
                 };
                 // A plan sends each origin in seq order from the client's coverage; anything
                 // else would be a store bug, and the client's own vector stays authoritative.
-                let _ = vector.advance(header.origin, header.range);
+                let _ = vector.advance(header.stream_id(), header.range);
                 // `up` tables are never served to devices: a device gets an `up` batch's signed
                 // clear header alone, and covers its range with nothing to apply.
                 let bytes = match self.config.peer_pushes {

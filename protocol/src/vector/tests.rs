@@ -11,15 +11,42 @@ fn range(lo: u64, hi: u64) -> SeqRange {
     SeqRange::new(lo, hi).unwrap()
 }
 
-/// Vectors over a handful of origins, so that random vectors overlap on most of them.
+/// Vectors over a handful of streams (origins, each unscoped and in two scopes), so that random
+/// vectors overlap on most of them.
 fn vector() -> impl Strategy<Value = VersionVector> {
-    proptest::collection::vec((0u8..5, 0u64..30), 0..6).prop_map(|entries| {
+    proptest::collection::vec((0u8..5, 0usize..3, 0u64..30), 0..8).prop_map(|entries| {
         let mut v = VersionVector::new();
-        for (origin, seq) in entries {
-            v.set(site(origin), seq);
+        for (origin, scope, seq) in entries {
+            v.set(StreamId::new(site(origin), ["", "a", "b"][scope]), seq);
         }
         v
     })
+}
+
+#[test]
+fn streams_of_one_origin_are_covered_apart() {
+    let mut v = VersionVector::new();
+    let moshi = StreamId::new(site(1), "moshi");
+    v.advance(site(1).into(), range(1, 4)).unwrap();
+    assert_eq!(v.get(&moshi), 0);
+    assert!(v.advance(moshi.clone(), range(2, 2)).is_err());
+    v.advance(moshi.clone(), range(1, 2)).unwrap();
+    assert_eq!((v.get(&site(1).into()), v.get(&moshi)), (4, 2));
+    assert_eq!(
+        alloc::format!("{moshi}"),
+        alloc::format!("{}/moshi", site(1))
+    );
+    assert_eq!(
+        alloc::format!("{moshi}").parse::<StreamId>(),
+        Ok(moshi.clone())
+    );
+    assert_eq!(
+        alloc::format!("{}", site(1)).parse::<StreamId>(),
+        Ok(site(1).into())
+    );
+    for bad in ["x/moshi", "0101/", "01010101010101010101010101010101/a b"] {
+        assert!(bad.parse::<StreamId>().is_err(), "{bad}");
+    }
 }
 
 fn merged(a: &VersionVector, b: &VersionVector) -> VersionVector {
@@ -31,39 +58,39 @@ fn merged(a: &VersionVector, b: &VersionVector) -> VersionVector {
 #[test]
 fn contiguous_ranges_advance_the_vector() {
     let mut v = VersionVector::new();
-    assert_eq!(v.advance(site(1), range(1, 3)), Ok(true));
-    assert_eq!(v.advance(site(1), range(4, 4)), Ok(true));
-    assert_eq!(v.advance(site(2), range(1, 10)), Ok(true));
-    assert_eq!(v.get(&site(1)), 4);
-    assert_eq!(v.get(&site(2)), 10);
-    assert_eq!(v.get(&site(3)), 0);
+    assert_eq!(v.advance(site(1).into(), range(1, 3)), Ok(true));
+    assert_eq!(v.advance(site(1).into(), range(4, 4)), Ok(true));
+    assert_eq!(v.advance(site(2).into(), range(1, 10)), Ok(true));
+    assert_eq!(v.get(&site(1).into()), 4);
+    assert_eq!(v.get(&site(2).into()), 10);
+    assert_eq!(v.get(&site(3).into()), 0);
     assert_eq!(v.len(), 2);
 }
 
 #[test]
 fn overlapping_ranges_are_replays_and_only_the_new_part_counts() {
     let mut v = VersionVector::new();
-    v.advance(site(1), range(1, 5)).unwrap();
+    v.advance(site(1).into(), range(1, 5)).unwrap();
     // Entirely held: a replay, nothing changes.
-    assert_eq!(v.advance(site(1), range(2, 4)), Ok(false));
-    assert_eq!(v.advance(site(1), range(1, 5)), Ok(false));
-    assert_eq!(v.get(&site(1)), 5);
+    assert_eq!(v.advance(site(1).into(), range(2, 4)), Ok(false));
+    assert_eq!(v.advance(site(1).into(), range(1, 5)), Ok(false));
+    assert_eq!(v.get(&site(1).into()), 5);
     // Partly held: coverage grows to the end of the range.
-    assert_eq!(v.advance(site(1), range(3, 9)), Ok(true));
-    assert_eq!(v.get(&site(1)), 9);
+    assert_eq!(v.advance(site(1).into(), range(3, 9)), Ok(true));
+    assert_eq!(v.get(&site(1).into()), 9);
 }
 
 #[test]
 fn a_range_past_a_gap_is_refused_and_changes_nothing() {
     let mut v = VersionVector::new();
-    v.advance(site(1), range(1, 5)).unwrap();
+    v.advance(site(1).into(), range(1, 5)).unwrap();
     let before = v.clone();
 
-    let err = v.advance(site(1), range(7, 9)).unwrap_err();
+    let err = v.advance(site(1).into(), range(7, 9)).unwrap_err();
     assert_eq!(
         err,
         VectorGap {
-            origin: site(1),
+            origin: site(1).into(),
             covered: 5,
             range: range(7, 9)
         }
@@ -71,30 +98,30 @@ fn a_range_past_a_gap_is_refused_and_changes_nothing() {
     assert_eq!(v, before);
 
     // An unknown origin must start at seq 1.
-    let err = v.advance(site(2), range(2, 2)).unwrap_err();
+    let err = v.advance(site(2).into(), range(2, 2)).unwrap_err();
     assert_eq!(err.covered, 0);
     assert_eq!(v, before);
     assert_eq!(
         alloc::string::ToString::to_string(&err),
-        "changes 2..=2 of origin 02020202020202020202020202020202 leave a gap: only 1..=0 are held"
+        "changes 2..=2 of 02020202020202020202020202020202 leave a gap: only 1..=0 are held"
     );
 }
 
 #[test]
 fn covers_means_every_seq_of_the_range_is_held() {
     let mut v = VersionVector::new();
-    v.advance(site(1), range(1, 5)).unwrap();
-    assert!(v.covers(&site(1), range(1, 5)));
-    assert!(v.covers(&site(1), range(3, 4)));
-    assert!(!v.covers(&site(1), range(5, 6)));
-    assert!(!v.covers(&site(2), range(1, 1)));
+    v.advance(site(1).into(), range(1, 5)).unwrap();
+    assert!(v.covers(&site(1).into(), range(1, 5)));
+    assert!(v.covers(&site(1).into(), range(3, 4)));
+    assert!(!v.covers(&site(1).into(), range(5, 6)));
+    assert!(!v.covers(&site(2).into(), range(1, 1)));
 }
 
 #[test]
 fn setting_zero_forgets_an_origin() {
     let mut v = VersionVector::new();
-    v.set(site(1), 4);
-    v.set(site(1), 0);
+    v.set(site(1).into(), 4);
+    v.set(site(1).into(), 0);
     assert!(v.is_empty());
     assert_eq!(v, VersionVector::new());
 }
@@ -111,12 +138,15 @@ fn seq_ranges_are_never_empty() {
 #[test]
 fn a_vector_at_the_last_seq_misses_nothing() {
     let mut full = VersionVector::new();
-    full.set(site(1), u64::MAX);
+    full.set(site(1).into(), u64::MAX);
     assert!(full.missing_from(&full.clone()).is_empty());
     let mut other = VersionVector::new();
-    other.set(site(1), 3);
+    other.set(site(1).into(), 3);
     assert!(full.missing_from(&other).is_empty());
-    assert_eq!(other.missing_from(&full), [(site(1), range(4, u64::MAX))]);
+    assert_eq!(
+        other.missing_from(&full),
+        [(site(1).into(), range(4, u64::MAX))]
+    );
 }
 
 proptest! {
@@ -162,8 +192,8 @@ proptest! {
             // ...nothing the sender lacks is promised...
             prop_assert_eq!(r.hi, theirs.get(origin));
             // ...and each range applies without a gap.
-            prop_assert_eq!(caught_up.advance(*origin, *r), Ok(true));
-            origins.push(*origin);
+            prop_assert_eq!(caught_up.advance(origin.clone(), *r), Ok(true));
+            origins.push(origin.clone());
         }
         // One range per origin, in origin order.
         prop_assert!(origins.windows(2).all(|w| w[0] < w[1]));
@@ -179,13 +209,13 @@ proptest! {
         for (origin, lo, extra) in steps {
             let r = range(lo, lo + extra);
             let before = v.clone();
-            let covered = before.get(&site(origin));
-            match v.advance(site(origin), r) {
+            let covered = before.get(&site(origin).into());
+            match v.advance(site(origin).into(), r) {
                 Ok(grew) => {
                     prop_assert!(r.lo <= covered + 1);
                     prop_assert_eq!(grew, r.hi > covered);
-                    prop_assert_eq!(v.get(&site(origin)), covered.max(r.hi));
-                    prop_assert!(v.covers(&site(origin), r));
+                    prop_assert_eq!(v.get(&site(origin).into()), covered.max(r.hi));
+                    prop_assert!(v.covers(&site(origin).into(), r));
                 }
                 Err(gap) => {
                     prop_assert!(r.lo > covered + 1);
@@ -202,7 +232,7 @@ fn merging_a_vector_with_a_zero_entry_does_not_store_it() {
     // `set` never stores 0, but a vector built field by field (a decoder) could; merging it must
     // still leave a vector equal to one that never heard of the origin.
     let mut odd = VersionVector::new();
-    odd.0.insert(site(1), 0);
+    odd.0.insert(site(1).into(), 0);
     let mut v = VersionVector::new();
     v.merge(&odd);
     assert_eq!(v, VersionVector::new());

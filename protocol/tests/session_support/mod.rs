@@ -72,14 +72,19 @@ impl ServerStore for MemServer {
         &mut self,
         vector: &VersionVector,
         exclude_origin: &SiteId,
+        grant: &outpost_protocol::scope::Scopes,
     ) -> Result<VecDeque<Vec<u8>>, String> {
         let mut out: Vec<(BatchHeader, Vec<u8>)> = self
             .batches
             .iter()
             .map(|b| (header(b), b.clone()))
-            .filter(|(h, _)| h.origin != *exclude_origin && h.range.hi > vector.get(&h.origin))
+            .filter(|(h, _)| {
+                h.origin != *exclude_origin
+                    && (h.stream.is_empty() || grant.contains(&h.stream))
+                    && h.range.hi > vector.get(&h.stream_id())
+            })
             .collect();
-        out.sort_by_key(|(h, _)| (h.origin, h.range.lo));
+        out.sort_by_key(|(h, _)| (h.stream_id(), h.range.lo));
         Ok(out.into_iter().map(|(_, b)| b).collect())
     }
     fn next_batch(&mut self, plan: &mut VecDeque<Vec<u8>>) -> Result<Option<Vec<u8>>, String> {
@@ -144,6 +149,7 @@ pub fn server_config() -> ServerConfig {
         peer_site: DEVICE,
         peer_key: *outpost_testkit::keys::site_keypair(DEVICE).public(),
         peer_pushes: PushOrigins::Own,
+        peer_grant: outpost_protocol::scope::Scopes::All,
         wall_clock_ms: 1_000,
         max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
         stage_ttl_ms: 60_000,

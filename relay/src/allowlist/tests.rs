@@ -175,7 +175,7 @@ fn a_peers_vector_is_recorded_and_a_damaged_one_is_refused() {
     let site = SiteId([5; 16]);
     assert_eq!(a.peer_vector(&site).unwrap(), None);
     let mut v = VersionVector::new();
-    v.set(SiteId([1; 16]), 4);
+    v.set((SiteId([1; 16])).into(), 4);
     a.record_vector(&site, &v).unwrap();
     assert_eq!(a.peer_vector(&site).unwrap(), Some(v));
     a.set_setting(&format!("vector:{site}"), "junk").unwrap();

@@ -21,7 +21,7 @@ use outpost_link::{Link, LinkError, Timeouts};
 use outpost_protocol::enroll_code::EnrollCode;
 use outpost_protocol::handshake::{HandshakeError, Purpose};
 use outpost_protocol::message::{Hello, Message, PeerRole, SessionId};
-use outpost_protocol::{Value, VersionVector, PROTOCOL_VERSION};
+use outpost_protocol::{ControlVector, Value, PROTOCOL_VERSION};
 use serde_json::json;
 use std::net::TcpStream;
 
@@ -32,7 +32,7 @@ const MAX_ENROLMENT_ENTRIES: u64 = 65_536;
 /// The control entries the peer sends right after its hello, which states `theirs` (this
 /// database stated none: it is all of them), up to [`MAX_ENROLMENT_ENTRIES`]. A failure to read
 /// them is no failure of the enrolment: the first sync brings them.
-fn control_after_hello(link: &mut Link<TcpStream>, theirs: &VersionVector) -> Vec<Vec<u8>> {
+fn control_after_hello(link: &mut Link<TcpStream>, theirs: &ControlVector) -> Vec<Vec<u8>> {
     let mut left = theirs
         .iter()
         .map(|(_, &seq)| seq)
@@ -111,7 +111,7 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
         vector: super::store::vector(call, site)?,
         session: SessionId::default(),
         // None held yet (a re-enrolment's come again): the peer answers with all of them.
-        control: VersionVector::new(),
+        control: ControlVector::new(),
     });
     let answer = link
         .confirm_enrollment(&hello, code.hub_site)

@@ -44,7 +44,7 @@ use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
 use outpost_protocol::session::SessionError;
-use outpost_protocol::{SiteId, Value, VersionVector};
+use outpost_protocol::{ControlVector, SiteId, Value, VersionVector};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -252,7 +252,7 @@ pub(crate) fn fingerprint(call: &Call) -> Result<[u8; 32], SyncError> {
 /// This database's vector: its own db version and the coverage of every other origin.
 pub(crate) fn vector(call: &Call, site: SiteId) -> Result<VersionVector, Error> {
     let mut v = VersionVector::new();
-    v.set(site, db_version(call.conn)?);
+    v.set(site.into(), db_version(call.conn)?);
     let mut s = call
         .conn
         .prepare("SELECT site, covered FROM _outpost_vector")?;
@@ -260,7 +260,7 @@ pub(crate) fn vector(call: &Call, site: SiteId) -> Result<VersionVector, Error> 
         let origin = SiteId::from_slice(&s.blob(0))
             .ok_or_else(|| Error::Corrupt("vector site id".into()))?;
         if origin != site {
-            v.set(origin, s.i64(1).max(0) as u64);
+            v.set(origin.into(), s.i64(1).max(0) as u64);
         }
     }
     Ok(v)
@@ -308,7 +308,7 @@ impl EngineStore<'_> {
     /// How many control entries a server whose hello states `theirs` sends right after it: each
     /// writer's entries above what this database's directory holds (the hello this database
     /// sent stated that vector, and a server sends exactly what it lacks).
-    pub(crate) fn control_announced(&mut self, theirs: &VersionVector) -> Result<u64, SyncError> {
+    pub(crate) fn control_announced(&mut self, theirs: &ControlVector) -> Result<u64, SyncError> {
         let ours = self.directory()?.vector();
         Ok(theirs
             .iter()
@@ -338,7 +338,7 @@ impl EngineStore<'_> {
     }
 
     fn plan_inner(&mut self, server: &VersionVector) -> Result<ExportPlan, SyncError> {
-        let since = server.get(&self.site);
+        let since = server.get(&self.site.into());
         let issued = db_version(self.call.conn)?;
         if since > issued {
             return Err(SyncError::Restored {
@@ -527,7 +527,7 @@ impl outpost_protocol::session::ClientStore for EngineStore<'_> {
         self.keep(r)
     }
 
-    fn control_vector(&mut self) -> Result<VersionVector, Failed> {
+    fn control_vector(&mut self) -> Result<ControlVector, Failed> {
         let r = self.directory().map(|d| d.vector());
         self.keep(r)
     }

@@ -102,10 +102,10 @@ impl ServerStore for Held {
     }
     fn commit(&mut self, s: &SessionId, r: &CommitRecord, b: &[StagedBatch]) -> Result<(), String> {
         for batch in b {
-            let (origin, range) = (batch.header.origin, batch.header.range);
-            if range.lo <= self.vector.get(&origin) + 1 {
-                let top = self.vector.get(&origin).max(range.hi);
-                self.vector.set(origin, top);
+            let (stream, range) = (batch.header.stream_id(), batch.header.range);
+            if range.lo <= self.vector.get(&stream) + 1 {
+                let top = self.vector.get(&stream).max(range.hi);
+                self.vector.set(stream, top);
             }
             self.batches.push(batch.clone());
             self.pushed.lock().unwrap().push(batch.bytes.clone());
@@ -113,11 +113,21 @@ impl ServerStore for Held {
         self.commits.insert(s.0, r.clone());
         Ok(())
     }
-    fn batches_for(&mut self, v: &VersionVector, exclude: &SiteId) -> Result<Vec<Vec<u8>>, String> {
+    fn batches_for(
+        &mut self,
+        v: &VersionVector,
+        exclude: &SiteId,
+        grant: &outpost_protocol::scope::Scopes,
+    ) -> Result<Vec<Vec<u8>>, String> {
         let mut plan: Vec<Vec<u8>> = self
             .batches
             .iter()
-            .filter(|b| b.header.origin != *exclude && b.header.range.hi > v.get(&b.header.origin))
+            .filter(|b| {
+                let h = &b.header;
+                h.origin != *exclude
+                    && (h.stream.is_empty() || grant.contains(&h.stream))
+                    && h.range.hi > v.get(&h.stream_id())
+            })
             .map(|b| b.bytes.clone())
             .collect();
         plan.reverse();
@@ -136,14 +146,17 @@ impl ServerStore for Held {
             .max()
             .unwrap_or_default())
     }
-    fn control_vector(&mut self) -> Result<VersionVector, String> {
-        let mut v = VersionVector::new();
+    fn control_vector(&mut self) -> Result<outpost_protocol::ControlVector, String> {
+        let mut v = outpost_protocol::ControlVector::new();
         for (w, seq, _) in self.control.lock().unwrap().iter() {
             v.set(*w, v.get(w).max(*seq));
         }
         Ok(v)
     }
-    fn control_for(&mut self, peer: &VersionVector) -> Result<Vec<Vec<u8>>, String> {
+    fn control_for(
+        &mut self,
+        peer: &outpost_protocol::ControlVector,
+    ) -> Result<Vec<Vec<u8>>, String> {
         let mut out: Vec<_> = self
             .control
             .lock()
@@ -243,6 +256,7 @@ impl Conn {
             peer_site: self.peer,
             peer_key: self.peer_key,
             peer_pushes: PushOrigins::Own,
+            peer_grant: outpost_protocol::scope::Scopes::All,
             wall_clock_ms: clock_ms,
             max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
             stage_ttl_ms: 60_000,
@@ -365,9 +379,9 @@ impl Hub {
                 for batch in injected.try_iter() {
                     let header = outpost_testkit::batch::header(&batch);
                     let (origin, range) = (header.origin, header.range);
-                    if range.lo <= store.vector.get(&origin) + 1 {
-                        let top = store.vector.get(&origin).max(range.hi);
-                        store.vector.set(origin, top);
+                    if range.lo <= store.vector.get(&origin.into()) + 1 {
+                        let top = store.vector.get(&origin.into()).max(range.hi);
+                        store.vector.set(origin.into(), top);
                     }
                     store.batches.push(StagedBatch {
                         header,
@@ -393,7 +407,7 @@ impl Hub {
                             wall_clock_ms: stated(&shift),
                             vector: store.vector.clone(),
                             session: SessionId::default(),
-                            control: outpost_protocol::VersionVector::new(),
+                            control: outpost_protocol::ControlVector::new(),
                         }));
                         while conn.recv().is_some() {}
                     }
