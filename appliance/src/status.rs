@@ -290,16 +290,21 @@ pub struct DeviceStatus {
     pub last_seen: Option<u64>,
     /// Revocation time, if revoked.
     pub revoked_at: Option<u64>,
-    /// Seqs the hub holds (contiguously, of other origins) that the device's last known vector
-    /// does not cover; `None` when the device never completed a session.
+    /// Seqs the hub holds (contiguously, of other origins, in the streams of its grant) that the
+    /// device's last known vector does not cover; `None` when the device never completed a
+    /// session.
     pub pending: Option<u64>,
+    /// The scopes it is granted (`["*"]`: all).
+    pub scopes: Vec<String>,
 }
 
-/// One origin's batches in the mailbox.
+/// One stream's batches in the mailbox: an origin's changes to one scope.
 #[derive(Clone, Debug, Serialize)]
 pub struct OriginStatus {
     /// The origin's site id.
     pub origin: String,
+    /// The stream's scope (`""`: unscoped tables).
+    pub scope: String,
     /// Batches held.
     pub batches: u64,
     /// Their bytes.
@@ -308,6 +313,61 @@ pub struct OriginStatus {
     pub covered: u64,
     /// Highest seq held (beyond `covered` means a gap).
     pub highest: u64,
+}
+
+/// One scope's figures on the hub.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ScopeCount {
+    /// The scope (`""`: the unscoped tables, which every device is served).
+    pub scope: String,
+    /// Batches held in its streams, all origins.
+    pub batches: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Active devices granted it (explicitly or by `*`).
+    pub devices: u64,
+}
+
+/// Per scope, from the held streams and the devices' grants: every scope either names.
+fn scope_counts(origins: &[OriginStatus], devices: &[DeviceStatus]) -> Vec<ScopeCount> {
+    let mut counts: std::collections::BTreeMap<&str, ScopeCount> = Default::default();
+    let entry = |scope: &str| -> ScopeCount {
+        ScopeCount {
+            scope: scope.to_owned(),
+            batches: 0,
+            bytes: 0,
+            devices: 0,
+        }
+    };
+    for o in origins {
+        let c = counts
+            .entry(o.scope.as_str())
+            .or_insert_with(|| entry(&o.scope));
+        c.batches += o.batches;
+        c.bytes += o.bytes;
+    }
+    let active: Vec<&DeviceStatus> = devices.iter().filter(|d| d.revoked_at.is_none()).collect();
+    for d in &active {
+        for s in d
+            .scopes
+            .iter()
+            .filter(|s| *s != outpost_protocol::scope::ALL)
+        {
+            counts.entry(s.as_str()).or_insert_with(|| entry(s));
+        }
+    }
+    for (scope, c) in counts.iter_mut() {
+        c.devices = active
+            .iter()
+            .filter(|d| {
+                scope.is_empty()
+                    || d.scopes
+                        .iter()
+                        .any(|s| s == outpost_protocol::scope::ALL || s == scope)
+            })
+            .count() as u64;
+    }
+    counts.into_values().collect()
 }
 
 /// Everything `status` and the page show.
@@ -333,8 +393,11 @@ pub struct Snapshot {
     pub batches: u64,
     /// Their bytes.
     pub bytes: u64,
-    /// Per origin.
+    /// Per stream (origin and scope).
     pub origins: Vec<OriginStatus>,
+    /// Per scope: what the hub holds of it and how many devices it serves it to (docs/design.md
+    /// section 10; the unscoped tables as scope `""`).
+    pub scope_counts: Vec<ScopeCount>,
     /// Last successful uplink to the cloud, unix seconds (`None`: never).
     pub last_uplink: Option<u64>,
     /// The uplink, when this hub has one (`run --cloud`).
@@ -569,8 +632,22 @@ impl Snapshot {
                 last_seen: d.last_seen,
                 revoked_at: d.revoked_at,
                 pending,
+                scopes: d.grant.scopes.names(),
             });
         }
+        let origins: Vec<OriginStatus> = mailbox
+            .origins
+            .iter()
+            .map(|o| OriginStatus {
+                origin: o.origin.to_string(),
+                scope: o.scope.clone(),
+                batches: o.batches,
+                bytes: o.bytes,
+                covered: o.covered,
+                highest: o.highest,
+            })
+            .collect();
+        let scope_counts = scope_counts(&origins, &devices);
         // A damaged pinned-cloud setting is reported by the uplink's status below; without a
         // readable one no cloud grant is trusted.
         let cloud = crate::uplink::cloud_root(&allowlist).ok().flatten();
@@ -592,17 +669,8 @@ impl Snapshot {
             devices,
             batches: mailbox.batches,
             bytes: mailbox.bytes,
-            origins: mailbox
-                .origins
-                .iter()
-                .map(|o| OriginStatus {
-                    origin: o.origin.to_string(),
-                    batches: o.batches,
-                    bytes: o.bytes,
-                    covered: o.covered,
-                    highest: o.highest,
-                })
-                .collect(),
+            origins,
+            scope_counts,
             id_mode: match id_mode {
                 outpost_mailbox::IdMode::Root => "root".into(),
                 outpost_mailbox::IdMode::Delegated => "delegated".into(),
@@ -695,6 +763,16 @@ impl Snapshot {
                     .map_or(String::new(), |t| format!("  REVOKED at {t}")),
             );
         }
+        for c in &self.scope_counts {
+            let _ = writeln!(
+                o,
+                "  scope {}  {} batches  {} bytes  {} devices",
+                scope_label(&c.scope),
+                c.batches,
+                c.bytes,
+                c.devices
+            );
+        }
         let _ = writeln!(
             o,
             "mailbox     {} batches, {} bytes",
@@ -703,8 +781,13 @@ impl Snapshot {
         for b in &self.origins {
             let _ = writeln!(
                 o,
-                "  origin {}  {} batches  {} bytes  covered 1..={}{}",
+                "  origin {}{}  {} batches  {} bytes  covered 1..={}{}",
                 b.origin,
+                if b.scope.is_empty() {
+                    String::new()
+                } else {
+                    format!("/{}", b.scope)
+                },
                 b.batches,
                 b.bytes,
                 b.covered,
@@ -825,6 +908,22 @@ impl Snapshot {
             }
             o.push_str("</table>");
         }
+        if !self.scope_counts.is_empty() {
+            o.push_str(
+                "<h2>Scopes</h2><table><tr><th>Scope</th><th>Batches</th><th>Bytes</th><th>Devices</th></tr>",
+            );
+            for c in &self.scope_counts {
+                let _ = write!(
+                    o,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(scope_label(&c.scope)),
+                    c.batches,
+                    c.bytes,
+                    c.devices
+                );
+            }
+            o.push_str("</table>");
+        }
         o.push_str("<h2>Recent errors</h2>");
         let errors = self.errors();
         if errors.is_empty() {
@@ -844,6 +943,15 @@ impl Snapshot {
             )
         );
         o
+    }
+}
+
+/// A scope as status shows it: the unscoped tables' stream has no name.
+fn scope_label(scope: &str) -> &str {
+    if scope.is_empty() {
+        "(unscoped)"
+    } else {
+        scope
     }
 }
 
@@ -938,5 +1046,47 @@ mod tests {
     #[test]
     fn page_escapes_what_it_shows() {
         assert_eq!(esc("<a href=\"x\">&"), "&lt;a href=&quot;x&quot;&gt;&amp;");
+    }
+
+    #[test]
+    fn scope_counts_add_streams_and_count_the_devices_each_scope_is_served_to() {
+        let stream = |scope: &str, batches, bytes| OriginStatus {
+            origin: "01".into(),
+            scope: scope.into(),
+            batches,
+            bytes,
+            covered: 1,
+            highest: 1,
+        };
+        let device = |scopes: &[&str], revoked: bool| DeviceStatus {
+            site: "02".into(),
+            key: "k".into(),
+            last_seen: None,
+            revoked_at: revoked.then_some(1),
+            pending: None,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        };
+        let counts = scope_counts(
+            &[
+                stream("", 1, 10),
+                stream("moshi", 2, 20),
+                stream("moshi", 1, 5),
+            ],
+            &[
+                device(&["moshi"], false),
+                device(&["tanga"], false),
+                device(&["*"], false),
+                device(&["moshi"], true),
+            ],
+        );
+        let got: Vec<(&str, u64, u64, u64)> = counts
+            .iter()
+            .map(|c| (c.scope.as_str(), c.batches, c.bytes, c.devices))
+            .collect();
+        assert_eq!(
+            got,
+            [("", 1, 10, 3), ("moshi", 3, 25, 2), ("tanga", 0, 0, 2)],
+            "a revoked device counts nowhere; `*` counts everywhere"
+        );
     }
 }

@@ -330,3 +330,60 @@ fn a_device_asking_for_a_million_ids_again_and_again_gets_one_million_a_day() {
     sync(&hub, &mut other, 1).unwrap();
     assert_eq!(other.blocks.len(), 1);
 }
+
+/// Scopes at a real hub (docs/design.md section 10): a device granted `moshi` is served the
+/// unscoped stream and moshi's, never tanga's; its push holding a tanga batch is refused whole
+/// with `ScopeRefused` and nothing of it is stored; a device granted `*` gets every stream.
+#[test]
+fn a_hub_serves_and_takes_only_the_streams_of_a_devices_grant() {
+    use outpost_protocol::scope::Scopes;
+    use outpost_protocol::StreamId;
+    use outpost_relay::allowlist::PeerGrant;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, h) = start_hub(&dir.path().join("hub"));
+    let hub = info(addr, &h);
+    let moshi = PeerGrant {
+        scopes: Scopes::parse(["moshi"]).unwrap(),
+        enroll: false,
+    };
+    let mut all = Device::new(0xa1);
+    let mut clinic = Device::new(0xb2);
+    std_hub::enroll(&hub, &h, &mut all);
+    std_hub::enroll_granted(&hub, &h, &mut clinic, &moshi);
+    all.write_range(1, 1);
+    all.write_scoped("moshi", 1, 2);
+    all.write_scoped("tanga", 1, 3);
+    sync(&hub, &mut all, 1).unwrap();
+    sync(&hub, &mut clinic, 2).unwrap();
+    let a = all.site;
+    assert_eq!(clinic.vector.get(&a.into()), 1);
+    assert_eq!(clinic.vector.get(&StreamId::new(a, "moshi")), 2);
+    assert_eq!(
+        clinic.vector.get(&StreamId::new(a, "tanga")),
+        0,
+        "a moshi tablet is never served tanga"
+    );
+    assert_eq!(clinic.applied.len(), 2);
+
+    // Its own write in a scope it does not hold: the whole push is refused, nothing stored.
+    clinic.write_scoped("moshi", 1, 1);
+    clinic.write_scoped("tanga", 1, 1);
+    let why = refused_with(sync(&hub, &mut clinic, 3), ErrorCode::ScopeRefused);
+    assert!(why.contains("'tanga'"), "{why}");
+    let mb = h.dir().mailbox().unwrap();
+    assert!(
+        mb.status()
+            .unwrap()
+            .origins
+            .iter()
+            .all(|o| o.origin != clinic.site),
+        "nothing of the refused push is held"
+    );
+    mb.check().unwrap();
+
+    // A device granted every scope is served every stream.
+    let mut other = Device::new(0xc3);
+    std_hub::enroll(&hub, &h, &mut other);
+    sync(&hub, &mut other, 4).unwrap();
+    assert_eq!(other.vector.get(&StreamId::new(a, "tanga")), 3);
+}

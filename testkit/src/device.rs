@@ -5,7 +5,7 @@
 //! machine is the system under test; this is the peer a real device would be, without a database
 //! in the way.
 
-use crate::batch::{batch, header, vector_of};
+use crate::batch::{batch, header, scoped, vector_of};
 use crate::peer::Keyed;
 use outpost_protocol::batch::BatchHeader;
 use outpost_protocol::control::{encode_entry, key_item};
@@ -15,7 +15,7 @@ use outpost_protocol::message::Covered;
 use outpost_protocol::message::PeerRole;
 use outpost_protocol::session::ClientStore;
 use outpost_protocol::vector::VectorGap;
-use outpost_protocol::{ControlVector, SeqRange, SiteId, VersionVector};
+use outpost_protocol::{ControlVector, SeqRange, SiteId, StreamId, VersionVector};
 use std::collections::VecDeque;
 
 /// The protocol-level device: a key and a database in memory.
@@ -112,6 +112,18 @@ impl MemStore {
         self.written = self.written.max(hi);
     }
 
+    /// Writes one batch of its own in the stream of `scope`, covering `lo..=hi` of that stream
+    /// (which must follow what it wrote there).
+    pub fn write_scoped(&mut self, scope: &str, lo: u64, hi: u64) {
+        self.own.push(scoped(self.site, scope, lo, hi));
+        self.vector
+            .advance(
+                StreamId::new(self.site, scope),
+                SeqRange::new(lo, hi).expect("a written range"),
+            )
+            .expect("written ranges follow each other");
+    }
+
     /// Writes `n` new batches of one seq each.
     pub fn write(&mut self, n: u64) {
         for _ in 0..n {
@@ -152,12 +164,15 @@ impl ClientStore for MemStore {
         Ok(self.vector.clone())
     }
     fn plan_export(&mut self, server: &VersionVector) -> Result<VecDeque<Vec<u8>>, VectorGap> {
-        let have = server.get(&self.site.into());
-        self.peer_had = have;
+        self.peer_had = server.get(&self.site.into());
+        // Per stream: what the server lacks of each.
         Ok(self
             .own
             .iter()
-            .filter(|b| header(b).range.hi > have)
+            .filter(|b| {
+                let h = header(b);
+                h.range.hi > server.get(&h.stream_id())
+            })
             .cloned()
             .collect())
     }

@@ -6,7 +6,7 @@
 use outpost_hub::datadir::{unix_now, DataDir};
 use outpost_hub::hub::Hub;
 use outpost_protocol::channel::Limits as ChannelLimits;
-use outpost_relay::allowlist::{Role, DEFAULT_TOKEN_TTL_SECS};
+use outpost_relay::allowlist::{PeerGrant, Role, DEFAULT_TOKEN_TTL_SECS};
 use outpost_relay::listener::{serve, Conn, Limits, LiveSessions};
 use outpost_relay::serve_connection;
 use outpost_testkit::{enroll_token, Device, HubInfo};
@@ -48,11 +48,16 @@ pub fn info(addr: SocketAddr, hub: &Hub) -> HubInfo {
 
 /// Enrolls `dev` with a token the hub's allowlist issues.
 pub fn enroll(hub: &HubInfo, h: &Hub, dev: &mut Device) {
+    enroll_granted(hub, h, dev, &PeerGrant::default());
+}
+
+/// [`enroll`] with a code granting `grant`.
+pub fn enroll_granted(hub: &HubInfo, h: &Hub, dev: &mut Device, grant: &PeerGrant) {
     let token = h
         .dir()
         .allowlist()
         .unwrap()
-        .issue_token(unix_now(), DEFAULT_TOKEN_TTL_SECS, Role::Device)
+        .issue_granted_token(unix_now(), DEFAULT_TOKEN_TTL_SECS, Role::Device, grant)
         .unwrap()
         .secret;
     enroll_token(hub, dev, token);
