@@ -387,3 +387,57 @@ fn a_hub_serves_and_takes_only_the_streams_of_a_devices_grant() {
     sync(&hub, &mut other, 4).unwrap();
     assert_eq!(other.vector.get(&StreamId::new(a, "tanga")), 3);
 }
+
+/// A regrant reaches a live session (docs/design.md section 10, "Grants"): a connected device
+/// whose grant widens is told to pull and is served the new scope's streams without
+/// reconnecting.
+#[test]
+fn a_widened_grant_is_served_in_the_live_session() {
+    use outpost_protocol::scope::Scopes;
+    use outpost_protocol::StreamId;
+    use outpost_relay::allowlist::PeerGrant;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, h) = start_hub(&dir.path().join("hub"));
+    h.serving()
+        .watch_control(Duration::from_millis(100))
+        .unwrap();
+    let hub = info(addr, &h);
+    let mut all = Device::new(0xa1);
+    let mut clinic = Device::new(0xb2);
+    std_hub::enroll(&hub, &h, &mut all);
+    let moshi = Scopes::parse(["moshi"]).unwrap();
+    std_hub::enroll_granted(
+        &hub,
+        &h,
+        &mut clinic,
+        &PeerGrant {
+            scopes: moshi,
+            enroll: false,
+        },
+    );
+    all.write_scoped("moshi", 1, 1);
+    all.write_scoped("tanga", 1, 2);
+    sync(&hub, &mut all, 1).unwrap();
+    let tanga = StreamId::new(all.site, "tanga");
+    let site = clinic.site;
+    let regrant = std::thread::spawn({
+        let serving = h.serving().clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(500));
+            let both = Scopes::parse(["moshi", "tanga"]).unwrap();
+            serving
+                .mailbox()
+                .unwrap()
+                .grant_scopes(site, &both, false)
+                .unwrap()
+                .expect("a new grant version");
+        }
+    });
+    let (done, notifies) = live_until(&hub, &mut clinic, 2, Duration::from_secs(10), |d| {
+        d.vector.get(&tanga) == 2
+    });
+    regrant.join().unwrap();
+    assert!(done, "the live session served the new scope");
+    assert!(notifies >= 1, "the device was told to pull");
+    assert_eq!(clinic.vector.get(&StreamId::new(all.site, "moshi")), 1);
+}

@@ -290,10 +290,7 @@ impl Relay {
     /// the unscoped stream only, so a failure never widens what is served.
     fn peer_grant(&self, site: &SiteId) -> Scopes {
         let read = self.serving.take_mailbox().and_then(|mut m| {
-            let scopes = m
-                .directory()?
-                .grant_of(site)
-                .map_or(Scopes::All, |g| g.scopes.clone());
+            let scopes = grant_in(&mut m, site)?;
             self.serving.give_mailbox(m);
             Ok(scopes)
         });
@@ -375,6 +372,21 @@ impl Relay {
                             Ok(n) if n > 0 => log::info!("sent {n} new control entries"),
                             Ok(_) => {}
                             Err(e) => log::warn!("sending new control entries: {e}"),
+                        }
+                        // A regrant takes effect in this session: a widened grant is pulled at
+                        // once (the notify below), a narrowed one is no longer served.
+                        let site = open.channel.peer().site;
+                        match grant_in(&mut mailbox, &site) {
+                            Ok(grant) => {
+                                let shown = grant.to_string();
+                                if open.session.set_peer_grant(grant) {
+                                    log::info!("peer site={site} regranted: {shown}");
+                                    // As if another connection committed: the peer is told to
+                                    // pull (a widened grant has streams it lacks).
+                                    open.pulled_at = open.pulled_at.wrapping_sub(1);
+                                }
+                            }
+                            Err(e) => log::warn!("reading the grant of site={site}: {e}"),
                         }
                         open.serving.give_mailbox(mailbox);
                     }
@@ -781,4 +793,12 @@ impl Open {
         out.extend(self.channel.take_outgoing());
         r
     }
+}
+
+/// The scopes `site` is granted in `mailbox`'s directory (no grant entry: every scope).
+fn grant_in(mailbox: &mut Mailbox, site: &SiteId) -> Result<Scopes, MailboxError> {
+    Ok(mailbox
+        .directory()?
+        .grant_of(site)
+        .map_or(Scopes::All, |g| g.scopes.clone()))
 }

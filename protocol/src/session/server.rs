@@ -127,6 +127,14 @@ impl<S: ServerStore> ServerSession<S> {
         }
     }
 
+    /// Replaces the client's grant (a regrant written while it stays connected): later pulls
+    /// serve, and later pushes are judged by, the new one. Returns whether it changed.
+    pub fn set_peer_grant(&mut self, grant: Scopes) -> bool {
+        let changed = self.config.peer_grant != grant;
+        self.config.peer_grant = grant;
+        changed
+    }
+
     /// Queues the control entries written since the client last got any (a revocation, a
     /// grant, a table setting made while it stays connected in live mode). Only between pulls
     /// (state ready): a pull in progress keeps its order, and the next call sends them.
