@@ -23,6 +23,12 @@ CREATE INDEX visits_patient ON visits(patient_id);";
 /// W1's rows in insert order (patients, then visits), as SQL values, from docs/workload.md's
 /// recipe; `scale` 1.0 is the full size.
 pub fn w1_rows(scale: f64) -> W1Rows {
+    w1_rows_seeded(scale, 20_261_123)
+}
+
+/// [`w1_rows`] from another seed: rows of the same shape with other keys and values (a tenant of
+/// many clinics is many such sets).
+pub fn w1_rows_seeded(scale: f64, seed: u64) -> W1Rows {
     use Value as V;
     const CLINICS: [&str; 6] = [
         "Mbeya Central",
@@ -58,7 +64,7 @@ pub fn w1_rows(scale: f64) -> W1Rows {
         "hospital",
         "counselled",
     ];
-    let mut rng = StdRng::seed_from_u64(20_261_123);
+    let mut rng = StdRng::seed_from_u64(seed);
     let uuid = |rng: &mut StdRng| {
         let mut b: [u8; 16] = rng.gen();
         b[6] = (b[6] & 0x0f) | 0x40;
