@@ -385,7 +385,9 @@ impl Mailbox {
             if same(d) {
                 return Vec::new();
             }
-            let version = granted(d, &own, &site).map_or(1, |g| g.version + 1);
+            // Above every version any writer stated for the site (a hub's included): batches
+            // name the version they were written under, so two grants never share one.
+            let version = d.highest_grant_version(&site) + 1;
             vec![outpost_protocol::control::grant_item(
                 site,
                 version,

@@ -132,6 +132,10 @@ impl ServerStore for Mailbox {
         self.key_of(origin)
     }
 
+    fn grant_at(&mut self, site: &SiteId, version: u64) -> Result<Option<Scopes>, MailboxError> {
+        Ok(self.directory()?.grant_at(site, version).cloned())
+    }
+
     fn control_vector(&mut self) -> Result<ControlVector, MailboxError> {
         Mailbox::control_vector(self)
     }

@@ -262,3 +262,43 @@ fn a_forged_twin_of_an_accepted_entry_is_never_what_gets_stored() {
         "the stored entry is the real one"
     );
 }
+
+/// A grant's version goes above every version any writer stated for the site: the cloud's
+/// regrant of a device its hub granted version 1 is version 2, so a batch naming a version
+/// means one grant everywhere.
+#[test]
+fn a_regrant_takes_a_version_above_every_writers() {
+    use outpost_protocol::scope::Scopes;
+    let dir = tempfile::tempdir().unwrap();
+    let (cloud_key, hub_key, device_key) = (key(1), key(2), key(3));
+    let mut hub = Mailbox::open(dir.path().join("hub.db")).unwrap();
+    hub.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
+    hub.certify(DEVICE, device_key.public(), PeerRole::Device, false)
+        .unwrap();
+    let moshi = Scopes::parse(["moshi"]).unwrap();
+    hub.grant_scopes(DEVICE, &moshi, false).unwrap().unwrap();
+    let mut cloud = Mailbox::open(dir.path().join("cloud.db")).unwrap();
+    cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    cloud
+        .certify(HUB, hub_key.public(), PeerRole::Hub, false)
+        .unwrap();
+    // The hub's own grant (a hub grants within it).
+    cloud.grant_scopes(HUB, &Scopes::All, false).unwrap();
+    cloud
+        .control_received(hub.control_for(&ControlVector::new()).unwrap())
+        .unwrap();
+    assert_eq!(
+        cloud.directory().unwrap().grant_at(&DEVICE, 1),
+        Some(&moshi)
+    );
+    let tanga = Scopes::parse(["tanga"]).unwrap();
+    cloud.grant_scopes(DEVICE, &tanga, false).unwrap().unwrap();
+    let d = cloud.directory().unwrap();
+    let g = d.grant_of(&DEVICE).unwrap();
+    assert_eq!((g.version, &g.scopes), (2, &tanga));
+    assert_eq!(
+        d.grant_at(&DEVICE, 1),
+        Some(&moshi),
+        "the hub's version stays"
+    );
+}

@@ -134,6 +134,9 @@ pub enum ErrorCode {
     /// A device pushed a batch of a scope outside its grant; nothing of the push was stored
     /// (tag 14).
     ScopeRefused,
+    /// A device's batch names a grant version the relay does not know yet; nothing of the push
+    /// was stored: retry later (tag 15).
+    GrantUnknown,
 }
 
 /// Bytes carried as one postcard byte string (length varint, then the bytes), not as a sequence

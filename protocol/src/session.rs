@@ -148,6 +148,12 @@ pub trait ServerStore {
         let _ = (peer, metered, request);
         Ok(Vec::new())
     }
+    /// The scopes of version `version` of `site`'s grant, if this store knows that version
+    /// (its control streams' `Directory::grant_at`); `None` (the default) when it does not.
+    fn grant_at(&mut self, site: &SiteId, version: u64) -> Result<Option<Scopes>, Self::Error> {
+        let _ = (site, version);
+        Ok(None)
+    }
     /// The key this store knows for `origin`, to verify a relayed batch's signature with (a
     /// device's own pushes are verified with the key its handshake authenticated). `None` (the
     /// default): not known here, and the push is refused with [`SessionError::KeyUnknown`]
@@ -356,6 +362,15 @@ pub enum SessionError {
         /// Its seq range.
         range: SeqRange,
     },
+    /// A device's batch names a version of its grant this relay does not know yet (the device
+    /// learnt it elsewhere, from the cloud); nothing of the push was stored: retry later, once
+    /// the control entries reached this relay.
+    GrantUnknown {
+        /// The origin (the pushing device).
+        origin: SiteId,
+        /// The grant version the batch names.
+        version: u64,
+    },
     /// The staged push exceeds the server's limit.
     TooLarge {
         /// Bytes staged with this batch.
@@ -496,6 +511,12 @@ impl fmt::Display for SessionError {
                  which is not granted to this device; nothing of this push was stored",
                 range.lo, range.hi
             ),
+            SessionError::GrantUnknown { origin, version } => write!(
+                f,
+                "push refused for now: a batch of origin {origin} was written under version \
+                 {version} of its grant, which this relay does not know yet; nothing of this \
+                 push was stored, retry later"
+            ),
             SessionError::TooLarge { staged, max } => write!(
                 f,
                 "push too large: {staged} bytes staged, the limit is {max}; push fewer batches per session"
@@ -556,6 +577,7 @@ impl SessionError {
             SessionError::KeyUnknown { .. } => ErrorCode::KeyUnknown,
             SessionError::DirectionRefused { .. } => ErrorCode::DirectionRefused,
             SessionError::ScopeRefused { .. } => ErrorCode::ScopeRefused,
+            SessionError::GrantUnknown { .. } => ErrorCode::GrantUnknown,
             SessionError::ClockAhead { .. } => ErrorCode::ClockAhead,
             SessionError::AckMismatch
             | SessionError::IdGrantMismatch

@@ -322,3 +322,34 @@ fn grants_the_clouds_highest_version_then_a_hubs_within_its_own() {
     );
     assert_eq!(decode_entry(&zero), Err(ControlError::BadGrant));
 }
+
+/// Every version of a grant stays known (batches are judged by the version they name): the
+/// cloud's word for a version, else the hub's within its own grant; new versions go above every
+/// version any writer stated.
+#[test]
+fn every_grant_version_is_kept_for_judging_the_batches_that_name_it() {
+    let at = |d: &Directory, s: &SiteId, v: u64| d.grant_at(s, v).map(Scopes::names);
+    let mut entries = stream(); // cloud 1..=2, hub 1
+    entries.push(grant(CLOUD, 0xc0, 3, HUB, 1, &["moshi", "arusha"]));
+    entries.push(grant(HUB, 0x40, 2, DEV2, 1, &["moshi"]));
+    entries.push(grant(CLOUD, 0xc0, 4, DEV2, 2, &["tanga"]));
+    entries.push(grant(CLOUD, 0xc0, 5, DEV1, 1, &["moshi"]));
+    entries.push(grant(CLOUD, 0xc0, 6, DEV1, 2, &["arusha"]));
+    for reversed in [false, true] {
+        let mut all = entries.clone();
+        if reversed {
+            all.reverse();
+        }
+        let mut d = Directory::new([cloud_root()]);
+        assert!(d.admit(all).is_empty());
+        assert_eq!(at(&d, &DEV1, 1), Some(vec!["moshi".to_string()]));
+        assert_eq!(at(&d, &DEV1, 2), Some(vec!["arusha".to_string()]));
+        assert_eq!(at(&d, &DEV1, 3), None);
+        // The hub's version 1, narrowed to its own grant; the cloud's version 2 is current.
+        assert_eq!(at(&d, &DEV2, 1), Some(vec!["moshi".to_string()]));
+        assert_eq!(at(&d, &DEV2, 2), Some(vec!["tanga".to_string()]));
+        assert_eq!(d.grant_of(&DEV2).unwrap().version, 2);
+        assert_eq!(d.highest_grant_version(&DEV2), 2);
+        assert_eq!(d.highest_grant_version(&SiteId([9; 16])), 0);
+    }
+}

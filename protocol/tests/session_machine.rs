@@ -1013,3 +1013,83 @@ fn a_device_push_outside_its_grant_is_refused_whole() {
         }
     }
 }
+
+/// A device's batch is judged by the grant version it names (docs/design.md section 10, "One
+/// decision everywhere"): changes written before a regrant still go up; a batch naming the new
+/// version in a scope it lost is refused; a version the relay does not know yet is "retry
+/// later", nothing stored.
+#[test]
+fn a_device_batch_is_judged_by_the_grant_version_it_names() {
+    use outpost_protocol::scope::Scopes;
+    use outpost_testkit::batch::scoped_under;
+    let store = || {
+        let mut s = MemServer::default();
+        s.grant_versions
+            .insert((DEVICE, 1), Scopes::parse(["moshi"]).unwrap());
+        s.grant_versions
+            .insert((DEVICE, 2), Scopes::parse(["tanga"]).unwrap());
+        s
+    };
+    let session = |sstore: &mut MemServer| {
+        let mut cfg = server_config();
+        // The device holds version 2 now.
+        cfg.peer_grant = Scopes::parse(["tanga"]).unwrap();
+        let mut server = ServerSession::<MemServer>::new(cfg);
+        server.handle(hello(1), 0, sstore).unwrap();
+        drain(&mut server, sstore);
+        server
+    };
+    // Written under version 1, in moshi, pushed after the regrant: it drains.
+    let mut sstore = store();
+    let mut server = session(&mut sstore);
+    server
+        .handle(
+            push(1, scoped_under(DEVICE, "moshi", 1, 1, 2)),
+            0,
+            &mut sstore,
+        )
+        .unwrap();
+    server
+        .handle(
+            push(1, scoped_under(DEVICE, "tanga", 2, 1, 1)),
+            0,
+            &mut sstore,
+        )
+        .unwrap();
+    server.handle(commit(1), 0, &mut sstore).unwrap();
+    assert_eq!(sstore.batches.len(), 2);
+    // Naming version 2 in moshi: refused whole.
+    let mut sstore = store();
+    let mut server = session(&mut sstore);
+    let e = server
+        .handle(
+            push(1, scoped_under(DEVICE, "moshi", 2, 1, 1)),
+            0,
+            &mut sstore,
+        )
+        .unwrap_err();
+    assert!(matches!(e, SessionError::ScopeRefused { .. }), "{e:?}");
+    // A version this relay has not heard of: retry later, nothing stored.
+    let mut sstore = store();
+    let mut server = session(&mut sstore);
+    let e = server
+        .handle(
+            push(1, scoped_under(DEVICE, "tanga", 3, 1, 1)),
+            0,
+            &mut sstore,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, SessionError::GrantUnknown { version: 3, .. }),
+        "{e:?}"
+    );
+    assert!(matches!(
+        e.to_message(),
+        Some(Message::Error {
+            code: ErrorCode::GrantUnknown,
+            ..
+        })
+    ));
+    assert!(e.to_string().contains("retry later"), "{e}");
+    assert!(sstore.batches.is_empty());
+}

@@ -50,6 +50,16 @@ pub fn scoped(origin: SiteId, scope: &str, lo: u64, hi: u64) -> Vec<u8> {
     with_meta(origin, lo, hi, &meta)
 }
 
+/// [`scoped`], written under version `grant_version` of its origin's grant.
+pub fn scoped_under(origin: SiteId, scope: &str, grant_version: u64, lo: u64, hi: u64) -> Vec<u8> {
+    let meta = BatchMeta {
+        stream: scope.into(),
+        grant_version,
+        ..BatchMeta::default()
+    };
+    with_meta(origin, lo, hi, &meta)
+}
+
 /// [`batch`] with the clear header's fields from `meta`, signed.
 fn with_meta(origin: SiteId, lo: u64, hi: u64, meta: &BatchMeta) -> Vec<u8> {
     let table = TableSchema {

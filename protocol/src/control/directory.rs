@@ -115,6 +115,9 @@ pub struct Directory {
     tables: BTreeMap<String, TableEntry>,
     /// Each site's grant.
     grants: BTreeMap<SiteId, Grant>,
+    /// Every version of every site's grant the directory accepted (the cloud's word for a
+    /// version, else the hub's narrowed one): batches are judged by the version they name.
+    grant_versions: BTreeMap<SiteId, BTreeMap<u64, Scopes>>,
     /// A cloud is known (a root, or introduced by the device's own hub).
     has_cloud: bool,
 }
@@ -187,6 +190,27 @@ impl Directory {
     /// What `site` is granted, if any entry says (see the module doc).
     pub fn grant_of(&self, site: &SiteId) -> Option<&Grant> {
         self.grants.get(site)
+    }
+
+    /// The scopes of version `version` of `site`'s grant, if the directory holds that version
+    /// (docs/design.md section 10, "One decision everywhere": a batch is judged by the grant
+    /// version it names, so a later regrant never turns an accepted batch into a refused one).
+    pub fn grant_at(&self, site: &SiteId, version: u64) -> Option<&Scopes> {
+        self.grant_versions.get(site)?.get(&version)
+    }
+
+    /// The highest grant version any entry here states for `site` (0: none), whoever wrote
+    /// it: a new grant takes the next one, so versions never collide.
+    pub fn highest_grant_version(&self, site: &SiteId) -> u64 {
+        self.streams
+            .values()
+            .flatten()
+            .filter_map(|e| match &e.item {
+                ControlItem::Grant(g) if g.site == *site => Some(g.version),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// Whether a cloud is known here: then the tenant's table settings apply (a peer with no
@@ -330,6 +354,7 @@ impl Directory {
         // The cloud's latest statement per site, and per table.
         let mut tables = BTreeMap::new();
         let mut grants: BTreeMap<SiteId, Grant> = BTreeMap::new();
+        let mut versions: BTreeMap<SiteId, BTreeMap<u64, Scopes>> = BTreeMap::new();
         for cloud in &clouds {
             for e in self.entries_after(cloud, 0) {
                 let k = match &e.item {
@@ -341,6 +366,10 @@ impl Directory {
                     }
                     ControlItem::Grant(g) => {
                         raise(&mut grants, g, *cloud);
+                        versions
+                            .entry(g.site)
+                            .or_default()
+                            .insert(g.version, g.scopes.clone());
                         continue;
                     }
                 };
@@ -410,7 +439,7 @@ impl Directory {
                 .get(&site)
                 .is_some_and(|b| b.role == PeerRole::Device)
                 && admitted.contains(&(hub, site));
-            if grants.contains_key(&site) || !trusted {
+            if !trusted {
                 continue;
             }
             // A hub grants within its own grant: what it says is narrowed to that (a code minted
@@ -427,6 +456,15 @@ impl Directory {
                 }
             };
             let narrowed: Vec<GrantEntry> = entries.into_iter().filter_map(within).collect();
+            // Versions the cloud did not state are the hub's (batches written under them are
+            // judged by them); its current grant counts only while no cloud granted the site.
+            let known = versions.entry(site).or_default();
+            for g in &narrowed {
+                known.entry(g.version).or_insert_with(|| g.scopes.clone());
+            }
+            if grants.contains_key(&site) {
+                continue;
+            }
             let mut mine = BTreeMap::new();
             for g in &narrowed {
                 raise(&mut mine, g, hub);
@@ -434,6 +472,7 @@ impl Directory {
             grants.extend(mine);
         }
         self.grants = grants;
+        self.grant_versions = versions;
         self.bindings = bindings;
         self.has_cloud = !clouds.is_empty();
         self.tables = tables;

@@ -383,18 +383,7 @@ impl<S: ServerStore> ServerSession<S> {
             )?
         };
         check_signature(&header, &key)?;
-        // A device writes only into scopes it holds (a referral travels in the row's old scope,
-        // which it held): a batch of any other stream is refused with the whole push.
-        if self.config.peer_pushes == PushOrigins::Own
-            && !header.stream.is_empty()
-            && !self.config.peer_grant.contains(&header.stream)
-        {
-            return Err(SessionError::ScopeRefused {
-                origin: header.origin,
-                scope: header.stream.clone(),
-                range: header.range,
-            });
-        }
+        self.check_scope(&header, store)?;
         // Only the cloud writes `down` tables, and the cloud never pushes: it is the top of the
         // tree, and relays take its batches by pulling. So no push may carry one.
         if header.flags.direction == Direction::Down {
@@ -413,6 +402,43 @@ impl<S: ServerStore> ServerSession<S> {
             bytes: batch.0,
         });
         Ok(())
+    }
+
+    /// A device writes only into scopes it holds (a referral travels in the row's old scope,
+    /// which it held): a batch of any other stream is refused with the whole push. The batch
+    /// is judged by the grant version it names (docs/design.md section 10, "One decision
+    /// everywhere"), so changes written before a regrant still go up (the removed scope drains);
+    /// a batch naming no version (0) by the grant the peer holds now; a version this relay does
+    /// not know yet is refused as "retry later". A relayed batch is judged by its receiver.
+    fn check_scope(
+        &self,
+        header: &crate::batch::BatchHeader,
+        store: &mut S,
+    ) -> Result<(), SessionError> {
+        if self.config.peer_pushes != PushOrigins::Own || header.stream.is_empty() {
+            return Ok(());
+        }
+        let granted = if header.grant_version == 0 {
+            self.config.peer_grant.contains(&header.stream)
+        } else {
+            store
+                .grant_at(&header.origin, header.grant_version)
+                .map_err(store_err)?
+                .ok_or(SessionError::GrantUnknown {
+                    origin: header.origin,
+                    version: header.grant_version,
+                })?
+                .contains(&header.stream)
+        };
+        if granted {
+            Ok(())
+        } else {
+            Err(SessionError::ScopeRefused {
+                origin: header.origin,
+                scope: header.stream.clone(),
+                range: header.range,
+            })
+        }
     }
 
     /// The first relay's time bound (docs/design.md section 10, "Time"): a device's own batch

@@ -32,6 +32,8 @@ pub struct MemServer {
     pub grants: HashMap<(SiteId, RequestId), Vec<IdRange>>,
     /// Numbers the server can still grant in all (`None`: unlimited).
     pub id_capacity: Option<u64>,
+    /// Every version of each site's grant it knows (its directory's `grant_at`).
+    pub grant_versions: HashMap<(SiteId, u64), outpost_protocol::scope::Scopes>,
 }
 
 impl MemServer {
@@ -52,6 +54,13 @@ impl ServerStore for MemServer {
     }
     fn committed(&mut self, session: &SessionId) -> Result<Option<CommitRecord>, String> {
         Ok(self.sessions.get(session).cloned())
+    }
+    fn grant_at(
+        &mut self,
+        site: &SiteId,
+        version: u64,
+    ) -> Result<Option<outpost_protocol::scope::Scopes>, String> {
+        Ok(self.grant_versions.get(&(*site, version)).cloned())
     }
     fn commit(
         &mut self,
