@@ -46,6 +46,7 @@ fn batch(seq: u64, name: &str, id: &str, direction: Direction) -> Vec<u8> {
         SeqRange::new(seq, seq).unwrap(),
         vec![table],
         &[TableChanges {
+            credit: None,
             table: 0,
             rows: vec![row],
         }],

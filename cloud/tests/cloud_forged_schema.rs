@@ -55,6 +55,7 @@ fn batch(seq: u64, t: TableSchema, id: &str) -> Vec<u8> {
         SeqRange::new(seq, seq).unwrap(),
         vec![t],
         &[TableChanges {
+            credit: None,
             table: 0,
             rows: vec![row],
         }],

@@ -298,6 +298,12 @@ pub struct Batch {
 pub struct TableChanges {
     /// Index into [`BatchHeader::tables`].
     pub table: u16,
+    /// The site the rows' cells are credited to: `None` for the batch's origin. Only a
+    /// transfer batch (flag `transfer`, written by the cloud when a row changes scope) carries
+    /// credits, one per group: it moves a row's whole merge state into the new scope's stream
+    /// with every cell still credited to the site that wrote it (docs/design.md section 10,
+    /// "Moves").
+    pub credit: Option<SiteId>,
     /// The rows.
     pub rows: Vec<RowChange>,
 }

@@ -371,6 +371,15 @@ pub enum SessionError {
         /// The grant version the batch names.
         version: u64,
     },
+    /// A pushed batch is flagged `transfer` (cells credited to other sites): only the cloud
+    /// writes transfers and its batches travel by pull, so no push may carry one; nothing of the
+    /// push was stored.
+    TransferPushed {
+        /// The origin the batch names.
+        origin: SiteId,
+        /// Its seq range.
+        range: SeqRange,
+    },
     /// The staged push exceeds the server's limit.
     TooLarge {
         /// Bytes staged with this batch.
@@ -517,6 +526,13 @@ impl fmt::Display for SessionError {
                  {version} of its grant, which this relay does not know yet; nothing of this \
                  push was stored, retry later"
             ),
+            SessionError::TransferPushed { origin, range } => write!(
+                f,
+                "push refused: batch of origin {origin} seqs {}..={} is a transfer (cells \
+                 credited to other sites), which only the cloud writes; nothing of this push \
+                 was stored",
+                range.lo, range.hi
+            ),
             SessionError::TooLarge { staged, max } => write!(
                 f,
                 "push too large: {staged} bytes staged, the limit is {max}; push fewer batches per session"
@@ -578,6 +594,7 @@ impl SessionError {
             SessionError::DirectionRefused { .. } => ErrorCode::DirectionRefused,
             SessionError::ScopeRefused { .. } => ErrorCode::ScopeRefused,
             SessionError::GrantUnknown { .. } => ErrorCode::GrantUnknown,
+            SessionError::TransferPushed { .. } => ErrorCode::ForeignOrigin,
             SessionError::ClockAhead { .. } => ErrorCode::ClockAhead,
             SessionError::AckMismatch
             | SessionError::IdGrantMismatch

@@ -98,8 +98,13 @@ fn sample_changes() -> Vec<TableChanges> {
         })
         .collect();
     vec![
-        TableChanges { table: 0, rows },
         TableChanges {
+            credit: None,
+            table: 0,
+            rows,
+        },
+        TableChanges {
+            credit: None,
             table: 1,
             rows: vec![RowChange {
                 key: vec![Value::Integer(1), Value::Text("b".into())],
@@ -108,6 +113,7 @@ fn sample_changes() -> Vec<TableChanges> {
             }],
         },
         TableChanges {
+            credit: None,
             table: 0,
             rows: vec![],
         },
@@ -191,6 +197,7 @@ fn wide_tables_use_the_column_list_form() {
         })
         .collect();
     let changes = vec![TableChanges {
+        credit: None,
         table: 0,
         rows: vec![RowChange {
             key: vec![Value::Integer(1)],
@@ -222,6 +229,7 @@ fn body_writer_len_is_the_exact_body_length() {
 fn changes_that_do_not_fit_their_tables_are_refused() {
     let row = |cells: Vec<CellChange>, key: Vec<Value>| {
         vec![TableChanges {
+            credit: None,
             table: 0,
             rows: vec![RowChange {
                 key,
@@ -460,5 +468,96 @@ fn a_body_with_a_reserved_value_type_is_refused_at_its_offset() {
             offset: 8,
             problem: BodyProblem::BadValueType
         })
+    );
+}
+
+/// A transfer batch (docs/design.md section 10, "Moves") carries, per group, the site its
+/// cells are credited to: a row's whole merge state moves into the new scope's stream with its
+/// original credits. No other batch carries credits, and a writer of one kind cannot finish a
+/// batch of the other.
+#[test]
+fn transfer_batches_carry_a_credit_per_group_and_no_other_batch_does() {
+    use outpost_protocol::batch::codec::encode_transfer;
+    use outpost_protocol::batch::{BatchFlags, BatchMeta, Direction};
+    let (cloud, amina, baraka) = (SiteId([0xc0; 16]), SiteId([1; 16]), SiteId([2; 16]));
+    let mut changes = sample_changes();
+    changes.truncate(1);
+    let mut other = changes[0].clone();
+    changes[0].credit = Some(amina);
+    other.credit = Some(baraka);
+    changes.push(other);
+    let range = SeqRange::new(1, 1).unwrap();
+    for compression in [Compression::None, Compression::Deflate] {
+        let bytes =
+            encode_transfer(cloud, "tanga", range, vec![table(8)], &changes, compression).unwrap();
+        let batch = decode(&bytes, &Limits::default()).unwrap();
+        assert!(batch.header.flags.transfer);
+        assert_eq!(batch.header.stream, "tanga");
+        assert_eq!(batch.tables, changes, "credits survive the round trip");
+    }
+    // The group header: table index, then the 16-byte credit, then the row count.
+    let bytes = encode_transfer(
+        cloud,
+        "tanga",
+        range,
+        vec![table(8)],
+        &changes[..1],
+        Compression::None,
+    )
+    .unwrap();
+    let at = bytes
+        .windows(16)
+        .position(|w| w == amina.as_bytes())
+        .expect("the credit is in the body");
+    assert_eq!(
+        bytes[at - 2..at],
+        [0x01, 0x00],
+        "1 group, table 0, then the credit"
+    );
+
+    // Credits outside a transfer, or a transfer without them: refused when writing.
+    assert_eq!(
+        try_encode(cloud, range, vec![table(8)], &changes, Compression::None).unwrap_err(),
+        EncodeError::Credit
+    );
+    let mut uncredited = changes.clone();
+    uncredited[0].credit = None;
+    assert_eq!(
+        encode_transfer(
+            cloud,
+            "tanga",
+            range,
+            vec![table(8)],
+            &uncredited,
+            Compression::None
+        )
+        .unwrap_err(),
+        EncodeError::Credit
+    );
+    let mut w = BodyWriter::new_transfer(vec![table(8)]).unwrap();
+    assert_eq!(w.begin_table(0).unwrap_err(), EncodeError::Credit);
+    let mut plain = BodyWriter::new(vec![table(8)]).unwrap();
+    assert_eq!(
+        plain.begin_credited(0, amina).unwrap_err(),
+        EncodeError::Credit
+    );
+    w.begin_credited(0, amina).unwrap();
+    let meta = BatchMeta {
+        flags: BatchFlags {
+            direction: Direction::Both,
+            transfer: false,
+        },
+        ..BatchMeta::default()
+    };
+    assert_eq!(
+        outpost_protocol::batch::codec::finish_batch_with(
+            w,
+            cloud,
+            range,
+            &meta,
+            Compression::None
+        )
+        .unwrap_err(),
+        EncodeError::TransferMismatch
     );
 }

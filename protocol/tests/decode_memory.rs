@@ -409,7 +409,11 @@ fn valid_batch() -> impl Strategy<Value = Vec<u8>> {
                 site(),
                 SeqRange::new(1, 9).unwrap(),
                 vec![t],
-                &[TableChanges { table: 0, rows }],
+                &[TableChanges {
+                    credit: None,
+                    table: 0,
+                    rows,
+                }],
                 compression,
             )
         })

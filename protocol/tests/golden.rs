@@ -195,6 +195,7 @@ fn batch_tables() -> Vec<TableSchema> {
 fn batch_changes() -> Vec<TableChanges> {
     let hlc = Hlc::new(1_760_000_000_000, 0);
     vec![TableChanges {
+        credit: None,
         table: 0,
         rows: vec![
             RowChange {

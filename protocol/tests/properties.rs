@@ -140,6 +140,7 @@ fn batch() -> impl Strategy<Value = (Vec<TableSchema>, Vec<TableChanges>)> {
             .map(|i| {
                 proptest::collection::vec(row(&tables[i]), 0..6)
                     .prop_map(move |rows| TableChanges {
+                        credit: None,
                         table: i as u16,
                         rows,
                     })
@@ -273,7 +274,7 @@ proptest! {
             primary_key: vec![0],
             foreign_keys: vec![],
         }];
-        let changes = vec![TableChanges { table: 0, rows: vec![RowChange {
+        let changes = vec![TableChanges { credit: None, table: 0, rows: vec![RowChange {
             key: vec![v.clone()],
             existence: 1,
             cells: vec![CellChange { column: 0, hlc: Hlc::new(1, 1), payload: CellPayload::Value(v.clone()) }],

@@ -1093,3 +1093,53 @@ fn a_device_batch_is_judged_by_the_grant_version_it_names() {
     assert!(e.to_string().contains("retry later"), "{e}");
     assert!(sstore.batches.is_empty());
 }
+
+/// No push may carry a transfer batch (cells credited to other sites): only the cloud writes
+/// them, and its batches travel by pull.
+#[test]
+fn a_pushed_transfer_batch_is_refused_whole() {
+    use outpost_protocol::batch::codec::encode_transfer;
+    use outpost_protocol::batch::{Compression, TableChanges, TableSchema};
+    use outpost_protocol::session::PushOrigins;
+    let t = TableSchema {
+        name: "t".into(),
+        columns: vec![],
+        primary_key: vec![],
+        foreign_keys: vec![],
+        scope: None,
+    };
+    let groups = [TableChanges {
+        table: 0,
+        credit: Some(OTHER),
+        rows: vec![],
+    }];
+    let range = outpost_protocol::SeqRange::new(1, 1).unwrap();
+    for pushes in [PushOrigins::Own, PushOrigins::Relayed] {
+        let transfer = outpost_testkit::keys::signed(
+            encode_transfer(
+                DEVICE,
+                "",
+                range,
+                vec![t.clone()],
+                &groups,
+                Compression::None,
+            )
+            .unwrap(),
+        );
+        let mut sstore = MemServer::default();
+        let mut cfg = server_config();
+        cfg.peer_pushes = pushes;
+        let mut server = ServerSession::<MemServer>::new(cfg);
+        server.handle(hello(1), 0, &mut sstore).unwrap();
+        drain(&mut server, &mut sstore);
+        let e = server
+            .handle(push(1, transfer), 0, &mut sstore)
+            .unwrap_err();
+        assert!(
+            matches!(e, SessionError::TransferPushed { .. }),
+            "{pushes:?}: {e:?}"
+        );
+        assert!(e.to_string().contains("only the cloud writes"), "{e}");
+        assert!(sstore.batches.is_empty());
+    }
+}

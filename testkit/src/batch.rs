@@ -122,7 +122,11 @@ pub fn text_rows(
         origin,
         SeqRange::new(lo, hi).expect("a test batch's range"),
         vec![schema],
-        &[TableChanges { table: 0, rows }],
+        &[TableChanges {
+            credit: None,
+            table: 0,
+            rows,
+        }],
         Compression::None,
     ))
 }

@@ -37,6 +37,7 @@ pub fn batch(origin: SiteId, lo: u64, hi: u64, payload: usize) -> Vec<u8> {
     };
     let fill = (lo as u8).wrapping_mul(31) ^ (hi as u8);
     let changes = TableChanges {
+        credit: None,
         table: 0,
         rows: vec![RowChange {
             key: vec![Value::Text(format!("p-{origin}-{lo}-{hi}"))],

@@ -58,12 +58,30 @@ pub struct BodyWriter {
     groups: u64,
     /// The open group: table index, row count, row bytes.
     current: Option<(u16, u64, Vec<u8>)>,
+    /// A transfer batch's writer: every group names the site its cells are credited to.
+    transfer: bool,
+    /// The open group's credit (transfer batches only).
+    credit: Option<SiteId>,
     prev_row_hlc: Hlc,
     min_hlc: Option<Hlc>,
     max_hlc: Hlc,
 }
 
 impl BodyWriter {
+    /// A writer for a transfer batch's rows of `tables`: groups are begun with
+    /// [`begin_credited`](BodyWriter::begin_credited), each naming the site its cells are
+    /// credited to; the batch must be finished with the `transfer` flag.
+    pub fn new_transfer(tables: Vec<TableSchema>) -> Result<Self, EncodeError> {
+        let mut w = BodyWriter::new(tables)?;
+        w.transfer = true;
+        Ok(w)
+    }
+
+    /// Whether this writes a transfer batch.
+    pub fn is_transfer(&self) -> bool {
+        self.transfer
+    }
+
     /// A writer for rows of `tables` (these become the batch header's tables).
     pub fn new(tables: Vec<TableSchema>) -> Result<Self, EncodeError> {
         if tables.iter().any(|t| t.columns.len() > u16::MAX as usize) {
@@ -76,6 +94,8 @@ impl BodyWriter {
             done: Vec::new(),
             groups: 0,
             current: None,
+            transfer: false,
+            credit: None,
             prev_row_hlc: Hlc::ZERO,
             min_hlc: None,
             max_hlc: Hlc::ZERO,
@@ -89,6 +109,23 @@ impl BodyWriter {
 
     /// Opens a new group for `table` (an index into the tables).
     pub fn begin_table(&mut self, table: u16) -> Result<(), EncodeError> {
+        if self.transfer {
+            return Err(EncodeError::Credit);
+        }
+        self.begin(table)
+    }
+
+    /// Opens a new group of a transfer batch for `table`, its cells credited to `credit`.
+    pub fn begin_credited(&mut self, table: u16, credit: SiteId) -> Result<(), EncodeError> {
+        if !self.transfer {
+            return Err(EncodeError::Credit);
+        }
+        self.begin(table)?;
+        self.credit = Some(credit);
+        Ok(())
+    }
+
+    fn begin(&mut self, table: u16) -> Result<(), EncodeError> {
         if table as usize >= self.tables.len() {
             return Err(EncodeError::UnknownTable {
                 table,
@@ -103,6 +140,9 @@ impl BodyWriter {
     fn close_group(&mut self) {
         if let Some((table, rows, bytes)) = self.current.take() {
             write_u64(&mut self.done, table as u64);
+            if let Some(credit) = self.credit.take() {
+                self.done.extend_from_slice(credit.as_bytes());
+            }
             write_u64(&mut self.done, rows);
             self.done.extend_from_slice(&bytes);
             self.groups += 1;
@@ -133,7 +173,12 @@ impl BodyWriter {
     /// The length in bytes the body would have if finished now.
     pub fn len(&self) -> usize {
         let open = match &self.current {
-            Some((table, rows, bytes)) => len_u64(*table as u64) + len_u64(*rows) + bytes.len(),
+            Some((table, rows, bytes)) => {
+                len_u64(*table as u64)
+                    + len_u64(*rows)
+                    + bytes.len()
+                    + self.credit.map_or(0, |_| 16)
+            }
             None => 0,
         };
         let groups = self.groups + self.current.is_some() as u64;
@@ -450,6 +495,7 @@ impl<'a> Reader<'a> {
 pub(crate) fn read_body(
     body: &[u8],
     tables: &[TableSchema],
+    transfer: bool,
     budget: &mut Budget,
 ) -> Result<BodyRead, DecodeError> {
     let value_columns = |t: &TableSchema| t.columns.len() - t.primary_key.len();
@@ -480,6 +526,12 @@ pub(crate) fn read_body(
         }
         let schema = &tables[table as usize];
         let strategies = &strategies[table as usize];
+        // A transfer batch's group names the site its cells are credited to.
+        let credit = if transfer {
+            Some(SiteId(r.array::<16>()?))
+        } else {
+            None
+        };
         // A row takes at least 1 byte (its flags).
         let n_rows = r.count(1)?;
         budget.charge_items(n_rows, ROW_COST)?;
@@ -501,6 +553,7 @@ pub(crate) fn read_body(
         }
         groups.push(TableChanges {
             table: table as u16,
+            credit,
             rows,
         });
     }

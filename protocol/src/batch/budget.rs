@@ -46,7 +46,7 @@ pub fn decoded_budget(wire_len: usize) -> usize {
 }
 
 /// Cost of a decoded table group ([`TableChanges`]).
-pub(crate) const GROUP_COST: usize = 32;
+pub(crate) const GROUP_COST: usize = 48;
 /// Cost of a decoded row ([`RowChange`]) before its key and cells.
 pub(crate) const ROW_COST: usize = 56;
 /// Cost of a key value ([`Value`]) before its text or blob bytes.

@@ -123,12 +123,43 @@ pub fn try_encode(
 ) -> Result<Vec<u8>, EncodeError> {
     let mut w = BodyWriter::new(tables)?;
     for group in changes {
+        if group.credit.is_some() {
+            return Err(EncodeError::Credit);
+        }
         w.begin_table(group.table)?;
         for row in &group.rows {
             w.push_row(row)?;
         }
     }
     finish_batch(w, origin, range, compression)
+}
+
+/// Encodes an unsigned transfer batch of `stream` (docs/design.md section 10, "Moves"): every
+/// group names the site its cells are credited to (`TableChanges::credit`, required).
+pub fn encode_transfer(
+    origin: SiteId,
+    stream: &str,
+    range: SeqRange,
+    tables: Vec<TableSchema>,
+    changes: &[TableChanges],
+    compression: Compression,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut w = BodyWriter::new_transfer(tables)?;
+    for group in changes {
+        w.begin_credited(group.table, group.credit.ok_or(EncodeError::Credit)?)?;
+        for row in &group.rows {
+            w.push_row(row)?;
+        }
+    }
+    let meta = BatchMeta {
+        stream: stream.into(),
+        flags: BatchFlags {
+            direction: Direction::Both,
+            transfer: true,
+        },
+        ..BatchMeta::default()
+    };
+    finish_batch_with(w, origin, range, &meta, compression)
 }
 
 /// Turns a filled [`BodyWriter`] into a whole unsigned batch of the unscoped stream
@@ -152,6 +183,9 @@ pub fn finish_batch_with(
 ) -> Result<Vec<u8>, EncodeError> {
     if meta.stream.len() > MAX_STREAM_LEN {
         return Err(EncodeError::BadStream);
+    }
+    if meta.flags.transfer != writer.is_transfer() {
+        return Err(EncodeError::TransferMismatch);
     }
     let max_hlc = writer.max_hlc();
     let (tables, body, base_hlc) = writer.into_parts();
@@ -352,7 +386,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Batch, DecodeError> {
         body_budget(&header, bytes.len()),
         decoded_budget(bytes.len()),
     );
-    let read = read_body(&body, &header.tables, &mut budget)?;
+    let read = read_body(&body, &header.tables, header.flags.transfer, &mut budget)?;
     if read.min_hlc != header.base_hlc {
         return Err(DecodeError::BaseHlcMismatch {
             declared: header.base_hlc,

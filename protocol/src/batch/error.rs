@@ -287,6 +287,12 @@ pub enum EncodeError {
     TooManyColumns,
     /// The stream name is longer than 64 bytes.
     BadStream,
+    /// A group of a transfer batch was begun without the site its cells are credited to, or a
+    /// group of another batch with one.
+    Credit,
+    /// The batch's `transfer` flag does not match the writer's kind
+    /// ([`super::BodyWriter::new_transfer`] writes transfer batches only).
+    TransferMismatch,
 }
 
 impl fmt::Display for EncodeError {
@@ -312,6 +318,12 @@ impl fmt::Display for EncodeError {
             EncodeError::BodyTooLarge => f.write_str("batch body would exceed 4 GiB"),
             EncodeError::TooManyColumns => f.write_str("a table has more than 65,535 columns"),
             EncodeError::BadStream => f.write_str("stream name longer than 64 bytes"),
+            EncodeError::Credit => f.write_str(
+                "a transfer batch's groups name the site their cells are credited to; no other batch's do",
+            ),
+            EncodeError::TransferMismatch => {
+                f.write_str("the transfer flag does not match the body writer's kind")
+            }
         }
     }
 }

@@ -392,6 +392,14 @@ impl<S: ServerStore> ServerSession<S> {
                 range: header.range,
             });
         }
+        // Only the cloud writes transfers (cells credited to the sites that wrote them), and its
+        // batches travel by pull: a pushed one claims other sites' writes.
+        if header.flags.transfer {
+            return Err(SessionError::TransferPushed {
+                origin: header.origin,
+                range: header.range,
+            });
+        }
         self.check_clock(&header, now_ms, store)?;
         if self.staged.is_empty() {
             self.staged_since_ms = now_ms;
