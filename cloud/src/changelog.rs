@@ -21,7 +21,9 @@
 //! that changes no column (an engine merge that lost) is not logged.
 
 use crate::schema::{quote, SchemaError};
+use outpost_protocol::scope::ScopeRule;
 use rusqlite::{Connection, OptionalExtension};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Why the REST change log or its triggers could not be made or read.
@@ -138,6 +140,108 @@ pub fn rest_tables(conn: &Connection) -> Result<Vec<String>, ChangelogError> {
     Ok(out)
 }
 
+/// A table whose rows follow `table`'s scope (`via` rules, at any depth): the rows of `child`
+/// whose parent chain reaches the updated row are those `filter` selects.
+struct Follower {
+    child: String,
+    filter: String,
+}
+
+/// Every table whose rows follow the scope of a row of `table`, down `via` chains (at most
+/// eight deep, as `watermelon/row_scope.rs` reads them), with the filter selecting, in a
+/// trigger on `table`, the rows that follow the row `NEW`.
+fn followers(
+    conn: &Connection,
+    rules: &BTreeMap<String, Option<ScopeRule>>,
+    tracked: &[String],
+    table: &str,
+    parent_filter: Option<&str>,
+    depth: usize,
+    out: &mut Vec<Follower>,
+) -> rusqlite::Result<()> {
+    if depth >= 8 {
+        return Ok(());
+    }
+    for child in tracked {
+        let Some(Some(ScopeRule::Via(fk))) = rules.get(&child.to_ascii_lowercase()) else {
+            continue;
+        };
+        let Some((parent, key)) = crate::scope_rules::via_parent(conn, child, fk)? else {
+            continue;
+        };
+        if !parent.eq_ignore_ascii_case(table) {
+            continue;
+        }
+        let filter = match parent_filter {
+            None => format!("{} = NEW.{}", quote(fk), quote(&key)),
+            Some(f) => format!(
+                "{} IN (SELECT {} FROM {} WHERE {f})",
+                quote(fk),
+                quote(&key),
+                quote(table)
+            ),
+        };
+        followers(conn, rules, tracked, child, Some(&filter), depth + 1, out)?;
+        out.push(Follower {
+            child: child.clone(),
+            filter,
+        });
+    }
+    Ok(())
+}
+
+/// The trigger that logs, when a row of `table` changes scope (its scope cell, or its own `via`
+/// key), every REST row that follows it as changed: a referral moves a patient's visits out of
+/// one token's scopes and into another's, and pulls must tell both (docs/rest-api.md, "Scopes").
+/// `None` when the table is unscoped or no REST table follows it.
+fn follow_trigger(
+    conn: &Connection,
+    table: &str,
+    rest: &[String],
+) -> rusqlite::Result<Option<(String, String)>> {
+    let rules = crate::scope_rules::tracked_rules(conn).map_err(|e| match e {
+        SchemaError::ReadTracked { source } => source,
+        other => rusqlite::Error::ToSqlConversionFailure(other.to_string().into()),
+    })?;
+    let Some(Some(rule)) = rules.get(&table.to_ascii_lowercase()) else {
+        return Ok(None);
+    };
+    let tracked: Vec<String> = {
+        let mut stmt = conn.prepare_cached("SELECT name FROM _outpost_tables ORDER BY name")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        names.collect::<Result<_, _>>()?
+    };
+    let mut found = Vec::new();
+    followers(conn, &rules, &tracked, table, None, 0, &mut found)?;
+    let touches: Vec<String> = found
+        .iter()
+        .filter(|f| rest.iter().any(|r| r == &f.child))
+        .map(|f| {
+            format!(
+                "UPDATE _cloud_rest_log SET changed_at = {NOW} WHERE tbl = {} AND id IN \
+                 (SELECT \"id\" FROM {} WHERE {});",
+                literal(&f.child),
+                quote(&f.child),
+                f.filter
+            )
+        })
+        .collect();
+    if touches.is_empty() {
+        return Ok(None);
+    }
+    let name = format!("_cloud_rest_s_{table}");
+    let c = quote(rule.column());
+    Ok(Some((
+        name.clone(),
+        format!(
+            "CREATE TRIGGER {} AFTER UPDATE OF {c} ON {} WHEN OLD.{c} IS NOT NEW.{c} BEGIN {} END",
+            quote(&name),
+            quote(table),
+            touches.join(" ")
+        ),
+    )))
+}
+
 /// The three triggers of `table`, as (name, SQL).
 fn triggers(table: &str, columns: &[String]) -> [(String, String); 3] {
     let t = quote(table);
@@ -196,13 +300,17 @@ fn triggers(table: &str, columns: &[String]) -> [(String, String); 3] {
 pub fn ensure_triggers(conn: &mut Connection) -> Result<Vec<String>, ChangelogError> {
     ensure_table(conn)?;
     let mut done = Vec::new();
-    for table in rest_tables(conn)? {
-        let columns = crate::schema::columns_of(conn, &table)?;
-        if install_triggers(conn, &table, &columns).map_err(|source| ChangelogError::Trigger {
+    let rest = rest_tables(conn)?;
+    for table in &rest {
+        let columns = crate::schema::columns_of(conn, table)?;
+        let trigger_error = |source| ChangelogError::Trigger {
             table: table.clone(),
             source,
-        })? {
-            done.push(table);
+        };
+        let mut wanted = triggers(table, &columns).to_vec();
+        wanted.extend(follow_trigger(conn, table, &rest).map_err(trigger_error)?);
+        if install_triggers(conn, table, &wanted).map_err(trigger_error)? {
+            done.push(table.clone());
         }
     }
     Ok(done)
@@ -213,11 +321,10 @@ pub fn ensure_triggers(conn: &mut Connection) -> Result<Vec<String>, ChangelogEr
 fn install_triggers(
     conn: &mut Connection,
     table: &str,
-    columns: &[String],
+    wanted: &[(String, String)],
 ) -> rusqlite::Result<bool> {
-    let wanted = triggers(table, columns);
     let mut current = Vec::new();
-    for (name, _) in &wanted {
+    for (name, _) in wanted {
         current.push(
             conn.query_row(
                 "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
@@ -236,7 +343,7 @@ fn install_triggers(
     }
     let first_time = current.iter().all(Option::is_none);
     let tx = conn.transaction()?;
-    for (name, sql) in &wanted {
+    for (name, sql) in wanted {
         tx.execute(&format!("DROP TRIGGER IF EXISTS {}", quote(name)), [])?;
         tx.execute(sql, [])?;
     }

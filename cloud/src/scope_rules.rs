@@ -85,6 +85,48 @@ pub fn tracked_rules(
     read().map_err(|source| SchemaError::ReadTracked { source })
 }
 
+/// The parent table and the parent's key column that `table`'s single-column foreign key
+/// `column` names; `None` when there is no such key.
+pub fn via_parent(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+) -> rusqlite::Result<Option<(String, String)>> {
+    let mut stmt =
+        conn.prepare("SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1)")?;
+    let rows = stmt
+        .query_map([table], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let single = |id: i64| rows.iter().filter(|r| r.0 == id).count() == 1;
+    let Some((_, parent, _, to)) = rows
+        .iter()
+        .find(|r| r.2.eq_ignore_ascii_case(column) && single(r.0))
+    else {
+        return Ok(None);
+    };
+    let key = match to {
+        Some(to) => to.clone(),
+        None => {
+            let pk: Vec<String> = conn
+                .prepare("SELECT name FROM pragma_table_info(?1) WHERE pk > 0")?
+                .query_map([parent], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            match <[String; 1]>::try_from(pk) {
+                Ok([k]) => k,
+                Err(_) => return Ok(None),
+            }
+        }
+    };
+    Ok(Some((parent.clone(), key)))
+}
+
 /// What the tenant knows of each table's scope rule, by ASCII-lowercase name.
 #[derive(Debug, Default, Clone)]
 pub struct TenantRules {

@@ -29,8 +29,10 @@
 use crate::changelog::{self, ChangelogError};
 use crate::schema::{quote, SchemaError};
 pub use access::Access;
+use outpost_protocol::scope::{ScopeRule, Scopes};
 use plan::{Plan, Scalar};
 use push_body::{BodyError, Tables};
+use row_scope::ScopedTables;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use std::fmt;
@@ -38,7 +40,9 @@ use std::fmt;
 mod access;
 mod plan;
 mod push_body;
+mod push_scope;
 mod push_shape;
+mod row_scope;
 
 /// Why the server could not serve a pull or push (HTTP 500; nothing was written).
 #[derive(Debug)]
@@ -178,6 +182,35 @@ pub enum InvalidPush {
         /// The table.
         table: String,
     },
+    /// A record of a scoped table in a scope the token is not granted: a created row's scope,
+    /// or the current scope of a row it updates or deletes (HTTP 403).
+    ScopeNotGranted {
+        /// The table.
+        table: String,
+        /// The record.
+        id: String,
+        /// The scope (`None`: the row has none).
+        scope: Option<String>,
+    },
+    /// A created or updated record's scope cell holds no scope name (NULL, `''`, `*`, more
+    /// than 64 bytes or a character outside `[A-Za-z0-9_.-]`), or a created row gives none.
+    BadScope {
+        /// The table.
+        table: String,
+        /// The record.
+        id: String,
+        /// The scope column.
+        column: String,
+    },
+    /// A created record of a table scoped `via` a parent names no parent row with a scope.
+    NoParentScope {
+        /// The table.
+        table: String,
+        /// The record.
+        id: String,
+        /// The `via` column.
+        column: String,
+    },
     /// More records (created, updated and deleted, all tables) than one push may hold (HTTP 413).
     TooManyRecords {
         /// [`MAX_PUSH_RECORDS`].
@@ -226,6 +259,33 @@ impl fmt::Display for InvalidPush {
                 "this api token may not write table {table:?} (its rights: outpost-cloud grant \
                  --token NAME --tables ...)"
             ),
+            InvalidPush::ScopeNotGranted {
+                table,
+                id,
+                scope: Some(scope),
+            } => write!(
+                f,
+                "scope '{scope}' is not granted to this token ({table}/{id}; its scopes: \
+                 outpost-cloud grant --token NAME --scopes ...)"
+            ),
+            InvalidPush::ScopeNotGranted {
+                table,
+                id,
+                scope: None,
+            } => write!(
+                f,
+                "{table}/{id} belongs to no scope: only a token granted every scope writes it"
+            ),
+            InvalidPush::BadScope { table, id, column } => write!(
+                f,
+                "{table}/{id}: column {column:?} must hold a scope name (1-64 of A-Z a-z 0-9 _ . \
+                 -; not null, '' or '*')"
+            ),
+            InvalidPush::NoParentScope { table, id, column } => write!(
+                f,
+                "{table}/{id}: column {column:?} must name a parent row that has a scope (the \
+                 record belongs to its parent's scope)"
+            ),
             InvalidPush::TooManyRecords { limit } => write!(
                 f,
                 "more than {limit} records in one push; push them in several parts"
@@ -270,9 +330,11 @@ impl PushError {
     pub fn status(&self) -> u16 {
         match self {
             PushError::Invalid(InvalidPush::TooManyRecords { .. }) => 413,
-            PushError::Invalid(InvalidPush::DownTable { .. } | InvalidPush::NotWritable { .. }) => {
-                403
-            }
+            PushError::Invalid(
+                InvalidPush::DownTable { .. }
+                | InvalidPush::NotWritable { .. }
+                | InvalidPush::ScopeNotGranted { .. },
+            ) => 403,
             PushError::NotJson(_)
             | PushError::Invalid(_)
             | PushError::Rejected { .. }
@@ -404,6 +466,7 @@ pub fn pull(
     let mut tables = changelog::rest_tables(&tx)?;
     tables.retain(|t| access.readable(t));
     tables.sort();
+    let scoped = ScopedTables::load(&tx, &tables)?;
     let mut out = b"{\"changes\":{".to_vec();
     for (n, table) in tables.iter().enumerate() {
         if n > 0 {
@@ -411,14 +474,29 @@ pub fn pull(
         }
         put_json(&mut out, table.as_str())?;
         out.extend_from_slice(b":{\"created\":[");
+        // A scoped table read by a token of named scopes: each row's scope is read with it. A
+        // first pull leaves other scopes' rows out in SQL; a later one pulls a changed row whose
+        // scope is now another as deleted (a referral took it away).
+        let within = scoped.get(table).and_then(|s| {
+            Some((
+                s.expr.as_str(),
+                row_scope::in_list(&s.expr, &access.scopes)?,
+            ))
+        });
+        let (scope_column, first_pull_filter) = match (&within, last_pulled_at) {
+            (Some((expr, _)), Some(_)) => (expr.to_string(), String::new()),
+            (Some((_, list)), None) => ("NULL".to_string(), format!(" AND {list}")),
+            (None, _) => ("NULL".to_string(), String::new()),
+        };
+        let filter_rows = within.is_some() && last_pulled_at.is_some();
         let mut stmt = tx.prepare(&format!(
-            "SELECT l.created_at, l.deleted, l.id, t.* FROM _cloud_rest_log l \
+            "SELECT l.created_at, l.deleted, l.id, {scope_column}, t.* FROM _cloud_rest_log l \
              LEFT JOIN {} t ON t.\"id\" = l.id \
-             WHERE l.tbl = ?1 AND l.changed_at > ?2 ORDER BY l.changed_at",
+             WHERE l.tbl = ?1 AND l.changed_at > ?2{first_pull_filter} ORDER BY l.changed_at",
             quote(table)
         ))?;
         let mut names = Vec::new();
-        for name in stmt.column_names().skip(3) {
+        for name in stmt.column_names().skip(4) {
             let mut quoted = Vec::new();
             put_json(&mut quoted, name)?;
             names.push(quoted);
@@ -429,7 +507,11 @@ pub fn pull(
         let mut rows = stmt.query(rusqlite::params![table, since])?;
         while let Some(r) = rows.next()? {
             let created_at: i64 = r.get(0)?;
-            let gone = r.get::<_, i64>(1)? != 0 || r.get_ref(3)? == ValueRef::Null;
+            let left = filter_rows && {
+                let scope = r.get_ref(3)?;
+                !row_scope::holds(&access.scopes, scope.as_str().ok())
+            };
+            let gone = left || r.get::<_, i64>(1)? != 0 || r.get_ref(4)? == ValueRef::Null;
             if gone {
                 if last_pulled_at.is_some() {
                     if deleted_count > 0 {
@@ -460,7 +542,7 @@ pub fn pull(
                 }
                 list.extend_from_slice(name);
                 list.push(b':');
-                put_cell(list, r.get_ref(i + 3)?)?;
+                put_cell(list, r.get_ref(i + 4)?)?;
             }
             list.push(b'}');
         }
@@ -520,7 +602,7 @@ pub fn push(
     {
         return Err(PushError::Invalid(why));
     }
-    let written = apply(conn, last_pulled_at, &plan)?;
+    let written = apply(conn, last_pulled_at, &plan, &access.scopes)?;
     Ok(Pushed {
         written,
         summary: plan.describe(),
@@ -536,9 +618,19 @@ fn sql_value(v: Scalar<'_>) -> ToSqlOutput<'_> {
     })
 }
 
-fn apply(conn: &mut Connection, last_pulled_at: i64, plan: &Plan) -> Result<usize, PushError> {
+fn apply(
+    conn: &mut Connection,
+    last_pulled_at: i64,
+    plan: &Plan,
+    scopes: &Scopes,
+) -> Result<usize, PushError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+    let names: Vec<String> = plan.tables.iter().map(|p| p.table.clone()).collect();
+    let scoped = ScopedTables::load(&tx, &names)?;
+    // Records created in a table scoped `via` a parent: their scope is their parent's, which
+    // may be created later in the same push; checked once everything is written.
+    let mut follow_parent: Vec<(&str, &str, &str, &str)> = Vec::new();
     for p in &plan.tables {
         let ids = p
             .created
@@ -566,14 +658,40 @@ fn apply(conn: &mut Connection, last_pulled_at: i64, plan: &Plan) -> Result<usiz
     let mut written = 0;
     for p in &plan.tables {
         let t = quote(&p.table);
-        let exists_sql = format!("SELECT 1 FROM {t} WHERE \"id\" = ?1");
+        let scope = scoped.get(&p.table);
+        // The row's current scope comes with its existence, in one lookup by key.
+        let exists_sql = format!(
+            "SELECT CAST({} AS TEXT) FROM {t} t WHERE t.\"id\" = ?1",
+            scope.map_or("NULL", |s| s.expr.as_str())
+        );
+        let scope_column = scope.and_then(|s| {
+            p.columns
+                .iter()
+                .position(|c| c.eq_ignore_ascii_case(s.rule.column()))
+                .map(|i| (i, p.columns[i].as_str()))
+        });
         for r in p.created.records().chain(p.updated.records()) {
-            let exists = tx
+            let current: Option<Option<String>> = tx
                 .prepare_cached(&exists_sql)?
-                .query_row([r.id], |_| Ok(()))
-                .optional()?
-                .is_some();
+                .query_row([r.id], |row| row.get(0))
+                .optional()?;
+            let exists = current.is_some();
             let update = r.values_for_update();
+            if let Some(scope) = scope {
+                let written = if exists { &update } else { &r.values };
+                push_scope::check_write(
+                    &p.table,
+                    r.id,
+                    scope,
+                    scope_column,
+                    current.as_ref().map(Option::as_deref),
+                    written,
+                    scopes,
+                )?;
+                if let (false, ScopeRule::Via(c)) = (exists, &scope.rule) {
+                    follow_parent.push((&p.table, r.id, c, &scope.expr));
+                }
+            }
             let sql = if exists {
                 if update.is_empty() {
                     continue;
@@ -606,15 +724,34 @@ fn apply(conn: &mut Connection, last_pulled_at: i64, plan: &Plan) -> Result<usiz
         }
         let delete_sql = format!("DELETE FROM {t} WHERE \"id\" = ?1");
         for id in p.deleted.ids() {
+            if let Some(Some(current)) = scope
+                .map(|_| {
+                    tx.prepare_cached(&exists_sql)?
+                        .query_row([id], |row| row.get::<_, Option<String>>(0))
+                        .optional()
+                })
+                .transpose()?
+            {
+                if !row_scope::holds(scopes, current.as_deref()) {
+                    return Err(PushError::Invalid(InvalidPush::ScopeNotGranted {
+                        table: p.table.clone(),
+                        id: id.to_string(),
+                        scope: current,
+                    }));
+                }
+            }
             written += tx
                 .prepare_cached(&delete_sql)
                 .and_then(|mut stmt| stmt.execute([id]))
                 .map_err(rejected(format!("deleting {}/{id}", p.table)))?;
         }
     }
+    push_scope::check_followers(&tx, &follow_parent, scopes)?;
     tx.commit().map_err(PushError::Commit)?;
     Ok(written)
 }
 
+#[cfg(test)]
+mod scope_tests;
 #[cfg(test)]
 mod tests;

@@ -261,3 +261,86 @@ fn scope_rules_are_learnt_from_headers_and_batches_outside_a_grant_are_refused_a
     let human = cli_ok(&["status", "--data", data.to_str().unwrap()]);
     assert!(human.contains("scope via patient_id"), "{human}");
 }
+
+/// REST tokens are scoped by their grant, over HTTPS against a running cloud whose tables were
+/// made from a device's scoped batch: `api-token --scopes moshi` pulls moshi's patients and
+/// their visits only, and a push outside its scopes is refused with 403 naming the scope.
+#[test]
+fn a_scoped_api_token_pulls_and_pushes_only_its_scopes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = init(tmp.path());
+    let d = data.to_str().unwrap();
+    let moshi = cli_ok(&["api-token", "--data", d, "moshi-app", "--scopes", "moshi"])
+        .trim()
+        .to_string();
+    let run = start(&data);
+    let rest = Rest::new(&data, &run.https, &moshi);
+    let scoped = || patients(Some(ScopeColumn::Column(2)));
+    let mut mailbox = Mailbox::open(data.join("mailbox.db")).unwrap();
+    let b = batch(
+        OTHER,
+        "",
+        1,
+        vec![scoped(), visits()],
+        &[
+            (0, row(&["m1", "Amina", "moshi"], 1)),
+            (0, row(&["t1", "Baraka", "tanga"], 2)),
+            (1, row(&["v1", "m1"], 3)),
+            (1, row(&["v2", "t1"], 4)),
+        ],
+    );
+    assert!(mailbox.store(vec![b]).unwrap()[0].stored);
+    let tenant = data.join("tenant.db");
+    wait_for("the device's batch to be applied", || {
+        (shell_json(
+            &tenant,
+            "SELECT count(*) AS n FROM sqlite_master WHERE name = 'visits'",
+        ) == json!([{"n": 1}])
+            && shell_json(&tenant, "SELECT count(*) AS n FROM visits") == json!([{"n": 2}]))
+        .then_some(())
+    });
+
+    let (status, pull) = rest.pull(None);
+    assert_eq!(status, 200, "{pull}");
+    let ids = |table: &str| -> Vec<String> {
+        records(&pull, table, "created")
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids("patients"), ["m1"]);
+    assert_eq!(ids("visits"), ["v1"]);
+
+    let t = pull["timestamp"].as_i64().unwrap();
+    let (status, answer) = rest.push(
+        t,
+        &json!({"patients": {"created": [{"id": "r1", "name": "Faraji", "clinic": "tanga"}]}}),
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("scope 'tanga' is not granted to this token"),
+        "{answer}"
+    );
+    let (status, answer) = rest.push(
+        t,
+        &json!({"patients": {"created": [{"id": "r2", "name": "Faraji", "clinic": "moshi"}]}}),
+    );
+    assert_eq!(status, 200, "{answer}");
+
+    // `grant --token` widens it: the next first pull holds both clinics.
+    cli_ok(&[
+        "grant",
+        "--data",
+        d,
+        "--token",
+        "moshi-app",
+        "--scopes",
+        "moshi,tanga",
+    ]);
+    let (_, pull) = rest.pull(None);
+    assert_eq!(records(&pull, "patients", "created").len(), 3, "{pull}");
+    drop(run);
+}
