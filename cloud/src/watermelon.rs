@@ -23,6 +23,9 @@
 //!   write); `deleted` of a record that does not exist is ignored;
 //! - a constraint failure (NOT NULL, CHECK, a foreign key at commit) rolls everything back.
 //!
+//! A token's scopes narrow both to the rows of scoped tables in its scopes (`row_scope.rs`,
+//! `push_scope.rs`; docs/rest-api.md, "Scopes").
+//!
 //! The writes are ordinary local writes on the tenant database: the engine's triggers record them
 //! as the cloud's changes, which are exported to the mailbox for hubs and devices.
 
@@ -475,20 +478,22 @@ pub fn pull(
         put_json(&mut out, table.as_str())?;
         out.extend_from_slice(b":{\"created\":[");
         // A scoped table read by a token of named scopes: each row's scope is read with it. A
-        // first pull leaves other scopes' rows out in SQL; a later one pulls a changed row whose
-        // scope is now another as deleted (a referral took it away).
+        // first pull (or one since 0: the app held nothing) leaves other scopes' rows out in
+        // SQL; a later one pulls a changed row whose scope is now another as deleted (a
+        // referral took it away).
         let within = scoped.get(table).and_then(|s| {
             Some((
                 s.expr.as_str(),
                 row_scope::in_list(&s.expr, &access.scopes)?,
             ))
         });
-        let (scope_column, first_pull_filter) = match (&within, last_pulled_at) {
-            (Some((expr, _)), Some(_)) => (expr.to_string(), String::new()),
-            (Some((_, list)), None) => ("NULL".to_string(), format!(" AND {list}")),
-            (None, _) => ("NULL".to_string(), String::new()),
+        let held_nothing = since <= 0;
+        let (scope_column, first_pull_filter) = match &within {
+            Some((_, list)) if held_nothing => ("NULL".to_string(), format!(" AND {list}")),
+            Some((expr, _)) => (expr.to_string(), String::new()),
+            None => ("NULL".to_string(), String::new()),
         };
-        let filter_rows = within.is_some() && last_pulled_at.is_some();
+        let filter_rows = within.is_some() && !held_nothing;
         let mut stmt = tx.prepare(&format!(
             "SELECT l.created_at, l.deleted, l.id, {scope_column}, t.* FROM _cloud_rest_log l \
              LEFT JOIN {} t ON t.\"id\" = l.id \

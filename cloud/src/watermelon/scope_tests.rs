@@ -253,3 +253,15 @@ fn a_scoped_tokens_pushes_stay_in_its_scopes_and_may_refer_rows_out() {
     )
     .unwrap();
 }
+
+/// `last_pulled_at=0` is a first pull too: the app held nothing, so other scopes' rows are not
+/// named even as deleted.
+#[test]
+fn a_pull_since_zero_names_no_other_scopes_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = tenant(dir.path());
+    let zero = pulled(&mut conn, Some(0), &token(&["moshi"]));
+    assert_eq!(ids(&zero, "patients", "created"), ["m1", "m2"]);
+    assert!(ids(&zero, "patients", "deleted").is_empty(), "{zero}");
+    assert!(ids(&zero, "visits", "deleted").is_empty(), "{zero}");
+}
