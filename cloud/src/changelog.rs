@@ -43,8 +43,8 @@ pub enum ChangelogError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
-    /// Installing a table's triggers (or logging its existing rows) failed; the table's
-    /// transaction was rolled back.
+    /// Installing a table's triggers or scope index (or logging its existing rows) failed; the
+    /// table's transaction was rolled back.
     Trigger {
         /// The table.
         table: String,
@@ -299,6 +299,7 @@ fn triggers(table: &str, columns: &[String]) -> [(String, String); 3] {
 /// Returns the tables whose triggers were (re)installed.
 pub fn ensure_triggers(conn: &mut Connection) -> Result<Vec<String>, ChangelogError> {
     ensure_table(conn)?;
+    ensure_scope_indexes(conn)?;
     let mut done = Vec::new();
     let rest = rest_tables(conn)?;
     for table in &rest {
@@ -314,6 +315,40 @@ pub fn ensure_triggers(conn: &mut Connection) -> Result<Vec<String>, ChangelogEr
         }
     }
     Ok(done)
+}
+
+/// Makes an index on every scoped table's scope column or `via` key (`_cloud_rest_scope_T`),
+/// so a scoped token's pull reads its scopes' rows through it rather than every row
+/// (`watermelon/row_scope.rs`). Made once: later calls only read the schema.
+fn ensure_scope_indexes(conn: &Connection) -> Result<(), ChangelogError> {
+    for (table, rule) in crate::scope_rules::tracked_rules(conn)? {
+        let Some(rule) = rule else { continue };
+        let name = format!("_cloud_rest_scope_{table}");
+        let index_error = |source| ChangelogError::Trigger {
+            table: table.clone(),
+            source,
+        };
+        let exists: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                [&name],
+                |r| r.get(0),
+            )
+            .map_err(index_error)?;
+        if exists == 0 {
+            conn.execute(
+                &format!(
+                    "CREATE INDEX IF NOT EXISTS {} ON {}({})",
+                    quote(&name),
+                    quote(&table),
+                    quote(rule.column())
+                ),
+                [],
+            )
+            .map_err(index_error)?;
+        }
+    }
+    Ok(())
 }
 
 /// Installs the triggers of `table` unless they are already the wanted ones; returns whether it
