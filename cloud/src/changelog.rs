@@ -7,13 +7,18 @@
 //! tenant database:
 //!
 //! ```text
-//! _cloud_rest_log(tbl, id, created_at, changed_at, deleted)   PRIMARY KEY (tbl, id)
+//! _cloud_rest_log(tbl, id, created_at, changed_at, deleted, moved_at)   PRIMARY KEY (tbl, id)
 //! ```
 //!
 //! maintained by AFTER INSERT/UPDATE/DELETE triggers on every tracked table whose primary key is
 //! one column named `id` (the tables WatermelonDB can address). The triggers fire for every
 //! write, whoever makes it: batches applied by the engine, REST pushes, an operator in the
 //! `sqlite3` shell; in the writer's transaction, so the log can never disagree with the rows.
+//! A scoped table has a fourth trigger: when a row's scope changes, it records when
+//! (`moved_at`), and logs the rows that follow it (`via` rules, docs/rest-api.md "Scopes") as
+//! changed and moved too, so a token's next pull tells it that they left (or joined) its
+//! scopes, and names as deleted only rows that moved since its last pull (rows that were never
+//! in its scopes are not named at all).
 //!
 //! Times are a **monotonic millisecond clock in SQL**: `max(wall-clock ms, highest logged + 1)`,
 //! so they never go backwards even when the machine's clock does, and every write transaction
@@ -100,6 +105,7 @@ CREATE TABLE IF NOT EXISTS _cloud_rest_log(
     created_at INTEGER NOT NULL,
     changed_at INTEGER NOT NULL,
     deleted INTEGER NOT NULL,
+    moved_at INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tbl, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS _cloud_rest_log_changed ON _cloud_rest_log(tbl, changed_at);
@@ -116,8 +122,25 @@ fn literal(s: &str) -> String {
 
 /// Creates the log table.
 pub fn ensure_table(conn: &Connection) -> Result<(), ChangelogError> {
-    conn.execute_batch(SCHEMA)
-        .map_err(|source| ChangelogError::CreateLog { source })
+    let make = || -> rusqlite::Result<()> {
+        conn.execute_batch(SCHEMA)?;
+        let has_moved: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('_cloud_rest_log') WHERE name = 'moved_at'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_moved == 0 {
+            // A log made before scopes: any change may have been a move.
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 ALTER TABLE _cloud_rest_log ADD COLUMN moved_at INTEGER NOT NULL DEFAULT 0;
+                 UPDATE _cloud_rest_log SET moved_at = changed_at;
+                 COMMIT;",
+            )?;
+        }
+        Ok(())
+    };
+    make().map_err(|source| ChangelogError::CreateLog { source })
 }
 
 /// The tracked tables the REST API serves: primary key = one column named `id`.
@@ -190,10 +213,11 @@ fn followers(
     Ok(())
 }
 
-/// The trigger that logs, when a row of `table` changes scope (its scope cell, or its own `via`
-/// key), every REST row that follows it as changed: a referral moves a patient's visits out of
-/// one token's scopes and into another's, and pulls must tell both (docs/rest-api.md, "Scopes").
-/// `None` when the table is unscoped or no REST table follows it.
+/// The trigger that records, when a row of `table` changes scope (its scope cell, or its own
+/// `via` key), that it moved (`moved_at`), and logs every REST row that follows it as changed
+/// and moved: a referral moves a patient's visits out of one token's scopes and into another's,
+/// and pulls must tell both (docs/rest-api.md, "Scopes"). `None` when the table is unscoped, or
+/// neither it nor any table following it is a REST table.
 fn follow_trigger(
     conn: &Connection,
     table: &str,
@@ -213,18 +237,28 @@ fn follow_trigger(
     };
     let mut found = Vec::new();
     followers(conn, &rules, &tracked, table, None, 0, &mut found)?;
-    let touches: Vec<String> = found
-        .iter()
-        .filter(|f| rest.iter().any(|r| r == &f.child))
-        .map(|f| {
-            format!(
-                "UPDATE _cloud_rest_log SET changed_at = {NOW} WHERE tbl = {} AND id IN \
-                 (SELECT \"id\" FROM {} WHERE {});",
-                literal(&f.child),
-                quote(&f.child),
-                f.filter
-            )
-        })
+    let own = rest.iter().any(|r| r == table).then(|| {
+        format!(
+            "UPDATE _cloud_rest_log SET moved_at = {NOW} WHERE tbl = {} AND id = NEW.\"id\";",
+            literal(table)
+        )
+    });
+    let touches: Vec<String> = own
+        .into_iter()
+        .chain(
+            found
+                .iter()
+                .filter(|f| rest.iter().any(|r| r == &f.child))
+                .map(|f| {
+                    format!(
+                        "UPDATE _cloud_rest_log SET changed_at = {NOW}, moved_at = {NOW} WHERE \
+                         tbl = {} AND id IN (SELECT \"id\" FROM {} WHERE {});",
+                        literal(&f.child),
+                        quote(&f.child),
+                        f.filter
+                    )
+                }),
+        )
         .collect();
     if touches.is_empty() {
         return Ok(None);

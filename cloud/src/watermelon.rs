@@ -481,19 +481,20 @@ pub fn pull(
         // app held nothing) reads only the rows in its scopes, driven from the table's scope
         // index (the change log's rows are looked up by key), so it costs what its rows cost;
         // a later one reads every changed row with its scope and pulls those whose scope is now
-        // another as deleted (a referral took them away).
+        // another and that moved since as deleted (a referral took them away).
         let scope = scoped.get(table).filter(|s| s.within.is_some());
         let held_nothing = since <= 0;
         let sql = match scope {
             Some(s) if held_nothing => format!(
-                "SELECT l.created_at, l.deleted, l.id, NULL, t.* FROM {} t \
+                "SELECT l.created_at, l.deleted, l.id, NULL, l.moved_at, t.* FROM {} t \
                  CROSS JOIN _cloud_rest_log l ON l.tbl = ?1 AND l.id = t.\"id\" \
                  WHERE {} AND l.changed_at > ?2 ORDER BY l.changed_at",
                 quote(table),
                 s.within.as_deref().unwrap_or("1")
             ),
             _ => format!(
-                "SELECT l.created_at, l.deleted, l.id, {}, t.* FROM _cloud_rest_log l \
+                "SELECT l.created_at, l.deleted, l.id, {}, l.moved_at, t.* \
+                 FROM _cloud_rest_log l \
                  LEFT JOIN {} t ON t.\"id\" = l.id \
                  WHERE l.tbl = ?1 AND l.changed_at > ?2 ORDER BY l.changed_at",
                 scope.map_or("NULL", |s| s.expr.as_str()),
@@ -503,7 +504,7 @@ pub fn pull(
         let filter_rows = scope.is_some() && !held_nothing;
         let mut stmt = tx.prepare(&sql)?;
         let mut names = Vec::new();
-        for name in stmt.column_names().skip(4) {
+        for name in stmt.column_names().skip(5) {
             let mut quoted = Vec::new();
             put_json(&mut quoted, name)?;
             names.push(quoted);
@@ -514,11 +515,16 @@ pub fn pull(
         let mut rows = stmt.query(rusqlite::params![table, since])?;
         while let Some(r) = rows.next()? {
             let created_at: i64 = r.get(0)?;
-            let left = filter_rows && {
+            let outside = filter_rows && {
                 let scope = r.get_ref(3)?;
                 !row_scope::holds(&access.scopes, scope.as_str().ok())
             };
-            let gone = left || r.get::<_, i64>(1)? != 0 || r.get_ref(4)? == ValueRef::Null;
+            // A row outside the token's scopes that did not move since its last pull was never
+            // the app's: not named at all.
+            if outside && r.get::<_, i64>(4)? <= since {
+                continue;
+            }
+            let gone = outside || r.get::<_, i64>(1)? != 0 || r.get_ref(5)? == ValueRef::Null;
             if gone {
                 if last_pulled_at.is_some() {
                     if deleted_count > 0 {
@@ -549,7 +555,7 @@ pub fn pull(
                 }
                 list.extend_from_slice(name);
                 list.push(b':');
-                put_cell(list, r.get_ref(i + 4)?)?;
+                put_cell(list, r.get_ref(i + 5)?)?;
             }
             list.push(b'}');
         }

@@ -92,13 +92,19 @@ fn a_scoped_token_pulls_its_scopes_rows_and_referred_rows_as_deleted() {
     let t = first["timestamp"].as_i64().unwrap();
     conn.execute("UPDATE patients SET clinic = 'tanga' WHERE id = 'm1'", [])
         .unwrap();
+    // Changes in another scope only: never the moshi app's rows, not named to it at all.
+    conn.execute_batch(
+        "UPDATE patients SET name = 'Chausiku B' WHERE id = 't1';
+         UPDATE visits SET note = 'ANC 2' WHERE id = 'v2';",
+    )
+    .unwrap();
     let later = pulled(&mut conn, Some(t), &moshi);
     assert_eq!(ids(&later, "patients", "deleted"), ["m1"]);
     assert_eq!(ids(&later, "visits", "deleted"), ["v1"]);
     assert!(ids(&later, "patients", "updated").is_empty(), "{later}");
     let tanga = pulled(&mut conn, Some(t), &token(&["tanga"]));
-    assert_eq!(ids(&tanga, "patients", "updated"), ["m1"]);
-    assert_eq!(ids(&tanga, "visits", "updated"), ["v1"]);
+    assert_eq!(ids(&tanga, "patients", "updated"), ["m1", "t1"]);
+    assert_eq!(ids(&tanga, "visits", "updated"), ["v1", "v2"]);
     assert!(ids(&tanga, "patients", "deleted").is_empty(), "{tanga}");
 }
 
