@@ -15,7 +15,7 @@
 use crate::schema::SchemaError;
 use outpost_protocol::batch::TableSchema;
 use outpost_protocol::control::Directory;
-use outpost_protocol::scope::ScopeRule;
+use outpost_protocol::scope::{ScopeColumn, ScopeRule};
 use rusqlite::Connection;
 use std::collections::BTreeMap;
 
@@ -180,8 +180,42 @@ impl TenantRules {
                     }
                 }
             }
+            if let Some(ScopeColumn::Via(c)) = t.scope {
+                self.check_via_parent(t, c, tables)?;
+            }
         }
         Ok(new)
+    }
+
+    /// A table scoped `via` a foreign key follows a parent that must be scoped: by this header
+    /// or by the tenant (the engine tracks a `via` table only under a scoped parent).
+    fn check_via_parent(
+        &self,
+        t: &TableSchema,
+        via: u16,
+        tables: &[TableSchema],
+    ) -> Result<(), String> {
+        let Some(parent) = t
+            .foreign_keys
+            .iter()
+            .find(|fk| fk.columns == [via])
+            .map(|fk| &fk.parent)
+        else {
+            return Ok(()); // decoders refuse a via column that is no foreign key
+        };
+        let scoped = match tables.iter().find(|o| o.name.eq_ignore_ascii_case(parent)) {
+            Some(o) => o.scope.is_some(),
+            None => matches!(self.rule_of(parent), Some(Some(_))),
+        };
+        if scoped {
+            Ok(())
+        } else {
+            Err(format!(
+                "table {:?} is scoped via a key to {parent:?}, which is not scoped in this batch's \
+                 header nor in the tenant: a row can follow only a scoped parent",
+                t.name
+            ))
+        }
     }
 
     /// Records the rules of a header whose batch was accepted (its tables now exist here).
@@ -198,7 +232,6 @@ impl TenantRules {
 mod tests {
     use super::*;
     use outpost_protocol::batch::{ColumnSchema, ForeignKey};
-    use outpost_protocol::scope::ScopeColumn;
     use outpost_protocol::Strategy;
 
     fn table(name: &str, scope: Option<ScopeColumn>) -> TableSchema {
@@ -248,6 +281,23 @@ mod tests {
             .judge(&[table("patients", Some(ScopeColumn::Via(2)))])
             .unwrap_err();
         assert!(via.contains("but scoped via \"patient_id\""), "{via}");
+
+        let orphan = TableSchema {
+            name: "visits".into(),
+            ..table("visits", Some(ScopeColumn::Via(2)))
+        };
+        assert_eq!(
+            rules.judge(std::slice::from_ref(&orphan)),
+            Ok(vec![(
+                "visits".to_string(),
+                ScopeRule::Via("patient_id".into())
+            )]),
+            "its parent is scoped in the tenant"
+        );
+        let mut unscoped_parent = TenantRules::default();
+        unscoped_parent.learn(&[table("patients", None)]);
+        let why = unscoped_parent.judge(&[orphan]).unwrap_err();
+        assert!(why.contains("which is not scoped"), "{why}");
 
         rules.learn(&[table("forms", None)]);
         let late = rules
