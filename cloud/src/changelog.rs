@@ -440,3 +440,32 @@ pub fn latest(conn: &Connection) -> Result<i64, ChangelogError> {
     )
     .map_err(|source| ChangelogError::Latest { source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log made before scopes gains `moved_at`, equal to each record's `changed_at`: any
+    /// change then may have been a move, so a scoped token's next pull still names it.
+    #[test]
+    fn a_log_made_before_scopes_counts_every_change_as_a_possible_move() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE _cloud_rest_log(tbl TEXT NOT NULL, id NOT NULL, created_at INTEGER NOT \
+             NULL, changed_at INTEGER NOT NULL, deleted INTEGER NOT NULL, PRIMARY KEY (tbl, id)) \
+             WITHOUT ROWID;
+             INSERT INTO _cloud_rest_log VALUES ('patients', 'p1', 5, 9, 0);",
+        )
+        .unwrap();
+        ensure_table(&conn).unwrap();
+        ensure_table(&conn).unwrap();
+        let moved: i64 = conn
+            .query_row(
+                "SELECT moved_at FROM _cloud_rest_log WHERE id = 'p1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(moved, 9);
+    }
+}

@@ -155,3 +155,55 @@ pub fn list(conn: &Connection) -> rusqlite::Result<Vec<RefusedBatch>> {
     })?;
     rows.collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A table made before streams keeps its records, read as the unscoped stream's, and takes
+    /// a scoped stream's refusal of the same origin and seqs beside them.
+    #[test]
+    fn a_table_made_before_streams_is_upgraded_with_its_records() {
+        outpost_embed::register().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("tenant.db")).unwrap();
+        let origin = SiteId([0x5a; 16]);
+        conn.execute_batch(
+            "CREATE TABLE _cloud_refused_batches (origin BLOB NOT NULL, lo INTEGER NOT NULL, \
+             hi INTEGER NOT NULL, reason TEXT NOT NULL, refused_at INTEGER NOT NULL, \
+             PRIMARY KEY (origin, lo)) WITHOUT ROWID;",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO _cloud_refused_batches VALUES (?1, 1, 2, 'old reason', 7)",
+            [origin.0.to_vec()],
+        )
+        .unwrap();
+        let old = RefusedBatch {
+            origin,
+            stream: String::new(),
+            range: (1, 2),
+            reason: "old reason".into(),
+        };
+        assert_eq!(
+            list(&conn).unwrap(),
+            vec![old.clone()],
+            "read before the upgrade"
+        );
+        refuse(
+            &conn,
+            origin,
+            "moshi",
+            SeqRange::new(1, 2).unwrap(),
+            "outside its grant",
+            8,
+        )
+        .unwrap();
+        let new = RefusedBatch {
+            stream: "moshi".into(),
+            reason: "outside its grant".into(),
+            ..old.clone()
+        };
+        assert_eq!(list(&conn).unwrap(), vec![old, new]);
+    }
+}
