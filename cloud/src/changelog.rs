@@ -7,13 +7,18 @@
 //! tenant database:
 //!
 //! ```text
-//! _cloud_rest_log(tbl, id, created_at, changed_at, deleted)   PRIMARY KEY (tbl, id)
+//! _cloud_rest_log(tbl, id, created_at, changed_at, deleted, moved_at)   PRIMARY KEY (tbl, id)
 //! ```
 //!
 //! maintained by AFTER INSERT/UPDATE/DELETE triggers on every tracked table whose primary key is
 //! one column named `id` (the tables WatermelonDB can address). The triggers fire for every
 //! write, whoever makes it: batches applied by the engine, REST pushes, an operator in the
 //! `sqlite3` shell; in the writer's transaction, so the log can never disagree with the rows.
+//! A scoped table has a fourth trigger: when a row's scope changes, it records when
+//! (`moved_at`), and logs the rows that follow it (`via` rules, docs/rest-api.md "Scopes") as
+//! changed and moved too, so a token's next pull tells it that they left (or joined) its
+//! scopes, and names as deleted only rows that moved since its last pull (rows that were never
+//! in its scopes are not named at all).
 //!
 //! Times are a **monotonic millisecond clock in SQL**: `max(wall-clock ms, highest logged + 1)`,
 //! so they never go backwards even when the machine's clock does, and every write transaction
@@ -21,7 +26,9 @@
 //! that changes no column (an engine merge that lost) is not logged.
 
 use crate::schema::{quote, SchemaError};
+use outpost_protocol::scope::ScopeRule;
 use rusqlite::{Connection, OptionalExtension};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Why the REST change log or its triggers could not be made or read.
@@ -41,8 +48,8 @@ pub enum ChangelogError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
-    /// Installing a table's triggers (or logging its existing rows) failed; the table's
-    /// transaction was rolled back.
+    /// Installing a table's triggers or scope index (or logging its existing rows) failed; the
+    /// table's transaction was rolled back.
     Trigger {
         /// The table.
         table: String,
@@ -98,6 +105,7 @@ CREATE TABLE IF NOT EXISTS _cloud_rest_log(
     created_at INTEGER NOT NULL,
     changed_at INTEGER NOT NULL,
     deleted INTEGER NOT NULL,
+    moved_at INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tbl, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS _cloud_rest_log_changed ON _cloud_rest_log(tbl, changed_at);
@@ -114,8 +122,25 @@ fn literal(s: &str) -> String {
 
 /// Creates the log table.
 pub fn ensure_table(conn: &Connection) -> Result<(), ChangelogError> {
-    conn.execute_batch(SCHEMA)
-        .map_err(|source| ChangelogError::CreateLog { source })
+    let make = || -> rusqlite::Result<()> {
+        conn.execute_batch(SCHEMA)?;
+        let has_moved: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('_cloud_rest_log') WHERE name = 'moved_at'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_moved == 0 {
+            // A log made before scopes: any change may have been a move.
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 ALTER TABLE _cloud_rest_log ADD COLUMN moved_at INTEGER NOT NULL DEFAULT 0;
+                 UPDATE _cloud_rest_log SET moved_at = changed_at;
+                 COMMIT;",
+            )?;
+        }
+        Ok(())
+    };
+    make().map_err(|source| ChangelogError::CreateLog { source })
 }
 
 /// The tracked tables the REST API serves: primary key = one column named `id`.
@@ -136,6 +161,119 @@ pub fn rest_tables(conn: &Connection) -> Result<Vec<String>, ChangelogError> {
         }
     }
     Ok(out)
+}
+
+/// A table whose rows follow `table`'s scope (`via` rules, at any depth): the rows of `child`
+/// whose parent chain reaches the updated row are those `filter` selects.
+struct Follower {
+    child: String,
+    filter: String,
+}
+
+/// Every table whose rows follow the scope of a row of `table`, down `via` chains (at most
+/// eight deep, as `watermelon/row_scope.rs` reads them), with the filter selecting, in a
+/// trigger on `table`, the rows that follow the row `NEW`.
+fn followers(
+    conn: &Connection,
+    rules: &BTreeMap<String, Option<ScopeRule>>,
+    tracked: &[String],
+    table: &str,
+    parent_filter: Option<&str>,
+    depth: usize,
+    out: &mut Vec<Follower>,
+) -> rusqlite::Result<()> {
+    if depth >= 8 {
+        return Ok(());
+    }
+    for child in tracked {
+        let Some(Some(ScopeRule::Via(fk))) = rules.get(&child.to_ascii_lowercase()) else {
+            continue;
+        };
+        let Some((parent, key)) = crate::scope_rules::via_parent(conn, child, fk)? else {
+            continue;
+        };
+        if !parent.eq_ignore_ascii_case(table) {
+            continue;
+        }
+        let filter = match parent_filter {
+            None => format!("{} = NEW.{}", quote(fk), quote(&key)),
+            Some(f) => format!(
+                "{} IN (SELECT {} FROM {} WHERE {f})",
+                quote(fk),
+                quote(&key),
+                quote(table)
+            ),
+        };
+        followers(conn, rules, tracked, child, Some(&filter), depth + 1, out)?;
+        out.push(Follower {
+            child: child.clone(),
+            filter,
+        });
+    }
+    Ok(())
+}
+
+/// The trigger that records, when a row of `table` changes scope (its scope cell, or its own
+/// `via` key), that it moved (`moved_at`), and logs every REST row that follows it as changed
+/// and moved: a referral moves a patient's visits out of one token's scopes and into another's,
+/// and pulls must tell both (docs/rest-api.md, "Scopes"). `None` when the table is unscoped, or
+/// neither it nor any table following it is a REST table.
+fn follow_trigger(
+    conn: &Connection,
+    table: &str,
+    rest: &[String],
+) -> rusqlite::Result<Option<(String, String)>> {
+    let rules = crate::scope_rules::tracked_rules(conn).map_err(|e| match e {
+        SchemaError::ReadTracked { source } => source,
+        other => rusqlite::Error::ToSqlConversionFailure(other.to_string().into()),
+    })?;
+    let Some(Some(rule)) = rules.get(&table.to_ascii_lowercase()) else {
+        return Ok(None);
+    };
+    let tracked: Vec<String> = {
+        let mut stmt = conn.prepare_cached("SELECT name FROM _outpost_tables ORDER BY name")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        names.collect::<Result<_, _>>()?
+    };
+    let mut found = Vec::new();
+    followers(conn, &rules, &tracked, table, None, 0, &mut found)?;
+    let own = rest.iter().any(|r| r == table).then(|| {
+        format!(
+            "UPDATE _cloud_rest_log SET moved_at = {NOW} WHERE tbl = {} AND id = NEW.\"id\";",
+            literal(table)
+        )
+    });
+    let touches: Vec<String> = own
+        .into_iter()
+        .chain(
+            found
+                .iter()
+                .filter(|f| rest.iter().any(|r| r == &f.child))
+                .map(|f| {
+                    format!(
+                        "UPDATE _cloud_rest_log SET changed_at = {NOW}, moved_at = {NOW} WHERE \
+                         tbl = {} AND id IN (SELECT \"id\" FROM {} WHERE {});",
+                        literal(&f.child),
+                        quote(&f.child),
+                        f.filter
+                    )
+                }),
+        )
+        .collect();
+    if touches.is_empty() {
+        return Ok(None);
+    }
+    let name = format!("_cloud_rest_s_{table}");
+    let c = quote(rule.column());
+    Ok(Some((
+        name.clone(),
+        format!(
+            "CREATE TRIGGER {} AFTER UPDATE OF {c} ON {} WHEN OLD.{c} IS NOT NEW.{c} BEGIN {} END",
+            quote(&name),
+            quote(table),
+            touches.join(" ")
+        ),
+    )))
 }
 
 /// The three triggers of `table`, as (name, SQL).
@@ -195,17 +333,56 @@ fn triggers(table: &str, columns: &[String]) -> [(String, String); 3] {
 /// Returns the tables whose triggers were (re)installed.
 pub fn ensure_triggers(conn: &mut Connection) -> Result<Vec<String>, ChangelogError> {
     ensure_table(conn)?;
+    ensure_scope_indexes(conn)?;
     let mut done = Vec::new();
-    for table in rest_tables(conn)? {
-        let columns = crate::schema::columns_of(conn, &table)?;
-        if install_triggers(conn, &table, &columns).map_err(|source| ChangelogError::Trigger {
+    let rest = rest_tables(conn)?;
+    for table in &rest {
+        let columns = crate::schema::columns_of(conn, table)?;
+        let trigger_error = |source| ChangelogError::Trigger {
             table: table.clone(),
             source,
-        })? {
-            done.push(table);
+        };
+        let mut wanted = triggers(table, &columns).to_vec();
+        wanted.extend(follow_trigger(conn, table, &rest).map_err(trigger_error)?);
+        if install_triggers(conn, table, &wanted).map_err(trigger_error)? {
+            done.push(table.clone());
         }
     }
     Ok(done)
+}
+
+/// Makes an index on every scoped table's scope column or `via` key (`_cloud_rest_scope_T`),
+/// so a scoped token's pull reads its scopes' rows through it rather than every row
+/// (`watermelon/row_scope.rs`). Made once: later calls only read the schema.
+fn ensure_scope_indexes(conn: &Connection) -> Result<(), ChangelogError> {
+    for (table, rule) in crate::scope_rules::tracked_rules(conn)? {
+        let Some(rule) = rule else { continue };
+        let name = format!("_cloud_rest_scope_{table}");
+        let index_error = |source| ChangelogError::Trigger {
+            table: table.clone(),
+            source,
+        };
+        let exists: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?1",
+                [&name],
+                |r| r.get(0),
+            )
+            .map_err(index_error)?;
+        if exists == 0 {
+            conn.execute(
+                &format!(
+                    "CREATE INDEX IF NOT EXISTS {} ON {}({})",
+                    quote(&name),
+                    quote(&table),
+                    quote(rule.column())
+                ),
+                [],
+            )
+            .map_err(index_error)?;
+        }
+    }
+    Ok(())
 }
 
 /// Installs the triggers of `table` unless they are already the wanted ones; returns whether it
@@ -213,11 +390,10 @@ pub fn ensure_triggers(conn: &mut Connection) -> Result<Vec<String>, ChangelogEr
 fn install_triggers(
     conn: &mut Connection,
     table: &str,
-    columns: &[String],
+    wanted: &[(String, String)],
 ) -> rusqlite::Result<bool> {
-    let wanted = triggers(table, columns);
     let mut current = Vec::new();
-    for (name, _) in &wanted {
+    for (name, _) in wanted {
         current.push(
             conn.query_row(
                 "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
@@ -236,7 +412,7 @@ fn install_triggers(
     }
     let first_time = current.iter().all(Option::is_none);
     let tx = conn.transaction()?;
-    for (name, sql) in &wanted {
+    for (name, sql) in wanted {
         tx.execute(&format!("DROP TRIGGER IF EXISTS {}", quote(name)), [])?;
         tx.execute(sql, [])?;
     }
@@ -263,4 +439,33 @@ pub fn latest(conn: &Connection) -> Result<i64, ChangelogError> {
         |r| r.get(0),
     )
     .map_err(|source| ChangelogError::Latest { source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log made before scopes gains `moved_at`, equal to each record's `changed_at`: any
+    /// change then may have been a move, so a scoped token's next pull still names it.
+    #[test]
+    fn a_log_made_before_scopes_counts_every_change_as_a_possible_move() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE _cloud_rest_log(tbl TEXT NOT NULL, id NOT NULL, created_at INTEGER NOT \
+             NULL, changed_at INTEGER NOT NULL, deleted INTEGER NOT NULL, PRIMARY KEY (tbl, id)) \
+             WITHOUT ROWID;
+             INSERT INTO _cloud_rest_log VALUES ('patients', 'p1', 5, 9, 0);",
+        )
+        .unwrap();
+        ensure_table(&conn).unwrap();
+        ensure_table(&conn).unwrap();
+        let moved: i64 = conn
+            .query_row(
+                "SELECT moved_at FROM _cloud_rest_log WHERE id = 'p1'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(moved, 9);
+    }
 }

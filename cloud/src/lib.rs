@@ -10,7 +10,8 @@
 //! directory), [`https`] (the HTTPS front and its certificate), [`control`] (API tokens,
 //! enrollment kinds, settings), [`service`] (the running cloud), [`sessions`] (the session protocol listener), [`revocation`] (revoking a device known from hubs), [`tables`] (the tenant's table directions), [`status`] (the operator's view).
 //!
-//! Inside the crate: `schema` (tables from batch headers), `tenant` (ingest and export),
+//! Inside the crate: `schema` (tables from batch headers), `scope_rules` (the tenant's scope
+//! rules, learned from batch headers), `tenant` (ingest and export),
 //! `changelog` (per-record change times for REST), `watermelon` (pull and push), `http` (the
 //! REST server over hyper: admission, deadlines, body limits, routes; network text in its log
 //! lines is escaped by `outpost_relay::logging`, like every log line), `error_chain` (an error and its causes on one line); files are
@@ -29,6 +30,7 @@ mod http;
 pub mod https;
 pub mod revocation;
 mod schema;
+mod scope_rules;
 pub mod service;
 pub mod sessions;
 pub mod status;

@@ -20,6 +20,7 @@
 
 use outpost_protocol::batch::decl_type::{self, DeclType};
 use outpost_protocol::batch::{names, ColumnSchema, TableSchema};
+use outpost_protocol::scope::{ScopeColumn, ScopeRule};
 use outpost_protocol::Strategy;
 use rusqlite::Connection;
 use std::collections::BTreeSet;
@@ -381,7 +382,7 @@ pub fn create_sql(t: &TableSchema) -> String {
     )
 }
 
-/// The `outpost_track` options that reproduce the header's strategies.
+/// The `outpost_track` options that reproduce the header's strategies and scope rule.
 pub fn track_options(t: &TableSchema) -> String {
     let value_cols: Vec<_> = t.value_columns().map(|i| &t.columns[i as usize]).collect();
     let all_row_lww =
@@ -399,6 +400,15 @@ pub fn track_options(t: &TableSchema) -> String {
     }
     if !columns.is_empty() {
         opts.insert("columns".into(), columns.into());
+    }
+    match t.scope_rule() {
+        Some(ScopeRule::Column(c)) => {
+            opts.insert("scope".into(), c.into());
+        }
+        Some(ScopeRule::Via(c)) => {
+            opts.insert("scope".into(), serde_json::json!({ "via": c }));
+        }
+        None => {}
     }
     if let [k] = t.primary_key.as_slice() {
         if decl_type::reduce(&t.columns[*k as usize].decl_type) == Some(DeclType::Integer) {
@@ -497,7 +507,7 @@ pub fn ensure(conn: &Connection, tables: &[TableSchema]) -> Result<Vec<Change>, 
     }
     let tracked: BTreeSet<String> = tracked_tables(conn)?.into_iter().collect();
     let mut changes = Vec::new();
-    for t in tables {
+    for t in via_parents_first(tables) {
         let existing = columns_of(conn, &t.name)?;
         if existing.is_empty() {
             conn.execute(&create_sql(t), [])
@@ -549,6 +559,35 @@ pub fn ensure(conn: &Connection, tables: &[TableSchema]) -> Result<Vec<Change>, 
         }
     }
     Ok(changes)
+}
+
+/// `tables` with every table scoped `via` a parent in the same header after that parent: the
+/// engine tracks a `via` table only once its parent is tracked with a scope. (Other foreign keys
+/// need no order: SQLite checks them when rows are written, not when tables are made.)
+fn via_parents_first(tables: &[TableSchema]) -> Vec<&TableSchema> {
+    let via_parent = |t: &TableSchema| match t.scope {
+        Some(ScopeColumn::Via(c)) => t
+            .foreign_keys
+            .iter()
+            .find(|fk| fk.columns == [c])
+            .map(|fk| fk.parent.to_ascii_lowercase()),
+        _ => None,
+    };
+    let mut left: Vec<&TableSchema> = tables.iter().collect();
+    let mut out: Vec<&TableSchema> = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        let waits = |t: &TableSchema, left: &[&TableSchema]| {
+            via_parent(t).is_some_and(|p| {
+                left.iter()
+                    .any(|o| !std::ptr::eq(*o, t) && o.name.eq_ignore_ascii_case(&p))
+            })
+        };
+        // A cycle cannot be tracked anyway: take the rest in header order and let the engine
+        // say why.
+        let next = left.iter().position(|t| !waits(t, &left)).unwrap_or(0);
+        out.push(left.remove(next));
+    }
+    out
 }
 
 fn track(conn: &Connection, t: &TableSchema) -> rusqlite::Result<()> {

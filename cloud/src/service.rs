@@ -12,6 +12,7 @@ use crate::error_chain::Chain;
 use crate::tenant::{Ingested, Tenant, TenantError};
 use crate::watermelon::{self, Access, PushError, Pushed, RestError};
 use outpost_mailbox::Mailbox;
+use outpost_protocol::scope::Scopes;
 use outpost_relay::Serving;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -207,8 +208,8 @@ impl Cloud {
     }
 
     /// What token `token` may read and write: the tenant's table settings (taken under the
-    /// mailbox lock, then the control file's: callers hold the tenant's, which comes first) and
-    /// the token's own table rights.
+    /// mailbox lock, then the control file's: callers hold the tenant's, which comes first), the
+    /// token's own table rights and its scopes.
     fn access(&self, token: &str) -> Result<Access, RestError> {
         let mut mailbox = lock(&self.mailbox);
         let declared = mailbox
@@ -218,11 +219,19 @@ impl Cloud {
             .map(|(n, d)| (n.to_string(), d))
             .collect();
         drop(mailbox);
-        let rights = lock(&self.control)
+        let (rights, scopes) = match lock(&self.control)
             .api_token(token)
             .map_err(RestError::Control)?
-            .and_then(|t| t.tables);
-        Ok(Access { declared, rights })
+        {
+            Some(t) => (t.tables, t.scopes),
+            // Checked a moment ago: a token revoked since reads and writes nothing scoped.
+            None => (None, Scopes::Only(Default::default())),
+        };
+        Ok(Access {
+            declared,
+            rights,
+            scopes,
+        })
     }
 
     /// A WatermelonDB push of `body` (JSON text, read into a compact plan and dropped before the

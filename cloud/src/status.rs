@@ -3,6 +3,7 @@
 
 use crate::control::ControlError;
 use crate::datadir::{DataDir, DataDirError};
+use crate::scope_rules;
 use crate::tenant::{Tenant, TenantError};
 use outpost_mailbox::MailboxError;
 use outpost_protocol::hlc::UtcDate;
@@ -85,25 +86,31 @@ impl From<ControlError> for StatusError {
 /// Everything `status` shows, as JSON (the human form is rendered from it).
 pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
     let tenant = Tenant::open(&dir.tenant_path(), dir.identity.site)?;
-    let tables: Vec<Value> = tenant
-        .tables()?
-        .into_iter()
-        .map(|(name, rows)| json!({"name": name, "rows": rows}))
-        .collect();
-    let (mailbox, ids, clocks, directions) = {
+    let (mailbox, ids, clocks, directions, rules) = {
         let mut mb = dir.mailbox()?;
-        let directions: serde_json::Map<String, Value> = mb
-            .directory()?
+        let directory = mb.directory()?;
+        let directions: serde_json::Map<String, Value> = directory
             .tables()
             .map(|(n, d)| (n.to_string(), json!(d.as_str())))
             .collect();
+        let rules = tenant.scope_rules(directory)?;
         (
             mb.status()?,
             mb.id_status()?,
             mb.clock_admission()?,
             directions,
+            rules,
         )
     };
+    // Each table's scope rule: the tenant's (`null`: unscoped).
+    let tables: Vec<Value> = tenant
+        .tables()?
+        .into_iter()
+        .map(|(name, rows)| {
+            let rule = rules.rule_of(&name).flatten();
+            json!({"name": name, "rows": rows, "scope": scope_rules::to_json(rule)})
+        })
+        .collect();
     // The cloud is the root of every id sequence: its counters are the next numbers it grants.
     let ids: serde_json::Map<String, Value> = ids
         .into_iter()
@@ -211,8 +218,13 @@ pub fn render(v: &Value) -> String {
         line("  no tables yet".into());
     }
     for tb in &tables {
+        let scope = match &tb["scope"] {
+            Value::Null => "unscoped".to_string(),
+            Value::String(c) => format!("scope {c}"),
+            via => format!("scope via {}", s(&via["via"])),
+        };
         line(format!(
-            "  table {:<24} {} rows",
+            "  table {:<24} {:>8} rows  {scope}",
             s(&tb["name"]),
             s(&tb["rows"])
         ));

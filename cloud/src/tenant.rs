@@ -17,10 +17,12 @@
 use crate::changelog::{self, ChangelogError};
 use crate::error_chain::Chain;
 use crate::schema::{self, SchemaError};
+use crate::scope_rules::TenantRules;
 use outpost_embed::EngineError;
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::batch::codec;
 use outpost_protocol::batch::{BatchFlags, Direction};
+use outpost_protocol::control::{table_item, Directory};
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::scope::Scopes;
 use outpost_protocol::{SiteId, VersionVector};
@@ -30,6 +32,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod origin_grant;
 mod refused;
 
 pub use refused::RefusedBatch;
@@ -46,11 +49,15 @@ fn now_ms() -> i64 {
 
 /// The tenant's table settings, from the cloud's control stream.
 fn declared_directions(mailbox: &mut Mailbox) -> Result<BTreeMap<String, Direction>, TenantError> {
-    Ok(mailbox
-        .directory()?
+    Ok(directions_of(mailbox.directory()?))
+}
+
+/// The table directions `directory` states.
+fn directions_of(directory: &Directory) -> BTreeMap<String, Direction> {
+    directory
         .tables()
         .map(|(n, d)| (n.to_string(), d))
-        .collect())
+        .collect()
 }
 
 /// The tenant database connection.
@@ -246,6 +253,13 @@ enum ApplyError {
     Schema(SchemaError),
     /// Recording a refused batch or skipping its seqs failed.
     Refuse(rusqlite::Error),
+    /// Writing the control entry that makes a table's scope rule the tenant's failed.
+    Publish {
+        /// The table.
+        table: String,
+        /// The mailbox's error.
+        source: MailboxError,
+    },
     /// The REST change log's triggers could not follow its new tables.
     Changelog(ChangelogError),
     /// `outpost_apply` refused it.
@@ -259,6 +273,10 @@ impl fmt::Display for ApplyError {
         match self {
             ApplyError::Schema(e) => e.fmt(f),
             ApplyError::Refuse(_) => f.write_str("recording a refused batch"),
+            ApplyError::Publish { table, .. } => write!(
+                f,
+                "publishing the scope rule of table {table:?} in the control stream"
+            ),
             ApplyError::Changelog(e) => e.fmt(f),
             ApplyError::Apply(e) => e.fmt(f),
             ApplyError::Counts(_) => f.write_str("outpost_apply() did not answer JSON"),
@@ -270,6 +288,7 @@ impl std::error::Error for ApplyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ApplyError::Refuse(e) => Some(e),
+            ApplyError::Publish { source, .. } => Some(source),
             // Transparent: these say what failed themselves.
             ApplyError::Schema(e) => e.source(),
             ApplyError::Changelog(e) => e.source(),
@@ -406,33 +425,46 @@ impl Tenant {
     pub fn ingest(&mut self, mailbox: &mut Mailbox) -> Result<Ingested, TenantError> {
         let mut done = Ingested::default();
         let mut stopped: BTreeSet<SiteId> = BTreeSet::new();
-        let declared = declared_directions(mailbox)?;
+        let directory = mailbox.directory()?.clone();
+        let declared = directions_of(&directory);
+        let mut rules = TenantRules::load(&self.conn, &directory)?;
         let mut plan = mailbox.pull_plan(&self.vector()?, Some(self.site), &Scopes::All)?;
         while let Some(batch) = mailbox.next_batch(&mut plan)? {
             if stopped.contains(&batch.origin) {
                 continue;
             }
             let range = (batch.range.lo, batch.range.hi);
-            let outcome = self
-                .apply_one(&batch.bytes, &declared)
-                .and_then(|o| match o {
-                    Outcome::Refused(reason) => {
-                        refused::refuse(&self.conn, batch.origin, batch.range, &reason, now_ms())
-                            .map_err(ApplyError::Refuse)?;
-                        Ok(Outcome::Refused(reason))
-                    }
-                    applied => Ok(applied),
-                });
+            let judged = match origin_grant::outside(&directory, batch.origin, &batch.scope) {
+                Some(reason) => Ok(Outcome::Refused(reason)),
+                None => self.apply_one(&batch.bytes, &declared, &mut rules, mailbox, &directory),
+            };
+            let outcome = judged.and_then(|o| match o {
+                Outcome::Refused(reason) => {
+                    refused::refuse(
+                        &self.conn,
+                        batch.origin,
+                        &batch.scope,
+                        batch.range,
+                        &reason,
+                        now_ms(),
+                    )
+                    .map_err(ApplyError::Refuse)?;
+                    Ok(Outcome::Refused(reason))
+                }
+                applied => Ok(applied),
+            });
             match outcome {
                 Ok(Outcome::Refused(reason)) => {
                     log::warn!(
-                        "tenant refused batch origin={} seqs={}..={} (recorded, skipped): {reason}",
+                        "tenant refused batch origin={} stream={:?} seqs={}..={} (recorded, skipped): {reason}",
                         batch.origin,
+                        batch.scope,
                         range.0,
                         range.1
                     );
                     done.refused.push(RefusedBatch {
                         origin: batch.origin,
+                        stream: batch.scope.clone(),
                         range,
                         reason,
                     });
@@ -442,15 +474,15 @@ impl Tenant {
                     done.applied += applied;
                     done.quarantined += quarantined;
                     log::info!(
-                        "tenant applied batch origin={} seqs={}..={} applied={applied} quarantined={quarantined}",
-                        batch.origin, range.0, range.1
+                        "tenant applied batch origin={} stream={:?} seqs={}..={} applied={applied} quarantined={quarantined}",
+                        batch.origin, batch.scope, range.0, range.1
                     );
                 }
                 Err(e) => {
                     let error = Chain(&e).to_string();
                     log::warn!(
-                        "tenant could not apply batch origin={} seqs={}..={} (kept in the mailbox): {error}",
-                        batch.origin, range.0, range.1
+                        "tenant could not apply batch origin={} stream={:?} seqs={}..={} (kept in the mailbox): {error}",
+                        batch.origin, batch.scope, range.0, range.1
                     );
                     stopped.insert(batch.origin);
                     done.failures.push(ApplyFailure {
@@ -468,11 +500,14 @@ impl Tenant {
         &mut self,
         bytes: &[u8],
         declared: &BTreeMap<String, Direction>,
+        rules: &mut TenantRules,
+        mailbox: &mut Mailbox,
+        directory: &Directory,
     ) -> Result<Outcome, ApplyError> {
-        // What the bytes alone decide, before anything is written: the whole batch decodes
-        // within its memory budget (the engine decodes it again to apply it; the first copy is
-        // dropped before), its rows match the tenant's table settings, and its header's schema
-        // is acceptable.
+        // What the bytes and the tenant's settings alone decide, before anything is written: the
+        // whole batch decodes within its memory budget (the engine decodes it again to apply
+        // it; the first copy is dropped before), its rows match the tenant's table directions,
+        // its header's schema is acceptable and states the tenant's scope rules.
         let header = match codec::decode(bytes, &codec::Limits::default()) {
             Ok(batch) => {
                 if let Some(reason) = crate::tables::mismatch(&batch, declared) {
@@ -485,7 +520,31 @@ impl Tenant {
         if let Err(e) = schema::validate_all(&header.tables) {
             return Ok(Outcome::Refused(e.to_string()));
         }
+        let adopted = match rules.judge(&header.tables) {
+            Ok(adopted) => adopted,
+            Err(reason) => return Ok(Outcome::Refused(reason)),
+        };
+        // The entry first: if the cloud stops before the table is made, the next batch is
+        // judged against the rule all the same.
+        for (table, rule) in adopted {
+            let item = table_item(
+                &table,
+                directory.table_direction(&table),
+                Some(rule.clone()),
+            );
+            let seq = mailbox
+                .append_control(&item)
+                .map_err(|source| ApplyError::Publish {
+                    table: table.clone(),
+                    source,
+                })?;
+            log::info!(
+                "tenant learnt the scope rule of table {table:?} from a batch header ({}): control entry {seq}",
+                crate::scope_rules::describe(Some(&rule))
+            );
+        }
         let changes = schema::ensure(&self.conn, &header.tables).map_err(ApplyError::Schema)?;
+        rules.learn(&header.tables);
         if !changes.is_empty() {
             for c in &changes {
                 log::info!("tenant schema from batch header: {c:?}");
@@ -570,6 +629,12 @@ impl Tenant {
             stored += 1;
         }
         Ok(stored)
+    }
+
+    /// The tenant's scope rules: the cloud's control entries (`directory`) and the tracked
+    /// tables' definitions (`scope_rules.rs`).
+    pub fn scope_rules(&self, directory: &Directory) -> Result<TenantRules, TenantError> {
+        Ok(TenantRules::load(&self.conn, directory)?)
     }
 
     /// The tracked tables and their row counts.

@@ -23,342 +23,30 @@
 //!   write); `deleted` of a record that does not exist is ignored;
 //! - a constraint failure (NOT NULL, CHECK, a foreign key at commit) rolls everything back.
 //!
+//! A token's scopes narrow both to the rows of scoped tables in its scopes (`row_scope.rs`,
+//! `push_scope.rs`; docs/rest-api.md, "Scopes").
+//!
 //! The writes are ordinary local writes on the tenant database: the engine's triggers record them
 //! as the cloud's changes, which are exported to the mailbox for hubs and devices.
 
-use crate::changelog::{self, ChangelogError};
-use crate::schema::{quote, SchemaError};
+use crate::changelog;
+use crate::schema::quote;
 pub use access::Access;
+pub use error::{InvalidPush, PushError, RestError};
+use outpost_protocol::scope::{ScopeRule, Scopes};
 use plan::{Plan, Scalar};
 use push_body::{BodyError, Tables};
+use row_scope::ScopedTables;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use std::fmt;
 
 mod access;
+mod error;
 mod plan;
 mod push_body;
+mod push_scope;
 mod push_shape;
-
-/// Why the server could not serve a pull or push (HTTP 500; nothing was written).
-#[derive(Debug)]
-pub enum RestError {
-    /// The REST change log or its triggers failed.
-    Changelog(ChangelogError),
-    /// Reading a REST table's columns failed.
-    Schema(SchemaError),
-    /// SQLite failed on the tenant database.
-    Sqlite(rusqlite::Error),
-    /// Writing the answer as JSON failed.
-    Encode(serde_json::Error),
-    /// Reading the tenant's table settings from the mailbox failed.
-    Mailbox(outpost_mailbox::MailboxError),
-    /// Reading the token's rights from the control file failed.
-    Control(crate::control::ControlError),
-}
-
-impl fmt::Display for RestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RestError::Changelog(e) => e.fmt(f),
-            RestError::Schema(e) => e.fmt(f),
-            RestError::Sqlite(_) => f.write_str("the tenant database failed"),
-            RestError::Encode(_) => f.write_str("writing the answer as JSON"),
-            RestError::Mailbox(_) => f.write_str("reading the tenant's table settings"),
-            RestError::Control(_) => f.write_str("reading the api token's rights"),
-        }
-    }
-}
-
-impl std::error::Error for RestError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            // Transparent: these say what failed themselves.
-            RestError::Changelog(e) => e.source(),
-            RestError::Schema(e) => e.source(),
-            RestError::Sqlite(e) => Some(e),
-            RestError::Encode(e) => Some(e),
-            RestError::Mailbox(e) => Some(e),
-            RestError::Control(e) => Some(e),
-        }
-    }
-}
-
-impl From<ChangelogError> for RestError {
-    fn from(e: ChangelogError) -> Self {
-        RestError::Changelog(e)
-    }
-}
-
-impl From<SchemaError> for RestError {
-    fn from(e: SchemaError) -> Self {
-        RestError::Schema(e)
-    }
-}
-
-impl From<rusqlite::Error> for RestError {
-    fn from(e: rusqlite::Error) -> Self {
-        RestError::Sqlite(e)
-    }
-}
-
-/// What is wrong with a push body (found before anything is written).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InvalidPush {
-    /// The body is not a JSON object.
-    NotAnObject,
-    /// A table the REST API does not serve.
-    UnknownTable {
-        /// The table.
-        table: String,
-    },
-    /// A table's value is not an object.
-    NotATable {
-        /// The table.
-        table: String,
-    },
-    /// A table's object has a key other than `created`, `updated` and `deleted`.
-    UnknownKey {
-        /// The table.
-        table: String,
-        /// The key.
-        key: String,
-    },
-    /// `created`, `updated` or `deleted` is not an array.
-    NotAnArray {
-        /// The table.
-        table: String,
-        /// Which list.
-        list: &'static str,
-    },
-    /// A created or updated record is not an object.
-    RecordNotAnObject {
-        /// The table.
-        table: String,
-        /// Which list.
-        list: &'static str,
-    },
-    /// A created or updated record has no non-empty string `id`.
-    NoId {
-        /// The table.
-        table: String,
-        /// Which list.
-        list: &'static str,
-    },
-    /// A record names a column the table does not have.
-    UnknownColumn {
-        /// The table.
-        table: String,
-        /// The record.
-        id: String,
-        /// The column.
-        column: String,
-    },
-    /// A record's value is an array or an object.
-    NotAScalar {
-        /// The table.
-        table: String,
-        /// The record.
-        id: String,
-        /// The column.
-        column: String,
-    },
-    /// `deleted` holds something other than non-empty strings.
-    DeletedNotIds {
-        /// The table.
-        table: String,
-    },
-    /// A table the tenant declares `down`: only the cloud's operator writes it (HTTP 403).
-    DownTable {
-        /// The table.
-        table: String,
-    },
-    /// A table the token's rights do not let it write (HTTP 403).
-    NotWritable {
-        /// The table.
-        table: String,
-    },
-    /// More records (created, updated and deleted, all tables) than one push may hold (HTTP 413).
-    TooManyRecords {
-        /// [`MAX_PUSH_RECORDS`].
-        limit: usize,
-    },
-}
-
-impl fmt::Display for InvalidPush {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            InvalidPush::NotAnObject => f.write_str("the body must be a JSON object of tables"),
-            InvalidPush::UnknownTable { table } => write!(
-                f,
-                "unknown table {table:?} (the REST API serves tracked tables whose primary key \
-                 is `id`)"
-            ),
-            InvalidPush::NotATable { table } => {
-                write!(f, "{table}: expected {{created, updated, deleted}}")
-            }
-            InvalidPush::UnknownKey { table, key } => write!(f, "{table}: unknown key {key:?}"),
-            InvalidPush::NotAnArray { table, list } => write!(f, "{table}.{list} must be an array"),
-            InvalidPush::RecordNotAnObject { table, list } => {
-                write!(f, "{table}.{list}: records are objects")
-            }
-            InvalidPush::NoId { table, list } => {
-                write!(f, "{table}.{list}: a record without a string `id`")
-            }
-            InvalidPush::UnknownColumn { table, id, column } => {
-                write!(f, "{table}/{id}: unknown column {column:?}")
-            }
-            InvalidPush::NotAScalar { table, id, column } => write!(
-                f,
-                "{table}/{id}: column {column:?} holds an array or object; values are strings, \
-                 numbers, booleans or null"
-            ),
-            InvalidPush::DeletedNotIds { table } => {
-                write!(f, "{table}.deleted holds ids (strings)")
-            }
-            InvalidPush::DownTable { table } => write!(
-                f,
-                "table {table:?} is declared down: it is written on the cloud only, never by an \
-                 app"
-            ),
-            InvalidPush::NotWritable { table } => write!(
-                f,
-                "this api token may not write table {table:?} (its rights: outpost-cloud grant \
-                 --token NAME --tables ...)"
-            ),
-            InvalidPush::TooManyRecords { limit } => write!(
-                f,
-                "more than {limit} records in one push; push them in several parts"
-            ),
-        }
-    }
-}
-
-/// Why a push was refused. Nothing was written in any case.
-#[derive(Debug)]
-pub enum PushError {
-    /// The body is not JSON (HTTP 400).
-    NotJson(serde_json::Error),
-    /// The request is malformed or names what the tables do not have (HTTP 400).
-    Invalid(InvalidPush),
-    /// Writing a record failed on a constraint (NOT NULL, CHECK, UNIQUE, ...) (HTTP 400).
-    Rejected {
-        /// The write, as `table/id` or `deleting table/id`.
-        write: String,
-        /// SQLite's error.
-        source: rusqlite::Error,
-    },
-    /// The commit failed, usually on a deferred foreign key (HTTP 400).
-    Commit(rusqlite::Error),
-    /// A pushed record changed on the server after `last_pulled_at` (HTTP 409).
-    Conflict {
-        /// The table.
-        table: String,
-        /// The record.
-        id: String,
-        /// Its change time on the server.
-        changed_at: i64,
-        /// The push's `last_pulled_at`.
-        last_pulled_at: i64,
-    },
-    /// The server failed (HTTP 500).
-    Internal(RestError),
-}
-
-impl PushError {
-    /// The HTTP status the REST API answers with.
-    pub fn status(&self) -> u16 {
-        match self {
-            PushError::Invalid(InvalidPush::TooManyRecords { .. }) => 413,
-            PushError::Invalid(InvalidPush::DownTable { .. } | InvalidPush::NotWritable { .. }) => {
-                403
-            }
-            PushError::NotJson(_)
-            | PushError::Invalid(_)
-            | PushError::Rejected { .. }
-            | PushError::Commit(_) => 400,
-            PushError::Conflict { .. } => 409,
-            PushError::Internal(_) => 500,
-        }
-    }
-
-    /// The `error` text the REST API answers with: what was refused and SQLite's reason, never
-    /// the server's internals.
-    pub fn answer(&self) -> String {
-        match self {
-            PushError::Rejected { source, .. } | PushError::Commit(source) => {
-                format!("{self}: {source}")
-            }
-            PushError::NotJson(e) => format!("{self}: {e}"),
-            PushError::Internal(_) => "server error".into(),
-            PushError::Invalid(_) | PushError::Conflict { .. } => self.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for PushError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PushError::NotJson(_) => f.write_str("the body is not JSON"),
-            PushError::Invalid(why) => write!(f, "invalid push: {why}"),
-            PushError::Rejected { write, .. } => write!(f, "invalid push: {write}"),
-            PushError::Commit(_) => f.write_str("invalid push: at commit (a foreign key?)"),
-            PushError::Conflict {
-                table,
-                id,
-                changed_at,
-                last_pulled_at,
-            } => write!(
-                f,
-                "conflict: {table}/{id} changed on the server at {changed_at}, after \
-                 last_pulled_at {last_pulled_at}; pull, then push again"
-            ),
-            PushError::Internal(_) => f.write_str("server error"),
-        }
-    }
-}
-
-impl std::error::Error for PushError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            PushError::Rejected { source, .. } | PushError::Commit(source) => Some(source),
-            PushError::Internal(e) => Some(e),
-            PushError::NotJson(e) => Some(e),
-            PushError::Invalid(_) | PushError::Conflict { .. } => None,
-        }
-    }
-}
-
-impl From<RestError> for PushError {
-    fn from(e: RestError) -> Self {
-        PushError::Internal(e)
-    }
-}
-
-/// SQLite failing on anything but a record's write or the commit is the server's failure.
-impl From<rusqlite::Error> for PushError {
-    fn from(e: rusqlite::Error) -> Self {
-        PushError::Internal(RestError::Sqlite(e))
-    }
-}
-
-impl From<ChangelogError> for PushError {
-    fn from(e: ChangelogError) -> Self {
-        PushError::Internal(RestError::Changelog(e))
-    }
-}
-
-impl From<SchemaError> for PushError {
-    fn from(e: SchemaError) -> Self {
-        PushError::Internal(RestError::Schema(e))
-    }
-}
-
-impl From<InvalidPush> for PushError {
-    fn from(e: InvalidPush) -> Self {
-        PushError::Invalid(e)
-    }
-}
+mod row_scope;
 
 /// The most records one push may hold (created, updated and deleted, all tables together): a
 /// larger push is refused (HTTP 413) as soon as the parser counts one more, before any write.
@@ -404,6 +92,7 @@ pub fn pull(
     let mut tables = changelog::rest_tables(&tx)?;
     tables.retain(|t| access.readable(t));
     tables.sort();
+    let scoped = ScopedTables::load(&tx, &tables, &access.scopes)?;
     let mut out = b"{\"changes\":{".to_vec();
     for (n, table) in tables.iter().enumerate() {
         if n > 0 {
@@ -411,14 +100,34 @@ pub fn pull(
         }
         put_json(&mut out, table.as_str())?;
         out.extend_from_slice(b":{\"created\":[");
-        let mut stmt = tx.prepare(&format!(
-            "SELECT l.created_at, l.deleted, l.id, t.* FROM _cloud_rest_log l \
-             LEFT JOIN {} t ON t.\"id\" = l.id \
-             WHERE l.tbl = ?1 AND l.changed_at > ?2 ORDER BY l.changed_at",
-            quote(table)
-        ))?;
+        // A scoped table read by a token of named scopes. A first pull (or one since 0: the
+        // app held nothing) reads only the rows in its scopes, driven from the table's scope
+        // index (the change log's rows are looked up by key), so it costs what its rows cost;
+        // a later one reads every changed row with its scope and pulls those whose scope is now
+        // another and that moved since as deleted (a referral took them away).
+        let scope = scoped.get(table).filter(|s| s.within.is_some());
+        let held_nothing = since <= 0;
+        let sql = match scope {
+            Some(s) if held_nothing => format!(
+                "SELECT l.created_at, l.deleted, l.id, NULL, l.moved_at, t.* FROM {} t \
+                 CROSS JOIN _cloud_rest_log l ON l.tbl = ?1 AND l.id = t.\"id\" \
+                 WHERE {} AND l.changed_at > ?2 ORDER BY l.changed_at",
+                quote(table),
+                s.within.as_deref().unwrap_or("1")
+            ),
+            _ => format!(
+                "SELECT l.created_at, l.deleted, l.id, {}, l.moved_at, t.* \
+                 FROM _cloud_rest_log l \
+                 LEFT JOIN {} t ON t.\"id\" = l.id \
+                 WHERE l.tbl = ?1 AND l.changed_at > ?2 ORDER BY l.changed_at",
+                scope.map_or("NULL", |s| s.expr.as_str()),
+                quote(table)
+            ),
+        };
+        let filter_rows = scope.is_some() && !held_nothing;
+        let mut stmt = tx.prepare(&sql)?;
         let mut names = Vec::new();
-        for name in stmt.column_names().skip(3) {
+        for name in stmt.column_names().skip(5) {
             let mut quoted = Vec::new();
             put_json(&mut quoted, name)?;
             names.push(quoted);
@@ -429,7 +138,16 @@ pub fn pull(
         let mut rows = stmt.query(rusqlite::params![table, since])?;
         while let Some(r) = rows.next()? {
             let created_at: i64 = r.get(0)?;
-            let gone = r.get::<_, i64>(1)? != 0 || r.get_ref(3)? == ValueRef::Null;
+            let outside = filter_rows && {
+                let scope = r.get_ref(3)?;
+                !row_scope::holds(&access.scopes, scope.as_str().ok())
+            };
+            // A row outside the token's scopes that did not move since its last pull was never
+            // the app's: not named at all.
+            if outside && r.get::<_, i64>(4)? <= since {
+                continue;
+            }
+            let gone = outside || r.get::<_, i64>(1)? != 0 || r.get_ref(5)? == ValueRef::Null;
             if gone {
                 if last_pulled_at.is_some() {
                     if deleted_count > 0 {
@@ -460,7 +178,7 @@ pub fn pull(
                 }
                 list.extend_from_slice(name);
                 list.push(b':');
-                put_cell(list, r.get_ref(i + 3)?)?;
+                put_cell(list, r.get_ref(i + 5)?)?;
             }
             list.push(b'}');
         }
@@ -520,7 +238,7 @@ pub fn push(
     {
         return Err(PushError::Invalid(why));
     }
-    let written = apply(conn, last_pulled_at, &plan)?;
+    let written = apply(conn, last_pulled_at, &plan, &access.scopes)?;
     Ok(Pushed {
         written,
         summary: plan.describe(),
@@ -536,9 +254,19 @@ fn sql_value(v: Scalar<'_>) -> ToSqlOutput<'_> {
     })
 }
 
-fn apply(conn: &mut Connection, last_pulled_at: i64, plan: &Plan) -> Result<usize, PushError> {
+fn apply(
+    conn: &mut Connection,
+    last_pulled_at: i64,
+    plan: &Plan,
+    scopes: &Scopes,
+) -> Result<usize, PushError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("PRAGMA defer_foreign_keys = ON")?;
+    let names: Vec<String> = plan.tables.iter().map(|p| p.table.clone()).collect();
+    let scoped = ScopedTables::load(&tx, &names, scopes)?;
+    // Records created in a table scoped `via` a parent: their scope is their parent's, which
+    // may be created later in the same push; checked once everything is written.
+    let mut follow_parent: Vec<(&str, &str, &str, &str)> = Vec::new();
     for p in &plan.tables {
         let ids = p
             .created
@@ -566,14 +294,40 @@ fn apply(conn: &mut Connection, last_pulled_at: i64, plan: &Plan) -> Result<usiz
     let mut written = 0;
     for p in &plan.tables {
         let t = quote(&p.table);
-        let exists_sql = format!("SELECT 1 FROM {t} WHERE \"id\" = ?1");
+        let scope = scoped.get(&p.table);
+        // The row's current scope comes with its existence, in one lookup by key.
+        let exists_sql = format!(
+            "SELECT CAST({} AS TEXT) FROM {t} t WHERE t.\"id\" = ?1",
+            scope.map_or("NULL", |s| s.expr.as_str())
+        );
+        let scope_column = scope.and_then(|s| {
+            p.columns
+                .iter()
+                .position(|c| c.eq_ignore_ascii_case(s.rule.column()))
+                .map(|i| (i, p.columns[i].as_str()))
+        });
         for r in p.created.records().chain(p.updated.records()) {
-            let exists = tx
+            let current: Option<Option<String>> = tx
                 .prepare_cached(&exists_sql)?
-                .query_row([r.id], |_| Ok(()))
-                .optional()?
-                .is_some();
+                .query_row([r.id], |row| row.get(0))
+                .optional()?;
+            let exists = current.is_some();
             let update = r.values_for_update();
+            if let Some(scope) = scope {
+                let written = if exists { &update } else { &r.values };
+                push_scope::check_write(
+                    &p.table,
+                    r.id,
+                    scope,
+                    scope_column,
+                    current.as_ref().map(Option::as_deref),
+                    written,
+                    scopes,
+                )?;
+                if let (false, ScopeRule::Via(c)) = (exists, &scope.rule) {
+                    follow_parent.push((&p.table, r.id, c, &scope.expr));
+                }
+            }
             let sql = if exists {
                 if update.is_empty() {
                     continue;
@@ -606,15 +360,36 @@ fn apply(conn: &mut Connection, last_pulled_at: i64, plan: &Plan) -> Result<usiz
         }
         let delete_sql = format!("DELETE FROM {t} WHERE \"id\" = ?1");
         for id in p.deleted.ids() {
+            if let Some(Some(current)) = scope
+                .map(|_| {
+                    tx.prepare_cached(&exists_sql)?
+                        .query_row([id], |row| row.get::<_, Option<String>>(0))
+                        .optional()
+                })
+                .transpose()?
+            {
+                if !row_scope::holds(scopes, current.as_deref()) {
+                    return Err(PushError::Invalid(InvalidPush::ScopeNotGranted {
+                        table: p.table.clone(),
+                        id: id.to_string(),
+                        scope: current,
+                    }));
+                }
+            }
             written += tx
                 .prepare_cached(&delete_sql)
                 .and_then(|mut stmt| stmt.execute([id]))
                 .map_err(rejected(format!("deleting {}/{id}", p.table)))?;
         }
     }
+    push_scope::check_followers(&tx, &follow_parent, scopes)?;
     tx.commit().map_err(PushError::Commit)?;
     Ok(written)
 }
 
+#[cfg(test)]
+mod scope_bench;
+#[cfg(test)]
+mod scope_tests;
 #[cfg(test)]
 mod tests;

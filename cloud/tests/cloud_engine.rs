@@ -228,11 +228,11 @@ fn a_device_batch_lands_in_real_tables_and_rest_pushes_reach_devices() {
         serde_json::from_str(&cli_ok(&["status", "--data", d, "--json"])).unwrap();
     let tables = status["tenant"]["tables"].as_array().unwrap();
     assert!(
-        tables.contains(&json!({"name": "patients", "rows": 3})),
+        tables.contains(&json!({"name": "patients", "rows": 3, "scope": null})),
         "{status}"
     );
     assert!(
-        tables.contains(&json!({"name": "forms", "rows": 1})),
+        tables.contains(&json!({"name": "forms", "rows": 1, "scope": null})),
         "{status}"
     );
     assert_eq!(status["tenant"]["quarantined"], 0);

@@ -285,6 +285,7 @@ fn down_tables_refuse_pushes_and_up_tables_are_not_pulled() {
     let down = Access {
         declared: BTreeMap::from([("visits".to_string(), Direction::Down)]),
         rights: None,
+        ..Access::default()
     };
     let e = push(&mut conn, 0, body.to_string().into_bytes(), &down).unwrap_err();
     assert_eq!(e.status(), 403);
@@ -313,6 +314,7 @@ fn down_tables_refuse_pushes_and_up_tables_are_not_pulled() {
     let up = Access {
         declared: BTreeMap::from([("visits".to_string(), Direction::Up)]),
         rights: None,
+        ..Access::default()
     };
     let some = pulled(&up);
     assert!(some["changes"].get("visits").is_none(), "{some}");
@@ -337,6 +339,7 @@ fn a_tokens_table_rights_narrow_what_it_pulls_and_pushes() {
     let reader = Access {
         declared: BTreeMap::new(),
         rights: Some(TableRights::parse("patients:r").unwrap()),
+        ..Access::default()
     };
     let pulled: Json = serde_json::from_slice(&pull(&mut conn, None, &reader).unwrap()).unwrap();
     assert!(pulled["changes"]["patients"].is_object(), "{pulled}");
@@ -345,6 +348,7 @@ fn a_tokens_table_rights_narrow_what_it_pulls_and_pushes() {
         let access = Access {
             declared: BTreeMap::new(),
             rights: Some(TableRights::parse(rights).unwrap()),
+            ..Access::default()
         };
         let changes = json!({table: {"created": [{"id": "x9"}]}});
         let e = push(&mut conn, 0, changes.to_string().into_bytes(), &access).unwrap_err();
@@ -363,6 +367,7 @@ fn a_tokens_table_rights_narrow_what_it_pulls_and_pushes() {
     let writer = Access {
         declared: BTreeMap::new(),
         rights: Some(TableRights::parse("patients:rw,visits:r").unwrap()),
+        ..Access::default()
     };
     let more = json!({"patients": {"created": [{"id": "p2", "name": "Bo"}]}});
     push(&mut conn, 0, more.to_string().into_bytes(), &writer).unwrap();

@@ -1,0 +1,273 @@
+//! REST tokens scoped by their grant, against a real tenant database tracked with scope rules:
+//! `patients` scoped by its `clinic` column, `visits` following their patient (`via`), `forms`
+//! unscoped.
+
+use super::*;
+use serde_json::{json, Value as Json};
+
+fn tenant(dir: &std::path::Path) -> Connection {
+    outpost_embed::register().unwrap();
+    let mut conn = Connection::open(dir.join("tenant.db")).unwrap();
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON;
+         CREATE TABLE patients(id TEXT PRIMARY KEY, name TEXT, clinic TEXT);
+         CREATE TABLE visits(id TEXT PRIMARY KEY, patient_id TEXT REFERENCES patients(id), note TEXT);
+         CREATE TABLE forms(id TEXT PRIMARY KEY, title TEXT);
+         SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
+         SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');
+         SELECT outpost_track('forms');
+         INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi'),
+                                     ('t1', 'Chausiku', 'tanga');
+         INSERT INTO visits VALUES ('v1', 'm1', 'ANC 1'), ('v2', 't1', 'ANC 1');
+         INSERT INTO forms VALUES ('f1', 'ANC visit');",
+    )
+    .unwrap();
+    changelog::ensure_triggers(&mut conn).unwrap();
+    conn
+}
+
+fn token(scopes: &[&str]) -> Access {
+    Access {
+        scopes: Scopes::parse(scopes.iter().copied()).unwrap(),
+        ..Access::default()
+    }
+}
+
+fn pulled(conn: &mut Connection, since: Option<i64>, access: &Access) -> Json {
+    serde_json::from_slice(&pull(conn, since, access).unwrap()).unwrap()
+}
+
+/// The ids of one list of one table, sorted.
+fn ids(pull: &Json, table: &str, list: &str) -> Vec<String> {
+    let mut out: Vec<String> = pull["changes"][table][list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.get("id").unwrap_or(r).as_str().unwrap().to_string())
+        .collect();
+    out.sort();
+    out
+}
+
+fn pushed(
+    conn: &mut Connection,
+    since: i64,
+    access: &Access,
+    body: Json,
+) -> Result<(), (u16, String)> {
+    push(conn, since, body.to_string().into_bytes(), access)
+        .map(|_| ())
+        .map_err(|e| (e.status(), e.answer()))
+}
+
+fn latest(conn: &Connection) -> i64 {
+    changelog::latest(conn).unwrap()
+}
+
+#[test]
+fn a_scoped_token_pulls_its_scopes_rows_and_referred_rows_as_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = tenant(dir.path());
+    let moshi = token(&["moshi"]);
+    let first = pulled(&mut conn, None, &moshi);
+    assert_eq!(ids(&first, "patients", "created"), ["m1", "m2"]);
+    assert_eq!(
+        ids(&first, "visits", "created"),
+        ["v1"],
+        "a visit follows its patient"
+    );
+    assert_eq!(
+        ids(&first, "forms", "created"),
+        ["f1"],
+        "unscoped tables are whole"
+    );
+    let all = pulled(&mut conn, None, &Access::default());
+    assert_eq!(ids(&all, "patients", "created"), ["m1", "m2", "t1"]);
+    assert_eq!(ids(&all, "visits", "created"), ["v1", "v2"]);
+    let both = pulled(&mut conn, None, &token(&["moshi", "tanga"]));
+    assert_eq!(ids(&both, "visits", "created"), ["v1", "v2"]);
+
+    // A referral (as a device's batch or another client writes it): m1 moves to tanga, and
+    // its visit with it, though the visit's own row did not change.
+    let t = first["timestamp"].as_i64().unwrap();
+    conn.execute("UPDATE patients SET clinic = 'tanga' WHERE id = 'm1'", [])
+        .unwrap();
+    // Changes in another scope only: never the moshi app's rows, not named to it at all.
+    conn.execute_batch(
+        "UPDATE patients SET name = 'Chausiku B' WHERE id = 't1';
+         UPDATE visits SET note = 'ANC 2' WHERE id = 'v2';",
+    )
+    .unwrap();
+    let later = pulled(&mut conn, Some(t), &moshi);
+    assert_eq!(ids(&later, "patients", "deleted"), ["m1"]);
+    assert_eq!(ids(&later, "visits", "deleted"), ["v1"]);
+    assert!(ids(&later, "patients", "updated").is_empty(), "{later}");
+    let tanga = pulled(&mut conn, Some(t), &token(&["tanga"]));
+    assert_eq!(ids(&tanga, "patients", "updated"), ["m1", "t1"]);
+    assert_eq!(ids(&tanga, "visits", "updated"), ["v1", "v2"]);
+    assert!(ids(&tanga, "patients", "deleted").is_empty(), "{tanga}");
+}
+
+#[test]
+fn a_scoped_tokens_pushes_stay_in_its_scopes_and_may_refer_rows_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = tenant(dir.path());
+    let moshi = token(&["moshi"]);
+    let now = latest(&conn);
+
+    let outside = pushed(
+        &mut conn,
+        now,
+        &moshi,
+        json!({"patients": {"created": [{"id": "r1", "name": "Faraji", "clinic": "tanga"}]}}),
+    );
+    assert_eq!(
+        outside,
+        Err((
+            403,
+            "invalid push: scope 'tanga' is not granted to this token (patients/r1; its \
+             scopes: outpost-cloud grant --token NAME --scopes ...)"
+                .into()
+        ))
+    );
+    for (bad, why) in [
+        (json!(null), "null"),
+        (json!(""), "''"),
+        (json!("*"), "*"),
+        (json!("a b"), "space"),
+    ] {
+        let (status, answer) = pushed(
+            &mut conn,
+            now,
+            &moshi,
+            json!({"patients": {"created": [{"id": "r2", "clinic": bad}]}}),
+        )
+        .unwrap_err();
+        assert_eq!(status, 400, "{why}: {answer}");
+        assert!(
+            answer.contains("patients/r2: column \"clinic\" must hold a scope name"),
+            "{answer}"
+        );
+    }
+    let (status, answer) = pushed(
+        &mut conn,
+        now,
+        &Access::default(),
+        json!({"patients": {"created": [{"id": "r3", "name": "No clinic"}]}}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        (status, answer.contains("\"clinic\"")),
+        (400, true),
+        "{answer}"
+    );
+
+    // Another scope's row: neither updated nor deleted.
+    for body in [
+        json!({"patients": {"updated": [{"id": "t1", "name": "X", "_changed": "name"}]}}),
+        json!({"patients": {"deleted": ["t1"]}}),
+        json!({"visits": {"updated": [{"id": "v2", "note": "X"}]}}),
+    ] {
+        let (status, answer) = pushed(&mut conn, now, &moshi, body).unwrap_err();
+        assert_eq!(status, 403, "{answer}");
+        assert!(answer.contains("scope 'tanga' is not granted"), "{answer}");
+    }
+    // A visit follows its patient: one of another scope's patient is refused, even when the
+    // push creates the patient too.
+    let (status, answer) = pushed(
+        &mut conn,
+        now,
+        &moshi,
+        json!({"visits": {"created": [{"id": "v3", "patient_id": "t1"}]}}),
+    )
+    .unwrap_err();
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("visits/v3"), "{answer}");
+    let (status, answer) = pushed(
+        &mut conn,
+        now,
+        &moshi,
+        json!({"visits": {"created": [{"id": "v4", "patient_id": "nobody"}]}}),
+    )
+    .unwrap_err();
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer.contains("column \"patient_id\" must name a parent row"),
+        "{answer}"
+    );
+    let count =
+        |conn: &Connection, sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM patients"),
+        3,
+        "nothing refused was written"
+    );
+    assert_eq!(count(&conn, "SELECT count(*) FROM visits"), 2);
+
+    // In its scope: a new patient with a visit listed before it, in one push.
+    pushed(
+        &mut conn,
+        now,
+        &moshi,
+        json!({"visits": {"created": [{"id": "v5", "patient_id": "m3", "note": "first"}]},
+               "patients": {"created": [{"id": "m3", "name": "Dalila", "clinic": "moshi"}],
+                            "updated": [{"id": "m2", "name": "Baraka J", "_changed": "name"}]}}),
+    )
+    .unwrap();
+    // A referral of a row it holds, to a scope it does not hold: allowed; the row then left.
+    let now = latest(&conn);
+    pushed(
+        &mut conn,
+        now,
+        &moshi,
+        json!({"patients": {"updated": [{"id": "m3", "clinic": "tanga", "_changed": "clinic"}]}}),
+    )
+    .unwrap();
+    assert_eq!(
+        conn.query_row("SELECT clinic FROM patients WHERE id = 'm3'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .unwrap(),
+        "tanga"
+    );
+    let now = latest(&conn);
+    let (status, _) = pushed(
+        &mut conn,
+        now,
+        &moshi,
+        json!({"patients": {"updated": [{"id": "m3", "clinic": "moshi", "_changed": "clinic"}]}}),
+    )
+    .unwrap_err();
+    assert_eq!(
+        status, 403,
+        "a row that left is no longer the token's to move back"
+    );
+    let (status, answer) = pushed(
+        &mut conn,
+        now,
+        &moshi,
+        json!({"patients": {"updated": [{"id": "m2", "clinic": "", "_changed": "clinic"}]}}),
+    )
+    .unwrap_err();
+    assert_eq!(status, 400, "{answer}");
+    // An unscoped table is every token's.
+    pushed(
+        &mut conn,
+        now,
+        &moshi,
+        json!({"forms": {"created": [{"id": "f2", "title": "PNC"}]}}),
+    )
+    .unwrap();
+}
+
+/// `last_pulled_at=0` is a first pull too: the app held nothing, so other scopes' rows are not
+/// named even as deleted.
+#[test]
+fn a_pull_since_zero_names_no_other_scopes_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = tenant(dir.path());
+    let zero = pulled(&mut conn, Some(0), &token(&["moshi"]));
+    assert_eq!(ids(&zero, "patients", "created"), ["m1", "m2"]);
+    assert!(ids(&zero, "patients", "deleted").is_empty(), "{zero}");
+    assert!(ids(&zero, "visits", "deleted").is_empty(), "{zero}");
+}
