@@ -25,7 +25,7 @@ use crate::cells;
 use crate::error::{ApplyError, Error};
 use crate::ffi::{Conn, Stmt};
 use crate::functions::{Arg, Call};
-use crate::schema::{self, quote, Direction, Tracked};
+use crate::schema::{self, quote, Direction, ScopeRule, Tracked};
 use crate::sites::Sites;
 use crate::state::{NewRows, RowStore, Version};
 use outpost_protocol::batch::codec::{self, Limits};
@@ -37,6 +37,7 @@ use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
 use outpost_protocol::{SeqRange, SiteId, Stamp, Strategy, StreamId, Value};
 mod carry;
 mod direction;
+pub(crate) mod exits;
 mod restore;
 mod retry;
 mod signatures;
@@ -63,6 +64,8 @@ pub(crate) struct Stats {
     pub unchanged: u64,
     pub conflicts: u64,
     pub quarantined: u64,
+    /// Rows that left: their scope moved outside this device's grant (`apply/exits.rs`).
+    pub exits: u64,
 }
 
 /// A foreign key between two tracked tables, resolved to the parent's key order.
@@ -122,6 +125,12 @@ pub(crate) struct Applier<'c> {
     /// Rows whose eviction is under way (table, packed key): a cycle of references ends there.
     evicting: Vec<(usize, Vec<u8>)>,
     pub max_hlc: u64,
+    /// The stream of the batch being applied (exit markers are per stream: `exits.rs`).
+    stream: String,
+    /// Whether any exit marker exists (else no row needs looking up).
+    any_exits: bool,
+    /// Rows of tables scoped by a column whose scope cell this batch wrote (they may leave).
+    moved: Vec<(usize, Vec<u8>)>,
     /// The highest clock of a cell received (applied or not; `restamp.rs` keeps re-stamped
     /// changes above it).
     pub received_hlc: u64,
@@ -192,6 +201,11 @@ impl<'c> Applier<'c> {
             uniques: HashMap::new(),
             evicting: Vec::new(),
             max_hlc: 0,
+            stream: String::new(),
+            any_exits: conn
+                .query_i64("SELECT 1 FROM _outpost_exits LIMIT 1", &[])?
+                .is_some(),
+            moved: Vec::new(),
             received_hlc: 0,
         })
     }
@@ -334,6 +348,12 @@ impl<'c> Applier<'c> {
             return self.quarantine(origin, schema, row, reason);
         }
         let ti = *ti;
+        if self.exited(ti, key)? {
+            // The row left this device through this stream: later writes in it are the
+            // cloud's to copy on.
+            self.stats.unchanged += 1;
+            return Ok(Outcome::Applied);
+        }
         if self.tables[ti].def.direction == Direction::Up {
             self.stats.unchanged += 1;
             return Ok(Outcome::Applied);
@@ -583,6 +603,14 @@ impl<'c> Applier<'c> {
         st.exist = exist;
         self.rows.put(t.id, key, &st)?;
         self.stats.conflicts += new_conflicts;
+        if alive {
+            if let Some(ScopeRule::Column(c)) = &t.def.scope {
+                let c = t.column_index(c);
+                if writes.iter().any(|(w, _)| Some(*w) == c) {
+                    self.moved.push((ti, key.to_vec()));
+                }
+            }
+        }
         Ok(outcome)
     }
 
@@ -828,6 +856,7 @@ fn apply_all(call: &Call, batches: Batches, directory: Option<&Directory>) -> Re
                 total.unchanged += s.unchanged;
                 total.conflicts += s.conflicts;
                 total.quarantined += s.quarantined;
+                total.exits += s.exits;
                 Ok(())
             })?;
             Ok((total, new_rows))
@@ -853,7 +882,7 @@ fn apply_all(call: &Call, batches: Batches, directory: Option<&Directory>) -> Re
     }
     let json = serde_json::json!({
         "applied": stats.applied, "unchanged": stats.unchanged,
-        "conflicts": stats.conflicts, "quarantined": stats.quarantined,
+        "conflicts": stats.conflicts, "quarantined": stats.quarantined, "exits": stats.exits,
     });
     Ok(Value::Text(json.to_string()))
 }
@@ -987,6 +1016,7 @@ fn apply_batch(
     conn.exec("PRAGMA defer_foreign_keys = ON")?;
     let mut ap = Applier::new(call)?;
     ap.strict = strict;
+    ap.stream = h.stream.clone();
     if let Some(n) = new_rows.as_deref_mut() {
         ap.rows.new_rows = Some(match n.take() {
             Some(known) => known,
@@ -1034,6 +1064,8 @@ fn apply_batch(
             ap.merge_packed(target.as_ref(), h.origin, schema, row, &keys[start..end])?;
         }
     }
+    // Rows whose scope cell moved outside the grant leave (`apply/exits.rs`).
+    ap.stats.exits += ap.exit_moved()?;
     // Rows this batch deleted or changed may have held values rows held aside now get
     // (`settle`, which the retry starts with).
     if conn

@@ -13,6 +13,7 @@
 //! | `_outpost_vector` | stream (origin, scope) of another site | contiguous coverage |
 //! | `_outpost_runs` | run of own local seqs in one stream | stream, first stream seq (`streams.rs`) |
 //! | `_outpost_stream_marks` | scoped own stream and mark | acknowledged and sent stream seqs |
+//! | `_outpost_exits` | row that left (scope outside the grant) | the stream it left, scope version |
 //! | `outpost_quarantined_batches` | batch refused whole | origin, range, reason (`batch_quarantine.rs`) |
 //!
 //! `_outpost_log` declares no NOT NULL: a NOT NULL check in a trigger's INSERT marks the app's
@@ -80,6 +81,7 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
         conn.exec(BOOKKEEPING)?;
         conn.exec(crate::batch_quarantine::TABLE)?;
         conn.exec(crate::streams::TABLES)?;
+        conn.exec(crate::apply::exits::TABLE)?;
         if fresh {
             // Nothing sent or received yet: every change it makes can be re-stamped until it
             // leaves (`restamp.rs`; an older database gets its marks at its first re-stamp).

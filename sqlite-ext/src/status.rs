@@ -262,6 +262,7 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
         "conflicts": count(conn, "SELECT count(*) FROM _outpost_conflict_rows")?,
         "quarantined": count(conn, "SELECT count(*) FROM outpost_quarantine")?,
         "quarantined_batches": crate::batch_quarantine::count(conn)?,
+        "exits": crate::apply::exits::count(conn)?,
         "held": held,
         "held_origins": held_origins,
         "last_error": last_error,

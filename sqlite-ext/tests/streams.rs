@@ -489,3 +489,88 @@ fn a_re_stamp_moves_only_what_never_left_its_own_stream() {
     let now = common::scripted_hub::now_ms();
     assert!(t1.abs_diff(now) < 60_000, "t1 at {t1}, now {now}");
 }
+
+/// A row referred elsewhere leaves a device not granted its new scope (docs/design.md section
+/// 10, "Holding a row"): `a` (granted moshi) holds m1 and its visit; `b` (granted every scope)
+/// refers m1 to tanga; `a` applies b's moshi-stream batch: m1 and its visit are gone from a's
+/// tables, a wrote nothing, and a later write to m1 in the moshi stream (from `c`, which had not
+/// seen the referral) is ignored by a; b still holds m1.
+#[test]
+fn a_row_referred_out_of_the_grant_leaves_without_a_delete() {
+    let hub = Hub::start();
+    let a = device("a");
+    hub.enroll(&a);
+    hub.grant(site_of(&a), 1, &["moshi"]);
+    let (b, c) = (device("b"), device("c"));
+    let (kb, kc) = (site_keypair(site_of(&b)), site_keypair(site_of(&c)));
+    hub.certify_key(site_of(&b), kb.public());
+    hub.certify_key(site_of(&c), kc.public());
+    hub.sync(&a);
+    a.exec(
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi');
+         INSERT INTO visits VALUES ('v1', 'm1', 'first visit');
+         INSERT INTO patients VALUES ('m2', 'Baraka', 'moshi');",
+    );
+    let from_a = changes(&a, 0, "moshi").unwrap();
+    b.apply(&from_a).unwrap();
+    c.apply(&from_a).unwrap();
+    // An own change of a not sent yet: it still leaves after the row did.
+    a.exec("UPDATE patients SET name = 'Amina A' WHERE id = 'm1'");
+    let a_own_before = (db_version(&a, "moshi"), db_version(&a, ""));
+    let a_log_before: i64 = a.one("SELECT max(seq) FROM _outpost_log");
+
+    b.exec("UPDATE patients SET clinic = 'tanga' WHERE id = 'm1'");
+    let mut referral = changes(&b, 0, "moshi").unwrap();
+    assert_eq!(
+        read(&referral).0,
+        "moshi",
+        "the referral travels in the old stream"
+    );
+    signature::sign(&mut referral, &kb).unwrap();
+    let out = a.apply(&referral).unwrap();
+    assert_eq!(out["exits"], 2, "m1 and its visit: {out}");
+    assert_eq!(
+        a.one::<String>("SELECT group_concat(id) FROM patients"),
+        "m2"
+    );
+    assert_eq!(a.one::<i64>("SELECT count(*) FROM visits"), 0);
+    assert_eq!(
+        (db_version(&a, "moshi"), db_version(&a, "")),
+        a_own_before,
+        "a wrote nothing"
+    );
+    assert_eq!(
+        a.one::<i64>("SELECT max(seq) FROM _outpost_log"),
+        a_log_before
+    );
+    assert_eq!(
+        a.one::<i64>("SELECT json_extract(outpost_status(), '$.exits')"),
+        2
+    );
+    assert_eq!(a.one::<i64>("SELECT count(*) FROM outpost_quarantine"), 0);
+    let unsent = changes(&a, 3, "moshi").expect("a's unsent rename");
+    let json: String = a
+        .conn
+        .query_row("SELECT outpost_batch_json(?1)", [&unsent], |row| row.get(0))
+        .unwrap();
+    assert!(json.contains("Amina A"), "{json}");
+
+    // c had not seen the referral: its rename travels in moshi, and a ignores it there.
+    c.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");
+    let mut late = changes(&c, 0, "moshi").unwrap();
+    signature::sign(&mut late, &kc).unwrap();
+    let out = a.apply(&late).unwrap();
+    assert_eq!(out["applied"], 0, "{out}");
+    assert_eq!(
+        a.one::<String>("SELECT group_concat(id) FROM patients"),
+        "m2"
+    );
+    assert_eq!(a.one::<i64>("SELECT count(*) FROM outpost_quarantine"), 0);
+
+    // b still holds m1 and its visit.
+    assert_eq!(
+        b.one::<String>("SELECT name || '/' || clinic FROM patients WHERE id = 'm1'"),
+        "Amina/tanga"
+    );
+    assert_eq!(b.one::<i64>("SELECT count(*) FROM visits"), 1);
+}
