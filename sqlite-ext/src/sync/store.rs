@@ -307,6 +307,9 @@ impl EngineStore<'_> {
         let r = super::control::receive(call.conn, directory, entries)?;
         if r.accepted > 0 {
             super::control::remember(call, directory)?;
+            // A grant received here decides which rows the pull's applies let go
+            // (`apply/exits.rs`): the connection reads it again.
+            call.session.grant.forget();
         }
         self.counts.control_accepted += r.accepted;
         self.counts.control_refused += r.refused;
