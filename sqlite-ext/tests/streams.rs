@@ -574,3 +574,23 @@ fn a_row_referred_out_of_the_grant_leaves_without_a_delete() {
     );
     assert_eq!(b.one::<i64>("SELECT count(*) FROM visits"), 1);
 }
+
+#[test]
+fn a_vector_kept_per_origin_is_upgraded_in_place_as_the_unscoped_streams() {
+    let r = device("a");
+    let other = "ab".repeat(16);
+    // A database as an earlier version left it: the vector keyed by site, no runs yet.
+    r.exec(&format!(
+        "DROP TABLE _outpost_vector; DROP TABLE _outpost_runs;
+         CREATE TABLE _outpost_vector(site BLOB PRIMARY KEY, covered INTEGER NOT NULL) WITHOUT ROWID;
+         INSERT INTO _outpost_vector VALUES (x'{other}', 7);"
+    ));
+    let v = vector(&r);
+    assert_eq!(v[&other], 7, "{v}");
+    assert_eq!(
+        r.one::<i64>(
+            "SELECT count(*) FROM pragma_table_info('_outpost_vector') WHERE name = 'stream'"
+        ),
+        1
+    );
+}
