@@ -42,6 +42,9 @@ pub(crate) struct Scopes<'t> {
     conn: Conn,
     tables: &'t [Tracked],
     rules: HashMap<i64, Rule>,
+    /// Lookups of one column of an app row, by (table id, column), prepared once: a fold walks
+    /// one entry per write.
+    reads: std::cell::RefCell<HashMap<(i64, usize), crate::ffi::Stmt>>,
 }
 
 fn scope_of(v: Option<&Value>) -> Option<String> {
@@ -86,6 +89,7 @@ impl<'t> Scopes<'t> {
             conn,
             tables,
             rules,
+            reads: Default::default(),
         }))
     }
 
@@ -93,10 +97,35 @@ impl<'t> Scopes<'t> {
         self.tables.iter().find(|t| t.id == id)
     }
 
+    /// Value column `c` of the row in its table (`None`: the row is not there).
+    fn app_value(&self, t: &Tracked, key: &[u8], c: usize) -> Result<Option<Value>, Error> {
+        let mut reads = self.reads.borrow_mut();
+        let s = match reads.entry((t.id, c)) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(self.conn.prepare(&format!(
+                    "SELECT {} FROM {} WHERE {}",
+                    crate::schema::quote(&t.def.columns[c].name),
+                    crate::schema::quote(&t.def.name),
+                    crate::cells::key_match(t)
+                ))?)
+            }
+        };
+        s.bind_all(&crate::keys::unpack(key)?)?;
+        let found = s.step();
+        let v = match found {
+            Ok(true) => Some(s.value(0)),
+            _ => None,
+        };
+        s.reset();
+        found?;
+        Ok(v)
+    }
+
     /// Value column `c` of the row as its table holds it now, else as its tombstone kept it.
     fn value_now(&self, t: &Tracked, key: &[u8], c: usize) -> Result<Option<Value>, Error> {
-        if crate::cells::app_row_exists(self.conn, t, key)? {
-            return Ok(Some(crate::cells::read_app_value(self.conn, t, key, c)?));
+        if let Some(v) = self.app_value(t, key, c)? {
+            return Ok(Some(v));
         }
         let mut s = self
             .conn
@@ -218,13 +247,7 @@ impl<'t> Scopes<'t> {
         let k = (t.id, key);
         let current = match after_walk.get(&k) {
             Some(s) => s.clone(),
-            None => {
-                if crate::cells::app_row_exists(self.conn, t, &k.1)? {
-                    scope_of(Some(&crate::cells::read_app_value(self.conn, t, &k.1, c)?))
-                } else {
-                    None
-                }
-            }
+            None => self.app_value(t, &k.1, c)?.and_then(|v| scope_of(Some(&v))),
         };
         let old = Self::old_values(t, op, vals)?;
         let (stream, before) = match op {
@@ -261,12 +284,12 @@ impl<'t> Scopes<'t> {
         op: i64,
         vals: Option<&Value>,
     ) -> Result<String, Error> {
-        if crate::cells::app_row_exists(self.conn, t, key)? {
-            return self.now(t, key);
-        }
         let Some(Rule::Via { column, parent }) = self.rules.get(&t.id) else {
             return Ok(String::new());
         };
+        if let Some(v) = self.app_value(t, key, *column)? {
+            return self.now(&self.tables[*parent], &crate::keys::pack(&[v]));
+        }
         // Gone now: its parent key from the values the delete logged.
         let logged = Self::old_values(t, op, vals)?.and_then(|v| v.get(*column).cloned());
         match logged {
@@ -279,8 +302,13 @@ impl<'t> Scopes<'t> {
 /// Assigns the log's entries not assigned yet to their streams (fold runs this first).
 pub(crate) fn assign_log(conn: Conn, tables: &[Tracked]) -> Result<(), Error> {
     let after = crate::streams::last_local(conn)?;
-    for (to, stream) in of_log(conn, tables, after)? {
-        crate::streams::assign(conn, to, &stream)?;
+    let segments = of_log(conn, tables, after)?;
+    if segments.is_empty() {
+        return Ok(());
+    }
+    let mut runs = crate::streams::Assigner::new(conn)?;
+    for (to, stream) in segments {
+        runs.assign(to, &stream)?;
     }
     Ok(())
 }

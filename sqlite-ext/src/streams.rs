@@ -172,36 +172,84 @@ pub(crate) fn tops(conn: Conn) -> Result<std::collections::BTreeMap<String, u64>
 /// Assigns local seqs up to `to` (those above the last assigned one) to `stream`: extends the
 /// last run when it is `stream`'s, else starts a run at the stream's next seq.
 pub(crate) fn assign(conn: Conn, to: u64, stream: &str) -> Result<(), Error> {
-    let mut last =
-        conn.prepare("SELECT lseq, stream, n FROM _outpost_runs ORDER BY lseq DESC LIMIT 1")?;
-    let (from, extend) = if last.step()? {
-        let (lseq, n) = (last.i64(0) as u64, last.i64(2) as u64);
-        let end = lseq + n - 1;
-        if to <= end {
-            return Ok(());
+    Assigner::new(conn)?.assign(to, stream)
+}
+
+/// Assigns seqs run after run with statements prepared once (a fold may start thousands of
+/// runs: writes alternating between scopes).
+pub(crate) struct Assigner {
+    /// The last run: (first local seq, stream, first stream seq, count); `None` before any.
+    last: Option<(u64, String, u64, u64)>,
+    /// The next seq of the streams met so far.
+    next: HashMap<String, u64>,
+    extend: crate::ffi::Stmt,
+    insert: crate::ffi::Stmt,
+    next_of: crate::ffi::Stmt,
+}
+
+impl Assigner {
+    pub(crate) fn new(conn: Conn) -> Result<Assigner, Error> {
+        let mut s = conn.prepare(
+            "SELECT lseq, stream, sseq, n FROM _outpost_runs ORDER BY lseq DESC LIMIT 1",
+        )?;
+        let last = if s.step()? {
+            Some((s.i64(0) as u64, s.text(1), s.i64(2) as u64, s.i64(3) as u64))
+        } else {
+            None
+        };
+        Ok(Assigner {
+            last,
+            next: HashMap::new(),
+            extend: conn.prepare("UPDATE _outpost_runs SET n = ?2 WHERE lseq = ?1")?,
+            insert: conn.prepare(
+                "INSERT INTO _outpost_runs(lseq, stream, sseq, n) VALUES (?1, ?2, ?3, ?4)",
+            )?,
+            next_of: conn.prepare(
+                "SELECT sseq + n FROM _outpost_runs WHERE stream = ?1 ORDER BY lseq DESC LIMIT 1",
+            )?,
+        })
+    }
+
+    /// See [`assign`].
+    pub(crate) fn assign(&mut self, to: u64, stream: &str) -> Result<(), Error> {
+        let from = match &self.last {
+            Some((lseq, _, _, n)) if to < lseq + n => return Ok(()),
+            Some((lseq, _, _, n)) => lseq + n,
+            None => 1,
+        };
+        if let Some((lseq, s, sseq, n)) = &mut self.last {
+            if s == stream {
+                *n = to - *lseq + 1;
+                self.extend.bind_i64(1, *lseq as i64)?;
+                self.extend.bind_i64(2, *n as i64)?;
+                self.extend.run()?;
+                self.next.insert(stream.to_string(), *sseq + *n);
+                return Ok(());
+            }
         }
-        (end + 1, (last.text(1) == stream).then_some(lseq))
-    } else {
-        (1, None)
-    };
-    drop(last);
-    if to < from {
-        return Ok(());
+        let sseq = match self.next.get(stream) {
+            Some(&next) => next,
+            None => {
+                self.next_of.bind_text(1, stream)?;
+                let next = if self.next_of.step()? {
+                    self.next_of.i64(0) as u64
+                } else {
+                    1
+                };
+                self.next_of.reset();
+                next
+            }
+        };
+        let n = to - from + 1;
+        self.insert.bind_i64(1, from as i64)?;
+        self.insert.bind_text(2, stream)?;
+        self.insert.bind_i64(3, sseq as i64)?;
+        self.insert.bind_i64(4, n as i64)?;
+        self.insert.run()?;
+        self.next.insert(stream.to_string(), sseq + n);
+        self.last = Some((from, stream.to_string(), sseq, n));
+        Ok(())
     }
-    if let Some(lseq) = extend {
-        let mut u = conn.prepare("UPDATE _outpost_runs SET n = ?2 - lseq + 1 WHERE lseq = ?1")?;
-        u.bind_i64(1, lseq as i64)?;
-        u.bind_i64(2, to as i64)?;
-        return u.run();
-    }
-    let mut s = conn.prepare(
-        "INSERT INTO _outpost_runs(lseq, stream, sseq, n) VALUES (?1, ?2, \
-         coalesce((SELECT sseq + n FROM _outpost_runs WHERE stream = ?2 ORDER BY lseq DESC LIMIT 1), 1), ?3)",
-    )?;
-    s.bind_i64(1, from as i64)?;
-    s.bind_text(2, stream)?;
-    s.bind_i64(3, (to - from + 1) as i64)?;
-    s.run()
 }
 
 /// A mark of a scoped stream (`k`: what it marks), 0 when never set.
