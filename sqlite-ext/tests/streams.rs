@@ -594,3 +594,27 @@ fn a_vector_kept_per_origin_is_upgraded_in_place_as_the_unscoped_streams() {
         1
     );
 }
+
+/// A write to a row after this device referred it out of its grant is in the new scope's
+/// stream, which relays would refuse whole: it stays pending here, and the rest is pushed.
+#[test]
+fn an_own_stream_outside_the_grant_is_not_pushed() {
+    let hub = Hub::start();
+    let r = device("a");
+    hub.enroll(&r);
+    hub.grant(site_of(&r), 1, &["moshi"]);
+    hub.sync(&r);
+    r.exec("INSERT INTO patients VALUES ('m1', 'Amina', 'moshi')");
+    r.exec("UPDATE patients SET clinic = 'tanga' WHERE id = 'm1'");
+    r.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");
+    assert_eq!(db_version(&r, "tanga"), 1, "the edit after the referral");
+    assert_eq!(db_version(&r, "moshi"), 2, "the insert and the referral");
+    let out = hub.sync(&r);
+    assert_eq!(out["batches_pushed"], 1, "{out}");
+    let pushed: Vec<String> = hub.pushed().iter().map(|b| read(b).0).collect();
+    assert_eq!(pushed, ["moshi"]);
+    assert_eq!(
+        r.one::<i64>("SELECT json_extract(outpost_status(), '$.pending_changes')"),
+        1
+    );
+}

@@ -350,8 +350,19 @@ impl EngineStore<'_> {
 
     fn plan_inner(&mut self, server: &VersionVector) -> Result<ExportPlan, SyncError> {
         let tops = crate::streams::tops(self.call.conn)?;
+        let site = self.site;
+        let grant = self.directory()?.grant_of(&site).map(|g| g.scopes.clone());
         let mut streams = std::collections::VecDeque::new();
         for (scope, issued) in tops {
+            // A stream outside the grant would have the whole push refused (relays refuse a
+            // device's batch outside its grant): its changes stay here, pending. Only writes to
+            // a row this device referred elsewhere, made after the referral, land there.
+            if !scope.is_empty() && grant.as_ref().is_some_and(|g| !g.contains(&scope)) {
+                log::warn!(
+                    "outpost_sync: own stream {scope:?} is outside this device's grant: not pushed"
+                );
+                continue;
+            }
             let since = server.get(&StreamId::new(self.site, scope.as_str()));
             if since > issued {
                 return Err(SyncError::Restored {
