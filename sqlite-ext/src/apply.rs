@@ -25,7 +25,7 @@ use crate::cells;
 use crate::error::{ApplyError, Error};
 use crate::ffi::{Conn, Stmt};
 use crate::functions::{Arg, Call};
-use crate::schema::{self, quote, Direction, Tracked};
+use crate::schema::{self, quote, Direction, ScopeRule, Tracked};
 use crate::sites::Sites;
 use crate::state::{NewRows, RowStore, Version};
 use outpost_protocol::batch::codec::{self, Limits};
@@ -34,9 +34,10 @@ use outpost_protocol::batch::{
 };
 use outpost_protocol::control::Directory;
 use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
-use outpost_protocol::{SeqRange, SiteId, Stamp, Strategy, Value};
+use outpost_protocol::{SeqRange, SiteId, Stamp, Strategy, StreamId, Value};
 mod carry;
 mod direction;
+pub(crate) mod exits;
 mod restore;
 mod retry;
 mod signatures;
@@ -63,6 +64,8 @@ pub(crate) struct Stats {
     pub unchanged: u64,
     pub conflicts: u64,
     pub quarantined: u64,
+    /// Rows that left: their scope moved outside this device's grant (`apply/exits.rs`).
+    pub exits: u64,
 }
 
 /// A foreign key between two tracked tables, resolved to the parent's key order.
@@ -89,6 +92,9 @@ struct Target {
     /// Index into `Applier::tables`.
     ti: usize,
     columns: Rc<ColumnMap>,
+    /// Why its rows cannot be applied here: the batch declares the table with another scope
+    /// rule (rows would land in scopes this database does not put them in).
+    scope_differs: Option<String>,
 }
 
 /// Merge machinery shared by apply and quarantine retry.
@@ -119,6 +125,12 @@ pub(crate) struct Applier<'c> {
     /// Rows whose eviction is under way (table, packed key): a cycle of references ends there.
     evicting: Vec<(usize, Vec<u8>)>,
     pub max_hlc: u64,
+    /// The stream of the batch being applied (exit markers are per stream: `exits.rs`).
+    stream: String,
+    /// Whether any exit marker exists (else no row needs looking up).
+    any_exits: bool,
+    /// Rows of tables scoped by a column whose scope cell this batch wrote (they may leave).
+    moved: Vec<(usize, Vec<u8>)>,
     /// The highest clock of a cell received (applied or not; `restamp.rs` keeps re-stamped
     /// changes above it).
     pub received_hlc: u64,
@@ -189,6 +201,11 @@ impl<'c> Applier<'c> {
             uniques: HashMap::new(),
             evicting: Vec::new(),
             max_hlc: 0,
+            stream: String::new(),
+            any_exits: conn
+                .query_i64("SELECT 1 FROM _outpost_exits LIMIT 1", &[])?
+                .is_some(),
+            moved: Vec::new(),
             received_hlc: 0,
         })
     }
@@ -284,9 +301,23 @@ impl<'c> Applier<'c> {
     /// asks once per group of rows: by name per row, it hashed and compared strings for each.
     fn target(&mut self, schema: &TableSchema) -> Option<Target> {
         let ti = self.tables.iter().position(|t| t.def.name == schema.name)?;
+        let here = self.tables[ti].def.scope.as_ref().map(|r| r.to_protocol());
+        let there = schema.scope_rule();
+        let shown = |r: &Option<outpost_protocol::scope::ScopeRule>| {
+            r.as_ref().map_or("no scope".to_string(), |r| r.to_string())
+        };
+        let scope_differs = (here != there).then(|| {
+            format!(
+                "table \"{}\" has {} in the batch but {} here",
+                schema.name,
+                shown(&there),
+                shown(&here)
+            )
+        });
         Some(Target {
             ti,
             columns: self.column_map(ti, schema),
+            scope_differs,
         })
     }
 
@@ -300,7 +331,12 @@ impl<'c> Applier<'c> {
         row: &RowChange,
         key: &[u8],
     ) -> Result<Outcome, Error> {
-        let Some(Target { ti, columns }) = target else {
+        let Some(Target {
+            ti,
+            columns,
+            scope_differs,
+        }) = target
+        else {
             return self.quarantine(
                 origin,
                 schema,
@@ -308,7 +344,16 @@ impl<'c> Applier<'c> {
                 &format!("unknown table \"{}\": it is not tracked here", schema.name),
             );
         };
+        if let Some(reason) = scope_differs {
+            return self.quarantine(origin, schema, row, reason);
+        }
         let ti = *ti;
+        if self.exited(ti, key)? {
+            // The row left this device through this stream: later writes in it are the
+            // cloud's to copy on.
+            self.stats.unchanged += 1;
+            return Ok(Outcome::Applied);
+        }
         if self.tables[ti].def.direction == Direction::Up {
             self.stats.unchanged += 1;
             return Ok(Outcome::Applied);
@@ -558,6 +603,14 @@ impl<'c> Applier<'c> {
         st.exist = exist;
         self.rows.put(t.id, key, &st)?;
         self.stats.conflicts += new_conflicts;
+        if alive {
+            if let Some(ScopeRule::Column(c)) = &t.def.scope {
+                let c = t.column_index(c);
+                if writes.iter().any(|(w, _)| Some(*w) == c) {
+                    self.moved.push((ti, key.to_vec()));
+                }
+            }
+        }
         Ok(outcome)
     }
 
@@ -803,6 +856,7 @@ fn apply_all(call: &Call, batches: Batches, directory: Option<&Directory>) -> Re
                 total.unchanged += s.unchanged;
                 total.conflicts += s.conflicts;
                 total.quarantined += s.quarantined;
+                total.exits += s.exits;
                 Ok(())
             })?;
             Ok((total, new_rows))
@@ -828,16 +882,19 @@ fn apply_all(call: &Call, batches: Batches, directory: Option<&Directory>) -> Re
     }
     let json = serde_json::json!({
         "applied": stats.applied, "unchanged": stats.unchanged,
-        "conflicts": stats.conflicts, "quarantined": stats.quarantined,
+        "conflicts": stats.conflicts, "quarantined": stats.quarantined, "exits": stats.exits,
     });
     Ok(Value::Text(json.to_string()))
 }
 
-fn covered(conn: Conn, origin: SiteId) -> Result<u64, Error> {
+fn covered(conn: Conn, stream: &StreamId) -> Result<u64, Error> {
     Ok(conn
         .query_i64(
-            "SELECT covered FROM _outpost_vector WHERE site = ?1",
-            &[Value::Blob(origin.0.to_vec())],
+            "SELECT covered FROM _outpost_vector WHERE site = ?1 AND stream = ?2",
+            &[
+                Value::Blob(stream.origin.0.to_vec()),
+                Value::Text(stream.scope.clone()),
+            ],
         )?
         .unwrap_or(0) as u64)
 }
@@ -857,25 +914,26 @@ const ROWID_FAILED: i32 = 2579;
 /// SQLITE_CONSTRAINT_FOREIGNKEY.
 const FOREIGN_KEY_FAILED: i32 = 787;
 
-/// Records that this database holds every change of `origin` up to `hi` (the caller checked
+/// Records that this database holds every change of `stream` up to `hi` (the caller checked
 /// that the range follows what it held).
-fn advance_vector(conn: Conn, origin: SiteId, hi: u64) -> Result<(), Error> {
+fn advance_vector(conn: Conn, stream: &StreamId, hi: u64) -> Result<(), Error> {
     let mut s = conn.prepare(
-        "INSERT INTO _outpost_vector(site, covered) VALUES (?1, ?2) ON CONFLICT(site) DO UPDATE SET covered = max(covered, excluded.covered)",
+        "INSERT INTO _outpost_vector(site, stream, covered) VALUES (?1, ?2, ?3) ON CONFLICT(site, stream) DO UPDATE SET covered = max(covered, excluded.covered)",
     )?;
-    s.bind_blob(1, &origin.0)?;
-    s.bind_i64(2, hi as i64)?;
+    s.bind_blob(1, &stream.origin.0)?;
+    s.bind_text(2, &stream.scope)?;
+    s.bind_i64(3, hi as i64)?;
     s.run()
 }
 
-/// Checks that `range` of `origin` follows what this database covers (no gap); `false` when it
+/// Checks that `range` of `stream` follows what this database covers (no gap); `false` when it
 /// covers the whole range already.
-fn follows(conn: Conn, origin: SiteId, range: SeqRange) -> Result<bool, Error> {
-    let have = covered(conn, origin)?;
+fn follows(conn: Conn, stream: &StreamId, range: SeqRange) -> Result<bool, Error> {
+    let have = covered(conn, stream)?;
     let mut vector = outpost_protocol::VersionVector::new();
-    vector.set(origin.into(), have);
+    vector.set(stream.clone(), have);
     vector
-        .advance(origin.into(), range)
+        .advance(stream.clone(), range)
         .map_err(ApplyError::Gap)?;
     Ok(range.hi > have)
 }
@@ -890,8 +948,9 @@ fn cover_withheld(conn: Conn, h: &BatchHeader) -> Result<(), Error> {
             h.origin, h.range.lo, h.range.hi
         )));
     }
-    if follows(conn, h.origin, h.range)? {
-        advance_vector(conn, h.origin, h.range.hi)?;
+    let stream = h.stream_id();
+    if follows(conn, &stream, h.range)? {
+        advance_vector(conn, &stream, h.range.hi)?;
     }
     Ok(())
 }
@@ -919,7 +978,8 @@ fn apply_batch(
             *n = None;
         }
     }
-    let fresh = follows(conn, h.origin, h.range)?;
+    let stream = h.stream_id();
+    let fresh = follows(conn, &stream, h.range)?;
     let mut rows_in_batch = 0;
     for g in &batch.tables {
         if h.tables.get(g.table as usize).is_none() {
@@ -946,7 +1006,7 @@ fn apply_batch(
             h.range.hi
         );
         crate::batch_quarantine::put(conn, h.origin, h.range, &reason)?;
-        advance_vector(conn, h.origin, h.range.hi)?;
+        advance_vector(conn, &stream, h.range.hi)?;
         return Ok(Stats {
             quarantined: rows_in_batch,
             ..Stats::default()
@@ -956,6 +1016,7 @@ fn apply_batch(
     conn.exec("PRAGMA defer_foreign_keys = ON")?;
     let mut ap = Applier::new(call)?;
     ap.strict = strict;
+    ap.stream = h.stream.clone();
     if let Some(n) = new_rows.as_deref_mut() {
         ap.rows.new_rows = Some(match n.take() {
             Some(known) => known,
@@ -1003,6 +1064,8 @@ fn apply_batch(
             ap.merge_packed(target.as_ref(), h.origin, schema, row, &keys[start..end])?;
         }
     }
+    // Rows whose scope cell moved outside the grant leave (`apply/exits.rs`).
+    ap.stats.exits += ap.exit_moved()?;
     // Rows this batch deleted or changed may have held values rows held aside now get
     // (`settle`, which the retry starts with).
     if conn
@@ -1024,28 +1087,34 @@ fn apply_batch(
         "hlc",
         stored.max(call.session.clock.last(conn)?) as i64,
     )?;
-    advance_vector(conn, h.origin, h.range.hi)?;
+    advance_vector(conn, &stream, h.range.hi)?;
     if let Some(n) = new_rows {
         *n = ap.rows.new_rows.take();
     }
     Ok(ap.stats)
 }
 
-/// `outpost_vector()`: origin (hex) → contiguous coverage, this database included.
+/// `outpost_vector()`: stream (`SITE` for an origin's unscoped stream, `SITE/SCOPE` for a
+/// scoped one) → contiguous coverage, this database's own streams included.
 pub(crate) fn sql_vector(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     schema::ensure(call.conn)?;
     let mut out = serde_json::Map::new();
-    out.insert(
-        crate::sites::site_id(call.conn)?.to_string(),
-        crate::fold::db_version(call.conn)?.into(),
-    );
+    let me = crate::sites::site_id(call.conn)?;
+    let tops = crate::streams::tops(call.conn)?;
+    if tops.is_empty() {
+        // A database that wrote nothing still states its unscoped stream, as before streams.
+        out.insert(StreamId::unscoped(me).to_string(), 0.into());
+    }
+    for (scope, top) in tops {
+        out.insert(StreamId::new(me, scope).to_string(), top.into());
+    }
     let mut s = call
         .conn
-        .prepare("SELECT site, covered FROM _outpost_vector ORDER BY site")?;
+        .prepare("SELECT site, stream, covered FROM _outpost_vector ORDER BY site, stream")?;
     while s.step()? {
         let id = SiteId::from_slice(&s.blob(0))
             .ok_or_else(|| Error::Corrupt("vector site id".into()))?;
-        out.insert(id.to_string(), s.i64(1).into());
+        out.insert(StreamId::new(id, s.text(1)).to_string(), s.i64(2).into());
     }
     Ok(Value::Text(serde_json::Value::Object(out).to_string()))
 }

@@ -121,7 +121,7 @@ pub(crate) fn save_review(
 }
 
 /// `k1 = ?1 AND k2 = ?2 ...` over the table's key columns.
-fn key_match(t: &Tracked) -> String {
+pub(crate) fn key_match(t: &Tracked) -> String {
     let wh: Vec<String> = t
         .def
         .pk

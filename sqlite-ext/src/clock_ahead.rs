@@ -73,7 +73,7 @@ pub(crate) fn answer(
     let conn = call.conn;
     conn.exec("SAVEPOINT outpost_clock_ahead")?;
     let r = (|| {
-        if let (Some(before), Some(after)) = (before, after) {
+        if let (Some(before), Some(after)) = (&before, &after) {
             restamp::put_back(conn, before, after)?;
         }
         // The hello's check adopted the relay's time: the corrected wall clock is trusted time.

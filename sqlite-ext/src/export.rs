@@ -32,13 +32,33 @@ use outpost_protocol::vector::SeqRange;
 use outpost_protocol::{Hlc, SiteId, Strategy, Value};
 use serde_json::json;
 
-/// `outpost_db_version()`.
-pub(crate) fn sql_db_version(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
+/// `outpost_db_version([scope])`: the highest seq of the stream of `scope` (`''`, the default:
+/// the unscoped stream, whose seqs are the database's own change sequence when no table is
+/// scoped).
+pub(crate) fn sql_db_version(call: &Call, args: &[Arg]) -> Result<Value, Error> {
+    let scope = scope_arg(call, args.first())?;
     schema::ensure(call.conn)?;
-    Ok(Value::Integer(crate::fold::db_version(call.conn)? as i64))
+    let top = crate::streams::tops(call.conn)?
+        .get(scope)
+        .copied()
+        .unwrap_or(0);
+    Ok(Value::Integer(top as i64))
 }
 
-/// `outpost_changes(since [, max_bytes])`.
+/// The `scope` argument of the manual API: `''` (or NULL, or absent) is the unscoped stream.
+fn scope_arg<'a>(call: &Call, arg: Option<&Arg<'a>>) -> Result<&'a str, Error> {
+    match arg {
+        None | Some(Arg::Null) => Ok(""),
+        Some(Arg::Text(t)) if t.is_empty() || outpost_protocol::scope::check_name(t).is_ok() => {
+            Ok(t)
+        }
+        Some(_) => Err(call.arg_error(
+            "scope must be a scope name (1-64 of A-Z a-z 0-9 _ . -), or '' for the unscoped stream",
+        )),
+    }
+}
+
+/// `outpost_changes(since [, max_bytes [, scope]])`: the stream of `scope` (default `''`).
 pub(crate) fn sql_changes(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let since = match args[0] {
         Arg::Integer(n) if n >= 0 => n as u64,
@@ -49,6 +69,7 @@ pub(crate) fn sql_changes(call: &Call, args: &[Arg]) -> Result<Value, Error> {
         Some(&Arg::Integer(n)) if n > 0 => Some(n as usize),
         Some(_) => return Err(call.arg_error("max_bytes must be a positive integer")),
     };
+    let scope = scope_arg(call, args.get(2))?;
     schema::ensure(call.conn)?;
     let r = schema::with_bulk_cache(call.conn, || {
         call.conn.exec("SAVEPOINT outpost_changes")?;
@@ -56,7 +77,7 @@ pub(crate) fn sql_changes(call: &Call, args: &[Arg]) -> Result<Value, Error> {
             if crate::fold::fold(call)?.columns_added {
                 crate::apply::retry_all(call)?;
             }
-            changes(call, since, max_bytes)
+            changes(call, scope, since, max_bytes)
         })();
         schema::finish_savepoint(call.conn, "outpost_changes", r)
     })?;
@@ -67,6 +88,7 @@ pub(crate) fn sql_changes(call: &Call, args: &[Arg]) -> Result<Value, Error> {
 /// and the next call asks from where the last one stopped. Kept on the connection
 /// (`Session::export`), it saves rescanning every row per chunk.
 struct ExportCursor {
+    stream: String,
     top: u64,
     since: u64,
     /// `(smallest own seq above since, table id, packed key)`, in that seq order.
@@ -87,17 +109,32 @@ fn value_size(v: &Value) -> usize {
     }
 }
 
-/// Builds the batch of own changes above `since` (fold must have run).
+/// Builds the batch of own changes of `stream` above its seq `since` (fold must have run).
+/// Rows hold local seqs (`streams.rs`): a version is in the batch when its local seq is one of
+/// the stream's seqs above `since`, and ranges, cuts and marks are in the stream's seqs.
 pub(crate) fn changes(
     call: &Call,
+    stream: &str,
     since: u64,
     max_bytes: Option<usize>,
 ) -> Result<Option<Vec<u8>>, Error> {
     let conn = call.conn;
-    let top = crate::fold::db_version(conn)?;
+    let runs = crate::streams::Runs::load(conn)?;
+    let top = runs.top(stream);
     if since >= top {
         return Ok(None);
     }
+    // The smallest local seq of the stream above `since`: rows whose newest own seq is below
+    // it hold nothing for this batch.
+    let first_local = runs
+        .local_of(stream, since + 1)
+        .ok_or_else(|| Error::Internal(format!("stream {stream:?} has no seq {}", since + 1)))?;
+    // The stream seq of an own version's local seq, when it is in this stream.
+    let in_stream = |lseq: u64| match runs.stream_of(lseq) {
+        Some((s, sseq)) if s == stream && lseq > 0 => Some(sseq),
+        _ => None,
+    };
+    let above = |lseq: u64| in_stream(lseq).filter(|&s| s > since);
     let sites = Sites::load(conn)?;
     let me = sites.me();
     let mut exported: Vec<Exported> = Vec::new();
@@ -142,17 +179,27 @@ pub(crate) fn changes(
     // Candidates: rows holding an own write above `since`, by their smallest such seq.
     let kept = call.session.export.take::<ExportCursor>();
     let candidates = match kept {
-        Some(c) if c.top == top && c.since == since => c.rest,
+        Some(c) if c.stream == stream && c.top == top && c.since == since => c.rest,
         _ => {
             let mut c: Vec<(u64, i64, Vec<u8>)> = Vec::new();
             let mut s = conn.prepare(
-                "SELECT tbl, key, exist, exist_seq, clocks FROM _outpost_rows WHERE seq > ?1 AND seq > 0",
+                "SELECT tbl, key, exist, exist_seq, clocks FROM _outpost_rows WHERE seq >= ?1 AND seq > 0",
             )?;
-            s.bind_i64(1, since as i64)?;
+            s.bind_i64(1, first_local as i64)?;
             while s.step()? {
                 let st =
                     crate::state::RowState::decode(s.i64(2) as u64, s.i64(3) as u64, &s.blob(4))?;
-                if let Some(min) = st.min_seq_above(since) {
+                let own = st
+                    .cells
+                    .iter()
+                    .flatten()
+                    .filter(|v| v.site == 0)
+                    .map(|v| v.seq);
+                if let Some(min) = std::iter::once(st.exist_seq)
+                    .chain(own)
+                    .filter_map(above)
+                    .min()
+                {
                     c.push((min, s.i64(0), s.blob(1)));
                 }
             }
@@ -188,7 +235,7 @@ pub(crate) fn changes(
         let mut size = 24 + key_vals.iter().map(value_size).sum::<usize>();
         for c in 0..ex.t.def.columns.len() {
             let Some(v) = st.cell(c) else { continue };
-            if !alive || v.site != 0 || v.epoch != st.exist || v.seq <= since {
+            if !alive || v.site != 0 || v.epoch != st.exist || above(v.seq).is_none() {
                 continue;
             }
             let payload = match ex.t.def.columns[c].strategy {
@@ -258,7 +305,7 @@ pub(crate) fn changes(
                 payload,
             });
         }
-        if cells_out.is_empty() && st.exist_seq <= since {
+        if cells_out.is_empty() && above(st.exist_seq).is_none() {
             continue;
         }
         let up = ex.t.def.direction == Direction::Up;
@@ -270,6 +317,7 @@ pub(crate) fn changes(
             let mut rest = vec![(min_seq, tbl, key)];
             rest.extend(candidates);
             call.session.export.put(ExportCursor {
+                stream: stream.to_string(),
                 top,
                 since: hi,
                 rest,
@@ -282,7 +330,16 @@ pub(crate) fn changes(
             writer.begin_table(ex.header_index).map_err(Error::export)?;
             open = Some(ti);
         }
-        sent_seq = sent_seq.max(st.max_seq());
+        let own = st
+            .cells
+            .iter()
+            .flatten()
+            .filter(|v| v.site == 0)
+            .map(|v| v.seq);
+        sent_seq = std::iter::once(st.exist_seq)
+            .chain(own)
+            .filter_map(in_stream)
+            .fold(sent_seq, u64::max);
         sent_hlc = cells_out
             .iter()
             .map(|c| c.hlc.as_u64())
@@ -301,6 +358,7 @@ pub(crate) fn changes(
     let range = SeqRange::new(since + 1, hi)
         .ok_or_else(|| Error::Internal(format!("empty export range {since}..{hi}")))?;
     let meta = BatchMeta {
+        stream: stream.to_string(),
         flags: BatchFlags {
             direction: if rows_up == Some(true) && !mixed {
                 outpost_protocol::batch::Direction::Up
@@ -314,7 +372,7 @@ pub(crate) fn changes(
     let mut bytes = codec::finish_batch_with(writer, me, range, &meta, Compression::None)
         .map_err(Error::export)?;
     sign(conn, me, &mut bytes)?;
-    crate::restamp::note_sent(conn, sent_seq.max(hi), sent_hlc)?;
+    crate::restamp::note_sent(conn, stream, sent_seq.max(hi), sent_hlc)?;
     Ok(Some(bytes))
 }
 
@@ -395,6 +453,7 @@ pub(crate) fn sql_batch_json(call: &Call, args: &[Arg]) -> Result<Value, Error> 
     let out = json!({
         "header": {
             "origin": h.origin.to_string(),
+            "stream": h.stream,
             "range": {"lo": h.range.lo, "hi": h.range.hi},
             "direction": h.flags.direction.as_str(),
             "base_hlc": h.base_hlc.to_string(),

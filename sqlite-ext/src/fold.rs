@@ -18,7 +18,8 @@ use crate::schema::{self, quote, ColumnDef, Tracked};
 use crate::sites::Sites;
 use crate::state::{RowState, RowStore, Version};
 use crate::triggers::{
-    OP_DELETE, OP_DELETE_IF_GONE, OP_INSERT, OP_REKEY, OP_REKEY_COUNTED, OP_UPDATE, OP_UPDATE_RAW,
+    OP_DELETE, OP_DELETE_IF_GONE, OP_INSERT, OP_REKEY, OP_REKEY_COUNTED, OP_SCOPE_MOVE, OP_UPDATE,
+    OP_UPDATE_RAW,
 };
 use outpost_protocol::merge::{CellVersion, ReviewWrite};
 use outpost_protocol::{Hlc, Stamp, Strategy, Value};
@@ -124,6 +125,8 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
     let conn = call.conn;
     let schema_changed = notice_schema_changes(call)?;
     let tables = schema::load_tracked(conn)?;
+    // Each write's stream is found while the app rows still are what the log led to.
+    crate::row_scope::assign_log(conn, &tables)?;
     let sites = Sites::load(conn)?;
     let mut rows = RowStore::new(conn)?;
     let mut tomb_put = conn.prepare(
@@ -158,12 +161,16 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
                 exhausted = true;
                 break;
             }
-            let op = log.i64(3);
+            let mut op = log.i64(3);
             // A raw column update carries the key and a counter's delta as stored: pack them
             // here, so the rest of fold sees one form (and sorts by the packed key).
             let (key, vals) = if op == OP_UPDATE_RAW {
                 let delta = (!log.is_null(6)).then(|| crate::keys::pack(&[log.value(6)]));
                 (crate::keys::pack(&[log.value(2)]), delta)
+            } else if op == OP_SCOPE_MOVE {
+                // Its old scope named its stream (assigned above); the write is an update.
+                op = OP_UPDATE;
+                (log.blob(2), None)
             } else {
                 let vals = (!log.is_null(6)).then(|| log.blob(6));
                 (log.blob(2), vals)

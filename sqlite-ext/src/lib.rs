@@ -107,6 +107,7 @@ mod pending;
 mod pending_table;
 mod quarantine;
 mod restamp;
+mod row_scope;
 mod row_status;
 mod schema;
 mod scope_check;
@@ -117,6 +118,7 @@ mod skew;
 mod state;
 mod statement_journal;
 mod status;
+mod streams;
 mod sync;
 mod track;
 mod triggers;
@@ -178,8 +180,8 @@ static FUNCTIONS: &[FunctionDef] = &[
     def(c"outpost_track", 1, 2, track::sql_track),
     def(c"outpost_untrack", 1, 1, track::sql_untrack),
     // export
-    def(c"outpost_db_version", 0, 0, export::sql_db_version),
-    def(c"outpost_changes", 1, 2, export::sql_changes),
+    def(c"outpost_db_version", 0, 1, export::sql_db_version),
+    def(c"outpost_changes", 1, 3, export::sql_changes),
     def(c"outpost_batch_json", 1, 1, export::sql_batch_json),
     // apply
     def(c"outpost_apply", 1, 1, apply::sql_apply),

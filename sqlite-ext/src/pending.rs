@@ -33,7 +33,8 @@ use crate::schema::{self, Direction, Tracked};
 use crate::session::Session;
 use crate::state::RowState;
 use crate::triggers::{
-    OP_DELETE, OP_DELETE_IF_GONE, OP_INSERT, OP_REKEY, OP_REKEY_COUNTED, OP_UPDATE, OP_UPDATE_RAW,
+    OP_DELETE, OP_DELETE_IF_GONE, OP_INSERT, OP_REKEY, OP_REKEY_COUNTED, OP_SCOPE_MOVE, OP_UPDATE,
+    OP_UPDATE_RAW,
 };
 use outpost_protocol::{Hlc, Value};
 use std::collections::{HashMap, HashSet};
@@ -315,15 +316,18 @@ fn read(conn: Conn, stamp: Stamp) -> Result<Snapshot, Error> {
             columns: t.def.columns.iter().map(|c| c.name.clone()).collect(),
         });
     }
-    let acked = crate::acked::acked(conn)?;
+    let acked = Acked {
+        runs: crate::streams::Runs::load(conn)?,
+        marks: crate::acked::acked(conn)?,
+    };
     let sends = |id: i64| {
         tracked
             .iter()
             .find(|t| t.id == id)
             .filter(|t| t.def.direction != Direction::Down)
     };
-    read_state(conn, acked, &sends, &mut snap.rows)?;
-    read_log(conn, acked, &sends, &mut snap.rows)?;
+    read_state(conn, &acked, &sends, &mut snap.rows)?;
+    read_log(conn, acked.runs.floor(&acked.marks), &sends, &mut snap.rows)?;
     let mut s = conn.prepare("SELECT tbl_id, key FROM _outpost_conflict_rows")?;
     while s.step()? {
         snap.conflicts.insert((s.i64(0), s.blob(1)));
@@ -339,17 +343,31 @@ fn read(conn: Conn, stamp: Stamp) -> Result<Snapshot, Error> {
     Ok(snap)
 }
 
-/// Folded rows with an own write above `acked`, as export would send them.
+/// What relays acknowledged, per own stream, and the runs that put local seqs in streams.
+struct Acked {
+    runs: crate::streams::Runs,
+    marks: HashMap<String, u64>,
+}
+
+impl Acked {
+    /// Whether own local seq `seq` is above its stream's acknowledged seq.
+    fn pending(&self, seq: u64) -> bool {
+        !self.runs.covered(&self.marks, seq)
+    }
+}
+
+/// Folded rows with an own write not acknowledged, as export would send them.
 fn read_state<'t>(
     conn: Conn,
-    acked: u64,
+    acked: &Acked,
     sends: &impl Fn(i64) -> Option<&'t Tracked>,
     rows: &mut HashMap<(i64, Vec<u8>), PendingRow>,
 ) -> Result<(), Error> {
     let mut s = conn.prepare(
         "SELECT tbl, key, exist, exist_seq, clocks FROM _outpost_rows WHERE seq > ?1 AND seq > 0",
     )?;
-    s.bind_i64(1, i64::try_from(acked).unwrap_or(i64::MAX))?;
+    let floor = acked.runs.floor(&acked.marks);
+    s.bind_i64(1, i64::try_from(floor).unwrap_or(i64::MAX))?;
     while s.step()? {
         let tbl = s.i64(0);
         if sends(tbl).is_none() {
@@ -361,21 +379,23 @@ fn read_state<'t>(
         if alive {
             for (c, v) in st.cells.iter().enumerate() {
                 let Some(v) = v else { continue };
-                if v.site == 0 && v.epoch == st.exist && v.seq > acked {
+                if v.site == 0 && v.epoch == st.exist && v.seq > 0 && acked.pending(v.seq) {
                     p.write(std::iter::once(c), v.hlc);
                 }
             }
-        } else if st.exist_seq > acked {
+        } else if st.exist_seq > 0 && acked.pending(st.exist_seq) {
             p.delete();
         }
-        if !p.columns.is_empty() || p.deleted || (alive && st.exist_seq > acked) {
+        let exist_pending = st.exist_seq > 0 && acked.pending(st.exist_seq);
+        if !p.columns.is_empty() || p.deleted || (alive && exist_pending) {
             rows.insert((tbl, s.blob(1)), p);
         }
     }
     Ok(())
 }
 
-/// The log's entries not folded yet, each read as fold will read it.
+/// The log's entries not folded yet (above `acked`: every local seq at or below it is
+/// acknowledged), each read as fold will read it.
 fn read_log<'t>(
     conn: Conn,
     acked: u64,
@@ -397,7 +417,7 @@ fn read_log<'t>(
         };
         match op {
             OP_INSERT => rows.entry((t.id, key)).or_default().write(0..n, hlc),
-            OP_UPDATE | OP_UPDATE_RAW if mask != 0 => rows
+            OP_UPDATE | OP_UPDATE_RAW | OP_SCOPE_MOVE if mask != 0 => rows
                 .entry((t.id, key))
                 .or_default()
                 .write((0..n.min(63)).filter(|c| mask & (1i64 << c) != 0), hlc),

@@ -60,9 +60,13 @@ use crate::state::{RowStore, Version};
 use outpost_protocol::hlc::{CEILING_MILLIS, COUNTER_BITS};
 use outpost_protocol::merge::{CounterCell, ReviewCell};
 use outpost_protocol::{Hlc, Strategy};
+use std::collections::{BTreeMap, HashMap};
 
-/// `_outpost_meta` key: the highest own seq ever put in a batch (pushed or exported).
+/// `_outpost_meta` key: the highest own seq of stream `""` ever put in a batch (pushed or
+/// exported); a scoped stream's is its `_outpost_stream_marks` entry [`SENT_MARK`].
 pub(crate) const SENT_SEQ_KEY: &str = "sent_seq";
+/// `_outpost_stream_marks` key: a scoped stream's highest seq ever put in a batch.
+const SENT_MARK: &str = "sent";
 /// `_outpost_meta` key: the highest clock of an own change put in a batch.
 const SENT_HLC_KEY: &str = "sent_hlc";
 /// `_outpost_meta` key: the highest clock of a cell received from a peer.
@@ -87,9 +91,14 @@ fn raise(conn: Conn, key: &str, value: u64) -> Result<(), Error> {
     s.run()
 }
 
-/// An export put own changes up to `seq`, with clocks up to `hlc`, in a batch: they have left.
-pub(crate) fn note_sent(conn: Conn, seq: u64, hlc: u64) -> Result<(), Error> {
-    raise(conn, SENT_SEQ_KEY, seq)?;
+/// An export put own changes of `stream` up to its seq `seq`, with clocks up to `hlc`, in a
+/// batch: they have left.
+pub(crate) fn note_sent(conn: Conn, stream: &str, seq: u64, hlc: u64) -> Result<(), Error> {
+    if stream.is_empty() {
+        raise(conn, SENT_SEQ_KEY, seq)?;
+    } else if meta_get(conn, SENT_SEQ_KEY)?.is_some() {
+        crate::streams::set_mark(conn, stream, SENT_MARK, seq, true)?;
+    }
     raise(conn, SENT_HLC_KEY, hlc)
 }
 
@@ -104,10 +113,20 @@ pub(crate) fn clock_epoch(conn: Conn) -> Result<i64, Error> {
 }
 
 /// What the sent marks were at one moment (`None` in [`sent`]: a database created before them).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Sent {
-    seq: u64,
+    /// Per own stream, the highest seq sent (a stream missing: none).
+    seqs: BTreeMap<String, u64>,
     hlc: u64,
+}
+
+/// The sent seq of every own stream, stream `""` included (module documentation).
+fn sent_seqs(conn: Conn, unscoped: u64) -> Result<BTreeMap<String, u64>, Error> {
+    let mut seqs: BTreeMap<String, u64> = crate::streams::marks(conn, SENT_MARK)?
+        .into_iter()
+        .collect();
+    seqs.insert(String::new(), unscoped);
+    Ok(seqs)
 }
 
 /// The sent marks as they stand.
@@ -116,25 +135,37 @@ pub(crate) fn sent(conn: Conn) -> Result<Option<Sent>, Error> {
         Ok(meta_get(conn, k)?.map(|v| u64::try_from(v).unwrap_or(0)))
     };
     Ok(match (get(SENT_SEQ_KEY)?, get(SENT_HLC_KEY)?) {
-        (Some(seq), Some(hlc)) => Some(Sent { seq, hlc }),
+        (Some(seq), Some(hlc)) => Some(Sent {
+            seqs: sent_seqs(conn, seq)?,
+            hlc,
+        }),
         _ => None,
     })
 }
 
 /// Puts the sent marks back to `before` if they still are `after` (what a refused push's export
-/// set: nothing was exported since). In the caller's transaction. Returns whether it did.
-pub(crate) fn put_back(conn: Conn, before: Sent, after: Sent) -> Result<bool, Error> {
-    if sent(conn)? != Some(after) || before == after {
+/// set: nothing was exported since, in any stream). In the caller's transaction. Returns
+/// whether it did.
+pub(crate) fn put_back(conn: Conn, before: &Sent, after: &Sent) -> Result<bool, Error> {
+    if sent(conn)?.as_ref() != Some(after) || before == after {
         return Ok(false);
     }
-    meta_set(conn, SENT_SEQ_KEY, to_i64(before.seq))?;
+    for stream in after.seqs.keys() {
+        let seq = before.seqs.get(stream).copied().unwrap_or(0);
+        if stream.is_empty() {
+            meta_set(conn, SENT_SEQ_KEY, to_i64(seq))?;
+        } else {
+            crate::streams::set_mark(conn, stream, SENT_MARK, seq, false)?;
+        }
+    }
     meta_set(conn, SENT_HLC_KEY, to_i64(before.hlc))?;
     Ok(true)
 }
 
 /// The marks, set now for a database created before them (module documentation).
 struct Marks {
-    sent_seq: u64,
+    /// Per own stream, the highest seq sent.
+    sent: HashMap<String, u64>,
     sent_hlc: u64,
     received_hlc: u64,
 }
@@ -151,17 +182,23 @@ impl Marks {
             get(RECEIVED_HLC_KEY)?,
         ) {
             return Ok(Marks {
-                sent_seq,
+                sent: sent_seqs(conn, sent_seq)?.into_iter().collect(),
                 sent_hlc,
                 received_hlc,
             });
         }
+        // Everything issued so far counts as sent, in every stream (folded first: all assigned).
+        let tops = crate::streams::tops(conn)?;
+        for (stream, &top) in tops.iter().filter(|(s, _)| !s.is_empty()) {
+            crate::streams::set_mark(conn, stream, SENT_MARK, top, true)?;
+        }
         let marks = Marks {
-            sent_seq: crate::fold::db_version(conn)?,
+            sent: tops.into_iter().collect(),
             sent_hlc: call.session.clock.last(conn)?,
             received_hlc: call.session.clock.last(conn)?,
         };
-        meta_set(conn, SENT_SEQ_KEY, to_i64(marks.sent_seq))?;
+        let unscoped = marks.sent.get("").copied().unwrap_or(0);
+        meta_set(conn, SENT_SEQ_KEY, to_i64(unscoped))?;
         meta_set(conn, SENT_HLC_KEY, to_i64(marks.sent_hlc))?;
         meta_set(conn, RECEIVED_HLC_KEY, to_i64(marks.received_hlc))?;
         Ok(marks)
@@ -238,6 +275,8 @@ fn restamp_inner(call: &Call, by: Move, now_ms: u64) -> Result<u64, Error> {
     }
     let marks = Marks::read(call)?;
     let fixed = marks.sent_hlc.max(marks.received_hlc);
+    let runs = crate::streams::Runs::load(conn)?;
+    let unsent = |v: &Version| v.site == 0 && v.seq > 0 && !runs.covered(&marks.sent, v.seq);
 
     // The rows holding an own change above the mark (by the `seq` index), and those changes.
     let mut rows_to_do: Vec<(i64, Vec<u8>)> = Vec::new();
@@ -246,7 +285,7 @@ fn restamp_inner(call: &Call, by: Move, now_ms: u64) -> Result<u64, Error> {
         let mut s = conn.prepare(
             "SELECT tbl, key, exist, exist_seq, clocks FROM _outpost_rows WHERE seq > ?1 AND seq > 0",
         )?;
-        s.bind_i64(1, to_i64(marks.sent_seq))?;
+        s.bind_i64(1, to_i64(runs.floor(&marks.sent)))?;
         while s.step()? {
             let st = crate::state::RowState::decode(s.i64(2) as u64, s.i64(3) as u64, &s.blob(4))?;
             let before = changes.len();
@@ -254,7 +293,7 @@ fn restamp_inner(call: &Call, by: Move, now_ms: u64) -> Result<u64, Error> {
                 st.cells
                     .iter()
                     .flatten()
-                    .filter(|v| unsent(v, marks.sent_seq))
+                    .filter(|v| unsent(v))
                     .map(|v| (v.seq, v.hlc)),
             );
             if changes.len() > before {
@@ -285,7 +324,7 @@ fn restamp_inner(call: &Call, by: Move, now_ms: u64) -> Result<u64, Error> {
             continue;
         };
         for c in 0..st.cells.len() {
-            let Some(v) = st.cells[c].filter(|v| unsent(v, marks.sent_seq)) else {
+            let Some(v) = st.cells[c].filter(|v| unsent(v)) else {
                 continue;
             };
             let to = new_of(v.seq, v.hlc);
@@ -360,11 +399,6 @@ fn restamp_inner(call: &Call, by: Move, now_ms: u64) -> Result<u64, Error> {
     let mut seqs: Vec<u64> = changes.iter().map(|c| c.0).collect();
     seqs.dedup();
     Ok(seqs.len() as u64)
-}
-
-/// An own change (site 0, a local seq) above the sent mark.
-fn unsent(v: &Version, sent_seq: u64) -> bool {
-    v.site == 0 && v.seq > sent_seq
 }
 
 #[cfg(test)]

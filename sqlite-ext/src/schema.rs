@@ -10,7 +10,10 @@
 //! | `_outpost_cells` | counter/review cell | the protocol's `CounterCell` / `ReviewCell` |
 //! | `_outpost_tombstones` | deleted row | its last values (a parent can come back) |
 //! | `_outpost_evicted` | row held aside | by a UNIQUE collision (`apply/unique.rs`) |
-//! | `_outpost_vector` | origin | contiguous coverage |
+//! | `_outpost_vector` | stream (origin, scope) of another site | contiguous coverage |
+//! | `_outpost_runs` | run of own local seqs in one stream | stream, first stream seq (`streams.rs`) |
+//! | `_outpost_stream_marks` | scoped own stream and mark | acknowledged and sent stream seqs |
+//! | `_outpost_exits` | row that left (scope outside the grant) | the stream it left, scope version |
 //! | `outpost_quarantined_batches` | batch refused whole | origin, range, reason (`batch_quarantine.rs`) |
 //!
 //! `_outpost_log` declares no NOT NULL: a NOT NULL check in a trigger's INSERT marks the app's
@@ -20,6 +23,7 @@
 use crate::error::Error;
 use crate::ffi::Conn;
 use outpost_protocol::batch::{ColumnSchema, ForeignKey, TableSchema};
+use outpost_protocol::scope::ScopeColumn;
 use outpost_protocol::{SiteId, Strategy};
 use serde::{Deserialize, Serialize};
 
@@ -38,7 +42,8 @@ CREATE TABLE IF NOT EXISTS _outpost_tombstones(tbl INTEGER NOT NULL, key BLOB NO
   PRIMARY KEY(tbl, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _outpost_evicted(tbl INTEGER NOT NULL, key BLOB NOT NULL,
   PRIMARY KEY(tbl, key)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS _outpost_vector(site BLOB PRIMARY KEY, covered INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _outpost_vector(site BLOB NOT NULL, stream TEXT NOT NULL, covered INTEGER NOT NULL,
+  PRIMARY KEY(site, stream)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _outpost_conflict_rows(id INTEGER PRIMARY KEY, tbl_id INTEGER NOT NULL, key BLOB NOT NULL,
   col INTEGER NOT NULL, tbl TEXT NOT NULL, pk TEXT NOT NULL, col_name TEXT NOT NULL, siblings TEXT NOT NULL,
   UNIQUE(tbl_id, key, col));
@@ -57,10 +62,10 @@ CREATE TABLE IF NOT EXISTS outpost_events(id INTEGER PRIMARY KEY, hlc INTEGER NO
 pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
     let present = conn.query_i64(
         "SELECT count(*) FROM sqlite_master WHERE name IN \
-         ('_outpost_sites', '_outpost_evicted', 'outpost_quarantined_batches')",
+         ('_outpost_sites', '_outpost_evicted', 'outpost_quarantined_batches', '_outpost_runs')",
         &[],
     )?;
-    if present == Some(3) {
+    if present == Some(4) {
         return Ok(());
     }
     let fresh = conn
@@ -72,8 +77,11 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
     let site = new_site_id()?;
     conn.exec("SAVEPOINT outpost_init")?;
     let r = (|| {
+        upgrade_vector(conn)?;
         conn.exec(BOOKKEEPING)?;
         conn.exec(crate::batch_quarantine::TABLE)?;
+        conn.exec(crate::streams::TABLES)?;
+        conn.exec(crate::apply::exits::TABLE)?;
         if fresh {
             // Nothing sent or received yet: every change it makes can be re-stamped until it
             // leaves (`restamp.rs`; an older database gets its marks at its first re-stamp).
@@ -92,6 +100,26 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
         s.run()
     })();
     finish_savepoint(conn, "outpost_init", r)
+}
+
+/// A vector made before streams (keyed by site alone) becomes the unscoped streams' vector:
+/// every change it covered was in stream `""`.
+fn upgrade_vector(conn: Conn) -> Result<(), Error> {
+    let old = conn.query_i64(
+        "SELECT 1 FROM sqlite_master WHERE name = '_outpost_vector' \
+         AND NOT EXISTS (SELECT 1 FROM pragma_table_info('_outpost_vector') WHERE name = 'stream')",
+        &[],
+    )?;
+    if old.is_none() {
+        return Ok(());
+    }
+    conn.exec(
+        "ALTER TABLE _outpost_vector RENAME TO _outpost_vector_by_site;
+         CREATE TABLE _outpost_vector(site BLOB NOT NULL, stream TEXT NOT NULL, covered INTEGER NOT NULL,
+           PRIMARY KEY(site, stream)) WITHOUT ROWID;
+         INSERT INTO _outpost_vector(site, stream, covered) SELECT site, '', covered FROM _outpost_vector_by_site;
+         DROP TABLE _outpost_vector_by_site;",
+    )
 }
 
 /// A fresh random site id.
@@ -207,6 +235,16 @@ impl ScopeRule {
     pub(crate) fn column(&self) -> &str {
         match self {
             ScopeRule::Column(c) | ScopeRule::Via(c) => c,
+        }
+    }
+}
+
+impl ScopeRule {
+    /// The protocol's form of the rule (the tenant's table settings and batches use it).
+    pub(crate) fn to_protocol(&self) -> outpost_protocol::scope::ScopeRule {
+        match self {
+            ScopeRule::Column(c) => outpost_protocol::scope::ScopeRule::Column(c.clone()),
+            ScopeRule::Via(c) => outpost_protocol::scope::ScopeRule::Via(c.clone()),
         }
     }
 }
@@ -449,8 +487,17 @@ pub(crate) fn table_schema(conn: Conn, t: &Tracked) -> Result<TableSchema, Error
             })
         })
         .collect();
+    // The rule travels with the table (the cloud learns it from batches), as an index into the
+    // columns above.
+    let scope = t.def.scope.as_ref().and_then(|r| {
+        let i = index_of(r.column())?;
+        Some(match r {
+            ScopeRule::Column(_) => ScopeColumn::Column(i),
+            ScopeRule::Via(_) => ScopeColumn::Via(i),
+        })
+    });
     Ok(TableSchema {
-        scope: None,
+        scope,
         name: t.def.name.clone(),
         columns,
         primary_key: pk.into_iter().map(|(_, i)| i).collect(),

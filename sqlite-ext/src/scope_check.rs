@@ -58,8 +58,9 @@ fn read_grant(call: &Call) -> Result<Option<Scopes>, Error> {
         .map(|g| g.scopes.clone()))
 }
 
-/// Whether this device's grant holds `scope`.
-fn granted(call: &Call, scope: &str) -> Result<bool, Error> {
+/// Whether this device's grant holds `scope` (every scope while no grant is known). The apply
+/// asks it too, for rows that leave (`apply/exits.rs`).
+pub(crate) fn granted(call: &Call, scope: &str) -> Result<bool, Error> {
     let conn = call.conn;
     let file_version = conn.file_data_version();
     let kept = call.session.grant.with(|c: Option<&mut GrantCache>| {

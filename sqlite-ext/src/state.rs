@@ -53,15 +53,6 @@ impl RowState {
             .fold(self.exist_seq, u64::max)
     }
 
-    /// The smallest local seq above `since`, if any (where a batch cut may fall).
-    pub(crate) fn min_seq_above(&self, since: u64) -> Option<u64> {
-        let cells = self.cells.iter().flatten().map(|v| v.seq);
-        std::iter::once(self.exist_seq)
-            .chain(cells)
-            .filter(|&s| s > since)
-            .min()
-    }
-
     /// The cell slot of column `c`, growing the row when a column was added.
     pub(crate) fn cell_mut(&mut self, c: usize) -> &mut Option<Version> {
         if self.cells.len() <= c {
@@ -371,6 +362,5 @@ mod tests {
         *s.cell_mut(9) = Some(Version { seq: 9, ..v });
         assert_eq!(RowState::decode(1, 7, &s.encode()).unwrap(), s);
         assert_eq!(s.max_seq(), 9);
-        assert_eq!(s.min_seq_above(7), Some(9));
     }
 }

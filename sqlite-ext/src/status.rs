@@ -185,7 +185,7 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     let conn = call.conn;
     crate::schema::ensure(conn)?;
     let site = crate::sites::site_id(conn)?;
-    let issued = crate::fold::db_version(conn)? as i64;
+    let tops = crate::streams::tops(conn)?;
     let recs = records(conn)?;
     let mut peers = Vec::new();
     if has_table(conn, "_outpost_peers")? {
@@ -211,14 +211,19 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
             }));
         }
     }
-    // What a relay acknowledged (`acked.rs`, per seq) is exact; the start of the last successful
-    // sync is a floor kept for databases that synced before it was recorded.
-    let acked = recs
+    // What a relay acknowledged (`acked.rs`, per stream seq) is exact; the start of the last
+    // successful sync (a local seq) is a floor kept for databases that synced before it was
+    // recorded, when all their seqs are in the unscoped stream (then the same numbers).
+    let mut acked = crate::acked::acked(conn)?;
+    if tops.keys().all(|s| s.is_empty()) {
+        let floor = recs.iter().map(|(_, r)| r.acked).max().unwrap_or(0).max(0) as u64;
+        let a = acked.entry(String::new()).or_default();
+        *a = (*a).max(floor);
+    }
+    let pending_changes: u64 = tops
         .iter()
-        .map(|(_, r)| r.acked)
-        .max()
-        .unwrap_or(0)
-        .max(i64::try_from(crate::acked::acked(conn)?).unwrap_or(i64::MAX));
+        .map(|(s, &top)| top.saturating_sub(acked.get(s).copied().unwrap_or(0)))
+        .sum();
     let last_sync_at = peers
         .iter()
         .filter_map(|p| p["last_sync_at"].as_i64())
@@ -252,11 +257,12 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
         "enrolled": !peers.is_empty(),
         "peers": peers,
         "last_sync_at": last_sync_at,
-        "pending_changes": (issued - acked).max(0),
+        "pending_changes": pending_changes,
         "clock": crate::skew::status(conn)?,
         "conflicts": count(conn, "SELECT count(*) FROM _outpost_conflict_rows")?,
         "quarantined": count(conn, "SELECT count(*) FROM outpost_quarantine")?,
         "quarantined_batches": crate::batch_quarantine::count(conn)?,
+        "exits": crate::apply::exits::count(conn)?,
         "held": held,
         "held_origins": held_origins,
         "last_error": last_error,

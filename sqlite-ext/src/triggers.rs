@@ -42,6 +42,10 @@ pub(crate) const OP_REKEY_COUNTED: i64 = 5;
 /// a row without firing any DELETE trigger. Fold records the delete only if the row is gone by
 /// then, so a write that did not delete it (`OR IGNORE`, an upsert) deletes nothing.
 pub(crate) const OP_DELETE_IF_GONE: i64 = 7;
+/// An UPDATE that changed the scope cell of a table scoped by a column (a referral): logged as
+/// an `OP_UPDATE` of that column (packed key, mask), with `vals` holding the old scope as
+/// stored, so fold knows the stream the write travels in (`row_scope.rs`).
+pub(crate) const OP_SCOPE_MOVE: i64 = 8;
 
 fn name(t: &Tracked, what: &str) -> String {
     quote(&format!("_outpost_{}_{what}", t.def.name))
@@ -175,12 +179,36 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let scope_column = match &t.def.scope {
+        Some(ScopeRule::Column(c)) => Some(c.as_str()),
+        _ => None,
+    };
+    if let Some(i) = scope_column.and_then(|c| t.column_index(c)) {
+        // A referral logs the old scope: the stream it travels in (`row_scope.rs`). Created
+        // before every other trigger: SQLite runs a table's triggers newest first, so this one
+        // logs after the other columns a statement changed with it, and those (written while
+        // the row was still in the old scope) travel in the old scope's stream too.
+        let mask = if t.def.row_lww { -1 } else { 1i64 << i };
+        let c = quote(&t.def.columns[i].name);
+        sql.insert_str(
+            0,
+            &format!(
+                "CREATE TRIGGER {upd} AFTER UPDATE OF {c} ON {tbl}
+                   WHEN NEW.{c} IS NOT OLD.{c} AND {same_key} AND outpost_capturing() BEGIN
+                   {log} VALUES ({id}, {key_new}, {OP_SCOPE_MOVE}, outpost_tick(), {mask}, OLD.{c}); END;",
+                upd = name(t, &format!("upd_{i}")),
+            ),
+        );
+    }
     for (i, col) in t.def.columns.iter().enumerate() {
         // row_lww: any changed column rewrites the whole row.
         let mask = if t.def.row_lww { -1 } else { 1i64 << i };
         let counter = col.strategy == Strategy::Counter;
         let c = quote(&col.name);
         let upd = name(t, &format!("upd_{i}"));
+        if scope_column == Some(col.name.as_str()) {
+            continue; // its trigger was created first (above)
+        }
         if raw {
             // No function call and no NOT NULL check anywhere in this trigger: the app's UPDATE
             // then needs no statement journal (clock_table.rs). outpost_clock has no row while a

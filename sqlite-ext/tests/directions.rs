@@ -2,7 +2,8 @@
 //! device exports are flagged `up` or `both` and cut where the direction changes; the tenant's
 //! table settings (cloud-signed control entries, served here by the scripted hub) win over the
 //! device's own `outpost_track` options; an `up` batch served as its clear header alone covers
-//! its range; a batch claiming to write what only the cloud writes is quarantined whole.
+//! its range; a batch claiming to write what only the cloud writes is quarantined whole. The
+//! tenant's scope rule for a table wins the same way (`sync/table_settings.rs`).
 
 mod common;
 use common::scripted_hub::Hub;
@@ -475,3 +476,43 @@ fn tracking_a_down_table_again_adds_the_refusal_a_database_made_before_it_lacks(
         .to_string();
     assert!(e.contains(r#"table "forms" is down"#), "{e}");
 }
+
+#[test]
+fn a_device_tracking_a_table_with_another_scope_rule_than_the_tenant_gets_a_typed_error() {
+    let mut tenant = Tenant::new();
+    tenant.seq += 1;
+    let item = control::table_item(
+        "patients",
+        Direction::Both,
+        Some(outpost_protocol::scope::ScopeRule::Column("village".into())),
+    );
+    tenant.hub.relay_control(control::encode_entry(
+        tenant.site,
+        tenant.seq,
+        &item,
+        &tenant.key,
+    ));
+    // Tracked unscoped: the tenant says its rows live in scopes.
+    let d = Replica::new("d", SCHEMA_WITH_VILLAGE);
+    d.track("patients", None);
+    tenant.hub.enroll(&d);
+    d.exec("INSERT INTO patients VALUES ('p1', 'Asha', 'moshi')");
+    let e = tenant.hub.sync_failing(&d);
+    assert!(
+        e.contains(
+            r#"table "patients" has scope column "village" in this tenant but is tracked here with no scope: track it with '{"scope": "village"}' (nothing was pushed)"#
+        ),
+        "{e}"
+    );
+    assert!(tenant.hub.pushed().is_empty(), "nothing was pushed");
+    // Tracked with the tenant's rule: the sync goes through.
+    let ok = Replica::new("ok", SCHEMA_WITH_VILLAGE);
+    ok.track("patients", Some(r#"{"scope": "village"}"#));
+    tenant.hub.enroll(&ok);
+    ok.exec("INSERT INTO patients VALUES ('p2', 'Baraka', 'moshi')");
+    tenant.hub.sync(&ok);
+    assert_eq!(tenant.hub.pushed().len(), 1);
+}
+
+const SCHEMA_WITH_VILLAGE: &str =
+    "CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, village TEXT);";

@@ -724,8 +724,9 @@ fn bad_calls_get_clear_errors() {
     assert!(err(&a, "SELECT outpost_track('nopk')").contains("PRIMARY KEY"));
     assert!(err(&a, "SELECT outpost_track('ipk')").contains("allow_integer_pk"));
     a.track("ipk", Some(r#"{"allow_integer_pk": true}"#));
-    assert!(err(&a, "SELECT outpost_changes()").contains("takes 1 to 2"));
+    assert!(err(&a, "SELECT outpost_changes()").contains("takes 1 to 3"));
     assert!(err(&a, "SELECT outpost_changes('x')").contains("since"));
+    assert!(err(&a, "SELECT outpost_changes(0, NULL, 'no scope!')").contains("scope"));
     a.exec("INSERT INTO patients(id) VALUES ('p1')");
     let batch = a.changes(0, None).unwrap();
     b.exec("BEGIN");

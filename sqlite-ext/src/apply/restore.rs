@@ -9,7 +9,7 @@
 use super::{Applier, Link, Write};
 use crate::cells;
 use crate::error::Error;
-use crate::schema::quote;
+use crate::schema::{quote, Tracked};
 use crate::state::RowState;
 use outpost_protocol::{Strategy, Value};
 use std::borrow::Cow;
@@ -251,6 +251,13 @@ impl Applier<'_> {
             return Err(Error::Internal("no seq allocated".into()));
         };
         drop(s);
+        // Allocated outside the log's fold: its stream is the row's scope now (`streams.rs`).
+        let tables: Vec<Tracked> = self.tables.iter().map(|t| (**t).clone()).collect();
+        let stream = match crate::row_scope::Scopes::new(conn, &tables)? {
+            Some(scopes) => scopes.now(&t, key)?,
+            None => String::new(),
+        };
+        crate::streams::assign(conn, seq, &stream)?;
         if st.exist % 2 == 0 {
             st.exist += 1;
         }

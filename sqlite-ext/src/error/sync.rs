@@ -88,6 +88,18 @@ pub enum SyncError {
         /// What this database tracks it as.
         local: Direction,
     },
+    /// The tenant (its cloud's control entries) declares a tracked table's scope rule otherwise
+    /// than this database's `outpost_track` options: nothing was pushed in the session that
+    /// found it (docs/design.md section 10: the scope rule is part of the tenant's table
+    /// settings).
+    ScopeRuleMismatch {
+        /// The table.
+        table: String,
+        /// The rule the tenant declares.
+        tenant: outpost_protocol::scope::ScopeRule,
+        /// The rule this database tracks it with (`None`: unscoped).
+        local: Option<outpost_protocol::scope::ScopeRule>,
+    },
     /// The peer refused this device's push twice as stamped more than a day ahead of its
     /// trusted time, the second time after the device re-stamped what it could
     /// (`clock_ahead.rs`): what is left are edits of far-future versions the peer does not hold
@@ -301,6 +313,26 @@ impl fmt::Display for SyncError {
                 "table \"{table}\" is \"{tenant}\" in this tenant but tracked here as \"{local}\": \
                  track it with '{{\"direction\": \"{tenant}\"}}' (nothing was pushed)"
             ),
+            SyncError::ScopeRuleMismatch {
+                table,
+                tenant,
+                local,
+            } => {
+                let local = local
+                    .as_ref()
+                    .map_or("no scope".to_string(), |r| r.to_string());
+                let option = match tenant {
+                    outpost_protocol::scope::ScopeRule::Column(c) => format!("{{\"scope\": \"{c}\"}}"),
+                    outpost_protocol::scope::ScopeRule::Via(c) => {
+                        format!("{{\"scope\": {{\"via\": \"{c}\"}}}}")
+                    }
+                };
+                write!(
+                    f,
+                    "table \"{table}\" has {tenant} in this tenant but is tracked here with {local}: \
+                     track it with '{option}' (nothing was pushed)"
+                )
+            }
             SyncError::ClockAhead {
                 peer,
                 stamped_ms,

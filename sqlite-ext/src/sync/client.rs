@@ -152,6 +152,7 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
                     "unchanged": counts.unchanged,
                     "conflicts": counts.conflicts,
                     "quarantined": counts.quarantined,
+                    "outside_grant": counts.outside_grant,
                     "batches_pushed": counts.batches_pushed,
                     "batches_pulled": counts.batches_pulled,
                     "bytes_pulled": counts.bytes_pulled,
@@ -264,7 +265,7 @@ fn answer_clock_ahead(
             relay_ms: refusal.relay_ms,
         });
     }
-    let marks = store.sent_marks.unwrap_or(SentMarks {
+    let marks = store.sent_marks.clone().unwrap_or(SentMarks {
         before: None,
         after: None,
     });

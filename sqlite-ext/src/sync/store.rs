@@ -34,7 +34,6 @@ use crate::apply::{apply_pulled, Pulled};
 use crate::error::Error;
 use crate::error::SyncError;
 use crate::export::sql_changes;
-use crate::fold::db_version;
 use crate::functions::{Arg, Call};
 use outpost_link::LinkError;
 use outpost_protocol::batch::codec::{self, Limits};
@@ -44,7 +43,7 @@ use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
 use outpost_protocol::session::SessionError;
-use outpost_protocol::{ControlVector, SiteId, Value, VersionVector};
+use outpost_protocol::{ControlVector, SiteId, StreamId, Value, VersionVector};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -78,6 +77,9 @@ pub(crate) struct Counts {
     pub unchanged: u64,
     pub conflicts: u64,
     pub quarantined: u64,
+    /// Pulled batches of a scoped stream outside this device's grant: not applied, their
+    /// stream's vector kept (relays serve a peer only its grant's streams, so none should come).
+    pub outside_grant: u64,
     /// Control entries accepted (and stored) from the peer.
     pub control_accepted: u64,
     /// Control entries refused (undecodable, unknown writer, bad signature, out of order, not
@@ -97,6 +99,7 @@ impl Counts {
         self.unchanged += c.unchanged;
         self.conflicts += c.conflicts;
         self.quarantined += c.quarantined;
+        self.outside_grant += c.outside_grant;
         self.control_accepted += c.control_accepted;
         self.control_refused += c.control_refused;
     }
@@ -157,15 +160,17 @@ pub(crate) struct EngineStore<'c> {
 }
 
 /// The sent marks around a session's export (`restamp.rs`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct SentMarks {
     pub before: Option<crate::restamp::Sent>,
     pub after: Option<crate::restamp::Sent>,
 }
 
-/// An export in progress: own changes above `since`.
+/// An export in progress: each own stream's changes above what the server holds of it, one
+/// stream after the other (`streams[0]` is the one being exported).
 pub(crate) struct ExportPlan {
-    since: u64,
+    /// (scope, seq the server holds of it), still to export.
+    streams: std::collections::VecDeque<(String, u64)>,
     bytes: usize,
     done: bool,
 }
@@ -249,18 +254,21 @@ pub(crate) fn fingerprint(call: &Call) -> Result<[u8; 32], SyncError> {
     Ok(h.finalize().into())
 }
 
-/// This database's vector: its own db version and the coverage of every other origin.
+/// This database's vector: the top of each own stream and the coverage of every other
+/// origin's streams.
 pub(crate) fn vector(call: &Call, site: SiteId) -> Result<VersionVector, Error> {
     let mut v = VersionVector::new();
-    v.set(site.into(), db_version(call.conn)?);
+    for (scope, top) in crate::streams::tops(call.conn)? {
+        v.set(StreamId::new(site, scope), top);
+    }
     let mut s = call
         .conn
-        .prepare("SELECT site, covered FROM _outpost_vector")?;
+        .prepare("SELECT site, stream, covered FROM _outpost_vector")?;
     while s.step()? {
         let origin = SiteId::from_slice(&s.blob(0))
             .ok_or_else(|| Error::Corrupt("vector site id".into()))?;
         if origin != site {
-            v.set(origin.into(), s.i64(1).max(0) as u64);
+            v.set(StreamId::new(origin, s.text(1)), s.i64(2).max(0) as u64);
         }
     }
     Ok(v)
@@ -299,6 +307,9 @@ impl EngineStore<'_> {
         let r = super::control::receive(call.conn, directory, entries)?;
         if r.accepted > 0 {
             super::control::remember(call, directory)?;
+            // A grant received here decides which rows the pull's applies let go
+            // (`apply/exits.rs`): the connection reads it again.
+            call.session.grant.forget();
         }
         self.counts.control_accepted += r.accepted;
         self.counts.control_refused += r.refused;
@@ -338,48 +349,74 @@ impl EngineStore<'_> {
     }
 
     fn plan_inner(&mut self, server: &VersionVector) -> Result<ExportPlan, SyncError> {
-        let since = server.get(&self.site.into());
-        let issued = db_version(self.call.conn)?;
-        if since > issued {
-            return Err(SyncError::Restored {
-                peer_has: since,
-                issued,
-            });
+        let tops = crate::streams::tops(self.call.conn)?;
+        let site = self.site;
+        let grant = self.directory()?.grant_of(&site).map(|g| g.scopes.clone());
+        let mut streams = std::collections::VecDeque::new();
+        for (scope, issued) in tops {
+            // A stream outside the grant would have the whole push refused (relays refuse a
+            // device's batch outside its grant): its changes stay here, pending. Only writes to
+            // a row this device referred elsewhere, made after the referral, land there.
+            if !scope.is_empty() && grant.as_ref().is_some_and(|g| !g.contains(&scope)) {
+                log::warn!(
+                    "outpost_sync: own stream {scope:?} is outside this device's grant: not pushed"
+                );
+                continue;
+            }
+            let since = server.get(&StreamId::new(self.site, scope.as_str()));
+            if since > issued {
+                return Err(SyncError::Restored {
+                    peer_has: since,
+                    issued,
+                });
+            }
+            // The relay's hello says it holds every own seq of the stream up to `since`: a
+            // push of an earlier session whose ack was lost to a cut counts from here
+            // (`acked.rs`).
+            crate::acked::record(self.call.conn, &scope, since)?;
+            if since < issued {
+                streams.push_back((scope, since));
+            }
         }
-        // The relay's hello says it holds every own seq up to `since`: a push of an earlier
-        // session whose ack was lost to a cut counts from here (`acked.rs`).
-        crate::acked::record(self.call.conn, since)?;
         if self.sent_marks.is_none() {
             let now = crate::restamp::sent(self.call.conn)?;
             self.sent_marks = Some(SentMarks {
-                before: now,
+                before: now.clone(),
                 after: now,
             });
         }
         Ok(ExportPlan {
-            since,
+            streams,
             bytes: 0,
             done: false,
         })
     }
 
     fn next_inner(&mut self, plan: &mut ExportPlan) -> Result<Option<Vec<u8>>, SyncError> {
-        if plan.done {
-            return Ok(None);
-        }
-        let args = [
-            Arg::Integer(plan.since as i64),
-            Arg::Integer(BATCH_BYTES as i64),
-        ];
-        let bytes = match sql_changes(self.call, &args)? {
-            Value::Blob(b) => b,
-            _ => {
+        let bytes = loop {
+            if plan.done {
+                return Ok(None);
+            }
+            let Some((scope, since)) = plan.streams.front() else {
                 plan.done = true;
                 return Ok(None);
+            };
+            let args = [
+                Arg::Integer(*since as i64),
+                Arg::Integer(BATCH_BYTES as i64),
+                Arg::Text(scope),
+            ];
+            match sql_changes(self.call, &args)? {
+                Value::Blob(b) => break b,
+                _ => {
+                    plan.streams.pop_front();
+                }
             }
         };
         let h = header(&bytes)?;
-        plan.since = h.range.hi;
+        if let Some((_, since)) = plan.streams.front_mut() {
+            *since = h.range.hi;
+        }
         self.pushed_max_ms = self.pushed_max_ms.max(h.max_hlc.millis());
         if let Some(m) = &mut self.sent_marks {
             m.after = crate::restamp::sent(self.call.conn)?;
@@ -396,16 +433,52 @@ impl EngineStore<'_> {
     /// covers are synced from now on.
     fn acknowledged_inner(&mut self, covered: &[Covered]) -> Result<(), SyncError> {
         let conn = self.call.conn;
-        let from = crate::acked::acked(conn)?;
-        let top = crate::acked::extended(from, self.site, covered, db_version(conn)?);
-        if top > from {
-            crate::acked::record(conn, top)?;
+        let tops = crate::streams::tops(conn)?;
+        let mut scopes: Vec<&str> = covered
+            .iter()
+            .filter(|c| c.origin == self.site)
+            .map(|c| c.scope.as_str())
+            .collect();
+        scopes.sort_unstable();
+        scopes.dedup();
+        for scope in scopes {
+            let from = crate::acked::acked_in(conn, scope)?;
+            let issued = tops.get(scope).copied().unwrap_or(0);
+            let stream = StreamId::new(self.site, scope);
+            let top = crate::acked::extended(from, &stream, covered, issued);
+            if top > from {
+                crate::acked::record(conn, scope, top)?;
+            }
         }
         Ok(())
     }
 
+    /// Whether a pulled batch is of a scoped stream this device's grant does not hold
+    /// (docs/design.md section 10, S1: a replica never advances its vector for such a stream).
+    /// Without a grant known every stream is held, as the write checks take any scope then.
+    fn outside_grant(&mut self, header: &BatchHeader) -> Result<bool, SyncError> {
+        if header.stream.is_empty() {
+            return Ok(false);
+        }
+        let site = self.site;
+        Ok(self
+            .directory()?
+            .grant_of(&site)
+            .is_some_and(|g| !g.scopes.contains(&header.stream)))
+    }
+
     /// Verifies a pulled chunk and keeps it; applies the group once it is full.
     fn keep_inner(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), SyncError> {
+        if self.outside_grant(header)? {
+            log::warn!(
+                "outpost_sync: batch {}..={} of stream {} is outside this device's grant: not applied",
+                header.range.lo,
+                header.range.hi,
+                header.stream_id()
+            );
+            self.counts.outside_grant += 1;
+            return Ok(());
+        }
         // The session verified the signature of every batch whose origin `origin_key` knew; the
         // others wait for their key (docs/security.md, "Held batches").
         if self.holds(header)? {

@@ -31,6 +31,18 @@ pub(crate) fn check(conn: Conn, directory: &Directory) -> Result<(), SyncError> 
                 local,
             });
         }
+        // The scope rule too, once the tenant states one for the table (its settings made
+        // before scopes existed state none: the device's declaration stands then).
+        if let Some(tenant) = directory.table_scope(&t.def.name) {
+            let local = t.def.scope.as_ref().map(|r| r.to_protocol());
+            if local.as_ref() != Some(tenant) {
+                return Err(SyncError::ScopeRuleMismatch {
+                    table: t.def.name,
+                    tenant: tenant.clone(),
+                    local,
+                });
+            }
+        }
     }
     Ok(())
 }

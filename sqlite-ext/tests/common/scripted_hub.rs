@@ -378,10 +378,10 @@ impl Hub {
                 let mut conn = Conn::accept(&listener, &keys);
                 for batch in injected.try_iter() {
                     let header = outpost_testkit::batch::header(&batch);
-                    let (origin, range) = (header.origin, header.range);
-                    if range.lo <= store.vector.get(&origin.into()) + 1 {
-                        let top = store.vector.get(&origin.into()).max(range.hi);
-                        store.vector.set(origin.into(), top);
+                    let (stream, range) = (header.stream_id(), header.range);
+                    if range.lo <= store.vector.get(&stream) + 1 {
+                        let top = store.vector.get(&stream).max(range.hi);
+                        store.vector.set(stream, top);
                     }
                     store.batches.push(StagedBatch {
                         header,

@@ -1,0 +1,620 @@
+//! Own streams keyed by scope (docs/design.md section 10, "Scopes"; docs/sql-api.md,
+//! `outpost_changes` and `outpost_db_version`): each own change belongs to the stream of its
+//! row's scope, each stream numbered from 1; vectors, exports, acknowledgements and the grant
+//! filter per stream. Real SQLite files, and the scripted hub over real TCP.
+
+mod common;
+use common::scripted_hub::Hub;
+use common::Replica;
+use outpost_protocol::batch::codec::{self, Limits};
+use outpost_protocol::batch::signature;
+use outpost_protocol::scope::ScopeColumn;
+use outpost_protocol::SiteId;
+use outpost_testkit::keys::site_keypair;
+
+const SCHEMA: &str = "
+CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, clinic TEXT);
+CREATE TABLE visits(id TEXT PRIMARY KEY NOT NULL, patient_id TEXT REFERENCES patients(id), note TEXT);
+CREATE TABLE forms(id TEXT PRIMARY KEY NOT NULL, title TEXT);
+";
+
+/// A device with `patients` scoped by `clinic`, `visits` via `patient_id`, `forms` unscoped.
+fn device(name: &str) -> Replica {
+    let r = Replica::new(name, SCHEMA);
+    r.track("patients", Some(r#"{"scope": "clinic"}"#));
+    r.track("visits", Some(r#"{"scope": {"via": "patient_id"}}"#));
+    r.track("forms", None);
+    r
+}
+
+fn site_of(r: &Replica) -> SiteId {
+    SiteId::from_slice(&hex::decode(r.site_hex()).unwrap()).unwrap()
+}
+
+fn changes(r: &Replica, since: i64, scope: &str) -> Option<Vec<u8>> {
+    r.conn
+        .query_row(
+            "SELECT outpost_changes(?1, NULL, ?2)",
+            rusqlite::params![since, scope],
+            |row| row.get(0),
+        )
+        .unwrap()
+}
+
+fn db_version(r: &Replica, scope: &str) -> i64 {
+    r.conn
+        .query_row("SELECT outpost_db_version(?1)", [scope], |row| row.get(0))
+        .unwrap()
+}
+
+/// (stream, lo, hi, the keys of each table's rows as "table:key").
+fn read(batch: &[u8]) -> (String, u64, u64, Vec<String>) {
+    let b = codec::decode(batch, &Limits::default()).unwrap();
+    let mut rows = Vec::new();
+    for g in &b.tables {
+        let t = &b.header.tables[g.table as usize].name;
+        for r in &g.rows {
+            rows.push(format!("{t}:{}", common_key(&r.key)));
+        }
+    }
+    rows.sort();
+    (
+        b.header.stream.clone(),
+        b.header.range.lo,
+        b.header.range.hi,
+        rows,
+    )
+}
+
+fn common_key(key: &[outpost_protocol::Value]) -> String {
+    match &key[0] {
+        outpost_protocol::Value::Text(t) => t.clone(),
+        v => format!("{v:?}"),
+    }
+}
+
+fn vector(r: &Replica) -> serde_json::Value {
+    serde_json::from_str(&r.one::<String>("SELECT outpost_vector()")).unwrap()
+}
+
+#[test]
+fn a_scoped_database_exports_one_stream_per_scope_each_numbered_from_1() {
+    let r = device("a");
+    r.exec(
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi');
+         INSERT INTO forms VALUES ('f1', 'ANC');
+         INSERT INTO patients VALUES ('t1', 'Chausiku', 'tanga');
+         INSERT INTO visits VALUES ('v1', 'm1', 'first visit');
+         INSERT INTO patients VALUES ('m2', 'Baraka', 'moshi');",
+    );
+    assert_eq!(db_version(&r, "moshi"), 3);
+    assert_eq!(db_version(&r, "tanga"), 1);
+    assert_eq!(db_version(&r, ""), 1);
+    assert_eq!(r.db_version(), 1, "the default is the unscoped stream");
+    assert_eq!(db_version(&r, "kilwa"), 0);
+    let (stream, lo, hi, rows) = read(&changes(&r, 0, "moshi").unwrap());
+    assert_eq!((stream.as_str(), lo, hi), ("moshi", 1, 3));
+    assert_eq!(rows, ["patients:m1", "patients:m2", "visits:v1"]);
+    let (stream, lo, hi, rows) = read(&changes(&r, 0, "tanga").unwrap());
+    assert_eq!((stream.as_str(), lo, hi), ("tanga", 1, 1));
+    assert_eq!(rows, ["patients:t1"]);
+    let (stream, lo, hi, rows) = read(&r.changes(0, None).unwrap());
+    assert_eq!((stream.as_str(), lo, hi), ("", 1, 1));
+    assert_eq!(rows, ["forms:f1"]);
+    // From a stream seq: only what follows it in that stream.
+    let (_, lo, hi, rows) = read(&changes(&r, 2, "moshi").unwrap());
+    assert_eq!((lo, hi), (3, 3));
+    assert_eq!(rows, ["patients:m2"]);
+    assert!(changes(&r, 3, "moshi").is_none());
+    // A later write continues its stream's numbers.
+    r.exec("UPDATE patients SET name = 'Chausiku K' WHERE id = 't1'");
+    assert_eq!(db_version(&r, "tanga"), 2);
+    let (_, lo, hi, rows) = read(&changes(&r, 1, "tanga").unwrap());
+    assert_eq!((lo, hi, rows), (2, 2, vec!["patients:t1".to_string()]));
+}
+
+#[test]
+fn a_byte_budget_cuts_a_stream_in_its_own_seqs() {
+    let r = device("a");
+    for i in 0..40 {
+        r.exec(&format!(
+            "INSERT INTO patients VALUES ('m{i}', '{}', 'moshi'); INSERT INTO forms VALUES ('f{i}', 'x');",
+            "n".repeat(200)
+        ));
+    }
+    let mut since = 0;
+    let mut seen = 0;
+    while let Some(b) = r
+        .conn
+        .query_row(
+            "SELECT outpost_changes(?1, 2000, 'moshi')",
+            [since],
+            |row| row.get::<_, Option<Vec<u8>>>(0),
+        )
+        .unwrap()
+    {
+        let (stream, lo, hi, rows) = read(&b);
+        assert_eq!(stream, "moshi");
+        assert_eq!(lo, since as u64 + 1, "contiguous");
+        seen += rows.len();
+        since = hi as i64;
+    }
+    assert_eq!((since, seen), (40, 40));
+}
+
+#[test]
+fn a_referral_travels_in_the_old_scope_stream() {
+    let r = device("a");
+    r.exec(
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi');
+         INSERT INTO visits VALUES ('v1', 'm1', 'first visit');",
+    );
+    assert_eq!(db_version(&r, "moshi"), 2);
+    // Exported once, then referred to tanga with a new name in one statement.
+    let _ = changes(&r, 0, "moshi").unwrap();
+    r.exec("UPDATE patients SET clinic = 'tanga', name = 'Amina K' WHERE id = 'm1'");
+    assert_eq!(
+        db_version(&r, "tanga"),
+        0,
+        "the referral is not in the new stream"
+    );
+    assert_eq!(
+        db_version(&r, "moshi"),
+        4,
+        "both column writes in the old stream"
+    );
+    let b = changes(&r, 2, "moshi").unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &r.conn
+            .query_row("SELECT outpost_batch_json(?1)", [&b], |row| {
+                row.get::<_, String>(0)
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    let cells = json["body"][0]["rows"][0]["cells"].to_string();
+    assert!(
+        cells.contains("\"tanga\"") && cells.contains("Amina K"),
+        "{cells}"
+    );
+    // An insert made and referred before any fold: its insert in the inserted scope, the
+    // referral in that same (old) scope.
+    r.exec(
+        "INSERT INTO patients VALUES ('m2', 'Baraka', 'moshi');
+         UPDATE patients SET clinic = 'kilwa' WHERE id = 'm2';",
+    );
+    assert_eq!(db_version(&r, "moshi"), 6);
+    assert_eq!(db_version(&r, "kilwa"), 0);
+    // A delete travels in the scope the row had.
+    r.exec("DELETE FROM patients WHERE id = 't9'; INSERT INTO patients VALUES ('t9', 'x', 'tanga'); DELETE FROM visits; DELETE FROM patients WHERE id = 't9'");
+    assert_eq!(
+        db_version(&r, "tanga"),
+        3,
+        "insert, then delete of t9... and v1's delete"
+    );
+}
+
+#[test]
+fn the_vector_names_own_and_received_streams() {
+    let a = device("a");
+    let b = device("b");
+    a.exec("INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'); INSERT INTO forms VALUES ('f1', 'ANC')");
+    let me = a.site_hex();
+    let v = vector(&a);
+    assert_eq!(v[&me], 1);
+    assert_eq!(v[format!("{me}/moshi")], 1);
+    for scope in ["moshi", ""] {
+        let batch = changes(&a, 0, scope).unwrap();
+        b.apply(&batch).unwrap();
+    }
+    let v = vector(&b);
+    assert_eq!(v[format!("{me}/moshi")], 1);
+    assert_eq!(v[&me], 1);
+    assert_eq!(
+        b.one::<String>("SELECT name FROM patients WHERE id = 'm1'"),
+        "Amina"
+    );
+    // A gap in one stream is refused, the other stream unaffected.
+    a.exec("INSERT INTO patients VALUES ('m2', 'B', 'moshi'); INSERT INTO patients VALUES ('m3', 'C', 'moshi')");
+    let third = changes(&a, 2, "moshi").unwrap();
+    assert!(b.apply(&third).is_err(), "seq 3 of moshi before seq 2");
+}
+
+#[test]
+fn an_unscoped_database_numbers_its_stream_as_its_changes() {
+    let r = Replica::new("u", SCHEMA);
+    r.track("patients", None);
+    r.track("forms", None);
+    r.exec(
+        "INSERT INTO patients VALUES ('p1', 'A', 'x'); INSERT INTO forms VALUES ('f1', 'F');
+         UPDATE patients SET name = 'B' WHERE id = 'p1';",
+    );
+    let local: i64 = r.one("SELECT max(seq) FROM _outpost_log");
+    assert_eq!(r.db_version(), local);
+    let (stream, lo, hi, _) = read(&r.changes(0, None).unwrap());
+    assert_eq!((stream.as_str(), lo, hi as i64), ("", 1, local));
+    assert_eq!(r.one::<i64>("SELECT count(*) FROM _outpost_runs"), 1);
+    let v = vector(&r);
+    assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
+}
+
+#[test]
+fn batches_carry_the_tables_scope_rules() {
+    let r = device("a");
+    r.exec("INSERT INTO patients VALUES ('m1', 'A', 'moshi'); INSERT INTO visits VALUES ('v1', 'm1', 'n')");
+    let b = codec::decode(&changes(&r, 0, "moshi").unwrap(), &Limits::default()).unwrap();
+    let t = |name: &str| {
+        b.header
+            .tables
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap()
+            .clone()
+    };
+    let p = t("patients");
+    let clinic = p.columns.iter().position(|c| c.name == "clinic").unwrap() as u16;
+    assert_eq!(p.scope, Some(ScopeColumn::Column(clinic)));
+    let v = t("visits");
+    let via = v
+        .columns
+        .iter()
+        .position(|c| c.name == "patient_id")
+        .unwrap() as u16;
+    assert_eq!(v.scope, Some(ScopeColumn::Via(via)));
+    assert_eq!(t("forms").scope, None);
+}
+
+#[test]
+fn a_batch_declaring_another_scope_rule_is_quarantined() {
+    let a = device("a");
+    a.exec("INSERT INTO forms VALUES ('f1', 'ANC')");
+    // `b` tracks forms scoped: a's unscoped forms do not fit it.
+    let b = Replica::new("b", SCHEMA);
+    b.exec("ALTER TABLE forms ADD COLUMN clinic TEXT");
+    b.track("forms", Some(r#"{"scope": "clinic"}"#));
+    let out = b.apply(&a.changes(0, None).unwrap()).unwrap();
+    assert_eq!(out["quarantined"], 1, "{out}");
+    let reason: String = b.one("SELECT reason FROM outpost_quarantine");
+    assert!(
+        reason.contains("no scope") && reason.contains("clinic"),
+        "{reason}"
+    );
+    assert_eq!(b.one::<i64>("SELECT count(*) FROM forms"), 0);
+}
+
+#[test]
+fn a_pulled_batch_outside_the_grant_is_not_applied() {
+    let hub = Hub::start();
+    let r = device("a");
+    hub.enroll(&r);
+    hub.grant(site_of(&r), 1, &["moshi"]);
+    hub.sync(&r);
+    let o = device("o");
+    o.exec(
+        "INSERT INTO patients VALUES ('t1', 'Chausiku', 'tanga');
+         INSERT INTO patients VALUES ('m1', 'Amina', 'moshi');",
+    );
+    let site = site_of(&o);
+    let key = site_keypair(site);
+    hub.certify_key(site, key.public());
+    for scope in ["tanga", "moshi"] {
+        let mut batch = changes(&o, 0, scope).unwrap();
+        signature::sign(&mut batch, &key).unwrap();
+        hub.inject(batch);
+    }
+    // The scripted hub serves every stream (a relay would not): the device refuses tanga's.
+    let out = hub.sync(&r);
+    assert_eq!(out["outside_grant"], 1, "{out}");
+    assert_eq!(
+        r.one::<String>("SELECT group_concat(id) FROM patients"),
+        "m1"
+    );
+    let v = vector(&r);
+    let o_hex = o.site_hex();
+    assert_eq!(v[format!("{o_hex}/moshi")], 1);
+    assert!(v.get(format!("{o_hex}/tanga")).is_none(), "{v}");
+}
+
+#[test]
+fn pushes_and_acks_go_per_stream_and_the_hub_holds_each() {
+    let hub = Hub::start();
+    let r = device("a");
+    hub.enroll(&r);
+    r.exec(
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi');
+         INSERT INTO forms VALUES ('f1', 'ANC');
+         INSERT INTO patients VALUES ('t1', 'Chausiku', 'tanga');",
+    );
+    assert_eq!(
+        r.one::<i64>("SELECT json_extract(outpost_status(), '$.pending_changes')"),
+        3
+    );
+    let out = hub.sync(&r);
+    assert_eq!(out["batches_pushed"], 3, "{out}");
+    let mut streams: Vec<(String, u64, u64)> = hub
+        .pushed()
+        .iter()
+        .map(|b| {
+            let (s, lo, hi, _) = read(b);
+            (s, lo, hi)
+        })
+        .collect();
+    streams.sort();
+    assert_eq!(
+        streams,
+        [
+            ("".to_string(), 1, 1),
+            ("moshi".to_string(), 1, 1),
+            ("tanga".to_string(), 1, 1)
+        ]
+    );
+    assert_eq!(
+        r.one::<i64>("SELECT json_extract(outpost_status(), '$.pending_changes')"),
+        0
+    );
+    assert_eq!(r.one::<i64>("SELECT count(*) FROM outpost_pending"), 0);
+    // One more write in one stream: only that stream is pushed, from its next seq.
+    r.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");
+    assert_eq!(
+        r.one::<String>("SELECT outpost_row_status('patients', 'm1')"),
+        "pending"
+    );
+    assert_eq!(
+        r.one::<String>("SELECT outpost_row_status('patients', 't1')"),
+        "synced"
+    );
+    hub.sync(&r);
+    let last = read(hub.pushed().last().unwrap());
+    assert_eq!((last.0.as_str(), last.1, last.2), ("moshi", 2, 2));
+    assert_eq!(
+        r.one::<String>("SELECT outpost_row_status('patients', 'm1')"),
+        "synced"
+    );
+}
+
+/// `fixtures/unscoped_before_streams.db` was written by the extension as it was before streams
+/// (main at 18ce0f3: two tracked tables, a counter column, 38 local seqs, the first 34 exported
+/// once, then updates and a delete); `.batches.hex` holds, one per line in hex, what that
+/// extension exported from a copy of it: `outpost_changes(0)`, the chain of
+/// `outpost_changes(since, 600)` from 0, and `outpost_changes(31)`. The same calls now, on a
+/// copy upgraded in place, give the same bytes: an unscoped database's stream `""` is its old
+/// numbering, batch for batch.
+#[test]
+fn an_unscoped_database_exports_byte_identical_batches_to_before_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("before.db");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    std::fs::copy(fixtures.join("unscoped_before_streams.db"), &path).unwrap();
+    let golden =
+        std::fs::read_to_string(fixtures.join("unscoped_before_streams.batches.hex")).unwrap();
+    let golden: Vec<&str> = golden.lines().collect();
+    // One connection per call, as the shell made the golden batches (a connection keeps a
+    // chunked export's rows between calls).
+    let open = || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        common::load(&conn);
+        conn
+    };
+    let changes = |since: i64, max: Option<i64>| -> Option<Vec<u8>> {
+        open()
+            .query_row(
+                "SELECT outpost_changes(?1, ?2)",
+                rusqlite::params![since, max],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let mut now = vec![hex::encode_upper(changes(0, None).unwrap())];
+    let mut since = 0;
+    while let Some(b) = changes(since, Some(600)) {
+        since = codec::decode_header(&b, &Limits::default())
+            .unwrap()
+            .range
+            .hi as i64;
+        now.push(hex::encode_upper(b));
+    }
+    now.push(hex::encode_upper(changes(31, None).unwrap()));
+    assert_eq!(now.len(), golden.len());
+    for (i, (a, b)) in now.iter().zip(&golden).enumerate() {
+        assert_eq!(
+            a, b,
+            "batch {i} differs from the one exported before streams"
+        );
+    }
+    let v: i64 = open()
+        .query_row("SELECT outpost_db_version()", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 38);
+}
+
+/// The cells' clocks (first key value, column → "ms.counter" text) in `batches`.
+fn cell_clocks(
+    r: &Replica,
+    batches: &[Vec<u8>],
+) -> std::collections::HashMap<(String, String), String> {
+    let mut out = std::collections::HashMap::new();
+    for b in batches {
+        let json: String = r
+            .conn
+            .query_row("SELECT outpost_batch_json(?1)", [b], |row| row.get(0))
+            .unwrap();
+        let batch: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for table in batch["body"].as_array().unwrap() {
+            for row in table["rows"].as_array().unwrap() {
+                let id = row["key"][0].as_str().unwrap().to_string();
+                for cell in row["cells"].as_array().unwrap() {
+                    let column = cell["column"].as_str().unwrap().to_string();
+                    out.insert(
+                        (id.clone(), column),
+                        cell["hlc"].as_str().unwrap().to_string(),
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_re_stamp_moves_only_what_never_left_its_own_stream() {
+    const YEAR_MS: i64 = 365 * 24 * 60 * 60 * 1000;
+    let hub = Hub::start();
+    let r = device("a");
+    hub.enroll(&r);
+    r.exec(&format!(
+        "INSERT INTO _outpost_meta(k, v) VALUES ('test_wall_shift_ms', {})",
+        -YEAR_MS
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    r.exec(
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi');
+         INSERT INTO patients VALUES ('t1', 'Chausiku', 'tanga');",
+    );
+    // moshi's change left by hand (stream seq 1 of moshi); tanga's local seq is above it, and
+    // the unscoped stream has nothing: only tanga's change can be re-stamped.
+    let shipped = changes(&r, 0, "moshi").unwrap();
+    let left = cell_clocks(&r, &[shipped])[&("m1".to_string(), "name".to_string())].clone();
+    hub.sync(&r);
+    let status: serde_json::Value =
+        serde_json::from_str(&r.one::<String>("SELECT outpost_status()")).unwrap();
+    assert_eq!(status["clock"]["restamped"], 1, "{}", status["clock"]);
+    let pushed = cell_clocks(&r, &hub.pushed());
+    assert_eq!(pushed[&("m1".to_string(), "name".to_string())], left);
+    let t1: u64 = pushed[&("t1".to_string(), "name".to_string())]
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = common::scripted_hub::now_ms();
+    assert!(t1.abs_diff(now) < 60_000, "t1 at {t1}, now {now}");
+}
+
+/// A row referred elsewhere leaves a device not granted its new scope (docs/design.md section
+/// 10, "Holding a row"): `a` (granted moshi) holds m1 and its visit; `b` (granted every scope)
+/// refers m1 to tanga; `a` applies b's moshi-stream batch: m1 and its visit are gone from a's
+/// tables, a wrote nothing, and a later write to m1 in the moshi stream (from `c`, which had not
+/// seen the referral) is ignored by a; b still holds m1.
+#[test]
+fn a_row_referred_out_of_the_grant_leaves_without_a_delete() {
+    let hub = Hub::start();
+    let a = device("a");
+    hub.enroll(&a);
+    hub.grant(site_of(&a), 1, &["moshi"]);
+    let (b, c) = (device("b"), device("c"));
+    let (kb, kc) = (site_keypair(site_of(&b)), site_keypair(site_of(&c)));
+    hub.certify_key(site_of(&b), kb.public());
+    hub.certify_key(site_of(&c), kc.public());
+    hub.sync(&a);
+    a.exec(
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi');
+         INSERT INTO visits VALUES ('v1', 'm1', 'first visit');
+         INSERT INTO patients VALUES ('m2', 'Baraka', 'moshi');",
+    );
+    let from_a = changes(&a, 0, "moshi").unwrap();
+    b.apply(&from_a).unwrap();
+    c.apply(&from_a).unwrap();
+    // An own change of a not sent yet: it still leaves after the row did.
+    a.exec("UPDATE patients SET name = 'Amina A' WHERE id = 'm1'");
+    let a_own_before = (db_version(&a, "moshi"), db_version(&a, ""));
+    let a_log_before: i64 = a.one("SELECT max(seq) FROM _outpost_log");
+
+    b.exec("UPDATE patients SET clinic = 'tanga' WHERE id = 'm1'");
+    let mut referral = changes(&b, 0, "moshi").unwrap();
+    assert_eq!(
+        read(&referral).0,
+        "moshi",
+        "the referral travels in the old stream"
+    );
+    signature::sign(&mut referral, &kb).unwrap();
+    let out = a.apply(&referral).unwrap();
+    assert_eq!(out["exits"], 2, "m1 and its visit: {out}");
+    assert_eq!(
+        a.one::<String>("SELECT group_concat(id) FROM patients"),
+        "m2"
+    );
+    assert_eq!(a.one::<i64>("SELECT count(*) FROM visits"), 0);
+    assert_eq!(
+        (db_version(&a, "moshi"), db_version(&a, "")),
+        a_own_before,
+        "a wrote nothing"
+    );
+    assert_eq!(
+        a.one::<i64>("SELECT max(seq) FROM _outpost_log"),
+        a_log_before
+    );
+    assert_eq!(
+        a.one::<i64>("SELECT json_extract(outpost_status(), '$.exits')"),
+        2
+    );
+    assert_eq!(a.one::<i64>("SELECT count(*) FROM outpost_quarantine"), 0);
+    let unsent = changes(&a, 3, "moshi").expect("a's unsent rename");
+    let json: String = a
+        .conn
+        .query_row("SELECT outpost_batch_json(?1)", [&unsent], |row| row.get(0))
+        .unwrap();
+    assert!(json.contains("Amina A"), "{json}");
+
+    // c had not seen the referral: its rename travels in moshi, and a ignores it there.
+    c.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");
+    let mut late = changes(&c, 0, "moshi").unwrap();
+    signature::sign(&mut late, &kc).unwrap();
+    let out = a.apply(&late).unwrap();
+    assert_eq!(out["applied"], 0, "{out}");
+    assert_eq!(
+        a.one::<String>("SELECT group_concat(id) FROM patients"),
+        "m2"
+    );
+    assert_eq!(a.one::<i64>("SELECT count(*) FROM outpost_quarantine"), 0);
+
+    // b still holds m1 and its visit.
+    assert_eq!(
+        b.one::<String>("SELECT name || '/' || clinic FROM patients WHERE id = 'm1'"),
+        "Amina/tanga"
+    );
+    assert_eq!(b.one::<i64>("SELECT count(*) FROM visits"), 1);
+}
+
+#[test]
+fn a_vector_kept_per_origin_is_upgraded_in_place_as_the_unscoped_streams() {
+    let r = device("a");
+    let other = "ab".repeat(16);
+    // A database as an earlier version left it: the vector keyed by site, no runs yet.
+    r.exec(&format!(
+        "DROP TABLE _outpost_vector; DROP TABLE _outpost_runs;
+         CREATE TABLE _outpost_vector(site BLOB PRIMARY KEY, covered INTEGER NOT NULL) WITHOUT ROWID;
+         INSERT INTO _outpost_vector VALUES (x'{other}', 7);"
+    ));
+    let v = vector(&r);
+    assert_eq!(v[&other], 7, "{v}");
+    assert_eq!(
+        r.one::<i64>(
+            "SELECT count(*) FROM pragma_table_info('_outpost_vector') WHERE name = 'stream'"
+        ),
+        1
+    );
+}
+
+/// A write to a row after this device referred it out of its grant is in the new scope's
+/// stream, which relays would refuse whole: it stays pending here, and the rest is pushed.
+#[test]
+fn an_own_stream_outside_the_grant_is_not_pushed() {
+    let hub = Hub::start();
+    let r = device("a");
+    hub.enroll(&r);
+    hub.grant(site_of(&r), 1, &["moshi"]);
+    hub.sync(&r);
+    r.exec("INSERT INTO patients VALUES ('m1', 'Amina', 'moshi')");
+    r.exec("UPDATE patients SET clinic = 'tanga' WHERE id = 'm1'");
+    r.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");
+    assert_eq!(db_version(&r, "tanga"), 1, "the edit after the referral");
+    assert_eq!(db_version(&r, "moshi"), 2, "the insert and the referral");
+    let out = hub.sync(&r);
+    assert_eq!(out["batches_pushed"], 1, "{out}");
+    let pushed: Vec<String> = hub.pushed().iter().map(|b| read(b).0).collect();
+    assert_eq!(pushed, ["moshi"]);
+    assert_eq!(
+        r.one::<i64>("SELECT json_extract(outpost_status(), '$.pending_changes')"),
+        1
+    );
+}
