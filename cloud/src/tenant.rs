@@ -25,7 +25,7 @@ use outpost_protocol::batch::{BatchFlags, Direction};
 use outpost_protocol::control::{table_item, Directory};
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::scope::Scopes;
-use outpost_protocol::{SiteId, VersionVector};
+use outpost_protocol::{SiteId, StreamId, VersionVector};
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -93,7 +93,7 @@ pub enum TenantError {
         /// The parser's error.
         source: serde_json::Error,
     },
-    /// `outpost_vector()` named something that is not a site id.
+    /// `outpost_vector()` named something that is not a stream (`SITE` or `SITE/SCOPE`).
     VectorSite {
         /// What it named.
         site: String,
@@ -136,6 +136,13 @@ pub enum TenantError {
         /// The tenant's site.
         site: SiteId,
     },
+    /// The engine exported a batch of another stream than the one asked for.
+    WrongStream {
+        /// The scope asked for.
+        asked: String,
+        /// The batch's stream.
+        got: String,
+    },
     /// The engine exported seqs that leave a gap after what the mailbox holds.
     ExportGap {
         /// The batch's first seq.
@@ -173,7 +180,7 @@ impl fmt::Display for TenantError {
                 write!(f, "reading the vector of {}", path.display())
             }
             TenantError::VectorJson { .. } => f.write_str("outpost_vector() is not a JSON object"),
-            TenantError::VectorSite { site } => write!(f, "outpost_vector(): bad site id {site:?}"),
+            TenantError::VectorSite { site } => write!(f, "outpost_vector(): bad stream {site:?}"),
             TenantError::VectorCoverage { site } => {
                 write!(f, "outpost_vector(): bad coverage of site {site}")
             }
@@ -192,6 +199,10 @@ impl fmt::Display for TenantError {
             TenantError::ForeignOrigin { origin, site } => write!(
                 f,
                 "the tenant exported a batch of origin {origin} but its site is {site}"
+            ),
+            TenantError::WrongStream { asked, got } => write!(
+                f,
+                "the tenant exported a batch of stream {got:?} when asked for stream {asked:?}"
             ),
             TenantError::ExportGap { lo, hi, covered } => write!(
                 f,
@@ -222,6 +233,7 @@ impl std::error::Error for TenantError {
             TenantError::VectorSite { .. }
             | TenantError::VectorCoverage { .. }
             | TenantError::ForeignOrigin { .. }
+            | TenantError::WrongStream { .. }
             | TenantError::ExportGap { .. } => None,
         }
     }
@@ -409,14 +421,15 @@ impl Tenant {
         let json: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&text).map_err(|source| TenantError::VectorJson { source })?;
         let mut v = VersionVector::new();
-        for (site, covered) in json {
-            let Ok(id) = site.parse::<SiteId>() else {
-                return Err(TenantError::VectorSite { site });
+        // Keys are stream texts: `SITE` (unscoped) or `SITE/SCOPE`.
+        for (key, covered) in json {
+            let Ok(stream) = key.parse::<StreamId>() else {
+                return Err(TenantError::VectorSite { site: key });
             };
-            let covered = covered
-                .as_u64()
-                .ok_or(TenantError::VectorCoverage { site: id })?;
-            v.set(id.into(), covered);
+            let covered = covered.as_u64().ok_or(TenantError::VectorCoverage {
+                site: stream.origin,
+            })?;
+            v.set(stream, covered);
         }
         Ok(v)
     }
@@ -434,10 +447,17 @@ impl Tenant {
                 continue;
             }
             let range = (batch.range.lo, batch.range.hi);
-            let judged = match origin_grant::outside(&directory, batch.origin, &batch.scope) {
-                Some(reason) => Ok(Outcome::Refused(reason)),
-                None => self.apply_one(&batch.bytes, &declared, &mut rules, mailbox, &directory),
-            };
+            // The grant version the batch was written under (a header that does not decode is
+            // refused by the apply step below, whatever this says).
+            let version = codec::decode_header(&batch.bytes, &codec::Limits::default())
+                .map_or(0, |h| h.grant_version);
+            let judged =
+                match origin_grant::outside(&directory, batch.origin, &batch.scope, version) {
+                    Some(reason) => Ok(Outcome::Refused(reason)),
+                    None => {
+                        self.apply_one(&batch.bytes, &declared, &mut rules, mailbox, &directory)
+                    }
+                };
             let outcome = judged.and_then(|o| match o {
                 Outcome::Refused(reason) => {
                     refused::refuse(
@@ -572,17 +592,41 @@ impl Tenant {
 
     /// Stores the cloud's own changes the mailbox lacks as batches of the cloud's origin, each
     /// signed with the cloud's key (the tenant database has no key of its own: its site is the
-    /// cloud's). Returns how many batches were stored.
+    /// cloud's), stream by stream: the cloud's writes to each scope (REST, the operator) are
+    /// numbered in that scope's stream like a device's. Returns how many batches were stored.
     pub fn export(&mut self, mailbox: &mut Mailbox, key: &Keypair) -> Result<usize, TenantError> {
-        let mut since = mailbox.vector()?.get(&self.site.into());
-        let mut stored = 0;
         let declared = declared_directions(mailbox)?;
+        let held = mailbox.vector()?;
+        let mut stored = 0;
+        let own: Vec<String> = self
+            .vector()?
+            .iter()
+            .filter(|(s, &written)| s.origin == self.site && written > held.get(s))
+            .map(|(s, _)| s.scope.clone())
+            .collect();
+        for scope in own {
+            let since = held.get(&StreamId::new(self.site, scope.as_str()));
+            stored += self.export_stream(mailbox, key, &declared, &scope, since)?;
+        }
+        Ok(stored)
+    }
+
+    /// [`Tenant::export`] of one of the cloud's streams, from `since`.
+    fn export_stream(
+        &mut self,
+        mailbox: &mut Mailbox,
+        key: &Keypair,
+        declared: &BTreeMap<String, Direction>,
+        scope: &str,
+        mut since: u64,
+    ) -> Result<usize, TenantError> {
+        let mut stored = 0;
         loop {
             let blob: Option<Vec<u8>> = self
                 .conn
                 .query_row(
-                    "SELECT outpost_changes(?1, ?2)",
-                    rusqlite::params![since as i64, EXPORT_BATCH_BYTES],
+                    "SELECT outpost_changes(?1, ?2, ?3)",
+                    rusqlite::params![since as i64, EXPORT_BATCH_BYTES, scope],
                     |r| r.get(0),
                 )
                 .map_err(|source| TenantError::Export { since, source })?;
@@ -592,7 +636,7 @@ impl Tenant {
                 let batch = codec::decode(&blob, &codec::Limits::default())
                     .map_err(|source| TenantError::Flags { since, source })?;
                 let flags = BatchFlags {
-                    direction: crate::tables::direction_of(&batch, &declared),
+                    direction: crate::tables::direction_of(&batch, declared),
                     ..batch.header.flags
                 };
                 codec::set_flags(&mut blob, flags)
@@ -601,6 +645,12 @@ impl Tenant {
             outpost_protocol::batch::signature::sign(&mut blob, key)
                 .map_err(|source| TenantError::Sign { since, source })?;
             let staged = mailbox.stage(0, blob)?;
+            if staged.scope != scope {
+                return Err(TenantError::WrongStream {
+                    asked: scope.to_string(),
+                    got: staged.scope,
+                });
+            }
             if staged.origin != self.site {
                 return Err(TenantError::ForeignOrigin {
                     origin: staged.origin,
@@ -620,7 +670,7 @@ impl Tenant {
             let hi = staged.range.hi;
             mailbox.commit(std::slice::from_ref(&staged))?;
             log::info!(
-                "tenant exported batch origin={} seqs={}..={hi} bytes={}",
+                "tenant exported batch origin={} stream={scope:?} seqs={}..={hi} bytes={}",
                 self.site,
                 staged.range.lo,
                 staged.bytes.len()

@@ -86,6 +86,18 @@ fn batch(
     tables: Vec<TableSchema>,
     rows: &[(u16, RowChange)],
 ) -> Vec<u8> {
+    batch_under(origin, stream, seq, 0, tables, rows)
+}
+
+/// [`batch`], written under version `version` of its origin's grant.
+fn batch_under(
+    origin: SiteId,
+    stream: &str,
+    seq: u64,
+    version: u64,
+    tables: Vec<TableSchema>,
+    rows: &[(u16, RowChange)],
+) -> Vec<u8> {
     let mut w = BodyWriter::new(tables).unwrap();
     for (table, r) in rows {
         w.begin_table(*table).unwrap();
@@ -93,6 +105,7 @@ fn batch(
     }
     let meta = BatchMeta {
         stream: stream.into(),
+        grant_version: version,
         ..BatchMeta::default()
     };
     let range = SeqRange::new(seq, seq).unwrap();
@@ -260,6 +273,97 @@ fn scope_rules_are_learnt_from_headers_and_batches_outside_a_grant_are_refused_a
     );
     let human = cli_ok(&["status", "--data", data.to_str().unwrap()]);
     assert!(human.contains("scope via patient_id"), "{human}");
+}
+
+/// A relayed batch is judged by the grant version it names: changes written before a regrant
+/// still come up (the removed scope drains); a batch naming the new version in the scope it
+/// lost, or a version no entry states, is refused alone.
+#[test]
+fn relayed_batches_are_judged_by_the_grant_version_they_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, _run, _rest) = serving(tmp.path());
+    let tenant = data.join("tenant.db");
+    {
+        let mut mailbox = DataDir::open(&data).unwrap().mailbox().unwrap();
+        for scopes in [["moshi"], ["tanga"]] {
+            mailbox
+                .grant_scopes(MOSHI_TABLET, &Scopes::parse(scopes).unwrap(), false)
+                .unwrap()
+                .unwrap();
+        }
+        assert_eq!(
+            mailbox
+                .directory()
+                .unwrap()
+                .grant_of(&MOSHI_TABLET)
+                .unwrap()
+                .version,
+            2
+        );
+    }
+    let scoped = || vec![patients(Some(ScopeColumn::Column(2)))];
+    let batches = [
+        // Written under version 1 (moshi), pushed after the regrant: drains.
+        batch_under(
+            MOSHI_TABLET,
+            "moshi",
+            1,
+            1,
+            scoped(),
+            &[(0, row(&["p1", "Amina", "moshi"], 1))],
+        ),
+        // Naming version 2 in moshi: refused.
+        batch_under(
+            MOSHI_TABLET,
+            "moshi",
+            2,
+            2,
+            scoped(),
+            &[(0, row(&["p2", "Baraka", "moshi"], 2))],
+        ),
+        // Version 2 in tanga: applied.
+        batch_under(
+            MOSHI_TABLET,
+            "tanga",
+            1,
+            2,
+            scoped(),
+            &[(0, row(&["t1", "Chausiku", "tanga"], 3))],
+        ),
+        // A version no entry states: refused.
+        batch_under(
+            MOSHI_TABLET,
+            "tanga",
+            2,
+            7,
+            scoped(),
+            &[(0, row(&["t2", "Dalila", "tanga"], 4))],
+        ),
+    ];
+    let mut mailbox = Mailbox::open(data.join("mailbox.db")).unwrap();
+    for b in &batches {
+        assert!(mailbox.store(vec![b.clone()]).unwrap()[0].stored);
+    }
+    wait_for("the drained and granted batches to be applied", || {
+        (shell_json(
+            &tenant,
+            "SELECT count(*) AS n FROM sqlite_master \
+             WHERE name IN ('patients', '_cloud_refused_batches')",
+        ) == json!([{"n": 2}])
+            && shell_json(&tenant, "SELECT id FROM patients ORDER BY id")
+                == json!([{"id": "p1"}, {"id": "t1"}])
+            && shell_json(&tenant, "SELECT count(*) AS n FROM _cloud_refused_batches")
+                == json!([{"n": 2}]))
+        .then_some(())
+    });
+    let reasons = shell_json(
+        &tenant,
+        "SELECT stream, lo, reason FROM _cloud_refused_batches ORDER BY stream",
+    );
+
+    let text = reasons.to_string();
+    assert!(text.contains("does not hold"), "{text}");
+    assert!(text.contains("version 7 of its grant"), "{text}");
 }
 
 /// REST tokens are scoped by their grant, over HTTPS against a running cloud whose tables were
