@@ -1,0 +1,248 @@
+//! Scopes end to end (issue 19), with real `outpost-cloud` and `outpost-hub` processes and device
+//! databases on the built `liboutpost.so`: a clinic hub granted two clinics; each clinic's tablet
+//! holds only its clinic's patients (and their visits, scoped through their patient), every
+//! tablet holds the unscoped forms, the operator's write on the cloud reaches only its clinic's
+//! tablet; a tablet granted every scope, synced with the cloud, holds all; a tablet tampered with to write into a clinic it is not granted has its push refused
+//! whole, and nothing of it reaches the hub, the cloud or another tablet.
+
+use outpost_protocol::control::{encode_entry, grant_item};
+use outpost_protocol::handshake::Keypair;
+use outpost_protocol::scope::Scopes;
+use outpost_protocol::SiteId;
+use outpost_testkit::e2e::built::built;
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::{self, DeviceDb};
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::process::run_ok;
+use outpost_testkit::e2e::scratch::scratch;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, clinic TEXT);
+CREATE TABLE IF NOT EXISTS visits(id TEXT PRIMARY KEY NOT NULL,
+    patient_id TEXT REFERENCES patients(id), note TEXT);
+CREATE TABLE IF NOT EXISTS forms(id TEXT PRIMARY KEY NOT NULL, title TEXT);
+SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
+SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');
+SELECT outpost_track('forms');";
+
+/// The `outpost:` code a command printed.
+fn code_in(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.starts_with("outpost:"))
+        .expect("a code")
+        .to_string()
+}
+
+/// A code of `outpost-cloud enroll-code` for a `kind` (`--hub`, `--device`) granted `scopes`.
+fn cloud_code(cloud: &Cloud, kind: &str, scopes: &str) -> String {
+    code_in(&run_ok(
+        Command::new(&built().cloud)
+            .args(["enroll-code", "--no-qr", kind, "--data"])
+            .arg(&cloud.data)
+            .args(["--address", &format!("127.0.0.1:{}", cloud.port)])
+            .args(["--scopes", scopes]),
+    ))
+}
+
+/// A code of `outpost-hub enroll-code --scopes scopes`.
+fn hub_code(hub: &Hub, scopes: &str) -> String {
+    code_in(&run_ok(
+        Command::new(&built().hub)
+            .args(["enroll-code", "--no-qr", "--data"])
+            .arg(&hub.data)
+            .args(["--address", &hub.addr(), "--scopes", scopes]),
+    ))
+}
+
+/// Polls `f` every 200 ms up to 30 s; panics naming `what`.
+fn within(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: not within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The ids in `table`, sorted.
+fn ids(dev: &DeviceDb, table: &str) -> Vec<String> {
+    let mut st = dev
+        .conn
+        .prepare(&format!("SELECT id FROM \"{table}\" ORDER BY id"))
+        .unwrap();
+    st.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// A cloud, a hub granted moshi and tanga, a tablet per clinic at the hub, and a tablet granted
+/// every scope at the cloud, each with the schema and enrolled.
+struct Programme {
+    _dir: tempfile::TempDir,
+    cloud: Cloud,
+    hub: Hub,
+    moshi: DeviceDb,
+    tanga: DeviceDb,
+    office: DeviceDb,
+}
+
+fn programme() -> Programme {
+    let dir = scratch();
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let hub = Hub::uplinked(
+        &dir.path().join("hub"),
+        &cloud_code(&cloud, "--hub", "moshi,tanga"),
+        500,
+        &[],
+    );
+    within("the hub learns its grant", || {
+        hub.status()["scopes"] == serde_json::json!(["moshi", "tanga"])
+    });
+    let moshi = DeviceDb::open(&dir.path().join("moshi.db"), SCHEMA);
+    let tanga = DeviceDb::open(&dir.path().join("tanga.db"), SCHEMA);
+    let office = DeviceDb::open(&dir.path().join("office.db"), SCHEMA);
+    moshi.enroll(&hub_code(&hub, "moshi"));
+    tanga.enroll(&hub_code(&hub, "tanga"));
+    office.enroll(&cloud_code(&cloud, "--device", "*"));
+    Programme {
+        _dir: dir,
+        cloud,
+        hub,
+        moshi,
+        tanga,
+        office,
+    }
+}
+
+#[test]
+fn two_clinics_tablets_hold_only_their_clinics_patients_and_every_form() {
+    let p = programme();
+    p.moshi.exec(
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi');
+         INSERT INTO visits VALUES ('v1', 'm1', 'ANC 1');",
+    );
+    p.tanga.exec(
+        "INSERT INTO patients VALUES ('t1', 'Chausiku', 'tanga');
+         INSERT INTO visits VALUES ('v2', 't1', 'ANC 2');",
+    );
+    p.office
+        .exec("INSERT INTO forms VALUES ('f1', 'ANC visit')");
+    // The operator writes on the cloud: a tanga patient, exported in the cloud's tanga stream.
+    {
+        let op = device_db::open(&p.cloud.data.join("tenant.db"));
+        op.busy_timeout(Duration::from_secs(10)).unwrap();
+        within("the cloud learns the patients table from a tablet", || {
+            p.moshi.sync();
+            op.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'patients'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap()
+                == 1
+        });
+        op.execute_batch("INSERT INTO patients VALUES ('t9', 'Zawadi', 'tanga')")
+            .unwrap();
+    }
+    // Each tablet pushes; the hub relays to the cloud; each pulls what its grant holds.
+    within("every change reaches every tablet its grant allows", || {
+        for d in [&p.moshi, &p.tanga, &p.office] {
+            d.sync();
+        }
+        ids(&p.office, "patients") == ["m1", "m2", "t1", "t9"]
+            && ids(&p.moshi, "forms") == ["f1"]
+            && ids(&p.tanga, "forms") == ["f1"]
+    });
+    assert_eq!(ids(&p.moshi, "patients"), ["m1", "m2"]);
+    assert_eq!(ids(&p.moshi, "visits"), ["v1"]);
+    assert_eq!(ids(&p.tanga, "patients"), ["t1", "t9"]);
+    assert_eq!(ids(&p.tanga, "visits"), ["v2"]);
+    assert_eq!(ids(&p.office, "visits"), ["v1", "v2"]);
+    // The hub holds both clinics' streams and shows them per scope.
+    let counts = p.hub.status()["scope_counts"].clone();
+    let scopes: Vec<&str> = counts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["scope"].as_str().unwrap())
+        .collect();
+    assert!(
+        scopes.contains(&"moshi") && scopes.contains(&"tanga"),
+        "{counts}"
+    );
+    drop(p.cloud);
+}
+
+#[test]
+fn a_tablet_tampered_into_another_clinic_is_refused_and_nothing_of_it_travels() {
+    let p = programme();
+    p.moshi
+        .exec("INSERT INTO patients VALUES ('m1', 'Amina', 'moshi')");
+    p.moshi.sync();
+    // The write-time check stops an honest app...
+    let err = p
+        .moshi
+        .conn
+        .execute("INSERT INTO patients VALUES ('x1', 'Dalila', 'tanga')", [])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("'tanga' is not granted"), "{err}");
+    // ...a tampered one forges its local grant: a root of its own making and a grant entry it
+    // signed, adding tanga. The device now believes it holds tanga, so it writes and pushes there.
+    let forger = Keypair::from_secret(&[0x66; 32]).unwrap();
+    let writer = SiteId([0xee; 16]);
+    let me: Vec<u8> = p.moshi.call("SELECT outpost_site_id()").unwrap();
+    let me = SiteId(me.try_into().unwrap());
+    let both = Scopes::parse(["moshi", "tanga"]).unwrap();
+    let entry = encode_entry(writer, 1, &grant_item(me, 99, both, false), &forger);
+    p.moshi
+        .conn
+        .execute(
+            "INSERT INTO _outpost_roots(site, role, key) VALUES (?1, 'cloud', ?2)",
+            rusqlite::params![
+                writer.as_bytes().to_vec(),
+                forger.public().as_bytes().to_vec()
+            ],
+        )
+        .unwrap();
+    p.moshi
+        .conn
+        .execute(
+            "INSERT INTO _outpost_control(writer, seq, bytes) VALUES (?1, 1, ?2)",
+            rusqlite::params![writer.as_bytes().to_vec(), entry],
+        )
+        .unwrap();
+    assert_eq!(
+        p.moshi
+            .json("SELECT json_extract(outpost_status(), '$.scopes')"),
+        serde_json::json!(["moshi", "tanga"]),
+        "the tampered grant is the device's belief"
+    );
+    // A fresh connection reads the (tampered) grant, as the app's next start would.
+    let moshi = DeviceDb::open(&p._dir.path().join("moshi.db"), SCHEMA);
+    moshi.exec("INSERT INTO patients VALUES ('x1', 'Dalila', 'tanga')");
+    moshi.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");
+    let refused = moshi.try_sync().unwrap_err().to_string();
+    assert!(
+        refused.contains("scope 'tanga'") && refused.contains("not granted"),
+        "{refused}"
+    );
+    // Nothing of that push was stored: not its tanga row, not its honest moshi write either.
+    std::thread::sleep(Duration::from_secs(2));
+    for d in [&p.tanga, &p.office] {
+        d.sync();
+        assert!(!d.has("patients", "x1"), "the forged row travelled");
+    }
+    assert!(ids(&p.office, "patients").contains(&"m1".to_string()));
+    let name: String = p
+        .office
+        .call("SELECT name FROM patients WHERE id = 'm1'")
+        .unwrap();
+    assert_eq!(name, "Amina", "the refused push is refused whole");
+}
