@@ -12,7 +12,7 @@
 use outpost_testkit::e2e::built::built;
 use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::{n, DeviceDb};
-use outpost_testkit::e2e::process::run_ok;
+use outpost_testkit::e2e::process::code_of;
 use outpost_testkit::e2e::scratch::scratch;
 use outpost_testkit::e2e::workload::{insert_w1, w1_rows_seeded, W1_SCHEMA};
 use outpost_testkit::env::number;
@@ -38,18 +38,13 @@ fn scope(clinic: usize) -> String {
 
 /// A code of the cloud's for a device granted `scopes`.
 fn code(cloud: &Cloud, scopes: &str) -> String {
-    let out = run_ok(
+    code_of(
         Command::new(&built().cloud)
             .args(["enroll-code", "--no-qr", "--device", "--data"])
             .arg(&cloud.data)
             .args(["--address", &format!("127.0.0.1:{}", cloud.port)])
             .args(["--scopes", scopes]),
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .find(|w| w.starts_with("outpost:"))
-        .expect("a code")
-        .to_string()
+    )
 }
 
 /// A cloud holding `clinics`' rows, pushed by one office device granted every scope.

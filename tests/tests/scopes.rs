@@ -13,7 +13,7 @@ use outpost_testkit::e2e::built::built;
 use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::{self, DeviceDb};
 use outpost_testkit::e2e::hub::Hub;
-use outpost_testkit::e2e::process::run_ok;
+use outpost_testkit::e2e::process::code_of;
 use outpost_testkit::e2e::scratch::scratch;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,34 +27,25 @@ SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
 SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');
 SELECT outpost_track('forms');";
 
-/// The `outpost:` code a command printed.
-fn code_in(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .find(|w| w.starts_with("outpost:"))
-        .expect("a code")
-        .to_string()
-}
-
 /// A code of `outpost-cloud enroll-code` for a `kind` (`--hub`, `--device`) granted `scopes`.
 fn cloud_code(cloud: &Cloud, kind: &str, scopes: &str) -> String {
-    code_in(&run_ok(
+    code_of(
         Command::new(&built().cloud)
             .args(["enroll-code", "--no-qr", kind, "--data"])
             .arg(&cloud.data)
             .args(["--address", &format!("127.0.0.1:{}", cloud.port)])
             .args(["--scopes", scopes]),
-    ))
+    )
 }
 
 /// A code of `outpost-hub enroll-code --scopes scopes`.
 fn hub_code(hub: &Hub, scopes: &str) -> String {
-    code_in(&run_ok(
+    code_of(
         Command::new(&built().hub)
             .args(["enroll-code", "--no-qr", "--data"])
             .arg(&hub.data)
             .args(["--address", &hub.addr(), "--scopes", scopes]),
-    ))
+    )
 }
 
 /// Polls `f` every 200 ms up to 30 s; panics naming `what`.
