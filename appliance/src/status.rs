@@ -14,8 +14,9 @@
 
 use crate::datadir::{unix_now, DataDir};
 use crate::uplink::{CloudPeer, UplinkState, STATE_FILE, UPLINK_CLOUD, UPLINK_CODE};
-use outpost_mailbox::MailboxError;
+use outpost_mailbox::{scope_counts, MailboxError, ScopeCount};
 use outpost_protocol::hlc::UtcDate;
+use outpost_protocol::scope::Scopes;
 use outpost_protocol::{Hlc, SiteId};
 use outpost_relay::allowlist::{Allowlist, AllowlistError};
 use outpost_relay::vector_text::{self, VectorTextError};
@@ -315,61 +316,6 @@ pub struct OriginStatus {
     pub highest: u64,
 }
 
-/// One scope's figures on the hub.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct ScopeCount {
-    /// The scope (`""`: the unscoped tables, which every device is served).
-    pub scope: String,
-    /// Batches held in its streams, all origins.
-    pub batches: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// Active devices granted it (explicitly or by `*`).
-    pub devices: u64,
-}
-
-/// Per scope, from the held streams and the devices' grants: every scope either names.
-fn scope_counts(origins: &[OriginStatus], devices: &[DeviceStatus]) -> Vec<ScopeCount> {
-    let mut counts: std::collections::BTreeMap<&str, ScopeCount> = Default::default();
-    let entry = |scope: &str| -> ScopeCount {
-        ScopeCount {
-            scope: scope.to_owned(),
-            batches: 0,
-            bytes: 0,
-            devices: 0,
-        }
-    };
-    for o in origins {
-        let c = counts
-            .entry(o.scope.as_str())
-            .or_insert_with(|| entry(&o.scope));
-        c.batches += o.batches;
-        c.bytes += o.bytes;
-    }
-    let active: Vec<&DeviceStatus> = devices.iter().filter(|d| d.revoked_at.is_none()).collect();
-    for d in &active {
-        for s in d
-            .scopes
-            .iter()
-            .filter(|s| *s != outpost_protocol::scope::ALL)
-        {
-            counts.entry(s.as_str()).or_insert_with(|| entry(s));
-        }
-    }
-    for (scope, c) in counts.iter_mut() {
-        c.devices = active
-            .iter()
-            .filter(|d| {
-                scope.is_empty()
-                    || d.scopes
-                        .iter()
-                        .any(|s| s == outpost_protocol::scope::ALL || s == scope)
-            })
-            .count() as u64;
-    }
-    counts.into_values().collect()
-}
-
 /// Everything `status` and the page show.
 #[derive(Clone, Debug, Serialize)]
 pub struct Snapshot {
@@ -395,8 +341,8 @@ pub struct Snapshot {
     pub bytes: u64,
     /// Per stream (origin and scope).
     pub origins: Vec<OriginStatus>,
-    /// Per scope: what the hub holds of it and how many devices it serves it to (docs/design.md
-    /// section 10; the unscoped tables as scope `""`).
+    /// Per scope: what the hub holds of it and how many active devices it serves it to
+    /// (docs/design.md section 10; the unscoped tables as scope `""`).
     pub scope_counts: Vec<ScopeCount>,
     /// Last successful uplink to the cloud, unix seconds (`None`: never).
     pub last_uplink: Option<u64>,
@@ -647,7 +593,13 @@ impl Snapshot {
                 highest: o.highest,
             })
             .collect();
-        let scope_counts = scope_counts(&origins, &devices);
+        let grants: Vec<Scopes> = allowlist
+            .devices()?
+            .into_iter()
+            .filter(|d| d.revoked_at.is_none())
+            .map(|d| d.grant.scopes)
+            .collect();
+        let scope_counts = scope_counts(&mailbox, &grants);
         // A damaged pinned-cloud setting is reported by the uplink's status below; without a
         // readable one no cloud grant is trusted.
         let cloud = crate::uplink::cloud_root(&allowlist).ok().flatten();
@@ -770,7 +722,7 @@ impl Snapshot {
                 scope_label(&c.scope),
                 c.batches,
                 c.bytes,
-                c.devices
+                c.peers
             );
         }
         let _ = writeln!(
@@ -919,7 +871,7 @@ impl Snapshot {
                     esc(scope_label(&c.scope)),
                     c.batches,
                     c.bytes,
-                    c.devices
+                    c.peers
                 );
             }
             o.push_str("</table>");
@@ -1046,47 +998,5 @@ mod tests {
     #[test]
     fn page_escapes_what_it_shows() {
         assert_eq!(esc("<a href=\"x\">&"), "&lt;a href=&quot;x&quot;&gt;&amp;");
-    }
-
-    #[test]
-    fn scope_counts_add_streams_and_count_the_devices_each_scope_is_served_to() {
-        let stream = |scope: &str, batches, bytes| OriginStatus {
-            origin: "01".into(),
-            scope: scope.into(),
-            batches,
-            bytes,
-            covered: 1,
-            highest: 1,
-        };
-        let device = |scopes: &[&str], revoked: bool| DeviceStatus {
-            site: "02".into(),
-            key: "k".into(),
-            last_seen: None,
-            revoked_at: revoked.then_some(1),
-            pending: None,
-            scopes: scopes.iter().map(|s| s.to_string()).collect(),
-        };
-        let counts = scope_counts(
-            &[
-                stream("", 1, 10),
-                stream("moshi", 2, 20),
-                stream("moshi", 1, 5),
-            ],
-            &[
-                device(&["moshi"], false),
-                device(&["tanga"], false),
-                device(&["*"], false),
-                device(&["moshi"], true),
-            ],
-        );
-        let got: Vec<(&str, u64, u64, u64)> = counts
-            .iter()
-            .map(|c| (c.scope.as_str(), c.batches, c.bytes, c.devices))
-            .collect();
-        assert_eq!(
-            got,
-            [("", 1, 10, 3), ("moshi", 3, 25, 2), ("tanga", 0, 0, 2)],
-            "a revoked device counts nowhere; `*` counts everywhere"
-        );
     }
 }

@@ -5,8 +5,9 @@ use crate::control::ControlError;
 use crate::datadir::{DataDir, DataDirError};
 use crate::scope_rules;
 use crate::tenant::{Tenant, TenantError};
-use outpost_mailbox::MailboxError;
+use outpost_mailbox::{scope_counts, MailboxError, ScopeCount};
 use outpost_protocol::hlc::UtcDate;
+use outpost_protocol::scope::Scopes;
 use outpost_protocol::Hlc;
 use outpost_relay::allowlist::AllowlistError;
 use serde_json::{json, Value};
@@ -126,16 +127,23 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
         .iter()
         .map(|o| {
             json!({
-                "origin": o.origin.to_string(), "batches": o.batches, "bytes": o.bytes,
-                "covered": o.covered, "highest": o.highest,
+                "origin": o.origin.to_string(), "scope": o.scope, "batches": o.batches,
+                "bytes": o.bytes, "covered": o.covered, "highest": o.highest,
                 "own": o.origin == dir.identity.site,
             })
         })
         .collect();
     let control = dir.control()?;
-    let peers: Vec<Value> = dir
-        .allowlist()?
-        .devices()?
+    let enrolled = dir.allowlist()?.devices()?;
+    // Per scope: the streams held, and the peers enrolled here (hubs and devices, not revoked)
+    // that are granted it.
+    let grants: Vec<Scopes> = enrolled
+        .iter()
+        .filter(|d| d.revoked_at.is_none())
+        .map(|d| d.grant.scopes.clone())
+        .collect();
+    let scopes: Vec<ScopeCount> = scope_counts(&mailbox, &grants);
+    let peers: Vec<Value> = enrolled
         .into_iter()
         .map(|d| {
             Ok(json!({
@@ -174,6 +182,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             "last_apply_error": control.setting(crate::control::LAST_APPLY_ERROR)?,
         },
         "mailbox": {"batches": mailbox.batches, "bytes": mailbox.bytes, "origins": origins},
+        "scopes": scopes,
         // The time bound (docs/design.md section 10, "Time"): a device's push stamped up to a
         // second past the highest clock held passes whatever the cloud's time says.
         "clocks": {
@@ -248,11 +257,27 @@ pub fn render(v: &Value) -> String {
         s(&m["batches"]),
         s(&m["bytes"])
     ));
+    for c in v["scopes"].as_array().cloned().unwrap_or_default() {
+        line(format!(
+            "  scope {}  {} batches  {} bytes  {} peers",
+            match c["scope"].as_str() {
+                Some("") | None => "(unscoped)".to_string(),
+                Some(name) => name.to_string(),
+            },
+            s(&c["batches"]),
+            s(&c["bytes"]),
+            s(&c["peers"])
+        ));
+    }
     for o in m["origins"].as_array().cloned().unwrap_or_default() {
         let beyond = o["highest"].as_u64() > o["covered"].as_u64();
         line(format!(
-            "  origin {}{}  {} batches  {} bytes  covered 1..={}{}",
+            "  origin {}{}{}  {} batches  {} bytes  covered 1..={}{}",
             s(&o["origin"]),
+            match o["scope"].as_str() {
+                Some("") | None => String::new(),
+                Some(scope) => format!("/{scope}"),
+            },
             if o["own"] == json!(true) {
                 " (cloud)"
             } else {

@@ -271,8 +271,26 @@ fn scope_rules_are_learnt_from_headers_and_batches_outside_a_grant_are_refused_a
             .contains(&json!({"name": "visits", "rows": 1, "scope": {"via": "patient_id"}})),
         "{tables}"
     );
+    // Per scope: the streams held (refused batches stay held), by the peers enrolled here.
+    let per_scope: Vec<(String, u64)> = status["scopes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["scope"].as_str().unwrap().to_string(),
+                c["batches"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per_scope,
+        [("".into(), 1), ("moshi".into(), 2), ("tanga".into(), 2)],
+        "{status}"
+    );
     let human = cli_ok(&["status", "--data", data.to_str().unwrap()]);
     assert!(human.contains("scope via patient_id"), "{human}");
+    assert!(human.contains("scope moshi  2 batches"), "{human}");
 }
 
 /// A relayed batch is judged by the grant version it names: changes written before a regrant

@@ -53,6 +53,7 @@ mod error;
 mod ids;
 mod mailbox;
 mod plan;
+mod scope_counts;
 mod server_store;
 
 pub use client_store::{ExportPlan, MailboxClient, Moved, PUSH_BUDGET};
@@ -65,3 +66,4 @@ pub use mailbox::{
     StoredBatch,
 };
 pub use outpost_protocol::batch::codec::Limits;
+pub use scope_counts::{scope_counts, ScopeCount};
