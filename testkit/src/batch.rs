@@ -131,6 +131,35 @@ pub fn text_rows(
     ))
 }
 
+/// [`text_rows`] in the stream of `scope` (the clear header's stream; signed after).
+pub fn text_rows_in(
+    origin: SiteId,
+    scope: &str,
+    lo: u64,
+    hi: u64,
+    table: &str,
+    column: &str,
+    rows: impl IntoIterator<Item = (i64, Hlc, String)>,
+) -> Vec<u8> {
+    let unscoped = text_rows(origin, lo, hi, table, column, rows);
+    let batch = codec::decode(&unscoped, &codec::Limits::default()).expect("a test batch");
+    let mut writer = BodyWriter::new(batch.header.tables).expect("a test batch's tables");
+    for group in &batch.tables {
+        writer.begin_table(group.table).expect("its table");
+        for row in &group.rows {
+            writer.push_row(row).expect("its rows");
+        }
+    }
+    let meta = BatchMeta {
+        stream: scope.into(),
+        ..BatchMeta::default()
+    };
+    crate::keys::signed(
+        codec::finish_batch_with(writer, origin, batch.header.range, &meta, Compression::None)
+            .expect("a test batch"),
+    )
+}
+
 /// The header of an encoded batch. Panics when it does not decode.
 pub fn header(bytes: &[u8]) -> BatchHeader {
     codec::decode_header(bytes, &Limits::default()).expect("a test batch's header")

@@ -291,3 +291,75 @@ fn live_site(n: usize) -> SiteId {
     site[..8].copy_from_slice(&(n as u64).to_le_bytes());
     SiteId(site)
 }
+
+/// Issue 19's goal: a hub holding all of a tenant's 100 clinic scopes serves a device granted
+/// one clinic with no more memory than a hub holding that clinic alone. Each clinic's stream is
+/// 3,000 changes in 3 batches (one origin per clinic, as one tablet per clinic writes them); the
+/// device pulls its clinic from scratch; the hub's VmHWM (its peak) is compared.
+#[test]
+#[ignore = "benchmark: prints figures"]
+fn hub_memory_serving_one_scope_of_100() {
+    let scopes: u8 = outpost_testkit::env::number("OUTPOST_BENCH_SCOPES", 100);
+    let clinic = |c: u8| format!("c{c:03}");
+    let peak = |held: &[u8]| -> (String, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("hub");
+        hub_cli(&["status", "--data", data.to_str().unwrap()]);
+        let mut mailbox = Mailbox::open(data.join("mailbox.db")).unwrap();
+        for &c in held {
+            let origin = SiteId([c; 16]);
+            let batches: Vec<Vec<u8>> = (0..3u64)
+                .map(|b| {
+                    let lo = 1 + b * CHANGES_PER_BATCH;
+                    let rows = (0..CHANGES_PER_BATCH).map(|i| {
+                        (
+                            (lo + i) as i64,
+                            Hlc::new(1_800_000_000_000 + lo + i, 0),
+                            format!("patient {lo}-{i} of clinic {c}"),
+                        )
+                    });
+                    outpost_testkit::batch::text_rows_in(
+                        origin,
+                        &clinic(c),
+                        lo,
+                        lo + CHANGES_PER_BATCH - 1,
+                        "patients",
+                        "name",
+                        rows,
+                    )
+                })
+                .collect();
+            mailbox.store(batches).unwrap();
+        }
+        drop(mailbox);
+        let (hub, addr) = loopback_hub(&data, &["--no-mdns"]);
+        let pid = hub.child.id();
+        // A code granting clinic 42 only: the token's grant set before the device uses it.
+        let code = code_for(&data, addr);
+        let allowlist = rusqlite::Connection::open(data.join("allowlist.db")).unwrap();
+        allowlist
+            .execute("UPDATE tokens SET scopes = ?1", [clinic(42)])
+            .unwrap();
+        drop(allowlist);
+        let info = HubInfo::from_code(&code);
+        let mut device = Device::new(0xfe);
+        enroll(&code, &mut device);
+        sync(&info, &mut device, 1).unwrap();
+        let pulled: u64 = device.applied.iter().map(|(_, r)| r.len()).sum();
+        assert_eq!(
+            pulled,
+            3 * CHANGES_PER_BATCH,
+            "clinic 42's changes, nothing else"
+        );
+        let hwm = kib(&proc_status(pid, "VmHWM:"));
+        drop(hub);
+        (format!("{} scopes held", held.len()), hwm)
+    };
+    let all: Vec<u8> = (0..scopes).collect();
+    let (many, many_kib) = peak(&all);
+    let (one, one_kib) = peak(&[42]);
+    println!(
+        "hub serving one clinic's first pull: {many}: VmHWM {many_kib} kB; {one}: VmHWM {one_kib} kB; ratio {:.2}x",
+        many_kib as f64 / one_kib as f64
+    );
+}
