@@ -559,7 +559,8 @@ impl Snapshot {
             end.saturating_sub(r.started_at)
         });
         let mut devices = Vec::new();
-        for d in allowlist.devices()? {
+        let enrolled = allowlist.devices()?;
+        for d in &enrolled {
             let pending = allowlist.peer_vector(&d.site)?.map(|v| {
                 mailbox
                     .origins
@@ -593,8 +594,7 @@ impl Snapshot {
                 highest: o.highest,
             })
             .collect();
-        let grants: Vec<Scopes> = allowlist
-            .devices()?
+        let grants: Vec<Scopes> = enrolled
             .into_iter()
             .filter(|d| d.revoked_at.is_none())
             .map(|d| d.grant.scopes)

@@ -189,17 +189,7 @@ pub(crate) fn changes(
             while s.step()? {
                 let st =
                     crate::state::RowState::decode(s.i64(2) as u64, s.i64(3) as u64, &s.blob(4))?;
-                let own = st
-                    .cells
-                    .iter()
-                    .flatten()
-                    .filter(|v| v.site == 0)
-                    .map(|v| v.seq);
-                if let Some(min) = std::iter::once(st.exist_seq)
-                    .chain(own)
-                    .filter_map(above)
-                    .min()
-                {
+                if let Some(min) = st.own_seqs().filter_map(above).min() {
                     c.push((min, s.i64(0), s.blob(1)));
                 }
             }
@@ -330,16 +320,7 @@ pub(crate) fn changes(
             writer.begin_table(ex.header_index).map_err(Error::export)?;
             open = Some(ti);
         }
-        let own = st
-            .cells
-            .iter()
-            .flatten()
-            .filter(|v| v.site == 0)
-            .map(|v| v.seq);
-        sent_seq = std::iter::once(st.exist_seq)
-            .chain(own)
-            .filter_map(in_stream)
-            .fold(sent_seq, u64::max);
+        sent_seq = st.own_seqs().filter_map(in_stream).fold(sent_seq, u64::max);
         sent_hlc = cells_out
             .iter()
             .map(|c| c.hlc.as_u64())

@@ -53,6 +53,18 @@ impl RowState {
             .fold(self.exist_seq, u64::max)
     }
 
+    /// The local seqs of this database's own writes the row holds: its existence's, then each
+    /// cell's written here (site 0).
+    pub(crate) fn own_seqs(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once(self.exist_seq).chain(
+            self.cells
+                .iter()
+                .flatten()
+                .filter(|v| v.site == 0)
+                .map(|v| v.seq),
+        )
+    }
+
     /// The cell slot of column `c`, growing the row when a column was added.
     pub(crate) fn cell_mut(&mut self, c: usize) -> &mut Option<Version> {
         if self.cells.len() <= c {

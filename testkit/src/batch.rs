@@ -6,7 +6,7 @@
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{
     BatchFlags, BatchHeader, BatchMeta, BodyWriter, CellChange, CellPayload, ColumnSchema,
-    Compression, Direction, RowChange, TableChanges, TableSchema,
+    Compression, Direction, RowChange, TableSchema,
 };
 use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, Value, VersionVector};
 
@@ -93,6 +93,19 @@ pub fn text_rows(
     column: &str,
     rows: impl IntoIterator<Item = (i64, Hlc, String)>,
 ) -> Vec<u8> {
+    text_rows_in(origin, "", lo, hi, table, column, rows)
+}
+
+/// [`text_rows`] in the stream of `scope` (the clear header's stream; signed after).
+pub fn text_rows_in(
+    origin: SiteId,
+    scope: &str,
+    lo: u64,
+    hi: u64,
+    table: &str,
+    column: &str,
+    rows: impl IntoIterator<Item = (i64, Hlc, String)>,
+) -> Vec<u8> {
     let col = |name: &str, decl_type: &str, not_null: bool| ColumnSchema {
         name: name.into(),
         decl_type: decl_type.into(),
@@ -106,7 +119,7 @@ pub fn text_rows(
         primary_key: vec![0],
         foreign_keys: vec![],
     };
-    let rows = rows
+    let rows: Vec<RowChange> = rows
         .into_iter()
         .map(|(key, hlc, text)| RowChange {
             key: vec![Value::Integer(key)],
@@ -118,45 +131,24 @@ pub fn text_rows(
             }],
         })
         .collect();
-    crate::keys::signed(codec::encode(
-        origin,
-        SeqRange::new(lo, hi).expect("a test batch's range"),
-        vec![schema],
-        &[TableChanges {
-            credit: None,
-            table: 0,
-            rows,
-        }],
-        Compression::None,
-    ))
-}
-
-/// [`text_rows`] in the stream of `scope` (the clear header's stream; signed after).
-pub fn text_rows_in(
-    origin: SiteId,
-    scope: &str,
-    lo: u64,
-    hi: u64,
-    table: &str,
-    column: &str,
-    rows: impl IntoIterator<Item = (i64, Hlc, String)>,
-) -> Vec<u8> {
-    let unscoped = text_rows(origin, lo, hi, table, column, rows);
-    let batch = codec::decode(&unscoped, &codec::Limits::default()).expect("a test batch");
-    let mut writer = BodyWriter::new(batch.header.tables).expect("a test batch's tables");
-    for group in &batch.tables {
-        writer.begin_table(group.table).expect("its table");
-        for row in &group.rows {
-            writer.push_row(row).expect("its rows");
-        }
+    let mut writer = BodyWriter::new(vec![schema]).expect("a test batch's tables");
+    writer.begin_table(0).expect("its table");
+    for row in &rows {
+        writer.push_row(row).expect("its rows");
     }
     let meta = BatchMeta {
         stream: scope.into(),
         ..BatchMeta::default()
     };
     crate::keys::signed(
-        codec::finish_batch_with(writer, origin, batch.header.range, &meta, Compression::None)
-            .expect("a test batch"),
+        codec::finish_batch_with(
+            writer,
+            origin,
+            SeqRange::new(lo, hi).expect("a test batch's range"),
+            &meta,
+            Compression::None,
+        )
+        .expect("a test batch"),
     )
 }
 

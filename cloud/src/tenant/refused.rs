@@ -29,24 +29,6 @@ CREATE TABLE IF NOT EXISTS _cloud_refused_batches (
 ) WITHOUT ROWID;
 ";
 
-/// The table as made before streams (no `stream` column; every batch was of the unscoped
-/// stream) is rebuilt with one, its records kept.
-const UPGRADE: &str = "
-ALTER TABLE _cloud_refused_batches RENAME TO _cloud_refused_batches_v1;
-CREATE TABLE _cloud_refused_batches (
-    origin BLOB NOT NULL,
-    stream TEXT NOT NULL DEFAULT '',
-    lo INTEGER NOT NULL,
-    hi INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    refused_at INTEGER NOT NULL,
-    PRIMARY KEY (origin, stream, lo)
-) WITHOUT ROWID;
-INSERT INTO _cloud_refused_batches (origin, stream, lo, hi, reason, refused_at)
-    SELECT origin, '', lo, hi, reason, refused_at FROM _cloud_refused_batches_v1;
-DROP TABLE _cloud_refused_batches_v1;
-";
-
 /// Creates the table, or brings one made before streams up to date (in one transaction).
 fn ensure_table(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA)?;
@@ -56,7 +38,17 @@ fn ensure_table(conn: &Connection) -> rusqlite::Result<()> {
         |r| r.get(0),
     )?;
     if has_stream == 0 {
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {UPGRADE} COMMIT;"))?;
+        // The table as made before streams (every batch was of the unscoped stream) is
+        // rebuilt with the column, its records kept.
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;
+             ALTER TABLE _cloud_refused_batches RENAME TO _cloud_refused_batches_v1;
+             {SCHEMA}
+             INSERT INTO _cloud_refused_batches (origin, stream, lo, hi, reason, refused_at)
+                 SELECT origin, '', lo, hi, reason, refused_at FROM _cloud_refused_batches_v1;
+             DROP TABLE _cloud_refused_batches_v1;
+             COMMIT;"
+        ))?;
     }
     Ok(())
 }
