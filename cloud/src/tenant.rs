@@ -368,6 +368,28 @@ fn trust_own_clock(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The cloud is the scope authority (docs/design.md section 10, "Moves"): its engine queues a
+/// transfer of each row a merged change leaves in another scope than the stream it came in, and
+/// `export` stores it like the cloud's own changes (the engine's `transfer.rs`).
+/// Written once, like the clock's offset.
+fn be_scope_authority(conn: &Connection) -> rusqlite::Result<()> {
+    let set: Option<i64> = conn
+        .query_row(
+            "SELECT v FROM _outpost_meta WHERE k = 'scope_authority'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if set != Some(1) {
+        conn.execute(
+            "INSERT INTO _outpost_meta(k, v) VALUES ('scope_authority', 1) \
+             ON CONFLICT(k) DO UPDATE SET v = 1",
+            [],
+        )?;
+    }
+    Ok(())
+}
+
 impl Tenant {
     /// Opens the tenant database (the engine must be registered: `outpost_embed::register`).
     pub fn open(path: &Path, site: SiteId) -> Result<Tenant, TenantError> {
@@ -384,10 +406,12 @@ impl Tenant {
             path: path.to_path_buf(),
             source,
         })?;
-        trust_own_clock(&conn).map_err(|source| TenantError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        trust_own_clock(&conn)
+            .and_then(|()| be_scope_authority(&conn))
+            .map_err(|source| TenantError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(Tenant {
             conn,
             path: path.to_path_buf(),

@@ -41,6 +41,7 @@ pub(crate) mod exits;
 mod restore;
 mod retry;
 mod signatures;
+mod transfers;
 mod trigger_pause;
 mod unique;
 
@@ -131,6 +132,13 @@ pub(crate) struct Applier<'c> {
     any_exits: bool,
     /// Rows of tables scoped by a column whose scope cell this batch wrote (they may leave).
     moved: Vec<(usize, Vec<u8>)>,
+    /// Whether this database is the scope authority (`transfer.rs`): it notes `touched`.
+    authority: bool,
+    /// Rows of scoped tables this batch changed, on the authority, with the scope cell the
+    /// change wrote if any (`apply/transfers.rs`).
+    touched: Vec<(usize, Vec<u8>, Option<String>)>,
+    /// Whether the batch is a transfer: it brings rows back through any stream (`exits.rs`).
+    transfer: bool,
     /// The highest clock of a cell received (applied or not; `restamp.rs` keeps re-stamped
     /// changes above it).
     pub received_hlc: u64,
@@ -206,6 +214,9 @@ impl<'c> Applier<'c> {
                 .query_i64("SELECT 1 FROM _outpost_exits LIMIT 1", &[])?
                 .is_some(),
             moved: Vec::new(),
+            authority: crate::transfer::is_authority(conn)?,
+            touched: Vec::new(),
+            transfer: false,
             received_hlc: 0,
         })
     }
@@ -603,13 +614,23 @@ impl<'c> Applier<'c> {
         st.exist = exist;
         self.rows.put(t.id, key, &st)?;
         self.stats.conflicts += new_conflicts;
+        // The scope cell this change wrote, when it wrote one (the authority then knows the
+        // row's scope without reading it back).
+        let mut scope_written = None;
         if alive {
             if let Some(ScopeRule::Column(c)) = &t.def.scope {
                 let c = t.column_index(c);
-                if writes.iter().any(|(w, _)| Some(*w) == c) {
+                if let Some((_, v)) = writes.iter().find(|(w, _)| Some(*w) == c) {
                     self.moved.push((ti, key.to_vec()));
+                    scope_written = Some(match v.as_ref() {
+                        Value::Text(s) => s.clone(),
+                        _ => String::new(),
+                    });
                 }
             }
+        }
+        if self.authority && t.def.scope.is_some() {
+            self.touched.push((ti, key.to_vec(), scope_written));
         }
         Ok(outcome)
     }
@@ -1017,6 +1038,7 @@ fn apply_batch(
     let mut ap = Applier::new(call)?;
     ap.strict = strict;
     ap.stream = h.stream.clone();
+    ap.transfer = h.flags.transfer;
     if let Some(n) = new_rows.as_deref_mut() {
         ap.rows.new_rows = Some(match n.take() {
             Some(known) => known,
@@ -1053,18 +1075,24 @@ fn apply_batch(
     for g in &groups {
         let schema = &h.tables[g.table as usize];
         let target = ap.target(schema);
+        // A transfer's group is credited to the site that wrote its cells (`transfer.rs`).
+        let origin = g.credit.unwrap_or(h.origin);
         for (start, end, row) in in_key_order(g, true, &mut keys) {
-            ap.merge_packed(target.as_ref(), h.origin, schema, row, &keys[start..end])?;
+            ap.merge_packed(target.as_ref(), origin, schema, row, &keys[start..end])?;
         }
     }
     for g in groups.iter().rev() {
         let schema = &h.tables[g.table as usize];
         let target = ap.target(schema);
+        let origin = g.credit.unwrap_or(h.origin);
         for (start, end, row) in in_key_order(g, false, &mut keys) {
-            ap.merge_packed(target.as_ref(), h.origin, schema, row, &keys[start..end])?;
+            ap.merge_packed(target.as_ref(), origin, schema, row, &keys[start..end])?;
         }
     }
-    // Rows whose scope cell moved outside the grant leave (`apply/exits.rs`).
+    // On the authority, rows left in another scope than this stream's move there
+    // (`apply/transfers.rs`); then rows whose scope cell moved outside the grant leave
+    // (`apply/exits.rs`).
+    ap.queue_transfers()?;
     ap.stats.exits += ap.exit_moved()?;
     // Rows this batch deleted or changed may have held values rows held aside now get
     // (`settle`, which the retry starts with).

@@ -124,6 +124,12 @@ pub(crate) fn changes(
     if since >= top {
         return Ok(None);
     }
+    // A transfer (`transfer.rs`) goes in a batch of its own: own changes stop before it.
+    let next_transfer = crate::transfer::batch::next(conn, &runs, stream, since)?;
+    if next_transfer == Some(since + 1) {
+        return crate::transfer::batch::make(call, &runs, stream, since, max_bytes).map(Some);
+    }
+    let limit = next_transfer.map_or(top, |s| s - 1);
     // The smallest local seq of the stream above `since`: rows whose newest own seq is below
     // it hold nothing for this batch.
     let first_local = runs
@@ -143,24 +149,7 @@ pub(crate) fn changes(
         .into_iter()
         .filter(|t| t.def.direction != Direction::Down)
     {
-        let cols: Vec<String> = t.def.columns.iter().map(|c| quote(&c.name)).collect();
-        let wh: Vec<String> = t
-            .def
-            .pk
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{} = ?{}", quote(c), i + 1))
-            .collect();
-        let select = conn.prepare(&format!(
-            "SELECT {} FROM {} WHERE {}",
-            if cols.is_empty() {
-                "1".to_string()
-            } else {
-                cols.join(", ")
-            },
-            quote(&t.def.name),
-            wh.join(" AND ")
-        ))?;
+        let select = select_row(conn, &t)?;
         schemas.push(schema::table_schema(conn, &t)?);
         exported.push(Exported {
             header_index: (schemas.len() - 1) as u16,
@@ -201,7 +190,7 @@ pub(crate) fn changes(
     let mut writer = BodyWriter::new(schemas).map_err(Error::export)?;
     let mut open: Option<usize> = None;
     let mut pushed = 0usize;
-    let mut hi = top;
+    let mut hi = limit;
     // What this batch takes out of the database (`restamp.rs`: it can no longer be re-stamped).
     let mut sent_seq = 0u64;
     let mut sent_hlc = 0u64;
@@ -211,6 +200,9 @@ pub(crate) fn changes(
     let mut mixed = false;
     let mut candidates = candidates.into_iter();
     while let Some((min_seq, tbl, key)) = candidates.next() {
+        if min_seq > limit {
+            break;
+        }
         let Some(ti) = exported.iter().position(|e| e.t.id == tbl) else {
             continue;
         };
@@ -361,7 +353,7 @@ pub(crate) fn changes(
 /// every relay and receiver checks a batch was made by its origin); a database that never
 /// enrolled nor synced has no key and exports unsigned batches, which only a database enrolled
 /// with no relay accepts.
-fn sign(conn: Conn, me: SiteId, bytes: &mut [u8]) -> Result<(), Error> {
+pub(crate) fn sign(conn: Conn, me: SiteId, bytes: &mut [u8]) -> Result<(), Error> {
     let key = crate::sync::identity::existing(conn, me).map_err(|e| Error::Sync {
         function: "outpost_changes",
         error: Box::new(e),
@@ -373,7 +365,23 @@ fn sign(conn: Conn, me: SiteId, bytes: &mut [u8]) -> Result<(), Error> {
     Ok(())
 }
 
-fn tombstone(conn: Conn, tbl: i64, key: &[u8]) -> Result<Option<Vec<Value>>, Error> {
+/// A statement reading every column of one row of `t`, its key bound as `?1...`.
+pub(crate) fn select_row(conn: Conn, t: &Tracked) -> Result<Stmt, Error> {
+    let cols: Vec<String> = t.def.columns.iter().map(|c| quote(&c.name)).collect();
+    conn.prepare(&format!(
+        "SELECT {} FROM {} WHERE {}",
+        if cols.is_empty() {
+            "1".to_string()
+        } else {
+            cols.join(", ")
+        },
+        quote(&t.def.name),
+        crate::cells::key_match(t)
+    ))
+}
+
+/// The values a row's tombstone keeps (a deleted row, or one held aside by a UNIQUE collision).
+pub(crate) fn tombstone(conn: Conn, tbl: i64, key: &[u8]) -> Result<Option<Vec<Value>>, Error> {
     let mut s = conn.prepare("SELECT vals FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2")?;
     s.bind_i64(1, tbl)?;
     s.bind_blob(2, key)?;
@@ -412,6 +420,7 @@ pub(crate) fn sql_batch_json(call: &Call, args: &[Arg]) -> Result<Value, Error> 
             let names: Vec<String> = schema.map(|s| s.value_columns().map(|i| s.columns[i as usize].name.clone()).collect()).unwrap_or_default();
             json!({
                 "table": schema.map(|s| s.name.clone()),
+                "credit": g.credit.map(|s| s.to_string()),
                 "rows": g.rows.iter().map(|r| json!({
                     "key": r.key.iter().map(value_json).collect::<Vec<_>>(),
                     "existence": r.existence,
@@ -437,6 +446,7 @@ pub(crate) fn sql_batch_json(call: &Call, args: &[Arg]) -> Result<Value, Error> 
             "stream": h.stream,
             "range": {"lo": h.range.lo, "hi": h.range.hi},
             "direction": h.flags.direction.as_str(),
+            "transfer": h.flags.transfer,
             "base_hlc": h.base_hlc.to_string(),
             "tables": tables,
             "compression": format!("{:?}", h.compression).to_lowercase(),

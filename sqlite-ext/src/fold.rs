@@ -152,6 +152,8 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
     let mut chunk: Vec<LogEntry> = Vec::new();
     let mut exhausted = false;
     let mut after = 0u64;
+    // Own referrals (scope cell changes): the authority transfers their rows (`transfer.rs`).
+    let mut moves: Vec<(u64, i64, Vec<u8>)> = Vec::new();
     while !exhausted {
         chunk.clear();
         log.bind_i64(1, after as i64)?;
@@ -170,6 +172,7 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
             } else if op == OP_SCOPE_MOVE {
                 // Its old scope named its stream (assigned above); the write is an update.
                 op = OP_UPDATE;
+                moves.push((log.i64(0) as u64, log.i64(1), log.blob(2)));
                 (log.blob(2), None)
             } else {
                 let vals = (!log.is_null(6)).then(|| log.blob(6));
@@ -310,6 +313,9 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
         let stored = schema::meta_get(conn, "hlc")?.unwrap_or(0) as u64;
         schema::meta_set(conn, "hlc", stored.max(max_hlc) as i64)?;
         call.session.clock.observe(conn, max_hlc)?;
+    }
+    if !moves.is_empty() {
+        crate::transfer::queue_own_moves(conn, &tables, &moves)?;
     }
     Ok(Folded {
         columns_added: schema_changed,

@@ -121,6 +121,7 @@ mod status;
 mod streams;
 mod sync;
 mod track;
+mod transfer;
 mod triggers;
 mod vtab_module;
 

@@ -47,6 +47,11 @@ pub(crate) struct Scopes<'t> {
     reads: std::cell::RefCell<HashMap<(i64, usize), crate::ffi::Stmt>>,
 }
 
+/// Whether `s` is a scope name (else a row's scope cell counts as no scope).
+pub(crate) fn is_scope_name(s: &str) -> bool {
+    outpost_protocol::scope::check_name(s).is_ok()
+}
+
 fn scope_of(v: Option<&Value>) -> Option<String> {
     match v {
         Some(Value::Text(t)) if outpost_protocol::scope::check_name(t).is_ok() => Some(t.clone()),

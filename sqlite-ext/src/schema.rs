@@ -62,10 +62,11 @@ CREATE TABLE IF NOT EXISTS outpost_events(id INTEGER PRIMARY KEY, hlc INTEGER NO
 pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
     let present = conn.query_i64(
         "SELECT count(*) FROM sqlite_master WHERE name IN \
-         ('_outpost_sites', '_outpost_evicted', 'outpost_quarantined_batches', '_outpost_runs')",
+         ('_outpost_sites', '_outpost_evicted', 'outpost_quarantined_batches', '_outpost_runs', \
+         '_outpost_transfers')",
         &[],
     )?;
-    if present == Some(4) {
+    if present == Some(5) {
         return Ok(());
     }
     let fresh = conn
@@ -82,6 +83,7 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
         conn.exec(crate::batch_quarantine::TABLE)?;
         conn.exec(crate::streams::TABLES)?;
         conn.exec(crate::apply::exits::TABLE)?;
+        conn.exec(crate::transfer::TABLES)?;
         if fresh {
             // Nothing sent or received yet: every change it makes can be re-stamped until it
             // leaves (`restamp.rs`; an older database gets its marks at its first re-stamp).

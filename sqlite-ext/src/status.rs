@@ -263,6 +263,7 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
         "quarantined": count(conn, "SELECT count(*) FROM outpost_quarantine")?,
         "quarantined_batches": crate::batch_quarantine::count(conn)?,
         "exits": crate::apply::exits::count(conn)?,
+        "transfers": crate::transfer::count(conn)?,
         "held": held,
         "held_origins": held_origins,
         "last_error": last_error,

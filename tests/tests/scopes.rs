@@ -237,3 +237,54 @@ fn a_tablet_tampered_into_another_clinic_is_refused_and_nothing_of_it_travels() 
         .unwrap();
     assert_eq!(name, "Amina", "the refused push is refused whole");
 }
+
+#[test]
+fn a_referral_moves_the_patient_and_its_visits_to_the_other_clinic_through_the_hub() {
+    let p = programme();
+    p.moshi.exec(
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi');
+         INSERT INTO visits VALUES ('v1', 'm1', 'ANC 1');",
+    );
+    within("the office holds the moshi patient", || {
+        p.moshi.sync();
+        p.office.sync();
+        ids(&p.office, "visits") == ["v1"]
+    });
+    // The office refers her to tanga: the write travels in moshi's stream; the cloud transfers
+    // the row (and its visit) into tanga's, which the hub relays to the tanga tablet.
+    p.office
+        .exec("UPDATE patients SET clinic = 'tanga', name = 'Amina K' WHERE id = 'm1'");
+    within(
+        "the tanga tablet receives the referred patient with her visit",
+        || {
+            for d in [&p.office, &p.tanga, &p.moshi] {
+                d.sync();
+            }
+            ids(&p.tanga, "visits") == ["v1"] && ids(&p.moshi, "patients").is_empty()
+        },
+    );
+    let row: String = p
+        .tanga
+        .conn
+        .query_row(
+            "SELECT name || '/' || clinic FROM patients WHERE id = 'm1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(row, "Amina K/tanga", "the row arrives with its cells");
+    assert!(
+        ids(&p.moshi, "visits").is_empty(),
+        "the visit left with her"
+    );
+    assert_eq!(ids(&p.office, "patients"), ["m1"], "a move deletes nothing");
+    // The tanga tablet goes on writing her record; the office sees it.
+    p.tanga
+        .exec("INSERT INTO visits VALUES ('v2', 'm1', 'ANC 2 at tanga')");
+    within("the tanga visit reaches the office", || {
+        p.tanga.sync();
+        p.office.sync();
+        ids(&p.office, "visits") == ["v1", "v2"]
+    });
+    drop(p.cloud);
+}

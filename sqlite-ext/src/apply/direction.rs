@@ -2,7 +2,8 @@
 //! the tenant's cloud writes `down` tables, so a batch that says or shows otherwise is refused
 //! whole, the same way on every replica.
 //!
-//! A batch is refused when it is flagged `down` and its origin is not bound as a cloud in the key
+//! A batch is refused when it is a transfer (cells credited to other sites, `transfer.rs`) or
+//! flagged `down` and its origin is not bound as a cloud in the key
 //! directory, or when its origin is not a cloud and its body holds rows of a table the tenant
 //! declares `down`. Both depend only on the batch and the directory (the cloud's entries), never on
 //! how this database tracks its tables. The caller records the refusal with its reason
@@ -20,6 +21,13 @@ pub(super) fn refusal(batch: &Batch, directory: &Directory) -> Option<String> {
     let h = &batch.header;
     if directory.is_cloud(&h.origin) {
         return None;
+    }
+    if h.flags.transfer {
+        return Some(format!(
+            "transfer batch by origin {}, which is not the tenant's cloud: only the cloud writes \
+             cells credited to other sites",
+            h.origin
+        ));
     }
     if h.flags.direction == Direction::Down {
         return Some(format!(

@@ -11,8 +11,9 @@
 //! - an *exit marker* (table, key, the stream it left, the scope cell's version) makes later
 //!   writes to it arriving in that stream be ignored (the cloud copies them on to the new
 //!   stream);
-//! - a write to it arriving in any other stream (a transfer that brings it back) removes the
-//!   marker and the row's old state first, so it merges as a new row.
+//! - a write to it arriving in any other stream, or any transfer (the cloud brings it back,
+//!   `transfer.rs`), removes the marker and the row's old state first, so it merges as a new
+//!   row.
 //!
 //! `outpost_status()` counts the markers under `exits`.
 
@@ -51,7 +52,7 @@ impl Applier<'_> {
         let Some(stream) = found else {
             return Ok(false);
         };
-        if stream == self.stream {
+        if stream == self.stream && !self.transfer {
             return Ok(true);
         }
         for sql in [
