@@ -516,3 +516,64 @@ fn a_device_tracking_a_table_with_another_scope_rule_than_the_tenant_gets_a_type
 
 const SCHEMA_WITH_VILLAGE: &str =
     "CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, village TEXT);";
+
+/// `batch` rewritten as a transfer (docs/design.md section 10, "Moves"), its groups credited to
+/// `credit`, signed by its origin's test key.
+fn as_transfer(batch: &[u8], credit: SiteId) -> Vec<u8> {
+    let b = codec::decode(batch, &Limits::default()).unwrap();
+    let mut w = BodyWriter::new_transfer(b.header.tables.clone()).unwrap();
+    for g in &b.tables {
+        w.begin_credited(g.table, credit).unwrap();
+        for row in &g.rows {
+            w.push_row(row).unwrap();
+        }
+    }
+    let meta = BatchMeta {
+        flags: BatchFlags {
+            direction: Direction::Both,
+            transfer: true,
+        },
+        ..BatchMeta::default()
+    };
+    let mut out =
+        codec::finish_batch_with(w, b.header.origin, b.header.range, &meta, Compression::None)
+            .unwrap();
+    signature::sign(&mut out, &site_keypair(b.header.origin)).unwrap();
+    out
+}
+
+#[test]
+fn only_the_clouds_transfers_are_applied_as_other_sites_writes() {
+    let mut tenant = Tenant::new();
+    tenant.declare_device_tables();
+    let o = writer("o");
+    let o_site = site_of(&o);
+    tenant.certify(o_site);
+    let d = device("d");
+    tenant.hub.enroll(&d);
+    tenant.hub.sync(&d); // the directory: o's key, the cloud's
+                         // A device forging a transfer: its rows credited to the cloud, as if the cloud wrote them.
+    o.exec("INSERT INTO patients VALUES ('p1', 'forged');");
+    let forged = as_transfer(&o.changes(0, None).unwrap(), tenant.site);
+    let out = d.apply(&forged).unwrap();
+    assert_eq!(out["quarantined"], 1, "{out}");
+    assert_eq!(d.one::<i64>("SELECT count(*) FROM patients"), 0);
+    let reason: String = d.one("SELECT reason FROM outpost_quarantined_batches");
+    assert!(
+        reason.contains("transfer") && reason.contains("not the tenant's cloud"),
+        "{reason}"
+    );
+    // The cloud's transfer of a row o wrote (credited to o) applies, as o's write.
+    tenant
+        .db
+        .exec("INSERT INTO patients VALUES ('p2', 'moved here');");
+    let transfer = as_transfer(&tenant.db.changes(0, None).unwrap(), o_site);
+    let out = d.apply(&transfer).unwrap();
+    assert_eq!(out["quarantined"], 0, "{out}");
+    assert_eq!(d.rows("SELECT id FROM patients"), ["Text(\"p2\")"]);
+    let sites = d.rows("SELECT lower(hex(site)) FROM _outpost_sites WHERE idx > 0");
+    assert!(
+        sites.contains(&format!("Text(\"{o_site}\")")),
+        "its cells are o's: {sites:?}"
+    );
+}
