@@ -250,3 +250,47 @@ fn the_authoritys_own_referral_is_transferred_too() {
     assert_eq!(text(&t, "name, clinic", "patients"), "Amina|tanga");
     assert_eq!(text(&t, "note", "visits"), "first visit");
 }
+
+/// What being the authority costs the apply of a scoped first batch (nothing moves, so every
+/// row is only looked at): `cargo test --release -p outpost --test transfers
+/// authority_apply_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn authority_apply_cost() {
+    let s = replica("s");
+    s.exec("BEGIN");
+    for p in 0..10_000 {
+        s.exec(&format!(
+            "INSERT INTO patients VALUES ('p{p}', 'Patient {p}', 'c{}', 0);
+             INSERT INTO visits VALUES ('v{p}a', 'p{p}', 'visit a'), ('v{p}b', 'p{p}', 'visit b');",
+            p % 100
+        ));
+    }
+    s.exec("COMMIT");
+    let mut batches = Vec::new();
+    for c in 0..100 {
+        batches.extend(stream(&s, &format!("c{c}"), 0));
+    }
+    let time = |as_authority: bool| {
+        let r = if as_authority {
+            authority()
+        } else {
+            replica("plain")
+        };
+        let start = std::time::Instant::now();
+        apply_all(&r, &batches);
+        let took = start.elapsed();
+        assert_eq!(r.one::<i64>("SELECT count(*) FROM visits"), 20_000);
+        assert_eq!(r.one::<i64>("SELECT count(*) FROM _outpost_transfers"), 0);
+        took
+    };
+    let plain = time(false);
+    let auth = time(true);
+    println!(
+        "apply of 10k patients + 20k visits in 100 scopes: {:.0} ms as a device, {:.0} ms as the \
+         authority ({:.2}x)",
+        plain.as_secs_f64() * 1e3,
+        auth.as_secs_f64() * 1e3,
+        auth.as_secs_f64() / plain.as_secs_f64()
+    );
+}
