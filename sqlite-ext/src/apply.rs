@@ -648,7 +648,35 @@ impl<'c> Applier<'c> {
 
     /// Writes the row: inserts it, or sets the written columns of the row with its key.
     fn upsert(&mut self, ti: usize, key: &[Value], writes: &[Write]) -> Result<(), Error> {
-        self.write(ti, key, writes, false)
+        match self.write(ti, key, writes, false) {
+            // SQLite checks NOT NULL on the INSERT's row before it finds the conflict: a
+            // NOT NULL column without a default that this change does not write (the cloud's
+            // tables carry no defaults) fails an upsert of a row the table has. Update it.
+            Err(Error::Sqlite {
+                code: NOT_NULL_FAILED,
+                ..
+            }) if !writes.is_empty() && self.app_values(ti, key)?.is_some() => {
+                self.update_in_place(ti, key, writes)
+            }
+            r => r,
+        }
+    }
+
+    /// An UPDATE of the written columns of a row the app table holds.
+    fn update_in_place(&mut self, ti: usize, key: &[Value], writes: &[Write]) -> Result<(), Error> {
+        let t = self.tables[ti].clone();
+        let set: Vec<String> = writes
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("{} = ?{}", quote(&t.def.columns[*c].name), i + 1))
+            .collect();
+        let s = self.cached(format!(
+            "UPDATE {} SET {} WHERE {}",
+            quote(&t.def.name),
+            set.join(", "),
+            Self::where_key(&t, writes.len() + 1)
+        ))?;
+        s.run_borrowed(writes.iter().map(|(_, v)| v.as_ref()).chain(key.iter()))
     }
 
     /// Writes a row this database holds no state for, which the app table then does not have
@@ -931,6 +959,9 @@ const PRIMARY_KEY_FAILED: i32 = 1555;
 
 /// SQLITE_CONSTRAINT_ROWID.
 const ROWID_FAILED: i32 = 2579;
+
+/// SQLITE_CONSTRAINT_NOTNULL.
+const NOT_NULL_FAILED: i32 = 1299;
 
 /// SQLITE_CONSTRAINT_FOREIGNKEY.
 const FOREIGN_KEY_FAILED: i32 = 787;

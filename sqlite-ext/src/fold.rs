@@ -316,6 +316,7 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
     }
     if !moves.is_empty() {
         crate::transfer::queue_own_moves(conn, &tables, &moves)?;
+        crate::apply::exits::own_moves_leave(call, &moves)?;
     }
     Ok(Folded {
         columns_added: schema_changed,

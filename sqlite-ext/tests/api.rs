@@ -282,3 +282,33 @@ fn reserved_names_and_unaccepted_types_cannot_be_tracked() {
     let tracked: String = r.one("SELECT group_concat(name) FROM _outpost_tables");
     assert_eq!(tracked, "fine");
 }
+
+/// A receiver whose table has a NOT NULL column without a default (the cloud's tables carry no
+/// defaults) still applies a change writing only other columns of a row it holds: SQLite checks
+/// NOT NULL on an upsert's INSERT row before it finds the conflict, so the apply updates in place.
+#[test]
+fn a_change_of_some_columns_applies_where_another_not_null_column_has_no_default() {
+    let writer = Replica::new(
+        "writer",
+        "CREATE TABLE p(id TEXT PRIMARY KEY NOT NULL, name TEXT, n INTEGER NOT NULL DEFAULT 0);",
+    );
+    writer.track("p", None);
+    let receiver = Replica::new(
+        "receiver",
+        "CREATE TABLE p(id TEXT PRIMARY KEY NOT NULL, name TEXT, n INTEGER NOT NULL);",
+    );
+    receiver.track("p", None);
+    writer.exec("INSERT INTO p(id, name) VALUES ('a', 'first')");
+    writer.sync_to(&receiver, None);
+    writer.exec("UPDATE p SET name = 'second' WHERE id = 'a'");
+    let batches = writer.sync_to(&receiver, None);
+    assert_eq!(batches.len(), 1);
+    assert_eq!(
+        receiver.one::<i64>("SELECT count(*) FROM outpost_quarantine"),
+        0
+    );
+    assert_eq!(
+        receiver.one::<String>("SELECT name || '/' || n FROM p"),
+        "second/0"
+    );
+}

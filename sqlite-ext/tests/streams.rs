@@ -618,3 +618,58 @@ fn an_own_stream_outside_the_grant_is_not_pushed() {
         1
     );
 }
+
+/// A referral this device makes out of its own grant (docs/design.md section 10, "Moves"): the
+/// write goes out in the old scope's stream, and the row with its `via` children leaves this
+/// device once the log is folded, without a delete written anywhere.
+#[test]
+fn an_own_referral_out_of_the_grant_is_pushed_and_the_row_leaves() {
+    let hub = Hub::start();
+    let r = device("a");
+    hub.enroll(&r);
+    hub.grant(site_of(&r), 1, &["moshi"]);
+    hub.sync(&r);
+    r.exec(
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi');
+         INSERT INTO visits VALUES ('v1', 'm1', 'first visit');",
+    );
+    hub.sync(&r);
+    r.exec("UPDATE patients SET clinic = 'tanga', name = 'Amina K' WHERE id = 'm1'");
+    let out = hub.sync(&r);
+    assert_eq!(out["batches_pushed"], 1, "{out}");
+    let pushed = hub.pushed();
+    let (stream, _, _, rows) = read(pushed.last().unwrap());
+    assert_eq!(
+        (stream.as_str(), rows),
+        ("moshi", vec!["patients:m1".to_string()])
+    );
+    let json: String = r
+        .conn
+        .query_row(
+            "SELECT outpost_batch_json(?1)",
+            [pushed.last().unwrap()],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(
+        json.contains("\"tanga\"") && json.contains("Amina K"),
+        "{json}"
+    );
+    assert!(
+        !json.contains("\"existence\":2"),
+        "no delete travels: {json}"
+    );
+    assert_eq!(
+        r.one::<String>("SELECT group_concat(id) FROM patients"),
+        "m2"
+    );
+    assert_eq!(r.one::<i64>("SELECT count(*) FROM visits"), 0);
+    assert_eq!(
+        r.one::<i64>("SELECT json_extract(outpost_status(), '$.exits')"),
+        2
+    );
+    assert_eq!(
+        r.one::<i64>("SELECT json_extract(outpost_status(), '$.pending_changes')"),
+        0
+    );
+}

@@ -15,6 +15,9 @@
 //!   `transfer.rs`), removes the marker and the row's old state first, so it merges as a new
 //!   row.
 //!
+//! A referral this device makes itself leaves the same way, once the log holding it is folded
+//! (`own_moves_leave`): its change goes out in the old scope's stream like any unsent change.
+//!
 //! `outpost_status()` counts the markers under `exits`.
 
 use super::Applier;
@@ -33,6 +36,32 @@ pub(crate) fn count(conn: crate::ffi::Conn) -> Result<i64, Error> {
     Ok(conn
         .query_i64("SELECT count(*) FROM _outpost_exits", &[])?
         .unwrap_or(0))
+}
+
+/// This device's own referrals, folded just now (`fold.rs`: local seq, table id, packed key of
+/// each write that changed a row's scope cell): a row now in a scope outside the grant leaves as
+/// a row referred elsewhere does (module documentation), its marker naming the stream its
+/// referral went in (the old scope's). Returns how many rows left.
+pub(crate) fn own_moves_leave(
+    call: &crate::functions::Call,
+    moves: &[(u64, i64, Vec<u8>)],
+) -> Result<u64, Error> {
+    let runs = crate::streams::Runs::load(call.conn)?;
+    let _quiet = call.session.suppress();
+    let mut ap = Applier::new(call)?;
+    let mut left = 0;
+    for (lseq, tbl, key) in moves {
+        let Some(ti) = ap.tables.iter().position(|t| t.id == *tbl) else {
+            continue;
+        };
+        ap.stream = runs
+            .stream_of(*lseq)
+            .map(|(s, _)| s.to_string())
+            .unwrap_or_default();
+        ap.moved = vec![(ti, key.clone())];
+        left += ap.exit_moved()?;
+    }
+    Ok(left)
 }
 
 impl Applier<'_> {
