@@ -22,7 +22,8 @@ pub(crate) mod batch;
 /// The queued transfers by local seq, and the streams each row was ever transferred to.
 pub(crate) const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS _outpost_transfers(lseq INTEGER PRIMARY KEY, tbl INTEGER NOT NULL,
-  key BLOB NOT NULL);
+  key BLOB NOT NULL, stream TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS _outpost_transfers_stream ON _outpost_transfers(stream, lseq);
 CREATE TABLE IF NOT EXISTS _outpost_transferred(tbl INTEGER NOT NULL, key BLOB NOT NULL,
   stream TEXT NOT NULL, PRIMARY KEY(tbl, key, stream)) WITHOUT ROWID;
 ";
@@ -51,11 +52,13 @@ pub(crate) fn enqueue(conn: Conn, tbl: i64, key: &[u8], stream: &str) -> Result<
     };
     drop(s);
     crate::streams::assign(conn, lseq as u64, stream)?;
-    let mut s =
-        conn.prepare("INSERT INTO _outpost_transfers(lseq, tbl, key) VALUES (?1, ?2, ?3)")?;
+    let mut s = conn.prepare(
+        "INSERT INTO _outpost_transfers(lseq, tbl, key, stream) VALUES (?1, ?2, ?3, ?4)",
+    )?;
     s.bind_i64(1, lseq)?;
     s.bind_i64(2, tbl)?;
     s.bind_blob(3, key)?;
+    s.bind_text(4, stream)?;
     s.run()?;
     let mut s = conn.prepare(
         "INSERT OR IGNORE INTO _outpost_transferred(tbl, key, stream) VALUES (?1, ?2, ?3)",

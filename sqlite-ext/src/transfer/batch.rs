@@ -33,9 +33,11 @@ fn transfer_seqs(conn: Conn, runs: &Runs, stream: &str, since: u64) -> Result<Ve
     let Some(first) = runs.local_of(stream, since + 1) else {
         return Ok(Vec::new());
     };
-    let mut s =
-        conn.prepare("SELECT lseq FROM _outpost_transfers WHERE lseq >= ?1 ORDER BY lseq")?;
-    s.bind_i64(1, first as i64)?;
+    let mut s = conn.prepare(
+        "SELECT lseq FROM _outpost_transfers WHERE stream = ?1 AND lseq >= ?2 ORDER BY lseq",
+    )?;
+    s.bind_text(1, stream)?;
+    s.bind_i64(2, first as i64)?;
     let mut out = Vec::new();
     while s.step()? {
         if let Some((st, sseq)) = runs.stream_of(s.i64(0) as u64) {
@@ -47,20 +49,23 @@ fn transfer_seqs(conn: Conn, runs: &Runs, stream: &str, since: u64) -> Result<Ve
     Ok(out)
 }
 
-/// The first seq above `since` of `stream` that is a transfer.
+/// The first seq above `since` of `stream` that is a transfer (one index probe).
 pub(crate) fn next(
     conn: Conn,
     runs: &Runs,
     stream: &str,
     since: u64,
 ) -> Result<Option<u64>, Error> {
-    if conn
-        .query_i64("SELECT 1 FROM _outpost_transfers LIMIT 1", &[])?
-        .is_none()
-    {
+    let Some(first) = runs.local_of(stream, since + 1) else {
         return Ok(None);
-    }
-    Ok(transfer_seqs(conn, runs, stream, since)?.first().copied())
+    };
+    let lseq = conn.query_i64(
+        "SELECT lseq FROM _outpost_transfers WHERE stream = ?1 AND lseq >= ?2 ORDER BY lseq LIMIT 1",
+        &[Value::Text(stream.to_string()), Value::Integer(first as i64)],
+    )?;
+    Ok(lseq
+        .and_then(|l| runs.stream_of(l as u64))
+        .map(|(_, sseq)| sseq))
 }
 
 /// The tracked tables, with how each `via` table finds its parent.
