@@ -166,6 +166,32 @@ impl<'t> Scopes<'t> {
         Ok(String::new())
     }
 
+    /// [`Scopes::now`] for a caller that reads many rows while no app row changes (the
+    /// authority's transfers after an apply): a `via` row's parent scope is looked up once per
+    /// parent, and remembered in `memo` by (table id, packed key), which the caller may also fill
+    /// with scopes it knows.
+    pub(crate) fn now_remembering(
+        &self,
+        t: &Tracked,
+        key: &[u8],
+        memo: &mut HashMap<(i64, Vec<u8>), String>,
+    ) -> Result<String, Error> {
+        let Some(Rule::Via { column, parent }) = self.rules.get(&t.id) else {
+            return self.now(t, key);
+        };
+        let Some(v) = self.value_now(t, key, *column)? else {
+            return Ok(String::new());
+        };
+        let parent = &self.tables[*parent];
+        let pk = crate::keys::pack(&[v]);
+        if let Some(s) = memo.get(&(parent.id, pk.clone())) {
+            return Ok(s.clone());
+        }
+        let s = self.now(parent, &pk)?;
+        memo.insert((parent.id, pk), s.clone());
+        Ok(s)
+    }
+
     /// The stream of each entry of the log above local seq `after`, as (last local seq, stream)
     /// segments in seq order, up to the log's newest seq.
     pub(crate) fn of_log(&self, after: u64) -> Result<Vec<(u64, String)>, Error> {

@@ -27,12 +27,22 @@ impl Applier<'_> {
         let Some(scopes) = crate::row_scope::Scopes::new(conn, &tables)? else {
             return Ok(());
         };
-        for (ti, key, written) in touched {
+        // Scopes known without a read (a change that wrote the scope cell), then those read:
+        // a parent's for each of its `via` children.
+        let mut memo = std::collections::HashMap::new();
+        for (ti, key, written) in &touched {
+            if let Some(s) = written
+                .as_ref()
+                .filter(|s| crate::row_scope::is_scope_name(s))
+            {
+                memo.insert((tables[*ti].id, key.clone()), s.clone());
+            }
+        }
+        for (ti, key, _) in touched {
             let t = &tables[ti];
-            // A new row's insert names its scope: the common case reads nothing back.
-            let now = match written {
-                Some(s) if crate::row_scope::is_scope_name(&s) => s,
-                _ => scopes.now(t, &key)?,
+            let now = match memo.get(&(t.id, key.clone())) {
+                Some(s) => s.clone(),
+                None => scopes.now_remembering(t, &key, &mut memo)?,
             };
             if now.is_empty() || (now == self.stream && !self.moved_in_batch(ti, &key)) {
                 continue;
