@@ -184,6 +184,7 @@ fn message() -> impl Strategy<Value = Message> {
                     vector,
                     session,
                     control: outpost_protocol::ControlVector::new(),
+                    drains: Vec::new(),
                 })
             }),
         (session.clone(), bytes.clone())

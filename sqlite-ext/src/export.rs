@@ -15,6 +15,10 @@
 //! cut, as the budget cuts it, before the first row whose table's direction differs from the rows
 //! it holds. Only rows that share their smallest seq (one write touching two rows) cannot be cut
 //! apart: such a batch holds both kinds and is flagged `both`.
+//!
+//! **Grant version.** A batch names the version of this device's grant its seqs were written
+//! under (`streams.rs`), so it ends where that version changes in its stream: it carries only
+//! the cells whose seqs are in that stretch, and the next call starts at the next version.
 
 use crate::cells;
 use crate::error::{ApplyError, Error};
@@ -124,6 +128,11 @@ pub(crate) fn changes(
     if since >= top {
         return Ok(None);
     }
+    // The grant version of seq `since + 1`, and the last seq written under it: this batch's
+    // upper bound (module documentation).
+    let (version, limit) = runs
+        .stretch(stream, since + 1)
+        .ok_or_else(|| Error::Internal(format!("stream {stream:?} has no seq {}", since + 1)))?;
     // The smallest local seq of the stream above `since`: rows whose newest own seq is below
     // it hold nothing for this batch.
     let first_local = runs
@@ -134,7 +143,9 @@ pub(crate) fn changes(
         Some((s, sseq)) if s == stream && lseq > 0 => Some(sseq),
         _ => None,
     };
-    let above = |lseq: u64| in_stream(lseq).filter(|&s| s > since);
+    // ... when it is also in this batch's stretch.
+    let in_batch = |lseq: u64| in_stream(lseq).filter(|&s| s <= limit);
+    let above = |lseq: u64| in_batch(lseq).filter(|&s| s > since);
     let sites = Sites::load(conn)?;
     let me = sites.me();
     let mut exported: Vec<Exported> = Vec::new();
@@ -189,7 +200,9 @@ pub(crate) fn changes(
             while s.step()? {
                 let st =
                     crate::state::RowState::decode(s.i64(2) as u64, s.i64(3) as u64, &s.blob(4))?;
-                if let Some(min) = st.own_seqs().filter_map(above).min() {
+                // Later stretches' rows too: a cursor kept for the next call holds them.
+                let later = |lseq: u64| in_stream(lseq).filter(|&s| s > since);
+                if let Some(min) = st.own_seqs().filter_map(later).min() {
                     c.push((min, s.i64(0), s.blob(1)));
                 }
             }
@@ -201,7 +214,7 @@ pub(crate) fn changes(
     let mut writer = BodyWriter::new(schemas).map_err(Error::export)?;
     let mut open: Option<usize> = None;
     let mut pushed = 0usize;
-    let mut hi = top;
+    let mut hi = limit;
     // What this batch takes out of the database (`restamp.rs`: it can no longer be re-stamped).
     let mut sent_seq = 0u64;
     let mut sent_hlc = 0u64;
@@ -209,8 +222,16 @@ pub(crate) fn changes(
     // the other kind had to join them (it shares its smallest seq with a row already in).
     let mut rows_up: Option<bool> = None;
     let mut mixed = false;
+    // Rows carried here that also hold seqs above `limit` (only when the stream goes on under
+    // another version): a budget cut's cursor must still hold them.
+    let mut deferred: Vec<(u64, i64, Vec<u8>)> = Vec::new();
     let mut candidates = candidates.into_iter();
     while let Some((min_seq, tbl, key)) = candidates.next() {
+        if min_seq > limit {
+            // The first row of the next stretch: the next call scans again from there (rows
+            // of this batch with later seqs are candidates again then).
+            break;
+        }
         let Some(ti) = exported.iter().position(|e| e.t.id == tbl) else {
             continue;
         };
@@ -306,6 +327,11 @@ pub(crate) fn changes(
             hi = min_seq - 1;
             let mut rest = vec![(min_seq, tbl, key)];
             rest.extend(candidates);
+            // Rows this batch carried that have seqs of a later stretch too.
+            if !deferred.is_empty() {
+                rest.append(&mut deferred);
+                rest.sort_by_key(|x| x.0);
+            }
             call.session.export.put(ExportCursor {
                 stream: stream.to_string(),
                 top,
@@ -320,7 +346,13 @@ pub(crate) fn changes(
             writer.begin_table(ex.header_index).map_err(Error::export)?;
             open = Some(ti);
         }
-        sent_seq = st.own_seqs().filter_map(in_stream).fold(sent_seq, u64::max);
+        sent_seq = st.own_seqs().filter_map(in_batch).fold(sent_seq, u64::max);
+        if limit < top {
+            let later = st.own_seqs().filter_map(in_stream).filter(|&s| s > limit);
+            if let Some(next) = later.min() {
+                deferred.push((next, tbl, key.clone()));
+            }
+        }
         sent_hlc = cells_out
             .iter()
             .map(|c| c.hlc.as_u64())
@@ -348,6 +380,7 @@ pub(crate) fn changes(
             },
             transfer: false,
         },
+        grant_version: version,
         ..BatchMeta::default()
     };
     let mut bytes = codec::finish_batch_with(writer, me, range, &meta, Compression::None)
@@ -437,6 +470,7 @@ pub(crate) fn sql_batch_json(call: &Call, args: &[Arg]) -> Result<Value, Error> 
             "stream": h.stream,
             "range": {"lo": h.range.lo, "hi": h.range.hi},
             "direction": h.flags.direction.as_str(),
+            "grant_version": h.grant_version,
             "base_hlc": h.base_hlc.to_string(),
             "tables": tables,
             "compression": format!("{:?}", h.compression).to_lowercase(),

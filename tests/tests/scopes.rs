@@ -3,7 +3,8 @@
 //! holds only its clinic's patients (and their visits, scoped through their patient), every
 //! tablet holds the unscoped forms, the operator's write on the cloud reaches only its clinic's
 //! tablet; a tablet granted every scope, synced with the cloud, holds all; a tablet tampered with to write into a clinic it is not granted has its push refused
-//! whole, and nothing of it reaches the hub, the cloud or another tablet.
+//! whole, and nothing of it reaches the hub, the cloud or another tablet; a tablet regranted to
+//! another clinic still pushes what it wrote before the regrant.
 
 use outpost_protocol::control::{encode_entry, grant_item};
 use outpost_protocol::handshake::Keypair;
@@ -219,9 +220,11 @@ fn a_tablet_tampered_into_another_clinic_is_refused_and_nothing_of_it_travels() 
     let moshi = DeviceDb::open(&p._dir.path().join("moshi.db"), SCHEMA);
     moshi.exec("INSERT INTO patients VALUES ('x1', 'Dalila', 'tanga')");
     moshi.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");
+    // Its batches name the forged grant's version (99), which no relay knows: the push is
+    // refused whole (docs/design.md section 10, "One decision everywhere").
     let refused = moshi.try_sync().unwrap_err().to_string();
     assert!(
-        refused.contains("scope 'tanga'") && refused.contains("not granted"),
+        refused.contains("version 99") && refused.contains("nothing of this push was stored"),
         "{refused}"
     );
     // Nothing of that push was stored: not its tanga row, not its honest moshi write either.
@@ -236,4 +239,52 @@ fn a_tablet_tampered_into_another_clinic_is_refused_and_nothing_of_it_travels() 
         .call("SELECT name FROM patients WHERE id = 'm1'")
         .unwrap();
     assert_eq!(name, "Amina", "the refused push is refused whole");
+}
+
+/// The contract's regrant story at the cloud: the moshi tablet is reassigned to tanga with an
+/// unsent moshi write; its batch names the grant version it was written under (moshi's), so the
+/// cloud takes it after the regrant and the all-scopes device gets it.
+#[test]
+fn a_write_made_before_a_regrant_reaches_the_cloud_after_it() {
+    let dir = scratch();
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let m = DeviceDb::open(&dir.path().join("m.db"), SCHEMA);
+    let s = DeviceDb::open(&dir.path().join("s.db"), SCHEMA);
+    m.enroll(&cloud_code(&cloud, "--device", "moshi"));
+    s.enroll(&cloud_code(&cloud, "--device", "*"));
+    m.exec("INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi')");
+    within("the all-scopes device holds the moshi patients", || {
+        m.sync();
+        s.sync();
+        ids(&s, "patients") == ["m1", "m2"]
+    });
+    m.exec("UPDATE patients SET name = 'Baraka J' WHERE id = 'm2'");
+    let site: Vec<u8> = m.call("SELECT outpost_site_id()").unwrap();
+    let hex: String = site.iter().map(|b| format!("{b:02x}")).collect();
+    let out = Command::new(&built().cloud)
+        .args(["grant", "--data"])
+        .arg(&cloud.data)
+        .args(["--device", &hex[..12], "--scopes", "tanga"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    within(
+        "the write made before the regrant reaches the all-scopes device",
+        || {
+            m.sync();
+            s.sync();
+            s.call::<String>("SELECT name FROM patients WHERE id = 'm2'")
+                .unwrap()
+                == "Baraka J"
+        },
+    );
+    assert_eq!(
+        m.json("SELECT json_extract(outpost_status(), '$.scopes')"),
+        serde_json::json!(["tanga"])
+    );
+    assert_eq!(
+        ids(&s, "patients"),
+        ["m1", "m2"],
+        "a regrant deletes nothing elsewhere"
+    );
 }

@@ -153,6 +153,22 @@ impl ServerStore for Held {
         }
         Ok(v)
     }
+    /// The scopes of the grant entry for `site` at `version` in the hub's control streams.
+    fn grant_at(
+        &mut self,
+        site: &SiteId,
+        version: u64,
+    ) -> Result<Option<outpost_protocol::scope::Scopes>, String> {
+        let control = self.control.lock().unwrap();
+        Ok(control.iter().find_map(
+            |(_, _, bytes)| match control::decode_entry(bytes).ok()?.item {
+                control::ControlItem::Grant(g) if g.site == *site && g.version == version => {
+                    Some(g.scopes)
+                }
+                _ => None,
+            },
+        ))
+    }
     fn control_for(
         &mut self,
         peer: &outpost_protocol::ControlVector,
@@ -408,6 +424,7 @@ impl Hub {
                             vector: store.vector.clone(),
                             session: SessionId::default(),
                             control: outpost_protocol::ControlVector::new(),
+                            drains: Vec::new(),
                         }));
                         while conn.recv().is_some() {}
                     }
