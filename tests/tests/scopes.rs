@@ -243,9 +243,10 @@ fn a_tablet_tampered_into_another_clinic_is_refused_and_nothing_of_it_travels() 
 
 /// The contract's regrant story at the cloud: the moshi tablet is reassigned to tanga with an
 /// unsent moshi write; its batch names the grant version it was written under (moshi's), so the
-/// cloud takes it after the regrant and the all-scopes device gets it.
+/// cloud takes it after the regrant and the all-scopes device gets it; the tablet then drops its
+/// moshi rows without writing a delete (nothing is deleted elsewhere) and holds tanga's.
 #[test]
-fn a_write_made_before_a_regrant_reaches_the_cloud_after_it() {
+fn a_regranted_tablet_pushes_its_unsent_write_then_holds_only_its_new_clinic() {
     let dir = scratch();
     let cloud = Cloud::running(&dir.path().join("cloud"));
     let m = DeviceDb::open(&dir.path().join("m.db"), SCHEMA);
@@ -282,9 +283,26 @@ fn a_write_made_before_a_regrant_reaches_the_cloud_after_it() {
         m.json("SELECT json_extract(outpost_status(), '$.scopes')"),
         serde_json::json!(["tanga"])
     );
+    s.exec("INSERT INTO patients VALUES ('t1', 'Chausiku', 'tanga')");
+    within("the regranted tablet holds tanga's patients only", || {
+        s.sync();
+        m.sync();
+        ids(&m, "patients") == ["t1"]
+    });
+    assert_eq!(
+        m.json("SELECT json_extract(outpost_status(), '$.draining')"),
+        serde_json::json!([]),
+        "the drain is over"
+    );
+    // Nothing the tablet dropped travelled as a delete.
+    std::thread::sleep(Duration::from_secs(1));
+    m.sync();
+    s.sync();
     assert_eq!(
         ids(&s, "patients"),
-        ["m1", "m2"],
+        ["m1", "m2", "t1"],
         "a regrant deletes nothing elsewhere"
     );
+    let name: String = s.call("SELECT name FROM patients WHERE id = 'm2'").unwrap();
+    assert_eq!(name, "Baraka J");
 }
