@@ -326,7 +326,7 @@ fn regranted(
     old: Option<&outpost_protocol::scope::Scopes>,
     new: Option<&outpost_protocol::scope::Scopes>,
 ) -> Result<u64, Error> {
-    call.conn.exec("SAVEPOINT outpost_regrant")?;
+    call.conn.exec("SAVEPOINT outpost_drain")?;
     let r = (|| {
         let runs = crate::streams::Runs::load(call.conn)?;
         crate::drain::regranted(call, old, new, |scope| {
@@ -334,7 +334,7 @@ fn regranted(
         })?;
         crate::drain::drop_drained(call).map(|d| d.len() as u64)
     })();
-    crate::schema::finish_savepoint(call.conn, "outpost_regrant", r)
+    crate::schema::finish_savepoint(call.conn, "outpost_drain", r)
 }
 
 /// Folds the log in its own savepoint, as an export would.
@@ -380,22 +380,51 @@ impl EngineStore<'_> {
     fn control_received_inner(&mut self, entries: Vec<Vec<u8>>) -> Result<(), SyncError> {
         let call = self.call;
         super::identity::ensure_tables(call.conn)?;
-        // Every write made under the grant held now is numbered under it before an entry may
-        // change it (`streams.rs`): the batches that carry them name the old version.
         let regrant = entries.iter().any(|bytes| {
             matches!(
                 outpost_protocol::control::decode_entry(bytes).map(|e| e.item),
                 Ok(ControlItem::Grant(g)) if g.site == self.site
             )
         });
-        let site = self.site;
-        let old = match regrant {
-            true => {
-                fold_now(call)?;
-                Some(self.directory()?.grant_of(&site).map(|g| g.scopes.clone()))
+        if !regrant {
+            return self.admit(entries, None);
+        }
+        // A change of this device's own grant: the fold before it, the entries and the drains
+        // it starts are one transaction, so no write of another connection falls between the
+        // fold and the drain's write refusal (it would be numbered under the new grant, in a
+        // scope about to be dropped).
+        call.conn.exec("SAVEPOINT outpost_regrant")?;
+        let r = (|| {
+            // Every write made under the grant held now is numbered under it before an entry
+            // may change it (`streams.rs`): the batches that carry them name the old version.
+            fold_now(call)?;
+            let site = self.site;
+            let old = self.directory()?.grant_of(&site).map(|g| g.scopes.clone());
+            self.admit(entries, Some(old))
+        })();
+        match r {
+            Ok(()) => Ok(call.conn.exec("RELEASE outpost_regrant")?),
+            Err(e) => {
+                let _ = call
+                    .conn
+                    .exec("ROLLBACK TO outpost_regrant; RELEASE outpost_regrant");
+                // The directory in memory may hold entries the rollback took back.
+                self.directory = None;
+                call.session.grant.forget();
+                Err(e)
             }
-            false => None,
-        };
+        }
+    }
+
+    /// Admits and stores control entries; `old`: this device's grant before them, when they
+    /// may change it (its scopes it no longer holds then start draining, `drain.rs`).
+    fn admit(
+        &mut self,
+        entries: Vec<Vec<u8>>,
+        old: Option<Option<outpost_protocol::scope::Scopes>>,
+    ) -> Result<(), SyncError> {
+        let call = self.call;
+        let site = self.site;
         let directory = self.directory()?;
         let r = super::control::receive(call.conn, directory, entries)?;
         if r.accepted > 0 {
