@@ -770,9 +770,19 @@ fn a_removed_scope_drains_then_its_rows_leave_without_a_delete() {
     }
     r.exec("INSERT INTO forms VALUES ('f2', 'PNC')");
     assert_eq!(db_version(&r, "moshi"), moshi_top + 1, "no moshi seq added");
-    // The next session's hello finds the write held: the drain completes.
+    assert_eq!(
+        hub.declared(),
+        [],
+        "learnt mid-session: no hello declared it yet"
+    );
+    // The next session's hello declares the drain, and the hub's hello shows the write held:
+    // the drain completes.
     let out = hub.sync(&r);
     assert_eq!(out["scopes_dropped"], 1, "{out}");
+    assert_eq!(
+        hub.declared(),
+        [("moshi".to_string(), moshi_top as u64 + 1)]
+    );
     assert_eq!(r.one::<i64>("SELECT count(*) FROM patients"), 0);
     assert_eq!(r.one::<i64>("SELECT count(*) FROM visits"), 0);
     assert_eq!(

@@ -306,3 +306,61 @@ fn a_regranted_tablet_pushes_its_unsent_write_then_holds_only_its_new_clinic() {
     let name: String = s.call("SELECT name FROM patients WHERE id = 'm2'").unwrap();
     assert_eq!(name, "Baraka J");
 }
+
+/// The same regrant behind a hub: the cloud regrants the hub's moshi tablet to tanga; the hub
+/// learns it over its uplink and the tablet from the hub. Its unsent moshi write reaches the
+/// all-scopes device through the hub and the cloud, then the tablet holds tanga's patients only,
+/// and the clinic tablets and the office keep every row.
+#[test]
+fn a_tablet_behind_a_hub_regranted_to_another_clinic_drains_then_swaps() {
+    let p = programme();
+    p.moshi
+        .exec("INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi')");
+    p.tanga
+        .exec("INSERT INTO patients VALUES ('t1', 'Chausiku', 'tanga')");
+    within("every patient reaches the office", || {
+        for d in [&p.moshi, &p.tanga, &p.office] {
+            d.sync();
+        }
+        ids(&p.office, "patients") == ["m1", "m2", "t1"]
+    });
+    p.moshi
+        .exec("UPDATE patients SET name = 'Baraka J' WHERE id = 'm2'");
+    let site: Vec<u8> = p.moshi.call("SELECT outpost_site_id()").unwrap();
+    let hex: String = site.iter().map(|b| format!("{b:02x}")).collect();
+    let out = Command::new(&built().cloud)
+        .args(["grant", "--data"])
+        .arg(&p.cloud.data)
+        .args(["--device", &hex[..12], "--scopes", "tanga"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    within(
+        "the tablet swaps clinics and its last moshi write arrives",
+        || {
+            for d in [&p.moshi, &p.office] {
+                d.sync();
+            }
+            let name: String = p
+                .office
+                .call("SELECT name FROM patients WHERE id = 'm2'")
+                .unwrap();
+            name == "Baraka J" && ids(&p.moshi, "patients") == ["t1"]
+        },
+    );
+    assert_eq!(
+        p.moshi
+            .json("SELECT json_extract(outpost_status(), '$.scopes')"),
+        serde_json::json!(["tanga"])
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for d in [&p.moshi, &p.tanga, &p.office] {
+        d.sync();
+    }
+    assert_eq!(
+        ids(&p.office, "patients"),
+        ["m1", "m2", "t1"],
+        "nothing deleted"
+    );
+    assert_eq!(ids(&p.tanga, "patients"), ["t1"]);
+}
