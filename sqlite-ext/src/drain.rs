@@ -12,8 +12,10 @@
 //!    the device to (nothing above it is accepted).
 //! 3. **No new seqs**: while a scope drains, the app's writes to its rows are refused at write
 //!    time (`outpost_check_drain`, below), so its stream never grows past the drain seq.
-//! 4. **Drop** ([`drop_drained`], after an acknowledgement or at once when nothing was unsent):
-//!    once the acknowledged mark of its own stream reaches the drain seq, the scope's app rows
+//! 4. **Drop** ([`drop_drained`]: at an acknowledgement, at a session's pull once its control
+//!    entries are in (a relay's hello may show the seqs held; an entry may grant the scope
+//!    again), and at once when nothing was unsent): once the acknowledged mark of its own
+//!    stream reaches the drain seq, the scope's app rows
 //!    (scope-column rows and their `via` children) are deleted with the triggers quiet (no log
 //!    entry, no delete travels), with their row state, cells, tombstones and exit markers, and
 //!    every `_outpost_vector` entry of the scope's streams: regaining it is a first sync. Runs

@@ -768,6 +768,15 @@ fn a_removed_scope_drains_then_its_rows_leave_without_a_delete() {
             "{write}: {e}"
         );
     }
+    // The app's other connections too (the refusal is in the database, not the connection).
+    let app = rusqlite::Connection::open(r.conn.path().unwrap()).unwrap();
+    common::load(&app);
+    let e = app
+        .execute("UPDATE patients SET name = 'Y' WHERE id = 'm2'", [])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("scope 'moshi' was removed"), "{e}");
+    drop(app);
     r.exec("INSERT INTO forms VALUES ('f2', 'PNC')");
     assert_eq!(db_version(&r, "moshi"), moshi_top + 1, "no moshi seq added");
     assert_eq!(
@@ -840,4 +849,42 @@ fn a_removed_scope_with_nothing_unsent_drops_at_once() {
         "t1"
     );
     r.exec("UPDATE patients SET name = 'Chausiku M' WHERE id = 't1'");
+}
+
+/// A scope granted again before its drain ended stops draining: its rows stay and are written
+/// as any, their new writes named by the new version.
+#[test]
+fn a_scope_granted_again_while_draining_stays() {
+    let hub = Hub::start();
+    let r = device("a");
+    hub.enroll(&r);
+    hub.grant(site_of(&r), 1, &["moshi"]);
+    hub.sync(&r);
+    r.exec("INSERT INTO patients VALUES ('m1', 'Amina', 'moshi')");
+    hub.sync(&r);
+    r.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");
+    hub.grant(site_of(&r), 2, &["tanga"]);
+    hub.sync_cut_before_ack(&r);
+    assert!(r
+        .conn
+        .execute("UPDATE patients SET name = 'X' WHERE id = 'm1'", [])
+        .is_err());
+    hub.grant(site_of(&r), 3, &["moshi", "tanga"]);
+    let out = hub.sync(&r);
+    assert_eq!(out["scopes_dropped"], 0, "{out}");
+    let status: serde_json::Value =
+        serde_json::from_str(&r.one::<String>("SELECT outpost_status()")).unwrap();
+    assert_eq!(status["draining"], serde_json::json!([]));
+    r.exec("UPDATE patients SET name = 'Amina J' WHERE id = 'm1'");
+    hub.sync(&r);
+    let last = hub.pushed().last().unwrap().clone();
+    let (stream, lo, hi, _) = read(&last);
+    assert_eq!(
+        (stream.as_str(), lo, hi, grant_version(&last)),
+        ("moshi", 3, 3, 3)
+    );
+    assert_eq!(
+        r.one::<String>("SELECT name FROM patients WHERE id = 'm1'"),
+        "Amina J"
+    );
 }

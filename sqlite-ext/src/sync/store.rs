@@ -160,6 +160,8 @@ pub(crate) struct EngineStore<'c> {
     pub pushed_max_ms: u64,
     /// The peer's trusted time as its hello stated it (ms; 0: it has none).
     pub peer_clock_ms: u64,
+    /// The push was planned: a later vector read is for a `Pull`.
+    planned: bool,
 }
 
 /// The sent marks around a session's export (`restamp.rs`).
@@ -195,6 +197,7 @@ impl<'c> EngineStore<'c> {
             sent_marks: None,
             pushed_max_ms: 0,
             peer_clock_ms: 0,
+            planned: false,
         }
     }
 
@@ -365,6 +368,9 @@ impl EngineStore<'_> {
         // The vector is read for the hello and for each `Pull`: a new pull brings the held
         // batches again (the vector did not advance for them), and counts them afresh.
         self.held.clear();
+        if self.planned {
+            self.drop_drained()?;
+        }
         Ok(vector(self.call, self.site)?)
     }
 
@@ -523,8 +529,10 @@ impl EngineStore<'_> {
                 streams.push_back((scope, since, upto));
             }
         }
-        // The relay's hello may say a draining scope's last seqs are held already.
-        self.drop_drained()?;
+        // The relay's hello may say a draining scope's last seqs are held already: the drain
+        // ends at the pull (`vector_inner`), once this session's control entries are in (one
+        // may grant the scope again).
+        self.planned = true;
         if self.sent_marks.is_none() {
             let now = crate::restamp::sent(self.call.conn)?;
             self.sent_marks = Some(SentMarks {
