@@ -143,7 +143,9 @@ pub(crate) fn changes(
         Some((s, sseq)) if s == stream && lseq > 0 => Some(sseq),
         _ => None,
     };
-    // ... when it is also in this batch's stretch.
+    // ... when it is also in this batch's stretch. Candidates are the rows holding such a seq
+    // above `since`: a budget cut's cursor serves the rest of the stretch, and the next
+    // stretch's first call scans again (no cursor is kept where a stretch ends).
     let in_batch = |lseq: u64| in_stream(lseq).filter(|&s| s <= limit);
     let above = |lseq: u64| in_batch(lseq).filter(|&s| s > since);
     let sites = Sites::load(conn)?;
@@ -200,9 +202,7 @@ pub(crate) fn changes(
             while s.step()? {
                 let st =
                     crate::state::RowState::decode(s.i64(2) as u64, s.i64(3) as u64, &s.blob(4))?;
-                // Later stretches' rows too: a cursor kept for the next call holds them.
-                let later = |lseq: u64| in_stream(lseq).filter(|&s| s > since);
-                if let Some(min) = st.own_seqs().filter_map(later).min() {
+                if let Some(min) = st.own_seqs().filter_map(above).min() {
                     c.push((min, s.i64(0), s.blob(1)));
                 }
             }
@@ -222,16 +222,8 @@ pub(crate) fn changes(
     // the other kind had to join them (it shares its smallest seq with a row already in).
     let mut rows_up: Option<bool> = None;
     let mut mixed = false;
-    // Rows carried here that also hold seqs above `limit` (only when the stream goes on under
-    // another version): a budget cut's cursor must still hold them.
-    let mut deferred: Vec<(u64, i64, Vec<u8>)> = Vec::new();
     let mut candidates = candidates.into_iter();
     while let Some((min_seq, tbl, key)) = candidates.next() {
-        if min_seq > limit {
-            // The first row of the next stretch: the next call scans again from there (rows
-            // of this batch with later seqs are candidates again then).
-            break;
-        }
         let Some(ti) = exported.iter().position(|e| e.t.id == tbl) else {
             continue;
         };
@@ -327,11 +319,6 @@ pub(crate) fn changes(
             hi = min_seq - 1;
             let mut rest = vec![(min_seq, tbl, key)];
             rest.extend(candidates);
-            // Rows this batch carried that have seqs of a later stretch too.
-            if !deferred.is_empty() {
-                rest.append(&mut deferred);
-                rest.sort_by_key(|x| x.0);
-            }
             call.session.export.put(ExportCursor {
                 stream: stream.to_string(),
                 top,
@@ -347,12 +334,6 @@ pub(crate) fn changes(
             open = Some(ti);
         }
         sent_seq = st.own_seqs().filter_map(in_batch).fold(sent_seq, u64::max);
-        if limit < top {
-            let later = st.own_seqs().filter_map(in_stream).filter(|&s| s > limit);
-            if let Some(next) = later.min() {
-                deferred.push((next, tbl, key.clone()));
-            }
-        }
         sent_hlc = cells_out
             .iter()
             .map(|c| c.hlc.as_u64())
