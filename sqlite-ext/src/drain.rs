@@ -247,10 +247,21 @@ fn trigger_name(t: &Tracked, op: &str) -> String {
 /// documentation).
 fn set_refusals(conn: Conn, tables: &[Tracked], on: bool) -> Result<(), Error> {
     let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
-    for t in tables {
-        for op in ["ins", "upd", "del"] {
-            conn.exec(&format!("DROP TRIGGER IF EXISTS {}", trigger_name(t, op)))?;
+    // Every one there is, by name: a table untracked while its scope drained keeps none.
+    let mut old = Vec::new();
+    {
+        let mut s = conn.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' \
+             AND name LIKE '\\_outpost\\_drain\\_%' ESCAPE '\\'",
+        )?;
+        while s.step()? {
+            old.push(s.text(0));
         }
+    }
+    for name in old {
+        conn.exec(&format!("DROP TRIGGER IF EXISTS {}", quote(&name)))?;
+    }
+    for t in tables {
         let column = match &t.def.scope {
             Some(ScopeRule::Column(c)) | Some(ScopeRule::Via(c)) if on => c,
             _ => continue,

@@ -755,7 +755,15 @@ fn a_removed_scope_drains_then_its_rows_leave_without_a_delete() {
         (read(&pushed).0, grant_version(&pushed)),
         ("moshi".to_string(), 1)
     );
-    // Read-only meanwhile: updates, deletes and new children of its rows are refused.
+    // Read-only meanwhile: updates, deletes and new children of its rows are refused (by
+    // triggers on patients and visits that exist only while a scope drains).
+    assert_eq!(
+        r.one::<i64>(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' \
+             AND name LIKE '\\_outpost\\_drain\\_%' ESCAPE '\\'"
+        ),
+        5
+    );
     for write in [
         "UPDATE patients SET name = 'X' WHERE id = 'm1'",
         "DELETE FROM patients WHERE id = 'm2'",
@@ -827,6 +835,13 @@ fn a_removed_scope_drains_then_its_rows_leave_without_a_delete() {
         serde_json::from_str(&r.one::<String>("SELECT outpost_status()")).unwrap();
     assert_eq!(status["draining"], serde_json::json!([]));
     // The refusal triggers are gone with the drain: a tanga row is written as any.
+    assert_eq!(
+        r.one::<i64>(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' \
+             AND name LIKE '\\_outpost\\_drain\\_%' ESCAPE '\\'"
+        ),
+        0
+    );
     r.exec("INSERT INTO patients VALUES ('t1', 'Chausiku', 'tanga')");
     r.exec("UPDATE patients SET name = 'Chausiku M' WHERE id = 't1'");
 }
