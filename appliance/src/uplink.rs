@@ -705,6 +705,7 @@ impl Uplink {
             session: SessionId::default(),
             // Enrolment only confirms admission: no control entries are exchanged.
             control: outpost_protocol::ControlVector::new(),
+            drains: Vec::new(),
         });
         let h = link
             .confirm_enrollment(&hello, code.hub_site)

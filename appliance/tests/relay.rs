@@ -140,6 +140,7 @@ fn hello(dev: &Device, session: SessionId) -> Message {
         vector: dev.vector.clone(),
         session,
         control: outpost_protocol::ControlVector::new(),
+        drains: Vec::new(),
     })
 }
 

@@ -203,9 +203,32 @@ impl<W: Wire> Link<W> {
             .poll(store)
             .map_err(|e| LinkError::session(&self.at, e))?
         {
-            self.send(&m)?;
+            if let Err(e) = self.send(&m) {
+                return Err(self.refusal_behind(e, client, store));
+            }
         }
         Ok(())
+    }
+
+    /// A server that refuses a message (a push outside the grant, a version it does not know)
+    /// sends its error and closes, and a client still streaming its push then fails to write:
+    /// the error already received says why, so it is reported rather than the broken pipe.
+    fn refusal_behind<C: ClientStore>(
+        &mut self,
+        lost: LinkError,
+        client: &mut ClientSession<C>,
+        store: &mut C,
+    ) -> LinkError {
+        if !lost.is_lost_connection() {
+            return lost;
+        }
+        match self.recv_within(Duration::from_millis(200)) {
+            Ok(Some(m @ Message::Error { .. })) => match client.handle(m, store) {
+                Err(e) => LinkError::session(&self.at, e),
+                Ok(()) => lost,
+            },
+            _ => lost,
+        }
     }
 
     /// Runs `client` until its session ends, or, in live mode, until it waits for `Notify`

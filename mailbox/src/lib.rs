@@ -49,6 +49,7 @@
 mod client_store;
 mod clock_bound;
 mod control;
+mod drains;
 mod error;
 mod ids;
 mod mailbox;

@@ -30,7 +30,9 @@
 //! - Version 6: streams (docs/design.md section 10): `batches.stream` (the clear header's scope
 //!   id, `''` unscoped) and coverage keyed by `(origin, stream)`. A version-5 file is upgraded in
 //!   place: every batch it holds is of the unscoped stream (no peer exported another before
-//!   version 6), so its coverage carries over as the unscoped stream's.
+//!   version 6), so its coverage carries over as the unscoped stream's. Also `drains(origin,
+//!   scope, last)` (`drains.rs`): the drains devices declared, created at every open where
+//!   missing (a file made before it gains it empty).
 
 use crate::control::{ControlCache, CONTROL_SCHEMA};
 use crate::error::MailboxError;
@@ -341,6 +343,8 @@ impl Mailbox {
             .map_err(sql)?;
         }
         conn.execute_batch(CONTROL_SCHEMA).map_err(sql)?;
+        conn.execute_batch(crate::drains::DRAINS_SCHEMA)
+            .map_err(sql)?;
         let mut conn = conn;
         crate::clock_bound::ensure(&mut conn).map_err(sql)?;
         Ok(Mailbox {

@@ -14,7 +14,7 @@ use crate::ids::DEVICE_ID_QUOTA;
 use crate::mailbox::{BatchRef, Mailbox, PullPlan, PushRecord};
 use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
-use outpost_protocol::message::{Covered, SessionId};
+use outpost_protocol::message::{Covered, Drain, SessionId};
 use outpost_protocol::scope::Scopes;
 use outpost_protocol::session::{CommitRecord, ServerStore, StagedBatch};
 use outpost_protocol::{ControlVector, Hlc, SiteId, VersionVector};
@@ -134,6 +134,14 @@ impl ServerStore for Mailbox {
 
     fn grant_at(&mut self, site: &SiteId, version: u64) -> Result<Option<Scopes>, MailboxError> {
         Ok(self.directory()?.grant_at(site, version).cloned())
+    }
+
+    fn drains_declared(&mut self, site: &SiteId, drains: &[Drain]) -> Result<(), MailboxError> {
+        self.record_drains(site, drains)
+    }
+
+    fn drain_of(&mut self, site: &SiteId, scope: &str) -> Result<Option<u64>, MailboxError> {
+        Mailbox::drain_of(self, site, scope)
     }
 
     fn control_vector(&mut self) -> Result<ControlVector, MailboxError> {

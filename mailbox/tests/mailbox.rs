@@ -541,3 +541,39 @@ fn a_version_5_file_is_upgraded_to_streams_in_place() {
         .unwrap();
     assert_eq!(version, 6);
 }
+
+/// The drains a device declared survive a reopen, a later declaration of the same scope
+/// replaces the earlier one, and a file made before the table gains it empty.
+#[test]
+fn declared_drains_are_kept_per_device_and_scope() {
+    use outpost_protocol::message::Drain;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mailbox.db");
+    let (a, b) = (site(1), site(2));
+    let d = |scope: &str, last| Drain {
+        scope: scope.into(),
+        last,
+    };
+    {
+        let mut mb = Mailbox::open(&path).unwrap();
+        assert_eq!(mb.drain_of(&a, "moshi").unwrap(), None);
+        mb.record_drains(&a, &[d("moshi", 3), d("arusha", 0)])
+            .unwrap();
+        mb.record_drains(&a, &[d("moshi", 5)]).unwrap();
+        mb.record_drains(&b, &[d("moshi", 9)]).unwrap();
+    }
+    let mb = Mailbox::open(&path).unwrap();
+    assert_eq!(mb.drain_of(&a, "moshi").unwrap(), Some(5));
+    assert_eq!(mb.drain_of(&a, "arusha").unwrap(), Some(0));
+    assert_eq!(mb.drain_of(&b, "moshi").unwrap(), Some(9));
+    assert_eq!(mb.drain_of(&b, "tanga").unwrap(), None);
+    drop(mb);
+    // A file made before the table: it is created, empty, at the next open.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("DROP TABLE drains")
+        .unwrap();
+    let mb = Mailbox::open(&path).unwrap();
+    assert_eq!(mb.drain_of(&a, "moshi").unwrap(), None);
+    mb.check().unwrap();
+}

@@ -57,6 +57,23 @@ pub struct Hello {
     /// The sender's control streams: the last entry it holds of each writer
     /// (`crate::control`); the other side sends what this lacks.
     pub control: ControlVector,
+    /// The scopes a device's grant no longer holds that it still pushes its own batches of, each
+    /// with the last seq it will push there (docs/design.md section 10, "Regrants"); at most
+    /// [`MAX_DRAINS`], each a scope name. Empty from servers and hubs.
+    pub drains: Vec<Drain>,
+}
+
+/// The most removed scopes one hello may declare ([`Hello::drains`]).
+pub const MAX_DRAINS: usize = 64;
+
+/// A scope removed from a device's grant, draining: relays take the device's own batches of
+/// that scope's stream up to `last`, and nothing above it.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Drain {
+    /// The removed scope (a scope name, never `""`).
+    pub scope: String,
+    /// The last seq of the device's own stream of that scope it will push (0: none).
+    pub last: u64,
 }
 
 /// One batch a server now covers, in an [`Message::Ack`].
@@ -424,6 +441,16 @@ impl Message {
             }
             Message::Hello(h) if !control_ok(&h.control) => {
                 bad("hello control vector has a zero entry")
+            }
+            Message::Hello(h) if h.drains.len() > MAX_DRAINS => {
+                bad("hello declares more drains than a hello may carry")
+            }
+            Message::Hello(h)
+                if h.drains
+                    .iter()
+                    .any(|d| crate::scope::check_name(&d.scope).is_err()) =>
+            {
+                bad("hello declares a drain of something that is not a scope name")
             }
             Message::Control { entries }
                 if entries.len() > crate::control::MAX_ENTRIES_PER_MESSAGE =>

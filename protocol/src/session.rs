@@ -154,6 +154,25 @@ pub trait ServerStore {
         let _ = (site, version);
         Ok(None)
     }
+    /// A device declared in its hello the scopes it drains (docs/design.md section 10,
+    /// "Regrants"): the store keeps each (site, scope) → last seq **durably** (a later
+    /// declaration of the same pair replaces it), so later sessions refuse the device's own
+    /// batches above it while its grant does not hold the scope. Default: not kept (the
+    /// session still judges by its hello).
+    fn drains_declared(
+        &mut self,
+        site: &SiteId,
+        drains: &[crate::message::Drain],
+    ) -> Result<(), Self::Error> {
+        let _ = (site, drains);
+        Ok(())
+    }
+    /// The last seq `site` declared it would push of its stream of `scope`, if it declared one
+    /// ([`ServerStore::drains_declared`]). Default: none.
+    fn drain_of(&mut self, site: &SiteId, scope: &str) -> Result<Option<u64>, Self::Error> {
+        let _ = (site, scope);
+        Ok(None)
+    }
     /// The key this store knows for `origin`, to verify a relayed batch's signature with (a
     /// device's own pushes are verified with the key its handshake authenticated). `None` (the
     /// default): not known here, and the push is refused with [`SessionError::KeyUnknown`]
@@ -263,6 +282,12 @@ pub trait ClientStore {
     fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), Self::Error> {
         let _ = entries;
         Ok(())
+    }
+    /// The scopes its grant no longer holds whose own streams this store still pushes, each
+    /// with the last seq it will push there, for its hello ([`crate::message::Hello::drains`];
+    /// at most [`crate::message::MAX_DRAINS`]). Default: none.
+    fn drains(&mut self) -> Result<Vec<crate::message::Drain>, Self::Error> {
+        Ok(Vec::new())
     }
 }
 

@@ -172,20 +172,27 @@ fn message() -> impl Strategy<Value = Message> {
             any::<[u8; 32]>(),
             any::<u64>(),
             vector(),
-            session.clone()
+            session.clone(),
+            proptest::collection::vec(("[a-z][a-z0-9_.-]{0,10}", any::<u64>()), 0..4)
         )
-            .prop_map(|(v, site, role, fingerprint, wall, vector, session)| {
-                Message::Hello(Hello {
-                    protocol_version: v,
-                    site: SiteId(site),
-                    role: [PeerRole::Device, PeerRole::Hub, PeerRole::Cloud][role],
-                    fingerprint,
-                    wall_clock_ms: wall,
-                    vector,
-                    session,
-                    control: outpost_protocol::ControlVector::new(),
-                })
-            }),
+            .prop_map(
+                |(v, site, role, fingerprint, wall, vector, session, drains)| {
+                    Message::Hello(Hello {
+                        protocol_version: v,
+                        site: SiteId(site),
+                        role: [PeerRole::Device, PeerRole::Hub, PeerRole::Cloud][role],
+                        fingerprint,
+                        wall_clock_ms: wall,
+                        vector,
+                        session,
+                        control: outpost_protocol::ControlVector::new(),
+                        drains: drains
+                            .into_iter()
+                            .map(|(scope, last)| outpost_protocol::message::Drain { scope, last })
+                            .collect(),
+                    })
+                }
+            ),
         (session.clone(), bytes.clone())
             .prop_map(|(session, batch)| Message::Push { session, batch }),
         session

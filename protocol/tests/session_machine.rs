@@ -25,6 +25,7 @@ fn hello(session: u8) -> Message {
         vector: VersionVector::new(),
         session: SessionId([session; 16]),
         control: outpost_protocol::ControlVector::new(),
+        drains: Vec::new(),
     })
 }
 
@@ -1142,4 +1143,105 @@ fn a_pushed_transfer_batch_is_refused_whole() {
         assert!(e.to_string().contains("only the cloud writes"), "{e}");
         assert!(sstore.batches.is_empty());
     }
+}
+
+/// A device regranted out of moshi declares in its hello the last moshi seq it will push
+/// (docs/design.md section 10, "Regrants"): the relay takes its moshi batches up to that seq,
+/// refuses one reaching above it, and keeps the declaration for sessions whose hello does not
+/// repeat it.
+#[test]
+fn a_draining_scope_is_taken_up_to_the_declared_seq_and_no_further() {
+    use outpost_protocol::message::Drain;
+    use outpost_protocol::scope::Scopes;
+    use outpost_testkit::batch::scoped_under;
+    let mut sstore = MemServer::default();
+    sstore
+        .grant_versions
+        .insert((DEVICE, 1), Scopes::parse(["moshi"]).unwrap());
+    sstore
+        .grant_versions
+        .insert((DEVICE, 2), Scopes::parse(["tanga"]).unwrap());
+    let session = |sstore: &mut MemServer, drains: Vec<Drain>| {
+        let mut cfg = server_config();
+        cfg.peer_grant = Scopes::parse(["tanga"]).unwrap();
+        let mut server = ServerSession::<MemServer>::new(cfg);
+        let Message::Hello(mut h) = hello(1) else {
+            unreachable!()
+        };
+        h.drains = drains;
+        server.handle(Message::Hello(h), 0, sstore).unwrap();
+        drain(&mut server, sstore);
+        server
+    };
+    let declared = vec![Drain {
+        scope: "moshi".into(),
+        last: 3,
+    }];
+    let mut server = session(&mut sstore, declared);
+    assert_eq!(sstore.drains.get(&(DEVICE, "moshi".into())), Some(&3));
+    server
+        .handle(
+            push(1, scoped_under(DEVICE, "moshi", 1, 1, 3)),
+            0,
+            &mut sstore,
+        )
+        .unwrap();
+    let e = server
+        .handle(
+            push(1, scoped_under(DEVICE, "moshi", 1, 4, 4)),
+            0,
+            &mut sstore,
+        )
+        .unwrap_err();
+    assert!(matches!(e, SessionError::ScopeRefused { .. }), "{e:?}");
+    // A later session whose hello declares nothing: the kept declaration judges.
+    let mut server = session(&mut sstore, Vec::new());
+    let e = server
+        .handle(
+            push(1, scoped_under(DEVICE, "moshi", 1, 3, 4)),
+            0,
+            &mut sstore,
+        )
+        .unwrap_err();
+    assert!(matches!(e, SessionError::ScopeRefused { .. }), "{e:?}");
+    // The scope granted again: the declaration no longer bounds it.
+    let mut cfg = server_config();
+    cfg.peer_grant = Scopes::parse(["moshi", "tanga"]).unwrap();
+    let mut server = ServerSession::<MemServer>::new(cfg);
+    server.handle(hello(2), 0, &mut sstore).unwrap();
+    drain(&mut server, &mut sstore);
+    server
+        .handle(
+            push(2, scoped_under(DEVICE, "moshi", 1, 4, 4)),
+            0,
+            &mut sstore,
+        )
+        .unwrap();
+}
+
+/// A hello declaring a drain of something that is no scope name, or more than 64, does not
+/// decode.
+#[test]
+fn a_hello_with_bad_drains_does_not_decode() {
+    use outpost_protocol::message::{Drain, MessageError, MAX_DRAINS};
+    let with = |drains: Vec<Drain>| {
+        let Message::Hello(mut h) = hello(1) else {
+            unreachable!()
+        };
+        h.drains = drains;
+        Message::decode(&Message::Hello(h).encode(), 1 << 20)
+    };
+    let d = |scope: &str| Drain {
+        scope: scope.into(),
+        last: 1,
+    };
+    assert!(with(vec![d("moshi")]).is_ok());
+    for bad in [vec![d("")], vec![d("*")], vec![d("a b")]] {
+        assert!(
+            matches!(with(bad), Err(MessageError::InvalidField { .. })),
+            "a drain that names no scope"
+        );
+    }
+    let many: Vec<Drain> = (0..=MAX_DRAINS).map(|i| d(&format!("s{i}"))).collect();
+    assert!(matches!(with(many), Err(MessageError::InvalidField { .. })));
 }

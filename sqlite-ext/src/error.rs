@@ -129,6 +129,12 @@ pub enum ScopeWriteError {
         /// The scope.
         scope: String,
     },
+    /// A write to a row of a scope removed from this device's grant, which drains until its
+    /// rows leave the device (docs/design.md section 10, "Regrants").
+    Draining {
+        /// The scope.
+        scope: String,
+    },
 }
 
 impl fmt::Display for ScopeWriteError {
@@ -145,6 +151,11 @@ impl fmt::Display for ScopeWriteError {
             ScopeWriteError::NotGranted { scope } => {
                 write!(f, "outpost: scope '{scope}' is not granted to this device")
             }
+            ScopeWriteError::Draining { scope } => write!(
+                f,
+                "outpost: scope '{scope}' was removed from this device's grant: its rows are \
+                 read-only until they leave this device (after its next sync)"
+            ),
         }
     }
 }

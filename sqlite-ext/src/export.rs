@@ -15,6 +15,10 @@
 //! cut, as the budget cuts it, before the first row whose table's direction differs from the rows
 //! it holds. Only rows that share their smallest seq (one write touching two rows) cannot be cut
 //! apart: such a batch holds both kinds and is flagged `both`.
+//!
+//! **Grant version.** A batch names the version of this device's grant its seqs were written
+//! under (`streams.rs`), so it ends where that version changes in its stream: it carries only
+//! the cells whose seqs are in that stretch, and the next call starts at the next version.
 
 use crate::cells;
 use crate::error::{ApplyError, Error};
@@ -129,7 +133,12 @@ pub(crate) fn changes(
     if next_transfer == Some(since + 1) {
         return crate::transfer::batch::make(call, &runs, stream, since, max_bytes).map(Some);
     }
-    let limit = next_transfer.map_or(top, |s| s - 1);
+    // The grant version of seq `since + 1`, and the last seq written under it: this batch's
+    // upper bound (module documentation), or the seq before the next transfer.
+    let (version, stretch_end) = runs
+        .stretch(stream, since + 1)
+        .ok_or_else(|| Error::Internal(format!("stream {stream:?} has no seq {}", since + 1)))?;
+    let limit = next_transfer.map_or(stretch_end, |s| stretch_end.min(s - 1));
     // The smallest local seq of the stream above `since`: rows whose newest own seq is below
     // it hold nothing for this batch.
     let first_local = runs
@@ -140,7 +149,11 @@ pub(crate) fn changes(
         Some((s, sseq)) if s == stream && lseq > 0 => Some(sseq),
         _ => None,
     };
-    let above = |lseq: u64| in_stream(lseq).filter(|&s| s > since);
+    // ... when it is also in this batch's stretch. Candidates are the rows holding such a seq
+    // above `since`: a budget cut's cursor serves the rest of the stretch, and the next
+    // stretch's first call scans again (no cursor is kept where a stretch ends).
+    let in_batch = |lseq: u64| in_stream(lseq).filter(|&s| s <= limit);
+    let above = |lseq: u64| in_batch(lseq).filter(|&s| s > since);
     let sites = Sites::load(conn)?;
     let me = sites.me();
     let mut exported: Vec<Exported> = Vec::new();
@@ -312,7 +325,7 @@ pub(crate) fn changes(
             writer.begin_table(ex.header_index).map_err(Error::export)?;
             open = Some(ti);
         }
-        sent_seq = st.own_seqs().filter_map(in_stream).fold(sent_seq, u64::max);
+        sent_seq = st.own_seqs().filter_map(in_batch).fold(sent_seq, u64::max);
         sent_hlc = cells_out
             .iter()
             .map(|c| c.hlc.as_u64())
@@ -340,6 +353,7 @@ pub(crate) fn changes(
             },
             transfer: false,
         },
+        grant_version: version,
         ..BatchMeta::default()
     };
     let mut bytes = codec::finish_batch_with(writer, me, range, &meta, Compression::None)
@@ -447,6 +461,7 @@ pub(crate) fn sql_batch_json(call: &Call, args: &[Arg]) -> Result<Value, Error> 
             "range": {"lo": h.range.lo, "hi": h.range.hi},
             "direction": h.flags.direction.as_str(),
             "transfer": h.flags.transfer,
+            "grant_version": h.grant_version,
             "base_hlc": h.base_hlc.to_string(),
             "tables": tables,
             "compression": format!("{:?}", h.compression).to_lowercase(),

@@ -125,8 +125,10 @@ pub(crate) fn fold(call: &Call) -> Result<Folded, Error> {
     let conn = call.conn;
     let schema_changed = notice_schema_changes(call)?;
     let tables = schema::load_tracked(conn)?;
-    // Each write's stream is found while the app rows still are what the log led to.
-    crate::row_scope::assign_log(conn, &tables)?;
+    // Each write's stream is found while the app rows still are what the log led to; its
+    // seqs are numbered under the grant this device holds now (`streams.rs`).
+    let version = crate::scope_check::grant_version(call)?;
+    crate::row_scope::assign_log(conn, &tables, version)?;
     let sites = Sites::load(conn)?;
     let mut rows = RowStore::new(conn)?;
     let mut tomb_put = conn.prepare(

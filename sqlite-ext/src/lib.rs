@@ -94,6 +94,7 @@ mod clock;
 mod clock_ahead;
 mod clock_table;
 mod conflicts;
+mod drain;
 mod error;
 mod export;
 mod ffi;
@@ -217,6 +218,10 @@ static FUNCTIONS: &[FunctionDef] = &[
             false,
             scope_check::sql_check_scope,
         )
+    },
+    FunctionDef {
+        min_args: 2,
+        ..for_triggers(c"outpost_check_drain", 2, false, drain::sql_check_drain)
     },
 ];
 

@@ -192,6 +192,21 @@ impl<'t> Scopes<'t> {
         Ok(s)
     }
 
+    /// The scope a row of the `via` table `t` whose parent key is `parent_key` takes (`None`:
+    /// `t` is no `via` table, or the parent row has no scope).
+    pub(crate) fn parent_scope(
+        &self,
+        t: &Tracked,
+        parent_key: &Value,
+    ) -> Result<Option<String>, Error> {
+        let Some(Rule::Via { parent, .. }) = self.rules.get(&t.id) else {
+            return Ok(None);
+        };
+        let key = crate::keys::pack(std::slice::from_ref(parent_key));
+        let scope = self.now(&self.tables[*parent], &key)?;
+        Ok((!scope.is_empty()).then_some(scope))
+    }
+
     /// The stream of each entry of the log above local seq `after`, as (last local seq, stream)
     /// segments in seq order, up to the log's newest seq.
     pub(crate) fn of_log(&self, after: u64) -> Result<Vec<(u64, String)>, Error> {
@@ -330,14 +345,15 @@ impl<'t> Scopes<'t> {
     }
 }
 
-/// Assigns the log's entries not assigned yet to their streams (fold runs this first).
-pub(crate) fn assign_log(conn: Conn, tables: &[Tracked]) -> Result<(), Error> {
+/// Assigns the log's entries not assigned yet to their streams, under grant version `version`
+/// (fold runs this first).
+pub(crate) fn assign_log(conn: Conn, tables: &[Tracked], version: u64) -> Result<(), Error> {
     let after = crate::streams::last_local(conn)?;
     let segments = of_log(conn, tables, after)?;
     if segments.is_empty() {
         return Ok(());
     }
-    let mut runs = crate::streams::Assigner::new(conn)?;
+    let mut runs = crate::streams::Assigner::new(conn, version)?;
     for (to, stream) in segments {
         runs.assign(to, &stream)?;
     }

@@ -11,9 +11,10 @@
 //! | `_outpost_tombstones` | deleted row | its last values (a parent can come back) |
 //! | `_outpost_evicted` | row held aside | by a UNIQUE collision (`apply/unique.rs`) |
 //! | `_outpost_vector` | stream (origin, scope) of another site | contiguous coverage |
-//! | `_outpost_runs` | run of own local seqs in one stream | stream, first stream seq (`streams.rs`) |
+//! | `_outpost_runs` | run of own local seqs in one stream | stream, first stream seq, grant version (`streams.rs`) |
 //! | `_outpost_stream_marks` | scoped own stream and mark | acknowledged and sent stream seqs |
 //! | `_outpost_exits` | row that left (scope outside the grant) | the stream it left, scope version |
+//! | `_outpost_drains` | scope removed from the grant, draining | last own seq to push (`drain.rs`) |
 //! | `outpost_quarantined_batches` | batch refused whole | origin, range, reason (`batch_quarantine.rs`) |
 //!
 //! `_outpost_log` declares no NOT NULL: a NOT NULL check in a trigger's INSERT marks the app's
@@ -58,15 +59,17 @@ CREATE TABLE IF NOT EXISTS outpost_events(id INTEGER PRIMARY KEY, hlc INTEGER NO
 
 /// Creates the bookkeeping (and the site id) on first use, and what a database created by an
 /// earlier version lacks (`_outpost_evicted`, and with it the quarantine's index by row, which
-/// `apply/unique.rs` looks rows up by; `outpost_quarantined_batches`).
+/// `apply/unique.rs` looks rows up by; `outpost_quarantined_batches`; the runs' grant versions).
 pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
+    // The runs' grant version column counts as a piece too (`streams::upgrade`).
     let present = conn.query_i64(
-        "SELECT count(*) FROM sqlite_master WHERE name IN \
+        "SELECT count(*) + (SELECT count(*) FROM pragma_table_info('_outpost_runs') \
+         WHERE name = 'version') FROM sqlite_master WHERE name IN \
          ('_outpost_sites', '_outpost_evicted', 'outpost_quarantined_batches', '_outpost_runs', \
          '_outpost_transfers')",
         &[],
     )?;
-    if present == Some(5) {
+    if present == Some(6) {
         return Ok(());
     }
     let fresh = conn
@@ -81,7 +84,9 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
         upgrade_vector(conn)?;
         conn.exec(BOOKKEEPING)?;
         conn.exec(crate::batch_quarantine::TABLE)?;
+        crate::streams::upgrade(conn)?;
         conn.exec(crate::streams::TABLES)?;
+        conn.exec(crate::drain::TABLE)?;
         conn.exec(crate::apply::exits::TABLE)?;
         conn.exec(crate::transfer::TABLES)?;
         if fresh {

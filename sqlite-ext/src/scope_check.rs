@@ -39,6 +39,8 @@ struct GrantCache {
     data_version: i64,
     /// The scopes granted; `None`: no grant known, every scope name passes.
     scopes: Option<Scopes>,
+    /// The grant's version (0: no grant known).
+    version: u64,
 }
 
 impl GrantCache {
@@ -47,25 +49,24 @@ impl GrantCache {
     }
 }
 
-/// The grant as the key directory states it now.
-fn read_grant(call: &Call) -> Result<Option<Scopes>, Error> {
+/// The grant as the key directory states it now: its scopes and version.
+fn read_grant(call: &Call) -> Result<(Option<Scopes>, u64), Error> {
     if !crate::sync::control::enrolled(call.conn)? {
-        return Ok(None);
+        return Ok((None, 0));
     }
     let site = crate::sites::site_id(call.conn)?;
     Ok(crate::sync::control::load(call)?
         .grant_of(&site)
-        .map(|g| g.scopes.clone()))
+        .map_or((None, 0), |g| (Some(g.scopes.clone()), g.version)))
 }
 
-/// Whether this device's grant holds `scope` (every scope while no grant is known). The apply
-/// asks it too, for rows that leave (`apply/exits.rs`).
-pub(crate) fn granted(call: &Call, scope: &str) -> Result<bool, Error> {
+/// `ask` of the grant as kept, or as read again when the database may have changed.
+fn with_grant<T>(call: &Call, ask: impl Fn(&GrantCache) -> T) -> Result<T, Error> {
     let conn = call.conn;
     let file_version = conn.file_data_version();
     let kept = call.session.grant.with(|c: Option<&mut GrantCache>| {
         let c = c?;
-        (file_version.is_some() && c.file_version == file_version).then(|| c.grants(scope))
+        (file_version.is_some() && c.file_version == file_version).then(|| ask(c))
     });
     if let Some(answer) = kept {
         return Ok(answer);
@@ -78,20 +79,34 @@ pub(crate) fn granted(call: &Call, scope: &str) -> Result<bool, Error> {
         (c.data_version == data_version).then(|| {
             // Only this connection committed since: the grant it kept still holds.
             c.file_version = file_version;
-            c.grants(scope)
+            ask(c)
         })
     });
     if let Some(answer) = kept {
         return Ok(answer);
     }
+    let (scopes, version) = read_grant(call)?;
     let cache = GrantCache {
         file_version,
         data_version,
-        scopes: read_grant(call)?,
+        scopes,
+        version,
     };
-    let answer = cache.grants(scope);
+    let answer = ask(&cache);
     call.session.grant.put(cache);
     Ok(answer)
+}
+
+/// Whether this device's grant holds `scope` (every scope while no grant is known). The apply
+/// asks it too, for rows that leave (`apply/exits.rs`).
+pub(crate) fn granted(call: &Call, scope: &str) -> Result<bool, Error> {
+    with_grant(call, |c| c.grants(scope))
+}
+
+/// The version of this device's grant (0 while no grant is known): the version the seqs
+/// assigned now are written under (`streams.rs`).
+pub(crate) fn grant_version(call: &Call) -> Result<u64, Error> {
+    with_grant(call, |c| c.version)
 }
 
 /// How a refused value reads in the message.

@@ -269,6 +269,12 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
         "last_error": last_error,
         "ids": crate::id_blocks::status(conn)?,
         "scopes": scopes,
+        // Scopes removed from the grant whose rows are still here until their own changes
+        // there are pushed (`drain.rs`).
+        "draining": crate::drain::list(conn)?
+            .into_iter()
+            .map(|(scope, last)| json!({"scope": scope, "last": last}))
+            .collect::<Vec<_>>(),
     });
     Ok(Value::Text(out.to_string()))
 }

@@ -15,6 +15,14 @@
 //! stream in `row_scope.rs`), never in the triggers, so writing costs what it did. A local seq
 //! allocated outside the log's fold (a row re-created by the apply, `apply/restore.rs`) is
 //! assigned at once. Stream seqs are never reused.
+//!
+//! **Grant versions.** Each run also records the version of this device's grant under which its
+//! seqs were assigned (0: no grant known), and a new run starts where it changes, so every batch
+//! can name the version it was written under (`BatchMeta::grant_version`; docs/design.md section
+//! 10, "One decision everywhere"): relays judge a batch by that version, and a device regranted
+//! out of a scope still pushes what it wrote there before (the scope drains). The log is folded
+//! before a change of this device's own grant is admitted (`sync/store.rs`), so the writes made
+//! under the old grant are numbered under it.
 
 use crate::error::Error;
 use crate::ffi::Conn;
@@ -25,19 +33,35 @@ use std::collections::HashMap;
 /// streams existed).
 pub(crate) const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS _outpost_runs(lseq INTEGER PRIMARY KEY, stream TEXT NOT NULL, sseq INTEGER NOT NULL,
-  n INTEGER NOT NULL);
+  n INTEGER NOT NULL, version INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS _outpost_runs_stream ON _outpost_runs(stream, lseq);
 CREATE TABLE IF NOT EXISTS _outpost_stream_marks(stream TEXT NOT NULL, k TEXT NOT NULL, v INTEGER NOT NULL,
   PRIMARY KEY(stream, k)) WITHOUT ROWID;
 ";
 
-/// One run of local seqs in one stream.
+/// Adds the grant version of each run to a database whose runs were made before runs had one:
+/// its runs were all written before this device's grant had versions here, version 0 (judged by
+/// the grant the pusher holds at the relay, as before).
+pub(crate) fn upgrade(conn: Conn) -> Result<(), Error> {
+    let old = conn.query_i64(
+        "SELECT 1 FROM sqlite_master WHERE name = '_outpost_runs' \
+         AND NOT EXISTS (SELECT 1 FROM pragma_table_info('_outpost_runs') WHERE name = 'version')",
+        &[],
+    )?;
+    if old.is_none() {
+        return Ok(());
+    }
+    conn.exec("ALTER TABLE _outpost_runs ADD COLUMN version INTEGER NOT NULL DEFAULT 0")
+}
+
+/// One run of local seqs in one stream, written under one grant version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Run {
     lseq: u64,
     stream: usize,
     sseq: u64,
     n: u64,
+    version: u64,
 }
 
 /// The runs, read once for an export, a re-stamp or a pending snapshot.
@@ -54,7 +78,7 @@ impl Runs {
     pub(crate) fn load(conn: Conn) -> Result<Runs, Error> {
         let mut r = Runs::default();
         let mut s =
-            conn.prepare("SELECT lseq, stream, sseq, n FROM _outpost_runs ORDER BY lseq")?;
+            conn.prepare("SELECT lseq, stream, sseq, n, version FROM _outpost_runs ORDER BY lseq")?;
         let mut index: HashMap<String, usize> = HashMap::new();
         while s.step()? {
             let name = s.text(1);
@@ -73,6 +97,7 @@ impl Runs {
                 stream,
                 sseq: s.i64(2) as u64,
                 n: s.i64(3) as u64,
+                version: s.i64(4).max(0) as u64,
             });
         }
         Ok(r)
@@ -105,6 +130,45 @@ impl Runs {
             .checked_sub(1)?;
         let r = &self.runs[runs[i]];
         (sseq < r.sseq + r.n).then(|| r.lseq + (sseq - r.sseq))
+    }
+
+    /// The grant version `stream`'s seq `sseq` was written under, and the last seq of the
+    /// stretch of the stream's seqs from `sseq` on written under that same version (`None`:
+    /// `sseq` is not assigned). A batch names one version, so an export stops there.
+    pub(crate) fn stretch(&self, stream: &str, sseq: u64) -> Option<(u64, u64)> {
+        let runs = &self.by_stream[self.index(stream)?];
+        let i = runs
+            .partition_point(|&r| self.runs[r].sseq <= sseq)
+            .checked_sub(1)?;
+        let first = &self.runs[runs[i]];
+        if sseq >= first.sseq + first.n {
+            return None;
+        }
+        let last = runs[i..]
+            .iter()
+            .map(|&r| &self.runs[r])
+            .take_while(|r| r.version == first.version)
+            .last()
+            .unwrap_or(first);
+        Some((first.version, last.sseq + last.n - 1))
+    }
+
+    /// The stream's seqs as (grant version, last seq) stretches, in seq order: seqs
+    /// `1..=first.1` under `first.0`, then up to the next one's last seq, and so on.
+    pub(crate) fn stretches(&self, stream: &str) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let Some(i) = self.index(stream) else {
+            return out;
+        };
+        for &r in &self.by_stream[i] {
+            let r = &self.runs[r];
+            let last = r.sseq + r.n - 1;
+            match out.last_mut() {
+                Some((v, to)) if *v == r.version => *to = last,
+                _ => out.push((r.version, last)),
+            }
+        }
+        out
     }
 
     /// The highest seq of `stream` (0: none).
@@ -169,17 +233,21 @@ pub(crate) fn tops(conn: Conn) -> Result<std::collections::BTreeMap<String, u64>
     Ok(tops)
 }
 
-/// Assigns local seqs up to `to` (those above the last assigned one) to `stream`: extends the
-/// last run when it is `stream`'s, else starts a run at the stream's next seq.
-pub(crate) fn assign(conn: Conn, to: u64, stream: &str) -> Result<(), Error> {
-    Assigner::new(conn)?.assign(to, stream)
+/// Assigns local seqs up to `to` (those above the last assigned one) to `stream`, written
+/// under grant version `version`: extends the last run when it is `stream`'s under that
+/// version, else starts a run at the stream's next seq.
+pub(crate) fn assign(conn: Conn, to: u64, stream: &str, version: u64) -> Result<(), Error> {
+    Assigner::new(conn, version)?.assign(to, stream)
 }
 
 /// Assigns seqs run after run with statements prepared once (a fold may start thousands of
-/// runs: writes alternating between scopes).
+/// runs: writes alternating between scopes), all under one grant version.
 pub(crate) struct Assigner {
-    /// The last run: (first local seq, stream, first stream seq, count); `None` before any.
-    last: Option<(u64, String, u64, u64)>,
+    /// The last run: (first local seq, stream, first stream seq, count, version); `None`
+    /// before any.
+    last: Option<(u64, String, u64, u64, u64)>,
+    /// The grant version the seqs are assigned under.
+    version: u64,
     /// The next seq of the streams met so far.
     next: HashMap<String, u64>,
     extend: crate::ffi::Stmt,
@@ -188,21 +256,28 @@ pub(crate) struct Assigner {
 }
 
 impl Assigner {
-    pub(crate) fn new(conn: Conn) -> Result<Assigner, Error> {
+    pub(crate) fn new(conn: Conn, version: u64) -> Result<Assigner, Error> {
         let mut s = conn.prepare(
-            "SELECT lseq, stream, sseq, n FROM _outpost_runs ORDER BY lseq DESC LIMIT 1",
+            "SELECT lseq, stream, sseq, n, version FROM _outpost_runs ORDER BY lseq DESC LIMIT 1",
         )?;
         let last = if s.step()? {
-            Some((s.i64(0) as u64, s.text(1), s.i64(2) as u64, s.i64(3) as u64))
+            Some((
+                s.i64(0) as u64,
+                s.text(1),
+                s.i64(2) as u64,
+                s.i64(3) as u64,
+                s.i64(4).max(0) as u64,
+            ))
         } else {
             None
         };
         Ok(Assigner {
             last,
+            version,
             next: HashMap::new(),
             extend: conn.prepare("UPDATE _outpost_runs SET n = ?2 WHERE lseq = ?1")?,
             insert: conn.prepare(
-                "INSERT INTO _outpost_runs(lseq, stream, sseq, n) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO _outpost_runs(lseq, stream, sseq, n, version) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?,
             next_of: conn.prepare(
                 "SELECT sseq + n FROM _outpost_runs WHERE stream = ?1 ORDER BY lseq DESC LIMIT 1",
@@ -213,12 +288,12 @@ impl Assigner {
     /// See [`assign`].
     pub(crate) fn assign(&mut self, to: u64, stream: &str) -> Result<(), Error> {
         let from = match &self.last {
-            Some((lseq, _, _, n)) if to < lseq + n => return Ok(()),
-            Some((lseq, _, _, n)) => lseq + n,
+            Some((lseq, _, _, n, _)) if to < lseq + n => return Ok(()),
+            Some((lseq, _, _, n, _)) => lseq + n,
             None => 1,
         };
-        if let Some((lseq, s, sseq, n)) = &mut self.last {
-            if s == stream {
+        if let Some((lseq, s, sseq, n, version)) = &mut self.last {
+            if s == stream && *version == self.version {
                 *n = to - *lseq + 1;
                 self.extend.bind_i64(1, *lseq as i64)?;
                 self.extend.bind_i64(2, *n as i64)?;
@@ -245,9 +320,11 @@ impl Assigner {
         self.insert.bind_text(2, stream)?;
         self.insert.bind_i64(3, sseq as i64)?;
         self.insert.bind_i64(4, n as i64)?;
+        self.insert
+            .bind_i64(5, i64::try_from(self.version).unwrap_or(i64::MAX))?;
         self.insert.run()?;
         self.next.insert(stream.to_string(), sseq + n);
-        self.last = Some((from, stream.to_string(), sseq, n));
+        self.last = Some((from, stream.to_string(), sseq, n, self.version));
         Ok(())
     }
 }
@@ -302,8 +379,13 @@ mod tests {
     use super::*;
 
     fn runs(list: &[(u64, &str, u64, u64)]) -> Runs {
+        let list: Vec<_> = list.iter().map(|&(l, s, q, n)| (l, s, q, n, 0)).collect();
+        versioned(&list)
+    }
+
+    fn versioned(list: &[(u64, &str, u64, u64, u64)]) -> Runs {
         let mut r = Runs::default();
-        for &(lseq, name, sseq, n) in list {
+        for &(lseq, name, sseq, n, version) in list {
             let stream = match r.index(name) {
                 Some(i) => i,
                 None => {
@@ -318,9 +400,31 @@ mod tests {
                 stream,
                 sseq,
                 n,
+                version,
             });
         }
         r
+    }
+
+    #[test]
+    fn a_stream_splits_into_stretches_where_its_grant_version_changes() {
+        // moshi 1-3 under version 1, "" 1 under 1, moshi 4 under 1, moshi 5-6 under 2.
+        let r = versioned(&[
+            (1, "moshi", 1, 3, 1),
+            (4, "", 1, 1, 1),
+            (5, "moshi", 4, 1, 1),
+            (6, "moshi", 5, 2, 2),
+        ]);
+        assert_eq!(r.stretches("moshi"), [(1, 4), (2, 6)]);
+        assert_eq!(
+            r.stretch("moshi", 2),
+            Some((1, 4)),
+            "across the unscoped run"
+        );
+        assert_eq!(r.stretch("moshi", 5), Some((2, 6)));
+        assert_eq!(r.stretch("moshi", 7), None);
+        assert_eq!(r.stretch("tanga", 1), None);
+        assert_eq!(r.stretches(""), [(1, 1)]);
     }
 
     #[test]

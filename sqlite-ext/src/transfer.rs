@@ -51,7 +51,8 @@ pub(crate) fn enqueue(conn: Conn, tbl: i64, key: &[u8], stream: &str) -> Result<
         return Err(Error::Internal("no seq allocated for a transfer".into()));
     };
     drop(s);
-    crate::streams::assign(conn, lseq as u64, stream)?;
+    // The authority holds every scope under no grant: its seqs name grant version 0.
+    crate::streams::assign(conn, lseq as u64, stream, 0)?;
     let mut s = conn.prepare(
         "INSERT INTO _outpost_transfers(lseq, tbl, key, stream) VALUES (?1, ?2, ?3, ?4)",
     )?;

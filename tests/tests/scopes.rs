@@ -3,7 +3,8 @@
 //! holds only its clinic's patients (and their visits, scoped through their patient), every
 //! tablet holds the unscoped forms, the operator's write on the cloud reaches only its clinic's
 //! tablet; a tablet granted every scope, synced with the cloud, holds all; a tablet tampered with to write into a clinic it is not granted has its push refused
-//! whole, and nothing of it reaches the hub, the cloud or another tablet.
+//! whole, and nothing of it reaches the hub, the cloud or another tablet; a tablet regranted to
+//! another clinic still pushes what it wrote before the regrant.
 
 use outpost_protocol::control::{encode_entry, grant_item};
 use outpost_protocol::handshake::Keypair;
@@ -219,9 +220,11 @@ fn a_tablet_tampered_into_another_clinic_is_refused_and_nothing_of_it_travels() 
     let moshi = DeviceDb::open(&p._dir.path().join("moshi.db"), SCHEMA);
     moshi.exec("INSERT INTO patients VALUES ('x1', 'Dalila', 'tanga')");
     moshi.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");
+    // Its batches name the forged grant's version (99), which no relay knows: the push is
+    // refused whole (docs/design.md section 10, "One decision everywhere").
     let refused = moshi.try_sync().unwrap_err().to_string();
     assert!(
-        refused.contains("scope 'tanga'") && refused.contains("not granted"),
+        refused.contains("version 99") && refused.contains("nothing of this push was stored"),
         "{refused}"
     );
     // Nothing of that push was stored: not its tanga row, not its honest moshi write either.
@@ -236,6 +239,130 @@ fn a_tablet_tampered_into_another_clinic_is_refused_and_nothing_of_it_travels() 
         .call("SELECT name FROM patients WHERE id = 'm1'")
         .unwrap();
     assert_eq!(name, "Amina", "the refused push is refused whole");
+}
+
+/// The contract's regrant story at the cloud: the moshi tablet is reassigned to tanga with an
+/// unsent moshi write; its batch names the grant version it was written under (moshi's), so the
+/// cloud takes it after the regrant and the all-scopes device gets it; the tablet then drops its
+/// moshi rows without writing a delete (nothing is deleted elsewhere) and holds tanga's.
+#[test]
+fn a_regranted_tablet_pushes_its_unsent_write_then_holds_only_its_new_clinic() {
+    let dir = scratch();
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let m = DeviceDb::open(&dir.path().join("m.db"), SCHEMA);
+    let s = DeviceDb::open(&dir.path().join("s.db"), SCHEMA);
+    m.enroll(&cloud_code(&cloud, "--device", "moshi"));
+    s.enroll(&cloud_code(&cloud, "--device", "*"));
+    m.exec("INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi')");
+    within("the all-scopes device holds the moshi patients", || {
+        m.sync();
+        s.sync();
+        ids(&s, "patients") == ["m1", "m2"]
+    });
+    m.exec("UPDATE patients SET name = 'Baraka J' WHERE id = 'm2'");
+    let site: Vec<u8> = m.call("SELECT outpost_site_id()").unwrap();
+    let hex: String = site.iter().map(|b| format!("{b:02x}")).collect();
+    let out = Command::new(&built().cloud)
+        .args(["grant", "--data"])
+        .arg(&cloud.data)
+        .args(["--device", &hex[..12], "--scopes", "tanga"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    within(
+        "the write made before the regrant reaches the all-scopes device",
+        || {
+            m.sync();
+            s.sync();
+            s.call::<String>("SELECT name FROM patients WHERE id = 'm2'")
+                .unwrap()
+                == "Baraka J"
+        },
+    );
+    assert_eq!(
+        m.json("SELECT json_extract(outpost_status(), '$.scopes')"),
+        serde_json::json!(["tanga"])
+    );
+    s.exec("INSERT INTO patients VALUES ('t1', 'Chausiku', 'tanga')");
+    within("the regranted tablet holds tanga's patients only", || {
+        s.sync();
+        m.sync();
+        ids(&m, "patients") == ["t1"]
+    });
+    assert_eq!(
+        m.json("SELECT json_extract(outpost_status(), '$.draining')"),
+        serde_json::json!([]),
+        "the drain is over"
+    );
+    // Nothing the tablet dropped travelled as a delete.
+    std::thread::sleep(Duration::from_secs(1));
+    m.sync();
+    s.sync();
+    assert_eq!(
+        ids(&s, "patients"),
+        ["m1", "m2", "t1"],
+        "a regrant deletes nothing elsewhere"
+    );
+    let name: String = s.call("SELECT name FROM patients WHERE id = 'm2'").unwrap();
+    assert_eq!(name, "Baraka J");
+}
+
+/// The same regrant behind a hub: the cloud regrants the hub's moshi tablet to tanga; the hub
+/// learns it over its uplink and the tablet from the hub. Its unsent moshi write reaches the
+/// all-scopes device through the hub and the cloud, then the tablet holds tanga's patients only,
+/// and the clinic tablets and the office keep every row.
+#[test]
+fn a_tablet_behind_a_hub_regranted_to_another_clinic_drains_then_swaps() {
+    let p = programme();
+    p.moshi
+        .exec("INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi')");
+    p.tanga
+        .exec("INSERT INTO patients VALUES ('t1', 'Chausiku', 'tanga')");
+    within("every patient reaches the office", || {
+        for d in [&p.moshi, &p.tanga, &p.office] {
+            d.sync();
+        }
+        ids(&p.office, "patients") == ["m1", "m2", "t1"]
+    });
+    p.moshi
+        .exec("UPDATE patients SET name = 'Baraka J' WHERE id = 'm2'");
+    let site: Vec<u8> = p.moshi.call("SELECT outpost_site_id()").unwrap();
+    let hex: String = site.iter().map(|b| format!("{b:02x}")).collect();
+    let out = Command::new(&built().cloud)
+        .args(["grant", "--data"])
+        .arg(&p.cloud.data)
+        .args(["--device", &hex[..12], "--scopes", "tanga"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    within(
+        "the tablet swaps clinics and its last moshi write arrives",
+        || {
+            for d in [&p.moshi, &p.office] {
+                d.sync();
+            }
+            let name: String = p
+                .office
+                .call("SELECT name FROM patients WHERE id = 'm2'")
+                .unwrap();
+            name == "Baraka J" && ids(&p.moshi, "patients") == ["t1"]
+        },
+    );
+    assert_eq!(
+        p.moshi
+            .json("SELECT json_extract(outpost_status(), '$.scopes')"),
+        serde_json::json!(["tanga"])
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    for d in [&p.moshi, &p.tanga, &p.office] {
+        d.sync();
+    }
+    assert_eq!(
+        ids(&p.office, "patients"),
+        ["m1", "m2", "t1"],
+        "nothing deleted"
+    );
+    assert_eq!(ids(&p.tanga, "patients"), ["t1"]);
 }
 
 #[test]

@@ -347,6 +347,7 @@ impl<C: ClientStore> ClientSession<C> {
             ClientState::Start => {
                 let vector = store.vector().map_err(store_err)?;
                 let control = store.control_vector().map_err(store_err)?;
+                let drains = store.drains().map_err(store_err)?;
                 self.state = ClientState::AwaitHello;
                 Ok(Some(Message::Hello(Hello {
                     protocol_version: PROTOCOL_VERSION,
@@ -357,6 +358,7 @@ impl<C: ClientStore> ClientSession<C> {
                     vector,
                     session: self.session,
                     control,
+                    drains,
                 })))
             }
             ClientState::Pushing { plan } => match store.next_export(plan).map_err(store_err)? {

@@ -315,6 +315,12 @@ impl<S: ServerStore> ServerSession<S> {
         // could pull: it judges every batch with them.
         let entries = store.control_for(&h.control).map_err(store_err)?;
         self.peer_control = h.control.clone();
+        // Only a device's own streams drain; a relay's hello declares nothing of its own.
+        if self.config.peer_pushes == PushOrigins::Own && !h.drains.is_empty() {
+            store
+                .drains_declared(&h.site, &h.drains)
+                .map_err(store_err)?;
+        }
         self.note_sent(&entries);
         self.session = h.session;
         self.peer_hello = Some(h);
@@ -327,6 +333,7 @@ impl<S: ServerStore> ServerSession<S> {
             vector,
             session: SessionId::default(),
             control,
+            drains: Vec::new(),
         }));
         self.out.extend(control_messages(entries));
         self.state = ServerState::Ready;
@@ -418,6 +425,8 @@ impl<S: ServerStore> ServerSession<S> {
     /// everywhere"), so changes written before a regrant still go up (the removed scope drains);
     /// a batch naming no version (0) by the grant the peer holds now; a version this relay does
     /// not know yet is refused as "retry later". A relayed batch is judged by its receiver.
+    /// A scope the peer's grant no longer holds drains only up to the seq the device declared
+    /// (its hello, or an earlier one the store kept): a batch reaching above it is refused.
     fn check_scope(
         &self,
         header: &crate::batch::BatchHeader,
@@ -438,14 +447,31 @@ impl<S: ServerStore> ServerSession<S> {
                 })?
                 .contains(&header.stream)
         };
-        if granted {
-            Ok(())
-        } else {
-            Err(SessionError::ScopeRefused {
-                origin: header.origin,
-                scope: header.stream.clone(),
-                range: header.range,
-            })
+        let refused = || SessionError::ScopeRefused {
+            origin: header.origin,
+            scope: header.stream.clone(),
+            range: header.range,
+        };
+        if !granted {
+            return Err(refused());
+        }
+        if self.config.peer_grant.contains(&header.stream) {
+            return Ok(());
+        }
+        let declared = self
+            .peer_hello
+            .as_ref()
+            .and_then(|h| h.drains.iter().find(|d| d.scope == header.stream))
+            .map(|d| d.last);
+        let declared = match declared {
+            Some(last) => Some(last),
+            None => store
+                .drain_of(&header.origin, &header.stream)
+                .map_err(store_err)?,
+        };
+        match declared {
+            Some(last) if header.range.hi > last => Err(refused()),
+            _ => Ok(()),
         }
     }
 

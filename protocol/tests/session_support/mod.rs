@@ -34,6 +34,8 @@ pub struct MemServer {
     pub id_capacity: Option<u64>,
     /// Every version of each site's grant it knows (its directory's `grant_at`).
     pub grant_versions: HashMap<(SiteId, u64), outpost_protocol::scope::Scopes>,
+    /// The drains devices declared: (site, scope) → last seq.
+    pub drains: HashMap<(SiteId, String), u64>,
 }
 
 impl MemServer {
@@ -61,6 +63,19 @@ impl ServerStore for MemServer {
         version: u64,
     ) -> Result<Option<outpost_protocol::scope::Scopes>, String> {
         Ok(self.grant_versions.get(&(*site, version)).cloned())
+    }
+    fn drains_declared(
+        &mut self,
+        site: &SiteId,
+        drains: &[outpost_protocol::message::Drain],
+    ) -> Result<(), String> {
+        for d in drains {
+            self.drains.insert((*site, d.scope.clone()), d.last);
+        }
+        Ok(())
+    }
+    fn drain_of(&mut self, site: &SiteId, scope: &str) -> Result<Option<u64>, String> {
+        Ok(self.drains.get(&(*site, scope.to_string())).copied())
     }
     fn commit(
         &mut self,

@@ -257,7 +257,8 @@ impl Applier<'_> {
             Some(scopes) => scopes.now(&t, key)?,
             None => String::new(),
         };
-        crate::streams::assign(conn, seq, &stream)?;
+        let version = crate::scope_check::grant_version(self.call)?;
+        crate::streams::assign(conn, seq, &stream, version)?;
         if st.exist % 2 == 0 {
             st.exist += 1;
         }

@@ -158,6 +158,7 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
                     "bytes_pulled": counts.bytes_pulled,
                     "control_accepted": counts.control_accepted,
                     "control_refused": counts.control_refused,
+                    "scopes_dropped": counts.scopes_dropped,
                     "held": held.values().map(|h| h.batches).sum::<u64>(),
                     "held_origins": held_json(&held),
                     "ms": started.elapsed().as_millis() as u64,

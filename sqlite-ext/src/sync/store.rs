@@ -38,7 +38,7 @@ use crate::functions::{Arg, Call};
 use outpost_link::LinkError;
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{BatchHeader, Direction};
-use outpost_protocol::control::Directory;
+use outpost_protocol::control::{ControlItem, Directory};
 use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
 use outpost_protocol::message::Covered;
@@ -85,6 +85,8 @@ pub(crate) struct Counts {
     /// Control entries refused (undecodable, unknown writer, bad signature, out of order, not
     /// the writer's to say): dropped, they come again.
     pub control_refused: u64,
+    /// Scopes removed from this device's grant whose rows were dropped, their drain complete.
+    pub scopes_dropped: u64,
 }
 
 impl Counts {
@@ -102,6 +104,7 @@ impl Counts {
         self.outside_grant += c.outside_grant;
         self.control_accepted += c.control_accepted;
         self.control_refused += c.control_refused;
+        self.scopes_dropped += c.scopes_dropped;
     }
 }
 
@@ -157,6 +160,8 @@ pub(crate) struct EngineStore<'c> {
     pub pushed_max_ms: u64,
     /// The peer's trusted time as its hello stated it (ms; 0: it has none).
     pub peer_clock_ms: u64,
+    /// The push was planned: a later vector read is for a `Pull`.
+    planned: bool,
 }
 
 /// The sent marks around a session's export (`restamp.rs`).
@@ -169,8 +174,8 @@ pub(crate) struct SentMarks {
 /// An export in progress: each own stream's changes above what the server holds of it, one
 /// stream after the other (`streams[0]` is the one being exported).
 pub(crate) struct ExportPlan {
-    /// (scope, seq the server holds of it), still to export.
-    streams: std::collections::VecDeque<(String, u64)>,
+    /// (scope, seq the server holds of it, last seq to push), still to export.
+    streams: std::collections::VecDeque<(String, u64, u64)>,
     bytes: usize,
     done: bool,
 }
@@ -192,6 +197,7 @@ impl<'c> EngineStore<'c> {
             sent_marks: None,
             pushed_max_ms: 0,
             peer_clock_ms: 0,
+            planned: false,
         }
     }
 
@@ -274,6 +280,80 @@ pub(crate) fn vector(call: &Call, site: SiteId) -> Result<VersionVector, Error> 
     Ok(v)
 }
 
+/// The last seq of own stream `scope` (`issued`: its top, the log not folded yet included) that
+/// may be pushed: relays judge a batch by the grant version it names (`streams.rs`) and refuse
+/// the whole push when that version does not hold its stream, so a stream is pushed up to the
+/// end of its first stretch written under a version that does not hold it. Such seqs stay here,
+/// pending: only writes to a row this device referred elsewhere, made after the referral, land
+/// there. A scope removed by a regrant is still pushed up to its last seq written under a
+/// version that held it: it drains (`drain.rs`). The log's entries not folded yet will be
+/// numbered under the grant held now.
+fn pushable_top(
+    runs: &crate::streams::Runs,
+    directory: &Directory,
+    site: SiteId,
+    scope: &str,
+    issued: u64,
+) -> u64 {
+    let current = directory.grant_of(&site);
+    let holds = |version: u64| {
+        scope.is_empty()
+            || match version {
+                // Written with no grant known: judged by the grant the relay holds now.
+                0 => current.is_none_or(|g| g.scopes.contains(scope)),
+                v => directory
+                    .grant_at(&site, v)
+                    .is_some_and(|g| g.contains(scope)),
+            }
+    };
+    let mut upto = 0;
+    for (version, last) in runs.stretches(scope) {
+        if !holds(version) {
+            return upto;
+        }
+        upto = last;
+    }
+    if holds(current.map_or(0, |g| g.version)) {
+        upto = issued;
+    }
+    upto
+}
+
+/// This device's grant changed from `old` to `new` (admitted in `directory`): scopes it lost
+/// start draining, and those with nothing left to push drop at once (`drain.rs`), in one
+/// savepoint. Returns how many scopes dropped.
+fn regranted(
+    call: &Call,
+    directory: &Directory,
+    site: SiteId,
+    old: Option<&outpost_protocol::scope::Scopes>,
+    new: Option<&outpost_protocol::scope::Scopes>,
+) -> Result<u64, Error> {
+    call.conn.exec("SAVEPOINT outpost_drain")?;
+    let r = (|| {
+        let runs = crate::streams::Runs::load(call.conn)?;
+        crate::drain::regranted(call, old, new, |scope| {
+            pushable_top(&runs, directory, site, scope, runs.top(scope))
+        })?;
+        crate::drain::drop_drained(call).map(|d| d.len() as u64)
+    })();
+    crate::schema::finish_savepoint(call.conn, "outpost_drain", r)
+}
+
+/// Folds the log in its own savepoint, as an export would.
+fn fold_now(call: &Call) -> Result<(), Error> {
+    crate::schema::with_bulk_cache(call.conn, || {
+        call.conn.exec("SAVEPOINT outpost_fold")?;
+        let r = (|| {
+            if crate::fold::fold(call)?.columns_added {
+                crate::apply::retry_all(call)?;
+            }
+            Ok(())
+        })();
+        crate::schema::finish_savepoint(call.conn, "outpost_fold", r)
+    })
+}
+
 fn header(bytes: &[u8]) -> Result<BatchHeader, SyncError> {
     codec::decode_header(bytes, &Limits::default())
         .map_err(|e| SyncError::Engine(Error::Internal(format!("own batch does not decode: {e}"))))
@@ -288,6 +368,9 @@ impl EngineStore<'_> {
         // The vector is read for the hello and for each `Pull`: a new pull brings the held
         // batches again (the vector did not advance for them), and counts them afresh.
         self.held.clear();
+        if self.planned {
+            self.drop_drained()?;
+        }
         Ok(vector(self.call, self.site)?)
     }
 
@@ -303,6 +386,51 @@ impl EngineStore<'_> {
     fn control_received_inner(&mut self, entries: Vec<Vec<u8>>) -> Result<(), SyncError> {
         let call = self.call;
         super::identity::ensure_tables(call.conn)?;
+        let regrant = entries.iter().any(|bytes| {
+            matches!(
+                outpost_protocol::control::decode_entry(bytes).map(|e| e.item),
+                Ok(ControlItem::Grant(g)) if g.site == self.site
+            )
+        });
+        if !regrant {
+            return self.admit(entries, None);
+        }
+        // A change of this device's own grant: the fold before it, the entries and the drains
+        // it starts are one transaction, so no write of another connection falls between the
+        // fold and the drain's write refusal (it would be numbered under the new grant, in a
+        // scope about to be dropped).
+        call.conn.exec("SAVEPOINT outpost_regrant")?;
+        let r = (|| {
+            // Every write made under the grant held now is numbered under it before an entry
+            // may change it (`streams.rs`): the batches that carry them name the old version.
+            fold_now(call)?;
+            let site = self.site;
+            let old = self.directory()?.grant_of(&site).map(|g| g.scopes.clone());
+            self.admit(entries, Some(old))
+        })();
+        match r {
+            Ok(()) => Ok(call.conn.exec("RELEASE outpost_regrant")?),
+            Err(e) => {
+                let _ = call
+                    .conn
+                    .exec("ROLLBACK TO outpost_regrant; RELEASE outpost_regrant");
+                // The directory in memory may hold entries the rollback took back.
+                self.directory = None;
+                call.session.grant.forget();
+                Err(e)
+            }
+        }
+    }
+
+    /// Admits and stores control entries; `old`: this device's grant before them, when they
+    /// may change it (its scopes it no longer holds then start draining, `drain.rs`).
+    fn admit(
+        &mut self,
+        entries: Vec<Vec<u8>>,
+        old: Option<Option<outpost_protocol::scope::Scopes>>,
+    ) -> Result<(), SyncError> {
+        let call = self.call;
+        let site = self.site;
         let directory = self.directory()?;
         let r = super::control::receive(call.conn, directory, entries)?;
         if r.accepted > 0 {
@@ -310,6 +438,14 @@ impl EngineStore<'_> {
             // A grant received here decides which rows the pull's applies let go
             // (`apply/exits.rs`): the connection reads it again.
             call.session.grant.forget();
+        }
+        if let Some(old) = old {
+            let new = directory.grant_of(&site).map(|g| g.scopes.clone());
+            if old != new {
+                let directory = directory.clone();
+                let dropped = regranted(call, &directory, site, old.as_ref(), new.as_ref())?;
+                self.counts.scopes_dropped += dropped;
+            }
         }
         self.counts.control_accepted += r.accepted;
         self.counts.control_refused += r.refused;
@@ -348,20 +484,35 @@ impl EngineStore<'_> {
         Ok(true)
     }
 
+    /// [`pushable_top`] of each own stream.
+    fn pushable(
+        &mut self,
+        tops: &BTreeMap<String, u64>,
+    ) -> Result<BTreeMap<String, u64>, SyncError> {
+        let runs = crate::streams::Runs::load(self.call.conn)?;
+        let site = self.site;
+        let directory = self.directory()?;
+        Ok(tops
+            .iter()
+            .map(|(scope, &issued)| {
+                let top = pushable_top(&runs, directory, site, scope, issued);
+                (scope.clone(), top)
+            })
+            .collect())
+    }
+
     fn plan_inner(&mut self, server: &VersionVector) -> Result<ExportPlan, SyncError> {
         let tops = crate::streams::tops(self.call.conn)?;
-        let site = self.site;
-        let grant = self.directory()?.grant_of(&site).map(|g| g.scopes.clone());
+        let pushable = self.pushable(&tops)?;
         let mut streams = std::collections::VecDeque::new();
         for (scope, issued) in tops {
-            // A stream outside the grant would have the whole push refused (relays refuse a
-            // device's batch outside its grant): its changes stay here, pending. Only writes to
-            // a row this device referred elsewhere, made after the referral, land there.
-            if !scope.is_empty() && grant.as_ref().is_some_and(|g| !g.contains(&scope)) {
+            let upto = pushable.get(&scope).copied().unwrap_or(0);
+            if upto < issued {
                 log::warn!(
-                    "outpost_sync: own stream {scope:?} is outside this device's grant: not pushed"
+                    "outpost_sync: own stream {scope:?} seqs {}..={issued} were written outside \
+                     this device's grant: not pushed",
+                    upto + 1
                 );
-                continue;
             }
             let since = server.get(&StreamId::new(self.site, scope.as_str()));
             if since > issued {
@@ -374,10 +525,14 @@ impl EngineStore<'_> {
             // push of an earlier session whose ack was lost to a cut counts from here
             // (`acked.rs`).
             crate::acked::record(self.call.conn, &scope, since)?;
-            if since < issued {
-                streams.push_back((scope, since));
+            if since < upto {
+                streams.push_back((scope, since, upto));
             }
         }
+        // The relay's hello may say a draining scope's last seqs are held already: the drain
+        // ends at the pull (`vector_inner`), once this session's control entries are in (one
+        // may grant the scope again).
+        self.planned = true;
         if self.sent_marks.is_none() {
             let now = crate::restamp::sent(self.call.conn)?;
             self.sent_marks = Some(SentMarks {
@@ -397,10 +552,15 @@ impl EngineStore<'_> {
             if plan.done {
                 return Ok(None);
             }
-            let Some((scope, since)) = plan.streams.front() else {
+            let Some((scope, since, upto)) = plan.streams.front() else {
                 plan.done = true;
                 return Ok(None);
             };
+            // Batches end where the grant version changes, so one never passes `upto`.
+            if since >= upto {
+                plan.streams.pop_front();
+                continue;
+            }
             let args = [
                 Arg::Integer(*since as i64),
                 Arg::Integer(BATCH_BYTES as i64),
@@ -414,7 +574,7 @@ impl EngineStore<'_> {
             }
         };
         let h = header(&bytes)?;
-        if let Some((_, since)) = plan.streams.front_mut() {
+        if let Some((_, since, _)) = plan.streams.front_mut() {
             *since = h.range.hi;
         }
         self.pushed_max_ms = self.pushed_max_ms.max(h.max_hlc.millis());
@@ -450,6 +610,16 @@ impl EngineStore<'_> {
                 crate::acked::record(conn, scope, top)?;
             }
         }
+        self.drop_drained()
+    }
+
+    /// Drops the draining scopes whose own changes the relay now holds all of (`drain.rs`).
+    fn drop_drained(&mut self) -> Result<(), SyncError> {
+        let call = self.call;
+        call.conn.exec("SAVEPOINT outpost_drop")?;
+        let r = crate::drain::drop_drained(call);
+        let dropped = crate::schema::finish_savepoint(call.conn, "outpost_drop", r)?;
+        self.counts.scopes_dropped += dropped.len() as u64;
         Ok(())
     }
 
@@ -609,6 +779,12 @@ impl outpost_protocol::session::ClientStore for EngineStore<'_> {
     /// error (the peer's stream brings them again).
     fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), Failed> {
         let r = self.control_received_inner(entries);
+        self.keep(r)
+    }
+
+    /// The draining scopes and their drain seqs (`drain.rs`).
+    fn drains(&mut self) -> Result<Vec<outpost_protocol::message::Drain>, Failed> {
+        let r = crate::drain::declared(self.call.conn).map_err(SyncError::from);
         self.keep(r)
     }
 

@@ -79,6 +79,9 @@ struct Held {
     pushed: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Control entries it serves: (writer, seq, bytes), its own and relayed ones.
     control: Arc<Mutex<Entries>>,
+    /// Every drain a device's hello declared, in order, shared with the test
+    /// ([`Hub::declared`]).
+    declared: Arc<Mutex<Vec<(String, u64)>>>,
 }
 
 /// What the hub serves of the control streams, shared with the test.
@@ -152,6 +155,31 @@ impl ServerStore for Held {
             v.set(*w, v.get(w).max(*seq));
         }
         Ok(v)
+    }
+    fn drains_declared(
+        &mut self,
+        _: &SiteId,
+        drains: &[outpost_protocol::message::Drain],
+    ) -> Result<(), String> {
+        let mut declared = self.declared.lock().unwrap();
+        declared.extend(drains.iter().map(|d| (d.scope.clone(), d.last)));
+        Ok(())
+    }
+    /// The scopes of the grant entry for `site` at `version` in the hub's control streams.
+    fn grant_at(
+        &mut self,
+        site: &SiteId,
+        version: u64,
+    ) -> Result<Option<outpost_protocol::scope::Scopes>, String> {
+        let control = self.control.lock().unwrap();
+        Ok(control.iter().find_map(
+            |(_, _, bytes)| match control::decode_entry(bytes).ok()?.item {
+                control::ControlItem::Grant(g) if g.site == *site && g.version == version => {
+                    Some(g.scopes)
+                }
+                _ => None,
+            },
+        ))
     }
     fn control_for(
         &mut self,
@@ -299,6 +327,7 @@ pub struct Hub {
     /// What its hellos state as its wall clock: now plus this shift, or 0 (no trusted time).
     clock_shift_ms: Arc<Mutex<Option<i64>>>,
     pushed: Arc<Mutex<Vec<Vec<u8>>>>,
+    declared: Arc<Mutex<Vec<(String, u64)>>>,
     next: mpsc::Sender<Next>,
     done: mpsc::Receiver<()>,
     keys: Keypair,
@@ -346,6 +375,8 @@ impl Hub {
         let shift = clock_shift_ms.clone();
         let pushed = Arc::new(Mutex::new(Vec::new()));
         let held = pushed.clone();
+        let declared = Arc::new(Mutex::new(Vec::new()));
+        let hub_declared = declared.clone();
         let keys = Keypair::generate().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let code = EnrollCode {
@@ -372,6 +403,7 @@ impl Hub {
             let mut store = Held {
                 pushed: held,
                 control: hub_control,
+                declared: hub_declared,
                 ..Held::default()
             };
             while let Ok(what) = script.recv() {
@@ -408,6 +440,7 @@ impl Hub {
                             vector: store.vector.clone(),
                             session: SessionId::default(),
                             control: outpost_protocol::ControlVector::new(),
+                            drains: Vec::new(),
                         }));
                         while conn.recv().is_some() {}
                     }
@@ -422,6 +455,7 @@ impl Hub {
             code,
             clock_shift_ms,
             pushed,
+            declared,
             next,
             done,
             keys,
@@ -429,6 +463,11 @@ impl Hub {
             directory,
             batches,
         }
+    }
+
+    /// Every drain (scope, last seq) the devices' hellos declared so far, in order.
+    pub fn declared(&self) -> Vec<(String, u64)> {
+        self.declared.lock().unwrap().clone()
     }
 
     /// Every batch pushed to the hub and committed so far, in the order committed.
