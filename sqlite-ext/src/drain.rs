@@ -197,6 +197,25 @@ fn drop_scope(call: &Call, scope: &str) -> Result<(), Error> {
         }
     }
     drop(scopes);
+    // Rows that left through the scope's stream: their state stayed for their unsent changes,
+    // all sent now; it goes with their markers (a transfer that brings one back then writes it
+    // whole).
+    {
+        let mut s = conn.prepare("SELECT tbl, key FROM _outpost_exits WHERE stream = ?1")?;
+        s.bind_text(1, scope)?;
+        while s.step()? {
+            let (tbl, key) = (s.i64(0), s.blob(1));
+            let Some(ti) = tables.iter().position(|t| t.id == tbl) else {
+                continue;
+            };
+            if !doomed
+                .iter()
+                .any(|(_, dti, dkey)| *dti == ti && *dkey == key)
+            {
+                doomed.push((depth(&tables, conn, &tables[ti])?, ti, key));
+            }
+        }
+    }
     // Children before their parents.
     doomed.sort_by_key(|d| std::cmp::Reverse(d.0));
     let quiet = call.session.suppress();

@@ -68,7 +68,13 @@ impl Applier<'_> {
     /// Whether a change to the row (`ti`, packed `key`) is ignored because the row left through
     /// the stream the batch is in; a marker of another stream goes, with the row's old state.
     pub(super) fn exited(&mut self, ti: usize, key: &[u8]) -> Result<bool, Error> {
-        if !self.any_exits || self.tables[ti].def.scope.is_none() {
+        if self.tables[ti].def.scope.is_none() {
+            return Ok(false);
+        }
+        if self.transfer {
+            self.forget_if_gone(ti, key)?;
+        }
+        if !self.any_exits {
             return Ok(false);
         }
         let tbl = self.tables[ti].id;
@@ -96,6 +102,34 @@ impl Applier<'_> {
             s.run()?;
         }
         Ok(false)
+    }
+
+    /// A transfer brings back a row whose state stayed here without its app row or a marker (it
+    /// left, and its marker went when its scope drained): the old state goes, so the transfer
+    /// writes the row whole instead of finding its cells held already.
+    fn forget_if_gone(&mut self, ti: usize, key: &[u8]) -> Result<(), Error> {
+        let tbl = self.tables[ti].id;
+        let Some(st) = self.rows.get(tbl, key)? else {
+            return Ok(());
+        };
+        if st.exist % 2 == 0 || self.held_aside[ti] {
+            return Ok(());
+        }
+        let key_vals = crate::keys::unpack(key)?;
+        if self.app_values(ti, &key_vals)?.is_some() {
+            return Ok(());
+        }
+        for sql in [
+            "DELETE FROM _outpost_rows WHERE tbl = ?1 AND key = ?2",
+            "DELETE FROM _outpost_cells WHERE tbl = ?1 AND key = ?2",
+            "DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2",
+        ] {
+            let s = self.cached(sql.into())?;
+            s.bind_i64(1, tbl)?;
+            s.bind_blob(2, key)?;
+            s.run()?;
+        }
+        Ok(())
     }
 
     /// The rows whose scope cell this batch wrote and which are now in a scope outside the
