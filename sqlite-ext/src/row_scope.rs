@@ -238,17 +238,20 @@ impl<'t> Scopes<'t> {
         // The scope of each row after the entries walked so far (newest first).
         let mut after_walk: HashMap<(i64, Vec<u8>), Option<String>> = HashMap::new();
         let mut streams: HashMap<u64, String> = HashMap::new();
-        for (seq, tbl, key, op, vals) in entries.into_iter().rev() {
-            let Some(t) = self.table(tbl) else { continue };
-            let stream = match self.rules.get(&tbl) {
-                Some(Rule::Via { .. }) => self.via_stream(t, &key, op, vals.as_ref())?,
+        for (seq, tbl, key, op, vals) in entries.iter().rev() {
+            let Some(t) = self.table(*tbl) else { continue };
+            let stream = match self.rules.get(tbl) {
+                Some(Rule::Via { .. }) => {
+                    self.via_stream(t, key, *op, vals.as_ref(), &after_walk)?
+                }
                 Some(Rule::Column(c)) => {
-                    self.column_stream(t, *c, key, op, vals.as_ref(), &mut after_walk)?
+                    self.column_stream(t, *c, key.clone(), *op, vals.as_ref(), &mut after_walk)?
                 }
                 None => continue,
             };
-            streams.insert(seq, stream);
+            streams.insert(*seq, stream);
         }
+        self.keep_referrals_streams(&entries, &mut streams)?;
         let mut out: Vec<(u64, String)> = Vec::new();
         for seq in after + 1..=top {
             let stream = streams.remove(&seq).unwrap_or_default();
@@ -258,6 +261,53 @@ impl<'t> Scopes<'t> {
             }
         }
         Ok(out)
+    }
+
+    /// A referral this database made is the row's last write in the stream it held the row in:
+    /// the row's later writes in the same stretch of log (made before a fold let it leave, or
+    /// while it stays because the new scope is granted too) and those of its `via` children go
+    /// in the referral's stream, not in the new scope's, which this device may not hold (a
+    /// stream outside its grant could never be pushed). The cloud copies them on to the new
+    /// scope as it copies any late write in the old stream (`transfer.rs`).
+    fn keep_referrals_streams(
+        &self,
+        entries: &[Entry],
+        streams: &mut HashMap<u64, String>,
+    ) -> Result<(), Error> {
+        if !entries.iter().any(|e| e.3 == OP_SCOPE_MOVE) {
+            return Ok(());
+        }
+        let mut referred: HashMap<(i64, Vec<u8>), String> = HashMap::new();
+        for (seq, tbl, key, op, vals) in entries {
+            let Some(t) = self.table(*tbl) else { continue };
+            let row = (*tbl, key.clone());
+            let inherited = match referred.get(&row) {
+                Some(s) => Some(s.clone()),
+                None => match self.rules.get(tbl) {
+                    Some(Rule::Via { column, parent }) => {
+                        let v = match self.app_value(t, key, *column)? {
+                            Some(v) => Some(v),
+                            None => Self::old_values(t, *op, vals.as_ref())?
+                                .and_then(|v| v.get(*column).cloned()),
+                        };
+                        v.and_then(|v| {
+                            let p = (self.tables[*parent].id, crate::keys::pack(&[v]));
+                            referred.get(&p).cloned()
+                        })
+                    }
+                    _ => None,
+                },
+            };
+            if let Some(stream) = inherited {
+                streams.insert(*seq, stream);
+            }
+            if *op == OP_SCOPE_MOVE {
+                if let Some(stream) = streams.get(seq) {
+                    referred.insert(row, stream.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The old values an entry logged, when it logged them (`vals` packed).
@@ -323,25 +373,33 @@ impl<'t> Scopes<'t> {
         Ok(stream.unwrap_or_default())
     }
 
+    /// The stream of a `via` row's write: its parent's scope at that point of the log (what
+    /// the walk back has found of the parent so far, `after_walk`, else the parent's now).
     fn via_stream(
         &self,
         t: &Tracked,
         key: &[u8],
         op: i64,
         vals: Option<&Value>,
+        after_walk: &HashMap<(i64, Vec<u8>), Option<String>>,
     ) -> Result<String, Error> {
         let Some(Rule::Via { column, parent }) = self.rules.get(&t.id) else {
             return Ok(String::new());
         };
-        if let Some(v) = self.app_value(t, key, *column)? {
-            return self.now(&self.tables[*parent], &crate::keys::pack(&[v]));
+        // Its parent key: its app row's, or, gone now, the values the delete logged.
+        let v = match self.app_value(t, key, *column)? {
+            Some(v) => Some(v),
+            None => Self::old_values(t, op, vals)?.and_then(|v| v.get(*column).cloned()),
+        };
+        let Some(v) = v else {
+            return self.now(t, key);
+        };
+        let parent = &self.tables[*parent];
+        let pk = crate::keys::pack(&[v]);
+        if let Some(walked) = after_walk.get(&(parent.id, pk.clone())) {
+            return Ok(walked.clone().unwrap_or_default());
         }
-        // Gone now: its parent key from the values the delete logged.
-        let logged = Self::old_values(t, op, vals)?.and_then(|v| v.get(*column).cloned());
-        match logged {
-            Some(v) => self.now(&self.tables[*parent], &crate::keys::pack(&[v])),
-            None => self.now(t, key),
-        }
+        self.now(parent, &pk)
     }
 }
 

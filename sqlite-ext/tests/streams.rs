@@ -595,27 +595,45 @@ fn a_vector_kept_per_origin_is_upgraded_in_place_as_the_unscoped_streams() {
     );
 }
 
-/// A write to a row after this device referred it out of its grant is in the new scope's
-/// stream, which relays would refuse whole: it stays pending here, and the rest is pushed.
+/// A write to a row after this device referred it out of its grant, before the fold that lets
+/// the row leave, goes in the referral's (old) stream: a stream outside the grant could never be
+/// pushed, and the cloud copies the write on to the new scope. The whole row history goes up.
 #[test]
-fn an_own_stream_outside_the_grant_is_not_pushed() {
+fn a_write_after_an_own_referral_goes_in_the_referrals_stream() {
     let hub = Hub::start();
     let r = device("a");
     hub.enroll(&r);
     hub.grant(site_of(&r), 1, &["moshi"]);
     hub.sync(&r);
-    r.exec("INSERT INTO patients VALUES ('m1', 'Amina', 'moshi')");
+    r.exec(
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi');
+         INSERT INTO visits VALUES ('v1', 'm1', 'first visit');",
+    );
     r.exec("UPDATE patients SET clinic = 'tanga' WHERE id = 'm1'");
     r.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");
-    assert_eq!(db_version(&r, "tanga"), 1, "the edit after the referral");
-    assert_eq!(db_version(&r, "moshi"), 2, "the insert and the referral");
+    r.exec("UPDATE visits SET note = 'first visit, seen' WHERE id = 'v1'");
+    assert_eq!(
+        db_version(&r, "tanga"),
+        0,
+        "nothing in the new scope's stream"
+    );
+    assert_eq!(
+        db_version(&r, "moshi"),
+        5,
+        "inserts, referral and both edits"
+    );
     let out = hub.sync(&r);
     assert_eq!(out["batches_pushed"], 1, "{out}");
     let pushed: Vec<String> = hub.pushed().iter().map(|b| read(b).0).collect();
     assert_eq!(pushed, ["moshi"]);
     assert_eq!(
         r.one::<i64>("SELECT json_extract(outpost_status(), '$.pending_changes')"),
-        1
+        0
+    );
+    assert_eq!(
+        r.one::<i64>("SELECT count(*) FROM patients"),
+        0,
+        "the row left once folded"
     );
 }
 
