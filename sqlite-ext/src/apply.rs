@@ -139,6 +139,8 @@ pub(crate) struct Applier<'c> {
     touched: Vec<(usize, Vec<u8>, Option<String>)>,
     /// Whether the batch is a transfer: it brings rows back through any stream (`exits.rs`).
     transfer: bool,
+    /// Rows that left and that this batch may bring back (`exits.rs`).
+    returning: Vec<(usize, Vec<u8>)>,
     /// The highest clock of a cell received (applied or not; `restamp.rs` keeps re-stamped
     /// changes above it).
     pub received_hlc: u64,
@@ -217,6 +219,7 @@ impl<'c> Applier<'c> {
             authority: crate::transfer::is_authority(conn)?,
             touched: Vec::new(),
             transfer: false,
+            returning: Vec::new(),
             received_hlc: 0,
         })
     }
@@ -537,7 +540,8 @@ impl<'c> Applier<'c> {
             return Ok(outcome);
         }
         let mut whole_again = false;
-        if alive && was_alive && self.held_aside[ti] {
+        let returning = self.returning.iter().any(|(i, k)| *i == ti && k == key);
+        if alive && was_alive && (self.held_aside[ti] || returning) {
             // An evicted row (alive here, its values in its tombstone, no app row:
             // apply/unique.rs) is written whole, the incoming values over its own; written
             // column by column it would come back with its other columns empty.
@@ -1124,6 +1128,7 @@ fn apply_batch(
     // (`apply/transfers.rs`); then rows whose scope cell moved outside the grant leave
     // (`apply/exits.rs`).
     ap.queue_transfers()?;
+    ap.settle_returning()?;
     ap.stats.exits += ap.exit_moved()?;
     // Rows this batch deleted or changed may have held values rows held aside now get
     // (`settle`, which the retry starts with).

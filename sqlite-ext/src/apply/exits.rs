@@ -12,8 +12,9 @@
 //!   writes to it arriving in that stream be ignored (the cloud copies them on to the new
 //!   stream);
 //! - a write to it arriving in any other stream, or any transfer (the cloud brings it back,
-//!   `transfer.rs`), removes the marker and the row's old state first, so it merges as a new
-//!   row.
+//!   `transfer.rs`), merges into the state it left with and, if anything wins, writes the row
+//!   whole from its tombstone; the scope is then judged again: held, the marker goes; not held
+//!   (a stale transfer), the row stays out.
 //!
 //! A referral this device makes itself leaves the same way, once the log holding it is folded
 //! (`own_moves_leave`): its change goes out in the old scope's stream like any unsent change.
@@ -66,15 +67,16 @@ pub(crate) fn own_moves_leave(
 
 impl Applier<'_> {
     /// Whether a change to the row (`ti`, packed `key`) is ignored because the row left through
-    /// the stream the batch is in; a marker of another stream goes, with the row's old state.
+    /// the stream the batch is in; a change in another stream, or a transfer, may bring it back
+    /// (`returning`).
     pub(super) fn exited(&mut self, ti: usize, key: &[u8]) -> Result<bool, Error> {
         if self.tables[ti].def.scope.is_none() {
             return Ok(false);
         }
-        if self.transfer {
-            self.forget_if_gone(ti, key)?;
-        }
         if !self.any_exits {
+            if self.transfer {
+                self.forget_if_gone(ti, key)?;
+            }
             return Ok(false);
         }
         let tbl = self.tables[ti].id;
@@ -85,22 +87,20 @@ impl Applier<'_> {
         let found = if s.step()? { Some(s.text(0)) } else { None };
         s.reset();
         let Some(stream) = found else {
+            if self.transfer {
+                self.forget_if_gone(ti, key)?;
+            }
             return Ok(false);
         };
         if stream == self.stream && !self.transfer {
             return Ok(true);
         }
-        for sql in [
-            "DELETE FROM _outpost_exits WHERE tbl = ?1 AND key = ?2",
-            "DELETE FROM _outpost_rows WHERE tbl = ?1 AND key = ?2",
-            "DELETE FROM _outpost_cells WHERE tbl = ?1 AND key = ?2",
-            "DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2",
-        ] {
-            let s = self.cached(sql.into())?;
-            s.bind_i64(1, tbl)?;
-            s.bind_blob(2, key)?;
-            s.run()?;
-        }
+        // Another stream, or a transfer, may bring the row back: the change merges into the
+        // state the row left with (its values in its tombstone, written whole if anything
+        // wins), and its scope is judged again after the batch (`exit_moved`), which drops the
+        // marker once the row is held again. A stale transfer (an older scope than the one it
+        // left for) then changes nothing and the row stays out.
+        self.returning.push((ti, key.to_vec()));
         Ok(false)
     }
 
@@ -132,6 +132,79 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// The rows that left and that this batch's changes reached (`returning`), parents first:
+    /// one whose scope (its cell, or its parent's) is granted again comes back whole from its
+    /// tombstone if no change wrote it already, and loses its marker; one still outside the
+    /// grant whose app row a change wrote leaves again. Returns how many rows came back.
+    pub(super) fn settle_returning(&mut self) -> Result<u64, Error> {
+        let mut rows = std::mem::take(&mut self.returning);
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let rank: Vec<usize> = {
+            let mut r = vec![usize::MAX; self.tables.len()];
+            for (pos, &ti) in self.order.iter().enumerate() {
+                r[ti] = pos;
+            }
+            r
+        };
+        rows.sort_by(|a, b| (rank[a.0], &a.1).cmp(&(rank[b.0], &b.1)));
+        rows.dedup();
+        let tables: Vec<crate::schema::Tracked> =
+            self.tables.iter().map(|t| (**t).clone()).collect();
+        let mut back = 0;
+        for (ti, key) in rows {
+            let tbl = self.tables[ti].id;
+            let Some(st) = self.rows.get(tbl, &key)? else {
+                continue;
+            };
+            if st.exist % 2 == 0 {
+                continue;
+            }
+            // Read per row: a parent restored just before is its children's scope.
+            let scope = match crate::row_scope::Scopes::new(self.conn(), &tables)? {
+                Some(scopes) => scopes.now(&tables[ti], &key)?,
+                None => continue,
+            };
+            let key_vals = crate::keys::unpack(&key)?;
+            let present = self.app_values(ti, &key_vals)?.is_some();
+            if crate::scope_check::granted(self.call, &scope)? {
+                if !present {
+                    let Some(vals) = self.tombstone(tbl, &key)? else {
+                        continue;
+                    };
+                    let n = self.tables[ti].def.columns.len();
+                    let writes: Vec<super::Write> = (0..n)
+                        .map(|c| {
+                            (
+                                c,
+                                std::borrow::Cow::Owned(
+                                    vals.get(c).cloned().unwrap_or(Value::Null),
+                                ),
+                            )
+                        })
+                        .collect();
+                    self.upsert(ti, &key_vals, &writes)?;
+                    let s = self.cached(
+                        "DELETE FROM _outpost_tombstones WHERE tbl = ?1 AND key = ?2".into(),
+                    )?;
+                    s.bind_i64(1, tbl)?;
+                    s.bind_blob(2, &key)?;
+                    s.run()?;
+                }
+                let s =
+                    self.cached("DELETE FROM _outpost_exits WHERE tbl = ?1 AND key = ?2".into())?;
+                s.bind_i64(1, tbl)?;
+                s.bind_blob(2, &key)?;
+                s.run()?;
+                back += 1;
+            } else if present {
+                self.exit(ti, &key, &key_vals, 0, &[], 0)?;
+            }
+        }
+        Ok(back)
+    }
+
     /// The rows whose scope cell this batch wrote and which are now in a scope outside the
     /// device's grant leave (module documentation). Returns how many rows left.
     pub(super) fn exit_moved(&mut self) -> Result<u64, Error> {
@@ -153,6 +226,13 @@ impl Applier<'_> {
                 _ => continue,
             };
             if crate::scope_check::granted(self.call, &scope)? {
+                // Held (again): a row that came back loses its marker.
+                let tbl = self.tables[ti].id;
+                let s =
+                    self.cached("DELETE FROM _outpost_exits WHERE tbl = ?1 AND key = ?2".into())?;
+                s.bind_i64(1, tbl)?;
+                s.bind_blob(2, &key)?;
+                s.run()?;
                 continue;
             }
             let version = self
