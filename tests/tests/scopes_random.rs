@@ -2,7 +2,8 @@
 //! S3, S4): a real `outpost-cloud run` and tablets of different grants (one clinic, two clinics,
 //! every clinic) on the built `liboutpost.so`, doing random inserts, edits, counter increments,
 //! `review` edits, visits and referrals (concurrent and round-trip moves among them) with random
-//! syncs. When every tablet has synced until nothing changes, each holds exactly the cloud's rows
+//! syncs, and random regrants (`outpost-cloud grant`: scopes removed drain, scopes added are
+//! pulled; a scope is never granted back to a tablet that held it, see README "Scopes"). When every tablet has synced until nothing changes, each holds exactly the cloud's rows
 //! of its grant, cell for cell (S1: nothing else; S4: no cell lost, no delete written; S3: tablets
 //! of one grant hold the same), and the cloud holds every patient ever written.
 //!
@@ -33,12 +34,17 @@ SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');";
 struct Tablet {
     name: &'static str,
     db: DeviceDb,
-    grant: Option<Vec<&'static str>>,
+    grant: std::cell::RefCell<Option<Vec<&'static str>>>,
+    /// Every scope it was ever granted.
+    ever: std::cell::RefCell<Vec<&'static str>>,
 }
 
 impl Tablet {
     fn holds(&self, scope: &str) -> bool {
-        self.grant.as_ref().is_none_or(|g| g.contains(&scope))
+        self.grant
+            .borrow()
+            .as_ref()
+            .is_none_or(|g| g.contains(&scope))
     }
 }
 
@@ -86,30 +92,39 @@ const VISITS: &str = "SELECT v.id, v.patient_id, v.note, p.clinic FROM visits AS
 
 /// Runs `sql` on `t`; a write the extension refuses for the grant (a row this tablet referred
 /// out of its scopes is not its to write) is part of the game, any other error is not.
-fn write(t: &Tablet, sql: &str) {
-    if let Err(e) = t.db.conn.execute_batch(sql) {
+fn write(t: &Tablet, sql: &str) -> bool {
+    let done = t.db.conn.execute_batch(sql);
+    if let Err(e) = &done {
         let e = e.to_string();
-        assert!(e.contains("not granted"), "tablet {}: {sql}: {e}", t.name);
+        assert!(
+            e.contains("not granted") || e.contains("removed from this device's grant"),
+            "tablet {}: {sql}: {e}",
+            t.name
+        );
     }
+    done.is_ok()
 }
 
 /// One random step of `t`.
 fn step(rng: &mut StdRng, t: &Tablet, next_id: &mut u64, written: &mut Vec<String>) {
     let held = rows(&t.db.conn, "SELECT id FROM patients ORDER BY id");
     let pick = (!held.is_empty()).then(|| held[rng.gen_range(0..held.len())].clone());
-    match (rng.gen_range(0..8), pick) {
+    // Whether the write was taken is not needed past the insert's bookkeeping.
+    let _ = match (rng.gen_range(0..8), pick) {
         (0 | 1, _) | (_, None) => {
             let granted: Vec<&str> = SCOPES.iter().copied().filter(|s| t.holds(s)).collect();
             let scope = granted[rng.gen_range(0..granted.len())];
             *next_id += 1;
             let id = format!("{}{}", t.name, next_id);
-            write(
-                t,
-                &format!(
+            // Refused when the tablet has not learnt a grant this test just gave it.
+            let sql = format!(
                 "INSERT INTO patients(id, name, clinic) VALUES ('{id}', 'name {id}', '{scope}')"
-            ),
             );
-            written.push(id);
+            let done = write(t, &sql);
+            if done {
+                written.push(id);
+            }
+            done
         }
         (2, Some(id)) => write(
             t,
@@ -142,7 +157,7 @@ fn step(rng: &mut StdRng, t: &Tablet, next_id: &mut u64, written: &mut Vec<Strin
                     "INSERT INTO visits VALUES ('v{}{}', '{id}', 'visit by {}')",
                     t.name, next_id, t.name
                 ),
-            );
+            )
         }
         (_, Some(id)) => {
             // A referral: to any clinic, this tablet's or not (a round trip when it comes back).
@@ -150,9 +165,44 @@ fn step(rng: &mut StdRng, t: &Tablet, next_id: &mut u64, written: &mut Vec<Strin
             write(
                 t,
                 &format!("UPDATE patients SET clinic = '{to}' WHERE id = '{id}'"),
-            );
+            )
+        }
+    };
+}
+
+/// Regrants `t` (not the every-scope tablet): some of its scopes removed, some it never held
+/// added, never none.
+fn regrant(rng: &mut StdRng, cloud: &Cloud, t: &Tablet) -> bool {
+    let Some(now) = t.grant.borrow().clone() else {
+        return false;
+    };
+    let mut next: Vec<&'static str> = now.iter().copied().filter(|_| rng.gen_bool(0.5)).collect();
+    for s in SCOPES {
+        if !t.ever.borrow().contains(&s) && rng.gen_bool(0.5) {
+            next.push(s);
         }
     }
+    if next.is_empty() || next == now {
+        return false;
+    }
+    let site: String =
+        t.db.call::<String>("SELECT lower(hex(outpost_site_id()))")
+            .unwrap();
+    let out = Command::new(&built().cloud)
+        .args(["grant", "--data"])
+        .arg(&cloud.data)
+        .args(["--device", &site[..12], "--scopes", &next.join(",")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "grant {}: {}",
+        t.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.ever.borrow_mut().extend(next.iter().copied());
+    *t.grant.borrow_mut() = Some(next);
+    true
 }
 
 /// Whether every tablet holds exactly the cloud's rows of its grant.
@@ -205,14 +255,24 @@ fn run(seed: u64) {
             let db = DeviceDb::open(&dir.path().join(format!("{name}.db")), SCHEMA);
             let scopes = grant.as_ref().map_or("*".to_string(), |g| g.join(","));
             db.enroll(&code(&cloud, &scopes));
-            Tablet { name, db, grant }
+            let ever = std::cell::RefCell::new(grant.clone().unwrap_or_default());
+            Tablet {
+                name,
+                db,
+                grant: std::cell::RefCell::new(grant),
+                ever,
+            }
         })
         .collect();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut next_id = 0;
     let mut written = Vec::new();
+    let mut regrants = 0;
     for _ in 0..60 {
         let t = &tablets[rng.gen_range(0..tablets.len())];
+        if rng.gen_bool(0.05) && regrant(&mut rng, &cloud, t) {
+            regrants += 1;
+        }
         step(&mut rng, t, &mut next_id, &mut written);
         if rng.gen_bool(0.4) {
             let t = &tablets[rng.gen_range(0..tablets.len())];
@@ -250,12 +310,18 @@ fn run(seed: u64) {
     }
     let held = rows(&tenant, "SELECT id FROM patients ORDER BY id");
     written.sort();
-    assert_eq!(held, written, "seed {seed}: the cloud holds every patient");
+    if held != written {
+        let kept = dir.keep();
+        panic!(
+            "seed {seed} (files kept in {kept:?}): the cloud lacks patients: held {held:?}, \
+             written {written:?}"
+        );
+    }
     let moved: i64 = tenant
         .query_row("SELECT count(*) FROM _outpost_transfers", [], |r| r.get(0))
         .unwrap();
     println!(
-        "seed {seed}: {} patients, {} visits, {moved} transfers; converged",
+        "seed {seed}: {} patients, {} visits, {moved} transfers, {regrants} regrants; converged",
         held.len(),
         rows(&tenant, VISITS).len()
     );
