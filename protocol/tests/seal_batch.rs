@@ -381,3 +381,20 @@ fn the_encoder_refuses_a_key_epoch() {
     );
     assert_eq!(r, Err(codec::EncodeError::SealedMeta));
 }
+
+#[test]
+fn flags_are_set_before_sealing() {
+    let mut sealed = seal_batch(&plain(1), &key(2), [0; 12]).unwrap();
+    let flags = BatchFlags {
+        direction: Direction::Up,
+        transfer: false,
+    };
+    assert_eq!(
+        codec::set_flags(&mut sealed, flags),
+        Err(DecodeError::Sealed { epoch: 2 })
+    );
+    let mut plain = plain(1);
+    codec::set_flags(&mut plain, flags).unwrap();
+    let sealed = seal_batch(&plain, &key(2), [0; 12]).unwrap();
+    assert_eq!(open(&sealed, &key(2)).unwrap().header.flags, flags);
+}

@@ -300,10 +300,17 @@ pub fn decode_header(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, Decod
 /// Rewrites an encoded batch's clear-header flags, for a writer that learns them only from the
 /// batch's rows (the cloud: the direction follows the tenant's table settings). The clear header
 /// keeps its length (flags are one byte); the signature slot is left as it is, so sign after.
+/// A sealed batch is refused ([`DecodeError::Sealed`]): its body authenticates its flags, so
+/// flags are set before sealing.
 pub fn set_flags(bytes: &mut [u8], flags: BatchFlags) -> Result<(), DecodeError> {
     let prefix = MAGIC.len() + 1;
     let end = clear_header_end(bytes)?;
     let (mut clear, _) = take_bounded::<ClearWire>(bytes, prefix, MAX_CLEAR_BYTES)?;
+    if clear.key_epoch != 0 {
+        return Err(DecodeError::Sealed {
+            epoch: clear.key_epoch,
+        });
+    }
     clear.flags = flags.to_byte();
     let again = postcard::to_allocvec(&clear)
         .map_err(|_| DecodeError::BadHeader(HeaderProblem::Malformed))?;
