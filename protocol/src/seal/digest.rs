@@ -13,6 +13,7 @@ use super::primitives::hmac_sha256;
 use alloc::string::String;
 use core::fmt;
 use core::str::FromStr;
+use zeroize::Zeroize;
 
 /// Bytes of a digest key.
 pub const DIGEST_KEY_LEN: usize = 32;
@@ -20,7 +21,7 @@ pub const DIGEST_KEY_LEN: usize = 32;
 pub const SCOPE_DIGEST_LEN: usize = 16;
 
 /// The tenant's key for scope digests (32 bytes, HMAC-SHA256). Its bytes never appear in
-/// `Debug`.
+/// `Debug` and are wiped when it is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct DigestKey([u8; DIGEST_KEY_LEN]);
 
@@ -41,6 +42,12 @@ impl DigestKey {
         let mut d = [0u8; SCOPE_DIGEST_LEN];
         d.copy_from_slice(&mac[..SCOPE_DIGEST_LEN]);
         ScopeDigest(d)
+    }
+}
+
+impl Drop for DigestKey {
+    fn drop(&mut self) {
+        self.0.zeroize();
     }
 }
 

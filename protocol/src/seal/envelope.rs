@@ -21,6 +21,7 @@ use super::primitives::{aes_256_gcm_open, aes_256_gcm_seal, ecdh, hkdf_sha256, K
 use crate::handshake::{Keypair, PublicKey, PUBLIC_KEY_LEN};
 use alloc::vec::Vec;
 use core::fmt;
+use zeroize::Zeroizing;
 
 /// The magic every envelope starts with.
 pub const MAGIC: [u8; 3] = *b"OPK";
@@ -238,8 +239,8 @@ pub fn unwrap_keys(envelope: &[u8], recipient: &Keypair) -> Result<KeySet, Envel
     let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
     let tag: &[u8; TAG_LEN] = tag.try_into().expect("split at TAG_LEN from the end");
     let kek = kek(&ecdh(recipient, &ephemeral), &ephemeral, recipient.public());
-    // Bounded by MAX_LEN (checked above).
-    let mut contents = ciphertext.to_vec();
+    // Bounded by MAX_LEN (checked above); wiped once read, as it holds the keys in the clear.
+    let mut contents = Zeroizing::new(ciphertext.to_vec());
     aes_256_gcm_open(&kek, &[0; 12], prefix, &mut contents, tag)
         .map_err(|_| EnvelopeError::TagMismatch)?;
     read_contents(&contents)
@@ -293,13 +294,19 @@ fn read_contents(c: &[u8]) -> Result<KeySet, EnvelopeError> {
     })
 }
 
-/// The key-encryption key of one envelope (see the module doc).
-fn kek(shared: &[u8; 32], ephemeral: &PublicKey, recipient: &PublicKey) -> [u8; KEY_LEN] {
+/// The key-encryption key of one envelope (see the module doc); it and the shared secret are
+/// wiped when dropped.
+fn kek(
+    shared: &[u8; 32],
+    ephemeral: &PublicKey,
+    recipient: &PublicKey,
+) -> Zeroizing<[u8; KEY_LEN]> {
+    let shared = Zeroizing::new(*shared);
     let mut info = [0u8; 2 * PUBLIC_KEY_LEN];
     info[..PUBLIC_KEY_LEN].copy_from_slice(ephemeral.as_bytes());
     info[PUBLIC_KEY_LEN..].copy_from_slice(recipient.as_bytes());
-    let mut kek = [0u8; KEY_LEN];
+    let mut kek = Zeroizing::new([0u8; KEY_LEN]);
     // 32 bytes is one HKDF block.
-    hkdf_sha256(KDF_SALT, shared, &info, &mut kek).expect("32 bytes of HKDF output");
+    hkdf_sha256(KDF_SALT, &*shared, &info, &mut *kek).expect("32 bytes of HKDF output");
     kek
 }

@@ -2,10 +2,11 @@
 
 use super::primitives::KEY_LEN;
 use core::fmt;
+use zeroize::Zeroize;
 
 /// A scope's AES-256-GCM key of one epoch (docs/design.md section 10, "Sealed batches"). Epochs
 /// count from 1 per scope; 0 in a batch's clear header means "not sealed", so no key has it. The
-/// key bytes never appear in `Debug`.
+/// key bytes never appear in `Debug` and are wiped when the key is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ScopeKey {
     epoch: u32,
@@ -26,6 +27,12 @@ impl ScopeKey {
     /// The key bytes, for storing it (as carefully as an identity key) and wrapping it.
     pub fn as_bytes(&self) -> &[u8; KEY_LEN] {
         &self.key
+    }
+}
+
+impl Drop for ScopeKey {
+    fn drop(&mut self) {
+        self.key.zeroize();
     }
 }
 
