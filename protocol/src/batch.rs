@@ -188,7 +188,8 @@ pub struct BatchMeta {
     pub stream: String,
     /// Direction and transfer flags.
     pub flags: BatchFlags,
-    /// The sealing key's epoch; 0 = not sealed.
+    /// The sealing key's epoch; 0 = not sealed. Encoders accept 0 only: a batch is sealed after
+    /// it is encoded ([`crate::seal::seal_batch`] sets it).
     pub key_epoch: u32,
     /// The version of the writer's grant the batch was written under (0 = no grants).
     pub grant_version: u64,

@@ -31,6 +31,7 @@ pub mod id_range;
 pub mod merge;
 pub mod message;
 pub mod scope;
+pub mod seal;
 pub mod session;
 pub mod signing;
 pub mod site;

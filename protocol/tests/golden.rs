@@ -411,3 +411,236 @@ fn id_messages_with_impossible_fields_are_refused() {
     );
     assert!(Message::decode(&grant("00"), MAX).is_ok(), "an empty grant");
 }
+
+// Sealed batches and key envelopes (issue 20; docs/wire-format.md, "Sealed batches").
+
+/// The tenant's digest key of the sealed goldens.
+const GOLDEN_DIGEST_KEY: [u8; 32] = [0x5d; 32];
+/// The scope `moshi`'s digest under [`GOLDEN_DIGEST_KEY`]: its stream name on the wire.
+const GOLDEN_MOSHI: &str = "6624553d243a6b54ebe6b1a776340f6a";
+
+/// The golden batch's changes in the stream of `moshi` (by digest), written under grant version
+/// 3, sealed under epoch 1's key `5e 5e .. 5e` with the nonce `4e 4e .. 4e`, signed with the
+/// secret scalar `42 42 .. 42`.
+/// The clear header names epoch 1 and the sealed body's length (135: 107 + nonce and tag) and
+/// hash; the body as sent is the nonce, the golden batch's body as sent encrypted, and the tag.
+const GOLDEN_SEALED: &str = "\
+    4f5042 02 \
+    01010101010101010101010101010101 \
+    20 3636323435353364323433613662353465626536623161373736333430663661 \
+    01 02 00 01 03 80808080cc85f2cc01 8701 \
+    eb5dda9d3ddb591315b182d754d8ffcfbe2dbbcc6d68ee78e59cfabc197b40e6 \
+    60d513242ee68d422ad0b0e6d496244a732c313f688a7b3357d7a5fd9505b8be\
+    290da8d1a71475cefcce1360b41e8811f51ea06004eeae10cb5f7bd3bf319847 \
+    4e4e4e4e4e4e4e4e4e4e4e4e \
+    95f83a28094bbedac0238219875cdbd2532647903ba58fa807a6381772084d5e\
+    a68a3925fa71b97bdc67641d6eb146a7aefec86e418192f0b9bafb1877ff341a\
+    13400213976bb43680b509ef6727b499c1c9dcf7bd35522286585cfd34de2453\
+    6fdadb8b1d976b400a651a \
+    4d235806d0fd1cd3d5b53dc5d6ef958d";
+
+/// [`golden_key_set`] wrapped to the device whose secret scalar is `31 31 .. 31`, with the
+/// ephemeral secret scalar `55 55 .. 55`: magic, version, the ephemeral public key, then the
+/// contents (138 bytes: digest key, count 2, two entries of 52 bytes) encrypted, and the tag.
+const GOLDEN_ENVELOPE: &str = "\
+    4f504b 01 \
+    0457e977f6db7e33c3fe7acf2842ed987009caf56d458682fca447b7d3d762ab34\
+    c5ab3770ba573bdff5414065640ffb5b346dfa84dec4db4d68e5f59cc471c2ec \
+    6c8641bb614cf488784ed1fc0e83f34b0885fdd2b40c80ded7e0157479f2f801\
+    106b5de36d6befc114514aa66930541409a2ace0301fb67704fa56f618bb9b36\
+    9788df733e16c142cc58a3fd3040222ed623845b1ad017d8e34a8609d7ff74fc\
+    b0549ea589e3198a93b5319235931d5dec21c9ba6036657938ebb91ef549e9d5\
+    5eefb10d9b18bce848bf \
+    6d97952d9048dffd7d0235f0ddc4bef4";
+
+fn golden_scope_key() -> outpost_protocol::seal::ScopeKey {
+    outpost_protocol::seal::ScopeKey::new(1, [0x5e; 32]).unwrap()
+}
+
+fn golden_sealed_batch() -> Vec<u8> {
+    use outpost_protocol::batch::{codec, signature, BatchMeta, BodyWriter};
+    use outpost_protocol::seal::{seal_batch, DigestKey};
+    let stream = DigestKey::from_bytes(GOLDEN_DIGEST_KEY)
+        .digest("moshi")
+        .to_stream();
+    let mut w = BodyWriter::new(batch_tables()).unwrap();
+    for group in batch_changes() {
+        w.begin_table(group.table).unwrap();
+        for row in &group.rows {
+            w.push_row(row).unwrap();
+        }
+    }
+    let meta = BatchMeta {
+        stream,
+        grant_version: 3,
+        ..BatchMeta::default()
+    };
+    let plain = codec::finish_batch_with(
+        w,
+        SiteId([0x01; 16]),
+        SeqRange::new(1, 2).unwrap(),
+        &meta,
+        Compression::None,
+    )
+    .unwrap();
+    let mut sealed = seal_batch(&plain, &golden_scope_key(), [0x4e; 12]).unwrap();
+    let key = outpost_protocol::handshake::Keypair::from_secret(&[0x42; 32]).unwrap();
+    signature::sign(&mut sealed, &key).unwrap();
+    sealed
+}
+
+fn golden_key_set() -> outpost_protocol::seal::envelope::KeySet {
+    use outpost_protocol::seal::envelope::{KeyEntry, KeySet};
+    use outpost_protocol::seal::{DigestKey, ScopeKey};
+    let moshi = DigestKey::from_bytes(GOLDEN_DIGEST_KEY).digest("moshi");
+    KeySet {
+        digest_key: DigestKey::from_bytes(GOLDEN_DIGEST_KEY),
+        entries: vec![
+            KeyEntry {
+                scope: moshi,
+                key: golden_scope_key(),
+            },
+            KeyEntry {
+                scope: moshi,
+                key: ScopeKey::new(2, [0x5f; 32]).unwrap(),
+            },
+        ],
+    }
+}
+
+#[test]
+fn a_scope_digest_is_its_golden_stream_name() {
+    use outpost_protocol::seal::{DigestKey, ScopeDigest};
+    let d = DigestKey::from_bytes(GOLDEN_DIGEST_KEY).digest("moshi");
+    assert_eq!(d.to_stream(), GOLDEN_MOSHI);
+    assert_eq!(GOLDEN_MOSHI.parse::<ScopeDigest>(), Ok(d));
+    // HMAC-SHA256(key, "moshi"), first 16 bytes.
+    let mac = outpost_protocol::seal::primitives::hmac_sha256(&GOLDEN_DIGEST_KEY, b"moshi");
+    assert_eq!(hex::encode(&mac[..16]), GOLDEN_MOSHI);
+}
+
+#[test]
+fn a_sealed_batch_emits_and_opens_its_golden_bytes() {
+    use outpost_protocol::batch::signature;
+    use outpost_protocol::handshake::Keypair;
+    use outpost_protocol::seal::decode_sealed;
+    let bytes = unhex(GOLDEN_SEALED);
+    assert_eq!(hex::encode(golden_sealed_batch()), hex::encode(&bytes));
+    let header = outpost_protocol::batch::codec::verify(&bytes, &Limits::default()).unwrap();
+    assert_eq!(
+        (header.key_epoch, header.sent_len, header.stream.as_str()),
+        (1, 135, GOLDEN_MOSHI)
+    );
+    let key = Keypair::from_secret(&[0x42; 32]).unwrap();
+    signature::verify(&header, key.public()).unwrap();
+    let batch = decode_sealed(&bytes, &Limits::default(), |stream, epoch| {
+        (stream == GOLDEN_MOSHI && epoch == 1).then(golden_scope_key)
+    })
+    .unwrap();
+    assert_eq!(batch.tables, batch_changes());
+    assert_eq!(batch.header.tables, batch_tables());
+    // The sealed body is the golden batch's body as sent (107 bytes) plus nonce and tag; the
+    // clear header is the golden batch's plus the stream name (32 bytes) and one byte of
+    // sent_len (135 takes two); the key epoch 1 takes one byte, as 0 did.
+    let plain = unhex(GOLDEN_BATCH);
+    assert_eq!(bytes.len() - 135, plain.len() - 0x6b + 32 + 1);
+}
+
+#[test]
+fn the_golden_sealed_body_is_aes_256_gcm_of_the_golden_body_as_sent() {
+    // Rebuilt from the documented layout with the primitive alone: nonce, then AES-256-GCM of the
+    // body as sent under AAD = "outpost sealed body v1\n" || the clear header with sent_len 0 and
+    // a zero hash, then the tag.
+    use outpost_protocol::seal::primitives::aes_256_gcm_seal;
+    let sealed = unhex(GOLDEN_SEALED);
+    let plain = unhex(GOLDEN_BATCH);
+    let body_as_sent = &plain[plain.len() - 0x6b..];
+    let clear = &sealed[4..4 + 16 + 1 + 32 + 5 + 9 + 2 + 32];
+    let mut aad = b"outpost sealed body v1\n".to_vec();
+    aad.extend_from_slice(&clear[..clear.len() - 2 - 32]);
+    aad.push(0); // sent_len 0
+    aad.extend_from_slice(&[0; 32]);
+    let mut buf = body_as_sent.to_vec();
+    let tag = aes_256_gcm_seal(&[0x5e; 32], &[0x4e; 12], &aad, &mut buf).unwrap();
+    let mut want = vec![0x4e; 12];
+    want.extend_from_slice(&buf);
+    want.extend_from_slice(&tag);
+    assert_eq!(
+        hex::encode(&sealed[sealed.len() - 135..]),
+        hex::encode(want)
+    );
+}
+
+#[test]
+fn a_key_envelope_emits_and_opens_its_golden_bytes() {
+    use outpost_protocol::handshake::Keypair;
+    use outpost_protocol::seal::envelope::{unwrap_keys, wrap_keys};
+    let device = Keypair::from_secret(&[0x31; 32]).unwrap();
+    let ephemeral = Keypair::from_secret(&[0x55; 32]).unwrap();
+    let bytes = unhex(GOLDEN_ENVELOPE);
+    assert_eq!(
+        hex::encode(wrap_keys(&golden_key_set(), device.public(), ephemeral).unwrap()),
+        hex::encode(&bytes)
+    );
+    assert_eq!(unwrap_keys(&bytes, &device), Ok(golden_key_set()));
+}
+
+/// The contents of an envelope as the layout says: digest key, count (u16 BE), entries.
+fn envelope_contents(entries: &[([u8; 16], u32, [u8; 32])]) -> Vec<u8> {
+    let mut c = GOLDEN_DIGEST_KEY.to_vec();
+    c.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+    for (scope, epoch, key) in entries {
+        c.extend_from_slice(scope);
+        c.extend_from_slice(&epoch.to_be_bytes());
+        c.extend_from_slice(key);
+    }
+    c
+}
+
+/// An envelope built from the documented layout with the primitives alone.
+fn envelope_by_hand(contents: &[u8]) -> Vec<u8> {
+    use outpost_protocol::handshake::Keypair;
+    use outpost_protocol::seal::primitives::{aes_256_gcm_seal, ecdh, hkdf_sha256};
+    let device = Keypair::from_secret(&[0x31; 32]).unwrap();
+    let ephemeral = Keypair::from_secret(&[0x55; 32]).unwrap();
+    let mut info = ephemeral.public().as_bytes().to_vec();
+    info.extend_from_slice(device.public().as_bytes());
+    let mut kek = [0u8; 32];
+    let shared = ecdh(&ephemeral, device.public());
+    hkdf_sha256(b"outpost key envelope v1", &shared, &info, &mut kek).unwrap();
+    let mut out = b"OPK\x01".to_vec();
+    out.extend_from_slice(ephemeral.public().as_bytes());
+    let mut buf = contents.to_vec();
+    let tag = aes_256_gcm_seal(&kek, &[0; 12], &out, &mut buf).unwrap();
+    out.extend_from_slice(&buf);
+    out.extend_from_slice(&tag);
+    out
+}
+
+#[test]
+fn the_golden_envelope_follows_the_documented_layout() {
+    use outpost_protocol::handshake::Keypair;
+    use outpost_protocol::seal::envelope::{unwrap_keys, EnvelopeError};
+    let moshi: [u8; 16] = unhex(GOLDEN_MOSHI).try_into().unwrap();
+    let contents = envelope_contents(&[(moshi, 1, [0x5e; 32]), (moshi, 2, [0x5f; 32])]);
+    assert_eq!(
+        hex::encode(envelope_by_hand(&contents)),
+        GOLDEN_ENVELOPE.replace(' ', "")
+    );
+    // Authentic contents that break the layout's rules are refused all the same.
+    let device = Keypair::from_secret(&[0x31; 32]).unwrap();
+    for bad in [
+        [(moshi, 2, [0x5f; 32]), (moshi, 1, [0x5e; 32])],
+        [(moshi, 1, [0x5e; 32]), (moshi, 1, [0x5f; 32])],
+        [(moshi, 0, [0x5e; 32]), (moshi, 1, [0x5f; 32])],
+    ] {
+        let env = envelope_by_hand(&envelope_contents(&bad));
+        assert_eq!(unwrap_keys(&env, &device), Err(EnvelopeError::NotCanonical));
+    }
+    let mut miscounted = contents.clone();
+    miscounted[33] = 3;
+    assert!(matches!(
+        unwrap_keys(&envelope_by_hand(&miscounted), &device),
+        Err(EnvelopeError::Truncated { .. })
+    ));
+}

@@ -12,6 +12,13 @@
 //! [`decode_header`] and [`verify`] run it) without parsing the body; a body whose items would
 //! exceed the budget is refused by [`decode`] with [`DecodeError::DecodedTooLarge`].
 //! Encoding is deterministic: the same changes give the same bytes.
+//!
+//! **Sealed batches** (a key epoch in the clear header, [`crate::seal`]): the body as sent is
+//! opaque here. [`decode_header`] and [`verify`] check the clear header, the length (at least a
+//! nonce and a tag) and the hash, and return a header without payload fields, which is all a
+//! relay needs; [`decode`] refuses them with [`DecodeError::Sealed`], and
+//! [`crate::seal::decode_sealed`] opens them and decodes the opened body with this module's
+//! checks and budget.
 
 use super::body::{read_body, BodyWriter};
 use super::signature::{signed_digest, SIGNATURE_LEN};
@@ -187,6 +194,10 @@ pub fn finish_batch_with(
     if meta.flags.transfer != writer.is_transfer() {
         return Err(EncodeError::TransferMismatch);
     }
+    if meta.key_epoch != 0 {
+        // A key epoch says the body is sealed; only `seal::seal_batch` makes it so.
+        return Err(EncodeError::SealedMeta);
+    }
     let max_hlc = writer.max_hlc();
     let (tables, body, base_hlc) = writer.into_parts();
     let body_len = u32::try_from(body.len()).map_err(|_| EncodeError::BodyTooLarge)?;
@@ -277,7 +288,8 @@ fn assemble_with(header: &BatchHeader, wire_body: &[u8], fix_sent: bool) -> Vec<
 /// Decodes the header only (routing: hub and mailbox never read bodies). Checks the magic, the
 /// format, the header's consistency and, for a raw body, its exact length; it does **not** check
 /// the hash (use [`verify`]). Also reads the withheld form of an `up` batch ([`withhold`]): its
-/// header has [`BatchHeader::withheld`] set and no payload fields.
+/// header has [`BatchHeader::withheld`] set and no payload fields; and a sealed batch (key epoch
+/// not 0), whose header has no payload fields either.
 pub fn decode_header(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, DecodeError> {
     if let Some(h) = withheld_header(bytes)? {
         return Ok(h);
@@ -288,10 +300,17 @@ pub fn decode_header(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, Decod
 /// Rewrites an encoded batch's clear-header flags, for a writer that learns them only from the
 /// batch's rows (the cloud: the direction follows the tenant's table settings). The clear header
 /// keeps its length (flags are one byte); the signature slot is left as it is, so sign after.
+/// A sealed batch is refused ([`DecodeError::Sealed`]): its body authenticates its flags, so
+/// flags are set before sealing.
 pub fn set_flags(bytes: &mut [u8], flags: BatchFlags) -> Result<(), DecodeError> {
     let prefix = MAGIC.len() + 1;
     let end = clear_header_end(bytes)?;
     let (mut clear, _) = take_bounded::<ClearWire>(bytes, prefix, MAX_CLEAR_BYTES)?;
+    if clear.key_epoch != 0 {
+        return Err(DecodeError::Sealed {
+            epoch: clear.key_epoch,
+        });
+    }
     clear.flags = flags.to_byte();
     let again = postcard::to_allocvec(&clear)
         .map_err(|_| DecodeError::BadHeader(HeaderProblem::Malformed))?;
@@ -363,6 +382,29 @@ fn header_of(clear: ClearWire, flags: BatchFlags, bytes: &[u8], clear_end: usize
     }
 }
 
+/// The postcard bytes of `header`'s clear header with the given key epoch, `sent_len` and hash:
+/// what a sealed batch's clear header is, and (with a zero length and hash) what its body's
+/// authentication binds (`crate::seal`).
+pub(crate) fn clear_header_bytes(
+    header: &BatchHeader,
+    key_epoch: u32,
+    sent_len: u32,
+    sent_sha256: [u8; 32],
+) -> Vec<u8> {
+    let clear = ClearWire {
+        origin: header.origin,
+        stream: header.stream.clone(),
+        range: header.range,
+        flags: header.flags.to_byte(),
+        key_epoch,
+        grant_version: header.grant_version,
+        max_hlc: header.max_hlc,
+        sent_len,
+        sent_sha256,
+    };
+    postcard::to_allocvec(&clear).expect("postcard into a Vec")
+}
+
 /// Checks a whole batch without parsing rows: clear header, payload header, lengths, and the
 /// SHA-256 of the body as sent. What a relay calls before storing a batch so it never relays an
 /// altered one; nothing is inflated (the hash is over the bytes as sent). The signature is
@@ -376,15 +418,47 @@ pub fn verify(bytes: &[u8], limits: &Limits) -> Result<BatchHeader, DecodeError>
 }
 
 /// Decodes and verifies a whole batch (hash, lengths, every value, both clock bounds).
+/// A sealed batch is refused with [`DecodeError::Sealed`]: open it with
+/// [`crate::seal::decode_sealed`].
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Batch, DecodeError> {
     let (header, sent_start, body_start) = split(bytes, limits)?;
+    if header.key_epoch != 0 {
+        return Err(DecodeError::Sealed {
+            epoch: header.key_epoch,
+        });
+    }
     if Sha256::digest(&bytes[sent_start..]).as_slice() != header.body_sha256 {
         return Err(DecodeError::HashMismatch);
     }
-    let body = uncompressed_body(&header, &bytes[body_start..])?;
+    decode_body(header, &bytes[body_start..], bytes.len(), 0)
+}
+
+/// Decodes a sealed batch's opened body (`opened`, the body as sent once decrypted) under its
+/// checked clear header (`clear`, from [`verify`]), with the budget of the sealed batch's
+/// `wire_len` bytes less the opened body's own allocation: the same checks and the same budget
+/// as [`decode`].
+pub(crate) fn decode_opened(
+    clear: BatchHeader,
+    opened: &[u8],
+    wire_len: usize,
+    limits: &Limits,
+) -> Result<Batch, DecodeError> {
+    let (header, body_start) = read_payload(clear, opened, 0, wire_len, limits, opened.len())?;
+    decode_body(header, &opened[body_start..], wire_len, opened.len())
+}
+
+/// Inflates and parses a body whose header is checked, charging every item to the budget of a
+/// batch of `wire_len` bytes of which `spent` are already allocated.
+fn decode_body(
+    header: BatchHeader,
+    wire_body: &[u8],
+    wire_len: usize,
+    spent: usize,
+) -> Result<Batch, DecodeError> {
+    let body = uncompressed_body(&header, wire_body)?;
     let mut budget = Budget::new(
-        body_budget(&header, bytes.len()),
-        decoded_budget(bytes.len()),
+        body_budget(&header, wire_len).saturating_sub(spent),
+        decoded_budget(wire_len),
     );
     let read = read_body(&body, &header.tables, header.flags.transfer, &mut budget)?;
     if read.min_hlc != header.base_hlc {
@@ -406,8 +480,20 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Batch, DecodeError> {
 }
 
 /// Splits a batch into its checked header, where the body as sent starts (after the signature)
-/// and where the body proper starts (after the payload header).
+/// and where the body proper starts (after the payload header). A sealed batch's body as sent is
+/// opaque: its header has no payload fields and both offsets are the same.
 fn split(bytes: &[u8], limits: &Limits) -> Result<(BatchHeader, usize, usize), DecodeError> {
+    let (header, sent_start) = split_clear(bytes, limits)?;
+    if header.key_epoch != 0 {
+        return Ok((header, sent_start, sent_start));
+    }
+    let (header, body_start) = read_payload(header, bytes, sent_start, bytes.len(), limits, 0)?;
+    Ok((header, sent_start, body_start))
+}
+
+/// Checks a batch's clear part (magic, format, clear header, the length of the body as sent) and
+/// returns its header without payload fields, and where the body as sent starts.
+fn split_clear(bytes: &[u8], limits: &Limits) -> Result<(BatchHeader, usize), DecodeError> {
     if bytes.len() > limits.max_batch_bytes {
         return Err(DecodeError::TooLarge {
             len: bytes.len(),
@@ -460,14 +546,35 @@ fn split(bytes: &[u8], limits: &Limits) -> Result<(BatchHeader, usize, usize), D
             }
         });
     }
-    let (payload, body_start) = take_bounded::<PayloadWire>(bytes, sent_start, MAX_HEADER_BYTES)?;
+    if SeqRange::new(clear.range.lo, clear.range.hi).is_none() {
+        return Err(DecodeError::BadHeader(HeaderProblem::BadRange));
+    }
+    if clear.key_epoch != 0 && (clear.sent_len as usize) < crate::seal::SEAL_OVERHEAD {
+        return Err(DecodeError::BadHeader(HeaderProblem::SealedTooShort));
+    }
+    Ok((header_of(clear, flags, bytes, clear_end), sent_start))
+}
+
+/// Reads the payload header at `bytes[at..]` (the body as sent: the batch's own bytes, or a sealed
+/// batch's opened body) into `clear`, and checks it and the body's length against it and against
+/// the budget of a batch of `wire_len` bytes, of which `spent` are already allocated (an opened
+/// body). Returns the whole header and where the body proper starts in `bytes`.
+fn read_payload(
+    clear: BatchHeader,
+    bytes: &[u8],
+    at: usize,
+    wire_len: usize,
+    limits: &Limits,
+    spent: usize,
+) -> Result<(BatchHeader, usize), DecodeError> {
+    let (payload, body_start) = take_bounded::<PayloadWire>(bytes, at, MAX_HEADER_BYTES)?;
     let wire_body = &bytes[body_start..];
     let header = BatchHeader {
         base_hlc: payload.base_hlc,
         tables: payload.tables,
         compression: payload.compression,
         body_len: payload.body_len,
-        ..header_of(clear, flags, bytes, clear_end)
+        ..clear
     };
     check_header(&header)?;
     if header.body_len as usize > limits.max_body_bytes {
@@ -503,8 +610,8 @@ fn split(bytes: &[u8], limits: &Limits) -> Result<(BatchHeader, usize, usize), D
             }
         }
     }
-    check_limits(&header, bytes.len())?;
-    Ok((header, sent_start, body_start))
+    check_limits_spent(&header, wire_len, spent)?;
+    Ok((header, body_start))
 }
 
 /// Where a batch's clear header ends (its signature slot follows), checking only what reading
@@ -579,6 +686,16 @@ fn take_bounded<'de, T: Deserialize<'de>>(
 /// reachable by DEFLATE. A batch that passes can still be refused by [`decode`] when its rows
 /// cost more than the room left ([`DecodeError::DecodedTooLarge`]): only parsing tells.
 pub fn check_limits(header: &BatchHeader, wire_len: usize) -> Result<(), DecodeError> {
+    check_limits_spent(header, wire_len, 0)
+}
+
+/// [`check_limits`] for a body of which `spent` bytes are already allocated (a sealed batch's
+/// opened body).
+fn check_limits_spent(
+    header: &BatchHeader,
+    wire_len: usize,
+    spent: usize,
+) -> Result<(), DecodeError> {
     let limit = decoded_budget(wire_len);
     let body_len = header.body_len as usize;
     let inflated = match header.compression {
@@ -591,7 +708,11 @@ pub fn check_limits(header: &BatchHeader, wire_len: usize) -> Result<(), DecodeE
         }
         Compression::Deflate => body_len + INFLATER_COST,
     };
-    if header_cost(header).saturating_add(inflated) > limit {
+    if header_cost(header)
+        .saturating_add(inflated)
+        .saturating_add(spent)
+        > limit
+    {
         return Err(DecodeError::DecodedTooLarge { limit });
     }
     Ok(())
@@ -609,9 +730,7 @@ fn body_budget(header: &BatchHeader, wire_len: usize) -> usize {
 
 fn check_header(h: &BatchHeader) -> Result<(), DecodeError> {
     let bad = |p| Err(DecodeError::BadHeader(p));
-    if SeqRange::new(h.range.lo, h.range.hi).is_none() {
-        return bad(HeaderProblem::BadRange);
-    }
+    // The range is a clear-header field: `split_clear` checked it.
     if h.tables.len() > u16::MAX as usize + 1 {
         return bad(HeaderProblem::TooManyTables);
     }

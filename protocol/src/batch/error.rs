@@ -79,6 +79,12 @@ pub enum DecodeError {
         /// The largest clock in the body (zero when it has no cells).
         actual: Hlc,
     },
+    /// The batch is sealed (its clear header names a key epoch): only
+    /// [`crate::seal::decode_sealed`], with the scope's key, reads its body.
+    Sealed {
+        /// The key epoch it is sealed under.
+        epoch: u32,
+    },
     /// The header's `base_hlc` is not the smallest clock in the body.
     BaseHlcMismatch {
         /// `base_hlc` from the header.
@@ -116,6 +122,9 @@ pub enum HeaderProblem {
     /// A table's scope column is out of range or a key column, or its `via` column is not the
     /// one column of a foreign key.
     BadScopeColumn,
+    /// A sealed batch's body is shorter than its nonce and tag
+    /// ([`SEAL_OVERHEAD`](crate::seal::SEAL_OVERHEAD) bytes).
+    SealedTooShort,
 }
 
 impl fmt::Display for HeaderProblem {
@@ -140,6 +149,9 @@ impl fmt::Display for HeaderProblem {
             }
             HeaderProblem::BadStream => {
                 "stream name longer than 64 bytes or outside [A-Za-z0-9_.-]"
+            }
+            HeaderProblem::SealedTooShort => {
+                "a sealed body is shorter than its 12-byte nonce and 16-byte tag"
             }
         })
     }
@@ -235,6 +247,11 @@ impl fmt::Display for DecodeError {
                 "decoding this batch would take more than {limit} bytes of memory (the limit for \
                  its size on the wire): refused whole"
             ),
+            DecodeError::Sealed { epoch } => write!(
+                f,
+                "batch is sealed under key epoch {epoch}: only a holder of its scope's key of that \
+                 epoch can read its body"
+            ),
             DecodeError::BaseHlcMismatch { declared, actual } => write!(
                 f,
                 "batch header base_hlc {declared} is not the smallest clock in the body ({actual})"
@@ -293,6 +310,9 @@ pub enum EncodeError {
     /// The batch's `transfer` flag does not match the writer's kind
     /// ([`super::BodyWriter::new_transfer`] writes transfer batches only).
     TransferMismatch,
+    /// A key epoch was given: the encoder writes unsealed batches, which
+    /// [`crate::seal::seal_batch`] then seals.
+    SealedMeta,
 }
 
 impl fmt::Display for EncodeError {
@@ -324,6 +344,9 @@ impl fmt::Display for EncodeError {
             EncodeError::TransferMismatch => {
                 f.write_str("the transfer flag does not match the body writer's kind")
             }
+            EncodeError::SealedMeta => f.write_str(
+                "a batch is encoded unsealed (key epoch 0) and sealed afterwards with seal_batch",
+            ),
         }
     }
 }
