@@ -26,6 +26,7 @@ fn hello(session: u8) -> Message {
         session: SessionId([session; 16]),
         control: outpost_protocol::ControlVector::new(),
         drains: Vec::new(),
+        regain: Vec::new(),
     })
 }
 

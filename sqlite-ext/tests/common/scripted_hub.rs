@@ -120,6 +120,7 @@ impl ServerStore for Held {
         &mut self,
         v: &VersionVector,
         exclude: &SiteId,
+        regain: &[outpost_protocol::message::Regain],
         grant: &outpost_protocol::scope::Scopes,
     ) -> Result<Vec<Vec<u8>>, String> {
         let mut plan: Vec<Vec<u8>> = self
@@ -127,9 +128,13 @@ impl ServerStore for Held {
             .iter()
             .filter(|b| {
                 let h = &b.header;
-                h.origin != *exclude
+                // The device's own batches only of the streams it regains, above `since`.
+                let since = match h.origin == *exclude {
+                    false => Some(v.get(&h.stream_id())),
+                    true => regain.iter().find(|r| r.scope == h.stream).map(|r| r.since),
+                };
+                since.is_some_and(|since| h.range.hi > since)
                     && (h.stream.is_empty() || grant.contains(&h.stream))
-                    && h.range.hi > v.get(&h.stream_id())
             })
             .map(|b| b.bytes.clone())
             .collect();
@@ -441,6 +446,7 @@ impl Hub {
                             session: SessionId::default(),
                             control: outpost_protocol::ControlVector::new(),
                             drains: Vec::new(),
+                            regain: Vec::new(),
                         }));
                         while conn.recv().is_some() {}
                     }
