@@ -867,7 +867,8 @@ fn a_removed_scope_drains_then_its_rows_leave_without_a_delete() {
 /// A dropped scope granted again (docs/design.md section 10, "Regrants"): the hub serves the
 /// device its own past batches of that scope, which pulls otherwise never do, so the rows only
 /// it wrote come back, with another origin's; they merge as its own (nothing is pending, no
-/// seq is added, the vector still states its own top); once covered, hellos stop asking.
+/// seq is added, the vector still states its own top); an interrupted first sync resumes from
+/// what it applied; once covered, hellos stop asking.
 #[test]
 fn a_regained_scope_brings_back_the_devices_own_rows() {
     let hub = Hub::start();
@@ -917,8 +918,22 @@ fn a_regained_scope_brings_back_the_devices_own_rows() {
         r.one::<String>("SELECT group_concat(id) FROM patients"),
         "m9"
     );
+    assert!(hub.regains().is_empty(), "no hello asked anything back yet");
+    // An interrupted first sync: the first of its own moshi batches is applied (as by a pull
+    // cut after it), so the next hello asks for its stream from that batch's end.
+    let own_moshi: Vec<Vec<u8>> = hub
+        .pushed()
+        .into_iter()
+        .filter(|b| read(b).0 == "moshi")
+        .collect();
+    assert_eq!(own_moshi.len(), 2);
+    let first_hi = read(&own_moshi[0]).2;
+    r.conn
+        .query_row("SELECT outpost_apply(?1)", [&own_moshi[0]], |_| Ok(()))
+        .unwrap();
     let out = hub.sync(&r);
-    assert!(out["batches_pulled"].as_u64().unwrap() >= 1, "{out}");
+    assert_eq!(hub.regains(), [("moshi".to_string(), first_hi)]);
+    assert_eq!(out["batches_pulled"], 1, "{out}");
     assert_eq!(
         rows(&r),
         before,
@@ -935,6 +950,7 @@ fn a_regained_scope_brings_back_the_devices_own_rows() {
     // Covered: the next hello forgets the regain, and pulls nothing of its own again.
     let out = hub.sync(&r);
     assert_eq!(out["batches_pulled"], 0, "{out}");
+    assert_eq!(hub.regains().len(), 1, "nothing asked back again");
     assert_eq!(r.one::<i64>("SELECT count(*) FROM _outpost_regains"), 0);
     // Written as any again, numbered after its old seqs.
     r.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");

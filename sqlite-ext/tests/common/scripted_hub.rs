@@ -82,6 +82,9 @@ struct Held {
     /// Every drain a device's hello declared, in order, shared with the test
     /// ([`Hub::declared`]).
     declared: Arc<Mutex<Vec<(String, u64)>>>,
+    /// Every own stream a device's pull asked back (`Hello::regain`), in order, shared with
+    /// the test ([`Hub::regains`]).
+    regains: Arc<Mutex<Vec<(String, u64)>>>,
 }
 
 /// What the hub serves of the control streams, shared with the test.
@@ -123,6 +126,10 @@ impl ServerStore for Held {
         regain: &[outpost_protocol::message::Regain],
         grant: &outpost_protocol::scope::Scopes,
     ) -> Result<Vec<Vec<u8>>, String> {
+        self.regains
+            .lock()
+            .unwrap()
+            .extend(regain.iter().map(|r| (r.scope.clone(), r.since)));
         let mut plan: Vec<Vec<u8>> = self
             .batches
             .iter()
@@ -332,6 +339,7 @@ pub struct Hub {
     /// What its hellos state as its wall clock: now plus this shift, or 0 (no trusted time).
     clock_shift_ms: Arc<Mutex<Option<i64>>>,
     pushed: Arc<Mutex<Vec<Vec<u8>>>>,
+    regains: Arc<Mutex<Vec<(String, u64)>>>,
     declared: Arc<Mutex<Vec<(String, u64)>>>,
     next: mpsc::Sender<Next>,
     done: mpsc::Receiver<()>,
@@ -382,6 +390,8 @@ impl Hub {
         let held = pushed.clone();
         let declared = Arc::new(Mutex::new(Vec::new()));
         let hub_declared = declared.clone();
+        let regains = Arc::new(Mutex::new(Vec::new()));
+        let hub_regains = regains.clone();
         let keys = Keypair::generate().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let code = EnrollCode {
@@ -409,6 +419,7 @@ impl Hub {
                 pushed: held,
                 control: hub_control,
                 declared: hub_declared,
+                regains: hub_regains,
                 ..Held::default()
             };
             while let Ok(what) = script.recv() {
@@ -462,6 +473,7 @@ impl Hub {
             clock_shift_ms,
             pushed,
             declared,
+            regains,
             next,
             done,
             keys,
@@ -469,6 +481,11 @@ impl Hub {
             directory,
             batches,
         }
+    }
+
+    /// Every own stream (scope, since) the devices' pulls asked back so far, in order.
+    pub fn regains(&self) -> Vec<(String, u64)> {
+        self.regains.lock().unwrap().clone()
     }
 
     /// Every drain (scope, last seq) the devices' hellos declared so far, in order.
