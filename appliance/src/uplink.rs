@@ -706,6 +706,7 @@ impl Uplink {
             // Enrolment only confirms admission: no control entries are exchanged.
             control: outpost_protocol::ControlVector::new(),
             drains: Vec::new(),
+            regain: Vec::new(),
         });
         let h = link
             .confirm_enrollment(&hello, code.hub_site)

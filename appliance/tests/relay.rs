@@ -141,6 +141,7 @@ fn hello(dev: &Device, session: SessionId) -> Message {
         session,
         control: outpost_protocol::ControlVector::new(),
         drains: Vec::new(),
+        regain: Vec::new(),
     })
 }
 

@@ -149,6 +149,7 @@ fn the_hub_binary_enrolls_syncs_revokes_and_keeps_data_across_restart() {
             session: SessionId([5; 16]),
             control: outpost_protocol::ControlVector::new(),
             drains: Vec::new(),
+            regain: Vec::new(),
         })
         .encode(),
     )

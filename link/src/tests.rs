@@ -117,6 +117,7 @@ impl ServerStore for Held {
         &mut self,
         vector: &VersionVector,
         exclude: &SiteId,
+        _regain: &[outpost_protocol::message::Regain],
         _grant: &outpost_protocol::scope::Scopes,
     ) -> Result<VecDeque<Vec<u8>>, String> {
         Ok(self

@@ -38,6 +38,7 @@ use crate::control::{ControlCache, CONTROL_SCHEMA};
 use crate::error::MailboxError;
 use crate::plan::{plan, Candidate};
 use outpost_protocol::batch::codec::{verify, Limits};
+use outpost_protocol::message::Regain;
 use outpost_protocol::scope::Scopes;
 use outpost_protocol::{Hlc, SeqRange, SiteId, StreamId, VersionVector};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -573,12 +574,31 @@ impl Mailbox {
         exclude: Option<SiteId>,
         grant: &Scopes,
     ) -> Result<PullPlan, MailboxError> {
+        self.pull_plan_regaining(vector, exclude, &[], grant)
+    }
+
+    /// [`Mailbox::pull_plan`] for a device regaining dropped scopes (docs/design.md section
+    /// 10, "Regrants"): of origin `exclude` (the device's own), the streams of the scopes in
+    /// `regain` are planned too, from their `since` rather than from `vector` (which states the
+    /// device's own tops, all it ever wrote); the rest of that origin stays excluded.
+    pub fn pull_plan_regaining(
+        &self,
+        vector: &VersionVector,
+        exclude: Option<SiteId>,
+        regain: &[Regain],
+        grant: &Scopes,
+    ) -> Result<PullPlan, MailboxError> {
         let mine = self.vector()?;
+        let from = |s: &StreamId| match Some(s.origin) == exclude {
+            false => Some(vector.get(s)),
+            true => regain.iter().find(|r| r.scope == s.scope).map(|r| r.since),
+        };
         let mut ids = Vec::new();
-        for (stream, _) in mine.iter().filter(|(s, &covered)| {
-            Some(s.origin) != exclude && in_grant(grant, s) && covered > vector.get(s)
-        }) {
-            ids.extend(self.plan_stream(stream, vector.get(stream))?);
+        for (stream, &covered) in mine.iter().filter(|(s, _)| in_grant(grant, s)) {
+            match from(stream) {
+                Some(from) if covered > from => ids.extend(self.plan_stream(stream, from)?),
+                _ => {}
+            }
         }
         // The stored lengths, not the bodies: SQLite answers `length()` of a blob from its
         // record header without reading overflow pages.

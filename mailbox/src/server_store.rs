@@ -14,7 +14,7 @@ use crate::ids::DEVICE_ID_QUOTA;
 use crate::mailbox::{BatchRef, Mailbox, PullPlan, PushRecord};
 use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
-use outpost_protocol::message::{Covered, Drain, SessionId};
+use outpost_protocol::message::{Covered, Drain, Regain, SessionId};
 use outpost_protocol::scope::Scopes;
 use outpost_protocol::session::{CommitRecord, ServerStore, StagedBatch};
 use outpost_protocol::{ControlVector, Hlc, SiteId, VersionVector};
@@ -80,9 +80,10 @@ impl ServerStore for Mailbox {
         &mut self,
         vector: &VersionVector,
         exclude_origin: &SiteId,
+        regain: &[Regain],
         grant: &Scopes,
     ) -> Result<PullPlan, MailboxError> {
-        self.pull_plan(vector, Some(*exclude_origin), grant)
+        self.pull_plan_regaining(vector, Some(*exclude_origin), regain, grant)
     }
 
     fn next_batch(&mut self, plan: &mut PullPlan) -> Result<Option<Vec<u8>>, MailboxError> {

@@ -577,3 +577,71 @@ fn declared_drains_are_kept_per_device_and_scope() {
     assert_eq!(mb.drain_of(&a, "moshi").unwrap(), None);
     mb.check().unwrap();
 }
+
+/// A device regaining moshi (docs/design.md section 10, "Regrants") is planned its own moshi
+/// batches above the `since` it names, and still nothing else of its origin (its other streams,
+/// a scope outside its grant), beside every other origin's streams as usual.
+#[test]
+fn a_regaining_device_is_planned_its_own_batches_of_exactly_those_streams() {
+    use outpost_protocol::message::Regain;
+    use outpost_protocol::scope::Scopes;
+    use outpost_protocol::StreamId;
+    use outpost_testkit::batch::scoped;
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let (me, other) = (SiteId([7; 16]), SiteId([8; 16]));
+    mb.store(vec![
+        scoped(me, "", 1, 2),
+        scoped(me, "moshi", 1, 1),
+        scoped(me, "moshi", 2, 4),
+        scoped(me, "tanga", 1, 3),
+        scoped(other, "moshi", 1, 2),
+    ])
+    .unwrap();
+    // The device's vector states its own tops (all it ever wrote).
+    let mut v = VersionVector::new();
+    v.set(me.into(), 2);
+    v.set(StreamId::new(me, "moshi"), 4);
+    v.set(StreamId::new(me, "tanga"), 3);
+    let planned = |regain: &[Regain], grant: &Scopes| -> Vec<(SiteId, String, u64, u64)> {
+        let mut plan = mb.pull_plan_regaining(&v, Some(me), regain, grant).unwrap();
+        let mut out = Vec::new();
+        while let Some(b) = mb.next_batch(&mut plan).unwrap() {
+            out.push((b.origin, b.scope, b.range.lo, b.range.hi));
+        }
+        out
+    };
+    let regain = |since| {
+        vec![Regain {
+            scope: "moshi".into(),
+            since,
+        }]
+    };
+    let moshi = Scopes::parse(["moshi"]).unwrap();
+    assert_eq!(
+        planned(&[], &moshi),
+        [(other, "moshi".to_string(), 1, 2)],
+        "without a regain nothing of its own"
+    );
+    assert_eq!(
+        planned(&regain(0), &moshi),
+        [
+            (me, "moshi".to_string(), 1, 1),
+            (me, "moshi".to_string(), 2, 4),
+            (other, "moshi".to_string(), 1, 2)
+        ]
+    );
+    assert_eq!(
+        planned(&regain(1), &Scopes::All),
+        [
+            (me, "moshi".to_string(), 2, 4),
+            (other, "moshi".to_string(), 1, 2)
+        ],
+        "resumed from since; its tanga and unscoped streams stay excluded"
+    );
+    let tanga = Scopes::parse(["tanga"]).unwrap();
+    assert!(
+        planned(&regain(0), &tanga).is_empty(),
+        "a regain outside the grant is not served"
+    );
+}

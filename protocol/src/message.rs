@@ -61,6 +61,11 @@ pub struct Hello {
     /// with the last seq it will push there (docs/design.md section 10, "Regrants"); at most
     /// [`MAX_DRAINS`], each a scope name. Empty from servers and hubs.
     pub drains: Vec<Drain>,
+    /// The scopes a device dropped (docs/design.md section 10, "Regrants") and now holds again,
+    /// each with the seq of its own stream there it holds up to: relays serve it its own past
+    /// batches of exactly those streams above that seq, in its pulls (a regained scope's first
+    /// sync); at most [`MAX_REGAINS`], each a scope name. Empty from servers and hubs.
+    pub regain: Vec<Regain>,
 }
 
 /// The most removed scopes one hello may declare ([`Hello::drains`]).
@@ -74,6 +79,19 @@ pub struct Drain {
     pub scope: String,
     /// The last seq of the device's own stream of that scope it will push (0: none).
     pub last: u64,
+}
+
+/// The most regained scopes one hello may declare ([`Hello::regain`]).
+pub const MAX_REGAINS: usize = 64;
+
+/// A scope a device dropped and holds again: relays serve it its own batches of that scope's
+/// stream above `since` when it pulls.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Regain {
+    /// The regained scope (a scope name, never `""`).
+    pub scope: String,
+    /// The seq of the device's own stream of that scope it holds up to (0: none).
+    pub since: u64,
 }
 
 /// One batch a server now covers, in an [`Message::Ack`].
@@ -451,6 +469,16 @@ impl Message {
                     .any(|d| crate::scope::check_name(&d.scope).is_err()) =>
             {
                 bad("hello declares a drain of something that is not a scope name")
+            }
+            Message::Hello(h) if h.regain.len() > MAX_REGAINS => {
+                bad("hello declares more regained scopes than a hello may carry")
+            }
+            Message::Hello(h)
+                if h.regain
+                    .iter()
+                    .any(|r| crate::scope::check_name(&r.scope).is_err()) =>
+            {
+                bad("hello declares a regain of something that is not a scope name")
             }
             Message::Control { entries }
                 if entries.len() > crate::control::MAX_ENTRIES_PER_MESSAGE =>

@@ -117,12 +117,15 @@ pub trait ServerStore {
         record: &CommitRecord,
         batches: &[StagedBatch],
     ) -> Result<(), Self::Error>;
-    /// Plans sending what `vector` lacks, never batches of `exclude_origin`, and only streams
-    /// of scopes in `grant` (and the unscoped stream, which is every grant's).
+    /// Plans sending what `vector` lacks, never batches of `exclude_origin` except its own
+    /// streams of the scopes in `regain` above their `since` (a device regaining a dropped
+    /// scope, [`crate::message::Hello::regain`]), and only streams of scopes in `grant` (and
+    /// the unscoped stream, which is every grant's).
     fn batches_for(
         &mut self,
         vector: &VersionVector,
         exclude_origin: &SiteId,
+        regain: &[crate::message::Regain],
         grant: &Scopes,
     ) -> Result<Self::PullPlan, Self::Error>;
     /// The next encoded batch of a plan, in seq order per origin.
@@ -287,6 +290,13 @@ pub trait ClientStore {
     /// with the last seq it will push there, for its hello ([`crate::message::Hello::drains`];
     /// at most [`crate::message::MAX_DRAINS`]). Default: none.
     fn drains(&mut self) -> Result<Vec<crate::message::Drain>, Self::Error> {
+        Ok(Vec::new())
+    }
+    /// The scopes it dropped and holds again whose own past batches it wants served back, each
+    /// with the seq of its own stream there it holds up to, for its hello
+    /// ([`crate::message::Hello::regain`]; at most [`crate::message::MAX_REGAINS`]). Pulled
+    /// batches of its own origin are accepted for exactly these streams. Default: none.
+    fn regain(&mut self) -> Result<Vec<crate::message::Regain>, Self::Error> {
         Ok(Vec::new())
     }
 }

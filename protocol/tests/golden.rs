@@ -9,7 +9,7 @@ use outpost_protocol::batch::{
 use outpost_protocol::frame::encode_message;
 use outpost_protocol::id_range::{IdGrant, IdRange, IdRequest, RequestId};
 use outpost_protocol::message::{
-    Bytes, Covered, Drain, ErrorCode, Hello, Message, PeerRole, PushAgainReason, SessionId,
+    Bytes, Covered, Drain, ErrorCode, Hello, Message, PeerRole, PushAgainReason, Regain, SessionId,
 };
 use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, StreamId, Value, VersionVector};
 
@@ -43,13 +43,17 @@ fn golden() -> Vec<(Message, &'static str)> {
                     scope: "arusha".into(),
                     last: 7,
                 }],
+                regain: vec![Regain {
+                    scope: "moshi".into(),
+                    since: 2,
+                }],
             }),
             "00 02 11111111111111111111111111111111 00 \
              2222222222222222222222222222222222222222222222222222222222222222 \
              8080b3c19c33 02 33333333333333333333333333333333 00 05 \
              33333333333333333333333333333333 05 6d6f736869 03 \
              44444444444444444444444444444444 01 c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0 02 \
-             01 06 617275736861 07",
+             01 06 617275736861 07 01 05 6d6f736869 02",
         ),
         (
             Message::Push {

@@ -186,6 +186,13 @@ fn message() -> impl Strategy<Value = Message> {
                         vector,
                         session,
                         control: outpost_protocol::ControlVector::new(),
+                        regain: drains
+                            .iter()
+                            .map(|(scope, since)| outpost_protocol::message::Regain {
+                                scope: scope.clone(),
+                                since: *since,
+                            })
+                            .collect(),
                         drains: drains
                             .into_iter()
                             .map(|(scope, last)| outpost_protocol::message::Drain { scope, last })

@@ -26,6 +26,7 @@ fn hello(session: u8) -> Message {
         session: SessionId([session; 16]),
         control: outpost_protocol::ControlVector::new(),
         drains: Vec::new(),
+        regain: Vec::new(),
     })
 }
 
@@ -497,6 +498,64 @@ fn a_peer_error_ends_the_session_without_an_answer() {
     assert_eq!(e.code(), ErrorCode::Unauthorized);
     assert_eq!(e.to_message(), None);
     assert!(e.to_string().contains("revoked"));
+}
+
+/// A device's hello asking its own moshi stream back from seq 2 (a regained scope) is served
+/// its own moshi batches above 2 in its pull, beside other origins' as usual, and nothing else
+/// of its own origin; without the ask, nothing of its own.
+#[test]
+fn a_regaining_device_is_served_its_own_batches_of_that_stream_only() {
+    use outpost_protocol::batch::codec::decode_header;
+    use outpost_protocol::message::Regain;
+    use outpost_protocol::StreamId;
+    use outpost_testkit::batch::scoped;
+    let served = |regain: Vec<Regain>| {
+        let mut sstore = MemServer::holding(vec![
+            scoped(DEVICE, "moshi", 1, 2),
+            scoped(DEVICE, "moshi", 3, 3),
+            scoped(DEVICE, "tanga", 1, 1),
+            scoped(OTHER, "moshi", 1, 1),
+        ]);
+        let mut server = ServerSession::<MemServer>::new(server_config());
+        let Message::Hello(mut h) = hello(4) else {
+            unreachable!()
+        };
+        h.regain = regain;
+        server.handle(Message::Hello(h), 0, &mut sstore).unwrap();
+        drain(&mut server, &mut sstore);
+        // Its vector states its own tops, as ever.
+        let mut vector = VersionVector::new();
+        vector.set(StreamId::new(DEVICE, "moshi"), 3);
+        vector.set(StreamId::new(DEVICE, "tanga"), 1);
+        server
+            .handle(Message::Pull { vector }, 0, &mut sstore)
+            .unwrap();
+        let mut got: Vec<(SiteId, String, u64, u64)> = drain(&mut server, &mut sstore)
+            .into_iter()
+            .filter_map(|m| match m {
+                Message::Chunk { batch } => {
+                    let h = decode_header(&batch.0, &Limits::default()).unwrap();
+                    Some((h.origin, h.stream, h.range.lo, h.range.hi))
+                }
+                _ => None,
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    assert_eq!(served(vec![]), [(OTHER, "moshi".to_string(), 1, 1)]);
+    let mut want = vec![
+        (DEVICE, "moshi".to_string(), 3, 3),
+        (OTHER, "moshi".to_string(), 1, 1),
+    ];
+    want.sort();
+    assert_eq!(
+        served(vec![Regain {
+            scope: "moshi".into(),
+            since: 2,
+        }]),
+        want
+    );
 }
 
 #[test]
@@ -1217,6 +1276,33 @@ fn a_draining_scope_is_taken_up_to_the_declared_seq_and_no_further() {
             &mut sstore,
         )
         .unwrap();
+}
+
+/// A hello asking back its own stream of something that is no scope name, or of more than 64
+/// scopes, does not decode.
+#[test]
+fn a_hello_with_bad_regains_does_not_decode() {
+    use outpost_protocol::message::{MessageError, Regain, MAX_REGAINS};
+    let with = |regain: Vec<Regain>| {
+        let Message::Hello(mut h) = hello(1) else {
+            unreachable!()
+        };
+        h.regain = regain;
+        Message::decode(&Message::Hello(h).encode(), 1 << 20)
+    };
+    let r = |scope: &str| Regain {
+        scope: scope.into(),
+        since: 0,
+    };
+    assert!(with(vec![r("moshi")]).is_ok());
+    for bad in [vec![r("")], vec![r("*")], vec![r("a b")]] {
+        assert!(
+            matches!(with(bad), Err(MessageError::InvalidField { .. })),
+            "a regain that names no scope"
+        );
+    }
+    let many: Vec<Regain> = (0..=MAX_REGAINS).map(|i| r(&format!("s{i}"))).collect();
+    assert!(matches!(with(many), Err(MessageError::InvalidField { .. })));
 }
 
 /// A hello declaring a drain of something that is no scope name, or more than 64, does not

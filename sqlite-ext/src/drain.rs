@@ -20,8 +20,8 @@
 //!    entry, no delete travels), with their row state, cells, tombstones and exit markers, and
 //!    every `_outpost_vector` entry of the scope's streams: regaining it is a first sync. Runs
 //!    stay, so seqs are never reused. The own stream's entry in the vector is its top (runs),
-//!    which stays; a first sync of a regained scope would need relays to serve a device its own
-//!    past batches, which pulls do not today (they exclude the puller's origin).
+//!    which stays; the drop records the scope and its drain seq (`regain.rs`), so granted it
+//!    again the device asks relays to serve its own past batches of it back.
 //!
 //! **Why refusal triggers only while draining.** A write to a row of a removed scope must be
 //! refused (the issue asks for it at write time), but checking every UPDATE and DELETE of every
@@ -143,6 +143,7 @@ pub(crate) fn drop_drained(call: &Call) -> Result<Vec<String>, Error> {
     for (scope, last) in &drains {
         if crate::acked::acked_in(conn, scope)? >= *last {
             drop_scope(call, scope)?;
+            crate::regain::dropped(conn, scope, *last)?;
             let mut s = conn.prepare("DELETE FROM _outpost_drains WHERE scope = ?1")?;
             s.bind_text(1, scope)?;
             s.run()?;

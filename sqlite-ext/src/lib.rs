@@ -107,6 +107,7 @@ mod keys;
 mod pending;
 mod pending_table;
 mod quarantine;
+mod regain;
 mod restamp;
 mod row_scope;
 mod row_status;

@@ -10,11 +10,12 @@
 //! | `_outpost_cells` | counter/review cell | the protocol's `CounterCell` / `ReviewCell` |
 //! | `_outpost_tombstones` | deleted row | its last values (a parent can come back) |
 //! | `_outpost_evicted` | row held aside | by a UNIQUE collision (`apply/unique.rs`) |
-//! | `_outpost_vector` | stream (origin, scope) of another site | contiguous coverage |
+//! | `_outpost_vector` | stream (origin, scope) of another site, or an own one being regained | contiguous coverage |
 //! | `_outpost_runs` | run of own local seqs in one stream | stream, first stream seq, grant version (`streams.rs`) |
 //! | `_outpost_stream_marks` | scoped own stream and mark | acknowledged and sent stream seqs |
 //! | `_outpost_exits` | row that left (scope outside the grant) | the stream it left, scope version |
 //! | `_outpost_drains` | scope removed from the grant, draining | last own seq to push (`drain.rs`) |
+//! | `_outpost_regains` | dropped scope, own stream to serve back | last own seq relays hold (`regain.rs`) |
 //! | `outpost_quarantined_batches` | batch refused whole | origin, range, reason (`batch_quarantine.rs`) |
 //!
 //! `_outpost_log` declares no NOT NULL: a NOT NULL check in a trigger's INSERT marks the app's
@@ -66,10 +67,10 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
         "SELECT count(*) + (SELECT count(*) FROM pragma_table_info('_outpost_runs') \
          WHERE name = 'version') FROM sqlite_master WHERE name IN \
          ('_outpost_sites', '_outpost_evicted', 'outpost_quarantined_batches', '_outpost_runs', \
-         '_outpost_transfers')",
+         '_outpost_transfers', '_outpost_regains')",
         &[],
     )?;
-    if present == Some(6) {
+    if present == Some(7) {
         return Ok(());
     }
     let fresh = conn
@@ -87,6 +88,7 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
         crate::streams::upgrade(conn)?;
         conn.exec(crate::streams::TABLES)?;
         conn.exec(crate::drain::TABLE)?;
+        conn.exec(crate::regain::TABLE)?;
         conn.exec(crate::apply::exits::TABLE)?;
         conn.exec(crate::transfer::TABLES)?;
         if fresh {

@@ -43,6 +43,7 @@ impl ServerStore for Empty {
         &mut self,
         _: &VersionVector,
         _: &SiteId,
+        _regain: &[outpost_protocol::message::Regain],
         _grant: &outpost_protocol::scope::Scopes,
     ) -> Result<(), String> {
         Ok(())
@@ -112,6 +113,7 @@ fn a_live_sync_with_a_hub_that_stops_answering_ends_with_live_error() {
             session: SessionId::default(),
             control: outpost_protocol::ControlVector::new(),
             drains: Vec::new(),
+            regain: Vec::new(),
         }));
         while enroll.recv().is_some() {}
         // The sync, then the live session, which goes silent after its pull: the socket stays

@@ -864,6 +864,106 @@ fn a_removed_scope_drains_then_its_rows_leave_without_a_delete() {
     r.exec("UPDATE patients SET name = 'Chausiku M' WHERE id = 't1'");
 }
 
+/// A dropped scope granted again (docs/design.md section 10, "Regrants"): the hub serves the
+/// device its own past batches of that scope, which pulls otherwise never do, so the rows only
+/// it wrote come back, with another origin's; they merge as its own (nothing is pending, no
+/// seq is added, the vector still states its own top); an interrupted first sync resumes from
+/// what it applied; once covered, hellos stop asking.
+#[test]
+fn a_regained_scope_brings_back_the_devices_own_rows() {
+    let hub = Hub::start();
+    let r = device("a");
+    hub.enroll(&r);
+    hub.grant(site_of(&r), 1, &["moshi", "tanga"]);
+    hub.sync(&r);
+    r.exec(
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi');
+         INSERT INTO visits VALUES ('v1', 'm1', 'ANC 1');
+         INSERT INTO forms VALUES ('f1', 'ANC');",
+    );
+    hub.sync(&r);
+    r.exec("UPDATE patients SET name = 'Baraka J' WHERE id = 'm2'");
+    let o = device("o");
+    o.exec("INSERT INTO patients VALUES ('m9', 'Zuhura', 'moshi')");
+    let key = site_keypair(site_of(&o));
+    hub.certify_key(site_of(&o), key.public());
+    let mut batch = changes(&o, 0, "moshi").unwrap();
+    signature::sign(&mut batch, &key).unwrap();
+    hub.inject(batch);
+    hub.sync(&r);
+    let rows = |r: &Replica| {
+        r.one::<String>(
+            "SELECT group_concat(id || ':' || name, ',') FROM \
+             (SELECT id, name FROM patients ORDER BY id)",
+        ) + "|"
+            + &r.one::<String>(
+                "SELECT group_concat(id || ':' || patient_id || ':' || note, ',') FROM \
+                 (SELECT * FROM visits ORDER BY id)",
+            )
+    };
+    let before = rows(&r);
+    assert_eq!(before, "m1:Amina,m2:Baraka J,m9:Zuhura|v1:m1:ANC 1");
+    let moshi_top = db_version(&r, "moshi");
+    let own = format!("{}/moshi", r.site_hex());
+    assert_eq!(vector(&r)[&own], moshi_top);
+    hub.grant(site_of(&r), 2, &["tanga"]);
+    let out = hub.sync(&r);
+    assert_eq!(out["scopes_dropped"], 1, "{out}");
+    assert_eq!(r.one::<i64>("SELECT count(*) FROM patients"), 0);
+    hub.grant(site_of(&r), 3, &["moshi", "tanga"]);
+    // The session that brings the grant pulls the other origin's moshi batch; the next one's
+    // hello asks for its own moshi stream back from the start.
+    hub.sync(&r);
+    assert_eq!(
+        r.one::<String>("SELECT group_concat(id) FROM patients"),
+        "m9"
+    );
+    assert!(hub.regains().is_empty(), "no hello asked anything back yet");
+    // An interrupted first sync: the first of its own moshi batches is applied (as by a pull
+    // cut after it), so the next hello asks for its stream from that batch's end.
+    let own_moshi: Vec<Vec<u8>> = hub
+        .pushed()
+        .into_iter()
+        .filter(|b| read(b).0 == "moshi")
+        .collect();
+    assert_eq!(own_moshi.len(), 2);
+    let first_hi = read(&own_moshi[0]).2;
+    r.conn
+        .query_row("SELECT outpost_apply(?1)", [&own_moshi[0]], |_| Ok(()))
+        .unwrap();
+    let out = hub.sync(&r);
+    assert_eq!(hub.regains(), [("moshi".to_string(), first_hi)]);
+    assert_eq!(out["batches_pulled"], 1, "{out}");
+    assert_eq!(
+        rows(&r),
+        before,
+        "its own moshi rows are back, cell for cell"
+    );
+    assert_eq!(db_version(&r, "moshi"), moshi_top, "no seq added");
+    assert_eq!(vector(&r)[&own], moshi_top, "its vector states its own top");
+    assert_eq!(
+        r.one::<i64>("SELECT json_extract(outpost_status(), '$.pending_changes')"),
+        0,
+        "what came back is not pending again"
+    );
+    assert_eq!(changes(&r, moshi_top, "moshi"), None);
+    // Covered: the next hello forgets the regain, and pulls nothing of its own again.
+    let out = hub.sync(&r);
+    assert_eq!(out["batches_pulled"], 0, "{out}");
+    assert_eq!(hub.regains().len(), 1, "nothing asked back again");
+    assert_eq!(r.one::<i64>("SELECT count(*) FROM _outpost_regains"), 0);
+    // Written as any again, numbered after its old seqs.
+    r.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");
+    hub.sync(&r);
+    let last = hub.pushed().last().unwrap().clone();
+    let (stream, lo, hi, rows_pushed) = read(&last);
+    assert_eq!(
+        (stream.as_str(), lo, hi),
+        ("moshi", moshi_top as u64 + 1, moshi_top as u64 + 1)
+    );
+    assert_eq!(rows_pushed, ["patients:m1"]);
+}
+
 /// A regrant that removes a scope with nothing unsent there drops it at once.
 #[test]
 fn a_removed_scope_with_nothing_unsent_drops_at_once() {

@@ -307,6 +307,100 @@ fn a_regranted_tablet_pushes_its_unsent_write_then_holds_only_its_new_clinic() {
     assert_eq!(name, "Baraka J");
 }
 
+/// Regaining a dropped scope through the cloud (docs/design.md section 10, "Regrants"): the
+/// moshi tablet, regranted to tanga, drops its moshi rows; granted moshi again, its first sync
+/// brings back the rows only it wrote (the cloud serves it its own past batches of moshi) and
+/// the office's, cell for cell, and nothing is written twice: its moshi stream's top and the
+/// office's coverage of it are what they were, and nothing is pending.
+#[test]
+fn a_tablet_granted_its_clinic_again_gets_back_the_rows_it_wrote() {
+    let dir = scratch();
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let m = DeviceDb::open(&dir.path().join("m.db"), SCHEMA);
+    let s = DeviceDb::open(&dir.path().join("s.db"), SCHEMA);
+    m.enroll(&cloud_code(&cloud, "--device", "moshi"));
+    s.enroll(&cloud_code(&cloud, "--device", "*"));
+    m.exec(
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi');
+         INSERT INTO visits VALUES ('v1', 'm1', 'ANC 1'), ('v2', 'm2', 'ANC 1');",
+    );
+    m.exec("UPDATE patients SET name = 'Baraka J' WHERE id = 'm2'");
+    s.exec("INSERT INTO patients VALUES ('m3', 'Zuhura', 'moshi')");
+    let rows = |d: &DeviceDb| -> String {
+        d.call(
+            "SELECT ifnull((SELECT group_concat(id || ':' || name || ':' || clinic, ',') FROM \
+             (SELECT * FROM patients ORDER BY id)), '') || '|' || \
+             ifnull((SELECT group_concat(id || ':' || patient_id || ':' || note, ',') FROM \
+             (SELECT * FROM visits ORDER BY id)), '')",
+        )
+        .unwrap()
+    };
+    within("both hold the moshi rows", || {
+        m.sync();
+        s.sync();
+        m.sync();
+        ids(&m, "patients") == ["m1", "m2", "m3"] && ids(&s, "visits") == ["v1", "v2"]
+    });
+    let before = rows(&m);
+    assert_eq!(
+        before,
+        "m1:Amina:moshi,m2:Baraka J:moshi,m3:Zuhura:moshi|v1:m1:ANC 1,v2:m2:ANC 1"
+    );
+    assert_eq!(rows(&s), before);
+    let site: Vec<u8> = m.call("SELECT outpost_site_id()").unwrap();
+    let hex: String = site.iter().map(|b| format!("{b:02x}")).collect();
+    let own = format!("{hex}/moshi");
+    let top = |d: &DeviceDb| d.json("SELECT outpost_vector()")[&own].clone();
+    let own_top = top(&m);
+    assert!(own_top.as_u64().unwrap() > 0, "{own_top}");
+    let grant = |scopes: &str| {
+        let out = Command::new(&built().cloud)
+            .args(["grant", "--data"])
+            .arg(&cloud.data)
+            .args(["--device", &hex[..12], "--scopes", scopes])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    grant("tanga");
+    within("the regranted tablet drops its moshi rows", || {
+        m.sync();
+        ids(&m, "patients").is_empty()
+    });
+    grant("moshi");
+    within(
+        "the tablet granted moshi again holds its moshi rows again",
+        || {
+            m.sync();
+            rows(&m) == before
+        },
+    );
+    assert_eq!(
+        m.json("SELECT json_extract(outpost_status(), '$.scopes')"),
+        serde_json::json!(["moshi"])
+    );
+    assert_eq!(top(&m), own_top, "no seq of its moshi stream was added");
+    assert_eq!(
+        m.call::<i64>("SELECT json_extract(outpost_status(), '$.pending_changes')")
+            .unwrap(),
+        0,
+        "what came back is not pending again"
+    );
+    m.sync();
+    s.sync();
+    assert_eq!(top(&s), own_top, "the office received nothing more of it");
+    assert_eq!(rows(&s), before);
+    // Written as any again: the office gets the edit.
+    m.exec("UPDATE patients SET name = 'Amina K' WHERE id = 'm1'");
+    within("the office gets the regained tablet's edit", || {
+        m.sync();
+        s.sync();
+        s.call::<String>("SELECT name FROM patients WHERE id = 'm1'")
+            .unwrap()
+            == "Amina K"
+    });
+}
+
 /// The same regrant behind a hub: the cloud regrants the hub's moshi tablet to tanga; the hub
 /// learns it over its uplink and the tablet from the hub. Its unsent moshi write reaches the
 /// all-scopes device through the hub and the cloud, then the tablet holds tanga's patients only,

@@ -3,7 +3,8 @@
 //! every clinic) on the built `liboutpost.so`, doing random inserts, edits, counter increments,
 //! `review` edits, visits and referrals (concurrent and round-trip moves among them) with random
 //! syncs, and random regrants (`outpost-cloud grant`: scopes removed drain, scopes added are
-//! pulled; a scope is never granted back to a tablet that held it, see README "Scopes"). When every tablet has synced until nothing changes, each holds exactly the cloud's rows
+//! pulled, scopes granted back to a tablet that dropped them bring back its own past batches
+//! too). When every tablet has synced until nothing changes, each holds exactly the cloud's rows
 //! of its grant, cell for cell (S1: nothing else; S4: no cell lost, no delete written; S3: tablets
 //! of one grant hold the same), and the cloud holds every patient ever written.
 //!
@@ -170,21 +171,24 @@ fn step(rng: &mut StdRng, t: &Tablet, next_id: &mut u64, written: &mut Vec<Strin
     };
 }
 
-/// Regrants `t` (not the every-scope tablet): some of its scopes removed, some it never held
-/// added, never none.
-fn regrant(rng: &mut StdRng, cloud: &Cloud, t: &Tablet) -> bool {
-    let Some(now) = t.grant.borrow().clone() else {
-        return false;
-    };
+/// Regrants `t` (not the every-scope tablet): some of its scopes removed, some it does not
+/// hold added (held before or not), never none. Returns how many of the added scopes it held
+/// before, `None` when nothing changed.
+fn regrant(rng: &mut StdRng, cloud: &Cloud, t: &Tablet) -> Option<usize> {
+    let now = t.grant.borrow().clone()?;
     let mut next: Vec<&'static str> = now.iter().copied().filter(|_| rng.gen_bool(0.5)).collect();
     for s in SCOPES {
-        if !t.ever.borrow().contains(&s) && rng.gen_bool(0.5) {
+        if !now.contains(&s) && rng.gen_bool(0.5) {
             next.push(s);
         }
     }
     if next.is_empty() || next == now {
-        return false;
+        return None;
     }
+    let back = next
+        .iter()
+        .filter(|s| !now.contains(s) && t.ever.borrow().contains(s))
+        .count();
     let site: String =
         t.db.call::<String>("SELECT lower(hex(outpost_site_id()))")
             .unwrap();
@@ -202,7 +206,7 @@ fn regrant(rng: &mut StdRng, cloud: &Cloud, t: &Tablet) -> bool {
     );
     t.ever.borrow_mut().extend(next.iter().copied());
     *t.grant.borrow_mut() = Some(next);
-    true
+    Some(back)
 }
 
 /// Whether every tablet holds exactly the cloud's rows of its grant.
@@ -267,11 +271,14 @@ fn run(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut next_id = 0;
     let mut written = Vec::new();
-    let mut regrants = 0;
+    let (mut regrants, mut back) = (0, 0);
     for _ in 0..60 {
         let t = &tablets[rng.gen_range(0..tablets.len())];
-        if rng.gen_bool(0.05) && regrant(&mut rng, &cloud, t) {
-            regrants += 1;
+        if rng.gen_bool(0.05) {
+            if let Some(b) = regrant(&mut rng, &cloud, t) {
+                regrants += 1;
+                back += b;
+            }
         }
         step(&mut rng, t, &mut next_id, &mut written);
         if rng.gen_bool(0.4) {
@@ -321,7 +328,8 @@ fn run(seed: u64) {
         .query_row("SELECT count(*) FROM _outpost_transfers", [], |r| r.get(0))
         .unwrap();
     println!(
-        "seed {seed}: {} patients, {} visits, {moved} transfers, {regrants} regrants; converged",
+        "seed {seed}: {} patients, {} visits, {moved} transfers, {regrants} regrants \
+         ({back} scopes granted back); converged",
         held.len(),
         rows(&tenant, VISITS).len()
     );

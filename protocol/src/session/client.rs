@@ -9,6 +9,7 @@ use crate::message::{Bytes, Covered, Hello, Message, PeerRole, SessionId};
 use crate::site::SiteId;
 use crate::PROTOCOL_VERSION;
 use alloc::collections::VecDeque;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
 use sha2::{Digest, Sha256};
@@ -76,6 +77,9 @@ pub struct ClientSession<C: ClientStore> {
     pushed: Vec<Covered>,
     attempts: u32,
     applied: u64,
+    /// The scopes whose own streams the hello asked served back ([`ClientStore::regain`]):
+    /// pulled batches of this site's origin are accepted for those streams only.
+    regain: Vec<String>,
     out: VecDeque<Message>,
 }
 
@@ -100,6 +104,7 @@ impl<C: ClientStore> ClientSession<C> {
             pushed: Vec::new(),
             attempts: 0,
             applied: 0,
+            regain: Vec::new(),
             out: VecDeque::new(),
         }
     }
@@ -192,7 +197,7 @@ impl<C: ClientStore> ClientSession<C> {
             (ClientState::Pulling, Message::Chunk { batch }) => {
                 let header = codec::decode_header(&batch.0, &self.config.batch_limits)
                     .map_err(SessionError::BadBatch)?;
-                if header.origin == self.config.site {
+                if header.origin == self.config.site && !self.regain.contains(&header.stream) {
                     return Err(SessionError::OwnBatchReturned);
                 }
                 if let Some(key) = store.origin_key(&header.origin).map_err(store_err)? {
@@ -348,6 +353,8 @@ impl<C: ClientStore> ClientSession<C> {
                 let vector = store.vector().map_err(store_err)?;
                 let control = store.control_vector().map_err(store_err)?;
                 let drains = store.drains().map_err(store_err)?;
+                let regain = store.regain().map_err(store_err)?;
+                self.regain = regain.iter().map(|r| r.scope.clone()).collect();
                 self.state = ClientState::AwaitHello;
                 Ok(Some(Message::Hello(Hello {
                     protocol_version: PROTOCOL_VERSION,
@@ -359,6 +366,7 @@ impl<C: ClientStore> ClientSession<C> {
                     session: self.session,
                     control,
                     drains,
+                    regain,
                 })))
             }
             ClientState::Pushing { plan } => match store.next_export(plan).map_err(store_err)? {

@@ -251,8 +251,19 @@ impl<S: ServerStore> ServerSession<S> {
                 self.commit(session, now_ms, store)
             }
             (ServerState::Ready, Message::Pull { vector }) => {
+                // Only a device is served its own past batches (a regained scope); a relay's
+                // hello declares none.
+                let regain = match (&self.peer_hello, self.config.peer_pushes) {
+                    (Some(h), PushOrigins::Own) => h.regain.as_slice(),
+                    _ => &[],
+                };
                 let plan = store
-                    .batches_for(&vector, &self.config.peer_site, &self.config.peer_grant)
+                    .batches_for(
+                        &vector,
+                        &self.config.peer_site,
+                        regain,
+                        &self.config.peer_grant,
+                    )
                     .map_err(store_err)?;
                 if let Some((batches, bytes)) = store.pull_size(&plan).map_err(store_err)? {
                     self.out.push_back(Message::PullSize { batches, bytes });
@@ -334,6 +345,7 @@ impl<S: ServerStore> ServerSession<S> {
             session: SessionId::default(),
             control,
             drains: Vec::new(),
+            regain: Vec::new(),
         }));
         self.out.extend(control_messages(entries));
         self.state = ServerState::Ready;

@@ -96,6 +96,7 @@ impl ServerStore for MemServer {
         &mut self,
         vector: &VersionVector,
         exclude_origin: &SiteId,
+        regain: &[outpost_protocol::message::Regain],
         grant: &outpost_protocol::scope::Scopes,
     ) -> Result<VecDeque<Vec<u8>>, String> {
         let mut out: Vec<(BatchHeader, Vec<u8>)> = self
@@ -103,9 +104,12 @@ impl ServerStore for MemServer {
             .iter()
             .map(|b| (header(b), b.clone()))
             .filter(|(h, _)| {
-                h.origin != *exclude_origin
+                let since = match h.origin == *exclude_origin {
+                    false => Some(vector.get(&h.stream_id())),
+                    true => regain.iter().find(|r| r.scope == h.stream).map(|r| r.since),
+                };
+                since.is_some_and(|since| h.range.hi > since)
                     && (h.stream.is_empty() || grant.contains(&h.stream))
-                    && h.range.hi > vector.get(&h.stream_id())
             })
             .collect();
         out.sort_by_key(|(h, _)| (h.stream_id(), h.range.lo));

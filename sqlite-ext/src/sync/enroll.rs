@@ -113,6 +113,7 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
         // None held yet (a re-enrolment's come again): the peer answers with all of them.
         control: ControlVector::new(),
         drains: Vec::new(),
+        regain: Vec::new(),
     });
     let answer = link
         .confirm_enrollment(&hello, code.hub_site)

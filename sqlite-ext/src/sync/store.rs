@@ -613,6 +613,17 @@ impl EngineStore<'_> {
         self.drop_drained()
     }
 
+    /// [`crate::regain::declared`] under the grant this device holds now.
+    fn regain_inner(&mut self) -> Result<Vec<outpost_protocol::message::Regain>, SyncError> {
+        let site = self.site;
+        let grant = self.directory()?.grant_of(&site).map(|g| g.scopes.clone());
+        Ok(crate::regain::declared(
+            self.call.conn,
+            site,
+            grant.as_ref(),
+        )?)
+    }
+
     /// Drops the draining scopes whose own changes the relay now holds all of (`drain.rs`).
     fn drop_drained(&mut self) -> Result<(), SyncError> {
         let call = self.call;
@@ -785,6 +796,12 @@ impl outpost_protocol::session::ClientStore for EngineStore<'_> {
     /// The draining scopes and their drain seqs (`drain.rs`).
     fn drains(&mut self) -> Result<Vec<outpost_protocol::message::Drain>, Failed> {
         let r = crate::drain::declared(self.call.conn).map_err(SyncError::from);
+        self.keep(r)
+    }
+
+    /// The dropped scopes granted again whose own past batches to ask back (`regain.rs`).
+    fn regain(&mut self) -> Result<Vec<outpost_protocol::message::Regain>, Failed> {
+        let r = self.regain_inner();
         self.keep(r)
     }
 

@@ -82,6 +82,9 @@ struct Held {
     /// Every drain a device's hello declared, in order, shared with the test
     /// ([`Hub::declared`]).
     declared: Arc<Mutex<Vec<(String, u64)>>>,
+    /// Every own stream a device's pull asked back (`Hello::regain`), in order, shared with
+    /// the test ([`Hub::regains`]).
+    regains: Arc<Mutex<Vec<(String, u64)>>>,
 }
 
 /// What the hub serves of the control streams, shared with the test.
@@ -120,16 +123,25 @@ impl ServerStore for Held {
         &mut self,
         v: &VersionVector,
         exclude: &SiteId,
+        regain: &[outpost_protocol::message::Regain],
         grant: &outpost_protocol::scope::Scopes,
     ) -> Result<Vec<Vec<u8>>, String> {
+        self.regains
+            .lock()
+            .unwrap()
+            .extend(regain.iter().map(|r| (r.scope.clone(), r.since)));
         let mut plan: Vec<Vec<u8>> = self
             .batches
             .iter()
             .filter(|b| {
                 let h = &b.header;
-                h.origin != *exclude
+                // The device's own batches only of the streams it regains, above `since`.
+                let since = match h.origin == *exclude {
+                    false => Some(v.get(&h.stream_id())),
+                    true => regain.iter().find(|r| r.scope == h.stream).map(|r| r.since),
+                };
+                since.is_some_and(|since| h.range.hi > since)
                     && (h.stream.is_empty() || grant.contains(&h.stream))
-                    && h.range.hi > v.get(&h.stream_id())
             })
             .map(|b| b.bytes.clone())
             .collect();
@@ -327,6 +339,7 @@ pub struct Hub {
     /// What its hellos state as its wall clock: now plus this shift, or 0 (no trusted time).
     clock_shift_ms: Arc<Mutex<Option<i64>>>,
     pushed: Arc<Mutex<Vec<Vec<u8>>>>,
+    regains: Arc<Mutex<Vec<(String, u64)>>>,
     declared: Arc<Mutex<Vec<(String, u64)>>>,
     next: mpsc::Sender<Next>,
     done: mpsc::Receiver<()>,
@@ -377,6 +390,8 @@ impl Hub {
         let held = pushed.clone();
         let declared = Arc::new(Mutex::new(Vec::new()));
         let hub_declared = declared.clone();
+        let regains = Arc::new(Mutex::new(Vec::new()));
+        let hub_regains = regains.clone();
         let keys = Keypair::generate().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let code = EnrollCode {
@@ -404,6 +419,7 @@ impl Hub {
                 pushed: held,
                 control: hub_control,
                 declared: hub_declared,
+                regains: hub_regains,
                 ..Held::default()
             };
             while let Ok(what) = script.recv() {
@@ -441,6 +457,7 @@ impl Hub {
                             session: SessionId::default(),
                             control: outpost_protocol::ControlVector::new(),
                             drains: Vec::new(),
+                            regain: Vec::new(),
                         }));
                         while conn.recv().is_some() {}
                     }
@@ -456,6 +473,7 @@ impl Hub {
             clock_shift_ms,
             pushed,
             declared,
+            regains,
             next,
             done,
             keys,
@@ -463,6 +481,11 @@ impl Hub {
             directory,
             batches,
         }
+    }
+
+    /// Every own stream (scope, since) the devices' pulls asked back so far, in order.
+    pub fn regains(&self) -> Vec<(String, u64)> {
+        self.regains.lock().unwrap().clone()
     }
 
     /// Every drain (scope, last seq) the devices' hellos declared so far, in order.
