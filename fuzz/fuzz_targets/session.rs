@@ -42,7 +42,10 @@ impl ServerStore for Server {
     fn batches_for(
         &mut self,
         _: &VersionVector,
-        _: &SiteId, _grant: &outpost_protocol::scope::Scopes) -> Result<VecDeque<Vec<u8>>, &'static str> {
+        _: &SiteId,
+        _regain: &[outpost_protocol::message::Regain],
+        _grant: &outpost_protocol::scope::Scopes,
+    ) -> Result<VecDeque<Vec<u8>>, &'static str> {
         Ok(self.0.iter().cloned().collect())
     }
     fn next_batch(&mut self, p: &mut VecDeque<Vec<u8>>) -> Result<Option<Vec<u8>>, &'static str> {
