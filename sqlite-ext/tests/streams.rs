@@ -1156,3 +1156,40 @@ fn an_own_referral_out_of_the_grant_is_pushed_and_the_row_leaves() {
         0
     );
 }
+
+/// A row written in one scope and referred into another, both removed by one regrant: the
+/// second scope drops at once (nothing of its own stream to push), but the row's own changes sit
+/// in the first scope's stream, still draining. The drop keeps them for that push (the row
+/// leaves as a referred row does): the drained stream's batch carries the row, nothing is lost.
+#[test]
+fn a_dropped_scope_keeps_a_rows_unsent_changes_of_another_draining_stream() {
+    let hub = Hub::start();
+    let r = device("a");
+    hub.enroll(&r);
+    hub.grant(site_of(&r), 1, &["tanga", "kilwa"]);
+    hub.sync(&r);
+    r.exec(
+        "INSERT INTO patients VALUES ('t9', 'Tumaini', 'tanga');
+         UPDATE patients SET clinic = 'kilwa' WHERE id = 't9';",
+    );
+    hub.grant(site_of(&r), 2, &["moshi"]);
+    for _ in 0..3 {
+        hub.sync(&r);
+    }
+    let carried: Vec<String> = hub
+        .pushed()
+        .iter()
+        .filter(|b| read(b).0 == "tanga")
+        .flat_map(|b| read(b).3)
+        .collect();
+    assert_eq!(
+        carried,
+        ["patients:t9"],
+        "the drained stream carries the row"
+    );
+    assert_eq!(r.one::<i64>("SELECT count(*) FROM patients"), 0);
+    assert_eq!(
+        r.one::<i64>("SELECT json_extract(outpost_status(), '$.pending_changes')"),
+        0
+    );
+}
