@@ -771,13 +771,7 @@ impl<'c> Applier<'c> {
     fn delete(&mut self, ti: usize, key: &[u8], key_vals: &[Value]) -> Result<(), Error> {
         let t = self.tables[ti].clone();
         if let Some(vals) = self.app_values(ti, key_vals)? {
-            let mut s = self.conn().prepare(
-                "INSERT OR REPLACE INTO _outpost_tombstones(tbl, key, vals) VALUES (?1, ?2, ?3)",
-            )?;
-            s.bind_i64(1, t.id)?;
-            s.bind_blob(2, key)?;
-            s.bind_blob(3, &crate::keys::pack(&vals))?;
-            s.run()?;
+            keep_values(self.conn(), t.id, key, &vals)?;
         }
         let mut s = self.conn().prepare(&format!(
             "DELETE FROM {} WHERE {}",
@@ -787,6 +781,18 @@ impl<'c> Applier<'c> {
         s.bind_all(key_vals)?;
         s.run()
     }
+}
+
+/// Keeps a row's values in its tombstone (`tbl`, packed `key`) before its app row goes: a
+/// deleted row's, or one that leaves this device with changes still to export.
+pub(crate) fn keep_values(conn: Conn, tbl: i64, key: &[u8], vals: &[Value]) -> Result<(), Error> {
+    let mut s = conn.prepare(
+        "INSERT OR REPLACE INTO _outpost_tombstones(tbl, key, vals) VALUES (?1, ?2, ?3)",
+    )?;
+    s.bind_i64(1, tbl)?;
+    s.bind_blob(2, key)?;
+    s.bind_blob(3, &crate::keys::pack(vals))?;
+    s.run()
 }
 
 /// `outpost_apply(batch)`.

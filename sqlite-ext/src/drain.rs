@@ -230,48 +230,38 @@ fn drop_scope(call: &Call, scope: &str) -> Result<(), Error> {
     let runs = crate::streams::Runs::load(conn)?;
     let acked = crate::acked::acked(conn)?;
     let mut kept: Vec<(i64, Vec<u8>)> = Vec::new();
+    let mut rows = crate::state::RowStore::new(conn)?;
     let quiet = call.session.suppress();
     for (_, ti, key) in &doomed {
         let t = &tables[*ti];
-        let unsent = match crate::state::RowStore::new(conn)?.get(t.id, key)? {
+        let unsent = match rows.get(t.id, key)? {
             Some(st) => st
                 .own_seqs()
                 .any(|lseq| lseq > 0 && !runs.covered(&acked, lseq)),
             None => false,
         };
+        let key_vals = crate::keys::unpack(key)?;
         if unsent {
-            let key_vals = crate::keys::unpack(key)?;
             let mut read = crate::export::select_row(conn, t)?;
             read.bind_all(&key_vals)?;
             if read.step()? {
                 let vals: Vec<outpost_protocol::Value> =
                     (0..t.def.columns.len()).map(|i| read.value(i)).collect();
                 drop(read);
-                let mut s = conn.prepare(
-                    "INSERT OR REPLACE INTO _outpost_tombstones(tbl, key, vals) VALUES (?1, ?2, ?3)",
-                )?;
-                s.bind_i64(1, t.id)?;
-                s.bind_blob(2, key)?;
-                s.bind_blob(3, &crate::keys::pack(&vals))?;
-                s.run()?;
+                crate::apply::keep_values(conn, t.id, key, &vals)?;
             }
-            let mut s = conn.prepare(&format!(
-                "DELETE FROM {} WHERE {}",
-                quote(&t.def.name),
-                crate::cells::key_match(t)
-            ))?;
-            s.bind_all(&key_vals)?;
-            s.run()?;
-            kept.push((t.id, key.clone()));
-            continue;
         }
         let mut s = conn.prepare(&format!(
             "DELETE FROM {} WHERE {}",
             quote(&t.def.name),
             crate::cells::key_match(t)
         ))?;
-        s.bind_all(&crate::keys::unpack(key)?)?;
+        s.bind_all(&key_vals)?;
         s.run()?;
+        if unsent {
+            kept.push((t.id, key.clone()));
+            continue;
+        }
         for sql in [
             "DELETE FROM _outpost_rows WHERE tbl = ?1 AND key = ?2",
             "DELETE FROM _outpost_cells WHERE tbl = ?1 AND key = ?2",

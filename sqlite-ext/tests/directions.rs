@@ -186,13 +186,20 @@ fn signed_batch(r: &Replica, since: i64) -> Vec<u8> {
     b
 }
 
-/// `batch` with its clear header's direction set to `direction`, signed by its origin's test key
-/// (a device's own forgery: it holds its key).
-fn reflagged(batch: &[u8], direction: Direction) -> Vec<u8> {
+/// `batch` rewritten with `direction`, and as a transfer with every group credited to `credit`
+/// when given, signed by its origin's test key (a device's own forgery: it holds its key; or the
+/// cloud's transfer).
+fn rewritten(batch: &[u8], direction: Direction, credit: Option<SiteId>) -> Vec<u8> {
     let b = codec::decode(batch, &Limits::default()).unwrap();
-    let mut w = BodyWriter::new(b.header.tables.clone()).unwrap();
+    let mut w = match credit {
+        Some(_) => BodyWriter::new_transfer(b.header.tables.clone()).unwrap(),
+        None => BodyWriter::new(b.header.tables.clone()).unwrap(),
+    };
     for g in &b.tables {
-        w.begin_table(g.table).unwrap();
+        match credit {
+            Some(site) => w.begin_credited(g.table, site).unwrap(),
+            None => w.begin_table(g.table).unwrap(),
+        }
         for row in &g.rows {
             w.push_row(row).unwrap();
         }
@@ -200,7 +207,7 @@ fn reflagged(batch: &[u8], direction: Direction) -> Vec<u8> {
     let meta = BatchMeta {
         flags: BatchFlags {
             direction,
-            transfer: false,
+            transfer: credit.is_some(),
         },
         ..BatchMeta::default()
     };
@@ -209,6 +216,11 @@ fn reflagged(batch: &[u8], direction: Direction) -> Vec<u8> {
             .unwrap();
     signature::sign(&mut out, &site_keypair(b.header.origin)).unwrap();
     out
+}
+
+/// `batch` with its clear header's direction set to `direction`.
+fn reflagged(batch: &[u8], direction: Direction) -> Vec<u8> {
+    rewritten(batch, direction, None)
 }
 
 fn status(r: &Replica) -> serde_json::Value {
@@ -518,28 +530,9 @@ const SCHEMA_WITH_VILLAGE: &str =
     "CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, village TEXT);";
 
 /// `batch` rewritten as a transfer (docs/design.md section 10, "Moves"), its groups credited to
-/// `credit`, signed by its origin's test key.
+/// `credit`.
 fn as_transfer(batch: &[u8], credit: SiteId) -> Vec<u8> {
-    let b = codec::decode(batch, &Limits::default()).unwrap();
-    let mut w = BodyWriter::new_transfer(b.header.tables.clone()).unwrap();
-    for g in &b.tables {
-        w.begin_credited(g.table, credit).unwrap();
-        for row in &g.rows {
-            w.push_row(row).unwrap();
-        }
-    }
-    let meta = BatchMeta {
-        flags: BatchFlags {
-            direction: Direction::Both,
-            transfer: true,
-        },
-        ..BatchMeta::default()
-    };
-    let mut out =
-        codec::finish_batch_with(w, b.header.origin, b.header.range, &meta, Compression::None)
-            .unwrap();
-    signature::sign(&mut out, &site_keypair(b.header.origin)).unwrap();
-    out
+    rewritten(batch, Direction::Both, Some(credit))
 }
 
 #[test]
