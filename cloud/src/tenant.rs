@@ -22,7 +22,7 @@ use outpost_embed::EngineError;
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::batch::codec;
 use outpost_protocol::batch::{BatchFlags, Direction};
-use outpost_protocol::control::{table_item, Directory};
+use outpost_protocol::control::{table_item, Directory, VoidReason};
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::scope::Scopes;
 use outpost_protocol::{SiteId, StreamId, VersionVector};
@@ -34,6 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod origin_grant;
 mod refused;
+mod void;
 
 pub use refused::RefusedBatch;
 
@@ -66,6 +67,8 @@ pub struct Tenant {
     conn: Connection,
     path: PathBuf,
     site: SiteId,
+    /// The batches refused by an earlier build were published as voided (once per open).
+    voids_published: bool,
 }
 
 /// Why the tenant database could not be opened, read, ingested into or exported from. (A batch
@@ -272,6 +275,8 @@ enum ApplyError {
         /// The mailbox's error.
         source: MailboxError,
     },
+    /// Writing the control entry that voids a refused batch's range failed.
+    Void(MailboxError),
     /// The REST change log's triggers could not follow its new tables.
     Changelog(ChangelogError),
     /// `outpost_apply` refused it.
@@ -289,6 +294,9 @@ impl fmt::Display for ApplyError {
                 f,
                 "publishing the scope rule of table {table:?} in the control stream"
             ),
+            ApplyError::Void(_) => {
+                f.write_str("publishing a refused batch's range as voided in the control stream")
+            }
             ApplyError::Changelog(e) => e.fmt(f),
             ApplyError::Apply(e) => e.fmt(f),
             ApplyError::Counts(_) => f.write_str("outpost_apply() did not answer JSON"),
@@ -300,7 +308,7 @@ impl std::error::Error for ApplyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ApplyError::Refuse(e) => Some(e),
-            ApplyError::Publish { source, .. } => Some(source),
+            ApplyError::Publish { source, .. } | ApplyError::Void(source) => Some(source),
             // Transparent: these say what failed themselves.
             ApplyError::Schema(e) => e.source(),
             ApplyError::Changelog(e) => e.source(),
@@ -413,6 +421,7 @@ impl Tenant {
                 source,
             })?;
         Ok(Tenant {
+            voids_published: false,
             conn,
             path: path.to_path_buf(),
             site,
@@ -462,6 +471,10 @@ impl Tenant {
     pub fn ingest(&mut self, mailbox: &mut Mailbox) -> Result<Ingested, TenantError> {
         let mut done = Ingested::default();
         let mut stopped: BTreeSet<SiteId> = BTreeSet::new();
+        if !self.voids_published {
+            void::publish_recorded(mailbox, &self.refused()?)?;
+            self.voids_published = true;
+        }
         let directory = mailbox.directory()?.clone();
         let declared = directions_of(&directory);
         let mut rules = TenantRules::load(&self.conn, &directory)?;
@@ -475,15 +488,21 @@ impl Tenant {
             // refused by the apply step below, whatever this says).
             let version = codec::decode_header(&batch.bytes, &codec::Limits::default())
                 .map_or(0, |h| h.grant_version);
-            let judged =
-                match origin_grant::outside(&directory, batch.origin, &batch.scope, version) {
-                    Some(reason) => Ok(Outcome::Refused(reason)),
-                    None => {
-                        self.apply_one(&batch.bytes, &declared, &mut rules, mailbox, &directory)
-                    }
-                };
+            let outside = origin_grant::outside(&directory, batch.origin, &batch.scope, version);
+            let why = match outside {
+                Some(_) => VoidReason::OutsideGrant,
+                None => VoidReason::Invalid,
+            };
+            let judged = match outside {
+                Some(reason) => Ok(Outcome::Refused(reason)),
+                None => self.apply_one(&batch.bytes, &declared, &mut rules, mailbox, &directory),
+            };
             let outcome = judged.and_then(|o| match o {
                 Outcome::Refused(reason) => {
+                    // Published first: if the cloud stops before the refusal is recorded, the
+                    // batch is judged again and the entry is not written twice.
+                    void::publish(mailbox, batch.origin, &batch.scope, batch.range, why)
+                        .map_err(ApplyError::Void)?;
                     refused::refuse(
                         &self.conn,
                         batch.origin,

@@ -13,8 +13,9 @@ use outpost_protocol::batch::{
     BatchMeta, BodyWriter, CellChange, CellPayload, ColumnSchema, Compression, ForeignKey,
     RowChange, TableSchema,
 };
+use outpost_protocol::control::VoidReason;
 use outpost_protocol::scope::{ScopeColumn, ScopeRule, Scopes};
-use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, Value};
+use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, StreamId, Value, VersionVector};
 use outpost_testkit::keys::signed;
 use serde_json::json;
 
@@ -253,6 +254,36 @@ fn scope_rules_are_learnt_from_headers_and_batches_outside_a_grant_are_refused_a
         directory.table_scope("visits"),
         Some(&ScopeRule::Via("patient_id".into()))
     );
+    // Each refused batch is a voided range in the same stream (issue 19 item 4): every mailbox
+    // counts it as covered and serves it to no one.
+    let voided: Vec<(SiteId, String, u64, VoidReason)> = directory
+        .voids()
+        .map(|(s, r, why)| (s.origin, s.scope.clone(), r.lo, why))
+        .collect();
+    assert_eq!(
+        voided,
+        [
+            (MOSHI_TABLET, "tanga".into(), 1, VoidReason::OutsideGrant),
+            (OTHER, "".into(), 1, VoidReason::Invalid),
+            (OTHER_B, "moshi".into(), 1, VoidReason::Invalid),
+        ]
+    );
+    let served: Vec<(SiteId, String)> = mailbox
+        .batches_for(&VersionVector::new(), None, &Scopes::All)
+        .unwrap()
+        .map(|b| {
+            let b = b.unwrap();
+            (b.origin, b.scope)
+        })
+        .collect();
+    assert_eq!(
+        served,
+        [(MOSHI_TABLET, "moshi".into()), (OTHER_C, "tanga".into())]
+    );
+    let covered = mailbox.vector().unwrap();
+    for (origin, scope) in [(MOSHI_TABLET, "tanga"), (OTHER, ""), (OTHER_B, "moshi")] {
+        assert_eq!(covered.get(&StreamId::new(origin, scope)), 1);
+    }
 
     let status = cli_ok(&["status", "--data", data.to_str().unwrap(), "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();

@@ -93,6 +93,8 @@ pub(crate) struct ControlCache {
     directory: Directory,
     /// `PRAGMA data_version` and the stored entry count when last loaded.
     loaded: Option<(i64, i64)>,
+    /// How many of the directory's voided ranges `voids` was brought up to (`voids.rs`).
+    pub(crate) voids_synced: usize,
 }
 
 impl Mailbox {
@@ -104,6 +106,7 @@ impl Mailbox {
                 directory: Directory::new(owner.roots.iter().copied()),
                 owner: Some(owner),
                 loaded: None,
+                voids_synced: 0,
             };
         }
     }
@@ -224,6 +227,7 @@ impl Mailbox {
         report.known = decoded_count.saturating_sub(accepted.len() + refused.len());
         if !accepted.is_empty() {
             self.store_entries(&accepted)?;
+            self.sync_voids()?;
         }
         for why in report.refused.iter().take(8) {
             log::warn!("mailbox={} control: refused {why}", self.path().display());
@@ -513,11 +517,15 @@ impl Mailbox {
         }
         self.control.loaded = Some((version, count));
         share_directory(self.path(), roots, &self.control.directory);
-        Ok(())
+        self.sync_voids()
     }
 }
 
 impl ControlCache {
+    pub(crate) fn directory_ref(&self) -> &Directory {
+        &self.directory
+    }
+
     fn roots(&self) -> Vec<Root> {
         self.owner
             .as_ref()

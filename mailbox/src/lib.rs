@@ -56,6 +56,7 @@ mod mailbox;
 mod plan;
 mod scope_counts;
 mod server_store;
+mod voids;
 
 pub use client_store::{ExportPlan, MailboxClient, Moved, PUSH_BUDGET};
 pub use clock_bound::ClockAdmission;

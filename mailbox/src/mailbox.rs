@@ -346,6 +346,8 @@ impl Mailbox {
         conn.execute_batch(CONTROL_SCHEMA).map_err(sql)?;
         conn.execute_batch(crate::drains::DRAINS_SCHEMA)
             .map_err(sql)?;
+        conn.execute_batch(crate::voids::VOIDS_SCHEMA)
+            .map_err(sql)?;
         let mut conn = conn;
         crate::clock_bound::ensure(&mut conn).map_err(sql)?;
         Ok(Mailbox {
@@ -628,12 +630,19 @@ impl Mailbox {
         }
     }
 
+    /// The held batches to serve of `stream` above `from`. A voided range (`voids.rs`) is a
+    /// step of the plan that sends nothing (id 0): the batches inside it are never served, and
+    /// those after it are.
     fn plan_stream(&self, stream: &StreamId, from: u64) -> Result<Vec<i64>, MailboxError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT lo, hi, id FROM batches WHERE origin = ?1 AND stream = ?2 AND hi > ?3 \
-                 ORDER BY lo, hi",
+                "SELECT lo, hi, id FROM batches b WHERE origin = ?1 AND stream = ?2 AND hi > ?3 \
+                 AND NOT EXISTS (SELECT 1 FROM voids v WHERE v.origin = b.origin \
+                     AND v.stream = b.stream AND v.lo <= b.lo AND b.hi <= v.hi) \
+                 UNION ALL \
+                 SELECT lo, hi, 0 FROM voids WHERE origin = ?1 AND stream = ?2 AND hi > ?3 \
+                 ORDER BY 1, 2",
             )
             .map_err(|e| self.sql(e))?;
         let from_i = i64::try_from(from).unwrap_or(i64::MAX);
@@ -652,7 +661,9 @@ impl Mailbox {
         let candidates = rows
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| self.sql(e))?;
-        Ok(plan(from, &candidates))
+        let mut ids = plan(from, &candidates);
+        ids.retain(|&id| id != 0);
+        Ok(ids)
     }
 
     fn batch_by_id(&self, id: i64) -> Result<StoredBatch, MailboxError> {
@@ -798,8 +809,30 @@ impl Mailbox {
             })
             .map_err(|e| self.sql(e))?;
         let mut recomputed = VersionVector::new();
+        let mut ranges = Vec::new();
         for row in rows {
-            let (origin, scope, lo, hi) = row.map_err(|e| self.sql(e))?;
+            ranges.push(row.map_err(|e| self.sql(e))?);
+        }
+        // Voided ranges count as held (`voids.rs`).
+        let mut voided = self
+            .conn
+            .prepare("SELECT origin, stream, lo, hi FROM voids")
+            .map_err(|e| self.sql(e))?;
+        let voids = voided
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                    r.get::<_, i64>(3)? as u64,
+                ))
+            })
+            .map_err(|e| self.sql(e))?;
+        for v in voids {
+            ranges.push(v.map_err(|e| self.sql(e))?);
+        }
+        ranges.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
+        for (origin, scope, lo, hi) in ranges {
             let stream = StreamId::new(self.site(&origin)?, scope);
             let range = SeqRange::new(lo, hi)
                 .ok_or_else(|| corrupt(format!("a batch of {stream} has range {lo}..={hi}")))?;
@@ -864,22 +897,31 @@ fn coverage_of(conn: &Connection, origin: &SiteId, scope: &str) -> Result<u64, r
         .unwrap_or(0) as u64)
 }
 
-/// Extends the stored coverage of the stream `(origin, scope)` over held ranges that now touch
-/// it.
-fn advance_coverage(
+/// Extends the stored coverage of the stream `(origin, scope)` over held ranges, and voided
+/// ones (`voids.rs`), that now touch it.
+pub(crate) fn advance_coverage(
     conn: &Connection,
     origin: &SiteId,
     scope: &str,
 ) -> Result<(), rusqlite::Error> {
     let before = coverage_of(conn, origin, scope)? as i64;
     let mut covered = before;
-    let mut next = conn.prepare_cached(
+    let mut held = conn.prepare_cached(
         "SELECT max(hi) FROM batches WHERE origin = ?1 AND stream = ?2 AND hi > ?3 AND lo <= ?3 + 1",
     )?;
-    while let Some(hi) = next.query_row(params![origin.as_bytes(), scope, covered], |r| {
-        r.get::<_, Option<i64>>(0)
-    })? {
-        covered = hi;
+    let mut voided = conn.prepare_cached(
+        "SELECT max(hi) FROM voids WHERE origin = ?1 AND stream = ?2 AND hi > ?3 AND lo <= ?3 + 1",
+    )?;
+    loop {
+        let at = params![origin.as_bytes(), scope, covered];
+        let next = match held.query_row(at, |r| r.get::<_, Option<i64>>(0))? {
+            Some(hi) => Some(hi),
+            None => voided.query_row(at, |r| r.get::<_, Option<i64>>(0))?,
+        };
+        match next {
+            Some(hi) => covered = hi,
+            None => break,
+        }
     }
     if covered > before {
         conn.execute(

@@ -2,13 +2,14 @@
 //! key directory both make, on real SQLite files.
 
 use outpost_mailbox::{ControlOwner, Limits, Mailbox, MailboxClient, Moved};
-use outpost_protocol::control::{encode_entry, key_item, Root};
+use outpost_protocol::control::{encode_entry, key_item, void_item, Root, VoidReason};
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::message::{PeerRole, SessionId};
+use outpost_protocol::scope::Scopes;
 use outpost_protocol::session::{
     ClientConfig, ClientSession, PushOrigins, ServerConfig, ServerSession,
 };
-use outpost_protocol::{ControlVector, SiteId};
+use outpost_protocol::{ControlVector, SeqRange, SiteId, VersionVector};
 use outpost_testkit::batch::batch;
 use outpost_testkit::keys::site_keypair;
 
@@ -301,4 +302,86 @@ fn a_regrant_takes_a_version_above_every_writers() {
         Some(&moshi),
         "the hub's version stays"
     );
+}
+
+/// Voided ranges (issue 19 item 4): a range the cloud voids counts as covered in every mailbox
+/// and is never served, by the cloud or by a hub that held it before the entry came; the
+/// origin's later batches are served past it, and a hub that never held it is not stuck below
+/// it.
+#[test]
+fn a_voided_range_counts_as_covered_and_is_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cloud_key, hub_key) = (key(1), key(2));
+    let origin = SiteId([0x71; 16]);
+    let cloud_root = Root {
+        site: CLOUD,
+        key: *cloud_key.public(),
+        role: PeerRole::Cloud,
+    };
+    let mut cloud = Mailbox::open(dir.path().join("cloud.db")).unwrap();
+    cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    cloud
+        .certify(HUB, hub_key.public(), PeerRole::Hub, false)
+        .unwrap();
+    cloud
+        .certify(
+            origin,
+            site_keypair(origin).public(),
+            PeerRole::Device,
+            false,
+        )
+        .unwrap();
+    cloud
+        .store(vec![batch(origin, 1, 2), batch(origin, 3, 4)])
+        .unwrap();
+    // A hub that pulled 3..=4 before the cloud judged it.
+    let mut early = Mailbox::open(dir.path().join("early.db")).unwrap();
+    early.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, Some(cloud_root)));
+    uplink_session(&mut early, &mut cloud, &hub_key);
+    assert_eq!(early.vector().unwrap().get(&origin.into()), 4);
+
+    cloud
+        .append_control(&void_item(
+            origin,
+            "",
+            SeqRange::new(3, 4).unwrap(),
+            VoidReason::Invalid,
+        ))
+        .unwrap();
+    cloud.store(vec![batch(origin, 5, 5)]).unwrap();
+    let served = |m: &Mailbox| -> Vec<(u64, u64)> {
+        m.batches_for(&VersionVector::new(), None, &Scopes::All)
+            .unwrap()
+            .map(|b| {
+                let b = b.unwrap();
+                (b.range.lo, b.range.hi)
+            })
+            .collect()
+    };
+    assert_eq!(served(&cloud), [(1, 2), (5, 5)]);
+
+    // A hub that never held it covers it from the entry and pulls what follows.
+    let mut late = Mailbox::open(dir.path().join("late.db")).unwrap();
+    late.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, Some(cloud_root)));
+    let (moved, _) = uplink_session(&mut late, &mut cloud, &hub_key);
+    assert_eq!(moved.batches_pulled, 2, "{moved:?}");
+    assert_eq!(late.vector().unwrap().get(&origin.into()), 5);
+    assert_eq!(served(&late), [(1, 2), (5, 5)]);
+
+    // The hub that held it keeps it in its file but serves it no more.
+    uplink_session(&mut early, &mut cloud, &hub_key);
+    assert_eq!(early.vector().unwrap().get(&origin.into()), 5);
+    assert_eq!(served(&early), [(1, 2), (5, 5)]);
+    let mut from_two = VersionVector::new();
+    from_two.set(origin.into(), 2);
+    let after: Vec<_> = early
+        .batches_for(&from_two, None, &Scopes::All)
+        .unwrap()
+        .map(|b| b.unwrap().range.lo)
+        .collect();
+    assert_eq!(after, [5]);
+    for m in [&cloud, &early, &late] {
+        m.check().unwrap();
+    }
+    assert_eq!(early.status().unwrap().batches, 3, "nothing is deleted");
 }

@@ -31,6 +31,7 @@ use crate::message::{Bytes, PeerRole};
 use crate::scope::{ScopeRule, Scopes};
 use crate::signing::{sign_digest, verify_digest, SignatureError, SIGNATURE_LEN};
 use crate::site::SiteId;
+use crate::vector::SeqRange;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -93,6 +94,42 @@ pub struct GrantEntry {
     pub enroll: bool,
 }
 
+/// A range of one origin's stream the cloud refused or cut (docs/design.md section 10, "One
+/// decision everywhere"): every replica treats it as covered and empty, so coverage never stalls
+/// on it and no relay serves what it held of it. Meaningful only from a cloud.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct VoidEntry {
+    /// The origin whose batch was refused.
+    pub origin: SiteId,
+    /// Its stream's scope id (`""` unscoped).
+    pub stream: String,
+    /// The seqs voided: exactly the refused batch's range.
+    pub range: SeqRange,
+    /// Why, as a code: the reason's text can name tables and scopes, which a sealed tenant's
+    /// control stream must not.
+    pub reason: VoidReason,
+}
+
+/// Why a range was voided. The variant order is the wire tag: append only.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub enum VoidReason {
+    /// Tag 0: written into a scope outside the grant version it names, or naming a version no
+    /// entry states.
+    OutsideGrant,
+    /// Tag 1: the batch does not decode, or its body or schema breaks the tenant's settings.
+    Invalid,
+}
+
+impl VoidReason {
+    /// The reason as status pages show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoidReason::OutsideGrant => "outside_grant",
+            VoidReason::Invalid => "invalid",
+        }
+    }
+}
+
 /// What a control entry says. The variant order is the wire tag: append only.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ControlItem {
@@ -102,6 +139,8 @@ pub enum ControlItem {
     Table(TableEntry),
     /// Tag 2: what a site is granted.
     Grant(GrantEntry),
+    /// Tag 3: a range the cloud voided.
+    Void(VoidEntry),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -156,6 +195,8 @@ pub enum ControlError {
     BadTableName,
     /// A grant's scopes break the rules of [`crate::scope`], or its version is 0.
     BadGrant,
+    /// A voided range's stream is not a scope id, or its range is not `1 <= lo <= hi`.
+    BadVoid,
 }
 
 impl fmt::Display for ControlError {
@@ -175,6 +216,9 @@ impl fmt::Display for ControlError {
             }
             ControlError::BadGrant => {
                 f.write_str("control grant entry has version 0 or invalid scopes")
+            }
+            ControlError::BadVoid => {
+                f.write_str("control void entry names an invalid stream or seq range")
             }
         }
     }
@@ -233,6 +277,16 @@ pub fn grant_item(site: SiteId, version: u64, scopes: Scopes, enroll: bool) -> C
     })
 }
 
+/// The cloud voids `range` of `origin`'s stream `stream`.
+pub fn void_item(origin: SiteId, stream: &str, range: SeqRange, reason: VoidReason) -> ControlItem {
+    ControlItem::Void(VoidEntry {
+        origin,
+        stream: stream.into(),
+        range,
+        reason,
+    })
+}
+
 /// Decodes one entry (not verified: see [`ControlEntry::verify`] and [`Directory`]).
 pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
     if bytes.len() > MAX_ENTRY_BYTES {
@@ -272,6 +326,13 @@ pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
         ControlItem::Grant(g) => {
             if g.version == 0 || g.scopes.check().is_err() {
                 return Err(ControlError::BadGrant);
+            }
+        }
+        ControlItem::Void(v) => {
+            let stream_ok = v.stream.is_empty() || crate::scope::check_name(&v.stream).is_ok();
+            // Deserializing does not enforce `SeqRange`'s invariant.
+            if !stream_ok || SeqRange::new(v.range.lo, v.range.hi) != Some(v.range) {
+                return Err(ControlError::BadVoid);
             }
         }
     }

@@ -3,13 +3,13 @@
 
 use outpost_protocol::batch::Direction;
 use outpost_protocol::control::{
-    decode_entry, encode_entry, grant_item, key_item, table_item, ControlEntry, ControlError,
-    Directory, Refusal, Root,
+    decode_entry, encode_entry, grant_item, key_item, table_item, void_item, ControlEntry,
+    ControlError, Directory, Refusal, Root, VoidReason,
 };
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::message::PeerRole;
 use outpost_protocol::scope::Scopes;
-use outpost_protocol::SiteId;
+use outpost_protocol::{SeqRange, SiteId, StreamId};
 
 fn key(n: u8) -> Keypair {
     Keypair::from_secret(&[n; 32]).unwrap()
@@ -352,4 +352,119 @@ fn every_grant_version_is_kept_for_judging_the_batches_that_name_it() {
         assert_eq!(d.highest_grant_version(&DEV2), 2);
         assert_eq!(d.highest_grant_version(&SiteId([9; 16])), 0);
     }
+}
+
+fn void(
+    writer: SiteId,
+    wkey: u8,
+    seq: u64,
+    origin: SiteId,
+    stream: &str,
+    lo: u64,
+    hi: u64,
+) -> ControlEntry {
+    decode_entry(&encode_entry(
+        writer,
+        seq,
+        &void_item(
+            origin,
+            stream,
+            SeqRange::new(lo, hi).unwrap(),
+            VoidReason::OutsideGrant,
+        ),
+        &key(wkey),
+    ))
+    .unwrap()
+}
+
+/// Voided ranges (issue 19 item 4, DESIGN section 10 "One decision everywhere"): the cloud's
+/// alone count, whatever the order; a replica's coverage reaches over the voids that touch it,
+/// chained, and never over one beyond a gap.
+#[test]
+fn voided_ranges_come_from_the_cloud_alone_and_count_as_covered() {
+    let mut entries = stream();
+    entries.push(void(CLOUD, 0xc0, 3, DEV1, "moshi", 5, 7));
+    entries.push(void(CLOUD, 0xc0, 4, DEV1, "moshi", 8, 8));
+    entries.push(void(CLOUD, 0xc0, 5, DEV1, "moshi", 12, 13));
+    // A hub cannot void anyone's history.
+    entries.push(void(HUB, 0x40, 2, DEV2, "", 1, 40));
+    let moshi = StreamId::new(DEV1, "moshi");
+    for reversed in [false, true] {
+        let mut all = entries.clone();
+        if reversed {
+            all.reverse();
+        }
+        let mut d = Directory::new([cloud_root()]);
+        assert!(d.admit(all).is_empty());
+        assert_eq!(d.void_count(), 3);
+        assert!(d.is_voided(&moshi, SeqRange::new(6, 7).unwrap()));
+        assert!(!d.is_voided(&moshi, SeqRange::new(7, 9).unwrap()));
+        assert!(!d.is_voided(&StreamId::new(DEV2, ""), SeqRange::new(1, 1).unwrap()));
+        assert_eq!(d.covered_over_voids(&moshi, 4), 8, "5..=7 then 8..=8");
+        assert_eq!(d.covered_over_voids(&moshi, 6), 8);
+        assert_eq!(d.covered_over_voids(&moshi, 3), 3, "seq 4 is missing");
+        assert_eq!(d.covered_over_voids(&moshi, 10), 10);
+        assert_eq!(d.covered_over_voids(&moshi, 11), 13);
+        assert_eq!(d.covered_over_voids(&StreamId::new(DEV1, ""), 4), 4);
+    }
+    // A range that is not `1 <= lo <= hi`, or a stream that is no scope id, does not decode.
+    let mut bad = encode_entry(
+        CLOUD,
+        6,
+        &void_item(
+            DEV1,
+            "moshi",
+            SeqRange::new(3, 3).unwrap(),
+            VoidReason::Invalid,
+        ),
+        &key(0xc0),
+    );
+    let at = bad.windows(2).position(|w| w == [3, 3]).unwrap();
+    bad[at] = 4;
+    assert_eq!(decode_entry(&bad), Err(ControlError::BadVoid));
+    let star = encode_entry(
+        CLOUD,
+        6,
+        &void_item(DEV1, "*", SeqRange::new(3, 3).unwrap(), VoidReason::Invalid),
+        &key(0xc0),
+    );
+    assert_eq!(decode_entry(&star), Err(ControlError::BadVoid));
+}
+
+/// The golden void entry of docs/wire-format.md section 4.8.
+#[test]
+fn a_void_entry_emits_its_golden_bytes() {
+    let bytes = encode_entry(
+        CLOUD,
+        7,
+        &void_item(
+            DEV1,
+            "moshi",
+            SeqRange::new(5, 7).unwrap(),
+            VoidReason::OutsideGrant,
+        ),
+        &key(0xc0),
+    );
+    let body = "c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0 07 03 01010101010101010101010101010101 \
+                05 6d6f736869 05 07 00";
+    let body = hex::decode(body.replace(' ', "")).unwrap();
+    assert_eq!(&bytes[..body.len()], &body[..]);
+    assert_eq!(bytes.len(), body.len() + 64);
+    assert_eq!(
+        encode_entry(
+            CLOUD,
+            7,
+            &void_item(
+                DEV1,
+                "moshi",
+                SeqRange::new(5, 7).unwrap(),
+                VoidReason::OutsideGrant
+            ),
+            &key(0xc0),
+        ),
+        bytes,
+        "deterministic signature"
+    );
+    let e = decode_entry(&bytes).unwrap();
+    e.verify(key(0xc0).public()).unwrap();
 }

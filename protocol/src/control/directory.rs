@@ -23,14 +23,17 @@
 //! own grant from a cloud (a hub with no cloud grant on a peer with no cloud is trusted as
 //! for keys). A site no entry grants has no grant here (the caller decides: a tenant without
 //! scopes grants everything).
+//!
+//! **Voided ranges** come from the clouds' entries only: each is a range of an origin's stream
+//! every replica treats as covered and empty ([`Directory::covered_over_voids`]).
 
-use super::{ControlEntry, ControlItem, GrantEntry, KeyEntry, TableEntry};
+use super::{ControlEntry, ControlItem, GrantEntry, KeyEntry, TableEntry, VoidReason};
 use crate::batch::Direction;
 use crate::handshake::PublicKey;
 use crate::message::PeerRole;
 use crate::scope::{ScopeRule, Scopes};
 use crate::site::SiteId;
-use crate::vector::ControlVector;
+use crate::vector::{ControlVector, SeqRange, StreamId};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
 use alloc::vec;
@@ -120,6 +123,8 @@ pub struct Directory {
     grant_versions: BTreeMap<SiteId, BTreeMap<u64, Scopes>>,
     /// A cloud is known (a root, or introduced by the device's own hub).
     has_cloud: bool,
+    /// The ranges the clouds voided, per stream, ordered by `lo`.
+    voids: BTreeMap<StreamId, Vec<(SeqRange, VoidReason)>>,
 }
 
 impl Directory {
@@ -211,6 +216,42 @@ impl Directory {
             })
             .max()
             .unwrap_or(0)
+    }
+
+    /// Every voided range: (stream, range, why), by stream and then `lo`.
+    pub fn voids(&self) -> impl Iterator<Item = (&StreamId, SeqRange, VoidReason)> {
+        self.voids
+            .iter()
+            .flat_map(|(s, v)| v.iter().map(move |(r, why)| (s, *r, *why)))
+    }
+
+    /// How many ranges are voided.
+    pub fn void_count(&self) -> usize {
+        self.voids.values().map(Vec::len).sum()
+    }
+
+    /// Whether every seq of `range` in `stream` is voided.
+    pub fn is_voided(&self, stream: &StreamId, range: SeqRange) -> bool {
+        self.voids
+            .get(stream)
+            .is_some_and(|v| v.iter().any(|(r, _)| r.lo <= range.lo && range.hi <= r.hi))
+    }
+
+    /// `covered` of `stream`, extended over the voided ranges that touch it (and those that
+    /// touch them in turn): what a replica covering `covered` covers once voided seqs count as
+    /// covered and empty.
+    pub fn covered_over_voids(&self, stream: &StreamId, covered: u64) -> u64 {
+        let Some(voids) = self.voids.get(stream) else {
+            return covered;
+        };
+        let mut covered = covered;
+        for (r, _) in voids {
+            if r.lo > covered.saturating_add(1) {
+                break;
+            }
+            covered = covered.max(r.hi);
+        }
+        covered
     }
 
     /// Whether a cloud is known here: then the tenant's table settings apply (a peer with no
@@ -355,9 +396,15 @@ impl Directory {
         let mut tables = BTreeMap::new();
         let mut grants: BTreeMap<SiteId, Grant> = BTreeMap::new();
         let mut versions: BTreeMap<SiteId, BTreeMap<u64, Scopes>> = BTreeMap::new();
+        let mut voids: BTreeMap<StreamId, Vec<(SeqRange, VoidReason)>> = BTreeMap::new();
         for cloud in &clouds {
             for e in self.entries_after(cloud, 0) {
                 let k = match &e.item {
+                    ControlItem::Void(v) => {
+                        let stream = StreamId::new(v.origin, v.stream.clone());
+                        voids.entry(stream).or_default().push((v.range, v.reason));
+                        continue;
+                    }
                     ControlItem::Key(k) => k,
                     ControlItem::Table(t) => {
                         // SQLite's names ignore ASCII case: so do the settings.
@@ -411,7 +458,8 @@ impl Directory {
                         slot.1.push(g);
                         continue;
                     }
-                    ControlItem::Table(_) => continue,
+                    // A hub's word counts for devices' keys and grants only.
+                    ControlItem::Table(_) | ControlItem::Void(_) => continue,
                 };
                 if k.role == PeerRole::Device {
                     admitted.insert((*hub, k.site));
@@ -476,6 +524,11 @@ impl Directory {
         self.bindings = bindings;
         self.has_cloud = !clouds.is_empty();
         self.tables = tables;
+        for v in voids.values_mut() {
+            v.sort_by_key(|(r, _)| (r.lo, r.hi));
+            v.dedup_by_key(|(r, _)| *r);
+        }
+        self.voids = voids;
     }
 }
 
