@@ -38,6 +38,7 @@ use outpost_protocol::{SeqRange, SiteId, Stamp, Strategy, StreamId, Value};
 mod carry;
 mod direction;
 pub(crate) mod exits;
+pub(crate) mod grant;
 mod restore;
 mod retry;
 mod signatures;
@@ -903,7 +904,7 @@ fn apply_all(call: &Call, batches: Batches, directory: Option<&Directory>) -> Re
                         if h.origin == me && !crate::regain::accepts(call.conn, &h.stream)? {
                             return Err(ApplyError::OwnOrigin.into());
                         }
-                        return cover_withheld(call.conn, h);
+                        return cover_withheld(call.conn, h, directory);
                     }
                 };
                 // Its own past batches come back only to regain a dropped scope (`regain.rs`).
@@ -993,8 +994,25 @@ fn advance_vector(conn: Conn, stream: &StreamId, hi: u64) -> Result<(), Error> {
 
 /// Checks that `range` of `stream` follows what this database covers (no gap); `false` when it
 /// covers the whole range already.
-fn follows(conn: Conn, stream: &StreamId, range: SeqRange) -> Result<bool, Error> {
-    let have = covered(conn, stream)?;
+///
+/// With a key directory, the ranges it voids (docs/design.md section 10, "One decision
+/// everywhere": ranges the cloud refused) count as covered and empty: the vector is first
+/// extended over those that touch it, so the batches after one follow, and one inside it is
+/// covered already (never applied).
+fn follows(
+    conn: Conn,
+    stream: &StreamId,
+    range: SeqRange,
+    directory: Option<&Directory>,
+) -> Result<bool, Error> {
+    let mut have = covered(conn, stream)?;
+    if let Some(over) = directory
+        .map(|d| d.covered_over_voids(stream, have))
+        .filter(|&over| over > have)
+    {
+        advance_vector(conn, stream, over)?;
+        have = over;
+    }
     let mut vector = outpost_protocol::VersionVector::new();
     vector.set(stream.clone(), have);
     vector
@@ -1005,7 +1023,7 @@ fn follows(conn: Conn, stream: &StreamId, range: SeqRange) -> Result<bool, Error
 
 /// A withheld `up` batch (`Pulled::Withheld`): its range is covered, nothing else changes. The
 /// decoder returns the withheld form only for `up` batches; anything else is refused here too.
-fn cover_withheld(conn: Conn, h: &BatchHeader) -> Result<(), Error> {
+fn cover_withheld(conn: Conn, h: &BatchHeader, directory: Option<&Directory>) -> Result<(), Error> {
     if !h.withheld || h.flags.direction != Flag::Up {
         return Err(Error::Internal(format!(
             "a batch of origin {} seqs {}..={} was handed over as withheld but is not an `up` \
@@ -1014,7 +1032,7 @@ fn cover_withheld(conn: Conn, h: &BatchHeader) -> Result<(), Error> {
         )));
     }
     let stream = h.stream_id();
-    if follows(conn, &stream, h.range)? {
+    if follows(conn, &stream, h.range, directory)? {
         advance_vector(conn, &stream, h.range.hi)?;
     }
     Ok(())
@@ -1044,7 +1062,7 @@ fn apply_batch(
         }
     }
     let stream = h.stream_id();
-    let fresh = follows(conn, &stream, h.range)?;
+    let fresh = follows(conn, &stream, h.range, directory)?;
     let mut rows_in_batch = 0;
     for g in &batch.tables {
         if h.tables.get(g.table as usize).is_none() {
@@ -1063,7 +1081,15 @@ fn apply_batch(
             ..Stats::default()
         });
     }
-    if let Some(reason) = directory.and_then(|d| direction::refusal(batch, d)) {
+    let refusal = directory.and_then(|d| {
+        direction::refusal(batch, d).or_else(|| match grant::judge(h, d) {
+            grant::Verdict::Outside(why) => Some(why),
+            // Held before the apply (`sync/store.rs`), refused by the manual API's header check
+            // (`signatures.rs`): never reaches here.
+            grant::Verdict::Granted | grant::Verdict::Unknown => None,
+        })
+    });
+    if let Some(reason) = refusal {
         log::warn!(
             "outpost_apply: batch of origin {} seqs {}..={} refused whole: {reason}",
             h.origin,

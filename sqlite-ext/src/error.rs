@@ -196,6 +196,13 @@ pub enum ApplyError {
         /// The origin the batch names.
         origin: SiteId,
     },
+    /// The batch names a version of its origin's grant the key directory does not state yet.
+    UnknownGrant {
+        /// The origin the batch names.
+        origin: SiteId,
+        /// The grant version it names.
+        version: u64,
+    },
 }
 
 /// Why the extension could not initialize on a connection. The entry point hands its text to
@@ -253,6 +260,13 @@ impl fmt::Display for ApplyError {
                 "batch of origin {origin} refused: this database does not know that site's key \
                  yet, so it cannot check the batch was made by it; nothing was applied. Run \
                  outpost_sync (the key directory brings the key), then apply it again"
+            ),
+            ApplyError::UnknownGrant { origin, version } => write!(
+                f,
+                "batch of origin {origin} refused: it names version {version} of that site's \
+                 grant, which this database's control stream does not state yet, so it cannot \
+                 judge whether the batch was written within the grant; nothing was applied. Run \
+                 outpost_sync (the control stream brings the grant), then apply it again"
             ),
         }
     }

@@ -9,9 +9,7 @@ mod common;
 use common::scripted_hub::Hub;
 use common::Replica;
 use outpost_protocol::batch::codec::{self, Limits};
-use outpost_protocol::batch::{
-    signature, BatchFlags, BatchMeta, BodyWriter, Compression, Direction,
-};
+use outpost_protocol::batch::{signature, BatchFlags, BatchMeta, Direction};
 use outpost_protocol::control;
 use outpost_protocol::enroll_code::CloudAnchor;
 use outpost_protocol::handshake::Keypair;
@@ -190,20 +188,6 @@ fn signed_batch(r: &Replica, since: i64) -> Vec<u8> {
 /// when given, signed by its origin's test key (a device's own forgery: it holds its key; or the
 /// cloud's transfer).
 fn rewritten(batch: &[u8], direction: Direction, credit: Option<SiteId>) -> Vec<u8> {
-    let b = codec::decode(batch, &Limits::default()).unwrap();
-    let mut w = match credit {
-        Some(_) => BodyWriter::new_transfer(b.header.tables.clone()).unwrap(),
-        None => BodyWriter::new(b.header.tables.clone()).unwrap(),
-    };
-    for g in &b.tables {
-        match credit {
-            Some(site) => w.begin_credited(g.table, site).unwrap(),
-            None => w.begin_table(g.table).unwrap(),
-        }
-        for row in &g.rows {
-            w.push_row(row).unwrap();
-        }
-    }
     let meta = BatchMeta {
         flags: BatchFlags {
             direction,
@@ -211,11 +195,7 @@ fn rewritten(batch: &[u8], direction: Direction, credit: Option<SiteId>) -> Vec<
         },
         ..BatchMeta::default()
     };
-    let mut out =
-        codec::finish_batch_with(w, b.header.origin, b.header.range, &meta, Compression::None)
-            .unwrap();
-    signature::sign(&mut out, &site_keypair(b.header.origin)).unwrap();
-    out
+    common::rebuilt::rebuilt(batch, &meta, credit)
 }
 
 /// `batch` with its clear header's direction set to `direction`.

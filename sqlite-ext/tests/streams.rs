@@ -7,9 +7,12 @@ mod common;
 use common::scripted_hub::Hub;
 use common::Replica;
 use outpost_protocol::batch::codec::{self, Limits};
-use outpost_protocol::batch::signature;
-use outpost_protocol::scope::ScopeColumn;
-use outpost_protocol::SiteId;
+use outpost_protocol::batch::{signature, BatchMeta};
+use outpost_protocol::control;
+use outpost_protocol::enroll_code::CloudAnchor;
+use outpost_protocol::message::PeerRole;
+use outpost_protocol::scope::{ScopeColumn, Scopes};
+use outpost_protocol::{SeqRange, SiteId};
 use outpost_testkit::keys::site_keypair;
 
 const SCHEMA: &str = "
@@ -1192,4 +1195,119 @@ fn a_dropped_scope_keeps_a_rows_unsent_changes_of_another_draining_stream() {
         r.one::<i64>("SELECT json_extract(outpost_status(), '$.pending_changes')"),
         0
     );
+}
+
+/// `batch` as written under version `version` of its origin's grant, signed by its origin.
+fn under(batch: &[u8], version: u64) -> Vec<u8> {
+    let meta = BatchMeta {
+        stream: codec::decode_header(batch, &Limits::default())
+            .unwrap()
+            .stream,
+        grant_version: version,
+        ..BatchMeta::default()
+    };
+    common::rebuilt::rebuilt(batch, &meta, None)
+}
+
+/// One decision everywhere at a receiver (issue 19 item 4; docs/design.md section 10): a pulled
+/// batch is judged by the version of its origin's grant that it names, whatever relay served it
+/// (one outside that version is quarantined whole, its range covered; one naming a version the
+/// control stream does not state yet is held until it does), and a range the cloud voided counts
+/// as covered and empty: served or not, nothing of it is applied and the stream goes on past it.
+#[test]
+fn pulled_batches_are_judged_by_the_grant_version_they_name_and_voided_ranges_count_as_covered() {
+    let cloud = SiteId([0xc0; 16]);
+    let cloud_key = site_keypair(cloud);
+    let hub = Hub::start_with_cloud(Some(CloudAnchor {
+        site: cloud,
+        key: cloud_key.public().as_bytes().to_vec(),
+    }));
+    let mut seq = 0;
+    let mut cloud_says = |item: control::ControlItem| {
+        seq += 1;
+        hub.relay_control(control::encode_entry(cloud, seq, &item, &cloud_key));
+    };
+    let r = device("a");
+    hub.enroll(&r);
+    let o = device("o");
+    let site = site_of(&o);
+    cloud_says(control::key_item(
+        site,
+        site_keypair(site).public(),
+        PeerRole::Device,
+        false,
+    ));
+    cloud_says(control::grant_item(
+        site,
+        1,
+        Scopes::parse(["moshi"]).unwrap(),
+        false,
+    ));
+    for n in 1..=5 {
+        o.exec(&format!(
+            "INSERT INTO patients VALUES ('m{n}', 'Moshi {n}', 'moshi')"
+        ));
+    }
+    o.exec("INSERT INTO patients VALUES ('t1', 'Chausiku', 'tanga')");
+    o.exec("INSERT INTO patients VALUES ('t2', 'Dalila', 'tanga')");
+    let one = |scope: &str, at: i64| -> Vec<u8> {
+        o.conn
+            .query_row(
+                "SELECT outpost_changes(?1, 1, ?2)",
+                rusqlite::params![at - 1, scope],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    // The cloud voided moshi 2 (served anyway by this relay) and 4 (not served).
+    for at in [2, 4] {
+        cloud_says(control::void_item(
+            site,
+            "moshi",
+            SeqRange::new(at, at).unwrap(),
+            control::VoidReason::Invalid,
+        ));
+    }
+    for at in [1, 2, 3, 5] {
+        hub.inject(under(&one("moshi", at), 1));
+    }
+    // Tanga under version 1 ({moshi}): outside. Under version 7: not stated yet.
+    hub.inject(under(&one("tanga", 1), 1));
+    hub.inject(under(&one("tanga", 2), 7));
+    let out = hub.sync(&r);
+    assert_eq!(out["quarantined"], 1, "{out}");
+    assert_eq!(out["held"], 1, "{out}");
+    assert_eq!(
+        r.one::<String>("SELECT group_concat(id) FROM (SELECT id FROM patients ORDER BY id)"),
+        "m1,m3,m5"
+    );
+    let v = vector(&r);
+    let o_hex = o.site_hex();
+    assert_eq!(v[format!("{o_hex}/moshi")], 5, "{v}");
+    assert_eq!(v[format!("{o_hex}/tanga")], 1, "{v}");
+    let why = r.one::<String>("SELECT reason FROM outpost_quarantined_batches");
+    assert!(
+        why.contains("wrote into scope \"tanga\", which its grant version 1 (moshi) does not hold"),
+        "{why}"
+    );
+    // The manual API refuses the held one until the directory states its version.
+    let batch = under(&one("tanga", 2), 7);
+    let e = r.apply(&batch).unwrap_err().to_string();
+    assert!(
+        e.contains("names version 7 of that site's grant") && e.contains("nothing was applied"),
+        "{e}"
+    );
+    cloud_says(control::grant_item(
+        site,
+        7,
+        Scopes::parse(["moshi", "tanga"]).unwrap(),
+        false,
+    ));
+    let out = hub.sync(&r);
+    assert_eq!(out["held"], 0, "{out}");
+    assert_eq!(
+        r.one::<i64>("SELECT count(*) FROM patients WHERE id = 't2'"),
+        1
+    );
+    assert_eq!(vector(&r)[format!("{o_hex}/tanga")], 2);
 }

@@ -3,6 +3,9 @@
 //! as its key directory knows it; a database enrolled with none (a standalone pair exchanging
 //! `outpost_changes` blobs) accepts unsigned and signed batches alike, as before signatures.
 //!
+//! A batch naming a version of its origin's grant the directory does not state yet is refused
+//! the same way, to be applied again once the directory has it (`grant.rs`).
+//!
 //! Every batch of a call is checked before anything is applied, so a refused one leaves the
 //! database unchanged. `outpost_sync` does not come through here: its session verified each
 //! pulled batch with the same directory (`sync/store.rs`).
@@ -40,6 +43,14 @@ pub(super) fn check<'h>(
                 }
                 .into())
             }
+        }
+        // Judged by a grant version the directory states, never on a guess (`grant.rs`).
+        if let super::grant::Verdict::Unknown = super::grant::judge(h, &directory) {
+            return Err(ApplyError::UnknownGrant {
+                origin,
+                version: h.grant_version,
+            }
+            .into());
         }
     }
     Ok(Some(directory))

@@ -18,12 +18,15 @@
 //! **Signed batches and held ones.** The key directory (`control.rs`) is loaded once per session,
 //! at the hello; control entries the peer sends are admitted into it and stored in one
 //! transaction. The session verifies each pulled batch with the key [`EngineStore`] gives for its
-//! origin (`origin_key`); a batch whose origin has no key yet is held: not applied, not
+//! origin (`origin_key`); a batch whose origin has no key yet, or that names a version of its
+//! origin's grant the directory does not state yet, is held: not applied, not
 //! quarantined, its origin's later batches in the pull held too, the vector not advanced, and
 //! counted in [`EngineStore::held`] for the sync result. Since the session checked the
 //! signatures, groups are applied without checking them again (`apply::apply_pulled`), with the
-//! directory for the receiver's direction checks (`apply/direction.rs`: a batch writing what
-//! only the cloud writes, from another origin, is quarantined whole and its range covered).
+//! directory for the receiver's direction and grant checks (`apply/direction.rs`: a batch
+//! writing what only the cloud writes, from another origin, and `apply/grant.rs`: one written
+//! outside the grant version it names, are quarantined whole and their range covered). The
+//! ranges the cloud voided count as covered (`apply.rs`, `follows`).
 //!
 //! **Withheld batches.** A relay serves a device an `up` batch (tables only the cloud reads) as
 //! its signed clear header alone (`codec::withhold`). The session checks its signature like any
@@ -470,11 +473,17 @@ impl EngineStore<'_> {
         super::table_settings::check(conn, self.directory()?)
     }
 
-    /// Whether a pulled batch of `origin` is held: its key is not known yet, or an earlier batch
-    /// of its origin was held in this pull.
+    /// Whether a pulled batch of `origin` is held: its key, or the version of its grant it
+    /// names (`apply/grant.rs`), is not known yet, or an earlier batch of its origin was held
+    /// in this pull.
     fn holds(&mut self, header: &BatchHeader) -> Result<bool, SyncError> {
         let origin = header.origin;
-        let known = self.directory()?.key_of(&origin).is_some();
+        let directory = self.directory()?;
+        let known = directory.key_of(&origin).is_some()
+            && !matches!(
+                crate::apply::grant::judge(header, directory),
+                crate::apply::grant::Verdict::Unknown
+            );
         if known && !self.held.contains_key(&origin) {
             return Ok(false);
         }

@@ -2,6 +2,7 @@
 //! them through `outpost_changes` / `outpost_apply` with the receiver's vector as the cursor.
 #![allow(dead_code)]
 
+pub mod rebuilt;
 pub mod scripted_hub;
 
 use rusqlite::{Connection, OptionalExtension};
