@@ -185,6 +185,14 @@ impl Scopes {
         }
     }
 
+    /// The scopes in either grant.
+    pub fn union(&self, other: &Scopes) -> Scopes {
+        match (self, other) {
+            (Scopes::All, _) | (_, Scopes::All) => Scopes::All,
+            (Scopes::Only(a), Scopes::Only(b)) => Scopes::Only(a.union(b).cloned().collect()),
+        }
+    }
+
     /// The names, `["*"]` for every scope: how commands, status and JSON show a grant.
     pub fn names(&self) -> Vec<String> {
         match self {

@@ -354,6 +354,45 @@ fn every_grant_version_is_kept_for_judging_the_batches_that_name_it() {
     }
 }
 
+/// A regrant of a hub narrows what its devices hold now, never what a version of their grant
+/// meant (one decision everywhere): a batch a device wrote under the hub's grant, which the hub
+/// accepted, is judged the same after the hub lost the scope, on every replica.
+#[test]
+fn a_hubs_regrant_narrows_its_devices_grants_but_not_their_past_versions() {
+    let at = |d: &Directory, s: &SiteId, v: u64| d.grant_at(s, v).map(Scopes::names);
+    let mut entries = stream(); // cloud 1..=2, hub 1
+    entries.push(grant(CLOUD, 0xc0, 3, HUB, 1, &["moshi", "tanga"]));
+    entries.push(grant(HUB, 0x40, 2, DEV2, 1, &["tanga"]));
+    let mut d = Directory::new([cloud_root()]);
+    assert!(d.admit(entries.clone()).is_empty());
+    assert_eq!(at(&d, &DEV2, 1), Some(vec!["tanga".to_string()]));
+    assert_eq!(d.grant_of(&DEV2).unwrap().scopes.names(), ["tanga"]);
+    // The cloud takes tanga from the hub.
+    entries.push(grant(CLOUD, 0xc0, 4, HUB, 2, &["moshi"]));
+    for reversed in [false, true] {
+        let mut all = entries.clone();
+        if reversed {
+            all.reverse();
+        }
+        let mut d = Directory::new([cloud_root()]);
+        assert!(d.admit(all).is_empty());
+        assert_eq!(
+            at(&d, &DEV2, 1),
+            Some(vec!["tanga".to_string()]),
+            "what version 1 meant stays"
+        );
+        let now = d.grant_of(&DEV2).unwrap();
+        assert!(
+            !now.scopes.contains("tanga") && !now.scopes.contains("moshi"),
+            "nothing of it is the hub's now, and that is no scope, not every scope"
+        );
+        assert!(
+            now.scopes.contains(""),
+            "the unscoped stream is every grant's"
+        );
+    }
+}
+
 fn void(
     writer: SiteId,
     wkey: u8,

@@ -492,23 +492,46 @@ impl Directory {
             }
             // A hub grants within its own grant: what it says is narrowed to that (a code minted
             // before the hub learnt its grant says `*`, meaning all the hub holds); nothing
-            // left, no grant from this entry.
-            let within = |g: &GrantEntry| -> Option<GrantEntry> {
-                match grants.get(&hub) {
-                    Some(own) => Some(GrantEntry {
-                        scopes: own.scopes.intersect(&g.scopes)?,
-                        enroll: own.enroll && g.enroll,
-                        ..g.clone()
-                    }),
-                    None => clouds.is_empty().then(|| g.clone()),
-                }
+            // left, a grant of no scope (never "no grant", which callers read as every scope
+            // of a tenant without scopes). The site's current grant is narrowed to the hub's
+            // current one. A version, which batches are judged by, is narrowed to every scope
+            // any version of the hub's grant held: that only grows as entries arrive, so a
+            // regrant of the hub never turns a batch its device wrote, which a relay accepted,
+            // into a refused one ("One decision everywhere").
+            let ever: Option<Scopes> = versions
+                .get(&hub)
+                .and_then(|v| v.values().cloned().reduce(|a, b| a.union(&b)));
+            let narrow = |g: &GrantEntry, own: Option<(&Scopes, bool)>| match own {
+                Some((scopes, enroll)) => Some(GrantEntry {
+                    scopes: scopes
+                        .intersect(&g.scopes)
+                        .unwrap_or_else(|| Scopes::Only(BTreeSet::new())),
+                    enroll: enroll && g.enroll,
+                    ..g.clone()
+                }),
+                None => clouds.is_empty().then(|| g.clone()),
             };
-            let narrowed: Vec<GrantEntry> = entries.into_iter().filter_map(within).collect();
+            // An entry beyond everything the hub was ever granted is given no weight; one the
+            // hub has lost since is a grant of what remains, maybe nothing.
+            let within_ever = |g: &&&GrantEntry| match &ever {
+                Some(ever) => ever.intersect(&g.scopes).is_some(),
+                None => true,
+            };
+            let current = grants.get(&hub).map(|own| (&own.scopes, own.enroll));
+            let narrowed: Vec<GrantEntry> = entries
+                .iter()
+                .filter(within_ever)
+                .filter_map(|g| narrow(g, current))
+                .collect();
             // Versions the cloud did not state are the hub's (batches written under them are
             // judged by them); its current grant counts only while no cloud granted the site.
             let known = versions.entry(site).or_default();
-            for g in &narrowed {
-                known.entry(g.version).or_insert_with(|| g.scopes.clone());
+            for g in entries
+                .iter()
+                .filter(within_ever)
+                .filter_map(|g| narrow(g, ever.as_ref().map(|s| (s, true))))
+            {
+                known.entry(g.version).or_insert(g.scopes);
             }
             if grants.contains_key(&site) {
                 continue;
