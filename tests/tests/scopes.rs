@@ -404,7 +404,8 @@ fn a_tablet_granted_its_clinic_again_gets_back_the_rows_it_wrote() {
 /// The same regrant behind a hub: the cloud regrants the hub's moshi tablet to tanga; the hub
 /// learns it over its uplink and the tablet from the hub. Its unsent moshi write reaches the
 /// all-scopes device through the hub and the cloud, then the tablet holds tanga's patients only,
-/// and the clinic tablets and the office keep every row.
+/// and the clinic tablets and the office keep every row. Granted moshi again, it gets its own
+/// moshi rows back from the hub.
 #[test]
 fn a_tablet_behind_a_hub_regranted_to_another_clinic_drains_then_swaps() {
     let p = programme();
@@ -457,6 +458,35 @@ fn a_tablet_behind_a_hub_regranted_to_another_clinic_drains_then_swaps() {
         "nothing deleted"
     );
     assert_eq!(ids(&p.tanga, "patients"), ["t1"]);
+
+    // Granted moshi again: a first sync of moshi through the hub, which serves the tablet its
+    // own past moshi batches too (Hello.regain), so it holds what it wrote, as it wrote it.
+    let out = Command::new(&built().cloud)
+        .args(["grant", "--data"])
+        .arg(&p.cloud.data)
+        .args(["--device", &hex[..12], "--scopes", "moshi,tanga"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    within(
+        "the tablet holds its moshi rows again, from the hub",
+        || {
+            p.moshi.sync();
+            ids(&p.moshi, "patients") == ["m1", "m2", "t1"]
+        },
+    );
+    let name: String = p
+        .moshi
+        .call("SELECT name FROM patients WHERE id = 'm2'")
+        .unwrap();
+    assert_eq!(name, "Baraka J");
+    assert_eq!(
+        p.moshi
+            .call::<i64>("SELECT json_extract(outpost_status(), '$.pending_changes')")
+            .unwrap(),
+        0,
+        "what came back is not pending again"
+    );
 }
 
 #[test]
