@@ -4,9 +4,7 @@
 mod session_support;
 
 use outpost_protocol::batch::codec::Limits;
-use outpost_protocol::message::{
-    Bytes, ErrorCode, Hello, Message, PeerRole, PushAgainReason, SessionId,
-};
+use outpost_protocol::message::{Bytes, ErrorCode, Message, PushAgainReason, SessionId};
 use outpost_protocol::session::{ClientSession, ServerSession, ServerStore, SessionError};
 use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
 use proptest::prelude::*;
@@ -16,18 +14,7 @@ const OTHER: SiteId = SiteId([0x22; 16]);
 const THIRD: SiteId = SiteId([0x33; 16]);
 
 fn hello(session: u8) -> Message {
-    Message::Hello(Hello {
-        protocol_version: PROTOCOL_VERSION,
-        site: DEVICE,
-        role: PeerRole::Device,
-        fingerprint: FP,
-        wall_clock_ms: 0,
-        vector: VersionVector::new(),
-        session: SessionId([session; 16]),
-        control: outpost_protocol::ControlVector::new(),
-        drains: Vec::new(),
-        regain: Vec::new(),
-    })
+    device_hello(SessionId([session; 16]), Vec::new())
 }
 
 fn drain(server: &mut ServerSession<MemServer>, store: &mut MemServer) -> Vec<Message> {

@@ -13,6 +13,7 @@ use outpost_protocol::session::{
 use outpost_protocol::{SiteId, VersionVector};
 #[allow(unused_imports)] // each test file uses part of these
 pub use outpost_testkit::batch::{batch, header, vector_of};
+#[allow(unused_imports)]
 pub use outpost_testkit::Device;
 use std::collections::{HashMap, VecDeque};
 
@@ -167,6 +168,22 @@ pub fn id_request(id: u8, sequence: &str, count: u64) -> IdRequest {
         count,
         above: 0,
     }
+}
+
+/// The device's hello opening `session`, declaring `drains`, knowing nothing yet.
+pub fn device_hello(session: SessionId, drains: Vec<outpost_protocol::message::Drain>) -> Message {
+    Message::Hello(outpost_protocol::message::Hello {
+        protocol_version: outpost_protocol::PROTOCOL_VERSION,
+        site: DEVICE,
+        role: PeerRole::Device,
+        fingerprint: FP,
+        wall_clock_ms: 0,
+        vector: VersionVector::new(),
+        session,
+        control: outpost_protocol::ControlVector::new(),
+        drains,
+        regain: Vec::new(),
+    })
 }
 
 pub fn server_config() -> ServerConfig {
