@@ -707,6 +707,7 @@ impl Uplink {
             control: outpost_protocol::ControlVector::new(),
             drains: Vec::new(),
             regain: Vec::new(),
+            keys: Vec::new(),
         });
         let h = link
             .confirm_enrollment(&hello, code.hub_site)

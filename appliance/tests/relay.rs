@@ -142,6 +142,7 @@ fn hello(dev: &Device, session: SessionId) -> Message {
         control: outpost_protocol::ControlVector::new(),
         drains: Vec::new(),
         regain: Vec::new(),
+        keys: Vec::new(),
     })
 }
 

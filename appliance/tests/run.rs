@@ -150,6 +150,7 @@ fn the_hub_binary_enrolls_syncs_revokes_and_keeps_data_across_restart() {
             control: outpost_protocol::ControlVector::new(),
             drains: Vec::new(),
             regain: Vec::new(),
+            keys: Vec::new(),
         })
         .encode(),
     )

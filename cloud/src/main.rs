@@ -22,7 +22,9 @@ use std::time::Duration;
 
 const USAGE: &str = "\
 usage:
-  outpost-cloud init        --data DIR
+  outpost-cloud init        --data DIR [--unsealed | --sealed]
+                            (sealed: batch bodies encrypted per scope; for now devices must sync
+                            with the cloud directly, so unsealed stays the default)
   outpost-cloud run         --data DIR [--listen ADDR:PORT] [--https ADDR:PORT]
                             [--tls-cert FILE --tls-key FILE]
   outpost-cloud enroll-code --data DIR --hub|--device [--address HOST:PORT]... [--ttl SECONDS] [--no-qr]
@@ -61,6 +63,8 @@ struct Args {
     token: Option<String>,
     json: bool,
     no_qr: bool,
+    /// `init --sealed` / `--unsealed`.
+    sealed: Option<bool>,
     positional: Vec<String>,
 }
 
@@ -113,6 +117,13 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Asked<Args>> {
                 );
             }
             "--json" => args.json = true,
+            "--sealed" | "--unsealed" if args.command == "init" => {
+                let sealed = a == "--sealed";
+                if args.sealed.is_some_and(|old| old != sealed) {
+                    bail!("give one of --sealed or --unsealed");
+                }
+                args.sealed = Some(sealed);
+            }
             "--no-qr" => args.no_qr = true,
             "-h" | "--help" => return Ok(Asked::Help),
             s if s.starts_with('-') => bail!("unknown option {s}"),
@@ -157,6 +168,32 @@ fn init(args: &Args) -> Result<()> {
     println!("site {}", dir.identity.site);
     println!("key  {}", dir.identity.public().fingerprint());
     println!("tenant database {}", dir.tenant_path().display());
+    let mut mailbox = dir.mailbox()?;
+    let sealed = match args.sealed {
+        Some(true) => {
+            if !created && mailbox.digest_key()?.is_none() {
+                bail!(
+                    "{} holds an unsealed tenant: a tenant is sealed when it is made, not later",
+                    dir.path.display()
+                );
+            }
+            mailbox.seal_tenant()?;
+            true
+        }
+        Some(false) if !created && mailbox.digest_key()?.is_some() => bail!(
+            "{} holds a sealed tenant: it stays sealed",
+            dir.path.display()
+        ),
+        _ => mailbox.digest_key()?.is_some(),
+    };
+    println!(
+        "tenant {}",
+        if sealed {
+            "sealed (batch bodies encrypted per scope)"
+        } else {
+            "unsealed"
+        }
+    );
     Ok(())
 }
 

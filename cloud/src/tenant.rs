@@ -32,6 +32,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod keys;
 mod origin_grant;
 mod refused;
 mod void;
@@ -172,6 +173,15 @@ pub enum TenantError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// A sealed tenant's keys could not be copied into the tenant database.
+    Keys(keys::KeysError),
+    /// The cloud's own batch could not be sealed.
+    Seal {
+        /// The seq it was exported after.
+        since: u64,
+        /// Why.
+        source: outpost_protocol::seal::SealError,
+    },
 }
 
 impl fmt::Display for TenantError {
@@ -214,6 +224,10 @@ impl fmt::Display for TenantError {
             TenantError::Count { table, .. } => write!(f, "counting the rows of table {table:?}"),
             TenantError::Quarantine { .. } => f.write_str("counting the quarantined changes"),
             TenantError::Refused { .. } => f.write_str("listing the refused batches"),
+            TenantError::Keys(e) => e.fmt(f),
+            TenantError::Seal { since, .. } => {
+                write!(f, "sealing the cloud's own batch after seq {since}")
+            }
         }
     }
 }
@@ -233,6 +247,8 @@ impl std::error::Error for TenantError {
             TenantError::Engine(e) => e.source(),
             TenantError::Mailbox(e) => e.source(),
             TenantError::Schema(e) => e.source(),
+            TenantError::Keys(e) => e.source(),
+            TenantError::Seal { source, .. } => Some(source),
             TenantError::VectorSite { .. }
             | TenantError::VectorCoverage { .. }
             | TenantError::ForeignOrigin { .. }
@@ -475,6 +491,7 @@ impl Tenant {
             void::publish_recorded(mailbox, &self.refused()?)?;
             self.voids_published = true;
         }
+        keys::install(&self.conn, mailbox).map_err(TenantError::Keys)?;
         let directory = mailbox.directory()?.clone();
         let declared = directions_of(&directory);
         let mut rules = TenantRules::load(&self.conn, &directory)?;
@@ -571,7 +588,16 @@ impl Tenant {
         // whole batch decodes within its memory budget (the engine decodes it again to apply
         // it; the first copy is dropped before), its rows match the tenant's table directions,
         // its header's schema is acceptable and states the tenant's scope rules.
-        let header = match codec::decode(bytes, &codec::Limits::default()) {
+        let decoded = match codec::decode_header(bytes, &codec::Limits::default()) {
+            Ok(h) if h.key_epoch != 0 => {
+                outpost_protocol::seal::decode_sealed(bytes, &codec::Limits::default(), |s, e| {
+                    mailbox.scope_key_at(s, e).ok().flatten()
+                })
+                .map_err(|e| e.to_string())
+            }
+            _ => codec::decode(bytes, &codec::Limits::default()).map_err(|e| e.to_string()),
+        };
+        let header = match decoded {
             Ok(batch) => {
                 if let Some(reason) = crate::tables::mismatch(&batch, declared) {
                     return Ok(Outcome::Refused(reason));
@@ -684,6 +710,19 @@ impl Tenant {
                 };
                 codec::set_flags(&mut blob, flags)
                     .map_err(|source| TenantError::Flags { since, source })?;
+            }
+            // A sealed tenant's batches are sealed before they are signed: the signature covers
+            // the sealed body's hash.
+            if let Some(scope_key) = mailbox.scope_key(scope)? {
+                let mut nonce = [0u8; outpost_protocol::seal::NONCE_LEN];
+                getrandom::getrandom(&mut nonce).map_err(|e| {
+                    TenantError::Mailbox(MailboxError::Random {
+                        what: "a sealing nonce",
+                        detail: e.to_string(),
+                    })
+                })?;
+                blob = outpost_protocol::seal::seal_batch(&blob, &scope_key, nonce)
+                    .map_err(|source| TenantError::Seal { since, source })?;
             }
             outpost_protocol::batch::signature::sign(&mut blob, key)
                 .map_err(|source| TenantError::Sign { since, source })?;

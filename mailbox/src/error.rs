@@ -71,6 +71,14 @@ pub enum MailboxError {
         /// The mailbox file.
         path: PathBuf,
     },
+    /// A sealed tenant's key or envelope could not be made (no randomness from the system, or
+    /// a key set an envelope cannot carry).
+    Random {
+        /// What was being made.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
     /// A stored row breaks the mailbox's own invariants (found by [`crate::Mailbox::check`] or
     /// while reading): the file was changed by something else.
     Corrupt {
@@ -131,6 +139,7 @@ impl fmt::Display for MailboxError {
             MailboxError::Corrupt { path, detail } => {
                 write!(f, "mailbox {} is damaged: {detail}", path.display())
             }
+            MailboxError::Random { what, detail } => write!(f, "making {what}: {detail}"),
         }
     }
 }

@@ -55,6 +55,7 @@ mod ids;
 mod mailbox;
 mod plan;
 mod scope_counts;
+mod scope_keys;
 mod server_store;
 mod voids;
 

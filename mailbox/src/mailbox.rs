@@ -348,6 +348,8 @@ impl Mailbox {
             .map_err(sql)?;
         conn.execute_batch(crate::voids::VOIDS_SCHEMA)
             .map_err(sql)?;
+        conn.execute_batch(crate::scope_keys::KEYS_SCHEMA)
+            .map_err(sql)?;
         let mut conn = conn;
         crate::clock_bound::ensure(&mut conn).map_err(sql)?;
         Ok(Mailbox {

@@ -24,6 +24,13 @@ impl ServerStore for Mailbox {
     type Error = MailboxError;
     type PullPlan = PullPlan;
 
+    fn keys_for(
+        &mut self,
+        hello: &outpost_protocol::message::Hello,
+    ) -> Result<Vec<outpost_protocol::message::SealedKeys>, MailboxError> {
+        self.envelope_for(hello)
+    }
+
     fn vector(&mut self) -> Result<VersionVector, MailboxError> {
         Mailbox::vector(self)
     }

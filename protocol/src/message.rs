@@ -66,6 +66,24 @@ pub struct Hello {
     /// batches of exactly those streams above that seq, in its pulls (a regained scope's first
     /// sync); at most [`MAX_REGAINS`], each a scope name. Empty from servers and hubs.
     pub regain: Vec<Regain>,
+    /// A sealed tenant's scope keys for the client, each wrapped to one site's static key
+    /// (docs/design.md section 10, "Sealed batches"): a server answers a device's hello with its
+    /// envelope, so a device back from weeks offline learns a new epoch before it pushes. At
+    /// most [`MAX_HELLO_KEYS`], each at most [`crate::seal::envelope::MAX_LEN`] bytes. Empty from
+    /// clients and in unsealed tenants.
+    pub keys: Vec<SealedKeys>,
+}
+
+/// The most key envelopes one hello carries ([`Hello::keys`]).
+pub const MAX_HELLO_KEYS: usize = 16;
+
+/// Scope keys wrapped to one site's static key (`crate::seal::envelope`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct SealedKeys {
+    /// The site whose static key opens the envelope.
+    pub site: SiteId,
+    /// The envelope.
+    pub envelope: Bytes,
 }
 
 /// The most removed scopes one hello may declare ([`Hello::drains`]).
@@ -479,6 +497,16 @@ impl Message {
                     .any(|r| crate::scope::check_name(&r.scope).is_err()) =>
             {
                 bad("hello declares a regain of something that is not a scope name")
+            }
+            Message::Hello(h) if h.keys.len() > MAX_HELLO_KEYS => {
+                bad("hello carries more key envelopes than a hello may")
+            }
+            Message::Hello(h)
+                if h.keys
+                    .iter()
+                    .any(|k| k.envelope.0.len() > crate::seal::envelope::MAX_LEN) =>
+            {
+                bad("hello carries a key envelope longer than any envelope")
             }
             Message::Control { entries }
                 if entries.len() > crate::control::MAX_ENTRIES_PER_MESSAGE =>

@@ -207,6 +207,18 @@ pub trait ServerStore {
     fn highest_admitted(&mut self) -> Result<Hlc, Self::Error> {
         Ok(Hlc::ZERO)
     }
+    /// A sealed tenant's scope keys for the peer whose hello is `hello`, each envelope wrapped
+    /// to one site's static key (docs/design.md section 10, "Sealed batches"), for the answer
+    /// to that hello: the peer's own envelope for a device (its grant's scopes, and the scopes
+    /// of the own streams its vector names). At most [`crate::message::MAX_HELLO_KEYS`].
+    /// Default: none (an unsealed tenant, or a store that holds no keys).
+    fn keys_for(
+        &mut self,
+        hello: &crate::message::Hello,
+    ) -> Result<Vec<crate::message::SealedKeys>, Self::Error> {
+        let _ = hello;
+        Ok(Vec::new())
+    }
 }
 
 /// The client's storage, implemented by the extension's engine (or by a hub pushing to the cloud).
@@ -284,6 +296,13 @@ pub trait ClientStore {
     /// error ends the session. Default: ignored.
     fn control_received(&mut self, entries: Vec<Vec<u8>>) -> Result<(), Self::Error> {
         let _ = entries;
+        Ok(())
+    }
+    /// The key envelopes the server's hello carried (`crate::message::Hello::keys`), before
+    /// anything is pushed: the store opens those for its own site and keeps the keys (a hub
+    /// keeps the others for its devices). Default: ignored.
+    fn keys_received(&mut self, keys: &[crate::message::SealedKeys]) -> Result<(), Self::Error> {
+        let _ = keys;
         Ok(())
     }
     /// The scopes its grant no longer holds whose own streams this store still pushes, each

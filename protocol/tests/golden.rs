@@ -9,7 +9,8 @@ use outpost_protocol::batch::{
 use outpost_protocol::frame::encode_message;
 use outpost_protocol::id_range::{IdGrant, IdRange, IdRequest, RequestId};
 use outpost_protocol::message::{
-    Bytes, Covered, Drain, ErrorCode, Hello, Message, PeerRole, PushAgainReason, Regain, SessionId,
+    Bytes, Covered, Drain, ErrorCode, Hello, Message, PeerRole, PushAgainReason, Regain,
+    SealedKeys, SessionId,
 };
 use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy, StreamId, Value, VersionVector};
 
@@ -47,13 +48,18 @@ fn golden() -> Vec<(Message, &'static str)> {
                     scope: "moshi".into(),
                     since: 2,
                 }],
+                keys: vec![SealedKeys {
+                    site: SiteId([0x55; 16]),
+                    envelope: Bytes(vec![0xaa, 0xbb]),
+                }],
             }),
             "00 02 11111111111111111111111111111111 00 \
              2222222222222222222222222222222222222222222222222222222222222222 \
              8080b3c19c33 02 33333333333333333333333333333333 00 05 \
              33333333333333333333333333333333 05 6d6f736869 03 \
              44444444444444444444444444444444 01 c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0 02 \
-             01 06 617275736861 07 01 05 6d6f736869 02",
+             01 06 617275736861 07 01 05 6d6f736869 02 \
+             01 55555555555555555555555555555555 02 aabb",
         ),
         (
             Message::Push {

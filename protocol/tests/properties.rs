@@ -193,6 +193,13 @@ fn message() -> impl Strategy<Value = Message> {
                                 since: *since,
                             })
                             .collect(),
+                        keys: drains
+                            .iter()
+                            .map(|(scope, _)| outpost_protocol::message::SealedKeys {
+                                site: SiteId(site),
+                                envelope: Bytes(scope.as_bytes().to_vec()),
+                            })
+                            .collect(),
                         drains: drains
                             .into_iter()
                             .map(|(scope, last)| outpost_protocol::message::Drain { scope, last })

@@ -801,7 +801,8 @@ pub(crate) fn sql_apply(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let Arg::Blob(bytes) = args[0] else {
         return Err(ApplyError::NotABlob.into());
     };
-    let batch = codec::decode(bytes, &Limits::default()).map_err(ApplyError::Decode)?;
+    schema::ensure(call.conn)?;
+    let batch = crate::scope_keys::decode(call.conn, bytes)?;
     let directory = signatures::check(call, [&batch.header])?;
     apply_all(call, Batches::One(&batch), directory.as_ref())
 }
@@ -863,12 +864,13 @@ enum Item<'b> {
 }
 
 impl Batches<'_> {
-    fn each(&self, mut f: impl FnMut(Item) -> Result<(), Error>) -> Result<(), Error> {
+    /// Calls `f` with each batch, decoded (a sealed one opened with the keys `conn` holds).
+    fn each(&self, conn: Conn, mut f: impl FnMut(Item) -> Result<(), Error>) -> Result<(), Error> {
         match self {
             Batches::One(b) => f(Item::Whole(b)),
             Batches::Pulled(pulled) => pulled.iter().try_for_each(|p| match p {
                 Pulled::Whole(bytes) => {
-                    let b = codec::decode(bytes, &Limits::default()).map_err(ApplyError::Decode)?;
+                    let b = crate::scope_keys::decode(conn, bytes)?;
                     f(Item::Whole(&b))
                 }
                 Pulled::Withheld(h) => f(Item::Withheld(h)),
@@ -897,7 +899,7 @@ fn apply_all(call: &Call, batches: Batches, directory: Option<&Directory>) -> Re
     let run =
         |strict: bool, mut new_rows: Option<NewRows>| -> Result<(Stats, Option<NewRows>), Error> {
             let mut total = Stats::default();
-            batches.each(|item| {
+            batches.each(call.conn, |item| {
                 let batch = match item {
                     Item::Whole(batch) => batch,
                     Item::Withheld(h) => {

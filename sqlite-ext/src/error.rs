@@ -196,6 +196,9 @@ pub enum ApplyError {
         /// The origin the batch names.
         origin: SiteId,
     },
+    /// A sealed batch could not be opened: no key of its epoch is held, or it does not
+    /// authenticate.
+    Sealed(outpost_protocol::seal::SealError),
     /// The batch names a version of its origin's grant the key directory does not state yet.
     UnknownGrant {
         /// The origin the batch names.
@@ -261,6 +264,7 @@ impl fmt::Display for ApplyError {
                  yet, so it cannot check the batch was made by it; nothing was applied. Run \
                  outpost_sync (the key directory brings the key), then apply it again"
             ),
+            ApplyError::Sealed(e) => write!(f, "sealed batch refused: {e}; nothing was applied"),
             ApplyError::UnknownGrant { origin, version } => write!(
                 f,
                 "batch of origin {origin} refused: it names version {version} of that site's \

@@ -113,6 +113,7 @@ mod row_scope;
 mod row_status;
 mod schema;
 mod scope_check;
+mod scope_keys;
 mod scope_rule;
 mod session;
 mod sites;

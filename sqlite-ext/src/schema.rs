@@ -16,6 +16,7 @@
 //! | `_outpost_exits` | row that left (scope outside the grant) | the stream it left, scope version |
 //! | `_outpost_drains` | scope removed from the grant, draining | last own seq to push (`drain.rs`) |
 //! | `_outpost_regains` | dropped scope, own stream to serve back | last own seq relays hold (`regain.rs`) |
+//! | `_outpost_keys`, `_outpost_digest_key` | scope key epoch held; the tenant's digest key | a sealed tenant's keys (`scope_keys.rs`) |
 //! | `outpost_quarantined_batches` | batch refused whole | origin, range, reason (`batch_quarantine.rs`) |
 //!
 //! `_outpost_log` declares no NOT NULL: a NOT NULL check in a trigger's INSERT marks the app's
@@ -67,10 +68,10 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
         "SELECT count(*) + (SELECT count(*) FROM pragma_table_info('_outpost_runs') \
          WHERE name = 'version') FROM sqlite_master WHERE name IN \
          ('_outpost_sites', '_outpost_evicted', 'outpost_quarantined_batches', '_outpost_runs', \
-         '_outpost_transfers', '_outpost_regains')",
+         '_outpost_transfers', '_outpost_regains', '_outpost_keys')",
         &[],
     )?;
-    if present == Some(7) {
+    if present == Some(8) {
         return Ok(());
     }
     let fresh = conn
@@ -89,6 +90,7 @@ pub(crate) fn ensure(conn: Conn) -> Result<(), Error> {
         conn.exec(crate::streams::TABLES)?;
         conn.exec(crate::drain::TABLE)?;
         conn.exec(crate::regain::TABLE)?;
+        conn.exec(crate::scope_keys::TABLES)?;
         conn.exec(crate::apply::exits::TABLE)?;
         conn.exec(crate::transfer::TABLES)?;
         if fresh {

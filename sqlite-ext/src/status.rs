@@ -251,6 +251,20 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     } else {
         None
     };
+    // A sealed tenant's keys per scope, named by the scopes this database knows by name.
+    let mut names: Vec<String> = scopes
+        .iter()
+        .flatten()
+        .filter(|n| n.as_str() != "*")
+        .cloned()
+        .collect();
+    let mut streams =
+        conn.prepare("SELECT stream FROM _outpost_vector UNION SELECT stream FROM _outpost_runs")?;
+    while streams.step()? {
+        names.push(streams.text(0));
+    }
+    drop(streams);
+    let keys = crate::scope_keys::status(conn, &names)?;
     let out = json!({
         "site": site.to_string(),
         "now": crate::clock::unix_now(),
@@ -269,6 +283,9 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
         "last_error": last_error,
         "ids": crate::id_blocks::status(conn)?,
         "scopes": scopes,
+        // A sealed tenant's keys held per scope: `{"a": {"epoch": 3, "current": true}}`
+        // (`scope_keys.rs`); `{}` in an unsealed tenant.
+        "keys": keys,
         // Scopes removed from the grant whose rows are still here until their own changes
         // there are pushed (`drain.rs`).
         "draining": crate::drain::list(conn)?

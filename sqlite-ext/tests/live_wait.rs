@@ -114,6 +114,7 @@ fn a_live_sync_with_a_hub_that_stops_answering_ends_with_live_error() {
             control: outpost_protocol::ControlVector::new(),
             drains: Vec::new(),
             regain: Vec::new(),
+            keys: Vec::new(),
         }));
         while enroll.recv().is_some() {}
         // The sync, then the live session, which goes silent after its pull: the socket stays

@@ -9,16 +9,13 @@
 //! `cargo test --release -p outpost-tests --test scope_bench -- --ignored --nocapture`.
 //! Results are recorded in docs/performance.md ("Scopes").
 
-use outpost_testkit::e2e::built::built;
 use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::{n, DeviceDb};
-use outpost_testkit::e2e::process::code_of;
 use outpost_testkit::e2e::scratch::scratch;
 use outpost_testkit::e2e::workload::{insert_w1, w1_rows_seeded, W1_SCHEMA};
 use outpost_testkit::env::number;
 use rusqlite::types::Value;
 use std::path::Path;
-use std::process::Command;
 use std::time::Instant;
 
 /// The one clinic the measured device is granted.
@@ -36,22 +33,11 @@ fn scope(clinic: usize) -> String {
     format!("c{clinic:03}")
 }
 
-/// A code of the cloud's for a device granted `scopes`.
-fn code(cloud: &Cloud, scopes: &str) -> String {
-    code_of(
-        Command::new(&built().cloud)
-            .args(["enroll-code", "--no-qr", "--device", "--data"])
-            .arg(&cloud.data)
-            .args(["--address", &format!("127.0.0.1:{}", cloud.port)])
-            .args(["--scopes", scopes]),
-    )
-}
-
 /// A cloud holding `clinics`' rows, pushed by one office device granted every scope.
 fn tenant(dir: &Path, clinics: &[usize]) -> Cloud {
     let cloud = Cloud::running(&dir.join("cloud"));
     let office = DeviceDb::open(&dir.join("office.db"), &schema());
-    office.enroll(&code(&cloud, "*"));
+    office.enroll(&cloud.scoped_code("--device", "*"));
     for &c in clinics {
         let mut rows = w1_rows_seeded(0.01, 1_000 + c as u64);
         for p in &mut rows.0 {
@@ -66,7 +52,7 @@ fn tenant(dir: &Path, clinics: &[usize]) -> Cloud {
 /// A device granted the clinic's scope, first sync to the end: (bytes pulled, seconds, rows).
 fn first_sync(dir: &Path, cloud: &Cloud) -> (u64, f64, i64) {
     let device = DeviceDb::open(&dir.join("clinic.db"), &schema());
-    device.enroll(&code(cloud, &scope(CLINIC)));
+    device.enroll(&cloud.scoped_code("--device", &scope(CLINIC)));
     let (mut bytes, t) = (0, Instant::now());
     loop {
         let r = device.sync();

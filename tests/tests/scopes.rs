@@ -28,17 +28,6 @@ SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
 SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');
 SELECT outpost_track('forms');";
 
-/// A code of `outpost-cloud enroll-code` for a `kind` (`--hub`, `--device`) granted `scopes`.
-fn cloud_code(cloud: &Cloud, kind: &str, scopes: &str) -> String {
-    code_of(
-        Command::new(&built().cloud)
-            .args(["enroll-code", "--no-qr", kind, "--data"])
-            .arg(&cloud.data)
-            .args(["--address", &format!("127.0.0.1:{}", cloud.port)])
-            .args(["--scopes", scopes]),
-    )
-}
-
 /// A code of `outpost-hub enroll-code --scopes scopes`.
 fn hub_code(hub: &Hub, scopes: &str) -> String {
     code_of(
@@ -89,7 +78,7 @@ fn programme() -> Programme {
     let cloud = Cloud::running(&dir.path().join("cloud"));
     let hub = Hub::uplinked(
         &dir.path().join("hub"),
-        &cloud_code(&cloud, "--hub", "moshi,tanga"),
+        &cloud.scoped_code("--hub", "moshi,tanga"),
         500,
         &[],
     );
@@ -101,7 +90,7 @@ fn programme() -> Programme {
     let office = DeviceDb::open(&dir.path().join("office.db"), SCHEMA);
     moshi.enroll(&hub_code(&hub, "moshi"));
     tanga.enroll(&hub_code(&hub, "tanga"));
-    office.enroll(&cloud_code(&cloud, "--device", "*"));
+    office.enroll(&cloud.scoped_code("--device", "*"));
     Programme {
         _dir: dir,
         cloud,
@@ -251,8 +240,8 @@ fn a_regranted_tablet_pushes_its_unsent_write_then_holds_only_its_new_clinic() {
     let cloud = Cloud::running(&dir.path().join("cloud"));
     let m = DeviceDb::open(&dir.path().join("m.db"), SCHEMA);
     let s = DeviceDb::open(&dir.path().join("s.db"), SCHEMA);
-    m.enroll(&cloud_code(&cloud, "--device", "moshi"));
-    s.enroll(&cloud_code(&cloud, "--device", "*"));
+    m.enroll(&cloud.scoped_code("--device", "moshi"));
+    s.enroll(&cloud.scoped_code("--device", "*"));
     m.exec("INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi')");
     within("the all-scopes device holds the moshi patients", || {
         m.sync();
@@ -318,8 +307,8 @@ fn a_tablet_granted_its_clinic_again_gets_back_the_rows_it_wrote() {
     let cloud = Cloud::running(&dir.path().join("cloud"));
     let m = DeviceDb::open(&dir.path().join("m.db"), SCHEMA);
     let s = DeviceDb::open(&dir.path().join("s.db"), SCHEMA);
-    m.enroll(&cloud_code(&cloud, "--device", "moshi"));
-    s.enroll(&cloud_code(&cloud, "--device", "*"));
+    m.enroll(&cloud.scoped_code("--device", "moshi"));
+    s.enroll(&cloud.scoped_code("--device", "*"));
     m.exec(
         "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi');
          INSERT INTO visits VALUES ('v1', 'm1', 'ANC 1'), ('v2', 'm2', 'ANC 1');",

@@ -13,7 +13,6 @@
 use outpost_testkit::e2e::built::built;
 use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::DeviceDb;
-use outpost_testkit::e2e::process::code_of;
 use outpost_testkit::e2e::scratch::scratch;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -54,16 +53,6 @@ fn seeds() -> Vec<u64> {
         Ok(s) => s.split(',').map(|x| x.trim().parse().unwrap()).collect(),
         Err(_) => vec![1, 2, 3],
     }
-}
-
-fn code(cloud: &Cloud, scopes: &str) -> String {
-    code_of(
-        Command::new(&built().cloud)
-            .args(["enroll-code", "--no-qr", "--device", "--data"])
-            .arg(&cloud.data)
-            .args(["--address", &format!("127.0.0.1:{}", cloud.port)])
-            .args(["--scopes", scopes]),
-    )
 }
 
 /// `sql`'s rows, each as its columns joined by `|`.
@@ -258,7 +247,7 @@ fn run(seed: u64) {
         .map(|(name, grant)| {
             let db = DeviceDb::open(&dir.path().join(format!("{name}.db")), SCHEMA);
             let scopes = grant.as_ref().map_or("*".to_string(), |g| g.join(","));
-            db.enroll(&code(&cloud, &scopes));
+            db.enroll(&cloud.scoped_code("--device", &scopes));
             let ever = std::cell::RefCell::new(grant.clone().unwrap_or_default());
             Tablet {
                 name,

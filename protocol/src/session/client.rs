@@ -294,6 +294,10 @@ impl<C: ClientStore> ClientSession<C> {
             let entries = store.control_for(&h.control).map_err(store_err)?;
             self.out.extend(control_messages(entries));
         }
+        // Keys before the push: what it seals is sealed under the epochs the server knows.
+        if !h.keys.is_empty() {
+            store.keys_received(&h.keys).map_err(store_err)?;
+        }
         self.server_hello = Some(h);
         self.start_push(store)
     }
@@ -367,6 +371,7 @@ impl<C: ClientStore> ClientSession<C> {
                     control,
                     drains,
                     regain,
+                    keys: Vec::new(),
                 })))
             }
             ClientState::Pushing { plan } => match store.next_export(plan).map_err(store_err)? {

@@ -332,6 +332,7 @@ impl<S: ServerStore> ServerSession<S> {
                 .drains_declared(&h.site, &h.drains)
                 .map_err(store_err)?;
         }
+        let keys = store.keys_for(&h).map_err(store_err)?;
         self.note_sent(&entries);
         self.session = h.session;
         self.peer_hello = Some(h);
@@ -346,6 +347,7 @@ impl<S: ServerStore> ServerSession<S> {
             control,
             drains: Vec::new(),
             regain: Vec::new(),
+            keys,
         }));
         self.out.extend(control_messages(entries));
         self.state = ServerState::Ready;

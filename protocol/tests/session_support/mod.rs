@@ -183,6 +183,7 @@ pub fn device_hello(session: SessionId, drains: Vec<outpost_protocol::message::D
         control: outpost_protocol::ControlVector::new(),
         drains,
         regain: Vec::new(),
+        keys: Vec::new(),
     })
 }
 

@@ -159,6 +159,8 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
                     "control_accepted": counts.control_accepted,
                     "control_refused": counts.control_refused,
                     "scopes_dropped": counts.scopes_dropped,
+                    "keys_received": counts.keys_received,
+                    "keys_missing": counts.keys_missing,
                     "held": held.values().map(|h| h.batches).sum::<u64>(),
                     "held_origins": held_json(&held),
                     "ms": started.elapsed().as_millis() as u64,

@@ -114,6 +114,7 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
         control: ControlVector::new(),
         drains: Vec::new(),
         regain: Vec::new(),
+        keys: Vec::new(),
     });
     let answer = link
         .confirm_enrollment(&hello, code.hub_site)

@@ -44,7 +44,7 @@ use outpost_protocol::batch::{BatchHeader, Direction};
 use outpost_protocol::control::{ControlItem, Directory};
 use outpost_protocol::handshake::PublicKey;
 use outpost_protocol::id_range::{IdRange, IdRequest};
-use outpost_protocol::message::Covered;
+use outpost_protocol::message::{Covered, SealedKeys};
 use outpost_protocol::session::SessionError;
 use outpost_protocol::{ControlVector, SiteId, StreamId, Value, VersionVector};
 use sha2::{Digest, Sha256};
@@ -90,6 +90,11 @@ pub(crate) struct Counts {
     pub control_refused: u64,
     /// Scopes removed from this device's grant whose rows were dropped, their drain complete.
     pub scopes_dropped: u64,
+    /// Scope keys newly received in the relay's hello (a sealed tenant's; `scope_keys.rs`).
+    pub keys_received: u64,
+    /// Own streams not pushed because no key of their scope is held yet (a sealed tenant's):
+    /// they go with a later sync, once the key arrives.
+    pub keys_missing: u64,
 }
 
 impl Counts {
@@ -108,6 +113,8 @@ impl Counts {
         self.control_accepted += c.control_accepted;
         self.control_refused += c.control_refused;
         self.scopes_dropped += c.scopes_dropped;
+        self.keys_received += c.keys_received;
+        self.keys_missing += c.keys_missing;
     }
 }
 
@@ -165,6 +172,9 @@ pub(crate) struct EngineStore<'c> {
     pub peer_clock_ms: u64,
     /// The push was planned: a later vector read is for a `Pull`.
     planned: bool,
+    /// This database's static key pair, read at the first need (opening key envelopes,
+    /// signing sealed batches).
+    keypair: Option<outpost_protocol::handshake::Keypair>,
 }
 
 /// The sent marks around a session's export (`restamp.rs`).
@@ -201,7 +211,48 @@ impl<'c> EngineStore<'c> {
             pushed_max_ms: 0,
             peer_clock_ms: 0,
             planned: false,
+            keypair: None,
         }
+    }
+
+    /// This database's static key pair (it has one once enrolled: sessions need it).
+    fn keypair(&mut self) -> Result<outpost_protocol::handshake::Keypair, SyncError> {
+        if let Some(k) = &self.keypair {
+            return Ok(k.clone());
+        }
+        let k = super::identity::existing(self.call.conn, self.site)?.ok_or_else(|| {
+            SyncError::Engine(Error::Internal(
+                "this database has no static key: enroll it first".into(),
+            ))
+        })?;
+        Ok(self.keypair.insert(k).clone())
+    }
+
+    /// Opens the key envelopes meant for this site and keeps their keys (`scope_keys.rs`). An
+    /// envelope that does not open is logged and skipped: a relay cannot make a device stop
+    /// syncing by sending garbage, and its keys come again with the next hello.
+    fn keys_received_inner(&mut self, keys: &[SealedKeys]) -> Result<(), SyncError> {
+        let mine: Vec<&SealedKeys> = keys.iter().filter(|k| k.site == self.site).collect();
+        if mine.is_empty() {
+            return Ok(());
+        }
+        let keypair = self.keypair()?;
+        let conn = self.call.conn;
+        crate::schema::ensure(conn)?;
+        for k in mine {
+            match outpost_protocol::seal::envelope::unwrap_keys(&k.envelope.0, &keypair) {
+                Ok(set) => {
+                    conn.exec("SAVEPOINT outpost_keys")?;
+                    let r = crate::scope_keys::store(conn, &set);
+                    let added = crate::schema::finish_savepoint(conn, "outpost_keys", r)?;
+                    self.counts.keys_received += added as u64;
+                }
+                Err(e) => {
+                    log::warn!("outpost_sync: a key envelope for this device was skipped: {e}")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Keeps a typed error for the caller; the session gets [`Failed`].
@@ -473,9 +524,9 @@ impl EngineStore<'_> {
         super::table_settings::check(conn, self.directory()?)
     }
 
-    /// Whether a pulled batch of `origin` is held: its key, or the version of its grant it
-    /// names (`apply/grant.rs`), is not known yet, or an earlier batch of its origin was held
-    /// in this pull.
+    /// Whether a pulled batch of `origin` is held: its key, the version of its grant it names
+    /// (`apply/grant.rs`), or the scope key it is sealed under (`scope_keys.rs`) is not known
+    /// yet, or an earlier batch of its origin was held in this pull.
     fn holds(&mut self, header: &BatchHeader) -> Result<bool, SyncError> {
         let origin = header.origin;
         let directory = self.directory()?;
@@ -483,7 +534,8 @@ impl EngineStore<'_> {
             && !matches!(
                 crate::apply::grant::judge(header, directory),
                 crate::apply::grant::Verdict::Unknown
-            );
+            )
+            && crate::scope_keys::can_open(self.call.conn, &header.stream, header.key_epoch)?;
         if known && !self.held.contains_key(&origin) {
             return Ok(false);
         }
@@ -570,6 +622,16 @@ impl EngineStore<'_> {
                 plan.streams.pop_front();
                 continue;
             }
+            // A sealed tenant's stream waits for its scope's key: nothing of it is exported
+            // (marked sent) before it can be sealed.
+            if let Some(dk) = crate::scope_keys::digest_key(self.call.conn)? {
+                let scope = crate::scope_keys::scope_of(&dk, scope);
+                if crate::scope_keys::current(self.call.conn, &scope)?.is_none() {
+                    self.counts.keys_missing += 1;
+                    plan.streams.pop_front();
+                    continue;
+                }
+            }
             let args = [
                 Arg::Integer(*since as i64),
                 Arg::Integer(BATCH_BYTES as i64),
@@ -586,6 +648,18 @@ impl EngineStore<'_> {
         if let Some((_, since, _)) = plan.streams.front_mut() {
             *since = h.range.hi;
         }
+        let signer = match crate::scope_keys::digest_key(self.call.conn)? {
+            Some(_) => Some(self.keypair()?),
+            None => None,
+        };
+        let bytes =
+            crate::scope_keys::seal_for_push(self.call.conn, bytes, &h.stream, signer.as_ref())?
+                .ok_or_else(|| {
+                    SyncError::Engine(Error::Internal(format!(
+                        "the key of stream {:?} went missing while exporting it",
+                        h.stream
+                    )))
+                })?;
         self.pushed_max_ms = self.pushed_max_ms.max(h.max_hlc.millis());
         if let Some(m) = &mut self.sent_marks {
             m.after = crate::restamp::sent(self.call.conn)?;
@@ -835,6 +909,11 @@ impl outpost_protocol::session::ClientStore for EngineStore<'_> {
 
     fn apply_chunk(&mut self, header: &BatchHeader, batch: &[u8]) -> Result<(), Failed> {
         let r = self.keep_inner(header, batch);
+        self.keep(r)
+    }
+
+    fn keys_received(&mut self, keys: &[SealedKeys]) -> Result<(), Failed> {
+        let r = self.keys_received_inner(keys);
         self.keep(r)
     }
 

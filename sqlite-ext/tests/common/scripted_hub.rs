@@ -458,6 +458,7 @@ impl Hub {
                             control: outpost_protocol::ControlVector::new(),
                             drains: Vec::new(),
                             regain: Vec::new(),
+                            keys: Vec::new(),
                         }));
                         while conn.recv().is_some() {}
                     }

@@ -150,6 +150,18 @@ impl Cloud {
         )
     }
 
+    /// An enrollment code (`kind`: `--hub` or `--device`) granting `scopes` (`a,b` or `*`),
+    /// naming the session address.
+    pub fn scoped_code(&self, kind: &str, scopes: &str) -> String {
+        code_of(
+            Command::new(&built().cloud)
+                .args(["enroll-code", "--no-qr", kind, "--data"])
+                .arg(&self.data)
+                .args(["--address", &format!("{}:{}", self.ip, self.port)])
+                .args(["--scopes", scopes]),
+        )
+    }
+
     /// A device enrollment code naming the session address.
     pub fn device_code(&self) -> String {
         self.code("--device")

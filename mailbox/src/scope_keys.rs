@@ -1,0 +1,265 @@
+//! A sealed tenant's keys, held by its cloud (docs/design.md section 10, "Sealed batches"): the
+//! tenant's digest key, and per scope AES-256-GCM keys with epochs. The cloud generates them and
+//! hands each device, in the answer to its hello, an envelope wrapped to the device's static key
+//! holding every epoch of every scope its grant holds ([`Mailbox::envelope_for`]), so history
+//! stays readable to a new device and a device back from weeks offline learns a new epoch
+//! before it pushes. A hub's mailbox holds none of these: it relays sealed bodies it cannot read.
+//!
+//! - `digest_key(id = 0, key)`: present iff the tenant is sealed ([`Mailbox::seal_tenant`],
+//!   written by `outpost-cloud init`).
+//! - `scope_keys(scope, epoch, key, created_at)`: by scope *name* (the cloud knows the names;
+//!   envelopes name scopes by digest). The unscoped stream's key is scope `""`. A scope's first
+//!   key is made when it is first needed: a grant naming it, a device's own stream in it, the
+//!   cloud's own write to it.
+//!
+//! Both tables are created at every open (empty): a file made before them is an unsealed
+//! tenant's. The keys are as secret as the tenant's rows: the file is 0600 like the rest.
+
+use crate::error::MailboxError;
+use crate::mailbox::Mailbox;
+use outpost_protocol::handshake::Keypair;
+use outpost_protocol::message::{Hello, PeerRole, SealedKeys};
+use outpost_protocol::scope::Scopes;
+use outpost_protocol::seal::envelope::{wrap_keys, KeyEntry, KeySet, MAX_ENTRIES};
+use outpost_protocol::seal::{DigestKey, ScopeKey};
+use outpost_protocol::SiteId;
+use rusqlite::{params, OptionalExtension};
+use std::collections::BTreeSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Created at every open.
+pub(crate) const KEYS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS digest_key(
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    key BLOB NOT NULL CHECK (length(key) = 32)
+);
+CREATE TABLE IF NOT EXISTS scope_keys(
+    scope TEXT NOT NULL,
+    epoch INTEGER NOT NULL CHECK (epoch >= 1),
+    key BLOB NOT NULL CHECK (length(key) = 32),
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (scope, epoch)
+) WITHOUT ROWID;
+";
+
+fn random_key() -> Result<[u8; 32], MailboxError> {
+    let mut key = [0u8; 32];
+    getrandom::getrandom(&mut key).map_err(|e| MailboxError::Random {
+        what: "a scope key",
+        detail: e.to_string(),
+    })?;
+    Ok(key)
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Mailbox {
+    /// Makes this the mailbox of a sealed tenant: writes a new digest key unless one is held.
+    /// Returns whether it wrote one.
+    pub fn seal_tenant(&mut self) -> Result<bool, MailboxError> {
+        if self.digest_key()?.is_some() {
+            return Ok(false);
+        }
+        let key = random_key()?;
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO digest_key(id, key) VALUES (0, ?1)",
+                [key.as_slice()],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(true)
+    }
+
+    /// The tenant's digest key: `Some` iff the tenant is sealed.
+    pub fn digest_key(&self) -> Result<Option<DigestKey>, MailboxError> {
+        let key: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT key FROM digest_key WHERE id = 0", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(key
+            .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+            .map(DigestKey::from_bytes))
+    }
+
+    /// The key of `scope` (a name, `""` for the unscoped stream) of `epoch`.
+    pub fn scope_key_at(&self, scope: &str, epoch: u32) -> Result<Option<ScopeKey>, MailboxError> {
+        let key: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT key FROM scope_keys WHERE scope = ?1 AND epoch = ?2",
+                params![scope, epoch],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(key.and_then(|k| ScopeKey::new(epoch, k.as_slice().try_into().ok()?)))
+    }
+
+    /// The current (highest) epoch's key of `scope` in a sealed tenant, made (epoch 1) when the
+    /// scope has none yet; `None` in an unsealed tenant.
+    pub fn scope_key(&mut self, scope: &str) -> Result<Option<ScopeKey>, MailboxError> {
+        if self.digest_key()?.is_none() {
+            return Ok(None);
+        }
+        if let Some(key) = self.current_key(scope)? {
+            return Ok(Some(key));
+        }
+        let key = random_key()?;
+        // Two connections making a scope's first key at once keep the first written.
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO scope_keys(scope, epoch, key, created_at) \
+                 VALUES (?1, 1, ?2, ?3)",
+                params![scope, key.as_slice(), now_s()],
+            )
+            .map_err(|e| self.sql(e))?;
+        self.current_key(scope)
+    }
+
+    fn current_key(&self, scope: &str) -> Result<Option<ScopeKey>, MailboxError> {
+        let row: Option<(u32, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT epoch, key FROM scope_keys WHERE scope = ?1 ORDER BY epoch DESC LIMIT 1",
+                [scope],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(row.and_then(|(epoch, k)| ScopeKey::new(epoch, k.as_slice().try_into().ok()?)))
+    }
+
+    /// Starts a new epoch of `scope`'s key (a revocation, or the scope removed from a grant):
+    /// later pushes are sealed under it. Returns the new epoch (0 in an unsealed tenant).
+    pub fn rotate_scope_key(&mut self, scope: &str) -> Result<u32, MailboxError> {
+        if self.digest_key()?.is_none() {
+            return Ok(0);
+        }
+        let key = random_key()?;
+        self.conn
+            .execute(
+                "INSERT INTO scope_keys(scope, epoch, key, created_at) VALUES (?1, \
+                 coalesce((SELECT max(epoch) FROM scope_keys WHERE scope = ?1), 0) + 1, ?2, ?3)",
+                params![scope, key.as_slice(), now_s()],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(self.current_key(scope)?.map_or(0, |k| k.epoch()))
+    }
+
+    /// Every scope's current epoch: (scope name, epoch), by name.
+    pub fn scope_key_epochs(&self) -> Result<Vec<(String, u32)>, MailboxError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT scope, max(epoch) FROM scope_keys GROUP BY scope ORDER BY scope")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// Every epoch of the unscoped stream's key and of each scope `grant` holds (`*`: every
+    /// scope with a key), plus `also` (scopes the grant holds that need a key now), each made
+    /// when it has none yet; at most [`MAX_ENTRIES`] keys, the newest epochs first kept.
+    /// `None` in an unsealed tenant.
+    pub fn key_set(
+        &mut self,
+        grant: &Scopes,
+        also: &[String],
+    ) -> Result<Option<KeySet>, MailboxError> {
+        let Some(digest_key) = self.digest_key()? else {
+            return Ok(None);
+        };
+        let mut scopes: BTreeSet<String> = BTreeSet::from([String::new()]);
+        match grant {
+            Scopes::All => scopes.extend(self.scope_key_epochs()?.into_iter().map(|(s, _)| s)),
+            Scopes::Only(names) => scopes.extend(names.iter().cloned()),
+        }
+        scopes.extend(also.iter().filter(|s| grant.contains(s)).cloned());
+        let mut entries = Vec::new();
+        for scope in &scopes {
+            self.scope_key(scope)?;
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT epoch, key FROM scope_keys WHERE scope = ?1 ORDER BY epoch DESC",
+                )
+                .map_err(|e| self.sql(e))?;
+            let rows = stmt
+                .query_map([scope], |r| {
+                    Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(|e| self.sql(e))?;
+            let digest = digest_key.digest(scope);
+            for row in rows {
+                let (epoch, key) = row.map_err(|e| self.sql(e))?;
+                if let Some(key) = key
+                    .as_slice()
+                    .try_into()
+                    .ok()
+                    .and_then(|k| ScopeKey::new(epoch, k))
+                {
+                    entries.push(KeyEntry { scope: digest, key });
+                }
+            }
+        }
+        if entries.len() > MAX_ENTRIES {
+            log::warn!(
+                "mailbox={} a key set of {} keys: only the newest {MAX_ENTRIES} fit an envelope",
+                self.path().display(),
+                entries.len()
+            );
+            entries.sort_by_key(|e| std::cmp::Reverse(e.key.epoch()));
+            entries.truncate(MAX_ENTRIES);
+        }
+        Ok(Some(KeySet {
+            digest_key,
+            entries,
+        }))
+    }
+
+    /// The envelope answering `hello` (see the module doc): a device's keys, wrapped to the key
+    /// the directory binds it to. None for a hub, an unsealed tenant, a revoked key, or a site
+    /// no entry binds.
+    pub fn envelope_for(&mut self, hello: &Hello) -> Result<Vec<SealedKeys>, MailboxError> {
+        if hello.role != PeerRole::Device || self.digest_key()?.is_none() {
+            return Ok(Vec::new());
+        }
+        let site: SiteId = hello.site;
+        let directory = self.directory()?;
+        let Some(binding) = directory.binding(&site).filter(|b| !b.revoked) else {
+            return Ok(Vec::new());
+        };
+        let recipient = binding.key;
+        let grant = directory
+            .grant_of(&site)
+            .map_or(Scopes::All, |g| g.scopes.clone());
+        let own: Vec<String> = hello
+            .vector
+            .iter()
+            .filter(|(s, _)| s.origin == site && !s.scope.is_empty())
+            .map(|(s, _)| s.scope.clone())
+            .collect();
+        let Some(set) = self.key_set(&grant, &own)? else {
+            return Ok(Vec::new());
+        };
+        let ephemeral = Keypair::generate().map_err(|e| MailboxError::Random {
+            what: "an envelope's ephemeral key",
+            detail: e.to_string(),
+        })?;
+        let envelope =
+            wrap_keys(&set, &recipient, ephemeral).map_err(|e| MailboxError::Random {
+                what: "a key envelope",
+                detail: e.to_string(),
+            })?;
+        Ok(vec![SealedKeys {
+            site,
+            envelope: outpost_protocol::message::Bytes(envelope),
+        }])
+    }
+}
