@@ -1,23 +1,39 @@
-//! The enrollment code: what a device needs to enroll with a hub (or the cloud), as one line of
-//! text. The hub prints it (`outpost-hub enroll-code`); the device reads it (`outpost_enroll`).
+//! Enrollment codes: what a device needs to enroll with a hub (or the cloud), as one line of
+//! text. Two kinds share one framing:
 //!
 //! ```text
 //! outpost:<base64url, no padding>(bytes)
-//! bytes = format version (1 byte, = 2) ‖ postcard(EnrollCode body) ‖ SHA-256(previous bytes)[..4]
+//! bytes = format (1 byte) ‖ the format's content ‖ SHA-256(previous bytes)[..4]
 //! ```
-//! The body carries the peer's full static public key (65-byte uncompressed SEC1: the device pins
-//! it, so a rogue hub cannot complete a handshake), its site id, the addresses to try (`host:port`,
-//! in order), the one-time token (the 32-byte pre-shared key of the `IKpsk2` enrollment
-//! handshake), its expiry (unix seconds, so a device can say "expired" offline), and (format 2)
-//! the cloud's site and key when the peer relays to a cloud, so a device enrolled at a hub can
-//! verify what the cloud signs.
 //!
-//! **Contract.** [`EnrollCode::decode`] accepts any text and returns a typed [`CodeError`]: a
-//! missing prefix, a character outside base64url, a truncated code, a checksum mismatch (any
-//! single changed character is caught), a newer format, a body that does not decode, has bytes
-//! left over, or holds a key that is not a valid P-256 point. The format is byte-identical to the
-//! one `appliance/src/enroll.rs` wrote first (checked against the real binary's output in
+//! - **Format 2, plain** ([`EnrollCode`]): the hub prints it (`outpost-hub enroll-code`); the
+//!   content is postcard(EnrollCode body). The body carries the peer's full static public key
+//!   (65-byte uncompressed SEC1: the device pins it, so a rogue hub cannot complete a handshake),
+//!   its site id, the addresses to try (`host:port`, in order), the one-time token (the 32-byte
+//!   pre-shared key of the `IKpsk2` enrollment handshake), its expiry (unix seconds, so a device
+//!   can say "expired" offline), and the cloud's site and key when the peer relays to a cloud,
+//!   so a device enrolled at a hub can verify what the cloud signs.
+//! - **Format 3, two-part** ([`TwoPartCode`], a sealed tenant's, minted by the cloud or by a
+//!   device whose grant has the `enroll` flag): a signed [`Admission`] the device presents to the
+//!   hub, a secret it never sends, and the tenant's keys sealed under that secret
+//!   (`crate::seal::code_keys`).
+//!
+//! [`Code::decode`] reads either kind; [`EnrollCode::decode`] reads plain codes only, as before.
+//!
+//! **Contract.** Every decoder here accepts any text and returns a typed [`CodeError`]: a
+//! missing prefix, text longer than a code of [`MAX_CODE_BYTES`] (refused before anything is
+//! allocated), a character outside base64url, a truncated code, a checksum mismatch (any single
+//! changed character is caught), an unknown format, a body that does not decode, has bytes left
+//! over, or holds a key that is not a valid P-256 point; for format 3 also the admission's and
+//! the sealed keys' own errors. The plain format is byte-identical to the one
+//! `appliance/src/enroll.rs` wrote first (checked against the real binary's output in
 //! `tests/tests/hub_sessions.rs`).
+
+mod admission;
+mod two_part;
+
+pub use admission::{Admission, AdmissionError, DOMAIN, MAX_ADDRESSES, MAX_ADMISSION_BYTES};
+pub use two_part::{MintError, TwoPartCode};
 
 use crate::handshake::{PublicKey, PUBLIC_KEY_LEN};
 use crate::site::SiteId;
@@ -30,10 +46,48 @@ use sha2::{Digest, Sha256};
 
 /// The prefix of every code.
 pub const PREFIX: &str = "outpost:";
-/// The format version this build writes and reads.
+/// The format of plain codes ([`EnrollCode`]).
 pub const FORMAT_VERSION: u8 = 2;
+/// The format of two-part codes ([`TwoPartCode`]).
+pub const TWO_PART_FORMAT: u8 = 3;
 /// Bytes of SHA-256 appended as a checksum.
 pub const CHECKSUM_LEN: usize = 4;
+/// The most bytes a code decodes to, format byte and checksum included (a QR code of it is the
+/// caller's business: a two-part code of one scope is about 500 bytes).
+pub const MAX_CODE_BYTES: usize = 8192;
+/// The most base64url characters after the prefix: those of [`MAX_CODE_BYTES`] bytes.
+pub const MAX_CODE_CHARS: usize = (MAX_CODE_BYTES * 4).div_ceil(3);
+
+/// A code of either kind, as [`Code::decode`] reads it.
+// A code is read once per enrolment: a box would buy nothing but a deref in every match.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Code {
+    /// Format 2: a hub's plain code.
+    Plain(EnrollCode),
+    /// Format 3: a sealed tenant's two-part code.
+    TwoPart(TwoPartCode),
+}
+
+impl Code {
+    /// Reads a code of either kind (surrounding whitespace ignored).
+    pub fn decode(text: &str) -> Result<Code, CodeError> {
+        let content = unframe(text)?;
+        match content[0] {
+            FORMAT_VERSION => EnrollCode::from_content(&content).map(Code::Plain),
+            TWO_PART_FORMAT => TwoPartCode::from_content(content).map(Code::TwoPart),
+            found => Err(CodeError::Version { found }),
+        }
+    }
+
+    /// The code as one line of text.
+    pub fn encode(&self) -> String {
+        match self {
+            Code::Plain(c) => c.encode(),
+            Code::TwoPart(c) => c.encode(),
+        }
+    }
+}
 
 /// What an enrollment code carries. Field order is the wire order (postcard): never reorder.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +157,11 @@ pub enum CodeError {
     },
     /// Shorter than the smallest possible code, or cut inside a character group.
     Truncated,
+    /// Longer than any code ([`MAX_CODE_BYTES`] decoded).
+    TooLong {
+        /// Characters after the prefix.
+        chars: usize,
+    },
     /// The checksum does not match: mistyped or cut.
     Checksum,
     /// Written by another format (an older one: by the first wave; a newer one: update).
@@ -114,6 +173,12 @@ pub enum CodeError {
     Body,
     /// The key is not a valid P-256 public key.
     Key,
+    /// A two-part code given where only a plain one is read ([`EnrollCode::decode`]).
+    TwoPart,
+    /// A two-part code's admission is refused.
+    Admission(AdmissionError),
+    /// A two-part code's sealed keys have a length no key set gives.
+    Keys(crate::seal::code_keys::CodeKeysError),
 }
 
 impl fmt::Display for CodeError {
@@ -125,6 +190,11 @@ impl fmt::Display for CodeError {
                 "enrollment code has an invalid character at position {at}; copy it again"
             ),
             CodeError::Truncated => f.write_str("enrollment code is too short; copy it again"),
+            CodeError::TooLong { chars } => write!(
+                f,
+                "enrollment code of {chars} characters is longer than any code \
+                 ({MAX_CODE_CHARS}); copy only the code"
+            ),
             CodeError::Checksum => {
                 f.write_str("enrollment code checksum does not match: it was mistyped or cut")
             }
@@ -135,13 +205,19 @@ impl fmt::Display for CodeError {
             ),
             CodeError::Version { found } => write!(
                 f,
-                "enrollment code format {found} is newer than this build ({FORMAT_VERSION}); \
-                 update outpost"
+                "enrollment code format {found} is newer than this build (formats \
+                 {FORMAT_VERSION} and {TWO_PART_FORMAT}); update outpost"
             ),
             CodeError::Body => f.write_str("enrollment code content is malformed"),
             CodeError::Key => {
                 f.write_str("enrollment code holds an invalid public key; ask for a new code")
             }
+            CodeError::TwoPart => f.write_str(
+                "this is a two-part enrollment code (a sealed tenant's device code), not a hub's \
+                 plain code",
+            ),
+            CodeError::Admission(e) => write!(f, "enrollment code's {e}; ask for a new code"),
+            CodeError::Keys(e) => write!(f, "{e}"),
         }
     }
 }
@@ -149,33 +225,34 @@ impl fmt::Display for CodeError {
 #[cfg(feature = "std")]
 impl std::error::Error for CodeError {}
 
+impl From<AdmissionError> for CodeError {
+    fn from(e: AdmissionError) -> CodeError {
+        CodeError::Admission(e)
+    }
+}
+
 impl EnrollCode {
     /// The code as one line of text.
     pub fn encode(&self) -> String {
         let mut bytes = vec![FORMAT_VERSION];
         // Plain data into a growable vector: postcard cannot fail.
         bytes.extend(postcard::to_allocvec(self).expect("postcard encodes plain structs"));
-        let sum = Sha256::digest(&bytes);
-        bytes.extend_from_slice(&sum[..CHECKSUM_LEN]);
-        let mut out = String::from(PREFIX);
-        base64url_encode_into(&bytes, &mut out);
-        out
+        frame(bytes)
     }
 
-    /// Reads a code (surrounding whitespace ignored).
+    /// Reads a plain code (surrounding whitespace ignored); a two-part code is refused as
+    /// [`CodeError::TwoPart`] (read either kind with [`Code::decode`]).
     pub fn decode(text: &str) -> Result<EnrollCode, CodeError> {
-        let rest = text.trim().strip_prefix(PREFIX).ok_or(CodeError::Prefix)?;
-        let bytes = base64url_decode(rest)?;
-        if bytes.len() < 1 + CHECKSUM_LEN + 1 {
-            return Err(CodeError::Truncated);
+        let content = unframe(text)?;
+        match content[0] {
+            FORMAT_VERSION => EnrollCode::from_content(&content),
+            TWO_PART_FORMAT => Err(CodeError::TwoPart),
+            found => Err(CodeError::Version { found }),
         }
-        let (content, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
-        if Sha256::digest(content)[..CHECKSUM_LEN] != *sum {
-            return Err(CodeError::Checksum);
-        }
-        if content[0] != FORMAT_VERSION {
-            return Err(CodeError::Version { found: content[0] });
-        }
+    }
+
+    /// Reads the content of a format-2 code (its first byte already checked).
+    fn from_content(content: &[u8]) -> Result<EnrollCode, CodeError> {
         let (code, left): (EnrollCode, _) =
             postcard::take_from_bytes(&content[1..]).map_err(|_| CodeError::Body)?;
         if !left.is_empty() || code.hub_key.len() != PUBLIC_KEY_LEN {
@@ -191,6 +268,35 @@ impl EnrollCode {
     pub fn public_key(&self) -> Result<PublicKey, CodeError> {
         PublicKey::from_sec1(&self.hub_key).map_err(|_| CodeError::Key)
     }
+}
+
+/// `content` (format byte first) with its checksum, as one line of text.
+fn frame(mut content: Vec<u8>) -> String {
+    let sum = Sha256::digest(&content);
+    content.extend_from_slice(&sum[..CHECKSUM_LEN]);
+    let mut out = String::from(PREFIX);
+    base64url_encode_into(&content, &mut out);
+    out
+}
+
+/// The content of a code's text (format byte first, at least one byte after it), its checksum
+/// checked and removed. Refuses text longer than any code before decoding it, so nothing is
+/// allocated beyond three quarters of the text's length.
+fn unframe(text: &str) -> Result<Vec<u8>, CodeError> {
+    let rest = text.trim().strip_prefix(PREFIX).ok_or(CodeError::Prefix)?;
+    if rest.len() > MAX_CODE_CHARS {
+        return Err(CodeError::TooLong { chars: rest.len() });
+    }
+    let mut bytes = base64url_decode(rest)?;
+    if bytes.len() < 1 + CHECKSUM_LEN + 1 {
+        return Err(CodeError::Truncated);
+    }
+    let (content, sum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
+    if Sha256::digest(content)[..CHECKSUM_LEN] != *sum {
+        return Err(CodeError::Checksum);
+    }
+    bytes.truncate(bytes.len() - CHECKSUM_LEN);
+    Ok(bytes)
 }
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -240,140 +346,4 @@ pub fn base64url_decode(text: &str) -> Result<Vec<u8>, CodeError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use alloc::format;
-    use alloc::string::ToString;
-
-    fn sample() -> EnrollCode {
-        let mut hub_key = vec![0x04];
-        hub_key.extend((1..=64).map(|i| i as u8));
-        EnrollCode {
-            hub_key,
-            hub_site: SiteId([0x5a; 16]),
-            addresses: vec!["192.168.1.20:7420".into(), "10.0.0.2:7420".into()],
-            token: [0x77; 32],
-            expires_at: 1_800_000_900,
-            cloud: None,
-        }
-    }
-
-    /// The sample's bytes, written out: version, postcard body (length-prefixed key, the site's
-    /// 16 bytes, two length-prefixed strings, the token, the varint expiry), checksum.
-    #[test]
-    fn the_sample_code_has_the_documented_bytes() {
-        let text = sample().encode();
-        let bytes = base64url_decode(&text[PREFIX.len()..]).unwrap();
-        let mut want = vec![2u8, 65];
-        want.extend_from_slice(&sample().hub_key);
-        want.extend_from_slice(&[0x5a; 16]);
-        want.push(2);
-        want.push(17);
-        want.extend_from_slice(b"192.168.1.20:7420");
-        want.push(13);
-        want.extend_from_slice(b"10.0.0.2:7420");
-        want.extend_from_slice(&[0x77; 32]);
-        // 1_800_000_900 as a LEB128 varint.
-        want.extend_from_slice(&[0x84, 0xab, 0xa7, 0xda, 0x06]);
-        // No cloud.
-        want.push(0);
-        let sum = Sha256::digest(&want);
-        want.extend_from_slice(&sum[..4]);
-        assert_eq!(bytes, want);
-    }
-
-    #[test]
-    fn base64url_matches_rfc4648_vectors_without_padding() {
-        // RFC 4648 section 10, padding removed.
-        for (plain, enc) in [
-            ("", ""),
-            ("f", "Zg"),
-            ("fo", "Zm8"),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg"),
-            ("fooba", "Zm9vYmE"),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64url_encode(plain.as_bytes()), enc);
-            assert_eq!(base64url_decode(enc).unwrap(), plain.as_bytes());
-        }
-        assert_eq!(base64url_encode(&[0xfb, 0xff]), "-_8");
-        assert_eq!(base64url_decode("Z"), Err(CodeError::Truncated));
-        assert_eq!(base64url_decode("Zh"), Err(CodeError::Truncated));
-    }
-
-    #[test]
-    fn a_code_round_trips_and_is_one_compact_line() {
-        let code = sample();
-        let text = code.encode();
-        assert!(text.starts_with("outpost:"));
-        assert!(!text.contains(char::is_whitespace));
-        assert!(text.len() < 220, "{} characters", text.len());
-        assert_eq!(EnrollCode::decode(&text).unwrap(), code);
-        assert_eq!(EnrollCode::decode(&format!("  {text}\n")).unwrap(), code);
-    }
-
-    #[test]
-    fn every_single_character_change_is_caught() {
-        let text = sample().encode();
-        for i in PREFIX.len()..text.len() {
-            let mut b = text.clone().into_bytes();
-            b[i] = if b[i] == b'A' { b'B' } else { b'A' };
-            let changed = String::from_utf8(b).unwrap();
-            assert!(
-                EnrollCode::decode(&changed).is_err(),
-                "change at {i} accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn damaged_codes_get_the_error_that_says_why() {
-        let text = sample().encode();
-        assert_eq!(EnrollCode::decode("hello"), Err(CodeError::Prefix));
-        assert_eq!(
-            EnrollCode::decode("outpost:ab$d"),
-            Err(CodeError::Character { at: 2 })
-        );
-        assert!(EnrollCode::decode(&text[..text.len() - 8]).is_err());
-        assert_eq!(
-            EnrollCode::decode("outpost:AAAA"),
-            Err(CodeError::Truncated)
-        );
-        let mut bytes = vec![3u8, 0, 0];
-        let sum = Sha256::digest(&bytes);
-        bytes.extend_from_slice(&sum[..4]);
-        let future = format!("{PREFIX}{}", base64url_encode(&bytes));
-        assert_eq!(
-            EnrollCode::decode(&future),
-            Err(CodeError::Version { found: 3 })
-        );
-        // A first-wave code (format 1) is made by an older version.
-        let mut bytes = vec![1u8, 0, 0];
-        let sum = Sha256::digest(&bytes);
-        bytes.extend_from_slice(&sum[..4]);
-        let old = format!("{PREFIX}{}", base64url_encode(&bytes));
-        let err = EnrollCode::decode(&old).unwrap_err();
-        assert_eq!(err, CodeError::Version { found: 1 });
-        assert!(err.to_string().contains("older version"), "{err}");
-        let mut short = sample();
-        short.hub_key.truncate(33);
-        assert_eq!(EnrollCode::decode(&short.encode()), Err(CodeError::Body));
-        // The sample key is 65 bytes but not a point on the curve.
-        assert_eq!(sample().public_key(), Err(CodeError::Key));
-        assert!(CodeError::Checksum.to_string().contains("mistyped"));
-    }
-
-    #[test]
-    fn a_real_key_is_pinned_and_the_token_never_printed() {
-        let kp = crate::handshake::Keypair::from_secret(&[7; 32]).unwrap();
-        let mut code = sample();
-        code.hub_key = kp.public().as_bytes().to_vec();
-        let back = EnrollCode::decode(&code.encode()).unwrap();
-        assert_eq!(back.public_key().unwrap(), *kp.public());
-        assert_eq!(key_fingerprint(&back.hub_key), kp.public().fingerprint());
-        let shown = format!("{back:?}");
-        assert!(!shown.contains("119"), "{shown}"); // 0x77 as a decimal byte
-        assert!(!shown.contains("token"), "{shown}");
-    }
-}
+mod tests;

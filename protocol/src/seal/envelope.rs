@@ -6,8 +6,7 @@
 //!             ‖ AES-256-GCM(KEK, nonce = 12 zero bytes, aad = the 69 bytes before it)(contents) ‖ tag (16)
 //! KEK       = HKDF-SHA256(salt = "outpost key envelope v1", ikm = ECDH(ephemeral, recipient).x,
 //!                         info = ephemeral public key (65) ‖ recipient public key (65))
-//! contents  = digest key (32) ‖ count (u16 BE, at most MAX_ENTRIES)
-//!             ‖ count × (scope digest (16) ‖ epoch (u32 BE, from 1) ‖ key (32)), ascending by (digest, epoch)
+//! contents  = a key set's one layout (`seal::key_set`): digest key ‖ count ‖ sorted entries
 //! ```
 //!
 //! The KEK encrypts exactly one message (a fresh ephemeral key per envelope), so its nonce is
@@ -15,13 +14,16 @@
 //! envelope cannot be re-targeted. The encoding is canonical (sorted, no duplicates, no epoch 0,
 //! exact lengths): one key set has one envelope per ephemeral key.
 
-use super::digest::{DigestKey, ScopeDigest, DIGEST_KEY_LEN, SCOPE_DIGEST_LEN};
-use super::key::ScopeKey;
+use super::digest::ScopeDigest;
+use super::key_set::{check_contents_len, read_contents, write_contents, ContentsError};
+use super::key_set::{CONTENTS_HEAD, MAX_CONTENTS_LEN};
 use super::primitives::{aes_256_gcm_open, aes_256_gcm_seal, ecdh, hkdf_sha256, KEY_LEN, TAG_LEN};
 use crate::handshake::{Keypair, PublicKey, PUBLIC_KEY_LEN};
 use alloc::vec::Vec;
 use core::fmt;
 use zeroize::Zeroizing;
+
+pub use super::key_set::{KeyEntry, KeySet, ENTRY_LEN, MAX_ENTRIES};
 
 /// The magic every envelope starts with.
 pub const MAGIC: [u8; 3] = *b"OPK";
@@ -29,36 +31,13 @@ pub const MAGIC: [u8; 3] = *b"OPK";
 pub const VERSION: u8 = 1;
 /// The HKDF salt: makes the KEK mean "an Outpost key envelope, version 1" and nothing else.
 pub const KDF_SALT: &[u8] = b"outpost key envelope v1";
-/// The most entries one envelope carries (every epoch of 64 scopes for 16 rotations each).
-pub const MAX_ENTRIES: usize = 1024;
+
 /// Bytes before the ciphertext: magic, version, ephemeral public key (also the AAD).
 pub const PREFIX_LEN: usize = MAGIC.len() + 1 + PUBLIC_KEY_LEN;
-/// Bytes of one entry: scope digest, epoch, key.
-pub const ENTRY_LEN: usize = SCOPE_DIGEST_LEN + 4 + KEY_LEN;
-/// Bytes of the contents before the entries: digest key and count.
-const CONTENTS_HEAD: usize = DIGEST_KEY_LEN + 2;
 /// The shortest envelope (no entries).
 pub const MIN_LEN: usize = PREFIX_LEN + CONTENTS_HEAD + TAG_LEN;
 /// The longest envelope ([`MAX_ENTRIES`] entries).
-pub const MAX_LEN: usize = MIN_LEN + MAX_ENTRIES * ENTRY_LEN;
-
-/// One scope key and the scope it opens.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct KeyEntry {
-    /// The scope, by digest (as its streams are named on the wire).
-    pub scope: ScopeDigest,
-    /// Its key of one epoch.
-    pub key: ScopeKey,
-}
-
-/// What an envelope carries: the tenant's digest key and scope keys.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct KeySet {
-    /// The tenant's key for scope digests.
-    pub digest_key: DigestKey,
-    /// Scope keys, ascending by (scope, epoch) once unwrapped; in any order to [`wrap_keys`].
-    pub entries: Vec<KeyEntry>,
-}
+pub const MAX_LEN: usize = PREFIX_LEN + MAX_CONTENTS_LEN + TAG_LEN;
 
 /// Why an envelope could not be made or opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,33 +134,11 @@ pub fn wrap_keys(
     recipient: &PublicKey,
     ephemeral: Keypair,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let count = keys.entries.len();
-    if count > MAX_ENTRIES {
-        return Err(EnvelopeError::TooManyEntries { count });
-    }
-    let mut entries: Vec<&KeyEntry> = keys.entries.iter().collect();
-    entries.sort_by_key(|e| (e.scope, e.key.epoch()));
-    if let Some(w) = entries
-        .windows(2)
-        .find(|w| (w[0].scope, w[0].key.epoch()) == (w[1].scope, w[1].key.epoch()))
-    {
-        return Err(EnvelopeError::DuplicateEntry {
-            scope: w[0].scope,
-            epoch: w[0].key.epoch(),
-        });
-    }
-    let mut out = Vec::with_capacity(MIN_LEN + count * ENTRY_LEN);
+    let mut out = Vec::with_capacity(MIN_LEN + keys.entries.len() * ENTRY_LEN);
     out.extend_from_slice(&MAGIC);
     out.push(VERSION);
     out.extend_from_slice(ephemeral.public().as_bytes());
-    out.extend_from_slice(keys.digest_key.as_bytes());
-    // At most MAX_ENTRIES (checked above), which fits a u16.
-    out.extend_from_slice(&(count as u16).to_be_bytes());
-    for e in entries {
-        out.extend_from_slice(&e.scope.0);
-        out.extend_from_slice(&e.key.epoch().to_be_bytes());
-        out.extend_from_slice(e.key.as_bytes());
-    }
+    write_contents(keys, &mut out).map_err(from_contents)?;
     let kek = kek(&ecdh(&ephemeral, recipient), ephemeral.public(), recipient);
     let (prefix, contents) = out.split_at_mut(PREFIX_LEN);
     // The contents are at most MAX_LEN bytes, far below AES-GCM's limit.
@@ -222,14 +179,9 @@ pub fn unwrap_keys(envelope: &[u8], recipient: &Keypair) -> Result<KeySet, Envel
     if len > MAX_LEN {
         return Err(EnvelopeError::TooLong { len, max: MAX_LEN });
     }
-    if (len - MIN_LEN) % ENTRY_LEN != 0 {
-        // Lengths are public (the ciphertext is as long as the contents): a length no count of
-        // entries gives is refused before any work.
-        return Err(EnvelopeError::Truncated {
-            expected: len + ENTRY_LEN - (len - MIN_LEN) % ENTRY_LEN,
-            got: len,
-        });
-    }
+    // Lengths are public (the ciphertext is as long as the contents): a length no count of
+    // entries gives is refused before any work.
+    check_contents_len(len - PREFIX_LEN - TAG_LEN).map_err(from_contents)?;
     let (prefix, rest) = envelope.split_at(PREFIX_LEN);
     let ephemeral = &prefix[MAGIC.len() + 1..];
     let ephemeral = PublicKey::from_sec1(ephemeral)
@@ -243,55 +195,27 @@ pub fn unwrap_keys(envelope: &[u8], recipient: &Keypair) -> Result<KeySet, Envel
     let mut contents = Zeroizing::new(ciphertext.to_vec());
     aes_256_gcm_open(&kek, &[0; 12], prefix, &mut contents, tag)
         .map_err(|_| EnvelopeError::TagMismatch)?;
-    read_contents(&contents)
+    read_contents(&contents).map_err(from_contents)
 }
 
-/// The contents' fields, checked: the count matches the length and the entries are canonical.
-fn read_contents(c: &[u8]) -> Result<KeySet, EnvelopeError> {
-    let digest_key = DigestKey::from_bytes(c[..DIGEST_KEY_LEN].try_into().expect("length"));
-    let count = u16::from_be_bytes([c[DIGEST_KEY_LEN], c[DIGEST_KEY_LEN + 1]]) as usize;
-    if count > MAX_ENTRIES {
-        return Err(EnvelopeError::TooManyEntries { count });
-    }
-    let body = &c[CONTENTS_HEAD..];
-    let want = count * ENTRY_LEN;
-    if body.len() != want {
-        let total = PREFIX_LEN + CONTENTS_HEAD + want + TAG_LEN;
-        let got = PREFIX_LEN + c.len() + TAG_LEN;
-        return Err(if body.len() < want {
-            EnvelopeError::Truncated {
-                expected: total,
-                got,
-            }
-        } else {
-            EnvelopeError::TooLong {
-                len: got,
-                max: total,
-            }
-        });
-    }
-    let mut entries: Vec<KeyEntry> = Vec::with_capacity(count);
-    for e in body.chunks_exact(ENTRY_LEN) {
-        let scope = ScopeDigest(e[..SCOPE_DIGEST_LEN].try_into().expect("length"));
-        let epoch = u32::from_be_bytes(
-            e[SCOPE_DIGEST_LEN..SCOPE_DIGEST_LEN + 4]
-                .try_into()
-                .expect("length"),
-        );
-        let key = ScopeKey::new(epoch, e[SCOPE_DIGEST_LEN + 4..].try_into().expect("length"))
-            .ok_or(EnvelopeError::NotCanonical)?;
-        if entries
-            .last()
-            .is_some_and(|p| (p.scope, p.key.epoch()) >= (scope, epoch))
-        {
-            return Err(EnvelopeError::NotCanonical);
+/// A contents error in the envelope's terms (lengths of the whole envelope).
+fn from_contents(e: ContentsError) -> EnvelopeError {
+    let whole = |n: usize| PREFIX_LEN + n + TAG_LEN;
+    match e {
+        ContentsError::TooManyEntries { count } => EnvelopeError::TooManyEntries { count },
+        ContentsError::DuplicateEntry { scope, epoch } => {
+            EnvelopeError::DuplicateEntry { scope, epoch }
         }
-        entries.push(KeyEntry { scope, key });
+        ContentsError::Truncated { expected, got } => EnvelopeError::Truncated {
+            expected: whole(expected),
+            got: whole(got),
+        },
+        ContentsError::TooLong { len, max } => EnvelopeError::TooLong {
+            len: whole(len),
+            max: whole(max),
+        },
+        ContentsError::NotCanonical => EnvelopeError::NotCanonical,
     }
-    Ok(KeySet {
-        digest_key,
-        entries,
-    })
 }
 
 /// The key-encryption key of one envelope (see the module doc); it and the shared secret are
