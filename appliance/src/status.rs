@@ -362,6 +362,9 @@ pub struct Snapshot {
     pub highest_admitted: Option<String>,
     /// Device pushes refused because their clocks ran more than a day ahead of trusted time.
     pub clock_ahead_refused: u64,
+    /// Stored batches found damaged before serving and removed (a bit flipped on the SD card):
+    /// each range is fetched again, from the cloud or from the device that pushed it.
+    pub damaged: u64,
 }
 
 /// One id sequence as the status shows it.
@@ -642,7 +645,16 @@ impl Snapshot {
             highest_admitted: (clocks.highest_admitted != Hlc::ZERO)
                 .then(|| UtcDate(clocks.highest_admitted.millis()).to_string()),
             clock_ahead_refused: clocks.clock_ahead_refused,
+            damaged: mailbox.damaged,
         })
+    }
+
+    /// `, N damaged (removed, fetched again)` once any stored batch was found damaged.
+    fn damaged_text(&self) -> String {
+        match self.damaged {
+            0 => String::new(),
+            n => format!(", {n} damaged (removed, fetched again)"),
+        }
     }
 
     /// `highest admitted <date>  refused ahead N`.
@@ -727,8 +739,10 @@ impl Snapshot {
         }
         let _ = writeln!(
             o,
-            "mailbox     {} batches, {} bytes",
-            self.batches, self.bytes
+            "mailbox     {} batches, {} bytes{}",
+            self.batches,
+            self.bytes,
+            self.damaged_text()
         );
         for b in &self.origins {
             let _ = writeln!(
@@ -831,7 +845,12 @@ impl Snapshot {
         row(
             &mut o,
             "Batches held",
-            &format!("{} ({} bytes)", self.batches, self.bytes),
+            &format!(
+                "{} ({} bytes){}",
+                self.batches,
+                self.bytes,
+                self.damaged_text()
+            ),
         );
         for i in &self.ids {
             row(&mut o, &format!("Ids {}", i.sequence), &self.id_figures(i));

@@ -346,3 +346,50 @@ fn status_shows_the_highest_clock_admitted_and_the_clock_ahead_refusals() {
         "{out}"
     );
 }
+
+/// A stored batch found damaged when served (a bit flipped on the SD card) is counted in
+/// `status`, JSON and text, once it was removed.
+#[test]
+fn status_counts_the_damaged_batches_removed_before_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let d = data.to_str().unwrap();
+    assert!(
+        hub(&["enroll-code", "--data", d, "--address", "h:1", "--no-qr"])
+            .status
+            .success()
+    );
+    assert_eq!(json(&hub(&["status", "--data", d, "--json"]))["damaged"], 0);
+    let origin = SiteId([5; 16]);
+    let path = data.join("mailbox.db");
+    let mut mailbox = outpost_mailbox::Mailbox::open(&path).unwrap();
+    let row = |n: u64| (n as i64, outpost_protocol::Hlc::new(n, 0), format!("v{n}"));
+    mailbox
+        .store(vec![
+            outpost_testkit::batch::text_rows(origin, 1, 1, "t", "v", [row(1)]),
+            outpost_testkit::batch::text_rows(origin, 2, 2, "t", "v", [row(2)]),
+        ])
+        .unwrap();
+    // One bit of the last body byte of batch 2, flipped through a connection of its own.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut bytes: Vec<u8> = conn
+        .query_row("SELECT bytes FROM batches WHERE lo = 2", [], |r| r.get(0))
+        .unwrap();
+    *bytes.last_mut().unwrap() ^= 0x01;
+    conn.execute("UPDATE batches SET bytes = ?1 WHERE lo = 2", [bytes])
+        .unwrap();
+    let served = mailbox
+        .batches_for(
+            &outpost_protocol::VersionVector::new(),
+            None,
+            &outpost_protocol::scope::Scopes::All,
+        )
+        .unwrap()
+        .count();
+    assert_eq!(served, 1, "the damaged batch is not served");
+    let status = json(&hub(&["status", "--data", d, "--json"]));
+    assert_eq!(status["damaged"], 1, "{status}");
+    assert_eq!(status["origins"][0]["covered"], 1, "{status}");
+    let out = text(&hub(&["status", "--data", d]).stdout);
+    assert!(out.contains("1 damaged (removed, fetched again)"), "{out}");
+}

@@ -181,7 +181,8 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             "refused_batches": tenant.refused()?.len(),
             "last_apply_error": control.setting(crate::control::LAST_APPLY_ERROR)?,
         },
-        "mailbox": {"batches": mailbox.batches, "bytes": mailbox.bytes, "origins": origins},
+        "mailbox": {"batches": mailbox.batches, "bytes": mailbox.bytes, "origins": origins,
+                    "damaged": mailbox.damaged},
         "scopes": scopes,
         // The time bound (docs/design.md section 10, "Time"): a device's push stamped up to a
         // second past the highest clock held passes whatever the cloud's time says.
@@ -253,9 +254,13 @@ pub fn render(v: &Value) -> String {
     }
     let m = &v["mailbox"];
     line(format!(
-        "mailbox    {} batches, {} bytes",
+        "mailbox    {} batches, {} bytes{}",
         s(&m["batches"]),
-        s(&m["bytes"])
+        s(&m["bytes"]),
+        match m["damaged"].as_u64() {
+            Some(n) if n > 0 => format!(", {n} damaged (removed, fetched again)"),
+            _ => String::new(),
+        }
     ));
     for c in v["scopes"].as_array().cloned().unwrap_or_default() {
         line(format!(

@@ -82,6 +82,7 @@ fn init_run_status_and_operator_commands() {
     assert_eq!(json["https"], run.https.as_str());
     assert_eq!(json["listen"], run.protocol.as_str());
     assert_eq!(json["mailbox"]["batches"], 0);
+    assert_eq!(json["mailbox"]["damaged"], 0);
     assert_eq!(json["api_tokens"][0]["name"], "field-app");
     assert!(json["api_tokens"][0]["last_used"].is_u64());
     let human = cli_ok(&["status", "--data", d]);

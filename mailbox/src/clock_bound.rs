@@ -8,7 +8,9 @@
 //! is: an edit of a far-future version is stamped just above that version (the re-stamp floor),
 //! and must pass wherever the version itself already passed. It is raised in the transaction
 //! that stores the batches ([`raise`]), so it never names a batch that is not held, and never
-//! lags one that is: one row read and written per commit, no scan.
+//! lags one that is: one row read and written per commit, no scan. A damaged batch removed before
+//! serving (`damage.rs`) lowers it in the removing transaction when the batch may have held it
+//! ([`recompute`]: the one scan of the held batches' headers, on a rare event).
 //!
 //! **Files made before the table** gain it at their first open, filled from the batches they
 //! hold (each one's clear header decoded, once).
@@ -117,6 +119,28 @@ pub(crate) fn check(conn: &Connection) -> Result<(), CheckError> {
             held,
         });
     }
+    Ok(())
+}
+
+/// The highest clock admitted, as stored.
+pub(crate) fn highest(conn: &Connection) -> Result<Hlc, rusqlite::Error> {
+    conn.query_row(
+        "SELECT highest_admitted FROM clock_admission WHERE id = 0",
+        [],
+        |r| r.get(0),
+    )
+    .map(from_sql)
+}
+
+/// Sets the highest clock admitted to the held batches' highest, inside the transaction that
+/// removed a damaged batch which may have held it (`damage.rs`): the figure never names a batch
+/// that is not held. Reads every held batch's header, so it runs only then.
+pub(crate) fn recompute(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let held = held_highest(conn)?;
+    conn.execute(
+        "UPDATE clock_admission SET highest_admitted = ?1 WHERE id = 0",
+        [to_sql(held)],
+    )?;
     Ok(())
 }
 

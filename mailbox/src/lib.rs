@@ -20,6 +20,13 @@
 //!   overlapping held batches it picks the way that repeats the fewest seqs (none when the held
 //!   batches chain without overlap).
 //!
+//! - **Nothing damaged is served.** Every batch read to be served (a pull, the uplink's
+//!   export) is checked first: its bytes against the body hash its clear header states and the
+//!   header against the row it was stored under. A damaged one is removed in one transaction
+//!   with its stream's coverage recomputed and the event counted ([`MailboxStatus::damaged`]);
+//!   the pull goes on without the rest of that stream, and the range is fetched again from
+//!   whoever holds it (the `damage` module).
+//!
 //! - **Client side.** [`MailboxClient`] is the protocol's `ClientStore` over a mailbox: the hub's
 //!   uplink pushes what the cloud's vector lacks (never the cloud's own origin) and stores what
 //!   it pulls.
@@ -49,6 +56,7 @@
 mod client_store;
 mod clock_bound;
 mod control;
+mod damage;
 mod drains;
 mod error;
 mod ids;

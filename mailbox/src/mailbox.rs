@@ -33,8 +33,11 @@
 //!   version 6), so its coverage carries over as the unscoped stream's. Also `drains(origin,
 //!   scope, last)` (`drains.rs`): the drains devices declared, created at every open where
 //!   missing (a file made before it gains it empty).
+//! - `damaged(origin, stream, lo, hi, found_at)` (`damage.rs`): the damaged batches found before
+//!   serving and removed, created at every open where missing.
 
 use crate::control::{ControlCache, CONTROL_SCHEMA};
+use crate::damage;
 use crate::error::MailboxError;
 use crate::plan::{plan, Candidate};
 use outpost_protocol::batch::codec::{verify, Limits};
@@ -267,6 +270,9 @@ pub struct MailboxStatus {
     pub bytes: u64,
     /// Per stream, in (origin, stream) order.
     pub origins: Vec<OriginStatus>,
+    /// Damaged batches found before serving and removed so far (`damage.rs`): each one's
+    /// range was fetched again, or will be.
+    pub damaged: u64,
 }
 
 /// The durable batch store. One connection; open one per thread (SQLite serialises writers and
@@ -349,6 +355,8 @@ impl Mailbox {
         conn.execute_batch(crate::voids::VOIDS_SCHEMA)
             .map_err(sql)?;
         conn.execute_batch(crate::scope_keys::KEYS_SCHEMA)
+            .map_err(sql)?;
+        conn.execute_batch(crate::damage::DAMAGE_SCHEMA)
             .map_err(sql)?;
         let mut conn = conn;
         crate::clock_bound::ensure(&mut conn).map_err(sql)?;
@@ -598,9 +606,12 @@ impl Mailbox {
             true => regain.iter().find(|r| r.scope == s.scope).map(|r| r.since),
         };
         let mut ids = Vec::new();
-        for (stream, &covered) in mine.iter().filter(|(s, _)| in_grant(grant, s)) {
+        for (n, (stream, &covered)) in mine.iter().filter(|(s, _)| in_grant(grant, s)).enumerate() {
             match from(stream) {
-                Some(from) if covered > from => ids.extend(self.plan_stream(stream, from)?),
+                Some(from) if covered > from => {
+                    let planned = self.plan_stream(stream, from)?;
+                    ids.extend(planned.into_iter().map(|id| (n, id)));
+                }
                 _ => {}
             }
         }
@@ -611,7 +622,7 @@ impl Mailbox {
             .prepare_cached("SELECT length(bytes) FROM batches WHERE id = ?1")
             .map_err(|e| self.sql(e))?;
         let mut bytes = 0u64;
-        for id in &ids {
+        for (_, id) in &ids {
             let n: i64 = length
                 .query_row([id], |r| r.get(0))
                 .map_err(|e| self.sql(e))?;
@@ -621,15 +632,27 @@ impl Mailbox {
             batches: ids.len() as u64,
             bytes,
             ids: ids.into_iter(),
+            cut: BTreeSet::new(),
         })
     }
 
-    /// The next batch of `plan`, read from the file now; `None` when the plan is done.
+    /// The next batch of `plan`, read from the file now and checked against its stored hash
+    /// (`damage.rs`); `None` when the plan is done. A damaged batch is never served: it is
+    /// removed, its stream's coverage drops below it, and the rest of that stream is left out
+    /// of this plan (a peer is never sent a gap); the other streams go on.
     pub fn next_batch(&self, plan: &mut PullPlan) -> Result<Option<StoredBatch>, MailboxError> {
-        match plan.ids.next() {
-            Some(id) => self.batch_by_id(id).map(Some),
-            None => Ok(None),
+        for (stream, id) in plan.ids.by_ref() {
+            if plan.cut.contains(&stream) {
+                continue;
+            }
+            match self.batch_by_id(id)? {
+                Some(batch) => return Ok(Some(batch)),
+                None => {
+                    plan.cut.insert(stream);
+                }
+            }
         }
+        Ok(None)
     }
 
     /// The held batches to serve of `stream` above `from`. A voided range (`voids.rs`) is a
@@ -668,14 +691,16 @@ impl Mailbox {
         Ok(ids)
     }
 
-    fn batch_by_id(&self, id: i64) -> Result<StoredBatch, MailboxError> {
+    /// The batch of row `id`, checked (`damage.rs`); `None` when it was damaged (and is now
+    /// removed) or is gone (another connection removed it as damaged since the plan was made).
+    fn batch_by_id(&self, id: i64) -> Result<Option<StoredBatch>, MailboxError> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT origin, lo, hi, sha256, bytes, stream FROM batches WHERE id = ?1",
             )
             .map_err(|e| self.sql(e))?;
-        let (origin, lo, hi, sha, bytes, scope) = stmt
+        let row = stmt
             .query_row([id], |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
@@ -686,12 +711,16 @@ impl Mailbox {
                     r.get::<_, String>(5)?,
                 ))
             })
+            .optional()
             .map_err(|e| self.sql(e))?;
+        let Some((origin, lo, hi, sha, bytes, scope)) = row else {
+            return Ok(None);
+        };
         let corrupt = |detail: String| MailboxError::Corrupt {
             path: self.path.clone(),
             detail,
         };
-        Ok(StoredBatch {
+        let batch = StoredBatch {
             origin: self.site(&origin)?,
             scope,
             range: SeqRange::new(lo as u64, hi as u64)
@@ -699,7 +728,22 @@ impl Mailbox {
             sha256: <[u8; 32]>::try_from(sha.as_slice())
                 .map_err(|_| corrupt(format!("batch row {id} has a {}-byte hash", sha.len())))?,
             bytes,
-        })
+        };
+        let row = damage::Row {
+            id,
+            origin: batch.origin,
+            stream: &batch.scope,
+            range: batch.range,
+            sha256: &batch.sha256,
+            bytes: &batch.bytes,
+        };
+        match damage::check(&row) {
+            Ok(()) => Ok(Some(batch)),
+            Err(damage) => {
+                self.remove_damaged(&row, &damage)?;
+                Ok(None)
+            }
+        }
     }
 
     /// What a peer whose vector is `vector` lacks of this mailbox's coverage, never counting
@@ -779,6 +823,7 @@ impl Mailbox {
             status.bytes += o.bytes;
             status.origins.push(o);
         }
+        status.damaged = self.damaged_count()?;
         Ok(status)
     }
 
@@ -939,7 +984,11 @@ pub(crate) fn advance_coverage(
 /// known up front; bodies are read one at a time).
 #[derive(Debug)]
 pub struct PullPlan {
-    ids: std::vec::IntoIter<i64>,
+    /// (the stream's position in the plan, row id), in send order.
+    ids: std::vec::IntoIter<(usize, i64)>,
+    /// The streams in which a damaged batch was found during this pull: nothing more of them
+    /// is served by it.
+    cut: BTreeSet<usize>,
     batches: u64,
     bytes: u64,
 }

@@ -74,6 +74,7 @@ mod tests {
                 stream("moshi", 2, 20),
                 stream("moshi", 1, 5),
             ],
+            damaged: 0,
         };
         let grants = [
             Scopes::parse(["moshi"]).unwrap(),

@@ -363,3 +363,74 @@ fn hub_memory_serving_one_scope_of_100() {
         many_kib as f64 / one_kib as f64
     );
 }
+
+/// Issue 20's goal for the relay: checking each stored batch before serving it (`codec::verify`
+/// and the header against its row, `mailbox/src/damage.rs`) costs at most 3% of the hub's relay
+/// throughput. A fresh device pulls 1 M changes (1,000 batches, as above) from a `--net std:`
+/// hub, `OUTPOST_BENCH_RUNS` times (default 5, median printed); the same run times
+/// `codec::verify` over the same stored batches in this process, which is what the check adds
+/// to a pull, and prints it as a share of the pull's time.
+#[test]
+#[ignore = "benchmark: prints figures"]
+fn hub_relay_throughput_and_the_stored_body_check() {
+    let runs: usize = outpost_testkit::env::number("OUTPOST_BENCH_RUNS", 5);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    hub_cli(&["status", "--data", data.to_str().unwrap()]);
+    let mut mailbox = Mailbox::open(data.join("mailbox.db")).unwrap();
+    let mut stored = Vec::new();
+    for o in 0..ORIGINS {
+        let origin = SiteId([0x40 + o; 16]);
+        let batches: Vec<Vec<u8>> = (0..BATCHES_PER_ORIGIN)
+            .map(|b| real_batch(origin, 1 + b * CHANGES_PER_BATCH))
+            .collect();
+        stored.extend(batches.iter().cloned());
+        mailbox.store(batches).unwrap();
+    }
+    drop(mailbox);
+    let changes = u64::from(ORIGINS) * BATCHES_PER_ORIGIN * CHANGES_PER_BATCH;
+    let bytes: usize = stored.iter().map(Vec::len).sum();
+    let (hub, addr) = loopback_hub(&data, &["--no-mdns"]);
+    let info = HubInfo::from_code(&code_for(&data, addr));
+    let mut pulls = Vec::new();
+    for n in 0..runs {
+        let mut fresh = Device::new(0xf0 + n as u8);
+        enroll(&code_for(&data, addr), &mut fresh);
+        let t = Instant::now();
+        let (_session, _) = live_session(&info, &mut fresh, 1000 + n as u64);
+        pulls.push(t.elapsed().as_secs_f64());
+        let pulled: u64 = fresh.applied.iter().map(|(_, r)| r.len()).sum();
+        assert_eq!(pulled, changes, "the fresh device got every change");
+    }
+    drop(hub);
+    let mut checks = Vec::new();
+    let limits = outpost_protocol::batch::codec::Limits::default();
+    for _ in 0..runs {
+        let t = Instant::now();
+        for b in &stored {
+            std::hint::black_box(outpost_protocol::batch::codec::verify(b, &limits).unwrap());
+        }
+        checks.push(t.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (pull, check) = (median(&mut pulls), median(&mut checks));
+    println!(
+        "relay: a fresh device pulled {changes} changes ({:.1} MiB in 1,000 batches) in {:.3}s \
+         median of {runs} ({:.0} changes/s, {:.0} MiB/s; runs {:?})",
+        bytes as f64 / 1048576.0,
+        pull,
+        changes as f64 / pull,
+        bytes as f64 / 1048576.0 / pull,
+        pulls.iter().map(|s| format!("{s:.3}")).collect::<Vec<_>>()
+    );
+    println!(
+        "stored body check (codec::verify over the same batches, in process): {:.1} ms median \
+         ({:.0} MiB/s), {:.2}% of the pull",
+        check * 1000.0,
+        bytes as f64 / 1048576.0 / check,
+        100.0 * check / pull
+    );
+}
