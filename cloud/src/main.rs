@@ -23,8 +23,8 @@ use std::time::Duration;
 const USAGE: &str = "\
 usage:
   outpost-cloud init        --data DIR [--unsealed | --sealed]
-                            (sealed: batch bodies encrypted per scope; for now devices must sync
-                            with the cloud directly, so unsealed stays the default)
+                            (sealed: batch bodies encrypted per scope; unsealed is the default
+                            for now)
   outpost-cloud run         --data DIR [--listen ADDR:PORT] [--https ADDR:PORT]
                             [--tls-cert FILE --tls-key FILE]
   outpost-cloud enroll-code --data DIR --hub|--device [--address HOST:PORT]... [--ttl SECONDS] [--no-qr]
@@ -177,7 +177,11 @@ fn init(args: &Args) -> Result<()> {
                     dir.path.display()
                 );
             }
-            mailbox.seal_tenant()?;
+            if mailbox.seal_tenant()? {
+                // Every peer learns it from the control stream, a device from its enrolment on,
+                // before it ever pushes.
+                mailbox.append_control(&outpost_protocol::control::ControlItem::Sealed)?;
+            }
             true
         }
         Some(false) if !created && mailbox.digest_key()?.is_some() => bail!(

@@ -268,6 +268,20 @@ impl ClientStore for MailboxClient<'_> {
         Ok(())
     }
 
+    fn keys_received(
+        &mut self,
+        keys: &[outpost_protocol::message::SealedKeys],
+    ) -> Result<(), MailboxError> {
+        // A sealed tenant's hub keeps its devices' envelopes to hand on (`scope_keys.rs`).
+        let own = self.mailbox.control_owner().map_or(self.server, |o| o.site);
+        let kept = self.mailbox.keep_envelopes(keys, &own)?;
+        log::debug!(
+            "mailbox={} uplink: kept {kept} devices' key envelopes",
+            self.mailbox.path().display()
+        );
+        Ok(())
+    }
+
     fn id_requests(&mut self) -> Result<Vec<IdRequest>, MailboxError> {
         self.mailbox.id_refills(self.id_block, self.id_low_water)
     }

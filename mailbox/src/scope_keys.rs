@@ -12,7 +12,13 @@
 //!   key is made when it is first needed: a grant naming it, a device's own stream in it, the
 //!   cloud's own write to it.
 //!
-//! Both tables are created at every open (empty): a file made before them is an unsealed
+//! - `key_envelopes(site, keys_hash, envelope)`: at the cloud, the last envelope made for each
+//!   device with the hash of the key set it wraps, reused while that set is unchanged (a hub's
+//!   hello is answered with the envelopes of every device it may serve: one ECDH each only when
+//!   a device's keys changed); at a hub, the envelopes its cloud handed it, one per device,
+//!   handed on unopened in the answer to that device's hello (a hub holds no key itself).
+//!
+//! The tables are created at every open (empty): a file made before them is an unsealed
 //! tenant's. The keys are as secret as the tenant's rows: the file is 0600 like the rest.
 
 use crate::error::MailboxError;
@@ -24,6 +30,7 @@ use outpost_protocol::seal::envelope::{wrap_keys, KeyEntry, KeySet, MAX_ENTRIES}
 use outpost_protocol::seal::{DigestKey, ScopeKey};
 use outpost_protocol::SiteId;
 use rusqlite::{params, OptionalExtension};
+use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,6 +46,11 @@ CREATE TABLE IF NOT EXISTS scope_keys(
     key BLOB NOT NULL CHECK (length(key) = 32),
     created_at INTEGER NOT NULL,
     PRIMARY KEY (scope, epoch)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS key_envelopes(
+    site BLOB PRIMARY KEY CHECK (length(site) = 16),
+    keys_hash BLOB NOT NULL,
+    envelope BLOB NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -223,43 +235,208 @@ impl Mailbox {
         }))
     }
 
-    /// The envelope answering `hello` (see the module doc): a device's keys, wrapped to the key
-    /// the directory binds it to. None for a hub, an unsealed tenant, a revoked key, or a site
-    /// no entry binds.
+    /// The envelopes answering `hello` (see the module doc): at the cloud, a device's own, or
+    /// for a hub every device's; at a hub, the one its cloud handed it for the device. Nothing for an unsealed
+    /// tenant, a revoked key, or a site no entry binds.
     pub fn envelope_for(&mut self, hello: &Hello) -> Result<Vec<SealedKeys>, MailboxError> {
-        if hello.role != PeerRole::Device || self.digest_key()?.is_none() {
-            return Ok(Vec::new());
+        if self.digest_key()?.is_none() {
+            if hello.role != PeerRole::Device {
+                return Ok(Vec::new());
+            }
+            return self.relayed_envelope(&hello.site);
         }
         let site: SiteId = hello.site;
+        match hello.role {
+            PeerRole::Device => {
+                let own: Vec<String> = hello
+                    .vector
+                    .iter()
+                    .filter(|(s, _)| s.origin == site && !s.scope.is_empty())
+                    .map(|(s, _)| s.scope.clone())
+                    .collect();
+                Ok(self.device_envelope(&site, &own)?.into_iter().collect())
+            }
+            PeerRole::Hub => {
+                // Every device holds the unscoped stream, and a tablet may sync at any clinic's
+                // hub: a hub gets every device's envelope (each opens for its device only).
+                let mut sites: Vec<SiteId> = self
+                    .bindings()?
+                    .into_iter()
+                    .filter(|(_, b)| b.role == PeerRole::Device && !b.revoked)
+                    .map(|(s, _)| s)
+                    .collect();
+                let max = outpost_protocol::message::MAX_HELLO_KEYS;
+                if sites.len() > max {
+                    log::warn!(
+                        "mailbox={} {} devices: the envelopes of the first {max} go in hub \
+                         {site}'s hello",
+                        self.path().display(),
+                        sites.len(),
+                    );
+                    sites.truncate(max);
+                }
+                let mut out = Vec::with_capacity(sites.len());
+                for s in sites {
+                    out.extend(self.device_envelope(&s, &[])?);
+                }
+                Ok(out)
+            }
+            PeerRole::Cloud => Ok(Vec::new()),
+        }
+    }
+
+    /// Every site the directory binds, with its binding.
+    fn bindings(
+        &mut self,
+    ) -> Result<Vec<(SiteId, outpost_protocol::control::Binding)>, MailboxError> {
+        Ok(self
+            .directory()?
+            .bindings()
+            .map(|(s, b)| (*s, *b))
+            .collect())
+    }
+
+    /// At the cloud: `site`'s envelope (its grant's keys, and those of `own` scopes it wrote
+    /// into), made again only when its key set changed since the last one.
+    fn device_envelope(
+        &mut self,
+        site: &SiteId,
+        own: &[String],
+    ) -> Result<Option<SealedKeys>, MailboxError> {
         let directory = self.directory()?;
-        let Some(binding) = directory.binding(&site).filter(|b| !b.revoked) else {
-            return Ok(Vec::new());
+        let Some(binding) = directory.binding(site).filter(|b| !b.revoked) else {
+            return Ok(None);
         };
         let recipient = binding.key;
         let grant = directory
-            .grant_of(&site)
+            .grant_of(site)
             .map_or(Scopes::All, |g| g.scopes.clone());
-        let own: Vec<String> = hello
-            .vector
-            .iter()
-            .filter(|(s, _)| s.origin == site && !s.scope.is_empty())
-            .map(|(s, _)| s.scope.clone())
-            .collect();
-        let Some(set) = self.key_set(&grant, &own)? else {
-            return Ok(Vec::new());
+        let Some(set) = self.key_set(&grant, own)? else {
+            return Ok(None);
         };
-        let ephemeral = Keypair::generate().map_err(|e| MailboxError::Random {
-            what: "an envelope's ephemeral key",
-            detail: e.to_string(),
-        })?;
-        let envelope =
-            wrap_keys(&set, &recipient, ephemeral).map_err(|e| MailboxError::Random {
-                what: "a key envelope",
-                detail: e.to_string(),
-            })?;
-        Ok(vec![SealedKeys {
-            site,
+        let hash = keys_hash(&set, &recipient);
+        let cached: Option<(Vec<u8>, Vec<u8>)> = self
+            .conn
+            .query_row(
+                "SELECT keys_hash, envelope FROM key_envelopes WHERE site = ?1",
+                [site.as_bytes().as_slice()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let envelope = match cached {
+            Some((h, envelope)) if h == hash => envelope,
+            _ => {
+                let ephemeral = Keypair::generate().map_err(|e| MailboxError::Random {
+                    what: "an envelope's ephemeral key",
+                    detail: e.to_string(),
+                })?;
+                let envelope =
+                    wrap_keys(&set, &recipient, ephemeral).map_err(|e| MailboxError::Random {
+                        what: "a key envelope",
+                        detail: e.to_string(),
+                    })?;
+                self.conn
+                    .execute(
+                        "INSERT OR REPLACE INTO key_envelopes(site, keys_hash, envelope) \
+                         VALUES (?1, ?2, ?3)",
+                        params![site.as_bytes().as_slice(), hash, envelope],
+                    )
+                    .map_err(|e| self.sql(e))?;
+                envelope
+            }
+        };
+        Ok(Some(SealedKeys {
+            site: *site,
             envelope: outpost_protocol::message::Bytes(envelope),
-        }])
+        }))
     }
+
+    /// At a hub: the envelope its cloud handed it for `site`, if any.
+    fn relayed_envelope(&self, site: &SiteId) -> Result<Vec<SealedKeys>, MailboxError> {
+        let envelope: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT envelope FROM key_envelopes WHERE site = ?1",
+                [site.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        Ok(envelope
+            .map(|e| SealedKeys {
+                site: *site,
+                envelope: outpost_protocol::message::Bytes(e),
+            })
+            .into_iter()
+            .collect())
+    }
+
+    /// At a hub: keeps the envelopes its cloud's hello carried, one per device (a newer one
+    /// replaces the older), to hand on unopened (see the module doc). Envelopes for this box's
+    /// own site are not kept: a hub holds no key. Returns how many were kept.
+    pub fn keep_envelopes(
+        &mut self,
+        keys: &[SealedKeys],
+        own: &SiteId,
+    ) -> Result<usize, MailboxError> {
+        let path = self.path().to_path_buf();
+        let sql = |source| MailboxError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let mut kept = 0;
+        {
+            let mut s = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO key_envelopes(site, keys_hash, envelope) \
+                     VALUES (?1, ?2, ?3)",
+                )
+                .map_err(sql)?;
+            for k in keys.iter().filter(|k| k.site != *own) {
+                let hash: [u8; 32] = Sha256::digest(&k.envelope.0).into();
+                s.execute(params![
+                    k.site.as_bytes().as_slice(),
+                    hash.as_slice(),
+                    k.envelope.0
+                ])
+                .map_err(sql)?;
+                kept += 1;
+            }
+        }
+        tx.commit().map_err(sql)?;
+        Ok(kept)
+    }
+
+    /// How many devices' envelopes this box holds (a hub's status).
+    pub fn envelopes_held(&self) -> Result<u64, MailboxError> {
+        self.conn
+            .query_row("SELECT count(*) FROM key_envelopes", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.sql(e))
+    }
+}
+
+/// What an envelope for `recipient` wraps, as one hash: the same set for the same key makes the
+/// same hash, so an unchanged set reuses its envelope.
+fn keys_hash(set: &KeySet, recipient: &outpost_protocol::handshake::PublicKey) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(b"outpost key set v1\n");
+    h.update(recipient.as_bytes());
+    h.update(set.digest_key.as_bytes());
+    let mut entries: Vec<_> = set
+        .entries
+        .iter()
+        .map(|e| (e.scope.0, e.key.epoch(), *e.key.as_bytes()))
+        .collect();
+    entries.sort();
+    for (scope, epoch, key) in entries {
+        h.update(scope);
+        h.update(epoch.to_be_bytes());
+        h.update(key);
+    }
+    h.finalize().to_vec()
 }

@@ -141,6 +141,10 @@ pub enum ControlItem {
     Grant(GrantEntry),
     /// Tag 3: a range the cloud voided.
     Void(VoidEntry),
+    /// Tag 4: the tenant is sealed (docs/design.md section 10, "Sealed batches"): every batch
+    /// is pushed sealed, and a device pushes a stream only once it holds its scope's key.
+    /// Meaningful only from a cloud, written when the tenant is made.
+    Sealed,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -328,6 +332,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
                 return Err(ControlError::BadGrant);
             }
         }
+        ControlItem::Sealed => {}
         ControlItem::Void(v) => {
             let stream_ok = v.stream.is_empty() || crate::scope::check_name(&v.stream).is_ok();
             // Deserializing does not enforce `SeqRange`'s invariant.

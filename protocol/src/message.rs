@@ -68,14 +68,16 @@ pub struct Hello {
     pub regain: Vec<Regain>,
     /// A sealed tenant's scope keys for the client, each wrapped to one site's static key
     /// (docs/design.md section 10, "Sealed batches"): a server answers a device's hello with its
-    /// envelope, so a device back from weeks offline learns a new epoch before it pushes. At
-    /// most [`MAX_HELLO_KEYS`], each at most [`crate::seal::envelope::MAX_LEN`] bytes. Empty from
-    /// clients and in unsealed tenants.
+    /// envelope, so a device back from weeks offline learns a new epoch before it pushes; the
+    /// cloud answers a hub's with the envelopes of the devices the hub may serve, which the hub
+    /// keeps and hands on unopened. At most [`MAX_HELLO_KEYS`], each at most
+    /// [`crate::seal::envelope::MAX_LEN`] bytes. Empty from clients and in unsealed tenants.
     pub keys: Vec<SealedKeys>,
 }
 
-/// The most key envelopes one hello carries ([`Hello::keys`]).
-pub const MAX_HELLO_KEYS: usize = 16;
+/// The most key envelopes one hello carries ([`Hello::keys`]): a device's answer carries its
+/// own; a hub's, from its cloud, those of the devices it may serve.
+pub const MAX_HELLO_KEYS: usize = 1024;
 
 /// Scope keys wrapped to one site's static key (`crate::seal::envelope`).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -190,6 +192,9 @@ pub enum ErrorCode {
     /// A device's batch names a grant version the relay does not know yet; nothing of the push
     /// was stored: retry later (tag 15).
     GrantUnknown,
+    /// A pushed batch is not sealed, in a sealed tenant; nothing of the push was stored: the
+    /// device pushes once it holds its scope's key (tag 16).
+    Unsealed,
 }
 
 /// Bytes carried as one postcard byte string (length varint, then the bytes), not as a sequence
@@ -312,10 +317,17 @@ pub enum Message {
         /// Encoded entries, each writer's in seq order.
         entries: Vec<Bytes>,
     },
+    /// Tag 17: a sealed tenant's key envelopes made after the hello (server → client; the same
+    /// bounds as [`Hello::keys`]): a hub's newly admitted device's, once the cloud admitted the
+    /// hub's entries for it; a device's, when its keys changed while it stays connected.
+    Keys {
+        /// The envelopes, each for one site.
+        keys: Vec<SealedKeys>,
+    },
 }
 
 /// The number of message tags this build knows.
-pub const MESSAGE_TAGS: u64 = 17;
+pub const MESSAGE_TAGS: u64 = 18;
 
 /// Why a message could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,6 +425,7 @@ impl Message {
             Message::IdGrant(_) => 14,
             Message::PullSize { .. } => 15,
             Message::Control { .. } => 16,
+            Message::Keys { .. } => 17,
         }
     }
 
@@ -498,15 +511,17 @@ impl Message {
             {
                 bad("hello declares a regain of something that is not a scope name")
             }
-            Message::Hello(h) if h.keys.len() > MAX_HELLO_KEYS => {
-                bad("hello carries more key envelopes than a hello may")
+            Message::Hello(Hello { keys, .. }) | Message::Keys { keys }
+                if keys.len() > MAX_HELLO_KEYS =>
+            {
+                bad("more key envelopes than a message may carry")
             }
-            Message::Hello(h)
-                if h.keys
+            Message::Hello(Hello { keys, .. }) | Message::Keys { keys }
+                if keys
                     .iter()
                     .any(|k| k.envelope.0.len() > crate::seal::envelope::MAX_LEN) =>
             {
-                bad("hello carries a key envelope longer than any envelope")
+                bad("a key envelope longer than any envelope")
             }
             Message::Control { entries }
                 if entries.len() > crate::control::MAX_ENTRIES_PER_MESSAGE =>

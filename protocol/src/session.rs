@@ -207,6 +207,11 @@ pub trait ServerStore {
     fn highest_admitted(&mut self) -> Result<Hlc, Self::Error> {
         Ok(Hlc::ZERO)
     }
+    /// Whether the tenant is sealed: then a push with any unsealed batch is refused whole.
+    /// Default: not sealed.
+    fn sealed_tenant(&mut self) -> Result<bool, Self::Error> {
+        Ok(false)
+    }
     /// A sealed tenant's scope keys for the peer whose hello is `hello`, each envelope wrapped
     /// to one site's static key (docs/design.md section 10, "Sealed batches"), for the answer
     /// to that hello: the peer's own envelope for a device (its grant's scopes, and the scopes
@@ -425,6 +430,16 @@ pub enum SessionError {
         /// The grant version the batch names.
         version: u64,
     },
+    /// A pushed batch is not sealed, in a sealed tenant (docs/design.md section 10, "Sealed
+    /// batches"): nothing of the push was stored.
+    Unsealed {
+        /// The origin the batch names.
+        origin: SiteId,
+        /// Its stream (scope id).
+        scope: String,
+        /// Its seq range.
+        range: SeqRange,
+    },
     /// A pushed batch is flagged `transfer` (cells credited to other sites): only the cloud
     /// writes transfers and its batches travel by pull, so no push may carry one; nothing of the
     /// push was stored.
@@ -580,6 +595,17 @@ impl fmt::Display for SessionError {
                  {version} of its grant, which this relay does not know yet; nothing of this \
                  push was stored, retry later"
             ),
+            SessionError::Unsealed {
+                origin,
+                scope,
+                range,
+            } => write!(
+                f,
+                "push refused: batch of origin {origin} seqs {}..={} of stream '{scope}' is not \
+                 sealed, and this tenant is sealed; nothing of this push was stored (the device \
+                 pushes once it holds the scope's key)",
+                range.lo, range.hi
+            ),
             SessionError::TransferPushed { origin, range } => write!(
                 f,
                 "push refused: batch of origin {origin} seqs {}..={} is a transfer (cells \
@@ -648,6 +674,7 @@ impl SessionError {
             SessionError::DirectionRefused { .. } => ErrorCode::DirectionRefused,
             SessionError::ScopeRefused { .. } => ErrorCode::ScopeRefused,
             SessionError::GrantUnknown { .. } => ErrorCode::GrantUnknown,
+            SessionError::Unsealed { .. } => ErrorCode::Unsealed,
             SessionError::TransferPushed { .. } => ErrorCode::ForeignOrigin,
             SessionError::ClockAhead { .. } => ErrorCode::ClockAhead,
             SessionError::AckMismatch

@@ -159,6 +159,15 @@ fn golden() -> Vec<(Message, &'static str)> {
             },
             "10 01 02 aabb",
         ),
+        (
+            Message::Keys {
+                keys: vec![SealedKeys {
+                    site: SiteId([0x55; 16]),
+                    envelope: Bytes(vec![0xaa, 0xbb]),
+                }],
+            },
+            "11 01 55555555555555555555555555555555 02 aabb",
+        ),
     ]
 }
 
@@ -321,8 +330,8 @@ fn malformed_messages_get_their_own_errors() {
     let hello = unhex(golden()[0].1);
     assert_eq!(Message::decode(&[], MAX), Err(E::Empty));
     assert_eq!(
-        Message::decode(&[0x11], MAX),
-        Err(E::UnknownTag { tag: 17 })
+        Message::decode(&[0x12], MAX),
+        Err(E::UnknownTag { tag: 18 })
     );
     assert_eq!(
         Message::decode(&[0x08, 0x00], MAX),

@@ -270,15 +270,21 @@ impl Relay {
             r
         });
         match r {
-            Ok(Some(seq)) => log::info!(
-                "control: entry {seq}: site={} key={} as {}",
-                peer.site,
-                peer.key.fingerprint(),
-                match role {
-                    PeerRole::Hub => "hub",
-                    _ => "device",
-                }
-            ),
+            Ok(Some(seq)) => {
+                log::info!(
+                    "control: entry {seq}: site={} key={} as {}",
+                    peer.site,
+                    peer.key.fingerprint(),
+                    match role {
+                        PeerRole::Hub => "hub",
+                        _ => "device",
+                    }
+                );
+                // News for the box's own uplink too: a hub's live uplink session ends and the
+                // next one takes the entry to the cloud (which answers with the new device's
+                // key envelope in a sealed tenant) without waiting for the live window's end.
+                self.serving.note_commit();
+            }
             Ok(None) => {}
             Err(e) => log::warn!("control: certifying site={}: {e}", peer.site),
         }

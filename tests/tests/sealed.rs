@@ -5,14 +5,17 @@
 //! the epoch's key; the cloud's tenant tables hold the rows (it opens every body), the batches its
 //! mailbox holds are all sealed (no patient name, no table or column name in any of them), and a
 //! device granted one clinic holds the keys of that clinic and of the unscoped stream only.
-//! (Stream ids and the control stream's table settings still name scopes and tables: scope
-//! digests on the wire come with the next stage.)
+//! A hub of a sealed tenant gets every device's envelope from its cloud and hands each tablet
+//! its own unopened; no patient name is readable in its data directory. (Stream ids and the
+//! control stream's table settings still name scopes and tables: scope digests on the wire come
+//! with the next stage.)
 
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_testkit::e2e::built::built;
 use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::DeviceDb;
-use outpost_testkit::e2e::process::run_ok;
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::process::{code_of, run_ok};
 use outpost_testkit::e2e::scratch::scratch;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -45,16 +48,21 @@ fn names(d: &DeviceDb) -> Vec<String> {
         .collect()
 }
 
+/// `outpost-cloud init --sealed`, then `run`.
+fn sealed_cloud(data: &std::path::Path) -> Cloud {
+    run_ok(
+        Command::new(&built().cloud)
+            .args(["init", "--sealed", "--data"])
+            .arg(data),
+    );
+    Cloud::running(data)
+}
+
 #[test]
 fn devices_of_a_sealed_tenant_sync_through_the_cloud_and_its_mailbox_holds_only_sealed_bodies() {
     let dir = scratch();
     let data = dir.path().join("cloud");
-    run_ok(
-        Command::new(&built().cloud)
-            .args(["init", "--sealed", "--data"])
-            .arg(&data),
-    );
-    let cloud = Cloud::running(&data);
+    let cloud = sealed_cloud(&data);
     let office = DeviceDb::open(&dir.path().join("office.db"), SCHEMA);
     let moshi = DeviceDb::open(&dir.path().join("moshi.db"), SCHEMA);
     office.enroll(&cloud.scoped_code("--device", "*"));
@@ -127,5 +135,68 @@ fn devices_of_a_sealed_tenant_sync_through_the_cloud_and_its_mailbox_holds_only_
                 h.origin
             );
         }
+    }
+}
+
+/// A hub of a sealed tenant relays what it cannot read: its cloud hands it, in the answer to its
+/// uplink hello, every device's envelope, which it keeps and hands on unopened to the tablet it
+/// admitted (which holds no key until then, so it pushes nothing and holds what it pulls); the
+/// tablet then writes and reads its clinic's rows through the hub, and no patient name is
+/// readable anywhere in the hub's data directory.
+#[test]
+fn a_hub_of_a_sealed_tenant_hands_its_tablets_their_keys_and_holds_no_readable_row() {
+    let dir = scratch();
+    let data = dir.path().join("cloud");
+    let cloud = sealed_cloud(&data);
+    let hub = Hub::uplinked(
+        &dir.path().join("hub"),
+        &cloud.scoped_code("--hub", "moshi,tanga"),
+        500,
+        &[],
+    );
+    within("the hub learns its grant from the cloud", || {
+        hub.status()["scopes"] == serde_json::json!(["moshi", "tanga"])
+    });
+    let office = DeviceDb::open(&dir.path().join("office.db"), SCHEMA);
+    office.enroll(&cloud.scoped_code("--device", "*"));
+    let tablet = DeviceDb::open(&dir.path().join("tablet.db"), SCHEMA);
+    tablet.enroll(&code_of(
+        Command::new(&built().hub)
+            .args(["enroll-code", "--no-qr", "--data"])
+            .arg(&hub.data)
+            .args(["--address", &hub.addr(), "--scopes", "moshi"]),
+    ));
+    office.exec(
+        "INSERT INTO patients VALUES ('m1', 'Zawadi Mwakilema', 'moshi'), \
+                                     ('t1', 'Kheri Ndalichako', 'tanga');
+         INSERT INTO forms VALUES ('f1', 'Antenatal intake');",
+    );
+    tablet.exec("INSERT INTO patients VALUES ('m2', 'Rehema Shangali', 'moshi')");
+    within("the tablet and the office converge through the hub", || {
+        office.sync();
+        tablet.sync();
+        names(&tablet) == ["Zawadi Mwakilema", "Rehema Shangali"]
+            && names(&office) == ["Zawadi Mwakilema", "Rehema Shangali", "Kheri Ndalichako"]
+            && tablet.count("forms") == 1
+    });
+    let keys = tablet.json("SELECT json_extract(outpost_status(), '$.keys')");
+    assert_eq!(keys["moshi"]["epoch"], 1, "{keys}");
+    assert!(keys.get("tanga").is_none(), "{keys}");
+
+    // Nothing of a row is readable in the hub's data directory.
+    drop(hub);
+    let mut bytes = Vec::new();
+    for entry in std::fs::read_dir(dir.path().join("hub")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            bytes.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(bytes.len() > 10_000, "the hub's files were read");
+    for marker in ["Zawadi", "Mwakilema", "Kheri", "Rehema", "Antenatal"] {
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "{marker:?} is readable in the hub's data directory"
+        );
     }
 }

@@ -125,6 +125,8 @@ pub struct Directory {
     has_cloud: bool,
     /// The ranges the clouds voided, per stream, ordered by `lo`.
     voids: BTreeMap<StreamId, Vec<(SeqRange, VoidReason)>>,
+    /// A cloud said the tenant is sealed.
+    sealed: bool,
 }
 
 impl Directory {
@@ -163,6 +165,11 @@ impl Directory {
     /// What the directory binds `site` to.
     pub fn binding(&self, site: &SiteId) -> Option<&Binding> {
         self.bindings.get(site)
+    }
+
+    /// Every site the directory binds, with its binding, by site id.
+    pub fn bindings(&self) -> impl Iterator<Item = (&SiteId, &Binding)> {
+        self.bindings.iter()
     }
 
     /// The direction the tenant declares for `table` (`both` when no cloud entry names it).
@@ -252,6 +259,11 @@ impl Directory {
             covered = covered.max(r.hi);
         }
         covered
+    }
+
+    /// Whether a cloud said the tenant is sealed ([`ControlItem::Sealed`]).
+    pub fn is_sealed(&self) -> bool {
+        self.sealed
     }
 
     /// Whether a cloud is known here: then the tenant's table settings apply (a peer with no
@@ -397,9 +409,14 @@ impl Directory {
         let mut grants: BTreeMap<SiteId, Grant> = BTreeMap::new();
         let mut versions: BTreeMap<SiteId, BTreeMap<u64, Scopes>> = BTreeMap::new();
         let mut voids: BTreeMap<StreamId, Vec<(SeqRange, VoidReason)>> = BTreeMap::new();
+        let mut sealed = false;
         for cloud in &clouds {
             for e in self.entries_after(cloud, 0) {
                 let k = match &e.item {
+                    ControlItem::Sealed => {
+                        sealed = true;
+                        continue;
+                    }
                     ControlItem::Void(v) => {
                         let stream = StreamId::new(v.origin, v.stream.clone());
                         voids.entry(stream).or_default().push((v.range, v.reason));
@@ -459,7 +476,7 @@ impl Directory {
                         continue;
                     }
                     // A hub's word counts for devices' keys and grants only.
-                    ControlItem::Table(_) | ControlItem::Void(_) => continue,
+                    ControlItem::Table(_) | ControlItem::Void(_) | ControlItem::Sealed => continue,
                 };
                 if k.role == PeerRole::Device {
                     admitted.insert((*hub, k.site));
@@ -552,6 +569,7 @@ impl Directory {
             v.dedup_by_key(|(r, _)| *r);
         }
         self.voids = voids;
+        self.sealed = sealed;
     }
 }
 

@@ -164,6 +164,7 @@ impl<C: ClientStore> ClientSession<C> {
             (_, Message::Control { entries }) => store
                 .control_received(entries.into_iter().map(|b| b.0).collect())
                 .map_err(store_err),
+            (_, Message::Keys { keys }) => store.keys_received(&keys).map_err(store_err),
             (ClientState::AwaitAck, Message::Ack { session, covered }) => {
                 if session != self.session {
                     return Err(SessionError::WrongSession);

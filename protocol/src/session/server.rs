@@ -96,6 +96,8 @@ pub struct ServerSession<S: ServerStore> {
     /// since (a live session may last longer than the bound).
     hello_at_ms: u64,
     peer_hello: Option<Hello>,
+    /// The key envelopes last sent to the client (its hello's answer, or a later `Keys`).
+    keys_sent: Vec<crate::message::SealedKeys>,
     /// The control entries the client holds: its hello's, and every one sent it since.
     peer_control: ControlVector,
     out: VecDeque<Message>,
@@ -122,6 +124,7 @@ impl<S: ServerStore> ServerSession<S> {
             staged_since_ms: 0,
             hello_at_ms: 0,
             peer_hello: None,
+            keys_sent: Vec::new(),
             peer_control: ControlVector::new(),
             out: VecDeque::new(),
         }
@@ -147,7 +150,22 @@ impl<S: ServerStore> ServerSession<S> {
         self.note_sent(&entries);
         let n = entries.len();
         self.out.extend(control_messages(entries));
+        self.send_keys(store)?;
         Ok(n)
+    }
+
+    /// Queues the key envelopes for the client when they differ from the last it was sent (a
+    /// new device's, after a hub's entries admitted it; new keys after a grant or an epoch).
+    fn send_keys(&mut self, store: &mut S) -> Result<(), SessionError> {
+        let Some(hello) = &self.peer_hello else {
+            return Ok(());
+        };
+        let keys = store.keys_for(hello).map_err(store_err)?;
+        if keys != self.keys_sent {
+            self.keys_sent = keys.clone();
+            self.out.push_back(Message::Keys { keys });
+        }
+        Ok(())
     }
 
     /// Adds `entries` (about to be sent) to what the client holds.
@@ -242,7 +260,9 @@ impl<S: ServerStore> ServerSession<S> {
                 let entries: Vec<Vec<u8>> = entries.into_iter().map(|b| b.0).collect();
                 // The hub holds what it sent: never offered back to it.
                 self.note_sent(&entries);
-                store.control_received(entries).map_err(store_err)
+                store.control_received(entries).map_err(store_err)?;
+                // The devices its entries admitted get their envelopes now, not a session later.
+                self.send_keys(store)
             }
             (ServerState::Ready, Message::Push { session, batch }) => {
                 self.stage(session, batch, now_ms, store)
@@ -333,6 +353,7 @@ impl<S: ServerStore> ServerSession<S> {
                 .map_err(store_err)?;
         }
         let keys = store.keys_for(&h).map_err(store_err)?;
+        self.keys_sent = keys.clone();
         self.note_sent(&entries);
         self.session = h.session;
         self.peer_hello = Some(h);
@@ -405,6 +426,15 @@ impl<S: ServerStore> ServerSession<S> {
         };
         check_signature(&header, &key)?;
         self.check_scope(&header, store)?;
+        // A sealed tenant's bodies are stored sealed by every relay (docs/design.md section 10,
+        // invariant S5).
+        if header.key_epoch == 0 && store.sealed_tenant().map_err(store_err)? {
+            return Err(SessionError::Unsealed {
+                origin: header.origin,
+                scope: header.stream.clone(),
+                range: header.range,
+            });
+        }
         // Only the cloud writes `down` tables, and the cloud never pushes: it is the top of the
         // tree, and relays take its batches by pulling. So no push may carry one.
         if header.flags.direction == Direction::Down {

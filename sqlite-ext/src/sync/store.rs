@@ -623,14 +623,22 @@ impl EngineStore<'_> {
                 continue;
             }
             // A sealed tenant's stream waits for its scope's key: nothing of it is exported
-            // (marked sent) before it can be sealed.
-            if let Some(dk) = crate::scope_keys::digest_key(self.call.conn)? {
-                let scope = crate::scope_keys::scope_of(&dk, scope);
-                if crate::scope_keys::current(self.call.conn, &scope)?.is_none() {
-                    self.counts.keys_missing += 1;
-                    plan.streams.pop_front();
-                    continue;
+            // (marked sent) before it can be sealed. The tenant is known sealed from the
+            // control stream (from enrolment on), before any key arrived.
+            let conn = self.call.conn;
+            let dk = crate::scope_keys::digest_key(conn)?;
+            let sealed = dk.is_some() || self.directory()?.is_sealed();
+            let held = match &dk {
+                Some(dk) => {
+                    crate::scope_keys::current(conn, &crate::scope_keys::scope_of(dk, scope))?
+                        .is_some()
                 }
+                None => false,
+            };
+            if sealed && !held {
+                self.counts.keys_missing += 1;
+                plan.streams.pop_front();
+                continue;
             }
             let args = [
                 Arg::Integer(*since as i64),
