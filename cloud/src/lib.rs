@@ -29,6 +29,7 @@ mod error_chain;
 mod http;
 pub mod https;
 pub mod revocation;
+pub mod rotation;
 mod schema;
 mod scope_rules;
 pub mod service;

@@ -6,6 +6,7 @@ use outpost_cloud::control::{LAST_HTTPS, LAST_LISTEN};
 use outpost_cloud::datadir::{unix_now, DataDir};
 use outpost_cloud::https::{self, TlsFiles};
 use outpost_cloud::revocation::revoke_relayed;
+use outpost_cloud::rotation;
 use outpost_cloud::service::Cloud;
 use outpost_cloud::status;
 use outpost_cloud::tables::{self, Declared};
@@ -403,7 +404,20 @@ fn grant(args: &Args) -> Result<()> {
                 }
                 Err(e) => return Err(e.into()),
             };
+            let before = mailbox
+                .directory()?
+                .grant_of(&site)
+                .map_or(Scopes::All, |g| g.scopes.clone());
             let seq = mailbox.grant_scopes(site, &grant.scopes, grant.enroll)?;
+            // A sealed tenant's removed scopes start new key epochs: the grantee keeps what
+            // it could read, and reads nothing written from now on there.
+            if seq.is_some() {
+                if let Some(gone) = rotation::removed(&mailbox, &before, &grant.scopes)? {
+                    for (scope, epoch) in rotation::rotate(&mut mailbox, &gone, false)? {
+                        println!("scope {scope}: key epoch {epoch}");
+                    }
+                }
+            }
             let version = mailbox
                 .directory()?
                 .grant_of(&site)
@@ -453,6 +467,20 @@ fn revoke(args: &Args) -> Result<()> {
     };
     log::info!("data={} revoked peer site={site}", dir.path.display());
     println!("revoked {site} (key {})", key.fingerprint());
+    // A sealed tenant's scopes the device could read start new key epochs, which it never
+    // receives (a hub holds no key: nothing to rotate for one).
+    let directory = mailbox.directory()?;
+    let is_device = directory
+        .binding(&site)
+        .is_some_and(|b| b.role == PeerRole::Device);
+    let readable = directory
+        .grant_of(&site)
+        .map_or(Scopes::All, |g| g.scopes.clone());
+    if is_device {
+        for (scope, epoch) in rotation::rotate(&mut mailbox, &readable, true)? {
+            println!("scope {scope:?}: key epoch {epoch}");
+        }
+    }
     Ok(())
 }
 

@@ -145,6 +145,18 @@ pub enum ControlItem {
     /// is pushed sealed, and a device pushes a stream only once it holds its scope's key.
     /// Meaningful only from a cloud, written when the tenant is made.
     Sealed,
+    /// Tag 5: a scope's key entered a new epoch (a revocation, or the scope removed from a
+    /// grant): later pushes are sealed under it. Meaningful only from a cloud.
+    Epoch(EpochEntry),
+}
+
+/// A scope's current key epoch, as the cloud publishes it when it starts one.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct EpochEntry {
+    /// The scope (`""`: the unscoped stream).
+    pub scope: String,
+    /// Its new epoch (from 2: epoch 1 is every scope's first, never published).
+    pub epoch: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -201,6 +213,8 @@ pub enum ControlError {
     BadGrant,
     /// A voided range's stream is not a scope id, or its range is not `1 <= lo <= hi`.
     BadVoid,
+    /// An epoch entry names no scope id, or epoch 0.
+    BadEpoch,
 }
 
 impl fmt::Display for ControlError {
@@ -223,6 +237,9 @@ impl fmt::Display for ControlError {
             }
             ControlError::BadVoid => {
                 f.write_str("control void entry names an invalid stream or seq range")
+            }
+            ControlError::BadEpoch => {
+                f.write_str("control epoch entry names an invalid scope or epoch 0")
             }
         }
     }
@@ -333,6 +350,12 @@ pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
             }
         }
         ControlItem::Sealed => {}
+        ControlItem::Epoch(e) => {
+            let scope_ok = e.scope.is_empty() || crate::scope::check_name(&e.scope).is_ok();
+            if !scope_ok || e.epoch == 0 {
+                return Err(ControlError::BadEpoch);
+            }
+        }
         ControlItem::Void(v) => {
             let stream_ok = v.stream.is_empty() || crate::scope::check_name(&v.stream).is_ok();
             // Deserializing does not enforce `SeqRange`'s invariant.

@@ -177,18 +177,33 @@ pub(crate) fn seal_for_push(
 
 /// `outpost_status().keys`: per scope this database holds keys of, its highest epoch, under the
 /// scope's name when `names` holds one whose digest it is (else the digest), `""` for the
-/// unscoped stream.
-pub(crate) fn status(conn: Conn, names: &[String]) -> Result<serde_json::Value, Error> {
+/// unscoped stream, and whether that is the scope's current epoch as the control stream
+/// publishes it (`directory`; epoch 1 when none was published).
+pub(crate) fn status(
+    conn: Conn,
+    names: &[String],
+    directory: Option<&outpost_protocol::control::Directory>,
+) -> Result<serde_json::Value, Error> {
     let Some(dk) = digest_key(conn)? else {
         return Ok(serde_json::Value::Object(Default::default()));
     };
+    let published: Vec<(String, u32)> = directory
+        .map(|d| d.epochs().map(|(s, e)| (scope_of(&dk, s), e)).collect())
+        .unwrap_or_default();
     let mut out = serde_json::Map::new();
     for (scope, epoch) in epochs(conn)? {
         let name = std::iter::once("")
             .chain(names.iter().map(String::as_str))
             .find(|n| scope_of(&dk, n) == scope)
             .map_or(scope.clone(), str::to_string);
-        out.insert(name, serde_json::json!({ "epoch": epoch, "current": true }));
+        let current = published
+            .iter()
+            .find(|(s, _)| *s == scope)
+            .map_or(1, |(_, e)| *e);
+        out.insert(
+            name,
+            serde_json::json!({ "epoch": epoch, "current": epoch >= current }),
+        );
     }
     Ok(serde_json::Value::Object(out))
 }

@@ -244,13 +244,14 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     let (held, held_origins) = held(conn)?;
     // The device's grant as its key directory states it (from enrolment on): `["*"]` for
     // every scope, null while no entry grants it (never enrolled, or a peer that wrote none).
-    let scopes = if crate::sync::control::enrolled(conn)? {
-        crate::sync::control::load(call)?
-            .grant_of(&site)
-            .map(|g| g.scopes.names())
+    let directory = if crate::sync::control::enrolled(conn)? {
+        Some(crate::sync::control::load(call)?)
     } else {
         None
     };
+    let scopes = directory
+        .as_ref()
+        .and_then(|d| d.grant_of(&site).map(|g| g.scopes.names()));
     // A sealed tenant's keys per scope, named by the scopes this database knows by name.
     let mut names: Vec<String> = scopes
         .iter()
@@ -264,7 +265,7 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
         names.push(streams.text(0));
     }
     drop(streams);
-    let keys = crate::scope_keys::status(conn, &names)?;
+    let keys = crate::scope_keys::status(conn, &names, directory.as_ref())?;
     let out = json!({
         "site": site.to_string(),
         "now": crate::clock::unix_now(),

@@ -11,6 +11,7 @@
 //! with the next stage.)
 
 use outpost_protocol::batch::codec::{self, Limits};
+use outpost_protocol::seal::{self, DigestKey, ScopeKey, SealError};
 use outpost_testkit::e2e::built::built;
 use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::DeviceDb;
@@ -199,4 +200,99 @@ fn a_hub_of_a_sealed_tenant_hands_its_tablets_their_keys_and_holds_no_readable_r
             "{marker:?} is readable in the hub's data directory"
         );
     }
+}
+
+/// Revocation rotates (issue 20 item 4): revoking a tablet starts a new key epoch for every
+/// scope it could read; the other tablets get it in the answer to their next hello and seal
+/// under it. With the revoked tablet's own key material (every key it unwrapped, read from its
+/// database file), every batch written before the revocation still opens and none written
+/// after it does, reading them straight from the cloud's mailbox file.
+#[test]
+fn a_revoked_tablets_keys_open_nothing_pushed_after_its_revocation() {
+    let dir = scratch();
+    let cloud = sealed_cloud(&dir.path().join("cloud"));
+    let gone = DeviceDb::open(&dir.path().join("gone.db"), SCHEMA);
+    let kept = DeviceDb::open(&dir.path().join("kept.db"), SCHEMA);
+    gone.enroll(&cloud.scoped_code("--device", "moshi"));
+    kept.enroll(&cloud.scoped_code("--device", "moshi"));
+    gone.exec("INSERT INTO patients VALUES ('m1', 'Zawadi Mwakilema', 'moshi')");
+    kept.exec("INSERT INTO patients VALUES ('m2', 'Rehema Shangali', 'moshi')");
+    within("both tablets hold both patients", || {
+        gone.sync();
+        kept.sync();
+        names(&gone).len() == 2 && names(&kept).len() == 2
+    });
+    let site = |d: &DeviceDb| -> String {
+        let id: Vec<u8> = d.call("SELECT outpost_site_id()").unwrap();
+        id.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let (gone_site, kept_site) = (site(&gone), site(&kept));
+    let out = run_ok(
+        Command::new(&built().cloud)
+            .args(["revoke", "--data"])
+            .arg(&cloud.data)
+            .arg(&gone_site[..12]),
+    );
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("key epoch 2"), "{out}");
+
+    kept.exec("INSERT INTO patients VALUES ('m3', 'Kheri Ndalichako', 'moshi')");
+    within("the kept tablet pushes under the new epoch", || {
+        kept.sync();
+        kept.json("SELECT json_extract(outpost_status(), '$.keys.moshi')")
+            == serde_json::json!({"epoch": 2, "current": true})
+            && cloud.count("patients") == 3
+    });
+
+    // The revoked tablet's keys, as its database holds them.
+    let gone_conn = rusqlite::Connection::open(dir.path().join("gone.db")).unwrap();
+    let digest_key: Vec<u8> = gone_conn
+        .query_row("SELECT key FROM _outpost_digest_key", [], |r| r.get(0))
+        .unwrap();
+    let digest_key = DigestKey::from_bytes(digest_key.try_into().unwrap());
+    let mut st = gone_conn
+        .prepare("SELECT scope, epoch, key FROM _outpost_keys")
+        .unwrap();
+    let gone_keys: Vec<(String, u32, Vec<u8>)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(gone_keys.iter().all(|(_, e, _)| *e == 1), "{gone_keys:?}");
+
+    let mailbox = rusqlite::Connection::open(cloud.data.join("mailbox.db")).unwrap();
+    let mut st = mailbox.prepare("SELECT bytes FROM batches").unwrap();
+    let batches: Vec<Vec<u8>> = st
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let (mut before, mut after) = (0, 0);
+    for b in &batches {
+        let h = codec::decode_header(b, &Limits::default()).unwrap();
+        if h.origin.to_string() != kept_site || h.stream != "moshi" {
+            continue;
+        }
+        let opened = seal::decode_sealed(b, &Limits::default(), |stream, epoch| {
+            let scope = digest_key.digest(stream).to_stream();
+            gone_keys
+                .iter()
+                .find(|(s, e, _)| *s == scope && *e == epoch)
+                .and_then(|(_, e, k)| ScopeKey::new(*e, k.as_slice().try_into().ok()?))
+        });
+        match h.key_epoch {
+            1 => {
+                assert!(opened.is_ok(), "history stays readable: {opened:?}");
+                before += 1;
+            }
+            _ => {
+                assert!(
+                    matches!(opened, Err(SealError::NoKey { epoch: 2 })),
+                    "a batch pushed after the revocation opened with the revoked keys"
+                );
+                after += 1;
+            }
+        }
+    }
+    assert!(before >= 1 && after >= 1, "{before} before, {after} after");
 }

@@ -127,6 +127,8 @@ pub struct Directory {
     voids: BTreeMap<StreamId, Vec<(SeqRange, VoidReason)>>,
     /// A cloud said the tenant is sealed.
     sealed: bool,
+    /// Each scope's highest epoch a cloud published.
+    epochs: BTreeMap<String, u32>,
 }
 
 impl Directory {
@@ -264,6 +266,17 @@ impl Directory {
     /// Whether a cloud said the tenant is sealed ([`ControlItem::Sealed`]).
     pub fn is_sealed(&self) -> bool {
         self.sealed
+    }
+
+    /// `scope`'s current key epoch as a cloud published it (1, every scope's first, when none
+    /// was published).
+    pub fn current_epoch(&self, scope: &str) -> u32 {
+        self.epochs.get(scope).copied().unwrap_or(1)
+    }
+
+    /// Every published epoch: (scope, its current epoch), by scope.
+    pub fn epochs(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.epochs.iter().map(|(s, e)| (s.as_str(), *e))
     }
 
     /// Whether a cloud is known here: then the tenant's table settings apply (a peer with no
@@ -410,11 +423,17 @@ impl Directory {
         let mut versions: BTreeMap<SiteId, BTreeMap<u64, Scopes>> = BTreeMap::new();
         let mut voids: BTreeMap<StreamId, Vec<(SeqRange, VoidReason)>> = BTreeMap::new();
         let mut sealed = false;
+        let mut epochs: BTreeMap<String, u32> = BTreeMap::new();
         for cloud in &clouds {
             for e in self.entries_after(cloud, 0) {
                 let k = match &e.item {
                     ControlItem::Sealed => {
                         sealed = true;
+                        continue;
+                    }
+                    ControlItem::Epoch(ep) => {
+                        let held = epochs.entry(ep.scope.clone()).or_insert(ep.epoch);
+                        *held = (*held).max(ep.epoch);
                         continue;
                     }
                     ControlItem::Void(v) => {
@@ -476,7 +495,10 @@ impl Directory {
                         continue;
                     }
                     // A hub's word counts for devices' keys and grants only.
-                    ControlItem::Table(_) | ControlItem::Void(_) | ControlItem::Sealed => continue,
+                    ControlItem::Table(_)
+                    | ControlItem::Void(_)
+                    | ControlItem::Sealed
+                    | ControlItem::Epoch(_) => continue,
                 };
                 if k.role == PeerRole::Device {
                     admitted.insert((*hub, k.site));
@@ -570,6 +592,7 @@ impl Directory {
         }
         self.voids = voids;
         self.sealed = sealed;
+        self.epochs = epochs;
     }
 }
 
