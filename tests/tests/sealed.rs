@@ -49,6 +49,18 @@ fn names(d: &DeviceDb) -> Vec<String> {
         .collect()
 }
 
+/// Every batch the mailbox in the data directory `data` holds, as stored.
+fn held_batches(data: &std::path::Path) -> Vec<Vec<u8>> {
+    let mailbox = rusqlite::Connection::open(data.join("mailbox.db")).unwrap();
+    let mut st = mailbox.prepare("SELECT bytes FROM batches").unwrap();
+    let batches = st
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    batches
+}
+
 /// `outpost-cloud init --sealed`, then `run`.
 fn sealed_cloud(data: &std::path::Path) -> Cloud {
     run_ok(
@@ -107,13 +119,7 @@ fn devices_of_a_sealed_tenant_sync_through_the_cloud_and_its_mailbox_holds_only_
 
     // Every batch the cloud's mailbox holds is sealed, and the file holds no name, no table or
     // column name, no form title of the story in the clear.
-    let mailbox = rusqlite::Connection::open(data.join("mailbox.db")).unwrap();
-    let mut st = mailbox.prepare("SELECT bytes FROM batches").unwrap();
-    let batches: Vec<Vec<u8>> = st
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let batches = held_batches(&data);
     assert!(batches.len() >= 3, "{} batches", batches.len());
     for b in &batches {
         let h = codec::decode_header(b, &Limits::default()).unwrap();
@@ -260,13 +266,7 @@ fn a_revoked_tablets_keys_open_nothing_pushed_after_its_revocation() {
         .collect();
     assert!(gone_keys.iter().all(|(_, e, _)| *e == 1), "{gone_keys:?}");
 
-    let mailbox = rusqlite::Connection::open(cloud.data.join("mailbox.db")).unwrap();
-    let mut st = mailbox.prepare("SELECT bytes FROM batches").unwrap();
-    let batches: Vec<Vec<u8>> = st
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let batches = held_batches(&cloud.data);
     let (mut before, mut after) = (0, 0);
     for b in &batches {
         let h = codec::decode_header(b, &Limits::default()).unwrap();
