@@ -412,6 +412,57 @@ fn signature_cost(dir: &Path, apply_s: f64) {
     );
 }
 
+/// Seals every chunk file in `dir` under one scope key (what a sealed tenant's device does at
+/// push), then opens and decodes each (what the receiver's apply does instead of decoding) and
+/// decodes each unsealed for comparison; prints the cost per batch, and sealing's and opening's
+/// extra as a share of `apply_s`, the W4 apply time of all of them (issue 20's goal: 3%).
+fn sealing_cost(dir: &Path, apply_s: f64) {
+    use outpost_protocol::batch::codec::{decode, Limits};
+    use outpost_protocol::seal::{decode_sealed, seal_batch, ScopeKey};
+    let key = ScopeKey::new(1, [9; 32]).unwrap();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let batches: Vec<Vec<u8>> = names.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let limits = Limits::default();
+    let t = Instant::now();
+    let sealed: Vec<Vec<u8>> = batches
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            // A distinct nonce per batch, as a device draws them.
+            let mut nonce = [0u8; 12];
+            nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            seal_batch(b, &key, nonce).unwrap()
+        })
+        .collect();
+    let seal_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for b in &batches {
+        std::hint::black_box(decode(b, &limits).unwrap());
+    }
+    let plain_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for b in &sealed {
+        std::hint::black_box(decode_sealed(b, &limits, |_, _| Some(key.clone())).unwrap());
+    }
+    let open_s = t.elapsed().as_secs_f64();
+    let n = batches.len().max(1) as f64;
+    let extra = (open_s - plain_s).max(0.0);
+    println!(
+        "sealing     seal {:.0} µs, open+decode {:.0} µs vs decode {:.0} µs per batch ({} \
+         batches); opening adds {:.2}% to the W4 apply time, sealing costs the pusher {:.2}% of it",
+        seal_s / n * 1e6,
+        open_s / n * 1e6,
+        plain_s / n * 1e6,
+        batches.len(),
+        extra / apply_s * 100.0,
+        seal_s / apply_s * 100.0
+    );
+}
+
 /// Child process: applies the chunk files in `dir` into a fresh database, `group` chunks per
 /// `outpost_apply_many` call (1: one `outpost_apply` per chunk); prints
 /// `rows seconds vmhwm_kib`.
@@ -911,6 +962,7 @@ fn main() {
     // once. Measured on the same chunks, against the W4 apply time per chunk.
     if let Some(rate) = w4_rate {
         signature_cost(&chunks, (np + nv) as f64 / rate);
+        sealing_cost(&chunks, (np + nv) as f64 / rate);
     }
 
     // 1% update: phone of every 100th patient
