@@ -3,7 +3,9 @@
 //! never reach a peer, who would refuse the batch and stall on it at every pull.
 //!
 //! **The check.** Every batch read to be served (a peer's pull, the hub's uplink export) goes
-//! through [`check`]: `codec::verify` (the clear header parses, the body as sent has the length
+//! through [`check`], at most once a minute per batch ([`CHECK_TTL`]: a batch this process
+//! stored was verified when it was staged, one it served was checked then; a bit flipped on disk
+//! is found at the first serve a minute after the last check): `codec::verify` (the clear header parses, the body as sent has the length
 //! the header states and the SHA-256 it states), then the header against its row (origin,
 //! stream, range and body hash as stored when the batch was committed). Rows are never parsed;
 //! a sealed body is checked as the bytes it is. What the check does not see: a flip in the
@@ -28,8 +30,11 @@ use crate::mailbox::{advance_coverage, Mailbox};
 use outpost_protocol::batch::codec::{verify, DecodeError, Limits};
 use outpost_protocol::{SeqRange, SiteId, StreamId};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Created at every open.
 pub(crate) const DAMAGE_SCHEMA: &str = "
@@ -89,6 +94,63 @@ impl fmt::Display for Damage {
 }
 
 /// Checks `row`'s bytes against themselves and against the row.
+/// Rows this process checked, or stored having verified their bytes when they were staged, per
+/// mailbox file, with when: (row id, the first 8 bytes of the body hash, so a reused row id is
+/// not taken for the batch it held before). A row served again within [`CHECK_TTL`] costs no
+/// hash pass: a first sync, or many devices pulling the same clinic's batches, hash each body
+/// once a minute at most (issue 20's goal: the hub's relay throughput within 3%; see
+/// docs/performance.md). A bit flipped on disk is found at the first serve after that: within a
+/// minute of the flip. At most [`MAX_CHECKED`] rows per process; when full it starts over, so
+/// memory stays bounded (a few MiB) and rows are just checked again.
+static CHECKED: Mutex<BTreeMap<PathBuf, CheckedRows>> = Mutex::new(BTreeMap::new());
+
+/// One file's checked rows: (row id, body hash prefix) → when.
+type CheckedRows = HashMap<(i64, u64), Instant>;
+
+/// How long a checked row is served without checking again.
+pub const CHECK_TTL: Duration = Duration::from_secs(60);
+
+/// The most rows [`CHECKED`] remembers, over every file.
+const MAX_CHECKED: usize = 1 << 18;
+
+fn checked_key(id: i64, sha256: &[u8; 32]) -> (i64, u64) {
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&sha256[..8]);
+    (id, u64::from_le_bytes(prefix))
+}
+
+/// Whether this process checked (or stored, verified) row `id` with this body hash within
+/// [`CHECK_TTL`].
+pub(crate) fn known_good(path: &Path, id: i64, sha256: &[u8; 32]) -> bool {
+    let checked = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
+    checked
+        .get(path)
+        .and_then(|rows| rows.get(&checked_key(id, sha256)))
+        .is_some_and(|at| at.elapsed() < CHECK_TTL)
+}
+
+/// Remembers that rows (id, body hash) are good now (checked, or verified when staged).
+pub(crate) fn note_good(path: &Path, rows: impl IntoIterator<Item = (i64, [u8; 32])>) {
+    let mut checked = CHECKED.lock().unwrap_or_else(|p| p.into_inner());
+    if checked.values().map(HashMap::len).sum::<usize>() >= MAX_CHECKED {
+        checked.clear();
+    }
+    let now = Instant::now();
+    let set = checked.entry(path.to_path_buf()).or_default();
+    for (id, sha) in rows {
+        set.insert(checked_key(id, &sha), now);
+    }
+}
+
+impl Mailbox {
+    /// Forgets which batches this process checked, in every mailbox file, as [`CHECK_TTL`]
+    /// passing (or a restart) does: the next serve of each checks it again. For an operator's
+    /// scrub, and for tests that damage a file this process wrote.
+    pub fn forget_checked() {
+        CHECKED.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
 pub(crate) fn check(row: &Row<'_>) -> Result<(), Damage> {
     let header = verify(row.bytes, &ANY_SIZE).map_err(Damage::Bytes)?;
     if header.body_sha256 != *row.sha256 {
