@@ -35,6 +35,10 @@ impl ServerStore for Mailbox {
         Ok(self.directory()?.is_sealed() || self.digest_key()?.is_some())
     }
 
+    fn current_epoch(&mut self, scope: &str) -> Result<u32, MailboxError> {
+        Ok(self.directory()?.current_epoch(scope))
+    }
+
     fn vector(&mut self) -> Result<VersionVector, MailboxError> {
         Mailbox::vector(self)
     }

@@ -195,6 +195,9 @@ pub enum ErrorCode {
     /// A pushed batch is not sealed, in a sealed tenant; nothing of the push was stored: the
     /// device pushes once it holds its scope's key (tag 16).
     Unsealed,
+    /// A device pushed a batch sealed under a retired key epoch of a scope it still holds,
+    /// though this relay handed it the current one; nothing of the push was stored (tag 17).
+    RetiredEpoch,
 }
 
 /// Bytes carried as one postcard byte string (length varint, then the bytes), not as a sequence

@@ -212,6 +212,12 @@ pub trait ServerStore {
     fn sealed_tenant(&mut self) -> Result<bool, Self::Error> {
         Ok(false)
     }
+    /// The current key epoch of the scope stream id `scope` names, as the control stream
+    /// publishes it (0: unknown, nothing is judged by it). Default: 0.
+    fn current_epoch(&mut self, scope: &str) -> Result<u32, Self::Error> {
+        let _ = scope;
+        Ok(0)
+    }
     /// A sealed tenant's scope keys for the peer whose hello is `hello`, each envelope wrapped
     /// to one site's static key (docs/design.md section 10, "Sealed batches"), for the answer
     /// to that hello: the peer's own envelope for a device (its grant's scopes, and the scopes
@@ -440,6 +446,19 @@ pub enum SessionError {
         /// Its seq range.
         range: SeqRange,
     },
+    /// A device pushed a batch sealed under a key epoch older than its scope's current one,
+    /// though this session handed it the current one (docs/design.md section 10, "Sealed
+    /// batches"); nothing of the push was stored. A draining scope's batches are not judged so.
+    RetiredEpoch {
+        /// The origin (the pushing device).
+        origin: SiteId,
+        /// The batch's stream (scope id).
+        scope: String,
+        /// The epoch it is sealed under.
+        epoch: u32,
+        /// The scope's current epoch.
+        current: u32,
+    },
     /// A pushed batch is flagged `transfer` (cells credited to other sites): only the cloud
     /// writes transfers and its batches travel by pull, so no push may carry one; nothing of the
     /// push was stored.
@@ -606,6 +625,17 @@ impl fmt::Display for SessionError {
                  pushes once it holds the scope's key)",
                 range.lo, range.hi
             ),
+            SessionError::RetiredEpoch {
+                origin,
+                scope,
+                epoch,
+                current,
+            } => write!(
+                f,
+                "push refused: a batch of origin {origin} in stream '{scope}' is sealed under \
+                 retired key epoch {epoch}, though this relay handed the device epoch {current}; \
+                 nothing of this push was stored"
+            ),
             SessionError::TransferPushed { origin, range } => write!(
                 f,
                 "push refused: batch of origin {origin} seqs {}..={} is a transfer (cells \
@@ -675,6 +705,7 @@ impl SessionError {
             SessionError::ScopeRefused { .. } => ErrorCode::ScopeRefused,
             SessionError::GrantUnknown { .. } => ErrorCode::GrantUnknown,
             SessionError::Unsealed { .. } => ErrorCode::Unsealed,
+            SessionError::RetiredEpoch { .. } => ErrorCode::RetiredEpoch,
             SessionError::TransferPushed { .. } => ErrorCode::ForeignOrigin,
             SessionError::ClockAhead { .. } => ErrorCode::ClockAhead,
             SessionError::AckMismatch

@@ -9,6 +9,7 @@ use outpost_protocol::session::{ClientSession, ServerSession, ServerStore, Sessi
 use outpost_protocol::{SiteId, VersionVector, PROTOCOL_VERSION};
 use proptest::prelude::*;
 use session_support::*;
+use std::collections::HashMap;
 
 const OTHER: SiteId = SiteId([0x22; 16]);
 const THIRD: SiteId = SiteId([0x33; 16]);
@@ -1317,4 +1318,78 @@ fn a_hello_with_bad_drains_does_not_decode() {
     }
     let many: Vec<Drain> = (0..=MAX_DRAINS).map(|i| d(&format!("s{i}"))).collect();
     assert!(matches!(with(many), Err(MessageError::InvalidField { .. })));
+}
+
+/// A relay refuses a push under a retired key epoch only from a device it handed the current one
+/// in this session's hello (issue 20 item 4): sealed under the current epoch it passes; a device
+/// handed nothing is not refused; a scope the device drains is not judged.
+#[test]
+fn a_push_under_a_retired_epoch_is_refused_only_from_a_device_handed_the_current_one() {
+    use outpost_protocol::message::SealedKeys;
+    use outpost_protocol::scope::Scopes;
+    use outpost_protocol::seal::{seal_batch, ScopeKey};
+    // Written under version 1 of the device's grant, which held moshi.
+    let sealed = |lo: u64, epoch: u32| -> Vec<u8> {
+        let plain = outpost_testkit::batch::scoped_under(DEVICE, "moshi", 1, lo, lo);
+        let key = ScopeKey::new(epoch, [epoch as u8; 32]).unwrap();
+        outpost_testkit::keys::signed(seal_batch(&plain, &key, [lo as u8; 12]).unwrap())
+    };
+    let moshi = Scopes::parse(["moshi"]).unwrap();
+    let versions = || HashMap::from([((DEVICE, 1), moshi.clone())]);
+    let handed = || MemServer {
+        keys: vec![SealedKeys {
+            site: DEVICE,
+            envelope: Bytes(vec![1, 2, 3]),
+        }],
+        current_epoch: 2,
+        grant_versions: versions(),
+        ..MemServer::default()
+    };
+    let push_one = |store: &mut MemServer, grant: Scopes, batch: Vec<u8>| {
+        let mut config = server_config();
+        config.peer_grant = grant;
+        let mut server = ServerSession::<MemServer>::new(config);
+        let mut h = hello(4);
+        if let Message::Hello(ref mut h) = h {
+            h.drains = vec![outpost_protocol::message::Drain {
+                scope: "moshi".into(),
+                last: 9,
+            }];
+        }
+        server.handle(h, 0, store).unwrap();
+        drain(&mut server, store);
+        server.handle(push(4, batch), 0, store)
+    };
+    let mut store = handed();
+    let e = push_one(&mut store, Scopes::All, sealed(1, 1)).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SessionError::RetiredEpoch {
+                epoch: 1,
+                current: 2,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_message(),
+        Some(Message::Error {
+            code: ErrorCode::RetiredEpoch,
+            message: e.to_string(),
+        })
+    );
+    push_one(&mut store, Scopes::All, sealed(1, 2)).unwrap();
+    // Handed nothing: it seals under what it holds.
+    let mut unhanded = MemServer {
+        current_epoch: 2,
+        grant_versions: versions(),
+        ..MemServer::default()
+    };
+    push_one(&mut unhanded, Scopes::All, sealed(1, 1)).unwrap();
+    // Draining moshi (no longer granted): its own batches pass under the epoch it held.
+    let mut draining = handed();
+    let tanga = Scopes::parse(["tanga"]).unwrap();
+    push_one(&mut draining, tanga, sealed(1, 1)).unwrap();
 }

@@ -435,6 +435,7 @@ impl<S: ServerStore> ServerSession<S> {
                 range: header.range,
             });
         }
+        self.check_epoch(&header, store)?;
         // Only the cloud writes `down` tables, and the cloud never pushes: it is the top of the
         // tree, and relays take its batches by pulling. So no push may carry one.
         if header.flags.direction == Direction::Down {
@@ -517,6 +518,36 @@ impl<S: ServerStore> ServerSession<S> {
             Some(last) if header.range.hi > last => Err(refused()),
             _ => Ok(()),
         }
+    }
+
+    /// A relay refuses a push under a retired epoch only from a device it has handed the new one
+    /// (docs/design.md section 10, "Sealed batches"): this session's hello answer carried the
+    /// device's envelope, so it holds every current epoch; a device that learnt of none seals
+    /// under what it holds and is not refused. A scope it drains (no longer in its grant) is
+    /// not judged: its own batches pass under the epoch it held.
+    fn check_epoch(
+        &self,
+        header: &crate::batch::BatchHeader,
+        store: &mut S,
+    ) -> Result<(), SessionError> {
+        let handed = self.keys_sent.iter().any(|k| k.site == header.origin);
+        if header.key_epoch == 0
+            || !handed
+            || self.config.peer_pushes != PushOrigins::Own
+            || !self.config.peer_grant.contains(&header.stream)
+        {
+            return Ok(());
+        }
+        let current = store.current_epoch(&header.stream).map_err(store_err)?;
+        if header.key_epoch < current {
+            return Err(SessionError::RetiredEpoch {
+                origin: header.origin,
+                scope: header.stream.clone(),
+                epoch: header.key_epoch,
+                current,
+            });
+        }
+        Ok(())
     }
 
     /// The first relay's time bound (docs/design.md section 10, "Time"): a device's own batch

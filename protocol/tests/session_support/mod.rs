@@ -37,6 +37,10 @@ pub struct MemServer {
     pub grant_versions: HashMap<(SiteId, u64), outpost_protocol::scope::Scopes>,
     /// The drains devices declared: (site, scope) → last seq.
     pub drains: HashMap<(SiteId, String), u64>,
+    /// Key envelopes handed in the answer to every hello (a sealed tenant's).
+    pub keys: Vec<outpost_protocol::message::SealedKeys>,
+    /// Every scope's current key epoch (0: none published).
+    pub current_epoch: u32,
 }
 
 impl MemServer {
@@ -149,6 +153,15 @@ impl ServerStore for MemServer {
         *next += r.count;
         self.grants.insert((*peer, r.request), vec![range]);
         Ok(vec![range])
+    }
+    fn keys_for(
+        &mut self,
+        _hello: &outpost_protocol::message::Hello,
+    ) -> Result<Vec<outpost_protocol::message::SealedKeys>, String> {
+        Ok(self.keys.clone())
+    }
+    fn current_epoch(&mut self, _scope: &str) -> Result<u32, String> {
+        Ok(self.current_epoch)
     }
     fn highest_admitted(&mut self) -> Result<outpost_protocol::Hlc, String> {
         Ok(self
