@@ -87,7 +87,7 @@ impl From<ControlError> for StatusError {
 /// Everything `status` shows, as JSON (the human form is rendered from it).
 pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
     let tenant = Tenant::open(&dir.tenant_path(), dir.identity.site)?;
-    let (mailbox, ids, clocks, directions, rules) = {
+    let (mailbox, ids, clocks, directions, rules, sealing) = {
         let mut mb = dir.mailbox()?;
         let directory = mb.directory()?;
         let directions: serde_json::Map<String, Value> = directory
@@ -95,12 +95,25 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             .map(|(n, d)| (n.to_string(), json!(d.as_str())))
             .collect();
         let rules = tenant.scope_rules(directory)?;
+        // A sealed tenant's key epochs per scope (`""`: the unscoped stream); `null` unsealed.
+        let sealing = match mb.digest_key()? {
+            Some(_) => {
+                let epochs: serde_json::Map<String, Value> = mb
+                    .scope_key_epochs()?
+                    .into_iter()
+                    .map(|(scope, epoch)| (scope, json!(epoch)))
+                    .collect();
+                json!({"epochs": epochs, "envelopes": mb.envelopes_held()?})
+            }
+            None => Value::Null,
+        };
         (
             mb.status()?,
             mb.id_status()?,
             mb.clock_admission()?,
             directions,
             rules,
+            sealing,
         )
     };
     // Each table's scope rule: the tenant's (`null`: unscoped).
@@ -184,6 +197,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
         "mailbox": {"batches": mailbox.batches, "bytes": mailbox.bytes, "origins": origins,
                     "damaged": mailbox.damaged},
         "scopes": scopes,
+        "sealed": sealing,
         // The time bound (docs/design.md section 10, "Time"): a device's push stamped up to a
         // second past the highest clock held passes whatever the cloud's time says.
         "clocks": {
@@ -262,6 +276,30 @@ pub fn render(v: &Value) -> String {
             _ => String::new(),
         }
     ));
+    match v["sealed"]["epochs"].as_object() {
+        Some(epochs) => {
+            let list: Vec<String> = epochs
+                .iter()
+                .map(|(scope, e)| {
+                    let name = if scope.is_empty() {
+                        "(unscoped)"
+                    } else {
+                        scope
+                    };
+                    format!("{name} {}", s(e))
+                })
+                .collect();
+            line(format!(
+                "sealed     key epochs: {}",
+                if list.is_empty() {
+                    "none made yet".to_string()
+                } else {
+                    list.join(", ")
+                }
+            ));
+        }
+        None => line("sealed     no (batch bodies travel in the clear)".to_string()),
+    }
     for c in v["scopes"].as_array().cloned().unwrap_or_default() {
         line(format!(
             "  scope {}  {} batches  {} bytes  {} peers",

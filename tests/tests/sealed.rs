@@ -241,6 +241,9 @@ fn a_revoked_tablets_keys_open_nothing_pushed_after_its_revocation() {
     );
     let out = String::from_utf8_lossy(&out.stdout);
     assert!(out.contains("key epoch 2"), "{out}");
+    let epochs = cloud.status()["sealed"]["epochs"].clone();
+    assert_eq!(epochs["moshi"], 2, "{epochs}");
+    assert_eq!(epochs[""], 2, "{epochs}");
 
     kept.exec("INSERT INTO patients VALUES ('m3', 'Kheri Ndalichako', 'moshi')");
     within("the kept tablet pushes under the new epoch", || {
