@@ -1393,3 +1393,43 @@ fn a_push_under_a_retired_epoch_is_refused_only_from_a_device_handed_the_current
     let tanga = Scopes::parse(["tanga"]).unwrap();
     push_one(&mut draining, tanga, sealed(1, 1)).unwrap();
 }
+
+/// A server holding control entries the client lacks sends them right after its hello; the
+/// client's push waits for them (they may say the tenant is sealed, or set a table), and starts
+/// once they are taken. A server with nothing more lets it push at once.
+#[test]
+fn the_push_waits_for_the_control_entries_the_servers_hello_announces() {
+    let mut cstore = Device::holding(DEVICE, vec![batch(DEVICE, 1, 1)]);
+    let mut client = ClientSession::new(client_config(1));
+    let mut sstore = MemServer::default();
+    let Some(Message::Hello(_)) = client.poll(&mut cstore).unwrap() else {
+        panic!("the client opens with its hello");
+    };
+    let mut server = ServerSession::<MemServer>::new(server_config());
+    server.handle(hello(1), 0, &mut sstore).unwrap();
+    let Some(Message::Hello(mut answer)) = server.poll(&mut sstore).unwrap() else {
+        panic!("the server answers with its hello");
+    };
+    answer.control.set(SiteId([0xc0; 16]), 3);
+    client.handle(Message::Hello(answer), &mut cstore).unwrap();
+    assert_eq!(
+        client.poll(&mut cstore).unwrap(),
+        None,
+        "nothing is pushed before the announced entries arrive"
+    );
+    client
+        .handle(
+            Message::Control {
+                entries: vec![Bytes(vec![1, 2, 3])],
+            },
+            &mut cstore,
+        )
+        .unwrap();
+    assert!(
+        matches!(
+            client.poll(&mut cstore).unwrap(),
+            Some(Message::Push { .. })
+        ),
+        "the push starts once they are taken"
+    );
+}

@@ -7,6 +7,7 @@ use crate::batch::codec::{self, Limits as BatchLimits};
 use crate::id_range::IdRequest;
 use crate::message::{Bytes, Covered, Hello, Message, PeerRole, SessionId};
 use crate::site::SiteId;
+use crate::vector::ControlVector;
 use crate::PROTOCOL_VERSION;
 use alloc::collections::VecDeque;
 use alloc::string::String;
@@ -38,6 +39,9 @@ pub struct ClientConfig {
 enum ClientState<E> {
     Start,
     AwaitHello,
+    /// The server's hello said it holds control entries this client lacks: they come next,
+    /// and the push starts once they are taken.
+    AwaitControl,
     Pushing {
         plan: E,
     },
@@ -58,6 +62,7 @@ impl<E> ClientState<E> {
         match self {
             ClientState::Start => "starting",
             ClientState::AwaitHello => "awaiting hello",
+            ClientState::AwaitControl => "awaiting control entries",
             ClientState::Pushing { .. } => "pushing",
             ClientState::AwaitAck => "awaiting the ack",
             ClientState::Pulling => "pulling",
@@ -80,6 +85,9 @@ pub struct ClientSession<C: ClientStore> {
     /// The scopes whose own streams the hello asked served back ([`ClientStore::regain`]):
     /// pulled batches of this site's origin are accepted for those streams only.
     regain: Vec<String>,
+    /// The control vector the hello stated: a server holding more sends its entries right
+    /// after its hello, and the push waits for them (they may say the tenant is sealed).
+    sent_control: ControlVector,
     out: VecDeque<Message>,
 }
 
@@ -105,6 +113,7 @@ impl<C: ClientStore> ClientSession<C> {
             attempts: 0,
             applied: 0,
             regain: Vec::new(),
+            sent_control: ControlVector::new(),
             out: VecDeque::new(),
         }
     }
@@ -161,6 +170,12 @@ impl<C: ClientStore> ClientSession<C> {
             }
             (_, Message::Pong { .. }) => Ok(()),
             // The server's control entries follow its hello, ahead of anything they judge.
+            (ClientState::AwaitControl, Message::Control { entries }) => {
+                store
+                    .control_received(entries.into_iter().map(|b| b.0).collect())
+                    .map_err(store_err)?;
+                self.start_push(store)
+            }
             (_, Message::Control { entries }) => store
                 .control_received(entries.into_iter().map(|b| b.0).collect())
                 .map_err(store_err),
@@ -299,7 +314,17 @@ impl<C: ClientStore> ClientSession<C> {
         if !h.keys.is_empty() {
             store.keys_received(&h.keys).map_err(store_err)?;
         }
+        // Entries this client lacks come right after the hello: the push waits for them (a
+        // tenant sealed since, a table setting), so nothing is exported on an older word.
+        let pending = h
+            .control
+            .iter()
+            .any(|(writer, &seq)| seq > self.sent_control.get(writer));
         self.server_hello = Some(h);
+        if pending {
+            self.state = ClientState::AwaitControl;
+            return Ok(());
+        }
         self.start_push(store)
     }
 
@@ -357,6 +382,7 @@ impl<C: ClientStore> ClientSession<C> {
             ClientState::Start => {
                 let vector = store.vector().map_err(store_err)?;
                 let control = store.control_vector().map_err(store_err)?;
+                self.sent_control = control.clone();
                 let drains = store.drains().map_err(store_err)?;
                 let regain = store.regain().map_err(store_err)?;
                 self.regain = regain.iter().map(|r| r.scope.clone()).collect();

@@ -427,8 +427,13 @@ impl<S: ServerStore> ServerSession<S> {
         check_signature(&header, &key)?;
         self.check_scope(&header, store)?;
         // A sealed tenant's bodies are stored sealed by every relay (docs/design.md section 10,
-        // invariant S5).
-        if header.key_epoch == 0 && store.sealed_tenant().map_err(store_err)? {
+        // invariant S5): the first relay refuses a device's unsealed push. A relayed one is
+        // taken (its relay took it before it knew the tenant is sealed; refusing it would stop
+        // that relay's uplink for good, and losing it would lose the device's changes).
+        if self.config.peer_pushes == PushOrigins::Own
+            && header.key_epoch == 0
+            && store.sealed_tenant().map_err(store_err)?
+        {
             return Err(SessionError::Unsealed {
                 origin: header.origin,
                 scope: header.stream.clone(),
