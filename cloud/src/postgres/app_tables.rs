@@ -389,3 +389,64 @@ fn add_foreign_key(
         t.name, parent.name
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_protocol::batch::ForeignKey;
+    use outpost_protocol::Strategy;
+
+    fn col(name: &str, decl: &str, not_null: bool) -> ColumnSchema {
+        ColumnSchema {
+            name: name.into(),
+            decl_type: decl.into(),
+            strategy: Strategy::Lww,
+            not_null,
+        }
+    }
+
+    #[test]
+    fn create_sql_has_real_types_not_null_and_the_key_quoted() {
+        let t = TableSchema {
+            name: "Odd \"name\"".into(),
+            columns: vec![
+                col("id", "VARCHAR(36)", true),
+                col("n", "SMALLINT", false),
+                col("w", "FLOAT", false),
+                col("ok", "BOOLEAN", false),
+                col("raw", "", false),
+                col("doc", "BLOB", true),
+            ],
+            primary_key: vec![0, 1],
+            foreign_keys: vec![ForeignKey {
+                columns: vec![0],
+                parent: "p".into(),
+                parent_columns: vec![],
+            }],
+            scope: None,
+        };
+        assert_eq!(
+            create_sql(&t),
+            "CREATE TABLE \"public\".\"Odd \"\"name\"\"\" (\"id\" text NOT NULL, \"n\" bigint, \
+             \"w\" double precision, \"ok\" numeric, \"raw\" bytea, \"doc\" bytea NOT NULL, \
+             PRIMARY KEY (\"id\", \"n\"))"
+        );
+    }
+
+    #[test]
+    fn names_postgresql_would_truncate_are_refused() {
+        let mut t = TableSchema {
+            name: "t".repeat(MAX_NAME_BYTES),
+            columns: vec![col("id", "TEXT", true)],
+            primary_key: vec![0],
+            foreign_keys: vec![],
+            scope: None,
+        };
+        assert!(check_lengths(&t).is_ok());
+        t.columns[0].name = "c".repeat(MAX_NAME_BYTES + 1);
+        assert!(matches!(
+            check_lengths(&t),
+            Err(AppTableError::NameTooLong { name, .. }) if name.len() == 64
+        ));
+    }
+}
