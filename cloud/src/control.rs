@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT NOT NULL);
 pub const LAST_LISTEN: &str = "last_listen";
 /// The HTTPS address of the last `run`.
 pub const LAST_HTTPS: &str = "last_https";
+/// The URL of the tenant's PostgreSQL database (`init --postgres`; absent: the SQLite tenant).
+/// It may hold the role's password: this file is mode 0600, and nothing prints the URL.
+pub const POSTGRES_URL: &str = "postgres_url";
 /// The last error applying a batch to the tenant database, if any (cleared on success).
 pub const LAST_APPLY_ERROR: &str = "last_apply_error";
 

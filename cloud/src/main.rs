@@ -5,6 +5,7 @@ use outpost_cloud::control::TableRights;
 use outpost_cloud::control::{LAST_HTTPS, LAST_LISTEN};
 use outpost_cloud::datadir::{unix_now, DataDir};
 use outpost_cloud::https::{self, TlsFiles};
+use outpost_cloud::postgres;
 use outpost_cloud::revocation::revoke_relayed;
 use outpost_cloud::rotation;
 use outpost_cloud::service::Cloud;
@@ -23,11 +24,12 @@ use std::time::Duration;
 
 const USAGE: &str = "\
 usage:
-  outpost-cloud init        --data DIR [--unsealed | --sealed]
+  outpost-cloud init        --data DIR [--unsealed | --sealed] [--postgres URL]
                             (sealed: batch bodies encrypted per scope; unsealed is the default
-                            for now)
+                            for now; --postgres: the tenant's tables in that PostgreSQL database,
+                            postgresql://USER:PASSWORD@HOST:PORT/DATABASE; it cannot serve yet)
   outpost-cloud run         --data DIR [--listen ADDR:PORT] [--https ADDR:PORT]
-                            [--tls-cert FILE --tls-key FILE]
+                            [--tls-cert FILE --tls-key FILE] [--postgres URL]
   outpost-cloud enroll-code --data DIR --hub|--device [--address HOST:PORT]... [--ttl SECONDS] [--no-qr]
                             [--scopes a,b] [--enroll]
   outpost-cloud api-token   --data DIR NAME [--scopes a,b] [--tables t1:rw,t2:r]
@@ -66,6 +68,8 @@ struct Args {
     no_qr: bool,
     /// `init --sealed` / `--unsealed`.
     sealed: Option<bool>,
+    /// `init --postgres URL` / `run --postgres URL`.
+    postgres: Option<String>,
     positional: Vec<String>,
 }
 
@@ -125,6 +129,9 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Asked<Args>> {
                 }
                 args.sealed = Some(sealed);
             }
+            "--postgres" if matches!(args.command.as_str(), "init" | "run") => {
+                args.postgres = Some(value("--postgres")?)
+            }
             "--no-qr" => args.no_qr = true,
             "-h" | "--help" => return Ok(Asked::Help),
             s if s.starts_with('-') => bail!("unknown option {s}"),
@@ -168,7 +175,25 @@ fn init(args: &Args) -> Result<()> {
     );
     println!("site {}", dir.identity.site);
     println!("key  {}", dir.identity.public().fingerprint());
-    println!("tenant database {}", dir.tenant_path().display());
+    match &args.postgres {
+        Some(url) => {
+            let done = postgres::setup::init(&dir, url)?;
+            println!(
+                "tenant database postgres {} ({})",
+                done.target,
+                match done.prepared {
+                    postgres::Prepared::Created => "schema outpost prepared",
+                    postgres::Prepared::Existing => "already this tenant's",
+                }
+            );
+        }
+        None => match postgres::setup::store(&dir)? {
+            postgres::Store::Postgres {
+                target: Some(target),
+            } => println!("tenant database postgres {target}"),
+            _ => println!("tenant database {}", dir.tenant_path().display()),
+        },
+    }
     let mut mailbox = dir.mailbox()?;
     let sealed = match args.sealed {
         Some(true) => {
@@ -210,6 +235,12 @@ fn parse_addr(flag: &str, value: &str) -> Result<SocketAddr> {
 
 fn run(args: &Args) -> Result<()> {
     let dir = DataDir::open(data_path(args)?)?;
+    let url = args
+        .postgres
+        .clone()
+        .or_else(|| std::env::var("OUTPOST_POSTGRES_URL").ok())
+        .filter(|u| !u.is_empty());
+    postgres::setup::check_servable(&dir, url.as_deref())?;
     let https_addr = parse_addr("--https", args.https.as_deref().unwrap_or("0.0.0.0:8443"))?;
     let listen_addr = parse_addr("--listen", args.listen.as_deref().unwrap_or("0.0.0.0:7430"))?;
     let files = match (&args.tls_cert, &args.tls_key) {

@@ -180,8 +180,18 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
                    "tables": t.tables.map(|r| r.to_string())})
         })
         .collect();
+    // Where the tenant lives; never the URL (it may hold the role's password).
+    let store = match control.setting(crate::control::POSTGRES_URL)? {
+        Some(url) => match crate::postgres::connect::target(&url) {
+            Ok(t) => json!({"kind": "postgres", "host": t.host, "port": t.port,
+                            "database": t.database, "user": t.user}),
+            Err(_) => json!({"kind": "postgres", "error": "the stored URL does not parse"}),
+        },
+        None => json!({"kind": "sqlite", "path": dir.tenant_path().display().to_string()}),
+    };
     Ok(json!({
         "site": dir.identity.site.to_string(),
+        "store": store,
         "key": dir.identity.public().fingerprint(),
         "listen": control.setting(crate::control::LAST_LISTEN)?,
         "https": control.setting(crate::control::LAST_HTTPS)?,
@@ -230,6 +240,19 @@ pub fn render(v: &Value) -> String {
         s(&v["listen"]),
         s(&v["https"])
     ));
+    let st = &v["store"];
+    line(if st["kind"] == json!("postgres") {
+        format!(
+            "store      postgres host {} port {}, database {} as role {} (not serving yet: \
+             issue 21)",
+            s(&st["host"]),
+            s(&st["port"]),
+            s(&st["database"]),
+            s(&st["user"])
+        )
+    } else {
+        format!("store      sqlite {}", s(&st["path"]))
+    });
     let t = &v["tenant"];
     line(format!(
         "tenant     {} (db version {}, {} quarantined)",

@@ -23,6 +23,9 @@
 //! CLI's tests): the release-built binaries, `outpost-hub` and `outpost-cloud` processes, device
 //! databases with the built extension loaded, the mailbox check, a connection-cutting proxy.
 //!
+//! With the `pg` feature, module `pg`: a PostgreSQL database of a test's own on the test cluster
+//! (`OUTPOST_TEST_POSTGRES_URL`; missing fails the test under `CI=true`).
+//!
 //! Everything here panics on the unexpected, as a test would: a failure names what it waited
 //! for or ran. The session driver returns typed errors ([`SyncError`]) where tests assert that a
 //! session fails.
@@ -45,6 +48,9 @@ pub mod wait;
 
 #[cfg(feature = "e2e")]
 pub mod e2e;
+
+#[cfg(feature = "pg")]
+pub mod pg;
 
 pub use batch::{batch, header};
 pub use device::{Device, MemStore};

@@ -1,0 +1,21 @@
+//! The tenant in PostgreSQL (docs/design.md section 11, issue 21): what the PostgreSQL tenant
+//! stands on, before it serves. [`connect`] reaches the database a URL names; [`rights`] checks
+//! the role may do what the cloud needs, naming the `GRANT` that is missing; [`meta`] makes the
+//! cloud's own `outpost` schema and binds the database to one tenant's site id; [`app_tables`]
+//! makes and extends the app's real tables from batch headers.
+//!
+//! Not here yet: the apply core (merging batches into these tables), the mailbox and sync state
+//! in the `outpost` schema, capture of back-office writes, several processes. `outpost-cloud run`
+//! refuses a PostgreSQL tenant until they are.
+
+pub mod app_tables;
+pub mod connect;
+pub mod meta;
+pub mod rights;
+pub mod setup;
+
+pub use app_tables::{AppTableError, TableChange};
+pub use connect::{ConnectError, Target};
+pub use meta::{Meta, MetaError, Prepared};
+pub use rights::RightsError;
+pub use setup::{SetupError, Store};
