@@ -365,6 +365,9 @@ pub struct Snapshot {
     /// Stored batches found damaged before serving and removed (a bit flipped on the SD card):
     /// each range is fetched again, from the cloud or from the device that pushed it.
     pub damaged: u64,
+    /// A sealed tenant's key envelopes this hub holds for devices, one per device, handed on
+    /// unopened (it holds no key itself); 0 in an unsealed tenant.
+    pub envelopes: u64,
 }
 
 /// One id sequence as the status shows it.
@@ -542,13 +545,14 @@ impl UplinkStatus {
 impl Snapshot {
     /// Reads the data directory (the databases and the run state).
     pub fn collect(dir: &DataDir) -> Result<Snapshot, StatusError> {
-        let (mailbox, id_mode, ids, clocks) = {
+        let (mailbox, id_mode, ids, clocks, envelopes) = {
             let mb = dir.mailbox()?;
             (
                 mb.status()?,
                 mb.id_mode()?,
                 mb.id_status()?,
                 mb.clock_admission()?,
+                mb.envelopes_held()?,
             )
         };
         let allowlist = dir.allowlist()?;
@@ -646,6 +650,7 @@ impl Snapshot {
                 .then(|| UtcDate(clocks.highest_admitted.millis()).to_string()),
             clock_ahead_refused: clocks.clock_ahead_refused,
             damaged: mailbox.damaged,
+            envelopes,
         })
     }
 

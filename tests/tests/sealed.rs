@@ -190,6 +190,12 @@ fn a_hub_of_a_sealed_tenant_hands_its_tablets_their_keys_and_holds_no_readable_r
     assert_eq!(keys["moshi"]["epoch"], 1, "{keys}");
     assert!(keys.get("tanga").is_none(), "{keys}");
 
+    // The hub holds the office's and the tablet's envelopes, and no key.
+    assert!(
+        hub.status()["envelopes"].as_u64().unwrap() >= 2,
+        "{}",
+        hub.status()
+    );
     // Nothing of a row is readable in the hub's data directory.
     drop(hub);
     let mut bytes = Vec::new();
