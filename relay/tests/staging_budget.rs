@@ -166,6 +166,12 @@ impl Pushing {
         let hello = p.recv(dev);
         p.client.handle(hello, dev).unwrap();
         p.send(dev); // the pushes, then the commit is held back
+                     // The hub's entry certifying the device follows its hello: the push waits for it.
+        while p.commit.is_none() {
+            let next = p.next_message();
+            p.client.handle(next, dev).unwrap();
+            p.send(dev);
+        }
         assert!(p.commit.is_some(), "the client got to its commit");
         p
     }
@@ -185,8 +191,18 @@ impl Pushing {
     }
 
     /// The next message other than `Control` (the hub's entries follow its hello; the
-    /// device's store takes them). Bytes read past a message are kept for the next one.
+    /// device's store takes them).
     fn recv(&mut self, dev: &mut Device) -> Message {
+        loop {
+            match self.next_message() {
+                m @ Message::Control { .. } => self.client.handle(m, dev).unwrap(),
+                m => return m,
+            }
+        }
+    }
+
+    /// The next message, whatever it is. Bytes read past a message are kept for the next one.
+    fn next_message(&mut self) -> Message {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             if self.pending.is_empty() {
@@ -199,10 +215,7 @@ impl Pushing {
             let used = self.pending.len() - input.len();
             self.pending.drain(..used);
             if let Some(bytes) = got {
-                match Message::decode(&bytes, usize::MAX).unwrap() {
-                    m @ Message::Control { .. } => self.client.handle(m, dev).unwrap(),
-                    m => return m,
-                }
+                return Message::decode(&bytes, usize::MAX).unwrap();
             }
         }
     }
