@@ -143,7 +143,7 @@ pub(crate) fn note_good(path: &Path, rows: impl IntoIterator<Item = (i64, [u8; 3
 }
 
 impl Mailbox {
-    /// Forgets which batches this process checked, in every mailbox file, as [`CHECK_TTL`]
+    /// Forgets which batches this process checked, in every mailbox file, as a minute
     /// passing (or a restart) does: the next serve of each checks it again. For an operator's
     /// scrub, and for tests that damage a file this process wrote.
     pub fn forget_checked() {
