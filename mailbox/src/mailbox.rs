@@ -851,9 +851,13 @@ impl Mailbox {
         if verdict != "ok" {
             return Err(corrupt(format!("integrity_check: {verdict}")));
         }
+        // Voided ranges count as held (`voids.rs`).
         let mut stmt = self
             .conn
-            .prepare("SELECT origin, stream, lo, hi FROM batches ORDER BY origin, stream, lo")
+            .prepare(
+                "SELECT origin, stream, lo, hi FROM batches \
+                 UNION ALL SELECT origin, stream, lo, hi FROM voids ORDER BY 1, 2, 3",
+            )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -866,30 +870,8 @@ impl Mailbox {
             })
             .map_err(|e| self.sql(e))?;
         let mut recomputed = VersionVector::new();
-        let mut ranges = Vec::new();
         for row in rows {
-            ranges.push(row.map_err(|e| self.sql(e))?);
-        }
-        // Voided ranges count as held (`voids.rs`).
-        let mut voided = self
-            .conn
-            .prepare("SELECT origin, stream, lo, hi FROM voids")
-            .map_err(|e| self.sql(e))?;
-        let voids = voided
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)? as u64,
-                    r.get::<_, i64>(3)? as u64,
-                ))
-            })
-            .map_err(|e| self.sql(e))?;
-        for v in voids {
-            ranges.push(v.map_err(|e| self.sql(e))?);
-        }
-        ranges.sort_by(|a, b| (&a.0, &a.1, a.2).cmp(&(&b.0, &b.1, b.2)));
-        for (origin, scope, lo, hi) in ranges {
+            let (origin, scope, lo, hi) = row.map_err(|e| self.sql(e))?;
             let stream = StreamId::new(self.site(&origin)?, scope);
             let range = SeqRange::new(lo, hi)
                 .ok_or_else(|| corrupt(format!("a batch of {stream} has range {lo}..={hi}")))?;

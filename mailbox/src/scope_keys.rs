@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS key_envelopes(
 ) WITHOUT ROWID;
 ";
 
+/// The most scopes one key set makes a first key for from a peer's hello (`Mailbox::key_set`).
+pub(crate) const MAX_NEW_SCOPES_PER_SET: usize = 16;
+
 fn random_key() -> Result<[u8; 32], MailboxError> {
     let mut key = [0u8; 32];
     getrandom::getrandom(&mut key).map_err(|e| MailboxError::Random {
@@ -176,7 +179,8 @@ impl Mailbox {
     }
 
     /// Every epoch of the unscoped stream's key and of each scope `grant` holds (`*`: every
-    /// scope with a key), plus `also` (scopes the grant holds that need a key now), each made
+    /// scope with a key), plus `also` (scopes the grant holds that need a key now, named by a
+    /// peer: at most 16 of them get a first key per call), each made
     /// when it has none yet; at most [`MAX_ENTRIES`] keys, the newest epochs first kept.
     /// `None` in an unsealed tenant.
     pub fn key_set(
@@ -192,7 +196,26 @@ impl Mailbox {
             Scopes::All => scopes.extend(self.scope_key_epochs()?.into_iter().map(|(s, _)| s)),
             Scopes::Only(names) => scopes.extend(names.iter().cloned()),
         }
-        scopes.extend(also.iter().filter(|s| grant.contains(s)).cloned());
+        // `also` comes from a peer's hello (the own streams its vector names): a scope with no
+        // key yet gets one only for the first few, so a stolen `*` tablet naming thousands of
+        // streams makes a handful of keys per session, not thousands.
+        let held: BTreeSet<String> = self
+            .scope_key_epochs()?
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        let new_scopes = also
+            .iter()
+            .filter(|s| grant.contains(s) && !held.contains(*s) && !scopes.contains(*s))
+            .take(MAX_NEW_SCOPES_PER_SET)
+            .cloned()
+            .collect::<Vec<_>>();
+        scopes.extend(
+            also.iter()
+                .filter(|s| grant.contains(s) && held.contains(*s))
+                .cloned(),
+        );
+        scopes.extend(new_scopes);
         let mut entries = Vec::new();
         for scope in &scopes {
             self.scope_key(scope)?;

@@ -1,40 +1,17 @@
 //! The control streams a mailbox keeps: its own entries, what it accepts of a peer's, and the
 //! key directory both make, on real SQLite files.
 
-use outpost_mailbox::{ControlOwner, Limits, Mailbox, MailboxClient, Moved};
+mod support;
+use outpost_mailbox::Mailbox;
 use outpost_protocol::control::{encode_entry, key_item, void_item, Root, VoidReason};
-use outpost_protocol::handshake::Keypair;
-use outpost_protocol::message::{PeerRole, SessionId};
+use outpost_protocol::message::PeerRole;
 use outpost_protocol::scope::Scopes;
-use outpost_protocol::session::{
-    ClientConfig, ClientSession, PushOrigins, ServerConfig, ServerSession,
-};
 use outpost_protocol::{ControlVector, SeqRange, SiteId, VersionVector};
 use outpost_testkit::batch::batch;
 use outpost_testkit::keys::site_keypair;
+use support::uplink::{key, owner, uplink_session, CLOUD, HUB};
 
-const CLOUD: SiteId = SiteId([0xc1; 16]);
-const HUB: SiteId = SiteId([0xb1; 16]);
 const DEVICE: SiteId = SiteId([0xd1; 16]);
-
-fn key(n: u8) -> Keypair {
-    Keypair::from_secret(&[n; 32]).unwrap()
-}
-
-fn owner(site: SiteId, keypair: &Keypair, role: PeerRole, extra: Option<Root>) -> ControlOwner {
-    let mut roots = vec![Root {
-        site,
-        key: *keypair.public(),
-        role,
-    }];
-    roots.extend(extra);
-    ControlOwner {
-        site,
-        keypair: keypair.clone(),
-        roots,
-        recertify: role == PeerRole::Cloud,
-    }
-}
 
 #[test]
 fn own_entries_are_numbered_signed_kept_and_written_once() {
@@ -145,45 +122,6 @@ fn the_cloud_takes_a_hubs_entries_once_it_certified_the_hub_and_recertifies_its_
         hub.control_vector().unwrap(),
         cloud.control_vector().unwrap()
     );
-}
-
-/// A session between the hub's uplink ([`MailboxClient`]) and the cloud's mailbox, run to its end
-/// in memory: what the hub's client store did.
-fn uplink_session(hub: &mut Mailbox, cloud: &mut Mailbox, hub_key: &Keypair) -> (Moved, usize) {
-    let mut server = ServerSession::<Mailbox>::new(ServerConfig {
-        site: CLOUD,
-        role: PeerRole::Cloud,
-        fingerprint: None,
-        peer_site: HUB,
-        peer_key: *hub_key.public(),
-        peer_pushes: PushOrigins::Relayed,
-        peer_grant: outpost_protocol::scope::Scopes::All,
-        wall_clock_ms: 1,
-        max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
-        stage_ttl_ms: 60_000,
-        max_staged_bytes: 1 << 20,
-        batch_limits: Limits::default(),
-    });
-    let mut store = MailboxClient::new(hub, CLOUD);
-    let mut client = ClientSession::new(ClientConfig {
-        site: HUB,
-        role: PeerRole::Hub,
-        fingerprint: [0; 32],
-        wall_clock_ms: 1,
-        session: SessionId([4; 16]),
-        live: false,
-        max_push_attempts: 3,
-        batch_limits: Limits::default(),
-    });
-    while !client.is_done() {
-        while let Some(m) = client.poll(&mut store).unwrap() {
-            server.handle(m, 0, cloud).unwrap();
-        }
-        while let Some(m) = server.poll(cloud).unwrap() {
-            client.handle(m, &mut store).unwrap();
-        }
-    }
-    (store.moved, store.held.len())
 }
 
 #[test]

@@ -5,21 +5,17 @@
 
 mod support;
 
-use outpost_mailbox::{Limits, Mailbox, MailboxClient, Moved};
+use outpost_mailbox::Mailbox;
 use outpost_protocol::handshake::Keypair;
-use outpost_protocol::message::{PeerRole, SessionId};
+use outpost_protocol::message::PeerRole;
 use outpost_protocol::scope::Scopes;
-use outpost_protocol::session::{
-    ClientConfig, ClientSession, PushOrigins, ServerConfig, ServerSession,
-};
 use outpost_protocol::{Hlc, SiteId, VersionVector};
 use outpost_testkit::batch::text_rows;
 use outpost_testkit::keys::site_keypair;
 use std::path::Path;
+use support::uplink::{key, owner, CLOUD, HUB};
 use support::{batch, site};
 
-const CLOUD: SiteId = SiteId([0xc1; 16]);
-const HUB: SiteId = SiteId([0xb1; 16]);
 const DEVICE: SiteId = SiteId([0xd1; 16]);
 
 /// Flips the lowest bit of the last byte (in the body) of the stored batch `origin` `lo..`, as
@@ -204,68 +200,6 @@ fn two_connections_serving_the_same_damaged_batch_remove_and_count_it_once() {
     second.check().unwrap();
 }
 
-fn key(n: u8) -> Keypair {
-    Keypair::from_secret(&[n; 32]).unwrap()
-}
-
-fn owner(
-    site: SiteId,
-    keypair: &Keypair,
-    role: PeerRole,
-    extra: Option<outpost_protocol::control::Root>,
-) -> outpost_mailbox::ControlOwner {
-    let mut roots = vec![outpost_protocol::control::Root {
-        site,
-        key: *keypair.public(),
-        role,
-    }];
-    roots.extend(extra);
-    outpost_mailbox::ControlOwner {
-        site,
-        keypair: keypair.clone(),
-        roots,
-        recertify: role == PeerRole::Cloud,
-    }
-}
-
-/// A session between the hub's uplink ([`MailboxClient`]) and the cloud's mailbox, in memory.
-fn uplink_session(hub: &mut Mailbox, cloud: &mut Mailbox, hub_key: &Keypair) -> Moved {
-    let mut server = ServerSession::<Mailbox>::new(ServerConfig {
-        site: CLOUD,
-        role: PeerRole::Cloud,
-        fingerprint: None,
-        peer_site: HUB,
-        peer_key: *hub_key.public(),
-        peer_pushes: PushOrigins::Relayed,
-        peer_grant: Scopes::All,
-        wall_clock_ms: 1,
-        max_clock_ahead_ms: outpost_protocol::hlc::MAX_CLOCK_AHEAD_MS,
-        stage_ttl_ms: 60_000,
-        max_staged_bytes: 1 << 20,
-        batch_limits: Limits::default(),
-    });
-    let mut store = MailboxClient::new(hub, CLOUD);
-    let mut client = ClientSession::new(ClientConfig {
-        site: HUB,
-        role: PeerRole::Hub,
-        fingerprint: [0; 32],
-        wall_clock_ms: 1,
-        session: SessionId([4; 16]),
-        live: false,
-        max_push_attempts: 3,
-        batch_limits: Limits::default(),
-    });
-    while !client.is_done() {
-        while let Some(m) = client.poll(&mut store).unwrap() {
-            server.handle(m, 0, cloud).unwrap();
-        }
-        while let Some(m) = server.poll(cloud).unwrap() {
-            client.handle(m, &mut store).unwrap();
-        }
-    }
-    store.moved
-}
-
 /// A device's batch with a real body (signed with its test key).
 fn device_batch(lo: u64, hi: u64) -> Vec<u8> {
     let rows = (lo..=hi).map(|s| {
@@ -310,7 +244,7 @@ fn the_uplink_fetches_a_damaged_range_again_from_the_cloud() {
     let (mut cloud, mut hub, hub_key) = cloud_and_hub(dir.path());
     let held = vec![device_batch(1, 2), device_batch(3, 4), device_batch(5, 6)];
     cloud.store(held.clone()).unwrap();
-    let moved = uplink_session(&mut hub, &mut cloud, &hub_key);
+    let (moved, _) = support::uplink::uplink_session(&mut hub, &mut cloud, &hub_key);
     assert_eq!(moved.batches_pulled, 3, "{moved:?}");
 
     flip_body_bit(hub.path(), DEVICE, 3);
@@ -328,7 +262,7 @@ fn the_uplink_fetches_a_damaged_range_again_from_the_cloud() {
     hub.check().unwrap();
 
     // The uplink's hello states the lower vector; the cloud serves the range again.
-    let moved = uplink_session(&mut hub, &mut cloud, &hub_key);
+    let (moved, _) = support::uplink::uplink_session(&mut hub, &mut cloud, &hub_key);
     assert!(moved.batches_pulled >= 1, "{moved:?}");
     assert_eq!(covered(&hub, DEVICE), 6);
     let served: Vec<Vec<u8>> = hub
@@ -355,7 +289,7 @@ fn the_uplink_never_pushes_a_damaged_batch_nor_what_follows_it() {
     .unwrap();
     flip_body_bit(hub.path(), DEVICE, 3);
 
-    let moved = uplink_session(&mut hub, &mut cloud, &hub_key);
+    let (moved, _) = support::uplink::uplink_session(&mut hub, &mut cloud, &hub_key);
     assert_eq!(moved.batches_pushed, 0, "{moved:?}");
     assert_eq!(covered(&cloud, DEVICE), 2, "no gap reached the cloud");
     assert_eq!(covered(&hub, DEVICE), 2, "the device pushes 3.. again");

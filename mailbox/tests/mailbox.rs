@@ -645,3 +645,27 @@ fn a_regaining_device_is_planned_its_own_batches_of_exactly_those_streams() {
         "a regain outside the grant is not served"
     );
 }
+
+/// A peer names the scopes it wants keys for in its hello (its own streams): a sealed tenant
+/// makes a first key for at most 16 new ones per key set, so a stolen tablet granted every scope
+/// cannot make the cloud store thousands of keys in one session.
+#[test]
+fn a_key_set_makes_first_keys_for_at_most_16_scopes_a_peer_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    assert!(mb.seal_tenant().unwrap());
+    let named: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+    let set = mb
+        .key_set(&outpost_protocol::scope::Scopes::All, &named)
+        .unwrap()
+        .unwrap();
+    // The unscoped stream's key and 16 of the named scopes'.
+    assert_eq!(mb.scope_key_epochs().unwrap().len(), 17);
+    assert_eq!(set.entries.len(), 17);
+    // A scope that has a key is always in the set, however many others are named.
+    let again = mb
+        .key_set(&outpost_protocol::scope::Scopes::All, &named)
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.entries.len(), 33);
+}

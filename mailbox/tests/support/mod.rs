@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod uplink;
+
 use outpost_protocol::batch::codec::encode;
 use outpost_protocol::batch::{
     CellChange, CellPayload, ColumnSchema, Compression, RowChange, TableChanges, TableSchema,
