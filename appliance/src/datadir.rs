@@ -162,13 +162,24 @@ impl DataDir {
     /// over the uplink); `None` until the cloud's entry arrived. `cloud`: the pinned cloud's
     /// root (`uplink::cloud_root`), without which no cloud entry is trusted.
     pub fn own_grant(&self, cloud: Option<Root>) -> Result<Option<Grant>, MailboxError> {
+        let mut mailbox = self.directory_mailbox(cloud)?;
+        Ok(mailbox.directory()?.grant_of(&self.identity.site).cloned())
+    }
+
+    /// Whether the tenant is sealed, as the cloud's control stream this hub holds says.
+    pub fn sealed_tenant(&self, cloud: Option<Root>) -> Result<bool, MailboxError> {
+        Ok(self.directory_mailbox(cloud)?.directory()?.is_sealed())
+    }
+
+    /// The mailbox with this hub's directory roots set (itself, and its cloud when enrolled).
+    fn directory_mailbox(&self, cloud: Option<Root>) -> Result<Mailbox, MailboxError> {
         let mut mailbox = self.mailbox()?;
         mailbox.set_control_owner(outpost_relay::certify::owner(
             &self.identity,
             PeerRole::Hub,
             cloud,
         ));
-        Ok(mailbox.directory()?.grant_of(&self.identity.site).cloned())
+        Ok(mailbox)
     }
 
     /// A new connection to the allowlist (one per thread).

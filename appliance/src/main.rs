@@ -452,8 +452,17 @@ fn enrollment_addresses(args: &Args, dir: &DataDir) -> Result<Vec<String>> {
 
 fn enroll_code(args: &Args) -> Result<()> {
     let dir = data_dir(args)?;
-    let addresses = enrollment_addresses(args, &dir)?;
     let cloud = uplink::cloud_root(&dir.allowlist()?)?;
+    // A hub holds no scope key: a code it printed could not give the device its clinic's keys.
+    if dir.sealed_tenant(cloud)? {
+        bail!(
+            "this hub's tenant is sealed: its codes come from the cloud \
+             (outpost-cloud enroll-code --device --scopes a --at-hub {} --address HOST:PORT) or \
+             from a supervisor's tablet (SELECT outpost_enroll_code('{{\"scopes\": [\"a\"]}}'))",
+            &dir.identity.site.to_string()[..8]
+        );
+    }
+    let addresses = enrollment_addresses(args, &dir)?;
     let grant = PeerGrant {
         scopes: code_scopes(&dir, cloud, args.scopes.as_deref())?,
         enroll: false,

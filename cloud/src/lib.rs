@@ -29,6 +29,7 @@ pub mod datadir;
 mod error_chain;
 mod http;
 pub mod https;
+pub mod offline_code;
 pub mod postgres;
 pub mod revocation;
 pub mod rotation;

@@ -32,6 +32,9 @@ usage:
                             [--tls-cert FILE --tls-key FILE] [--postgres URL]
   outpost-cloud enroll-code --data DIR --hub|--device [--address HOST:PORT]... [--ttl SECONDS] [--no-qr]
                             [--scopes a,b] [--enroll]
+                            [--at-hub ID]   (a sealed tenant's two-part code: the device joins hub
+                            ID, reached at --address, even while that hub is offline; a week's
+                            --ttl by default)
   outpost-cloud api-token   --data DIR NAME [--scopes a,b] [--tables t1:rw,t2:r]
   outpost-cloud grant       --data DIR (--device ID|--hub ID|--token NAME) --scopes a,b [--enroll]
                             [--tables t1:rw,t2:r]   (replaces the grant; '*' = every scope;
@@ -68,6 +71,8 @@ struct Args {
     no_qr: bool,
     /// `init --sealed` / `--unsealed`.
     sealed: Option<bool>,
+    /// `enroll-code --at-hub ID`: a two-part code for that hub.
+    at_hub: Option<String>,
     /// `init --postgres URL` / `run --postgres URL`.
     postgres: Option<String>,
     positional: Vec<String>,
@@ -133,6 +138,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Asked<Args>> {
                 args.postgres = Some(value("--postgres")?)
             }
             "--no-qr" => args.no_qr = true,
+            "--at-hub" if args.command == "enroll-code" => args.at_hub = Some(value("--at-hub")?),
             "-h" | "--help" => return Ok(Asked::Help),
             s if s.starts_with('-') => bail!("unknown option {s}"),
             _ => args.positional.push(a),
@@ -333,6 +339,9 @@ fn enroll_code(args: &Args) -> Result<()> {
         .kind
         .context("say what enrolls: --hub or --device is required")?;
     let dir = DataDir::open(data_path(args)?)?;
+    if let Some(hub) = &args.at_hub {
+        return offline_code(args, &dir, kind, hub);
+    }
     let addresses = enrollment_addresses(args, &dir)?;
     let issued = enroll::issue(
         &mut dir.allowlist()?,
@@ -355,6 +364,43 @@ fn enroll_code(args: &Args) -> Result<()> {
     print!(
         "{}",
         enroll::printable(&issued.code, !args.no_qr).context("rendering the QR code")?
+    );
+    Ok(())
+}
+
+/// `enroll-code --device --at-hub ID`: a sealed tenant's two-part code (`offline_code.rs`).
+fn offline_code(args: &Args, dir: &DataDir, kind: Role, hub: &str) -> Result<()> {
+    if kind != Role::Device {
+        bail!("--at-hub makes a device's code: a hub enrolls with the cloud itself (--hub, no --at-hub)");
+    }
+    enroll::check_addresses(&args.addresses)?;
+    let hub = dir.allowlist()?.find(hub).context("--at-hub")?;
+    let grant = peer_grant(args)?;
+    let mut mailbox = dir.mailbox()?;
+    let code = outpost_cloud::offline_code::mint(
+        &mut mailbox,
+        dir.identity.site,
+        dir.identity.keypair(),
+        &outpost_cloud::offline_code::Offline {
+            hub: &hub,
+            addresses: args.addresses.clone(),
+            scopes: &grant.scopes,
+            enroll: grant.enroll,
+            expires_at: unix_now()
+                + args
+                    .ttl
+                    .unwrap_or(outpost_cloud::offline_code::DEFAULT_TTL_SECS),
+        },
+    )?;
+    log::info!(
+        "data={} minted a two-part device code for hub {}, expires at unix {}",
+        dir.path.display(),
+        hub.site,
+        code.admission().expires_at
+    );
+    print!(
+        "{}",
+        enroll::printable(&code.encode(), !args.no_qr).context("rendering the QR code")?
     );
     Ok(())
 }
@@ -443,9 +489,11 @@ fn grant(args: &Args) -> Result<()> {
             // A sealed tenant's removed scopes start new key epochs: the grantee keeps what
             // it could read, and reads nothing written from now on there.
             if seq.is_some() {
-                if let Some(gone) = rotation::removed(&mailbox, &before, &grant.scopes)? {
+                // `before` is as the control stream states it: by digest in a sealed tenant.
+                let after = mailbox.wire_scopes(&grant.scopes)?;
+                if let Some(gone) = rotation::removed(&mailbox, &before, &after)? {
                     for (scope, epoch) in rotation::rotate(&mut mailbox, &gone, false)? {
-                        println!("scope {scope}: key epoch {epoch}");
+                        println!("scope {}: key epoch {epoch}", mailbox.scope_name(&scope)?);
                     }
                 }
             }
@@ -509,7 +557,7 @@ fn revoke(args: &Args) -> Result<()> {
         .map_or(Scopes::All, |g| g.scopes.clone());
     if is_device {
         for (scope, epoch) in rotation::rotate(&mut mailbox, &readable, true)? {
-            println!("scope {scope:?}: key epoch {epoch}");
+            println!("scope {:?}: key epoch {epoch}", mailbox.scope_name(&scope)?);
         }
     }
     Ok(())

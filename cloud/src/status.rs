@@ -98,11 +98,11 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
         // A sealed tenant's key epochs per scope (`""`: the unscoped stream); `null` unsealed.
         let sealing = match mb.digest_key()? {
             Some(_) => {
-                let epochs: serde_json::Map<String, Value> = mb
-                    .scope_key_epochs()?
-                    .into_iter()
-                    .map(|(scope, epoch)| (scope, json!(epoch)))
-                    .collect();
+                // By name where the cloud knows it, else by digest.
+                let mut epochs = serde_json::Map::new();
+                for (scope, epoch) in mb.scope_key_epochs()? {
+                    epochs.insert(mb.scope_name(&scope)?, json!(epoch));
+                }
                 json!({"epochs": epochs, "envelopes": mb.envelopes_held()?})
             }
             None => Value::Null,

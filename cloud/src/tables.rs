@@ -17,7 +17,6 @@
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::batch::Direction;
 use outpost_protocol::batch::{names, Batch};
-use outpost_protocol::control::table_item;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -197,9 +196,9 @@ pub fn declare(
             current,
         });
     }
-    Ok(Declared::Entry(
-        mailbox.append_control(&table_item(name, direction, scope))?,
-    ))
+    Ok(Declared::Entry(mailbox.append_control(
+        &mailbox.table_item(name, direction, scope)?,
+    )?))
 }
 
 /// Rows of table `name` in the tenant database (0 when it or the table does not exist yet).

@@ -22,7 +22,7 @@ use outpost_embed::EngineError;
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::batch::codec;
 use outpost_protocol::batch::{BatchFlags, Direction};
-use outpost_protocol::control::{table_item, Directory, VoidReason};
+use outpost_protocol::control::{Directory, VoidReason};
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::scope::Scopes;
 use outpost_protocol::{SiteId, StreamId, VersionVector};
@@ -589,12 +589,25 @@ impl Tenant {
         // it; the first copy is dropped before), its rows match the tenant's table directions,
         // its header's schema is acceptable and states the tenant's scope rules.
         let decoded = match codec::decode_header(bytes, &codec::Limits::default()) {
-            Ok(h) if h.key_epoch != 0 => {
-                outpost_protocol::seal::decode_sealed(bytes, &codec::Limits::default(), |s, e| {
-                    mailbox.scope_key_at(s, e).ok().flatten()
+            Ok(h) if h.key_epoch != 0 => match mailbox.digest_key().ok().flatten() {
+                Some(dk) => outpost_protocol::seal::decode_sealed(
+                    bytes,
+                    &codec::Limits::default(),
+                    &dk,
+                    |s, e| mailbox.scope_key_at(s, e).ok().flatten(),
+                )
+                .map(|opened| {
+                    // Status and commands show the scope by name from now on.
+                    if let Err(e) =
+                        mailbox.learn_scope_name(&opened.batch.header.stream, &opened.scope)
+                    {
+                        log::warn!("tenant could not remember a scope's name: {e}");
+                    }
+                    opened.batch
                 })
-                .map_err(|e| e.to_string())
-            }
+                .map_err(|e| e.to_string()),
+                None => Err("a sealed batch in an unsealed tenant".to_string()),
+            },
             _ => codec::decode(bytes, &codec::Limits::default()).map_err(|e| e.to_string()),
         };
         let header = match decoded {
@@ -616,11 +629,16 @@ impl Tenant {
         // The entry first: if the cloud stops before the table is made, the next batch is
         // judged against the rule all the same.
         for (table, rule) in adopted {
-            let item = table_item(
-                &table,
-                directory.table_direction(&table),
-                Some(rule.clone()),
-            );
+            let item = mailbox
+                .table_item(
+                    &table,
+                    directory.table_direction(&table),
+                    Some(rule.clone()),
+                )
+                .map_err(|source| ApplyError::Publish {
+                    table: table.clone(),
+                    source,
+                })?;
             let seq = mailbox
                 .append_control(&item)
                 .map_err(|source| ApplyError::Publish {
@@ -713,7 +731,9 @@ impl Tenant {
             }
             // A sealed tenant's batches are sealed before they are signed: the signature covers
             // the sealed body's hash.
-            if let Some(scope_key) = mailbox.scope_key(scope)? {
+            // `scope` is the stream's wire id, as the tenant's vector and the mailbox name it.
+            if let (Some(scope_key), Some(dk)) = (mailbox.scope_key(scope)?, mailbox.digest_key()?)
+            {
                 let mut nonce = [0u8; outpost_protocol::seal::NONCE_LEN];
                 getrandom::getrandom(&mut nonce).map_err(|e| {
                     TenantError::Mailbox(MailboxError::Random {
@@ -721,7 +741,7 @@ impl Tenant {
                         detail: e.to_string(),
                     })
                 })?;
-                blob = outpost_protocol::seal::seal_batch(&blob, &scope_key, nonce)
+                blob = outpost_protocol::seal::seal_batch(&blob, &scope_key, &dk, nonce)
                     .map_err(|source| TenantError::Seal { since, source })?;
             }
             outpost_protocol::batch::signature::sign(&mut blob, key)

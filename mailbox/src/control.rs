@@ -368,6 +368,7 @@ impl Mailbox {
 
     /// Writes what this box grants `site` (a new version of its grant, numbered after the last
     /// this box's stream gave it) if its stream does not say so already; returns the seq.
+    /// `scopes` are names: a sealed tenant's stream states them by digest ([`Mailbox::wire_scopes`]).
     pub fn grant_scopes(
         &mut self,
         site: SiteId,
@@ -379,6 +380,7 @@ impl Mailbox {
                 path: self.path().to_path_buf(),
             });
         };
+        let scopes = &self.wire_scopes(scopes)?;
         let same = |d: &Directory| {
             granted(d, &own, &site).is_some_and(|g| g.scopes == *scopes && g.enroll == enroll)
         };
@@ -454,6 +456,10 @@ impl Mailbox {
             .map_err(|e| self.sql(e))?;
         if self.control.loaded.is_some_and(|(v, _)| v == version) {
             return Ok(());
+        }
+        // A sealed tenant's cloud opens the sealed table settings (`seal::table`).
+        if let Some(dk) = self.digest_key()? {
+            self.control.directory.set_table_key(&dk);
         }
         let count: i64 = self
             .conn

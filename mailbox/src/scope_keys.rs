@@ -7,16 +7,22 @@
 //!
 //! - `digest_key(id = 0, key)`: present iff the tenant is sealed ([`Mailbox::seal_tenant`],
 //!   written by `outpost-cloud init`).
-//! - `scope_keys(scope, epoch, key, created_at)`: by scope *name* (the cloud knows the names;
-//!   envelopes name scopes by digest). The unscoped stream's key is scope `""`. A scope's first
-//!   key is made when it is first needed: a grant naming it, a device's own stream in it, the
-//!   cloud's own write to it.
+//! - `scope_keys(scope, epoch, key, created_at)`: by the scope's wire id, its digest's text
+//!   (`DigestKey::wire_scope`), as grants, streams and epochs name it everywhere in a sealed
+//!   tenant; the unscoped stream's key is scope `""`. Envelopes file keys under the digest
+//!   (`DigestKey::key_digest`). A scope's first key is made when it is first needed: a grant
+//!   naming it, a device's own stream in it, the cloud's own write to it.
 //!
 //! - `key_envelopes(site, keys_hash, envelope)`: at the cloud, the last envelope made for each
 //!   device with the hash of the key set it wraps, reused while that set is unchanged (a hub's
 //!   hello is answered with the envelopes of every device it may serve: one ECDH each only when
 //!   a device's keys changed); at a hub, the envelopes its cloud handed it, one per device,
 //!   handed on unopened in the answer to that device's hello (a hub holds no key itself).
+//!
+//! - `scope_names(wire, name)`: at the cloud of a sealed tenant, the names it knows of the
+//!   digests it states (every name it translated for a grant, and the scope sealed inside each
+//!   batch its tenant opened), so its status and commands show names. Empty at a hub and in an
+//!   unsealed tenant.
 //!
 //! The tables are created at every open (empty): a file made before them is an unsealed
 //! tenant's. The keys are as secret as the tenant's rows: the file is 0600 like the rest.
@@ -47,6 +53,10 @@ CREATE TABLE IF NOT EXISTS scope_keys(
     created_at INTEGER NOT NULL,
     PRIMARY KEY (scope, epoch)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scope_names(
+    wire TEXT PRIMARY KEY,
+    name TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_envelopes(
     site BLOB PRIMARY KEY CHECK (length(site) = 16),
     keys_hash BLOB NOT NULL,
@@ -73,6 +83,87 @@ fn now_s() -> i64 {
 }
 
 impl Mailbox {
+    /// `scopes` (names) as this tenant's control stream states them: by digest in a sealed
+    /// tenant (`DigestKey::wire_scopes`, each name remembered: [`Mailbox::scope_name`]),
+    /// unchanged otherwise.
+    pub fn wire_scopes(&self, scopes: &Scopes) -> Result<Scopes, MailboxError> {
+        match scopes {
+            Scopes::All => Ok(Scopes::All),
+            Scopes::Only(names) => Ok(Scopes::Only(
+                names
+                    .iter()
+                    .map(|n| self.wire_scope(n))
+                    .collect::<Result<_, _>>()?,
+            )),
+        }
+    }
+
+    /// Scope `name`'s wire id in this tenant (`DigestKey::wire_scope`, the name remembered;
+    /// the name itself when unsealed).
+    pub fn wire_scope(&self, name: &str) -> Result<String, MailboxError> {
+        let Some(dk) = self.digest_key()? else {
+            return Ok(name.to_string());
+        };
+        let wire = dk.wire_scope(name);
+        if wire != name {
+            self.learn_scope_name(&wire, name)?;
+        }
+        Ok(wire)
+    }
+
+    /// Remembers that `wire` is scope `name` (a sealed tenant's cloud: the scope sealed inside
+    /// a batch it opened). Refused unless `wire` is `name`'s digest under this tenant's key.
+    pub fn learn_scope_name(&self, wire: &str, name: &str) -> Result<(), MailboxError> {
+        let Some(dk) = self.digest_key()? else {
+            return Ok(());
+        };
+        if name.is_empty() || dk.wire_scope(name) != wire {
+            return Ok(());
+        }
+        self.conn
+            .prepare_cached("INSERT OR IGNORE INTO scope_names(wire, name) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(params![wire, name]))
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// The name of wire scope id `wire` when this mailbox knows it (`""`, `*` and an unsealed
+    /// tenant's ids are names already); else `wire` itself.
+    pub fn scope_name(&self, wire: &str) -> Result<String, MailboxError> {
+        let name: Option<String> = self
+            .conn
+            .prepare_cached("SELECT name FROM scope_names WHERE wire = ?1")
+            .and_then(|mut s| s.query_row([wire], |r| r.get(0)).optional())
+            .map_err(|e| self.sql(e))?;
+        Ok(name.unwrap_or_else(|| wire.to_string()))
+    }
+
+    /// The control item stating table `name`'s settings: sealed in a sealed tenant
+    /// (`seal::table`: a hub's control stream names no table or column), clear otherwise.
+    pub fn table_item(
+        &self,
+        name: &str,
+        direction: outpost_protocol::batch::Direction,
+        scope: Option<outpost_protocol::scope::ScopeRule>,
+    ) -> Result<outpost_protocol::control::ControlItem, MailboxError> {
+        let item = outpost_protocol::control::table_item(name, direction, scope);
+        let (Some(dk), outpost_protocol::control::ControlItem::Table(entry)) =
+            (self.digest_key()?, &item)
+        else {
+            return Ok(item);
+        };
+        let mut nonce = [0u8; outpost_protocol::seal::NONCE_LEN];
+        getrandom::getrandom(&mut nonce).map_err(|e| MailboxError::Random {
+            what: "a table settings nonce",
+            detail: e.to_string(),
+        })?;
+        Ok(outpost_protocol::control::ControlItem::SealedTable(
+            outpost_protocol::message::Bytes(outpost_protocol::seal::table::seal_table(
+                &dk, entry, nonce,
+            )),
+        ))
+    }
+
     /// Makes this the mailbox of a sealed tenant: writes a new digest key unless one is held.
     /// Returns whether it wrote one.
     pub fn seal_tenant(&mut self) -> Result<bool, MailboxError> {
@@ -101,7 +192,7 @@ impl Mailbox {
             .map(DigestKey::from_bytes))
     }
 
-    /// The key of `scope` (a name, `""` for the unscoped stream) of `epoch`.
+    /// The key of `scope` (a wire id, `""` for the unscoped stream) of `epoch`.
     pub fn scope_key_at(&self, scope: &str, epoch: u32) -> Result<Option<ScopeKey>, MailboxError> {
         let key: Option<Vec<u8>> = self
             .conn
@@ -204,14 +295,21 @@ impl Mailbox {
             .into_iter()
             .map(|(s, _)| s)
             .collect();
+        // Only scope ids this tenant states (digests): a name sent in clear has no key.
+        let also: Vec<&String> = also
+            .iter()
+            .filter(|s| digest_key.key_digest(s).is_some())
+            .collect();
         let new_scopes = also
             .iter()
+            .copied()
             .filter(|s| grant.contains(s) && !held.contains(*s) && !scopes.contains(*s))
             .take(MAX_NEW_SCOPES_PER_SET)
             .cloned()
             .collect::<Vec<_>>();
         scopes.extend(
             also.iter()
+                .copied()
                 .filter(|s| grant.contains(s) && held.contains(*s))
                 .cloned(),
         );
@@ -230,7 +328,9 @@ impl Mailbox {
                     Ok((r.get::<_, u32>(0)?, r.get::<_, Vec<u8>>(1)?))
                 })
                 .map_err(|e| self.sql(e))?;
-            let digest = digest_key.digest(scope);
+            let Some(digest) = digest_key.key_digest(scope) else {
+                continue;
+            };
             for row in rows {
                 let (epoch, key) = row.map_err(|e| self.sql(e))?;
                 if let Some(key) = key

@@ -654,7 +654,17 @@ fn a_key_set_makes_first_keys_for_at_most_16_scopes_a_peer_names() {
     let dir = tempfile::tempdir().unwrap();
     let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
     assert!(mb.seal_tenant().unwrap());
-    let named: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+    // Scopes by their wire ids, as hellos name them; names sent in clear get no key at all.
+    let dk = mb.digest_key().unwrap().unwrap();
+    let clear: Vec<String> = (0..5).map(|i| format!("c{i}")).collect();
+    mb.key_set(&outpost_protocol::scope::Scopes::All, &clear)
+        .unwrap();
+    assert_eq!(
+        mb.scope_key_epochs().unwrap().len(),
+        1,
+        "the unscoped stream's only"
+    );
+    let named: Vec<String> = (0..100).map(|i| dk.wire_scope(&format!("s{i}"))).collect();
     let set = mb
         .key_set(&outpost_protocol::scope::Scopes::All, &named)
         .unwrap()

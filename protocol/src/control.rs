@@ -148,6 +148,10 @@ pub enum ControlItem {
     /// Tag 5: a scope's key entered a new epoch (a revocation, or the scope removed from a
     /// grant): later pushes are sealed under it. Meaningful only from a cloud.
     Epoch(EpochEntry),
+    /// Tag 6: a sealed tenant's settings for a table, sealed under a key derived from the
+    /// tenant's digest key (`seal::table`): a [`TableEntry`] to the devices and the cloud, opaque
+    /// bytes to a hub. Meaningful only from a cloud.
+    SealedTable(Bytes),
 }
 
 /// A scope's current key epoch, as the cloud publishes it when it starts one.
@@ -308,6 +312,14 @@ pub fn void_item(origin: SiteId, stream: &str, range: SeqRange, reason: VoidReas
     })
 }
 
+/// Whether a table entry's names are valid (its table's, and its scope rule's column).
+pub(crate) fn table_entry_ok(t: &TableEntry) -> bool {
+    names::check(&t.name).is_ok()
+        && t.scope
+            .as_ref()
+            .is_none_or(|r| names::check(r.column()).is_ok())
+}
+
 /// Decodes one entry (not verified: see [`ControlEntry::verify`] and [`Directory`]).
 pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
     if bytes.len() > MAX_ENTRY_BYTES {
@@ -336,11 +348,13 @@ pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
             }
         }
         ControlItem::Table(t) => {
-            if names::check(&t.name).is_err()
-                || t.scope
-                    .as_ref()
-                    .is_some_and(|r| names::check(r.column()).is_err())
-            {
+            if !table_entry_ok(t) {
+                return Err(ControlError::BadTableName);
+            }
+        }
+        ControlItem::SealedTable(b) => {
+            let len = b.0.len();
+            if len < crate::seal::NONCE_LEN + crate::seal::TAG_LEN {
                 return Err(ControlError::BadTableName);
             }
         }

@@ -10,7 +10,7 @@
 //!
 //! | # | direction | frame payload                                                        | bytes    |
 //! |---|-----------|----------------------------------------------------------------------|----------|
-//! | 1 | I → R     | version (u16 BE) ‖ mode (0 session, 1 enroll) ‖ Noise message 1      | 189, 205 |
+//! | 1 | I → R     | version (u16 BE) ‖ mode (0 session, 1 enroll, 2 admit) ‖ Noise message 1 | 189, 205, 189 + admission |
 //! | 2 | R → I     | Noise message 2; its payload is one status byte (0 = admitted)       | 82       |
 //! | 3 | I → R     | enrollment only: the first transport frame, plaintext `OPENROLL`      | 24       |
 //!
@@ -21,7 +21,12 @@
 //!
 //! Message 1's encrypted payload is the initiator's handshake counter (u64 BE), its site id, and
 //! in enrollment the [`TokenId`] naming the token (so the responder can pick the pre-shared key;
-//! the id is a hash and reveals nothing of the token). The **prologue** binds the version, the
+//! the id is a hash and reveals nothing of the token). With a two-part code (mode 2, the
+//! enrollment pattern) it carries the code's signed admission instead
+//! (`enroll_code::Admission`, at most `MAX_ADMISSION_BYTES`), whose token is the pre-shared key:
+//! a hub that never saw the code checks the minter's signature ([`Gatekeeper::admission_token`])
+//! and goes on as for a token it issued. Only the hub reads the admission (message 1 is
+//! encrypted to its static key). The **prologue** binds the version, the
 //! mode and the responder's site id: a peer that offers another version than the one it really
 //! speaks (a rewritten header), or that targets another hub, fails to authenticate.
 //!
@@ -45,8 +50,8 @@ mod noise;
 
 pub use keys::{KeyError, Keypair, PublicKey, PUBLIC_KEY_LEN, PUBLIC_KEY_PREFIX, SECRET_KEY_LEN};
 pub use layout::{
-    BUSY_NOTICE, BUSY_PAYLOAD, ENROLL_CONFIRM, HANDSHAKE_MAX_FRAME, MODE_ENROLL, MODE_SESSION,
-    MSG1_LEN, MSG2_LEN, MSG3_LEN,
+    BUSY_NOTICE, BUSY_PAYLOAD, ENROLL_CONFIRM, HANDSHAKE_MAX_FRAME, MODE_ADMIT, MODE_ENROLL,
+    MODE_SESSION, MSG1_ADMIT_MIN, MSG1_LEN, MSG2_LEN, MSG3_LEN,
 };
 pub use noise::{primitives, ENROLL_PATTERN, PROLOGUE_LABEL, SESSION_PATTERN};
 
@@ -114,6 +119,14 @@ pub enum Purpose {
         /// The token (the pre-shared key).
         token: [u8; 32],
     },
+    /// Enrollment with a two-part code: message 1 carries its admission (encoded and signed by
+    /// the minter), whose token is the pre-shared key; the responder need never have seen it.
+    Admit {
+        /// The admission as the code holds it ([`crate::enroll_code::Admission::encode`]).
+        admission: Vec<u8>,
+        /// Its token.
+        token: [u8; 32],
+    },
 }
 
 impl fmt::Debug for Purpose {
@@ -121,6 +134,7 @@ impl fmt::Debug for Purpose {
         match self {
             Purpose::Session => f.write_str("Session"),
             Purpose::Enroll { token } => write!(f, "Enroll({:?})", TokenId::of(token)),
+            Purpose::Admit { token, .. } => write!(f, "Admit({:?})", TokenId::of(token)),
         }
     }
 }
@@ -250,6 +264,18 @@ pub trait Gatekeeper {
     /// Enrollment, after the initiator proved it holds the token: mark the token used and admit
     /// `(key, site)` in one durable transaction.
     fn admit(&mut self, id: &TokenId, key: &PublicKey, site: &SiteId) -> Result<(), Refusal>;
+    /// Enrollment with a two-part code: `admission` (decoded, its signature not checked yet) is
+    /// good here now (signed by a minter this responder trusts with what it grants, for this
+    /// responder, not expired, its token not used): its token becomes usable as if issued here
+    /// ([`Gatekeeper::enrollment_token`], then [`Gatekeeper::admit`] once message 3 proved it).
+    /// A responder that takes no admissions refuses with [`Refusal::UnknownToken`].
+    fn admission_token(
+        &mut self,
+        admission: &crate::enroll_code::Admission,
+    ) -> Result<[u8; 32], Refusal> {
+        let _ = admission;
+        Err(Refusal::UnknownToken)
+    }
 }
 
 /// Why a handshake failed. Every error is final: close the connection.
@@ -474,6 +500,13 @@ impl Initiator {
         let (enroll, mode, psk) = match &config.purpose {
             Purpose::Session => (false, MODE_SESSION, None),
             Purpose::Enroll { token } => (true, MODE_ENROLL, Some(*token)),
+            Purpose::Admit { admission, token } => {
+                if admission.is_empty() || admission.len() > crate::enroll_code::MAX_ADMISSION_BYTES
+                {
+                    return Err(HandshakeError::BadPayload);
+                }
+                (true, MODE_ADMIT, Some(*token))
+            }
         };
         let prologue = prologue(config.version, mode, config.responder_site.as_bytes());
         let builder = snow::Builder::with_resolver(params(enroll), Resolver::boxed(ephemeral.0))
@@ -490,10 +523,17 @@ impl Initiator {
         let mut payload = Vec::with_capacity(PAYLOAD_ENROLL);
         payload.extend_from_slice(&config.counter.to_be_bytes());
         payload.extend_from_slice(config.site.as_bytes());
-        if let Some(token) = &psk {
-            payload.extend_from_slice(&TokenId::of(token).0);
-        }
-        let len = MSG1_LEN[enroll as usize];
+        let len = match (&config.purpose, &psk) {
+            (Purpose::Admit { admission, .. }, _) => {
+                payload.extend_from_slice(admission);
+                MSG1_ADMIT_MIN + admission.len()
+            }
+            (_, Some(token)) => {
+                payload.extend_from_slice(&TokenId::of(token).0);
+                MSG1_LEN[1]
+            }
+            (_, None) => MSG1_LEN[0],
+        };
         let mut msg = vec![0u8; len];
         msg[..2].copy_from_slice(&config.version.to_be_bytes());
         msg[2] = mode;
@@ -615,6 +655,14 @@ fn handshake_hash(hs: &snow::HandshakeState) -> [u8; 32] {
     h
 }
 
+/// What message 1 of an enrollment names its token by.
+enum Token<'p> {
+    /// Its id (a code this responder issued).
+    Id(TokenId),
+    /// A two-part code's admission, encoded.
+    Admission(&'p [u8]),
+}
+
 enum RespState {
     AwaitFirst,
     AwaitConfirm {
@@ -728,7 +776,7 @@ impl Responder {
         let mode = frame[2];
         let enroll = match mode {
             MODE_SESSION => false,
-            MODE_ENROLL => true,
+            MODE_ENROLL | MODE_ADMIT => true,
             _ => return Err(HandshakeError::UnknownMode { mode }),
         };
         let (min, max) = (self.config.min_version, self.config.max_version);
@@ -739,21 +787,33 @@ impl Responder {
                 max,
             });
         }
-        check_len(1, frame.len(), MSG1_LEN[enroll as usize])?;
+        if mode == MODE_ADMIT {
+            // Any length from one admission byte up: the frame decoder bounded it
+            // (`HANDSHAKE_MAX_FRAME`), and the admission's own decoder checks the rest.
+            if frame.len() <= MSG1_ADMIT_MIN {
+                return Err(HandshakeError::Truncated {
+                    message: 1,
+                    expected: MSG1_ADMIT_MIN + 1,
+                    got: frame.len(),
+                });
+            }
+        } else {
+            check_len(1, frame.len(), MSG1_LEN[enroll as usize])?;
+        }
         let prologue = prologue(version, mode, self.config.site.as_bytes());
         let mut hs = snow::Builder::with_resolver(params(enroll), Resolver::boxed(self.rng_seed))
             .local_private_key(self.config.identity.secret_bytes())
             .and_then(|b| b.prologue(&prologue))
             .and_then(|b| b.build_responder())
             .map_err(|_| HandshakeError::Noise)?;
-        let mut payload = [0u8; MSG1_LEN[1]];
+        let mut payload = vec![0u8; frame.len()];
         let n = hs
             .read_message(&frame[HEADER_LEN..], &mut payload)
             .map_err(|_| HandshakeError::Unauthenticated)?;
-        let want = if enroll {
-            PAYLOAD_ENROLL
-        } else {
-            PAYLOAD_SESSION
+        let want = match mode {
+            MODE_ADMIT => frame.len() - MSG1_ADMIT_MIN + PAYLOAD_SESSION,
+            MODE_ENROLL => PAYLOAD_ENROLL,
+            _ => PAYLOAD_SESSION,
         };
         if n != want {
             return Err(HandshakeError::BadPayload);
@@ -764,11 +824,17 @@ impl Responder {
             .get_remote_static()
             .and_then(|k| PublicKey::from_sec1(k).ok())
             .ok_or(HandshakeError::Unauthenticated)?;
-        let token = enroll.then(|| TokenId(payload[24..40].try_into().expect("16 bytes")));
+        let token = match mode {
+            MODE_ENROLL => Some(Token::Id(TokenId(
+                payload[24..40].try_into().expect("16 bytes"),
+            ))),
+            MODE_ADMIT => Some(Token::Admission(&payload[24..n])),
+            _ => None,
+        };
 
-        let verdict = self.admission(gate, &key, &site, counter, token.as_ref(), &mut hs);
+        let verdict = self.admission(gate, &key, &site, counter, token, &mut hs);
         let status = match &verdict {
-            Ok(()) => 0,
+            Ok(_) => 0,
             Err(HandshakeError::Refused(r)) => r.code(),
             Err(HandshakeError::ReplayedHandshake { .. }) => Refusal::ReplayedHandshake.code(),
             Err(_) => Refusal::Unavailable.code(),
@@ -778,7 +844,7 @@ impl Responder {
             .write_message(&[status], &mut reply)
             .map_err(|_| HandshakeError::Noise)?;
         self.wire.out.extend_from_slice(&framed(&reply[..n]));
-        verdict?;
+        let token = verdict?;
         let hash = handshake_hash(&hs);
         let transport = hs
             .into_transport_mode()
@@ -806,30 +872,34 @@ impl Responder {
     }
 
     /// The checks of message 1, in order; sets the pre-shared key for the reply in enrollment.
+    /// Returns the id of the token the enrollment uses (`None` for a session).
     fn admission(
         &mut self,
         gate: &mut dyn Gatekeeper,
         key: &PublicKey,
         site: &SiteId,
         counter: u64,
-        token: Option<&TokenId>,
+        token: Option<Token>,
         hs: &mut snow::HandshakeState,
-    ) -> Result<(), HandshakeError> {
-        if let Some(id) = token {
+    ) -> Result<Option<TokenId>, HandshakeError> {
+        // An admission makes its token usable here first (or is refused like a bad token).
+        let token = match token {
+            Some(Token::Admission(bytes)) => {
+                let usable = crate::enroll_code::Admission::decode(bytes)
+                    .map_err(|_| Refusal::UnknownToken)
+                    .and_then(|a| gate.admission_token(&a).map(|t| TokenId::of(&t)));
+                match usable {
+                    Ok(id) => Some(id),
+                    Err(r) => return Err(self.token_refused(hs, r)),
+                }
+            }
+            Some(Token::Id(id)) => Some(id),
+            None => None,
+        };
+        if let Some(id) = &token {
             let psk = match gate.enrollment_token(id) {
                 Ok(psk) => psk,
-                Err(r) => {
-                    // The reply must still be a valid message 2; keyed with a random psk, the
-                    // initiator cannot read it and reports EnrollmentRefused.
-                    let mut rng = SeededRng::new(self.rng_seed);
-                    hs.set_psk(2, &rng.bytes32())
-                        .map_err(|_| HandshakeError::Noise)?;
-                    return Err(HandshakeError::Refused(if r.is_token() {
-                        r
-                    } else {
-                        Refusal::Unavailable
-                    }));
-                }
+                Err(r) => return Err(self.token_refused(hs, r)),
             };
             hs.set_psk(2, &psk).map_err(|_| HandshakeError::Noise)?;
             gate.check_enrollment(key, site)
@@ -843,7 +913,22 @@ impl Responder {
             }
         }
         gate.record_counter(key, counter)
-            .map_err(HandshakeError::Refused)
+            .map_err(HandshakeError::Refused)?;
+        Ok(token)
+    }
+
+    /// A refusal of the token: the reply must still be a valid message 2; keyed with a random
+    /// psk, the initiator cannot read it and reports EnrollmentRefused.
+    fn token_refused(&self, hs: &mut snow::HandshakeState, r: Refusal) -> HandshakeError {
+        let mut rng = SeededRng::new(self.rng_seed);
+        if hs.set_psk(2, &rng.bytes32()).is_err() {
+            return HandshakeError::Noise;
+        }
+        HandshakeError::Refused(if r.is_token() {
+            r
+        } else {
+            Refusal::Unavailable
+        })
     }
 
     fn confirm(

@@ -185,6 +185,15 @@ impl Scopes {
         }
     }
 
+    /// Whether every scope of this grant is in `other` (`*` only within `*`).
+    pub fn within(&self, other: &Scopes) -> bool {
+        match (self, other) {
+            (_, Scopes::All) => true,
+            (Scopes::All, Scopes::Only(_)) => false,
+            (Scopes::Only(a), Scopes::Only(b)) => a.is_subset(b),
+        }
+    }
+
     /// The scopes in either grant.
     pub fn union(&self, other: &Scopes) -> Scopes {
         match (self, other) {

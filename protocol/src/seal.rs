@@ -23,8 +23,9 @@ pub mod envelope;
 mod key;
 mod key_set;
 pub mod primitives;
+pub mod table;
 
-pub use body::{decode_sealed, seal_batch, SealError, AAD_DOMAIN, SEAL_OVERHEAD};
+pub use body::{decode_sealed, seal_batch, Opened, SealError, AAD_DOMAIN, SEAL_OVERHEAD};
 pub use digest::{DigestKey, NotADigest, ScopeDigest, DIGEST_KEY_LEN, SCOPE_DIGEST_LEN};
 pub use key::ScopeKey;
 pub use key_set::{KeyEntry, KeySet};

@@ -441,22 +441,23 @@ const GOLDEN_MOSHI: &str = "6624553d243a6b54ebe6b1a776340f6a";
 /// The golden batch's changes in the stream of `moshi` (by digest), written under grant version
 /// 3, sealed under epoch 1's key `5e 5e .. 5e` with the nonce `4e 4e .. 4e`, signed with the
 /// secret scalar `42 42 .. 42`.
-/// The clear header names epoch 1 and the sealed body's length (135: 107 + nonce and tag) and
-/// hash; the body as sent is the nonce, the golden batch's body as sent encrypted, and the tag.
+/// The clear header names the scope by its digest, epoch 1 and the sealed body's length (141:
+/// nonce, `05 "moshi"` and the 107 bytes, tag) and hash; the body as sent is the nonce, the
+/// scope name and the golden batch's body as sent encrypted, and the tag.
 const GOLDEN_SEALED: &str = "\
     4f5042 02 \
     01010101010101010101010101010101 \
     20 3636323435353364323433613662353465626536623161373736333430663661 \
-    01 02 00 01 03 80808080cc85f2cc01 8701 \
-    eb5dda9d3ddb591315b182d754d8ffcfbe2dbbcc6d68ee78e59cfabc197b40e6 \
-    60d513242ee68d422ad0b0e6d496244a732c313f688a7b3357d7a5fd9505b8be\
-    290da8d1a71475cefcce1360b41e8811f51ea06004eeae10cb5f7bd3bf319847 \
+    010200 01 03 80808080cc85f2cc01 8d01 \
+    c873fc203bc53d3b416556a7c88d21317814932eb1d84f849599d3a8448b8f88 \
+    329f571de9c071d968461da3a6521875ae1a7c7f5086a8095c2ce49f5e49c818 \
+    6951c88c6665347f236ba7726e2f31adef352ac6d0eca9cd9c229c51cf9b3672 \
     4e4e4e4e4e4e4e4e4e4e4e4e \
-    95f83a28094bbedac0238219875cdbd2532647903ba58fa807a6381772084d5e\
-    a68a3925fa71b97bdc67641d6eb146a7aefec86e418192f0b9bafb1877ff341a\
-    13400213976bb43680b509ef6727b499c1c9dcf7bd35522286585cfd34de2453\
-    6fdadb8b1d976b400a651a \
-    4d235806d0fd1cd3d5b53dc5d6ef958d";
+    1015d5dbada7cc9641a24fe87692b3b7560601ca06c18af82c9f017277586667 \
+    9fef3d70d12ea43588234d5f75fd12e3e9bb9b6c4080a6f1b8b8ec175dd30853 \
+    5f098bb6d2805fb2c4d985cf5603e5c45249775052e55a43ab3b3e8a7783692b \
+    26537ecef67cef0466eabaab0aa62a45ea \
+    29c8672ba42713fee674a9b74ed4227a";
 
 /// [`golden_key_set`] wrapped to the device whose secret scalar is `31 31 .. 31`, with the
 /// ephemeral secret scalar `55 55 .. 55`: magic, version, the ephemeral public key, then the
@@ -479,9 +480,7 @@ fn golden_scope_key() -> outpost_protocol::seal::ScopeKey {
 fn golden_sealed_batch() -> Vec<u8> {
     use outpost_protocol::batch::{codec, signature, BatchMeta, BodyWriter};
     use outpost_protocol::seal::{seal_batch, DigestKey};
-    let stream = DigestKey::from_bytes(GOLDEN_DIGEST_KEY)
-        .digest("moshi")
-        .to_stream();
+    let stream = String::from("moshi");
     let mut w = BodyWriter::new(batch_tables()).unwrap();
     for group in batch_changes() {
         w.begin_table(group.table).unwrap();
@@ -502,7 +501,8 @@ fn golden_sealed_batch() -> Vec<u8> {
         Compression::None,
     )
     .unwrap();
-    let mut sealed = seal_batch(&plain, &golden_scope_key(), [0x4e; 12]).unwrap();
+    let dk = DigestKey::from_bytes(GOLDEN_DIGEST_KEY);
+    let mut sealed = seal_batch(&plain, &golden_scope_key(), &dk, [0x4e; 12]).unwrap();
     let key = outpost_protocol::handshake::Keypair::from_secret(&[0x42; 32]).unwrap();
     signature::sign(&mut sealed, &key).unwrap();
     sealed
@@ -548,28 +548,31 @@ fn a_sealed_batch_emits_and_opens_its_golden_bytes() {
     let header = outpost_protocol::batch::codec::verify(&bytes, &Limits::default()).unwrap();
     assert_eq!(
         (header.key_epoch, header.sent_len, header.stream.as_str()),
-        (1, 135, GOLDEN_MOSHI)
+        (1, 141, GOLDEN_MOSHI)
     );
     let key = Keypair::from_secret(&[0x42; 32]).unwrap();
     signature::verify(&header, key.public()).unwrap();
-    let batch = decode_sealed(&bytes, &Limits::default(), |stream, epoch| {
+    let dk = outpost_protocol::seal::DigestKey::from_bytes(GOLDEN_DIGEST_KEY);
+    let opened = decode_sealed(&bytes, &Limits::default(), &dk, |stream, epoch| {
         (stream == GOLDEN_MOSHI && epoch == 1).then(golden_scope_key)
     })
     .unwrap();
+    assert_eq!(opened.scope, "moshi");
+    let batch = opened.batch;
     assert_eq!(batch.tables, batch_changes());
     assert_eq!(batch.header.tables, batch_tables());
-    // The sealed body is the golden batch's body as sent (107 bytes) plus nonce and tag; the
-    // clear header is the golden batch's plus the stream name (32 bytes) and one byte of
-    // sent_len (135 takes two); the key epoch 1 takes one byte, as 0 did.
+    // The sealed body is the golden batch's body as sent (107 bytes) plus nonce, scope name
+    // (6 bytes) and tag; the clear header is the golden batch's plus the stream's digest (32
+    // bytes) and one byte of sent_len (141 takes two); the key epoch 1 takes one byte, as 0 did.
     let plain = unhex(GOLDEN_BATCH);
-    assert_eq!(bytes.len() - 135, plain.len() - 0x6b + 32 + 1);
+    assert_eq!(bytes.len() - 141, plain.len() - 0x6b + 32 + 1);
 }
 
 #[test]
 fn the_golden_sealed_body_is_aes_256_gcm_of_the_golden_body_as_sent() {
-    // Rebuilt from the documented layout with the primitive alone: nonce, then AES-256-GCM of the
-    // body as sent under AAD = "outpost sealed body v1\n" || the clear header with sent_len 0 and
-    // a zero hash, then the tag.
+    // Rebuilt from the documented layout with the primitive alone: nonce, then AES-256-GCM of
+    // the scope name (length byte, then `moshi`) and the body as sent under AAD = "outpost
+    // sealed body v1\n" || the clear header with sent_len 0 and a zero hash, then the tag.
     use outpost_protocol::seal::primitives::aes_256_gcm_seal;
     let sealed = unhex(GOLDEN_SEALED);
     let plain = unhex(GOLDEN_BATCH);
@@ -579,13 +582,14 @@ fn the_golden_sealed_body_is_aes_256_gcm_of_the_golden_body_as_sent() {
     aad.extend_from_slice(&clear[..clear.len() - 2 - 32]);
     aad.push(0); // sent_len 0
     aad.extend_from_slice(&[0; 32]);
-    let mut buf = body_as_sent.to_vec();
+    let mut buf = b"\x05moshi".to_vec();
+    buf.extend_from_slice(body_as_sent);
     let tag = aes_256_gcm_seal(&[0x5e; 32], &[0x4e; 12], &aad, &mut buf).unwrap();
     let mut want = vec![0x4e; 12];
     want.extend_from_slice(&buf);
     want.extend_from_slice(&tag);
     assert_eq!(
-        hex::encode(&sealed[sealed.len() - 135..]),
+        hex::encode(&sealed[sealed.len() - 141..]),
         hex::encode(want)
     );
 }

@@ -530,14 +530,18 @@ fn a_length_prefix_below_the_tag_size_is_refused() {
 fn a_length_prefix_above_the_limit_is_refused_before_allocating() {
     let (device, hub) = (key(1), key(2));
     let mut gate = MemGate::with_device(&device, DEVICE);
-    // Handshake frames are small: 300 is already too much.
+    // Handshake frames are small: message 1 with the largest admission at most.
     let e = responder(&hub, 1)
-        .receive(&mut &[1u8, 44][..], 1, &mut gate)
+        .receive(&mut &[0x20u8, 0x00][..], 1, &mut gate)
         .unwrap_err();
     assert_eq!(
         e,
-        HandshakeError::Frame(FrameError::Oversize { len: 300, max: 256 })
+        HandshakeError::Frame(FrameError::Oversize {
+            len: 8192,
+            max: outpost_protocol::handshake::HANDSHAKE_MAX_FRAME
+        })
     );
+    assert_eq!(outpost_protocol::handshake::HANDSHAKE_MAX_FRAME, 189 + 4096);
     // A channel with a smaller frame limit refuses larger frames from the prefix alone.
     let limits = Limits {
         max_frame_len: 1024,
@@ -715,5 +719,113 @@ fn the_busy_notice_is_busy_for_the_initiator_in_both_modes() {
     assert!(
         matches!(e, HandshakeError::Truncated { message: 2, .. }),
         "{e:?}"
+    );
+}
+
+/// A two-part code's admission for [`HUB`], minted and signed by `minter` (site 0x77..).
+fn admission(minter: &Keypair, hub: &Keypair) -> outpost_protocol::enroll_code::Admission {
+    let mut a = outpost_protocol::enroll_code::Admission {
+        hub_site: HUB,
+        hub_key: *hub.public(),
+        addresses: vec!["10.0.0.2:7420".into()],
+        token: TOKEN,
+        expires_at: 1_900_000_000,
+        cloud: None,
+        scopes: outpost_protocol::scope::Scopes::parse(["5f0e3a9c1b2d4e6f708192a3b4c5d6e7"])
+            .unwrap(),
+        enroll: false,
+        minter: SiteId([0x77; 16]),
+        signature: [0; 64],
+    };
+    a.sign(minter).unwrap();
+    a
+}
+
+fn admit_purpose(a: &outpost_protocol::enroll_code::Admission) -> Purpose {
+    Purpose::Admit {
+        admission: a.encode(),
+        token: a.token,
+    }
+}
+
+#[test]
+fn a_hub_admits_a_device_from_an_admission_it_never_issued() {
+    let (device, hub, minter) = (key(1), key(2), key(3));
+    let mut gate = MemGate {
+        site: Some(HUB),
+        ..MemGate::default()
+    };
+    gate.minters.insert(SiteId([0x77; 16]), *minter.public());
+    let a = admission(&minter, &hub);
+    let cfg = initiator_config(&device, &hub, 1, admit_purpose(&a));
+    let (mut i, mut r) = handshake(&cfg, &hub, &mut gate);
+    let (ic, rc) = (i.as_mut().unwrap(), r.as_mut().unwrap());
+    assert_eq!(exchange(ic, rc, b"hello"), b"hello");
+    assert_eq!(
+        gate.admitted,
+        vec![(TokenId::of(&TOKEN), *device.public(), DEVICE)]
+    );
+    // The token is used now: the same admission again is refused.
+    let cfg = initiator_config(&key(4), &hub, 1, admit_purpose(&a));
+    let (i, r) = handshake(&cfg, &hub, &mut gate);
+    assert_eq!(r.unwrap_err(), HandshakeError::Refused(Refusal::TokenUsed));
+    assert_eq!(i.unwrap_err(), HandshakeError::EnrollmentRefused);
+}
+
+#[test]
+fn an_admission_of_an_unknown_minter_a_forged_signature_or_another_hub_is_refused() {
+    let (device, hub, minter) = (key(1), key(2), key(3));
+    let gate = || {
+        let mut g = MemGate {
+            site: Some(HUB),
+            ..MemGate::default()
+        };
+        g.minters.insert(SiteId([0x77; 16]), *minter.public());
+        g
+    };
+    // Signed by another key than the minter's.
+    let forged = admission(&key(9), &hub);
+    // Names another hub.
+    let mut elsewhere = admission(&minter, &hub);
+    elsewhere.hub_site = SiteId([0xbb; 16]);
+    elsewhere.sign(&minter).unwrap();
+    // An unknown minter.
+    let mut stranger = admission(&minter, &hub);
+    stranger.minter = SiteId([0x66; 16]);
+    stranger.sign(&minter).unwrap();
+    // Not an admission at all.
+    let garbage = Purpose::Admit {
+        admission: vec![0x42; 40],
+        token: TOKEN,
+    };
+    for purpose in [
+        admit_purpose(&forged),
+        admit_purpose(&elsewhere),
+        admit_purpose(&stranger),
+        garbage,
+    ] {
+        let mut g = gate();
+        let cfg = initiator_config(&device, &hub, 1, purpose);
+        let (i, r) = handshake(&cfg, &hub, &mut g);
+        assert_eq!(
+            r.unwrap_err(),
+            HandshakeError::Refused(Refusal::UnknownToken)
+        );
+        assert_eq!(i.unwrap_err(), HandshakeError::EnrollmentRefused);
+        assert!(g.admitted.is_empty());
+    }
+}
+
+#[test]
+fn an_admission_longer_than_the_bound_is_not_sent() {
+    let (device, hub) = (key(1), key(2));
+    let purpose = Purpose::Admit {
+        admission: vec![1; outpost_protocol::enroll_code::MAX_ADMISSION_BYTES + 1],
+        token: TOKEN,
+    };
+    let cfg = initiator_config(&device, &hub, 1, purpose);
+    assert_eq!(
+        Initiator::start(&cfg, Ephemeral::from_seed([1; 32]), Limits::default(), 0).unwrap_err(),
+        HandshakeError::BadPayload
     );
 }

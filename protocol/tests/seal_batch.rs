@@ -8,13 +8,25 @@ use outpost_protocol::batch::{
     ColumnSchema, Compression, Direction, RowChange, TableSchema,
 };
 use outpost_protocol::handshake::Keypair;
-use outpost_protocol::seal::{decode_sealed, seal_batch, ScopeKey, SealError, SEAL_OVERHEAD};
+use outpost_protocol::seal::{
+    decode_sealed, seal_batch, DigestKey, ScopeKey, SealError, SEAL_OVERHEAD,
+};
 use outpost_protocol::{Hlc, SeqRange, SiteId, Strategy as Merge, Value};
 use outpost_testkit::batch::text_rows_in;
 use proptest::prelude::*;
 
 const ORIGIN: SiteId = SiteId([0x0a; 16]);
-const STREAM: &str = "5f0e3a9c1b2d4e6f708192a3b4c5d6e7";
+/// The batches' scope: sealing names it by its digest under [`dk`] ([`wire`]).
+const STREAM: &str = "moshi";
+
+fn dk() -> DigestKey {
+    DigestKey::from_bytes([0x5d; 32])
+}
+
+/// [`STREAM`]'s id on the wire of a sealed batch.
+fn wire() -> String {
+    dk().wire_scope(STREAM)
+}
 
 fn key(epoch: u32) -> ScopeKey {
     ScopeKey::new(epoch, [epoch as u8; 32]).unwrap()
@@ -39,15 +51,16 @@ fn plain(rows: i64) -> Vec<u8> {
 
 /// `plain` sealed under `key` and signed again (the push-time order).
 fn sealed_signed(plain: &[u8], key: &ScopeKey, nonce: u8) -> Vec<u8> {
-    let mut sealed = seal_batch(plain, key, [nonce; 12]).unwrap();
+    let mut sealed = seal_batch(plain, key, &dk(), [nonce; 12]).unwrap();
     signature::sign(&mut sealed, &origin_key()).unwrap();
     sealed
 }
 
 fn open(bytes: &[u8], held: &ScopeKey) -> Result<outpost_protocol::batch::Batch, SealError> {
-    decode_sealed(bytes, &Limits::default(), |stream, epoch| {
-        (stream == STREAM && epoch == held.epoch()).then(|| held.clone())
+    decode_sealed(bytes, &Limits::default(), &dk(), |stream, epoch| {
+        (stream == wire() && epoch == held.epoch()).then(|| held.clone())
     })
+    .map(|o| o.batch)
 }
 
 #[test]
@@ -86,7 +99,7 @@ fn a_relay_reads_the_clear_header_and_nothing_of_the_body() {
         ),
         (
             want.origin,
-            &want.stream,
+            &wire(),
             want.range,
             want.flags,
             want.grant_version,
@@ -96,8 +109,8 @@ fn a_relay_reads_the_clear_header_and_nothing_of_the_body() {
     assert!(h.tables.is_empty() && h.body_len == 0, "no payload fields");
     assert_eq!(codec::check_limits(&h, sealed.len()), Ok(()));
     codec::verify(&sealed, &Limits::default()).unwrap();
-    // Nothing of the schema or the values is in the sealed bytes.
-    for marker in [&b"patients"[..], b"name", b"Amina", b"INTEGER"] {
+    // Nothing of the schema, the values or the scope's name is in the sealed bytes.
+    for marker in [&b"patients"[..], b"name", b"Amina", b"INTEGER", b"moshi"] {
         assert!(
             !plain.windows(marker.len()).all(|w| w != marker),
             "in the plain batch"
@@ -117,32 +130,37 @@ fn a_relay_reads_the_clear_header_and_nothing_of_the_body() {
 fn sealing_adds_at_most_64_bytes() {
     for rows in [0, 1, 30, 3_000] {
         let plain = plain(rows);
-        for epoch in [1, 200, u32::MAX] {
-            let sealed = seal_batch(&plain, &key(epoch), [0; 12]).unwrap();
+        // Below 2^21 an epoch's varint takes at most 3 bytes (a scope would need two million
+        // revocations to pass it); the largest epoch costs two bytes more than the goal.
+        for (epoch, most) in [(1, 64), (200, 64), ((1 << 21) - 1, 64), (u32::MAX, 66)] {
+            let sealed = seal_batch(&plain, &key(epoch), &dk(), [0; 12]).unwrap();
             let grew = sealed.len() - plain.len();
-            assert!(grew <= 64, "{rows} rows, epoch {epoch}: {grew} bytes");
+            assert!(grew <= most, "{rows} rows, epoch {epoch}: {grew} bytes");
             assert!(grew >= SEAL_OVERHEAD);
         }
     }
-    // The figure for docs/wire-format.md: a 1-row batch, epoch 1.
+    // The figure for docs/wire-format.md: a 1-row batch, epoch 1: 28 bytes of nonce and tag,
+    // 32 of digest in the clear header and the name's length byte inside.
     let plain = plain(1);
-    let sealed = seal_batch(&plain, &key(1), [0; 12]).unwrap();
-    assert_eq!(sealed.len() - plain.len(), 28);
+    let sealed = seal_batch(&plain, &key(1), &dk(), [0; 12]).unwrap();
+    assert_eq!(sealed.len() - plain.len(), 61);
 }
 
 #[test]
 fn opening_without_the_right_key_is_a_typed_error() {
     let sealed = sealed_signed(&plain(3), &key(2), 9);
     assert_eq!(open(&sealed, &key(1)), Err(SealError::NoKey { epoch: 2 }));
-    let r = decode_sealed(&sealed, &Limits::default(), |_, _| Some(key(1)));
+    let r = decode_sealed(&sealed, &Limits::default(), &dk(), |_, _| Some(key(1)));
     assert_eq!(r, Err(SealError::WrongEpoch { batch: 2, key: 1 }));
     let other = ScopeKey::new(2, [0x77; 32]).unwrap();
-    let r = decode_sealed(&sealed, &Limits::default(), |_, _| Some(other.clone()));
+    let r = decode_sealed(&sealed, &Limits::default(), &dk(), |_, _| {
+        Some(other.clone())
+    });
     assert_eq!(r, Err(SealError::TagMismatch { epoch: 2 }));
     assert!(r.unwrap_err().to_string().contains("altered"));
     assert_eq!(open(&plain(3), &key(2)), Err(SealError::NotSealed));
     assert_eq!(
-        seal_batch(&sealed, &key(2), [0; 12]),
+        seal_batch(&sealed, &key(2), &dk(), [0; 12]),
         Err(SealError::AlreadySealed { epoch: 2 })
     );
     assert_eq!(ScopeKey::new(0, [1; 32]), None, "epoch 0 means unsealed");
@@ -235,7 +253,7 @@ fn every_clear_header_field_is_bound_to_the_sealed_body() {
         let any_key = |_: &str, epoch: u32| ScopeKey::new(epoch, [5; 32]);
         assert!(
             matches!(
-                decode_sealed(&resigned, &Limits::default(), any_key),
+                decode_sealed(&resigned, &Limits::default(), &dk(), any_key),
                 Err(SealError::TagMismatch { .. })
             ),
             "{what}"
@@ -245,7 +263,7 @@ fn every_clear_header_field_is_bound_to_the_sealed_body() {
 
 #[test]
 fn a_sealed_body_shorter_than_nonce_and_tag_is_refused_by_relays() {
-    let sealed = seal_batch(&plain(1), &key(1), [0; 12]).unwrap();
+    let sealed = seal_batch(&plain(1), &key(1), &dk(), [0; 12]).unwrap();
     let h = codec::decode_header(&sealed, &Limits::default()).unwrap();
     let short = with_body(&h, &[0u8; SEAL_OVERHEAD - 1]);
     assert_eq!(
@@ -259,12 +277,12 @@ fn a_sealed_batch_keeps_the_decoding_budget() {
     // A sealed body that authenticates but claims more than its budget is refused like an
     // unsealed one: the budget is the sealed batch's, less the opened copy.
     let plain = plain(50);
-    let sealed = seal_batch(&plain, &key(1), [0; 12]).unwrap();
+    let sealed = seal_batch(&plain, &key(1), &dk(), [0; 12]).unwrap();
     let tight = Limits {
         max_batch_bytes: sealed.len(),
         max_body_bytes: 10,
     };
-    let r = decode_sealed(&sealed, &tight, |_, _| Some(key(1)));
+    let r = decode_sealed(&sealed, &tight, &dk(), |_, _| Some(key(1)));
     assert!(
         matches!(r, Err(SealError::Decode(DecodeError::BodyTooLarge { .. }))),
         "{r:?}"
@@ -274,7 +292,7 @@ fn a_sealed_batch_keeps_the_decoding_budget() {
         ..Limits::default()
     };
     assert!(matches!(
-        decode_sealed(&sealed, &smaller, |_, _| Some(key(1))),
+        decode_sealed(&sealed, &smaller, &dk(), |_, _| Some(key(1))),
         Err(SealError::Decode(DecodeError::TooLarge { .. }))
     ));
 }
@@ -292,7 +310,7 @@ fn value() -> impl Strategy<Value = Value> {
 fn random_batch() -> impl Strategy<Value = Vec<u8>> {
     (
         proptest::collection::vec((any::<i64>(), value(), 1u64..1 << 40), 0..40),
-        "[a-z0-9]{0,32}",
+        "[a-z0-9]{0,64}",
         any::<u64>(),
         0usize..2,
         any::<bool>(),
@@ -348,19 +366,21 @@ proptest! {
     #[test]
     fn sealing_then_opening_gives_the_original_batch(
         plain in random_batch(),
-        epoch in 1u32..,
+        epoch in 1u32..1 << 21,
         key_bytes in any::<[u8; 32]>(),
         nonce in any::<[u8; 12]>(),
     ) {
         let key = ScopeKey::new(epoch, key_bytes).unwrap();
         let want = codec::decode(&plain, &Limits::default()).unwrap();
-        let sealed = seal_batch(&plain, &key, nonce).unwrap();
+        let sealed = seal_batch(&plain, &key, &dk(), nonce).unwrap();
         prop_assert!(sealed.len() <= plain.len() + 64);
-        let got = decode_sealed(&sealed, &Limits::default(), |_, e| (e == epoch).then(|| key.clone())).unwrap();
+        let opened = decode_sealed(&sealed, &Limits::default(), &dk(), |_, e| (e == epoch).then(|| key.clone())).unwrap();
+        let got = &opened.batch;
         prop_assert_eq!(&got.tables, &want.tables);
         prop_assert_eq!(&got.header.tables, &want.header.tables);
         prop_assert_eq!(got.header.max_hlc, want.header.max_hlc);
-        prop_assert_eq!(&got.header.stream, &want.header.stream);
+        prop_assert_eq!(&opened.scope, &want.header.stream);
+        prop_assert_eq!(&got.header.stream, &dk().wire_scope(&want.header.stream));
         prop_assert_eq!(got.header.key_epoch, epoch);
     }
 }
@@ -384,7 +404,7 @@ fn the_encoder_refuses_a_key_epoch() {
 
 #[test]
 fn flags_are_set_before_sealing() {
-    let mut sealed = seal_batch(&plain(1), &key(2), [0; 12]).unwrap();
+    let mut sealed = seal_batch(&plain(1), &key(2), &dk(), [0; 12]).unwrap();
     let flags = BatchFlags {
         direction: Direction::Up,
         transfer: false,
@@ -395,6 +415,44 @@ fn flags_are_set_before_sealing() {
     );
     let mut plain = plain(1);
     codec::set_flags(&mut plain, flags).unwrap();
-    let sealed = seal_batch(&plain, &key(2), [0; 12]).unwrap();
+    let sealed = seal_batch(&plain, &key(2), &dk(), [0; 12]).unwrap();
     assert_eq!(open(&sealed, &key(2)).unwrap().header.flags, flags);
+}
+
+#[test]
+fn a_scope_name_inside_that_its_clear_digest_does_not_name_is_refused() {
+    // Opened under another tenant's digest key, the name sealed inside no longer has the clear
+    // stream as its digest: what a writer holding the key sees if it named one scope outside and
+    // another inside.
+    let sealed = sealed_signed(&plain(2), &key(1), 4);
+    let other = DigestKey::from_bytes([0x11; 32]);
+    let r = decode_sealed(&sealed, &Limits::default(), &other, |_, _| Some(key(1)));
+    assert_eq!(r.map(drop), Err(SealError::ScopeMismatch));
+    // Under the right key the name comes out, and the header keeps the wire id.
+    let opened = decode_sealed(&sealed, &Limits::default(), &dk(), |_, _| Some(key(1))).unwrap();
+    assert_eq!(opened.scope, STREAM);
+    assert_eq!(opened.batch.header.stream, wire());
+}
+
+#[test]
+fn the_unscoped_stream_stays_unnamed_on_the_wire() {
+    let plain = text_rows_in(
+        ORIGIN,
+        "",
+        1,
+        1,
+        "settings",
+        "value",
+        [(1, Hlc::new(1_760_000_000_000, 0), "x".to_string())],
+    );
+    let sealed = seal_batch(&plain, &key(1), &dk(), [0; 12]).unwrap();
+    assert_eq!(
+        codec::verify(&sealed, &Limits::default()).unwrap().stream,
+        ""
+    );
+    let opened = decode_sealed(&sealed, &Limits::default(), &dk(), |s, _| {
+        s.is_empty().then(|| key(1))
+    })
+    .unwrap();
+    assert_eq!(opened.scope, "");
 }

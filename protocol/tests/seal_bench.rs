@@ -66,7 +66,7 @@ fn patients(body: usize, compression: Compression) -> (Vec<u8>, usize) {
         rows += 1;
     }
     let meta = BatchMeta {
-        stream: DigestKey::from_bytes([1; 32]).digest("moshi").to_stream(),
+        stream: "moshi".into(),
         ..BatchMeta::default()
     };
     let range = SeqRange::new(1, rows as u64).unwrap();
@@ -98,12 +98,13 @@ fn sealing_figures() {
     let limits = Limits::default();
     for compression in [Compression::None, Compression::Deflate] {
         let (plain, rows) = patients(512 << 10, compression);
-        let sealed = seal_batch(&plain, &key, [3; 12]).unwrap();
+        let dk = DigestKey::from_bytes([1; 32]);
+        let sealed = seal_batch(&plain, &key, &dk, [3; 12]).unwrap();
         let decode = time(|| drop(black_box(codec::decode(&plain, &limits).unwrap())));
-        let seal = time(|| drop(black_box(seal_batch(&plain, &key, [3; 12]).unwrap())));
+        let seal = time(|| drop(black_box(seal_batch(&plain, &key, &dk, [3; 12]).unwrap())));
         let open = time(|| {
             drop(black_box(
-                decode_sealed(&sealed, &limits, |_, _| Some(key.clone())).unwrap(),
+                decode_sealed(&sealed, &limits, &dk, |_, _| Some(key.clone())).unwrap(),
             ))
         });
         let apply = rows as f64 / W4_ROWS_PER_SEC;

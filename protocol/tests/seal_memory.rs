@@ -9,7 +9,7 @@
 
 use outpost_protocol::batch::codec::{self, decoded_budget, DecodeError, Limits};
 use outpost_protocol::batch::{BatchHeader, Compression, TableSchema};
-use outpost_protocol::seal::{decode_sealed, seal_batch, ScopeKey, SealError};
+use outpost_protocol::seal::{decode_sealed, seal_batch, DigestKey, ScopeKey, SealError};
 use outpost_protocol::varint::write_u64;
 use outpost_protocol::{Hlc, SeqRange, SiteId};
 use proptest::prelude::*;
@@ -97,13 +97,18 @@ fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
 fn open_bounded(sealed: &[u8]) -> Result<(), SealError> {
     let limit = decoded_budget(sealed.len());
     let key = |_: &str, epoch: u32| ScopeKey::new(epoch, [3; 32]);
-    let (result, peak) = peak_of(|| decode_sealed(sealed, &Limits::default(), key).map(drop));
+    let (result, peak) =
+        peak_of(|| decode_sealed(sealed, &Limits::default(), &dk(), key).map(drop));
     assert!(
         peak <= limit,
         "decode_sealed of a {}-byte batch allocated {peak} bytes, the budget is {limit}",
         sealed.len()
     );
     result
+}
+
+fn dk() -> DigestKey {
+    DigestKey::from_bytes([0x5d; 32])
 }
 
 fn key() -> ScopeKey {
@@ -144,7 +149,7 @@ fn empty_groups(groups: u64, compression: Compression) -> Vec<u8> {
 fn a_sealed_body_of_empty_groups_is_refused_within_its_budget() {
     // 3 M empty groups: 6 MB inflated, 144 MB decoded, about 6 KB sealed and compressed.
     let plain = empty_groups(3_000_000, Compression::Deflate);
-    let sealed = seal_batch(&plain, &key(), [1; 12]).unwrap();
+    let sealed = seal_batch(&plain, &key(), &dk(), [1; 12]).unwrap();
     assert!(sealed.len() < 20_000, "{}", sealed.len());
     assert!(matches!(
         open_bounded(&sealed),
@@ -156,7 +161,7 @@ fn a_sealed_body_of_empty_groups_is_refused_within_its_budget() {
 fn a_large_raw_sealed_body_decodes_within_its_budget() {
     // 1.5 M empty groups raw: 3 MB on the wire, 72 MB of groups, under 64 x 3 MB with the copy.
     let plain = empty_groups(1_500_000, Compression::None);
-    let sealed = seal_batch(&plain, &key(), [2; 12]).unwrap();
+    let sealed = seal_batch(&plain, &key(), &dk(), [2; 12]).unwrap();
     open_bounded(&sealed).unwrap();
 }
 
@@ -169,7 +174,7 @@ proptest! {
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
     ) {
         let compression = if deflate { Compression::Deflate } else { Compression::None };
-        let sealed = seal_batch(&empty_groups(groups, compression), &key(), [4; 12]).unwrap();
+        let sealed = seal_batch(&empty_groups(groups, compression), &key(), &dk(), [4; 12]).unwrap();
         prop_assert!(open_bounded(&sealed).is_ok());
         let mut bad = sealed.clone();
         for (at, x) in flips {

@@ -16,10 +16,13 @@ use session_support::*;
 
 const OTHER: SiteId = SiteId([0x22; 16]);
 
-fn stream() -> String {
+fn dk() -> DigestKey {
     DigestKey::from_bytes([0x5d; 32])
-        .digest("moshi")
-        .to_stream()
+}
+
+/// The wire id of the batches' scope, `moshi`.
+fn stream() -> String {
+    dk().wire_scope("moshi")
 }
 
 fn key() -> ScopeKey {
@@ -32,8 +35,8 @@ fn sealed(origin: SiteId, lo: u64, hi: u64) -> Vec<u8> {
         let hlc = Hlc::new(1_760_000_000_000 + i, 0);
         (i as i64, hlc, format!("Zawadi Kisanga {i}"))
     });
-    let plain = text_rows_in(origin, &stream(), lo, hi, "patients", "name", rows);
-    let mut out = seal_batch(&plain, &key(), [lo as u8; 12]).unwrap();
+    let plain = text_rows_in(origin, "moshi", lo, hi, "patients", "name", rows);
+    let mut out = seal_batch(&plain, &key(), &dk(), [lo as u8; 12]).unwrap();
     signature::sign(&mut out, &site_keypair(origin)).unwrap();
     out
 }
@@ -65,10 +68,11 @@ fn a_hub_stores_and_serves_sealed_batches_it_cannot_read() {
         let h = codec::verify(b, &Limits::default()).unwrap();
         signature::verify(&h, site_keypair(h.origin).public()).unwrap();
         // A holder of the scope key reads it.
-        let batch = decode_sealed(b, &Limits::default(), |s, e| {
+        let batch = decode_sealed(b, &Limits::default(), &dk(), |s, e| {
             (s == stream() && e == 1).then(key)
         })
-        .unwrap();
+        .unwrap()
+        .batch;
         assert!(!batch.tables[0].rows.is_empty());
     }
     let plain = text_rows_in(

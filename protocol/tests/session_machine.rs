@@ -1327,14 +1327,17 @@ fn a_hello_with_bad_drains_does_not_decode() {
 fn a_push_under_a_retired_epoch_is_refused_only_from_a_device_handed_the_current_one() {
     use outpost_protocol::message::SealedKeys;
     use outpost_protocol::scope::Scopes;
-    use outpost_protocol::seal::{seal_batch, ScopeKey};
-    // Written under version 1 of the device's grant, which held moshi.
+    use outpost_protocol::seal::{seal_batch, DigestKey, ScopeKey};
+    // Written under version 1 of the device's grant, which held moshi; the relay knows the scope
+    // by its digest only, in the stream and in grants and drains alike.
+    let dk = DigestKey::from_bytes([0x5d; 32]);
+    let wire = dk.wire_scope("moshi");
     let sealed = |lo: u64, epoch: u32| -> Vec<u8> {
         let plain = outpost_testkit::batch::scoped_under(DEVICE, "moshi", 1, lo, lo);
         let key = ScopeKey::new(epoch, [epoch as u8; 32]).unwrap();
-        outpost_testkit::keys::signed(seal_batch(&plain, &key, [lo as u8; 12]).unwrap())
+        outpost_testkit::keys::signed(seal_batch(&plain, &key, &dk, [lo as u8; 12]).unwrap())
     };
-    let moshi = Scopes::parse(["moshi"]).unwrap();
+    let moshi = Scopes::parse([wire.as_str()]).unwrap();
     let versions = || HashMap::from([((DEVICE, 1), moshi.clone())]);
     let handed = || MemServer {
         keys: vec![SealedKeys {
@@ -1352,7 +1355,7 @@ fn a_push_under_a_retired_epoch_is_refused_only_from_a_device_handed_the_current
         let mut h = hello(4);
         if let Message::Hello(ref mut h) = h {
             h.drains = vec![outpost_protocol::message::Drain {
-                scope: "moshi".into(),
+                scope: wire.clone(),
                 last: 9,
             }];
         }

@@ -435,6 +435,34 @@ impl Allowlist {
         Ok(token)
     }
 
+    /// Takes a two-part code's token as if this box had issued it (its admission checked by
+    /// the caller: signed by a minter this box trusts, for this box, within what the minter may
+    /// grant): a device of `grant`, usable until `expires_at`. A token already here (presented
+    /// before, used or not) is left as it is, so an admission admits once.
+    pub fn import_token(
+        &mut self,
+        secret: &[u8; 32],
+        expires_at: u64,
+        now: u64,
+        grant: &PeerGrant,
+    ) -> Result<(), AllowlistError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO tokens(id, token, role, created_at, expires_at, scopes, enroll) \
+                 VALUES (?1, ?2, 'device', ?3, ?4, ?5, ?6)",
+                params![
+                    token_id(secret),
+                    secret,
+                    now as i64,
+                    i64::try_from(expires_at).unwrap_or(i64::MAX),
+                    grant.scopes.to_string(),
+                    grant.enroll as i64
+                ],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
     /// The token named `id` if it could still admit a device at `now` (not used, not expired),
     /// without consuming it: the enrollment handshake's pre-shared key.
     pub fn usable_token(&self, id: &[u8; 16], now: u64) -> Result<[u8; 32], AllowlistError> {
@@ -685,7 +713,7 @@ impl Allowlist {
 
     /// The one peer (revoked or not) whose site id (hex) starts with `selector` (at least 4
     /// digits).
-    fn find(&self, selector: &str) -> Result<Device, AllowlistError> {
+    pub fn find(&self, selector: &str) -> Result<Device, AllowlistError> {
         let wanted = selector.trim().to_ascii_lowercase();
         let mut matches: Vec<Device> = if wanted.len() >= 4 {
             self.devices()?

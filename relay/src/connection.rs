@@ -202,7 +202,21 @@ impl Relay {
         let allowlist = serving
             .take_allowlist()
             .map_err(ConnectionError::Allowlist)?;
-        let gate = AllowlistGate::new(allowlist, now.unix_secs());
+        // A two-part code's admission is judged by this box's key directory (`minters.rs`).
+        let own = serving.identity().site;
+        let lookup = serving.clone();
+        let gate = AllowlistGate::new(allowlist, now.unix_secs()).with_admissions(
+            own,
+            Box::new(move |site| {
+                let mut mailbox = lookup.take_mailbox().ok()?;
+                let found = crate::minters::minter(&mut mailbox, own, site);
+                lookup.give_mailbox(mailbox);
+                found.unwrap_or_else(|e| {
+                    log::warn!("reading the key directory for a code's minter: {e}");
+                    None
+                })
+            }),
+        );
         let responder = Responder::new(
             ResponderConfig {
                 identity: serving.keypair().clone(),

@@ -36,6 +36,7 @@ mod gate;
 pub mod identity;
 pub mod listener;
 pub mod logging;
+mod minters;
 mod pool;
 pub mod private_file;
 mod serving;

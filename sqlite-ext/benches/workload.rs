@@ -418,8 +418,9 @@ fn signature_cost(dir: &Path, apply_s: f64) {
 /// extra as a share of `apply_s`, the W4 apply time of all of them (issue 20's goal: 3%).
 fn sealing_cost(dir: &Path, apply_s: f64) {
     use outpost_protocol::batch::codec::{decode, Limits};
-    use outpost_protocol::seal::{decode_sealed, seal_batch, ScopeKey};
+    use outpost_protocol::seal::{decode_sealed, seal_batch, DigestKey, ScopeKey};
     let key = ScopeKey::new(1, [9; 32]).unwrap();
+    let dk = DigestKey::from_bytes([8; 32]);
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -435,7 +436,7 @@ fn sealing_cost(dir: &Path, apply_s: f64) {
             // A distinct nonce per batch, as a device draws them.
             let mut nonce = [0u8; 12];
             nonce[..8].copy_from_slice(&(i as u64).to_le_bytes());
-            seal_batch(b, &key, nonce).unwrap()
+            seal_batch(b, &key, &dk, nonce).unwrap()
         })
         .collect();
     let seal_s = t.elapsed().as_secs_f64();
@@ -446,7 +447,7 @@ fn sealing_cost(dir: &Path, apply_s: f64) {
     let plain_s = t.elapsed().as_secs_f64();
     let t = Instant::now();
     for b in &sealed {
-        std::hint::black_box(decode_sealed(b, &limits, |_, _| Some(key.clone())).unwrap());
+        std::hint::black_box(decode_sealed(b, &limits, &dk, |_, _| Some(key.clone())).unwrap());
     }
     let open_s = t.elapsed().as_secs_f64();
     let n = batches.len().max(1) as f64;

@@ -26,11 +26,12 @@ use crate::error::{ApplyError, Error};
 use crate::ffi::{Conn, Stmt};
 use crate::functions::{Arg, Call};
 use crate::schema::{self, quote, Direction, ScopeRule, Tracked};
+use crate::scope_keys::Received;
 use crate::sites::Sites;
 use crate::state::{NewRows, RowStore, Version};
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{
-    Batch, BatchHeader, CellPayload, Direction as Flag, RowChange, TableChanges, TableSchema,
+    BatchHeader, CellPayload, Direction as Flag, RowChange, TableChanges, TableSchema,
 };
 use outpost_protocol::control::Directory;
 use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewWrite};
@@ -802,9 +803,9 @@ pub(crate) fn sql_apply(call: &Call, args: &[Arg]) -> Result<Value, Error> {
         return Err(ApplyError::NotABlob.into());
     };
     schema::ensure(call.conn)?;
-    let batch = crate::scope_keys::decode(call.conn, bytes)?;
-    let directory = signatures::check(call, [&batch.header])?;
-    apply_all(call, Batches::One(&batch), directory.as_ref())
+    let received = crate::scope_keys::decode(call.conn, bytes)?;
+    let directory = signatures::check(call, [&received.batch.header])?;
+    apply_all(call, Batches::One(&received), directory.as_ref())
 }
 
 /// `outpost_apply_many(batch, ...)`: the batches in argument order, in one transaction, all or
@@ -853,13 +854,13 @@ pub(crate) fn apply_pulled(
 
 /// What `apply_all` applies: one decoded batch, or pulled ones decoded one at a time.
 enum Batches<'a> {
-    One(&'a Batch),
+    One(&'a Received),
     Pulled(&'a [Pulled<'a>]),
 }
 
 /// One batch of [`Batches`], decoded.
 enum Item<'b> {
-    Whole(&'b Batch),
+    Whole(&'b Received),
     Withheld(&'b BatchHeader),
 }
 
@@ -870,8 +871,8 @@ impl Batches<'_> {
             Batches::One(b) => f(Item::Whole(b)),
             Batches::Pulled(pulled) => pulled.iter().try_for_each(|p| match p {
                 Pulled::Whole(bytes) => {
-                    let b = crate::scope_keys::decode(conn, bytes)?;
-                    f(Item::Whole(&b))
+                    let received = crate::scope_keys::decode(conn, bytes)?;
+                    f(Item::Whole(&received))
                 }
                 Pulled::Withheld(h) => f(Item::Withheld(h)),
             }),
@@ -900,8 +901,8 @@ fn apply_all(call: &Call, batches: Batches, directory: Option<&Directory>) -> Re
         |strict: bool, mut new_rows: Option<NewRows>| -> Result<(Stats, Option<NewRows>), Error> {
             let mut total = Stats::default();
             batches.each(call.conn, |item| {
-                let batch = match item {
-                    Item::Whole(batch) => batch,
+                let received = match item {
+                    Item::Whole(received) => received,
                     Item::Withheld(h) => {
                         if h.origin == me && !crate::regain::accepts(call.conn, &h.stream)? {
                             return Err(ApplyError::OwnOrigin.into());
@@ -910,13 +911,13 @@ fn apply_all(call: &Call, batches: Batches, directory: Option<&Directory>) -> Re
                     }
                 };
                 // Its own past batches come back only to regain a dropped scope (`regain.rs`).
-                if batch.header.origin == me
-                    && !crate::regain::accepts(call.conn, &batch.header.stream)?
+                if received.batch.header.origin == me
+                    && !crate::regain::accepts(call.conn, &received.batch.header.stream)?
                 {
                     return Err(ApplyError::OwnOrigin.into());
                 }
                 let new_rows = pause.paused().then_some(&mut new_rows);
-                let s = apply_batch(call, batch, strict, new_rows, directory)?;
+                let s = apply_batch(call, received, strict, new_rows, directory)?;
                 total.applied += s.applied;
                 total.unchanged += s.unchanged;
                 total.conflicts += s.conflicts;
@@ -1046,12 +1047,13 @@ fn cover_withheld(conn: Conn, h: &BatchHeader, directory: Option<&Directory>) ->
 /// covered; its rows count as quarantined.
 fn apply_batch(
     call: &Call,
-    batch: &Batch,
+    received: &Received,
     strict: bool,
     mut new_rows: Option<&mut Option<NewRows>>,
     directory: Option<&Directory>,
 ) -> Result<Stats, Error> {
     let conn = call.conn;
+    let batch = &received.batch;
     let h = &batch.header;
     let folded = crate::fold::fold(call)?;
     if folded.columns_added {
@@ -1109,7 +1111,8 @@ fn apply_batch(
     conn.exec("PRAGMA defer_foreign_keys = ON")?;
     let mut ap = Applier::new(call)?;
     ap.strict = strict;
-    ap.stream = h.stream.clone();
+    // By name: exit markers and transfers compare it with rows' scope cells and own streams.
+    ap.stream = received.scope.clone();
     ap.transfer = h.flags.transfer;
     if let Some(n) = new_rows.as_deref_mut() {
         ap.rows.new_rows = Some(match n.take() {
@@ -1196,7 +1199,8 @@ fn apply_batch(
 }
 
 /// `outpost_vector()`: stream (`SITE` for an origin's unscoped stream, `SITE/SCOPE` for a
-/// scoped one) → contiguous coverage, this database's own streams included.
+/// scoped one, the scope's digest in a sealed tenant) → contiguous coverage, this database's
+/// own streams included.
 pub(crate) fn sql_vector(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     schema::ensure(call.conn)?;
     let mut out = serde_json::Map::new();
@@ -1206,8 +1210,10 @@ pub(crate) fn sql_vector(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
         // A database that wrote nothing still states its unscoped stream, as before streams.
         out.insert(StreamId::unscoped(me).to_string(), 0.into());
     }
+    // Own streams by wire id, as peers and `_outpost_vector` name them (`wire_scope.rs`).
+    let wire = crate::wire_scope::WireScopes::load(call.conn)?;
     for (scope, top) in tops {
-        out.insert(StreamId::new(me, scope).to_string(), top.into());
+        out.insert(StreamId::new(me, wire.of(&scope)).to_string(), top.into());
     }
     let mut s = call
         .conn

@@ -39,6 +39,7 @@ use crate::error::{Error, ScopeWriteError};
 use crate::ffi::Conn;
 use crate::functions::{Arg, Call};
 use crate::schema::{self, quote, ScopeRule, Tracked};
+use crate::wire_scope::WireScopes;
 use outpost_protocol::message::{Drain, MAX_DRAINS};
 use outpost_protocol::scope::Scopes;
 use outpost_protocol::Value;
@@ -61,17 +62,22 @@ pub(crate) fn list(conn: Conn) -> Result<Vec<(String, u64)>, Error> {
 
 /// What a hello declares: the draining scopes with their drain seqs (the first
 /// [`MAX_DRAINS`]; a device that lost more scopes at once declares the rest as these drop).
+/// Scopes by wire id (`wire_scope.rs`).
 pub(crate) fn declared(conn: Conn) -> Result<Vec<Drain>, Error> {
+    let wire = WireScopes::load(conn)?;
     Ok(list(conn)?
         .into_iter()
         .take(MAX_DRAINS)
-        .map(|(scope, last)| Drain { scope, last })
+        .map(|(scope, last)| Drain {
+            scope: wire.of(&scope),
+            last,
+        })
         .collect())
 }
 
-/// Whether `grant` holds `scope` (`None`: no grant known, every scope).
-fn holds(grant: Option<&Scopes>, scope: &str) -> bool {
-    grant.is_none_or(|g| g.contains(scope))
+/// Whether `grant` (wire ids) holds scope `scope` (`None`: no grant known, every scope).
+fn holds(wire: &WireScopes, grant: Option<&Scopes>, scope: &str) -> bool {
+    grant.is_none_or(|g| wire.holds(g, scope))
 }
 
 /// This device's grant changed from `old` to `new` (the log folded under `old`): scopes `old`
@@ -89,6 +95,7 @@ pub(crate) fn regranted(
         return Ok(());
     };
     let tables = schema::load_tracked(conn)?;
+    let wire = WireScopes::load(conn)?;
     // The scopes this device may hold anything of: its own streams and its rows' scope cells.
     let runs = crate::streams::Runs::load(conn)?;
     let mut candidates: BTreeSet<String> = runs
@@ -115,7 +122,7 @@ pub(crate) fn regranted(
     let mut start =
         conn.prepare("INSERT OR IGNORE INTO _outpost_drains(scope, last) VALUES (?1, ?2)")?;
     for scope in candidates {
-        if old.contains(&scope) && !holds(new, &scope) {
+        if wire.holds(old, &scope) && !holds(&wire, new, &scope) {
             start.bind_text(1, &scope)?;
             start.bind_i64(2, i64::try_from(drain_seq(&scope)).unwrap_or(i64::MAX))?;
             start.run()?;
@@ -124,7 +131,7 @@ pub(crate) fn regranted(
     drop(start);
     let mut stop = conn.prepare("DELETE FROM _outpost_drains WHERE scope = ?1")?;
     for (scope, _) in list(conn)? {
-        if holds(new, &scope) {
+        if holds(&wire, new, &scope) {
             stop.bind_text(1, &scope)?;
             stop.run()?;
         }
@@ -288,8 +295,9 @@ fn drop_scope(call: &Call, scope: &str) -> Result<(), Error> {
         s.bind_blob(2, key)?;
         s.run()?;
     }
+    // Coverage is by wire id (`wire_scope.rs`).
     let mut s = conn.prepare("DELETE FROM _outpost_vector WHERE stream = ?1")?;
-    s.bind_text(1, scope)?;
+    s.bind_text(1, &WireScopes::load(conn)?.of(scope))?;
     s.run()?;
     log::info!(
         "outpost_sync: scope {scope:?} drained: {} rows dropped without a delete",

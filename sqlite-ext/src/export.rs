@@ -43,10 +43,31 @@ pub(crate) fn sql_db_version(call: &Call, args: &[Arg]) -> Result<Value, Error> 
     let scope = scope_arg(call, args.first())?;
     schema::ensure(call.conn)?;
     let top = crate::streams::tops(call.conn)?
-        .get(scope)
+        .get(own_stream(call.conn, scope)?.as_str())
         .copied()
         .unwrap_or(0);
     Ok(Value::Integer(top as i64))
+}
+
+/// The own stream the manual API's `scope` argument names: a scope name, or in a sealed tenant
+/// also the wire id `outpost_vector()` states it by (`wire_scope.rs`).
+fn own_stream(conn: crate::ffi::Conn, scope: &str) -> Result<String, Error> {
+    // Only a digest's text can be a wire id other than the name.
+    if scope
+        .parse::<outpost_protocol::seal::ScopeDigest>()
+        .is_err()
+    {
+        return Ok(scope.to_string());
+    }
+    let wire = crate::wire_scope::WireScopes::load(conn)?;
+    let tops = crate::streams::tops(conn)?;
+    if tops.contains_key(scope) {
+        return Ok(scope.to_string());
+    }
+    Ok(wire
+        .name_of(scope, tops.keys().map(String::as_str))
+        .unwrap_or(scope)
+        .to_string())
 }
 
 /// The `scope` argument of the manual API: `''` (or NULL, or absent) is the unscoped stream.
@@ -81,7 +102,8 @@ pub(crate) fn sql_changes(call: &Call, args: &[Arg]) -> Result<Value, Error> {
             if crate::fold::fold(call)?.columns_added {
                 crate::apply::retry_all(call)?;
             }
-            changes(call, scope, since, max_bytes)
+            let scope = own_stream(call.conn, scope)?;
+            changes(call, &scope, since, max_bytes)
         })();
         schema::finish_savepoint(call.conn, "outpost_changes", r)
     })?;

@@ -127,6 +127,7 @@ mod track;
 mod transfer;
 mod triggers;
 mod vtab_module;
+mod wire_scope;
 
 pub use error::{ApplyError, Error, KeyFileProblem, ScopeWriteError, SyncError};
 use error::{LoadError, SQLITE_ERROR};
@@ -196,6 +197,7 @@ static FUNCTIONS: &[FunctionDef] = &[
     def(c"outpost_retry_quarantine", 0, 0, apply::sql_retry),
     // sync with a hub or the cloud
     def(c"outpost_enroll", 1, 1, sync::sql_enroll),
+    def(c"outpost_enroll_code", 1, 1, sync::sql_enroll_code),
     def(c"outpost_sync", 0, 2, status::sql_sync),
     def(c"outpost_status", 0, 0, status::sql_status),
     def(c"outpost_sync_progress", 0, 0, sync::sql_sync_progress),

@@ -20,9 +20,13 @@
 //!    which export never sends again.
 //! 4. **Done** once it covers the recorded seq: the record and the own stream's
 //!    `_outpost_vector` entry go, and hellos stop asking.
+//!
+//! Records are by scope name, what hellos ask and the own stream's `_outpost_vector` entry by
+//! wire id (`wire_scope.rs`): pulled batches advance coverage under their clear header's stream.
 
 use crate::error::Error;
 use crate::ffi::Conn;
+use crate::wire_scope::WireScopes;
 use outpost_protocol::message::{Regain, MAX_REGAINS};
 use outpost_protocol::scope::Scopes;
 use outpost_protocol::{SiteId, Value};
@@ -45,12 +49,12 @@ pub(crate) fn dropped(conn: Conn, scope: &str, last: u64) -> Result<(), Error> {
     s.run()
 }
 
-/// What this device covers of its own stream of `scope` (0: nothing yet).
-fn covered(conn: Conn, me: SiteId, scope: &str) -> Result<u64, Error> {
+/// What this device covers of its own stream `wire` (0: nothing yet).
+fn covered(conn: Conn, me: SiteId, wire: &str) -> Result<u64, Error> {
     Ok(conn
         .query_i64(
             "SELECT covered FROM _outpost_vector WHERE site = ?1 AND stream = ?2",
-            &[Value::Blob(me.0.to_vec()), Value::Text(scope.to_string())],
+            &[Value::Blob(me.0.to_vec()), Value::Text(wire.to_string())],
         )?
         .unwrap_or(0)
         .max(0) as u64)
@@ -75,39 +79,46 @@ pub(crate) fn declared(
             recorded.push((s.text(0), s.i64(1).max(0) as u64));
         }
     }
+    let wire = WireScopes::load(conn)?;
     let mut out = Vec::new();
     for (scope, last) in recorded {
-        let since = covered(conn, me, &scope)?;
+        let id = wire.of(&scope);
+        let since = covered(conn, me, &id)?;
         if since >= last {
-            finish(conn, me, &scope)?;
-        } else if grant.is_none_or(|g| g.contains(&scope)) && out.len() < MAX_REGAINS {
-            out.push(Regain { scope, since });
+            finish(conn, me, &scope, &id)?;
+        } else if grant.is_none_or(|g| wire.holds(g, &scope)) && out.len() < MAX_REGAINS {
+            out.push(Regain { scope: id, since });
         }
     }
     Ok(out)
 }
 
-/// Forgets the regain of `scope`: its own stream is covered up to the drop's seq.
-fn finish(conn: Conn, me: SiteId, scope: &str) -> Result<(), Error> {
+/// Forgets the regain of `scope` (wire id `wire`): its own stream is covered up to the drop's
+/// seq.
+fn finish(conn: Conn, me: SiteId, scope: &str, wire: &str) -> Result<(), Error> {
     let mut s = conn.prepare("DELETE FROM _outpost_regains WHERE scope = ?1")?;
     s.bind_text(1, scope)?;
     s.run()?;
     let mut s = conn.prepare("DELETE FROM _outpost_vector WHERE site = ?1 AND stream = ?2")?;
     s.bind_blob(1, &me.0)?;
-    s.bind_text(2, scope)?;
+    s.bind_text(2, wire)?;
     s.run()?;
     log::info!("outpost_sync: scope {scope:?} regained: its own past batches are back");
     Ok(())
 }
 
-/// Whether a pulled batch of this device's own origin in stream `scope` may be applied: the
-/// scope is being regained, not draining (module documentation, step 3).
-pub(crate) fn accepts(conn: Conn, scope: &str) -> Result<bool, Error> {
-    Ok(conn
-        .query_i64(
-            "SELECT 1 FROM _outpost_regains WHERE scope = ?1 \
-             AND scope NOT IN (SELECT scope FROM _outpost_drains)",
-            &[Value::Text(scope.to_string())],
-        )?
-        .is_some())
+/// Whether a pulled batch of this device's own origin in stream `wire` (its clear header's)
+/// may be applied: its scope is being regained, not draining (module documentation, step 3).
+pub(crate) fn accepts(conn: Conn, wire: &str) -> Result<bool, Error> {
+    let ids = WireScopes::load(conn)?;
+    let mut s = conn.prepare(
+        "SELECT scope FROM _outpost_regains \
+         WHERE scope NOT IN (SELECT scope FROM _outpost_drains)",
+    )?;
+    while s.step()? {
+        if ids.of(&s.text(0)) == wire {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

@@ -28,6 +28,7 @@
 
 use crate::error::{Error, ScopeWriteError};
 use crate::functions::{Arg, Call};
+use crate::wire_scope::WireScopes;
 use outpost_protocol::scope::{self, Scopes};
 use outpost_protocol::Value;
 
@@ -41,11 +42,15 @@ struct GrantCache {
     scopes: Option<Scopes>,
     /// The grant's version (0: no grant known).
     version: u64,
+    /// How the grant's scope ids (digests in a sealed tenant) read names.
+    wire: WireScopes,
 }
 
 impl GrantCache {
     fn grants(&self, scope: &str) -> bool {
-        self.scopes.as_ref().is_none_or(|s| s.contains(scope))
+        self.scopes
+            .as_ref()
+            .is_none_or(|s| self.wire.holds(s, scope))
     }
 }
 
@@ -91,6 +96,7 @@ fn with_grant<T>(call: &Call, ask: impl Fn(&GrantCache) -> T) -> Result<T, Error
         data_version,
         scopes,
         version,
+        wire: WireScopes::load(conn)?,
     };
     let answer = ask(&cache);
     call.session.grant.put(cache);

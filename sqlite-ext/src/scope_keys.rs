@@ -118,8 +118,14 @@ fn scope_key(epoch: u32, bytes: &[u8]) -> Option<ScopeKey> {
     ScopeKey::new(epoch, bytes.try_into().ok()?)
 }
 
-/// Whether this database holds the key a sealed batch with this clear header needs (an unsealed
-/// one needs none).
+/// Where the keys of wire scope id `stream` are filed (`_outpost_keys.scope`); `None` for a
+/// stream that has none (a scope name sent unsealed).
+fn filed_under(dk: &DigestKey, stream: &str) -> Option<String> {
+    dk.key_digest(stream).map(|d| d.to_stream())
+}
+
+/// Whether this database holds the key a sealed batch with this clear header (`stream` its wire
+/// id) needs (an unsealed one needs none).
 pub(crate) fn can_open(conn: Conn, stream: &str, epoch: u32) -> Result<bool, Error> {
     if epoch == 0 {
         return Ok(true);
@@ -127,26 +133,49 @@ pub(crate) fn can_open(conn: Conn, stream: &str, epoch: u32) -> Result<bool, Err
     let Some(dk) = digest_key(conn)? else {
         return Ok(false);
     };
-    Ok(key(conn, &scope_of(&dk, stream), epoch)?.is_some())
+    let Some(id) = filed_under(&dk, stream) else {
+        return Ok(false);
+    };
+    Ok(key(conn, &id, epoch)?.is_some())
+}
+
+/// A batch as received: decoded, and opened first when it is sealed.
+pub(crate) struct Received {
+    /// The batch; its header's stream is the wire id.
+    pub(crate) batch: Batch,
+    /// Its stream's scope name (`wire_scope.rs`): sealed inside a sealed batch, the header's
+    /// stream otherwise.
+    pub(crate) scope: String,
 }
 
 /// Decodes a batch, opening it first when it is sealed (with the key of its stream and epoch).
-pub(crate) fn decode(conn: Conn, bytes: &[u8]) -> Result<Batch, Error> {
+pub(crate) fn decode(conn: Conn, bytes: &[u8]) -> Result<Received, Error> {
     let header = codec::decode_header(bytes, &Limits::default()).map_err(ApplyError::Decode)?;
     if header.key_epoch == 0 {
-        return Ok(codec::decode(bytes, &Limits::default()).map_err(ApplyError::Decode)?);
+        let batch = codec::decode(bytes, &Limits::default()).map_err(ApplyError::Decode)?;
+        let scope = batch.header.stream.clone();
+        return Ok(Received { batch, scope });
     }
-    let dk = digest_key(conn)?;
+    let Some(dk) = digest_key(conn)? else {
+        return Err(ApplyError::Sealed(seal::SealError::NoKey {
+            epoch: header.key_epoch,
+        })
+        .into());
+    };
     let mut lookup = Ok(None);
-    let opened = seal::decode_sealed(bytes, &Limits::default(), |stream, epoch| {
-        lookup = match &dk {
-            Some(dk) => key(conn, &scope_of(dk, stream), epoch),
+    let opened = seal::decode_sealed(bytes, &Limits::default(), &dk, |stream, epoch| {
+        lookup = match filed_under(&dk, stream) {
+            Some(id) => key(conn, &id, epoch),
             None => Ok(None),
         };
         lookup.as_ref().ok().cloned().flatten()
     });
     lookup?;
-    opened.map_err(|e| ApplyError::Sealed(e).into())
+    let opened = opened.map_err(ApplyError::Sealed)?;
+    Ok(Received {
+        batch: opened.batch,
+        scope: opened.scope,
+    })
 }
 
 /// `batch` (encoded, signed) sealed under the current epoch of its stream's scope and signed
@@ -167,12 +196,38 @@ pub(crate) fn seal_for_push(
     let mut nonce = [0u8; seal::NONCE_LEN];
     getrandom::getrandom(&mut nonce)
         .map_err(|e| Error::Internal(format!("no randomness for a sealing nonce: {e}")))?;
-    let mut sealed = seal::seal_batch(&batch, &scope_key, nonce).map_err(ApplyError::Sealed)?;
+    let mut sealed =
+        seal::seal_batch(&batch, &scope_key, &dk, nonce).map_err(ApplyError::Sealed)?;
     if let Some(signer) = signer {
         outpost_protocol::batch::signature::sign(&mut sealed, signer)
             .map_err(|e| Error::Internal(format!("signing a sealed batch: {e}")))?;
     }
     Ok(Some(sealed))
+}
+
+/// Opens the key envelopes among `keys` meant for `site` with its static `keypair` and keeps
+/// their keys ([`store`]), each in a savepoint; returns how many scope keys were new. An
+/// envelope that does not open is logged and skipped: a relay cannot make a device stop
+/// syncing by sending garbage, and its keys come again with the next hello.
+pub(crate) fn keep_envelopes(
+    conn: Conn,
+    site: outpost_protocol::SiteId,
+    keypair: &outpost_protocol::handshake::Keypair,
+    keys: &[outpost_protocol::message::SealedKeys],
+) -> Result<usize, Error> {
+    crate::schema::ensure(conn)?;
+    let mut added = 0;
+    for k in keys.iter().filter(|k| k.site == site) {
+        match outpost_protocol::seal::envelope::unwrap_keys(&k.envelope.0, keypair) {
+            Ok(set) => {
+                conn.exec("SAVEPOINT outpost_keys")?;
+                let r = store(conn, &set);
+                added += crate::schema::finish_savepoint(conn, "outpost_keys", r)?;
+            }
+            Err(e) => log::warn!("a key envelope for this device was skipped: {e}"),
+        }
+    }
+    Ok(added)
 }
 
 /// `outpost_status().keys`: per scope this database holds keys of, its highest epoch, under the
@@ -188,7 +243,11 @@ pub(crate) fn status(
         return Ok(serde_json::Value::Object(Default::default()));
     };
     let published: Vec<(String, u32)> = directory
-        .map(|d| d.epochs().map(|(s, e)| (scope_of(&dk, s), e)).collect())
+        .map(|d| {
+            d.epochs()
+                .filter_map(|(s, e)| Some((filed_under(&dk, s)?, e)))
+                .collect()
+        })
         .unwrap_or_default();
     let mut out = serde_json::Map::new();
     for (scope, epoch) in epochs(conn)? {

@@ -249,22 +249,22 @@ pub(crate) fn sql_status(call: &Call, _args: &[Arg]) -> Result<Value, Error> {
     } else {
         None
     };
-    let scopes = directory
-        .as_ref()
-        .and_then(|d| d.grant_of(&site).map(|g| g.scopes.names()));
-    // A sealed tenant's keys per scope, named by the scopes this database knows by name.
-    let mut names: Vec<String> = scopes
-        .iter()
-        .flatten()
-        .filter(|n| n.as_str() != "*")
-        .cloned()
-        .collect();
-    let mut streams =
-        conn.prepare("SELECT stream FROM _outpost_vector UNION SELECT stream FROM _outpost_runs")?;
-    while streams.step()? {
-        names.push(streams.text(0));
-    }
-    drop(streams);
+    // A sealed tenant's grant and keys name scopes by digest: shown by name where this
+    // database knows the name (`wire_scope.rs`), else as the digest.
+    let wire = crate::wire_scope::WireScopes::load(conn)?;
+    let names = crate::wire_scope::known_names(conn)?;
+    let scopes = directory.as_ref().and_then(|d| {
+        d.grant_of(&site).map(|g| {
+            g.scopes
+                .names()
+                .into_iter()
+                .map(|id| {
+                    wire.name_of(&id, names.iter().map(String::as_str))
+                        .map_or(id.clone(), str::to_string)
+                })
+                .collect::<Vec<String>>()
+        })
+    });
     let keys = crate::scope_keys::status(conn, &names, directory.as_ref())?;
     let out = json!({
         "site": site.to_string(),

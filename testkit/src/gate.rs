@@ -3,6 +3,7 @@
 //! tokens, with every admission recorded. The handshake tests configure it per case; `open`
 //! admits any key, for tests where the gate is not under test.
 
+use outpost_protocol::enroll_code::Admission;
 use outpost_protocol::handshake::{Gatekeeper, Keypair, PublicKey, Refusal, TokenId};
 use outpost_protocol::SiteId;
 use std::collections::{HashMap, HashSet};
@@ -33,6 +34,10 @@ pub struct MemGate {
     pub tokens: HashMap<TokenId, ([u8; 32], TokenState)>,
     /// Every admission, in order.
     pub admitted: Vec<(TokenId, PublicKey, SiteId)>,
+    /// Two-part codes: the sites whose signed admissions this gate takes, with their keys.
+    pub minters: HashMap<SiteId, PublicKey>,
+    /// Two-part codes: the site an admission must name (this responder's).
+    pub site: Option<SiteId>,
 }
 
 impl MemGate {
@@ -96,6 +101,23 @@ impl Gatekeeper for MemGate {
             return Err(Refusal::SiteReused);
         }
         Ok(())
+    }
+    fn admission_token(&mut self, admission: &Admission) -> Result<[u8; 32], Refusal> {
+        let minter = self
+            .minters
+            .get(&admission.minter)
+            .ok_or(Refusal::UnknownToken)?;
+        admission
+            .verify(minter)
+            .map_err(|_| Refusal::UnknownToken)?;
+        if self.site.is_some_and(|s| s != admission.hub_site) {
+            return Err(Refusal::UnknownToken);
+        }
+        let id = TokenId::of(&admission.token);
+        self.tokens
+            .entry(id)
+            .or_insert((admission.token, TokenState::Fresh));
+        Ok(admission.token)
     }
     fn admit(&mut self, id: &TokenId, key: &PublicKey, site: &SiteId) -> Result<(), Refusal> {
         let entry = self.tokens.get_mut(id).ok_or(Refusal::UnknownToken)?;

@@ -6,11 +6,11 @@
 //! mailbox holds are all sealed (no patient name, no table or column name in any of them), and a
 //! device granted one clinic holds the keys of that clinic and of the unscoped stream only.
 //! A hub of a sealed tenant gets every device's envelope from its cloud and hands each tablet
-//! its own unopened; no patient name is readable in its data directory. (Stream ids and the
-//! control stream's table settings still name scopes and tables: scope digests on the wire come
-//! with the next stage.)
+//! its own unopened; no patient name and no scope name is readable in its data directory: the
+//! stream ids, grants and key epochs it holds name scopes by digest.
 
 use outpost_protocol::batch::codec::{self, Limits};
+use outpost_protocol::control::{decode_entry, ControlItem};
 use outpost_protocol::seal::{self, DigestKey, ScopeKey, SealError};
 use outpost_testkit::e2e::built::built;
 use outpost_testkit::e2e::cloud::Cloud;
@@ -26,6 +26,22 @@ CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, cli
 CREATE TABLE IF NOT EXISTS forms(id TEXT PRIMARY KEY NOT NULL, title TEXT);
 SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
 SELECT outpost_track('forms');";
+
+/// What the stories write that must never be readable where sealed bodies rest: patient names,
+/// a form title, scope names, table and column names.
+const MARKERS: [&str; 11] = [
+    "Zawadi",
+    "Mwakilema",
+    "Kheri",
+    "Rehema",
+    "Antenatal",
+    "moshi",
+    "tanga",
+    "patients",
+    "forms",
+    "clinic",
+    "title",
+];
 
 fn within(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -81,14 +97,17 @@ fn devices_of_a_sealed_tenant_sync_through_the_cloud_and_its_mailbox_holds_only_
     office.enroll(&cloud.scoped_code("--device", "*"));
     moshi.enroll(&cloud.scoped_code("--device", "moshi"));
 
+    // The keys come with enrolment (the cloud's hello): the grant names moshi by digest, and
+    // the write check reads it with the tenant's digest key, before any sync.
+    let keys = moshi.json("SELECT json_extract(outpost_status(), '$.keys')");
+    assert_eq!(keys.as_object().map(|k| k.len()), Some(2), "{keys}");
     moshi.exec("INSERT INTO patients VALUES ('m1', 'Zawadi Mwakilema', 'moshi')");
     office.exec(
         "INSERT INTO patients VALUES ('t1', 'Kheri Ndalichako', 'tanga'), \
                                      ('m2', 'Rehema Shangali', 'moshi');
          INSERT INTO forms VALUES ('f1', 'Antenatal intake');",
     );
-    let first = moshi.sync();
-    assert!(first["keys_received"].as_u64().unwrap() >= 2, "{first}");
+    moshi.sync();
     within("both devices hold what they may", || {
         moshi.sync();
         office.sync();
@@ -124,18 +143,8 @@ fn devices_of_a_sealed_tenant_sync_through_the_cloud_and_its_mailbox_holds_only_
     for b in &batches {
         let h = codec::decode_header(b, &Limits::default()).unwrap();
         assert!(h.key_epoch >= 1, "a batch of {} is not sealed", h.origin);
-        // No name, no table or column name, no form title of the story in the clear.
-        for marker in [
-            "Zawadi",
-            "Mwakilema",
-            "Kheri",
-            "Rehema",
-            "Antenatal",
-            "patients",
-            "forms",
-            "clinic",
-            "title",
-        ] {
+        // No name, no scope, table or column name, no form title of the story in the clear.
+        for marker in MARKERS {
             assert!(
                 !b.windows(marker.len()).any(|w| w == marker.as_bytes()),
                 "{marker:?} is readable in a batch of {} the cloud's mailbox holds",
@@ -145,10 +154,11 @@ fn devices_of_a_sealed_tenant_sync_through_the_cloud_and_its_mailbox_holds_only_
     }
 }
 
-/// A hub of a sealed tenant relays what it cannot read: its cloud hands it, in the answer to its
-/// uplink hello, every device's envelope, which it keeps and hands on unopened to the tablet it
-/// admitted (which holds no key until then, so it pushes nothing and holds what it pulls); the
-/// tablet then writes and reads its clinic's rows through the hub, and no patient name is
+/// A hub of a sealed tenant relays what it cannot read: it knows its grant's scopes by digest
+/// only, and prints no codes (it could give a device no key); a tablet joins it with the cloud's
+/// two-part code, whose admission the hub checks against the cloud's key and whose keys let the
+/// tablet write and read its clinic's rows at once; its cloud hands the hub every device's
+/// envelope, which it keeps and hands on unopened. No patient name and no scope name is
 /// readable anywhere in the hub's data directory.
 #[test]
 fn a_hub_of_a_sealed_tenant_hands_its_tablets_their_keys_and_holds_no_readable_row() {
@@ -161,18 +171,49 @@ fn a_hub_of_a_sealed_tenant_hands_its_tablets_their_keys_and_holds_no_readable_r
         500,
         &[],
     );
-    within("the hub learns its grant from the cloud", || {
-        hub.status()["scopes"] == serde_json::json!(["moshi", "tanga"])
+    within("the hub learns its grant from the cloud, by digest", || {
+        let scopes = hub.status()["scopes"].clone();
+        scopes.as_array().is_some_and(|s| {
+            s.len() == 2
+                && s.iter().all(|d| {
+                    d.as_str()
+                        .is_some_and(|d| d.parse::<seal::ScopeDigest>().is_ok())
+                })
+        })
     });
+    let status = hub.status().to_string();
+    assert!(
+        !status.contains("moshi") && !status.contains("tanga"),
+        "{status}"
+    );
+    // The hub's own codes are refused, naming the two ways a sealed tenant's codes come.
+    let refused = Command::new(&built().hub)
+        .args(["enroll-code", "--no-qr", "--data"])
+        .arg(&hub.data)
+        .args(["--address", &hub.addr(), "--scopes", "moshi"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("sealed") && why.contains("--at-hub") && why.contains("outpost_enroll_code"),
+        "{why}"
+    );
+
     let office = DeviceDb::open(&dir.path().join("office.db"), SCHEMA);
     office.enroll(&cloud.scoped_code("--device", "*"));
+    let hub_site = hub.status()["site"].as_str().unwrap().to_string();
     let tablet = DeviceDb::open(&dir.path().join("tablet.db"), SCHEMA);
     tablet.enroll(&code_of(
-        Command::new(&built().hub)
-            .args(["enroll-code", "--no-qr", "--data"])
-            .arg(&hub.data)
-            .args(["--address", &hub.addr(), "--scopes", "moshi"]),
+        Command::new(&built().cloud)
+            .args(["enroll-code", "--no-qr", "--device", "--data"])
+            .arg(&cloud.data)
+            .args(["--scopes", "moshi", "--at-hub", &hub_site[..8]])
+            .args(["--address", &hub.addr()]),
     ));
+    // The code's keys: the tablet holds moshi's before any sync.
+    let keys = tablet.json("SELECT json_extract(outpost_status(), '$.keys')");
+    assert_eq!(keys.as_object().map(|k| k.len()), Some(2), "{keys}");
     office.exec(
         "INSERT INTO patients VALUES ('m1', 'Zawadi Mwakilema', 'moshi'), \
                                      ('t1', 'Kheri Ndalichako', 'tanga');
@@ -196,7 +237,27 @@ fn a_hub_of_a_sealed_tenant_hands_its_tablets_their_keys_and_holds_no_readable_r
         "{}",
         hub.status()
     );
-    // Nothing of a row is readable in the hub's data directory.
+    // The hub's control stream states the patients table's scope rule sealed, never in clear.
+    let control = rusqlite::Connection::open(dir.path().join("hub").join("mailbox.db")).unwrap();
+    let mut st = control
+        .prepare("SELECT bytes FROM control_entries")
+        .unwrap();
+    let items: Vec<ControlItem> = st
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .unwrap()
+        .map(|b| decode_entry(&b.unwrap()).unwrap().item)
+        .collect();
+    assert!(
+        items
+            .iter()
+            .any(|i| matches!(i, ControlItem::SealedTable(_))),
+        "{items:?}"
+    );
+    assert!(!items.iter().any(|i| matches!(i, ControlItem::Table(_))));
+    drop(st);
+    drop(control);
+    // Nothing of a row, no scope name and no table or column name is readable in the hub's
+    // data directory (table settings travel sealed: `seal::table`).
     drop(hub);
     let mut bytes = Vec::new();
     for entry in std::fs::read_dir(dir.path().join("hub")).unwrap() {
@@ -206,7 +267,7 @@ fn a_hub_of_a_sealed_tenant_hands_its_tablets_their_keys_and_holds_no_readable_r
         }
     }
     assert!(bytes.len() > 10_000, "the hub's files were read");
-    for marker in ["Zawadi", "Mwakilema", "Kheri", "Rehema", "Antenatal"] {
+    for marker in MARKERS {
         assert!(
             !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
             "{marker:?} is readable in the hub's data directory"
@@ -279,11 +340,11 @@ fn a_revoked_tablets_keys_open_nothing_pushed_after_its_revocation() {
     let (mut before, mut after) = (0, 0);
     for b in &batches {
         let h = codec::decode_header(b, &Limits::default()).unwrap();
-        if h.origin.to_string() != kept_site || h.stream != "moshi" {
+        if h.origin.to_string() != kept_site || h.stream != digest_key.wire_scope("moshi") {
             continue;
         }
-        let opened = seal::decode_sealed(b, &Limits::default(), |stream, epoch| {
-            let scope = digest_key.digest(stream).to_stream();
+        let opened = seal::decode_sealed(b, &Limits::default(), &digest_key, |stream, epoch| {
+            let scope = digest_key.key_digest(stream).unwrap().to_stream();
             gone_keys
                 .iter()
                 .find(|(s, e, _)| *s == scope && *e == epoch)

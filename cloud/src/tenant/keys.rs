@@ -60,7 +60,10 @@ pub(crate) fn install(conn: &Connection, mailbox: &Mailbox) -> Result<usize, Key
     .map_err(KeysError::Tenant)?;
     let mut copied = 0;
     for (scope, last) in &epochs {
-        let digest = digest_key.digest(scope).to_stream();
+        // The mailbox files keys by wire id, the engine by digest (`_outpost_keys`).
+        let Some(digest) = digest_key.key_digest(scope).map(|d| d.to_stream()) else {
+            continue;
+        };
         for epoch in 1..=*last {
             let Some(key) = mailbox
                 .scope_key_at(scope, epoch)

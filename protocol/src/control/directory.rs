@@ -129,6 +129,8 @@ pub struct Directory {
     sealed: bool,
     /// Each scope's highest epoch a cloud published.
     epochs: BTreeMap<String, u32>,
+    /// The tenant's digest key, which opens sealed table settings (`None` at a hub).
+    table_key: Option<crate::seal::DigestKey>,
 }
 
 impl Directory {
@@ -141,6 +143,15 @@ impl Directory {
         d.writer_keys = d.roots.values().map(|r| (r.site, vec![r.key])).collect();
         d.derive();
         d
+    }
+
+    /// Opens the sealed table settings with the tenant's digest key from now on (a device or
+    /// the cloud of a sealed tenant; a hub has none and never reads them).
+    pub fn set_table_key(&mut self, key: &crate::seal::DigestKey) {
+        if self.table_key.as_ref() != Some(key) {
+            self.table_key = Some(key.clone());
+            self.derive();
+        }
     }
 
     /// The last accepted seq per writer (what `Hello` carries).
@@ -447,6 +458,18 @@ impl Directory {
                         tables.insert(t.name.to_ascii_lowercase(), t.clone());
                         continue;
                     }
+                    // Opened with the tenant's digest key when this peer holds it (a device,
+                    // the cloud); a hub never learns table names.
+                    ControlItem::SealedTable(b) => {
+                        if let Some(t) = self
+                            .table_key
+                            .as_ref()
+                            .and_then(|k| crate::seal::table::open_table(k, &b.0).ok())
+                        {
+                            tables.insert(t.name.to_ascii_lowercase(), t);
+                        }
+                        continue;
+                    }
                     ControlItem::Grant(g) => {
                         raise(&mut grants, g, *cloud);
                         versions
@@ -496,6 +519,7 @@ impl Directory {
                     }
                     // A hub's word counts for devices' keys and grants only.
                     ControlItem::Table(_)
+                    | ControlItem::SealedTable(_)
                     | ControlItem::Void(_)
                     | ControlItem::Sealed
                     | ControlItem::Epoch(_) => continue,

@@ -7,12 +7,16 @@
 //! and the keys' length, and the handshake, which opens channels, on the channel: no cycle.
 
 use super::keys::PUBLIC_KEY_LEN;
+use crate::enroll_code::MAX_ADMISSION_BYTES;
 use crate::frame::TAG_LEN;
 
 /// Mode byte of a session handshake.
 pub const MODE_SESSION: u8 = 0;
 /// Mode byte of an enrollment handshake.
 pub const MODE_ENROLL: u8 = 1;
+/// Mode byte of an enrollment handshake with a two-part code's admission: message 1 carries the
+/// admission instead of a token id (its length varies), and its token is the pre-shared key.
+pub const MODE_ADMIT: u8 = 2;
 /// The plaintext of enrollment message 3.
 pub const ENROLL_CONFIRM: &[u8; 8] = b"OPENROLL";
 /// The payload of the busy notice: what a responder refusing a connection for load (too many
@@ -22,8 +26,9 @@ pub const BUSY_PAYLOAD: &[u8; 6] = b"OPBUSY";
 /// authenticated (it is sent before, or instead of, any key is proven): an initiator takes it as
 /// "retry later", never as a refusal that changes what it stores.
 pub const BUSY_NOTICE: [u8; 8] = [0x00, 0x06, b'O', b'P', b'B', b'U', b'S', b'Y'];
-/// Largest frame accepted while handshaking (message 1 is at most 205 bytes).
-pub const HANDSHAKE_MAX_FRAME: usize = 256;
+/// Largest frame accepted while handshaking: message 1 carrying the largest admission (a plain
+/// message 1 is at most 205 bytes).
+pub const HANDSHAKE_MAX_FRAME: usize = MSG1_ADMIT_MIN + MAX_ADMISSION_BYTES;
 
 pub(crate) const HEADER_LEN: usize = 3;
 const NOISE_OVERHEAD_1: usize = PUBLIC_KEY_LEN + PUBLIC_KEY_LEN + TAG_LEN + TAG_LEN;
@@ -34,6 +39,8 @@ pub const MSG1_LEN: [usize; 2] = [
     HEADER_LEN + NOISE_OVERHEAD_1 + PAYLOAD_SESSION,
     HEADER_LEN + NOISE_OVERHEAD_1 + PAYLOAD_ENROLL,
 ];
+/// Frame length of message 1 with an admission, less the admission's bytes.
+pub const MSG1_ADMIT_MIN: usize = HEADER_LEN + NOISE_OVERHEAD_1 + PAYLOAD_SESSION;
 /// Frame length of message 2.
 pub const MSG2_LEN: usize = PUBLIC_KEY_LEN + 1 + TAG_LEN;
 /// Frame length of message 3.
@@ -47,6 +54,7 @@ pub(crate) fn looks_like_first_message(frame: &[u8]) -> bool {
         && match frame[2] {
             MODE_SESSION => frame.len() == MSG1_LEN[0],
             MODE_ENROLL => frame.len() == MSG1_LEN[1],
+            MODE_ADMIT => frame.len() > MSG1_ADMIT_MIN,
             _ => false,
         }
 }

@@ -97,4 +97,5 @@ fn message_lengths_match_the_documented_table() {
     assert_eq!(MSG2_LEN, 82);
     assert_eq!(MSG3_LEN, 24);
     assert!(MSG1_LEN[1] <= HANDSHAKE_MAX_FRAME);
+    assert_eq!(MSG1_ADMIT_MIN, MSG1_LEN[0]);
 }

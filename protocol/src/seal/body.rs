@@ -1,5 +1,8 @@
-//! Sealed bodies: a batch's body as sent, encrypted under its scope's key at push time.
+//! Sealed bodies: a batch's body as sent, encrypted under its scope's key at push time, with
+//! the stream's scope name in front of it: the clear header names the scope by its digest only
+//! (`DigestKey::wire_scope`), and a holder of the key learns the name by opening the body.
 
+use super::digest::DigestKey;
 use super::key::ScopeKey;
 use super::primitives::{aes_256_gcm_open, aes_256_gcm_seal, NONCE_LEN, TAG_LEN};
 use crate::batch::codec::{self, DecodeError, Limits, FORMAT, MAGIC};
@@ -9,8 +12,11 @@ use alloc::vec::Vec;
 use core::fmt;
 use sha2::{Digest, Sha256};
 
-/// What sealing adds to a body: its nonce and its tag (28 bytes). A batch's clear header grows by
-/// the key epoch's and `sent_len`'s varints too: at most 4 + 1 bytes more.
+/// What sealing adds to a body besides its scope name: its nonce and its tag (28 bytes). The
+/// sealed plaintext starts with the scope name (one length byte, then at most 64 bytes), and
+/// the clear header names the scope by its 32-character digest instead and grows by the key
+/// epoch's and `sent_len`'s varints: a sealed batch is at most 28 + 1 + 32 + 5 = 66 bytes
+/// larger than the unsealed one (`stream` 32 characters and the name inside for any name).
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 /// What a sealed body's tag authenticates besides the body: this label, then the clear header
@@ -54,6 +60,11 @@ pub enum SealError {
     },
     /// Sealing: the sealed body would exceed 4 GiB (`sent_len` is a `u32`).
     TooLarge,
+    /// Sealing: the batch's stream is no scope name (`scope::check_name`) nor the unscoped `""`.
+    BadStream,
+    /// Opening: the scope name sealed inside is malformed, or its digest is not the clear
+    /// header's stream (a writer holding the key named another scope inside than outside).
+    ScopeMismatch,
 }
 
 impl From<DecodeError> for SealError {
@@ -86,6 +97,13 @@ impl fmt::Display for SealError {
                  body or its clear header was altered, or it was sealed under another key"
             ),
             SealError::TooLarge => f.write_str("sealed batch body would exceed 4 GiB"),
+            SealError::BadStream => {
+                f.write_str("the batch's stream is not a scope name: it cannot be sealed")
+            }
+            SealError::ScopeMismatch => f.write_str(
+                "the scope name sealed inside the body is malformed or is not the one its clear \
+                 header's stream digest names",
+            ),
         }
     }
 }
@@ -101,10 +119,12 @@ const ANY_SIZE: Limits = Limits {
 };
 
 /// Seals an encoded, unsealed batch (signed or not) under its stream's key: the body as sent
-/// (everything after the signature) becomes `nonce ‖ AES-256-GCM(body) ‖ tag`, authenticated
-/// with the clear header ([`AAD_DOMAIN`]); the clear header gets the key's epoch and the sealed
-/// body's length and SHA-256. The result is **unsigned**: sign it with
-/// [`crate::batch::signature::sign`], so the signature covers the sealed body's hash.
+/// (everything after the signature), with the stream's scope name in front (one length byte,
+/// then the name), becomes `nonce ‖ AES-256-GCM(name ‖ body) ‖ tag`, authenticated with the
+/// clear header ([`AAD_DOMAIN`]); the clear header names the stream by its wire id
+/// ([`DigestKey::wire_scope`]) and gets the key's epoch and the sealed body's length and
+/// SHA-256. The result is **unsigned**: sign it with [`crate::batch::signature::sign`], so the
+/// signature covers the sealed body's hash.
 ///
 /// `nonce` must be fresh random bytes for every call (a repeated nonce under one key gives away
 /// both bodies' XOR and lets a holder of the two forge tags): 2^32 sealings per key keep the
@@ -112,16 +132,23 @@ const ANY_SIZE: Limits = Limits {
 pub fn seal_batch(
     batch: &[u8],
     key: &ScopeKey,
+    digest_key: &DigestKey,
     nonce: [u8; NONCE_LEN],
 ) -> Result<Vec<u8>, SealError> {
-    let header = codec::verify(batch, &ANY_SIZE)?;
+    let mut header = codec::verify(batch, &ANY_SIZE)?;
     if header.key_epoch != 0 {
         return Err(SealError::AlreadySealed {
             epoch: header.key_epoch,
         });
     }
+    let name = core::mem::take(&mut header.stream);
+    if !name.is_empty() && crate::scope::check_name(&name).is_err() {
+        return Err(SealError::BadStream);
+    }
+    header.stream = digest_key.wire_scope(&name);
     let sent = &batch[batch.len() - header.sent_len as usize..];
-    let sealed_len = u32::try_from(sent.len() + SEAL_OVERHEAD).map_err(|_| SealError::TooLarge)?;
+    let plain_len = 1 + name.len() + sent.len();
+    let sealed_len = u32::try_from(plain_len + SEAL_OVERHEAD).map_err(|_| SealError::TooLarge)?;
     let aad = aad(&header, key.epoch());
     // The clear header's length depends on `sent_len` only (the hash is 32 bytes whatever it
     // is), so the batch is written once and its hash filled in last.
@@ -133,6 +160,9 @@ pub fn seal_batch(
     out.extend_from_slice(&clear);
     out.extend_from_slice(&[0; SIGNATURE_LEN]);
     out.extend_from_slice(&nonce);
+    // `check_name` bounds a name to 64 bytes: its length is one byte.
+    out.push(name.len() as u8);
+    out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(sent);
     let tag = aes_256_gcm_seal(key.as_bytes(), &nonce, &aad, &mut out[start + NONCE_LEN..])
         .ok_or(SealError::TooLarge)?;
@@ -142,20 +172,33 @@ pub fn seal_batch(
     Ok(out)
 }
 
+/// A sealed batch opened: the batch (its header the sealed batch's clear one: stream the wire
+/// id, key epoch, `sent_len`, hash and signature, so [`crate::batch::signature::verify`] works
+/// on it; with the opened body's payload fields) and the scope name sealed inside, whose wire
+/// id is the header's stream (`""` for the unscoped stream).
+#[derive(Clone, PartialEq, Debug)]
+pub struct Opened {
+    /// The batch.
+    pub batch: Batch,
+    /// Its stream's scope name.
+    pub scope: alloc::string::String,
+}
+
 /// Opens and decodes a sealed batch: checks it as a relay does ([`codec::verify`]: clear header,
-/// lengths, the sealed body's hash), asks `keys` for the key of its stream and epoch, checks the
-/// tag, then decodes the opened body with the same checks and the same memory budget as
-/// [`codec::decode`] (the budget of the sealed batch's length, less the opened copy). The
-/// returned header is the sealed batch's (its key epoch, `sent_len`, hash and signature, so
-/// [`crate::batch::signature::verify`] works on it) with the opened body's payload fields.
+/// lengths, the sealed body's hash), asks `keys` for the key of its stream (the wire id) and
+/// epoch, checks the tag and that the scope name sealed inside has the clear stream as its
+/// wire id under `digest_key`, then decodes the opened body with the same checks and the same
+/// memory budget as [`codec::decode`] (the budget of the sealed batch's length, less the
+/// opened copy).
 ///
 /// Nothing but the tag is checked cryptographically: callers verify the signature on the sealed
 /// form first, as for any batch.
 pub fn decode_sealed(
     bytes: &[u8],
     limits: &Limits,
+    digest_key: &DigestKey,
     keys: impl FnOnce(&str, u32) -> Option<ScopeKey>,
-) -> Result<Batch, SealError> {
+) -> Result<Opened, SealError> {
     let clear = codec::verify(bytes, limits)?;
     let epoch = clear.key_epoch;
     if epoch == 0 {
@@ -178,7 +221,31 @@ pub fn decode_sealed(
     let mut opened = ciphertext.to_vec();
     aes_256_gcm_open(key.as_bytes(), nonce, &aad(&clear, epoch), &mut opened, tag)
         .map_err(|_| SealError::TagMismatch { epoch })?;
-    Ok(codec::decode_opened(clear, &opened, bytes.len(), limits)?)
+    let scope = sealed_scope(&opened, digest_key, &clear.stream)?;
+    let body_start = 1 + scope.len();
+    let batch = codec::decode_opened(clear, &opened[body_start..], bytes.len(), limits)?;
+    Ok(Opened { batch, scope })
+}
+
+/// The scope name in front of an opened body, checked against the clear header's `stream`.
+fn sealed_scope(
+    opened: &[u8],
+    digest_key: &DigestKey,
+    stream: &str,
+) -> Result<alloc::string::String, SealError> {
+    let (&len, rest) = opened.split_first().ok_or(SealError::ScopeMismatch)?;
+    let len = usize::from(len);
+    if len > crate::scope::MAX_SCOPE_LEN || rest.len() < len {
+        return Err(SealError::ScopeMismatch);
+    }
+    let name = core::str::from_utf8(&rest[..len]).map_err(|_| SealError::ScopeMismatch)?;
+    if !name.is_empty() && crate::scope::check_name(name).is_err() {
+        return Err(SealError::ScopeMismatch);
+    }
+    if digest_key.wire_scope(name) != stream {
+        return Err(SealError::ScopeMismatch);
+    }
+    Ok(name.into())
 }
 
 /// The associated data of a body sealed under `epoch` with `header`'s clear fields.

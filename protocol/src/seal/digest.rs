@@ -10,6 +10,7 @@
 //! as secret as the scope keys.
 
 use super::primitives::hmac_sha256;
+use crate::scope::Scopes;
 use alloc::string::String;
 use core::fmt;
 use core::str::FromStr;
@@ -42,6 +43,35 @@ impl DigestKey {
         let mut d = [0u8; SCOPE_DIGEST_LEN];
         d.copy_from_slice(&mac[..SCOPE_DIGEST_LEN]);
         ScopeDigest(d)
+    }
+
+    /// The scope id that carries scope `name` on a sealed tenant's wire (batch streams, version
+    /// vectors, drains, regains, grants, epochs, voids): its digest's text. The unscoped stream
+    /// `""` stays `""` (every grant holds it: its id tells nothing) and so does the every-scope
+    /// grant `*`.
+    pub fn wire_scope(&self, name: &str) -> String {
+        if name.is_empty() || name == crate::scope::ALL {
+            return String::from(name);
+        }
+        self.digest(name).to_stream()
+    }
+
+    /// A grant's scopes as a sealed tenant's control stream states them ([`Self::wire_scope`]).
+    pub fn wire_scopes(&self, scopes: &Scopes) -> Scopes {
+        match scopes {
+            Scopes::All => Scopes::All,
+            Scopes::Only(names) => Scopes::Only(names.iter().map(|n| self.wire_scope(n)).collect()),
+        }
+    }
+
+    /// The digest the keys of wire scope id `wire` are filed under (envelopes, key stores): the
+    /// digest it is, or for the unscoped stream `""` the digest of `""`. `None` for text that is
+    /// neither (a scope name sent unsealed: it has no key).
+    pub fn key_digest(&self, wire: &str) -> Option<ScopeDigest> {
+        if wire.is_empty() {
+            return Some(self.digest(""));
+        }
+        wire.parse().ok()
     }
 }
 

@@ -154,10 +154,14 @@ struct Cached {
 pub(crate) fn load(call: &Call) -> Result<Directory, Error> {
     let stored = Stored::read(call.conn)?;
     let digest = stored.digest();
-    let directory = match call.session.directory.take::<Cached>() {
+    let mut directory = match call.session.directory.take::<Cached>() {
         Some(c) if c.digest == digest => c.directory,
         _ => stored.directory()?,
     };
+    // A sealed tenant's table settings open with its digest key (`seal::table`).
+    if let Some(dk) = crate::scope_keys::digest_key(call.conn)? {
+        directory.set_table_key(&dk);
+    }
     call.session.directory.put(Cached {
         digest,
         directory: directory.clone(),

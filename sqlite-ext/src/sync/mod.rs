@@ -40,6 +40,7 @@ mod discover;
 mod enroll;
 pub(crate) mod identity;
 mod live;
+mod mint_code;
 mod peers;
 mod progress;
 mod session;
@@ -48,4 +49,5 @@ mod table_settings;
 
 pub(crate) use client::sql_sync;
 pub(crate) use enroll::sql_enroll;
+pub(crate) use mint_code::sql_enroll_code;
 pub(crate) use progress::sql_sync_progress;

@@ -38,6 +38,7 @@ use crate::error::Error;
 use crate::error::SyncError;
 use crate::export::sql_changes;
 use crate::functions::{Arg, Call};
+use crate::wire_scope::WireScopes;
 use outpost_link::LinkError;
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{BatchHeader, Direction};
@@ -228,29 +229,21 @@ impl<'c> EngineStore<'c> {
         Ok(self.keypair.insert(k).clone())
     }
 
-    /// Opens the key envelopes meant for this site and keeps their keys (`scope_keys.rs`). An
-    /// envelope that does not open is logged and skipped: a relay cannot make a device stop
-    /// syncing by sending garbage, and its keys come again with the next hello.
+    /// Opens the key envelopes meant for this site and keeps their keys
+    /// ([`crate::scope_keys::keep_envelopes`]).
     fn keys_received_inner(&mut self, keys: &[SealedKeys]) -> Result<(), SyncError> {
-        let mine: Vec<&SealedKeys> = keys.iter().filter(|k| k.site == self.site).collect();
-        if mine.is_empty() {
+        if keys.iter().all(|k| k.site != self.site) {
             return Ok(());
         }
         let keypair = self.keypair()?;
-        let conn = self.call.conn;
-        crate::schema::ensure(conn)?;
-        for k in mine {
-            match outpost_protocol::seal::envelope::unwrap_keys(&k.envelope.0, &keypair) {
-                Ok(set) => {
-                    conn.exec("SAVEPOINT outpost_keys")?;
-                    let r = crate::scope_keys::store(conn, &set);
-                    let added = crate::schema::finish_savepoint(conn, "outpost_keys", r)?;
-                    self.counts.keys_received += added as u64;
-                }
-                Err(e) => {
-                    log::warn!("outpost_sync: a key envelope for this device was skipped: {e}")
-                }
-            }
+        let added = crate::scope_keys::keep_envelopes(self.call.conn, self.site, &keypair, keys)?;
+        self.counts.keys_received += added as u64;
+        // The digest key may be new: the table settings it opens count from now on.
+        if let (Some(d), Some(dk)) = (
+            self.directory.as_mut(),
+            crate::scope_keys::digest_key(self.call.conn)?,
+        ) {
+            d.set_table_key(&dk);
         }
         Ok(())
     }
@@ -314,12 +307,13 @@ pub(crate) fn fingerprint(call: &Call) -> Result<[u8; 32], SyncError> {
     Ok(h.finalize().into())
 }
 
-/// This database's vector: the top of each own stream and the coverage of every other
-/// origin's streams.
+/// This database's vector, by wire id (`wire_scope.rs`): the top of each own stream and the
+/// coverage of every other origin's streams.
 pub(crate) fn vector(call: &Call, site: SiteId) -> Result<VersionVector, Error> {
     let mut v = VersionVector::new();
+    let wire = WireScopes::load(call.conn)?;
     for (scope, top) in crate::streams::tops(call.conn)? {
-        v.set(StreamId::new(site, scope), top);
+        v.set(StreamId::new(site, wire.of(&scope)), top);
     }
     let mut s = call
         .conn
@@ -345,6 +339,7 @@ pub(crate) fn vector(call: &Call, site: SiteId) -> Result<VersionVector, Error> 
 fn pushable_top(
     runs: &crate::streams::Runs,
     directory: &Directory,
+    wire: &WireScopes,
     site: SiteId,
     scope: &str,
     issued: u64,
@@ -354,10 +349,10 @@ fn pushable_top(
         scope.is_empty()
             || match version {
                 // Written with no grant known: judged by the grant the relay holds now.
-                0 => current.is_none_or(|g| g.scopes.contains(scope)),
+                0 => current.is_none_or(|g| wire.holds(&g.scopes, scope)),
                 v => directory
                     .grant_at(&site, v)
-                    .is_some_and(|g| g.contains(scope)),
+                    .is_some_and(|g| wire.holds(g, scope)),
             }
     };
     let mut upto = 0;
@@ -386,8 +381,9 @@ fn regranted(
     call.conn.exec("SAVEPOINT outpost_drain")?;
     let r = (|| {
         let runs = crate::streams::Runs::load(call.conn)?;
+        let wire = WireScopes::load(call.conn)?;
         crate::drain::regranted(call, old, new, |scope| {
-            pushable_top(&runs, directory, site, scope, runs.top(scope))
+            pushable_top(&runs, directory, &wire, site, scope, runs.top(scope))
         })?;
         crate::drain::drop_drained(call).map(|d| d.len() as u64)
     })();
@@ -551,12 +547,13 @@ impl EngineStore<'_> {
         tops: &BTreeMap<String, u64>,
     ) -> Result<BTreeMap<String, u64>, SyncError> {
         let runs = crate::streams::Runs::load(self.call.conn)?;
+        let wire = WireScopes::load(self.call.conn)?;
         let site = self.site;
         let directory = self.directory()?;
         Ok(tops
             .iter()
             .map(|(scope, &issued)| {
-                let top = pushable_top(&runs, directory, site, scope, issued);
+                let top = pushable_top(&runs, directory, &wire, site, scope, issued);
                 (scope.clone(), top)
             })
             .collect())
@@ -565,6 +562,7 @@ impl EngineStore<'_> {
     fn plan_inner(&mut self, server: &VersionVector) -> Result<ExportPlan, SyncError> {
         let tops = crate::streams::tops(self.call.conn)?;
         let pushable = self.pushable(&tops)?;
+        let wire = WireScopes::load(self.call.conn)?;
         let mut streams = std::collections::VecDeque::new();
         for (scope, issued) in tops {
             let upto = pushable.get(&scope).copied().unwrap_or(0);
@@ -575,7 +573,7 @@ impl EngineStore<'_> {
                     upto + 1
                 );
             }
-            let since = server.get(&StreamId::new(self.site, scope.as_str()));
+            let since = server.get(&StreamId::new(self.site, wire.of(&scope)));
             if since > issued {
                 return Err(SyncError::Restored {
                     peer_has: since,
@@ -685,17 +683,22 @@ impl EngineStore<'_> {
     fn acknowledged_inner(&mut self, covered: &[Covered]) -> Result<(), SyncError> {
         let conn = self.call.conn;
         let tops = crate::streams::tops(conn)?;
-        let mut scopes: Vec<&str> = covered
+        let wire = WireScopes::load(conn)?;
+        let mut ids: Vec<&str> = covered
             .iter()
             .filter(|c| c.origin == self.site)
             .map(|c| c.scope.as_str())
             .collect();
-        scopes.sort_unstable();
-        scopes.dedup();
-        for scope in scopes {
+        ids.sort_unstable();
+        ids.dedup();
+        // Acks name own streams by wire id; only streams this device wrote count.
+        for id in ids {
+            let Some(scope) = wire.name_of(id, tops.keys().map(String::as_str)) else {
+                continue;
+            };
             let from = crate::acked::acked_in(conn, scope)?;
             let issued = tops.get(scope).copied().unwrap_or(0);
-            let stream = StreamId::new(self.site, scope);
+            let stream = StreamId::new(self.site, id);
             let top = crate::acked::extended(from, &stream, covered, issued);
             if top > from {
                 crate::acked::record(conn, scope, top)?;
