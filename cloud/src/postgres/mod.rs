@@ -9,8 +9,11 @@
 //! refuses a PostgreSQL tenant until they are.
 
 pub mod app_tables;
+pub mod capture;
 pub mod connect;
+pub mod listen;
 pub mod meta;
+pub mod outbox;
 pub mod rights;
 pub mod setup;
 
