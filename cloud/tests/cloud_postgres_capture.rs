@@ -181,6 +181,9 @@ DELETE FROM visits WHERE id = 'v2';
 DELETE FROM patients WHERE id = 'p3';
 INSERT INTO patients(id, given_name, visit_count) VALUES ('p3', 'Chausiku', 5);";
 
+/// A key change, after [`WRITES`]: a delete of the old key and an insert of the new one.
+const REKEY: &str = "UPDATE patients SET id = 'p4' WHERE id = 'p2';";
+
 #[test]
 fn backoffice_writes_become_changes_with_cells_deltas_and_deletes() {
     let Some((_db, mut c)) = tenant("capture_cells") else {
@@ -514,6 +517,7 @@ fn the_same_writes_on_sqlite_give_the_same_cells() {
     .unwrap();
     lite.execute_batch(INSERT_PATIENTS).unwrap();
     lite.execute_batch(WRITES).unwrap();
+    lite.execute_batch(REKEY).unwrap();
     let blob: Vec<u8> = lite
         .query_row("SELECT outpost_changes(0)", [], |r| r.get(0))
         .unwrap();
@@ -524,10 +528,12 @@ fn the_same_writes_on_sqlite_give_the_same_cells() {
     app_tables::ensure(&mut c, &from_sqlite.header.tables).unwrap();
     c.batch_execute(INSERT_PATIENTS).unwrap();
     c.batch_execute(WRITES).unwrap();
+    c.batch_execute(REKEY).unwrap();
     let from_pg = everything(&mut c);
 
     let (a, b) = (rows_of(&from_sqlite), rows_of(&from_pg));
-    assert_eq!(a.len(), 5);
+    assert_eq!(a.len(), 6);
+    assert_eq!(a[&("patients".to_string(), vec![text("p2")])].0, 2);
     for (k, v) in &a {
         assert_eq!(Some(v), b.get(k), "row {k:?}");
     }
@@ -574,10 +580,98 @@ fn capture_time_of_a_10k_row_update() {
     .unwrap()
     .unwrap();
     let export = t.elapsed();
+    let backwards: i64 = c
+        .query_one(
+            "SELECT count(*) FROM (SELECT hlc <= lag(hlc) OVER (ORDER BY seq) AS back \
+             FROM outpost.outbox) x WHERE back",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(backwards, 0, "every captured clock is above the one before");
     println!(
         "capture: INSERT {n} rows {insert:?}; UPDATE {n} rows in one statement {captured:?} \
          (untracked table {plain:?}, {:.1}x); reading them as one batch {export:?} ({} bytes)",
         captured.as_secs_f64() / plain.as_secs_f64(),
         read.bytes.len()
+    );
+}
+
+#[test]
+fn a_rows_stream_is_its_scope_and_a_via_row_follows_its_parent() {
+    let Some(db) = pg::database("capture_scopes") else {
+        return;
+    };
+    let mut c = db.superuser();
+    let mut tables = workload();
+    tables[0].columns.push(col("clinic", "TEXT", Strategy::Lww));
+    tables[0].scope = Some(outpost_protocol::scope::ScopeColumn::Column(9));
+    tables[1].scope = Some(outpost_protocol::scope::ScopeColumn::Via(1));
+    app_tables::ensure(&mut c, &tables).unwrap();
+    let mut listener = Listener::new(db.superuser()).unwrap();
+    db.superuser()
+        .batch_execute(
+            "INSERT INTO patients(id, clinic) VALUES ('p1', 'kibaha'), ('p2', 'mlandizi'),
+               ('p3', 'not a scope!');
+             INSERT INTO visits(id, patient_id) VALUES ('v1', 'p1');
+             UPDATE patients SET village = 'Pwani' WHERE id = 'p1';
+             -- A referral travels in the scope the row had.
+             UPDATE patients SET clinic = 'mlandizi' WHERE id = 'p1';
+             UPDATE patients SET village = 'Mjini' WHERE id = 'p1';",
+        )
+        .unwrap();
+    let tops = outbox::tops(&mut c).unwrap();
+    let expect: BTreeMap<String, u64> = [("", 1), ("kibaha", 4), ("mlandizi", 2)]
+        .into_iter()
+        .map(|(s, n)| (s.to_string(), n))
+        .collect();
+    assert_eq!(tops, expect);
+    let read = outbox::batch(
+        &mut c,
+        cloud_site(),
+        "kibaha",
+        SeqRange::new(1, 4).unwrap(),
+        None,
+    )
+    .unwrap()
+    .unwrap();
+    let b = codec::decode(&read.bytes, &Limits::default()).unwrap();
+    assert_eq!(b.header.stream, "kibaha");
+    let rows = rows_of(&b);
+    assert!(rows.contains_key(&("visits".to_string(), vec![text("v1")])));
+    let p1 = &rows[&("patients".to_string(), vec![text("p1")])];
+    assert_eq!(p1.1["clinic"], Cell::Value(text("mlandizi")));
+    let mut woke = listener.wait(Duration::from_secs(2)).unwrap();
+    woke.sort();
+    assert_eq!(woke, ["", "kibaha", "mlandizi"]);
+}
+
+#[test]
+fn a_column_a_later_header_adds_is_captured() {
+    let Some((db, mut c)) = tenant("capture_new_column") else {
+        return;
+    };
+    let mut later = workload();
+    later[0]
+        .columns
+        .push(col("allergies", "TEXT", Strategy::Lww));
+    app_tables::ensure(&mut c, &later[..1]).unwrap();
+    db.superuser()
+        .batch_execute(
+            "INSERT INTO patients(id) VALUES ('p1');
+             UPDATE patients SET allergies = 'penicillin' WHERE id = 'p1';",
+        )
+        .unwrap();
+    let b = everything(&mut c);
+    let names: Vec<&str> = b.header.tables[0]
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names.last(), Some(&"allergies"));
+    let rows = rows_of(&b);
+    assert_eq!(
+        rows[&("patients".to_string(), vec![text("p1")])].1["allergies"],
+        Cell::Value(text("penicillin"))
     );
 }
