@@ -81,20 +81,41 @@ END
 $$;
 
 -- The next clock of the cloud's origin: max(wall, last + 1) (protocol/src/hlc.rs), the wall
--- clock adopted up to CEILING_MILLIS. Locks the clock row until the transaction ends.
+-- clock adopted up to CEILING_MILLIS. The first tick of a transaction locks the clock row until
+-- the transaction ends; later ones take `last` from outpost.capture_hlc (set only while that
+-- lock is held: both end with a rolled-back savepoint).
 CREATE OR REPLACE FUNCTION outpost.tick() RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-  last bigint;
+  last bigint := nullif(current_setting('outpost.capture_hlc', true), '')::bigint;
   wall bigint;
   h bigint;
 BEGIN
-  SELECT c.hlc INTO last FROM outpost.clock c WHERE c.one FOR UPDATE;
-  last := greatest(last, coalesce(nullif(current_setting('outpost.capture_hlc', true), '')::bigint, 0));
+  IF last IS NULL THEN
+    SELECT c.hlc INTO last FROM outpost.clock c WHERE c.one FOR UPDATE;
+  END IF;
   wall := least(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint, 281474959933439) << 16;
   h := greatest(wall, last + 1);
   PERFORM set_config('outpost.capture_hlc', h::text, true);
   RETURN h;
+END
+$$;
+
+-- Takes note of a clock received from a peer (the apply core), so later captured writes order
+-- after it: protocol/src/hlc.rs's observe, adopted up to CEILING_MILLIS.
+CREATE OR REPLACE FUNCTION outpost.clock_observe(remote bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  last bigint := nullif(current_setting('outpost.capture_hlc', true), '')::bigint;
+BEGIN
+  IF last IS NULL THEN
+    SELECT c.hlc INTO last FROM outpost.clock c WHERE c.one FOR UPDATE;
+  END IF;
+  remote := least(remote, 281474959933439::bigint << 16);
+  IF remote > last THEN
+    PERFORM set_config('outpost.capture_hlc', remote::text, true);
+    PERFORM outpost.clock_flush();
+  END IF;
 END
 $$;
 
@@ -121,18 +142,31 @@ $$;
 
 -- The next seq of `s`, gap-free: the stream's row is locked until the transaction ends, and
 -- the seq is one above the outbox's (which holds this transaction's own rows; a rolled-back
--- write takes its row, and so its seq, with it).
+-- write takes its row, and so its seq, with it). The stream and seq last issued in the
+-- transaction are kept in outpost.capture_stream and outpost.capture_seq (set only while the
+-- stream's lock is held, and rolled back with a savepoint as the outbox rows are): a statement
+-- writing many rows of one stream looks nothing up after its first.
 CREATE OR REPLACE FUNCTION outpost.next_seq(s text) RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
   floor_seq bigint;
+  n bigint;
 BEGIN
-  SELECT st.seq INTO floor_seq FROM outpost.streams st WHERE st.stream = s FOR UPDATE;
-  IF NOT FOUND THEN
-    INSERT INTO outpost.streams(stream, seq) VALUES (s, 0) ON CONFLICT DO NOTHING;
-    SELECT st.seq INTO floor_seq FROM outpost.streams st WHERE st.stream = s FOR UPDATE;
+  IF current_setting('outpost.capture_stream', true) = s THEN
+    n := nullif(current_setting('outpost.capture_seq', true), '')::bigint;
   END IF;
-  RETURN greatest(floor_seq, coalesce((SELECT max(o.seq) FROM outpost.outbox o WHERE o.stream = s), 0)) + 1;
+  IF n IS NULL THEN
+    SELECT st.seq INTO floor_seq FROM outpost.streams st WHERE st.stream = s FOR UPDATE;
+    IF NOT FOUND THEN
+      INSERT INTO outpost.streams(stream, seq) VALUES (s, 0) ON CONFLICT DO NOTHING;
+      SELECT st.seq INTO floor_seq FROM outpost.streams st WHERE st.stream = s FOR UPDATE;
+    END IF;
+    n := greatest(floor_seq, coalesce((SELECT max(o.seq) FROM outpost.outbox o WHERE o.stream = s), 0));
+  END IF;
+  n := n + 1;
+  PERFORM set_config('outpost.capture_stream', s, true);
+  PERFORM set_config('outpost.capture_seq', n::text, true);
+  RETURN n;
 END
 $$;
 
@@ -143,6 +177,9 @@ CREATE OR REPLACE FUNCTION outpost.capture(
 RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
+  -- Notified once per stream and run of writes to it: PostgreSQL delivers one notification per
+  -- channel and payload per transaction anyway, and skipping the call saves its lookup.
+  notify boolean := current_setting('outpost.capture_stream', true) IS DISTINCT FROM s;
   h bigint := outpost.tick();
   n bigint := outpost.next_seq(s);
   st outpost.capture_rows%ROWTYPE;
@@ -201,9 +238,10 @@ BEGIN
       extra := extra || jsonb_build_object('c', ctx);
     END IF;
   END IF;
-  -- An update of a row alive at 1 with neither counters nor reviews changes no state: most
-  -- back-office updates write no second row.
-  IF op <> 2 OR coalesce(st.exist, 1) <> e OR deltas IS NOT NULL OR reviews IS DISTINCT FROM coalesce(st.reviews, '{}') THEN
+  -- A row alive at 1 with neither counters nor reviews needs no state row (that is what its
+  -- absence means): most back-office inserts and updates write no second row.
+  IF coalesce(st.exist, 1) <> e OR totals IS DISTINCT FROM coalesce(st.counters, '{}')
+     OR reviews IS DISTINCT FROM coalesce(st.reviews, '{}') THEN
     INSERT INTO outpost.capture_rows AS r(tbl, key, exist, counters, reviews)
       VALUES (t, k, e, totals, reviews)
       ON CONFLICT (tbl, key) DO UPDATE
@@ -211,7 +249,9 @@ BEGIN
   END IF;
   INSERT INTO outpost.outbox(stream, seq, hlc, tbl, key, exist, op, cells, extra)
     VALUES (s, n, h, t, k, e, op, cells, nullif(extra, '{}'));
-  PERFORM pg_notify('outpost_changes', s);
+  IF notify THEN
+    PERFORM pg_notify('outpost_changes', s);
+  END IF;
 END
 $$;
 
@@ -228,3 +268,4 @@ REVOKE ALL ON FUNCTION outpost.capture(integer, smallint, text, jsonb, jsonb, js
 REVOKE ALL ON FUNCTION outpost.tick() FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.next_seq(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.clock_flush() FROM PUBLIC;
+REVOKE ALL ON FUNCTION outpost.clock_observe(bigint) FROM PUBLIC;
