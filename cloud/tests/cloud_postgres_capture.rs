@@ -9,9 +9,9 @@
 
 mod common;
 use common::*;
-use outpost_cloud::postgres::app_tables;
 use outpost_cloud::postgres::listen::Listener;
 use outpost_cloud::postgres::outbox::{self, OutboxError};
+use outpost_cloud::postgres::{app_tables, meta};
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{Batch, CellPayload, ColumnSchema, ForeignKey, TableSchema};
 use outpost_protocol::vector::SeqRange;
@@ -83,6 +83,7 @@ fn workload() -> Vec<TableSchema> {
 fn tenant(test: &str) -> Option<(TestDatabase, Client)> {
     let db = pg::database(test)?;
     let mut c = db.superuser();
+    meta::prepare(&mut c, cloud_site()).unwrap();
     app_tables::ensure(&mut c, &workload()).unwrap();
     Some((db, c))
 }
@@ -90,7 +91,7 @@ fn tenant(test: &str) -> Option<(TestDatabase, Client)> {
 /// The batch of the unscoped stream from seq 1 to its top, decoded.
 fn everything(c: &mut Client) -> Batch {
     let top = outbox::top(c, "").unwrap();
-    let read = outbox::batch(c, cloud_site(), "", SeqRange::new(1, top).unwrap(), None)
+    let read = outbox::batch(c, "", SeqRange::new(1, top).unwrap(), None)
         .unwrap()
         .expect("something was captured");
     assert_eq!(read.range, SeqRange::new(1, top).unwrap());
@@ -239,29 +240,19 @@ fn backoffice_writes_become_changes_with_cells_deltas_and_deletes() {
     );
 
     // A range in the middle, and a budget cutting it at a seq boundary.
-    let mid = outbox::batch(&mut c, cloud_site(), "", SeqRange::new(6, 7).unwrap(), None)
+    let mid = outbox::batch(&mut c, "", SeqRange::new(6, 7).unwrap(), None)
         .unwrap()
         .unwrap();
     assert_eq!(mid.range, SeqRange::new(6, 7).unwrap());
-    let cut = outbox::batch(
-        &mut c,
-        cloud_site(),
-        "",
-        SeqRange::new(1, 15).unwrap(),
-        Some(300),
-    )
-    .unwrap()
-    .unwrap();
+    let cut = outbox::batch(&mut c, "", SeqRange::new(1, 15).unwrap(), Some(300))
+        .unwrap()
+        .unwrap();
     assert!(cut.range.lo == 1 && cut.range.hi < 15, "{:?}", cut.range);
-    assert!(outbox::batch(
-        &mut c,
-        cloud_site(),
-        "",
-        SeqRange::new(16, 20).unwrap(),
-        None
-    )
-    .unwrap()
-    .is_none());
+    assert!(
+        outbox::batch(&mut c, "", SeqRange::new(16, 20).unwrap(), None)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -413,8 +404,7 @@ fn writing_with_capture_switched_off_is_refused_or_detected() {
         .unwrap();
     su.batch_execute("INSERT INTO patients(id) VALUES ('unseen')")
         .unwrap();
-    let e =
-        outbox::batch(&mut c, cloud_site(), "", SeqRange::new(1, 1).unwrap(), None).unwrap_err();
+    let e = outbox::batch(&mut c, "", SeqRange::new(1, 1).unwrap(), None).unwrap_err();
     assert!(
         matches!(&e, OutboxError::CaptureOff { table, state: "disabled", .. } if table == "patients"),
         "{e}"
@@ -525,6 +515,7 @@ fn the_same_writes_on_sqlite_give_the_same_cells() {
 
     // The PostgreSQL tables made from the engine's own header: the same columns and strategies.
     let mut c = db.superuser();
+    meta::prepare(&mut c, cloud_site()).unwrap();
     app_tables::ensure(&mut c, &from_sqlite.header.tables).unwrap();
     c.batch_execute(INSERT_PATIENTS).unwrap();
     c.batch_execute(WRITES).unwrap();
@@ -574,7 +565,6 @@ fn capture_time_of_a_10k_row_update() {
     let t = Instant::now();
     let read = outbox::batch(
         &mut c,
-        cloud_site(),
         "",
         SeqRange::new(n as u64 + 1, 2 * n as u64).unwrap(),
         None,
@@ -607,6 +597,7 @@ fn a_rows_stream_is_its_scope_and_a_via_row_follows_its_parent() {
         return;
     };
     let mut c = db.superuser();
+    meta::prepare(&mut c, cloud_site()).unwrap();
     let mut tables = workload();
     tables[0].columns.push(col("clinic", "TEXT", Strategy::Lww));
     tables[0].scope = Some(outpost_protocol::scope::ScopeColumn::Column(9));
@@ -630,15 +621,9 @@ fn a_rows_stream_is_its_scope_and_a_via_row_follows_its_parent() {
         .map(|(s, n)| (s.to_string(), n))
         .collect();
     assert_eq!(tops, expect);
-    let read = outbox::batch(
-        &mut c,
-        cloud_site(),
-        "kibaha",
-        SeqRange::new(1, 4).unwrap(),
-        None,
-    )
-    .unwrap()
-    .unwrap();
+    let read = outbox::batch(&mut c, "kibaha", SeqRange::new(1, 4).unwrap(), None)
+        .unwrap()
+        .unwrap();
     let b = codec::decode(&read.bytes, &Limits::default()).unwrap();
     assert_eq!(b.header.stream, "kibaha");
     let rows = rows_of(&b);

@@ -46,6 +46,13 @@ pub enum OutboxError {
     },
     /// The captured tables could not be read.
     Capture(CaptureError),
+    /// `outpost.meta` names no site id: the database was not prepared by `init`.
+    NoOrigin,
+    /// `outpost.meta`'s site id is not one.
+    BadOrigin {
+        /// What it holds.
+        found: String,
+    },
     /// A seq of the range is not in the outbox.
     Missing {
         /// The stream.
@@ -95,6 +102,13 @@ impl fmt::Display for OutboxError {
                  again to reinstall it, and find who disabled it (docs/cloud.md, \"PostgreSQL\")"
             ),
             OutboxError::Capture(e) => e.fmt(f),
+            OutboxError::NoOrigin => f.write_str(
+                "outpost.meta names no site id: the database was not prepared for a cloud \
+                 (outpost-cloud init --postgres URL)",
+            ),
+            OutboxError::BadOrigin { found } => {
+                write!(f, "outpost.meta's site id {found:?} is not a site id")
+            }
             OutboxError::Missing { stream, seq } => write!(
                 f,
                 "seq {seq} of stream {stream:?} is not in outpost.outbox (pruned, or the \
@@ -250,16 +264,32 @@ struct Folded {
     cells: BTreeMap<u16, CellChange>,
 }
 
+/// The cloud's site id, as `outpost.meta` holds it: the origin of every captured change.
+pub fn origin(client: &mut impl GenericClient) -> Result<SiteId, OutboxError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('outpost.meta') IS NOT NULL", &[])
+        .map_err(sql("looking for outpost.meta"))?
+        .get(0);
+    if !exists {
+        return Err(OutboxError::NoOrigin);
+    }
+    let row = client
+        .query_opt("SELECT value FROM outpost.meta WHERE name = 'site_id'", &[])
+        .map_err(sql("reading the cloud's site id from outpost.meta"))?;
+    let found: String = row.ok_or(OutboxError::NoOrigin)?.get(0);
+    found.parse().map_err(|_| OutboxError::BadOrigin { found })
+}
+
 /// The batch of the cloud's changes in `stream` within `range` (its top clamped to the
 /// stream's), at most about `max_bytes` when given; `None` when the range starts above the top.
 pub fn batch(
     client: &mut impl GenericClient,
-    origin: SiteId,
     stream: &str,
     range: SeqRange,
     max_bytes: Option<usize>,
 ) -> Result<Option<Exported>, OutboxError> {
     check_capture(client)?;
+    let origin = origin(client)?;
     let top = top(client, stream)?;
     let hi = range.hi.min(top);
     if range.lo > hi {

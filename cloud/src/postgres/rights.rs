@@ -61,8 +61,8 @@ impl fmt::Display for RightsError {
             RightsError::NotOwner { role, table, owner } => write!(
                 f,
                 "role {role:?} does not own table {table} (owner {owner:?}) and so cannot add \
-                 the columns a batch brings or install the triggers capturing its writes: run `ALTER TABLE {table} OWNER TO {}` or \
-                 `GRANT {} TO {}`",
+                 the columns a batch brings or install the triggers capturing its writes: run \
+                 `ALTER TABLE {table} OWNER TO {}` or `GRANT {} TO {}`",
                 quote(role),
                 quote(owner),
                 quote(role)
