@@ -664,3 +664,55 @@ fn a_column_a_later_header_adds_is_captured() {
         Cell::Value(text("penicillin"))
     );
 }
+
+#[test]
+fn concurrent_back_office_transactions_get_one_gap_free_sequence() {
+    let Some((db, mut c)) = tenant("capture_concurrent") else {
+        return;
+    };
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let url = db.url.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&url, postgres::NoTls).unwrap();
+                for t in 0..25 {
+                    let mut tx = c.transaction().unwrap();
+                    for r in 0..4 {
+                        tx.execute(
+                            "INSERT INTO patients(id, visit_count) VALUES ($1, 1)",
+                            &[&format!("w{w}-t{t}-r{r}")],
+                        )
+                        .unwrap();
+                    }
+                    tx.execute(
+                        "UPDATE patients SET visit_count = visit_count + 1 WHERE id LIKE $1",
+                        &[&format!("w{w}-t{t}-%")],
+                    )
+                    .unwrap();
+                    // Every fifth transaction rolls back: its seqs must not leave a gap.
+                    if t % 5 == 4 {
+                        tx.rollback().unwrap();
+                    } else {
+                        tx.commit().unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let rows = outbox_rows(&mut c);
+    let n = 4 * 20 * 8;
+    assert_eq!(
+        rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (1..=n).collect::<Vec<i64>>()
+    );
+    assert!(rows.windows(2).all(|w| w[0].1 < w[1].1));
+    let b = everything(&mut c);
+    let counted = rows_of(&b)
+        .values()
+        .filter(|r| r.1.get("visit_count") == Some(&Cell::Counter(2)))
+        .count();
+    assert_eq!(counted, 4 * 20 * 4);
+}
