@@ -9,7 +9,7 @@
 //! Public modules (what the `outpost-cloud` binary and the tests use): [`datadir`] (the `--data`
 //! directory), [`https`] (the HTTPS front and its certificate), [`control`] (API tokens,
 //! enrollment kinds, settings), [`postgres`] (the tenant in PostgreSQL: connecting, rights, the
-//! `outpost` schema, the app's tables; not serving yet), [`service`] (the running cloud), [`sessions`] (the session protocol listener), [`revocation`] (revoking a device known from hubs), [`tables`] (the tenant's table directions), [`status`] (the operator's view).
+//! `outpost` schema, the app's tables, capture of back-office writes; not serving yet), [`service`] (the running cloud), [`sessions`] (the session protocol listener), [`revocation`] (revoking a device known from hubs), [`tables`] (the tenant's table directions), [`status`] (the operator's view).
 //!
 //! Inside the crate: `schema` (tables from batch headers), `scope_rules` (the tenant's scope
 //! rules, learned from batch headers), `tenant` (ingest and export),

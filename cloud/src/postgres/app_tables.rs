@@ -13,12 +13,16 @@
 //! runs in one transaction, serialised between processes by an advisory lock: a refusal or a
 //! failure leaves the database as it was.
 //!
+//! Every table made or extended, and every existing table a header names for the first time,
+//! gets capture of back-office writes installed in the same transaction ([`super::capture`]).
+//!
 //! Names are matched as SQLite matches them, without ASCII case: a header naming `Patients`
 //! extends an existing `patients`. They are always quoted, so a table keeps the spelling of the
 //! header that made it. Foreign keys are `DEFERRABLE INITIALLY IMMEDIATE`: a back-office write is
 //! checked per statement, and an apply can defer the checks to its commit, as the engine's apply
 //! does on SQLite (`PRAGMA defer_foreign_keys`).
 
+use super::capture::{self, CaptureError};
 use super::rights::{self, RightsError};
 use crate::schema::{self, quote, SchemaError};
 use ::postgres::{Client, Transaction};
@@ -81,6 +85,8 @@ pub enum AppTableError {
     },
     /// The role lacks a right the change needs.
     Rights(RightsError),
+    /// Capturing the table's back-office writes could not be installed.
+    Capture(CaptureError),
     /// A statement failed.
     Sql {
         /// What was being done.
@@ -122,6 +128,7 @@ impl fmt::Display for AppTableError {
                  comes in the same batch header"
             ),
             AppTableError::Rights(e) => e.fmt(f),
+            AppTableError::Capture(e) => e.fmt(f),
             AppTableError::Sql { doing, .. } => f.write_str(doing),
         }
     }
@@ -133,9 +140,16 @@ impl std::error::Error for AppTableError {
             // Transparent: these say what failed themselves.
             AppTableError::Refused(e) => e.source(),
             AppTableError::Rights(e) => e.source(),
+            AppTableError::Capture(e) => e.source(),
             AppTableError::Sql { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+impl From<CaptureError> for AppTableError {
+    fn from(e: CaptureError) -> Self {
+        AppTableError::Capture(e)
     }
 }
 
@@ -289,6 +303,10 @@ pub fn ensure(
         .map_err(sql("waiting for the app tables' lock".into()))?;
     let mut changes = Vec::new();
     let mut created: Vec<&TableSchema> = Vec::new();
+    // Tables whose capture is (re)installed: made, extended, or not captured yet (made by a
+    // back office before a batch named them).
+    let captured = capture::captured(&mut tx)?;
+    let mut to_capture: Vec<(String, TableSchema)> = Vec::new();
     for t in tables {
         let Some(here) = find(&mut tx, &t.name)? else {
             rights::check_schema(&mut tx, SCHEMA)?;
@@ -296,6 +314,7 @@ pub fn ensure(
                 .map_err(sql(format!("creating table {:?}", t.name)))?;
             changes.push(TableChange::Created(t.name.clone()));
             created.push(t);
+            to_capture.push((t.name.clone(), t.clone()));
             continue;
         };
         let key = primary_key(&mut tx, &here)?;
@@ -317,7 +336,9 @@ pub fn ensure(
             .iter()
             .filter(|c| !have.iter().any(|h| h.eq_ignore_ascii_case(&c.name)))
             .collect();
-        rights::check_table(&mut tx, SCHEMA, &here.name, !missing.is_empty())?;
+        // Installing capture (ENABLE ALWAYS TRIGGER) needs the owner, as adding columns does.
+        let install = !missing.is_empty() || !captured.iter().any(|c| c.def.name == here.name);
+        rights::check_table(&mut tx, SCHEMA, &here.name, install)?;
         for c in &missing {
             tx.batch_execute(&format!(
                 "ALTER TABLE {} ADD COLUMN {} {}",
@@ -330,6 +351,9 @@ pub fn ensure(
                 c.name, here.name
             )))?;
         }
+        if install {
+            to_capture.push((here.name.clone(), t.clone()));
+        }
         if !missing.is_empty() {
             changes.push(TableChange::Extended(
                 here.name,
@@ -341,6 +365,9 @@ pub fn ensure(
         for fk in &t.foreign_keys {
             add_foreign_key(&mut tx, t, fk)?;
         }
+    }
+    if !to_capture.is_empty() {
+        capture::install(&mut tx, &to_capture)?;
     }
     tx.commit()
         .map_err(sql("committing the app tables' changes".into()))?;

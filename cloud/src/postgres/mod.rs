@@ -2,15 +2,20 @@
 //! stands on, before it serves. [`connect`] reaches the database a URL names; [`rights`] checks
 //! the role may do what the cloud needs, naming the `GRANT` that is missing; [`meta`] makes the
 //! cloud's own `outpost` schema and binds the database to one tenant's site id; [`app_tables`]
-//! makes and extends the app's real tables from batch headers.
+//! makes and extends the app's real tables from batch headers; [`capture`] records back-office
+//! writes to them as changes of the cloud's origin, which [`outbox`] reads as batches and
+//! [`listen`] wakes on.
 //!
 //! Not here yet: the apply core (merging batches into these tables), the mailbox and sync state
-//! in the `outpost` schema, capture of back-office writes, several processes. `outpost-cloud run`
+//! in the `outpost` schema, serving the captured changes, several processes. `outpost-cloud run`
 //! refuses a PostgreSQL tenant until they are.
 
 pub mod app_tables;
+pub mod capture;
 pub mod connect;
+pub mod listen;
 pub mod meta;
+pub mod outbox;
 pub mod rights;
 pub mod setup;
 

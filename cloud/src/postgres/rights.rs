@@ -6,7 +6,8 @@
 //! - `CREATE` and `USAGE` on the schema the app's tables live in ([`super::app_tables::SCHEMA`]);
 //! - on an app table that exists already (made by a back office, or by another role):
 //!   `SELECT`, `INSERT`, `UPDATE`, `DELETE` and `TRIGGER` (capturing back-office writes puts
-//!   triggers on it), and being its owner to add a column (no `GRANT` gives `ALTER TABLE`).
+//!   triggers on it), and being its owner to add a column or install capture (no `GRANT` gives
+//!   `ALTER TABLE`, which `ENABLE ALWAYS TRIGGER` is).
 //!
 //! A superuser has every right.
 
@@ -60,8 +61,8 @@ impl fmt::Display for RightsError {
             RightsError::NotOwner { role, table, owner } => write!(
                 f,
                 "role {role:?} does not own table {table} (owner {owner:?}) and so cannot add \
-                 the columns a batch brings: run `ALTER TABLE {table} OWNER TO {}` or \
-                 `GRANT {} TO {}`",
+                 the columns a batch brings or install the triggers capturing its writes: run \
+                 `ALTER TABLE {table} OWNER TO {}` or `GRANT {} TO {}`",
                 quote(role),
                 quote(owner),
                 quote(role)
