@@ -25,8 +25,9 @@ use std::time::Duration;
 const USAGE: &str = "\
 usage:
   outpost-cloud init        --data DIR [--unsealed | --sealed] [--postgres URL]
-                            (sealed: batch bodies encrypted per scope; unsealed is the default
-                            for now; --postgres: the tenant's tables in that PostgreSQL database,
+                            (sealed, the default: batch bodies encrypted per scope, hubs read
+                            nothing; --unsealed: hubs print their own codes and hold readable
+                            batches; --postgres: the tenant's tables in that PostgreSQL database,
                             postgresql://USER:PASSWORD@HOST:PORT/DATABASE; it cannot serve yet)
   outpost-cloud run         --data DIR [--listen ADDR:PORT] [--https ADDR:PORT]
                             [--tls-cert FILE --tls-key FILE] [--postgres URL]
@@ -201,9 +202,11 @@ fn init(args: &Args) -> Result<()> {
         },
     }
     let mut mailbox = dir.mailbox()?;
-    let sealed = match args.sealed {
-        Some(true) => {
-            if !created && mailbox.digest_key()?.is_none() {
+    let held = mailbox.digest_key()?.is_some();
+    // A new tenant is sealed unless `--unsealed`; an existing one stays what it is.
+    let sealed = match args.sealed.unwrap_or(created || held) {
+        true => {
+            if !created && !held {
                 bail!(
                     "{} holds an unsealed tenant: a tenant is sealed when it is made, not later",
                     dir.path.display()
@@ -216,11 +219,11 @@ fn init(args: &Args) -> Result<()> {
             }
             true
         }
-        Some(false) if !created && mailbox.digest_key()?.is_some() => bail!(
+        false if !created && held => bail!(
             "{} holds a sealed tenant: it stays sealed",
             dir.path.display()
         ),
-        _ => mailbox.digest_key()?.is_some(),
+        false => false,
     };
     println!(
         "tenant {}",
@@ -372,6 +375,14 @@ fn enroll_code(args: &Args) -> Result<()> {
 fn offline_code(args: &Args, dir: &DataDir, kind: Role, hub: &str) -> Result<()> {
     if kind != Role::Device {
         bail!("--at-hub makes a device's code: a hub enrolls with the cloud itself (--hub, no --at-hub)");
+    }
+    if args.enroll {
+        // The hub states the device's first grant, within its own, which has no `enroll`.
+        bail!(
+            "--enroll with --at-hub: a hub passes on only what its own grant holds; once the \
+             device joined, make it a supervisor with: outpost-cloud grant --device ID --scopes \
+             a,b --enroll"
+        );
     }
     enroll::check_addresses(&args.addresses)?;
     let hub = dir.allowlist()?.find(hub).context("--at-hub")?;

@@ -136,3 +136,22 @@ fn a_data_directory_made_by_hand_or_left_wide_is_made_private() {
         assert_eq!(mode(&data.join(f)), 0o600, "{f}");
     }
 }
+
+/// `init` makes a sealed tenant unless told `--unsealed`; a tenant stays what it was made.
+#[test]
+fn init_makes_a_sealed_tenant_by_default_and_a_tenant_stays_what_it_was_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sealed = tmp.path().join("sealed");
+    let s = sealed.to_str().unwrap();
+    assert!(cli_ok(&["init", "--data", s]).contains("tenant sealed"));
+    assert!(cli_ok(&["init", "--data", s]).contains("tenant sealed"));
+    let (ok, _, err) = cli(&["init", "--unsealed", "--data", s]);
+    assert!(!ok && err.contains("stays sealed"), "{err}");
+
+    let open = tmp.path().join("unsealed");
+    let o = open.to_str().unwrap();
+    assert!(cli_ok(&["init", "--unsealed", "--data", o]).contains("tenant unsealed"));
+    assert!(cli_ok(&["init", "--data", o]).contains("tenant unsealed"));
+    let (ok, _, err) = cli(&["init", "--sealed", "--data", o]);
+    assert!(!ok && err.contains("sealed when it is made"), "{err}");
+}

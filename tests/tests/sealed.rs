@@ -275,6 +275,114 @@ fn a_hub_of_a_sealed_tenant_hands_its_tablets_their_keys_and_holds_no_readable_r
     }
 }
 
+/// The cloud's two-part code for a device at `hub` granted `scopes`, with `extra` flags.
+fn at_hub_code(cloud: &Cloud, hub: &Hub, scopes: &str, extra: &[&str]) -> String {
+    let site = hub.status()["site"].as_str().unwrap().to_string();
+    code_of(
+        Command::new(&built().cloud)
+            .args(["enroll-code", "--no-qr", "--device", "--data"])
+            .arg(&cloud.data)
+            .args(["--scopes", scopes, "--at-hub", &site[..8]])
+            .args(["--address", &hub.addr()])
+            .args(extra),
+    )
+}
+
+/// Offline enrolment at a clinic (issue 20 item 3's acceptance): a supervisor's tablet, joined
+/// with the cloud's code at the hub and granted `enroll` by the operator, mints a two-part code with `outpost_enroll_code` while the cloud is down; a new
+/// tablet enrolled with it through the hub writes at once, reads the clinic's rows the office
+/// wrote through the cloud before, and its row reaches the supervisor, all without the cloud.
+/// What the supervisor may not grant (another clinic, `*`) it cannot mint.
+#[test]
+fn a_tablet_enrolled_with_a_supervisors_code_works_through_a_hub_cut_off_from_the_cloud() {
+    let dir = scratch();
+    let mut cloud = sealed_cloud(&dir.path().join("cloud"));
+    let hub = Hub::uplinked(
+        &dir.path().join("hub"),
+        &cloud.scoped_code("--hub", "moshi,tanga"),
+        500,
+        &[],
+    );
+    let office = DeviceDb::open(&dir.path().join("office.db"), SCHEMA);
+    office.enroll(&cloud.scoped_code("--device", "*"));
+    let supervisor = DeviceDb::open(&dir.path().join("supervisor.db"), SCHEMA);
+    supervisor.enroll(&at_hub_code(&cloud, &hub, "moshi", &[]));
+    // The operator makes it the clinic's supervisor: the cloud's grant, with `enroll`.
+    supervisor.sync();
+    let site: Vec<u8> = supervisor.call("SELECT outpost_site_id()").unwrap();
+    let site: String = site.iter().map(|b| format!("{b:02x}")).collect();
+    within(
+        "the cloud knows the supervisor's tablet through the hub",
+        || {
+            Command::new(&built().cloud)
+                .args(["grant", "--data"])
+                .arg(&cloud.data)
+                .args(["--device", &site[..12], "--scopes", "moshi", "--enroll"])
+                .output()
+                .unwrap()
+                .status
+                .success()
+        },
+    );
+    office.exec(
+        "INSERT INTO patients VALUES ('m1', 'Zawadi Mwakilema', 'moshi'), \
+                                     ('t1', 'Kheri Ndalichako', 'tanga');",
+    );
+    within(
+        "the supervisor holds the office's moshi patient through the hub",
+        || {
+            office.sync();
+            supervisor.sync();
+            names(&supervisor) == ["Zawadi Mwakilema"]
+                && supervisor
+                    .call::<String>("SELECT outpost_enroll_code('{\"scopes\": [\"moshi\"]}')")
+                    .is_ok()
+        },
+    );
+
+    // The clinic loses the cloud.
+    cloud.kill();
+    let refused = supervisor
+        .try_json("SELECT outpost_enroll_code('{\"scopes\": [\"tanga\"]}')")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("tanga") && refused.contains("grant"),
+        "{refused}"
+    );
+    let code: String = supervisor
+        .call("SELECT outpost_enroll_code('{\"scopes\": [\"moshi\"], \"hours\": 2}')")
+        .unwrap();
+    assert!(code.starts_with("outpost:"), "{code}");
+    let tablet = DeviceDb::open(&dir.path().join("tablet.db"), SCHEMA);
+    tablet.enroll(&code);
+    // Its keys came in the code: it writes its clinic's rows before any sync.
+    tablet.exec("INSERT INTO patients VALUES ('m2', 'Rehema Shangali', 'moshi')");
+    within(
+        "the new tablet and the supervisor converge through the offline hub",
+        || {
+            tablet.sync();
+            supervisor.sync();
+            names(&tablet) == ["Zawadi Mwakilema", "Rehema Shangali"]
+                && names(&supervisor) == ["Zawadi Mwakilema", "Rehema Shangali"]
+        },
+    );
+    // A code is used once.
+    let again = DeviceDb::open(&dir.path().join("again.db"), SCHEMA);
+    assert!(again.try_enroll(&code).is_err());
+    // The cloud's code, minted from its data directory while it is down: the hub has never
+    // reached the cloud since, and admits the tablet all the same.
+    let late = DeviceDb::open(&dir.path().join("late.db"), SCHEMA);
+    late.enroll(&at_hub_code(&cloud, &hub, "moshi", &[]));
+    within(
+        "a tablet with the cloud's newer code reads through the offline hub",
+        || {
+            late.sync();
+            names(&late) == ["Zawadi Mwakilema", "Rehema Shangali"]
+        },
+    );
+}
+
 /// Revocation rotates (issue 20 item 4): revoking a tablet starts a new key epoch for every
 /// scope it could read; the other tablets get it in the answer to their next hello and seal
 /// under it. With the revoked tablet's own key material (every key it unwrapped, read from its

@@ -1,7 +1,9 @@
 //! README.md's walkthrough ("The whole story on one machine") stays true: runs `scripts/story`,
-//! which does exactly the README's steps with real processes (the release-built cloud, the hub's
-//! static build booted under QEMU with `--cloud`, sqlite3 shell devices with `.load`, curl
-//! against the REST API) and exits non-zero when any replica's rows differ. Free ports and a
+//! which does exactly the README's steps with real processes (the release-built cloud of a sealed
+//! tenant, the hub's static build booted under QEMU with `--cloud`, sqlite3 shell devices with
+//! `.load` enrolled with the cloud's two-part codes, curl against the REST API) and exits
+//! non-zero when any replica's rows differ, or when the hub's disk image or status page shows a
+//! name, village, table or column name of the story (issue 20's acceptance). Free ports and a
 //! scratch directory are passed in, so it runs next to other tests. Needs sqlite3, curl and what
 //! the QEMU image needs (SKIPPED without them, FAILED under CI=true). About 50 s.
 
@@ -47,6 +49,10 @@ fn the_readme_story_runs_and_every_replica_converges() {
     );
     assert!(
         stdout.contains("ok: tablet1, tablet2, the field device, the cloud's tables and the REST client hold the same 4 rows"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok: the hub's disk image (") && stdout.contains("holds none of: Amina"),
         "{stdout}"
     );
     eprintln!("scripts/story: {:.1}s", t.elapsed().as_secs_f64());

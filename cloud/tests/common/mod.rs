@@ -33,10 +33,11 @@ pub fn cli_ok(args: &[&str]) -> String {
     out
 }
 
-/// `outpost-cloud init` of `DIR/cloud`: the data directory.
+/// `outpost-cloud init --unsealed` of `DIR/cloud`: the data directory (unsealed, so the tests
+/// read what the mailbox holds; sealed tenants are `tests/tests/sealed.rs`'s).
 pub fn init(dir: &Path) -> PathBuf {
     let data = dir.join("cloud");
-    cli_ok(&["init", "--data", data.to_str().unwrap()]);
+    cli_ok(&["init", "--unsealed", "--data", data.to_str().unwrap()]);
     data
 }
 

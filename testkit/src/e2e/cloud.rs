@@ -29,17 +29,24 @@ pub struct Cloud {
 }
 
 impl Cloud {
-    /// `outpost-cloud init`, to listen on 127.0.0.1 at a free port; not running yet.
+    /// `outpost-cloud init --unsealed`, to listen on 127.0.0.1 at a free port; not running yet.
+    /// Unsealed, so its hubs print their own codes and tests may read the batches relays hold;
+    /// `tests/tests/sealed.rs` and the README story run sealed tenants (the default of `init`).
     pub fn init(data: &Path) -> Cloud {
         Cloud::init_at(data, None, Ipv4Addr::LOCALHOST, free_port())
     }
 
-    /// `outpost-cloud init`, to listen on `ip:port`, inside network namespace `netns` when given;
+    /// `outpost-cloud init --unsealed`, to listen on `ip:port`, inside network namespace `netns`
+    /// when given;
     /// not running yet.
     pub fn init_at(data: &Path, netns: Option<&str>, ip: Ipv4Addr, port: u16) -> Cloud {
+        // A tenant made before (`init --sealed`) stays what it is.
+        let kind: &[&str] = if data.exists() { &[] } else { &["--unsealed"] };
         run_ok(
             Command::new(&built().cloud)
-                .args(["init", "--data"])
+                .arg("init")
+                .args(kind)
+                .arg("--data")
                 .arg(data),
         );
         Cloud {
