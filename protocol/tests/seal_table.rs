@@ -31,13 +31,23 @@ fn sealed_settings_open_to_the_entry_under_the_tenants_key_only() {
         assert!(sealed.windows(marker.len()).all(|w| w != marker));
     }
     let other = DigestKey::from_bytes([0x11; 32]);
-    assert_eq!(open_table(&other, &sealed), Err(TableSealError::Unauthentic));
+    assert_eq!(
+        open_table(&other, &sealed),
+        Err(TableSealError::Unauthentic)
+    );
     for i in 0..sealed.len() {
         let mut bad = sealed.clone();
         bad[i] ^= 1;
-        assert_eq!(open_table(&dk(), &bad), Err(TableSealError::Unauthentic), "byte {i}");
+        assert_eq!(
+            open_table(&dk(), &bad),
+            Err(TableSealError::Unauthentic),
+            "byte {i}"
+        );
     }
-    assert_eq!(open_table(&dk(), &sealed[..27]), Err(TableSealError::BadLength));
+    assert_eq!(
+        open_table(&dk(), &sealed[..27]),
+        Err(TableSealError::BadLength)
+    );
 }
 
 #[test]
