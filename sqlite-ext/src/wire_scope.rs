@@ -22,6 +22,11 @@ impl WireScopes {
         Ok(WireScopes(crate::scope_keys::digest_key(conn)?))
     }
 
+    /// Whether this database holds a sealed tenant's digest key (ids are digests).
+    pub(crate) fn sealed(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// The wire id of scope `name` (`""` and `*` unchanged).
     pub(crate) fn of(&self, name: &str) -> String {
         match &self.0 {

@@ -102,6 +102,16 @@ fn devices_of_a_sealed_tenant_sync_through_the_cloud_and_its_mailbox_holds_only_
     let keys = moshi.json("SELECT json_extract(outpost_status(), '$.keys')");
     assert_eq!(keys.as_object().map(|k| k.len()), Some(2), "{keys}");
     moshi.exec("INSERT INTO patients VALUES ('m1', 'Zawadi Mwakilema', 'moshi')");
+    // Outside the grant (by digest): refused at write time, naming the scope by its name.
+    let refused = moshi
+        .conn
+        .execute(
+            "INSERT INTO patients VALUES ('x1', 'Eshe Mrema', 'tanga')",
+            [],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("'tanga' is not granted"), "{refused}");
     office.exec(
         "INSERT INTO patients VALUES ('t1', 'Kheri Ndalichako', 'tanga'), \
                                      ('m2', 'Rehema Shangali', 'moshi');
