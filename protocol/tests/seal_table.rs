@@ -62,7 +62,7 @@ fn a_directory_reads_sealed_settings_only_with_the_digest_key() {
         key: *cloud.public(),
         role: PeerRole::Cloud,
     };
-    let mut hub = Directory::new([root.clone()]);
+    let mut hub = Directory::new([root]);
     assert!(hub.admit(vec![e.clone()]).is_empty());
     assert_eq!(hub.tables().count(), 0, "a hub never learns the table");
     let mut device = Directory::new([root]);
