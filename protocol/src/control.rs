@@ -13,8 +13,8 @@
 //! ```
 //! Items are append-only by tag: tag 0 is [`ControlItem::Key`], tag 1 [`ControlItem::Table`] (the
 //! tenant's settings for one table, meaningful only from a cloud), tag 2 [`ControlItem::Grant`]
-//! (the scopes a site may hold and write). Revocations' last seqs and voided ranges come as new
-//! tags.
+//! (the scopes a site may hold and write), then tag 3 `Void`, 4 `Sealed`, 5 `Epoch`, 6
+//! `SealedTable` and 7 [`ControlItem::Strict`] (the tenant's tables are strict on devices).
 //!
 //! **Contract**: [`decode_entry`] accepts any bytes and returns a typed [`ControlError`] (at most
 //! [`MAX_ENTRY_BYTES`] read; a key must be a valid P-256 point; trailing bytes refused; only the
@@ -152,6 +152,11 @@ pub enum ControlItem {
     /// tenant's digest key (`seal::table`): a [`TableEntry`] to the devices and the cloud, opaque
     /// bytes to a hub. Meaningful only from a cloud.
     SealedTable(Bytes),
+    /// Tag 7: the tenant makes its tracked tables strict on devices (docs/design.md section
+    /// 11, "Values must fit PostgreSQL's types"): a value that does not fit its column's
+    /// declared type, or text holding NUL, is refused at write time. Written once by a cloud
+    /// whose tenant lives in PostgreSQL; meaningful only from a cloud.
+    Strict,
 }
 
 /// A scope's current key epoch, as the cloud publishes it when it starts one.
@@ -363,7 +368,7 @@ pub fn decode_entry(bytes: &[u8]) -> Result<ControlEntry, ControlError> {
                 return Err(ControlError::BadGrant);
             }
         }
-        ControlItem::Sealed => {}
+        ControlItem::Sealed | ControlItem::Strict => {}
         ControlItem::Epoch(e) => {
             let scope_ok = e.scope.is_empty() || crate::scope::check_name(&e.scope).is_ok();
             if !scope_ok || e.epoch == 0 {

@@ -4,7 +4,7 @@
 use outpost_protocol::batch::Direction;
 use outpost_protocol::control::{
     decode_entry, encode_entry, grant_item, key_item, table_item, void_item, ControlEntry,
-    ControlError, Directory, Refusal, Root, VoidReason,
+    ControlError, ControlItem, Directory, Refusal, Root, VoidReason,
 };
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::message::PeerRole;
@@ -506,4 +506,51 @@ fn a_void_entry_emits_its_golden_bytes() {
     );
     let e = decode_entry(&bytes).unwrap();
     e.verify(key(0xc0).public()).unwrap();
+}
+
+/// A tenant is strict once its cloud says so (docs/design.md section 11); a hub's word on it
+/// counts for nothing.
+#[test]
+fn only_a_clouds_strict_entry_makes_the_tenant_strict() {
+    let strict = |writer: SiteId, wkey: u8, seq: u64| {
+        decode_entry(&encode_entry(writer, seq, &ControlItem::Strict, &key(wkey))).unwrap()
+    };
+    let mut d = Directory::new([cloud_root()]);
+    assert!(d.admit(stream()).is_empty());
+    assert!(!d.is_strict());
+    assert!(d.admit(vec![strict(HUB, 0x40, 2)]).is_empty());
+    assert!(
+        !d.is_strict(),
+        "a hub's entry is taken into its stream, given no weight"
+    );
+    assert!(d.admit(vec![strict(CLOUD, 0xc0, 3)]).is_empty());
+    assert!(d.is_strict());
+    // Whatever the order entries arrive in.
+    let mut later = Directory::new([cloud_root()]);
+    let mut all = stream();
+    all.insert(0, strict(CLOUD, 0xc0, 3));
+    assert!(later.admit(all).is_empty());
+    assert!(later.is_strict());
+}
+
+/// The golden strict entry of docs/wire-format.md section 4.8.
+#[test]
+fn a_strict_entry_emits_its_golden_bytes() {
+    let bytes = encode_entry(CLOUD, 8, &ControlItem::Strict, &key(0xc0));
+    let body = hex::decode("c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0 08 07".replace(' ', "")).unwrap();
+    assert_eq!(&bytes[..body.len()], &body[..]);
+    assert_eq!(bytes.len(), body.len() + 64);
+    assert_eq!(
+        encode_entry(CLOUD, 8, &ControlItem::Strict, &key(0xc0)),
+        bytes,
+        "deterministic signature"
+    );
+    let e = decode_entry(&bytes).unwrap();
+    assert_eq!(e.item, ControlItem::Strict);
+    e.verify(key(0xc0).public()).unwrap();
+    // No fields: a byte after the tag is a trailing byte where the signature starts.
+    let mut long = body.clone();
+    long.push(0);
+    long.extend_from_slice(&bytes[body.len()..]);
+    assert_eq!(decode_entry(&long), Err(ControlError::TrailingBytes));
 }

@@ -127,6 +127,8 @@ pub struct Directory {
     voids: BTreeMap<StreamId, Vec<(SeqRange, VoidReason)>>,
     /// A cloud said the tenant is sealed.
     sealed: bool,
+    /// A cloud said the tenant's tracked tables are strict on devices.
+    strict: bool,
     /// Each scope's highest epoch a cloud published.
     epochs: BTreeMap<String, u32>,
     /// The tenant's digest key, which opens sealed table settings (`None` at a hub).
@@ -277,6 +279,12 @@ impl Directory {
     /// Whether a cloud said the tenant is sealed ([`ControlItem::Sealed`]).
     pub fn is_sealed(&self) -> bool {
         self.sealed
+    }
+
+    /// Whether a cloud said the tenant's tracked tables are strict on devices
+    /// ([`ControlItem::Strict`]: a PostgreSQL tenant's values must fit their columns' types).
+    pub fn is_strict(&self) -> bool {
+        self.strict
     }
 
     /// `scope`'s current key epoch as a cloud published it (1, every scope's first, when none
@@ -434,12 +442,17 @@ impl Directory {
         let mut versions: BTreeMap<SiteId, BTreeMap<u64, Scopes>> = BTreeMap::new();
         let mut voids: BTreeMap<StreamId, Vec<(SeqRange, VoidReason)>> = BTreeMap::new();
         let mut sealed = false;
+        let mut strict = false;
         let mut epochs: BTreeMap<String, u32> = BTreeMap::new();
         for cloud in &clouds {
             for e in self.entries_after(cloud, 0) {
                 let k = match &e.item {
                     ControlItem::Sealed => {
                         sealed = true;
+                        continue;
+                    }
+                    ControlItem::Strict => {
+                        strict = true;
                         continue;
                     }
                     ControlItem::Epoch(ep) => {
@@ -522,6 +535,7 @@ impl Directory {
                     | ControlItem::SealedTable(_)
                     | ControlItem::Void(_)
                     | ControlItem::Sealed
+                    | ControlItem::Strict
                     | ControlItem::Epoch(_) => continue,
                 };
                 if k.role == PeerRole::Device {
@@ -616,6 +630,7 @@ impl Directory {
         }
         self.voids = voids;
         self.sealed = sealed;
+        self.strict = strict;
         self.epochs = epochs;
     }
 }
