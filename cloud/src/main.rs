@@ -182,7 +182,7 @@ fn init(args: &Args) -> Result<()> {
     );
     println!("site {}", dir.identity.site);
     println!("key  {}", dir.identity.public().fingerprint());
-    match &args.postgres {
+    let on_postgres = match &args.postgres {
         Some(url) => {
             let done = postgres::setup::init(&dir, url)?;
             println!(
@@ -193,15 +193,27 @@ fn init(args: &Args) -> Result<()> {
                     postgres::Prepared::Existing => "already this tenant's",
                 }
             );
+            true
         }
         None => match postgres::setup::store(&dir)? {
-            postgres::Store::Postgres {
-                target: Some(target),
-            } => println!("tenant database postgres {target}"),
-            _ => println!("tenant database {}", dir.tenant_path().display()),
+            postgres::Store::Postgres { target } => {
+                if let Some(target) = target {
+                    println!("tenant database postgres {target}");
+                }
+                true
+            }
+            postgres::Store::Sqlite { .. } => {
+                println!("tenant database {}", dir.tenant_path().display());
+                false
+            }
         },
-    }
+    };
     let mut mailbox = dir.mailbox()?;
+    if on_postgres && !mailbox.directory()?.is_strict() {
+        // PostgreSQL's columns take only values of their type (docs/design.md section 11):
+        // devices refuse at write time what the cloud could not store, from their enrolment on.
+        mailbox.append_control(&outpost_protocol::control::ControlItem::Strict)?;
+    }
     let held = mailbox.digest_key()?.is_some();
     // A new tenant is sealed unless `--unsealed`; an existing one stays what it is.
     let sealed = match args.sealed.unwrap_or(created || held) {

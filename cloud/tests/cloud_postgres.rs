@@ -347,6 +347,19 @@ fn init_postgres_twice_is_idempotent_and_another_tenant_is_refused() {
     assert!(ok, "{err}");
     assert!(out.contains("already this tenant's"), "{out}");
     assert_eq!(meta(&db), stored);
+    // The tenant's control stream makes its tables strict on devices, said once.
+    {
+        let dir = outpost_cloud::datadir::DataDir::open(&data).unwrap();
+        let mut mailbox = dir.mailbox().unwrap();
+        let directory = mailbox.directory().unwrap();
+        assert!(directory.is_strict());
+        let said = directory
+            .entries_after(&dir.identity.site, 0)
+            .iter()
+            .filter(|e| e.item == outpost_protocol::control::ControlItem::Strict)
+            .count();
+        assert_eq!(said, 1);
+    }
 
     // status shows the store: host and database, never the password.
     let target = connect::target(&db.url).unwrap();
@@ -382,8 +395,10 @@ fn init_postgres_twice_is_idempotent_and_another_tenant_is_refused() {
     let status = cli_ok(&["status", "--data", other.to_str().unwrap()]);
     assert!(status.contains("store      sqlite"), "{status}");
 
-    // A SQLite data directory's status says so.
+    // A SQLite data directory's status says so, and its tenant is not strict.
     let sqlite = init(&tmp.path().join("plain"));
+    let dir = outpost_cloud::datadir::DataDir::open(&sqlite).unwrap();
+    assert!(!dir.mailbox().unwrap().directory().unwrap().is_strict());
     let status = cli_ok(&["status", "--data", sqlite.to_str().unwrap()]);
     assert!(status.contains("store      sqlite"), "{status}");
 }
