@@ -51,6 +51,10 @@ pub enum Error {
     /// through `outpost_check_scope`; reported as a constraint failure). Boxed: every function
     /// returns this type, and a wider `Error` costs every call of the per-row trigger functions.
     ScopeWrite(Box<ScopeWriteError>),
+    /// The app's INSERT or UPDATE of a tracked table of a strict tenant wrote a value that does
+    /// not fit its column (the triggers refuse it through `outpost_strict_refuse`; reported as a
+    /// constraint failure). Boxed, as [`Error::ScopeWrite`].
+    StrictWrite(Box<StrictWriteError>),
     /// `outpost_apply` / `outpost_track` / `outpost_resolve` was called inside an open transaction.
     InTransaction(&'static str),
     /// A batch could not be applied (decode failure, foreign origin, gap in the vector, ...).
@@ -161,6 +165,56 @@ impl fmt::Display for ScopeWriteError {
 }
 
 impl std::error::Error for ScopeWriteError {}
+
+/// Why the app's write of a tracked table was refused in a strict tenant (docs/design.md section
+/// 11, "Values must fit PostgreSQL's types": the tenant's cloud keeps its tables in PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StrictWriteError {
+    /// The value's SQLite type does not fit the PostgreSQL type of the column's declared type.
+    Type {
+        /// The table written.
+        table: String,
+        /// The column.
+        column: String,
+        /// Its declared type, as the table declares it.
+        declared: String,
+        /// The PostgreSQL type the cloud keeps it in.
+        postgres: &'static str,
+        /// What was written, as the message shows it (`'abc'`, `the real 1.5`).
+        found: String,
+    },
+    /// Text holding a NUL character, which PostgreSQL text cannot store.
+    Nul {
+        /// The table written.
+        table: String,
+        /// The column.
+        column: String,
+    },
+}
+
+impl fmt::Display for StrictWriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StrictWriteError::Type {
+                table,
+                column,
+                declared,
+                postgres,
+                found,
+            } => write!(
+                f,
+                "outpost: {table}.{column} takes {declared} (PostgreSQL {postgres}): {found} does not fit"
+            ),
+            StrictWriteError::Nul { table, column } => write!(
+                f,
+                "outpost: {table}.{column} takes text without NUL characters (PostgreSQL text): the text written holds one"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StrictWriteError {}
 
 /// Why a batch was refused as a whole (the database is unchanged).
 #[derive(Debug)]
@@ -298,6 +352,7 @@ impl fmt::Display for Error {
             }
             Error::Track(m) => f.write_str(m),
             Error::ScopeWrite(e) => write!(f, "{e}"),
+            Error::StrictWrite(e) => write!(f, "{e}"),
             Error::InTransaction(func) => write!(
                 f,
                 "{func} must run outside a transaction (it owns its own transaction for atomicity); COMMIT or ROLLBACK first"
@@ -352,6 +407,7 @@ impl std::error::Error for Error {
             Error::SequenceName { source, .. } => Some(source),
             Error::Apply(e) => Some(e),
             Error::ScopeWrite(e) => Some(&**e),
+            Error::StrictWrite(e) => Some(&**e),
             Error::Export { source, .. } => Some(source),
             Error::NoRandomness { source, .. } => Some(source),
             _ => None,
@@ -372,7 +428,7 @@ impl Error {
             Error::Sqlite { code, .. } => *code,
             Error::TooBig(_) => SQLITE_TOOBIG,
             Error::Corrupt(_) | Error::CorruptJson { .. } => SQLITE_CORRUPT,
-            Error::ScopeWrite(_) => SQLITE_CONSTRAINT,
+            Error::ScopeWrite(_) | Error::StrictWrite(_) => SQLITE_CONSTRAINT,
             Error::Internal(_)
             | Error::InternalJson { .. }
             | Error::Export { .. }

@@ -122,6 +122,7 @@ mod state;
 mod statement_journal;
 mod status;
 mod streams;
+mod strict;
 mod sync;
 mod track;
 mod transfer;
@@ -129,7 +130,7 @@ mod triggers;
 mod vtab_module;
 mod wire_scope;
 
-pub use error::{ApplyError, Error, KeyFileProblem, ScopeWriteError, SyncError};
+pub use error::{ApplyError, Error, KeyFileProblem, ScopeWriteError, StrictWriteError, SyncError};
 use error::{LoadError, SQLITE_ERROR};
 use functions::{Arg, Call, FunctionDef};
 use outpost_protocol::Value;
@@ -226,6 +227,15 @@ static FUNCTIONS: &[FunctionDef] = &[
     FunctionDef {
         min_args: 2,
         ..for_triggers(c"outpost_check_drain", 2, false, drain::sql_check_drain)
+    },
+    FunctionDef {
+        min_args: 4,
+        ..for_triggers(
+            c"outpost_strict_refuse",
+            4,
+            false,
+            strict::sql_strict_refuse,
+        )
     },
 ];
 

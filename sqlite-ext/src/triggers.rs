@@ -13,6 +13,8 @@
 //! A table with a scope column has its scope cell checked by `outpost_check_scope`
 //! (`scope_check.rs`): the INSERT trigger's WHEN calls it, and a BEFORE UPDATE OF trigger checks
 //! a referral (`scope_triggers`).
+//! In a strict tenant (`strict.rs`), BEFORE INSERT and BEFORE UPDATE OF triggers refuse a value
+//! that does not fit its column's PostgreSQL type.
 //! The three SQL functions the capturing triggers call are defined at the end of this file.
 
 use crate::error::Error;
@@ -168,6 +170,11 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
     );
     sql.push_str(&collision_triggers(conn, t)?);
     sql.push_str(&scope_triggers(t));
+    if crate::strict::is_strict(conn)? {
+        // Created after the collision and scope triggers: SQLite runs a table's triggers newest
+        // first, so a value that does not fit is refused before anything is logged.
+        sql.push_str(&crate::strict::triggers(conn, t)?);
+    }
     let delta = |c: &str| format!("coalesce(NEW.{0}, 0) - coalesce(OLD.{0}, 0)", quote(c));
     // A counter column's function-calling trigger logs the deltas of every counter; fold uses
     // the one of this column.

@@ -186,6 +186,8 @@ fn enroll(call: &Call, text: &str) -> Result<Value, SyncError> {
         let mut directory = super::control::load(call)?;
         super::control::receive(call.conn, &mut directory, entries)?;
         super::control::remember(call, &directory)?;
+        // A strict tenant's tables refuse values PostgreSQL could not hold from now on.
+        crate::strict::follow(call.conn, &directory)?;
     }
     let out = json!({
         "role": peers::role_name(answer.role),

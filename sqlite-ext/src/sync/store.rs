@@ -485,6 +485,8 @@ impl EngineStore<'_> {
         let r = super::control::receive(call.conn, directory, entries)?;
         if r.accepted > 0 {
             super::control::remember(call, directory)?;
+            // A strict tenant's tables refuse values PostgreSQL could not hold from now on.
+            crate::strict::follow(call.conn, directory)?;
             // A grant received here decides which rows the pull's applies let go
             // (`apply/exits.rs`): the connection reads it again.
             call.session.grant.forget();
