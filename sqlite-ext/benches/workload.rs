@@ -191,9 +191,21 @@ fn open(path: &Path, tracked: bool) -> Connection {
 }
 
 fn create(path: &Path, tracked: bool) -> Connection {
+    create_as(path, tracked, false)
+}
+
+/// `create`, with the tables strict (docs/sql-api.md, `outpost_strict_refuse`) when `strict`:
+/// the bench sets the flag a PostgreSQL tenant's `Strict` control entry sets.
+fn create_as(path: &Path, tracked: bool, strict: bool) -> Connection {
     let _ = std::fs::remove_file(path);
     let conn = open(path, tracked);
     conn.execute_batch(SCHEMA).unwrap();
+    if strict {
+        conn.query_row("SELECT outpost_db_version()", [], |_| Ok(()))
+            .unwrap();
+        conn.execute_batch("INSERT INTO _outpost_meta(k, v) VALUES ('strict', 1)")
+            .unwrap();
+    }
     if tracked {
         conn.query_row(
             "SELECT outpost_track('patients'), outpost_track('visits')",
@@ -683,18 +695,25 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(SEED + 2);
     let villages: Vec<String> = (0..np).map(|_| name(&mut rng)).collect();
     let whole_villages: Vec<String> = (0..np).map(|_| name(&mut rng)).collect();
-    let mut upd = [Vec::new(), Vec::new()];
-    let mut whole = [Vec::new(), Vec::new()];
-    let mut bulk = [Vec::new(), Vec::new()];
-    let mut sizes = [0u64; 2];
+    let mut upd = [Vec::new(), Vec::new(), Vec::new()];
+    let mut whole = [Vec::new(), Vec::new(), Vec::new()];
+    let mut bulk = [Vec::new(), Vec::new(), Vec::new()];
+    let mut sizes = [0u64; 3];
+    // OUTPOST_BENCH_STRICT=1: W1 bulk and W2 also with the tables strict (a PostgreSQL tenant's).
+    let strict = std::env::var("OUTPOST_BENCH_STRICT").is_ok_and(|v| v == "1");
+    let variants: &[(bool, bool)] = if strict {
+        &[(false, false), (true, false), (true, true)]
+    } else {
+        &[(false, false), (true, false)]
+    };
     for run in 0..runs {
-        for (k, tracked) in [false, true].into_iter().enumerate() {
-            let path = p(if tracked {
-                "w1_outpost.db"
-            } else {
-                "w1_plain.db"
+        for (k, &(tracked, strict)) in variants.iter().enumerate() {
+            let path = p(match (tracked, strict) {
+                (true, true) => "w1_strict.db",
+                (true, false) => "w1_outpost.db",
+                _ => "w1_plain.db",
             });
-            let conn = create(&path, tracked);
+            let conn = create_as(&path, tracked, strict);
             let t = Instant::now();
             conn.execute_batch("BEGIN").unwrap();
             insert_patients(&conn, &data.patients);
@@ -721,6 +740,25 @@ fn main() {
         "W1 bulk     plain {b0:7.3} s   outpost {b1:7.3} s   ratio {:.2}x",
         b1 / b0
     );
+    if strict {
+        let b2 = median(bulk[2].clone());
+        println!(
+            "W1 bulk     strict tables: outpost {b2:7.3} s   ratio {:.2}x (not strict {:.2}x)",
+            b2 / b0,
+            b1 / b0
+        );
+        if !upd[2].is_empty() {
+            let (u0, u2) = (median(upd[0].clone()), median(upd[2].clone()));
+            let w0 = median(whole[0].clone());
+            let w2 = median(whole[2].clone());
+            println!(
+                "W2 update   strict tables: plain {u0:7.3} s   outpost {u2:7.3} s   ratio {:.2}x (not strict {:.2}x); whole records {:.2}x",
+                u2 / u0,
+                median(upd[1].clone()) / u0,
+                w2 / w0
+            );
+        }
+    }
     {
         // Reference: the cheapest possible trigger (a pure-SQL append of the key to a log),
         // to separate SQLite's own trigger cost from Outpost's.
