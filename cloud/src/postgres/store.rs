@@ -1,0 +1,783 @@
+//! The apply core's [`Store`] over PostgreSQL: the app's real tables (`public`, made by
+//! [`super::app_tables`]) and the merge state in schema `outpost` (`merge_state.sql`, installed
+//! with capture), read and written inside the one transaction [`super::apply`] holds per batch.
+//!
+//! A row's causal length is capture's own (`outpost.capture_rows.exist`, which the capture
+//! triggers read to number a back-office write's epoch), with the core's cell versions beside it
+//! in the same row: one row of state per app row, shared by both writers. A row without one is
+//! what capture says it is: alive at 1 when its app row exists (a back-office insert), unknown
+//! otherwise. A causal length that grows resets the cloud's own counter totals and review clocks
+//! kept there: they belonged to the epoch that ended.
+//!
+//! Writes are checked before they are sent: a value that does not fit its column's type, or a
+//! NOT NULL column left empty by an insert, is refused with a reason ([`Written::Refused`]) and
+//! the core quarantines the change; the NOT NULL reason is SQLite's text, so both stores keep the
+//! same entry. Other refusals (CHECK, UNIQUE) abort a PostgreSQL transaction: the batch is then
+//! applied again `careful`ly, each row write in a savepoint, and those rows are refused with
+//! PostgreSQL's message ([`super::apply`]).
+
+use super::capture::{self, CaptureError};
+use super::pg_value::{fits, key_json, shown_key, value_json, Kind, Param};
+use crate::schema::quote;
+use ::postgres::types::ToSql;
+use ::postgres::{Statement, Transaction};
+use outpost_apply_core::{Column, Parent, Quarantined, RowState, Store, Table, Written};
+use outpost_protocol::batch::{CellPayload, TableSchema};
+use outpost_protocol::merge::{CounterCell, ReviewCell};
+use outpost_protocol::{Hlc, SiteId, StreamId, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+
+/// A failure of the PostgreSQL store: the batch is rolled back.
+#[derive(Debug)]
+pub enum StoreError {
+    /// A statement failed.
+    Sql {
+        /// What was being done.
+        doing: String,
+        /// PostgreSQL's error.
+        source: ::postgres::Error,
+    },
+    /// Stored merge state does not read back.
+    Damaged {
+        /// What.
+        what: String,
+    },
+    /// The tracked tables' definitions could not be read.
+    Capture(CaptureError),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Sql { doing, source } => match source.as_db_error() {
+                Some(db) => write!(f, "{doing}: {}", db.message()),
+                None => f.write_str(doing),
+            },
+            StoreError::Damaged { what } => write!(f, "stored merge state is damaged: {what}"),
+            StoreError::Capture(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Sql { source, .. } => Some(source),
+            StoreError::Capture(e) => Some(e),
+            StoreError::Damaged { .. } => None,
+        }
+    }
+}
+
+impl StoreError {
+    /// The SQLSTATE of a failed statement.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            StoreError::Sql { source, .. } => source.code().map(|c| c.code()),
+            _ => None,
+        }
+    }
+}
+
+fn sql(doing: impl Into<String>) -> impl FnOnce(::postgres::Error) -> StoreError {
+    let doing = doing.into();
+    move |source| StoreError::Sql { doing, source }
+}
+
+/// How a table's rows are reached: its name, its columns' kinds and the statements made once.
+struct TableSql {
+    qualified: String,
+    key_names: Vec<String>,
+    key_kinds: Vec<Kind>,
+    col_names: Vec<String>,
+    col_kinds: Vec<Kind>,
+    not_null: Vec<bool>,
+    /// `SELECT exist, versions, app row exists`.
+    row: Option<Statement>,
+}
+
+impl TableSql {
+    fn kind_of(&self, name: &str) -> Kind {
+        self.key_names
+            .iter()
+            .position(|k| k == name)
+            .map(|i| self.key_kinds[i])
+            .or_else(|| {
+                self.col_names
+                    .iter()
+                    .position(|c| c == name)
+                    .map(|i| self.col_kinds[i])
+            })
+            .unwrap_or(Kind::Bytes)
+    }
+
+    /// `"k1" = $first AND ...`.
+    fn where_key(&self, first: usize) -> String {
+        where_columns(&self.key_names, &self.key_kinds, first)
+    }
+
+    fn key(&self, key: &[Value]) -> String {
+        key_json(key, &self.key_kinds)
+    }
+}
+
+fn where_columns(names: &[String], kinds: &[Kind], first: usize) -> String {
+    names
+        .iter()
+        .zip(kinds)
+        .enumerate()
+        .map(|(i, (n, k))| format!("{} = {}", quote(n), k.placeholder(first + i)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// The statements of a row write, per (table, columns written, form).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Form {
+    /// `INSERT ... ON CONFLICT (key) DO NOTHING`.
+    Insert,
+    /// `UPDATE ... WHERE key`.
+    Update,
+}
+
+/// The PostgreSQL store of one apply transaction.
+pub struct PgStore<'t, 'c> {
+    tx: &'t mut Transaction<'c>,
+    site: SiteId,
+    careful: bool,
+    tables: HashMap<i64, TableSql>,
+    writers: HashMap<(i64, u64, Form), Statement>,
+    stmts: HashMap<&'static str, Statement>,
+}
+
+impl<'t, 'c> PgStore<'t, 'c> {
+    /// The store in `tx` of the cloud whose site is `site`. `careful`: each row write in a
+    /// savepoint, so a constraint refuses the row instead of aborting the transaction.
+    pub fn new(tx: &'t mut Transaction<'c>, site: SiteId, careful: bool) -> PgStore<'t, 'c> {
+        PgStore {
+            tx,
+            site,
+            careful,
+            tables: HashMap::new(),
+            writers: HashMap::new(),
+            stmts: HashMap::new(),
+        }
+    }
+
+    fn stmt(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self
+            .tx
+            .prepare(sql)
+            .map_err(self::sql(format!("preparing {sql}")))?;
+        self.stmts.insert(sql, s.clone());
+        Ok(s)
+    }
+
+    fn table(&self, t: &Table) -> Result<&TableSql, StoreError> {
+        self.tables.get(&t.id).ok_or_else(|| StoreError::Damaged {
+            what: format!("table {:?} was not listed by tables()", t.name),
+        })
+    }
+
+    fn cell_json<T: for<'de> Deserialize<'de> + Default>(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        col: usize,
+    ) -> Result<T, StoreError> {
+        let s = self.stmt(
+            "SELECT state::text FROM outpost.merge_cells WHERE tbl = $1 AND key = $2::text::jsonb AND col = $3",
+        )?;
+        let k = self.table(t)?.key(key);
+        let rows = self
+            .tx
+            .query(&s, &[&(t.id as i32), &k, &(col as i32)])
+            .map_err(sql(format!("reading a cell of table {:?}", t.name)))?;
+        match rows.first() {
+            None => Ok(T::default()),
+            Some(r) => serde_json::from_str(r.get(0)).map_err(|e| StoreError::Damaged {
+                what: format!("a cell of table {:?}: {e}", t.name),
+            }),
+        }
+    }
+
+    fn put_cell_json<T: Serialize>(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        col: usize,
+        cell: &T,
+    ) -> Result<(), StoreError> {
+        let s = self.stmt(
+            "INSERT INTO outpost.merge_cells(tbl, key, col, state) VALUES ($1, $2::text::jsonb, $3, $4::text::jsonb) \
+             ON CONFLICT (tbl, key, col) DO UPDATE SET state = excluded.state",
+        )?;
+        let k = self.table(t)?.key(key);
+        let json = serde_json::to_string(cell).map_err(|e| StoreError::Damaged {
+            what: format!("a cell as JSON: {e}"),
+        })?;
+        self.tx
+            .execute(&s, &[&(t.id as i32), &k, &(col as i32), &json])
+            .map_err(sql(format!("writing a cell of table {:?}", t.name)))?;
+        Ok(())
+    }
+
+    /// The statement writing `writes`' columns of a row of `t` in `form`.
+    fn writer(
+        &mut self,
+        t: &Table,
+        mask: u64,
+        cols: &[usize],
+        form: Form,
+    ) -> Result<Statement, StoreError> {
+        if let Some(s) = self.writers.get(&(t.id, mask, form)) {
+            return Ok(s.clone());
+        }
+        let ts = self.table(t)?;
+        let n = ts.key_names.len();
+        let text = match form {
+            Form::Insert => {
+                let mut names: Vec<String> = ts.key_names.iter().map(|k| quote(k)).collect();
+                names.extend(cols.iter().map(|&c| quote(&ts.col_names[c])));
+                let mut params: Vec<String> = ts
+                    .key_kinds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| k.placeholder(i + 1))
+                    .collect();
+                params.extend(
+                    cols.iter()
+                        .enumerate()
+                        .map(|(i, &c)| ts.col_kinds[c].placeholder(n + i + 1)),
+                );
+                let key: Vec<String> = ts.key_names.iter().map(|k| quote(k)).collect();
+                format!(
+                    "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING",
+                    ts.qualified,
+                    names.join(", "),
+                    params.join(", "),
+                    key.join(", ")
+                )
+            }
+            Form::Update => {
+                let set: Vec<String> = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| {
+                        format!(
+                            "{} = {}",
+                            quote(&ts.col_names[c]),
+                            ts.col_kinds[c].placeholder(n + i + 1)
+                        )
+                    })
+                    .collect();
+                format!(
+                    "UPDATE {} SET {} WHERE {}",
+                    ts.qualified,
+                    set.join(", "),
+                    ts.where_key(1)
+                )
+            }
+        };
+        let s = self
+            .tx
+            .prepare(&text)
+            .map_err(sql(format!("preparing a write of table {:?}", t.name)))?;
+        self.writers.insert((t.id, mask, form), s.clone());
+        Ok(s)
+    }
+
+    /// Runs `s` with `params`; in careful mode inside a savepoint, a constraint's refusal
+    /// returned as `Err(Ok(message))`.
+    fn run(
+        &mut self,
+        s: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+        doing: &str,
+    ) -> Result<Result<u64, String>, StoreError> {
+        if !self.careful {
+            return self.tx.execute(s, params).map(Ok).map_err(sql(doing));
+        }
+        let mut sp = self
+            .tx
+            .savepoint("outpost_row")
+            .map_err(sql("starting a row's savepoint"))?;
+        match sp.execute(s, params) {
+            Ok(n) => {
+                sp.commit().map_err(sql("releasing a row's savepoint"))?;
+                Ok(Ok(n))
+            }
+            Err(e) if refusal(&e) => {
+                let message = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string());
+                sp.rollback()
+                    .map_err(sql("rolling back a row's savepoint"))?;
+                Ok(Err(message))
+            }
+            Err(e) => Err(sql(doing)(e)),
+        }
+    }
+}
+
+/// Whether `e` is a row's refusal (a constraint or a value PostgreSQL will not take), which a
+/// careful apply quarantines, rather than a failure of the store.
+pub fn refusal(e: &::postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|c| c.code().starts_with("23") || c.code().starts_with("22"))
+}
+
+/// A quarantined change as the engine stores it (`sqlite-ext/src/quarantine.rs`): the same
+/// shape serialises to the same JSON, so entries compare equal across stores.
+#[derive(Serialize)]
+enum QPayload<'a> {
+    Value(&'a Value),
+    Counter(i64),
+    Review {
+        value: &'a Value,
+        context: &'a Vec<(SiteId, Hlc)>,
+    },
+}
+
+#[derive(Serialize)]
+struct QCell<'a> {
+    column: u16,
+    hlc: Hlc,
+    payload: QPayload<'a>,
+}
+
+#[derive(Serialize)]
+struct QChange<'a> {
+    origin: SiteId,
+    table: &'a TableSchema,
+    key: &'a Vec<Value>,
+    existence: u64,
+    cells: Vec<QCell<'a>>,
+}
+
+/// The core's table for a captured definition.
+fn core_table(id: i64, def: &TableSchema) -> Table {
+    let name = |i: u16| def.columns[i as usize].name.clone();
+    Table {
+        id,
+        name: def.name.clone(),
+        key: def.primary_key.iter().map(|&i| name(i)).collect(),
+        columns: def
+            .value_columns()
+            .map(|i| Column {
+                name: name(i),
+                strategy: def.columns[i as usize].strategy,
+            })
+            .collect(),
+        scope: def.scope_rule(),
+        parents: def
+            .foreign_keys
+            .iter()
+            .map(|fk| Parent {
+                table: fk.parent.clone(),
+                columns: fk.columns.iter().map(|&i| name(i)).collect(),
+                parent_columns: fk.parent_columns.clone(),
+            })
+            .collect(),
+    }
+}
+
+impl Store for PgStore<'_, '_> {
+    type Error = StoreError;
+
+    fn site(&self) -> SiteId {
+        self.site
+    }
+
+    fn tables(&mut self) -> Result<Vec<Table>, StoreError> {
+        let captured = capture::captured(self.tx).map_err(StoreError::Capture)?;
+        let mut out = Vec::with_capacity(captured.len());
+        self.tables.clear();
+        self.writers.clear();
+        for c in captured {
+            let def = &c.def;
+            let t = core_table(c.id as i64, def);
+            let kinds = |idx: &mut dyn Iterator<Item = u16>| -> Vec<Kind> {
+                idx.map(|i| Kind::of(&def.columns[i as usize])).collect()
+            };
+            let sql = TableSql {
+                qualified: format!("{}.{}", quote(super::app_tables::SCHEMA), quote(&def.name)),
+                key_names: t.key.clone(),
+                key_kinds: kinds(&mut def.primary_key.iter().copied()),
+                col_names: t.columns.iter().map(|c| c.name.clone()).collect(),
+                col_kinds: kinds(&mut def.value_columns()),
+                not_null: def
+                    .value_columns()
+                    .map(|i| def.columns[i as usize].not_null)
+                    .collect(),
+                row: None,
+            };
+            self.tables.insert(t.id, sql);
+            out.push(t);
+        }
+        Ok(out)
+    }
+
+    fn covered(&mut self, stream: &StreamId) -> Result<u64, StoreError> {
+        let s =
+            self.stmt("SELECT covered FROM outpost.vector WHERE origin = $1 AND stream = $2")?;
+        let rows = self
+            .tx
+            .query(&s, &[&stream.origin.0.as_slice(), &stream.scope])
+            .map_err(sql("reading the tenant's vector"))?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0) as u64))
+    }
+
+    fn advance(&mut self, stream: &StreamId, hi: u64) -> Result<(), StoreError> {
+        let s = self.stmt(
+            "INSERT INTO outpost.vector(origin, stream, covered) VALUES ($1, $2, $3) \
+             ON CONFLICT (origin, stream) DO UPDATE SET covered = greatest(outpost.vector.covered, excluded.covered)",
+        )?;
+        self.tx
+            .execute(
+                &s,
+                &[&stream.origin.0.as_slice(), &stream.scope, &(hi as i64)],
+            )
+            .map_err(sql("advancing the tenant's vector"))?;
+        Ok(())
+    }
+
+    fn row(&mut self, t: &Table, key: &[Value]) -> Result<Option<RowState>, StoreError> {
+        let ts = self.tables.get(&t.id).ok_or_else(|| StoreError::Damaged {
+            what: format!("table {:?} was not listed by tables()", t.name),
+        })?;
+        let s = match &ts.row {
+            Some(s) => s.clone(),
+            None => {
+                let text = format!(
+                    "SELECT r.exist, r.versions, EXISTS (SELECT 1 FROM {} WHERE {}) \
+                     FROM (VALUES (1)) one LEFT JOIN outpost.capture_rows r \
+                     ON r.tbl = $1 AND r.key = $2::text::jsonb",
+                    ts.qualified,
+                    ts.where_key(3)
+                );
+                let s = self.tx.prepare(&text).map_err(sql(format!(
+                    "preparing the state read of table {:?}",
+                    t.name
+                )))?;
+                if let Some(ts) = self.tables.get_mut(&t.id) {
+                    ts.row = Some(s.clone());
+                }
+                s
+            }
+        };
+        let ts = self.table(t)?;
+        let k = ts.key(key);
+        let id = t.id as i32;
+        let key_params: Vec<Param> = key
+            .iter()
+            .zip(&ts.key_kinds)
+            .map(|(value, &kind)| Param { value, kind })
+            .collect();
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &k];
+        params.extend(key_params.iter().map(|p| p as &(dyn ToSql + Sync)));
+        let r = self
+            .tx
+            .query_one(&s, &params)
+            .map_err(sql(format!("reading a row's state in table {:?}", t.name)))?;
+        let exist: Option<i64> = r.get(0);
+        let versions: Option<&[u8]> = r.get(1);
+        let app_row: bool = r.get(2);
+        Ok(match exist {
+            Some(e) => Some(
+                RowState::decode(e as u64, versions.unwrap_or(&[0])).map_err(|e| {
+                    StoreError::Damaged {
+                        what: format!("table {:?}: {e}", t.name),
+                    }
+                })?,
+            ),
+            // No state row: capture's "alive at 1" when the back office wrote the row.
+            None if app_row => Some(RowState {
+                exist: 1,
+                cells: Vec::new(),
+            }),
+            None => None,
+        })
+    }
+
+    fn put_row(&mut self, t: &Table, key: &[Value], st: &RowState) -> Result<(), StoreError> {
+        let s = self.stmt(
+            "INSERT INTO outpost.capture_rows AS r(tbl, key, exist, versions) VALUES ($1, $2::text::jsonb, $3, $4) \
+             ON CONFLICT (tbl, key) DO UPDATE SET exist = excluded.exist, versions = excluded.versions, \
+             counters = CASE WHEN r.exist = excluded.exist THEN r.counters END, \
+             reviews = CASE WHEN r.exist = excluded.exist THEN r.reviews END",
+        )?;
+        let k = self.table(t)?.key(key);
+        let versions = st.encode();
+        self.tx
+            .execute(&s, &[&(t.id as i32), &k, &(st.exist as i64), &versions])
+            .map_err(sql(format!("writing a row's state in table {:?}", t.name)))?;
+        Ok(())
+    }
+
+    fn counter(&mut self, t: &Table, key: &[Value], col: usize) -> Result<CounterCell, StoreError> {
+        self.cell_json(t, key, col)
+    }
+
+    fn put_counter(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        col: usize,
+        cell: &CounterCell,
+    ) -> Result<(), StoreError> {
+        self.put_cell_json(t, key, col, cell)
+    }
+
+    fn review(&mut self, t: &Table, key: &[Value], col: usize) -> Result<ReviewCell, StoreError> {
+        self.cell_json(t, key, col)
+    }
+
+    fn put_review(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        col: usize,
+        cell: &ReviewCell,
+    ) -> Result<(), StoreError> {
+        self.put_cell_json(t, key, col, cell)?;
+        let k = self.table(t)?.key(key);
+        if cell.siblings().len() > 1 {
+            let siblings: Vec<serde_json::Value> = cell
+                .siblings()
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "value": value_json(&s.value),
+                        "hlc": s.version.stamp.hlc.to_string(),
+                        "site": s.version.stamp.site.to_string(),
+                    })
+                })
+                .collect();
+            let siblings = serde_json::Value::Array(siblings).to_string();
+            let s = self.stmt(
+                "INSERT INTO outpost.conflicts(tbl, key, col, \"table\", pk, col_name, siblings) \
+                 VALUES ($1, $2::text::jsonb, $3, $4, $5, $6, $7::text::jsonb) \
+                 ON CONFLICT (tbl, key, col) DO UPDATE SET siblings = excluded.siblings",
+            )?;
+            let pk = shown_key(key);
+            self.tx
+                .execute(
+                    &s,
+                    &[
+                        &(t.id as i32),
+                        &k,
+                        &(col as i32),
+                        &t.name,
+                        &pk,
+                        &t.columns[col].name,
+                        &siblings,
+                    ],
+                )
+                .map_err(sql(format!("listing a conflict in table {:?}", t.name)))?;
+        } else {
+            let s = self.stmt(
+                "DELETE FROM outpost.conflicts WHERE tbl = $1 AND key = $2::text::jsonb AND col = $3",
+            )?;
+            self.tx
+                .execute(&s, &[&(t.id as i32), &k, &(col as i32)])
+                .map_err(sql(format!("clearing a conflict in table {:?}", t.name)))?;
+        }
+        Ok(())
+    }
+
+    fn write_row(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        fresh: bool,
+        writes: &[(usize, &Value)],
+    ) -> Result<Written, StoreError> {
+        let ts = self.table(t)?;
+        for (v, (name, kind)) in key.iter().zip(ts.key_names.iter().zip(&ts.key_kinds)) {
+            if let Some(why) = fits(*kind, v, name) {
+                return Ok(Written::Refused(why));
+            }
+        }
+        for &(c, v) in writes {
+            if let Some(why) = fits(ts.col_kinds[c], v, &ts.col_names[c]) {
+                return Ok(Written::Refused(why));
+            }
+        }
+        // SQLite's refusal, word for word: the engine quarantines with it (docs: an insert
+        // leaving a NOT NULL column empty; an update writing NULL into one).
+        let not_null = |inserting: bool| {
+            (0..ts.col_names.len()).find_map(|c| {
+                let written = writes.iter().find(|(w, _)| *w == c).map(|(_, v)| *v);
+                let empty = match written {
+                    Some(v) => *v == Value::Null,
+                    None => inserting,
+                };
+                (ts.not_null[c] && empty)
+                    .then(|| format!("NOT NULL constraint failed: {}.{}", t.name, ts.col_names[c]))
+            })
+        };
+        let update_refusal = not_null(false);
+        let insert_refusal = not_null(true);
+        let key_params: Vec<Param> = key
+            .iter()
+            .zip(&ts.key_kinds)
+            .map(|(value, &kind)| Param { value, kind })
+            .collect();
+        let col_params: Vec<Param> = writes
+            .iter()
+            .map(|&(c, value)| Param {
+                value,
+                kind: ts.col_kinds[c],
+            })
+            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> = key_params
+            .iter()
+            .chain(&col_params)
+            .map(|p| p as &(dyn ToSql + Sync))
+            .collect();
+        let cols: Vec<usize> = writes.iter().map(|(c, _)| *c).collect();
+        let mask = cols.iter().fold(0u64, |m, &c| m | (1 << (c % 64)));
+        let doing = format!("writing a row of table {:?}", t.name);
+        if let Some(why) = insert_refusal {
+            // As the engine meets it (`sqlite-ext/src/apply.rs`, `upsert`): SQLite checks NOT
+            // NULL on the insert's row first, so only a row that has state, has its app row and
+            // writes some columns is updated instead (refused when it writes NULL into one).
+            let key_names = ts.key_names.clone();
+            if fresh || cols.is_empty() || !self.row_exists(t, &key_names, key)? {
+                return Ok(Written::Refused(why));
+            }
+            if let Some(why) = update_refusal {
+                return Ok(Written::Refused(why));
+            }
+            let s = self.writer(t, mask, &cols, Form::Update)?;
+            return Ok(match self.run(&s, &params, &doing)? {
+                Ok(_) => Written::Done,
+                Err(why) => Written::Refused(why),
+            });
+        }
+        // A row with state most likely has its app row: update it first. One without (or an
+        // update that found nothing) is inserted.
+        if !fresh && !cols.is_empty() {
+            let s = self.writer(t, mask, &cols, Form::Update)?;
+            match self.run(&s, &params, &doing)? {
+                Ok(0) => {}
+                Ok(_) => return Ok(Written::Done),
+                Err(why) => return Ok(Written::Refused(why)),
+            }
+        }
+        let s = self.writer(t, mask, &cols, Form::Insert)?;
+        match self.run(&s, &params, &doing)? {
+            Ok(0) if !cols.is_empty() => {
+                // The app row was there without state here (a back-office insert): update it.
+                let s = self.writer(t, mask, &cols, Form::Update)?;
+                Ok(match self.run(&s, &params, &doing)? {
+                    Ok(_) => Written::Done,
+                    Err(why) => Written::Refused(why),
+                })
+            }
+            Ok(_) => Ok(Written::Done),
+            Err(why) => Ok(Written::Refused(why)),
+        }
+    }
+
+    fn delete_row(&mut self, t: &Table, key: &[Value]) -> Result<(), StoreError> {
+        let ts = self.table(t)?;
+        let text = format!("DELETE FROM {} WHERE {}", ts.qualified, ts.where_key(1));
+        let params: Vec<Param> = key
+            .iter()
+            .zip(&ts.key_kinds)
+            .map(|(value, &kind)| Param { value, kind })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+        self.tx
+            .execute(text.as_str(), &refs)
+            .map_err(sql(format!("deleting a row of table {:?}", t.name)))?;
+        Ok(())
+    }
+
+    fn row_exists(
+        &mut self,
+        t: &Table,
+        columns: &[String],
+        values: &[Value],
+    ) -> Result<bool, StoreError> {
+        let ts = self.table(t)?;
+        let kinds: Vec<Kind> = columns.iter().map(|c| ts.kind_of(c)).collect();
+        for ((v, k), c) in values.iter().zip(&kinds).zip(columns) {
+            // A value the column cannot hold is in no row of it.
+            if fits(*k, v, c).is_some() {
+                return Ok(false);
+            }
+        }
+        let text = format!(
+            "SELECT 1 FROM {} WHERE {} LIMIT 1",
+            ts.qualified,
+            where_columns(columns, &kinds, 1)
+        );
+        let params: Vec<Param> = values
+            .iter()
+            .zip(&kinds)
+            .map(|(value, &kind)| Param { value, kind })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
+        let rows = self
+            .tx
+            .query(text.as_str(), &refs)
+            .map_err(sql(format!("looking for a row of table {:?}", t.name)))?;
+        Ok(!rows.is_empty())
+    }
+
+    fn quarantine(&mut self, q: Quarantined<'_>) -> Result<(), StoreError> {
+        let change = QChange {
+            origin: q.origin,
+            table: q.table,
+            key: &q.row.key,
+            existence: q.row.existence,
+            cells: q
+                .row
+                .cells
+                .iter()
+                .map(|c| QCell {
+                    column: c.column,
+                    hlc: c.hlc,
+                    payload: match &c.payload {
+                        CellPayload::Value(v) => QPayload::Value(v),
+                        CellPayload::Counter(n) => QPayload::Counter(*n),
+                        CellPayload::Review { value, context } => {
+                            QPayload::Review { value, context }
+                        }
+                    },
+                })
+                .collect(),
+        };
+        let change = serde_json::to_string(&change).map_err(|e| StoreError::Damaged {
+            what: format!("a quarantined change as JSON: {e}"),
+        })?;
+        let s = self.stmt(
+            "INSERT INTO outpost.quarantine(\"table\", pk, reason, change) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT ((md5(change))) DO UPDATE SET reason = excluded.reason",
+        )?;
+        let pk = shown_key(&q.row.key);
+        self.tx
+            .execute(&s, &[&q.table.name, &pk, &q.reason, &change])
+            .map_err(sql(format!(
+                "quarantining a change of table {:?}",
+                q.table.name
+            )))?;
+        Ok(())
+    }
+
+    fn observe_clock(&mut self, hlc: Hlc) -> Result<(), StoreError> {
+        let s = self.stmt("SELECT outpost.clock_observe($1)")?;
+        self.tx
+            .execute(&s, &[&(hlc.as_u64() as i64)])
+            .map_err(sql("observing the batch's clock"))?;
+        Ok(())
+    }
+}
