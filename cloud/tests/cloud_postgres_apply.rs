@@ -648,3 +648,106 @@ fn the_core_on_postgresql_ends_where_the_engine_on_sqlite_does() {
     }
     assert!(conflicts > 0, "no review conflict in any seed");
 }
+
+/// The workload's W4 (docs/workload.md: W1's 100k patients and 200k visits exported in 512 KiB
+/// chunks, applied into a fresh database) through the core into PostgreSQL, next to the engine's
+/// apply of the same chunks into SQLite in the same run, one transaction per chunk on both. Also
+/// prints what one statement round trip to the server costs, since the core's store makes a few
+/// per row. `OUTPOST_BENCH_SCALE` (default 0.1) scales W1. A benchmark, not a test: run it with
+/// `cargo test -p outpost-cloud --release --test cloud_postgres_apply -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn w4_apply_rate_of_the_core_into_postgresql_next_to_the_engine() {
+    use outpost_testkit::e2e::workload::{insert_w1, w1_rows, W1_SCHEMA};
+    use std::time::Instant;
+    let Some(db) = pg::database("apply_w4") else {
+        return;
+    };
+    let scale: f64 = std::env::var("OUTPOST_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.1);
+    let tmp = tempfile::tempdir().unwrap();
+    let track = "SELECT outpost_track('patients'), outpost_track('visits');";
+    let open = |name: &str| {
+        let c = device(&tmp.path().join(name));
+        c.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+        )
+        .unwrap();
+        c.execute_batch(W1_SCHEMA).unwrap();
+        c.query_row(track, [], |_| Ok(())).unwrap();
+        c
+    };
+    let source = open("w1.db");
+    let rows = w1_rows(scale);
+    insert_w1(&source, &rows);
+    let n_rows = (rows.0.len() + rows.1.len()) as f64;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    let mut since = 0i64;
+    while let Some(blob) = source
+        .query_row("SELECT outpost_changes(?1, 524288)", [since], |r| {
+            r.get::<_, Option<Vec<u8>>>(0)
+        })
+        .unwrap()
+    {
+        since = codec::decode_header(&blob, &Limits::default())
+            .unwrap()
+            .range
+            .hi as i64;
+        chunks.push(blob);
+    }
+
+    let target = open("w4.db");
+    let t = Instant::now();
+    for blob in &chunks {
+        let _: String = target
+            .query_row("SELECT outpost_apply(?1)", [blob], |r| r.get(0))
+            .unwrap();
+    }
+    let engine_s = t.elapsed().as_secs_f64();
+
+    let mut c = db.superuser();
+    let site = SiteId([0x7c; 16]);
+    meta::prepare(&mut c, site).unwrap();
+    let first = codec::decode(&chunks[0], &Limits::default()).unwrap();
+    app_tables::ensure(&mut c, &first.header.tables).unwrap();
+    let mut decode_s = 0.0;
+    let t = Instant::now();
+    for blob in &chunks {
+        let d = Instant::now();
+        let batch = codec::decode(blob, &Limits::default()).unwrap();
+        decode_s += d.elapsed().as_secs_f64();
+        apply::apply(&mut c, site, &batch).unwrap();
+    }
+    let core_s = t.elapsed().as_secs_f64();
+    let held: i64 = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM public.patients) + (SELECT count(*) FROM public.visits)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(held as f64, n_rows, "every row applied");
+
+    let probe = c.prepare("SELECT 1").unwrap();
+    let t = Instant::now();
+    for _ in 0..2000 {
+        c.query_one(&probe, &[]).unwrap();
+    }
+    let rtt_us = t.elapsed().as_secs_f64() / 2000.0 * 1e6;
+    println!(
+        "W4 ({n_rows} rows, {} chunks of at most 512 KiB, one transaction each):\n  \
+         engine into SQLite   {:>8.0} rows/s ({engine_s:.2} s)\n  \
+         core into PostgreSQL {:>8.0} rows/s ({core_s:.2} s; decoding {:.1}% of it)   \
+         core / engine {:.2}x\n  \
+         one statement round trip {rtt_us:.0} us: the store's 3 per patient and 4 per visit \
+         (state read, write, state write; the visit's parent check) are {:.0}% of the core's time",
+        chunks.len(),
+        n_rows / engine_s,
+        n_rows / core_s,
+        decode_s / core_s * 100.0,
+        engine_s / core_s,
+        (rows.0.len() as f64 * 3.0 + rows.1.len() as f64 * 4.0) * rtt_us / 1e6 / core_s * 100.0
+    );
+}
