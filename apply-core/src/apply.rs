@@ -5,7 +5,7 @@ use crate::merge_row::Merger;
 use crate::store::Store;
 use crate::tables::Tables;
 use crate::ApplyError;
-use outpost_protocol::batch::{Batch, TableChanges};
+use outpost_protocol::batch::{Batch, RowChange, TableChanges};
 use outpost_protocol::{Hlc, VersionVector};
 
 /// What an apply did, counted as the engine's `outpost_apply` counts it.
@@ -85,9 +85,21 @@ pub fn apply_batch<S: Store>(store: &mut S, batch: &Batch) -> Result<Stats, Appl
             let target = m.target(schema);
             // A transfer's group is credited to the site that wrote its cells.
             let origin = g.credit.unwrap_or(h.origin);
-            for row in g.rows.iter().filter(|r| (r.existence % 2 == 1) == alive) {
+            let rows: Vec<&RowChange> = g
+                .rows
+                .iter()
+                .filter(|r| (r.existence % 2 == 1) == alive)
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            if let Some(t) = &target {
+                m.prefetch(t, &rows)?;
+            }
+            for row in rows {
                 m.merge_row(target.as_ref(), origin, schema, row)?;
             }
+            m.store.flush().map_err(ApplyError::Store)?;
         }
     }
     let observed = m.max_hlc.max(h.base_hlc.as_u64());

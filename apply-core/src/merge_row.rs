@@ -82,6 +82,56 @@ impl<S: Store> Merger<'_, S> {
         Ok(())
     }
 
+    /// Tells the store which rows of `target` the `rows` of a group are, and which parents their
+    /// written foreign-key columns reference (hints: see [`Store::prefetch_rows`]).
+    pub(crate) fn prefetch(&mut self, target: &Target, rows: &[&RowChange]) -> Result<(), S> {
+        let ti = target.ti;
+        let t = &self.tables.list[ti];
+        let keys: Vec<&[Value]> = rows
+            .iter()
+            .filter(|r| r.key.len() == t.key.len())
+            .map(|r| r.key.as_slice())
+            .collect();
+        self.store
+            .prefetch_rows(t, &keys)
+            .map_err(ApplyError::Store)?;
+        for l in self.tables.links.iter().filter(|l| l.child == ti) {
+            let mut wanted: Vec<Vec<Value>> = Vec::new();
+            for r in rows.iter().filter(|r| r.key.len() == t.key.len()) {
+                let fk: Option<Vec<Value>> = l
+                    .child_cols
+                    .iter()
+                    .map(|col| {
+                        let v = match t.key.iter().position(|k| k == col) {
+                            Some(p) => Some(r.key[p].clone()),
+                            None => r.cells.iter().find_map(|c| {
+                                let local = target.local.get(c.column as usize).copied().flatten();
+                                match (&c.payload, local) {
+                                    (CellPayload::Value(v), Some(i))
+                                        if t.columns[i].name == *col =>
+                                    {
+                                        Some(v.clone())
+                                    }
+                                    _ => None,
+                                }
+                            }),
+                        };
+                        v.filter(|v| *v != Value::Null)
+                    })
+                    .collect();
+                // Repeats are the store's to fold (it keys them; comparing here is quadratic).
+                wanted.extend(fk);
+            }
+            if !wanted.is_empty() {
+                let p = &self.tables.list[l.parent];
+                self.store
+                    .prefetch_exists(p, &p.key, &wanted)
+                    .map_err(ApplyError::Store)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Merges one row change of `origin` (its batch table `schema`, resolved as `target`).
     pub(crate) fn merge_row(
         &mut self,

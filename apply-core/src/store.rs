@@ -165,4 +165,31 @@ pub trait Store {
     /// Takes note of the largest clock an apply received, so the store's later writes order
     /// after it.
     fn observe_clock(&mut self, hlc: Hlc) -> Result<(), Self::Error>;
+
+    /// The rows of `t` the apply merges next (one table's group of a batch): a store that pays
+    /// per statement may read their state ([`Store::row`]) in one go. Only a hint: the default
+    /// does nothing.
+    fn prefetch_rows(&mut self, t: &Table, keys: &[&[Value]]) -> Result<(), Self::Error> {
+        let _ = (t, keys);
+        Ok(())
+    }
+
+    /// Rows of `t` whose `columns` hold `values` that the group merged next may ask about
+    /// ([`Store::row_exists`]: the parents its rows reference). Only a hint: the default does
+    /// nothing.
+    fn prefetch_exists(
+        &mut self,
+        t: &Table,
+        columns: &[String],
+        values: &[Vec<Value>],
+    ) -> Result<(), Self::Error> {
+        let _ = (t, columns, values);
+        Ok(())
+    }
+
+    /// The end of a group: a store that holds writes back to send them together sends them now
+    /// (the next group's parent checks read them). The default does nothing.
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }

@@ -47,6 +47,24 @@ impl Kind {
         }
     }
 
+    /// The array type a column of this kind is sent as (`unnest` of many rows at once).
+    pub fn array_type(self) -> &'static str {
+        match self {
+            Kind::Int => "bigint[]",
+            Kind::Real => "double precision[]",
+            Kind::Text | Kind::Numeric => "text[]",
+            Kind::Bytes => "bytea[]",
+        }
+    }
+
+    /// The column's value from `expr`, an element of an array of [`Kind::array_type`].
+    pub fn from_array(self, expr: &str) -> String {
+        match self {
+            Kind::Numeric => format!("{expr}::numeric"),
+            _ => expr.to_string(),
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Kind::Int => "bigint",

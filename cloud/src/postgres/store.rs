@@ -148,8 +148,20 @@ pub struct PgStore<'t, 'c> {
     site: SiteId,
     careful: bool,
     tables: HashMap<i64, TableSql>,
-    writers: HashMap<(i64, u64, Form), Statement>,
+    writers: HashMap<(i64, Vec<usize>, Form), Statement>,
     stmts: HashMap<&'static str, Statement>,
+    /// Rows' state read ahead ([`Store::prefetch_rows`]) or written, by (table, key as JSON).
+    states: HashMap<(i64, String), Option<RowState>>,
+    /// Whether rows exist, read ahead ([`Store::prefetch_exists`]) or written, by (table,
+    /// columns, values as JSON).
+    exists: HashMap<(i64, String, String), bool>,
+    /// Inserts of rows the store knew nothing of, held back to go as one statement per (table,
+    /// columns written) at [`Store::flush`] (not in careful mode: a refusal there must be the
+    /// row's own).
+    inserts: HashMap<(i64, Vec<usize>), Vec<Vec<Value>>>,
+    /// Row states held back likewise, by (table, key as JSON): (causal length, versions).
+    state_writes: HashMap<(i64, String), (i64, Vec<u8>)>,
+    bulk: HashMap<(i64, Vec<usize>), Statement>,
 }
 
 impl<'t, 'c> PgStore<'t, 'c> {
@@ -163,7 +175,118 @@ impl<'t, 'c> PgStore<'t, 'c> {
             tables: HashMap::new(),
             writers: HashMap::new(),
             stmts: HashMap::new(),
+            states: HashMap::new(),
+            exists: HashMap::new(),
+            inserts: HashMap::new(),
+            state_writes: HashMap::new(),
+            bulk: HashMap::new(),
         }
+    }
+
+    /// Whether every value fits its column (a key that does not is in no row here).
+    fn all_fit(values: &[Value], kinds: &[Kind]) -> bool {
+        values
+            .iter()
+            .zip(kinds)
+            .all(|(v, k)| fits(*k, v, "").is_none())
+    }
+
+    /// The held-back inserts and row states, sent: one statement per (table, columns written),
+    /// one for the states. Columns go as arrays (`unnest`), so a statement is prepared once per
+    /// shape whatever the number of rows.
+    fn send_held(&mut self) -> Result<(), StoreError> {
+        let inserts = std::mem::take(&mut self.inserts);
+        for ((id, cols), rows) in inserts {
+            let ts = self.tables.get(&id).ok_or_else(|| StoreError::Damaged {
+                what: format!("table #{id} was not listed by tables()"),
+            })?;
+            let kinds: Vec<Kind> = ts
+                .key_kinds
+                .iter()
+                .copied()
+                .chain(cols.iter().map(|&c| ts.col_kinds[c]))
+                .collect();
+            let s = match self.bulk.get(&(id, cols.clone())) {
+                Some(s) => s.clone(),
+                None => {
+                    let names: Vec<String> = ts
+                        .key_names
+                        .iter()
+                        .chain(cols.iter().map(|&c| &ts.col_names[c]))
+                        .map(|n| quote(n))
+                        .collect();
+                    let arrays: Vec<String> = kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| format!("${}::{}", i + 1, k.array_type()))
+                        .collect();
+                    let aliases: Vec<String> = (0..kinds.len()).map(|i| format!("c{i}")).collect();
+                    let exprs: Vec<String> = kinds
+                        .iter()
+                        .enumerate()
+                        .map(|(i, k)| k.from_array(&format!("u.c{i}")))
+                        .collect();
+                    let text = format!(
+                        "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({})",
+                        ts.qualified,
+                        names.join(", "),
+                        exprs.join(", "),
+                        arrays.join(", "),
+                        aliases.join(", ")
+                    );
+                    let s = self
+                        .tx
+                        .prepare(&text)
+                        .map_err(sql(format!("preparing the inserts of table #{id}")))?;
+                    self.bulk.insert((id, cols.clone()), s.clone());
+                    s
+                }
+            };
+            let columns: Vec<Vec<Param>> = (0..kinds.len())
+                .map(|i| {
+                    rows.iter()
+                        .map(|r| Param {
+                            value: &r[i],
+                            kind: kinds[i],
+                        })
+                        .collect()
+                })
+                .collect();
+            let params: Vec<&(dyn ToSql + Sync)> =
+                columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+            let name = self
+                .tables
+                .get(&id)
+                .map(|t| t.qualified.clone())
+                .unwrap_or_default();
+            self.tx
+                .execute(&s, &params)
+                .map_err(sql(format!("inserting {} rows into {name}", rows.len())))?;
+        }
+        if !self.state_writes.is_empty() {
+            let held = std::mem::take(&mut self.state_writes);
+            let s = self.stmt(
+                "INSERT INTO outpost.capture_rows AS r(tbl, key, exist, versions) \
+                 SELECT u.t, u.k::jsonb, u.e, u.v FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::bytea[]) AS u(t, k, e, v) \
+                 ON CONFLICT (tbl, key) DO UPDATE SET exist = excluded.exist, versions = excluded.versions, \
+                 counters = CASE WHEN r.exist = excluded.exist THEN r.counters END, \
+                 reviews = CASE WHEN r.exist = excluded.exist THEN r.reviews END",
+            )?;
+            let mut t = Vec::with_capacity(held.len());
+            let mut k = Vec::with_capacity(held.len());
+            let mut e = Vec::with_capacity(held.len());
+            let mut v = Vec::with_capacity(held.len());
+            for ((id, key), (exist, versions)) in held {
+                t.push(id as i32);
+                k.push(key);
+                e.push(exist);
+                v.push(versions);
+            }
+            self.tx
+                .execute(&s, &[&t, &k, &e, &v])
+                .map_err(sql(format!("writing the state of {} rows", t.len())))?;
+        }
+        Ok(())
     }
 
     fn stmt(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
@@ -228,14 +351,8 @@ impl<'t, 'c> PgStore<'t, 'c> {
     }
 
     /// The statement writing `writes`' columns of a row of `t` in `form`.
-    fn writer(
-        &mut self,
-        t: &Table,
-        mask: u64,
-        cols: &[usize],
-        form: Form,
-    ) -> Result<Statement, StoreError> {
-        if let Some(s) = self.writers.get(&(t.id, mask, form)) {
+    fn writer(&mut self, t: &Table, cols: &[usize], form: Form) -> Result<Statement, StoreError> {
+        if let Some(s) = self.writers.get(&(t.id, cols.to_vec(), form)) {
             return Ok(s.clone());
         }
         let ts = self.table(t)?;
@@ -288,7 +405,7 @@ impl<'t, 'c> PgStore<'t, 'c> {
             .tx
             .prepare(&text)
             .map_err(sql(format!("preparing a write of table {:?}", t.name)))?;
-        self.writers.insert((t.id, mask, form), s.clone());
+        self.writers.insert((t.id, cols.to_vec(), form), s.clone());
         Ok(s)
     }
 
@@ -451,6 +568,12 @@ impl Store for PgStore<'_, '_> {
         let ts = self.tables.get(&t.id).ok_or_else(|| StoreError::Damaged {
             what: format!("table {:?} was not listed by tables()", t.name),
         })?;
+        if !Self::all_fit(key, &ts.key_kinds) {
+            return Ok(None);
+        }
+        if let Some(st) = self.states.get(&(t.id, ts.key(key))) {
+            return Ok(st.clone());
+        }
         let s = match &ts.row {
             Some(s) => s.clone(),
             None => {
@@ -506,6 +629,13 @@ impl Store for PgStore<'_, '_> {
     }
 
     fn put_row(&mut self, t: &Table, key: &[Value], st: &RowState) -> Result<(), StoreError> {
+        let k = self.table(t)?.key(key);
+        self.states.insert((t.id, k.clone()), Some(st.clone()));
+        if !self.careful {
+            self.state_writes
+                .insert((t.id, k), (st.exist as i64, st.encode()));
+            return Ok(());
+        }
         let s = self.stmt(
             "INSERT INTO outpost.capture_rows AS r(tbl, key, exist, versions) VALUES ($1, $2::text::jsonb, $3, $4) \
              ON CONFLICT (tbl, key) DO UPDATE SET exist = excluded.exist, versions = excluded.versions, \
@@ -598,95 +728,21 @@ impl Store for PgStore<'_, '_> {
         fresh: bool,
         writes: &[(usize, &Value)],
     ) -> Result<Written, StoreError> {
-        let ts = self.table(t)?;
-        for (v, (name, kind)) in key.iter().zip(ts.key_names.iter().zip(&ts.key_kinds)) {
-            if let Some(why) = fits(*kind, v, name) {
-                return Ok(Written::Refused(why));
-            }
+        let written = self.write(t, key, fresh, writes)?;
+        if written == Written::Done {
+            // Parent checks later in the batch find it without asking.
+            let ts = self.table(t)?;
+            let known = (t.id, ts.key_names.join("\u{1f}"), ts.key(key));
+            self.exists.insert(known, true);
         }
-        for &(c, v) in writes {
-            if let Some(why) = fits(ts.col_kinds[c], v, &ts.col_names[c]) {
-                return Ok(Written::Refused(why));
-            }
-        }
-        // SQLite's refusal, word for word: the engine quarantines with it (docs: an insert
-        // leaving a NOT NULL column empty; an update writing NULL into one).
-        let not_null = |inserting: bool| {
-            (0..ts.col_names.len()).find_map(|c| {
-                let written = writes.iter().find(|(w, _)| *w == c).map(|(_, v)| *v);
-                let empty = match written {
-                    Some(v) => *v == Value::Null,
-                    None => inserting,
-                };
-                (ts.not_null[c] && empty)
-                    .then(|| format!("NOT NULL constraint failed: {}.{}", t.name, ts.col_names[c]))
-            })
-        };
-        let update_refusal = not_null(false);
-        let insert_refusal = not_null(true);
-        let key_params: Vec<Param> = key
-            .iter()
-            .zip(&ts.key_kinds)
-            .map(|(value, &kind)| Param { value, kind })
-            .collect();
-        let col_params: Vec<Param> = writes
-            .iter()
-            .map(|&(c, value)| Param {
-                value,
-                kind: ts.col_kinds[c],
-            })
-            .collect();
-        let params: Vec<&(dyn ToSql + Sync)> = key_params
-            .iter()
-            .chain(&col_params)
-            .map(|p| p as &(dyn ToSql + Sync))
-            .collect();
-        let cols: Vec<usize> = writes.iter().map(|(c, _)| *c).collect();
-        let mask = cols.iter().fold(0u64, |m, &c| m | (1 << (c % 64)));
-        let doing = format!("writing a row of table {:?}", t.name);
-        if let Some(why) = insert_refusal {
-            // As the engine meets it (`sqlite-ext/src/apply.rs`, `upsert`): SQLite checks NOT
-            // NULL on the insert's row first, so only a row that has state, has its app row and
-            // writes some columns is updated instead (refused when it writes NULL into one).
-            let key_names = ts.key_names.clone();
-            if fresh || cols.is_empty() || !self.row_exists(t, &key_names, key)? {
-                return Ok(Written::Refused(why));
-            }
-            if let Some(why) = update_refusal {
-                return Ok(Written::Refused(why));
-            }
-            let s = self.writer(t, mask, &cols, Form::Update)?;
-            return Ok(match self.run(&s, &params, &doing)? {
-                Ok(_) => Written::Done,
-                Err(why) => Written::Refused(why),
-            });
-        }
-        // A row with state most likely has its app row: update it first. One without (or an
-        // update that found nothing) is inserted.
-        if !fresh && !cols.is_empty() {
-            let s = self.writer(t, mask, &cols, Form::Update)?;
-            match self.run(&s, &params, &doing)? {
-                Ok(0) => {}
-                Ok(_) => return Ok(Written::Done),
-                Err(why) => return Ok(Written::Refused(why)),
-            }
-        }
-        let s = self.writer(t, mask, &cols, Form::Insert)?;
-        match self.run(&s, &params, &doing)? {
-            Ok(0) if !cols.is_empty() => {
-                // The app row was there without state here (a back-office insert): update it.
-                let s = self.writer(t, mask, &cols, Form::Update)?;
-                Ok(match self.run(&s, &params, &doing)? {
-                    Ok(_) => Written::Done,
-                    Err(why) => Written::Refused(why),
-                })
-            }
-            Ok(_) => Ok(Written::Done),
-            Err(why) => Ok(Written::Refused(why)),
-        }
+        Ok(written)
     }
 
     fn delete_row(&mut self, t: &Table, key: &[Value]) -> Result<(), StoreError> {
+        self.send_held()?;
+        let ts = self.table(t)?;
+        let known = (t.id, ts.key_names.join("\u{1f}"), ts.key(key));
+        self.exists.insert(known, false);
         let ts = self.table(t)?;
         let text = format!("DELETE FROM {} WHERE {}", ts.qualified, ts.where_key(1));
         let params: Vec<Param> = key
@@ -709,12 +765,16 @@ impl Store for PgStore<'_, '_> {
     ) -> Result<bool, StoreError> {
         let ts = self.table(t)?;
         let kinds: Vec<Kind> = columns.iter().map(|c| ts.kind_of(c)).collect();
-        for ((v, k), c) in values.iter().zip(&kinds).zip(columns) {
-            // A value the column cannot hold is in no row of it.
-            if fits(*k, v, c).is_some() {
-                return Ok(false);
-            }
+        // A value the column cannot hold is in no row of it.
+        if !Self::all_fit(values, &kinds) {
+            return Ok(false);
         }
+        let known = (t.id, columns.join("\u{1f}"), key_json(values, &kinds));
+        if let Some(found) = self.exists.get(&known) {
+            return Ok(*found);
+        }
+        self.send_held()?;
+        let ts = self.table(t)?;
         let text = format!(
             "SELECT 1 FROM {} WHERE {} LIMIT 1",
             ts.qualified,
@@ -773,11 +833,287 @@ impl Store for PgStore<'_, '_> {
         Ok(())
     }
 
+    fn prefetch_rows(&mut self, t: &Table, keys: &[&[Value]]) -> Result<(), StoreError> {
+        let ts = self.table(t)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut json = Vec::with_capacity(keys.len());
+        let mut wanted: Vec<&[Value]> = Vec::with_capacity(keys.len());
+        for k in keys {
+            if !Self::all_fit(k, &ts.key_kinds) {
+                continue;
+            }
+            let j = ts.key(k);
+            if self.states.contains_key(&(t.id, j.clone())) || !seen.insert(j.clone()) {
+                continue;
+            }
+            json.push(j);
+            wanted.push(k);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let n = ts.key_kinds.len();
+        let arrays: Vec<String> = ts
+            .key_kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("${}::{}", i + 3, k.array_type()))
+            .collect();
+        let aliases: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        let matches: Vec<String> = ts
+            .key_names
+            .iter()
+            .zip(&ts.key_kinds)
+            .enumerate()
+            .map(|(i, (name, k))| {
+                format!("a.{} = {}", quote(name), k.from_array(&format!("u.c{i}")))
+            })
+            .collect();
+        let text = format!(
+            "SELECT u.k, r.exist, r.versions, EXISTS (SELECT 1 FROM {} a WHERE {}) \
+             FROM unnest($2::text[], {}) AS u(k, {}) \
+             LEFT JOIN outpost.capture_rows r ON r.tbl = $1 AND r.key = u.k::jsonb",
+            ts.qualified,
+            matches.join(" AND "),
+            arrays.join(", "),
+            aliases.join(", ")
+        );
+        let columns: Vec<Vec<Param>> = (0..n)
+            .map(|i| {
+                wanted
+                    .iter()
+                    .map(|k| Param {
+                        value: &k[i],
+                        kind: ts.key_kinds[i],
+                    })
+                    .collect()
+            })
+            .collect();
+        let id = t.id as i32;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &json];
+        params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+        let rows = self.tx.query(text.as_str(), &params).map_err(sql(format!(
+            "reading the state of {} rows of table {:?}",
+            json.len(),
+            t.name
+        )))?;
+        for r in rows {
+            let k: String = r.get(0);
+            let exist: Option<i64> = r.get(1);
+            let versions: Option<&[u8]> = r.get(2);
+            let app_row: bool = r.get(3);
+            let st = match exist {
+                Some(e) => Some(
+                    RowState::decode(e as u64, versions.unwrap_or(&[0])).map_err(|e| {
+                        StoreError::Damaged {
+                            what: format!("table {:?}: {e}", t.name),
+                        }
+                    })?,
+                ),
+                None if app_row => Some(RowState {
+                    exist: 1,
+                    cells: Vec::new(),
+                }),
+                None => None,
+            };
+            self.states.insert((t.id, k), st);
+        }
+        Ok(())
+    }
+
+    fn prefetch_exists(
+        &mut self,
+        t: &Table,
+        columns: &[String],
+        values: &[Vec<Value>],
+    ) -> Result<(), StoreError> {
+        let ts = self.table(t)?;
+        let kinds: Vec<Kind> = columns.iter().map(|c| ts.kind_of(c)).collect();
+        let cols = columns.join("\u{1f}");
+        let mut json = Vec::new();
+        let mut wanted: Vec<&Vec<Value>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for v in values {
+            if v.len() != kinds.len() || !Self::all_fit(v, &kinds) {
+                continue;
+            }
+            let j = key_json(v, &kinds);
+            if self.exists.contains_key(&(t.id, cols.clone(), j.clone())) || !seen.insert(j.clone())
+            {
+                continue;
+            }
+            json.push(j);
+            wanted.push(v);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let arrays: Vec<String> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("${}::{}", i + 2, k.array_type()))
+            .collect();
+        let aliases: Vec<String> = (0..kinds.len()).map(|i| format!("c{i}")).collect();
+        let matches: Vec<String> = columns
+            .iter()
+            .zip(&kinds)
+            .enumerate()
+            .map(|(i, (name, k))| {
+                format!("p.{} = {}", quote(name), k.from_array(&format!("u.c{i}")))
+            })
+            .collect();
+        let text = format!(
+            "SELECT u.k FROM unnest($1::text[], {}) AS u(k, {}) \
+             WHERE EXISTS (SELECT 1 FROM {} p WHERE {})",
+            arrays.join(", "),
+            aliases.join(", "),
+            ts.qualified,
+            matches.join(" AND ")
+        );
+        let arrays: Vec<Vec<Param>> = (0..kinds.len())
+            .map(|i| {
+                wanted
+                    .iter()
+                    .map(|v| Param {
+                        value: &v[i],
+                        kind: kinds[i],
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&json];
+        params.extend(arrays.iter().map(|c| c as &(dyn ToSql + Sync)));
+        self.send_held()?;
+        let found = self.tx.query(text.as_str(), &params).map_err(sql(format!(
+            "looking for {} rows of table {:?}",
+            json.len(),
+            t.name
+        )))?;
+        for j in &json {
+            self.exists.insert((t.id, cols.clone(), j.clone()), false);
+        }
+        for r in found {
+            self.exists.insert((t.id, cols.clone(), r.get(0)), true);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.send_held()
+    }
+
     fn observe_clock(&mut self, hlc: Hlc) -> Result<(), StoreError> {
         let s = self.stmt("SELECT outpost.clock_observe($1)")?;
         self.tx
             .execute(&s, &[&(hlc.as_u64() as i64)])
             .map_err(sql("observing the batch's clock"))?;
         Ok(())
+    }
+}
+
+impl PgStore<'_, '_> {
+    /// [`Store::write_row`]'s work: checks, then the held-back insert, the update or the insert.
+    fn write(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        fresh: bool,
+        writes: &[(usize, &Value)],
+    ) -> Result<Written, StoreError> {
+        let ts = self.table(t)?;
+        for (v, (name, kind)) in key.iter().zip(ts.key_names.iter().zip(&ts.key_kinds)) {
+            if let Some(why) = fits(*kind, v, name) {
+                return Ok(Written::Refused(why));
+            }
+        }
+        for &(c, v) in writes {
+            if let Some(why) = fits(ts.col_kinds[c], v, &ts.col_names[c]) {
+                return Ok(Written::Refused(why));
+            }
+        }
+        // SQLite's refusal, word for word: the engine quarantines with it (docs: an insert
+        // leaving a NOT NULL column empty; an update writing NULL into one).
+        let not_null = |inserting: bool| {
+            (0..ts.col_names.len()).find_map(|c| {
+                let written = writes.iter().find(|(w, _)| *w == c).map(|(_, v)| *v);
+                let empty = match written {
+                    Some(v) => *v == Value::Null,
+                    None => inserting,
+                };
+                (ts.not_null[c] && empty)
+                    .then(|| format!("NOT NULL constraint failed: {}.{}", t.name, ts.col_names[c]))
+            })
+        };
+        let update_refusal = not_null(false);
+        let insert_refusal = not_null(true);
+        let key_params: Vec<Param> = key
+            .iter()
+            .zip(&ts.key_kinds)
+            .map(|(value, &kind)| Param { value, kind })
+            .collect();
+        let col_params: Vec<Param> = writes
+            .iter()
+            .map(|&(c, value)| Param {
+                value,
+                kind: ts.col_kinds[c],
+            })
+            .collect();
+        let params: Vec<&(dyn ToSql + Sync)> = key_params
+            .iter()
+            .chain(&col_params)
+            .map(|p| p as &(dyn ToSql + Sync))
+            .collect();
+        let cols: Vec<usize> = writes.iter().map(|(c, _)| *c).collect();
+        let doing = format!("writing a row of table {:?}", t.name);
+        if fresh && !self.careful && insert_refusal.is_none() {
+            // Neither state nor app row (`row` looked): held back, sent with the group's others.
+            self.inserts.entry((t.id, cols)).or_default().push(
+                key.iter()
+                    .cloned()
+                    .chain(writes.iter().map(|(_, v)| (*v).clone()))
+                    .collect(),
+            );
+            return Ok(Written::Done);
+        }
+        if let Some(why) = insert_refusal {
+            // As the engine meets it (`sqlite-ext/src/apply.rs`, `upsert`): SQLite checks NOT
+            // NULL on the insert's row first, so only a row that has state, has its app row and
+            // writes some columns is updated instead (refused when it writes NULL into one).
+            let key_names = ts.key_names.clone();
+            if fresh || cols.is_empty() || !self.row_exists(t, &key_names, key)? {
+                return Ok(Written::Refused(why));
+            }
+            if let Some(why) = update_refusal {
+                return Ok(Written::Refused(why));
+            }
+            let s = self.writer(t, &cols, Form::Update)?;
+            return Ok(match self.run(&s, &params, &doing)? {
+                Ok(_) => Written::Done,
+                Err(why) => Written::Refused(why),
+            });
+        }
+        // A row with state most likely has its app row: update it first. One without (or an
+        // update that found nothing) is inserted.
+        if !fresh && !cols.is_empty() {
+            let s = self.writer(t, &cols, Form::Update)?;
+            match self.run(&s, &params, &doing)? {
+                Ok(0) => {}
+                Ok(_) => return Ok(Written::Done),
+                Err(why) => return Ok(Written::Refused(why)),
+            }
+        }
+        let s = self.writer(t, &cols, Form::Insert)?;
+        match self.run(&s, &params, &doing)? {
+            Ok(0) if !cols.is_empty() => {
+                // The app row was there without state here (a back-office insert): update it.
+                let s = self.writer(t, &cols, Form::Update)?;
+                Ok(match self.run(&s, &params, &doing)? {
+                    Ok(_) => Written::Done,
+                    Err(why) => Written::Refused(why),
+                })
+            }
+            Ok(_) => Ok(Written::Done),
+            Err(why) => Ok(Written::Refused(why)),
+        }
     }
 }
