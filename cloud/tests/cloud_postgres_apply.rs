@@ -650,6 +650,73 @@ fn the_core_on_postgresql_ends_where_the_engine_on_sqlite_does() {
     assert!(conflicts > 0, "no review conflict in any seed");
 }
 
+#[test]
+fn a_row_postgresql_refuses_is_quarantined_the_rest_applies_and_nothing_is_captured() {
+    let Some(db) = pg::database("apply_refused_row") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = device(&tmp.path().join("d.db"));
+    dev.execute_batch(TARGET_SCHEMA).unwrap();
+    dev.execute_batch(
+        "INSERT INTO patients(id, name, visit_count) VALUES ('p1', 'Asha', 2), ('p2', 'bad', 1),
+           ('p3', 'Juma', 0);
+         INSERT INTO visits(id, patient_id, clinic) VALUES ('v1', 'p1', 'Moshi');",
+    )
+    .unwrap();
+    let blob: Vec<u8> = dev
+        .query_row("SELECT outpost_changes(0)", [], |r| r.get(0))
+        .unwrap();
+    let batch = codec::decode(&blob, &Limits::default()).unwrap();
+    let site = SiteId([0x7c; 16]);
+    let mut c = db.superuser();
+    meta::prepare(&mut c, site).unwrap();
+    app_tables::ensure(&mut c, &batch.header.tables).unwrap();
+    // A constraint the back office added: PostgreSQL refuses the row, which aborts the
+    // transaction; the batch is redone carefully and only that row is set aside.
+    c.batch_execute("ALTER TABLE public.patients ADD CONSTRAINT no_bad CHECK (name <> 'bad')")
+        .unwrap();
+    let stats = apply::apply(&mut c, site, &batch).unwrap();
+    assert_eq!(stats.quarantined, 1, "{stats:?}");
+    let (pk, reason): (String, String) = c
+        .query_one("SELECT pk, reason FROM outpost.quarantine", &[])
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(pk, "\"p2\"");
+    assert!(reason.contains("no_bad"), "{reason}");
+    let names: Vec<String> = c
+        .query("SELECT name FROM public.patients ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, ["Asha", "Juma"]);
+    let count = |c: &mut Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(count(&mut c, "SELECT count(*) FROM public.visits"), 1);
+    // The capture contract: devices' writes are not captured again, the causal lengths are
+    // capture's, the clock is past what was received.
+    assert_eq!(count(&mut c, "SELECT count(*) FROM outpost.outbox"), 0);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT count(*) FROM outpost.capture_rows WHERE exist = 1"
+        ),
+        3
+    );
+    let clock = count(&mut c, "SELECT hlc FROM outpost.clock") as u64;
+    assert!(
+        clock >= batch.header.max_hlc.as_u64(),
+        "clock {clock} max {}",
+        batch.header.max_hlc.as_u64()
+    );
+    // A back-office write after it is captured, and a replay of the batch changes nothing.
+    c.batch_execute("UPDATE public.patients SET name = 'Asha K' WHERE id = 'p1'")
+        .unwrap();
+    assert_eq!(count(&mut c, "SELECT count(*) FROM outpost.outbox"), 1);
+    let again = apply::apply(&mut c, site, &batch).unwrap();
+    assert_eq!(again.applied, 0, "{again:?}");
+}
+
 /// The workload's W4 (docs/workload.md: W1's 100k patients and 200k visits exported in 512 KiB
 /// chunks, applied into a fresh database) through the core into PostgreSQL, next to the engine's
 /// apply of the same chunks into SQLite in the same run, one transaction per chunk on both, and

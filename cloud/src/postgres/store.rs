@@ -1005,7 +1005,8 @@ impl Store for PgStore<'_, '_> {
     fn observe_clock(&mut self, hlc: Hlc) -> Result<(), StoreError> {
         let s = self.stmt("SELECT outpost.clock_observe($1)")?;
         self.tx
-            .execute(&s, &[&(hlc.as_u64() as i64)])
+            // A clock past what a bigint holds is past the ceiling there too: sent as the largest.
+            .execute(&s, &[&(hlc.as_u64().min(i64::MAX as u64) as i64)])
             .map_err(sql("observing the batch's clock"))?;
         Ok(())
     }
