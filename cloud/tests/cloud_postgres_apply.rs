@@ -16,6 +16,11 @@
 //! UNIQUE index besides keys, no patient that visits reference is deleted (restore), and nothing
 //! a quarantine retry would let in later (the engine retries after each apply; the core not yet).
 //!
+//! Beside it: a row PostgreSQL refuses (a CHECK) is quarantined while the rest of its batch
+//! applies, and capture's contract holds (nothing captured, causal lengths in
+//! `outpost.capture_rows`, the clock observed); a device's delete removes a row only the back
+//! office wrote; and W4's rate, ignored (a benchmark).
+//!
 //! `OUTPOST_APPLY_SEED=N` runs one seed; `OUTPOST_APPLY_SEEDS=N` runs N seeds (default 4). A
 //! failing seed is printed.
 
@@ -715,6 +720,44 @@ fn a_row_postgresql_refuses_is_quarantined_the_rest_applies_and_nothing_is_captu
     assert_eq!(count(&mut c, "SELECT count(*) FROM outpost.outbox"), 1);
     let again = apply::apply(&mut c, site, &batch).unwrap();
     assert_eq!(again.applied, 0, "{again:?}");
+}
+
+#[test]
+fn a_device_delete_removes_a_row_only_the_back_office_wrote() {
+    let Some(db) = pg::database("apply_backoffice_row") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dev = device(&tmp.path().join("d.db"));
+    dev.execute_batch(TARGET_SCHEMA).unwrap();
+    dev.execute_batch(
+        "INSERT INTO patients(id, name) VALUES ('p9', 'on the device');
+         DELETE FROM patients WHERE id = 'p9';",
+    )
+    .unwrap();
+    let blob: Vec<u8> = dev
+        .query_row("SELECT outpost_changes(0)", [], |r| r.get(0))
+        .unwrap();
+    let batch = codec::decode(&blob, &Limits::default()).unwrap();
+    let site = SiteId([0x7c; 16]);
+    let mut c = db.superuser();
+    meta::prepare(&mut c, site).unwrap();
+    app_tables::ensure(&mut c, &target_tables(tmp.path())).unwrap();
+    // Captured, with no state row: capture's "alive at 1".
+    c.batch_execute("INSERT INTO public.patients(id, name) VALUES ('p9', 'back office')")
+        .unwrap();
+    let stats = apply::apply(&mut c, site, &batch).unwrap();
+    assert_eq!(stats.quarantined, 0, "{stats:?}");
+    let count = |c: &mut Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(count(&mut c, "SELECT count(*) FROM public.patients"), 0);
+    assert_eq!(
+        count(
+            &mut c,
+            "SELECT exist FROM outpost.capture_rows WHERE key = '[\"p9\"]'"
+        ),
+        2
+    );
+    assert_eq!(count(&mut c, "SELECT count(*) FROM outpost.outbox"), 1);
 }
 
 /// The workload's W4 (docs/workload.md: W1's 100k patients and 200k visits exported in 512 KiB
