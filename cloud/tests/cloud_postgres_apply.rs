@@ -816,6 +816,20 @@ fn w4_apply_rate_of_the_core_into_postgresql_next_to_the_engine() {
             .unwrap();
     }
     let engine_s = t.elapsed().as_secs_f64();
+    // 16 chunks per transaction, as a first sync applies them (`outpost_apply_many`).
+    let target16 = open("w4_16.db");
+    let t = Instant::now();
+    for group in chunks.chunks(16) {
+        let marks: Vec<String> = (1..=group.len()).map(|i| format!("?{i}")).collect();
+        let _: String = target16
+            .query_row(
+                &format!("SELECT outpost_apply_many({})", marks.join(", ")),
+                rusqlite::params_from_iter(group.iter()),
+                |r| r.get(0),
+            )
+            .unwrap();
+    }
+    let engine16_s = t.elapsed().as_secs_f64();
 
     let mut c = db.superuser();
     let site = SiteId([0x7c; 16]);
@@ -831,6 +845,20 @@ fn w4_apply_rate_of_the_core_into_postgresql_next_to_the_engine() {
         apply::apply(&mut c, site, &batch).unwrap();
     }
     let core_s = t.elapsed().as_secs_f64();
+    // The same into a second database, 16 chunks per transaction (`apply::apply_many`).
+    let db16 = pg::database("apply_w4_16").unwrap();
+    let mut c16 = db16.superuser();
+    meta::prepare(&mut c16, site).unwrap();
+    app_tables::ensure(&mut c16, &first.header.tables).unwrap();
+    let t = Instant::now();
+    for group in chunks.chunks(16) {
+        let batches: Vec<Batch> = group
+            .iter()
+            .map(|b| codec::decode(b, &Limits::default()).unwrap())
+            .collect();
+        apply::apply_many(&mut c16, site, &batches).unwrap();
+    }
+    let core16_s = t.elapsed().as_secs_f64();
     let held: i64 = c
         .query_one(
             "SELECT (SELECT count(*) FROM public.patients) + (SELECT count(*) FROM public.visits)",
@@ -906,12 +934,15 @@ fn w4_apply_rate_of_the_core_into_postgresql_next_to_the_engine() {
          engine into SQLite       {:>8.0} rows/s ({engine_s:.2} s)\n  \
          core into PostgreSQL     {:>8.0} rows/s ({core_s:.2} s; decoding {:.1}% of it)   \
          core / engine {:.2}x\n  \
+         16 chunks per transaction: engine {:.0} rows/s, core {:.0} rows/s\n  \
          plain PostgreSQL inserts {:>8.0} rows/s ({plain_s:.2} s)   core / plain {:.2}x",
         chunks.len(),
         n_rows / engine_s,
         n_rows / core_s,
         decode_s / core_s * 100.0,
         engine_s / core_s,
+        n_rows / engine16_s,
+        n_rows / core16_s,
         n_rows / plain_s,
         plain_s / core_s,
     );

@@ -36,8 +36,19 @@ pub fn apply(
     site: SiteId,
     batch: &Batch,
 ) -> Result<Stats, ApplyError<StoreError>> {
-    match apply_once(client, site, batch, false) {
-        Err(ApplyError::Store(e)) if refused_row(&e) => apply_once(client, site, batch, true),
+    apply_many(client, site, std::slice::from_ref(batch))
+}
+
+/// Applies `batches` in order in one transaction: all of them or nothing (the engine's
+/// `outpost_apply_many`: a first sync's chunks commit together, one commit's cost for several).
+/// Returns the summed counts.
+pub fn apply_many(
+    client: &mut Client,
+    site: SiteId,
+    batches: &[Batch],
+) -> Result<Stats, ApplyError<StoreError>> {
+    match apply_once(client, site, batches, false) {
+        Err(ApplyError::Store(e)) if refused_row(&e) => apply_once(client, site, batches, true),
         r => r,
     }
 }
@@ -53,7 +64,7 @@ fn refused_row(e: &StoreError) -> bool {
 fn apply_once(
     client: &mut Client,
     site: SiteId,
-    batch: &Batch,
+    batches: &[Batch],
     careful: bool,
 ) -> Result<Stats, ApplyError<StoreError>> {
     let sql = |doing: &str| {
@@ -69,7 +80,14 @@ fn apply_once(
          SET CONSTRAINTS ALL DEFERRED;"
     ))
     .map_err(sql("taking the tenant's apply lock"))?;
-    let stats = apply_batch(&mut PgStore::new(&mut tx, site, careful), batch)?;
-    tx.commit().map_err(sql("committing the batch"))?;
+    let mut stats = Stats::default();
+    {
+        // One store for the transaction: what it read ahead and prepared serves every batch.
+        let mut store = PgStore::new(&mut tx, site, careful);
+        for batch in batches {
+            stats += apply_batch(&mut store, batch)?;
+        }
+    }
+    tx.commit().map_err(sql("committing the batches"))?;
     Ok(stats)
 }
