@@ -15,6 +15,12 @@
 //! same entry. Other refusals (CHECK, UNIQUE) abort a PostgreSQL transaction: the batch is then
 //! applied again `careful`ly, each row write in a savepoint, and those rows are refused with
 //! PostgreSQL's message ([`super::apply`]).
+//!
+//! A store pays per statement, so it follows the core's hints: a group's rows' state and the
+//! parents they reference are read ahead in one query each (`store/ahead.rs`), and new rows and
+//! row states are held back and sent as one `unnest` insert per table at the group's end
+//! (`store/row_write.rs`; not in careful mode). `store/quarantine_entry.rs` writes a quarantined
+//! change as the engine's JSON.
 
 use super::capture::{self, CaptureError};
 use super::pg_value::{fits, key_json, shown_key, value_json, Kind, Param};
@@ -22,12 +28,18 @@ use crate::schema::quote;
 use ::postgres::types::ToSql;
 use ::postgres::{Statement, Transaction};
 use outpost_apply_core::{Column, Parent, Quarantined, RowState, Store, Table, Written};
-use outpost_protocol::batch::{CellPayload, TableSchema};
+use outpost_protocol::batch::TableSchema;
 use outpost_protocol::merge::{CounterCell, ReviewCell};
 use outpost_protocol::{Hlc, SiteId, StreamId, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
+
+mod ahead;
+mod quarantine_entry;
+mod row_write;
+
+use row_write::Form;
 
 /// A failure of the PostgreSQL store: the batch is rolled back.
 #[derive(Debug)]
@@ -133,15 +145,6 @@ fn where_columns(names: &[String], kinds: &[Kind], first: usize) -> String {
         .join(" AND ")
 }
 
-/// The statements of a row write, per (table, columns written, form).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum Form {
-    /// `INSERT ... ON CONFLICT (key) DO NOTHING`.
-    Insert,
-    /// `UPDATE ... WHERE key`.
-    Update,
-}
-
 /// The PostgreSQL store of one apply transaction.
 pub struct PgStore<'t, 'c> {
     tx: &'t mut Transaction<'c>,
@@ -189,104 +192,6 @@ impl<'t, 'c> PgStore<'t, 'c> {
             .iter()
             .zip(kinds)
             .all(|(v, k)| fits(*k, v, "").is_none())
-    }
-
-    /// The held-back inserts and row states, sent: one statement per (table, columns written),
-    /// one for the states. Columns go as arrays (`unnest`), so a statement is prepared once per
-    /// shape whatever the number of rows.
-    fn send_held(&mut self) -> Result<(), StoreError> {
-        let inserts = std::mem::take(&mut self.inserts);
-        for ((id, cols), rows) in inserts {
-            let ts = self.tables.get(&id).ok_or_else(|| StoreError::Damaged {
-                what: format!("table #{id} was not listed by tables()"),
-            })?;
-            let kinds: Vec<Kind> = ts
-                .key_kinds
-                .iter()
-                .copied()
-                .chain(cols.iter().map(|&c| ts.col_kinds[c]))
-                .collect();
-            let s = match self.bulk.get(&(id, cols.clone())) {
-                Some(s) => s.clone(),
-                None => {
-                    let names: Vec<String> = ts
-                        .key_names
-                        .iter()
-                        .chain(cols.iter().map(|&c| &ts.col_names[c]))
-                        .map(|n| quote(n))
-                        .collect();
-                    let arrays: Vec<String> = kinds
-                        .iter()
-                        .enumerate()
-                        .map(|(i, k)| format!("${}::{}", i + 1, k.array_type()))
-                        .collect();
-                    let aliases: Vec<String> = (0..kinds.len()).map(|i| format!("c{i}")).collect();
-                    let exprs: Vec<String> = kinds
-                        .iter()
-                        .enumerate()
-                        .map(|(i, k)| k.from_array(&format!("u.c{i}")))
-                        .collect();
-                    let text = format!(
-                        "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({})",
-                        ts.qualified,
-                        names.join(", "),
-                        exprs.join(", "),
-                        arrays.join(", "),
-                        aliases.join(", ")
-                    );
-                    let s = self
-                        .tx
-                        .prepare(&text)
-                        .map_err(sql(format!("preparing the inserts of table #{id}")))?;
-                    self.bulk.insert((id, cols.clone()), s.clone());
-                    s
-                }
-            };
-            let columns: Vec<Vec<Param>> = (0..kinds.len())
-                .map(|i| {
-                    rows.iter()
-                        .map(|r| Param {
-                            value: &r[i],
-                            kind: kinds[i],
-                        })
-                        .collect()
-                })
-                .collect();
-            let params: Vec<&(dyn ToSql + Sync)> =
-                columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-            let name = self
-                .tables
-                .get(&id)
-                .map(|t| t.qualified.clone())
-                .unwrap_or_default();
-            self.tx
-                .execute(&s, &params)
-                .map_err(sql(format!("inserting {} rows into {name}", rows.len())))?;
-        }
-        if !self.state_writes.is_empty() {
-            let held = std::mem::take(&mut self.state_writes);
-            let s = self.stmt(
-                "INSERT INTO outpost.capture_rows AS r(tbl, key, exist, versions) \
-                 SELECT u.t, u.k::jsonb, u.e, u.v FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::bytea[]) AS u(t, k, e, v) \
-                 ON CONFLICT (tbl, key) DO UPDATE SET exist = excluded.exist, versions = excluded.versions, \
-                 counters = CASE WHEN r.exist = excluded.exist THEN r.counters END, \
-                 reviews = CASE WHEN r.exist = excluded.exist THEN r.reviews END",
-            )?;
-            let mut t = Vec::with_capacity(held.len());
-            let mut k = Vec::with_capacity(held.len());
-            let mut e = Vec::with_capacity(held.len());
-            let mut v = Vec::with_capacity(held.len());
-            for ((id, key), (exist, versions)) in held {
-                t.push(id as i32);
-                k.push(key);
-                e.push(exist);
-                v.push(versions);
-            }
-            self.tx
-                .execute(&s, &[&t, &k, &e, &v])
-                .map_err(sql(format!("writing the state of {} rows", t.len())))?;
-        }
-        Ok(())
     }
 
     fn stmt(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
@@ -349,97 +254,6 @@ impl<'t, 'c> PgStore<'t, 'c> {
             .map_err(sql(format!("writing a cell of table {:?}", t.name)))?;
         Ok(())
     }
-
-    /// The statement writing `writes`' columns of a row of `t` in `form`.
-    fn writer(&mut self, t: &Table, cols: &[usize], form: Form) -> Result<Statement, StoreError> {
-        if let Some(s) = self.writers.get(&(t.id, cols.to_vec(), form)) {
-            return Ok(s.clone());
-        }
-        let ts = self.table(t)?;
-        let n = ts.key_names.len();
-        let text = match form {
-            Form::Insert => {
-                let mut names: Vec<String> = ts.key_names.iter().map(|k| quote(k)).collect();
-                names.extend(cols.iter().map(|&c| quote(&ts.col_names[c])));
-                let mut params: Vec<String> = ts
-                    .key_kinds
-                    .iter()
-                    .enumerate()
-                    .map(|(i, k)| k.placeholder(i + 1))
-                    .collect();
-                params.extend(
-                    cols.iter()
-                        .enumerate()
-                        .map(|(i, &c)| ts.col_kinds[c].placeholder(n + i + 1)),
-                );
-                let key: Vec<String> = ts.key_names.iter().map(|k| quote(k)).collect();
-                format!(
-                    "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO NOTHING",
-                    ts.qualified,
-                    names.join(", "),
-                    params.join(", "),
-                    key.join(", ")
-                )
-            }
-            Form::Update => {
-                let set: Vec<String> = cols
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &c)| {
-                        format!(
-                            "{} = {}",
-                            quote(&ts.col_names[c]),
-                            ts.col_kinds[c].placeholder(n + i + 1)
-                        )
-                    })
-                    .collect();
-                format!(
-                    "UPDATE {} SET {} WHERE {}",
-                    ts.qualified,
-                    set.join(", "),
-                    ts.where_key(1)
-                )
-            }
-        };
-        let s = self
-            .tx
-            .prepare(&text)
-            .map_err(sql(format!("preparing a write of table {:?}", t.name)))?;
-        self.writers.insert((t.id, cols.to_vec(), form), s.clone());
-        Ok(s)
-    }
-
-    /// Runs `s` with `params`; in careful mode inside a savepoint, a constraint's refusal
-    /// returned as `Err(Ok(message))`.
-    fn run(
-        &mut self,
-        s: &Statement,
-        params: &[&(dyn ToSql + Sync)],
-        doing: &str,
-    ) -> Result<Result<u64, String>, StoreError> {
-        if !self.careful {
-            return self.tx.execute(s, params).map(Ok).map_err(sql(doing));
-        }
-        let mut sp = self
-            .tx
-            .savepoint("outpost_row")
-            .map_err(sql("starting a row's savepoint"))?;
-        match sp.execute(s, params) {
-            Ok(n) => {
-                sp.commit().map_err(sql("releasing a row's savepoint"))?;
-                Ok(Ok(n))
-            }
-            Err(e) if refusal(&e) => {
-                let message = e
-                    .as_db_error()
-                    .map_or_else(|| e.to_string(), |d| d.message().to_string());
-                sp.rollback()
-                    .map_err(sql("rolling back a row's savepoint"))?;
-                Ok(Err(message))
-            }
-            Err(e) => Err(sql(doing)(e)),
-        }
-    }
 }
 
 /// Whether `e` is a row's refusal (a constraint or a value PostgreSQL will not take), which a
@@ -447,34 +261,6 @@ impl<'t, 'c> PgStore<'t, 'c> {
 pub fn refusal(e: &::postgres::Error) -> bool {
     e.code()
         .is_some_and(|c| c.code().starts_with("23") || c.code().starts_with("22"))
-}
-
-/// A quarantined change as the engine stores it (`sqlite-ext/src/quarantine.rs`): the same
-/// shape serialises to the same JSON, so entries compare equal across stores.
-#[derive(Serialize)]
-enum QPayload<'a> {
-    Value(&'a Value),
-    Counter(i64),
-    Review {
-        value: &'a Value,
-        context: &'a Vec<(SiteId, Hlc)>,
-    },
-}
-
-#[derive(Serialize)]
-struct QCell<'a> {
-    column: u16,
-    hlc: Hlc,
-    payload: QPayload<'a>,
-}
-
-#[derive(Serialize)]
-struct QChange<'a> {
-    origin: SiteId,
-    table: &'a TableSchema,
-    key: &'a Vec<Value>,
-    existence: u64,
-    cells: Vec<QCell<'a>>,
 }
 
 /// The core's table for a captured definition.
@@ -794,30 +580,10 @@ impl Store for PgStore<'_, '_> {
     }
 
     fn quarantine(&mut self, q: Quarantined<'_>) -> Result<(), StoreError> {
-        let change = QChange {
-            origin: q.origin,
-            table: q.table,
-            key: &q.row.key,
-            existence: q.row.existence,
-            cells: q
-                .row
-                .cells
-                .iter()
-                .map(|c| QCell {
-                    column: c.column,
-                    hlc: c.hlc,
-                    payload: match &c.payload {
-                        CellPayload::Value(v) => QPayload::Value(v),
-                        CellPayload::Counter(n) => QPayload::Counter(*n),
-                        CellPayload::Review { value, context } => {
-                            QPayload::Review { value, context }
-                        }
-                    },
-                })
-                .collect(),
-        };
-        let change = serde_json::to_string(&change).map_err(|e| StoreError::Damaged {
-            what: format!("a quarantined change as JSON: {e}"),
+        let change = quarantine_entry::change_json(q.origin, q.table, q.row).map_err(|e| {
+            StoreError::Damaged {
+                what: format!("a quarantined change as JSON: {e}"),
+            }
         })?;
         let s = self.stmt(
             "INSERT INTO outpost.quarantine(\"table\", pk, reason, change) VALUES ($1, $2, $3, $4) \
@@ -834,91 +600,7 @@ impl Store for PgStore<'_, '_> {
     }
 
     fn prefetch_rows(&mut self, t: &Table, keys: &[&[Value]]) -> Result<(), StoreError> {
-        let ts = self.table(t)?;
-        let mut seen = std::collections::HashSet::new();
-        let mut json = Vec::with_capacity(keys.len());
-        let mut wanted: Vec<&[Value]> = Vec::with_capacity(keys.len());
-        for k in keys {
-            if !Self::all_fit(k, &ts.key_kinds) {
-                continue;
-            }
-            let j = ts.key(k);
-            if self.states.contains_key(&(t.id, j.clone())) || !seen.insert(j.clone()) {
-                continue;
-            }
-            json.push(j);
-            wanted.push(k);
-        }
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let n = ts.key_kinds.len();
-        let arrays: Vec<String> = ts
-            .key_kinds
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("${}::{}", i + 3, k.array_type()))
-            .collect();
-        let aliases: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
-        let matches: Vec<String> = ts
-            .key_names
-            .iter()
-            .zip(&ts.key_kinds)
-            .enumerate()
-            .map(|(i, (name, k))| {
-                format!("a.{} = {}", quote(name), k.from_array(&format!("u.c{i}")))
-            })
-            .collect();
-        let text = format!(
-            "SELECT u.k, r.exist, r.versions, EXISTS (SELECT 1 FROM {} a WHERE {}) \
-             FROM unnest($2::text[], {}) AS u(k, {}) \
-             LEFT JOIN outpost.capture_rows r ON r.tbl = $1 AND r.key = u.k::jsonb",
-            ts.qualified,
-            matches.join(" AND "),
-            arrays.join(", "),
-            aliases.join(", ")
-        );
-        let columns: Vec<Vec<Param>> = (0..n)
-            .map(|i| {
-                wanted
-                    .iter()
-                    .map(|k| Param {
-                        value: &k[i],
-                        kind: ts.key_kinds[i],
-                    })
-                    .collect()
-            })
-            .collect();
-        let id = t.id as i32;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &json];
-        params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
-        let rows = self.tx.query(text.as_str(), &params).map_err(sql(format!(
-            "reading the state of {} rows of table {:?}",
-            json.len(),
-            t.name
-        )))?;
-        for r in rows {
-            let k: String = r.get(0);
-            let exist: Option<i64> = r.get(1);
-            let versions: Option<&[u8]> = r.get(2);
-            let app_row: bool = r.get(3);
-            let st = match exist {
-                Some(e) => Some(
-                    RowState::decode(e as u64, versions.unwrap_or(&[0])).map_err(|e| {
-                        StoreError::Damaged {
-                            what: format!("table {:?}: {e}", t.name),
-                        }
-                    })?,
-                ),
-                None if app_row => Some(RowState {
-                    exist: 1,
-                    cells: Vec::new(),
-                }),
-                None => None,
-            };
-            self.states.insert((t.id, k), st);
-        }
-        Ok(())
+        self.read_rows_ahead(t, keys)
     }
 
     fn prefetch_exists(
@@ -927,75 +609,7 @@ impl Store for PgStore<'_, '_> {
         columns: &[String],
         values: &[Vec<Value>],
     ) -> Result<(), StoreError> {
-        let ts = self.table(t)?;
-        let kinds: Vec<Kind> = columns.iter().map(|c| ts.kind_of(c)).collect();
-        let cols = columns.join("\u{1f}");
-        let mut json = Vec::new();
-        let mut wanted: Vec<&Vec<Value>> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for v in values {
-            if v.len() != kinds.len() || !Self::all_fit(v, &kinds) {
-                continue;
-            }
-            let j = key_json(v, &kinds);
-            if self.exists.contains_key(&(t.id, cols.clone(), j.clone())) || !seen.insert(j.clone())
-            {
-                continue;
-            }
-            json.push(j);
-            wanted.push(v);
-        }
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let arrays: Vec<String> = kinds
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("${}::{}", i + 2, k.array_type()))
-            .collect();
-        let aliases: Vec<String> = (0..kinds.len()).map(|i| format!("c{i}")).collect();
-        let matches: Vec<String> = columns
-            .iter()
-            .zip(&kinds)
-            .enumerate()
-            .map(|(i, (name, k))| {
-                format!("p.{} = {}", quote(name), k.from_array(&format!("u.c{i}")))
-            })
-            .collect();
-        let text = format!(
-            "SELECT u.k FROM unnest($1::text[], {}) AS u(k, {}) \
-             WHERE EXISTS (SELECT 1 FROM {} p WHERE {})",
-            arrays.join(", "),
-            aliases.join(", "),
-            ts.qualified,
-            matches.join(" AND ")
-        );
-        let arrays: Vec<Vec<Param>> = (0..kinds.len())
-            .map(|i| {
-                wanted
-                    .iter()
-                    .map(|v| Param {
-                        value: &v[i],
-                        kind: kinds[i],
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&json];
-        params.extend(arrays.iter().map(|c| c as &(dyn ToSql + Sync)));
-        self.send_held()?;
-        let found = self.tx.query(text.as_str(), &params).map_err(sql(format!(
-            "looking for {} rows of table {:?}",
-            json.len(),
-            t.name
-        )))?;
-        for j in &json {
-            self.exists.insert((t.id, cols.clone(), j.clone()), false);
-        }
-        for r in found {
-            self.exists.insert((t.id, cols.clone(), r.get(0)), true);
-        }
-        Ok(())
+        self.read_exists_ahead(t, columns, values)
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {
@@ -1009,112 +623,5 @@ impl Store for PgStore<'_, '_> {
             .execute(&s, &[&(hlc.as_u64().min(i64::MAX as u64) as i64)])
             .map_err(sql("observing the batch's clock"))?;
         Ok(())
-    }
-}
-
-impl PgStore<'_, '_> {
-    /// [`Store::write_row`]'s work: checks, then the held-back insert, the update or the insert.
-    fn write(
-        &mut self,
-        t: &Table,
-        key: &[Value],
-        fresh: bool,
-        writes: &[(usize, &Value)],
-    ) -> Result<Written, StoreError> {
-        let ts = self.table(t)?;
-        for (v, (name, kind)) in key.iter().zip(ts.key_names.iter().zip(&ts.key_kinds)) {
-            if let Some(why) = fits(*kind, v, name) {
-                return Ok(Written::Refused(why));
-            }
-        }
-        for &(c, v) in writes {
-            if let Some(why) = fits(ts.col_kinds[c], v, &ts.col_names[c]) {
-                return Ok(Written::Refused(why));
-            }
-        }
-        // SQLite's refusal, word for word: the engine quarantines with it (docs: an insert
-        // leaving a NOT NULL column empty; an update writing NULL into one).
-        let not_null = |inserting: bool| {
-            (0..ts.col_names.len()).find_map(|c| {
-                let written = writes.iter().find(|(w, _)| *w == c).map(|(_, v)| *v);
-                let empty = match written {
-                    Some(v) => *v == Value::Null,
-                    None => inserting,
-                };
-                (ts.not_null[c] && empty)
-                    .then(|| format!("NOT NULL constraint failed: {}.{}", t.name, ts.col_names[c]))
-            })
-        };
-        let update_refusal = not_null(false);
-        let insert_refusal = not_null(true);
-        let key_params: Vec<Param> = key
-            .iter()
-            .zip(&ts.key_kinds)
-            .map(|(value, &kind)| Param { value, kind })
-            .collect();
-        let col_params: Vec<Param> = writes
-            .iter()
-            .map(|&(c, value)| Param {
-                value,
-                kind: ts.col_kinds[c],
-            })
-            .collect();
-        let params: Vec<&(dyn ToSql + Sync)> = key_params
-            .iter()
-            .chain(&col_params)
-            .map(|p| p as &(dyn ToSql + Sync))
-            .collect();
-        let cols: Vec<usize> = writes.iter().map(|(c, _)| *c).collect();
-        let doing = format!("writing a row of table {:?}", t.name);
-        if fresh && !self.careful && insert_refusal.is_none() {
-            // Neither state nor app row (`row` looked): held back, sent with the group's others.
-            self.inserts.entry((t.id, cols)).or_default().push(
-                key.iter()
-                    .cloned()
-                    .chain(writes.iter().map(|(_, v)| (*v).clone()))
-                    .collect(),
-            );
-            return Ok(Written::Done);
-        }
-        if let Some(why) = insert_refusal {
-            // As the engine meets it (`sqlite-ext/src/apply.rs`, `upsert`): SQLite checks NOT
-            // NULL on the insert's row first, so only a row that has state, has its app row and
-            // writes some columns is updated instead (refused when it writes NULL into one).
-            let key_names = ts.key_names.clone();
-            if fresh || cols.is_empty() || !self.row_exists(t, &key_names, key)? {
-                return Ok(Written::Refused(why));
-            }
-            if let Some(why) = update_refusal {
-                return Ok(Written::Refused(why));
-            }
-            let s = self.writer(t, &cols, Form::Update)?;
-            return Ok(match self.run(&s, &params, &doing)? {
-                Ok(_) => Written::Done,
-                Err(why) => Written::Refused(why),
-            });
-        }
-        // A row with state most likely has its app row: update it first. One without (or an
-        // update that found nothing) is inserted.
-        if !fresh && !cols.is_empty() {
-            let s = self.writer(t, &cols, Form::Update)?;
-            match self.run(&s, &params, &doing)? {
-                Ok(0) => {}
-                Ok(_) => return Ok(Written::Done),
-                Err(why) => return Ok(Written::Refused(why)),
-            }
-        }
-        let s = self.writer(t, &cols, Form::Insert)?;
-        match self.run(&s, &params, &doing)? {
-            Ok(0) if !cols.is_empty() => {
-                // The app row was there without state here (a back-office insert): update it.
-                let s = self.writer(t, &cols, Form::Update)?;
-                Ok(match self.run(&s, &params, &doing)? {
-                    Ok(_) => Written::Done,
-                    Err(why) => Written::Refused(why),
-                })
-            }
-            Ok(_) => Ok(Written::Done),
-            Err(why) => Ok(Written::Refused(why)),
-        }
     }
 }
