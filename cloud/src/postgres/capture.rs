@@ -38,6 +38,10 @@ use std::fmt;
 /// The shared objects (`capture.sql`), `{ROLE}` standing for the cloud's role as a literal.
 const SHARED_SQL: &str = include_str!("capture.sql");
 
+/// The apply core's merge state beside capture's (`store.rs`): installed with it, so every
+/// database whose tables are tracked has both.
+const MERGE_STATE_SQL: &str = include_str!("merge_state.sql");
+
 /// The name of the row trigger on every tracked table (the statement and truncate triggers
 /// are `outpost_capture_flush` and `outpost_truncate`).
 pub const ROW_TRIGGER: &str = "outpost_capture";
@@ -193,6 +197,8 @@ pub fn install(
         .map_err(sql(
             "installing capture's shared objects in schema outpost".into()
         ))?;
+    tx.batch_execute(MERGE_STATE_SQL)
+        .map_err(sql("installing the merge state in schema outpost".into()))?;
     // Every definition first: a `via` table's trigger reads its parent's scope rule.
     let mut all = captured(tx)?;
     for (name, header) in tables {

@@ -81,7 +81,7 @@ END
 $$;
 
 -- The next clock of the cloud's origin: max(wall, last + 1) (protocol/src/hlc.rs), the wall
--- clock adopted up to CEILING_MILLIS. The first tick of a transaction locks the clock row until
+-- clock adopted up to PG_CEILING_MILLIS (below). The first tick of a transaction locks the clock row until
 -- the transaction ends; later ones take `last` from outpost.capture_hlc (set only while that
 -- lock is held: both end with a rolled-back savepoint).
 CREATE OR REPLACE FUNCTION outpost.tick() RETURNS bigint
@@ -94,7 +94,7 @@ BEGIN
   IF last IS NULL THEN
     SELECT c.hlc INTO last FROM outpost.clock c WHERE c.one FOR UPDATE;
   END IF;
-  wall := least(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint, 281474959933439) << 16;
+  wall := least(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint, 140737471578111) << 16;
   h := greatest(wall, last + 1);
   PERFORM set_config('outpost.capture_hlc', h::text, true);
   RETURN h;
@@ -102,7 +102,10 @@ END
 $$;
 
 -- Takes note of a clock received from a peer (the apply core), so later captured writes order
--- after it: protocol/src/hlc.rs's observe, adopted up to CEILING_MILLIS.
+-- after it: protocol/src/hlc.rs's observe. A clock is a bigint here, so the ceiling is
+-- protocol/src/hlc.rs's headroom below the largest clock a bigint holds (2^47 - 1 - 2^24
+-- milliseconds, year 6429), not CEILING_MILLIS: shifted, that one is past 2^63 and wraps negative,
+-- which made every observed clock lose to it.
 CREATE OR REPLACE FUNCTION outpost.clock_observe(remote bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -111,7 +114,7 @@ BEGIN
   IF last IS NULL THEN
     SELECT c.hlc INTO last FROM outpost.clock c WHERE c.one FOR UPDATE;
   END IF;
-  remote := least(remote, 281474959933439::bigint << 16);
+  remote := least(remote, 140737471578111::bigint << 16);
   IF remote > last THEN
     PERFORM set_config('outpost.capture_hlc', remote::text, true);
     PERFORM outpost.clock_flush();

@@ -6,18 +6,23 @@
 //! writes to them as changes of the cloud's origin, which [`outbox`] reads as batches and
 //! [`listen`] wakes on.
 //!
-//! Not here yet: the apply core (merging batches into these tables), the mailbox and sync state
-//! in the `outpost` schema, serving the captured changes, several processes. `outpost-cloud run`
-//! refuses a PostgreSQL tenant until they are.
+//! [`apply`] merges a device's batch into these tables through the store-agnostic apply core
+//! (`outpost_apply_core`) over [`store`], the core's store in PostgreSQL.
+//!
+//! Not here yet: the mailbox and sync state in the `outpost` schema, serving the captured
+//! changes, several processes. `outpost-cloud run` refuses a PostgreSQL tenant until they are.
 
 pub mod app_tables;
+pub mod apply;
 pub mod capture;
 pub mod connect;
 pub mod listen;
 pub mod meta;
 pub mod outbox;
+pub mod pg_value;
 pub mod rights;
 pub mod setup;
+pub mod store;
 
 pub use app_tables::{AppTableError, TableChange};
 pub use connect::{ConnectError, Target};

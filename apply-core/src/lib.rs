@@ -1,0 +1,49 @@
+//! The store-agnostic apply core (issue 21, DESIGN section 11): a peer's batch merged into any
+//! store through the [`Store`] trait, deciding with `outpost_protocol::merge` exactly as the
+//! SQLite engine's `outpost_apply` does (`sqlite-ext/src/apply.rs`, whose rules are copied here
+//! case by case and cite it). The PostgreSQL tenant's store is `outpost_cloud::postgres::store`;
+//! a differential test (`cloud/tests/cloud_postgres_apply.rs`) runs the same random batches
+//! through the engine and through this core and compares every row, cell, quarantine entry and
+//! conflict.
+//!
+//! What it decides, as the engine does:
+//! - **last-writer-wins** cells (`lww`, `row_lww`) by `(epoch, hlc, site)`;
+//! - **counters**: per-site contributions per epoch, the value their sum in the row's epoch;
+//! - **review** cells: siblings, a conflict record while more than one, the shown value the
+//!   greatest; siblings of earlier epochs dropped when the row's causal length grows;
+//! - **existence** by causal length: an update never revives a deleted row, a re-insert starts
+//!   a new epoch in which earlier cells are dead;
+//! - **parents first**: rows that end alive applied with tables sorted by foreign keys, deleted
+//!   ones children first; a row referencing a parent the store lacks is quarantined;
+//! - **quarantine** (with the engine's reason texts) of rows of unknown tables, of tables
+//!   declared with another scope rule, with another key shape, with cells of unknown columns
+//!   (those cells only), with a payload of another kind than the column's strategy, or refused
+//!   by the store (a constraint);
+//! - **vectors**: a batch whose range is held changes nothing, one past a gap is refused;
+//!   the largest clock received is observed.
+//!
+//! **Not in the core yet** (the engine does them; a store of the core does not):
+//! - UNIQUE collisions decided by `(hlc, site)` with eviction and re-admission
+//!   (`apply/unique.rs`): the store refuses the write and the change is quarantined;
+//! - parent restore (`apply/restore.rs`): a child arriving for a parent deleted here is
+//!   quarantined as a missing parent, and a delete of a row live children reference is
+//!   quarantined (the row kept) instead of re-sent as the store's own write;
+//! - scopes' exits, returns and transfers (`apply/exits.rs`, `transfers.rs`), batch directions
+//!   and grants (`direction.rs`, `grant.rs`), regains of an own dropped scope (`regain.rs`);
+//! - the quarantine retry after each apply (`apply/retry.rs`): entries stay until a later
+//!   slice re-applies them;
+//! - the engine's own writes (a store's local writes as review siblings it keeps); a
+//!   PostgreSQL back office's writes are captured, but their versions are not merge state yet.
+
+mod apply;
+mod error;
+mod merge_row;
+mod reasons;
+pub mod row_state;
+pub mod store;
+mod tables;
+
+pub use apply::{apply_batch, Stats};
+pub use error::ApplyError;
+pub use row_state::RowState;
+pub use store::{Column, Parent, Quarantined, Store, Table, Written};

@@ -1,0 +1,395 @@
+//! One row change merged into a store: the engine's `merge_packed` (`sqlite-ext/src/apply.rs`)
+//! case by case, over [`Store`] calls.
+//!
+//! Per row: existence merges by max; a cell at the row's current epoch merges by its column's
+//! strategy (`protocol::merge`); a cell from an older epoch, or of a row that ends deleted, is
+//! dead. A row that becomes or stays alive is written parents checked; one that dies is deleted
+//! unless live rows still reference it. What cannot be applied is quarantined with the engine's
+//! reason, never blocking the rest.
+
+use crate::reasons;
+use crate::store::{Quarantined, Store, Written};
+use crate::tables::Tables;
+use crate::{ApplyError, Stats};
+use outpost_protocol::batch::{CellPayload, RowChange, TableSchema};
+use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewCell, ReviewWrite};
+use outpost_protocol::{SiteId, Stamp, Strategy, Value};
+use std::borrow::Cow;
+
+/// A batch table resolved to a table of the store.
+pub(crate) struct Target {
+    /// Index into `Tables::list`.
+    ti: usize,
+    /// Per value column of the batch table, its index here (`None`: this store lacks it).
+    local: Vec<Option<usize>>,
+    /// The batch table's value-column names (for the unknown-columns reason).
+    names: Vec<String>,
+    /// Why its rows are not applied: the batch declares another scope rule than here.
+    scope_differs: Option<String>,
+}
+
+/// The apply's state across the rows of one batch.
+pub(crate) struct Merger<'s, S: Store> {
+    pub store: &'s mut S,
+    pub tables: Tables,
+    pub stats: Stats,
+    /// The largest cell clock merged (observed by the store at the end).
+    pub max_hlc: u64,
+}
+
+type Result<T, S> = std::result::Result<T, ApplyError<<S as Store>::Error>>;
+
+impl<S: Store> Merger<'_, S> {
+    /// Where rows of the batch table `schema` go; `None` when it is not tracked here.
+    pub(crate) fn target(&self, schema: &TableSchema) -> Option<Target> {
+        let ti = self.tables.find(&schema.name)?;
+        let t = &self.tables.list[ti];
+        let there = schema.scope_rule();
+        let shown = |r: &Option<outpost_protocol::scope::ScopeRule>| {
+            r.as_ref().map_or("no scope".to_string(), |r| r.to_string())
+        };
+        let scope_differs = (t.scope != there)
+            .then(|| reasons::scope_differs(&schema.name, &shown(&there), &shown(&t.scope)));
+        let names: Vec<String> = schema
+            .value_columns()
+            .map(|i| schema.columns[i as usize].name.clone())
+            .collect();
+        let local = names.iter().map(|n| t.column_index(n)).collect();
+        Some(Target {
+            ti,
+            local,
+            names,
+            scope_differs,
+        })
+    }
+
+    fn quarantine(
+        &mut self,
+        origin: SiteId,
+        table: &TableSchema,
+        row: &RowChange,
+        reason: &str,
+    ) -> Result<(), S> {
+        self.store
+            .quarantine(Quarantined {
+                origin,
+                table,
+                row,
+                reason,
+            })
+            .map_err(ApplyError::Store)?;
+        self.stats.quarantined += 1;
+        Ok(())
+    }
+
+    /// Tells the store which rows of `target` the `rows` of a group are, and which parents their
+    /// written foreign-key columns reference (hints: see [`Store::prefetch_rows`]).
+    pub(crate) fn prefetch(&mut self, target: &Target, rows: &[&RowChange]) -> Result<(), S> {
+        let ti = target.ti;
+        let t = &self.tables.list[ti];
+        let keys: Vec<&[Value]> = rows
+            .iter()
+            .filter(|r| r.key.len() == t.key.len())
+            .map(|r| r.key.as_slice())
+            .collect();
+        self.store
+            .prefetch_rows(t, &keys)
+            .map_err(ApplyError::Store)?;
+        for l in self.tables.links.iter().filter(|l| l.child == ti) {
+            let mut wanted: Vec<Vec<Value>> = Vec::new();
+            for r in rows.iter().filter(|r| r.key.len() == t.key.len()) {
+                let fk: Option<Vec<Value>> = l
+                    .child_cols
+                    .iter()
+                    .map(|col| {
+                        let v = match t.key.iter().position(|k| k == col) {
+                            Some(p) => Some(r.key[p].clone()),
+                            None => r.cells.iter().find_map(|c| {
+                                let local = target.local.get(c.column as usize).copied().flatten();
+                                match (&c.payload, local) {
+                                    (CellPayload::Value(v), Some(i))
+                                        if t.columns[i].name == *col =>
+                                    {
+                                        Some(v.clone())
+                                    }
+                                    _ => None,
+                                }
+                            }),
+                        };
+                        v.filter(|v| *v != Value::Null)
+                    })
+                    .collect();
+                // Repeats are the store's to fold (it keys them; comparing here is quadratic).
+                wanted.extend(fk);
+            }
+            if !wanted.is_empty() {
+                let p = &self.tables.list[l.parent];
+                self.store
+                    .prefetch_exists(p, &p.key, &wanted)
+                    .map_err(ApplyError::Store)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges one row change of `origin` (its batch table `schema`, resolved as `target`).
+    pub(crate) fn merge_row(
+        &mut self,
+        target: Option<&Target>,
+        origin: SiteId,
+        schema: &TableSchema,
+        row: &RowChange,
+    ) -> Result<(), S> {
+        let Some(target) = target else {
+            return self.quarantine(origin, schema, row, &reasons::unknown_table(&schema.name));
+        };
+        if let Some(reason) = &target.scope_differs {
+            return self.quarantine(origin, schema, row, reason);
+        }
+        let ti = target.ti;
+        if row.key.len() != self.tables.list[ti].key.len() {
+            return self.quarantine(origin, schema, row, reasons::KEY_SHAPE);
+        }
+        // Cells of columns this store lacks are set aside (schema skew); the rest merge below.
+        let mut unknown = Vec::new();
+        for cell in &row.cells {
+            let local = target.local.get(cell.column as usize).ok_or_else(|| {
+                ApplyError::BadSchema(format!(
+                    "a cell of {} names column {} it does not have",
+                    schema.name, cell.column
+                ))
+            })?;
+            if local.is_none() {
+                unknown.push(cell.clone());
+            }
+        }
+        let n_known = row.cells.len() - unknown.len();
+        if !unknown.is_empty() {
+            let cols: Vec<String> = unknown
+                .iter()
+                .map(|c| target.names[c.column as usize].clone())
+                .collect();
+            let part = RowChange {
+                key: row.key.clone(),
+                existence: row.existence,
+                cells: unknown,
+            };
+            let reason = reasons::unknown_columns(&cols, &schema.name);
+            self.quarantine(origin, schema, &part, &reason)?;
+        }
+        let t = self.tables.list[ti].clone();
+        let key = &row.key;
+        let stored = self.store.row(&t, key).map_err(ApplyError::Store)?;
+        let fresh = stored.is_none();
+        let mut st = stored.unwrap_or_default();
+        let e_in = row.existence;
+        let exist = st.exist.max(e_in);
+        let was_alive = st.exist % 2 == 1;
+        let alive = exist % 2 == 1;
+        let mut writes: Vec<(usize, Cow<Value>)> = Vec::with_capacity(n_known);
+        let mut changed = e_in > st.exist;
+        let mut new_conflicts = 0;
+        let known = row
+            .cells
+            .iter()
+            .filter_map(|cell| target.local[cell.column as usize].map(|c| (c, cell)));
+        for (c, cell) in known {
+            self.max_hlc = self.max_hlc.max(cell.hlc.as_u64());
+            // A cell of an older epoch, or of a row that ends deleted, is dead.
+            if e_in != exist || !alive {
+                self.stats.unchanged += 1;
+                continue;
+            }
+            let incoming = CellVersion {
+                epoch: e_in,
+                stamp: Stamp {
+                    hlc: cell.hlc,
+                    site: origin,
+                },
+            };
+            let strategy = t.columns[c].strategy;
+            let won = match (strategy, &cell.payload) {
+                (Strategy::Lww | Strategy::RowLww, CellPayload::Value(v)) => {
+                    lww_wins(st.cell(c), &incoming).then(|| {
+                        *st.cell_mut(c) = Some(incoming);
+                        Cow::Borrowed(v)
+                    })
+                }
+                (Strategy::Counter, CellPayload::Counter(total)) => {
+                    let mut cc = self.store.counter(&t, key, c).map_err(ApplyError::Store)?;
+                    if cc.merge(Contribution {
+                        site: origin,
+                        epoch: e_in,
+                        hlc: cell.hlc,
+                        total: *total,
+                    }) {
+                        self.store
+                            .put_counter(&t, key, c, &cc)
+                            .map_err(ApplyError::Store)?;
+                        if st.cell(c).is_none() {
+                            *st.cell_mut(c) = Some(incoming);
+                        }
+                        Some(Cow::Owned(Value::Integer(cc.value(exist))))
+                    } else {
+                        None
+                    }
+                }
+                (Strategy::Review, CellPayload::Review { value, context }) => {
+                    let mut rc = self.store.review(&t, key, c).map_err(ApplyError::Store)?;
+                    let w = ReviewWrite {
+                        version: incoming,
+                        value: value.clone(),
+                        context: context.clone(),
+                    };
+                    if rc.merge(w) {
+                        self.store
+                            .put_review(&t, key, c, &rc)
+                            .map_err(ApplyError::Store)?;
+                        if rc.siblings().len() > 1 {
+                            new_conflicts += 1;
+                        }
+                        // The engine keeps its own write's version here while it is a sibling
+                        // (its export finds it so); a store of the core makes no writes of its
+                        // own through the core, so the incoming version is the one held.
+                        *st.cell_mut(c) = Some(incoming);
+                        rc.shown().cloned().map(Cow::Owned)
+                    } else {
+                        None
+                    }
+                }
+                _ => {
+                    let reason =
+                        reasons::strategy_differs(&t.columns[c].name, &t.name, strategy.name());
+                    return self.quarantine(origin, schema, row, &reason);
+                }
+            };
+            match won {
+                Some(v) => {
+                    writes.push((c, v));
+                    changed = true;
+                    self.stats.applied += 1;
+                }
+                None => self.stats.unchanged += 1,
+            }
+        }
+        if e_in > st.exist {
+            self.stats.applied += 1;
+        } else if n_known == 0 {
+            self.stats.unchanged += 1;
+        }
+        if !changed {
+            return Ok(());
+        }
+        let writes: Vec<(usize, &Value)> = writes.iter().map(|(c, v)| (*c, v.as_ref())).collect();
+        if alive {
+            if !self.parents_ok(ti, key, &writes)? {
+                return self.quarantine(origin, schema, row, reasons::PARENT_MISSING);
+            }
+            match self
+                .store
+                .write_row(&t, key, fresh, &writes)
+                .map_err(ApplyError::Store)?
+            {
+                Written::Done => {}
+                Written::Refused(why) => return self.quarantine(origin, schema, row, &why),
+            }
+        } else if was_alive {
+            if self.has_children(ti, key)? {
+                return self.quarantine(origin, schema, row, reasons::DELETE_HAS_CHILDREN);
+            }
+            self.store.delete_row(&t, key).map_err(ApplyError::Store)?;
+        }
+        if exist > st.exist && st.exist > 0 {
+            // Siblings of the epochs before the new causal length died with it (a row never
+            // seen has none to drop).
+            self.prune_review(ti, key, exist)?;
+        }
+        st.exist = exist;
+        self.store
+            .put_row(&t, key, &st)
+            .map_err(ApplyError::Store)?;
+        self.stats.conflicts += new_conflicts;
+        Ok(())
+    }
+
+    /// Whether every parent a row about to be written references exists. Only foreign-key
+    /// columns written now are checked (a column not written now was checked when it was), and
+    /// a reference with a NULL part references nothing.
+    fn parents_ok(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+        writes: &[(usize, &Value)],
+    ) -> Result<bool, S> {
+        for l in self.tables.links.iter().filter(|l| l.child == ti) {
+            let t = &self.tables.list[ti];
+            let fk: Option<Vec<Value>> = l
+                .child_cols
+                .iter()
+                .map(|col| {
+                    let v = match t.key.iter().position(|k| k == col) {
+                        Some(p) => Some(key[p].clone()),
+                        None => t.column_index(col).and_then(|c| {
+                            writes
+                                .iter()
+                                .find(|(w, _)| *w == c)
+                                .map(|(_, v)| (*v).clone())
+                        }),
+                    };
+                    v.filter(|v| *v != Value::Null)
+                })
+                .collect();
+            let Some(fk) = fk else {
+                continue;
+            };
+            let p = &self.tables.list[l.parent];
+            if !self
+                .store
+                .row_exists(p, &p.key, &fk)
+                .map_err(ApplyError::Store)?
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether live rows of a tracked table reference the row of `ti` with `key`.
+    fn has_children(&mut self, ti: usize, key: &[Value]) -> Result<bool, S> {
+        for l in self.tables.links.iter().filter(|l| l.parent == ti) {
+            let c = &self.tables.list[l.child];
+            if self
+                .store
+                .row_exists(c, &l.child_cols, key)
+                .map_err(ApplyError::Store)?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Drops the review siblings written before causal length `exist`, so a conflict is listed
+    /// only for a live row's current epoch, whichever order a delete and the writes arrived in
+    /// (`sqlite-ext/src/cells.rs`, `prune_review`).
+    fn prune_review(&mut self, ti: usize, key: &[Value], exist: u64) -> Result<(), S> {
+        let t = self.tables.list[ti].clone();
+        for (c, col) in t.columns.iter().enumerate() {
+            if col.strategy != Strategy::Review {
+                continue;
+            }
+            let cell = self.store.review(&t, key, c).map_err(ApplyError::Store)?;
+            if cell.siblings().iter().all(|s| s.version.epoch >= exist) {
+                continue;
+            }
+            let mut kept = ReviewCell::new();
+            for s in cell.siblings().iter().filter(|s| s.version.epoch >= exist) {
+                kept.merge(s.clone());
+            }
+            self.store
+                .put_review(&t, key, c, &kept)
+                .map_err(ApplyError::Store)?;
+        }
+        Ok(())
+    }
+}

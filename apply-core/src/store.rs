@@ -1,0 +1,195 @@
+//! What an apply reads and writes, whatever holds it: the [`Store`] trait, and the tables it
+//! describes ([`Table`]).
+//!
+//! A store holds three kinds of state: the app's rows (real tables: SQLite's, PostgreSQL's),
+//! the merge state beside them (a row's causal length and per-cell versions, `counter` and
+//! `review` cells), and the records a person reads (quarantine entries, conflicts). The core
+//! asks for each through this trait and decides nothing from how it is stored.
+//!
+//! Keys are passed as values in the table's key order; a store packs them as it likes. Columns
+//! are passed as indexes into [`Table::columns`] (value columns only), which stay stable while a
+//! table gains columns (new ones are appended).
+
+use crate::row_state::RowState;
+use outpost_protocol::batch::{RowChange, TableSchema};
+use outpost_protocol::merge::{CounterCell, ReviewCell};
+use outpost_protocol::scope::ScopeRule;
+use outpost_protocol::{Hlc, SiteId, Strategy, StreamId, Value};
+
+/// A table the store tracks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Table {
+    /// The store's own id for it (passed back in every call about its rows).
+    pub id: i64,
+    /// Its name, as batches name it.
+    pub name: String,
+    /// Its primary-key columns, in key order.
+    pub key: Vec<String>,
+    /// Its value columns (every column not in the key), in the order the store numbers them.
+    pub columns: Vec<Column>,
+    /// Its scope rule (`None`: unscoped). A batch declaring another is not applied here.
+    pub scope: Option<ScopeRule>,
+    /// Its foreign keys.
+    pub parents: Vec<Parent>,
+}
+
+/// A value column.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Column {
+    /// Its name.
+    pub name: String,
+    /// How it merges.
+    pub strategy: Strategy,
+}
+
+/// A foreign key of a [`Table`], as declared.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Parent {
+    /// The parent table's name.
+    pub table: String,
+    /// The referencing columns of this table.
+    pub columns: Vec<String>,
+    /// The referenced columns of the parent (empty: its primary key).
+    pub parent_columns: Vec<String>,
+}
+
+impl Table {
+    /// The index of value column `name`, matched exactly as the SQLite engine matches it
+    /// (`sqlite-ext/src/schema.rs`, `column_index`).
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+}
+
+/// What became of a row write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// The app row holds the values.
+    Done,
+    /// The store refused the row (a constraint: NOT NULL, CHECK, UNIQUE, a value that does not
+    /// fit its column); the core quarantines the change with this reason.
+    Refused(String),
+}
+
+/// A change the core sets aside, with why (DESIGN I5: it never blocks the rest).
+#[derive(Clone, Copy, Debug)]
+pub struct Quarantined<'a> {
+    /// The site whose change it is.
+    pub origin: SiteId,
+    /// The table as the batch describes it.
+    pub table: &'a TableSchema,
+    /// The change (all of it, or the cells of columns this store lacks).
+    pub row: &'a RowChange,
+    /// Why it was not applied.
+    pub reason: &'a str,
+}
+
+/// The state one apply reads and writes. Every call of one [`crate::apply_batch`] happens
+/// inside one transaction the caller owns: a store never commits on its own.
+pub trait Store {
+    /// The store's failures (an I/O or SQL error): they abort the batch.
+    type Error: std::error::Error + 'static;
+
+    /// This database's own site: its own batches never come back to it through an apply.
+    fn site(&self) -> SiteId;
+
+    /// Every tracked table, in the order they were first tracked (the order parents-first
+    /// sorting starts from, as the engine's does).
+    fn tables(&mut self) -> Result<Vec<Table>, Self::Error>;
+
+    /// The contiguous coverage of `stream`: every seq up to it is held (0: none).
+    fn covered(&mut self, stream: &StreamId) -> Result<u64, Self::Error>;
+
+    /// Records coverage of `stream` up to `hi` (never lowers it).
+    fn advance(&mut self, stream: &StreamId, hi: u64) -> Result<(), Self::Error>;
+
+    /// The row's merge state, `None` when this store knows nothing of it.
+    fn row(&mut self, t: &Table, key: &[Value]) -> Result<Option<RowState>, Self::Error>;
+
+    /// Stores the row's merge state.
+    fn put_row(&mut self, t: &Table, key: &[Value], st: &RowState) -> Result<(), Self::Error>;
+
+    /// A `counter` cell's contributions (empty when none).
+    fn counter(&mut self, t: &Table, key: &[Value], col: usize)
+        -> Result<CounterCell, Self::Error>;
+
+    /// Stores a `counter` cell.
+    fn put_counter(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        col: usize,
+        cell: &CounterCell,
+    ) -> Result<(), Self::Error>;
+
+    /// A `review` cell's siblings (empty when none).
+    fn review(&mut self, t: &Table, key: &[Value], col: usize) -> Result<ReviewCell, Self::Error>;
+
+    /// Stores a `review` cell and keeps its conflict record in step: listed iff it has more than
+    /// one sibling.
+    fn put_review(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        col: usize,
+        cell: &ReviewCell,
+    ) -> Result<(), Self::Error>;
+
+    /// Writes `writes` (value column, value) into the app row with `key`, creating it when
+    /// needed. `fresh`: the store holds no merge state for the row (so its app table most likely
+    /// lacks it too: a plain insert is worth trying first).
+    fn write_row(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        fresh: bool,
+        writes: &[(usize, &Value)],
+    ) -> Result<Written, Self::Error>;
+
+    /// Deletes the app row with `key` (if there is one).
+    fn delete_row(&mut self, t: &Table, key: &[Value]) -> Result<(), Self::Error>;
+
+    /// Whether `t`'s app table has a row whose `columns` hold `values` (a parent, by the columns
+    /// a foreign key references).
+    fn row_exists(
+        &mut self,
+        t: &Table,
+        columns: &[String],
+        values: &[Value],
+    ) -> Result<bool, Self::Error>;
+
+    /// Stores a quarantine entry (idempotent: the same change twice is one entry, its reason
+    /// the later one).
+    fn quarantine(&mut self, q: Quarantined<'_>) -> Result<(), Self::Error>;
+
+    /// Takes note of the largest clock an apply received, so the store's later writes order
+    /// after it.
+    fn observe_clock(&mut self, hlc: Hlc) -> Result<(), Self::Error>;
+
+    /// The rows of `t` the apply merges next (one table's group of a batch): a store that pays
+    /// per statement may read their state ([`Store::row`]) in one go. Only a hint: the default
+    /// does nothing.
+    fn prefetch_rows(&mut self, t: &Table, keys: &[&[Value]]) -> Result<(), Self::Error> {
+        let _ = (t, keys);
+        Ok(())
+    }
+
+    /// Rows of `t` whose `columns` hold `values` that the group merged next may ask about
+    /// ([`Store::row_exists`]: the parents its rows reference). Only a hint: the default does
+    /// nothing.
+    fn prefetch_exists(
+        &mut self,
+        t: &Table,
+        columns: &[String],
+        values: &[Vec<Value>],
+    ) -> Result<(), Self::Error> {
+        let _ = (t, columns, values);
+        Ok(())
+    }
+
+    /// The end of a group: a store that holds writes back to send them together sends them now
+    /// (the next group's parent checks read them). The default does nothing.
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}

@@ -1,0 +1,47 @@
+-- The apply core's merge state (store.rs), beside capture's (capture.sql, installed first: it
+-- makes outpost.capture_rows). Idempotent: run by every apply's first transaction on a database.
+
+SET LOCAL client_min_messages = warning;
+
+-- A row's causal length is capture's `exist`; the apply core adds its per-cell versions
+-- (apply-core's RowState encoding: per value column, the (epoch, hlc, site) of the write held).
+-- NULL: none (a row only back-office writes touched).
+ALTER TABLE outpost.capture_rows ADD COLUMN IF NOT EXISTS versions bytea;
+
+-- Per origin's stream: every seq up to `covered` is held (the tenant's version vector).
+CREATE TABLE IF NOT EXISTS outpost.vector(
+  origin bytea NOT NULL,
+  stream text NOT NULL,
+  covered bigint NOT NULL,
+  PRIMARY KEY (origin, stream));
+
+-- `counter` and `review` cells: protocol's CounterCell / ReviewCell as JSON, by value column
+-- (the number apply-core's Table gives it: stable while columns are appended).
+CREATE TABLE IF NOT EXISTS outpost.merge_cells(
+  tbl integer NOT NULL,
+  key jsonb NOT NULL,
+  col integer NOT NULL,
+  state jsonb NOT NULL,
+  PRIMARY KEY (tbl, key, col));
+
+-- Review cells with more than one sibling, for a person (the engine's outpost_conflicts:
+-- table, key and column as it shows them, the siblings' values, clocks and sites).
+CREATE TABLE IF NOT EXISTS outpost.conflicts(
+  tbl integer NOT NULL,
+  key jsonb NOT NULL,
+  col integer NOT NULL,
+  "table" text NOT NULL,
+  pk text NOT NULL,
+  col_name text NOT NULL,
+  siblings jsonb NOT NULL,
+  PRIMARY KEY (tbl, key, col));
+
+-- Changes that could not be applied, kept with why (DESIGN I5); `change` is the engine's
+-- quarantine JSON (origin, the batch's table, key, causal length, cells), one entry per change.
+CREATE TABLE IF NOT EXISTS outpost.quarantine(
+  id bigserial PRIMARY KEY,
+  "table" text NOT NULL,
+  pk text NOT NULL,
+  reason text NOT NULL,
+  change text NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS quarantine_change ON outpost.quarantine (md5(change));

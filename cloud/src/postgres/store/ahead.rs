@@ -1,0 +1,184 @@
+//! Reading ahead: a group's rows' state, and the parents they reference, in one query each
+//! (the core's hints, `Store::prefetch_rows` and `Store::prefetch_exists`), answered later from
+//! [`PgStore`]'s caches instead of a statement per row.
+
+use super::{sql, PgStore, StoreError};
+use crate::postgres::pg_value::{key_json, Kind, Param};
+use crate::schema::quote;
+use ::postgres::types::ToSql;
+use outpost_apply_core::{RowState, Table};
+use outpost_protocol::Value;
+
+impl PgStore<'_, '_> {
+    /// [`Store::prefetch_rows`]: the rows' state and whether their app rows exist, for every
+    /// key of the group at once.
+    pub(super) fn read_rows_ahead(
+        &mut self,
+        t: &Table,
+        keys: &[&[Value]],
+    ) -> Result<(), StoreError> {
+        let ts = self.table(t)?;
+        let mut seen = std::collections::HashSet::new();
+        let mut json = Vec::with_capacity(keys.len());
+        let mut wanted: Vec<&[Value]> = Vec::with_capacity(keys.len());
+        for k in keys {
+            if !Self::all_fit(k, &ts.key_kinds) {
+                continue;
+            }
+            let j = ts.key(k);
+            if self.states.contains_key(&(t.id, j.clone())) || !seen.insert(j.clone()) {
+                continue;
+            }
+            json.push(j);
+            wanted.push(k);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let n = ts.key_kinds.len();
+        let arrays: Vec<String> = ts
+            .key_kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("${}::{}", i + 3, k.array_type()))
+            .collect();
+        let aliases: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+        let matches: Vec<String> = ts
+            .key_names
+            .iter()
+            .zip(&ts.key_kinds)
+            .enumerate()
+            .map(|(i, (name, k))| {
+                format!("a.{} = {}", quote(name), k.from_array(&format!("u.c{i}")))
+            })
+            .collect();
+        let text = format!(
+            "SELECT u.k, r.exist, r.versions, EXISTS (SELECT 1 FROM {} a WHERE {}) \
+             FROM unnest($2::text[], {}) AS u(k, {}) \
+             LEFT JOIN outpost.capture_rows r ON r.tbl = $1 AND r.key = u.k::jsonb",
+            ts.qualified,
+            matches.join(" AND "),
+            arrays.join(", "),
+            aliases.join(", ")
+        );
+        let columns: Vec<Vec<Param>> = (0..n)
+            .map(|i| {
+                wanted
+                    .iter()
+                    .map(|k| Param {
+                        value: &k[i],
+                        kind: ts.key_kinds[i],
+                    })
+                    .collect()
+            })
+            .collect();
+        let id = t.id as i32;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &json];
+        params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+        let rows = self.tx.query(text.as_str(), &params).map_err(sql(format!(
+            "reading the state of {} rows of table {:?}",
+            json.len(),
+            t.name
+        )))?;
+        for r in rows {
+            let k: String = r.get(0);
+            let exist: Option<i64> = r.get(1);
+            let versions: Option<&[u8]> = r.get(2);
+            let app_row: bool = r.get(3);
+            let st = match exist {
+                Some(e) => Some(
+                    RowState::decode(e as u64, versions.unwrap_or(&[0])).map_err(|e| {
+                        StoreError::Damaged {
+                            what: format!("table {:?}: {e}", t.name),
+                        }
+                    })?,
+                ),
+                None if app_row => Some(RowState {
+                    exist: 1,
+                    cells: Vec::new(),
+                }),
+                None => None,
+            };
+            self.states.insert((t.id, k), st);
+        }
+        Ok(())
+    }
+
+    /// [`Store::prefetch_exists`]: which of the referenced rows exist, at once.
+    pub(super) fn read_exists_ahead(
+        &mut self,
+        t: &Table,
+        columns: &[String],
+        values: &[Vec<Value>],
+    ) -> Result<(), StoreError> {
+        let ts = self.table(t)?;
+        let kinds: Vec<Kind> = columns.iter().map(|c| ts.kind_of(c)).collect();
+        let cols = columns.join("\u{1f}");
+        let mut json = Vec::new();
+        let mut wanted: Vec<&Vec<Value>> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for v in values {
+            if v.len() != kinds.len() || !Self::all_fit(v, &kinds) {
+                continue;
+            }
+            let j = key_json(v, &kinds);
+            if self.exists.contains_key(&(t.id, cols.clone(), j.clone())) || !seen.insert(j.clone())
+            {
+                continue;
+            }
+            json.push(j);
+            wanted.push(v);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let arrays: Vec<String> = kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("${}::{}", i + 2, k.array_type()))
+            .collect();
+        let aliases: Vec<String> = (0..kinds.len()).map(|i| format!("c{i}")).collect();
+        let matches: Vec<String> = columns
+            .iter()
+            .zip(&kinds)
+            .enumerate()
+            .map(|(i, (name, k))| {
+                format!("p.{} = {}", quote(name), k.from_array(&format!("u.c{i}")))
+            })
+            .collect();
+        let text = format!(
+            "SELECT u.k FROM unnest($1::text[], {}) AS u(k, {}) \
+             WHERE EXISTS (SELECT 1 FROM {} p WHERE {})",
+            arrays.join(", "),
+            aliases.join(", "),
+            ts.qualified,
+            matches.join(" AND ")
+        );
+        let arrays: Vec<Vec<Param>> = (0..kinds.len())
+            .map(|i| {
+                wanted
+                    .iter()
+                    .map(|v| Param {
+                        value: &v[i],
+                        kind: kinds[i],
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&json];
+        params.extend(arrays.iter().map(|c| c as &(dyn ToSql + Sync)));
+        self.send_held()?;
+        let found = self.tx.query(text.as_str(), &params).map_err(sql(format!(
+            "looking for {} rows of table {:?}",
+            json.len(),
+            t.name
+        )))?;
+        for j in &json {
+            self.exists.insert((t.id, cols.clone(), j.clone()), false);
+        }
+        for r in found {
+            self.exists.insert((t.id, cols.clone(), r.get(0)), true);
+        }
+        Ok(())
+    }
+}
