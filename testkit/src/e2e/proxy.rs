@@ -1,6 +1,7 @@
 //! A loopback TCP proxy that cuts connections: it forwards at most a byte budget of each
 //! connection (both directions together), then closes both sides, so a test can cut a session
-//! at any byte offset.
+//! at any byte offset. It can also pace what it forwards (bytes per second, each direction), so
+//! a transfer takes about as long on a fast machine as a test needs to watch it.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -16,6 +17,8 @@ pub struct Proxy {
     pub budget: Arc<AtomicUsize>,
     /// Bytes the latest connection forwarded so far.
     pub forwarded: Arc<Mutex<usize>>,
+    /// Bytes per second each direction forwards at most (0: as fast as it comes).
+    pub pace: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -25,7 +28,8 @@ impl Proxy {
         let port = l.local_addr().unwrap().port();
         let budget = Arc::new(AtomicUsize::new(usize::MAX));
         let forwarded = Arc::new(Mutex::new(0));
-        let (b, f) = (budget.clone(), forwarded.clone());
+        let pace = Arc::new(AtomicUsize::new(0));
+        let (b, f, p) = (budget.clone(), forwarded.clone(), pace.clone());
         std::thread::spawn(move || {
             for client in l.incoming() {
                 let Ok(client) = client else { return };
@@ -41,9 +45,10 @@ impl Proxy {
                 ] {
                     let left = left.clone();
                     let ends = [ends[0].try_clone().unwrap(), ends[1].try_clone().unwrap()];
-                    let f = f.clone();
+                    let (f, p) = (f.clone(), p.clone());
                     std::thread::spawn(move || {
                         let mut buf = [0u8; 64 * 1024];
+                        let (started, mut sent) = (std::time::Instant::now(), 0usize);
                         loop {
                             let k = match from.read(&mut buf) {
                                 Ok(0) | Err(_) => break,
@@ -58,6 +63,15 @@ impl Proxy {
                             };
                             if to.write_all(&buf[..take]).is_err() {
                                 break;
+                            }
+                            sent += take;
+                            let pace = p.load(Ordering::SeqCst);
+                            if pace > 0 {
+                                let due =
+                                    std::time::Duration::from_secs_f64(sent as f64 / pace as f64);
+                                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                                    std::thread::sleep(wait);
+                                }
                             }
                             if cut {
                                 for e in &ends {
@@ -75,6 +89,7 @@ impl Proxy {
             port,
             budget,
             forwarded,
+            pace,
         }
     }
 }
