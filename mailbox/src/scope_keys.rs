@@ -87,44 +87,48 @@ impl Mailbox {
     /// tenant (`DigestKey::wire_scopes`, each name remembered: [`Mailbox::scope_name`]),
     /// unchanged otherwise.
     pub fn wire_scopes(&self, scopes: &Scopes) -> Result<Scopes, MailboxError> {
-        match scopes {
-            Scopes::All => Ok(Scopes::All),
-            Scopes::Only(names) => Ok(Scopes::Only(
-                names
-                    .iter()
-                    .map(|n| self.wire_scope(n))
-                    .collect::<Result<_, _>>()?,
-            )),
-        }
+        let (Some(dk), Scopes::Only(names)) = (self.digest_key()?, scopes) else {
+            return Ok(scopes.clone());
+        };
+        Ok(Scopes::Only(
+            names
+                .iter()
+                .map(|n| self.remembered(&dk, n))
+                .collect::<Result<_, _>>()?,
+        ))
     }
 
     /// Scope `name`'s wire id in this tenant (`DigestKey::wire_scope`, the name remembered;
     /// the name itself when unsealed).
     pub fn wire_scope(&self, name: &str) -> Result<String, MailboxError> {
-        let Some(dk) = self.digest_key()? else {
-            return Ok(name.to_string());
-        };
-        let wire = dk.wire_scope(name);
-        if wire != name {
-            self.learn_scope_name(&wire, name)?;
+        match self.digest_key()? {
+            Some(dk) => self.remembered(&dk, name),
+            None => Ok(name.to_string()),
         }
-        Ok(wire)
     }
 
     /// Remembers that `wire` is scope `name` (a sealed tenant's cloud: the scope sealed inside
-    /// a batch it opened). Refused unless `wire` is `name`'s digest under this tenant's key.
+    /// a batch it opened). Ignored unless `wire` is `name`'s digest under this tenant's key.
     pub fn learn_scope_name(&self, wire: &str, name: &str) -> Result<(), MailboxError> {
-        let Some(dk) = self.digest_key()? else {
-            return Ok(());
-        };
-        if name.is_empty() || dk.wire_scope(name) != wire {
-            return Ok(());
+        if let Some(dk) = self.digest_key()? {
+            if dk.wire_scope(name) == wire {
+                self.remembered(&dk, name)?;
+            }
         }
-        self.conn
-            .prepare_cached("INSERT OR IGNORE INTO scope_names(wire, name) VALUES (?1, ?2)")
-            .and_then(|mut s| s.execute(params![wire, name]))
-            .map_err(|e| self.sql(e))?;
         Ok(())
+    }
+
+    /// `name`'s wire id under `dk`, its name remembered. Grants are stated at every session and
+    /// names learnt from every batch ingested: a name already known costs a read, no write.
+    fn remembered(&self, dk: &DigestKey, name: &str) -> Result<String, MailboxError> {
+        let wire = dk.wire_scope(name);
+        if wire != name && self.scope_name(&wire)? == wire {
+            self.conn
+                .prepare_cached("INSERT OR IGNORE INTO scope_names(wire, name) VALUES (?1, ?2)")
+                .and_then(|mut s| s.execute(params![wire, name]))
+                .map_err(|e| self.sql(e))?;
+        }
+        Ok(wire)
     }
 
     /// The name of wire scope id `wire` when this mailbox knows it (`""`, `*` and an unsealed
