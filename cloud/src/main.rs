@@ -28,7 +28,7 @@ usage:
                             (sealed, the default: batch bodies encrypted per scope, hubs read
                             nothing; --unsealed: hubs print their own codes and hold readable
                             batches; --postgres: the tenant's tables in that PostgreSQL database,
-                            postgresql://USER:PASSWORD@HOST:PORT/DATABASE; it cannot serve yet)
+                            postgresql://USER:PASSWORD@HOST:PORT/DATABASE, which `run` then serves)
   outpost-cloud run         --data DIR [--listen ADDR:PORT] [--https ADDR:PORT]
                             [--tls-cert FILE --tls-key FILE] [--postgres URL]
   outpost-cloud enroll-code --data DIR --hub|--device [--address HOST:PORT]... [--ttl SECONDS] [--no-qr]
@@ -261,7 +261,7 @@ fn run(args: &Args) -> Result<()> {
         .clone()
         .or_else(|| std::env::var("OUTPOST_POSTGRES_URL").ok())
         .filter(|u| !u.is_empty());
-    postgres::setup::check_servable(&dir, url.as_deref())?;
+    let postgres = postgres::setup::serving_url(&dir, url.as_deref())?;
     let https_addr = parse_addr("--https", args.https.as_deref().unwrap_or("0.0.0.0:8443"))?;
     let listen_addr = parse_addr("--listen", args.listen.as_deref().unwrap_or("0.0.0.0:7430"))?;
     let files = match (&args.tls_cert, &args.tls_key) {
@@ -298,7 +298,7 @@ fn run(args: &Args) -> Result<()> {
             log::info!("control: certified {written} admitted peers");
         }
     }
-    let cloud = Cloud::open(dir)?;
+    let cloud = Cloud::open(dir, postgres.as_deref())?;
     {
         let control = cloud.dir.control()?;
         control.set_setting(LAST_HTTPS, Some(&https_bound.to_string()))?;

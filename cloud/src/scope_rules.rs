@@ -139,13 +139,21 @@ impl TenantRules {
     /// entry naming a scope wins; an entry naming none, such as a direction declared before the
     /// table had data, leaves the table unknown until the tenant tracks it).
     pub fn load(conn: &Connection, directory: &Directory) -> Result<TenantRules, SchemaError> {
-        let mut known = tracked_rules(conn)?;
+        Ok(TenantRules::from_known(tracked_rules(conn)?, directory))
+    }
+
+    /// The rules of the tables a tenant holds (`known`, by ASCII-lowercase name), with the
+    /// cloud's control entries' over them, as [`TenantRules::load`] reads them from SQLite.
+    pub fn from_known(
+        mut known: BTreeMap<String, Option<ScopeRule>>,
+        directory: &Directory,
+    ) -> TenantRules {
         for (name, entry) in directory.table_settings() {
             if let Some(rule) = &entry.scope {
                 known.insert(name.to_ascii_lowercase(), Some(rule.clone()));
             }
         }
-        Ok(TenantRules { known })
+        TenantRules { known }
     }
 
     /// The rule of `table`: `None` when the tenant does not know the table yet, `Some(None)`

@@ -4,11 +4,18 @@
 //! **Lock order**: tenant, then mailbox, then control; a thread never takes them the other way.
 //! The tenant database has one connection in this process: SQLite serialises writers anyway, and
 //! one connection keeps the engine's per-connection clock cache coherent.
+//!
+//! The tenant is the embedded SQLite one or, for a data directory made with `--postgres`, the
+//! tables in PostgreSQL ([`TenantDb`]); both ingest and export alike (`tenant/ingest.rs`,
+//! `tenant/export.rs`). A PostgreSQL tenant's back-office writes wake the loop through `LISTEN`
+//! ([`Cloud::spawn_sync_loop`]), so live devices get them within a second.
 
 use crate::changelog::ChangelogError;
 use crate::control::{Control, ControlError, LAST_APPLY_ERROR};
 use crate::datadir::{unix_now, DataDir, DataDirError};
 use crate::error_chain::Chain;
+use crate::postgres::listen::Listener;
+use crate::postgres::{connect, PgTenant};
 use crate::tenant::{Ingested, Tenant, TenantError};
 use crate::watermelon::{self, Access, PushError, Pushed, RestError};
 use outpost_mailbox::Mailbox;
@@ -79,12 +86,60 @@ impl From<ControlError> for ServiceError {
     }
 }
 
+/// Where the tenant's tables are.
+#[derive(Debug)]
+pub enum TenantDb {
+    /// The embedded SQLite tenant (`tenant.db`).
+    Sqlite(Tenant),
+    /// The tenant in PostgreSQL (its URL, for the `LISTEN` connection, and the serving one).
+    Postgres {
+        /// The database URL.
+        url: String,
+        /// The tenant.
+        tenant: Box<PgTenant>,
+    },
+}
+
+impl TenantDb {
+    fn ingest(&mut self, mailbox: &mut Mailbox) -> Result<Ingested, ServiceError> {
+        Ok(match self {
+            TenantDb::Sqlite(t) => {
+                t.refresh_triggers()?;
+                t.ingest(mailbox)?
+            }
+            TenantDb::Postgres { tenant, .. } => tenant.ingest(mailbox)?,
+        })
+    }
+
+    fn export(
+        &mut self,
+        mailbox: &mut Mailbox,
+        key: &outpost_protocol::handshake::Keypair,
+    ) -> Result<usize, TenantError> {
+        match self {
+            TenantDb::Sqlite(t) => t.export(mailbox, key),
+            TenantDb::Postgres { tenant, .. } => tenant.export(mailbox, key),
+        }
+    }
+
+    /// The SQLite tenant, which the REST API serves (its change log is SQLite triggers).
+    fn rest(&mut self) -> Result<&mut Tenant, RestError> {
+        match self {
+            TenantDb::Sqlite(t) => {
+                t.refresh_triggers()?;
+                Ok(t)
+            }
+            TenantDb::Postgres { .. } => Err(RestError::OnPostgres),
+        }
+    }
+}
+
 /// The cloud's shared state.
 #[derive(Debug)]
 pub struct Cloud {
     /// The data directory.
     pub dir: DataDir,
-    tenant: Mutex<Tenant>,
+    tenant: Mutex<TenantDb>,
     mailbox: Mutex<Mailbox>,
     control: Mutex<Control>,
     kicked: Mutex<bool>,
@@ -101,9 +156,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Cloud {
-    /// Opens the stores of `dir`.
-    pub fn open(dir: DataDir) -> Result<Arc<Cloud>, ServiceError> {
-        let tenant = Tenant::open(&dir.tenant_path(), dir.identity.site)?;
+    /// Opens the stores of `dir`: its tenant in the PostgreSQL database `postgres` names when
+    /// given, else its SQLite tenant.
+    pub fn open(dir: DataDir, postgres: Option<&str>) -> Result<Arc<Cloud>, ServiceError> {
+        let tenant = match postgres {
+            Some(url) => TenantDb::Postgres {
+                url: url.to_string(),
+                tenant: Box::new(
+                    PgTenant::open(url, dir.identity.site)
+                        .map_err(|e| TenantError::Store(Box::new(e)))?,
+                ),
+            },
+            None => TenantDb::Sqlite(Tenant::open(&dir.tenant_path(), dir.identity.site)?),
+        };
         let mailbox = dir.mailbox()?;
         let control = dir.control()?;
         Ok(Arc::new(Cloud {
@@ -121,7 +186,6 @@ impl Cloud {
     /// changes to the mailbox. Returns what was applied and how many batches were exported.
     pub fn sync(&self) -> Result<(Ingested, usize), ServiceError> {
         let mut tenant = lock(&self.tenant);
-        tenant.refresh_triggers()?;
         let mut mailbox = lock(&self.mailbox);
         let ingested = tenant.ingest(&mut mailbox)?;
         let exported = tenant.export(&mut mailbox, self.dir.identity.keypair())?;
@@ -168,8 +232,12 @@ impl Cloud {
         self.wake.notify_all();
     }
 
-    /// Runs [`Cloud::sync`] every `period` and whenever kicked, forever, on a new thread.
+    /// Runs [`Cloud::sync`] every `period` and whenever kicked, forever, on a new thread; for a
+    /// tenant in PostgreSQL, a second thread kicks it whenever a back-office write commits.
     pub fn spawn_sync_loop(self: &Arc<Self>, period: Duration) -> std::io::Result<()> {
+        if let TenantDb::Postgres { url, .. } = &*lock(&self.tenant) {
+            self.spawn_listener(url.clone())?;
+        }
         let cloud = self.clone();
         std::thread::Builder::new()
             .name("sync".into())
@@ -190,6 +258,43 @@ impl Cloud {
             .map(|_| ())
     }
 
+    /// Kicks the loop whenever a captured write commits in PostgreSQL (`LISTEN`), reconnecting
+    /// after a failure; the loop's own period is the fallback while it is down.
+    fn spawn_listener(self: &Arc<Self>, url: String) -> std::io::Result<()> {
+        let cloud = self.clone();
+        std::thread::Builder::new()
+            .name("listen".into())
+            .spawn(move || loop {
+                let listening = connect::connect(&url)
+                    .map_err(|e| Chain(&e).to_string())
+                    .and_then(|(client, _)| {
+                        Listener::new(client).map_err(|e| Chain(&e).to_string())
+                    });
+                let mut listener = match listening {
+                    Ok(l) => l,
+                    Err(e) => {
+                        log::warn!("cannot listen for back-office writes (retrying in 5 s): {e}");
+                        std::thread::sleep(Duration::from_secs(5));
+                        continue;
+                    }
+                };
+                loop {
+                    match listener.wait(Duration::from_secs(30)) {
+                        Ok(streams) if streams.is_empty() => {}
+                        Ok(_) => cloud.kick(),
+                        Err(e) => {
+                            log::warn!(
+                                "listening for back-office writes failed (reconnecting): {}",
+                                Chain(&e)
+                            );
+                            break;
+                        }
+                    }
+                }
+            })
+            .map(|_| ())
+    }
+
     /// The name of the API token `token` if it is valid.
     pub fn check_api_token(&self, token: &str) -> Result<Option<String>, ControlError> {
         lock(&self.control).check_api_token(token, unix_now())
@@ -202,7 +307,7 @@ impl Cloud {
         last_pulled_at: Option<i64>,
     ) -> Result<Vec<u8>, RestError> {
         let mut tenant = lock(&self.tenant);
-        tenant.refresh_triggers()?;
+        let tenant = tenant.rest()?;
         let access = self.access(token)?;
         watermelon::pull(tenant.conn(), last_pulled_at, &access)
     }
@@ -244,7 +349,7 @@ impl Cloud {
         body: Vec<u8>,
     ) -> Result<Pushed, PushError> {
         let mut tenant = lock(&self.tenant);
-        tenant.refresh_triggers()?;
+        let tenant = tenant.rest()?;
         let access = self.access(token)?;
         let pushed = watermelon::push(tenant.conn(), last_pulled_at, body, &access)?;
         let mut mailbox = lock(&self.mailbox);

@@ -3,8 +3,9 @@
 
 use crate::control::ControlError;
 use crate::datadir::{DataDir, DataDirError};
+use crate::postgres::PgTenant;
 use crate::scope_rules;
-use crate::tenant::{Tenant, TenantError};
+use crate::tenant::{Tenant, TenantError, TenantStore};
 use outpost_mailbox::{scope_counts, MailboxError, ScopeCount};
 use outpost_protocol::hlc::UtcDate;
 use outpost_protocol::scope::Scopes;
@@ -84,9 +85,49 @@ impl From<ControlError> for StatusError {
     }
 }
 
+/// What `status` reads of the tenant, from either store.
+struct TenantView {
+    db_version: u64,
+    /// The store, for its scope rules once the mailbox's directory is read.
+    store: Box<dyn TenantStore>,
+    tables: Vec<(String, u64)>,
+    quarantined: u64,
+    refused: usize,
+}
+
+/// The SQLite tenant's view.
+fn sqlite_view(dir: &DataDir) -> Result<TenantView, TenantError> {
+    let tenant = Tenant::open(&dir.tenant_path(), dir.identity.site)?;
+    Ok(TenantView {
+        db_version: tenant.vector()?.get(&dir.identity.site.into()),
+        tables: tenant.tables()?,
+        quarantined: tenant.quarantined()?,
+        refused: tenant.refused()?.len(),
+        store: Box::new(tenant),
+    })
+}
+
+/// The PostgreSQL tenant's view (its own unscoped stream's top is its db version).
+fn postgres_view(dir: &DataDir, url: &str) -> Result<TenantView, TenantError> {
+    let mut tenant = PgTenant::open(url, dir.identity.site)?;
+    let db_version = crate::postgres::outbox::top(tenant.client(), "")
+        .map_err(|e| TenantError::Store(Box::new(e)))?;
+    Ok(TenantView {
+        db_version,
+        tables: tenant.tables()?,
+        quarantined: tenant.quarantined()?,
+        refused: TenantStore::refused(&mut tenant)?.len(),
+        store: Box::new(tenant),
+    })
+}
+
 /// Everything `status` shows, as JSON (the human form is rendered from it).
 pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
-    let tenant = Tenant::open(&dir.tenant_path(), dir.identity.site)?;
+    let postgres_url = dir.control()?.setting(crate::control::POSTGRES_URL)?;
+    let mut tenant = match &postgres_url {
+        Some(url) => postgres_view(dir, url)?,
+        None => sqlite_view(dir)?,
+    };
     let (mailbox, ids, clocks, directions, rules, sealing) = {
         let mut mb = dir.mailbox()?;
         let directory = mb.directory()?;
@@ -94,7 +135,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             .tables()
             .map(|(n, d)| (n.to_string(), json!(d.as_str())))
             .collect();
-        let rules = tenant.scope_rules(directory)?;
+        let rules = tenant.store.rules(directory)?;
         // A sealed tenant's key epochs per scope (`""`: the unscoped stream); `null` unsealed.
         let sealing = match mb.digest_key()? {
             Some(_) => {
@@ -124,7 +165,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
     };
     // Each table's scope rule: the tenant's (`null`: unscoped).
     let tables: Vec<Value> = tenant
-        .tables()?
+        .tables
         .into_iter()
         .map(|(name, rows)| {
             let rule = rules.rule_of(&name).flatten();
@@ -203,11 +244,11 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
         "https": control.setting(crate::control::LAST_HTTPS)?,
         "tenant": {
             "path": dir.tenant_path().display().to_string(),
-            "db_version": tenant.vector()?.get(&dir.identity.site.into()),
+            "db_version": tenant.db_version,
             "tables": tables,
             "directions": directions,
-            "quarantined": tenant.quarantined()?,
-            "refused_batches": tenant.refused()?.len(),
+            "quarantined": tenant.quarantined,
+            "refused_batches": tenant.refused,
             "last_apply_error": control.setting(crate::control::LAST_APPLY_ERROR)?,
         },
         "mailbox": {"batches": mailbox.batches, "bytes": mailbox.bytes, "origins": origins,
@@ -249,8 +290,7 @@ pub fn render(v: &Value) -> String {
     let st = &v["store"];
     line(if st["kind"] == json!("postgres") {
         format!(
-            "store      postgres host {} port {}, database {} as role {} (not serving yet: \
-             issue 21)",
+            "store      postgres host {} port {}, database {} as role {}",
             s(&st["host"]),
             s(&st["port"]),
             s(&st["database"]),

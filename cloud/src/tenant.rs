@@ -15,52 +15,33 @@
 //!   origin, stored as batches of that origin so hubs and devices pull them like any other.
 
 use crate::changelog::{self, ChangelogError};
-use crate::error_chain::Chain;
 use crate::schema::{self, SchemaError};
 use crate::scope_rules::TenantRules;
 use outpost_embed::EngineError;
 use outpost_mailbox::{Mailbox, MailboxError};
 use outpost_protocol::batch::codec;
-use outpost_protocol::batch::{BatchFlags, Direction};
-use outpost_protocol::control::{Directory, VoidReason};
+use outpost_protocol::batch::{Batch, TableSchema};
+use outpost_protocol::control::Directory;
 use outpost_protocol::handshake::Keypair;
-use outpost_protocol::scope::Scopes;
-use outpost_protocol::{SiteId, StreamId, VersionVector};
+use outpost_protocol::{SeqRange, SiteId, StreamId, VersionVector};
 use rusqlite::{Connection, OptionalExtension};
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+pub mod export;
+pub mod ingest;
+mod judge;
 mod keys;
 mod origin_grant;
 mod refused;
 mod void;
 
+pub use ingest::{ApplyError, ApplyFailure, Ingested, TenantStore};
 pub use refused::RefusedBatch;
 
 /// Largest batch the cloud exports (the engine cuts at a seq boundary).
 pub const EXPORT_BATCH_BYTES: i64 = 1 << 20;
-
-/// Milliseconds since the Unix epoch (when a batch was refused; informative only).
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The tenant's table settings, from the cloud's control stream.
-fn declared_directions(mailbox: &mut Mailbox) -> Result<BTreeMap<String, Direction>, TenantError> {
-    Ok(directions_of(mailbox.directory()?))
-}
-
-/// The table directions `directory` states.
-fn directions_of(directory: &Directory) -> BTreeMap<String, Direction> {
-    directory
-        .tables()
-        .map(|(n, d)| (n.to_string(), d))
-        .collect()
-}
 
 /// The tenant database connection.
 #[derive(Debug)]
@@ -175,6 +156,8 @@ pub enum TenantError {
     },
     /// A sealed tenant's keys could not be copied into the tenant database.
     Keys(keys::KeysError),
+    /// The PostgreSQL tenant failed (its error names the database and what was being done).
+    Store(Box<dyn std::error::Error + Send + Sync>),
     /// The cloud's own batch could not be sealed.
     Seal {
         /// The seq it was exported after.
@@ -225,6 +208,7 @@ impl fmt::Display for TenantError {
             TenantError::Quarantine { .. } => f.write_str("counting the quarantined changes"),
             TenantError::Refused { .. } => f.write_str("listing the refused batches"),
             TenantError::Keys(e) => e.fmt(f),
+            TenantError::Store(e) => e.fmt(f),
             TenantError::Seal { since, .. } => {
                 write!(f, "sealing the cloud's own batch after seq {since}")
             }
@@ -248,6 +232,7 @@ impl std::error::Error for TenantError {
             TenantError::Mailbox(e) => e.source(),
             TenantError::Schema(e) => e.source(),
             TenantError::Keys(e) => e.source(),
+            TenantError::Store(e) => e.source(),
             TenantError::Seal { source, .. } => Some(source),
             TenantError::VectorSite { .. }
             | TenantError::VectorCoverage { .. }
@@ -274,98 +259,6 @@ impl From<SchemaError> for TenantError {
     fn from(e: SchemaError) -> Self {
         TenantError::Schema(e)
     }
-}
-
-/// Why one batch could not be applied (recorded as an [`ApplyFailure`]; the batch stays in the
-/// mailbox and the next round retries).
-#[derive(Debug)]
-enum ApplyError {
-    /// Its tables could not be made.
-    Schema(SchemaError),
-    /// Recording a refused batch or skipping its seqs failed.
-    Refuse(rusqlite::Error),
-    /// Writing the control entry that makes a table's scope rule the tenant's failed.
-    Publish {
-        /// The table.
-        table: String,
-        /// The mailbox's error.
-        source: MailboxError,
-    },
-    /// Writing the control entry that voids a refused batch's range failed.
-    Void(MailboxError),
-    /// The REST change log's triggers could not follow its new tables.
-    Changelog(ChangelogError),
-    /// `outpost_apply` refused it.
-    Apply(rusqlite::Error),
-    /// `outpost_apply` answered something that is not JSON.
-    Counts(serde_json::Error),
-}
-
-impl fmt::Display for ApplyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ApplyError::Schema(e) => e.fmt(f),
-            ApplyError::Refuse(_) => f.write_str("recording a refused batch"),
-            ApplyError::Publish { table, .. } => write!(
-                f,
-                "publishing the scope rule of table {table:?} in the control stream"
-            ),
-            ApplyError::Void(_) => {
-                f.write_str("publishing a refused batch's range as voided in the control stream")
-            }
-            ApplyError::Changelog(e) => e.fmt(f),
-            ApplyError::Apply(e) => e.fmt(f),
-            ApplyError::Counts(_) => f.write_str("outpost_apply() did not answer JSON"),
-        }
-    }
-}
-
-impl std::error::Error for ApplyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ApplyError::Refuse(e) => Some(e),
-            ApplyError::Publish { source, .. } | ApplyError::Void(source) => Some(source),
-            // Transparent: these say what failed themselves.
-            ApplyError::Schema(e) => e.source(),
-            ApplyError::Changelog(e) => e.source(),
-            ApplyError::Apply(e) => e.source(),
-            ApplyError::Counts(e) => Some(e),
-        }
-    }
-}
-
-/// A batch that could not be applied (it stays in the mailbox).
-#[derive(Debug, Clone)]
-pub struct ApplyFailure {
-    /// Its origin.
-    pub origin: SiteId,
-    /// Its range, `lo..=hi`.
-    pub range: (u64, u64),
-    /// Why.
-    pub error: String,
-}
-
-/// What one ingest did.
-#[derive(Debug, Default, Clone)]
-pub struct Ingested {
-    /// Batches applied.
-    pub batches: usize,
-    /// Changes the engine reported applied.
-    pub applied: u64,
-    /// Changes the engine quarantined.
-    pub quarantined: u64,
-    /// Batches that failed (their origins were stopped for this round).
-    pub failures: Vec<ApplyFailure>,
-    /// Batches refused whole this round (recorded and skipped; their origins go on).
-    pub refused: Vec<RefusedBatch>,
-}
-
-/// What applying one batch came to.
-enum Outcome {
-    /// Applied: the engine's counts of changes applied and quarantined.
-    Applied(u64, u64),
-    /// Refused whole, for this reason (see `tenant/refused.rs`).
-    Refused(String),
 }
 
 /// The cloud's clock is the time source (docs/design.md section 10, "Time"): its engine records
@@ -485,302 +378,21 @@ impl Tenant {
 
     /// Applies what `mailbox` holds and the tenant lacks (see the module doc).
     pub fn ingest(&mut self, mailbox: &mut Mailbox) -> Result<Ingested, TenantError> {
-        let mut done = Ingested::default();
-        let mut stopped: BTreeSet<SiteId> = BTreeSet::new();
-        if !self.voids_published {
-            void::publish_recorded(mailbox, &self.refused()?)?;
-            self.voids_published = true;
-        }
-        keys::install(&self.conn, mailbox).map_err(TenantError::Keys)?;
-        let directory = mailbox.directory()?.clone();
-        let declared = directions_of(&directory);
-        let mut rules = TenantRules::load(&self.conn, &directory)?;
-        let mut plan = mailbox.pull_plan(&self.vector()?, Some(self.site), &Scopes::All)?;
-        while let Some(batch) = mailbox.next_batch(&mut plan)? {
-            if stopped.contains(&batch.origin) {
-                continue;
-            }
-            let range = (batch.range.lo, batch.range.hi);
-            // The grant version the batch was written under (a header that does not decode is
-            // refused by the apply step below, whatever this says).
-            let version = codec::decode_header(&batch.bytes, &codec::Limits::default())
-                .map_or(0, |h| h.grant_version);
-            let outside = origin_grant::outside(&directory, batch.origin, &batch.scope, version);
-            let why = match outside {
-                Some(_) => VoidReason::OutsideGrant,
-                None => VoidReason::Invalid,
-            };
-            let judged = match outside {
-                Some(reason) => Ok(Outcome::Refused(reason)),
-                None => self.apply_one(&batch.bytes, &declared, &mut rules, mailbox, &directory),
-            };
-            let outcome = judged.and_then(|o| match o {
-                Outcome::Refused(reason) => {
-                    // Published first: if the cloud stops before the refusal is recorded, the
-                    // batch is judged again and the entry is not written twice.
-                    void::publish(mailbox, batch.origin, &batch.scope, batch.range, why)
-                        .map_err(ApplyError::Void)?;
-                    refused::refuse(
-                        &self.conn,
-                        batch.origin,
-                        &batch.scope,
-                        batch.range,
-                        &reason,
-                        now_ms(),
-                    )
-                    .map_err(ApplyError::Refuse)?;
-                    Ok(Outcome::Refused(reason))
-                }
-                applied => Ok(applied),
-            });
-            match outcome {
-                Ok(Outcome::Refused(reason)) => {
-                    log::warn!(
-                        "tenant refused batch origin={} stream={:?} seqs={}..={} (recorded, skipped): {reason}",
-                        batch.origin,
-                        batch.scope,
-                        range.0,
-                        range.1
-                    );
-                    done.refused.push(RefusedBatch {
-                        origin: batch.origin,
-                        stream: batch.scope.clone(),
-                        range,
-                        reason,
-                    });
-                }
-                Ok(Outcome::Applied(applied, quarantined)) => {
-                    done.batches += 1;
-                    done.applied += applied;
-                    done.quarantined += quarantined;
-                    log::info!(
-                        "tenant applied batch origin={} stream={:?} seqs={}..={} applied={applied} quarantined={quarantined}",
-                        batch.origin, batch.scope, range.0, range.1
-                    );
-                }
-                Err(e) => {
-                    let error = Chain(&e).to_string();
-                    log::warn!(
-                        "tenant could not apply batch origin={} stream={:?} seqs={}..={} (kept in the mailbox): {error}",
-                        batch.origin, batch.scope, range.0, range.1
-                    );
-                    stopped.insert(batch.origin);
-                    done.failures.push(ApplyFailure {
-                        origin: batch.origin,
-                        range,
-                        error,
-                    });
-                }
-            }
-        }
-        Ok(done)
+        let mut published = self.voids_published;
+        let done = ingest::ingest(self, mailbox, &mut published);
+        self.voids_published = published;
+        done
     }
 
-    fn apply_one(
-        &mut self,
-        bytes: &[u8],
-        declared: &BTreeMap<String, Direction>,
-        rules: &mut TenantRules,
-        mailbox: &mut Mailbox,
-        directory: &Directory,
-    ) -> Result<Outcome, ApplyError> {
-        // What the bytes and the tenant's settings alone decide, before anything is written: the
-        // whole batch decodes within its memory budget (the engine decodes it again to apply
-        // it; the first copy is dropped before), its rows match the tenant's table directions,
-        // its header's schema is acceptable and states the tenant's scope rules.
-        let decoded = match codec::decode_header(bytes, &codec::Limits::default()) {
-            Ok(h) if h.key_epoch != 0 => match mailbox.digest_key().ok().flatten() {
-                Some(dk) => outpost_protocol::seal::decode_sealed(
-                    bytes,
-                    &codec::Limits::default(),
-                    &dk,
-                    |s, e| mailbox.scope_key_at(s, e).ok().flatten(),
-                )
-                .map(|opened| {
-                    // Status and commands show the scope by name from now on.
-                    if let Err(e) =
-                        mailbox.learn_scope_name(&opened.batch.header.stream, &opened.scope)
-                    {
-                        log::warn!("tenant could not remember a scope's name: {e}");
-                    }
-                    opened.batch
-                })
-                .map_err(|e| e.to_string()),
-                None => Err("a sealed batch in an unsealed tenant".to_string()),
-            },
-            _ => codec::decode(bytes, &codec::Limits::default()).map_err(|e| e.to_string()),
-        };
-        let header = match decoded {
-            Ok(batch) => {
-                if let Some(reason) = crate::tables::mismatch(&batch, declared) {
-                    return Ok(Outcome::Refused(reason));
-                }
-                batch.header
-            }
-            Err(e) => return Ok(Outcome::Refused(format!("not a valid batch: {e}"))),
-        };
-        if let Err(e) = schema::validate_all(&header.tables) {
-            return Ok(Outcome::Refused(e.to_string()));
-        }
-        let adopted = match rules.judge(&header.tables) {
-            Ok(adopted) => adopted,
-            Err(reason) => return Ok(Outcome::Refused(reason)),
-        };
-        // The entry first: if the cloud stops before the table is made, the next batch is
-        // judged against the rule all the same.
-        for (table, rule) in adopted {
-            let item = mailbox
-                .table_item(
-                    &table,
-                    directory.table_direction(&table),
-                    Some(rule.clone()),
-                )
-                .map_err(|source| ApplyError::Publish {
-                    table: table.clone(),
-                    source,
-                })?;
-            let seq = mailbox
-                .append_control(&item)
-                .map_err(|source| ApplyError::Publish {
-                    table: table.clone(),
-                    source,
-                })?;
-            log::info!(
-                "tenant learnt the scope rule of table {table:?} from a batch header ({}): control entry {seq}",
-                crate::scope_rules::describe(Some(&rule))
-            );
-        }
-        let changes = schema::ensure(&self.conn, &header.tables).map_err(ApplyError::Schema)?;
-        rules.learn(&header.tables);
-        if !changes.is_empty() {
-            for c in &changes {
-                log::info!("tenant schema from batch header: {c:?}");
-            }
-            self.refresh_triggers().map_err(ApplyError::Changelog)?;
-        }
-        let out: String = self
-            .conn
-            .query_row("SELECT outpost_apply(?1)", [bytes], |r| r.get(0))
-            .map_err(ApplyError::Apply)?;
-        let counts: serde_json::Value = serde_json::from_str(&out).map_err(ApplyError::Counts)?;
-        let n = |k: &str| {
-            counts
-                .get(k)
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(0)
-        };
-        Ok(Outcome::Applied(n("applied"), n("quarantined")))
+    /// Stores the cloud's own changes the mailbox lacks as batches of the cloud's origin
+    /// (`tenant/export.rs`). Returns how many batches were stored.
+    pub fn export(&mut self, mailbox: &mut Mailbox, key: &Keypair) -> Result<usize, TenantError> {
+        export::export(self, mailbox, key)
     }
 
     /// The batches refused whole so far (`tenant/refused.rs`).
     pub fn refused(&self) -> Result<Vec<RefusedBatch>, TenantError> {
         refused::list(&self.conn).map_err(|source| TenantError::Refused { source })
-    }
-
-    /// Stores the cloud's own changes the mailbox lacks as batches of the cloud's origin, each
-    /// signed with the cloud's key (the tenant database has no key of its own: its site is the
-    /// cloud's), stream by stream: the cloud's writes to each scope (REST, the operator) are
-    /// numbered in that scope's stream like a device's. Returns how many batches were stored.
-    pub fn export(&mut self, mailbox: &mut Mailbox, key: &Keypair) -> Result<usize, TenantError> {
-        let declared = declared_directions(mailbox)?;
-        let held = mailbox.vector()?;
-        let mut stored = 0;
-        let own: Vec<String> = self
-            .vector()?
-            .iter()
-            .filter(|(s, &written)| s.origin == self.site && written > held.get(s))
-            .map(|(s, _)| s.scope.clone())
-            .collect();
-        for scope in own {
-            let since = held.get(&StreamId::new(self.site, scope.as_str()));
-            stored += self.export_stream(mailbox, key, &declared, &scope, since)?;
-        }
-        Ok(stored)
-    }
-
-    /// [`Tenant::export`] of one of the cloud's streams, from `since`.
-    fn export_stream(
-        &mut self,
-        mailbox: &mut Mailbox,
-        key: &Keypair,
-        declared: &BTreeMap<String, Direction>,
-        scope: &str,
-        mut since: u64,
-    ) -> Result<usize, TenantError> {
-        let mut stored = 0;
-        loop {
-            let blob: Option<Vec<u8>> = self
-                .conn
-                .query_row(
-                    "SELECT outpost_changes(?1, ?2, ?3)",
-                    rusqlite::params![since as i64, EXPORT_BATCH_BYTES, scope],
-                    |r| r.get(0),
-                )
-                .map_err(|source| TenantError::Export { since, source })?;
-            let Some(mut blob) = blob else { break };
-            if !declared.is_empty() {
-                // The engine flags every batch `both`; the tenant's settings decide.
-                let batch = codec::decode(&blob, &codec::Limits::default())
-                    .map_err(|source| TenantError::Flags { since, source })?;
-                let flags = BatchFlags {
-                    direction: crate::tables::direction_of(&batch, declared),
-                    ..batch.header.flags
-                };
-                codec::set_flags(&mut blob, flags)
-                    .map_err(|source| TenantError::Flags { since, source })?;
-            }
-            // A sealed tenant's batches are sealed before they are signed: the signature covers
-            // the sealed body's hash.
-            // `scope` is the stream's wire id, as the tenant's vector and the mailbox name it.
-            if let (Some(scope_key), Some(dk)) = (mailbox.scope_key(scope)?, mailbox.digest_key()?)
-            {
-                let mut nonce = [0u8; outpost_protocol::seal::NONCE_LEN];
-                getrandom::getrandom(&mut nonce).map_err(|e| {
-                    TenantError::Mailbox(MailboxError::Random {
-                        what: "a sealing nonce",
-                        detail: e.to_string(),
-                    })
-                })?;
-                blob = outpost_protocol::seal::seal_batch(&blob, &scope_key, &dk, nonce)
-                    .map_err(|source| TenantError::Seal { since, source })?;
-            }
-            outpost_protocol::batch::signature::sign(&mut blob, key)
-                .map_err(|source| TenantError::Sign { since, source })?;
-            let staged = mailbox.stage(0, blob)?;
-            if staged.scope != scope {
-                return Err(TenantError::WrongStream {
-                    asked: scope.to_string(),
-                    got: staged.scope,
-                });
-            }
-            if staged.origin != self.site {
-                return Err(TenantError::ForeignOrigin {
-                    origin: staged.origin,
-                    site: self.site,
-                });
-            }
-            if staged.range.hi <= since {
-                break;
-            }
-            if staged.range.lo > since + 1 {
-                return Err(TenantError::ExportGap {
-                    lo: staged.range.lo,
-                    hi: staged.range.hi,
-                    covered: since,
-                });
-            }
-            let hi = staged.range.hi;
-            mailbox.commit(std::slice::from_ref(&staged))?;
-            log::info!(
-                "tenant exported batch origin={} stream={scope:?} seqs={}..={hi} bytes={}",
-                self.site,
-                staged.range.lo,
-                staged.bytes.len()
-            );
-            since = hi;
-            stored += 1;
-        }
-        Ok(stored)
     }
 
     /// The tenant's scope rules: the cloud's control entries (`directory`) and the tracked
@@ -827,5 +439,97 @@ impl Tenant {
                 })? as u64)
         };
         count().map_err(|source| TenantError::Quarantine { source })
+    }
+}
+
+impl TenantStore for Tenant {
+    fn site(&self) -> SiteId {
+        self.site
+    }
+
+    fn vector(&mut self) -> Result<VersionVector, TenantError> {
+        Tenant::vector(self)
+    }
+
+    fn rules(&mut self, directory: &Directory) -> Result<TenantRules, TenantError> {
+        self.scope_rules(directory)
+    }
+
+    fn refused(&mut self) -> Result<Vec<RefusedBatch>, TenantError> {
+        Tenant::refused(self)
+    }
+
+    fn before_round(&mut self, mailbox: &mut Mailbox) -> Result<(), TenantError> {
+        // The engine opens sealed batches itself, with the keys copied into its database.
+        keys::install(&self.conn, mailbox)
+            .map(drop)
+            .map_err(TenantError::Keys)
+    }
+
+    fn make_tables(&mut self, tables: &[TableSchema]) -> Result<(), ApplyError> {
+        let changes = schema::ensure(&self.conn, tables).map_err(ApplyError::Schema)?;
+        if !changes.is_empty() {
+            for c in &changes {
+                log::info!("tenant schema from batch header: {c:?}");
+            }
+            self.refresh_triggers().map_err(ApplyError::Changelog)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, bytes: &[u8], batch: Batch) -> Result<(u64, u64), ApplyError> {
+        // The engine decodes the batch again to apply it: the judged copy goes first.
+        drop(batch);
+        let out: String = self
+            .conn
+            .query_row("SELECT outpost_apply(?1)", [bytes], |r| r.get(0))
+            .map_err(ApplyError::Apply)?;
+        let counts: serde_json::Value = serde_json::from_str(&out).map_err(ApplyError::Counts)?;
+        let n = |k: &str| {
+            counts
+                .get(k)
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0)
+        };
+        Ok((n("applied"), n("quarantined")))
+    }
+
+    fn refuse(
+        &mut self,
+        origin: SiteId,
+        scope: &str,
+        range: SeqRange,
+        reason: &str,
+    ) -> Result<(), ApplyError> {
+        refused::refuse(&self.conn, origin, scope, range, reason, ingest::now_ms())
+            .map_err(ApplyError::Refuse)
+    }
+
+    fn own_streams(
+        &mut self,
+        _mailbox: &mut Mailbox,
+        held: &VersionVector,
+    ) -> Result<Vec<(String, String)>, TenantError> {
+        // The engine's vector names its own streams by wire id, and exports by it.
+        Ok(Tenant::vector(self)?
+            .iter()
+            .filter(|(s, &written)| s.origin == self.site && written > held.get(s))
+            .map(|(s, _)| (s.scope.clone(), s.scope.clone()))
+            .collect())
+    }
+
+    fn export_batch(
+        &mut self,
+        name: &str,
+        since: u64,
+        max_bytes: i64,
+    ) -> Result<Option<Vec<u8>>, TenantError> {
+        self.conn
+            .query_row(
+                "SELECT outpost_changes(?1, ?2, ?3)",
+                rusqlite::params![since as i64, max_bytes, name],
+                |r| r.get(0),
+            )
+            .map_err(|source| TenantError::Export { since, source })
     }
 }

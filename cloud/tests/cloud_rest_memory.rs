@@ -119,7 +119,7 @@ fn a_17_mib_push_adds_at_most_4x_its_body_to_the_heap() {
     let files = TlsFiles::in_data_dir(&path);
     https::ensure_self_signed(&files).unwrap();
     let tls = https::server_config(&files).unwrap();
-    let cloud = Cloud::open(dir).unwrap();
+    let cloud = Cloud::open(dir, None).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {

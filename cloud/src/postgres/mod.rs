@@ -9,8 +9,9 @@
 //! [`apply`] merges a device's batch into these tables through the store-agnostic apply core
 //! (`outpost_apply_core`) over [`store`], the core's store in PostgreSQL.
 //!
-//! Not here yet: the mailbox and sync state in the `outpost` schema, serving the captured
-//! changes, several processes. `outpost-cloud run` refuses a PostgreSQL tenant until they are.
+//! [`tenant`] serves it: the cloud's shared ingest and export over these tables.
+//!
+//! Not here yet: the mailbox and sync state in the `outpost` schema, several processes.
 
 pub mod app_tables;
 pub mod apply;
@@ -23,9 +24,11 @@ pub mod pg_value;
 pub mod rights;
 pub mod setup;
 pub mod store;
+pub mod tenant;
 
 pub use app_tables::{AppTableError, TableChange};
 pub use connect::{ConnectError, Target};
 pub use meta::{Meta, MetaError, Prepared};
 pub use rights::RightsError;
 pub use setup::{SetupError, Store};
+pub use tenant::{PgTenant, PgTenantError};

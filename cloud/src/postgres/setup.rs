@@ -66,10 +66,12 @@ pub enum SetupError {
     Rights(RightsError),
     /// The `outpost` schema could not be made, or belongs to another tenant.
     Meta(MetaError),
-    /// `run` on a PostgreSQL tenant: it cannot serve yet.
-    CannotServeYet {
-        /// Where it is (`None`: the URL does not parse).
-        target: Option<Target>,
+    /// `run --postgres URL` for a data directory whose tenant is SQLite.
+    NotInitialized {
+        /// The data directory.
+        path: PathBuf,
+        /// The database named (`None`: the URL does not parse).
+        given: Option<Box<Target>>,
     },
 }
 
@@ -95,15 +97,19 @@ impl fmt::Display for SetupError {
             SetupError::Connect(e) => e.fmt(f),
             SetupError::Rights(e) => e.fmt(f),
             SetupError::Meta(e) => e.fmt(f),
-            SetupError::CannotServeYet { target } => {
-                match target {
-                    Some(t) => write!(f, "the tenant is in PostgreSQL ({t}), ")?,
-                    None => f.write_str("the tenant is in PostgreSQL, ")?,
+            SetupError::NotInitialized { path, given } => {
+                write!(
+                    f,
+                    "{}'s tenant is SQLite, not in PostgreSQL",
+                    path.display()
+                )?;
+                if let Some(t) = given {
+                    write!(f, " ({t})")?;
                 }
                 f.write_str(
-                    "and the PostgreSQL tenant cannot serve yet (issue 21: applying batches, the \
-                     mailbox and sync state in PostgreSQL are not built); `run` serves the SQLite \
-                     tenant of a data directory made without --postgres",
+                    ": a tenant's store is chosen by `outpost-cloud init --postgres URL` on a new \
+                     data directory; run without --postgres (and OUTPOST_POSTGRES_URL unset) to \
+                     serve it",
                 )
             }
         }
@@ -122,7 +128,7 @@ impl std::error::Error for SetupError {
             SetupError::Meta(e) => e.source(),
             SetupError::HoldsSqliteTenant { .. }
             | SetupError::OtherDatabase { .. }
-            | SetupError::CannotServeYet { .. } => None,
+            | SetupError::NotInitialized { .. } => None,
         }
     }
 }
@@ -154,18 +160,7 @@ pub fn init(dir: &DataDir, url: &str) -> Result<Initialized, SetupError> {
     let given = connect::target(url).map_err(SetupError::Connect)?;
     let control = dir.control()?;
     match control.setting(POSTGRES_URL)? {
-        Some(stored) => {
-            if let Ok(stored) = connect::target(&stored) {
-                let same = (&stored.host, stored.port, &stored.database)
-                    == (&given.host, given.port, &given.database);
-                if !same {
-                    return Err(SetupError::OtherDatabase {
-                        stored: Box::new(stored),
-                        given: Box::new(given),
-                    });
-                }
-            }
-        }
+        Some(stored) => check_same_database(&stored, given)?,
         None => {
             let path = dir.tenant_path();
             let failed = |source| SetupError::SqliteTenant {
@@ -190,6 +185,23 @@ pub fn init(dir: &DataDir, url: &str) -> Result<Initialized, SetupError> {
     Ok(Initialized { target, prepared })
 }
 
+/// Refuses `given` unless it names the database of the `stored` URL (host, port and database:
+/// the role and password may change). A stored URL that no longer parses is replaced.
+fn check_same_database(stored: &str, given: Target) -> Result<(), SetupError> {
+    match connect::target(stored) {
+        Ok(stored)
+            if (&stored.host, stored.port, &stored.database)
+                != (&given.host, given.port, &given.database) =>
+        {
+            Err(SetupError::OtherDatabase {
+                stored: Box::new(stored),
+                given: Box::new(given),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Where `dir`'s tenant lives.
 pub fn store(dir: &DataDir) -> Result<Store, SetupError> {
     Ok(match dir.control()?.setting(POSTGRES_URL)? {
@@ -202,13 +214,22 @@ pub fn store(dir: &DataDir) -> Result<Store, SetupError> {
     })
 }
 
-/// Refuses to serve a PostgreSQL tenant: one recorded in `dir`, or named by `url` (`run
-/// --postgres URL`, `OUTPOST_POSTGRES_URL`).
-pub fn check_servable(dir: &DataDir, url: Option<&str>) -> Result<(), SetupError> {
-    let target = match (url, store(dir)?) {
-        (Some(url), _) => connect::target(url).ok(),
-        (None, Store::Postgres { target }) => target,
-        (None, Store::Sqlite { .. }) => return Ok(()),
-    };
-    Err(SetupError::CannotServeYet { target })
+/// The PostgreSQL database `run` serves `dir`'s tenant from: the URL `init --postgres` recorded,
+/// or `given` (`run --postgres URL`, `OUTPOST_POSTGRES_URL`: e.g. a new password) when it names
+/// the same database; `None` for a SQLite tenant. A URL given for a SQLite tenant, or naming
+/// another database, is refused: `run` never moves a tenant.
+pub fn serving_url(dir: &DataDir, given: Option<&str>) -> Result<Option<String>, SetupError> {
+    let stored = dir.control()?.setting(POSTGRES_URL)?;
+    match (stored, given) {
+        (None, None) => Ok(None),
+        (None, Some(url)) => Err(SetupError::NotInitialized {
+            path: dir.path.clone(),
+            given: connect::target(url).ok().map(Box::new),
+        }),
+        (Some(stored), None) => Ok(Some(stored)),
+        (Some(stored), Some(url)) => {
+            check_same_database(&stored, connect::target(url).map_err(SetupError::Connect)?)?;
+            Ok(Some(url.to_string()))
+        }
+    }
 }

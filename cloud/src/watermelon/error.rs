@@ -19,6 +19,8 @@ pub enum RestError {
     Mailbox(outpost_mailbox::MailboxError),
     /// Reading the token's rights from the control file failed.
     Control(crate::control::ControlError),
+    /// The tenant is in PostgreSQL, which the REST API does not serve yet (HTTP 501).
+    OnPostgres,
 }
 
 impl fmt::Display for RestError {
@@ -30,6 +32,10 @@ impl fmt::Display for RestError {
             RestError::Encode(_) => f.write_str("writing the answer as JSON"),
             RestError::Mailbox(_) => f.write_str("reading the tenant's table settings"),
             RestError::Control(_) => f.write_str("reading the api token's rights"),
+            RestError::OnPostgres => f.write_str(
+                "the WatermelonDB REST API does not serve a tenant in PostgreSQL yet: apps sync \
+                 with the outpost protocol, and the back office writes the tables directly",
+            ),
         }
     }
 }
@@ -44,6 +50,7 @@ impl std::error::Error for RestError {
             RestError::Encode(e) => Some(e),
             RestError::Mailbox(e) => Some(e),
             RestError::Control(e) => Some(e),
+            RestError::OnPostgres => None,
         }
     }
 }
@@ -300,6 +307,7 @@ impl PushError {
             | PushError::Rejected { .. }
             | PushError::Commit(_) => 400,
             PushError::Conflict { .. } => 409,
+            PushError::Internal(RestError::OnPostgres) => 501,
             PushError::Internal(_) => 500,
         }
     }
@@ -312,6 +320,7 @@ impl PushError {
                 format!("{self}: {source}")
             }
             PushError::NotJson(e) => format!("{self}: {e}"),
+            PushError::Internal(e @ RestError::OnPostgres) => e.to_string(),
             PushError::Internal(_) => "server error".into(),
             PushError::Invalid(_) | PushError::Conflict { .. } => self.to_string(),
         }

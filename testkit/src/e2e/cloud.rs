@@ -59,6 +59,28 @@ impl Cloud {
         }
     }
 
+    /// `outpost-cloud init --postgres URL` (sealed unless `unsealed`), to listen on 127.0.0.1 at
+    /// a free port; not running yet (`run` reads the URL from the data directory).
+    pub fn init_postgres(data: &Path, url: &str, unsealed: bool) -> Cloud {
+        let kind: &[&str] = if unsealed { &["--unsealed"] } else { &[] };
+        run_ok(
+            Command::new(&built().cloud)
+                .arg("init")
+                .args(kind)
+                .arg("--data")
+                .arg(data)
+                .args(["--postgres", url]),
+        );
+        Cloud {
+            data: data.to_path_buf(),
+            port: free_port(),
+            ip: Ipv4Addr::LOCALHOST,
+            netns: None,
+            https: None,
+            child: None,
+        }
+    }
+
     /// `init` on loopback, then `start`.
     pub fn running(data: &Path) -> Cloud {
         let mut cloud = Cloud::init(data);
