@@ -23,7 +23,7 @@ use crate::error::MailboxError;
 use crate::mailbox::Mailbox;
 use outpost_protocol::batch::codec::{decode_header, Limits};
 use outpost_protocol::Hlc;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use outpost_sql::{Connection, TransactionBehavior};
 
 const TABLE: &str = "CREATE TABLE clock_admission(
     id INTEGER PRIMARY KEY CHECK (id = 0),
@@ -51,16 +51,8 @@ fn from_sql(v: i64) -> Hlc {
 
 /// Creates the table in a file made before it, filled from the batches it holds. Run at every
 /// open; a file that has it costs one lookup.
-pub(crate) fn ensure(conn: &mut Connection) -> Result<(), rusqlite::Error> {
-    let exists = |c: &Connection| {
-        c.query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'clock_admission'",
-            [],
-            |_| Ok(()),
-        )
-        .optional()
-        .map(|r| r.is_some())
-    };
+pub(crate) fn ensure(conn: &mut Connection) -> Result<(), outpost_sql::Error> {
+    let exists = |c: &Connection| c.has_table("clock_admission");
     if exists(conn)? {
         return Ok(());
     }
@@ -79,14 +71,15 @@ pub(crate) fn ensure(conn: &mut Connection) -> Result<(), rusqlite::Error> {
 
 /// The highest max HLC of the held batches (undecodable ones skipped: `Mailbox::check` reports
 /// those through the ranges and SQLite).
-fn held_highest(conn: &Connection) -> Result<Hlc, rusqlite::Error> {
+fn held_highest(conn: &Connection) -> Result<Hlc, outpost_sql::Error> {
     let mut highest = Hlc::ZERO;
-    let mut st = conn.prepare("SELECT bytes FROM batches")?;
-    let mut rows = st.query([])?;
-    while let Some(row) = rows.next()? {
+    // Each row is read and dropped in turn: one batch's bytes in memory at a time.
+    for seen in conn.query_map("SELECT bytes FROM batches", (), |row| {
         let bytes: Vec<u8> = row.get(0)?;
-        if let Ok(h) = decode_header(&bytes, &Limits::default()) {
-            highest = highest.max(h.max_hlc);
+        Ok(decode_header(&bytes, &Limits::default()).map(|h| h.max_hlc))
+    })? {
+        if let Ok(hlc) = seen? {
+            highest = highest.max(hlc);
         }
     }
     Ok(highest)
@@ -94,7 +87,7 @@ fn held_highest(conn: &Connection) -> Result<Hlc, rusqlite::Error> {
 
 /// Why [`check`] failed.
 pub(crate) enum CheckError {
-    Sqlite(rusqlite::Error),
+    Sqlite(outpost_sql::Error),
     /// The stored figure is not the held batches' highest clock.
     Differs {
         stored: Hlc,
@@ -108,7 +101,7 @@ pub(crate) fn check(conn: &Connection) -> Result<(), CheckError> {
     let stored: i64 = conn
         .query_row(
             "SELECT highest_admitted FROM clock_admission WHERE id = 0",
-            [],
+            (),
             |r| r.get(0),
         )
         .map_err(CheckError::Sqlite)?;
@@ -123,10 +116,10 @@ pub(crate) fn check(conn: &Connection) -> Result<(), CheckError> {
 }
 
 /// The highest clock admitted, as stored.
-pub(crate) fn highest(conn: &Connection) -> Result<Hlc, rusqlite::Error> {
+pub(crate) fn highest(conn: &Connection) -> Result<Hlc, outpost_sql::Error> {
     conn.query_row(
         "SELECT highest_admitted FROM clock_admission WHERE id = 0",
-        [],
+        (),
         |r| r.get(0),
     )
     .map(from_sql)
@@ -135,7 +128,7 @@ pub(crate) fn highest(conn: &Connection) -> Result<Hlc, rusqlite::Error> {
 /// Sets the highest clock admitted to the held batches' highest, inside the transaction that
 /// removed a damaged batch which may have held it (`damage.rs`): the figure never names a batch
 /// that is not held. Reads every held batch's header, so it runs only then.
-pub(crate) fn recompute(conn: &Connection) -> Result<(), rusqlite::Error> {
+pub(crate) fn recompute(conn: &Connection) -> Result<(), outpost_sql::Error> {
     let held = held_highest(conn)?;
     conn.execute(
         "UPDATE clock_admission SET highest_admitted = ?1 WHERE id = 0",
@@ -145,10 +138,10 @@ pub(crate) fn recompute(conn: &Connection) -> Result<(), rusqlite::Error> {
 }
 
 /// Raises the highest clock admitted to `hlc`, inside the transaction storing the batch.
-pub(crate) fn raise(conn: &Connection, hlc: Hlc) -> Result<(), rusqlite::Error> {
+pub(crate) fn raise(conn: &Connection, hlc: Hlc) -> Result<(), outpost_sql::Error> {
     let held: i64 = conn.query_row(
         "SELECT highest_admitted FROM clock_admission WHERE id = 0",
-        [],
+        (),
         |r| r.get(0),
     )?;
     if hlc > from_sql(held) {
@@ -166,7 +159,7 @@ impl Mailbox {
         self.conn
             .query_row(
                 "SELECT highest_admitted, clock_ahead_refused FROM clock_admission WHERE id = 0",
-                [],
+                (),
                 |r| {
                     Ok(ClockAdmission {
                         highest_admitted: from_sql(r.get(0)?),
@@ -187,7 +180,7 @@ impl Mailbox {
         self.conn
             .execute(
                 "UPDATE clock_admission SET clock_ahead_refused = clock_ahead_refused + 1 WHERE id = 0",
-                [],
+                (),
             )
             .map(|_| ())
             .map_err(|e| self.sql(e))

@@ -35,7 +35,7 @@ use outpost_protocol::handshake::{Keypair, PublicKey};
 use outpost_protocol::message::PeerRole;
 use outpost_protocol::scope::Scopes;
 use outpost_protocol::{ControlVector, SiteId};
-use rusqlite::{params, TransactionBehavior};
+use outpost_sql::{params, TransactionBehavior};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -450,10 +450,7 @@ impl Mailbox {
 
     /// Admits the stored rows the directory lacks, when the table may have changed.
     fn refresh_directory(&mut self) -> Result<(), MailboxError> {
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
-            .map_err(|e| self.sql(e))?;
+        let version: i64 = self.conn.data_version().map_err(|e| self.sql(e))?;
         if self.control.loaded.is_some_and(|(v, _)| v == version) {
             return Ok(());
         }
@@ -463,7 +460,7 @@ impl Mailbox {
         }
         let count: i64 = self
             .conn
-            .query_row("SELECT count(*) FROM control_entries", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM control_entries", (), |r| r.get(0))
             .map_err(|e| self.sql(e))?;
         if self.control.loaded.is_some_and(|(_, c)| c == count) {
             self.control.loaded = Some((version, count));
@@ -481,25 +478,31 @@ impl Mailbox {
         let mut rows: Vec<ControlEntry> = Vec::new();
         let mut bad = 0usize;
         {
-            let mut stmt = self
+            // Entries the directory holds already are skipped before their bytes are read.
+            // Per row: `None` undecodable, `Some(None)` held already, `Some(Some(entry))`.
+            let read = self
                 .conn
-                .prepare_cached("SELECT writer, seq, bytes FROM control_entries")
+                .query_map("SELECT writer, seq, bytes FROM control_entries", (), |r| {
+                    let writer: Vec<u8> = r.get(0)?;
+                    let seq: i64 = r.get(1)?;
+                    let Some(writer) = SiteId::from_slice(&writer) else {
+                        return Ok(None);
+                    };
+                    if (seq as u64) <= have.get(&writer) {
+                        return Ok(Some(None));
+                    }
+                    let bytes: Vec<u8> = r.get(2)?;
+                    Ok(match decode_entry(&bytes) {
+                        Ok(e) if e.writer == writer && e.seq == seq as u64 => Some(Some(e)),
+                        _ => None,
+                    })
+                })
                 .map_err(|e| self.sql(e))?;
-            let mut q = stmt.query([]).map_err(|e| self.sql(e))?;
-            while let Some(r) = q.next().map_err(|e| self.sql(e))? {
-                let writer: Vec<u8> = r.get(0).map_err(|e| self.sql(e))?;
-                let seq: i64 = r.get(1).map_err(|e| self.sql(e))?;
-                let Some(writer) = SiteId::from_slice(&writer) else {
-                    bad += 1;
-                    continue;
-                };
-                if (seq as u64) <= have.get(&writer) {
-                    continue;
-                }
-                let bytes: Vec<u8> = r.get(2).map_err(|e| self.sql(e))?;
-                match decode_entry(&bytes) {
-                    Ok(e) if e.writer == writer && e.seq == seq as u64 => rows.push(e),
-                    _ => bad += 1,
+            for entry in read {
+                match entry.map_err(|e| self.sql(e))? {
+                    Some(Some(e)) => rows.push(e),
+                    Some(None) => {}
+                    None => bad += 1,
                 }
             }
         }

@@ -29,7 +29,7 @@ use crate::error::MailboxError;
 use crate::mailbox::{advance_coverage, Mailbox};
 use outpost_protocol::batch::codec::{verify, DecodeError, Limits};
 use outpost_protocol::{SeqRange, SiteId, StreamId};
-use rusqlite::{params, Connection, OptionalExtension};
+use outpost_sql::{params, Connection, OptionalExtension};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -222,7 +222,7 @@ impl Mailbox {
     /// Damaged batches removed so far (status pages).
     pub fn damaged_count(&self) -> Result<u64, MailboxError> {
         self.conn
-            .query_row("SELECT count(*) FROM damaged", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT count(*) FROM damaged", (), |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|e| self.sql(e))
     }
@@ -234,7 +234,7 @@ fn remove_in(
     conn: &Connection,
     row: &Row<'_>,
     damage: &Damage,
-) -> Result<Option<u64>, rusqlite::Error> {
+) -> Result<Option<u64>, outpost_sql::Error> {
     // The bytes are compared so that a good copy stored since, under a reused row id, stays.
     let removed = conn.execute(
         "DELETE FROM batches WHERE id = ?1 AND bytes = ?2",

@@ -12,7 +12,7 @@ use crate::error::MailboxError;
 use crate::mailbox::Mailbox;
 use outpost_protocol::message::Drain;
 use outpost_protocol::SiteId;
-use rusqlite::{params, OptionalExtension};
+use outpost_sql::{params, OptionalExtension};
 
 /// Created at every open.
 pub(crate) const DRAINS_SCHEMA: &str = "

@@ -15,7 +15,7 @@ pub enum MailboxError {
         /// The mailbox file.
         path: PathBuf,
         /// SQLite's error.
-        source: rusqlite::Error,
+        source: outpost_sql::Error,
     },
     /// Incoming bytes are not a valid batch header; nothing was stored.
     Decode {

@@ -31,7 +31,7 @@ use crate::error::MailboxError;
 use crate::mailbox::Mailbox;
 use outpost_protocol::id_range::{IdRange, IdRequest, RequestId, MAX_ID_BLOCK};
 use outpost_protocol::SiteId;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use outpost_sql::{params, OptionalExtension, TransactionBehavior};
 
 /// Numbers a hub asks the cloud for at least, per refill.
 pub const HUB_BLOCK: u64 = 10_000;
@@ -94,7 +94,7 @@ impl Mailbox {
             .conn
             .query_row(
                 "SELECT value FROM id_settings WHERE name = 'mode'",
-                [],
+                (),
                 |r| r.get(0),
             )
             .optional()
@@ -191,7 +191,7 @@ impl Mailbox {
             if (used as u64).saturating_add(request.count) > quota.numbers {
                 tx.execute(
                     "INSERT INTO id_over_quota(sequence, refused) VALUES (?1, 1) \
-                     ON CONFLICT(sequence) DO UPDATE SET refused = refused + 1",
+                     ON CONFLICT(sequence) DO UPDATE SET refused = id_over_quota.refused + 1",
                     [&request.sequence],
                 )
                 .map_err(sql)?;
@@ -357,7 +357,7 @@ impl Mailbox {
                 )
                 .map_err(sql)?;
             let rows: Vec<(String, i64, i64, i64)> = due
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .map_err(sql)?
                 .collect::<Result<_, _>>()
                 .map_err(sql)?;
@@ -367,10 +367,15 @@ impl Mailbox {
                     continue;
                 }
                 let count = block.max(demand.saturating_mul(2)).clamp(1, MAX_ID_BLOCK);
+                let mut request = [0u8; 16];
+                getrandom::getrandom(&mut request).map_err(|e| MailboxError::Random {
+                    what: "an id request's id",
+                    detail: e.to_string(),
+                })?;
                 tx.execute(
                     "INSERT INTO id_refills(request, sequence, count, above) \
-                     VALUES (randomblob(16), ?1, ?2, ?3)",
-                    params![sequence, int(count), root_high],
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![request, sequence, int(count), root_high],
                 )
                 .map_err(sql)?;
             }
@@ -379,7 +384,7 @@ impl Mailbox {
             .prepare("SELECT request, sequence, count, above FROM id_refills ORDER BY sequence")
             .map_err(sql)?;
         let out = all
-            .query_map([], |r| {
+            .query_map((), |r| {
                 let id: Vec<u8> = r.get(0)?;
                 let mut request = [0u8; 16];
                 request.copy_from_slice(&id);
@@ -413,8 +418,8 @@ impl Mailbox {
                     WHERE d.sequence NOT IN (SELECT sequence FROM id_refills)
                     GROUP BY d.sequence
                     HAVING sum(d.count) > coalesce((SELECT sum(last - first + 1) FROM id_pool p
-                                                    WHERE p.sequence = d.sequence), 0))",
-                [],
+                                                    WHERE p.sequence = d.sequence), 0)) short",
+                (),
                 |r| r.get(0),
             )
             .map_err(|e| self.sql(e))?;
@@ -483,7 +488,7 @@ impl Mailbox {
             )
             .map_err(|e| self.sql(e))?;
         let rows = s
-            .query_map([], |r| {
+            .query_map((), |r| {
                 Ok(IdSequenceStatus {
                     sequence: r.get(0)?,
                     next: r.get::<_, i64>(1)? as u64,

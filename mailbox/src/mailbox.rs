@@ -44,7 +44,7 @@ use outpost_protocol::batch::codec::{verify, Limits};
 use outpost_protocol::message::Regain;
 use outpost_protocol::scope::Scopes;
 use outpost_protocol::{Hlc, SeqRange, SiteId, StreamId, VersionVector};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use outpost_sql::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -310,11 +310,11 @@ impl Mailbox {
         limits: Limits,
     ) -> Result<Mailbox, MailboxError> {
         let path = path.as_ref().to_path_buf();
-        let sql = |source| MailboxError::Sqlite {
+        let sql = |source: rusqlite::Error| MailboxError::Sqlite {
             path: path.clone(),
-            source,
+            source: source.into(),
         };
-        let conn = Connection::open(&path).map_err(sql)?;
+        let conn = rusqlite::Connection::open(&path).map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(sql)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -349,6 +349,58 @@ impl Mailbox {
             ))
             .map_err(sql)?;
         }
+        Mailbox::with_tables(conn.into(), path, limits)
+    }
+
+    /// The mailbox of a cloud whose tenant is in PostgreSQL: its tables in schema `schema` of
+    /// `client`'s database (made if missing), shared by every process serving the tenant. Its
+    /// write transactions take the schema's advisory lock, as SQLite's file takes one writer.
+    /// `location` names it in errors (never with a password).
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(
+        client: postgres::Client,
+        schema: &str,
+        location: &str,
+        limits: Limits,
+    ) -> Result<Mailbox, MailboxError> {
+        let path = PathBuf::from(location);
+        let sql = |source| MailboxError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::postgres(client, schema).map_err(sql)?;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {SCHEMA} \
+             CREATE TABLE IF NOT EXISTS schema_version(id INTEGER PRIMARY KEY CHECK (id = 0), \
+               version INTEGER NOT NULL); \
+             INSERT OR IGNORE INTO schema_version(id, version) VALUES (0, {SCHEMA_VERSION}); COMMIT;"
+        ))
+        .map_err(sql)?;
+        let found: i64 = conn
+            .query_row("SELECT version FROM schema_version WHERE id = 0", (), |r| {
+                r.get(0)
+            })
+            .map_err(sql)?;
+        if found != SCHEMA_VERSION {
+            return Err(MailboxError::SchemaVersion {
+                path,
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        Mailbox::with_tables(conn, path, limits)
+    }
+
+    /// Makes the tables every open adds where missing, over `conn`.
+    fn with_tables(
+        conn: Connection,
+        path: PathBuf,
+        limits: Limits,
+    ) -> Result<Mailbox, MailboxError> {
+        let sql = |source| MailboxError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         conn.execute_batch(CONTROL_SCHEMA).map_err(sql)?;
         conn.execute_batch(crate::drains::DRAINS_SCHEMA)
             .map_err(sql)?;
@@ -373,7 +425,7 @@ impl Mailbox {
         &self.path
     }
 
-    pub(crate) fn sql(&self, source: rusqlite::Error) -> MailboxError {
+    pub(crate) fn sql(&self, source: outpost_sql::Error) -> MailboxError {
         MailboxError::Sqlite {
             path: self.path.clone(),
             source,
@@ -473,13 +525,15 @@ impl Mailbox {
             let (lo, hi) = to_i64(b.origin, b.range)?;
             let held = fully_held(&tx, &b.origin, b.scope, lo, hi).map_err(sql)?;
             if !held {
-                tx.execute(
-                    "INSERT INTO batches(origin, stream, lo, hi, sha256, bytes) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![b.origin.as_bytes(), b.scope, lo, hi, b.sha256, b.bytes],
-                )
-                .map_err(sql)?;
-                good.push((tx.last_insert_rowid(), b.sha256));
+                let id: i64 = tx
+                    .query_row(
+                        "INSERT INTO batches(origin, stream, lo, hi, sha256, bytes) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                        params![b.origin.as_bytes(), b.scope, lo, hi, b.sha256, b.bytes],
+                        |r| r.get(0),
+                    )
+                    .map_err(sql)?;
+                good.push((id, b.sha256));
                 touched.insert((b.origin, b.scope));
                 highest = highest.max(b.max_hlc);
             }
@@ -537,7 +591,7 @@ impl Mailbox {
             .prepare_cached("SELECT origin, stream, covered FROM coverage")
             .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map((), |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, String>(1)?,
@@ -781,7 +835,7 @@ impl Mailbox {
             seqs += covered - theirs;
             let n: i64 = count
                 .query_row(
-                    rusqlite::params![
+                    outpost_sql::params![
                         stream.origin.as_bytes(),
                         stream.scope,
                         theirs as i64,
@@ -807,7 +861,7 @@ impl Mailbox {
             )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map((), |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, i64>(1)?,
@@ -844,10 +898,7 @@ impl Mailbox {
             path: self.path.clone(),
             detail,
         };
-        let verdict: String = self
-            .conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .map_err(|e| self.sql(e))?;
+        let verdict: String = self.conn.integrity_check().map_err(|e| self.sql(e))?;
         if verdict != "ok" {
             return Err(corrupt(format!("integrity_check: {verdict}")));
         }
@@ -860,7 +911,7 @@ impl Mailbox {
             )
             .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map((), |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, String>(1)?,
@@ -906,15 +957,17 @@ fn fully_held(
     scope: &str,
     lo: i64,
     hi: i64,
-) -> Result<bool, rusqlite::Error> {
+) -> Result<bool, outpost_sql::Error> {
     let mut stmt = conn.prepare_cached(
         "SELECT lo, hi FROM batches WHERE origin = ?1 AND stream = ?2 AND hi >= ?3 AND lo <= ?4 \
          ORDER BY lo",
     )?;
-    let mut rows = stmt.query(params![origin.as_bytes(), scope, lo, hi])?;
+    let rows = stmt.query_map(params![origin.as_bytes(), scope, lo, hi], |row| {
+        Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+    })?;
     let mut need = lo; // first seq not yet known to be held
-    while let Some(row) = rows.next()? {
-        let (l, h): (i64, i64) = (row.get(0)?, row.get(1)?);
+    for row in rows {
+        let (l, h) = row?;
         if l > need {
             return Ok(false);
         }
@@ -928,7 +981,7 @@ fn fully_held(
     Ok(false)
 }
 
-fn coverage_of(conn: &Connection, origin: &SiteId, scope: &str) -> Result<u64, rusqlite::Error> {
+fn coverage_of(conn: &Connection, origin: &SiteId, scope: &str) -> Result<u64, outpost_sql::Error> {
     Ok(conn
         .prepare_cached("SELECT covered FROM coverage WHERE origin = ?1 AND stream = ?2")?
         .query_row(params![origin.as_bytes(), scope], |r| r.get::<_, i64>(0))
@@ -942,7 +995,7 @@ pub(crate) fn advance_coverage(
     conn: &Connection,
     origin: &SiteId,
     scope: &str,
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), outpost_sql::Error> {
     let before = coverage_of(conn, origin, scope)? as i64;
     let mut covered = before;
     let mut held = conn.prepare_cached(

@@ -35,7 +35,7 @@ use outpost_protocol::scope::Scopes;
 use outpost_protocol::seal::envelope::{wrap_keys, KeyEntry, KeySet, MAX_ENTRIES};
 use outpost_protocol::seal::{DigestKey, ScopeKey};
 use outpost_protocol::SiteId;
-use rusqlite::{params, OptionalExtension};
+use outpost_sql::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -188,7 +188,7 @@ impl Mailbox {
     pub fn digest_key(&self) -> Result<Option<DigestKey>, MailboxError> {
         let key: Option<Vec<u8>> = self
             .conn
-            .query_row("SELECT key FROM digest_key WHERE id = 0", [], |r| r.get(0))
+            .query_row("SELECT key FROM digest_key WHERE id = 0", (), |r| r.get(0))
             .optional()
             .map_err(|e| self.sql(e))?;
         Ok(key
@@ -268,7 +268,7 @@ impl Mailbox {
             .prepare("SELECT scope, max(epoch) FROM scope_keys GROUP BY scope ORDER BY scope")
             .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(|e| self.sql(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
     }
@@ -539,7 +539,7 @@ impl Mailbox {
     /// How many devices' envelopes this box holds (a hub's status).
     pub fn envelopes_held(&self) -> Result<u64, MailboxError> {
         self.conn
-            .query_row("SELECT count(*) FROM key_envelopes", [], |r| {
+            .query_row("SELECT count(*) FROM key_envelopes", (), |r| {
                 r.get::<_, i64>(0)
             })
             .map(|n| n.max(0) as u64)

@@ -15,7 +15,7 @@
 
 use crate::error::MailboxError;
 use crate::mailbox::{advance_coverage, Mailbox};
-use rusqlite::params;
+use outpost_sql::params;
 use std::collections::BTreeSet;
 
 /// Created at every open.
@@ -45,7 +45,7 @@ impl Mailbox {
             .collect();
         let sql = |e| self.sql(e);
         self.conn.execute_batch("SAVEPOINT voids").map_err(sql)?;
-        let r = (|| -> Result<(), rusqlite::Error> {
+        let r = (|| -> Result<(), outpost_sql::Error> {
             let mut touched = BTreeSet::new();
             let mut insert = self.conn.prepare_cached(
                 "INSERT OR IGNORE INTO voids(origin, stream, lo, hi) VALUES (?1, ?2, ?3, ?4)",

@@ -3,7 +3,6 @@
 
 mod support;
 
-use outpost_mailbox::Mailbox;
 use outpost_protocol::VersionVector;
 use support::{batch, site};
 
@@ -21,7 +20,7 @@ fn serving_many_large_batches_keeps_memory_bounded() {
     const BATCHES: u64 = 64;
     const SIZE: usize = 1 << 20;
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("big.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("big.db"));
     let a = site(3);
     for seq in 1..=BATCHES {
         mb.store(vec![batch(a, seq, seq, SIZE)]).unwrap();

@@ -19,7 +19,7 @@ fn own_entries_are_numbered_signed_kept_and_written_once() {
     let path = dir.path().join("m.db");
     let hub_key = key(2);
     let device_key = key(3);
-    let mut mb = Mailbox::open(&path).unwrap();
+    let mut mb = support::store::open(&path);
     mb.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
     assert_eq!(
         mb.certify(DEVICE, device_key.public(), PeerRole::Device, false)
@@ -34,7 +34,7 @@ fn own_entries_are_numbered_signed_kept_and_written_once() {
     );
     assert_eq!(mb.key_of(&DEVICE).unwrap(), Some(*device_key.public()));
     // Another connection (the operator's revoke runs in another process) sees it and adds to it.
-    let mut other = Mailbox::open(&path).unwrap();
+    let mut other = support::store::open(&path);
     other.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
     assert_eq!(
         other
@@ -45,7 +45,7 @@ fn own_entries_are_numbered_signed_kept_and_written_once() {
     let b = *mb.directory().unwrap().binding(&DEVICE).unwrap();
     assert!(b.revoked, "the first connection sees the revocation");
     drop((mb, other));
-    let mut reopened = Mailbox::open(&path).unwrap();
+    let mut reopened = support::store::open(&path);
     reopened.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
     let mut v = ControlVector::new();
     v.set(HUB, 2);
@@ -63,13 +63,13 @@ fn own_entries_are_numbered_signed_kept_and_written_once() {
 fn the_cloud_takes_a_hubs_entries_once_it_certified_the_hub_and_recertifies_its_devices() {
     let dir = tempfile::tempdir().unwrap();
     let (cloud_key, hub_key, device_key) = (key(1), key(2), key(3));
-    let mut hub = Mailbox::open(dir.path().join("hub.db")).unwrap();
+    let mut hub = support::store::open(&dir.path().join("hub.db"));
     hub.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
     hub.certify(DEVICE, device_key.public(), PeerRole::Device, false)
         .unwrap();
     let entries = hub.control_for(&ControlVector::new()).unwrap();
 
-    let mut cloud = Mailbox::open(dir.path().join("cloud.db")).unwrap();
+    let mut cloud = support::store::open(&dir.path().join("cloud.db"));
     cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
     // Not certified yet: the hub's entry is refused (logged, not stored, not an error).
     let report = cloud.control_received(entries.clone()).unwrap();
@@ -134,7 +134,7 @@ fn the_uplink_holds_a_pulled_batch_of_an_origin_no_entry_names_until_one_does() 
         key: *cloud_key.public(),
         role: PeerRole::Cloud,
     };
-    let mut cloud = Mailbox::open(dir.path().join("cloud.db")).unwrap();
+    let mut cloud = support::store::open(&dir.path().join("cloud.db"));
     cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
     cloud
         .certify(HUB, hub_key.public(), PeerRole::Hub, false)
@@ -149,7 +149,7 @@ fn the_uplink_holds_a_pulled_batch_of_an_origin_no_entry_names_until_one_does() 
             batch(unnamed, 2, 3),
         ])
         .unwrap();
-    let mut hub = Mailbox::open(dir.path().join("hub.db")).unwrap();
+    let mut hub = support::store::open(&dir.path().join("hub.db"));
     hub.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, Some(cloud_root)));
 
     let (moved, held) = uplink_session(&mut hub, &mut cloud, &hub_key);
@@ -182,7 +182,7 @@ fn a_forged_twin_of_an_accepted_entry_is_never_what_gets_stored() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cloud.db");
     let (cloud_key, hub_key) = (key(1), key(2));
-    let mut cloud = Mailbox::open(&path).unwrap();
+    let mut cloud = support::store::open(&path);
     cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
     cloud
         .certify(HUB, hub_key.public(), PeerRole::Hub, false)
@@ -193,7 +193,7 @@ fn a_forged_twin_of_an_accepted_entry_is_never_what_gets_stored() {
     let report = cloud.control_received(vec![real, forged]).unwrap();
     assert_eq!(report.accepted, 1, "{report:?}");
     drop(cloud);
-    let mut reopened = Mailbox::open(&path).unwrap();
+    let mut reopened = support::store::open(&path);
     reopened.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
     assert_eq!(
         reopened.key_of(&DEVICE).unwrap(),
@@ -210,13 +210,13 @@ fn a_regrant_takes_a_version_above_every_writers() {
     use outpost_protocol::scope::Scopes;
     let dir = tempfile::tempdir().unwrap();
     let (cloud_key, hub_key, device_key) = (key(1), key(2), key(3));
-    let mut hub = Mailbox::open(dir.path().join("hub.db")).unwrap();
+    let mut hub = support::store::open(&dir.path().join("hub.db"));
     hub.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
     hub.certify(DEVICE, device_key.public(), PeerRole::Device, false)
         .unwrap();
     let moshi = Scopes::parse(["moshi"]).unwrap();
     hub.grant_scopes(DEVICE, &moshi, false).unwrap().unwrap();
-    let mut cloud = Mailbox::open(dir.path().join("cloud.db")).unwrap();
+    let mut cloud = support::store::open(&dir.path().join("cloud.db"));
     cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
     cloud
         .certify(HUB, hub_key.public(), PeerRole::Hub, false)
@@ -256,7 +256,7 @@ fn a_voided_range_counts_as_covered_and_is_never_served() {
         key: *cloud_key.public(),
         role: PeerRole::Cloud,
     };
-    let mut cloud = Mailbox::open(dir.path().join("cloud.db")).unwrap();
+    let mut cloud = support::store::open(&dir.path().join("cloud.db"));
     cloud.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
     cloud
         .certify(HUB, hub_key.public(), PeerRole::Hub, false)
@@ -273,7 +273,7 @@ fn a_voided_range_counts_as_covered_and_is_never_served() {
         .store(vec![batch(origin, 1, 2), batch(origin, 3, 4)])
         .unwrap();
     // A hub that pulled 3..=4 before the cloud judged it.
-    let mut early = Mailbox::open(dir.path().join("early.db")).unwrap();
+    let mut early = support::store::open(&dir.path().join("early.db"));
     early.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, Some(cloud_root)));
     uplink_session(&mut early, &mut cloud, &hub_key);
     assert_eq!(early.vector().unwrap().get(&origin.into()), 4);
@@ -299,7 +299,7 @@ fn a_voided_range_counts_as_covered_and_is_never_served() {
     assert_eq!(served(&cloud), [(1, 2), (5, 5)]);
 
     // A hub that never held it covers it from the entry and pulls what follows.
-    let mut late = Mailbox::open(dir.path().join("late.db")).unwrap();
+    let mut late = support::store::open(&dir.path().join("late.db"));
     late.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, Some(cloud_root)));
     let (moved, _) = uplink_session(&mut late, &mut cloud, &hub_key);
     assert_eq!(moved.batches_pulled, 2, "{moved:?}");

@@ -24,7 +24,7 @@ fn r(first: u64, last: u64) -> IdRange {
 #[test]
 fn root_counts_from_one_per_sequence_and_honours_the_floor() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     assert_eq!(mb.id_mode().unwrap(), IdMode::Root);
     let (a, b) = (site(1), site(2));
     assert_eq!(
@@ -60,10 +60,10 @@ fn a_repeated_request_gets_the_recorded_grant_also_after_reopening() {
     let path = dir.path().join("m.db");
     let (a, b) = (site(1), site(2));
     let first = {
-        let mut mb = Mailbox::open(&path).unwrap();
+        let mut mb = support::store::open(&path);
         mb.grant_ids(&a, &request(7, "patients", 50, 0)).unwrap()
     };
-    let mut mb = Mailbox::open(&path).unwrap();
+    let mut mb = support::store::open(&path);
     assert_eq!(
         mb.grant_ids(&a, &request(7, "patients", 50, 0)).unwrap(),
         first
@@ -83,7 +83,7 @@ fn a_repeated_request_gets_the_recorded_grant_also_after_reopening() {
 #[test]
 fn delegated_grants_come_from_the_pool_lowest_first_and_record_unmet_demand() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     let device = site(1);
     // Root first: numbers 1..=20 issued before the hub joined a cloud.
     mb.grant_ids(&device, &request(1, "patients", 20, 0))
@@ -141,12 +141,12 @@ fn delegated_grants_come_from_the_pool_lowest_first_and_record_unmet_demand() {
 fn concurrent_grantors_on_one_file_never_overlap() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db");
-    Mailbox::open(&path).unwrap();
+    support::store::open(&path);
     let threads: Vec<_> = (0..4u8)
         .map(|t| {
             let path = path.clone();
             std::thread::spawn(move || {
-                let mut mb = Mailbox::open(&path).unwrap();
+                let mut mb = support::store::open(&path);
                 let mut got = Vec::new();
                 for i in 0..40u8 {
                     let count = 1 + (t as u64 * 7 + i as u64 * 13) % 50;
@@ -175,7 +175,7 @@ fn concurrent_grantors_on_one_file_never_overlap() {
 #[test]
 fn a_pull_plan_knows_its_size_before_the_first_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     let (a, b) = (site(1), site(2));
     let held = vec![
         batch(a, 1, 3, 100),
@@ -214,7 +214,7 @@ fn a_pull_plan_knows_its_size_before_the_first_batch() {
 #[test]
 fn a_device_that_asks_again_and_again_is_held_to_its_quota_and_a_hub_is_not() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     mb.set_id_mode(IdMode::Delegated).unwrap();
     let device = site(9);
     let (quota, now) = (DEVICE_ID_QUOTA, 1_800_000_000);

@@ -35,11 +35,11 @@ fn committed_batches_survive_reopen_byte_for_byte() {
         batch(b, 1, 9, 5000),
     ];
     {
-        let mut mb = Mailbox::open(&path).unwrap();
+        let mut mb = support::store::open(&path);
         let receipts = mb.store(sent.clone()).unwrap();
         assert!(receipts.iter().all(|r| r.stored && r.covered));
     }
-    let mb = Mailbox::open(&path).unwrap();
+    let mb = support::store::open(&path);
     assert_eq!(mb.vector().unwrap(), vector(&[(a, 4), (b, 9)]));
     let got: Vec<Vec<u8>> = mb
         .batches_for(
@@ -65,7 +65,7 @@ fn committed_batches_survive_reopen_byte_for_byte() {
 #[test]
 fn restoring_a_held_batch_changes_nothing_and_reports_it_covered() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     let a = site(1);
     let first = mb.store(vec![batch(a, 1, 5, 10)]).unwrap();
     assert!(first[0].stored && first[0].covered);
@@ -90,7 +90,7 @@ fn restoring_a_held_batch_changes_nothing_and_reports_it_covered() {
 #[test]
 fn the_same_batch_twice_in_one_commit_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     let a = site(1);
     let r = mb
         .store(vec![batch(a, 1, 2, 10), batch(a, 1, 2, 10)])
@@ -103,7 +103,7 @@ fn the_same_batch_twice_in_one_commit_is_stored_once() {
 #[test]
 fn a_gap_is_held_but_neither_covered_nor_served_until_filled() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     let a = site(1);
     let r = mb
         .store(vec![batch(a, 1, 3, 10), batch(a, 7, 9, 10)])
@@ -133,7 +133,7 @@ fn a_gap_is_held_but_neither_covered_nor_served_until_filled() {
 #[test]
 fn an_origin_with_only_a_gapped_range_has_no_coverage() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     let r = mb.store(vec![batch(site(1), 2, 3, 10)]).unwrap();
     assert!(r[0].stored && !r[0].covered);
     assert!(mb.vector().unwrap().is_empty());
@@ -143,7 +143,7 @@ fn an_origin_with_only_a_gapped_range_has_no_coverage() {
 #[test]
 fn partial_overlaps_are_stored_and_served_without_repeating_a_seq() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     let a = site(1);
     // Held beyond a gap: 7..=9. A push from coverage + 1 then brings 5..=12 (overlapping it).
     mb.store(vec![batch(a, 1, 4, 10), batch(a, 7, 9, 10)])
@@ -165,7 +165,7 @@ fn partial_overlaps_are_stored_and_served_without_repeating_a_seq() {
 #[test]
 fn serving_never_sends_the_requesters_own_origin_and_follows_seq_order() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     let (me, other, third) = (site(1), site(2), site(3));
     mb.store(vec![
         batch(other, 4, 6, 10),
@@ -189,7 +189,7 @@ fn serving_never_sends_the_requesters_own_origin_and_follows_seq_order() {
 #[test]
 fn invalid_bytes_are_refused_and_nothing_of_the_set_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     let a = site(1);
     mb.store(vec![batch(a, 1, 1, 10)]).unwrap();
     let before = mb.status().unwrap();
@@ -213,7 +213,7 @@ fn invalid_bytes_are_refused_and_nothing_of_the_set_is_stored() {
 fn a_newer_schema_is_refused_with_the_file_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db");
-    drop(Mailbox::open(&path).unwrap());
+    drop(support::store::open(&path));
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
@@ -252,13 +252,13 @@ fn the_file_is_in_wal_mode_with_full_sync() {
 fn concurrent_writers_on_separate_connections_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db");
-    Mailbox::open(&path).unwrap();
+    support::store::open(&path);
     let threads: Vec<_> = (1..=4u8)
         .map(|n| {
             let path = path.clone();
             std::thread::spawn(move || {
-                let mut mb = Mailbox::open(&path).unwrap();
-                let reader = Mailbox::open(&path).unwrap();
+                let mut mb = support::store::open(&path);
+                let reader = support::store::open(&path);
                 for seq in 1..=25 {
                     let r = mb.store(vec![batch(site(n), seq, seq, 200)]).unwrap();
                     assert!(r[0].stored && r[0].covered);
@@ -271,7 +271,7 @@ fn concurrent_writers_on_separate_connections_lose_nothing() {
     for t in threads {
         t.join().unwrap();
     }
-    let mb = Mailbox::open(&path).unwrap();
+    let mb = support::store::open(&path);
     mb.check().unwrap();
     let v = mb.vector().unwrap();
     assert!((1..=4u8).all(|n| v.get(&(site(n)).into()) == 25), "{v:?}");
@@ -283,7 +283,7 @@ fn a_push_record_is_committed_with_its_batches_or_not_at_all() {
     use outpost_mailbox::PushRecord;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.db");
-    let mut mb = Mailbox::open(&path).unwrap();
+    let mut mb = support::store::open(&path);
     let a = site(1);
     let record = PushRecord {
         digest: [7; 32],
@@ -293,7 +293,7 @@ fn a_push_record_is_committed_with_its_batches_or_not_at_all() {
     let r = mb.commit_push(&[1; 16], &record, &staged).unwrap();
     assert!(r[0].stored && r[0].covered);
     drop(mb);
-    let mut mb = Mailbox::open(&path).unwrap();
+    let mut mb = support::store::open(&path);
     assert_eq!(mb.push_record(&[1; 16]).unwrap(), Some(record.clone()));
     assert_eq!(mb.push_record(&[2; 16]).unwrap(), None);
 
@@ -346,7 +346,7 @@ fn a_first_wave_file_is_refused_as_made_by_an_older_version() {
 #[test]
 fn an_owned_plan_serves_the_same_batches_as_the_iterator() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     mb.store(vec![
         batch(site(1), 1, 2, 10),
         batch(site(2), 1, 1, 10),
@@ -378,7 +378,7 @@ fn a_batch_over_its_decoding_budget_is_refused_before_inflating() {
     use outpost_protocol::batch::{BatchHeader, Compression};
     use outpost_protocol::{Hlc, SeqRange};
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     let header = BatchHeader::crafted(
         site(1),
         SeqRange::new(1, 1).unwrap(),
@@ -454,7 +454,7 @@ fn streams_of_one_origin_are_stored_covered_and_served_apart() {
     use outpost_protocol::StreamId;
     use outpost_testkit::batch::scoped;
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     let o = SiteId([7; 16]);
     mb.store(vec![
         scoped(o, "", 1, 2),
@@ -588,7 +588,7 @@ fn a_regaining_device_is_planned_its_own_batches_of_exactly_those_streams() {
     use outpost_protocol::StreamId;
     use outpost_testkit::batch::scoped;
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     let (me, other) = (SiteId([7; 16]), SiteId([8; 16]));
     mb.store(vec![
         scoped(me, "", 1, 2),
@@ -652,7 +652,7 @@ fn a_regaining_device_is_planned_its_own_batches_of_exactly_those_streams() {
 #[test]
 fn a_key_set_makes_first_keys_for_at_most_16_scopes_a_peer_names() {
     let dir = tempfile::tempdir().unwrap();
-    let mut mb = Mailbox::open(dir.path().join("m.db")).unwrap();
+    let mut mb = support::store::open(&dir.path().join("m.db"));
     assert!(mb.seal_tenant().unwrap());
     // Scopes by their wire ids, as hellos name them; names sent in clear get no key at all.
     let dk = mb.digest_key().unwrap().unwrap();

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod store;
 pub mod uplink;
 
 use outpost_protocol::batch::codec::encode;
