@@ -146,11 +146,11 @@ impl DataDir {
 
     /// What the relay serves from: the identity and the two stores' files.
     pub fn stores(&self) -> Stores {
-        Stores {
-            identity: self.identity.clone(),
-            mailbox: self.path.join(MAILBOX),
-            allowlist: self.path.join(ALLOWLIST),
-        }
+        Stores::files(
+            self.identity.clone(),
+            self.path.join(MAILBOX),
+            self.path.join(ALLOWLIST),
+        )
     }
 
     /// A new connection to the mailbox (one per thread).

@@ -22,12 +22,13 @@ use outpost_relay::identity::{Identity, IdentityError};
 use outpost_relay::private_file::{
     self, create_private_file, make_database_private, write_new_file, FileError,
 };
-use outpost_relay::Stores;
+use outpost_relay::{OpenStores, Stores};
 use std::fmt;
 use std::fs;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// An opened data directory.
@@ -96,6 +97,8 @@ pub enum DataDirError {
     Allowlist(AllowlistError),
     /// The control file could not be opened.
     Control(ControlError),
+    /// The tenant's PostgreSQL database, which holds the mailbox and allowlist, is unreachable.
+    Postgres(crate::postgres::ConnectError),
 }
 
 impl fmt::Display for DataDirError {
@@ -137,6 +140,7 @@ impl fmt::Display for DataDirError {
             DataDirError::Mailbox(e) => e.fmt(f),
             DataDirError::Allowlist(e) => e.fmt(f),
             DataDirError::Control(e) => e.fmt(f),
+            DataDirError::Postgres(e) => e.fmt(f),
         }
     }
 }
@@ -155,6 +159,7 @@ impl std::error::Error for DataDirError {
             DataDirError::Mailbox(e) => e.source(),
             DataDirError::Allowlist(e) => e.source(),
             DataDirError::Control(e) => e.source(),
+            DataDirError::Postgres(e) => e.source(),
             DataDirError::NotInitialized { .. }
             | DataDirError::SiteMismatch { .. }
             | DataDirError::TenantSiteLength { .. } => None,
@@ -255,37 +260,143 @@ impl DataDir {
         self.path.join("tenant.db")
     }
 
+    /// The PostgreSQL database holding the tenant (and then the mailbox and allowlist too), if
+    /// `init --postgres` chose one.
+    pub fn postgres_url(&self) -> Result<Option<String>, DataDirError> {
+        self.control()?
+            .setting(crate::control::POSTGRES_URL)
+            .map_err(DataDirError::Control)
+    }
+
+    /// Where the mailbox and allowlist are: this directory's files, or the tenant's PostgreSQL
+    /// database (schemas [`MAILBOX_SCHEMA`] and [`ALLOWLIST_SCHEMA`]).
+    fn stores_at(&self) -> Result<Option<PgStores>, DataDirError> {
+        Ok(self.postgres_url()?.map(|url| PgStores {
+            url,
+            identity: self.identity.clone(),
+        }))
+    }
+
     /// A new connection to the mailbox, owned by the cloud: its key is the root its control
     /// stream is judged with (table settings, certifications), and what it appends is signed
     /// with it.
     pub fn mailbox(&self) -> Result<Mailbox, DataDirError> {
-        let mut mailbox =
-            Mailbox::open(self.path.join("mailbox.db")).map_err(DataDirError::Mailbox)?;
-        mailbox.set_control_owner(outpost_relay::certify::owner(
-            &self.identity,
-            PeerRole::Cloud,
-            None,
-        ));
-        Ok(mailbox)
+        match self.stores_at()? {
+            Some(pg) => pg.open_mailbox(),
+            None => {
+                let mut mailbox =
+                    Mailbox::open(self.path.join("mailbox.db")).map_err(DataDirError::Mailbox)?;
+                mailbox.set_control_owner(owner(&self.identity));
+                Ok(mailbox)
+            }
+        }
     }
 
     /// A new connection to the allowlist.
     pub fn allowlist(&self) -> Result<Allowlist, DataDirError> {
-        Allowlist::open(self.path.join("allowlist.db")).map_err(DataDirError::Allowlist)
+        match self.stores_at()? {
+            Some(pg) => pg.open_allowlist(),
+            None => {
+                Allowlist::open(self.path.join("allowlist.db")).map_err(DataDirError::Allowlist)
+            }
+        }
     }
 
-    /// What the session listener's relay serves from: the identity and the two stores' files.
-    pub fn stores(&self) -> Stores {
-        Stores {
-            identity: self.identity.clone(),
-            mailbox: self.path.join("mailbox.db"),
-            allowlist: self.path.join("allowlist.db"),
-        }
+    /// What the session listener's relay serves from: the identity and the two stores.
+    pub fn stores(&self) -> Result<Stores, DataDirError> {
+        let mut stores = Stores::files(
+            self.identity.clone(),
+            self.path.join("mailbox.db"),
+            self.path.join("allowlist.db"),
+        );
+        stores.elsewhere = self
+            .stores_at()?
+            .map(|pg| Arc::new(pg) as Arc<dyn OpenStores>);
+        Ok(stores)
     }
 
     /// A new connection to the control file.
     pub fn control(&self) -> Result<Control, DataDirError> {
         Control::open(&self.path.join("control.db")).map_err(DataDirError::Control)
+    }
+}
+
+/// The PostgreSQL schema of a cloud's mailbox when its tenant is in PostgreSQL.
+pub const MAILBOX_SCHEMA: &str = "outpost_mailbox";
+/// The PostgreSQL schema of a cloud's allowlist when its tenant is in PostgreSQL.
+pub const ALLOWLIST_SCHEMA: &str = "outpost_allowlist";
+
+/// The cloud's control owner (its key and role) for a mailbox connection.
+fn owner(identity: &Identity) -> outpost_mailbox::ControlOwner {
+    outpost_relay::certify::owner(identity, PeerRole::Cloud, None)
+}
+
+/// The mailbox and allowlist of a cloud whose tenant is in PostgreSQL: every connection is a
+/// session of its own on the tenant's database, so every process serving the tenant shares them.
+#[derive(Clone)]
+struct PgStores {
+    url: String,
+    identity: Identity,
+}
+
+impl fmt::Debug for PgStores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the URL: it may hold the password.
+        match crate::postgres::connect::target(&self.url) {
+            Ok(t) => write!(f, "PgStores({t})"),
+            Err(_) => f.write_str("PgStores(?)"),
+        }
+    }
+}
+
+impl PgStores {
+    fn connect(&self) -> Result<(postgres::Client, String), DataDirError> {
+        let (client, target) =
+            crate::postgres::connect::connect(&self.url).map_err(DataDirError::Postgres)?;
+        Ok((client, target.to_string()))
+    }
+
+    fn open_mailbox(&self) -> Result<Mailbox, DataDirError> {
+        let (client, target) = self.connect()?;
+        let mut mailbox = Mailbox::open_postgres(
+            client,
+            MAILBOX_SCHEMA,
+            &format!("postgres {target} schema {MAILBOX_SCHEMA}"),
+            Default::default(),
+        )
+        .map_err(DataDirError::Mailbox)?;
+        mailbox.set_control_owner(owner(&self.identity));
+        Ok(mailbox)
+    }
+
+    fn open_allowlist(&self) -> Result<Allowlist, DataDirError> {
+        let (client, target) = self.connect()?;
+        Allowlist::open_postgres(
+            client,
+            ALLOWLIST_SCHEMA,
+            &format!("postgres {target} schema {ALLOWLIST_SCHEMA}"),
+        )
+        .map_err(DataDirError::Allowlist)
+    }
+}
+
+impl OpenStores for PgStores {
+    fn mailbox(&self) -> Result<Mailbox, MailboxError> {
+        self.open_mailbox().map_err(|e| match e {
+            DataDirError::Mailbox(e) => e,
+            other => MailboxError::Unreachable {
+                detail: other.to_string(),
+            },
+        })
+    }
+
+    fn allowlist(&self) -> Result<Allowlist, AllowlistError> {
+        self.open_allowlist().map_err(|e| match e {
+            DataDirError::Allowlist(e) => e,
+            other => AllowlistError::Unreachable {
+                detail: other.to_string(),
+            },
+        })
     }
 }
 

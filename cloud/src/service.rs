@@ -236,7 +236,17 @@ impl Cloud {
     /// tenant in PostgreSQL, a second thread kicks it whenever a back-office write commits.
     pub fn spawn_sync_loop(self: &Arc<Self>, period: Duration) -> std::io::Result<()> {
         if let TenantDb::Postgres { url, .. } = &*lock(&self.tenant) {
-            self.spawn_listener(url.clone())?;
+            // Back-office writes: export them.
+            self.spawn_listener(url.clone(), crate::postgres::listen::CHANNEL, |cloud| {
+                cloud.kick()
+            })?;
+            // Another process's commits: its batches are this one's live peers' news too.
+            self.spawn_listener(url.clone(), outpost_mailbox::COMMIT_CHANNEL, |cloud| {
+                if let Some(serving) = cloud.sessions.get() {
+                    serving.note_commit();
+                }
+                cloud.kick();
+            })?;
         }
         let cloud = self.clone();
         std::thread::Builder::new()
@@ -258,22 +268,27 @@ impl Cloud {
             .map(|_| ())
     }
 
-    /// Kicks the loop whenever a captured write commits in PostgreSQL (`LISTEN`), reconnecting
-    /// after a failure; the loop's own period is the fallback while it is down.
-    fn spawn_listener(self: &Arc<Self>, url: String) -> std::io::Result<()> {
+    /// Runs `woken` whenever `channel` is notified in PostgreSQL (`LISTEN`), reconnecting after
+    /// a failure; the loop's own period is the fallback while it is down.
+    fn spawn_listener(
+        self: &Arc<Self>,
+        url: String,
+        channel: &'static str,
+        woken: fn(&Cloud),
+    ) -> std::io::Result<()> {
         let cloud = self.clone();
         std::thread::Builder::new()
-            .name("listen".into())
+            .name(format!("listen {channel}"))
             .spawn(move || loop {
                 let listening = connect::connect(&url)
                     .map_err(|e| Chain(&e).to_string())
                     .and_then(|(client, _)| {
-                        Listener::new(client).map_err(|e| Chain(&e).to_string())
+                        Listener::on(client, channel).map_err(|e| Chain(&e).to_string())
                     });
                 let mut listener = match listening {
                     Ok(l) => l,
                     Err(e) => {
-                        log::warn!("cannot listen for back-office writes (retrying in 5 s): {e}");
+                        log::warn!("cannot listen on {channel} (retrying in 5 s): {e}");
                         std::thread::sleep(Duration::from_secs(5));
                         continue;
                     }
@@ -281,10 +296,10 @@ impl Cloud {
                 loop {
                     match listener.wait(Duration::from_secs(30)) {
                         Ok(streams) if streams.is_empty() => {}
-                        Ok(_) => cloud.kick(),
+                        Ok(_) => woken(&cloud),
                         Err(e) => {
                             log::warn!(
-                                "listening for back-office writes failed (reconnecting): {}",
+                                "listening on {channel} failed (reconnecting): {}",
                                 Chain(&e)
                             );
                             break;

@@ -29,6 +29,8 @@ use std::time::Duration;
 pub enum SessionsError {
     /// The revocation watcher's allowlist connection could not be opened.
     Allowlist(AllowlistError),
+    /// Where the stores are could not be read from the data directory.
+    DataDir(crate::datadir::DataDirError),
     /// A thread of the listener could not be started.
     Thread {
         /// Which thread.
@@ -42,6 +44,7 @@ impl fmt::Display for SessionsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SessionsError::Allowlist(e) => e.fmt(f),
+            SessionsError::DataDir(e) => e.fmt(f),
             SessionsError::Thread { name, source } => {
                 write!(f, "starting the {name}: {source}")
             }
@@ -54,6 +57,7 @@ impl std::error::Error for SessionsError {
         match self {
             // Transparent: the allowlist's error text is this one's.
             SessionsError::Allowlist(e) => e.source(),
+            SessionsError::DataDir(e) => e.source(),
             SessionsError::Thread { source, .. } => Some(source),
         }
     }
@@ -62,7 +66,7 @@ impl std::error::Error for SessionsError {
 /// Serves sessions on `listener` from new threads; returns once they are started.
 pub fn spawn(listener: TcpListener, cloud: Arc<Cloud>) -> Result<(), SessionsError> {
     let serving = Serving::new(
-        cloud.dir.stores(),
+        cloud.dir.stores().map_err(SessionsError::DataDir)?,
         ChannelLimits::default(),
         PeerRole::Cloud,
     );

@@ -17,6 +17,12 @@ pub enum MailboxError {
         /// SQLite's error.
         source: outpost_sql::Error,
     },
+    /// The store could not be reached (a cloud's mailbox in PostgreSQL: its server is down or
+    /// refuses the connection); nothing was read or stored.
+    Unreachable {
+        /// What was tried, and why it failed.
+        detail: String,
+    },
     /// Incoming bytes are not a valid batch header; nothing was stored.
     Decode {
         /// Position of the batch in the set being staged (0-based).
@@ -92,6 +98,7 @@ pub enum MailboxError {
 impl fmt::Display for MailboxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            MailboxError::Unreachable { detail } => write!(f, "mailbox: {detail}"),
             MailboxError::Sqlite { path, source } => {
                 write!(f, "mailbox {}: {source}", path.display())
             }

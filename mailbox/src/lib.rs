@@ -74,7 +74,7 @@ pub use error::MailboxError;
 pub use ids::{IdMode, IdQuota, IdSequenceStatus, DEVICE_ID_QUOTA, HUB_BLOCK};
 pub use mailbox::{
     Batches, Mailbox, MailboxStatus, OriginStatus, PullPlan, PushRecord, Receipt, StagedBatch,
-    StoredBatch,
+    StoredBatch, COMMIT_CHANNEL,
 };
 pub use outpost_protocol::batch::codec::Limits;
 pub use scope_counts::{scope_counts, ScopeCount};

@@ -50,6 +50,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const SCHEMA_VERSION: i64 = 6;
+
+/// The PostgreSQL channel a mailbox there notifies at each commit that stored batches, so that
+/// every process serving from it tells its live peers (one process's relay cannot).
+pub const COMMIT_CHANNEL: &str = "outpost_mailbox";
 /// Versions 1-4 were the first wave's, holding format-1 batches (unsigned, no clear header) that
 /// no peer of this build reads: such a file is refused, never upgraded.
 const FIRST_FORMAT_2_VERSION: i64 = 5;
@@ -369,17 +373,8 @@ impl Mailbox {
             source,
         };
         let conn = Connection::postgres(client, schema).map_err(sql)?;
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {SCHEMA} \
-             CREATE TABLE IF NOT EXISTS schema_version(id INTEGER PRIMARY KEY CHECK (id = 0), \
-               version INTEGER NOT NULL); \
-             INSERT OR IGNORE INTO schema_version(id, version) VALUES (0, {SCHEMA_VERSION}); COMMIT;"
-        ))
-        .map_err(sql)?;
-        let found: i64 = conn
-            .query_row("SELECT version FROM schema_version WHERE id = 0", (), |r| {
-                r.get(0)
-            })
+        let found = conn
+            .make_postgres_tables(SCHEMA, SCHEMA_VERSION)
             .map_err(sql)?;
         if found != SCHEMA_VERSION {
             return Err(MailboxError::SchemaVersion {
@@ -540,6 +535,11 @@ impl Mailbox {
             stored.push(!held);
         }
         crate::clock_bound::raise(&tx, highest).map_err(sql)?;
+        if !tx.is_sqlite() && !good.is_empty() {
+            // Delivered at the commit, to every listening session of every process.
+            tx.execute("SELECT pg_notify(?1, '')", [COMMIT_CHANNEL])
+                .map_err(sql)?;
+        }
         for (origin, scope) in &touched {
             advance_coverage(&tx, origin, scope).map_err(sql)?;
         }

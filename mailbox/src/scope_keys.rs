@@ -465,8 +465,9 @@ impl Mailbox {
                     })?;
                 self.conn
                     .execute(
-                        "INSERT OR REPLACE INTO key_envelopes(site, keys_hash, envelope) \
-                         VALUES (?1, ?2, ?3)",
+                        "INSERT INTO key_envelopes(site, keys_hash, envelope) VALUES (?1, ?2, ?3) \
+                         ON CONFLICT(site) DO UPDATE SET keys_hash = excluded.keys_hash, \
+                         envelope = excluded.envelope",
                         params![site.as_bytes().as_slice(), hash, envelope],
                     )
                     .map_err(|e| self.sql(e))?;
@@ -517,8 +518,9 @@ impl Mailbox {
         {
             let mut s = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO key_envelopes(site, keys_hash, envelope) \
-                     VALUES (?1, ?2, ?3)",
+                    "INSERT INTO key_envelopes(site, keys_hash, envelope) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT(site) DO UPDATE SET keys_hash = excluded.keys_hash, \
+                     envelope = excluded.envelope",
                 )
                 .map_err(sql)?;
             for k in keys.iter().filter(|k| k.site != *own) {

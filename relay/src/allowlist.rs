@@ -20,7 +20,7 @@ use crate::vector_text::{self, VectorTextError};
 use outpost_protocol::handshake::{PublicKey, TokenId};
 use outpost_protocol::scope::Scopes;
 use outpost_protocol::{SiteId, VersionVector};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use outpost_sql::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -168,7 +168,13 @@ pub enum AllowlistError {
         /// The file.
         path: PathBuf,
         /// SQLite's error.
-        source: rusqlite::Error,
+        source: outpost_sql::Error,
+    },
+    /// The store could not be reached (a cloud's allowlist in PostgreSQL: its server is down or
+    /// refuses the connection); nothing was read or changed.
+    Unreachable {
+        /// What was tried, and why it failed.
+        detail: String,
     },
     /// The file was written by an older build whose format this one does not read.
     OlderSchema {
@@ -237,6 +243,7 @@ pub enum AllowlistError {
 impl fmt::Display for AllowlistError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            AllowlistError::Unreachable { detail } => write!(f, "allowlist: {detail}"),
             AllowlistError::Sqlite { path, source } => {
                 write!(f, "allowlist {}: {source}", path.display())
             }
@@ -316,25 +323,32 @@ impl fmt::Debug for Allowlist {
     }
 }
 
-fn device_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+fn device_from_row(r: &outpost_sql::Row) -> outpost_sql::Result<Device> {
     let key: Vec<u8> = r.get(0)?;
     let site: Vec<u8> = r.get(1)?;
     Ok(Device {
         // Only keys that completed a handshake are stored, so this refuses a damaged file only.
-        key: PublicKey::from_sec1(&key).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+        key: PublicKey::from_sec1(&key).map_err(|e| outpost_sql::Error::Invalid {
+            column: 0,
+            detail: format!("not a public key: {e}"),
         })?,
         site: SiteId::from_slice(&site).unwrap_or_default(),
         // The CHECK constraint keeps anything else out; a damaged file is refused.
         role: Role::from_stored(&r.get::<_, String>(2)?).ok_or_else(|| {
-            rusqlite::Error::InvalidColumnType(2, "role".into(), rusqlite::types::Type::Text)
+            outpost_sql::Error::Invalid {
+                column: 2,
+                detail: "not a role".into(),
+            }
         })?,
         enrolled_at: r.get::<_, i64>(3)? as u64,
         last_seen: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
         revoked_at: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
         grant: PeerGrant {
             scopes: stored_scopes(&r.get::<_, String>(6)?).ok_or_else(|| {
-                rusqlite::Error::InvalidColumnType(6, "scopes".into(), rusqlite::types::Type::Text)
+                outpost_sql::Error::Invalid {
+                    column: 6,
+                    detail: "not a list of scopes".into(),
+                }
             })?,
             enroll: r.get::<_, i64>(7)? != 0,
         },
@@ -352,11 +366,11 @@ impl Allowlist {
     /// Opens (creating if needed) the allowlist at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Allowlist, AllowlistError> {
         let path = path.as_ref().to_path_buf();
-        let sql = |source| AllowlistError::Sqlite {
+        let sql = |source: rusqlite::Error| AllowlistError::Sqlite {
             path: path.clone(),
-            source,
+            source: source.into(),
         };
-        let conn = Connection::open(&path).map_err(sql)?;
+        let conn = rusqlite::Connection::open(&path).map_err(sql)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(sql)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(sql)?;
@@ -382,10 +396,38 @@ impl Allowlist {
             ))
             .map_err(sql)?;
         }
+        Ok(Allowlist {
+            conn: conn.into(),
+            path,
+        })
+    }
+
+    /// The allowlist of a cloud whose tenant is in PostgreSQL: its tables in schema `schema` of
+    /// `client`'s database (made if missing), shared by every process serving the tenant, so a
+    /// token is used once whichever process admits it. `location` names it in errors (never
+    /// with a password).
+    #[cfg(feature = "postgres")]
+    pub fn open_postgres(
+        client: postgres::Client,
+        schema: &str,
+        location: &str,
+    ) -> Result<Allowlist, AllowlistError> {
+        let path = PathBuf::from(location);
+        let sql = |source| AllowlistError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::postgres(client, schema).map_err(sql)?;
+        let found = conn
+            .make_postgres_tables(SCHEMA, SCHEMA_VERSION)
+            .map_err(sql)?;
+        if found != SCHEMA_VERSION {
+            return Err(AllowlistError::SchemaVersion { path, found });
+        }
         Ok(Allowlist { conn, path })
     }
 
-    fn sql(&self, source: rusqlite::Error) -> AllowlistError {
+    fn sql(&self, source: outpost_sql::Error) -> AllowlistError {
         AllowlistError::Sqlite {
             path: self.path.clone(),
             source,
@@ -488,11 +530,10 @@ impl Allowlist {
                 expired_at: expires_at,
             }),
             Some((token, _, None)) => <[u8; 32]>::try_from(token.as_slice()).map_err(|_| {
-                self.sql(rusqlite::Error::InvalidColumnType(
-                    0,
-                    "token".into(),
-                    rusqlite::types::Type::Blob,
-                ))
+                self.sql(outpost_sql::Error::Invalid {
+                    column: 0,
+                    detail: "a token of another length than 32 bytes".into(),
+                })
             }),
         }
     }
@@ -706,7 +747,7 @@ impl Allowlist {
             ))
             .map_err(|e| self.sql(e))?;
         let rows = stmt
-            .query_map([], device_from_row)
+            .query_map((), device_from_row)
             .map_err(|e| self.sql(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
     }
@@ -833,7 +874,7 @@ fn vector_setting(site: &SiteId) -> String {
 
 enum Checked {
     Refused(AllowlistError),
-    Sql(rusqlite::Error),
+    Sql(outpost_sql::Error),
 }
 
 /// The device already holding `key` (if any), after checking `(key, site)` may enroll.

@@ -45,5 +45,5 @@ mod stream;
 pub mod vector_text;
 
 pub use connection::{ConnectionError, Event, Relay};
-pub use serving::{Serving, Stores, Time, TrustedTime};
+pub use serving::{OpenStores, Serving, Stores, Time, TrustedTime};
 pub use stream::{serve_connection, serve_stream, Stream, NOTIFY_TICK};

@@ -34,17 +34,45 @@ pub struct Stores {
     pub mailbox: PathBuf,
     /// The allowlist file ([`Allowlist`]).
     pub allowlist: PathBuf,
+    /// Where the stores are instead of those files, when elsewhere: a cloud whose tenant is in
+    /// PostgreSQL keeps both there, shared by every process serving it.
+    pub elsewhere: Option<Arc<dyn OpenStores>>,
+}
+
+/// Opens a serving process's stores kept elsewhere than its files (the cloud's
+/// `datadir.rs`, for a tenant in PostgreSQL).
+pub trait OpenStores: std::fmt::Debug + Send + Sync {
+    /// A new connection to the mailbox.
+    fn mailbox(&self) -> Result<Mailbox, MailboxError>;
+    /// A new connection to the allowlist.
+    fn allowlist(&self) -> Result<Allowlist, AllowlistError>;
 }
 
 impl Stores {
+    /// The stores in `mailbox` and `allowlist`, files.
+    pub fn files(identity: Identity, mailbox: PathBuf, allowlist: PathBuf) -> Stores {
+        Stores {
+            identity,
+            mailbox,
+            allowlist,
+            elsewhere: None,
+        }
+    }
+
     /// A new connection to the mailbox (one per thread).
     pub fn mailbox(&self) -> Result<Mailbox, MailboxError> {
-        Mailbox::open(&self.mailbox)
+        match &self.elsewhere {
+            Some(e) => e.mailbox(),
+            None => Mailbox::open(&self.mailbox),
+        }
     }
 
     /// A new connection to the allowlist (one per thread).
     pub fn allowlist(&self) -> Result<Allowlist, AllowlistError> {
-        Allowlist::open(&self.allowlist)
+        match &self.elsewhere {
+            Some(e) => e.allowlist(),
+            None => Allowlist::open(&self.allowlist),
+        }
     }
 }
 
@@ -338,11 +366,11 @@ mod tests {
     fn serving(role: PeerRole) -> (tempfile::TempDir, Arc<Serving>) {
         let dir = tempfile::tempdir().unwrap();
         let (identity, _) = Identity::load_or_create(dir.path()).unwrap();
-        let stores = Stores {
+        let stores = Stores::files(
             identity,
-            mailbox: dir.path().join("mailbox.db"),
-            allowlist: dir.path().join("allowlist.db"),
-        };
+            dir.path().join("mailbox.db"),
+            dir.path().join("allowlist.db"),
+        );
         (dir, Serving::new(stores, ChannelLimits::default(), role))
     }
 

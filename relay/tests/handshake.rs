@@ -34,11 +34,11 @@ fn unix_now() -> u64 {
 fn start_hub() -> TestHub {
     let dir = tempfile::tempdir().unwrap();
     let (identity, _) = Identity::load_or_create(dir.path()).unwrap();
-    let stores = Stores {
+    let stores = Stores::files(
         identity,
-        mailbox: dir.path().join("mailbox.db"),
-        allowlist: dir.path().join("allowlist.db"),
-    };
+        dir.path().join("mailbox.db"),
+        dir.path().join("allowlist.db"),
+    );
     let hub = Serving::new(stores, ChannelLimits::default(), PeerRole::Hub);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

@@ -59,11 +59,11 @@ struct Hub {
 fn start_hub() -> Hub {
     let dir = tempfile::tempdir().unwrap();
     let (identity, _) = Identity::load_or_create(dir.path()).unwrap();
-    let stores = Stores {
+    let stores = Stores::files(
         identity,
-        mailbox: dir.path().join("mailbox.db"),
-        allowlist: dir.path().join("allowlist.db"),
-    };
+        dir.path().join("mailbox.db"),
+        dir.path().join("allowlist.db"),
+    );
     let serving = Serving::with_staging_budget(
         stores,
         Default::default(),

@@ -59,6 +59,22 @@ impl Connection {
         })
     }
 
+    /// Makes a store's tables in its PostgreSQL schema with `ddl` (idempotent `CREATE ... IF NOT
+    /// EXISTS`), in one write transaction, recording `version` the first time; returns the
+    /// version recorded (SQLite files keep theirs in `PRAGMA user_version` instead).
+    #[cfg(feature = "postgres")]
+    pub fn make_postgres_tables(&self, ddl: &str, version: i64) -> Result<i64> {
+        self.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {ddl}; \
+             CREATE TABLE IF NOT EXISTS schema_version(id INTEGER PRIMARY KEY CHECK (id = 0), \
+               version INTEGER NOT NULL); \
+             INSERT OR IGNORE INTO schema_version(id, version) VALUES (0, {version}); COMMIT;"
+        ))?;
+        self.query_row("SELECT version FROM schema_version WHERE id = 0", (), |r| {
+            r.get(0)
+        })
+    }
+
     /// The SQLite connection, for what only SQLite has (pragmas); `None` on PostgreSQL.
     pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
         match &self.inner {

@@ -23,6 +23,13 @@ pub enum Error {
     },
     /// A column index past the row's end.
     Column(usize),
+    /// A stored value does not read back as what the store wrote (a damaged store).
+    Invalid {
+        /// The column's index in the row.
+        column: usize,
+        /// What is wrong with it.
+        detail: String,
+    },
     /// PostgreSQL returned a column type the stores do not use.
     UnsupportedType {
         /// The type's name.
@@ -49,6 +56,7 @@ impl fmt::Display for Error {
                 found,
             } => write!(f, "column {column} holds {found}, read as {wanted}"),
             Error::Column(i) => write!(f, "no column {i} in the row"),
+            Error::Invalid { column, detail } => write!(f, "column {column}: {detail}"),
             Error::UnsupportedType { name } => {
                 write!(
                     f,

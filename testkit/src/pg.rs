@@ -105,6 +105,36 @@ impl Drop for TestDatabase {
     }
 }
 
+/// `psql` (the client program, as a back office or an operator runs it) on `url`: the rows of
+/// `sql`, one line each, fields `|`-separated. Panics with psql's error when it fails.
+pub fn psql(url: &str, sql: &str) -> Vec<String> {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("running psql");
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 fn connect(url: &str) -> Client {
     Client::connect(url, NoTls).unwrap_or_else(|e| panic!("connecting to the test cluster: {e}"))
 }

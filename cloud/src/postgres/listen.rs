@@ -41,12 +41,19 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Starts listening on `client` (a connection of its own).
-    pub fn new(mut client: Client) -> Result<Listener, ListenError> {
+    /// Starts listening on `client` (a connection of its own) for captured writes.
+    pub fn new(client: Client) -> Result<Listener, ListenError> {
+        Listener::on(client, CHANNEL)
+    }
+
+    /// Starts listening on `client` (a connection of its own) on `channel` (an identifier):
+    /// [`CHANNEL`], or the mailbox's commits (`outpost_mailbox::COMMIT_CHANNEL`), which another
+    /// process serving the tenant notifies.
+    pub fn on(mut client: Client, channel: &str) -> Result<Listener, ListenError> {
         client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .batch_execute(&format!("LISTEN {channel}"))
             .map_err(|source| ListenError {
-                doing: "listening for captured writes (LISTEN outpost_changes)",
+                doing: "listening for notifications (LISTEN)",
                 source,
             })?;
         Ok(Listener { client })

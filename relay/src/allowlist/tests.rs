@@ -266,7 +266,7 @@ fn a_version_2_allowlist_is_widened_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("allowlist.db");
     {
-        let c = Connection::open(&path).unwrap();
+        let c = rusqlite::Connection::open(&path).unwrap();
         c.execute_batch(
             "CREATE TABLE devices(key BLOB PRIMARY KEY, site BLOB NOT NULL UNIQUE,
                role TEXT NOT NULL, enrolled_at INTEGER NOT NULL, last_seen INTEGER,

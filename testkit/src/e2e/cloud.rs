@@ -179,6 +179,37 @@ impl Cloud {
         )
     }
 
+    /// An enrollment code (`kind`: `--hub` or `--device`) naming every address of `addresses`
+    /// (a device tries them in order: several processes serving one tenant).
+    pub fn code_naming_all(&self, kind: &str, addresses: &[String]) -> String {
+        let mut cmd = Command::new(&built().cloud);
+        cmd.args(["enroll-code", "--no-qr", kind, "--data"])
+            .arg(&self.data);
+        for a in addresses {
+            cmd.args(["--address", a]);
+        }
+        code_of(&mut cmd)
+    }
+
+    /// The session address (`IP:PORT`).
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+
+    /// A second process's copy of this cloud's data directory, at `data`, listening on another
+    /// free port: for a tenant in PostgreSQL, both serve the same tenant. Not running yet.
+    pub fn copy_to(&self, data: &Path) -> Cloud {
+        run_ok(Command::new("cp").arg("-a").arg(&self.data).arg(data));
+        Cloud {
+            data: data.to_path_buf(),
+            port: free_port(),
+            ip: self.ip,
+            netns: self.netns.clone(),
+            https: None,
+            child: None,
+        }
+    }
+
     /// An enrollment code (`kind`: `--hub` or `--device`) granting `scopes` (`a,b` or `*`),
     /// naming the session address.
     pub fn scoped_code(&self, kind: &str, scopes: &str) -> String {
