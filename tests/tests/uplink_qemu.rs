@@ -14,6 +14,9 @@
 //! The same over `--net tap:` in a network namespace (root): the hub dials the cloud listening
 //! on the kernel's side of its TAP, and a device's rows synced through the hub reach the
 //! cloud's tables.
+//!
+//! And a cloud whose tenant is in PostgreSQL (issue 21): a back-office write made with `psql`
+//! reaches a tablet through the QEMU hub's uplink (needs the test cluster too).
 
 mod support;
 
@@ -202,4 +205,96 @@ fn a_tap_hub_in_a_netns_relays_to_a_cloud_over_its_own_stack() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Issue 21's acceptance: a back-office write made with `psql` in a cloud's PostgreSQL tenant
+/// reaches a device of a clinic through the QEMU hub's uplink (and a device's row reaches the
+/// PostgreSQL table the other way).
+#[test]
+fn a_back_office_write_in_postgres_reaches_a_device_through_a_qemu_hub() {
+    const TEST: &str = "a_back_office_write_in_postgres_reaches_a_device_through_a_qemu_hub";
+    if !can_boot(TEST) {
+        return;
+    }
+    let Some(db) = outpost_testkit::pg::database("qemu_back_office") else {
+        return;
+    };
+    let psql = |sql: &str| outpost_testkit::pg::psql(&db.url, sql);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cloud = Cloud::init_postgres(&dir.path().join("cloud"), &db.url, true);
+    cloud.start();
+
+    let hub_code = cloud.code_naming("--hub", &format!("10.0.2.2:{}", cloud.port));
+    let disk = dir.path().join("data.img");
+    let (port, status_port) = (free_port(), free_port());
+    let mut cmd = Command::new(root().join("hardware/qemu/run"));
+    cmd.env("IMG", image())
+        .args(["--disk", disk.to_str().unwrap()])
+        .args(["--port", &port.to_string()])
+        .args(["--status-port", &status_port.to_string()])
+        .args(["--codes", "1"])
+        .args(["--cloud", &hub_code])
+        .args(["--uplink-max-ms", "1000"]);
+    let mut qemu = Group::spawn(cmd);
+    let mut codes = Vec::new();
+    qemu.wait_for(Duration::from_secs(180), |line| {
+        if line.starts_with("outpost:") {
+            codes.push(line.to_string());
+        }
+        line.starts_with("ready: sync").then_some(())
+    });
+    qemu.wait_for(Duration::from_secs(120), |line| {
+        line.contains("uplink: enrolled with the cloud")
+            .then_some(())
+    });
+
+    // A tablet of the clinic writes through the hub: its row reaches the PostgreSQL table.
+    let tablet = DeviceDb::patients(&dir.path().join("tablet.db"));
+    assert_eq!(tablet.enroll(&codes[0])["role"], "hub");
+    patients::write(&tablet.conn, "t", 1);
+    let reached = |what: &str, mut ok: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ok() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within 120 s\nconsole:\n{}",
+                console(&qemu)
+            );
+            tablet.sync_counted();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    reached(
+        "the tablet's row in PostgreSQL",
+        Box::new(|| {
+            psql("SELECT to_regclass('public.patients') IS NOT NULL") == ["t"]
+                && psql("SELECT name FROM public.patients WHERE id = 't0'") == ["nt0"]
+        }),
+    );
+
+    // The back office writes with psql: a new row and an update of the tablet's.
+    psql(
+        "BEGIN; \
+         INSERT INTO public.patients(id, name, village, visits) VALUES ('office1', 'Neema', 'hq', 0); \
+         UPDATE public.patients SET village = 'referred' WHERE id = 't0'; \
+         COMMIT;",
+    );
+    let t = Instant::now();
+    reached(
+        "the back office's writes on the tablet",
+        Box::new(|| {
+            tablet.has("patients", "office1")
+                && tablet.patient_rows().iter().any(|r| r.contains("referred"))
+        }),
+    );
+    eprintln!(
+        "the back office's writes reached the tablet through the QEMU hub in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    let tenant = psql(
+        "SELECT id || '|' || coalesce(name, '') || '|' || coalesce(village, '') || '|' || visits \
+         FROM public.patients ORDER BY id COLLATE \"C\"",
+    );
+    assert_eq!(patients::rows(&tablet.conn), tenant);
+    qemu.kill();
 }
