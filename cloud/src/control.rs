@@ -6,14 +6,14 @@
 use outpost_protocol::batch::names;
 use outpost_protocol::scope::Scopes;
 use outpost_relay::private_file::{create_private_file, FileError};
-use rusqlite::{params, Connection, OptionalExtension};
+use outpost_sql::{params, Connection, OptionalExtension};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SCHEMA: &str = "
+const TOKENS: &str = "
 CREATE TABLE IF NOT EXISTS api_tokens(
     name TEXT PRIMARY KEY,
     digest BLOB NOT NULL UNIQUE CHECK (length(digest) = 32),
@@ -22,9 +22,16 @@ CREATE TABLE IF NOT EXISTS api_tokens(
     last_used INTEGER,
     scopes TEXT NOT NULL DEFAULT '*',
     tables TEXT
-);
-CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT NOT NULL);
-";
+)";
+const SETTINGS: &str =
+    "CREATE TABLE IF NOT EXISTS settings(name TEXT PRIMARY KEY, value TEXT NOT NULL)";
+
+/// The PostgreSQL schema of a cloud's API tokens when its tenant is in PostgreSQL: every process
+/// serving it checks the same tokens.
+pub const TOKENS_SCHEMA: &str = "outpost_control";
+
+/// The version of the tokens' tables in PostgreSQL.
+const TOKENS_VERSION: i64 = 1;
 
 /// Settings names.
 pub const LAST_LISTEN: &str = "last_listen";
@@ -117,8 +124,8 @@ pub enum ControlError {
     Sqlite {
         /// The control file.
         path: PathBuf,
-        /// SQLite's error.
-        source: rusqlite::Error,
+        /// SQLite's (or, for the tokens of a tenant in PostgreSQL, PostgreSQL's) error.
+        source: outpost_sql::Error,
     },
     /// An API token name is empty, longer than 64 bytes or holds other characters than
     /// letters, digits, `-`, `_` and `.`.
@@ -199,7 +206,11 @@ impl std::error::Error for ControlError {
 /// The control file.
 #[derive(Debug)]
 pub struct Control {
+    /// The file: settings, and the API tokens of a SQLite tenant.
     conn: Connection,
+    /// The API tokens of a tenant in PostgreSQL, in its database ([`Control::keep_tokens_in`]),
+    /// and how errors name it.
+    tokens: Option<(Connection, PathBuf)>,
     path: PathBuf,
 }
 
@@ -214,12 +225,12 @@ impl Control {
     /// Opens (creating, mode 0600) `path`.
     pub fn open(path: &Path) -> Result<Control, ControlError> {
         create_private_file(path).map_err(ControlError::File)?;
-        let open = || -> rusqlite::Result<Connection> {
-            let conn = Connection::open(path)?;
+        let open = || -> rusqlite::Result<rusqlite::Connection> {
+            let conn = rusqlite::Connection::open(path)?;
             conn.busy_timeout(Duration::from_secs(10))?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
-            conn.execute_batch(SCHEMA)?;
+            conn.execute_batch(&format!("{TOKENS}; {SETTINGS};"))?;
             // Files made before token grants: every token granted everything.
             let has_scopes: i64 = conn.query_row(
                 "SELECT count(*) FROM pragma_table_info('api_tokens') WHERE name = 'scopes'",
@@ -236,16 +247,49 @@ impl Control {
         };
         let conn = open().map_err(|source| ControlError::Sqlite {
             path: path.to_path_buf(),
-            source,
+            source: source.into(),
         })?;
         Ok(Control {
-            conn,
+            conn: conn.into(),
+            tokens: None,
             path: path.to_path_buf(),
         })
     }
 
-    /// SQLite's `source` as an error naming this file.
-    fn sqlite(&self, source: rusqlite::Error) -> ControlError {
+    /// Keeps the API tokens in `client`'s database (schema [`TOKENS_SCHEMA`], made if missing)
+    /// instead of the file: a tenant in PostgreSQL, served by several processes. `location`
+    /// names it in errors.
+    pub fn keep_tokens_in(
+        mut self,
+        client: postgres::Client,
+        location: &str,
+    ) -> Result<Control, ControlError> {
+        let failed = |source| ControlError::Sqlite {
+            path: PathBuf::from(location),
+            source,
+        };
+        let conn = Connection::postgres(client, TOKENS_SCHEMA).map_err(failed)?;
+        conn.make_postgres_tables(TOKENS, TOKENS_VERSION)
+            .map_err(failed)?;
+        self.tokens = Some((conn, PathBuf::from(location)));
+        Ok(self)
+    }
+
+    /// Where the API tokens are.
+    fn tokens(&self) -> &Connection {
+        self.tokens.as_ref().map_or(&self.conn, |(c, _)| c)
+    }
+
+    /// `source` as an error naming the tokens' store.
+    fn token_error(&self, source: outpost_sql::Error) -> ControlError {
+        ControlError::Sqlite {
+            path: self.tokens.as_ref().map_or(&self.path, |(_, p)| p).clone(),
+            source,
+        }
+    }
+
+    /// `source` as an error naming this store.
+    fn sqlite(&self, source: outpost_sql::Error) -> ControlError {
         ControlError::Sqlite {
             path: self.path.clone(),
             source,
@@ -265,12 +309,12 @@ impl Control {
             });
         }
         let exists: Option<i64> = self
-            .conn
+            .tokens()
             .query_row("SELECT 1 FROM api_tokens WHERE name = ?1", [name], |r| {
                 r.get(0)
             })
             .optional()
-            .map_err(|e| self.sqlite(e))?;
+            .map_err(|e| self.token_error(e))?;
         if exists.is_some() {
             return Err(ControlError::TokenExists {
                 name: name.to_string(),
@@ -282,12 +326,12 @@ impl Control {
             "{TOKEN_PREFIX}{}",
             outpost_relay::enroll::base64url_encode(&secret)
         );
-        self.conn
+        self.tokens()
             .execute(
                 "INSERT INTO api_tokens(name, digest, created_at) VALUES (?1, ?2, ?3)",
                 params![name, digest(&token).as_slice(), now as i64],
             )
-            .map_err(|e| self.sqlite(e))?;
+            .map_err(|e| self.token_error(e))?;
         Ok(token)
     }
 
@@ -295,21 +339,21 @@ impl Control {
     /// or revoked.
     pub fn check_api_token(&self, token: &str, now: u64) -> Result<Option<String>, ControlError> {
         let name: Option<String> = self
-            .conn
+            .tokens()
             .query_row(
                 "SELECT name FROM api_tokens WHERE digest = ?1 AND revoked_at IS NULL",
                 [digest(token).as_slice()],
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|e| self.sqlite(e))?;
+            .map_err(|e| self.token_error(e))?;
         if let Some(n) = &name {
-            self.conn
+            self.tokens()
                 .execute(
                     "UPDATE api_tokens SET last_used = ?2 WHERE name = ?1",
                     params![n, now as i64],
                 )
-                .map_err(|e| self.sqlite(e))?;
+                .map_err(|e| self.token_error(e))?;
         }
         Ok(name)
     }
@@ -323,12 +367,12 @@ impl Control {
         tables: Option<&TableRights>,
     ) -> Result<(), ControlError> {
         let n = self
-            .conn
+            .tokens()
             .execute(
                 "UPDATE api_tokens SET scopes = ?2, tables = coalesce(?3, tables) WHERE name = ?1",
                 params![name, scopes.to_string(), tables.map(|t| t.to_string())],
             )
-            .map_err(|e| self.sqlite(e))?;
+            .map_err(|e| self.token_error(e))?;
         if n == 0 {
             return Err(ControlError::NoToken {
                 name: name.to_string(),
@@ -340,12 +384,12 @@ impl Control {
     /// Revokes the token named `name`.
     pub fn revoke_api_token(&mut self, name: &str, now: u64) -> Result<(), ControlError> {
         let n = self
-            .conn
+            .tokens()
             .execute(
                 "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?2) WHERE name = ?1",
                 params![name, now as i64],
             )
-            .map_err(|e| self.sqlite(e))?;
+            .map_err(|e| self.token_error(e))?;
         if n == 0 {
             return Err(ControlError::NoToken {
                 name: name.to_string(),
@@ -362,14 +406,14 @@ impl Control {
     /// Every API token record, by name.
     pub fn api_tokens(&self) -> Result<Vec<ApiToken>, ControlError> {
         let mut stmt = self
-            .conn
+            .tokens()
             .prepare(
                 "SELECT name, created_at, revoked_at, last_used, scopes, tables FROM api_tokens \
                  ORDER BY name",
             )
-            .map_err(|e| self.sqlite(e))?;
+            .map_err(|e| self.token_error(e))?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map((), |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)? as u64,
@@ -379,11 +423,11 @@ impl Control {
                     r.get::<_, Option<String>>(5)?,
                 ))
             })
-            .map_err(|e| self.sqlite(e))?;
+            .map_err(|e| self.token_error(e))?;
         let mut out = Vec::new();
         for row in rows {
             let (name, created_at, revoked_at, last_used, scopes, tables) =
-                row.map_err(|e| self.sqlite(e))?;
+                row.map_err(|e| self.token_error(e))?;
             let damaged = || ControlError::Damaged { name: name.clone() };
             let scopes = Scopes::parse(scopes.split(',')).map_err(|_| damaged())?;
             let tables = match tables {

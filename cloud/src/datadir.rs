@@ -263,8 +263,8 @@ impl DataDir {
     /// The PostgreSQL database holding the tenant (and then the mailbox and allowlist too), if
     /// `init --postgres` chose one.
     pub fn postgres_url(&self) -> Result<Option<String>, DataDirError> {
-        self.control()?
-            .setting(crate::control::POSTGRES_URL)
+        Control::open(&self.path.join("control.db"))
+            .and_then(|c| c.setting(crate::control::POSTGRES_URL))
             .map_err(DataDirError::Control)
     }
 
@@ -315,9 +315,25 @@ impl DataDir {
         Ok(stores)
     }
 
-    /// A new connection to the control file.
+    /// A new connection to the control file; for a tenant in PostgreSQL, with the API tokens
+    /// in its database (every process serving the tenant checks the same tokens).
     pub fn control(&self) -> Result<Control, DataDirError> {
-        Control::open(&self.path.join("control.db")).map_err(DataDirError::Control)
+        let control =
+            Control::open(&self.path.join("control.db")).map_err(DataDirError::Control)?;
+        let Some(url) = control
+            .setting(crate::control::POSTGRES_URL)
+            .map_err(DataDirError::Control)?
+        else {
+            return Ok(control);
+        };
+        let (client, target) =
+            crate::postgres::connect::connect(&url).map_err(DataDirError::Postgres)?;
+        control
+            .keep_tokens_in(
+                client,
+                &format!("postgres {target} schema {}", crate::control::TOKENS_SCHEMA),
+            )
+            .map_err(DataDirError::Control)
     }
 }
 

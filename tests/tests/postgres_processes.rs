@@ -4,7 +4,8 @@
 //! syncs with the other. Over 20 rounds a device writes and pushes, another pulls, and one of the
 //! two processes is killed (SIGKILL) at a random moment of the round and started again after it.
 //! Nothing may be lost or doubled: at the end every device, and the tenant's tables (read with
-//! `psql`), hold every row written, each row's visit counter exactly what was added.
+//! `psql`), hold every row written, each row's visit counter exactly what was added. An API token
+//! made with one copy of the data directory is accepted by both processes.
 
 use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::DeviceDb;
@@ -129,6 +130,17 @@ fn two_processes_serve_one_tenant_and_killing_either_loses_nothing() {
         .collect();
     assert_eq!(visited.len(), ROUNDS, "{visited:?}");
     assert!(visited.iter().all(|r| r.ends_with("|1")), "{visited:?}");
+    // An API token made with one copy of the data directory is the other process's too: the
+    // tokens live in the database (a made-up token is refused by both).
+    let token = clouds[0].api_token("shared");
+    for c in &clouds {
+        assert_ne!(c.rest(&token, "GET", "last_pulled_at=0", None).0, 401);
+        assert_eq!(
+            c.rest("outpost_api_madeup", "GET", "last_pulled_at=0", None)
+                .0,
+            401
+        );
+    }
     println!(
         "{ROUNDS} rounds, one process killed in each: {retries} failed sync attempts, the longest \
          sync that needed the other process took {longest:?}"
