@@ -128,8 +128,17 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
         Some(url) => postgres_view(dir, url)?,
         None => sqlite_view(dir)?,
     };
-    let (mailbox, ids, clocks, directions, rules, sealing) = {
+    let (mailbox, ids, clocks, directions, rules, sealing, behind) = {
         let mut mb = dir.mailbox()?;
+        // The cloud's own streams a peer covers further: its store was restored behind them.
+        let behind: Vec<Value> = mb
+            .behind()?
+            .into_iter()
+            .map(|b| {
+                json!({"stream": b.stream, "peer": b.peer.to_string(), "peer_has": b.peer_has,
+                       "held": b.held, "seen_at": b.seen_at})
+            })
+            .collect();
         let directory = mb.directory()?;
         let directions: serde_json::Map<String, Value> = directory
             .tables()
@@ -161,6 +170,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             directions,
             rules,
             sealing,
+            behind,
         )
     };
     // Each table's scope rule: the tenant's (`null`: unscoped).
@@ -252,7 +262,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             "last_apply_error": control.setting(crate::control::LAST_APPLY_ERROR)?,
         },
         "mailbox": {"batches": mailbox.batches, "bytes": mailbox.bytes, "origins": origins,
-                    "damaged": mailbox.damaged},
+                    "damaged": mailbox.damaged, "restored_behind": behind},
         "scopes": scopes,
         "sealed": sealing,
         // The time bound (docs/design.md section 10, "Time"): a device's push stamped up to a
@@ -330,6 +340,20 @@ pub fn render(v: &Value) -> String {
         line(format!(
             "  {} batches refused whole (table _cloud_refused_batches has their reasons)",
             s(&t["refused_batches"])
+        ));
+    }
+    for b in v["mailbox"]["restored_behind"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        line(format!(
+            "  RESTORED BEHIND ITS PEERS: peer {} holds seqs up to {} of the cloud's stream {:?}, \
+             the store held {}; that stream is not exported until recovered",
+            s(&b["peer"]),
+            s(&b["peer_has"]),
+            s(&b["stream"]),
+            s(&b["held"])
         ));
     }
     if !t["last_apply_error"].is_null() {

@@ -25,6 +25,7 @@ use outpost_protocol::control::Directory;
 use outpost_protocol::handshake::Keypair;
 use outpost_protocol::{SeqRange, SiteId, StreamId, VersionVector};
 use rusqlite::{Connection, OptionalExtension};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -515,6 +516,14 @@ impl TenantStore for Tenant {
             .iter()
             .filter(|(s, &written)| s.origin == self.site && written > held.get(s))
             .map(|(s, _)| (s.scope.clone(), s.scope.clone()))
+            .collect())
+    }
+
+    fn own_tops(&mut self, _mailbox: &mut Mailbox) -> Result<BTreeMap<String, u64>, TenantError> {
+        Ok(Tenant::vector(self)?
+            .iter()
+            .filter(|(s, _)| s.origin == self.site)
+            .map(|(s, &n)| (s.scope.clone(), n))
             .collect())
     }
 

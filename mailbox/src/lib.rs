@@ -53,6 +53,7 @@
 //! No pruning (the hub keeps every batch until cloud snapshots exist).
 #![warn(missing_docs)]
 
+mod behind;
 mod client_store;
 mod clock_bound;
 mod control;
@@ -67,6 +68,7 @@ mod scope_keys;
 mod server_store;
 mod voids;
 
+pub use behind::Behind;
 pub use client_store::{ExportPlan, MailboxClient, Moved, PUSH_BUDGET};
 pub use clock_bound::ClockAdmission;
 pub use control::{ControlOwner, ControlReport};

@@ -397,6 +397,8 @@ impl Mailbox {
             source,
         };
         conn.execute_batch(CONTROL_SCHEMA).map_err(sql)?;
+        conn.execute_batch(crate::behind::BEHIND_SCHEMA)
+            .map_err(sql)?;
         conn.execute_batch(crate::drains::DRAINS_SCHEMA)
             .map_err(sql)?;
         conn.execute_batch(crate::voids::VOIDS_SCHEMA)

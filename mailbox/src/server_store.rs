@@ -98,6 +98,8 @@ impl ServerStore for Mailbox {
         regain: &[Regain],
         grant: &Scopes,
     ) -> Result<PullPlan, MailboxError> {
+        // The peer's hello, read for what it proves of this store (`behind.rs`).
+        self.note_peer_coverage(exclude_origin, vector)?;
         self.pull_plan_regaining(vector, Some(*exclude_origin), regain, grant)
     }
 

@@ -323,3 +323,48 @@ fn a_voided_range_counts_as_covered_and_is_never_served() {
     }
     assert_eq!(early.status().unwrap().batches, 3, "nothing is deleted");
 }
+
+/// What peers state of the box's own streams is kept, only ever raised, and other origins'
+/// streams say nothing; a stream latched behind stays as first latched.
+#[test]
+fn peers_claims_on_the_boxs_own_streams_are_kept_and_a_latch_stays() {
+    use outpost_protocol::session::ServerStore;
+    use outpost_protocol::StreamId;
+    let dir = tempfile::tempdir().unwrap();
+    let mut mb = support::store::open(&dir.path().join("cloud.db"));
+    let cloud_key = key(1);
+    mb.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    let mut hello = VersionVector::new();
+    hello.set(StreamId::new(HUB, ""), 40); // another origin's: nothing to keep
+    ServerStore::batches_for(&mut mb, &hello, &DEVICE, &[], &Scopes::All).unwrap();
+    assert!(mb.own_claims().unwrap().is_empty());
+    hello.set(StreamId::new(CLOUD, ""), 9);
+    ServerStore::batches_for(&mut mb, &hello, &DEVICE, &[], &Scopes::All).unwrap();
+    let claims = mb.own_claims().unwrap();
+    assert_eq!(
+        claims
+            .iter()
+            .map(|c| (c.stream.as_str(), c.peer_has, c.peer))
+            .collect::<Vec<_>>(),
+        [("", 9, DEVICE)]
+    );
+    // A peer that covers less lowers nothing.
+    hello.set(StreamId::new(CLOUD, ""), 5);
+    ServerStore::batches_for(&mut mb, &hello, &HUB, &[], &Scopes::All).unwrap();
+    assert_eq!(mb.own_claims().unwrap()[0].peer_has, 9);
+    assert!(
+        mb.behind().unwrap().is_empty(),
+        "a claim alone latches nothing"
+    );
+    mb.latch_behind(&claims[0], 3).unwrap();
+    let mut later = claims[0].clone();
+    later.peer_has = 12;
+    mb.latch_behind(&later, 7).unwrap();
+    let behind = mb.behind().unwrap();
+    assert_eq!(behind.len(), 1);
+    assert_eq!(
+        (behind[0].peer_has, behind[0].held),
+        (9, 3),
+        "the first latch stays"
+    );
+}

@@ -165,3 +165,118 @@ fn devices_and_the_back_office_meet_in_an_unsealed_postgres_tenant() {
 fn devices_and_the_back_office_meet_in_a_sealed_postgres_tenant() {
     story(false);
 }
+
+/// A database restored behind what peers hold (docs/cloud.md, "Restored behind its peers"): the
+/// back office's writes reached a device as the cloud's seqs 1..=3; the database then goes back
+/// to seq 1 (as a backup restore would leave it). The device's next hello shows it holds more of
+/// the cloud's own stream than the tenant issued: the cloud latches the stream, exports nothing
+/// more of it (a new back-office write would take seq 2 again, which the device holds for another
+/// change), and `status` says so.
+#[test]
+fn a_database_restored_behind_its_peers_is_detected_and_its_seqs_not_issued_twice() {
+    let Some(db) = pg::database("pg_restored_behind") else {
+        return;
+    };
+    let tmp = scratch();
+    let mut cloud = Cloud::init_postgres(&tmp.path().join("cloud"), &db.url, true);
+    cloud.start();
+    let a = DeviceDb::patients(&tmp.path().join("a.db"));
+    a.enroll(&cloud.device_code());
+    patients::write(&a.conn, "a", 1);
+    a.sync_with("cloud");
+    within("a's row in PostgreSQL", Duration::from_secs(20), || {
+        tenant_rows(&db.url).len() == 1
+    });
+    for i in 1..=3 {
+        psql(
+            &db.url,
+            &format!(
+                "INSERT INTO public.patients(id, name, village, visits) \
+                 VALUES ('o{i}', 'office', 'hq', 0)"
+            ),
+        );
+    }
+    within("the office's rows on a", Duration::from_secs(20), || {
+        a.sync_with("cloud");
+        a.has("patients", "o3")
+    });
+    // The "restore": the cloud's own stream back to seq 1, in the outbox and the mailbox alike.
+    cloud.kill();
+    let own = psql(
+        &db.url,
+        "SELECT value FROM outpost.meta WHERE name = 'site_id'",
+    )[0]
+    .clone();
+    psql(
+        &db.url,
+        &format!(
+            // As the cloud's own session: a restore writes nothing the capture would record.
+            "BEGIN; SET LOCAL outpost.applying = 'on'; \
+             DELETE FROM outpost.outbox WHERE seq > 1; \
+             UPDATE outpost.streams SET seq = 1; \
+             DELETE FROM outpost_mailbox.batches WHERE origin = '\\x{own}'::bytea AND lo > 1; \
+             UPDATE outpost_mailbox.coverage SET covered = 1 WHERE origin = '\\x{own}'::bytea; \
+             DELETE FROM public.patients WHERE id IN ('o2', 'o3'); \
+             COMMIT;"
+        ),
+    );
+    cloud.start();
+    a.sync_with("cloud");
+    let debug = || {
+        format!(
+            "claims {:?} behind {:?}\n{}",
+            psql(
+                &db.url,
+                "SELECT stream, peer_has FROM outpost_mailbox.own_claims"
+            ),
+            psql(
+                &db.url,
+                "SELECT stream, peer_has, held FROM outpost_mailbox.behind"
+            ),
+            std::fs::read_to_string(tmp.path().join("cloud.log")).unwrap_or_default()
+        )
+    };
+    let st = within_value(Duration::from_secs(20), &debug, || {
+        let st = cloud.status();
+        (!st["mailbox"]["restored_behind"]
+            .as_array()
+            .is_none_or(Vec::is_empty))
+        .then_some(st)
+    });
+    let b = &st["mailbox"]["restored_behind"][0];
+    // What the device stated it held (2 or 3, by the hello that said it first) beyond the 1
+    // the restored tenant issued.
+    assert_eq!(
+        (b["stream"].as_str(), b["held"].as_u64()),
+        (Some(""), Some(1)),
+        "{st}"
+    );
+    assert!(b["peer_has"].as_u64().is_some_and(|n| n >= 2), "{st}");
+    // A new back-office write after the restore takes seq 2 in the outbox again.
+    psql(
+        &db.url,
+        "INSERT INTO public.patients(id, name, village, visits) VALUES ('late', 'x', 'hq', 0)",
+    );
+    // Nothing of the reissued seq reaches the device: its o2 stays, `late` never comes.
+    std::thread::sleep(Duration::from_secs(2));
+    a.sync_with("cloud");
+    assert!(a.has("patients", "o2") && !a.has("patients", "late"));
+    let log = std::fs::read_to_string(tmp.path().join("cloud.log")).unwrap_or_default();
+    assert!(log.contains("restored behind its peers"), "{log}");
+    cloud.kill();
+}
+
+fn within_value<T>(
+    limit: Duration,
+    explain: impl Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out: {}", explain());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -400,6 +400,14 @@ impl TenantStore for PgTenant {
         Ok(out)
     }
 
+    fn own_tops(&mut self, mailbox: &mut Mailbox) -> Result<BTreeMap<String, u64>, TenantError> {
+        let mut out = BTreeMap::new();
+        for (name, top) in outbox::tops(&mut self.client).map_err(PgTenantError::Outbox)? {
+            out.insert(mailbox.wire_scope(&name)?, top);
+        }
+        Ok(out)
+    }
+
     fn export_batch(
         &mut self,
         name: &str,

@@ -20,8 +20,24 @@ pub fn export(
 ) -> Result<usize, TenantError> {
     let declared = directions_of(mailbox.directory()?);
     let held = mailbox.vector()?;
+    // What peers hold of the cloud's own streams against what the tenant issued: more proves
+    // the store was restored behind them, latched for good (mailbox `behind.rs`).
+    let issued = store.own_tops(mailbox)?;
+    let latched = mailbox.behind()?;
+    for claim in mailbox.own_claims()? {
+        let top = issued.get(&claim.stream).copied().unwrap_or(0);
+        if claim.peer_has > top && !latched.iter().any(|b| b.stream == claim.stream) {
+            mailbox.latch_behind(&claim, top)?;
+        }
+    }
+    let behind = mailbox.behind()?;
     let mut stored = 0;
     for (wire, name) in store.own_streams(mailbox, &held)? {
+        // A store restored behind its peers would issue their seqs again (mailbox `behind.rs`,
+        // which logged it when it latched; `status` shows it): nothing more of it is stored.
+        if behind.iter().any(|b| b.stream == wire) {
+            continue;
+        }
         let since = held.get(&StreamId::new(store.site(), wire.as_str()));
         stored += export_stream(store, mailbox, key, &declared, &wire, &name, since)?;
     }

@@ -54,6 +54,8 @@ pub trait TenantStore {
         mailbox: &mut Mailbox,
         held: &VersionVector,
     ) -> Result<Vec<(String, String)>, TenantError>;
+    /// The highest seq the tenant issued in each of the cloud's own streams, by wire id.
+    fn own_tops(&mut self, mailbox: &mut Mailbox) -> Result<BTreeMap<String, u64>, TenantError>;
     /// The cloud's own batch of stream `name` from seq `since + 1`, at most about
     /// `max_bytes`; `None` when the stream holds nothing above `since`.
     fn export_batch(
