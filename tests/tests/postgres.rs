@@ -236,7 +236,7 @@ fn a_database_restored_behind_its_peers_is_detected_and_its_seqs_not_issued_twic
             std::fs::read_to_string(tmp.path().join("cloud.log")).unwrap_or_default()
         )
     };
-    let st = within_value(Duration::from_secs(20), &debug, || {
+    let st = within_value(Duration::from_secs(20), debug, || {
         let st = cloud.status();
         (!st["mailbox"]["restored_behind"]
             .as_array()
