@@ -194,7 +194,7 @@ fn create(path: &Path, tracked: bool) -> Connection {
     create_as(path, tracked, false)
 }
 
-/// `create`, with the tables strict (docs/sql-api.md, `outpost_strict_refuse`) when `strict`:
+/// `create`, with the tables strict (docs/sql-api.md, "Strict tables") when `strict`:
 /// the bench sets the flag a PostgreSQL tenant's `Strict` control entry sets.
 fn create_as(path: &Path, tracked: bool, strict: bool) -> Connection {
     let _ = std::fs::remove_file(path);
@@ -587,7 +587,7 @@ fn cache_counters(conn: &Connection) -> String {
 /// Capture-cost variants of W1 bulk (for profiling the write path; `OUTPOST_BENCH_CAPTURE=
 /// plain,select1,append,outpost` runs the listed ones, each once, in that order): no trigger; an
 /// AFTER INSERT (and UPDATE) trigger whose body is `SELECT 1`; a pure-SQL append of the key to a
-/// log; the tracked tables. `plain_multi` and `outpost_multi` write 100 rows per statement. Under
+/// log; the tracked tables; the tracked tables strict (a PostgreSQL tenant's). `plain_multi` and `outpost_multi` write 100 rows per statement. Under
 /// callgrind, `--toggle-collect='*insert_*'` counts only the inserts. A `w2_` prefix (`w2_plain`,
 /// `w2_select1`, `w2_append`, `w2_outpost`) then runs W2 on the database
 /// (`--toggle-collect='*update_villages*'` counts only the update).
@@ -602,7 +602,8 @@ fn capture_variants(data: &Data, base: &Path, which: &str) {
             Some(base) => (base, true),
             None => (v, false),
         };
-        let conn = create(&path, v == "outpost");
+        let tracked = v == "outpost" || v == "strict";
+        let conn = create_as(&path, tracked, v == "strict");
         let trig = |body: &str| {
             format!(
                 "CREATE TRIGGER p_ins AFTER INSERT ON patients BEGIN {body}; END;
@@ -611,7 +612,7 @@ fn capture_variants(data: &Data, base: &Path, which: &str) {
             )
         };
         match v {
-            "plain" | "outpost" => {}
+            "plain" | "outpost" | "strict" => {}
             "select1" => conn.execute_batch(&trig("SELECT 1")).unwrap(),
             "append" => conn
                 .execute_batch(&format!(
@@ -620,6 +621,9 @@ fn capture_variants(data: &Data, base: &Path, which: &str) {
                 ))
                 .unwrap(),
             other => panic!("unknown capture variant {other}"),
+        }
+        if let Ok(sql) = std::env::var("OUTPOST_BENCH_EXTRA_SQL") {
+            conn.execute_batch(&sql).unwrap();
         }
         let t = Instant::now();
         conn.execute_batch("BEGIN").unwrap();
@@ -640,7 +644,7 @@ fn capture_variants(data: &Data, base: &Path, which: &str) {
             drop(conn);
             let mut rng = StdRng::seed_from_u64(SEED + 2);
             let villages: Vec<String> = data.patients.iter().map(|_| name(&mut rng)).collect();
-            let s = update_villages(&path, v == "outpost", &data.patients, &villages);
+            let s = update_villages(&path, tracked, &data.patients, &villages);
             println!("W2 update {v:8} {s:7.3} s");
         }
     }
@@ -758,6 +762,11 @@ fn main() {
                 w2 / w0
             );
         }
+    }
+    // OUTPOST_BENCH_ONLY=strict (with OUTPOST_BENCH_STRICT=1): W1 bulk and W2 in the three
+    // variants, nothing else.
+    if only == "strict" {
+        return;
     }
     {
         // Reference: the cheapest possible trigger (a pure-SQL append of the key to a log),
