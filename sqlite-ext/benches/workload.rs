@@ -194,7 +194,7 @@ fn create(path: &Path, tracked: bool) -> Connection {
     create_as(path, tracked, false)
 }
 
-/// `create`, with the tables strict (docs/sql-api.md, "Strict tables") when `strict`:
+/// `create`, with the tables strict (docs/sql-api.md, `outpost_strict_check`) when `strict`:
 /// the bench sets the flag a PostgreSQL tenant's `Strict` control entry sets.
 fn create_as(path: &Path, tracked: bool, strict: bool) -> Connection {
     let _ = std::fs::remove_file(path);

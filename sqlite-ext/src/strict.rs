@@ -17,12 +17,24 @@
 //! type → `bytea` take blobs. NULL always fits (NOT NULL is SQLite's own check). The values are
 //! judged after the column's affinity converted them (`'42'` into an INTEGER column is 42).
 //!
-//! **How.** A BEFORE INSERT trigger, and a BEFORE UPDATE OF each column, whose WHEN tests the
-//! values with SQLite's own `typeof` and `instr` (no call into the extension for a value that
-//! fits); only a value that does not fit reaches `outpost_strict_refuse`, whose error names the
-//! table, column, type and value and aborts the statement before the row is written. Writes a
-//! peer's changes make are never refused: the function lets them pass while the connection
-//! applies (and the apply usually switches the triggers off altogether).
+//! **How.** Both ways keep the write tax of W1 and W2 (docs/performance.md, "Strict tables"):
+//! - **Inserts**: the capture trigger (`triggers.rs`, AFTER INSERT) has
+//!   `outpost_strict_check(table, first column, type letters, values...)` as its WHEN, one call
+//!   per row with every value, instead of `outpost_capturing()`: it is false while a peer's
+//!   changes apply, true when the row fits, and an error naming the first column that does not
+//!   fit otherwise. An INSERT into a tracked table keeps a statement journal whatever it calls
+//!   (its capture calls functions, its declared key is a UNIQUE check), so the refusal undoes
+//!   the statement, its row included, and the function costs no journal.
+//! - **Updates**: a BEFORE UPDATE OF trigger per column, whose WHEN finds a misfit with
+//!   comparisons, `CAST`, `||` and `COLLATE` only ([`Takes::fits_sql`]) and whose body reads
+//!   `outpost_strict_refusal` (`strict_refusal.rs`), which fails with the refusal. A trigger
+//!   that may call any SQL function would make SQLite keep a statement journal for every UPDATE
+//!   of its table, the cost `outpost_clock` was made to avoid (`clock_table.rs`); without one, a
+//!   multi-row UPDATE refused at a later row keeps the rows before it inside an explicit
+//!   transaction, as `UPDATE OR FAIL` would (docs/sql-api.md, `outpost_strict_check`).
+//!
+//! Triggers of the first version called `outpost_strict_refuse` from both; [`follow`] remakes
+//! them, and the function stays for a database that has them until then.
 
 use crate::error::{Error, StrictWriteError};
 use crate::ffi::{Conn, ValueView};

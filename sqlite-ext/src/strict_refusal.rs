@@ -14,7 +14,7 @@
 //! a statement without a statement journal: in autocommit, nothing of the statement stays; in an
 //! explicit transaction, a statement refused at its first row has written nothing (the triggers
 //! run BEFORE the row is written), and a multi-row UPDATE refused at a later row keeps the rows
-//! before it, as `UPDATE OR FAIL` would (docs/sql-api.md, "Strict tables").
+//! before it, as `UPDATE OR FAIL` would (docs/sql-api.md, `outpost_strict_check`).
 
 use crate::error::{Error, LoadError, SQLITE_CONSTRAINT, SQLITE_ERROR};
 use crate::ffi::{self, sqlite3, sqlite3_context, sqlite3_value};

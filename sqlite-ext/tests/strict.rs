@@ -424,8 +424,8 @@ const KIND_COLUMNS: [(&str, &str); 11] = [
     ("x", "bytea"),
 ];
 
-/// Every SQLite type, and the values at the edges of the checks (docs/sql-api.md, "Strict
-/// tables"): integers at the ends of 64 bits, whole and fractional reals, reals SQLite keeps as
+/// Every SQLite type, and the values at the edges of the checks (docs/sql-api.md,
+/// `outpost_strict_check`): integers at the ends of 64 bits, whole and fractional reals, reals SQLite keeps as
 /// reals in an INTEGER column (-2^63, 2^63, 1e20, infinities), texts that affinity makes numbers
 /// and texts it does not, NUL at the start, middle and end of a text, after a multi-byte
 /// character, blobs (empty, digits, NUL), a blob holding what reads as text with NUL.
@@ -664,4 +664,38 @@ fn a_refused_update_of_several_rows_keeps_the_rows_before_it_only_inside_a_trans
     peer.track("patients", None);
     d.sync_to(&peer, None);
     assert_eq!(peer.one::<String>(ages), "a=11,b=2,c=3");
+}
+
+#[test]
+fn checks_of_the_first_version_keep_refusing_and_are_remade_by_the_next_directory_entry() {
+    let mut tenant = Tenant::new();
+    tenant.say_strict();
+    let d = device(&tenant, "dev");
+    // The first version's update check of age: typeof in the WHEN, a function in the body.
+    d.exec(
+        "DROP TRIGGER \"_outpost_patients_strict_upd_2\";
+         CREATE TRIGGER \"_outpost_patients_strict_upd_2\" BEFORE UPDATE OF \"age\" ON \"patients\"
+           WHEN NEW.\"age\" IS NOT OLD.\"age\" AND NOT typeof(NEW.\"age\") IN ('integer', 'null')
+           BEGIN SELECT outpost_strict_refuse('patients', 'age', 'INTEGER', NEW.\"age\"); END;
+         INSERT INTO patients(id, age) VALUES ('p1', 1);",
+    );
+    let legacy =
+        "SELECT count(*) FROM sqlite_master WHERE instr(sql, 'outpost_strict_refuse(') > 0";
+    assert_eq!(d.one::<i64>(legacy), 1);
+    let refused = |d: &Replica| {
+        d.conn
+            .execute("UPDATE patients SET age = 'old' WHERE id = 'p1'", [])
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(
+        refused(&d).contains("patients.age takes INTEGER (PostgreSQL bigint): 'old' does not fit")
+    );
+    // Any entry the directory admits next (here the cloud saying Strict again) remakes them.
+    tenant.say_strict();
+    tenant.hub.sync(&d);
+    assert_eq!(d.one::<i64>(legacy), 0);
+    assert!(
+        refused(&d).contains("patients.age takes INTEGER (PostgreSQL bigint): 'old' does not fit")
+    );
 }
