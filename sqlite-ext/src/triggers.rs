@@ -180,8 +180,10 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
     sql.push_str(&collision_triggers(conn, t)?);
     sql.push_str(&scope_triggers(t));
     if crate::strict::is_strict(conn)? {
-        // Created after the collision and scope triggers: SQLite runs a table's triggers newest
-        // first, so a value that does not fit is refused before anything is logged.
+        // The update checks, created after the collision and scope triggers: SQLite runs a
+        // table's triggers newest first, so a value that does not fit is refused before
+        // anything is logged. (An insert's check is its capture trigger's WHEN, above; what a
+        // collision trigger logged before it is undone with the refused statement.)
         sql.push_str(&crate::strict::update_triggers(conn, t)?);
     }
     let delta = |c: &str| format!("coalesce(NEW.{0}, 0) - coalesce(OLD.{0}, 0)", quote(c));

@@ -2,8 +2,11 @@
 //! eponymous virtual tables (`clock_table.rs`, `pending_table.rs`, `strict_refusal.rs`), and of
 //! `struct sqlite3_index_info` for the one that takes arguments: one copy of the C layouts.
 
-use crate::ffi::{sqlite3, sqlite3_context, sqlite3_value};
-use std::ffi::{c_char, c_int, c_void};
+use crate::error::LoadError;
+use crate::ffi::{self, sqlite3, sqlite3_context, sqlite3_value};
+use crate::session::Session;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::Arc;
 
 /// `xCreate` / `xConnect`.
 type Connect = unsafe extern "C" fn(
@@ -84,4 +87,40 @@ pub(crate) struct IndexInfo {
     pub(crate) order_by_consumed: c_int,
     pub(crate) estimated_cost: f64,
     pub(crate) estimated_rows: i64,
+}
+
+/// Registers the eponymous table `name` (`module`) on `db`, its `xConnect` receiving the
+/// connection's shared session as its aux pointer (a `Box<Arc<Session>>`, freed by SQLite).
+pub(crate) fn register(
+    db: *mut sqlite3,
+    name: &'static CStr,
+    module: &'static Module,
+    session: Arc<Session>,
+) -> Result<(), LoadError> {
+    let aux = Box::into_raw(Box::new(session));
+    // SAFETY: db is a live connection; SQLite owns `aux` from here and frees it through
+    // `drop_aux` (also when registration fails); `name` and `module` are 'static.
+    let rc = unsafe {
+        (ffi::api().create_module_v2)(
+            db,
+            name.as_ptr(),
+            std::ptr::from_ref(module).cast(),
+            aux.cast(),
+            Some(drop_aux),
+        )
+    };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(LoadError::Register {
+            name: name.to_str().unwrap_or("an outpost virtual table"),
+            code: rc,
+            message: ffi::Conn(db).error_message(),
+        })
+    }
+}
+
+unsafe extern "C" fn drop_aux(p: *mut c_void) {
+    // SAFETY: p is the Box<Arc<Session>> leaked in `register`, freed once by SQLite.
+    drop(unsafe { Box::from_raw(p.cast::<Arc<Session>>()) });
 }

@@ -361,13 +361,18 @@ fn a_peers_changes_apply_whatever_they_hold() {
         .is_err());
 }
 
-#[test]
-fn the_sqlite3_shell_gets_the_same_refusal() {
-    if !outpost_testkit::require::require(
+/// Whether Debian's `sqlite3` shell is there (required under `CI=true`).
+fn shell_present() -> bool {
+    outpost_testkit::require::require(
         "shell",
         "no /usr/bin/sqlite3 (Debian's sqlite3 package)",
         std::path::Path::new("/usr/bin/sqlite3").exists(),
-    ) {
+    )
+}
+
+#[test]
+fn the_sqlite3_shell_gets_the_same_refusal() {
+    if !shell_present() {
         return;
     }
     let mut tenant = Tenant::new();
@@ -536,11 +541,7 @@ fn every_sqlite_value_into_every_postgres_type_is_judged_as_typeof_and_instr_jud
 
 #[test]
 fn the_sqlite3_shell_judges_every_value_as_typeof_and_instr_judge_it() {
-    if !outpost_testkit::require::require(
-        "shell",
-        "no /usr/bin/sqlite3 (Debian's sqlite3 package)",
-        std::path::Path::new("/usr/bin/sqlite3").exists(),
-    ) {
+    if !shell_present() {
         return;
     }
     let mut tenant = Tenant::new();
