@@ -194,7 +194,7 @@ fn create(path: &Path, tracked: bool) -> Connection {
     create_as(path, tracked, false)
 }
 
-/// `create`, with the tables strict (docs/sql-api.md, `outpost_strict_refuse`) when `strict`:
+/// `create`, with the tables strict (docs/sql-api.md, `outpost_strict_check`) when `strict`:
 /// the bench sets the flag a PostgreSQL tenant's `Strict` control entry sets.
 fn create_as(path: &Path, tracked: bool, strict: bool) -> Connection {
     let _ = std::fs::remove_file(path);
@@ -312,9 +312,10 @@ fn insert_multi_row(conn: &Connection, d: &Data, per: usize) {
 /// W2: `UPDATE patients SET village=? WHERE id=?` for every patient, one transaction, on a
 /// fresh W1 database; returns the seconds.
 #[inline(never)]
-fn update_villages(path: &Path, tracked: bool, ps: &[Patient], villages: &[String]) -> f64 {
+/// W2; returns the wall and CPU seconds of the update (`thread_cpu`).
+fn update_villages(path: &Path, tracked: bool, ps: &[Patient], villages: &[String]) -> (f64, f64) {
     let conn = open(path, tracked);
-    let t = Instant::now();
+    let (t, cpu) = (Instant::now(), thread_cpu());
     conn.execute_batch("BEGIN").unwrap();
     {
         let mut s = conn
@@ -325,7 +326,7 @@ fn update_villages(path: &Path, tracked: bool, ps: &[Patient], villages: &[Strin
         }
     }
     conn.execute_batch("COMMIT").unwrap();
-    secs(t)
+    (secs(t), thread_cpu() - cpu)
 }
 
 /// W2's change written the way an ORM writes it (WatermelonDB and most mappers send the whole
@@ -362,6 +363,16 @@ fn update_whole_records(path: &Path, tracked: bool, ps: &[Patient], villages: &[
 
 fn secs(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
+}
+
+/// Seconds this thread has run on a CPU (`/proc/thread-self/schedstat`, nanoseconds; 0 where
+/// the kernel does not say). Unlike wall time it leaves out waiting for a CPU, which is most of
+/// the spread on a machine other work shares: the strict figures print both.
+fn thread_cpu() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0.0, |ns| ns as f64 / 1e9)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -587,10 +598,11 @@ fn cache_counters(conn: &Connection) -> String {
 /// Capture-cost variants of W1 bulk (for profiling the write path; `OUTPOST_BENCH_CAPTURE=
 /// plain,select1,append,outpost` runs the listed ones, each once, in that order): no trigger; an
 /// AFTER INSERT (and UPDATE) trigger whose body is `SELECT 1`; a pure-SQL append of the key to a
-/// log; the tracked tables. `plain_multi` and `outpost_multi` write 100 rows per statement. Under
+/// log; the tracked tables; the tracked tables strict (a PostgreSQL tenant's). `plain_multi` and `outpost_multi` write 100 rows per statement. Under
 /// callgrind, `--toggle-collect='*insert_*'` counts only the inserts. A `w2_` prefix (`w2_plain`,
 /// `w2_select1`, `w2_append`, `w2_outpost`) then runs W2 on the database
-/// (`--toggle-collect='*update_villages*'` counts only the update).
+/// (`--toggle-collect='*update_villages*'` counts only the update). `OUTPOST_BENCH_EXTRA_SQL`
+/// runs on each variant's database before the inserts (a trigger to price, say).
 fn capture_variants(data: &Data, base: &Path, which: &str) {
     for v in which.split(',') {
         let path = base.join(format!("cap_{v}.db"));
@@ -602,7 +614,8 @@ fn capture_variants(data: &Data, base: &Path, which: &str) {
             Some(base) => (base, true),
             None => (v, false),
         };
-        let conn = create(&path, v == "outpost");
+        let tracked = v == "outpost" || v == "strict";
+        let conn = create_as(&path, tracked, v == "strict");
         let trig = |body: &str| {
             format!(
                 "CREATE TRIGGER p_ins AFTER INSERT ON patients BEGIN {body}; END;
@@ -611,7 +624,7 @@ fn capture_variants(data: &Data, base: &Path, which: &str) {
             )
         };
         match v {
-            "plain" | "outpost" => {}
+            "plain" | "outpost" | "strict" => {}
             "select1" => conn.execute_batch(&trig("SELECT 1")).unwrap(),
             "append" => conn
                 .execute_batch(&format!(
@@ -620,6 +633,9 @@ fn capture_variants(data: &Data, base: &Path, which: &str) {
                 ))
                 .unwrap(),
             other => panic!("unknown capture variant {other}"),
+        }
+        if let Ok(sql) = std::env::var("OUTPOST_BENCH_EXTRA_SQL") {
+            conn.execute_batch(&sql).unwrap();
         }
         let t = Instant::now();
         conn.execute_batch("BEGIN").unwrap();
@@ -640,7 +656,7 @@ fn capture_variants(data: &Data, base: &Path, which: &str) {
             drop(conn);
             let mut rng = StdRng::seed_from_u64(SEED + 2);
             let villages: Vec<String> = data.patients.iter().map(|_| name(&mut rng)).collect();
-            let s = update_villages(&path, v == "outpost", &data.patients, &villages);
+            let (s, _) = update_villages(&path, tracked, &data.patients, &villages);
             println!("W2 update {v:8} {s:7.3} s");
         }
     }
@@ -699,6 +715,10 @@ fn main() {
     let mut whole = [Vec::new(), Vec::new(), Vec::new()];
     let mut bulk = [Vec::new(), Vec::new(), Vec::new()];
     let mut sizes = [0u64; 3];
+    let (mut bulk_cpu, mut upd_cpu) = (
+        [Vec::new(), Vec::new(), Vec::new()],
+        [Vec::new(), Vec::new(), Vec::new()],
+    );
     // OUTPOST_BENCH_STRICT=1: W1 bulk and W2 also with the tables strict (a PostgreSQL tenant's).
     let strict = std::env::var("OUTPOST_BENCH_STRICT").is_ok_and(|v| v == "1");
     let variants: &[(bool, bool)] = if strict {
@@ -714,18 +734,21 @@ fn main() {
                 _ => "w1_plain.db",
             });
             let conn = create_as(&path, tracked, strict);
-            let t = Instant::now();
+            let (t, cpu) = (Instant::now(), thread_cpu());
             conn.execute_batch("BEGIN").unwrap();
             insert_patients(&conn, &data.patients);
             insert_visits(&conn, &data);
             conn.execute_batch("COMMIT").unwrap();
             bulk[k].push(secs(t));
+            bulk_cpu[k].push(thread_cpu() - cpu);
             if run == 0 {
                 sizes[k] = checkpointed_size(&conn, &path);
             }
             drop(conn);
             if only != "w1" {
-                upd[k].push(update_villages(&path, tracked, &data.patients, &villages));
+                let (wall, cpu) = update_villages(&path, tracked, &data.patients, &villages);
+                upd[k].push(wall);
+                upd_cpu[k].push(cpu);
                 whole[k].push(update_whole_records(
                     &path,
                     tracked,
@@ -758,6 +781,28 @@ fn main() {
                 w2 / w0
             );
         }
+        // CPU time, medians of the same runs: waiting for a CPU left out.
+        let m = |v: &[Vec<f64>; 3], k: usize| median(v[k].clone());
+        let cpu_line = |what: &str, v: &[Vec<f64>; 3]| {
+            if v[0].is_empty() || m(v, 0) <= 0.0 {
+                return;
+            }
+            println!(
+                "{what} CPU time: plain {:7.3} s   outpost {:7.3} s ({:.2}x)   strict {:7.3} s ({:.2}x)",
+                m(v, 0),
+                m(v, 1),
+                m(v, 1) / m(v, 0),
+                m(v, 2),
+                m(v, 2) / m(v, 0)
+            );
+        };
+        cpu_line("W1 bulk    ", &bulk_cpu);
+        cpu_line("W2 update  ", &upd_cpu);
+    }
+    // OUTPOST_BENCH_ONLY=strict (with OUTPOST_BENCH_STRICT=1): W1 bulk and W2 in the three
+    // variants, nothing else.
+    if only == "strict" {
+        return;
     }
     {
         // Reference: the cheapest possible trigger (a pure-SQL append of the key to a log),

@@ -76,32 +76,7 @@ struct Cursor {
 
 /// Registers `outpost_clock` on `db`, reading the connection's shared session.
 pub(crate) fn register(db: *mut sqlite3, session: Arc<Session>) -> Result<(), LoadError> {
-    let aux = Box::into_raw(Box::new(session));
-    // SAFETY: db is a live connection; SQLite owns `aux` from here and frees it through
-    // `drop_aux` (also when registration fails); MODULE is 'static.
-    let rc = unsafe {
-        (ffi::api().create_module_v2)(
-            db,
-            c"outpost_clock".as_ptr(),
-            std::ptr::from_ref(&MODULE).cast(),
-            aux.cast(),
-            Some(drop_aux),
-        )
-    };
-    if rc == ffi::SQLITE_OK {
-        Ok(())
-    } else {
-        Err(LoadError::Register {
-            name: "outpost_clock",
-            code: rc,
-            message: ffi::Conn(db).error_message(),
-        })
-    }
-}
-
-unsafe extern "C" fn drop_aux(p: *mut c_void) {
-    // SAFETY: p is the Box<Arc<Session>> leaked in `register`, freed once by SQLite.
-    drop(unsafe { Box::from_raw(p.cast::<Arc<Session>>()) });
+    crate::vtab_module::register(db, c"outpost_clock", &MODULE, session)
 }
 
 unsafe extern "C" fn connect(

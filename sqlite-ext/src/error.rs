@@ -52,8 +52,9 @@ pub enum Error {
     /// returns this type, and a wider `Error` costs every call of the per-row trigger functions.
     ScopeWrite(Box<ScopeWriteError>),
     /// The app's INSERT or UPDATE of a tracked table of a strict tenant wrote a value that does
-    /// not fit its column (the triggers refuse it through `outpost_strict_refuse`; reported as a
-    /// constraint failure). Boxed, as [`Error::ScopeWrite`].
+    /// not fit its column (refused by `outpost_strict_check` for an insert, by reading
+    /// `outpost_strict_refusal` for an update; reported as a constraint failure). Boxed, as
+    /// [`Error::ScopeWrite`].
     StrictWrite(Box<StrictWriteError>),
     /// `outpost_apply` / `outpost_track` / `outpost_resolve` was called inside an open transaction.
     InTransaction(&'static str),

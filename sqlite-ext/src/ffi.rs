@@ -623,6 +623,67 @@ pub(crate) unsafe fn arg_of<'a>(v: *mut sqlite3_value) -> RawArg<'a> {
     }
 }
 
+/// A function argument's type, and for text and blobs its bytes, borrowed ([`view_of`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ValueView<'a> {
+    Null,
+    Integer(i64),
+    Real(f64),
+    /// UTF-8 as SQLite holds it, not checked.
+    Text(&'a [u8]),
+    Blob(&'a [u8]),
+}
+
+impl<'a> ValueView<'a> {
+    /// As an [`Arg`] (text that is not UTF-8 replaced lossily, into `lossy`).
+    pub(crate) fn arg(self, lossy: &'a mut String) -> Arg<'a> {
+        match self {
+            ValueView::Null => Arg::Null,
+            ValueView::Integer(n) => Arg::Integer(n),
+            ValueView::Real(f) => Arg::Real(f),
+            ValueView::Text(b) => match std::str::from_utf8(b) {
+                Ok(t) => Arg::Text(t),
+                Err(_) => {
+                    *lossy = String::from_utf8_lossy(b).into_owned();
+                    Arg::Text(lossy)
+                }
+            },
+            ValueView::Blob(b) => Arg::Blob(b),
+        }
+    }
+}
+
+/// Reads a function argument's type and bytes without copying them: `sqlite3_value_bytes`
+/// first, which converts text of a UTF-16 database to UTF-8 in place and leaves UTF-8 text
+/// alone, then `sqlite3_value_blob`, which returns the bytes as they are (`sqlite3_value_text`
+/// would copy a value that has no terminator, as a trigger's `NEW.` values have not).
+///
+/// # Safety
+/// As [`arg_of`].
+pub(crate) unsafe fn view_of<'a>(v: *mut sqlite3_value) -> ValueView<'a> {
+    let a = api();
+    // SAFETY: caller guarantee; the length is read first, so it is that of the bytes the blob
+    // call returns (it converts nothing after).
+    unsafe {
+        let bytes = || -> &'a [u8] {
+            let n = (a.value_bytes)(v);
+            let p = (a.value_blob)(v).cast::<u8>();
+            if p.is_null() || n <= 0 {
+                &[]
+            } else {
+                std::slice::from_raw_parts(p, n as usize)
+            }
+        };
+        match (a.value_type)(v) {
+            INTEGER => ValueView::Integer((a.value_int64)(v)),
+            FLOAT => ValueView::Real((a.value_double)(v)),
+            TEXT => ValueView::Text(bytes()),
+            BLOB => ValueView::Blob(bytes()),
+            _ => ValueView::Null,
+        }
+    }
+}
+
 /// Sets a function's result.
 ///
 /// # Safety

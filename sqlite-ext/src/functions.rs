@@ -36,7 +36,22 @@ impl Call<'_> {
 }
 
 /// A function body: borrowed arguments in, one value out.
-pub(crate) type Body = fn(&Call, &[Arg]) -> Result<Value, Error>;
+pub(crate) type ArgsBody = fn(&Call, &[Arg]) -> Result<Value, Error>;
+
+/// A body that looks only at its arguments' types and bytes ([`ffi::ValueView`]: text not
+/// checked as UTF-8, nor copied to add the terminator `sqlite3_value_text` wants), for a check
+/// of every value of a row on every insert (`outpost_strict_check`).
+pub(crate) type ViewsBody = fn(&Call, &[ffi::ValueView]) -> Result<Value, Error>;
+
+/// How a function reads its arguments.
+#[derive(Clone, Copy)]
+pub(crate) enum Body {
+    Args(ArgsBody),
+    Views(ViewsBody),
+}
+
+/// Argument views read into a stack array (more go to the heap): a row's values.
+const INLINE_VIEWS: usize = 32;
 
 /// Arguments read into a stack array (more go to the heap).
 pub(crate) const INLINE_ARGS: usize = 8;
@@ -102,8 +117,25 @@ unsafe extern "C" fn trampoline(
             session: &reg.session,
             name: def.name,
         };
-        // SAFETY: as above; the borrowed arguments do not outlive this call.
-        unsafe { with_args(values, |args| (def.body)(&call, args)) }
+        match def.body {
+            // SAFETY: as above; the borrowed arguments do not outlive this call.
+            Body::Args(body) => unsafe { with_args(values, |args| body(&call, args)) },
+            Body::Views(body) => {
+                let mut inline = [ffi::ValueView::Null; INLINE_VIEWS];
+                let mut heap = Vec::new();
+                let views: &mut [ffi::ValueView] = if n <= INLINE_VIEWS {
+                    &mut inline[..n]
+                } else {
+                    heap.resize(n, ffi::ValueView::Null);
+                    &mut heap
+                };
+                for (view, v) in views.iter_mut().zip(values) {
+                    // SAFETY: as above.
+                    *view = unsafe { ffi::view_of(*v) };
+                }
+                body(&call, views)
+            }
+        }
     }));
     match outcome {
         // SAFETY: ctx is the live context of this call.

@@ -123,6 +123,7 @@ mod statement_journal;
 mod status;
 mod streams;
 mod strict;
+mod strict_refusal;
 mod sync;
 mod track;
 mod transfer;
@@ -144,7 +145,7 @@ const fn def(
     name: &'static CStr,
     min_args: usize,
     max_args: usize,
-    body: functions::Body,
+    body: functions::ArgsBody,
 ) -> FunctionDef {
     FunctionDef {
         name: functions::name_text(name),
@@ -153,7 +154,19 @@ const fn def(
         max_args,
         deterministic: false,
         innocuous: false,
-        body,
+        body: functions::Body::Args(body),
+    }
+}
+
+/// [`for_triggers`], for a body that reads its arguments' types and bytes only.
+const fn for_triggers_views(
+    name: &'static CStr,
+    max_args: usize,
+    body: functions::ViewsBody,
+) -> FunctionDef {
+    FunctionDef {
+        body: functions::Body::Views(body),
+        ..for_triggers(name, max_args, false, version)
     }
 }
 
@@ -164,7 +177,7 @@ const fn for_triggers(
     name: &'static CStr,
     max_args: usize,
     deterministic: bool,
-    body: functions::Body,
+    body: functions::ArgsBody,
 ) -> FunctionDef {
     FunctionDef {
         name: functions::name_text(name),
@@ -173,7 +186,7 @@ const fn for_triggers(
         max_args,
         deterministic,
         innocuous: true,
-        body,
+        body: functions::Body::Args(body),
     }
 }
 
@@ -230,6 +243,10 @@ static FUNCTIONS: &[FunctionDef] = &[
     },
     FunctionDef {
         min_args: 4,
+        ..for_triggers_views(c"outpost_strict_check", 127, strict::sql_strict_check)
+    },
+    FunctionDef {
+        min_args: 4,
         ..for_triggers(
             c"outpost_strict_refuse",
             4,
@@ -261,7 +278,8 @@ pub unsafe extern "C" fn sqlite3_outpost_init(
         // SAFETY: SQLite passes its routines table (or null, refused inside).
         unsafe { ffi::install(p_api) }?;
         let session = functions::register_all(db, FUNCTIONS)?;
-        pending_table::register(db, session)?;
+        pending_table::register(db, session.clone())?;
+        strict_refusal::register(db, session)?;
         // Not fatal: the extension works with journals on disk, only slower on big transactions.
         if let Err(e) = statement_journal::keep_in_memory(ffi::Conn(db)) {
             log::warn!("outpost: could not keep statement journals in memory: {e}");

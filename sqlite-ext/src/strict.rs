@@ -17,15 +17,27 @@
 //! type → `bytea` take blobs. NULL always fits (NOT NULL is SQLite's own check). The values are
 //! judged after the column's affinity converted them (`'42'` into an INTEGER column is 42).
 //!
-//! **How.** A BEFORE INSERT trigger, and a BEFORE UPDATE OF each column, whose WHEN tests the
-//! values with SQLite's own `typeof` and `instr` (no call into the extension for a value that
-//! fits); only a value that does not fit reaches `outpost_strict_refuse`, whose error names the
-//! table, column, type and value and aborts the statement before the row is written. Writes a
-//! peer's changes make are never refused: the function lets them pass while the connection
-//! applies (and the apply usually switches the triggers off altogether).
+//! **How.** Both ways keep the write tax of W1 and W2 (docs/performance.md, "Strict tables"):
+//! - **Inserts**: the capture trigger (`triggers.rs`, AFTER INSERT) has
+//!   `outpost_strict_check(table, first column, type letters, values...)` as its WHEN, one call
+//!   per row with every value, instead of `outpost_capturing()`: it is false while a peer's
+//!   changes apply, true when the row fits, and an error naming the first column that does not
+//!   fit otherwise. An INSERT into a tracked table keeps a statement journal whatever it calls
+//!   (its capture calls functions, its declared key is a UNIQUE check), so the refusal undoes
+//!   the statement, its row included, and the function costs no journal.
+//! - **Updates**: a BEFORE UPDATE OF trigger per column, whose WHEN finds a misfit with
+//!   comparisons, `CAST`, `||` and `COLLATE` only ([`Takes::fits_sql`]) and whose body reads
+//!   `outpost_strict_refusal` (`strict_refusal.rs`), which fails with the refusal. A trigger
+//!   that may call any SQL function would make SQLite keep a statement journal for every UPDATE
+//!   of its table, the cost `outpost_clock` was made to avoid (`clock_table.rs`); without one, a
+//!   multi-row UPDATE refused at a later row keeps the rows before it inside an explicit
+//!   transaction, as `UPDATE OR FAIL` would (docs/sql-api.md, `outpost_strict_check`).
+//!
+//! Triggers of the first version called `outpost_strict_refuse` from both; [`follow`] remakes
+//! them, and the function stays for a database that has them until then.
 
 use crate::error::{Error, StrictWriteError};
-use crate::ffi::Conn;
+use crate::ffi::{Conn, ValueView};
 use crate::functions::{Arg, Call};
 use crate::schema::{self, quote, Tracked};
 use outpost_protocol::batch::decl_type::{self, DeclType};
@@ -47,7 +59,7 @@ pub(crate) fn follow(conn: Conn, directory: &Directory) -> Result<bool, Error> {
         return Ok(false);
     }
     schema::ensure(conn)?;
-    if is_strict(conn)? {
+    if is_strict(conn)? && !calls_a_function(conn)? {
         return Ok(false);
     }
     // The schema version fold last saw: remembered again after the triggers below only if it
@@ -62,6 +74,19 @@ pub(crate) fn follow(conn: Conn, directory: &Directory) -> Result<bool, Error> {
         crate::fold::remember_schema(conn)?;
     }
     Ok(true)
+}
+
+/// Whether strict triggers of an earlier version are here: they called `outpost_strict_refuse`,
+/// which kept a statement journal for every UPDATE of their table; [`follow`] remakes them.
+fn calls_a_function(conn: Conn) -> Result<bool, Error> {
+    Ok(conn
+        .query_i64(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' \
+             AND instr(sql, 'outpost_strict_refuse(') > 0",
+            &[],
+        )?
+        .unwrap_or(0)
+        > 0)
 }
 
 /// What a column's declared type takes in PostgreSQL: the PostgreSQL tenant's mapping
@@ -102,17 +127,69 @@ impl Takes {
         }
     }
 
-    /// SQL that is true when `x` fits (no call into the extension: SQLite's own functions).
+    /// SQL that is false when `x` (a `NEW.` column of this type, its affinity applied) does
+    /// not fit, true or NULL when it does (NULL for a NULL value, so that `NOT` of it is not
+    /// true either), calling no function: comparisons, `CAST`, `||` and `COLLATE` only, so that
+    /// an UPDATE's trigger needs no statement journal (`strict_refusal.rs`). Each term is
+    /// proven against `typeof` and `instr` for every SQLite type in `tests/strict.rs`; why each
+    /// holds:
+    /// - SQLite orders NULL < numbers < text < blobs whatever the values, and compares an
+    ///   integer with a real by value;
+    /// - `bigint`: a real equals its `CAST AS INTEGER` only when it is a whole number in range,
+    ///   which the column's INTEGER affinity has already made an integer, but for -2^63 (SQLite
+    ///   keeps that one a real): the integer -2^63 reads `'-9223372036854775808'` as text, the
+    ///   real `'-9.22337203685478e+18'`. Text the affinity left is not a number, and a blob
+    ///   never equals one;
+    /// - `text`: the column's TEXT affinity made numbers text, so only blobs sort at or above
+    ///   `x''`; NOCASE compares bytes up to the first NUL only, then the lengths, so `x || 'x'`
+    ///   and `x || 'y'` are equal under it exactly when `x` holds a NUL;
+    /// - `double precision`, `numeric`: numbers sort below the empty text; `bytea`: blobs sort
+    ///   at or above the empty blob.
     fn fits_sql(self, x: &str) -> String {
         match self {
-            Takes::Bigint => format!("typeof({x}) IN ('integer', 'null')"),
-            Takes::Double | Takes::Numeric => {
-                format!("typeof({x}) IN ('integer', 'real', 'null')")
-            }
+            Takes::Bigint => format!(
+                "({x} = CAST({x} AS INTEGER) AND ({x} > -9223372036854775808 \
+                 OR {x} || '' = '-9223372036854775808'))"
+            ),
+            Takes::Double | Takes::Numeric => format!("({x} < '')"),
             Takes::Text => {
-                format!("({x} IS NULL OR (typeof({x}) = 'text' AND instr({x}, char(0)) = 0))")
+                format!("({x} < x'' AND ({x} || 'x') <> ({x} || 'y') COLLATE NOCASE)")
             }
-            Takes::Bytea => format!("typeof({x}) IN ('blob', 'null')"),
+            Takes::Bytea => format!("({x} >= x'')"),
+        }
+    }
+
+    /// One letter for the type, as `outpost_strict_check` reads it.
+    fn letter(self) -> char {
+        match self {
+            Takes::Bigint => 'i',
+            Takes::Double => 'd',
+            Takes::Numeric => 'n',
+            Takes::Text => 't',
+            Takes::Bytea => 'b',
+        }
+    }
+
+    fn of_letter(c: u8) -> Option<Takes> {
+        Some(match c {
+            b'i' => Takes::Bigint,
+            b'd' => Takes::Double,
+            b'n' => Takes::Numeric,
+            b't' => Takes::Text,
+            b'b' => Takes::Bytea,
+            _ => return None,
+        })
+    }
+
+    /// Whether `value` fits ([`Takes::misfit`] finds none), read as a view.
+    fn takes_view(self, value: &ValueView) -> bool {
+        match (self, value) {
+            (_, ValueView::Null) => true,
+            (Takes::Bigint, ValueView::Integer(_)) => true,
+            (Takes::Double | Takes::Numeric, ValueView::Integer(_) | ValueView::Real(_)) => true,
+            (Takes::Text, ValueView::Text(t)) => !t.contains(&0),
+            (Takes::Bytea, ValueView::Blob(_)) => true,
+            _ => false,
         }
     }
 
@@ -145,43 +222,70 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The strict checks of `t` (see the module documentation): SQL creating a BEFORE INSERT
-/// trigger and a BEFORE UPDATE OF trigger per column, every column of the table (its key too).
-pub(crate) fn triggers(conn: Conn, t: &Tracked) -> Result<String, Error> {
-    let tbl = quote(&t.def.name);
-    let name = |what: &str| quote(&format!("_outpost_{}_strict_{what}", t.def.name));
+/// Columns per `outpost_strict_check` call: SQLite's default limit of function arguments is
+/// 127, and the call takes three before the values.
+const CHECKED_PER_CALL: usize = 120;
+
+/// For the AFTER INSERT trigger of `t` in a strict tenant (`triggers.rs`), the SQL checking the
+/// new row: `outpost_strict_check(table, first column, type letters, values...)`, one call per
+/// 120 columns, joined by AND; true while this connection captures and the row fits, false
+/// while a peer's changes apply, and an error naming the first column that does not fit
+/// otherwise. `None` in a tenant that is not strict.
+///
+/// An INSERT into a tracked table has a statement journal whatever its checks call (the log
+/// trigger calls functions, and a declared key is a UNIQUE check), so the function costs no
+/// journal, and the refusal undoes the statement (its row too) as a BEFORE trigger's would.
+/// One call per row with every value is cheaper than testing each value in SQL (W1 in
+/// docs/performance.md).
+pub(crate) fn insert_check(conn: Conn, t: &Tracked) -> Result<Option<String>, Error> {
+    if !is_strict(conn)? {
+        return Ok(None);
+    }
     let columns = schema::table_info(conn, &t.def.name)?;
-    let refuse = |c: &schema::ColumnInfo| {
-        format!(
-            "SELECT outpost_strict_refuse({}, {}, {}, NEW.{});",
-            literal(&t.def.name),
-            literal(&c.name),
-            literal(&c.decl_type),
-            quote(&c.name)
-        )
-    };
-    let fits = |c: &schema::ColumnInfo| {
-        Takes::of(&c.decl_type).fits_sql(&format!("NEW.{}", quote(&c.name)))
-    };
-    let all_fit: Vec<String> = columns.iter().map(fits).collect();
-    let mut sql = format!(
-        "CREATE TRIGGER {ins} BEFORE INSERT ON {tbl} WHEN NOT ({all_fit}) BEGIN {body} END;",
-        ins = name("ins"),
-        all_fit = all_fit.join(" AND "),
-        body = columns
-            .iter()
-            .map(|c| format!("{} ", refuse(c).trim_end_matches(';'))
-                + &format!("WHERE NOT {};", fits(c)))
-            .collect::<String>(),
-    );
-    for (i, c) in columns.iter().enumerate() {
+    let calls: Vec<String> = columns
+        .chunks(CHECKED_PER_CALL)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let letters: String = chunk
+                .iter()
+                .map(|c| Takes::of(&c.decl_type).letter())
+                .collect();
+            let values: Vec<String> = chunk
+                .iter()
+                .map(|c| format!("NEW.{}", quote(&c.name)))
+                .collect();
+            format!(
+                "outpost_strict_check({}, {}, '{letters}', {})",
+                literal(&t.def.name),
+                i * CHECKED_PER_CALL,
+                values.join(", ")
+            )
+        })
+        .collect();
+    Ok(Some(calls.join(" AND ")))
+}
+
+/// The strict checks of `t`'s updates (see the module documentation): SQL creating a BEFORE
+/// UPDATE OF trigger per column (its key too), whose WHEN finds a misfit without calling a
+/// function ([`Takes::fits_sql`]) and whose body then reads `outpost_strict_refusal`
+/// (`strict_refusal.rs`) with the column and its value, which fails with the refusal.
+pub(crate) fn update_triggers(conn: Conn, t: &Tracked) -> Result<String, Error> {
+    let tbl = quote(&t.def.name);
+    let mut sql = String::new();
+    for (i, c) in schema::table_info(conn, &t.def.name)?.iter().enumerate() {
         let col = quote(&c.name);
+        let new = format!("NEW.{col}");
+        // The type test first: it is false for almost every write, and then the comparison
+        // with the old value is not made.
         sql.push_str(&format!(
             "CREATE TRIGGER {upd} BEFORE UPDATE OF {col} ON {tbl}
-               WHEN NEW.{col} IS NOT OLD.{col} AND NOT {fits} BEGIN {body} END;",
-            upd = name(&format!("upd_{i}")),
-            fits = fits(c),
-            body = refuse(c),
+               WHEN NOT {fits} AND {new} IS NOT OLD.{col} BEGIN
+               SELECT 1 FROM outpost_strict_refusal({table}, {column}, {declared}, {new}); END;",
+            upd = quote(&format!("_outpost_{}_strict_upd_{i}", t.def.name)),
+            fits = Takes::of(&c.decl_type).fits_sql(&new),
+            table = literal(&t.def.name),
+            column = literal(&c.name),
+            declared = literal(&c.decl_type),
         ));
     }
     Ok(sql)
@@ -198,23 +302,19 @@ fn shown(value: &Arg) -> String {
     }
 }
 
-/// `outpost_strict_refuse(table, column, declared type, value)`: the error that aborts an app's
-/// write of a value that does not fit its column (module documentation); 0 while this
-/// connection applies a peer's changes, and for a value that fits.
-pub(crate) fn sql_strict_refuse(call: &Call, args: &[Arg]) -> Result<Value, Error> {
-    if !call.session.capturing() {
-        return Ok(Value::Integer(0));
-    }
-    let (Arg::Text(table), Arg::Text(column), Arg::Text(declared)) = (&args[0], &args[1], &args[2])
-    else {
-        return Err(call.arg_error("takes the table, column and declared type as text"));
-    };
+/// Why the app may not write `value` into `table.column` (declared `declared`) in a strict
+/// tenant, or `None` when it fits.
+pub(crate) fn refusal(
+    table: &str,
+    column: &str,
+    declared: &str,
+    value: &Arg,
+) -> Option<StrictWriteError> {
     let takes = Takes::of(declared);
     let (table, column) = (table.to_string(), column.to_string());
-    let e = match takes.misfit(&args[3]) {
-        None => return Ok(Value::Integer(0)),
-        Some(Misfit::Nul) => StrictWriteError::Nul { table, column },
-        Some(Misfit::Type) => StrictWriteError::Type {
+    Some(match takes.misfit(value)? {
+        Misfit::Nul => StrictWriteError::Nul { table, column },
+        Misfit::Type => StrictWriteError::Type {
             table,
             column,
             declared: if declared.is_empty() {
@@ -223,10 +323,74 @@ pub(crate) fn sql_strict_refuse(call: &Call, args: &[Arg]) -> Result<Value, Erro
                 declared.to_string()
             },
             postgres: takes.postgres(),
-            found: shown(&args[3]),
+            found: shown(value),
         },
+    })
+}
+
+/// `outpost_strict_refuse(table, column, declared type, value)`: the error of [`refusal`], as a
+/// function; 0 while this connection applies a peer's changes, and for a value that fits. Only
+/// the strict triggers of an earlier version call it ([`follow`] remakes them), so that a
+/// database they are in keeps working until then.
+pub(crate) fn sql_strict_refuse(call: &Call, args: &[Arg]) -> Result<Value, Error> {
+    if !call.session.capturing() {
+        return Ok(Value::Integer(0));
+    }
+    let (Arg::Text(table), Arg::Text(column), Arg::Text(declared)) = (&args[0], &args[1], &args[2])
+    else {
+        return Err(call.arg_error("takes the table, column and declared type as text"));
     };
-    Err(Error::StrictWrite(Box::new(e)))
+    match refusal(table, column, declared, &args[3]) {
+        None => Ok(Value::Integer(0)),
+        Some(e) => Err(Error::StrictWrite(Box::new(e))),
+    }
+}
+
+/// `outpost_strict_check(table, first column, type letters, values...)`: 0 while this
+/// connection applies a peer's changes; otherwise 1 when every value fits the type its letter
+/// names (`Takes::letter`), or the refusal of the first that does not, naming the column the
+/// value's position stands for in `table` (from `first`, counted from 0). It reads the values'
+/// types and bytes only ([`ValueView`]): it runs on every insert.
+pub(crate) fn sql_strict_check(call: &Call, args: &[ValueView]) -> Result<Value, Error> {
+    if !call.session.capturing() {
+        return Ok(Value::Integer(0));
+    }
+    let (ValueView::Text(table), ValueView::Integer(first), ValueView::Text(letters)) =
+        (args[0], args[1], args[2])
+    else {
+        return Err(
+            call.arg_error("takes the table, the first column's position and the type letters")
+        );
+    };
+    let values = &args[3..];
+    if letters.len() != values.len() {
+        return Err(call.arg_error(format!(
+            "{} type letters for {} values",
+            letters.len(),
+            values.len()
+        )));
+    }
+    for (i, (&letter, value)) in letters.iter().zip(values).enumerate() {
+        let takes = Takes::of_letter(letter)
+            .ok_or_else(|| call.arg_error(format!("unknown type letter {:?}", letter as char)))?;
+        if takes.takes_view(value) {
+            continue;
+        }
+        // The refusal names the column and its declared type: read them only now.
+        let table = String::from_utf8_lossy(table);
+        let at = usize::try_from(first)
+            .unwrap_or(usize::MAX)
+            .saturating_add(i);
+        let columns = schema::table_info(call.conn, &table)?;
+        let Some(c) = columns.get(at) else {
+            return Err(call.arg_error(format!("{table} has no column {at}")));
+        };
+        let mut lossy = String::new();
+        if let Some(e) = refusal(&table, &c.name, &c.decl_type, &value.arg(&mut lossy)) {
+            return Err(Error::StrictWrite(Box::new(e)));
+        }
+    }
+    Ok(Value::Integer(1))
 }
 
 #[cfg(test)]

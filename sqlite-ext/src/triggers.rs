@@ -13,8 +13,9 @@
 //! A table with a scope column has its scope cell checked by `outpost_check_scope`
 //! (`scope_check.rs`): the INSERT trigger's WHEN calls it, and a BEFORE UPDATE OF trigger checks
 //! a referral (`scope_triggers`).
-//! In a strict tenant (`strict.rs`), BEFORE INSERT and BEFORE UPDATE OF triggers refuse a value
-//! that does not fit its column's PostgreSQL type.
+//! In a strict tenant (`strict.rs`), the INSERT trigger's WHEN checks the new row
+//! (`outpost_strict_check`), and BEFORE UPDATE OF triggers refuse a value that does not fit its
+//! column's PostgreSQL type.
 //! The three SQL functions the capturing triggers call are defined at the end of this file.
 
 use crate::error::Error;
@@ -154,7 +155,15 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
     // abort" by its own UNIQUE check, so it has a statement journal either way, and the packed
     // key keeps the log small (size after W1). Composite keys and row_lww updates call them too.
     let raw = t.def.pk.len() == 1 && !t.def.row_lww;
-    let ins_when = scope_check_call(t, "NEW", true).unwrap_or_else(|| "outpost_capturing()".into());
+    let ins_when = match (
+        crate::strict::insert_check(conn, t)?,
+        scope_check_call(t, "NEW", true),
+    ) {
+        // The strict check is also the capture test (false while a peer's changes apply).
+        (Some(strict), None) => strict,
+        (Some(strict), Some(scope)) => format!("{strict} AND {scope}"),
+        (None, scope) => scope.unwrap_or_else(|| "outpost_capturing()".into()),
+    };
     let mut sql = format!(
         "CREATE TRIGGER {ins} AFTER INSERT ON {tbl} WHEN {ins_when} BEGIN
            {log} VALUES ({id}, {key_new}, {OP_INSERT}, outpost_tick(), -1, {ins_vals}); END;
@@ -171,9 +180,11 @@ pub(crate) fn create_triggers(conn: Conn, t: &Tracked) -> Result<(), Error> {
     sql.push_str(&collision_triggers(conn, t)?);
     sql.push_str(&scope_triggers(t));
     if crate::strict::is_strict(conn)? {
-        // Created after the collision and scope triggers: SQLite runs a table's triggers newest
-        // first, so a value that does not fit is refused before anything is logged.
-        sql.push_str(&crate::strict::triggers(conn, t)?);
+        // The update checks, created after the collision and scope triggers: SQLite runs a
+        // table's triggers newest first, so a value that does not fit is refused before
+        // anything is logged. (An insert's check is its capture trigger's WHEN, above; what a
+        // collision trigger logged before it is undone with the refused statement.)
+        sql.push_str(&crate::strict::update_triggers(conn, t)?);
     }
     let delta = |c: &str| format!("coalesce(NEW.{0}, 0) - coalesce(OLD.{0}, 0)", quote(c));
     // A counter column's function-calling trigger logs the deltas of every counter; fold uses
