@@ -13,7 +13,9 @@
 //!   records the key and, for an update, only the value columns whose value changed (all of them
 //!   for `row_lww`); a counter column's `NEW - OLD` delta; a key change as a delete of the old
 //!   key and an insert of the new one. Regenerated whenever a column is added;
-//! - a statement trigger writing the statement's clocks back to the clock row;
+//! - a statement trigger writing the statement's clocks back to the clock row, and one before
+//!   the statement holding that row (so a back-office transaction and a device's apply take
+//!   turns: `capture.sql`);
 //! - a `BEFORE TRUNCATE` trigger refusing `TRUNCATE`, naming the table.
 //!
 //! All of them are `ENABLE ALWAYS`: they fire under `session_replication_role = replica` too.
@@ -49,6 +51,9 @@ pub const ROW_TRIGGER: &str = "outpost_capture";
 pub const FLUSH_TRIGGER: &str = "outpost_capture_flush";
 /// The trigger refusing `TRUNCATE`.
 pub const TRUNCATE_TRIGGER: &str = "outpost_truncate";
+/// The statement trigger holding the clock row before a statement locks rows (`capture.sql`,
+/// `outpost.capture_hold`).
+pub const HOLD_TRIGGER: &str = "outpost_capture_hold";
 
 /// How deep a `via` chain is followed to find a row's scope (a longer one puts the row in the
 /// unscoped stream).
@@ -242,6 +247,9 @@ pub fn table_sql(c: &Captured, defs: &[TableSchema]) -> String {
          DROP TRIGGER IF EXISTS {row} ON {tbl};
          DROP TRIGGER IF EXISTS {flush} ON {tbl};
          DROP TRIGGER IF EXISTS {trunc} ON {tbl};
+         DROP TRIGGER IF EXISTS {hold} ON {tbl};
+         CREATE TRIGGER {hold} BEFORE INSERT OR UPDATE OR DELETE ON {tbl}
+           FOR EACH STATEMENT EXECUTE FUNCTION outpost.capture_hold();
          CREATE TRIGGER {row} AFTER INSERT OR UPDATE OR DELETE ON {tbl}
            FOR EACH ROW EXECUTE FUNCTION {function}();
          CREATE TRIGGER {flush} AFTER INSERT OR UPDATE OR DELETE ON {tbl}
@@ -250,8 +258,10 @@ pub fn table_sql(c: &Captured, defs: &[TableSchema]) -> String {
            FOR EACH STATEMENT EXECUTE FUNCTION outpost.refuse_truncate();
          ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {row};
          ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {flush};
-         ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {trunc};",
+         ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {trunc};
+         ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {hold};",
         literal(&body),
+        hold = quote(HOLD_TRIGGER),
         row = quote(ROW_TRIGGER),
         flush = quote(FLUSH_TRIGGER),
         trunc = quote(TRUNCATE_TRIGGER),

@@ -10,10 +10,20 @@ SET LOCAL client_min_messages = warning;
 -- held until it ends; the clocks issued inside it are kept in the transaction-local setting
 -- outpost.capture_hlc and written back once per statement (outpost.capture_flush), because
 -- updating one row per captured row costs quadratic time in a large statement.
+--
+-- The clock row is also what orders back-office writes and devices' applies: a capturing
+-- transaction holds it from its first statement on a tracked table (outpost.capture_hold, a
+-- BEFORE ... FOR EACH STATEMENT trigger) and an apply from its start (store.rs), so an apply
+-- reads the merge state with every back-office write committed before it folded in, and no
+-- back-office write changes a row while an apply decides about it.
+--
+-- `wall_shift_ms` is a test hook, as the engine's `test_wall_shift_ms` (sqlite-ext/src/clock.rs):
+-- the wall clock read moved by that many milliseconds. Only the cloud's role writes this table.
 CREATE TABLE IF NOT EXISTS outpost.clock(
   one boolean PRIMARY KEY DEFAULT true CHECK (one),
   hlc bigint NOT NULL);
 INSERT INTO outpost.clock(one, hlc) VALUES (true, 0) ON CONFLICT DO NOTHING;
+ALTER TABLE outpost.clock ADD COLUMN IF NOT EXISTS wall_shift_ms bigint NOT NULL DEFAULT 0;
 
 -- One row per stream of the cloud's origin: its lock (taken by the first capture of a
 -- transaction in that stream, so seqs are issued one transaction at a time) and the floor of
@@ -80,21 +90,38 @@ BEGIN
 END
 $$;
 
--- The next clock of the cloud's origin: max(wall, last + 1) (protocol/src/hlc.rs), the wall
--- clock adopted up to PG_CEILING_MILLIS (below). The first tick of a transaction locks the clock row until
--- the transaction ends; later ones take `last` from outpost.capture_hlc (set only while that
--- lock is held: both end with a rolled-back savepoint).
-CREATE OR REPLACE FUNCTION outpost.tick() RETURNS bigint
+-- Holds the clock row until the transaction ends (FOR UPDATE, no new row version), once per
+-- transaction: its clock goes to outpost.capture_hlc and its test shift to outpost.capture_shift
+-- (both set only while the lock is held: they end with a rolled-back savepoint, as the lock does).
+CREATE OR REPLACE FUNCTION outpost.clock_hold() RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
   last bigint := nullif(current_setting('outpost.capture_hlc', true), '')::bigint;
+  shift bigint;
+BEGIN
+  IF last IS NULL THEN
+    SELECT c.hlc, c.wall_shift_ms INTO last, shift FROM outpost.clock c WHERE c.one FOR UPDATE;
+    PERFORM set_config('outpost.capture_hlc', last::text, true);
+    PERFORM set_config('outpost.capture_shift', shift::text, true);
+  END IF;
+  RETURN last;
+END
+$$;
+
+-- The next clock of the cloud's origin: max(wall, last + 1) (protocol/src/hlc.rs), the wall
+-- clock adopted up to PG_CEILING_MILLIS (below). The first tick of a transaction holds the clock
+-- row (outpost.clock_hold) unless its statement trigger did already.
+CREATE OR REPLACE FUNCTION outpost.tick() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  last bigint := coalesce(nullif(current_setting('outpost.capture_hlc', true), '')::bigint,
+                          outpost.clock_hold());
+  shift bigint := coalesce(nullif(current_setting('outpost.capture_shift', true), '')::bigint, 0);
   wall bigint;
   h bigint;
 BEGIN
-  IF last IS NULL THEN
-    SELECT c.hlc INTO last FROM outpost.clock c WHERE c.one FOR UPDATE;
-  END IF;
-  wall := least(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint, 140737471578111) << 16;
+  wall := least(greatest(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + shift, 0),
+                140737471578111) << 16;
   h := greatest(wall, last + 1);
   PERFORM set_config('outpost.capture_hlc', h::text, true);
   RETURN h;
@@ -109,11 +136,8 @@ $$;
 CREATE OR REPLACE FUNCTION outpost.clock_observe(remote bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-  last bigint := nullif(current_setting('outpost.capture_hlc', true), '')::bigint;
+  last bigint := outpost.clock_hold();
 BEGIN
-  IF last IS NULL THEN
-    SELECT c.hlc INTO last FROM outpost.clock c WHERE c.one FOR UPDATE;
-  END IF;
   remote := least(remote, 140737471578111::bigint << 16);
   IF remote > last THEN
     PERFORM set_config('outpost.capture_hlc', remote::text, true);
@@ -258,6 +282,19 @@ BEGIN
 END
 $$;
 
+-- A BEFORE ... FOR EACH STATEMENT trigger of every tracked table: a back-office statement holds
+-- the clock row before it locks any row of the table, so it waits for an apply in progress
+-- instead of deadlocking with it (an apply writes app rows while holding the clock row).
+CREATE OR REPLACE FUNCTION outpost.capture_hold() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+  IF NOT outpost.capture_skipped() THEN
+    PERFORM outpost.clock_hold();
+  END IF;
+  RETURN NULL;
+END
+$$;
+
 -- TRUNCATE removes rows without a row trigger: devices would keep them forever.
 CREATE OR REPLACE FUNCTION outpost.refuse_truncate() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -269,6 +306,7 @@ $$;
 
 REVOKE ALL ON FUNCTION outpost.capture(integer, smallint, text, jsonb, jsonb, jsonb, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.tick() FROM PUBLIC;
+REVOKE ALL ON FUNCTION outpost.clock_hold() FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.next_seq(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.clock_flush() FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.clock_observe(bigint) FROM PUBLIC;

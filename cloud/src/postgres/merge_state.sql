@@ -45,3 +45,8 @@ CREATE TABLE IF NOT EXISTS outpost.quarantine(
   reason text NOT NULL,
   change text NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS quarantine_change ON outpost.quarantine (md5(change));
+
+-- Per stream of the cloud's origin, the seq up to which its captured writes are merge state
+-- (store/fold.rs): the back office's writes become the cloud's cell versions, counter
+-- contributions and review siblings at the next apply's start, as the engine folds its log.
+ALTER TABLE outpost.streams ADD COLUMN IF NOT EXISTS folded bigint NOT NULL DEFAULT 0;

@@ -436,7 +436,7 @@ fn parse(def: &TableSchema, text: &str) -> Result<serde_json::Value, OutboxError
 }
 
 /// The key values of an outbox key (a JSON array in key order).
-fn key_values(def: &TableSchema, key: &str) -> Result<Vec<Value>, OutboxError> {
+pub(crate) fn key_values(def: &TableSchema, key: &str) -> Result<Vec<Value>, OutboxError> {
     let json = parse(def, key)?;
     let items = json.as_array().ok_or_else(|| bad(def, &json))?;
     if items.len() != def.primary_key.len() {
@@ -501,7 +501,11 @@ fn cells(
 
 /// A value as `to_jsonb` wrote it from a column of `def`, as SQLite would hold it in a column of
 /// the same declared type (a REAL column's `37` is `37.0`; NUMERIC keeps integers integral).
-fn value(def: &TableSchema, c: usize, v: &serde_json::Value) -> Result<Value, OutboxError> {
+pub(crate) fn value(
+    def: &TableSchema,
+    c: usize,
+    v: &serde_json::Value,
+) -> Result<Value, OutboxError> {
     use serde_json::Value as J;
     let kind = column_kind(def, c);
     Ok(match v {

@@ -36,6 +36,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 mod ahead;
+mod fold;
 mod quarantine_entry;
 mod row_write;
 
@@ -100,6 +101,8 @@ fn sql(doing: impl Into<String>) -> impl FnOnce(::postgres::Error) -> StoreError
 
 /// How a table's rows are reached: its name, its columns' kinds and the statements made once.
 struct TableSql {
+    /// The table as captured (the outbox's values are read by it).
+    def: TableSchema,
     qualified: String,
     key_names: Vec<String>,
     key_kinds: Vec<Kind>,
@@ -309,6 +312,7 @@ impl Store for PgStore<'_, '_> {
                 idx.map(|i| Kind::of(&def.columns[i as usize])).collect()
             };
             let sql = TableSql {
+                def: def.clone(),
                 qualified: format!("{}.{}", quote(super::app_tables::SCHEMA), quote(&def.name)),
                 key_names: t.key.clone(),
                 key_kinds: kinds(&mut def.primary_key.iter().copied()),
