@@ -6,6 +6,13 @@
 //! PostgreSQL tenant through `outpost_apply_core` and its PostgreSQL store. Then every row, every
 //! cell's value, the quarantine entries and the conflicts must be equal.
 //!
+//! Between the devices' rounds the back office writes: random `INSERT`/`UPDATE`/`DELETE`s, the
+//! same SQL on both targets (captured on PostgreSQL; the engine's local writes on SQLite, of the
+//! same site id). Both targets' wall clocks are shifted far back, so each issues `last + 1` and
+//! their clocks are equal: conflicts (whose siblings show clocks) compare whole. The rows are
+//! compared after the back office's writes, everything after the next batch (both fold their own
+//! writes into merge state at an apply's start).
+//!
 //! The targets differ from the devices where the engine quarantines: a table they do not track
 //! (`drafts`), a key of another shape (`tags`), a column they lack (`patients.phone`), a column
 //! that merges as `lww` there but `counter` on the devices (`scores.pts`); and the devices' visits

@@ -38,12 +38,12 @@ struct Captured {
 }
 
 /// What fold changes for one row: its key values and state, and its counter and review cells
-/// by value column.
+/// by value column (read ahead for every such column; `true`: changed).
 struct Row {
     table: usize,
     key: Vec<Value>,
     state: RowState,
-    counters: HashMap<usize, CounterCell>,
+    counters: HashMap<usize, (CounterCell, bool)>,
     reviews: HashMap<usize, (ReviewCell, bool)>,
 }
 
@@ -76,48 +76,18 @@ impl PgStore<'_, '_> {
             })
             .collect();
         let tables = self.tables()?;
-        let mut rows: HashMap<(i32, String), Row> = HashMap::new();
-        let mut order: Vec<(i32, String)> = Vec::new();
+        let (order, mut rows) = self.read_folded_rows(&tables, &captured)?;
         let mut folded: HashMap<String, i64> = HashMap::new();
         for e in &captured {
             let top = folded.entry(e.stream.clone()).or_insert(e.seq);
             *top = (*top).max(e.seq);
-            let ti = tables
-                .iter()
-                .position(|t| t.id == i64::from(e.tbl))
-                .ok_or_else(|| StoreError::Damaged {
-                    what: format!(
-                        "outpost.outbox names table id {}, which is not captured",
-                        e.tbl
-                    ),
-                })?;
-            let id = (e.tbl, e.key.clone());
-            if !rows.contains_key(&id) {
-                let t = &tables[ti];
-                let def = &self.table(t)?.def;
-                let key = outbox::key_values(def, &e.key).map_err(|err| StoreError::Damaged {
-                    what: format!("a captured key of table {:?}: {err}", t.name),
-                })?;
-                let state = self.row(t, &key)?.unwrap_or(RowState {
-                    exist: e.exist,
-                    cells: Vec::new(),
-                });
-                rows.insert(
-                    id.clone(),
-                    Row {
-                        table: ti,
-                        key,
-                        state,
-                        counters: HashMap::new(),
-                        reviews: HashMap::new(),
-                    },
-                );
-                order.push(id.clone());
-            }
-            let row = rows.get_mut(&id).expect("inserted above");
-            self.fold_one(&tables[ti], row, e)?;
+            let row = rows
+                .get_mut(&(e.tbl, e.key.clone()))
+                .expect("read for every write");
+            let t = &tables[row.table];
+            self.fold_one(t, row, e)?;
         }
-        self.write_folded(&tables, &order, &mut rows)?;
+        self.write_folded(&tables, &order, &rows)?;
         let s = self.stmt("UPDATE outpost.streams SET folded = $2 WHERE stream = $1")?;
         for (stream, seq) in folded {
             self.tx
@@ -127,6 +97,121 @@ impl PgStore<'_, '_> {
         // Reads later in the transaction find the folded state in the tables.
         self.states.clear();
         Ok(captured.len() as u64)
+    }
+
+    /// The rows the writes touch, in order of their first write: their state, counter and
+    /// review cells, read one statement per table (not one per row: a back-office statement may
+    /// write thousands).
+    #[allow(clippy::type_complexity)]
+    fn read_folded_rows(
+        &mut self,
+        tables: &[Table],
+        captured: &[Captured],
+    ) -> Result<(Vec<(i32, String)>, HashMap<(i32, String), Row>), StoreError> {
+        let mut order: Vec<(i32, String)> = Vec::new();
+        let mut keys: HashMap<(i32, String), (usize, Vec<Value>, u64)> = HashMap::new();
+        for e in captured {
+            let id = (e.tbl, e.key.clone());
+            if keys.contains_key(&id) {
+                continue;
+            }
+            let ti = tables
+                .iter()
+                .position(|t| t.id == i64::from(e.tbl))
+                .ok_or_else(|| StoreError::Damaged {
+                    what: format!(
+                        "outpost.outbox names table id {}, which is not captured",
+                        e.tbl
+                    ),
+                })?;
+            let def = &self.table(&tables[ti])?.def;
+            let key = outbox::key_values(def, &e.key).map_err(|err| StoreError::Damaged {
+                what: format!("a captured key of table {:?}: {err}", tables[ti].name),
+            })?;
+            keys.insert(id.clone(), (ti, key, e.exist));
+            order.push(id);
+        }
+        let mut rows = HashMap::with_capacity(order.len());
+        for (ti, t) in tables.iter().enumerate() {
+            let mine: Vec<&(i32, String)> = order.iter().filter(|id| keys[*id].0 == ti).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let key_refs: Vec<&[Value]> = mine.iter().map(|id| keys[*id].1.as_slice()).collect();
+            self.read_rows_ahead(t, &key_refs)?;
+            let cells = self.read_cells_ahead(t, &mine)?;
+            for id in mine {
+                let (_, key, exist) = &keys[id];
+                let state = self.row(t, key)?.unwrap_or(RowState {
+                    exist: *exist,
+                    cells: Vec::new(),
+                });
+                let mut row = Row {
+                    table: ti,
+                    key: key.clone(),
+                    state,
+                    counters: HashMap::new(),
+                    reviews: HashMap::new(),
+                };
+                for (c, col) in t.columns.iter().enumerate() {
+                    let stored = cells.get(&(id.1.clone(), c as i32));
+                    let damaged = |e: serde_json::Error| StoreError::Damaged {
+                        what: format!("a cell of table {:?}: {e}", t.name),
+                    };
+                    match col.strategy {
+                        Strategy::Counter => {
+                            let cell = match stored {
+                                Some(j) => serde_json::from_str(j).map_err(damaged)?,
+                                None => CounterCell::new(),
+                            };
+                            row.counters.insert(c, (cell, false));
+                        }
+                        Strategy::Review => {
+                            let cell = match stored {
+                                Some(j) => serde_json::from_str(j).map_err(damaged)?,
+                                None => ReviewCell::new(),
+                            };
+                            row.reviews.insert(c, (cell, false));
+                        }
+                        Strategy::Lww | Strategy::RowLww => {}
+                    }
+                }
+                rows.insert(id.clone(), row);
+            }
+        }
+        Ok((order, rows))
+    }
+
+    /// The `counter` and `review` cells of rows `ids` of `t`, by (key, column).
+    fn read_cells_ahead(
+        &mut self,
+        t: &Table,
+        ids: &[&(i32, String)],
+    ) -> Result<HashMap<(String, i32), String>, StoreError> {
+        if !t
+            .columns
+            .iter()
+            .any(|c| matches!(c.strategy, Strategy::Counter | Strategy::Review))
+        {
+            return Ok(HashMap::new());
+        }
+        let s = self.stmt(
+            "SELECT c.key::text, c.col, c.state::text FROM outpost.merge_cells c \
+             WHERE c.tbl = $1 AND c.key IN (SELECT unnest($2::text[])::jsonb)",
+        )?;
+        let keys: Vec<&str> = ids.iter().map(|id| id.1.as_str()).collect();
+        let found = self
+            .tx
+            .query(&s, &[&(t.id as i32), &keys])
+            .map_err(sql(format!(
+                "reading the counter and review cells of {} rows of table {:?}",
+                keys.len(),
+                t.name
+            )))?;
+        Ok(found
+            .iter()
+            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+            .collect())
     }
 
     /// One captured write into its row's state and cells.
@@ -140,15 +225,7 @@ impl PgStore<'_, '_> {
             },
         };
         // Siblings of the epochs before this write's are dead (`prune_review`).
-        for (c, col) in t.columns.iter().enumerate() {
-            if col.strategy != Strategy::Review {
-                continue;
-            }
-            if !row.reviews.contains_key(&c) {
-                let cell = self.review(t, &row.key, c)?;
-                row.reviews.insert(c, (cell, false));
-            }
-            let (cell, dirty) = row.reviews.get_mut(&c).expect("inserted above");
+        for (cell, dirty) in row.reviews.values_mut() {
             if cell.siblings().iter().any(|s| s.version.epoch < epoch) {
                 let mut kept = ReviewCell::new();
                 for s in cell.siblings().iter().filter(|s| s.version.epoch >= epoch) {
@@ -164,7 +241,7 @@ impl PgStore<'_, '_> {
         let Some(text) = &e.cells else {
             return Ok(());
         };
-        let def = self.table(t)?.def.clone();
+        let def = &self.table(t)?.def;
         let damaged = |what: String| StoreError::Damaged {
             what: format!("a captured write of table {:?}: {what}", t.name),
         };
@@ -173,10 +250,9 @@ impl PgStore<'_, '_> {
         let cells = json
             .as_object()
             .ok_or_else(|| damaged(format!("cells {text}")))?;
-        let value_columns: Vec<u16> = def.value_columns().collect();
         for (n, v) in cells {
             let c: usize = n.parse().map_err(|_| damaged(format!("column {n:?}")))?;
-            let (Some(col), Some(&at)) = (t.columns.get(c), value_columns.get(c)) else {
+            let (Some(col), Some(at)) = (t.columns.get(c), def.value_columns().nth(c)) else {
                 return Err(damaged(format!("column {c}")));
             };
             *row.state.cell_mut(c) = Some(version);
@@ -184,12 +260,8 @@ impl PgStore<'_, '_> {
                 Strategy::Lww | Strategy::RowLww => {}
                 Strategy::Counter => {
                     let total = v.as_i64().ok_or_else(|| damaged(format!("counter {v}")))?;
-                    if !row.counters.contains_key(&c) {
-                        let cell = self.counter(t, &row.key, c)?;
-                        row.counters.insert(c, cell);
-                    }
-                    let cell = row.counters.get_mut(&c).expect("inserted above");
-                    cell.merge(Contribution {
+                    let (cell, dirty) = row.counters.get_mut(&c).expect("read ahead");
+                    *dirty |= cell.merge(Contribution {
                         site: self.site,
                         epoch,
                         hlc: version.stamp.hlc,
@@ -197,29 +269,29 @@ impl PgStore<'_, '_> {
                     });
                 }
                 Strategy::Review => {
-                    let value = outbox::value(&def, at as usize, v)
+                    let value = outbox::value(def, at as usize, v)
                         .map_err(|err| damaged(err.to_string()))?;
-                    let (cell, dirty) = row.reviews.get_mut(&c).expect("read above");
+                    let (cell, dirty) = row.reviews.get_mut(&c).expect("read ahead");
                     let context = cell.context();
-                    cell.merge(ReviewWrite {
+                    *dirty |= cell.merge(ReviewWrite {
                         version,
                         value,
                         context,
                     });
-                    *dirty = true;
                 }
             }
         }
         Ok(())
     }
 
-    /// The folded rows' versions (capture's causal length left as it is), counters and
-    /// reviews, written.
+    /// The folded rows' versions (capture's causal length left as it is), counter and review
+    /// cells written, one statement each; a review cell left with several siblings (a delete
+    /// pruned some) has its conflict record rewritten, the others' records are dropped.
     fn write_folded(
         &mut self,
         tables: &[Table],
         order: &[(i32, String)],
-        rows: &mut HashMap<(i32, String), Row>,
+        rows: &HashMap<(i32, String), Row>,
     ) -> Result<(), StoreError> {
         let s = self.stmt(
             "INSERT INTO outpost.capture_rows AS r(tbl, key, exist, versions) \
@@ -227,12 +299,45 @@ impl PgStore<'_, '_> {
              ON CONFLICT (tbl, key) DO UPDATE SET versions = excluded.versions",
         )?;
         let (mut ids, mut keys, mut exists, mut versions) = (vec![], vec![], vec![], vec![]);
+        let (mut cell_ids, mut cell_keys, mut cell_cols, mut cell_states) =
+            (vec![], vec![], vec![], vec![]);
+        let (mut single_ids, mut single_keys, mut single_cols) = (vec![], vec![], vec![]);
+        let mut conflicts = Vec::new();
+        let json = |cell: Result<String, serde_json::Error>| {
+            cell.map_err(|e| StoreError::Damaged {
+                what: format!("a cell as JSON: {e}"),
+            })
+        };
         for id in order {
             let row = &rows[id];
             ids.push(id.0);
             keys.push(id.1.clone());
             exists.push(row.state.exist as i64);
             versions.push(row.state.encode());
+            for (&c, (cell, dirty)) in &row.counters {
+                if *dirty {
+                    cell_ids.push(id.0);
+                    cell_keys.push(id.1.clone());
+                    cell_cols.push(c as i32);
+                    cell_states.push(json(serde_json::to_string(cell))?);
+                }
+            }
+            for (&c, (cell, dirty)) in &row.reviews {
+                if !*dirty {
+                    continue;
+                }
+                if cell.siblings().len() > 1 {
+                    conflicts.push((row.table, row.key.clone(), c, cell.clone()));
+                    continue;
+                }
+                cell_ids.push(id.0);
+                cell_keys.push(id.1.clone());
+                cell_cols.push(c as i32);
+                cell_states.push(json(serde_json::to_string(cell))?);
+                single_ids.push(id.0);
+                single_keys.push(id.1.clone());
+                single_cols.push(c as i32);
+            }
         }
         self.tx
             .execute(&s, &[&ids, &keys, &exists, &versions])
@@ -240,17 +345,30 @@ impl PgStore<'_, '_> {
                 "writing the versions of {} rows the back office wrote",
                 ids.len()
             )))?;
-        for id in order {
-            let row = rows.get_mut(id).expect("listed in order");
-            let t = &tables[row.table];
-            for (&c, cell) in &row.counters {
-                self.put_counter(t, &row.key, c, cell)?;
-            }
-            for (&c, (cell, dirty)) in &row.reviews {
-                if *dirty {
-                    self.put_review(t, &row.key, c, cell)?;
-                }
-            }
+        if !cell_ids.is_empty() {
+            let s = self.stmt(
+                "INSERT INTO outpost.merge_cells(tbl, key, col, state) \
+                 SELECT u.t, u.k::jsonb, u.c, u.s::jsonb FROM unnest($1::integer[], $2::text[], $3::integer[], $4::text[]) AS u(t, k, c, s) \
+                 ON CONFLICT (tbl, key, col) DO UPDATE SET state = excluded.state",
+            )?;
+            self.tx
+                .execute(&s, &[&cell_ids, &cell_keys, &cell_cols, &cell_states])
+                .map_err(sql(format!(
+                    "writing {} counter and review cells the back office wrote",
+                    cell_ids.len()
+                )))?;
+        }
+        if !single_ids.is_empty() {
+            let s = self.stmt(
+                "DELETE FROM outpost.conflicts c USING unnest($1::integer[], $2::text[], $3::integer[]) AS u(t, k, col) \
+                 WHERE c.tbl = u.t AND c.key = u.k::jsonb AND c.col = u.col",
+            )?;
+            self.tx
+                .execute(&s, &[&single_ids, &single_keys, &single_cols])
+                .map_err(sql("clearing the conflicts the back office resolved"))?;
+        }
+        for (ti, key, c, cell) in conflicts {
+            self.put_review(&tables[ti], &key, c, &cell)?;
         }
         Ok(())
     }
