@@ -245,3 +245,71 @@ fn an_apply_waits_for_a_back_office_transaction_and_merges_against_its_write() {
     applying.join().unwrap();
     assert_eq!(name(&mut c, "p1").as_deref(), Some("office at t2"));
 }
+
+#[test]
+fn the_store_prints_a_key_as_capture_does() {
+    use outpost_cloud::postgres::pg_value::{key_json, Kind};
+    use outpost_protocol::Value;
+    let Some(db) = pg::database("back_office_keys") else {
+        return;
+    };
+    let mut c = db.superuser();
+    // `outpost.capture_rows.key` is compared bytewise: the store's key text must be capture's.
+    for text in [
+        "p1",
+        "quote \" backslash \\ slash /",
+        "line\nfeed\ttab\r\u{8}\u{c}",
+        "control \u{1}\u{1f} del \u{7f}",
+        "é ü 中文 🙂",
+        "",
+    ] {
+        let pg: String = c
+            .query_one("SELECT jsonb_build_array($1::text)::text", &[&text])
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            key_json(&[Value::Text(text.into())], &[Kind::Text]),
+            pg,
+            "{text:?}"
+        );
+    }
+    for n in [0i64, -7, i64::MAX, i64::MIN] {
+        let pg: String = c
+            .query_one(
+                "SELECT jsonb_build_array($1::bigint, 'a'::text)::text",
+                &[&n],
+            )
+            .unwrap()
+            .get(0);
+        let key = [Value::Integer(n), Value::Text("a".into())];
+        assert_eq!(key_json(&key, &[Kind::Int, Kind::Text]), pg, "{n}");
+    }
+    for f in [
+        0.0f64,
+        -0.0,
+        1.5,
+        100.0,
+        1e20,
+        1.5e-7,
+        -2.75,
+        0.1,
+        123456789.125,
+    ] {
+        let pg: String = c
+            .query_one("SELECT jsonb_build_array($1::float8)::text", &[&f])
+            .unwrap()
+            .get(0);
+        assert_eq!(key_json(&[Value::Real(f)], &[Kind::Real]), pg, "{f}");
+    }
+    let pg: String = c
+        .query_one(
+            "SELECT jsonb_build_array($1::bytea)::text",
+            &[&vec![1u8, 0xab, 0]],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        key_json(&[Value::Blob(vec![1, 0xab, 0])], &[Kind::Bytes]),
+        pg
+    );
+}

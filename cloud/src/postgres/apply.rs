@@ -82,6 +82,9 @@ fn apply_once(
         "SELECT pg_advisory_xact_lock({APPLY_LOCK}); \
          SET LOCAL outpost.applying = 'on'; \
          SET CONSTRAINTS ALL DEFERRED; \
+         SET LOCAL enable_seqscan = off; \
+         SET LOCAL enable_hashjoin = off; \
+         SET LOCAL enable_mergejoin = off; \
          SELECT outpost.clock_hold();"
     ))
     .map_err(sql("taking the tenant's apply lock and the clock row"))?;

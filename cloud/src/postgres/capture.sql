@@ -42,13 +42,25 @@ CREATE TABLE IF NOT EXISTS outpost.captured(
 -- Per row of a tracked table: its causal length (odd alive, even deleted) and the cloud's own
 -- counter contributions and review clocks in that epoch. A row without one is alive at 1 with
 -- nothing of the cloud's. The apply core keeps `exist` current for the rows it applies.
+-- `key` is the row's key as the outbox's jsonb prints it (`["p1"]`, `[5, "a"]`: one text, which
+-- the apply's store makes the same way, pg_value.rs `key_json`), compared bytewise: a jsonb key
+-- is parsed and compared as a document, which made reading and writing row state the largest
+-- part of an apply's time.
 CREATE TABLE IF NOT EXISTS outpost.capture_rows(
   tbl integer NOT NULL,
-  key jsonb NOT NULL,
+  key text COLLATE "C" NOT NULL,
   exist bigint NOT NULL,
   counters jsonb,
   reviews jsonb,
   PRIMARY KEY (tbl, key));
+DO $$
+BEGIN
+  IF (SELECT atttypid = 'jsonb'::regtype FROM pg_attribute
+      WHERE attrelid = 'outpost.capture_rows'::regclass AND attname = 'key') THEN
+    ALTER TABLE outpost.capture_rows ALTER COLUMN key TYPE text COLLATE "C" USING key::text;
+  END IF;
+END
+$$;
 
 -- The captured changes: one per row written, numbered per stream without gaps. `cells` holds
 -- the value columns written (by value-column number: the new value, a counter's own total in the
@@ -217,7 +229,7 @@ DECLARE
   extra jsonb := '{}';
   c text;
 BEGIN
-  SELECT * INTO st FROM outpost.capture_rows r WHERE r.tbl = t AND r.key = k;
+  SELECT * INTO st FROM outpost.capture_rows r WHERE r.tbl = t AND r.key = k::text;
   IF op = 1 THEN
     -- An insert starts a new epoch (its counters count from 0, its reviews have no siblings).
     e := coalesce(st.exist, 0);
@@ -270,7 +282,7 @@ BEGIN
   IF coalesce(st.exist, 1) <> e OR totals IS DISTINCT FROM coalesce(st.counters, '{}')
      OR reviews IS DISTINCT FROM coalesce(st.reviews, '{}') THEN
     INSERT INTO outpost.capture_rows AS r(tbl, key, exist, counters, reviews)
-      VALUES (t, k, e, totals, reviews)
+      VALUES (t, k::text, e, totals, reviews)
       ON CONFLICT (tbl, key) DO UPDATE
         SET exist = excluded.exist, counters = excluded.counters, reviews = excluded.reviews;
   END IF;

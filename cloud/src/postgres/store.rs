@@ -370,7 +370,7 @@ impl Store for PgStore<'_, '_> {
                 let text = format!(
                     "SELECT r.exist, r.versions, EXISTS (SELECT 1 FROM {} WHERE {}) \
                      FROM (VALUES (1)) one LEFT JOIN outpost.capture_rows r \
-                     ON r.tbl = $1 AND r.key = $2::text::jsonb",
+                     ON r.tbl = $1 AND r.key = $2",
                     ts.qualified,
                     ts.where_key(3)
                 );
@@ -427,7 +427,7 @@ impl Store for PgStore<'_, '_> {
             return Ok(());
         }
         let s = self.stmt(
-            "INSERT INTO outpost.capture_rows AS r(tbl, key, exist, versions) VALUES ($1, $2::text::jsonb, $3, $4) \
+            "INSERT INTO outpost.capture_rows AS r(tbl, key, exist, versions) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tbl, key) DO UPDATE SET exist = excluded.exist, versions = excluded.versions, \
              counters = CASE WHEN r.exist = excluded.exist THEN r.counters END, \
              reviews = CASE WHEN r.exist = excluded.exist THEN r.reviews END",

@@ -295,7 +295,7 @@ impl PgStore<'_, '_> {
     ) -> Result<(), StoreError> {
         let s = self.stmt(
             "INSERT INTO outpost.capture_rows AS r(tbl, key, exist, versions) \
-             SELECT u.t, u.k::jsonb, u.e, u.v FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::bytea[]) AS u(t, k, e, v) \
+             SELECT u.t, u.k, u.e, u.v FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::bytea[]) AS u(t, k, e, v) \
              ON CONFLICT (tbl, key) DO UPDATE SET versions = excluded.versions",
         )?;
         let (mut ids, mut keys, mut exists, mut versions) = (vec![], vec![], vec![], vec![]);

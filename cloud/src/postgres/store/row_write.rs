@@ -201,7 +201,7 @@ impl PgStore<'_, '_> {
             let held = std::mem::take(&mut self.state_writes);
             let s = self.stmt(
                 "INSERT INTO outpost.capture_rows AS r(tbl, key, exist, versions) \
-                 SELECT u.t, u.k::jsonb, u.e, u.v FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::bytea[]) AS u(t, k, e, v) \
+                 SELECT u.t, u.k, u.e, u.v FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::bytea[]) AS u(t, k, e, v) \
                  ON CONFLICT (tbl, key) DO UPDATE SET exist = excluded.exist, versions = excluded.versions, \
                  counters = CASE WHEN r.exist = excluded.exist THEN r.counters END, \
                  reviews = CASE WHEN r.exist = excluded.exist THEN r.reviews END",
