@@ -22,7 +22,10 @@
 //!
 //! **Skipping capture** is the apply core's alone: a transaction applying devices' changes runs
 //! `SET LOCAL outpost.applying = 'on'`, and its writes are not captured. A session of another
-//! role than the one that installed capture (the cloud's) setting it has its write refused.
+//! role than the one that installed capture (the cloud's) setting it has its write refused. The
+//! row trigger's `WHEN` skips the cloud's applying session without calling anything, so an
+//! apply's rows queue no trigger event at all (the function checks again, and refuses another
+//! role).
 //! **Capture switched off** otherwise needs `ALTER TABLE ... DISABLE TRIGGER` (the table's owner
 //! or a superuser: back-office roles given only `SELECT, INSERT, UPDATE, DELETE` cannot) or
 //! dropping the trigger; the outbox's reader refuses to read while any captured table lacks an
@@ -228,15 +231,17 @@ pub fn install(
         let Some(c) = all.iter().find(|c| c.def.name == *name) else {
             continue;
         };
-        tx.batch_execute(&table_sql(c, &defs)).map_err(sql(format!(
-            "installing the capture triggers of table {name:?}"
-        )))?;
+        tx.batch_execute(&table_sql(c, &defs, &role))
+            .map_err(sql(format!(
+                "installing the capture triggers of table {name:?}"
+            )))?;
     }
     Ok(())
 }
 
-/// The trigger function and triggers of one table.
-pub fn table_sql(c: &Captured, defs: &[TableSchema]) -> String {
+/// The trigger function and triggers of one table; `role` is the cloud's (the one session that
+/// may apply devices' changes uncaptured).
+pub fn table_sql(c: &Captured, defs: &[TableSchema], role: &str) -> String {
     let t = &c.def;
     let tbl = qualified(&t.name);
     let function = format!("outpost.{}", quote(&format!("capture_{}", c.id)));
@@ -251,7 +256,9 @@ pub fn table_sql(c: &Captured, defs: &[TableSchema]) -> String {
          CREATE TRIGGER {hold} BEFORE INSERT OR UPDATE OR DELETE ON {tbl}
            FOR EACH STATEMENT EXECUTE FUNCTION outpost.capture_hold();
          CREATE TRIGGER {row} AFTER INSERT OR UPDATE OR DELETE ON {tbl}
-           FOR EACH ROW EXECUTE FUNCTION {function}();
+           FOR EACH ROW WHEN (coalesce(current_setting('outpost.applying', true), '') <> 'on'
+                              OR session_user <> {role})
+           EXECUTE FUNCTION {function}();
          CREATE TRIGGER {flush} AFTER INSERT OR UPDATE OR DELETE ON {tbl}
            FOR EACH STATEMENT EXECUTE FUNCTION outpost.capture_flush();
          CREATE TRIGGER {trunc} BEFORE TRUNCATE ON {tbl}
@@ -262,6 +269,7 @@ pub fn table_sql(c: &Captured, defs: &[TableSchema]) -> String {
          ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {hold};",
         literal(&body),
         hold = quote(HOLD_TRIGGER),
+        role = literal(role),
         row = quote(ROW_TRIGGER),
         flush = quote(FLUSH_TRIGGER),
         trunc = quote(TRUNCATE_TRIGGER),

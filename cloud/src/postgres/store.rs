@@ -165,8 +165,9 @@ pub struct PgStore<'t, 'c> {
     /// columns written) at [`Store::flush`] (not in careful mode: a refusal there must be the
     /// row's own).
     inserts: HashMap<(i64, Vec<usize>), Vec<Vec<Value>>>,
-    /// Row states held back likewise, by (table, key as JSON): (causal length, versions).
-    state_writes: HashMap<(i64, String), (i64, Vec<u8>)>,
+    /// Row states held back likewise, by (table, key as JSON): (causal length, versions, the
+    /// row had no state row).
+    state_writes: HashMap<(i64, String), (i64, Vec<u8>, bool)>,
     bulk: HashMap<(i64, Vec<usize>), Statement>,
 }
 
@@ -420,10 +421,15 @@ impl Store for PgStore<'_, '_> {
 
     fn put_row(&mut self, t: &Table, key: &[Value], st: &RowState) -> Result<(), StoreError> {
         let k = self.table(t)?.key(key);
+        // Read as having neither state nor app row (not merely not read): no state row to update.
+        let new = matches!(self.states.get(&(t.id, k.clone())), Some(None));
         self.states.insert((t.id, k.clone()), Some(st.clone()));
         if !self.careful {
-            self.state_writes
-                .insert((t.id, k), (st.exist as i64, st.encode()));
+            let held = self
+                .state_writes
+                .entry((t.id, k))
+                .or_insert((0, Vec::new(), new));
+            *held = (st.exist as i64, st.encode(), held.2 || new);
             return Ok(());
         }
         let s = self.stmt(

@@ -183,14 +183,24 @@ impl PgStore<'_, '_> {
                 format!("p.{} = {}", quote(name), k.from_array(&format!("u.c{i}")))
             })
             .collect();
-        let text = format!(
-            "SELECT u.k FROM unnest($1::text[], {}) AS u(k, {}) \
-             WHERE EXISTS (SELECT 1 FROM {} p WHERE {})",
-            arrays.join(", "),
-            aliases.join(", "),
-            ts.qualified,
-            matches.join(" AND ")
-        );
+        // One column (a key, most often): one index scan over the values as an array, which
+        // the planner cannot make a join; several: a semi-join.
+        let text = match columns {
+            [one] => format!(
+                "SELECT jsonb_build_array(p.{0})::text FROM {1} p WHERE p.{0} = ANY({2})",
+                quote(one),
+                ts.qualified,
+                kinds[0].from_array(&format!("$1::{}", kinds[0].array_type()))
+            ),
+            _ => format!(
+                "SELECT u.k FROM unnest($1::text[], {}) AS u(k, {}) \
+                 WHERE EXISTS (SELECT 1 FROM {} p WHERE {})",
+                arrays.join(", "),
+                aliases.join(", "),
+                ts.qualified,
+                matches.join(" AND ")
+            ),
+        };
         let arrays: Vec<Vec<Param>> = (0..kinds.len())
             .map(|i| {
                 wanted
@@ -202,7 +212,10 @@ impl PgStore<'_, '_> {
                     .collect()
             })
             .collect();
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&json];
+        let mut params: Vec<&(dyn ToSql + Sync)> = match columns {
+            [_] => Vec::new(),
+            _ => vec![&json],
+        };
         params.extend(arrays.iter().map(|c| c as &(dyn ToSql + Sync)));
         self.send_held()?;
         let found = self.tx.query(text.as_str(), &params).map_err(sql(format!(
