@@ -23,8 +23,8 @@ use std::path::Path;
 use std::time::Duration;
 
 const SCHEMA: &str = "
-  CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, visit_count INTEGER);
-  SELECT outpost_track('patients', '{\"columns\": {\"visit_count\": \"counter\"}}');";
+  CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, visit_count INTEGER, notes TEXT);
+  SELECT outpost_track('patients', '{\"columns\": {\"visit_count\": \"counter\", \"notes\": \"review\"}}');";
 
 const SITE: SiteId = SiteId([0x7c; 16]);
 
@@ -47,13 +47,31 @@ impl Device {
 
     /// Its changes since the last export.
     fn export(&mut self) -> Batch {
+        self.export_blob().1
+    }
+
+    /// Its changes since the last export, as sent and decoded.
+    fn export_blob(&mut self) -> (Vec<u8>, Batch) {
         let blob: Vec<u8> = self
             .conn
             .query_row("SELECT outpost_changes(?1)", [self.sent], |r| r.get(0))
             .unwrap();
         let b = codec::decode(&blob, &Limits::default()).unwrap();
         self.sent = b.header.range.hi as i64;
-        b
+        (blob, b)
+    }
+
+    fn apply(&self, blob: &[u8]) {
+        let _: String = self
+            .conn
+            .query_row("SELECT outpost_apply(?1)", [blob], |r| r.get(0))
+            .unwrap();
+    }
+
+    fn conflicts(&self) -> i64 {
+        self.conn
+            .query_row("SELECT count(*) FROM outpost_conflicts", [], |r| r.get(0))
+            .unwrap()
     }
 
     /// Applies the cloud's captured writes of the unscoped stream from `lo`.
@@ -312,4 +330,55 @@ fn the_store_prints_a_key_as_capture_does() {
         key_json(&[Value::Blob(vec![1, 0xab, 0])], &[Kind::Bytes]),
         pg
     );
+}
+
+#[test]
+fn a_back_office_review_write_resolves_the_conflict_it_saw_on_the_cloud_and_on_devices() {
+    let Some(db) = pg::database("back_office_review") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut a = Device::open(&tmp.path().join("a.db"));
+    let mut b = Device::open(&tmp.path().join("b.db"));
+    a.write("INSERT INTO patients(id, name, notes) VALUES ('p1', 'Asha', 'first')");
+    let (blob, first) = a.export_blob();
+    b.apply(&blob);
+    let mut c = tenant(&db, &first);
+    // Two devices write the review cell concurrently: a conflict on the cloud and on A.
+    a.write("UPDATE patients SET notes = 'from A' WHERE id = 'p1'");
+    b.write("UPDATE patients SET notes = 'from B' WHERE id = 'p1'");
+    let from_a = a.export();
+    let (blob, from_b) = b.export_blob();
+    a.apply(&blob);
+    apply::apply_many(&mut c, SITE, &[from_a, from_b]).unwrap();
+    let listed = |c: &mut Client| -> i64 {
+        c.query_one("SELECT count(*) FROM outpost.conflicts", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(listed(&mut c), 1);
+    assert_eq!(a.conflicts(), 1);
+    // A person resolves it in the back office, having seen both.
+    later();
+    c.batch_execute("UPDATE public.patients SET notes = 'resolved' WHERE id = 'p1'")
+        .unwrap();
+    apply::apply_many(&mut c, SITE, &[]).unwrap();
+    assert_eq!(
+        listed(&mut c),
+        0,
+        "the cloud's merge state holds one sibling"
+    );
+    a.receive_from_cloud(&mut c, 1);
+    assert_eq!(
+        a.conflicts(),
+        0,
+        "the device drops the siblings the person saw"
+    );
+    let on_a: String = a
+        .conn
+        .query_row("SELECT notes FROM patients WHERE id = 'p1'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(on_a, "resolved");
 }

@@ -64,7 +64,8 @@ $$;
 
 -- The captured changes: one per row written, numbered per stream without gaps. `cells` holds
 -- the value columns written (by value-column number: the new value, a counter's own total in the
--- epoch); `extra` a counter's delta ("d") and a review write's superseded own clock ("c").
+-- epoch); `extra` a counter's delta ("d"), a review write's superseded own clock ("c") and the
+-- other writes it supersedes ("s": (site, clock) pairs, outpost.review_context).
 -- op: 1 insert, 2 update, 3 delete.
 CREATE TABLE IF NOT EXISTS outpost.outbox(
   stream text NOT NULL,
@@ -226,6 +227,8 @@ DECLARE
   totals jsonb;
   reviews jsonb;
   ctx jsonb := '{}';
+  seen jsonb := '{}';
+  sibs jsonb;
   extra jsonb := '{}';
   c text;
 BEGIN
@@ -270,11 +273,19 @@ BEGIN
         IF reviews ? c THEN
           ctx := ctx || jsonb_build_object(c, reviews->c);
         END IF;
+        -- A person's write supersedes every sibling they saw (the merge state's: devices' ones).
+        sibs := outpost.review_context(t, k, c::integer);
+        IF sibs IS NOT NULL THEN
+          seen := seen || jsonb_build_object(c, sibs);
+        END IF;
         reviews := reviews || jsonb_build_object(c, h);
       END IF;
     END LOOP;
     IF ctx <> '{}' THEN
       extra := extra || jsonb_build_object('c', ctx);
+    END IF;
+    IF seen <> '{}' THEN
+      extra := extra || jsonb_build_object('s', seen);
     END IF;
   END IF;
   -- A row alive at 1 with neither counters nor reviews needs no state row (that is what its
