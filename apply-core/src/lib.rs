@@ -31,9 +31,13 @@
 //! - scopes' exits, returns and transfers (`apply/exits.rs`, `transfers.rs`), batch directions
 //!   and grants (`direction.rs`, `grant.rs`), regains of an own dropped scope (`regain.rs`);
 //! - the quarantine retry after each apply (`apply/retry.rs`): entries stay until a later
-//!   slice re-applies them;
-//! - the engine's own writes (a store's local writes as review siblings it keeps); a
-//!   PostgreSQL back office's writes are captured, but their versions are not merge state yet.
+//!   slice re-applies them.
+//!
+//! **A store's own writes** (the engine's local writes; a PostgreSQL back office's) are the
+//! store's to put into the merge state before an apply merges against it, as the engine folds
+//! its log first: versions of the store's [`Store::site`], its counter contributions, its
+//! review siblings. The core then treats them as any site's (and keeps the store's own version
+//! in a review cell's row state while it is still a sibling, as the engine does).
 
 mod apply;
 mod error;

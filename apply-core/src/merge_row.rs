@@ -248,10 +248,16 @@ impl<S: Store> Merger<'_, S> {
                         if rc.siblings().len() > 1 {
                             new_conflicts += 1;
                         }
-                        // The engine keeps its own write's version here while it is a sibling
-                        // (its export finds it so); a store of the core makes no writes of its
-                        // own through the core, so the incoming version is the one held.
-                        *st.cell_mut(c) = Some(incoming);
+                        // The row state keeps the store's own write (a back office's, folded
+                        // in by the store) while it is still a sibling, as the engine does.
+                        let me = self.store.site();
+                        let own_alive = st.cell(c).is_some_and(|v| {
+                            v.stamp.site == me
+                                && rc.siblings().iter().any(|s| s.version.stamp == v.stamp)
+                        });
+                        if !own_alive {
+                            *st.cell_mut(c) = Some(incoming);
+                        }
                         rc.shown().cloned().map(Cow::Owned)
                     } else {
                         None

@@ -15,7 +15,9 @@ pub(crate) struct Link {
 
 /// The tracked tables, their links, and their apply order.
 pub(crate) struct Tables {
-    pub list: Vec<Table>,
+    /// Shared: each row's merge holds its table while it calls the store (a clone per row of a
+    /// table's names cost more than the merge of a fresh row).
+    pub list: Vec<std::rc::Rc<Table>>,
     pub links: Vec<Link>,
     /// Indexes into `list`, parents before children.
     pub order: Vec<usize>,
@@ -58,7 +60,11 @@ impl Tables {
             }
         }
         let order = topo_order(&parents);
-        Tables { list, links, order }
+        Tables {
+            list: list.into_iter().map(std::rc::Rc::new).collect(),
+            links,
+            order,
+        }
     }
 
     /// The rank of a table named `name` in apply order (unknown tables last).

@@ -6,6 +6,13 @@
 //! PostgreSQL tenant through `outpost_apply_core` and its PostgreSQL store. Then every row, every
 //! cell's value, the quarantine entries and the conflicts must be equal.
 //!
+//! Between the devices' rounds the back office writes: random `INSERT`/`UPDATE`/`DELETE`s, the
+//! same SQL on both targets (captured on PostgreSQL; the engine's local writes on SQLite, of the
+//! same site id). Both targets' wall clocks are shifted far back, so each issues `last + 1` and
+//! their clocks are equal: conflicts (whose siblings show clocks) compare whole. The rows are
+//! compared after the back office's writes, everything after the next batch (both fold their own
+//! writes into merge state at an apply's start).
+//!
 //! The targets differ from the devices where the engine quarantines: a table they do not track
 //! (`drafts`), a key of another shape (`tags`), a column they lack (`patients.phone`), a column
 //! that merges as `lww` there but `counter` on the devices (`scores.pts`); and the devices' visits
@@ -462,20 +469,142 @@ struct Run {
     conflicts_seen: usize,
     state: State,
     batches: usize,
+    back_office_writes: usize,
 }
 
-/// One seed: devices write and exchange; every exported batch goes to both targets in order.
+/// Both targets' wall clocks are read this far back (ten years: the engine's test hook
+/// `test_wall_shift_ms`, PostgreSQL's `outpost.clock.wall_shift_ms`), so a back-office write's
+/// clock is the last clock either has issued or observed, plus one. Both observe the same
+/// batches and make the same writes in the same order, one clock each (every back-office
+/// statement writes one column of one row: the engine's triggers tick once per column written),
+/// so their clocks are equal, and the review siblings and conflicts compare whole.
+const WALL_SHIFT_MS: i64 = -10 * 365 * 24 * 3600 * 1000;
+
+/// The SQLite target: the targets' schema, its wall clock shifted ([`WALL_SHIFT_MS`]; set on a
+/// connection opened after, so its clock reads it from its first tick), and its site id.
+fn sqlite_target(path: &Path) -> (Connection, SiteId) {
+    {
+        let c = device(path);
+        c.execute_batch(TARGET_SCHEMA).unwrap();
+        c.execute(
+            "INSERT OR REPLACE INTO _outpost_meta(k, v) VALUES ('test_wall_shift_ms', ?1)",
+            [WALL_SHIFT_MS],
+        )
+        .unwrap();
+    }
+    let c = device(path);
+    c.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
+    let site: Vec<u8> = c
+        .query_row("SELECT outpost_site_id()", [], |r| r.get(0))
+        .unwrap();
+    (c, SiteId::from_slice(&site).unwrap())
+}
+
+/// Random back-office writes, the same SQL on both targets (one statement, one transaction
+/// each): inserts, updates of one column (`lww`, `counter`, `review`), deletes. Rows only the
+/// back office makes (`o0`, `o1`, their visits) join the devices' rows; what would break a
+/// foreign key is left out (a patient a visit references is not deleted). Returns the writes.
+fn back_office(rng: &mut Rng, lite: &Connection, pgc: &mut Client, n: u64) -> Vec<String> {
+    let has = |table: &str, id: &str| -> bool {
+        lite.query_row(
+            &format!("SELECT 1 FROM {table} WHERE id = '{id}'"),
+            [],
+            |_| Ok(()),
+        )
+        .optional()
+        .unwrap()
+        .is_some()
+    };
+    let mut done = Vec::new();
+    for i in 0..1 + rng.below(4) {
+        let word = format!("{}-office{n}{i}", rng.pick(WORDS));
+        let sql = match rng.below(10) {
+            0 => {
+                let id = rng.pick(&["o0", "o1", "q0", "q1"]);
+                if has("patients", id) {
+                    format!("DELETE FROM patients WHERE id = '{id}' AND NOT EXISTS (SELECT 1 FROM visits WHERE patient_id = '{id}')")
+                } else {
+                    format!(
+                        "INSERT INTO patients(id, name, village, weight, visit_count, notes) \
+                         VALUES ('{id}', '{word}', 'moshi', {}.5, {}, 'note {word}')",
+                        40 + rng.below(30),
+                        rng.below(4)
+                    )
+                }
+            }
+            1 | 2 => {
+                let col = rng.pick(&["name", "village", "notes"]);
+                format!(
+                    "UPDATE patients SET {col} = '{word}' WHERE id = '{}'",
+                    rng.pick(&["p0", "p1", "q0", "q1", "o0", "o1"])
+                )
+            }
+            3 => format!(
+                "UPDATE patients SET weight = {}.25 WHERE id = '{}'",
+                40 + rng.below(30),
+                rng.pick(&["p0", "p1", "q0", "q1", "o0"])
+            ),
+            4 | 5 => format!(
+                "UPDATE patients SET visit_count = visit_count + {} WHERE id = '{}'",
+                rng.below(9) as i64 - 3,
+                rng.pick(&["p0", "p1", "q0", "q1", "o0"])
+            ),
+            6 => {
+                let v = rng.pick(&["v0", "v1", "w0", "w1"]);
+                if has("visits", v) {
+                    format!("UPDATE visits SET clinic = '{word}' WHERE id = '{v}'")
+                } else {
+                    let p = rng.pick(&["p0", "p1", "o0"]);
+                    if !has("patients", p) {
+                        continue;
+                    }
+                    format!(
+                        "INSERT INTO visits(id, patient_id, clinic, n) VALUES ('{v}', '{p}', '{word}', {})",
+                        rng.below(50)
+                    )
+                }
+            }
+            7 => format!(
+                "DELETE FROM visits WHERE id = '{}'",
+                rng.pick(&["v0", "v1", "v2", "w0", "w1"])
+            ),
+            // The devices' rows of these two tables are quarantined on the targets: only the
+            // back office's are there. An upsert is an insert or an update on both.
+            8 => format!(
+                "INSERT INTO scores(id, pts) VALUES ('{}', 5) \
+                 ON CONFLICT(id) DO UPDATE SET pts = scores.pts + 5",
+                rng.pick(&["s0", "s1"])
+            ),
+            _ => format!(
+                "INSERT INTO tags(a, note) VALUES ('{}', '{word}') \
+                 ON CONFLICT(a) DO UPDATE SET note = excluded.note",
+                rng.pick(&["t0", "t1"])
+            ),
+        };
+        lite.execute_batch(&sql)
+            .unwrap_or_else(|e| panic!("the SQLite target refused {sql}: {e}"));
+        pgc.batch_execute(&sql)
+            .unwrap_or_else(|e| panic!("PostgreSQL refused {sql}: {e}"));
+        done.push(sql);
+    }
+    done
+}
+
+/// One seed: devices write and exchange; every exported batch goes to both targets in order,
+/// and between the devices' rounds the back office writes to both.
 fn run(seed: u64, rounds: usize) -> Option<Run> {
     let db = pg::database("apply_differential")?;
     let tmp = tempfile::tempdir().unwrap();
     let mut rng = Rng(seed);
-    let target_site = SiteId([0x7c; 16]);
+    let (lite, target_site) = sqlite_target(&tmp.path().join("target.db"));
     let mut pgc = db.superuser();
     meta::prepare(&mut pgc, target_site).unwrap();
     app_tables::ensure(&mut pgc, &target_tables(tmp.path())).unwrap();
-    let lite = device(&tmp.path().join("target.db"));
-    lite.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
-    lite.execute_batch(TARGET_SCHEMA).unwrap();
+    pgc.execute(
+        "UPDATE outpost.clock SET wall_shift_ms = $1",
+        &[&WALL_SHIFT_MS],
+    )
+    .unwrap();
 
     let mut a = Device::open(&tmp.path().join("a.db"));
     let mut b = Device::open(&tmp.path().join("b.db"));
@@ -502,6 +631,7 @@ fn run(seed: u64, rounds: usize) -> Option<Run> {
     let mut shipped = [0usize; 2];
     let mut batches = 0;
     let mut conflicts_seen = 0;
+    let mut back_office_writes = 0;
     let mut last = None;
     for round in 0..rounds {
         for (who, d) in [(0usize, &mut a), (1, &mut b)] {
@@ -535,6 +665,20 @@ fn run(seed: u64, rounds: usize) -> Option<Run> {
             ship.extend(&exports[who][shipped[who]..]);
             shipped[who] = exports[who].len();
         }
+        // The back office writes (once the targets have received something: before, their
+        // clocks would be their shifted walls, not equal), and the rows stay equal.
+        if batches > 0 && rng.below(2) == 0 {
+            let writes = back_office(&mut rng, &lite, &mut pgc, round as u64);
+            back_office_writes += writes.len();
+            let (expected, got) = (sqlite_state(&lite), pg_state(&mut pgc));
+            for (t, rows) in &expected.rows {
+                assert_eq!(
+                    Some(rows),
+                    got.rows.get(t),
+                    "seed {seed}, round {round}: rows of table {t} after back-office writes {writes:?}"
+                );
+            }
+        }
         // A batch the relayed ones depend on may be the shipper's own: made-order is causal.
         ship.sort_by_key(|(n, _)| *n);
         let ship: Vec<&[u8]> = ship.iter().map(|(_, b)| b.as_slice()).collect();
@@ -548,6 +692,7 @@ fn run(seed: u64, rounds: usize) -> Option<Run> {
         conflicts_seen,
         state: last.expect("at least one round"),
         batches,
+        back_office_writes,
     })
 }
 
@@ -619,6 +764,7 @@ fn the_core_on_postgresql_ends_where_the_engine_on_sqlite_does() {
     let mut conflicts = 0;
     let mut rows = 0;
     let mut batches = 0;
+    let mut back_office = 0;
     for seed in seeds() {
         let outcome = std::panic::catch_unwind(|| run(seed, 24));
         let Ok(r) = outcome else {
@@ -628,6 +774,7 @@ fn the_core_on_postgresql_ends_where_the_engine_on_sqlite_does() {
             return; // no PostgreSQL: skipped (fails under CI=true in pg::database)
         };
         batches += r.batches;
+        back_office += r.back_office_writes;
         conflicts += r.conflicts_seen;
         rows += r.state.rows.values().map(Vec::len).sum::<usize>();
         for (_, _, reason, _) in &r.state.quarantine {
@@ -635,9 +782,10 @@ fn the_core_on_postgresql_ends_where_the_engine_on_sqlite_does() {
         }
     }
     eprintln!(
-        "differential apply: {batches} batches, {rows} rows at the end, {conflicts} conflicts seen, \
-         quarantine reasons {reasons:?}"
+        "differential apply: {batches} batches, {back_office} back-office writes, {rows} rows at \
+         the end, {conflicts} conflicts seen, quarantine reasons {reasons:?}"
     );
+    assert!(back_office > 0, "no back-office write in any seed");
     // The workload reached every case it was made for (else equality proves little).
     for expected in [
         "unknown table \"drafts\"",

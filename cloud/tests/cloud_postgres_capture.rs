@@ -11,7 +11,7 @@ mod common;
 use common::*;
 use outpost_cloud::postgres::listen::Listener;
 use outpost_cloud::postgres::outbox::{self, OutboxError};
-use outpost_cloud::postgres::{app_tables, meta};
+use outpost_cloud::postgres::{app_tables, apply, meta};
 use outpost_protocol::batch::codec::{self, Limits};
 use outpost_protocol::batch::{Batch, CellPayload, ColumnSchema, ForeignKey, TableSchema};
 use outpost_protocol::vector::SeqRange;
@@ -581,13 +581,30 @@ fn capture_time_of_a_10k_row_update() {
         .unwrap()
         .get(0);
     assert_eq!(backwards, 0, "every captured clock is above the one before");
+    // The next apply (here one of no batch) folds the 2n captured writes into the merge state.
+    let t = Instant::now();
+    apply::apply_many(&mut c, cloud_site(), &[]).unwrap();
+    let fold = t.elapsed();
+    let versions: i64 = c
+        .query_one(
+            "SELECT count(*) FROM outpost.capture_rows WHERE versions IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        versions, n as i64,
+        "every row the back office wrote has versions"
+    );
     println!(
         "capture: INSERT {n} rows in one statement {insert:?} (untracked table {plain_insert:?}, \
          {:.1}x); UPDATE {n} rows in one statement {captured:?} (untracked table {plain:?}, \
-         {:.1}x); reading them as one batch {export:?} ({} bytes)",
+         {:.1}x); reading them as one batch {export:?} ({} bytes); folding the {} captured \
+         writes into the merge state at the next apply {fold:?}",
         insert.as_secs_f64() / plain_insert.as_secs_f64(),
         captured.as_secs_f64() / plain.as_secs_f64(),
-        read.bytes.len()
+        read.bytes.len(),
+        2 * n
     );
 }
 

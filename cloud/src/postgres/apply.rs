@@ -7,7 +7,11 @@
 //!
 //! and DESIGN section 11's serialisation: applies of a tenant take one advisory lock
 //! ([`APPLY_LOCK`]) for their transaction, so UNIQUE and parent decisions see every earlier
-//! apply, as on SQLite. Foreign keys are deferred to the commit (`SET CONSTRAINTS ALL
+//! apply, as on SQLite. They also hold capture's clock row (`outpost.clock_hold`) from their
+//! start, as every capturing transaction does from its first statement on a tracked table: an
+//! apply and a back-office transaction take turns. The apply then folds the back office's
+//! captured writes into the merge state (`store/fold.rs`) before merging anything, so a device's
+//! older write never overwrites a newer back-office value. Foreign keys are deferred to the commit (`SET CONSTRAINTS ALL
 //! DEFERRED`: the app tables' keys are `DEFERRABLE`), as the engine defers them.
 //!
 //! A row PostgreSQL refuses (a CHECK, a UNIQUE index) aborts the transaction: the batch is
@@ -77,13 +81,20 @@ fn apply_once(
     tx.batch_execute(&format!(
         "SELECT pg_advisory_xact_lock({APPLY_LOCK}); \
          SET LOCAL outpost.applying = 'on'; \
-         SET CONSTRAINTS ALL DEFERRED;"
+         SET CONSTRAINTS ALL DEFERRED; \
+         SET LOCAL enable_seqscan = off; \
+         SET LOCAL enable_hashjoin = off; \
+         SET LOCAL enable_mergejoin = off; \
+         SELECT outpost.clock_hold();"
     ))
-    .map_err(sql("taking the tenant's apply lock"))?;
+    .map_err(sql("taking the tenant's apply lock and the clock row"))?;
     let mut stats = Stats::default();
     {
         // One store for the transaction: what it read ahead and prepared serves every batch.
         let mut store = PgStore::new(&mut tx, site, careful);
+        // The back office's writes committed before the clock row was held are the cloud's
+        // local writes: merge state before anything is merged against it.
+        store.fold_captured().map_err(ApplyError::Store)?;
         for batch in batches {
             stats += apply_batch(&mut store, batch)?;
         }

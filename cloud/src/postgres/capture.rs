@@ -13,14 +13,19 @@
 //!   records the key and, for an update, only the value columns whose value changed (all of them
 //!   for `row_lww`); a counter column's `NEW - OLD` delta; a key change as a delete of the old
 //!   key and an insert of the new one. Regenerated whenever a column is added;
-//! - a statement trigger writing the statement's clocks back to the clock row;
+//! - a statement trigger writing the statement's clocks back to the clock row, and one before
+//!   the statement holding that row (so a back-office transaction and a device's apply take
+//!   turns: `capture.sql`);
 //! - a `BEFORE TRUNCATE` trigger refusing `TRUNCATE`, naming the table.
 //!
 //! All of them are `ENABLE ALWAYS`: they fire under `session_replication_role = replica` too.
 //!
 //! **Skipping capture** is the apply core's alone: a transaction applying devices' changes runs
 //! `SET LOCAL outpost.applying = 'on'`, and its writes are not captured. A session of another
-//! role than the one that installed capture (the cloud's) setting it has its write refused.
+//! role than the one that installed capture (the cloud's) setting it has its write refused. The
+//! row trigger's `WHEN` skips the cloud's applying session without calling anything, so an
+//! apply's rows queue no trigger event at all (the function checks again, and refuses another
+//! role).
 //! **Capture switched off** otherwise needs `ALTER TABLE ... DISABLE TRIGGER` (the table's owner
 //! or a superuser: back-office roles given only `SELECT, INSERT, UPDATE, DELETE` cannot) or
 //! dropping the trigger; the outbox's reader refuses to read while any captured table lacks an
@@ -49,6 +54,9 @@ pub const ROW_TRIGGER: &str = "outpost_capture";
 pub const FLUSH_TRIGGER: &str = "outpost_capture_flush";
 /// The trigger refusing `TRUNCATE`.
 pub const TRUNCATE_TRIGGER: &str = "outpost_truncate";
+/// The statement trigger holding the clock row before a statement locks rows (`capture.sql`,
+/// `outpost.capture_hold`).
+pub const HOLD_TRIGGER: &str = "outpost_capture_hold";
 
 /// How deep a `via` chain is followed to find a row's scope (a longer one puts the row in the
 /// unscoped stream).
@@ -223,15 +231,17 @@ pub fn install(
         let Some(c) = all.iter().find(|c| c.def.name == *name) else {
             continue;
         };
-        tx.batch_execute(&table_sql(c, &defs)).map_err(sql(format!(
-            "installing the capture triggers of table {name:?}"
-        )))?;
+        tx.batch_execute(&table_sql(c, &defs, &role))
+            .map_err(sql(format!(
+                "installing the capture triggers of table {name:?}"
+            )))?;
     }
     Ok(())
 }
 
-/// The trigger function and triggers of one table.
-pub fn table_sql(c: &Captured, defs: &[TableSchema]) -> String {
+/// The trigger function and triggers of one table; `role` is the cloud's (the one session that
+/// may apply devices' changes uncaptured).
+pub fn table_sql(c: &Captured, defs: &[TableSchema], role: &str) -> String {
     let t = &c.def;
     let tbl = qualified(&t.name);
     let function = format!("outpost.{}", quote(&format!("capture_{}", c.id)));
@@ -242,16 +252,24 @@ pub fn table_sql(c: &Captured, defs: &[TableSchema]) -> String {
          DROP TRIGGER IF EXISTS {row} ON {tbl};
          DROP TRIGGER IF EXISTS {flush} ON {tbl};
          DROP TRIGGER IF EXISTS {trunc} ON {tbl};
+         DROP TRIGGER IF EXISTS {hold} ON {tbl};
+         CREATE TRIGGER {hold} BEFORE INSERT OR UPDATE OR DELETE ON {tbl}
+           FOR EACH STATEMENT EXECUTE FUNCTION outpost.capture_hold();
          CREATE TRIGGER {row} AFTER INSERT OR UPDATE OR DELETE ON {tbl}
-           FOR EACH ROW EXECUTE FUNCTION {function}();
+           FOR EACH ROW WHEN (coalesce(current_setting('outpost.applying', true), '') <> 'on'
+                              OR session_user <> {role})
+           EXECUTE FUNCTION {function}();
          CREATE TRIGGER {flush} AFTER INSERT OR UPDATE OR DELETE ON {tbl}
            FOR EACH STATEMENT EXECUTE FUNCTION outpost.capture_flush();
          CREATE TRIGGER {trunc} BEFORE TRUNCATE ON {tbl}
            FOR EACH STATEMENT EXECUTE FUNCTION outpost.refuse_truncate();
          ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {row};
          ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {flush};
-         ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {trunc};",
+         ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {trunc};
+         ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {hold};",
         literal(&body),
+        hold = quote(HOLD_TRIGGER),
+        role = literal(role),
         row = quote(ROW_TRIGGER),
         flush = quote(FLUSH_TRIGGER),
         trunc = quote(TRUNCATE_TRIGGER),

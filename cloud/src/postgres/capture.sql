@@ -10,10 +10,20 @@ SET LOCAL client_min_messages = warning;
 -- held until it ends; the clocks issued inside it are kept in the transaction-local setting
 -- outpost.capture_hlc and written back once per statement (outpost.capture_flush), because
 -- updating one row per captured row costs quadratic time in a large statement.
+--
+-- The clock row is also what orders back-office writes and devices' applies: a capturing
+-- transaction holds it from its first statement on a tracked table (outpost.capture_hold, a
+-- BEFORE ... FOR EACH STATEMENT trigger) and an apply from its start (store.rs), so an apply
+-- reads the merge state with every back-office write committed before it folded in, and no
+-- back-office write changes a row while an apply decides about it.
+--
+-- `wall_shift_ms` is a test hook, as the engine's `test_wall_shift_ms` (sqlite-ext/src/clock.rs):
+-- the wall clock read moved by that many milliseconds. Only the cloud's role writes this table.
 CREATE TABLE IF NOT EXISTS outpost.clock(
   one boolean PRIMARY KEY DEFAULT true CHECK (one),
   hlc bigint NOT NULL);
 INSERT INTO outpost.clock(one, hlc) VALUES (true, 0) ON CONFLICT DO NOTHING;
+ALTER TABLE outpost.clock ADD COLUMN IF NOT EXISTS wall_shift_ms bigint NOT NULL DEFAULT 0;
 
 -- One row per stream of the cloud's origin: its lock (taken by the first capture of a
 -- transaction in that stream, so seqs are issued one transaction at a time) and the floor of
@@ -32,17 +42,30 @@ CREATE TABLE IF NOT EXISTS outpost.captured(
 -- Per row of a tracked table: its causal length (odd alive, even deleted) and the cloud's own
 -- counter contributions and review clocks in that epoch. A row without one is alive at 1 with
 -- nothing of the cloud's. The apply core keeps `exist` current for the rows it applies.
+-- `key` is the row's key as the outbox's jsonb prints it (`["p1"]`, `[5, "a"]`: one text, which
+-- the apply's store makes the same way, pg_value.rs `key_json`), compared bytewise: a jsonb key
+-- is parsed and compared as a document, which made reading and writing row state the largest
+-- part of an apply's time.
 CREATE TABLE IF NOT EXISTS outpost.capture_rows(
   tbl integer NOT NULL,
-  key jsonb NOT NULL,
+  key text COLLATE "C" NOT NULL,
   exist bigint NOT NULL,
   counters jsonb,
   reviews jsonb,
   PRIMARY KEY (tbl, key));
+DO $$
+BEGIN
+  IF (SELECT atttypid = 'jsonb'::regtype FROM pg_attribute
+      WHERE attrelid = 'outpost.capture_rows'::regclass AND attname = 'key') THEN
+    ALTER TABLE outpost.capture_rows ALTER COLUMN key TYPE text COLLATE "C" USING key::text;
+  END IF;
+END
+$$;
 
 -- The captured changes: one per row written, numbered per stream without gaps. `cells` holds
 -- the value columns written (by value-column number: the new value, a counter's own total in the
--- epoch); `extra` a counter's delta ("d") and a review write's superseded own clock ("c").
+-- epoch); `extra` a counter's delta ("d"), a review write's superseded own clock ("c") and the
+-- other writes it supersedes ("s": (site, clock) pairs, outpost.review_context).
 -- op: 1 insert, 2 update, 3 delete.
 CREATE TABLE IF NOT EXISTS outpost.outbox(
   stream text NOT NULL,
@@ -80,21 +103,38 @@ BEGIN
 END
 $$;
 
--- The next clock of the cloud's origin: max(wall, last + 1) (protocol/src/hlc.rs), the wall
--- clock adopted up to PG_CEILING_MILLIS (below). The first tick of a transaction locks the clock row until
--- the transaction ends; later ones take `last` from outpost.capture_hlc (set only while that
--- lock is held: both end with a rolled-back savepoint).
-CREATE OR REPLACE FUNCTION outpost.tick() RETURNS bigint
+-- Holds the clock row until the transaction ends (FOR UPDATE, no new row version), once per
+-- transaction: its clock goes to outpost.capture_hlc and its test shift to outpost.capture_shift
+-- (both set only while the lock is held: they end with a rolled-back savepoint, as the lock does).
+CREATE OR REPLACE FUNCTION outpost.clock_hold() RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
   last bigint := nullif(current_setting('outpost.capture_hlc', true), '')::bigint;
+  shift bigint;
+BEGIN
+  IF last IS NULL THEN
+    SELECT c.hlc, c.wall_shift_ms INTO last, shift FROM outpost.clock c WHERE c.one FOR UPDATE;
+    PERFORM set_config('outpost.capture_hlc', last::text, true);
+    PERFORM set_config('outpost.capture_shift', shift::text, true);
+  END IF;
+  RETURN last;
+END
+$$;
+
+-- The next clock of the cloud's origin: max(wall, last + 1) (protocol/src/hlc.rs), the wall
+-- clock adopted up to PG_CEILING_MILLIS (below). The first tick of a transaction holds the clock
+-- row (outpost.clock_hold) unless its statement trigger did already.
+CREATE OR REPLACE FUNCTION outpost.tick() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+  last bigint := coalesce(nullif(current_setting('outpost.capture_hlc', true), '')::bigint,
+                          outpost.clock_hold());
+  shift bigint := coalesce(nullif(current_setting('outpost.capture_shift', true), '')::bigint, 0);
   wall bigint;
   h bigint;
 BEGIN
-  IF last IS NULL THEN
-    SELECT c.hlc INTO last FROM outpost.clock c WHERE c.one FOR UPDATE;
-  END IF;
-  wall := least(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint, 140737471578111) << 16;
+  wall := least(greatest(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint + shift, 0),
+                140737471578111) << 16;
   h := greatest(wall, last + 1);
   PERFORM set_config('outpost.capture_hlc', h::text, true);
   RETURN h;
@@ -109,11 +149,8 @@ $$;
 CREATE OR REPLACE FUNCTION outpost.clock_observe(remote bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-  last bigint := nullif(current_setting('outpost.capture_hlc', true), '')::bigint;
+  last bigint := outpost.clock_hold();
 BEGIN
-  IF last IS NULL THEN
-    SELECT c.hlc INTO last FROM outpost.clock c WHERE c.one FOR UPDATE;
-  END IF;
   remote := least(remote, 140737471578111::bigint << 16);
   IF remote > last THEN
     PERFORM set_config('outpost.capture_hlc', remote::text, true);
@@ -190,10 +227,12 @@ DECLARE
   totals jsonb;
   reviews jsonb;
   ctx jsonb := '{}';
+  seen jsonb := '{}';
+  sibs jsonb;
   extra jsonb := '{}';
   c text;
 BEGIN
-  SELECT * INTO st FROM outpost.capture_rows r WHERE r.tbl = t AND r.key = k;
+  SELECT * INTO st FROM outpost.capture_rows r WHERE r.tbl = t AND r.key = k::text;
   IF op = 1 THEN
     -- An insert starts a new epoch (its counters count from 0, its reviews have no siblings).
     e := coalesce(st.exist, 0);
@@ -234,11 +273,19 @@ BEGIN
         IF reviews ? c THEN
           ctx := ctx || jsonb_build_object(c, reviews->c);
         END IF;
+        -- A person's write supersedes every sibling they saw (the merge state's: devices' ones).
+        sibs := outpost.review_context(t, k, c::integer);
+        IF sibs IS NOT NULL THEN
+          seen := seen || jsonb_build_object(c, sibs);
+        END IF;
         reviews := reviews || jsonb_build_object(c, h);
       END IF;
     END LOOP;
     IF ctx <> '{}' THEN
       extra := extra || jsonb_build_object('c', ctx);
+    END IF;
+    IF seen <> '{}' THEN
+      extra := extra || jsonb_build_object('s', seen);
     END IF;
   END IF;
   -- A row alive at 1 with neither counters nor reviews needs no state row (that is what its
@@ -246,7 +293,7 @@ BEGIN
   IF coalesce(st.exist, 1) <> e OR totals IS DISTINCT FROM coalesce(st.counters, '{}')
      OR reviews IS DISTINCT FROM coalesce(st.reviews, '{}') THEN
     INSERT INTO outpost.capture_rows AS r(tbl, key, exist, counters, reviews)
-      VALUES (t, k, e, totals, reviews)
+      VALUES (t, k::text, e, totals, reviews)
       ON CONFLICT (tbl, key) DO UPDATE
         SET exist = excluded.exist, counters = excluded.counters, reviews = excluded.reviews;
   END IF;
@@ -255,6 +302,19 @@ BEGIN
   IF notify THEN
     PERFORM pg_notify('outpost_changes', s);
   END IF;
+END
+$$;
+
+-- A BEFORE ... FOR EACH STATEMENT trigger of every tracked table: a back-office statement holds
+-- the clock row before it locks any row of the table, so it waits for an apply in progress
+-- instead of deadlocking with it (an apply writes app rows while holding the clock row).
+CREATE OR REPLACE FUNCTION outpost.capture_hold() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER AS $$
+BEGIN
+  IF NOT outpost.capture_skipped() THEN
+    PERFORM outpost.clock_hold();
+  END IF;
+  RETURN NULL;
 END
 $$;
 
@@ -269,6 +329,7 @@ $$;
 
 REVOKE ALL ON FUNCTION outpost.capture(integer, smallint, text, jsonb, jsonb, jsonb, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.tick() FROM PUBLIC;
+REVOKE ALL ON FUNCTION outpost.clock_hold() FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.next_seq(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.clock_flush() FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.clock_observe(bigint) FROM PUBLIC;

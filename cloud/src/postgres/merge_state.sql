@@ -45,3 +45,24 @@ CREATE TABLE IF NOT EXISTS outpost.quarantine(
   reason text NOT NULL,
   change text NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS quarantine_change ON outpost.quarantine (md5(change));
+
+-- Per stream of the cloud's origin, the seq up to which its captured writes are merge state
+-- (store/fold.rs): the back office's writes become the cloud's cell versions, counter
+-- contributions and review siblings at the next apply's start, as the engine folds its log.
+ALTER TABLE outpost.streams ADD COLUMN IF NOT EXISTS folded bigint NOT NULL DEFAULT 0;
+
+-- The writes a back-office write to review cell (t, k, c) supersedes besides the cloud's own:
+-- every sibling the merge state holds and every write their contexts cover, as (site, clock)
+-- pairs (protocol's ReviewCell::context, not yet folded to one per site: outbox.rs does). NULL
+-- when the cell has none. capture.sql records it with the write (`extra` "s"), so devices drop
+-- the siblings the back office saw, as the cloud's merge state does (store/fold.rs).
+CREATE OR REPLACE FUNCTION outpost.review_context(t integer, k jsonb, c integer) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+  SELECT jsonb_agg(d)
+  FROM outpost.merge_cells m,
+       LATERAL jsonb_array_elements(m.state->'siblings') s,
+       LATERAL (SELECT jsonb_build_array(s->'version'->'stamp'->'site', s->'version'->'stamp'->'hlc') AS d
+                UNION ALL SELECT jsonb_array_elements(s->'context')) dots
+  WHERE m.tbl = t AND m.key = k AND m.col = c
+$$;
+REVOKE ALL ON FUNCTION outpost.review_context(integer, jsonb, integer) FROM PUBLIC;

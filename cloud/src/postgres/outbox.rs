@@ -436,7 +436,7 @@ fn parse(def: &TableSchema, text: &str) -> Result<serde_json::Value, OutboxError
 }
 
 /// The key values of an outbox key (a JSON array in key order).
-fn key_values(def: &TableSchema, key: &str) -> Result<Vec<Value>, OutboxError> {
+pub(crate) fn key_values(def: &TableSchema, key: &str) -> Result<Vec<Value>, OutboxError> {
     let json = parse(def, key)?;
     let items = json.as_array().ok_or_else(|| bad(def, &json))?;
     if items.len() != def.primary_key.len() {
@@ -476,15 +476,7 @@ fn cells(
             Strategy::Counter => CellPayload::Counter(v.as_i64().ok_or_else(|| bad(def, v))?),
             Strategy::Review => CellPayload::Review {
                 value: value(def, c, v)?,
-                context: match extra.get("c").and_then(|x| x.get(k)) {
-                    Some(h) => {
-                        vec![(
-                            origin,
-                            Hlc::from_u64(h.as_u64().ok_or_else(|| bad(def, h))?),
-                        )]
-                    }
-                    None => Vec::new(),
-                },
+                context: review_context(def, &extra, k, origin)?,
             },
         };
         out.push((
@@ -499,9 +491,43 @@ fn cells(
     Ok(out)
 }
 
+/// A review write's context: the cloud's own earlier write ("c") and the writes of other sites
+/// the merge state held ("s"), one entry per site with its highest clock, sorted by site (as
+/// `ReviewCell::context` makes it on SQLite).
+fn review_context(
+    def: &TableSchema,
+    extra: &serde_json::Value,
+    column: &str,
+    origin: SiteId,
+) -> Result<Vec<(SiteId, Hlc)>, OutboxError> {
+    let mut ctx: BTreeMap<SiteId, Hlc> = BTreeMap::new();
+    let mut add = |site: SiteId, hlc: Hlc| {
+        let e = ctx.entry(site).or_insert(hlc);
+        *e = (*e).max(hlc);
+    };
+    if let Some(h) = extra.get("c").and_then(|x| x.get(column)) {
+        add(
+            origin,
+            Hlc::from_u64(h.as_u64().ok_or_else(|| bad(def, h))?),
+        );
+    }
+    if let Some(seen) = extra.get("s").and_then(|x| x.get(column)) {
+        let pairs: Vec<(SiteId, Hlc)> =
+            serde_json::from_value(seen.clone()).map_err(|_| bad(def, seen))?;
+        for (site, hlc) in pairs {
+            add(site, hlc);
+        }
+    }
+    Ok(ctx.into_iter().collect())
+}
+
 /// A value as `to_jsonb` wrote it from a column of `def`, as SQLite would hold it in a column of
 /// the same declared type (a REAL column's `37` is `37.0`; NUMERIC keeps integers integral).
-fn value(def: &TableSchema, c: usize, v: &serde_json::Value) -> Result<Value, OutboxError> {
+pub(crate) fn value(
+    def: &TableSchema,
+    c: usize,
+    v: &serde_json::Value,
+) -> Result<Value, OutboxError> {
     use serde_json::Value as J;
     let kind = column_kind(def, c);
     Ok(match v {

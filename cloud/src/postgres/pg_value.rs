@@ -143,8 +143,9 @@ impl ToSql for Param<'_> {
     to_sql_checked!();
 }
 
-/// A key as `jsonb_build_array` renders the key columns' PostgreSQL values (what the capture
-/// triggers store in `outpost.capture_rows.key`), as JSON text.
+/// A key as `jsonb_build_array` renders the key columns' PostgreSQL values as text (what the
+/// capture triggers store in `outpost.capture_rows.key`, which is compared bytewise: the two
+/// must print a key alike, checked against PostgreSQL in `cloud_postgres_back_office.rs`).
 pub fn key_json(key: &[Value], kinds: &[Kind]) -> String {
     let mut out = String::with_capacity(48);
     out.push('[');
@@ -156,6 +157,11 @@ pub fn key_json(key: &[Value], kinds: &[Kind]) -> String {
             (_, Value::Null) => out.push_str("null"),
             (_, Value::Integer(n)) => {
                 let _ = write!(out, "{n}");
+            }
+            // PostgreSQL prints a double's shortest digits without an exponent in jsonb (a
+            // numeric), as Rust's Display does: 100 (not 100.0), 0.00000015 (not 1.5e-7).
+            (_, Value::Real(f)) if f.is_finite() => {
+                let _ = write!(out, "{}", if *f == 0.0 { 0.0 } else { *f });
             }
             (_, Value::Real(f)) => out.push_str(&serde_json::Value::from(*f).to_string()),
             (_, Value::Text(t)) => out.push_str(&serde_json::Value::from(t.as_str()).to_string()),

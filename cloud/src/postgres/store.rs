@@ -36,6 +36,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 mod ahead;
+mod fold;
 mod quarantine_entry;
 mod row_write;
 
@@ -100,6 +101,8 @@ fn sql(doing: impl Into<String>) -> impl FnOnce(::postgres::Error) -> StoreError
 
 /// How a table's rows are reached: its name, its columns' kinds and the statements made once.
 struct TableSql {
+    /// The table as captured (the outbox's values are read by it).
+    def: TableSchema,
     qualified: String,
     key_names: Vec<String>,
     key_kinds: Vec<Kind>,
@@ -162,8 +165,9 @@ pub struct PgStore<'t, 'c> {
     /// columns written) at [`Store::flush`] (not in careful mode: a refusal there must be the
     /// row's own).
     inserts: HashMap<(i64, Vec<usize>), Vec<Vec<Value>>>,
-    /// Row states held back likewise, by (table, key as JSON): (causal length, versions).
-    state_writes: HashMap<(i64, String), (i64, Vec<u8>)>,
+    /// Row states held back likewise, by (table, key as JSON): (causal length, versions, the
+    /// row had no state row).
+    state_writes: HashMap<(i64, String), (i64, Vec<u8>, bool)>,
     bulk: HashMap<(i64, Vec<usize>), Statement>,
 }
 
@@ -309,6 +313,7 @@ impl Store for PgStore<'_, '_> {
                 idx.map(|i| Kind::of(&def.columns[i as usize])).collect()
             };
             let sql = TableSql {
+                def: def.clone(),
                 qualified: format!("{}.{}", quote(super::app_tables::SCHEMA), quote(&def.name)),
                 key_names: t.key.clone(),
                 key_kinds: kinds(&mut def.primary_key.iter().copied()),
@@ -366,7 +371,7 @@ impl Store for PgStore<'_, '_> {
                 let text = format!(
                     "SELECT r.exist, r.versions, EXISTS (SELECT 1 FROM {} WHERE {}) \
                      FROM (VALUES (1)) one LEFT JOIN outpost.capture_rows r \
-                     ON r.tbl = $1 AND r.key = $2::text::jsonb",
+                     ON r.tbl = $1 AND r.key = $2",
                     ts.qualified,
                     ts.where_key(3)
                 );
@@ -416,14 +421,19 @@ impl Store for PgStore<'_, '_> {
 
     fn put_row(&mut self, t: &Table, key: &[Value], st: &RowState) -> Result<(), StoreError> {
         let k = self.table(t)?.key(key);
+        // Read as having neither state nor app row (not merely not read): no state row to update.
+        let new = matches!(self.states.get(&(t.id, k.clone())), Some(None));
         self.states.insert((t.id, k.clone()), Some(st.clone()));
         if !self.careful {
-            self.state_writes
-                .insert((t.id, k), (st.exist as i64, st.encode()));
+            let held = self
+                .state_writes
+                .entry((t.id, k))
+                .or_insert((0, Vec::new(), new));
+            *held = (st.exist as i64, st.encode(), held.2 || new);
             return Ok(());
         }
         let s = self.stmt(
-            "INSERT INTO outpost.capture_rows AS r(tbl, key, exist, versions) VALUES ($1, $2::text::jsonb, $3, $4) \
+            "INSERT INTO outpost.capture_rows AS r(tbl, key, exist, versions) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (tbl, key) DO UPDATE SET exist = excluded.exist, versions = excluded.versions, \
              counters = CASE WHEN r.exist = excluded.exist THEN r.counters END, \
              reviews = CASE WHEN r.exist = excluded.exist THEN r.reviews END",

@@ -10,8 +10,11 @@ use outpost_apply_core::{RowState, Table};
 use outpost_protocol::Value;
 
 impl PgStore<'_, '_> {
-    /// [`Store::prefetch_rows`]: the rows' state and whether their app rows exist, for every
-    /// key of the group at once.
+    /// [`Store::prefetch_rows`]: the rows' state and, for those without, whether their app
+    /// rows exist, for every key of the group at once: two statements, each one scan of one
+    /// index with the keys as an array (`= ANY`), which the planner cannot turn into a join
+    /// over a whole table (it did, hashing every row of the table for each group, while a bulk
+    /// load kept the table's statistics behind).
     pub(super) fn read_rows_ahead(
         &mut self,
         t: &Table,
@@ -35,71 +38,105 @@ impl PgStore<'_, '_> {
         if wanted.is_empty() {
             return Ok(());
         }
-        let n = ts.key_kinds.len();
-        let arrays: Vec<String> = ts
-            .key_kinds
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("${}::{}", i + 3, k.array_type()))
-            .collect();
-        let aliases: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
-        let matches: Vec<String> = ts
-            .key_names
-            .iter()
-            .zip(&ts.key_kinds)
-            .enumerate()
-            .map(|(i, (name, k))| {
-                format!("a.{} = {}", quote(name), k.from_array(&format!("u.c{i}")))
-            })
-            .collect();
-        let text = format!(
-            "SELECT u.k, r.exist, r.versions, EXISTS (SELECT 1 FROM {} a WHERE {}) \
-             FROM unnest($2::text[], {}) AS u(k, {}) \
-             LEFT JOIN outpost.capture_rows r ON r.tbl = $1 AND r.key = u.k::jsonb",
-            ts.qualified,
-            matches.join(" AND "),
-            arrays.join(", "),
-            aliases.join(", ")
-        );
-        let columns: Vec<Vec<Param>> = (0..n)
-            .map(|i| {
-                wanted
-                    .iter()
-                    .map(|k| Param {
-                        value: &k[i],
-                        kind: ts.key_kinds[i],
-                    })
-                    .collect()
-            })
-            .collect();
-        let id = t.id as i32;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &json];
-        params.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
-        let rows = self.tx.query(text.as_str(), &params).map_err(sql(format!(
-            "reading the state of {} rows of table {:?}",
-            json.len(),
-            t.name
-        )))?;
+        let s = self.stmt(
+            "SELECT key, exist, versions FROM outpost.capture_rows WHERE tbl = $1 AND key = ANY($2::text[])",
+        )?;
+        let rows = self
+            .tx
+            .query(&s, &[&(t.id as i32), &json])
+            .map_err(sql(format!(
+                "reading the state of {} rows of table {:?}",
+                json.len(),
+                t.name
+            )))?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
         for r in rows {
             let k: String = r.get(0);
-            let exist: Option<i64> = r.get(1);
+            let exist: i64 = r.get(1);
             let versions: Option<&[u8]> = r.get(2);
-            let app_row: bool = r.get(3);
-            let st = match exist {
-                Some(e) => Some(
-                    RowState::decode(e as u64, versions.unwrap_or(&[0])).map_err(|e| {
-                        StoreError::Damaged {
-                            what: format!("table {:?}: {e}", t.name),
-                        }
-                    })?,
-                ),
-                None if app_row => Some(RowState {
+            let st = RowState::decode(exist as u64, versions.unwrap_or(&[0])).map_err(|e| {
+                StoreError::Damaged {
+                    what: format!("table {:?}: {e}", t.name),
+                }
+            })?;
+            found.insert(k, st);
+        }
+        // The app rows of keys without state: a row only the back office wrote (and that was not
+        // folded), or one from before capture was installed, is alive at 1.
+        let ts = self.table(t)?;
+        let stateless: Vec<usize> = (0..json.len())
+            .filter(|&i| !found.contains_key(&json[i]))
+            .collect();
+        let mut app_rows = std::collections::HashSet::new();
+        if !stateless.is_empty() {
+            let n = ts.key_kinds.len();
+            let names: Vec<String> = ts
+                .key_names
+                .iter()
+                .map(|k| format!("a.{}", quote(k)))
+                .collect();
+            let text = if n == 1 {
+                let k = ts.key_kinds[0];
+                format!(
+                    "SELECT jsonb_build_array({0})::text FROM {1} a WHERE {0} = ANY({2})",
+                    names[0],
+                    ts.qualified,
+                    k.from_array(&format!("$1::{}", k.array_type()))
+                )
+            } else {
+                let arrays: Vec<String> = ts
+                    .key_kinds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| format!("${}::{}", i + 1, k.array_type()))
+                    .collect();
+                let exprs: Vec<String> = ts
+                    .key_kinds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| k.from_array(&format!("u.c{i}")))
+                    .collect();
+                let aliases: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+                format!(
+                    "SELECT jsonb_build_array({0})::text FROM {1} a WHERE ({0}) IN \
+                     (SELECT {2} FROM unnest({3}) AS u({4}))",
+                    names.join(", "),
+                    ts.qualified,
+                    exprs.join(", "),
+                    arrays.join(", "),
+                    aliases.join(", ")
+                )
+            };
+            let columns: Vec<Vec<Param>> = (0..n)
+                .map(|i| {
+                    stateless
+                        .iter()
+                        .map(|&w| Param {
+                            value: &wanted[w][i],
+                            kind: ts.key_kinds[i],
+                        })
+                        .collect()
+                })
+                .collect();
+            let params: Vec<&(dyn ToSql + Sync)> =
+                columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+            let rows = self.tx.query(text.as_str(), &params).map_err(sql(format!(
+                "looking for {} rows of table {:?}",
+                stateless.len(),
+                t.name
+            )))?;
+            app_rows.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+        }
+        for j in json {
+            let st = match found.remove(&j) {
+                Some(st) => Some(st),
+                None if app_rows.contains(&j) => Some(RowState {
                     exist: 1,
                     cells: Vec::new(),
                 }),
                 None => None,
             };
-            self.states.insert((t.id, k), st);
+            self.states.insert((t.id, j), st);
         }
         Ok(())
     }
@@ -146,14 +183,24 @@ impl PgStore<'_, '_> {
                 format!("p.{} = {}", quote(name), k.from_array(&format!("u.c{i}")))
             })
             .collect();
-        let text = format!(
-            "SELECT u.k FROM unnest($1::text[], {}) AS u(k, {}) \
-             WHERE EXISTS (SELECT 1 FROM {} p WHERE {})",
-            arrays.join(", "),
-            aliases.join(", "),
-            ts.qualified,
-            matches.join(" AND ")
-        );
+        // One column (a key, most often): one index scan over the values as an array, which
+        // the planner cannot make a join; several: a semi-join.
+        let text = match columns {
+            [one] => format!(
+                "SELECT jsonb_build_array(p.{0})::text FROM {1} p WHERE p.{0} = ANY({2})",
+                quote(one),
+                ts.qualified,
+                kinds[0].from_array(&format!("$1::{}", kinds[0].array_type()))
+            ),
+            _ => format!(
+                "SELECT u.k FROM unnest($1::text[], {}) AS u(k, {}) \
+                 WHERE EXISTS (SELECT 1 FROM {} p WHERE {})",
+                arrays.join(", "),
+                aliases.join(", "),
+                ts.qualified,
+                matches.join(" AND ")
+            ),
+        };
         let arrays: Vec<Vec<Param>> = (0..kinds.len())
             .map(|i| {
                 wanted
@@ -165,7 +212,10 @@ impl PgStore<'_, '_> {
                     .collect()
             })
             .collect();
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&json];
+        let mut params: Vec<&(dyn ToSql + Sync)> = match columns {
+            [_] => Vec::new(),
+            _ => vec![&json],
+        };
         params.extend(arrays.iter().map(|c| c as &(dyn ToSql + Sync)));
         self.send_held()?;
         let found = self.tx.query(text.as_str(), &params).map_err(sql(format!(

@@ -5,7 +5,9 @@
 use super::{refusal, sql, PgStore, StoreError};
 use crate::postgres::pg_value::{fits, Kind, Param};
 use crate::schema::quote;
+use ::postgres::binary_copy::BinaryCopyInWriter;
 use ::postgres::types::ToSql;
+use ::postgres::types::Type;
 use ::postgres::Statement;
 use outpost_apply_core::{Store, Table, Written};
 use outpost_protocol::Value;
@@ -201,7 +203,7 @@ impl PgStore<'_, '_> {
             let held = std::mem::take(&mut self.state_writes);
             let s = self.stmt(
                 "INSERT INTO outpost.capture_rows AS r(tbl, key, exist, versions) \
-                 SELECT u.t, u.k::jsonb, u.e, u.v FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::bytea[]) AS u(t, k, e, v) \
+                 SELECT u.t, u.k, u.e, u.v FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::bytea[]) AS u(t, k, e, v) \
                  ON CONFLICT (tbl, key) DO UPDATE SET exist = excluded.exist, versions = excluded.versions, \
                  counters = CASE WHEN r.exist = excluded.exist THEN r.counters END, \
                  reviews = CASE WHEN r.exist = excluded.exist THEN r.reviews END",
@@ -210,16 +212,46 @@ impl PgStore<'_, '_> {
             let mut k = Vec::with_capacity(held.len());
             let mut e = Vec::with_capacity(held.len());
             let mut v = Vec::with_capacity(held.len());
-            for ((id, key), (exist, versions)) in held {
+            let mut new = Vec::new();
+            for ((id, key), (exist, versions, fresh)) in held {
+                if fresh {
+                    new.push((id as i32, key, exist, versions));
+                    continue;
+                }
                 t.push(id as i32);
                 k.push(key);
                 e.push(exist);
                 v.push(versions);
             }
-            self.tx
-                .execute(&s, &[&t, &k, &e, &v])
-                .map_err(sql(format!("writing the state of {} rows", t.len())))?;
+            if !t.is_empty() {
+                self.tx
+                    .execute(&s, &[&t, &k, &e, &v])
+                    .map_err(sql(format!("writing the state of {} rows", t.len())))?;
+            }
+            self.copy_new_states(&new)?;
         }
+        Ok(())
+    }
+
+    /// The states of rows that had none, by binary `COPY`: no conflict to look for, and
+    /// PostgreSQL inserts them in batches (a first sync's rows are all such).
+    fn copy_new_states(&mut self, rows: &[(i32, String, i64, Vec<u8>)]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let doing = || format!("copying the state of {} new rows", rows.len());
+        let sink = self
+            .tx
+            .copy_in(
+                "COPY outpost.capture_rows (tbl, key, exist, versions) FROM STDIN (FORMAT binary)",
+            )
+            .map_err(sql(doing()))?;
+        let mut w =
+            BinaryCopyInWriter::new(sink, &[Type::INT4, Type::TEXT, Type::INT8, Type::BYTEA]);
+        for (id, key, exist, versions) in rows {
+            w.write(&[id, key, exist, versions]).map_err(sql(doing()))?;
+        }
+        w.finish().map_err(sql(doing()))?;
         Ok(())
     }
 
