@@ -456,6 +456,23 @@ impl Control {
             .map_err(|e| self.sqlite(e))
     }
 
+    /// Every setting whose name starts with `prefix`, by name.
+    pub fn settings_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, String)>, ControlError> {
+        let rows = self
+            .conn
+            .query_map(
+                "SELECT name, value FROM settings WHERE substr(name, 1, length(?1)) = ?1 \
+                 ORDER BY name",
+                [prefix],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
+    }
+
     /// Stores (or, with `None`, clears) a setting.
     pub fn set_setting(&self, name: &str, value: Option<&str>) -> Result<(), ControlError> {
         match value {

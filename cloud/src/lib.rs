@@ -27,6 +27,7 @@ mod changelog;
 pub mod control;
 pub mod datadir;
 mod error_chain;
+mod high_water;
 mod http;
 pub mod https;
 pub mod offline_code;

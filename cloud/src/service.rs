@@ -14,13 +14,15 @@ use crate::changelog::ChangelogError;
 use crate::control::{Control, ControlError, LAST_APPLY_ERROR};
 use crate::datadir::{unix_now, DataDir, DataDirError};
 use crate::error_chain::Chain;
+use crate::high_water::{self, HighWaterError};
 use crate::postgres::listen::Listener;
 use crate::postgres::{connect, PgTenant};
-use crate::tenant::{Ingested, Tenant, TenantError};
+use crate::tenant::{Ingested, Tenant, TenantError, TenantStore};
 use crate::watermelon::{self, Access, PushError, Pushed, RestError};
 use outpost_mailbox::Mailbox;
 use outpost_protocol::scope::Scopes;
 use outpost_relay::Serving;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -37,6 +39,8 @@ pub enum ServiceError {
     DataDir(DataDirError),
     /// The control file failed (recording the last apply error).
     Control(ControlError),
+    /// The high-water marks of the cloud's own streams could not be checked or recorded.
+    HighWater(HighWaterError),
 }
 
 impl fmt::Display for ServiceError {
@@ -47,6 +51,7 @@ impl fmt::Display for ServiceError {
             ServiceError::Changelog(e) => e.fmt(f),
             ServiceError::DataDir(e) => e.fmt(f),
             ServiceError::Control(e) => e.fmt(f),
+            ServiceError::HighWater(e) => e.fmt(f),
         }
     }
 }
@@ -58,6 +63,7 @@ impl std::error::Error for ServiceError {
             ServiceError::Changelog(e) => e.source(),
             ServiceError::DataDir(e) => e.source(),
             ServiceError::Control(e) => e.source(),
+            ServiceError::HighWater(e) => e.source(),
         }
     }
 }
@@ -77,6 +83,12 @@ impl From<ChangelogError> for ServiceError {
 impl From<DataDirError> for ServiceError {
     fn from(e: DataDirError) -> Self {
         ServiceError::DataDir(e)
+    }
+}
+
+impl From<HighWaterError> for ServiceError {
+    fn from(e: HighWaterError) -> Self {
+        ServiceError::HighWater(e)
     }
 }
 
@@ -130,6 +142,14 @@ impl TenantDb {
                 Ok(t)
             }
             TenantDb::Postgres { .. } => Err(RestError::OnPostgres),
+        }
+    }
+
+    /// The highest seq the tenant issued in each of the cloud's own streams, by wire id.
+    fn own_tops(&mut self, mailbox: &mut Mailbox) -> Result<BTreeMap<String, u64>, TenantError> {
+        match self {
+            TenantDb::Sqlite(t) => TenantStore::own_tops(t, mailbox),
+            TenantDb::Postgres { tenant, .. } => TenantStore::own_tops(tenant.as_mut(), mailbox),
         }
     }
 }
@@ -188,7 +208,13 @@ impl Cloud {
         let mut tenant = lock(&self.tenant);
         let mut mailbox = lock(&self.mailbox);
         let ingested = tenant.ingest(&mut mailbox)?;
+        let site = self.dir.identity.site;
+        // A tenant behind what this process exported before was restored: latched before
+        // anything more of it is exported (`high_water.rs`).
+        let issued = tenant.own_tops(&mut mailbox)?;
+        high_water::check(&issued, &mut mailbox, &lock(&self.control), site)?;
         let exported = tenant.export(&mut mailbox, self.dir.identity.keypair())?;
+        high_water::record(&mailbox, &lock(&self.control), site)?;
         drop(mailbox);
         drop(tenant);
         self.exported(exported);
