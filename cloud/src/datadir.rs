@@ -9,6 +9,9 @@
 //! control.db     REST API token digests, enrollment kinds, settings
 //! tls/           cert.pem + key.pem (0600), self-signed on first `run` unless configured
 //! ```
+//! A tenant in PostgreSQL (`init --postgres`) keeps its tables, mailbox, allowlist and API tokens
+//! in that database: its directory has no `mailbox.db` or `allowlist.db`, and `tenant.db` only
+//! holds the site id.
 //! Every file is created mode 0600 (SQLite gives its `-wal`/`-shm` files the same mode): the
 //! tenant and mailbox hold patient data, the allowlist unused enrollment tokens.
 
@@ -189,6 +192,20 @@ impl DataDir {
     /// Creates the directory, the tenant database, the identity and the other stores; an
     /// initialized directory is opened unchanged. Returns it and whether anything was created.
     pub fn init(path: &Path) -> Result<(DataDir, bool), DataDirError> {
+        let (dir, created) = DataDir::init_identity(path)?;
+        for f in ["mailbox.db", "allowlist.db"] {
+            create_private_file(&path.join(f)).map_err(DataDirError::File)?;
+        }
+        dir.mailbox()?;
+        dir.allowlist()?;
+        Ok((dir, created))
+    }
+
+    /// Creates the directory, the identity, the site id (the tenant database's) and the control
+    /// file, but not the mailbox and allowlist: a tenant in PostgreSQL keeps those there, once
+    /// `init --postgres` recorded the database in the control file. An initialized directory is
+    /// opened unchanged. Returns it and whether anything was created.
+    pub fn init_identity(path: &Path) -> Result<(DataDir, bool), DataDirError> {
         if !path.exists() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -199,7 +216,7 @@ impl DataDir {
                     source,
                 })?;
         }
-        for f in FILES {
+        for f in ["tenant.db", "control.db"] {
             create_private_file(&path.join(f)).map_err(DataDirError::File)?;
         }
         make_private(path)?;
@@ -214,8 +231,6 @@ impl DataDir {
         let (identity, new_key) = load_identity(path)?;
         created |= new_key;
         let dir = DataDir::checked(path, identity, site)?;
-        dir.mailbox()?;
-        dir.allowlist()?;
         dir.control()?;
         if created {
             log::info!(

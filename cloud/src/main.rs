@@ -170,7 +170,11 @@ fn main() {
 
 fn init(args: &Args) -> Result<()> {
     let path = data_path(args)?;
-    let (dir, created) = DataDir::init(path)?;
+    // A new tenant in PostgreSQL keeps its mailbox and allowlist there: no files for them.
+    let (dir, created) = match (&args.postgres, path.join("mailbox.db").exists()) {
+        (Some(_), false) => DataDir::init_identity(path)?,
+        _ => DataDir::init(path)?,
+    };
     println!(
         "{} cloud data directory {}",
         if created {

@@ -147,6 +147,12 @@ fn story(unsealed: bool) {
 
     // The mailbox and the allowlist are in the database too, shared by every process serving
     // the tenant: the batches the devices pushed, the cloud's own, the enrolled tablets.
+    for f in ["mailbox.db", "allowlist.db"] {
+        assert!(
+            !tmp.path().join("cloud").join(f).exists(),
+            "{f} in the data directory"
+        );
+    }
     let held = psql(&db.url, "SELECT count(*) FROM outpost_mailbox.batches");
     assert!(held[0].parse::<u64>().unwrap() >= 4, "{held:?}");
     let enrolled = psql(
