@@ -18,6 +18,32 @@ const TEST: &str = "the_readme_story_runs_and_every_replica_converges";
 
 #[test]
 fn the_readme_story_runs_and_every_replica_converges() {
+    story(TEST, &[]);
+}
+
+/// Issue 21's acceptance: the same story with the cloud's tenant in PostgreSQL (`init --postgres`
+/// against the test cluster); the tenant's rows are compared in PostgreSQL with `psql`.
+#[test]
+fn the_readme_story_runs_with_the_tenant_in_postgres() {
+    const PG_TEST: &str = "the_readme_story_runs_with_the_tenant_in_postgres";
+    if !has("psql") && !require(PG_TEST, "needs psql", false) {
+        return;
+    }
+    let Some(db) = outpost_testkit::pg::database("story") else {
+        return;
+    };
+    let stdout = story(PG_TEST, &["--postgres", &db.url]);
+    if stdout.is_empty() {
+        return; // skipped: the story's tools are missing
+    }
+    assert!(
+        stdout.contains("--- cloud tenant in PostgreSQL (psql)"),
+        "{stdout}"
+    );
+}
+
+/// Runs `scripts/story` with `args`; its stdout, once it passed.
+fn story(test: &str, args: &[&str]) -> String {
     let tools = [
         "qemu-system-x86_64",
         "sqlite3",
@@ -27,12 +53,13 @@ fn the_readme_story_runs_and_every_replica_converges() {
         "mkfs.ext4",
     ];
     let missing: Vec<_> = tools.iter().filter(|t| !has(t)).collect();
-    if !require(TEST, &format!("needs {missing:?}"), missing.is_empty()) {
-        return;
+    if !require(test, &format!("needs {missing:?}"), missing.is_empty()) {
+        return String::new();
     }
     let dir = scratch();
     let t = Instant::now();
     let out = Command::new(root().join("scripts/story"))
+        .args(args)
         .env("STORY_DIR", dir.path().join("story"))
         .env("CLOUD_PORT", free_port().to_string())
         .env("HTTPS_PORT", free_port().to_string())
@@ -56,4 +83,5 @@ fn the_readme_story_runs_and_every_replica_converges() {
         "{stdout}"
     );
     eprintln!("scripts/story: {:.1}s", t.elapsed().as_secs_f64());
+    stdout.into_owned()
 }
