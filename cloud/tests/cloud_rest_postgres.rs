@@ -460,7 +460,8 @@ fn pulls_under_concurrent_writers_miss_no_commit() {
                     if w % 2 == 1 {
                         // As the apply core writes devices' changes: not captured, so capture's
                         // clock lock does not order these; the change log's own must.
-                        tx.batch_execute("SET LOCAL outpost.applying = 'on'").unwrap();
+                        tx.batch_execute("SET LOCAL outpost.applying = 'on'")
+                            .unwrap();
                     }
                     // A few rows each: inserts, then updates of earlier ones.
                     let id = format!("w{w}-{}", n % 20);
