@@ -155,14 +155,14 @@ pub fn pull(
         let held_nothing = since <= 0;
         let sql = match scope {
             Some(s) if held_nothing => format!(
-                "SELECT l.created_at, l.deleted, l.id, NULL, l.moved_at, t.* FROM {} t \
+                "SELECT l.created_at, l.deleted, l.id, NULL, l.moved_at, 0, t.* FROM {} t \
                  CROSS JOIN _cloud_rest_log l ON l.tbl = ?1 AND l.id = t.\"id\" \
                  WHERE {} AND l.changed_at > ?2 ORDER BY l.changed_at",
                 quote(table),
                 s.within.as_deref().unwrap_or("1")
             ),
             _ => format!(
-                "SELECT l.created_at, l.deleted, l.id, {}, l.moved_at, t.* \
+                "SELECT l.created_at, l.deleted, l.id, {}, l.moved_at, t.\"id\" IS NULL, t.* \
                  FROM _cloud_rest_log l \
                  LEFT JOIN {} t ON t.\"id\" = l.id \
                  WHERE l.tbl = ?1 AND l.changed_at > ?2 ORDER BY l.changed_at",
@@ -173,7 +173,7 @@ pub fn pull(
         let filter_rows = scope.is_some() && !held_nothing;
         let mut stmt = tx.prepare(&sql)?;
         let mut names = Vec::new();
-        for name in stmt.column_names().skip(5) {
+        for name in stmt.column_names().skip(6) {
             let mut quoted = Vec::new();
             put_json(&mut quoted, name)?;
             names.push(quoted);
@@ -188,7 +188,9 @@ pub fn pull(
             } else {
                 None
             };
-            let gone = r.get::<_, i64>(1)? != 0 || r.get_ref(5)? == ValueRef::Null;
+            // Gone: deleted, or no longer in its table (its `id` did not join; any other
+            // column may be NULL in a live row).
+            let gone = r.get::<_, i64>(1)? != 0 || r.get::<_, i64>(5)? != 0;
             let list = match served(
                 since,
                 last_pulled_at.is_some(),
@@ -229,7 +231,7 @@ pub fn pull(
                 }
                 list.extend_from_slice(name);
                 list.push(b':');
-                put_cell(list, r.get_ref(i + 5)?)?;
+                put_cell(list, r.get_ref(i + 6)?)?;
             }
             list.push(b'}');
         }
