@@ -524,3 +524,55 @@ fn pulls_under_concurrent_writers_miss_no_commit() {
     assert_eq!(rows.len(), (writers * 20) as usize);
     assert_eq!(seen, rows, "what the pulls saw last of each row");
 }
+
+/// What a large push costs on a PostgreSQL tenant next to a SQLite one, through the same HTTPS
+/// server (docs/rest-api.md, "On a PostgreSQL tenant"). A benchmark, not a test: run it with
+/// `cargo test -p outpost-cloud --release --test cloud_rest_postgres -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn a_large_push_on_postgres_next_to_sqlite() {
+    let Some((_tmp, data, _db)) = postgres_tenant("rest_pg_push_bench", false) else {
+        return;
+    };
+    let n = 20_000;
+    let records: Vec<Value> = (0..n)
+        .map(|i| json!({"id": format!("p{i}"), "name": format!("name {i}"), "age": i % 90}))
+        .collect();
+    let body = json!({"patients": {"created": records}});
+    let timed = |rest: &Rest| {
+        let (_, first) = rest.pull(None);
+        let t = first["timestamp"].as_i64().unwrap();
+        let start = std::time::Instant::now();
+        let (s, r) = rest.push(t, &body);
+        let push = start.elapsed();
+        assert_eq!(s, 200, "{r}");
+        let start = std::time::Instant::now();
+        let (s, p) = rest.pull(Some(t));
+        let pull = start.elapsed();
+        assert_eq!(s, 200);
+        assert_eq!(
+            p["changes"]["patients"]["created"]
+                .as_array()
+                .unwrap()
+                .len(),
+            n
+        );
+        (push, pull)
+    };
+    let token = api_token(&data, "app");
+    let run = start(&data);
+    let (pg_push, pg_pull) = timed(&Rest::new(&data, &run.https, &token));
+    let sqlite = tempfile::tempdir().unwrap();
+    let (sdata, srun, stoken) = running_with_patients(sqlite.path());
+    device(&sdata.join("tenant.db"))
+        .execute_batch("ALTER TABLE patients ADD COLUMN age INTEGER")
+        .ok();
+    let (sq_push, sq_pull) = timed(&Rest::new(&sdata, &srun.https, &stoken));
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "push of {n} records: PostgreSQL {pg_push:.2?} ({:.0} records/s), SQLite {sq_push:.2?} \
+         ({:.0} records/s)\npull of them: PostgreSQL {pg_pull:.2?}, SQLite {sq_pull:.2?}",
+        rate(pg_push),
+        rate(sq_push)
+    );
+}
