@@ -203,26 +203,29 @@ fn a_watermelon_client_syncs_with_a_postgres_tenant() {
     assert_eq!(psql(&db.url, "SELECT count(*) FROM public.patients"), ["1"]);
 
     // All or nothing: a foreign key failing at commit, a CHECK, a NOT NULL: 400, nothing written.
-    for (bad, says) in [
+    // (The writes go in batches; a refused batch is run again a record at a time, so the answer
+    // names the record.)
+    for (bad, says, record) in [
         (
             json!({"visits": {"created": [{"id": "v2", "patient_id": "nobody"}]}, "patients": {"created": [{"id": "p3", "name": "C"}]}}),
             "foreign key",
+            "at commit",
         ),
         (
             json!({"patients": {"created": [{"id": "p3", "name": "C"}, {"id": "p4", "name": "D", "age": -1}]}}),
             "check",
+            "patients/p4",
         ),
         (
             json!({"patients": {"created": [{"id": "p3", "name": "C"}, {"id": "p4", "age": 5}]}}),
             "null",
+            "patients/p4",
         ),
     ] {
         let (s, r) = rest.push(t2, &bad);
         assert_eq!(s, 400, "{r}");
-        assert!(
-            r["error"].as_str().unwrap().to_lowercase().contains(says),
-            "{r}"
-        );
+        let e = r["error"].as_str().unwrap();
+        assert!(e.to_lowercase().contains(says) && e.contains(record), "{r}");
         assert_eq!(
             psql(&db.url, "SELECT count(*) FROM public.patients"),
             ["1"],
@@ -248,6 +251,35 @@ fn a_watermelon_client_syncs_with_a_postgres_tenant() {
         );
     }
     assert_eq!(psql(&db.url, "SELECT count(*) FROM public.patients"), ["1"]);
+
+    // A record given twice in one push (created, then updated): the update sees the insert.
+    let (s, r) = rest.push(
+        t2,
+        &json!({"patients": {"created": [{"id": "d1", "name": "Twice", "age": 1}], "updated": [{"id": "d1", "age": 2}], "deleted": ["d1"]}}),
+    );
+    assert_eq!((s, &r), (200, &json!({"written": 3})), "{r}");
+    assert_eq!(
+        psql(
+            &db.url,
+            "SELECT count(*) FROM public.patients WHERE id = 'd1'"
+        ),
+        ["0"]
+    );
+    // (d1 changed after t2: a push of it from t2 would be a conflict.)
+    let (_, now) = rest.pull(Some(t2));
+    let (s, r) = rest.push(
+        now["timestamp"].as_i64().unwrap(),
+        &json!({"patients": {"created": [{"id": "d1", "name": "Twice", "age": 1}], "updated": [{"id": "d1", "age": 2}]}}),
+    );
+    assert_eq!((s, &r), (200, &json!({"written": 2})), "{r}");
+    assert_eq!(
+        psql(
+            &db.url,
+            "SELECT name, age FROM public.patients WHERE id = 'd1'"
+        ),
+        ["Twice|2"]
+    );
+    psql(&db.url, "DELETE FROM public.patients WHERE id = 'd1'");
 
     // `_changed`: a stale copy of a column the client did not change does not undo a newer write.
     psql(

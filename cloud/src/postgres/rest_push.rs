@@ -16,18 +16,17 @@
 //! `outpost.applying`), so they reach devices, and the change log logs them.
 
 use super::rest_tables::{Bound, RestTable, RestTables};
-use crate::schema::quote;
+use super::rest_writes::{from_text, id_array, Writes};
 use crate::watermelon::push_body::{self, BodyError, Tables};
 use crate::watermelon::push_scope;
-use crate::watermelon::row_scope::{self, ScopedTables};
+use crate::watermelon::row_scope::{self, ScopeSchema, ScopedTables};
 use crate::watermelon::{
     Access, InvalidPush, Plan, PushError, Pushed, Refusal, RestError, Scalar, MAX_PUSH_RECORDS,
 };
 use ::postgres::error::SqlState;
-use ::postgres::types::ToSql;
 use ::postgres::{Client, Transaction};
 use outpost_protocol::scope::{ScopeRule, Scopes};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// How many times a push rolled back by a deadlock or a serialization failure is run again.
 const RETRIES: usize = 4;
@@ -85,12 +84,23 @@ pub fn push(
         return Err(PushError::Invalid(why));
     }
     let mut tries = 0;
+    let mut one_by_one = false;
     let written = loop {
-        match apply(client, last_pulled_at, &plan, &rest, &access.scopes) {
+        match apply(
+            client,
+            last_pulled_at,
+            &plan,
+            &rest,
+            &access.scopes,
+            one_by_one,
+        ) {
             Err(e) if retryable(&e) && tries < RETRIES => {
                 tries += 1;
                 log::info!("REST push lost to a concurrent transaction (running it again): {e}");
             }
+            // A batched statement was refused: again a statement per record, whose refusal
+            // names the record.
+            Err(PushError::Rejected { .. }) if !one_by_one => one_by_one = true,
             done => break done?,
         }
     };
@@ -98,13 +108,6 @@ pub fn push(
         written,
         summary: plan.describe(),
     })
-}
-
-/// The statements of one table's writes, prepared once per push and column set.
-struct Statements<'p> {
-    table: &'p RestTable,
-    inserts: HashMap<Vec<usize>, ::postgres::Statement>,
-    updates: HashMap<Vec<usize>, ::postgres::Statement>,
 }
 
 /// `v` bound for `column` of `table`, or the refusal naming it.
@@ -125,12 +128,43 @@ fn bind<'v>(
     })
 }
 
+/// Where a push learns whether a record exists and its current scope: read ahead for the whole
+/// table in one query (batched writes), or one lookup per record. A record written earlier in
+/// the same push is looked up again once the writes gathered so far are sent, so every check
+/// sees what the push wrote before it, as a statement per record would.
+struct Lookup {
+    one: ::postgres::Statement,
+    ahead: HashMap<String, Option<String>>,
+    written: HashSet<String>,
+}
+
+impl Lookup {
+    /// `Some(scope)` when the record `id` exists (its scope, NULL when unscoped), else `None`.
+    fn current(
+        &mut self,
+        tx: &mut Transaction<'_>,
+        writes: &mut Writes<'_>,
+        id: &str,
+    ) -> Result<Option<Option<String>>, PushError> {
+        let again = !self.written.insert(id.to_string());
+        if !writes.is_one_by_one() && !again {
+            return Ok(self.ahead.get(id).cloned());
+        }
+        writes.flush(tx)?;
+        Ok(tx
+            .query_opt(&self.one, &[&id])
+            .map_err(pg(format!("looking up record {id}")))?
+            .map(|row| row.get(0)))
+    }
+}
+
 fn apply(
     client: &mut Client,
     last_pulled_at: i64,
     plan: &Plan,
     rest: &RestTables,
     scopes: &Scopes,
+    one_by_one: bool,
 ) -> Result<usize, PushError> {
     if plan.tables.is_empty() {
         return Ok(0);
@@ -155,19 +189,51 @@ fn apply(
         };
         let scope = scoped.get(&p.table);
         let relation = super::rest_log::qualified(&table.name);
-        let mut st = Statements {
-            table,
-            inserts: HashMap::new(),
-            updates: HashMap::new(),
+        // A table scoped `via` a key to itself: a row's scope may be one written earlier in
+        // the push, which a read ahead would not see.
+        let self_via = matches!(
+            scope.map(|s| &s.rule),
+            Some(ScopeRule::Via(c)) if rest
+                .via_parent(&table.name, c)?
+                .is_some_and(|(parent, _)| parent.eq_ignore_ascii_case(&table.name))
+        );
+        let mut writes = if one_by_one || self_via {
+            Writes::one_by_one(table)
+        } else {
+            Writes::batched(table)
         };
         // The row's current scope (NULL when unscoped) comes with its existence, in one lookup.
-        let exists_stmt = tx
-            .prepare(&format!(
-                "SELECT CAST({} AS TEXT) FROM {relation} t WHERE t.\"id\" = {}",
-                scope.map_or("NULL", |s| s.expr.as_str()),
-                table.id.kind.text_placeholder(1)
-            ))
-            .map_err(pg(format!("looking up rows of table {:?}", table.name)))?;
+        let expr = scope.map_or("NULL", |s| s.expr.as_str());
+        let mut lookup = Lookup {
+            one: tx
+                .prepare(&format!(
+                    "SELECT CAST({expr} AS TEXT) FROM {relation} t WHERE t.\"id\" = {}",
+                    from_text(&table.id.kind, "$1::text")
+                ))
+                .map_err(pg(format!("looking up rows of table {:?}", table.name)))?,
+            ahead: HashMap::new(),
+            written: HashSet::new(),
+        };
+        if !writes.is_one_by_one() {
+            let ids: Vec<&str> = p
+                .created
+                .records()
+                .chain(p.updated.records())
+                .map(|r| r.id)
+                .chain(p.deleted.ids())
+                .collect();
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT t.\"id\"::text, CAST({expr} AS TEXT) FROM {relation} t \
+                         WHERE t.\"id\" = ANY({})",
+                        id_array(&table.id.kind, 1)
+                    ),
+                    &[&ids],
+                )
+                .map_err(pg(format!("looking up rows of table {:?}", table.name)))?;
+            lookup.ahead = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        }
         let scope_column = scope.and_then(|s| {
             p.columns
                 .iter()
@@ -175,11 +241,7 @@ fn apply(
                 .map(|i| (i, p.columns[i].as_str()))
         });
         for r in p.created.records().chain(p.updated.records()) {
-            let id = Bound::Text(r.id.into());
-            let current: Option<Option<String>> = tx
-                .query_opt(&exists_stmt, &[&id])
-                .map_err(pg(format!("looking up {}/{}", table.name, r.id)))?
-                .map(|row| row.get(0));
+            let current = lookup.current(&mut tx, &mut writes, r.id)?;
             let exists = current.is_some();
             let update = r.values_for_update();
             let values = if exists { &update } else { &r.values };
@@ -200,35 +262,15 @@ fn apply(
             if exists && values.is_empty() {
                 continue;
             }
-            let mut params: Vec<Bound> = vec![id];
-            for &(c, v) in values.iter() {
-                params.push(bind(table, r.id, c, v)?);
-            }
-            let cols: Vec<usize> = values.iter().map(|&(c, _)| c).collect();
-            let stmt = st.statement(&mut tx, exists, cols)?;
-            let refs: Vec<&(dyn ToSql + Sync)> =
-                params.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
-            tx.execute(&stmt, &refs)
-                .map_err(|source| PushError::Rejected {
-                    write: format!("{}/{}", p.table, r.id),
-                    source: Refusal::Postgres(source),
-                })?;
-            written += 1;
+            let bound = values
+                .iter()
+                .map(|&(c, v)| Ok((c, bind(table, r.id, c, v)?)))
+                .collect::<Result<Vec<_>, PushError>>()?;
+            writes.write(&mut tx, exists, r.id, bound)?;
         }
-        let delete = tx
-            .prepare(&format!(
-                "DELETE FROM {relation} WHERE \"id\" = {}",
-                table.id.kind.text_placeholder(1)
-            ))
-            .map_err(pg(format!("preparing deletes of table {:?}", table.name)))?;
         for id in p.deleted.ids() {
-            let key = Bound::Text(id.into());
             if scope.is_some() {
-                let current: Option<Option<String>> = tx
-                    .query_opt(&exists_stmt, &[&key])
-                    .map_err(pg(format!("looking up {}/{id}", table.name)))?
-                    .map(|row| row.get(0));
-                if let Some(current) = current {
+                if let Some(current) = lookup.current(&mut tx, &mut writes, id)? {
                     if !row_scope::holds(scopes, current.as_deref()) {
                         return Err(PushError::Invalid(InvalidPush::ScopeNotGranted {
                             table: p.table.clone(),
@@ -237,28 +279,27 @@ fn apply(
                         }));
                     }
                 }
+            } else if !lookup.written.insert(id.to_string()) {
+                // Written before in this push: its earlier writes go first.
+                writes.flush(&mut tx)?;
             }
-            written += tx
-                .execute(&delete, &[&key])
-                .map_err(|source| PushError::Rejected {
-                    write: format!("deleting {}/{id}", p.table),
-                    source: Refusal::Postgres(source),
-                })? as usize;
+            writes.delete(&mut tx, id)?;
         }
+        writes.flush(&mut tx)?;
+        written += writes.written();
     }
     push_scope::check_followers(&follow_parent, scopes, |table, id, expr| {
         let Some(t) = rest.get(table) else {
             return Ok(None);
         };
-        let key = Bound::Text(id.into());
         Ok(tx
             .query_opt(
                 &format!(
                     "SELECT CAST({expr} AS TEXT) FROM {} t WHERE t.\"id\" = {}",
                     super::rest_log::qualified(table),
-                    t.id.kind.text_placeholder(1)
+                    from_text(&t.id.kind, "$1::text")
                 ),
-                &[&key],
+                &[&id],
             )
             .map_err(pg(format!("reading the scope of {table}/{id}")))?
             .and_then(|row| row.get(0)))
@@ -266,65 +307,6 @@ fn apply(
     tx.commit()
         .map_err(|e| PushError::Commit(Refusal::Postgres(e)))?;
     Ok(written)
-}
-
-impl Statements<'_> {
-    /// The insert (`exists` false) or update of the columns `cols` (indexes into the table's
-    /// columns), prepared once per push.
-    fn statement(
-        &mut self,
-        tx: &mut Transaction<'_>,
-        exists: bool,
-        cols: Vec<usize>,
-    ) -> Result<::postgres::Statement, PushError> {
-        let t = self.table;
-        let relation = super::rest_log::qualified(&t.name);
-        let cache = if exists {
-            &mut self.updates
-        } else {
-            &mut self.inserts
-        };
-        if let Some(s) = cache.get(&cols) {
-            return Ok(s.clone());
-        }
-        let sql = if exists {
-            let sets = cols
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| {
-                    format!(
-                        "{} = {}",
-                        quote(&t.columns[c].name),
-                        t.columns[c].kind.placeholder(i + 2)
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!(
-                "UPDATE {relation} SET {sets} WHERE \"id\" = {}",
-                t.id.kind.text_placeholder(1)
-            )
-        } else {
-            let names = std::iter::once("\"id\"".to_string())
-                .chain(cols.iter().map(|&c| quote(&t.columns[c].name)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let marks = std::iter::once(t.id.kind.text_placeholder(1))
-                .chain(
-                    cols.iter()
-                        .enumerate()
-                        .map(|(i, &c)| t.columns[c].kind.placeholder(i + 2)),
-                )
-                .collect::<Vec<_>>()
-                .join(", ");
-            format!("INSERT INTO {relation} ({names}) VALUES ({marks})")
-        };
-        let s = tx
-            .prepare(&sql)
-            .map_err(pg(format!("preparing writes of table {:?}", t.name)))?;
-        cache.insert(cols, s.clone());
-        Ok(s)
-    }
 }
 
 /// 409 if any pushed record changed on the server after `last_pulled_at`: the first such record

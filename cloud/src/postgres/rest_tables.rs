@@ -5,9 +5,9 @@
 //!
 //! A column's [`ColumnKind`] says how its values travel as JSON: read with a cast to one of five
 //! types (so a back office's `integer` or `varchar(20)` column reads like the cloud's own
-//! `bigint` or `text`), and bound with a cast to the column's type, after [`ColumnKind::bind`]
-//! checked the value fits (a misfit is refused naming the column, never coerced), as
-//! `pg_value.rs` checks devices' values.
+//! `bigint` or `text`), and written (`rest_writes.rs`) after [`ColumnKind::bind`] checked the
+//! value fits (a misfit is refused naming the column, never coerced), as `pg_value.rs` checks
+//! devices' values.
 
 use super::capture;
 use super::rest_log::{self, RestLogError};
@@ -39,7 +39,8 @@ pub enum ColumnKind {
     Other(String),
 }
 
-/// A value bound as a push writes it: its placeholder casts it to the column's type.
+/// A value as a push writes it, of one of the four types it travels as (`rest_writes.rs` casts
+/// it to the column's type).
 #[derive(Debug)]
 pub enum Bound<'a> {
     /// SQL NULL.
@@ -97,28 +98,6 @@ impl ColumnKind {
             ColumnKind::Real => format!("{c}::float8"),
             ColumnKind::Bytes => c,
             ColumnKind::Numeric | ColumnKind::Text | ColumnKind::Other(_) => format!("{c}::text"),
-        }
-    }
-
-    /// Placeholder `n`, cast to the column's type.
-    pub fn placeholder(&self, n: usize) -> String {
-        match self {
-            ColumnKind::Int => format!("${n}::bigint"),
-            ColumnKind::Real => format!("${n}::float8"),
-            ColumnKind::Numeric => format!("${n}::text::numeric"),
-            ColumnKind::Text => format!("${n}::text"),
-            ColumnKind::Bytes => format!("${n}::bytea"),
-            ColumnKind::Other(t) => format!("${n}::text::{t}"),
-        }
-    }
-
-    /// Placeholder `n` bound as text and cast to the column's type: an `id`, which WatermelonDB
-    /// always sends as a string, whatever the column's type.
-    pub fn text_placeholder(&self, n: usize) -> String {
-        match self {
-            ColumnKind::Text => format!("${n}::text"),
-            ColumnKind::Real => format!("${n}::text::float8"),
-            other => format!("${n}::text::{}", other.name()),
         }
     }
 
