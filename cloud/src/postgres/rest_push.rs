@@ -12,6 +12,10 @@
 //! failure with a concurrent writer (a back office holding a row the push writes, waiting for
 //! the clock the push holds) rolls the push back; it is run again, a few times.
 //!
+//! Whether each record exists, and its scope, is read ahead per table in one query, and the
+//! writes go in batches ([`super::rest_writes`]); a batch the database refuses reruns the push a
+//! statement per record, so the refusal names its record.
+//!
 //! The writes are ordinary writes: capture records them as changes of the cloud's origin (no
 //! `outpost.applying`), so they reach devices, and the change log logs them.
 
