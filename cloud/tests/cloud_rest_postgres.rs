@@ -608,3 +608,57 @@ fn a_large_push_on_postgres_next_to_sqlite() {
         rate(sq_push)
     );
 }
+
+/// A back-office role with rights on the app's table only (none on schema `outpost`) writes,
+/// and its rows are logged (the log's triggers run as the cloud's role); a tenant whose tables
+/// were captured before the REST log existed gets it at the first REST call, its rows logged.
+#[test]
+fn the_log_serves_a_back_office_role_and_tables_captured_before_it() {
+    let Some((_tmp, data, db)) = postgres_tenant("rest_pg_ensure", false) else {
+        return;
+    };
+    let (office, office_url) = db.role("office");
+    psql(
+        &db.url,
+        &format!("GRANT SELECT, INSERT, UPDATE, DELETE ON public.patients TO \"{office}\""),
+    );
+    psql(
+        &office_url,
+        "INSERT INTO public.patients(id, name) VALUES ('o1', 'By the office')",
+    );
+    // As a tenant captured before the log: its triggers and rows gone.
+    psql(
+        &db.url,
+        "DROP TRIGGER outpost_rest_log_i ON public.patients; \
+         DROP TRIGGER outpost_rest_log_u ON public.patients; \
+         DROP TRIGGER outpost_rest_log_d ON public.patients; \
+         DELETE FROM outpost.rest_log;",
+    );
+    psql(
+        &office_url,
+        "INSERT INTO public.patients(id, name) VALUES ('o2', 'Unlogged')",
+    );
+    let token = api_token(&data, "app");
+    let run = start(&data);
+    let rest = Rest::new(&data, &run.https, &token);
+    let (s, first) = rest.pull(None);
+    assert_eq!(s, 200, "{first}");
+    let ids: Vec<Value> = records(&first, "patients", "created")
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("o1"), json!("o2")], "{first}");
+    let t = first["timestamp"].as_i64().unwrap();
+    psql(
+        &office_url,
+        "UPDATE public.patients SET name = 'Renamed' WHERE id = 'o1'",
+    );
+    let (_, later) = rest.pull(Some(t));
+    assert_eq!(
+        records(&later, "patients", "updated"),
+        [
+            json!({"id": "o1", "name": "Renamed", "age": null, "active": null, "clinic": null, "photo": null})
+        ],
+        "{later}"
+    );
+}
