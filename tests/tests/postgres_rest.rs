@@ -61,14 +61,17 @@ fn within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration 
 /// The WatermelonDB REST API on a PostgreSQL tenant meets devices: a device's rows and its later
 /// change show in REST pulls; a REST push lands in the real tables (read with `psql`), reaches a
 /// device at its next sync, and a device in live mode at once (the push is exported and the live
-/// sessions told, as on a SQLite tenant).
-#[test]
-fn rest_clients_and_devices_meet_in_a_postgres_tenant() {
-    let Some(db) = pg::database("pg_rest_devices") else {
+/// sessions told, as on a SQLite tenant). Sealed and unsealed tenants both.
+fn rest_story(unsealed: bool) {
+    let Some(db) = pg::database(if unsealed {
+        "pg_rest_unsealed"
+    } else {
+        "pg_rest_sealed"
+    }) else {
         return;
     };
     let tmp = scratch();
-    let mut cloud = Cloud::init_postgres(&tmp.path().join("cloud"), &db.url, true);
+    let mut cloud = Cloud::init_postgres(&tmp.path().join("cloud"), &db.url, unsealed);
     cloud.start();
     let peer = "cloud";
     let token = cloud.api_token("app");
@@ -134,4 +137,14 @@ fn rest_clients_and_devices_meet_in_a_postgres_tenant() {
     println!("a REST push on a PostgreSQL tenant reached a live device in {took:?}");
     live.join().unwrap().expect("the live sync");
     cloud.kill();
+}
+
+#[test]
+fn rest_clients_and_devices_meet_in_an_unsealed_postgres_tenant() {
+    rest_story(true);
+}
+
+#[test]
+fn rest_clients_and_devices_meet_in_a_sealed_postgres_tenant() {
+    rest_story(false);
 }
