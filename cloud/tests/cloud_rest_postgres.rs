@@ -65,6 +65,14 @@ fn tables(scoped: bool) -> Vec<TableSchema> {
             }],
             scope: scoped.then_some(ScopeColumn::Via(1)),
         },
+        // A key that is not text: WatermelonDB's string ids are cast to it.
+        TableSchema {
+            name: "tallies".into(),
+            columns: vec![col("id", "INTEGER", true), col("n", "INTEGER", false)],
+            primary_key: vec![0],
+            foreign_keys: vec![],
+            scope: None,
+        },
     ]
 }
 
@@ -280,6 +288,25 @@ fn a_watermelon_client_syncs_with_a_postgres_tenant() {
         ["Twice|2"]
     );
     psql(&db.url, "DELETE FROM public.patients WHERE id = 'd1'");
+
+    // A table keyed by an integer: ids travel as strings, a string that is no integer is a 400.
+    let (s, r) = rest.push(t2, &json!({"tallies": {"created": [{"id": "7", "n": 1}]}}));
+    assert_eq!((s, &r), (200, &json!({"written": 1})), "{r}");
+    let (_, tallies) = rest.pull(Some(t2));
+    assert_eq!(
+        records(&tallies, "tallies", "created"),
+        [json!({"id": 7, "n": 1})]
+    );
+    let (s, r) = rest.push(
+        tallies["timestamp"].as_i64().unwrap(),
+        &json!({"tallies": {"updated": [{"id": "7", "n": 2}, {"id": "seven", "n": 3}]}}),
+    );
+    assert_eq!(s, 400, "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("tallies/seven"),
+        "{r}"
+    );
+    assert_eq!(psql(&db.url, "SELECT n FROM public.tallies"), ["1"]);
 
     // `_changed`: a stale copy of a column the client did not change does not undo a newer write.
     psql(

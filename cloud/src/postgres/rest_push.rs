@@ -137,9 +137,30 @@ fn bind<'v>(
 /// the same push is looked up again once the writes gathered so far are sent, so every check
 /// sees what the push wrote before it, as a statement per record would.
 struct Lookup {
+    table: String,
     one: ::postgres::Statement,
     ahead: HashMap<String, Option<String>>,
     written: HashSet<String>,
+}
+
+/// A lookup by ids failing: an id that is not a value of the `id` column's type (`"x"` for a
+/// `bigint` key: a data exception, SQLSTATE class 22) is the push's fault, named as `write`
+/// (a 400, and a batched push runs again a record at a time to name the record); anything else
+/// is the server's.
+fn lookup_failed(write: String) -> impl FnOnce(::postgres::Error) -> PushError {
+    move |source| {
+        if source.code().is_some_and(|c| c.code().starts_with("22")) {
+            PushError::Rejected {
+                write,
+                source: Refusal::Postgres(source),
+            }
+        } else {
+            PushError::Internal(RestError::Postgres {
+                doing: format!("looking up {write}"),
+                source,
+            })
+        }
+    }
 }
 
 impl Lookup {
@@ -157,7 +178,7 @@ impl Lookup {
         writes.flush(tx)?;
         Ok(tx
             .query_opt(&self.one, &[&id])
-            .map_err(pg(format!("looking up record {id}")))?
+            .map_err(lookup_failed(format!("{}/{id}", self.table)))?
             .map(|row| row.get(0)))
     }
 }
@@ -209,6 +230,7 @@ fn apply(
         // The row's current scope (NULL when unscoped) comes with its existence, in one lookup.
         let expr = scope.map_or("NULL", |s| s.expr.as_str());
         let mut lookup = Lookup {
+            table: table.name.clone(),
             one: tx
                 .prepare(&format!(
                     "SELECT CAST({expr} AS TEXT) FROM {relation} t WHERE t.\"id\" = {}",
@@ -235,7 +257,7 @@ fn apply(
                     ),
                     &[&ids],
                 )
-                .map_err(pg(format!("looking up rows of table {:?}", table.name)))?;
+                .map_err(lookup_failed(format!("{} (its ids)", table.name)))?;
             lookup.ahead = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         }
         let scope_column = scope.and_then(|s| {
