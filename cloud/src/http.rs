@@ -13,7 +13,6 @@ pub mod deadline;
 
 use crate::error_chain::Chain;
 use crate::service::Cloud;
-use crate::watermelon::RestError;
 use admission::{counted_as, Admission, Limits, Refused, Ticket};
 use bytes::Bytes;
 use deadline::{Deadline, Watched};
@@ -406,9 +405,6 @@ async fn route(server: &Server, conn: &Conn, req: Request<Incoming>) -> Answer {
         let token = name.clone();
         return match blocking(move || cloud.rest_pull(&token, since)).await {
             Some(Ok(body)) => early(Answer::json(StatusCode::OK, body)),
-            Some(Err(e @ RestError::OnPostgres)) => {
-                early(Answer::error(StatusCode::NOT_IMPLEMENTED, e.to_string()))
-            }
             Some(Err(e)) => {
                 log::error!("pull for token {name}: {}", Chain(&e));
                 early(server_error())

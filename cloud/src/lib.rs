@@ -47,4 +47,6 @@ pub use changelog::ChangelogError;
 pub use outpost_relay::private_file::FileError;
 pub use schema::SchemaError;
 pub use tenant::{ApplyFailure, Ingested, RefusedBatch, TenantError};
-pub use watermelon::{InvalidPush, PushError, Pushed, RestError, MAX_PUSH_RECORDS};
+pub use watermelon::{
+    Access, InvalidPush, PushError, Pushed, Refusal, RestError, MAX_PUSH_RECORDS,
+};

@@ -16,7 +16,7 @@ use crate::datadir::{unix_now, DataDir, DataDirError};
 use crate::error_chain::Chain;
 use crate::high_water::{self, HighWaterError};
 use crate::postgres::listen::Listener;
-use crate::postgres::{connect, PgTenant};
+use crate::postgres::{connect, rest_log, rest_pull, rest_push, PgTenant};
 use crate::tenant::{Ingested, Tenant, TenantError, TenantStore};
 use crate::watermelon::{self, Access, PushError, Pushed, RestError};
 use outpost_mailbox::Mailbox;
@@ -109,6 +109,8 @@ pub enum TenantDb {
         url: String,
         /// The tenant.
         tenant: Box<PgTenant>,
+        /// Whether the REST change log was checked on every captured table (once per process).
+        rest_log_ready: bool,
     },
 }
 
@@ -134,22 +136,75 @@ impl TenantDb {
         }
     }
 
-    /// The SQLite tenant, which the REST API serves (its change log is SQLite triggers).
-    fn rest(&mut self) -> Result<&mut Tenant, RestError> {
-        match self {
-            TenantDb::Sqlite(t) => {
-                t.refresh_triggers()?;
-                Ok(t)
-            }
-            TenantDb::Postgres { .. } => Err(RestError::OnPostgres),
-        }
-    }
-
     /// The highest seq the tenant issued in each of the cloud's own streams, by wire id.
     fn own_tops(&mut self, mailbox: &mut Mailbox) -> Result<BTreeMap<String, u64>, TenantError> {
         match self {
             TenantDb::Sqlite(t) => TenantStore::own_tops(t, mailbox),
             TenantDb::Postgres { tenant, .. } => TenantStore::own_tops(tenant.as_mut(), mailbox),
+        }
+    }
+
+    /// The tenant as the REST API serves it, its change log's triggers up to date (SQLite:
+    /// refreshed each time; PostgreSQL: installed with every table, checked once per process
+    /// for tables captured before the log existed).
+    fn rest(&mut self) -> Result<RestStore<'_>, RestError> {
+        match self {
+            TenantDb::Sqlite(t) => {
+                t.refresh_triggers()?;
+                Ok(RestStore::Sqlite(t))
+            }
+            TenantDb::Postgres {
+                tenant,
+                rest_log_ready,
+                ..
+            } => {
+                if !*rest_log_ready {
+                    let installed = rest_log::ensure(tenant.client())?;
+                    if !installed.is_empty() {
+                        log::info!("REST change log installed on tables {installed:?}");
+                    }
+                    *rest_log_ready = true;
+                }
+                Ok(RestStore::Postgres(tenant))
+            }
+        }
+    }
+}
+
+/// The tenant a REST call reads and writes.
+enum RestStore<'a> {
+    Sqlite(&'a mut Tenant),
+    Postgres(&'a mut PgTenant),
+}
+
+impl RestStore<'_> {
+    fn pull(&mut self, last_pulled_at: Option<i64>, access: &Access) -> Result<Vec<u8>, RestError> {
+        match self {
+            RestStore::Sqlite(t) => watermelon::pull(t.conn(), last_pulled_at, access),
+            RestStore::Postgres(t) => rest_pull::pull(t.client(), last_pulled_at, access),
+        }
+    }
+
+    fn push(
+        &mut self,
+        last_pulled_at: i64,
+        body: Vec<u8>,
+        access: &Access,
+    ) -> Result<Pushed, PushError> {
+        match self {
+            RestStore::Sqlite(t) => watermelon::push(t.conn(), last_pulled_at, body, access),
+            RestStore::Postgres(t) => rest_push::push(t.client(), last_pulled_at, body, access),
+        }
+    }
+
+    fn export(
+        &mut self,
+        mailbox: &mut Mailbox,
+        key: &outpost_protocol::handshake::Keypair,
+    ) -> Result<usize, TenantError> {
+        match self {
+            RestStore::Sqlite(t) => t.export(mailbox, key),
+            RestStore::Postgres(t) => t.export(mailbox, key),
         }
     }
 }
@@ -186,6 +241,7 @@ impl Cloud {
                     PgTenant::open(url, dir.identity.site)
                         .map_err(|e| TenantError::Store(Box::new(e)))?,
                 ),
+                rest_log_ready: false,
             },
             None => TenantDb::Sqlite(Tenant::open(&dir.tenant_path(), dir.identity.site)?),
         };
@@ -341,16 +397,17 @@ impl Cloud {
         lock(&self.control).check_api_token(token, unix_now())
     }
 
-    /// A WatermelonDB pull: the answer's JSON text (`watermelon::pull`).
+    /// A WatermelonDB pull: the answer's JSON text (`watermelon::pull`, or
+    /// `postgres::rest_pull` for a tenant in PostgreSQL).
     pub fn rest_pull(
         &self,
         token: &str,
         last_pulled_at: Option<i64>,
     ) -> Result<Vec<u8>, RestError> {
         let mut tenant = lock(&self.tenant);
-        let tenant = tenant.rest()?;
+        let mut tenant = tenant.rest()?;
         let access = self.access(token)?;
-        watermelon::pull(tenant.conn(), last_pulled_at, &access)
+        tenant.pull(last_pulled_at, &access)
     }
 
     /// What token `token` may read and write: the tenant's table settings (taken under the
@@ -390,9 +447,9 @@ impl Cloud {
         body: Vec<u8>,
     ) -> Result<Pushed, PushError> {
         let mut tenant = lock(&self.tenant);
-        let tenant = tenant.rest()?;
+        let mut tenant = tenant.rest()?;
         let access = self.access(token)?;
-        let pushed = watermelon::push(tenant.conn(), last_pulled_at, body, &access)?;
+        let pushed = tenant.push(last_pulled_at, body, &access)?;
         let mut mailbox = lock(&self.mailbox);
         match tenant.export(&mut mailbox, self.dir.identity.keypair()) {
             Ok(batches) => self.exported(batches),

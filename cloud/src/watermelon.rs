@@ -32,9 +32,8 @@
 use crate::changelog;
 use crate::schema::quote;
 pub use access::Access;
-pub use error::{InvalidPush, PushError, RestError};
+pub use error::{InvalidPush, PushError, Refusal, RestError};
 use outpost_protocol::scope::{ScopeRule, Scopes};
-use plan::{Plan, Scalar};
 use push_body::{BodyError, Tables};
 use row_scope::ScopedTables;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -43,11 +42,12 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 mod access;
 mod error;
 mod plan;
-mod push_body;
-mod push_scope;
+pub(crate) mod push_body;
+pub(crate) mod push_scope;
 mod push_shape;
-mod row_scope;
+pub(crate) mod row_scope;
 
+pub(crate) use plan::{Plan, Scalar};
 /// The most records one push may hold (created, updated and deleted, all tables together): a
 /// larger push is refused (HTTP 413) as soon as the parser counts one more, before any write.
 pub const MAX_PUSH_RECORDS: usize = 100_000;
@@ -72,6 +72,52 @@ fn put_cell(out: &mut Vec<u8>, v: ValueRef<'_>) -> Result<(), RestError> {
         }
     }
     Ok(())
+}
+
+/// What a pull does with one logged row (`watermelon::pull`, `postgres/rest_pull.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Served {
+    /// Not named at all.
+    Nothing,
+    /// Named in `deleted`.
+    Deleted,
+    /// Served in `created`.
+    Created,
+    /// Served in `updated`.
+    Updated,
+}
+
+/// How a pull since `since` (`incremental`: the app named a `last_pulled_at`) serves a logged
+/// row created at `created_at`, gone (`gone`: deleted, or no longer in its table), whose scope
+/// last moved at `moved_at`; `scope` is the row's scope when the pull filters rows by the
+/// token's `scopes` (a later pull of a scoped table by a token of named scopes).
+pub(crate) fn served(
+    since: i64,
+    incremental: bool,
+    scope: Option<Option<&str>>,
+    scopes: &Scopes,
+    created_at: i64,
+    gone: bool,
+    moved_at: i64,
+) -> Served {
+    let outside = scope.is_some_and(|s| !row_scope::holds(scopes, s));
+    // A row outside the token's scopes that did not move since its last pull was never the
+    // app's: not named at all.
+    if outside && moved_at <= since {
+        return Served::Nothing;
+    }
+    if outside || gone {
+        return if incremental {
+            Served::Deleted
+        } else {
+            Served::Nothing
+        };
+    }
+    if created_at > since {
+        Served::Created
+    } else {
+        Served::Updated
+    }
 }
 
 /// The pull answer for `last_pulled_at` (`None` = first pull) as JSON text,
@@ -109,14 +155,14 @@ pub fn pull(
         let held_nothing = since <= 0;
         let sql = match scope {
             Some(s) if held_nothing => format!(
-                "SELECT l.created_at, l.deleted, l.id, NULL, l.moved_at, t.* FROM {} t \
+                "SELECT l.created_at, l.deleted, l.id, NULL, l.moved_at, 0, t.* FROM {} t \
                  CROSS JOIN _cloud_rest_log l ON l.tbl = ?1 AND l.id = t.\"id\" \
                  WHERE {} AND l.changed_at > ?2 ORDER BY l.changed_at",
                 quote(table),
                 s.within.as_deref().unwrap_or("1")
             ),
             _ => format!(
-                "SELECT l.created_at, l.deleted, l.id, {}, l.moved_at, t.* \
+                "SELECT l.created_at, l.deleted, l.id, {}, l.moved_at, t.\"id\" IS NULL, t.* \
                  FROM _cloud_rest_log l \
                  LEFT JOIN {} t ON t.\"id\" = l.id \
                  WHERE l.tbl = ?1 AND l.changed_at > ?2 ORDER BY l.changed_at",
@@ -127,7 +173,7 @@ pub fn pull(
         let filter_rows = scope.is_some() && !held_nothing;
         let mut stmt = tx.prepare(&sql)?;
         let mut names = Vec::new();
-        for name in stmt.column_names().skip(5) {
+        for name in stmt.column_names().skip(6) {
             let mut quoted = Vec::new();
             put_json(&mut quoted, name)?;
             names.push(quoted);
@@ -137,39 +183,46 @@ pub fn pull(
         let mut deleted_count = 0usize;
         let mut rows = stmt.query(rusqlite::params![table, since])?;
         while let Some(r) = rows.next()? {
-            let created_at: i64 = r.get(0)?;
-            let outside = filter_rows && {
-                let scope = r.get_ref(3)?;
-                !row_scope::holds(&access.scopes, scope.as_str().ok())
+            let scope_cell = if filter_rows {
+                Some(r.get_ref(3)?.as_str().ok())
+            } else {
+                None
             };
-            // A row outside the token's scopes that did not move since its last pull was never
-            // the app's: not named at all.
-            if outside && r.get::<_, i64>(4)? <= since {
-                continue;
-            }
-            let gone = outside || r.get::<_, i64>(1)? != 0 || r.get_ref(5)? == ValueRef::Null;
-            if gone {
-                if last_pulled_at.is_some() {
+            // Gone: deleted, or no longer in its table (its `id` did not join; any other
+            // column may be NULL in a live row).
+            let gone = r.get::<_, i64>(1)? != 0 || r.get::<_, i64>(5)? != 0;
+            let list = match served(
+                since,
+                last_pulled_at.is_some(),
+                scope_cell,
+                &access.scopes,
+                r.get(0)?,
+                gone,
+                r.get(4)?,
+            ) {
+                Served::Nothing => continue,
+                Served::Deleted => {
                     if deleted_count > 0 {
                         deleted.push(b',');
                     }
                     put_cell(&mut deleted, r.get_ref(2)?)?;
                     deleted_count += 1;
+                    continue;
                 }
-                continue;
-            }
-            let list = if created_at > since {
-                created += 1;
-                if created > 1 {
-                    out.push(b',');
+                Served::Created => {
+                    created += 1;
+                    if created > 1 {
+                        out.push(b',');
+                    }
+                    &mut out
                 }
-                &mut out
-            } else {
-                updated_count += 1;
-                if updated_count > 1 {
-                    updated.push(b',');
+                Served::Updated => {
+                    updated_count += 1;
+                    if updated_count > 1 {
+                        updated.push(b',');
+                    }
+                    &mut updated
                 }
-                &mut updated
             };
             list.push(b'{');
             for (i, name) in names.iter().enumerate() {
@@ -178,7 +231,7 @@ pub fn pull(
                 }
                 list.extend_from_slice(name);
                 list.push(b':');
-                put_cell(list, r.get_ref(i + 5)?)?;
+                put_cell(list, r.get_ref(i + 6)?)?;
             }
             list.push(b'}');
         }
@@ -290,7 +343,12 @@ fn apply(
             }
         }
     }
-    let rejected = |write: String| move |source| PushError::Rejected { write, source };
+    let rejected = |write: String| {
+        move |source| PushError::Rejected {
+            write,
+            source: Refusal::Sqlite(source),
+        }
+    };
     let mut written = 0;
     for p in &plan.tables {
         let t = quote(&p.table);
@@ -382,8 +440,11 @@ fn apply(
                 .map_err(rejected(format!("deleting {}/{id}", p.table)))?;
         }
     }
-    push_scope::check_followers(&tx, &follow_parent, scopes)?;
-    tx.commit().map_err(PushError::Commit)?;
+    push_scope::check_followers(&follow_parent, scopes, |table, id, expr| {
+        push_scope::sqlite_scope_of(&tx, table, id, expr)
+    })?;
+    tx.commit()
+        .map_err(|e| PushError::Commit(Refusal::Sqlite(e)))?;
     Ok(written)
 }
 

@@ -14,7 +14,8 @@
 //! failure leaves the database as it was.
 //!
 //! Every table made or extended, and every existing table a header names for the first time,
-//! gets capture of back-office writes installed in the same transaction ([`super::capture`]).
+//! gets capture of back-office writes installed in the same transaction ([`super::capture`]),
+//! and, if it is a REST table, the WatermelonDB API's change log ([`super::rest_log`]).
 //!
 //! Names are matched as SQLite matches them, without ASCII case: a header naming `Patients`
 //! extends an existing `patients`. They are always quoted, so a table keeps the spelling of the
@@ -23,6 +24,7 @@
 //! does on SQLite (`PRAGMA defer_foreign_keys`).
 
 use super::capture::{self, CaptureError};
+use super::rest_log::{self, RestLogError};
 use super::rights::{self, RightsError};
 use crate::schema::{self, quote, SchemaError};
 use ::postgres::{Client, Transaction};
@@ -87,6 +89,8 @@ pub enum AppTableError {
     Rights(RightsError),
     /// Capturing the table's back-office writes could not be installed.
     Capture(CaptureError),
+    /// The REST change log's triggers could not be installed.
+    RestLog(RestLogError),
     /// A statement failed.
     Sql {
         /// What was being done.
@@ -129,6 +133,7 @@ impl fmt::Display for AppTableError {
             ),
             AppTableError::Rights(e) => e.fmt(f),
             AppTableError::Capture(e) => e.fmt(f),
+            AppTableError::RestLog(e) => e.fmt(f),
             AppTableError::Sql { doing, .. } => f.write_str(doing),
         }
     }
@@ -141,6 +146,7 @@ impl std::error::Error for AppTableError {
             AppTableError::Refused(e) => e.source(),
             AppTableError::Rights(e) => e.source(),
             AppTableError::Capture(e) => e.source(),
+            AppTableError::RestLog(e) => e.source(),
             AppTableError::Sql { source, .. } => Some(source),
             _ => None,
         }
@@ -150,6 +156,12 @@ impl std::error::Error for AppTableError {
 impl From<CaptureError> for AppTableError {
     fn from(e: CaptureError) -> Self {
         AppTableError::Capture(e)
+    }
+}
+
+impl From<RestLogError> for AppTableError {
+    fn from(e: RestLogError) -> Self {
+        AppTableError::RestLog(e)
     }
 }
 
@@ -368,6 +380,8 @@ pub fn ensure(
     }
     if !to_capture.is_empty() {
         capture::install(&mut tx, &to_capture)?;
+        let names: Vec<String> = to_capture.iter().map(|(n, _)| n.clone()).collect();
+        rest_log::install(&mut tx, &names)?;
     }
     tx.commit()
         .map_err(sql("committing the app tables' changes".into()))?;

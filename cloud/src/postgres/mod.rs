@@ -11,6 +11,11 @@
 //!
 //! [`tenant`] serves it: the cloud's shared ingest and export over these tables.
 //!
+//! The WatermelonDB REST API serves it too: [`rest_log`] keeps its change log by triggers,
+//! [`rest_tables`] reads the REST tables and their real types, [`rest_pull`] and [`rest_push`]
+//! are `watermelon.rs`'s pull and push over PostgreSQL, [`rest_writes`] a push's writes sent in
+//! batches.
+//!
 //! Not here yet: the mailbox and sync state in the `outpost` schema, several processes.
 
 pub mod app_tables;
@@ -21,6 +26,11 @@ pub mod listen;
 pub mod meta;
 pub mod outbox;
 pub mod pg_value;
+pub mod rest_log;
+pub mod rest_pull;
+pub mod rest_push;
+pub mod rest_tables;
+pub mod rest_writes;
 pub mod rights;
 pub mod setup;
 pub mod store;

@@ -19,8 +19,15 @@ pub enum RestError {
     Mailbox(outpost_mailbox::MailboxError),
     /// Reading the token's rights from the control file failed.
     Control(crate::control::ControlError),
-    /// The tenant is in PostgreSQL, which the REST API does not serve yet (HTTP 501).
-    OnPostgres,
+    /// PostgreSQL failed on the tenant database.
+    Postgres {
+        /// What was being done.
+        doing: String,
+        /// PostgreSQL's error.
+        source: ::postgres::Error,
+    },
+    /// The PostgreSQL tenant's REST change log could not be installed or read.
+    RestLog(crate::postgres::rest_log::RestLogError),
 }
 
 impl fmt::Display for RestError {
@@ -32,10 +39,8 @@ impl fmt::Display for RestError {
             RestError::Encode(_) => f.write_str("writing the answer as JSON"),
             RestError::Mailbox(_) => f.write_str("reading the tenant's table settings"),
             RestError::Control(_) => f.write_str("reading the api token's rights"),
-            RestError::OnPostgres => f.write_str(
-                "the WatermelonDB REST API does not serve a tenant in PostgreSQL yet: apps sync \
-                 with the outpost protocol, and the back office writes the tables directly",
-            ),
+            RestError::Postgres { doing, .. } => write!(f, "the tenant database failed {doing}"),
+            RestError::RestLog(e) => e.fmt(f),
         }
     }
 }
@@ -50,7 +55,8 @@ impl std::error::Error for RestError {
             RestError::Encode(e) => Some(e),
             RestError::Mailbox(e) => Some(e),
             RestError::Control(e) => Some(e),
-            RestError::OnPostgres => None,
+            RestError::Postgres { source, .. } => Some(source),
+            RestError::RestLog(e) => e.source(),
         }
     }
 }
@@ -58,6 +64,12 @@ impl std::error::Error for RestError {
 impl From<ChangelogError> for RestError {
     fn from(e: ChangelogError) -> Self {
         RestError::Changelog(e)
+    }
+}
+
+impl From<crate::postgres::rest_log::RestLogError> for RestError {
+    fn from(e: crate::postgres::rest_log::RestLogError) -> Self {
+        RestError::RestLog(e)
     }
 }
 
@@ -178,6 +190,19 @@ pub enum InvalidPush {
         /// The `via` column.
         column: String,
     },
+    /// A value the column's PostgreSQL type cannot hold (a PostgreSQL tenant keeps real types:
+    /// text into a `bigint` column, a real into `bigint`, text that is not hex into `bytea`,
+    /// text with NUL).
+    DoesNotFit {
+        /// The table.
+        table: String,
+        /// The record.
+        id: String,
+        /// The column.
+        column: String,
+        /// The column's type.
+        pg_type: String,
+    },
     /// More records (created, updated and deleted, all tables) than one push may hold (HTTP 413).
     TooManyRecords {
         /// [`MAX_PUSH_RECORDS`](super::MAX_PUSH_RECORDS).
@@ -253,10 +278,57 @@ impl fmt::Display for InvalidPush {
                 "{table}/{id}: column {column:?} must name a parent row that has a scope (the \
                  record belongs to its parent's scope)"
             ),
+            InvalidPush::DoesNotFit {
+                table,
+                id,
+                column,
+                pg_type,
+            } => write!(
+                f,
+                "{table}/{id}: column {column:?} holds PostgreSQL {pg_type}, which this value does \
+                 not fit (bigint: integers; double precision and numeric: numbers; text: strings \
+                 without NUL; bytea: hex strings)"
+            ),
             InvalidPush::TooManyRecords { limit } => write!(
                 f,
                 "more than {limit} records in one push; push them in several parts"
             ),
+        }
+    }
+}
+
+/// The tenant database's refusal of a push's write or commit (a constraint), as the answer
+/// quotes it.
+#[derive(Debug)]
+pub enum Refusal {
+    /// SQLite's.
+    Sqlite(rusqlite::Error),
+    /// PostgreSQL's.
+    Postgres(::postgres::Error),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Sqlite(e) => e.fmt(f),
+            // The server's message ("null value in column ... violates not-null constraint")
+            // and its detail, without the client library's wrapping.
+            Refusal::Postgres(e) => match e.as_db_error() {
+                Some(db) => match db.detail() {
+                    Some(detail) => write!(f, "{} ({detail})", db.message()),
+                    None => f.write_str(db.message()),
+                },
+                None => e.fmt(f),
+            },
+        }
+    }
+}
+
+impl std::error::Error for Refusal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Refusal::Sqlite(e) => Some(e),
+            Refusal::Postgres(e) => Some(e),
         }
     }
 }
@@ -272,11 +344,11 @@ pub enum PushError {
     Rejected {
         /// The write, as `table/id` or `deleting table/id`.
         write: String,
-        /// SQLite's error.
-        source: rusqlite::Error,
+        /// The database's refusal.
+        source: Refusal,
     },
     /// The commit failed, usually on a deferred foreign key (HTTP 400).
-    Commit(rusqlite::Error),
+    Commit(Refusal),
     /// A pushed record changed on the server after `last_pulled_at` (HTTP 409).
     Conflict {
         /// The table.
@@ -307,12 +379,11 @@ impl PushError {
             | PushError::Rejected { .. }
             | PushError::Commit(_) => 400,
             PushError::Conflict { .. } => 409,
-            PushError::Internal(RestError::OnPostgres) => 501,
             PushError::Internal(_) => 500,
         }
     }
 
-    /// The `error` text the REST API answers with: what was refused and SQLite's reason, never
+    /// The `error` text the REST API answers with: what was refused and the database's reason, never
     /// the server's internals.
     pub fn answer(&self) -> String {
         match self {
@@ -320,7 +391,6 @@ impl PushError {
                 format!("{self}: {source}")
             }
             PushError::NotJson(e) => format!("{self}: {e}"),
-            PushError::Internal(e @ RestError::OnPostgres) => e.to_string(),
             PushError::Internal(_) => "server error".into(),
             PushError::Invalid(_) | PushError::Conflict { .. } => self.to_string(),
         }
@@ -366,7 +436,7 @@ impl From<RestError> for PushError {
     }
 }
 
-/// SQLite failing on anything but a record's write or the commit is the server's failure.
+/// The database failing on anything but a record's write or the commit is the server's failure.
 impl From<rusqlite::Error> for PushError {
     fn from(e: rusqlite::Error) -> Self {
         PushError::Internal(RestError::Sqlite(e))

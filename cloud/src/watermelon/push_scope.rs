@@ -63,22 +63,15 @@ pub fn check_write(
 
 /// Checks the records created in tables scoped `via` a parent, `(table, id, via column, scope
 /// expression)`, once the whole push is written (a parent may come after its child in the
-/// body): each must follow a parent row with a scope the token holds.
+/// body): each must follow a parent row with a scope the token holds. `scope_of(table, id,
+/// expression)` reads a written row's scope in the push's transaction.
 pub fn check_followers(
-    tx: &Connection,
     follow_parent: &[(&str, &str, &str, &str)],
     scopes: &Scopes,
+    mut scope_of: impl FnMut(&str, &str, &str) -> Result<Option<String>, PushError>,
 ) -> Result<(), PushError> {
     for &(table, id, column, expr) in follow_parent {
-        let scope: Option<String> = tx
-            .prepare_cached(&format!(
-                "SELECT CAST({expr} AS TEXT) FROM {} t WHERE t.\"id\" = ?1",
-                quote(table)
-            ))?
-            .query_row([id], |row| row.get(0))
-            .optional()?
-            .flatten();
-        match scope {
+        match scope_of(table, id, expr)? {
             None => {
                 return Err(PushError::Invalid(InvalidPush::NoParentScope {
                     table: table.to_string(),
@@ -97,4 +90,21 @@ pub fn check_followers(
         }
     }
     Ok(())
+}
+
+/// [`check_followers`]'s reading of a row's scope on the SQLite tenant.
+pub fn sqlite_scope_of(
+    tx: &Connection,
+    table: &str,
+    id: &str,
+    expr: &str,
+) -> Result<Option<String>, PushError> {
+    Ok(tx
+        .prepare_cached(&format!(
+            "SELECT CAST({expr} AS TEXT) FROM {} t WHERE t.\"id\" = ?1",
+            quote(table)
+        ))?
+        .query_row([id], |row| row.get(0))
+        .optional()?
+        .flatten())
 }

@@ -34,6 +34,40 @@ pub struct RowScope {
 #[derive(Debug, Default)]
 pub struct ScopedTables(BTreeMap<String, RowScope>);
 
+/// Where a store's scope rules and `via` keys come from: the SQLite tenant's tracked tables, or
+/// the PostgreSQL tenant's captured definitions. The SQL written from them is the same on both.
+pub trait ScopeSchema {
+    /// The scope rule of `table` (`None`: unscoped).
+    fn rule(&self, table: &str) -> Option<ScopeRule>;
+    /// The parent table and its key column that `table`'s `via` column `column` refers to.
+    fn via_parent(&self, table: &str, column: &str) -> Result<Option<(String, String)>, RestError>;
+    /// `table` as SQL names it (quoted, qualified where the store needs it).
+    fn relation(&self, table: &str) -> String;
+}
+
+/// The SQLite tenant's rules (`_outpost_tables`) and foreign keys.
+struct SqliteSchema<'c> {
+    conn: &'c Connection,
+    rules: BTreeMap<String, Option<ScopeRule>>,
+}
+
+impl ScopeSchema for SqliteSchema<'_> {
+    fn rule(&self, table: &str) -> Option<ScopeRule> {
+        self.rules
+            .get(&table.to_ascii_lowercase())
+            .cloned()
+            .flatten()
+    }
+
+    fn via_parent(&self, table: &str, column: &str) -> Result<Option<(String, String)>, RestError> {
+        Ok(crate::scope_rules::via_parent(self.conn, table, column)?)
+    }
+
+    fn relation(&self, table: &str) -> String {
+        quote(table)
+    }
+}
+
 impl ScopedTables {
     /// The scoped tables among `tables`, as the tenant database tracks them, for a token of
     /// `scopes`.
@@ -42,23 +76,28 @@ impl ScopedTables {
         tables: &[String],
         scopes: &Scopes,
     ) -> Result<ScopedTables, RestError> {
-        let rules = crate::scope_rules::tracked_rules(conn)?;
+        let schema = SqliteSchema {
+            conn,
+            rules: crate::scope_rules::tracked_rules(conn)?,
+        };
+        ScopedTables::from_schema(&schema, tables, scopes)
+    }
+
+    /// The scoped tables among `tables` by `schema`'s rules, for a token of `scopes`.
+    pub fn from_schema(
+        schema: &impl ScopeSchema,
+        tables: &[String],
+        scopes: &Scopes,
+    ) -> Result<ScopedTables, RestError> {
         let mut out = BTreeMap::new();
         for t in tables {
-            if let Some(Some(rule)) = rules.get(&t.to_ascii_lowercase()) {
-                let expr = expr(conn, &rules, t, "t", 0)?;
+            if let Some(rule) = schema.rule(t) {
+                let expr = expr(schema, t, "t", 0)?;
                 let within = match list(scopes) {
-                    Some(list) => Some(within(conn, &rules, t, "t", &list, 0)?),
+                    Some(list) => Some(within(schema, t, "t", &list, 0)?),
                     None => None,
                 };
-                out.insert(
-                    t.clone(),
-                    RowScope {
-                        rule: rule.clone(),
-                        expr,
-                        within,
-                    },
-                );
+                out.insert(t.clone(), RowScope { rule, expr, within });
             }
         }
         Ok(ScopedTables(out))
@@ -72,28 +111,26 @@ impl ScopedTables {
 
 /// The scope of a row of `table` read under `alias`, as SQL.
 fn expr(
-    conn: &Connection,
-    rules: &BTreeMap<String, Option<ScopeRule>>,
+    schema: &impl ScopeSchema,
     table: &str,
     alias: &str,
     depth: usize,
 ) -> Result<String, RestError> {
-    let rule = rules.get(&table.to_ascii_lowercase()).cloned().flatten();
-    match rule {
+    match schema.rule(table) {
         None => Ok("NULL".into()),
         Some(ScopeRule::Column(c)) => Ok(format!("{alias}.{}", quote(&c))),
         Some(ScopeRule::Via(c)) => {
-            let Some((parent, key)) = crate::scope_rules::via_parent(conn, table, &c)? else {
+            let Some((parent, key)) = schema.via_parent(table, &c)? else {
                 return Ok("NULL".into());
             };
             if depth >= MAX_VIA_DEPTH {
                 return Ok("NULL".into());
             }
             let p = format!("_s{depth}");
-            let inner = expr(conn, rules, &parent, &p, depth + 1)?;
+            let inner = expr(schema, &parent, &p, depth + 1)?;
             Ok(format!(
                 "(SELECT {inner} FROM {} {p} WHERE {p}.{} = {alias}.{})",
-                quote(&parent),
+                schema.relation(&parent),
                 quote(&key),
                 quote(&c)
             ))
@@ -102,35 +139,33 @@ fn expr(
 }
 
 /// The condition that a row of `table` read under `alias` is in the scopes `list` (`'a', 'b'`),
-/// as nested `IN` subqueries rather than [`expr`]'s correlated ones: SQLite evaluates each
+/// as nested `IN` subqueries rather than [`expr`]'s correlated ones: the database evaluates each
 /// subquery once and looks the outer rows up by an index on the `via` key (the change log makes
-/// one on every scope column and `via` key: `changelog.rs`).
+/// one on every scope column and `via` key: `changelog.rs`, `postgres/rest_log.rs`).
 fn within(
-    conn: &Connection,
-    rules: &BTreeMap<String, Option<ScopeRule>>,
+    schema: &impl ScopeSchema,
     table: &str,
     alias: &str,
     list: &str,
     depth: usize,
 ) -> Result<String, RestError> {
-    let rule = rules.get(&table.to_ascii_lowercase()).cloned().flatten();
-    match rule {
-        None => Ok("0".into()),
+    match schema.rule(table) {
+        None => Ok("false".into()),
         Some(ScopeRule::Column(c)) => Ok(format!("{alias}.{} IN ({list})", quote(&c))),
         Some(ScopeRule::Via(c)) => {
-            let Some((parent, key)) = crate::scope_rules::via_parent(conn, table, &c)? else {
-                return Ok("0".into());
+            let Some((parent, key)) = schema.via_parent(table, &c)? else {
+                return Ok("false".into());
             };
             if depth >= MAX_VIA_DEPTH {
-                return Ok("0".into());
+                return Ok("false".into());
             }
             let p = format!("_w{depth}");
-            let inner = within(conn, rules, &parent, &p, list, depth + 1)?;
+            let inner = within(schema, &parent, &p, list, depth + 1)?;
             Ok(format!(
                 "{alias}.{} IN (SELECT {p}.{} FROM {} {p} WHERE {inner})",
                 quote(&c),
                 quote(&key),
-                quote(&parent)
+                schema.relation(&parent)
             ))
         }
     }

@@ -421,3 +421,36 @@ fn an_updated_record_writes_only_its_changed_columns() {
         ]
     );
 }
+
+/// A live row whose first column is NULL (the table's `id` is not its first column) is served
+/// as itself, never as deleted: a pull tells a gone row by its `id` not joining.
+#[test]
+fn a_live_row_whose_first_column_is_null_is_not_pulled_as_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = tenant(dir.path());
+    conn.execute_batch(
+        "CREATE TABLE notes(body TEXT, id TEXT PRIMARY KEY);
+         SELECT outpost_track('notes');",
+    )
+    .unwrap();
+    changelog::ensure_triggers(&mut conn).unwrap();
+    conn.execute_batch("INSERT INTO notes(body, id) VALUES (NULL, 'n1')")
+        .unwrap();
+    let first: Json =
+        serde_json::from_slice(&pull(&mut conn, None, &Access::default()).unwrap()).unwrap();
+    assert_eq!(
+        first["changes"]["notes"]["created"],
+        json!([{"body": null, "id": "n1"}]),
+        "{first}"
+    );
+    let later: Json =
+        serde_json::from_slice(&pull(&mut conn, Some(1), &Access::default()).unwrap()).unwrap();
+    assert_eq!(later["changes"]["notes"]["deleted"], json!([]), "{later}");
+    assert_eq!(
+        later["changes"]["notes"]["created"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
