@@ -135,6 +135,20 @@ pub fn psql(url: &str, sql: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `patients` rows (`id|name|village|visits`, by id, as `e2e::patients::rows` shows a
+/// device's) of the tenant in the database `url` names, read with `psql`; none while the cloud
+/// has not made the table yet (it applies a push after acknowledging it).
+pub fn patient_rows(url: &str) -> Vec<String> {
+    if psql(url, "SELECT to_regclass('public.patients') IS NOT NULL") != ["t"] {
+        return Vec::new();
+    }
+    psql(
+        url,
+        "SELECT id || '|' || coalesce(name, '') || '|' || coalesce(village, '') || '|' || visits \
+         FROM public.patients ORDER BY id COLLATE \"C\"",
+    )
+}
+
 fn connect(url: &str) -> Client {
     Client::connect(url, NoTls).unwrap_or_else(|e| panic!("connecting to the test cluster: {e}"))
 }

@@ -24,6 +24,14 @@ pub fn wait_for<T>(
     }
 }
 
+/// Polls `ok` every 50 ms until it holds, for at most `limit`; panics naming `what` after that.
+/// Returns how long it took.
+pub fn within(what: &str, limit: Duration, ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    wait_until(what, limit, Duration::from_millis(50), ok);
+    start.elapsed()
+}
+
 /// Polls `ok` every `every` until it holds, for at most `within`; panics naming `what` after
 /// that.
 pub fn wait_until(what: &str, within: Duration, every: Duration, mut ok: impl FnMut() -> bool) {

@@ -10,29 +10,8 @@ use outpost_testkit::e2e::device_db::{self, DeviceDb};
 use outpost_testkit::e2e::patients;
 use outpost_testkit::e2e::scratch::scratch;
 use outpost_testkit::pg::{self, psql};
+use outpost_testkit::wait::within;
 use std::time::{Duration, Instant};
-
-/// The tenant's patients as `patients::rows` shows a device's: `id|name|village|visits`.
-/// (None while the cloud has not made the table yet: it applies a push after acknowledging it.)
-fn tenant_rows(url: &str) -> Vec<String> {
-    if psql(url, "SELECT to_regclass('public.patients') IS NOT NULL") != ["t"] {
-        return Vec::new();
-    }
-    psql(
-        url,
-        "SELECT id || '|' || coalesce(name, '') || '|' || coalesce(village, '') || '|' || visits \
-         FROM public.patients ORDER BY id COLLATE \"C\"",
-    )
-}
-
-fn within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
 
 fn story(unsealed: bool) {
     let Some(db) = pg::database(if unsealed {
@@ -55,9 +34,9 @@ fn story(unsealed: bool) {
     patients::write(&a.conn, "a", 3);
     a.sync_with(peer);
     within("a's rows in PostgreSQL", Duration::from_secs(20), || {
-        tenant_rows(&db.url).len() == 3
+        pg::patient_rows(&db.url).len() == 3
     });
-    assert_eq!(tenant_rows(&db.url), patients::rows(&a.conn));
+    assert_eq!(pg::patient_rows(&db.url), patients::rows(&a.conn));
     // Real column types, made from the batch header.
     let types = psql(
         &db.url,
@@ -94,7 +73,7 @@ fn story(unsealed: bool) {
             "the tenant to hold a's second visit",
             Duration::from_secs(20),
             || {
-                seen = tenant_rows(&db.url);
+                seen = pg::patient_rows(&db.url);
                 seen.first().map(String::as_str) == Some("a0|na0|va|4")
             },
         )
@@ -112,7 +91,7 @@ fn story(unsealed: bool) {
         "a1|na1|office|0",
         "bo1|Office|hq|0",
     ];
-    assert_eq!(tenant_rows(&db.url), expected);
+    assert_eq!(pg::patient_rows(&db.url), expected);
     assert_eq!(patients::rows(&a.conn), expected, "a");
     assert_eq!(patients::rows(&b.conn), expected, "b");
 
@@ -192,7 +171,7 @@ fn a_database_restored_behind_its_peers_is_detected_and_its_seqs_not_issued_twic
     patients::write(&a.conn, "a", 1);
     a.sync_with("cloud");
     within("a's row in PostgreSQL", Duration::from_secs(20), || {
-        tenant_rows(&db.url).len() == 1
+        pg::patient_rows(&db.url).len() == 1
     });
     for i in 1..=3 {
         psql(

@@ -8,59 +8,8 @@ use outpost_testkit::e2e::device_db::{self, DeviceDb};
 use outpost_testkit::e2e::patients;
 use outpost_testkit::e2e::scratch::scratch;
 use outpost_testkit::pg;
-use std::process::Command;
-use std::time::{Duration, Instant};
-
-/// `psql` on `url`: the rows of `sql`, one line each, fields `|`-separated.
-fn psql(url: &str, sql: &str) -> Vec<String> {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            url,
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("running psql");
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
-}
-
-/// The tenant's patients as `patients::rows` shows a device's: `id|name|village|visits`.
-/// (None while the cloud has not made the table yet: it applies a push after acknowledging it.)
-fn tenant_rows(url: &str) -> Vec<String> {
-    if psql(url, "SELECT to_regclass('public.patients') IS NOT NULL") != ["t"] {
-        return Vec::new();
-    }
-    psql(
-        url,
-        "SELECT id || '|' || coalesce(name, '') || '|' || coalesce(village, '') || '|' || visits \
-         FROM public.patients ORDER BY id COLLATE \"C\"",
-    )
-}
-
-fn within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
+use outpost_testkit::wait::within;
+use std::time::Duration;
 
 /// The WatermelonDB REST API on a PostgreSQL tenant meets devices: a device's rows and its later
 /// change show in REST pulls; a REST push lands in the real tables (read with `psql`), reaches a
@@ -87,7 +36,7 @@ fn rest_story(unsealed: bool) {
     patients::write(&a.conn, "a", 2);
     a.sync_with(peer);
     within("a's rows in PostgreSQL", Duration::from_secs(20), || {
-        tenant_rows(&db.url).len() == 2
+        pg::patient_rows(&db.url).len() == 2
     });
     let (code, first) = cloud.rest(&token, "GET", "last_pulled_at=0", None);
     assert_eq!(code, 200, "{first}");
@@ -105,7 +54,7 @@ fn rest_story(unsealed: bool) {
     a.exec("UPDATE patients SET name = 'renamed' WHERE id = 'a1'");
     a.sync_with(peer);
     within("a's change in PostgreSQL", Duration::from_secs(20), || {
-        tenant_rows(&db.url).contains(&"a1|renamed|va|0".to_string())
+        pg::patient_rows(&db.url).contains(&"a1|renamed|va|0".to_string())
     });
     let (_, pulled) = cloud.rest(&token, "GET", &format!("last_pulled_at={t0}"), None);
     let updated = &pulled["changes"]["patients"]["updated"];
@@ -117,12 +66,12 @@ fn rest_story(unsealed: bool) {
     let body = r#"{"patients": {"created": [{"id": "r1", "name": "Neema", "village": "Arusha", "visits": 0}], "updated": [{"id": "a0", "village": "moved"}]}}"#;
     let (code, answer) = cloud.rest(&token, "POST", &format!("last_pulled_at={t1}"), Some(body));
     assert_eq!(code, 200, "{answer}");
-    assert!(tenant_rows(&db.url).contains(&"r1|Neema|Arusha|0".to_string()));
+    assert!(pg::patient_rows(&db.url).contains(&"r1|Neema|Arusha|0".to_string()));
     within("the REST push on a", Duration::from_secs(10), || {
         a.sync_with(peer);
         a.has("patients", "r1")
     });
-    assert_eq!(patients::rows(&a.conn), tenant_rows(&db.url));
+    assert_eq!(patients::rows(&a.conn), pg::patient_rows(&db.url));
     assert!(patients::rows(&a.conn).contains(&"a0|na0|moved|1".to_string()));
 
     // A device in live mode gets a REST push without syncing again.
