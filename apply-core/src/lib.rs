@@ -20,11 +20,17 @@
 //!   (those cells only), with a payload of another kind than the column's strategy, or refused
 //!   by the store (a constraint);
 //! - **vectors**: a batch whose range is held changes nothing, one past a gap is refused;
-//!   the largest clock received is observed.
+//!   the largest clock received is observed;
+//! - **UNIQUE collisions** (`unique.rs`, the engine's `apply/unique.rs`): the row whose latest
+//!   write to a UNIQUE column is earlier by `(epoch, hlc, site)` keeps the value whichever
+//!   arrives first, the later is held aside (its values in a tombstone, one quarantine entry per
+//!   writing site with the engine's reason), and comes back after every apply once its value
+//!   is free ([`Store::uniques`] and the calls after it).
 //!
 //! **Not in the core yet** (the engine does them; a store of the core does not):
-//! - UNIQUE collisions decided by `(hlc, site)` with eviction and re-admission
-//!   (`apply/unique.rs`): the store refuses the write and the change is quarantined;
+//! - of UNIQUE collisions: rows referencing a row held aside are not held aside with it, a
+//!   partial UNIQUE index is not read as one, and a claim whose own write the store refuses
+//!   (a CHECK) leaves the holders it evicted out;
 //! - parent restore (`apply/restore.rs`): a child arriving for a parent deleted here is
 //!   quarantined as a missing parent, and a delete of a row live children reference is
 //!   quarantined (the row kept) instead of re-sent as the store's own write;
@@ -46,8 +52,9 @@ mod reasons;
 pub mod row_state;
 pub mod store;
 mod tables;
+mod unique;
 
 pub use apply::{apply_batch, Stats};
 pub use error::ApplyError;
 pub use row_state::RowState;
-pub use store::{Column, Parent, Quarantined, Store, Table, Written};
+pub use store::{Column, Parent, Quarantined, Store, Table, Tombstone, Unique, Written};

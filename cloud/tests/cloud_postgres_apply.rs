@@ -53,6 +53,8 @@ const DEVICE_SCHEMA: &str = "
   CREATE TABLE scores(id TEXT PRIMARY KEY NOT NULL, pts INTEGER);
   CREATE TABLE tags(a TEXT NOT NULL, b TEXT NOT NULL, note TEXT, PRIMARY KEY (a, b));
   CREATE TABLE drafts(id TEXT PRIMARY KEY NOT NULL, body TEXT);
+  CREATE TABLE staff(id TEXT PRIMARY KEY NOT NULL, badge TEXT UNIQUE, name TEXT);
+  SELECT outpost_track('staff');
   SELECT outpost_track('patients', '{\"columns\": {\"visit_count\": \"counter\", \"notes\": \"review\"}}');
   SELECT outpost_track('visits');
   SELECT outpost_track('scores', '{\"columns\": {\"pts\": \"counter\"}}');
@@ -68,6 +70,8 @@ const TARGET_SCHEMA: &str = "
     clinic TEXT, n INTEGER);
   CREATE TABLE scores(id TEXT PRIMARY KEY NOT NULL, pts INTEGER);
   CREATE TABLE tags(a TEXT PRIMARY KEY NOT NULL, note TEXT);
+  CREATE TABLE staff(id TEXT PRIMARY KEY NOT NULL, badge TEXT UNIQUE, name TEXT);
+  SELECT outpost_track('staff');
   SELECT outpost_track('patients', '{\"columns\": {\"visit_count\": \"counter\", \"notes\": \"review\"}}');
   SELECT outpost_track('visits');
   SELECT outpost_track('scores');
@@ -97,7 +101,19 @@ const TARGET_TABLES: &[(&str, &[(&str, Kind)])] = &[
     ),
     ("scores", &[("id", Kind::Text), ("pts", Kind::Int)]),
     ("tags", &[("a", Kind::Text), ("note", Kind::Text)]),
+    (
+        "staff",
+        &[
+            ("id", Kind::Text),
+            ("badge", Kind::Text),
+            ("name", Kind::Text),
+        ],
+    ),
 ];
+
+/// The UNIQUE index of `staff.badge` on PostgreSQL (batches carry no UNIQUE: the operator adds
+/// it, as the back office would).
+const STAFF_UNIQUE: &str = "CREATE UNIQUE INDEX staff_badge ON public.staff(badge)";
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -134,6 +150,9 @@ const TRANSIENT: &[&str] = &["q0", "q1"];
 const VISITS: &[&str] = &["v0", "v1", "v2"];
 /// Visits of the patient only device C has.
 const ORPHANS: &[&str] = &["x0", "x1"];
+/// Staff, and the badges (UNIQUE) they are given.
+const STAFF: &[&str] = &["st0", "st1", "st2", "st3"];
+const BADGES: &[&str] = &["B1", "B2"];
 const WORDS: &[&str] = &[
     "Asha", "Juma", "Neema", "Baraka", "Zawadi", "moshi", "arusha",
 ];
@@ -197,7 +216,7 @@ impl Device {
     fn write(&self, rng: &mut Rng, me: &str, n: u64) {
         let c = &self.conn;
         let word = |rng: &mut Rng| format!("{}-{me}{n}", rng.pick(WORDS));
-        match rng.below(12) {
+        match rng.below(15) {
             0..=1 => {
                 let id = patient(rng);
                 if !self.has("patients", id) {
@@ -309,6 +328,36 @@ impl Device {
                     params![rng.pick(&["t0", "t1"]), rng.pick(&["b0", "b1"]), word(rng)],
                 )
                 .unwrap();
+            }
+            // Staff badges are UNIQUE: two devices giving one badge to two people collide on
+            // the targets (and on each other); deletes and badge changes free a badge for a
+            // row held aside.
+            12 => {
+                c.execute(
+                    "INSERT INTO staff(id, badge, name) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    params![rng.pick(STAFF), rng.pick(BADGES), word(rng)],
+                )
+                .unwrap();
+            }
+            13 => {
+                let id = rng.pick(STAFF);
+                if rng.below(2) == 0 {
+                    c.execute(
+                        "UPDATE staff SET name = ?2 WHERE id = ?1",
+                        params![id, word(rng)],
+                    )
+                    .unwrap();
+                } else {
+                    c.execute(
+                        "UPDATE OR IGNORE staff SET badge = ?2 WHERE id = ?1",
+                        params![id, rng.pick(BADGES)],
+                    )
+                    .unwrap();
+                }
+            }
+            14 if rng.below(2) == 0 => {
+                c.execute("DELETE FROM staff WHERE id = ?1", [rng.pick(STAFF)])
+                    .unwrap();
             }
             _ => {
                 let id = rng.pick(&["d0", "d1"]);
@@ -451,7 +500,8 @@ fn target_tables(dir: &Path) -> Vec<outpost_protocol::batch::TableSchema> {
     c.execute_batch(TARGET_SCHEMA).unwrap();
     c.execute_batch(
         "INSERT INTO patients(id) VALUES ('t'); INSERT INTO visits(id, patient_id) VALUES ('t', 't');
-         INSERT INTO scores(id) VALUES ('t'); INSERT INTO tags(a) VALUES ('t');",
+         INSERT INTO scores(id) VALUES ('t'); INSERT INTO tags(a) VALUES ('t');
+         INSERT INTO staff(id) VALUES ('t');",
     )
     .unwrap();
     let blob: Vec<u8> = c
@@ -467,6 +517,8 @@ fn target_tables(dir: &Path) -> Vec<outpost_protocol::batch::TableSchema> {
 struct Run {
     /// Conflicts listed, summed over the comparisons after each round.
     conflicts_seen: usize,
+    /// Quarantine reasons (up to their first colon) listed at any comparison after a round.
+    reasons_seen: BTreeSet<String>,
     state: State,
     batches: usize,
     back_office_writes: usize,
@@ -600,6 +652,7 @@ fn run(seed: u64, rounds: usize) -> Option<Run> {
     let mut pgc = db.superuser();
     meta::prepare(&mut pgc, target_site).unwrap();
     app_tables::ensure(&mut pgc, &target_tables(tmp.path())).unwrap();
+    pgc.batch_execute(STAFF_UNIQUE).unwrap();
     pgc.execute(
         "UPDATE outpost.clock SET wall_shift_ms = $1",
         &[&WALL_SHIFT_MS],
@@ -631,6 +684,7 @@ fn run(seed: u64, rounds: usize) -> Option<Run> {
     let mut shipped = [0usize; 2];
     let mut batches = 0;
     let mut conflicts_seen = 0;
+    let mut reasons_seen = BTreeSet::new();
     let mut back_office_writes = 0;
     let mut last = None;
     for round in 0..rounds {
@@ -685,11 +739,15 @@ fn run(seed: u64, rounds: usize) -> Option<Run> {
         batches += ship.len();
         if let Some(state) = apply_and_compare(seed, &lite, &mut pgc, target_site, &ship) {
             conflicts_seen += state.conflicts.len();
+            for (_, _, reason, _) in &state.quarantine {
+                reasons_seen.insert(reason.split(':').next().unwrap_or_default().to_string());
+            }
             last = Some(state);
         }
     }
     Some(Run {
         conflicts_seen,
+        reasons_seen,
         state: last.expect("at least one round"),
         batches,
         back_office_writes,
@@ -777,9 +835,7 @@ fn the_core_on_postgresql_ends_where_the_engine_on_sqlite_does() {
         back_office += r.back_office_writes;
         conflicts += r.conflicts_seen;
         rows += r.state.rows.values().map(Vec::len).sum::<usize>();
-        for (_, _, reason, _) in &r.state.quarantine {
-            reasons.insert(reason.split(':').next().unwrap_or_default().to_string());
-        }
+        reasons.extend(r.reasons_seen);
     }
     eprintln!(
         "differential apply: {batches} batches, {back_office} back-office writes, {rows} rows at \
@@ -793,6 +849,7 @@ fn the_core_on_postgresql_ends_where_the_engine_on_sqlite_does() {
         "unknown column(s) phone of \"patients\"",
         "column pts of \"scores\" merges as lww here but the change is of another kind",
         "parent row missing",
+        "UNIQUE constraint failed",
     ] {
         assert!(
             reasons.contains(expected),
