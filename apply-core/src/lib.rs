@@ -49,6 +49,7 @@ mod apply;
 mod error;
 mod merge_row;
 mod reasons;
+mod restore;
 pub mod row_state;
 pub mod store;
 mod tables;

@@ -354,24 +354,23 @@ impl<S: Store> Merger<'_, S> {
                     .drop_tombstone(&t, key)
                     .map_err(ApplyError::Store)?;
                 self.released(ti, key)?;
+            } else if !was_alive && st.exist > 0 && self.keeps_tombstones(ti, &uniques) {
+                // Alive again: the values of its last life are not needed any more.
+                self.store
+                    .drop_tombstone(&t, key)
+                    .map_err(ApplyError::Store)?;
             }
         } else if was_alive {
             if self.has_children(ti, key)? {
+                // The delete met live children: the row stays, as the store's own write that
+                // every replica receives (restore.rs), or set aside when the store cannot write.
+                st.exist = exist;
+                if self.restore(ti, key, &st, reasons::KEPT_FOR_CHILDREN)? {
+                    return Ok(());
+                }
                 return self.quarantine(origin, schema, row, reasons::DELETE_HAS_CHILDREN);
             }
-            if !uniques.is_empty() {
-                // A row held aside and deleted is held no longer (its values stay its
-                // tombstone, as the engine keeps them).
-                if let Some(mut tomb) = self.store.tombstone(&t, key).map_err(ApplyError::Store)? {
-                    if tomb.held {
-                        tomb.held = false;
-                        self.store
-                            .put_tombstone(&t, key, &tomb)
-                            .map_err(ApplyError::Store)?;
-                        self.released(ti, key)?;
-                    }
-                }
-            }
+            self.keep_tombstone(ti, key, !uniques.is_empty())?;
             self.store.delete_row(&t, key).map_err(ApplyError::Store)?;
         }
         if exist > st.exist && st.exist > 0 {
@@ -396,7 +395,14 @@ impl<S: Store> Merger<'_, S> {
         key: &[Value],
         writes: &[(usize, &Value)],
     ) -> Result<bool, S> {
-        for l in self.tables.links.iter().filter(|l| l.child == ti) {
+        let links: Vec<crate::tables::Link> = self
+            .tables
+            .links
+            .iter()
+            .filter(|l| l.child == ti)
+            .cloned()
+            .collect();
+        for l in links {
             let t = &self.tables.list[ti];
             let fk: Option<Vec<Value>> = l
                 .child_cols
@@ -417,12 +423,16 @@ impl<S: Store> Merger<'_, S> {
             let Some(fk) = fk else {
                 continue;
             };
-            let p = &self.tables.list[l.parent];
-            if !self
+            let p = self.tables.list[l.parent].clone();
+            if self
                 .store
-                .row_exists(p, &p.key, &fk)
+                .row_exists(&p, &p.key, &fk)
                 .map_err(ApplyError::Store)?
             {
+                continue;
+            }
+            // A parent this store deleted comes back from its tombstone (restore.rs).
+            if !self.parent_back(l.parent, &fk)? {
                 return Ok(false);
             }
         }

@@ -299,6 +299,28 @@ pub trait Store {
         Ok(())
     }
 
+    /// Re-creates the row of `t` with `key` as the store's *own* write (a parent kept for its
+    /// children: `restore.rs`): `values` are all its value columns, `st` its merge state with
+    /// the causal length merged so far (even: deleted). The store puts the row in its app table
+    /// (replacing the one there) at the next causal length, every column written with a fresh
+    /// clock of its own site, so the write is exported to every replica as any of its own, and
+    /// returns the row's merge state after it. `why` is what a person is told.
+    ///
+    /// The default: `None`, a store that cannot make writes of its own (the core then sets the
+    /// change aside: a delete with children is quarantined, the row kept; a child of a deleted
+    /// parent is quarantined as missing it).
+    fn restore(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        values: &[Value],
+        st: &RowState,
+        why: &str,
+    ) -> Result<Option<RowState>, Self::Error> {
+        let _ = (t, key, values, st, why);
+        Ok(None)
+    }
+
     /// The end of a group: a store that holds writes back to send them together sends them now
     /// (the next group's parent checks read them). The default does nothing.
     fn flush(&mut self) -> Result<(), Self::Error> {

@@ -203,3 +203,128 @@ fn a_unique_collision_keeps_the_earlier_row_whichever_arrives_first_and_frees_th
         (vec!["Juma K".to_string()], vec!["Juma K".to_string()])
     );
 }
+
+const FAMILY: &str = "
+  CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, name TEXT);
+  CREATE TABLE visits(id TEXT PRIMARY KEY NOT NULL, patient_id TEXT REFERENCES patients(id),
+    clinic TEXT);
+  SELECT outpost_track('patients');
+  SELECT outpost_track('visits');";
+
+/// Changes a target re-sends as its own: (causal length, columns written).
+type Resent = Vec<(u64, usize)>;
+
+/// The restored row as each target re-sends it: the engine's own change (its export) and the
+/// PostgreSQL tenant's captured write (its outbox).
+fn resent(t: &mut Targets) -> (Resent, Resent) {
+    let blob: Option<Vec<u8>> = t
+        .lite
+        .query_row("SELECT outpost_changes(0)", [], |r| r.get(0))
+        .unwrap();
+    let lite = blob
+        .map(|b| {
+            let b = codec::decode(&b, &Limits::default()).unwrap();
+            b.tables
+                .iter()
+                .filter(|g| b.header.tables[g.table as usize].name == "patients")
+                .flat_map(|g| g.rows.iter().map(|r| (r.existence, r.cells.len())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let pg =
+        t.pg.query(
+            "SELECT o.exist, (SELECT count(*) FROM jsonb_object_keys(o.cells))::bigint \
+             FROM outpost.outbox o ORDER BY o.seq",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as usize))
+        .collect();
+    (lite, pg)
+}
+
+fn rows(t: &mut Targets, table: &str) -> Vec<String> {
+    let (lite, pg) = t.both(
+        &format!("SELECT id FROM {table}"),
+        &format!("SELECT id FROM public.{table}"),
+    );
+    assert_eq!(lite, pg, "rows of {table}: engine, core");
+    lite
+}
+
+#[test]
+fn a_delete_of_a_parent_with_live_children_keeps_it_and_resends_it_as_the_clouds_own_write() {
+    let Some(db) = pg::database("apply_case_restore_delete") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = open(&tmp.path().join("a.db"), FAMILY);
+    let b = open(&tmp.path().join("b.db"), FAMILY);
+    a.execute("INSERT INTO patients(id, name) VALUES ('p1', 'Asha')", [])
+        .unwrap();
+    let first = export(&a, 0);
+    b.query_row("SELECT outpost_apply(?1)", [&first], |_| Ok(()))
+        .unwrap();
+    // B records a visit of p1 while A, which never saw it, deletes p1.
+    b.execute(
+        "INSERT INTO visits(id, patient_id, clinic) VALUES ('v1', 'p1', 'Moshi')",
+        [],
+    )
+    .unwrap();
+    a.execute("DELETE FROM patients WHERE id = 'p1'", [])
+        .unwrap();
+    let mut t = Targets::new(tmp.path(), &db, FAMILY, "SELECT 1");
+    t.apply(&first);
+    t.apply(&export(&b, 0));
+    t.apply(&export(&a, 1));
+    assert_eq!(rows(&mut t, "patients"), ["p1"], "the parent is kept");
+    assert_eq!(rows(&mut t, "visits"), ["v1"]);
+    assert!(t.quarantine().is_empty());
+    let (lite, pg) = resent(&mut t);
+    // Re-sent at the causal length after the delete, every column written.
+    assert_eq!(lite, [(3, 1)], "the engine's own change");
+    assert_eq!(pg, [(3, 1)], "the cloud's captured write");
+}
+
+#[test]
+fn a_child_of_a_parent_deleted_here_brings_the_parent_back_as_the_clouds_own_write() {
+    let Some(db) = pg::database("apply_case_restore_child") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = open(&tmp.path().join("a.db"), FAMILY);
+    let b = open(&tmp.path().join("b.db"), FAMILY);
+    a.execute("INSERT INTO patients(id, name) VALUES ('p1', 'Asha')", [])
+        .unwrap();
+    let first = export(&a, 0);
+    b.query_row("SELECT outpost_apply(?1)", [&first], |_| Ok(()))
+        .unwrap();
+    b.execute(
+        "INSERT INTO visits(id, patient_id, clinic) VALUES ('v1', 'p1', 'Moshi')",
+        [],
+    )
+    .unwrap();
+    a.execute("DELETE FROM patients WHERE id = 'p1'", [])
+        .unwrap();
+    let mut t = Targets::new(tmp.path(), &db, FAMILY, "SELECT 1");
+    // The delete first: p1 is gone on both, then B's visit of it arrives.
+    t.apply(&first);
+    t.apply(&export(&a, 1));
+    assert!(rows(&mut t, "patients").is_empty());
+    t.apply(&export(&b, 0));
+    assert_eq!(rows(&mut t, "patients"), ["p1"], "the parent is back");
+    assert_eq!(rows(&mut t, "visits"), ["v1"]);
+    assert!(t.quarantine().is_empty());
+    let (lite, pg) = t.both(
+        "SELECT name FROM patients",
+        "SELECT name FROM public.patients",
+    );
+    assert_eq!(
+        (lite, pg),
+        (vec!["Asha".to_string()], vec!["Asha".to_string()])
+    );
+    let (lite, pg) = resent(&mut t);
+    assert_eq!(lite, [(3, 1)], "the engine's own change");
+    assert_eq!(pg, [(3, 1)], "the cloud's captured write");
+}

@@ -40,6 +40,7 @@ use std::fmt;
 mod ahead;
 mod fold;
 mod quarantine_entry;
+mod restore;
 mod row_write;
 mod unique;
 
@@ -669,6 +670,17 @@ impl Store for PgStore<'_, '_> {
 
     fn held_rows(&mut self, t: &Table) -> Result<Vec<(Vec<Value>, Vec<Value>)>, StoreError> {
         self.held(t)
+    }
+
+    fn restore(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        values: &[Value],
+        st: &RowState,
+        _why: &str,
+    ) -> Result<Option<RowState>, StoreError> {
+        self.restore_own(t, key, values, st).map(Some)
     }
 
     fn release_entries(
