@@ -72,6 +72,7 @@ pub fn apply_batch<S: Store>(store: &mut S, batch: &Batch) -> Result<Stats, Appl
         tables,
         stats: Stats::default(),
         max_hlc: 0,
+        uniques: Default::default(),
     };
     let mut groups: Vec<&TableChanges> = batch.tables.iter().collect();
     groups.sort_by_key(|g| m.tables.rank(&h.tables[g.table as usize].name));
@@ -102,6 +103,8 @@ pub fn apply_batch<S: Store>(store: &mut S, batch: &Batch) -> Result<Stats, Appl
             m.store.flush().map_err(ApplyError::Store)?;
         }
     }
+    // Rows this batch deleted or changed may have held values rows held aside now get.
+    m.settle()?;
     let observed = m.max_hlc.max(h.base_hlc.as_u64());
     let stats = m.stats;
     store

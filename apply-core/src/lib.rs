@@ -20,18 +20,32 @@
 //!   (those cells only), with a payload of another kind than the column's strategy, or refused
 //!   by the store (a constraint);
 //! - **vectors**: a batch whose range is held changes nothing, one past a gap is refused;
-//!   the largest clock received is observed.
+//!   the largest clock received is observed;
+//! - **UNIQUE collisions** (`unique.rs`, the engine's `apply/unique.rs`): the row whose latest
+//!   write to a UNIQUE column is earlier by `(epoch, hlc, site)` keeps the value whichever
+//!   arrives first, the later is held aside (its values in a tombstone, one quarantine entry per
+//!   writing site with the engine's reason), and comes back after every apply once its value
+//!   is free ([`Store::uniques`] and the calls after it);
+//! - **parent restore** (`restore.rs`, the engine's `apply/restore.rs`): a delete of a row live
+//!   children reference keeps the row, and a child arriving for a parent deleted here brings
+//!   the parent back from its tombstone, both re-sent as the store's own write
+//!   ([`Store::restore`]; a store that cannot make one keeps the row and quarantines the change).
 //!
 //! **Not in the core yet** (the engine does them; a store of the core does not):
-//! - UNIQUE collisions decided by `(hlc, site)` with eviction and re-admission
-//!   (`apply/unique.rs`): the store refuses the write and the change is quarantined;
-//! - parent restore (`apply/restore.rs`): a child arriving for a parent deleted here is
-//!   quarantined as a missing parent, and a delete of a row live children reference is
-//!   quarantined (the row kept) instead of re-sent as the store's own write;
+//! - of UNIQUE collisions: rows referencing a row held aside are not held aside with it, a
+//!   partial UNIQUE index is not read as one, and a claim whose own write the store refuses
+//!   (a CHECK) leaves the holders it evicted out;
+//! - of parent restore: a restored parent whose UNIQUE values another row holds now is not
+//!   held aside (the store's write may be refused); tombstones are kept only for tables a
+//!   foreign key references or with a UNIQUE index (the engine keeps them for every table);
+//! - the clock of a restore after the engine's strict redo: the engine's redo of a batch whose
+//!   first run failed a foreign key at commit ticks after that run observed the batch's
+//!   clock; the core's restore ticks before (the rows it writes are the same);
 //! - scopes' exits, returns and transfers (`apply/exits.rs`, `transfers.rs`), batch directions
 //!   and grants (`direction.rs`, `grant.rs`), regains of an own dropped scope (`regain.rs`);
 //! - the quarantine retry after each apply (`apply/retry.rs`): entries stay until a later
-//!   slice re-applies them.
+//!   slice re-applies them (those of a row held aside go when it is back or deleted, as the
+//!   retry lets them go).
 //!
 //! **A store's own writes** (the engine's local writes; a PostgreSQL back office's) are the
 //! store's to put into the merge state before an apply merges against it, as the engine folds
@@ -43,11 +57,13 @@ mod apply;
 mod error;
 mod merge_row;
 mod reasons;
+mod restore;
 pub mod row_state;
 pub mod store;
 mod tables;
+mod unique;
 
 pub use apply::{apply_batch, Stats};
 pub use error::ApplyError;
 pub use row_state::RowState;
-pub use store::{Column, Parent, Quarantined, Store, Table, Written};
+pub use store::{Column, Parent, Quarantined, Store, Table, Tombstone, Unique, Written};

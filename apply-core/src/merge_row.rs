@@ -35,6 +35,8 @@ pub(crate) struct Merger<'s, S: Store> {
     pub stats: Stats,
     /// The largest cell clock merged (observed by the store at the end).
     pub max_hlc: u64,
+    /// Tables' UNIQUE indexes, by index into `tables.list`, asked once per apply.
+    pub uniques: std::collections::HashMap<usize, std::rc::Rc<Vec<crate::store::Unique>>>,
 }
 
 type Result<T, S> = std::result::Result<T, ApplyError<<S as Store>::Error>>;
@@ -63,7 +65,7 @@ impl<S: Store> Merger<'_, S> {
         })
     }
 
-    fn quarantine(
+    pub(crate) fn quarantine(
         &mut self,
         origin: SiteId,
         table: &TableSchema,
@@ -286,23 +288,89 @@ impl<S: Store> Merger<'_, S> {
         if !changed {
             return Ok(());
         }
+        let uniques = self.uniques(ti)?;
+        let mut whole_again = false;
+        if alive && was_alive && !uniques.is_empty() {
+            // A row held aside (alive, its values in its tombstone, no app row: unique.rs) is
+            // written whole, the incoming values over its own; written column by column it
+            // would come back with its other columns empty.
+            if let Some(tomb) = self.store.tombstone(&t, key).map_err(ApplyError::Store)? {
+                if self
+                    .store
+                    .app_values(&t, key)
+                    .map_err(ApplyError::Store)?
+                    .is_none()
+                {
+                    writes = (0..t.columns.len())
+                        .map(|c| match writes.iter().find(|(w, _)| *w == c) {
+                            Some((_, v)) => (c, v.clone()),
+                            None => (
+                                c,
+                                Cow::Owned(tomb.values.get(c).cloned().unwrap_or(Value::Null)),
+                            ),
+                        })
+                        .collect();
+                    whole_again = true;
+                }
+            }
+        }
         let writes: Vec<(usize, &Value)> = writes.iter().map(|(c, v)| (*c, v.as_ref())).collect();
         if alive {
             if !self.parents_ok(ti, key, &writes)? {
                 return self.quarantine(origin, schema, row, reasons::PARENT_MISSING);
             }
-            match self
-                .store
-                .write_row(&t, key, fresh, &writes)
-                .map_err(ApplyError::Store)?
-            {
-                Written::Done => {}
-                Written::Refused(why) => return self.quarantine(origin, schema, row, &why),
+            let values = if uniques.is_empty() {
+                None
+            } else {
+                Some(self.row_values(ti, key, &writes)?)
+            };
+            match values {
+                // The write would fail a UNIQUE index: the row claims its values or is held
+                // aside (checked first: PostgreSQL aborts a transaction on the failure).
+                Some(values) if self.collides(ti, key, &values)? => {
+                    let mut merged = st.clone();
+                    merged.exist = exist;
+                    let rank = self.rank(ti, &merged, key)?;
+                    let claim = self.claim(ti, key, fresh, &rank, &values, &writes)?;
+                    if let Some(why) = claim.reason(&uniques) {
+                        self.evict(ti, key, &merged, values, &why)?;
+                        return self
+                            .store
+                            .put_row(&t, key, &merged)
+                            .map_err(ApplyError::Store);
+                    }
+                }
+                _ => match self
+                    .store
+                    .write_row(&t, key, fresh, &writes)
+                    .map_err(ApplyError::Store)?
+                {
+                    Written::Done => {}
+                    Written::Refused(why) => return self.quarantine(origin, schema, row, &why),
+                },
+            }
+            if whole_again {
+                self.store
+                    .drop_tombstone(&t, key)
+                    .map_err(ApplyError::Store)?;
+                self.released(ti, key)?;
+            } else if !was_alive && st.exist > 0 && self.keeps_tombstones(ti, &uniques) {
+                // Alive again: the values of its last life are not needed any more.
+                self.store
+                    .drop_tombstone(&t, key)
+                    .map_err(ApplyError::Store)?;
             }
         } else if was_alive {
             if self.has_children(ti, key)? {
+                // The delete met live children: the row stays, as the store's own write that
+                // every replica receives (restore.rs), or set aside when the store cannot write.
+                st.exist = exist;
+                if self.restore(ti, key, &st, reasons::KEPT_FOR_CHILDREN)? {
+                    return Ok(());
+                }
                 return self.quarantine(origin, schema, row, reasons::DELETE_HAS_CHILDREN);
             }
+            self.keep_tombstone(ti, key, !uniques.is_empty())?;
             self.store.delete_row(&t, key).map_err(ApplyError::Store)?;
         }
         if exist > st.exist && st.exist > 0 {
@@ -327,7 +395,14 @@ impl<S: Store> Merger<'_, S> {
         key: &[Value],
         writes: &[(usize, &Value)],
     ) -> Result<bool, S> {
-        for l in self.tables.links.iter().filter(|l| l.child == ti) {
+        let links: Vec<crate::tables::Link> = self
+            .tables
+            .links
+            .iter()
+            .filter(|l| l.child == ti)
+            .cloned()
+            .collect();
+        for l in links {
             let t = &self.tables.list[ti];
             let fk: Option<Vec<Value>> = l
                 .child_cols
@@ -348,12 +423,16 @@ impl<S: Store> Merger<'_, S> {
             let Some(fk) = fk else {
                 continue;
             };
-            let p = &self.tables.list[l.parent];
-            if !self
+            let p = self.tables.list[l.parent].clone();
+            if self
                 .store
-                .row_exists(p, &p.key, &fk)
+                .row_exists(&p, &p.key, &fk)
                 .map_err(ApplyError::Store)?
             {
+                continue;
+            }
+            // A parent this store deleted comes back from its tombstone (restore.rs).
+            if !self.parent_back(l.parent, &fk)? {
                 return Ok(false);
             }
         }

@@ -33,8 +33,17 @@ pub(crate) fn strategy_differs(column: &str, table: &str, strategy: &str) -> Str
 pub(crate) const PARENT_MISSING: &str =
     "parent row missing: a referenced row does not exist here (yet)";
 
-/// A delete of a row that live rows still reference. The engine keeps such a row and re-sends
-/// it as its own write (`sqlite-ext/src/apply/restore.rs`); the core keeps it and sets the delete
-/// aside until restore is part of it.
+/// A delete of a row that live rows still reference, in a store that cannot write changes of
+/// its own ([`crate::Store::restore`]'s default): the row is kept and the delete set aside.
 pub(crate) const DELETE_HAS_CHILDREN: &str =
-    "delete of a row that still has child rows: row kept (restoring it for every replica is not in the apply core yet)";
+    "delete of a row that still has child rows: row kept (this store cannot re-send it as its own write)";
+
+/// What a person is told of a row a delete met with live children: kept and re-sent (the
+/// engine's event text, `sqlite-ext/src/apply.rs`).
+pub(crate) const KEPT_FOR_CHILDREN: &str =
+    "delete of a row that still has child rows: row kept and re-sent";
+
+/// What a person is told of a parent restored for a child (the engine's event text,
+/// `sqlite-ext/src/apply/restore.rs`).
+pub(crate) const RESTORED_FOR_CHILD: &str =
+    "a child row was added or changed elsewhere while this row was deleted: row restored";

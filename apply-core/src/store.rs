@@ -71,6 +71,29 @@ pub enum Written {
     Refused(String),
 }
 
+/// A UNIQUE index of a tracked table besides its key, on value columns only (an index on an
+/// expression, or one that includes a key column, is never violated by a row alone and is left
+/// out, as the engine leaves it out: `sqlite-ext/src/apply/unique.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unique {
+    /// Its columns, as indexes into [`Table::columns`].
+    pub columns: Vec<usize>,
+    /// How a reason names it, as SQLite's error message does: `"staff.badge, staff.name"`.
+    pub label: String,
+}
+
+/// The values a store keeps of a row that is not in its app table: a deleted row's last values
+/// (the engine's tombstone), or those of a row *held aside* by a UNIQUE collision, which is
+/// alive for sync but kept out of its table until the values it holds are free.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tombstone {
+    /// Its value columns' values, in [`Table::columns`] order (shorter when columns were added
+    /// since: the rest are NULL).
+    pub values: Vec<Value>,
+    /// Whether the row is held aside (alive, out of its table) rather than deleted.
+    pub held: bool,
+}
+
 /// A change the core sets aside, with why (DESIGN I5: it never blocks the rest).
 #[derive(Clone, Copy, Debug)]
 pub struct Quarantined<'a> {
@@ -185,6 +208,117 @@ pub trait Store {
     ) -> Result<(), Self::Error> {
         let _ = (t, columns, values);
         Ok(())
+    }
+
+    /// `t` as a batch describes it: the table of the quarantine entries the core writes for
+    /// rows it holds aside (the engine writes its local table's schema there). The default
+    /// builds it from [`Table`] with empty declared types; a store that knows them says so.
+    fn schema(&mut self, t: &Table) -> Result<TableSchema, Self::Error> {
+        Ok(crate::unique::schema_of(t))
+    }
+
+    /// `t`'s UNIQUE indexes besides its key ([`Unique`]). The default: none (and then none of
+    /// the calls below is made for `t`).
+    fn uniques(&mut self, t: &Table) -> Result<Vec<Unique>, Self::Error> {
+        let _ = t;
+        Ok(Vec::new())
+    }
+
+    /// The keys of the rows of `t`'s app table whose columns of `u` hold `values` (in `u`'s
+    /// column order; never NULL).
+    fn holders(
+        &mut self,
+        t: &Table,
+        u: &Unique,
+        values: &[Value],
+    ) -> Result<Vec<Vec<Value>>, Self::Error> {
+        let _ = (t, u, values);
+        Ok(Vec::new())
+    }
+
+    /// The values of the app row with `key` (every value column, in [`Table::columns`] order),
+    /// `None` when the app table lacks it.
+    fn app_values(&mut self, t: &Table, key: &[Value]) -> Result<Option<Vec<Value>>, Self::Error> {
+        let _ = (t, key);
+        Ok(None)
+    }
+
+    /// The tombstone of the row with `key`, if the store keeps one.
+    fn tombstone(&mut self, t: &Table, key: &[Value]) -> Result<Option<Tombstone>, Self::Error> {
+        let _ = (t, key);
+        Ok(None)
+    }
+
+    /// Keeps (or replaces) the tombstone of the row with `key`.
+    fn put_tombstone(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        tomb: &Tombstone,
+    ) -> Result<(), Self::Error> {
+        let _ = (t, key, tomb);
+        Ok(())
+    }
+
+    /// Forgets the tombstone of the row with `key` (it is back in its table).
+    fn drop_tombstone(&mut self, t: &Table, key: &[Value]) -> Result<(), Self::Error> {
+        let _ = (t, key);
+        Ok(())
+    }
+
+    /// The rows of `t` whose tombstone says held aside: (key, tombstone values).
+    #[allow(clippy::type_complexity)]
+    fn held_rows(&mut self, t: &Table) -> Result<Vec<(Vec<Value>, Vec<Value>)>, Self::Error> {
+        let _ = t;
+        Ok(Vec::new())
+    }
+
+    /// Drops the quarantine entries of the row of `t` with `key` whose reason starts with
+    /// `prefix` (a row held aside is back in its table, or deleted: the engine's quarantine
+    /// retry lets its entries go then).
+    fn release_entries(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        prefix: &str,
+    ) -> Result<(), Self::Error> {
+        let _ = (t, key, prefix);
+        Ok(())
+    }
+
+    /// Sets the reason of the quarantine entries of the row of `t` with `key` whose reason
+    /// starts with `prefix` to `reason`.
+    fn reword_entries(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        prefix: &str,
+        reason: &str,
+    ) -> Result<(), Self::Error> {
+        let _ = (t, key, prefix, reason);
+        Ok(())
+    }
+
+    /// Re-creates the row of `t` with `key` as the store's *own* write (a parent kept for its
+    /// children: `restore.rs`): `values` are all its value columns, `st` its merge state with
+    /// the causal length merged so far (even: deleted). The store puts the row in its app table
+    /// (replacing the one there) at the next causal length, every column written with a fresh
+    /// clock of its own site, so the write is exported to every replica as any of its own, and
+    /// returns the row's merge state after it. `why` is what a person is told.
+    ///
+    /// The default: `None`, a store that cannot make writes of its own (the core then sets the
+    /// change aside: a delete with children is quarantined, the row kept; a child of a deleted
+    /// parent is quarantined as missing it).
+    fn restore(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        values: &[Value],
+        st: &RowState,
+        why: &str,
+    ) -> Result<Option<RowState>, Self::Error> {
+        let _ = (t, key, values, st, why);
+        Ok(None)
     }
 
     /// The end of a group: a store that holds writes back to send them together sends them now

@@ -46,6 +46,17 @@ CREATE TABLE IF NOT EXISTS outpost.quarantine(
   change text NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS quarantine_change ON outpost.quarantine (md5(change));
 
+-- Rows not in their app table whose values the apply core keeps (apply-core's unique.rs): a row
+-- held aside by a UNIQUE collision (`held`: alive for sync, out of its table until its values
+-- are free), or a deleted row's last values. `key_values` and `vals` are protocol Values as JSON.
+CREATE TABLE IF NOT EXISTS outpost.tombstones(
+  tbl integer NOT NULL,
+  key jsonb NOT NULL,
+  key_values text NOT NULL,
+  vals text NOT NULL,
+  held boolean NOT NULL,
+  PRIMARY KEY (tbl, key));
+
 -- Per stream of the cloud's origin, the seq up to which its captured writes are merge state
 -- (store/fold.rs): the back office's writes become the cloud's cell versions, counter
 -- contributions and review siblings at the next apply's start, as the engine folds its log.

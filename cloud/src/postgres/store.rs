@@ -27,7 +27,9 @@ use super::pg_value::{fits, key_json, shown_key, value_json, Kind, Param};
 use crate::schema::quote;
 use ::postgres::types::ToSql;
 use ::postgres::{Statement, Transaction};
-use outpost_apply_core::{Column, Parent, Quarantined, RowState, Store, Table, Written};
+use outpost_apply_core::{
+    Column, Parent, Quarantined, RowState, Store, Table, Tombstone, Unique, Written,
+};
 use outpost_protocol::batch::TableSchema;
 use outpost_protocol::merge::{CounterCell, ReviewCell};
 use outpost_protocol::{Hlc, SiteId, StreamId, Value};
@@ -38,7 +40,9 @@ use std::fmt;
 mod ahead;
 mod fold;
 mod quarantine_entry;
+mod restore;
 mod row_write;
+mod unique;
 
 use row_write::Form;
 
@@ -624,6 +628,78 @@ impl Store for PgStore<'_, '_> {
 
     fn flush(&mut self) -> Result<(), StoreError> {
         self.send_held()
+    }
+
+    fn schema(&mut self, t: &Table) -> Result<TableSchema, StoreError> {
+        Ok(self.table(t)?.def.clone())
+    }
+
+    fn uniques(&mut self, t: &Table) -> Result<Vec<Unique>, StoreError> {
+        self.unique_indexes(t)
+    }
+
+    fn holders(
+        &mut self,
+        t: &Table,
+        u: &Unique,
+        values: &[Value],
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        self.holding(t, u, values)
+    }
+
+    fn app_values(&mut self, t: &Table, key: &[Value]) -> Result<Option<Vec<Value>>, StoreError> {
+        self.values(t, key)
+    }
+
+    fn tombstone(&mut self, t: &Table, key: &[Value]) -> Result<Option<Tombstone>, StoreError> {
+        self.read_tombstone(t, key)
+    }
+
+    fn put_tombstone(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        tomb: &Tombstone,
+    ) -> Result<(), StoreError> {
+        self.write_tombstone(t, key, tomb)
+    }
+
+    fn drop_tombstone(&mut self, t: &Table, key: &[Value]) -> Result<(), StoreError> {
+        self.forget_tombstone(t, key)
+    }
+
+    fn held_rows(&mut self, t: &Table) -> Result<Vec<(Vec<Value>, Vec<Value>)>, StoreError> {
+        self.held(t)
+    }
+
+    fn restore(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        values: &[Value],
+        st: &RowState,
+        _why: &str,
+    ) -> Result<Option<RowState>, StoreError> {
+        self.restore_own(t, key, values, st).map(Some)
+    }
+
+    fn release_entries(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        prefix: &str,
+    ) -> Result<(), StoreError> {
+        self.entries_of(t, key, prefix, None)
+    }
+
+    fn reword_entries(
+        &mut self,
+        t: &Table,
+        key: &[Value],
+        prefix: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.entries_of(t, key, prefix, Some(reason))
     }
 
     fn observe_clock(&mut self, hlc: Hlc) -> Result<(), StoreError> {

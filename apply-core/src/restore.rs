@@ -1,0 +1,137 @@
+//! Parents come back, as the engine brings them back (`sqlite-ext/src/apply/restore.rs`): the
+//! rule that keeps clinical data from being lost to a concurrent delete.
+//!
+//! When a delete arrives for a row that live rows of a tracked child table still reference, or
+//! a child arrives whose parent this store deleted, the parent is re-created (from its tombstone
+//! when its app row is gone) as the store's *own* write at the next causal length
+//! ([`Store::restore`]), so it travels back to every replica with fresh clocks. Two replicas
+//! that restore the same parent concurrently write equal values, and LWW converges them.
+//!
+//! Tombstones (a deleted row's last values) are kept for the rows of tables a foreign key
+//! references and of tables with a UNIQUE index, the only ones whose values an apply may need
+//! again; the engine keeps them for every table.
+
+use crate::merge_row::Merger;
+use crate::store::{Store, Tombstone};
+use crate::{reasons, ApplyError, RowState};
+use outpost_protocol::Value;
+
+type Result<T, S> = std::result::Result<T, ApplyError<<S as Store>::Error>>;
+
+impl<S: Store> Merger<'_, S> {
+    /// Whether deletes of table `ti`'s rows keep their values.
+    pub(crate) fn keeps_tombstones(&self, ti: usize, uniques: &[crate::store::Unique]) -> bool {
+        !uniques.is_empty() || self.tables.links.iter().any(|l| l.parent == ti)
+    }
+
+    /// Keeps the values of the row of `ti` with `key` about to be deleted (a row held aside,
+    /// with no app row, keeps the values it has, and is held no longer).
+    pub(crate) fn keep_tombstone(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+        unique: bool,
+    ) -> Result<(), S> {
+        let uniques = if unique {
+            self.uniques(ti)?
+        } else {
+            Default::default()
+        };
+        if !self.keeps_tombstones(ti, &uniques) {
+            return Ok(());
+        }
+        let t = self.tables.list[ti].clone();
+        match self.store.app_values(&t, key).map_err(ApplyError::Store)? {
+            Some(values) => {
+                let tomb = Tombstone {
+                    values,
+                    held: false,
+                };
+                self.store
+                    .put_tombstone(&t, key, &tomb)
+                    .map_err(ApplyError::Store)
+            }
+            None => {
+                let Some(mut tomb) = self.store.tombstone(&t, key).map_err(ApplyError::Store)?
+                else {
+                    return Ok(());
+                };
+                if !tomb.held {
+                    return Ok(());
+                }
+                tomb.held = false;
+                self.store
+                    .put_tombstone(&t, key, &tomb)
+                    .map_err(ApplyError::Store)?;
+                self.released(ti, key)
+            }
+        }
+    }
+
+    /// Re-creates the row of `ti` with `key`, whose merge state is `st` (the causal length
+    /// merged so far), as the store's own write: its app row's values, else its tombstone's.
+    /// Whether the store could (else the caller sets the change aside).
+    pub(crate) fn restore(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+        st: &RowState,
+        why: &str,
+    ) -> Result<bool, S> {
+        let t = self.tables.list[ti].clone();
+        let mut values = match self.store.app_values(&t, key).map_err(ApplyError::Store)? {
+            Some(v) => v,
+            None => self
+                .store
+                .tombstone(&t, key)
+                .map_err(ApplyError::Store)?
+                .map(|tomb| tomb.values)
+                .unwrap_or_default(),
+        };
+        // A tombstone written before a column was added is shorter than the row.
+        values.resize(t.columns.len(), Value::Null);
+        let Some(after) = self
+            .store
+            .restore(&t, key, &values, st, why)
+            .map_err(ApplyError::Store)?
+        else {
+            return Ok(false);
+        };
+        self.store
+            .drop_tombstone(&t, key)
+            .map_err(ApplyError::Store)?;
+        // The restored row's clocks are the store's own: the apply observes them as the engine's
+        // clock has issued them.
+        self.max_hlc = self.max_hlc.max(
+            after
+                .cells
+                .iter()
+                .flatten()
+                .map(|v| v.stamp.hlc.as_u64())
+                .max()
+                .unwrap_or(0),
+        );
+        Ok(true)
+    }
+
+    /// Brings back the parent of table `pi` with key `fk` that a child about to be written
+    /// references, when this store deleted it and keeps its values. Whether it is back.
+    pub(crate) fn parent_back(&mut self, pi: usize, fk: &[Value]) -> Result<bool, S> {
+        let p = self.tables.list[pi].clone();
+        let Some(pst) = self.store.row(&p, fk).map_err(ApplyError::Store)? else {
+            return Ok(false);
+        };
+        if pst.exist % 2 == 1 {
+            return Ok(false);
+        }
+        let kept = self
+            .store
+            .tombstone(&p, fk)
+            .map_err(ApplyError::Store)?
+            .is_some_and(|t| !t.held);
+        if !kept {
+            return Ok(false);
+        }
+        self.restore(pi, fk, &pst, reasons::RESTORED_FOR_CHILD)
+    }
+}
