@@ -300,6 +300,21 @@ fn cloud_ingest_throughput() {
             Some(h * 3600.0 + m * 60.0 + sec)
         })
         .collect();
+    // Transactions: one per batch applied alone, one per group (`tenant/group.rs`).
+    let grouped: Vec<usize> = log
+        .lines()
+        .filter_map(|l| {
+            let (_, rest) = l.split_once("tenant applied ")?;
+            rest.split_once(" batches in one transaction")?
+                .0
+                .parse()
+                .ok()
+        })
+        .collect();
+    let alone = log
+        .lines()
+        .filter(|l| l.contains("tenant applied batch") && !l.contains("(in a group of"))
+        .count();
     drop(cloud);
     let plain_s = plain(&dir.path().join("plain.db"), &seeds, patients);
     println!(
@@ -322,6 +337,12 @@ fn cloud_ingest_throughput() {
             rows as f64 / (last - first)
         );
     }
+    println!(
+        "  the cloud's apply transactions: {} groups (of {} batches, largest {}), {alone} batches alone",
+        grouped.len(),
+        grouped.iter().sum::<usize>(),
+        grouped.iter().max().unwrap_or(&0)
+    );
     println!(
         "  load average at the end: {}",
         std::fs::read_to_string("/proc/loadavg")
