@@ -281,12 +281,10 @@ fn triggers(table: &str, columns: &[String]) -> [(String, String); 3] {
     let t = quote(table);
     let lit = literal(table);
     let name = |op: &str| format!("_cloud_rest_{op}_{table}");
-    // The clock read once per row (it is a lookup of the highest time logged): `WHERE true`
-    // tells SQLite's parser the `ON` that follows is the upsert's, not a join's.
     let upsert = |id: &str, deleted: u8| {
         format!(
             "INSERT INTO _cloud_rest_log(tbl, id, created_at, changed_at, deleted) \
-             SELECT {lit}, {id}, logged_at, logged_at, {deleted} FROM (SELECT {NOW} AS logged_at) WHERE true \
+             VALUES ({lit}, {id}, {NOW}, {NOW}, {deleted}) \
              ON CONFLICT(tbl, id) DO UPDATE SET changed_at = excluded.changed_at, \
              created_at = CASE WHEN deleted <> 0 THEN excluded.created_at ELSE created_at END, \
              deleted = excluded.deleted;"

@@ -232,8 +232,7 @@ impl Cloud {
         self.wake.notify_all();
     }
 
-    /// Runs [`Cloud::sync`] every `period`, whenever kicked and at once after a round that
-    /// applied batches, forever, on a new thread; for a
+    /// Runs [`Cloud::sync`] every `period` and whenever kicked, forever, on a new thread; for a
     /// tenant in PostgreSQL, a second thread kicks it whenever a back-office write commits.
     pub fn spawn_sync_loop(self: &Arc<Self>, period: Duration) -> std::io::Result<()> {
         if let TenantDb::Postgres { url, .. } = &*lock(&self.tenant) {
@@ -253,18 +252,11 @@ impl Cloud {
         std::thread::Builder::new()
             .name("sync".into())
             .spawn(move || loop {
-                // A round that applied batches is followed by another at once: while devices
-                // push, the batches stored during a round are applied next, together
-                // (`tenant/group.rs`), rather than after a wait that leaves the tenant idle.
-                let applied = match cloud.sync() {
-                    Ok((ingested, _)) => ingested.batches > 0,
-                    Err(e) => {
-                        log::error!("sync round failed (retrying): {}", Chain(&e));
-                        false
-                    }
-                };
+                if let Err(e) = cloud.sync() {
+                    log::error!("sync round failed (retrying): {}", Chain(&e));
+                }
                 let mut kicked = lock(&cloud.kicked);
-                if !*kicked && !applied {
+                if !*kicked {
                     kicked = cloud
                         .wake
                         .wait_timeout(kicked, period)
