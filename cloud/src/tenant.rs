@@ -2,8 +2,9 @@
 //!
 //! Two directions, both idempotent and restartable at any point:
 //! - **ingest** (mailbox → tables): the batches the mailbox holds and the tenant's version vector
-//!   lacks, per origin in seq order, each applied with `outpost_apply` (one transaction with the
-//!   vector advance) after its header's tables were created or widened (`schema.rs`). A batch
+//!   lacks, per origin in seq order, each judged and its header's tables created or widened
+//!   (`schema.rs`), then applied with its vector advance: up to [`GROUP`] accepted batches in one
+//!   transaction (`outpost_apply_many`, `tenant/group.rs`). A batch
 //!   refused for what its bytes alone say (it does not decode within its memory budget, or its
 //!   header's schema is refused) is recorded with its reason and skipped (`tenant/refused.rs`): the
 //!   same decision on every replica, and the origin's later batches go on. A batch that fails to
@@ -31,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod export;
+mod group;
 pub mod ingest;
 mod judge;
 mod keys;
@@ -38,11 +40,23 @@ mod origin_grant;
 mod refused;
 mod void;
 
+pub use group::GroupLimit;
 pub use ingest::{ApplyError, ApplyFailure, Ingested, TenantStore};
 pub use refused::RefusedBatch;
 
 /// Largest batch the cloud exports (the engine cuts at a seq boundary).
 pub const EXPORT_BATCH_BYTES: i64 = 1 << 20;
+
+/// The tenant connection's page cache (KiB): the tables' and the engine's random-key B-trees
+/// of a few hundred thousand rows, and the REST change log's.
+pub const TENANT_CACHE_KIB: i64 = 128 * 1024;
+
+/// Accepted batches the SQLite tenant applies in one transaction (`outpost_apply_many`) at most:
+/// 16 batches of a device's 512 KiB, as a device groups its pulled chunks (`tenant/group.rs`).
+pub const GROUP: GroupLimit = GroupLimit {
+    batches: 16,
+    bytes: 8 << 20,
+};
 
 /// The tenant database connection.
 #[derive(Debug)]
@@ -318,6 +332,10 @@ impl Tenant {
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
+            // Kept warm between rounds: the engine raises a smaller cache to 40 MiB for each
+            // apply and gives it back after, and the random-key B-trees were read again from
+            // the file at every group (docs/performance.md, "Cloud").
+            conn.pragma_update(None, "cache_size", -TENANT_CACHE_KIB)?;
             Ok(conn)
         };
         let conn = open().map_err(|source| TenantError::Open {
@@ -481,9 +499,27 @@ impl TenantStore for Tenant {
     fn apply(&mut self, bytes: &[u8], batch: Batch) -> Result<(u64, u64), ApplyError> {
         // The engine decodes the batch again to apply it: the judged copy goes first.
         drop(batch);
+        self.apply_group(&[bytes])
+    }
+
+    fn group_limit(&self) -> Option<GroupLimit> {
+        Some(GROUP)
+    }
+
+    fn apply_group(&mut self, batches: &[&[u8]]) -> Result<(u64, u64), ApplyError> {
+        let sql = match batches.len() {
+            1 => "SELECT outpost_apply(?1)".to_string(),
+            n => format!(
+                "SELECT outpost_apply_many({})",
+                (1..=n)
+                    .map(|i| format!("?{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         let out: String = self
             .conn
-            .query_row("SELECT outpost_apply(?1)", [bytes], |r| r.get(0))
+            .query_row(&sql, rusqlite::params_from_iter(batches), |r| r.get(0))
             .map_err(ApplyError::Apply)?;
         let counts: serde_json::Value = serde_json::from_str(&out).map_err(ApplyError::Counts)?;
         let n = |k: &str| {

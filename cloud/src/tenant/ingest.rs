@@ -4,6 +4,7 @@
 //! `postgres/tenant.rs`) only makes tables, applies a batch the round accepted, and records a
 //! refusal, so the two decide every batch alike.
 
+use super::group::{self, Group, GroupLimit, Pending};
 use super::judge::{self, Judged};
 use super::origin_grant;
 use super::refused::RefusedBatch;
@@ -39,6 +40,24 @@ pub trait TenantStore {
     /// Applies an accepted batch: `bytes` as the mailbox holds it, `batch` decoded (opened when
     /// sealed). Returns the changes applied and quarantined.
     fn apply(&mut self, bytes: &[u8], batch: Batch) -> Result<(u64, u64), ApplyError>;
+    /// How many accepted batches the store applies together in one transaction
+    /// ([`TenantStore::apply_group`]); `None` (the default) applies each alone with
+    /// [`TenantStore::apply`].
+    fn group_limit(&self) -> Option<GroupLimit> {
+        None
+    }
+    /// Applies accepted batches (`bytes` as the mailbox holds them, in the round's order) in one
+    /// transaction, all or nothing. Returns the changes applied and quarantined. Called only
+    /// when [`TenantStore::group_limit`] is set.
+    fn apply_group(&mut self, batches: &[&[u8]]) -> Result<(u64, u64), ApplyError> {
+        Err(ApplyError::Store(
+            format!(
+                "this tenant store applies batches one at a time, not {} together",
+                batches.len()
+            )
+            .into(),
+        ))
+    }
     /// Records `range` of `origin`'s stream `scope` as refused for `reason`, and covers it.
     fn refuse(
         &mut self,
@@ -81,14 +100,14 @@ pub(crate) fn directions_of(directory: &Directory) -> BTreeMap<String, Direction
         .collect()
 }
 
-/// Applies what `mailbox` holds and `store` lacks (see `tenant.rs`'s module doc).
+/// Applies what `mailbox` holds and `store` lacks (see `tenant.rs`'s module doc). Accepted
+/// batches are applied in groups when the store can (`group.rs`).
 pub fn ingest(
     store: &mut impl TenantStore,
     mailbox: &mut Mailbox,
     voids_published: &mut bool,
 ) -> Result<Ingested, TenantError> {
-    let mut done = Ingested::default();
-    let mut stopped: BTreeSet<SiteId> = BTreeSet::new();
+    let mut round = Round::default();
     if !*voids_published {
         void::publish_recorded(mailbox, &store.refused()?)?;
         *voids_published = true;
@@ -98,14 +117,14 @@ pub fn ingest(
     let declared = directions_of(&directory);
     let mut rules = store.rules(&directory)?;
     let site = store.site();
+    let mut group = group::limit(store).map(Group::new);
     let mut plan = mailbox.pull_plan(&store.vector()?, Some(site), &Scopes::All)?;
     while let Some(batch) = mailbox.next_batch(&mut plan)? {
-        if stopped.contains(&batch.origin) {
+        if round.stopped.contains(&batch.origin) {
             continue;
         }
-        let range = (batch.range.lo, batch.range.hi);
         // The grant version the batch was written under (a header that does not decode is
-        // refused by the apply step below, whatever this says).
+        // refused by the judge below, whatever this says).
         let version = codec::decode_header(&batch.bytes, &codec::Limits::default())
             .map_or(0, |h| h.grant_version);
         let outside = origin_grant::outside(&directory, batch.origin, &batch.scope, version);
@@ -114,8 +133,8 @@ pub fn ingest(
             None => VoidReason::Invalid,
         };
         let judged = match outside {
-            Some(reason) => Ok(Outcome::Refused(reason)),
-            None => apply_one(
+            Some(reason) => Ok(Judged::Refused(reason)),
+            None => accept(
                 store,
                 &batch.bytes,
                 &declared,
@@ -124,8 +143,33 @@ pub fn ingest(
                 &directory,
             ),
         };
-        let outcome = judged.and_then(|o| match o {
-            Outcome::Refused(reason) => {
+        if let (Some(group), Ok(Judged::Accepted(_))) = (group.as_mut(), &judged) {
+            // The engine decodes it again in the group's transaction: the judged copy goes.
+            drop(judged);
+            let full = group.push(Pending {
+                origin: batch.origin,
+                scope: batch.scope,
+                range: batch.range,
+                bytes: batch.bytes,
+            });
+            if full {
+                apply_group(store, group, &mut round);
+            }
+            continue;
+        }
+        // A refusal is recorded, and a failure stops its origin, after the accepted batches
+        // before it were applied, as if each had been applied alone.
+        if let Some(group) = group.as_mut() {
+            apply_group(store, group, &mut round);
+            if round.stopped.contains(&batch.origin) {
+                continue;
+            }
+        }
+        let outcome = judged.and_then(|judged| match judged {
+            Judged::Accepted(decoded) => store
+                .apply(&batch.bytes, *decoded)
+                .map(|(applied, quarantined)| Outcome::Applied(applied, quarantined)),
+            Judged::Refused(reason) => {
                 // Published first: if the cloud stops before the refusal is recorded, the
                 // batch is judged again and the entry is not written twice.
                 void::publish(mailbox, batch.origin, &batch.scope, batch.range, why)
@@ -133,68 +177,128 @@ pub fn ingest(
                 store.refuse(batch.origin, &batch.scope, batch.range, &reason)?;
                 Ok(Outcome::Refused(reason))
             }
-            applied => Ok(applied),
         });
+        round.record(&batch.origin, &batch.scope, batch.range, outcome);
+    }
+    if let Some(group) = group.as_mut() {
+        apply_group(store, group, &mut round);
+    }
+    Ok(round.done)
+}
+
+/// What a round did so far, and the origins it stopped.
+#[derive(Default)]
+struct Round {
+    done: Ingested,
+    stopped: BTreeSet<SiteId>,
+}
+
+impl Round {
+    /// Records one batch's outcome (logged).
+    fn record(
+        &mut self,
+        origin: &SiteId,
+        stream: &str,
+        range: SeqRange,
+        outcome: Result<Outcome, ApplyError>,
+    ) {
+        let (lo, hi) = (range.lo, range.hi);
         match outcome {
             Ok(Outcome::Refused(reason)) => {
                 log::warn!(
-                    "tenant refused batch origin={} stream={:?} seqs={}..={} (recorded, skipped): {reason}",
-                    batch.origin,
-                    batch.scope,
-                    range.0,
-                    range.1
+                    "tenant refused batch origin={origin} stream={stream:?} seqs={lo}..={hi} (recorded, skipped): {reason}"
                 );
-                done.refused.push(RefusedBatch {
-                    origin: batch.origin,
-                    stream: batch.scope.clone(),
-                    range,
+                self.done.refused.push(RefusedBatch {
+                    origin: *origin,
+                    stream: stream.to_string(),
+                    range: (lo, hi),
                     reason,
                 });
             }
             Ok(Outcome::Applied(applied, quarantined)) => {
-                done.batches += 1;
-                done.applied += applied;
-                done.quarantined += quarantined;
+                self.done.batches += 1;
+                self.done.applied += applied;
+                self.done.quarantined += quarantined;
                 log::info!(
-                    "tenant applied batch origin={} stream={:?} seqs={}..={} applied={applied} quarantined={quarantined}",
-                    batch.origin, batch.scope, range.0, range.1
+                    "tenant applied batch origin={origin} stream={stream:?} seqs={lo}..={hi} applied={applied} quarantined={quarantined}"
                 );
             }
             Err(e) => {
                 let error = Chain(&e).to_string();
                 log::warn!(
-                    "tenant could not apply batch origin={} stream={:?} seqs={}..={} (kept in the mailbox): {error}",
-                    batch.origin, batch.scope, range.0, range.1
+                    "tenant could not apply batch origin={origin} stream={stream:?} seqs={lo}..={hi} (kept in the mailbox): {error}"
                 );
-                stopped.insert(batch.origin);
-                done.failures.push(ApplyFailure {
-                    origin: batch.origin,
-                    range,
+                self.stopped.insert(*origin);
+                self.done.failures.push(ApplyFailure {
+                    origin: *origin,
+                    range: (lo, hi),
                     error,
                 });
             }
         }
     }
-    Ok(done)
 }
 
-/// One batch: judged (`judge.rs`), its tables made, applied.
-fn apply_one(
+/// Applies the batches `group` holds, in one transaction when there are several; when that
+/// fails, one at a time (`group.rs`).
+fn apply_group(store: &mut impl TenantStore, group: &mut Group, round: &mut Round) {
+    let pending = group.take();
+    if pending.len() > 1 {
+        let blobs: Vec<&[u8]> = pending.iter().map(|p| p.bytes.as_slice()).collect();
+        match store.apply_group(&blobs) {
+            Ok((applied, quarantined)) => {
+                round.done.batches += pending.len();
+                round.done.applied += applied;
+                round.done.quarantined += quarantined;
+                for p in &pending {
+                    log::info!(
+                        "tenant applied batch origin={} stream={:?} seqs={}..={} (in a group of {})",
+                        p.origin,
+                        p.scope,
+                        p.range.lo,
+                        p.range.hi,
+                        pending.len()
+                    );
+                }
+                log::info!(
+                    "tenant applied {} batches in one transaction: applied={applied} quarantined={quarantined}",
+                    pending.len()
+                );
+                return;
+            }
+            Err(e) => log::warn!(
+                "tenant could not apply a group of {} batches (applying them one at a time): {}",
+                pending.len(),
+                Chain(&e)
+            ),
+        }
+    }
+    for p in pending {
+        if round.stopped.contains(&p.origin) {
+            continue;
+        }
+        let outcome = store
+            .apply_group(&[p.bytes.as_slice()])
+            .map(|(applied, quarantined)| Outcome::Applied(applied, quarantined));
+        round.record(&p.origin, &p.scope, p.range, outcome);
+    }
+}
+
+/// One batch judged (`judge.rs`) and, when accepted, its tables made and its rules learnt.
+fn accept(
     store: &mut impl TenantStore,
     bytes: &[u8],
     declared: &BTreeMap<String, Direction>,
     rules: &mut TenantRules,
     mailbox: &mut Mailbox,
     directory: &Directory,
-) -> Result<Outcome, ApplyError> {
-    let batch = match judge::judge(bytes, declared, rules, mailbox, directory)? {
-        Judged::Refused(reason) => return Ok(Outcome::Refused(reason)),
-        Judged::Accepted(batch) => batch,
-    };
-    store.make_tables(&batch.header.tables)?;
-    rules.learn(&batch.header.tables);
-    let (applied, quarantined) = store.apply(bytes, *batch)?;
-    Ok(Outcome::Applied(applied, quarantined))
+) -> Result<Judged, ApplyError> {
+    let judged = judge::judge(bytes, declared, rules, mailbox, directory)?;
+    if let Judged::Accepted(batch) = &judged {
+        store.make_tables(&batch.header.tables)?;
+        rules.learn(&batch.header.tables);
+    }
+    Ok(judged)
 }
 
 /// Why one batch could not be applied (recorded as an [`ApplyFailure`]; the batch stays in the
@@ -293,3 +397,6 @@ pub(crate) enum Outcome {
     /// Refused whole, for this reason (see `tenant/refused.rs`).
     Refused(String),
 }
+
+#[cfg(test)]
+mod tests;
