@@ -348,11 +348,11 @@ pub fn render(v: &Value) -> String {
         .flatten()
     {
         line(format!(
-            "  RESTORED BEHIND ITS PEERS: peer {} holds seqs up to {} of the cloud's stream {:?}, \
-             the store held {}; that stream is not exported until recovered",
-            s(&b["peer"]),
+            "  RESTORED BEHIND ITS PEERS: seqs up to {} of the cloud's stream {:?} were exported \
+             (seen by {}), the store has issued {}; that stream is not exported until recovered",
             s(&b["peer_has"]),
             s(&b["stream"]),
+            s(&b["peer"]),
             s(&b["held"])
         ));
     }

@@ -5,11 +5,12 @@
 //! first ones would ignore: a silent divergence.
 //!
 //! So every hello's coverage of the box's own origin is kept here (`own_claims`: per stream, the
-//! most any peer stated, which peer, when). The writer of the box's own seqs (the cloud's
-//! tenant: its engine or its PostgreSQL outbox, not this mailbox, which can lose a damaged batch
-//! and fetch it again) compares them with the seqs it issued: a peer holding more proves the
-//! store was restored behind, and the stream is latched here as `behind` (what the peer has,
-//! what the store had issued) for good. The cloud's export refuses to store a batch of such a
+//! most any peer stated, which peer, when). A claim is a peer's word, not proof: a stolen tablet
+//! could claim any coverage, so a claim alone latches nothing (it would let one device stop the
+//! cloud's exports); it is kept for `status` and for the recovery, which must be shown the
+//! cloud's own signed batches before it believes one. What latches a stream as `behind` (what
+//! was exported, what the store had issued) for good is the writer's own record: the cloud's
+//! process keeps the highest seq it exported outside the database (`cloud/src/high_water.rs`). The cloud's export refuses to store a batch of such a
 //! stream (`cloud/src/tenant/export.rs`), `status` names it, and the recovery (a new site id, the
 //! lost batches pulled back from peers as another origin's) starts from the record. Claims are
 //! only ever raised: a later peer covering less says nothing.

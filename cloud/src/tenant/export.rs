@@ -20,16 +20,9 @@ pub fn export(
 ) -> Result<usize, TenantError> {
     let declared = directions_of(mailbox.directory()?);
     let held = mailbox.vector()?;
-    // What peers hold of the cloud's own streams against what the tenant issued: more proves
-    // the store was restored behind them, latched for good (mailbox `behind.rs`).
-    let issued = store.own_tops(mailbox)?;
-    let latched = mailbox.behind()?;
-    for claim in mailbox.own_claims()? {
-        let top = issued.get(&claim.stream).copied().unwrap_or(0);
-        if claim.peer_has > top && !latched.iter().any(|b| b.stream == claim.stream) {
-            mailbox.latch_behind(&claim, top)?;
-        }
-    }
+    // Streams latched as restored behind (`high_water.rs`, from this process's own record: a
+    // peer's hello claim alone latches nothing, or one enrolled device could stop the cloud's
+    // exports by claiming a large coverage; see mailbox `behind.rs`).
     let behind = mailbox.behind()?;
     let mut stored = 0;
     for (wire, name) in store.own_streams(mailbox, &held)? {
