@@ -13,12 +13,11 @@ use outpost_cloud::Access;
 use outpost_protocol::batch::{ColumnSchema, ForeignKey, TableSchema};
 use outpost_protocol::scope::ScopeColumn;
 use outpost_protocol::Strategy;
-use outpost_testkit::pg::{self, TestDatabase};
+use outpost_testkit::pg::{self, psql, TestDatabase};
 use postgres::Client;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,35 +73,6 @@ fn tables(scoped: bool) -> Vec<TableSchema> {
             scope: None,
         },
     ]
-}
-
-/// `psql` on `url`: the rows of `sql`, one line each, fields `|`-separated.
-fn psql(url: &str, sql: &str) -> Vec<String> {
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            url,
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("running psql");
-    assert!(
-        out.status.success(),
-        "psql {sql:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 /// A data directory made with `init --unsealed --postgres` against a new test database, whose

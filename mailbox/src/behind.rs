@@ -68,8 +68,14 @@ impl Mailbox {
         let Some(own) = self.control_owner().map(|o| o.site) else {
             return Ok(());
         };
+        // Only streams the store holds of its own origin: a hello may name any number of made-up
+        // ones, and none of them may grow this table.
+        let held = self.vector()?;
         let now = unix_now();
-        for (s, &peer_has) in vector.iter().filter(|(s, _)| s.origin == own) {
+        for (s, &peer_has) in vector
+            .iter()
+            .filter(|(s, _)| s.origin == own && held.get(s) > 0)
+        {
             self.conn
                 .execute(
                     "INSERT INTO own_claims(stream, peer_has, peer, seen_at) \

@@ -334,8 +334,11 @@ fn peers_claims_on_the_boxs_own_streams_are_kept_and_a_latch_stays() {
     let mut mb = support::store::open(&dir.path().join("cloud.db"));
     let cloud_key = key(1);
     mb.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    // The cloud holds seqs 1..=3 of its own unscoped stream (only streams it holds are kept).
+    mb.store(vec![batch(CLOUD, 1, 3)]).unwrap();
     let mut hello = VersionVector::new();
     hello.set(StreamId::new(HUB, ""), 40); // another origin's: nothing to keep
+    hello.set(StreamId::new(CLOUD, "madeup"), 99); // a stream the cloud never wrote: ignored
     ServerStore::batches_for(&mut mb, &hello, &DEVICE, &[], &Scopes::All).unwrap();
     assert!(mb.own_claims().unwrap().is_empty());
     hello.set(StreamId::new(CLOUD, ""), 9);
