@@ -1,12 +1,20 @@
 //! What this process has seen exported of the cloud's own streams, kept in the data directory's
 //! control file: outside the tenant's database, so a restore of the database alone does not take
-//! it back. A tenant that has issued fewer seqs of a stream than this process exported was
-//! restored behind what peers may hold, whether or not a peer has said so yet (mailbox
-//! `behind.rs` catches it at a peer's hello): the stream is latched behind before anything more
-//! of it is exported, so no seq is issued twice.
+//! it back. A tenant restored behind what peers may hold would issue their (site, seq) pairs again
+//! for other changes, which every peer holding the first ones ignores: a silent divergence. So
+//! before anything more of a stream is exported, it is latched behind (mailbox `behind.rs`) when
+//! - the tenant has issued fewer seqs of it than this process exported, or
+//! - the tenant's change at the highest seq exported is not the one exported (its clock differs):
+//!   the database was restored and then written past that seq again (the back office writes
+//!   while no cloud process runs) before a round could count the difference. Only a store that
+//!   keeps its changes one per seq can tell (the PostgreSQL outbox, `TenantStore::own_stamps`);
+//!   the SQLite tenant's engine keeps rows, so there only the count is compared.
 //!
-//! Settings `own_exported:<stream wire id>` hold the highest seq of the stream that the mailbox
-//! held after an export round of this process; they only grow.
+//! A peer's hello claim of the cloud's coverage latches nothing (mailbox `behind.rs`).
+//!
+//! Settings `own_exported:<stream wire id>` hold `seq` or `seq@clock`: the highest seq of the
+//! stream the mailbox held after an export round of this process, and the clock of the
+//! tenant's change at that seq where the store gives one. The seq only grows.
 
 use crate::control::{Control, ControlError};
 use outpost_mailbox::{Behind, Mailbox, MailboxError};
@@ -15,58 +23,149 @@ use std::collections::BTreeMap;
 
 const PREFIX: &str = "own_exported:";
 
-/// Latches behind every stream `issued` (the tenant's own tops, by wire id) holds fewer seqs of
-/// than this process recorded exporting. Returns how many streams were latched now.
+/// What this process recorded exporting of one stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Exported {
+    /// The highest seq exported.
+    pub seq: u64,
+    /// The clock of the tenant's change at `seq` when it was recorded, if the store gave one.
+    pub stamp: Option<u64>,
+}
+
+impl Exported {
+    fn parse(value: &str) -> Option<Exported> {
+        let (seq, stamp) = match value.split_once('@') {
+            Some((seq, stamp)) => (seq, Some(stamp.parse().ok()?)),
+            None => (value, None),
+        };
+        Some(Exported {
+            seq: seq.parse().ok()?,
+            stamp,
+        })
+    }
+
+    fn render(self) -> String {
+        match self.stamp {
+            Some(stamp) => format!("{}@{stamp}", self.seq),
+            None => self.seq.to_string(),
+        }
+    }
+}
+
+/// The records, by stream wire id (an unreadable one is skipped: it was not written by this
+/// code).
+pub(crate) fn recorded(control: &Control) -> Result<BTreeMap<String, Exported>, HighWaterError> {
+    Ok(control
+        .settings_with_prefix(PREFIX)?
+        .into_iter()
+        .filter_map(|(n, v)| Some((n[PREFIX.len()..].to_string(), Exported::parse(&v)?)))
+        .collect())
+}
+
+/// The seq recorded for each stream: where to ask the store for its change's clock.
+pub(crate) fn seqs(records: &BTreeMap<String, Exported>) -> BTreeMap<String, u64> {
+    records.iter().map(|(s, e)| (s.clone(), e.seq)).collect()
+}
+
+/// Latches behind every stream the tenant has not issued as this process recorded exporting
+/// it (module documentation): `issued` the tenant's tops, `stamps` the clocks of its changes at
+/// the recorded seqs (by wire id). Returns how many streams were latched now.
 pub(crate) fn check(
+    records: &BTreeMap<String, Exported>,
     issued: &BTreeMap<String, u64>,
+    stamps: &BTreeMap<String, u64>,
     mailbox: &mut Mailbox,
-    control: &Control,
     site: SiteId,
 ) -> Result<usize, HighWaterError> {
     let latched = mailbox.behind()?;
     let mut now = 0;
-    for (name, value) in control.settings_with_prefix(PREFIX)? {
-        let stream = name[PREFIX.len()..].to_string();
-        let Ok(exported) = value.parse::<u64>() else {
+    for (stream, exported) in records {
+        if latched.iter().any(|b| &b.stream == stream) {
             continue;
-        };
-        let top = issued.get(&stream).copied().unwrap_or(0);
-        if exported > top && !latched.iter().any(|b| b.stream == stream) {
-            let claim = Behind {
-                stream,
-                peer_has: exported,
-                held: 0,
-                peer: site,
-                seen_at: 0,
-            };
-            mailbox.latch_behind(&claim, top)?;
-            now += 1;
         }
+        let top = issued.get(stream).copied().unwrap_or(0);
+        let held = if exported.seq > top {
+            top
+        } else {
+            match (exported.stamp, stamps.get(stream)) {
+                (Some(was), Some(&is)) if was != is => {
+                    log::error!(
+                        "the tenant's change at seq {} of the cloud's stream {stream:?} has clock                          {is}, but the one this process exported there had {was}: the database                          was restored and written past that seq again",
+                        exported.seq
+                    );
+                    exported.seq - 1
+                }
+                _ => continue,
+            }
+        };
+        let claim = Behind {
+            stream: stream.clone(),
+            peer_has: exported.seq,
+            held: 0,
+            peer: site,
+            seen_at: 0,
+        };
+        mailbox.latch_behind(&claim, held)?;
+        now += 1;
     }
     Ok(now)
 }
 
-/// Records what the mailbox holds of the cloud's own streams (`site`) where it grew.
-pub(crate) fn record(
+/// The cloud's own streams (`site`) the mailbox now holds more of than `records` say: wire id
+/// to the seq held.
+pub(crate) fn grown(
+    records: &BTreeMap<String, Exported>,
     mailbox: &Mailbox,
-    control: &Control,
     site: SiteId,
+) -> Result<BTreeMap<String, u64>, HighWaterError> {
+    Ok(mailbox
+        .vector()?
+        .iter()
+        .filter(|(s, &covered)| {
+            s.origin == site && records.get(&s.scope).is_none_or(|r| r.seq < covered)
+        })
+        .map(|(s, &covered)| (s.scope.clone(), covered))
+        .collect())
+}
+
+/// Records `grown` (from [`grown`]), each with the clock of the tenant's change at that seq
+/// where `stamps` has one.
+pub(crate) fn record(
+    control: &Control,
+    grown: &BTreeMap<String, u64>,
+    stamps: &BTreeMap<String, u64>,
 ) -> Result<(), HighWaterError> {
-    let recorded: BTreeMap<String, u64> = control
-        .settings_with_prefix(PREFIX)?
-        .into_iter()
-        .filter_map(|(n, v)| Some((n[PREFIX.len()..].to_string(), v.parse().ok()?)))
-        .collect();
-    for (stream, &covered) in mailbox.vector()?.iter() {
-        if stream.origin != site || recorded.get(&stream.scope).is_some_and(|&r| r >= covered) {
-            continue;
-        }
-        control.set_setting(
-            &format!("{PREFIX}{}", stream.scope),
-            Some(&covered.to_string()),
-        )?;
+    for (stream, &seq) in grown {
+        let e = Exported {
+            seq,
+            stamp: stamps.get(stream).copied(),
+        };
+        control.set_setting(&format!("{PREFIX}{stream}"), Some(&e.render()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Exported;
+
+    #[test]
+    fn a_record_reads_back_as_written_and_an_older_one_without_a_clock_too() {
+        for e in [
+            Exported {
+                seq: 7,
+                stamp: None,
+            },
+            Exported {
+                seq: 9,
+                stamp: Some(u64::MAX),
+            },
+        ] {
+            assert_eq!(Exported::parse(&e.render()), Some(e));
+        }
+        assert_eq!(Exported::parse("12@x"), None);
+        assert_eq!(Exported::parse("-1"), None);
+    }
 }
 
 /// Why the high-water marks could not be checked or recorded.

@@ -144,6 +144,20 @@ impl TenantDb {
         }
     }
 
+    /// The clock of the cloud's own change at each given seq, where the store keeps one.
+    fn own_stamps(
+        &mut self,
+        mailbox: &mut Mailbox,
+        at: &BTreeMap<String, u64>,
+    ) -> Result<BTreeMap<String, u64>, TenantError> {
+        match self {
+            TenantDb::Sqlite(t) => TenantStore::own_stamps(t, mailbox, at),
+            TenantDb::Postgres { tenant, .. } => {
+                TenantStore::own_stamps(tenant.as_mut(), mailbox, at)
+            }
+        }
+    }
+
     /// The tenant as the REST API serves it, its change log's triggers up to date (SQLite:
     /// refreshed each time; PostgreSQL: installed with every table, checked once per process
     /// for tables captured before the log existed).
@@ -267,10 +281,14 @@ impl Cloud {
         let site = self.dir.identity.site;
         // A tenant behind what this process exported before was restored: latched before
         // anything more of it is exported (`high_water.rs`).
+        let records = high_water::recorded(&lock(&self.control))?;
         let issued = tenant.own_tops(&mut mailbox)?;
-        high_water::check(&issued, &mut mailbox, &lock(&self.control), site)?;
+        let stamps = tenant.own_stamps(&mut mailbox, &high_water::seqs(&records))?;
+        high_water::check(&records, &issued, &stamps, &mut mailbox, site)?;
         let exported = tenant.export(&mut mailbox, self.dir.identity.keypair())?;
-        high_water::record(&mailbox, &lock(&self.control), site)?;
+        let grown = high_water::grown(&records, &mailbox, site)?;
+        let stamps = tenant.own_stamps(&mut mailbox, &grown)?;
+        high_water::record(&lock(&self.control), &grown, &stamps)?;
         drop(mailbox);
         drop(tenant);
         self.exported(exported);

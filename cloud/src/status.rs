@@ -349,7 +349,8 @@ pub fn render(v: &Value) -> String {
     {
         line(format!(
             "  RESTORED BEHIND ITS PEERS: seqs up to {} of the cloud's stream {:?} were exported \
-             (seen by {}), the store has issued {}; that stream is not exported until recovered",
+             (seen by {}), the store holds at most {} of them as exported; that stream is not exported \
+             until recovered",
             s(&b["peer_has"]),
             s(&b["stream"]),
             s(&b["peer"]),

@@ -234,6 +234,27 @@ pub fn tops(client: &mut impl GenericClient) -> Result<BTreeMap<String, u64>, Ou
         .collect())
 }
 
+/// The clock of the cloud's change at `seq` of `stream`, if the outbox holds it (restore
+/// detection, `high_water.rs`: a change written again at a seq after a restore has another).
+pub fn stamp(
+    client: &mut impl GenericClient,
+    stream: &str,
+    seq: u64,
+) -> Result<Option<u64>, OutboxError> {
+    let Ok(seq) = i64::try_from(seq) else {
+        return Ok(None);
+    };
+    let row = client
+        .query_opt(
+            "SELECT hlc FROM outpost.outbox WHERE stream = $1 AND seq = $2",
+            &[&stream, &seq],
+        )
+        .map_err(sql(format!(
+            "reading seq {seq} of stream {stream:?} in outpost.outbox"
+        )))?;
+    Ok(row.map(|r| r.get::<_, i64>(0) as u64))
+}
+
 /// A batch read from the outbox.
 #[derive(Clone, Debug)]
 pub struct Exported {

@@ -408,6 +408,32 @@ impl TenantStore for PgTenant {
         Ok(out)
     }
 
+    fn own_stamps(
+        &mut self,
+        mailbox: &mut Mailbox,
+        at: &BTreeMap<String, u64>,
+    ) -> Result<BTreeMap<String, u64>, TenantError> {
+        let mut out = BTreeMap::new();
+        if at.is_empty() {
+            return Ok(out);
+        }
+        for name in outbox::tops(&mut self.client)
+            .map_err(PgTenantError::Outbox)?
+            .into_keys()
+        {
+            let wire = mailbox.wire_scope(&name)?;
+            let Some(&seq) = at.get(&wire) else {
+                continue;
+            };
+            if let Some(hlc) =
+                outbox::stamp(&mut self.client, &name, seq).map_err(PgTenantError::Outbox)?
+            {
+                out.insert(wire, hlc);
+            }
+        }
+        Ok(out)
+    }
+
     fn export_batch(
         &mut self,
         name: &str,

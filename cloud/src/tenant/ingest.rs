@@ -75,6 +75,17 @@ pub trait TenantStore {
     ) -> Result<Vec<(String, String)>, TenantError>;
     /// The highest seq the tenant issued in each of the cloud's own streams, by wire id.
     fn own_tops(&mut self, mailbox: &mut Mailbox) -> Result<BTreeMap<String, u64>, TenantError>;
+    /// The clock of the cloud's own change at the seq `at` gives for each stream (by wire id),
+    /// for the streams whose store keeps its changes one per seq and holds that one (the
+    /// PostgreSQL outbox). The SQLite tenant's engine keeps rows, not changes: it gives none,
+    /// and restore detection there compares counts only (`high_water.rs`).
+    fn own_stamps(
+        &mut self,
+        _mailbox: &mut Mailbox,
+        _at: &BTreeMap<String, u64>,
+    ) -> Result<BTreeMap<String, u64>, TenantError> {
+        Ok(BTreeMap::new())
+    }
     /// The cloud's own batch of stream `name` from seq `since + 1`, at most about
     /// `max_bytes`; `None` when the stream holds nothing above `since`.
     fn export_batch(
