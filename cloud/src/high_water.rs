@@ -12,9 +12,16 @@
 //!
 //! A peer's hello claim of the cloud's coverage latches nothing (mailbox `behind.rs`).
 //!
-//! Settings `own_exported:<stream wire id>` hold `seq` or `seq@clock`: the highest seq of the
-//! stream the mailbox held after an export round of this process, and the clock of the
-//! tenant's change at that seq where the store gives one. The seq only grows.
+//! Settings `own_exported:<origin>:<stream wire id>` hold `seq` or `seq@clock`: the highest seq
+//! of the stream the mailbox held after an export round of this process, and the clock of the
+//! tenant's change at that seq where the store gives one. The seq only grows. (A setting
+//! `own_exported:<stream wire id>`, written before origins were named, is the site id's.) The
+//! origin is the cloud's site id until a restore made it take another (`new_origin.rs`).
+//!
+//! The cloud's control stream is restored with the database too; `own_control` holds the
+//! highest entry of it this process saw stored, so that nothing is appended to a stream restored
+//! behind (its next seq may be one peers hold for another entry) before peers brought the lost
+//! entries back (`new_origin.rs` waits for it).
 
 use crate::control::{Control, ControlError};
 use outpost_mailbox::{Behind, Mailbox, MailboxError};
@@ -22,6 +29,7 @@ use outpost_protocol::SiteId;
 use std::collections::BTreeMap;
 
 const PREFIX: &str = "own_exported:";
+const CONTROL: &str = "own_control";
 
 /// What this process recorded exporting of one stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,14 +60,30 @@ impl Exported {
     }
 }
 
-/// The records, by stream wire id (an unreadable one is skipped: it was not written by this
-/// code).
-pub(crate) fn recorded(control: &Control) -> Result<BTreeMap<String, Exported>, HighWaterError> {
-    Ok(control
-        .settings_with_prefix(PREFIX)?
-        .into_iter()
-        .filter_map(|(n, v)| Some((n[PREFIX.len()..].to_string(), Exported::parse(&v)?)))
-        .collect())
+/// The records of `origin`'s streams, by wire id (`site` is the cloud's site id, whose records
+/// may name no origin; an unreadable one is skipped: it was not written by this code).
+pub(crate) fn recorded(
+    control: &Control,
+    origin: SiteId,
+    site: SiteId,
+) -> Result<BTreeMap<String, Exported>, HighWaterError> {
+    let mut out = BTreeMap::new();
+    for (name, value) in control.settings_with_prefix(PREFIX)? {
+        let (of, stream) = match name[PREFIX.len()..].split_once(':') {
+            Some((of, stream)) => (of.parse::<SiteId>().ok(), stream),
+            None => (Some(site), &name[PREFIX.len()..]),
+        };
+        if of != Some(origin) {
+            continue;
+        }
+        if let Some(e) = Exported::parse(&value) {
+            let held: &mut Exported = out.entry(stream.to_string()).or_insert(e);
+            if e.seq > held.seq {
+                *held = e;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The seq recorded for each stream: where to ask the store for its change's clock.
@@ -67,15 +91,15 @@ pub(crate) fn seqs(records: &BTreeMap<String, Exported>) -> BTreeMap<String, u64
     records.iter().map(|(s, e)| (s.clone(), e.seq)).collect()
 }
 
-/// Latches behind every stream the tenant has not issued as this process recorded exporting
-/// it (module documentation): `issued` the tenant's tops, `stamps` the clocks of its changes at
-/// the recorded seqs (by wire id). Returns how many streams were latched now.
+/// Latches behind every stream of `origin` the tenant has not issued as this process recorded
+/// exporting it (module documentation): `issued` the tenant's tops, `stamps` the clocks of its
+/// changes at the recorded seqs (by wire id). Returns how many streams were latched now.
 pub(crate) fn check(
     records: &BTreeMap<String, Exported>,
     issued: &BTreeMap<String, u64>,
     stamps: &BTreeMap<String, u64>,
     mailbox: &mut Mailbox,
-    site: SiteId,
+    origin: SiteId,
 ) -> Result<usize, HighWaterError> {
     let latched = mailbox.behind()?;
     let mut now = 0;
@@ -102,7 +126,7 @@ pub(crate) fn check(
             stream: stream.clone(),
             peer_has: exported.seq,
             held: 0,
-            peer: site,
+            peer: origin,
             seen_at: 0,
         };
         mailbox.latch_behind(&claim, held)?;
@@ -111,27 +135,28 @@ pub(crate) fn check(
     Ok(now)
 }
 
-/// The cloud's own streams (`site`) the mailbox now holds more of than `records` say: wire id
-/// to the seq held.
+/// The cloud's own streams (of `origin`) the mailbox now holds more of than `records` say: wire
+/// id to the seq held.
 pub(crate) fn grown(
     records: &BTreeMap<String, Exported>,
     mailbox: &Mailbox,
-    site: SiteId,
+    origin: SiteId,
 ) -> Result<BTreeMap<String, u64>, HighWaterError> {
     Ok(mailbox
         .vector()?
         .iter()
         .filter(|(s, &covered)| {
-            s.origin == site && records.get(&s.scope).is_none_or(|r| r.seq < covered)
+            s.origin == origin && records.get(&s.scope).is_none_or(|r| r.seq < covered)
         })
         .map(|(s, &covered)| (s.scope.clone(), covered))
         .collect())
 }
 
-/// Records `grown` (from [`grown`]), each with the clock of the tenant's change at that seq
-/// where `stamps` has one.
+/// Records `grown` (from [`grown`]) of `origin`'s streams, each with the clock of the tenant's
+/// change at that seq where `stamps` has one.
 pub(crate) fn record(
     control: &Control,
+    origin: SiteId,
     grown: &BTreeMap<String, u64>,
     stamps: &BTreeMap<String, u64>,
 ) -> Result<(), HighWaterError> {
@@ -140,9 +165,31 @@ pub(crate) fn record(
             seq,
             stamp: stamps.get(stream).copied(),
         };
-        control.set_setting(&format!("{PREFIX}{stream}"), Some(&e.render()))?;
+        control.set_setting(&format!("{PREFIX}{origin}:{stream}"), Some(&e.render()))?;
     }
     Ok(())
+}
+
+/// Records the highest entry of the cloud's own control stream (`site`) the mailbox holds,
+/// where it grew.
+pub(crate) fn record_control(
+    control: &Control,
+    mailbox: &mut Mailbox,
+    site: SiteId,
+) -> Result<(), HighWaterError> {
+    let held = mailbox.control_vector()?.get(&site);
+    if held > control_recorded(control)? {
+        control.set_setting(CONTROL, Some(&held.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The highest entry of the cloud's own control stream this process saw stored.
+pub(crate) fn control_recorded(control: &Control) -> Result<u64, HighWaterError> {
+    Ok(control
+        .setting(CONTROL)?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ mod error_chain;
 mod high_water;
 mod http;
 pub mod https;
+pub mod new_origin;
 pub mod offline_code;
 pub mod postgres;
 pub mod revocation;

@@ -15,6 +15,7 @@ use crate::control::{Control, ControlError, LAST_APPLY_ERROR};
 use crate::datadir::{unix_now, DataDir, DataDirError};
 use crate::error_chain::Chain;
 use crate::high_water::{self, HighWaterError};
+use crate::new_origin::{self, Recovery, RecoveryError};
 use crate::postgres::listen::Listener;
 use crate::postgres::{connect, rest_log, rest_pull, rest_push, PgTenant};
 use crate::tenant::{Ingested, Tenant, TenantError, TenantStore};
@@ -24,7 +25,11 @@ use outpost_protocol::scope::Scopes;
 use outpost_relay::Serving;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+/// The control stream's length the last "waiting for control entries" warning named.
+static WAITING_LOGGED: AtomicU64 = AtomicU64::new(u64::MAX);
 use std::time::Duration;
 
 /// Why the cloud could not open its stores or run a round (the background loop logs it and
@@ -41,6 +46,8 @@ pub enum ServiceError {
     Control(ControlError),
     /// The high-water marks of the cloud's own streams could not be checked or recorded.
     HighWater(HighWaterError),
+    /// The recovery from a restore failed (tried again next round).
+    Recovery(RecoveryError),
 }
 
 impl fmt::Display for ServiceError {
@@ -52,6 +59,7 @@ impl fmt::Display for ServiceError {
             ServiceError::DataDir(e) => e.fmt(f),
             ServiceError::Control(e) => e.fmt(f),
             ServiceError::HighWater(e) => e.fmt(f),
+            ServiceError::Recovery(e) => e.fmt(f),
         }
     }
 }
@@ -64,7 +72,14 @@ impl std::error::Error for ServiceError {
             ServiceError::DataDir(e) => e.source(),
             ServiceError::Control(e) => e.source(),
             ServiceError::HighWater(e) => e.source(),
+            ServiceError::Recovery(e) => e.source(),
         }
+    }
+}
+
+impl From<RecoveryError> for ServiceError {
+    fn from(e: RecoveryError) -> Self {
+        ServiceError::Recovery(e)
     }
 }
 
@@ -141,6 +156,15 @@ impl TenantDb {
         match self {
             TenantDb::Sqlite(t) => TenantStore::own_tops(t, mailbox),
             TenantDb::Postgres { tenant, .. } => TenantStore::own_tops(tenant.as_mut(), mailbox),
+        }
+    }
+
+    /// The origin the tenant writes under (`site`, the cloud's site id, until a restore made a
+    /// PostgreSQL tenant take another).
+    fn origin(&self, site: outpost_protocol::SiteId) -> outpost_protocol::SiteId {
+        match self {
+            TenantDb::Sqlite(_) => site,
+            TenantDb::Postgres { tenant, .. } => tenant.origin(),
         }
     }
 
@@ -280,15 +304,37 @@ impl Cloud {
         let ingested = tenant.ingest(&mut mailbox)?;
         let site = self.dir.identity.site;
         // A tenant behind what this process exported before was restored: latched before
-        // anything more of it is exported (`high_water.rs`).
-        let records = high_water::recorded(&lock(&self.control))?;
+        // anything more of it is exported (`high_water.rs`), and a PostgreSQL tenant takes a
+        // new origin (`new_origin.rs`).
+        let origin = tenant.origin(site);
+        let records = high_water::recorded(&lock(&self.control), origin, site)?;
         let issued = tenant.own_tops(&mut mailbox)?;
         let stamps = tenant.own_stamps(&mut mailbox, &high_water::seqs(&records))?;
-        high_water::check(&records, &issued, &stamps, &mut mailbox, site)?;
+        high_water::check(&records, &issued, &stamps, &mut mailbox, origin)?;
+        if let TenantDb::Postgres { tenant: pg, .. } = &mut *tenant {
+            let control = lock(&self.control);
+            match new_origin::recover(pg, &mut mailbox, &control, &self.dir.identity)? {
+                // Said once per state, not every round.
+                Recovery::WaitingForControl { held, recorded }
+                    if WAITING_LOGGED.swap(held, Ordering::Relaxed) != held =>
+                {
+                    log::warn!(
+                        "restored behind its peers: waiting for hubs to bring back the cloud's \
+                         control entries {}..={recorded} before it takes a new origin",
+                        held + 1
+                    )
+                }
+                Recovery::WaitingForControl { .. } => {}
+                Recovery::NotNeeded | Recovery::Taken { .. } => {}
+            }
+            high_water::record_control(&control, &mut mailbox, site)?;
+        }
+        let origin = tenant.origin(site);
         let exported = tenant.export(&mut mailbox, self.dir.identity.keypair())?;
-        let grown = high_water::grown(&records, &mailbox, site)?;
+        let records = high_water::recorded(&lock(&self.control), origin, site)?;
+        let grown = high_water::grown(&records, &mailbox, origin)?;
         let stamps = tenant.own_stamps(&mut mailbox, &grown)?;
-        high_water::record(&lock(&self.control), &grown, &stamps)?;
+        high_water::record(&lock(&self.control), origin, &grown, &stamps)?;
         drop(mailbox);
         drop(tenant);
         self.exported(exported);

@@ -93,6 +93,10 @@ struct TenantView {
     tables: Vec<(String, u64)>,
     quarantined: u64,
     refused: usize,
+    /// The origin it writes under (the site id, until a restore made it take another).
+    origin: String,
+    /// The origins it retired, each with what was held of its streams then (JSON).
+    retired: Vec<(String, String)>,
 }
 
 /// The SQLite tenant's view.
@@ -103,6 +107,8 @@ fn sqlite_view(dir: &DataDir) -> Result<TenantView, TenantError> {
         tables: tenant.tables()?,
         quarantined: tenant.quarantined()?,
         refused: tenant.refused()?.len(),
+        origin: dir.identity.site.to_string(),
+        retired: Vec::new(),
         store: Box::new(tenant),
     })
 }
@@ -117,6 +123,9 @@ fn postgres_view(dir: &DataDir, url: &str) -> Result<TenantView, TenantError> {
         tables: tenant.tables()?,
         quarantined: tenant.quarantined()?,
         refused: TenantStore::refused(&mut tenant)?.len(),
+        origin: tenant.origin().to_string(),
+        retired: crate::postgres::new_origin::retired(tenant.client())
+            .map_err(|e| TenantError::Store(Box::new(e)))?,
         store: Box::new(tenant),
     })
 }
@@ -260,6 +269,11 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             "quarantined": tenant.quarantined,
             "refused_batches": tenant.refused,
             "last_apply_error": control.setting(crate::control::LAST_APPLY_ERROR)?,
+            "origin": tenant.origin,
+            "retired_origins": tenant.retired.iter().map(|(o, held)| {
+                json!({"origin": o, "held": serde_json::from_str::<Value>(held)
+                    .unwrap_or(Value::Null)})
+            }).collect::<Vec<_>>(),
         },
         "mailbox": {"batches": mailbox.batches, "bytes": mailbox.bytes, "origins": origins,
                     "damaged": mailbox.damaged, "restored_behind": behind},
@@ -292,6 +306,19 @@ pub fn render(v: &Value) -> String {
     };
     line(format!("cloud site {}", s(&v["site"])));
     line(format!("key        {}", s(&v["key"])));
+    if v["tenant"]["origin"] != v["site"] {
+        let retired: Vec<String> = v["tenant"]["retired_origins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| s(&r["origin"]))
+            .collect();
+        line(format!(
+            "origin     {} (taken after a restore; retired: {})",
+            s(&v["tenant"]["origin"]),
+            retired.join(", ")
+        ));
+    }
     line(format!(
         "listening  protocol {}  https {}",
         s(&v["listen"]),

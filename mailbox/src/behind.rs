@@ -135,6 +135,17 @@ impl Mailbox {
         self.read_behind("SELECT stream, peer_has, held, peer, seen_at FROM behind ORDER BY stream")
     }
 
+    /// Lets go of every latch: the writer took a new origin (the cloud's recovery,
+    /// `cloud/src/new_origin.rs`), so the latched streams' (site, seq) pairs are never issued
+    /// again and its new streams start clean. Returns the latches released.
+    pub fn release_behind(&mut self) -> Result<Vec<Behind>, MailboxError> {
+        let released = self.behind()?;
+        self.conn
+            .execute("DELETE FROM behind", ())
+            .map_err(|e| self.sql(e))?;
+        Ok(released)
+    }
+
     fn read_behind(&self, sql: &str) -> Result<Vec<Behind>, MailboxError> {
         let rows = self
             .conn

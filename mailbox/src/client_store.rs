@@ -182,11 +182,12 @@ impl ClientStore for MailboxClient<'_> {
 
     fn plan_export(&mut self, server_vector: &VersionVector) -> Result<ExportPlan, MailboxError> {
         self.server_vector = Some(server_vector.clone());
+        // The server's own batches never go back up to it, unless it took another origin
+        // since (restored behind its peers): then they are what it lost and pulls back.
+        let skip = (!self.mailbox.directory()?.is_retired(&self.server)).then_some(self.server);
         Ok(ExportPlan {
             // Every stream goes up: the cloud judges each batch by its origin's grant.
-            plan: self
-                .mailbox
-                .pull_plan(server_vector, Some(self.server), &Scopes::All)?,
+            plan: self.mailbox.pull_plan(server_vector, skip, &Scopes::All)?,
             bytes: 0,
             done: false,
         })

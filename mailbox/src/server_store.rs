@@ -31,6 +31,10 @@ impl ServerStore for Mailbox {
         self.envelope_for(hello)
     }
 
+    fn retired_origin(&mut self, origin: &SiteId) -> Result<bool, MailboxError> {
+        Ok(self.directory()?.is_retired(origin))
+    }
+
     fn sealed_tenant(&mut self) -> Result<bool, MailboxError> {
         Ok(self.directory()?.is_sealed() || self.digest_key()?.is_some())
     }

@@ -207,6 +207,15 @@ pub trait ServerStore {
     fn highest_admitted(&mut self) -> Result<Hlc, Self::Error> {
         Ok(Hlc::ZERO)
     }
+    /// Whether `origin` is one a cloud wrote under before it took another (its database was
+    /// restored behind its peers: [`crate::control::Directory::is_retired`]). A relay may push a
+    /// retired origin's batches (the server's own earlier origin included), whatever their
+    /// direction: they are the cloud's own writes, signed with its key, pulled back to the cloud
+    /// that lost them. Default: none is.
+    fn retired_origin(&mut self, origin: &SiteId) -> Result<bool, Self::Error> {
+        let _ = origin;
+        Ok(false)
+    }
     /// Whether the tenant is sealed: then a push with any unsealed batch is refused whole.
     /// Default: not sealed.
     fn sealed_tenant(&mut self) -> Result<bool, Self::Error> {

@@ -554,3 +554,44 @@ fn a_strict_entry_emits_its_golden_bytes() {
     long.extend_from_slice(&bytes[body.len()..]);
     assert_eq!(decode_entry(&long), Err(ControlError::TrailingBytes));
 }
+
+/// A cloud restored behind its peers takes a new origin (DESIGN section 11, "Durability"): an
+/// entry of its stream binds the new site to its own key as a cloud. Every peer then verifies the
+/// new origin's batches with that key, knows it as the cloud (it may write `down` tables), and
+/// treats the earlier origin as retired, whatever order the entries arrive in. A site bound to
+/// another key, or a hub's word, retires nothing.
+#[test]
+fn a_new_origin_the_cloud_binds_to_its_own_key_retires_the_one_before() {
+    const NEXT: SiteId = SiteId([0xc1; 16]);
+    const THIRD: SiteId = SiteId([0xc2; 16]);
+    let all = [
+        entry(CLOUD, 0xc0, 1, HUB, 0x40, PeerRole::Hub),
+        entry(CLOUD, 0xc0, 2, NEXT, 0xc0, PeerRole::Cloud),
+        // A hub's word binds no cloud.
+        entry(HUB, 0x40, 1, THIRD, 0xc0, PeerRole::Cloud),
+    ];
+    for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+        let mut d = Directory::new([cloud_root()]);
+        let left = d.admit(order.iter().map(|&i| all[i].clone()).collect());
+        assert!(left.is_empty(), "{order:?}: {left:?}");
+        assert_eq!(d.key_of(&NEXT), Some(*key(0xc0).public()));
+        assert!(d.is_cloud(&NEXT));
+        assert!(d.is_retired(&CLOUD), "{order:?}");
+        assert!(!d.is_retired(&NEXT) && !d.is_retired(&THIRD) && !d.is_retired(&HUB));
+        assert!(!d.is_cloud(&THIRD));
+    }
+    // A second restore: the origin before the latest is retired too.
+    let mut d = Directory::new([cloud_root()]);
+    let left = d.admit(vec![
+        entry(CLOUD, 0xc0, 1, NEXT, 0xc0, PeerRole::Cloud),
+        entry(CLOUD, 0xc0, 2, THIRD, 0xc0, PeerRole::Cloud),
+    ]);
+    assert!(left.is_empty(), "{left:?}");
+    assert!(d.is_retired(&CLOUD) && d.is_retired(&NEXT) && !d.is_retired(&THIRD));
+    // A cloud bound under another key is another cloud's: nothing retires.
+    let mut d = Directory::new([cloud_root()]);
+    assert!(d
+        .admit(vec![entry(CLOUD, 0xc0, 1, NEXT, 0xc1, PeerRole::Cloud)])
+        .is_empty());
+    assert!(!d.is_retired(&CLOUD) && !d.is_retired(&NEXT));
+}

@@ -24,6 +24,7 @@ pub mod capture;
 pub mod connect;
 pub mod listen;
 pub mod meta;
+pub mod new_origin;
 pub mod outbox;
 pub mod pg_value;
 pub mod rest_log;

@@ -285,7 +285,8 @@ struct Folded {
     cells: BTreeMap<u16, CellChange>,
 }
 
-/// The cloud's site id, as `outpost.meta` holds it: the origin of every captured change.
+/// The origin of every captured change, as `outpost.meta` holds it: the cloud's site id, or the
+/// origin it took after a restore (`new_origin.rs`).
 pub fn origin(client: &mut impl GenericClient) -> Result<SiteId, OutboxError> {
     let exists: bool = client
         .query_one("SELECT to_regclass('outpost.meta') IS NOT NULL", &[])
@@ -295,8 +296,12 @@ pub fn origin(client: &mut impl GenericClient) -> Result<SiteId, OutboxError> {
         return Err(OutboxError::NoOrigin);
     }
     let row = client
-        .query_opt("SELECT value FROM outpost.meta WHERE name = 'site_id'", &[])
-        .map_err(sql("reading the cloud's site id from outpost.meta"))?;
+        .query_opt(
+            "SELECT value FROM outpost.meta WHERE name IN ('origin', 'site_id') \
+             ORDER BY name = 'origin' DESC LIMIT 1",
+            &[],
+        )
+        .map_err(sql("reading the cloud's origin from outpost.meta"))?;
     let found: String = row.ok_or(OutboxError::NoOrigin)?.get(0);
     found.parse().map_err(|_| OutboxError::BadOrigin { found })
 }

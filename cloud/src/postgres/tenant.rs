@@ -11,6 +11,7 @@ use super::apply::{self, APPLY_LOCK};
 use super::capture;
 use super::connect::{self, ConnectError, Target};
 use super::meta::{self, MetaError};
+use super::new_origin;
 use super::outbox;
 use crate::scope_rules::TenantRules;
 use crate::tenant::{ApplyError, RefusedBatch, TenantError, TenantStore};
@@ -69,6 +70,8 @@ pub enum PgTenantError {
     Outbox(outbox::OutboxError),
     /// The captured tables' definitions could not be read.
     Capture(capture::CaptureError),
+    /// The origin could not be read or a new one taken.
+    NewOrigin(new_origin::NewOriginError),
 }
 
 impl fmt::Display for PgTenantError {
@@ -99,6 +102,7 @@ impl fmt::Display for PgTenantError {
             }
             PgTenantError::Outbox(e) => e.fmt(f),
             PgTenantError::Capture(e) => e.fmt(f),
+            PgTenantError::NewOrigin(e) => e.fmt(f),
         }
     }
 }
@@ -112,6 +116,7 @@ impl std::error::Error for PgTenantError {
             PgTenantError::Meta(e) => e.source(),
             PgTenantError::Outbox(e) => e.source(),
             PgTenantError::Capture(e) => e.source(),
+            PgTenantError::NewOrigin(e) => e.source(),
             PgTenantError::NotPrepared { .. }
             | PgTenantError::OtherTenant { .. }
             | PgTenantError::BadVector { .. } => None,
@@ -171,12 +176,41 @@ impl PgTenant {
         client
             .batch_execute("SET synchronous_commit = on")
             .map_err(sql("turning synchronous_commit on"))?;
+        // The origin it writes under: its site id, until a restore made it take another.
+        let site = new_origin::current(&mut client, site).map_err(PgTenantError::NewOrigin)?;
         Ok(PgTenant {
             client,
             target,
             site,
             voids_published: false,
         })
+    }
+
+    /// Takes origin `new` in place of the one it writes under (`new_origin.rs`); `held` is what
+    /// the mailbox holds of each of the old origin's streams (by capture's name: wire id, seq).
+    pub fn take_new_origin(
+        &mut self,
+        new: SiteId,
+        held: &BTreeMap<String, (String, u64)>,
+    ) -> Result<new_origin::Taken, PgTenantError> {
+        let taken = new_origin::take(&mut self.client, self.site, new, held)
+            .map_err(PgTenantError::NewOrigin)?;
+        self.site = new;
+        Ok(taken)
+    }
+
+    /// The origin the tenant writes under: the cloud's site id, until a restore made it take
+    /// another.
+    pub fn origin(&self) -> SiteId {
+        self.site
+    }
+
+    /// The names capture gives the cloud's own streams.
+    pub fn own_stream_names(&mut self) -> Result<Vec<String>, PgTenantError> {
+        Ok(outbox::tops(&mut self.client)
+            .map_err(PgTenantError::Outbox)?
+            .into_keys()
+            .collect())
     }
 
     /// Where the tenant is.

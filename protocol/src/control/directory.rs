@@ -133,6 +133,8 @@ pub struct Directory {
     epochs: BTreeMap<String, u32>,
     /// The tenant's digest key, which opens sealed table settings (`None` at a hub).
     table_key: Option<crate::seal::DigestKey>,
+    /// Origins a cloud wrote under before it took another ([`Directory::is_retired`]).
+    retired: BTreeSet<SiteId>,
 }
 
 impl Directory {
@@ -311,6 +313,16 @@ impl Directory {
             .is_some_and(|b| b.role == PeerRole::Cloud)
     }
 
+    /// Whether `site` is an origin a cloud wrote under before it took another (docs/design.md
+    /// section 11, "Durability"): a cloud whose database was restored behind its peers takes a
+    /// new site id for its changes, bound to its own key as a cloud by an entry of its stream,
+    /// so that no (site, seq) is issued twice. Its earlier origins' batches are then another
+    /// origin's to every peer, the cloud included: a relay pushes those the cloud lacks back
+    /// up to it, and it takes them, whatever their direction.
+    pub fn is_retired(&self, site: &SiteId) -> bool {
+        self.retired.contains(site)
+    }
+
     /// The key `site` signs with, if known (revoked or not).
     pub fn key_of(&self, site: &SiteId) -> Option<PublicKey> {
         self.bindings.get(site).map(|b| b.key)
@@ -444,7 +456,11 @@ impl Directory {
         let mut sealed = false;
         let mut strict = false;
         let mut epochs: BTreeMap<String, u32> = BTreeMap::new();
+        let mut retired = BTreeSet::new();
         for cloud in &clouds {
+            // The origins this cloud wrote under, in the order it took them (`is_retired`).
+            let own_key = bindings.get(cloud).map(|b| b.key);
+            let mut origins = vec![*cloud];
             for e in self.entries_after(cloud, 0) {
                 let k = match &e.item {
                     ControlItem::Sealed => {
@@ -496,9 +512,15 @@ impl Directory {
                     continue;
                 }
                 if let Some(b) = binding_of(k, *cloud) {
+                    if b.role == PeerRole::Cloud && !b.revoked && Some(b.key) == own_key {
+                        origins.retain(|o| *o != k.site);
+                        origins.push(k.site);
+                    }
                     bindings.insert(k.site, b);
                 }
             }
+            origins.pop();
+            retired.extend(origins);
         }
         // Hubs: roots, or bound as hubs by the cloud and not revoked; smallest site id first.
         let hubs: Vec<SiteId> = self
@@ -632,6 +654,7 @@ impl Directory {
         self.sealed = sealed;
         self.strict = strict;
         self.epochs = epochs;
+        self.retired = retired;
     }
 }
 

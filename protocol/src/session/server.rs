@@ -398,9 +398,12 @@ impl<S: ServerStore> ServerSession<S> {
         }
         let header =
             codec::verify(&batch.0, &self.config.batch_limits).map_err(SessionError::BadBatch)?;
+        // A retired origin's batches are the cloud's own, pulled back (`retired_origin`).
+        let retired = self.config.peer_pushes == PushOrigins::Relayed
+            && store.retired_origin(&header.origin).map_err(store_err)?;
         let allowed = match self.config.peer_pushes {
             PushOrigins::Own => header.origin == self.config.peer_site,
-            PushOrigins::Relayed => header.origin != self.config.site,
+            PushOrigins::Relayed => header.origin != self.config.site || retired,
         };
         if !allowed {
             // Ending the session drops everything staged with it: nothing of this push is stored.
@@ -442,16 +445,18 @@ impl<S: ServerStore> ServerSession<S> {
         }
         self.check_epoch(&header, store)?;
         // Only the cloud writes `down` tables, and the cloud never pushes: it is the top of the
-        // tree, and relays take its batches by pulling. So no push may carry one.
-        if header.flags.direction == Direction::Down {
+        // tree, and relays take its batches by pulling. So no push may carry one, but for a
+        // retired origin's, pulled back to the cloud that lost them.
+        if header.flags.direction == Direction::Down && !retired {
             return Err(SessionError::DirectionRefused {
                 origin: header.origin,
                 range: header.range,
             });
         }
         // Only the cloud writes transfers (cells credited to the sites that wrote them), and its
-        // batches travel by pull: a pushed one claims other sites' writes.
-        if header.flags.transfer {
+        // batches travel by pull: a pushed one claims other sites' writes (but for a retired
+        // origin's, above).
+        if header.flags.transfer && !retired {
             return Err(SessionError::TransferPushed {
                 origin: header.origin,
                 range: header.range,

@@ -1,0 +1,156 @@
+//! A PostgreSQL tenant restored from a real backup (`pg_dump`, then the database dropped and
+//! `pg_restore`d) behind what a hub and its tablet hold (issue 21, DESIGN section 11,
+//! "Durability"; docs/cloud.md, "Restored behind its peers"). The cloud finds it at its first
+//! round, takes a new origin bound to its key, and the hub pushes back up the cloud's own batches
+//! the restore lost; the back office's next write reaches the tablet under the new origin, and
+//! no (site, seq) is issued twice.
+
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::DeviceDb;
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::patients;
+use outpost_testkit::e2e::scratch::scratch;
+use outpost_testkit::pg::{self, psql};
+use outpost_testkit::wait::within;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn run(what: &str, cmd: &mut Command) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn office_insert(url: &str, id: &str) {
+    psql(
+        url,
+        &format!(
+            "INSERT INTO public.patients(id, name, village, visits) \
+             VALUES ('{id}', 'office', 'hq', 0)"
+        ),
+    );
+}
+
+/// The database as `pg_dump` saw it at `dump`, in place of what it holds now.
+fn restore(db: &pg::TestDatabase, dump: &Path) {
+    let mut admin = db.superuser();
+    admin
+        .batch_execute("SELECT 1")
+        .expect("the test cluster answers");
+    drop(admin);
+    let cluster = pg::with_database(&db.url, "postgres");
+    psql(
+        &cluster,
+        &format!("DROP DATABASE \"{}\" WITH (FORCE)", db.name),
+    );
+    psql(&cluster, &format!("CREATE DATABASE \"{}\"", db.name));
+    run(
+        "pg_restore",
+        Command::new("pg_restore")
+            .args(["--no-owner", "--exit-on-error", "-d", &db.url])
+            .arg(dump),
+    );
+}
+
+#[test]
+fn a_restored_tenant_takes_a_new_origin_and_pulls_back_what_the_restore_lost_from_a_hub() {
+    let Some(db) = pg::database("pg_new_origin") else {
+        return;
+    };
+    let tmp = scratch();
+    let mut cloud = Cloud::init_postgres(&tmp.path().join("cloud"), &db.url, true);
+    cloud.start();
+    let hub = Hub::uplinked(&tmp.path().join("hub"), &cloud.code("--hub"), 500, &[]);
+    let a = DeviceDb::patients(&tmp.path().join("a.db"));
+    a.enroll(&hub.code());
+    patients::write(&a.conn, "a", 1);
+    a.sync_with("hub");
+    within("a's row in PostgreSQL", Duration::from_secs(30), || {
+        pg::patient_rows(&db.url).len() == 1
+    });
+    office_insert(&db.url, "o1");
+    within("o1 on a, through the hub", Duration::from_secs(30), || {
+        a.sync_with("hub");
+        a.has("patients", "o1")
+    });
+    // The backup: the tenant with the cloud's seq 1.
+    let dump = tmp.path().join("tenant.dump");
+    run(
+        "pg_dump",
+        Command::new("pg_dump")
+            .args(["-Fc", "-d", &db.url, "-f"])
+            .arg(&dump),
+    );
+    office_insert(&db.url, "o2");
+    office_insert(&db.url, "o3");
+    within("o3 on a, through the hub", Duration::from_secs(30), || {
+        a.sync_with("hub");
+        a.has("patients", "o3")
+    });
+    let before = cloud.status();
+    let old = before["site"]
+        .as_str()
+        .expect("status names the site")
+        .to_string();
+
+    // The restore, while the cloud is down: o2 and o3 (the cloud's seqs 2 and 3, which the hub
+    // and the tablet hold) are gone from PostgreSQL.
+    cloud.kill();
+    restore(&db, &dump);
+    assert_eq!(
+        pg::patient_rows(&db.url)
+            .iter()
+            .filter(|r| r.starts_with('o'))
+            .count(),
+        1
+    );
+    cloud.start();
+
+    // The cloud takes a new origin, and the hub pushes back what the restore lost.
+    within(
+        "o2 and o3 back in PostgreSQL, from the hub",
+        Duration::from_secs(60),
+        || {
+            let rows = pg::patient_rows(&db.url);
+            rows.iter().any(|r| r.starts_with("o2|")) && rows.iter().any(|r| r.starts_with("o3|"))
+        },
+    );
+    let origin = psql(
+        &db.url,
+        "SELECT value FROM outpost.meta WHERE name = 'origin'",
+    );
+    assert_eq!(origin.len(), 1, "outpost.meta names a new origin");
+    assert_ne!(origin[0], old);
+    let st = cloud.status();
+    assert_eq!(st["tenant"]["origin"], origin[0].as_str(), "{st}");
+    assert_eq!(
+        st["tenant"]["retired_origins"][0]["origin"],
+        old.as_str(),
+        "{st}"
+    );
+    assert!(
+        st["mailbox"]["restored_behind"]
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "the latch is released: {st}"
+    );
+
+    // The back office writes on: under the new origin, it reaches the tablet through the hub.
+    office_insert(&db.url, "o4");
+    within("o4 on a, through the hub", Duration::from_secs(30), || {
+        a.sync_with("hub");
+        a.has("patients", "o4")
+    });
+    let log = std::fs::read_to_string(tmp.path().join("cloud.log")).unwrap_or_default();
+    assert!(log.contains("writes under a new origin"), "{log}");
+    for id in ["o1", "o2", "o3", "o4"] {
+        assert!(a.has("patients", id), "{id} on a");
+    }
+    cloud.kill();
+}
