@@ -111,7 +111,15 @@ pub fn recover(
     control: &Control,
     identity: &Identity,
 ) -> Result<Recovery, RecoveryError> {
-    if mailbox.behind()?.is_empty() {
+    let latched = mailbox.behind()?;
+    if latched.is_empty() {
+        return Ok(Recovery::NotNeeded);
+    }
+    // A latch names the origin it was found behind in: one another process serving the tenant
+    // has moved away from already needs nothing more than its release.
+    let old = tenant.refresh_origin().map_err(RecoveryError::Tenant)?;
+    if latched.iter().all(|b| b.peer != old) {
+        mailbox.release_behind()?;
         return Ok(Recovery::NotNeeded);
     }
     let held = mailbox.control_vector()?.get(&identity.site);
@@ -119,7 +127,6 @@ pub fn recover(
     if held < recorded {
         return Ok(Recovery::WaitingForControl { held, recorded });
     }
-    let old = tenant.origin();
     let mut bytes = [0u8; 16];
     getrandom::getrandom(&mut bytes).map_err(RecoveryError::Random)?;
     let new = SiteId(bytes);
@@ -132,9 +139,16 @@ pub fn recover(
         let covered = vector.get(&StreamId::new(old, wire.as_str()));
         streams.insert(name, (wire, covered));
     }
-    let taken = tenant
+    let Some(taken) = tenant
         .take_new_origin(new, &streams)
-        .map_err(RecoveryError::Tenant)?;
+        .map_err(RecoveryError::Tenant)?
+    else {
+        // Another process took one first. The site bound just now stays unused; being the
+        // latest bound, peers' directories count the origin in use as retired, which only lets
+        // relays push back batches of it the cloud lacks (it lacks none).
+        mailbox.release_behind()?;
+        return Ok(Recovery::NotNeeded);
+    };
     let released = mailbox.release_behind()?;
     log::warn!(
         "restored behind its peers: the cloud writes under a new origin {new} from now on; its \

@@ -60,11 +60,22 @@ fn restore(db: &pg::TestDatabase, dump: &Path) {
 
 #[test]
 fn a_restored_tenant_takes_a_new_origin_and_pulls_back_what_the_restore_lost_from_a_hub() {
-    let Some(db) = pg::database("pg_new_origin") else {
+    new_origin("pg_new_origin", true);
+}
+
+/// The same in a sealed tenant: the hub holds the cloud's batches sealed, and pushes them back
+/// sealed.
+#[test]
+fn a_restored_sealed_tenant_takes_a_new_origin_and_pulls_back_what_the_restore_lost() {
+    new_origin("pg_new_origin_sealed", false);
+}
+
+fn new_origin(name: &str, unsealed: bool) {
+    let Some(db) = pg::database(name) else {
         return;
     };
     let tmp = scratch();
-    let mut cloud = Cloud::init_postgres(&tmp.path().join("cloud"), &db.url, true);
+    let mut cloud = Cloud::init_postgres(&tmp.path().join("cloud"), &db.url, unsealed);
     cloud.start();
     let hub = Hub::uplinked(&tmp.path().join("hub"), &cloud.code("--hub"), 500, &[]);
     let a = DeviceDb::patients(&tmp.path().join("a.db"));

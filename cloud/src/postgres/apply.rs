@@ -88,6 +88,14 @@ fn apply_once(
          SELECT outpost.clock_hold();"
     ))
     .map_err(sql("taking the tenant's apply lock and the clock row"))?;
+    // The origin under the lock: another process may have taken a new one since this one read
+    // it (`new_origin.rs`), and the back office's writes fold as the current origin's.
+    let site = super::new_origin::current(&mut tx, site).map_err(|e| match e {
+        super::new_origin::NewOriginError::Sql { doing, source } => {
+            ApplyError::Store(StoreError::Sql { doing, source })
+        }
+        super::new_origin::NewOriginError::Fold(e) => ApplyError::Store(e),
+    })?;
     let mut stats = Stats::default();
     {
         // One store for the transaction: what it read ahead and prepared serves every batch.

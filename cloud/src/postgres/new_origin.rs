@@ -95,7 +95,10 @@ fn sql(doing: impl Into<String>) -> impl FnOnce(::postgres::Error) -> NewOriginE
 }
 
 /// The origin `outpost.meta` names (its site id until a new one was taken).
-pub fn current(client: &mut Client, site: SiteId) -> Result<SiteId, NewOriginError> {
+pub fn current(
+    client: &mut impl ::postgres::GenericClient,
+    site: SiteId,
+) -> Result<SiteId, NewOriginError> {
     let row = client
         .query_opt("SELECT value FROM outpost.meta WHERE name = $1", &[&ORIGIN])
         .map_err(sql("reading the cloud's origin from outpost.meta"))?;
@@ -106,13 +109,14 @@ pub fn current(client: &mut Client, site: SiteId) -> Result<SiteId, NewOriginErr
 
 /// Moves the tenant from origin `old` to `new` (module documentation). `held` is what the
 /// mailbox holds of each of `old`'s streams, by the name capture gives the stream, with the
-/// stream's wire id (the tenant's vector is kept by wire id).
+/// stream's wire id (the tenant's vector is kept by wire id). `None`, changing nothing, when the
+/// tenant no longer writes under `old` (another process serving it took a new origin first).
 pub fn take(
     client: &mut Client,
     old: SiteId,
     new: SiteId,
     held: &BTreeMap<String, (String, u64)>,
-) -> Result<Taken, NewOriginError> {
+) -> Result<Option<Taken>, NewOriginError> {
     let mut tx = client
         .transaction()
         .map_err(sql("starting a transaction"))?;
@@ -122,6 +126,9 @@ pub fn take(
          SELECT outpost.clock_hold();"
     ))
     .map_err(sql("taking the tenant's apply lock and the clock row"))?;
+    if current(&mut tx, old)? != old {
+        return Ok(None);
+    }
     let folded = PgStore::new(&mut tx, old, false)
         .fold_captured()
         .map_err(NewOriginError::Fold)?;
@@ -182,7 +189,7 @@ pub fn take(
     )
     .map_err(sql("naming the new origin in outpost.meta"))?;
     tx.commit().map_err(sql("committing the new origin"))?;
-    Ok(Taken { folded, kept_aside })
+    Ok(Some(Taken { folded, kept_aside }))
 }
 
 /// The retired origins `outpost.meta` remembers, with what was held of each stream (wire id).

@@ -192,10 +192,10 @@ impl PgTenant {
         &mut self,
         new: SiteId,
         held: &BTreeMap<String, (String, u64)>,
-    ) -> Result<new_origin::Taken, PgTenantError> {
+    ) -> Result<Option<new_origin::Taken>, PgTenantError> {
         let taken = new_origin::take(&mut self.client, self.site, new, held)
             .map_err(PgTenantError::NewOrigin)?;
-        self.site = new;
+        self.refresh_origin()?;
         Ok(taken)
     }
 
@@ -203,6 +203,14 @@ impl PgTenant {
     /// another.
     pub fn origin(&self) -> SiteId {
         self.site
+    }
+
+    /// Reads the origin again from `outpost.meta`: another process serving the tenant may have
+    /// taken a new one. Returns it.
+    pub fn refresh_origin(&mut self) -> Result<SiteId, PgTenantError> {
+        self.site =
+            new_origin::current(&mut self.client, self.site).map_err(PgTenantError::NewOrigin)?;
+        Ok(self.site)
     }
 
     /// The names capture gives the cloud's own streams.
@@ -323,6 +331,8 @@ impl PgTenant {
         &mut self,
         mailbox: &mut Mailbox,
     ) -> Result<crate::tenant::Ingested, TenantError> {
+        // Another process may have taken a new origin since (`new_origin.rs`).
+        self.refresh_origin()?;
         let mut published = self.voids_published;
         let done = crate::tenant::ingest::ingest(self, mailbox, &mut published);
         self.voids_published = published;
