@@ -782,6 +782,43 @@ fn a_pushed_down_batch_is_refused_whole() {
     }
 }
 
+/// A cloud restored behind its peers took a new origin (DESIGN section 11, "Durability"): a hub
+/// pushes back the batches of the server's earlier origin, retired now, even flagged `down` (they
+/// are the cloud's own writes); while that origin is current, the same push is refused whole as
+/// the server's own.
+#[test]
+fn a_relay_pushes_back_the_servers_retired_origin_and_only_once_retired() {
+    use outpost_protocol::batch::Direction;
+    use outpost_protocol::session::PushOrigins;
+    use outpost_testkit::batch::directed;
+    for retired in [false, true] {
+        let mut sstore = MemServer::default();
+        let mut cfg = server_config();
+        cfg.peer_pushes = PushOrigins::Relayed;
+        if retired {
+            sstore.retired = vec![cfg.site];
+        }
+        let own = cfg.site;
+        let mut server = ServerSession::<MemServer>::new(cfg);
+        server.handle(hello(1), 0, &mut sstore).unwrap();
+        drain(&mut server, &mut sstore);
+        let r = server.handle(
+            push(1, directed(own, 1, 1, Direction::Down)),
+            0,
+            &mut sstore,
+        );
+        if retired {
+            r.unwrap();
+        } else {
+            let e = r.unwrap_err();
+            assert!(
+                matches!(e, SessionError::ForeignOrigin { origin, .. } if origin == own),
+                "{e:?}"
+            );
+        }
+    }
+}
+
 /// `up` tables are never served to devices: a device pulls an `up` batch as its signed clear
 /// header alone (it covers the range, verifiably, with nothing to apply); a hub pulls it whole.
 #[test]

@@ -41,6 +41,8 @@ pub struct MemServer {
     pub keys: Vec<outpost_protocol::message::SealedKeys>,
     /// Every scope's current key epoch (0: none published).
     pub current_epoch: u32,
+    /// Origins a cloud retired (their keys known: the testkit's key of each site).
+    pub retired: Vec<SiteId>,
 }
 
 impl MemServer {
@@ -160,6 +162,20 @@ impl ServerStore for MemServer {
     ) -> Result<Vec<outpost_protocol::message::SealedKeys>, String> {
         Ok(self.keys.clone())
     }
+    fn origin_key(
+        &mut self,
+        origin: &SiteId,
+    ) -> Result<Option<outpost_protocol::handshake::PublicKey>, String> {
+        Ok(self
+            .retired
+            .contains(origin)
+            .then(|| *outpost_testkit::keys::site_keypair(*origin).public()))
+    }
+
+    fn retired_origin(&mut self, origin: &SiteId) -> Result<bool, String> {
+        Ok(self.retired.contains(origin))
+    }
+
     fn current_epoch(&mut self, _scope: &str) -> Result<u32, String> {
         Ok(self.current_epoch)
     }
