@@ -297,14 +297,30 @@ impl DataDir {
     /// with it.
     pub fn mailbox(&self) -> Result<Mailbox, DataDirError> {
         match self.stores_at()? {
-            Some(pg) => pg.open_mailbox(),
+            Some(pg) => {
+                let mut mailbox = pg.open_mailbox()?;
+                mailbox.set_control_floor(self.control_floor()?);
+                Ok(mailbox)
+            }
             None => {
                 let mut mailbox =
                     Mailbox::open(self.path.join("mailbox.db")).map_err(DataDirError::Mailbox)?;
                 mailbox.set_control_owner(owner(&self.identity));
+                mailbox.set_control_floor(self.control_floor()?);
                 Ok(mailbox)
             }
         }
+    }
+
+    /// How many entries of its own control stream this directory's processes saw stored
+    /// (`high_water.rs`): a mailbox holding fewer was restored behind and is not appended to.
+    fn control_floor(&self) -> Result<u64, DataDirError> {
+        Ok(self
+            .control()?
+            .setting(crate::high_water::CONTROL)
+            .map_err(DataDirError::Control)?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     /// A new connection to the allowlist.

@@ -29,7 +29,8 @@ use outpost_protocol::SiteId;
 use std::collections::BTreeMap;
 
 const PREFIX: &str = "own_exported:";
-const CONTROL: &str = "own_control";
+/// The setting holding the highest entry of the cloud's own control stream seen stored.
+pub(crate) const CONTROL: &str = "own_control";
 
 /// What this process recorded exporting of one stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

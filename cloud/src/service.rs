@@ -328,6 +328,7 @@ impl Cloud {
                 Recovery::NotNeeded | Recovery::Taken { .. } => {}
             }
             high_water::record_control(&control, &mut mailbox, site)?;
+            mailbox.set_control_floor(high_water::control_recorded(&control)?);
         }
         let origin = tenant.origin(site);
         let exported = tenant.export(&mut mailbox, self.dir.identity.keypair())?;

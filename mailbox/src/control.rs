@@ -95,6 +95,9 @@ pub(crate) struct ControlCache {
     loaded: Option<(i64, i64)>,
     /// How many of the directory's voided ranges `voids` was brought up to (`voids.rs`).
     pub(crate) voids_synced: usize,
+    /// How many entries of its own stream the owner saw stored before
+    /// ([`Mailbox::set_control_floor`]).
+    floor: u64,
 }
 
 impl Mailbox {
@@ -107,6 +110,7 @@ impl Mailbox {
                 owner: Some(owner),
                 loaded: None,
                 voids_synced: 0,
+                floor: self.control.floor,
             };
         }
     }
@@ -310,6 +314,13 @@ impl Mailbox {
                 |r| r.get(0),
             )
             .map_err(|e| self.sql(e))?;
+        if (last as u64) < self.control.floor {
+            return Err(MailboxError::ControlBehind {
+                path: self.path().to_path_buf(),
+                held: last as u64,
+                floor: self.control.floor,
+            });
+        }
         let mut seqs = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
             let seq = last as u64 + 1 + i as u64;
@@ -323,6 +334,15 @@ impl Mailbox {
             seqs.push(seq);
         }
         Ok(seqs)
+    }
+
+    /// Tells the mailbox how many entries of its own stream its owner saw stored before (the
+    /// cloud keeps that outside the database, `cloud/src/high_water.rs`). A stream holding fewer
+    /// was restored behind its peers: the next seq may be one they hold for another entry, which
+    /// they would skip as held, so nothing is appended ([`MailboxError::ControlBehind`]) until
+    /// peers brought the entries back (a hub passes them on at its hello).
+    pub fn set_control_floor(&mut self, floor: u64) {
+        self.control.floor = floor;
     }
 
     /// This box's own latest statement about `site` (key, role, revoked), if its stream has one.

@@ -77,6 +77,16 @@ pub enum MailboxError {
         /// The mailbox file.
         path: PathBuf,
     },
+    /// The box's own control stream holds fewer entries than its owner saw stored before
+    /// ([`crate::Mailbox::set_control_floor`]): restored behind its peers, it is not appended to.
+    ControlBehind {
+        /// The mailbox file.
+        path: PathBuf,
+        /// Entries held.
+        held: u64,
+        /// Entries seen stored before.
+        floor: u64,
+    },
     /// A sealed tenant's key or envelope could not be made (no randomness from the system, or
     /// a key set an envelope cannot carry).
     Random {
@@ -138,6 +148,14 @@ impl fmt::Display for MailboxError {
             MailboxError::Record { path, what, source } => {
                 write!(f, "mailbox {} is damaged: {what}: {source}", path.display())
             }
+            MailboxError::ControlBehind { path, held, floor } => write!(
+                f,
+                "mailbox {}: its own control stream holds {held} entries, but {floor} were stored \
+                 before: it was restored behind its peers, and an entry appended now could take \
+                 a seq they hold for another; nothing is written to it until a hub's next \
+                 session brings the entries back",
+                path.display()
+            ),
             MailboxError::NoControlOwner { path } => write!(
                 f,
                 "mailbox {}: no owner key set, so it cannot write its own control entries",

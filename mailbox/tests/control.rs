@@ -59,6 +59,44 @@ fn own_entries_are_numbered_signed_kept_and_written_once() {
     assert_eq!(reopened.control_for(&has_one).unwrap().len(), 1);
 }
 
+/// A stream restored behind what its owner saw stored is not appended to (its next seq may be one
+/// peers hold for another entry), until the entries are back: here they come back as a peer
+/// would pass them on, the exact bytes the owner signed.
+#[test]
+fn an_own_stream_restored_behind_its_floor_is_not_appended_to_until_its_entries_are_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let hub_key = key(2);
+    let device_key = key(3);
+    let mut mb = support::store::open(&dir.path().join("m.db"));
+    mb.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
+    mb.certify(DEVICE, device_key.public(), PeerRole::Device, false)
+        .unwrap();
+    mb.certify(DEVICE, device_key.public(), PeerRole::Device, true)
+        .unwrap();
+    let held = mb.control_for(&ControlVector::new()).unwrap();
+    // The "restore": a mailbox holding the first entry only, whose owner saw two stored.
+    let mut restored = support::store::open(&dir.path().join("r.db"));
+    restored.set_control_owner(owner(HUB, &hub_key, PeerRole::Hub, None));
+    restored.control_received(held[..1].to_vec()).unwrap();
+    restored.set_control_floor(2);
+    let e = restored
+        .certify(SiteId([0xd2; 16]), key(4).public(), PeerRole::Device, false)
+        .unwrap_err();
+    assert!(e.to_string().contains("restored behind its peers"), "{e}");
+    assert_eq!(
+        restored.control_vector().unwrap().get(&HUB),
+        1,
+        "nothing written"
+    );
+    restored.control_received(held[1..].to_vec()).unwrap();
+    assert_eq!(
+        restored
+            .certify(SiteId([0xd2; 16]), key(4).public(), PeerRole::Device, false)
+            .unwrap(),
+        Some(3)
+    );
+}
+
 #[test]
 fn the_cloud_takes_a_hubs_entries_once_it_certified_the_hub_and_recertifies_its_devices() {
     let dir = tempfile::tempdir().unwrap();
