@@ -97,6 +97,8 @@ struct TenantView {
     origin: String,
     /// The origins it retired, each with what was held of its streams then (JSON).
     retired: Vec<(String, String)>,
+    /// Captured writes of retired origins kept aside, not exported.
+    kept_aside: u64,
 }
 
 /// The SQLite tenant's view.
@@ -109,6 +111,7 @@ fn sqlite_view(dir: &DataDir) -> Result<TenantView, TenantError> {
         refused: tenant.refused()?.len(),
         origin: dir.identity.site.to_string(),
         retired: Vec::new(),
+        kept_aside: 0,
         store: Box::new(tenant),
     })
 }
@@ -125,6 +128,8 @@ fn postgres_view(dir: &DataDir, url: &str) -> Result<TenantView, TenantError> {
         refused: TenantStore::refused(&mut tenant)?.len(),
         origin: tenant.origin().to_string(),
         retired: crate::postgres::new_origin::retired(tenant.client())
+            .map_err(|e| TenantError::Store(Box::new(e)))?,
+        kept_aside: crate::postgres::new_origin::kept_aside(tenant.client())
             .map_err(|e| TenantError::Store(Box::new(e)))?,
         store: Box::new(tenant),
     })
@@ -270,6 +275,7 @@ pub fn collect(dir: &DataDir) -> Result<Value, StatusError> {
             "refused_batches": tenant.refused,
             "last_apply_error": control.setting(crate::control::LAST_APPLY_ERROR)?,
             "origin": tenant.origin,
+            "kept_aside": tenant.kept_aside,
             "retired_origins": tenant.retired.iter().map(|(o, held)| {
                 json!({"origin": o, "held": serde_json::from_str::<Value>(held)
                     .unwrap_or(Value::Null)})
@@ -317,6 +323,13 @@ pub fn render(v: &Value) -> String {
             "origin     {} (taken after a restore; retired: {})",
             s(&v["tenant"]["origin"]),
             retired.join(", ")
+        ));
+    }
+    if v["tenant"]["kept_aside"].as_u64().is_some_and(|n| n > 0) {
+        line(format!(
+            "KEPT ASIDE {} back-office writes made between a restore and the recovery are not \
+             sent (outpost.retired_outbox)",
+            s(&v["tenant"]["kept_aside"])
         ));
     }
     line(format!(

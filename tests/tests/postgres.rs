@@ -280,6 +280,10 @@ fn restored_behind(name: &str, written_past: bool) {
     // for other changes: kept aside, never exported under them.
     let aside = psql(&db.url, "SELECT count(*) FROM outpost.retired_outbox");
     assert_eq!(aside, [if written_past { "2" } else { "0" }]);
+    assert_eq!(
+        cloud.status()["tenant"]["kept_aside"],
+        if written_past { 2 } else { 0 }
+    );
     // A back-office write after the recovery goes out under the new origin.
     psql(
         &db.url,

@@ -203,3 +203,16 @@ pub fn retired(client: &mut Client) -> Result<Vec<(String, String)>, NewOriginEr
         .map_err(sql("reading the retired origins from outpost.meta"))?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
+
+/// How many captured writes of retired origins are kept aside, not exported.
+pub fn kept_aside(client: &mut Client) -> Result<u64, NewOriginError> {
+    let n: i64 = client
+        .query_one(
+            "SELECT CASE WHEN to_regclass('outpost.retired_outbox') IS NULL THEN 0 \
+             ELSE (SELECT count(*) FROM outpost.retired_outbox) END",
+            &[],
+        )
+        .map_err(sql("counting outpost.retired_outbox"))?
+        .get(0);
+    Ok(n as u64)
+}
