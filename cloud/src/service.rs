@@ -27,10 +27,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 /// The control stream's length the last "waiting for control entries" warning named.
 static WAITING_LOGGED: AtomicU64 = AtomicU64::new(u64::MAX);
-use std::time::Duration;
 
 /// Why the cloud could not open its stores or run a round (the background loop logs it and
 /// retries).
