@@ -262,6 +262,25 @@ impl Mailbox {
         Ok(seqs[0])
     }
 
+    /// Appends `item` to this box's own stream unless `held(directory)` says the directory
+    /// states it already, decided inside the write transaction: two processes serving one
+    /// mailbox that both decide to write the same statement write it once. Returns the seq, if
+    /// one was written.
+    pub fn append_control_unless(
+        &mut self,
+        item: &ControlItem,
+        held: impl Fn(&Directory) -> bool,
+    ) -> Result<Option<u64>, MailboxError> {
+        let seqs = self.append_own(|d| {
+            if held(d) {
+                Vec::new()
+            } else {
+                vec![item.clone()]
+            }
+        })?;
+        Ok(seqs.first().copied())
+    }
+
     /// Appends the items `wanted(directory)` returns to this box's own stream, numbered after
     /// its last stored entry, all in one transaction; `wanted` is decided inside it (so two
     /// connections certifying the same peer at once write one entry). Returns the new seqs.

@@ -324,6 +324,19 @@ fn a_voided_range_counts_as_covered_and_is_never_served() {
             VoidReason::Invalid,
         ))
         .unwrap();
+    // A second connection (another process serving the tenant) that judged the same batch
+    // writes no second entry: what the directory states is decided inside the write.
+    let mut twin = support::store::open(&dir.path().join("cloud.db"));
+    twin.set_control_owner(owner(CLOUD, &cloud_key, PeerRole::Cloud, None));
+    let stream = outpost_protocol::StreamId::new(origin, "");
+    let voided = SeqRange::new(3, 4).unwrap();
+    let again = twin
+        .append_control_unless(&void_item(origin, "", voided, VoidReason::Invalid), |d| {
+            d.is_voided(&stream, voided)
+        })
+        .unwrap();
+    assert_eq!(again, None);
+    assert_eq!(cloud.control_vector().unwrap().get(&CLOUD), 3);
     cloud.store(vec![batch(origin, 5, 5)]).unwrap();
     let served = |m: &Mailbox| -> Vec<(u64, u64)> {
         m.batches_for(&VersionVector::new(), None, &Scopes::All)

@@ -79,12 +79,17 @@ pub(crate) fn judge(
                 table: table.clone(),
                 source,
             })?;
+        // Decided inside the write: another process serving the tenant may have judged a
+        // batch declaring the same rule a moment ago.
         let seq = mailbox
-            .append_control(&item)
+            .append_control_unless(&item, |d| d.table_scope(&table) == Some(&rule))
             .map_err(|source| ApplyError::Publish {
                 table: table.clone(),
                 source,
             })?;
+        let Some(seq) = seq else {
+            continue;
+        };
         log::info!(
             "tenant learnt the scope rule of table {table:?} from a batch header ({}): control entry {seq}",
             crate::scope_rules::describe(Some(&rule))

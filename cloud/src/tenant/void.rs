@@ -14,7 +14,8 @@ use outpost_protocol::control::{void_item, VoidReason};
 use outpost_protocol::{SeqRange, SiteId, StreamId};
 
 /// Writes the cloud's entry voiding `range` of `origin`'s stream `scope`, unless the directory
-/// holds one already (a refusal judged again after an interruption). Returns whether it wrote.
+/// holds one already (a refusal judged again after an interruption, or by another process
+/// serving the tenant: decided inside the write). Returns whether it wrote.
 pub(crate) fn publish(
     mailbox: &mut Mailbox,
     origin: SiteId,
@@ -26,7 +27,12 @@ pub(crate) fn publish(
     if mailbox.directory()?.is_voided(&stream, range) {
         return Ok(false);
     }
-    let seq = mailbox.append_control(&void_item(origin, scope, range, why))?;
+    let Some(seq) = mailbox.append_control_unless(&void_item(origin, scope, range, why), |d| {
+        d.is_voided(&stream, range)
+    })?
+    else {
+        return Ok(false);
+    };
     log::info!(
         "tenant voided batch origin={origin} stream={scope:?} seqs={}..={} ({}): control entry {seq}",
         range.lo,
