@@ -41,7 +41,6 @@
 //! - the clock of a restore after the engine's strict redo: the engine's redo of a batch whose
 //!   first run failed a foreign key at commit ticks after that run observed the batch's
 //!   clock; the core's restore ticks before (the rows it writes are the same);
-//! - scopes' transfers (`apply/transfers.rs`, `transfer.rs`): see "Scopes" below;
 //! - the quarantine retry after each apply (`apply/retry.rs`): entries stay until a later
 //!   slice re-applies them (those of a row held aside go when it is back or deleted, as the
 //!   retry lets them go).
@@ -53,8 +52,9 @@
 //!   now another than the batch's stream (a referral, a late write to a row that moved, a `via`
 //!   child written in its parent's old scope) is written into its scope's stream whole, as the
 //!   authority's own write crediting every cell to the site that wrote it; a row whose scope
-//!   cell the batch wrote also goes to every stream it was transferred to before. Not in the
-//!   core yet.
+//!   cell the batch wrote also goes to every stream it was transferred to before
+//!   (`transfer.rs`: the core decides, a store that says it is the authority queues them with
+//!   [`Store::transfer`], and [`transfer::credited`] reads a row's merge state for the batch).
 //! - *Exits* and *returns* (`apply/exits.rs`) happen where a row's scope leaves the replica's
 //!   grant: the cloud's grant is every scope, so no row ever leaves it (it keeps the row and
 //!   sends it on).
@@ -79,6 +79,7 @@ mod restore;
 pub mod row_state;
 pub mod store;
 mod tables;
+pub mod transfer;
 mod unique;
 
 pub use apply::{apply_batch, Stats};
