@@ -55,6 +55,10 @@
 //!   cell the batch wrote also goes to every stream it was transferred to before
 //!   (`transfer.rs`: the core decides, a store that says it is the authority queues them with
 //!   [`Store::transfer`], and [`transfer::credited`] reads a row's merge state for the batch).
+//!   Not yet as the engine: a deleted row's scope is read from its tombstone, which the core
+//!   keeps only for some tables (above), so a late delete of a moved row of a table no foreign
+//!   key references and without a UNIQUE index is not copied on; and a row a UNIQUE collision
+//!   holds aside is not transferred until it is back.
 //! - *Exits* and *returns* (`apply/exits.rs`) happen where a row's scope leaves the replica's
 //!   grant: the cloud's grant is every scope, so no row ever leaves it (it keeps the row and
 //!   sends it on).
