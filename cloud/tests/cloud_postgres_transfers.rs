@@ -7,7 +7,10 @@
 //!
 //! The moves: a referral made on one device (the patient and its `via` visit go to `tanga`),
 //! a late write on a device that has not seen it (copied on into `tanga`), and a concurrent move
-//! to `arusha` on that device (the row goes to `arusha` and, moved again, to `tanga` too).
+//! to `arusha` on that device (the row goes to `arusha` and, moved again, to `tanga` too). And the
+//! cloud's own move: the same `UPDATE` of a scope column made on the engine's database (an
+//! operator's write) and by the back office on PostgreSQL (captured), the two authorities sharing
+//! one site and clocks shifted alike, transfers the same row the same way.
 
 mod common;
 use common::*;
@@ -286,4 +289,87 @@ fn moves_are_transferred_as_the_engine_transfers_them() {
         ["m1|Amina Kh|arusha|5"]
     );
     assert_eq!(rows(&ar, "SELECT id FROM visits"), ["v1"]);
+}
+
+/// Both authorities' wall clocks are read this far back (the engine's `test_wall_shift_ms`,
+/// PostgreSQL's `outpost.clock.wall_shift_ms`), so an own write's clock is the last clock either
+/// observed plus one: the same on both, and the transfers compare whole.
+const WALL_SHIFT_MS: i64 = -10 * 365 * 24 * 3600 * 1000;
+
+#[test]
+fn an_own_move_is_transferred_as_the_engine_transfers_it() {
+    let Some(db) = pg::database("transfers_own") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let s = replica(&tmp.path().join("s.db"));
+    let path = tmp.path().join("cloud.db");
+    {
+        let c = replica(&path);
+        c.execute_batch("INSERT INTO _outpost_meta(k, v) VALUES ('scope_authority', 1)")
+            .unwrap();
+        c.execute(
+            "INSERT INTO _outpost_meta(k, v) VALUES ('test_wall_shift_ms', ?1)",
+            [WALL_SHIFT_MS],
+        )
+        .unwrap();
+    }
+    // Opened again: its clock reads the shift from its first tick.
+    let lite = device(&path);
+    lite.execute_batch("PRAGMA foreign_keys = ON;").unwrap();
+    let site: Vec<u8> = lite
+        .query_row("SELECT outpost_site_id()", [], |r| r.get(0))
+        .unwrap();
+    // One origin for the cloud whichever store holds its tenant: the same site on both.
+    let pg_site = SiteId::from_slice(&site).unwrap();
+    let mut pg = db.superuser();
+    meta::prepare(&mut pg, pg_site).unwrap();
+    let mut t = Targets {
+        lite,
+        pg,
+        pg_site,
+        seen: Default::default(),
+    };
+    s.execute_batch(
+        "INSERT INTO patients VALUES ('m2', 'Baraka', 'moshi', 1, 'first');
+         INSERT INTO visits VALUES ('v2', 'm2', 'BCG');
+         UPDATE patients SET visits_count = visits_count + 1 WHERE id = 'm2';",
+    )
+    .unwrap();
+    t.apply(&stream(&s, "moshi", 0));
+    t.pg.execute(
+        "UPDATE outpost.clock SET wall_shift_ms = $1",
+        &[&WALL_SHIFT_MS],
+    )
+    .unwrap();
+    // The cloud's own referral: the operator's write on SQLite, the back office's on
+    // PostgreSQL, one column of one row on both (one clock each).
+    let referral = "UPDATE patients SET clinic = 'tanga' WHERE id = 'm2'";
+    t.lite.execute_batch(referral).unwrap();
+    t.pg.batch_execute(&format!("{referral};")).unwrap();
+    let tanga = t.same_stream("tanga");
+    assert_eq!(tanga.len(), 1, "one transfer batch into tanga");
+    let d = described(&tanga[0]);
+    assert!(d[0].ends_with("transfer=true"), "{d:?}");
+    let own = format!("credit=Some({pg_site:?})");
+    assert!(
+        d.iter()
+            .any(|r| r.starts_with("patients ") && r.contains(&own) && r.contains("tanga")),
+        "the cloud's own scope cell, credited to it: {d:?}"
+    );
+    assert!(d.iter().any(|r| r.starts_with("visits ")), "{d:?}");
+    // A replica of tanga gets it whole.
+    let tr = replica(&tmp.path().join("t.db"));
+    for b in &tanga {
+        let got = apply_lite(&tr, b);
+        assert_eq!(got["quarantined"], 0, "{got}");
+    }
+    assert_eq!(
+        rows(
+            &tr,
+            "SELECT id, name, clinic, visits_count, notes FROM patients"
+        ),
+        ["m2|Baraka|tanga|2|first"]
+    );
+    assert_eq!(rows(&tr, "SELECT id, note FROM visits"), ["v2|BCG"]);
 }
