@@ -31,6 +31,9 @@ use std::collections::BTreeMap;
 /// How deep `via` children are followed (as capture follows parents).
 const VIA_DEPTH: usize = 8;
 
+/// Transfers whose rows' states are read ahead together.
+const READ_AHEAD: usize = 512;
+
 /// One queued transfer: its seq, table id and key (as the outbox holds it).
 pub(crate) struct Queued {
     pub seq: u64,
@@ -75,56 +78,50 @@ pub(crate) fn batch(
         let mut groups: BTreeMap<(usize, SiteId), Vec<RowChange>> = BTreeMap::new();
         let mut size = 0usize;
         let mut hi = queued[0].seq - 1;
-        for q in queued {
-            if hi >= queued[0].seq && max_bytes.is_some_and(|m| size > m) {
-                break;
+        'chunks: for chunk in queued.chunks(READ_AHEAD) {
+            // The chunk's rows and their `via` children first, then their states in one read
+            // per table (a back-office statement may move thousands of rows).
+            let mut moving: Vec<Vec<(usize, Vec<Value>)>> = Vec::with_capacity(chunk.len());
+            for q in chunk {
+                let Some(ti) = tables.iter().position(|t| t.id == i64::from(q.tbl)) else {
+                    moving.push(Vec::new()); // not tracked any more: nothing to move
+                    continue;
+                };
+                let key = key_values(&schemas[ti], &q.key)?;
+                moving.push(with_children(&mut store, &tables, &children, ti, key)?);
             }
-            hi = q.seq;
-            let Some(ti) = tables.iter().position(|t| t.id == i64::from(q.tbl)) else {
-                continue; // not tracked any more: nothing to move
-            };
-            let key = key_values(&schemas[ti], &q.key)?;
-            let mut moving = vec![(ti, key)];
-            let mut level = 0;
-            let mut from = 0;
-            while level < VIA_DEPTH && from < moving.len() {
-                let upto = moving.len();
-                for i in from..upto {
-                    let (pi, pk) = moving[i].clone();
-                    let [v] = pk.as_slice() else { continue };
-                    for &(ci, c) in &children[pi] {
-                        // The rows of the child table whose `via` column holds the parent's key
-                        // (`holders` reads any column's rows, not only a UNIQUE one's).
-                        let u = Unique {
-                            columns: vec![c],
-                            label: String::new(),
-                        };
-                        for k in store
-                            .holders(&tables[ci], &u, std::slice::from_ref(v))
-                            .map_err(store_error)?
-                        {
-                            if !moving.iter().any(|(t, x)| *t == ci && *x == k) {
-                                moving.push((ci, k));
-                            }
-                        }
-                    }
+            for (ti, t) in tables.iter().enumerate() {
+                let keys: Vec<&[Value]> = moving
+                    .iter()
+                    .flatten()
+                    .filter(|(i, _)| *i == ti)
+                    .map(|(_, k)| k.as_slice())
+                    .collect();
+                if !keys.is_empty() {
+                    store.prefetch_rows(t, &keys).map_err(store_error)?;
                 }
-                from = upto;
-                level += 1;
             }
-            for (ti, key) in moving {
-                for (site, row) in credited(&mut store, &tables[ti], &key).map_err(store_error)? {
-                    size += 32 + 24 * row.cells.len();
-                    size += row
-                        .cells
-                        .iter()
-                        .map(|c| match &c.payload {
-                            CellPayload::Value(Value::Text(t)) => t.len(),
-                            CellPayload::Value(Value::Blob(b)) => b.len(),
-                            _ => 8,
-                        })
-                        .sum::<usize>();
-                    groups.entry((ti, site)).or_default().push(row);
+            for (q, rows) in chunk.iter().zip(moving) {
+                if hi >= queued[0].seq && max_bytes.is_some_and(|m| size > m) {
+                    break 'chunks;
+                }
+                hi = q.seq;
+                for (ti, key) in rows {
+                    for (site, row) in
+                        credited(&mut store, &tables[ti], &key).map_err(store_error)?
+                    {
+                        size += 32 + 24 * row.cells.len();
+                        size += row
+                            .cells
+                            .iter()
+                            .map(|c| match &c.payload {
+                                CellPayload::Value(Value::Text(t)) => t.len(),
+                                CellPayload::Value(Value::Blob(b)) => b.len(),
+                                _ => 8,
+                            })
+                            .sum::<usize>();
+                        groups.entry((ti, site)).or_default().push(row);
+                    }
                 }
             }
         }
@@ -161,6 +158,47 @@ pub(crate) fn batch(
         source,
     })?;
     Ok(Exported { bytes, range })
+}
+
+/// Row (`ti`, `key`) and its `via` descendants (and theirs, up to [`VIA_DEPTH`] levels),
+/// parents first.
+fn with_children(
+    store: &mut PgStore<'_, '_>,
+    tables: &[Table],
+    children: &[Vec<(usize, usize)>],
+    ti: usize,
+    key: Vec<Value>,
+) -> Result<Vec<(usize, Vec<Value>)>, OutboxError> {
+    let mut moving = vec![(ti, key)];
+    let mut from = 0;
+    for _ in 0..VIA_DEPTH {
+        let upto = moving.len();
+        if from == upto {
+            break;
+        }
+        for i in from..upto {
+            let (pi, pk) = moving[i].clone();
+            let [v] = pk.as_slice() else { continue };
+            for &(ci, c) in &children[pi] {
+                // The rows of the child table whose `via` column holds the parent's key
+                // (`holders` reads any column's rows, not only a UNIQUE one's).
+                let u = Unique {
+                    columns: vec![c],
+                    label: String::new(),
+                };
+                for k in store
+                    .holders(&tables[ci], &u, std::slice::from_ref(v))
+                    .map_err(store_error)?
+                {
+                    if !moving.iter().any(|(t, x)| *t == ci && *x == k) {
+                        moving.push((ci, k));
+                    }
+                }
+            }
+        }
+        from = upto;
+    }
+    Ok(moving)
 }
 
 /// Per table, its `via` children: (child index, the child's `via` column as a value-column
