@@ -686,6 +686,53 @@ fn a_rows_stream_is_its_scope_and_a_via_row_follows_its_parent() {
 }
 
 #[test]
+fn a_via_row_given_a_parent_in_another_scope_is_transferred_there() {
+    let Some(db) = pg::database("capture_via_move") else {
+        return;
+    };
+    let mut c = db.superuser();
+    meta::prepare(&mut c, cloud_site()).unwrap();
+    let mut tables = workload();
+    tables[0].columns.push(col("clinic", "TEXT", Strategy::Lww));
+    tables[0].scope = Some(outpost_protocol::scope::ScopeColumn::Column(9));
+    tables[1].scope = Some(outpost_protocol::scope::ScopeColumn::Via(1));
+    app_tables::ensure(&mut c, &tables).unwrap();
+    db.superuser()
+        .batch_execute(
+            "INSERT INTO patients(id, clinic) VALUES ('p1', 'kibaha'), ('p2', 'mlandizi');
+             INSERT INTO visits(id, patient_id) VALUES ('v1', 'p1');
+             -- The visit is recorded against the other clinic's patient: it travels in the
+             -- stream it was in, and moves into the new parent's.
+             UPDATE visits SET patient_id = 'p2' WHERE id = 'v1';",
+        )
+        .unwrap();
+    let tops = outbox::tops(&mut c).unwrap();
+    let expect: BTreeMap<String, u64> = [("kibaha", 3), ("mlandizi", 2)]
+        .into_iter()
+        .map(|(s, n)| (s.to_string(), n))
+        .collect();
+    assert_eq!(tops, expect);
+    let moved = outbox::batch(&mut c, "mlandizi", SeqRange::new(2, 2).unwrap(), None)
+        .unwrap()
+        .unwrap();
+    let b = codec::decode(&moved.bytes, &Limits::default()).unwrap();
+    assert!(b.header.flags.transfer);
+    let rows = rows_of(&b);
+    let v1 = &rows[&("visits".to_string(), vec![text("v1")])];
+    assert_eq!(v1.1["patient_id"], Cell::Value(text("p2")), "{rows:?}");
+    // A change of another column leaves the row where it is: nothing more is transferred.
+    db.superuser()
+        .batch_execute("UPDATE visits SET provider = 'seen' WHERE id = 'v1';")
+        .unwrap();
+    assert_eq!(outbox::top(&mut c, "mlandizi").unwrap(), 3);
+    let write = outbox::batch(&mut c, "mlandizi", SeqRange::new(3, 3).unwrap(), None)
+        .unwrap()
+        .unwrap();
+    let b = codec::decode(&write.bytes, &Limits::default()).unwrap();
+    assert!(!b.header.flags.transfer);
+}
+
+#[test]
 fn a_column_a_later_header_adds_is_captured() {
     let Some((db, mut c)) = tenant("capture_new_column") else {
         return;
