@@ -73,7 +73,10 @@ pub fn apply_batch<S: Store>(store: &mut S, batch: &Batch) -> Result<Stats, Appl
         stats: Stats::default(),
         max_hlc: 0,
         uniques: Default::default(),
+        authority: false,
+        touched: Vec::new(),
     };
+    m.authority = m.store.authority();
     let mut groups: Vec<&TableChanges> = batch.tables.iter().collect();
     groups.sort_by_key(|g| m.tables.rank(&h.tables[g.table as usize].name));
     // Alive rows parents first, then deleted ones children first.
@@ -105,6 +108,8 @@ pub fn apply_batch<S: Store>(store: &mut S, batch: &Batch) -> Result<Stats, Appl
     }
     // Rows this batch deleted or changed may have held values rows held aside now get.
     m.settle()?;
+    // On the authority, rows left in another scope than this stream's move there.
+    m.queue_transfers(&stream.scope)?;
     let observed = m.max_hlc.max(h.base_hlc.as_u64());
     let stats = m.stats;
     store

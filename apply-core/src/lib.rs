@@ -41,11 +41,33 @@
 //! - the clock of a restore after the engine's strict redo: the engine's redo of a batch whose
 //!   first run failed a foreign key at commit ticks after that run observed the batch's
 //!   clock; the core's restore ticks before (the rows it writes are the same);
-//! - scopes' exits, returns and transfers (`apply/exits.rs`, `transfers.rs`), batch directions
-//!   and grants (`direction.rs`, `grant.rs`), regains of an own dropped scope (`regain.rs`);
 //! - the quarantine retry after each apply (`apply/retry.rs`): entries stay until a later
 //!   slice re-applies them (those of a row held aside go when it is back or deleted, as the
 //!   retry lets them go).
+//!
+//! **Scopes** (DESIGN section 10, "Moves" and "Holding a row"). Of what the engine does with
+//! scopes, only transfers concern a store of this core, whose one user is the cloud: the scope
+//! authority, which holds every scope.
+//! - *Transfers* are the authority's alone: after a merge, a row of a scoped table whose scope is
+//!   now another than the batch's stream (a referral, a late write to a row that moved, a `via`
+//!   child written in its parent's old scope) is written into its scope's stream whole, as the
+//!   authority's own write crediting every cell to the site that wrote it; a row whose scope
+//!   cell the batch wrote also goes to every stream it was transferred to before
+//!   (`transfer.rs`: the core decides, a store that says it is the authority queues them with
+//!   [`Store::transfer`], and [`transfer::credited`] reads a row's merge state for the batch).
+//!   Not yet as the engine: a deleted row's scope is read from its tombstone, which the core
+//!   keeps only for some tables (above), so a late delete of a moved row of a table no foreign
+//!   key references and without a UNIQUE index is not copied on; and a row a UNIQUE collision
+//!   holds aside is not transferred until it is back.
+//! - *Exits* and *returns* (`apply/exits.rs`) happen where a row's scope leaves the replica's
+//!   grant: the cloud's grant is every scope, so no row ever leaves it (it keeps the row and
+//!   sends it on).
+//! - *Directions* and *grants* (`apply/direction.rs`, `grant.rs`) are a receiver's judgement of
+//!   a batch as a whole; the cloud judges every batch before any store applies it
+//!   (`cloud/src/tenant/judge.rs`, `origin_grant.rs`), as the engine skips them on the cloud's
+//!   tenant database.
+//! - *Regains* (`regain.rs`) bring a device's own batches back after it dropped a scope; the
+//!   cloud drops none.
 //!
 //! **A store's own writes** (the engine's local writes; a PostgreSQL back office's) are the
 //! store's to put into the merge state before an apply merges against it, as the engine folds
@@ -61,6 +83,7 @@ mod restore;
 pub mod row_state;
 pub mod store;
 mod tables;
+pub mod transfer;
 mod unique;
 
 pub use apply::{apply_batch, Stats};

@@ -37,6 +37,10 @@ pub(crate) struct Merger<'s, S: Store> {
     pub max_hlc: u64,
     /// Tables' UNIQUE indexes, by index into `tables.list`, asked once per apply.
     pub uniques: std::collections::HashMap<usize, std::rc::Rc<Vec<crate::store::Unique>>>,
+    /// Whether the store is the scope authority ([`Store::authority`]): it notes `touched`.
+    pub authority: bool,
+    /// Rows of scoped tables the batch changed, on the authority (`transfer.rs`).
+    pub touched: Vec<crate::transfer::Touched>,
 }
 
 type Result<T, S> = std::result::Result<T, ApplyError<<S as Store>::Error>>;
@@ -383,6 +387,18 @@ impl<S: Store> Merger<'_, S> {
             .put_row(&t, key, &st)
             .map_err(ApplyError::Store)?;
         self.stats.conflicts += new_conflicts;
+        if self.authority && t.scope.is_some() {
+            // The scope cell this change wrote, when it wrote one: the authority then knows
+            // the row's scope without reading it back, and that the row moved.
+            let scope = match &t.scope {
+                Some(outpost_protocol::scope::ScopeRule::Column(c)) => t
+                    .column_index(c)
+                    .and_then(|c| writes.iter().find(|(w, _)| *w == c))
+                    .map(|(_, v)| *v),
+                _ => None,
+            };
+            self.touch(ti, key, alive, scope);
+        }
         Ok(())
     }
 

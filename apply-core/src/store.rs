@@ -326,4 +326,33 @@ pub trait Store {
     fn flush(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
+
+    /// Whether this store is the tenant's scope authority (the cloud, which holds every
+    /// scope): after each apply the core then queues transfers ([`Store::transfer`],
+    /// `transfer.rs`). The default: no, and none of the calls below is made.
+    fn authority(&self) -> bool {
+        false
+    }
+
+    /// The id batches' streams carry for scope `name` in this store's tenant (a sealed tenant's
+    /// digest of it); compared with a batch's stream. The default: the name.
+    fn wire_scope(&self, name: &str) -> String {
+        name.to_string()
+    }
+
+    /// The scopes (names) the row of `t` with `key` was transferred into before.
+    fn transferred(&mut self, t: &Table, key: &[Value]) -> Result<Vec<String>, Self::Error> {
+        let _ = (t, key);
+        Ok(Vec::new())
+    }
+
+    /// Queues a transfer of the row of `t` with `key` (and its `via` children) into the stream
+    /// of scope `scope` (a name): a change of the store's own site in that stream, whose batch
+    /// carries the row's merge state when it is made ([`crate::transfer::credited`]), and a
+    /// note that the row was transferred there ([`Store::transferred`]). Rolled back with the
+    /// apply. The default does nothing.
+    fn transfer(&mut self, t: &Table, key: &[Value], scope: &str) -> Result<(), Self::Error> {
+        let _ = (t, key, scope);
+        Ok(())
+    }
 }

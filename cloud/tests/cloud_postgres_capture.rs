@@ -627,13 +627,14 @@ fn a_rows_stream_is_its_scope_and_a_via_row_follows_its_parent() {
                ('p3', 'not a scope!');
              INSERT INTO visits(id, patient_id) VALUES ('v1', 'p1');
              UPDATE patients SET village = 'Pwani' WHERE id = 'p1';
-             -- A referral travels in the scope the row had.
+             -- A referral travels in the scope the row had, and moves the row (with its
+             -- visit) into the new scope's stream: mlandizi's seq 2.
              UPDATE patients SET clinic = 'mlandizi' WHERE id = 'p1';
              UPDATE patients SET village = 'Mjini' WHERE id = 'p1';",
         )
         .unwrap();
     let tops = outbox::tops(&mut c).unwrap();
-    let expect: BTreeMap<String, u64> = [("", 1), ("kibaha", 4), ("mlandizi", 2)]
+    let expect: BTreeMap<String, u64> = [("", 1), ("kibaha", 4), ("mlandizi", 3)]
         .into_iter()
         .map(|(s, n)| (s.to_string(), n))
         .collect();
@@ -647,9 +648,88 @@ fn a_rows_stream_is_its_scope_and_a_via_row_follows_its_parent() {
     assert!(rows.contains_key(&("visits".to_string(), vec![text("v1")])));
     let p1 = &rows[&("patients".to_string(), vec![text("p1")])];
     assert_eq!(p1.1["clinic"], Cell::Value(text("mlandizi")));
+    // mlandizi: p2's insert, the transfer of p1 and its visit (a batch of its own, flagged),
+    // then the write to p1 made there.
+    let mut batches = Vec::new();
+    let mut since = 0;
+    while let Some(e) = outbox::batch(
+        &mut c,
+        "mlandizi",
+        SeqRange::new(since + 1, 1 << 40).unwrap(),
+        None,
+    )
+    .unwrap()
+    {
+        since = e.range.hi;
+        batches.push(codec::decode(&e.bytes, &Limits::default()).unwrap());
+    }
+    let ranges: Vec<(u64, u64, bool)> = batches
+        .iter()
+        .map(|b| {
+            (
+                b.header.range.lo,
+                b.header.range.hi,
+                b.header.flags.transfer,
+            )
+        })
+        .collect();
+    assert_eq!(ranges, [(1, 1, false), (2, 2, true), (3, 3, false)]);
+    let moved = rows_of(&batches[1]);
+    let p1 = &moved[&("patients".to_string(), vec![text("p1")])];
+    assert_eq!(p1.1["clinic"], Cell::Value(text("mlandizi")));
+    // Whole, as it is when the batch is read (the later write included).
+    assert_eq!(p1.1["village"], Cell::Value(text("Mjini")));
+    assert!(moved.contains_key(&("visits".to_string(), vec![text("v1")])));
     let mut woke = listener.wait(Duration::from_secs(2)).unwrap();
     woke.sort();
     assert_eq!(woke, ["", "kibaha", "mlandizi"]);
+}
+
+#[test]
+fn a_via_row_given_a_parent_in_another_scope_is_transferred_there() {
+    let Some(db) = pg::database("capture_via_move") else {
+        return;
+    };
+    let mut c = db.superuser();
+    meta::prepare(&mut c, cloud_site()).unwrap();
+    let mut tables = workload();
+    tables[0].columns.push(col("clinic", "TEXT", Strategy::Lww));
+    tables[0].scope = Some(outpost_protocol::scope::ScopeColumn::Column(9));
+    tables[1].scope = Some(outpost_protocol::scope::ScopeColumn::Via(1));
+    app_tables::ensure(&mut c, &tables).unwrap();
+    db.superuser()
+        .batch_execute(
+            "INSERT INTO patients(id, clinic) VALUES ('p1', 'kibaha'), ('p2', 'mlandizi');
+             INSERT INTO visits(id, patient_id) VALUES ('v1', 'p1');
+             -- The visit is recorded against the other clinic's patient: it travels in the
+             -- stream it was in, and moves into the new parent's.
+             UPDATE visits SET patient_id = 'p2' WHERE id = 'v1';",
+        )
+        .unwrap();
+    let tops = outbox::tops(&mut c).unwrap();
+    let expect: BTreeMap<String, u64> = [("kibaha", 3), ("mlandizi", 2)]
+        .into_iter()
+        .map(|(s, n)| (s.to_string(), n))
+        .collect();
+    assert_eq!(tops, expect);
+    let moved = outbox::batch(&mut c, "mlandizi", SeqRange::new(2, 2).unwrap(), None)
+        .unwrap()
+        .unwrap();
+    let b = codec::decode(&moved.bytes, &Limits::default()).unwrap();
+    assert!(b.header.flags.transfer);
+    let rows = rows_of(&b);
+    let v1 = &rows[&("visits".to_string(), vec![text("v1")])];
+    assert_eq!(v1.1["patient_id"], Cell::Value(text("p2")), "{rows:?}");
+    // A change of another column leaves the row where it is: nothing more is transferred.
+    db.superuser()
+        .batch_execute("UPDATE visits SET provider = 'seen' WHERE id = 'v1';")
+        .unwrap();
+    assert_eq!(outbox::top(&mut c, "mlandizi").unwrap(), 3);
+    let write = outbox::batch(&mut c, "mlandizi", SeqRange::new(3, 3).unwrap(), None)
+        .unwrap()
+        .unwrap();
+    let b = codec::decode(&write.bytes, &Limits::default()).unwrap();
+    assert!(!b.header.flags.transfer);
 }
 
 #[test]

@@ -19,6 +19,10 @@
 //! quarantined and the rest applies (the engine redoes a batch strictly the same way when a
 //! foreign key fails at its commit).
 //!
+//! The cloud is the scope authority: the core queues the transfers an apply calls for in the
+//! same transaction (`outpost.transfer`, `store/transfer.rs`), and [`super::transfer`] makes
+//! their batches when the outbox is read.
+//!
 //! The tables must exist first ([`super::app_tables::ensure`] with the batch's header, as the
 //! SQLite tenant makes them before its apply): a table the header names that is not tracked
 //! here is quarantined, as on a device.
@@ -27,6 +31,7 @@ use super::store::{refusal, PgStore, StoreError};
 use ::postgres::Client;
 use outpost_apply_core::{apply_batch, ApplyError, Stats};
 use outpost_protocol::batch::Batch;
+use outpost_protocol::seal::DigestKey;
 use outpost_protocol::SiteId;
 
 /// The advisory lock serialising a tenant's applies (the app tables' schema changes take
@@ -51,8 +56,21 @@ pub fn apply_many(
     site: SiteId,
     batches: &[Batch],
 ) -> Result<Stats, ApplyError<StoreError>> {
-    match apply_once(client, site, batches, false) {
-        Err(ApplyError::Store(e)) if refused_row(&e) => apply_once(client, site, batches, true),
+    apply_in(client, site, None, batches)
+}
+
+/// [`apply_many`] in a sealed tenant, whose batches name their streams by the digest `digest`
+/// makes of a scope's name (the core compares them with rows' scopes to queue transfers).
+pub fn apply_in(
+    client: &mut Client,
+    site: SiteId,
+    digest: Option<&DigestKey>,
+    batches: &[Batch],
+) -> Result<Stats, ApplyError<StoreError>> {
+    match apply_once(client, site, digest, batches, false) {
+        Err(ApplyError::Store(e)) if refused_row(&e) => {
+            apply_once(client, site, digest, batches, true)
+        }
         r => r,
     }
 }
@@ -68,6 +86,7 @@ fn refused_row(e: &StoreError) -> bool {
 fn apply_once(
     client: &mut Client,
     site: SiteId,
+    digest: Option<&DigestKey>,
     batches: &[Batch],
     careful: bool,
 ) -> Result<Stats, ApplyError<StoreError>> {
@@ -99,7 +118,7 @@ fn apply_once(
     let mut stats = Stats::default();
     {
         // One store for the transaction: what it read ahead and prepared serves every batch.
-        let mut store = PgStore::new(&mut tx, site, careful);
+        let mut store = PgStore::new(&mut tx, site, careful).with_digest(digest.cloned());
         // The back office's writes committed before the clock row was held are the cloud's
         // local writes: merge state before anything is merged against it.
         store.fold_captured().map_err(ApplyError::Store)?;

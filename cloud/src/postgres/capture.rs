@@ -68,6 +68,9 @@ pub const OP_INSERT: i16 = 1;
 pub const OP_UPDATE: i16 = 2;
 /// A delete.
 pub const OP_DELETE: i16 = 3;
+/// A transfer of the row into the entry's stream (`capture.sql`, `outpost.transfer`): no write
+/// of its own, its batch carries the row's merge state ([`super::transfer`]).
+pub const OP_TRANSFER: i16 = 4;
 
 /// Why capture could not be installed; the transaction is then rolled back by the caller.
 #[derive(Debug)]
@@ -389,6 +392,19 @@ fn function_body(c: &Captured, defs: &[TableSchema]) -> String {
     } else {
         object(&counters_new)
     };
+    // An update that moves the row to another stream (its scope cell, or its `via` reference,
+    // changed) also transfers it there (`capture.sql`, `outpost.moved`).
+    let moved = match t.scope {
+        None => String::new(),
+        Some(_) => format!(
+            "IF {new} IS DISTINCT FROM {old} THEN
+               PERFORM outpost.moved({id}, {key}, {old}, {new});
+             END IF;",
+            new = stream_expr(t, "NEW", defs),
+            old = stream_expr(t, "OLD", defs),
+            key = key_expr(t, "NEW"),
+        ),
+    };
     let capture = |op: i16, row: &str, cells: &str, deltas: &str| {
         format!(
             "PERFORM outpost.capture({id}, {op}::smallint, {}, {}, {cells}, {deltas}, {reviews});",
@@ -444,6 +460,7 @@ fn function_body(c: &Captured, defs: &[TableSchema]) -> String {
              {changed}
              IF cells <> '{{}}'::jsonb OR deltas IS NOT NULL THEN
                {upd}
+               {moved}
              END IF;
            END IF;
            RETURN NULL;

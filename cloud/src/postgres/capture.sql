@@ -305,6 +305,50 @@ BEGIN
 END
 $$;
 
+-- Rows the cloud transferred into a stream of its origin (DESIGN section 10, "Moves"; apply-core's
+-- transfer.rs): a row whose scope moves again is transferred into each of them too, so replicas
+-- there learn where it went. `key` as outpost.capture_rows keeps it.
+CREATE TABLE IF NOT EXISTS outpost.transferred(
+  tbl integer NOT NULL,
+  key text COLLATE "C" NOT NULL,
+  stream text NOT NULL,
+  PRIMARY KEY (tbl, key, stream));
+
+-- Queues a transfer of row `k` of table `t` into stream `s`: the stream's next seq holds an
+-- outbox row of op 4 without clock or cells (its batch reads the row's whole merge state when it
+-- is made: transfer.rs), the row is noted as transferred there, and live devices are woken.
+CREATE OR REPLACE FUNCTION outpost.transfer(t integer, k jsonb, s text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  n bigint := outpost.next_seq(s);
+BEGIN
+  INSERT INTO outpost.outbox(stream, seq, hlc, tbl, key, exist, op, cells, extra)
+    VALUES (s, n, 0, t, k, 0, 4, NULL, NULL);
+  INSERT INTO outpost.transferred(tbl, key, stream) VALUES (t, k::text, s) ON CONFLICT DO NOTHING;
+  PERFORM pg_notify('outpost_changes', s);
+END
+$$;
+
+-- A back-office write moved row `k` of table `t` from stream `src` to stream `dest` (its scope
+-- cell changed, or a `via` reference to a parent in another scope): the write itself went in
+-- `src` (so replicas there see the row leave); the row goes whole into `dest` and into every
+-- stream it was transferred to before (the engine's transfer.rs, queue_own_moves).
+CREATE OR REPLACE FUNCTION outpost.moved(t integer, k jsonb, src text, dest text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+  s text;
+BEGIN
+  IF dest = '' OR dest = src THEN
+    RETURN;
+  END IF;
+  PERFORM outpost.transfer(t, k, dest);
+  FOR s IN SELECT x.stream FROM outpost.transferred x
+           WHERE x.tbl = t AND x.key = k::text AND x.stream <> dest AND x.stream <> src LOOP
+    PERFORM outpost.transfer(t, k, s);
+  END LOOP;
+END
+$$;
+
 -- A BEFORE ... FOR EACH STATEMENT trigger of every tracked table: a back-office statement holds
 -- the clock row before it locks any row of the table, so it waits for an apply in progress
 -- instead of deadlocking with it (an apply writes app rows while holding the clock row).
@@ -331,5 +375,7 @@ REVOKE ALL ON FUNCTION outpost.capture(integer, smallint, text, jsonb, jsonb, js
 REVOKE ALL ON FUNCTION outpost.tick() FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.clock_hold() FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.next_seq(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION outpost.transfer(integer, jsonb, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION outpost.moved(integer, jsonb, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.clock_flush() FROM PUBLIC;
 REVOKE ALL ON FUNCTION outpost.clock_observe(bigint) FROM PUBLIC;

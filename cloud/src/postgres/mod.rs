@@ -9,6 +9,9 @@
 //! [`apply`] merges a device's batch into these tables through the store-agnostic apply core
 //! (`outpost_apply_core`) over [`store`], the core's store in PostgreSQL.
 //!
+//! The cloud is the scope authority: [`transfer`] makes the batches that carry a moved row whole
+//! into its new scope's stream.
+//!
 //! [`tenant`] serves it: the cloud's shared ingest and export over these tables.
 //!
 //! The WatermelonDB REST API serves it too: [`rest_log`] keeps its change log by triggers,
@@ -36,6 +39,7 @@ pub mod rights;
 pub mod setup;
 pub mod store;
 pub mod tenant;
+pub mod transfer;
 
 pub use app_tables::{AppTableError, TableChange};
 pub use connect::{ConnectError, Target};

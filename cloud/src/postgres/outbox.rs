@@ -16,11 +16,16 @@
 //! (harmless: receivers keep the newer write, as every merge rule is idempotent); the engine
 //! leaves them out. Knowing them needs the apply core's merge state.
 //!
+//! Transfers (op 4 entries: [`super::transfer`]) go in batches of their own, flagged
+//! `transfer`: a batch of writes stops before the first, and one starting at a transfer holds the
+//! run of transfers from there.
+//!
 //! Reading refuses while capture is switched off on any captured table ([`check_capture`]):
 //! writes made meanwhile would never reach devices, and serving what was captured around them as
 //! if it were everything would hide that.
 
-use super::capture::{self, CaptureError, Captured, OP_DELETE};
+use super::capture::{self, CaptureError, Captured, OP_DELETE, OP_TRANSFER};
+use super::transfer::Queued;
 use ::postgres::GenericClient;
 use outpost_protocol::batch::codec::{self, EncodeError};
 use outpost_protocol::batch::decl_type::{self, DeclType};
@@ -86,6 +91,8 @@ pub enum OutboxError {
         /// PostgreSQL's error.
         source: ::postgres::Error,
     },
+    /// The merge state of a transferred row could not be read ([`super::transfer`]).
+    Transfer(super::store::StoreError),
 }
 
 impl fmt::Display for OutboxError {
@@ -130,6 +137,7 @@ impl fmt::Display for OutboxError {
             }
             OutboxError::Encode { table: None, .. } => f.write_str("encoding captured changes"),
             OutboxError::Sql { doing, .. } => f.write_str(doing),
+            OutboxError::Transfer(e) => write!(f, "reading a transferred row: {e}"),
         }
     }
 }
@@ -140,6 +148,7 @@ impl std::error::Error for OutboxError {
             OutboxError::Capture(e) => e.source(),
             OutboxError::Encode { source, .. } => Some(source),
             OutboxError::Sql { source, .. } => Some(source),
+            OutboxError::Transfer(e) => e.source(),
             _ => None,
         }
     }
@@ -329,10 +338,17 @@ pub fn batch(
             &[&stream, &(range.lo as i64), &(hi as i64)],
         )
         .map_err(sql(format!("reading outpost.outbox of stream {stream:?}")))?;
-    let mut entries = Vec::with_capacity(rows.len());
+    let mut entries: Vec<Entry> = Vec::with_capacity(rows.len());
     let mut expect = range.lo;
     let mut size = 0usize;
     for r in &rows {
+        // A batch holds writes or transfers, never both (the flag is the batch's).
+        if entries
+            .first()
+            .is_some_and(|f| (f.op == OP_TRANSFER) != (r.get::<_, i16>(5) == OP_TRANSFER))
+        {
+            break;
+        }
         let e = Entry {
             seq: r.get::<_, i64>(0) as u64,
             hlc: r.get::<_, i64>(1) as u64,
@@ -363,6 +379,17 @@ pub fn batch(
         });
     }
     let hi = expect - 1;
+    if entries.first().is_some_and(|e| e.op == OP_TRANSFER) {
+        let queued: Vec<Queued> = entries
+            .into_iter()
+            .map(|e| Queued {
+                seq: e.seq,
+                tbl: e.tbl,
+                key: e.key,
+            })
+            .collect();
+        return super::transfer::batch(client, origin, stream, &queued, max_bytes).map(Some);
+    }
     let folded = fold(&tables, &entries, origin)?;
     let schemas: Vec<TableSchema> = tables.iter().map(|c| c.def.clone()).collect();
     let encode = |table: Option<&str>| {

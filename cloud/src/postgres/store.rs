@@ -32,6 +32,7 @@ use outpost_apply_core::{
 };
 use outpost_protocol::batch::TableSchema;
 use outpost_protocol::merge::{CounterCell, ReviewCell};
+use outpost_protocol::seal::DigestKey;
 use outpost_protocol::{Hlc, SiteId, StreamId, Value};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -42,6 +43,7 @@ mod fold;
 mod quarantine_entry;
 mod restore;
 mod row_write;
+mod transfer;
 mod unique;
 
 use row_write::Form;
@@ -173,6 +175,9 @@ pub struct PgStore<'t, 'c> {
     /// row had no state row).
     state_writes: HashMap<(i64, String), (i64, Vec<u8>, bool)>,
     bulk: HashMap<(i64, Vec<usize>), Statement>,
+    /// A sealed tenant's digest key: batches name their streams by digest, transfers by name
+    /// ([`Store::wire_scope`]).
+    digest: Option<DigestKey>,
 }
 
 impl<'t, 'c> PgStore<'t, 'c> {
@@ -191,7 +196,15 @@ impl<'t, 'c> PgStore<'t, 'c> {
             inserts: HashMap::new(),
             state_writes: HashMap::new(),
             bulk: HashMap::new(),
+            digest: None,
         }
+    }
+
+    /// The store of a sealed tenant, whose batches name their streams by the digest `digest`
+    /// makes of a scope's name.
+    pub fn with_digest(mut self, digest: Option<DigestKey>) -> Self {
+        self.digest = digest;
+        self
     }
 
     /// Whether every value fits its column (a key that does not is in no row here).
@@ -700,6 +713,25 @@ impl Store for PgStore<'_, '_> {
         reason: &str,
     ) -> Result<(), StoreError> {
         self.entries_of(t, key, prefix, Some(reason))
+    }
+
+    fn authority(&self) -> bool {
+        true
+    }
+
+    fn wire_scope(&self, name: &str) -> String {
+        match &self.digest {
+            Some(dk) => dk.wire_scope(name),
+            None => name.to_string(),
+        }
+    }
+
+    fn transferred(&mut self, t: &Table, key: &[Value]) -> Result<Vec<String>, StoreError> {
+        self.transferred_into(t, key)
+    }
+
+    fn transfer(&mut self, t: &Table, key: &[Value], scope: &str) -> Result<(), StoreError> {
+        self.queue_transfer(t, key, scope)
     }
 
     fn observe_clock(&mut self, hlc: Hlc) -> Result<(), StoreError> {

@@ -146,6 +146,9 @@ pub struct PgTenant {
     site: SiteId,
     /// The batches refused by an earlier run were published as voided (once per open).
     pub(crate) voids_published: bool,
+    /// A sealed tenant's digest key, read from the mailbox before each round: batches name
+    /// their streams by digest, and the apply's transfers compare them with rows' scopes.
+    digest: Option<outpost_protocol::seal::DigestKey>,
 }
 
 impl fmt::Debug for PgTenant {
@@ -183,6 +186,7 @@ impl PgTenant {
             target,
             site,
             voids_published: false,
+            digest: None,
         })
     }
 
@@ -372,8 +376,10 @@ impl TenantStore for PgTenant {
         Ok(self.read_refused()?)
     }
 
-    fn before_round(&mut self, _mailbox: &mut Mailbox) -> Result<(), TenantError> {
-        // Sealed batches arrive opened: the judge opened them with the mailbox's keys.
+    fn before_round(&mut self, mailbox: &mut Mailbox) -> Result<(), TenantError> {
+        // Sealed batches arrive opened: the judge opened them with the mailbox's keys. Their
+        // streams stay digests, which transfers compare with rows' scopes by this key.
+        self.digest = mailbox.digest_key()?;
         Ok(())
     }
 
@@ -385,7 +391,13 @@ impl TenantStore for PgTenant {
     }
 
     fn apply(&mut self, _bytes: &[u8], batch: Batch) -> Result<(u64, u64), ApplyError> {
-        let stats = apply::apply(&mut self.client, self.site, &batch).map_err(refused_apply)?;
+        let stats = apply::apply_in(
+            &mut self.client,
+            self.site,
+            self.digest.as_ref(),
+            std::slice::from_ref(&batch),
+        )
+        .map_err(refused_apply)?;
         Ok((stats.applied, stats.quarantined))
     }
 

@@ -50,10 +50,11 @@ struct Row {
 impl PgStore<'_, '_> {
     /// Folds the captured writes not folded yet into the merge state. Returns how many.
     pub(crate) fn fold_captured(&mut self) -> Result<u64, StoreError> {
+        // Transfers (op 4) are no writes: the state they carry is the merge state already.
         let s = self.stmt(
             "SELECT o.stream, o.seq, o.hlc, o.tbl, o.key::text, o.exist, o.op, o.cells::text \
              FROM outpost.streams s JOIN outpost.outbox o ON o.stream = s.stream AND o.seq > s.folded \
-             ORDER BY o.hlc",
+             WHERE o.op <> 4 ORDER BY o.hlc",
         )?;
         let found = self
             .tx
