@@ -183,7 +183,7 @@ fn restored_behind(name: &str, written_past: bool) {
     a.enroll(&cloud.device_code());
     patients::write(&a.conn, "a", 1);
     a.sync_with("cloud");
-    within("a's row in PostgreSQL", Duration::from_secs(20), || {
+    within("a's row in PostgreSQL", Duration::from_secs(60), || {
         pg::patient_rows(&db.url).len() == 1
     });
     for i in 1..=3 {
@@ -195,7 +195,7 @@ fn restored_behind(name: &str, written_past: bool) {
             ),
         );
     }
-    within("the office's rows on a", Duration::from_secs(20), || {
+    within("the office's rows on a", Duration::from_secs(60), || {
         a.sync_with("cloud");
         a.has("patients", "o3")
     });
@@ -254,7 +254,7 @@ fn restored_behind(name: &str, written_past: bool) {
     };
     // It latches the stream and, the tenant being in PostgreSQL, takes a new origin in the same
     // round (tests/tests/postgres_restore.rs follows a recovery through a hub).
-    let st = within_value(Duration::from_secs(20), debug, || {
+    let st = within_value(Duration::from_secs(60), debug, || {
         let st = cloud.status();
         (st["tenant"]["origin"] != st["site"]).then_some(st)
     });
@@ -289,7 +289,7 @@ fn restored_behind(name: &str, written_past: bool) {
         &db.url,
         "INSERT INTO public.patients(id, name, village, visits) VALUES ('late', 'x', 'hq', 0)",
     );
-    within("late on the device", Duration::from_secs(20), || {
+    within("late on the device", Duration::from_secs(60), || {
         a.sync_with("cloud");
         a.has("patients", "late")
     });
