@@ -17,7 +17,7 @@ use crate::error_chain::Chain;
 use crate::high_water::{self, HighWaterError};
 use crate::new_origin::{self, Recovery, RecoveryError};
 use crate::postgres::listen::Listener;
-use crate::postgres::{connect, rest_log, rest_pull, rest_push, PgTenant};
+use crate::postgres::{capture_upgrade, connect, rest_log, rest_pull, rest_push, PgTenant};
 use crate::tenant::{Ingested, Tenant, TenantError, TenantStore};
 use crate::watermelon::{self, Access, PushError, Pushed, RestError};
 use outpost_mailbox::Mailbox;
@@ -273,14 +273,21 @@ impl Cloud {
     /// given, else its SQLite tenant.
     pub fn open(dir: DataDir, postgres: Option<&str>) -> Result<Arc<Cloud>, ServiceError> {
         let tenant = match postgres {
-            Some(url) => TenantDb::Postgres {
-                url: url.to_string(),
-                tenant: Box::new(
-                    PgTenant::open(url, dir.identity.site)
-                        .map_err(|e| TenantError::Store(Box::new(e)))?,
-                ),
-                rest_log_ready: false,
-            },
+            Some(url) => {
+                let mut tenant = PgTenant::open(url, dir.identity.site)
+                    .map_err(|e| TenantError::Store(Box::new(e)))?;
+                // Tables made by an earlier build get this build's capture triggers.
+                let n = capture_upgrade::upgrade(tenant.client())
+                    .map_err(|e| TenantError::Store(Box::new(e)))?;
+                if n > 0 {
+                    log::info!("capture brought up to this build on {n} tables");
+                }
+                TenantDb::Postgres {
+                    url: url.to_string(),
+                    tenant: Box::new(tenant),
+                    rest_log_ready: false,
+                }
+            }
             None => TenantDb::Sqlite(Tenant::open(&dir.tenant_path(), dir.identity.site)?),
         };
         let mailbox = dir.mailbox()?;

@@ -813,3 +813,38 @@ fn concurrent_back_office_transactions_get_one_gap_free_sequence() {
         .count();
     assert_eq!(counted, 4 * 20 * 4);
 }
+
+/// A database an earlier build prepared keeps that build's trigger functions until capture is
+/// installed again: `capture_upgrade::upgrade` (each process's first act) reinstalls capture on
+/// every captured table when the installed code's digest is not this build's, and only then.
+/// The "earlier build" here is a row trigger function replaced by one that captures nothing.
+#[test]
+fn an_earlier_builds_capture_is_brought_up_to_this_builds_once() {
+    use outpost_cloud::postgres::capture_upgrade;
+    let Some((_db, mut c)) = tenant("capture_upgrade") else {
+        return;
+    };
+    assert_eq!(capture_upgrade::upgrade(&mut c).unwrap(), 2, "first run");
+    assert_eq!(capture_upgrade::upgrade(&mut c).unwrap(), 0, "current");
+    let id: i32 = c
+        .query_one(
+            "SELECT id FROM outpost.captured WHERE name = 'patients'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.batch_execute(&format!(
+        "CREATE OR REPLACE FUNCTION outpost.capture_{id}() RETURNS trigger \
+         LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$; \
+         UPDATE outpost.meta SET value = 'an earlier build' WHERE name = 'capture_code'"
+    ))
+    .unwrap();
+    c.batch_execute("INSERT INTO patients(id, given_name) VALUES ('old-1', 'Asha')")
+        .unwrap();
+    assert!(outbox_rows(&mut c).is_empty(), "the stub captures nothing");
+    assert_eq!(capture_upgrade::upgrade(&mut c).unwrap(), 2);
+    c.batch_execute("INSERT INTO patients(id, given_name) VALUES ('new-1', 'Baraka')")
+        .unwrap();
+    let rows = rows_of(&everything(&mut c));
+    assert!(rows.contains_key(&("patients".to_string(), vec![text("new-1")])));
+}

@@ -24,6 +24,7 @@
 pub mod app_tables;
 pub mod apply;
 pub mod capture;
+pub mod capture_upgrade;
 pub mod connect;
 pub mod listen;
 pub mod meta;
