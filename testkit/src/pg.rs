@@ -216,6 +216,30 @@ fn with_user(url: &str, user: &str, password: &str) -> String {
     format!("{scheme}{user}:{password}@{host}/{db}{query}")
 }
 
+/// Rows in `tables` of `client`'s database together (`public` schema); a table that does not
+/// exist yet counts 0.
+pub fn rows_in(client: &mut Client, tables: &[&str]) -> i64 {
+    tables
+        .iter()
+        .map(|t| {
+            client
+                .query_one(&format!("SELECT count(*) FROM public.{}", quote(t)), &[])
+                .map_or(0, |r| r.get::<_, i64>(0))
+        })
+        .sum()
+}
+
+/// The changes a PostgreSQL tenant in `client`'s database holds from every origin (the sum of
+/// its vector, `outpost.vector`: one seq per change); 0 before its first apply made the vector.
+pub fn covered(client: &mut Client) -> i64 {
+    client
+        .query_one(
+            "SELECT coalesce(sum(covered), 0)::bigint FROM outpost.vector",
+            &[],
+        )
+        .map_or(0, |r| r.get::<_, i64>(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,13 +9,16 @@
 //! - [`proxy`]: a loopback proxy that cuts connections at a byte budget;
 //! - [`port`], [`scratch`]: free loopback ports, scratch directories on tmpfs;
 //! - [`figures`]: what the benchmarks measure and print;
-//! - [`workload`]: the benchmark workload's W1 rows, database and insert.
+//! - [`workload`]: the benchmark workload's W1 rows, database and insert; [`workload_pg`] (with
+//!   feature `pg`): the same rows inserted by plain PostgreSQL;
+//! - [`ingest_log`]: what a cloud's log says about its applies.
 
 pub mod built;
 pub mod cloud;
 pub mod device_db;
 pub mod figures;
 pub mod hub;
+pub mod ingest_log;
 pub mod mailbox_check;
 pub mod patients;
 pub mod port;
@@ -23,3 +26,5 @@ pub mod process;
 pub mod proxy;
 pub mod scratch;
 pub mod workload;
+#[cfg(feature = "pg")]
+pub mod workload_pg;

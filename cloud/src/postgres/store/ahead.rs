@@ -11,10 +11,13 @@ use outpost_protocol::Value;
 
 impl PgStore<'_, '_> {
     /// [`Store::prefetch_rows`]: the rows' state and, for those without, whether their app
-    /// rows exist, for every key of the group at once: two statements, each one scan of one
-    /// index with the keys as an array (`= ANY`), which the planner cannot turn into a join
-    /// over a whole table (it did, hashing every row of the table for each group, while a bulk
-    /// load kept the table's statistics behind).
+    /// rows exist, for every key of the group at once: two statements, each probing one index
+    /// per key and nothing else. Neither may become a scan of a whole table: the planner did
+    /// that, hashing every row of the table for each group while a bulk load kept the table's
+    /// statistics behind, and filtering every state row of the table when the keys were an
+    /// array compared with the second column of `capture_rows`' key. The app rows' lookup is a
+    /// one-column `= ANY` (an index scan over the array), the state read a lateral probe per
+    /// key.
     pub(super) fn read_rows_ahead(
         &mut self,
         t: &Table,
@@ -38,8 +41,15 @@ impl PgStore<'_, '_> {
         if wanted.is_empty() {
             return Ok(());
         }
+        // One index probe per key, from the keys: a lateral subquery (kept apart by its LIMIT)
+        // fixes that order whatever the statistics say. Not `key = ANY($2)`: with the array the
+        // planner used the index's first column alone (`tbl = $1`) and filtered every state row
+        // of the table in the heap, for each group (a bitmap scan whose cost grows with the
+        // table: 32 us per key in the end-to-end benchmark at 600,000 rows, docs/performance.md).
         let s = self.stmt(
-            "SELECT key, exist, versions FROM outpost.capture_rows WHERE tbl = $1 AND key = ANY($2::text[])",
+            "SELECT r.key, r.exist, r.versions FROM unnest($2::text[]) AS u(k) \
+             CROSS JOIN LATERAL (SELECT c.key, c.exist, c.versions FROM outpost.capture_rows c \
+             WHERE c.tbl = $1 AND c.key = u.k LIMIT 1) r",
         )?;
         let rows = self
             .tx

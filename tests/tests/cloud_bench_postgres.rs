@@ -1,0 +1,147 @@
+//! The PostgreSQL tenant's ingest, printed (not asserted): the twin of `cloud_bench.rs`'s
+//! `cloud_ingest_throughput` with the cloud's tenant in PostgreSQL (`outpost-cloud init
+//! --postgres`, the test cluster `OUTPOST_TEST_POSTGRES_URL` names). Devices (the built
+//! `liboutpost.so`) each hold W1 of docs/workload.md (`testkit::e2e::workload`, 100,000 patients
+//! and 200,000 visits with UUID keys, each device from its own seed; `OUTPOST_BENCH_SCALE`
+//! scales it), inserted before the clock starts; all of them call `outpost_sync('cloud')` at once
+//! against the release-built `outpost-cloud run` on loopback, and the clock runs until the
+//! tenant's tables in PostgreSQL hold every row. Plain PostgreSQL inserting the same rows into
+//! untracked tables of the same database in the same run (`testkit::e2e::workload_pg`) gives
+//! the ratio.
+//!
+//! Ignored (and left out of `scripts/test`): run with
+//! `cargo test --release -p outpost-tests --test cloud_bench_postgres -- --ignored --nocapture`.
+//! Results are recorded in docs/performance.md ("The cloud on PostgreSQL: ingest end to end").
+
+use outpost_testkit::e2e::cloud::Cloud;
+use outpost_testkit::e2e::device_db::{n, DeviceDb};
+use outpost_testkit::e2e::ingest_log::applies;
+use outpost_testkit::e2e::scratch::scratch;
+use outpost_testkit::e2e::workload::{insert_w1, w1_rows_seeded, W1_SCHEMA};
+use outpost_testkit::e2e::workload_pg::plain_insert;
+use outpost_testkit::env::number;
+use outpost_testkit::pg;
+use std::time::{Duration, Instant};
+
+#[test]
+#[ignore = "benchmark: prints the PostgreSQL tenant's ingest throughput"]
+fn cloud_postgres_ingest_throughput() {
+    let Some(db) = pg::database("bench_pg_ingest") else {
+        return;
+    };
+    let scale: f64 = number("OUTPOST_BENCH_SCALE", 1.0);
+    let devices: usize = number("OUTPOST_BENCH_DEVICES", 2);
+    let dir = scratch();
+    let mut cloud = Cloud::init_postgres(&dir.path().join("cloud"), &db.url, true);
+    cloud.start();
+    let schema =
+        format!("{W1_SCHEMA}\nSELECT outpost_track('patients'); SELECT outpost_track('visits');");
+    let sets: Vec<_> = (0..devices as u64)
+        .map(|d| w1_rows_seeded(scale, 0x5eed_0000 + d))
+        .collect();
+    let rows: usize = sets.iter().map(|s| s.0.len() + s.1.len()).sum();
+    let mut dbs = Vec::new();
+    for (d, set) in sets.iter().enumerate() {
+        let device = DeviceDb::open(&dir.path().join(format!("d{d}.db")), &schema);
+        device.enroll(&cloud.device_code());
+        insert_w1(&device.conn, set);
+        dbs.push(device);
+    }
+    let mut watch = db.superuser();
+    let t0 = Instant::now();
+    let pushers: Vec<_> = dbs
+        .into_iter()
+        .map(|d| {
+            std::thread::spawn(move || {
+                // As in `cloud_ingest_throughput`: a device told `Busy` (the staging budget)
+                // syncs again, as an app would.
+                let mut busy = 0;
+                loop {
+                    match d.try_json("SELECT outpost_sync('cloud', '{\"timeout_ms\": 600000}')") {
+                        Ok(r) => return (r, t0.elapsed(), busy),
+                        Err(e) if e.to_string().contains("(Busy)") && busy < 20 => {
+                            busy += 1;
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        Err(e) => panic!("{:?}: outpost_sync: {e}", d.path),
+                    }
+                }
+            })
+        })
+        .collect();
+    let results: Vec<_> = pushers.into_iter().map(|h| h.join().unwrap()).collect();
+    let pushed_at = results.iter().map(|r| r.1).max().unwrap();
+    let busy: u32 = results.iter().map(|r| r.2).sum();
+    let changes: u64 = results.iter().map(|r| n(&r.0, "pushed")).sum();
+    let batches: u64 = results.iter().map(|r| n(&r.0, "batches_pushed")).sum();
+    // Counting the rows costs the server a full scan of both tables (tens of ms at 600,000
+    // rows, which the apply would wait for): the loop watches the tenant's vector instead (one
+    // seq per change, advanced in each batch's transaction with its rows), and counts the rows
+    // once it covers every change.
+    let (mut last, mut moved, mut counted) = (-1, Instant::now(), Instant::now());
+    loop {
+        let covered = pg::covered(&mut watch);
+        // Counted also every second the vector stands still, should a seq ever cover several
+        // changes.
+        let quiet = covered == last && counted.elapsed() > Duration::from_secs(1);
+        if covered >= changes as i64 || quiet {
+            counted = Instant::now();
+            if pg::rows_in(&mut watch, &["patients", "visits"]) == rows as i64 {
+                break;
+            }
+        }
+        if covered != last {
+            (last, moved) = (covered, Instant::now());
+        }
+        if moved.elapsed() > Duration::from_secs(60) {
+            let held = pg::rows_in(&mut watch, &["patients", "visits"]);
+            let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
+            let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+            panic!("the tenant holds {held} of {rows} rows ({covered} of {changes} changes covered), stalled for 60 s; log (last lines first):\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let total = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
+    let a = applies(&log);
+    drop(cloud);
+    let plain_s = plain_insert(&mut watch, &sets.iter().collect::<Vec<_>>());
+    println!(
+        "PostgreSQL tenant ingest: {devices} devices x W1 at scale {scale} = {rows} rows, \
+         {changes} changes in {batches} batches"
+    );
+    if busy > 0 {
+        println!("  (the devices were told Busy {busy} times and synced again; the counts above are their last syncs')");
+    }
+    println!(
+        "  pushed (all acks) after {:.2} s; every row in the tenant's tables after {total:.2} s",
+        pushed_at.as_secs_f64()
+    );
+    if a.window_s > 0.0 {
+        println!(
+            "  the cloud's log: {} batches applied, {:.2} s from the first to the last ({:.0} rows/s \
+             while applying, overlapping the pushes); {} groups (of {} batches), {} alone",
+            a.batches,
+            a.window_s,
+            rows as f64 / a.window_s,
+            a.groups.len(),
+            a.groups.iter().sum::<usize>(),
+            a.alone
+        );
+    }
+    println!(
+        "  load average at the end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!(
+        "  {:.0} changes/s, {:.0} rows/s end to end; plain PostgreSQL inserting the same rows: \
+         {plain_s:.2} s ({:.0} rows/s): cloud ingest = {:.1}x plain",
+        changes as f64 / total,
+        rows as f64 / total,
+        rows as f64 / plain_s,
+        total / plain_s
+    );
+}
