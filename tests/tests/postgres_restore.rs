@@ -5,10 +5,12 @@
 //! the restore lost; the back office's next write reaches the tablet under the new origin, and
 //! no (site, seq) is issued twice.
 
+use outpost_testkit::e2e::built::built;
 use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::DeviceDb;
 use outpost_testkit::e2e::hub::Hub;
 use outpost_testkit::e2e::patients;
+use outpost_testkit::e2e::process::code_of;
 use outpost_testkit::e2e::scratch::scratch;
 use outpost_testkit::pg::{self, psql};
 use outpost_testkit::wait::within;
@@ -70,6 +72,25 @@ fn a_restored_sealed_tenant_takes_a_new_origin_and_pulls_back_what_the_restore_l
     new_origin("pg_new_origin_sealed", false);
 }
 
+/// A code for a tablet at `hub`: the hub's own, or in a sealed tenant the cloud's two-part code
+/// naming the hub (a sealed tenant's hub mints none once its uplink told it the tenant is sealed).
+fn tablet_code(cloud: &Cloud, hub: &Hub, unsealed: bool) -> String {
+    if unsealed {
+        return hub.code();
+    }
+    hub.wait_uplink("the hub's first uplink", Duration::from_secs(30), |u| {
+        u["last_success"].as_u64().is_some()
+    });
+    let site = hub.status()["site"].as_str().unwrap().to_string();
+    code_of(
+        Command::new(&built().cloud)
+            .args(["enroll-code", "--no-qr", "--device", "--data"])
+            .arg(&cloud.data)
+            .args(["--scopes", "*", "--at-hub", &site[..8]])
+            .args(["--address", &hub.addr()]),
+    )
+}
+
 fn new_origin(name: &str, unsealed: bool) {
     let Some(db) = pg::database(name) else {
         return;
@@ -79,7 +100,7 @@ fn new_origin(name: &str, unsealed: bool) {
     cloud.start();
     let hub = Hub::uplinked(&tmp.path().join("hub"), &cloud.code("--hub"), 500, &[]);
     let a = DeviceDb::patients(&tmp.path().join("a.db"));
-    a.enroll(&hub.code());
+    a.enroll(&tablet_code(&cloud, &hub, unsealed));
     patients::write(&a.conn, "a", 1);
     a.sync_with("hub");
     within("a's row in PostgreSQL", Duration::from_secs(30), || {
