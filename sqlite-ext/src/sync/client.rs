@@ -133,15 +133,7 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
     let id = identity::load_or_create(call.conn, site)?;
     let mut skipped: Vec<(Peer, SyncError)> = Vec::new();
     for peer in candidates {
-        // One bulk page cache for all the sessions' exports and applies: each of them raises a
-        // smaller cache for its own call and sets it back after, which drops the pages, so every
-        // 512 KiB batch exported (and every pulled group applied) read its random-key B-trees
-        // again from the file. The live window that follows keeps the per-call raise (an idle
-        // live device holds no bulk cache).
-        let synced = crate::schema::with_bulk_cache(call.conn, || {
-            Ok(sync_with(call, &id, &peer, options.timeouts))
-        })?;
-        match synced {
+        match sync_with(call, &id, &peer, options.timeouts) {
             Ok((mut counts, address, ids_granted, mut held)) => {
                 peers::synced(call.conn, peer.site, unix_now())?;
                 let live_run = options

@@ -187,6 +187,10 @@ pub(crate) struct EngineStore<'c> {
     /// This database's static key pair, read at the first need (opening key envelopes,
     /// signing sealed batches).
     keypair: Option<outpost_protocol::handshake::Keypair>,
+    /// The bulk page cache the push's export holds from its plan to its last batch (not during
+    /// the pull: the apply raises its own, and a cache kept across its groups would add to
+    /// what it holds in memory).
+    export_cache: Option<crate::schema::BulkCache>,
 }
 
 /// The sent marks around a session's export (`restamp.rs`).
@@ -224,6 +228,7 @@ impl<'c> EngineStore<'c> {
             peer_clock_ms: 0,
             planned: false,
             keypair: None,
+            export_cache: None,
         }
     }
 
@@ -605,6 +610,9 @@ impl EngineStore<'_> {
         // ends at the pull (`vector_inner`), once this session's control entries are in (one
         // may grant the scope again).
         self.planned = true;
+        if !streams.is_empty() && self.export_cache.is_none() {
+            self.export_cache = Some(crate::schema::BulkCache::raise(self.call.conn)?);
+        }
         if self.sent_marks.is_none() {
             let now = crate::restamp::sent(self.call.conn)?;
             self.sent_marks = Some(SentMarks {
@@ -920,7 +928,14 @@ impl outpost_protocol::session::ClientStore for EngineStore<'_> {
     }
 
     fn next_export(&mut self, plan: &mut ExportPlan) -> Result<Option<Vec<u8>>, Failed> {
-        let r = self.next_inner(plan);
+        let r = self.next_inner(plan).and_then(|next| {
+            if next.is_none() {
+                if let Some(mut cache) = self.export_cache.take() {
+                    cache.release()?;
+                }
+            }
+            Ok(next)
+        });
         self.keep(r)
     }
 
