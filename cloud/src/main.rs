@@ -31,6 +31,9 @@ usage:
                             postgresql://USER:PASSWORD@HOST:PORT/DATABASE, which `run` then serves)
   outpost-cloud run         --data DIR [--listen ADDR:PORT] [--https ADDR:PORT]
                             [--tls-cert FILE --tls-key FILE] [--postgres URL]
+                            [--staging-mib N]   (memory all peers' pushes in progress may
+                            hold together, 16 to 4096; 32 by default: two devices' full
+                            sessions at once)
   outpost-cloud enroll-code --data DIR --hub|--device [--address HOST:PORT]... [--ttl SECONDS] [--no-qr]
                             [--scopes a,b] [--enroll]
                             [--at-hub ID]   (a sealed tenant's two-part code: the device joins hub
@@ -46,6 +49,12 @@ usage:
                             (no TABLE: list the declared directions)
   outpost-cloud status      --data DIR [--json]
 Defaults: --listen 0.0.0.0:7430, --https 0.0.0.0:8443. Logs go to stderr (OUTPOST_LOG=debug).";
+
+/// The smallest staging budget `run --staging-mib` takes: one device's full session (a smaller
+/// budget would refuse every such push as too large).
+const MIN_STAGING_MIB: usize = 16;
+/// The largest staging budget `run --staging-mib` takes.
+const MAX_STAGING_MIB: usize = 4096;
 
 /// Parsed command-line options (flags may come in any order after the command).
 #[derive(Default, Debug)]
@@ -76,6 +85,8 @@ struct Args {
     at_hub: Option<String>,
     /// `init --postgres URL` / `run --postgres URL`.
     postgres: Option<String>,
+    /// `run --staging-mib N`: the staging budget, in MiB.
+    staging_mib: Option<usize>,
     positional: Vec<String>,
 }
 
@@ -137,6 +148,20 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Asked<Args>> {
             }
             "--postgres" if matches!(args.command.as_str(), "init" | "run") => {
                 args.postgres = Some(value("--postgres")?)
+            }
+            "--staging-mib" if args.command == "run" => {
+                let v = value("--staging-mib")?;
+                args.staging_mib = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (MIN_STAGING_MIB..=MAX_STAGING_MIB).contains(n))
+                        .with_context(|| {
+                            format!(
+                                "--staging-mib {v:?}: a number of MiB from {MIN_STAGING_MIB} \
+                                 (a device's session pushes up to 16 MiB) to {MAX_STAGING_MIB}"
+                            )
+                        })?,
+                );
             }
             "--no-qr" => args.no_qr = true,
             "--at-hub" if args.command == "enroll-code" => args.at_hub = Some(value("--at-hub")?),
@@ -310,7 +335,12 @@ fn run(args: &Args) -> Result<()> {
     }
     cloud.sync().context("first sync round")?;
     cloud.spawn_sync_loop(Duration::from_millis(500))?;
-    outpost_cloud::sessions::spawn(session_listener, cloud.clone())?;
+    let staging = args
+        .staging_mib
+        .map_or(outpost_relay::staging::DEFAULT_STAGING_BUDGET, |mib| {
+            mib << 20
+        });
+    outpost_cloud::sessions::spawn(session_listener, cloud.clone(), staging)?;
     log::info!(
         "cloud site={} https={https_bound} protocol={session_bound} cert-sha256={cert_fp}",
         cloud.dir.identity.site

@@ -63,12 +63,18 @@ impl std::error::Error for SessionsError {
     }
 }
 
-/// Serves sessions on `listener` from new threads; returns once they are started.
-pub fn spawn(listener: TcpListener, cloud: Arc<Cloud>) -> Result<(), SessionsError> {
-    let serving = Serving::new(
+/// Serves sessions on `listener` from new threads; returns once they are started. Pushes in
+/// progress may hold `staging_bytes` of memory together (`outpost_relay::staging`).
+pub fn spawn(
+    listener: TcpListener,
+    cloud: Arc<Cloud>,
+    staging_bytes: usize,
+) -> Result<(), SessionsError> {
+    let serving = Serving::with_staging_budget(
         cloud.dir.stores().map_err(SessionsError::DataDir)?,
         ChannelLimits::default(),
         PeerRole::Cloud,
+        staging_bytes,
     );
     cloud.notify_sessions(serving.clone());
     let live = Arc::new(LiveSessions::default());

@@ -168,22 +168,57 @@ pub(crate) fn with_bulk_cache<T>(
     conn: Conn,
     f: impl FnOnce() -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let cache = conn.query_i64("PRAGMA cache_size", &[])?.unwrap_or(-2000);
-    let page = conn.query_i64("PRAGMA page_size", &[])?.unwrap_or(4096);
-    let kib = if cache < 0 {
-        -cache
-    } else {
-        cache.saturating_mul(page) / 1024
-    };
-    let bump = kib < BULK_CACHE_KIB;
-    if bump {
-        conn.exec(&format!("PRAGMA cache_size = -{BULK_CACHE_KIB}"))?;
-    }
+    let mut cache = BulkCache::raise(conn)?;
     let r = f();
-    if bump {
-        conn.exec(&format!("PRAGMA cache_size = {cache}"))?;
-    }
+    cache.release()?;
     r
+}
+
+/// A page cache of at least [`BULK_CACHE_KIB`], held until [`BulkCache::release`] (or the drop)
+/// sets the connection's own setting back: for work made of many calls that would each raise
+/// and lower it, since lowering it drops the cached pages (a push's export, one 512 KiB batch
+/// per call, read its B-trees again for every batch). Calls inside it find the cache large
+/// enough and leave it alone.
+pub(crate) struct BulkCache {
+    conn: Conn,
+    /// The connection's own `cache_size`, when it was raised.
+    own: Option<i64>,
+}
+
+impl BulkCache {
+    /// Raises the cache of `conn` when it is smaller than [`BULK_CACHE_KIB`].
+    pub(crate) fn raise(conn: Conn) -> Result<BulkCache, Error> {
+        let cache = conn.query_i64("PRAGMA cache_size", &[])?.unwrap_or(-2000);
+        let page = conn.query_i64("PRAGMA page_size", &[])?.unwrap_or(4096);
+        let kib = if cache < 0 {
+            -cache
+        } else {
+            cache.saturating_mul(page) / 1024
+        };
+        let own = (kib < BULK_CACHE_KIB).then_some(cache);
+        if own.is_some() {
+            conn.exec(&format!("PRAGMA cache_size = -{BULK_CACHE_KIB}"))?;
+        }
+        Ok(BulkCache { conn, own })
+    }
+
+    /// Sets the connection's own cache size back (once).
+    pub(crate) fn release(&mut self) -> Result<(), Error> {
+        match self.own.take() {
+            Some(cache) => self.conn.exec(&format!("PRAGMA cache_size = {cache}")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BulkCache {
+    /// A holder that ended early (an error, a cut session) gives the cache back here; a failure
+    /// is logged, as there is no caller left to tell.
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            log::warn!("setting the page cache back after bulk work: {e}");
+        }
+    }
 }
 
 /// Which way a table syncs.

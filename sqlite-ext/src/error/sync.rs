@@ -112,6 +112,19 @@ pub enum SyncError {
         /// The peer's trusted time, as its hello stated it (ms).
         relay_ms: u64,
     },
+    /// The peer answered busy (its memory for pushes full, or too many connections) to every
+    /// attempt of a session, waiting between them (`client.rs`); the sessions it acknowledged
+    /// before stay synced.
+    StayedBusy {
+        /// The peer's label ("hub", "cloud").
+        peer: String,
+        /// Attempts made in a row.
+        attempts: u32,
+        /// Time waited between them.
+        waited: std::time::Duration,
+        /// The last refusal.
+        last: Box<SyncError>,
+    },
     /// A bad argument or option.
     Argument(String),
     /// The engine failed (SQLite, bookkeeping).
@@ -348,6 +361,16 @@ impl fmt::Display for SyncError {
                 UtcDate(*stamped_ms),
                 UtcDate(*relay_ms)
             ),
+            SyncError::StayedBusy {
+                peer,
+                attempts,
+                waited,
+                last,
+            } => write!(
+                f,
+                "the {peer} stayed busy: {attempts} attempts in a row over {:.1} s were refused                  ({last}); what it acknowledged before is synced, sync again later",
+                waited.as_secs_f64()
+            ),
             SyncError::Argument(m) => f.write_str(m),
             SyncError::Engine(e) => write!(f, "{e}"),
         }
@@ -368,6 +391,7 @@ impl std::error::Error for SyncError {
             },
             SyncError::PeerAddresses(e) => Some(e),
             SyncError::AllFailed { first, .. } => Some(&**first),
+            SyncError::StayedBusy { last, .. } => Some(&**last),
             SyncError::Engine(e) => Some(e),
             _ => None,
         }

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::error::SyncError;
 use crate::fold::db_version;
 use crate::functions::{Arg, Call};
-use outpost_link::{LinkError, Timeouts};
+use outpost_link::{Backoff, LinkError, Timeouts};
 use outpost_protocol::message::ErrorCode;
 use outpost_protocol::Value;
 use serde_json::json;
@@ -20,6 +20,16 @@ use std::time::{Duration, Instant};
 
 /// Sessions one `outpost_sync` runs at most (each pushes up to `store::PUSH_BUDGET`).
 const MAX_SESSIONS: u32 = 64;
+/// Attempts of one session while the peer answers busy (its memory for pushes is full, or it
+/// has too many connections) before the sync gives up: with [`BUSY_WAIT_MIN`] to
+/// [`BUSY_WAIT_MAX`] between them, about 15-20 s of waiting, several times what one full
+/// session of another device takes to commit and give its memory back.
+const BUSY_ATTEMPTS: u32 = 8;
+/// The first wait after a busy answer; each next one doubles, up to [`BUSY_WAIT_MAX`] (drawn in
+/// the upper quarter of the step, so devices refused together do not come back together).
+const BUSY_WAIT_MIN: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts of a busy peer.
+const BUSY_WAIT_MAX: Duration = Duration::from_secs(4);
 /// Live sessions one call runs at most (each local commit burst starts one).
 const MAX_LIVE_SESSIONS: u32 = 100_000;
 
@@ -161,6 +171,7 @@ fn sync(call: &Call, args: &[Arg], started: Instant) -> Result<Value, SyncError>
                     "scopes_dropped": counts.scopes_dropped,
                     "keys_received": counts.keys_received,
                     "keys_missing": counts.keys_missing,
+                    "busy_retries": counts.busy_retries,
                     "held": held.values().map(|h| h.batches).sum::<u64>(),
                     "held_origins": held_json(&held),
                     "ms": started.elapsed().as_millis() as u64,
@@ -216,6 +227,12 @@ pub(crate) fn held_json(held: &Held) -> serde_json::Value {
 /// Sessions with one peer until nothing is left to push; the counts, the address used, the ids
 /// granted (per sequence) and what the last pull held (each pull brings the held batches again,
 /// so they are not summed over sessions).
+///
+/// A session the peer refuses as busy is run again after a wait ([`BUSY_ATTEMPTS`] at most in a
+/// row): a relay refuses a push when the memory all its peers' pushes share is full (two
+/// devices pushing full sessions at once can fill a cloud's), before it keeps any of it, and
+/// what earlier sessions committed stays acknowledged. Nothing of the refused session was
+/// stored, so the next one pushes it again from the peer's vector.
 fn sync_with(
     call: &Call,
     id: &Identity,
@@ -227,7 +244,10 @@ fn sync_with(
     let mut granted = Vec::new();
     let mut held = Held::new();
     let mut restamped = false;
-    for _ in 0..MAX_SESSIONS {
+    let mut busy = Backoff::new(BUSY_WAIT_MIN, BUSY_WAIT_MAX);
+    let mut busy_waited = Duration::ZERO;
+    let mut sessions = 0;
+    while sessions < MAX_SESSIONS {
         let mut store = EngineStore::new(call, id.site);
         let r = session(call, id, peer, timeouts, &mut store, None);
         total.add(&store.counts);
@@ -235,16 +255,55 @@ fn sync_with(
         held = std::mem::take(&mut store.held);
         match r {
             Err(e) if refused_clock_ahead(&e) => {
+                sessions += 1;
                 answer_clock_ahead(call, peer, &store, &mut restamped)?;
+                continue;
+            }
+            Err(e) if refused_busy(&e) => {
+                if busy.failures() + 1 >= BUSY_ATTEMPTS {
+                    return Err(SyncError::StayedBusy {
+                        peer: peers::role_name(peer.role).to_string(),
+                        attempts: busy.failures() + 1,
+                        waited: busy_waited,
+                        last: Box::new(e),
+                    });
+                }
+                let wait = busy.fail();
+                busy_waited += wait;
+                total.busy_retries += 1;
+                log::info!(
+                    "outpost_sync: {} busy, session again in {} ms: {e}",
+                    peers::role_name(peer.role),
+                    wait.as_millis()
+                );
+                std::thread::sleep(wait);
                 continue;
             }
             r => address = r?.0,
         }
+        sessions += 1;
+        // A session went through: the next refusal starts the waits again.
+        busy = Backoff::new(BUSY_WAIT_MIN, BUSY_WAIT_MAX);
+        busy_waited = Duration::ZERO;
         if !store.more_to_push {
             break;
         }
     }
     Ok((total, address, granted, held))
+}
+
+/// Whether the peer said it is busy: its memory for pushes is full (`Error(Busy)`), or it has
+/// too many connections (the busy notice). Both mean retry later, as is.
+fn refused_busy(e: &SyncError) -> bool {
+    matches!(
+        e,
+        SyncError::Link(
+            LinkError::Peer {
+                code: ErrorCode::Busy,
+                ..
+            } | LinkError::Busy { .. }
+        )
+    )
 }
 
 /// Answers a push the peer refused as stamped too far ahead: the first time in a call,

@@ -53,9 +53,17 @@ use std::collections::BTreeMap;
 
 /// Largest batch exported (bytes); a larger single row still goes alone.
 pub(crate) const BATCH_BYTES: usize = 512 * 1024;
-/// Bytes pushed per session: the rest goes in the next session of the same `outpost_sync`
-/// (the hub stages a push in memory until commit and refuses more than 64 MiB).
+/// What one session's push may make the relay hold at its peak: the rest goes in the next
+/// session of the same `outpost_sync` (a relay stages a push in memory until commit). A relay
+/// counts the batches staged so far and, while a batch's message arrives, that message twice
+/// (decoding copies the batch out of it), so a session stops before its next batch could pass
+/// this: it pushes at most `PUSH_BUDGET - BATCH_BYTES` (about 15.5 MiB). Two devices' sessions
+/// then fit at once in the 32 MiB a relay stages for all its peers
+/// (`outpost_relay::staging::DEFAULT_STAGING_BUDGET`).
 pub(crate) const PUSH_BUDGET: usize = 16 << 20;
+/// Room left per batch for what wraps it (the push message, a sealed batch's nonce, tag and
+/// signature).
+const PUSH_MESSAGE_SLACK: usize = 4 * 1024;
 /// Pulled chunks applied per transaction at most. 16 chunks of [`BATCH_BYTES`] is what the W4
 /// benchmark measured best (`outpost_apply_many`: 129k rows/s, against 46-51k with one
 /// transaction per chunk; 12 chunks 113k, 20 chunks 123k at 65.6 MiB, over the memory goal).
@@ -96,6 +104,8 @@ pub(crate) struct Counts {
     /// Own streams not pushed because no key of their scope is held yet (a sealed tenant's):
     /// they go with a later sync, once the key arrives.
     pub keys_missing: u64,
+    /// Sessions run again because the peer answered busy (`client.rs`).
+    pub busy_retries: u64,
 }
 
 impl Counts {
@@ -116,6 +126,7 @@ impl Counts {
         self.scopes_dropped += c.scopes_dropped;
         self.keys_received += c.keys_received;
         self.keys_missing += c.keys_missing;
+        self.busy_retries += c.busy_retries;
     }
 }
 
@@ -176,6 +187,10 @@ pub(crate) struct EngineStore<'c> {
     /// This database's static key pair, read at the first need (opening key envelopes,
     /// signing sealed batches).
     keypair: Option<outpost_protocol::handshake::Keypair>,
+    /// The bulk page cache the push's export holds from its plan to its last batch (not during
+    /// the pull: the apply raises its own, and a cache kept across its groups would add to
+    /// what it holds in memory).
+    export_cache: Option<crate::schema::BulkCache>,
 }
 
 /// The sent marks around a session's export (`restamp.rs`).
@@ -213,6 +228,7 @@ impl<'c> EngineStore<'c> {
             peer_clock_ms: 0,
             planned: false,
             keypair: None,
+            export_cache: None,
         }
     }
 
@@ -594,6 +610,9 @@ impl EngineStore<'_> {
         // ends at the pull (`vector_inner`), once this session's control entries are in (one
         // may grant the scope again).
         self.planned = true;
+        if !streams.is_empty() && self.export_cache.is_none() {
+            self.export_cache = Some(crate::schema::BulkCache::raise(self.call.conn)?);
+        }
         if self.sent_marks.is_none() {
             let now = crate::restamp::sent(self.call.conn)?;
             self.sent_marks = Some(SentMarks {
@@ -673,7 +692,9 @@ impl EngineStore<'_> {
             m.after = crate::restamp::sent(self.call.conn)?;
         }
         plan.bytes += bytes.len();
-        if plan.bytes >= PUSH_BUDGET {
+        // The next batch (at most BATCH_BYTES, unless one row is larger) would be staged on top
+        // of these while its message is counted twice.
+        if plan.bytes + 2 * (BATCH_BYTES + PUSH_MESSAGE_SLACK) > PUSH_BUDGET {
             plan.done = true;
             self.more_to_push = true;
         }
@@ -907,7 +928,14 @@ impl outpost_protocol::session::ClientStore for EngineStore<'_> {
     }
 
     fn next_export(&mut self, plan: &mut ExportPlan) -> Result<Option<Vec<u8>>, Failed> {
-        let r = self.next_inner(plan);
+        let r = self.next_inner(plan).and_then(|next| {
+            if next.is_none() {
+                if let Some(mut cache) = self.export_cache.take() {
+                    cache.release()?;
+                }
+            }
+            Ok(next)
+        });
         self.keep(r)
     }
 

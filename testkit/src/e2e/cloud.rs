@@ -26,6 +26,8 @@ pub struct Cloud {
     netns: Option<String>,
     https: Option<String>,
     child: Option<Child>,
+    /// More arguments for `run` (e.g. `--staging-mib`).
+    pub run_args: Vec<String>,
 }
 
 impl Cloud {
@@ -56,6 +58,7 @@ impl Cloud {
             netns: netns.map(str::to_string),
             https: None,
             child: None,
+            run_args: Vec::new(),
         }
     }
 
@@ -78,6 +81,7 @@ impl Cloud {
             netns: None,
             https: None,
             child: None,
+            run_args: Vec::new(),
         }
     }
 
@@ -110,6 +114,7 @@ impl Cloud {
             .arg(&self.data)
             .args(["--https", &format!("{ip}:0"), "--listen"])
             .arg(format!("{ip}:{}", self.port))
+            .args(&self.run_args)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -207,6 +212,7 @@ impl Cloud {
             netns: self.netns.clone(),
             https: None,
             child: None,
+            run_args: Vec::new(),
         }
     }
 
