@@ -43,8 +43,16 @@ use outpost_protocol::session::ClientStore;
 use outpost_protocol::{ControlVector, SeqRange, SiteId, VersionVector};
 use std::collections::BTreeMap;
 
-/// Bytes pushed per session by default (the hub's relay refuses more than 64 MiB staged).
+/// What one session's push may make the server hold at its peak, by default. A relay counts
+/// the batches staged so far and, while a batch's message arrives, that message twice (decoding
+/// copies the batch out of it), so a session stops before its next batch could pass this, as a
+/// device's does (`sqlite-ext/src/sync/store.rs`): two sessions then fit at once in the 32 MiB a
+/// relay stages for all its peers.
 pub const PUSH_BUDGET: usize = 16 << 20;
+/// The largest batch a device exports (`sqlite-ext`'s `BATCH_BYTES`), with room for what wraps
+/// it in a push message: the next relayed batch is assumed this large (a single larger row can
+/// still pass the budget by its excess, as on a device).
+const NEXT_BATCH_BYTES: usize = 512 * 1024 + 4 * 1024;
 
 /// What one session moved, in seqs and batches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -220,7 +228,7 @@ impl ClientStore for MailboxClient<'_> {
             break batch;
         };
         plan.bytes += batch.bytes.len();
-        if plan.bytes >= self.push_budget {
+        if plan.bytes + 2 * NEXT_BATCH_BYTES > self.push_budget {
             // The plan follows each origin in seq order, so stopping anywhere leaves no gap in
             // what the server receives; the next session starts from its new coverage.
             plan.done = true;
