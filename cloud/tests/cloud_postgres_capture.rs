@@ -848,3 +848,39 @@ fn an_earlier_builds_capture_is_brought_up_to_this_builds_once() {
     let rows = rows_of(&everything(&mut c));
     assert!(rows.contains_key(&("patients".to_string(), vec![text("new-1")])));
 }
+
+/// Exported changes leave the outbox once folded and old enough (the mailbox keeps the cloud's
+/// batches): the change at the exported top stays, and so does the stream's top, so the next
+/// back-office write takes the next seq.
+#[test]
+fn exported_changes_are_pruned_from_the_outbox_once_folded_and_old() {
+    let Some((_db, mut c)) = tenant("capture_prune") else {
+        return;
+    };
+    for i in 1..=3 {
+        c.batch_execute(&format!(
+            "INSERT INTO patients(id, given_name) VALUES ('p{i}', 'x')"
+        ))
+        .unwrap();
+    }
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let later = now() + outbox::PRUNE_AFTER_MS + 60_000;
+    // Not folded yet: nothing goes.
+    assert_eq!(outbox::prune(&mut c, "", 3, later).unwrap(), 0);
+    apply::apply_many(&mut c, cloud_site(), &[]).unwrap();
+    // Folded, but younger than the window: nothing goes.
+    assert_eq!(outbox::prune(&mut c, "", 3, now()).unwrap(), 0);
+    assert_eq!(outbox::prune(&mut c, "", 3, later).unwrap(), 2);
+    let seqs: Vec<i64> = outbox_rows(&mut c).iter().map(|r| r.0).collect();
+    assert_eq!(seqs, [3]);
+    assert_eq!(outbox::top(&mut c, "").unwrap(), 3);
+    c.batch_execute("INSERT INTO patients(id, given_name) VALUES ('p4', 'x')")
+        .unwrap();
+    let seqs: Vec<i64> = outbox_rows(&mut c).iter().map(|r| r.0).collect();
+    assert_eq!(seqs, [3, 4]);
+}

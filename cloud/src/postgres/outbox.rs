@@ -220,6 +220,44 @@ pub fn top(client: &mut impl GenericClient, stream: &str) -> Result<u64, OutboxE
     Ok(tops(client)?.get(stream).copied().unwrap_or(0))
 }
 
+/// How long an exported change stays in the outbox (milliseconds of its clock): longer than any
+/// process serving the tenant reads the mailbox's coverage before it reads the outbox (a round),
+/// so no export finds a row gone that it still meant to read.
+pub const PRUNE_AFTER_MS: u64 = 10 * 60 * 1000;
+
+/// Deletes the changes of `stream` below `below` (what the mailbox holds as the cloud's batches:
+/// exported; the change at `below` itself stays, for restore detection, `high_water.rs`) that
+/// are folded into the merge state and older than [`PRUNE_AFTER_MS`] by `now_ms`; the stream's
+/// floor keeps its top. Returns how many went.
+pub fn prune(
+    client: &mut impl GenericClient,
+    stream: &str,
+    below: u64,
+    now_ms: u64,
+) -> Result<u64, OutboxError> {
+    let (Ok(below), Ok(before)) = (
+        i64::try_from(below),
+        i64::try_from(now_ms.saturating_sub(PRUNE_AFTER_MS) << 16),
+    ) else {
+        return Ok(0);
+    };
+    let row = client
+        .query_one(
+            "WITH gone AS (DELETE FROM outpost.outbox o USING outpost.streams s \
+               WHERE o.stream = $1 AND s.stream = $1 AND o.seq < $2 AND o.seq <= s.folded \
+               AND o.hlc < $3 RETURNING o.seq), \
+             top AS (SELECT max(seq) AS m, count(*) AS n FROM gone), \
+             floor AS (UPDATE outpost.streams s SET seq = greatest(s.seq, top.m) FROM top \
+               WHERE s.stream = $1 AND top.m IS NOT NULL) \
+             SELECT n FROM top",
+            &[&stream, &below, &before],
+        )
+        .map_err(sql(format!(
+            "pruning exported changes of stream {stream:?}"
+        )))?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
 /// Every stream of the cloud's origin with its highest seq.
 pub fn tops(client: &mut impl GenericClient) -> Result<BTreeMap<String, u64>, OutboxError> {
     let exists: bool = client

@@ -350,7 +350,26 @@ impl PgTenant {
         mailbox: &mut Mailbox,
         key: &outpost_protocol::handshake::Keypair,
     ) -> Result<usize, TenantError> {
-        crate::tenant::export::export(self, mailbox, key)
+        let stored = crate::tenant::export::export(self, mailbox, key)?;
+        self.prune_outbox(mailbox)?;
+        Ok(stored)
+    }
+
+    /// Drops from the outbox what the mailbox holds as the cloud's batches, once folded and old
+    /// enough (`outbox::prune`): the mailbox is the history peers are served from, so the outbox
+    /// would otherwise keep a second copy of every back-office write for good.
+    fn prune_outbox(&mut self, mailbox: &mut Mailbox) -> Result<(), TenantError> {
+        let held = mailbox.vector()?;
+        let now_ms = crate::tenant::ingest::now_ms() as u64;
+        for name in self.own_stream_names()? {
+            let wire = mailbox.wire_scope(&name)?;
+            let covered = held.get(&StreamId::new(self.site, wire.as_str()));
+            if covered > 1 {
+                outbox::prune(&mut self.client, &name, covered, now_ms)
+                    .map_err(PgTenantError::Outbox)?;
+            }
+        }
+        Ok(())
     }
 }
 
