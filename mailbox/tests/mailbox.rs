@@ -679,3 +679,59 @@ fn a_key_set_makes_first_keys_for_at_most_16_scopes_a_peer_names() {
         .unwrap();
     assert_eq!(again.entries.len(), 33);
 }
+
+/// A hub's uplink session stops its push before the next batch could take the server's count
+/// (what is staged, and the arriving message twice) past its push budget, as a device's does:
+/// with batches of about 200 KiB and a 2 MiB budget, a session pushes at most
+/// 2 MiB - 2 x 516 KiB, and says there is more to push.
+#[test]
+fn an_uplink_session_stops_its_push_before_the_next_batch_could_pass_the_budget() {
+    use outpost_mailbox::MailboxClient;
+    use outpost_protocol::session::ClientStore;
+    use outpost_protocol::Hlc;
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = support::store::open(&dir.path().join("hub.db"));
+    let origin = site(0x61);
+    // Text that does not compress, about 200 KiB per batch.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut text = || {
+        (0..200 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect::<String>()
+    };
+    let batches: Vec<Vec<u8>> = (1..=20u64)
+        .map(|s| {
+            outpost_testkit::batch::text_rows(
+                origin,
+                s,
+                s,
+                "t",
+                "v",
+                [(s as i64, Hlc::ZERO, text())],
+            )
+        })
+        .collect();
+    hub.store(batches).unwrap();
+    let budget = 2 << 20;
+    let mut client = MailboxClient::new(&mut hub, site(0xc0));
+    client.push_budget = budget;
+    let mut plan = client.plan_export(&VersionVector::new()).unwrap();
+    let mut pushed = Vec::new();
+    while let Some(b) = client.next_export(&mut plan).unwrap() {
+        pushed.push(b.len());
+    }
+    let total: usize = pushed.iter().sum();
+    let next = 2 * (516 * 1024);
+    let before_last = total - pushed[pushed.len() - 1];
+    assert!(pushed.len() >= 2, "{pushed:?}");
+    // Each batch was taken while the next could still fit, and the session stopped at the first
+    // that left no room for another.
+    assert!(before_last + next <= budget, "{pushed:?}");
+    assert!(total + next > budget, "{pushed:?}");
+    assert!(client.more_to_push, "the rest goes in the next session");
+}
