@@ -115,7 +115,9 @@ pub(crate) fn check(
             match (exported.stamp, stamps.get(stream)) {
                 (Some(was), Some(&is)) if was != is => {
                     log::error!(
-                        "the tenant's change at seq {} of the cloud's stream {stream:?} has clock                          {is}, but the one this process exported there had {was}: the database                          was restored and written past that seq again",
+                        "the tenant's change at seq {} of the cloud's stream {stream:?} has clock \
+                         {is}, but the one this process exported there had {was}: the database \
+                         was restored and written past that seq again",
                         exported.seq
                     );
                     exported.seq - 1

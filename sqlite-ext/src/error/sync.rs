@@ -368,7 +368,8 @@ impl fmt::Display for SyncError {
                 last,
             } => write!(
                 f,
-                "the {peer} stayed busy: {attempts} attempts in a row over {:.1} s were refused                  ({last}); what it acknowledged before is synced, sync again later",
+                "the {peer} stayed busy: {attempts} attempts in a row over {:.1} s were refused \
+                 ({last}); what it acknowledged before is synced, sync again later",
                 waited.as_secs_f64()
             ),
             SyncError::Argument(m) => f.write_str(m),
