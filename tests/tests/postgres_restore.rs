@@ -41,11 +41,6 @@ fn office_insert(url: &str, id: &str) {
 
 /// The database as `pg_dump` saw it at `dump`, in place of what it holds now.
 fn restore(db: &pg::TestDatabase, dump: &Path) {
-    let mut admin = db.superuser();
-    admin
-        .batch_execute("SELECT 1")
-        .expect("the test cluster answers");
-    drop(admin);
     let cluster = pg::with_database(&db.url, "postgres");
     psql(
         &cluster,
