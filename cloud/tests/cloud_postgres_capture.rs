@@ -884,3 +884,79 @@ fn exported_changes_are_pruned_from_the_outbox_once_folded_and_old() {
     let seqs: Vec<i64> = outbox_rows(&mut c).iter().map(|r| r.0).collect();
     assert_eq!(seqs, [3, 4]);
 }
+
+/// A tenant taking a new origin after a restore (`new_origin::take`): the old origin's captured
+/// writes above what the mailbox held are kept aside, a transfer not exported yet is queued
+/// again under the new origin (it carries no write of its own), and the new origin's seqs
+/// start after it.
+#[test]
+fn a_new_origin_keeps_unexported_writes_aside_and_queues_pending_transfers_again() {
+    use outpost_cloud::postgres::new_origin;
+    let Some((_db, mut c)) = tenant("new_origin_take") else {
+        return;
+    };
+    for id in ["p1", "p2"] {
+        c.batch_execute(&format!(
+            "INSERT INTO patients(id, given_name) VALUES ('{id}', 'x')"
+        ))
+        .unwrap();
+    }
+    let tbl: i32 = c
+        .query_one(
+            "SELECT id FROM outpost.captured WHERE name = 'patients'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.execute(
+        "SELECT outpost.transfer($1, '[\"p1\"]'::jsonb, '')",
+        &[&tbl],
+    )
+    .unwrap();
+    let new = SiteId::from_slice(&[0x77; 16]).unwrap();
+    let held = BTreeMap::from([(String::new(), (String::new(), 1u64))]);
+    let taken = new_origin::take(&mut c, cloud_site(), new, &held)
+        .unwrap()
+        .expect("the tenant was on the old origin");
+    assert_eq!(taken.kept_aside, 1, "{taken:?}");
+    let aside = c
+        .query(
+            "SELECT seq, op FROM outpost.retired_outbox ORDER BY seq",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, i16>(1)))
+        .collect::<Vec<_>>();
+    assert_eq!(aside, [(2, 1)]);
+    let outbox = c
+        .query(
+            "SELECT seq, op, key::text FROM outpost.outbox ORDER BY seq",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, i64>(0),
+                r.get::<_, i16>(1),
+                r.get::<_, String>(2),
+            )
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(outbox, [(1, 4, "[\"p1\"]".to_string())]);
+    assert_eq!(new_origin::current(&mut c, cloud_site()).unwrap(), new);
+    assert_eq!(outbox::origin(&mut c).unwrap(), new);
+    // Taken once: a second process finding the tenant moved changes nothing.
+    assert!(new_origin::take(
+        &mut c,
+        cloud_site(),
+        SiteId::from_slice(&[0x78; 16]).unwrap(),
+        &held
+    )
+    .unwrap()
+    .is_none());
+    c.batch_execute("INSERT INTO patients(id, given_name) VALUES ('p3', 'x')")
+        .unwrap();
+    assert_eq!(outbox::top(&mut c, "").unwrap(), 2);
+}

@@ -7,7 +7,9 @@
 //! - the old origin's captured writes leave the outbox: those the mailbox holds as batches are
 //!   exported already; those above are kept in `outpost.retired_outbox`, not exported (their
 //!   seqs may be ones peers hold for other changes: which of them were written after the
-//!   restore is the second step of the recovery, not built yet);
+//!   restore is the second step of the recovery, not built yet). Transfers not exported yet
+//!   are queued again under the new origin instead: they carry no write of their own (their
+//!   batch reads the row's merge state when it is read);
 //! - every stream's seqs and fold mark start again at 0, for the new origin;
 //! - the cloud's own counter contributions and review clocks per row (`capture_rows`) are
 //!   cleared: the new origin's contributions start at nothing, the old one's stay in the merge
@@ -176,6 +178,20 @@ pub fn take(
            WHERE counters IS NOT NULL OR reviews IS NOT NULL;",
     )
     .map_err(sql("starting the streams again for the new origin"))?;
+    // A transfer not exported yet holds no write of its own (its batch reads the row's merge
+    // state when it is read, `transfer.rs`): queued again under the new origin, in its order,
+    // rather than kept aside, so the row still reaches its new scope.
+    let requeued = tx
+        .execute(
+            "WITH t AS (DELETE FROM outpost.retired_outbox WHERE origin = $1 AND op = 4 \
+               RETURNING stream, seq, tbl, key) \
+             INSERT INTO outpost.outbox(stream, seq, hlc, tbl, key, exist, op, cells, extra) \
+               SELECT stream, row_number() OVER (PARTITION BY stream ORDER BY seq), 0, tbl, key, \
+                 0, 4, NULL, NULL FROM t",
+            &[&old.as_bytes().as_slice()],
+        )
+        .map_err(sql("queueing the old origin's pending transfers again"))?;
+    kept_aside -= requeued;
     let record: BTreeMap<&String, u64> = held.values().map(|(w, s)| (w, *s)).collect();
     tx.execute(
         "INSERT INTO outpost.meta(name, value) VALUES ($1, $2), ($3, $4) \
