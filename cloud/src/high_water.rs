@@ -174,17 +174,18 @@ pub(crate) fn record(
 }
 
 /// Records the highest entry of the cloud's own control stream (`site`) the mailbox holds,
-/// where it grew.
+/// where it grew. Returns the record now.
 pub(crate) fn record_control(
     control: &Control,
     mailbox: &mut Mailbox,
     site: SiteId,
-) -> Result<(), HighWaterError> {
+) -> Result<u64, HighWaterError> {
     let held = mailbox.control_vector()?.get(&site);
-    if held > control_recorded(control)? {
+    let recorded = control_recorded(control)?;
+    if held > recorded {
         control.set_setting(CONTROL, Some(&held.to_string()))?;
     }
-    Ok(())
+    Ok(held.max(recorded))
 }
 
 /// The highest entry of the cloud's own control stream this process saw stored.

@@ -334,12 +334,17 @@ impl Cloud {
                 Recovery::WaitingForControl { .. } => {}
                 Recovery::NotNeeded | Recovery::Taken { .. } => {}
             }
-            high_water::record_control(&control, &mut mailbox, site)?;
-            mailbox.set_control_floor(high_water::control_recorded(&control)?);
+            let floor = high_water::record_control(&control, &mut mailbox, site)?;
+            mailbox.set_control_floor(floor);
         }
+        // Nothing writes the records in between; a new origin has none yet.
+        let records = if tenant.origin(site) == origin {
+            records
+        } else {
+            BTreeMap::new()
+        };
         let origin = tenant.origin(site);
         let exported = tenant.export(&mut mailbox, self.dir.identity.keypair())?;
-        let records = high_water::recorded(&lock(&self.control), origin, site)?;
         let grown = high_water::grown(&records, &mailbox, origin)?;
         let stamps = tenant.own_stamps(&mut mailbox, &grown)?;
         high_water::record(&lock(&self.control), origin, &grown, &stamps)?;

@@ -24,6 +24,7 @@ use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::{live, n, DeviceDb};
 use outpost_testkit::e2e::figures::{print_live_calls, propagation, summary};
 use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::ingest_log::applies;
 use outpost_testkit::e2e::scratch::scratch;
 use outpost_testkit::env::number;
 use rusqlite::Connection;
@@ -311,33 +312,7 @@ fn cloud_ingest_throughput() {
     // last is logged just after its commit made the rows visible).
     std::thread::sleep(Duration::from_millis(300));
     let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
-    let applied: Vec<f64> = log
-        .lines()
-        .filter(|l| l.contains("tenant applied batch"))
-        .filter_map(|l| {
-            // 2026-11-23T11:33:02.231Z ...: seconds of the day
-            let t = l.get(11..23)?;
-            let h: f64 = t.get(0..2)?.parse().ok()?;
-            let m: f64 = t.get(3..5)?.parse().ok()?;
-            let sec: f64 = t.get(6..12)?.parse().ok()?;
-            Some(h * 3600.0 + m * 60.0 + sec)
-        })
-        .collect();
-    // Transactions: one per batch applied alone, one per group (`tenant/group.rs`).
-    let grouped: Vec<usize> = log
-        .lines()
-        .filter_map(|l| {
-            let (_, rest) = l.split_once("tenant applied ")?;
-            rest.split_once(" batches in one transaction")?
-                .0
-                .parse()
-                .ok()
-        })
-        .collect();
-    let alone = log
-        .lines()
-        .filter(|l| l.contains("tenant applied batch") && !l.contains("(in a group of"))
-        .count();
+    let applied = applies(&log);
     drop(cloud);
     let plain_s = plain(&dir.path().join("plain.db"), &seeds, patients);
     println!(
@@ -354,20 +329,21 @@ fn cloud_ingest_throughput() {
         pushed_at.as_secs_f64(),
         mailbox_bytes as f64 / (1 << 20) as f64
     );
-    if let (Some(first), Some(last)) = (applied.first(), applied.last()) {
+    if applied.batches > 0 {
         println!(
             "  the cloud's log: {} batches applied, {:.2} s from the first to the last \
              ({:.0} rows/s while applying, overlapping the pushes)",
-            applied.len(),
-            last - first,
-            rows as f64 / (last - first)
+            applied.batches,
+            applied.window_s,
+            rows as f64 / applied.window_s
         );
     }
     println!(
-        "  the cloud's apply transactions: {} groups (of {} batches, largest {}), {alone} batches alone",
-        grouped.len(),
-        grouped.iter().sum::<usize>(),
-        grouped.iter().max().unwrap_or(&0)
+        "  the cloud's apply transactions: {} groups (of {} batches, largest {}), {} batches alone",
+        applied.groups.len(),
+        applied.groups.iter().sum::<usize>(),
+        applied.groups.iter().max().unwrap_or(&0),
+        applied.alone
     );
     // CPU time, less sensitive than the clock to what else the machine runs.
     println!(

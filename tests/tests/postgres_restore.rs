@@ -10,24 +10,13 @@ use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::DeviceDb;
 use outpost_testkit::e2e::hub::Hub;
 use outpost_testkit::e2e::patients;
-use outpost_testkit::e2e::process::code_of;
+use outpost_testkit::e2e::process::{code_of, run_ok};
 use outpost_testkit::e2e::scratch::scratch;
 use outpost_testkit::pg::{self, psql};
 use outpost_testkit::wait::within;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-fn run(what: &str, cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn office_insert(url: &str, id: &str) {
     psql(
@@ -47,8 +36,7 @@ fn restore(db: &pg::TestDatabase, dump: &Path) {
         &format!("DROP DATABASE \"{}\" WITH (FORCE)", db.name),
     );
     psql(&cluster, &format!("CREATE DATABASE \"{}\"", db.name));
-    run(
-        "pg_restore",
+    run_ok(
         Command::new("pg_restore")
             .args(["--no-owner", "--exit-on-error", "-d", &db.url])
             .arg(dump),
@@ -108,8 +96,7 @@ fn new_origin(name: &str, unsealed: bool) {
     });
     // The backup: the tenant with the cloud's seq 1.
     let dump = tmp.path().join("tenant.dump");
-    run(
-        "pg_dump",
+    run_ok(
         Command::new("pg_dump")
             .args(["-Fc", "-d", &db.url, "-f"])
             .arg(&dump),

@@ -149,6 +149,8 @@ pub struct PgTenant {
     /// A sealed tenant's digest key, read from the mailbox before each round: batches name
     /// their streams by digest, and the apply's transfers compare them with rows' scopes.
     digest: Option<outpost_protocol::seal::DigestKey>,
+    /// When the outbox was last pruned (`prune_outbox`: at most once a minute, not every round).
+    pruned_at: Option<std::time::Instant>,
 }
 
 impl fmt::Debug for PgTenant {
@@ -186,6 +188,7 @@ impl PgTenant {
             target,
             site,
             voids_published: false,
+            pruned_at: None,
             digest: None,
         })
     }
@@ -359,6 +362,15 @@ impl PgTenant {
     /// enough (`outbox::prune`): the mailbox is the history peers are served from, so the outbox
     /// would otherwise keep a second copy of every back-office write for good.
     fn prune_outbox(&mut self, mailbox: &mut Mailbox) -> Result<(), TenantError> {
+        // Rows become prunable ten minutes after they are written: a round every 500 ms need
+        // not look each time.
+        if self
+            .pruned_at
+            .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(60))
+        {
+            return Ok(());
+        }
+        self.pruned_at = Some(std::time::Instant::now());
         let held = mailbox.vector()?;
         let now_ms = crate::tenant::ingest::now_ms() as u64;
         for name in self.own_stream_names()? {
