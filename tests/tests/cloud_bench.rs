@@ -15,6 +15,10 @@
 //! - `live_idle_cost`: the CPU an `outpost-hub run --net std:` and an `outpost-cloud run` use
 //!   while 40 devices wait in live mode with nothing happening (each idle relay checks for news
 //!   every `relay::NOTIFY_TICK`).
+//! - `back_office_update_reaches_a_live_device`, `back_office_move_reaches_a_live_device`: a
+//!   back-office `UPDATE` of 10,000 rows in one statement on a PostgreSQL tenant (the test
+//!   cluster), until a device in live mode holds every row: a plain update, and one that moves
+//!   the rows (and their `via` visits) into the device's scope.
 //!
 //! Ignored (and left out of `scripts/test`): run with
 //! `cargo test --release -p outpost-tests --test cloud_bench -- --ignored --nocapture --test-threads 1`.
@@ -563,6 +567,81 @@ fn back_office_update_reaches_a_live_device() {
         statement.as_secs_f64() * 1e3,
         plain.as_secs_f64() * 1e3,
         statement.as_secs_f64() / plain.as_secs_f64(),
+        reached.as_secs_f64()
+    );
+    drop(waiting);
+}
+
+const MOVE_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, clinic TEXT);
+CREATE TABLE IF NOT EXISTS visits(id TEXT PRIMARY KEY NOT NULL,
+    patient_id TEXT REFERENCES patients(id), note TEXT);
+SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
+SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');";
+
+/// The issue's goal for a back-office `UPDATE` of 10k rows (under 5 s to a live device) when the
+/// statement *moves* the rows: 10,000 patients of scope `moshi`, each with one `via` visit, are
+/// moved to `tanga` by one `UPDATE` of their scope column through `psql`; a device granted only
+/// `tanga` waits in live mode and the clock runs until it holds every patient and visit (the
+/// cloud reads each move as a transfer of the row and its visit, DESIGN section 10, "Moves").
+/// Needs the test cluster (`OUTPOST_TEST_POSTGRES_URL`).
+#[test]
+#[ignore = "benchmark: prints how long a back-office move of 10k rows takes to reach a live device"]
+fn back_office_move_reaches_a_live_device() {
+    use outpost_testkit::pg::{self, psql};
+    let Some(db) = pg::database("bench_back_office_move") else {
+        return;
+    };
+    let rows = number("OUTPOST_BENCH_ROWS", 10_000);
+    let dir = scratch();
+    let mut cloud = Cloud::init_postgres(&dir.path().join("cloud"), &db.url, true);
+    cloud.start();
+    let moshi = DeviceDb::open(&dir.path().join("moshi.db"), MOVE_SCHEMA);
+    moshi.enroll(&cloud.scoped_code("--device", "moshi"));
+    moshi.exec(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
+         INSERT INTO patients(id, name, clinic) SELECT 'p' || i, 'name ' || i, 'moshi' FROM n; \
+         INSERT INTO visits(id, patient_id, note) SELECT 'v' || substr(id, 2), id, 'ANC' \
+         FROM patients"
+    ));
+    moshi.sync_with("cloud");
+    let t = Instant::now();
+    let in_pg = || {
+        psql(&db.url, "SELECT to_regclass('public.visits') IS NOT NULL") == ["t"]
+            && psql(&db.url, "SELECT count(*) FROM public.visits") == [rows.to_string()]
+    };
+    while !in_pg() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the rows never reached PostgreSQL"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let tanga_path = dir.path().join("tanga.db");
+    let tanga = DeviceDb::open(&tanga_path, MOVE_SCHEMA);
+    tanga.enroll(&cloud.scoped_code("--device", "tanga"));
+    tanga.sync_with("cloud");
+    assert_eq!(tanga.count("patients"), 0, "tanga holds no moshi row yet");
+    let waiting = live(&tanga_path, MOVE_SCHEMA, "cloud", 60);
+    std::thread::sleep(Duration::from_millis(1500));
+    let t0 = Instant::now();
+    psql(&db.url, "UPDATE public.patients SET clinic = 'tanga'");
+    let statement = t0.elapsed();
+    while tanga.count("patients") < rows as i64 || tanga.count("visits") < rows as i64 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "the live device has {} patients and {} visits of {rows} after 120 s",
+            tanga.count("patients"),
+            tanga.count("visits")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let reached = t0.elapsed();
+    println!(
+        "back-office move of {rows} rows (each with one via visit): the UPDATE {:.0} ms (psql); \
+         every row and visit on the live device of the new scope {:.2} s after the statement \
+         started (goal: under 5 s)",
+        statement.as_secs_f64() * 1e3,
         reached.as_secs_f64()
     );
     drop(waiting);

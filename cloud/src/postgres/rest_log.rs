@@ -10,10 +10,11 @@
 //! column named `id`):
 //! - three statement triggers with transition tables (`outpost_rest_log_i`, `_u`, `_d`), so a
 //!   statement writing many rows logs them with one upsert;
-//! - on a scoped table, a row trigger `outpost_rest_move` (`AFTER UPDATE OF` the scope column
-//!   or `via` key, only when it changes) running `outpost.rest_move_<id>`: it sets the row's
-//!   `moved_at` and logs every REST row following it through `via` keys as changed and moved,
-//!   as the SQLite tenant's fourth trigger does. Its body is regenerated for every scoped table
+//! - on a scoped table, a statement trigger `outpost_rest_move` (`AFTER UPDATE`, with
+//!   transition tables) running `outpost.rest_move_<id>`: for the rows whose scope column or
+//!   `via` key the statement changed, it sets their `moved_at` and logs every REST row following
+//!   them through `via` keys as changed and moved, as the SQLite tenant's fourth trigger does
+//!   (one statement per follower table, however many rows moved). Its body is regenerated for every scoped table
 //!   whenever any table's log is installed (a new `via` child changes its parent's followers);
 //! - an index on the scope column or `via` key (`outpost_rest_scope_<id>`), through which a
 //!   scoped token's first pull reads its rows;
@@ -175,17 +176,16 @@ pub fn install(tx: &mut Transaction<'_>, tables: &[String]) -> Result<(), RestLo
         let Some(rule) = c.def.scope_rule() else {
             continue;
         };
-        let function = move_function(c, &defs);
+        let function = move_function(c, &rule, &defs);
         tx.batch_execute(&function).map_err(sql(format!(
             "installing the scope-move function of table {:?}",
             c.def.name
         )))?;
         if tables.contains(&c.def.name) {
-            tx.batch_execute(&move_trigger(c, &rule))
-                .map_err(sql(format!(
-                    "installing the scope-move trigger of table {:?}",
-                    c.def.name
-                )))?;
+            tx.batch_execute(&move_trigger(c)).map_err(sql(format!(
+                "installing the scope-move trigger of table {:?}",
+                c.def.name
+            )))?;
         }
     }
     Ok(())
@@ -262,31 +262,54 @@ fn move_function_name(c: &Captured) -> String {
     format!("outpost.{}", quote(&format!("rest_move_{}", c.id)))
 }
 
-/// The row trigger running a scoped table's move function when its scope column changes.
-fn move_trigger(c: &Captured, rule: &ScopeRule) -> String {
+/// The statement trigger running a scoped table's move function after every `UPDATE` of it.
+/// A statement trigger, not a row trigger: a back-office statement moving 10,000 rows ran the
+/// followers' log updates 10,000 times (16 s of the statement's 20 s, docs/performance.md); with
+/// the statement's transition tables they run once. (A trigger with transition tables cannot
+/// name columns, `UPDATE OF`: the function picks the rows whose scope value changed itself.)
+fn move_trigger(c: &Captured) -> String {
     let tbl = qualified(&c.def.name);
-    let col = quote(rule.column());
     let trigger = quote(MOVE_TRIGGER);
     format!(
         "DROP TRIGGER IF EXISTS {trigger} ON {tbl};
-         CREATE TRIGGER {trigger} AFTER UPDATE OF {col} ON {tbl} FOR EACH ROW
-           WHEN (OLD.{col} IS DISTINCT FROM NEW.{col}) EXECUTE FUNCTION {}();
+         CREATE TRIGGER {trigger} AFTER UPDATE ON {tbl}
+           REFERENCING OLD TABLE AS rest_move_old NEW TABLE AS rest_move_new
+           FOR EACH STATEMENT EXECUTE FUNCTION {}();
          ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {trigger};",
         move_function_name(c)
     )
 }
 
+/// The rows of table `c` whose scope column `col` the statement changed (a subquery over the
+/// move trigger's transition tables, matched by the primary key), as rows of the table.
+fn moved_rows(c: &Captured, col: &str) -> String {
+    let on: Vec<String> = c
+        .def
+        .primary_key
+        .iter()
+        .filter_map(|&i| c.def.columns.get(i as usize))
+        .map(|k| format!("o.{0} = n.{0}", quote(&k.name)))
+        .collect();
+    format!(
+        "(SELECT n.* FROM rest_move_new n JOIN rest_move_old o ON {} \
+         WHERE o.{col} IS DISTINCT FROM n.{col})",
+        on.join(" AND "),
+        col = quote(col)
+    )
+}
+
 /// A table whose rows follow a scoped table's rows (`via`, at any depth), with the condition
-/// selecting, in the parent's move trigger, the rows that follow the row `NEW`.
+/// selecting, in the parent's move function, the rows that follow the rows the statement moved.
 struct Follower<'d> {
     child: &'d TableSchema,
     filter: String,
 }
 
+/// The followers of `table`, whose moving rows are `parents` (a subquery of rows of it).
 fn followers<'d>(
     defs: &'d [TableSchema],
     table: &TableSchema,
-    parent_filter: Option<&str>,
+    parents: &str,
     depth: usize,
     out: &mut Vec<Follower<'d>>,
 ) {
@@ -303,29 +326,28 @@ fn followers<'d>(
         if !parent.name.eq_ignore_ascii_case(&table.name) {
             continue;
         }
-        let filter = match parent_filter {
-            None => format!("{} = NEW.{}", quote(&fk), quote(&key)),
-            Some(f) => format!(
-                "{} IN (SELECT {} FROM {} WHERE {f})",
-                quote(&fk),
-                quote(&key),
-                qualified(&table.name)
-            ),
-        };
-        followers(defs, child, Some(&filter), depth + 1, out);
+        let filter = format!(
+            "{} IN (SELECT p.{} FROM {parents} p)",
+            quote(&fk),
+            quote(&key)
+        );
+        let rows = format!("(SELECT * FROM {} WHERE {filter})", qualified(&child.name));
+        followers(defs, child, &rows, depth + 1, out);
         out.push(Follower { child, filter });
     }
 }
 
-/// The move function of scoped table `c`: its own row's `moved_at`, and every REST row
-/// following it logged as changed and moved (docs/rest-api.md, "Scopes").
-fn move_function(c: &Captured, defs: &[TableSchema]) -> String {
+/// The move function of scoped table `c`: the moved rows' `moved_at`, and every REST row
+/// following them logged as changed and moved (docs/rest-api.md, "Scopes").
+fn move_function(c: &Captured, rule: &ScopeRule, defs: &[TableSchema]) -> String {
+    let moved = moved_rows(c, rule.column());
     let mut found = Vec::new();
-    followers(defs, &c.def, None, 0, &mut found);
+    followers(defs, &c.def, &moved, 0, &mut found);
     let mut body = String::new();
     if is_rest(&c.def) {
         body.push_str(&format!(
-            "UPDATE outpost.rest_log SET moved_at = t WHERE tbl = {} AND id = NEW.\"id\"::text;\n",
+            "UPDATE outpost.rest_log SET moved_at = t WHERE tbl = {} AND id IN \
+             (SELECT m.\"id\"::text FROM {moved} m);\n",
             literal(&c.def.name)
         ));
     }
@@ -338,11 +360,15 @@ fn move_function(c: &Captured, defs: &[TableSchema]) -> String {
             f.filter
         ));
     }
-    // Nothing to log (no REST row moves with it): the function takes no lock.
+    // Nothing to log (no REST row moves with it): the function takes no lock. Nor does a
+    // statement that moved nothing (most updates: another column).
     let function = if body.is_empty() {
         "BEGIN RETURN NULL; END".to_string()
     } else {
-        format!("DECLARE t bigint := outpost.rest_now(); BEGIN {body} RETURN NULL; END")
+        format!(
+            "DECLARE t bigint; BEGIN IF NOT EXISTS {moved} THEN RETURN NULL; END IF; \
+             t := outpost.rest_now(); {body} RETURN NULL; END"
+        )
     };
     format!(
         "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \

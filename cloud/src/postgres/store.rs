@@ -175,6 +175,9 @@ pub struct PgStore<'t, 'c> {
     /// row had no state row).
     state_writes: HashMap<(i64, String), (i64, Vec<u8>, bool)>,
     bulk: HashMap<(i64, Vec<usize>), Statement>,
+    /// App rows' values read ahead by a transfer read (`store/transfer.rs`), by (table, key as
+    /// JSON), each taken by the one [`Store::app_values`] it saves.
+    values_ahead: HashMap<(i64, String), Vec<Value>>,
     /// A sealed tenant's digest key: batches name their streams by digest, transfers by name
     /// ([`Store::wire_scope`]).
     digest: Option<DigestKey>,
@@ -196,6 +199,7 @@ impl<'t, 'c> PgStore<'t, 'c> {
             inserts: HashMap::new(),
             state_writes: HashMap::new(),
             bulk: HashMap::new(),
+            values_ahead: HashMap::new(),
             digest: None,
         }
     }

@@ -18,7 +18,7 @@ use super::outbox::{key_values, Exported, OutboxError};
 use super::store::PgStore;
 use ::postgres::GenericClient;
 use outpost_apply_core::transfer::credited;
-use outpost_apply_core::{Store, Table, Unique};
+use outpost_apply_core::{Store, Table};
 use outpost_protocol::batch::codec;
 use outpost_protocol::batch::{
     BatchFlags, BatchMeta, BodyWriter, CellPayload, Compression, Direction, RowChange,
@@ -79,17 +79,17 @@ pub(crate) fn batch(
         let mut size = 0usize;
         let mut hi = queued[0].seq - 1;
         'chunks: for chunk in queued.chunks(READ_AHEAD) {
-            // The chunk's rows and their `via` children first, then their states in one read
-            // per table (a back-office statement may move thousands of rows).
+            // The chunk's rows and their `via` children first, then their states and values in
+            // one read per table (a back-office statement may move thousands of rows).
             let mut moving: Vec<Vec<(usize, Vec<Value>)>> = Vec::with_capacity(chunk.len());
             for q in chunk {
                 let Some(ti) = tables.iter().position(|t| t.id == i64::from(q.tbl)) else {
                     moving.push(Vec::new()); // not tracked any more: nothing to move
                     continue;
                 };
-                let key = key_values(&schemas[ti], &q.key)?;
-                moving.push(with_children(&mut store, &tables, &children, ti, key)?);
+                moving.push(vec![(ti, key_values(&schemas[ti], &q.key)?)]);
             }
+            add_children(&mut store, &tables, &children, &mut moving)?;
             for (ti, t) in tables.iter().enumerate() {
                 let keys: Vec<&[Value]> = moving
                     .iter()
@@ -99,6 +99,7 @@ pub(crate) fn batch(
                     .collect();
                 if !keys.is_empty() {
                     store.prefetch_rows(t, &keys).map_err(store_error)?;
+                    store.read_values_ahead(t, &keys).map_err(store_error)?;
                 }
             }
             for (q, rows) in chunk.iter().zip(moving) {
@@ -160,45 +161,48 @@ pub(crate) fn batch(
     Ok(Exported { bytes, range })
 }
 
-/// Row (`ti`, `key`) and its `via` descendants (and theirs, up to [`VIA_DEPTH`] levels),
-/// parents first.
-fn with_children(
+/// Adds to each list of `moving` (one per transfer, its row first) the row's `via` descendants
+/// (and theirs, up to [`VIA_DEPTH`] levels), parents first: per level, one read per parent
+/// table and child table for every list at once.
+fn add_children(
     store: &mut PgStore<'_, '_>,
     tables: &[Table],
     children: &[Vec<(usize, usize)>],
-    ti: usize,
-    key: Vec<Value>,
-) -> Result<Vec<(usize, Vec<Value>)>, OutboxError> {
-    let mut moving = vec![(ti, key)];
-    let mut from = 0;
+    moving: &mut [Vec<(usize, Vec<Value>)>],
+) -> Result<(), OutboxError> {
+    let mut from = vec![0; moving.len()];
     for _ in 0..VIA_DEPTH {
-        let upto = moving.len();
-        if from == upto {
+        let upto: Vec<usize> = moving.iter().map(Vec::len).collect();
+        // The level's parents' keys per (child table, `via` column), and where each came from.
+        let mut asked: BTreeMap<(usize, usize), (Vec<Value>, Vec<usize>)> = BTreeMap::new();
+        for (m, list) in moving.iter().enumerate() {
+            for (pi, pk) in &list[from[m]..upto[m]] {
+                let [v] = pk.as_slice() else { continue };
+                for &(ci, c) in &children[*pi] {
+                    let (values, lists) = asked.entry((ci, c)).or_default();
+                    values.push(v.clone());
+                    lists.push(m);
+                }
+            }
+        }
+        if asked.is_empty() {
             break;
         }
-        for i in from..upto {
-            let (pi, pk) = moving[i].clone();
-            let [v] = pk.as_slice() else { continue };
-            for &(ci, c) in &children[pi] {
-                // The rows of the child table whose `via` column holds the parent's key
-                // (`holders` reads any column's rows, not only a UNIQUE one's).
-                let u = Unique {
-                    columns: vec![c],
-                    label: String::new(),
-                };
-                for k in store
-                    .holders(&tables[ci], &u, std::slice::from_ref(v))
-                    .map_err(store_error)?
-                {
-                    if !moving.iter().any(|(t, x)| *t == ci && *x == k) {
-                        moving.push((ci, k));
+        for ((ci, c), (values, lists)) in asked {
+            let found = store
+                .rows_holding(&tables[ci], c, &values)
+                .map_err(store_error)?;
+            for (m, keys) in lists.into_iter().zip(found) {
+                for k in keys {
+                    if !moving[m].iter().any(|(t, x)| *t == ci && *x == k) {
+                        moving[m].push((ci, k));
                     }
                 }
             }
         }
         from = upto;
     }
-    Ok(moving)
+    Ok(())
 }
 
 /// Per table, its `via` children: (child index, the child's `via` column as a value-column
