@@ -572,13 +572,6 @@ fn back_office_update_reaches_a_live_device() {
     drop(waiting);
 }
 
-const MOVE_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, clinic TEXT);
-CREATE TABLE IF NOT EXISTS visits(id TEXT PRIMARY KEY NOT NULL,
-    patient_id TEXT REFERENCES patients(id), note TEXT);
-SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
-SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');";
-
 /// The issue's goal for a back-office `UPDATE` of 10k rows (under 5 s to a live device) when the
 /// statement *moves* the rows: 10,000 patients of scope `moshi`, each with one `via` visit, are
 /// moved to `tanga` by one `UPDATE` of their scope column through `psql`; a device granted only
@@ -588,6 +581,7 @@ SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');";
 #[test]
 #[ignore = "benchmark: prints how long a back-office move of 10k rows takes to reach a live device"]
 fn back_office_move_reaches_a_live_device() {
+    use outpost_testkit::e2e::patients::SCOPED_SCHEMA;
     use outpost_testkit::pg::{self, psql};
     let Some(db) = pg::database("bench_back_office_move") else {
         return;
@@ -596,7 +590,7 @@ fn back_office_move_reaches_a_live_device() {
     let dir = scratch();
     let mut cloud = Cloud::init_postgres(&dir.path().join("cloud"), &db.url, true);
     cloud.start();
-    let moshi = DeviceDb::open(&dir.path().join("moshi.db"), MOVE_SCHEMA);
+    let moshi = DeviceDb::open(&dir.path().join("moshi.db"), SCOPED_SCHEMA);
     moshi.enroll(&cloud.scoped_code("--device", "moshi"));
     moshi.exec(&format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) \
@@ -618,11 +612,11 @@ fn back_office_move_reaches_a_live_device() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let tanga_path = dir.path().join("tanga.db");
-    let tanga = DeviceDb::open(&tanga_path, MOVE_SCHEMA);
+    let tanga = DeviceDb::open(&tanga_path, SCOPED_SCHEMA);
     tanga.enroll(&cloud.scoped_code("--device", "tanga"));
     tanga.sync_with("cloud");
     assert_eq!(tanga.count("patients"), 0, "tanga holds no moshi row yet");
-    let waiting = live(&tanga_path, MOVE_SCHEMA, "cloud", 60);
+    let waiting = live(&tanga_path, SCOPED_SCHEMA, "cloud", 60);
     std::thread::sleep(Duration::from_millis(1500));
     let t0 = Instant::now();
     psql(&db.url, "UPDATE public.patients SET clinic = 'tanga'");

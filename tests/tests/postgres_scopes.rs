@@ -8,17 +8,11 @@
 
 use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::DeviceDb;
+use outpost_testkit::e2e::patients::SCOPED_SCHEMA as SCHEMA;
 use outpost_testkit::e2e::scratch::scratch;
 use outpost_testkit::pg::{self, psql};
 use outpost_testkit::wait::within;
 use std::time::Duration;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, clinic TEXT);
-CREATE TABLE IF NOT EXISTS visits(id TEXT PRIMARY KEY NOT NULL,
-    patient_id TEXT REFERENCES patients(id), note TEXT);
-SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
-SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');";
 
 const PEER: &str = "cloud";
 

@@ -1,11 +1,22 @@
 //! The clinic table most end-to-end scenarios sync: `patients(id, name, village, visits)`, the
-//! visit count a counter column, so that increments from several devices must add up once.
+//! visit count a counter column, so that increments from several devices must add up once; and
+//! the scoped pair of patients and their visits that scope scenarios move between clinics.
 
 use rusqlite::Connection;
 
 /// Creates and tracks the table (idempotent).
 pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, village TEXT, visits INTEGER NOT NULL DEFAULT 0);
 SELECT outpost_track('patients', '{\"columns\": {\"visits\": \"counter\"}}');";
+
+/// The scoped pair (DESIGN section 10): `patients` scoped by its `clinic` column, `visits`
+/// following their patient (`via` `patient_id`), so a patient moved to another clinic takes
+/// its visits along (idempotent).
+pub const SCOPED_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS patients(id TEXT PRIMARY KEY NOT NULL, name TEXT, clinic TEXT);
+CREATE TABLE IF NOT EXISTS visits(id TEXT PRIMARY KEY NOT NULL,
+    patient_id TEXT REFERENCES patients(id), note TEXT);
+SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
+SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');";
 
 /// Every row as `id|name|village|visits`, by id: what must be identical on converged replicas.
 pub fn rows(c: &Connection) -> Vec<String> {
