@@ -21,12 +21,12 @@
 //! Only the PostgreSQL tenant does this; a SQLite tenant stays latched (its engine's site id is
 //! the database's own), and `status` says so.
 //!
-//! **Not built yet** (the recovery's second step): the old origin's captured writes above what
-//! the mailbox held are kept aside (`outpost.retired_outbox`), not exported, because some may
-//! have been written after the restore at seqs peers hold for other changes; telling those apart
-//! from the ones exported before (the same clocks as peers' batches) and re-issuing them under
-//! the new origin is left.
-
+//! The old origin's captured writes above what the mailbox held are not issued again under
+//! their seqs (peers may hold those for other changes) nor dropped: each row they wrote goes to
+//! peers as a transfer under the new origin, its merge state credited to the sites that wrote it
+//! (`postgres/new_origin.rs`), so a back-office write made between a restore and the recovery
+//! reaches devices too.
+//!
 use crate::control::Control;
 use crate::high_water::{self, HighWaterError};
 use crate::postgres::PgTenant;
@@ -154,11 +154,12 @@ pub fn recover(
         "restored behind its peers: the cloud writes under a new origin {new} from now on; its \
          old origin {old} is retired, and what peers hold of it beyond this database comes back \
          from them ({} latched streams released, {} captured writes folded first, {} captured \
-         writes of the old origin above what the mailbox held kept aside in \
-         outpost.retired_outbox, not exported)",
+         writes of the old origin above what the mailbox held: the {} rows they and pending \
+         transfers wrote are sent again as transfers under the new origin)",
         released.len(),
         taken.folded,
-        taken.kept_aside
+        taken.above_held,
+        taken.reissued
     );
     Ok(Recovery::Taken { old, new })
 }

@@ -282,6 +282,15 @@ impl Cloud {
                 if n > 0 {
                     log::info!("capture brought up to this build on {n} tables");
                 }
+                // Writes an earlier build kept aside after a restore go out as transfers.
+                let n = crate::postgres::new_origin::reissue(tenant.client())
+                    .map_err(|e| TenantError::Store(Box::new(e)))?;
+                if n > 0 {
+                    log::warn!(
+                        "{n} rows written under a retired origin and kept aside by an earlier \
+                         build are sent again as transfers under the current origin"
+                    );
+                }
                 TenantDb::Postgres {
                     url: url.to_string(),
                     tenant: Box::new(tenant),

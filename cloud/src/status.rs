@@ -327,8 +327,8 @@ pub fn render(v: &Value) -> String {
     }
     if v["tenant"]["kept_aside"].as_u64().is_some_and(|n| n > 0) {
         line(format!(
-            "KEPT ASIDE {} back-office writes made between a restore and the recovery are not \
-             sent (outpost.retired_outbox)",
+            "KEPT ASIDE {} back-office writes an earlier build kept aside after a restore are \
+             not sent yet (outpost.retired_outbox): the next start of `run` sends them",
             s(&v["tenant"]["kept_aside"])
         ));
     }

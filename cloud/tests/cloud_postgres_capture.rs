@@ -890,7 +890,7 @@ fn exported_changes_are_pruned_from_the_outbox_once_folded_and_old() {
 /// again under the new origin (it carries no write of its own), and the new origin's seqs
 /// start after it.
 #[test]
-fn a_new_origin_keeps_unexported_writes_aside_and_queues_pending_transfers_again() {
+fn a_new_origin_sends_unexported_writes_and_pending_transfers_again_as_transfers() {
     use outpost_cloud::postgres::new_origin;
     let Some((_db, mut c)) = tenant("new_origin_take") else {
         return;
@@ -901,6 +901,8 @@ fn a_new_origin_keeps_unexported_writes_aside_and_queues_pending_transfers_again
         ))
         .unwrap();
     }
+    c.batch_execute("UPDATE patients SET given_name = 'y' WHERE id = 'p2'")
+        .unwrap();
     let tbl: i32 = c
         .query_one(
             "SELECT id FROM outpost.captured WHERE name = 'patients'",
@@ -913,22 +915,19 @@ fn a_new_origin_keeps_unexported_writes_aside_and_queues_pending_transfers_again
         &[&tbl],
     )
     .unwrap();
+    // The mailbox holds seq 1 (p1's insert) of the old origin: p2's insert and update (seqs 2
+    // and 3) and p1's transfer (4) are above it.
     let new = SiteId::from_slice(&[0x77; 16]).unwrap();
     let held = BTreeMap::from([(String::new(), (String::new(), 1u64))]);
     let taken = new_origin::take(&mut c, cloud_site(), new, &held)
         .unwrap()
         .expect("the tenant was on the old origin");
-    assert_eq!(taken.kept_aside, 1, "{taken:?}");
-    let aside = c
-        .query(
-            "SELECT seq, op FROM outpost.retired_outbox ORDER BY seq",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get::<_, i64>(0), r.get::<_, i16>(1)))
-        .collect::<Vec<_>>();
-    assert_eq!(aside, [(2, 1)]);
+    assert_eq!((taken.above_held, taken.reissued), (2, 2), "{taken:?}");
+    assert_eq!(
+        new_origin::kept_aside(&mut c).unwrap(),
+        0,
+        "nothing kept aside"
+    );
     let outbox = c
         .query(
             "SELECT seq, op, key::text FROM outpost.outbox ORDER BY seq",
@@ -944,7 +943,34 @@ fn a_new_origin_keeps_unexported_writes_aside_and_queues_pending_transfers_again
             )
         })
         .collect::<Vec<_>>();
-    assert_eq!(outbox, [(1, 4, "[\"p1\"]".to_string())]);
+    // One transfer per row, in the order of its first write above what the mailbox held.
+    assert_eq!(
+        outbox,
+        [
+            (1, 4, "[\"p2\"]".to_string()),
+            (2, 4, "[\"p1\"]".to_string())
+        ]
+    );
+    // Under the new origin, p2 goes whole with its last value, credited to the old origin
+    // that wrote it (its clock the write's own): a peer holding the old origin's seqs 2-3
+    // already merges it to nothing, one that does not gets the write.
+    let read = outbox::batch(&mut c, "", SeqRange::new(1, 1).unwrap(), None)
+        .unwrap()
+        .unwrap();
+    let b = codec::decode(&read.bytes, &Limits::default()).unwrap();
+    assert_eq!(b.header.origin, new);
+    assert!(b.header.flags.transfer);
+    let groups: Vec<_> = b.tables.iter().filter(|g| !g.rows.is_empty()).collect();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    assert_eq!(groups[0].credit, Some(cloud_site()));
+    assert_eq!(groups[0].rows[0].key, vec![text("p2")]);
+    assert!(
+        groups[0].rows[0]
+            .cells
+            .iter()
+            .any(|cell| cell.payload == CellPayload::Value(text("y"))),
+        "{groups:?}"
+    );
     assert_eq!(new_origin::current(&mut c, cloud_site()).unwrap(), new);
     assert_eq!(outbox::origin(&mut c).unwrap(), new);
     // Taken once: a second process finding the tenant moved changes nothing.
@@ -958,5 +984,5 @@ fn a_new_origin_keeps_unexported_writes_aside_and_queues_pending_transfers_again
     .is_none());
     c.batch_execute("INSERT INTO patients(id, given_name) VALUES ('p3', 'x')")
         .unwrap();
-    assert_eq!(outbox::top(&mut c, "").unwrap(), 2);
+    assert_eq!(outbox::top(&mut c, "").unwrap(), 3);
 }

@@ -4,12 +4,16 @@
 //!
 //! - the back office's writes not folded yet are folded as the old origin's (they were captured
 //!   under it);
-//! - the old origin's captured writes leave the outbox: those the mailbox holds as batches are
-//!   exported already; those above are kept in `outpost.retired_outbox`, not exported (their
-//!   seqs may be ones peers hold for other changes: which of them were written after the
-//!   restore is the second step of the recovery, not built yet). Transfers not exported yet
-//!   are queued again under the new origin instead: they carry no write of their own (their
-//!   batch reads the row's merge state when it is read);
+//! - the old origin's captured writes leave the outbox. Those the mailbox holds as batches are
+//!   exported already. Those above may not be issued again under their seqs, which peers may
+//!   hold for other changes (written before the restore and lost with it), nor dropped, which
+//!   would lose them (written after the restore, or never exported). Each row they wrote is
+//!   **reissued as a transfer** under the new origin, into the stream the write was captured
+//!   in: a batch carrying the row whole with its merge state credited to the sites that wrote
+//!   it (`transfer.rs`), so the old origin's writes reach peers as the old origin's, with their
+//!   own clocks, whichever of them peers held already (merging a version twice changes
+//!   nothing), and nothing is credited to the new origin that it did not write. Transfers not
+//!   exported yet are queued again the same way;
 //! - every stream's seqs and fold mark start again at 0, for the new origin;
 //! - the cloud's own counter contributions and review clocks per row (`capture_rows`) are
 //!   cleared: the new origin's contributions start at nothing, the old one's stay in the merge
@@ -18,10 +22,18 @@
 //!   peers bring back above that is applied as another origin's;
 //! - `outpost.meta` names the new origin (`origin`) and remembers the old one
 //!   (`retired:<site>`: what was held of each stream).
+//!
+//! What the reissue cannot mend: a row both sides of the fork wrote under the old origin (a
+//! write peers took before the restore and lost with it, and another made after it) holds two
+//! versions credited to one site. For a `lww` cell the later clock wins everywhere; of a counter
+//! the two contributions of that one site cannot both count, and the merge keeps one, the
+//! same one on every replica that sees both. Writes made between a restore and the recovery
+//! were kept aside (`outpost.retired_outbox`) by an earlier build; [`reissue`] sends them the
+//! same way at a process's start.
 
 use super::apply::APPLY_LOCK;
 use super::store::{PgStore, StoreError};
-use ::postgres::Client;
+use ::postgres::{Client, Transaction};
 use outpost_protocol::SiteId;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -50,8 +62,11 @@ CREATE TABLE IF NOT EXISTS outpost.retired_outbox(
 pub struct Taken {
     /// Captured writes folded first.
     pub folded: u64,
-    /// Captured writes of the old origin above what the mailbox held, kept aside.
-    pub kept_aside: u64,
+    /// Captured writes of the old origin above what the mailbox held.
+    pub above_held: u64,
+    /// Rows queued as transfers under the new origin: those these writes wrote, and those
+    /// whose transfers were pending.
+    pub reissued: u64,
 }
 
 /// Why the new origin could not be taken (nothing changed).
@@ -96,6 +111,21 @@ fn sql(doing: impl Into<String>) -> impl FnOnce(::postgres::Error) -> NewOriginE
     move |source| NewOriginError::Sql { doing, source }
 }
 
+/// A transaction holding the tenant's apply lock and the clock row, so no apply and no
+/// back-office write runs while the origin's outbox changes.
+fn locked(client: &mut Client) -> Result<Transaction<'_>, NewOriginError> {
+    let mut tx = client
+        .transaction()
+        .map_err(sql("starting a transaction"))?;
+    tx.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock({APPLY_LOCK}); \
+         SET LOCAL outpost.applying = 'on'; \
+         SELECT outpost.clock_hold();"
+    ))
+    .map_err(sql("taking the tenant's apply lock and the clock row"))?;
+    Ok(tx)
+}
+
 /// The origin `outpost.meta` names (its site id until a new one was taken).
 pub fn current(
     client: &mut impl ::postgres::GenericClient,
@@ -119,15 +149,7 @@ pub fn take(
     new: SiteId,
     held: &BTreeMap<String, (String, u64)>,
 ) -> Result<Option<Taken>, NewOriginError> {
-    let mut tx = client
-        .transaction()
-        .map_err(sql("starting a transaction"))?;
-    tx.batch_execute(&format!(
-        "SELECT pg_advisory_xact_lock({APPLY_LOCK}); \
-         SET LOCAL outpost.applying = 'on'; \
-         SELECT outpost.clock_hold();"
-    ))
-    .map_err(sql("taking the tenant's apply lock and the clock row"))?;
+    let mut tx = locked(client)?;
     if current(&mut tx, old)? != old {
         return Ok(None);
     }
@@ -138,10 +160,10 @@ pub fn take(
         "SET LOCAL client_min_messages = warning; {RETIRED_OUTBOX}"
     ))
     .map_err(sql("creating outpost.retired_outbox"))?;
-    let mut kept_aside = 0;
+    let mut above = 0;
     for (name, (wire, seq)) in held {
         let seq = i64::try_from(*seq).unwrap_or(i64::MAX);
-        kept_aside += tx
+        above += tx
             .execute(
                 "INSERT INTO outpost.retired_outbox \
                    SELECT $1, stream, seq, hlc, tbl, key, exist, op, cells, extra \
@@ -160,7 +182,7 @@ pub fn take(
         .map_err(sql(format!("covering stream {name:?} of the old origin")))?;
     }
     // Streams the mailbox holds nothing of: everything captured in them is kept aside.
-    kept_aside += tx
+    above += tx
         .execute(
             "INSERT INTO outpost.retired_outbox \
                SELECT $1, o.stream, o.seq, o.hlc, o.tbl, o.key, o.exist, o.op, o.cells, o.extra \
@@ -178,20 +200,14 @@ pub fn take(
            WHERE counters IS NOT NULL OR reviews IS NOT NULL;",
     )
     .map_err(sql("starting the streams again for the new origin"))?;
-    // A transfer not exported yet holds no write of its own (its batch reads the row's merge
-    // state when it is read, `transfer.rs`): queued again under the new origin, in its order,
-    // rather than kept aside, so the row still reaches its new scope.
-    let requeued = tx
-        .execute(
-            "WITH t AS (DELETE FROM outpost.retired_outbox WHERE origin = $1 AND op = 4 \
-               RETURNING stream, seq, tbl, key) \
-             INSERT INTO outpost.outbox(stream, seq, hlc, tbl, key, exist, op, cells, extra) \
-               SELECT stream, row_number() OVER (PARTITION BY stream ORDER BY seq), 0, tbl, key, \
-                 0, 4, NULL, NULL FROM t",
+    let transfers: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM outpost.retired_outbox WHERE origin = $1 AND op = 4",
             &[&old.as_bytes().as_slice()],
         )
-        .map_err(sql("queueing the old origin's pending transfers again"))?;
-    kept_aside -= requeued;
+        .map_err(sql("counting the old origin's pending transfers"))?
+        .get(0);
+    let reissued = reissue_in(&mut tx)?;
     let record: BTreeMap<&String, u64> = held.values().map(|(w, s)| (w, *s)).collect();
     tx.execute(
         "INSERT INTO outpost.meta(name, value) VALUES ($1, $2), ($3, $4) \
@@ -205,7 +221,49 @@ pub fn take(
     )
     .map_err(sql("naming the new origin in outpost.meta"))?;
     tx.commit().map_err(sql("committing the new origin"))?;
-    Ok(Some(Taken { folded, kept_aside }))
+    Ok(Some(Taken {
+        folded,
+        above_held: above - transfers as u64,
+        reissued,
+    }))
+}
+
+/// Every row a write in `outpost.retired_outbox` wrote, queued as a transfer under the current
+/// origin in the stream the write was captured in (module documentation), once per row and
+/// stream, in the order of their first writes; the table is left empty. Returns how many.
+fn reissue_in(tx: &mut Transaction<'_>) -> Result<u64, NewOriginError> {
+    tx.execute(
+        "WITH k AS (DELETE FROM outpost.retired_outbox RETURNING stream, seq, tbl, key), \
+           f AS (SELECT stream, tbl, key, min(seq) AS first FROM k GROUP BY stream, tbl, key), \
+           top AS (SELECT s.stream, greatest( \
+               coalesce((SELECT st.seq FROM outpost.streams st WHERE st.stream = s.stream), 0), \
+               coalesce((SELECT max(o.seq) FROM outpost.outbox o WHERE o.stream = s.stream), 0) \
+             ) AS seq FROM (SELECT DISTINCT stream FROM f) s) \
+         INSERT INTO outpost.outbox(stream, seq, hlc, tbl, key, exist, op, cells, extra) \
+           SELECT f.stream, top.seq + row_number() OVER \
+               (PARTITION BY f.stream ORDER BY f.first, f.tbl, f.key::text), \
+             0, f.tbl, f.key, 0, 4, NULL, NULL \
+           FROM f JOIN top ON top.stream = f.stream",
+        &[],
+    )
+    .map_err(sql(
+        "queueing the retired origins' writes again as transfers under the new origin",
+    ))
+}
+
+/// Sends what an earlier build kept aside in `outpost.retired_outbox` (the writes of a retired
+/// origin above what the mailbox held, which it did not export) as [`take`] sends them now:
+/// each row queued as a transfer under the current origin. Once, at a process's start, under
+/// the apply lock and the clock row; returns how many rows (0 when nothing was kept aside).
+pub fn reissue(client: &mut Client) -> Result<u64, NewOriginError> {
+    if kept_aside(client)? == 0 {
+        return Ok(0);
+    }
+    let mut tx = locked(client)?;
+    let n = reissue_in(&mut tx)?;
+    tx.commit()
+        .map_err(sql("committing the kept-aside writes queued as transfers"))?;
+    Ok(n)
 }
 
 /// The retired origins `outpost.meta` remembers, with what was held of each stream (wire id).
