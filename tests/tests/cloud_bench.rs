@@ -376,6 +376,108 @@ fn cloud_ingest_throughput() {
     );
 }
 
+/// The cloud's ingest of a clinic hub's backlog: the same rows as `cloud_ingest_throughput`
+/// (each device W1, pushed to an `outpost-hub` while its uplink to the cloud is cut: a TCP proxy
+/// refusing every connection), then the uplink is let through and the clock runs until the
+/// cloud's tenant tables hold every row. The devices' export is done before the clock starts:
+/// what is measured is the hub relaying its mailbox and the cloud receiving and applying it, the
+/// case of a hub whose uplink comes back after days offline, and the cloud's ingest without
+/// the devices' CPU on the same two cores.
+#[test]
+#[ignore = "benchmark: prints the cloud's ingest of a hub's backlog"]
+fn cloud_ingest_of_a_hub_backlog() {
+    use outpost_testkit::e2e::proxy::Proxy;
+    use std::sync::atomic::Ordering;
+    let patients: usize = number("OUTPOST_BENCH_PATIENTS", 100_000);
+    let devices: usize = number("OUTPOST_BENCH_DEVICES", 2);
+    let dir = scratch();
+    let cloud = Cloud::running(&dir.path().join("cloud"));
+    let port: u16 = cloud
+        .address()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the cloud's port");
+    let proxy = Proxy::start(port);
+    proxy.budget.store(0, Ordering::SeqCst); // the uplink is cut: every connection closed
+    let code = cloud.code_naming("--hub", &format!("127.0.0.1:{}", proxy.port));
+    let hub = Hub::uplinked(&dir.path().join("hub"), &code, 500, &[]);
+    let seeds: Vec<u64> = (0..devices as u64).map(|d| 0x5eed_0000 + d).collect();
+    let schema = format!(
+        "{WORKLOAD_SCHEMA}\nSELECT outpost_track('patients'); SELECT outpost_track('visits');"
+    );
+    let mut changes = 0;
+    for (d, &seed) in seeds.iter().enumerate() {
+        let db = DeviceDb::open(&dir.path().join(format!("d{d}.db")), &schema);
+        db.enroll(&hub.code());
+        insert_workload(&db.conn, seed, patients);
+        let r = db.json("SELECT outpost_sync('hub', '{\"timeout_ms\": 600000}')");
+        changes += n(&r, "pushed");
+    }
+    let rows = (devices * patients * 3) as i64;
+    let (cloud_cpu0, hub_cpu0) = (cpu_time(cloud.pid()), cpu_time(hub.pid()));
+    let t0 = Instant::now();
+    proxy.budget.store(usize::MAX, Ordering::SeqCst);
+    let (mut last, mut moved) = (-1, Instant::now());
+    loop {
+        let held = cloud.count("patients") + cloud.count("visits");
+        if held == rows {
+            break;
+        }
+        if held != last {
+            (last, moved) = (held, Instant::now());
+        }
+        if moved.elapsed() > Duration::from_secs(90) {
+            panic!(
+                "the cloud holds {held} of {rows} rows, stalled for 90 s; the hub's log:\n{}",
+                hub.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let total = t0.elapsed().as_secs_f64();
+    let (cloud_cpu, hub_cpu) = (
+        cpu_time(cloud.pid()) - cloud_cpu0,
+        cpu_time(hub.pid()) - hub_cpu0,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
+    let applied = applies(&log);
+    drop(hub);
+    drop(cloud);
+    let plain_s = plain(&dir.path().join("plain.db"), &seeds, patients);
+    println!(
+        "cloud ingest of a hub's backlog: {devices} devices x ({patients} patients + {} visits) \
+         = {rows} rows, {changes} changes, pushed to the hub before the clock",
+        patients * 2
+    );
+    if applied.batches > 0 {
+        println!(
+            "  the cloud's log: {} batches applied in {} groups, {:.2} s from the first to the \
+             last ({:.0} rows/s while applying)",
+            applied.batches,
+            applied.groups.len() + applied.alone,
+            applied.window_s,
+            rows as f64 / applied.window_s
+        );
+    }
+    println!(
+        "  CPU: the hub {:.2} s, the cloud {:.2} s ({:.1} us per row); load average at the end: {}",
+        hub_cpu.as_secs_f64(),
+        cloud_cpu.as_secs_f64(),
+        cloud_cpu.as_secs_f64() * 1e6 / rows as f64,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!(
+        "  {:.0} changes/s end to end (uplink let through until every row is in the tenant: \
+         {total:.2} s); plain SQLite inserting the same rows: {plain_s:.2} s: {:.1}x plain",
+        changes as f64 / total,
+        total / plain_s
+    );
+}
+
 /// CPU share of process `pid` over `secs` seconds, 40 live devices `paths` connected to `peer`.
 fn idle_cpu(pid: u32, paths: &[std::path::PathBuf], peer: &'static str, secs: u64) -> f64 {
     let lives: Vec<_> = paths
