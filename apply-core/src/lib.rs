@@ -29,7 +29,11 @@
 //! - **parent restore** (`restore.rs`, the engine's `apply/restore.rs`): a delete of a row live
 //!   children reference keeps the row, and a child arriving for a parent deleted here brings
 //!   the parent back from its tombstone, both re-sent as the store's own write
-//!   ([`Store::restore`]; a store that cannot make one keeps the row and quarantines the change).
+//!   ([`Store::restore`]; a store that cannot make one keeps the row and quarantines the change);
+//! - the **quarantine retry** (`retry.rs`, the engine's `apply/retry.rs`): after each apply,
+//!   rows held aside claim their values again and every quarantine entry is merged again, going
+//!   once its change applies (a parent that arrived, a value freed), in the apply that removed
+//!   its cause ([`Store::quarantined`]).
 //!
 //! **Not in the core yet** (the engine does them; a store of the core does not):
 //! - of UNIQUE collisions: rows referencing a row held aside are not held aside with it, a
@@ -40,10 +44,7 @@
 //!   foreign key references or with a UNIQUE index (the engine keeps them for every table);
 //! - the clock of a restore after the engine's strict redo: the engine's redo of a batch whose
 //!   first run failed a foreign key at commit ticks after that run observed the batch's
-//!   clock; the core's restore ticks before (the rows it writes are the same);
-//! - the quarantine retry after each apply (`apply/retry.rs`): entries stay until a later
-//!   slice re-applies them (those of a row held aside go when it is back or deleted, as the
-//!   retry lets them go).
+//!   clock; the core's restore ticks before (the rows it writes are the same).
 //!
 //! **Scopes** (DESIGN section 10, "Moves" and "Holding a row"). Of what the engine does with
 //! scopes, only transfers concern a store of this core, whose one user is the cloud: the scope
@@ -80,6 +81,7 @@ mod error;
 mod merge_row;
 mod reasons;
 mod restore;
+mod retry;
 pub mod row_state;
 pub mod store;
 mod tables;
@@ -89,4 +91,4 @@ mod unique;
 pub use apply::{apply_batch, Stats};
 pub use error::ApplyError;
 pub use row_state::RowState;
-pub use store::{Column, Parent, Quarantined, Store, Table, Tombstone, Unique, Written};
+pub use store::{Column, Entry, Parent, Quarantined, Store, Table, Tombstone, Unique, Written};

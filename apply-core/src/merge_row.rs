@@ -16,6 +16,15 @@ use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewCell, R
 use outpost_protocol::{SiteId, Stamp, Strategy, Value};
 use std::borrow::Cow;
 
+/// What became of one row change (the engine's `Outcome`): the quarantine retry lets an entry
+/// go only when its change applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Applied,
+    /// Set aside, whole or in part (cells of columns this store lacks).
+    Quarantined,
+}
+
 /// A batch table resolved to a table of the store.
 pub(crate) struct Target {
     /// Index into `Tables::list`.
@@ -75,7 +84,7 @@ impl<S: Store> Merger<'_, S> {
         table: &TableSchema,
         row: &RowChange,
         reason: &str,
-    ) -> Result<(), S> {
+    ) -> Result<Outcome, S> {
         self.store
             .quarantine(Quarantined {
                 origin,
@@ -85,7 +94,7 @@ impl<S: Store> Merger<'_, S> {
             })
             .map_err(ApplyError::Store)?;
         self.stats.quarantined += 1;
-        Ok(())
+        Ok(Outcome::Quarantined)
     }
 
     /// Tells the store which rows of `target` the `rows` of a group are, and which parents their
@@ -145,7 +154,7 @@ impl<S: Store> Merger<'_, S> {
         origin: SiteId,
         schema: &TableSchema,
         row: &RowChange,
-    ) -> Result<(), S> {
+    ) -> Result<Outcome, S> {
         let Some(target) = target else {
             return self.quarantine(origin, schema, row, &reasons::unknown_table(&schema.name));
         };
@@ -170,7 +179,9 @@ impl<S: Store> Merger<'_, S> {
             }
         }
         let n_known = row.cells.len() - unknown.len();
+        let mut outcome = Outcome::Applied;
         if !unknown.is_empty() {
+            outcome = Outcome::Quarantined;
             let cols: Vec<String> = unknown
                 .iter()
                 .map(|c| target.names[c.column as usize].clone())
@@ -290,7 +301,7 @@ impl<S: Store> Merger<'_, S> {
             self.stats.unchanged += 1;
         }
         if !changed {
-            return Ok(());
+            return Ok(outcome);
         }
         let uniques = self.uniques(ti)?;
         let mut whole_again = false;
@@ -338,10 +349,10 @@ impl<S: Store> Merger<'_, S> {
                     let claim = self.claim(ti, key, fresh, &rank, &values, &writes)?;
                     if let Some(why) = claim.reason(&uniques) {
                         self.evict(ti, key, &merged, values, &why)?;
-                        return self
-                            .store
+                        self.store
                             .put_row(&t, key, &merged)
-                            .map_err(ApplyError::Store);
+                            .map_err(ApplyError::Store)?;
+                        return Ok(Outcome::Quarantined);
                     }
                 }
                 _ => match self
@@ -370,7 +381,7 @@ impl<S: Store> Merger<'_, S> {
                 // every replica receives (restore.rs), or set aside when the store cannot write.
                 st.exist = exist;
                 if self.restore(ti, key, &st, reasons::KEPT_FOR_CHILDREN)? {
-                    return Ok(());
+                    return Ok(Outcome::Applied);
                 }
                 return self.quarantine(origin, schema, row, reasons::DELETE_HAS_CHILDREN);
             }
@@ -399,7 +410,7 @@ impl<S: Store> Merger<'_, S> {
             };
             self.touch(ti, key, alive, scope);
         }
-        Ok(())
+        Ok(outcome)
     }
 
     /// Whether every parent a row about to be written references exists. Only foreign-key

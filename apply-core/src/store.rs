@@ -107,6 +107,20 @@ pub struct Quarantined<'a> {
     pub reason: &'a str,
 }
 
+/// A stored quarantine entry, as the quarantine retry reads it back (`retry.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The store's id for it: entries are retried in the order of their ids, which must be the
+    /// order they were first stored (a reason rewritten keeps the id).
+    pub id: i64,
+    /// The site whose change it is.
+    pub origin: SiteId,
+    /// The table as the entry describes it.
+    pub table: TableSchema,
+    /// The change.
+    pub row: RowChange,
+}
+
 /// The state one apply reads and writes. Every call of one [`crate::apply_batch`] happens
 /// inside one transaction the caller owns: a store never commits on its own.
 pub trait Store {
@@ -184,6 +198,25 @@ pub trait Store {
     /// Stores a quarantine entry (idempotent: the same change twice is one entry, its reason
     /// the later one).
     fn quarantine(&mut self, q: Quarantined<'_>) -> Result<(), Self::Error>;
+
+    /// Whether the store holds any quarantine entry (the retry after an apply runs only then,
+    /// as the engine's does). The default: whether [`Store::quarantined`] lists one.
+    fn any_quarantined(&mut self) -> Result<bool, Self::Error> {
+        Ok(!self.quarantined()?.is_empty())
+    }
+
+    /// Every quarantine entry, oldest first ([`Entry::id`]): the retry after each apply
+    /// re-applies them (`retry.rs`). The default: none (a store that cannot read its entries
+    /// back keeps them until a person acts).
+    fn quarantined(&mut self) -> Result<Vec<Entry>, Self::Error> {
+        Ok(Vec::new())
+    }
+
+    /// Removes the quarantine entry `id`: its change has applied now.
+    fn unquarantine(&mut self, id: i64) -> Result<(), Self::Error> {
+        let _ = id;
+        Ok(())
+    }
 
     /// Takes note of the largest clock an apply received, so the store's later writes order
     /// after it.

@@ -17,8 +17,8 @@
 //! - [`Merger::settle`], after every apply, claims again for each held row, earliest rank first,
 //!   until nothing moves (a holder deleted or changed frees the value); then each row still held
 //!   names the index on which the earliest row keeping it out holds its value. A row back in its
-//!   table, or deleted while held, loses its UNIQUE entries (the engine's quarantine retry lets
-//!   them go in the same apply).
+//!   table, or deleted while held, loses its UNIQUE entries (as the quarantine retry that
+//!   follows, `retry.rs`, would let them go in the same apply).
 //!
 //! Not here yet (the engine does them): rows referencing an evicted row are not evicted with it
 //! (a UNIQUE table that is a parent of another), a partial UNIQUE index is not read as one, and
@@ -361,7 +361,8 @@ impl<S: Store> Merger<'_, S> {
     /// Brings the tables back to the rule after rows changed: every held row, earliest rank
     /// first, parent tables first, claims its values again until nothing moves; then each row
     /// still held names the index on which the earliest row keeping it out holds its value.
-    pub(crate) fn settle(&mut self) -> Result<(), S> {
+    pub(crate) fn settle(&mut self) -> Result<usize, S> {
+        let mut back = 0;
         let order = self.tables.order.clone();
         for ti in order {
             if self.uniques(ti)?.is_empty() {
@@ -381,6 +382,7 @@ impl<S: Store> Merger<'_, S> {
                             .drop_tombstone(&t, &e.key)
                             .map_err(ApplyError::Store)?;
                         self.released(ti, &e.key)?;
+                        back += 1;
                         placed = true;
                         break;
                     }
@@ -391,7 +393,7 @@ impl<S: Store> Merger<'_, S> {
                 }
             }
         }
-        Ok(())
+        Ok(back)
     }
 
     /// The rows of table `ti` held aside, earliest rank first. One deleted since, or written

@@ -27,8 +27,7 @@
 //! a child that meets the deleted parent), on PostgreSQL a captured write.
 //!
 //! What the core leaves out (crate doc of `outpost_apply_core`) is kept out of the workload:
-//! rows referencing a row held aside (staff have no children), and nothing a quarantine retry
-//! would let in later (the engine retries after each apply; the core only for rows held aside).
+//! rows referencing a row held aside (staff have no children).
 //!
 //! Beside it: a row PostgreSQL refuses (a CHECK) is quarantined while the rest of its batch
 //! applies, and capture's contract holds (nothing captured, causal lengths in

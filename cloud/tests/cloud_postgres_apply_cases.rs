@@ -328,3 +328,35 @@ fn a_child_of_a_parent_deleted_here_brings_the_parent_back_as_the_clouds_own_wri
     assert_eq!(lite, [(3, 1)], "the engine's own change");
     assert_eq!(pg, [(3, 1)], "the cloud's captured write");
 }
+
+#[test]
+fn a_child_quarantined_for_its_missing_parent_applies_in_the_apply_that_brings_the_parent() {
+    let Some(db) = pg::database("apply_case_retry") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = open(&tmp.path().join("a.db"), FAMILY);
+    let b = open(&tmp.path().join("b.db"), FAMILY);
+    a.execute("INSERT INTO patients(id, name) VALUES ('p1', 'Asha')", [])
+        .unwrap();
+    let first = export(&a, 0);
+    b.query_row("SELECT outpost_apply(?1)", [&first], |_| Ok(()))
+        .unwrap();
+    b.execute(
+        "INSERT INTO visits(id, patient_id, clinic) VALUES ('v1', 'p1', 'Moshi')",
+        [],
+    )
+    .unwrap();
+    let mut t = Targets::new(tmp.path(), &db, FAMILY, "SELECT 1");
+    // The visit first: its parent is missing on both targets, so it waits in the quarantine.
+    t.apply(&export(&b, 0));
+    assert!(rows(&mut t, "visits").is_empty());
+    let waiting = t.quarantine();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(waiting[0].contains("parent row missing"), "{waiting:?}");
+    // The apply that brings the parent applies the visit too: nothing waits any more.
+    t.apply(&first);
+    assert_eq!(rows(&mut t, "patients"), ["p1"]);
+    assert_eq!(rows(&mut t, "visits"), ["v1"]);
+    assert!(t.quarantine().is_empty());
+}

@@ -28,7 +28,7 @@ use crate::schema::quote;
 use ::postgres::types::ToSql;
 use ::postgres::{Statement, Transaction};
 use outpost_apply_core::{
-    Column, Parent, Quarantined, RowState, Store, Table, Tombstone, Unique, Written,
+    Column, Entry, Parent, Quarantined, RowState, Store, Table, Tombstone, Unique, Written,
 };
 use outpost_protocol::batch::TableSchema;
 use outpost_protocol::merge::{CounterCell, ReviewCell};
@@ -623,6 +623,45 @@ impl Store for PgStore<'_, '_> {
                 "quarantining a change of table {:?}",
                 q.table.name
             )))?;
+        Ok(())
+    }
+
+    fn any_quarantined(&mut self) -> Result<bool, StoreError> {
+        let s = self.stmt("SELECT 1 FROM outpost.quarantine LIMIT 1")?;
+        let rows = self
+            .tx
+            .query(&s, &[])
+            .map_err(sql("looking for quarantine entries"))?;
+        Ok(!rows.is_empty())
+    }
+
+    fn quarantined(&mut self) -> Result<Vec<Entry>, StoreError> {
+        let s = self.stmt("SELECT id, change FROM outpost.quarantine ORDER BY id")?;
+        let rows = self
+            .tx
+            .query(&s, &[])
+            .map_err(sql("reading the quarantine entries"))?;
+        rows.iter()
+            .map(|r| {
+                let (origin, table, row) =
+                    quarantine_entry::parse(r.get(1)).map_err(|e| StoreError::Damaged {
+                        what: format!("a quarantined change: {e}"),
+                    })?;
+                Ok(Entry {
+                    id: r.get(0),
+                    origin,
+                    table,
+                    row,
+                })
+            })
+            .collect()
+    }
+
+    fn unquarantine(&mut self, id: i64) -> Result<(), StoreError> {
+        let s = self.stmt("DELETE FROM outpost.quarantine WHERE id = $1")?;
+        self.tx
+            .execute(&s, &[&id])
+            .map_err(sql("removing a quarantine entry that applied"))?;
         Ok(())
     }
 
