@@ -28,7 +28,8 @@
 //!   is free ([`Store::uniques`] and the calls after it);
 //! - **parent restore** (`restore.rs`, the engine's `apply/restore.rs`): a delete of a row live
 //!   children reference keeps the row, and a child arriving for a parent deleted here brings
-//!   the parent back from its tombstone, both re-sent as the store's own write
+//!   the parent back from its tombstone (a deleted row's last values, kept for every table),
+//!   both re-sent as the store's own write
 //!   ([`Store::restore`]; a store that cannot make one keeps the row and quarantines the change);
 //! - the **quarantine retry** (`retry.rs`, the engine's `apply/retry.rs`): after each apply,
 //!   rows held aside claim their values again and every quarantine entry is merged again, going
@@ -40,8 +41,7 @@
 //!   partial UNIQUE index is not read as one, and a claim whose own write the store refuses
 //!   (a CHECK) leaves the holders it evicted out;
 //! - of parent restore: a restored parent whose UNIQUE values another row holds now is not
-//!   held aside (the store's write may be refused); tombstones are kept only for tables a
-//!   foreign key references or with a UNIQUE index (the engine keeps them for every table);
+//!   held aside (the store's write may be refused);
 //! - the clock of a restore after the engine's strict redo: the engine's redo of a batch whose
 //!   first run failed a foreign key at commit ticks after that run observed the batch's
 //!   clock; the core's restore ticks before (the rows it writes are the same).
@@ -56,10 +56,9 @@
 //!   cell the batch wrote also goes to every stream it was transferred to before
 //!   (`transfer.rs`: the core decides, a store that says it is the authority queues them with
 //!   [`Store::transfer`], and [`transfer::credited`] reads a row's merge state for the batch).
-//!   Not yet as the engine: a deleted row's scope is read from its tombstone, which the core
-//!   keeps only for some tables (above), so a late delete of a moved row of a table no foreign
-//!   key references and without a UNIQUE index is not copied on; and a row a UNIQUE collision
-//!   holds aside is not transferred until it is back.
+//!   A deleted row's scope is read from its tombstone (kept for every table, as the engine
+//!   keeps them), so a late delete of a row that moved is copied on. Not yet as the engine: a
+//!   row a UNIQUE collision holds aside is not transferred until it is back.
 //! - *Exits* and *returns* (`apply/exits.rs`) happen where a row's scope leaves the replica's
 //!   grant: the cloud's grant is every scope, so no row ever leaves it (it keeps the row and
 //!   sends it on).

@@ -369,7 +369,7 @@ impl<S: Store> Merger<'_, S> {
                     .drop_tombstone(&t, key)
                     .map_err(ApplyError::Store)?;
                 self.released(ti, key)?;
-            } else if !was_alive && st.exist > 0 && self.keeps_tombstones(ti, &uniques) {
+            } else if !was_alive && st.exist > 0 {
                 // Alive again: the values of its last life are not needed any more.
                 self.store
                     .drop_tombstone(&t, key)
@@ -385,7 +385,7 @@ impl<S: Store> Merger<'_, S> {
                 }
                 return self.quarantine(origin, schema, row, reasons::DELETE_HAS_CHILDREN);
             }
-            self.keep_tombstone(ti, key, !uniques.is_empty())?;
+            self.keep_tombstone(ti, key)?;
             self.store.delete_row(&t, key).map_err(ApplyError::Store)?;
         }
         if exist > st.exist && st.exist > 0 {

@@ -7,9 +7,10 @@
 //! ([`Store::restore`]), so it travels back to every replica with fresh clocks. Two replicas
 //! that restore the same parent concurrently write equal values, and LWW converges them.
 //!
-//! Tombstones (a deleted row's last values) are kept for the rows of tables a foreign key
-//! references and of tables with a UNIQUE index, the only ones whose values an apply may need
-//! again; the engine keeps them for every table.
+//! Tombstones (a deleted row's last values) are kept for the rows of every table, as the
+//! engine keeps them: a parent comes back from its tombstone, a row held aside keeps its values
+//! there, and the authority reads a deleted row's scope from it (`transfer.rs`: a late delete
+//! of a row that moved is transferred on).
 
 use crate::merge_row::Merger;
 use crate::store::{Store, Tombstone};
@@ -19,27 +20,9 @@ use outpost_protocol::Value;
 type Result<T, S> = std::result::Result<T, ApplyError<<S as Store>::Error>>;
 
 impl<S: Store> Merger<'_, S> {
-    /// Whether deletes of table `ti`'s rows keep their values.
-    pub(crate) fn keeps_tombstones(&self, ti: usize, uniques: &[crate::store::Unique]) -> bool {
-        !uniques.is_empty() || self.tables.links.iter().any(|l| l.parent == ti)
-    }
-
     /// Keeps the values of the row of `ti` with `key` about to be deleted (a row held aside,
     /// with no app row, keeps the values it has, and is held no longer).
-    pub(crate) fn keep_tombstone(
-        &mut self,
-        ti: usize,
-        key: &[Value],
-        unique: bool,
-    ) -> Result<(), S> {
-        let uniques = if unique {
-            self.uniques(ti)?
-        } else {
-            Default::default()
-        };
-        if !self.keeps_tombstones(ti, &uniques) {
-            return Ok(());
-        }
+    pub(crate) fn keep_tombstone(&mut self, ti: usize, key: &[Value]) -> Result<(), S> {
         let t = self.tables.list[ti].clone();
         match self.store.app_values(&t, key).map_err(ApplyError::Store)? {
             Some(values) => {
