@@ -75,7 +75,11 @@ pub fn apply_batch<S: Store>(store: &mut S, batch: &Batch) -> Result<Stats, Appl
         uniques: Default::default(),
         authority: false,
         touched: Vec::new(),
+        held_aside: Vec::new(),
+        evicting: Vec::new(),
     };
+    let held = m.store.held_tables().map_err(ApplyError::Store)?;
+    m.held_aside = m.tables.list.iter().map(|t| held.contains(&t.id)).collect();
     m.authority = m.store.authority();
     let mut groups: Vec<&TableChanges> = batch.tables.iter().collect();
     groups.sort_by_key(|g| m.tables.rank(&h.tables[g.table as usize].name));

@@ -25,7 +25,9 @@
 //!   write to a UNIQUE column is earlier by `(epoch, hlc, site)` keeps the value whichever
 //!   arrives first, the later is held aside (its values in a tombstone, one quarantine entry per
 //!   writing site with the engine's reason), and comes back after every apply once its value
-//!   is free ([`Store::uniques`] and the calls after it);
+//!   is free ([`Store::uniques`] and the calls after it); the rows of tracked tables
+//!   referencing a row held aside are held aside with it and come back after it (`cascade.rs`,
+//!   [`Store::referencing`]);
 //! - **parent restore** (`restore.rs`, the engine's `apply/restore.rs`): a delete of a row live
 //!   children reference keeps the row, and a child arriving for a parent deleted here brings
 //!   the parent back from its tombstone (a deleted row's last values, kept for every table),
@@ -37,9 +39,8 @@
 //!   its cause ([`Store::quarantined`]).
 //!
 //! **Not in the core yet** (the engine does them; a store of the core does not):
-//! - of UNIQUE collisions: rows referencing a row held aside are not held aside with it, a
-//!   partial UNIQUE index is not read as one, and a claim whose own write the store refuses
-//!   (a CHECK) leaves the holders it evicted out;
+//! - of UNIQUE collisions: a partial UNIQUE index is not read as one, and a claim whose own
+//!   write the store refuses (a CHECK) leaves the holders it evicted out;
 //! - of parent restore: a restored parent whose UNIQUE values another row holds now is not
 //!   held aside (the store's write may be refused);
 //! - the clock of a restore after the engine's strict redo: the engine's redo of a batch whose
@@ -76,6 +77,7 @@
 //! in a review cell's row state while it is still a sibling, as the engine does).
 
 mod apply;
+mod cascade;
 mod error;
 mod merge_row;
 mod reasons;

@@ -50,6 +50,13 @@ pub(crate) struct Merger<'s, S: Store> {
     pub authority: bool,
     /// Rows of scoped tables the batch changed, on the authority (`transfer.rs`).
     pub touched: Vec<crate::transfer::Touched>,
+    /// Per table (by index into `tables.list`), whether it may hold rows held aside (listed by
+    /// [`Store::held_tables`] when the apply starts, or one evicted since): only then can a
+    /// live row lack its app row.
+    pub held_aside: Vec<bool>,
+    /// Rows whose eviction is under way (table, packed key): a cycle of references ends there
+    /// (`cascade.rs`).
+    pub evicting: Vec<(usize, Vec<u8>)>,
 }
 
 type Result<T, S> = std::result::Result<T, ApplyError<<S as Store>::Error>>;
@@ -305,7 +312,7 @@ impl<S: Store> Merger<'_, S> {
         }
         let uniques = self.uniques(ti)?;
         let mut whole_again = false;
-        if alive && was_alive && !uniques.is_empty() {
+        if alive && was_alive && self.held_aside[ti] {
             // A row held aside (alive, its values in its tombstone, no app row: unique.rs) is
             // written whole, the incoming values over its own; written column by column it
             // would come back with its other columns empty.
@@ -332,6 +339,12 @@ impl<S: Store> Merger<'_, S> {
         let writes: Vec<(usize, &Value)> = writes.iter().map(|(c, v)| (*c, v.as_ref())).collect();
         if alive {
             if !self.parents_ok(ti, key, &writes)? {
+                // A parent held aside holds its children aside with it (cascade.rs).
+                let mut merged = st.clone();
+                merged.exist = exist;
+                if self.held_aside_child(ti, key, &merged, &writes)? {
+                    return Ok(Outcome::Quarantined);
+                }
                 return self.quarantine(origin, schema, row, reasons::PARENT_MISSING);
             }
             let values = if uniques.is_empty() {

@@ -299,6 +299,25 @@ pub trait Store {
         Ok(())
     }
 
+    /// The ids of the tables with rows whose tombstone says held aside (a store that keeps any
+    /// must list them: the core settles only these tables' rows). The default: none.
+    fn held_tables(&mut self) -> Result<Vec<i64>, Self::Error> {
+        Ok(Vec::new())
+    }
+
+    /// The keys of the rows of `t`'s app table whose `columns` hold `values` (the children of
+    /// a row, by the columns of a foreign key: they are held aside with it, `cascade.rs`). The
+    /// default: none.
+    fn referencing(
+        &mut self,
+        t: &Table,
+        columns: &[String],
+        values: &[Value],
+    ) -> Result<Vec<Vec<Value>>, Self::Error> {
+        let _ = (t, columns, values);
+        Ok(Vec::new())
+    }
+
     /// The rows of `t` whose tombstone says held aside: (key, tombstone values).
     #[allow(clippy::type_complexity)]
     fn held_rows(&mut self, t: &Table) -> Result<Vec<(Vec<Value>, Vec<Value>)>, Self::Error> {

@@ -20,9 +20,11 @@
 //!   table, or deleted while held, loses its UNIQUE entries (as the quarantine retry that
 //!   follows, `retry.rs`, would let them go in the same apply).
 //!
-//! Not here yet (the engine does them): rows referencing an evicted row are not evicted with it
-//! (a UNIQUE table that is a parent of another), a partial UNIQUE index is not read as one, and
-//! a claim whose own write the store then refuses (a CHECK) leaves the holders it evicted out.
+//! The rows referencing an evicted row are evicted with it, as missing their parent, and a held
+//! row whose parent is missing stays held (`cascade.rs`).
+//!
+//! Not here yet (the engine does them): a partial UNIQUE index is not read as one, and a claim
+//! whose own write the store then refuses (a CHECK) leaves the holders it evicted out.
 
 use crate::merge_row::Merger;
 use crate::store::{Store, Table, Tombstone, Unique, Written};
@@ -52,6 +54,8 @@ pub(crate) enum Claim {
     Placed,
     /// A row of earlier rank holds a value on this UNIQUE index (of the table's list).
     Blocked(usize),
+    /// A parent the row references is missing (held aside too: `cascade.rs`).
+    Orphan,
     /// The holders were evicted and the store refused the write anyway (a CHECK).
     Refused(String),
 }
@@ -62,6 +66,7 @@ impl Claim {
         match self {
             Claim::Placed => None,
             Claim::Blocked(on) => Some(reason(&uniques[*on].label)),
+            Claim::Orphan => Some(crate::reasons::PARENT_MISSING.to_string()),
             Claim::Refused(why) => Some(format!("{why}: {HELD_ASIDE}")),
         }
     }
@@ -270,6 +275,9 @@ impl<S: Store> Merger<'_, S> {
         values: &[Value],
         writes: &[(usize, &Value)],
     ) -> Result<Claim, S> {
+        if self.parent_missing(ti, key, values)? {
+            return Ok(Claim::Orphan);
+        }
         let holders = self.holders(ti, key, values)?;
         if let Some(h) = holders
             .iter()
@@ -347,6 +355,10 @@ impl<S: Store> Merger<'_, S> {
         self.store
             .put_tombstone(&t, key, &tomb)
             .map_err(ApplyError::Store)?;
+        // A later change to the row must find its tombstone (`merge_row`).
+        self.held_aside[ti] = true;
+        // The rows referencing it go with it (cascade.rs), before it leaves its table.
+        self.evict_children(ti, key)?;
         self.store.delete_row(&t, key).map_err(ApplyError::Store)
     }
 
@@ -365,7 +377,7 @@ impl<S: Store> Merger<'_, S> {
         let mut back = 0;
         let order = self.tables.order.clone();
         for ti in order {
-            if self.uniques(ti)?.is_empty() {
+            if !self.held_aside[ti] {
                 continue;
             }
             // Each pass puts one row back; the bound only guards against a bug looping.

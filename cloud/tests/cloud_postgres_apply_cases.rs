@@ -360,3 +360,71 @@ fn a_child_quarantined_for_its_missing_parent_applies_in_the_apply_that_brings_t
     assert_eq!(rows(&mut t, "visits"), ["v1"]);
     assert!(t.quarantine().is_empty());
 }
+
+const ROTA: &str = "
+  CREATE TABLE staff(id TEXT PRIMARY KEY NOT NULL, badge TEXT UNIQUE, name TEXT);
+  CREATE TABLE shifts(id TEXT PRIMARY KEY NOT NULL, staff_id TEXT REFERENCES staff(id),
+    ward TEXT);
+  SELECT outpost_track('staff');
+  SELECT outpost_track('shifts');";
+
+#[test]
+fn rows_referencing_a_row_held_aside_are_held_aside_with_it_and_come_back_with_it() {
+    let Some(db) = pg::database("apply_case_held_children") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = open(&tmp.path().join("a.db"), ROTA);
+    let b = open(&tmp.path().join("b.db"), ROTA);
+    a.execute(
+        "INSERT INTO staff(id, badge, name) VALUES ('sa', 'B1', 'Asha')",
+        [],
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    b.execute_batch(
+        "INSERT INTO staff(id, badge, name) VALUES ('sb', 'B1', 'Juma');
+         INSERT INTO shifts(id, staff_id, ward) VALUES ('h1', 'sb', 'maternity');",
+    )
+    .unwrap();
+    let (from_a, from_b) = (export(&a, 0), export(&b, 0));
+    let mut t = Targets::new(
+        tmp.path(),
+        &db,
+        ROTA,
+        "CREATE UNIQUE INDEX ON public.staff(badge)",
+    );
+    t.apply(&from_b);
+    assert_eq!(rows(&mut t, "shifts"), ["h1"]);
+
+    // The earlier badge arrives: Juma is held aside, and his shift with him (else it would
+    // reference nothing, which both stores refuse at commit).
+    t.apply(&from_a);
+    assert_eq!(t.staff(), ["sa|B1"]);
+    assert!(rows(&mut t, "shifts").is_empty());
+    let q = t.quarantine();
+    assert_eq!(q.len(), 2, "{q:?}");
+    assert!(q.contains(&format!("\"sb\"|{HELD}")), "{q:?}");
+    assert!(
+        q.contains(&"\"h1\"|parent row missing: a referenced row does not exist here (yet)".into()),
+        "{q:?}"
+    );
+
+    // A shift of Juma's arriving while he is held aside is held aside too.
+    b.execute(
+        "INSERT INTO shifts(id, staff_id, ward) VALUES ('h2', 'sb', 'theatre')",
+        [],
+    )
+    .unwrap();
+    t.apply(&export(&b, 2));
+    assert!(rows(&mut t, "shifts").is_empty());
+    assert_eq!(t.quarantine().len(), 3);
+
+    // The badge is freed: Juma comes back, his shifts after him, and every entry goes.
+    a.execute("UPDATE staff SET badge = 'B2' WHERE id = 'sa'", [])
+        .unwrap();
+    t.apply(&export(&a, 1));
+    assert_eq!(t.staff(), ["sa|B2", "sb|B1"]);
+    assert_eq!(rows(&mut t, "shifts"), ["h1", "h2"]);
+    assert!(t.quarantine().is_empty());
+}

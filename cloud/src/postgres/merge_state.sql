@@ -56,6 +56,8 @@ CREATE TABLE IF NOT EXISTS outpost.tombstones(
   vals text NOT NULL,
   held boolean NOT NULL,
   PRIMARY KEY (tbl, key));
+-- Rows held aside, found without reading the deleted rows' tombstones (every table keeps them).
+CREATE INDEX IF NOT EXISTS tombstones_held ON outpost.tombstones (tbl, key) WHERE held;
 
 -- Per stream of the cloud's origin, the seq up to which its captured writes are merge state
 -- (store/fold.rs): the back office's writes become the cloud's cell versions, counter

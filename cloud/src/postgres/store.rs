@@ -39,6 +39,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 mod ahead;
+mod children;
 mod fold;
 mod quarantine_entry;
 mod restore;
@@ -722,6 +723,19 @@ impl Store for PgStore<'_, '_> {
 
     fn held_rows(&mut self, t: &Table) -> Result<Vec<(Vec<Value>, Vec<Value>)>, StoreError> {
         self.held(t)
+    }
+
+    fn held_tables(&mut self) -> Result<Vec<i64>, StoreError> {
+        self.tables_holding_rows_aside()
+    }
+
+    fn referencing(
+        &mut self,
+        t: &Table,
+        columns: &[String],
+        values: &[Value],
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        self.referencing_rows(t, columns, values)
     }
 
     fn restore(

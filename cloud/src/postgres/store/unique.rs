@@ -12,7 +12,7 @@ use outpost_apply_core::{Table, Tombstone, Unique};
 use outpost_protocol::Value;
 
 /// Column `i` of `row`, selected as [`select`] selects a column of `kind`.
-fn read(row: &Row, i: usize, kind: Kind) -> Value {
+pub(super) fn read(row: &Row, i: usize, kind: Kind) -> Value {
     let v = match kind {
         Kind::Int => row.get::<_, Option<i64>>(i).map(Value::Integer),
         Kind::Real => row.get::<_, Option<f64>>(i).map(Value::Real),
@@ -29,7 +29,7 @@ fn read(row: &Row, i: usize, kind: Kind) -> Value {
 }
 
 /// Column `name` of `kind` in a select list, as [`read`] reads it.
-fn select(name: &str, kind: Kind) -> String {
+pub(super) fn select(name: &str, kind: Kind) -> String {
     match kind {
         Kind::Numeric => format!("{}::text", quote(name)),
         _ => quote(name),
