@@ -39,13 +39,23 @@
 //!   its cause ([`Store::quarantined`]).
 //!
 //! **Not in the core yet** (the engine does them; a store of the core does not):
-//! - of UNIQUE collisions: a partial UNIQUE index is not read as one, and a claim whose own
-//!   write the store refuses (a CHECK) leaves the holders it evicted out;
+//! - of UNIQUE collisions: a claim whose own write the store refuses (a CHECK) leaves the
+//!   holders it evicted out;
 //! - of parent restore: a restored parent whose UNIQUE values another row holds now is not
 //!   held aside (the store's write may be refused);
 //! - the clock of a restore after the engine's strict redo: the engine's redo of a batch whose
 //!   first run failed a foreign key at commit ticks after that run observed the batch's
 //!   clock; the core's restore ticks before (the rows it writes are the same).
+//!
+//! **Left out on purpose**: a *partial* UNIQUE index (`CREATE UNIQUE INDEX ... WHERE ...`),
+//! which the engine reads as one (only rows its predicate selects collide), is not a
+//! [`Unique`] here. No peer can put one on the cloud's tables, the one user of the core: both
+//! tenants make their tables from batch headers, which carry no UNIQUE at all
+//! (`cloud/src/schema.rs` on SQLite, `cloud/src/postgres/app_tables.rs`); only an operator can
+//! add one. PostgreSQL's store leaves such an index out of [`Store::uniques`], so a write
+//! colliding on one is refused by PostgreSQL and quarantined with its message (the careful
+//! redo of `cloud/src/postgres/apply.rs`), where the engine holds the later row aside: an
+//! operator who wants rows held aside by rank adds a whole UNIQUE index, on both tenants.
 //!
 //! **Scopes** (DESIGN section 10, "Moves" and "Holding a row"). Of what the engine does with
 //! scopes, only transfers concern a store of this core, whose one user is the cloud: the scope

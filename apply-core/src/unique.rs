@@ -23,8 +23,9 @@
 //! The rows referencing an evicted row are evicted with it, as missing their parent, and a held
 //! row whose parent is missing stays held (`cascade.rs`).
 //!
-//! Not here yet (the engine does them): a partial UNIQUE index is not read as one, and a claim
-//! whose own write the store then refuses (a CHECK) leaves the holders it evicted out.
+//! A partial UNIQUE index is not a [`Unique`] (the crate doc says why). Not here yet (the engine
+//! does it): a claim whose own write the store then refuses (a CHECK) leaves the holders it
+//! evicted out.
 
 use crate::merge_row::Merger;
 use crate::store::{Store, Table, Tombstone, Unique, Written};
