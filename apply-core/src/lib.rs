@@ -27,22 +27,23 @@
 //!   writing site with the engine's reason), and comes back after every apply once its value
 //!   is free ([`Store::uniques`] and the calls after it); the rows of tracked tables
 //!   referencing a row held aside are held aside with it and come back after it (`cascade.rs`,
-//!   [`Store::referencing`]);
+//!   [`Store::referencing`]); a claim whose own write the store refuses (a CHECK) leaves its
+//!   holders in their table and is set aside as that write, as the engine's SQLite meets the
+//!   CHECK first;
 //! - **parent restore** (`restore.rs`, the engine's `apply/restore.rs`): a delete of a row live
 //!   children reference keeps the row, and a child arriving for a parent deleted here brings
 //!   the parent back from its tombstone (a deleted row's last values, kept for every table),
 //!   both re-sent as the store's own write
 //!   ([`Store::restore`]; a store that cannot make one keeps the row and quarantines the change);
+//!   a parent back from its tombstone whose UNIQUE values another row holds now is written
+//!   all the same (the holders make way for the store's write), then held aside when a holder
+//!   ranks earlier, as the engine's restore claims after its local write;
 //! - the **quarantine retry** (`retry.rs`, the engine's `apply/retry.rs`): after each apply,
 //!   rows held aside claim their values again and every quarantine entry is merged again, going
 //!   once its change applies (a parent that arrived, a value freed), in the apply that removed
 //!   its cause ([`Store::quarantined`]).
 //!
 //! **Not in the core yet** (the engine does them; a store of the core does not):
-//! - of UNIQUE collisions: a claim whose own write the store refuses (a CHECK) leaves the
-//!   holders it evicted out;
-//! - of parent restore: a restored parent whose UNIQUE values another row holds now is not
-//!   held aside (the store's write may be refused);
 //! - the clock of a restore after the engine's strict redo: the engine's redo of a batch whose
 //!   first run failed a foreign key at commit ticks after that run observed the batch's
 //!   clock; the core's restore ticks before (the rows it writes are the same).

@@ -367,6 +367,11 @@ impl<S: Store> Merger<'_, S> {
                             .map_err(ApplyError::Store)?;
                         return Ok(Outcome::Quarantined);
                     }
+                    // Refused for itself (a CHECK), its holders back: set aside as the engine
+                    // sets it aside, whose SQLite checks a CHECK before any UNIQUE index.
+                    if let crate::unique::Claim::Refused(why) = claim {
+                        return self.quarantine(origin, schema, row, &why);
+                    }
                 }
                 _ => match self
                     .store

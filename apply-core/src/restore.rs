@@ -53,7 +53,8 @@ impl<S: Store> Merger<'_, S> {
 
     /// Re-creates the row of `ti` with `key`, whose merge state is `st` (the causal length
     /// merged so far), as the store's own write: its app row's values, else its tombstone's.
-    /// Whether the store could (else the caller sets the change aside).
+    /// Whether it is in its table: not when the store cannot write (the caller sets the change
+    /// aside), nor when it came back from its tombstone held aside (unique.rs, `decide_way`).
     pub(crate) fn restore(
         &mut self,
         ti: usize,
@@ -62,7 +63,9 @@ impl<S: Store> Merger<'_, S> {
         why: &str,
     ) -> Result<bool, S> {
         let t = self.tables.list[ti].clone();
-        let mut values = match self.store.app_values(&t, key).map_err(ApplyError::Store)? {
+        let app = self.store.app_values(&t, key).map_err(ApplyError::Store)?;
+        let from_tombstone = app.is_none();
+        let mut values = match app {
             Some(v) => v,
             None => self
                 .store
@@ -73,11 +76,19 @@ impl<S: Store> Merger<'_, S> {
         };
         // A tombstone written before a column was added is shorter than the row.
         values.resize(t.columns.len(), Value::Null);
+        // Back from its tombstone, its UNIQUE values may be another row's now: those rows make
+        // way for the store's write, and the order of rows decides after it (unique.rs).
+        let way = if from_tombstone {
+            self.make_way(ti, key, &values)?
+        } else {
+            Default::default()
+        };
         let Some(after) = self
             .store
             .restore(&t, key, &values, st, why)
             .map_err(ApplyError::Store)?
         else {
+            self.undo_way(ti, way)?;
             return Ok(false);
         };
         self.store
@@ -94,7 +105,9 @@ impl<S: Store> Merger<'_, S> {
                 .max()
                 .unwrap_or(0),
         );
-        Ok(true)
+        // Held aside when a row keeping its value ranks earlier: alive, out of its table, its
+        // tombstone rewritten (the engine's resurrect, then its claim).
+        self.decide_way(ti, key, &after, values, way)
     }
 
     /// Brings back the parent of table `pi` with key `fk` that a child about to be written

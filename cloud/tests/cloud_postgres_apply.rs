@@ -26,8 +26,8 @@
 //! it: the targets restore the patient as their own write (a delete that meets live children, or
 //! a child that meets the deleted parent), on PostgreSQL a captured write.
 //!
-//! What the core leaves out (crate doc of `outpost_apply_core`: a partial UNIQUE index, a CHECK
-//! refusing a claim) is kept out of the workload. Rows referencing a row held aside are
+//! What the core leaves out (crate doc of `outpost_apply_core`: a partial UNIQUE index) is kept
+//! out of the workload. Rows referencing a row held aside are
 //! `cloud_postgres_apply_cases.rs`'s (staff have no children here).
 //!
 //! Beside it: a row PostgreSQL refuses (a CHECK) is quarantined while the rest of its batch
