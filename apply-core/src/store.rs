@@ -299,6 +299,15 @@ pub trait Store {
         Ok(())
     }
 
+    /// The row of `t` with `key` was just held aside, with reason `why`. The engine tells a
+    /// person with an `outpost_events` row stamped with a tick of its clock; a store whose own
+    /// writes must carry the clocks the engine's would (the cloud's: its tenants compare across
+    /// stores) ticks its clock here too. The default does nothing.
+    fn held_aside(&mut self, t: &Table, key: &[Value], why: &str) -> Result<(), Self::Error> {
+        let _ = (t, key, why);
+        Ok(())
+    }
+
     /// The ids of the tables with rows whose tombstone says held aside (a store that keeps any
     /// must list them: the core settles only these tables' rows). The default: none.
     fn held_tables(&mut self) -> Result<Vec<i64>, Self::Error> {

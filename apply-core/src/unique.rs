@@ -479,7 +479,10 @@ impl<S: Store> Merger<'_, S> {
         self.held_aside[ti] = true;
         // The rows referencing it go with it (cascade.rs), before it leaves its table.
         self.evict_children(ti, key)?;
-        self.store.delete_row(&t, key).map_err(ApplyError::Store)
+        self.store.delete_row(&t, key).map_err(ApplyError::Store)?;
+        self.store
+            .held_aside(&t, key, reason)
+            .map_err(ApplyError::Store)
     }
 
     /// A held row left the held state (back in its table, or deleted): its UNIQUE entries go.

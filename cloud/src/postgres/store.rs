@@ -725,6 +725,18 @@ impl Store for PgStore<'_, '_> {
         self.held(t)
     }
 
+    fn held_aside(&mut self, _t: &Table, _key: &[Value], _why: &str) -> Result<(), StoreError> {
+        // No events table here (docs/cloud.md); the engine's event takes a clock, and the
+        // cloud's next own write follows it on either store.
+        let s = self.stmt(
+            "WITH t AS MATERIALIZED (SELECT outpost.tick()) SELECT outpost.clock_flush() FROM t",
+        )?;
+        self.tx
+            .execute(&s, &[])
+            .map_err(sql("ticking the clock for a row held aside"))?;
+        Ok(())
+    }
+
     fn held_tables(&mut self) -> Result<Vec<i64>, StoreError> {
         self.tables_holding_rows_aside()
     }
