@@ -83,8 +83,9 @@ pub struct Unique {
 }
 
 /// The values a store keeps of a row that is not in its app table: a deleted row's last values
-/// (the engine's tombstone), or those of a row *held aside* by a UNIQUE collision, which is
-/// alive for sync but kept out of its table until the values it holds are free.
+/// (the engine's tombstone), or those of a row *held aside* by a UNIQUE collision (or with a
+/// parent held aside), which is alive for sync but kept out of its table until the values it
+/// holds are free (and its parents back).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tombstone {
     /// Its value columns' values, in [`Table::columns`] order (shorter when columns were added
