@@ -69,8 +69,10 @@
 //!   (`transfer.rs`: the core decides, a store that says it is the authority queues them with
 //!   [`Store::transfer`], and [`transfer::credited`] reads a row's merge state for the batch).
 //!   A deleted row's scope is read from its tombstone (kept for every table, as the engine
-//!   keeps them), so a late delete of a row that moved is copied on. Not yet as the engine: a
-//!   row a UNIQUE collision holds aside is not transferred until it is back.
+//!   keeps them), so a late delete of a row that moved is copied on. A row the quarantine retry
+//!   brings in is not transferred by that apply, as the engine queues its transfers before its
+//!   retry. Not yet as the engine: a row a UNIQUE collision holds aside is not transferred
+//!   until it is back.
 //! - *Exits* and *returns* (`apply/exits.rs`) happen where a row's scope leaves the replica's
 //!   grant: the cloud's grant is every scope, so no row ever leaves it (it keeps the row and
 //!   sends it on).
