@@ -77,6 +77,7 @@ pub fn apply_batch<S: Store>(store: &mut S, batch: &Batch) -> Result<Stats, Appl
         touched: Vec::new(),
         held_aside: Vec::new(),
         evicting: Vec::new(),
+        retrying: None,
     };
     let held = m.store.held_tables().map_err(ApplyError::Store)?;
     m.held_aside = m.tables.list.iter().map(|t| held.contains(&t.id)).collect();

@@ -57,6 +57,9 @@ pub(crate) struct Merger<'s, S: Store> {
     /// Rows whose eviction is under way (table, packed key): a cycle of references ends there
     /// (`cascade.rs`).
     pub evicting: Vec<(usize, Vec<u8>)>,
+    /// The entry the quarantine retry is merging again (`retry.rs`): quarantining its own change
+    /// with the reason it has is left unwritten (the store would write the same entry back).
+    pub retrying: Option<crate::store::Entry>,
 }
 
 type Result<T, S> = std::result::Result<T, ApplyError<<S as Store>::Error>>;
@@ -92,6 +95,13 @@ impl<S: Store> Merger<'_, S> {
         row: &RowChange,
         reason: &str,
     ) -> Result<Outcome, S> {
+        let unchanged = self.retrying.as_ref().is_some_and(|e| {
+            e.origin == origin && e.reason == reason && e.table == *table && e.row == *row
+        });
+        if unchanged {
+            self.stats.quarantined += 1;
+            return Ok(Outcome::Quarantined);
+        }
         self.store
             .quarantine(Quarantined {
                 origin,

@@ -49,11 +49,14 @@ impl<S: Store> Merger<'_, S> {
         for e in entries {
             let applied_before = self.stats.applied;
             let target = self.target(&e.table);
-            let outcome = self.merge_row(target.as_ref(), e.origin, &e.table, &e.row)?;
+            let (id, origin, table, row) = (e.id, e.origin, e.table.clone(), e.row.clone());
+            self.retrying = Some(e);
+            let merged = self.merge_row(target.as_ref(), origin, &table, &row);
+            self.retrying = None;
             let kept =
-                self.stats.applied == applied_before && self.is_held(&e.table.name, &e.row.key)?;
-            if outcome == Outcome::Applied && !kept {
-                self.store.unquarantine(e.id).map_err(ApplyError::Store)?;
+                self.stats.applied == applied_before && self.is_held(&table.name, &row.key)?;
+            if merged? == Outcome::Applied && !kept {
+                self.store.unquarantine(id).map_err(ApplyError::Store)?;
             }
         }
         self.store.flush().map_err(ApplyError::Store)

@@ -120,6 +120,8 @@ pub struct Entry {
     pub table: TableSchema,
     /// The change.
     pub row: RowChange,
+    /// Why it was kept.
+    pub reason: String,
 }
 
 /// The state one apply reads and writes. Every call of one [`crate::apply_batch`] happens

@@ -637,7 +637,7 @@ impl Store for PgStore<'_, '_> {
     }
 
     fn quarantined(&mut self) -> Result<Vec<Entry>, StoreError> {
-        let s = self.stmt("SELECT id, change FROM outpost.quarantine ORDER BY id")?;
+        let s = self.stmt("SELECT id, change, reason FROM outpost.quarantine ORDER BY id")?;
         let rows = self
             .tx
             .query(&s, &[])
@@ -653,6 +653,7 @@ impl Store for PgStore<'_, '_> {
                     origin,
                     table,
                     row,
+                    reason: r.get(2),
                 })
             })
             .collect()
