@@ -244,7 +244,7 @@ fn an_apply_beside_many_quarantine_entries() {
         blob
     };
     // Per one-row apply: (engine ms, core ms), averaged over `n`.
-    let mut timed = |c: &mut ::postgres::Client, blobs: &[Vec<u8>]| -> (f64, f64) {
+    let timed = |c: &mut ::postgres::Client, blobs: &[Vec<u8>]| -> (f64, f64) {
         let (mut lite_s, mut core_s) = (0.0, 0.0);
         for blob in blobs {
             let t = Instant::now();
