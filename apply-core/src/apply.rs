@@ -75,7 +75,12 @@ pub fn apply_batch<S: Store>(store: &mut S, batch: &Batch) -> Result<Stats, Appl
         uniques: Default::default(),
         authority: false,
         touched: Vec::new(),
+        held_aside: Vec::new(),
+        evicting: Vec::new(),
+        retrying: None,
     };
+    let held = m.store.held_tables().map_err(ApplyError::Store)?;
+    m.held_aside = m.tables.list.iter().map(|t| held.contains(&t.id)).collect();
     m.authority = m.store.authority();
     let mut groups: Vec<&TableChanges> = batch.tables.iter().collect();
     groups.sort_by_key(|g| m.tables.rank(&h.tables[g.table as usize].name));
@@ -106,10 +111,12 @@ pub fn apply_batch<S: Store>(store: &mut S, batch: &Batch) -> Result<Stats, Appl
             m.store.flush().map_err(ApplyError::Store)?;
         }
     }
-    // Rows this batch deleted or changed may have held values rows held aside now get.
-    m.settle()?;
     // On the authority, rows left in another scope than this stream's move there.
     m.queue_transfers(&stream.scope)?;
+    // Rows this batch deleted or changed may have held values rows held aside now get, and
+    // quarantined changes may apply now (retry.rs). After the transfers, as the engine runs
+    // them: a row the retry brings in is not transferred by this apply.
+    m.settle_and_retry()?;
     let observed = m.max_hlc.max(h.base_hlc.as_u64());
     let stats = m.stats;
     store

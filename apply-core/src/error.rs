@@ -17,6 +17,10 @@ pub enum ApplyError<E> {
     OwnOrigin(SiteId),
     /// The batch contradicts itself (a body naming a table or column its header lacks).
     BadSchema(String),
+    /// The store refused a row it held a moment before (a claim's holders put back when the
+    /// claiming write was refused, `unique.rs`): a fault of the store, the batch rolled back
+    /// rather than the row lost.
+    Refused(String),
 }
 
 impl<E: fmt::Display> fmt::Display for ApplyError<E> {
@@ -29,6 +33,7 @@ impl<E: fmt::Display> fmt::Display for ApplyError<E> {
                 "batch of origin {site} is this database's own: it never applies its own changes"
             ),
             ApplyError::BadSchema(why) => write!(f, "batch is inconsistent: {why}"),
+            ApplyError::Refused(why) => write!(f, "the store refused a row it held: {why}"),
         }
     }
 }

@@ -25,25 +25,38 @@
 //!   write to a UNIQUE column is earlier by `(epoch, hlc, site)` keeps the value whichever
 //!   arrives first, the later is held aside (its values in a tombstone, one quarantine entry per
 //!   writing site with the engine's reason), and comes back after every apply once its value
-//!   is free ([`Store::uniques`] and the calls after it);
+//!   is free ([`Store::uniques`] and the calls after it); the rows of tracked tables
+//!   referencing a row held aside are held aside with it and come back after it (`cascade.rs`,
+//!   [`Store::referencing`]); a claim whose own write the store refuses (a CHECK) leaves its
+//!   holders in their table and is set aside as that write, as the engine's SQLite meets the
+//!   CHECK first;
 //! - **parent restore** (`restore.rs`, the engine's `apply/restore.rs`): a delete of a row live
 //!   children reference keeps the row, and a child arriving for a parent deleted here brings
-//!   the parent back from its tombstone, both re-sent as the store's own write
-//!   ([`Store::restore`]; a store that cannot make one keeps the row and quarantines the change).
+//!   the parent back from its tombstone (a deleted row's last values, kept for every table),
+//!   both re-sent as the store's own write
+//!   ([`Store::restore`]; a store that cannot make one keeps the row and quarantines the change);
+//!   a parent back from its tombstone whose UNIQUE values another row holds now is written
+//!   all the same (the holders make way for the store's write), then held aside when a holder
+//!   ranks earlier, as the engine's restore claims after its local write;
+//! - the **quarantine retry** (`retry.rs`, the engine's `apply/retry.rs`): after each apply,
+//!   rows held aside claim their values again and every quarantine entry is merged again, going
+//!   once its change applies (a parent that arrived, a value freed), in the apply that removed
+//!   its cause ([`Store::quarantined`]).
 //!
 //! **Not in the core yet** (the engine does them; a store of the core does not):
-//! - of UNIQUE collisions: rows referencing a row held aside are not held aside with it, a
-//!   partial UNIQUE index is not read as one, and a claim whose own write the store refuses
-//!   (a CHECK) leaves the holders it evicted out;
-//! - of parent restore: a restored parent whose UNIQUE values another row holds now is not
-//!   held aside (the store's write may be refused); tombstones are kept only for tables a
-//!   foreign key references or with a UNIQUE index (the engine keeps them for every table);
 //! - the clock of a restore after the engine's strict redo: the engine's redo of a batch whose
 //!   first run failed a foreign key at commit ticks after that run observed the batch's
-//!   clock; the core's restore ticks before (the rows it writes are the same);
-//! - the quarantine retry after each apply (`apply/retry.rs`): entries stay until a later
-//!   slice re-applies them (those of a row held aside go when it is back or deleted, as the
-//!   retry lets them go).
+//!   clock; the core's restore ticks before (the rows it writes are the same).
+//!
+//! **Left out on purpose**: a *partial* UNIQUE index (`CREATE UNIQUE INDEX ... WHERE ...`),
+//! which the engine reads as one (only rows its predicate selects collide), is not a
+//! [`Unique`] here. No peer can put one on the cloud's tables, the one user of the core: both
+//! tenants make their tables from batch headers, which carry no UNIQUE at all
+//! (`cloud/src/schema.rs` on SQLite, `cloud/src/postgres/app_tables.rs`); only an operator can
+//! add one. PostgreSQL's store leaves such an index out of [`Store::uniques`], so a write
+//! colliding on one is refused by PostgreSQL and quarantined with its message (the careful
+//! redo of `cloud/src/postgres/apply.rs`), where the engine holds the later row aside: an
+//! operator who wants rows held aside by rank adds a whole UNIQUE index, on both tenants.
 //!
 //! **Scopes** (DESIGN section 10, "Moves" and "Holding a row"). Of what the engine does with
 //! scopes, only transfers concern a store of this core, whose one user is the cloud: the scope
@@ -55,10 +68,11 @@
 //!   cell the batch wrote also goes to every stream it was transferred to before
 //!   (`transfer.rs`: the core decides, a store that says it is the authority queues them with
 //!   [`Store::transfer`], and [`transfer::credited`] reads a row's merge state for the batch).
-//!   Not yet as the engine: a deleted row's scope is read from its tombstone, which the core
-//!   keeps only for some tables (above), so a late delete of a moved row of a table no foreign
-//!   key references and without a UNIQUE index is not copied on; and a row a UNIQUE collision
-//!   holds aside is not transferred until it is back.
+//!   A deleted row's scope is read from its tombstone (kept for every table, as the engine
+//!   keeps them), so a late delete of a row that moved is copied on. A row the quarantine retry
+//!   brings in is not transferred by that apply, as the engine queues its transfers before its
+//!   retry. Not yet as the engine: a row a UNIQUE collision holds aside is not transferred
+//!   until it is back.
 //! - *Exits* and *returns* (`apply/exits.rs`) happen where a row's scope leaves the replica's
 //!   grant: the cloud's grant is every scope, so no row ever leaves it (it keeps the row and
 //!   sends it on).
@@ -76,10 +90,12 @@
 //! in a review cell's row state while it is still a sibling, as the engine does).
 
 mod apply;
+mod cascade;
 mod error;
 mod merge_row;
 mod reasons;
 mod restore;
+mod retry;
 pub mod row_state;
 pub mod store;
 mod tables;
@@ -89,4 +105,4 @@ mod unique;
 pub use apply::{apply_batch, Stats};
 pub use error::ApplyError;
 pub use row_state::RowState;
-pub use store::{Column, Parent, Quarantined, Store, Table, Tombstone, Unique, Written};
+pub use store::{Column, Entry, Parent, Quarantined, Store, Table, Tombstone, Unique, Written};

@@ -16,6 +16,15 @@ use outpost_protocol::merge::{lww_wins, CellVersion, Contribution, ReviewCell, R
 use outpost_protocol::{SiteId, Stamp, Strategy, Value};
 use std::borrow::Cow;
 
+/// What became of one row change (the engine's `Outcome`): the quarantine retry lets an entry
+/// go only when its change applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Applied,
+    /// Set aside, whole or in part (cells of columns this store lacks).
+    Quarantined,
+}
+
 /// A batch table resolved to a table of the store.
 pub(crate) struct Target {
     /// Index into `Tables::list`.
@@ -41,6 +50,16 @@ pub(crate) struct Merger<'s, S: Store> {
     pub authority: bool,
     /// Rows of scoped tables the batch changed, on the authority (`transfer.rs`).
     pub touched: Vec<crate::transfer::Touched>,
+    /// Per table (by index into `tables.list`), whether it may hold rows held aside (listed by
+    /// [`Store::held_tables`] when the apply starts, or one evicted since): only then can a
+    /// live row lack its app row.
+    pub held_aside: Vec<bool>,
+    /// Rows whose eviction is under way (table, packed key): a cycle of references ends there
+    /// (`cascade.rs`).
+    pub evicting: Vec<(usize, Vec<u8>)>,
+    /// The entry the quarantine retry is merging again (`retry.rs`): quarantining its own change
+    /// with the reason it has is left unwritten (the store would write the same entry back).
+    pub retrying: Option<crate::store::Entry>,
 }
 
 type Result<T, S> = std::result::Result<T, ApplyError<<S as Store>::Error>>;
@@ -75,7 +94,14 @@ impl<S: Store> Merger<'_, S> {
         table: &TableSchema,
         row: &RowChange,
         reason: &str,
-    ) -> Result<(), S> {
+    ) -> Result<Outcome, S> {
+        let unchanged = self.retrying.as_ref().is_some_and(|e| {
+            e.origin == origin && e.reason == reason && e.table == *table && e.row == *row
+        });
+        if unchanged {
+            self.stats.quarantined += 1;
+            return Ok(Outcome::Quarantined);
+        }
         self.store
             .quarantine(Quarantined {
                 origin,
@@ -85,7 +111,7 @@ impl<S: Store> Merger<'_, S> {
             })
             .map_err(ApplyError::Store)?;
         self.stats.quarantined += 1;
-        Ok(())
+        Ok(Outcome::Quarantined)
     }
 
     /// Tells the store which rows of `target` the `rows` of a group are, and which parents their
@@ -145,7 +171,7 @@ impl<S: Store> Merger<'_, S> {
         origin: SiteId,
         schema: &TableSchema,
         row: &RowChange,
-    ) -> Result<(), S> {
+    ) -> Result<Outcome, S> {
         let Some(target) = target else {
             return self.quarantine(origin, schema, row, &reasons::unknown_table(&schema.name));
         };
@@ -170,7 +196,9 @@ impl<S: Store> Merger<'_, S> {
             }
         }
         let n_known = row.cells.len() - unknown.len();
+        let mut outcome = Outcome::Applied;
         if !unknown.is_empty() {
+            outcome = Outcome::Quarantined;
             let cols: Vec<String> = unknown
                 .iter()
                 .map(|c| target.names[c.column as usize].clone())
@@ -290,11 +318,11 @@ impl<S: Store> Merger<'_, S> {
             self.stats.unchanged += 1;
         }
         if !changed {
-            return Ok(());
+            return Ok(outcome);
         }
         let uniques = self.uniques(ti)?;
         let mut whole_again = false;
-        if alive && was_alive && !uniques.is_empty() {
+        if alive && was_alive && self.held_aside[ti] {
             // A row held aside (alive, its values in its tombstone, no app row: unique.rs) is
             // written whole, the incoming values over its own; written column by column it
             // would come back with its other columns empty.
@@ -321,6 +349,12 @@ impl<S: Store> Merger<'_, S> {
         let writes: Vec<(usize, &Value)> = writes.iter().map(|(c, v)| (*c, v.as_ref())).collect();
         if alive {
             if !self.parents_ok(ti, key, &writes)? {
+                // A parent held aside holds its children aside with it (cascade.rs).
+                let mut merged = st.clone();
+                merged.exist = exist;
+                if self.held_aside_child(ti, key, &merged, &writes)? {
+                    return Ok(Outcome::Quarantined);
+                }
                 return self.quarantine(origin, schema, row, reasons::PARENT_MISSING);
             }
             let values = if uniques.is_empty() {
@@ -338,10 +372,15 @@ impl<S: Store> Merger<'_, S> {
                     let claim = self.claim(ti, key, fresh, &rank, &values, &writes)?;
                     if let Some(why) = claim.reason(&uniques) {
                         self.evict(ti, key, &merged, values, &why)?;
-                        return self
-                            .store
+                        self.store
                             .put_row(&t, key, &merged)
-                            .map_err(ApplyError::Store);
+                            .map_err(ApplyError::Store)?;
+                        return Ok(Outcome::Quarantined);
+                    }
+                    // Refused for itself (a CHECK), its holders back: set aside as the engine
+                    // sets it aside, whose SQLite checks a CHECK before any UNIQUE index.
+                    if let crate::unique::Claim::Refused(why) = claim {
+                        return self.quarantine(origin, schema, row, &why);
                     }
                 }
                 _ => match self
@@ -358,7 +397,7 @@ impl<S: Store> Merger<'_, S> {
                     .drop_tombstone(&t, key)
                     .map_err(ApplyError::Store)?;
                 self.released(ti, key)?;
-            } else if !was_alive && st.exist > 0 && self.keeps_tombstones(ti, &uniques) {
+            } else if !was_alive && st.exist > 0 {
                 // Alive again: the values of its last life are not needed any more.
                 self.store
                     .drop_tombstone(&t, key)
@@ -370,11 +409,11 @@ impl<S: Store> Merger<'_, S> {
                 // every replica receives (restore.rs), or set aside when the store cannot write.
                 st.exist = exist;
                 if self.restore(ti, key, &st, reasons::KEPT_FOR_CHILDREN)? {
-                    return Ok(());
+                    return Ok(Outcome::Applied);
                 }
                 return self.quarantine(origin, schema, row, reasons::DELETE_HAS_CHILDREN);
             }
-            self.keep_tombstone(ti, key, !uniques.is_empty())?;
+            self.keep_tombstone(ti, key)?;
             self.store.delete_row(&t, key).map_err(ApplyError::Store)?;
         }
         if exist > st.exist && st.exist > 0 {
@@ -399,7 +438,7 @@ impl<S: Store> Merger<'_, S> {
             };
             self.touch(ti, key, alive, scope);
         }
-        Ok(())
+        Ok(outcome)
     }
 
     /// Whether every parent a row about to be written references exists. Only foreign-key

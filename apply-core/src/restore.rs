@@ -7,9 +7,10 @@
 //! ([`Store::restore`]), so it travels back to every replica with fresh clocks. Two replicas
 //! that restore the same parent concurrently write equal values, and LWW converges them.
 //!
-//! Tombstones (a deleted row's last values) are kept for the rows of tables a foreign key
-//! references and of tables with a UNIQUE index, the only ones whose values an apply may need
-//! again; the engine keeps them for every table.
+//! Tombstones (a deleted row's last values) are kept for the rows of every table, as the
+//! engine keeps them: a parent comes back from its tombstone, a row held aside keeps its values
+//! there, and the authority reads a deleted row's scope from it (`transfer.rs`: a late delete
+//! of a row that moved is transferred on).
 
 use crate::merge_row::Merger;
 use crate::store::{Store, Tombstone};
@@ -19,27 +20,9 @@ use outpost_protocol::Value;
 type Result<T, S> = std::result::Result<T, ApplyError<<S as Store>::Error>>;
 
 impl<S: Store> Merger<'_, S> {
-    /// Whether deletes of table `ti`'s rows keep their values.
-    pub(crate) fn keeps_tombstones(&self, ti: usize, uniques: &[crate::store::Unique]) -> bool {
-        !uniques.is_empty() || self.tables.links.iter().any(|l| l.parent == ti)
-    }
-
     /// Keeps the values of the row of `ti` with `key` about to be deleted (a row held aside,
     /// with no app row, keeps the values it has, and is held no longer).
-    pub(crate) fn keep_tombstone(
-        &mut self,
-        ti: usize,
-        key: &[Value],
-        unique: bool,
-    ) -> Result<(), S> {
-        let uniques = if unique {
-            self.uniques(ti)?
-        } else {
-            Default::default()
-        };
-        if !self.keeps_tombstones(ti, &uniques) {
-            return Ok(());
-        }
+    pub(crate) fn keep_tombstone(&mut self, ti: usize, key: &[Value]) -> Result<(), S> {
         let t = self.tables.list[ti].clone();
         match self.store.app_values(&t, key).map_err(ApplyError::Store)? {
             Some(values) => {
@@ -70,7 +53,8 @@ impl<S: Store> Merger<'_, S> {
 
     /// Re-creates the row of `ti` with `key`, whose merge state is `st` (the causal length
     /// merged so far), as the store's own write: its app row's values, else its tombstone's.
-    /// Whether the store could (else the caller sets the change aside).
+    /// Whether it is in its table: not when the store cannot write (the caller sets the change
+    /// aside), nor when it came back from its tombstone held aside (unique.rs, `decide_way`).
     pub(crate) fn restore(
         &mut self,
         ti: usize,
@@ -79,7 +63,9 @@ impl<S: Store> Merger<'_, S> {
         why: &str,
     ) -> Result<bool, S> {
         let t = self.tables.list[ti].clone();
-        let mut values = match self.store.app_values(&t, key).map_err(ApplyError::Store)? {
+        let app = self.store.app_values(&t, key).map_err(ApplyError::Store)?;
+        let from_tombstone = app.is_none();
+        let mut values = match app {
             Some(v) => v,
             None => self
                 .store
@@ -90,11 +76,19 @@ impl<S: Store> Merger<'_, S> {
         };
         // A tombstone written before a column was added is shorter than the row.
         values.resize(t.columns.len(), Value::Null);
+        // Back from its tombstone, its UNIQUE values may be another row's now: those rows make
+        // way for the store's write, and the order of rows decides after it (unique.rs).
+        let way = if from_tombstone {
+            self.make_way(ti, key, &values)?
+        } else {
+            Default::default()
+        };
         let Some(after) = self
             .store
             .restore(&t, key, &values, st, why)
             .map_err(ApplyError::Store)?
         else {
+            self.undo_way(ti, way)?;
             return Ok(false);
         };
         self.store
@@ -111,7 +105,9 @@ impl<S: Store> Merger<'_, S> {
                 .max()
                 .unwrap_or(0),
         );
-        Ok(true)
+        // Held aside when a row keeping its value ranks earlier: alive, out of its table, its
+        // tombstone rewritten (the engine's resurrect, then its claim).
+        self.decide_way(ti, key, &after, values, way)
     }
 
     /// Brings back the parent of table `pi` with key `fk` that a child about to be written

@@ -83,8 +83,9 @@ pub struct Unique {
 }
 
 /// The values a store keeps of a row that is not in its app table: a deleted row's last values
-/// (the engine's tombstone), or those of a row *held aside* by a UNIQUE collision, which is
-/// alive for sync but kept out of its table until the values it holds are free.
+/// (the engine's tombstone), or those of a row *held aside* by a UNIQUE collision (or with a
+/// parent held aside), which is alive for sync but kept out of its table until the values it
+/// holds are free (and its parents back).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tombstone {
     /// Its value columns' values, in [`Table::columns`] order (shorter when columns were added
@@ -105,6 +106,22 @@ pub struct Quarantined<'a> {
     pub row: &'a RowChange,
     /// Why it was not applied.
     pub reason: &'a str,
+}
+
+/// A stored quarantine entry, as the quarantine retry reads it back (`retry.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The store's id for it: entries are retried in the order of their ids, which must be the
+    /// order they were first stored (a reason rewritten keeps the id).
+    pub id: i64,
+    /// The site whose change it is.
+    pub origin: SiteId,
+    /// The table as the entry describes it.
+    pub table: TableSchema,
+    /// The change.
+    pub row: RowChange,
+    /// Why it was kept.
+    pub reason: String,
 }
 
 /// The state one apply reads and writes. Every call of one [`crate::apply_batch`] happens
@@ -185,6 +202,25 @@ pub trait Store {
     /// the later one).
     fn quarantine(&mut self, q: Quarantined<'_>) -> Result<(), Self::Error>;
 
+    /// Whether the store holds any quarantine entry (the retry after an apply runs only then,
+    /// as the engine's does). The default: whether [`Store::quarantined`] lists one.
+    fn any_quarantined(&mut self) -> Result<bool, Self::Error> {
+        Ok(!self.quarantined()?.is_empty())
+    }
+
+    /// Every quarantine entry, oldest first ([`Entry::id`]): the retry after each apply
+    /// re-applies them (`retry.rs`). The default: none (a store that cannot read its entries
+    /// back keeps them until a person acts).
+    fn quarantined(&mut self) -> Result<Vec<Entry>, Self::Error> {
+        Ok(Vec::new())
+    }
+
+    /// Removes the quarantine entry `id`: its change has applied now.
+    fn unquarantine(&mut self, id: i64) -> Result<(), Self::Error> {
+        let _ = id;
+        Ok(())
+    }
+
     /// Takes note of the largest clock an apply received, so the store's later writes order
     /// after it.
     fn observe_clock(&mut self, hlc: Hlc) -> Result<(), Self::Error>;
@@ -264,6 +300,34 @@ pub trait Store {
     fn drop_tombstone(&mut self, t: &Table, key: &[Value]) -> Result<(), Self::Error> {
         let _ = (t, key);
         Ok(())
+    }
+
+    /// The row of `t` with `key` was just held aside, with reason `why`. The engine tells a
+    /// person with an `outpost_events` row stamped with a tick of its clock; a store whose own
+    /// writes must carry the clocks the engine's would (the cloud's: its tenants compare across
+    /// stores) ticks its clock here too. The default does nothing.
+    fn held_aside(&mut self, t: &Table, key: &[Value], why: &str) -> Result<(), Self::Error> {
+        let _ = (t, key, why);
+        Ok(())
+    }
+
+    /// The ids of the tables with rows whose tombstone says held aside (a store that keeps any
+    /// must list them: the core settles only these tables' rows). The default: none.
+    fn held_tables(&mut self) -> Result<Vec<i64>, Self::Error> {
+        Ok(Vec::new())
+    }
+
+    /// The keys of the rows of `t`'s app table whose `columns` hold `values` (the children of
+    /// a row, by the columns of a foreign key: they are held aside with it, `cascade.rs`). The
+    /// default: none.
+    fn referencing(
+        &mut self,
+        t: &Table,
+        columns: &[String],
+        values: &[Value],
+    ) -> Result<Vec<Vec<Value>>, Self::Error> {
+        let _ = (t, columns, values);
+        Ok(Vec::new())
     }
 
     /// The rows of `t` whose tombstone says held aside: (key, tombstone values).

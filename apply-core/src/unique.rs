@@ -17,12 +17,17 @@
 //! - [`Merger::settle`], after every apply, claims again for each held row, earliest rank first,
 //!   until nothing moves (a holder deleted or changed frees the value); then each row still held
 //!   names the index on which the earliest row keeping it out holds its value. A row back in its
-//!   table, or deleted while held, loses its UNIQUE entries (the engine's quarantine retry lets
-//!   them go in the same apply).
+//!   table, or deleted while held, loses its UNIQUE entries (as the quarantine retry that
+//!   follows, `retry.rs`, would let them go in the same apply).
 //!
-//! Not here yet (the engine does them): rows referencing an evicted row are not evicted with it
-//! (a UNIQUE table that is a parent of another), a partial UNIQUE index is not read as one, and
-//! a claim whose own write the store then refuses (a CHECK) leaves the holders it evicted out.
+//! The rows referencing an evicted row are evicted with it, as missing their parent, and a held
+//! row whose parent is missing stays held (`cascade.rs`).
+//!
+//! A claim takes only its holders' app rows out before its write: when the store refuses the
+//! write (a CHECK), they go back as they were, as the engine's claim rolls back to its
+//! savepoint, and the change is set aside as any refused write (SQLite checks a CHECK before a
+//! UNIQUE index, so the engine never claims for such a row). A partial UNIQUE index is not a
+//! [`Unique`] (the crate doc says why).
 
 use crate::merge_row::Merger;
 use crate::store::{Store, Table, Tombstone, Unique, Written};
@@ -52,7 +57,10 @@ pub(crate) enum Claim {
     Placed,
     /// A row of earlier rank holds a value on this UNIQUE index (of the table's list).
     Blocked(usize),
-    /// The holders were evicted and the store refused the write anyway (a CHECK).
+    /// A parent the row references is missing (held aside too: `cascade.rs`).
+    Orphan,
+    /// The store refused the write with the holders out of the way (they are back): a CHECK,
+    /// or a UNIQUE index the core does not see.
     Refused(String),
 }
 
@@ -62,7 +70,14 @@ impl Claim {
         match self {
             Claim::Placed => None,
             Claim::Blocked(on) => Some(reason(&uniques[*on].label)),
-            Claim::Refused(why) => Some(format!("{why}: {HELD_ASIDE}")),
+            Claim::Orphan => Some(crate::reasons::PARENT_MISSING.to_string()),
+            // A UNIQUE index the core does not see held the value: the row is held aside with
+            // the store's reason, as the engine holds it with SQLite's.
+            Claim::Refused(why) if why.starts_with(UNIQUE_REASON) => {
+                Some(format!("{why}: {HELD_ASIDE}"))
+            }
+            // Refused for itself (a CHECK): set aside by the caller as any refused write.
+            Claim::Refused(_) => None,
         }
     }
 }
@@ -74,6 +89,14 @@ struct Holder {
     rank: Rank,
     /// The first UNIQUE index on which the two rows share a value.
     on: usize,
+}
+
+/// Rows taken out of the way of a row coming back from its tombstone (`make_way`), with their
+/// values.
+#[derive(Default)]
+pub(crate) struct Way {
+    holders: Vec<Holder>,
+    moved: Vec<Vec<Value>>,
 }
 
 /// A held row as `settle` finds it.
@@ -270,6 +293,9 @@ impl<S: Store> Merger<'_, S> {
         values: &[Value],
         writes: &[(usize, &Value)],
     ) -> Result<Claim, S> {
+        if self.parent_missing(ti, key, values)? {
+            return Ok(Claim::Orphan);
+        }
         let holders = self.holders(ti, key, values)?;
         if let Some(h) = holders
             .iter()
@@ -280,23 +306,125 @@ impl<S: Store> Merger<'_, S> {
         }
         let uniques = self.uniques(ti)?;
         let t = self.tables.list[ti].clone();
-        for h in holders {
-            let values = self
-                .store
-                .app_values(&t, &h.key)
-                .map_err(ApplyError::Store)?
-                .unwrap_or_default();
-            let why = reason(&uniques[h.on].label);
-            self.evict(ti, &h.key, &h.state, values, &why)?;
-        }
+        // Only the holders' app rows leave first: the write may still be refused (a CHECK), and
+        // then they are back as they were, as the engine's claim rolls back to its savepoint.
+        let moved = self.move_out(ti, &holders)?;
         match self
             .store
             .write_row(&t, key, fresh, writes)
             .map_err(ApplyError::Store)?
         {
-            Written::Done => Ok(Claim::Placed),
-            Written::Refused(why) => Ok(Claim::Refused(why)),
+            Written::Done => {
+                for (h, values) in holders.into_iter().zip(moved) {
+                    let why = reason(&uniques[h.on].label);
+                    self.evict(ti, &h.key, &h.state, values, &why)?;
+                }
+                Ok(Claim::Placed)
+            }
+            Written::Refused(why) => {
+                self.move_back(ti, &holders, &moved)?;
+                Ok(Claim::Refused(why))
+            }
         }
+    }
+
+    /// Takes the rows holding the UNIQUE values of a row about to come back from its tombstone
+    /// (`values`; `restore.rs`) out of its way, their app rows only, for the store's own write
+    /// of it ([`Merger::decide_way`] then decides as a claim).
+    pub(crate) fn make_way(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+        values: &[Value],
+    ) -> Result<Way, S> {
+        if self.uniques(ti)?.is_empty() {
+            return Ok(Way::default());
+        }
+        let holders = self.holders(ti, key, values)?;
+        let moved = self.move_out(ti, &holders)?;
+        Ok(Way { holders, moved })
+    }
+
+    /// Puts the rows [`Merger::make_way`] took out back (the store made no write).
+    pub(crate) fn undo_way(&mut self, ti: usize, way: Way) -> Result<(), S> {
+        self.move_back(ti, &way.holders, &way.moved)
+    }
+
+    /// Decides, once the store wrote the restored row of `ti` with `key` (its state now `st`,
+    /// its values `values`), between it and the rows that made way, as the engine's restore
+    /// claims after its local write: the row is held aside when one of them ranks earlier (or a
+    /// parent it references is missing), and they go back; else they are held aside. Whether
+    /// the restored row stays in its table.
+    pub(crate) fn decide_way(
+        &mut self,
+        ti: usize,
+        key: &[Value],
+        st: &RowState,
+        values: Vec<Value>,
+        way: Way,
+    ) -> Result<bool, S> {
+        if way.holders.is_empty() {
+            return Ok(true);
+        }
+        let uniques = self.uniques(ti)?;
+        let rank = self.rank(ti, st, key)?;
+        let why = if self.parent_missing(ti, key, &values)? {
+            Some(crate::reasons::PARENT_MISSING.to_string())
+        } else {
+            way.holders
+                .iter()
+                .filter(|h| h.rank < rank)
+                .min_by(|a, b| a.rank.cmp(&b.rank))
+                .map(|h| reason(&uniques[h.on].label))
+        };
+        if let Some(why) = why {
+            self.evict(ti, key, st, values, &why)?;
+            self.undo_way(ti, way)?;
+            return Ok(false);
+        }
+        for (h, values) in way.holders.into_iter().zip(way.moved) {
+            let why = reason(&uniques[h.on].label);
+            self.evict(ti, &h.key, &h.state, values, &why)?;
+        }
+        Ok(true)
+    }
+
+    /// Takes the app rows of `holders` (of table `ti`) out, nothing else: returns their values.
+    fn move_out(&mut self, ti: usize, holders: &[Holder]) -> Result<Vec<Vec<Value>>, S> {
+        let t = self.tables.list[ti].clone();
+        let mut moved = Vec::with_capacity(holders.len());
+        for h in holders {
+            let mut values = self
+                .store
+                .app_values(&t, &h.key)
+                .map_err(ApplyError::Store)?
+                .unwrap_or_default();
+            values.resize(t.columns.len(), Value::Null);
+            self.store
+                .delete_row(&t, &h.key)
+                .map_err(ApplyError::Store)?;
+            moved.push(values);
+        }
+        Ok(moved)
+    }
+
+    /// Puts the app rows [`Merger::move_out`] took out back, as they were.
+    fn move_back(&mut self, ti: usize, holders: &[Holder], moved: &[Vec<Value>]) -> Result<(), S> {
+        let t = self.tables.list[ti].clone();
+        for (h, values) in holders.iter().zip(moved) {
+            let writes: Vec<(usize, &Value)> = values.iter().enumerate().collect();
+            if let Written::Refused(why) = self
+                .store
+                .write_row(&t, &h.key, false, &writes)
+                .map_err(ApplyError::Store)?
+            {
+                return Err(ApplyError::Refused(format!(
+                    "a row of table {:?} taken out for a claim cannot go back: {why}",
+                    t.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Holds the row of `ti` with `key` aside: its state `st` (left as it is), its values
@@ -347,7 +475,14 @@ impl<S: Store> Merger<'_, S> {
         self.store
             .put_tombstone(&t, key, &tomb)
             .map_err(ApplyError::Store)?;
-        self.store.delete_row(&t, key).map_err(ApplyError::Store)
+        // A later change to the row must find its tombstone (`merge_row`).
+        self.held_aside[ti] = true;
+        // The rows referencing it go with it (cascade.rs), before it leaves its table.
+        self.evict_children(ti, key)?;
+        self.store.delete_row(&t, key).map_err(ApplyError::Store)?;
+        self.store
+            .held_aside(&t, key, reason)
+            .map_err(ApplyError::Store)
     }
 
     /// A held row left the held state (back in its table, or deleted): its UNIQUE entries go.
@@ -361,10 +496,11 @@ impl<S: Store> Merger<'_, S> {
     /// Brings the tables back to the rule after rows changed: every held row, earliest rank
     /// first, parent tables first, claims its values again until nothing moves; then each row
     /// still held names the index on which the earliest row keeping it out holds its value.
-    pub(crate) fn settle(&mut self) -> Result<(), S> {
+    pub(crate) fn settle(&mut self) -> Result<usize, S> {
+        let mut back = 0;
         let order = self.tables.order.clone();
         for ti in order {
-            if self.uniques(ti)?.is_empty() {
+            if !self.held_aside[ti] {
                 continue;
             }
             // Each pass puts one row back; the bound only guards against a bug looping.
@@ -381,6 +517,7 @@ impl<S: Store> Merger<'_, S> {
                             .drop_tombstone(&t, &e.key)
                             .map_err(ApplyError::Store)?;
                         self.released(ti, &e.key)?;
+                        back += 1;
                         placed = true;
                         break;
                     }
@@ -391,7 +528,7 @@ impl<S: Store> Merger<'_, S> {
                 }
             }
         }
-        Ok(())
+        Ok(back)
     }
 
     /// The rows of table `ti` held aside, earliest rank first. One deleted since, or written

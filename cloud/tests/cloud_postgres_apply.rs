@@ -16,8 +16,9 @@
 //! The targets differ from the devices where the engine quarantines: a table they do not track
 //! (`drafts`), a key of another shape (`tags`), a column they lack (`patients.phone`), a column
 //! that merges as `lww` there but `counter` on the devices (`scores.pts`); and the devices' visits
-//! `x0`, `x1` reference a patient that only a third device (never exported to the targets) has,
-//! so they are quarantined for their missing parent.
+//! `x0`, `x1` reference a patient that only a third device has, which reaches the targets in a
+//! random round past the first third: until then they are quarantined for their missing parent,
+//! and the quarantine retry after each apply lets them in in the apply that brings it.
 //!
 //! Staff badges are UNIQUE (`staff.badge`, the index added on PostgreSQL as an operator would:
 //! batches carry none): two devices giving one badge to two people collide, the later row is held
@@ -26,9 +27,9 @@
 //! it: the targets restore the patient as their own write (a delete that meets live children, or
 //! a child that meets the deleted parent), on PostgreSQL a captured write.
 //!
-//! What the core leaves out (crate doc of `outpost_apply_core`) is kept out of the workload:
-//! rows referencing a row held aside (staff have no children), and nothing a quarantine retry
-//! would let in later (the engine retries after each apply; the core only for rows held aside).
+//! Staff have shifts (`shifts.staff_id`): a staff member held aside takes their shifts aside,
+//! and brings them back. What the core leaves out (crate doc of `outpost_apply_core`: a partial
+//! UNIQUE index) is kept out of the workload.
 //!
 //! Beside it: a row PostgreSQL refuses (a CHECK) is quarantined while the rest of its batch
 //! applies, and capture's contract holds (nothing captured, causal lengths in
@@ -61,7 +62,10 @@ const DEVICE_SCHEMA: &str = "
   CREATE TABLE tags(a TEXT NOT NULL, b TEXT NOT NULL, note TEXT, PRIMARY KEY (a, b));
   CREATE TABLE drafts(id TEXT PRIMARY KEY NOT NULL, body TEXT);
   CREATE TABLE staff(id TEXT PRIMARY KEY NOT NULL, badge TEXT UNIQUE, name TEXT);
+  CREATE TABLE shifts(id TEXT PRIMARY KEY NOT NULL, staff_id TEXT REFERENCES staff(id),
+    ward TEXT);
   SELECT outpost_track('staff');
+  SELECT outpost_track('shifts');
   SELECT outpost_track('patients', '{\"columns\": {\"visit_count\": \"counter\", \"notes\": \"review\"}}');
   SELECT outpost_track('visits');
   SELECT outpost_track('scores', '{\"columns\": {\"pts\": \"counter\"}}');
@@ -78,7 +82,10 @@ const TARGET_SCHEMA: &str = "
   CREATE TABLE scores(id TEXT PRIMARY KEY NOT NULL, pts INTEGER);
   CREATE TABLE tags(a TEXT PRIMARY KEY NOT NULL, note TEXT);
   CREATE TABLE staff(id TEXT PRIMARY KEY NOT NULL, badge TEXT UNIQUE, name TEXT);
+  CREATE TABLE shifts(id TEXT PRIMARY KEY NOT NULL, staff_id TEXT REFERENCES staff(id),
+    ward TEXT);
   SELECT outpost_track('staff');
+  SELECT outpost_track('shifts');
   SELECT outpost_track('patients', '{\"columns\": {\"visit_count\": \"counter\", \"notes\": \"review\"}}');
   SELECT outpost_track('visits');
   SELECT outpost_track('scores');
@@ -114,6 +121,14 @@ const TARGET_TABLES: &[(&str, &[(&str, Kind)])] = &[
             ("id", Kind::Text),
             ("badge", Kind::Text),
             ("name", Kind::Text),
+        ],
+    ),
+    (
+        "shifts",
+        &[
+            ("id", Kind::Text),
+            ("staff_id", Kind::Text),
+            ("ward", Kind::Text),
         ],
     ),
 ];
@@ -160,6 +175,8 @@ const ORPHANS: &[&str] = &["x0", "x1"];
 /// Staff, and the badges (UNIQUE) they are given.
 const STAFF: &[&str] = &["st0", "st1", "st2", "st3", "st4", "st5"];
 const BADGES: &[&str] = &["B1", "B2", "B3"];
+/// Shifts of staff (rows referencing a row a UNIQUE collision may hold aside).
+const SHIFTS: &[&str] = &["h0", "h1", "h2"];
 const WORDS: &[&str] = &[
     "Asha", "Juma", "Neema", "Baraka", "Zawadi", "moshi", "arusha",
 ];
@@ -223,7 +240,7 @@ impl Device {
     fn write(&self, rng: &mut Rng, me: &str, n: u64) {
         let c = &self.conn;
         let word = |rng: &mut Rng| format!("{}-{me}{n}", rng.pick(WORDS));
-        match rng.below(17) {
+        match rng.below(21) {
             0..=1 => {
                 let id = patient(rng);
                 if !self.has("patients", id) {
@@ -375,7 +392,35 @@ impl Device {
                 }
             }
             14 if rng.below(3) == 0 => {
-                c.execute("DELETE FROM staff WHERE id = ?1", [rng.pick(STAFF)])
+                c.execute(
+                    "DELETE FROM staff WHERE id = ?1
+                     AND NOT EXISTS (SELECT 1 FROM shifts WHERE staff_id = ?1)",
+                    [rng.pick(STAFF)],
+                )
+                .unwrap();
+            }
+            // Shifts of staff: a staff member held aside on the targets takes them aside too,
+            // and one a device deleted comes back for a shift another device gave them.
+            17..=19 => {
+                let present: Vec<&str> = STAFF
+                    .iter()
+                    .copied()
+                    .filter(|s| self.has("staff", s))
+                    .collect();
+                if present.is_empty() {
+                    return;
+                }
+                let h = rng.pick(SHIFTS);
+                let s = rng.pick(&present);
+                c.execute(
+                    "INSERT INTO shifts(id, staff_id, ward) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(id) DO UPDATE SET staff_id = excluded.staff_id, ward = excluded.ward",
+                    params![h, s, word(rng)],
+                )
+                .unwrap();
+            }
+            20 if rng.below(2) == 0 => {
+                c.execute("DELETE FROM shifts WHERE id = ?1", [rng.pick(SHIFTS)])
                     .unwrap();
             }
             _ => {
@@ -544,6 +589,10 @@ struct Run {
     state: State,
     batches: usize,
     back_office_writes: usize,
+    /// Quarantine entries of visits waiting for C's patient when it reached the targets.
+    waited: usize,
+    /// Comparisons at which a shift was held aside with its staff member.
+    shifts_aside: usize,
 }
 
 /// Both targets' wall clocks are read this far back (ten years: the engine's test hook
@@ -671,14 +720,16 @@ fn run(seed: u64, rounds: usize) -> Option<Run> {
     let tmp = tempfile::tempdir().unwrap();
     let mut rng = Rng(seed);
     let (lite, target_site) = sqlite_target(&tmp.path().join("target.db"));
-    // A patient the SQLite target deleted, so it always holds a tombstone of the table: its
-    // apply then checks every visit's parent in its first run, as the core always does. Without
+    // A patient and a staff member the SQLite target deleted, so it always holds a tombstone of
+    // both tables: its apply then checks every visit's and shift's parent in its first run, as
+    // the core always does. Without
     // one, a visit of a missing patient fails the engine's first run at commit and the batch is
     // redone strictly, with the engine's clock already past the batch's: a parent it restores
     // in the redo takes a later clock than in a run without a redo (the core's restore clock is
     // always the one before the batch's), and later writes compare against it.
     lite.execute_batch(
-        "INSERT INTO patients(id) VALUES ('gone'); DELETE FROM patients WHERE id = 'gone';",
+        "INSERT INTO patients(id) VALUES ('gone'); DELETE FROM patients WHERE id = 'gone';
+         INSERT INTO staff(id) VALUES ('gone'); DELETE FROM staff WHERE id = 'gone';",
     )
     .unwrap();
     let mut pgc = db.superuser();
@@ -693,7 +744,8 @@ fn run(seed: u64, rounds: usize) -> Option<Run> {
 
     let mut a = Device::open(&tmp.path().join("a.db"));
     let mut b = Device::open(&tmp.path().join("b.db"));
-    // C's patient reaches A and B, never the targets: their visits of it lack a parent there.
+    // C's patient reaches A and B at once, the targets only in round `c_round`: until then their
+    // visits of it lack a parent there.
     let mut c = Device::open(&tmp.path().join("c.db"));
     c.conn
         .execute(
@@ -704,6 +756,9 @@ fn run(seed: u64, rounds: usize) -> Option<Run> {
     let from_c = c.export().unwrap();
     a.apply(&from_c);
     b.apply(&from_c);
+    let c_round = rounds / 3 + rng.below((rounds - rounds / 3) as u64) as usize;
+    let mut waited = 0;
+    let mut shifts_aside = 0;
 
     // Each device's batches in export order, numbered in the order they were made; how many of
     // the other's each has applied; how many of each device's the targets have. The targets get
@@ -767,13 +822,35 @@ fn run(seed: u64, rounds: usize) -> Option<Run> {
         }
         // A batch the relayed ones depend on may be the shipper's own: made-order is causal.
         ship.sort_by_key(|(n, _)| *n);
-        let ship: Vec<&[u8]> = ship.iter().map(|(_, b)| b.as_slice()).collect();
+        let mut ship: Vec<&[u8]> = ship.iter().map(|(_, b)| b.as_slice()).collect();
+        let orphans = "SELECT count(*) FROM outpost_quarantine WHERE pk IN ('\"x0\"', '\"x1\"')";
+        if round == c_round {
+            // Before everything: the devices had it before any of their writes.
+            ship.insert(0, from_c.as_slice());
+            waited = lite.query_row(orphans, [], |r| r.get::<_, i64>(0)).unwrap();
+        }
         batches += ship.len();
         if let Some(state) =
             apply_and_compare(seed, &lite, &mut pgc, target_site, &ship, &mut reasons_seen)
         {
             conflicts_seen += state.conflicts.len();
             last = Some(state);
+        }
+        let aside: i64 = lite
+            .query_row(
+                "SELECT count(*) FROM outpost_quarantine WHERE \"table\" = 'shifts'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        shifts_aside += usize::from(aside > 0);
+        if round == c_round {
+            // The apply that brought the parent let every visit waiting for it in.
+            let left: i64 = lite.query_row(orphans, [], |r| r.get(0)).unwrap();
+            assert_eq!(
+                left, 0,
+                "seed {seed}, round {round}: visits of pc still wait"
+            );
         }
     }
     let restored: BTreeMap<String, usize> = lite
@@ -792,6 +869,8 @@ fn run(seed: u64, rounds: usize) -> Option<Run> {
         state: last.expect("at least one round"),
         batches,
         back_office_writes,
+        waited: waited as usize,
+        shifts_aside,
     })
 }
 
@@ -868,6 +947,8 @@ fn the_core_on_postgresql_ends_where_the_engine_on_sqlite_does() {
     let mut rows = 0;
     let mut batches = 0;
     let mut back_office = 0;
+    let mut waited = 0;
+    let mut shifts_aside = 0;
     let mut restored: BTreeMap<String, usize> = BTreeMap::new();
     for seed in seeds() {
         let outcome = std::panic::catch_unwind(|| run(seed, 24));
@@ -879,6 +960,8 @@ fn the_core_on_postgresql_ends_where_the_engine_on_sqlite_does() {
         };
         batches += r.batches;
         back_office += r.back_office_writes;
+        waited += r.waited;
+        shifts_aside += r.shifts_aside;
         conflicts += r.conflicts_seen;
         rows += r.state.rows.values().map(Vec::len).sum::<usize>();
         reasons.extend(r.reasons_seen);
@@ -889,9 +972,15 @@ fn the_core_on_postgresql_ends_where_the_engine_on_sqlite_does() {
     eprintln!(
         "differential apply: {batches} batches, {back_office} back-office writes, {rows} rows at \
          the end, {conflicts} conflicts seen, quarantine reasons {reasons:?}, parents restored \
-         {restored:?}"
+         {restored:?}, {waited} entries waiting for a parent let in by the retry, shifts held \
+         aside with their staff member at {shifts_aside} comparisons"
     );
     assert!(back_office > 0, "no back-office write in any seed");
+    assert!(waited > 0, "no visit waited for its parent in any seed");
+    assert!(
+        shifts_aside > 0,
+        "no shift held aside with its staff member in any seed"
+    );
     // The workload reached every case it was made for (else equality proves little).
     for expected in [
         "unknown table \"drafts\"",

@@ -328,3 +328,238 @@ fn a_child_of_a_parent_deleted_here_brings_the_parent_back_as_the_clouds_own_wri
     assert_eq!(lite, [(3, 1)], "the engine's own change");
     assert_eq!(pg, [(3, 1)], "the cloud's captured write");
 }
+
+#[test]
+fn a_child_quarantined_for_its_missing_parent_applies_in_the_apply_that_brings_the_parent() {
+    let Some(db) = pg::database("apply_case_retry") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = open(&tmp.path().join("a.db"), FAMILY);
+    let b = open(&tmp.path().join("b.db"), FAMILY);
+    a.execute("INSERT INTO patients(id, name) VALUES ('p1', 'Asha')", [])
+        .unwrap();
+    let first = export(&a, 0);
+    b.query_row("SELECT outpost_apply(?1)", [&first], |_| Ok(()))
+        .unwrap();
+    b.execute(
+        "INSERT INTO visits(id, patient_id, clinic) VALUES ('v1', 'p1', 'Moshi')",
+        [],
+    )
+    .unwrap();
+    let mut t = Targets::new(tmp.path(), &db, FAMILY, "SELECT 1");
+    // The visit first: its parent is missing on both targets, so it waits in the quarantine.
+    t.apply(&export(&b, 0));
+    assert!(rows(&mut t, "visits").is_empty());
+    let waiting = t.quarantine();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(waiting[0].contains("parent row missing"), "{waiting:?}");
+    // The apply that brings the parent applies the visit too: nothing waits any more.
+    t.apply(&first);
+    assert_eq!(rows(&mut t, "patients"), ["p1"]);
+    assert_eq!(rows(&mut t, "visits"), ["v1"]);
+    assert!(t.quarantine().is_empty());
+}
+
+const ROTA: &str = "
+  CREATE TABLE staff(id TEXT PRIMARY KEY NOT NULL, badge TEXT UNIQUE, name TEXT);
+  CREATE TABLE shifts(id TEXT PRIMARY KEY NOT NULL, staff_id TEXT REFERENCES staff(id),
+    ward TEXT);
+  SELECT outpost_track('staff');
+  SELECT outpost_track('shifts');";
+
+#[test]
+fn rows_referencing_a_row_held_aside_are_held_aside_with_it_and_come_back_with_it() {
+    let Some(db) = pg::database("apply_case_held_children") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = open(&tmp.path().join("a.db"), ROTA);
+    let b = open(&tmp.path().join("b.db"), ROTA);
+    a.execute(
+        "INSERT INTO staff(id, badge, name) VALUES ('sa', 'B1', 'Asha')",
+        [],
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    b.execute_batch(
+        "INSERT INTO staff(id, badge, name) VALUES ('sb', 'B1', 'Juma');
+         INSERT INTO shifts(id, staff_id, ward) VALUES ('h1', 'sb', 'maternity');",
+    )
+    .unwrap();
+    let (from_a, from_b) = (export(&a, 0), export(&b, 0));
+    let mut t = Targets::new(
+        tmp.path(),
+        &db,
+        ROTA,
+        "CREATE UNIQUE INDEX ON public.staff(badge)",
+    );
+    t.apply(&from_b);
+    assert_eq!(rows(&mut t, "shifts"), ["h1"]);
+
+    // The earlier badge arrives: Juma is held aside, and his shift with him (else it would
+    // reference nothing, which both stores refuse at commit).
+    t.apply(&from_a);
+    assert_eq!(t.staff(), ["sa|B1"]);
+    assert!(rows(&mut t, "shifts").is_empty());
+    let q = t.quarantine();
+    assert_eq!(q.len(), 2, "{q:?}");
+    assert!(q.contains(&format!("\"sb\"|{HELD}")), "{q:?}");
+    assert!(
+        q.contains(&"\"h1\"|parent row missing: a referenced row does not exist here (yet)".into()),
+        "{q:?}"
+    );
+
+    // A shift of Juma's arriving while he is held aside is held aside too.
+    b.execute(
+        "INSERT INTO shifts(id, staff_id, ward) VALUES ('h2', 'sb', 'theatre')",
+        [],
+    )
+    .unwrap();
+    t.apply(&export(&b, 2));
+    assert!(rows(&mut t, "shifts").is_empty());
+    assert_eq!(t.quarantine().len(), 3);
+
+    // The badge is freed: Juma comes back, his shifts after him, and every entry goes.
+    a.execute("UPDATE staff SET badge = 'B2' WHERE id = 'sa'", [])
+        .unwrap();
+    t.apply(&export(&a, 1));
+    assert_eq!(t.staff(), ["sa|B2", "sb|B1"]);
+    assert_eq!(rows(&mut t, "shifts"), ["h1", "h2"]);
+    assert!(t.quarantine().is_empty());
+}
+
+#[test]
+fn a_claim_refused_by_a_check_leaves_the_holder_in_its_table_and_sets_the_change_aside() {
+    let Some(db) = pg::database("apply_case_claim_check") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = open(&tmp.path().join("a.db"), SCHEMA);
+    let b = open(&tmp.path().join("b.db"), SCHEMA);
+    // The earlier badge is given to a name the targets' CHECK refuses.
+    a.execute(
+        "INSERT INTO staff(id, badge, name) VALUES ('sa', 'B1', 'Nobody')",
+        [],
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    b.execute(
+        "INSERT INTO staff(id, badge, name) VALUES ('sb', 'B1', 'Juma')",
+        [],
+    )
+    .unwrap();
+    let (from_a, from_b) = (export(&a, 0), export(&b, 0));
+    // The operator's CHECK on both targets (batches carry none).
+    let checked = "
+      CREATE TABLE staff(id TEXT PRIMARY KEY NOT NULL, badge TEXT UNIQUE,
+        name TEXT CHECK (name <> 'Nobody'));
+      SELECT outpost_track('staff');";
+    let mut t = Targets::new(
+        tmp.path(),
+        &db,
+        checked,
+        "CREATE UNIQUE INDEX ON public.staff(badge);
+         ALTER TABLE public.staff ADD CONSTRAINT staff_named CHECK (name <> 'Nobody');",
+    );
+    t.apply(&from_b);
+    t.apply(&from_a);
+    // The engine meets the CHECK before the UNIQUE index: the change is set aside and Juma
+    // keeps the badge. The core claims first and must put Juma back when the CHECK refuses.
+    assert_eq!(t.staff(), ["sb|B1"]);
+    let (lite, pg) = t.both(
+        "SELECT pk || '|' || change FROM outpost_quarantine",
+        "SELECT pk || '|' || change FROM outpost.quarantine",
+    );
+    assert_eq!(
+        lite, pg,
+        "quarantine entries (the reasons are each store's own text)"
+    );
+    assert_eq!(lite.len(), 1);
+    assert!(lite[0].starts_with("\"sa\"|"), "{lite:?}");
+    let reasons: Vec<String> =
+        t.pg.query("SELECT reason FROM outpost.quarantine", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    assert!(reasons[0].contains("staff_named"), "{reasons:?}");
+}
+
+/// The quarantine on both as `pk|reason` (equal): for entries whose change carries a clock of
+/// each target's own (a restored row's), which the two stores' clocks set apart.
+fn reasons(t: &mut Targets) -> Vec<String> {
+    let (lite, pg) = t.both(
+        "SELECT pk || '|' || reason FROM outpost_quarantine",
+        "SELECT pk || '|' || reason FROM outpost.quarantine",
+    );
+    assert_eq!(lite, pg, "quarantine entries: engine, core");
+    lite
+}
+
+#[test]
+fn a_parent_restored_whose_badge_another_row_took_is_held_aside_with_its_child() {
+    let Some(db) = pg::database("apply_case_restore_unique") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = open(&tmp.path().join("a.db"), ROTA);
+    let b = open(&tmp.path().join("b.db"), ROTA);
+    let c = open(&tmp.path().join("c.db"), ROTA);
+    a.execute(
+        "INSERT INTO staff(id, badge, name) VALUES ('sa', 'B1', 'Asha')",
+        [],
+    )
+    .unwrap();
+    let first = export(&a, 0);
+    b.query_row("SELECT outpost_apply(?1)", [&first], |_| Ok(()))
+        .unwrap();
+    // B gives Asha a shift while A, which never sees it, deletes Asha; C, later, gives the
+    // badge Asha had to Neema.
+    b.execute(
+        "INSERT INTO shifts(id, staff_id, ward) VALUES ('h1', 'sa', 'maternity')",
+        [],
+    )
+    .unwrap();
+    a.execute("DELETE FROM staff WHERE id = 'sa'", []).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    c.execute(
+        "INSERT INTO staff(id, badge, name) VALUES ('sc', 'B1', 'Neema')",
+        [],
+    )
+    .unwrap();
+    let mut t = Targets::new(
+        tmp.path(),
+        &db,
+        ROTA,
+        "CREATE UNIQUE INDEX ON public.staff(badge)",
+    );
+    t.apply(&first);
+    t.apply(&export(&a, 1));
+    t.apply(&export(&c, 0));
+    assert_eq!(t.staff(), ["sc|B1"]);
+
+    // The shift brings Asha back as each target's own write, later than Neema's badge: Asha is
+    // held aside (alive, out of her table), and her shift with her.
+    t.apply(&export(&b, 0));
+    assert_eq!(t.staff(), ["sc|B1"]);
+    assert!(rows(&mut t, "shifts").is_empty());
+    assert_eq!(
+        reasons(&mut t),
+        [
+            format!(
+                "\"h1\"|{}",
+                "parent row missing: a referenced row does not exist here (yet)"
+            ),
+            format!("\"sa\"|{HELD}"),
+        ]
+    );
+
+    // Neema's badge changes: Asha and her shift come back, and every entry goes.
+    c.execute("UPDATE staff SET badge = 'B9' WHERE id = 'sc'", [])
+        .unwrap();
+    t.apply(&export(&c, 1));
+    assert_eq!(t.staff(), ["sa|B1", "sc|B9"]);
+    assert_eq!(rows(&mut t, "shifts"), ["h1"]);
+    assert!(reasons(&mut t).is_empty());
+}

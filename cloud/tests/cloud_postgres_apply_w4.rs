@@ -198,3 +198,95 @@ fn w4_apply_rate_of_the_core_into_postgresql_next_to_the_engine() {
         plain_s / core_s,
     );
 }
+
+/// What the quarantine retry after each apply costs (`outpost_apply_core`'s `retry.rs`, the
+/// engine's `apply/retry.rs`): one-row batches applied to the engine on SQLite and to the core
+/// on PostgreSQL, first with an empty quarantine, then beside `OUTPOST_BENCH_ENTRIES` (default
+/// 1,000) entries of a table neither target tracks, which every apply merges again. A benchmark,
+/// not a test: run it with `cargo test -p outpost-cloud --release --test cloud_postgres_apply_w4
+/// -- --ignored --nocapture an_apply_beside`.
+#[test]
+#[ignore]
+fn an_apply_beside_many_quarantine_entries() {
+    use std::time::Instant;
+    let Some(db) = pg::database("apply_beside_entries") else {
+        return;
+    };
+    let entries: usize = std::env::var("OUTPOST_BENCH_ENTRIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let tmp = tempfile::tempdir().unwrap();
+    let patients = "CREATE TABLE patients(id TEXT PRIMARY KEY NOT NULL, name TEXT);
+        SELECT outpost_track('patients');";
+    let source = device(&tmp.path().join("source.db"));
+    source
+        .execute_batch(&format!(
+            "{patients} CREATE TABLE drafts(id TEXT PRIMARY KEY NOT NULL, body TEXT);
+             SELECT outpost_track('drafts');"
+        ))
+        .unwrap();
+    let lite = device(&tmp.path().join("target.db"));
+    lite.execute_batch(patients).unwrap();
+    let mut c = db.superuser();
+    let site = SiteId([0x7d; 16]);
+    meta::prepare(&mut c, site).unwrap();
+    let mut sent = 0i64;
+    let mut next = |sql: &str| -> Vec<u8> {
+        source.execute_batch(sql).unwrap();
+        let blob: Vec<u8> = source
+            .query_row("SELECT outpost_changes(?1)", [sent], |r| r.get(0))
+            .unwrap();
+        sent = codec::decode_header(&blob, &Limits::default())
+            .unwrap()
+            .range
+            .hi as i64;
+        blob
+    };
+    // Per one-row apply: (engine ms, core ms), averaged over `n`.
+    let timed = |c: &mut ::postgres::Client, blobs: &[Vec<u8>]| -> (f64, f64) {
+        let (mut lite_s, mut core_s) = (0.0, 0.0);
+        for blob in blobs {
+            let t = Instant::now();
+            let _: String = lite
+                .query_row("SELECT outpost_apply(?1)", [blob], |r| r.get(0))
+                .unwrap();
+            lite_s += t.elapsed().as_secs_f64();
+            let batch = codec::decode(blob, &Limits::default()).unwrap();
+            let tracked: Vec<_> = batch
+                .header
+                .tables
+                .iter()
+                .filter(|t| t.name == "patients")
+                .cloned()
+                .collect();
+            app_tables::ensure(c, &tracked).unwrap();
+            let t = Instant::now();
+            apply::apply(c, site, &batch).unwrap();
+            core_s += t.elapsed().as_secs_f64();
+        }
+        let n = blobs.len() as f64;
+        (lite_s * 1000.0 / n, core_s * 1000.0 / n)
+    };
+    let n = 20;
+    let one = |i: usize| format!("INSERT INTO patients(id, name) VALUES ('p{i}', 'Asha');");
+    let before: Vec<Vec<u8>> = (0..n).map(|i| next(&one(i))).collect();
+    let (lite_empty, core_empty) = timed(&mut c, &before);
+    let drafts: String = (0..entries)
+        .map(|i| format!("INSERT INTO drafts(id, body) VALUES ('d{i}', 'draft');"))
+        .collect();
+    let aside = next(&drafts);
+    timed(&mut c, &[aside]);
+    let listed: i64 = c
+        .query_one("SELECT count(*) FROM outpost.quarantine", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(listed as usize, entries, "every draft quarantined");
+    let after: Vec<Vec<u8>> = (n..2 * n).map(|i| next(&one(i))).collect();
+    let (lite_full, core_full) = timed(&mut c, &after);
+    eprintln!(
+        "one-row apply, mean of {n}: engine on SQLite {lite_empty:.2} ms with an empty \
+         quarantine, {lite_full:.2} ms beside {entries} entries; core on PostgreSQL \
+         {core_empty:.2} ms, {core_full:.2} ms"
+    );
+}

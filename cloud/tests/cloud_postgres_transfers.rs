@@ -373,3 +373,63 @@ fn an_own_move_is_transferred_as_the_engine_transfers_it() {
     );
     assert_eq!(rows(&tr, "SELECT id, note FROM visits"), ["v2|BCG"]);
 }
+
+#[test]
+fn a_late_delete_of_a_moved_child_is_transferred_as_the_engine_transfers_it() {
+    let Some(db) = pg::database("transfers_late_delete") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let s = replica(&tmp.path().join("s.db"));
+    let s2 = replica(&tmp.path().join("s2.db"));
+    let lite = replica(&tmp.path().join("cloud.db"));
+    lite.execute_batch("INSERT INTO _outpost_meta(k, v) VALUES ('scope_authority', 1)")
+        .unwrap();
+    // A delete goes credited to the authority itself: one site on both, so the batches compare.
+    let site: Vec<u8> = lite
+        .query_row("SELECT outpost_site_id()", [], |r| r.get(0))
+        .unwrap();
+    let pg_site = SiteId::from_slice(&site).unwrap();
+    let mut pg = db.superuser();
+    meta::prepare(&mut pg, pg_site).unwrap();
+    let mut t = Targets {
+        lite,
+        pg,
+        pg_site,
+        seen: Default::default(),
+    };
+    s.execute_batch(
+        "INSERT INTO patients VALUES ('m3', 'Neema', 'moshi', 0, 'first');
+         INSERT INTO visits VALUES ('v3', 'm3', 'first visit');",
+    )
+    .unwrap();
+    for b in &stream(&s, "moshi", 0) {
+        apply_lite(&s2, b);
+    }
+    // The referral on s: the patient and its visit go to tanga.
+    s.execute_batch("UPDATE patients SET clinic = 'tanga' WHERE id = 'm3'")
+        .unwrap();
+    t.apply(&stream(&s, "moshi", 0));
+    let tanga = t.same_stream("tanga");
+    assert_eq!(tanga.len(), 1, "the referral's transfer");
+    let tr = replica(&tmp.path().join("t.db"));
+    for b in &tanga {
+        apply_lite(&tr, b);
+    }
+    assert_eq!(rows(&tr, "SELECT id FROM visits"), ["v3"]);
+
+    // s2, which has not seen the referral, deletes the visit in moshi. Its scope is read from
+    // its tombstone (a `via` child no foreign key references): the delete goes on to tanga.
+    s2.execute_batch("DELETE FROM visits WHERE id = 'v3'")
+        .unwrap();
+    t.apply(&stream(&s2, "moshi", 0));
+    let late = t.same_stream("tanga");
+    assert_eq!(late.len(), 1, "the late delete's transfer");
+    for b in &late {
+        apply_lite(&tr, b);
+    }
+    assert!(
+        rows(&tr, "SELECT id FROM visits").is_empty(),
+        "tanga's replica deletes the visit"
+    );
+}

@@ -46,9 +46,10 @@ CREATE TABLE IF NOT EXISTS outpost.quarantine(
   change text NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS quarantine_change ON outpost.quarantine (md5(change));
 
--- Rows not in their app table whose values the apply core keeps (apply-core's unique.rs): a row
--- held aside by a UNIQUE collision (`held`: alive for sync, out of its table until its values
--- are free), or a deleted row's last values. `key_values` and `vals` are protocol Values as JSON.
+-- Rows not in their app table whose values the apply core keeps (apply-core's unique.rs,
+-- cascade.rs, restore.rs): a row held aside by a UNIQUE collision or with a parent held aside
+-- (`held`: alive for sync, out of its table until its values are free and its parents back), or
+-- a deleted row's last values (every table's, as the engine keeps them). `key_values` and `vals` are protocol Values as JSON.
 CREATE TABLE IF NOT EXISTS outpost.tombstones(
   tbl integer NOT NULL,
   key jsonb NOT NULL,
@@ -56,6 +57,8 @@ CREATE TABLE IF NOT EXISTS outpost.tombstones(
   vals text NOT NULL,
   held boolean NOT NULL,
   PRIMARY KEY (tbl, key));
+-- Rows held aside, found without reading the deleted rows' tombstones (every table keeps them).
+CREATE INDEX IF NOT EXISTS tombstones_held ON outpost.tombstones (tbl, key) WHERE held;
 
 -- Per stream of the cloud's origin, the seq up to which its captured writes are merge state
 -- (store/fold.rs): the back office's writes become the cloud's cell versions, counter

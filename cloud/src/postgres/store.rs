@@ -28,7 +28,7 @@ use crate::schema::quote;
 use ::postgres::types::ToSql;
 use ::postgres::{Statement, Transaction};
 use outpost_apply_core::{
-    Column, Parent, Quarantined, RowState, Store, Table, Tombstone, Unique, Written,
+    Column, Entry, Parent, Quarantined, RowState, Store, Table, Tombstone, Unique, Written,
 };
 use outpost_protocol::batch::TableSchema;
 use outpost_protocol::merge::{CounterCell, ReviewCell};
@@ -39,6 +39,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 mod ahead;
+mod children;
 mod fold;
 mod quarantine_entry;
 mod restore;
@@ -630,6 +631,46 @@ impl Store for PgStore<'_, '_> {
         Ok(())
     }
 
+    fn any_quarantined(&mut self) -> Result<bool, StoreError> {
+        let s = self.stmt("SELECT 1 FROM outpost.quarantine LIMIT 1")?;
+        let rows = self
+            .tx
+            .query(&s, &[])
+            .map_err(sql("looking for quarantine entries"))?;
+        Ok(!rows.is_empty())
+    }
+
+    fn quarantined(&mut self) -> Result<Vec<Entry>, StoreError> {
+        let s = self.stmt("SELECT id, change, reason FROM outpost.quarantine ORDER BY id")?;
+        let rows = self
+            .tx
+            .query(&s, &[])
+            .map_err(sql("reading the quarantine entries"))?;
+        rows.iter()
+            .map(|r| {
+                let (origin, table, row) =
+                    quarantine_entry::parse(r.get(1)).map_err(|e| StoreError::Damaged {
+                        what: format!("a quarantined change: {e}"),
+                    })?;
+                Ok(Entry {
+                    id: r.get(0),
+                    origin,
+                    table,
+                    row,
+                    reason: r.get(2),
+                })
+            })
+            .collect()
+    }
+
+    fn unquarantine(&mut self, id: i64) -> Result<(), StoreError> {
+        let s = self.stmt("DELETE FROM outpost.quarantine WHERE id = $1")?;
+        self.tx
+            .execute(&s, &[&id])
+            .map_err(sql("removing a quarantine entry that applied"))?;
+        Ok(())
+    }
+
     fn prefetch_rows(&mut self, t: &Table, keys: &[&[Value]]) -> Result<(), StoreError> {
         self.read_rows_ahead(t, keys)
     }
@@ -687,6 +728,31 @@ impl Store for PgStore<'_, '_> {
 
     fn held_rows(&mut self, t: &Table) -> Result<Vec<(Vec<Value>, Vec<Value>)>, StoreError> {
         self.held(t)
+    }
+
+    fn held_aside(&mut self, _t: &Table, _key: &[Value], _why: &str) -> Result<(), StoreError> {
+        // No events table here (docs/cloud.md); the engine's event takes a clock, and the
+        // cloud's next own write follows it on either store.
+        let s = self.stmt(
+            "WITH t AS MATERIALIZED (SELECT outpost.tick()) SELECT outpost.clock_flush() FROM t",
+        )?;
+        self.tx
+            .execute(&s, &[])
+            .map_err(sql("ticking the clock for a row held aside"))?;
+        Ok(())
+    }
+
+    fn held_tables(&mut self) -> Result<Vec<i64>, StoreError> {
+        self.tables_holding_rows_aside()
+    }
+
+    fn referencing(
+        &mut self,
+        t: &Table,
+        columns: &[String],
+        values: &[Value],
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        self.referencing_rows(t, columns, values)
     }
 
     fn restore(

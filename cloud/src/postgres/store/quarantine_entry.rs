@@ -1,8 +1,9 @@
-//! A quarantine entry's change as the engine stores it.
+//! A quarantine entry's change as the engine stores it, and read back for the quarantine
+//! retry (the engine's `parse`).
 
-use outpost_protocol::batch::{CellPayload, RowChange, TableSchema};
+use outpost_protocol::batch::{CellChange, CellPayload, RowChange, TableSchema};
 use outpost_protocol::{Hlc, SiteId, Value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A quarantined change as the engine stores it (`sqlite-ext/src/quarantine.rs`): the same
 /// shape serialises to the same JSON, so entries compare equal across stores.
@@ -57,4 +58,58 @@ pub(super) fn change_json(
             })
             .collect(),
     })
+}
+
+/// [`QPayload`] read back.
+#[derive(Deserialize)]
+enum StoredPayload {
+    Value(Value),
+    Counter(i64),
+    Review {
+        value: Value,
+        context: Vec<(SiteId, Hlc)>,
+    },
+}
+
+#[derive(Deserialize)]
+struct StoredCell {
+    column: u16,
+    hlc: Hlc,
+    payload: StoredPayload,
+}
+
+#[derive(Deserialize)]
+struct StoredChange {
+    origin: SiteId,
+    table: TableSchema,
+    key: Vec<Value>,
+    existence: u64,
+    cells: Vec<StoredCell>,
+}
+
+/// A change stored by [`change_json`] (or the engine): its origin, table and row.
+pub(super) fn parse(json: &str) -> Result<(SiteId, TableSchema, RowChange), serde_json::Error> {
+    let q: StoredChange = serde_json::from_str(json)?;
+    let cells = q
+        .cells
+        .into_iter()
+        .map(|c| CellChange {
+            column: c.column,
+            hlc: c.hlc,
+            payload: match c.payload {
+                StoredPayload::Value(v) => CellPayload::Value(v),
+                StoredPayload::Counter(n) => CellPayload::Counter(n),
+                StoredPayload::Review { value, context } => CellPayload::Review { value, context },
+            },
+        })
+        .collect();
+    Ok((
+        q.origin,
+        q.table,
+        RowChange {
+            key: q.key,
+            existence: q.existence,
+            cells,
+        },
+    ))
 }

@@ -77,14 +77,17 @@ impl PgStore<'_, '_> {
         self.tx
             .batch_execute("SET LOCAL outpost.applying = 'off'")
             .map_err(sql("switching capture on for the cloud's own write"))?;
-        let inserted = self.tx.execute(insert.as_str(), &refs);
+        // A refused insert aborts the transaction: its error is the one to report (the
+        // statement switching capture off again would only fail on the aborted transaction).
+        self.tx
+            .execute(insert.as_str(), &refs)
+            .map_err(sql(format!(
+                "restoring a row of table {:?} as the cloud's own write",
+                t.name
+            )))?;
         self.tx
             .batch_execute("SET LOCAL outpost.applying = 'on'")
             .map_err(sql("switching capture off again"))?;
-        inserted.map_err(sql(format!(
-            "restoring a row of table {:?} as the cloud's own write",
-            t.name
-        )))?;
         self.fold_captured()?;
         let ts = self.table(t)?;
         let known = (t.id, ts.key_names.join("\u{1f}"), ts.key(key));
