@@ -383,6 +383,22 @@ impl Mailbox {
                 supported: SCHEMA_VERSION,
             });
         }
+        // Batches are stored uncompressed: peers send them so (devices encode without
+        // compression), and PostgreSQL's default storage compressed each with pglz as it was
+        // stored and inflated it at every read, the mailbox's largest cost in the cloud's ingest
+        // (3.5 s of the server's time for 81 MB, docs/performance.md). Set once: the statement
+        // takes the table's strongest lock, so an open that finds it set sends nothing.
+        let compressed: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('batches')                  AND attname = 'bytes' AND attstorage <> 'e'",
+                (),
+                |r| r.get(0),
+            )
+            .map_err(sql)?;
+        if compressed > 0 {
+            conn.execute_batch("ALTER TABLE batches ALTER COLUMN bytes SET STORAGE EXTERNAL")
+                .map_err(sql)?;
+        }
         Mailbox::with_tables(conn, path, limits)
     }
 

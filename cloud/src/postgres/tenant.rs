@@ -14,7 +14,7 @@ use super::meta::{self, MetaError};
 use super::new_origin;
 use super::outbox;
 use crate::scope_rules::TenantRules;
-use crate::tenant::{ApplyError, RefusedBatch, TenantError, TenantStore};
+use crate::tenant::{ApplyError, GroupLimit, Grouped, RefusedBatch, TenantError, TenantStore};
 use ::postgres::Client;
 use outpost_mailbox::Mailbox;
 use outpost_protocol::batch::{Batch, TableSchema};
@@ -32,6 +32,14 @@ const REFUSED: &str = "CREATE TABLE IF NOT EXISTS outpost.refused(
   reason text NOT NULL,
   refused_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (origin, stream, lo))";
+
+/// Accepted batches applied in one transaction at most (`tenant/group.rs`): as many as the
+/// SQLite tenant's, applied from the judge's decoded copies (the store decodes nothing itself).
+pub const GROUP: GroupLimit = GroupLimit {
+    batches: 16,
+    bytes: 8 << 20,
+    decoded: true,
+};
 
 /// Why the PostgreSQL tenant could not be opened or read.
 #[derive(Debug)]
@@ -427,6 +435,28 @@ impl TenantStore for PgTenant {
             self.site,
             self.digest.as_ref(),
             std::slice::from_ref(&batch),
+        )
+        .map_err(refused_apply)?;
+        Ok((stats.applied, stats.quarantined))
+    }
+
+    fn group_limit(&self) -> Option<GroupLimit> {
+        Some(GROUP)
+    }
+
+    fn apply_group(&mut self, batches: &[Grouped<'_>]) -> Result<(u64, u64), ApplyError> {
+        let decoded = batches
+            .iter()
+            .map(|g| g.batch)
+            .collect::<Option<Vec<&Batch>>>()
+            .ok_or_else(|| {
+                ApplyError::Store("a grouped batch came without its decoded copy".into())
+            })?;
+        let stats = apply::apply_refs(
+            &mut self.client,
+            self.site,
+            self.digest.as_ref(),
+            &decoded,
         )
         .map_err(refused_apply)?;
         Ok((stats.applied, stats.quarantined))
