@@ -452,13 +452,8 @@ impl TenantStore for PgTenant {
             .ok_or_else(|| {
                 ApplyError::Store("a grouped batch came without its decoded copy".into())
             })?;
-        let stats = apply::apply_refs(
-            &mut self.client,
-            self.site,
-            self.digest.as_ref(),
-            &decoded,
-        )
-        .map_err(refused_apply)?;
+        let stats = apply::apply_refs(&mut self.client, self.site, self.digest.as_ref(), &decoded)
+            .map_err(refused_apply)?;
         Ok((stats.applied, stats.quarantined))
     }
 

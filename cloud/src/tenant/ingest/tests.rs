@@ -195,7 +195,8 @@ fn a_batch_failing_in_a_postgres_group_stops_only_its_origin() {
     );
 
     // The next round retries from the batch that failed.
-    c.batch_execute("DROP TRIGGER no_bad ON public.notes").unwrap();
+    c.batch_execute("DROP TRIGGER no_bad ON public.notes")
+        .unwrap();
     let done = tenant.ingest(&mut mailbox).unwrap();
     assert_eq!((done.batches, done.failures.len()), (2, 0));
     assert_eq!(
