@@ -10,8 +10,9 @@
 //! the ratio.
 //!
 //! The CPU time the cloud's process and its PostgreSQL backends used is printed too (from
-//! `/proc`, backends sampled while the run goes, so one that closes early is counted): unlike
-//! the seconds, it hardly moves with what else the shared machine runs.
+//! `/proc`, backends sampled while the run goes, so one that closes early is counted), and the
+//! devices' (this process's, from the clock's start): unlike the seconds, it hardly moves with
+//! what else the shared machine runs.
 //!
 //! Ignored (and left out of `scripts/test`): run with
 //! `cargo test --release -p outpost-tests --test cloud_bench_postgres -- --ignored --nocapture`.
@@ -57,6 +58,7 @@ fn cloud_postgres_ingest_throughput() {
         .unwrap()
         .get(0);
     let sampler = Sampler::start(db.superuser(), pg::backends, watcher);
+    let devices_cpu0 = cpu_s(std::process::id());
     let t0 = Instant::now();
     let pushers: Vec<_> = dbs
         .into_iter()
@@ -113,6 +115,8 @@ fn cloud_postgres_ingest_throughput() {
     let total = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
     let cloud_cpu = cpu_s(cloud.pid());
+    // This process: the devices' exports and sessions, and the watching.
+    let devices_cpu = cpu_s(std::process::id()) - devices_cpu0;
     let backends_cpu = sampler.stop();
     let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
     let a = applies(&log);
@@ -143,7 +147,7 @@ fn cloud_postgres_ingest_throughput() {
     }
     println!(
         "  CPU: the cloud's process {cloud_cpu:.1} s, its PostgreSQL backends {:.1} s \
-         ({:.1} us a row together)",
+         ({:.1} us a row together); the devices {devices_cpu:.1} s",
         backends_cpu,
         (cloud_cpu + backends_cpu) * 1e6 / rows as f64
     );
