@@ -33,11 +33,14 @@ const REFUSED: &str = "CREATE TABLE IF NOT EXISTS outpost.refused(
   refused_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (origin, stream, lo))";
 
-/// Accepted batches applied in one transaction at most (`tenant/group.rs`): as many as the
-/// SQLite tenant's, applied from the judge's decoded copies (the store decodes nothing itself).
+/// Accepted batches applied in one transaction at most (`tenant/group.rs`), from the judge's
+/// decoded copies (the store decodes nothing itself). Fewer than the SQLite tenant's 16: the
+/// group holds its batches decoded until its commit, several times their encoded size, and a
+/// PostgreSQL transaction's fixed statements cost little (docs/performance.md, "The cloud on
+/// PostgreSQL: ingest end to end"); 4 still make a quarter of the commits.
 pub const GROUP: GroupLimit = GroupLimit {
-    batches: 16,
-    bytes: 8 << 20,
+    batches: 4,
+    bytes: 2 << 20,
     decoded: true,
 };
 
