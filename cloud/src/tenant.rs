@@ -40,7 +40,7 @@ mod origin_grant;
 mod refused;
 mod void;
 
-pub use group::GroupLimit;
+pub use group::{GroupLimit, Grouped};
 pub use ingest::{ApplyError, ApplyFailure, Ingested, TenantStore};
 pub use refused::RefusedBatch;
 
@@ -56,6 +56,7 @@ pub const TENANT_CACHE_KIB: i64 = 128 * 1024;
 pub const GROUP: GroupLimit = GroupLimit {
     batches: 16,
     bytes: 8 << 20,
+    decoded: false,
 };
 
 /// The tenant database connection.
@@ -499,14 +500,14 @@ impl TenantStore for Tenant {
     fn apply(&mut self, bytes: &[u8], batch: Batch) -> Result<(u64, u64), ApplyError> {
         // The engine decodes the batch again to apply it: the judged copy goes first.
         drop(batch);
-        self.apply_group(&[bytes])
+        self.apply_group(&[Grouped { bytes, batch: None }])
     }
 
     fn group_limit(&self) -> Option<GroupLimit> {
         Some(GROUP)
     }
 
-    fn apply_group(&mut self, batches: &[&[u8]]) -> Result<(u64, u64), ApplyError> {
+    fn apply_group(&mut self, batches: &[Grouped<'_>]) -> Result<(u64, u64), ApplyError> {
         let sql = match batches.len() {
             1 => "SELECT outpost_apply(?1)".to_string(),
             n => format!(
@@ -519,7 +520,11 @@ impl TenantStore for Tenant {
         };
         let out: String = self
             .conn
-            .query_row(&sql, rusqlite::params_from_iter(batches), |r| r.get(0))
+            .query_row(
+                &sql,
+                rusqlite::params_from_iter(batches.iter().map(|g| g.bytes)),
+                |r| r.get(0),
+            )
             .map_err(ApplyError::Apply)?;
         let counts: serde_json::Value = serde_json::from_str(&out).map_err(ApplyError::Counts)?;
         let n = |k: &str| {

@@ -659,3 +659,84 @@ fn the_log_serves_a_back_office_role_and_tables_captured_before_it() {
         "{later}"
     );
 }
+
+/// The log of an `INSERT` of many rows (`rest_log.sql`'s `rest_log_insert`): new ids appended
+/// at once, and a statement holding an id logged already (a row deleted before) logged by the
+/// upsert instead, with the same facts: the resurrected row created again, the others created,
+/// nothing lost to the refused append.
+#[test]
+fn a_large_insert_logs_new_rows_and_rows_deleted_before() {
+    let Some(db) = pg::database("rest_pg_large_insert") else {
+        return;
+    };
+    let mut c = db.superuser();
+    outpost_cloud::postgres::meta::prepare(
+        &mut c,
+        outpost_protocol::SiteId::from_slice(&[7; 16]).unwrap(),
+    )
+    .unwrap();
+    app_tables::ensure(&mut c, &tables(false)).unwrap();
+    let pull = |c: &mut Client, since: Option<i64>| -> Value {
+        let answer = rest_pull::pull(c, since, &Access::default()).unwrap();
+        serde_json::from_slice(&answer).unwrap()
+    };
+    let ids = |answer: &Value, kind: &str| -> Vec<String> {
+        let mut ids: Vec<String> = answer["changes"]["patients"][kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| match r {
+                Value::String(id) => id.clone(),
+                r => r["id"].as_str().unwrap().to_string(),
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    let expected = |range: std::ops::Range<u32>| -> Vec<String> {
+        let mut v: Vec<String> = range.map(|i| format!("p{i:03}")).collect();
+        v.sort();
+        v
+    };
+    // 150 rows in one statement: appended.
+    c.batch_execute(
+        "INSERT INTO public.patients(id, name) \
+         SELECT 'p' || lpad(i::text, 3, '0'), 'first' FROM generate_series(0, 149) i",
+    )
+    .unwrap();
+    let first = pull(&mut c, None);
+    assert_eq!(ids(&first, "created"), expected(0..150), "{first}");
+    let t1 = first["timestamp"].as_i64().unwrap();
+    c.batch_execute("DELETE FROM public.patients WHERE id = 'p007'")
+        .unwrap();
+    let second = pull(&mut c, Some(t1));
+    assert_eq!(ids(&second, "deleted"), ["p007"], "{second}");
+    let t2 = second["timestamp"].as_i64().unwrap();
+    // 150 rows again, one of which (p007) the log holds as deleted: the append is refused
+    // and the upsert logs them all.
+    c.batch_execute(
+        "INSERT INTO public.patients(id, name) \
+         SELECT 'p' || lpad(i::text, 3, '0'), 'second' FROM generate_series(150, 298) i \
+         UNION ALL SELECT 'p007', 'back'",
+    )
+    .unwrap();
+    let third = pull(&mut c, Some(t2));
+    let mut created = expected(150..299);
+    created.push("p007".into());
+    created.sort();
+    assert_eq!(ids(&third, "created"), created, "{third}");
+    assert!(ids(&third, "updated").is_empty(), "{third}");
+    assert!(ids(&third, "deleted").is_empty(), "{third}");
+    let logged: i64 = c
+        .query_one(
+            "SELECT count(*) FROM outpost.rest_log WHERE tbl = 'patients' AND NOT deleted",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(logged, 299);
+    // The REST clock moved for that statement: it is taken before the append's subtransaction,
+    // so the refused append does not roll it back under the rows the upsert logged.
+    let t3 = third["timestamp"].as_i64().unwrap();
+    assert!(t3 > t2, "{t3} > {t2}");
+}

@@ -301,6 +301,33 @@ fn to_i64(origin: SiteId, range: SeqRange) -> Result<(i64, i64), MailboxError> {
     }
 }
 
+/// Has PostgreSQL store the batches' bytes uncompressed: peers send them so (devices encode
+/// without compression), and the default storage compressed each with pglz as it was stored and
+/// inflated it at every read, the mailbox's largest cost in the cloud's ingest (3.5 s of the
+/// server's time for 81 MB, docs/performance.md). Set once: the statement takes the table's
+/// strongest lock, so an open that finds it set sends nothing. Only the table's owner may set
+/// it: a process running as another role serves as before (compressing), and says why.
+#[cfg(feature = "postgres")]
+fn store_uncompressed(conn: &Connection) {
+    let compressed = conn.query_row(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass('batches') \
+         AND attname = 'bytes' AND attstorage <> 'e'",
+        (),
+        |r| r.get::<_, i64>(0),
+    );
+    let set = match compressed {
+        Ok(0) => return,
+        Ok(_) => conn.execute_batch("ALTER TABLE batches ALTER COLUMN bytes SET STORAGE EXTERNAL"),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = set {
+        log::warn!(
+            "the mailbox's batches stay compressed by PostgreSQL (the table's owner can store \
+             them uncompressed): {e}"
+        );
+    }
+}
+
 impl Mailbox {
     /// Opens (creating if needed) the mailbox at `path`, with the codec's default limits.
     pub fn open(path: impl AsRef<Path>) -> Result<Mailbox, MailboxError> {
@@ -383,6 +410,7 @@ impl Mailbox {
                 supported: SCHEMA_VERSION,
             });
         }
+        store_uncompressed(&conn);
         Mailbox::with_tables(conn, path, limits)
     }
 

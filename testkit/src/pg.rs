@@ -229,6 +229,19 @@ pub fn rows_in(client: &mut Client, tables: &[&str]) -> i64 {
         .sum()
 }
 
+/// The process ids of the backends connected to `client`'s database but its own (none when
+/// the statement fails).
+pub fn backends(client: &mut Client) -> Vec<i32> {
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default()
+}
+
 /// The changes a PostgreSQL tenant in `client`'s database holds from every origin (the sum of
 /// its vector, `outpost.vector`: one seq per change); 0 before its first apply made the vector.
 pub fn covered(client: &mut Client) -> i64 {

@@ -9,6 +9,11 @@
 //! untracked tables of the same database in the same run (`testkit::e2e::workload_pg`) gives
 //! the ratio.
 //!
+//! The CPU time the cloud's process and its PostgreSQL backends used is printed too (from
+//! `/proc`, backends sampled while the run goes, so one that closes early is counted), and the
+//! devices' (this process's, from the clock's start): unlike the seconds, it hardly moves with
+//! what else the shared machine runs.
+//!
 //! Ignored (and left out of `scripts/test`): run with
 //! `cargo test --release -p outpost-tests --test cloud_bench_postgres -- --ignored --nocapture`.
 //! Results are recorded in docs/performance.md ("The cloud on PostgreSQL: ingest end to end").
@@ -48,6 +53,12 @@ fn cloud_postgres_ingest_throughput() {
         dbs.push(device);
     }
     let mut watch = db.superuser();
+    let watcher: i32 = watch
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let sampler = Sampler::start(db.superuser(), pg::backends, watcher);
+    let devices_cpu0 = cpu_s(std::process::id());
     let t0 = Instant::now();
     let pushers: Vec<_> = dbs
         .into_iter()
@@ -103,6 +114,10 @@ fn cloud_postgres_ingest_throughput() {
     }
     let total = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
+    let cloud_cpu = cpu_s(cloud.pid());
+    // This process: the devices' exports and sessions, and the watching.
+    let devices_cpu = cpu_s(std::process::id()) - devices_cpu0;
+    let backends_cpu = sampler.stop();
     let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
     let a = applies(&log);
     drop(cloud);
@@ -131,6 +146,12 @@ fn cloud_postgres_ingest_throughput() {
         );
     }
     println!(
+        "  CPU: the cloud's process {cloud_cpu:.1} s, its PostgreSQL backends {:.1} s \
+         ({:.1} us a row together); the devices {devices_cpu:.1} s",
+        backends_cpu,
+        (cloud_cpu + backends_cpu) * 1e6 / rows as f64
+    );
+    println!(
         "  load average at the end: {}",
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
@@ -144,4 +165,57 @@ fn cloud_postgres_ingest_throughput() {
         rows as f64 / plain_s,
         total / plain_s
     );
+}
+
+/// CPU seconds (user and system) process `pid` used so far, from `/proc/PID/stat` (0 when it is
+/// gone). Its clock ticks are Linux's `USER_HZ`, 100 a second.
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's name (in parentheses, which may hold spaces): utime and stime are the
+    // 12th and 13th fields.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    ticks(11).unwrap_or(0.0) / 100.0 + ticks(12).unwrap_or(0.0) / 100.0
+}
+
+/// A thread reading the CPU time of the tenant database's backends every 200 ms while the run
+/// goes (so one that closes early is counted), each as last seen; not the watcher's, nor its own.
+struct Sampler {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<f64>,
+}
+
+impl Sampler {
+    /// Starts it on `client`, listing the backends with `pids` (`pg::backends`).
+    fn start<C: Send + 'static>(
+        mut client: C,
+        pids: fn(&mut C) -> Vec<i32>,
+        watcher: i32,
+    ) -> Sampler {
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let mut seen = std::collections::HashMap::new();
+            loop {
+                for pid in pids(&mut client) {
+                    let cpu = cpu_s(pid as u32);
+                    if pid != watcher && cpu > 0.0 {
+                        seen.insert(pid, cpu);
+                    }
+                }
+                if stopped.recv_timeout(Duration::from_millis(200)).is_ok() {
+                    return seen.values().sum();
+                }
+            }
+        });
+        Sampler { stop, thread }
+    }
+
+    /// The backends' CPU seconds, read once more.
+    fn stop(self) -> f64 {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap()
+    }
 }

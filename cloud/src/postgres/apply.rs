@@ -67,6 +67,17 @@ pub fn apply_in(
     digest: Option<&DigestKey>,
     batches: &[Batch],
 ) -> Result<Stats, ApplyError<StoreError>> {
+    let batches: Vec<&Batch> = batches.iter().collect();
+    apply_refs(client, site, digest, &batches)
+}
+
+/// [`apply_in`] over batches held elsewhere (the ingest's group keeps the judged copies).
+pub fn apply_refs(
+    client: &mut Client,
+    site: SiteId,
+    digest: Option<&DigestKey>,
+    batches: &[&Batch],
+) -> Result<Stats, ApplyError<StoreError>> {
     match apply_once(client, site, digest, batches, false) {
         Err(ApplyError::Store(e)) if refused_row(&e) => {
             apply_once(client, site, digest, batches, true)
@@ -87,7 +98,7 @@ fn apply_once(
     client: &mut Client,
     site: SiteId,
     digest: Option<&DigestKey>,
-    batches: &[Batch],
+    batches: &[&Batch],
     careful: bool,
 ) -> Result<Stats, ApplyError<StoreError>> {
     let sql = |doing: &str| {

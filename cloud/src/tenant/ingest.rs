@@ -4,7 +4,7 @@
 //! `postgres/tenant.rs`) only makes tables, applies a batch the round accepted, and records a
 //! refusal, so the two decide every batch alike.
 
-use super::group::{self, Group, GroupLimit, Pending};
+use super::group::{self, Group, GroupLimit, Grouped, Pending};
 use super::judge::{self, Judged};
 use super::origin_grant;
 use super::refused::RefusedBatch;
@@ -46,10 +46,10 @@ pub trait TenantStore {
     fn group_limit(&self) -> Option<GroupLimit> {
         None
     }
-    /// Applies accepted batches (`bytes` as the mailbox holds them, in the round's order) in one
-    /// transaction, all or nothing. Returns the changes applied and quarantined. Called only
-    /// when [`TenantStore::group_limit`] is set.
-    fn apply_group(&mut self, batches: &[&[u8]]) -> Result<(u64, u64), ApplyError> {
+    /// Applies accepted batches (in the round's order: their bytes as the mailbox holds them,
+    /// and decoded when [`GroupLimit::decoded`]) in one transaction, all or nothing. Returns the
+    /// changes applied and quarantined. Called only when [`TenantStore::group_limit`] is set.
+    fn apply_group(&mut self, batches: &[Grouped<'_>]) -> Result<(u64, u64), ApplyError> {
         Err(ApplyError::Store(
             format!(
                 "this tenant store applies batches one at a time, not {} together",
@@ -154,20 +154,25 @@ pub fn ingest(
                 &directory,
             ),
         };
-        if let (Some(group), Ok(Judged::Accepted(_))) = (group.as_mut(), &judged) {
-            // The engine decodes it again in the group's transaction: the judged copy goes.
-            drop(judged);
-            let full = group.push(Pending {
-                origin: batch.origin,
-                scope: batch.scope,
-                range: batch.range,
-                bytes: batch.bytes,
-            });
-            if full {
-                apply_group(store, group, &mut round);
+        let judged = match (group.as_mut(), judged) {
+            (Some(group), Ok(Judged::Accepted(decoded))) => {
+                // A store that decodes it again in the group's transaction (the SQLite engine)
+                // lets the judged copy go.
+                let decoded = group.keeps_decoded().then_some(decoded);
+                let full = group.push(Pending {
+                    origin: batch.origin,
+                    scope: batch.scope,
+                    range: batch.range,
+                    bytes: batch.bytes,
+                    decoded,
+                });
+                if full {
+                    apply_group(store, group, &mut round);
+                }
+                continue;
             }
-            continue;
-        }
+            (_, judged) => judged,
+        };
         // A refusal is recorded, and a failure stops its origin, after the accepted batches
         // before it were applied, as if each had been applied alone.
         if let Some(group) = group.as_mut() {
@@ -255,8 +260,8 @@ impl Round {
 fn apply_group(store: &mut impl TenantStore, group: &mut Group, round: &mut Round) {
     let pending = group.take();
     if pending.len() > 1 {
-        let blobs: Vec<&[u8]> = pending.iter().map(|p| p.bytes.as_slice()).collect();
-        match store.apply_group(&blobs) {
+        let grouped: Vec<Grouped<'_>> = pending.iter().map(Pending::grouped).collect();
+        match store.apply_group(&grouped) {
             Ok((applied, quarantined)) => {
                 round.done.batches += pending.len();
                 round.done.applied += applied;
@@ -289,7 +294,7 @@ fn apply_group(store: &mut impl TenantStore, group: &mut Group, round: &mut Roun
             continue;
         }
         let outcome = store
-            .apply_group(&[p.bytes.as_slice()])
+            .apply_group(&[p.grouped()])
             .map(|(applied, quarantined)| Outcome::Applied(applied, quarantined));
         round.record(&p.origin, &p.scope, p.range, outcome);
     }
