@@ -288,22 +288,11 @@ fn cloud_ingest_throughput() {
     let changes: u64 = results.iter().map(|r| n(&r.0, "pushed")).sum();
     let bytes_note: u64 = results.iter().map(|r| n(&r.0, "batches_pushed")).sum();
     // Fails when the count stops moving for a minute (an apply error: the log says which).
-    let (mut last, mut moved) = (-1, Instant::now());
-    loop {
-        let held = cloud.count("patients") + cloud.count("visits");
-        if held == rows {
-            break;
-        }
-        if held != last {
-            (last, moved) = (held, Instant::now());
-        }
-        if moved.elapsed() > Duration::from_secs(60) {
-            let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
-            let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
-            panic!("the cloud holds {held} of {rows} rows, stalled for 60 s; log (last lines first):\n{tail}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    await_rows(&cloud, rows, Duration::from_secs(60), || {
+        let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
+        let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+        format!("the cloud's log (last lines first):\n{tail}")
+    });
     let total = t0.elapsed().as_secs_f64();
     let cloud_cpu = cpu_time(cloud.pid()) - cloud_cpu0;
     let devices_cpu: Vec<f64> = results.iter().map(|r| r.3.as_secs_f64()).collect();
@@ -418,23 +407,9 @@ fn cloud_ingest_of_a_hub_backlog() {
     let (cloud_cpu0, hub_cpu0) = (cpu_time(cloud.pid()), cpu_time(hub.pid()));
     let t0 = Instant::now();
     proxy.budget.store(usize::MAX, Ordering::SeqCst);
-    let (mut last, mut moved) = (-1, Instant::now());
-    loop {
-        let held = cloud.count("patients") + cloud.count("visits");
-        if held == rows {
-            break;
-        }
-        if held != last {
-            (last, moved) = (held, Instant::now());
-        }
-        if moved.elapsed() > Duration::from_secs(90) {
-            panic!(
-                "the cloud holds {held} of {rows} rows, stalled for 90 s; the hub's log:\n{}",
-                hub.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    await_rows(&cloud, rows, Duration::from_secs(90), || {
+        format!("the hub's log:\n{}", hub.log())
+    });
     let total = t0.elapsed().as_secs_f64();
     let (cloud_cpu, hub_cpu) = (
         cpu_time(cloud.pid()) - cloud_cpu0,
@@ -476,6 +451,28 @@ fn cloud_ingest_of_a_hub_backlog() {
         changes as f64 / total,
         total / plain_s
     );
+}
+
+/// Waits until the cloud's tenant tables hold `rows` patients and visits; fails, with `explain`,
+/// once the count has not moved for `stall`.
+fn await_rows(cloud: &Cloud, rows: i64, stall: Duration, explain: impl Fn() -> String) {
+    let (mut last, mut moved) = (-1, Instant::now());
+    loop {
+        let held = cloud.count("patients") + cloud.count("visits");
+        if held == rows {
+            return;
+        }
+        if held != last {
+            (last, moved) = (held, Instant::now());
+        }
+        assert!(
+            moved.elapsed() <= stall,
+            "the cloud holds {held} of {rows} rows, stalled for {} s; {}",
+            stall.as_secs(),
+            explain()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// CPU share of process `pid` over `secs` seconds, 40 live devices `paths` connected to `peer`.

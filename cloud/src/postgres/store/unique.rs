@@ -92,13 +92,29 @@ impl PgStore<'_, '_> {
         u: &Unique,
         values: &[Value],
     ) -> Result<Vec<Vec<Value>>, StoreError> {
-        self.send_held()?;
         let ts = self.table(t)?;
         let names: Vec<String> = u.columns.iter().map(|&c| ts.col_names[c].clone()).collect();
         let kinds: Vec<Kind> = u.columns.iter().map(|&c| ts.col_kinds[c]).collect();
-        if !Self::all_fit(values, &kinds) {
+        self.keys_where(t, &names, &kinds, values, false, "UNIQUE values")
+    }
+
+    /// The keys of the rows of `t` whose columns `names` (of `kinds`) hold `values`, in key
+    /// order when `ordered`; `looking_for` names them in an error. A value its column cannot
+    /// hold is in no row of it.
+    pub(super) fn keys_where(
+        &mut self,
+        t: &Table,
+        names: &[String],
+        kinds: &[Kind],
+        values: &[Value],
+        ordered: bool,
+        looking_for: &str,
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        self.send_held()?;
+        if !Self::all_fit(values, kinds) {
             return Ok(Vec::new());
         }
+        let ts = self.table(t)?;
         let key_kinds = ts.key_kinds.clone();
         let cols: Vec<String> = ts
             .key_names
@@ -106,20 +122,26 @@ impl PgStore<'_, '_> {
             .zip(&key_kinds)
             .map(|(n, k)| select(n, *k))
             .collect();
+        let order = if ordered {
+            let positions: Vec<String> = (1..=cols.len()).map(|i| i.to_string()).collect();
+            format!(" ORDER BY {}", positions.join(", "))
+        } else {
+            String::new()
+        };
         let text = format!(
-            "SELECT {} FROM {} WHERE {}",
+            "SELECT {} FROM {} WHERE {}{order}",
             cols.join(", "),
             ts.qualified,
-            super::where_columns(&names, &kinds, 1)
+            super::where_columns(names, kinds, 1)
         );
         let params: Vec<Param> = values
             .iter()
-            .zip(&kinds)
+            .zip(kinds)
             .map(|(value, &kind)| Param { value, kind })
             .collect();
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as _).collect();
         let rows = self.tx.query(text.as_str(), &refs).map_err(sql(format!(
-            "looking for UNIQUE values in table {:?}",
+            "looking for {looking_for} in table {:?}",
             t.name
         )))?;
         Ok(rows
