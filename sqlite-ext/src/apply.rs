@@ -21,6 +21,7 @@
 //! at the next causal length, so it travels back to every replica; an `outpost_events` row tells
 //! a person. Replicas that re-create concurrently write equal values; LWW on them converges.
 
+use crate::applied::AppliedList;
 use crate::cells;
 use crate::error::{ApplyError, Error};
 use crate::ffi::{Conn, Stmt};
@@ -146,6 +147,8 @@ pub(crate) struct Applier<'c> {
     /// The highest clock of a cell received (applied or not; `restamp.rs` keeps re-stamped
     /// changes above it).
     pub received_hlc: u64,
+    /// Every app row written, for an app that asked (`applied.rs`).
+    applied: AppliedList,
 }
 
 impl<'c> Applier<'c> {
@@ -223,6 +226,7 @@ impl<'c> Applier<'c> {
             transfer: false,
             returning: Vec::new(),
             received_hlc: 0,
+            applied: AppliedList::load(conn)?,
         })
     }
 
@@ -682,7 +686,8 @@ impl<'c> Applier<'c> {
             set.join(", "),
             Self::where_key(&t, writes.len() + 1)
         ))?;
-        s.run_borrowed(writes.iter().map(|(_, v)| v.as_ref()).chain(key.iter()))
+        s.run_borrowed(writes.iter().map(|(_, v)| v.as_ref()).chain(key.iter()))?;
+        self.applied.note(&t.def.name, key)
     }
 
     /// Writes a row this database holds no state for, which the app table then does not have
@@ -742,7 +747,8 @@ impl<'c> Applier<'c> {
                 slot.insert(conn.prepare(&sql)?)
             }
         };
-        s.run_borrowed(key.iter().chain(writes.iter().map(|(_, v)| v.as_ref())))
+        s.run_borrowed(key.iter().chain(writes.iter().map(|(_, v)| v.as_ref())))?;
+        self.applied.note(&self.tables[ti].def.name, key)
     }
 
     /// The row's values in its app table (local column order), `None` when it has no app row.
@@ -781,7 +787,8 @@ impl<'c> Applier<'c> {
             Self::where_key(&t, 1)
         ))?;
         s.bind_all(key_vals)?;
-        s.run()
+        s.run()?;
+        self.applied.note(&t.def.name, key_vals)
     }
 }
 

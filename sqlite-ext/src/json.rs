@@ -20,9 +20,13 @@ pub(crate) fn value_json(v: &Value) -> serde_json::Value {
 
 /// A packed key as JSON text (a one-column key is shown bare: `"p1"`, else an array).
 pub(crate) fn key_json(key: &[u8]) -> Result<String, Error> {
-    let vals = crate::keys::unpack(key)?;
-    Ok(match vals.as_slice() {
+    Ok(values_key_json(&crate::keys::unpack(key)?))
+}
+
+/// A key's values as JSON text, shown as [`key_json`] shows a packed key.
+pub(crate) fn values_key_json(vals: &[Value]) -> String {
+    match vals {
         [one] => value_json(one).to_string(),
         many => serde_json::Value::Array(many.iter().map(value_json).collect()).to_string(),
-    })
+    }
 }

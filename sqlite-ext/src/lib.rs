@@ -86,6 +86,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod acked;
+mod applied;
 mod apply;
 mod arg;
 mod batch_quarantine;
@@ -206,6 +207,7 @@ static FUNCTIONS: &[FunctionDef] = &[
     def(c"outpost_apply", 1, 1, apply::sql_apply),
     def(c"outpost_apply_many", 1, 100, apply::sql_apply_many),
     def(c"outpost_vector", 0, 0, apply::sql_vector),
+    def(c"outpost_list_applied", 1, 1, applied::sql_list_applied),
     // people
     def(c"outpost_resolve", 2, 2, conflicts::sql_resolve),
     def(c"outpost_retry_quarantine", 0, 0, apply::sql_retry),

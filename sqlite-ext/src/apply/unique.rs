@@ -453,6 +453,7 @@ impl Applier<'_> {
         del.bind_all(key_vals)?;
         del.run()?;
         drop(del);
+        self.applied.note(&t.def.name, key_vals)?;
         let hlc = self.call.session.clock.tick(conn)?;
         let mut e = conn.prepare("INSERT INTO outpost_events(hlc, kind, \"table\", pk, detail) VALUES (?1, 'quarantined', ?2, ?3, ?4)")?;
         e.bind_i64(1, hlc as i64)?;
