@@ -24,12 +24,28 @@
 //! so they never go backwards even when the machine's clock does, and every write transaction
 //! committed after a pull's snapshot gets a time above every time that snapshot saw. An UPDATE
 //! that changes no column (an engine merge that lost) is not logged.
+//!
+//! **Rows the engine applies are logged in bulk** (`changelog/applied.rs`): the triggers are
+//! named with [`TRIGGER_PREFIX`], which the tenant gives the engine (`outpost_list_applied`), so
+//! they are switched off while a batch is applied, and the engine lists the rows it wrote
+//! instead. With a trigger of ours running, every applied row paid SQLite's statement journal:
+//! 60% of an ingest's CPU (docs/performance.md). The list is brought into the log, one
+//! statement per table, before every ingest round ends and before every REST pull and push
+//! ([`ensure_triggers`]), in a transaction of its own: a pull between an apply and that step
+//! sees the rows at its next pull, with a time above the one it holds. To tell a move from the
+//! log alone, each entry keeps the value its row's scope column (or `via` key) had when it was
+//! last logged (`scope_value`).
 
 use crate::schema::{quote, SchemaError};
 use outpost_protocol::scope::ScopeRule;
 use rusqlite::{Connection, OptionalExtension};
 use std::collections::BTreeMap;
 use std::fmt;
+
+mod applied;
+
+/// The name prefix of the log's triggers, which applies switch off (`outpost_list_applied`).
+pub const TRIGGER_PREFIX: &str = "_cloud_rest_";
 
 /// Why the REST change log or its triggers could not be made or read.
 #[derive(Debug)]
@@ -61,6 +77,11 @@ pub enum ChangelogError {
         /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// Logging the rows the engine applied (`outpost_applied`) failed; the list was kept.
+    Applied {
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
 }
 
 impl fmt::Display for ChangelogError {
@@ -75,6 +96,9 @@ impl fmt::Display for ChangelogError {
                 write!(f, "creating REST trigger on {table:?}")
             }
             ChangelogError::Latest { .. } => f.write_str("reading the REST change log"),
+            ChangelogError::Applied { .. } => {
+                f.write_str("logging the rows the engine applied in the REST change log")
+            }
         }
     }
 }
@@ -85,7 +109,8 @@ impl std::error::Error for ChangelogError {
             ChangelogError::CreateLog { source }
             | ChangelogError::ReadKey { source, .. }
             | ChangelogError::Trigger { source, .. }
-            | ChangelogError::Latest { source } => Some(source),
+            | ChangelogError::Latest { source }
+            | ChangelogError::Applied { source } => Some(source),
             // Transparent: the schema error says what failed itself.
             ChangelogError::Schema(e) => e.source(),
         }
@@ -106,6 +131,7 @@ CREATE TABLE IF NOT EXISTS _cloud_rest_log(
     changed_at INTEGER NOT NULL,
     deleted INTEGER NOT NULL,
     moved_at INTEGER NOT NULL DEFAULT 0,
+    scope_value,
     PRIMARY KEY (tbl, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS _cloud_rest_log_changed ON _cloud_rest_log(tbl, changed_at);
@@ -137,6 +163,15 @@ pub fn ensure_table(conn: &Connection) -> Result<(), ChangelogError> {
                  UPDATE _cloud_rest_log SET moved_at = changed_at;
                  COMMIT;",
             )?;
+        }
+        let has_scope: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('_cloud_rest_log') WHERE name = 'scope_value'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_scope == 0 {
+            // Filled in for every scoped table as its triggers are replaced (`install_triggers`).
+            conn.execute_batch("ALTER TABLE _cloud_rest_log ADD COLUMN scope_value")?;
         }
         Ok(())
     };
@@ -170,15 +205,20 @@ struct Follower {
     filter: String,
 }
 
-/// Every table whose rows follow the scope of a row of `table`, down `via` chains (at most
-/// eight deep, as `watermelon/row_scope.rs` reads them), with the filter selecting, in a
-/// trigger on `table`, the rows that follow the row `NEW`.
+/// Selects a moved row's direct followers by their `via` column, given it and the column it
+/// references: `(fk, key) -> filter`.
+type Root<'a> = &'a dyn Fn(&str, &str) -> String;
+
+/// Every table whose rows follow the scope of rows of `table`, down `via` chains (at most
+/// eight deep, as `watermelon/row_scope.rs` reads them), with the filter selecting the rows
+/// that follow them. `root(fk, key)` selects the direct children by their column `fk`, which
+/// references `table`'s column `key`: in a trigger on `table`, those of the row `NEW`.
 fn followers(
     conn: &Connection,
     rules: &BTreeMap<String, Option<ScopeRule>>,
     tracked: &[String],
     table: &str,
-    parent_filter: Option<&str>,
+    (root, parent_filter): (Root<'_>, Option<&str>),
     depth: usize,
     out: &mut Vec<Follower>,
 ) -> rusqlite::Result<()> {
@@ -196,7 +236,7 @@ fn followers(
             continue;
         }
         let filter = match parent_filter {
-            None => format!("{} = NEW.{}", quote(fk), quote(&key)),
+            None => root(fk, &key),
             Some(f) => format!(
                 "{} IN (SELECT {} FROM {} WHERE {f})",
                 quote(fk),
@@ -204,13 +244,40 @@ fn followers(
                 quote(table)
             ),
         };
-        followers(conn, rules, tracked, child, Some(&filter), depth + 1, out)?;
+        followers(
+            conn,
+            rules,
+            tracked,
+            child,
+            (root, Some(&filter)),
+            depth + 1,
+            out,
+        )?;
         out.push(Follower {
             child: child.clone(),
             filter,
         });
     }
     Ok(())
+}
+
+/// The REST tables among [`followers`] of `table`.
+fn rest_followers(
+    conn: &Connection,
+    rules: &BTreeMap<String, Option<ScopeRule>>,
+    table: &str,
+    rest: &[String],
+    root: Root<'_>,
+) -> rusqlite::Result<Vec<Follower>> {
+    let tracked: Vec<String> = {
+        let mut stmt = conn.prepare_cached("SELECT name FROM _outpost_tables ORDER BY name")?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        names.collect::<Result<_, _>>()?
+    };
+    let mut found = Vec::new();
+    followers(conn, rules, &tracked, table, (root, None), 0, &mut found)?;
+    found.retain(|f| rest.iter().any(|r| r == &f.child));
+    Ok(found)
 }
 
 /// The trigger that records, when a row of `table` changes scope (its scope cell, or its own
@@ -230,13 +297,8 @@ fn follow_trigger(
     let Some(Some(rule)) = rules.get(&table.to_ascii_lowercase()) else {
         return Ok(None);
     };
-    let tracked: Vec<String> = {
-        let mut stmt = conn.prepare_cached("SELECT name FROM _outpost_tables ORDER BY name")?;
-        let names = stmt.query_map([], |r| r.get(0))?;
-        names.collect::<Result<_, _>>()?
-    };
-    let mut found = Vec::new();
-    followers(conn, &rules, &tracked, table, None, 0, &mut found)?;
+    let of_new = |fk: &str, key: &str| format!("{} = NEW.{}", quote(fk), quote(key));
+    let found = rest_followers(conn, &rules, table, rest, &of_new)?;
     let own = rest.iter().any(|r| r == table).then(|| {
         format!(
             "UPDATE _cloud_rest_log SET moved_at = {NOW} WHERE tbl = {} AND id = NEW.\"id\";",
@@ -245,25 +307,20 @@ fn follow_trigger(
     });
     let touches: Vec<String> = own
         .into_iter()
-        .chain(
-            found
-                .iter()
-                .filter(|f| rest.iter().any(|r| r == &f.child))
-                .map(|f| {
-                    format!(
-                        "UPDATE _cloud_rest_log SET changed_at = {NOW}, moved_at = {NOW} WHERE \
+        .chain(found.iter().map(|f| {
+            format!(
+                "UPDATE _cloud_rest_log SET changed_at = {NOW}, moved_at = {NOW} WHERE \
                          tbl = {} AND id IN (SELECT \"id\" FROM {} WHERE {});",
-                        literal(&f.child),
-                        quote(&f.child),
-                        f.filter
-                    )
-                }),
-        )
+                literal(&f.child),
+                quote(&f.child),
+                f.filter
+            )
+        }))
         .collect();
     if touches.is_empty() {
         return Ok(None);
     }
-    let name = format!("_cloud_rest_s_{table}");
+    let name = format!("{TRIGGER_PREFIX}s_{table}");
     let c = quote(rule.column());
     Ok(Some((
         name.clone(),
@@ -276,18 +333,28 @@ fn follow_trigger(
     )))
 }
 
-/// The three triggers of `table`, as (name, SQL).
-fn triggers(table: &str, columns: &[String]) -> [(String, String); 3] {
+/// The three triggers of `table`, as (name, SQL). `scope_column`: the table's scope column or
+/// `via` key, whose value each entry keeps (`scope_value`).
+fn triggers(table: &str, columns: &[String], scope_column: Option<&str>) -> [(String, String); 3] {
     let t = quote(table);
     let lit = literal(table);
-    let name = |op: &str| format!("_cloud_rest_{op}_{table}");
-    let upsert = |id: &str, deleted: u8| {
+    let name = |op: &str| format!("{TRIGGER_PREFIX}{op}_{table}");
+    let upsert = |row: &str, deleted: u8| {
+        // A deleted row's entry keeps the value it had: only rows alive can move.
+        let (col, val, set) = match scope_column {
+            Some(c) if deleted == 0 => (
+                ", scope_value",
+                format!(", {row}.{}", quote(c)),
+                ", scope_value = excluded.scope_value",
+            ),
+            _ => ("", String::new(), ""),
+        };
         format!(
-            "INSERT INTO _cloud_rest_log(tbl, id, created_at, changed_at, deleted) \
-             VALUES ({lit}, {id}, {NOW}, {NOW}, {deleted}) \
+            "INSERT INTO _cloud_rest_log(tbl, id, created_at, changed_at, deleted{col}) \
+             VALUES ({lit}, {row}.\"id\", {NOW}, {NOW}, {deleted}{val}) \
              ON CONFLICT(tbl, id) DO UPDATE SET changed_at = excluded.changed_at, \
              created_at = CASE WHEN deleted <> 0 THEN excluded.created_at ELSE created_at END, \
-             deleted = excluded.deleted;"
+             deleted = excluded.deleted{set};"
         )
     };
     let changed = columns
@@ -304,7 +371,7 @@ fn triggers(table: &str, columns: &[String]) -> [(String, String); 3] {
             format!(
                 "CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN {} END",
                 quote(&ins),
-                upsert("NEW.\"id\"", 0)
+                upsert("NEW", 0)
             ),
         ),
         (
@@ -314,7 +381,7 @@ fn triggers(table: &str, columns: &[String]) -> [(String, String); 3] {
                  UPDATE _cloud_rest_log SET changed_at = {NOW}, deleted = 1 \
                  WHERE OLD.\"id\" IS NOT NEW.\"id\" AND tbl = {lit} AND id = OLD.\"id\"; END",
                 quote(&upd),
-                upsert("NEW.\"id\"", 0)
+                upsert("NEW", 0)
             ),
         ),
         (
@@ -322,7 +389,7 @@ fn triggers(table: &str, columns: &[String]) -> [(String, String); 3] {
             format!(
                 "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN {} END",
                 quote(&del),
-                upsert("OLD.\"id\"", 1)
+                upsert("OLD", 1)
             ),
         ),
     ]
@@ -334,17 +401,25 @@ fn triggers(table: &str, columns: &[String]) -> [(String, String); 3] {
 pub fn ensure_triggers(conn: &mut Connection) -> Result<Vec<String>, ChangelogError> {
     ensure_table(conn)?;
     ensure_scope_indexes(conn)?;
+    // Before any trigger is replaced: replacing fills `scope_value` in from the rows as they
+    // are, and a row the engine moved must be compared with the value logged before.
+    applied::log(conn)?;
     let mut done = Vec::new();
     let rest = rest_tables(conn)?;
+    let rules = crate::scope_rules::tracked_rules(conn)?;
     for table in &rest {
         let columns = crate::schema::columns_of(conn, table)?;
         let trigger_error = |source| ChangelogError::Trigger {
             table: table.clone(),
             source,
         };
-        let mut wanted = triggers(table, &columns).to_vec();
+        let scope_column = match rules.get(&table.to_ascii_lowercase()) {
+            Some(Some(rule)) => Some(rule.column()),
+            _ => None,
+        };
+        let mut wanted = triggers(table, &columns, scope_column).to_vec();
         wanted.extend(follow_trigger(conn, table, &rest).map_err(trigger_error)?);
-        if install_triggers(conn, table, &wanted).map_err(trigger_error)? {
+        if install_triggers(conn, table, scope_column, &wanted).map_err(trigger_error)? {
             done.push(table.clone());
         }
     }
@@ -390,6 +465,7 @@ fn ensure_scope_indexes(conn: &Connection) -> Result<(), ChangelogError> {
 fn install_triggers(
     conn: &mut Connection,
     table: &str,
+    scope_column: Option<&str>,
     wanted: &[(String, String)],
 ) -> rusqlite::Result<bool> {
     let mut current = Vec::new();
@@ -416,19 +492,45 @@ fn install_triggers(
         tx.execute(&format!("DROP TRIGGER IF EXISTS {}", quote(name)), [])?;
         tx.execute(sql, [])?;
     }
+    let scope = scope_column.map_or("NULL".to_string(), quote);
     if first_time {
         let now: i64 = tx.query_row(&format!("SELECT {NOW}"), [], |r| r.get(0))?;
         tx.execute(
             &format!(
-                "INSERT OR IGNORE INTO _cloud_rest_log(tbl, id, created_at, changed_at, deleted) \
-                 SELECT ?1, \"id\", ?2, ?2, 0 FROM {}",
+                "INSERT OR IGNORE INTO _cloud_rest_log(tbl, id, created_at, changed_at, deleted, \
+                 scope_value) SELECT ?1, \"id\", ?2, ?2, 0, {scope} FROM {}",
                 quote(table)
             ),
             rusqlite::params![table, now],
         )?;
+    } else if scope_column.is_some() {
+        // Triggers of an earlier build kept no `scope_value`, or the table's rule changed:
+        // the rows' values now are the ones logged (the applied rows were logged before).
+        tx.execute(
+            &format!(
+                "UPDATE _cloud_rest_log SET scope_value = (SELECT {scope} FROM {} t \
+                 WHERE t.\"id\" = _cloud_rest_log.id) WHERE tbl = ?1 AND deleted = 0",
+                quote(table)
+            ),
+            [table],
+        )?;
     }
     tx.commit()?;
     Ok(true)
+}
+
+/// Has the engine switch the log's triggers off while it applies and list the rows it wrote
+/// instead (see the module doc). Writes only the first time.
+pub fn list_applied_rows(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("SELECT outpost_list_applied(?1)", [TRIGGER_PREFIX], |_| {
+        Ok(())
+    })
+}
+
+/// Logs the rows the engine applied since this was last done (see the module doc); returns
+/// how many. [`ensure_triggers`] does it too.
+pub fn log_applied(conn: &mut Connection) -> Result<usize, ChangelogError> {
+    applied::log(conn)
 }
 
 /// The highest time logged (0 when nothing was).

@@ -172,6 +172,8 @@ pub enum TenantError {
     },
     /// A sealed tenant's keys could not be copied into the tenant database.
     Keys(keys::KeysError),
+    /// The rows the engine applied could not be logged in the REST change log (kept listed).
+    Changelog(ChangelogError),
     /// The PostgreSQL tenant failed (its error names the database and what was being done).
     Store(Box<dyn std::error::Error + Send + Sync>),
     /// The cloud's own batch could not be sealed.
@@ -224,6 +226,7 @@ impl fmt::Display for TenantError {
             TenantError::Quarantine { .. } => f.write_str("counting the quarantined changes"),
             TenantError::Refused { .. } => f.write_str("listing the refused batches"),
             TenantError::Keys(e) => e.fmt(f),
+            TenantError::Changelog(e) => e.fmt(f),
             TenantError::Store(e) => e.fmt(f),
             TenantError::Seal { since, .. } => {
                 write!(f, "sealing the cloud's own batch after seq {since}")
@@ -248,6 +251,7 @@ impl std::error::Error for TenantError {
             TenantError::Mailbox(e) => e.source(),
             TenantError::Schema(e) => e.source(),
             TenantError::Keys(e) => e.source(),
+            TenantError::Changelog(e) => e.source(),
             TenantError::Store(e) => e.source(),
             TenantError::Seal { source, .. } => Some(source),
             TenantError::VectorSite { .. }
@@ -345,6 +349,7 @@ impl Tenant {
         })?;
         trust_own_clock(&conn)
             .and_then(|()| be_scope_authority(&conn))
+            .and_then(|()| changelog::list_applied_rows(&conn))
             .map_err(|source| TenantError::Open {
                 path: path.to_path_buf(),
                 source,
@@ -484,6 +489,14 @@ impl TenantStore for Tenant {
         keys::install(&self.conn, mailbox)
             .map(drop)
             .map_err(TenantError::Keys)
+    }
+
+    fn after_round(&mut self) -> Result<(), TenantError> {
+        let logged = changelog::log_applied(&mut self.conn).map_err(TenantError::Changelog)?;
+        if logged > 0 {
+            log::debug!("REST change log: {logged} applied rows logged");
+        }
+        Ok(())
     }
 
     fn make_tables(&mut self, tables: &[TableSchema]) -> Result<(), ApplyError> {

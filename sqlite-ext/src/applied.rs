@@ -47,7 +47,14 @@ pub(crate) fn prefix(conn: Conn) -> Result<Option<String>, Error> {
 pub(crate) fn sql_list_applied(call: &Call, args: &[Arg]) -> Result<Value, Error> {
     let conn = call.conn;
     crate::schema::ensure(conn)?;
+    let set = prefix(conn)?;
     match args[0] {
+        // Unchanged: nothing written (a process sets it each time it opens the database).
+        Arg::Null if set.is_none() => Ok(Value::Null),
+        Arg::Text(p) if set.as_deref() == Some(p) => {
+            conn.exec(TABLE)?;
+            Ok(Value::Text(p.to_string()))
+        }
         Arg::Null => {
             let mut s = conn.prepare("DELETE FROM _outpost_meta WHERE k = ?1")?;
             s.bind_text(1, SETTING)?;

@@ -35,6 +35,11 @@ pub trait TenantStore {
     fn refused(&mut self) -> Result<Vec<RefusedBatch>, TenantError>;
     /// Work before a round (a sealed tenant's keys, for a store that opens batches itself).
     fn before_round(&mut self, mailbox: &mut Mailbox) -> Result<(), TenantError>;
+    /// Work after a round's batches were applied (the SQLite tenant logs the rows the engine
+    /// wrote in its REST change log: `changelog.rs`).
+    fn after_round(&mut self) -> Result<(), TenantError> {
+        Ok(())
+    }
     /// Makes or widens the tables a header states.
     fn make_tables(&mut self, tables: &[TableSchema]) -> Result<(), ApplyError>;
     /// Applies an accepted batch: `bytes` as the mailbox holds it, `batch` decoded (opened when
@@ -199,6 +204,7 @@ pub fn ingest(
     if let Some(group) = group.as_mut() {
         apply_group(store, group, &mut round);
     }
+    store.after_round()?;
     Ok(round.done)
 }
 

@@ -271,3 +271,116 @@ fn a_pull_since_zero_names_no_other_scopes_rows() {
     assert!(ids(&zero, "patients", "deleted").is_empty(), "{zero}");
     assert!(ids(&zero, "visits", "deleted").is_empty(), "{zero}");
 }
+
+/// A device's database with the tenant's tables, tracked with the same rules.
+fn device(dir: &std::path::Path) -> Connection {
+    let conn = Connection::open(dir.join("device.db")).unwrap();
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON;
+         CREATE TABLE patients(id TEXT PRIMARY KEY, name TEXT, clinic TEXT);
+         CREATE TABLE visits(id TEXT PRIMARY KEY, patient_id TEXT REFERENCES patients(id), note TEXT);
+         CREATE TABLE forms(id TEXT PRIMARY KEY, title TEXT);
+         SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
+         SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');
+         SELECT outpost_track('forms');",
+    )
+    .unwrap();
+    conn
+}
+
+/// What `device` wrote in the stream of `scope` since `since`, applied to the tenant as the
+/// ingest applies it: the log's triggers switched off, the rows listed, then logged in bulk.
+/// Returns the new `since`.
+fn apply_from(device: &Connection, scope: &str, since: i64, tenant: &mut Connection) -> i64 {
+    let batch: Vec<u8> = device
+        .query_row(
+            "SELECT outpost_changes(?1, NULL, ?2)",
+            rusqlite::params![since, scope],
+            |r| r.get(0),
+        )
+        .unwrap();
+    tenant
+        .query_row("SELECT outpost_apply(?1)", [batch], |_| Ok(()))
+        .unwrap();
+    let listed: i64 = tenant
+        .query_row("SELECT count(*) FROM outpost_applied", [], |r| r.get(0))
+        .unwrap();
+    assert!(listed > 0, "the engine listed the rows it wrote");
+    assert_eq!(changelog::log_applied(tenant).unwrap(), listed as usize);
+    device
+        .query_row("SELECT outpost_db_version(?1)", [scope], |r| r.get(0))
+        .unwrap()
+}
+
+/// Rows a device's batch brings are logged from the engine's list, with the log's triggers
+/// switched off during the apply (`changelog/applied.rs`), as the triggers would have logged
+/// them: created, moved to another clinic (the patient and its visit leave one token's pulls
+/// and join the other's), deleted.
+#[test]
+fn rows_the_engine_applies_reach_scoped_pulls_as_the_triggers_would_log_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = tenant(dir.path());
+    changelog::list_applied_rows(&conn).unwrap();
+    let dev = device(dir.path());
+    let (moshi, tanga) = (token(&["moshi"]), token(&["tanga"]));
+    let (m0, t0) = (latest(&conn), latest(&conn));
+
+    dev.execute_batch(
+        "INSERT INTO patients VALUES ('d1', 'Dalila', 'moshi');
+         INSERT INTO visits VALUES ('dv1', 'd1', 'ANC 1');",
+    )
+    .unwrap();
+    let since = apply_from(&dev, "moshi", 0, &mut conn);
+    let m = pulled(&mut conn, Some(m0), &moshi);
+    assert_eq!(ids(&m, "patients", "created"), ["d1"]);
+    assert_eq!(ids(&m, "visits", "created"), ["dv1"]);
+    let t = pulled(&mut conn, Some(t0), &tanga);
+    assert!(ids(&t, "patients", "created").is_empty());
+    assert!(
+        ids(&t, "patients", "deleted").is_empty(),
+        "never in its scopes"
+    );
+    let (m1, t1) = (
+        m["timestamp"].as_i64().unwrap(),
+        t["timestamp"].as_i64().unwrap(),
+    );
+
+    // The referral: the device moves the patient to tanga; its visit follows.
+    dev.execute("UPDATE patients SET clinic = 'tanga' WHERE id = 'd1'", [])
+        .unwrap();
+    apply_from(&dev, "moshi", since, &mut conn);
+    let m = pulled(&mut conn, Some(m1), &moshi);
+    assert_eq!(ids(&m, "patients", "deleted"), ["d1"]);
+    assert_eq!(ids(&m, "visits", "deleted"), ["dv1"]);
+    let t = pulled(&mut conn, Some(t1), &tanga);
+    assert_eq!(ids(&t, "patients", "updated"), ["d1"]);
+    assert_eq!(ids(&t, "visits", "updated"), ["dv1"]);
+    let (scope_value, moved_at): (String, i64) = conn
+        .query_row(
+            "SELECT scope_value, moved_at FROM _cloud_rest_log WHERE tbl = 'patients' AND id = 'd1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(scope_value, "tanga");
+    assert!(moved_at > m1);
+    let (m2, t2) = (
+        m["timestamp"].as_i64().unwrap(),
+        t["timestamp"].as_i64().unwrap(),
+    );
+
+    // A rename is a change, not a move; a deleted visit is logged deleted.
+    dev.execute_batch(
+        "UPDATE patients SET name = 'Dalila K.' WHERE id = 'd1'; DELETE FROM visits WHERE id = 'dv1';",
+    )
+    .unwrap();
+    apply_from(&dev, "tanga", 0, &mut conn);
+    let m = pulled(&mut conn, Some(m2), &moshi);
+    assert!(ids(&m, "patients", "deleted").is_empty(), "{m}");
+    assert!(ids(&m, "visits", "deleted").is_empty(), "{m}");
+    let t = pulled(&mut conn, Some(t2), &tanga);
+    assert_eq!(ids(&t, "patients", "updated"), ["d1"]);
+    assert!(ids(&t, "patients", "deleted").is_empty(), "{t}");
+    let all = pulled(&mut conn, Some(t2), &Access::default());
+    assert_eq!(ids(&all, "visits", "deleted"), ["dv1"]);
+}
