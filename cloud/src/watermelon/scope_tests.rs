@@ -5,18 +5,21 @@
 use super::*;
 use serde_json::{json, Value as Json};
 
+/// The tables, tracked with their scope rules.
+const SCHEMA: &str = "PRAGMA foreign_keys = ON;
+    CREATE TABLE patients(id TEXT PRIMARY KEY, name TEXT, clinic TEXT);
+    CREATE TABLE visits(id TEXT PRIMARY KEY, patient_id TEXT REFERENCES patients(id), note TEXT);
+    CREATE TABLE forms(id TEXT PRIMARY KEY, title TEXT);
+    SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
+    SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');
+    SELECT outpost_track('forms');";
+
 fn tenant(dir: &std::path::Path) -> Connection {
     outpost_embed::register().unwrap();
     let mut conn = Connection::open(dir.join("tenant.db")).unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
     conn.execute_batch(
-        "PRAGMA foreign_keys = ON;
-         CREATE TABLE patients(id TEXT PRIMARY KEY, name TEXT, clinic TEXT);
-         CREATE TABLE visits(id TEXT PRIMARY KEY, patient_id TEXT REFERENCES patients(id), note TEXT);
-         CREATE TABLE forms(id TEXT PRIMARY KEY, title TEXT);
-         SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
-         SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');
-         SELECT outpost_track('forms');
-         INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi'),
+        "INSERT INTO patients VALUES ('m1', 'Amina', 'moshi'), ('m2', 'Baraka', 'moshi'),
                                      ('t1', 'Chausiku', 'tanga');
          INSERT INTO visits VALUES ('v1', 'm1', 'ANC 1'), ('v2', 't1', 'ANC 1');
          INSERT INTO forms VALUES ('f1', 'ANC visit');",
@@ -275,16 +278,7 @@ fn a_pull_since_zero_names_no_other_scopes_rows() {
 /// A device's database with the tenant's tables, tracked with the same rules.
 fn device(dir: &std::path::Path) -> Connection {
     let conn = Connection::open(dir.join("device.db")).unwrap();
-    conn.execute_batch(
-        "PRAGMA foreign_keys = ON;
-         CREATE TABLE patients(id TEXT PRIMARY KEY, name TEXT, clinic TEXT);
-         CREATE TABLE visits(id TEXT PRIMARY KEY, patient_id TEXT REFERENCES patients(id), note TEXT);
-         CREATE TABLE forms(id TEXT PRIMARY KEY, title TEXT);
-         SELECT outpost_track('patients', '{\"scope\": \"clinic\"}');
-         SELECT outpost_track('visits', '{\"scope\": {\"via\": \"patient_id\"}}');
-         SELECT outpost_track('forms');",
-    )
-    .unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
     conn
 }
 
