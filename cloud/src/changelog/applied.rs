@@ -50,12 +50,27 @@ pub(super) fn log(conn: &mut Connection) -> Result<usize, ChangelogError> {
     let entries: i64 = tx
         .query_row("SELECT count(*) FROM outpost_applied", [], |r| r.get(0))
         .map_err(err)?;
-    tx.execute_batch("CREATE TEMP TABLE IF NOT EXISTS _cloud_moved(id PRIMARY KEY)")
-        .map_err(err)?;
+    tx.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS _cloud_moved(id PRIMARY KEY);
+         CREATE TEMP TABLE IF NOT EXISTS _cloud_applied(id PRIMARY KEY);",
+    )
+    .map_err(err)?;
     for table in &rest {
         let t = quote(table);
-        let rows =
-            format!("(SELECT {LISTED_ID} AS id FROM outpost_applied a WHERE a.\"table\" = ?1)");
+        // Each row once, in key order: the list holds a row as often as it was written, and
+        // the lookups and log writes below then walk the B-trees in order. The joins are
+        // `CROSS`, so SQLite reads the list first however small it is.
+        tx.execute("DELETE FROM temp._cloud_applied", [])
+            .map_err(err)?;
+        tx.execute(
+            &format!(
+                "INSERT OR IGNORE INTO temp._cloud_applied SELECT {LISTED_ID} FROM outpost_applied a \
+                 WHERE a.\"table\" = ?1 ORDER BY 1"
+            ),
+            [table],
+        )
+        .map_err(err)?;
+        let rows = "temp._cloud_applied";
         let scope_column = match rules.get(&table.to_ascii_lowercase()) {
             Some(Some(rule)) => Some(quote(rule.column())),
             _ => None,
@@ -67,8 +82,8 @@ pub(super) fn log(conn: &mut Connection) -> Result<usize, ChangelogError> {
             tx.execute(
                 &format!(
                     "INSERT OR IGNORE INTO temp._cloud_moved SELECT t.\"id\" FROM {rows} a \
-                     JOIN {t} t ON t.\"id\" = a.id \
-                     JOIN _cloud_rest_log l ON l.tbl = ?1 AND l.id = t.\"id\" \
+                     CROSS JOIN {t} t ON t.\"id\" = a.id \
+                     CROSS JOIN _cloud_rest_log l ON l.tbl = ?1 AND l.id = t.\"id\" \
                      WHERE l.deleted = 0 AND l.scope_value IS NOT t.{c}"
                 ),
                 [table],
@@ -82,7 +97,7 @@ pub(super) fn log(conn: &mut Connection) -> Result<usize, ChangelogError> {
             &format!(
                 "INSERT INTO _cloud_rest_log(tbl, id, created_at, changed_at, deleted, \
                  scope_value) SELECT ?1, t.\"id\", ?2, ?2, 0, {scope} FROM {rows} a \
-                 JOIN {t} t ON t.\"id\" = a.id WHERE true \
+                 CROSS JOIN {t} t ON t.\"id\" = a.id WHERE true \
                  ON CONFLICT(tbl, id) DO UPDATE SET changed_at = excluded.changed_at, \
                  created_at = CASE WHEN deleted <> 0 THEN excluded.created_at ELSE created_at END, \
                  deleted = 0, scope_value = excluded.scope_value"
