@@ -189,6 +189,41 @@ fn late_writes_in_the_old_stream_are_copied_on_and_the_scope_change_reaches_ever
     );
 }
 
+/// A change quarantined on the authority (a visit whose patient it did not have yet) that the
+/// retry lets in once its parent arrives, moved meanwhile, reaches the parent's new scope: the
+/// retry queues no transfer of its own, but the patient's transfer, queued by the same apply
+/// and read only when its batch is made, carries the visits that follow the patient.
+#[test]
+fn a_change_the_retry_lets_in_is_transferred_to_its_rows_scope() {
+    let a = replica("a");
+    let b = replica("b");
+    let cloud = authority();
+    a.exec("INSERT INTO patients VALUES ('m1', 'Amina', 'moshi', 0)");
+    apply_all(&b, &stream(&a, "moshi", 0));
+    b.exec("INSERT INTO visits VALUES ('v1', 'm1', 'seen at moshi')");
+    // The cloud gets b's visit first: its patient is missing there, so it waits.
+    let got = apply_all(&cloud, &stream(&b, "moshi", 0));
+    assert_eq!(got[0]["quarantined"], 1, "{got:?}");
+    // a refers the patient to tanga; the cloud gets a's stream, patient and referral, and the
+    // retry lets the visit in.
+    a.exec("UPDATE patients SET clinic = 'tanga' WHERE id = 'm1'");
+    apply_all(&cloud, &stream(&a, "moshi", 0));
+    assert_eq!(
+        cloud.one::<i64>("SELECT count(*) FROM outpost_quarantine"),
+        0
+    );
+    assert_eq!(text(&cloud, "id, patient_id", "visits"), "v1|m1");
+    let t = replica("t");
+    let got = apply_all(&t, &stream(&cloud, "tanga", 0));
+    assert!(got.iter().all(|c| c["quarantined"] == 0), "{got:?}");
+    assert_eq!(text(&t, "id, clinic", "patients"), "m1|tanga");
+    assert_eq!(
+        text(&t, "id, note", "visits"),
+        "v1|seen at moshi",
+        "the visit reaches the patient's new scope"
+    );
+}
+
 #[test]
 fn only_the_authority_queues_transfers_and_unscoped_stays_as_it_was() {
     let s = replica("s");
