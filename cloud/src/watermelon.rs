@@ -166,7 +166,11 @@ pub fn pull(
                  FROM _cloud_rest_log l \
                  LEFT JOIN {} t ON t.\"id\" = l.id \
                  WHERE l.tbl = ?1 AND l.changed_at > ?2 ORDER BY l.changed_at",
-                scope.map_or("NULL", |s| s.expr.as_str()),
+                // A row gone from its table: the scope it had, from its log entry.
+                scope.map_or("NULL".to_string(), |s| format!(
+                    "CASE WHEN t.\"id\" IS NULL THEN {} ELSE {} END",
+                    s.gone, s.expr
+                )),
                 quote(table)
             ),
         };

@@ -450,6 +450,17 @@ fn a_scoped_token_pulls_and_pushes_only_its_scopes_on_a_postgres_tenant() {
         .map(|r| r["id"].clone())
         .collect();
     assert_eq!(updated, [json!("vm"), json!("vt")], "{p}");
+    let t3 = p["timestamp"].as_i64().unwrap();
+
+    // Deleted outright by the back office: moshi's patient m2 with its visit, and tanga's visit
+    // vt. The moshi token is told of m2 and vm2 (through m2's entry), not of vt.
+    psql(
+        &db.url,
+        "DELETE FROM public.visits WHERE id IN ('vm2', 'vt'); DELETE FROM public.patients WHERE id = 'm2'",
+    );
+    let (_, p) = moshi.pull(Some(t3));
+    assert_eq!(records(&p, "patients", "deleted"), [json!("m2")], "{p}");
+    assert_eq!(records(&p, "visits", "deleted"), [json!("vm2")], "{p}");
 }
 
 /// The change log's clock under concurrent writers (PostgreSQL is not single-writer): writers

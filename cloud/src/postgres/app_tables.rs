@@ -188,7 +188,7 @@ pub fn pg_type(t: DeclType) -> &'static str {
 }
 
 /// The column's type (it was validated).
-fn column_type(c: &ColumnSchema) -> &'static str {
+pub(crate) fn column_type(c: &ColumnSchema) -> &'static str {
     pg_type(decl_type::reduce(&c.decl_type).unwrap_or(DeclType::None))
 }
 

@@ -51,6 +51,10 @@ pub const TRIGGERS: [&str; 3] = [
 ];
 /// The row trigger of a scoped table recording moves.
 pub const MOVE_TRIGGER: &str = "outpost_rest_move";
+/// The statement trigger of a scoped REST table keeping the scope value of the rows deleted.
+/// Named to sort after `outpost_rest_log_d`: PostgreSQL runs a statement's triggers in name
+/// order, and that one logs the deletion this one completes.
+pub const GONE_TRIGGER: &str = "outpost_rest_log_d_scope";
 
 /// How deep `via` chains are followed (as `watermelon/row_scope.rs` reads them).
 const MAX_VIA_DEPTH: usize = 8;
@@ -186,6 +190,13 @@ pub fn install(tx: &mut Transaction<'_>, tables: &[String]) -> Result<(), RestLo
                 "installing the scope-move trigger of table {:?}",
                 c.def.name
             )))?;
+            if is_rest(&c.def) {
+                tx.batch_execute(&gone_trigger(c, &rule))
+                    .map_err(sql(format!(
+                        "installing the deleted-scope trigger of table {:?}",
+                        c.def.name
+                    )))?;
+            }
         }
     }
     Ok(())
@@ -277,6 +288,30 @@ fn move_trigger(c: &Captured) -> String {
            FOR EACH STATEMENT EXECUTE FUNCTION {}();
          ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {trigger};",
         move_function_name(c)
+    )
+}
+
+/// The trigger of scoped REST table `c` keeping, for each row a statement deletes, the scope
+/// cell (or `via` key) it had in its log entry (`scope_value`), with its function.
+fn gone_trigger(c: &Captured, rule: &ScopeRule) -> String {
+    let tbl = qualified(&c.def.name);
+    let trigger = quote(GONE_TRIGGER);
+    let name = format!("outpost.{}", quote(&format!("rest_gone_{}", c.id)));
+    let function = format!(
+        "BEGIN UPDATE outpost.rest_log l SET scope_value = CAST(o.{} AS TEXT) \
+         FROM rest_gone_old o WHERE l.tbl = {} AND l.id = o.\"id\"::text; RETURN NULL; END",
+        quote(rule.column()),
+        literal(&c.def.name)
+    );
+    format!(
+        "CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER \
+         SET search_path = pg_catalog, pg_temp AS {};
+         REVOKE ALL ON FUNCTION {name}() FROM PUBLIC;
+         DROP TRIGGER IF EXISTS {trigger} ON {tbl};
+         CREATE TRIGGER {trigger} AFTER DELETE ON {tbl} REFERENCING OLD TABLE AS rest_gone_old
+           FOR EACH STATEMENT EXECUTE FUNCTION {name}();
+         ALTER TABLE {tbl} ENABLE ALWAYS TRIGGER {trigger};",
+        literal(&function)
     )
 }
 

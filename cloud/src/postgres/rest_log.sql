@@ -17,6 +17,10 @@ CREATE TABLE IF NOT EXISTS outpost.rest_log(
   moved_at bigint NOT NULL DEFAULT 0,
   PRIMARY KEY (tbl, id));
 CREATE INDEX IF NOT EXISTS rest_log_changed ON outpost.rest_log(tbl, changed_at);
+-- A deleted row of a scoped table: the scope cell (or `via` key) it had, as text, set by the
+-- table's `outpost_rest_log_d_scope` trigger (rest_log.rs), so a pull can tell which tokens'
+-- scopes held it (watermelon/row_scope.rs, `gone`).
+ALTER TABLE outpost.rest_log ADD COLUMN IF NOT EXISTS scope_value text;
 
 -- The REST clock: the time of the last transaction that logged. Every logging transaction locks
 -- this row (FOR UPDATE) from its first logged write to its end and advances it once, so times

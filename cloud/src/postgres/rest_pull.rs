@@ -126,9 +126,10 @@ pub fn pull(
                 "SELECT l.created_at, l.deleted, l.id, {}, l.moved_at, t.\"id\" IS NOT NULL, \
                  {reads} FROM outpost.rest_log l LEFT JOIN {relation} t ON t.\"id\" = {} \
                  WHERE l.tbl = $1 AND l.changed_at > $2 ORDER BY l.changed_at",
+                // A row gone from its table: the scope it had, from its log entry.
                 scope.map_or("NULL::text".to_string(), |s| format!(
-                    "CAST({} AS TEXT)",
-                    s.expr
+                    "CASE WHEN t.\"id\" IS NULL THEN CAST({} AS TEXT) ELSE CAST({} AS TEXT) END",
+                    s.gone, s.expr
                 )),
                 id_from_text(&table.id.kind)
             ),

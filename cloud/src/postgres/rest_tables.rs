@@ -256,6 +256,22 @@ impl ScopeSchema for RestTables {
     fn relation(&self, table: &str) -> String {
         rest_log::qualified(table)
     }
+
+    fn log_relation(&self) -> &'static str {
+        "outpost.rest_log"
+    }
+
+    fn logged_as(&self, table: &str, column: &str, logged: &str) -> String {
+        let declared = self
+            .defs
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(table))
+            .and_then(|d| d.columns.iter().find(|c| c.name == column));
+        match declared {
+            Some(c) => format!("CAST({logged} AS {})", super::app_tables::column_type(c)),
+            None => logged.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,9 @@ pub struct RowScope {
     /// The SQL expression of a row's scope, reading the table under the alias `t` (NULL when
     /// the row, or its parent, holds none).
     pub expr: String,
+    /// The scope a row the table no longer holds had, from its change-log entry read under the
+    /// alias `l` ([`gone`]; NULL when it cannot be told).
+    pub gone: String,
     /// For a token of named scopes, the SQL condition that a row read under the alias `t` is in
     /// them, written so SQLite can drive it from indexes (`t.clinic IN (...)`, or
     /// `t.patient_id IN (SELECT id FROM patients WHERE clinic IN (...))` down `via` chains);
@@ -43,6 +46,11 @@ pub trait ScopeSchema {
     fn via_parent(&self, table: &str, column: &str) -> Result<Option<(String, String)>, RestError>;
     /// `table` as SQL names it (quoted, qualified where the store needs it).
     fn relation(&self, table: &str) -> String;
+    /// The change log's table, as SQL names it.
+    fn log_relation(&self) -> &'static str;
+    /// A value the log keeps (`scope_value`, SQL `logged`) as a value of `table`'s `column`, to
+    /// compare with it (the PostgreSQL log keeps text).
+    fn logged_as(&self, table: &str, column: &str, logged: &str) -> String;
 }
 
 /// The SQLite tenant's rules (`_outpost_tables`) and foreign keys.
@@ -65,6 +73,14 @@ impl ScopeSchema for SqliteSchema<'_> {
 
     fn relation(&self, table: &str) -> String {
         quote(table)
+    }
+
+    fn log_relation(&self) -> &'static str {
+        "_cloud_rest_log"
+    }
+
+    fn logged_as(&self, _table: &str, _column: &str, logged: &str) -> String {
+        logged.to_string()
     }
 }
 
@@ -93,11 +109,20 @@ impl ScopedTables {
         for t in tables {
             if let Some(rule) = schema.rule(t) {
                 let expr = expr(schema, t, "t", 0)?;
+                let gone = gone(schema, t, "l", 0)?;
                 let within = match list(scopes) {
                     Some(list) => Some(within(schema, t, "t", &list, 0)?),
                     None => None,
                 };
-                out.insert(t.clone(), RowScope { rule, expr, within });
+                out.insert(
+                    t.clone(),
+                    RowScope {
+                        rule,
+                        expr,
+                        gone,
+                        within,
+                    },
+                );
             }
         }
         Ok(ScopedTables(out))
@@ -133,6 +158,51 @@ fn expr(
                 schema.relation(&parent),
                 quote(&key),
                 quote(&c)
+            ))
+        }
+    }
+}
+
+/// The scope a row of `table` had when it went, from its change-log entry read under `log`:
+/// the log keeps the scope cell (or `via` key) each row had when last logged (`scope_value`;
+/// on PostgreSQL set as rows are deleted). For a `via` row, its parent's scope: the parent's
+/// row if the table still holds it, else, when the key is the parent's `id`, what the parent's
+/// own entry says. So a pull can name a row deleted outright to the tokens whose scopes held
+/// it, and to no other.
+fn gone(
+    schema: &impl ScopeSchema,
+    table: &str,
+    log: &str,
+    depth: usize,
+) -> Result<String, RestError> {
+    match schema.rule(table) {
+        None => Ok("NULL".into()),
+        Some(ScopeRule::Column(_)) => Ok(format!("{log}.scope_value")),
+        Some(ScopeRule::Via(c)) => {
+            let Some((parent, key)) = schema.via_parent(table, &c)? else {
+                return Ok("NULL".into());
+            };
+            if depth >= MAX_VIA_DEPTH {
+                return Ok("NULL".into());
+            }
+            let p = format!("_g{depth}");
+            let live = format!(
+                "(SELECT {} FROM {} {p} WHERE {p}.{} = {})",
+                expr(schema, &parent, &p, depth + 1)?,
+                schema.relation(&parent),
+                quote(&key),
+                schema.logged_as(&parent, &key, &format!("{log}.scope_value"))
+            );
+            if key != "id" {
+                return Ok(live);
+            }
+            let pl = format!("_gl{depth}");
+            Ok(format!(
+                "coalesce({live}, (SELECT {} FROM {} {pl} WHERE {pl}.tbl = '{}' \
+                 AND {pl}.id = {log}.scope_value))",
+                gone(schema, &parent, &pl, depth + 1)?,
+                schema.log_relation(),
+                parent.replace('\'', "''")
             ))
         }
     }

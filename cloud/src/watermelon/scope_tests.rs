@@ -375,6 +375,36 @@ fn rows_the_engine_applies_reach_scoped_pulls_as_the_triggers_would_log_them() {
     let t = pulled(&mut conn, Some(t2), &tanga);
     assert_eq!(ids(&t, "patients", "updated"), ["d1"]);
     assert!(ids(&t, "patients", "deleted").is_empty(), "{t}");
-    let all = pulled(&mut conn, Some(t2), &Access::default());
-    assert_eq!(ids(&all, "visits", "deleted"), ["dv1"]);
+    assert_eq!(ids(&t, "visits", "deleted"), ["dv1"]);
+}
+
+/// A row deleted outright is named in `deleted` to the tokens whose scopes held it and to no
+/// other: the log keeps the scope value it had. A visit deleted with its patient finds its
+/// scope through the patient's entry.
+#[test]
+fn a_row_deleted_outright_is_named_to_the_scopes_that_held_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = tenant(dir.path());
+    let (moshi, tanga) = (token(&["moshi"]), token(&["tanga"]));
+    let since = latest(&conn);
+    conn.execute_batch(
+        "DELETE FROM patients WHERE id = 'm2';
+         DELETE FROM visits WHERE id = 'v1'; DELETE FROM patients WHERE id = 'm1';
+         DELETE FROM visits WHERE id = 'v2';",
+    )
+    .unwrap();
+    let m = pulled(&mut conn, Some(since), &moshi);
+    assert_eq!(ids(&m, "patients", "deleted"), ["m1", "m2"]);
+    assert_eq!(
+        ids(&m, "visits", "deleted"),
+        ["v1"],
+        "through its patient's entry"
+    );
+    let t = pulled(&mut conn, Some(since), &tanga);
+    assert!(ids(&t, "patients", "deleted").is_empty(), "{t}");
+    assert_eq!(
+        ids(&t, "visits", "deleted"),
+        ["v2"],
+        "its patient t1 is there"
+    );
 }
