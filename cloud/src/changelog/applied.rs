@@ -12,7 +12,8 @@ use super::{quote, rest_followers, rest_tables, ChangelogError, NOW};
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The listed key as the table's `id`: `outpost_applied` shows keys as JSON (`"p1"`, a number,
-/// or `{"blob": hex}`), as the engine's other public tables do.
+/// or `{"blob": hex}`), as the engine's other public tables do. (The table is the app's to
+/// write too: an entry that is not JSON is dropped, never left to fail every later step.)
 const LISTED_ID: &str = "CASE json_type(a.pk) WHEN 'object' THEN unhex(a.pk ->> '$.blob') \
      ELSE a.pk ->> '$' END";
 
@@ -65,7 +66,7 @@ pub(super) fn log(conn: &mut Connection) -> Result<usize, ChangelogError> {
         tx.execute(
             &format!(
                 "INSERT OR IGNORE INTO temp._cloud_applied SELECT {LISTED_ID} FROM outpost_applied a \
-                 WHERE a.\"table\" = ?1 ORDER BY 1"
+                 WHERE a.\"table\" = ?1 AND json_valid(a.pk) ORDER BY 1"
             ),
             [table],
         )

@@ -408,3 +408,26 @@ fn a_row_deleted_outright_is_named_to_the_scopes_that_held_it() {
         "its patient t1 is there"
     );
 }
+
+/// `outpost_applied` is a table the app may write too: an entry that is not a key the engine
+/// writes is dropped, and the others are logged, so one bad entry never stops every later
+/// ingest round and pull.
+#[test]
+fn an_entry_that_is_not_a_key_does_not_stop_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = tenant(dir.path());
+    changelog::list_applied_rows(&conn).unwrap();
+    let before = latest(&conn);
+    conn.execute_batch(
+        "INSERT INTO outpost_applied VALUES ('patients', 'not json'), ('patients', '\"m1\"'),
+                                            ('nowhere', '\"x\"');",
+    )
+    .unwrap();
+    assert_eq!(changelog::log_applied(&mut conn).unwrap(), 3);
+    let left: i64 = conn
+        .query_row("SELECT count(*) FROM outpost_applied", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+    let p = pulled(&mut conn, Some(before), &token(&["moshi"]));
+    assert_eq!(ids(&p, "patients", "updated"), ["m1"]);
+}
