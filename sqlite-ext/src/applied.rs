@@ -21,9 +21,10 @@
 //! one-column key, else a JSON array: `json.rs`). The app brings its derived data up to date
 //! from the rows as they are now and deletes the entries it handled. A row written several
 //! times is listed as often: the list has no key, so each entry is an append (a key over
-//! `("table", pk)` took random-order B-tree inserts, 13% of the cloud's ingest CPU). Writes the app makes itself, or
-//! anyone else outside an apply, still run its triggers. `outpost_list_applied(NULL)` turns the
-//! listing off; the setting is kept in the database, so every connection's applies follow it.
+//! `("table", pk)` took random-order B-tree inserts, 13% of the cloud's ingest CPU). Writes the
+//! app makes itself, or anyone else outside an apply, still run its triggers.
+//! `outpost_list_applied(NULL)` turns the listing off; the setting is kept in the database, so
+//! every connection's applies follow it.
 
 use crate::arg::Arg;
 use crate::error::Error;
