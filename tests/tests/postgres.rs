@@ -199,6 +199,9 @@ fn restored_behind(name: &str, written_past: bool) {
         a.sync_with("cloud");
         a.has("patients", "o3")
     });
+    // Once more: the session that brought o3 may have told the cloud a's vector as it was
+    // before (covering seq 2), and the latch below is of what a says it holds (seq 3).
+    a.sync_with("cloud");
     // The "restore": the cloud's own stream back to seq 1, in the outbox and the mailbox alike.
     cloud.kill();
     let own = psql(
