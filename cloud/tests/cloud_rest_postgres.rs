@@ -91,6 +91,19 @@ fn postgres_tenant(test: &str, scoped: bool) -> Option<(tempfile::TempDir, PathB
     Some((tmp, data, db))
 }
 
+/// A superuser connection to `db` prepared as a tenant (no cloud process), its unscoped tables
+/// made as a device's batch header would.
+fn prepared(db: &TestDatabase) -> Client {
+    let mut c = db.superuser();
+    outpost_cloud::postgres::meta::prepare(
+        &mut c,
+        outpost_protocol::SiteId::from_slice(&[7; 16]).unwrap(),
+    )
+    .unwrap();
+    app_tables::ensure(&mut c, &tables(false)).unwrap();
+    c
+}
+
 #[test]
 fn a_watermelon_client_syncs_with_a_postgres_tenant() {
     let Some((_tmp, data, db)) = postgres_tenant("rest_pg_client", false) else {
@@ -473,13 +486,7 @@ fn pulls_under_concurrent_writers_miss_no_commit() {
     let Some(db) = pg::database("rest_pg_concurrent") else {
         return;
     };
-    let mut c = db.superuser();
-    outpost_cloud::postgres::meta::prepare(
-        &mut c,
-        outpost_protocol::SiteId::from_slice(&[7; 16]).unwrap(),
-    )
-    .unwrap();
-    app_tables::ensure(&mut c, &tables(false)).unwrap();
+    let mut c = prepared(&db);
     let writers = 4;
     let per_writer = 60;
     let done = Arc::new(AtomicBool::new(false));
@@ -680,13 +687,7 @@ fn a_large_insert_logs_new_rows_and_rows_deleted_before() {
     let Some(db) = pg::database("rest_pg_large_insert") else {
         return;
     };
-    let mut c = db.superuser();
-    outpost_cloud::postgres::meta::prepare(
-        &mut c,
-        outpost_protocol::SiteId::from_slice(&[7; 16]).unwrap(),
-    )
-    .unwrap();
-    app_tables::ensure(&mut c, &tables(false)).unwrap();
+    let mut c = prepared(&db);
     let pull = |c: &mut Client, since: Option<i64>| -> Value {
         let answer = rest_pull::pull(c, since, &Access::default()).unwrap();
         serde_json::from_slice(&answer).unwrap()

@@ -35,6 +35,20 @@ fn batches(db: &Connection, notes: &[(&str, &str)]) -> Vec<Vec<u8>> {
     out
 }
 
+/// Devices `a` (notes a1, a2 "bad", a3) and `b` (b1, b2) in `dir`, their batches stored in a
+/// mailbox there.
+fn two_origins(dir: &Path) -> (Connection, Connection, Mailbox) {
+    let a = device(&dir.join("a.db"));
+    let b = device(&dir.join("b.db"));
+    let from_a = batches(&a, &[("a1", "fine"), ("a2", "bad"), ("a3", "fine")]);
+    let from_b = batches(&b, &[("b1", "fine"), ("b2", "fine")]);
+    let mut mailbox = Mailbox::open(dir.join("mailbox.db")).unwrap();
+    mailbox
+        .store(from_a.into_iter().chain(from_b).collect())
+        .unwrap();
+    (a, b, mailbox)
+}
+
 fn site_of(db: &Connection) -> SiteId {
     let b: Vec<u8> = db
         .query_row("SELECT outpost_site_id()", [], |r| r.get(0))
@@ -58,14 +72,7 @@ fn notes(tenant: &mut Tenant) -> Vec<String> {
 #[test]
 fn a_batch_failing_in_a_group_stops_only_its_origin() {
     let tmp = tempfile::tempdir().unwrap();
-    let a = device(&tmp.path().join("a.db"));
-    let b = device(&tmp.path().join("b.db"));
-    let from_a = batches(&a, &[("a1", "fine"), ("a2", "bad"), ("a3", "fine")]);
-    let from_b = batches(&b, &[("b1", "fine"), ("b2", "fine")]);
-    let mut mailbox = Mailbox::open(tmp.path().join("mailbox.db")).unwrap();
-    mailbox
-        .store(from_a.into_iter().chain(from_b).collect())
-        .unwrap();
+    let (a, _b, mut mailbox) = two_origins(tmp.path());
     let mut tenant = Tenant::open(&tmp.path().join("tenant.db"), SiteId([7; 16])).unwrap();
     tenant.conn().execute_batch(NOTES).unwrap();
     tenant
@@ -125,14 +132,7 @@ fn a_batch_failing_in_a_postgres_group_stops_only_its_origin() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let a = device(&tmp.path().join("a.db"));
-    let b = device(&tmp.path().join("b.db"));
-    let from_a = batches(&a, &[("a1", "fine"), ("a2", "bad"), ("a3", "fine")]);
-    let from_b = batches(&b, &[("b1", "fine"), ("b2", "fine")]);
-    let mut mailbox = Mailbox::open(tmp.path().join("mailbox.db")).unwrap();
-    mailbox
-        .store(from_a.into_iter().chain(from_b).collect())
-        .unwrap();
+    let (a, b, mut mailbox) = two_origins(tmp.path());
     let site = SiteId([7; 16]);
     let mut c = db.superuser();
     crate::postgres::meta::prepare(&mut c, site).unwrap();
