@@ -164,7 +164,7 @@ pub fn key_json(key: &[Value], kinds: &[Kind]) -> String {
                 let _ = write!(out, "{}", if *f == 0.0 { 0.0 } else { *f });
             }
             (_, Value::Real(f)) => out.push_str(&serde_json::Value::from(*f).to_string()),
-            (_, Value::Text(t)) => out.push_str(&serde_json::Value::from(t.as_str()).to_string()),
+            (_, Value::Text(t)) => push_json_str(&mut out, t),
             (_, Value::Blob(b)) => {
                 out.push_str("\"\\\\x");
                 out.push_str(&hex(b));
@@ -174,6 +174,38 @@ pub fn key_json(key: &[Value], kinds: &[Kind]) -> String {
     }
     out.push(']');
     out
+}
+
+/// Appends `t` as a JSON string, escaped as jsonb's output escapes it (and serde_json: `"`,
+/// `\\`, `\b \f \n \r \t`, other control characters as `\u00xx` in lowercase hex, nothing
+/// else). Written in place: through a `serde_json::Value` it cost a copy and a growing string
+/// per key, a seventh of the cloud's CPU ingesting into PostgreSQL (docs/performance.md).
+fn push_json_str(out: &mut String, t: &str) {
+    out.reserve(t.len() + 2);
+    out.push('"');
+    let mut clean = 0;
+    for (i, b) in t.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&t[clean..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        clean = i + 1;
+    }
+    out.push_str(&t[clean..]);
+    out.push('"');
 }
 
 /// Lowercase hex, as PostgreSQL prints `bytea`.
@@ -217,6 +249,17 @@ mod tests {
             key_json(&[Value::Blob(vec![1, 0xab])], &[Kind::Bytes]),
             r#"["\\x01ab"]"#
         );
+    }
+
+    #[test]
+    fn a_text_key_is_escaped_as_serde_json_escapes_it() {
+        let mut every: String = (0u8..0x80).map(char::from).collect();
+        every.push_str("é\u{2028}日本\u{10ffff}");
+        for t in [every.as_str(), "", "plain", "\"\\", "a\u{1}b\u{1f}"] {
+            let mut ours = String::new();
+            push_json_str(&mut ours, t);
+            assert_eq!(ours, serde_json::Value::from(t).to_string(), "{t:?}");
+        }
     }
 
     #[test]
