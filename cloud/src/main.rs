@@ -22,6 +22,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Applies decode and merge many small values and free them together; glibc's malloc spent a
+/// third of the cloud's own CPU ingesting into PostgreSQL on them (docs/performance.md,
+/// "the allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 usage:
   outpost-cloud init        --data DIR [--unsealed | --sealed] [--postgres URL]
