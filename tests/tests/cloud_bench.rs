@@ -375,22 +375,12 @@ fn cloud_ingest_throughput() {
 #[test]
 #[ignore = "benchmark: prints the cloud's ingest of a hub's backlog"]
 fn cloud_ingest_of_a_hub_backlog() {
-    use outpost_testkit::e2e::proxy::Proxy;
     use std::sync::atomic::Ordering;
     let patients: usize = number("OUTPOST_BENCH_PATIENTS", 100_000);
     let devices: usize = number("OUTPOST_BENCH_DEVICES", 2);
     let dir = scratch();
     let cloud = Cloud::running(&dir.path().join("cloud"));
-    let port: u16 = cloud
-        .address()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .expect("the cloud's port");
-    let proxy = Proxy::start(port);
-    proxy.budget.store(0, Ordering::SeqCst); // the uplink is cut: every connection closed
-    let code = cloud.code_naming("--hub", &format!("127.0.0.1:{}", proxy.port));
-    let hub = Hub::uplinked(&dir.path().join("hub"), &code, 500, &[]);
+    let (hub, proxy) = Hub::behind_cut_uplink(&dir.path().join("hub"), &cloud);
     let seeds: Vec<u64> = (0..devices as u64).map(|d| 0x5eed_0000 + d).collect();
     let schema = format!(
         "{WORKLOAD_SCHEMA}\nSELECT outpost_track('patients'); SELECT outpost_track('visits');"

@@ -14,50 +14,97 @@
 //! devices' (this process's, from the clock's start): unlike the seconds, it hardly moves with
 //! what else the shared machine runs.
 //!
+//! `cloud_postgres_ingest_of_a_hub_backlog` is the twin of `cloud_bench.rs`'s
+//! `cloud_ingest_of_a_hub_backlog`: the devices push to a hub whose uplink is cut, before the
+//! clock; the clock runs from the uplink's return until the tenant holds every row. No device
+//! works during it: the figures are the cloud's and its backends' alone.
+//!
 //! Ignored (and left out of `scripts/test`): run with
 //! `cargo test --release -p outpost-tests --test cloud_bench_postgres -- --ignored --nocapture`.
 //! Results are recorded in docs/performance.md ("The cloud on PostgreSQL: ingest end to end").
 
 use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::{n, DeviceDb};
-use outpost_testkit::e2e::ingest_log::applies;
+use outpost_testkit::e2e::hub::Hub;
+use outpost_testkit::e2e::ingest_log::{applies, Applies};
 use outpost_testkit::e2e::scratch::scratch;
-use outpost_testkit::e2e::workload::{insert_w1, w1_rows_seeded, W1_SCHEMA};
+use outpost_testkit::e2e::workload::{insert_w1, w1_rows_seeded, W1Rows, W1_SCHEMA};
 use outpost_testkit::e2e::workload_pg::plain_insert;
 use outpost_testkit::env::number;
 use outpost_testkit::pg;
 use std::time::{Duration, Instant};
 
+/// A PostgreSQL tenant's cloud, running, and the rows each device will hold.
+struct Setup {
+    db: pg::TestDatabase,
+    dir: tempfile::TempDir,
+    cloud: Cloud,
+    schema: String,
+    sets: Vec<W1Rows>,
+    rows: usize,
+}
+
+impl Setup {
+    /// A database named `name` on the test cluster (`None` without one), an unsealed cloud
+    /// serving it, and W1 for `OUTPOST_BENCH_DEVICES` devices at `OUTPOST_BENCH_SCALE`.
+    fn new(name: &str) -> Option<Setup> {
+        let db = pg::database(name)?;
+        let scale: f64 = number("OUTPOST_BENCH_SCALE", 1.0);
+        let devices: usize = number("OUTPOST_BENCH_DEVICES", 2);
+        let dir = scratch();
+        let mut cloud = Cloud::init_postgres(&dir.path().join("cloud"), &db.url, true);
+        cloud.start();
+        let schema = format!(
+            "{W1_SCHEMA}\nSELECT outpost_track('patients'); SELECT outpost_track('visits');"
+        );
+        let sets: Vec<_> = (0..devices as u64)
+            .map(|d| w1_rows_seeded(scale, 0x5eed_0000 + d))
+            .collect();
+        let rows = sets.iter().map(|s| s.0.len() + s.1.len()).sum();
+        Some(Setup {
+            db,
+            dir,
+            cloud,
+            schema,
+            sets,
+            rows,
+        })
+    }
+
+    /// A connection to watch the tenant with, and a [`Sampler`] of the other backends' CPU.
+    fn watching(&self) -> (postgres::Client, Sampler) {
+        let mut watch = self.db.superuser();
+        let watcher: i32 = watch
+            .query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0);
+        let sampler = Sampler::start(self.db.superuser(), pg::backends, watcher);
+        (watch, sampler)
+    }
+
+    /// Device `d`'s database, enrolled with `code`, holding its rows.
+    fn device(&self, d: usize, code: &str) -> DeviceDb {
+        let device = DeviceDb::open(&self.dir.path().join(format!("d{d}.db")), &self.schema);
+        device.enroll(code);
+        insert_w1(&device.conn, &self.sets[d]);
+        device
+    }
+}
+
 #[test]
 #[ignore = "benchmark: prints the PostgreSQL tenant's ingest throughput"]
 fn cloud_postgres_ingest_throughput() {
-    let Some(db) = pg::database("bench_pg_ingest") else {
+    let Some(setup) = Setup::new("bench_pg_ingest") else {
         return;
     };
-    let scale: f64 = number("OUTPOST_BENCH_SCALE", 1.0);
-    let devices: usize = number("OUTPOST_BENCH_DEVICES", 2);
-    let dir = scratch();
-    let mut cloud = Cloud::init_postgres(&dir.path().join("cloud"), &db.url, true);
-    cloud.start();
-    let schema =
-        format!("{W1_SCHEMA}\nSELECT outpost_track('patients'); SELECT outpost_track('visits');");
-    let sets: Vec<_> = (0..devices as u64)
-        .map(|d| w1_rows_seeded(scale, 0x5eed_0000 + d))
+    // An enrolment code is used once: one each.
+    let dbs: Vec<DeviceDb> = (0..setup.sets.len())
+        .map(|d| setup.device(d, &setup.cloud.device_code()))
         .collect();
-    let rows: usize = sets.iter().map(|s| s.0.len() + s.1.len()).sum();
-    let mut dbs = Vec::new();
-    for (d, set) in sets.iter().enumerate() {
-        let device = DeviceDb::open(&dir.path().join(format!("d{d}.db")), &schema);
-        device.enroll(&cloud.device_code());
-        insert_w1(&device.conn, set);
-        dbs.push(device);
-    }
-    let mut watch = db.superuser();
-    let watcher: i32 = watch
-        .query_one("SELECT pg_backend_pid()", &[])
-        .unwrap()
-        .get(0);
-    let sampler = Sampler::start(db.superuser(), pg::backends, watcher);
+    let (mut watch, sampler) = setup.watching();
+    // The database and the directory stay in `setup` until the end.
+    let (cloud, sets, rows) = (setup.cloud, setup.sets, setup.rows);
+    let (devices, scale) = (sets.len(), number("OUTPOST_BENCH_SCALE", 1.0));
     let devices_cpu0 = cpu_s(std::process::id());
     let t0 = Instant::now();
     let pushers: Vec<_> = dbs
@@ -85,33 +132,9 @@ fn cloud_postgres_ingest_throughput() {
     let busy: u32 = results.iter().map(|r| r.2).sum();
     let changes: u64 = results.iter().map(|r| n(&r.0, "pushed")).sum();
     let batches: u64 = results.iter().map(|r| n(&r.0, "batches_pushed")).sum();
-    // Counting the rows costs the server a full scan of both tables (tens of ms at 600,000
-    // rows, which the apply would wait for): the loop watches the tenant's vector instead (one
-    // seq per change, advanced in each batch's transaction with its rows), and counts the rows
-    // once it covers every change.
-    let (mut last, mut moved, mut counted) = (-1, Instant::now(), Instant::now());
-    loop {
-        let covered = pg::covered(&mut watch);
-        // Counted also every second the vector stands still, should a seq ever cover several
-        // changes.
-        let quiet = covered == last && counted.elapsed() > Duration::from_secs(1);
-        if covered >= changes as i64 || quiet {
-            counted = Instant::now();
-            if pg::rows_in(&mut watch, &["patients", "visits"]) == rows as i64 {
-                break;
-            }
-        }
-        if covered != last {
-            (last, moved) = (covered, Instant::now());
-        }
-        if moved.elapsed() > Duration::from_secs(60) {
-            let held = pg::rows_in(&mut watch, &["patients", "visits"]);
-            let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
-            let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
-            panic!("the tenant holds {held} of {rows} rows ({covered} of {changes} changes covered), stalled for 60 s; log (last lines first):\n{tail}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    await_changes(&mut watch, changes, rows, || {
+        std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default()
+    });
     let total = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
     let cloud_cpu = cpu_s(cloud.pid());
@@ -133,18 +156,7 @@ fn cloud_postgres_ingest_throughput() {
         "  pushed (all acks) after {:.2} s; every row in the tenant's tables after {total:.2} s",
         pushed_at.as_secs_f64()
     );
-    if a.window_s > 0.0 {
-        println!(
-            "  the cloud's log: {} batches applied, {:.2} s from the first to the last ({:.0} rows/s \
-             while applying, overlapping the pushes); {} groups (of {} batches), {} alone",
-            a.batches,
-            a.window_s,
-            rows as f64 / a.window_s,
-            a.groups.len(),
-            a.groups.iter().sum::<usize>(),
-            a.alone
-        );
-    }
+    print_applies(&a, rows, ", overlapping the pushes");
     println!(
         "  CPU: the cloud's process {cloud_cpu:.1} s, its PostgreSQL backends {:.1} s \
          ({:.1} us a row together); the devices {devices_cpu:.1} s",
@@ -165,6 +177,116 @@ fn cloud_postgres_ingest_throughput() {
         rows as f64 / plain_s,
         total / plain_s
     );
+}
+
+#[test]
+#[ignore = "benchmark: prints the PostgreSQL tenant's ingest of a hub's backlog"]
+fn cloud_postgres_ingest_of_a_hub_backlog() {
+    use std::sync::atomic::Ordering;
+    let Some(setup) = Setup::new("bench_pg_backlog") else {
+        return;
+    };
+    let (hub, proxy) = Hub::behind_cut_uplink(&setup.dir.path().join("hub"), &setup.cloud);
+    let mut changes = 0;
+    for d in 0..setup.sets.len() {
+        let device = setup.device(d, &hub.code());
+        let r = device.json("SELECT outpost_sync('hub', '{\"timeout_ms\": 600000}')");
+        changes += n(&r, "pushed");
+    }
+    let (mut watch, sampler) = setup.watching();
+    // The database and the directory stay in `setup` until the end.
+    let (cloud, sets, rows) = (setup.cloud, setup.sets, setup.rows);
+    let (devices, scale) = (sets.len(), number("OUTPOST_BENCH_SCALE", 1.0));
+    let cloud_cpu0 = cpu_s(cloud.pid());
+    let t0 = Instant::now();
+    proxy.budget.store(usize::MAX, Ordering::SeqCst);
+    await_changes(&mut watch, changes, rows, || {
+        std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default()
+    });
+    let total = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    let cloud_cpu = cpu_s(cloud.pid()) - cloud_cpu0;
+    let backends_cpu = sampler.stop();
+    let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
+    let a = applies(&log);
+    drop(hub);
+    drop(cloud);
+    let plain_s = plain_insert(&mut watch, &sets.iter().collect::<Vec<_>>());
+    println!(
+        "PostgreSQL tenant, a hub's backlog: {devices} devices x W1 at scale {scale} = {rows} \
+         rows, {changes} changes, pushed to the hub before the clock"
+    );
+    print_applies(&a, rows, "");
+    println!(
+        "  CPU: the cloud's process {cloud_cpu:.1} s, its PostgreSQL backends {backends_cpu:.1} \
+         s ({:.1} us a row together); load average at the end: {}",
+        (cloud_cpu + backends_cpu) * 1e6 / rows as f64,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!(
+        "  {:.0} changes/s end to end (uplink let through until every row is in the tenant: \
+         {total:.2} s); plain PostgreSQL inserting the same rows: {plain_s:.2} s ({:.0} rows/s): \
+         cloud ingest = {:.1}x plain",
+        changes as f64 / total,
+        rows as f64 / plain_s,
+        total / plain_s
+    );
+}
+
+/// What the cloud's log says of its applies (`while` follows "while applying").
+fn print_applies(a: &Applies, rows: usize, while_: &str) {
+    if a.window_s > 0.0 {
+        println!(
+            "  the cloud's log: {} batches applied, {:.2} s from the first to the last ({:.0} \
+             rows/s while applying{while_}); {} groups (of {} batches), {} alone",
+            a.batches,
+            a.window_s,
+            rows as f64 / a.window_s,
+            a.groups.len(),
+            a.groups.iter().sum::<usize>(),
+            a.alone
+        );
+    }
+}
+
+/// Waits until the tenant covers `changes` and its tables hold `rows` rows; fails, with the
+/// last lines of `log`, once the vector has not moved for 60 s.
+///
+/// Counting the rows costs the server a full scan of both tables (tens of ms at 600,000 rows,
+/// which the apply would wait for): the loop watches the tenant's vector instead (one seq per
+/// change, advanced in each batch's transaction with its rows), and counts the rows once it
+/// covers every change.
+fn await_changes(
+    watch: &mut postgres::Client,
+    changes: u64,
+    rows: usize,
+    log: impl Fn() -> String,
+) {
+    let (mut last, mut moved, mut counted) = (-1, Instant::now(), Instant::now());
+    loop {
+        let covered = pg::covered(watch);
+        // Counted also every second the vector stands still, should a seq ever cover several
+        // changes.
+        let quiet = covered == last && counted.elapsed() > Duration::from_secs(1);
+        if covered >= changes as i64 || quiet {
+            counted = Instant::now();
+            if pg::rows_in(watch, &["patients", "visits"]) == rows as i64 {
+                return;
+            }
+        }
+        if covered != last {
+            (last, moved) = (covered, Instant::now());
+        }
+        if moved.elapsed() > Duration::from_secs(60) {
+            let held = pg::rows_in(watch, &["patients", "visits"]);
+            let log = log();
+            let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+            panic!("the tenant holds {held} of {rows} rows ({covered} of {changes} changes covered), stalled for 60 s; log (last lines first):\n{tail}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// CPU seconds (user and system) process `pid` used so far, from `/proc/PID/stat` (0 when it is

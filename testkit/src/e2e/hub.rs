@@ -3,10 +3,13 @@
 //! commands, its log kept beside its data directory, killed on drop.
 
 use crate::e2e::built::built;
+use crate::e2e::cloud::Cloud;
 use crate::e2e::port::{free_port, wait_port};
 use crate::e2e::process::{code_of, json_of};
+use crate::e2e::proxy::Proxy;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// `outpost-hub run --data DATA --net std:127.0.0.1:PORT ARGS...`; its stderr is appended to
@@ -23,6 +26,22 @@ impl Hub {
     /// On a free port; returns once it listens.
     pub fn start(data: &Path, args: &[&str]) -> Hub {
         Hub::start_on(data, free_port(), args)
+    }
+
+    /// [`Hub::uplinked`] to `cloud` through a [`Proxy`] that closes every connection until its
+    /// `budget` is raised: the hub holds what devices push (a backlog) until the test lets the
+    /// uplink through. The hub backs off up to 500 ms.
+    pub fn behind_cut_uplink(data: &Path, cloud: &Cloud) -> (Hub, Proxy) {
+        let port: u16 = cloud
+            .address()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the cloud's port");
+        let proxy = Proxy::start(port);
+        proxy.budget.store(0, Ordering::SeqCst);
+        let code = cloud.code_naming("--hub", &format!("127.0.0.1:{}", proxy.port));
+        (Hub::uplinked(data, &code, 500, &[]), proxy)
     }
 
     /// `outpost-hub run` without mDNS, with an uplink to the cloud of `cloud_code`, backing off
