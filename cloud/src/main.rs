@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// Applies decode and merge many small values and free them together; glibc's malloc spent a
-/// third of the cloud's own CPU ingesting into PostgreSQL on them (docs/performance.md,
-/// "the allocator").
+/// third of the cloud's own CPU ingesting into PostgreSQL on them (docs/performance.md, "The
+/// cloud's own CPU ingesting into PostgreSQL").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
