@@ -287,7 +287,8 @@ fn cloud_ingest_throughput() {
     let busy: u64 = results.iter().map(|r| r.2).sum();
     let changes: u64 = results.iter().map(|r| n(&r.0, "pushed")).sum();
     let bytes_note: u64 = results.iter().map(|r| n(&r.0, "batches_pushed")).sum();
-    // Fails when the count stops moving for a minute (an apply error: the log says which).
+    // Fails when the tenant's vector stops moving for a minute (an apply error: the log says
+    // which).
     await_rows(&cloud, changes, rows, Duration::from_secs(60), || {
         let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
         let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
@@ -444,10 +445,10 @@ fn cloud_ingest_of_a_hub_backlog() {
 }
 
 /// Waits until the cloud's tenant covers `changes` and its tables hold `rows` patients and
-/// visits; fails, with `explain`, once neither has moved for `stall`.
+/// visits; fails, with `explain`, once the vector has not moved for `stall`.
 ///
-/// Counting 600,000 rows takes a full pass over both tables: done every 20 ms, it kept much of
-/// the second core busy while the cloud applied. The loop reads the tenant's vector instead (one
+/// Counting 600,000 rows takes a full pass over both tables: done every 20 ms, it competed with
+/// the cloud for the same 2 cores while the cloud applied. The loop reads the tenant's vector instead (one
 /// seq per change, advanced by each batch's transaction with its rows), on one connection, and
 /// counts the rows once it covers every change (or every second it stands still, should a seq
 /// ever cover several changes), as `cloud_bench_postgres.rs` does.
