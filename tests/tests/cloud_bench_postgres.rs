@@ -21,7 +21,8 @@
 //!
 //! Ignored (and left out of `scripts/test`): run with
 //! `cargo test --release -p outpost-tests --test cloud_bench_postgres -- --ignored --nocapture`.
-//! Results are recorded in docs/performance.md ("The cloud on PostgreSQL: ingest end to end").
+//! Results are recorded in docs/performance.md ("The cloud on PostgreSQL: ingest end to end";
+//! the backlog in "The cloud's own CPU ingesting into PostgreSQL, and a hub's backlog").
 
 use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::{n, DeviceDb};
