@@ -29,6 +29,7 @@ use outpost_testkit::e2e::device_db::{live, n, DeviceDb};
 use outpost_testkit::e2e::figures::{print_live_calls, propagation, summary};
 use outpost_testkit::e2e::hub::Hub;
 use outpost_testkit::e2e::ingest_log::applies;
+use outpost_testkit::e2e::ingest_wait::{await_ingested, SqliteTenant};
 use outpost_testkit::e2e::scratch::scratch;
 use outpost_testkit::env::number;
 use rusqlite::Connection;
@@ -289,11 +290,13 @@ fn cloud_ingest_throughput() {
     let bytes_note: u64 = results.iter().map(|r| n(&r.0, "batches_pushed")).sum();
     // Fails when the tenant's vector stops moving for a minute (an apply error: the log says
     // which).
-    await_rows(&cloud, changes, rows, Duration::from_secs(60), || {
-        let log = std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default();
-        let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
-        format!("the cloud's log (last lines first):\n{tail}")
-    });
+    await_ingested(
+        &mut SqliteTenant::of(&cloud),
+        changes,
+        rows,
+        Duration::from_secs(60),
+        || cloud.log_tail(),
+    );
     let total = t0.elapsed().as_secs_f64();
     let cloud_cpu = cpu_time(cloud.pid()) - cloud_cpu0;
     let devices_cpu: Vec<f64> = results.iter().map(|r| r.3.as_secs_f64()).collect();
@@ -398,9 +401,13 @@ fn cloud_ingest_of_a_hub_backlog() {
     let (cloud_cpu0, hub_cpu0) = (cpu_time(cloud.pid()), cpu_time(hub.pid()));
     let t0 = Instant::now();
     proxy.budget.store(usize::MAX, Ordering::SeqCst);
-    await_rows(&cloud, changes, rows, Duration::from_secs(90), || {
-        format!("the hub's log:\n{}", hub.log())
-    });
+    await_ingested(
+        &mut SqliteTenant::of(&cloud),
+        changes,
+        rows,
+        Duration::from_secs(90),
+        || format!("the hub's log:\n{}", hub.log()),
+    );
     let total = t0.elapsed().as_secs_f64();
     let (cloud_cpu, hub_cpu) = (
         cpu_time(cloud.pid()) - cloud_cpu0,
@@ -442,56 +449,6 @@ fn cloud_ingest_of_a_hub_backlog() {
         changes as f64 / total,
         total / plain_s
     );
-}
-
-/// Waits until the cloud's tenant covers `changes` and its tables hold `rows` patients and
-/// visits; fails, with `explain`, once the vector has not moved for `stall`.
-///
-/// Counting 600,000 rows takes a full pass over both tables: done every 20 ms, it competed with
-/// the cloud for the same 2 cores while the cloud applied. The loop reads the tenant's vector instead (one
-/// seq per change, advanced by each batch's transaction with its rows), on one connection, and
-/// counts the rows once it covers every change (or every second it stands still, should a seq
-/// ever cover several changes), as `cloud_bench_postgres.rs` does.
-fn await_rows(
-    cloud: &Cloud,
-    changes: u64,
-    rows: i64,
-    stall: Duration,
-    explain: impl Fn() -> String,
-) {
-    let tenant = cloud.tenant();
-    let (mut last, mut moved, mut counted) = (-1, Instant::now(), Instant::now());
-    loop {
-        // 0 until the first apply makes the engine's tables.
-        let covered = tenant
-            .query_row(
-                "SELECT coalesce(sum(covered), 0) FROM _outpost_vector",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap_or(0);
-        let quiet = covered == last && counted.elapsed() > Duration::from_secs(1);
-        let mut held = None;
-        if covered >= changes as i64 || quiet {
-            counted = Instant::now();
-            let h = cloud.count("patients") + cloud.count("visits");
-            if h == rows {
-                return;
-            }
-            held = Some(h);
-        }
-        if covered != last {
-            (last, moved) = (covered, Instant::now());
-        }
-        assert!(
-            moved.elapsed() <= stall,
-            "the cloud holds {held:?} of {rows} rows ({covered} of {changes} changes covered), \
-             stalled for {} s; {}",
-            stall.as_secs(),
-            explain()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// CPU share of process `pid` over `secs` seconds, 40 live devices `paths` connected to `peer`.

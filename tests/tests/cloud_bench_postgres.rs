@@ -28,6 +28,7 @@ use outpost_testkit::e2e::cloud::Cloud;
 use outpost_testkit::e2e::device_db::{n, DeviceDb};
 use outpost_testkit::e2e::hub::Hub;
 use outpost_testkit::e2e::ingest_log::{applies, Applies};
+use outpost_testkit::e2e::ingest_wait::await_ingested;
 use outpost_testkit::e2e::scratch::scratch;
 use outpost_testkit::e2e::workload::{insert_w1, w1_rows_seeded, W1Rows, W1_SCHEMA};
 use outpost_testkit::e2e::workload_pg::plain_insert;
@@ -41,6 +42,8 @@ struct Setup {
     dir: tempfile::TempDir,
     cloud: Cloud,
     schema: String,
+    /// `OUTPOST_BENCH_SCALE`.
+    scale: f64,
     sets: Vec<W1Rows>,
     rows: usize,
 }
@@ -67,6 +70,7 @@ impl Setup {
             dir,
             cloud,
             schema,
+            scale,
             sets,
             rows,
         })
@@ -104,8 +108,8 @@ fn cloud_postgres_ingest_throughput() {
         .collect();
     let (mut watch, sampler) = setup.watching();
     // The database and the directory stay in `setup` until the end.
-    let (cloud, sets, rows) = (setup.cloud, setup.sets, setup.rows);
-    let (devices, scale) = (sets.len(), number("OUTPOST_BENCH_SCALE", 1.0));
+    let (cloud, sets, rows, scale) = (setup.cloud, setup.sets, setup.rows, setup.scale);
+    let devices = sets.len();
     let devices_cpu0 = cpu_s(std::process::id());
     let t0 = Instant::now();
     let pushers: Vec<_> = dbs
@@ -133,9 +137,13 @@ fn cloud_postgres_ingest_throughput() {
     let busy: u32 = results.iter().map(|r| r.2).sum();
     let changes: u64 = results.iter().map(|r| n(&r.0, "pushed")).sum();
     let batches: u64 = results.iter().map(|r| n(&r.0, "batches_pushed")).sum();
-    await_changes(&mut watch, changes, rows, || {
-        std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default()
-    });
+    await_ingested(
+        &mut watch,
+        changes,
+        rows as i64,
+        Duration::from_secs(60),
+        || cloud.log_tail(),
+    );
     let total = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
     let cloud_cpu = cpu_s(cloud.pid());
@@ -196,14 +204,18 @@ fn cloud_postgres_ingest_of_a_hub_backlog() {
     }
     let (mut watch, sampler) = setup.watching();
     // The database and the directory stay in `setup` until the end.
-    let (cloud, sets, rows) = (setup.cloud, setup.sets, setup.rows);
-    let (devices, scale) = (sets.len(), number("OUTPOST_BENCH_SCALE", 1.0));
+    let (cloud, sets, rows, scale) = (setup.cloud, setup.sets, setup.rows, setup.scale);
+    let devices = sets.len();
     let cloud_cpu0 = cpu_s(cloud.pid());
     let t0 = Instant::now();
     proxy.budget.store(usize::MAX, Ordering::SeqCst);
-    await_changes(&mut watch, changes, rows, || {
-        std::fs::read_to_string(cloud.data.with_extension("log")).unwrap_or_default()
-    });
+    await_ingested(
+        &mut watch,
+        changes,
+        rows as i64,
+        Duration::from_secs(60),
+        || cloud.log_tail(),
+    );
     let total = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(300));
     let cloud_cpu = cpu_s(cloud.pid()) - cloud_cpu0;
@@ -249,44 +261,6 @@ fn print_applies(a: &Applies, rows: usize, while_: &str) {
             a.groups.iter().sum::<usize>(),
             a.alone
         );
-    }
-}
-
-/// Waits until the tenant covers `changes` and its tables hold `rows` rows; fails, with the
-/// last lines of `log`, once the vector has not moved for 60 s.
-///
-/// Counting the rows costs the server a full scan of both tables (tens of ms at 600,000 rows,
-/// which the apply would wait for): the loop watches the tenant's vector instead (one seq per
-/// change, advanced in each batch's transaction with its rows), and counts the rows once it
-/// covers every change.
-fn await_changes(
-    watch: &mut postgres::Client,
-    changes: u64,
-    rows: usize,
-    log: impl Fn() -> String,
-) {
-    let (mut last, mut moved, mut counted) = (-1, Instant::now(), Instant::now());
-    loop {
-        let covered = pg::covered(watch);
-        // Counted also every second the vector stands still, should a seq ever cover several
-        // changes.
-        let quiet = covered == last && counted.elapsed() > Duration::from_secs(1);
-        if covered >= changes as i64 || quiet {
-            counted = Instant::now();
-            if pg::rows_in(watch, &["patients", "visits"]) == rows as i64 {
-                return;
-            }
-        }
-        if covered != last {
-            (last, moved) = (covered, Instant::now());
-        }
-        if moved.elapsed() > Duration::from_secs(60) {
-            let held = pg::rows_in(watch, &["patients", "visits"]);
-            let log = log();
-            let tail: String = log.lines().rev().take(15).collect::<Vec<_>>().join("\n");
-            panic!("the tenant holds {held} of {rows} rows ({covered} of {changes} changes covered), stalled for 60 s; log (last lines first):\n{tail}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

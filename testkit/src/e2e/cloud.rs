@@ -145,6 +145,13 @@ impl Cloud {
             .expect("the cloud printed its https address")
     }
 
+    /// The last 15 lines of its log (`DATA.log`), last first, for a failure's message.
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.data.with_extension("log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect();
+        format!("the cloud's log (last lines first):\n{}", tail.join("\n"))
+    }
+
     /// The running process's id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the cloud runs").id()

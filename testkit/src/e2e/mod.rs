@@ -11,7 +11,8 @@
 //! - [`figures`]: what the benchmarks measure and print;
 //! - [`workload`]: the benchmark workload's W1 rows, database and insert; [`workload_pg`] (with
 //!   feature `pg`): the same rows inserted by plain PostgreSQL;
-//! - [`ingest_log`]: what a cloud's log says about its applies.
+//! - [`ingest_log`]: what a cloud's log says about its applies; [`ingest_wait`]: waiting for a
+//!   tenant to hold what devices pushed.
 
 pub mod built;
 pub mod cloud;
@@ -19,6 +20,7 @@ pub mod device_db;
 pub mod figures;
 pub mod hub;
 pub mod ingest_log;
+pub mod ingest_wait;
 pub mod mailbox_check;
 pub mod patients;
 pub mod port;
